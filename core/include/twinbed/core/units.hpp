@@ -1,0 +1,66 @@
+// Units of the whole project: simulated time, byte counts and bandwidth.
+//
+// Time is an integer number of picoseconds, so simulated clocks are exact, comparisons are total and
+// identical runs give bit-identical results. int64 picoseconds cover ±106 days.
+// Bytes is a plain integer count. Bandwidth is always bytes per second in code (`BytesPerSec`);
+// only the edges (CLI flags, JSON keys) speak GB/s or Gbit/s, and their names say so.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <string>
+
+namespace twinbed {
+
+using Bytes = std::int64_t;        // a byte count (signed so differences are safe)
+using BytesPerSec = double;        // bandwidth, bytes per second
+using FlopsPerSec = double;        // compute rate, floating-point operations per second
+
+inline constexpr Bytes KiB = 1024;
+inline constexpr Bytes MiB = 1024 * KiB;
+inline constexpr Bytes GiB = 1024 * MiB;
+inline constexpr double GBps = 1e9;  // 1 GB/s in bytes per second (decimal, as link speeds are quoted)
+
+class Time {
+ public:
+  constexpr Time() = default;
+  static constexpr Time ps(std::int64_t v) { return Time(v); }
+  static constexpr Time ns(double v) { return from_seconds(v * 1e-9); }
+  static constexpr Time us(double v) { return from_seconds(v * 1e-6); }
+  static constexpr Time ms(double v) { return from_seconds(v * 1e-3); }
+  static constexpr Time s(double v) { return from_seconds(v); }
+  // Rounds to the nearest picosecond.
+  static constexpr Time from_seconds(double sec) {
+    double p = sec * 1e12;
+    return Time(static_cast<std::int64_t>(p < 0 ? p - 0.5 : p + 0.5));
+  }
+  static constexpr Time max() { return Time(INT64_MAX); }
+
+  constexpr std::int64_t picoseconds() const { return ps_; }
+  constexpr double seconds() const { return static_cast<double>(ps_) * 1e-12; }
+  constexpr double microseconds() const { return static_cast<double>(ps_) * 1e-6; }
+
+  constexpr Time operator+(Time o) const { return Time(ps_ + o.ps_); }
+  constexpr Time operator-(Time o) const { return Time(ps_ - o.ps_); }
+  constexpr Time& operator+=(Time o) { ps_ += o.ps_; return *this; }
+  constexpr Time& operator-=(Time o) { ps_ -= o.ps_; return *this; }
+  constexpr Time operator*(std::int64_t k) const { return Time(ps_ * k); }
+  constexpr auto operator<=>(const Time&) const = default;
+
+ private:
+  constexpr explicit Time(std::int64_t v) : ps_(v) {}
+  std::int64_t ps_ = 0;
+};
+
+// Time to move `bytes` at `bw`, rounded up to the next picosecond (never zero for a non-empty transfer).
+Time transfer_time(Bytes bytes, BytesPerSec bw);
+// The same for a fractional byte count (what a flow has left to drain); transfer_time(b, bw) ==
+// drain_time(b, bw), so every model rounds the same way.
+Time drain_time(double bytes, BytesPerSec bw);
+
+// "1K" -> 1024, "4M", "1G", "512" (binary multiples, as nccl-tests reads sizes). Throws InvalidArgument.
+Bytes parse_size(const std::string& text);
+// 1024 -> "1K"-style text when exact, else the plain number (for tables).
+std::string format_size(Bytes b);
+
+}  // namespace twinbed
