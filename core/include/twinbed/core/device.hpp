@@ -1,0 +1,29 @@
+// What a compute device can do, as the cost models need it. Figures of the presets come from
+// ../shared/REFERENCE.md (NVIDIA datasheets); every field is in base units (FLOP/s, bytes, bytes/s).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "twinbed/core/units.hpp"
+
+namespace twinbed {
+
+struct DeviceSpec {
+  std::string name = "generic";
+  FlopsPerSec peak_bf16 = 0;      // dense tensor-core BF16/FP16
+  FlopsPerSec peak_tf32 = 0;
+  FlopsPerSec peak_fp8 = 0;       // 0 where the device has none
+  FlopsPerSec peak_fp32 = 0;      // without tensor cores
+  Bytes memory = 0;               // device memory capacity
+  BytesPerSec memory_bandwidth = 0;
+  Time launch_overhead;           // fixed cost per kernel launch
+
+  bool operator==(const DeviceSpec&) const = default;
+};
+
+// Presets: "a100" (SXM 80GB), "h100" (SXM), "h200". Throws UnknownName listing them otherwise.
+DeviceSpec device_preset(const std::string& name);
+std::vector<std::string> device_preset_names();
+
+}  // namespace twinbed

@@ -1,0 +1,231 @@
+#include "twinbed/core/topology.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "twinbed/core/error.hpp"
+
+namespace twinbed {
+
+namespace {
+
+// splitmix64 (Steele, Lea & Flood, 2014): a cheap, well-mixed 64-bit hash. ECMP needs a choice that
+// is deterministic across runs and machines (so no std::hash) yet spreads neighbouring flow keys.
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+std::string rank_text(int rank) { return "rank " + std::to_string(rank); }
+
+}  // namespace
+
+NodeId Topology::add_device(std::string name, int host, DeviceSpec spec) {
+  if (host < 0) {
+    throw InvalidArgument("add_device '" + name + "': host must be >= 0, got " + std::to_string(host));
+  }
+  const NodeId id = num_nodes();
+  nodes_.push_back({.kind = Node::Kind::Device, .name = std::move(name), .rank = num_ranks(), .host = host});
+  out_.emplace_back();
+  in_.emplace_back();
+  rank_nodes_.push_back(id);
+  specs_.push_back(std::move(spec));
+  return id;
+}
+
+NodeId Topology::add_switch(std::string name) {
+  const NodeId id = num_nodes();
+  nodes_.push_back({.kind = Node::Kind::Switch, .name = std::move(name), .rank = -1, .host = -1});
+  out_.emplace_back();
+  in_.emplace_back();
+  return id;
+}
+
+LinkId Topology::add_link(NodeId src, NodeId dst, BytesPerSec bandwidth, Time latency) {
+  const auto valid = [&](NodeId n) { return n >= 0 && n < num_nodes(); };
+  if (!valid(src) || !valid(dst)) {
+    throw InvalidArgument("add_link: unknown node " + std::to_string(valid(src) ? dst : src) + " (nodes are 0.." +
+                          std::to_string(num_nodes() - 1) + ")");
+  }
+  if (src == dst) throw InvalidArgument("add_link: a link from node '" + nodes_[src].name + "' to itself");
+  if (!(bandwidth > 0) || !std::isfinite(bandwidth)) {
+    throw InvalidArgument("add_link: bandwidth must be finite and > 0 bytes/s, got " + std::to_string(bandwidth));
+  }
+  if (latency < Time{}) {
+    throw InvalidArgument("add_link: latency must be >= 0, got " + std::to_string(latency.picoseconds()) + " ps");
+  }
+  const LinkId id = num_links();
+  links_.push_back({.src = src, .dst = dst, .bandwidth = bandwidth, .latency = latency});
+  out_[src].push_back(id);
+  in_[dst].push_back(id);
+  return id;
+}
+
+void Topology::add_duplex(NodeId a, NodeId b, BytesPerSec bandwidth, Time latency) {
+  add_link(a, b, bandwidth, latency);
+  add_link(b, a, bandwidth, latency);
+}
+
+int Topology::num_hosts() const {
+  std::set<int> hosts;
+  for (NodeId n : rank_nodes_) hosts.insert(nodes_[n].host);
+  return static_cast<int>(hosts.size());
+}
+
+int Topology::uniform_ranks_per_host() const {
+  const int ranks = num_ranks();
+  if (ranks == 0) return 0;
+  // The first host's block fixes the block size; every later block must be one host, never seen before.
+  int per_host = 0;
+  while (per_host < ranks && host_of_rank(per_host) == host_of_rank(0)) ++per_host;
+  if (ranks % per_host != 0) return 0;
+  std::set<int> seen;
+  for (int first = 0; first < ranks; first += per_host) {
+    const int host = host_of_rank(first);
+    if (!seen.insert(host).second) return 0;
+    for (int r = first; r < first + per_host; ++r) {
+      if (host_of_rank(r) != host) return 0;
+    }
+  }
+  return per_host;
+}
+
+// Level-synchronous BFS from the source, recording for every reached node its hop count and the
+// widest bottleneck bandwidth over the fewest-hop paths to it. The search stops as soon as the
+// destination is discovered: by then every node one level closer is final, which is all the
+// backtracking reads. The visited set is a hash map, so a call costs what it explores, not the size
+// of the whole graph (neighbour routes in a 4,096-rank cluster stay cheap).
+//
+// Equal hop counts are common where a server's GPUs share both an NVSwitch and a leaf switch: both are
+// 2 hops. Preferring the widest of the fewest-hop paths keeps intra-node traffic on NVLink; ECMP
+// hashing then chooses among the equally wide ones (the spines of a fat-tree, the two directions of
+// an even ring, the dimension orders of a torus).
+Path Topology::route(int src, int dst, std::uint64_t flow_key) const {
+  const auto check = [&](int r, const char* what) {
+    if (r < 0 || r >= num_ranks()) {
+      throw InvalidArgument(std::string("route: ") + what + " rank " + std::to_string(r) + " out of range 0.." +
+                            std::to_string(num_ranks() - 1));
+    }
+  };
+  check(src, "source");
+  check(dst, "destination");
+  if (src == dst) return {};
+
+  struct Visit {
+    int dist;
+    BytesPerSec width;  // widest bottleneck over the fewest-hop paths from the source
+  };
+  const NodeId source = rank_nodes_[src];
+  const NodeId target = rank_nodes_[dst];
+  std::unordered_map<NodeId, Visit> seen;
+  seen.reserve(64);
+  seen.emplace(source, Visit{0, std::numeric_limits<BytesPerSec>::infinity()});
+
+  std::vector<NodeId> frontier{source};
+  std::vector<NodeId> next;
+  bool found = false;
+  for (int level = 0; !frontier.empty() && !found; ++level) {
+    next.clear();
+    for (NodeId u : frontier) {
+      const BytesPerSec width_u = seen.at(u).width;
+      for (LinkId l : out_[u]) {
+        const NodeId v = links_[l].dst;
+        const BytesPerSec w = std::min(width_u, links_[l].bandwidth);
+        auto [it, inserted] = seen.try_emplace(v, Visit{level + 1, w});
+        if (inserted) {
+          next.push_back(v);
+          if (v == target) {
+            found = true;
+            break;
+          }
+        } else if (it->second.dist == level + 1) {
+          it->second.width = std::max(it->second.width, w);
+        }
+      }
+      if (found) break;
+    }
+    std::swap(frontier, next);
+  }
+  if (!found) throw InvalidArgument("route: " + rank_text(dst) + " is unreachable from " + rank_text(src));
+
+  // Backtrack from the destination: at each node, the incoming links from one level closer that
+  // carry the widest bottleneck are the equal-cost choices; the flow hash picks one.
+  const std::uint64_t flow_hash =
+      splitmix64(splitmix64(splitmix64(static_cast<std::uint64_t>(src)) ^ static_cast<std::uint64_t>(dst)) ^ flow_key);
+  const int hops = seen.at(target).dist;
+  Path path(static_cast<std::size_t>(hops));
+  std::vector<LinkId> choices;
+  NodeId v = target;
+  for (int d = hops; d >= 1; --d) {
+    choices.clear();
+    BytesPerSec best = -1;
+    for (LinkId l : in_[v]) {
+      auto it = seen.find(links_[l].src);
+      if (it == seen.end() || it->second.dist != d - 1) continue;
+      const BytesPerSec w = std::min(it->second.width, links_[l].bandwidth);
+      if (w > best) {
+        best = w;
+        choices.clear();
+      }
+      if (w == best) choices.push_back(l);
+    }
+    // Non-empty: v was reached from some node at level d-1.
+    const std::uint64_t h = splitmix64(flow_hash ^ (static_cast<std::uint64_t>(v) * 0x9E3779B97F4A7C15ULL));
+    const LinkId chosen = choices[static_cast<std::size_t>(h % choices.size())];
+    path[static_cast<std::size_t>(d - 1)] = chosen;
+    v = links_[chosen].src;
+  }
+  return path;
+}
+
+Time Topology::path_latency(const Path& p) const {
+  Time total;
+  for (LinkId l : p) total += link(l).latency;
+  return total;
+}
+
+BytesPerSec Topology::path_bandwidth(const Path& p) const {
+  // An empty path (a rank to itself) has no bottleneck.
+  BytesPerSec narrowest = std::numeric_limits<BytesPerSec>::infinity();
+  for (LinkId l : p) narrowest = std::min(narrowest, link(l).bandwidth);
+  return narrowest;
+}
+
+void Topology::validate() const {
+  if (num_ranks() == 0) throw InvalidArgument("topology has no ranks (devices); at least one is needed");
+  // Every rank reaches rank 0 and rank 0 reaches every rank, hence every rank reaches every other:
+  // one forward and one reverse search instead of all pairs.
+  const auto reached_from_rank0 = [&](const std::vector<std::vector<LinkId>>& adjacency, bool forward) {
+    std::vector<char> reached(static_cast<std::size_t>(num_nodes()), 0);
+    std::vector<NodeId> stack{rank_nodes_[0]};
+    reached[static_cast<std::size_t>(rank_nodes_[0])] = 1;
+    while (!stack.empty()) {
+      const NodeId u = stack.back();
+      stack.pop_back();
+      for (LinkId l : adjacency[u]) {
+        const NodeId v = forward ? links_[l].dst : links_[l].src;
+        if (!reached[static_cast<std::size_t>(v)]) {
+          reached[static_cast<std::size_t>(v)] = 1;
+          stack.push_back(v);
+        }
+      }
+    }
+    return reached;
+  };
+  const std::vector<char> out_of_0 = reached_from_rank0(out_, true);
+  const std::vector<char> into_0 = reached_from_rank0(in_, false);
+  for (int r = 1; r < num_ranks(); ++r) {
+    const auto n = static_cast<std::size_t>(rank_nodes_[r]);
+    if (!out_of_0[n]) throw InvalidArgument("topology is disconnected: " + rank_text(r) + " is unreachable from rank 0");
+    if (!into_0[n]) throw InvalidArgument("topology is disconnected: rank 0 is unreachable from " + rank_text(r));
+  }
+}
+
+}  // namespace twinbed

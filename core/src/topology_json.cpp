@@ -1,0 +1,311 @@
+#include "twinbed/core/topology_json.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/topology_builders.hpp"
+
+namespace twinbed {
+
+namespace {
+
+using nlohmann::json;
+
+// Same ceiling as the builders: far above real clusters, low enough to catch an extra zero.
+constexpr std::int64_t kMaxCount = 1 << 20;
+
+// JSON Pointer (RFC 6901) of `key` under `parent`: "~" and "/" in keys are escaped.
+std::string child(const std::string& parent, const std::string& key) {
+  std::string escaped;
+  for (char c : key) {
+    if (c == '~') escaped += "~0";
+    else if (c == '/') escaped += "~1";
+    else escaped += c;
+  }
+  return parent + "/" + escaped;
+}
+std::string child(const std::string& parent, std::size_t index) { return parent + "/" + std::to_string(index); }
+
+// The top-level object has no pointer text of its own; errors about it say "/".
+std::string shown(const std::string& path) { return path.empty() ? "/" : path; }
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i) s += ", ";
+    s += names[i];
+  }
+  return s;
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) { throw ConfigError(shown(path), message); }
+
+std::string got(const json& v) {
+  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  return std::string("a JSON ") + v.type_name();
+}
+
+void require_object(const json& v, const std::string& path) {
+  if (!v.is_object()) fail(path, "expected a JSON object, got " + got(v));
+}
+
+// Rejects keys outside `accepted`: a misspelt key (or a unit the format does not use, bandwidth_Gbps)
+// must not be silently ignored.
+void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& accepted,
+                const std::string& hint = "") {
+  for (const auto& [key, value] : obj.items()) {
+    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
+      fail(child(path, key), "unknown key '" + key + "'; accepted keys here: " + join(accepted) + hint);
+    }
+  }
+}
+
+const json& required(const json& obj, const std::string& path, const std::string& key) {
+  auto it = obj.find(key);
+  if (it == obj.end()) fail(child(path, key), "required key is missing");
+  return *it;
+}
+
+std::string read_string(const json& v, const std::string& path) {
+  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
+  return v.get<std::string>();
+}
+
+std::string read_name(const json& v, const std::string& path) {
+  std::string s = read_string(v, path);
+  if (s.empty()) fail(path, "expected a non-empty name");
+  return s;
+}
+
+int read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  const std::string range = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
+  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
+  // Unsigned first: a value above INT64_MAX must not wrap into range.
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
+    fail(path, "expected " + range + ", got " + got(v));
+  }
+  const std::int64_t n = v.get<std::int64_t>();
+  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
+  return static_cast<int>(n);
+}
+
+double read_number(const json& v, const std::string& path, const std::string& range) {
+  if (!v.is_number()) fail(path, "expected " + range + ", got " + got(v));
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) fail(path, "expected " + range + ", got " + got(v));
+  return d;
+}
+
+BytesPerSec read_bandwidth_gbps(const json& v, const std::string& path) {
+  const std::string range = "a number > 0 (GB/s, 1 GB/s = 1e9 bytes/s)";
+  const double gb = read_number(v, path, range);
+  if (!(gb > 0)) fail(path, "expected " + range + ", got " + got(v));
+  return gb * GBps;
+}
+
+Time read_latency_us(const json& v, const std::string& path) {
+  const std::string range = "a number >= 0 (microseconds)";
+  const double us = read_number(v, path, range);
+  if (!(us >= 0)) fail(path, "expected " + range + ", got " + got(v));
+  return Time::us(us);
+}
+
+DeviceSpec read_device(const json& v, const std::string& path) {
+  const std::string name = read_string(v, path);
+  try {
+    return device_preset(name);
+  } catch (const UnknownName& e) {
+    fail(path, e.what());
+  }
+}
+
+std::string read_description(const json& j) {
+  auto it = j.find("description");
+  return it == j.end() ? std::string() : read_string(*it, "/description");
+}
+
+// {"preset": "fat-tree", "ranks": 64, ...}: the registry's preset with the given overrides.
+Topology from_preset(const json& j) {
+  check_keys(j, "",
+             {"preset", "description", "ranks", "gpus_per_node", "bandwidth_GBps", "latency_us", "intra_bandwidth_GBps",
+              "intra_latency_us", "oversubscription", "dims", "device"});
+  const Registry<topo::PresetFactory> presets = topo::topology_presets();
+  const std::string name = read_string(j.at("preset"), "/preset");
+  const topo::PresetFactory* factory = presets.find(name);
+  if (!factory) fail("/preset", "unknown topology preset '" + name + "'; known: " + join(presets.names()));
+
+  topo::PresetParams p;
+  if (j.contains("ranks")) p.ranks = read_int(j["ranks"], "/ranks", 1, kMaxCount);
+  if (j.contains("gpus_per_node")) p.gpus_per_node = read_int(j["gpus_per_node"], "/gpus_per_node", 1, kMaxCount);
+  if (j.contains("bandwidth_GBps")) p.bandwidth = read_bandwidth_gbps(j["bandwidth_GBps"], "/bandwidth_GBps");
+  if (j.contains("latency_us")) p.latency = read_latency_us(j["latency_us"], "/latency_us");
+  if (j.contains("intra_bandwidth_GBps")) {
+    p.intra_bandwidth = read_bandwidth_gbps(j["intra_bandwidth_GBps"], "/intra_bandwidth_GBps");
+  }
+  if (j.contains("intra_latency_us")) p.intra_latency = read_latency_us(j["intra_latency_us"], "/intra_latency_us");
+  if (j.contains("oversubscription")) {
+    const std::string range = "a number >= 1 (leaf downlink:uplink bandwidth)";
+    const double o = read_number(j["oversubscription"], "/oversubscription", range);
+    if (!(o >= 1)) fail("/oversubscription", "expected " + range + ", got " + got(j["oversubscription"]));
+    p.oversubscription = o;
+  }
+  if (j.contains("dims")) {
+    const json& dims = j["dims"];
+    if (!dims.is_array() || dims.empty()) fail("/dims", "expected a non-empty array of sizes, got " + got(dims));
+    std::vector<int> sizes;
+    for (std::size_t i = 0; i < dims.size(); ++i) sizes.push_back(read_int(dims[i], child("/dims", i), 1, kMaxCount));
+    p.dims = sizes;
+  }
+  if (j.contains("device")) {
+    read_device(j["device"], "/device");  // checks the name here, where the path is known
+    p.device = j["device"].get<std::string>();
+  }
+
+  Topology t;
+  try {
+    t = (*factory)(p);
+  } catch (const InvalidArgument& e) {
+    // A combination the preset rejects (a setting it does not take, ranks not a multiple of
+    // gpus_per_node): the message names the setting.
+    fail("/preset", e.what());
+  }
+  if (std::string d = read_description(j); !d.empty()) t.description = d;
+  return t;
+}
+
+// {"devices": [...], "switches": [...], "links": [...]}: an explicit graph.
+Topology from_graph(const json& j) {
+  check_keys(j, "", {"description", "device", "devices", "switches", "links"},
+             " (or add \"preset\" to use the preset form)");
+  const DeviceSpec default_device = j.contains("device") ? read_device(j["device"], "/device") : device_preset("h100");
+
+  Topology t;
+  std::map<std::string, NodeId> by_name;
+  const auto name_node = [&](const std::string& name, NodeId id, const std::string& path) {
+    if (!by_name.emplace(name, id).second) {
+      fail(path, "duplicate name '" + name + "' (device and switch names must be unique together)");
+    }
+  };
+
+  const json& devices = required(j, "", "devices");
+  if (!devices.is_array() || devices.empty()) {
+    fail("/devices", "expected a non-empty array of {\"name\", \"host\"[, \"device\"]}, got " + got(devices));
+  }
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    const std::string path = child("/devices", i);
+    const json& d = devices[i];
+    require_object(d, path);
+    check_keys(d, path, {"name", "host", "device"});
+    const std::string name = read_name(required(d, path, "name"), child(path, "name"));
+    const int host = read_int(required(d, path, "host"), child(path, "host"), 0, kMaxCount);
+    const DeviceSpec spec = d.contains("device") ? read_device(d["device"], child(path, "device")) : default_device;
+    name_node(name, t.add_device(name, host, spec), child(path, "name"));
+  }
+
+  if (j.contains("switches")) {
+    const json& switches = j["switches"];
+    if (!switches.is_array()) fail("/switches", "expected an array of {\"name\"}, got " + got(switches));
+    for (std::size_t i = 0; i < switches.size(); ++i) {
+      const std::string path = child("/switches", i);
+      require_object(switches[i], path);
+      check_keys(switches[i], path, {"name"});
+      const std::string name = read_name(required(switches[i], path, "name"), child(path, "name"));
+      name_node(name, t.add_switch(name), child(path, "name"));
+    }
+  }
+
+  const json& links = required(j, "", "links");
+  if (!links.is_array()) fail("/links", "expected an array of links, got " + got(links));
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    const std::string path = child("/links", i);
+    const json& l = links[i];
+    require_object(l, path);
+    check_keys(l, path, {"from", "to", "bandwidth_GBps", "latency_us", "duplex"});
+    const auto endpoint = [&](const char* key) {
+      const std::string p = child(path, key);
+      const std::string name = read_string(required(l, path, key), p);
+      auto it = by_name.find(name);
+      if (it == by_name.end()) fail(p, "unknown node '" + name + "'; links join names declared in /devices or /switches");
+      return it->second;
+    };
+    const NodeId from = endpoint("from");
+    const NodeId to = endpoint("to");
+    if (from == to) fail(child(path, "to"), "a link must join two different nodes");
+    const BytesPerSec bw = read_bandwidth_gbps(required(l, path, "bandwidth_GBps"), child(path, "bandwidth_GBps"));
+    const Time latency = read_latency_us(required(l, path, "latency_us"), child(path, "latency_us"));
+    bool duplex = true;
+    if (l.contains("duplex")) {
+      if (!l["duplex"].is_boolean()) fail(child(path, "duplex"), "expected true or false, got " + got(l["duplex"]));
+      duplex = l["duplex"].get<bool>();
+    }
+    if (duplex) t.add_duplex(from, to, bw, latency);
+    else t.add_link(from, to, bw, latency);
+  }
+
+  try {
+    t.validate();
+  } catch (const InvalidArgument& e) {
+    fail("/links", e.what());
+  }
+  const int switch_count = t.num_nodes() - t.num_ranks();
+  t.description = read_description(j);
+  if (t.description.empty()) {
+    t.description = "graph: " + std::to_string(t.num_ranks()) + " devices on " + std::to_string(t.num_hosts()) +
+                    " hosts, " + std::to_string(switch_count) + " switches, " + std::to_string(t.num_links()) +
+                    " directed links";
+  }
+  return t;
+}
+
+}  // namespace
+
+Topology topology_from_json(const nlohmann::json& j) {
+  require_object(j, "");
+  return j.contains("preset") ? from_preset(j) : from_graph(j);
+}
+
+Topology load_topology(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path, "cannot open the topology file");
+
+  // nlohmann keeps the last of repeated keys silently; a parser callback notices them instead.
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  const auto notice_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
+    else if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+    else if (event == json::parse_event_t::key && !open_objects.empty() && duplicate.empty() &&
+             !open_objects.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(in, notice_duplicates);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(path, std::string("malformed JSON: ") + e.what());
+  }
+  if (!duplicate.empty()) throw ConfigError(path, "key '" + duplicate + "' appears twice in one object");
+
+  try {
+    return topology_from_json(j);
+  } catch (const ConfigError& e) {
+    // Keep the JSON path as the error's path; name the file in the message.
+    const std::string what = e.what();
+    throw ConfigError(e.path(), what.substr(e.path().size() + 2) + " (in " + path + ")");
+  }
+}
+
+}  // namespace twinbed
