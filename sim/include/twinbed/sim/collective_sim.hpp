@@ -1,0 +1,97 @@
+// Timing a collective Schedule on a simulated cluster.
+//
+// Model (the same contract the real backend executes, core/schedule.hpp): a rank enters round k+1
+// when its own round-k work is done: every message it sent has been delivered, every message it
+// receives has arrived, and the chunks it must reduce have been reduced. A message starts when its
+// sender enters the round. Reducing b bytes costs 3b / memory bandwidth of the receiving device (read
+// two operands, write one), after its last message of the round has arrived; a device with no memory
+// bandwidth in its spec reduces for free.
+//
+// Rounds are timed one after another, each on a fresh network: messages of one round contend with each
+// other, never with another round's (an approximation only where a fast rank's next round would
+// overlap a slow rank's current one on a shared link).
+//
+// Speed, without approximation:
+//  - A round in which no link carries two messages (checked once per round shape) is contention-free:
+//    each message takes its solo time (latency + bytes / path bottleneck), exactly what the flow model
+//    gives a lone flow, so it is timed in O(messages) with no network run. A ring on a non-blocking
+//    cluster is such a round, which makes a ring all-reduce on 4,096 ranks cost O(ranks x rounds)
+//    additions.
+//  - Otherwise a round's outcome depends only on its message pattern and on its participants' start
+//    times relative to the earliest of them (the network is shift-invariant in time), so the simulator
+//    memoises (pattern, relative start times) -> relative end times and replays repeated rounds.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "twinbed/core/schedule.hpp"
+#include "twinbed/core/topology.hpp"
+#include "twinbed/sim/network.hpp"
+
+namespace twinbed::sim {
+
+struct CollectiveTiming {
+  Time time;                   // all ranks start at 0; the time the last rank finishes
+  std::vector<Time> rank_done; // per rank
+  int rounds = 0;              // rounds in the schedule
+  int rounds_simulated = 0;    // rounds run through the network (the others were replayed)
+  bool operator==(const CollectiveTiming&) const = default;
+};
+
+// Reduction cost of `bytes` on `device` (see the model above).
+Time reduction_time(Bytes bytes, const DeviceSpec& device);
+
+class CollectiveSimulator {
+ public:
+  struct Options {
+    // Replay repeated rounds from the memo (exact; see above). Off: every round goes through the
+    // network, which tests use to check that replaying changes nothing.
+    bool replay_rounds = true;
+    // Time contention-free rounds arithmetically (exact; see above). Off: through the network too.
+    bool solo_shortcut = true;
+  };
+  // `network_model` is a name from network_models(); throws UnknownName otherwise. Borrows topology.
+  CollectiveSimulator(const Topology& topology, const std::string& network_model);
+  CollectiveSimulator(const Topology& topology, const std::string& network_model, Options options);
+  ~CollectiveSimulator();
+
+  // Throws InvalidArgument if the schedule's rank count differs from the topology's.
+  CollectiveTiming run(const Schedule& schedule);
+
+ private:
+  struct RoundPlan;
+  struct MemoEntry;
+  const RoundPlan& plan_round(const Schedule& schedule, int k);
+  void time_round(const RoundPlan& plan, std::vector<Time>& ready, CollectiveTiming& timing);
+
+  const Topology& topology_;
+  Options options_;
+  NetworkModel network_;
+  RouteCache routes_;
+  Engine engine_;                      // rewound for every round that needs a network run
+  std::unique_ptr<Network> network_instance_;  // on engine_, idle between rounds
+  // Scratch, reused across rounds: all zero / -1 between uses.
+  std::vector<int> link_use_;
+  std::vector<int> rank_index_;
+  std::vector<Bytes> rank_reduce_;
+  std::unordered_map<std::uint64_t, std::size_t> message_of_pair_;
+  std::vector<Time> sent_, received_;  // per participant
+  std::vector<Transfer> transfers_;                         // scratch
+  std::unique_ptr<RoundPlan> scratch_plan_;                  // rounds without a shape id
+  std::unordered_map<int, std::unique_ptr<RoundPlan>> shapes_;  // per schedule run
+  std::unordered_map<std::uint64_t, std::vector<MemoEntry>> memo_;
+  std::size_t memo_words_ = 0;
+};
+
+// The automatic choice of algorithm: every registered algorithm that implements the op is timed by
+// this simulator, with the same network model as the run, on this topology, and the fastest wins
+// (ties: registration order). "direct" is left out above 64 ranks, where its O(ranks^2) messages make
+// it both slow and costly to time. (With the analytical model, which ignores contention, algorithms
+// that send to many peers at once look better than they are: prefer "flow" for choosing.)
+std::string choose_algorithm(const CollectiveRequest& request, const Topology& topology,
+                             const std::string& network_model = "flow");
+
+}  // namespace twinbed::sim

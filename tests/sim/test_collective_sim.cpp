@@ -1,0 +1,167 @@
+#include <gtest/gtest.h>
+
+#include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/sim/collective_sim.hpp"
+
+using namespace twinbed;
+using namespace twinbed::sim;
+
+namespace {
+
+DeviceSpec device_with_memory_bandwidth(BytesPerSec bw) {
+  DeviceSpec d;
+  d.name = "test";
+  d.memory_bandwidth = bw;
+  return d;
+}
+
+CollectiveTiming simulate(const Topology& t, const std::string& model, const std::string& algo, CollectiveRequest req,
+                          CollectiveSimulator::Options options = {}) {
+  CollectiveSimulator sim(t, model, options);
+  return sim.run(*build_schedule(algo, req));
+}
+
+double rel_err(double a, double b) { return std::abs(a - b) / b; }
+
+}  // namespace
+
+// Ring all-reduce on a contention-free single switch equals the alpha-beta closed form:
+// 2(n-1)·α + 2(n-1)/n·S/B + (n-1)·(reduction of S/n bytes), α = two hops of latency.
+class RingClosedForm : public ::testing::TestWithParam<std::tuple<int, std::string>> {};
+
+TEST_P(RingClosedForm, EqualsAlphaBetaPlusReduction) {
+  auto [n, model] = GetParam();
+  const BytesPerSec B = 100 * GBps, M = 2000 * GBps;
+  const Time hop = Time::us(1);
+  Topology t = topo::single_switch(n, {B, hop}, device_with_memory_bandwidth(M));
+  for (Bytes S : {Bytes{n} * 1024, Bytes{n} * MiB, Bytes{n} * 16 * MiB}) {
+    CollectiveTiming got = simulate(t, model, "ring", {CollectiveOp::AllReduce, n, S});
+    double alpha = 2 * hop.seconds();
+    double want = 2.0 * (n - 1) * alpha + 2.0 * (n - 1) / n * static_cast<double>(S) / B +
+                  (n - 1) * 3.0 * static_cast<double>(S / n) / M;
+    EXPECT_LT(rel_err(got.time.seconds(), want), 1e-3) << "n=" << n << " S=" << S << " got " << got.time.seconds();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, RingClosedForm,
+                         ::testing::Combine(::testing::Values(2, 3, 4, 7, 8, 16), ::testing::Values("flow", "analytical")));
+
+TEST(CollectiveSim, IdenticalRunsAreBitIdentical) {
+  topo::FatTreeSpec spec;
+  spec.nodes = 4;
+  spec.gpus_per_node = 4;
+  spec.nodes_per_leaf = 2;
+  spec.spines = 2;
+  spec.oversubscription = 2;
+  spec.nvlink = {300 * GBps, Time::ns(500)};
+  spec.nic = {25 * GBps, Time::us(2)};
+  spec.device = device_with_memory_bandwidth(2000 * GBps);
+  Topology t = topo::fat_tree(spec);
+  CollectiveRequest req{CollectiveOp::AllToAll, 16, 16 * MiB};
+  CollectiveTiming a = simulate(t, "flow", "direct", req);
+  CollectiveTiming b = simulate(t, "flow", "direct", req);
+  EXPECT_EQ(a, b);
+  req.op = CollectiveOp::AllReduce;
+  EXPECT_EQ(simulate(t, "flow", "ring", req), simulate(t, "flow", "ring", req));
+}
+
+TEST(CollectiveSim, ShortcutsChangeNothing) {
+  // A two-level cluster where intra- and inter-node steps differ and cross-leaf rounds contend: the
+  // run with replayed rounds and arithmetic contention-free rounds must equal the one that sends
+  // every round through the network, exactly.
+  topo::FatTreeSpec spec;
+  spec.nodes = 8;
+  spec.gpus_per_node = 8;
+  spec.nodes_per_leaf = 4;
+  spec.spines = 2;
+  spec.nvlink = {300 * GBps, Time::ns(500)};
+  spec.nic = {25 * GBps, Time::us(2)};
+  spec.device = device_with_memory_bandwidth(2000 * GBps);
+  spec.oversubscription = 2;  // so that rounds crossing leaves contend and go through the network
+  Topology t = topo::fat_tree(spec);
+  for (std::string algo : {"ring", "hierarchical", "tree", "rhd"}) {
+    CollectiveRequest req{CollectiveOp::AllReduce, 64, 64 * MiB, 0, 8};
+    CollectiveTiming replayed = simulate(t, "flow", algo, req);
+    CollectiveTiming full = simulate(t, "flow", algo, req, {.replay_rounds = false, .solo_shortcut = false});
+    EXPECT_EQ(replayed.time, full.time) << algo;
+    EXPECT_EQ(replayed.rank_done, full.rank_done) << algo;
+    EXPECT_LE(replayed.rounds_simulated, full.rounds_simulated) << algo;
+  }
+}
+
+TEST(CollectiveSim, ContentionFreeRoundsNeedNoNetworkRunAndAgreeWithIt) {
+  // On a single switch a ring round loads every link once: no round needs a network run, and the
+  // flow model's result equals the analytical model's (the two agree for lone flows).
+  Topology t = topo::single_switch(8, {100 * GBps, Time::us(1)}, device_with_memory_bandwidth(2000 * GBps));
+  CollectiveRequest req{CollectiveOp::AllReduce, 8, 8 * MiB};
+  CollectiveTiming flow = simulate(t, "flow", "ring", req);
+  CollectiveTiming analytical = simulate(t, "analytical", "ring", req);
+  EXPECT_EQ(flow.rounds_simulated, 0);
+  EXPECT_EQ(flow.time, analytical.time);
+  // The direct all-to-all shares every NIC: it must go through the network.
+  EXPECT_GT(simulate(t, "flow", "direct", {CollectiveOp::AllToAll, 8, 8 * MiB}).rounds_simulated, 0);
+}
+
+TEST(CollectiveSim, OversubscribedFatTreeSlowsAllToAllToItsUplinkBound) {
+  // 8 single-GPU nodes, 4 per leaf, one spine. Each rank sends S/8 to each other rank: 7S/8 leaves its
+  // NIC; 2S crosses each leaf's uplink, whose capacity is 4B/oversubscription. The all-to-all takes
+  // max(7S/(8B), 2S·oversubscription/(4B)) when the fabric is shared fairly.
+  const BytesPerSec B = 25 * GBps;
+  const Bytes S = 64 * MiB;
+  double t1 = 0;
+  for (double over : {1.0, 2.0, 4.0}) {
+    topo::FatTreeSpec spec;
+    spec.nodes = 8;
+    spec.gpus_per_node = 1;
+    spec.nodes_per_leaf = 4;
+    spec.spines = 1;
+    spec.oversubscription = over;
+    spec.nvlink = {300 * GBps, Time{}};
+    spec.nic = {B, Time{}};
+    spec.device = device_with_memory_bandwidth(2000 * GBps);
+    Topology t = topo::fat_tree(spec);
+    double got = simulate(t, "flow", "direct", {CollectiveOp::AllToAll, 8, S}).time.seconds();
+    double want = std::max(7.0 * S / (8 * B), 2.0 * S * over / (4 * B));
+    EXPECT_LT(rel_err(got, want), 0.01) << "oversubscription " << over;
+    if (over == 1.0) t1 = got;
+    if (over == 4.0) {
+      EXPECT_GT(got / t1, 2.0);
+    }
+  }
+}
+
+TEST(CollectiveSim, RankCountMustMatchTheTopology) {
+  Topology t = topo::single_switch(4, {100 * GBps, Time::us(1)}, device_with_memory_bandwidth(1e12));
+  CollectiveSimulator sim(t, "flow");
+  EXPECT_THROW(sim.run(*build_schedule("ring", {CollectiveOp::AllReduce, 5, MiB})), InvalidArgument);
+  EXPECT_THROW(CollectiveSimulator(t, "fluid"), UnknownName);
+}
+
+TEST(CollectiveSim, AutoPicksTheFastestAlgorithmAsTimedBySimulation) {
+  Topology t = topo::single_switch(16, {100 * GBps, Time::us(5)}, device_with_memory_bandwidth(2000 * GBps));
+  CollectiveSimulator sim(t, "flow");
+  const auto algorithms = collective_algorithms();
+  for (Bytes S : {Bytes{1024}, 256 * MiB}) {
+    CollectiveRequest req{CollectiveOp::AllReduce, 16, S};
+    std::string chosen = choose_algorithm(req, t, "flow");
+    Time best = sim.run(*build_schedule(chosen, req)).time;
+    for (const auto& e : algorithms.entries()) {
+      if (!e.value.ops.count(req.op)) continue;
+      EXPECT_LE(best, sim.run(*e.value.build(req)).time) << chosen << " vs " << e.name << " at " << S;
+    }
+  }
+  // Small messages are latency-bound: the ring's 2(n-1) steps lose to a logarithmic algorithm.
+  EXPECT_NE(choose_algorithm({CollectiveOp::AllReduce, 16, 1024}, t), "ring");
+}
+
+TEST(CollectiveSim, ReductionCostIsModelled) {
+  Topology fast = topo::single_switch(4, {100 * GBps, Time{}}, device_with_memory_bandwidth(1e15));
+  Topology slow = topo::single_switch(4, {100 * GBps, Time{}}, device_with_memory_bandwidth(100 * GBps));
+  CollectiveRequest req{CollectiveOp::AllReduce, 4, 64 * MiB};
+  double tf = simulate(fast, "flow", "ring", req).time.seconds();
+  double ts = simulate(slow, "flow", "ring", req).time.seconds();
+  // 3 reduce steps of 16 MiB, 3 bytes moved per byte reduced, at each memory bandwidth.
+  EXPECT_NEAR(ts - tf, 3 * 3.0 * 16 * MiB * (1 / (100 * GBps) - 1 / 1e15), 1e-9);
+}
