@@ -1,0 +1,29 @@
+// twinbed: one experiment, two backends. Only this file prints errors and chooses exit codes:
+// 0 success, 1 a twinbed error (bad config, impossible request, missing hardware), 2 bad usage.
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.hpp"
+#include "twinbed/core/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"twinbed: simulate (and later measure) large-model training techniques on any cluster"};
+  app.set_version_flag("--version", std::string("twinbed ") + TWINBED_VERSION);
+  app.require_subcommand(1);
+  twinbed::cli::add_collectives_command(app);
+  twinbed::cli::add_list_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  } catch (const twinbed::Error& e) {
+    std::fprintf(stderr, "twinbed: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "twinbed: internal error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

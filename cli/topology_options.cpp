@@ -1,0 +1,98 @@
+#include "topology_options.hpp"
+
+#include <filesystem>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/core/topology_json.hpp"
+
+namespace twinbed::cli {
+
+void TopologyOptions::add_to(CLI::App& app) {
+  app.add_option("--topology", topology,
+                 "Preset name (see `twinbed list`) or a topology JSON file")
+      ->capture_default_str();
+  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->check(CLI::PositiveNumber);
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->check(CLI::PositiveNumber);
+  app.add_option("--bandwidth-GBps", bandwidth_GBps,
+                 "Per-rank injection link bandwidth per direction, GB/s (the NIC on multi-node presets)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--latency-us", latency_us, "Latency per hop of those links, microseconds")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--intra-bandwidth-GBps", intra_bandwidth_GBps, "NVLink tier bandwidth per direction, GB/s")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--intra-latency-us", intra_latency_us, "NVLink tier latency per hop, microseconds")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--oversubscription", oversubscription, "Fat-tree leaf down:up bandwidth ratio (>= 1)")
+      ->check(CLI::Range(1.0, 1e6));
+  app.add_option("--dims", dims, "Torus / multi-dim sizes, e.g. 4x4 or 4x4x2");
+  app.add_option("--device", device, "Device preset: a100, h100, h200");
+}
+
+namespace {
+
+std::vector<int> parse_dims(const std::string& text) {
+  std::vector<int> dims;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t x = text.find('x', start);
+    std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
+    try {
+      std::size_t used = 0;
+      int v = std::stoi(part, &used);
+      if (used != part.size() || v < 1) throw std::invalid_argument(part);
+      dims.push_back(v);
+    } catch (const std::exception&) {
+      throw ConfigError("--dims", "'" + text + "' is not a list of positive sizes like 4x4 or 4x4x2");
+    }
+    if (x == std::string::npos) break;
+    start = x + 1;
+  }
+  return dims;
+}
+
+}  // namespace
+
+Topology TopologyOptions::build() const {
+  auto presets = topo::topology_presets();
+  if (const topo::PresetFactory* preset = presets.find(topology)) {
+    topo::PresetParams p;
+    p.ranks = ranks;
+    p.gpus_per_node = gpus_per_node;
+    if (bandwidth_GBps) p.bandwidth = *bandwidth_GBps * GBps;
+    if (latency_us) p.latency = Time::us(*latency_us);
+    if (intra_bandwidth_GBps) p.intra_bandwidth = *intra_bandwidth_GBps * GBps;
+    if (intra_latency_us) p.intra_latency = Time::us(*intra_latency_us);
+    p.oversubscription = oversubscription;
+    if (dims) p.dims = parse_dims(*dims);
+    p.device = device;
+    try {
+      return (*preset)(p);
+    } catch (const InvalidArgument& e) {
+      throw ConfigError("--topology " + topology, e.what());
+    }
+  }
+  if (!std::filesystem::exists(topology)) {
+    std::string known;
+    for (const auto& n : presets.names()) known += (known.empty() ? "" : ", ") + n;
+    throw ConfigError("--topology", "'" + topology + "' is neither a preset (known: " + known + ") nor a file");
+  }
+  for (auto [set, flag] : {std::pair{gpus_per_node.has_value(), "--gpus-per-node"},
+                           {bandwidth_GBps.has_value(), "--bandwidth-GBps"},
+                           {latency_us.has_value(), "--latency-us"},
+                           {intra_bandwidth_GBps.has_value(), "--intra-bandwidth-GBps"},
+                           {intra_latency_us.has_value(), "--intra-latency-us"},
+                           {oversubscription.has_value(), "--oversubscription"},
+                           {dims.has_value(), "--dims"},
+                           {device.has_value(), "--device"}}) {
+    if (set) throw ConfigError(flag, "applies to presets only; edit the topology file instead");
+  }
+  Topology t = load_topology(topology);
+  if (ranks && *ranks != t.num_ranks()) {
+    throw ConfigError("--ranks", std::to_string(*ranks) + " given, but " + topology + " has " +
+                                     std::to_string(t.num_ranks()) + " ranks");
+  }
+  return t;
+}
+
+}  // namespace twinbed::cli
