@@ -1,0 +1,96 @@
+// How a model is laid out on a cluster: data (dp), tensor (tp), pipeline (pp) and expert (ep)
+// parallelism, sequence parallelism, ZeRO stage, batch sizes, pipeline schedule, recomputation and
+// gradient-reduction overlap. A plain struct; validate() says whether a layout is possible for a model on
+// a cluster, and names the offending field as a JSON path ("/layout/tp") with the values it accepts.
+//
+// Rank order is Megatron's: tp fastest, then dp, then pp (so a tensor group sits on consecutive ranks,
+// i.e. inside a host when tp <= ranks_per_host). Expert parallelism is carved out of data parallelism:
+// the ep ranks of an expert group are ep of the dp replicas, each holding E/ep experts; expert
+// parameters are therefore replicated (and ZeRO-sharded) over dp/ep ranks, dense ones over dp.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "twinbed/core/model.hpp"
+#include "twinbed/core/units.hpp"
+
+namespace twinbed {
+
+// GPipe: all forwards, then all backwards. 1F1B: PipeDream-Flush (warm-up, one forward one backward,
+// cool-down). Interleaved1F1B: Megatron's interleaved schedule, each rank holding v model chunks.
+enum class PipelineSchedule { GPipe, OneFOneB, Interleaved1F1B };
+// "gpipe", "1f1b", "interleaved-1f1b"; parse throws UnknownName listing them.
+std::string schedule_name(PipelineSchedule s);
+PipelineSchedule parse_schedule(const std::string& name);
+std::vector<std::string> schedule_names();
+
+struct Layout {
+  int dp = 1;
+  int tp = 1;
+  int pp = 1;
+  int ep = 1;                       // expert-parallel degree, divides dp (MoE only)
+  bool sequence_parallel = false;   // Korthikanti et al.; needs seq_len % tp == 0; no effect at tp = 1
+  int zero_stage = 0;               // 0..3
+  int micro_batch = 1;              // sequences per micro-batch (b)
+  int global_batch = 1;             // sequences per iteration over all replicas (B)
+  PipelineSchedule schedule = PipelineSchedule::OneFOneB;
+  int virtual_stages = 1;           // v, model chunks per pipeline rank: 1 unless interleaved (then >= 2)
+  Recompute recompute = Recompute::None;
+  bool overlap_grad_reduce = true;  // reduce gradient buckets during backward
+  Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
+
+  // dp·tp·pp (ep does not multiply: it lives inside dp).
+  int world_size() const { return dp * tp * pp; }
+  // Micro-batches each pipeline runs per iteration: B / (dp·b). Also the gradient-accumulation steps.
+  int micro_batches() const { return global_batch / (dp * micro_batch); }
+  int grad_accum_steps() const { return micro_batches(); }
+  // Layers on each pipeline rank, and in each of its v chunks.
+  std::int64_t layers_per_stage(const TransformerModel& m) const { return m.layers / pp; }
+  std::int64_t layers_per_chunk(const TransformerModel& m) const { return m.layers / (pp * virtual_stages); }
+  // The per-op context of this layout (micro-batch, tp, sp, ep) for model.hpp's op lists.
+  OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep}; }
+
+  bool operator==(const Layout&) const = default;
+};
+
+// Checks that `layout` can run `model` on a cluster of `cluster_ranks` ranks with `ranks_per_host` per
+// host. Throws ConfigError, its path naming the field ("/layout/tp", "/layout/virtual_stages", ...)
+// and its message the accepted values, when the layout is impossible:
+//   any degree or batch < 1; dp·tp·pp != cluster_ranks (path /layout/dp); heads or ffn_hidden not
+//   divisible by tp; layers not divisible by pp (/layout/pp) or by pp·v (/layout/virtual_stages);
+//   global_batch not a multiple of dp·micro_batch; zero_stage outside 0..3; interleaved with v < 2 or
+//   pp < 2 (/layout/schedule), v > 1 without interleaving; interleaved with micro-batches not a multiple
+//   of pp (Megatron's constraint, /layout/global_batch); ep > 1 on a dense model, dp % ep or
+//   experts % ep != 0 (/layout/ep); sequence parallelism with seq_len % tp != 0.
+// The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
+// tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
+// (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); zero_stage > 0
+// with dp = 1 (nothing to shard over); interleaving with fewer micro-batches than stages is an error.
+std::vector<std::string> validate(const Layout& layout, const TransformerModel& model, int cluster_ranks,
+                                  int ranks_per_host);
+
+// Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
+// layout's ZeRO stage: dense parameters sharded over dp, expert parameters over dp/ep (model.hpp's
+// rank_parameters and model_state_bytes). Requires a layout that validate() accepts.
+ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage);
+
+// Activation bytes per layer per micro-batch on one rank under the layout (model.hpp's formula with the
+// layout's micro_batch, tp, sequence_parallel and recompute).
+Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout);
+
+// ---- JSON (the edge) -----------------------------------------------------------------------------
+
+// {"dp", "tp", "pp", "ep", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
+//  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB"}: every key optional, defaulting
+// to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and
+// out-of-range values are ConfigErrors naming `path` + "/key". Cross-field checks are validate()'s.
+Layout layout_from_json(const nlohmann::json& j, const std::string& path = "/layout");
+// Every key written; layout_from_json reads it back to an equal Layout when bucket_bytes is a whole
+// number of bytes expressible in MiB as a double (always, in practice).
+nlohmann::json layout_to_json(const Layout& l);
+
+}  // namespace twinbed

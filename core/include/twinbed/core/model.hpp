@@ -1,0 +1,254 @@
+// A GPT-style transformer and what it costs: parameters, FLOPs and bytes per op, activation and
+// model-state memory. Formulas follow ../shared/REFERENCE.md (Narayanan et al. SC'21; Korthikanti
+// et al. MLSys'23; Rajbhandari et al. SC'20); tests check the counts here against them.
+//
+// Conventions used throughout:
+//   l layers, h hidden, a heads, f FFN hidden, s sequence length, V vocabulary, E experts, k top-k,
+//   b micro-batch (sequences), t tensor-parallel degree.
+//   FLOPs are doubles (a multiply-add is 2 FLOPs); byte counts are `Bytes`; sizes are int64.
+//   Every function is pure: no state, thread-safe, nothing is printed or thrown except InvalidArgument
+//   (a caller's contract broken) and ConfigError (from the parse/validate functions).
+//
+// No JSON is touched by the model code; the parse functions at the end of this header (implemented in
+// model.cpp's json section) turn a JSON object into a TransformerModel strictly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "twinbed/core/units.hpp"
+
+namespace twinbed {
+
+// ---- element types -------------------------------------------------------------------------------
+
+enum class DType { FP32, TF32, BF16, FP16, FP8 };
+
+// 4, 4 (TF32 is stored as FP32), 2, 2, 1.
+Bytes bytes_per_element(DType t);
+// "fp32", "tf32", "bf16", "fp16", "fp8".
+std::string dtype_name(DType t);
+// Inverse of dtype_name; throws UnknownName listing the names otherwise.
+DType parse_dtype(const std::string& name);
+std::vector<std::string> dtype_names();
+
+// Activation recomputation (Korthikanti et al.): none; selective (the attention core — QKᵀ, softmax,
+// dropout, ·V — is recomputed, its s²-sized activations are not stored); full (each layer stores only
+// its input and is recomputed whole before its backward pass).
+enum class Recompute { None, Selective, Full };
+// "none", "selective", "full"; parse throws UnknownName listing them.
+std::string recompute_name(Recompute r);
+Recompute parse_recompute(const std::string& name);
+std::vector<std::string> recompute_names();
+
+// ---- the model -----------------------------------------------------------------------------------
+
+struct TransformerModel {
+  std::string name = "gpt";
+  std::int64_t layers = 0;
+  std::int64_t hidden = 0;
+  std::int64_t heads = 0;
+  std::int64_t ffn_hidden = 0;  // 0 means 4·hidden; use ffn() to read it
+  std::int64_t seq_len = 0;
+  std::int64_t vocab = 0;
+  std::int64_t experts = 1;     // 1 = dense; > 1 = every layer's FFN is a mixture of `experts` FFNs
+  std::int64_t top_k = 1;       // experts each token is routed to (MoE only)
+  DType dtype = DType::BF16;    // weights and activations; optimizer master state is FP32 regardless
+
+  std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
+  bool moe() const { return experts > 1; }
+  bool operator==(const TransformerModel&) const = default;
+};
+
+// A dense GPT with f = 4h (the shape REFERENCE.md's formulas assume).
+TransformerModel gpt_model(std::string name, std::int64_t layers, std::int64_t hidden, std::int64_t heads,
+                           std::int64_t seq_len, std::int64_t vocab, DType dtype = DType::BF16);
+
+// Throws ConfigError naming `path`/field (e.g. "/model/heads") when a field is out of range: sizes must
+// be positive, hidden divisible by heads, 1 <= top_k <= experts.
+void validate(const TransformerModel& m, const std::string& path = "/model");
+
+// Presets, by name: "gpt3-175b" (l=96, h=12288, a=96, s=2048, V=51200; Brown et al. 2020, the shape
+// Narayanan et al. train), "gpt3-6.7b" (32, 4096, 32), "gpt3-1.3b" (24, 2048, 16; 128-wide heads as in
+// Megatron's GPT configs). Throws UnknownName listing them.
+TransformerModel model_preset(const std::string& name);
+std::vector<std::string> model_preset_names();
+
+// ---- parameters ----------------------------------------------------------------------------------
+
+// Parameter counts, split the way the memory and parallelism code needs them.
+// Per layer (Megatron GPT, pre-LayerNorm, biases everywhere):
+//   attention = QKV 3h² + 3h, projection h² + h              = 4h² + 4h
+//   norms     = two LayerNorms, γ and β each                 = 4h
+//   ffn       = FC1 h·f + f, FC2 f·h + h  (per expert)       = 2hf + f + h
+//   router    = h·E gate weights (no bias), MoE only
+// Model: word embedding V·h (the LM head shares it) + learned position embedding s·h, final LayerNorm 2h.
+// For a dense model with f = 4h, layers·per_layer() + embedding = 12lh² + 13lh + (V+s)h, which is
+// REFERENCE.md's P = 12·l·h²·(1 + 13/(12h) + (V+s)/(12·l·h)) exactly; that formula leaves out the final
+// LayerNorm, so total() = P + 2h.
+struct ParameterCount {
+  std::int64_t layers = 0;
+  std::int64_t experts = 1;
+  std::int64_t attention = 0;   // per layer
+  std::int64_t norms = 0;       // per layer
+  std::int64_t ffn = 0;         // per layer, per expert
+  std::int64_t router = 0;      // per layer (0 when dense)
+  std::int64_t embedding = 0;   // (V + s)·h
+  std::int64_t final_norm = 0;  // 2h
+
+  std::int64_t per_layer() const { return attention + norms + experts * ffn + router; }
+  // All expert FFN parameters of the model, layers·E·ffn (0 for a dense model).
+  std::int64_t expert_total() const { return experts > 1 ? layers * experts * ffn : 0; }
+  std::int64_t total() const { return layers * per_layer() + embedding + final_norm; }
+  // Parameters one token's forward pass touches (MoE: top_k of the E experts); = total() when dense.
+  std::int64_t active(std::int64_t top_k) const {
+    return total() - (experts > 1 ? layers * (experts - top_k) * ffn : 0);
+  }
+  bool operator==(const ParameterCount&) const = default;
+};
+
+ParameterCount parameter_count(const TransformerModel& m);
+
+// Parameters one rank holds under tensor (t), pipeline (p) and expert (ep) parallelism, on pipeline
+// stage `stage` (0 ≤ stage < p). Split as Megatron does: QKV and FC1 column-parallel (weights and biases
+// / t), projection and FC2 row-parallel (weights / t, biases replicated), LayerNorms and the router
+// replicated; the word embedding is vocabulary-parallel (⌈V/t⌉ rows), the position embedding replicated.
+// Stage 0 holds the embeddings, stage p−1 the final LayerNorm and — when p > 1 — its own copy of the
+// word embedding for the tied LM head (Megatron keeps one and all-reduces its gradient between the two
+// stages). Experts: E/ep per rank, each split over t like a dense FFN. `expert` holds those, `dense`
+// the rest; they are sharded over different data-parallel groups (dp and dp/ep).
+// Requires layers % p == 0, experts % ep == 0 (throws InvalidArgument otherwise).
+struct RankParameters {
+  std::int64_t dense = 0;
+  std::int64_t expert = 0;
+  std::int64_t total() const { return dense + expert; }
+  bool operator==(const RankParameters&) const = default;
+};
+RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage);
+
+// ---- model state (ZeRO) --------------------------------------------------------------------------
+
+// Bytes of parameters, gradients and optimizer state one rank holds for Adam (Rajbhandari et al.):
+// 16-bit dtypes (BF16, FP16, and FP8, whose weights are kept in 16 bits as Transformer Engine does):
+// 2Ψ parameters + 2Ψ gradients + 12Ψ FP32 master copy, momentum and variance. FP32/TF32: 4Ψ + 4Ψ + 8Ψ
+// (no master copy). ZeRO stage 1 shards the optimizer state over the n_d data-parallel ranks, stage 2
+// also the gradients, stage 3 also the parameters; a shard is ⌈Ψ/n_d⌉ elements (the flat buffer is
+// padded). Throws InvalidArgument for psi < 0, stage outside 0..3 or n_d < 1.
+struct ModelStateBytes {
+  Bytes params = 0;
+  Bytes grads = 0;
+  Bytes optimizer = 0;
+  Bytes total() const { return params + grads + optimizer; }
+  bool operator==(const ModelStateBytes&) const = default;
+};
+ModelStateBytes model_state_bytes(std::int64_t psi, DType dtype, int zero_stage, int n_d);
+
+// ---- activations ---------------------------------------------------------------------------------
+
+// Bytes of activations one transformer layer keeps for its backward pass, per micro-batch of b
+// sequences, on one tensor-parallel rank (Korthikanti et al. §4, 16-bit activations, 1-byte dropout
+// masks). For f = 4h and a 16-bit dtype this is exactly REFERENCE.md's
+//   none, no parallelism:      s·b·h·(34 + 5·a·s/h)
+//   none, tensor parallel:     s·b·h·(10 + 24/t + 5·a·s/(h·t))
+//   none, tensor + sequence:   (s·b·h/t)·(34 + 5·a·s/h)
+//   selective:                 s·b·h·(10 + 24/t) without SP, 34·s·b·h/t with SP
+//   full:                      2·s·b·h (the layer input; /t with SP, which keeps it sequence-sharded)
+// For other f the FFN terms scale with f (GeLU and FC2 inputs are s·b·f each); for FP32/TF32 the
+// element terms double (masks stay one byte). Sequence parallelism with t = 1 changes nothing.
+// MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
+// Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1 or tp < 1.
+Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
+                                 bool sequence_parallel, Recompute recompute);
+
+// ---- ops -----------------------------------------------------------------------------------------
+
+// One kernel's cost. GEMMs are C[m×n] = A[m×k]·B[k×n] repeated `batch` times (batch > 1 for the
+// attention matmuls, one per head, and for grouped expert GEMMs, one per local expert):
+// flops = 2·batch·m·n·k, bytes = batch·(m·k + k·n + m·n)·element size (each operand read once, the
+// result written once). MemoryBound ops carry the bytes they read and write and a rough count of their
+// element-wise arithmetic (not part of model FLOPs: their time is set by bytes).
+struct OpCost {
+  enum class Kind { Gemm, Attention, MemoryBound };
+  // Forward; Recompute (a forward op re-run before backward); BackwardData (gradients of inputs, also
+  // every backward op without weights); BackwardWeight (gradients of weights: the ops LoRA and frozen
+  // parameters remove).
+  enum class Phase { Forward, Recompute, BackwardData, BackwardWeight };
+
+  std::string name;
+  Kind kind = Kind::MemoryBound;
+  Phase phase = Phase::Forward;
+  double flops = 0;
+  Bytes bytes = 0;
+  std::int64_t m = 0, n = 0, k = 0;  // GEMM and attention shapes; 0 for memory-bound ops
+  std::int64_t batch = 1;
+  DType dtype = DType::BF16;
+
+  bool is_matmul() const { return kind != Kind::MemoryBound; }
+  bool operator==(const OpCost&) const = default;
+};
+
+// Where the ops run: b sequences per micro-batch, on one rank of a tensor-parallel group of t (heads
+// and FFN split as in Megatron: column-parallel QKV and FC1, row-parallel projection and FC2), with
+// sequence parallelism splitting the LayerNorm and dropout-add ops (which otherwise every tensor rank
+// repeats whole) by t, and ep expert-parallel ranks sharing the experts. The collectives between ops
+// (TP all-reduce or SP all-gather / reduce-scatter, MoE all-to-all) are the plan's business, not here.
+struct OpContext {
+  std::int64_t micro_batch = 1;
+  int tp = 1;
+  bool sequence_parallel = false;
+  int ep = 1;
+  bool operator==(const OpContext&) const = default;
+};
+
+// One transformer layer, in execution order. Forward (dense):
+//   ln1, qkv, attn_scores (QKᵀ), softmax (fused scale-mask-softmax), attn_dropout, attn_context (·V),
+//   proj, attn_residual (fused bias-dropout-residual add), ln2, fc1, gelu (fused bias-GeLU), fc2,
+//   mlp_residual; each name ends in "_fwd".
+// MoE replaces fc1..fc2 by router (GEMM to E logits), router_topk, expert_permute, expert_fc1 (grouped),
+// gelu, expert_fc2 (grouped), expert_unpermute; with balanced routing each rank's experts process the
+// b·s·k tokens its group routes to them: every local expert gets b·s·k·ep/E tokens (m rounded to the
+// nearest integer when that is not whole; flops use the exact value).
+// Backward is the reverse; every forward GEMM yields a `_dgrad` and a `_wgrad` GEMM with its FLOPs,
+// every attention matmul two gradient matmuls with its FLOPs each, so backward = 2 × forward in FLOPs.
+// Throws InvalidArgument when the context is impossible for the model (heads % tp, ffn % tp,
+// experts % ep, seq_len % tp under sequence parallelism, micro_batch < 1).
+std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c);
+std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContext& c);
+// The forward ops re-run before a layer's backward: none; selective — the attention core (attn_scores,
+// softmax, attn_dropout, attn_context); full — all of layer_forward_ops. Phase Recompute, names ending
+// in "_recompute" instead of "_fwd".
+std::vector<OpCost> layer_recompute_ops(const TransformerModel& m, const OpContext& c, Recompute r);
+
+// First pipeline stage: vocabulary-parallel word-embedding lookup, position embedding add + dropout.
+std::vector<OpCost> embedding_forward_ops(const TransformerModel& m, const OpContext& c);
+std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpContext& c);
+// Last pipeline stage: final LayerNorm, LM head GEMM (vocabulary column-parallel, n = ⌈V/t⌉) and the
+// vocabulary-parallel cross-entropy; backward in reverse.
+std::vector<OpCost> head_forward_ops(const TransformerModel& m, const OpContext& c);
+std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext& c);
+
+// Sum of the GEMM and attention FLOPs of `ops` (element-wise ops excluded, as "model FLOPs" do).
+double matmul_flops(const std::vector<OpCost>& ops);
+
+// FLOPs of one training iteration over a global batch of B sequences, summed from the op lists above
+// (t = 1): layers × (forward + backward + recompute) + embedding + head. For a dense model with f = 4h:
+//   Recompute::None  72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h))   — the "model FLOPs" of MFU
+//   Recompute::Full  96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h))
+//   Recompute::Selective adds the attention core once more: 72·B·s·l·h² + 16·B·s²·l·h + 6·B·s·V·h.
+double training_flops(const TransformerModel& m, std::int64_t global_batch, Recompute r);
+
+// ---- JSON (the edge) -----------------------------------------------------------------------------
+
+// {"preset"?, "name", "layers", "hidden", "heads", "ffn_hidden"?, "seq_len", "vocab", "experts"?,
+//  "top_k"?, "dtype"?}. With "preset", the preset's fields are the defaults and any other key overrides
+// them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
+// or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
+// ffn_hidden resolved (never 0) and has passed validate().
+TransformerModel model_from_json(const nlohmann::json& j, const std::string& path = "/model");
+// The fully resolved form (every key written), which model_from_json reads back to an equal model.
+nlohmann::json model_to_json(const TransformerModel& m);
+
+}  // namespace twinbed

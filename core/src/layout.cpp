@@ -1,0 +1,298 @@
+// Layout checks follow the constraints Megatron-LM enforces (Narayanan et al. SC'21; Megatron-LM's
+// arguments.py and schedules.py), so a layout accepted here is one Megatron would run.
+#include "twinbed/core/layout.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+
+namespace twinbed {
+
+namespace {
+
+constexpr std::pair<PipelineSchedule, const char*> kSchedules[] = {
+    {PipelineSchedule::GPipe, "gpipe"},
+    {PipelineSchedule::OneFOneB, "1f1b"},
+    {PipelineSchedule::Interleaved1F1B, "interleaved-1f1b"},
+};
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
+  return s;
+}
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+// "accepted values: 1, 2, 4, 8": the divisors of n accepted by `ok`, for error messages.
+template <class Pred>
+std::string divisors(std::int64_t n, Pred ok) {
+  std::vector<std::string> out;
+  for (std::int64_t v = 1; v <= n && out.size() < 32; ++v) {
+    if (n % v == 0 && ok(v)) out.push_back(str(v));
+  }
+  return out.empty() ? "none" : join(out);
+}
+
+}  // namespace
+
+std::string schedule_name(PipelineSchedule s) {
+  for (const auto& [value, name] : kSchedules) {
+    if (value == s) return name;
+  }
+  throw InvalidArgument("schedule_name: not a PipelineSchedule");
+}
+
+std::vector<std::string> schedule_names() {
+  std::vector<std::string> out;
+  for (const auto& entry : kSchedules) out.emplace_back(entry.second);
+  return out;
+}
+
+PipelineSchedule parse_schedule(const std::string& name) {
+  for (const auto& [value, text] : kSchedules) {
+    if (name == text) return value;
+  }
+  throw UnknownName("pipeline schedule", name, schedule_names());
+}
+
+std::vector<std::string> validate(const Layout& l, const TransformerModel& m, int cluster_ranks, int ranks_per_host) {
+  if (cluster_ranks < 1) throw InvalidArgument("validate(Layout): cluster_ranks must be >= 1");
+  if (ranks_per_host < 1) throw InvalidArgument("validate(Layout): ranks_per_host must be >= 1");
+  validate(m, "/model");
+
+  const auto at_least_one = [](int v, const char* field) {
+    if (v < 1) throw ConfigError(std::string("/layout/") + field, "must be >= 1, got " + str(v));
+  };
+  at_least_one(l.dp, "dp");
+  at_least_one(l.tp, "tp");
+  at_least_one(l.pp, "pp");
+  at_least_one(l.ep, "ep");
+  at_least_one(l.micro_batch, "micro_batch");
+  at_least_one(l.global_batch, "global_batch");
+  at_least_one(l.virtual_stages, "virtual_stages");
+  if (l.zero_stage < 0 || l.zero_stage > 3) {
+    throw ConfigError("/layout/zero_stage", "must be one of 0, 1, 2, 3, got " + str(l.zero_stage));
+  }
+  if (l.bucket_bytes < 1) throw ConfigError("/layout/bucket_MiB", "must be > 0 bytes, got " + str(l.bucket_bytes));
+
+  // Products in 64 bits: each degree can be large on its own.
+  const std::int64_t dp = l.dp, tp = l.tp, pp = l.pp, v = l.virtual_stages;
+  const std::int64_t world = dp * tp * pp;
+  if (world != cluster_ranks) {
+    std::string hint;
+    if (cluster_ranks % (tp * pp) == 0) hint = "; dp = " + str(cluster_ranks / (tp * pp)) + " fits";
+    throw ConfigError("/layout/dp", "dp·tp·pp = " + str(dp) + "·" + str(tp) + "·" + str(pp) + " = " + str(world) +
+                                        " must equal the cluster's " + str(cluster_ranks) + " ranks" + hint);
+  }
+
+  // Tensor parallelism splits heads (QKV column-parallel) and FFN columns (FC1) evenly.
+  const std::int64_t tp_limit = std::gcd(m.heads, m.ffn());
+  if (m.heads % tp != 0 || m.ffn() % tp != 0) {
+    throw ConfigError("/layout/tp", "tp = " + str(tp) + " must divide heads (" + str(m.heads) + ") and ffn_hidden (" +
+                                        str(m.ffn()) + "); accepted values: " +
+                                        divisors(tp_limit, [&](std::int64_t d) { return cluster_ranks % d == 0; }));
+  }
+  if (l.sequence_parallel && m.seq_len % tp != 0) {
+    throw ConfigError("/layout/sequence_parallel", "sequence parallelism splits the sequence over tp = " + str(tp) +
+                                                       " ranks, but seq_len = " + str(m.seq_len) + " is not divisible by it");
+  }
+
+  // Pipeline: whole layers per stage, and per chunk when interleaved.
+  if (m.layers % pp != 0) {
+    throw ConfigError("/layout/pp", "pp = " + str(pp) + " must divide layers (" + str(m.layers) +
+                                        "); accepted values: " + divisors(m.layers, [](std::int64_t) { return true; }));
+  }
+  const bool interleaved = l.schedule == PipelineSchedule::Interleaved1F1B;
+  if (interleaved && pp < 2) {
+    throw ConfigError("/layout/schedule", "interleaved-1f1b needs pp >= 2; with pp = 1 use \"1f1b\"");
+  }
+  if (interleaved && v < 2) {
+    throw ConfigError("/layout/virtual_stages",
+                      "interleaved-1f1b needs virtual_stages >= 2; accepted values: " +
+                          divisors(m.layers / pp, [](std::int64_t d) { return d >= 2; }));
+  }
+  if (!interleaved && v != 1) {
+    throw ConfigError("/layout/virtual_stages", "virtual_stages = " + str(v) + " needs \"schedule\": \"interleaved-1f1b\"; "
+                                                "with \"" + schedule_name(l.schedule) + "\" the accepted value is 1");
+  }
+  if (m.layers % (pp * v) != 0) {
+    throw ConfigError("/layout/virtual_stages",
+                      "pp·virtual_stages = " + str(pp * v) + " must divide layers (" + str(m.layers) +
+                          "); accepted values: " + divisors(m.layers / pp, [](std::int64_t d) { return d >= 2; }));
+  }
+
+  // Batches: every replica runs a whole number of micro-batches per iteration.
+  const std::int64_t per_step = dp * l.micro_batch;
+  if (l.global_batch % per_step != 0) {
+    throw ConfigError("/layout/global_batch", "global_batch = " + str(l.global_batch) +
+                                                  " must be a multiple of dp·micro_batch = " + str(per_step));
+  }
+  const std::int64_t micro_batches = l.global_batch / per_step;
+  if (interleaved && micro_batches % pp != 0) {
+    // Megatron's interleaved schedule runs micro-batches in groups of pp.
+    throw ConfigError("/layout/global_batch",
+                      "interleaved-1f1b needs the micro-batches per pipeline (global_batch / (dp·micro_batch) = " +
+                          str(micro_batches) + ") to be a multiple of pp = " + str(pp) +
+                          "; accepted global_batch: multiples of " + str(per_step * pp));
+  }
+
+  // Experts: ep ranks of the data-parallel group share the experts evenly.
+  if (l.ep > 1 && !m.moe()) {
+    throw ConfigError("/layout/ep", "ep = " + str(l.ep) + " needs an MoE model (experts > 1); accepted value: 1");
+  }
+  if (dp % l.ep != 0 || m.experts % l.ep != 0) {
+    throw ConfigError("/layout/ep", "ep = " + str(l.ep) + " must divide dp (" + str(dp) + ") and experts (" +
+                                        str(m.experts) + "); accepted values: " +
+                                        divisors(std::gcd(dp, m.experts), [](std::int64_t) { return true; }));
+  }
+
+  std::vector<std::string> warnings;
+  if (tp > ranks_per_host) {
+    warnings.push_back("/layout/tp: tp = " + str(tp) + " exceeds the " + str(ranks_per_host) +
+                       " ranks per host, so tensor-parallel all-reduces cross the inter-host network");
+  }
+  if (pp > 1 && micro_batches < pp) {
+    warnings.push_back("/layout/global_batch: " + str(micro_batches) + " micro-batches per pipeline for " + str(pp) +
+                       " stages: most of each step is pipeline bubble (m >= pp keeps every stage busy at some point)");
+  }
+  if (l.sequence_parallel && tp == 1) {
+    warnings.push_back("/layout/sequence_parallel: has no effect with tp = 1");
+  }
+  if (l.zero_stage > 0 && dp == 1) {
+    warnings.push_back("/layout/zero_stage: ZeRO stage " + str(l.zero_stage) + " with dp = 1 shards nothing");
+  }
+  return warnings;
+}
+
+ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage) {
+  const RankParameters p = rank_parameters(model, layout.tp, layout.pp, layout.ep, stage);
+  const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.dp);
+  const ModelStateBytes expert = model_state_bytes(p.expert, model.dtype, layout.zero_stage, layout.dp / layout.ep);
+  return {dense.params + expert.params, dense.grads + expert.grads, dense.optimizer + expert.optimizer};
+}
+
+Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout) {
+  return activation_bytes_per_layer(model, layout.micro_batch, layout.tp, layout.sequence_parallel, layout.recompute);
+}
+
+// ---- JSON ----------------------------------------------------------------------------------------
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::int64_t kMaxDegree = std::int64_t{1} << 20;
+constexpr std::int64_t kMaxBatch = std::int64_t{1} << 30;
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) { throw ConfigError(path, message); }
+
+std::string got(const json& v) {
+  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  return std::string("a JSON ") + v.type_name();
+}
+
+int read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  const std::string range = "an integer in " + str(min) + ".." + str(max);
+  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
+    fail(path, "expected " + range + ", got " + got(v));
+  }
+  const std::int64_t n = v.get<std::int64_t>();
+  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
+  return static_cast<int>(n);
+}
+
+bool read_bool(const json& v, const std::string& path) {
+  if (!v.is_boolean()) fail(path, "expected true or false, got " + got(v));
+  return v.get<bool>();
+}
+
+std::string read_string(const json& v, const std::string& path) {
+  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
+  return v.get<std::string>();
+}
+
+}  // namespace
+
+Layout layout_from_json(const json& j, const std::string& path) {
+  const std::vector<std::string> accepted = {
+      "dp",       "tp",           "pp",        "ep",        "sequence_parallel",  "zero_stage", "micro_batch",
+      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB"};
+  if (!j.is_object()) fail(path, "expected a JSON object, got " + got(j));
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
+      fail(path + "/" + key, "unknown key '" + key + "'; accepted keys here: " + join(accepted));
+    }
+  }
+  Layout l;
+  const auto integer = [&](const char* key, int& field, std::int64_t min, std::int64_t max) {
+    if (j.contains(key)) field = read_int(j[key], path + "/" + key, min, max);
+  };
+  integer("dp", l.dp, 1, kMaxDegree);
+  integer("tp", l.tp, 1, kMaxDegree);
+  integer("pp", l.pp, 1, kMaxDegree);
+  integer("ep", l.ep, 1, kMaxDegree);
+  integer("zero_stage", l.zero_stage, 0, 3);
+  integer("micro_batch", l.micro_batch, 1, kMaxBatch);
+  if (!j.contains("global_batch")) fail(path + "/global_batch", "required key is missing (sequences per iteration)");
+  integer("global_batch", l.global_batch, 1, kMaxBatch);
+  integer("virtual_stages", l.virtual_stages, 1, kMaxDegree);
+  if (j.contains("sequence_parallel")) l.sequence_parallel = read_bool(j["sequence_parallel"], path + "/sequence_parallel");
+  if (j.contains("overlap_grad_reduce")) {
+    l.overlap_grad_reduce = read_bool(j["overlap_grad_reduce"], path + "/overlap_grad_reduce");
+  }
+  if (j.contains("schedule")) {
+    const std::string name = read_string(j["schedule"], path + "/schedule");
+    try {
+      l.schedule = parse_schedule(name);
+    } catch (const UnknownName& e) {
+      fail(path + "/schedule", e.what());
+    }
+  }
+  if (j.contains("recompute")) {
+    const std::string name = read_string(j["recompute"], path + "/recompute");
+    try {
+      l.recompute = parse_recompute(name);
+    } catch (const UnknownName& e) {
+      fail(path + "/recompute", e.what());
+    }
+  }
+  if (j.contains("bucket_MiB")) {
+    const json& v = j["bucket_MiB"];
+    const std::string p = path + "/bucket_MiB";
+    const std::string range = "a number > 0 (MiB, 1 MiB = 1048576 bytes) below 1048576";
+    if (!v.is_number()) fail(p, "expected " + range + ", got " + got(v));
+    const double mib = v.get<double>();
+    if (!std::isfinite(mib) || !(mib > 0) || mib >= 1048576) fail(p, "expected " + range + ", got " + got(v));
+    l.bucket_bytes = std::max<Bytes>(1, std::llround(mib * static_cast<double>(MiB)));
+  }
+  return l;
+}
+
+json layout_to_json(const Layout& l) {
+  return json{{"dp", l.dp},
+              {"tp", l.tp},
+              {"pp", l.pp},
+              {"ep", l.ep},
+              {"sequence_parallel", l.sequence_parallel},
+              {"zero_stage", l.zero_stage},
+              {"micro_batch", l.micro_batch},
+              {"global_batch", l.global_batch},
+              {"schedule", schedule_name(l.schedule)},
+              {"virtual_stages", l.virtual_stages},
+              {"recompute", recompute_name(l.recompute)},
+              {"overlap_grad_reduce", l.overlap_grad_reduce},
+              {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)}};
+}
+
+}  // namespace twinbed

@@ -1,0 +1,685 @@
+// Transformer costs. Formulas and the breakdowns behind them: ../shared/REFERENCE.md, from
+// Narayanan et al., "Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM"
+// (SC'21, appendix: parameters and FLOPs), Korthikanti et al., "Reducing Activation Recomputation in
+// Large Transformer Models" (MLSys'23, §4: activation memory), Rajbhandari et al., "ZeRO" (SC'20, §3
+// and §5: model states).
+#include "twinbed/core/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+
+namespace twinbed {
+
+namespace {
+
+double d(std::int64_t v) { return static_cast<double>(v); }
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
+  return s;
+}
+
+}  // namespace
+
+// ---- names ---------------------------------------------------------------------------------------
+
+namespace {
+struct DTypeInfo {
+  DType type;
+  const char* name;
+  Bytes bytes;
+};
+constexpr DTypeInfo kDTypes[] = {
+    {DType::FP32, "fp32", 4}, {DType::TF32, "tf32", 4}, {DType::BF16, "bf16", 2},
+    {DType::FP16, "fp16", 2}, {DType::FP8, "fp8", 1},
+};
+constexpr std::pair<Recompute, const char*> kRecompute[] = {
+    {Recompute::None, "none"}, {Recompute::Selective, "selective"}, {Recompute::Full, "full"}};
+}  // namespace
+
+Bytes bytes_per_element(DType t) {
+  for (const auto& i : kDTypes) {
+    if (i.type == t) return i.bytes;
+  }
+  throw InvalidArgument("bytes_per_element: not a DType");
+}
+
+std::string dtype_name(DType t) {
+  for (const auto& i : kDTypes) {
+    if (i.type == t) return i.name;
+  }
+  throw InvalidArgument("dtype_name: not a DType");
+}
+
+std::vector<std::string> dtype_names() {
+  std::vector<std::string> out;
+  for (const auto& i : kDTypes) out.emplace_back(i.name);
+  return out;
+}
+
+DType parse_dtype(const std::string& name) {
+  for (const auto& i : kDTypes) {
+    if (name == i.name) return i.type;
+  }
+  throw UnknownName("dtype", name, dtype_names());
+}
+
+std::string recompute_name(Recompute r) {
+  for (const auto& [value, name] : kRecompute) {
+    if (value == r) return name;
+  }
+  throw InvalidArgument("recompute_name: not a Recompute");
+}
+
+std::vector<std::string> recompute_names() {
+  std::vector<std::string> out;
+  for (const auto& entry : kRecompute) out.emplace_back(entry.second);
+  return out;
+}
+
+Recompute parse_recompute(const std::string& name) {
+  for (const auto& [value, text] : kRecompute) {
+    if (name == text) return value;
+  }
+  throw UnknownName("recompute mode", name, recompute_names());
+}
+
+// ---- the model -----------------------------------------------------------------------------------
+
+TransformerModel gpt_model(std::string name, std::int64_t layers, std::int64_t hidden, std::int64_t heads,
+                           std::int64_t seq_len, std::int64_t vocab, DType dtype) {
+  TransformerModel m;
+  m.name = std::move(name);
+  m.layers = layers;
+  m.hidden = hidden;
+  m.heads = heads;
+  m.ffn_hidden = 4 * hidden;
+  m.seq_len = seq_len;
+  m.vocab = vocab;
+  m.dtype = dtype;
+  return m;
+}
+
+void validate(const TransformerModel& m, const std::string& path) {
+  const auto positive = [&](std::int64_t v, const char* field) {
+    if (v < 1) throw ConfigError(path + "/" + field, "must be a positive integer, got " + std::to_string(v));
+  };
+  positive(m.layers, "layers");
+  positive(m.hidden, "hidden");
+  positive(m.heads, "heads");
+  positive(m.seq_len, "seq_len");
+  positive(m.vocab, "vocab");
+  positive(m.experts, "experts");
+  if (m.ffn_hidden < 0) {
+    throw ConfigError(path + "/ffn_hidden", "must be positive (or 0 for 4·hidden), got " + std::to_string(m.ffn_hidden));
+  }
+  if (m.hidden % m.heads != 0) {
+    throw ConfigError(path + "/heads", "hidden (" + std::to_string(m.hidden) + ") must be divisible by heads (" +
+                                           std::to_string(m.heads) + ")");
+  }
+  if (m.top_k < 1 || m.top_k > m.experts) {
+    throw ConfigError(path + "/top_k", "must be in 1.." + std::to_string(m.experts) + " (the expert count), got " +
+                                           std::to_string(m.top_k));
+  }
+}
+
+namespace {
+struct Preset {
+  const char* name;
+  std::int64_t layers, hidden, heads;
+};
+// GPT-3 shapes (Brown et al. 2020, table 2.1) at s = 2048, V = 51200 as Narayanan et al. use them.
+// The 1.3B model uses 16 heads of 128 (Megatron's configuration) rather than the table's 24.
+constexpr Preset kPresets[] = {
+    {"gpt3-175b", 96, 12288, 96},
+    {"gpt3-6.7b", 32, 4096, 32},
+    {"gpt3-1.3b", 24, 2048, 16},
+};
+}  // namespace
+
+std::vector<std::string> model_preset_names() {
+  std::vector<std::string> out;
+  for (const auto& p : kPresets) out.emplace_back(p.name);
+  return out;
+}
+
+TransformerModel model_preset(const std::string& name) {
+  for (const auto& p : kPresets) {
+    if (name == p.name) return gpt_model(p.name, p.layers, p.hidden, p.heads, 2048, 51200);
+  }
+  throw UnknownName("model preset", name, model_preset_names());
+}
+
+// ---- parameters ----------------------------------------------------------------------------------
+
+ParameterCount parameter_count(const TransformerModel& m) {
+  const std::int64_t h = m.hidden, f = m.ffn();
+  ParameterCount p;
+  p.layers = m.layers;
+  p.experts = m.experts;
+  p.attention = 4 * h * h + 4 * h;  // QKV 3h² + 3h, projection h² + h
+  p.norms = 4 * h;                  // two LayerNorms, γ and β
+  p.ffn = 2 * h * f + f + h;        // FC1 h·f + f, FC2 f·h + h
+  p.router = m.moe() ? h * m.experts : 0;
+  p.embedding = (m.vocab + m.seq_len) * h;
+  p.final_norm = 2 * h;
+  return p;
+}
+
+namespace {
+void check_parallel(const TransformerModel& m, int tp, int ep, const char* who) {
+  const std::string w = who;
+  if (tp < 1) throw InvalidArgument(w + ": tp must be >= 1");
+  if (ep < 1) throw InvalidArgument(w + ": ep must be >= 1");
+  if (m.heads % tp != 0) throw InvalidArgument(w + ": heads not divisible by tp");
+  if (m.ffn() % tp != 0) throw InvalidArgument(w + ": ffn_hidden not divisible by tp");
+  if (m.experts % ep != 0) throw InvalidArgument(w + ": experts not divisible by ep");
+}
+}  // namespace
+
+RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage) {
+  check_parallel(m, tp, ep, "rank_parameters");
+  if (pp < 1 || m.layers % pp != 0) throw InvalidArgument("rank_parameters: layers not divisible by pp");
+  if (stage < 0 || stage >= pp) throw InvalidArgument("rank_parameters: stage outside 0..pp-1");
+  const std::int64_t h = m.hidden, f = m.ffn(), t = tp;
+  // Column-parallel QKV splits weight and bias; row-parallel projection splits the weight only.
+  const std::int64_t attention = (4 * h * h + 3 * h) / t + h;
+  const std::int64_t norms = 4 * h;
+  const std::int64_t ffn = (2 * h * f + f) / t + h;  // FC1 column-, FC2 row-parallel
+  const std::int64_t layers = m.layers / pp;
+
+  RankParameters r;
+  r.dense = layers * (attention + norms);
+  if (m.moe()) {
+    r.dense += layers * h * m.experts;  // router, replicated
+    r.expert = layers * (m.experts / ep) * ffn;
+  } else {
+    r.dense += layers * ffn;
+  }
+  const std::int64_t word = ceil_div(m.vocab, t) * h;
+  if (stage == 0) r.dense += word + m.seq_len * h;
+  if (stage == pp - 1) r.dense += 2 * h + (pp > 1 ? word : 0);
+  return r;
+}
+
+// ---- model state ---------------------------------------------------------------------------------
+
+ModelStateBytes model_state_bytes(std::int64_t psi, DType dtype, int zero_stage, int n_d) {
+  if (psi < 0) throw InvalidArgument("model_state_bytes: negative parameter count");
+  if (zero_stage < 0 || zero_stage > 3) throw InvalidArgument("model_state_bytes: zero_stage outside 0..3");
+  if (n_d < 1) throw InvalidArgument("model_state_bytes: data-parallel degree must be >= 1");
+  // ZeRO §3: K = 12 bytes of optimizer state per parameter for mixed-precision Adam (FP32 master
+  // weights, momentum, variance); in pure FP32 the weights are the master copy, so K = 8.
+  const bool wide = bytes_per_element(dtype) == 4;
+  const Bytes weight = wide ? 4 : 2;
+  const Bytes optimizer = wide ? 8 : 12;
+  const std::int64_t shard = ceil_div(psi, n_d);
+  ModelStateBytes s;
+  s.params = weight * (zero_stage >= 3 ? shard : psi);
+  s.grads = weight * (zero_stage >= 2 ? shard : psi);
+  s.optimizer = optimizer * (zero_stage >= 1 ? shard : psi);
+  return s;
+}
+
+// ---- activations ---------------------------------------------------------------------------------
+
+Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
+                                 bool sequence_parallel, Recompute recompute) {
+  if (micro_batch < 1) throw InvalidArgument("activation_bytes_per_layer: micro_batch must be >= 1");
+  if (tp < 1) throw InvalidArgument("activation_bytes_per_layer: tp must be >= 1");
+  // Korthikanti et al. §4.1 count, per layer, what backward needs: elements of the activation dtype
+  // (e bytes; the paper's 16-bit e = 2 gives its coefficients) and 1-byte dropout masks.
+  const double e = bytes_per_element(m.dtype) == 4 ? 4.0 : 2.0;
+  const double t = tp;
+  const double sbh = d(m.seq_len) * d(micro_batch) * d(m.hidden);
+  // MoE: with balanced routing each token's FFN activations exist top_k times.
+  const double sbf = d(m.seq_len) * d(micro_batch) * d(m.ffn()) * d(m.moe() ? m.top_k : 1);
+  const double att = d(m.heads) * d(m.seq_len) * d(m.seq_len) * d(micro_batch);
+
+  if (recompute == Recompute::Full) {
+    // Only the layer input survives; with SP it lives sequence-sharded.
+    return std::llround(e * sbh / (sequence_parallel ? t : 1.0));
+  }
+  // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
+  // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
+  double replicated = e * 4 * sbh + 2 * sbh;
+  // Split over heads / FFN columns: Q, K, V, projection input, GeLU input and FC2 input.
+  // e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h.
+  double split = e * (4 * sbh + 2 * sbf);
+  // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b).
+  if (recompute == Recompute::None) split += (2 * e + 1) * att;
+  // Sequence parallelism shards the replicated part over the tensor group as well.
+  if (sequence_parallel) replicated /= t;
+  return std::llround(replicated + split / t);
+}
+
+// ---- ops -----------------------------------------------------------------------------------------
+
+namespace {
+
+using Kind = OpCost::Kind;
+using Phase = OpCost::Phase;
+
+// A matmul shape with exact (possibly fractional, for balanced expert routing) dimensions.
+struct Shape {
+  double m, n, k;
+  std::int64_t batch = 1;
+};
+
+// C = A·B with A m×k, B k×n. dgrad: dA[m×k] = dC[m×n]·Bᵀ; wgrad: dB[k×n] = Aᵀ[k×m]·dC.
+Shape dgrad(const Shape& s) { return {s.m, s.k, s.n, s.batch}; }
+Shape wgrad(const Shape& s) { return {s.k, s.n, s.m, s.batch}; }
+
+OpCost matmul(std::string name, Kind kind, Phase phase, const Shape& s, DType dt) {
+  OpCost op;
+  op.name = std::move(name);
+  op.kind = kind;
+  op.phase = phase;
+  const double b = d(s.batch);
+  op.flops = 2 * b * s.m * s.n * s.k;
+  op.bytes = std::llround(b * (s.m * s.k + s.k * s.n + s.m * s.n) * d(bytes_per_element(dt)));
+  op.m = std::llround(s.m);
+  op.n = std::llround(s.n);
+  op.k = std::llround(s.k);
+  op.batch = s.batch;
+  op.dtype = dt;
+  return op;
+}
+
+OpCost memory_bound(std::string name, Phase phase, double bytes, double flops, DType dt) {
+  OpCost op;
+  op.name = std::move(name);
+  op.kind = Kind::MemoryBound;
+  op.phase = phase;
+  op.flops = flops;
+  op.bytes = std::llround(bytes);
+  op.dtype = dt;
+  return op;
+}
+
+// Rough element-wise arithmetic per element (forward, backward). These ops are bandwidth-bound by an
+// order of magnitude on every device in REFERENCE.md, so only their bytes set their time.
+struct Elementwise {
+  double fwd, bwd;
+};
+constexpr Elementwise kLayerNorm{8, 12};      // mean, variance, normalise, scale, shift
+constexpr Elementwise kSoftmax{5, 3};         // scale, mask, max, exp, normalise
+constexpr Elementwise kDropout{2, 1};
+constexpr Elementwise kGelu{10, 14};          // bias + tanh approximation
+constexpr Elementwise kResidual{3, 2};        // bias, dropout, residual add
+constexpr Elementwise kCrossEntropy{5, 2};
+
+// The sizes every op builder needs, for one rank.
+struct Dims {
+  double tokens;     // b·s, what GEMMs see (SP gathers the sequence before them)
+  double tokens_sp;  // b·s/t with sequence parallelism, b·s without: what LayerNorm/dropout-add see
+  double h, f_t;     // hidden; FFN columns on this rank, f/t
+  double s, hd;      // sequence; head dimension h/a
+  std::int64_t heads_batch;  // b·a/t attention matmuls
+  double att;        // b·(a/t)·s² attention-score elements on this rank
+  double e;          // element bytes
+  DType dt;
+  // MoE
+  std::int64_t local_experts;
+  double tokens_per_expert;  // b·s·k·ep/E
+  double routed;             // b·s·k tokens through this rank's experts
+  double routed_sp;          // b·s·k/t (SP) or b·s·k: the tokens this rank permutes and combines
+  double experts;
+};
+
+Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
+  check_parallel(m, c.tp, c.ep, who);
+  if (c.micro_batch < 1) throw InvalidArgument(std::string(who) + ": micro_batch must be >= 1");
+  if (c.sequence_parallel && m.seq_len % c.tp != 0) {
+    throw InvalidArgument(std::string(who) + ": sequence parallelism needs seq_len divisible by tp");
+  }
+  Dims x{};
+  const double t = c.tp;
+  x.tokens = d(c.micro_batch) * d(m.seq_len);
+  x.tokens_sp = c.sequence_parallel ? x.tokens / t : x.tokens;
+  x.h = d(m.hidden);
+  x.f_t = d(m.ffn()) / t;
+  x.s = d(m.seq_len);
+  x.hd = d(m.hidden / m.heads);
+  x.heads_batch = c.micro_batch * (m.heads / c.tp);
+  x.att = d(x.heads_batch) * x.s * x.s;
+  x.e = d(bytes_per_element(m.dtype));
+  x.dt = m.dtype;
+  x.local_experts = m.experts / c.ep;
+  x.experts = d(m.experts);
+  x.routed = x.tokens * d(m.top_k);
+  x.routed_sp = x.tokens_sp * d(m.top_k);
+  x.tokens_per_expert = x.routed * d(c.ep) / x.experts;
+  return x;
+}
+
+// Forward shapes of the layer's matmuls on one rank (Megatron's split: QKV and FC1 column-parallel,
+// projection and FC2 row-parallel; attention over the a/t local heads).
+struct LayerShapes {
+  Shape qkv, scores, context, proj, fc1, fc2, router, expert_fc1, expert_fc2;
+};
+
+LayerShapes layer_shapes(const OpContext& c, const Dims& x) {
+  const double h_t = x.h / c.tp;  // attention columns on this rank: (a/t)·(h/a)
+  LayerShapes L;
+  L.qkv = {x.tokens, 3 * h_t, x.h};
+  L.scores = {x.s, x.s, x.hd, x.heads_batch};   // QKᵀ per head
+  L.context = {x.s, x.hd, x.s, x.heads_batch};  // P·V per head
+  L.proj = {x.tokens, x.h, h_t};
+  L.fc1 = {x.tokens, x.f_t, x.h};
+  L.fc2 = {x.tokens, x.h, x.f_t};
+  L.router = {x.tokens_sp, x.experts, x.h};
+  L.expert_fc1 = {x.tokens_per_expert, x.f_t, x.h, x.local_experts};
+  L.expert_fc2 = {x.tokens_per_expert, x.h, x.f_t, x.local_experts};
+  return L;
+}
+
+void layernorm_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
+  const double n = x.tokens_sp * x.h;
+  ops.push_back(memory_bound(name, Phase::Forward, 2 * n * x.e + 2 * x.h * x.e, n * kLayerNorm.fwd, x.dt));
+}
+void layernorm_bwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
+  // Reads x, dy and the residual-branch gradient, writes dx; γ/β gradients are negligible.
+  const double n = x.tokens_sp * x.h;
+  ops.push_back(memory_bound(name, Phase::BackwardData, 4 * n * x.e + 2 * x.h * x.e, n * kLayerNorm.bwd, x.dt));
+}
+void residual_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
+  // Reads the branch output, the residual and the bias; writes the sum and a 1-byte dropout mask.
+  const double n = x.tokens_sp * x.h;
+  ops.push_back(memory_bound(name, Phase::Forward, 3 * n * x.e + n + x.h * x.e, n * kResidual.fwd, x.dt));
+}
+void residual_bwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
+  const double n = x.tokens_sp * x.h;
+  ops.push_back(memory_bound(name, Phase::BackwardData, 2 * n * x.e + n, n * kResidual.bwd, x.dt));
+}
+
+}  // namespace
+
+std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c) {
+  const Dims x = dims(m, c, "layer_forward_ops");
+  const LayerShapes L = layer_shapes(c, x);
+  const DType dt = x.dt;
+  std::vector<OpCost> ops;
+  layernorm_fwd(ops, "ln1_fwd", x);
+  ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, dt));
+  ops.push_back(matmul("attn_scores_fwd", Kind::Attention, Phase::Forward, L.scores, dt));
+  ops.push_back(memory_bound("softmax_fwd", Phase::Forward, 2 * x.att * x.e, x.att * kSoftmax.fwd, dt));
+  ops.push_back(memory_bound("attn_dropout_fwd", Phase::Forward, 2 * x.att * x.e + x.att, x.att * kDropout.fwd, dt));
+  ops.push_back(matmul("attn_context_fwd", Kind::Attention, Phase::Forward, L.context, dt));
+  ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, dt));
+  residual_fwd(ops, "attn_residual_fwd", x);
+  layernorm_fwd(ops, "ln2_fwd", x);
+  if (!m.moe()) {
+    const double n = x.tokens * x.f_t;
+    ops.push_back(matmul("fc1_fwd", Kind::Gemm, Phase::Forward, L.fc1, dt));
+    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, dt));
+    ops.push_back(matmul("fc2_fwd", Kind::Gemm, Phase::Forward, L.fc2, dt));
+  } else {
+    const double logits = x.tokens_sp * x.experts;
+    const double n = x.routed * x.f_t;
+    ops.push_back(matmul("router_fwd", Kind::Gemm, Phase::Forward, L.router, dt));
+    // Softmax over E logits and top-k selection: reads logits, writes k (weight, int64 index) pairs.
+    ops.push_back(memory_bound("router_topk_fwd", Phase::Forward, logits * x.e + x.routed_sp * (x.e + 8),
+                               logits * kSoftmax.fwd, dt));
+    ops.push_back(memory_bound("expert_permute_fwd", Phase::Forward, 2 * x.routed_sp * x.h * x.e, 0, dt));
+    ops.push_back(matmul("expert_fc1_fwd", Kind::Gemm, Phase::Forward, L.expert_fc1, dt));
+    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, dt));
+    ops.push_back(matmul("expert_fc2_fwd", Kind::Gemm, Phase::Forward, L.expert_fc2, dt));
+    // Weighted sum of each token's k expert outputs.
+    ops.push_back(memory_bound("expert_unpermute_fwd", Phase::Forward, (x.routed_sp + x.tokens_sp) * x.h * x.e,
+                               2 * x.routed_sp * x.h, dt));
+  }
+  residual_fwd(ops, "mlp_residual_fwd", x);
+  return ops;
+}
+
+std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContext& c) {
+  const Dims x = dims(m, c, "layer_backward_ops");
+  const LayerShapes L = layer_shapes(c, x);
+  const DType dt = x.dt;
+  const auto gemm_bwd = [&](std::vector<OpCost>& ops, const std::string& name, const Shape& s) {
+    ops.push_back(matmul(name + "_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), dt));
+    ops.push_back(matmul(name + "_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), dt));
+  };
+  std::vector<OpCost> ops;
+  residual_bwd(ops, "mlp_residual_bwd", x);
+  if (!m.moe()) {
+    const double n = x.tokens * x.f_t;
+    gemm_bwd(ops, "fc2", L.fc2);
+    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, dt));
+    gemm_bwd(ops, "fc1", L.fc1);
+  } else {
+    const double logits = x.tokens_sp * x.experts;
+    const double n = x.routed * x.f_t;
+    ops.push_back(memory_bound("expert_unpermute_bwd", Phase::BackwardData, (x.routed_sp + x.tokens_sp) * x.h * x.e,
+                               2 * x.routed_sp * x.h, dt));
+    gemm_bwd(ops, "expert_fc2", L.expert_fc2);
+    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, dt));
+    gemm_bwd(ops, "expert_fc1", L.expert_fc1);
+    ops.push_back(memory_bound("expert_permute_bwd", Phase::BackwardData, 2 * x.routed_sp * x.h * x.e, 0, dt));
+    ops.push_back(memory_bound("router_topk_bwd", Phase::BackwardData, 2 * logits * x.e + x.routed_sp * x.e,
+                               logits * kSoftmax.bwd, dt));
+    gemm_bwd(ops, "router", L.router);
+  }
+  layernorm_bwd(ops, "ln2_bwd", x);
+  residual_bwd(ops, "attn_residual_bwd", x);
+  gemm_bwd(ops, "proj", L.proj);
+  // O = P·V: dP = dO·Vᵀ (s×s, inner d), dV = Pᵀ·dO (s×d, inner s) — each the forward's FLOPs.
+  ops.push_back(matmul("attn_context_dgrad_probs", Kind::Attention, Phase::BackwardData,
+                       {x.s, x.s, x.hd, x.heads_batch}, dt));
+  ops.push_back(matmul("attn_context_dgrad_v", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       dt));
+  ops.push_back(memory_bound("attn_dropout_bwd", Phase::BackwardData, 2 * x.att * x.e + x.att, x.att * kDropout.bwd, dt));
+  ops.push_back(memory_bound("softmax_bwd", Phase::BackwardData, 3 * x.att * x.e, x.att * kSoftmax.bwd, dt));
+  // S = Q·Kᵀ: dQ = dS·K, dK = dSᵀ·Q (s×d, inner s).
+  ops.push_back(matmul("attn_scores_dgrad_q", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       dt));
+  ops.push_back(matmul("attn_scores_dgrad_k", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       dt));
+  gemm_bwd(ops, "qkv", L.qkv);
+  layernorm_bwd(ops, "ln1_bwd", x);
+  return ops;
+}
+
+std::vector<OpCost> layer_recompute_ops(const TransformerModel& m, const OpContext& c, Recompute r) {
+  std::vector<OpCost> out;
+  if (r == Recompute::None) return out;
+  // Selective recomputation (Korthikanti et al. §5) re-runs only the attention core, whose s²-sized
+  // activations dominate memory but cost few FLOPs; full re-runs the whole forward pass.
+  const std::vector<std::string> core = {"attn_scores_fwd", "softmax_fwd", "attn_dropout_fwd", "attn_context_fwd"};
+  for (OpCost op : layer_forward_ops(m, c)) {
+    if (r == Recompute::Selective && std::find(core.begin(), core.end(), op.name) == core.end()) continue;
+    op.name = op.name.substr(0, op.name.size() - 4) + "_recompute";  // "_fwd" -> "_recompute"
+    op.phase = Phase::Recompute;
+    out.push_back(std::move(op));
+  }
+  return out;
+}
+
+std::vector<OpCost> embedding_forward_ops(const TransformerModel& m, const OpContext& c) {
+  const Dims x = dims(m, c, "embedding_forward_ops");
+  const double n = x.tokens * x.h;
+  const double n_sp = x.tokens_sp * x.h;
+  std::vector<OpCost> ops;
+  // Vocabulary-parallel lookup: every rank reads its int64 token ids, gathers the ~1/t of the rows that
+  // fall in its shard and writes the whole (masked) output, which the TP all-reduce then sums.
+  ops.push_back(memory_bound("embedding_lookup_fwd", Phase::Forward, x.tokens * 8 + n / c.tp * x.e + n * x.e, 0, x.dt));
+  // Position embedding add and dropout (reads both inputs, writes output and 1-byte mask).
+  ops.push_back(memory_bound("embedding_dropout_fwd", Phase::Forward, 3 * n_sp * x.e + n_sp, n_sp * kResidual.fwd, x.dt));
+  return ops;
+}
+
+std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpContext& c) {
+  const Dims x = dims(m, c, "embedding_backward_ops");
+  const double n = x.tokens * x.h;
+  const double n_sp = x.tokens_sp * x.h;
+  std::vector<OpCost> ops;
+  // Dropout backward, also accumulating the position-embedding gradient.
+  ops.push_back(memory_bound("embedding_dropout_bwd", Phase::BackwardData, 3 * n_sp * x.e + n_sp, n_sp * kResidual.bwd,
+                             x.dt));
+  // Scatter-add of the output gradient into this rank's vocabulary rows (read-modify-write).
+  ops.push_back(memory_bound("embedding_wgrad", Phase::BackwardWeight, n * x.e + 2 * n / c.tp * x.e, n / c.tp, x.dt));
+  return ops;
+}
+
+namespace {
+Shape lm_head_shape(const TransformerModel& m, const OpContext& c, const Dims& x) {
+  return {x.tokens, d(ceil_div(m.vocab, c.tp)), x.h};
+}
+}  // namespace
+
+std::vector<OpCost> head_forward_ops(const TransformerModel& m, const OpContext& c) {
+  const Dims x = dims(m, c, "head_forward_ops");
+  const Shape s = lm_head_shape(m, c, x);
+  const double logits = x.tokens * s.n;
+  std::vector<OpCost> ops;
+  layernorm_fwd(ops, "final_ln_fwd", x);
+  ops.push_back(matmul("lm_head_fwd", Kind::Gemm, Phase::Forward, s, x.dt));
+  // Vocabulary-parallel cross-entropy: reads the logits, keeps the softmax in their place for backward
+  // and writes one FP32 loss per token.
+  ops.push_back(memory_bound("cross_entropy_fwd", Phase::Forward, 2 * logits * x.e + 4 * x.tokens,
+                             logits * kCrossEntropy.fwd, x.dt));
+  return ops;
+}
+
+std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext& c) {
+  const Dims x = dims(m, c, "head_backward_ops");
+  const Shape s = lm_head_shape(m, c, x);
+  const double logits = x.tokens * s.n;
+  std::vector<OpCost> ops;
+  ops.push_back(memory_bound("cross_entropy_bwd", Phase::BackwardData, 2 * logits * x.e, logits * kCrossEntropy.bwd,
+                             x.dt));
+  ops.push_back(matmul("lm_head_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), x.dt));
+  // The LM head shares the word embedding: this gradient accumulates into the embedding's.
+  ops.push_back(matmul("lm_head_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), x.dt));
+  layernorm_bwd(ops, "final_ln_bwd", x);
+  return ops;
+}
+
+double matmul_flops(const std::vector<OpCost>& ops) {
+  double sum = 0;
+  for (const OpCost& op : ops) {
+    if (op.is_matmul()) sum += op.flops;
+  }
+  return sum;
+}
+
+double training_flops(const TransformerModel& m, std::int64_t global_batch, Recompute r) {
+  if (global_batch < 1) throw InvalidArgument("training_flops: global_batch must be >= 1");
+  // Per sequence on one unsplit rank; every matmul is linear in the sequence count.
+  const OpContext c;
+  const double layer = matmul_flops(layer_forward_ops(m, c)) + matmul_flops(layer_backward_ops(m, c)) +
+                       matmul_flops(layer_recompute_ops(m, c, r));
+  const double ends = matmul_flops(embedding_forward_ops(m, c)) + matmul_flops(embedding_backward_ops(m, c)) +
+                      matmul_flops(head_forward_ops(m, c)) + matmul_flops(head_backward_ops(m, c));
+  return d(global_batch) * (d(m.layers) * layer + ends);
+}
+
+// ---- JSON ----------------------------------------------------------------------------------------
+// The edge: the rest of this file never sees JSON.
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model, catches stray digits
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) { throw ConfigError(path, message); }
+
+std::string got(const json& v) {
+  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  return std::string("a JSON ") + v.type_name();
+}
+
+std::int64_t read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  const std::string range = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
+  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
+    fail(path, "expected " + range + ", got " + got(v));
+  }
+  const std::int64_t n = v.get<std::int64_t>();
+  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
+  return n;
+}
+
+std::string read_string(const json& v, const std::string& path) {
+  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
+  return v.get<std::string>();
+}
+
+}  // namespace
+
+TransformerModel model_from_json(const json& j, const std::string& path) {
+  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "ffn_hidden",
+                                             "seq_len", "vocab", "experts", "top_k", "dtype"};
+  if (!j.is_object()) fail(path, "expected a JSON object, got " + got(j));
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
+      fail(path + "/" + key, "unknown key '" + key + "'; accepted keys here: " + join(accepted));
+    }
+  }
+  TransformerModel m;
+  const bool preset = j.contains("preset");
+  if (preset) {
+    const std::string name = read_string(j["preset"], path + "/preset");
+    try {
+      m = model_preset(name);
+    } catch (const UnknownName& e) {
+      fail(path + "/preset", e.what());
+    }
+  }
+  const auto size = [&](const char* key, std::int64_t& field, bool required) {
+    if (j.contains(key)) {
+      field = read_int(j[key], path + "/" + key, 1, kMaxSize);
+    } else if (required && !preset) {
+      fail(path + "/" + key, "required key is missing (or give \"preset\": one of " + join(model_preset_names()) + ")");
+    }
+  };
+  if (j.contains("name")) {
+    m.name = read_string(j["name"], path + "/name");
+    if (m.name.empty()) fail(path + "/name", "expected a non-empty name");
+  }
+  size("layers", m.layers, true);
+  size("hidden", m.hidden, true);
+  size("heads", m.heads, true);
+  size("seq_len", m.seq_len, true);
+  size("vocab", m.vocab, true);
+  size("experts", m.experts, false);
+  size("top_k", m.top_k, false);
+  if (j.contains("ffn_hidden")) {
+    m.ffn_hidden = read_int(j["ffn_hidden"], path + "/ffn_hidden", 1, kMaxSize);
+  } else if (!preset || j.contains("hidden")) {
+    m.ffn_hidden = 4 * m.hidden;  // a new hidden size with no ffn_hidden: the GPT default follows it
+  }
+  if (j.contains("dtype")) {
+    const std::string name = read_string(j["dtype"], path + "/dtype");
+    try {
+      m.dtype = parse_dtype(name);
+    } catch (const UnknownName& e) {
+      fail(path + "/dtype", e.what());
+    }
+  }
+  validate(m, path);
+  return m;
+}
+
+json model_to_json(const TransformerModel& m) {
+  return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
+              {"heads", m.heads},       {"ffn_hidden", m.ffn()}, {"seq_len", m.seq_len},
+              {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
+              {"dtype", dtype_name(m.dtype)}};
+}
+
+}  // namespace twinbed

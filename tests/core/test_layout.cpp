@@ -1,0 +1,299 @@
+// Layout: derived sizes, every impossible layout an error naming its field, warnings for legal but
+// doubtful ones, strict JSON, and the per-rank memory it implies.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/layout.hpp"
+#include "twinbed/core/model.hpp"
+
+namespace twinbed {
+namespace {
+
+using json = nlohmann::json;
+
+// GPT-3 175B on 1,024 GPUs as Narayanan et al. run it: tp 8, pp 16 (interleaved), dp 8, B = 1536.
+Layout gpt3_layout() {
+  Layout l;
+  l.dp = 8;
+  l.tp = 8;
+  l.pp = 16;
+  l.sequence_parallel = true;
+  l.micro_batch = 1;
+  l.global_batch = 1536;
+  l.schedule = PipelineSchedule::Interleaved1F1B;
+  l.virtual_stages = 3;
+  return l;
+}
+
+TransformerModel small_moe() {
+  TransformerModel m = gpt_model("moe", 4, 512, 8, 256, 1000);
+  m.experts = 8;
+  m.top_k = 2;
+  return m;
+}
+
+// The ConfigError's message when validate() throws one, else a marker.
+std::string error_of(const Layout& l, const TransformerModel& m, int ranks, int per_host = 8) {
+  try {
+    validate(l, m, ranks, per_host);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST(Layout, DerivedSizes) {
+  const Layout l = gpt3_layout();
+  EXPECT_EQ(l.world_size(), 1024);
+  EXPECT_EQ(l.micro_batches(), 192);
+  EXPECT_EQ(l.grad_accum_steps(), 192);
+  const TransformerModel m = model_preset("gpt3-175b");
+  EXPECT_EQ(l.layers_per_stage(m), 6);
+  EXPECT_EQ(l.layers_per_chunk(m), 2);
+  EXPECT_EQ(l.op_context(), (OpContext{1, 8, true, 1}));
+}
+
+TEST(Layout, Gpt3IsValidWithoutWarnings) {
+  EXPECT_TRUE(validate(gpt3_layout(), model_preset("gpt3-175b"), 1024, 8).empty());
+  Layout l = gpt3_layout();
+  l.schedule = PipelineSchedule::OneFOneB;
+  l.virtual_stages = 1;
+  l.pp = 8;
+  l.dp = 16;
+  EXPECT_TRUE(validate(l, model_preset("gpt3-175b"), 1024, 8).empty());
+}
+
+TEST(Layout, ProductMustMatchTheCluster) {
+  const std::string e = error_of(gpt3_layout(), model_preset("gpt3-175b"), 2048);
+  EXPECT_TRUE(contains(e, "/layout/dp")) << e;
+  EXPECT_TRUE(contains(e, "dp = 16 fits")) << e;
+}
+
+TEST(Layout, TensorParallelMustDivideHeadsAndFfn) {
+  Layout l;
+  l.tp = 64;
+  l.global_batch = 8;
+  const std::string e = error_of(l, model_preset("gpt3-175b"), 64);
+  EXPECT_TRUE(contains(e, "/layout/tp")) << e;
+  EXPECT_TRUE(contains(e, "accepted values: 1, 2, 4, 8, 16, 32")) << e;
+  TransformerModel odd_ffn = gpt_model("x", 4, 512, 8, 256, 1000);
+  odd_ffn.ffn_hidden = 1004;
+  l.tp = 8;
+  const std::string f = error_of(l, odd_ffn, 8);
+  EXPECT_TRUE(contains(f, "/layout/tp")) << f;
+  EXPECT_TRUE(contains(f, "ffn_hidden")) << f;
+}
+
+TEST(Layout, PipelineMustDivideLayers) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  Layout l;
+  l.pp = 5;
+  l.global_batch = 5;
+  const std::string e = error_of(l, m, 5);
+  EXPECT_TRUE(contains(e, "/layout/pp")) << e;
+  EXPECT_TRUE(contains(e, "1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96")) << e;
+
+  Layout v = gpt3_layout();
+  v.virtual_stages = 4;  // 16·4 = 64 does not divide 96
+  EXPECT_TRUE(contains(error_of(v, m, 1024), "/layout/virtual_stages"));
+  v.virtual_stages = 1;  // interleaved needs v >= 2
+  const std::string one = error_of(v, m, 1024);
+  EXPECT_TRUE(contains(one, "/layout/virtual_stages")) << one;
+  EXPECT_TRUE(contains(one, "2, 3, 6")) << one;
+  v.schedule = PipelineSchedule::OneFOneB;
+  v.virtual_stages = 2;  // v > 1 without interleaving
+  EXPECT_TRUE(contains(error_of(v, m, 1024), "/layout/virtual_stages"));
+
+  Layout single;
+  single.schedule = PipelineSchedule::Interleaved1F1B;
+  single.virtual_stages = 2;
+  single.global_batch = 4;
+  EXPECT_TRUE(contains(error_of(single, m, 1), "/layout/schedule"));
+}
+
+TEST(Layout, BatchAndZeroStage) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  Layout l = gpt3_layout();
+  l.global_batch = 1540;  // not a multiple of dp·b = 8
+  EXPECT_TRUE(contains(error_of(l, m, 1024), "/layout/global_batch"));
+  l.global_batch = 8 * 20;  // 20 micro-batches per pipeline, not a multiple of pp = 16 (interleaved)
+  const std::string e = error_of(l, m, 1024);
+  EXPECT_TRUE(contains(e, "/layout/global_batch")) << e;
+  EXPECT_TRUE(contains(e, "multiples of 128")) << e;
+  l = gpt3_layout();
+  l.zero_stage = 4;
+  const std::string z = error_of(l, m, 1024);
+  EXPECT_TRUE(contains(z, "/layout/zero_stage")) << z;
+  EXPECT_TRUE(contains(z, "0, 1, 2, 3")) << z;
+  l = gpt3_layout();
+  l.micro_batch = 0;
+  EXPECT_TRUE(contains(error_of(l, m, 1024), "/layout/micro_batch"));
+}
+
+TEST(Layout, ExpertParallelism) {
+  Layout l;
+  l.dp = 4;
+  l.global_batch = 16;
+  l.ep = 2;
+  EXPECT_TRUE(contains(error_of(l, gpt_model("dense", 4, 512, 8, 256, 1000), 4), "/layout/ep"));
+  EXPECT_TRUE(validate(l, small_moe(), 4, 8).empty());
+  l.ep = 8;  // does not divide dp = 4
+  const std::string e = error_of(l, small_moe(), 4);
+  EXPECT_TRUE(contains(e, "/layout/ep")) << e;
+  EXPECT_TRUE(contains(e, "accepted values: 1, 2, 4")) << e;
+  TransformerModel six = small_moe();
+  six.experts = 6;
+  l.ep = 4;  // does not divide 6 experts
+  EXPECT_TRUE(contains(error_of(l, six, 4), "/layout/ep"));
+}
+
+TEST(Layout, SequenceParallelNeedsDivisibleSequence) {
+  TransformerModel m = gpt_model("x", 4, 512, 8, 250, 1000);
+  Layout l;
+  l.tp = 4;
+  l.sequence_parallel = true;
+  l.global_batch = 4;
+  EXPECT_TRUE(contains(error_of(l, m, 4), "/layout/sequence_parallel"));
+}
+
+TEST(Layout, InvalidModelIsNamedUnderModel) {
+  TransformerModel m = gpt_model("x", 4, 512, 7, 256, 1000);
+  Layout l;
+  l.global_batch = 1;
+  EXPECT_TRUE(contains(error_of(l, m, 1), "/model/heads"));
+}
+
+TEST(Layout, WarningsForLegalButDoubtfulLayouts) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  Layout l;
+  l.tp = 16;
+  l.pp = 4;
+  l.global_batch = 2;  // 2 micro-batches for 4 stages
+  l.sequence_parallel = false;
+  const std::vector<std::string> w = validate(l, m, 64, 8);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_TRUE(contains(w[0], "/layout/tp")) << w[0];
+  EXPECT_TRUE(contains(w[1], "/layout/global_batch")) << w[1];
+
+  Layout sp;
+  sp.sequence_parallel = true;  // with tp = 1: legal, does nothing
+  sp.zero_stage = 2;            // with dp = 1: legal, shards nothing
+  sp.global_batch = 1;
+  const std::vector<std::string> w2 = validate(sp, m, 1, 8);
+  ASSERT_EQ(w2.size(), 2u);
+  EXPECT_TRUE(contains(w2[0], "/layout/sequence_parallel"));
+  EXPECT_TRUE(contains(w2[1], "/layout/zero_stage"));
+  // ...and indeed SP at t = 1 leaves activations unchanged.
+  EXPECT_EQ(activation_bytes_per_layer(m, 1, 1, true, Recompute::None),
+            activation_bytes_per_layer(m, 1, 1, false, Recompute::None));
+}
+
+TEST(Layout, ScheduleNames) {
+  EXPECT_EQ(parse_schedule("gpipe"), PipelineSchedule::GPipe);
+  EXPECT_EQ(parse_schedule("1f1b"), PipelineSchedule::OneFOneB);
+  EXPECT_EQ(parse_schedule("interleaved-1f1b"), PipelineSchedule::Interleaved1F1B);
+  for (const std::string& n : schedule_names()) EXPECT_EQ(schedule_name(parse_schedule(n)), n);
+  try {
+    parse_schedule("zero-bubble");
+    FAIL() << "no throw";
+  } catch (const UnknownName& e) {
+    EXPECT_TRUE(contains(e.what(), "gpipe, 1f1b, interleaved-1f1b")) << e.what();
+  }
+}
+
+// ---- memory per rank -----------------------------------------------------------------------------
+
+TEST(LayoutMemory, ZeroStagesShardOverDataParallel) {
+  const TransformerModel m = model_preset("gpt3-6.7b");
+  Layout l;
+  l.dp = 8;
+  l.tp = 2;
+  l.pp = 2;
+  l.global_batch = 64;
+  for (int stage : {0, 1}) {
+    const std::int64_t psi = rank_parameters(m, 2, 2, 1, stage).total();
+    for (int z = 0; z <= 3; ++z) {
+      l.zero_stage = z;
+      const ModelStateBytes got = rank_model_state_bytes(m, l, stage);
+      const double p = static_cast<double>(psi);
+      const double expected[] = {16 * p, 4 * p + 12 * p / 8, 2 * p + 14 * p / 8, 16 * p / 8};
+      EXPECT_NEAR(static_cast<double>(got.total()), expected[z], 16.0) << "stage " << stage << " zero " << z;
+      EXPECT_EQ(got, model_state_bytes(psi, m.dtype, z, 8));
+    }
+  }
+}
+
+TEST(LayoutMemory, ExpertStateShardsOverDpOverEp) {
+  const TransformerModel m = small_moe();
+  Layout l;
+  l.dp = 8;
+  l.ep = 4;
+  l.zero_stage = 1;
+  l.global_batch = 8;
+  const RankParameters p = rank_parameters(m, 1, 1, 4, 0);
+  const ModelStateBytes got = rank_model_state_bytes(m, l, 0);
+  EXPECT_EQ(got.optimizer, 12 * ((p.dense + 7) / 8) + 12 * ((p.expert + 1) / 2));
+  EXPECT_EQ(got.params, 2 * p.total());
+}
+
+TEST(LayoutMemory, ActivationsFollowTheLayout) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  Layout l = gpt3_layout();
+  l.recompute = Recompute::Selective;
+  EXPECT_EQ(rank_activation_bytes_per_layer(m, l), 34LL * 2048 * 12288 / 8);
+}
+
+// ---- JSON ----------------------------------------------------------------------------------------
+
+std::string json_error_path(const std::string& text, const std::string& prefix = "/layout") {
+  try {
+    layout_from_json(json::parse(text), prefix);
+  } catch (const ConfigError& e) {
+    return e.path();
+  }
+  return "(no error)";
+}
+
+TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
+  const Layout l = layout_from_json(json::parse(R"({
+      "dp": 8, "tp": 8, "pp": 16, "sequence_parallel": true, "zero_stage": 0, "micro_batch": 1,
+      "global_batch": 1536, "schedule": "interleaved-1f1b", "virtual_stages": 3, "recompute": "none",
+      "overlap_grad_reduce": true, "bucket_MiB": 25})"));
+  EXPECT_EQ(l, gpt3_layout());
+  Layout other = gpt3_layout();
+  other.bucket_bytes = 40'000'000;
+  other.recompute = Recompute::Full;
+  other.overlap_grad_reduce = false;
+  EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4})")).dp, 1);
+}
+
+TEST(LayoutJson, StrictErrorsNameThePath) {
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "tpp": 8})"), "/layout/tpp");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "tp": "8"})"), "/layout/tp");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "tp": 0})"), "/layout/tp");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_stage": 4})"), "/layout/zero_stage");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "sequence_parallel": 1})"), "/layout/sequence_parallel");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "schedule": "zb-h1"})"), "/layout/schedule");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "recompute": true})"), "/layout/recompute");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "bucket_MiB": -1})"), "/layout/bucket_MiB");
+  EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
+  EXPECT_EQ(json_error_path(R"([8])"), "/layout");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");
+  try {
+    layout_from_json(json::parse(R"({"global_batch": 8, "recompute": "some"})"));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_TRUE(contains(e.what(), "none, selective, full")) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace twinbed

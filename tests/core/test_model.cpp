@@ -1,0 +1,429 @@
+// The model's counts against ../shared/REFERENCE.md's formulas (Narayanan et al. SC'21, Korthikanti et
+// al. MLSys'23, Rajbhandari et al. SC'20), for several shapes.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/model.hpp"
+
+namespace twinbed {
+namespace {
+
+using json = nlohmann::json;
+
+double d(std::int64_t v) { return static_cast<double>(v); }
+
+void expect_rel(double actual, double expected, double tol = 1e-9) {
+  EXPECT_NEAR(actual, expected, std::abs(expected) * tol) << "relative error " << (actual - expected) / expected;
+}
+
+const OpCost& find_op(const std::vector<OpCost>& ops, const std::string& name) {
+  for (const OpCost& op : ops) {
+    if (op.name == name) return op;
+  }
+  throw std::runtime_error("no op " + name);
+}
+
+// Shapes the tests sweep: the three presets and a small odd one.
+std::vector<TransformerModel> shapes() {
+  return {model_preset("gpt3-175b"), model_preset("gpt3-6.7b"), model_preset("gpt3-1.3b"),
+          gpt_model("small", 6, 384, 6, 512, 1000)};
+}
+
+// ---- dtype and names -----------------------------------------------------------------------------
+
+TEST(DType, BytesAndNames) {
+  EXPECT_EQ(bytes_per_element(DType::FP32), 4);
+  EXPECT_EQ(bytes_per_element(DType::TF32), 4);
+  EXPECT_EQ(bytes_per_element(DType::BF16), 2);
+  EXPECT_EQ(bytes_per_element(DType::FP16), 2);
+  EXPECT_EQ(bytes_per_element(DType::FP8), 1);
+  for (const std::string& n : dtype_names()) EXPECT_EQ(dtype_name(parse_dtype(n)), n);
+  EXPECT_EQ(parse_dtype("bf16"), DType::BF16);
+}
+
+TEST(DType, UnknownNameListsTheKnownOnes) {
+  try {
+    parse_dtype("bf17");
+    FAIL() << "no throw";
+  } catch (const UnknownName& e) {
+    EXPECT_NE(std::string(e.what()).find("'bf17'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fp32, tf32, bf16, fp16, fp8"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_dtype("BF16"), UnknownName);  // names are exact
+}
+
+TEST(Recompute, Names) {
+  EXPECT_EQ(parse_recompute("none"), Recompute::None);
+  EXPECT_EQ(parse_recompute("selective"), Recompute::Selective);
+  EXPECT_EQ(parse_recompute("full"), Recompute::Full);
+  try {
+    parse_recompute("partial");
+    FAIL() << "no throw";
+  } catch (const UnknownName& e) {
+    EXPECT_NE(std::string(e.what()).find("none, selective, full"), std::string::npos) << e.what();
+  }
+}
+
+// ---- parameters ----------------------------------------------------------------------------------
+
+TEST(Parameters, EqualNarayananFormulaForDenseShapes) {
+  for (const TransformerModel& m : shapes()) {
+    SCOPED_TRACE(m.name);
+    const ParameterCount p = parameter_count(m);
+    const double l = d(m.layers), h = d(m.hidden), s = d(m.seq_len), V = d(m.vocab);
+    const double formula = 12 * l * h * h * (1 + 13 / (12 * h) + (V + s) / (12 * l * h));
+    // The formula counts the layers and the embeddings; the final LayerNorm (2h) is extra.
+    const std::int64_t counted = p.layers * p.per_layer() + p.embedding;
+    expect_rel(d(counted), formula);
+    // And exactly, in integers: 12lh² + 13lh + (V+s)h.
+    EXPECT_EQ(counted, 12 * m.layers * m.hidden * m.hidden + 13 * m.layers * m.hidden + (m.vocab + m.seq_len) * m.hidden);
+    EXPECT_EQ(p.total(), counted + 2 * m.hidden);
+    EXPECT_EQ(p.expert_total(), 0);
+    EXPECT_EQ(p.active(1), p.total());
+  }
+}
+
+TEST(Parameters, Gpt3Is175Billion) {
+  const ParameterCount p = parameter_count(model_preset("gpt3-175b"));
+  EXPECT_GT(p.total(), 174'000'000'000);
+  EXPECT_LT(p.total(), 176'000'000'000);
+  EXPECT_EQ(p.total(), 174'615'846'912);  // 12·96·12288² + 13·96·12288 + (51200+2048)·12288 + 2·12288
+}
+
+TEST(Parameters, PresetsHaveTheirNominalSize) {
+  expect_rel(d(parameter_count(model_preset("gpt3-6.7b")).total()), 6.7e9, 0.02);
+  expect_rel(d(parameter_count(model_preset("gpt3-1.3b")).total()), 1.3e9, 0.05);
+  EXPECT_THROW(model_preset("gpt3-13b"), UnknownName);
+}
+
+TEST(Parameters, MixtureOfExperts) {
+  TransformerModel m = model_preset("gpt3-1.3b");
+  const ParameterCount dense = parameter_count(m);
+  m.experts = 8;
+  m.top_k = 2;
+  const ParameterCount moe = parameter_count(m);
+  const std::int64_t h = m.hidden, f = 4 * h;
+  EXPECT_EQ(moe.ffn, 2 * h * f + f + h);
+  EXPECT_EQ(moe.router, h * 8);
+  EXPECT_EQ(moe.expert_total(), m.layers * 8 * moe.ffn);
+  EXPECT_EQ(moe.total(), dense.total() + m.layers * (7 * moe.ffn + h * 8));
+  EXPECT_EQ(moe.active(2), dense.total() + m.layers * (moe.ffn + h * 8));
+}
+
+TEST(Parameters, RankShardsAddUpToTheModel) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  const ParameterCount p = parameter_count(m);
+  EXPECT_EQ(rank_parameters(m, 1, 1, 1, 0).total(), p.total());
+  // Pipeline stages: the layers split evenly, stage 0 has the embeddings, the last stage the final
+  // LayerNorm and a second copy of the word embedding for the tied LM head.
+  std::int64_t sum = 0;
+  for (int stage = 0; stage < 8; ++stage) sum += rank_parameters(m, 1, 8, 1, stage).dense;
+  EXPECT_EQ(sum, p.total() + m.vocab * m.hidden);
+  // Tensor parallelism: everything split by t except the replicated biases and LayerNorms.
+  const std::int64_t h = m.hidden, l = m.layers;
+  const RankParameters r = rank_parameters(m, 8, 1, 1, 0);
+  const std::int64_t replicated_per_layer = 2 * h + 4 * h;  // proj and FC2 biases, two LayerNorms
+  EXPECT_EQ(8 * r.dense, p.total() - m.seq_len * h - 2 * h - l * replicated_per_layer +
+                             8 * (m.seq_len * h + 2 * h + l * replicated_per_layer));
+  EXPECT_THROW(rank_parameters(m, 7, 1, 1, 0), InvalidArgument);
+  EXPECT_THROW(rank_parameters(m, 8, 5, 1, 0), InvalidArgument);
+  EXPECT_THROW(rank_parameters(m, 8, 8, 1, 8), InvalidArgument);
+}
+
+TEST(Parameters, ExpertParallelSplitsExperts) {
+  TransformerModel m = model_preset("gpt3-1.3b");
+  m.experts = 16;
+  m.top_k = 2;
+  const ParameterCount p = parameter_count(m);
+  const RankParameters one = rank_parameters(m, 1, 1, 1, 0);
+  EXPECT_EQ(one.expert, p.expert_total());
+  EXPECT_EQ(one.total(), p.total());
+  const RankParameters four = rank_parameters(m, 1, 1, 4, 0);
+  EXPECT_EQ(4 * four.expert, p.expert_total());
+  EXPECT_EQ(four.dense, one.dense);
+}
+
+// ---- model state (ZeRO) --------------------------------------------------------------------------
+
+TEST(ModelState, ZeroPaperExample) {
+  // Rajbhandari et al., figure 1: Ψ = 7.5B, N_d = 64: 120 GB, 31.4 GB, 16.6 GB, 1.9 GB.
+  const std::int64_t psi = 7'500'000'000;
+  EXPECT_EQ(model_state_bytes(psi, DType::FP16, 0, 64).total(), 16 * psi);
+  EXPECT_EQ(model_state_bytes(psi, DType::FP16, 1, 64).total(), 4 * psi + 12 * psi / 64);
+  EXPECT_EQ(model_state_bytes(psi, DType::FP16, 2, 64).total(), 2 * psi + 14 * psi / 64);
+  EXPECT_EQ(model_state_bytes(psi, DType::FP16, 3, 64).total(), 16 * psi / 64);
+  EXPECT_NEAR(d(model_state_bytes(psi, DType::FP16, 1, 64).total()) / 1e9, 31.4, 0.05);
+  EXPECT_NEAR(d(model_state_bytes(psi, DType::FP16, 2, 64).total()) / 1e9, 16.6, 0.05);
+  EXPECT_NEAR(d(model_state_bytes(psi, DType::FP16, 3, 64).total()) / 1e9, 1.9, 0.05);
+}
+
+TEST(ModelState, ComponentsPerStage) {
+  const std::int64_t psi = 1000;
+  EXPECT_EQ(model_state_bytes(psi, DType::BF16, 0, 4), (ModelStateBytes{2000, 2000, 12000}));
+  EXPECT_EQ(model_state_bytes(psi, DType::BF16, 1, 4), (ModelStateBytes{2000, 2000, 3000}));
+  EXPECT_EQ(model_state_bytes(psi, DType::BF16, 2, 4), (ModelStateBytes{2000, 500, 3000}));
+  EXPECT_EQ(model_state_bytes(psi, DType::BF16, 3, 4), (ModelStateBytes{500, 500, 3000}));
+  // Shards are padded: ⌈1001/4⌉ = 251.
+  EXPECT_EQ(model_state_bytes(1001, DType::BF16, 3, 4), (ModelStateBytes{502, 502, 3012}));
+  // FP32 training: 4 + 4 + 8 (no master copy).
+  EXPECT_EQ(model_state_bytes(psi, DType::FP32, 0, 4), (ModelStateBytes{4000, 4000, 8000}));
+  EXPECT_THROW(model_state_bytes(psi, DType::BF16, 4, 4), InvalidArgument);
+  EXPECT_THROW(model_state_bytes(psi, DType::BF16, 1, 0), InvalidArgument);
+}
+
+// ---- activations ---------------------------------------------------------------------------------
+
+TEST(Activations, KorthikantiFormulasForEveryMode) {
+  for (const TransformerModel& m : shapes()) {
+    for (std::int64_t b : {1, 4}) {
+      for (int t : {1, 2, 4}) {
+        if (m.heads % t != 0) continue;
+        SCOPED_TRACE(m.name + " b=" + std::to_string(b) + " t=" + std::to_string(t));
+        const double s = d(m.seq_len), h = d(m.hidden), a = d(m.heads), bb = d(b), tt = t;
+        const double sbh = s * bb * h;
+        const auto act = [&](bool sp, Recompute r) { return d(activation_bytes_per_layer(m, b, t, sp, r)); };
+        if (t == 1) expect_rel(act(false, Recompute::None), sbh * (34 + 5 * a * s / h), 1e-12);
+        expect_rel(act(false, Recompute::None), sbh * (10 + 24 / tt + 5 * a * s / (h * tt)), 1e-12);
+        expect_rel(act(true, Recompute::None), sbh / tt * (34 + 5 * a * s / h), 1e-12);
+        expect_rel(act(true, Recompute::Selective), 34 * sbh / tt, 1e-12);
+        expect_rel(act(false, Recompute::Selective), sbh * (10 + 24 / tt), 1e-12);
+        expect_rel(act(false, Recompute::Full), 2 * sbh, 1e-12);
+        expect_rel(act(true, Recompute::Full), 2 * sbh / tt, 1e-12);
+      }
+    }
+  }
+}
+
+TEST(Activations, Gpt3PerLayerMagnitude) {
+  // GPT-3, b = 1, t = 8 with SP: (s·h/8)·(34 + 5·96·2048/12288) = 3145728·114 bytes ≈ 359 MB.
+  const TransformerModel m = model_preset("gpt3-175b");
+  EXPECT_EQ(activation_bytes_per_layer(m, 1, 8, true, Recompute::None), 2048LL * 12288 / 8 * 114);
+}
+
+TEST(Activations, Fp32DoublesElementsNotMasks) {
+  TransformerModel m = gpt_model("x", 2, 256, 4, 128, 1000, DType::FP32);
+  const double sbh = 128.0 * 256, att = 4.0 * 128 * 128;
+  // Elements 16·sbh + 2·att at 4 bytes, masks 2·sbh + att at 1 byte.
+  EXPECT_EQ(activation_bytes_per_layer(m, 1, 1, false, Recompute::None), std::llround(66 * sbh + 9 * att));
+  EXPECT_THROW(activation_bytes_per_layer(m, 0, 1, false, Recompute::None), InvalidArgument);
+}
+
+// ---- ops and FLOPs -------------------------------------------------------------------------------
+
+TEST(Flops, TrainingFlopsEqualNarayananFormulas) {
+  for (const TransformerModel& m : shapes()) {
+    for (std::int64_t B : {1, 512, 1536}) {
+      SCOPED_TRACE(m.name + " B=" + std::to_string(B));
+      const double l = d(m.layers), h = d(m.hidden), s = d(m.seq_len), V = d(m.vocab), b = d(B);
+      expect_rel(training_flops(m, B, Recompute::None), 72 * b * s * l * h * h * (1 + s / (6 * h) + V / (12 * l * h)));
+      expect_rel(training_flops(m, B, Recompute::Full), 96 * b * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h)));
+      // Selective recomputation re-runs QKᵀ and ·V once more: 4·s²·h per layer per sequence.
+      expect_rel(training_flops(m, B, Recompute::Selective),
+                 72 * b * s * l * h * h + 16 * b * s * s * l * h + 6 * b * s * V * h);
+    }
+  }
+}
+
+TEST(Flops, Gpt3IterationMagnitude) {
+  // GPT-3 175B at B = 1536 (3.1M tokens): about 6·175e9·3.1e6 ≈ 3.4·10^18 model FLOPs per iteration.
+  const double f = training_flops(model_preset("gpt3-175b"), 1536, Recompute::None);
+  EXPECT_GT(f, 3.2e18);
+  EXPECT_LT(f, 3.6e18);
+}
+
+TEST(Ops, ForwardLayerShapesAndFlops) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  const std::int64_t b = 2, s = m.seq_len, h = m.hidden, t = 8;
+  const std::vector<OpCost> fwd = layer_forward_ops(m, {b, 8, false, 1});
+  const OpCost& qkv = find_op(fwd, "qkv_fwd");
+  EXPECT_EQ(qkv.kind, OpCost::Kind::Gemm);
+  EXPECT_EQ((std::vector<std::int64_t>{qkv.m, qkv.n, qkv.k}), (std::vector<std::int64_t>{b * s, 3 * h / t, h}));
+  EXPECT_DOUBLE_EQ(qkv.flops, 2.0 * d(b * s) * d(3 * h / t) * d(h));
+  EXPECT_EQ(qkv.bytes, (b * s * h + h * 3 * h / t + b * s * 3 * h / t) * 2);
+  const OpCost& proj = find_op(fwd, "proj_fwd");
+  EXPECT_EQ((std::vector<std::int64_t>{proj.m, proj.n, proj.k}), (std::vector<std::int64_t>{b * s, h, h / t}));
+  const OpCost& fc1 = find_op(fwd, "fc1_fwd");
+  EXPECT_EQ((std::vector<std::int64_t>{fc1.m, fc1.n, fc1.k}), (std::vector<std::int64_t>{b * s, 4 * h / t, h}));
+  const OpCost& fc2 = find_op(fwd, "fc2_fwd");
+  EXPECT_EQ((std::vector<std::int64_t>{fc2.m, fc2.n, fc2.k}), (std::vector<std::int64_t>{b * s, h, 4 * h / t}));
+  const OpCost& scores = find_op(fwd, "attn_scores_fwd");
+  EXPECT_EQ(scores.kind, OpCost::Kind::Attention);
+  EXPECT_EQ(scores.batch, b * m.heads / t);
+  EXPECT_EQ((std::vector<std::int64_t>{scores.m, scores.n, scores.k}), (std::vector<std::int64_t>{s, s, h / m.heads}));
+  // Per rank: (24·s·h² + 4·s²·h)·b / t.
+  expect_rel(matmul_flops(fwd), (24.0 * d(s) * d(h) * d(h) + 4.0 * d(s) * d(s) * d(h)) * d(b) / d(t), 1e-12);
+  for (const OpCost& op : fwd) {
+    EXPECT_EQ(op.phase, OpCost::Phase::Forward) << op.name;
+    EXPECT_EQ(op.name.substr(op.name.size() - 4), "_fwd");
+    EXPECT_GT(op.bytes, 0) << op.name;
+  }
+}
+
+TEST(Ops, BackwardIsTwiceForwardWithSeparateGradients) {
+  for (const TransformerModel& m : shapes()) {
+    SCOPED_TRACE(m.name);
+    const OpContext c{1, 2, true, 1};
+    const std::vector<OpCost> fwd = layer_forward_ops(m, c);
+    const std::vector<OpCost> bwd = layer_backward_ops(m, c);
+    expect_rel(matmul_flops(bwd), 2 * matmul_flops(fwd), 1e-12);
+    for (const char* g : {"qkv", "proj", "fc1", "fc2"}) {
+      const std::string name = g;
+      const OpCost& f = find_op(fwd, name + "_fwd");
+      const OpCost& dg = find_op(bwd, name + "_dgrad");
+      const OpCost& wg = find_op(bwd, name + "_wgrad");
+      EXPECT_DOUBLE_EQ(dg.flops, f.flops) << name;
+      EXPECT_DOUBLE_EQ(wg.flops, f.flops) << name;
+      EXPECT_EQ(dg.phase, OpCost::Phase::BackwardData);
+      EXPECT_EQ(wg.phase, OpCost::Phase::BackwardWeight);
+      // dX = dY·Wᵀ is m×k with inner n; dW = Xᵀ·dY is k×n with inner m.
+      EXPECT_EQ((std::vector<std::int64_t>{dg.m, dg.n, dg.k}), (std::vector<std::int64_t>{f.m, f.k, f.n}));
+      EXPECT_EQ((std::vector<std::int64_t>{wg.m, wg.n, wg.k}), (std::vector<std::int64_t>{f.k, f.n, f.m}));
+    }
+    const auto head_fwd = head_forward_ops(m, c);
+    const auto head_bwd = head_backward_ops(m, c);
+    expect_rel(matmul_flops(head_bwd), 2 * matmul_flops(head_fwd), 1e-12);
+    EXPECT_EQ(matmul_flops(embedding_forward_ops(m, c)), 0.0);
+  }
+}
+
+TEST(Ops, TensorParallelRanksShareTheWork) {
+  const TransformerModel m = model_preset("gpt3-175b");
+  const double one = matmul_flops(layer_forward_ops(m, {1, 1, false, 1}));
+  for (int t : {2, 4, 8}) {
+    expect_rel(t * matmul_flops(layer_forward_ops(m, {1, t, false, 1})), one, 1e-12);
+    expect_rel(t * matmul_flops(head_forward_ops(m, {1, t, false, 1})), matmul_flops(head_forward_ops(m, {1, 1, false, 1})),
+               1e-12);
+  }
+  EXPECT_THROW(layer_forward_ops(m, {1, 7, false, 1}), InvalidArgument);
+}
+
+TEST(Ops, SequenceParallelSplitsTheMemoryBoundOps) {
+  const TransformerModel m = model_preset("gpt3-6.7b");
+  const auto plain = layer_forward_ops(m, {1, 4, false, 1});
+  const auto sp = layer_forward_ops(m, {1, 4, true, 1});
+  // Split by t = 4, except the parameter reads: LayerNorm γ and β (2h elements), the bias (h).
+  const std::int64_t h = m.hidden;
+  for (const char* name : {"ln1_fwd", "ln2_fwd"}) {
+    EXPECT_EQ(find_op(sp, name).bytes * 4 - 3 * 2 * h * 2, find_op(plain, name).bytes) << name;
+  }
+  for (const char* name : {"attn_residual_fwd", "mlp_residual_fwd"}) {
+    EXPECT_EQ(find_op(sp, name).bytes * 4 - 3 * h * 2, find_op(plain, name).bytes) << name;
+  }
+  // Ops already split by heads or FFN columns do not change, nor does any GEMM.
+  for (const char* name : {"softmax_fwd", "gelu_fwd", "qkv_fwd", "fc2_fwd"}) {
+    EXPECT_EQ(find_op(sp, name), find_op(plain, name)) << name;
+  }
+  EXPECT_EQ(matmul_flops(sp), matmul_flops(plain));
+}
+
+TEST(Ops, RecomputeOps) {
+  const TransformerModel m = model_preset("gpt3-1.3b");
+  const OpContext c{1, 1, false, 1};
+  EXPECT_TRUE(layer_recompute_ops(m, c, Recompute::None).empty());
+  const auto full = layer_recompute_ops(m, c, Recompute::Full);
+  EXPECT_EQ(full.size(), layer_forward_ops(m, c).size());
+  EXPECT_EQ(matmul_flops(full), matmul_flops(layer_forward_ops(m, c)));
+  const auto sel = layer_recompute_ops(m, c, Recompute::Selective);
+  std::vector<std::string> names;
+  for (const OpCost& op : sel) {
+    names.push_back(op.name);
+    EXPECT_EQ(op.phase, OpCost::Phase::Recompute);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"attn_scores_recompute", "softmax_recompute", "attn_dropout_recompute",
+                                             "attn_context_recompute"}));
+  const double s = d(m.seq_len), h = d(m.hidden);
+  EXPECT_DOUBLE_EQ(matmul_flops(sel), 4 * s * s * h);
+}
+
+TEST(Ops, MixtureOfExpertsScalesFfnByTopK) {
+  TransformerModel dense = model_preset("gpt3-1.3b");
+  TransformerModel moe = dense;
+  moe.experts = 8;
+  moe.top_k = 2;
+  const OpContext c{2, 1, false, 4};
+  const auto d_ops = layer_forward_ops(dense, {2, 1, false, 1});
+  const auto m_ops = layer_forward_ops(moe, c);
+  const double ffn = find_op(d_ops, "fc1_fwd").flops + find_op(d_ops, "fc2_fwd").flops;
+  const double experts = find_op(m_ops, "expert_fc1_fwd").flops + find_op(m_ops, "expert_fc2_fwd").flops;
+  EXPECT_DOUBLE_EQ(experts, 2 * ffn);
+  const OpCost& fc1 = find_op(m_ops, "expert_fc1_fwd");
+  EXPECT_EQ(fc1.batch, 2);  // 8 experts over ep = 4
+  // Each local expert sees b·s·k·ep/E = 2·2048·2·4/8 tokens.
+  EXPECT_EQ(fc1.m, 2 * 2048 * 2 * 4 / 8);
+  const OpCost& router = find_op(m_ops, "router_fwd");
+  EXPECT_EQ((std::vector<std::int64_t>{router.m, router.n, router.k}), (std::vector<std::int64_t>{2 * 2048, 8, 2048}));
+  expect_rel(matmul_flops(layer_backward_ops(moe, c)), 2 * matmul_flops(m_ops), 1e-12);
+}
+
+// ---- JSON ----------------------------------------------------------------------------------------
+
+std::string config_error_path(const json& j) {
+  try {
+    model_from_json(j);
+  } catch (const ConfigError& e) {
+    return e.path();
+  }
+  return "(no error)";
+}
+
+TEST(ModelJson, ParsesAndRoundTrips) {
+  const json j = json::parse(R"({"name": "gpt3", "layers": 96, "hidden": 12288, "heads": 96, "seq_len": 2048,
+                                 "vocab": 51200, "dtype": "bf16"})");
+  const TransformerModel m = model_from_json(j);
+  EXPECT_EQ(m.ffn_hidden, 4 * 12288);
+  TransformerModel expect = model_preset("gpt3-175b");
+  expect.name = "gpt3";
+  EXPECT_EQ(m, expect);
+  EXPECT_EQ(model_from_json(model_to_json(m)), m);
+}
+
+TEST(ModelJson, PresetWithOverrides) {
+  const TransformerModel m = model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "seq_len": 4096, "experts": 8,
+                                                             "top_k": 2, "dtype": "fp8"})"));
+  EXPECT_EQ(m.hidden, 4096);
+  EXPECT_EQ(m.ffn_hidden, 4 * 4096);
+  EXPECT_EQ(m.seq_len, 4096);
+  EXPECT_EQ(m.experts, 8);
+  EXPECT_EQ(m.dtype, DType::FP8);
+  EXPECT_EQ(model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "hidden": 2048})")).ffn_hidden, 4 * 2048);
+}
+
+TEST(ModelJson, StrictErrorsNameThePath) {
+  const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "hiden": 64})")), "/model/hiden");
+  EXPECT_EQ(config_error_path(json::parse(R"({"layers": 2, "hidden": "64", "heads": 4, "seq_len": 16, "vocab": 100})")),
+            "/model/hidden");
+  EXPECT_EQ(config_error_path(json::parse(R"({"layers": 2, "hidden": 64.5, "heads": 4, "seq_len": 16, "vocab": 100})")),
+            "/model/hidden");
+  EXPECT_EQ(config_error_path(json::parse(R"({"layers": -2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100})")),
+            "/model/layers");
+  EXPECT_EQ(config_error_path(json::parse(R"({"layers": 2, "hidden": 64, "heads": 5, "seq_len": 16, "vocab": 100})")),
+            "/model/heads");
+  EXPECT_EQ(config_error_path(json::parse(R"({"layers": 2, "hidden": 64, "heads": 4, "seq_len": 16})")), "/model/vocab");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "experts": 4, "top_k": 5})")), "/model/top_k");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "dtype": "int8"})")), "/model/dtype");
+  EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt-4"})")), "/model/preset");
+  EXPECT_EQ(config_error_path(json::parse("[1, 2]")), "/model");
+  try {
+    model_from_json(json::parse("{" + base + R"(, "dtype": "int8"})"), "/experiments/0/model");
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/experiments/0/model/dtype");
+    EXPECT_NE(std::string(e.what()).find("fp32, tf32, bf16, fp16, fp8"), std::string::npos) << e.what();
+  }
+  try {
+    model_from_json(json::parse("{" + base + R"(, "hiden": 64})"));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("accepted keys here"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace twinbed
