@@ -1,0 +1,85 @@
+// The data a real collective moves, and what it must look like afterwards: how a schedule's chunks
+// become float elements, the crafted inputs, and the expected final state. Shared by every real
+// executor (MPI point-to-point, MPI's own collectives, later NCCL), and free of MPI, so it is tested
+// without a launcher.
+//
+// Elements are 4-byte floats (the table's "float" type).
+//
+// THE ELEMENT RULE. A schedule splits bytes, not elements: its chunks may be any byte size (the core
+// spreads remainders one byte at a time), so a chunk is generally not a whole number of floats. What
+// must be whole is each *block* (see Chunk): the bytes of all chunks of block b must be a multiple of 4.
+// Block b's floats are then dealt to its chunks in chunk-index order by byte position: the chunk whose
+// byte range [start, end) within the block is the k-th of that block gets floats
+// [start/4, end/4) (integer division), i.e. a float belongs to the chunk holding its last byte. Element
+// counts therefore differ from byte counts by less than one float per chunk, and sum to exactly the
+// block's floats.
+// In terms of a request's `bytes` S (nccl-tests' convention, see CollectiveRequest): all-reduce,
+// broadcast and reduce need S % 4 == 0 (any number of floats, divisible by the ranks or not);
+// reduce-scatter, all-gather and all-to-all need S % (4 * ranks) == 0 (a whole number of floats per
+// rank's block), as MPI_Reduce_scatter_block / MPI_Allgather / MPI_Alltoall do. Other sizes are an
+// InvalidArgument.
+//
+// CRAFTED INPUTS (as nccl-tests): rank r's float i of block b starts as input_value(r, b, i), a small
+// positive integer, so every sum over ranks is an exact float whatever the order of additions, a
+// missing or doubled contribution changes it, and a wrong block usually shows. Copies a rank does not
+// hold at the start are filled with kPoison (negative, never a valid result).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "twinbed/core/schedule.hpp"
+
+namespace twinbed::real {
+
+inline constexpr float kPoison = -1.0f;
+
+// A value in [1, 23]. Sums over up to 700,000 ranks stay exact in float (< 2^24).
+float input_value(int rank, int block, std::int64_t index);
+
+// Where one chunk's floats live: `count` floats of block `block` starting at float `first` of the
+// block; `offset` is its position in a workspace that holds every chunk back to back.
+struct ChunkElements {
+  int block = 0;
+  std::int64_t first = 0;
+  std::int64_t count = 0;
+  std::int64_t offset = 0;
+  bool operator==(const ChunkElements&) const = default;
+};
+
+// The element rule above, for every chunk of `chunks` (in order; offsets are running sums).
+// Throws InvalidArgument naming the block when a block's bytes are not a multiple of 4, or a chunk
+// has negative bytes. O(chunks).
+std::vector<ChunkElements> chunk_elements(const std::vector<Chunk>& chunks);
+
+// The request-level form of the rule, checked before any schedule is built (and by the `native`
+// algorithm, which has no schedule): throws InvalidArgument unless S is a multiple of 4, or of
+// 4 * ranks for reduce-scatter, all-gather and all-to-all; or when ranks < 1 or bytes < 0.
+void check_request_size(const CollectiveRequest& request);
+
+// Whether `rank` holds block `block` before the collective (with its own contribution; others hold
+// kPoison there), following the schedule semantics (see check_schedule): all-reduce, reduce and
+// reduce-scatter: every rank every block; broadcast: the root; all-gather: rank b holds block b;
+// all-to-all: rank s holds blocks s*n .. s*n+n-1.
+bool holds_at_start(const CollectiveRequest& request, int rank, int block);
+
+// Whether `rank`'s copy of block `block` is checked at the end: all-reduce, all-gather, broadcast: every
+// rank; reduce: the root; reduce-scatter: rank b for block b; all-to-all: rank d for block s*n+d.
+bool checked_at_end(const CollectiveRequest& request, int rank, int block);
+
+// The value float `index` of block `block` must hold where checked_at_end: the sum over ranks of
+// input_value (all-reduce, reduce, reduce-scatter), the root's input (broadcast), block b's owner's
+// input (all-gather), the sender s's input (all-to-all). O(ranks) for the reducing ops.
+float expected_value(const CollectiveRequest& request, int block, std::int64_t index);
+
+// Fills `workspace` (every chunk back to back, as chunk_elements lays out) with `rank`'s start state.
+void fill_inputs(const CollectiveRequest& request, int rank, const std::vector<ChunkElements>& layout,
+                 std::vector<float>& workspace);
+
+// Floats of the chunks checked_at_end for `rank` that differ from expected_value.
+// O(floats + ranks x chunks) (input_value is periodic, so each chunk's expected sums are computed once).
+// Throws InvalidArgument when the layout names a block the op does not have or overruns `workspace`.
+std::int64_t count_wrong(const CollectiveRequest& request, int rank, const std::vector<ChunkElements>& layout,
+                         const std::vector<float>& workspace);
+
+}  // namespace twinbed::real
