@@ -1,4 +1,6 @@
-// twinbed collectives: an nccl-tests-style sweep of one collective over sizes, simulated.
+// twinbed collectives: an nccl-tests-style sweep of one collective over sizes, simulated
+// (--backend sim) or measured with CPU ranks over MPI (--backend real).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -12,6 +14,9 @@
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/collective_table.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/real/collectives.hpp"
+#include "twinbed/real/launch.hpp"
+#include "twinbed/real/mpi.hpp"
 #include "twinbed/sim/collective_sim.hpp"
 
 namespace twinbed::cli {
@@ -19,16 +24,27 @@ namespace twinbed::cli {
 namespace {
 
 struct CollectivesOptions {
+  std::string backend = "sim";
   TopologyOptions topology;
   std::string op = "allreduce";
-  std::string algo = "auto";
+  std::string algo;       // default: auto (sim), native (real)
   std::string network = "flow";
   std::string min_bytes = "1K";
-  std::string max_bytes = "1G";
+  std::string max_bytes;  // default: 1G (sim), 64M (real)
   int factor = 4;
   int root = 0;
+  int iters = 20;
+  int warmup = 5;
   bool json = false;
 };
+
+void print_rows(const CollectivesOptions& o, const std::vector<CollectiveRow>& rows) {
+  if (o.json) {
+    std::cout << collective_rows_to_json(rows).dump(2) << "\n";
+  } else {
+    std::cout << format_collective_table(rows);
+  }
+}
 
 std::vector<Bytes> sweep_sizes(const CollectivesOptions& o) {
   Bytes lo, hi;
@@ -38,7 +54,7 @@ std::vector<Bytes> sweep_sizes(const CollectivesOptions& o) {
     throw ConfigError("--min-bytes", e.what());
   }
   try {
-    hi = parse_size(o.max_bytes);
+    hi = parse_size(!o.max_bytes.empty() ? o.max_bytes : o.backend == "real" ? "64M" : "1G");
   } catch (const InvalidArgument& e) {
     throw ConfigError("--max-bytes", e.what());
   }
@@ -49,7 +65,8 @@ std::vector<Bytes> sweep_sizes(const CollectivesOptions& o) {
   return sizes;
 }
 
-void run_collectives(const CollectivesOptions& o) {
+void run_simulated(CollectivesOptions o) {
+  if (o.algo.empty()) o.algo = "auto";
   CollectiveOp op = parse_collective_op(o.op);
   auto algorithms = collective_algorithms();
   if (o.algo != "auto") {
@@ -81,33 +98,102 @@ void run_collectives(const CollectivesOptions& o) {
   }
   if (progress) std::fprintf(stderr, "\r%60s\r", "");
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (o.json) {
-    std::cout << collective_rows_to_json(rows).dump(2) << "\n";
-  } else {
-    std::cout << format_collective_table(rows);
-    std::printf("# simulated %zu sizes in %.3f s wall\n", sizes.size(), wall);
+  print_rows(o, rows);
+  if (!o.json) std::printf("# simulated %zu sizes in %.3f s wall\n", sizes.size(), wall);
+}
+
+// Measured: started by hand, the command relaunches itself under mpirun as --ranks processes; each
+// rank then runs the sizes, and rank 0 prints. Any wrong element makes the run fail.
+int run_measured(CollectivesOptions o, Invocation& invocation) {
+  if (o.algo.empty()) o.algo = real::kNativeAlgorithm;
+  for (auto [set, flag] : {std::pair{o.topology.topology != "switch", "--topology"},
+                           {o.topology.gpus_per_node.has_value(), "--gpus-per-node"},
+                           {o.topology.bandwidth_GBps.has_value(), "--bandwidth-GBps"},
+                           {o.topology.latency_us.has_value(), "--latency-us"},
+                           {o.topology.intra_bandwidth_GBps.has_value(), "--intra-bandwidth-GBps"},
+                           {o.topology.intra_latency_us.has_value(), "--intra-latency-us"},
+                           {o.topology.oversubscription.has_value(), "--oversubscription"},
+                           {o.topology.dims.has_value(), "--dims"},
+                           {o.topology.device.has_value(), "--device"}}) {
+    if (set) throw ConfigError(flag, "describes a simulated cluster; --backend real measures this machine");
+  }
+  CollectiveOp op = parse_collective_op(o.op);
+  std::vector<Bytes> sizes = sweep_sizes(o);
+  if (!real::in_mpi_job()) {
+    if (!real::mpi_built()) throw Unavailable("--backend real needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
+    return real::relaunch_under_mpirun(o.topology.ranks.value_or(2), invocation.argc, invocation.argv);
+  }
+  real::MpiSession mpi;
+  if (o.topology.ranks && *o.topology.ranks != mpi.size() && mpi.rank() == 0) {
+    std::fprintf(stderr, "twinbed: note: running on the job's %d ranks, not --ranks %d\n", mpi.size(), *o.topology.ranks);
+  }
+  if (o.root < 0 || o.root >= mpi.size()) {
+    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: --root: must be a rank in [0, %d]\n", mpi.size() - 1);
+    return 1;
+  }
+  // Like nccl-tests, align sizes to whole floats, the same number per rank where the op splits the
+  // buffer into per-rank blocks.
+  const bool per_rank_blocks = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
+  const Bytes align = 4 * (per_rank_blocks ? mpi.size() : 1);
+  for (Bytes& s : sizes) s = std::max(align, s / align * align);
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  try {
+    if (mpi.rank() == 0 && !o.json) {
+      std::printf("# twinbed collectives: %s, algorithm %s, measured on %d MPI ranks (CPU, fp32)\n", o.op.c_str(),
+                  o.algo.c_str(), mpi.size());
+      std::fflush(stdout);
+    }
+    auto rows = real::measure_collectives(op, o.algo, sizes, o.root, 0, {o.warmup, o.iters, true});
+    bool wrong = false;
+    for (const auto& r : rows) wrong |= r.wrong.value_or(0) > 0;
+    if (mpi.rank() == 0) {
+      print_rows(o, rows);
+      if (wrong) std::fprintf(stderr, "twinbed: error: the collective produced wrong data (see #wrong)\n");
+    }
+    return wrong ? 1 : 0;
+  } catch (const InvalidArgument& e) {  // thrown alike on every rank, before any communication
+    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {  // possibly on one rank only: end the whole job
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), e.what());
+    mpi.abort_job(1);
   }
 }
 
 }  // namespace
 
-void add_collectives_command(CLI::App& app) {
+void add_collectives_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<CollectivesOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "collectives", "Sweep one collective over message sizes on a simulated cluster (nccl-tests-style table)");
+      "collectives",
+      "Sweep one collective over message sizes, simulated or measured (nccl-tests-style table)");
+  cmd->add_option("--backend", opts->backend,
+                  "sim (simulated cluster) or real (CPU ranks over MPI on this machine; relaunches itself under "
+                  "mpirun as --ranks processes, default 2, unless already started by mpirun/srun)")
+      ->check(CLI::IsMember({"sim", "real"}))
+      ->capture_default_str();
   cmd->add_option("--op", opts->op, "allreduce, reducescatter, allgather, broadcast, reduce, alltoall")
       ->capture_default_str();
-  cmd->add_option("--algo", opts->algo, "ring, tree, rhd, direct, hierarchical, or auto (the fastest as timed by this simulator)")
-      ->capture_default_str();
+  cmd->add_option("--algo", opts->algo,
+                  "ring, tree, rhd, direct, hierarchical; auto (sim, default: the fastest as timed by the simulator); "
+                  "native (real, default: MPI's own collective)");
   cmd->add_option("--network", opts->network, "flow (max-min fair sharing) or analytical (contention-free)")
       ->capture_default_str();
   cmd->add_option("--min-bytes", opts->min_bytes, "Smallest size (K, M, G suffixes are binary)")->capture_default_str();
-  cmd->add_option("--max-bytes", opts->max_bytes, "Largest size")->capture_default_str();
+  cmd->add_option("--max-bytes", opts->max_bytes, "Largest size (default 1G simulated, 64M measured)");
   cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->check(CLI::Range(2, 1 << 20))->capture_default_str();
   cmd->add_option("--root", opts->root, "Root rank of broadcast and reduce")->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->check(CLI::Range(0, 1 << 20))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
   opts->topology.add_to(*cmd);
-  cmd->callback([opts] { run_collectives(*opts); });
+  cmd->callback([opts, &invocation] {
+    if (opts->backend == "real") {
+      invocation.exit_code = run_measured(*opts, invocation);
+    } else {
+      run_simulated(*opts);
+    }
+  });
 }
 
 }  // namespace twinbed::cli

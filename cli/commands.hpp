@@ -6,7 +6,15 @@
 
 namespace twinbed::cli {
 
-void add_collectives_command(CLI::App& app);
+// What main hands to commands that need more than their flags: the raw argument vector (to relaunch
+// the same command under mpirun) and the exit code a command wants main to return.
+struct Invocation {
+  int argc = 0;
+  char** argv = nullptr;
+  int exit_code = 0;
+};
+
+void add_collectives_command(CLI::App& app, Invocation& invocation);
 void add_list_command(CLI::App& app);
 
 }  // namespace twinbed::cli

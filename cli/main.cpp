@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   CLI::App app{"twinbed: simulate (and later measure) large-model training techniques on any cluster"};
   app.set_version_flag("--version", std::string("twinbed ") + TWINBED_VERSION);
   app.require_subcommand(1);
-  twinbed::cli::add_collectives_command(app);
+  twinbed::cli::Invocation invocation{argc, argv};
+  twinbed::cli::add_collectives_command(app, invocation);
   twinbed::cli::add_list_command(app);
   try {
     app.parse(argc, argv);
@@ -25,5 +26,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "twinbed: internal error: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return invocation.exit_code;
 }
