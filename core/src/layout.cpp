@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 
 namespace twinbed {
 
@@ -189,37 +190,21 @@ Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layou
 namespace {
 
 using nlohmann::json;
+using json_read::check_keys;
+using json_read::fail;
+using json_read::got;
+using json_read::read_bool;
+using json_read::read_int;
+using json_read::read_named;
+using json_read::read_number;
+using json_read::require_object;
 
 constexpr std::int64_t kMaxDegree = std::int64_t{1} << 20;
 constexpr std::int64_t kMaxBatch = std::int64_t{1} << 30;
 
-[[noreturn]] void fail(const std::string& path, const std::string& message) { throw ConfigError(path, message); }
-
-std::string got(const json& v) {
-  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
-  if (v.is_number() || v.is_boolean()) return v.dump();
-  return std::string("a JSON ") + v.type_name();
-}
-
-int read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
-  const std::string range = "an integer in " + str(min) + ".." + str(max);
-  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
-  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
-    fail(path, "expected " + range + ", got " + got(v));
-  }
-  const std::int64_t n = v.get<std::int64_t>();
-  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
-  return static_cast<int>(n);
-}
-
-bool read_bool(const json& v, const std::string& path) {
-  if (!v.is_boolean()) fail(path, "expected true or false, got " + got(v));
-  return v.get<bool>();
-}
-
-std::string read_string(const json& v, const std::string& path) {
-  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
-  return v.get<std::string>();
+// An int-sized field (ranks, degrees): json_read::read_int with bounds that fit an int.
+int read_int32(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  return static_cast<int>(read_int(v, path, min, max));
 }
 
 }  // namespace
@@ -228,15 +213,11 @@ Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
       "dp",       "tp",           "pp",        "ep",        "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB"};
-  if (!j.is_object()) fail(path, "expected a JSON object, got " + got(j));
-  for (const auto& [key, value] : j.items()) {
-    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
-      fail(path + "/" + key, "unknown key '" + key + "'; accepted keys here: " + join(accepted));
-    }
-  }
+  require_object(j, path);
+  check_keys(j, path, accepted);
   Layout l;
   const auto integer = [&](const char* key, int& field, std::int64_t min, std::int64_t max) {
-    if (j.contains(key)) field = read_int(j[key], path + "/" + key, min, max);
+    if (j.contains(key)) field = read_int32(j[key], path + "/" + key, min, max);
   };
   integer("dp", l.dp, 1, kMaxDegree);
   integer("tp", l.tp, 1, kMaxDegree);
@@ -251,29 +232,14 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("overlap_grad_reduce")) {
     l.overlap_grad_reduce = read_bool(j["overlap_grad_reduce"], path + "/overlap_grad_reduce");
   }
-  if (j.contains("schedule")) {
-    const std::string name = read_string(j["schedule"], path + "/schedule");
-    try {
-      l.schedule = parse_schedule(name);
-    } catch (const UnknownName& e) {
-      fail(path + "/schedule", e.what());
-    }
-  }
-  if (j.contains("recompute")) {
-    const std::string name = read_string(j["recompute"], path + "/recompute");
-    try {
-      l.recompute = parse_recompute(name);
-    } catch (const UnknownName& e) {
-      fail(path + "/recompute", e.what());
-    }
-  }
+  if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
+  if (j.contains("recompute")) l.recompute = read_named(j["recompute"], path + "/recompute", parse_recompute);
   if (j.contains("bucket_MiB")) {
     const json& v = j["bucket_MiB"];
     const std::string p = path + "/bucket_MiB";
     const std::string range = "a number > 0 (MiB, 1 MiB = 1048576 bytes) below 1048576";
-    if (!v.is_number()) fail(p, "expected " + range + ", got " + got(v));
-    const double mib = v.get<double>();
-    if (!std::isfinite(mib) || !(mib > 0) || mib >= 1048576) fail(p, "expected " + range + ", got " + got(v));
+    const double mib = read_number(v, p, range);
+    if (!(mib > 0) || mib >= 1048576) fail(p, "expected " + range + ", got " + got(v));
     l.bucket_bytes = std::max<Bytes>(1, std::llround(mib * static_cast<double>(MiB)));
   }
   return l;

@@ -15,20 +15,17 @@
 #include <nlohmann/json.hpp>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 
 namespace twinbed {
+
+using json_read::join;
 
 namespace {
 
 double d(std::int64_t v) { return static_cast<double>(v); }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-
-std::string join(const std::vector<std::string>& names) {
-  std::string s;
-  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
-  return s;
-}
 
 }  // namespace
 
@@ -592,54 +589,25 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 namespace {
 
 using nlohmann::json;
+using json_read::fail;
+using json_read::check_keys;
+using json_read::read_int;
+using json_read::read_name;
+using json_read::read_named;
+using json_read::require_object;
 
 constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model, catches stray digits
-
-[[noreturn]] void fail(const std::string& path, const std::string& message) { throw ConfigError(path, message); }
-
-std::string got(const json& v) {
-  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
-  if (v.is_number() || v.is_boolean()) return v.dump();
-  return std::string("a JSON ") + v.type_name();
-}
-
-std::int64_t read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
-  const std::string range = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
-  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
-  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
-    fail(path, "expected " + range + ", got " + got(v));
-  }
-  const std::int64_t n = v.get<std::int64_t>();
-  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
-  return n;
-}
-
-std::string read_string(const json& v, const std::string& path) {
-  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
-  return v.get<std::string>();
-}
 
 }  // namespace
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "ffn_hidden",
                                              "seq_len", "vocab", "experts", "top_k", "dtype"};
-  if (!j.is_object()) fail(path, "expected a JSON object, got " + got(j));
-  for (const auto& [key, value] : j.items()) {
-    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
-      fail(path + "/" + key, "unknown key '" + key + "'; accepted keys here: " + join(accepted));
-    }
-  }
+  require_object(j, path);
+  check_keys(j, path, accepted);
   TransformerModel m;
   const bool preset = j.contains("preset");
-  if (preset) {
-    const std::string name = read_string(j["preset"], path + "/preset");
-    try {
-      m = model_preset(name);
-    } catch (const UnknownName& e) {
-      fail(path + "/preset", e.what());
-    }
-  }
+  if (preset) m = read_named(j["preset"], path + "/preset", model_preset);
   const auto size = [&](const char* key, std::int64_t& field, bool required) {
     if (j.contains(key)) {
       field = read_int(j[key], path + "/" + key, 1, kMaxSize);
@@ -647,10 +615,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
       fail(path + "/" + key, "required key is missing (or give \"preset\": one of " + join(model_preset_names()) + ")");
     }
   };
-  if (j.contains("name")) {
-    m.name = read_string(j["name"], path + "/name");
-    if (m.name.empty()) fail(path + "/name", "expected a non-empty name");
-  }
+  if (j.contains("name")) m.name = read_name(j["name"], path + "/name");
   size("layers", m.layers, true);
   size("hidden", m.hidden, true);
   size("heads", m.heads, true);
@@ -663,14 +628,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   } else if (!preset || j.contains("hidden")) {
     m.ffn_hidden = 4 * m.hidden;  // a new hidden size with no ffn_hidden: the GPT default follows it
   }
-  if (j.contains("dtype")) {
-    const std::string name = read_string(j["dtype"], path + "/dtype");
-    try {
-      m.dtype = parse_dtype(name);
-    } catch (const UnknownName& e) {
-      fail(path + "/dtype", e.what());
-    }
-  }
+  if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   validate(m, path);
   return m;
 }

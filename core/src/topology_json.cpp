@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 #include "twinbed/core/topology_builders.hpp"
 
 namespace twinbed {
@@ -20,91 +21,16 @@ namespace twinbed {
 namespace {
 
 using nlohmann::json;
+using namespace json_read;
 
 // Same ceiling as the builders: far above real clusters, low enough to catch an extra zero.
 constexpr std::int64_t kMaxCount = 1 << 20;
 
-// JSON Pointer (RFC 6901) of `key` under `parent`: "~" and "/" in keys are escaped.
-std::string child(const std::string& parent, const std::string& key) {
-  std::string escaped;
-  for (char c : key) {
-    if (c == '~') escaped += "~0";
-    else if (c == '/') escaped += "~1";
-    else escaped += c;
-  }
-  return parent + "/" + escaped;
-}
-std::string child(const std::string& parent, std::size_t index) { return parent + "/" + std::to_string(index); }
+// The top-level object has no pointer text of its own; errors about it say "/" (json_read::fail).
 
-// The top-level object has no pointer text of its own; errors about it say "/".
-std::string shown(const std::string& path) { return path.empty() ? "/" : path; }
-
-std::string join(const std::vector<std::string>& names) {
-  std::string s;
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    if (i) s += ", ";
-    s += names[i];
-  }
-  return s;
-}
-
-[[noreturn]] void fail(const std::string& path, const std::string& message) { throw ConfigError(shown(path), message); }
-
-std::string got(const json& v) {
-  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
-  if (v.is_number() || v.is_boolean()) return v.dump();
-  return std::string("a JSON ") + v.type_name();
-}
-
-void require_object(const json& v, const std::string& path) {
-  if (!v.is_object()) fail(path, "expected a JSON object, got " + got(v));
-}
-
-// Rejects keys outside `accepted`: a misspelt key (or a unit the format does not use, bandwidth_Gbps)
-// must not be silently ignored.
-void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& accepted,
-                const std::string& hint = "") {
-  for (const auto& [key, value] : obj.items()) {
-    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
-      fail(child(path, key), "unknown key '" + key + "'; accepted keys here: " + join(accepted) + hint);
-    }
-  }
-}
-
-const json& required(const json& obj, const std::string& path, const std::string& key) {
-  auto it = obj.find(key);
-  if (it == obj.end()) fail(child(path, key), "required key is missing");
-  return *it;
-}
-
-std::string read_string(const json& v, const std::string& path) {
-  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
-  return v.get<std::string>();
-}
-
-std::string read_name(const json& v, const std::string& path) {
-  std::string s = read_string(v, path);
-  if (s.empty()) fail(path, "expected a non-empty name");
-  return s;
-}
-
-int read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
-  const std::string range = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
-  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
-  // Unsigned first: a value above INT64_MAX must not wrap into range.
-  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
-    fail(path, "expected " + range + ", got " + got(v));
-  }
-  const std::int64_t n = v.get<std::int64_t>();
-  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
-  return static_cast<int>(n);
-}
-
-double read_number(const json& v, const std::string& path, const std::string& range) {
-  if (!v.is_number()) fail(path, "expected " + range + ", got " + got(v));
-  const double d = v.get<double>();
-  if (!std::isfinite(d)) fail(path, "expected " + range + ", got " + got(v));
-  return d;
+// An int-sized field (ranks, degrees): json_read::read_int with bounds that fit an int.
+int read_int32(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  return static_cast<int>(read_int(v, path, min, max));
 }
 
 BytesPerSec read_bandwidth_gbps(const json& v, const std::string& path) {
@@ -146,8 +72,8 @@ Topology from_preset(const json& j) {
   if (!factory) fail("/preset", "unknown topology preset '" + name + "'; known: " + join(presets.names()));
 
   topo::PresetParams p;
-  if (j.contains("ranks")) p.ranks = read_int(j["ranks"], "/ranks", 1, kMaxCount);
-  if (j.contains("gpus_per_node")) p.gpus_per_node = read_int(j["gpus_per_node"], "/gpus_per_node", 1, kMaxCount);
+  if (j.contains("ranks")) p.ranks = read_int32(j["ranks"], "/ranks", 1, kMaxCount);
+  if (j.contains("gpus_per_node")) p.gpus_per_node = read_int32(j["gpus_per_node"], "/gpus_per_node", 1, kMaxCount);
   if (j.contains("bandwidth_GBps")) p.bandwidth = read_bandwidth_gbps(j["bandwidth_GBps"], "/bandwidth_GBps");
   if (j.contains("latency_us")) p.latency = read_latency_us(j["latency_us"], "/latency_us");
   if (j.contains("intra_bandwidth_GBps")) {
@@ -164,7 +90,7 @@ Topology from_preset(const json& j) {
     const json& dims = j["dims"];
     if (!dims.is_array() || dims.empty()) fail("/dims", "expected a non-empty array of sizes, got " + got(dims));
     std::vector<int> sizes;
-    for (std::size_t i = 0; i < dims.size(); ++i) sizes.push_back(read_int(dims[i], child("/dims", i), 1, kMaxCount));
+    for (std::size_t i = 0; i < dims.size(); ++i) sizes.push_back(read_int32(dims[i], child("/dims", i), 1, kMaxCount));
     p.dims = sizes;
   }
   if (j.contains("device")) {
@@ -208,7 +134,7 @@ Topology from_graph(const json& j) {
     require_object(d, path);
     check_keys(d, path, {"name", "host", "device"});
     const std::string name = read_name(required(d, path, "name"), child(path, "name"));
-    const int host = read_int(required(d, path, "host"), child(path, "host"), 0, kMaxCount);
+    const int host = read_int32(required(d, path, "host"), child(path, "host"), 0, kMaxCount);
     const DeviceSpec spec = d.contains("device") ? read_device(d["device"], child(path, "device")) : default_device;
     name_node(name, t.add_device(name, host, spec), child(path, "name"));
   }

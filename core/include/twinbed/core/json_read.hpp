@@ -1,0 +1,56 @@
+// Strict reading of JSON configs, shared by every parser at the edge (topology, model, layout,
+// experiment, profiles). Each reader checks the type and range of one value and, when it is wrong,
+// throws ConfigError naming the value's JSON Pointer path and what would be accepted. Model code never
+// includes this: it gets plain structs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+
+namespace twinbed::json_read {
+
+using nlohmann::json;
+
+// JSON Pointer (RFC 6901) of `key` under `parent` ("~" and "/" escaped), or of an array index.
+std::string child(const std::string& parent, const std::string& key);
+std::string child(const std::string& parent, std::size_t index);
+
+// Throws ConfigError(path, message); an empty path (the document itself) is shown as "/".
+[[noreturn]] void fail(const std::string& path, const std::string& message);
+
+// How a value reads in an error: the string "x", 3.5, true, a JSON array, ...
+std::string got(const json& v);
+// "a, b, c".
+std::string join(const std::vector<std::string>& names);
+
+void require_object(const json& v, const std::string& path);
+// Rejects keys outside `accepted`, naming the key's path and the accepted keys (+ `hint`): a misspelt
+// key or an unexpected unit must never be silently ignored.
+void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& accepted,
+                const std::string& hint = "");
+const json& required(const json& obj, const std::string& path, const std::string& key);
+
+std::string read_string(const json& v, const std::string& path);
+std::string read_name(const json& v, const std::string& path);  // a non-empty string
+std::int64_t read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max);
+// A finite number; `range` describes what is accepted ("a number > 0 (GB/s)") for the message.
+double read_number(const json& v, const std::string& path, const std::string& range);
+bool read_bool(const json& v, const std::string& path);
+
+// A name parsed by `parse` (which throws UnknownName listing the known names), as a ConfigError at path.
+template <class Parse>
+auto read_named(const json& v, const std::string& path, Parse parse) -> decltype(parse(std::string())) {
+  const std::string name = read_string(v, path);
+  try {
+    return parse(name);
+  } catch (const UnknownName& e) {
+    fail(path, e.what());
+  }
+}
+
+}  // namespace twinbed::json_read

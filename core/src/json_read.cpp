@@ -1,0 +1,94 @@
+#include "twinbed/core/json_read.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace twinbed::json_read {
+
+std::string child(const std::string& parent, const std::string& key) {
+  std::string escaped;
+  for (char c : key) {
+    if (c == '~') {
+      escaped += "~0";
+    } else if (c == '/') {
+      escaped += "~1";
+    } else {
+      escaped += c;
+    }
+  }
+  return parent + "/" + escaped;
+}
+
+std::string child(const std::string& parent, std::size_t index) { return parent + "/" + std::to_string(index); }
+
+void fail(const std::string& path, const std::string& message) {
+  throw ConfigError(path.empty() ? "/" : path, message);
+}
+
+std::string got(const json& v) {
+  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  return std::string("a JSON ") + v.type_name();
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
+  return s;
+}
+
+void require_object(const json& v, const std::string& path) {
+  if (!v.is_object()) fail(path, "expected a JSON object, got " + got(v));
+}
+
+void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& accepted,
+                const std::string& hint) {
+  for (const auto& [key, value] : obj.items()) {
+    if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
+      fail(child(path, key), "unknown key '" + key + "'; accepted keys here: " + join(accepted) + hint);
+    }
+  }
+}
+
+const json& required(const json& obj, const std::string& path, const std::string& key) {
+  auto it = obj.find(key);
+  if (it == obj.end()) fail(child(path, key), "required key is missing");
+  return *it;
+}
+
+std::string read_string(const json& v, const std::string& path) {
+  if (!v.is_string()) fail(path, "expected a string, got " + got(v));
+  return v.get<std::string>();
+}
+
+std::string read_name(const json& v, const std::string& path) {
+  std::string s = read_string(v, path);
+  if (s.empty()) fail(path, "expected a non-empty name");
+  return s;
+}
+
+std::int64_t read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  const std::string range = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
+  if (!v.is_number_integer()) fail(path, "expected " + range + ", got " + got(v));
+  // Unsigned first: a value above INT64_MAX must not wrap into range.
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
+    fail(path, "expected " + range + ", got " + got(v));
+  }
+  const std::int64_t n = v.get<std::int64_t>();
+  if (n < min || n > max) fail(path, "expected " + range + ", got " + got(v));
+  return n;
+}
+
+double read_number(const json& v, const std::string& path, const std::string& range) {
+  if (!v.is_number()) fail(path, "expected " + range + ", got " + got(v));
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) fail(path, "expected " + range + ", got " + got(v));
+  return d;
+}
+
+bool read_bool(const json& v, const std::string& path) {
+  if (!v.is_boolean()) fail(path, "expected true or false, got " + got(v));
+  return v.get<bool>();
+}
+
+}  // namespace twinbed::json_read
