@@ -50,9 +50,9 @@ void check_keys(const json& obj, const std::string& path, const std::vector<std:
   }
 }
 
-const json& required(const json& obj, const std::string& path, const std::string& key) {
+const json& required(const json& obj, const std::string& path, const std::string& key, const std::string& what) {
   auto it = obj.find(key);
-  if (it == obj.end()) fail(child(path, key), "required key is missing");
+  if (it == obj.end()) fail(child(path, key), "required key is missing" + (what.empty() ? "" : " (" + what + ")"));
   return *it;
 }
 

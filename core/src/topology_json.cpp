@@ -229,8 +229,7 @@ Topology load_topology(const std::string& path) {
     return topology_from_json(j);
   } catch (const ConfigError& e) {
     // Keep the JSON path as the error's path; name the file in the message.
-    const std::string what = e.what();
-    throw ConfigError(e.path(), what.substr(e.path().size() + 2) + " (in " + path + ")");
+    throw ConfigError(e.path(), e.message() + " (in " + path + ")");
   }
 }
 

@@ -24,12 +24,15 @@ class InvalidArgument : public Error {
 // e.g. "/links/3/bandwidth_GBps", or the flag name ("--ranks").
 class ConfigError : public Error {
  public:
-  ConfigError(std::string path, const std::string& message)
-      : Error(path + ": " + message), path_(std::move(path)) {}
+  ConfigError(std::string path, std::string message)
+      : Error(path + ": " + message), path_(std::move(path)), message_(std::move(message)) {}
   const std::string& path() const { return path_; }
+  // The message without the path, to re-raise it under another path.
+  const std::string& message() const { return message_; }
 
  private:
   std::string path_;
+  std::string message_;
 };
 
 // A name looked up in a registry does not exist; the message lists the known names.

@@ -33,7 +33,8 @@ void require_object(const json& v, const std::string& path);
 // key or an unexpected unit must never be silently ignored.
 void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& accepted,
                 const std::string& hint = "");
-const json& required(const json& obj, const std::string& path, const std::string& key);
+// The value of `key`; when absent, an error saying so (with `what` it is, when given).
+const json& required(const json& obj, const std::string& path, const std::string& key, const std::string& what = "");
 
 std::string read_string(const json& v, const std::string& path);
 std::string read_name(const json& v, const std::string& path);  // a non-empty string

@@ -1,0 +1,141 @@
+// An experiment: one JSON config that says what to run (model, layout), where (cluster), how
+// (backends, simulation options), where to put the results, and optionally a sweep over any field.
+// Format and a commented example: README.md, section "Experiments".
+//
+// Parsing is strict, at this edge only: an unknown key, a wrong type or an out-of-range value is a
+// ConfigError whose path is the JSON pointer of the offending value ("/cluster/ranks",
+// "/layout/tp", "/sweep/~1layout~1pp") and whose message lists the accepted keys or values. Units are
+// in key names. The parsed Experiment is a plain value; nothing downstream touches JSON.
+//
+// Relative file paths in a config (a topology file, a measured profile) are resolved against the folder
+// of the config file (`base_dir`), and stored absolute, so a resolved config can be run from anywhere.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/layout.hpp"
+#include "twinbed/core/model.hpp"
+#include "twinbed/core/topology.hpp"
+
+namespace twinbed {
+
+// "cluster": a topology preset with overrides, or a topology file; and the device or a measured profile.
+//   {"topology": "dgx-a100", "ranks": 1024}                  a preset (see `twinbed list`) and its overrides
+//   {"topology": "topologies/my.json"}                        a topology file (no overrides)
+//   {"topology": "nvswitch-node", "device": "h100", "profile": "profiles/this-machine.json"}
+// The override keys are those of a preset topology file (README "Topology files"); a preset that does
+// not take one (e.g. "dims" on "switch") rejects it.
+struct ClusterConfig {
+  std::string topology = "switch";  // preset name, or the absolute path of a topology file
+  bool topology_is_file = false;
+  std::optional<int> ranks;
+  std::optional<int> gpus_per_node;
+  std::optional<double> bandwidth_GBps;
+  std::optional<double> latency_us;
+  std::optional<double> intra_bandwidth_GBps;
+  std::optional<double> intra_latency_us;
+  std::optional<double> oversubscription;
+  std::optional<std::vector<int>> dims;
+  std::optional<std::string> device;  // device preset name (a100, h100, h200)
+  std::string profile;                // absolute path of a measured compute profile; empty when none
+  bool operator==(const ClusterConfig&) const = default;
+};
+
+// "simulation": options of the sim backend. Names are checked against the accepted lists here; the
+// simulator owns their meaning.
+struct SimulationConfig {
+  std::string network = "flow";                  // flow | analytical
+  std::string fidelity = "representative";       // full | representative | coarse
+  std::string collective_algorithm = "auto";     // auto | ring | tree | rhd | direct | hierarchical
+  bool operator==(const SimulationConfig&) const = default;
+};
+
+struct Experiment {
+  std::string name;
+  std::string description;                      // optional, one line for humans
+  ClusterConfig cluster;
+  TransformerModel model;
+  Layout layout;
+  std::vector<std::string> techniques;          // always empty for now: no technique pass exists yet
+  std::vector<std::string> backends{"sim"};     // "sim" (the only one available yet)
+  SimulationConfig simulation;
+  std::string output;                           // results folder; default "results/<name>"
+  std::vector<std::string> warnings;            // from layout validation: legal, probably unintended
+  bool operator==(const Experiment&) const = default;
+};
+
+// Accepted names, for messages and --help.
+std::vector<std::string> accepted_backends();      // sim, real
+std::vector<std::string> accepted_techniques();    // none yet
+std::vector<std::string> accepted_networks();      // flow, analytical
+std::vector<std::string> accepted_fidelities();    // full, representative, coarse
+std::vector<std::string> accepted_collective_algorithms();
+
+// Builds the cluster's topology. Throws ConfigError naming "/cluster/..." when a preset rejects an
+// override or its value, or the topology file is bad.
+Topology build_topology(const ClusterConfig& cluster);
+
+// Parses a config object. "sweep" is allowed and ignored here (see expand_sweep). The layout's "dp"
+// may be the string "auto": the cluster's ranks / (tp·pp). After parsing, the layout is validated
+// against the model and the cluster (layout.hpp's validate): an impossible layout is a ConfigError
+// naming its field; warnings land in Experiment::warnings. "real" in "backends" is a ConfigError
+// (not available yet), as is any "techniques" entry (the accepted list is empty for now).
+Experiment experiment_from_json(const nlohmann::json& config, const std::filesystem::path& base_dir);
+
+// Reads a file (malformed JSON and keys repeated within one object are ConfigErrors naming the file)
+// without interpreting it. Paths in it are relative to the file's folder.
+nlohmann::json read_config_file(const std::filesystem::path& file);
+// read_config_file + experiment_from_json(…, the file's folder). Errors from inside the config keep the
+// JSON path as their path and name the file in the message.
+Experiment load_experiment(const std::filesystem::path& file);
+
+// The fully resolved config: every section and key written with its value (defaults filled in, paths
+// absolute, "dp": "auto" replaced by its number), no "sweep". experiment_from_json(resolved(e), any)
+// == e (warnings aside, which are recomputed). Written beside the results.
+nlohmann::json resolved(const Experiment& e);
+
+// ---- sweeps ----------------------------------------------------------------------------------------
+//
+// "sweep": {"/layout/pp": [8, 16], "/layout/micro_batch": [1, 2]} — keys are JSON pointers into the
+// config, values non-empty arrays of values to put there. The points are the Cartesian product, the
+// first axis varying slowest; axes are in the order of their pointers sorted as strings (JSON objects
+// are unordered, so the file's order cannot be relied on). A pointer must name a key
+// inside an existing section (its parent exists in the config); it cannot point into "sweep" or at
+// "name"/"output" (one results folder per sweep).
+
+struct SweepAxis {
+  std::string pointer;                  // "/layout/pp"
+  std::vector<nlohmann::json> values;
+  bool operator==(const SweepAxis&) const = default;
+};
+
+struct SweepPoint {
+  std::size_t index = 0;                // position in the product, 0-based
+  std::string id;                       // "layout.pp=8,layout.micro_batch=1": stable across runs, used
+                                        // to resume; the pointers' "/" become ".", strings unquoted
+  std::vector<nlohmann::json> values;   // one per axis
+  nlohmann::json config;                // the full config of this point, without "sweep"
+  bool operator==(const SweepPoint&) const = default;
+};
+
+// The axes of the config's "sweep" (empty when there is none). Throws ConfigError naming
+// "/sweep/<escaped pointer>" for a malformed pointer, a pointer whose parent does not exist, a
+// forbidden target, a value that is not a non-empty array, or a swept value the strict parser rejects
+// where it is put (an unknown key "/layout/ppp", a wrong type, a value out of range). Each value is
+// checked by parsing the config with that one value in place (without the layout's cross-field
+// checks, so an impossible combination is not an error here). `base_dir` as for experiment_from_json.
+std::vector<SweepAxis> sweep_axes(const nlohmann::json& config, const std::filesystem::path& base_dir);
+
+// Every point of the sweep, in product order (one point with id "base" and no values when there is no
+// sweep). The points' configs are not parsed here: a point may be impossible (a layout that does not
+// fit), which the caller records per point by calling experiment_from_json on point.config.
+// The product is capped at 1,000,000 points (ConfigError on /sweep beyond).
+std::vector<SweepPoint> expand_sweep(const nlohmann::json& config, const std::filesystem::path& base_dir);
+
+}  // namespace twinbed

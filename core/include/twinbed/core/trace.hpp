@@ -1,0 +1,58 @@
+// Trace: what a backend hands back after running a Plan, the same shape for the simulator and the
+// real backend. report() (core/report.hpp) turns a Trace into the figures people read, with ONE
+// function for both backends, and exporters write it as JSON, CSV and a Chrome/Perfetto timeline.
+//
+// Ranks that are provably identical (same program, same timings on a symmetric cluster) may be
+// recorded once: `recorded_rank[r]` names the rank whose spans stand for rank r.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "twinbed/core/units.hpp"
+
+namespace twinbed {
+
+// What an op did, for grouping in reports. Compute ops say what they computed (gemm, attention,
+// memory-bound); communication ops say how they communicated.
+enum class SpanKind : std::uint8_t { Gemm, Attention, MemoryBound, Optimizer, Collective, SendRecv, Other };
+std::string to_string(SpanKind k);
+
+// The stream an op ran on. Ops on one stream of one rank never overlap; ops on different streams may.
+enum class StreamKind : std::uint8_t { Compute, Collective, P2P };
+std::string to_string(StreamKind s);
+
+struct Span {
+  int rank = 0;
+  StreamKind stream = StreamKind::Compute;
+  SpanKind kind = SpanKind::Other;
+  std::uint32_t name = 0;        // index into Trace::names ("layer3.fc1.fwd", "dp.allreduce.bucket2")
+  Time start;
+  Time end;
+  std::int32_t micro_batch = -1; // -1 when not tied to one
+  Bytes bytes = 0;               // communicated bytes (communication spans)
+  double flops = 0;              // computed FLOPs (compute spans)
+  bool operator==(const Span&) const = default;
+};
+
+// Bytes allocated on a rank at a time (after the allocation or free at that time).
+struct MemorySample {
+  int rank = 0;
+  Time time;
+  Bytes bytes = 0;
+  bool operator==(const MemorySample&) const = default;
+};
+
+struct Trace {
+  std::string backend;                 // "sim" or "real"
+  int world_size = 0;
+  std::vector<int> recorded_rank;      // per rank: the rank whose spans stand for it (itself if recorded)
+  std::vector<std::string> names;      // span names, indexed by Span::name
+  std::vector<Span> spans;             // ordered by (rank, start)
+  std::vector<MemorySample> memory;    // ordered by (rank, time)
+  Time step_time;                      // one training iteration: first op start to last op end
+  bool operator==(const Trace&) const = default;
+};
+
+}  // namespace twinbed

@@ -1,0 +1,431 @@
+#include "twinbed/core/experiment.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/core/topology_json.hpp"
+
+namespace twinbed {
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr std::int64_t kMaxCount = 1 << 20;     // same ceiling as topology files
+constexpr std::size_t kMaxSweepPoints = 1000000;
+
+using json_read::check_keys;
+using json_read::child;
+using json_read::fail;
+using json_read::got;
+using json_read::join;
+using json_read::read_string;
+using json_read::require_object;
+using json_read::required;
+
+std::string read_choice(const json& v, const std::string& path, const std::vector<std::string>& accepted) {
+  const std::string s = read_string(v, path);
+  if (std::find(accepted.begin(), accepted.end(), s) == accepted.end()) {
+    fail(path, "unknown value '" + s + "'; accepted: " + join(accepted));
+  }
+  return s;
+}
+
+int read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
+  return static_cast<int>(json_read::read_int(v, path, min, max));
+}
+
+// A finite number satisfying `ok`, described by `range` in the error.
+template <class Pred>
+double read_number(const json& v, const std::string& path, const std::string& range, Pred ok) {
+  const double d = json_read::read_number(v, path, range);
+  if (!ok(d)) fail(path, "expected " + range + ", got " + got(v));
+  return d;
+}
+
+// A file path from the config, relative to the config's folder; it must exist.
+std::string read_file_path(const json& v, const std::string& path, const fs::path& base_dir, const std::string& what) {
+  const std::string text = read_string(v, path);
+  if (text.empty()) fail(path, "expected a file path, got an empty string");
+  fs::path p(text);
+  if (p.is_relative()) p = base_dir / p;
+  p = fs::absolute(p).lexically_normal();
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) fail(path, what + " file '" + p.string() + "' does not exist");
+  return p.string();
+}
+
+// ---- sections ----------------------------------------------------------------------------------
+
+const std::vector<std::string> kPresetOverrideKeys = {"ranks",           "gpus_per_node",        "bandwidth_GBps",
+                                                      "latency_us",      "intra_bandwidth_GBps", "intra_latency_us",
+                                                      "oversubscription", "dims",                "device"};
+
+ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
+  const std::string path = "/cluster";
+  require_object(j, path);
+  std::vector<std::string> accepted = {"topology", "profile"};
+  accepted.insert(accepted.end(), kPresetOverrideKeys.begin(), kPresetOverrideKeys.end());
+  check_keys(j, path, accepted);
+
+  ClusterConfig c;
+  const json& topology = required(j, path, "topology", "a topology preset name or a topology file");
+  const std::string name = read_string(topology, path + "/topology");
+  const Registry<topo::PresetFactory> presets = topo::topology_presets();
+  if (presets.find(name)) {
+    c.topology = name;
+  } else {
+    fs::path p(name);
+    if (p.is_relative()) p = base_dir / p;
+    std::error_code ec;
+    if (name.empty() || !fs::is_regular_file(p, ec)) {
+      fail(path + "/topology", "'" + name + "' is neither a topology preset (known: " + join(presets.names()) +
+                                   ") nor a file (looked for " + fs::absolute(p).lexically_normal().string() + ")");
+    }
+    c.topology = fs::absolute(p).lexically_normal().string();
+    c.topology_is_file = true;
+    for (const std::string& key : kPresetOverrideKeys) {
+      if (j.contains(key)) fail(child(path, key), "applies to topology presets only; edit the topology file instead");
+    }
+  }
+  const auto positive = [](double d) { return d > 0; };
+  const auto non_negative = [](double d) { return d >= 0; };
+  if (j.contains("ranks")) c.ranks = read_int(j["ranks"], path + "/ranks", 1, kMaxCount);
+  if (j.contains("gpus_per_node")) c.gpus_per_node = read_int(j["gpus_per_node"], path + "/gpus_per_node", 1, kMaxCount);
+  if (j.contains("bandwidth_GBps")) {
+    c.bandwidth_GBps = read_number(j["bandwidth_GBps"], path + "/bandwidth_GBps", "a number > 0 (GB/s)", positive);
+  }
+  if (j.contains("latency_us")) {
+    c.latency_us = read_number(j["latency_us"], path + "/latency_us", "a number >= 0 (microseconds)", non_negative);
+  }
+  if (j.contains("intra_bandwidth_GBps")) {
+    c.intra_bandwidth_GBps =
+        read_number(j["intra_bandwidth_GBps"], path + "/intra_bandwidth_GBps", "a number > 0 (GB/s)", positive);
+  }
+  if (j.contains("intra_latency_us")) {
+    c.intra_latency_us =
+        read_number(j["intra_latency_us"], path + "/intra_latency_us", "a number >= 0 (microseconds)", non_negative);
+  }
+  if (j.contains("oversubscription")) {
+    c.oversubscription = read_number(j["oversubscription"], path + "/oversubscription", "a number >= 1",
+                                     [](double d) { return d >= 1; });
+  }
+  if (j.contains("dims")) {
+    const json& d = j["dims"];
+    if (!d.is_array() || d.empty()) fail(path + "/dims", "expected a non-empty array of integers >= 1, got " + got(d));
+    std::vector<int> dims;
+    for (std::size_t i = 0; i < d.size(); ++i) dims.push_back(read_int(d[i], path + "/dims/" + std::to_string(i), 1, kMaxCount));
+    c.dims = dims;
+  }
+  if (j.contains("device")) {
+    c.device = read_choice(j["device"], path + "/device", device_preset_names());
+  }
+  if (j.contains("profile")) c.profile = read_file_path(j["profile"], path + "/profile", base_dir, "measured profile");
+  return c;
+}
+
+SimulationConfig parse_simulation(const json& j) {
+  const std::string path = "/simulation";
+  require_object(j, path);
+  check_keys(j, path, {"network", "fidelity", "collective_algorithm"});
+  SimulationConfig s;
+  if (j.contains("network")) s.network = read_choice(j["network"], path + "/network", accepted_networks());
+  if (j.contains("fidelity")) s.fidelity = read_choice(j["fidelity"], path + "/fidelity", accepted_fidelities());
+  if (j.contains("collective_algorithm")) {
+    s.collective_algorithm =
+        read_choice(j["collective_algorithm"], path + "/collective_algorithm", accepted_collective_algorithms());
+  }
+  return s;
+}
+
+std::vector<std::string> parse_backends(const json& j) {
+  if (!j.is_array() || j.empty()) fail("/backends", "expected a non-empty array of backend names (accepted: sim), got " + got(j));
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    const std::string p = "/backends/" + std::to_string(i);
+    const std::string b = read_string(j[i], p);
+    if (b == "real") fail(p, "the real backend is not available for experiments yet; accepted now: sim");
+    if (b != "sim") fail(p, "unknown backend '" + b + "'; accepted: sim (and, later, real)");
+    if (std::find(out.begin(), out.end(), b) != out.end()) fail(p, "backend '" + b + "' is listed twice");
+    out.push_back(b);
+  }
+  return out;
+}
+
+std::vector<std::string> parse_techniques(const json& j) {
+  if (!j.is_array()) fail("/techniques", "expected an array of technique names, got " + got(j));
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    const std::string p = "/techniques/" + std::to_string(i);
+    const std::string t = read_string(j[i], p);
+    fail(p, "unknown technique '" + t + "'; accepted: none yet (no technique pass is implemented; leave the list empty)");
+  }
+  return {};
+}
+
+bool valid_name(const std::string& name) {
+  return !name.empty() && name.size() <= 128 && name.front() != '.' &&
+         std::all_of(name.begin(), name.end(), [](char ch) {
+           return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                  ch == '_' || ch == '.';
+         });
+}
+
+// The layout object with "dp": "auto" replaced by ranks / (tp·pp). Other problems with tp/pp are left
+// to layout_from_json, which names them.
+json resolve_auto_dp(const json& layout, int ranks) {
+  if (!layout.is_object() || !layout.contains("dp") || !layout["dp"].is_string()) return layout;
+  const std::string path = "/layout/dp";
+  if (layout["dp"].get<std::string>() != "auto") {
+    fail(path, "expected an integer >= 1 or the string \"auto\" (the cluster's ranks / (tp·pp)), got " + got(layout["dp"]));
+  }
+  const auto degree = [&](const char* key) -> std::int64_t {
+    if (!layout.contains(key)) return 1;
+    return layout[key].is_number_integer() && layout[key].get<std::int64_t>() >= 1 ? layout[key].get<std::int64_t>() : 1;
+  };
+  const std::int64_t tp_pp = degree("tp") * degree("pp");
+  if (ranks % tp_pp != 0) {
+    fail(path, "\"auto\" needs the cluster's " + std::to_string(ranks) + " ranks to be a multiple of tp·pp = " +
+                   std::to_string(tp_pp));
+  }
+  json out = layout;
+  out["dp"] = ranks / tp_pp;
+  return out;
+}
+
+// Parses every section; checks the layout against model and cluster only when asked (sweep value
+// checks parse single values without the cross-field checks).
+Experiment parse(const json& config, const fs::path& base_dir, bool check_layout) {
+  require_object(config, "");
+  check_keys(config, "",
+             {"name", "description", "cluster", "model", "layout", "techniques", "backends", "simulation", "output", "sweep"});
+  Experiment e;
+  e.name = read_string(required(config, "", "name", "the experiment's name, also its default results folder"), "/name");
+  if (!valid_name(e.name)) fail("/name", "expected a non-empty name of letters, digits, '-', '_' and '.' (it names a folder), got \"" + e.name + "\"");
+  if (config.contains("description")) e.description = read_string(config["description"], "/description");
+
+  e.cluster = parse_cluster(required(config, "", "cluster", "the topology and device"), base_dir);
+  const Topology topology = build_topology(e.cluster);
+  e.model = model_from_json(required(config, "", "model", "the transformer"), "/model");
+  e.layout = layout_from_json(resolve_auto_dp(required(config, "", "layout", "how the model is spread over the cluster"),
+                                              topology.num_ranks()),
+                              "/layout");
+  if (config.contains("techniques")) e.techniques = parse_techniques(config["techniques"]);
+  if (config.contains("backends")) e.backends = parse_backends(config["backends"]);
+  if (config.contains("simulation")) e.simulation = parse_simulation(config["simulation"]);
+  e.output = "results/" + e.name;
+  if (config.contains("output")) {
+    e.output = read_string(config["output"], "/output");
+    if (e.output.empty()) fail("/output", "expected a folder path, got an empty string");
+  }
+  if (config.contains("sweep")) {
+    require_object(config["sweep"], "/sweep");  // its contents are sweep_axes' business
+  }
+  if (check_layout) {
+    const int rph = topology.uniform_ranks_per_host();
+    e.warnings = validate(e.layout, e.model, topology.num_ranks(), rph > 0 ? rph : topology.num_ranks());
+  }
+  return e;
+}
+
+std::string value_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+std::string pointer_label(const std::string& pointer) {
+  std::string s = pointer.substr(1);
+  std::replace(s.begin(), s.end(), '/', '.');
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::string> accepted_backends() { return {"sim", "real"}; }
+std::vector<std::string> accepted_techniques() { return {}; }
+std::vector<std::string> accepted_networks() { return {"flow", "analytical"}; }
+std::vector<std::string> accepted_fidelities() { return {"full", "representative", "coarse"}; }
+std::vector<std::string> accepted_collective_algorithms() { return {"auto", "ring", "tree", "rhd", "direct", "hierarchical"}; }
+
+Topology build_topology(const ClusterConfig& c) {
+  if (c.topology_is_file) {
+    try {
+      return load_topology(c.topology);
+    } catch (const ConfigError& e) {
+      // The file's own paths are relative to the file; say so under /cluster/topology.
+      throw ConfigError("/cluster/topology", "in topology file: " + std::string(e.what()));
+    }
+  }
+  const Registry<topo::PresetFactory> presets = topo::topology_presets();
+  topo::PresetParams p;
+  p.ranks = c.ranks;
+  p.gpus_per_node = c.gpus_per_node;
+  if (c.bandwidth_GBps) p.bandwidth = *c.bandwidth_GBps * GBps;
+  if (c.latency_us) p.latency = Time::us(*c.latency_us);
+  if (c.intra_bandwidth_GBps) p.intra_bandwidth = *c.intra_bandwidth_GBps * GBps;
+  if (c.intra_latency_us) p.intra_latency = Time::us(*c.intra_latency_us);
+  p.oversubscription = c.oversubscription;
+  p.dims = c.dims;
+  p.device = c.device;
+  try {
+    return presets.get(c.topology)(p);
+  } catch (const UnknownName& e) {
+    throw ConfigError("/cluster/topology", e.what());
+  } catch (const InvalidArgument& e) {
+    throw ConfigError("/cluster", "topology preset '" + c.topology + "': " + e.what());
+  }
+}
+
+Experiment experiment_from_json(const json& config, const fs::path& base_dir) { return parse(config, base_dir, true); }
+
+json read_config_file(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file.string(), "cannot open the experiment file");
+  // nlohmann keeps the last of repeated keys silently; a parser callback notices them instead.
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  const auto notice_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
+    else if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+    else if (event == json::parse_event_t::key && !open_objects.empty() && duplicate.empty() &&
+             !open_objects.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(in, notice_duplicates);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(file.string(), std::string("malformed JSON: ") + e.what());
+  }
+  if (!duplicate.empty()) throw ConfigError(file.string(), "key '" + duplicate + "' appears twice in one object");
+  return j;
+}
+
+Experiment load_experiment(const fs::path& file) {
+  const json j = read_config_file(file);
+  try {
+    return experiment_from_json(j, fs::absolute(file).parent_path());
+  } catch (const ConfigError& e) {
+    throw ConfigError(e.path(), e.message() + " (in " + file.string() + ")");
+  }
+}
+
+json resolved(const Experiment& e) {
+  json cluster = {{"topology", e.cluster.topology}};
+  if (e.cluster.ranks) cluster["ranks"] = *e.cluster.ranks;
+  if (e.cluster.gpus_per_node) cluster["gpus_per_node"] = *e.cluster.gpus_per_node;
+  if (e.cluster.bandwidth_GBps) cluster["bandwidth_GBps"] = *e.cluster.bandwidth_GBps;
+  if (e.cluster.latency_us) cluster["latency_us"] = *e.cluster.latency_us;
+  if (e.cluster.intra_bandwidth_GBps) cluster["intra_bandwidth_GBps"] = *e.cluster.intra_bandwidth_GBps;
+  if (e.cluster.intra_latency_us) cluster["intra_latency_us"] = *e.cluster.intra_latency_us;
+  if (e.cluster.oversubscription) cluster["oversubscription"] = *e.cluster.oversubscription;
+  if (e.cluster.dims) cluster["dims"] = *e.cluster.dims;
+  if (e.cluster.device) cluster["device"] = *e.cluster.device;
+  if (!e.cluster.profile.empty()) cluster["profile"] = e.cluster.profile;
+  json out{{"name", e.name},
+              {"cluster", cluster},
+              {"model", model_to_json(e.model)},
+              {"layout", layout_to_json(e.layout)},
+              {"techniques", e.techniques},
+              {"backends", e.backends},
+              {"simulation",
+               {{"network", e.simulation.network},
+                {"fidelity", e.simulation.fidelity},
+                {"collective_algorithm", e.simulation.collective_algorithm}}},
+              {"output", e.output}};
+  if (!e.description.empty()) out["description"] = e.description;
+  return out;
+}
+
+// ---- sweeps --------------------------------------------------------------------------------------
+
+std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) {
+  if (!config.is_object() || !config.contains("sweep")) return {};
+  const json& sweep = config["sweep"];
+  require_object(sweep, "/sweep");
+  json base = config;
+  base.erase("sweep");
+
+  std::vector<SweepAxis> axes;
+  for (const auto& [pointer, values] : sweep.items()) {
+    const std::string path = child("/sweep", pointer);
+    json::json_pointer ptr;
+    try {
+      ptr = json::json_pointer(pointer);
+    } catch (const json::exception& e) {
+      fail(path, "'" + pointer + "' is not a JSON pointer (like \"/layout/pp\"): " + e.what());
+    }
+    if (ptr.empty()) fail(path, "the pointer must name a field, like \"/layout/pp\", not the whole config");
+    const std::string top = pointer.substr(1, pointer.find('/', 1) == std::string::npos ? std::string::npos : pointer.find('/', 1) - 1);
+    if (top == "sweep" || top == "name" || top == "output") {
+      fail(path, "'" + pointer + "' cannot be swept (one sweep has one name and one results folder)");
+    }
+    const json::json_pointer parent = ptr.parent_pointer();
+    if (!base.contains(parent) || !(base[parent].is_object() || base[parent].is_array())) {
+      fail(path, "'" + pointer + "' does not point into the config: '" +
+                     (parent.empty() ? std::string("/") : parent.to_string()) + "' is not an object or array of it");
+    }
+    if (base[parent].is_array() && !base.contains(ptr)) {
+      fail(path, "'" + pointer + "' points past the end of an array");
+    }
+    if (!values.is_array() || values.empty()) fail(path, "expected a non-empty array of values, got " + got(values));
+
+    // Each value alone, in place: the strict parser says whether it is acceptable there.
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      json trial = base;
+      trial[ptr] = values[i];
+      try {
+        parse(trial, base_dir, false);
+      } catch (const ConfigError& e) {
+        const std::string& p = e.path();
+        if (p == pointer || p.rfind(pointer + "/", 0) == 0) {
+          fail(child(path, std::to_string(i)), "'" + pointer + "' = " + values[i].dump() + ": " + e.message());
+        }
+        // Errors elsewhere are the base config's or a combination's; each point reports them.
+      }
+    }
+    axes.push_back({pointer, values.get<std::vector<json>>()});
+  }
+  return axes;
+}
+
+std::vector<SweepPoint> expand_sweep(const json& config, const fs::path& base_dir) {
+  const std::vector<SweepAxis> axes = sweep_axes(config, base_dir);
+  json base = config;
+  if (base.is_object()) base.erase("sweep");
+  if (axes.empty()) return {SweepPoint{0, "base", {}, base}};
+
+  std::size_t total = 1;
+  for (const SweepAxis& a : axes) {
+    total *= a.values.size();
+    if (total > kMaxSweepPoints) fail("/sweep", "more than " + std::to_string(kMaxSweepPoints) + " points");
+  }
+  std::vector<SweepPoint> points;
+  points.reserve(total);
+  for (std::size_t index = 0; index < total; ++index) {
+    SweepPoint p;
+    p.index = index;
+    p.config = base;
+    // Mixed radix, the first axis slowest.
+    std::size_t rest = index;
+    std::vector<std::size_t> choice(axes.size());
+    for (std::size_t a = axes.size(); a-- > 0;) {
+      choice[a] = rest % axes[a].values.size();
+      rest /= axes[a].values.size();
+    }
+    for (std::size_t a = 0; a < axes.size(); ++a) {
+      const json& v = axes[a].values[choice[a]];
+      p.values.push_back(v);
+      p.config[json::json_pointer(axes[a].pointer)] = v;
+      p.id += (a ? "," : "") + pointer_label(axes[a].pointer) + "=" + value_text(v);
+    }
+    points.push_back(std::move(p));
+  }
+  return points;
+}
+
+}  // namespace twinbed

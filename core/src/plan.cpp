@@ -1,0 +1,258 @@
+#include "twinbed/core/plan.hpp"
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <tuple>
+#include <unordered_map>
+
+#include "twinbed/core/error.hpp"
+
+namespace twinbed {
+
+std::string to_string(OpKind k) {
+  switch (k) {
+    case OpKind::Compute: return "compute";
+    case OpKind::Collective: return "collective";
+    case OpKind::Send: return "send";
+    case OpKind::Recv: return "recv";
+    case OpKind::Alloc: return "alloc";
+    case OpKind::Free: return "free";
+  }
+  return "compute";
+}
+
+std::string to_string(GroupKind g) {
+  switch (g) {
+    case GroupKind::Tp: return "tp";
+    case GroupKind::Dp: return "dp";
+    case GroupKind::Pp: return "pp";
+    case GroupKind::Ep: return "ep";
+    case GroupKind::ExpertDp: return "expert_dp";
+  }
+  return "tp";
+}
+
+std::string to_string(TensorClass c) {
+  switch (c) {
+    case TensorClass::Weights: return "weights";
+    case TensorClass::Grads: return "grads";
+    case TensorClass::Optimizer: return "optimizer";
+    case TensorClass::Activation: return "activation";
+    case TensorClass::CommBuffer: return "comm_buffer";
+    case TensorClass::Workspace: return "workspace";
+  }
+  return "workspace";
+}
+
+std::uint32_t Program::add(const PlanOp& op, std::initializer_list<std::uint32_t> op_deps) {
+  ops.push_back(op);
+  deps.insert(deps.end(), op_deps.begin(), op_deps.end());
+  dep_begin.push_back(static_cast<std::uint32_t>(deps.size()));
+  return static_cast<std::uint32_t>(ops.size() - 1);
+}
+
+std::uint32_t Program::add(const PlanOp& op, const std::vector<std::uint32_t>& op_deps) {
+  ops.push_back(op);
+  deps.insert(deps.end(), op_deps.begin(), op_deps.end());
+  dep_begin.push_back(static_cast<std::uint32_t>(deps.size()));
+  return static_cast<std::uint32_t>(ops.size() - 1);
+}
+
+void Program::add_dep_to_last(std::uint32_t dep) {
+  deps.push_back(dep);
+  dep_begin.back() = static_cast<std::uint32_t>(deps.size());
+}
+
+const std::vector<int>& Plan::group_members(int rank, GroupKind g) const {
+  const GroupSet& set = group_set(g);
+  int id = set.group_of_rank.at(static_cast<std::size_t>(rank));
+  if (id < 0) throw InvalidArgument("rank " + std::to_string(rank) + " has no " + to_string(g) + " group");
+  return set.members.at(static_cast<std::size_t>(id));
+}
+
+std::int64_t Plan::total_ops() const {
+  std::int64_t n = 0;
+  for (int p : program_of_rank) n += static_cast<std::int64_t>(programs.at(static_cast<std::size_t>(p)).size());
+  return n;
+}
+
+namespace {
+
+// Collects problems; validate() throws with the first few.
+struct Problems {
+  std::vector<std::string> list;
+  void add(const std::string& s) {
+    if (list.size() < 8) list.push_back(s);
+  }
+};
+
+void check_program(const Plan& plan, std::size_t pi, Problems& out) {
+  const Program& p = plan.programs[pi];
+  const std::string where = "program " + std::to_string(pi);
+  if (p.dep_begin.size() != p.ops.size() + 1 || p.dep_begin.front() != 0 || p.dep_begin.back() != p.deps.size()) {
+    out.add(where + ": dep_begin has " + std::to_string(p.dep_begin.size()) + " entries for " +
+            std::to_string(p.ops.size()) + " ops");
+    return;
+  }
+  std::unordered_map<std::int32_t, Bytes> live;  // tensor id -> bytes
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const PlanOp& op = p.ops[i];
+    if (p.dep_begin[i] > p.dep_begin[i + 1]) out.add(where + " op " + std::to_string(i) + ": dep_begin decreases");
+    for (std::uint32_t k = p.dep_begin[i]; k < p.dep_begin[i + 1] && k < p.deps.size(); ++k) {
+      if (p.deps[k] >= i) {
+        out.add(where + " op " + std::to_string(i) + " depends on op " + std::to_string(p.deps[k]) +
+                ", which is not earlier");
+      }
+    }
+    if (op.name >= plan.names.size()) out.add(where + " op " + std::to_string(i) + ": name index out of range");
+    if (op.kind == OpKind::Compute && (op.cost < 0 || static_cast<std::size_t>(op.cost) >= plan.costs.size())) {
+      out.add(where + " op " + std::to_string(i) + ": compute op without a valid cost");
+    }
+    if (op.bytes < 0) out.add(where + " op " + std::to_string(i) + ": negative bytes");
+    if (op.kind == OpKind::Alloc) {
+      if (!live.emplace(op.tensor, op.bytes).second) {
+        out.add(where + " op " + std::to_string(i) + ": tensor " + std::to_string(op.tensor) + " allocated twice");
+      }
+    } else if (op.kind == OpKind::Free) {
+      auto it = live.find(op.tensor);
+      if (it == live.end()) {
+        out.add(where + " op " + std::to_string(i) + ": tensor " + std::to_string(op.tensor) + " freed but not live");
+      } else {
+        if (it->second != op.bytes) out.add(where + " op " + std::to_string(i) + ": free size differs from alloc");
+        live.erase(it);
+      }
+    }
+  }
+}
+
+// The collective sequence a program issues on one communicator kind.
+using CollSeq = std::vector<std::tuple<CollectiveOp, Bytes, std::int64_t>>;
+
+}  // namespace
+
+void validate(const Plan& plan) {
+  Problems out;
+  const int world = plan.cluster.ranks;
+  if (world < 1) out.add("cluster has no ranks");
+  if (static_cast<int>(plan.program_of_rank.size()) != world) out.add("program_of_rank size differs from ranks");
+  if (plan.groups.size() != static_cast<std::size_t>(kGroupKinds)) out.add("groups must hold one set per group kind");
+  if (!out.list.empty()) {
+    throw InvalidArgument("invalid plan: " + out.list.front());
+  }
+  for (int p : plan.program_of_rank) {
+    if (p < 0 || static_cast<std::size_t>(p) >= plan.programs.size()) {
+      throw InvalidArgument("invalid plan: program_of_rank names a program that does not exist");
+    }
+  }
+  for (std::size_t pi = 0; pi < plan.programs.size(); ++pi) check_program(plan, pi, out);
+
+  // Group sets: sizes, membership consistency.
+  for (int g = 0; g < kGroupKinds; ++g) {
+    const GroupSet& set = plan.groups[static_cast<std::size_t>(g)];
+    if (static_cast<int>(set.group_of_rank.size()) != world) {
+      out.add(to_string(static_cast<GroupKind>(g)) + " groups: group_of_rank size differs from ranks");
+      continue;
+    }
+    for (std::size_t id = 0; id < set.members.size(); ++id) {
+      for (int r : set.members[id]) {
+        if (r < 0 || r >= world || set.group_of_rank[static_cast<std::size_t>(r)] != static_cast<int>(id)) {
+          out.add(to_string(static_cast<GroupKind>(g)) + " group " + std::to_string(id) + " lists rank " +
+                  std::to_string(r) + " inconsistently");
+        }
+      }
+    }
+  }
+  if (!out.list.empty()) {
+    std::ostringstream msg;
+    msg << "invalid plan:";
+    for (const auto& s : out.list) msg << "\n  " << s;
+    throw InvalidArgument(msg.str());
+  }
+
+  // Per program: its sends and receives by peer offset, in program order (tag, bytes); its collective
+  // sequence per group kind.
+  struct P2P {
+    std::map<std::int32_t, std::vector<std::pair<std::int64_t, Bytes>>> sends, recvs;
+  };
+  std::vector<P2P> p2p(plan.programs.size());
+  std::vector<std::vector<CollSeq>> colls(plan.programs.size(), std::vector<CollSeq>(kGroupKinds));
+  for (std::size_t pi = 0; pi < plan.programs.size(); ++pi) {
+    for (const PlanOp& op : plan.programs[pi].ops) {
+      if (op.kind == OpKind::Send) p2p[pi].sends[op.peer_offset].emplace_back(op.tag, op.bytes);
+      if (op.kind == OpKind::Recv) p2p[pi].recvs[op.peer_offset].emplace_back(op.tag, op.bytes);
+      if (op.kind == OpKind::Collective) {
+        colls[pi][static_cast<std::size_t>(op.group)].emplace_back(op.collective, op.bytes, op.tag);
+      }
+    }
+  }
+
+  // Sends of rank r to r+d must match the receives of r+d from -d; check each (program, peer program,
+  // offset) combination once.
+  std::map<std::tuple<int, int, std::int32_t>, bool> checked;
+  for (int r = 0; r < world && out.list.empty(); ++r) {
+    int pr = plan.program_of_rank[static_cast<std::size_t>(r)];
+    for (const auto& [d, sends] : p2p[static_cast<std::size_t>(pr)].sends) {
+      int peer = r + d;
+      if (peer < 0 || peer >= world || d == 0) {
+        out.add("rank " + std::to_string(r) + " sends to rank " + std::to_string(peer) + ", outside the world or itself");
+        break;
+      }
+      int pp = plan.program_of_rank[static_cast<std::size_t>(peer)];
+      if (!checked.emplace(std::make_tuple(pr, pp, d), true).second) continue;
+      const auto& recvs = p2p[static_cast<std::size_t>(pp)].recvs;
+      auto it = recvs.find(-d);
+      if (it == recvs.end() || it->second != sends) {
+        out.add("rank " + std::to_string(r) + "'s sends to rank " + std::to_string(peer) +
+                " do not match that rank's receives (tags and bytes, in order)");
+      }
+    }
+    for (const auto& [d, recvs] : p2p[static_cast<std::size_t>(pr)].recvs) {
+      int peer = r + d;
+      if (peer < 0 || peer >= world || d == 0) {
+        out.add("rank " + std::to_string(r) + " receives from rank " + std::to_string(peer) + ", outside the world or itself");
+        break;
+      }
+      int pp = plan.program_of_rank[static_cast<std::size_t>(peer)];
+      const auto& sends = p2p[static_cast<std::size_t>(pp)].sends;
+      auto it = sends.find(-d);
+      if (it == sends.end() || it->second != recvs) {
+        out.add("rank " + std::to_string(r) + "'s receives from rank " + std::to_string(peer) +
+                " do not match that rank's sends");
+      }
+    }
+  }
+
+  // Collectives: every member of a communicator issues the same sequence; ranks with a sequence on a
+  // kind must have a group of that kind.
+  for (int g = 0; g < kGroupKinds && out.list.empty(); ++g) {
+    const GroupSet& set = plan.groups[static_cast<std::size_t>(g)];
+    for (int r = 0; r < world; ++r) {
+      const CollSeq& seq = colls[static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(r)])][static_cast<std::size_t>(g)];
+      if (seq.empty()) continue;
+      int id = set.group_of_rank[static_cast<std::size_t>(r)];
+      if (id < 0) {
+        out.add("rank " + std::to_string(r) + " issues " + to_string(static_cast<GroupKind>(g)) +
+                " collectives but has no such group");
+        break;
+      }
+      int first = set.members[static_cast<std::size_t>(id)].front();
+      if (first == r) continue;
+      int pf = plan.program_of_rank[static_cast<std::size_t>(first)];
+      if (pf == plan.program_of_rank[static_cast<std::size_t>(r)]) continue;
+      if (colls[static_cast<std::size_t>(pf)][static_cast<std::size_t>(g)] != seq) {
+        out.add("rank " + std::to_string(r) + "'s " + to_string(static_cast<GroupKind>(g)) +
+                " collectives differ from those of rank " + std::to_string(first) + " in its group");
+        break;
+      }
+    }
+  }
+  if (!out.list.empty()) {
+    std::ostringstream msg;
+    msg << "invalid plan:";
+    for (const auto& s : out.list) msg << "\n  " << s;
+    throw InvalidArgument(msg.str());
+  }
+}
+
+}  // namespace twinbed

@@ -1,0 +1,179 @@
+#include "twinbed/core/profile.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "twinbed/core/json_read.hpp"
+
+namespace twinbed {
+
+using nlohmann::json;
+using namespace json_read;
+
+FlopsPerSec device_peak(const DeviceSpec& d, DType t) {
+  switch (t) {
+    case DType::BF16:
+    case DType::FP16: return d.peak_bf16;
+    case DType::TF32: return d.peak_tf32;
+    case DType::FP8: return d.peak_fp8;
+    case DType::FP32: return d.peak_fp32;
+  }
+  return 0;
+}
+
+namespace {
+
+double read_positive(const json& v, const std::string& path, const std::string& unit) {
+  const std::string range = "a number > 0 (" + unit + ")";
+  const double x = read_number(v, path, range);
+  if (!(x > 0)) fail(path, "expected " + range + ", got " + got(v));
+  return x;
+}
+
+double read_non_negative(const json& v, const std::string& path, const std::string& unit) {
+  const std::string range = "a number >= 0 (" + unit + ")";
+  const double x = read_number(v, path, range);
+  if (!(x >= 0)) fail(path, "expected " + range + ", got " + got(v));
+  return x;
+}
+
+GemmSample read_sample(const json& v, const std::string& path) {
+  require_object(v, path);
+  check_keys(v, path, {"m", "n", "k", "dtype", "TFLOPs"});
+  GemmSample s;
+  s.m = read_int(required(v, path, "m"), child(path, "m"), 1, std::int64_t{1} << 30);
+  s.n = read_int(required(v, path, "n"), child(path, "n"), 1, std::int64_t{1} << 30);
+  s.k = read_int(required(v, path, "k"), child(path, "k"), 1, std::int64_t{1} << 30);
+  s.dtype = read_named(required(v, path, "dtype"), child(path, "dtype"), parse_dtype);
+  s.rate = read_positive(required(v, path, "TFLOPs"), child(path, "TFLOPs"), "TFLOP/s") * 1e12;
+  return s;
+}
+
+}  // namespace
+
+MachineProfile profile_from_json(const json& j, const MachineProfile& base, const DeviceSpec& device,
+                                 const std::string& path) {
+  require_object(j, path);
+  check_keys(j, path,
+             {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps",
+              "launch_overhead_us", "link", "provenance"});
+  MachineProfile p = base;
+  if (j.contains("device")) p.device = read_name(j["device"], child(path, "device"));
+  for (const char* key : {"gemm_TFLOPs", "gemm_efficiency"}) {
+    if (!j.contains(key)) continue;
+    const std::string at = child(path, key);
+    require_object(j[key], at);
+    for (const auto& [name, value] : j[key].items()) {
+      const std::string where = child(at, name);
+      DType t;
+      try {
+        t = parse_dtype(name);
+      } catch (const UnknownName& e) {
+        fail(where, e.what());
+      }
+      if (std::string(key) == "gemm_TFLOPs") {
+        p.gemm_rate[t] = read_positive(value, where, "TFLOP/s") * 1e12;
+      } else {
+        const double eff = read_positive(value, where, "a fraction of the datasheet peak");
+        if (eff > 1) fail(where, "an efficiency is a fraction in (0, 1], got " + got(value));
+        const FlopsPerSec peak = device_peak(device, t);
+        if (peak <= 0) fail(where, "device '" + device.name + "' has no " + name + " peak to take a fraction of");
+        p.gemm_rate[t] = eff * peak;
+      }
+    }
+  }
+  if (j.contains("gemm_samples")) {
+    const std::string at = child(path, "gemm_samples");
+    if (!j["gemm_samples"].is_array()) fail(at, "expected an array of {m, n, k, dtype, TFLOPs}, got " + got(j["gemm_samples"]));
+    p.gemm_samples.clear();
+    for (std::size_t i = 0; i < j["gemm_samples"].size(); ++i) p.gemm_samples.push_back(read_sample(j["gemm_samples"][i], child(at, i)));
+  }
+  if (j.contains("memory_bandwidth_GBps")) {
+    p.memory_bandwidth = read_positive(j["memory_bandwidth_GBps"], child(path, "memory_bandwidth_GBps"), "GB/s") * GBps;
+  }
+  if (j.contains("launch_overhead_us")) {
+    p.launch_overhead = Time::us(read_non_negative(j["launch_overhead_us"], child(path, "launch_overhead_us"), "us"));
+  }
+  if (j.contains("link")) {
+    const std::string at = child(path, "link");
+    const json& l = j["link"];
+    require_object(l, at);
+    check_keys(l, at, {"latency_us", "bandwidth_GBps"});
+    LinkProfile link;
+    link.latency = Time::us(read_non_negative(required(l, at, "latency_us"), child(at, "latency_us"), "us"));
+    link.bandwidth = read_positive(required(l, at, "bandwidth_GBps"), child(at, "bandwidth_GBps"), "GB/s") * GBps;
+    p.link = link;
+  }
+  if (j.contains("provenance")) {
+    const std::string at = child(path, "provenance");
+    const json& v = j["provenance"];
+    require_object(v, at);
+    check_keys(v, at, {"machine", "date", "git_revision", "ranks", "tool"});
+    Provenance prov;
+    if (v.contains("machine")) prov.machine = read_string(v["machine"], child(at, "machine"));
+    if (v.contains("date")) prov.date = read_string(v["date"], child(at, "date"));
+    if (v.contains("git_revision")) prov.git_revision = read_string(v["git_revision"], child(at, "git_revision"));
+    if (v.contains("ranks")) prov.ranks = static_cast<int>(read_int(v["ranks"], child(at, "ranks"), 1, 1 << 20));
+    if (v.contains("tool")) prov.tool = read_string(v["tool"], child(at, "tool"));
+    p.provenance = prov;
+  }
+  return p;
+}
+
+json profile_to_json(const MachineProfile& p) {
+  json rates = json::object();
+  for (const auto& [t, r] : p.gemm_rate) rates[dtype_name(t)] = r / 1e12;
+  json j = {{"device", p.device},
+            {"gemm_TFLOPs", rates},
+            {"memory_bandwidth_GBps", p.memory_bandwidth / GBps},
+            {"launch_overhead_us", p.launch_overhead.microseconds()}};
+  if (!p.gemm_samples.empty()) {
+    json samples = json::array();
+    for (const auto& s : p.gemm_samples) {
+      samples.push_back({{"m", s.m}, {"n", s.n}, {"k", s.k}, {"dtype", dtype_name(s.dtype)}, {"TFLOPs", s.rate / 1e12}});
+    }
+    j["gemm_samples"] = samples;
+  }
+  if (p.link) j["link"] = {{"latency_us", p.link->latency.microseconds()}, {"bandwidth_GBps", p.link->bandwidth / GBps}};
+  if (p.provenance) {
+    j["provenance"] = {{"machine", p.provenance->machine}, {"date", p.provenance->date},
+                       {"git_revision", p.provenance->git_revision}, {"ranks", p.provenance->ranks},
+                       {"tool", p.provenance->tool}};
+  }
+  return j;
+}
+
+MachineProfile load_profile(const std::string& file, const MachineProfile& base, const DeviceSpec& device) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file, "cannot open the profile file");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(file, std::string("not valid JSON: ") + e.what());
+  }
+  try {
+    return profile_from_json(j, base, device, "");
+  } catch (const ConfigError& e) {
+    throw ConfigError(file + ":" + e.path(), e.message());
+  }
+}
+
+void save_profile(const MachineProfile& p, const std::string& file) {
+  namespace fs = std::filesystem;
+  const fs::path target(file);
+  std::error_code ec;
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  const fs::path tmp = target.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw Error("cannot write " + tmp.string());
+    out << profile_to_json(p).dump(2) << "\n";
+    if (!out) throw Error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, target, ec);
+  if (ec) throw Error("cannot rename " + tmp.string() + " to " + file + ": " + ec.message());
+}
+
+}  // namespace twinbed

@@ -1,0 +1,80 @@
+// Wall time to simulate one training iteration of GPT-3 175B (model_preset("gpt3-175b")) with the
+// flow-level network at Representative fidelity, on DGX A100 clusters (dgx-a100 preset: 8 GPUs per
+// node on NVSwitch, 8 HDR NICs per node): TP 8, PP 16, micro-batch 1, selective recomputation, and
+// DP 8 (1,024 GPUs) growing to 128 (16,384 GPUs). Weak scaling: 192 micro-batches per pipeline at
+// every size (global batch 1,536 at 1,024 GPUs), so each pipeline's work is the same and what grows
+// is the data-parallel communication.
+//
+// Counters: the simulated step time, simulated model TFLOP/s per GPU (training_flops with no
+// recomputation, the "model FLOPs" of MFU, / step time / GPUs), ranks actually simulated, ops executed,
+// engine events, the plan's stored and unshared op counts, and the seconds spent building the plan.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/sim/plan_sim.hpp"
+
+namespace {
+
+void run_gpt3(benchmark::State& state, twinbed::PipelineSchedule schedule, int v, twinbed::sim::Fidelity fidelity) {
+  using namespace twinbed;
+  const int gpus = static_cast<int>(state.range(0));
+  const TransformerModel model = model_preset("gpt3-175b");
+  Layout layout;
+  layout.tp = 8;
+  layout.pp = 16;
+  layout.dp = gpus / (layout.tp * layout.pp);
+  layout.micro_batch = 1;
+  layout.global_batch = 192 * layout.dp;
+  layout.schedule = schedule;
+  layout.virtual_stages = v;
+  layout.recompute = Recompute::Selective;
+  const Topology topology = topo::dgx_a100_cluster(gpus / 8);
+  sim::PlanSimOptions options;
+  options.network = "flow";
+  options.fidelity = fidelity;
+  options.record_spans = false;
+  sim::PlanSimStats stats;
+  Trace trace;
+  double build_seconds = 0;
+  std::int64_t stored_ops = 0, total_ops = 0;
+  double model_flops = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Plan plan = build_plan(model, layout, {gpus, 8});
+    build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    trace = sim::simulate_plan(plan, topology, options, stats);
+    stored_ops = 0;
+    for (const auto& p : plan.programs) stored_ops += static_cast<std::int64_t>(p.size());
+    total_ops = plan.total_ops();
+    model_flops = plan.model_flops;
+    benchmark::DoNotOptimize(trace.step_time);
+  }
+  state.counters["step_s"] = trace.step_time.seconds();
+  state.counters["TFLOPs_per_gpu"] = model_flops / trace.step_time.seconds() / gpus / 1e12;
+  state.counters["sim_ranks"] = stats.simulated_ranks;
+  state.counters["ops_executed"] = static_cast<double>(stats.ops_executed);
+  state.counters["events"] = static_cast<double>(stats.events);
+  state.counters["coll_timings"] = stats.collective_timings;
+  state.counters["plan_ops_stored"] = static_cast<double>(stored_ops);
+  state.counters["plan_ops_all_ranks"] = static_cast<double>(total_ops);
+  state.counters["build_s"] = build_seconds;
+}
+
+void BM_PlanGpt3_1F1B(benchmark::State& state) {
+  run_gpt3(state, twinbed::PipelineSchedule::OneFOneB, 1, twinbed::sim::Fidelity::Representative);
+}
+void BM_PlanGpt3_Interleaved(benchmark::State& state) {
+  run_gpt3(state, twinbed::PipelineSchedule::Interleaved1F1B, 2, twinbed::sim::Fidelity::Representative);
+}
+void BM_PlanGpt3_1F1B_Coarse(benchmark::State& state) {
+  run_gpt3(state, twinbed::PipelineSchedule::OneFOneB, 1, twinbed::sim::Fidelity::Coarse);
+}
+
+}  // namespace
+
+BENCHMARK(BM_PlanGpt3_1F1B)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_PlanGpt3_Interleaved)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_PlanGpt3_1F1B_Coarse)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(1);

@@ -1,0 +1,60 @@
+// Compute cost model: roofline with efficiency.
+//
+//   time = launch_overhead + max(flops / (peak(dtype) · gemm_efficiency), bytes / (memory_bandwidth · memory_efficiency))
+//
+// for a matmul (GEMM or attention matmul); a memory-bound op takes launch_overhead + bytes / achieved
+// memory bandwidth (its arithmetic never limits it on these devices).
+//
+// Default efficiencies come from public hardware facts, never from a training throughput
+// (../shared/REFERENCE.md): dense BF16 GEMM peaks measured publicly at about 87% of datasheet on A100
+// (271 of 312 TFLOP/s) and 80% on H100 (795 of 989); H200 shares H100's tensor cores and clocks, so
+// 80%. Memory: STREAM-like copies reach about 90% of HBM datasheet bandwidth (0.9). Unknown devices:
+// 0.8 and 0.9.
+//
+// A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
+// guesses. When it holds measured GEMM shapes, a matmul takes the rate of the measured shape of its
+// dtype nearest in log(m·n·k) (small GEMMs are slower than large ones), else the per-dtype rate.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "twinbed/core/device.hpp"
+#include "twinbed/core/model.hpp"
+#include "twinbed/core/profile.hpp"
+#include "twinbed/core/units.hpp"
+
+namespace twinbed::sim {
+
+// Achieved rates of one device: a roofline guess from a DeviceSpec, or a measured profile.
+using ComputeProfile = MachineProfile;
+
+struct Efficiency {
+  double gemm = 0.8;
+  double memory = 0.9;
+  bool operator==(const Efficiency&) const = default;
+};
+
+// The defaults above, by device name ("a100" 0.87, "h100"/"h200" 0.80, else 0.80; memory 0.9).
+Efficiency default_efficiency(const std::string& device_name);
+
+// Achieved rates = peak · efficiency for every dtype the device has (peak 0: absent). FP16 uses the
+// BF16 peak.
+ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff);
+inline ComputeProfile roofline_profile(const DeviceSpec& device) {
+  return roofline_profile(device, default_efficiency(device.name));
+}
+
+// A profile JSON (core/profile.hpp) over the roofline defaults of `device`: keys it leaves out keep
+// the roofline figures. ConfigError names the path ("/gemm_TFLOPs/bf16").
+ComputeProfile profile_from_json(const nlohmann::json& j, const DeviceSpec& device, const std::string& path = "");
+ComputeProfile load_profile(const std::string& file, const DeviceSpec& device);
+
+// Time of one op under the model. Throws InvalidArgument when the op is a matmul in a dtype the
+// profile has no rate for. O(log dtypes).
+Time op_time(const OpCost& op, const ComputeProfile& profile);
+
+}  // namespace twinbed::sim

@@ -1,0 +1,44 @@
+// Timing collectives of communicators (subsets of the topology's ranks).
+//
+// CollectiveSimulator (collective_sim.hpp) times a Schedule whose ranks are the topology's ranks. A
+// training plan runs a collective on a communicator — e.g. the 8 data-parallel ranks 3, 11, 19, ... —
+// and usually on every communicator of that kind at once (all DP groups reduce together). This builds
+// one combined Schedule: the group's schedule replicated on each listed group, its local rank i mapped
+// to the group's i-th topology rank, chunks renumbered per group; ranks outside every group take no
+// part. Timing that on the whole topology gives each group's time with the others' traffic contending
+// for shared links, exactly as the collective simulator would for a single schedule.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "twinbed/core/schedule.hpp"
+#include "twinbed/core/topology.hpp"
+#include "twinbed/sim/collective_sim.hpp"
+
+namespace twinbed::sim {
+
+// A Schedule over `world` ranks running `inner` (a schedule over n ranks) on each of `groups`
+// (disjoint; each of size n; ranks < world) concurrently. Rounds are generated on demand from the inner
+// schedule's (O(groups · transfers per round) per round); round shapes are the inner schedule's.
+// Throws InvalidArgument on a group of the wrong size, an out-of-range or repeated rank.
+std::unique_ptr<Schedule> map_schedule(std::shared_ptr<const Schedule> inner, std::vector<std::vector<int>> groups,
+                                       int world);
+
+struct GroupTiming {
+  std::string algorithm;
+  std::vector<Time> group_time;  // per group: when its last member finishes (all start at 0)
+  Time max() const;
+  bool uniform() const;          // every group took the same time
+  bool operator==(const GroupTiming&) const = default;
+};
+
+// Times `request` (its `ranks` must equal the groups' size; ranks_per_host is set by the caller) on
+// every group at once with `algorithm` ("auto": choose_algorithm on the first group's request on a
+// topology-free basis — the fastest registered algorithm timed on the combined schedule). A group of
+// one rank takes no time. `sim` must be bound to `topology`.
+GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
+                                  const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology);
+
+}  // namespace twinbed::sim

@@ -1,0 +1,82 @@
+// Simulating one training iteration of a Plan (core/plan.hpp) on a Topology.
+//
+// Discrete-event execution on a sim::Engine, following the Plan's execution semantics: per rank a
+// FIFO Compute stream and a FIFO Collective stream; asynchronous Send/Recv; an op starts when its
+// dependencies are done and it heads its stream's queue.
+//  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device.
+//  - A Collective starts when every member of its communicator has reached it, and lasts what the
+//    collective simulator gives for that schedule with every communicator of the same kind running it
+//    at once on the topology (group_collectives.hpp), cached per (op, group kind, bytes, algorithm).
+//    Collectives are timed in isolation: they do not contend with point-to-point traffic or with
+//    collectives of other kinds that happen to overlap in time.
+//  - A Send's message takes its solo time on the path (latency + bytes / bottleneck bandwidth: what the
+//    flow model gives a lone flow; the analytical model gives the same).
+//  - Alloc/Free change the rank's live bytes at the time they run → Trace::memory.
+//
+// Fidelity:
+//  - Full: every rank is simulated.
+//  - Representative: when the cluster is symmetric for this plan — every rank of a program sees the
+//    same collective time on each of its communicators (checked by timing every group) and the same
+//    message time to each of its peers — one rank per program (the lowest) is simulated and stands
+//    for the others (Trace::recorded_rank). Exact: equal to Full in every span of the recorded ranks.
+//    When the check fails, it falls back to Full (PlanSimStats says so).
+//  - Coarse: Representative, and in addition each run of consecutive Compute ops on the Compute
+//    stream with no other op between them in the program, where each op depends only on its
+//    predecessor in the run (nothing else can start or wait in between), runs as one op of summed
+//    duration, recorded as one span (named by the run's first op). Step time is unchanged by
+//    construction (the run's ops would have run back to back anyway); what is lost is per-kernel
+//    spans, so per-op tables merge.
+//
+// Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
+// (each distinct (op, kind, bytes) once). Not thread-safe; each call builds its own engine.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/topology.hpp"
+#include "twinbed/core/trace.hpp"
+#include "twinbed/sim/compute_model.hpp"
+
+namespace twinbed::sim {
+
+enum class Fidelity { Full, Representative, Coarse };
+// "full", "representative", "coarse"; parse throws UnknownName listing them.
+Fidelity parse_fidelity(const std::string& name);
+std::string to_string(Fidelity f);
+std::vector<std::string> fidelity_names();
+
+struct PlanSimOptions {
+  std::string network = "flow";                 // a name from network_models()
+  Fidelity fidelity = Fidelity::Representative;
+  std::string collective_algorithm = "auto";    // "auto" (choose_algorithm per request) or a registry name
+  // Compute model per rank's device; unset: roofline from the topology's DeviceSpec with
+  // default_efficiency() for its name.
+  std::optional<ComputeProfile> profile;
+  // Communication made free: collectives and messages take no time (tests of the pipeline schedule).
+  bool free_communication = false;
+  // Record spans (off: only step time and memory, for sweeps).
+  bool record_spans = true;
+};
+
+// Counters of one run, for benchmarks and summaries.
+struct PlanSimStats {
+  Fidelity fidelity_used = Fidelity::Full;   // what actually ran (Representative may fall back)
+  int simulated_ranks = 0;
+  std::int64_t ops_executed = 0;             // after coarsening
+  std::int64_t events = 0;                   // engine events
+  int collective_timings = 0;                // distinct collective timings computed
+  std::string fallback_reason;               // why Representative fell back to Full, else empty
+};
+
+// Runs one training iteration of `plan` on `topology` (ranks must match: InvalidArgument otherwise)
+// and returns its Trace: spans of the recorded ranks ordered by (rank, start), memory samples, step
+// time. Throws UnknownName for an unknown network or algorithm, Error on a deadlock (names the ops
+// left waiting).
+Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOptions& options);
+Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOptions& options, PlanSimStats& stats);
+
+}  // namespace twinbed::sim

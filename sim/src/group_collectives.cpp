@@ -1,0 +1,140 @@
+#include "twinbed/sim/group_collectives.hpp"
+
+#include <algorithm>
+
+#include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/error.hpp"
+
+namespace twinbed::sim {
+
+namespace {
+
+// The inner schedule replicated over disjoint groups; group g's local rank i is topology rank
+// groups[g][i], its chunk c is chunk g·chunks + c.
+class MappedSchedule : public Schedule {
+ public:
+  MappedSchedule(std::shared_ptr<const Schedule> inner, std::vector<std::vector<int>> groups, CollectiveRequest request,
+                 std::vector<Chunk> chunks)
+      : Schedule(request, inner->algorithm(), std::move(chunks)), inner_(std::move(inner)), groups_(std::move(groups)) {}
+
+  int num_rounds() const override { return inner_->num_rounds(); }
+  void round(int k, std::vector<Transfer>& out) const override {
+    inner_->round(k, scratch_);
+    out.clear();
+    out.reserve(scratch_.size() * groups_.size());
+    const int nchunks = static_cast<int>(inner_->chunks().size());
+    for (std::size_t g = 0; g < groups_.size(); ++g) {
+      const auto& members = groups_[g];
+      for (const Transfer& t : scratch_) {
+        out.push_back({members[static_cast<std::size_t>(t.src)], members[static_cast<std::size_t>(t.dst)],
+                       static_cast<int>(g) * nchunks + t.chunk, t.reduce});
+      }
+    }
+  }
+  int round_shape(int k) const override { return inner_->round_shape(k); }
+
+ private:
+  std::shared_ptr<const Schedule> inner_;
+  std::vector<std::vector<int>> groups_;
+  mutable std::vector<Transfer> scratch_;  // round() is called from one thread at a time
+};
+
+}  // namespace
+
+std::unique_ptr<Schedule> map_schedule(std::shared_ptr<const Schedule> inner, std::vector<std::vector<int>> groups,
+                                       int world) {
+  const int n = inner->request().ranks;
+  std::vector<char> used(static_cast<std::size_t>(std::max(world, 0)), 0);
+  for (const auto& g : groups) {
+    if (static_cast<int>(g.size()) != n) {
+      throw InvalidArgument("map_schedule: a group of " + std::to_string(g.size()) + " ranks for a schedule of " +
+                            std::to_string(n));
+    }
+    for (int r : g) {
+      if (r < 0 || r >= world) throw InvalidArgument("map_schedule: rank " + std::to_string(r) + " outside the world");
+      if (used[static_cast<std::size_t>(r)]++) {
+        throw InvalidArgument("map_schedule: rank " + std::to_string(r) + " is in two groups");
+      }
+    }
+  }
+  CollectiveRequest request = inner->request();
+  request.ranks = world;
+  request.ranks_per_host = 0;
+  std::vector<Chunk> chunks;
+  chunks.reserve(inner->chunks().size() * groups.size());
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    for (Chunk c : inner->chunks()) chunks.push_back(c);  // block ids stay the group's own
+  }
+  return std::make_unique<MappedSchedule>(std::move(inner), std::move(groups), request, std::move(chunks));
+}
+
+Time GroupTiming::max() const {
+  Time t;
+  for (Time g : group_time) t = std::max(t, g);
+  return t;
+}
+
+bool GroupTiming::uniform() const {
+  return std::all_of(group_time.begin(), group_time.end(), [&](Time t) { return t == group_time.front(); });
+}
+
+namespace {
+
+GroupTiming time_with(const Schedule& inner_ref, std::shared_ptr<const Schedule> inner,
+                      const std::vector<std::vector<int>>& groups, CollectiveSimulator& sim, const Topology& topology) {
+  GroupTiming out;
+  out.algorithm = inner_ref.algorithm();
+  auto mapped = map_schedule(std::move(inner), groups, topology.num_ranks());
+  CollectiveTiming t = sim.run(*mapped);
+  for (const auto& g : groups) {
+    Time done;
+    for (int r : g) done = std::max(done, t.rank_done[static_cast<std::size_t>(r)]);
+    out.group_time.push_back(done);
+  }
+  return out;
+}
+
+}  // namespace
+
+GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
+                                  const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology) {
+  if (request.ranks <= 1) {
+    GroupTiming out;
+    out.algorithm = algorithm;
+    out.group_time.assign(groups.size(), Time{});
+    return out;
+  }
+  const auto algorithms = collective_algorithms();
+  if (algorithm != "auto") {
+    std::shared_ptr<const Schedule> inner = build_schedule(algorithm, request);
+    return time_with(*inner, inner, groups, sim, topology);
+  }
+  // "auto": the fastest registered algorithm for this op on the first group alone (the same rule as
+  // choose_algorithm), then timed on every group at once. Choosing on one group keeps the cost at one
+  // whole-cluster timing instead of one per algorithm, which on thousands of ranks is most of the run.
+  GroupTiming best;
+  bool found = false;
+  Time best_alone = Time::max();
+  std::shared_ptr<const Schedule> chosen;
+  for (const auto& entry : algorithms.entries()) {
+    if (!entry.value.ops.count(request.op)) continue;
+    if (entry.name == "direct" && request.ranks > 64) continue;
+    std::shared_ptr<const Schedule> inner;
+    try {
+      inner = entry.value.build(request);
+    } catch (const InvalidArgument&) {
+      continue;  // e.g. hierarchical without a usable host grouping
+    }
+    const Time alone = time_with(*inner, inner, {groups.front()}, sim, topology).max();
+    if (alone < best_alone) {
+      best_alone = alone;
+      chosen = inner;
+      found = true;
+    }
+  }
+  if (found) best = time_with(*chosen, chosen, groups, sim, topology);
+  if (!found) throw InvalidArgument("no collective algorithm implements op '" + to_string(request.op) + "'");
+  return best;
+}
+
+}  // namespace twinbed::sim

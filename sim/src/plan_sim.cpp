@@ -1,0 +1,642 @@
+#include "twinbed/sim/plan_sim.hpp"
+
+#include <algorithm>
+#include <map>
+#include <unordered_map>
+
+#include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/sim/collective_sim.hpp"
+#include "twinbed/sim/engine.hpp"
+#include "twinbed/sim/group_collectives.hpp"
+#include "twinbed/sim/network.hpp"
+
+namespace twinbed::sim {
+
+Fidelity parse_fidelity(const std::string& name) {
+  if (name == "full") return Fidelity::Full;
+  if (name == "representative") return Fidelity::Representative;
+  if (name == "coarse") return Fidelity::Coarse;
+  throw UnknownName("fidelity", name, fidelity_names());
+}
+
+std::string to_string(Fidelity f) {
+  switch (f) {
+    case Fidelity::Full: return "full";
+    case Fidelity::Representative: return "representative";
+    case Fidelity::Coarse: return "coarse";
+  }
+  return "full";
+}
+
+std::vector<std::string> fidelity_names() { return {"full", "representative", "coarse"}; }
+
+namespace {
+
+std::uint64_t mix(std::uint64_t h, std::uint64_t v) {
+  std::uint64_t z = h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// A program prepared for execution on one kind of device: durations resolved, dependents and stream
+// successors in one CSR list, optionally coarsened.
+struct ExecOp {
+  OpKind kind = OpKind::Compute;
+  StreamKind stream = StreamKind::Compute;
+  SpanKind span = SpanKind::Other;
+  GroupKind group = GroupKind::Tp;
+  CollectiveOp collective = CollectiveOp::AllReduce;
+  std::int32_t micro_batch = -1;
+  std::uint32_t name = 0;
+  std::int32_t peer_offset = 0;
+  std::int64_t tag = 0;
+  Bytes bytes = 0;
+  Time duration;          // Compute only
+  double flops = 0;       // Compute only
+  std::uint32_t waits = 0;  // deps + stream predecessor
+};
+
+struct ExecProgram {
+  std::vector<ExecOp> ops;
+  std::vector<std::uint32_t> next_begin;  // CSR: ops released when op i completes
+  std::vector<std::uint32_t> next;
+  std::int64_t original_ops = 0;
+};
+
+bool fifo(StreamKind s) { return s != StreamKind::P2P; }
+
+ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile& profile, bool coarse) {
+  const std::size_t n = prog.ops.size();
+  // Dependents of each op in the original program, to find what may merge.
+  std::vector<std::uint32_t> out_degree(n, 0);
+  for (std::uint32_t d : prog.deps) ++out_degree[d];
+
+  // map[i]: the exec op that original op i belongs to.
+  std::vector<std::uint32_t> map(n);
+  ExecProgram ex;
+  ex.original_ops = static_cast<std::int64_t>(n);
+  ex.ops.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const PlanOp& op = prog.ops[i];
+    // A compute op joins the run of the op just before it when both are Compute ops on the Compute
+    // stream, it waits on nothing but that op, and nothing else waits on that op: then nothing can
+    // start, end or wait between the two, and running them as one op of summed duration is exact.
+    const bool mergeable = coarse && i > 0 && op.kind == OpKind::Compute && op.stream == StreamKind::Compute &&
+                           prog.ops[i - 1].kind == OpKind::Compute && prog.ops[i - 1].stream == StreamKind::Compute &&
+                           out_degree[i - 1] <= 1 &&
+                           (prog.num_deps(i) == 0 || (prog.num_deps(i) == 1 && prog.deps_of(i)[0] == i - 1));
+    Time dur;
+    double flops = 0;
+    if (op.kind == OpKind::Compute) {
+      const OpCost& c = plan.costs.at(static_cast<std::size_t>(op.cost));
+      dur = op_time(c, profile);
+      flops = c.flops;
+    }
+    if (mergeable) {
+      ExecOp& last = ex.ops.back();
+      last.duration += dur;
+      last.flops += flops;
+      if (last.micro_batch != op.micro_batch) last.micro_batch = -1;
+      map[i] = static_cast<std::uint32_t>(ex.ops.size() - 1);
+      continue;
+    }
+    ExecOp e;
+    e.kind = op.kind;
+    e.stream = op.stream;
+    e.span = op.span;
+    e.group = op.group;
+    e.collective = op.collective;
+    e.micro_batch = op.micro_batch;
+    e.name = op.name;
+    e.peer_offset = op.peer_offset;
+    e.tag = op.tag;
+    e.bytes = op.kind == OpKind::Free ? -op.bytes : op.bytes;
+    e.duration = dur;
+    e.flops = flops;
+    map[i] = static_cast<std::uint32_t>(ex.ops.size());
+    ex.ops.push_back(e);
+  }
+
+  // Edges between exec ops: explicit deps (deduplicated, self-edges of merged runs dropped) and the
+  // FIFO stream order.
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> edges;  // (from, to)
+  edges.reserve(prog.deps.size() + ex.ops.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t k = 0; k < prog.num_deps(i); ++k) {
+      const std::uint32_t from = map[prog.deps_of(i)[k]], to = map[i];
+      if (from != to) edges.emplace_back(from, to);
+    }
+  }
+  std::uint32_t last_on[3] = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
+  for (std::uint32_t j = 0; j < ex.ops.size(); ++j) {
+    const auto s = static_cast<std::size_t>(ex.ops[j].stream);
+    if (!fifo(ex.ops[j].stream)) continue;
+    if (last_on[s] != UINT32_MAX) edges.emplace_back(last_on[s], j);
+    last_on[s] = j;
+  }
+  std::sort(edges.begin(), edges.end());
+  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+  ex.next_begin.assign(ex.ops.size() + 1, 0);
+  for (const auto& [from, to] : edges) {
+    ++ex.next_begin[from + 1];
+    ++ex.ops[to].waits;
+  }
+  for (std::size_t j = 0; j < ex.ops.size(); ++j) ex.next_begin[j + 1] += ex.next_begin[j];
+  ex.next.resize(edges.size());
+  for (std::size_t k = 0; k < edges.size(); ++k) ex.next[k] = edges[k].second;  // sorted by from
+  return ex;
+}
+
+struct CollKey {
+  CollectiveOp op;
+  GroupKind group;
+  Bytes bytes;
+  bool operator<(const CollKey& o) const {
+    return std::tie(op, group, bytes) < std::tie(o.op, o.group, o.bytes);
+  }
+};
+
+// Consecutive members of a group that share a host, when the group is host-aligned; else 1.
+int group_ranks_per_host(const std::vector<int>& members, const Topology& topo) {
+  const int n = static_cast<int>(members.size());
+  int k = 0;
+  while (k < n && topo.host_of_rank(members[static_cast<std::size_t>(k)]) == topo.host_of_rank(members[0])) ++k;
+  if (n % k != 0) return 1;
+  for (int b = 0; b < n; b += k) {
+    const int host = topo.host_of_rank(members[static_cast<std::size_t>(b)]);
+    for (int i = b; i < b + k; ++i) {
+      if (topo.host_of_rank(members[static_cast<std::size_t>(i)]) != host) return 1;
+    }
+    if (b > 0 && host == topo.host_of_rank(members[static_cast<std::size_t>(b - 1)])) return 1;
+  }
+  return k;
+}
+
+class PlanRun {
+ public:
+  PlanRun(const Plan& plan, const Topology& topo, const PlanSimOptions& opt, PlanSimStats& stats)
+      : plan_(plan), topo_(topo), opt_(opt), stats_(stats), routes_(topo) {}
+
+  Trace run();
+
+ private:
+  struct RankState {
+    int rank = 0;
+    const ExecProgram* prog = nullptr;
+    std::vector<std::uint32_t> waits;
+    std::vector<char> finished;
+    std::size_t done = 0;
+    Bytes live = 0;
+    std::vector<MemorySample> samples;
+  };
+  struct MsgKey {
+    int dst, src;
+    std::int64_t tag;
+    bool operator==(const MsgKey&) const = default;
+  };
+  struct MsgHash {
+    std::size_t operator()(const MsgKey& k) const {
+      return mix(mix(static_cast<std::uint64_t>(k.dst), static_cast<std::uint64_t>(k.src)), static_cast<std::uint64_t>(k.tag));
+    }
+  };
+  struct Msg {
+    bool arrived = false;
+    int waiting_rank = -1;  // simulated-rank index of a Recv waiting for it
+    std::uint32_t waiting_op = 0;
+  };
+  struct Instance {
+    int arrived = 0;
+    std::vector<std::pair<int, std::uint32_t>> members;  // (simulated-rank index, op)
+  };
+
+  void time_collectives();
+  bool check_symmetry(std::string& why);
+  Time p2p_time(int src, int dst, Bytes bytes);
+  void start(int si, std::uint32_t op);
+  void complete(int si, std::uint32_t op);
+  void drain();
+  void record(int si, const ExecOp& op, Time start, Time end);
+  void memory(int si, Bytes delta);
+
+  const Plan& plan_;
+  const Topology& topo_;
+  const PlanSimOptions& opt_;
+  PlanSimStats& stats_;
+  RouteCache routes_;
+  Engine engine_;
+  std::map<CollKey, std::vector<Time>> coll_time_;        // per group id of the key's kind
+  std::unordered_map<std::uint64_t, Time> p2p_cache_;
+  std::vector<ExecProgram> exec_;                          // per (program, device kind)
+  std::vector<RankState> ranks_;                           // simulated ranks
+  std::vector<int> sim_index_;                             // per rank: index in ranks_, or -1
+  std::vector<int> rep_of_;                                // per rank: the simulated rank standing for it
+  std::vector<std::vector<int>> sim_in_group_;             // per kind, per group: simulated members
+  std::unordered_map<MsgKey, Msg, MsgHash> msgs_;
+  std::unordered_map<std::uint64_t, Instance> instances_;
+  std::vector<std::pair<int, std::uint32_t>> ready_;       // worklist of ops to start now
+  std::vector<Span> spans_;
+  Time end_;
+};
+
+Time PlanRun::p2p_time(int src, int dst, Bytes bytes) {
+  if (opt_.free_communication || src == dst) return Time{};
+  const std::uint64_t key = mix(mix(static_cast<std::uint64_t>(src), static_cast<std::uint64_t>(dst)), static_cast<std::uint64_t>(bytes));
+  auto it = p2p_cache_.find(key);
+  if (it != p2p_cache_.end()) return it->second;
+  // A lone flow: what both network models give one message on an idle path.
+  const Path& path = routes_.path(src, dst);
+  const Time t = topo_.path_latency(path) + transfer_time(bytes, topo_.path_bandwidth(path));
+  p2p_cache_.emplace(key, t);
+  return t;
+}
+
+void PlanRun::time_collectives() {
+  // Every distinct (op, kind, bytes) the programs issue, and which programs issue it.
+  std::map<CollKey, std::vector<char>> keys;
+  for (std::size_t p = 0; p < plan_.programs.size(); ++p) {
+    for (const PlanOp& op : plan_.programs[p].ops) {
+      if (op.kind != OpKind::Collective) continue;
+      auto& users = keys[{op.collective, op.group, op.bytes}];
+      users.resize(plan_.programs.size(), 0);
+      users[p] = 1;
+    }
+  }
+  if (opt_.free_communication) {
+    for (const auto& [key, users] : keys) {
+      coll_time_[key].assign(plan_.group_set(key.group).members.size(), Time{});
+    }
+    return;
+  }
+  CollectiveSimulator sim(topo_, opt_.network);
+  for (const auto& [key, users] : keys) {
+    const GroupSet& set = plan_.group_set(key.group);
+    // The groups that run it: those whose members run a program that issues it; all at once.
+    std::vector<std::vector<int>> groups;
+    std::vector<int> ids;
+    for (std::size_t g = 0; g < set.members.size(); ++g) {
+      const auto& mem = set.members[g];
+      if (mem.empty() || !users[static_cast<std::size_t>(plan_.program_of_rank[static_cast<std::size_t>(mem[0])])]) continue;
+      groups.push_back(mem);
+      ids.push_back(static_cast<int>(g));
+    }
+    std::vector<Time>& times = coll_time_[key];
+    times.assign(set.members.size(), Time{});
+    if (groups.empty()) continue;
+    CollectiveRequest req;
+    req.op = key.op;
+    req.ranks = static_cast<int>(groups[0].size());
+    req.bytes = key.bytes;
+    req.ranks_per_host = group_ranks_per_host(groups[0], topo_);
+    GroupTiming t = time_group_collective(req, groups, opt_.collective_algorithm, sim, topo_);
+    ++stats_.collective_timings;
+    for (std::size_t i = 0; i < ids.size(); ++i) times[static_cast<std::size_t>(ids[i])] = t.group_time[i];
+  }
+}
+
+bool PlanRun::check_symmetry(std::string& why) {
+  const int world = plan_.world_size();
+  std::vector<int> lowest(plan_.programs.size(), -1);
+  for (int r = 0; r < world; ++r) {
+    int& l = lowest[static_cast<std::size_t>(plan_.program_of_rank[static_cast<std::size_t>(r)])];
+    if (l < 0) l = r;
+  }
+  for (int r = 0; r < world; ++r) {
+    const int p = plan_.program_of_rank[static_cast<std::size_t>(r)];
+    const int rep = lowest[static_cast<std::size_t>(p)];
+    if (r == rep) continue;
+    if (!(topo_.device(r) == topo_.device(rep))) {
+      why = "ranks " + std::to_string(rep) + " and " + std::to_string(r) + " run one program on different devices";
+      return false;
+    }
+  }
+  // Point-to-point: every rank of a program must reach the same peer program in the same time as its
+  // representative, and the representative's peer must be that program's representative.
+  for (std::size_t p = 0; p < plan_.programs.size(); ++p) {
+    std::map<std::pair<std::int32_t, Bytes>, bool> seen;
+    for (const PlanOp& op : plan_.programs[p].ops) {
+      if (op.kind != OpKind::Send) continue;
+      if (!seen.emplace(std::make_pair(op.peer_offset, op.bytes), true).second) continue;
+      const int rep = lowest[p];
+      const int rep_peer = rep + op.peer_offset;
+      const int peer_prog = plan_.program_of_rank[static_cast<std::size_t>(rep_peer)];
+      if (lowest[static_cast<std::size_t>(peer_prog)] != rep_peer) {
+        why = "rank " + std::to_string(rep) + "'s peer " + std::to_string(rep_peer) + " is not its program's lowest rank";
+        return false;
+      }
+      const Time t = p2p_time(rep, rep_peer, op.bytes);
+      for (int r = 0; r < world; ++r) {
+        if (plan_.program_of_rank[static_cast<std::size_t>(r)] != static_cast<int>(p)) continue;
+        const int peer = r + op.peer_offset;
+        if (plan_.program_of_rank[static_cast<std::size_t>(peer)] != peer_prog) {
+          why = "ranks of program " + std::to_string(p) + " send to different programs";
+          return false;
+        }
+        if (p2p_time(r, peer, op.bytes) != t) {
+          why = "message " + std::to_string(r) + "->" + std::to_string(peer) + " takes a different time than " +
+                std::to_string(rep) + "->" + std::to_string(rep_peer);
+          return false;
+        }
+      }
+    }
+  }
+  // Collectives: every group that runs a key takes the same time.
+  for (const auto& [key, times] : coll_time_) {
+    const GroupSet& set = plan_.group_set(key.group);
+    Time first = Time::max();
+    for (std::size_t g = 0; g < set.members.size(); ++g) {
+      if (set.members[g].empty()) continue;
+      const int p = plan_.program_of_rank[static_cast<std::size_t>(set.members[g][0])];
+      bool uses = false;
+      for (const PlanOp& op : plan_.programs[static_cast<std::size_t>(p)].ops) {
+        if (op.kind == OpKind::Collective && op.group == key.group && op.collective == key.op && op.bytes == key.bytes) {
+          uses = true;
+          break;
+        }
+      }
+      if (!uses) continue;
+      if (first == Time::max()) first = times[g];
+      if (times[g] != first) {
+        why = to_string(key.group) + " " + to_string(key.op) + " of " + std::to_string(key.bytes) +
+              " bytes takes different times on different groups";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+void PlanRun::memory(int si, Bytes delta) {
+  RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  rs.live += delta;
+  const Time now = engine_.now();
+  if (!rs.samples.empty() && rs.samples.back().time == now) {
+    rs.samples.back().bytes = rs.live;
+  } else {
+    rs.samples.push_back({rs.rank, now, rs.live});
+  }
+}
+
+void PlanRun::record(int si, const ExecOp& op, Time start_time, Time end_time) {
+  end_ = std::max(end_, end_time);
+  if (!opt_.record_spans) return;
+  Span s;
+  s.rank = ranks_[static_cast<std::size_t>(si)].rank;
+  s.stream = op.stream;
+  s.kind = op.span;
+  s.name = op.name;
+  s.start = start_time;
+  s.end = end_time;
+  s.micro_batch = op.micro_batch;
+  if (op.kind == OpKind::Compute) {
+    s.flops = op.flops;
+  } else {
+    s.bytes = op.bytes;
+  }
+  spans_.push_back(s);
+}
+
+void PlanRun::start(int si, std::uint32_t i) {
+  RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  const ExecOp& op = rs.prog->ops[i];
+  const Time now = engine_.now();
+  switch (op.kind) {
+    case OpKind::Compute:
+      engine_.schedule_after(op.duration, [this, si, i] { complete(si, i); });
+      return;
+    case OpKind::Alloc:
+    case OpKind::Free:
+      memory(si, op.bytes);
+      complete(si, i);
+      return;
+    case OpKind::Send: {
+      const int peer = rs.rank + op.peer_offset;
+      const int dst = rep_of_[static_cast<std::size_t>(peer)];
+      const Time dur = p2p_time(rs.rank, dst, op.bytes);
+      const int dsi = sim_index_[static_cast<std::size_t>(dst)];
+      const std::int64_t tag = op.tag;
+      const int src = rs.rank;
+      engine_.schedule_after(dur, [this, si, i, dsi, src, tag, now] {
+        const ExecOp& o = ranks_[static_cast<std::size_t>(si)].prog->ops[i];
+        record(si, o, now, engine_.now());
+        Msg& m = msgs_[{dsi, src, tag}];
+        m.arrived = true;
+        if (m.waiting_rank >= 0) {
+          const int wr = m.waiting_rank;
+          const std::uint32_t wo = m.waiting_op;
+          msgs_.erase({dsi, src, tag});
+          complete(wr, wo);
+        }
+        complete(si, i);
+        drain();
+      });
+      return;
+    }
+    case OpKind::Recv: {
+      // The sender is the representative of rank + offset (itself in Full fidelity).
+      const int src = rep_of_[static_cast<std::size_t>(rs.rank + op.peer_offset)];
+      const MsgKey key{si, src, op.tag};
+      auto it = msgs_.find(key);
+      if (it != msgs_.end() && it->second.arrived) {
+        msgs_.erase(it);
+        complete(si, i);
+      } else {
+        Msg& m = msgs_[key];
+        m.waiting_rank = si;
+        m.waiting_op = i;
+      }
+      return;
+    }
+    case OpKind::Collective: {
+      const GroupSet& set = plan_.group_set(op.group);
+      const int gid = set.group_of_rank[static_cast<std::size_t>(rs.rank)];
+      const int expected = sim_in_group_[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(gid)];
+      const Time dur = coll_time_.at({op.collective, op.group, op.bytes})[static_cast<std::size_t>(gid)];
+      auto finish_all = [this, dur, now](std::vector<std::pair<int, std::uint32_t>> members) {
+        engine_.schedule_after(dur, [this, members = std::move(members), now] {
+          for (const auto& [m, o] : members) {
+            record(m, ranks_[static_cast<std::size_t>(m)].prog->ops[o], now, engine_.now());
+            complete(m, o);
+          }
+          drain();
+        });
+      };
+      if (expected <= 1) {
+        finish_all({{si, i}});
+        return;
+      }
+      const std::uint64_t key =
+          mix(mix(static_cast<std::uint64_t>(op.group), static_cast<std::uint64_t>(gid)), static_cast<std::uint64_t>(op.tag));
+      Instance& inst = instances_[key];
+      inst.members.emplace_back(si, i);
+      if (++inst.arrived == expected) {
+        auto members = std::move(inst.members);
+        instances_.erase(key);
+        finish_all(std::move(members));
+      }
+      return;
+    }
+  }
+}
+
+void PlanRun::complete(int si, std::uint32_t i) {
+  RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  const ExecProgram& p = *rs.prog;
+  const ExecOp& op = p.ops[i];
+  if (op.kind == OpKind::Compute) record(si, op, engine_.now() - op.duration, engine_.now());
+  ++rs.done;
+  rs.finished[i] = 1;
+  for (std::uint32_t k = p.next_begin[i]; k < p.next_begin[i + 1]; ++k) {
+    const std::uint32_t j = p.next[k];
+    if (--rs.waits[j] == 0) ready_.emplace_back(si, j);
+  }
+  if (op.kind == OpKind::Compute) drain();
+}
+
+void PlanRun::drain() {
+  while (!ready_.empty()) {
+    auto [si, j] = ready_.back();
+    ready_.pop_back();
+    start(si, j);
+  }
+}
+
+Trace PlanRun::run() {
+  const int world = plan_.world_size();
+  if (topo_.num_ranks() != world) {
+    throw InvalidArgument("simulate_plan: the plan has " + std::to_string(world) + " ranks, the topology " +
+                          std::to_string(topo_.num_ranks()));
+  }
+  network_models().get(opt_.network);  // UnknownName early
+  if (opt_.collective_algorithm != "auto") {
+    const auto algorithms = collective_algorithms();
+    algorithms.get(opt_.collective_algorithm);  // UnknownName listing the algorithms
+  }
+
+  time_collectives();
+
+  // Which ranks to simulate.
+  std::vector<int> simulated;
+  rep_of_.assign(static_cast<std::size_t>(world), 0);
+  stats_.fidelity_used = Fidelity::Full;
+  if (opt_.fidelity != Fidelity::Full) {
+    std::string why;
+    if (check_symmetry(why)) {
+      stats_.fidelity_used = opt_.fidelity;
+      std::vector<int> lowest(plan_.programs.size(), -1);
+      for (int r = 0; r < world; ++r) {
+        int& l = lowest[static_cast<std::size_t>(plan_.program_of_rank[static_cast<std::size_t>(r)])];
+        if (l < 0) {
+          l = r;
+          simulated.push_back(r);
+        }
+        rep_of_[static_cast<std::size_t>(r)] = l;
+      }
+    } else {
+      stats_.fallback_reason = why;
+    }
+  }
+  if (stats_.fidelity_used == Fidelity::Full) {
+    simulated.clear();
+    for (int r = 0; r < world; ++r) {
+      simulated.push_back(r);
+      rep_of_[static_cast<std::size_t>(r)] = r;
+    }
+  }
+  stats_.simulated_ranks = static_cast<int>(simulated.size());
+  sim_index_.assign(static_cast<std::size_t>(world), -1);
+  for (std::size_t i = 0; i < simulated.size(); ++i) sim_index_[static_cast<std::size_t>(simulated[i])] = static_cast<int>(i);
+  sim_in_group_.assign(kGroupKinds, {});
+  for (int g = 0; g < kGroupKinds; ++g) {
+    const GroupSet& set = plan_.groups[static_cast<std::size_t>(g)];
+    auto& counts = sim_in_group_[static_cast<std::size_t>(g)];
+    counts.assign(set.members.size(), 0);
+    for (int r : simulated) {
+      const int id = set.group_of_rank[static_cast<std::size_t>(r)];
+      if (id >= 0) ++counts[static_cast<std::size_t>(id)];
+    }
+  }
+
+  // Executable programs, one per (program, device): durations depend on the device.
+  std::map<std::pair<int, std::string>, std::size_t> exec_of;
+  std::vector<std::size_t> exec_index(simulated.size());
+  const bool coarse = stats_.fidelity_used == Fidelity::Coarse;
+  exec_.reserve(simulated.size());
+  for (std::size_t i = 0; i < simulated.size(); ++i) {
+    const int r = simulated[i];
+    const int p = plan_.program_of_rank[static_cast<std::size_t>(r)];
+    const DeviceSpec& dev = topo_.device(r);
+    auto [it, fresh] = exec_of.emplace(std::make_pair(p, dev.name), exec_.size());
+    if (fresh) {
+      const ComputeProfile prof = opt_.profile ? *opt_.profile : roofline_profile(dev);
+      exec_.push_back(prepare(plan_, plan_.programs[static_cast<std::size_t>(p)], prof, coarse));
+    }
+    exec_index[i] = it->second;
+  }
+  ranks_.resize(simulated.size());
+  for (std::size_t i = 0; i < simulated.size(); ++i) {
+    RankState& rs = ranks_[i];
+    rs.rank = simulated[i];
+    rs.prog = &exec_[exec_index[i]];
+    rs.waits.resize(rs.prog->ops.size());
+    rs.finished.assign(rs.prog->ops.size(), 0);
+    for (std::size_t j = 0; j < rs.prog->ops.size(); ++j) rs.waits[j] = rs.prog->ops[j].waits;
+    stats_.ops_executed += static_cast<std::int64_t>(rs.prog->ops.size());
+  }
+
+  // Run: every rank's ops without waits start at time 0.
+  for (std::size_t i = 0; i < ranks_.size(); ++i) {
+    for (std::uint32_t j = 0; j < ranks_[i].prog->ops.size(); ++j) {
+      if (ranks_[i].waits[j] == 0) ready_.emplace_back(static_cast<int>(i), j);
+    }
+  }
+  std::reverse(ready_.begin(), ready_.end());
+  drain();
+  engine_.run();
+  stats_.events = static_cast<std::int64_t>(engine_.events_run());
+
+  for (const RankState& rs : ranks_) {
+    if (rs.done == rs.prog->ops.size()) continue;
+    std::string msg = "simulate_plan: deadlock on rank " + std::to_string(rs.rank) + ": ops left waiting:";
+    int shown = 0;
+    for (std::size_t j = 0; j < rs.prog->ops.size() && shown < 4; ++j) {
+      if (rs.waits[j] != 0 || rs.finished[j]) continue;  // started, never finished
+      msg += " " + plan_.names[rs.prog->ops[j].name] + "(" + to_string(rs.prog->ops[j].kind) + ")";
+      ++shown;
+    }
+    throw Error(msg);
+  }
+
+  Trace trace;
+  trace.backend = "sim";
+  trace.world_size = world;
+  trace.recorded_rank = rep_of_;
+  trace.names = plan_.names;
+  // Canonical order, independent of the order same-time events happened to run in.
+  std::sort(spans_.begin(), spans_.end(), [](const Span& a, const Span& b) {
+    return std::tie(a.rank, a.start, a.end, a.stream, a.name, a.micro_batch) <
+           std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch);
+  });
+  trace.spans = std::move(spans_);
+  for (RankState& rs : ranks_) {  // ranks_ is in rank order
+    trace.memory.insert(trace.memory.end(), rs.samples.begin(), rs.samples.end());
+  }
+  trace.step_time = end_;
+  return trace;
+}
+
+}  // namespace
+
+Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOptions& options, PlanSimStats& stats) {
+  stats = PlanSimStats{};
+  PlanRun run(plan, topology, options, stats);
+  return run.run();
+}
+
+Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOptions& options) {
+  PlanSimStats stats;
+  return simulate_plan(plan, topology, options, stats);
+}
+
+}  // namespace twinbed::sim

@@ -1,0 +1,286 @@
+// Experiment configs: a valid config parses to the expected values, every kind of bad input is a
+// ConfigError whose path names the offending field, resolved() round-trips, sweeps expand to the
+// Cartesian product with stable ids.
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/experiment.hpp"
+
+namespace twinbed {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+const fs::path kData = fs::path(TWINBED_TEST_DATA_DIR) / "experiments";
+
+json small_config() {
+  return json::parse(R"({
+    "name": "small",
+    "cluster": {"topology": "fat-tree", "ranks": 16, "gpus_per_node": 8, "device": "a100"},
+    "model": {"name": "tiny", "layers": 4, "hidden": 256, "heads": 4, "seq_len": 128, "vocab": 1024},
+    "layout": {"dp": "auto", "tp": 2, "pp": 2, "global_batch": 16},
+    "simulation": {"network": "analytical"}
+  })");
+}
+
+// The path of the ConfigError `config` raises (fails the test when none is raised).
+std::string error_path(const json& config, std::string* message = nullptr) {
+  try {
+    experiment_from_json(config, kData);
+  } catch (const ConfigError& e) {
+    if (message) *message = e.what();
+    return e.path();
+  }
+  ADD_FAILURE() << "no ConfigError for " << config.dump();
+  return "";
+}
+
+TEST(Experiment, ParsesAValidConfigWithDefaults) {
+  const Experiment e = experiment_from_json(small_config(), kData);
+  EXPECT_EQ(e.name, "small");
+  EXPECT_EQ(e.cluster.topology, "fat-tree");
+  EXPECT_FALSE(e.cluster.topology_is_file);
+  EXPECT_EQ(e.cluster.ranks, 16);
+  EXPECT_EQ(e.cluster.device, "a100");
+  EXPECT_EQ(e.model.layers, 4);
+  EXPECT_EQ(e.layout.dp, 4);  // "auto": 16 / (2·2)
+  EXPECT_EQ(e.layout.tp, 2);
+  EXPECT_EQ(e.layout.pp, 2);
+  EXPECT_TRUE(e.techniques.empty());
+  EXPECT_EQ(e.backends, std::vector<std::string>{"sim"});
+  EXPECT_EQ(e.simulation.network, "analytical");
+  EXPECT_EQ(e.simulation.fidelity, "representative");
+  EXPECT_EQ(e.simulation.collective_algorithm, "auto");
+  EXPECT_EQ(e.output, "results/small");
+  EXPECT_EQ(build_topology(e.cluster).num_ranks(), 16);
+}
+
+TEST(Experiment, ResolvedRoundTrips) {
+  const Experiment e = experiment_from_json(small_config(), kData);
+  const json r = resolved(e);
+  EXPECT_EQ(r["layout"]["dp"], 4);
+  EXPECT_EQ(r["simulation"]["fidelity"], "representative");
+  EXPECT_EQ(r["output"], "results/small");
+  EXPECT_FALSE(r.contains("sweep"));
+  EXPECT_EQ(experiment_from_json(r, "/"), e);
+}
+
+TEST(Experiment, LoadsAFileAndResolvesRelativeTopologyPaths) {
+  const Experiment e = load_experiment(kData / "file_topology.json");
+  EXPECT_TRUE(e.cluster.topology_is_file);
+  EXPECT_TRUE(fs::path(e.cluster.topology).is_absolute());
+  EXPECT_EQ(fs::path(e.cluster.topology).filename(), "two_hosts.json");
+  EXPECT_EQ(e.layout.dp, 2);
+  // The resolved form runs from anywhere: the path is absolute.
+  EXPECT_EQ(experiment_from_json(resolved(e), "/tmp"), e);
+}
+
+TEST(Experiment, UnknownKeysAreErrorsNamingThePath) {
+  json c = small_config();
+  c["clustre"] = json::object();
+  std::string msg;
+  EXPECT_EQ(error_path(c, &msg), "/clustre");
+  EXPECT_NE(msg.find("accepted keys here"), std::string::npos) << msg;
+
+  c = small_config();
+  c["cluster"]["bandwidth_Gbps"] = 50;
+  EXPECT_EQ(error_path(c), "/cluster/bandwidth_Gbps");
+  c = small_config();
+  c["layout"]["micro_batchs"] = 2;
+  EXPECT_EQ(error_path(c), "/layout/micro_batchs");
+  c = small_config();
+  c["simulation"]["fidelty"] = "full";
+  EXPECT_EQ(error_path(c), "/simulation/fidelty");
+}
+
+TEST(Experiment, WrongTypesAndRangesAreErrors) {
+  json c = small_config();
+  c["cluster"]["ranks"] = "16";
+  EXPECT_EQ(error_path(c), "/cluster/ranks");
+  c = small_config();
+  c["cluster"]["oversubscription"] = 0.5;
+  EXPECT_EQ(error_path(c), "/cluster/oversubscription");
+  c = small_config();
+  c["model"]["hidden"] = -1;
+  EXPECT_EQ(error_path(c), "/model/hidden");
+  c = small_config();
+  c["name"] = 3;
+  EXPECT_EQ(error_path(c), "/name");
+  c = small_config();
+  c["name"] = "a/b";
+  EXPECT_EQ(error_path(c), "/name");
+  c = small_config();
+  c["output"] = "";
+  EXPECT_EQ(error_path(c), "/output");
+  c = small_config();
+  c["layout"]["dp"] = "fill";
+  EXPECT_EQ(error_path(c), "/layout/dp");
+  c = small_config();
+  c["layout"]["tp"] = 3;  // 16 ranks are not a multiple of tp·pp = 6
+  EXPECT_EQ(error_path(c), "/layout/dp");
+  c = small_config();
+  c.erase("model");
+  EXPECT_EQ(error_path(c), "/model");
+  c = small_config();
+  c["simulation"]["network"] = "fluid";
+  std::string msg;
+  EXPECT_EQ(error_path(c, &msg), "/simulation/network");
+  EXPECT_NE(msg.find("flow, analytical"), std::string::npos) << msg;
+  c = small_config();
+  c["cluster"]["device"] = "v100";
+  EXPECT_EQ(error_path(c), "/cluster/device");
+}
+
+TEST(Experiment, ClusterErrors) {
+  json c = small_config();
+  c["cluster"]["topology"] = "nosuch";
+  std::string msg;
+  EXPECT_EQ(error_path(c, &msg), "/cluster/topology");
+  EXPECT_NE(msg.find("fat-tree"), std::string::npos) << msg;  // lists the presets
+  c = small_config();
+  c["cluster"]["dims"] = json::array({4, 4});  // fat-tree takes no dims
+  EXPECT_EQ(error_path(c), "/cluster");
+  c = small_config();
+  c["cluster"] = {{"topology", "../topologies/two_hosts.json"}, {"ranks", 4}};  // no overrides on a file
+  EXPECT_EQ(error_path(c), "/cluster/ranks");
+  c = small_config();
+  c["cluster"]["profile"] = "no-such-profile.json";
+  EXPECT_EQ(error_path(c), "/cluster/profile");
+}
+
+TEST(Experiment, TechniquesAndBackends) {
+  json c = small_config();
+  c["techniques"] = json::array({"lora"});
+  std::string msg;
+  EXPECT_EQ(error_path(c, &msg), "/techniques/0");
+  EXPECT_NE(msg.find("accepted: none yet"), std::string::npos) << msg;
+  c["techniques"] = json::array();
+  EXPECT_NO_THROW(experiment_from_json(c, kData));
+
+  c = small_config();
+  c["backends"] = json::array({"sim", "real"});
+  EXPECT_EQ(error_path(c, &msg), "/backends/1");
+  EXPECT_NE(msg.find("not available"), std::string::npos) << msg;
+  c["backends"] = json::array({"gpu"});
+  EXPECT_EQ(error_path(c, &msg), "/backends/0");
+  EXPECT_NE(msg.find("accepted: sim"), std::string::npos) << msg;
+  c["backends"] = json::array();
+  EXPECT_EQ(error_path(c), "/backends");
+}
+
+TEST(Experiment, ImpossibleLayoutNamesTheLayoutField) {
+  EXPECT_THROW(load_experiment(kData / "bad_layout.json"), ConfigError);
+  try {
+    load_experiment(kData / "bad_layout.json");
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path().rfind("/layout/", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bad_layout.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Experiment, FileErrorsNameTheFile) {
+  try {
+    load_experiment(kData / "nonexistent.json");
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(e.path().find("nonexistent.json"), std::string::npos);
+  }
+  try {
+    load_experiment(kData / "unknown_key.json");
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/layout/micro_batchs");
+    EXPECT_NE(std::string(e.what()).find("unknown_key.json"), std::string::npos);
+  }
+}
+
+// Every shipped example parses, so none of them rots.
+TEST(Experiment, EveryExampleInExperimentsParses) {
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(TWINBED_SOURCE_DIR) / "experiments")) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().string());
+    const Experiment e = load_experiment(entry.path());
+    EXPECT_EQ(e.name, entry.path().stem().string());  // the file name is the experiment's name
+    EXPECT_FALSE(expand_sweep(read_config_file(entry.path()), entry.path().parent_path()).empty());
+    ++n;
+  }
+  EXPECT_GE(n, 6);
+}
+
+TEST(Sweep, NoSweepIsOneBasePoint) {
+  const auto points = expand_sweep(small_config(), kData);
+  ASSERT_EQ(points.size(), 1u);
+  EXPECT_EQ(points[0].id, "base");
+  EXPECT_EQ(points[0].config, small_config());
+}
+
+TEST(Sweep, CartesianProductFirstAxisSlowest) {
+  json c = small_config();
+  c["sweep"] = json::parse(R"({"/layout/pp": [1, 2, 4], "/layout/micro_batch": [1, 2], "/simulation/network": ["flow"]})");
+  const auto axes = sweep_axes(c, kData);
+  ASSERT_EQ(axes.size(), 3u);
+  const auto points = expand_sweep(c, kData);
+  ASSERT_EQ(points.size(), 6u);
+  // nlohmann's object keeps keys sorted: /layout/micro_batch, /layout/pp, /simulation/network.
+  EXPECT_EQ(points[0].id, "layout.micro_batch=1,layout.pp=1,simulation.network=flow");
+  EXPECT_EQ(points[1].id, "layout.micro_batch=1,layout.pp=2,simulation.network=flow");
+  EXPECT_EQ(points[5].id, "layout.micro_batch=2,layout.pp=4,simulation.network=flow");
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    EXPECT_EQ(points[i].index, i);
+    EXPECT_FALSE(points[i].config.contains("sweep"));
+    const Experiment e = experiment_from_json(points[i].config, kData);
+    EXPECT_EQ(e.layout.pp, points[i].values[1].get<int>());
+    EXPECT_EQ(e.layout.micro_batch, points[i].values[0].get<int>());
+    EXPECT_EQ(e.layout.dp * e.layout.tp * e.layout.pp, 16);  // dp "auto" follows pp
+  }
+  // The same config expands to the same ids: they key resumption.
+  EXPECT_EQ(expand_sweep(c, kData), points);
+}
+
+TEST(Sweep, BadPointersAndValuesNameTheSweepEntry) {
+  const auto sweep_error = [](const json& sweep) {
+    json c = small_config();
+    c["sweep"] = sweep;
+    try {
+      expand_sweep(c, kData);
+    } catch (const ConfigError& e) {
+      return e.path();
+    }
+    ADD_FAILURE() << "no error for " << sweep.dump();
+    return std::string();
+  };
+  EXPECT_EQ(sweep_error({{"/layout/ppp", {1, 2}}}), "/sweep/~1layout~1ppp/0");     // unknown key
+  EXPECT_EQ(sweep_error({{"/layuot/pp", {1, 2}}}), "/sweep/~1layuot~1pp");        // no such section
+  EXPECT_EQ(sweep_error({{"layout/pp", {1, 2}}}), "/sweep/layout~1pp");            // not a pointer
+  EXPECT_EQ(sweep_error({{"/layout/pp", 2}}), "/sweep/~1layout~1pp");              // not an array
+  EXPECT_EQ(sweep_error({{"/layout/pp", json::array()}}), "/sweep/~1layout~1pp");  // empty
+  EXPECT_EQ(sweep_error({{"/layout/pp", {1, "two"}}}), "/sweep/~1layout~1pp/1");   // wrong type
+  EXPECT_EQ(sweep_error({{"/name", {"a", "b"}}}), "/sweep/~1name");
+  EXPECT_EQ(sweep_error({{"/sweep/x", {1}}}), "/sweep/~1sweep~1x");
+  EXPECT_EQ(sweep_error(json::array({1})), "/sweep");
+  // An impossible combination is not a sweep error: the point reports it when parsed.
+  json c = small_config();
+  c["sweep"] = {{"/layout/pp", {2, 3}}};
+  const auto points = expand_sweep(c, kData);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_NO_THROW(experiment_from_json(points[0].config, kData));
+  EXPECT_THROW(experiment_from_json(points[1].config, kData), ConfigError);
+}
+
+TEST(Sweep, FromFile) {
+  const json c = read_config_file(kData / "sweep2.json");
+  const auto points = expand_sweep(c, kData);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points[0].id, "layout.pp=1");
+  EXPECT_EQ(points[1].id, "layout.pp=2");
+  EXPECT_THROW(expand_sweep(read_config_file(kData / "bad_sweep.json"), kData), ConfigError);
+}
+
+}  // namespace
+}  // namespace twinbed

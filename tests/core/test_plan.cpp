@@ -1,0 +1,255 @@
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/plan.hpp"
+
+using namespace twinbed;
+
+namespace {
+
+TransformerModel tiny() { return gpt_model("tiny", 8, 256, 8, 128, 1024); }
+
+Layout layout3d(int dp, int tp, int pp, int micro_batches) {
+  Layout l;
+  l.dp = dp;
+  l.tp = tp;
+  l.pp = pp;
+  l.micro_batch = 1;
+  l.global_batch = dp * micro_batches;
+  return l;
+}
+
+ClusterShape cluster(const Layout& l, int per_host = 8) { return {l.world_size(), per_host}; }
+
+std::map<std::string, int> count_names(const Plan& plan, const Program& p, OpKind kind) {
+  std::map<std::string, int> out;
+  for (const PlanOp& op : p.ops) {
+    if (op.kind != kind) continue;
+    std::string n = plan.names[op.name];
+    n = n.substr(n.find('.') + 1);  // strip the layer prefix
+    ++out[n];
+  }
+  return out;
+}
+
+int count(const Program& p, OpKind kind, GroupKind g) {
+  int n = 0;
+  for (const PlanOp& op : p.ops) n += op.kind == kind && (kind != OpKind::Collective || op.group == g);
+  return n;
+}
+
+}  // namespace
+
+TEST(Plan, OneProgramPerStageSharedByItsRanks) {
+  const Layout l = layout3d(2, 2, 2, 4);
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  ASSERT_EQ(plan.programs.size(), 2u);
+  ASSERT_EQ(plan.program_of_rank, (std::vector<int>{0, 0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_NO_THROW(validate(plan));
+  EXPECT_EQ(plan.total_ops(), 4 * static_cast<std::int64_t>(plan.programs[0].size() + plan.programs[1].size()));
+  // Megatron order: tp fastest, then dp, then pp.
+  EXPECT_EQ(plan.group_members(5, GroupKind::Tp), (std::vector<int>{4, 5}));
+  EXPECT_EQ(plan.group_members(5, GroupKind::Dp), (std::vector<int>{5, 7}));
+  EXPECT_EQ(plan.group_members(5, GroupKind::Pp), (std::vector<int>{1, 5}));
+  EXPECT_EQ(plan, build_plan(tiny(), l, cluster(l)));
+}
+
+TEST(Plan, TensorParallelCollectivesPerLayer) {
+  const Layout l = layout3d(1, 2, 2, 4);
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  const int layers_per_stage = 4, m = 4;
+  // Two all-reduces forward and two backward per layer and micro-batch; stage 0 also all-reduces the
+  // vocabulary-parallel embedding output once per micro-batch.
+  EXPECT_EQ(count(plan.programs[1], OpKind::Collective, GroupKind::Tp), 4 * layers_per_stage * m);
+  EXPECT_EQ(count(plan.programs[0], OpKind::Collective, GroupKind::Tp), 4 * layers_per_stage * m + m);
+
+  Layout sp = l;
+  sp.sequence_parallel = true;
+  const Plan psp = build_plan(tiny(), sp, cluster(sp));
+  auto names = count_names(psp, psp.programs[1], OpKind::Collective);
+  // Each all-reduce becomes a reduce-scatter and an all-gather: 4 of each per layer and micro-batch.
+  EXPECT_EQ(names["tp_allgather"] + names["tp_allgather_bwd"], 4 * layers_per_stage * m);
+  EXPECT_EQ(names["tp_reducescatter"] + names["tp_reducescatter_bwd"], 4 * layers_per_stage * m);
+  EXPECT_EQ(names.count("tp_allreduce"), 0u);
+}
+
+TEST(Plan, PipelineSendsMatchReceives) {
+  for (PipelineSchedule s : {PipelineSchedule::GPipe, PipelineSchedule::OneFOneB, PipelineSchedule::Interleaved1F1B}) {
+    Layout l = layout3d(2, 1, 4, 8);
+    l.schedule = s;
+    l.virtual_stages = s == PipelineSchedule::Interleaved1F1B ? 2 : 1;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    EXPECT_NO_THROW(validate(plan)) << schedule_name(s);
+    const int v = l.virtual_stages;
+    // Stage 0 sends every micro-batch's activation forward once per chunk, and receives its gradient;
+    // with interleaving it also receives chunk 1's input from the last stage.
+    EXPECT_EQ(count(plan.programs[0], OpKind::Send, GroupKind::Tp), 8 * (2 * v - 1)) << schedule_name(s);
+    EXPECT_EQ(count(plan.programs[3], OpKind::Send, GroupKind::Tp), 8 * (2 * v - 1)) << schedule_name(s);
+    for (const PlanOp& op : plan.programs[1].ops) {
+      if (op.kind == OpKind::Send) {
+        EXPECT_EQ(op.bytes, 1 * 128 * 256 * 2);  // b·s·h·dtype
+      }
+    }
+  }
+}
+
+TEST(Plan, DataParallelBucketsCoverTheGradients) {
+  for (int zero : {0, 1, 2}) {
+    Layout l = layout3d(4, 1, 2, 4);
+    l.zero_stage = zero;
+    l.bucket_bytes = 1 * MiB;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    for (int stage = 0; stage < 2; ++stage) {
+      Bytes reduced = 0, gathered = 0;
+      for (const PlanOp& op : plan.programs[static_cast<std::size_t>(stage)].ops) {
+        if (op.kind != OpKind::Collective || op.group != GroupKind::Dp) continue;
+        EXPECT_EQ(op.stream, StreamKind::Collective);
+        EXPECT_LE(op.bytes, l.bucket_bytes);
+        if (op.collective == (zero == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter)) reduced += op.bytes;
+        if (op.collective == CollectiveOp::AllGather) gathered += op.bytes;
+      }
+      const Bytes grads = 2 * rank_parameters(tiny(), 1, 2, 1, stage).dense;  // unsharded 16-bit gradients
+      EXPECT_EQ(reduced, grads) << "zero " << zero << " stage " << stage;
+      EXPECT_EQ(gathered, zero == 0 ? 0 : grads) << "zero " << zero << " stage " << stage;
+    }
+  }
+}
+
+TEST(Plan, OverlappedBucketsDependOnTheBackwardThatProducesThem) {
+  Layout l = layout3d(2, 1, 1, 2);
+  l.bucket_bytes = 1 * MiB;
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  const Program& p = plan.programs[0];
+  std::uint32_t first_bucket_dep = 0, last_bucket_dep = 0;
+  bool first = true;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (p.ops[i].kind != OpKind::Collective) continue;
+    ASSERT_EQ(p.num_deps(i), 1u);
+    if (first) first_bucket_dep = p.deps_of(i)[0];
+    last_bucket_dep = p.deps_of(i)[0];
+    first = false;
+  }
+  EXPECT_LT(first_bucket_dep, last_bucket_dep);  // early buckets wait for early (last-layer) gradients
+  l.overlap_grad_reduce = false;
+  const Plan serial = build_plan(tiny(), l, cluster(l));
+  for (std::size_t i = 0; i < serial.programs[0].size(); ++i) {
+    if (serial.programs[0].ops[i].kind == OpKind::Collective) {
+      EXPECT_GE(serial.programs[0].deps_of(i)[0], last_bucket_dep);
+    }
+  }
+}
+
+TEST(Plan, ModelStateAllocationsFollowZero) {
+  for (int zero = 0; zero <= 3; ++zero) {
+    Layout l = layout3d(4, 2, 2, 4);
+    l.zero_stage = zero;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    EXPECT_NO_THROW(validate(plan));
+    for (int stage = 0; stage < 2; ++stage) {
+      const ModelStateBytes want = rank_model_state_bytes(tiny(), l, stage);
+      const auto& ops = plan.programs[static_cast<std::size_t>(stage)].ops;
+      ASSERT_GE(ops.size(), 3u);
+      EXPECT_EQ(ops[0].kind, OpKind::Alloc);
+      EXPECT_EQ(ops[0].bytes, want.params);
+      EXPECT_EQ(ops[1].bytes, want.grads);
+      EXPECT_EQ(ops[2].bytes, want.optimizer);
+    }
+  }
+}
+
+TEST(Plan, ZeroThreeGathersEachLayerForwardAndBackward) {
+  Layout l = layout3d(4, 1, 1, 2);
+  l.zero_stage = 3;
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  auto names = count_names(plan, plan.programs[0], OpKind::Collective);
+  EXPECT_EQ(names["zero3.allgather"], 8 * 2);
+  EXPECT_EQ(names["zero3.allgather_bwd"], 8 * 2);
+  EXPECT_EQ(names["zero3.reducescatter"], 8 * 2);
+}
+
+TEST(Plan, RecomputeAddsOps) {
+  Layout l = layout3d(1, 1, 1, 1);
+  const std::size_t none = build_plan(tiny(), l, cluster(l)).programs[0].size();
+  l.recompute = Recompute::Selective;
+  const std::size_t sel = build_plan(tiny(), l, cluster(l)).programs[0].size();
+  l.recompute = Recompute::Full;
+  const std::size_t full = build_plan(tiny(), l, cluster(l)).programs[0].size();
+  EXPECT_LT(none, sel);
+  EXPECT_LT(sel, full);
+}
+
+TEST(Plan, ExpertParallelAllToAll) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  moe.top_k = 2;
+  Layout l = layout3d(4, 1, 1, 2);
+  l.ep = 2;
+  const Plan plan = build_plan(moe, l, cluster(l));
+  EXPECT_NO_THROW(validate(plan));
+  EXPECT_EQ(count(plan.programs[0], OpKind::Collective, GroupKind::Ep), 4 * 8 * 2);
+  EXPECT_EQ(plan.group_members(3, GroupKind::Ep), (std::vector<int>{2, 3}));
+  EXPECT_EQ(plan.group_members(3, GroupKind::ExpertDp), (std::vector<int>{1, 3}));
+  EXPECT_GT(count(plan.programs[0], OpKind::Collective, GroupKind::ExpertDp), 0);
+}
+
+TEST(Plan, ValidateCatchesBrokenPlans) {
+  const Layout l = layout3d(2, 2, 2, 4);
+  const Plan good = build_plan(tiny(), l, cluster(l));
+  {
+    Plan bad = good;  // a dependency on a later op
+    Program& p = bad.programs[0];
+    p.deps[p.dep_begin[10]] = 20;
+    ASSERT_GT(p.num_deps(10), 0u);
+    EXPECT_THROW(validate(bad), InvalidArgument);
+  }
+  {
+    Plan bad = good;  // a send whose tag nobody receives
+    for (PlanOp& op : bad.programs[0].ops) {
+      if (op.kind == OpKind::Send) {
+        op.tag += 1000;
+        break;
+      }
+    }
+    EXPECT_THROW(validate(bad), InvalidArgument);
+  }
+  {
+    Plan bad = good;  // a collective whose size differs between members of a group (different programs)
+    bad.programs.push_back(bad.programs[0]);
+    bad.program_of_rank[1] = 2;
+    for (PlanOp& op : bad.programs[2].ops) {
+      if (op.kind == OpKind::Collective && op.group == GroupKind::Tp) {
+        op.bytes += 2;
+        break;
+      }
+    }
+    EXPECT_THROW(validate(bad), InvalidArgument);
+  }
+  {
+    Plan bad = good;  // a free of a tensor never allocated
+    PlanOp f;
+    f.kind = OpKind::Free;
+    f.tensor = 99999;
+    bad.programs[1].add(f);
+    EXPECT_THROW(validate(bad), InvalidArgument);
+  }
+}
+
+TEST(Plan, BadLayoutsNameTheField) {
+  auto expect_path = [](Layout l, int ranks, const std::string& path) {
+    try {
+      build_plan(tiny(), l, {ranks, 8});
+      ADD_FAILURE() << "no error for " << path;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.path(), path) << e.what();
+    }
+  };
+  expect_path(layout3d(2, 2, 2, 4), 16, "/layout/dp");  // product != ranks
+  expect_path(layout3d(1, 3, 1, 4), 3, "/layout/tp");   // 8 heads not divisible by 3
+  expect_path(layout3d(1, 1, 3, 4), 3, "/layout/pp");   // 8 layers not divisible by 3
+  Layout inter = layout3d(1, 1, 2, 4);
+  inter.schedule = PipelineSchedule::Interleaved1F1B;
+  inter.virtual_stages = 8;
+  expect_path(inter, 2, "/layout/virtual_stages");      // 8 layers not divisible by 2·8
+}

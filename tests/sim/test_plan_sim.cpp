@@ -1,0 +1,338 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/sim/compute_model.hpp"
+#include "twinbed/sim/group_collectives.hpp"
+#include "twinbed/sim/plan_sim.hpp"
+
+using namespace twinbed;
+using namespace twinbed::sim;
+
+namespace {
+
+// Big enough per stage that the embedding and head (tiny vocabulary) are ~1% of a stage's work.
+TransformerModel pipe_model() { return gpt_model("pipe", 32, 2048, 16, 1024, 64); }
+TransformerModel small_model() { return gpt_model("small", 8, 512, 8, 256, 1024); }
+
+Layout layout3d(int dp, int tp, int pp, int micro_batches) {
+  Layout l;
+  l.dp = dp;
+  l.tp = tp;
+  l.pp = pp;
+  l.global_batch = dp * micro_batches;
+  return l;
+}
+
+Topology switch_of(int ranks, BytesPerSec bw = 100 * GBps) {
+  return topo::single_switch(ranks, {bw, Time::us(1)}, device_preset("a100"));
+}
+
+// 2 nodes x 4 GPUs on a fat-tree: NVLink inside a node, one NIC per GPU to the leaf.
+Topology fat_tree_8(BytesPerSec nic = 25 * GBps) {
+  topo::FatTreeSpec spec;
+  spec.nodes = 2;
+  spec.gpus_per_node = 4;
+  spec.nodes_per_leaf = 1;
+  spec.spines = 2;
+  spec.nvlink = {300 * GBps, Time::us(1)};
+  spec.nic = {nic, Time::us(2)};
+  spec.device = device_preset("a100");
+  return topo::fat_tree(spec);
+}
+
+struct Idle {
+  double fraction = 0;  // idle / window on the compute stream, mean over stages
+  Time idle;            // mean idle time per stage
+  Time window;
+};
+
+// The pipeline's idle time, measured from the trace: the window is from 0 to the last compute span
+// (optimizer steps excluded: they follow the flush and are not part of the pipeline schedule); a
+// stage's idle time is the window minus its compute spans.
+Idle pipeline_idle(const Trace& t, const Plan& plan) {
+  const auto opt = std::find(t.names.begin(), t.names.end(), "optimizer_step") - t.names.begin();
+  Time window;
+  std::map<int, Time> busy;
+  for (const Span& s : t.spans) {
+    if (s.stream != StreamKind::Compute || s.kind == SpanKind::Collective) continue;
+    if (static_cast<std::ptrdiff_t>(s.name) == opt) continue;
+    window = std::max(window, s.end);
+    busy[s.rank] += s.end - s.start;
+  }
+  Idle out;
+  out.window = window;
+  const int stride = plan.layout.tp * plan.layout.dp;
+  double idle_sum = 0;
+  for (int stage = 0; stage < plan.layout.pp; ++stage) idle_sum += (window - busy[stage * stride]).seconds();
+  out.idle = Time::from_seconds(idle_sum / plan.layout.pp);
+  out.fraction = out.idle.seconds() / window.seconds();
+  return out;
+}
+
+PlanSimOptions free_comm() {
+  PlanSimOptions o;
+  o.free_communication = true;
+  return o;
+}
+
+}  // namespace
+
+// With communication free, a 1F1B pipeline idles (p-1)/(m+p-1) of the time (Narayanan et al.). The
+// schedule is not a formula here: it emerges from the per-micro-batch ops and their send/recv
+// dependencies. Tolerance 0.01: the first and last stages also run the embedding and head (launch
+// overheads and a 64-word vocabulary: ~1% of a stage's work), which the formula ignores.
+TEST(PlanSim, OneFOneBBubbleMatchesFormula) {
+  for (int m : {4, 8, 16}) {
+    const Layout l = layout3d(1, 1, 4, m);
+    const Plan plan = build_plan(pipe_model(), l, {4, 8});
+    const Trace t = simulate_plan(plan, switch_of(4), free_comm());
+    const double want = 3.0 / (m + 3.0);
+    EXPECT_NEAR(pipeline_idle(t, plan).fraction, want, 0.01) << "m = " << m;
+    std::printf("1F1B p=4 m=%d: idle fraction %.4f, formula %.4f\n", m, pipeline_idle(t, plan).fraction, want);
+  }
+}
+
+TEST(PlanSim, MoreMicroBatchesShrinkTheBubble) {
+  double last = 1;
+  for (int m : {2, 4, 8, 16}) {
+    const Layout l = layout3d(1, 1, 4, m);
+    const Plan plan = build_plan(pipe_model(), l, {4, 8});
+    const double f = pipeline_idle(simulate_plan(plan, switch_of(4), free_comm()), plan).fraction;
+    EXPECT_LT(f, last) << "m = " << m;
+    last = f;
+  }
+}
+
+TEST(PlanSim, GPipeHasTheSameBubbleAsOneFOneB) {
+  Layout l = layout3d(1, 1, 4, 8);
+  l.schedule = PipelineSchedule::GPipe;
+  const Plan plan = build_plan(pipe_model(), l, {4, 8});
+  EXPECT_NEAR(pipeline_idle(simulate_plan(plan, switch_of(4), free_comm()), plan).fraction, 3.0 / 11.0, 0.01);
+}
+
+// Interleaving with v chunks divides the bubble time by v (Narayanan et al.: (1/v)·(p-1)/m). The
+// ratio is checked within 5%: with v chunks a stage's embedding/head share sits in 1/v of the layers,
+// and the ~1% imbalance above weighs v times more against the v-times smaller bubble.
+TEST(PlanSim, InterleavingDividesTheBubbleByV) {
+  const int p = 4, m = 8;
+  const Layout base = layout3d(1, 1, p, m);
+  const Plan plan1 = build_plan(pipe_model(), base, {p, 8});
+  const Idle one = pipeline_idle(simulate_plan(plan1, switch_of(p), free_comm()), plan1);
+  for (int v : {2, 4}) {
+    Layout l = base;
+    l.schedule = PipelineSchedule::Interleaved1F1B;
+    l.virtual_stages = v;
+    const Plan plan = build_plan(pipe_model(), l, {p, 8});
+    const Idle inter = pipeline_idle(simulate_plan(plan, switch_of(p), free_comm()), plan);
+    const double ratio = inter.idle.seconds() / one.idle.seconds();
+    EXPECT_NEAR(ratio, 1.0 / v, 0.05 / v) << "v = " << v;
+    std::printf("interleaved v=%d: idle %.4f of 1F1B's (ideal %.4f); idle fraction %.4f vs 1F1B %.4f\n", v, ratio,
+                1.0 / v, inter.fraction, one.fraction);
+    EXPECT_LT(inter.window, one.window);
+  }
+}
+
+TEST(PlanSim, FasterLinksShortenTheStep) {
+  const Layout l = layout3d(2, 4, 1, 2);  // data parallelism across the two nodes
+  const Plan plan = build_plan(small_model(), l, {8, 4});
+  const Time slow = simulate_plan(plan, fat_tree_8(5 * GBps), {}).step_time;
+  const Time fast = simulate_plan(plan, fat_tree_8(50 * GBps), {}).step_time;
+  EXPECT_LT(fast, slow);
+  const Time free = simulate_plan(plan, fat_tree_8(50 * GBps), free_comm()).step_time;
+  EXPECT_LT(free, fast);
+}
+
+// Representative simulates one rank per stage; on a symmetric cluster it must equal Full exactly.
+TEST(PlanSim, RepresentativeEqualsFull) {
+  for (PipelineSchedule s : {PipelineSchedule::OneFOneB, PipelineSchedule::Interleaved1F1B}) {
+    for (int zero : {0, 1, 3}) {
+      Layout l = layout3d(2, 2, 2, 4);
+      l.schedule = s;
+      l.virtual_stages = s == PipelineSchedule::Interleaved1F1B ? 2 : 1;
+      l.zero_stage = zero;
+      l.bucket_bytes = 2 * MiB;
+      const Plan plan = build_plan(small_model(), l, {8, 4});
+      const Topology topo = fat_tree_8();
+      PlanSimOptions full;
+      full.fidelity = Fidelity::Full;
+      PlanSimStats fs, rs;
+      const Trace f = simulate_plan(plan, topo, full, fs);
+      const Trace r = simulate_plan(plan, topo, {}, rs);
+      ASSERT_EQ(rs.fidelity_used, Fidelity::Representative) << rs.fallback_reason;
+      EXPECT_EQ(rs.simulated_ranks, 2);
+      EXPECT_EQ(fs.simulated_ranks, 8);
+      EXPECT_EQ(r.step_time, f.step_time);
+      EXPECT_EQ(r.recorded_rank, (std::vector<int>{0, 0, 0, 0, 4, 4, 4, 4}));
+      std::vector<Span> fspans;
+      std::vector<MemorySample> fmem;
+      for (const Span& sp : f.spans) {
+        if (sp.rank == 0 || sp.rank == 4) fspans.push_back(sp);
+      }
+      for (const MemorySample& m : f.memory) {
+        if (m.rank == 0 || m.rank == 4) fmem.push_back(m);
+      }
+      EXPECT_EQ(r.spans, fspans) << schedule_name(s) << " zero " << zero;
+      EXPECT_EQ(r.memory, fmem);
+      // And every rank of a stage did exactly what its representative did.
+      for (int rank = 1; rank < 8; ++rank) {
+        std::vector<Span> a, b;
+        for (const Span& sp : f.spans) {
+          if (sp.rank == rank) a.push_back(sp);
+          if (sp.rank == r.recorded_rank[rank]) b.push_back(sp);
+        }
+        for (Span& sp : b) sp.rank = rank;
+        EXPECT_EQ(a, b) << "rank " << rank;
+      }
+    }
+  }
+}
+
+// Coarse merges runs of compute ops nothing else waits on: the step time cannot change (the merged
+// ops ran back to back anyway); what changes is the number of spans (per-kernel detail is lost).
+TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
+  Layout l = layout3d(2, 2, 2, 4);
+  l.recompute = Recompute::Selective;
+  const Plan plan = build_plan(small_model(), l, {8, 4});
+  const Topology topo = fat_tree_8();
+  PlanSimOptions coarse;
+  coarse.fidelity = Fidelity::Coarse;
+  PlanSimStats rs, cs;
+  const Trace r = simulate_plan(plan, topo, {}, rs);
+  const Trace c = simulate_plan(plan, topo, coarse, cs);
+  EXPECT_EQ(c.step_time, r.step_time);
+  EXPECT_EQ(c.memory, r.memory);
+  EXPECT_LT(c.spans.size(), r.spans.size());
+  EXPECT_LT(cs.ops_executed, rs.ops_executed);
+  double fr = 0, fc = 0;
+  for (const Span& s : r.spans) fr += s.flops;
+  for (const Span& s : c.spans) fc += s.flops;
+  EXPECT_DOUBLE_EQ(fc, fr);
+  RecordProperty("representative_spans", static_cast<int>(r.spans.size()));
+  RecordProperty("coarse_spans", static_cast<int>(c.spans.size()));
+}
+
+TEST(PlanSim, RepresentativeFallsBackOnAnAsymmetricCluster) {
+  // Ranks 0-3 on fast links, 4-7 on slow ones: the DP groups of stage 0 and stage 1 differ, but each
+  // stage's groups are alike; make the tensor groups differ instead by splitting a stage over hosts.
+  topo::FatTreeSpec spec;
+  spec.nodes = 4;
+  spec.gpus_per_node = 2;
+  spec.nodes_per_leaf = 1;
+  spec.spines = 1;
+  spec.nvlink = {300 * GBps, Time::us(1)};
+  spec.nic = {25 * GBps, Time::us(2)};
+  spec.device = device_preset("a100");
+  const Topology topo = topo::fat_tree(spec);
+  Layout l = layout3d(1, 4, 2, 2);  // a tensor group of 4 spans two 2-GPU hosts
+  const Plan plan = build_plan(small_model(), l, {8, 2});
+  PlanSimStats st;
+  const Trace r = simulate_plan(plan, topo, {}, st);
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  // Whether or not it falls back, the result must equal Full's.
+  EXPECT_EQ(r.step_time, simulate_plan(plan, topo, full).step_time);
+}
+
+// Memory per rank: the model state of rank_model_state_bytes is live throughout (what remains at the
+// end of the iteration), and at the peak of stage 0 of a 1F1B pipeline p micro-batches' activations
+// are stored (warm-up p-1 plus the one in flight) plus, with recomputation, one layer's regenerated
+// activations during its backward.
+TEST(PlanSim, MemoryFollowsZeroAndActivationFormulas) {
+  const int p = 2, m = 4;
+  for (int zero = 0; zero <= 3; ++zero) {
+    for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+      Layout l = layout3d(2, 2, p, m);
+      l.zero_stage = zero;
+      l.recompute = rc;
+      const Plan plan = build_plan(small_model(), l, {8, 4});
+      const Trace t = simulate_plan(plan, fat_tree_8(), free_comm());
+      const ModelStateBytes state = rank_model_state_bytes(small_model(), l, 0);
+      Bytes peak = 0, last = 0;
+      for (const MemorySample& s : t.memory) {
+        if (s.rank != 0) continue;
+        peak = std::max(peak, s.bytes);
+        last = s.bytes;
+      }
+      EXPECT_EQ(last, state.total()) << "zero " << zero;
+      const Bytes act = rank_activation_bytes_per_layer(small_model(), l);
+      Layout none = l;
+      none.recompute = Recompute::None;
+      const Bytes regen = rank_activation_bytes_per_layer(small_model(), none) - act;
+      const std::int64_t layers = l.layers_per_stage(small_model());
+      if (zero < 3) {
+        EXPECT_EQ(peak, state.total() + p * layers * act + regen) << "zero " << zero << " " << recompute_name(rc);
+      } else {
+        EXPECT_GT(peak, state.total() + p * layers * act + regen);  // plus gathered parameters
+      }
+    }
+  }
+}
+
+TEST(PlanSim, FidelityNames) {
+  for (const auto& n : fidelity_names()) EXPECT_EQ(to_string(parse_fidelity(n)), n);
+  EXPECT_THROW(parse_fidelity("exact"), UnknownName);
+  const Layout l = layout3d(1, 1, 1, 1);
+  const Plan plan = build_plan(small_model(), l, {1, 1});
+  PlanSimOptions o;
+  o.network = "nope";
+  EXPECT_THROW(simulate_plan(plan, switch_of(1), o), UnknownName);
+  EXPECT_THROW(simulate_plan(plan, switch_of(2), {}), InvalidArgument);
+}
+
+TEST(ComputeModel, RooflineAndProfile) {
+  const DeviceSpec a100 = device_preset("a100");
+  const ComputeProfile p = roofline_profile(a100);
+  EXPECT_DOUBLE_EQ(p.gemm_rate.at(DType::BF16), 0.87 * a100.peak_bf16);
+  EXPECT_DOUBLE_EQ(p.memory_bandwidth, 0.9 * a100.memory_bandwidth);
+  OpCost gemm;
+  gemm.kind = OpCost::Kind::Gemm;
+  gemm.flops = 2.0 * 4096 * 4096 * 4096;
+  gemm.bytes = 3 * 4096 * 4096 * 2;
+  EXPECT_EQ(op_time(gemm, p), a100.launch_overhead + Time::from_seconds(gemm.flops / (0.87 * a100.peak_bf16)));
+  OpCost mem;
+  mem.bytes = 1 << 30;
+  EXPECT_EQ(op_time(mem, p), a100.launch_overhead + Time::from_seconds(double(1 << 30) / (0.9 * a100.memory_bandwidth)));
+
+  const auto j = nlohmann::json::parse(
+      R"({"device": "my-a100", "gemm_TFLOPs": {"bf16": 250}, "memory_bandwidth_GBps": 1800, "launch_overhead_us": 3})");
+  const ComputeProfile q = profile_from_json(j, a100);
+  EXPECT_DOUBLE_EQ(q.gemm_rate.at(DType::BF16), 250e12);
+  EXPECT_EQ(q.launch_overhead, Time::us(3));
+  EXPECT_EQ(profile_from_json(profile_to_json(q), a100), q);
+  try {
+    profile_from_json(nlohmann::json::parse(R"({"gemm_TFLOPS": {}})"), a100);
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/gemm_TFLOPS");
+  }
+  // A slower measured profile slows the step.
+  const Layout l = layout3d(1, 1, 1, 1);
+  const Plan plan = build_plan(small_model(), l, {1, 1});
+  PlanSimOptions slow;
+  slow.profile = q;
+  slow.profile->gemm_rate[DType::BF16] = 10e12;
+  EXPECT_GT(simulate_plan(plan, switch_of(1), slow).step_time, simulate_plan(plan, switch_of(1), {}).step_time);
+}
+
+TEST(GroupCollectives, MappedGroupsRunConcurrently) {
+  // Two disjoint pairs on one switch: they share nothing, so each takes what one pair alone takes.
+  const Topology t = switch_of(4);
+  CollectiveSimulator sim(t, "flow");
+  CollectiveRequest req{CollectiveOp::AllReduce, 2, 8 * MiB};
+  const GroupTiming both = time_group_collective(req, {{0, 2}, {1, 3}}, "ring", sim, t);
+  const GroupTiming one = time_group_collective(req, {{0, 2}}, "ring", sim, t);
+  ASSERT_EQ(both.group_time.size(), 2u);
+  EXPECT_TRUE(both.uniform());
+  EXPECT_EQ(both.group_time[0], one.group_time[0]);
+  EXPECT_GT(one.group_time[0], Time{});
+  EXPECT_THROW(map_schedule(std::shared_ptr<const Schedule>(build_schedule("ring", req)), {{0, 0}}, 4), InvalidArgument);
+}
