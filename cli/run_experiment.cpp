@@ -1,0 +1,60 @@
+#include "run_experiment.hpp"
+
+#include <chrono>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/sim/compute_model.hpp"
+#include "twinbed/sim/plan_sim.hpp"
+
+#ifndef TWINBED_GIT_REVISION
+#define TWINBED_GIT_REVISION "unknown"
+#endif
+
+namespace twinbed::cli {
+
+std::string git_revision() { return TWINBED_GIT_REVISION; }
+std::string twinbed_version() { return TWINBED_VERSION; }
+
+SimRun run_on_simulator(const Experiment& e, bool record_spans) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Topology topology = build_topology(e.cluster);
+  const int rph = topology.uniform_ranks_per_host();
+  const ClusterShape shape{topology.num_ranks(), rph > 0 ? rph : topology.num_ranks()};
+  const Plan plan = build_plan(e.model, e.layout, shape);
+
+  sim::PlanSimOptions options;
+  options.network = e.simulation.network;
+  options.fidelity = sim::parse_fidelity(e.simulation.fidelity);
+  options.collective_algorithm = e.simulation.collective_algorithm;
+  options.record_spans = record_spans;
+  if (!e.cluster.profile.empty()) {
+    try {
+      options.profile = sim::load_profile(e.cluster.profile, topology.device(0));
+    } catch (const ConfigError& err) {
+      throw ConfigError("/cluster/profile", std::string("in profile file: ") + err.what());
+    }
+  }
+  sim::PlanSimStats stats;
+  SimRun run;
+  run.trace = simulate_plan(plan, topology, options, stats);
+  run.report = report(run.trace, report_inputs(e.model, e.layout, topology.device(0)));
+  run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  run.details = {{"topology", topology.description},
+                 {"device", topology.device(0).name},
+                 {"ranks", topology.num_ranks()},
+                 {"ranks_per_host", rph},
+                 {"plan_programs", plan.programs.size()},
+                 {"plan_total_ops", plan.total_ops()},
+                 {"fidelity_used", sim::to_string(stats.fidelity_used)},
+                 {"simulated_ranks", stats.simulated_ranks},
+                 {"ops_executed", stats.ops_executed},
+                 {"events", stats.events},
+                 {"collective_timings", stats.collective_timings},
+                 {"fallback_reason", stats.fallback_reason},
+                 {"warnings", e.warnings},
+                 {"wall_s", run.wall_s}};
+  return run;
+}
+
+}  // namespace twinbed::cli
