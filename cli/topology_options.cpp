@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/profile.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/core/topology_json.hpp"
 
@@ -27,6 +28,9 @@ void TopologyOptions::add_to(CLI::App& app) {
       ->check(CLI::Range(1.0, 1e6));
   app.add_option("--dims", dims, "Torus / multi-dim sizes, e.g. 4x4 or 4x4x2");
   app.add_option("--device", device, "Device preset: a100, h100, h200");
+  app.add_option("--profile", profile,
+                 "Simulate this machine from a profile written by `twinbed calibrate` (--ranks defaults to the "
+                 "profile's)");
 }
 
 namespace {
@@ -54,6 +58,20 @@ std::vector<int> parse_dims(const std::string& text) {
 }  // namespace
 
 Topology TopologyOptions::build() const {
+  const bool preset_flags = gpus_per_node || bandwidth_GBps || latency_us || intra_bandwidth_GBps || intra_latency_us ||
+                            oversubscription || dims || device;
+  if (profile) {
+    if (topology != "switch" || preset_flags) {
+      throw ConfigError("--profile", "describes this machine; it cannot be combined with --topology or its parameters");
+    }
+    MachineProfile p = load_profile(*profile, MachineProfile{}, DeviceSpec{});
+    const int n = ranks.value_or(p.provenance && p.provenance->ranks > 1 ? p.provenance->ranks : 2);
+    try {
+      return topo::this_machine(p, n);
+    } catch (const InvalidArgument& e) {
+      throw ConfigError("--profile", e.what());
+    }
+  }
   auto presets = topo::topology_presets();
   if (const topo::PresetFactory* preset = presets.find(topology)) {
     topo::PresetParams p;

@@ -22,10 +22,12 @@ struct TopologyOptions {
   std::optional<double> oversubscription;
   std::optional<std::string> dims;  // "4x4x2"
   std::optional<std::string> device;
+  std::optional<std::string> profile;  // a calibrated profile: simulate this machine
 
   void add_to(CLI::App& app);
-  // A preset with the flags applied, or a topology file (then only --ranks may be given, and must
-  // match). Throws ConfigError naming the flag, UnknownName listing presets.
+  // A preset with the flags applied, a topology file (then only --ranks may be given, and must
+  // match), or this machine from --profile (--ranks, default the profile's). Throws ConfigError naming
+  // the flag, UnknownName listing presets.
   Topology build() const;
 };
 

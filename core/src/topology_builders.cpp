@@ -150,6 +150,22 @@ Topology single_switch(int ranks, LinkSpec link, const DeviceSpec& device) {
   return t;
 }
 
+Topology this_machine(const MachineProfile& profile, int ranks) {
+  if (!profile.link) {
+    throw InvalidArgument("this_machine: the profile has no link figures (calibrate with at least 2 ranks)");
+  }
+  DeviceSpec device;
+  device.name = profile.device;
+  for (const auto& [dtype, rate] : profile.gemm_rate) device.peak_fp32 = std::max(device.peak_fp32, rate);
+  device.memory_bandwidth = profile.memory_bandwidth;
+  device.launch_overhead = profile.launch_overhead;
+  LinkSpec link{profile.link->bandwidth, Time::ps(profile.link->latency.picoseconds() / 2)};
+  Topology t = single_switch(ranks, link, device);
+  t.description = "this machine (" + std::string(profile.provenance ? profile.provenance->machine : "profile") +
+                  "): " + std::to_string(ranks) + " ranks, " + link_text(link);
+  return t;
+}
+
 Topology nvswitch_node(int gpus, LinkSpec nvlink, const DeviceSpec& device) {
   const std::string where = "nvswitch_node";
   check_count(where, "gpus", gpus);

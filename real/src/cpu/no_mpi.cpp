@@ -2,6 +2,7 @@
 // how to get the CPU real backend.
 #include <string>
 
+#include "twinbed/real/calibrate.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/mpi.hpp"
 
@@ -34,5 +35,7 @@ std::vector<CollectiveRow> measure_collectives(CollectiveOp, const std::string&,
                                                const MeasureOptions&) {
   unavailable();
 }
+
+MachineProfile calibrate_cpu(const MpiSession&, const CalibrateOptions&) { unavailable(); }
 
 }  // namespace twinbed::real

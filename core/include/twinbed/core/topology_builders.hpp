@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "twinbed/core/profile.hpp"
 #include "twinbed/core/registry.hpp"
 #include "twinbed/core/topology.hpp"
 
@@ -65,6 +66,13 @@ Topology multi_dim(const std::vector<DimSpec>& dims, const DeviceSpec& device);
 // NDR 400 Gb/s.
 Topology dgx_a100_cluster(int nodes);
 Topology dgx_h100_cluster(int nodes);
+
+// This machine, from a measured profile (core/profile.hpp): `ranks` processes on one host joined by a
+// switch, each with one duplex link whose latency per hop is half the profile's point-to-point latency
+// (two hops make one message) and whose bandwidth is the profile's; devices run at the profile's
+// measured rates (fp32 peak = the best measured GEMM rate, memory bandwidth, launch overhead).
+// Throws InvalidArgument when the profile has no link figures (calibrated on one rank).
+Topology this_machine(const MachineProfile& profile, int ranks);
 
 // Parameters a preset may take; unset fields keep the preset's defaults. `bandwidth`/`latency` are
 // the per-rank injection link (the scale-out NIC on multi-node presets); `intra_*` the NVLink tier.

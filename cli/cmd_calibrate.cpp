@@ -1,0 +1,75 @@
+// twinbed calibrate: measure this machine (GEMMs, memory bandwidth, point-to-point link) with CPU ranks
+// over MPI and write the profile the simulator reads (`collectives --profile`, `compare`).
+#include <cstdio>
+#include <memory>
+
+#include "commands.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/real/calibrate.hpp"
+#include "twinbed/real/launch.hpp"
+#include "twinbed/real/mpi.hpp"
+
+namespace twinbed::cli {
+
+namespace {
+
+struct CalibrateCliOptions {
+  int ranks = 2;
+  std::string out = "profiles/this-machine.json";
+  bool quick = false;
+};
+
+int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
+  if (!real::in_mpi_job()) {
+    if (!real::mpi_built()) throw Unavailable("calibrate needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
+    return real::relaunch_under_mpirun(o.ranks, invocation.argc, invocation.argv);
+  }
+  real::MpiSession mpi;
+  real::CalibrateOptions options;
+  if (o.quick) {
+    options.gemm_dims = {128, 512};
+    options.gemm_square = {256};
+    options.seconds_per_point = 0.01;
+    options.stream_bytes = 8 * MiB;
+    options.p2p_sizes = {8, 64 << 10, 1 << 20, 4 << 20};
+  }
+  try {
+    if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, triad, ping-pong)...\n", mpi.size());
+    MachineProfile p = real::calibrate_cpu(mpi, options);
+    if (mpi.rank() == 0) {
+      save_profile(p, o.out);
+      std::printf("# profile of %s written to %s\n", p.provenance->machine.c_str(), o.out.c_str());
+      std::printf("best fp32 GEMM   %10.2f GFLOP/s per rank (%zu shapes)\n", p.gemm_rate.at(DType::FP32) / 1e9,
+                  p.gemm_samples.size() / 5);
+      std::printf("memory (triad)   %10.2f GB/s per rank\n", p.memory_bandwidth / GBps);
+      std::printf("tiny op          %10.2f us\n", p.launch_overhead.microseconds());
+      if (p.link) {
+        std::printf("link             %10.2f us + bytes / %.2f GB/s\n", p.link->latency.microseconds(),
+                    p.link->bandwidth / GBps);
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), e.what());
+    mpi.abort_job(1);
+  }
+}
+
+}  // namespace
+
+void add_calibrate_command(CLI::App& app, Invocation& invocation) {
+  auto opts = std::make_shared<CalibrateCliOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "calibrate",
+      "Measure this machine with CPU ranks over MPI (GEMM grid, memory bandwidth, point-to-point link) and write "
+      "the profile the simulator reads");
+  cmd->add_option("--ranks", opts->ranks,
+                  "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
+  cmd->add_flag("--quick", opts->quick, "A few seconds instead of about a minute: fewer shapes, shorter timings");
+  cmd->callback([opts, &invocation] { invocation.exit_code = run_calibrate(*opts, invocation); });
+}
+
+}  // namespace twinbed::cli

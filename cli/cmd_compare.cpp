@@ -1,0 +1,242 @@
+// twinbed compare: the same work simulated (with this machine's calibrated profile) and measured on
+// CPU ranks over MPI, side by side with the error of the model.
+//   twinbed compare EXPERIMENT.json --profile P    one iteration of the experiment's Plan on both
+//   twinbed compare --collectives --profile P ...  one collective over sizes on both
+// Started by hand it relaunches itself under mpirun (the Plan's world size, or --ranks); rank 0 prints.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/experiment.hpp"
+#include "twinbed/core/export.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/profile.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/real/collectives.hpp"
+#include "twinbed/real/cpu_backend.hpp"
+#include "twinbed/real/launch.hpp"
+#include "twinbed/real/mpi.hpp"
+#include "twinbed/sim/collective_sim.hpp"
+#include "twinbed/sim/compute_model.hpp"
+#include "twinbed/sim/plan_sim.hpp"
+
+namespace twinbed::cli {
+
+namespace {
+
+struct CompareOptions {
+  std::string experiment;
+  bool collectives = false;
+  std::string profile = "profiles/this-machine.json";
+  std::string algo = "ring";
+  std::string op = "allreduce";
+  std::string min_bytes = "1M";
+  std::string max_bytes = "64M";
+  int ranks = 2;
+  int iters = 10;
+  std::string out;
+  bool no_trace = false;
+};
+
+double error_pct(double sim, double real) { return real > 0 ? 100.0 * (sim - real) / real : 0; }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+MachineProfile load_required_profile(const std::string& file) {
+  std::ifstream probe(file);
+  if (!probe) {
+    throw ConfigError("--profile", "no profile at '" + file + "': run `twinbed calibrate --ranks N --out " + file +
+                                       "` first (compare simulates this machine from it)");
+  }
+  return load_profile(file, MachineProfile{}, DeviceSpec{});
+}
+
+// Mean duration of each op name's spans, over ranks and micro-batches, for the spans `keep` accepts.
+std::map<std::string, double> mean_by_name(const Trace& t, SpanKind kind) {
+  std::map<std::string, std::pair<double, int>> sums;
+  for (const Span& s : t.spans) {
+    if (s.kind != kind) continue;
+    auto& [total, count] = sums[t.names.at(s.name)];
+    total += (s.end - s.start).seconds();
+    ++count;
+  }
+  std::map<std::string, double> out;
+  for (const auto& [name, sc] : sums) out[name] = sc.first / sc.second;
+  return out;
+}
+
+// Per kind: span time summed over ranks, divided by the world size.
+std::map<SpanKind, double> per_rank_by_kind(const Trace& t) {
+  std::map<SpanKind, double> out;
+  for (const Span& s : t.spans) out[s.kind] += (s.end - s.start).seconds();
+  for (auto& [kind, v] : out) v /= std::max(1, t.world_size);
+  return out;
+}
+
+int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
+  const MachineProfile profile = load_required_profile(o.profile);
+  const CollectiveOp op = parse_collective_op(o.op);
+  std::vector<Bytes> sizes;
+  const Bytes lo = parse_size(o.min_bytes), hi = parse_size(o.max_bytes);
+  const bool per_rank_blocks = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
+  const Bytes align = 4 * (per_rank_blocks ? mpi.size() : 1);
+  for (Bytes s = lo; s <= hi; s *= 2) sizes.push_back(std::max(align, s / align * align));
+  auto rows = real::measure_collectives(op, o.algo, sizes, 0, 0, {2, o.iters, true});
+  if (mpi.rank() != 0) return 0;
+
+  const Topology machine = topo::this_machine(profile, mpi.size());
+  sim::CollectiveSimulator simulator(machine, "flow");
+  const std::string sim_algo = o.algo == real::kNativeAlgorithm ? "auto" : o.algo;
+  std::printf("# twinbed compare: %s, algorithm %s, %d ranks; simulated on %s\n", o.op.c_str(), o.algo.c_str(),
+              mpi.size(), machine.description.c_str());
+  std::printf("%14s %14s %14s %9s %7s\n", "size(B)", "measured(us)", "simulated(us)", "error(%)", "#wrong");
+  std::vector<double> errors;
+  bool wrong = false;
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : rows) {
+    CollectiveRequest request{op, mpi.size(), row.size_bytes, 0, 0};
+    const std::string algo = sim_algo == "auto" ? sim::choose_algorithm(request, machine) : sim_algo;
+    const double sim_us = simulator.run(*build_schedule(algo, request)).time.microseconds();
+    const double err = error_pct(sim_us, row.time_us);
+    if (row.size_bytes >= MiB) errors.push_back(std::abs(err));
+    wrong |= row.wrong.value_or(0) > 0;
+    std::printf("%14lld %14.1f %14.1f %9.1f %7lld\n", static_cast<long long>(row.size_bytes), row.time_us, sim_us, err,
+                static_cast<long long>(row.wrong.value_or(0)));
+    out.push_back({{"size_bytes", row.size_bytes}, {"measured_us", row.time_us}, {"simulated_us", sim_us}, {"error_pct", err}});
+  }
+  std::printf("# median |error| over sizes >= 1 MiB: %.1f%% (%zu sizes)\n", median(errors), errors.size());
+  if (!o.out.empty()) write_file_atomic(o.out, out.dump(2) + "\n");
+  return wrong ? 1 : 0;
+}
+
+int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
+  const Experiment e = load_experiment(o.experiment);
+  const MachineProfile profile = load_required_profile(o.profile);
+  const ClusterShape shape{mpi.size(), mpi.size()};
+  const Plan plan = build_plan(e.model, e.layout, shape);
+
+  real::CpuBackendOptions real_options;
+  real_options.collective_algorithm = o.algo;
+  const Trace measured = real::run_plan_on_cpu(plan, real_options);
+  if (mpi.rank() != 0) return 0;
+
+  const Topology machine = topo::this_machine(profile, mpi.size());
+  sim::PlanSimOptions sim_options;
+  sim_options.fidelity = sim::Fidelity::Full;
+  sim_options.collective_algorithm = o.algo == real::kNativeAlgorithm ? "auto" : o.algo;
+  sim_options.profile = profile;
+  const Trace simulated = sim::simulate_plan(plan, machine, sim_options);
+
+  std::printf("# twinbed compare: %s on %d ranks (%s); simulated on %s with %s\n", e.name.c_str(), mpi.size(),
+              o.algo.c_str(), machine.description.c_str(), o.profile.c_str());
+  std::printf("%-14s %14s %14s %9s\n", "op kind", "measured(ms)", "simulated(ms)", "error(%)");
+  const auto real_kinds = per_rank_by_kind(measured), sim_kinds = per_rank_by_kind(simulated);
+  nlohmann::json kinds = nlohmann::json::object();
+  for (const auto& [kind, real_s] : real_kinds) {
+    const double sim_s = sim_kinds.count(kind) ? sim_kinds.at(kind) : 0;
+    std::printf("%-14s %14.3f %14.3f %9.1f\n", to_string(kind).c_str(), real_s * 1e3, sim_s * 1e3, error_pct(sim_s, real_s));
+    kinds[to_string(kind)] = {{"measured_s", real_s}, {"simulated_s", sim_s}, {"error_pct", error_pct(sim_s, real_s)}};
+  }
+  const double step_real = measured.step_time.seconds(), step_sim = simulated.step_time.seconds();
+  std::printf("%-14s %14.3f %14.3f %9.1f\n", "step", step_real * 1e3, step_sim * 1e3, error_pct(step_sim, step_real));
+
+  // Per op: the median error over the ops of one kind (each op's mean duration over ranks and
+  // micro-batches), the figure issue 4 asks for GEMM-dominated ops and for collectives.
+  nlohmann::json per_op = nlohmann::json::object();
+  for (SpanKind kind : {SpanKind::Gemm, SpanKind::Attention, SpanKind::MemoryBound, SpanKind::Collective}) {
+    const auto real_ops = mean_by_name(measured, kind), sim_ops = mean_by_name(simulated, kind);
+    std::vector<double> errors;
+    nlohmann::json ops = nlohmann::json::array();
+    for (const auto& [name, real_s] : real_ops) {
+      auto it = sim_ops.find(name);
+      if (it == sim_ops.end()) continue;
+      errors.push_back(std::abs(error_pct(it->second, real_s)));
+      ops.push_back({{"name", name}, {"measured_s", real_s}, {"simulated_s", it->second}});
+    }
+    if (errors.empty()) continue;
+    std::printf("# %-12s median |error| per op: %6.1f%% over %zu ops\n", to_string(kind).c_str(), median(errors), errors.size());
+    per_op[to_string(kind)] = {{"median_abs_error_pct", median(errors)}, {"ops", ops}};
+  }
+
+  const std::string out = o.out.empty() ? "results/" + e.name + "-compare" : o.out;
+  nlohmann::json j = {{"experiment", e.name},
+                      {"ranks", mpi.size()},
+                      {"collective_algorithm", o.algo},
+                      {"profile", profile_to_json(profile)},
+                      {"step", {{"measured_s", step_real}, {"simulated_s", step_sim}, {"error_pct", error_pct(step_sim, step_real)}}},
+                      {"op_kinds", kinds},
+                      {"per_op", per_op}};
+  write_file_atomic(out + "/compare.json", j.dump(2) + "\n");
+  if (!o.no_trace) {
+    write_file_atomic(out + "/trace.json", [&](std::ostream& s) { write_chrome_trace(s, {&simulated, &measured}); });
+  }
+  std::printf("# wrote %s/{compare.json%s}\n", out.c_str(), o.no_trace ? "" : ", trace.json");
+  return 0;
+}
+
+int run_compare(const CompareOptions& o, Invocation& invocation) {
+  if (o.collectives == !o.experiment.empty()) {
+    throw ConfigError("compare", "give either an experiment file or --collectives");
+  }
+  if (!real::in_mpi_job()) {
+    if (!real::mpi_built()) throw Unavailable("compare needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
+    load_required_profile(o.profile);  // fail before starting ranks
+    int ranks = o.ranks;
+    if (!o.collectives) {
+      const Experiment e = load_experiment(o.experiment);
+      ranks = e.layout.world_size();
+    }
+    return real::relaunch_under_mpirun(ranks, invocation.argc, invocation.argv);
+  }
+  real::MpiSession mpi;
+  try {
+    return o.collectives ? compare_collectives(o, mpi) : compare_plan(o, mpi);
+  } catch (const InvalidArgument& e) {  // thrown alike on every rank before communicating
+    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), e.what());
+    mpi.abort_job(1);
+  }
+}
+
+}  // namespace
+
+void add_compare_command(CLI::App& app, Invocation& invocation) {
+  auto opts = std::make_shared<CompareOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "compare",
+      "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI) "
+      "and print the model's error");
+  cmd->add_option("experiment", opts->experiment, "Experiment JSON: one iteration of its Plan on both backends");
+  cmd->add_flag("--collectives", opts->collectives, "Compare one collective over sizes instead of an experiment");
+  cmd->add_option("--profile", opts->profile, "Profile written by `twinbed calibrate`")->capture_default_str();
+  cmd->add_option("--algo", opts->algo, "Collective algorithm on both sides (native: MPI's own; simulated as auto)")
+      ->capture_default_str();
+  cmd->add_option("--op", opts->op, "--collectives: the collective")->capture_default_str();
+  cmd->add_option("--min-bytes", opts->min_bytes, "--collectives: smallest size")->capture_default_str();
+  cmd->add_option("--max-bytes", opts->max_bytes, "--collectives: largest size (sizes double)")->capture_default_str();
+  cmd->add_option("--ranks", opts->ranks, "--collectives: ranks (an experiment uses its layout's)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "--collectives: timed iterations per size")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--out", opts->out, "Output: a folder for an experiment (default results/<name>-compare), a JSON file for --collectives");
+  cmd->add_flag("--no-trace", opts->no_trace, "Do not write the combined Perfetto trace");
+  cmd->callback([opts, &invocation] { invocation.exit_code = run_compare(*opts, invocation); });
+}
+
+}  // namespace twinbed::cli

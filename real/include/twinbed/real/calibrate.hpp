@@ -1,0 +1,35 @@
+// Calibration of this machine for the simulator: micro-benchmarks whose results become the
+// MachineProfile (core/profile.hpp) that `twinbed collectives --profile` and `compare` simulate with.
+//
+// Every rank of the MPI job measures at the same time, as the ranks of a real run compute and
+// communicate at the same time (on a machine with fewer cores than ranks they share the cores, and the
+// profile says so by its figures); each figure is the median over ranks.
+//  - GEMM: C = A·B in fp32 (Eigen, one thread per rank) over a grid of (m, n, k); the CPU backend runs
+//    bf16/fp16 ops in fp32 too, so the profile gives those dtypes the fp32 rates.
+//  - Memory bandwidth: STREAM triad a = b + s·c (3 arrays counted).
+//  - Launch overhead: the time of an 8×8×8 GEMM call (what one tiny op costs).
+//  - Link: ranks paired (0,1), (2,3), … ping-pong at once; latency = the one-way time of an 8-byte
+//    message, bandwidth from the two largest sizes (one-way time = latency + bytes / bandwidth).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "twinbed/core/profile.hpp"
+#include "twinbed/real/mpi.hpp"
+
+namespace twinbed::real {
+
+struct CalibrateOptions {
+  std::vector<std::int64_t> gemm_dims = {128, 512, 2048};  // m, n and k each take every value
+  std::vector<std::int64_t> gemm_square = {64, 256, 1024};  // plus these square shapes
+  double seconds_per_point = 0.05;                          // minimum timing per measurement
+  Bytes stream_bytes = 64 * MiB;                            // per triad array
+  std::vector<Bytes> p2p_sizes = {8, 1 << 10, 64 << 10, 1 << 20, 8 << 20, 32 << 20};
+};
+
+// Collective over MPI_COMM_WORLD; returns the same profile on every rank. Provenance: host name, UTC
+// date, the git revision the binary was built from, the job's rank count. Throws Error on MPI failure.
+MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& options);
+
+}  // namespace twinbed::real

@@ -1,0 +1,168 @@
+#include "twinbed/real/calibrate.hpp"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include <Eigen/Dense>
+
+#ifndef TWINBED_GIT_REVISION
+#define TWINBED_GIT_REVISION "unknown"
+#endif
+
+namespace twinbed::real {
+
+namespace {
+
+// Seconds per call of `body`, repeated until at least `min_seconds` have passed (and at least once
+// after one untimed warm-up call).
+template <class Body>
+double time_per_call(Body&& body, double min_seconds) {
+  body();
+  int calls = 0;
+  auto start = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  do {
+    body();
+    ++calls;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (elapsed < min_seconds);
+  return elapsed / calls;
+}
+
+// The median over ranks of one value per rank (every rank gets it).
+double median_over_ranks(double mine, int ranks) {
+  std::vector<double> all(static_cast<std::size_t>(ranks));
+  MPI_CHECK(MPI_Allgather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD));
+  std::sort(all.begin(), all.end());
+  const std::size_t n = all.size();
+  return n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
+}
+
+double gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {
+  Eigen::MatrixXf a = Eigen::MatrixXf::Constant(m, k, 0.5f);
+  Eigen::MatrixXf b = Eigen::MatrixXf::Constant(k, n, 0.25f);
+  Eigen::MatrixXf c(m, n);
+  return time_per_call([&] { c.noalias() = a * b; }, min_seconds);
+}
+
+double triad_bandwidth(Bytes bytes_per_array, double min_seconds) {
+  const auto n = static_cast<Eigen::Index>(bytes_per_array / 4);
+  Eigen::ArrayXf a = Eigen::ArrayXf::Zero(n), b = Eigen::ArrayXf::Constant(n, 1.0f), c = Eigen::ArrayXf::Constant(n, 2.0f);
+  const double seconds = time_per_call([&] { a = b + 3.0f * c; }, min_seconds);
+  return 3.0 * static_cast<double>(n) * 4.0 / seconds;
+}
+
+// One-way time of a `bytes` message between this rank and its partner (ping-pong / 2).
+double one_way_seconds(int partner, bool leader, Bytes bytes, double min_seconds) {
+  std::vector<char> buffer(static_cast<std::size_t>(std::max<Bytes>(bytes, 1)));
+  const int count = static_cast<int>(bytes);
+  auto round_trip = [&] {
+    if (leader) {
+      MPI_CHECK(MPI_Send(buffer.data(), count, MPI_BYTE, partner, 0, MPI_COMM_WORLD));
+      MPI_CHECK(MPI_Recv(buffer.data(), count, MPI_BYTE, partner, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    } else {
+      MPI_CHECK(MPI_Recv(buffer.data(), count, MPI_BYTE, partner, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+      MPI_CHECK(MPI_Send(buffer.data(), count, MPI_BYTE, partner, 0, MPI_COMM_WORLD));
+    }
+  };
+  // Both partners must run the same number of round trips: the leader decides and tells the other.
+  round_trip();
+  int trips = 1;
+  if (leader) {
+    auto start = std::chrono::steady_clock::now();
+    round_trip();
+    const double one = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    trips = static_cast<int>(std::clamp(min_seconds / std::max(one, 1e-9), 1.0, 100000.0));
+    MPI_CHECK(MPI_Send(&trips, 1, MPI_INT, partner, 1, MPI_COMM_WORLD));
+  } else {
+    round_trip();
+    MPI_CHECK(MPI_Recv(&trips, 1, MPI_INT, partner, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+  }
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < trips; ++i) round_trip();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / (2.0 * trips);
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "unknown";
+  return name;
+}
+
+}  // namespace
+
+MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
+  MachineProfile p;
+  p.device = "cpu-fp32";
+  const int ranks = mpi.size();
+
+  // GEMMs: every rank runs the same shape at the same time.
+  std::vector<GemmSample> samples;
+  auto measure = [&](std::int64_t m, std::int64_t n, std::int64_t k) {
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    const double seconds = median_over_ranks(gemm_seconds(m, n, k, o.seconds_per_point), ranks);
+    samples.push_back({m, n, k, DType::FP32, 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / seconds});
+  };
+  for (auto m : o.gemm_dims) {
+    for (auto n : o.gemm_dims) {
+      for (auto k : o.gemm_dims) measure(m, n, k);
+    }
+  }
+  for (auto s : o.gemm_square) measure(s, s, s);
+  FlopsPerSec best = 0;
+  for (const auto& s : samples) best = std::max(best, s.rate);
+  // The CPU backend executes every dtype in fp32: give the other dtypes the same measurements.
+  for (DType t : {DType::FP32, DType::TF32, DType::BF16, DType::FP16, DType::FP8}) {
+    p.gemm_rate[t] = best;
+    for (const auto& s : samples) {
+      GemmSample copy = s;
+      copy.dtype = t;
+      p.gemm_samples.push_back(copy);
+    }
+  }
+
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  p.memory_bandwidth = median_over_ranks(triad_bandwidth(o.stream_bytes, 4 * o.seconds_per_point), ranks);
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  p.launch_overhead = Time::from_seconds(median_over_ranks(gemm_seconds(8, 8, 8, o.seconds_per_point), ranks));
+
+  if (ranks >= 2 && o.p2p_sizes.size() >= 2) {
+    const int partner = mpi.rank() % 2 == 0 ? mpi.rank() + 1 : mpi.rank() - 1;
+    const bool paired = partner < ranks;
+    std::vector<double> one_way;
+    for (Bytes size : o.p2p_sizes) {
+      MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+      const double mine = paired ? one_way_seconds(partner, mpi.rank() % 2 == 0, size, o.seconds_per_point) : 0;
+      // Unpaired ranks (an odd count) report the paired median: use only paired ranks' figures.
+      std::vector<double> all(static_cast<std::size_t>(ranks));
+      MPI_CHECK(MPI_Allgather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD));
+      all.resize(static_cast<std::size_t>(ranks - ranks % 2));
+      std::sort(all.begin(), all.end());
+      one_way.push_back(all[all.size() / 2]);
+    }
+    const std::size_t last = one_way.size() - 1;
+    const double dt = one_way[last] - one_way[last - 1];
+    const double db = static_cast<double>(o.p2p_sizes[last] - o.p2p_sizes[last - 1]);
+    LinkProfile link;
+    link.latency = Time::from_seconds(one_way.front());
+    link.bandwidth = dt > 0 ? db / dt : static_cast<double>(o.p2p_sizes[last]) / one_way[last];
+    p.link = link;
+  }
+  p.provenance = Provenance{host_name(), utc_now(), TWINBED_GIT_REVISION, ranks, "twinbed calibrate"};
+  return p;
+}
+
+}  // namespace twinbed::real

@@ -1,0 +1,666 @@
+#include "twinbed/real/cpu_backend.hpp"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "cpu_compute.hpp"
+#include "schedule_executor.hpp"
+#include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/real/collective_data.hpp"
+#include "twinbed/real/collectives.hpp"
+#include "twinbed/real/mpi.hpp"
+
+namespace twinbed::real {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// An owned communicator. MPI_Comm_free may fail only on a broken job; a destructor has nobody to tell.
+class Comm {
+ public:
+  Comm() = default;
+  explicit Comm(MPI_Comm c) : comm_(c) {}
+  ~Comm() {
+    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  }
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+  MPI_Comm get() const { return comm_; }
+  // Takes ownership of `c`; the object must be empty.
+  void adopt(MPI_Comm c) { comm_ = c; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+};
+
+bool fifo(StreamKind s) { return s != StreamKind::P2P; }
+
+int mpi_world_size() {
+  int initialized = 0, finalized = 0;
+  MPI_CHECK(MPI_Initialized(&initialized));
+  MPI_CHECK(MPI_Finalized(&finalized));
+  if (!initialized || finalized)
+    throw Error("the CPU real backend needs MPI running: create a twinbed::real::MpiSession first");
+  int size = 0;
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  return size;
+}
+
+// The element rule (collective_data.hpp) of a collective over n ranks: sizes are rounded up to it.
+Bytes executed_bytes(CollectiveOp op, int n, Bytes bytes) {
+  const bool per_rank = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
+  const Bytes unit = per_rank ? 4 * static_cast<Bytes>(n) : 4;
+  return (bytes + unit - 1) / unit * unit;
+}
+
+// (stream, group kind): one communicator each, see the header.
+using CommKey = std::pair<StreamKind, GroupKind>;
+
+struct CollKey {
+  StreamKind stream;
+  GroupKind group;
+  CollectiveOp op;
+  Bytes bytes;  // executed
+  bool operator<(const CollKey& o) const {
+    return std::tie(stream, group, op, bytes) < std::tie(o.stream, o.group, o.op, o.bytes);
+  }
+};
+
+CollKey key_of(const Plan& plan, int rank, const PlanOp& op) {
+  const int n = static_cast<int>(plan.group_members(rank, op.group).size());
+  return {op.stream, op.group, op.collective, executed_bytes(op.collective, n, op.bytes)};
+}
+
+// The lowest rank running each program: what every rank checks on behalf of every program, so that all
+// ranks reach the same verdict without communicating.
+std::vector<int> representatives(const Plan& plan) {
+  std::vector<int> rep(plan.programs.size(), -1);
+  for (int r = 0; r < plan.world_size(); ++r) {
+    int& x = rep[static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(r)])];
+    if (x < 0) x = r;
+  }
+  return rep;
+}
+
+// Members of one group must put a kind's collectives on the same streams, in the same order, since each
+// (kind, stream) has its own communicator and MPI matches collectives by their order on it.
+void check_streams(const Plan& plan) {
+  // seq[p][g]: the streams of program p's collectives of kind g, in program order.
+  std::vector<std::vector<std::vector<StreamKind>>> seq(plan.programs.size());
+  for (std::size_t p = 0; p < plan.programs.size(); ++p) {
+    seq[p].resize(kGroupKinds);
+    for (const PlanOp& op : plan.programs[p].ops)
+      if (op.kind == OpKind::Collective) seq[p][static_cast<std::size_t>(op.group)].push_back(op.stream);
+  }
+  for (int g = 0; g < kGroupKinds; ++g) {
+    for (const std::vector<int>& members : plan.groups[static_cast<std::size_t>(g)].members) {
+      if (members.empty()) continue;
+      const auto p0 = static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(members[0])]);
+      for (int r : members) {
+        const auto p = static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(r)]);
+        if (p != p0 && seq[p][static_cast<std::size_t>(g)] != seq[p0][static_cast<std::size_t>(g)])
+          throw InvalidArgument("ranks " + std::to_string(members[0]) + " and " + std::to_string(r) + " of one " +
+                                to_string(static_cast<GroupKind>(g)) +
+                                " group put their collectives on different streams; the CPU backend needs them on "
+                                "the same streams");
+      }
+    }
+  }
+}
+
+// ---- per-rank resources of one plan ----------------------------------------------------------------
+
+// The buffers and executor of one (stream, kind, op, executed bytes) collective of this rank; at most
+// one instance is in flight at a time, since its stream is a FIFO queue.
+class CollectiveSlot {
+ public:
+  CollectiveSlot(const CollKey& key, MPI_Comm comm, int n, const Schedule* schedule)
+      : op_(key.op), comm_(comm), n_(n) {
+    const std::int64_t floats = key.bytes / 4;
+    const std::string what = to_string(key.op) + " of " + std::to_string(key.bytes) + " bytes";
+    count_ = detail::as_count(floats, what);
+    block_ = detail::as_count(floats / n, what);
+    if (schedule != nullptr) {
+      int me = 0;
+      MPI_CHECK(MPI_Comm_rank(comm, &me));
+      program_ = std::make_unique<detail::RankProgram>(*schedule, me);
+      workspace_.assign(static_cast<std::size_t>(program_->workspace_floats()), 0.0f);
+      return;
+    }
+    // Zeros: sums stay zero however often the buffers are reused, and MPI's time does not depend on values.
+    const bool single_input = op_ == CollectiveOp::AllGather;
+    const bool single_output = op_ == CollectiveOp::ReduceScatter;
+    send_.assign(static_cast<std::size_t>(single_input ? block_ : count_), 0.0f);
+    recv_.assign(static_cast<std::size_t>(single_output ? block_ : count_), 0.0f);
+  }
+
+  // Posts this rank's part. A group of one rank has nothing to do.
+  void start() {
+    if (n_ == 1) return;
+    if (program_) {
+      program_->start(comm_, workspace_);
+      return;
+    }
+    float* s = send_.data();
+    float* r = recv_.data();
+    switch (op_) {
+      case CollectiveOp::AllReduce:
+        MPI_CHECK(MPI_Iallreduce(s, r, count_, MPI_FLOAT, MPI_SUM, comm_, &request_));
+        break;
+      case CollectiveOp::ReduceScatter:
+        MPI_CHECK(MPI_Ireduce_scatter_block(s, r, block_, MPI_FLOAT, MPI_SUM, comm_, &request_));
+        break;
+      case CollectiveOp::AllGather:
+        MPI_CHECK(MPI_Iallgather(s, block_, MPI_FLOAT, r, block_, MPI_FLOAT, comm_, &request_));
+        break;
+      case CollectiveOp::Broadcast:
+        MPI_CHECK(MPI_Ibcast(r, count_, MPI_FLOAT, 0, comm_, &request_));
+        break;
+      case CollectiveOp::Reduce:
+        MPI_CHECK(MPI_Ireduce(s, r, count_, MPI_FLOAT, MPI_SUM, 0, comm_, &request_));
+        break;
+      case CollectiveOp::AllToAll:
+        MPI_CHECK(MPI_Ialltoall(s, block_, MPI_FLOAT, r, block_, MPI_FLOAT, comm_, &request_));
+        break;
+    }
+  }
+
+  bool test() {
+    if (n_ == 1) return true;
+    if (program_) return program_->test(comm_, workspace_);
+    int done = 0;
+    MPI_CHECK(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+    return done != 0;
+  }
+
+ private:
+  CollectiveOp op_;
+  MPI_Comm comm_;
+  int n_;
+  int count_ = 0;  // floats of the whole buffer
+  int block_ = 0;  // floats of one rank's block
+  std::vector<float> send_, recv_;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  std::unique_ptr<detail::RankProgram> program_;
+  std::vector<float> workspace_;
+};
+
+// One rank's program prepared for execution: successors (dependencies and FIFO stream order) in CSR
+// form, scaled compute shapes, buffers. Built once per run(), reused by every iteration.
+struct PreparedProgram {
+  const Program* prog = nullptr;
+  std::vector<std::uint32_t> waits;       // predecessors of each op
+  std::vector<std::uint32_t> next_begin;  // CSR: ops released when op i completes
+  std::vector<std::uint32_t> next;
+  std::vector<detail::ScaledCompute> compute;   // per op (Compute ops only)
+  std::vector<CollectiveSlot*> slot;            // per op (Collective ops only)
+  std::vector<std::int64_t> recv_offset;        // per op (Recv ops): offset in the receive arena
+};
+
+void prepare_graph(const Program& prog, PreparedProgram& pp) {
+  const std::size_t n = prog.size();
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> edges;  // (from, to)
+  edges.reserve(prog.deps.size() + n);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t k = 0; k < prog.num_deps(i); ++k) edges.emplace_back(prog.deps_of(i)[k], static_cast<std::uint32_t>(i));
+  std::uint32_t last_on[3] = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
+  for (std::uint32_t j = 0; j < n; ++j) {
+    const StreamKind s = prog.ops[j].stream;
+    if (!fifo(s)) continue;
+    std::uint32_t& last = last_on[static_cast<std::size_t>(s)];
+    if (last != UINT32_MAX) edges.emplace_back(last, j);
+    last = j;
+  }
+  std::sort(edges.begin(), edges.end());
+  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+  pp.prog = &prog;
+  pp.waits.assign(n, 0);
+  pp.next_begin.assign(n + 1, 0);
+  for (const auto& [from, to] : edges) {
+    ++pp.next_begin[from + 1];
+    ++pp.waits[to];
+  }
+  for (std::size_t j = 0; j < n; ++j) pp.next_begin[j + 1] += pp.next_begin[j];
+  pp.next.resize(edges.size());
+  for (std::size_t k = 0; k < edges.size(); ++k) pp.next[k] = edges[k].second;  // sorted by from
+}
+
+// What one rank records in one iteration.
+struct RankRecord {
+  std::vector<Span> spans;
+  std::vector<MemorySample> memory;
+};
+
+// The POD forms gathered to rank 0 (MPI_BYTE, one host's layout: every rank runs the same binary).
+struct PackedSpan {
+  std::int64_t start_ps, end_ps, bytes;
+  double flops;
+  std::int32_t rank, micro_batch;
+  std::uint32_t name;
+  std::uint8_t stream, kind, pad0, pad1;
+};
+struct PackedSample {
+  std::int64_t time_ps, bytes;
+  std::int32_t rank, pad;
+};
+
+}  // namespace
+
+// ---- the backend ------------------------------------------------------------------------------------
+
+struct CpuBackend::Impl {
+  Comm world;  // private duplicate of MPI_COMM_WORLD: point-to-point messages and our own collectives
+  Comm node;   // ranks sharing this host (MPI_COMM_TYPE_SHARED): they share one clock origin
+  int rank = 0;
+  int size = 1;
+  int tag_ub = 32767;
+  // Group communicators, kept while plans come with the same groups.
+  std::vector<GroupSet> comm_groups;
+  std::map<CommKey, std::unique_ptr<Comm>> comms;
+
+  MPI_Comm comm_for(const Plan& plan, CommKey key);
+  RankRecord execute(PreparedProgram& pp, std::vector<char>& recv_arena, const std::vector<char>& send_buf,
+                     detail::ComputePool& pool, Clock::time_point t0, bool record);
+};
+
+MPI_Comm CpuBackend::Impl::comm_for(const Plan& plan, CommKey key) {
+  auto it = comms.find(key);
+  if (it != comms.end()) return it->second->get();
+  const GroupSet& set = plan.group_set(key.second);
+  const int group = set.group_of_rank.at(static_cast<std::size_t>(rank));
+  MPI_Comm c = MPI_COMM_NULL;
+  // key = world rank: positions in the new communicator follow members' ascending order, which is each
+  // member's rank within a schedule.
+  MPI_CHECK(MPI_Comm_split(world.get(), group < 0 ? MPI_UNDEFINED : group, rank, &c));
+  return comms.emplace(key, std::make_unique<Comm>(c)).first->second->get();
+}
+
+CpuBackend::CpuBackend(CpuBackendOptions options) : options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+  validate(options_);
+  impl_->size = mpi_world_size();
+  MPI_Comm c = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &c));
+  impl_->world.adopt(c);
+  MPI_CHECK(MPI_Comm_rank(c, &impl_->rank));
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split_type(c, MPI_COMM_TYPE_SHARED, impl_->rank, MPI_INFO_NULL, &node));
+  impl_->node.adopt(node);
+  void* attr = nullptr;
+  int found = 0;
+  MPI_CHECK(MPI_Comm_get_attr(c, MPI_TAG_UB, &attr, &found));
+  if (found && attr != nullptr) impl_->tag_ub = *static_cast<int*>(attr);
+}
+
+CpuBackend::~CpuBackend() = default;
+
+RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& recv_arena,
+                                     const std::vector<char>& send_buf, detail::ComputePool& pool,
+                                     Clock::time_point t0, bool record) {
+  const Program& prog = *pp.prog;
+  const std::size_t n = prog.size();
+  const MPI_Comm p2p = world.get();
+  auto now = [t0] {
+    return Time::ps(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count() * 1000);
+  };
+  RankRecord rec;
+  Bytes live = 0;
+  auto span = [&](std::uint32_t i, Time start, Time end, double flops) {
+    if (!record) return;
+    const PlanOp& op = prog.ops[i];
+    Span s;
+    s.rank = rank;
+    s.stream = op.stream;
+    s.kind = op.span;
+    s.name = op.name;
+    s.start = start;
+    s.end = end;
+    s.micro_batch = op.micro_batch;
+    if (op.kind == OpKind::Compute) s.flops = flops; else s.bytes = op.bytes;
+    rec.spans.push_back(s);
+  };
+
+  std::vector<std::uint32_t> waits = pp.waits;
+  std::vector<std::uint32_t> ready;          // non-compute ops ready to post
+  std::deque<std::uint32_t> compute_ready;   // compute ops ready to run, in readiness order
+  std::size_t completed = 0;
+  auto complete = [&](std::uint32_t i) {
+    ++completed;
+    for (std::uint32_t k = pp.next_begin[i]; k < pp.next_begin[i + 1]; ++k) {
+      const std::uint32_t j = pp.next[k];
+      if (--waits[j] == 0) {
+        if (prog.ops[j].kind == OpKind::Compute) compute_ready.push_back(j); else ready.push_back(j);
+      }
+    }
+  };
+  for (std::uint32_t j = 0; j < n; ++j) {
+    if (waits[j] != 0) continue;
+    if (prog.ops[j].kind == OpKind::Compute) compute_ready.push_back(j); else ready.push_back(j);
+  }
+  std::reverse(ready.begin(), ready.end());  // post in program order
+
+  struct InFlight {
+    std::uint32_t op;
+    Time start;
+    MPI_Request request;      // Send / Recv
+    CollectiveSlot* slot;     // Collective
+    bool released;            // dependents already released (Sends)
+  };
+  std::vector<InFlight> inflight;
+  auto mpi_tag = [this](std::int64_t tag) {
+    const std::int64_t space = static_cast<std::int64_t>(tag_ub) + 1;
+    return static_cast<int>(((tag % space) + space) % space);
+  };
+
+  while (completed < n || !inflight.empty()) {
+    // 1. Post everything that does not compute: none of it blocks.
+    while (!ready.empty()) {
+      const std::uint32_t i = ready.back();
+      ready.pop_back();
+      const PlanOp& op = prog.ops[i];
+      switch (op.kind) {
+        case OpKind::Alloc:
+        case OpKind::Free: {
+          live += op.kind == OpKind::Alloc ? op.bytes : -op.bytes;
+          if (record) {
+            const Time t = now();
+            if (!rec.memory.empty() && rec.memory.back().time == t) rec.memory.back().bytes = live;
+            else rec.memory.push_back({rank, t, live});
+          }
+          complete(i);
+          break;
+        }
+        case OpKind::Send: {
+          InFlight f{i, now(), MPI_REQUEST_NULL, nullptr, true};
+          // Eager semantics: the buffer is ours until MPI is done with it, so the program goes on now.
+          MPI_CHECK(MPI_Isend(send_buf.data(), static_cast<int>(op.bytes), MPI_BYTE, rank + op.peer_offset,
+                              mpi_tag(op.tag), p2p, &f.request));
+          inflight.push_back(f);
+          complete(i);
+          break;
+        }
+        case OpKind::Recv: {
+          InFlight f{i, now(), MPI_REQUEST_NULL, nullptr, false};
+          MPI_CHECK(MPI_Irecv(recv_arena.data() + pp.recv_offset[i], static_cast<int>(op.bytes), MPI_BYTE,
+                              rank + op.peer_offset, mpi_tag(op.tag), p2p, &f.request));
+          inflight.push_back(f);
+          break;
+        }
+        case OpKind::Collective: {
+          InFlight f{i, now(), MPI_REQUEST_NULL, pp.slot[i], false};
+          f.slot->start();
+          inflight.push_back(f);
+          break;
+        }
+        case OpKind::Compute:
+          break;  // never queued here
+      }
+    }
+    // 2. Progress what is in flight; completions release their dependents.
+    for (std::size_t k = 0; k < inflight.size();) {
+      InFlight& f = inflight[k];
+      bool done = false;
+      if (f.slot != nullptr) {
+        done = f.slot->test();
+      } else {
+        int flag = 0;
+        MPI_CHECK(MPI_Test(&f.request, &flag, MPI_STATUS_IGNORE));
+        done = flag != 0;
+      }
+      if (!done) {
+        ++k;
+        continue;
+      }
+      span(f.op, f.start, now(), 0);
+      if (!f.released) complete(f.op);
+      inflight[k] = inflight.back();
+      inflight.pop_back();
+    }
+    if (!ready.empty()) continue;
+    // 3. One compute op, to completion.
+    if (!compute_ready.empty()) {
+      const std::uint32_t i = compute_ready.front();
+      compute_ready.pop_front();
+      const Time start = now();
+      pool.run(pp.compute[i]);
+      span(i, start, now(), pp.compute[i].flops);
+      complete(i);
+      continue;
+    }
+    if (inflight.empty() && completed < n) {
+      std::string msg = "CPU backend: rank " + std::to_string(rank) + " cannot go on: " +
+                        std::to_string(n - completed) + " ops wait on each other (a dependency cycle?), e.g.";
+      int shown = 0;
+      for (std::size_t j = 0; j < n && shown < 4; ++j) {
+        if (waits[j] == 0) continue;
+        msg += " op " + std::to_string(j) + " (" + to_string(prog.ops[j].kind) + ")";
+        ++shown;
+      }
+      throw Error(msg);
+    }
+  }
+  return rec;
+}
+
+Trace CpuBackend::run(const Plan& plan) {
+  Impl& im = *impl_;
+  // ---- checks: every rank checks every program, so all reach the same verdict before communicating.
+  if (plan.world_size() != im.size)
+    throw InvalidArgument("the plan is for " + std::to_string(plan.world_size()) + " ranks but the MPI job has " +
+                          std::to_string(im.size) + " (start it with mpirun -np " + std::to_string(plan.world_size()) + ")");
+  twinbed::validate(plan);
+  check_streams(plan);
+  const bool native = options_.collective_algorithm == kNativeAlgorithm;
+  const auto registry = collective_algorithms();
+  std::map<std::tuple<CollectiveOp, int, Bytes>, std::unique_ptr<Schedule>> schedules;
+  const std::vector<int> reps = representatives(plan);
+  for (std::size_t p = 0; p < plan.programs.size(); ++p) {
+    const int r = reps[p];
+    if (r < 0) continue;
+    const Program& prog = plan.programs[p];
+    Bytes pool = 0, colls = 0, messages = 0;
+    std::string biggest;
+    std::map<CollKey, int> seen;
+    for (const PlanOp& op : prog.ops) {
+      if (op.kind == OpKind::Compute) {
+        const OpCost& cost = plan.costs.at(static_cast<std::size_t>(op.cost));
+        const Bytes need = 4 * detail::scale_compute(cost, options_.compute_scale).pool_floats();
+        if (need > pool) {
+          pool = need;
+          biggest = plan.names.at(op.name);
+        }
+      } else if (op.kind == OpKind::Collective) {
+        const CollKey key = key_of(plan, r, op);
+        const int n = static_cast<int>(plan.group_members(r, op.group).size());
+        if (!seen.emplace(key, n).second) continue;
+        colls += 2 * key.bytes;  // native: send + receive; a schedule: workspace + scratch, about as much
+        detail::as_count(key.bytes / 4, "collective '" + plan.names.at(op.name) + "'");
+        if (!native && n > 1) {
+          auto skey = std::make_tuple(key.op, n, key.bytes);
+          if (!schedules.contains(skey)) {
+            const CollectiveRequest req{key.op, n, key.bytes, 0, options_.ranks_per_host};
+            try {
+              schedules.emplace(skey, registry.get(options_.collective_algorithm).build(req));
+            } catch (const InvalidArgument& e) {
+              throw InvalidArgument("collective '" + plan.names.at(op.name) + "' (" + to_string(key.op) + " over " +
+                                    std::to_string(n) + " ranks) cannot run with algorithm '" +
+                                    options_.collective_algorithm + "': " + e.what());
+            }
+          }
+        }
+      } else if (op.kind == OpKind::Send || op.kind == OpKind::Recv) {
+        detail::as_count(op.bytes, "message '" + plan.names.at(op.name) + "' (bytes)");
+        messages += op.bytes;  // receives each get their own buffer; sends share one (counted generously)
+      }
+    }
+    const Bytes total = pool + colls + messages;
+    if (total > options_.memory_budget)
+      throw InvalidArgument("rank " + std::to_string(r) + " would need " + std::to_string(total) +
+                            " bytes of buffers (compute " + std::to_string(pool) + ", for op '" + biggest +
+                            "'; collectives " + std::to_string(colls) + "; messages " + std::to_string(messages) +
+                            "), more than memory_budget = " + std::to_string(options_.memory_budget) +
+                            ": use a smaller model, a compute_scale below 1, or a larger memory_budget");
+  }
+
+  // ---- this rank's program, communicators and buffers, once for every iteration.
+  if (im.comm_groups != plan.groups) {
+    im.comms.clear();  // collective (MPI_Comm_free), in the same order on every rank
+    im.comm_groups = plan.groups;
+  }
+  // Communicators are created collectively over the world: every rank asks for the same keys, in order.
+  std::vector<CommKey> used;
+  for (const Program& prog : plan.programs)
+    for (const PlanOp& op : prog.ops)
+      if (op.kind == OpKind::Collective) used.emplace_back(op.stream, op.group);
+  std::sort(used.begin(), used.end());
+  used.erase(std::unique(used.begin(), used.end()), used.end());
+  for (const CommKey& key : used) im.comm_for(plan, key);
+
+  const Program& prog = plan.program(im.rank);
+  PreparedProgram pp;
+  prepare_graph(prog, pp);
+  pp.compute.resize(prog.size());
+  pp.slot.assign(prog.size(), nullptr);
+  pp.recv_offset.assign(prog.size(), 0);
+  std::int64_t pool_floats = 0, recv_bytes = 0, send_bytes = 0;
+  std::map<CollKey, std::unique_ptr<CollectiveSlot>> slots;
+  for (std::size_t i = 0; i < prog.size(); ++i) {
+    const PlanOp& op = prog.ops[i];
+    if (op.kind == OpKind::Compute) {
+      pp.compute[i] = detail::scale_compute(plan.costs.at(static_cast<std::size_t>(op.cost)), options_.compute_scale);
+      pool_floats = std::max(pool_floats, pp.compute[i].pool_floats());
+    } else if (op.kind == OpKind::Collective) {
+      const CollKey key = key_of(plan, im.rank, op);
+      auto& slot = slots[key];
+      if (!slot) {
+        const int n = static_cast<int>(plan.group_members(im.rank, op.group).size());
+        const Schedule* schedule = nullptr;
+        if (!native && n > 1) {
+          // Built above for the program's representative; a rank whose group differs in size (not what
+          // build_plan makes) builds its own.
+          auto& built = schedules[std::make_tuple(key.op, n, key.bytes)];
+          if (!built)
+            built = registry.get(options_.collective_algorithm)
+                        .build(CollectiveRequest{key.op, n, key.bytes, 0, options_.ranks_per_host});
+          schedule = built.get();
+        }
+        slot = std::make_unique<CollectiveSlot>(key, im.comm_for(plan, {op.stream, op.group}), n, schedule);
+      }
+      pp.slot[i] = slot.get();
+    } else if (op.kind == OpKind::Recv) {
+      pp.recv_offset[i] = recv_bytes;
+      recv_bytes += op.bytes;
+    } else if (op.kind == OpKind::Send) {
+      send_bytes = std::max(send_bytes, op.bytes);
+    }
+  }
+  detail::ComputePool pool(pool_floats);
+  std::vector<char> recv_arena(static_cast<std::size_t>(recv_bytes));
+  const std::vector<char> send_buf(static_cast<std::size_t>(std::max<std::int64_t>(send_bytes, 1)));
+
+  // ---- warm-up, then the recorded iteration, each from a barrier.
+  RankRecord rec;
+  for (int it = 0; it <= options_.warmup_iters; ++it) {
+    MPI_CHECK(MPI_Barrier(im.world.get()));
+    // One clock origin per host: its lowest rank reads the clock and tells the others.
+    std::int64_t origin = Clock::now().time_since_epoch().count();
+    MPI_CHECK(MPI_Bcast(&origin, 1, MPI_INT64_T, 0, im.node.get()));
+    const Clock::time_point t0{Clock::duration{origin}};
+    const bool recorded = it == options_.warmup_iters;
+    rec = im.execute(pp, recv_arena, send_buf, pool, t0, recorded);
+  }
+
+  // ---- gather to rank 0.
+  Trace trace;
+  trace.backend = name();
+  trace.world_size = plan.world_size();
+  trace.recorded_rank.resize(static_cast<std::size_t>(plan.world_size()));
+  for (int r = 0; r < plan.world_size(); ++r) trace.recorded_rank[static_cast<std::size_t>(r)] = r;
+  trace.names = plan.names;
+
+  std::int64_t local_end = 0;
+  for (const Span& s : rec.spans) local_end = std::max(local_end, s.end.picoseconds());
+  std::int64_t step_end = 0;
+  MPI_CHECK(MPI_Allreduce(&local_end, &step_end, 1, MPI_INT64_T, MPI_MAX, im.world.get()));
+  trace.step_time = Time::ps(step_end);
+
+  std::vector<PackedSpan> spans_out;
+  spans_out.reserve(rec.spans.size());
+  for (const Span& s : rec.spans)
+    spans_out.push_back({s.start.picoseconds(), s.end.picoseconds(), s.bytes, s.flops, s.rank, s.micro_batch, s.name,
+                         static_cast<std::uint8_t>(s.stream), static_cast<std::uint8_t>(s.kind), 0, 0});
+  std::vector<PackedSample> samples_out;
+  samples_out.reserve(rec.memory.size());
+  for (const MemorySample& m : rec.memory) samples_out.push_back({m.time.picoseconds(), m.bytes, m.rank, 0});
+
+  // Byte counts per rank, known to every rank so that all agree on whether they fit one Gatherv.
+  auto gather = [&](const void* data, std::int64_t bytes, std::vector<char>& out) {
+    std::vector<std::int64_t> sizes(static_cast<std::size_t>(im.size));
+    MPI_CHECK(MPI_Allgather(&bytes, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, im.world.get()));
+    std::int64_t total = 0;
+    for (std::int64_t s : sizes) total += s;
+    if (total > INT32_MAX)
+      throw Error("the trace has " + std::to_string(total) + " bytes of records, more than one MPI_Gatherv carries");
+    std::vector<int> counts(sizes.size()), displs(sizes.size());
+    int at = 0;
+    for (std::size_t r = 0; r < sizes.size(); ++r) {
+      counts[r] = static_cast<int>(sizes[r]);
+      displs[r] = at;
+      at += counts[r];
+    }
+    if (im.rank == 0) out.resize(static_cast<std::size_t>(total));
+    MPI_CHECK(MPI_Gatherv(data, static_cast<int>(bytes), MPI_BYTE, out.data(), counts.data(), displs.data(), MPI_BYTE, 0,
+                          im.world.get()));
+  };
+  std::vector<char> span_bytes, sample_bytes;
+  gather(spans_out.data(), static_cast<std::int64_t>(spans_out.size() * sizeof(PackedSpan)), span_bytes);
+  gather(samples_out.data(), static_cast<std::int64_t>(samples_out.size() * sizeof(PackedSample)), sample_bytes);
+
+  if (im.rank != 0) {
+    trace.spans = std::move(rec.spans);
+    trace.memory = std::move(rec.memory);
+  } else {
+    const std::size_t ns = span_bytes.size() / sizeof(PackedSpan);
+    std::vector<PackedSpan> all(ns);
+    std::copy(span_bytes.begin(), span_bytes.end(), reinterpret_cast<char*>(all.data()));
+    trace.spans.reserve(ns);
+    for (const PackedSpan& p : all) {
+      Span s;
+      s.rank = p.rank;
+      s.stream = static_cast<StreamKind>(p.stream);
+      s.kind = static_cast<SpanKind>(p.kind);
+      s.name = p.name;
+      s.start = Time::ps(p.start_ps);
+      s.end = Time::ps(p.end_ps);
+      s.micro_batch = p.micro_batch;
+      s.bytes = p.bytes;
+      s.flops = p.flops;
+      trace.spans.push_back(s);
+    }
+    const std::size_t nm = sample_bytes.size() / sizeof(PackedSample);
+    std::vector<PackedSample> mem(nm);
+    std::copy(sample_bytes.begin(), sample_bytes.end(), reinterpret_cast<char*>(mem.data()));
+    trace.memory.reserve(nm);
+    for (const PackedSample& p : mem) trace.memory.push_back({p.rank, Time::ps(p.time_ps), p.bytes});
+  }
+  std::sort(trace.spans.begin(), trace.spans.end(), [](const Span& a, const Span& b) {
+    return std::tie(a.rank, a.start, a.end, a.stream, a.name, a.micro_batch) <
+           std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch);
+  });
+  // Samples arrive in rank order (Gatherv) and in time order within a rank.
+  return trace;
+}
+
+Trace run_plan_on_cpu(const Plan& plan, const CpuBackendOptions& options) { return CpuBackend(options).run(plan); }
+
+}  // namespace twinbed::real

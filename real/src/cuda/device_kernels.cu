@@ -1,0 +1,78 @@
+// Device code of the CUDA backend (see device_kernels.hpp). Grid-stride loops over int64 indices, so any
+// n works with a grid capped at kMaxBlocks.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "device_kernels.hpp"
+
+namespace twinbed::real::cuda_kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr std::int64_t kMaxBlocks = 8192;  // ~8 waves of 256-thread blocks on an H100's 132 SMs
+
+unsigned blocks_for(std::int64_t n) {
+  const std::int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+// Scalar accesses: the workspace's chunks start at any float offset, so 16-byte vectors would need an
+// alignment split; a warp's 32 consecutive floats are still one coalesced 128-byte access.
+__global__ void add_kernel(float* __restrict__ dst, const float* __restrict__ src, std::int64_t n) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    dst[i] = __fadd_rn(dst[i], src[i]);
+}
+
+// A hash of (index, seed) (the murmur3 finaliser) to [-1, 1): 24 random bits scaled by 2^-23, minus 1.
+__device__ float uniform_at(std::int64_t i, std::uint32_t seed) {
+  const auto u = static_cast<std::uint64_t>(i);
+  std::uint32_t x = static_cast<std::uint32_t>(u) * 0x9E3779B1u ^ static_cast<std::uint32_t>(u >> 32) ^ seed;
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return static_cast<float>(x >> 8) * (1.0f / 8388608.0f) - 1.0f;
+}
+
+__device__ void store(float* p, float v) { *p = v; }
+__device__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+__device__ void store(__half* p, float v) { *p = __float2half(v); }
+
+template <typename T>
+__global__ void fill_kernel(T* data, std::int64_t n, std::uint32_t seed) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    store(data + i, uniform_at(i, seed));
+}
+
+}  // namespace
+
+cudaError_t add_f32(float* dst, const float* src, std::int64_t n, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dst, src, n);
+  return cudaGetLastError();
+}
+
+cudaError_t fill_uniform(void* data, std::int64_t n, FillType type, std::uint32_t seed, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  switch (type) {
+    case FillType::F32:
+      fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<float*>(data), n, seed);
+      break;
+    case FillType::BF16:
+      fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(data), n, seed);
+      break;
+    case FillType::F16:
+      fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<__half*>(data), n, seed);
+      break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace twinbed::real::cuda_kernels

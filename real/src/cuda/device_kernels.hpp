@@ -1,0 +1,24 @@
+// The CUDA backend's own device code, behind a small C-style interface: device_kernels.cu is the only
+// file nvcc compiles for it, and it includes no twinbed header, so it needs no C++20 (the project's
+// CUDA dialect is C++17). Each function enqueues on `stream` and returns the launch status
+// (cudaGetLastError after the launch; cudaSuccess without a launch when n == 0): callers wrap it in
+// CUDA_CHECK. Execution errors surface at the next synchronising call.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace twinbed::real::cuda_kernels {
+
+// dst[i] += src[i] for i in [0, n), fp32, one rounding per element (the same result as the CPU's
+// float add, add_floats_cpu). dst and src must not overlap.
+cudaError_t add_f32(float* dst, const float* src, std::int64_t n, cudaStream_t stream);
+
+enum class FillType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+// Fills n elements of `type` at `data` with pseudo-random values in [-1, 1), a function of (index, seed)
+// only, for GEMM inputs.
+cudaError_t fill_uniform(void* data, std::int64_t n, FillType type, std::uint32_t seed, cudaStream_t stream);
+
+}  // namespace twinbed::real::cuda_kernels

@@ -1,0 +1,338 @@
+// The CPU real backend executing whole Plans over MPI, on however many ranks mpirun started (ctest runs
+// 2 and 4). A tiny GPT under every tp / pp / dp layout that fits the ranks; the Trace is checked against
+// the plan on rank 0 (which holds every rank's spans). Every rank calls run() the same number of times
+// in the same order (run() is collective), and checks never stop a rank early: EXPECT, not ASSERT,
+// before any call that communicates.
+#include <mpi.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/real/cpu_backend.hpp"
+#include "twinbed/real/mpi.hpp"
+
+namespace twinbed::real {
+namespace {
+
+int world_size() {
+  int n = 0;
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
+  return n;
+}
+
+int world_rank() {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
+  return r;
+}
+
+TransformerModel tiny() { return gpt_model("tiny", 2, 64, 4, 32, 128); }
+
+Plan tiny_plan(int dp, int tp, int pp) {
+  Layout l;
+  l.dp = dp;
+  l.tp = tp;
+  l.pp = pp;
+  l.micro_batch = 1;
+  l.global_batch = dp * 4;  // 4 micro-batches per pipeline
+  l.bucket_bytes = 16 * KiB;  // several gradient buckets
+  return build_plan(tiny(), l, ClusterShape{dp * tp * pp, dp * tp * pp});
+}
+
+// The layouts of 2 parallel degrees in {dp, tp, pp} whose product is the world size.
+std::vector<std::tuple<int, int, int>> layouts(int n) {
+  if (n == 2) return {{2, 1, 1}, {1, 2, 1}, {1, 1, 2}};
+  if (n == 4) return {{2, 2, 1}, {1, 2, 2}, {2, 1, 2}};
+  return {{n, 1, 1}};
+}
+
+std::string describe(const std::tuple<int, int, int>& l) {
+  return "dp=" + std::to_string(std::get<0>(l)) + " tp=" + std::to_string(std::get<1>(l)) +
+         " pp=" + std::to_string(std::get<2>(l));
+}
+
+bool executed(const PlanOp& op) { return op.kind != OpKind::Alloc && op.kind != OpKind::Free; }
+
+// Which span each op of each rank produced: ops and spans with the same (stream, span kind, name,
+// micro-batch) are paired in order (program order for ops, start order for spans); -1 when unpaired.
+// Counts must agree key by key, which is what "one span per executed op" means.
+std::vector<std::vector<int>> pair_spans(const Plan& plan, const Trace& trace, const std::string& what) {
+  using Key = std::tuple<int, int, std::uint32_t, std::int32_t>;
+  std::vector<std::vector<int>> span_of(static_cast<std::size_t>(plan.world_size()));
+  for (int r = 0; r < plan.world_size(); ++r) {
+    const Program& prog = plan.program(r);
+    std::map<Key, std::vector<int>> ops, spans;
+    for (std::size_t i = 0; i < prog.size(); ++i) {
+      const PlanOp& op = prog.ops[i];
+      if (executed(op))
+        ops[{static_cast<int>(op.stream), static_cast<int>(op.span), op.name, op.micro_batch}].push_back(static_cast<int>(i));
+    }
+    for (std::size_t s = 0; s < trace.spans.size(); ++s) {  // ordered by (rank, start)
+      const Span& sp = trace.spans[s];
+      if (sp.rank == r)
+        spans[{static_cast<int>(sp.stream), static_cast<int>(sp.kind), sp.name, sp.micro_batch}].push_back(static_cast<int>(s));
+    }
+    auto& out = span_of[static_cast<std::size_t>(r)];
+    out.assign(prog.size(), -1);
+    EXPECT_EQ(ops.size(), spans.size()) << what << " rank " << r;
+    for (const auto& [key, list] : ops) {
+      auto it = spans.find(key);
+      const std::size_t got = it == spans.end() ? 0 : it->second.size();
+      EXPECT_EQ(list.size(), got) << what << " rank " << r << " op '" << plan.names[std::get<2>(key)] << "' mb "
+                                  << std::get<3>(key);
+      for (std::size_t k = 0; k < std::min(list.size(), got); ++k)
+        out[static_cast<std::size_t>(list[k])] = it->second[k];
+    }
+  }
+  return span_of;
+}
+
+void check_trace(const Plan& plan, const Trace& trace, const std::string& what) {
+  const int n = plan.world_size();
+  EXPECT_EQ(trace.backend, "real-cpu");
+  EXPECT_EQ(trace.world_size, n);
+  EXPECT_EQ(trace.names, plan.names);
+  ASSERT_EQ(trace.recorded_rank.size(), static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) EXPECT_EQ(trace.recorded_rank[static_cast<std::size_t>(r)], r);
+
+  // Exactly one span per executed (non-Alloc/Free) op.
+  std::int64_t expected = 0;
+  for (int r = 0; r < n; ++r)
+    for (const PlanOp& op : plan.program(r).ops) expected += executed(op) ? 1 : 0;
+  EXPECT_EQ(static_cast<std::int64_t>(trace.spans.size()), expected) << what;
+  const auto span_of = pair_spans(plan, trace, what);
+
+  Time latest;
+  for (const Span& s : trace.spans) {
+    EXPECT_LE(s.start, s.end) << what;
+    EXPECT_GE(s.start, Time()) << what;
+    latest = std::max(latest, s.end);
+  }
+  EXPECT_EQ(trace.step_time, latest) << what;
+  EXPECT_GT(trace.step_time, Time()) << what;
+
+  // FIFO streams: spans of one rank's Compute (and Collective) stream never overlap.
+  for (int r = 0; r < n; ++r) {
+    for (StreamKind stream : {StreamKind::Compute, StreamKind::Collective}) {
+      Time last_end;
+      for (const Span& s : trace.spans) {
+        if (s.rank != r || s.stream != stream) continue;
+        EXPECT_GE(s.start, last_end) << what << " rank " << r << " " << to_string(stream) << " '" << trace.names[s.name] << "'";
+        last_end = s.end;
+      }
+    }
+  }
+
+  // Every Recv ends after its matching Send started; every collective's members overlap in time.
+  std::map<std::tuple<int, int, std::int64_t>, std::vector<const Span*>> instances;  // (kind, group, tag)
+  int messages = 0;
+  for (int r = 0; r < n; ++r) {
+    const Program& prog = plan.program(r);
+    for (std::size_t i = 0; i < prog.size(); ++i) {
+      const PlanOp& op = prog.ops[i];
+      const int si = span_of[static_cast<std::size_t>(r)][i];
+      if (si < 0) continue;
+      const Span& span = trace.spans[static_cast<std::size_t>(si)];
+      if (op.kind == OpKind::Collective) {
+        const int group = plan.group_set(op.group).group_of_rank[static_cast<std::size_t>(r)];
+        instances[{static_cast<int>(op.group), group, op.tag}].push_back(&span);
+      } else if (op.kind == OpKind::Send) {
+        const int peer = r + op.peer_offset;
+        const Program& other = plan.program(peer);
+        bool found = false;
+        for (std::size_t j = 0; j < other.size() && !found; ++j) {
+          const PlanOp& o = other.ops[j];
+          if (o.kind != OpKind::Recv || o.peer_offset != -op.peer_offset || o.tag != op.tag) continue;
+          found = true;
+          const int sj = span_of[static_cast<std::size_t>(peer)][j];
+          if (sj < 0) continue;
+          EXPECT_GE(trace.spans[static_cast<std::size_t>(sj)].end, span.start)
+              << what << " message " << r << " -> " << peer << " tag " << op.tag;
+          ++messages;
+        }
+        EXPECT_TRUE(found) << what << " send " << r << " -> " << peer << " tag " << op.tag << " has no receive";
+      }
+    }
+  }
+  if (plan.layout.pp > 1) {
+    EXPECT_GT(messages, 0) << what;
+  }
+  for (const auto& [key, spans] : instances) {
+    const int kind = std::get<0>(key), group = std::get<1>(key);
+    EXPECT_EQ(spans.size(), plan.groups[static_cast<std::size_t>(kind)].members[static_cast<std::size_t>(group)].size())
+        << what;
+    Time last_start, first_end = Time::max();
+    for (const Span* s : spans) {
+      last_start = std::max(last_start, s->start);
+      first_end = std::min(first_end, s->end);
+    }
+    EXPECT_LE(last_start, first_end) << what << " " << to_string(static_cast<GroupKind>(kind)) << " group " << group
+                                     << " collective " << std::get<2>(key) << " members do not overlap";
+  }
+  if (plan.layout.tp > 1 || plan.layout.dp > 1) {
+    EXPECT_FALSE(instances.empty()) << what;
+  }
+
+  // Memory: samples per rank in time order, back at the model-state level (weights, gradients,
+  // optimizer state) at the end, above it at the peak (activations).
+  for (int r = 0; r < n; ++r) {
+    Bytes state = 0;
+    for (const PlanOp& op : plan.program(r).ops) {
+      const bool model_state = op.tensor_class == TensorClass::Weights || op.tensor_class == TensorClass::Grads ||
+                               op.tensor_class == TensorClass::Optimizer;
+      if (model_state && op.kind == OpKind::Alloc) state += op.bytes;
+      if (model_state && op.kind == OpKind::Free) state -= op.bytes;
+    }
+    std::vector<MemorySample> mine;
+    for (const MemorySample& m : trace.memory)
+      if (m.rank == r) mine.push_back(m);
+    ASSERT_FALSE(mine.empty()) << what << " rank " << r;
+    Bytes peak = 0;
+    for (std::size_t k = 0; k < mine.size(); ++k) {
+      if (k > 0) {
+        EXPECT_GE(mine[k].time, mine[k - 1].time) << what;
+      }
+      peak = std::max(peak, mine[k].bytes);
+    }
+    EXPECT_EQ(mine.back().bytes, state) << what << " rank " << r;
+    EXPECT_GT(peak, state) << what << " rank " << r;
+  }
+}
+
+// Only rank 0 holds the full trace; the others hold their own spans.
+void check_local(const Plan& plan, const Trace& trace, int rank, const std::string& what) {
+  std::int64_t expected = 0;
+  for (const PlanOp& op : plan.program(rank).ops) expected += executed(op) ? 1 : 0;
+  EXPECT_EQ(static_cast<std::int64_t>(trace.spans.size()), expected) << what;
+  for (const Span& s : trace.spans) EXPECT_EQ(s.rank, rank) << what;
+  EXPECT_GT(trace.step_time, Time()) << what;
+}
+
+void run_and_check(const CpuBackendOptions& options, const std::string& label) {
+  const int n = world_size(), me = world_rank();
+  CpuBackend backend(options);
+  EXPECT_EQ(backend.name(), "real-cpu");
+  for (const auto& l : layouts(n)) {
+    const Plan plan = tiny_plan(std::get<0>(l), std::get<1>(l), std::get<2>(l));
+    const std::string what = label + " " + describe(l);
+    const Trace trace = backend.run(plan);
+    if (me == 0) {
+      check_trace(plan, trace, what);
+    } else {
+      check_local(plan, trace, me, what);
+    }
+  }
+}
+
+TEST(CpuBackend, NativeCollectivesGiveOneSpanPerOpInACausalTrace) {
+  CpuBackendOptions options;
+  options.warmup_iters = 1;
+  run_and_check(options, "native");
+}
+
+TEST(CpuBackend, RingScheduleOverPointToPointGivesTheSameShapeOfTrace) {
+  CpuBackendOptions options;
+  options.collective_algorithm = "ring";
+  options.warmup_iters = 0;
+  run_and_check(options, "ring");
+}
+
+// ZeRO stages, sequence parallelism and the other pipeline schedules put collectives on both streams,
+// reduce-scatters and all-gathers of awkward sizes (rounded up to the element rule), and more messages.
+TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
+  const int n = world_size();
+  if (n != 4) GTEST_SKIP() << "needs 4 ranks";
+  struct Case {
+    std::string what;
+    Layout layout;
+  };
+  std::vector<Case> cases;
+  Layout l;
+  l.micro_batch = 1;
+  l.bucket_bytes = 16 * KiB;
+  l.dp = 2, l.tp = 2, l.pp = 1, l.global_batch = 4, l.zero_stage = 3, l.sequence_parallel = true;
+  cases.push_back({"zero3 sp dp=2 tp=2", l});
+  l.zero_stage = 1, l.sequence_parallel = false;
+  cases.push_back({"zero1 dp=2 tp=2", l});
+  l.dp = 1, l.tp = 2, l.pp = 2, l.zero_stage = 0, l.schedule = PipelineSchedule::GPipe;
+  cases.push_back({"gpipe tp=2 pp=2", l});
+  l.dp = 1, l.tp = 1, l.pp = 4, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2, l.global_batch = 8;
+  cases.push_back({"interleaved pp=4 v=2", l});
+  for (const std::string& algorithm : {std::string("native"), std::string("rhd")}) {
+    CpuBackendOptions options;
+    options.warmup_iters = 0;
+    options.collective_algorithm = algorithm;
+    CpuBackend backend(options);
+    for (const Case& c : cases) {
+      const Plan plan = build_plan(gpt_model("tiny8", 8, 64, 4, 32, 128), c.layout, ClusterShape{4, 4});
+      const Trace trace = backend.run(plan);
+      if (world_rank() == 0) check_trace(plan, trace, algorithm + " " + c.what);
+    }
+  }
+}
+
+TEST(CpuBackend, ComputeScaleShrinksTheFlopsRecorded) {
+  const int n = world_size();
+  const Plan plan = tiny_plan(n, 1, 1);
+  CpuBackendOptions full;
+  full.warmup_iters = 0;
+  CpuBackendOptions half = full;
+  half.compute_scale = 0.5;
+  const Trace a = run_plan_on_cpu(plan, full);
+  const Trace b = run_plan_on_cpu(plan, half);
+  double fa = 0, fb = 0;
+  for (const Span& s : a.spans) fa += s.flops;
+  for (const Span& s : b.spans) fb += s.flops;
+  EXPECT_GT(fa, 0);
+  EXPECT_LT(fb, 0.75 * fa);
+  EXPECT_GT(fb, 0.25 * fa);
+}
+
+TEST(CpuBackend, AWorldSizeMismatchThrowsOnEveryRankNamingBoth) {
+  const int n = world_size();
+  const int other = n == 2 ? 4 : 2;
+  const Plan plan = tiny_plan(other, 1, 1);
+  CpuBackend backend;
+  try {
+    backend.run(plan);
+    ADD_FAILURE() << "no exception";
+  } catch (const InvalidArgument& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(std::to_string(other) + " ranks"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("has " + std::to_string(n)), std::string::npos) << msg;
+  }
+}
+
+TEST(CpuBackend, ATooSmallMemoryBudgetThrowsOnEveryRankBeforeRunning) {
+  CpuBackendOptions options;
+  options.memory_budget = 1024;
+  const Plan plan = tiny_plan(world_size(), 1, 1);
+  try {
+    run_plan_on_cpu(plan, options);
+    ADD_FAILURE() << "no exception";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("smaller model"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CpuBackend, BadOptionsAreRejected) {
+  CpuBackendOptions options;
+  options.collective_algorithm = "no-such-algorithm";
+  EXPECT_THROW(CpuBackend{options}, UnknownName);
+  options = {};
+  options.compute_scale = 0;
+  EXPECT_THROW(CpuBackend{options}, InvalidArgument);
+  options = {};
+  options.warmup_iters = -1;
+  EXPECT_THROW(validate(options), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace twinbed::real
