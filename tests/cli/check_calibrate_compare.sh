@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# calibrate writes a profile with provenance; compare runs a collective and an experiment's Plan on both
+# backends from it and writes its files. Usage: check_calibrate_compare.sh TWINBED EXPERIMENTS_DIR
+set -euo pipefail
+tb=$1; experiments=$2
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+"$tb" calibrate --quick --ranks 2 --out "$work/profile.json"
+/usr/bin/python3 - "$work/profile.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["gemm_TFLOPs"]["fp32"] > 0 and p["memory_bandwidth_GBps"] > 0, p
+assert p["link"]["bandwidth_GBps"] > 0 and p["link"]["latency_us"] >= 0, p
+assert p["provenance"]["ranks"] == 2 and p["provenance"]["tool"] == "twinbed calibrate", p
+PY
+"$tb" compare --collectives --profile "$work/profile.json" --ranks 2 --max-bytes 2M --iters 2 --out "$work/coll.json"
+/usr/bin/python3 -c "import json,sys; rows=json.load(open(sys.argv[1])); assert rows and all(r['measured_us']>0 and r['simulated_us']>0 for r in rows), rows" "$work/coll.json"
+"$tb" compare "$experiments/cpu-tiny.json" --profile "$work/profile.json" --out "$work/cmp"
+/usr/bin/python3 - "$work/cmp" <<'PY'
+import json, sys, os
+c = json.load(open(os.path.join(sys.argv[1], "compare.json")))
+assert c["step"]["measured_s"] > 0 and c["step"]["simulated_s"] > 0, c["step"]
+assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
+t = json.load(open(os.path.join(sys.argv[1], "trace.json")))
+pids = {e["pid"] for e in t["traceEvents"] if e.get("ph") == "X"}
+assert len(pids) == 2, pids  # sim and real as two processes
+PY
+echo "ok: calibrate and compare"
