@@ -1,9 +1,10 @@
 // DSA, CPU reference. The masked updates are branch-free blends (compute the update for every
-// element, store it only where the mask is set) so that they vectorise; the refreshes reuse the exact
-// top-k selection of select.cpp.
+// element, keep it only where the mask is set, as a bitwise select) so that they vectorise; the
+// refreshes reuse the exact top-k selection of select.cpp.
 #include "twinbed/kernels/dsa.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <string>
 
@@ -22,6 +23,12 @@ std::size_t dsa_active_count(std::size_t count, double density) {
 
 namespace {
 
+// sel ? a : b on the bit patterns, sel all-ones or zero: a blend GCC vectorises (a ternary on floats
+// beside a byte mask it keeps as a branch, and the loop scalar).
+TWINBED_INLINE float blend(std::uint32_t sel, float a, float b) {
+  return std::bit_cast<float>((std::bit_cast<std::uint32_t>(a) & sel) | (std::bit_cast<std::uint32_t>(b) & ~sel));
+}
+
 TWINBED_CLONES void importance_impl(const float* __restrict g, const float* __restrict m, float w,
                                     float* __restrict s, std::size_t n) {
   const float wm = 1.0f - w;
@@ -31,11 +38,13 @@ TWINBED_CLONES void importance_impl(const float* __restrict g, const float* __re
 TWINBED_CLONES void sgd_impl(float* __restrict p, const float* __restrict g, float* __restrict m,
                              const std::uint8_t* __restrict mask, std::size_t n, float lr, float mu, float wd) {
   for (std::size_t i = 0; i < n; ++i) {
-    const float mi = mu * m[i] + (g[i] + wd * p[i]);
-    const float pi = p[i] - lr * mi;
-    const bool on = mask[i] != 0;
-    m[i] = on ? mi : m[i];
-    p[i] = on ? pi : p[i];
+    const float p0 = p[i];
+    const float m0 = m[i];
+    const float mi = mu * m0 + (g[i] + wd * p0);
+    const float pi = p0 - lr * mi;
+    const std::uint32_t on = 0U - static_cast<std::uint32_t>(mask[i] != 0);
+    m[i] = blend(on, mi, m0);
+    p[i] = blend(on, pi, p0);
   }
 }
 
@@ -43,14 +52,17 @@ TWINBED_CLONES void adam_impl(float* __restrict p, const float* __restrict g, fl
                               float* __restrict v, const std::uint8_t* __restrict mask, std::size_t n, float lr,
                               float b1, float b2, float eps, float wd, float inv_c1, float inv_c2) {
   for (std::size_t i = 0; i < n; ++i) {
+    const float p0 = p[i];
+    const float m0 = m[i];
+    const float v0 = v[i];
     const float gi = g[i];
-    const float mi = b1 * m[i] + (1.0f - b1) * gi;
-    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-    const float pi = p[i] - lr * (mi * inv_c1) / (std::sqrt(vi * inv_c2) + eps) - lr * wd * p[i];
-    const bool on = mask[i] != 0;
-    m[i] = on ? mi : m[i];
-    v[i] = on ? vi : v[i];
-    p[i] = on ? pi : p[i];
+    const float mi = b1 * m0 + (1.0f - b1) * gi;
+    const float vi = b2 * v0 + (1.0f - b2) * gi * gi;
+    const float pi = p0 - lr * (mi * inv_c1) / (std::sqrt(vi * inv_c2) + eps) - lr * wd * p0;
+    const std::uint32_t on = 0U - static_cast<std::uint32_t>(mask[i] != 0);
+    m[i] = blend(on, mi, m0);
+    v[i] = blend(on, vi, v0);
+    p[i] = blend(on, pi, p0);
   }
 }
 
@@ -75,8 +87,7 @@ std::size_t mask_unstructured(std::span<const float> score, double density, std:
   detail::require_size("mask_unstructured", "mask", mask.size(), "score", score.size());
   detail::check_index_range("mask_unstructured", score.size());
   const std::size_t k = dsa_active_count(score.size(), density);
-  std::fill(mask.begin(), mask.end(), std::uint8_t{0});
-  for (std::uint32_t i : detail::select_topk(score, k)) mask[i] = 1;
+  detail::select_topk_mask(score, k, mask.data());
   return k;
 }
 

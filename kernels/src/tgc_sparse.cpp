@@ -1,6 +1,6 @@
-// TGC sparsification and error feedback, CPU reference. Threshold selection is a single streaming
-// pass (SSE2 compare + movemask, walking only the hits); exact top-k reuses it behind a sampled
-// lower bound (select.cpp) so that it costs about one pass plus O(k) selection.
+// TGC sparsification and error feedback, CPU reference. Threshold selection and the fused
+// error-feedback step are one streaming pass of branch-free compaction (select.cpp); exact top-k is
+// that pass behind a sampled lower bound plus a radix select over the candidates (select.cpp).
 #include <algorithm>
 #include <bit>
 #include <functional>
@@ -16,43 +16,8 @@
 namespace twinbed::kernels {
 namespace {
 
-TWINBED_CLONES std::size_t sparsify_impl(const float* x, std::size_t n, std::uint32_t tkey, std::uint32_t* idx,
-                                         float* val, std::size_t cap) {
-  std::size_t count = 0;
-  detail::for_each_key_ge(x, n, tkey, [&](std::size_t i) {
-    if (count < cap) {
-      idx[count] = static_cast<std::uint32_t>(i);
-      val[count] = x[i];
-    }
-    ++count;
-  });
-  return count;
-}
-
 TWINBED_CLONES void accumulate_impl(const float* __restrict g, float* __restrict e, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) e[i] += g[i];
-}
-
-TWINBED_CLONES std::size_t ef_sparsify_impl(const float* __restrict g, float* __restrict e, std::size_t n,
-                                            std::uint32_t tkey, std::uint32_t* idx, float* val, std::size_t cap) {
-  // Chunks small enough to stay in L1 between the add and the selection, so e streams once.
-  constexpr std::size_t chunk = 2048;
-  std::size_t count = 0;
-  for (std::size_t start = 0; start < n; start += chunk) {
-    const std::size_t len = std::min(chunk, n - start);
-    float* __restrict ec = e + start;
-    const float* __restrict gc = g + start;
-    for (std::size_t i = 0; i < len; ++i) ec[i] += gc[i];
-    detail::for_each_key_ge(ec, len, tkey, [&](std::size_t i) {
-      if (count < cap) {  // sent: leaves the residual; beyond capacity it stays for a later step
-        idx[count] = static_cast<std::uint32_t>(start + i);
-        val[count] = ec[i];
-        ec[i] = 0.0f;
-      }
-      ++count;
-    });
-  }
-  return count;
 }
 
 }  // namespace
@@ -61,11 +26,7 @@ namespace cpu {
 
 std::size_t topk(std::span<const float> x, std::size_t k, std::span<std::uint32_t> indices, std::span<float> values) {
   detail::check_topk_args("topk", x.size(), k, indices.size(), values.size());
-  const std::vector<std::uint32_t> sel = detail::select_topk(x, k);
-  for (std::size_t j = 0; j < k; ++j) {
-    indices[j] = sel[j];
-    values[j] = x[sel[j]];
-  }
+  detail::select_topk(x, k, indices.data(), values.data());
   return k;
 }
 
@@ -88,8 +49,8 @@ std::size_t sparsify_threshold(std::span<const float> x, float threshold, std::s
   detail::check_index_range("sparsify_threshold", x.size());
   detail::check_threshold("sparsify_threshold", threshold);
   detail::require_size("sparsify_threshold", "indices", indices.size(), "values", values.size());
-  return sparsify_impl(x.data(), x.size(), detail::magnitude_key(threshold), indices.data(), values.data(),
-                       indices.size());
+  return detail::compact_ge(x.data(), x.size(), detail::magnitude_key(threshold), indices.data(), values.data(),
+                            indices.size());
 }
 
 void scatter_add(std::span<const std::uint32_t> indices, std::span<const float> values, std::span<float> out) {
@@ -123,8 +84,8 @@ std::size_t ef_sparsify_threshold(std::span<const float> g, std::span<float> e, 
   detail::check_index_range("ef_sparsify_threshold", g.size());
   detail::check_threshold("ef_sparsify_threshold", threshold);
   detail::require_size("ef_sparsify_threshold", "indices", indices.size(), "values", values.size());
-  return ef_sparsify_impl(g.data(), e.data(), g.size(), detail::magnitude_key(threshold), indices.data(),
-                          values.data(), indices.size());
+  return detail::ef_compact_ge(g.data(), e.data(), g.size(), detail::magnitude_key(threshold), indices.data(),
+                               values.data(), indices.size());
 }
 
 }  // namespace cpu

@@ -56,6 +56,23 @@ TEST(Dsa, UnstructuredMaskHasTheTargetDensityAndKeepsTheBest) {
   }
 }
 
+TEST(Dsa, UnstructuredMaskBreaksTiesTowardsTheLowerIndex) {
+  // Few distinct scores, so the k-th score is shared by thousands of entries; and all scores equal.
+  const std::size_t n = 100003;
+  std::vector<float> few(n), same(n, 0.5f);
+  for (std::size_t i = 0; i < n; ++i) few[i] = static_cast<float>((i * 7919) % 5);
+  for (const auto* s : {&few, &same}) {
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return (*s)[a] > (*s)[b]; });
+    for (double density : {1e-5, 0.1, 0.3, 0.5, 0.99999}) {
+      std::vector<std::uint8_t> mask(n, 7);
+      const std::size_t k = tk::cpu::mask_unstructured(*s, density, mask);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(mask[order[j]], j < k ? 1 : 0) << "density " << density << " rank " << j;
+    }
+  }
+}
+
 TEST(Dsa, BlockMaskMatchesNaiveOnRaggedEdges) {
   const std::size_t rows = 37, cols = 53, b = 8;  // 5 × 7 blocks, the last row and column partial
   const auto s = abs_scores(rows * cols, 4);

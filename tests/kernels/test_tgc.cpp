@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -212,7 +213,9 @@ void expect_topk(const std::vector<float>& x, std::size_t k) {
   EXPECT_EQ(tk::cpu::topk(x, k, idx, val), k);
   const std::vector<std::uint32_t> want = naive_topk(x, k);
   ASSERT_EQ(idx, want) << "n=" << x.size() << " k=" << k;
-  for (std::size_t j = 0; j < k; ++j) ASSERT_EQ(val[j], x[idx[j]]);
+  // Bit patterns, so that NaN entries compare too.
+  for (std::size_t j = 0; j < k; ++j) ASSERT_EQ(key_of(val[j]) | (std::signbit(val[j]) ? 0x80000000U : 0U),
+                                                key_of(x[idx[j]]) | (std::signbit(x[idx[j]]) ? 0x80000000U : 0U));
 }
 
 TEST(TopK, ReturnsExactlyTheKLargestMagnitudes) {
@@ -237,6 +240,46 @@ TEST(TopK, TiesGoToTheLowerIndex) {
   std::vector<float> val(10);
   tk::cpu::topk(same, 10, idx, val);
   for (std::uint32_t j = 0; j < 10; ++j) EXPECT_EQ(idx[j], j);
+}
+
+TEST(TopK, AwkwardDistributions) {
+  const std::size_t n = 200003;  // above the sampling size, so the sampled bound and radix select run
+  // All equal, large: the first k indices, for every k including 1 and n.
+  const std::vector<float> same(n, 0.75f);
+  for (std::size_t k : {std::size_t{1}, std::size_t{8}, n / 3, n - 1, n}) expect_topk(same, k);
+  // Two magnitudes, 99% of the entries at the larger: far more candidates than the sample expects.
+  std::vector<float> two(n, -3.0f);
+  for (std::size_t i = 0; i < n; i += 100) two[i] = 1.0f;
+  for (std::size_t k : {std::size_t{1}, std::size_t{100}, n / 2, n - n / 100, n - n / 100 + 1}) expect_topk(two, k);
+  // Keys that share their top 11 and 22 bits (neighbouring floats), so every radix level decides.
+  std::vector<float> close(n);
+  for (std::size_t i = 0; i < n; ++i)
+    close[i] = std::nextafter(1.0f, 2.0f) * (i % 2 ? -1.0f : 1.0f) + static_cast<float>(i % 7) * 1.2e-7f;
+  for (std::size_t k : {std::size_t{1}, std::size_t{3}, n / 7, n / 2}) expect_topk(close, k);
+  // Increasing magnitudes (a structured tensor: the top-k sit together at the end) and zeros of both signs.
+  std::vector<float> ramp(n);
+  for (std::size_t i = 0; i < n; ++i) ramp[i] = (i % 3 == 0 ? -0.0f : 0.0f) + static_cast<float>(i / 4) * 1e-3f;
+  for (std::size_t k : {std::size_t{1}, n / 1000, n / 4, n}) expect_topk(ramp, k);
+  // Denormals, infinities and NaNs: magnitude order is the bit order, so NaN > inf > finite > denormal.
+  std::vector<float> odd = random_vector(n, 21);
+  for (std::size_t i = 0; i < n; i += 997) odd[i] = std::numeric_limits<float>::denorm_min() * static_cast<float>(i % 5);
+  odd[17] = std::numeric_limits<float>::infinity();
+  odd[40000] = -std::numeric_limits<float>::infinity();
+  odd[123456] = std::numeric_limits<float>::quiet_NaN();
+  for (std::size_t k : {std::size_t{1}, std::size_t{2}, std::size_t{3}, n / 100}) expect_topk(odd, k);
+  std::vector<std::uint32_t> idx(3);
+  std::vector<float> val(3);
+  tk::cpu::topk(odd, 3, idx, val);
+  EXPECT_EQ(idx, (std::vector<std::uint32_t>{17, 40000, 123456}));
+}
+
+TEST(TopK, SmallAndOddSizes) {
+  for (std::size_t n : {std::size_t{2}, std::size_t{8}, std::size_t{9}, std::size_t{15}, std::size_t{17},
+                        std::size_t{8191}, std::size_t{8193}, std::size_t{65537}}) {
+    const std::vector<float> x = random_vector(n, static_cast<std::uint32_t>(n + 1));
+    for (std::size_t k = 1; k <= n; k = k * 3 + 1) expect_topk(x, k);
+    expect_topk(x, n);
+  }
 }
 
 TEST(TopK, EstimatedThresholdKeepsAboutK) {
@@ -273,6 +316,41 @@ TEST(Sparsify, ThresholdMatchesNaiveIncludingTruncation) {
       std::vector<float> small_val(want.size() / 2);
       ASSERT_EQ(tk::cpu::sparsify_threshold(x, thr, small_idx, small_val), want.size());
       for (std::size_t j = 0; j < small_idx.size(); ++j) ASSERT_EQ(small_idx[j], want[j]);
+    }
+  }
+}
+
+TEST(Sparsify, EveryCapacityAndTailLength) {
+  // Capacities around the 8-lane steps of the vector path and sizes with every tail length.
+  for (std::size_t n : {std::size_t{0}, std::size_t{5}, std::size_t{8}, std::size_t{29}, std::size_t{4099}}) {
+    std::vector<float> x = random_vector(n, static_cast<std::uint32_t>(n + 7));
+    for (std::size_t i = 0; i < n; i += 5) x[i] = 2.0f;  // dense runs of hits
+    std::vector<std::uint32_t> want;
+    for (std::size_t i = 0; i < n; ++i)
+      if (std::fabs(x[i]) >= 0.5f) want.push_back(static_cast<std::uint32_t>(i));
+    for (std::size_t cap : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9},
+                            want.size() / 2, want.size(), want.size() + 9}) {
+      std::vector<std::uint32_t> idx(cap);
+      std::vector<float> val(cap, -1.0f);
+      ASSERT_EQ(tk::cpu::sparsify_threshold(x, 0.5f, idx, val), want.size()) << "n=" << n << " cap=" << cap;
+      for (std::size_t j = 0; j < std::min(cap, want.size()); ++j) {
+        ASSERT_EQ(idx[j], want[j]) << "n=" << n << " cap=" << cap << " j=" << j;
+        ASSERT_EQ(val[j], x[want[j]]);
+      }
+      // The fused error-feedback form: the written hits leave e, everything else is g + e.
+      const std::vector<float> g = random_vector(n, static_cast<std::uint32_t>(n + 8), 0.25f);
+      std::vector<float> e = x;
+      std::vector<std::uint32_t> want_ef;
+      for (std::size_t i = 0; i < n; ++i)
+        if (std::fabs(x[i] + g[i]) >= 0.5f) want_ef.push_back(static_cast<std::uint32_t>(i));
+      ASSERT_EQ(tk::cpu::ef_sparsify_threshold(g, e, 0.5f, idx, val), want_ef.size());
+      std::vector<bool> sent(n, false);
+      for (std::size_t j = 0; j < std::min(cap, want_ef.size()); ++j) {
+        ASSERT_EQ(idx[j], want_ef[j]);
+        ASSERT_EQ(val[j], x[want_ef[j]] + g[want_ef[j]]);
+        sent[want_ef[j]] = true;
+      }
+      for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(e[i], sent[i] ? 0.0f : x[i] + g[i]) << i;
     }
   }
 }

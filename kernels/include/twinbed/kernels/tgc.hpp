@@ -82,9 +82,11 @@ namespace cpu {
 // Exact top-k by magnitude: writes the k entries with the largest |x| (ties as above) to
 // indices/values (both of size k, ascending index). k ≤ n. Returns k.
 // Method: a stratified sample estimates a magnitude that at least k entries reach, one streaming
-// pass collects the candidates above it, and a selection over the candidates (O(k) expected) finds
-// the exact k-th magnitude; a too-high estimate falls back to selecting over all n. Expected
-// O(n + k); allocates O(k) scratch.
+// pass compacts the candidates above it, and a radix select over the candidates' magnitude bits
+// (MSD digits of 11, 11 and 9 bits, no comparison sort) finds the exact k-th magnitude and the
+// count above it; one pass over the candidates then keeps those above and the lowest-index ties.
+// A too-high estimate falls back to all n as candidates. O(n + k); allocates O(k) scratch
+// (O(n) for a tensor whose magnitudes defeat the sample).
 std::size_t topk(std::span<const float> x, std::size_t k, std::span<std::uint32_t> indices,
                  std::span<float> values);
 
@@ -97,7 +99,9 @@ float estimate_topk_threshold(std::span<const float> x, std::size_t k, std::size
 
 // Threshold selection: every i with |x_i| ≥ threshold (threshold > 0), in index order. Writes the
 // first min(count, capacity) of them, capacity = indices.size() == values.size(), and returns the
-// total count (a return above capacity means the output was truncated).
+// total count (a return above capacity means the output was truncated). Slots past the count are
+// scratch: the vector path may overwrite up to 7 of them. One streaming pass, branch-free where
+// AVX2 is available (see README "Technique kernels"), so its cost hardly depends on the density.
 std::size_t sparsify_threshold(std::span<const float> x, float threshold, std::span<std::uint32_t> indices,
                                std::span<float> values);
 
@@ -119,7 +123,8 @@ void ef_quantize(std::span<const float> g, std::span<float> e, const QuantSpec& 
                  std::span<std::uint8_t> codes, std::span<float> scales);
 // Fused threshold step: acc = g + e; the first min(count, capacity) entries with |acc| ≥ threshold
 // are written out and zeroed in e, everything else stays in e (including selected entries beyond
-// capacity, so truncation loses nothing). Returns the total count as sparsify_threshold does.
+// capacity, so truncation loses nothing). Returns the total count, and uses the slots past it as
+// scratch, as sparsify_threshold does. One pass: reads g and e, writes e and the selected entries.
 std::size_t ef_sparsify_threshold(std::span<const float> g, std::span<float> e, float threshold,
                                   std::span<std::uint32_t> indices, std::span<float> values);
 
