@@ -1,4 +1,5 @@
-// twinbed run: one experiment on the simulator, a one-screen summary, and the results folder.
+// twinbed run: one experiment on the simulator and/or the real CPU backend, a one-screen summary per
+// backend, and the results folder. Both backends run the same Plan through the Backend seam.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,11 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/export.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/profile.hpp"
+#include "twinbed/real/cpu_backend.hpp"
+#include "twinbed/real/launch.hpp"
+#include "twinbed/real/mpi.hpp"
 
 namespace twinbed::cli {
 
@@ -42,12 +48,40 @@ void check_choice(const std::string& flag, const std::string& value, const std::
   }
 }
 
-void run_command(const RunOptions& o) {
-  // Flags are checked before any work, so a typo fails fast.
-  if (o.backend) {
-    if (*o.backend == "real") throw Unavailable("--backend real: the real backend cannot run experiments yet; use --backend sim");
-    check_choice("--backend", *o.backend, {"sim"});
+// Which backends run: --backend (sim, real or both) over the config's "backends".
+std::vector<std::string> chosen_backends(const RunOptions& o, const Experiment& e) {
+  if (!o.backend) return e.backends;
+  if (*o.backend == "both") return {"sim", "real"};
+  return {*o.backend};
+}
+
+void write_backend_files(const fs::path& dir, const std::string& backend, const Report& r, const RunProvenance& p) {
+  write_file_atomic(dir / (backend + ".json"), results_json(r, p).dump(2) + "\n");
+  write_file_atomic(dir / (backend + "_ops.csv"), op_kinds_csv(r));
+  write_file_atomic(dir / (backend + "_ranks.csv"), ranks_csv(r));
+}
+
+// The real CPU backend on every rank of the MPI job; the full Trace comes back on rank 0.
+Trace run_on_cpu_ranks(const Experiment& e, const real::MpiSession& mpi) {
+  const Topology topology = build_topology(e.cluster);
+  const int rph = topology.uniform_ranks_per_host();
+  const Plan plan = build_plan(e.model, e.layout, ClusterShape{topology.num_ranks(), rph > 0 ? rph : topology.num_ranks()});
+  real::CpuBackendOptions options;
+  if (e.simulation.collective_algorithm != "auto") options.collective_algorithm = e.simulation.collective_algorithm;
+  try {
+    real::CpuBackend backend(options);
+    return backend.run(plan);
+  } catch (const InvalidArgument&) {
+    throw;  // thrown alike on every rank before any communication: main reports it
+  } catch (const std::exception& err) {
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), err.what());
+    mpi.abort_job(1);
   }
+}
+
+void run_command(const RunOptions& o, Invocation& invocation) {
+  // Flags are checked before any work, so a typo fails fast.
+  if (o.backend) check_choice("--backend", *o.backend, {"sim", "real", "both"});
   if (o.fidelity) check_choice("--fidelity", *o.fidelity, accepted_fidelities());
   if (o.network) check_choice("--network", *o.network, accepted_networks());
 
@@ -56,60 +90,106 @@ void run_command(const RunOptions& o) {
   if (o.fidelity) e.simulation.fidelity = *o.fidelity;
   if (o.network) e.simulation.network = *o.network;
   if (o.out) e.output = *o.out;
-  if (config.contains("sweep")) {
-    std::fprintf(stderr, "twinbed: note: %s has a sweep; `run` runs the config as written (use `twinbed sweep`)\n",
-                 o.experiment.c_str());
-  }
-  for (const std::string& w : e.warnings) std::fprintf(stderr, "twinbed: warning: %s\n", w.c_str());
+  const std::vector<std::string> backends = chosen_backends(o, e);
+  const bool with_real = std::find(backends.begin(), backends.end(), "real") != backends.end();
+  const bool with_sim = std::find(backends.begin(), backends.end(), "sim") != backends.end();
 
-  const SimRun run = run_on_simulator(e);
+  // The real backend is one MPI process per rank: started by hand, become the plan's ranks.
+  if (with_real && !real::in_mpi_job()) {
+    if (!real::mpi_built()) throw Unavailable("--backend real needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
+    invocation.exit_code = real::relaunch_under_mpirun(e.layout.world_size(), invocation.argc, invocation.argv);
+    return;
+  }
+  std::optional<real::MpiSession> mpi;
+  if (with_real) mpi.emplace();
+  const bool leader = !mpi || mpi->rank() == 0;
+  if (leader) {
+    if (config.contains("sweep")) {
+      std::fprintf(stderr, "twinbed: note: %s has a sweep; `run` runs the config as written (use `twinbed sweep`)\n",
+                   o.experiment.c_str());
+    }
+    for (const std::string& w : e.warnings) std::fprintf(stderr, "twinbed: warning: %s\n", w.c_str());
+  }
+
+  std::optional<Trace> measured;
+  if (with_real) measured = run_on_cpu_ranks(e, *mpi);
+  if (!leader) return;
+  std::optional<SimRun> simulated;
+  if (with_sim) simulated = run_on_simulator(e);
 
   // Files first, each written atomically, so a printed summary always has its files beside it.
   const fs::path dir(e.output);
   RunProvenance provenance = make_provenance(resolved(e), git_revision(), twinbed_version());
-  provenance.extra = run.details;
   write_file_atomic(dir / "config.json", resolved(e).dump(2) + "\n");
-  write_file_atomic(dir / "sim.json", results_json(run.report, provenance).dump(2) + "\n");
-  write_file_atomic(dir / "sim_ops.csv", op_kinds_csv(run.report));
-  write_file_atomic(dir / "sim_ranks.csv", ranks_csv(run.report));
+  std::vector<const Trace*> traces;
+  std::optional<Report> measured_report;
+  if (simulated) {
+    provenance.extra = simulated->details;
+    write_backend_files(dir, "sim", simulated->report, provenance);
+    traces.push_back(&simulated->trace);
+  }
+  if (measured) {
+    // Peak FLOP/s of a CPU rank is unknown unless calibrated: MFU is against the profile's best GEMM
+    // rate when the cluster names one, else not computed (0).
+    ReportInputs inputs = report_inputs(e.model, e.layout, build_topology(e.cluster).device(0));
+    inputs.peak_flops = 0;
+    if (!e.cluster.profile.empty()) {
+      const MachineProfile p = load_profile(e.cluster.profile, MachineProfile{}, DeviceSpec{});
+      for (const auto& [dtype, rate] : p.gemm_rate) inputs.peak_flops = std::max(inputs.peak_flops, rate);
+    }
+    measured_report = report(*measured, inputs);
+    provenance.extra = {{"backend", "real-cpu"}, {"ranks", mpi->size()}};
+    write_backend_files(dir, "real", *measured_report, provenance);
+    traces.push_back(&*measured);
+  }
   if (!o.no_trace) {
-    write_file_atomic(dir / "trace.json", [&](std::ostream& out) { write_chrome_trace(out, {&run.trace}); });
+    write_file_atomic(dir / "trace.json", [&](std::ostream& out) { write_chrome_trace(out, traces); });
   } else {
     std::error_code ec;
     fs::remove(dir / "trace.json", ec);  // a stale timeline of an earlier run must not sit beside these results
   }
 
   if (o.json) {
-    nlohmann::json j = report_to_json(run.report);
-    j["experiment"] = e.name;
-    j["output"] = dir.string();
+    nlohmann::json j = {{"experiment", e.name}, {"output", dir.string()}};
+    if (simulated) j["sim"] = report_to_json(simulated->report);
+    if (measured_report) j["real"] = report_to_json(*measured_report);
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::printf("# twinbed run: %s — %s, %d ranks on %s\n", e.name.c_str(), e.model.name.c_str(), run.report.world_size,
-              run.details["topology"].get<std::string>().c_str());
-  std::printf("# layout dp %d, tp %d, pp %d, ep %d, %s, micro-batch %d, global batch %d; %s network, %s fidelity\n",
-              e.layout.dp, e.layout.tp, e.layout.pp, e.layout.ep, schedule_name(e.layout.schedule).c_str(),
-              e.layout.micro_batch, e.layout.global_batch, e.simulation.network.c_str(),
-              run.details["fidelity_used"].get<std::string>().c_str());
-  std::cout << format_summary(run.report) << "\n";
-  std::printf("# simulated in %.3f s wall; wrote %s/{config.json, sim.json, sim_ops.csv, sim_ranks.csv%s}\n", run.wall_s,
-              dir.string().c_str(), o.no_trace ? "" : ", trace.json");
+  std::printf("# twinbed run: %s — %s; layout dp %d, tp %d, pp %d, ep %d, %s, micro-batch %d, global batch %d\n",
+              e.name.c_str(), e.model.name.c_str(), e.layout.dp, e.layout.tp, e.layout.pp, e.layout.ep,
+              schedule_name(e.layout.schedule).c_str(), e.layout.micro_batch, e.layout.global_batch);
+  if (simulated) {
+    std::printf("# simulated: %d ranks on %s; %s network, %s fidelity; %.3f s wall\n", simulated->report.world_size,
+                simulated->details["topology"].get<std::string>().c_str(), e.simulation.network.c_str(),
+                simulated->details["fidelity_used"].get<std::string>().c_str(), simulated->wall_s);
+    std::cout << format_summary(simulated->report) << "\n";
+  }
+  if (measured_report) {
+    std::printf("# measured: %d CPU ranks over MPI on this machine (compute in fp32)\n", measured_report->world_size);
+    std::cout << format_summary(*measured_report) << "\n";
+  }
+  std::string files = "config.json";
+  for (const auto& b : backends) files += ", " + b + ".json, " + b + "_ops.csv, " + b + "_ranks.csv";
+  std::printf("# wrote %s/{%s%s}\n", dir.string().c_str(), files.c_str(), o.no_trace ? "" : ", trace.json");
 }
 
 }  // namespace
 
-void add_run_command(CLI::App& app) {
+void add_run_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<RunOptions>();
-  CLI::App* cmd = app.add_subcommand("run", "Run one experiment config on the simulator: summary + results folder");
+  CLI::App* cmd = app.add_subcommand(
+      "run", "Run one experiment config on the simulator and/or CPU ranks over MPI: summary + results folder");
   cmd->add_option("experiment", opts->experiment, "Experiment config (JSON); see README, \"Experiments\"")->required();
-  cmd->add_option("--backend", opts->backend, "sim (real: not available for experiments yet)");
+  cmd->add_option("--backend", opts->backend,
+                  "sim, real (CPU ranks over MPI: relaunches under mpirun as the layout's ranks) or both; "
+                  "default: the config's \"backends\"");
   cmd->add_option("--out", opts->out, "Results folder (default: the config's \"output\", else results/<name>)");
   cmd->add_option("--fidelity", opts->fidelity, "full, representative or coarse (overrides the config)");
   cmd->add_option("--network", opts->network, "flow or analytical (overrides the config)");
   cmd->add_flag("--json", opts->json, "Print the report as JSON instead of the summary");
   cmd->add_flag("--no-trace", opts->no_trace, "Do not write trace.json (large for big clusters: ~150 MB for GPT-3 on 1,024 GPUs)");
-  cmd->callback([opts] { run_command(*opts); });
+  cmd->callback([opts, &invocation] { run_command(*opts, invocation); });
 }
 
 }  // namespace twinbed::cli

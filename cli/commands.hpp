@@ -18,7 +18,7 @@ void add_collectives_command(CLI::App& app, Invocation& invocation);
 void add_list_command(CLI::App& app);
 void add_calibrate_command(CLI::App& app, Invocation& invocation);
 void add_compare_command(CLI::App& app, Invocation& invocation);
-void add_run_command(CLI::App& app);
+void add_run_command(CLI::App& app, Invocation& invocation);
 void add_sweep_command(CLI::App& app);
 
 }  // namespace twinbed::cli

@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   twinbed::cli::add_list_command(app);
   twinbed::cli::add_calibrate_command(app, invocation);
   twinbed::cli::add_compare_command(app, invocation);
-  twinbed::cli::add_run_command(app);
+  twinbed::cli::add_run_command(app, invocation);
   twinbed::cli::add_sweep_command(app);
   try {
     app.parse(argc, argv);

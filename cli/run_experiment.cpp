@@ -35,9 +35,10 @@ SimRun run_on_simulator(const Experiment& e, bool record_spans) {
       throw ConfigError("/cluster/profile", std::string("in profile file: ") + err.what());
     }
   }
-  sim::PlanSimStats stats;
+  sim::SimBackend backend(topology, options);
   SimRun run;
-  run.trace = simulate_plan(plan, topology, options, stats);
+  run.trace = backend.run(plan);
+  const sim::PlanSimStats& stats = backend.stats();
   run.report = report(run.trace, report_inputs(e.model, e.layout, topology.device(0)));
   run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   run.details = {{"topology", topology.description},

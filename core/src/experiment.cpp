@@ -145,13 +145,12 @@ SimulationConfig parse_simulation(const json& j) {
 }
 
 std::vector<std::string> parse_backends(const json& j) {
-  if (!j.is_array() || j.empty()) fail("/backends", "expected a non-empty array of backend names (accepted: sim), got " + got(j));
+  if (!j.is_array() || j.empty()) fail("/backends", "expected a non-empty array of backend names (accepted: sim, real), got " + got(j));
   std::vector<std::string> out;
   for (std::size_t i = 0; i < j.size(); ++i) {
     const std::string p = "/backends/" + std::to_string(i);
     const std::string b = read_string(j[i], p);
-    if (b == "real") fail(p, "the real backend is not available for experiments yet; accepted now: sim");
-    if (b != "sim") fail(p, "unknown backend '" + b + "'; accepted: sim (and, later, real)");
+    if (b != "sim" && b != "real") fail(p, "unknown backend '" + b + "'; accepted: sim, real (CPU ranks over MPI)");
     if (std::find(out.begin(), out.end(), b) != out.end()) fail(p, "backend '" + b + "' is listed twice");
     out.push_back(b);
   }

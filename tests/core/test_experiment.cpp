@@ -164,11 +164,13 @@ TEST(Experiment, TechniquesAndBackends) {
 
   c = small_config();
   c["backends"] = json::array({"sim", "real"});
+  EXPECT_EQ(experiment_from_json(c, kData).backends, (std::vector<std::string>{"sim", "real"}));
+  c["backends"] = json::array({"sim", "sim"});
   EXPECT_EQ(error_path(c, &msg), "/backends/1");
-  EXPECT_NE(msg.find("not available"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("twice"), std::string::npos) << msg;
   c["backends"] = json::array({"gpu"});
   EXPECT_EQ(error_path(c, &msg), "/backends/0");
-  EXPECT_NE(msg.find("accepted: sim"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("accepted: sim, real"), std::string::npos) << msg;
   c["backends"] = json::array();
   EXPECT_EQ(error_path(c), "/backends");
 }

@@ -63,7 +63,7 @@ struct Experiment {
   TransformerModel model;
   Layout layout;
   std::vector<std::string> techniques;          // always empty for now: no technique pass exists yet
-  std::vector<std::string> backends{"sim"};     // "sim" (the only one available yet)
+  std::vector<std::string> backends{"sim"};     // "sim" and/or "real" (CPU ranks over MPI)
   SimulationConfig simulation;
   std::string output;                           // results folder; default "results/<name>"
   std::vector<std::string> warnings;            // from layout validation: legal, probably unintended

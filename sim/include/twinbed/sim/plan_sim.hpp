@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "twinbed/core/plan.hpp"
+#include "twinbed/core/backend.hpp"
 #include "twinbed/core/topology.hpp"
 #include "twinbed/core/trace.hpp"
 #include "twinbed/sim/compute_model.hpp"
@@ -78,5 +79,20 @@ struct PlanSimStats {
 // left waiting).
 Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOptions& options);
 Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOptions& options, PlanSimStats& stats);
+
+// The simulator behind the Backend seam (core/backend.hpp). Borrows the topology; stats() are those
+// of the last run().
+class SimBackend : public Backend {
+ public:
+  SimBackend(const Topology& topology, PlanSimOptions options) : topology_(topology), options_(std::move(options)) {}
+  std::string name() const override { return "sim"; }
+  Trace run(const Plan& plan) override { return simulate_plan(plan, topology_, options_, stats_); }
+  const PlanSimStats& stats() const { return stats_; }
+
+ private:
+  const Topology& topology_;
+  PlanSimOptions options_;
+  PlanSimStats stats_;
+};
 
 }  // namespace twinbed::sim
