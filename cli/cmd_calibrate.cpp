@@ -28,9 +28,8 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
   real::CalibrateOptions options;
   if (o.quick) {
     options.gemm_dims = {128, 512};
-    options.gemm_square = {256};
     options.seconds_per_point = 0.01;
-    options.stream_bytes = 8 * MiB;
+    options.stream_bytes = {64 * KiB, 8 * MiB};
     options.p2p_sizes = {8, 64 << 10, 1 << 20, 4 << 20};
   }
   try {
@@ -40,7 +39,7 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
       save_profile(p, o.out);
       std::printf("# profile of %s written to %s\n", p.provenance->machine.c_str(), o.out.c_str());
       std::printf("best fp32 GEMM   %10.2f GFLOP/s per rank (%zu shapes)\n", p.gemm_rate.at(DType::FP32) / 1e9,
-                  p.gemm_samples.size() / 5);
+                  p.gemm_samples.size() / p.gemm_rate.size());
       std::printf("memory (triad)   %10.2f GB/s per rank\n", p.memory_bandwidth / GBps);
       std::printf("tiny op          %10.2f us\n", p.launch_overhead.microseconds());
       if (p.link) {
@@ -68,7 +67,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
-  cmd->add_flag("--quick", opts->quick, "A few seconds instead of about a minute: fewer shapes, shorter timings");
+  cmd->add_flag("--quick", opts->quick, "A second or two instead of about half a minute: fewer shapes, shorter timings");
   cmd->callback([opts, &invocation] { invocation.exit_code = run_calibrate(*opts, invocation); });
 }
 

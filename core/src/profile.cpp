@@ -56,7 +56,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
                                  const std::string& path) {
   require_object(j, path);
   check_keys(j, path,
-             {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps",
+             {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps", "memory_samples",
               "launch_overhead_us", "link", "provenance"});
   MachineProfile p = base;
   if (j.contains("device")) p.device = read_name(j["device"], child(path, "device"));
@@ -91,6 +91,21 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
   }
   if (j.contains("memory_bandwidth_GBps")) {
     p.memory_bandwidth = read_positive(j["memory_bandwidth_GBps"], child(path, "memory_bandwidth_GBps"), "GB/s") * GBps;
+  }
+  if (j.contains("memory_samples")) {
+    const std::string at = child(path, "memory_samples");
+    if (!j["memory_samples"].is_array()) fail(at, "expected an array of {bytes, GBps}, got " + got(j["memory_samples"]));
+    p.memory_samples.clear();
+    for (std::size_t i = 0; i < j["memory_samples"].size(); ++i) {
+      const std::string where = child(at, i);
+      const json& v = j["memory_samples"][i];
+      require_object(v, where);
+      check_keys(v, where, {"bytes", "GBps"});
+      StreamSample m;
+      m.bytes = read_int(required(v, where, "bytes"), child(where, "bytes"), 1, std::int64_t{1} << 50);
+      m.bandwidth = read_positive(required(v, where, "GBps"), child(where, "GBps"), "GB/s") * GBps;
+      p.memory_samples.push_back(m);
+    }
   }
   if (j.contains("launch_overhead_us")) {
     p.launch_overhead = Time::us(read_non_negative(j["launch_overhead_us"], child(path, "launch_overhead_us"), "us"));
@@ -134,6 +149,11 @@ json profile_to_json(const MachineProfile& p) {
       samples.push_back({{"m", s.m}, {"n", s.n}, {"k", s.k}, {"dtype", dtype_name(s.dtype)}, {"TFLOPs", s.rate / 1e12}});
     }
     j["gemm_samples"] = samples;
+  }
+  if (!p.memory_samples.empty()) {
+    json samples = json::array();
+    for (const auto& m : p.memory_samples) samples.push_back({{"bytes", m.bytes}, {"GBps", m.bandwidth / GBps}});
+    j["memory_samples"] = samples;
   }
   if (p.link) j["link"] = {{"latency_us", p.link->latency.microseconds()}, {"bandwidth_GBps", p.link->bandwidth / GBps}};
   if (p.provenance) {

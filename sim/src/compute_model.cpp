@@ -1,6 +1,9 @@
 #include "twinbed/sim/compute_model.hpp"
 
 #include <algorithm>
+#include <array>
+#include <map>
+#include <vector>
 #include <cmath>
 #include <fstream>
 
@@ -46,17 +49,84 @@ ComputeProfile load_profile(const std::string& file, const DeviceSpec& device) {
 
 namespace {
 
-// The measured rate of the sample of `op`'s dtype nearest in log(m·n·k); 0 when none was measured.
+double ln(std::int64_t v) { return std::log(static_cast<double>(std::max<std::int64_t>(v, 1))); }
+
+// The measured GEMM rate for `op`'s shape. Efficiency depends on each dimension (a skinny GEMM is
+// slower than a square one of the same size), so shapes are compared dimension by dimension: where the
+// samples of the op's dtype form a full (m, n, k) grid, log(rate) is interpolated trilinearly in
+// (log m, log n, log k) (clamped at the grid's edges); otherwise the nearest sample in that space
+// is used. 0 when none was measured.
 FlopsPerSec sampled_rate(const OpCost& op, const ComputeProfile& profile) {
-  const double size = std::log(std::max(1.0, static_cast<double>(op.m) * static_cast<double>(op.n) * static_cast<double>(op.k)));
-  FlopsPerSec best = 0;
-  double best_distance = 0;
+  std::map<std::array<std::int64_t, 3>, FlopsPerSec> rate;
+  std::array<std::vector<std::int64_t>, 3> axis;
   for (const GemmSample& s : profile.gemm_samples) {
     if (s.dtype != op.dtype) continue;
-    const double distance = std::abs(std::log(static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k)) - size);
-    if (best == 0 || distance < best_distance) {
-      best = s.rate;
+    rate[{s.m, s.n, s.k}] = s.rate;
+    for (int d = 0; d < 3; ++d) axis[d].push_back(d == 0 ? s.m : d == 1 ? s.n : s.k);
+  }
+  if (rate.empty()) return 0;
+  for (auto& a : axis) {
+    std::sort(a.begin(), a.end());
+    a.erase(std::unique(a.begin(), a.end()), a.end());
+  }
+  const std::array<std::int64_t, 3> want{op.m, op.n, op.k};
+  // Per dimension: the bracketing grid values and the weight of the upper one.
+  std::array<std::int64_t, 3> lo{}, hi{};
+  std::array<double, 3> w{};
+  for (int d = 0; d < 3; ++d) {
+    const auto& a = axis[d];
+    auto it = std::lower_bound(a.begin(), a.end(), want[d]);
+    if (it == a.end()) {
+      lo[d] = hi[d] = a.back();  // beyond the grid: clamp
+    } else if (*it == want[d] || it == a.begin()) {
+      lo[d] = hi[d] = *it;       // on a grid value, or below the grid: clamp
+    } else {
+      hi[d] = *it;
+      lo[d] = *(it - 1);
+    }
+    w[d] = hi[d] == lo[d] ? 0 : (ln(want[d]) - ln(lo[d])) / (ln(hi[d]) - ln(lo[d]));
+  }
+  double log_rate = 0;
+  for (int corner = 0; corner < 8; ++corner) {
+    std::array<std::int64_t, 3> at{};
+    double weight = 1;
+    for (int d = 0; d < 3; ++d) {
+      const bool upper = (corner >> d) & 1;
+      at[d] = upper ? hi[d] : lo[d];
+      weight *= upper ? w[d] : 1 - w[d];
+    }
+    if (weight == 0) continue;
+    auto it = rate.find(at);
+    if (it == rate.end()) {  // not a full grid here: nearest sample instead
+      FlopsPerSec best = 0;
+      double best_distance = 0;
+      for (const auto& [shape, r] : rate) {
+        double distance = 0;
+        for (int d = 0; d < 3; ++d) distance += (ln(shape[d]) - ln(want[d])) * (ln(shape[d]) - ln(want[d]));
+        if (best == 0 || distance < best_distance) {
+          best = r;
+          best_distance = distance;
+        }
+      }
+      return best;
+    }
+    log_rate += weight * std::log(it->second);
+  }
+  return std::exp(log_rate);
+}
+
+// The streaming bandwidth measured for the working set nearest `bytes` in log size; the profile's
+// memory bandwidth when it has no samples.
+BytesPerSec memory_rate(Bytes bytes, const ComputeProfile& profile) {
+  BytesPerSec best = profile.memory_bandwidth;
+  double best_distance = 0;
+  bool found = false;
+  for (const StreamSample& m : profile.memory_samples) {
+    const double distance = std::abs(ln(m.bytes) - ln(bytes));
+    if (!found || distance < best_distance) {
+      best = m.bandwidth;
       best_distance = distance;
+      found = true;
     }
   }
   return best;
@@ -66,7 +136,8 @@ FlopsPerSec sampled_rate(const OpCost& op, const ComputeProfile& profile) {
 
 Time op_time(const OpCost& op, const ComputeProfile& profile) {
   double seconds = 0;
-  if (profile.memory_bandwidth > 0) seconds = static_cast<double>(op.bytes) / profile.memory_bandwidth;
+  const BytesPerSec memory = memory_rate(op.bytes, profile);
+  if (memory > 0) seconds = static_cast<double>(op.bytes) / memory;
   if (op.is_matmul()) {
     FlopsPerSec rate = sampled_rate(op, profile);
     if (rate <= 0) {

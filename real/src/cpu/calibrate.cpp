@@ -121,7 +121,6 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
       for (auto k : o.gemm_dims) measure(m, n, k);
     }
   }
-  for (auto s : o.gemm_square) measure(s, s, s);
   FlopsPerSec best = 0;
   for (const auto& s : samples) best = std::max(best, s.rate);
   // The CPU backend executes every dtype in fp32: give the other dtypes the same measurements.
@@ -134,8 +133,12 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
     }
   }
 
-  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  p.memory_bandwidth = median_over_ranks(triad_bandwidth(o.stream_bytes, 4 * o.seconds_per_point), ranks);
+  for (Bytes array : o.stream_bytes) {
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    const BytesPerSec bw = median_over_ranks(triad_bandwidth(array, 2 * o.seconds_per_point), ranks);
+    p.memory_samples.push_back({3 * array, bw});
+    p.memory_bandwidth = bw;  // the largest working set: the memory's own bandwidth
+  }
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   p.launch_overhead = Time::from_seconds(median_over_ranks(gemm_seconds(8, 8, 8, o.seconds_per_point), ranks));
 

@@ -8,6 +8,7 @@
 //    "gemm_efficiency": {"bf16": 0.87, ...},  // a fraction of the device's datasheet peak
 //    "gemm_samples": [{"m": 512, "n": 512, "k": 512, "dtype": "fp32", "TFLOPs": 0.08}, ...],
 //    "memory_bandwidth_GBps": 12.5,           // achieved streaming bandwidth (STREAM triad), GB/s
+//    "memory_samples": [{"bytes": 393216, "GBps": 40.1}, ...],  // triad by bytes moved per pass
 //    "launch_overhead_us": 4.0,               // fixed cost per kernel
 //    "link": {"latency_us": 1.2, "bandwidth_GBps": 5.1},   // point-to-point: latency + bytes/bandwidth
 //    "provenance": {"machine": "host", "date": "2026-11-22T14:00:00Z", "git_revision": "abc123",
@@ -35,6 +36,14 @@ struct GemmSample {
   bool operator==(const GemmSample&) const = default;
 };
 
+// A streaming pass (STREAM triad) moving `bytes` in all (reads + writes) ran at `bandwidth`: small
+// working sets stay in cache and run faster than the memory's own bandwidth.
+struct StreamSample {
+  Bytes bytes = 0;
+  BytesPerSec bandwidth = 0;
+  bool operator==(const StreamSample&) const = default;
+};
+
 // Point-to-point between two ranks: a message of b bytes takes latency + b / bandwidth.
 struct LinkProfile {
   Time latency;
@@ -56,7 +65,8 @@ struct MachineProfile {
   std::string device;
   std::map<DType, FlopsPerSec> gemm_rate;  // achieved dense matmul FLOP/s per dtype
   std::vector<GemmSample> gemm_samples;    // measured shapes, when calibrated
-  BytesPerSec memory_bandwidth = 0;        // achieved
+  BytesPerSec memory_bandwidth = 0;        // achieved, for working sets beyond the caches
+  std::vector<StreamSample> memory_samples;  // measured by size, when calibrated
   Time launch_overhead;
   std::optional<LinkProfile> link;
   std::optional<Provenance> provenance;

@@ -12,8 +12,10 @@
 // 0.8 and 0.9.
 //
 // A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
-// guesses. When it holds measured GEMM shapes, a matmul takes the rate of the measured shape of its
-// dtype nearest in log(m·n·k) (small GEMMs are slower than large ones), else the per-dtype rate.
+// guesses. When it holds measured GEMM shapes, a matmul takes the rate interpolated (in log space)
+// over the grid of measured (m, n, k) of its dtype, or the nearest measured shape off the grid (small
+// and skinny GEMMs are slower than large square ones), else the per-dtype rate; when it holds streaming bandwidths by working-set size, an op's bytes move
+// at the one measured for the nearest size (small working sets stay in cache).
 #pragma once
 
 #include <map>
