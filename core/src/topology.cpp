@@ -5,7 +5,6 @@
 #include <limits>
 #include <set>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
 #include "twinbed/core/error.hpp"
@@ -100,58 +99,69 @@ int Topology::uniform_ranks_per_host() const {
 // Level-synchronous BFS from the source, recording for every reached node its hop count and the
 // widest bottleneck bandwidth over the fewest-hop paths to it. The search stops as soon as the
 // destination is discovered: by then every node one level closer is final, which is all the
-// backtracking reads. The visited set is a hash map, so a call costs what it explores, not the size
-// of the whole graph (neighbour routes in a 4,096-rank cluster stay cheap).
+// backtracking reads. A Router keeps its visit marks between calls (reset by a generation stamp), so
+// a call costs what it explores, not the size of the whole graph, and allocates only its result.
 //
 // Equal hop counts are common where a server's GPUs share both an NVSwitch and a leaf switch: both are
 // 2 hops. Preferring the widest of the fewest-hop paths keeps intra-node traffic on NVLink; ECMP
 // hashing then chooses among the equally wide ones (the spines of a fat-tree, the two directions of
 // an even ring, the dimension orders of a torus).
-Path Topology::route(int src, int dst, std::uint64_t flow_key) const {
+Path Topology::route(int src, int dst, std::uint64_t flow_key) const { return Router(*this).route(src, dst, flow_key); }
+
+Router::Router(const Topology& topology)
+    : topology_(topology),
+      dist_(static_cast<std::size_t>(topology.num_nodes()), 0),
+      width_(static_cast<std::size_t>(topology.num_nodes()), 0),
+      stamp_(static_cast<std::size_t>(topology.num_nodes()), 0) {}
+
+Path Router::route(int src, int dst, std::uint64_t flow_key) {
+  const Topology& t = topology_;
   const auto check = [&](int r, const char* what) {
-    if (r < 0 || r >= num_ranks()) {
+    if (r < 0 || r >= t.num_ranks()) {
       throw InvalidArgument(std::string("route: ") + what + " rank " + std::to_string(r) + " out of range 0.." +
-                            std::to_string(num_ranks() - 1));
+                            std::to_string(t.num_ranks() - 1));
     }
   };
   check(src, "source");
   check(dst, "destination");
   if (src == dst) return {};
 
-  struct Visit {
-    int dist;
-    BytesPerSec width;  // widest bottleneck over the fewest-hop paths from the source
-  };
-  const NodeId source = rank_nodes_[src];
-  const NodeId target = rank_nodes_[dst];
-  std::unordered_map<NodeId, Visit> seen;
-  seen.reserve(64);
-  seen.emplace(source, Visit{0, std::numeric_limits<BytesPerSec>::infinity()});
+  if (++generation_ == 0) {  // the stamp wrapped: forget every old mark
+    std::fill(stamp_.begin(), stamp_.end(), 0);
+    generation_ = 1;
+  }
+  const auto seen = [&](NodeId v) { return stamp_[v] == generation_; };
+  const NodeId source = t.node_of_rank(src);
+  const NodeId target = t.node_of_rank(dst);
+  stamp_[source] = generation_;
+  dist_[source] = 0;
+  width_[source] = std::numeric_limits<BytesPerSec>::infinity();
 
-  std::vector<NodeId> frontier{source};
-  std::vector<NodeId> next;
+  frontier_.assign(1, source);
   bool found = false;
-  for (int level = 0; !frontier.empty() && !found; ++level) {
-    next.clear();
-    for (NodeId u : frontier) {
-      const BytesPerSec width_u = seen.at(u).width;
-      for (LinkId l : out_[u]) {
-        const NodeId v = links_[l].dst;
-        const BytesPerSec w = std::min(width_u, links_[l].bandwidth);
-        auto [it, inserted] = seen.try_emplace(v, Visit{level + 1, w});
-        if (inserted) {
-          next.push_back(v);
+  for (int level = 0; !frontier_.empty() && !found; ++level) {
+    next_.clear();
+    for (NodeId u : frontier_) {
+      for (LinkId l : t.out_links(u)) {
+        const Link& link = t.link(l);
+        const NodeId v = link.dst;
+        const BytesPerSec w = std::min(width_[u], link.bandwidth);
+        if (!seen(v)) {
+          stamp_[v] = generation_;
+          dist_[v] = level + 1;
+          width_[v] = w;
+          next_.push_back(v);
           if (v == target) {
             found = true;
             break;
           }
-        } else if (it->second.dist == level + 1) {
-          it->second.width = std::max(it->second.width, w);
+        } else if (dist_[v] == level + 1) {
+          width_[v] = std::max(width_[v], w);
         }
       }
       if (found) break;
     }
-    std::swap(frontier, next);
+    std::swap(frontier_, next_);
   }
   if (!found) throw InvalidArgument("route: " + rank_text(dst) + " is unreachable from " + rank_text(src));
 
@@ -159,28 +169,27 @@ Path Topology::route(int src, int dst, std::uint64_t flow_key) const {
   // carry the widest bottleneck are the equal-cost choices; the flow hash picks one.
   const std::uint64_t flow_hash =
       splitmix64(splitmix64(splitmix64(static_cast<std::uint64_t>(src)) ^ static_cast<std::uint64_t>(dst)) ^ flow_key);
-  const int hops = seen.at(target).dist;
+  const int hops = dist_[target];
   Path path(static_cast<std::size_t>(hops));
-  std::vector<LinkId> choices;
   NodeId v = target;
   for (int d = hops; d >= 1; --d) {
-    choices.clear();
+    choices_.clear();
     BytesPerSec best = -1;
-    for (LinkId l : in_[v]) {
-      auto it = seen.find(links_[l].src);
-      if (it == seen.end() || it->second.dist != d - 1) continue;
-      const BytesPerSec w = std::min(it->second.width, links_[l].bandwidth);
+    for (LinkId l : t.in_links(v)) {
+      const NodeId u = t.link(l).src;
+      if (!seen(u) || dist_[u] != d - 1) continue;
+      const BytesPerSec w = std::min(width_[u], t.link(l).bandwidth);
       if (w > best) {
         best = w;
-        choices.clear();
+        choices_.clear();
       }
-      if (w == best) choices.push_back(l);
+      if (w == best) choices_.push_back(l);
     }
     // Non-empty: v was reached from some node at level d-1.
     const std::uint64_t h = splitmix64(flow_hash ^ (static_cast<std::uint64_t>(v) * 0x9E3779B97F4A7C15ULL));
-    const LinkId chosen = choices[static_cast<std::size_t>(h % choices.size())];
+    const LinkId chosen = choices_[static_cast<std::size_t>(h % choices_.size())];
     path[static_cast<std::size_t>(d - 1)] = chosen;
-    v = links_[chosen].src;
+    v = t.link(chosen).src;
   }
   return path;
 }

@@ -11,7 +11,7 @@ const Path& RouteCache::path(int src, int dst) {
   std::uint64_t key = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(src)) << 32) |
                       static_cast<std::uint32_t>(dst);
   auto it = paths_.find(key);
-  if (it == paths_.end()) it = paths_.emplace(key, topology_.route(src, dst)).first;
+  if (it == paths_.end()) it = paths_.emplace(key, router_.route(src, dst)).first;
   return it->second;
 }
 

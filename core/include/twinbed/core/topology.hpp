@@ -58,6 +58,7 @@ class Topology {
   int host_of_rank(int rank) const { return nodes_.at(rank_nodes_.at(rank)).host; }
   const DeviceSpec& device(int rank) const { return specs_.at(rank); }
   const std::vector<LinkId>& out_links(NodeId id) const { return out_.at(id); }
+  const std::vector<LinkId>& in_links(NodeId id) const { return in_.at(id); }
   // Ranks per host when every host holds the same number of consecutive ranks; 0 otherwise.
   int uniform_ranks_per_host() const;
 
@@ -66,7 +67,8 @@ class Topology {
   // leaf. Among the remaining equal-cost next hops the choice is ECMP: a deterministic hash of
   // (src, dst, flow_key), so different flows between the same pair may take different paths and
   // identical runs take identical ones. Empty when src == dst.
-  // Throws InvalidArgument when dst is unreachable. Cost O(nodes + links) in the worst case.
+  // Throws InvalidArgument when dst is unreachable. Cost O(nodes + links) in the worst case; a
+  // Router (below) answers many calls without per-call allocation.
   Path route(int src, int dst, std::uint64_t flow_key = 0) const;
 
   // Sum of the path's link latencies; the smallest bandwidth on it (infinity for an empty path).
@@ -85,6 +87,24 @@ class Topology {
   std::vector<std::vector<LinkId>> in_;  // incoming links, for route()'s backtracking and validate()
   std::vector<NodeId> rank_nodes_;
   std::vector<DeviceSpec> specs_;
+};
+
+// Topology::route for many pairs: the same paths, with visit marks kept between calls (reset by a
+// generation stamp), so a call costs what its search explores and allocates nothing. Borrows the
+// topology, which must outlive it. Not thread-safe: one Router per thread.
+class Router {
+ public:
+  explicit Router(const Topology& topology);
+  Path route(int src, int dst, std::uint64_t flow_key = 0);
+
+ private:
+  const Topology& topology_;
+  std::vector<int> dist_;           // hop count from the source, valid where stamp_ == generation_
+  std::vector<BytesPerSec> width_;  // widest bottleneck over the fewest-hop paths to the node
+  std::vector<std::uint32_t> stamp_;
+  std::uint32_t generation_ = 0;
+  std::vector<NodeId> frontier_, next_;
+  std::vector<LinkId> choices_;
 };
 
 }  // namespace twinbed

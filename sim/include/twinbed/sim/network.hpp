@@ -28,12 +28,13 @@ namespace twinbed::sim {
 // Routes between rank pairs, computed once each. Borrows the topology; not thread-safe.
 class RouteCache {
  public:
-  explicit RouteCache(const Topology& topology) : topology_(topology) {}
+  explicit RouteCache(const Topology& topology) : topology_(topology), router_(topology) {}
   const Path& path(int src, int dst);
   const Topology& topology() const { return topology_; }
 
  private:
   const Topology& topology_;
+  Router router_;
   std::unordered_map<std::uint64_t, Path> paths_;  // references stay valid on rehash
 };
 
