@@ -279,30 +279,7 @@ Topology build_topology(const ClusterConfig& c) {
 
 Experiment experiment_from_json(const json& config, const fs::path& base_dir) { return parse(config, base_dir, true); }
 
-json read_config_file(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) throw ConfigError(file.string(), "cannot open the experiment file");
-  // nlohmann keeps the last of repeated keys silently; a parser callback notices them instead.
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  const auto notice_duplicates = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-    else if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
-    else if (event == json::parse_event_t::key && !open_objects.empty() && duplicate.empty() &&
-             !open_objects.back().insert(parsed.get<std::string>()).second) {
-      duplicate = parsed.get<std::string>();
-    }
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(in, notice_duplicates);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(file.string(), std::string("malformed JSON: ") + e.what());
-  }
-  if (!duplicate.empty()) throw ConfigError(file.string(), "key '" + duplicate + "' appears twice in one object");
-  return j;
-}
+json read_config_file(const fs::path& file) { return json_read::read_json_file(file.string(), "experiment"); }
 
 Experiment load_experiment(const fs::path& file) {
   const json j = read_config_file(file);

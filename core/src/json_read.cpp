@@ -2,8 +2,36 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <set>
 
 namespace twinbed::json_read {
+
+json read_json_file(const std::string& file, const std::string& what) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file, "cannot open the " + what + " file");
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  const auto notice_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      open_objects.emplace_back();
+    } else if (event == json::parse_event_t::object_end && !open_objects.empty()) {
+      open_objects.pop_back();
+    } else if (event == json::parse_event_t::key && !open_objects.empty() && duplicate.empty() &&
+               !open_objects.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(in, notice_duplicates);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(file, std::string("malformed JSON: ") + e.what());
+  }
+  if (!duplicate.empty()) throw ConfigError(file, "key '" + duplicate + "' appears twice in one object");
+  return j;
+}
 
 std::string child(const std::string& parent, const std::string& key) {
   std::string escaped;

@@ -165,14 +165,7 @@ json profile_to_json(const MachineProfile& p) {
 }
 
 MachineProfile load_profile(const std::string& file, const MachineProfile& base, const DeviceSpec& device) {
-  std::ifstream in(file);
-  if (!in) throw ConfigError(file, "cannot open the profile file");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(file, std::string("not valid JSON: ") + e.what());
-  }
+  const json j = read_json_file(file, "profile");
   try {
     return profile_from_json(j, base, device, "");
   } catch (const ConfigError& e) {

@@ -8,19 +8,14 @@
 #include <utility>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/hash.hpp"
 
 namespace twinbed {
 
 namespace {
 
-// splitmix64 (Steele, Lea & Flood, 2014): a cheap, well-mixed 64-bit hash. ECMP needs a choice that
-// is deterministic across runs and machines (so no std::hash) yet spreads neighbouring flow keys.
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+// ECMP needs a choice that is deterministic across runs and machines (so no std::hash) yet spreads
+// neighbouring flow keys: splitmix64 (core/hash.hpp).
 
 std::string rank_text(int rank) { return "rank " + std::to_string(rank); }
 

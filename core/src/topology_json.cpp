@@ -202,29 +202,7 @@ Topology topology_from_json(const nlohmann::json& j) {
 }
 
 Topology load_topology(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path, "cannot open the topology file");
-
-  // nlohmann keeps the last of repeated keys silently; a parser callback notices them instead.
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  const auto notice_duplicates = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-    else if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
-    else if (event == json::parse_event_t::key && !open_objects.empty() && duplicate.empty() &&
-             !open_objects.back().insert(parsed.get<std::string>()).second) {
-      duplicate = parsed.get<std::string>();
-    }
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(in, notice_duplicates);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(path, std::string("malformed JSON: ") + e.what());
-  }
-  if (!duplicate.empty()) throw ConfigError(path, "key '" + duplicate + "' appears twice in one object");
-
+  const json j = read_json_file(path, "topology");
   try {
     return topology_from_json(j);
   } catch (const ConfigError& e) {

@@ -5,18 +5,11 @@
 
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/hash.hpp"
 
 namespace twinbed::sim {
 
 namespace {
-
-std::uint64_t mix(std::uint64_t h, std::uint64_t v) {
-  // splitmix64 finaliser over the running hash: cheap and well spread.
-  std::uint64_t z = h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // Memo words kept at most (8 bytes each): bounds memory on schedules that never repeat a round.
 constexpr std::size_t kMemoWordLimit = std::size_t{32} << 20;
@@ -101,7 +94,7 @@ const CollectiveSimulator::RoundPlan& CollectiveSimulator::plan_round(const Sche
   for (auto& m : plan->messages) {
     m.src_index = rank_index_[m.src];
     m.dst_index = rank_index_[m.dst];
-    h = mix(mix(mix(h, static_cast<std::uint64_t>(m.src)), static_cast<std::uint64_t>(m.dst)), static_cast<std::uint64_t>(m.bytes));
+    h = hash_combine(hash_combine(hash_combine(h, static_cast<std::uint64_t>(m.src)), static_cast<std::uint64_t>(m.dst)), static_cast<std::uint64_t>(m.bytes));
     if (m.src == m.dst) continue;
     const Path& path = routes_.path(m.src, m.dst);
     m.duration = topology_.path_latency(path) + transfer_time(m.bytes, topology_.path_bandwidth(path));
@@ -115,7 +108,7 @@ const CollectiveSimulator::RoundPlan& CollectiveSimulator::plan_round(const Sche
   if (!options_.solo_shortcut) plan->contention_free = false;
   for (int r : plan->participants) {
     plan->reduce_time.push_back(reduction_time(rank_reduce_[r], topology_.device(r)));
-    h = mix(h, static_cast<std::uint64_t>(rank_reduce_[r]));
+    h = hash_combine(h, static_cast<std::uint64_t>(rank_reduce_[r]));
     rank_reduce_[r] = 0;
     rank_index_[r] = -1;
   }
@@ -148,7 +141,7 @@ void CollectiveSimulator::time_round(const RoundPlan& plan, std::vector<Time>& r
 
   // Replay a round seen before with the same relative start times.
   std::uint64_t key = plan.hash;
-  for (int r : parts) key = mix(key, static_cast<std::uint64_t>((ready[r] - base).picoseconds()));
+  for (int r : parts) key = hash_combine(key, static_cast<std::uint64_t>((ready[r] - base).picoseconds()));
   auto& bucket = memo_[key];
   for (const MemoEntry& e : bucket) {
     if (e.pattern != plan.hash) continue;

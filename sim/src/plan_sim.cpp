@@ -6,6 +6,7 @@
 
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/hash.hpp"
 #include "twinbed/sim/collective_sim.hpp"
 #include "twinbed/sim/engine.hpp"
 #include "twinbed/sim/group_collectives.hpp"
@@ -32,13 +33,6 @@ std::string to_string(Fidelity f) {
 std::vector<std::string> fidelity_names() { return {"full", "representative", "coarse"}; }
 
 namespace {
-
-std::uint64_t mix(std::uint64_t h, std::uint64_t v) {
-  std::uint64_t z = h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // A program prepared for execution on one kind of device: durations resolved, dependents and stream
 // successors in one CSR list, optionally coarsened.
@@ -198,7 +192,7 @@ class PlanRun {
   };
   struct MsgHash {
     std::size_t operator()(const MsgKey& k) const {
-      return mix(mix(static_cast<std::uint64_t>(k.dst), static_cast<std::uint64_t>(k.src)), static_cast<std::uint64_t>(k.tag));
+      return hash_combine(hash_combine(static_cast<std::uint64_t>(k.dst), static_cast<std::uint64_t>(k.src)), static_cast<std::uint64_t>(k.tag));
     }
   };
   struct Msg {
@@ -242,7 +236,7 @@ class PlanRun {
 
 Time PlanRun::p2p_time(int src, int dst, Bytes bytes) {
   if (opt_.free_communication || src == dst) return Time{};
-  const std::uint64_t key = mix(mix(static_cast<std::uint64_t>(src), static_cast<std::uint64_t>(dst)), static_cast<std::uint64_t>(bytes));
+  const std::uint64_t key = hash_combine(hash_combine(static_cast<std::uint64_t>(src), static_cast<std::uint64_t>(dst)), static_cast<std::uint64_t>(bytes));
   auto it = p2p_cache_.find(key);
   if (it != p2p_cache_.end()) return it->second;
   // A lone flow: what both network models give one message on an idle path.
@@ -467,7 +461,7 @@ void PlanRun::start(int si, std::uint32_t i) {
         return;
       }
       const std::uint64_t key =
-          mix(mix(static_cast<std::uint64_t>(op.group), static_cast<std::uint64_t>(gid)), static_cast<std::uint64_t>(op.tag));
+          hash_combine(hash_combine(static_cast<std::uint64_t>(op.group), static_cast<std::uint64_t>(gid)), static_cast<std::uint64_t>(op.tag));
       Instance& inst = instances_[key];
       inst.members.emplace_back(si, i);
       if (++inst.arrived == expected) {

@@ -16,6 +16,11 @@ namespace twinbed::json_read {
 
 using nlohmann::json;
 
+// Reads and parses a JSON file. A missing file, malformed JSON or a key repeated within one object
+// (which nlohmann would otherwise keep silently, the last one winning) is a ConfigError whose path is
+// the file name; `what` names the file's role in the message ("topology", "experiment").
+json read_json_file(const std::string& file, const std::string& what);
+
 // JSON Pointer (RFC 6901) of `key` under `parent` ("~" and "/" escaped), or of an array index.
 std::string child(const std::string& parent, const std::string& key);
 std::string child(const std::string& parent, std::size_t index);
