@@ -37,6 +37,7 @@ struct Args {
   int repeats = 5;
   twinbed::real::MeasureOptions options{2, 10, true};
   std::vector<std::string> algorithms = {"ring", "rhd", "tree", "native"};
+  bool help = false;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -55,6 +56,10 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      a.help = true;
+      return a;
+    }
     if (i + 1 >= argc) throw twinbed::ConfigError(flag, "needs a value");
     const std::string value = argv[++i];
     if (flag == "--op") a.op = twinbed::parse_collective_op(value);
@@ -77,6 +82,18 @@ int main(int argc, char** argv) {
   Args args;
   try {
     args = parse(argc, argv);
+    if (args.help) {
+      std::printf(
+          "bench_real_collectives: our schedules over MPI point-to-point vs MPI's own collective, same run\n"
+          "  --op OP              collective (default allreduce)\n"
+          "  --min SIZE --max SIZE  size range, doubling (K, M, G suffixes)\n"
+          "  --iters N --warmup N timed / untimed iterations per size\n"
+          "  --repeats N          whole sweeps, interleaved by algorithm; the median is reported\n"
+          "  --algorithms a,b     algorithms to run, native included (default ring,rhd,tree,native)\n"
+          "  --ranks N            start N ranks under mpirun (else run under mpirun yourself)\n"
+          "  --ranks-per-host N   for hierarchical\n");
+      return 0;
+    }
     if (!twinbed::real::in_mpi_job()) {
       if (args.ranks < 1) throw twinbed::ConfigError("--ranks", "run under mpirun, or give --ranks N to start it");
       return twinbed::real::relaunch_under_mpirun(args.ranks, argc, argv);
