@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # calibrate writes a profile with provenance; compare runs a collective and an experiment's Plan on both
-# backends from it and writes its files. Usage: check_calibrate_compare.sh TWINBED EXPERIMENTS_DIR
+# backends from it and writes its files; the plot script draws them (where matplotlib is installed).
+# Usage: check_calibrate_compare.sh TWINBED EXPERIMENTS_DIR NOTEBOOKS_DIR
 set -euo pipefail
-tb=$1; experiments=$2
+tb=$1; experiments=$2; notebooks=$3
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 "$tb" calibrate --quick --ranks 2 --out "$work/profile.json"
 /usr/bin/python3 - "$work/profile.json" <<'PY'
@@ -24,4 +25,10 @@ t = json.load(open(os.path.join(sys.argv[1], "trace.json")))
 pids = {e["pid"] for e in t["traceEvents"] if e.get("ph") == "X"}
 assert len(pids) == 2, pids  # sim and real as two processes
 PY
+if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
+  /usr/bin/python3 "$notebooks/plot_compare.py" "$work/cmp"
+  test -s "$work/cmp/kinds.png" && test -s "$work/cmp/ops.png"
+  /usr/bin/python3 "$notebooks/plot_compare.py" "$work/coll.json" "$work/coll.png"
+  test -s "$work/coll.png"
+fi
 echo "ok: calibrate and compare"
