@@ -136,17 +136,29 @@ std::string oversub_text(double o) { return num(o) + ":1"; }
 
 }  // namespace
 
-Topology single_switch(int ranks, LinkSpec link, const DeviceSpec& device) {
-  const std::string where = "single_switch";
-  check_count(where, "ranks", ranks);
-  check_link(where, "link", link);
+namespace {
+
+// `count` devices on one host, each with one duplex link to one switch: a switch and an NVSwitch
+// server are the same graph. `where`, `count_name` and `link_name` name the caller's parameters in
+// errors.
+Topology star(const std::string& where, const std::string& count_name, int count, const std::string& link_name,
+              LinkSpec link, const DeviceSpec& device, const std::string& switch_name) {
+  check_count(where, count_name, count);
+  check_link(where, link_name, link);
   Topology t;
-  const NodeId sw = t.add_switch("switch");
-  for (int r = 0; r < ranks; ++r) {
+  const NodeId sw = t.add_switch(switch_name);
+  for (int r = 0; r < count; ++r) {
     t.add_duplex(t.add_device("gpu" + std::to_string(r), 0, device), sw, link.bandwidth, link.latency);
   }
-  t.description = "switch: " + std::to_string(ranks) + " ranks (" + device.name + "), " + link_text(link);
   t.validate();
+  return t;
+}
+
+}  // namespace
+
+Topology single_switch(int ranks, LinkSpec link, const DeviceSpec& device) {
+  Topology t = star("single_switch", "ranks", ranks, "link", link, device, "switch");
+  t.description = "switch: " + std::to_string(ranks) + " ranks (" + device.name + "), " + link_text(link);
   return t;
 }
 
@@ -167,16 +179,8 @@ Topology this_machine(const MachineProfile& profile, int ranks) {
 }
 
 Topology nvswitch_node(int gpus, LinkSpec nvlink, const DeviceSpec& device) {
-  const std::string where = "nvswitch_node";
-  check_count(where, "gpus", gpus);
-  check_link(where, "nvlink", nvlink);
-  Topology t;
-  const NodeId sw = t.add_switch("nvswitch");
-  for (int g = 0; g < gpus; ++g) {
-    t.add_duplex(t.add_device("gpu" + std::to_string(g), 0, device), sw, nvlink.bandwidth, nvlink.latency);
-  }
+  Topology t = star("nvswitch_node", "gpus", gpus, "nvlink", nvlink, device, "nvswitch");
   t.description = "nvswitch-node: " + std::to_string(gpus) + " GPUs (" + device.name + "), NVLink " + link_text(nvlink);
-  t.validate();
   return t;
 }
 
