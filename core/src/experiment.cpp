@@ -17,7 +17,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr std::int64_t kMaxCount = 1 << 20;     // same ceiling as topology files
 constexpr std::size_t kMaxSweepPoints = 1000000;
 
 using json_read::check_keys;
@@ -37,18 +36,6 @@ std::string read_choice(const json& v, const std::string& path, const std::vecto
   return s;
 }
 
-int read_int(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
-  return static_cast<int>(json_read::read_int(v, path, min, max));
-}
-
-// A finite number satisfying `ok`, described by `range` in the error.
-template <class Pred>
-double read_number(const json& v, const std::string& path, const std::string& range, Pred ok) {
-  const double d = json_read::read_number(v, path, range);
-  if (!ok(d)) fail(path, "expected " + range + ", got " + got(v));
-  return d;
-}
-
 // A file path from the config, relative to the config's folder; it must exist.
 std::string read_file_path(const json& v, const std::string& path, const fs::path& base_dir, const std::string& what) {
   const std::string text = read_string(v, path);
@@ -63,15 +50,12 @@ std::string read_file_path(const json& v, const std::string& path, const fs::pat
 
 // ---- sections ----------------------------------------------------------------------------------
 
-const std::vector<std::string> kPresetOverrideKeys = {"ranks",           "gpus_per_node",        "bandwidth_GBps",
-                                                      "latency_us",      "intra_bandwidth_GBps", "intra_latency_us",
-                                                      "oversubscription", "dims",                "device"};
 
 ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
   const std::string path = "/cluster";
   require_object(j, path);
   std::vector<std::string> accepted = {"topology", "profile"};
-  accepted.insert(accepted.end(), kPresetOverrideKeys.begin(), kPresetOverrideKeys.end());
+  for (const std::string& key : preset_override_keys()) accepted.push_back(key);
   check_keys(j, path, accepted);
 
   ClusterConfig c;
@@ -90,42 +74,11 @@ ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
     }
     c.topology = fs::absolute(p).lexically_normal().string();
     c.topology_is_file = true;
-    for (const std::string& key : kPresetOverrideKeys) {
+    for (const std::string& key : preset_override_keys()) {
       if (j.contains(key)) fail(child(path, key), "applies to topology presets only; edit the topology file instead");
     }
   }
-  const auto positive = [](double d) { return d > 0; };
-  const auto non_negative = [](double d) { return d >= 0; };
-  if (j.contains("ranks")) c.ranks = read_int(j["ranks"], path + "/ranks", 1, kMaxCount);
-  if (j.contains("gpus_per_node")) c.gpus_per_node = read_int(j["gpus_per_node"], path + "/gpus_per_node", 1, kMaxCount);
-  if (j.contains("bandwidth_GBps")) {
-    c.bandwidth_GBps = read_number(j["bandwidth_GBps"], path + "/bandwidth_GBps", "a number > 0 (GB/s)", positive);
-  }
-  if (j.contains("latency_us")) {
-    c.latency_us = read_number(j["latency_us"], path + "/latency_us", "a number >= 0 (microseconds)", non_negative);
-  }
-  if (j.contains("intra_bandwidth_GBps")) {
-    c.intra_bandwidth_GBps =
-        read_number(j["intra_bandwidth_GBps"], path + "/intra_bandwidth_GBps", "a number > 0 (GB/s)", positive);
-  }
-  if (j.contains("intra_latency_us")) {
-    c.intra_latency_us =
-        read_number(j["intra_latency_us"], path + "/intra_latency_us", "a number >= 0 (microseconds)", non_negative);
-  }
-  if (j.contains("oversubscription")) {
-    c.oversubscription = read_number(j["oversubscription"], path + "/oversubscription", "a number >= 1",
-                                     [](double d) { return d >= 1; });
-  }
-  if (j.contains("dims")) {
-    const json& d = j["dims"];
-    if (!d.is_array() || d.empty()) fail(path + "/dims", "expected a non-empty array of integers >= 1, got " + got(d));
-    std::vector<int> dims;
-    for (std::size_t i = 0; i < d.size(); ++i) dims.push_back(read_int(d[i], path + "/dims/" + std::to_string(i), 1, kMaxCount));
-    c.dims = dims;
-  }
-  if (j.contains("device")) {
-    c.device = read_choice(j["device"], path + "/device", device_preset_names());
-  }
+  c.overrides = preset_params_from_json(j, path);
   if (j.contains("profile")) c.profile = read_file_path(j["profile"], path + "/profile", base_dir, "measured profile");
   return c;
 }
@@ -258,18 +211,8 @@ Topology build_topology(const ClusterConfig& c) {
     }
   }
   const Registry<topo::PresetFactory> presets = topo::topology_presets();
-  topo::PresetParams p;
-  p.ranks = c.ranks;
-  p.gpus_per_node = c.gpus_per_node;
-  if (c.bandwidth_GBps) p.bandwidth = *c.bandwidth_GBps * GBps;
-  if (c.latency_us) p.latency = Time::us(*c.latency_us);
-  if (c.intra_bandwidth_GBps) p.intra_bandwidth = *c.intra_bandwidth_GBps * GBps;
-  if (c.intra_latency_us) p.intra_latency = Time::us(*c.intra_latency_us);
-  p.oversubscription = c.oversubscription;
-  p.dims = c.dims;
-  p.device = c.device;
   try {
-    return presets.get(c.topology)(p);
+    return presets.get(c.topology)(c.overrides);
   } catch (const UnknownName& e) {
     throw ConfigError("/cluster/topology", e.what());
   } catch (const InvalidArgument& e) {
@@ -292,15 +235,7 @@ Experiment load_experiment(const fs::path& file) {
 
 json resolved(const Experiment& e) {
   json cluster = {{"topology", e.cluster.topology}};
-  if (e.cluster.ranks) cluster["ranks"] = *e.cluster.ranks;
-  if (e.cluster.gpus_per_node) cluster["gpus_per_node"] = *e.cluster.gpus_per_node;
-  if (e.cluster.bandwidth_GBps) cluster["bandwidth_GBps"] = *e.cluster.bandwidth_GBps;
-  if (e.cluster.latency_us) cluster["latency_us"] = *e.cluster.latency_us;
-  if (e.cluster.intra_bandwidth_GBps) cluster["intra_bandwidth_GBps"] = *e.cluster.intra_bandwidth_GBps;
-  if (e.cluster.intra_latency_us) cluster["intra_latency_us"] = *e.cluster.intra_latency_us;
-  if (e.cluster.oversubscription) cluster["oversubscription"] = *e.cluster.oversubscription;
-  if (e.cluster.dims) cluster["dims"] = *e.cluster.dims;
-  if (e.cluster.device) cluster["device"] = *e.cluster.device;
+  cluster.update(preset_params_to_json(e.cluster.overrides));
   if (!e.cluster.profile.empty()) cluster["profile"] = e.cluster.profile;
   json out{{"name", e.name},
               {"cluster", cluster},

@@ -63,40 +63,14 @@ std::string read_description(const json& j) {
 
 // {"preset": "fat-tree", "ranks": 64, ...}: the registry's preset with the given overrides.
 Topology from_preset(const json& j) {
-  check_keys(j, "",
-             {"preset", "description", "ranks", "gpus_per_node", "bandwidth_GBps", "latency_us", "intra_bandwidth_GBps",
-              "intra_latency_us", "oversubscription", "dims", "device"});
+  std::vector<std::string> accepted = {"preset", "description"};
+  for (const std::string& key : preset_override_keys()) accepted.push_back(key);
+  check_keys(j, "", accepted);
   const Registry<topo::PresetFactory> presets = topo::topology_presets();
   const std::string name = read_string(j.at("preset"), "/preset");
   const topo::PresetFactory* factory = presets.find(name);
   if (!factory) fail("/preset", "unknown topology preset '" + name + "'; known: " + join(presets.names()));
-
-  topo::PresetParams p;
-  if (j.contains("ranks")) p.ranks = read_int32(j["ranks"], "/ranks", 1, kMaxCount);
-  if (j.contains("gpus_per_node")) p.gpus_per_node = read_int32(j["gpus_per_node"], "/gpus_per_node", 1, kMaxCount);
-  if (j.contains("bandwidth_GBps")) p.bandwidth = read_bandwidth_gbps(j["bandwidth_GBps"], "/bandwidth_GBps");
-  if (j.contains("latency_us")) p.latency = read_latency_us(j["latency_us"], "/latency_us");
-  if (j.contains("intra_bandwidth_GBps")) {
-    p.intra_bandwidth = read_bandwidth_gbps(j["intra_bandwidth_GBps"], "/intra_bandwidth_GBps");
-  }
-  if (j.contains("intra_latency_us")) p.intra_latency = read_latency_us(j["intra_latency_us"], "/intra_latency_us");
-  if (j.contains("oversubscription")) {
-    const std::string range = "a number >= 1 (leaf downlink:uplink bandwidth)";
-    const double o = read_number(j["oversubscription"], "/oversubscription", range);
-    if (!(o >= 1)) fail("/oversubscription", "expected " + range + ", got " + got(j["oversubscription"]));
-    p.oversubscription = o;
-  }
-  if (j.contains("dims")) {
-    const json& dims = j["dims"];
-    if (!dims.is_array() || dims.empty()) fail("/dims", "expected a non-empty array of sizes, got " + got(dims));
-    std::vector<int> sizes;
-    for (std::size_t i = 0; i < dims.size(); ++i) sizes.push_back(read_int32(dims[i], child("/dims", i), 1, kMaxCount));
-    p.dims = sizes;
-  }
-  if (j.contains("device")) {
-    read_device(j["device"], "/device");  // checks the name here, where the path is known
-    p.device = j["device"].get<std::string>();
-  }
+  const topo::PresetParams p = preset_params_from_json(j, "");
 
   Topology t;
   try {
@@ -195,6 +169,56 @@ Topology from_graph(const json& j) {
 }
 
 }  // namespace
+
+std::vector<std::string> preset_override_keys() {
+  return {"ranks", "gpus_per_node", "bandwidth_GBps", "latency_us", "intra_bandwidth_GBps", "intra_latency_us",
+          "oversubscription", "dims", "device"};
+}
+
+topo::PresetParams preset_params_from_json(const json& j, const std::string& path) {
+  topo::PresetParams p;
+  const auto at = [&](const char* key) { return child(path, key); };
+  if (j.contains("ranks")) p.ranks = read_int32(j["ranks"], at("ranks"), 1, kMaxCount);
+  if (j.contains("gpus_per_node")) p.gpus_per_node = read_int32(j["gpus_per_node"], at("gpus_per_node"), 1, kMaxCount);
+  if (j.contains("bandwidth_GBps")) p.bandwidth = read_bandwidth_gbps(j["bandwidth_GBps"], at("bandwidth_GBps"));
+  if (j.contains("latency_us")) p.latency = read_latency_us(j["latency_us"], at("latency_us"));
+  if (j.contains("intra_bandwidth_GBps")) {
+    p.intra_bandwidth = read_bandwidth_gbps(j["intra_bandwidth_GBps"], at("intra_bandwidth_GBps"));
+  }
+  if (j.contains("intra_latency_us")) p.intra_latency = read_latency_us(j["intra_latency_us"], at("intra_latency_us"));
+  if (j.contains("oversubscription")) {
+    const std::string range = "a number >= 1 (leaf downlink:uplink bandwidth)";
+    const double o = read_number(j["oversubscription"], at("oversubscription"), range);
+    if (!(o >= 1)) fail(at("oversubscription"), "expected " + range + ", got " + got(j["oversubscription"]));
+    p.oversubscription = o;
+  }
+  if (j.contains("dims")) {
+    const json& dims = j["dims"];
+    if (!dims.is_array() || dims.empty()) fail(at("dims"), "expected a non-empty array of sizes, got " + got(dims));
+    std::vector<int> sizes;
+    for (std::size_t i = 0; i < dims.size(); ++i) sizes.push_back(read_int32(dims[i], child(at("dims"), i), 1, kMaxCount));
+    p.dims = sizes;
+  }
+  if (j.contains("device")) {
+    read_device(j["device"], at("device"));  // checks the name here, where the path is known
+    p.device = j["device"].get<std::string>();
+  }
+  return p;
+}
+
+json preset_params_to_json(const topo::PresetParams& p) {
+  json j = json::object();
+  if (p.ranks) j["ranks"] = *p.ranks;
+  if (p.gpus_per_node) j["gpus_per_node"] = *p.gpus_per_node;
+  if (p.bandwidth) j["bandwidth_GBps"] = *p.bandwidth / GBps;
+  if (p.latency) j["latency_us"] = p.latency->microseconds();
+  if (p.intra_bandwidth) j["intra_bandwidth_GBps"] = *p.intra_bandwidth / GBps;
+  if (p.intra_latency) j["intra_latency_us"] = p.intra_latency->microseconds();
+  if (p.oversubscription) j["oversubscription"] = *p.oversubscription;
+  if (p.dims) j["dims"] = *p.dims;
+  if (p.device) j["device"] = *p.device;
+  return j;
+}
 
 Topology topology_from_json(const nlohmann::json& j) {
   require_object(j, "");

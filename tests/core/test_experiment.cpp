@@ -45,8 +45,8 @@ TEST(Experiment, ParsesAValidConfigWithDefaults) {
   EXPECT_EQ(e.name, "small");
   EXPECT_EQ(e.cluster.topology, "fat-tree");
   EXPECT_FALSE(e.cluster.topology_is_file);
-  EXPECT_EQ(e.cluster.ranks, 16);
-  EXPECT_EQ(e.cluster.device, "a100");
+  EXPECT_EQ(e.cluster.overrides.ranks, 16);
+  EXPECT_EQ(e.cluster.overrides.device, "a100");
   EXPECT_EQ(e.model.layers, 4);
   EXPECT_EQ(e.layout.dp, 4);  // "auto": 16 / (2·2)
   EXPECT_EQ(e.layout.tp, 2);

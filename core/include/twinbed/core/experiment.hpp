@@ -22,6 +22,7 @@
 #include "twinbed/core/layout.hpp"
 #include "twinbed/core/model.hpp"
 #include "twinbed/core/topology.hpp"
+#include "twinbed/core/topology_builders.hpp"
 
 namespace twinbed {
 
@@ -34,15 +35,7 @@ namespace twinbed {
 struct ClusterConfig {
   std::string topology = "switch";  // preset name, or the absolute path of a topology file
   bool topology_is_file = false;
-  std::optional<int> ranks;
-  std::optional<int> gpus_per_node;
-  std::optional<double> bandwidth_GBps;
-  std::optional<double> latency_us;
-  std::optional<double> intra_bandwidth_GBps;
-  std::optional<double> intra_latency_us;
-  std::optional<double> oversubscription;
-  std::optional<std::vector<int>> dims;
-  std::optional<std::string> device;  // device preset name (a100, h100, h200)
+  topo::PresetParams overrides;       // a preset's parameters given in the config (none for a file)
   std::string profile;                // absolute path of a measured compute profile; empty when none
   bool operator==(const ClusterConfig&) const = default;
 };

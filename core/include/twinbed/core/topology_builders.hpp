@@ -86,6 +86,7 @@ struct PresetParams {
   std::optional<double> oversubscription;
   std::optional<std::vector<int>> dims;
   std::optional<std::string> device;  // device preset name
+  bool operator==(const PresetParams&) const = default;
 };
 
 using PresetFactory = std::function<Topology(const PresetParams&)>;

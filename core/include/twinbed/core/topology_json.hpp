@@ -5,14 +5,26 @@
 
 #include <string>
 
+#include <vector>
+
 #include <nlohmann/json_fwd.hpp>
 
 #include "twinbed/core/topology.hpp"
+#include "twinbed/core/topology_builders.hpp"
 
 namespace twinbed {
 
 Topology topology_from_json(const nlohmann::json& j);
 // Reads and parses a file; a missing file or malformed JSON is a ConfigError naming the file.
 Topology load_topology(const std::string& path);
+
+// The keys that override a preset's parameters, in JSON units: ranks, gpus_per_node, bandwidth_GBps,
+// latency_us, intra_bandwidth_GBps, intra_latency_us, oversubscription, dims, device. Shared by
+// topology files and experiment configs ("cluster").
+std::vector<std::string> preset_override_keys();
+// Reads those keys of `obj` (others are the caller's business), errors naming `path`/key.
+topo::PresetParams preset_params_from_json(const nlohmann::json& obj, const std::string& path);
+// The inverse: only the parameters that are set.
+nlohmann::json preset_params_to_json(const topo::PresetParams& p);
 
 }  // namespace twinbed
