@@ -18,6 +18,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/export.hpp"
+#include "twinbed/core/passes.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/profile.hpp"
 #include "twinbed/core/topology_builders.hpp"
@@ -135,15 +136,14 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
 int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   const Experiment e = load_experiment(o.experiment);
   const MachineProfile profile = load_required_profile(o.profile);
-  const ClusterShape shape{mpi.size(), mpi.size()};
-  const Plan plan = build_plan(e.model, e.layout, shape);
+  const Topology machine = topo::this_machine(profile, mpi.size());
+  const Plan plan = plan_for(e, machine);
 
   real::CpuBackendOptions real_options;
   real_options.collective_algorithm = o.algo;
   const Trace measured = real::run_plan_on_cpu(plan, real_options);
   if (mpi.rank() != 0) return 0;
 
-  const Topology machine = topo::this_machine(profile, mpi.size());
   sim::PlanSimOptions sim_options;
   sim_options.fidelity = sim::Fidelity::Full;
   sim_options.collective_algorithm = o.algo == real::kNativeAlgorithm ? "auto" : o.algo;

@@ -14,7 +14,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/export.hpp"
-#include "twinbed/core/plan.hpp"
+#include "twinbed/core/passes.hpp"
 #include "twinbed/core/profile.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/launch.hpp"
@@ -61,16 +61,20 @@ void write_backend_files(const fs::path& dir, const std::string& backend, const 
   write_file_atomic(dir / (backend + "_ranks.csv"), ranks_csv(r));
 }
 
-// The real CPU backend on every rank of the MPI job; the full Trace comes back on rank 0.
-Trace run_on_cpu_ranks(const Experiment& e, const real::MpiSession& mpi) {
+// The real CPU backend on every rank of the MPI job; the full Trace comes back on rank 0, with the
+// report inputs of the plan it ran.
+struct CpuRun {
+  Trace trace;
+  ReportInputs inputs;
+};
+CpuRun run_on_cpu_ranks(const Experiment& e, const real::MpiSession& mpi) {
   const Topology topology = build_topology(e.cluster);
-  const int rph = topology.uniform_ranks_per_host();
-  const Plan plan = build_plan(e.model, e.layout, ClusterShape{topology.num_ranks(), rph > 0 ? rph : topology.num_ranks()});
+  const Plan plan = plan_for(e, topology);
   real::CpuBackendOptions options;
   if (e.simulation.collective_algorithm != "auto") options.collective_algorithm = e.simulation.collective_algorithm;
   try {
     real::CpuBackend backend(options);
-    return backend.run(plan);
+    return {backend.run(plan), report_inputs(plan, topology.device(0))};
   } catch (const InvalidArgument&) {
     throw;  // thrown alike on every rank before any communication: main reports it
   } catch (const std::exception& err) {
@@ -111,7 +115,7 @@ void run_command(const RunOptions& o, Invocation& invocation) {
     for (const std::string& w : e.warnings) std::fprintf(stderr, "twinbed: warning: %s\n", w.c_str());
   }
 
-  std::optional<Trace> measured;
+  std::optional<CpuRun> measured;
   if (with_real) measured = run_on_cpu_ranks(e, *mpi);
   if (!leader) return;
   std::optional<SimRun> simulated;
@@ -131,16 +135,16 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   if (measured) {
     // Peak FLOP/s of a CPU rank is unknown unless calibrated: MFU is against the profile's best GEMM
     // rate when the cluster names one, else not computed (0).
-    ReportInputs inputs = report_inputs(e.model, e.layout, build_topology(e.cluster).device(0));
+    ReportInputs inputs = measured->inputs;
     inputs.peak_flops = 0;
     if (!e.cluster.profile.empty()) {
       const MachineProfile p = load_profile(e.cluster.profile, MachineProfile{}, DeviceSpec{});
       for (const auto& [dtype, rate] : p.gemm_rate) inputs.peak_flops = std::max(inputs.peak_flops, rate);
     }
-    measured_report = report(*measured, inputs);
+    measured_report = report(measured->trace, inputs);
     provenance.extra = {{"backend", "real-cpu"}, {"ranks", mpi->size()}};
     write_backend_files(dir, "real", *measured_report, provenance);
-    traces.push_back(&*measured);
+    traces.push_back(&measured->trace);
   }
   if (!o.no_trace) {
     write_file_atomic(dir / "trace.json", [&](std::ostream& out) { write_chrome_trace(out, traces); });

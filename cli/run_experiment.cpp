@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "twinbed/core/error.hpp"
-#include "twinbed/core/plan.hpp"
+#include "twinbed/core/passes.hpp"
 #include "twinbed/sim/compute_model.hpp"
 #include "twinbed/sim/plan_sim.hpp"
 
@@ -19,9 +19,7 @@ std::string twinbed_version() { return TWINBED_VERSION; }
 SimRun run_on_simulator(const Experiment& e, bool record_spans) {
   const auto t0 = std::chrono::steady_clock::now();
   const Topology topology = build_topology(e.cluster);
-  const int rph = topology.uniform_ranks_per_host();
-  const ClusterShape shape{topology.num_ranks(), rph > 0 ? rph : topology.num_ranks()};
-  const Plan plan = build_plan(e.model, e.layout, shape);
+  const Plan plan = plan_for(e, topology);
 
   sim::PlanSimOptions options;
   options.network = e.simulation.network;
@@ -39,12 +37,12 @@ SimRun run_on_simulator(const Experiment& e, bool record_spans) {
   SimRun run;
   run.trace = backend.run(plan);
   const sim::PlanSimStats& stats = backend.stats();
-  run.report = report(run.trace, report_inputs(e.model, e.layout, topology.device(0)));
+  run.report = report(run.trace, report_inputs(plan, topology.device(0)));
   run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   run.details = {{"topology", topology.description},
                  {"device", topology.device(0).name},
                  {"ranks", topology.num_ranks()},
-                 {"ranks_per_host", rph},
+                 {"ranks_per_host", topology.uniform_ranks_per_host()},
                  {"plan_programs", plan.programs.size()},
                  {"plan_total_ops", plan.total_ops()},
                  {"fidelity_used", sim::to_string(stats.fidelity_used)},

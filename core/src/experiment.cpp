@@ -7,6 +7,7 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
+#include "twinbed/core/passes.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/core/topology_json.hpp"
 
@@ -110,14 +111,16 @@ std::vector<std::string> parse_backends(const json& j) {
   return out;
 }
 
-std::vector<std::string> parse_techniques(const json& j) {
-  if (!j.is_array()) fail("/techniques", "expected an array of technique names, got " + got(j));
-  for (std::size_t i = 0; i < j.size(); ++i) {
-    const std::string p = "/techniques/" + std::to_string(i);
-    const std::string t = read_string(j[i], p);
-    fail(p, "unknown technique '" + t + "'; accepted: none yet (no technique pass is implemented; leave the list empty)");
+std::vector<TechniqueConfig> parse_techniques(const json& j) {
+  if (!j.is_array()) {
+    fail("/techniques", "expected an array of technique entries like {\"pass\": \"lora\", \"rank\": 8}, got " + got(j));
   }
-  return {};
+  std::vector<TechniqueConfig> out;
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    const std::unique_ptr<Pass> pass = parse_technique(j[i], child("/techniques", i));
+    out.push_back({pass->name(), pass->params_json()});
+  }
+  return out;
 }
 
 bool valid_name(const std::string& name) {
@@ -196,7 +199,7 @@ std::string pointer_label(const std::string& pointer) {
 }  // namespace
 
 std::vector<std::string> accepted_backends() { return {"sim", "real"}; }
-std::vector<std::string> accepted_techniques() { return {}; }
+std::vector<std::string> accepted_techniques() { return technique_passes().names(); }
 std::vector<std::string> accepted_networks() { return {"flow", "analytical"}; }
 std::vector<std::string> accepted_fidelities() { return {"full", "representative", "coarse"}; }
 std::vector<std::string> accepted_collective_algorithms() { return {"auto", "ring", "tree", "rhd", "direct", "hierarchical"}; }
@@ -233,6 +236,16 @@ Experiment load_experiment(const fs::path& file) {
   }
 }
 
+json techniques_json(const std::vector<TechniqueConfig>& techniques) {
+  json out = json::array();
+  for (const TechniqueConfig& t : techniques) {
+    json entry = {{"pass", t.pass}};
+    entry.update(t.params);
+    out.push_back(entry);
+  }
+  return out;
+}
+
 json resolved(const Experiment& e) {
   json cluster = {{"topology", e.cluster.topology}};
   cluster.update(preset_params_to_json(e.cluster.overrides));
@@ -241,7 +254,7 @@ json resolved(const Experiment& e) {
               {"cluster", cluster},
               {"model", model_to_json(e.model)},
               {"layout", layout_to_json(e.layout)},
-              {"techniques", e.techniques},
+              {"techniques", techniques_json(e.techniques)},
               {"backends", e.backends},
               {"simulation",
                {{"network", e.simulation.network},

@@ -54,7 +54,7 @@ json report_to_json(const Report& r) {
   json summary = {{"step_time_s", r.step_time.seconds()},
                   {"tokens_per_s", r.tokens_per_s},
                   {"tflops_per_gpu", r.tflops_per_gpu},
-                  {"hardware_tflops_per_gpu", r.hardware_tflops_per_gpu},
+                  {"executed_tflops_per_gpu", r.executed_tflops_per_gpu},
                   {"mfu_pct", 100 * r.mfu},
                   {"compute_pct", 100 * r.compute_fraction},
                   {"exposed_comm_pct", 100 * r.exposed_comm_fraction},
@@ -64,6 +64,7 @@ json report_to_json(const Report& r) {
                   {"peak_memory_rank", r.peak_memory_rank},
                   {"memory_fits", r.memory_fits}};
   json inputs = {{"model_flops", r.inputs.model_flops},
+                 {"executed_flops", r.inputs.executed_flops},
                  {"tokens", r.inputs.tokens},
                  {"peak_tflops", r.inputs.peak_flops / 1e12},
                  {"device_memory_bytes", r.inputs.device_memory}};

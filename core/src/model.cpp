@@ -564,6 +564,11 @@ std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext
   return ops;
 }
 
+OpCost matmul_cost(std::string name, OpCost::Kind kind, OpCost::Phase phase, std::int64_t m, std::int64_t n,
+                   std::int64_t k, std::int64_t batch, DType dtype) {
+  return matmul(std::move(name), kind, phase, Shape{d(m), d(n), d(k), batch}, dtype);
+}
+
 double matmul_flops(const std::vector<OpCost>& ops) {
   double sum = 0;
   for (const OpCost& op : ops) {

@@ -29,8 +29,48 @@ std::string to_string(GroupKind g) {
     case GroupKind::Pp: return "pp";
     case GroupKind::Ep: return "ep";
     case GroupKind::ExpertDp: return "expert_dp";
+    case GroupKind::DpIntra: return "dp_intra";
+    case GroupKind::DpInter: return "dp_inter";
   }
   return "tp";
+}
+
+namespace {
+constexpr ParamKind kParamKinds[] = {ParamKind::Qkv,       ParamKind::Proj,      ParamKind::Fc1,   ParamKind::Fc2,
+                                     ParamKind::Router,    ParamKind::ExpertFc1, ParamKind::ExpertFc2,
+                                     ParamKind::Norms,     ParamKind::Embedding, ParamKind::FinalNorm,
+                                     ParamKind::LoraA,     ParamKind::LoraB};
+}  // namespace
+
+std::string to_string(ParamKind k) {
+  switch (k) {
+    case ParamKind::Qkv: return "qkv";
+    case ParamKind::Proj: return "proj";
+    case ParamKind::Fc1: return "fc1";
+    case ParamKind::Fc2: return "fc2";
+    case ParamKind::Router: return "router";
+    case ParamKind::ExpertFc1: return "expert_fc1";
+    case ParamKind::ExpertFc2: return "expert_fc2";
+    case ParamKind::Norms: return "norms";
+    case ParamKind::Embedding: return "embedding";
+    case ParamKind::FinalNorm: return "final_norm";
+    case ParamKind::LoraA: return "lora_a";
+    case ParamKind::LoraB: return "lora_b";
+  }
+  return "qkv";
+}
+
+std::vector<std::string> param_kind_names() {
+  std::vector<std::string> out;
+  for (ParamKind k : kParamKinds) out.push_back(to_string(k));
+  return out;
+}
+
+ParamKind parse_param_kind(const std::string& name) {
+  for (ParamKind k : kParamKinds) {
+    if (to_string(k) == name) return k;
+  }
+  throw UnknownName("parameter kind", name, param_kind_names());
 }
 
 std::string to_string(TensorClass c) {
@@ -41,6 +81,7 @@ std::string to_string(TensorClass c) {
     case TensorClass::Activation: return "activation";
     case TensorClass::CommBuffer: return "comm_buffer";
     case TensorClass::Workspace: return "workspace";
+    case TensorClass::TechniqueState: return "technique_state";
   }
   return "workspace";
 }
@@ -77,6 +118,107 @@ std::int64_t Plan::total_ops() const {
   return n;
 }
 
+double Plan::executed_flops() const {
+  std::vector<double> per_program(programs.size(), 0);
+  for (std::size_t p = 0; p < programs.size(); ++p) {
+    for (const PlanOp& op : programs[p].ops) {
+      if (op.kind != OpKind::Compute) continue;
+      const OpCost& c = costs.at(static_cast<std::size_t>(op.cost));
+      if (c.is_matmul()) per_program[p] += c.flops;
+    }
+  }
+  double total = 0;
+  for (int p : program_of_rank) total += per_program.at(static_cast<std::size_t>(p));
+  return total;
+}
+
+ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Layout& layout) {
+  // Trainable tensors grouped by (expert, dtype), each group sharded as one flat buffer (as
+  // rank_model_state_bytes shards a stage's dense and expert parameters); frozen ones keep parameters only.
+  std::map<std::pair<bool, DType>, std::pair<std::int64_t, std::int64_t>> groups;  // -> (trainable, frozen)
+  for (const ParamTensor& t : params) {
+    auto& g = groups[{t.expert, t.dtype}];
+    (t.trainable ? g.first : g.second) += t.elements;
+  }
+  ModelStateBytes out;
+  for (const auto& [key, counts] : groups) {
+    const int shards = key.first ? layout.dp / layout.ep : layout.dp;
+    const ModelStateBytes trained = model_state_bytes(counts.first, key.second, layout.zero_stage, shards);
+    const ModelStateBytes frozen = model_state_bytes(counts.second, key.second, layout.zero_stage, shards);
+    out.params += trained.params + frozen.params;
+    out.grads += trained.grads;
+    out.optimizer += trained.optimizer;
+  }
+  return out;
+}
+
+std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Layout& layout) {
+  std::map<std::pair<bool, DType>, std::int64_t> groups;
+  for (const ParamTensor& t : params) {
+    if (t.trainable) groups[{t.expert, t.dtype}] += t.elements;
+  }
+  std::int64_t n = 0;
+  for (const auto& [key, elements] : groups) {
+    const int shards = key.first ? layout.dp / layout.ep : layout.dp;
+    n += layout.zero_stage >= 1 ? (elements + shards - 1) / shards : elements;
+  }
+  return n;
+}
+
+OpCost optimizer_step_cost(std::int64_t updated) {
+  OpCost step;
+  step.name = "optimizer_step";
+  step.kind = OpCost::Kind::MemoryBound;
+  step.phase = OpCost::Phase::BackwardWeight;
+  step.bytes = 28 * updated;
+  step.flops = 12.0 * static_cast<double>(updated);
+  step.dtype = DType::FP32;
+  return step;
+}
+
+SpanKind span_of(const OpCost& c) {
+  switch (c.kind) {
+    case OpCost::Kind::Gemm: return SpanKind::Gemm;
+    case OpCost::Kind::Attention: return SpanKind::Attention;
+    case OpCost::Kind::MemoryBound: return SpanKind::MemoryBound;
+  }
+  return SpanKind::Other;
+}
+
+PlanOp collective_op(CollectiveOp what, GroupKind group, Bytes bytes, StreamKind stream) {
+  PlanOp op;
+  op.kind = OpKind::Collective;
+  op.stream = stream;
+  op.span = SpanKind::Collective;
+  op.collective = what;
+  op.group = group;
+  op.bytes = bytes;
+  return op;
+}
+
+std::vector<GradientBucket> gradient_buckets(const std::vector<GradientReady>& ready, Bytes bucket_bytes, Bytes element_bytes) {
+  if (element_bytes < 1) throw InvalidArgument("gradient_buckets: element_bytes must be >= 1");
+  const std::int64_t capacity = std::max<std::int64_t>(1, bucket_bytes / element_bytes);
+  std::vector<GradientBucket> out;
+  GradientBucket open;
+  for (const GradientReady& g : ready) {
+    std::int64_t left = g.elements;
+    while (left > 0) {
+      const std::int64_t take = std::min(left, capacity - open.elements);
+      open.slices.push_back({g.tensor, take});
+      open.elements += take;
+      open.ready_op = g.op;
+      left -= take;
+      if (open.elements == capacity) {
+        out.push_back(std::move(open));
+        open = GradientBucket{};
+      }
+    }
+  }
+  if (open.elements > 0) out.push_back(std::move(open));
+  return out;
+}
+
 namespace {
 
 // Collects problems; validate() throws with the first few.
@@ -95,6 +237,15 @@ void check_program(const Plan& plan, std::size_t pi, Problems& out) {
             std::to_string(p.ops.size()) + " ops");
     return;
   }
+  for (std::size_t s = 0; s < p.param_sets.size(); ++s) {
+    for (const ParamSlice& slice : p.param_sets[s]) {
+      if (slice.tensor < 0 || static_cast<std::size_t>(slice.tensor) >= p.params.size() || slice.elements < 0 ||
+          slice.elements > p.params[static_cast<std::size_t>(slice.tensor)].elements) {
+        out.add(where + " param set " + std::to_string(s) + " names a tensor that does not exist or more of it than it has");
+        break;
+      }
+    }
+  }
   std::unordered_map<std::int32_t, Bytes> live;  // tensor id -> bytes
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const PlanOp& op = p.ops[i];
@@ -110,6 +261,9 @@ void check_program(const Plan& plan, std::size_t pi, Problems& out) {
       out.add(where + " op " + std::to_string(i) + ": compute op without a valid cost");
     }
     if (op.bytes < 0) out.add(where + " op " + std::to_string(i) + ": negative bytes");
+    if (op.params >= 0 && static_cast<std::size_t>(op.params) >= p.param_sets.size()) {
+      out.add(where + " op " + std::to_string(i) + ": param set index out of range");
+    }
     if (op.kind == OpKind::Alloc) {
       if (!live.emplace(op.tensor, op.bytes).second) {
         out.add(where + " op " + std::to_string(i) + ": tensor " + std::to_string(op.tensor) + " allocated twice");

@@ -3,7 +3,9 @@
 // One Program per pipeline stage: every tp·dp rank of a stage runs the same ops, and everything in an
 // op is relative to the executing rank, so the stage's ranks share it.
 #include <algorithm>
+#include <array>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -68,27 +70,47 @@ std::vector<Step> stage_order(PipelineSchedule schedule, int p, int i, int M, in
 Bytes grad_bytes_per_param(DType dt) { return model_state_bytes(1, dt, 0, 1).grads; }
 Bytes param_bytes_per_param(DType dt) { return model_state_bytes(1, dt, 0, 1).params; }
 
+// Which parameter tensor a model op (model.hpp's op lists) reads or differentiates: its name without
+// the phase suffix ("qkv_wgrad" -> qkv). Attention matmuls and element-wise ops other than the
+// LayerNorms touch no parameters.
+std::optional<ParamKind> param_kind_of_op(const std::string& op_name) {
+  const std::string base = op_name.substr(0, op_name.rfind('_'));
+  static const std::pair<const char*, ParamKind> kinds[] = {
+      {"qkv", ParamKind::Qkv},           {"proj", ParamKind::Proj},        {"fc1", ParamKind::Fc1},
+      {"fc2", ParamKind::Fc2},           {"router", ParamKind::Router},    {"expert_fc1", ParamKind::ExpertFc1},
+      {"expert_fc2", ParamKind::ExpertFc2}, {"ln1", ParamKind::Norms},     {"ln2", ParamKind::Norms},
+      {"final_ln", ParamKind::FinalNorm}, {"lm_head", ParamKind::Embedding}, {"embedding_lookup", ParamKind::Embedding},
+      {"embedding", ParamKind::Embedding}};
+  for (const auto& [name, kind] : kinds) {
+    if (base == name) return kind;
+  }
+  return std::nullopt;
+}
+
 class Builder {
  public:
   Builder(const TransformerModel& model, const Layout& layout, Plan& plan)
       : m_(model), l_(layout), plan_(plan), ctx_(layout.op_context()) {
     e_ = bytes_per_element(m_.dtype);
+    pe_ = param_bytes_per_param(m_.dtype);
+    ge_ = grad_bytes_per_param(m_.dtype);
     M_ = l_.micro_batches();
     v_ = l_.virtual_stages;
     V_ = l_.pp * v_;
     stride_ = l_.tp * l_.dp;
     lpc_ = static_cast<int>(l_.layers_per_chunk(m_));
-    fwd_ = layer_forward_ops(m_, ctx_);
-    bwd_ = layer_backward_ops(m_, ctx_);
-    rec_ = layer_recompute_ops(m_, ctx_, l_.recompute);
-    emb_fwd_ = embedding_forward_ops(m_, ctx_);
-    emb_bwd_ = embedding_backward_ops(m_, ctx_);
-    head_fwd_ = head_forward_ops(m_, ctx_);
-    head_bwd_ = head_backward_ops(m_, ctx_);
-    for (auto* list : {&fwd_, &bwd_, &rec_, &emb_fwd_, &emb_bwd_, &head_fwd_, &head_bwd_}) {
+    lists_ = {layer_forward_ops(m_, ctx_),  layer_backward_ops(m_, ctx_),  layer_recompute_ops(m_, ctx_, l_.recompute),
+              embedding_forward_ops(m_, ctx_), embedding_backward_ops(m_, ctx_), head_forward_ops(m_, ctx_),
+              head_backward_ops(m_, ctx_)};
+    for (const auto& list : lists_) {
       std::vector<std::int32_t> ids;
-      for (const OpCost& c : *list) ids.push_back(cost_id(c));
+      std::vector<std::optional<ParamKind>> kinds;
+      for (const OpCost& c : list) {
+        ids.push_back(cost_id(c));
+        kinds.push_back(param_kind_of_op(c.name));
+      }
       cost_ids_.push_back(ids);
+      param_kinds_.push_back(kinds);
     }
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const Bytes bsh = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * m_.hidden * e_;
@@ -99,31 +121,360 @@ class Builder {
     Layout none = l_;
     none.recompute = Recompute::None;
     act_full_ = rank_activation_bytes_per_layer(m_, none);
-    layer_params_ = layer_params();
   }
 
-  void build_stage(int stage);
+  // One Program: parameters, model state, the stage's forward and backward passes in its pipeline
+  // order, the gradient reduction and the optimizer step.
+  void build_stage(int stage) {
+    plan_.programs.emplace_back();
+    prog_ = &plan_.programs.back();
+    plan_.program_names.push_back("stage" + std::to_string(stage));
+    stage_ = stage;
+    next_tensor_ = 0;
+    coll_seq_.assign(kGroupKinds, 0);
+    live_.clear();
+    ready_dense_.clear();
+    ready_expert_.clear();
+    last_compute_ = -1;
+    act_.assign(static_cast<std::size_t>(M_) * v_ * lpc_, -1);
+
+    declare_params();
+    emit_model_state();
+    for (const Step& st : stage_order(l_.schedule, l_.pp, stage, M_, v_)) {
+      const std::int64_t last = st.forward ? emit_forward(st) : emit_backward(st);
+      last_compute_ = std::max(last_compute_, last);
+    }
+    const std::vector<std::uint32_t> reductions = emit_gradient_reduction();
+    emit_optimizer(reductions);
+  }
 
  private:
-  // Dense and expert parameters of one layer on one rank (tp-sharded as Megatron shards them; the
-  // totals per stage come from rank_parameters, this only splits them per layer).
-  struct LayerParams {
-    std::int64_t dense = 0;
-    std::int64_t expert = 0;
-  };
-  LayerParams layer_params() const {
+  // ---- parameters ----
+
+  // The stage's tensors: per layer qkv, proj, norms and the FFN's (fc1, fc2; or router, expert_fc1,
+  // expert_fc2), then the embedding and final norm this stage holds, split as rank_parameters splits
+  // them. One param set per tensor, one per layer and one for the whole stage.
+  void declare_params() {
     const std::int64_t h = m_.hidden, f = m_.ffn(), t = l_.tp;
-    LayerParams p;
-    p.dense = (3 * h * h + 3 * h) / t + h * h / t + h + 4 * h;
-    const std::int64_t ffn = (h * f + f) / t + f * h / t + h;
-    if (m_.moe()) {
-      p.dense += h * m_.experts;
-      p.expert = ffn * (m_.experts / l_.ep);
-    } else {
-      p.dense += ffn;
+    auto add = [&](std::int32_t layer, ParamKind kind, std::int64_t elements, std::int64_t rows, std::int64_t cols,
+                   bool row_parallel, bool expert) {
+      ParamTensor p;
+      p.layer = layer;
+      p.kind = kind;
+      p.elements = elements;
+      p.rows = rows;
+      p.cols = cols;
+      p.row_parallel = row_parallel;
+      p.expert = expert;
+      p.dtype = m_.dtype;
+      prog_->params.push_back(p);
+      return static_cast<std::int32_t>(prog_->params.size() - 1);
+    };
+    const std::int64_t lps = l_.layers_per_stage(m_);
+    layer_sets_.assign(static_cast<std::size_t>(lps), {});
+    std::int64_t in_layers = 0;
+    for (std::int64_t j = 0; j < lps; ++j) {
+      // Stage-local layer j is layer j % lpc of chunk j / lpc, i.e. of virtual stage chunk·pp + stage.
+      const auto layer = static_cast<std::int32_t>((j / lpc_ * l_.pp + stage_) * lpc_ + j % lpc_);
+      LayerSets& ls = layer_sets_[static_cast<std::size_t>(j)];
+      std::vector<std::int32_t> tensors;
+      tensors.push_back(add(layer, ParamKind::Qkv, (3 * h * h + 3 * h) / t, 3 * h / t, h, false, false));
+      tensors.push_back(add(layer, ParamKind::Proj, h * h / t + h, h, h / t, true, false));
+      tensors.push_back(add(layer, ParamKind::Norms, 4 * h, 0, 0, false, false));
+      if (m_.moe()) {
+        const std::int64_t local = m_.experts / l_.ep;
+        tensors.push_back(add(layer, ParamKind::Router, h * m_.experts, m_.experts, h, false, false));
+        tensors.push_back(add(layer, ParamKind::ExpertFc1, local * ((h * f + f) / t), f / t, h, false, true));
+        tensors.push_back(add(layer, ParamKind::ExpertFc2, local * (f * h / t + h), h, f / t, true, true));
+      } else {
+        tensors.push_back(add(layer, ParamKind::Fc1, (h * f + f) / t, f / t, h, false, false));
+        tensors.push_back(add(layer, ParamKind::Fc2, f * h / t + h, h, f / t, true, false));
+      }
+      std::vector<ParamSlice> all;
+      for (std::int32_t id : tensors) {
+        const ParamTensor& p = prog_->params[static_cast<std::size_t>(id)];
+        ls.of_kind[static_cast<std::size_t>(p.kind)] = param_set({{id, p.elements}});
+        all.push_back({id, p.elements});
+        in_layers += p.elements;
+      }
+      ls.all = param_set(all);
     }
-    return p;
+    // Embedding and final norm: what rank_parameters gives this stage beyond its layers.
+    const RankParameters rp = rank_parameters(m_, l_.tp, l_.pp, l_.ep, stage_);
+    const std::int64_t final_norm = stage_ == l_.pp - 1 ? 2 * h : 0;
+    const std::int64_t embedding = rp.total() - in_layers - final_norm;
+    extra_elements_ = embedding + final_norm;
+    embedding_set_ = final_norm_set_ = -1;
+    std::vector<ParamSlice> extra;
+    if (embedding > 0) {
+      const std::int32_t id = add(-1, ParamKind::Embedding, embedding, (m_.vocab + t - 1) / t, h, false, false);
+      embedding_set_ = param_set({{id, embedding}});
+      extra.push_back({id, embedding});
+    }
+    if (final_norm > 0) {
+      const std::int32_t id = add(-1, ParamKind::FinalNorm, final_norm, 0, 0, false, false);
+      final_norm_set_ = param_set({{id, final_norm}});
+      extra.push_back({id, final_norm});
+    }
+    extra_set_ = extra.empty() ? -1 : param_set(extra);
+    std::vector<ParamSlice> everything;
+    for (std::size_t i = 0; i < prog_->params.size(); ++i) {
+      everything.push_back({static_cast<std::int32_t>(i), prog_->params[i].elements});
+    }
+    stage_set_ = param_set(everything);
   }
+
+  std::int32_t param_set(std::vector<ParamSlice> slices) {
+    prog_->param_sets.push_back(std::move(slices));
+    return static_cast<std::int32_t>(prog_->param_sets.size() - 1);
+  }
+
+  // The param set an op of list `list` (index into lists_), element `i`, acts on, for local layer j
+  // (-1 outside the layers).
+  std::int32_t params_of(int list, std::size_t i, std::int64_t j) const {
+    const std::optional<ParamKind> kind = param_kinds_[static_cast<std::size_t>(list)][i];
+    if (!kind) return -1;
+    if (*kind == ParamKind::Embedding) return embedding_set_;
+    if (*kind == ParamKind::FinalNorm) return final_norm_set_;
+    if (j < 0) return -1;
+    return layer_sets_[static_cast<std::size_t>(j)].of_kind[static_cast<std::size_t>(*kind)];
+  }
+
+  // Stage-local index of layer j of chunk c.
+  std::int64_t local_layer(int chunk, int j) const { return static_cast<std::int64_t>(chunk) * lpc_ + j; }
+
+  // ---- model state ----
+
+  // Weights, gradients and optimizer state, live for the whole iteration (ZeRO-sharded); under ZeRO-3
+  // the (small) embedding and final-norm parameters are gathered once for the iteration.
+  void emit_model_state() {
+    const ModelStateBytes state = model_state_of(prog_->params, l_);
+    alloc(TensorClass::Weights, state.params, StreamKind::Compute, "weights", -1, -1, stage_set_);
+    alloc(TensorClass::Grads, state.grads, StreamKind::Compute, "grads", -1, -1, stage_set_);
+    alloc(TensorClass::Optimizer, state.optimizer, StreamKind::Compute, "optimizer_state", -1, -1, stage_set_);
+    extra_gathered_ = -1;
+    if (zero3() && extra_elements_ > 0) {
+      extra_gathered_ = alloc(TensorClass::CommBuffer, extra_elements_ * pe_, StreamKind::Collective, "zero3.gather_extra",
+                              -1, -1, extra_set_);
+      coll1(CollectiveOp::AllGather, GroupKind::Dp, extra_elements_ * pe_, StreamKind::Collective, "zero3.allgather_extra",
+            -1, -1, -1, extra_set_);
+    }
+  }
+
+  bool zero3() const { return l_.zero_stage == 3 && l_.dp > 1; }
+
+  // ---- forward ----
+
+  // One micro-batch's forward pass through one model chunk: receive (or embed), the layers, send (or
+  // the head). Returns the last compute op.
+  std::int64_t emit_forward(const Step& st) {
+    const int p = l_.pp, mb = st.micro_batch, c = st.chunk;
+    const int vs = c * p + stage_;        // virtual stage
+    const int first_layer = vs * lpc_;    // global index of the chunk's first layer
+    std::int64_t prev = -1;
+    if (vs > 0) {
+      const int from = (stage_ > 0) ? -stride_ : (p - 1) * stride_;
+      prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2, "pp.recv_act", mb, -1);
+    }
+    if (vs == 0) {
+      for (std::size_t i = 0; i < lists_[kEmbFwd].size(); ++i) prev = compute(kEmbFwd, i, "", mb, prev, -1, -1);
+      if (l_.tp > 1) {
+        const bool sp = l_.sequence_parallel;
+        prev = coll1(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, GroupKind::Tp, tp_bytes_,
+                     StreamKind::Compute, sp ? "embedding.tp_reducescatter" : "embedding.tp_allreduce", mb, prev, -1, -1);
+      }
+    }
+    std::int64_t prefetch_dep = prev;
+    for (int j = 0; j < lpc_; ++j) {
+      const int layer = first_layer + j;
+      const std::int64_t local = local_layer(c, j);
+      const std::string prefix = "l" + std::to_string(layer) + ".";
+      act_slot(mb, c, j) = alloc(TensorClass::Activation, act_layer_, StreamKind::Compute, prefix + "activations", mb, prev,
+                                 -1, layer);
+      const Gathered g = gather_layer(prefix + "zero3.allgather", mb, prefetch_dep, layer, local);
+      std::int64_t first_op = -1;
+      for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {
+        prev = compute(kFwd, i, prefix, mb, prev, layer, local);
+        if (i == 0 && g.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(g.gather));
+        if (i == 0) first_op = prev;
+        after_op(lists_[kFwd][i].name, true, mb, prev, prefix, layer);
+      }
+      prefetch_dep = first_op;  // the next layer's parameters are gathered once this layer has begun
+      if (g.buffer >= 0) free(g.buffer, StreamKind::Compute, prefix + "zero3.params", mb, prev);
+    }
+    if (vs == V_ - 1) {
+      for (std::size_t i = 0; i < lists_[kHeadFwd].size(); ++i) prev = compute(kHeadFwd, i, "", mb, prev, -1, -1);
+    } else {
+      const int to = (stage_ < p - 1) ? stride_ : -(p - 1) * stride_;
+      p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs + 1) * 2, "pp.send_act", mb, prev);
+    }
+    return prev;
+  }
+
+  // ---- backward ----
+
+  // One micro-batch's backward pass through one model chunk, layers in reverse, each with its
+  // recomputation first. On the last micro-batch, records which op completes each tensor's gradient.
+  std::int64_t emit_backward(const Step& st) {
+    const int p = l_.pp, mb = st.micro_batch, c = st.chunk;
+    const int vs = c * p + stage_;
+    const int first_layer = vs * lpc_;
+    const bool final_pass = mb == M_ - 1;  // gradients complete after this micro-batch's backward
+    std::int64_t prev = -1;
+    if (vs < V_ - 1) {
+      const int from = (stage_ < p - 1) ? stride_ : -(p - 1) * stride_;
+      prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2 + 1, "pp.recv_grad", mb, -1);
+    } else {
+      for (std::size_t i = 0; i < lists_[kHeadBwd].size(); ++i) prev = compute(kHeadBwd, i, "", mb, prev, -1, -1);
+      // The head's gradients (tied embedding copy, final norm) are ready here; with pp == 1 they are
+      // counted with the embedding's below.
+      if (final_pass && stage_ > 0) ready_extra(static_cast<std::uint32_t>(prev));
+    }
+    std::int64_t prefetch_dep = prev;
+    for (int j = lpc_ - 1; j >= 0; --j) {
+      const int layer = first_layer + j;
+      const std::int64_t local = local_layer(c, j);
+      const std::string prefix = "l" + std::to_string(layer) + ".";
+      const Gathered g = gather_layer(prefix + "zero3.allgather_bwd", mb, prefetch_dep, layer, local);
+      std::int32_t workspace = -1;
+      if (!lists_[kRecompute].empty()) {
+        // Recomputation regenerates what the layer did not store, for the duration of its backward.
+        workspace = alloc(TensorClass::Workspace, act_full_ - act_layer_, StreamKind::Compute, prefix + "recompute", mb, prev,
+                          -1, layer);
+      }
+      bool first = true;
+      std::int64_t first_op = -1;
+      auto gate = [&]() {
+        if (first && g.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(g.gather));
+        if (first) first_op = prev;
+        first = false;
+      };
+      for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
+        prev = compute(kRecompute, i, prefix, mb, prev, layer, local);
+        gate();
+        if (l_.recompute == Recompute::Full) after_op(lists_[kRecompute][i].name, true, mb, prev, prefix + "recompute.", layer);
+      }
+      for (std::size_t i = 0; i < lists_[kBwd].size(); ++i) {
+        prev = compute(kBwd, i, prefix, mb, prev, layer, local);
+        gate();
+        after_op(lists_[kBwd][i].name, false, mb, prev, prefix, layer);
+      }
+      prefetch_dep = first_op;
+      if (workspace >= 0) free(workspace, StreamKind::Compute, prefix + "recompute", mb, prev);
+      free(act_slot(mb, c, j), StreamKind::Compute, prefix + "activations", mb, prev);
+      if (g.buffer >= 0) free(g.buffer, StreamKind::Compute, prefix + "zero3.params", mb, prev);
+      if (zero3()) {
+        // ZeRO-3 keeps no full gradients: each micro-batch's layer gradients are reduce-scattered.
+        const std::int32_t set = layer_sets_[static_cast<std::size_t>(local)].all;
+        const Bytes gb = set_elements(set) * ge_;
+        const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, prefix + "zero3.grads", mb, prev, set, layer);
+        const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
+                                       prefix + "zero3.reducescatter", mb, prev, layer, set);
+        free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
+      } else if (final_pass) {
+        for (const ParamSlice& s : prog_->param_sets[static_cast<std::size_t>(layer_sets_[static_cast<std::size_t>(local)].all)]) {
+          ready(static_cast<std::uint32_t>(prev), s.tensor);
+        }
+      }
+    }
+    if (vs == 0) {
+      for (std::size_t i = 0; i < lists_[kEmbBwd].size(); ++i) prev = compute(kEmbBwd, i, "", mb, prev, -1, -1);
+      if (final_pass) ready_extra(static_cast<std::uint32_t>(prev));
+    } else {
+      const int to = (stage_ > 0) ? -stride_ : (p - 1) * stride_;
+      p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs - 1) * 2 + 1, "pp.send_grad", mb, prev);
+    }
+    return prev;
+  }
+
+  // Tensor `tensor`'s gradient is complete once `op` has run (ZeRO-3 reduces per micro-batch instead).
+  void ready(std::uint32_t op, std::int32_t tensor) {
+    const ParamTensor& p = prog_->params[static_cast<std::size_t>(tensor)];
+    if (zero3() || !p.trainable) return;
+    (p.expert ? ready_expert_ : ready_dense_).push_back({op, tensor, p.elements});
+  }
+  void ready_extra(std::uint32_t op) {
+    if (extra_set_ < 0) return;
+    for (const ParamSlice& s : prog_->param_sets[static_cast<std::size_t>(extra_set_)]) ready(op, s.tensor);
+  }
+
+  // ZeRO-3: the layer's parameters gathered into a buffer before its forward or backward.
+  struct Gathered {
+    std::int32_t buffer = -1;
+    std::int64_t gather = -1;
+  };
+  Gathered gather_layer(const std::string& name, int mb, std::int64_t dep, int layer, std::int64_t local) {
+    if (!zero3()) return {};
+    const std::string prefix = "l" + std::to_string(layer) + ".";
+    const std::int32_t set = layer_sets_[static_cast<std::size_t>(local)].all;
+    const Bytes bytes = set_elements(set) * pe_;
+    Gathered g;
+    g.buffer = alloc(TensorClass::CommBuffer, bytes, StreamKind::Collective, prefix + "zero3.params", mb, dep, set, layer);
+    g.gather = coll1(CollectiveOp::AllGather, GroupKind::Dp, bytes, StreamKind::Collective, name, mb, dep, layer, set);
+    return g;
+  }
+
+  std::int64_t set_elements(std::int32_t set) const {
+    std::int64_t n = 0;
+    for (const ParamSlice& s : prog_->param_sets[static_cast<std::size_t>(set)]) n += s.elements;
+    return n;
+  }
+
+  // ---- gradient reduction ----
+
+  // Data-parallel reduction of the final gradients in buckets, in the order they become ready, on the
+  // collective stream (ZeRO 0: all-reduce; 1-2: reduce-scatter). Dense gradients over dp, expert ones
+  // over dp/ep. Returns the reductions.
+  std::vector<std::uint32_t> emit_gradient_reduction() {
+    std::vector<std::uint32_t> out;
+    if (zero3()) return out;
+    const CollectiveOp op = l_.zero_stage == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter;
+    auto emit = [&](std::vector<GradientReady>& ready, GroupKind g, int group_size, const std::string& base) {
+      if (group_size <= 1) return;
+      std::stable_sort(ready.begin(), ready.end(), [](const GradientReady& a, const GradientReady& b) { return a.op < b.op; });
+      int bucket = 0;
+      for (const GradientBucket& b : gradient_buckets(ready, l_.bucket_bytes, ge_)) {
+        const std::int64_t dep = l_.overlap_grad_reduce ? static_cast<std::int64_t>(b.ready_op) : last_compute_;
+        out.push_back(coll1(op, g, b.elements * ge_, StreamKind::Collective, base + std::to_string(bucket++), -1, dep, -1,
+                            param_set(b.slices)));
+      }
+    };
+    emit(ready_dense_, GroupKind::Dp, l_.dp, "dp.bucket");
+    if (m_.moe()) emit(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.bucket");
+    return out;
+  }
+
+  // ---- optimizer ----
+
+  // The optimizer step over this rank's (sharded) optimizer state, after every reduction; with ZeRO 1-2
+  // the updated parameter shards are all-gathered after it (in buckets of the same size, parameter bytes).
+  void emit_optimizer(const std::vector<std::uint32_t>& reductions) {
+    std::vector<std::uint32_t> deps = reductions;
+    if (last_compute_ >= 0) deps.push_back(static_cast<std::uint32_t>(last_compute_));
+    PlanOp op;
+    op.kind = OpKind::Compute;
+    op.stream = StreamKind::Compute;
+    op.span = SpanKind::Optimizer;
+    op.name = name_id("optimizer_step");
+    op.cost = cost_id(optimizer_step_cost(updated_params_of(prog_->params, l_)));
+    op.params = stage_set_;
+    last_compute_ = prog_->add(op, deps);
+
+    if ((l_.zero_stage == 1 || l_.zero_stage == 2) && l_.dp > 1) {
+      auto gather = [&](std::vector<GradientReady> ready, GroupKind g, const std::string& base) {
+        int bucket = 0;
+        for (const GradientBucket& b : gradient_buckets(ready, l_.bucket_bytes / ge_ * pe_, pe_)) {
+          coll1(CollectiveOp::AllGather, g, b.elements * pe_, StreamKind::Collective, base + std::to_string(bucket++), -1,
+                last_compute_, -1, param_set(b.slices));
+        }
+      };
+      gather(ready_dense_, GroupKind::Dp, "dp.param_allgather");
+      if (m_.moe() && l_.dp / l_.ep > 1) gather(ready_expert_, GroupKind::ExpertDp, "expert_dp.param_allgather");
+    }
+    if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
+  }
+
+  // ---- op emitters (each returns the new op's index) ----
 
   std::uint32_t name_id(const std::string& s) {
     auto [it, fresh] = names_.emplace(s, static_cast<std::uint32_t>(plan_.names.size()));
@@ -137,19 +488,10 @@ class Builder {
     plan_.costs.push_back(c);
     return static_cast<std::int32_t>(plan_.costs.size() - 1);
   }
-  static SpanKind span_of(const OpCost& c) {
-    switch (c.kind) {
-      case OpCost::Kind::Gemm: return SpanKind::Gemm;
-      case OpCost::Kind::Attention: return SpanKind::Attention;
-      case OpCost::Kind::MemoryBound: return SpanKind::MemoryBound;
-    }
-    return SpanKind::Other;
-  }
 
-  // ---- op emitters (each returns the new op's index) ----
-  std::uint32_t compute(int list, std::size_t i, const std::string& prefix, int mb, std::int64_t dep) {
-    const std::vector<OpCost>* lists[] = {&fwd_, &bwd_, &rec_, &emb_fwd_, &emb_bwd_, &head_fwd_, &head_bwd_};
-    const OpCost& c = (*lists[list])[i];
+  std::uint32_t compute(int list, std::size_t i, const std::string& prefix, int mb, std::int64_t dep, int layer,
+                        std::int64_t local) {
+    const OpCost& c = lists_[static_cast<std::size_t>(list)][i];
     PlanOp op;
     op.kind = OpKind::Compute;
     op.stream = StreamKind::Compute;
@@ -157,27 +499,22 @@ class Builder {
     op.name = name_id(prefix + c.name);
     op.cost = cost_ids_[static_cast<std::size_t>(list)][i];
     op.micro_batch = mb;
+    op.layer = layer;
+    op.params = params_of(list, i, local);
     return add(op, dep);
   }
-  std::uint32_t collective(CollectiveOp what, GroupKind g, Bytes bytes, StreamKind stream, const std::string& name,
-                           int mb, const std::vector<std::uint32_t>& deps) {
-    PlanOp op;
-    op.kind = OpKind::Collective;
-    op.stream = stream;
-    op.span = SpanKind::Collective;
-    op.collective = what;
-    op.group = g;
-    op.bytes = bytes;
-    op.tag = coll_seq_[static_cast<std::size_t>(g)]++;
+  std::uint32_t coll1(CollectiveOp what, GroupKind g, Bytes bytes, StreamKind stream, const std::string& name, int mb,
+                      std::int64_t dep, int layer, std::int32_t params) {
+    PlanOp op = collective_op(what, g, bytes, stream);
+    // What it moves: parameters (gathers of a parameter set), their gradients (reductions of one), or
+    // activations (tensor- and expert-parallel collectives).
+    if (params >= 0) op.tensor_class = what == CollectiveOp::AllGather ? TensorClass::Weights : TensorClass::Grads;
     op.name = name_id(name);
     op.micro_batch = mb;
-    return prog_->add(op, deps);
-  }
-  std::uint32_t coll1(CollectiveOp what, GroupKind g, Bytes bytes, StreamKind stream, const std::string& name, int mb,
-                      std::int64_t dep) {
-    std::vector<std::uint32_t> d;
-    if (dep >= 0) d.push_back(static_cast<std::uint32_t>(dep));
-    return collective(what, g, bytes, stream, name, mb, d);
+    op.layer = layer;
+    op.params = params;
+    op.tag = coll_seq_[static_cast<std::size_t>(g)]++;
+    return add(op, dep);
   }
   std::uint32_t p2p(OpKind kind, int peer_offset, std::int64_t tag, const std::string& name, int mb, std::int64_t dep) {
     PlanOp op;
@@ -192,7 +529,8 @@ class Builder {
     return add(op, dep);
   }
   // Allocs take effect at the head of their stream; returns the tensor id.
-  std::int32_t alloc(TensorClass cls, Bytes bytes, StreamKind stream, const std::string& name, int mb, std::int64_t dep) {
+  std::int32_t alloc(TensorClass cls, Bytes bytes, StreamKind stream, const std::string& name, int mb, std::int64_t dep,
+                     std::int32_t params, int layer = -1) {
     PlanOp op;
     op.kind = OpKind::Alloc;
     op.stream = stream;
@@ -201,19 +539,18 @@ class Builder {
     op.bytes = bytes;
     op.name = name_id(name);
     op.micro_batch = mb;
+    op.params = params;
+    op.layer = layer;
     add(op, dep);
-    live_bytes_[op.tensor] = {bytes, cls};
+    live_.emplace(op.tensor, op);
     return op.tensor;
   }
   std::uint32_t free(std::int32_t tensor, StreamKind stream, const std::string& name, int mb, std::int64_t dep) {
-    PlanOp op;
+    auto it = live_.find(tensor);
+    PlanOp op = it->second;  // same tensor, bytes, class, parameters and layer as its Alloc
+    live_.erase(it);
     op.kind = OpKind::Free;
     op.stream = stream;
-    op.tensor = tensor;
-    auto it = live_bytes_.find(tensor);
-    op.bytes = it->second.first;
-    op.tensor_class = it->second.second;
-    live_bytes_.erase(it);
     op.name = name_id(name);
     op.micro_batch = mb;
     return add(op, dep);
@@ -227,15 +564,15 @@ class Builder {
   // Forward: without SP, all-reduce after the row-parallel GEMMs (proj, fc2 / expert_unpermute); with
   // SP, all-gather after each LayerNorm and reduce-scatter after the row-parallel GEMMs. Backward: the
   // conjugates (Megatron's f/g operators). MoE: all-to-all after permute and after expert_fc2.
-  void after_op(const std::string& op_name, bool forward_like, int mb, std::int64_t& prev, const std::string& prefix) {
+  void after_op(const std::string& op_name, bool forward_like, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const bool tp = l_.tp > 1;
     const bool moe = m_.moe() && l_.ep > 1;
     auto tpc = [&](CollectiveOp op, const char* what) {
-      prev = coll1(op, GroupKind::Tp, tp_bytes_, StreamKind::Compute, prefix + what, mb, prev);
+      prev = coll1(op, GroupKind::Tp, tp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
     auto a2a = [&](const char* what) {
-      prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev);
+      prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
     const std::string ffn_out = m_.moe() ? "expert_unpermute" : "fc2";
     if (forward_like) {
@@ -257,258 +594,42 @@ class Builder {
     }
   }
 
+  std::int32_t& act_slot(int mb, int c, int j) { return act_[(static_cast<std::size_t>(mb) * v_ + c) * lpc_ + j]; }
+
+  // Indices into lists_.
+  static constexpr int kFwd = 0, kBwd = 1, kRecompute = 2, kEmbFwd = 3, kEmbBwd = 4, kHeadFwd = 5, kHeadBwd = 6;
+  static constexpr std::size_t kParamKindCount = static_cast<std::size_t>(ParamKind::LoraB) + 1;
+  struct LayerSets {
+    std::array<std::int32_t, kParamKindCount> of_kind{};  // param set of each tensor of the layer (one tensor each)
+    std::int32_t all = -1;                                // all the layer's tensors
+  };
+
   const TransformerModel& m_;
   const Layout& l_;
   Plan& plan_;
   OpContext ctx_;
-  Bytes e_ = 2;
+  Bytes e_ = 2, pe_ = 2, ge_ = 2;
   int M_ = 1, v_ = 1, V_ = 1, stride_ = 1, lpc_ = 1;
-  std::vector<OpCost> fwd_, bwd_, rec_, emb_fwd_, emb_bwd_, head_fwd_, head_bwd_;
+  std::vector<std::vector<OpCost>> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
+  std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
   std::unordered_map<std::string, std::uint32_t> names_;
   Bytes p2p_bytes_ = 0, tp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
-  LayerParams layer_params_;
 
   // Per-stage state.
   Program* prog_ = nullptr;
+  int stage_ = 0;
   std::int32_t next_tensor_ = 0;
   std::vector<std::int64_t> coll_seq_;
-  std::unordered_map<std::int32_t, std::pair<Bytes, TensorClass>> live_bytes_;
+  std::unordered_map<std::int32_t, PlanOp> live_;       // live tensors' Alloc ops
+  std::vector<std::int32_t> act_;                       // activation tensor per (micro-batch, chunk, layer)
+  std::vector<LayerSets> layer_sets_;                   // per stage-local layer
+  std::int32_t embedding_set_ = -1, final_norm_set_ = -1, extra_set_ = -1, stage_set_ = -1;
+  std::int64_t extra_elements_ = 0;
+  std::int32_t extra_gathered_ = -1;
+  std::vector<GradientReady> ready_dense_, ready_expert_;
+  std::int64_t last_compute_ = -1;
 };
-
-void Builder::build_stage(int stage) {
-  plan_.programs.emplace_back();
-  prog_ = &plan_.programs.back();
-  plan_.program_names.push_back("stage" + std::to_string(stage));
-  next_tensor_ = 0;
-  coll_seq_.assign(kGroupKinds, 0);
-  live_bytes_.clear();
-  const int p = l_.pp;
-  const bool zero3 = l_.zero_stage == 3;
-  const bool last_stage = stage == p - 1;
-  const Bytes pe = param_bytes_per_param(m_.dtype), ge = grad_bytes_per_param(m_.dtype);
-
-  // Model state, live for the whole iteration (ZeRO-sharded per rank_model_state_bytes).
-  const ModelStateBytes state = rank_model_state_bytes(m_, l_, stage);
-  alloc(TensorClass::Weights, state.params, StreamKind::Compute, "weights", -1, -1);
-  alloc(TensorClass::Grads, state.grads, StreamKind::Compute, "grads", -1, -1);
-  alloc(TensorClass::Optimizer, state.optimizer, StreamKind::Compute, "optimizer_state", -1, -1);
-
-  // Embedding / head / final-norm parameters of this stage (what rank_parameters holds beyond layers).
-  const RankParameters rp = rank_parameters(m_, l_.tp, p, l_.ep, stage);
-  const std::int64_t lps = l_.layers_per_stage(m_);
-  const std::int64_t extra_params = rp.dense - lps * layer_params_.dense;
-  std::int32_t extra_gathered = -1;
-  if (zero3 && extra_params > 0 && l_.dp > 1) {
-    // ZeRO-3 gathers the (small) embedding/head parameters once for the iteration.
-    extra_gathered = alloc(TensorClass::CommBuffer, extra_params * pe, StreamKind::Collective, "zero3.gather_extra", -1, -1);
-    coll1(CollectiveOp::AllGather, GroupKind::Dp, extra_params * pe, StreamKind::Collective, "zero3.allgather_extra", -1, -1);
-  }
-
-  // Gradient producers of the final accumulation step: (op index, dense grad bytes, expert grad bytes).
-  struct GradItem {
-    std::uint32_t op;
-    Bytes dense;
-    Bytes expert;
-  };
-  std::vector<GradItem> grads;
-  std::int64_t last_compute = -1;
-
-  // Activations stored per (micro-batch, chunk, layer) between forward and backward.
-  std::vector<std::int32_t> act(static_cast<std::size_t>(M_) * v_ * lpc_, -1);
-  auto act_slot = [&](int mb, int c, int j) -> std::int32_t& {
-    return act[(static_cast<std::size_t>(mb) * v_ + c) * lpc_ + j];
-  };
-  const Bytes layer_param_bytes = (layer_params_.dense + layer_params_.expert) * pe;
-
-  for (const Step& st : stage_order(l_.schedule, p, stage, M_, v_)) {
-    const int mb = st.micro_batch, c = st.chunk;
-    const int vs = c * p + stage;                 // virtual stage
-    const int first_layer = vs * lpc_;            // global index of the chunk's first layer
-    const std::string mbs = std::to_string(mb);
-    std::int64_t prev = -1;
-    if (st.forward) {
-      if (vs > 0) {
-        const int from = (stage > 0) ? -stride_ : (p - 1) * stride_;
-        prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2, "pp.recv_act", mb, -1);
-      }
-      if (vs == 0) {
-        for (std::size_t i = 0; i < emb_fwd_.size(); ++i) prev = compute(3, i, "", mb, prev);
-        if (l_.tp > 1) {
-          const bool sp = l_.sequence_parallel;
-          prev = coll1(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, GroupKind::Tp, tp_bytes_,
-                       StreamKind::Compute, sp ? "embedding.tp_reducescatter" : "embedding.tp_allreduce", mb, prev);
-        }
-      }
-      std::int64_t prefetch_dep = prev;
-      for (int j = 0; j < lpc_; ++j) {
-        const std::string prefix = "l" + std::to_string(first_layer + j) + ".";
-        act_slot(mb, c, j) = alloc(TensorClass::Activation, act_layer_, StreamKind::Compute, prefix + "activations", mb, prev);
-        std::int32_t gathered = -1;
-        std::int64_t gather = -1;
-        if (zero3 && l_.dp > 1) {
-          gathered = alloc(TensorClass::CommBuffer, layer_param_bytes, StreamKind::Collective, prefix + "zero3.params", mb,
-                           prefetch_dep);
-          gather = coll1(CollectiveOp::AllGather, GroupKind::Dp, layer_param_bytes, StreamKind::Collective,
-                         prefix + "zero3.allgather", mb, prefetch_dep);
-        }
-        std::int64_t first_op = -1;
-        for (std::size_t i = 0; i < fwd_.size(); ++i) {
-          prev = compute(0, i, prefix, mb, prev);
-          if (i == 0 && gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(gather));
-          if (i == 0) first_op = prev;
-          after_op(fwd_[i].name, true, mb, prev, prefix);
-        }
-        prefetch_dep = first_op;  // the next layer's parameters are gathered once this layer has begun
-        if (gathered >= 0) free(gathered, StreamKind::Compute, prefix + "zero3.params", mb, prev);
-      }
-      if (vs == V_ - 1) {
-        for (std::size_t i = 0; i < head_fwd_.size(); ++i) prev = compute(5, i, "", mb, prev);
-      } else {
-        const int to = (stage < p - 1) ? stride_ : -(p - 1) * stride_;
-        p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs + 1) * 2, "pp.send_act", mb, prev);
-      }
-    } else {
-      const bool final_pass = mb == M_ - 1;  // gradients complete after this micro-batch's backward
-      if (vs < V_ - 1) {
-        const int from = (stage < p - 1) ? stride_ : -(p - 1) * stride_;
-        prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2 + 1, "pp.recv_grad", mb, -1);
-      } else {
-        for (std::size_t i = 0; i < head_bwd_.size(); ++i) prev = compute(6, i, "", mb, prev);
-        // The head's gradients (tied embedding copy, final norm) are ready here; with pp == 1 they are
-        // counted with the embedding's below.
-        if (final_pass && last_stage && stage > 0) grads.push_back({static_cast<std::uint32_t>(prev), extra_params * ge, 0});
-      }
-      std::int64_t prefetch_dep = prev;
-      for (int j = lpc_ - 1; j >= 0; --j) {
-        const std::string prefix = "l" + std::to_string(first_layer + j) + ".";
-        std::int32_t gathered = -1;
-        std::int64_t gather = -1;
-        if (zero3 && l_.dp > 1) {
-          gathered = alloc(TensorClass::CommBuffer, layer_param_bytes, StreamKind::Collective, prefix + "zero3.params", mb,
-                           prefetch_dep);
-          gather = coll1(CollectiveOp::AllGather, GroupKind::Dp, layer_param_bytes, StreamKind::Collective,
-                         prefix + "zero3.allgather_bwd", mb, prefetch_dep);
-        }
-        std::int32_t workspace = -1;
-        if (!rec_.empty()) {
-          // Recomputation regenerates what the layer did not store, for the duration of its backward.
-          workspace = alloc(TensorClass::Workspace, act_full_ - act_layer_, StreamKind::Compute, prefix + "recompute",
-                            mb, prev);
-        }
-        bool first = true;
-        std::int64_t first_op = -1;
-        auto gate = [&]() {
-          if (first && gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(gather));
-          if (first) first_op = prev;
-          first = false;
-        };
-        for (std::size_t i = 0; i < rec_.size(); ++i) {
-          prev = compute(2, i, prefix, mb, prev);
-          gate();
-          if (l_.recompute == Recompute::Full) after_op(rec_[i].name, true, mb, prev, prefix + "recompute.");
-        }
-        for (std::size_t i = 0; i < bwd_.size(); ++i) {
-          prev = compute(1, i, prefix, mb, prev);
-          gate();
-          after_op(bwd_[i].name, false, mb, prev, prefix);
-        }
-        prefetch_dep = first_op;
-        if (workspace >= 0) free(workspace, StreamKind::Compute, prefix + "recompute", mb, prev);
-        free(act_slot(mb, c, j), StreamKind::Compute, prefix + "activations", mb, prev);
-        if (gathered >= 0) free(gathered, StreamKind::Compute, prefix + "zero3.params", mb, prev);
-        if (zero3 && l_.dp > 1) {
-          // ZeRO-3 keeps no full gradients: each micro-batch's layer gradients are reduce-scattered.
-          const Bytes gb = (layer_params_.dense + layer_params_.expert) * ge;
-          std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, prefix + "zero3.grads", mb, prev);
-          std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
-                                   prefix + "zero3.reducescatter", mb, prev);
-          free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
-        } else if (final_pass) {
-          grads.push_back({static_cast<std::uint32_t>(prev), layer_params_.dense * ge, layer_params_.expert * ge});
-        }
-      }
-      if (vs == 0) {
-        for (std::size_t i = 0; i < emb_bwd_.size(); ++i) prev = compute(4, i, "", mb, prev);
-        if (final_pass && stage == 0) grads.push_back({static_cast<std::uint32_t>(prev), extra_params * ge, 0});
-      } else {
-        const int to = (stage > 0) ? -stride_ : (p - 1) * stride_;
-        p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs - 1) * 2 + 1, "pp.send_grad", mb, prev);
-      }
-    }
-    last_compute = std::max<std::int64_t>(last_compute, prev);
-  }
-  // ---- data-parallel gradient reduction, in buckets, in the order gradients become ready ----
-  std::vector<std::uint32_t> reductions;
-  std::sort(grads.begin(), grads.end(), [](const GradItem& a, const GradItem& b) { return a.op < b.op; });
-  auto emit_buckets = [&](GroupKind g, int group_size, bool expert) {
-    if (group_size <= 1 || zero3) return;
-    const CollectiveOp op = l_.zero_stage == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter;
-    Bytes pending = 0;
-    int bucket = 0;
-    const std::string base = std::string(expert ? "expert_dp" : "dp") + ".bucket";
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      Bytes b = expert ? grads[i].expert : grads[i].dense;
-      pending += b;
-      const std::int64_t dep = l_.overlap_grad_reduce ? static_cast<std::int64_t>(grads[i].op) : last_compute;
-      while (pending >= l_.bucket_bytes || (i + 1 == grads.size() && pending > 0)) {
-        const Bytes size = std::min(pending, l_.bucket_bytes);
-        reductions.push_back(coll1(op, g, size, StreamKind::Collective, base + std::to_string(bucket++), -1, dep));
-        pending -= size;
-      }
-    }
-  };
-  emit_buckets(GroupKind::Dp, l_.dp, false);
-  if (m_.moe()) emit_buckets(GroupKind::ExpertDp, l_.dp / l_.ep, true);
-
-  // ---- optimizer step over this rank's (sharded) state ----
-  {
-    const std::int64_t shard = state.optimizer / (m_.dtype == DType::FP32 || m_.dtype == DType::TF32 ? 8 : 12);
-    OpCost step;
-    step.name = "optimizer_step";
-    step.kind = OpCost::Kind::MemoryBound;
-    step.phase = OpCost::Phase::BackwardWeight;
-    // Adam reads and writes the FP32 master weight, momentum and variance (24 B), reads the gradient
-    // and writes the 16-bit weight (4 B): 28 bytes and about 12 FLOPs per parameter of the shard.
-    step.bytes = 28 * shard;
-    step.flops = 12.0 * static_cast<double>(shard);
-    step.dtype = DType::FP32;
-    PlanOp op;
-    op.kind = OpKind::Compute;
-    op.stream = StreamKind::Compute;
-    op.span = SpanKind::Optimizer;
-    op.name = name_id("optimizer_step");
-    op.cost = cost_id(step);
-    std::vector<std::uint32_t> deps = reductions;
-    if (last_compute >= 0) deps.push_back(static_cast<std::uint32_t>(last_compute));
-    const std::uint32_t step_op = prog_->add(op, deps);
-    last_compute = step_op;
-  }
-  // ZeRO 1-2: the updated parameter shards are all-gathered (same buckets, parameter bytes).
-  if ((l_.zero_stage == 1 || l_.zero_stage == 2) && l_.dp > 1) {
-    Bytes total = 0;
-    for (const auto& g : grads) total += g.dense;
-    Bytes left = total / ge * pe;
-    for (int bucket = 0; left > 0; ++bucket) {
-      const Bytes size = std::min(left, l_.bucket_bytes / ge * pe);
-      coll1(CollectiveOp::AllGather, GroupKind::Dp, size, StreamKind::Collective,
-            "dp.param_allgather" + std::to_string(bucket), -1, last_compute);
-      left -= size;
-    }
-    if (m_.moe() && l_.dp / l_.ep > 1) {
-      Bytes etotal = 0;
-      for (const auto& g : grads) etotal += g.expert;
-      left = etotal / ge * pe;
-      for (int bucket = 0; left > 0; ++bucket) {
-        const Bytes size = std::min(left, l_.bucket_bytes / ge * pe);
-        coll1(CollectiveOp::AllGather, GroupKind::ExpertDp, size, StreamKind::Collective,
-              "expert_dp.param_allgather" + std::to_string(bucket), -1, last_compute);
-        left -= size;
-      }
-    }
-  }
-  if (extra_gathered >= 0) free(extra_gathered, StreamKind::Compute, "zero3.gather_extra", -1, last_compute);
-}
 
 GroupSet make_groups(int world, int count, const std::function<int(int)>& group_of) {
   GroupSet set;
@@ -520,6 +641,44 @@ GroupSet make_groups(int world, int count, const std::function<int(int)>& group_
     set.members[static_cast<std::size_t>(g)].push_back(r);
   }
   return set;
+}
+
+// DpIntra / DpInter: each Dp group split by host. Needs every host to hold the same number of each
+// group's members; otherwise no rank is in a group of these kinds.
+void add_host_split_groups(Plan& plan, int ranks_per_host) {
+  const int world = plan.cluster.ranks;
+  GroupSet intra{std::vector<int>(static_cast<std::size_t>(world), -1), {}};
+  GroupSet inter = intra;
+  const GroupSet& dp = plan.groups[static_cast<std::size_t>(GroupKind::Dp)];
+  bool aligned = true;
+  std::vector<std::vector<std::vector<int>>> split;  // per dp group: its members, per host
+  for (const auto& members : dp.members) {
+    std::vector<std::vector<int>> hosts;
+    for (int r : members) {
+      if (hosts.empty() || r / ranks_per_host != hosts.back().front() / ranks_per_host) hosts.emplace_back();
+      hosts.back().push_back(r);
+    }
+    for (const auto& h : hosts) aligned = aligned && h.size() == hosts.front().size();
+    split.push_back(std::move(hosts));
+  }
+  if (aligned) {
+    for (const auto& hosts : split) {
+      for (const auto& h : hosts) {
+        for (int r : h) intra.group_of_rank[static_cast<std::size_t>(r)] = static_cast<int>(intra.members.size());
+        intra.members.push_back(h);
+      }
+      for (std::size_t pos = 0; pos < hosts.front().size(); ++pos) {
+        std::vector<int> across;
+        for (const auto& h : hosts) {
+          inter.group_of_rank[static_cast<std::size_t>(h[pos])] = static_cast<int>(inter.members.size());
+          across.push_back(h[pos]);
+        }
+        inter.members.push_back(std::move(across));
+      }
+    }
+  }
+  plan.groups[static_cast<std::size_t>(GroupKind::DpIntra)] = std::move(intra);
+  plan.groups[static_cast<std::size_t>(GroupKind::DpInter)] = std::move(inter);
 }
 
 }  // namespace
@@ -546,6 +705,8 @@ Plan build_plan(const TransformerModel& model, const Layout& layout, const Clust
       make_groups(world, pp * (dp / ep) * tp, [=](int r) { return (ppi(r) * (dp / ep) + dpi(r) / ep) * tp + tpi(r); });
   plan.groups[static_cast<std::size_t>(GroupKind::ExpertDp)] =
       make_groups(world, pp * ep * tp, [=](int r) { return (ppi(r) * ep + dpi(r) % ep) * tp + tpi(r); });
+
+  add_host_split_groups(plan, std::max(1, cluster.ranks_per_host));
 
   Builder builder(model, layout, plan);
   plan.programs.reserve(static_cast<std::size_t>(pp));

@@ -70,11 +70,12 @@ FlopsPerSec peak_flops(const DeviceSpec& device, DType dtype) {
   return device.peak_bf16;
 }
 
-ReportInputs report_inputs(const TransformerModel& model, const Layout& layout, const DeviceSpec& device) {
+ReportInputs report_inputs(const Plan& plan, const DeviceSpec& device) {
   ReportInputs in;
-  in.model_flops = training_flops(model, layout.global_batch, Recompute::None);
-  in.tokens = static_cast<double>(layout.global_batch) * static_cast<double>(model.seq_len);
-  in.peak_flops = peak_flops(device, model.dtype);
+  in.model_flops = plan.model_flops;
+  in.executed_flops = plan.executed_flops();
+  in.tokens = static_cast<double>(plan.layout.global_batch) * static_cast<double>(plan.model.seq_len);
+  in.peak_flops = peak_flops(device, plan.model.dtype);
   in.device_memory = device.memory;
   return in;
 }
@@ -126,7 +127,6 @@ Report report(const Trace& trace, const ReportInputs& inputs) {
   std::vector<std::vector<Interval>> compute(static_cast<std::size_t>(world)), comm(static_cast<std::size_t>(world));
   std::vector<int> span_count(static_cast<std::size_t>(world), 0);
   std::array<OpKindRow, kSpanKinds> kinds{};
-  double hardware_flops = 0;
   for (const Span& s : trace.spans) {
     const auto r = static_cast<std::size_t>(s.rank);
     const std::int64_t w = weight[r];
@@ -141,7 +141,6 @@ Report report(const Trace& trace, const ReportInputs& inputs) {
     k.total += (s.end - s.start) * w;
     k.flops += s.flops * static_cast<double>(w);
     k.bytes += s.bytes * w;
-    if (!communicates) hardware_flops += s.flops * static_cast<double>(w);
   }
   std::int64_t all_kinds = 0;
   for (const OpKindRow& k : kinds) all_kinds += k.total.picoseconds();
@@ -205,7 +204,7 @@ Report report(const Trace& trace, const ReportInputs& inputs) {
   const double seconds = step.seconds();
   rep.tokens_per_s = inputs.tokens / seconds;
   rep.tflops_per_gpu = inputs.model_flops / seconds / world / 1e12;
-  rep.hardware_tflops_per_gpu = hardware_flops / seconds / world / 1e12;
+  rep.executed_tflops_per_gpu = inputs.executed_flops / seconds / world / 1e12;
   rep.mfu = inputs.peak_flops > 0 ? inputs.model_flops / seconds / world / inputs.peak_flops : 0;
   return rep;
 }
@@ -218,8 +217,8 @@ std::string format_summary(const Report& r) {
   out += line;
   std::snprintf(line, sizeof line, "throughput       %.0f tokens/s\n", r.tokens_per_s);
   out += line;
-  std::snprintf(line, sizeof line, "per GPU          %.1f TFLOP/s (model FLOPs), MFU %.1f%% of %.0f TFLOP/s peak\n",
-                r.tflops_per_gpu, 100 * r.mfu, r.inputs.peak_flops / 1e12);
+  std::snprintf(line, sizeof line, "per GPU          %.1f TFLOP/s (model FLOPs), MFU %.1f%% of %.0f TFLOP/s peak; %.1f TFLOP/s executed\n",
+                r.tflops_per_gpu, 100 * r.mfu, r.inputs.peak_flops / 1e12, r.executed_tflops_per_gpu);
   out += line;
   std::snprintf(line, sizeof line, "step breakdown   compute %.1f%%, exposed communication %.1f%%, bubble %.1f%%\n",
                 100 * r.compute_fraction, 100 * r.exposed_comm_fraction, 100 * r.bubble_fraction);

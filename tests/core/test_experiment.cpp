@@ -155,12 +155,30 @@ TEST(Experiment, ClusterErrors) {
 
 TEST(Experiment, TechniquesAndBackends) {
   json c = small_config();
-  c["techniques"] = json::array({"lora"});
   std::string msg;
+  c["techniques"] = json::array({"lora"});  // an entry is an object naming its pass
   EXPECT_EQ(error_path(c, &msg), "/techniques/0");
-  EXPECT_NE(msg.find("accepted: none yet"), std::string::npos) << msg;
+  c["techniques"] = json::array({{{"pass", "lorra"}}});
+  EXPECT_EQ(error_path(c, &msg), "/techniques/0/pass");
+  EXPECT_NE(msg.find("known: lora"), std::string::npos) << msg;
+  c["techniques"] = json::array({{{"pass", "lora"}, {"rnak", 8}}});
+  EXPECT_EQ(error_path(c, &msg), "/techniques/0/rnak");
+  EXPECT_NE(msg.find("rank"), std::string::npos) << msg;  // lists the accepted keys
+  c["techniques"] = json::array({{{"pass", "lora"}, {"rank", -1}}});
+  EXPECT_EQ(error_path(c), "/techniques/0/rank");
+  c["techniques"] = json::array({{{"pass", "lora"}, {"targets", {"qkv", "attn"}}}});
+  EXPECT_EQ(error_path(c), "/techniques/0/targets/1");
   c["techniques"] = json::array();
   EXPECT_NO_THROW(experiment_from_json(c, kData));
+  // Parameters are resolved: every default is written, and the resolved config reads back equal.
+  c["techniques"] = json::array({{{"pass", "lora"}, {"rank", 4}}});
+  const Experiment e = experiment_from_json(c, kData);
+  ASSERT_EQ(e.techniques.size(), 1u);
+  EXPECT_EQ(e.techniques[0].pass, "lora");
+  EXPECT_EQ(e.techniques[0].params, (json{{"rank", 4}, {"alpha", 16.0}, {"targets", {"qkv"}}}));
+  Experiment back = experiment_from_json(resolved(e), kData);
+  back.warnings = e.warnings;
+  EXPECT_EQ(back, e);
 
   c = small_config();
   c["backends"] = json::array({"sim", "real"});

@@ -253,3 +253,113 @@ TEST(Plan, BadLayoutsNameTheField) {
   inter.virtual_stages = 8;
   expect_path(inter, 2, "/layout/virtual_stages");      // 8 layers not divisible by 2·8
 }
+
+namespace {
+
+std::int64_t set_elements(const Program& p, std::int32_t set) {
+  std::int64_t n = 0;
+  for (const ParamSlice& s : p.param_sets.at(static_cast<std::size_t>(set))) n += s.elements;
+  return n;
+}
+
+}  // namespace
+
+TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  moe.top_k = 2;
+  struct Case {
+    TransformerModel model;
+    Layout layout;
+  };
+  std::vector<Case> cases;
+  for (int zero = 0; zero <= 3; ++zero) {
+    Layout l = layout3d(2, 2, 2, 4);
+    l.zero_stage = zero;
+    cases.push_back({tiny(), l});
+  }
+  Layout inter = layout3d(1, 1, 2, 4);
+  inter.schedule = PipelineSchedule::Interleaved1F1B;
+  inter.virtual_stages = 2;
+  cases.push_back({tiny(), inter});
+  Layout ep = layout3d(4, 1, 2, 2);
+  ep.ep = 2;
+  cases.push_back({moe, ep});
+  for (const Case& c : cases) {
+    const Layout& l = c.layout;
+    const Plan plan = build_plan(c.model, l, cluster(l));
+    EXPECT_NO_THROW(validate(plan));
+    for (int stage = 0; stage < l.pp; ++stage) {
+      const Program& p = plan.programs[static_cast<std::size_t>(stage)];
+      std::int64_t total = 0;
+      std::map<std::int32_t, int> tensors_per_layer;
+      for (const ParamTensor& t : p.params) {
+        total += t.elements;
+        if (t.layer >= 0) ++tensors_per_layer[t.layer];
+      }
+      EXPECT_EQ(total, rank_parameters(c.model, l.tp, l.pp, l.ep, stage).total());
+      EXPECT_EQ(model_state_of(p.params, l), rank_model_state_bytes(c.model, l, stage)) << "zero " << l.zero_stage;
+      EXPECT_EQ(static_cast<std::int64_t>(tensors_per_layer.size()), l.layers_per_stage(c.model));
+      // Every GEMM with weights names one tensor: of its own layer, of the matrix its name says.
+      int weight_gemms = 0;
+      for (const PlanOp& op : p.ops) {
+        if (op.kind != OpKind::Compute) continue;
+        const OpCost& cost = plan.costs[static_cast<std::size_t>(op.cost)];
+        if (cost.kind != OpCost::Kind::Gemm) continue;
+        ASSERT_GE(op.params, 0) << cost.name;
+        const auto& set = p.param_sets[static_cast<std::size_t>(op.params)];
+        ASSERT_EQ(set.size(), 1u) << cost.name;
+        const ParamTensor& t = p.params[static_cast<std::size_t>(set[0].tensor)];
+        EXPECT_EQ(t.layer, op.layer) << cost.name;
+        const std::string matrix = t.kind == ParamKind::Embedding ? "lm_head" : to_string(t.kind);
+        EXPECT_EQ(cost.name.rfind(matrix + "_", 0), 0u) << cost.name << " booked on " << to_string(t.kind);
+        if (op.layer >= 0) {
+          EXPECT_NE(plan.names[op.name].find("l" + std::to_string(op.layer) + "."), std::string::npos);
+        }
+        ++weight_gemms;
+      }
+      EXPECT_GT(weight_gemms, 0);
+    }
+  }
+}
+
+TEST(Plan, GradientBucketsCoverEveryTrainableTensorOnce) {
+  for (int zero : {0, 1}) {
+    Layout l = layout3d(2, 2, 2, 4);
+    l.zero_stage = zero;
+    l.bucket_bytes = 100 * KiB;  // buckets straddle tensors
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    for (const Program& p : plan.programs) {
+      std::vector<std::int64_t> reduced(p.params.size(), 0);
+      for (const PlanOp& op : p.ops) {
+        if (op.kind != OpKind::Collective || op.group != GroupKind::Dp || op.collective == CollectiveOp::AllGather) continue;
+        ASSERT_GE(op.params, 0);
+        EXPECT_EQ(op.bytes, 2 * set_elements(p, op.params));
+        for (const ParamSlice& s : p.param_sets[static_cast<std::size_t>(op.params)]) reduced[static_cast<std::size_t>(s.tensor)] += s.elements;
+      }
+      for (std::size_t t = 0; t < p.params.size(); ++t) EXPECT_EQ(reduced[t], p.params[t].elements) << "tensor " << t;
+    }
+  }
+}
+
+TEST(Plan, HostSplitGroupsOfDataParallelism) {
+  const Layout l = layout3d(4, 2, 1, 2);  // dp groups {0,2,4,6} and {1,3,5,7}
+  const Plan plan = build_plan(tiny(), l, {8, 4});
+  EXPECT_EQ(plan.group_members(2, GroupKind::DpIntra), (std::vector<int>{0, 2}));
+  EXPECT_EQ(plan.group_members(6, GroupKind::DpIntra), (std::vector<int>{4, 6}));
+  EXPECT_EQ(plan.group_members(2, GroupKind::DpInter), (std::vector<int>{2, 6}));
+  EXPECT_EQ(plan.group_members(5, GroupKind::DpInter), (std::vector<int>{1, 5}));
+  // Hosts holding different numbers of a group's members: no split groups.
+  const Plan uneven = build_plan(tiny(), layout3d(3, 1, 1, 2), {3, 2});
+  EXPECT_THROW(uneven.group_members(0, GroupKind::DpIntra), InvalidArgument);
+}
+
+TEST(GradientBuckets, PackInReadyOrderAndStraddleTensors) {
+  const std::vector<GradientReady> ready = {{5, 0, 30}, {9, 1, 50}, {12, 2, 10}};
+  const auto buckets = gradient_buckets(ready, 80, 2);  // 40 elements per bucket
+  ASSERT_EQ(buckets.size(), 3u);
+  EXPECT_EQ(buckets[0], (GradientBucket{9, 40, {{0, 30}, {1, 10}}}));
+  EXPECT_EQ(buckets[1], (GradientBucket{9, 40, {{1, 40}}}));
+  EXPECT_EQ(buckets[2], (GradientBucket{12, 10, {{2, 10}}}));
+  EXPECT_TRUE(gradient_buckets({}, 80, 2).empty());
+}

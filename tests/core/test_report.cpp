@@ -58,6 +58,7 @@ Trace two_rank_trace() {
 ReportInputs inputs() {
   ReportInputs in;
   in.model_flops = 6e9;    // 6e9 FLOP in 10 us on 2 GPUs = 300 TFLOP/s per GPU
+  in.executed_flops = 4e9;
   in.tokens = 1000;
   in.peak_flops = 1e15;
   in.device_memory = 80 * GiB;
@@ -100,7 +101,7 @@ TEST(Report, ThroughputAndMfuArithmetic) {
   EXPECT_DOUBLE_EQ(r.tokens_per_s, 1000 / 1e-5);
   EXPECT_NEAR(r.tflops_per_gpu, 300, 1e-9);
   EXPECT_NEAR(r.mfu, 0.3, 1e-12);
-  EXPECT_NEAR(r.hardware_tflops_per_gpu, 4e9 / 1e-5 / 2 / 1e12, 1e-9);
+  EXPECT_NEAR(r.executed_tflops_per_gpu, 4e9 / 1e-5 / 2 / 1e12, 1e-9);
 }
 
 TEST(Report, PeakMemoryAndFit) {

@@ -49,13 +49,21 @@ struct SimulationConfig {
   bool operator==(const SimulationConfig&) const = default;
 };
 
+// One technique of the experiment: a registered pass (core/passes.hpp) and its parameters, resolved
+// (every default filled in, without "pass").
+struct TechniqueConfig {
+  std::string pass;
+  nlohmann::json params = nlohmann::json::object();
+  bool operator==(const TechniqueConfig&) const = default;
+};
+
 struct Experiment {
   std::string name;
   std::string description;                      // optional, one line for humans
   ClusterConfig cluster;
   TransformerModel model;
   Layout layout;
-  std::vector<std::string> techniques;          // always empty for now: no technique pass exists yet
+  std::vector<TechniqueConfig> techniques;      // passes applied to the plan, in order
   std::vector<std::string> backends{"sim"};     // "sim" and/or "real" (CPU ranks over MPI)
   SimulationConfig simulation;
   std::string output;                           // results folder; default "results/<name>"
@@ -65,7 +73,7 @@ struct Experiment {
 
 // Accepted names, for messages and --help.
 std::vector<std::string> accepted_backends();      // sim, real
-std::vector<std::string> accepted_techniques();    // none yet
+std::vector<std::string> accepted_techniques();    // the registered passes: lora, dsa, tgc, precision, zrdf
 std::vector<std::string> accepted_networks();      // flow, analytical
 std::vector<std::string> accepted_fidelities();    // full, representative, coarse
 std::vector<std::string> accepted_collective_algorithms();
@@ -77,8 +85,8 @@ Topology build_topology(const ClusterConfig& cluster);
 // Parses a config object. "sweep" is allowed and ignored here (see expand_sweep). The layout's "dp"
 // may be the string "auto": the cluster's ranks / (tp·pp). After parsing, the layout is validated
 // against the model and the cluster (layout.hpp's validate): an impossible layout is a ConfigError
-// naming its field; warnings land in Experiment::warnings. "real" in "backends" is a ConfigError
-// (not available yet), as is any "techniques" entry (the accepted list is empty for now).
+// naming its field; warnings land in Experiment::warnings. Each "techniques" entry is parsed strictly by
+// its pass (core/passes.hpp): errors name "/techniques/<i>/<key>".
 Experiment experiment_from_json(const nlohmann::json& config, const std::filesystem::path& base_dir);
 
 // Reads a file (malformed JSON and keys repeated within one object are ConfigErrors naming the file)
@@ -92,6 +100,8 @@ Experiment load_experiment(const std::filesystem::path& file);
 // absolute, "dp": "auto" replaced by its number), no "sweep". experiment_from_json(resolved(e), any)
 // == e (warnings aside, which are recomputed). Written beside the results.
 nlohmann::json resolved(const Experiment& e);
+// The "techniques" array of a resolved config: [{"pass": name, ...params}].
+nlohmann::json techniques_json(const std::vector<TechniqueConfig>& techniques);
 
 // ---- sweeps ----------------------------------------------------------------------------------------
 //

@@ -177,6 +177,21 @@ struct OpCost {
   // parameters remove).
   enum class Phase { Forward, Recompute, BackwardData, BackwardWeight };
 
+  // A technique's sparsity in a GEMM (DSA's masks): the pattern of the zeros, and the fraction left
+  // non-zero. `flops` then count only the non-zero work; how much of it becomes time is the compute
+  // model's business (dense hardware gains nothing from Unstructured zeros; Block skips zero blocks;
+  // TwoFour — 2:4 in the operand the sparse tensor cores read — runs at their rate).
+  enum class Sparsity { Dense, Unstructured, Block, TwoFour };
+  // The technique kernel (kernels/) a real backend runs for the op; None for the model's own ops.
+  //   Compress    TGC: error feedback + top-k + quantisation of `elements` gradients (bits, keep_fraction)
+  //   Decompress  TGC: decode and sum received payloads into `elements` gradients
+  //   MaskRefresh DSA: importance scores and the threshold selection over `elements` parameters
+  //   MaskedStep  DSA: the optimizer step touching only the active parameters
+  //   Lora        a LoRA adapter GEMM (kernels' lora functions)
+  //   LossScale   precision: the overflow check and unscale of `elements` fp16 gradients
+  //   Precision   precision: the adaptive rule's per-layer statistics over `elements` gradients
+  enum class Kernel { None, Compress, Decompress, MaskRefresh, MaskedStep, Lora, LossScale, Precision };
+
   std::string name;
   Kind kind = Kind::MemoryBound;
   Phase phase = Phase::Forward;
@@ -185,6 +200,13 @@ struct OpCost {
   std::int64_t m = 0, n = 0, k = 0;  // GEMM and attention shapes; 0 for memory-bound ops
   std::int64_t batch = 1;
   DType dtype = DType::BF16;
+  Sparsity sparsity = Sparsity::Dense;
+  double density = 1;                // non-zero fraction under `sparsity`
+  std::int64_t block = 0;            // Block: the block edge
+  Kernel kernel = Kernel::None;
+  std::int64_t elements = 0;         // technique kernels: the elements they process
+  int bits = 0;                      // Compress/Decompress: quantisation bits (0: values unquantised)
+  double keep_fraction = 1;          // Compress/Decompress: the fraction of entries sent (top-k)
 
   bool is_matmul() const { return kind != Kind::MemoryBound; }
   bool operator==(const OpCost&) const = default;
@@ -229,6 +251,10 @@ std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpCo
 // vocabulary-parallel cross-entropy; backward in reverse.
 std::vector<OpCost> head_forward_ops(const TransformerModel& m, const OpContext& c);
 std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext& c);
+
+// One matmul's cost by the convention above: C[m×n] = A[m×k]·B[k×n], `batch` times.
+OpCost matmul_cost(std::string name, OpCost::Kind kind, OpCost::Phase phase, std::int64_t m, std::int64_t n,
+                   std::int64_t k, std::int64_t batch, DType dtype);
 
 // Sum of the GEMM and attention FLOPs of `ops` (element-wise ops excluded, as "model FLOPs" do).
 double matmul_flops(const std::vector<OpCost>& ops);

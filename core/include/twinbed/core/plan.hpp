@@ -2,9 +2,10 @@
 //
 // A Plan is, for every rank, a program: a list of ops with explicit dependencies.
 //   Compute     a kernel; its cost is an OpCost (model.hpp) in Plan::costs.
-//   Collective  a CollectiveOp over one of the executing rank's communicators (tp, dp, pp, ep, or the
-//               expert-data-parallel group); `tag` is its sequence number among the rank's collectives
-//               on that communicator kind, which is how members' ops are matched.
+//   Collective  a CollectiveOp over one of the executing rank's communicators (tp, dp, pp, ep, the
+//               expert-data-parallel group, or the host-local / cross-host parts of dp); `tag` is its
+//               sequence number among the rank's collectives on that communicator kind, which is how
+//               members' ops are matched.
 //   Send/Recv   a point-to-point message to/from `rank + peer_offset`, matched by (src, dst, tag).
 //   Alloc/Free  `bytes` of tensor `tensor` (an id unique within the program) become live / dead.
 //
@@ -20,12 +21,21 @@
 //  - A Collective starts when every member of its group has it ready at the head of its stream, and
 //    finishes on every member together.
 //
+// Parameters: each Program lists the parameter tensors its ranks hold (`params`: layer, matrix, size,
+// whether frozen) and named sets of slices of them (`param_sets`). An op's `params` says which
+// parameters it reads, produces gradients of, reduces or updates, and `layer` which transformer layer
+// it belongs to, so a technique pass can act on "layer 17's qkv weights" (plan_edit.hpp edits plans).
+//
+// Memory: Allocs and Frees make the rank's live bytes. A Program may carry an arena (ZRDF, passes/):
+// then its tensors live at planned offsets inside one allocation of `arena.size` bytes made at the
+// start, and that is the rank's memory.
+//
 // Sharing: ranks that run the same program share one stored Program (`program_of_rank`). Everything
 // in an op is relative to the executing rank (peer offsets, group kinds, not rank numbers), which is
 // what makes the sharing possible: GPT-3 175B with PP 16, TP 8, DP 8 stores 16 programs, not 1,024.
 //
-// Memory: a Program of n ops with d dependencies costs about 40·n + 4·d bytes (CSR dependencies).
-// Plans are plain values: copyable, comparable with ==, no pointers into themselves.
+// Memory of the representation: a Program of n ops with d dependencies costs about 48·n + 4·d bytes
+// (CSR dependencies). Plans are plain values: copyable, comparable with ==, no pointers into themselves.
 #pragma once
 
 #include <cstdint>
@@ -58,14 +68,70 @@ std::string to_string(OpKind k);
 //   ExpertDp  the dp/ep ranks of a Dp group holding the same experts, stride tp·ep (expert gradients)
 //   Pp        the pp ranks of one (dp, tp) index, stride tp·dp (not used by the builder's
 //             collectives; there for passes, e.g. the tied-embedding reduction)
-enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp };
-inline constexpr int kGroupKinds = 5;
-// "tp", "dp", "pp", "ep", "expert_dp".
+//   DpIntra   the members of a Dp group on one host (ranks_per_host consecutive ranks per host)
+//   DpInter   the members of a Dp group with the same position among their host's members: one per
+//             host. DpIntra and DpInter exist when every host holds the same number of each Dp group's
+//             members (else every rank is in no group of these kinds); the builder emits nothing on
+//             them — hierarchical passes (TGC) do.
+enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter };
+inline constexpr int kGroupKinds = 7;
+// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter".
 std::string to_string(GroupKind g);
 
 // What an Alloc/Free is for, so memory can be broken down in reports and ZRDF can plan it.
-enum class TensorClass : std::uint8_t { Weights, Grads, Optimizer, Activation, CommBuffer, Workspace };
+// Weights, Grads and Optimizer are the model state (model_state_of); TechniqueState is what a technique
+// keeps across iterations (TGC's error-feedback residual, DSA's masks).
+enum class TensorClass : std::uint8_t { Weights, Grads, Optimizer, Activation, CommBuffer, Workspace, TechniqueState };
 std::string to_string(TensorClass c);
+
+// ---- parameters ---------------------------------------------------------------------------------
+
+// Which parameters a tensor holds. Per layer: Qkv, Proj, Fc1, Fc2 (dense FFN) or Router, ExpertFc1,
+// ExpertFc2 (MoE; the expert tensors hold all of the rank's local experts), Norms (both LayerNorms).
+// Outside the layers: Embedding (word and position embeddings on the first stage; the tied word
+// embedding copy of the LM head on the last stage when pp > 1) and FinalNorm. LoraA / LoraB: the two
+// low-rank factors of a LoRA adapter (passes/lora.hpp), `base` naming the tensor they adapt.
+enum class ParamKind : std::uint8_t { Qkv, Proj, Fc1, Fc2, Router, ExpertFc1, ExpertFc2, Norms, Embedding, FinalNorm, LoraA, LoraB };
+// "qkv", "proj", "fc1", "fc2", "router", "expert_fc1", "expert_fc2", "norms", "embedding",
+// "final_norm", "lora_a", "lora_b"; parse throws UnknownName listing them.
+std::string to_string(ParamKind k);
+ParamKind parse_param_kind(const std::string& name);
+std::vector<std::string> param_kind_names();
+
+// A parameter tensor as one rank of a program holds it: tensor- and expert-parallel sharded as Megatron
+// shards it, before any ZeRO sharding (the layout says that).
+struct ParamTensor {
+  std::int32_t layer = -1;          // global layer index; -1 outside the layers
+  ParamKind kind = ParamKind::Qkv;
+  std::int64_t elements = 0;        // weights and biases on this rank
+  std::int64_t rows = 0, cols = 0;  // the weight matrix W of y = x·Wᵀ on this rank (0 when not a GEMM weight)
+  bool row_parallel = false;        // W split over tp along its columns (input), else along its rows (output) or not at all
+  bool expert = false;              // expert parameters: reduced over ExpertDp, ZeRO-sharded over dp/ep ranks
+  bool trainable = true;            // false: frozen — no gradient, no reduction, no optimizer state
+  DType dtype = DType::BF16;        // storage and compute dtype of the weights
+  std::int32_t base = -1;           // LoRA factors: index of the tensor they adapt
+  bool operator==(const ParamTensor&) const = default;
+};
+
+// `elements` of parameter tensor `tensor` (an index into Program::params).
+struct ParamSlice {
+  std::int32_t tensor = -1;
+  std::int64_t elements = 0;
+  bool operator==(const ParamSlice&) const = default;
+};
+
+// A planned arena (ZRDF): every tensor id of the program with an offset lives at it, inside one
+// allocation of `size` bytes live from the program's start; tensor ids without one (offset -1, or beyond
+// the vector) are allocated on their own. Empty (size 0): no arena, every Alloc allocates.
+struct Arena {
+  Bytes size = 0;
+  std::vector<Bytes> offset_of_tensor;  // by tensor id; -1: not in the arena
+  bool operator==(const Arena&) const = default;
+  bool empty() const { return size == 0 && offset_of_tensor.empty(); }
+  Bytes offset(std::int32_t tensor) const {
+    return tensor >= 0 && static_cast<std::size_t>(tensor) < offset_of_tensor.size() ? offset_of_tensor[static_cast<std::size_t>(tensor)] : -1;
+  }
+};
 
 struct PlanOp {
   OpKind kind = OpKind::Compute;
@@ -73,12 +139,17 @@ struct PlanOp {
   SpanKind span = SpanKind::Other;           // what a trace records it as
   CollectiveOp collective = CollectiveOp::AllReduce;  // Collective
   GroupKind group = GroupKind::Tp;           // Collective
-  TensorClass tensor_class = TensorClass::Activation;  // Alloc/Free
+  TensorClass tensor_class = TensorClass::Activation;  // Alloc/Free: what the tensor holds; Collective:
+                                             // what it moves (Grads: a gradient reduction, Weights: a
+                                             // parameter gather, Activation: tp/ep traffic)
   std::int32_t micro_batch = -1;             // -1: not tied to a micro-batch
   std::uint32_t name = 0;                    // index into Plan::names
   std::int32_t cost = -1;                    // Compute: index into Plan::costs
   std::int32_t peer_offset = 0;              // Send/Recv: peer = executing rank + peer_offset
   std::int32_t tensor = -1;                  // Alloc/Free: tensor id, unique within the program
+  std::int32_t layer = -1;                   // the transformer layer it belongs to; -1: none
+  std::int32_t params = -1;                  // index into Program::param_sets: the parameters it reads,
+                                             // differentiates, reduces, updates or allocates; -1: none
   std::int64_t tag = 0;                      // Send/Recv: matching tag; Collective: sequence number
   Bytes bytes = 0;                           // Collective (nccl-tests convention, schedule.hpp),
                                              // Send/Recv message, Alloc/Free size
@@ -91,6 +162,9 @@ struct Program {
   std::vector<PlanOp> ops;
   std::vector<std::uint32_t> dep_begin{0};  // size ops.size() + 1
   std::vector<std::uint32_t> deps;
+  std::vector<ParamTensor> params;                  // the parameter tensors this program's ranks hold
+  std::vector<std::vector<ParamSlice>> param_sets;  // referenced by PlanOp::params
+  Arena arena;                                      // planned memory (ZRDF); empty by default
 
   std::size_t size() const { return ops.size(); }
   // Appends an op with the given deps (each must be < the new op's index; checked by validate()).
@@ -123,6 +197,8 @@ struct Plan {
   std::vector<std::string> names;          // op names, deduplicated ("s3.l17.fc1_fwd", "dp.bucket4")
   std::vector<std::string> program_names;  // per program ("stage3")
   double model_flops = 0;                  // one iteration, all ranks: training_flops(.., Recompute::None)
+                                           // of the dense model, whatever passes do (the MFU basis)
+  std::vector<std::string> passes;         // names of the technique passes applied, in order
 
   int world_size() const { return cluster.ranks; }
   const Program& program(int rank) const { return programs.at(static_cast<std::size_t>(program_of_rank.at(static_cast<std::size_t>(rank)))); }
@@ -131,11 +207,37 @@ struct Plan {
   const std::vector<int>& group_members(int rank, GroupKind g) const;
   // Number of ops over all ranks (what an unshared plan would store).
   std::int64_t total_ops() const;
+  // Matmul FLOPs of one iteration over all ranks (GEMM and attention ops of every program times the
+  // ranks running it; recomputation and ops added by passes included, element-wise ops not): the
+  // work the plan executes, against model_flops, the work the dense model needs.
+  double executed_flops() const;
   bool operator==(const Plan&) const = default;
 };
 
+// The model-state bytes (parameters, gradients, optimizer state) a rank holds for the parameter tensors
+// `params` (a Program's) under the layout's ZeRO stage: trainable tensors as model_state_bytes counts
+// them (by dtype; dense ones sharded over dp, expert ones over dp/ep), frozen tensors their parameters
+// only. Equals rank_model_state_bytes for the builder's programs.
+ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Layout& layout);
+// Parameters the optimizer updates on such a rank: the trainable elements, ZeRO-sharded (stage >= 1)
+// the same way.
+std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Layout& layout);
+
+// ---- op construction shared by the builder and the passes -----------------------------------------
+
+// The Adam step over `updated` parameters: a memory-bound op reading and writing the FP32 master weight,
+// momentum and variance (24 B; 16 B of state and 8 B of weight in pure FP32), reading the gradient and
+// writing the weight (4 B): 28 bytes and about 12 FLOPs per parameter (phase BackwardWeight, FP32).
+OpCost optimizer_step_cost(std::int64_t updated);
+// What a trace records a compute op as: gemm, attention or memory-bound.
+SpanKind span_of(const OpCost& cost);
+// A Collective op on `group` (fields other than kind, stream, span, op, group and bytes left default:
+// the caller sets name, tag, micro-batch, layer and params).
+PlanOp collective_op(CollectiveOp what, GroupKind group, Bytes bytes, StreamKind stream);
+
 // Checks a plan's structural sanity and throws InvalidArgument naming the first problems:
-//  - sizes agree (program_of_rank, dep_begin, group sets), indices are in range (names, costs),
+//  - sizes agree (program_of_rank, dep_begin, group sets), indices are in range (names, costs,
+//    param sets and the tensors they name),
 //  - every dependency points to an earlier op of the same program,
 //  - Alloc/Free pair up per tensor id (an Alloc before its Free, same bytes, no double alloc),
 //  - for every rank, its Sends to rank+d match, one for one in order, Recvs on rank+d from -d with
@@ -149,6 +251,7 @@ void validate(const Plan& plan);
 // when validate(layout, model, cluster.ranks, cluster.ranks_per_host) rejects the layout.
 //
 // Per pipeline stage (one Program per stage; all tp·dp ranks of a stage share it):
+//  - The stage's parameter tensors (Program::params); ops are tagged with their layer and parameters.
 //  - Alloc of weights, gradients and optimizer state (rank_model_state_bytes; under ZeRO-3 the full
 //    parameters of a layer are gathered into a buffer before its forward and backward and freed after).
 //  - For each micro-batch in the stage's pipeline order (GPipe, 1F1B, interleaved 1F1B — Megatron's
@@ -157,12 +260,31 @@ void validate(const Plan& plan);
 //    with 2 TP all-reduces (or, with SP, 2 all-gathers + 2 reduce-scatters), 2 EP all-to-alls per MoE
 //    layer, the head on the last stage, Send to the next stage; backward mirrors it with recompute ops
 //    first. Activations are allocated at the layer's forward and freed after its backward.
-//  - DP gradient reduction in buckets of layout.bucket_bytes on the Collective stream; with
-//    overlap_grad_reduce each bucket depends on the last micro-batch's backward ops that complete its
-//    gradients; without, all buckets follow the whole backward. ZeRO 0: all-reduce; 1-2: reduce-scatter,
-//    then all-gather of the updated parameters after the optimizer step; 3: reduce-scatter.
+//  - DP gradient reduction in buckets of layout.bucket_bytes on the Collective stream (gradient_buckets
+//    below); with overlap_grad_reduce each bucket depends on the last micro-batch's backward ops that
+//    complete its gradients; without, all buckets follow the whole backward. ZeRO 0: all-reduce; 1-2:
+//    reduce-scatter, then all-gather of the updated parameters after the optimizer step; 3:
+//    reduce-scatter per layer and micro-batch.
 //  - The optimizer step (a memory-bound op over the rank's optimizer state).
 // Cost: O(micro-batches · layers per stage · ops per layer) per stage.
 Plan build_plan(const TransformerModel& model, const Layout& layout, const ClusterShape& cluster);
+
+// Gradient buckets as PyTorch DDP forms them: gradients in the order they become ready (`ready`, each
+// a tensor's gradient completed by op `op`), packed into buckets of at most bucket_bytes / element_bytes
+// elements (at least one); a tensor may straddle buckets. A bucket can start once the op that completed
+// its last gradient has run (`ready_op`). Used by the builder and by passes that change which
+// parameters are trained.
+struct GradientReady {
+  std::uint32_t op = 0;
+  std::int32_t tensor = -1;
+  std::int64_t elements = 0;
+};
+struct GradientBucket {
+  std::uint32_t ready_op = 0;
+  std::int64_t elements = 0;
+  std::vector<ParamSlice> slices;
+  bool operator==(const GradientBucket&) const = default;
+};
+std::vector<GradientBucket> gradient_buckets(const std::vector<GradientReady>& ready, Bytes bucket_bytes, Bytes element_bytes);
 
 }  // namespace twinbed

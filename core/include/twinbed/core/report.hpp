@@ -5,9 +5,11 @@
 //  - step time: Trace::step_time.
 //  - tokens/s = tokens per iteration / step time.
 //  - achieved TFLOP/s per GPU = model FLOPs per iteration / step time / world size, where "model FLOPs"
-//    are training_flops(model, B, Recompute::None): recomputation is not useful work. MFU = that /
-//    the device's dense peak in the model's dtype. Hardware FLOP/s (HFU basis) counts every compute
-//    span's FLOPs instead, recomputation included.
+//    are the Plan's model_flops: training_flops(model, B, Recompute::None) of the dense model, whatever
+//    techniques do, so MFU stays comparable across techniques (recomputation is not useful work). MFU =
+//    that / the device's dense peak in the model's dtype. Executed TFLOP/s counts the matmul FLOPs the
+//    Plan executes instead (Plan::executed_flops: recomputation and technique ops included, work a
+//    pass removed or sparsified not), so a pass that removes work shows as executed < model.
 //  - Per rank, the window splits into three disjoint parts. Spans are classed by what they did, not
 //    by their stream (tensor-parallel all-reduces may sit on the compute stream): communication spans
 //    are SpanKind Collective and SendRecv, every other span is compute.
@@ -32,6 +34,7 @@
 #include "twinbed/core/device.hpp"
 #include "twinbed/core/layout.hpp"
 #include "twinbed/core/model.hpp"
+#include "twinbed/core/plan.hpp"
 #include "twinbed/core/trace.hpp"
 #include "twinbed/core/units.hpp"
 
@@ -40,6 +43,7 @@ namespace twinbed {
 // What a Trace cannot say by itself: the work the iteration was meant to do and the hardware limits.
 struct ReportInputs {
   double model_flops = 0;        // one iteration, all ranks, without recomputation (MFU basis)
+  double executed_flops = 0;     // one iteration, all ranks: the matmul FLOPs the Plan executes
   double tokens = 0;             // one iteration: global batch · sequence length
   FlopsPerSec peak_flops = 0;    // one device's dense peak in the model's dtype
   Bytes device_memory = 0;       // one device's memory capacity
@@ -50,9 +54,9 @@ struct ReportInputs {
 // (a device without FP8 runs it at its BF16 rate, as FP8 weights are upcast).
 FlopsPerSec peak_flops(const DeviceSpec& device, DType dtype);
 
-// Inputs for a transformer iteration: training_flops(model, global_batch, None), global_batch·seq_len,
-// the device's peak in model.dtype and its memory.
-ReportInputs report_inputs(const TransformerModel& model, const Layout& layout, const DeviceSpec& device);
+// Inputs for a Plan's iteration: its model and executed FLOPs, global_batch·seq_len tokens, the device's
+// peak in the model's dtype and its memory.
+ReportInputs report_inputs(const Plan& plan, const DeviceSpec& device);
 
 struct OpKindRow {
   SpanKind kind = SpanKind::Other;
@@ -85,7 +89,7 @@ struct Report {
   Time step_time;
   double tokens_per_s = 0;
   double tflops_per_gpu = 0;           // model FLOPs, 1e12 FLOP/s
-  double hardware_tflops_per_gpu = 0;  // every compute span's FLOPs (recomputation included)
+  double executed_tflops_per_gpu = 0;  // the Plan's executed FLOPs
   double mfu = 0;                      // fraction, 0..1
   double compute_fraction = 0;         // means over ranks, fractions of the step
   double exposed_comm_fraction = 0;

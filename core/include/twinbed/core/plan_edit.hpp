@@ -1,0 +1,113 @@
+// Editing Plans: what technique passes (core/passes.hpp) need to rewrite one.
+//
+// ProgramEditor records edits against the original program's op indices — drop an op, change its
+// fields, insert ops before or after one, add or replace dependencies, add parameter tensors and sets —
+// and finish() applies them all in one pass, O(ops + deps + edits), returning a Program whose
+// dependencies are consistent CSR again:
+//  - ops come in the original order with the inserted ones at their places (several inserted at one
+//    place keep the order they were inserted in), so program order stays the issue order of each
+//    FIFO stream;
+//  - a dependency on a dropped op becomes a dependency on that op's own (resolved) dependencies, so
+//    every ordering that went through it is kept;
+//  - dependencies are deduplicated; one that would point forward is an InvalidArgument naming the op;
+//  - collective tags are renumbered per communicator kind in program order (the builder's numbering),
+//    so members stay matched after collectives were added or dropped.
+// Not thread-safe; one editor per program.
+//
+// PlanTables interns names and costs into a Plan's shared tables (each once), for ops a pass adds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "twinbed/core/plan.hpp"
+
+namespace twinbed {
+
+// A node of an edited program: an op of the original program, or one the editor added.
+struct OpRef {
+  std::uint32_t index = 0;
+  bool added = false;
+  static OpRef original(std::uint32_t i) { return {i, false}; }
+  bool operator==(const OpRef&) const = default;
+};
+
+class ProgramEditor {
+ public:
+  // Throws InvalidArgument when the program has a planned arena: offsets are only valid for the ops
+  // they were planned on, so the memory-planning pass must come last.
+  explicit ProgramEditor(const Program& original);
+
+  const Program& original() const { return original_; }
+  std::size_t size() const { return original_.ops.size(); }
+
+  // The fields of original op i, to change in place (its dependencies are not touched).
+  PlanOp& op(std::uint32_t i);
+  // The fields of an added op.
+  PlanOp& added(OpRef r);
+  // Drops original op i (see above for what happens to ops that depended on it).
+  void remove(std::uint32_t i);
+  bool removed(std::uint32_t i) const { return removed_.at(i) != 0; }
+
+  // Adds `op` right before / right after original op `at`, or at the end, depending on `deps`.
+  OpRef insert_before(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {});
+  OpRef insert_after(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {});
+  OpRef append(const PlanOp& op, const std::vector<OpRef>& deps = {});
+
+  // Makes `to` (original or added) also depend on `dep`.
+  void add_dep(OpRef to, OpRef dep);
+  // Replaces the dependencies of original op i.
+  void set_deps(std::uint32_t i, const std::vector<OpRef>& deps);
+  // Original ops that depend directly on original op i in the original program.
+  const std::vector<std::uint32_t>& dependents(std::uint32_t i);
+
+  // Parameter tables of the edited program, copied from the original and edited in place.
+  std::vector<ParamTensor>& params() { return params_; }
+  std::vector<std::vector<ParamSlice>>& param_sets() { return param_sets_; }
+  std::int32_t add_param_tensor(const ParamTensor& t);
+  std::int32_t add_param_set(std::vector<ParamSlice> slices);
+  // A tensor id unused by the original program and by earlier calls, for added Alloc/Free pairs.
+  std::int32_t new_tensor_id() { return next_tensor_++; }
+
+  // The edited program (see the header comment). The editor is spent afterwards.
+  Program finish();
+
+ private:
+  struct Added {
+    PlanOp op;
+    std::vector<OpRef> deps;
+  };
+  OpRef add(const PlanOp& op, const std::vector<OpRef>& deps, std::vector<std::uint32_t>& where);
+
+  const Program& original_;
+  std::vector<PlanOp> ops_;                              // original ops, possibly changed
+  std::vector<char> removed_;
+  std::vector<Added> added_;
+  std::vector<std::vector<std::uint32_t>> before_, after_;  // added ops per original position
+  std::vector<std::uint32_t> at_end_;
+  std::vector<std::vector<OpRef>> extra_deps_;           // per original op
+  std::vector<char> deps_replaced_;
+  std::vector<std::vector<OpRef>> replaced_deps_;
+  std::vector<std::vector<std::uint32_t>> dependents_;   // built on first use
+  std::vector<ParamTensor> params_;
+  std::vector<std::vector<ParamSlice>> param_sets_;
+  std::int32_t next_tensor_ = 0;
+};
+
+class PlanTables {
+ public:
+  // Indexes the plan's names and costs once; the plan must outlive this object.
+  explicit PlanTables(Plan& plan);
+  std::uint32_t name(const std::string& s);
+  std::int32_t cost(const OpCost& c);
+  const OpCost& cost_of(std::int32_t id) const { return plan_.costs.at(static_cast<std::size_t>(id)); }
+
+ private:
+  Plan& plan_;
+  std::unordered_map<std::string, std::uint32_t> names_;
+  std::unordered_map<std::string, std::vector<std::int32_t>> costs_by_name_;
+};
+
+}  // namespace twinbed

@@ -1,0 +1,62 @@
+#include "twinbed/core/passes.hpp"
+
+#include "passes/pass_support.hpp"
+#include "twinbed/core/experiment.hpp"
+#include "twinbed/core/passes/lora.hpp"
+
+namespace twinbed {
+
+namespace {
+
+using nlohmann::json;
+
+template <class Params>
+PassParser parser(const char* name, Params (*from_json)(const json&, const std::string&), void (*apply_fn)(Plan&, const Params&),
+                  json (*to_json)(const Params&)) {
+  return [=](const json& entry, const std::string& path) -> std::unique_ptr<Pass> {
+    auto pass = std::make_unique<passes::TechniquePass<Params>>(name, from_json(entry, path), apply_fn, to_json);
+    pass->set_path(path);
+    return pass;
+  };
+}
+
+}  // namespace
+
+Registry<PassParser> technique_passes() {
+  Registry<PassParser> r("technique pass");
+  r.add("lora", "LoRA adapters on chosen layer matrices, every base parameter frozen (Hu et al. 2021)",
+        parser("lora", lora_params_from_json, apply_lora, lora_params_to_json));
+  return r;
+}
+
+std::unique_ptr<Pass> parse_technique(const json& entry, const std::string& path) {
+  json_read::require_object(entry, path);
+  const json& name = json_read::required(entry, path, "pass", "the technique's pass (" + json_read::join(technique_passes().names()) + ")");
+  const std::string pass = json_read::read_string(name, path + "/pass");
+  const Registry<PassParser> passes = technique_passes();
+  const PassParser* parse = passes.find(pass);
+  if (!parse) json_read::fail(path + "/pass", "unknown technique pass '" + pass + "'; known: " + json_read::join(passes.names()));
+  return (*parse)(entry, path);
+}
+
+ClusterShape cluster_shape(const Topology& topology) {
+  const int rph = topology.uniform_ranks_per_host();
+  return {topology.num_ranks(), rph > 0 ? rph : topology.num_ranks()};
+}
+
+Plan plan_for(const Experiment& experiment) { return plan_for(experiment, build_topology(experiment.cluster)); }
+
+Plan plan_for(const Experiment& experiment, const Topology& topology) {
+  Plan plan = build_plan(experiment.model, experiment.layout, cluster_shape(topology));
+  for (std::size_t i = 0; i < experiment.techniques.size(); ++i) {
+    const TechniqueConfig& t = experiment.techniques[i];
+    json entry = {{"pass", t.pass}};
+    entry.update(t.params);
+    parse_technique(entry, json_read::child("/techniques", i))->apply(plan);
+    plan.passes.push_back(t.pass);
+  }
+  validate(plan);
+  return plan;
+}
+
+}  // namespace twinbed

@@ -1,0 +1,297 @@
+#include "twinbed/core/passes/lora.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "pass_support.hpp"
+
+namespace twinbed {
+
+namespace {
+
+using nlohmann::json;
+using Phase = OpCost::Phase;
+
+const std::vector<ParamKind> kAdaptable = {ParamKind::Qkv, ParamKind::Proj, ParamKind::Fc1, ParamKind::Fc2};
+
+// The adapter of one base tensor on one program.
+struct Adapter {
+  std::int32_t a = -1, b = -1;  // tensors
+  std::int32_t set_a = -1, set_b = -1;
+  std::int64_t replicated = 0;  // elements of the factor replicated over tp (A for column-, B for row-parallel W)
+};
+
+class LoraRewrite {
+ public:
+  LoraRewrite(Plan& plan, const LoraParams& p, PlanTables& tables)
+      : plan_(plan), l_(plan.layout), p_(p), tables_(tables),
+        ge_(model_state_bytes(1, plan.model.dtype, 0, 1).grads), pe_(model_state_bytes(1, plan.model.dtype, 0, 1).params) {}
+
+  Program rewrite(const Program& prog) {
+    ProgramEditor e(prog);
+    const std::uint32_t step = passes::optimizer_step_index(prog);
+    add_adapters(e, prog.ops[step].params);
+
+    // Per layer: the bytes of x·Aᵀ kept per micro-batch, and the adapters' gradient bytes.
+    const std::int64_t tokens = static_cast<std::int64_t>(l_.micro_batch) * plan_.model.seq_len;
+    std::map<std::int32_t, Bytes> activation, grads;
+    for (const auto& [base, ad] : adapters_) {
+      const std::int32_t layer = tensor(e, base).layer;
+      if (l_.recompute != Recompute::Full) activation[layer] += tokens * p_.rank * bytes_per_element(plan_.model.dtype);
+      grads[layer] += (tensor(e, ad.a).elements + tensor(e, ad.b).elements) * ge_;
+    }
+
+    const int last_mb = l_.micro_batches() - 1;
+    std::vector<Ready> ready;             // the adapters' final gradients
+    std::vector<OpRef> replicated_ready;  // the weight-gradient GEMMs of replicated factors, last micro-batch
+    for (std::uint32_t i = 0; i < step; ++i) {
+      const PlanOp& op = prog.ops[i];
+      if (op.kind == OpKind::Compute) {
+        const OpCost& cost = plan_.costs[static_cast<std::size_t>(op.cost)];
+        const std::int32_t t = passes::single_tensor(prog.param_sets, op);
+        if (cost.phase == Phase::BackwardWeight && t >= 0) {
+          e.remove(i);  // every base tensor is frozen
+          continue;
+        }
+        auto it = adapters_.find(t);
+        if (it == adapters_.end() || cost.kind != OpCost::Kind::Gemm) continue;
+        const Adapter& ad = it->second;
+        if (cost.phase == Phase::Forward || cost.phase == Phase::Recompute) {
+          // W's forward GEMM is (m tokens, n = d, k = k).
+          const std::string tag = cost.phase == Phase::Forward ? "fwd" : "recompute";
+          const OpRef xa = add_gemm(e, i, OpRef::original(i), "a_" + tag, cost.phase, {cost.m, p_.rank, cost.k}, ad.set_a);
+          const OpRef y = add_gemm(e, i, xa, "b_" + tag, cost.phase, {cost.m, cost.n, p_.rank}, ad.set_b);
+          for (std::uint32_t dep : e.dependents(i)) e.add_dep(OpRef::original(dep), y);
+        } else if (cost.phase == Phase::BackwardData) {
+          // W's data-gradient GEMM is (m tokens, n = k, k = d).
+          const std::int64_t m = cost.m, k = cost.n, d = cost.k;
+          const OpRef db = add_gemm(e, i, OpRef::original(i), "b_wgrad", Phase::BackwardWeight, {d, p_.rank, m}, ad.set_b);
+          const OpRef dxa = add_gemm(e, i, db, "a_out_dgrad", Phase::BackwardData, {m, p_.rank, d}, ad.set_a);
+          const OpRef da = add_gemm(e, i, dxa, "a_wgrad", Phase::BackwardWeight, {p_.rank, k, m}, ad.set_a);
+          const OpRef dx = add_gemm(e, i, da, "dgrad", Phase::BackwardData, {m, k, p_.rank}, ad.set_a);
+          for (std::uint32_t dep : e.dependents(i)) e.add_dep(OpRef::original(dep), dx);
+          if (op.micro_batch == last_mb) {
+            ready.push_back({i, db, ad.b, tensor(e, ad.b).elements});
+            ready.push_back({i, da, ad.a, tensor(e, ad.a).elements});
+            if (ad.replicated > 0) replicated_ready.push_back(da);
+          }
+        }
+      } else if (op.kind == OpKind::Collective && op.tensor_class == TensorClass::Grads) {
+        if (op.layer >= 0 && grads.count(op.layer)) {
+          resize_layer_reduction(e, prog, i, grads.at(op.layer));  // ZeRO-3: the adapters' gradients only
+        } else {
+          drop_reduction(e, prog, i);
+        }
+      } else if ((op.kind == OpKind::Alloc || op.kind == OpKind::Free) && op.tensor_class == TensorClass::Activation &&
+                 activation.count(op.layer)) {
+        e.op(i).bytes += activation.at(op.layer);
+      }
+    }
+    // ZeRO 1-2: the parameter gathers after the step carried the frozen parameters.
+    for (std::uint32_t i = step + 1; i < prog.ops.size(); ++i) {
+      const PlanOp& op = prog.ops[i];
+      if (op.kind == OpKind::Collective && op.tensor_class == TensorClass::Weights) e.remove(i);
+    }
+
+    std::vector<OpRef> before_step;
+    // Tensor parallelism: the replicated factors' gradients are partial sums; one all-reduce for all.
+    std::int64_t replicated = 0;
+    for (const auto& [base, ad] : adapters_) replicated += ad.replicated;
+    if (replicated > 0 && !replicated_ready.empty()) {
+      PlanOp ar = collective_op(CollectiveOp::AllReduce, GroupKind::Tp, replicated * ge_, StreamKind::Collective);
+      ar.name = tables_.name("lora.tp_allreduce");
+      ar.tensor_class = TensorClass::Grads;
+      before_step.push_back(e.insert_before(step, ar, replicated_ready));
+    }
+    if (!(l_.zero_stage == 3 && l_.dp > 1)) emit_buckets(e, prog, step, ready, before_step);
+    for (OpRef r : before_step) e.add_dep(OpRef::original(step), r);
+    passes::refresh_model_state(e, l_, tables_);
+    return e.finish();
+  }
+
+ private:
+  struct Ready {
+    std::uint32_t after;  // the original op the gradient's GEMMs follow: orders the buckets
+    OpRef op;
+    std::int32_t tensor;
+    std::int64_t elements;
+  };
+  struct Shape {
+    std::int64_t m, n, k;
+  };
+
+  static const ParamTensor& tensor(ProgramEditor& e, std::int32_t t) { return e.params()[static_cast<std::size_t>(t)]; }
+
+  // Freezes every base tensor and gives each target its factors; adds them to the stage's set (the
+  // optimizer and model-state allocations).
+  void add_adapters(ProgramEditor& e, std::int32_t stage_set) {
+    adapters_.clear();
+    const std::size_t base_count = e.params().size();
+    for (std::size_t t = 0; t < base_count; ++t) {
+      e.params()[t].trainable = false;
+      const ParamTensor w = e.params()[t];
+      if (std::find(p_.targets.begin(), p_.targets.end(), w.kind) == p_.targets.end()) continue;
+      ParamTensor a = w, b = w;
+      a.kind = ParamKind::LoraA;
+      a.rows = p_.rank;
+      b.kind = ParamKind::LoraB;
+      b.cols = p_.rank;
+      a.elements = a.rows * a.cols;
+      b.elements = b.rows * b.cols;
+      a.trainable = b.trainable = true;
+      a.base = b.base = static_cast<std::int32_t>(t);
+      Adapter ad;
+      ad.a = e.add_param_tensor(a);
+      ad.b = e.add_param_tensor(b);
+      ad.set_a = e.add_param_set({{ad.a, a.elements}});
+      ad.set_b = e.add_param_set({{ad.b, b.elements}});
+      ad.replicated = l_.tp > 1 ? (w.row_parallel ? b.elements : a.elements) : 0;
+      adapters_[static_cast<std::int32_t>(t)] = ad;
+      auto& stage = e.param_sets()[static_cast<std::size_t>(stage_set)];
+      stage.push_back({ad.a, a.elements});
+      stage.push_back({ad.b, b.elements});
+    }
+  }
+
+  // An adapter GEMM right after original op `at` (after those added there before), depending on `dep`.
+  OpRef add_gemm(ProgramEditor& e, std::uint32_t at, OpRef dep, const std::string& what, Phase phase, Shape s,
+                 std::int32_t set) {
+    const PlanOp& base = e.original().ops[at];
+    const OpCost& cost = plan_.costs[static_cast<std::size_t>(base.cost)];
+    const std::string& full = plan_.names[base.name];
+    const std::string layer_prefix = full.substr(0, full.find('.') + 1);  // "l17."
+    const std::string matrix = cost.name.substr(0, cost.name.rfind('_'));  // "qkv"
+    OpCost c = matmul_cost(matrix + ".lora_" + what, OpCost::Kind::Gemm, phase, s.m, s.n, s.k, 1, cost.dtype);
+    c.kernel = OpCost::Kernel::Lora;
+    PlanOp g = base;
+    g.name = tables_.name(layer_prefix + c.name);
+    g.cost = tables_.cost(c);
+    g.span = SpanKind::Gemm;
+    g.params = set;
+    return e.insert_after(at, g, {dep});
+  }
+
+  // A final-gradient bucket (or a ZeRO-3 layer reduction) of frozen gradients: gone, with the buffer
+  // ZeRO-3 allocates around it.
+  static void drop_reduction(ProgramEditor& e, const Program& prog, std::uint32_t i) {
+    e.remove(i);
+    for_each_buffer(prog, i, [&](std::uint32_t j) { e.remove(j); });
+  }
+  static void resize_layer_reduction(ProgramEditor& e, const Program& prog, std::uint32_t i, Bytes bytes) {
+    e.op(i).bytes = bytes;
+    for_each_buffer(prog, i, [&](std::uint32_t j) { e.op(j).bytes = bytes; });
+  }
+  // The ZeRO-3 gradient buffer the builder allocates right before a layer's reduce-scatter and frees
+  // right after it.
+  template <class F>
+  static void for_each_buffer(const Program& prog, std::uint32_t i, F f) {
+    if (i == 0 || i + 1 >= prog.ops.size()) return;
+    const PlanOp& before = prog.ops[i - 1];
+    const PlanOp& after = prog.ops[i + 1];
+    if (before.kind == OpKind::Alloc && before.tensor_class == TensorClass::CommBuffer && after.kind == OpKind::Free &&
+        after.tensor == before.tensor) {
+      f(i - 1);
+      f(i + 1);
+    }
+  }
+
+  // The adapters' gradients in data-parallel buckets before the step (gradient_buckets, as the builder
+  // does), and with ZeRO 1-2 the updated adapter parameters gathered after it.
+  void emit_buckets(ProgramEditor& e, const Program& prog, std::uint32_t step, std::vector<Ready>& ready,
+                    std::vector<OpRef>& before_step) {
+    if (ready.empty() || l_.dp <= 1) return;
+    std::stable_sort(ready.begin(), ready.end(), [](const Ready& x, const Ready& y) { return x.after < y.after; });
+    std::vector<GradientReady> list;
+    for (std::size_t k = 0; k < ready.size(); ++k) list.push_back({static_cast<std::uint32_t>(k), ready[k].tensor, ready[k].elements});
+    // Without overlap, every bucket waits for the whole backward: its last compute op.
+    std::int64_t last_compute = -1;
+    for (std::uint32_t i = 0; i < step; ++i) {
+      if (prog.ops[i].kind == OpKind::Compute && !e.removed(i)) last_compute = i;
+    }
+    const CollectiveOp reduce = l_.zero_stage == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter;
+    int n = 0;
+    for (const GradientBucket& b : gradient_buckets(list, l_.bucket_bytes, ge_)) {
+      PlanOp op = collective_op(reduce, GroupKind::Dp, b.elements * ge_, StreamKind::Collective);
+      op.name = tables_.name("lora.dp.bucket" + std::to_string(n++));
+      op.tensor_class = TensorClass::Grads;
+      op.params = e.add_param_set(b.slices);
+      const OpRef dep = l_.overlap_grad_reduce || last_compute < 0 ? ready[b.ready_op].op
+                                                                    : OpRef::original(static_cast<std::uint32_t>(last_compute));
+      before_step.push_back(e.insert_before(step, op, {dep}));
+    }
+    if (l_.zero_stage == 1 || l_.zero_stage == 2) {
+      n = 0;
+      for (const GradientBucket& b : gradient_buckets(list, l_.bucket_bytes / ge_ * pe_, pe_)) {
+        PlanOp op = collective_op(CollectiveOp::AllGather, GroupKind::Dp, b.elements * pe_, StreamKind::Collective);
+        op.name = tables_.name("lora.dp.param_allgather" + std::to_string(n++));
+        op.tensor_class = TensorClass::Weights;
+        op.params = e.add_param_set(b.slices);
+        e.insert_after(step, op, {OpRef::original(step)});
+      }
+    }
+  }
+
+  Plan& plan_;
+  const Layout& l_;
+  const LoraParams& p_;
+  PlanTables& tables_;
+  Bytes ge_, pe_;
+  std::map<std::int32_t, Adapter> adapters_;  // by base tensor, for the program being rewritten
+};
+
+}  // namespace
+
+LoraParams lora_params_from_json(const json& entry, const std::string& path) {
+  json_read::require_object(entry, path);
+  json_read::check_keys(entry, path, {"pass", "rank", "alpha", "targets"});
+  LoraParams p;
+  if (entry.contains("rank")) p.rank = static_cast<int>(json_read::read_int(entry["rank"], path + "/rank", 0, 1 << 20));
+  if (entry.contains("alpha")) {
+    p.alpha = json_read::read_number(entry["alpha"], path + "/alpha", "a number > 0");
+    if (p.alpha <= 0) json_read::fail(path + "/alpha", "expected a number > 0, got " + json_read::got(entry["alpha"]));
+  }
+  if (entry.contains("targets")) {
+    p.targets = passes::read_param_kinds(entry["targets"], path + "/targets");
+    for (std::size_t i = 0; i < p.targets.size(); ++i) {
+      if (std::find(kAdaptable.begin(), kAdaptable.end(), p.targets[i]) == kAdaptable.end()) {
+        json_read::fail(json_read::child(path + "/targets", i),
+                        "'" + to_string(p.targets[i]) + "' cannot take an adapter; accepted: " +
+                            json_read::join(passes::param_kind_names_of(kAdaptable)));
+      }
+    }
+  }
+  return p;
+}
+
+json lora_params_to_json(const LoraParams& p) {
+  return {{"rank", p.rank}, {"alpha", p.alpha}, {"targets", passes::param_kinds_json(p.targets)}};
+}
+
+void apply_lora(Plan& plan, const LoraParams& p) {
+  if (p.rank == 0) return;
+  for (std::size_t i = 0; i < p.targets.size(); ++i) {
+    const bool ffn = p.targets[i] == ParamKind::Fc1 || p.targets[i] == ParamKind::Fc2;
+    if (ffn && plan.model.moe()) {
+      throw ConfigError("/targets/" + std::to_string(i), "the model's FFN is a mixture of experts: it has no " +
+                                                             to_string(p.targets[i]) + "; adapt qkv or proj");
+    }
+  }
+  PlanTables tables(plan);
+  LoraRewrite rewrite(plan, p, tables);
+  for (Program& prog : plan.programs) prog = rewrite.rewrite(prog);
+}
+
+std::int64_t lora_trainable_parameters(const TransformerModel& model, const LoraParams& p) {
+  if (p.rank == 0) return parameter_count(model).total();
+  const std::int64_t h = model.hidden, f = model.ffn();
+  std::int64_t per_layer = 0;
+  for (ParamKind k : p.targets) {
+    // W is d×k (y = x·Wᵀ): qkv 3h×h, proj h×h, fc1 f×h, fc2 h×f.
+    const std::int64_t d = k == ParamKind::Qkv ? 3 * h : k == ParamKind::Fc1 ? f : h;
+    const std::int64_t in = k == ParamKind::Fc2 ? f : h;
+    per_layer += static_cast<std::int64_t>(p.rank) * (d + in);
+  }
+  return model.layers * per_layer;
+}
+
+}  // namespace twinbed

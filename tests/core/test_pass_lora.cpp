@@ -1,0 +1,134 @@
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/passes.hpp"
+#include "twinbed/core/passes/lora.hpp"
+
+using namespace twinbed;
+
+namespace {
+
+TransformerModel tiny() { return gpt_model("tiny", 4, 256, 8, 128, 1024); }
+
+Layout layout(int dp, int tp, int pp, int micro_batches) {
+  Layout l;
+  l.dp = dp;
+  l.tp = tp;
+  l.pp = pp;
+  l.global_batch = dp * micro_batches;
+  return l;
+}
+
+Plan build(const Layout& l, const TransformerModel& m = tiny()) { return build_plan(m, l, {l.world_size(), 8}); }
+
+const OpCost& cost_of(const Plan& plan, const PlanOp& op) { return plan.costs[static_cast<std::size_t>(op.cost)]; }
+
+std::int64_t trainable(const Program& p) {
+  std::int64_t n = 0;
+  for (const ParamTensor& t : p.params) n += t.trainable ? t.elements : 0;
+  return n;
+}
+
+}  // namespace
+
+TEST(LoraPass, RankZeroIsTheIdentity) {
+  const Plan base = build(layout(2, 2, 2, 4));
+  Plan plan = base;
+  apply_lora(plan, LoraParams{0, 16, {ParamKind::Qkv, ParamKind::Fc2}});
+  EXPECT_EQ(plan, base);
+}
+
+TEST(LoraPass, SwapsWeightGradientsForAdapterGemms) {
+  const int m = 3, r = 4;
+  const Layout l = layout(2, 1, 1, m);
+  const Plan base = build(l);
+  Plan plan = base;
+  const LoraParams p{r, 8, {ParamKind::Qkv, ParamKind::Fc2}};
+  apply_lora(plan, p);
+  EXPECT_NO_THROW(validate(plan));
+  const Program& prog = plan.programs[0];
+  const std::int64_t h = 256, tokens = 128, layers = 4;
+
+  std::map<std::string, int> adapter_ops;
+  double base_wgrad_flops = 0, removed_flops = 0, adapter_flops = 0;
+  for (const PlanOp& op : base.programs[0].ops) {
+    if (op.kind == OpKind::Compute && cost_of(base, op).phase == OpCost::Phase::BackwardWeight && op.span != SpanKind::Optimizer) {
+      base_wgrad_flops += cost_of(base, op).is_matmul() ? cost_of(base, op).flops : 0;
+    }
+  }
+  for (const PlanOp& op : prog.ops) {
+    if (op.kind != OpKind::Compute) continue;
+    const OpCost& c = cost_of(plan, op);
+    if (c.kernel == OpCost::Kernel::Lora) {
+      ++adapter_ops[c.name];
+      adapter_flops += c.flops;
+      // Every adapter GEMM has the rank as one of its dimensions.
+      EXPECT_TRUE(c.m == r || c.n == r || c.k == r) << c.name;
+      continue;
+    }
+    // No weight gradient of a base tensor is left.
+    EXPECT_FALSE(c.phase == OpCost::Phase::BackwardWeight && op.span != SpanKind::Optimizer) << c.name;
+  }
+  removed_flops = base_wgrad_flops;
+  // Two forward GEMMs and four backward per adapted matrix, layer and micro-batch.
+  for (const std::string target : {"qkv", "fc2"}) {
+    for (const std::string what : {"a_fwd", "b_fwd", "b_wgrad", "a_out_dgrad", "a_wgrad", "dgrad"}) {
+      EXPECT_EQ(adapter_ops[target + ".lora_" + what], layers * m) << target << " " << what;
+    }
+  }
+  // qkv (d = 3h, k = h): x·Aᵀ is (tokens, r, h) and ·Bᵀ (tokens, 3h, r): 2·tokens·r·(h + 3h) per pass.
+  const double qkv_fwd = 2.0 * tokens * r * (h + 3 * h), fc2_fwd = 2.0 * tokens * r * (4 * h + h);
+  EXPECT_DOUBLE_EQ(adapter_flops, layers * m * 3 * (qkv_fwd + fc2_fwd));  // backward = 2 × forward
+  EXPECT_DOUBLE_EQ(plan.executed_flops(), base.executed_flops() - 2 * removed_flops + 2 * adapter_flops);
+
+  // Trainable parameters: r·(d + k) per adapted matrix, and nothing else.
+  const std::int64_t per_layer = r * (3 * h + h) + r * (h + 4 * h);
+  EXPECT_EQ(trainable(prog), layers * per_layer);
+  EXPECT_EQ(lora_trainable_parameters(tiny(), p), layers * per_layer);
+  // The data-parallel reduction carries exactly the adapters' 16-bit gradients.
+  Bytes reduced = 0;
+  for (const PlanOp& op : prog.ops) {
+    if (op.kind == OpKind::Collective && op.group == GroupKind::Dp) reduced += op.bytes;
+  }
+  EXPECT_EQ(reduced, 2 * layers * per_layer);
+  // Model state: frozen 16-bit weights plus the adapters' weights, gradients and Adam state.
+  const std::int64_t psi = rank_parameters(tiny(), 1, 1, 1, 0).total();
+  EXPECT_EQ(prog.ops[0].bytes, 2 * (psi + layers * per_layer));
+  EXPECT_EQ(prog.ops[1].bytes, 2 * layers * per_layer);
+  EXPECT_EQ(prog.ops[2].bytes, 12 * layers * per_layer);
+}
+
+TEST(LoraPass, ValidOnEveryLayoutAndZeroStage) {
+  for (int zero = 0; zero <= 3; ++zero) {
+    for (Recompute rc : {Recompute::None, Recompute::Full}) {
+      Layout l = layout(2, 2, 2, 4);
+      l.zero_stage = zero;
+      l.recompute = rc;
+      Plan plan = build(l);
+      apply_lora(plan, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Proj, ParamKind::Fc1, ParamKind::Fc2}});
+      EXPECT_NO_THROW(validate(plan)) << "zero " << zero;
+      for (const Program& p : plan.programs) {
+        int tp_allreduce = 0;
+        for (const PlanOp& op : p.ops) tp_allreduce += plan.names[op.name] == "lora.tp_allreduce";
+        EXPECT_EQ(tp_allreduce, 1) << "replicated factors' gradients are summed over tp once";
+        EXPECT_EQ(model_state_of(p.params, l).grads, zero >= 2 ? 2 * ((trainable(p) + 1) / 2) : 2 * trainable(p));
+      }
+    }
+  }
+}
+
+TEST(LoraPass, ErrorsNameTheEntry) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  Plan plan = build(layout(2, 1, 1, 2), moe);
+  try {
+    apply_lora(plan, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Fc1}});
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/targets/1");
+  }
+  EXPECT_THROW(lora_params_from_json({{"pass", "lora"}, {"targets", {"router"}}}, "/t"), ConfigError);
+  EXPECT_THROW(lora_params_from_json({{"pass", "lora"}, {"alpha", 0}}, "/t"), ConfigError);
+}
