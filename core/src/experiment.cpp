@@ -116,8 +116,16 @@ std::vector<TechniqueConfig> parse_techniques(const json& j) {
     fail("/techniques", "expected an array of technique entries like {\"pass\": \"lora\", \"rank\": 8}, got " + got(j));
   }
   std::vector<TechniqueConfig> out;
+  // Passes apply in one order, the registry's (lora, precision, dsa, tgc, zrdf), each at most once:
+  // each pass's documentation describes what it does to the plans the earlier ones leave.
+  const std::vector<std::string> order = technique_passes().names();
+  const auto rank = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
   for (std::size_t i = 0; i < j.size(); ++i) {
     const std::unique_ptr<Pass> pass = parse_technique(j[i], child("/techniques", i));
+    if (!out.empty() && rank(out.back().pass) >= rank(pass->name())) {
+      fail(child("/techniques", i), pass->name() + (out.back().pass == pass->name() ? " is listed twice" : " must come before " + out.back().pass) +
+                                        "; techniques apply in the order " + join(order) + ", each at most once");
+    }
     out.push_back({pass->name(), pass->params_json()});
   }
   return out;

@@ -2,7 +2,11 @@
 
 #include "passes/pass_support.hpp"
 #include "twinbed/core/experiment.hpp"
+#include "twinbed/core/passes/dsa.hpp"
 #include "twinbed/core/passes/lora.hpp"
+#include "twinbed/core/passes/tgc.hpp"
+#include "twinbed/core/passes/zrdf.hpp"
+#include "twinbed/core/passes/precision.hpp"
 
 namespace twinbed {
 
@@ -26,6 +30,14 @@ Registry<PassParser> technique_passes() {
   Registry<PassParser> r("technique pass");
   r.add("lora", "LoRA adapters on chosen layer matrices, every base parameter frozen (Hu et al. 2021)",
         parser("lora", lora_params_from_json, apply_lora, lora_params_to_json));
+  r.add("precision", "mixed precision per layer and op class; adaptive: HPAS's per-layer split, its statistics and loss scaling (seed 004)",
+        parser("precision", precision_params_from_json, apply_precision, precision_params_to_json));
+  r.add("dsa", "dynamic sparse activation: masked weight gradients and updates at a density, mask refresh (seed 004)",
+        parser("dsa", dsa_params_from_json, apply_dsa, dsa_params_to_json));
+  r.add("tgc", "gradient compression: quantised / top-k payloads with error feedback on the dp reduction (seed 004)",
+        parser("tgc", tgc_params_from_json, apply_tgc, tgc_params_to_json));
+  r.add("zrdf", "memory planning: every tensor an offset in one arena from lifetime analysis (seed 004); list it last",
+        parser("zrdf", zrdf_params_from_json, apply_zrdf, zrdf_params_to_json));
   return r;
 }
 

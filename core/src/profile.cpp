@@ -57,7 +57,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
   require_object(j, path);
   check_keys(j, path,
              {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps", "memory_samples",
-              "launch_overhead_us", "link", "provenance"});
+              "launch_overhead_us", "sparse_speedup", "link", "provenance"});
   MachineProfile p = base;
   if (j.contains("device")) p.device = read_name(j["device"], child(path, "device"));
   for (const char* key : {"gemm_TFLOPs", "gemm_efficiency"}) {
@@ -110,6 +110,9 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
   if (j.contains("launch_overhead_us")) {
     p.launch_overhead = Time::us(read_non_negative(j["launch_overhead_us"], child(path, "launch_overhead_us"), "us"));
   }
+  if (j.contains("sparse_speedup")) {
+    p.sparse_speedup = read_positive(j["sparse_speedup"], child(path, "sparse_speedup"), "a factor > 0");
+  }
   if (j.contains("link")) {
     const std::string at = child(path, "link");
     const json& l = j["link"];
@@ -142,7 +145,8 @@ json profile_to_json(const MachineProfile& p) {
   json j = {{"device", p.device},
             {"gemm_TFLOPs", rates},
             {"memory_bandwidth_GBps", p.memory_bandwidth / GBps},
-            {"launch_overhead_us", p.launch_overhead.microseconds()}};
+            {"launch_overhead_us", p.launch_overhead.microseconds()},
+            {"sparse_speedup", p.sparse_speedup}};
   if (!p.gemm_samples.empty()) {
     json samples = json::array();
     for (const auto& s : p.gemm_samples) {

@@ -18,23 +18,6 @@ static_assert(std::endian::native == std::endian::little, "the packed code forma
 
 namespace twinbed::kernels {
 
-std::size_t quant_num_blocks(std::size_t n, const QuantSpec& spec) {
-  detail::check_quant_spec("quant_num_blocks", spec);
-  return (n + spec.block - 1) / spec.block;
-}
-std::size_t quant_code_bytes(std::size_t n, int bits) {
-  if (bits != 2 && bits != 4 && bits != 8 && bits != 16)
-    detail::fail("quant_code_bytes", "bits must be one of {2, 4, 8, 16}, got " + std::to_string(bits));
-  return (n * static_cast<std::size_t>(bits) + 7) / 8;
-}
-std::size_t quant_payload_bytes(std::size_t n, const QuantSpec& spec) {
-  return quant_code_bytes(n, spec.bits) + sizeof(float) * quant_num_blocks(n, spec);
-}
-std::size_t sparse_payload_bytes(std::size_t k) { return k * (sizeof(std::uint32_t) + sizeof(float)); }
-std::size_t sparse_quant_payload_bytes(std::size_t k, const QuantSpec& value_spec) {
-  return k * sizeof(std::uint32_t) + quant_payload_bytes(k, value_spec);
-}
-
 namespace {
 
 using detail::quant_code;

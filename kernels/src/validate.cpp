@@ -19,13 +19,6 @@ void require_size(const char* kernel, const char* what_a, std::size_t a, const c
                      std::to_string(b));
 }
 
-void check_quant_spec(const char* kernel, const QuantSpec& spec) {
-  if (spec.bits != 2 && spec.bits != 4 && spec.bits != 8 && spec.bits != 16)
-    fail(kernel, "bits must be one of {2, 4, 8, 16}, got " + std::to_string(spec.bits));
-  if (spec.block == 0 || spec.block % 8 != 0)
-    fail(kernel, "block must be a positive multiple of 8 elements, got " + std::to_string(spec.block));
-}
-
 void check_quantize_args(const char* kernel, std::size_t n, const QuantSpec& spec, std::size_t code_bytes,
                          std::size_t scales) {
   check_quant_spec(kernel, spec);

@@ -13,7 +13,6 @@ namespace twinbed::kernels::detail {
 [[noreturn]] void fail(const char* kernel, const std::string& what);
 // Throws "<kernel>: <what_a> has <a> elements but <what_b> has <b>" unless a == b.
 void require_size(const char* kernel, const char* what_a, std::size_t a, const char* what_b, std::size_t b);
-void check_quant_spec(const char* kernel, const QuantSpec& spec);
 void check_quantize_args(const char* kernel, std::size_t n, const QuantSpec& spec, std::size_t code_bytes,
                          std::size_t scales);
 void check_index_range(const char* kernel, std::size_t n);  // n must fit uint32 indices

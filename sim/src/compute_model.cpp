@@ -36,6 +36,7 @@ ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   put(DType::FP32, device.peak_fp32);
   p.memory_bandwidth = device.memory_bandwidth * eff.memory;
   p.launch_overhead = device.launch_overhead;
+  p.sparse_speedup = device.sparse_speedup;
   return p;
 }
 
@@ -132,6 +133,23 @@ BytesPerSec memory_rate(Bytes bytes, const ComputeProfile& profile) {
   return best;
 }
 
+// The FLOPs a matmul's time is set by, at the device's dense rate. A technique's sparsity (OpCost::
+// sparsity; flops count the non-zero work, density × the dense work):
+//  - Unstructured: dense hardware multiplies the zeros too: the dense work.
+//  - Block: zero blocks are skipped: the non-zero work, at the dense rate — an optimistic bound (a
+//    block-sparse kernel does not beat the dense GEMM's efficiency); a calibrated profile can say more.
+//  - TwoFour: the sparse tensor cores run it `sparse_speedup` times faster than dense (1 without them).
+double matmul_work(const OpCost& op, const ComputeProfile& profile) {
+  const double dense = op.density > 0 ? op.flops / op.density : op.flops;
+  switch (op.sparsity) {
+    case OpCost::Sparsity::Dense: return op.flops;
+    case OpCost::Sparsity::Unstructured: return dense;
+    case OpCost::Sparsity::Block: return op.flops;
+    case OpCost::Sparsity::TwoFour: return dense / profile.sparse_speedup;
+  }
+  return op.flops;
+}
+
 }  // namespace
 
 Time op_time(const OpCost& op, const ComputeProfile& profile) {
@@ -147,7 +165,7 @@ Time op_time(const OpCost& op, const ComputeProfile& profile) {
       }
       rate = it->second;
     }
-    seconds = std::max(seconds, op.flops / rate);
+    seconds = std::max(seconds, matmul_work(op, profile) / rate);
   }
   return profile.launch_overhead + Time::from_seconds(seconds);
 }

@@ -54,6 +54,7 @@ struct ExecOp {
 
 struct ExecProgram {
   std::vector<ExecOp> ops;
+  Bytes arena = 0;                        // a planned arena (ZRDF): live from the start
   std::vector<std::uint32_t> next_begin;  // CSR: ops released when op i completes
   std::vector<std::uint32_t> next;
   std::int64_t original_ops = 0;
@@ -71,6 +72,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   std::vector<std::uint32_t> map(n);
   ExecProgram ex;
   ex.original_ops = static_cast<std::int64_t>(n);
+  ex.arena = prog.arena.size;
   ex.ops.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     const PlanOp& op = prog.ops[i];
@@ -107,6 +109,8 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     e.peer_offset = op.peer_offset;
     e.tag = op.tag;
     e.bytes = op.kind == OpKind::Free ? -op.bytes : op.bytes;
+    // A tensor placed in the arena occupies memory the arena already holds.
+    if ((op.kind == OpKind::Alloc || op.kind == OpKind::Free) && prog.arena.offset(op.tensor) >= 0) e.bytes = 0;
     e.duration = dur;
     e.flops = flops;
     map[i] = static_cast<std::uint32_t>(ex.ops.size());
@@ -577,6 +581,7 @@ Trace PlanRun::run() {
     rs.finished.assign(rs.prog->ops.size(), 0);
     for (std::size_t j = 0; j < rs.prog->ops.size(); ++j) rs.waits[j] = rs.prog->ops[j].waits;
     stats_.ops_executed += static_cast<std::int64_t>(rs.prog->ops.size());
+    if (rs.prog->arena > 0) memory(static_cast<int>(i), rs.prog->arena);
   }
 
   // Run: every rank's ops without waits start at time 0.

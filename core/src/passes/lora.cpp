@@ -19,6 +19,7 @@ struct Adapter {
   std::int32_t a = -1, b = -1;  // tensors
   std::int32_t set_a = -1, set_b = -1;
   std::int64_t replicated = 0;  // elements of the factor replicated over tp (A for column-, B for row-parallel W)
+  std::int32_t replicated_tensor = -1;
 };
 
 class LoraRewrite {
@@ -34,12 +35,17 @@ class LoraRewrite {
 
     // Per layer: the bytes of x·Aᵀ kept per micro-batch, and the adapters' gradient bytes.
     const std::int64_t tokens = static_cast<std::int64_t>(l_.micro_batch) * plan_.model.seq_len;
-    std::map<std::int32_t, Bytes> activation, grads;
+    std::map<std::int32_t, Bytes> activation;
+    std::map<std::int32_t, std::vector<ParamSlice>> layer_adapters;  // per layer: its adapters' tensors
+    std::vector<ParamSlice> replicated_slices;                       // the tp-replicated factors
     for (const auto& [base, ad] : adapters_) {
       const std::int32_t layer = tensor(e, base).layer;
       if (l_.recompute != Recompute::Full) activation[layer] += tokens * p_.rank * bytes_per_element(plan_.model.dtype);
-      grads[layer] += (tensor(e, ad.a).elements + tensor(e, ad.b).elements) * ge_;
+      for (std::int32_t t : {ad.a, ad.b}) layer_adapters[layer].push_back({t, tensor(e, t).elements});
+      if (ad.replicated > 0) replicated_slices.push_back({ad.replicated_tensor, ad.replicated});
     }
+    std::map<std::int32_t, std::int32_t> layer_sets;  // per layer: the param set of its adapters
+    for (auto& [layer, slices] : layer_adapters) layer_sets[layer] = e.add_param_set(slices);
 
     const int last_mb = l_.micro_batches() - 1;
     std::vector<Ready> ready;             // the adapters' final gradients
@@ -47,7 +53,7 @@ class LoraRewrite {
     for (std::uint32_t i = 0; i < step; ++i) {
       const PlanOp& op = prog.ops[i];
       if (op.kind == OpKind::Compute) {
-        const OpCost& cost = plan_.costs[static_cast<std::size_t>(op.cost)];
+        const OpCost cost = plan_.costs[static_cast<std::size_t>(op.cost)];  // a copy: adding costs may move the table
         const std::int32_t t = passes::single_tensor(prog.param_sets, op);
         if (cost.phase == Phase::BackwardWeight && t >= 0) {
           e.remove(i);  // every base tensor is frozen
@@ -77,8 +83,12 @@ class LoraRewrite {
           }
         }
       } else if (op.kind == OpKind::Collective && op.tensor_class == TensorClass::Grads) {
-        if (op.layer >= 0 && grads.count(op.layer)) {
-          resize_layer_reduction(e, prog, i, grads.at(op.layer));  // ZeRO-3: the adapters' gradients only
+        if (op.layer >= 0 && layer_sets.count(op.layer)) {
+          // ZeRO-3: the layer's reduce-scatter carries its adapters' gradients only.
+          const std::int32_t set = layer_sets.at(op.layer);
+          Bytes bytes = 0;
+          for (const ParamSlice& sl : e.param_sets()[static_cast<std::size_t>(set)]) bytes += sl.elements * ge_;
+          resize_layer_reduction(e, prog, i, bytes, set);
         } else {
           drop_reduction(e, prog, i);
         }
@@ -101,6 +111,7 @@ class LoraRewrite {
       PlanOp ar = collective_op(CollectiveOp::AllReduce, GroupKind::Tp, replicated * ge_, StreamKind::Collective);
       ar.name = tables_.name("lora.tp_allreduce");
       ar.tensor_class = TensorClass::Grads;
+      ar.params = e.add_param_set(replicated_slices);
       before_step.push_back(e.insert_before(step, ar, replicated_ready));
     }
     if (!(l_.zero_stage == 3 && l_.dp > 1)) emit_buckets(e, prog, step, ready, before_step);
@@ -146,6 +157,7 @@ class LoraRewrite {
       ad.set_a = e.add_param_set({{ad.a, a.elements}});
       ad.set_b = e.add_param_set({{ad.b, b.elements}});
       ad.replicated = l_.tp > 1 ? (w.row_parallel ? b.elements : a.elements) : 0;
+      ad.replicated_tensor = w.row_parallel ? ad.b : ad.a;
       adapters_[static_cast<std::int32_t>(t)] = ad;
       auto& stage = e.param_sets()[static_cast<std::size_t>(stage_set)];
       stage.push_back({ad.a, a.elements});
@@ -157,7 +169,7 @@ class LoraRewrite {
   OpRef add_gemm(ProgramEditor& e, std::uint32_t at, OpRef dep, const std::string& what, Phase phase, Shape s,
                  std::int32_t set) {
     const PlanOp& base = e.original().ops[at];
-    const OpCost& cost = plan_.costs[static_cast<std::size_t>(base.cost)];
+    const OpCost cost = plan_.costs[static_cast<std::size_t>(base.cost)];
     const std::string& full = plan_.names[base.name];
     const std::string layer_prefix = full.substr(0, full.find('.') + 1);  // "l17."
     const std::string matrix = cost.name.substr(0, cost.name.rfind('_'));  // "qkv"
@@ -177,9 +189,13 @@ class LoraRewrite {
     e.remove(i);
     for_each_buffer(prog, i, [&](std::uint32_t j) { e.remove(j); });
   }
-  static void resize_layer_reduction(ProgramEditor& e, const Program& prog, std::uint32_t i, Bytes bytes) {
+  static void resize_layer_reduction(ProgramEditor& e, const Program& prog, std::uint32_t i, Bytes bytes, std::int32_t set) {
     e.op(i).bytes = bytes;
-    for_each_buffer(prog, i, [&](std::uint32_t j) { e.op(j).bytes = bytes; });
+    e.op(i).params = set;
+    for_each_buffer(prog, i, [&](std::uint32_t j) {
+      e.op(j).bytes = bytes;
+      e.op(j).params = set;
+    });
   }
   // The ZeRO-3 gradient buffer the builder allocates right before a layer's reduce-scatter and frees
   // right after it.

@@ -18,6 +18,8 @@ struct DeviceSpec {
   Bytes memory = 0;               // device memory capacity
   BytesPerSec memory_bandwidth = 0;
   Time launch_overhead;           // fixed cost per kernel launch
+  double sparse_speedup = 1;      // a GEMM with a 2:4-sparse operand on the sparse tensor cores,
+                                  // against the dense GEMM (1: no such hardware)
 
   bool operator==(const DeviceSpec&) const = default;
 };

@@ -5,7 +5,10 @@
 //                  {"pass": "tgc", "bits": 4, "topk_fraction": 0.01, "error_feedback": true}]
 //
 // What each pass changes is documented in its header (core/passes/*.hpp); every pass has a neutral
-// setting under which it leaves the Plan unchanged (==), and passes compose in the listed order. Every
+// setting under which it leaves the Plan unchanged (==). Passes compose in the listed order, which must
+// be the registry's — lora, precision, dsa, tgc, zrdf, each at most once (experiment.hpp checks it):
+// each pass is written for the plans the earlier ones leave (precision re-costs LoRA's GEMMs; tgc
+// compresses whatever gradients remain; zrdf plans the final memory). Every
 // op a pass adds is an ordinary Plan op (compute ops carry an OpCost, with OpCost::kernel naming the
 // technique kernel of kernels/ a real backend runs for it), so any backend can execute it.
 //

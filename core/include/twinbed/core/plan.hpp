@@ -123,9 +123,14 @@ struct ParamSlice {
 // A planned arena (ZRDF): every tensor id of the program with an offset lives at it, inside one
 // allocation of `size` bytes live from the program's start; tensor ids without one (offset -1, or beyond
 // the vector) are allocated on their own. Empty (size 0): no arena, every Alloc allocates.
+// The figures of its planning (passes/zrdf.hpp) travel with it.
 struct Arena {
   Bytes size = 0;
   std::vector<Bytes> offset_of_tensor;  // by tensor id; -1: not in the arena
+  std::string planner;                  // which planner placed the tensors
+  Bytes lower_bound = 0;                // the most bytes live at one point of program order
+  Bytes no_reuse = 0;                   // every tensor of the iteration in memory of its own
+  Bytes caching_allocator = 0;          // what PyTorch's caching allocator would reserve (memory_plan.hpp)
   bool operator==(const Arena&) const = default;
   bool empty() const { return size == 0 && offset_of_tensor.empty(); }
   Bytes offset(std::int32_t tensor) const {

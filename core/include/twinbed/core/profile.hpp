@@ -10,6 +10,7 @@
 //    "memory_bandwidth_GBps": 12.5,           // achieved streaming bandwidth (STREAM triad), GB/s
 //    "memory_samples": [{"bytes": 393216, "GBps": 40.1}, ...],  // triad by bytes moved per pass
 //    "launch_overhead_us": 4.0,               // fixed cost per kernel
+//    "sparse_speedup": 1.25,                  // 2:4-sparse GEMM against dense (1: no sparse tensor cores)
 //    "link": {"latency_us": 1.2, "bandwidth_GBps": 5.1},   // point-to-point: latency + bytes/bandwidth
 //    "provenance": {"machine": "host", "date": "2026-11-22T14:00:00Z", "git_revision": "abc123",
 //                   "ranks": 2, "tool": "twinbed calibrate"}}
@@ -68,6 +69,7 @@ struct MachineProfile {
   BytesPerSec memory_bandwidth = 0;        // achieved, for working sets beyond the caches
   std::vector<StreamSample> memory_samples;  // measured by size, when calibrated
   Time launch_overhead;
+  double sparse_speedup = 1;               // a 2:4-sparse GEMM against the dense one (1: no such hardware)
   std::optional<LinkProfile> link;
   std::optional<Provenance> provenance;
   bool operator==(const MachineProfile&) const = default;

@@ -12,6 +12,7 @@
 #include <span>
 
 #include "twinbed/kernels/common.hpp"
+#include "twinbed/kernels/payload.hpp"
 #if TWINBED_KERNELS_HAVE_CUDA
 #include "twinbed/kernels/cuda_context.hpp"
 #endif
@@ -33,23 +34,9 @@ namespace twinbed::kernels {
 // Error bound per element: |x − x̂| ≤ scale_j/2 (nearest) and < scale_j (stochastic), plus fp32
 // rounding of the two multiplies (a few ulps of amax_j).
 // CPU and CUDA produce bit-identical codes and scales (same rounding steps, no FMA contraction).
-enum class Rounding { nearest, stochastic };
-
-struct QuantSpec {
-  int bits = 8;                   // 2, 4, 8 or 16
-  std::size_t block = 256;        // elements per scale; positive multiple of 8
-  Rounding rounding = Rounding::nearest;
-  std::uint64_t seed = 0;         // stochastic rounding only; use a new seed every step
-};
-
-// Sizes of the compressed payload — exact, as the simulator's TGC pass charges them.
-std::size_t quant_num_blocks(std::size_t n, const QuantSpec& spec);      // ceil(n / block)
-std::size_t quant_code_bytes(std::size_t n, int bits);                   // ceil(n·bits / 8)
-std::size_t quant_payload_bytes(std::size_t n, const QuantSpec& spec);   // codes + 4 B per block scale
-// Sparse payload of k entries: a uint32 index and an fp32 value each, 8·k bytes.
-std::size_t sparse_payload_bytes(std::size_t k);
-// Sparse payload whose k values are themselves quantised with `value_spec`: 4·k + quant_payload_bytes(k).
-std::size_t sparse_quant_payload_bytes(std::size_t k, const QuantSpec& value_spec);
+// Rounding, QuantSpec and the exact payload sizes (quant_num_blocks, quant_code_bytes,
+// quant_payload_bytes, sparse_payload_bytes, sparse_quant_payload_bytes) are in payload.hpp: the
+// simulator's TGC pass charges them too.
 
 // Adaptive bit-width rule (the seed's "4–16 bit dynamic width"). Signal: each block's crest factor
 // c_j = amax_j / rms_j. A uniform quantiser with step s_j = amax_j/qmax adds noise of RMS s_j/√12, i.e.

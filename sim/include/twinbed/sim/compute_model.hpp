@@ -3,7 +3,11 @@
 //   time = launch_overhead + max(flops / (peak(dtype) · gemm_efficiency), bytes / (memory_bandwidth · memory_efficiency))
 //
 // for a matmul (GEMM or attention matmul); a memory-bound op takes launch_overhead + bytes / achieved
-// memory bandwidth (its arithmetic never limits it on these devices).
+// memory bandwidth (its arithmetic never limits it on these devices). A matmul a technique made sparse
+// (OpCost::sparsity) is timed by the work the hardware really does: unstructured zeros are multiplied
+// anyway (the dense FLOPs), zero blocks are skipped (the non-zero FLOPs at the dense rate: an optimistic
+// bound), and a 2:4 operand runs `sparse_speedup` times faster than dense on sparse tensor cores
+// (device.hpp; 1.0 where there are none, e.g. a CPU profile).
 //
 // Default efficiencies come from public hardware facts, never from a training throughput
 // (../shared/REFERENCE.md): dense BF16 GEMM peaks measured publicly at about 87% of datasheet on A100

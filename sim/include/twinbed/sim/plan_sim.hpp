@@ -11,7 +11,9 @@
 //    collectives of other kinds that happen to overlap in time.
 //  - A Send's message takes its solo time on the path (latency + bytes / bottleneck bandwidth: what the
 //    flow model gives a lone flow; the analytical model gives the same).
-//  - Alloc/Free change the rank's live bytes at the time they run → Trace::memory.
+//  - Alloc/Free change the rank's live bytes at the time they run → Trace::memory. A program with a
+//    planned arena (Program::arena, the zrdf pass) holds the arena's bytes from time 0, and its tensors
+//    placed in the arena add nothing.
 //
 // Fidelity:
 //  - Full: every rank is simulated.
