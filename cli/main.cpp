@@ -9,7 +9,7 @@
 #include "twinbed/core/error.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"twinbed: simulate (and later measure) large-model training techniques on any cluster"};
+  CLI::App app{"twinbed: simulate and measure what large-model training techniques buy, on any cluster"};
   app.set_version_flag("--version", std::string("twinbed ") + TWINBED_VERSION);
   app.require_subcommand(1);
   twinbed::cli::Invocation invocation{argc, argv};
@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   twinbed::cli::add_compare_command(app, invocation);
   twinbed::cli::add_run_command(app, invocation);
   twinbed::cli::add_sweep_command(app);
+  twinbed::cli::add_claims_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

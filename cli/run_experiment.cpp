@@ -21,19 +21,7 @@ SimRun run_on_simulator(const Experiment& e, bool record_spans) {
   const Topology topology = build_topology(e.cluster);
   const Plan plan = plan_for(e, topology);
 
-  sim::PlanSimOptions options;
-  options.network = e.simulation.network;
-  options.fidelity = sim::parse_fidelity(e.simulation.fidelity);
-  options.collective_algorithm = e.simulation.collective_algorithm;
-  options.record_spans = record_spans;
-  if (!e.cluster.profile.empty()) {
-    try {
-      options.profile = sim::load_profile(e.cluster.profile, topology.device(0));
-    } catch (const ConfigError& err) {
-      throw ConfigError("/cluster/profile", std::string("in profile file: ") + err.what());
-    }
-  }
-  sim::SimBackend backend(topology, options);
+  sim::SimBackend backend(topology, sim::plan_sim_options(e, topology, record_spans));
   SimRun run;
   run.trace = backend.run(plan);
   const sim::PlanSimStats& stats = backend.stats();

@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
   python3 python3-matplotlib
+  python3-nbconvert python3-nbformat python3-ipykernel   # runs notebooks/*.ipynb headless (the claims notebook test)
 )
 
 missing=()

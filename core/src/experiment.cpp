@@ -206,6 +206,9 @@ std::string pointer_label(const std::string& pointer) {
 
 }  // namespace
 
+ClusterConfig cluster_from_json(const json& j, const fs::path& base_dir) { return parse_cluster(j, base_dir); }
+std::vector<TechniqueConfig> techniques_from_json(const json& j) { return parse_techniques(j); }
+
 std::vector<std::string> accepted_backends() { return {"sim", "real"}; }
 std::vector<std::string> accepted_techniques() { return technique_passes().names(); }
 std::vector<std::string> accepted_networks() { return {"flow", "analytical"}; }

@@ -58,15 +58,19 @@ ClusterShape cluster_shape(const Topology& topology) {
 
 Plan plan_for(const Experiment& experiment) { return plan_for(experiment, build_topology(experiment.cluster)); }
 
-Plan plan_for(const Experiment& experiment, const Topology& topology) {
-  Plan plan = build_plan(experiment.model, experiment.layout, cluster_shape(topology));
-  for (std::size_t i = 0; i < experiment.techniques.size(); ++i) {
-    const TechniqueConfig& t = experiment.techniques[i];
+void apply_techniques(Plan& plan, const std::vector<TechniqueConfig>& techniques) {
+  for (std::size_t i = 0; i < techniques.size(); ++i) {
+    const TechniqueConfig& t = techniques[i];
     json entry = {{"pass", t.pass}};
     entry.update(t.params);
     parse_technique(entry, json_read::child("/techniques", i))->apply(plan);
     plan.passes.push_back(t.pass);
   }
+}
+
+Plan plan_for(const Experiment& experiment, const Topology& topology) {
+  Plan plan = build_plan(experiment.model, experiment.layout, cluster_shape(topology));
+  apply_techniques(plan, experiment.techniques);
   validate(plan);
   return plan;
 }

@@ -39,7 +39,7 @@ namespace {
 constexpr ParamKind kParamKinds[] = {ParamKind::Qkv,       ParamKind::Proj,      ParamKind::Fc1,   ParamKind::Fc2,
                                      ParamKind::Router,    ParamKind::ExpertFc1, ParamKind::ExpertFc2,
                                      ParamKind::Norms,     ParamKind::Embedding, ParamKind::FinalNorm,
-                                     ParamKind::LoraA,     ParamKind::LoraB};
+                                     ParamKind::Flat,      ParamKind::LoraA,     ParamKind::LoraB};
 }  // namespace
 
 std::string to_string(ParamKind k) {
@@ -54,6 +54,7 @@ std::string to_string(ParamKind k) {
     case ParamKind::Norms: return "norms";
     case ParamKind::Embedding: return "embedding";
     case ParamKind::FinalNorm: return "final_norm";
+    case ParamKind::Flat: return "flat";
     case ParamKind::LoraA: return "lora_a";
     case ParamKind::LoraB: return "lora_b";
   }

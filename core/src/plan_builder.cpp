@@ -683,15 +683,13 @@ void add_host_split_groups(Plan& plan, int ranks_per_host) {
 
 }  // namespace
 
-Plan build_plan(const TransformerModel& model, const Layout& layout, const ClusterShape& cluster) {
-  validate(layout, model, cluster.ranks, cluster.ranks_per_host);
-  Plan plan;
-  plan.model = model;
-  plan.layout = layout;
-  plan.cluster = cluster;
-  const int tp = layout.tp, dp = layout.dp, pp = layout.pp, ep = layout.ep, world = cluster.ranks;
+namespace {
 
-  // Communicators in Megatron rank order: rank = (pp_i·dp + dp_i)·tp + tp_i.
+// Communicators in Megatron rank order, rank = (pp_i·dp + dp_i)·tp + tp_i, from the plan's layout and
+// cluster.
+void add_communicators(Plan& plan) {
+  const Layout& layout = plan.layout;
+  const int tp = layout.tp, dp = layout.dp, pp = layout.pp, ep = layout.ep, world = plan.cluster.ranks;
   auto tpi = [=](int r) { return r % tp; };
   auto dpi = [=](int r) { return (r / tp) % dp; };
   auto ppi = [=](int r) { return r / (tp * dp); };
@@ -705,15 +703,62 @@ Plan build_plan(const TransformerModel& model, const Layout& layout, const Clust
       make_groups(world, pp * (dp / ep) * tp, [=](int r) { return (ppi(r) * (dp / ep) + dpi(r) / ep) * tp + tpi(r); });
   plan.groups[static_cast<std::size_t>(GroupKind::ExpertDp)] =
       make_groups(world, pp * ep * tp, [=](int r) { return (ppi(r) * ep + dpi(r) % ep) * tp + tpi(r); });
+  add_host_split_groups(plan, std::max(1, plan.cluster.ranks_per_host));
+}
 
-  add_host_split_groups(plan, std::max(1, cluster.ranks_per_host));
+}  // namespace
 
+Plan build_plan(const TransformerModel& model, const Layout& layout, const ClusterShape& cluster) {
+  validate(layout, model, cluster.ranks, cluster.ranks_per_host);
+  Plan plan;
+  plan.model = model;
+  plan.layout = layout;
+  plan.cluster = cluster;
+  add_communicators(plan);
+
+  const int world = cluster.ranks;
   Builder builder(model, layout, plan);
-  plan.programs.reserve(static_cast<std::size_t>(pp));
-  for (int s = 0; s < pp; ++s) builder.build_stage(s);
+  plan.programs.reserve(static_cast<std::size_t>(layout.pp));
+  for (int s = 0; s < layout.pp; ++s) builder.build_stage(s);
   plan.program_of_rank.resize(static_cast<std::size_t>(world));
-  for (int r = 0; r < world; ++r) plan.program_of_rank[static_cast<std::size_t>(r)] = ppi(r);
+  for (int r = 0; r < world; ++r) plan.program_of_rank[static_cast<std::size_t>(r)] = r / (layout.tp * layout.dp);
   plan.model_flops = training_flops(model, layout.global_batch, Recompute::None);
+  return plan;
+}
+
+Plan reduction_plan(const ClusterShape& cluster, std::int64_t elements, DType dtype) {
+  if (cluster.ranks < 1 || elements < 1) throw InvalidArgument("reduction_plan: needs >= 1 rank and >= 1 element");
+  Plan plan;
+  plan.model = gpt_model("gradient-reduction", 1, 1, 1, 1, 1, dtype);
+  plan.layout.dp = cluster.ranks;
+  plan.layout.global_batch = cluster.ranks;
+  plan.cluster = cluster;
+  add_communicators(plan);
+
+  Program p;
+  ParamTensor t;
+  t.kind = ParamKind::Flat;
+  t.elements = elements;
+  t.dtype = dtype;
+  p.params.push_back(t);
+  p.param_sets.push_back({{0, elements}});
+  const Bytes bytes = elements * model_state_bytes(1, dtype, 0, 1).grads;
+  PlanOp grads;
+  grads.kind = OpKind::Alloc;
+  grads.tensor_class = TensorClass::Grads;
+  grads.tensor = 0;
+  grads.bytes = bytes;
+  grads.params = 0;
+  plan.names = {"grads", "dp.allreduce"};
+  p.add(grads);
+  PlanOp ar = collective_op(CollectiveOp::AllReduce, GroupKind::Dp, bytes, StreamKind::Collective);
+  ar.tensor_class = TensorClass::Grads;
+  ar.params = 0;
+  ar.name = 1;
+  p.add(ar, {0});
+  plan.programs.push_back(std::move(p));
+  plan.program_names = {"reduce"};
+  plan.program_of_rank.assign(static_cast<std::size_t>(cluster.ranks), 0);
   return plan;
 }
 

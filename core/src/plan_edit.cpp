@@ -10,11 +10,7 @@ ProgramEditor::ProgramEditor(const Program& original)
     : original_(original),
       ops_(original.ops),
       removed_(original.ops.size(), 0),
-      before_(original.ops.size()),
-      after_(original.ops.size()),
-      extra_deps_(original.ops.size()),
-      deps_replaced_(original.ops.size(), 0),
-      replaced_deps_(original.ops.size()),
+      replaced_(original.ops.size(), 0),
       params_(original.params),
       param_sets_(original.param_sets) {
   if (!original.arena.empty()) {
@@ -29,50 +25,54 @@ PlanOp& ProgramEditor::op(std::uint32_t i) { return ops_.at(i); }
 
 PlanOp& ProgramEditor::added(OpRef r) {
   if (!r.added) throw InvalidArgument("ProgramEditor::added: not an added op");
-  return added_.at(r.index).op;
+  return added_.at(r.index);
 }
 
 void ProgramEditor::remove(std::uint32_t i) { removed_.at(i) = 1; }
 
-OpRef ProgramEditor::add(const PlanOp& op, const std::vector<OpRef>& deps, std::vector<std::uint32_t>& where) {
-  added_.push_back({op, deps});
-  const auto id = static_cast<std::uint32_t>(added_.size() - 1);
-  where.push_back(id);
+OpRef ProgramEditor::add(const PlanOp& op, const OpRef* deps, std::size_t count, std::uint32_t at, Where where) {
+  if (where != kEnd && at >= ops_.size()) throw InvalidArgument("ProgramEditor: no op " + std::to_string(at) + " to insert at");
+  const auto id = static_cast<std::uint32_t>(added_.size());
+  added_.push_back(op);
+  inserts_.push_back({at, where, id});
+  for (std::size_t k = 0; k < count; ++k) added_deps_.push_back({id, deps[k]});
   return {id, true};
 }
 
-OpRef ProgramEditor::insert_before(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps) {
-  return add(op, deps, before_.at(at));
-}
-
-OpRef ProgramEditor::insert_after(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps) {
-  return add(op, deps, after_.at(at));
-}
-
-OpRef ProgramEditor::append(const PlanOp& op, const std::vector<OpRef>& deps) { return add(op, deps, at_end_); }
-
 void ProgramEditor::add_dep(OpRef to, OpRef dep) {
   if (to.added) {
-    added_.at(to.index).deps.push_back(dep);
+    if (to.index >= added_.size()) throw InvalidArgument("ProgramEditor::add_dep: no such added op");
+    added_deps_.push_back({to.index, dep});
   } else {
-    extra_deps_.at(to.index).push_back(dep);
+    if (to.index >= ops_.size()) throw InvalidArgument("ProgramEditor::add_dep: no such op");
+    extra_deps_.push_back({to.index, dep});
   }
 }
 
 void ProgramEditor::set_deps(std::uint32_t i, const std::vector<OpRef>& deps) {
-  deps_replaced_.at(i) = 1;
-  replaced_deps_.at(i) = deps;
-  extra_deps_.at(i).clear();
+  replaced_.at(i) = 1;
+  // Earlier replacements and additions of op i are superseded.
+  const auto of_i = [i](const Dep& d) { return d.of == i; };
+  replaced_deps_.erase(std::remove_if(replaced_deps_.begin(), replaced_deps_.end(), of_i), replaced_deps_.end());
+  extra_deps_.erase(std::remove_if(extra_deps_.begin(), extra_deps_.end(), of_i), extra_deps_.end());
+  for (OpRef d : deps) replaced_deps_.push_back({i, d});
 }
 
 const std::vector<std::uint32_t>& ProgramEditor::dependents(std::uint32_t i) {
-  if (dependents_.empty()) {
-    dependents_.resize(original_.ops.size());
-    for (std::uint32_t j = 0; j < original_.ops.size(); ++j) {
-      for (std::size_t k = 0; k < original_.num_deps(j); ++k) dependents_[original_.deps_of(j)[k]].push_back(j);
+  const std::size_t n = original_.ops.size();
+  if (dependents_begin_.empty()) {
+    dependents_begin_.assign(n + 1, 0);
+    for (std::uint32_t d : original_.deps) ++dependents_begin_[d + 1];
+    for (std::size_t k = 0; k < n; ++k) dependents_begin_[k + 1] += dependents_begin_[k];
+    dependents_.resize(original_.deps.size());
+    std::vector<std::uint32_t> fill(dependents_begin_.begin(), dependents_begin_.end() - 1);
+    for (std::uint32_t j = 0; j < n; ++j) {
+      for (std::size_t k = 0; k < original_.num_deps(j); ++k) dependents_[fill[original_.deps_of(j)[k]]++] = j;
     }
   }
-  return dependents_.at(i);
+  if (i >= n) throw InvalidArgument("ProgramEditor::dependents: no such op");
+  dependents_scratch_.assign(dependents_.begin() + dependents_begin_[i], dependents_.begin() + dependents_begin_[i + 1]);
+  return dependents_scratch_;
 }
 
 std::int32_t ProgramEditor::add_param_tensor(const ParamTensor& t) {
@@ -88,77 +88,131 @@ std::int32_t ProgramEditor::add_param_set(std::vector<ParamSlice> slices) {
 Program ProgramEditor::finish() {
   const auto n = static_cast<std::uint32_t>(original_.ops.size());
   constexpr std::uint32_t kNone = UINT32_MAX;
-  // New positions of the original and added ops.
-  std::vector<std::uint32_t> pos_original(n, kNone), pos_added(added_.size(), kNone);
+  const auto by_op = [](const Dep& a, const Dep& b) { return a.of < b.of; };
+  std::stable_sort(inserts_.begin(), inserts_.end(), [](const Insert& a, const Insert& b) {
+    if (a.where == kEnd || b.where == kEnd) return a.where != kEnd && b.where == kEnd;
+    return a.at != b.at ? a.at < b.at : a.where < b.where;
+  });
+  std::stable_sort(added_deps_.begin(), added_deps_.end(), by_op);
+  std::stable_sort(extra_deps_.begin(), extra_deps_.end(), by_op);
+  std::stable_sort(replaced_deps_.begin(), replaced_deps_.end(), by_op);
+  // CSR over the added ops' dependencies.
+  std::vector<std::uint32_t> added_begin(added_.size() + 1, 0);
+  for (const Dep& d : added_deps_) ++added_begin[d.of + 1];
+  for (std::size_t k = 0; k < added_.size(); ++k) added_begin[k + 1] += added_begin[k];
+
+  // New positions; and for each added op, how many original ops precede its place (the dropped ones
+  // among them must be resolved before its dependencies are).
+  std::vector<std::uint32_t> pos_original(n, kNone), pos_added(added_.size(), kNone), upto_added(added_.size(), n);
+  for (const Insert& x : inserts_) upto_added[x.added] = x.where == kBefore ? x.at : x.where == kAfter ? x.at + 1 : n;
   std::vector<OpRef> order;
   order.reserve(n + added_.size());
-  auto place_added = [&](const std::vector<std::uint32_t>& ids) {
-    for (std::uint32_t a : ids) {
-      pos_added[a] = static_cast<std::uint32_t>(order.size());
-      order.push_back({a, true});
+  std::size_t next = 0;  // into inserts_
+  auto place = [&](std::uint32_t at, Where where) {
+    while (next < inserts_.size() && inserts_[next].where == where && inserts_[next].at == at) {
+      pos_added[inserts_[next].added] = static_cast<std::uint32_t>(order.size());
+      order.push_back({inserts_[next].added, true});
+      ++next;
     }
   };
   for (std::uint32_t i = 0; i < n; ++i) {
-    place_added(before_[i]);
+    place(i, kBefore);
     if (!removed_[i]) {
       pos_original[i] = static_cast<std::uint32_t>(order.size());
       order.push_back({i, false});
     }
-    place_added(after_[i]);
+    place(i, kAfter);
   }
-  place_added(at_end_);
+  for (; next < inserts_.size(); ++next) {
+    pos_added[inserts_[next].added] = static_cast<std::uint32_t>(order.size());
+    order.push_back({inserts_[next].added, true});
+  }
 
-  // A dropped op stands for its own dependencies, resolved the same way (they are earlier: one pass).
-  std::vector<std::vector<std::uint32_t>> through(n);
+  // A dropped op stands for its own dependencies, resolved the same way (they are earlier: one pass in
+  // original order). Flat ranges into `through`.
+  std::vector<std::uint32_t> through, through_begin(n + 1, 0);
+  std::vector<std::uint32_t> scratch;
+  std::size_t extra_at = 0, replaced_at = 0;  // cursors into the sorted lists, by original op
   auto resolve = [&](OpRef r, std::vector<std::uint32_t>& out) {
     if (r.added) {
       out.push_back(pos_added.at(r.index));
     } else if (removed_.at(r.index)) {
-      out.insert(out.end(), through[r.index].begin(), through[r.index].end());
+      out.insert(out.end(), through.begin() + through_begin[r.index], through.begin() + through_begin[r.index + 1]);
     } else {
       out.push_back(pos_original[r.index]);
     }
   };
-  auto deps_of_original = [&](std::uint32_t i) {
-    std::vector<OpRef> refs;
-    if (deps_replaced_[i]) {
-      refs = replaced_deps_[i];
+  // The dependencies of original op i: its own (or the replacement), then those added. Cursors only
+  // move forward: call with increasing i. Returns whether `out` is already sorted and unique: true
+  // when it is only the op's own dependencies, none dropped (positions keep their order).
+  auto deps_of_original = [&](std::uint32_t i, std::vector<std::uint32_t>& out) {
+    while (replaced_at < replaced_deps_.size() && replaced_deps_[replaced_at].of < i) ++replaced_at;
+    while (extra_at < extra_deps_.size() && extra_deps_[extra_at].of < i) ++extra_at;
+    const bool extra = extra_at < extra_deps_.size() && extra_deps_[extra_at].of == i;
+    if (!replaced_[i] && !extra) {
+      bool plain = true;
+      const std::uint32_t* d = original_.deps_of(i);
+      for (std::size_t k = 0; k < original_.num_deps(i); ++k) {
+        plain = plain && !removed_[d[k]] && (k == 0 || d[k - 1] < d[k]);
+        resolve(OpRef::original(d[k]), out);
+      }
+      return plain;
+    }
+    if (replaced_[i]) {
+      for (std::size_t k = replaced_at; k < replaced_deps_.size() && replaced_deps_[k].of == i; ++k) {
+        if (!replaced_deps_[k].dep.added && replaced_deps_[k].dep.index >= i && removed_[i]) {
+          throw InvalidArgument("ProgramEditor: op " + std::to_string(i) + " depends on a later op");
+        }
+        resolve(replaced_deps_[k].dep, out);
+      }
     } else {
-      for (std::size_t k = 0; k < original_.num_deps(i); ++k) refs.push_back(OpRef::original(original_.deps_of(i)[k]));
+      for (std::size_t k = 0; k < original_.num_deps(i); ++k) resolve(OpRef::original(original_.deps_of(i)[k]), out);
     }
-    refs.insert(refs.end(), extra_deps_[i].begin(), extra_deps_[i].end());
-    return refs;
+    for (std::size_t k = extra_at; k < extra_deps_.size() && extra_deps_[k].of == i; ++k) resolve(extra_deps_[k].dep, out);
+    return false;
   };
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (!removed_[i]) continue;
-    std::vector<std::uint32_t> out;
-    for (OpRef r : deps_of_original(i)) {
-      if (!r.added && r.index >= i) throw InvalidArgument("ProgramEditor: op " + std::to_string(i) + " depends on a later op");
-      resolve(r, out);
-    }
-    std::sort(out.begin(), out.end());
-    out.erase(std::unique(out.begin(), out.end()), out.end());
-    through[i] = std::move(out);
-  }
 
   Program p;
   p.ops.reserve(order.size());
-  p.deps.reserve(original_.deps.size() + added_.size());
+  p.deps.reserve(original_.deps.size() + added_deps_.size());
+  p.dep_begin.reserve(order.size() + 1);
   std::vector<std::int64_t> seq(kGroupKinds, 0);
-  std::vector<std::uint32_t> deps;
+  std::uint32_t resolved_through = 0;  // original ops whose `through` range is known
   for (std::uint32_t k = 0; k < order.size(); ++k) {
     const OpRef r = order[k];
-    PlanOp op = r.added ? added_[r.index].op : ops_[r.index];
-    deps.clear();
-    for (OpRef d : r.added ? added_[r.index].deps : deps_of_original(r.index)) resolve(d, deps);
-    std::sort(deps.begin(), deps.end());
-    deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
-    if (!deps.empty() && deps.back() >= k) {
+    // Dropped ops before this original one: their ranges first (order follows original positions).
+    const std::uint32_t upto = r.added ? std::max(resolved_through, upto_added[r.index]) : r.index;
+    for (; resolved_through < upto; ++resolved_through) {
+      const std::uint32_t i = resolved_through;
+      if (removed_[i]) {
+        scratch.clear();
+        deps_of_original(i, scratch);
+        std::sort(scratch.begin(), scratch.end());
+        scratch.erase(std::unique(scratch.begin(), scratch.end()), scratch.end());
+        through.insert(through.end(), scratch.begin(), scratch.end());
+      }
+      through_begin[i + 1] = static_cast<std::uint32_t>(through.size());
+    }
+    scratch.clear();
+    bool sorted = false;
+    if (r.added) {
+      for (std::uint32_t d = added_begin[r.index]; d < added_begin[r.index + 1]; ++d) resolve(added_deps_[d].dep, scratch);
+    } else {
+      sorted = deps_of_original(r.index, scratch);
+      through_begin[r.index + 1] = static_cast<std::uint32_t>(through.size());
+      ++resolved_through;
+    }
+    if (!sorted) {
+      std::sort(scratch.begin(), scratch.end());
+      scratch.erase(std::unique(scratch.begin(), scratch.end()), scratch.end());
+    }
+    PlanOp op = r.added ? added_[r.index] : ops_[r.index];
+    if (!scratch.empty() && scratch.back() >= k) {
       throw InvalidArgument("ProgramEditor: " + std::string(r.added ? "an added" : "original") + " op (" + to_string(op.kind) +
                             ", new position " + std::to_string(k) + ") would depend on a later op");
     }
     if (op.kind == OpKind::Collective) op.tag = seq[static_cast<std::size_t>(op.group)]++;
-    p.add(op, deps);
+    p.add(op, scratch);
   }
   p.params = std::move(params_);
   p.param_sets = std::move(param_sets_);

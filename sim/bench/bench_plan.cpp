@@ -12,6 +12,7 @@
 
 #include <chrono>
 
+#include "twinbed/core/passes.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/sim/plan_sim.hpp"
@@ -73,8 +74,50 @@ void BM_PlanGpt3_1F1B_Coarse(benchmark::State& state) {
   run_gpt3(state, twinbed::PipelineSchedule::OneFOneB, 1, twinbed::sim::Fidelity::Coarse);
 }
 
+// Each technique pass's cost on the GPT-3 175B plan of 1,024 GPUs (TP 8, PP 16, 1F1B, selective
+// recomputation), against simulating that plan in the same run: counters pass_s, sim_s and
+// pass_fraction = pass_s / sim_s (the target is <= 0.1).
+void BM_PassCost(benchmark::State& state) {
+  using namespace twinbed;
+  static const char* const kPasses[] = {
+      R"({"pass": "lora", "rank": 8, "targets": ["qkv", "proj", "fc1", "fc2"]})",
+      R"({"pass": "precision", "policy": "adaptive", "low": "fp16", "high": "fp32", "low_fraction": 0.7})",
+      R"({"pass": "dsa", "density": 0.3, "mode": "prune", "granularity": "block"})",
+      R"({"pass": "tgc", "bits": 4, "topk_fraction": 0.01, "hierarchy": "hierarchical"})",
+      R"({"pass": "zrdf"})"};
+  const nlohmann::json entry = nlohmann::json::parse(kPasses[state.range(0)]);
+  const std::unique_ptr<Pass> pass = parse_technique(entry, "/techniques/0");
+  state.SetLabel(pass->name());
+  Layout layout;
+  layout.tp = 8;
+  layout.pp = 16;
+  layout.dp = 8;
+  layout.global_batch = 192 * layout.dp;
+  layout.recompute = Recompute::Selective;
+  const Plan base = build_plan(model_preset("gpt3-175b"), layout, {1024, 8});
+  sim::PlanSimOptions options;
+  options.record_spans = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  benchmark::DoNotOptimize(sim::simulate_plan(base, topo::dgx_a100_cluster(128), options).step_time);
+  const double sim_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double pass_seconds = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    Plan plan = base;
+    state.ResumeTiming();
+    const auto p0 = std::chrono::steady_clock::now();
+    pass->apply(plan);
+    pass_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
+    benchmark::DoNotOptimize(plan.programs.size());
+  }
+  state.counters["pass_s"] = pass_seconds;
+  state.counters["sim_s"] = sim_seconds;
+  state.counters["pass_fraction"] = pass_seconds / sim_seconds;
+}
+
 }  // namespace
 
+BENCHMARK(BM_PassCost)->DenseRange(0, 4)->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_PlanGpt3_1F1B)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_PlanGpt3_Interleaved)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_PlanGpt3_1F1B_Coarse)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(1);

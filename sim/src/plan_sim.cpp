@@ -32,6 +32,22 @@ std::string to_string(Fidelity f) {
 
 std::vector<std::string> fidelity_names() { return {"full", "representative", "coarse"}; }
 
+PlanSimOptions plan_sim_options(const Experiment& e, const Topology& topology, bool record_spans) {
+  PlanSimOptions options;
+  options.network = e.simulation.network;
+  options.fidelity = parse_fidelity(e.simulation.fidelity);
+  options.collective_algorithm = e.simulation.collective_algorithm;
+  options.record_spans = record_spans;
+  if (!e.cluster.profile.empty()) {
+    try {
+      options.profile = load_profile(e.cluster.profile, topology.device(0));
+    } catch (const ConfigError& err) {
+      throw ConfigError("/cluster/profile", std::string("in profile file: ") + err.what());
+    }
+  }
+  return options;
+}
+
 namespace {
 
 // A program prepared for execution on one kind of device: durations resolved, dependents and stream

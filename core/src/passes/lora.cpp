@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <tuple>
 
 #include "pass_support.hpp"
 
@@ -64,17 +65,17 @@ class LoraRewrite {
         const Adapter& ad = it->second;
         if (cost.phase == Phase::Forward || cost.phase == Phase::Recompute) {
           // W's forward GEMM is (m tokens, n = d, k = k).
-          const std::string tag = cost.phase == Phase::Forward ? "fwd" : "recompute";
-          const OpRef xa = add_gemm(e, i, OpRef::original(i), "a_" + tag, cost.phase, {cost.m, p_.rank, cost.k}, ad.set_a);
-          const OpRef y = add_gemm(e, i, xa, "b_" + tag, cost.phase, {cost.m, cost.n, p_.rank}, ad.set_b);
+          const bool fwd = cost.phase == Phase::Forward;
+          const OpRef xa = add_gemm(e, i, OpRef::original(i), fwd ? kAFwd : kARecompute, cost.phase, {cost.m, p_.rank, cost.k}, ad.set_a);
+          const OpRef y = add_gemm(e, i, xa, fwd ? kBFwd : kBRecompute, cost.phase, {cost.m, cost.n, p_.rank}, ad.set_b);
           for (std::uint32_t dep : e.dependents(i)) e.add_dep(OpRef::original(dep), y);
         } else if (cost.phase == Phase::BackwardData) {
           // W's data-gradient GEMM is (m tokens, n = k, k = d).
           const std::int64_t m = cost.m, k = cost.n, d = cost.k;
-          const OpRef db = add_gemm(e, i, OpRef::original(i), "b_wgrad", Phase::BackwardWeight, {d, p_.rank, m}, ad.set_b);
-          const OpRef dxa = add_gemm(e, i, db, "a_out_dgrad", Phase::BackwardData, {m, p_.rank, d}, ad.set_a);
-          const OpRef da = add_gemm(e, i, dxa, "a_wgrad", Phase::BackwardWeight, {p_.rank, k, m}, ad.set_a);
-          const OpRef dx = add_gemm(e, i, da, "dgrad", Phase::BackwardData, {m, k, p_.rank}, ad.set_a);
+          const OpRef db = add_gemm(e, i, OpRef::original(i), kBWgrad, Phase::BackwardWeight, {d, p_.rank, m}, ad.set_b);
+          const OpRef dxa = add_gemm(e, i, db, kAOutDgrad, Phase::BackwardData, {m, p_.rank, d}, ad.set_a);
+          const OpRef da = add_gemm(e, i, dxa, kAWgrad, Phase::BackwardWeight, {p_.rank, k, m}, ad.set_a);
+          const OpRef dx = add_gemm(e, i, da, kDgrad, Phase::BackwardData, {m, k, p_.rank}, ad.set_a);
           for (std::uint32_t dep : e.dependents(i)) e.add_dep(OpRef::original(dep), dx);
           if (op.micro_batch == last_mb) {
             ready.push_back({i, db, ad.b, tensor(e, ad.b).elements});
@@ -165,19 +166,27 @@ class LoraRewrite {
     }
   }
 
+  // The adapter GEMMs of one adapted matrix: their names, as op names end.
+  enum What { kAFwd, kBFwd, kARecompute, kBRecompute, kBWgrad, kAOutDgrad, kAWgrad, kDgrad };
+  static constexpr const char* kWhat[] = {"a_fwd", "b_fwd", "a_recompute", "b_recompute", "b_wgrad", "a_out_dgrad", "a_wgrad", "dgrad"};
+
   // An adapter GEMM right after original op `at` (after those added there before), depending on `dep`.
-  OpRef add_gemm(ProgramEditor& e, std::uint32_t at, OpRef dep, const std::string& what, Phase phase, Shape s,
-                 std::int32_t set) {
+  // Its name and cost are the same for every micro-batch: interned once per (base op, what).
+  OpRef add_gemm(ProgramEditor& e, std::uint32_t at, OpRef dep, What what, Phase phase, Shape s, std::int32_t set) {
     const PlanOp& base = e.original().ops[at];
-    const OpCost cost = plan_.costs[static_cast<std::size_t>(base.cost)];
-    const std::string& full = plan_.names[base.name];
-    const std::string layer_prefix = full.substr(0, full.find('.') + 1);  // "l17."
-    const std::string matrix = cost.name.substr(0, cost.name.rfind('_'));  // "qkv"
-    OpCost c = matmul_cost(matrix + ".lora_" + what, OpCost::Kind::Gemm, phase, s.m, s.n, s.k, 1, cost.dtype);
-    c.kernel = OpCost::Kernel::Lora;
     PlanOp g = base;
-    g.name = tables_.name(layer_prefix + c.name);
-    g.cost = tables_.cost(c);
+    auto [it, fresh] = interned_.try_emplace({base.name, base.cost, static_cast<int>(what)}, std::pair<std::uint32_t, std::int32_t>{});
+    if (fresh) {
+      const OpCost cost = plan_.costs[static_cast<std::size_t>(base.cost)];
+      const std::string full = plan_.names[base.name];
+      const std::string layer_prefix = full.substr(0, full.find('.') + 1);  // "l17."
+      const std::string matrix = cost.name.substr(0, cost.name.rfind('_'));  // "qkv"
+      OpCost c = matmul_cost(matrix + ".lora_" + kWhat[what], OpCost::Kind::Gemm, phase, s.m, s.n, s.k, 1, cost.dtype);
+      c.kernel = OpCost::Kernel::Lora;
+      it->second = {tables_.name(layer_prefix + c.name), tables_.cost(c)};
+    }
+    g.name = it->second.first;
+    g.cost = it->second.second;
     g.span = SpanKind::Gemm;
     g.params = set;
     return e.insert_after(at, g, {dep});
@@ -253,6 +262,7 @@ class LoraRewrite {
   PlanTables& tables_;
   Bytes ge_, pe_;
   std::map<std::int32_t, Adapter> adapters_;  // by base tensor, for the program being rewritten
+  std::map<std::tuple<std::uint32_t, std::int32_t, int>, std::pair<std::uint32_t, std::int32_t>> interned_;  // -> (name, cost)
 };
 
 }  // namespace

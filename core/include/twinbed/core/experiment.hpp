@@ -89,6 +89,11 @@ Topology build_topology(const ClusterConfig& cluster);
 // its pass (core/passes.hpp): errors name "/techniques/<i>/<key>".
 Experiment experiment_from_json(const nlohmann::json& config, const std::filesystem::path& base_dir);
 
+// The "cluster" and "techniques" sections alone, as experiment_from_json parses them (paths
+// "/cluster/...", "/techniques/..."), for runs that are not whole experiments (claims' reductions).
+ClusterConfig cluster_from_json(const nlohmann::json& j, const std::filesystem::path& base_dir);
+std::vector<TechniqueConfig> techniques_from_json(const nlohmann::json& j);
+
 // Reads a file (malformed JSON and keys repeated within one object are ConfigErrors naming the file)
 // without interpreting it. Paths in it are relative to the file's folder.
 nlohmann::json read_config_file(const std::filesystem::path& file);

@@ -30,6 +30,7 @@
 namespace twinbed {
 
 struct Experiment;
+struct TechniqueConfig;
 
 class Pass {
  public:
@@ -58,6 +59,11 @@ Registry<PassParser> technique_passes();
 // One "techniques" entry: an object with "pass" naming a registered pass (ConfigError at path + "/pass"
 // listing the known names otherwise) and that pass's parameters.
 std::unique_ptr<Pass> parse_technique(const nlohmann::json& entry, const std::string& path);
+
+// Applies `techniques` (an experiment's, resolved) to `plan` in order, recording them in Plan::passes;
+// errors name "/techniques/<i>/...". plan_for uses it; so do runs that build plans of their own
+// (claims' gradient reductions).
+void apply_techniques(Plan& plan, const std::vector<TechniqueConfig>& techniques);
 
 // The cluster shape a topology gives a plan: its ranks, and its ranks per host (all of them when hosts
 // differ in size).

@@ -91,9 +91,9 @@ std::string to_string(TensorClass c);
 // Outside the layers: Embedding (word and position embeddings on the first stage; the tied word
 // embedding copy of the LM head on the last stage when pp > 1) and FinalNorm. LoraA / LoraB: the two
 // low-rank factors of a LoRA adapter (passes/lora.hpp), `base` naming the tensor they adapt.
-enum class ParamKind : std::uint8_t { Qkv, Proj, Fc1, Fc2, Router, ExpertFc1, ExpertFc2, Norms, Embedding, FinalNorm, LoraA, LoraB };
+enum class ParamKind : std::uint8_t { Qkv, Proj, Fc1, Fc2, Router, ExpertFc1, ExpertFc2, Norms, Embedding, FinalNorm, Flat, LoraA, LoraB };
 // "qkv", "proj", "fc1", "fc2", "router", "expert_fc1", "expert_fc2", "norms", "embedding",
-// "final_norm", "lora_a", "lora_b"; parse throws UnknownName listing them.
+// "final_norm", "flat", "lora_a", "lora_b"; parse throws UnknownName listing them.
 std::string to_string(ParamKind k);
 ParamKind parse_param_kind(const std::string& name);
 std::vector<std::string> param_kind_names();
@@ -273,6 +273,11 @@ void validate(const Plan& plan);
 //  - The optimizer step (a memory-bound op over the rank's optimizer state).
 // Cost: O(micro-batches · layers per stage · ops per layer) per stage.
 Plan build_plan(const TransformerModel& model, const Layout& layout, const ClusterShape& cluster);
+
+// A plan of one data-parallel all-reduce of `elements` gradients of `dtype` over all `cluster.ranks`
+// ranks (one program: the gradient buffer, one Flat parameter tensor, and the all-reduce): a gradient
+// reduction alone, to time it with and without a pass (tgc) as claims about collectives need.
+Plan reduction_plan(const ClusterShape& cluster, std::int64_t elements, DType dtype);
 
 // Gradient buckets as PyTorch DDP forms them: gradients in the order they become ready (`ready`, each
 // a tensor's gradient completed by op `op`), packed into buckets of at most bucket_bytes / element_bytes

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -52,15 +53,26 @@ class ProgramEditor {
   bool removed(std::uint32_t i) const { return removed_.at(i) != 0; }
 
   // Adds `op` right before / right after original op `at`, or at the end, depending on `deps`.
-  OpRef insert_before(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {});
-  OpRef insert_after(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {});
-  OpRef append(const PlanOp& op, const std::vector<OpRef>& deps = {});
+  OpRef insert_before(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {}) {
+    return add(op, deps.data(), deps.size(), at, kBefore);
+  }
+  OpRef insert_before(std::uint32_t at, const PlanOp& op, std::initializer_list<OpRef> deps) {
+    return add(op, deps.begin(), deps.size(), at, kBefore);
+  }
+  OpRef insert_after(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {}) {
+    return add(op, deps.data(), deps.size(), at, kAfter);
+  }
+  OpRef insert_after(std::uint32_t at, const PlanOp& op, std::initializer_list<OpRef> deps) {
+    return add(op, deps.begin(), deps.size(), at, kAfter);
+  }
+  OpRef append(const PlanOp& op, const std::vector<OpRef>& deps = {}) { return add(op, deps.data(), deps.size(), 0, kEnd); }
 
   // Makes `to` (original or added) also depend on `dep`.
   void add_dep(OpRef to, OpRef dep);
   // Replaces the dependencies of original op i.
   void set_deps(std::uint32_t i, const std::vector<OpRef>& deps);
-  // Original ops that depend directly on original op i in the original program.
+  // Original ops that depend directly on original op i in the original program (valid until the next
+  // call).
   const std::vector<std::uint32_t>& dependents(std::uint32_t i);
 
   // Parameter tables of the edited program, copied from the original and edited in place.
@@ -75,22 +87,31 @@ class ProgramEditor {
   Program finish();
 
  private:
-  struct Added {
-    PlanOp op;
-    std::vector<OpRef> deps;
+  enum Where : std::uint8_t { kBefore, kAfter, kEnd };
+  OpRef add(const PlanOp& op, const OpRef* deps, std::size_t count, std::uint32_t at, Where where);
+  struct Insert {
+    std::uint32_t at;      // original position (kEnd: unused)
+    Where where;
+    std::uint32_t added;   // index into added_
   };
-  OpRef add(const PlanOp& op, const std::vector<OpRef>& deps, std::vector<std::uint32_t>& where);
+  struct Dep {
+    std::uint32_t of;      // the op that depends: an original op, or an added one (by added index)
+    OpRef dep;
+  };
 
+  // Edits are kept as flat lists, sorted once by finish(): a pass touches a few ops of hundreds of
+  // thousands, and per-op containers would cost more than the edit.
   const Program& original_;
-  std::vector<PlanOp> ops_;                              // original ops, possibly changed
+  std::vector<PlanOp> ops_;                  // original ops, possibly changed
   std::vector<char> removed_;
-  std::vector<Added> added_;
-  std::vector<std::vector<std::uint32_t>> before_, after_;  // added ops per original position
-  std::vector<std::uint32_t> at_end_;
-  std::vector<std::vector<OpRef>> extra_deps_;           // per original op
-  std::vector<char> deps_replaced_;
-  std::vector<std::vector<OpRef>> replaced_deps_;
-  std::vector<std::vector<std::uint32_t>> dependents_;   // built on first use
+  std::vector<PlanOp> added_;
+  std::vector<Insert> inserts_;
+  std::vector<Dep> added_deps_;              // deps of added ops
+  std::vector<Dep> extra_deps_;              // deps added to original ops
+  std::vector<char> replaced_;               // per original op: its deps are those of replaced_deps_
+  std::vector<Dep> replaced_deps_;
+  std::vector<std::uint32_t> dependents_begin_, dependents_;  // CSR, built on first use
+  std::vector<std::uint32_t> dependents_scratch_;
   std::vector<ParamTensor> params_;
   std::vector<std::vector<ParamSlice>> param_sets_;
   std::int32_t next_tensor_ = 0;

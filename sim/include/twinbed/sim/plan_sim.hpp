@@ -38,8 +38,9 @@
 #include <string>
 #include <vector>
 
-#include "twinbed/core/plan.hpp"
 #include "twinbed/core/backend.hpp"
+#include "twinbed/core/experiment.hpp"
+#include "twinbed/core/plan.hpp"
 #include "twinbed/core/topology.hpp"
 #include "twinbed/core/trace.hpp"
 #include "twinbed/sim/compute_model.hpp"
@@ -64,6 +65,10 @@ struct PlanSimOptions {
   // Record spans (off: only step time and memory, for sweeps).
   bool record_spans = true;
 };
+
+// The options an experiment's "simulation" section and measured profile give (ConfigError at
+// "/cluster/profile" for a bad profile file). `record_spans` false keeps step time and memory only.
+PlanSimOptions plan_sim_options(const Experiment& experiment, const Topology& topology, bool record_spans = true);
 
 // Counters of one run, for benchmarks and summaries.
 struct PlanSimStats {

@@ -1,0 +1,72 @@
+// Metrics: how a claim's figure is computed from its runs, or — for arithmetic checks — from the
+// model and kernel formulas alone. Each is found by name; its arguments are strict JSON
+// ({"name": "step_speedup", "baseline": "base", "treatment": "tgc"}), errors naming the path.
+//
+// Comparisons of two runs (arguments "baseline" and "treatment", run names):
+//   step_speedup                    baseline step time / treatment step time (×)
+//   step_reduction_pct              100 · (1 − treatment / baseline step time)
+//   executed_flops_reduction_pct    100 · (1 − treatment / baseline executed matmul FLOPs (Plan))
+//   peak_memory_reduction_pct       100 · (1 − treatment / baseline largest per-rank peak memory)
+//   activation_memory_reduction_pct the same for the peak minus the rank's model state (weights,
+//                                   gradients, optimizer state)
+//   gradient_traffic_reduction_pct  100 · (1 − treatment / baseline bytes a rank sends and receives for
+//                                   gradient exchanges per iteration: Σ over its Grads collectives of the
+//                                   algorithm-independent bus volume, 2(n−1)/n·S for an all-reduce,
+//                                   (n−1)/n·S for a reduce-scatter or all-gather)
+//   traffic_reduction_pct           the same over every collective (parameters and activations too)
+//   compute_pct_gain                treatment − baseline share of the step spent computing (points)
+//   total_memory_reduction_pct      100 · (1 − treatment / baseline Σ over ranks of peak memory)
+//   time_exponent                   log(t_treatment / t_baseline) / log(x_treatment / x_baseline) with
+//                                   "x_baseline"/"x_treatment" given: how step time scales with x
+// One run (argument "run"):
+//   step_time_s, step_time_ms, tflops_per_gpu, mfu_pct, compute_pct (the step's compute share), bubble_ms (mean idle
+//   time per rank), total_memory_GB (Σ over ranks of peak memory, 1e9 B), peak_memory_GB (largest rank)
+//   zrdf_reuse_pct                  100 · Σ(no_reuse − arena) / Σ no_reuse over the ranks' arenas
+//   zrdf_memory_GB                  Σ over ranks of an arena figure: "figure": arena | lower_bound |
+//                                   no_reuse | caching_allocator
+//   zrdf_memory_reduction_pct       100 · (1 − Σ arenas / Σ "against": caching_allocator | no_reuse)
+//   zrdf_memory_ratio               Σ "against" / Σ arenas (how much larger a model the same memory holds,
+//                                   when memory grows with the model)
+//   lora_trainable_parameters_ratio the model's parameters over those LoRA trains (the run's lora entry)
+//   payload_reduction_pct           100 · (1 − bytes the run's gradient exchanges carry / the bytes its
+//                                   gradients have): what compression leaves on the wire, before the
+//                                   collective algorithm's factor
+// Arithmetic (no run; "model": a model config as experiments write it):
+//   attention_topk_flops_ratio      attention matmul FLOPs of a layer when each query keeps only its "k"
+//                                   largest scores, over the dense ones: the scores QKᵀ are still all
+//                                   computed (choosing the top k needs them), the context ·V shrinks to k/s
+//   head_gating_parameter_reduction_pct   parameters removed when only "active_fraction" of the heads
+//                                   remain (their QKV rows and projection columns), over the model's
+//   weight_bits_size_ratio          bytes of weights quantised to "bits" with a 4-byte scale per "block"
+//                                   (payload.hpp) over the same weights in "baseline_dtype"
+//   moe_parameter_increase_pct      100 · (parameters with the FFN made "experts" experts / dense − 1)
+//   moe_active_parameter_ratio      parameters a token touches with "experts" and "top_k", over dense
+//   ratio                           "numerator" / "denominator": plain arithmetic on stated numbers
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/claims/claim.hpp"
+#include "twinbed/claims/runs.hpp"
+#include "twinbed/core/registry.hpp"
+
+namespace twinbed::claims {
+
+struct MetricValue {
+  std::optional<double> value;
+  std::string why;  // what drives the figure (for two runs: what changed between them), for the verdict
+};
+
+using MetricFn = std::function<MetricValue(const nlohmann::json& args, const std::string& path, const Claim& claim, Runs& runs)>;
+
+Registry<MetricFn> metrics();
+
+// Evaluates {"name": ..., args} at `path`; ConfigError for an unknown metric (listing the known) or a
+// bad argument.
+MetricValue evaluate(const nlohmann::json& metric, const std::string& path, const Claim& claim, Runs& runs);
+
+}  // namespace twinbed::claims

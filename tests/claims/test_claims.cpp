@@ -1,0 +1,156 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "twinbed/claims/claim.hpp"
+#include "twinbed/claims/ledger.hpp"
+#include "twinbed/claims/metrics.hpp"
+#include "twinbed/claims/runs.hpp"
+#include "twinbed/core/error.hpp"
+
+using namespace twinbed;
+using namespace twinbed::claims;
+using nlohmann::json;
+
+namespace {
+
+const std::string kData = std::string(TWINBED_TEST_DATA_DIR) + "/claims";
+
+Figure figure(const json& reported, const json& tolerance = json()) {
+  json f = {{"what", "x"}, {"reported", reported}, {"metric", {{"name", "ratio"}}}};
+  if (!tolerance.is_null()) f["tolerance"] = tolerance;
+  json c = {{"id", "T"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"}, {"figures", {f}}};
+  return claim_from_json(c, "T.json").figures[0];
+}
+
+std::string error_path(const json& c) {
+  try {
+    claim_from_json(c, "T.json");
+  } catch (const ConfigError& e) {
+    return e.path();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST(Judge, ValuesRangesAndBounds) {
+  const Figure v = figure({{"value", 10}}, {{"rel", 0.1}});
+  EXPECT_EQ(judge(v, 10.9).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(v, 9.0).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(v, 11.2).verdict, Verdict::NotReproduced);
+  EXPECT_EQ(judge(v, 8.8).verdict, Verdict::NotReproduced);
+  const Figure a = figure({{"value", 60}}, {{"abs", 2}});
+  EXPECT_EQ(judge(a, 61.9).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(a, 62.1).verdict, Verdict::NotReproduced);
+  const Figure range = figure({{"min", 60}, {"max", 75}}, {{"abs", 2}});
+  EXPECT_EQ(judge(range, 58.5).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(range, 70).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(range, 77.5).verdict, Verdict::NotReproduced);
+  const Figure at_most = figure({{"max", 5}}, {{"rel", 0}});
+  EXPECT_EQ(judge(at_most, 5).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(at_most, 0).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(at_most, 5.01).verdict, Verdict::NotReproduced);
+  const Figure at_least = figure({{"min", 92}}, {{"abs", 1}});
+  EXPECT_EQ(judge(at_least, 91.5).verdict, Verdict::Reproduced);
+  EXPECT_EQ(judge(at_least, 90).verdict, Verdict::NotReproduced);
+}
+
+TEST(Judge, ReasonsStateBothFiguresAndWhy) {
+  const Figure v = figure({{"value", 0.3}, {"baseline", 12.7}, {"unit", "s"}}, {{"rel", 0.25}});
+  const Judgement j = judge(v, 3.0, "what drives it");
+  EXPECT_EQ(j.verdict, Verdict::NotReproduced);
+  EXPECT_NE(j.reason.find("simulated 3 s, reported 12.7 → 0.3 s (10× above)"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("what drives it"), std::string::npos) << j.reason;
+  EXPECT_EQ(judge(v, std::nullopt).verdict, Verdict::NotReproducibleHere);
+  EXPECT_EQ(judge(v, std::nan("")).verdict, Verdict::NotReproducibleHere);
+  // A negative figure against a positive one: the difference, not a ratio.
+  const Judgement neg = judge(figure({{"value", 42}, {"unit", "%"}}, {{"abs", 5}}), -24.4);
+  EXPECT_NE(neg.reason.find("(66.4 % below)"), std::string::npos) << neg.reason;
+}
+
+TEST(ClaimFile, StrictParsing) {
+  const json ok = {{"id", "T"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"},
+                   {"figures", {{{"what", "x"}, {"reported", {{"value", 1}}}, {"not_reproducible", "why"}}}}};
+  EXPECT_EQ(error_path(ok), "no error");
+  json c = ok;
+  c["figure"] = 1;
+  EXPECT_EQ(error_path(c), "/figure");
+  c = ok;
+  c["figures"][0]["metric"] = {{"name", "ratio"}};  // both metric and not_reproducible
+  EXPECT_EQ(error_path(c), "/figures/0");
+  c = ok;
+  c["figures"][0]["reported"] = {{"value", 1}, {"min", 0}};
+  EXPECT_EQ(error_path(c), "/figures/0/reported");
+  c = ok;
+  c["figures"][0]["tolerance"] = {{"rel", 0.1}, {"abs", 1}};
+  EXPECT_EQ(error_path(c), "/figures/0/tolerance");
+  c = ok;
+  c["figures"] = json::array();
+  EXPECT_EQ(error_path(c), "/figures");
+  EXPECT_THROW(load_claim(kData + "/../experiments/unknown_key.json"), ConfigError);  // not a claim file
+}
+
+TEST(Ledger, SyntheticClaimsInsideAndOutsideTheTolerance) {
+  const auto results = run_ledger(claim_files(kData, {"SYNTH-RATIO"}));
+  ASSERT_EQ(results.size(), 1u);
+  const auto& f = results[0].figures;
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_EQ(f[0].judgement.verdict, Verdict::Reproduced);
+  EXPECT_EQ(f[1].judgement.verdict, Verdict::NotReproduced);
+  EXPECT_EQ(f[2].judgement.verdict, Verdict::NotReproducibleHere);
+  EXPECT_DOUBLE_EQ(*f[0].simulated, 1.5);
+  EXPECT_DOUBLE_EQ(*f[2].arithmetic, 0.25);
+  EXPECT_NE(f[2].judgement.reason.find("arithmetic check: 0.25 %"), std::string::npos) << f[2].judgement.reason;
+  EXPECT_FALSE(f[0].measured);  // no real backend yet
+}
+
+TEST(Ledger, RunsDerivationsAndSharedSimulations) {
+  const auto results = run_ledger(claim_files(kData, {"SYNTH-RUNS", "SYNTH-SHARED"}));
+  ASSERT_EQ(results.size(), 2u);
+  const auto& f = results[0].figures;
+  EXPECT_EQ(f[0].judgement.verdict, Verdict::Reproduced) << f[0].judgement.reason;  // LoRA is faster
+  EXPECT_NEAR(*f[1].simulated, 50, 0.5);                                           // the derived size takes 50 ms
+  EXPECT_EQ(f[2].judgement.verdict, Verdict::Reproduced) << f[2].judgement.reason;   // same bytes, more ranks
+  EXPECT_NEAR(*f[3].simulated, 100 * (1 - (0.5 + 4.0 / 256) / 2), 0.01);             // 4 bits + scales of 16-bit
+  ASSERT_EQ(results[0].derivations.size(), 1u);
+  EXPECT_NE(results[0].derivations[0].find("derived: a plain ring all-reduce"), std::string::npos);
+
+  // The outputs hold every figure.
+  EXPECT_NE(ledger_table(results).find("SYNTH-SHARED"), std::string::npos);
+  EXPECT_EQ(ledger_json(results)["claims"][0]["figures"].size(), 4u);
+  EXPECT_NE(ledger_csv(results).find("SYNTH-RUNS,"), std::string::npos);
+  EXPECT_NE(ledger_markdown(results).find("## SYNTH-RUNS"), std::string::npos);
+}
+
+TEST(Runs, AnIdenticalRunIsSimulatedOnce) {
+  Runs runs;
+  const Claim a = load_claim(kData + "/SYNTH-RUNS.json");
+  const Claim b = load_claim(kData + "/SYNTH-SHARED.json");
+  const RunResult& x = runs.get(a, "base");
+  const int after_first = runs.simulations();
+  const RunResult& y = runs.get(b, "same");
+  EXPECT_EQ(&x, &y);
+  EXPECT_EQ(runs.simulations(), after_first);
+  EXPECT_THROW(runs.get(a, "nosuch"), ConfigError);
+}
+
+TEST(Metrics, UnknownNamesAndBadArgumentsNameThePath) {
+  Runs runs;
+  const Claim c = load_claim(kData + "/SYNTH-RATIO.json");
+  try {
+    evaluate({{"name", "nosuch"}}, "/figures/0/metric", c, runs);
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/figures/0/metric/name");
+    EXPECT_NE(std::string(e.what()).find("step_speedup"), std::string::npos);
+  }
+  try {
+    evaluate({{"name", "ratio"}, {"numerator", 1}, {"denominator", 0}}, "/m", c, runs);
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/m/denominator");
+  }
+  EXPECT_THROW(evaluate({{"name", "ratio"}, {"numerator", 1}, {"denominator", 2}, {"extra", 1}}, "/m", c, runs), ConfigError);
+}
