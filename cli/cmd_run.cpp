@@ -163,11 +163,24 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   std::printf("# twinbed run: %s — %s; layout dp %d, tp %d, pp %d, ep %d, %s, micro-batch %d, global batch %d\n",
               e.name.c_str(), e.model.name.c_str(), e.layout.dp, e.layout.tp, e.layout.pp, e.layout.ep,
               schedule_name(e.layout.schedule).c_str(), e.layout.micro_batch, e.layout.global_batch);
+  if (!e.techniques.empty()) {
+    std::string list;
+    for (const TechniqueConfig& t : e.techniques) list += (list.empty() ? "" : ", ") + t.pass + " " + t.params.dump();
+    std::printf("# techniques: %s\n", list.c_str());
+  }
   if (simulated) {
     std::printf("# simulated: %d ranks on %s; %s network, %s fidelity; %.3f s wall\n", simulated->report.world_size,
                 simulated->details["topology"].get<std::string>().c_str(), e.simulation.network.c_str(),
                 simulated->details["fidelity_used"].get<std::string>().c_str(), simulated->wall_s);
     std::cout << format_summary(simulated->report) << "\n";
+    if (simulated->details.contains("memory_plan")) {
+      const nlohmann::json& m = simulated->details["memory_plan"];
+      const auto gib = [&](const char* key) { return m[key].get<double>() / static_cast<double>(GiB); };
+      std::printf("memory plan      arena %.2f GiB (%s) on the largest rank: live-bytes bound %.2f, caching allocator %.2f, "
+                  "no reuse %.2f GiB; reuse %.1f%%\n",
+                  gib("arena_bytes"), m["planner"].get<std::string>().c_str(), gib("lower_bound_bytes"),
+                  gib("caching_allocator_bytes"), gib("no_reuse_bytes"), m["reuse_pct"].get<double>());
+    }
   }
   if (measured_report) {
     std::printf("# measured: %d CPU ranks over MPI on this machine (compute in fp32)\n", measured_report->world_size);

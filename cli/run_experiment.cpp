@@ -4,6 +4,7 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
+#include "twinbed/core/passes/zrdf.hpp"
 #include "twinbed/sim/compute_model.hpp"
 #include "twinbed/sim/plan_sim.hpp"
 
@@ -40,7 +41,19 @@ SimRun run_on_simulator(const Experiment& e, bool record_spans) {
                  {"collective_timings", stats.collective_timings},
                  {"fallback_reason", stats.fallback_reason},
                  {"warnings", e.warnings},
+                 {"passes", plan.passes},
                  {"wall_s", run.wall_s}};
+  // Planned arenas (zrdf): the figures of the rank with the largest one.
+  const Program* largest = nullptr;
+  for (const Program& p : plan.programs) {
+    if (!p.arena.empty() && (!largest || p.arena.size > largest->arena.size)) largest = &p;
+  }
+  if (largest) {
+    const Arena& a = largest->arena;
+    run.details["memory_plan"] = {{"planner", a.planner},          {"arena_bytes", a.size},
+                                  {"lower_bound_bytes", a.lower_bound}, {"no_reuse_bytes", a.no_reuse},
+                                  {"caching_allocator_bytes", a.caching_allocator}, {"reuse_pct", 100 * zrdf_reuse_ratio(a)}};
+  }
   return run;
 }
 
