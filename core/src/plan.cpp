@@ -197,6 +197,17 @@ PlanOp collective_op(CollectiveOp what, GroupKind group, Bytes bytes, StreamKind
   return op;
 }
 
+PlanOp alloc_op(TensorClass cls, std::int32_t tensor, Bytes bytes, std::uint32_t name, StreamKind stream) {
+  PlanOp op;
+  op.kind = OpKind::Alloc;
+  op.stream = stream;
+  op.tensor_class = cls;
+  op.tensor = tensor;
+  op.bytes = bytes;
+  op.name = name;
+  return op;
+}
+
 std::vector<GradientBucket> gradient_buckets(const std::vector<GradientReady>& ready, Bytes bucket_bytes, Bytes element_bytes) {
   if (element_bytes < 1) throw InvalidArgument("gradient_buckets: element_bytes must be >= 1");
   const std::int64_t capacity = std::max<std::int64_t>(1, bucket_bytes / element_bytes);

@@ -531,13 +531,7 @@ class Builder {
   // Allocs take effect at the head of their stream; returns the tensor id.
   std::int32_t alloc(TensorClass cls, Bytes bytes, StreamKind stream, const std::string& name, int mb, std::int64_t dep,
                      std::int32_t params, int layer = -1) {
-    PlanOp op;
-    op.kind = OpKind::Alloc;
-    op.stream = stream;
-    op.tensor_class = cls;
-    op.tensor = next_tensor_++;
-    op.bytes = bytes;
-    op.name = name_id(name);
+    PlanOp op = alloc_op(cls, next_tensor_++, bytes, name_id(name), stream);
     op.micro_batch = mb;
     op.params = params;
     op.layer = layer;

@@ -97,25 +97,15 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   refresh.name = tables.name("dsa.mask_refresh");
   refresh.cost = tables.cost(memory_op("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
                                        static_cast<double>(shard) * static_cast<double>(ge + 17) / p.refresh_every));
-  PlanOp scores;
-  scores.kind = OpKind::Alloc;
-  scores.stream = StreamKind::Compute;
-  scores.tensor_class = TensorClass::Workspace;
-  scores.tensor = e.new_tensor_id();
-  scores.bytes = 4 * shard;
-  scores.name = tables.name("dsa.scores");
+  const PlanOp scores = alloc_op(TensorClass::Workspace, e.new_tensor_id(), 4 * shard, tables.name("dsa.scores"));
   const OpRef alloc = e.insert_before(step, scores, step_deps);
   const OpRef r = e.insert_before(step, refresh, {alloc});
   PlanOp free = scores;
   free.kind = OpKind::Free;
   e.add_dep(OpRef::original(step), e.insert_before(step, free, {r}));
 
-  PlanOp masks = scores;
-  masks.tensor_class = TensorClass::TechniqueState;
-  masks.tensor = e.new_tensor_id();
-  masks.bytes = target_elements;  // one byte per target parameter
-  masks.name = tables.name("dsa.masks");
-  e.insert_before(0, masks);
+  // One byte per target parameter.
+  e.insert_before(0, alloc_op(TensorClass::TechniqueState, e.new_tensor_id(), target_elements, tables.name("dsa.masks")));
   return e.finish();
 }
 

@@ -49,14 +49,7 @@ class TgcRewrite {
       if (compressed_sets.insert(op.params).second) residual += n / shards;
     }
     if (p_.error_feedback && residual > 0) {
-      PlanOp state;
-      state.kind = OpKind::Alloc;
-      state.stream = StreamKind::Compute;
-      state.tensor_class = TensorClass::TechniqueState;
-      state.tensor = e.new_tensor_id();
-      state.bytes = 4 * residual;
-      state.name = tables_.name("tgc.error_feedback");
-      e.insert_before(0, state);
+      e.insert_before(0, alloc_op(TensorClass::TechniqueState, e.new_tensor_id(), 4 * residual, tables_.name("tgc.error_feedback")));
     }
     return e.finish();
   }
@@ -117,11 +110,7 @@ class TgcRewrite {
     const Bytes payload = tgc_payload_bytes(m, p_);
     const bool sparse = p_.topk_fraction < 1;
     const Bytes received = sparse ? payload * ranks : payload;
-    PlanOp buffer = on_stream(PlanOp{}, "payload");
-    buffer.kind = OpKind::Alloc;
-    buffer.tensor_class = TensorClass::CommBuffer;
-    buffer.tensor = e.new_tensor_id();
-    buffer.bytes = received;
+    PlanOp buffer = on_stream(alloc_op(TensorClass::CommBuffer, e.new_tensor_id(), received, 0), "payload");
     before(buffer);
     const double compress_bytes = static_cast<double>(m) * (ge + (p_.error_feedback ? 8 : 0) + (sparse ? 4 : 0) + (p_.adaptive ? 4 : 0)) +
                                   static_cast<double>(payload);

@@ -239,6 +239,8 @@ SpanKind span_of(const OpCost& cost);
 // A Collective op on `group` (fields other than kind, stream, span, op, group and bytes left default:
 // the caller sets name, tag, micro-batch, layer and params).
 PlanOp collective_op(CollectiveOp what, GroupKind group, Bytes bytes, StreamKind stream);
+// An Alloc of tensor id `tensor` (its Free: the same op with kind Free).
+PlanOp alloc_op(TensorClass cls, std::int32_t tensor, Bytes bytes, std::uint32_t name, StreamKind stream = StreamKind::Compute);
 
 // Checks a plan's structural sanity and throws InvalidArgument naming the first problems:
 //  - sizes agree (program_of_rank, dep_begin, group sets), indices are in range (names, costs,
