@@ -18,7 +18,6 @@ using namespace json_read;
 struct Runs::Spec {
   std::string name;                 // the run's name in its claim
   std::string path;                 // "/runs/<name>", for errors
-  std::string claim_file;
   bool reduction = false;
   json config = json::object();     // an experiment's config, or the reduction's fields
   fs::path base_dir;                // relative paths in `config` are relative to it
@@ -89,7 +88,6 @@ Runs::Spec Runs::resolve(const Claim& claim, const std::string& name, int depth)
       const std::string from = read_name(run["from"], path + "/from");
       spec = resolve(claim, from, depth + 1);
     }
-    
     if (run.contains("set")) {
       require_object(run["set"], path + "/set");
       for (const auto& [pointer, value] : run["set"].items()) set_at(spec.config, pointer, value, child(path + "/set", pointer));
@@ -107,7 +105,6 @@ Runs::Spec Runs::resolve(const Claim& claim, const std::string& name, int depth)
   }
   spec.name = name;
   spec.path = path;
-  spec.claim_file = claim.file;
   return spec;
 }
 

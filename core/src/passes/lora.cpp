@@ -34,7 +34,7 @@ class LoraRewrite {
     const std::uint32_t step = passes::optimizer_step_index(prog);
     add_adapters(e, prog.ops[step].params);
 
-    // Per layer: the bytes of x·Aᵀ kept per micro-batch, and the adapters' gradient bytes.
+    // Per layer: the bytes of x·Aᵀ kept per micro-batch, its adapters, and (tp) the replicated factors.
     const std::int64_t tokens = static_cast<std::int64_t>(l_.micro_batch) * plan_.model.seq_len;
     std::map<std::int32_t, Bytes> activation;
     std::map<std::int32_t, std::vector<ParamSlice>> layer_adapters;  // per layer: its adapters' tensors
