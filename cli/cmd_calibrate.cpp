@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "validators.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/real/calibrate.hpp"
 #include "twinbed/real/launch.hpp"
@@ -64,7 +65,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
       "the profile the simulator reads");
   cmd->add_option("--ranks", opts->ranks,
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
-      ->check(CLI::PositiveNumber)
+      ->check(in_range(1, 1 << 20, true))
       ->capture_default_str();
   cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
   cmd->add_flag("--quick", opts->quick, "A second or two instead of about half a minute: fewer shapes, shorter timings");

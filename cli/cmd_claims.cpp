@@ -35,6 +35,7 @@ std::string default_dir() {
 }
 
 void claims_command(const ClaimsOptions& o) {
+  if (o.out.empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
   if (o.backend != "sim") {
     throw ConfigError("--backend", "'" + o.backend + "': only sim is available; measured figures need the real backends "
                                    "to execute the techniques' plans, which they do not yet");
@@ -45,8 +46,9 @@ void claims_command(const ClaimsOptions& o) {
     if (!o.json) std::fprintf(stderr, "%s%s\n", tty ? "  " : "claims: ", line.c_str());
   });
 
-  // Files first (each atomically), so the printed table always has them beside it.
+  // Files first (each atomically, under the folder's lock), so the printed table always has them beside it.
   const fs::path dir(o.out);
+  const ResultsFolderLock lock(dir);
   nlohmann::json doc = claims::ledger_json(results);
   doc["format"] = "twinbed-claims-1";
   const RunProvenance p = make_provenance({{"claim_files", files}, {"backend", o.backend}}, git_revision(), twinbed_version());

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "validators.hpp"
 #include "topology_options.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/collective_table.hpp"
@@ -61,7 +62,10 @@ std::vector<Bytes> sweep_sizes(const CollectivesOptions& o) {
   if (lo < 1) throw ConfigError("--min-bytes", "must be at least 1 byte");
   if (hi < lo) throw ConfigError("--max-bytes", "must be >= --min-bytes");
   std::vector<Bytes> sizes;
-  for (Bytes s = lo; s <= hi; s *= o.factor) sizes.push_back(s);
+  for (Bytes s = lo;; s *= o.factor) {  // sizes are at most 2^50: s·factor cannot overflow before the test
+    sizes.push_back(s);
+    if (s > hi / o.factor) break;
+  }
   return sizes;
 }
 
@@ -74,8 +78,8 @@ void run_simulated(CollectivesOptions o) {
     if (!a.ops.count(op)) throw ConfigError("--algo", "'" + o.algo + "' does not implement " + o.op);
   }
   sim::network_models().get(o.network);  // fail on an unknown model before any work
-  std::vector<Bytes> sizes = sweep_sizes(o);
   Topology topology = o.topology.build();
+  std::vector<Bytes> sizes = sweep_sizes(o);
   const int ranks = topology.num_ranks();
   if (o.root < 0 || o.root >= ranks) {
     throw ConfigError("--root", "must be a rank in [0, " + std::to_string(ranks - 1) + "]");
@@ -181,10 +185,10 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
       ->capture_default_str();
   cmd->add_option("--min-bytes", opts->min_bytes, "Smallest size (K, M, G suffixes are binary)")->capture_default_str();
   cmd->add_option("--max-bytes", opts->max_bytes, "Largest size (default 1G simulated, 64M measured)");
-  cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->check(in_range(2, 1 << 20, true))->capture_default_str();
   cmd->add_option("--root", opts->root, "Root rank of broadcast and reduce")->capture_default_str();
-  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->check(in_range(1, 1 << 20, true))->capture_default_str();
+  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->check(in_range(0, 1 << 20, true))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
   opts->topology.add_to(*cmd);
   cmd->callback([opts, &invocation] {

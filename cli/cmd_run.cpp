@@ -93,7 +93,10 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   Experiment e = load_experiment(o.experiment);
   if (o.fidelity) e.simulation.fidelity = *o.fidelity;
   if (o.network) e.simulation.network = *o.network;
-  if (o.out) e.output = *o.out;
+  if (o.out) {
+    if (o.out->empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
+    e.output = *o.out;
+  }
   const std::vector<std::string> backends = chosen_backends(o, e);
   const bool with_real = std::find(backends.begin(), backends.end(), "real") != backends.end();
   const bool with_sim = std::find(backends.begin(), backends.end(), "sim") != backends.end();
@@ -121,8 +124,10 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   std::optional<SimRun> simulated;
   if (with_sim) simulated = run_on_simulator(e);
 
-  // Files first, each written atomically, so a printed summary always has its files beside it.
+  // Files first, each written atomically and all under the folder's lock, so a printed summary always
+  // has its own files beside it.
   const fs::path dir(e.output);
+  const ResultsFolderLock lock(dir);
   RunProvenance provenance = make_provenance(resolved(e), git_revision(), twinbed_version());
   write_file_atomic(dir / "config.json", resolved(e).dump(2) + "\n");
   std::vector<const Trace*> traces;

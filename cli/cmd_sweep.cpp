@@ -130,6 +130,8 @@ std::string to_csv(const Row& head, const std::vector<Row>& rows) {
 // different sweep: an error, rather than mixing two sweeps in one table.
 std::map<std::string, Row> read_table(const fs::path& file, const Row& head) {
   std::map<std::string, Row> rows;
+  std::error_code ec;
+  if (fs::is_directory(file, ec)) throw ConfigError(file.string(), "is a folder, where the sweep keeps its table; move it or use another --out");
   std::ifstream in(file);
   if (!in) return rows;
   const std::string text(std::istreambuf_iterator<char>(in), {});
@@ -186,7 +188,10 @@ std::size_t merge(const fs::path& dir, const Row& head, const std::vector<SweepP
 
 // The results folder of a sweep, from the flag or the config, without needing any point to be valid.
 fs::path output_folder(const SweepOptions& o, const json& config) {
-  if (o.out) return *o.out;
+  if (o.out) {
+    if (o.out->empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
+    return *o.out;
+  }
   if (config.is_object() && config.contains("output") && config["output"].is_string()) return config["output"].get<std::string>();
   if (config.is_object() && config.contains("name") && config["name"].is_string()) {
     return fs::path("results") / config["name"].get<std::string>();
@@ -220,6 +225,7 @@ class Progress {
 
 void sweep_command(const SweepOptions& o) {
   const json config = read_config_file(o.experiment);
+  if (!config.is_object()) throw ConfigError(o.experiment, "expected a JSON object (an experiment config with a \"sweep\")");
   const fs::path base_dir = fs::absolute(o.experiment).parent_path();
   std::vector<SweepPoint> points;
   try {
@@ -232,6 +238,10 @@ void sweep_command(const SweepOptions& o) {
   const fs::path dir = output_folder(o, config);
   const LaunchRank who = launch_rank();
 
+  // One command at a time in the folder; a launcher's ranks each write their own part file instead.
+  std::optional<ResultsFolderLock> lock;
+  if (who.size == 1) lock.emplace(dir);
+
   if (o.merge_only) {
     const std::size_t have = merge(dir, head, points);
     std::printf("# merged %zu of %zu points into %s\n", have, points.size(), (dir / "sweep.csv").string().c_str());
@@ -242,14 +252,20 @@ void sweep_command(const SweepOptions& o) {
     return;
   }
 
-  // This rank's share, minus what an earlier run already did.
+  // This rank's share, minus what an earlier run already did. A point that failed is not done: it runs
+  // again (the config may have been fixed since).
+  const std::size_t status = axes.size() + 2;
   const std::map<std::string, Row> known = known_rows(dir, head);
+  const auto done_before = [&](const SweepPoint& p) {
+    auto it = known.find(p.id);
+    return it != known.end() && it->second[status] == "ok";
+  };
   std::vector<const SweepPoint*> todo;
   std::size_t mine = 0;
   for (const SweepPoint& p : points) {
     if (p.index % static_cast<std::size_t>(who.size) != static_cast<std::size_t>(who.rank)) continue;
     ++mine;
-    if (!known.count(p.id)) todo.push_back(&p);
+    if (!done_before(p)) todo.push_back(&p);
   }
   const fs::path my_file = who.size == 1 ? dir / "sweep.csv"
                                          : dir / ("sweep.part-" + std::to_string(who.rank) + "-of-" + std::to_string(who.size) + ".csv");
@@ -269,7 +285,7 @@ void sweep_command(const SweepOptions& o) {
 
   if (who.size == 1 || who.rank == 0) {
     std::fprintf(stderr, "twinbed: sweep of %zu points into %s: %zu already done%s\n", points.size(), dir.string().c_str(),
-                 points.size() - std::count_if(points.begin(), points.end(), [&](const SweepPoint& p) { return !known.count(p.id); }),
+                 static_cast<std::size_t>(std::count_if(points.begin(), points.end(), done_before)),
                  who.size > 1 ? (", spread over " + std::to_string(who.size) + " ranks").c_str() : "");
   }
   const Progress progress(mine, who);
@@ -290,7 +306,7 @@ void sweep_command(const SweepOptions& o) {
     my_rows[p->id] = row;
     write_mine();
     ++done;
-    progress.update(done, p->id + (row[axes.size() + 2] == "ok" ? ": ok" : ": error"), true);
+    progress.update(done, p->id + (row[status] == "ok" ? ": ok" : ": error"), true);
   }
   if (todo.empty()) {
     if (who.size == 1) write_mine();  // merges any parts a launcher run left behind
@@ -319,7 +335,7 @@ void sweep_command(const SweepOptions& o) {
 
   const std::map<std::string, Row> rows = read_table(dir / "sweep.csv", head);
   std::size_t errors = 0;
-  for (const auto& [id, row] : rows) errors += row[axes.size() + 2] == "error";
+  for (const auto& [id, row] : rows) errors += row[status] == "error";
   std::printf("# sweep %s: %zu points, %zu ran, %zu impossible or failed (see the error column); table: %s\n",
               o.experiment.c_str(), points.size(), rows.size() - errors, errors, (dir / "sweep.csv").string().c_str());
   if (errors == rows.size() && !rows.empty()) {

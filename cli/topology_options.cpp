@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "validators.hpp"
+
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/profile.hpp"
 #include "twinbed/core/topology_builders.hpp"
@@ -13,19 +15,19 @@ void TopologyOptions::add_to(CLI::App& app) {
   app.add_option("--topology", topology,
                  "Preset name (see `twinbed list`) or a topology JSON file")
       ->capture_default_str();
-  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->check(CLI::PositiveNumber);
-  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->check(CLI::PositiveNumber);
+  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->check(in_range(1, 1 << 20, true));
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->check(in_range(1, 1 << 20, true));
   app.add_option("--bandwidth-GBps", bandwidth_GBps,
                  "Per-rank injection link bandwidth per direction, GB/s (the NIC on multi-node presets)")
-      ->check(CLI::PositiveNumber);
+      ->check(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));
   app.add_option("--latency-us", latency_us, "Latency per hop of those links, microseconds")
-      ->check(CLI::NonNegativeNumber);
+      ->check(in_range(0, kMaxLatencyUs));
   app.add_option("--intra-bandwidth-GBps", intra_bandwidth_GBps, "NVLink tier bandwidth per direction, GB/s")
-      ->check(CLI::PositiveNumber);
+      ->check(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));
   app.add_option("--intra-latency-us", intra_latency_us, "NVLink tier latency per hop, microseconds")
-      ->check(CLI::NonNegativeNumber);
+      ->check(in_range(0, kMaxLatencyUs));
   app.add_option("--oversubscription", oversubscription, "Fat-tree leaf down:up bandwidth ratio (>= 1)")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(in_range(1, kMaxOversubscription));
   app.add_option("--dims", dims, "Torus / multi-dim sizes, e.g. 4x4 or 4x4x2");
   app.add_option("--device", device, "Device preset: a100, h100, h200");
   app.add_option("--profile", profile,

@@ -291,8 +291,10 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
     json::json_pointer ptr;
     try {
       ptr = json::json_pointer(pointer);
-    } catch (const json::exception& e) {
-      fail(path, "'" + pointer + "' is not a JSON pointer (like \"/layout/pp\"): " + e.what());
+    } catch (const json::exception&) {
+      fail(path, json_read::quoted(pointer) + " is not a JSON pointer like \"/layout/pp\": " +
+                     (pointer.empty() || pointer[0] != '/' ? "it must start with '/'"
+                                                           : "a '~' must be followed by 0 (for '~') or 1 (for '/')"));
     }
     if (ptr.empty()) fail(path, "the pointer must name a field, like \"/layout/pp\", not the whole config");
     const std::string top = pointer.substr(1, pointer.find('/', 1) == std::string::npos ? std::string::npos : pointer.find('/', 1) - 1);

@@ -1,6 +1,12 @@
 #include "twinbed/core/export.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <chrono>
 #include <cstdio>
@@ -257,6 +263,33 @@ void write_file_atomic(const fs::path& path, const std::function<void(std::ostre
 
 void write_file_atomic(const fs::path& path, const std::string& content) {
   write_file_atomic(path, [&](std::ostream& out) { out << content; });
+}
+
+ResultsFolderLock::ResultsFolderLock(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot create folder " + dir.string() + ": " + ec.message());
+  const fs::path lock = dir / ".twinbed.lock";
+  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot create " + lock.string() + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    throw Error("another twinbed command is writing into " + dir.string() + "; wait for it or use another --out");
+  }
+  // Temporaries of writers that were killed mid-write (a live writer's pid still runs).
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::size_t tag = name.rfind(".tmp-");
+    if (name.empty() || name[0] != '.' || tag == std::string::npos) continue;
+    const std::string pid = name.substr(tag + 5);
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) fs::remove(entry.path(), ec);
+  }
+}
+
+ResultsFolderLock::~ResultsFolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
 }  // namespace twinbed

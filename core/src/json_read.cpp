@@ -2,17 +2,38 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 
 namespace twinbed::json_read {
 
-json read_json_file(const std::string& file, const std::string& what) {
-  std::ifstream in(file);
-  if (!in) throw ConfigError(file, "cannot open the " + what + " file");
+namespace {
+
+// nlohmann's messages start with a tag ("[json.exception.parse_error.101] "): what follows is the text.
+std::string without_tag(const std::string& message) {
+  if (message.rfind("[json.exception.", 0) == 0) {
+    const std::size_t end = message.find("] ");
+    if (end != std::string::npos) return message.substr(end + 2);
+  }
+  return message;
+}
+
+}  // namespace
+
+json parse_json_text(const std::string& text, const std::string& where) {
+  if (const std::size_t nul = text.find('\0'); nul != std::string::npos) {
+    throw ConfigError(where, "a NUL byte at offset " + std::to_string(nul) + ": not a JSON text");
+  }
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  const auto notice_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+  const auto check = [&](int depth, json::parse_event_t event, json& parsed) {
+    // Bounded nesting: configs are a few levels deep, and code that walks a value (printing it in an
+    // error, copying it) recurses once per level.
+    if (depth >= kMaxJsonDepth) {  // depth counts from 0 at the top level
+      throw ConfigError(where, "values nested more than " + std::to_string(kMaxJsonDepth) + " levels deep: not a config");
+    }
     if (event == json::parse_event_t::object_start) {
       open_objects.emplace_back();
     } else if (event == json::parse_event_t::object_end && !open_objects.empty()) {
@@ -25,12 +46,24 @@ json read_json_file(const std::string& file, const std::string& what) {
   };
   json j;
   try {
-    j = json::parse(in, notice_duplicates);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(file, std::string("malformed JSON: ") + e.what());
+    j = json::parse(text, check);
+  } catch (const json::out_of_range& e) {
+    throw ConfigError(where, "a number out of range: " + without_tag(e.what()));
+  } catch (const json::exception& e) {
+    throw ConfigError(where, "malformed JSON: " + without_tag(e.what()));
   }
-  if (!duplicate.empty()) throw ConfigError(file, "key '" + duplicate + "' appears twice in one object");
+  if (!duplicate.empty()) throw ConfigError(where, "key " + json(duplicate).dump() + " appears twice in one object");
   return j;
+}
+
+json read_json_file(const std::string& file, const std::string& what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) throw ConfigError(file, "is a folder, not a " + what + " file");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ConfigError(file, "cannot open the " + what + " file");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw ConfigError(file, "cannot read the " + what + " file");
+  return parse_json_text(text, file);
 }
 
 std::string child(const std::string& parent, const std::string& key) {
@@ -54,9 +87,15 @@ void fail(const std::string& path, const std::string& message) {
 }
 
 std::string got(const json& v) {
-  if (v.is_string()) return "the string \"" + v.get<std::string>() + "\"";
+  if (v.is_string()) return "the string " + quoted(v.get<std::string>());
   if (v.is_number() || v.is_boolean()) return v.dump();
   return std::string("a JSON ") + v.type_name();
+}
+
+std::string quoted(const std::string& text) {
+  const std::string shown = text.size() > 80 ? text.substr(0, 77) + "..." : text;
+  // JSON's escapes: control characters (a newline) and quotes print as \n, \"; invalid UTF-8 is replaced.
+  return json(shown).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string join(const std::vector<std::string>& names) {
@@ -73,7 +112,7 @@ void check_keys(const json& obj, const std::string& path, const std::vector<std:
                 const std::string& hint) {
   for (const auto& [key, value] : obj.items()) {
     if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
-      fail(child(path, key), "unknown key '" + key + "'; accepted keys here: " + join(accepted) + hint);
+      fail(child(path, key), "unknown key " + quoted(key) + "; accepted keys here: " + join(accepted) + hint);
     }
   }
 }

@@ -3,6 +3,7 @@
 #include "twinbed/core/layout.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -64,6 +65,44 @@ PipelineSchedule parse_schedule(const std::string& name) {
   }
   throw UnknownName("pipeline schedule", name, schedule_names());
 }
+
+namespace {
+
+// The work a plan of this layout would be, estimated before building it: a micro-batch's activations
+// must fit the byte counts they are kept in, and the plan's stored ops (one program per stage: per
+// micro-batch and chunk its layers' ops and collectives, plus the gradient buckets) must fit in memory.
+void check_plan_size(const Layout& l, const TransformerModel& m) {
+  const double b = l.micro_batch, s = static_cast<double>(m.seq_len), h = static_cast<double>(m.hidden);
+  const double a = static_cast<double>(m.heads), f = static_cast<double>(m.ffn());
+  // Korthikanti et al.'s per-layer activations, s·b·h·(34 + 5·a·s/h) bytes at 16 bits, with the FFN
+  // widened to f: an upper bound of what any op of the layer allocates or moves.
+  const double activations = s * b * (34 * std::max(h, f) + 5 * a * s);
+  if (activations > kMaxMicroBatchBytes) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "a micro-batch of %d sequences of %.0f tokens would hold about %.3g bytes of activations per layer; "
+                  "at most %.0e are accepted", l.micro_batch, s, activations, kMaxMicroBatchBytes);
+    throw ConfigError("/layout/micro_batch", buf);
+  }
+  const OpContext ctx = l.op_context();
+  const double per_layer = static_cast<double>(layer_forward_ops(m, ctx).size() + layer_backward_ops(m, ctx).size() +
+                                               layer_recompute_ops(m, ctx, l.recompute).size()) + 16;  // + collectives, allocs
+  const double micro_batches = l.micro_batches();
+  const double layers = static_cast<double>(l.layers_per_stage(m));
+  const double grads = static_cast<double>(rank_parameters(m, l.tp, l.pp, l.ep, 0).total()) * 2;  // 16-bit gradient bytes
+  const double buckets = l.zero_stage == 3 ? 0 : 2 * grads / static_cast<double>(l.bucket_bytes);
+  const double ops = static_cast<double>(l.pp) * (micro_batches * (layers * per_layer + 16) + buckets);
+  if (ops > kMaxPlanOps) {
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  "the plan would hold about %.3g ops (%d stages × %.0f micro-batches × %.0f layers × %.0f ops, plus %.3g "
+                  "gradient buckets per stage); plans of up to %.0e ops (about 1.5 GB) are built: fewer micro-batches or "
+                  "layers per stage, or larger buckets",
+                  ops, l.pp, micro_batches, layers, per_layer, buckets, kMaxPlanOps);
+    throw ConfigError(buckets > micro_batches * layers * per_layer ? "/layout/bucket_MiB" : "/layout/global_batch", buf);
+  }
+}
+
+}  // namespace
 
 std::vector<std::string> validate(const Layout& l, const TransformerModel& m, int cluster_ranks, int ranks_per_host) {
   if (cluster_ranks < 1) throw InvalidArgument("validate(Layout): cluster_ranks must be >= 1");
@@ -156,6 +195,8 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                                         divisors(std::gcd(dp, m.experts), [](std::int64_t) { return true; }));
   }
 
+  check_plan_size(l, m);
+
   std::vector<std::string> warnings;
   if (tp > ranks_per_host) {
     warnings.push_back("/layout/tp: tp = " + str(tp) + " exceeds the " + str(ranks_per_host) +
@@ -237,9 +278,10 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("bucket_MiB")) {
     const json& v = j["bucket_MiB"];
     const std::string p = path + "/bucket_MiB";
-    const std::string range = "a number > 0 (MiB, 1 MiB = 1048576 bytes) below 1048576";
+    // At least 1 KiB: smaller buckets only multiply collectives (PyTorch DDP's default is 25 MiB).
+    const std::string range = "a number in [1/1024, 1048576) (MiB, 1 MiB = 1048576 bytes)";
     const double mib = read_number(v, p, range);
-    if (!(mib > 0) || mib >= 1048576) fail(p, "expected " + range + ", got " + got(v));
+    if (!(mib >= 1.0 / 1024) || mib >= 1048576) fail(p, "expected " + range + ", got " + got(v));
     l.bucket_bytes = std::max<Bytes>(1, std::llround(mib * static_cast<double>(MiB)));
   }
   return l;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -128,6 +129,28 @@ void validate(const TransformerModel& m, const std::string& path) {
   if (m.top_k < 1 || m.top_k > m.experts) {
     throw ConfigError(path + "/top_k", "must be in 1.." + std::to_string(m.experts) + " (the expert count), got " +
                                            std::to_string(m.top_k));
+  }
+  // Sizes a simulation can hold: each far above any model trained (GPT-3 175B: 96 layers, hidden 12288,
+  // 96 heads, vocabulary 51200), and together small enough that counts of parameters, FLOPs and bytes fit
+  // the integers they are kept in.
+  const auto at_most = [&](std::int64_t v, std::int64_t max, const char* field) {
+    if (v > max) throw ConfigError(path + "/" + field, "at most " + std::to_string(max) + " is accepted, got " + std::to_string(v));
+  };
+  at_most(m.layers, kMaxModelLayers, "layers");
+  at_most(m.hidden, kMaxModelWidth, "hidden");
+  at_most(m.heads, kMaxModelWidth, "heads");
+  at_most(m.ffn(), 4 * kMaxModelWidth, "ffn_hidden");
+  at_most(m.seq_len, kMaxModelSequence, "seq_len");
+  at_most(m.vocab, kMaxModelVocab, "vocab");
+  at_most(m.experts, kMaxModelExperts, "experts");
+  const double h = static_cast<double>(m.hidden), f = static_cast<double>(m.ffn());
+  const double params = static_cast<double>(m.layers) * (4 * h * h + static_cast<double>(m.experts) * 2 * h * f) +
+                        static_cast<double>(m.vocab + m.seq_len) * h;
+  if (params > kMaxModelParameters) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "about %.3g parameters; twinbed models up to %.0e (layers, hidden, ffn_hidden, experts)",
+                  params, kMaxModelParameters);
+    throw ConfigError(path, buf);
   }
 }
 

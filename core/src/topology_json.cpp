@@ -34,16 +34,16 @@ int read_int32(const json& v, const std::string& path, std::int64_t min, std::in
 }
 
 BytesPerSec read_bandwidth_gbps(const json& v, const std::string& path) {
-  const std::string range = "a number > 0 (GB/s, 1 GB/s = 1e9 bytes/s)";
+  const std::string range = "a number in [1e-6, 1e9] (GB/s, 1 GB/s = 1e9 bytes/s)";
   const double gb = read_number(v, path, range);
-  if (!(gb > 0)) fail(path, "expected " + range + ", got " + got(v));
+  if (!(gb >= kMinBandwidthGBps && gb <= kMaxBandwidthGBps)) fail(path, "expected " + range + ", got " + got(v));
   return gb * GBps;
 }
 
 Time read_latency_us(const json& v, const std::string& path) {
-  const std::string range = "a number >= 0 (microseconds)";
+  const std::string range = "a number in [0, 1e9] (microseconds)";
   const double us = read_number(v, path, range);
-  if (!(us >= 0)) fail(path, "expected " + range + ", got " + got(v));
+  if (!(us >= 0 && us <= kMaxLatencyUs)) fail(path, "expected " + range + ", got " + got(v));
   return Time::us(us);
 }
 
@@ -187,9 +187,9 @@ topo::PresetParams preset_params_from_json(const json& j, const std::string& pat
   }
   if (j.contains("intra_latency_us")) p.intra_latency = read_latency_us(j["intra_latency_us"], at("intra_latency_us"));
   if (j.contains("oversubscription")) {
-    const std::string range = "a number >= 1 (leaf downlink:uplink bandwidth)";
+    const std::string range = "a number in [1, 1e6] (leaf downlink:uplink bandwidth)";
     const double o = read_number(j["oversubscription"], at("oversubscription"), range);
-    if (!(o >= 1)) fail(at("oversubscription"), "expected " + range + ", got " + got(j["oversubscription"]));
+    if (!(o >= 1 && o <= kMaxOversubscription)) fail(at("oversubscription"), "expected " + range + ", got " + got(j["oversubscription"]));
     p.oversubscription = o;
   }
   if (j.contains("dims")) {

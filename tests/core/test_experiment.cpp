@@ -9,6 +9,7 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
+#include "twinbed/core/json_read.hpp"
 
 namespace twinbed {
 namespace {
@@ -303,4 +304,40 @@ TEST(Sweep, FromFile) {
 }
 
 }  // namespace
+}  // namespace twinbed
+
+namespace twinbed {
+namespace {
+
+std::string text_error(const std::string& text) {
+  try {
+    json_read::parse_json_text(text, "t.json");
+  } catch (const ConfigError& e) {
+    return e.message();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST(JsonText, BoundedNestingNulBytesAndNumbersNoDoubleHolds) {
+  const auto nested = [](int depth) { return std::string(static_cast<std::size_t>(depth), '[') + std::string(static_cast<std::size_t>(depth), ']'); };
+  EXPECT_EQ(text_error(nested(json_read::kMaxJsonDepth)), "no error");
+  EXPECT_NE(text_error(nested(json_read::kMaxJsonDepth + 1)).find("nested more than 64 levels"), std::string::npos);
+  EXPECT_NE(text_error(nested(300000)).find("nested more than 64 levels"), std::string::npos);  // no stack overflow
+  EXPECT_NE(text_error(std::string("{}\0x", 4)).find("NUL byte at offset 2"), std::string::npos);
+  const std::string overflow = text_error("{\"ranks\": 1e400}");
+  EXPECT_NE(overflow.find("number overflow parsing '1e400'"), std::string::npos) << overflow;
+  EXPECT_EQ(overflow.find("[json.exception"), std::string::npos) << overflow;  // no library tag
+  const std::string malformed = text_error("{\"a\": }");
+  EXPECT_EQ(malformed.rfind("malformed JSON: ", 0), 0u) << malformed;
+  EXPECT_EQ(malformed.find("[json.exception"), std::string::npos) << malformed;
+  EXPECT_NE(text_error("{\"a\": 1, \"a\": 2}").find("\"a\" appears twice"), std::string::npos);
+}
+
+TEST(JsonText, QuotedValuesStayOnOneLine) {
+  EXPECT_EQ(json_read::quoted("two\nlines \"x\""), "\"two\\nlines \\\"x\\\"\"");
+  EXPECT_EQ(json_read::quoted(std::string(100, 'a')).size(), 82u);  // cut at 80 characters, quotes added
+}
+
 }  // namespace twinbed

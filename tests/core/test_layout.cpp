@@ -295,5 +295,58 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   }
 }
 
+
+TEST(LayoutJson, WorkIsEstimatedBeforeAnyPlanIsBuilt) {
+  const TransformerModel gpt3 = model_preset("gpt3-175b");
+  Layout l;
+  l.tp = 8;
+  l.pp = 16;
+  l.dp = 8;
+  l.global_batch = 1536;
+  EXPECT_NO_THROW(validate(l, gpt3, 1024, 8));  // the 0.8 M-op GPT-3 plan of the examples
+  const auto path_of = [&](const Layout& x) {
+    try {
+      validate(x, gpt3, 1024, 8);
+    } catch (const ConfigError& e) {
+      return e.path();
+    }
+    return std::string("no error");
+  };
+  Layout many = l;
+  many.global_batch = 8 * 100000;  // 100,000 micro-batches per pipeline
+  EXPECT_EQ(path_of(many), "/layout/global_batch");
+  Layout buckets = l;
+  buckets.bucket_bytes = 1 * KiB;  // millions of gradient buckets per stage
+  EXPECT_EQ(path_of(buckets), "/layout/bucket_MiB");
+  Layout wide = l;
+  wide.micro_batch = 1 << 24;
+  wide.global_batch = 8 << 24;
+  EXPECT_EQ(path_of(wide), "/layout/micro_batch");
+}
+
+TEST(ModelJson, SizesAreBoundedToWhatASimulationHolds) {
+  TransformerModel m = gpt_model("m", 4, 256, 4, 128, 1024);
+  EXPECT_NO_THROW(validate(m));
+  const auto path_of = [](const TransformerModel& x) {
+    try {
+      validate(x);
+    } catch (const ConfigError& e) {
+      return e.path();
+    }
+    return std::string("no error");
+  };
+  TransformerModel x = m;
+  x.layers = kMaxModelLayers + 1;
+  EXPECT_EQ(path_of(x), "/model/layers");
+  x = m;
+  x.hidden = x.heads = kMaxModelWidth * 2;
+  EXPECT_EQ(path_of(x), "/model/hidden");
+  x = m;
+  x.vocab = kMaxModelVocab + 1;
+  EXPECT_EQ(path_of(x), "/model/vocab");
+  x = gpt_model("big", 60000, 1 << 20, 1 << 10, 2048, 51200);  // each size allowed, 8e17 parameters together
+  EXPECT_EQ(path_of(x), "/model");
+}
+
 }  // namespace
 }  // namespace twinbed

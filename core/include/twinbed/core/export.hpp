@@ -66,4 +66,21 @@ void write_chrome_trace(std::ostream& out, const std::vector<const Trace*>& trac
 void write_file_atomic(const std::filesystem::path& path, const std::function<void(std::ostream&)>& write);
 void write_file_atomic(const std::filesystem::path& path, const std::string& content);
 
+// A results folder held by one command while it writes its files, so that a run's files are written as
+// one unit: an exclusive lock on `<dir>/.twinbed.lock` (flock; the kernel releases it when the process
+// ends, even killed), and the temporaries a killed writer left behind (write_file_atomic's
+// `.<file>.tmp-<pid>` of a process no longer alive) removed. Creates the folder. Throws Error naming
+// the folder when another command holds it. Take it after the inputs are checked: bad input writes
+// nothing. Not copyable; released by the destructor.
+class ResultsFolderLock {
+ public:
+  explicit ResultsFolderLock(const std::filesystem::path& dir);
+  ~ResultsFolderLock();
+  ResultsFolderLock(const ResultsFolderLock&) = delete;
+  ResultsFolderLock& operator=(const ResultsFolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace twinbed

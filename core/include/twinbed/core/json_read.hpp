@@ -16,10 +16,14 @@ namespace twinbed::json_read {
 
 using nlohmann::json;
 
-// Reads and parses a JSON file. A missing file, malformed JSON or a key repeated within one object
-// (which nlohmann would otherwise keep silently, the last one winning) is a ConfigError whose path is
-// the file name; `what` names the file's role in the message ("topology", "experiment").
+// Reads and parses a JSON file. A missing file, a folder, malformed JSON or a key repeated within one
+// object (which nlohmann would otherwise keep silently, the last one winning) is a ConfigError whose
+// path is the file name; `what` names the file's role in the message ("topology", "experiment").
 json read_json_file(const std::string& file, const std::string& what);
+// The same for text already read: `where` names it in errors. Also rejects NUL bytes, values nested more
+// than kMaxJsonDepth levels, and numbers no double can hold, each as a ConfigError naming `where`.
+inline constexpr int kMaxJsonDepth = 64;
+json parse_json_text(const std::string& text, const std::string& where);
 
 // JSON Pointer (RFC 6901) of `key` under `parent` ("~" and "/" escaped), or of an array index.
 std::string child(const std::string& parent, const std::string& key);
@@ -30,6 +34,9 @@ std::string child(const std::string& parent, std::size_t index);
 
 // How a value reads in an error: the string "x", 3.5, true, a JSON array, ...
 std::string got(const json& v);
+// A string as an error shows it: quoted, with control characters and quotes escaped (one line), cut
+// at 80 characters.
+std::string quoted(const std::string& text);
 // "a, b, c".
 std::string join(const std::vector<std::string>& names);
 

@@ -72,6 +72,13 @@ struct Layout {
 // with dp = 1 (nothing to shard over); interleaving with fewer micro-batches than stages is an error.
 std::vector<std::string> validate(const Layout& layout, const TransformerModel& model, int cluster_ranks,
                                   int ranks_per_host);
+// The work validate() accepts, estimated before any plan is built (an impossible request fails in
+// milliseconds, naming the field, instead of exhausting memory): a micro-batch's activations per layer
+// at most kMaxMicroBatchBytes ("/layout/micro_batch"), and a plan of at most kMaxPlanOps stored ops —
+// stages × micro-batches × layers per stage × ops per layer, plus gradient buckets ("/layout/global_batch",
+// or "/layout/bucket_MiB" when buckets dominate). GPT-3 175B with PP 16 and 192 micro-batches: 0.8 M.
+inline constexpr double kMaxMicroBatchBytes = 1e15;
+inline constexpr double kMaxPlanOps = 2e7;
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
 // layout's ZeRO stage: dense parameters sharded over dp, expert parameters over dp/ep (model.hpp's

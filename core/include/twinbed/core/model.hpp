@@ -67,8 +67,18 @@ struct TransformerModel {
 TransformerModel gpt_model(std::string name, std::int64_t layers, std::int64_t hidden, std::int64_t heads,
                            std::int64_t seq_len, std::int64_t vocab, DType dtype = DType::BF16);
 
+// The largest sizes accepted (validate): far above any model trained, and small enough that counts
+// of parameters, FLOPs and bytes fit the integers and doubles they are kept in.
+inline constexpr std::int64_t kMaxModelLayers = 1 << 16;
+inline constexpr std::int64_t kMaxModelWidth = 1 << 20;      // hidden and heads; ffn_hidden up to 4× that
+inline constexpr std::int64_t kMaxModelSequence = 1 << 24;
+inline constexpr std::int64_t kMaxModelVocab = 1 << 26;
+inline constexpr std::int64_t kMaxModelExperts = 1 << 16;
+inline constexpr double kMaxModelParameters = 1e15;
+
 // Throws ConfigError naming `path`/field (e.g. "/model/heads") when a field is out of range: sizes must
-// be positive, hidden divisible by heads, 1 <= top_k <= experts.
+// be positive and at most the limits above, hidden divisible by heads, 1 <= top_k <= experts, and the
+// model at most kMaxModelParameters parameters (path itself).
 void validate(const TransformerModel& m, const std::string& path = "/model");
 
 // Presets, by name: "gpt3-175b" (l=96, h=12288, a=96, s=2048, V=51200; Brown et al. 2020, the shape

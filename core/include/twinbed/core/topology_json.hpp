@@ -14,6 +14,14 @@
 
 namespace twinbed {
 
+// The accepted ranges of link and preset parameters, the same for files, experiment configs and CLI
+// flags: 1 kB/s to 1 EB/s per link, latencies up to 1,000 s, oversubscription up to 10^6. Wider values
+// are typing errors, and would overflow the simulator's picosecond clock.
+inline constexpr double kMinBandwidthGBps = 1e-6;
+inline constexpr double kMaxBandwidthGBps = 1e9;
+inline constexpr double kMaxLatencyUs = 1e9;
+inline constexpr double kMaxOversubscription = 1e6;
+
 Topology topology_from_json(const nlohmann::json& j);
 // Reads and parses a file; a missing file or malformed JSON is a ConfigError naming the file.
 Topology load_topology(const std::string& path);

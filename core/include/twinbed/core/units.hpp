@@ -21,6 +21,10 @@ inline constexpr Bytes MiB = 1024 * KiB;
 inline constexpr Bytes GiB = 1024 * MiB;
 inline constexpr double GBps = 1e9;  // 1 GB/s in bytes per second (decimal, as link speeds are quoted)
 
+// The largest |duration| in picoseconds a Time holds (int64, rounded down to a double that fits).
+inline constexpr double kMaxPicoseconds = 9.2e18;
+[[noreturn]] void throw_beyond_clock(double seconds);
+
 class Time {
  public:
   constexpr Time() = default;
@@ -29,9 +33,11 @@ class Time {
   static constexpr Time us(double v) { return from_seconds(v * 1e-6); }
   static constexpr Time ms(double v) { return from_seconds(v * 1e-3); }
   static constexpr Time s(double v) { return from_seconds(v); }
-  // Rounds to the nearest picosecond.
+  // Rounds to the nearest picosecond. A duration beyond the clock (about ±106 days) or NaN throws
+  // InvalidArgument saying so, never wraps.
   static constexpr Time from_seconds(double sec) {
     double p = sec * 1e12;
+    if (!(p < kMaxPicoseconds && p > -kMaxPicoseconds)) throw_beyond_clock(sec);
     return Time(static_cast<std::int64_t>(p < 0 ? p - 0.5 : p + 0.5));
   }
   static constexpr Time max() { return Time(INT64_MAX); }
@@ -58,7 +64,8 @@ Time transfer_time(Bytes bytes, BytesPerSec bw);
 // drain_time(b, bw), so every model rounds the same way.
 Time drain_time(double bytes, BytesPerSec bw);
 
-// "1K" -> 1024, "4M", "1G", "512" (binary multiples, as nccl-tests reads sizes). Throws InvalidArgument.
+// "1K" -> 1024, "4M", "1G", "512" (binary multiples, as nccl-tests reads sizes), at most 2^50 (1 PiB).
+// Throws InvalidArgument.
 Bytes parse_size(const std::string& text);
 // 1024 -> "1K"-style text when exact, else the plain number (for tables).
 std::string format_size(Bytes b);
