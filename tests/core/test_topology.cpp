@@ -1,7 +1,6 @@
 // Topology, routing and the builders/presets: counts, hop counts, ECMP, and argument checking.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cmath>
 #include <set>
 #include <string>
@@ -462,19 +461,16 @@ TEST(Presets, BadParamsNameTheParameter) {
 
 // ---- scale ----------------------------------------------------------------------------------------------
 
-// Ring neighbours on a 4,096-GPU cluster: every route is cheap because the search stops as soon as
-// the destination is found.
+// Ring neighbours on a 4,096-GPU cluster take the shortest routes (how fast routing is, is the
+// benchmarks' business: no test has a wall-clock bound).
 TEST(Scale, RingNeighbourRoutesOn4096Ranks) {
   const Topology t = topo::dgx_h100_cluster(512);
   ASSERT_EQ(t.num_ranks(), 4096);
-  const auto start = std::chrono::steady_clock::now();
   for (int r = 0; r < t.num_ranks(); ++r) {
     const int next = (r + 1) % t.num_ranks();
     const Path p = t.route(r, next, static_cast<std::uint64_t>(r));
     EXPECT_EQ(p.size(), t.host_of_rank(r) == t.host_of_rank(next) ? 2u : 4u);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(seconds, 10.0);  // generous: a loaded, unoptimised build still passes; typical is far less
 
   const Topology torus = topo::torus({64, 64}, kLink, kH100);
   for (int r = 0; r < torus.num_ranks(); ++r) EXPECT_EQ(torus.route(r, (r + 1) % 4096).size(), r % 64 == 63 ? 2u : 1u);
