@@ -295,7 +295,6 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   }
 }
 
-
 TEST(LayoutJson, WorkIsEstimatedBeforeAnyPlanIsBuilt) {
   const TransformerModel gpt3 = model_preset("gpt3-175b");
   Layout l;

@@ -2,24 +2,17 @@
 
 #include <map>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/lora.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 
 namespace {
 
 TransformerModel tiny() { return gpt_model("tiny", 4, 256, 8, 128, 1024); }
-
-Layout layout(int dp, int tp, int pp, int micro_batches) {
-  Layout l;
-  l.dp = dp;
-  l.tp = tp;
-  l.pp = pp;
-  l.global_batch = dp * micro_batches;
-  return l;
-}
 
 Plan build(const Layout& l, const TransformerModel& m = tiny()) { return build_plan(m, l, {l.world_size(), 8}); }
 
@@ -34,7 +27,7 @@ std::int64_t trainable(const Program& p) {
 }  // namespace
 
 TEST(LoraPass, RankZeroIsTheIdentity) {
-  const Plan base = build(layout(2, 2, 2, 4));
+  const Plan base = build(layout3d(2, 2, 2, 4));
   Plan plan = base;
   apply_lora(plan, LoraParams{0, 16, {ParamKind::Qkv, ParamKind::Fc2}});
   EXPECT_EQ(plan, base);
@@ -42,7 +35,7 @@ TEST(LoraPass, RankZeroIsTheIdentity) {
 
 TEST(LoraPass, SwapsWeightGradientsForAdapterGemms) {
   const int m = 3, r = 4;
-  const Layout l = layout(2, 1, 1, m);
+  const Layout l = layout3d(2, 1, 1, m);
   const Plan base = build(l);
   Plan plan = base;
   const LoraParams p{r, 8, {ParamKind::Qkv, ParamKind::Fc2}};
@@ -103,7 +96,7 @@ TEST(LoraPass, SwapsWeightGradientsForAdapterGemms) {
 TEST(LoraPass, ValidOnEveryLayoutAndZeroStage) {
   for (int zero = 0; zero <= 3; ++zero) {
     for (Recompute rc : {Recompute::None, Recompute::Full}) {
-      Layout l = layout(2, 2, 2, 4);
+      Layout l = layout3d(2, 2, 2, 4);
       l.zero_stage = zero;
       l.recompute = rc;
       Plan plan = build(l);
@@ -122,7 +115,7 @@ TEST(LoraPass, ValidOnEveryLayoutAndZeroStage) {
 TEST(LoraPass, ErrorsNameTheEntry) {
   TransformerModel moe = tiny();
   moe.experts = 4;
-  Plan plan = build(layout(2, 1, 1, 2), moe);
+  Plan plan = build(layout3d(2, 1, 1, 2), moe);
   try {
     apply_lora(plan, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Fc1}});
     ADD_FAILURE() << "no error";

@@ -5,26 +5,19 @@
 #include <set>
 #include <unordered_map>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/lora.hpp"
 #include "twinbed/core/passes/precision.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 using nlohmann::json;
 
 namespace {
 
 TransformerModel tiny(DType dtype = DType::BF16) { return gpt_model("tiny", 4, 256, 8, 128, 1024, dtype); }
-
-Layout layout(int dp, int tp, int pp, int micro_batches) {
-  Layout l;
-  l.dp = dp;
-  l.tp = tp;
-  l.pp = pp;
-  l.global_batch = dp * micro_batches;
-  return l;
-}
 
 Plan build(const Layout& l, const TransformerModel& m = tiny()) { return build_plan(m, l, {l.world_size(), 8}); }
 
@@ -112,7 +105,7 @@ std::string error_path(const std::function<void()>& f) {
 TEST(PrecisionPass, NeutralSettingIsTheIdentity) {
   for (DType d : {DType::BF16, DType::FP16, DType::FP32}) {
     for (int zero : {0, 1, 3}) {
-      Layout l = layout(2, 2, 2, 4);
+      Layout l = layout3d(2, 2, 2, 4);
       l.zero_stage = zero;
       l.recompute = Recompute::Selective;
       const Plan base = build(l, tiny(d));
@@ -122,13 +115,13 @@ TEST(PrecisionPass, NeutralSettingIsTheIdentity) {
       EXPECT_EQ(with_precision(base, stated), base);
     }
   }
-  Plan lora = build(layout(2, 2, 2, 4));
+  Plan lora = build(layout3d(2, 2, 2, 4));
   apply_lora(lora, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Fc2}});
   EXPECT_EQ(with_precision(lora, json::object()), lora);
 }
 
 TEST(PrecisionPass, StaticFp32DoublesEveryElement) {
-  const Layout l = layout(2, 2, 2, 4);
+  const Layout l = layout3d(2, 2, 2, 4);
   const Plan base = build(l);
   const Plan plan = with_precision(base, {{"dtype", "fp32"}});
   EXPECT_NO_THROW(validate(plan));
@@ -204,7 +197,7 @@ TEST(PrecisionPass, FollowsTheModelFormulasOnEveryLayout) {
     for (int zero = 0; zero <= 3; ++zero) {
       for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
         for (int variant = 0; variant < 3; ++variant) {  // dense, mixture of experts, interleaved
-          Layout l = layout(2, 2, 2, 4);
+          Layout l = layout3d(2, 2, 2, 4);
           l.zero_stage = zero;
           l.recompute = rc;
           l.sequence_parallel = rc == Recompute::Selective;
@@ -233,7 +226,7 @@ TEST(PrecisionPass, FollowsTheModelFormulasOnEveryLayout) {
 
 TEST(PrecisionPass, Fp16AddsLossScalingBeforeTheStep) {
   for (int zero : {0, 1}) {
-    Layout l = layout(2, 1, 2, 3);
+    Layout l = layout3d(2, 1, 2, 3);
     l.zero_stage = zero;
     const Plan base = build(l);
     const Plan plan = with_precision(base, {{"dtype", "fp16"}});
@@ -273,18 +266,18 @@ TEST(PrecisionPass, Fp16AddsLossScalingBeforeTheStep) {
     }
   }
   // bf16 needs no loss scaling; an fp16 model's own ops are not the pass's to scale.
-  const Plan bf16 = with_precision(build(layout(2, 1, 2, 3), tiny(DType::FP32)), {{"dtype", "bf16"}});
-  const Plan fp16 = build(layout(2, 1, 2, 3), tiny(DType::FP16));
+  const Plan bf16 = with_precision(build(layout3d(2, 1, 2, 3), tiny(DType::FP32)), {{"dtype", "bf16"}});
+  const Plan fp16 = build(layout3d(2, 1, 2, 3), tiny(DType::FP16));
   for (const Plan* plan : {&bf16, &fp16}) {
     for (const Program& prog : plan->programs) EXPECT_TRUE(ops_named(*plan, prog, "precision.loss_scale").empty());
   }
   // fp16 only for element-wise ops: no fp16 gradient, no loss scaling op.
-  const Plan eltwise = with_precision(build(layout(2, 1, 2, 3)), {{"overrides", {{{"ops", "memory_bound"}, {"dtype", "fp16"}}}}});
+  const Plan eltwise = with_precision(build(layout3d(2, 1, 2, 3)), {{"overrides", {{{"ops", "memory_bound"}, {"dtype", "fp16"}}}}});
   for (const Program& prog : eltwise.programs) EXPECT_TRUE(ops_named(eltwise, prog, "precision.loss_scale").empty());
 }
 
 TEST(PrecisionPass, AttentionOverrideChangesOnlyAttentionMatmuls) {
-  const Plan base = build(layout(2, 2, 2, 4));
+  const Plan base = build(layout3d(2, 2, 2, 4));
   const Plan plan = with_precision(base, {{"overrides", {{{"ops", "attention"}, {"dtype", "fp32"}}}}});
   EXPECT_NO_THROW(validate(plan));
   int attention = 0;
@@ -313,7 +306,7 @@ TEST(PrecisionPass, AttentionOverrideChangesOnlyAttentionMatmuls) {
 }
 
 TEST(PrecisionPass, LayerRangeOverrideActsOnThoseLayersOnly) {
-  const Plan base = build(layout(2, 2, 2, 4));
+  const Plan base = build(layout3d(2, 2, 2, 4));
   const Plan plan = with_precision(base, {{"overrides", {{{"ops", "gemm"}, {"layers", {1, 2}}, {"dtype", "fp32"}}}}});
   EXPECT_NO_THROW(validate(plan));
   auto in_range = [](std::int32_t layer) { return layer >= 1 && layer <= 2; };
@@ -356,7 +349,7 @@ TEST(PrecisionPass, OverridesInOrderLaterOnesWin) {
 }
 
 TEST(PrecisionPass, AdaptiveSplitsTheLayers) {
-  const Layout l = layout(2, 2, 2, 4);
+  const Layout l = layout3d(2, 2, 2, 4);
   const Plan base = build(l);
   const json rule = {{"policy", "adaptive"}, {"low", "fp16"}, {"high", "fp32"}, {"redecide_every", 1}};
   auto adaptive = [&](double f) {
@@ -424,7 +417,7 @@ TEST(PrecisionPass, AdaptiveSplitsTheLayers) {
 }
 
 TEST(PrecisionPass, StatisticsAreAmortisedOverTheRedecisionPeriod) {
-  const Layout l = layout(2, 1, 2, 3);
+  const Layout l = layout3d(2, 1, 2, 3);
   const Plan base = build(l);
   for (std::int64_t every : {1, 7, 100}) {
     const Plan plan = with_precision(base, {{"policy", "adaptive"}, {"low", "bf16"}, {"high", "fp32"}, {"low_fraction", 0},
@@ -445,7 +438,7 @@ TEST(PrecisionPass, StatisticsAreAmortisedOverTheRedecisionPeriod) {
 
 TEST(PrecisionPass, ComposesAfterLora) {
   for (int zero : {0, 1, 3}) {
-    Layout l = layout(2, 2, 2, 4);
+    Layout l = layout3d(2, 2, 2, 4);
     l.zero_stage = zero;
     Plan lora = build(l);
     apply_lora(lora, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Fc2}});
@@ -479,7 +472,7 @@ TEST(PrecisionPass, ComposesAfterLora) {
 }
 
 TEST(PrecisionPass, AlreadyCompressedGradientsAreAnError) {
-  Plan plan = build(layout(2, 1, 1, 2));
+  Plan plan = build(layout3d(2, 1, 1, 2));
   bool edited = false;
   for (PlanOp& op : plan.programs[0].ops) {
     if (!edited && op.kind == OpKind::Collective && op.tensor_class == TensorClass::Grads) {
@@ -520,7 +513,7 @@ TEST(PrecisionPass, BadParametersNameTheirPath) {
   EXPECT_EQ(path_of({{"policy", "adaptive"}, {"low_fraction", 0.5}, {"redecide_every", 0}}), "/t/redecide_every");
   EXPECT_EQ(path_of({{"policy", "adaptive"}, {"low_fraction", 0.5}, {"low", "int4"}}), "/t/low");
   // A layer range beyond the model is the plan's to reject.
-  Plan plan = build(layout(2, 1, 1, 2));
+  Plan plan = build(layout3d(2, 1, 1, 2));
   const PrecisionParams beyond = params({{"overrides", {{{"ops", "gemm"}, {"layers", {2, 4}}, {"dtype", "fp32"}}}}});
   EXPECT_EQ(error_path([&] { apply_precision(plan, beyond); }), "/overrides/0/layers");
 }
@@ -547,7 +540,7 @@ TEST(PrecisionPass, RegisteredAndRoundTrips) {
   EXPECT_EQ(error_path([] { parse_technique({{"pass", "precision"}, {"colour", "blue"}}, "/techniques/0"); }),
             "/techniques/0/colour");
   // The pass through the registry is the function.
-  const Plan base = build(layout(2, 2, 2, 4));
+  const Plan base = build(layout3d(2, 2, 2, 4));
   Plan via_registry = base;
   pass->apply(via_registry);
   EXPECT_EQ(via_registry, with_precision(base, entry));

@@ -2,24 +2,16 @@
 
 #include <map>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 
 namespace {
 
 TransformerModel tiny() { return gpt_model("tiny", 8, 256, 8, 128, 1024); }
-
-Layout layout3d(int dp, int tp, int pp, int micro_batches) {
-  Layout l;
-  l.dp = dp;
-  l.tp = tp;
-  l.pp = pp;
-  l.micro_batch = 1;
-  l.global_batch = dp * micro_batches;
-  return l;
-}
 
 ClusterShape cluster(const Layout& l, int per_host = 8) { return {l.world_size(), per_host}; }
 

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan.hpp"
@@ -15,6 +16,7 @@
 #include "twinbed/sim/plan_sim.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 using namespace twinbed::sim;
 
 namespace {
@@ -22,15 +24,6 @@ namespace {
 // Big enough per stage that the embedding and head (tiny vocabulary) are ~1% of a stage's work.
 TransformerModel pipe_model() { return gpt_model("pipe", 32, 2048, 16, 1024, 64); }
 TransformerModel small_model() { return gpt_model("small", 8, 512, 8, 256, 1024); }
-
-Layout layout3d(int dp, int tp, int pp, int micro_batches) {
-  Layout l;
-  l.dp = dp;
-  l.tp = tp;
-  l.pp = pp;
-  l.global_batch = dp * micro_batches;
-  return l;
-}
 
 Topology switch_of(int ranks, BytesPerSec bw = 100 * GBps) {
   return topo::single_switch(ranks, {bw, Time::us(1)}, device_preset("a100"));
