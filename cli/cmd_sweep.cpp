@@ -354,7 +354,7 @@ void add_sweep_command(CLI::App& app) {
   cmd->add_flag("--merge", opts->merge_only,
                 "Only merge the part files of an earlier launcher run (sweep.part-*.csv) into sweep.csv");
   cmd->footer(
-      "Resumes: points whose row is already in the folder's sweep.csv (or a part file) are skipped.\n"
+      "Resumes: points with an ok row in the folder's sweep.csv (or a part file) are skipped; failed points run again.\n"
       "Under mpirun -np N, rank r runs points i % N == r and rank 0 merges the parts when all are done.");
   cmd->callback([opts] { sweep_command(*opts); });
 }
