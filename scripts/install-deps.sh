@@ -2,6 +2,7 @@
 # Installs the Debian packages twinbed builds and runs with, only those that are missing.
 # Debian 12 / Ubuntu 22.04+. Needs root or sudo. CUDA and NCCL are optional and not installed here:
 # when nvcc is on PATH (or at /usr/local/cuda) the CUDA parts are built too.
+#   scripts/install-deps.sh --fuzz   also Clang and its libFuzzer runtime (scripts/fuzz.sh)
 set -euo pipefail
 
 packages=(
@@ -12,6 +13,9 @@ packages=(
   python3 python3-matplotlib
   python3-nbconvert python3-nbformat python3-ipykernel   # runs notebooks/*.ipynb headless (the claims notebook test)
 )
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-14-dev)   # Debian 12's Clang; libFuzzer is in the runtime package
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "twinbed/core/error.hpp"
@@ -311,8 +312,16 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
     }
     if (!values.is_array() || values.empty()) fail(path, "expected a non-empty array of values, got " + got(values));
 
-    // Each value alone, in place: the strict parser says whether it is acceptable there.
+    // Each value alone, in place: the strict parser says whether it is acceptable there. A value twice
+    // (or 2 and "2") would make two points with one id, and a sweep resumes by id. Only "description"
+    // takes free text, so distinct values per axis give distinct ids.
+    std::map<std::string, std::size_t> seen;
     for (std::size_t i = 0; i < values.size(); ++i) {
+      const auto [first, fresh] = seen.emplace(value_text(values[i]), i);
+      if (!fresh) {
+        fail(child(path, std::to_string(i)), "'" + pointer + "' = " + values[i].dump() + " repeats the value at index " +
+                                                 std::to_string(first->second));
+      }
       json trial = base;
       trial[ptr] = values[i];
       try {

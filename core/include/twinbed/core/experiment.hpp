@@ -134,10 +134,10 @@ struct SweepPoint {
 
 // The axes of the config's "sweep" (empty when there is none). Throws ConfigError naming
 // "/sweep/<escaped pointer>" for a malformed pointer, a pointer whose parent does not exist, a
-// forbidden target, a value that is not a non-empty array, or a swept value the strict parser rejects
-// where it is put (an unknown key "/layout/ppp", a wrong type, a value out of range). Each value is
-// checked by parsing the config with that one value in place (without the layout's cross-field
-// checks, so an impossible combination is not an error here). `base_dir` as for experiment_from_json.
+// forbidden target, a value that is not a non-empty array, a value given twice (two points would share
+// an id), or a swept value the strict parser rejects where it is put (an unknown key "/layout/ppp", a
+// wrong type, a value out of range). Each value is checked by parsing the config with that one value in
+// place (without the layout's cross-field checks, so an impossible combination is not an error here). `base_dir` as for experiment_from_json.
 std::vector<SweepAxis> sweep_axes(const nlohmann::json& config, const std::filesystem::path& base_dir);
 
 // Every point of the sweep, in product order (one point with id "base" and no values when there is no
