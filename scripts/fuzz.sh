@@ -7,11 +7,16 @@
 # The corpora grow in build-fuzz/corpus/<target> and are reused by the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0;; esac
 seconds=${1:-600}
 [ $# -gt 0 ] && shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(experiment topology profile sweep)
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS must be a whole number, got '$seconds'" >&2; exit 2;; esac
+for t in "${targets[@]}"; do
+  case "$t" in experiment|topology|profile|sweep) ;;
+    *) echo "fuzz.sh: unknown target '$t'; known: experiment, topology, profile, sweep" >&2; exit 2;; esac
+done
 
 scripts/install-deps.sh --fuzz
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTWINBED_FUZZ=ON \
@@ -23,7 +28,6 @@ seeds() {  # the seed files of one target
     experiment|sweep) ls experiments/*.json tests/data/experiments/*.json tests/data/hardening/*.json tests/fuzz/seeds/sweep_*.json ;;
     topology) ls tests/data/topologies/*.json tests/data/cli/*.json tests/data/hardening/oversubscribed_topology.json ;;
     profile) ls tests/fuzz/seeds/profile_*.json ;;
-    *) echo "fuzz.sh: unknown target '$1'; known: experiment, topology, profile, sweep" >&2; exit 2 ;;
   esac
 }
 

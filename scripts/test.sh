@@ -8,6 +8,7 @@
 #       Runs the tests labelled mpi second (see below); ctest arguments apply to both passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0;; esac
 scripts/install-deps.sh
 if [ "${1:-}" = "--sanitize" ]; then
   shift

@@ -133,12 +133,12 @@ def files_under(folder):
 
 
 class Fuzz:
-    def __init__(self, twinbed, source, keep):
-        self.twinbed, self.source, self.keep = twinbed, source, keep
+    def __init__(self, twinbed, keep):
+        self.twinbed, self.keep = twinbed, keep
         self.failures = []
         self.outcomes = {"ok": 0, "error": 0}
 
-    def call(self, case, argv, cwd):
+    def call(self, argv, cwd):
         try:
             p = subprocess.run([self.twinbed] + argv, cwd=cwd, capture_output=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -180,7 +180,7 @@ class Fuzz:
         with open(os.path.join(cwd, "config.json"), "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(mutate_json(rng, seed_doc))
         argv = [command, "config.json", "--out", "out"] + (["--backend", "sim", "--no-trace"] if command == "run" else [])
-        rc, problem = self.call(case, argv, cwd)
+        rc, problem = self.call(argv, cwd)
         out = os.path.join(cwd, "out")
         left = [f for f in files_under(out) if f != ".twinbed.lock"] if os.path.isdir(out) else []
         if rc is not None and not problem:
@@ -189,7 +189,7 @@ class Fuzz:
             if rc != 0 and command == "sweep" and [f for f in left if f != "sweep.csv"]:
                 problem = f"the failed sweep left {left} in its results folder"
             if rc == 0 and command == "run":
-                rc2, problem2 = self.call(case, ["run", "out/config.json", "--out", "again", "--no-trace"], cwd)
+                rc2, problem2 = self.call(["run", "out/config.json", "--out", "again", "--no-trace"], cwd)
                 if problem2 or rc2 != 0:
                     problem = f"the resolved out/config.json does not run again: {problem2 or f'exit {rc2}'}"
         self.record(case, command, argv, rc, problem, cwd)
@@ -205,7 +205,7 @@ class Fuzz:
             argv += [flag, rng.choice(choices)]
         if "--topology" not in argv and rng.random() < 0.5:
             argv += ["--topology", "topology.json"]
-        rc, problem = self.call(case, argv, cwd)
+        rc, problem = self.call(argv, cwd)
         self.record(case, "collectives", argv, rc, problem, cwd)
 
 
@@ -226,7 +226,7 @@ def main():
     sweep["sweep"] = {"/layout/pp": [1, 2], "/layout/micro_batch": [1, 2]}  # four points: quick
     topology = load("tests/data/topologies/two_hosts.json")
 
-    fuzz = Fuzz(os.path.abspath(args.twinbed), args.source_dir, args.keep)
+    fuzz = Fuzz(os.path.abspath(args.twinbed), args.keep)
     rng = random.Random(args.seed)
     for case in range(args.cases):
         kind = case % 10
