@@ -205,6 +205,25 @@ std::string pointer_label(const std::string& pointer) {
   return s;
 }
 
+// The value pointer `p` names in `doc`, or nullptr. Unlike json::contains it never throws: a step into
+// an array names something only when it is a decimal index below the array's size ("", "01", "-" and
+// "x" name nothing).
+const json* find_pointer(const json& doc, const json::json_pointer& p) {
+  if (p.empty()) return &doc;
+  const json* parent = find_pointer(doc, p.parent_pointer());
+  if (parent == nullptr) return nullptr;
+  const std::string& token = p.back();
+  if (parent->is_object()) {
+    const auto it = parent->find(token);
+    return it == parent->end() ? nullptr : &*it;
+  }
+  const bool index = !token.empty() && token.size() <= 9 && (token == "0" || token[0] != '0') &&
+                     std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!parent->is_array() || !index) return nullptr;
+  const std::size_t i = std::stoul(token);
+  return i < parent->size() ? &(*parent)[i] : nullptr;
+}
+
 }  // namespace
 
 ClusterConfig cluster_from_json(const json& j, const fs::path& base_dir) { return parse_cluster(j, base_dir); }
@@ -303,12 +322,14 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
       fail(path, "'" + pointer + "' cannot be swept (one sweep has one name and one results folder)");
     }
     const json::json_pointer parent = ptr.parent_pointer();
-    if (!base.contains(parent) || !(base[parent].is_object() || base[parent].is_array())) {
+    const json* container = find_pointer(base, parent);
+    if (container == nullptr || !(container->is_object() || container->is_array())) {
       fail(path, "'" + pointer + "' does not point into the config: '" +
                      (parent.empty() ? std::string("/") : parent.to_string()) + "' is not an object or array of it");
     }
-    if (base[parent].is_array() && !base.contains(ptr)) {
-      fail(path, "'" + pointer + "' points past the end of an array");
+    if (container->is_array() && find_pointer(base, ptr) == nullptr) {
+      fail(path, "'" + pointer + "' names no element of '" + parent.to_string() + "', an array of " +
+                     std::to_string(container->size()) + " (indices are written 0, 1, ...)");
     }
     if (!values.is_array() || values.empty()) fail(path, "expected a non-empty array of values, got " + got(values));
 
