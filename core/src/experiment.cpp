@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <string_view>
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
@@ -205,23 +206,30 @@ std::string pointer_label(const std::string& pointer) {
   return s;
 }
 
-// The value pointer `p` names in `doc`, or nullptr. Unlike json::contains it never throws: a step into
-// an array names something only when it is a decimal index below the array's size ("", "01", "-" and
-// "x" name nothing).
-const json* find_pointer(const json& doc, const json::json_pointer& p) {
-  if (p.empty()) return &doc;
-  const json* parent = find_pointer(doc, p.parent_pointer());
-  if (parent == nullptr) return nullptr;
-  const std::string& token = p.back();
-  if (parent->is_object()) {
-    const auto it = parent->find(token);
-    return it == parent->end() ? nullptr : &*it;
+// The value the JSON pointer `pointer` (well-formed, e.g. "/layout/pp") names in `doc`, or nullptr.
+// Unlike json::contains it never throws: a step into an array names something only when it is a
+// decimal index below the array's size ("", "01", "-" and "x" name nothing). One pass, stopping at the
+// first step that names nothing (a pointer of thousands of steps costs its length, no more).
+const json* find_pointer(const json& doc, std::string_view pointer) {
+  const json* at = &doc;
+  while (!pointer.empty() && at != nullptr) {
+    pointer.remove_prefix(1);  // the '/'
+    const std::size_t end = std::min(pointer.find('/'), pointer.size());
+    std::string token(pointer.substr(0, end));
+    pointer.remove_prefix(end);
+    for (std::size_t k = 0; (k = token.find("~1", k)) != std::string::npos;) token.replace(k, 2, "/");
+    for (std::size_t k = 0; (k = token.find("~0", k)) != std::string::npos; ++k) token.replace(k, 2, "~");
+    if (at->is_object()) {
+      const auto it = at->find(token);
+      at = it == at->end() ? nullptr : &*it;
+      continue;
+    }
+    const bool index = !token.empty() && token.size() <= 9 && (token == "0" || token[0] != '0') &&
+                       std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const std::size_t i = index ? std::stoul(token) : 0;
+    at = at->is_array() && index && i < at->size() ? &(*at)[i] : nullptr;
   }
-  const bool index = !token.empty() && token.size() <= 9 && (token == "0" || token[0] != '0') &&
-                     std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!parent->is_array() || !index) return nullptr;
-  const std::size_t i = std::stoul(token);
-  return i < parent->size() ? &(*parent)[i] : nullptr;
+  return at;
 }
 
 }  // namespace
@@ -322,12 +330,12 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
       fail(path, "'" + pointer + "' cannot be swept (one sweep has one name and one results folder)");
     }
     const json::json_pointer parent = ptr.parent_pointer();
-    const json* container = find_pointer(base, parent);
+    const json* container = find_pointer(base, parent.to_string());
     if (container == nullptr || !(container->is_object() || container->is_array())) {
       fail(path, "'" + pointer + "' does not point into the config: '" +
                      (parent.empty() ? std::string("/") : parent.to_string()) + "' is not an object or array of it");
     }
-    if (container->is_array() && find_pointer(base, ptr) == nullptr) {
+    if (container->is_array() && find_pointer(base, pointer) == nullptr) {
       fail(path, "'" + pointer + "' names no element of '" + parent.to_string() + "', an array of " +
                      std::to_string(container->size()) + " (indices are written 0, 1, ...)");
     }

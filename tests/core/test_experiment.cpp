@@ -297,6 +297,8 @@ TEST(Sweep, BadPointersAndValuesNameTheSweepEntry) {
 
 // Pointer steps into arrays: json::contains throws on some ("" in particular), which reached the user
 // as library text (fuzz_sweep found it); each is now a sweep error naming the entry.
+bool contains_text(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
 TEST(Sweep, StepsIntoArraysMustBeIndices) {
   json c = small_config();
   c["techniques"] = json::parse(R"([{"pass": "lora", "rank": 8}])");
@@ -314,11 +316,14 @@ TEST(Sweep, StepsIntoArraysMustBeIndices) {
   };
   for (const char* pointer : {"/techniques//rank", "/techniques/x/rank", "/techniques/01/rank", "/techniques/1/rank",
                               "/techniques/-/rank", "/techniques//layout/sc0/1,k"}) {
-    EXPECT_NE(message(pointer).find("does not point into the config"), std::string::npos) << pointer;
+    EXPECT_TRUE(contains_text(message(pointer), "does not point into the config")) << pointer;
   }
   for (const char* pointer : {"/techniques/", "/techniques/1", "/techniques/-", "/techniques/00"}) {
-    EXPECT_NE(message(pointer).find("names no element of '/techniques', an array of 1"), std::string::npos) << pointer;
+    EXPECT_TRUE(contains_text(message(pointer), "names no element of '/techniques', an array of 1")) << pointer;
   }
+  // A pointer of 20,000 empty steps is one error, found in one pass (fuzz_sweep ran out of memory on a
+  // walk that copied the pointer at every step).
+  EXPECT_TRUE(contains_text(message(std::string(20000, '/') + "x"), "does not point into the config"));
   c["sweep"] = {{"/techniques/0/rank", {4, 16}}};
   EXPECT_EQ(expand_sweep(c, kData).size(), 2u);
 }
