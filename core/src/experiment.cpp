@@ -365,6 +365,18 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
     }
     axes.push_back({pointer, values.get<std::vector<json>>()});
   }
+  // A field swept inside a field that is itself swept ("/layout" and "/layout/pp") has no meaning: the
+  // outer value replaces what the inner one would be put in.
+  std::set<std::string_view> pointers;
+  for (const SweepAxis& a : axes) pointers.insert(a.pointer);
+  for (const SweepAxis& a : axes) {
+    for (std::size_t cut = a.pointer.find('/', 1); cut != std::string::npos; cut = a.pointer.find('/', cut + 1)) {
+      if (pointers.count(std::string_view(a.pointer).substr(0, cut))) {
+        fail(child("/sweep", a.pointer), "'" + a.pointer + "' lies inside '" + a.pointer.substr(0, cut) +
+                                             "', which is swept too: sweep one or the other");
+      }
+    }
+  }
   return axes;
 }
 

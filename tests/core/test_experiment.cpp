@@ -283,6 +283,7 @@ TEST(Sweep, BadPointersAndValuesNameTheSweepEntry) {
   EXPECT_EQ(sweep_error({{"/layout/pp", json::array()}}), "/sweep/~1layout~1pp");  // empty
   EXPECT_EQ(sweep_error({{"/layout/pp", {1, "two"}}}), "/sweep/~1layout~1pp/1");   // wrong type
   EXPECT_EQ(sweep_error({{"/layout/pp", {2, 2, 4}}}), "/sweep/~1layout~1pp/1");    // twice: one id (fuzz_sweep found it)
+  EXPECT_EQ(sweep_error({{"/layout", {small_config()["layout"]}}, {"/layout/pp", {1}}}), "/sweep/~1layout~1pp");  // nested
   EXPECT_EQ(sweep_error({{"/name", {"a", "b"}}}), "/sweep/~1name");
   EXPECT_EQ(sweep_error({{"/sweep/x", {1}}}), "/sweep/~1sweep~1x");
   EXPECT_EQ(sweep_error(json::array({1})), "/sweep");
