@@ -2,11 +2,13 @@
 
 #include <cmath>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/dsa.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 
 namespace {
 
@@ -14,12 +16,8 @@ using Sparsity = OpCost::Sparsity;
 using Phase = OpCost::Phase;
 
 Plan small_plan(int zero = 0) {
-  Layout l;
-  l.dp = 2;
-  l.tp = 2;
-  l.pp = 2;
+  Layout l = layout3d(2, 2, 2, 4);
   l.zero_stage = zero;
-  l.global_batch = 8;
   return build_plan(gpt_model("tiny", 4, 256, 8, 128, 1024), l, {8, 8});
 }
 

@@ -3,20 +3,20 @@
 #include <cmath>
 #include <map>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/kernels/payload.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 
 namespace {
 
 Plan dp_plan(int dp, int zero = 0, int ranks_per_host = 8) {
-  Layout l;
-  l.dp = dp;
+  Layout l = layout3d(dp, 1, 1, 2);
   l.zero_stage = zero;
-  l.global_batch = 2 * dp;
   l.bucket_bytes = 1 * MiB;
   return build_plan(gpt_model("tiny", 4, 256, 8, 128, 1024), l, {dp, ranks_per_host});
 }

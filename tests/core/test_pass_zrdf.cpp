@@ -2,23 +2,21 @@
 
 #include <vector>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 
 namespace {
 
 Plan plan_of(int dp, int tp, int pp, int zero, Recompute rc = Recompute::Selective) {
-  Layout l;
-  l.dp = dp;
-  l.tp = tp;
-  l.pp = pp;
+  Layout l = layout3d(dp, tp, pp, 4);
   l.zero_stage = zero;
   l.recompute = rc;
-  l.global_batch = dp * 4;
   l.bucket_bytes = 256 * KiB;
   return build_plan(gpt_model("tiny", 4, 256, 8, 128, 1024), l, {dp * tp * pp, 4});
 }

@@ -1,6 +1,7 @@
 // The technique passes' Plans through the simulator: what each change buys (or not) in time and memory.
 #include <gtest/gtest.h>
 
+#include "support/layouts.hpp"
 #include "twinbed/core/passes/dsa.hpp"
 #include "twinbed/core/passes/lora.hpp"
 #include "twinbed/core/passes/tgc.hpp"
@@ -10,16 +11,10 @@
 #include "twinbed/sim/plan_sim.hpp"
 
 using namespace twinbed;
+using twinbed::test_support::layout3d;
 using namespace twinbed::sim;
 
 namespace {
-
-Layout dp_layout(int dp, int micro_batches) {
-  Layout l;
-  l.dp = dp;
-  l.global_batch = dp * micro_batches;
-  return l;
-}
 
 Topology switch_of(int ranks, double gbps) {
   return topo::single_switch(ranks, {gbps * GBps, Time::us(2)}, device_preset("a100"));
@@ -52,7 +47,7 @@ const TransformerModel kModel = gpt_model("m", 4, 1024, 16, 512, 8192);
 
 TEST(PlanPasses, LoraIsFasterAndSmallerThanFullTraining) {
   const Topology t = switch_of(4, 25);
-  const Plan base = build_plan(kModel, dp_layout(4, 4), {4, 4});
+  const Plan base = build_plan(kModel, layout3d(4, 1, 1, 4), {4, 4});
   Plan lora = base;
   apply_lora(lora, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Proj}});
   const SimResult a = simulate(base, t), b = simulate(lora, t);
@@ -65,7 +60,7 @@ TEST(PlanPasses, LoraIsFasterAndSmallerThanFullTraining) {
 
 TEST(PlanPasses, DsaFlopsCutBecomesTimeOnlyWhereTheGranularityAllows) {
   const Topology t = switch_of(2, 100);
-  const Plan base = build_plan(kModel, dp_layout(2, 4), {2, 2});
+  const Plan base = build_plan(kModel, layout3d(2, 1, 1, 4), {2, 2});
   auto gemm_time = [&](DsaParams::Granularity g, DsaParams::Mode mode) {
     Plan plan = base;
     DsaParams p;
@@ -89,7 +84,7 @@ TEST(PlanPasses, DsaFlopsCutBecomesTimeOnlyWhereTheGranularityAllows) {
 }
 
 TEST(PlanPasses, TgcShortensTheReductionOnASlowNetworkButSparseGatherGrowsWithRanks) {
-  const Plan base = build_plan(kModel, dp_layout(8, 2), {8, 8});
+  const Plan base = build_plan(kModel, layout3d(8, 1, 1, 2), {8, 8});
   const Topology slow = switch_of(8, 1);
   auto comm = [&](const TgcParams& p) {
     Plan plan = base;
@@ -109,7 +104,7 @@ TEST(PlanPasses, TgcShortensTheReductionOnASlowNetworkButSparseGatherGrowsWithRa
 
 TEST(PlanPasses, ZrdfArenaIsTheSimulatedMemory) {
   const Topology t = switch_of(2, 100);
-  Plan plan = build_plan(kModel, dp_layout(2, 4), {2, 2});
+  Plan plan = build_plan(kModel, layout3d(2, 1, 1, 4), {2, 2});
   const SimResult before = simulate(plan, t);
   apply_zrdf(plan, ZrdfParams{});
   const SimResult after = simulate(plan, t);
