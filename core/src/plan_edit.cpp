@@ -133,10 +133,15 @@ Program ProgramEditor::finish() {
   std::vector<std::uint32_t> through, through_begin(n + 1, 0);
   std::vector<std::uint32_t> scratch;
   std::size_t extra_at = 0, replaced_at = 0;  // cursors into the sorted lists, by original op
+  std::uint32_t resolved_through = 0;         // original ops whose `through` range is known
   auto resolve = [&](OpRef r, std::vector<std::uint32_t>& out) {
     if (r.added) {
       out.push_back(pos_added.at(r.index));
     } else if (removed_.at(r.index)) {
+      if (r.index >= resolved_through) {  // a dropped op not before the op that depends on it
+        throw InvalidArgument("ProgramEditor: a dependency on dropped op " + std::to_string(r.index) +
+                              ", which is not before the op that depends on it");
+      }
       out.insert(out.end(), through.begin() + through_begin[r.index], through.begin() + through_begin[r.index + 1]);
     } else {
       out.push_back(pos_original[r.index]);
@@ -177,7 +182,6 @@ Program ProgramEditor::finish() {
   p.deps.reserve(original_.deps.size() + added_deps_.size());
   p.dep_begin.reserve(order.size() + 1);
   std::vector<std::int64_t> seq(kGroupKinds, 0);
-  std::uint32_t resolved_through = 0;  // original ops whose `through` range is known
   for (std::uint32_t k = 0; k < order.size(); ++k) {
     const OpRef r = order[k];
     // Dropped ops before this original one: their ranges first (order follows original positions).

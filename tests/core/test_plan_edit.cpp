@@ -98,6 +98,17 @@ TEST(ProgramEditor, ForwardDependenciesAreRejected) {
   EXPECT_THROW(e.finish(), InvalidArgument);
 }
 
+// An added op placed before a dropped op it depends on (the dropped op stands for its own dependencies,
+// which are not resolved yet there): an error, not a silently lost dependency or a library exception.
+TEST(ProgramEditor, DependingOnALaterDroppedOpIsRejected) {
+  const Program p = chain();
+  ProgramEditor e(p);
+  e.remove(1);
+  e.remove(2);
+  e.insert_before(2, compute(9), {OpRef::original(2)});
+  EXPECT_THROW(e.finish(), InvalidArgument);
+}
+
 TEST(ProgramEditor, CollectiveTagsAreRenumberedPerKind) {
   Program p;
   p.add(coll(GroupKind::Dp, 0));
