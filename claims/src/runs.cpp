@@ -31,14 +31,7 @@ constexpr int kMaxDepth = 16;
 
 // Puts `value` at `pointer` in `target`; the pointer's parent must exist (as sweeps require).
 void set_at(json& target, const std::string& pointer, const json& value, const std::string& path) {
-  json::json_pointer ptr;
-  try {
-    ptr = json::json_pointer(pointer);
-  } catch (const json::exception& e) {
-    fail(path, "'" + pointer + "' is not a JSON pointer: " + e.what());
-  }
-  if (ptr.empty() || !target.contains(ptr.parent_pointer())) fail(path, "'" + pointer + "' does not point into the run's config");
-  target[ptr] = value;
+  target[json_read::settable_pointer(target, pointer, path)] = value;
 }
 
 Time step_of(const Plan& plan, const Topology& topology, const sim::PlanSimOptions& options) {

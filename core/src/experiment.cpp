@@ -206,32 +206,6 @@ std::string pointer_label(const std::string& pointer) {
   return s;
 }
 
-// The value the JSON pointer `pointer` (well-formed, e.g. "/layout/pp") names in `doc`, or nullptr.
-// Unlike json::contains it never throws: a step into an array names something only when it is a
-// decimal index below the array's size ("", "01", "-" and "x" name nothing). One pass, stopping at the
-// first step that names nothing (a pointer of thousands of steps costs its length, no more).
-const json* find_pointer(const json& doc, std::string_view pointer) {
-  const json* at = &doc;
-  while (!pointer.empty() && at != nullptr) {
-    pointer.remove_prefix(1);  // the '/'
-    const std::size_t end = std::min(pointer.find('/'), pointer.size());
-    std::string token(pointer.substr(0, end));
-    pointer.remove_prefix(end);
-    for (std::size_t k = 0; (k = token.find("~1", k)) != std::string::npos;) token.replace(k, 2, "/");
-    for (std::size_t k = 0; (k = token.find("~0", k)) != std::string::npos; ++k) token.replace(k, 2, "~");
-    if (at->is_object()) {
-      const auto it = at->find(token);
-      at = it == at->end() ? nullptr : &*it;
-      continue;
-    }
-    const bool index = !token.empty() && token.size() <= 9 && (token == "0" || token[0] != '0') &&
-                       std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
-    const std::size_t i = index ? std::stoul(token) : 0;
-    at = at->is_array() && index && i < at->size() ? &(*at)[i] : nullptr;
-  }
-  return at;
-}
-
 }  // namespace
 
 ClusterConfig cluster_from_json(const json& j, const fs::path& base_dir) { return parse_cluster(j, base_dir); }
@@ -316,29 +290,11 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
   std::vector<SweepAxis> axes;
   for (const auto& [pointer, values] : sweep.items()) {
     const std::string path = child("/sweep", pointer);
-    json::json_pointer ptr;
-    try {
-      ptr = json::json_pointer(pointer);
-    } catch (const json::exception&) {
-      fail(path, json_read::quoted(pointer) + " is not a JSON pointer like \"/layout/pp\": " +
-                     (pointer.empty() || pointer[0] != '/' ? "it must start with '/'"
-                                                           : "a '~' must be followed by 0 (for '~') or 1 (for '/')"));
+    const std::string top = pointer.substr(0, pointer.find('/', 1));
+    if (top == "/sweep" || top == "/name" || top == "/output") {
+      fail(path, json_read::quoted(pointer) + " cannot be swept (one sweep has one name and one results folder)");
     }
-    if (ptr.empty()) fail(path, "the pointer must name a field, like \"/layout/pp\", not the whole config");
-    const std::string top = pointer.substr(1, pointer.find('/', 1) == std::string::npos ? std::string::npos : pointer.find('/', 1) - 1);
-    if (top == "sweep" || top == "name" || top == "output") {
-      fail(path, "'" + pointer + "' cannot be swept (one sweep has one name and one results folder)");
-    }
-    const json::json_pointer parent = ptr.parent_pointer();
-    const json* container = find_pointer(base, parent.to_string());
-    if (container == nullptr || !(container->is_object() || container->is_array())) {
-      fail(path, "'" + pointer + "' does not point into the config: '" +
-                     (parent.empty() ? std::string("/") : parent.to_string()) + "' is not an object or array of it");
-    }
-    if (container->is_array() && find_pointer(base, pointer) == nullptr) {
-      fail(path, "'" + pointer + "' names no element of '" + parent.to_string() + "', an array of " +
-                     std::to_string(container->size()) + " (indices are written 0, 1, ...)");
-    }
+    const json::json_pointer ptr = json_read::settable_pointer(base, pointer, path);
     if (!values.is_array() || values.empty()) fail(path, "expected a non-empty array of values, got " + got(values));
 
     // Each value alone, in place: the strict parser says whether it is acceptable there. A value twice

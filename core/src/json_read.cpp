@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <string_view>
 
 namespace twinbed::json_read {
 
@@ -156,6 +157,51 @@ double read_number(const json& v, const std::string& path, const std::string& ra
 bool read_bool(const json& v, const std::string& path) {
   if (!v.is_boolean()) fail(path, "expected true or false, got " + got(v));
   return v.get<bool>();
+}
+
+const json* find_pointer(const json& doc, std::string_view pointer) {
+  const json* at = &doc;
+  while (!pointer.empty() && at != nullptr) {
+    pointer.remove_prefix(1);  // the '/'
+    const std::size_t end = std::min(pointer.find('/'), pointer.size());
+    std::string token(pointer.substr(0, end));
+    pointer.remove_prefix(end);
+    for (std::size_t k = 0; (k = token.find("~1", k)) != std::string::npos;) token.replace(k, 2, "/");
+    for (std::size_t k = 0; (k = token.find("~0", k)) != std::string::npos; ++k) token.replace(k, 2, "~");
+    if (at->is_object()) {
+      const auto it = at->find(token);
+      at = it == at->end() ? nullptr : &*it;
+      continue;
+    }
+    const bool index = !token.empty() && token.size() <= 9 && (token == "0" || token[0] != '0') &&
+                       std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const std::size_t i = index ? std::stoul(token) : 0;
+    at = at->is_array() && index && i < at->size() ? &(*at)[i] : nullptr;
+  }
+  return at;
+}
+
+json::json_pointer settable_pointer(const json& doc, const std::string& pointer, const std::string& path) {
+  json::json_pointer ptr;
+  try {
+    ptr = json::json_pointer(pointer);
+  } catch (const json::exception&) {
+    fail(path, quoted(pointer) + " is not a JSON pointer like \"/layout/pp\": " +
+                   (pointer.empty() || pointer[0] != '/' ? "it must start with '/'"
+                                                         : "a '~' must be followed by 0 (for '~') or 1 (for '/')"));
+  }
+  if (ptr.empty()) fail(path, "the pointer must name a field, like \"/layout/pp\", not the whole config");
+  const json::json_pointer parent = ptr.parent_pointer();
+  const json* container = find_pointer(doc, parent.to_string());
+  if (container == nullptr || !(container->is_object() || container->is_array())) {
+    fail(path, quoted(pointer) + " does not point into the config: " +
+                   quoted(parent.empty() ? std::string("/") : parent.to_string()) + " is not an object or array of it");
+  }
+  if (container->is_array() && find_pointer(doc, pointer) == nullptr) {
+    fail(path, quoted(pointer) + " names no element of " + quoted(parent.to_string()) + ", an array of " +
+                   std::to_string(container->size()) + " (indices are written 0, 1, ...)");
+  }
+  return ptr;
 }
 
 }  // namespace twinbed::json_read

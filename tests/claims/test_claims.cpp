@@ -136,6 +136,24 @@ TEST(Runs, AnIdenticalRunIsSimulatedOnce) {
   EXPECT_THROW(runs.get(a, "nosuch"), ConfigError);
 }
 
+TEST(Runs, SetPointersMustPointIntoTheConfig) {
+  Claim claim = load_claim(kData + "/SYNTH-RUNS.json");
+  const auto message = [&](const std::string& pointer) -> std::string {
+    claim.runs["bad"] = {{"from", "base"}, {"set", {{pointer, 1}}}};
+    try {
+      Runs().get(claim, "bad");
+    } catch (const ConfigError& e) {
+      return e.message();
+    }
+    return "no error";
+  };
+  // A step below a number used to escape as the JSON library's own exception.
+  EXPECT_NE(message("/layout/tp/x").find("does not point into the config"), std::string::npos);
+  EXPECT_NE(message("layout/tp").find("must start with '/'"), std::string::npos);
+  EXPECT_NE(message("").find("not the whole config"), std::string::npos);
+  EXPECT_EQ(message("/layout/pp"), "no error");
+}
+
 TEST(Metrics, UnknownNamesAndBadArgumentsNameThePath) {
   Runs runs;
   const Claim c = load_claim(kData + "/SYNTH-RATIO.json");

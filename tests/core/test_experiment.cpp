@@ -320,7 +320,7 @@ TEST(Sweep, StepsIntoArraysMustBeIndices) {
     EXPECT_TRUE(contains_text(message(pointer), "does not point into the config")) << pointer;
   }
   for (const char* pointer : {"/techniques/", "/techniques/1", "/techniques/-", "/techniques/00"}) {
-    EXPECT_TRUE(contains_text(message(pointer), "names no element of '/techniques', an array of 1")) << pointer;
+    EXPECT_TRUE(contains_text(message(pointer), "names no element of \"/techniques\", an array of 1")) << pointer;
   }
   // A pointer of 20,000 empty steps is one error, found in one pass (fuzz_sweep ran out of memory on a
   // walk that copied the pointer at every step).

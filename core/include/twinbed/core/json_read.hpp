@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -39,6 +40,16 @@ std::string got(const json& v);
 std::string quoted(const std::string& text);
 // "a, b, c".
 std::string join(const std::vector<std::string>& names);
+
+// The value the JSON pointer `pointer` (well-formed, e.g. "/layout/pp") names in `doc`, or nullptr.
+// Unlike json::contains it never throws: a step into an array names something only when it is a
+// decimal index below the array's size ("", "01", "-" and "x" name nothing). One pass, stopping at the
+// first step that names nothing (a pointer of thousands of steps costs its length, no more).
+const json* find_pointer(const json& doc, std::string_view pointer);
+// `pointer` as a place a value can be put in `doc` (sweeps, claims' "set"): well-formed, not the whole
+// document, its parent an object or array in `doc`, and an array element that exists. Otherwise a
+// ConfigError at `path` saying which.
+json::json_pointer settable_pointer(const json& doc, const std::string& pointer, const std::string& path);
 
 void require_object(const json& v, const std::string& path);
 // Rejects keys outside `accepted`, naming the key's path and the accepted keys (+ `hint`): a misspelt
