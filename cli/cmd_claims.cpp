@@ -1,8 +1,13 @@
 // twinbed claims: the claims ledger — every figure of CLAIMS.md through its experiments
 // (experiments/claims/<ID>.json), reported vs simulated vs measured, with a computed verdict.
-#include <cstdio>
-#include <cstdlib>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -12,6 +17,8 @@
 #include "twinbed/claims/ledger.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/export.hpp"
+
+extern char** environ;  // POSIX: the process environment, handed unchanged to the plot script
 
 namespace twinbed::cli {
 
@@ -34,6 +41,67 @@ std::string default_dir() {
   return std::string(TWINBED_SOURCE_DIR) + "/experiments/claims";
 }
 
+// The plotting interpreter: Debian's, which scripts/install-deps.sh gives matplotlib.
+constexpr const char* kPython = "/usr/bin/python3";
+
+// Runs `argv` (argv[0] the executable's path; no shell, so no argument is ever read as a command) with
+// stdin and stdout on /dev/null and returns what stopped it: "" when it exited 0, else why, with the
+// last line it wrote to stderr.
+std::string run_quietly(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));  // posix_spawn's signature
+  args.push_back(nullptr);
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) return std::string("cannot make a pipe: ") + std::strerror(errno);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);  // dup2 clears O_CLOEXEC on the child's stderr
+  pid_t pid = 0;
+  const int spawned = ::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(err[1]);
+  if (spawned != 0) {
+    ::close(err[0]);
+    return "cannot start " + argv[0] + ": " + std::strerror(spawned);
+  }
+  // Read stderr to its end before waiting (a full pipe would stall the child), keeping its tail.
+  std::string tail;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    tail.append(buf, static_cast<std::size_t>(n));
+    if (tail.size() > 8192) tail.erase(0, tail.size() - 8192);
+  }
+  ::close(err[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return std::string("waiting for it failed: ") + std::strerror(errno);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  const std::string last = tail.substr(tail.rfind('\n') == std::string::npos ? 0 : tail.rfind('\n') + 1);
+  const std::string said = last.empty() ? "" : ": " + last;
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status)) + said;
+  // 77: plot_claims.py's "matplotlib is not installed".
+  if (WEXITSTATUS(status) == 77) return "no matplotlib for " + argv[0] + " (scripts/install-deps.sh)";
+  return "exit status " + std::to_string(WEXITSTATUS(status)) + said;
+}
+
+// Draws `png` from the ledger `json` with notebooks/plot_claims.py (which writes it atomically). Returns
+// "" when drawn, else why not.
+std::string draw_plot(const fs::path& json, const fs::path& png) {
+  const std::string script = std::string(TWINBED_SOURCE_DIR) + "/notebooks/plot_claims.py";
+  if (!fs::is_regular_file(script)) return "the plot script " + script + " is missing";
+  if (::access(kPython, X_OK) != 0) return std::string("no ") + kPython + " to run " + script;
+  const std::string why = run_quietly({kPython, script, json.string(), png.string()});
+  return why.empty() ? "" : "plot_claims.py failed: " + why;
+}
+
 void claims_command(const ClaimsOptions& o) {
   if (o.out.empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
   if (o.backend != "sim") {
@@ -47,8 +115,13 @@ void claims_command(const ClaimsOptions& o) {
   });
 
   // Files first (each atomically, under the folder's lock), so the printed table always has them beside it.
+  // A claims.png of an earlier ledger goes first: no plot is better than one of other results.
   const fs::path dir(o.out);
   const ResultsFolderLock lock(dir);
+  const fs::path png = dir / "claims.png";
+  std::error_code ec;
+  fs::remove(png, ec);
+  if (ec) throw Error("cannot remove the old " + png.string() + ": " + ec.message());
   nlohmann::json doc = claims::ledger_json(results);
   doc["format"] = "twinbed-claims-1";
   const RunProvenance p = make_provenance({{"claim_files", files}, {"backend", o.backend}}, git_revision(), twinbed_version());
@@ -60,13 +133,10 @@ void claims_command(const ClaimsOptions& o) {
 
   std::string plotted;
   if (!o.no_plot) {
-    // The plot is matplotlib's (notebooks/plot_claims.py); without Python or matplotlib the ledger
-    // stands without it.
-    const std::string script = std::string(TWINBED_SOURCE_DIR) + "/notebooks/plot_claims.py";
-    const std::string png = (dir / "claims.png").string();
-    const std::string cmd = "/usr/bin/python3 '" + script + "' '" + (dir / "claims.json").string() + "' '" + png + "' >/dev/null 2>&1";
-    if (fs::exists(script) && std::system(cmd.c_str()) == 0) plotted = ", claims.png";
-    else std::fprintf(stderr, "twinbed: note: no plot (needs /usr/bin/python3 with matplotlib: scripts/install-deps.sh)\n");
+    // The ledger stands without its plot: a failure is a note saying why, not an error.
+    const std::string why = draw_plot(dir / "claims.json", png);
+    if (why.empty()) plotted = ", claims.png";
+    else std::fprintf(stderr, "twinbed: note: no plot: %s\n", why.c_str());
   }
   if (o.json) {
     std::cout << doc.dump(2) << "\n";

@@ -22,6 +22,7 @@ drawing to a file uses the Agg canvas and never picks an interactive backend.
 """
 import json
 import math
+import os
 import sys
 
 try:
@@ -209,13 +210,24 @@ def plot_ledger(data, ax):
 
 
 def draw(data, out_png):
-    """Writes the ledger plot of data to out_png (PNG through the Agg canvas, no pyplot)."""
+    """Writes the ledger plot of data to out_png (PNG through the Agg canvas, no pyplot), atomically: into
+    a temporary file beside it (".NAME.tmp-PID", the name twinbed's own atomic writes use, so a results
+    folder's lock clears one a killed run left), renamed over out_png once complete. A failure leaves no
+    half-written file, and out_png as it was."""
     n = len(figures(data))
     fig = Figure(figsize=figure_size(n))
     ax = fig.subplots()
     plot_ledger(data, ax)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    folder, name = os.path.split(os.path.abspath(out_png))
+    temp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(temp, dpi=110, format="png")
+        os.replace(temp, out_png)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
 
 
 def main(argv):
