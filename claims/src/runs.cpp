@@ -23,6 +23,12 @@ struct Runs::Spec {
   fs::path base_dir;                // relative paths in `config` are relative to it
   json derive_from;                 // a reduction whose size is derived: its fields where the derivation was
                                     // stated, so runs made from it keep that size whatever they change
+
+  // Everything above that decides the result (not the name, nor the path): two runs with the same key
+  // are the same simulation.
+  std::string key() const {
+    return (reduction ? "reduction:" : "experiment:") + config.dump() + "|" + base_dir.string() + "|" + derive_from.dump();
+  }
 };
 
 namespace {
@@ -150,7 +156,7 @@ Bytes Runs::derive_bytes(const Spec& spec, double seconds, std::string& derivati
   json base = spec.derive_from.is_null() ? spec.config : spec.derive_from;
   base["techniques"] = json::array();
   base.erase("gradient_bytes");
-  const std::string key = base.dump() + "|" + std::to_string(seconds);
+  const std::string key = base.dump() + "|" + spec.base_dir.string() + "|" + std::to_string(seconds);
   if (auto it = derived_.find(key); it != derived_.end()) {
     derivation = it->second.second;
     return it->second.first;
@@ -212,7 +218,6 @@ std::unique_ptr<RunResult> Runs::simulate(const Spec& spec) {
     if (!(b >= 1 && b < 1e16)) fail(at + "/gradient_bytes", "expected a byte count in [1, 1e16)");
     const Reduction r = parse_reduction(config, spec.base_dir, at);
     out->reduction = true;
-    out->key = "reduction:" + config.dump();
     out->gradient_bytes = static_cast<Bytes>(b);
     out->plan = reduction_plan(cluster_shape(r.topology), elements_of(out->gradient_bytes, r.dtype), r.dtype);
     apply_techniques(out->plan, r.techniques);
@@ -228,7 +233,6 @@ std::unique_ptr<RunResult> Runs::simulate(const Spec& spec) {
     json config = spec.config;
     if (!config.contains("name")) config["name"] = spec.name;
     out->experiment = experiment_from_json(config, spec.base_dir);
-    out->key = "experiment:" + resolved(out->experiment).dump();
     const Topology topology = build_topology(out->experiment.cluster);
     out->plan = plan_for(out->experiment, topology);
     out->topology = topology.description;
@@ -242,9 +246,9 @@ std::unique_ptr<RunResult> Runs::simulate(const Spec& spec) {
 
 const RunResult& Runs::get(const Claim& claim, const std::string& name) {
   const Spec spec = resolve(claim, name, 0);
-  // The cache key is the specification resolved as far as it goes without simulating (a derived size
-  // is part of the reduction's fields, so the same derivation is shared too).
-  const std::string key = (spec.reduction ? "reduction:" : "experiment:") + spec.config.dump() + "|" + spec.base_dir.string();
+  // The cache key is the specification resolved as far as it goes without simulating: a run derived
+  // from a size stated elsewhere differs from one stating the same fields itself.
+  const std::string key = spec.key();
   auto it = cache_.find(key);
   if (it != cache_.end()) return *it->second;
   try {

@@ -136,6 +136,23 @@ TEST(Runs, AnIdenticalRunIsSimulatedOnce) {
   EXPECT_THROW(runs.get(a, "nosuch"), ConfigError);
 }
 
+TEST(Runs, ADerivedSizeIsPartOfTheCacheKey) {
+  Claim claim = load_claim(kData + "/SYNTH-RUNS.json");
+  // The same fields as ring_32 (ring with 32 ranks), but its size derived on 32 ranks, not on ring's 16.
+  json direct = claim.runs["ring"];
+  direct["reduction"]["cluster"]["ranks"] = 32;
+  claim.runs["direct_32"] = direct;
+  Runs runs;
+  const RunResult& ring = runs.get(claim, "ring");
+  const RunResult& kept = runs.get(claim, "ring_32");
+  const RunResult& derived = runs.get(claim, "direct_32");
+  EXPECT_NE(&kept, &derived);
+  EXPECT_EQ(kept.gradient_bytes, ring.gradient_bytes);
+  EXPECT_NE(derived.gradient_bytes, ring.gradient_bytes);
+  EXPECT_NEAR(derived.report.step_time.seconds(), 0.05, 0.01 * 0.05);  // its own derivation: 50 ms on 32 ranks
+  EXPECT_GT(std::abs(kept.report.step_time.seconds() - 0.05), 0.01 * 0.05);
+}
+
 TEST(Runs, SetPointersMustPointIntoTheConfig) {
   Claim claim = load_claim(kData + "/SYNTH-RUNS.json");
   const auto message = [&](const std::string& pointer) -> std::string {

@@ -15,9 +15,11 @@
 //   {"from": "<reduction>", "techniques": [...]}          the same reduction with passes (tgc)
 // Errors name the claim file and the JSON path ("/runs/tgc/from").
 //
-// Every run is simulated once per process, whichever claim names it: runs are cached by their resolved
-// form (the full experiment config, or the reduction's fields), so twenty claims that share the GPT-3
-// baseline simulate it once.
+// Every run is simulated once per Runs object, whichever claim names it: runs are cached by their
+// specification resolved as far as it goes without simulating (the experiment config after "from" and
+// "set", or the reduction's fields; the folder relative paths start from; for a derived size, the
+// reduction it was derived on), so twenty claims that share the GPT-3 baseline simulate it once, and two
+// runs that differ only in where their size was derived are two simulations.
 #pragma once
 
 #include <map>
@@ -35,7 +37,6 @@
 namespace twinbed::claims {
 
 struct RunResult {
-  std::string key;                  // the resolved form, also the cache key
   bool reduction = false;
   Experiment experiment;            // for reductions: the cluster, techniques and simulation options
   Plan plan;
