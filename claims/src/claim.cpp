@@ -100,15 +100,9 @@ Claim claim_from_json(const json& j, const std::string& file) {
 }
 
 Claim load_claim(const std::string& file) {
-  const json j = read_json_file(file, "claim");
-  Claim c;
-  try {
-    c = claim_from_json(j, std::filesystem::absolute(file).string());
-  } catch (const ConfigError& e) {
-    throw ConfigError(e.path(), e.message() + " (in " + file + ")");
-  }
+  const Claim c = claim_from_json(read_json_file(file, "claim"), std::filesystem::absolute(file).string());
   const std::string stem = std::filesystem::path(file).stem().string();
-  if (c.id != stem) throw ConfigError("/id", "'" + c.id + "' differs from the file name '" + stem + "' (in " + file + ")");
+  if (c.id != stem) throw ConfigError("/id", "'" + c.id + "' differs from the file name '" + stem + "'");
   return c;
 }
 

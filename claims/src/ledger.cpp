@@ -41,76 +41,88 @@ std::vector<std::string> claim_files(const std::string& dir, const std::vector<s
   return out;
 }
 
+namespace {
+
+// One claim through its runs and metrics. Errors name the JSON path only; run_ledger adds the file.
+ClaimResult run_claim(const std::string& file, Runs& runs) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ClaimResult result;
+  result.claim = load_claim(file);
+  const Claim& c = result.claim;
+  for (std::size_t i = 0; i < c.figures.size(); ++i) {
+    const Figure& f = c.figures[i];
+    const std::string path = json_read::child("/figures", i);
+    FigureResult r;
+    r.what = f.what;
+    r.reported = f.reported;
+    r.note = f.note;
+    std::string why;
+    if (!f.metric.is_null()) {
+      const MetricValue v = evaluate(f.metric, path + "/metric", c, runs);
+      r.simulated = v.value;
+      why = v.why;
+    }
+    if (!f.arithmetic.is_null()) {
+      const MetricValue v = evaluate(f.arithmetic, path + "/arithmetic", c, runs);
+      r.arithmetic = v.value;
+      r.arithmetic_why = v.why;
+    }
+    std::string reason_why = why;
+    if (!f.note.empty()) reason_why += (reason_why.empty() ? "" : ". ") + f.note;
+    r.judgement = judge(f, r.simulated, reason_why);
+    if (r.judgement.verdict == Verdict::NotReproducibleHere && r.arithmetic) {
+      r.judgement.reason += "; arithmetic check: " + format_value(*r.arithmetic) + (f.reported.unit.empty() ? "" : " " + f.reported.unit) +
+                            (r.arithmetic_why.empty() ? "" : " (" + r.arithmetic_why + ")");
+    }
+    if (r.judgement.verdict == Verdict::NotReproducibleHere && !f.not_reproducible.empty() && !f.note.empty()) {
+      r.judgement.reason += "; " + f.note;
+    }
+    if (r.judgement.verdict == Verdict::Reproduced && !why.empty()) r.judgement.reason += "; " + why;
+    result.figures.push_back(std::move(r));
+  }
+  // Derived inputs are part of the claim's assumptions, and a run that does not fit its devices'
+  // memory is worth knowing: collect both from the runs.
+  for (const auto& [name, spec] : c.runs.items()) {
+    const RunResult& run = runs.get(c, name);
+    if (!run.report.memory_fits) {
+      char line[256];
+      std::snprintf(line, sizeof line, "run '%s' does not fit its devices: peak %.1f GiB on rank %d, %.1f GiB per device",
+                    name.c_str(), static_cast<double>(run.report.peak_memory) / static_cast<double>(GiB),
+                    run.report.peak_memory_rank, static_cast<double>(run.report.inputs.device_memory) / static_cast<double>(GiB));
+      result.derivations.push_back(line);
+    }
+    const auto& seen = result.derivations;
+    if (!run.derivation.empty() && std::find(seen.begin(), seen.end(), run.derivation) == seen.end()) {
+      result.derivations.push_back(run.derivation);
+    }
+  }
+  result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace
+
 std::vector<ClaimResult> run_ledger(const std::vector<std::string>& files, const std::function<void(const std::string&)>& progress) {
   Runs runs;
   std::vector<ClaimResult> out;
   for (const std::string& file : files) {
-    const auto t0 = std::chrono::steady_clock::now();
-    ClaimResult result;
-    result.claim = load_claim(file);
-    const Claim& c = result.claim;
-    for (std::size_t i = 0; i < c.figures.size(); ++i) {
-      const Figure& f = c.figures[i];
-      const std::string path = json_read::child("/figures", i);
-      FigureResult r;
-      r.what = f.what;
-      r.reported = f.reported;
-      r.note = f.note;
-      std::string why;
-      try {
-        if (!f.metric.is_null()) {
-          const MetricValue v = evaluate(f.metric, path + "/metric", c, runs);
-          r.simulated = v.value;
-          why = v.why;
-        }
-        if (!f.arithmetic.is_null()) {
-          const MetricValue v = evaluate(f.arithmetic, path + "/arithmetic", c, runs);
-          r.arithmetic = v.value;
-          r.arithmetic_why = v.why;
-        }
-      } catch (const ConfigError& e) {
-        if (e.message().find("(in ") != std::string::npos) throw;
-        throw ConfigError(e.path(), e.message() + " (in " + file + ")");
-      }
-      std::string reason_why = why;
-      if (!f.note.empty()) reason_why += (reason_why.empty() ? "" : ". ") + f.note;
-      r.judgement = judge(f, r.simulated, reason_why);
-      if (r.judgement.verdict == Verdict::NotReproducibleHere && r.arithmetic) {
-        r.judgement.reason += "; arithmetic check: " + format_value(*r.arithmetic) + (f.reported.unit.empty() ? "" : " " + f.reported.unit) +
-                              (r.arithmetic_why.empty() ? "" : " (" + r.arithmetic_why + ")");
-      }
-      if (r.judgement.verdict == Verdict::NotReproducibleHere && !f.not_reproducible.empty() && !f.note.empty()) {
-        r.judgement.reason += "; " + f.note;
-      }
-      if (r.judgement.verdict == Verdict::Reproduced && !why.empty()) r.judgement.reason += "; " + why;
-      result.figures.push_back(std::move(r));
+    // The one place an error learns which claim file it is about.
+    try {
+      out.push_back(run_claim(file, runs));
+    } catch (const ConfigError& e) {
+      throw ConfigError(e.path(), e.message() + " (in " + file + ")");
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (in " + file + ")");
     }
-    // Derived inputs are part of the claim's assumptions, and a run that does not fit its devices'
-    // memory is worth knowing: collect both from the runs.
-    for (const auto& [name, spec] : c.runs.items()) {
-      const RunResult& run = runs.get(c, name);
-      if (!run.report.memory_fits) {
-        char line[256];
-        std::snprintf(line, sizeof line, "run '%s' does not fit its devices: peak %.1f GiB on rank %d, %.1f GiB per device",
-                      name.c_str(), static_cast<double>(run.report.peak_memory) / static_cast<double>(GiB),
-                      run.report.peak_memory_rank, static_cast<double>(run.report.inputs.device_memory) / static_cast<double>(GiB));
-        result.derivations.push_back(line);
-      }
-      const auto& seen = result.derivations;
-      if (!run.derivation.empty() && std::find(seen.begin(), seen.end(), run.derivation) == seen.end()) {
-        result.derivations.push_back(run.derivation);
-      }
-    }
-    result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (progress) {
+      const ClaimResult& result = out.back();
       int reproduced = 0;
       for (const FigureResult& r : result.figures) reproduced += r.judgement.verdict == Verdict::Reproduced;
       char line[256];
-      std::snprintf(line, sizeof line, "%-12s %zu figure(s), %d reproduced  (%.2f s)", c.id.c_str(), result.figures.size(),
+      std::snprintf(line, sizeof line, "%-12s %zu figure(s), %d reproduced  (%.2f s)", result.claim.id.c_str(), result.figures.size(),
                     reproduced, result.wall_s);
       progress(line);
     }
-    out.push_back(std::move(result));
   }
   return out;
 }

@@ -51,56 +51,51 @@ Runs::Spec Runs::resolve(const Claim& claim, const std::string& name, int depth)
   if (!claim.runs.contains(name)) {
     std::vector<std::string> known;
     for (const auto& [k, v] : claim.runs.items()) known.push_back(k);
-    throw ConfigError(path, "no run named '" + name + "' in the claim; its runs: " + join(known) + " (in " + claim.file + ")");
+    throw ConfigError(path, "no run named '" + name + "' in the claim; its runs: " + join(known));
   }
-  if (depth > kMaxDepth) throw ConfigError(path, "runs derive from each other in a cycle (in " + claim.file + ")");
+  if (depth > kMaxDepth) throw ConfigError(path, "runs derive from each other in a cycle");
   const json& run = claim.runs[name];
   Spec spec;
-  try {
-    require_object(run, path);
-    check_keys(run, path, {"experiment", "config", "reduction", "from", "set", "techniques", "add_techniques"});
-    const int sources = static_cast<int>(run.contains("experiment")) + run.contains("config") + run.contains("reduction") + run.contains("from");
-    if (sources != 1) fail(path, "give exactly one of \"experiment\", \"config\", \"reduction\" and \"from\"");
-    const fs::path claim_dir = fs::path(claim.file).parent_path();
-    if (run.contains("experiment")) {
-      fs::path file = read_name(run["experiment"], path + "/experiment");
-      if (file.is_relative()) file = claim_dir / file;
-      spec.config = read_config_file(file);
-      spec.base_dir = fs::absolute(file).parent_path();
-    } else if (run.contains("config")) {
-      require_object(run["config"], path + "/config");
-      spec.config = run["config"];
-      spec.base_dir = claim_dir;
-    } else if (run.contains("reduction")) {
-      const json& r = run["reduction"];
-      const std::string at = path + "/reduction";
-      require_object(r, at);
-      check_keys(r, at, {"cluster", "gradient_bytes", "dtype", "algorithm", "network"});
-      required(r, at, "cluster", "the cluster, as an experiment's");
-      required(r, at, "gradient_bytes", "a byte count, or {\"for_time_s\": seconds}");
-      spec.reduction = true;
-      spec.config = {{"dtype", "bf16"}, {"algorithm", "ring"}, {"network", "flow"}, {"techniques", json::array()}};
-      spec.config.update(r);
-      spec.base_dir = claim_dir;
-      if (spec.config["gradient_bytes"].is_object()) spec.derive_from = spec.config;
-    } else {
-      const std::string from = read_name(run["from"], path + "/from");
-      spec = resolve(claim, from, depth + 1);
-    }
-    if (run.contains("set")) {
-      require_object(run["set"], path + "/set");
-      for (const auto& [pointer, value] : run["set"].items()) set_at(spec.config, pointer, value, child(path + "/set", pointer));
-    }
-    if (run.contains("techniques")) spec.config["techniques"] = run["techniques"];
-    if (run.contains("add_techniques")) {
-      if (!run["add_techniques"].is_array()) fail(path + "/add_techniques", "expected an array of technique entries");
-      json& list = spec.config["techniques"];
-      if (list.is_null()) list = json::array();
-      for (const json& t : run["add_techniques"]) list.push_back(t);
-    }
-  } catch (const ConfigError& e) {
-    if (e.message().find("(in ") != std::string::npos) throw;
-    throw ConfigError(e.path(), e.message() + " (in " + claim.file + ")");
+  require_object(run, path);
+  check_keys(run, path, {"experiment", "config", "reduction", "from", "set", "techniques", "add_techniques"});
+  const int sources = static_cast<int>(run.contains("experiment")) + run.contains("config") + run.contains("reduction") + run.contains("from");
+  if (sources != 1) fail(path, "give exactly one of \"experiment\", \"config\", \"reduction\" and \"from\"");
+  const fs::path claim_dir = fs::path(claim.file).parent_path();
+  if (run.contains("experiment")) {
+    fs::path file = read_name(run["experiment"], path + "/experiment");
+    if (file.is_relative()) file = claim_dir / file;
+    spec.config = read_config_file(file);
+    spec.base_dir = fs::absolute(file).parent_path();
+  } else if (run.contains("config")) {
+    require_object(run["config"], path + "/config");
+    spec.config = run["config"];
+    spec.base_dir = claim_dir;
+  } else if (run.contains("reduction")) {
+    const json& r = run["reduction"];
+    const std::string at = path + "/reduction";
+    require_object(r, at);
+    check_keys(r, at, {"cluster", "gradient_bytes", "dtype", "algorithm", "network"});
+    required(r, at, "cluster", "the cluster, as an experiment's");
+    required(r, at, "gradient_bytes", "a byte count, or {\"for_time_s\": seconds}");
+    spec.reduction = true;
+    spec.config = {{"dtype", "bf16"}, {"algorithm", "ring"}, {"network", "flow"}, {"techniques", json::array()}};
+    spec.config.update(r);
+    spec.base_dir = claim_dir;
+    if (spec.config["gradient_bytes"].is_object()) spec.derive_from = spec.config;
+  } else {
+    const std::string from = read_name(run["from"], path + "/from");
+    spec = resolve(claim, from, depth + 1);
+  }
+  if (run.contains("set")) {
+    require_object(run["set"], path + "/set");
+    for (const auto& [pointer, value] : run["set"].items()) set_at(spec.config, pointer, value, child(path + "/set", pointer));
+  }
+  if (run.contains("techniques")) spec.config["techniques"] = run["techniques"];
+  if (run.contains("add_techniques")) {
+    if (!run["add_techniques"].is_array()) fail(path + "/add_techniques", "expected an array of technique entries");
+    json& list = spec.config["techniques"];
+    if (list.is_null()) list = json::array();
+    for (const json& t : run["add_techniques"]) list.push_back(t);
   }
   spec.name = name;
   spec.path = path;
@@ -255,8 +250,8 @@ const RunResult& Runs::get(const Claim& claim, const std::string& name) {
     auto result = simulate(spec);
     return *cache_.emplace(key, std::move(result)).first->second;
   } catch (const ConfigError& e) {
-    throw ConfigError(e.path().rfind("/runs", 0) == 0 ? e.path() : spec.path + e.path(),
-                      e.message() + (e.message().find("(in ") == std::string::npos ? " (in " + claim.file + ")" : ""));
+    // An error inside the run's experiment config gets the run's path in front.
+    throw ConfigError(e.path().rfind("/runs", 0) == 0 ? e.path() : spec.path + e.path(), e.message());
   }
 }
 

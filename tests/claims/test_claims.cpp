@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "twinbed/claims/claim.hpp"
 #include "twinbed/claims/ledger.hpp"
@@ -122,6 +123,40 @@ TEST(Ledger, RunsDerivationsAndSharedSimulations) {
   EXPECT_EQ(ledger_json(results)["claims"][0]["figures"].size(), 4u);
   EXPECT_NE(ledger_csv(results).find("SYNTH-RUNS,"), std::string::npos);
   EXPECT_NE(ledger_markdown(results).find("## SYNTH-RUNS"), std::string::npos);
+}
+
+// Every error of a claim names its file exactly once, whatever the message itself says.
+TEST(Ledger, ErrorsNameTheClaimFileOnce) {
+  const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "twinbed-claims-errors";
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "T.json").string();
+  const auto error_of = [&](const json& figure, const json& runs) -> std::string {
+    json c = {{"id", "T"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"}, {"runs", runs}, {"figures", {figure}}};
+    std::ofstream(file) << c.dump();
+    try {
+      run_ledger({file});
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  const auto times_named = [&](const std::string& message) {
+    int n = 0;
+    for (std::size_t at = message.find("(in " + file + ")"); at != std::string::npos; at = message.find("(in " + file + ")", at + 1)) ++n;
+    return n;
+  };
+  const json runs = {{"base", load_claim(kData + "/SYNTH-RUNS.json").runs["base"]}, {"bad", {{"from", "nosuch"}}}};
+  const json speedup = {{"what", "x"}, {"reported", {{"value", 1}}}, {"metric", {{"name", "step_speedup"}, {"baseline", "base"}, {"treatment", "bad"}}}};
+  // A message that says "(in " itself used to stop the file from being added.
+  const std::string disguised = error_of({{"what", "x"}, {"reported", {{"value", 1}}}, {"metric", {{"name", "no (in disguise)"}}}}, json::object());
+  EXPECT_NE(disguised.find("/figures/0/metric/name"), std::string::npos) << disguised;
+  EXPECT_EQ(times_named(disguised), 1) << disguised;
+  const std::string bad_run = error_of(speedup, runs);
+  EXPECT_NE(bad_run.find("/runs/nosuch"), std::string::npos) << bad_run;
+  EXPECT_EQ(times_named(bad_run), 1) << bad_run;
+  const std::string bad_key = error_of({{"what", "x"}, {"reported", {{"value", 1}}}, {"not_reproducible", "n"}, {"typo", 1}}, runs);
+  EXPECT_EQ(times_named(bad_key), 1) << bad_key;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Runs, AnIdenticalRunIsSimulatedOnce) {

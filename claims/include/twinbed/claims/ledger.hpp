@@ -38,7 +38,8 @@ struct ClaimResult {
 std::vector<std::string> claim_files(const std::string& dir, const std::vector<std::string>& ids);
 
 // Runs every claim (runs shared between claims are simulated once). `progress`, when set, hears a line
-// per claim. Throws ConfigError (naming the claim file and path) for a broken claim file.
+// per claim. Throws ConfigError (its path, then "(in <claim file>)") for a broken claim file; any other
+// twinbed Error of a claim comes back as an Error ending "(in <claim file>)".
 std::vector<ClaimResult> run_ledger(const std::vector<std::string>& files,
                                     const std::function<void(const std::string&)>& progress = {});
 

@@ -13,7 +13,7 @@
 //                                                         the size whose plain all-reduce takes that long
 //                                                         (bisection; the derivation is reported)
 //   {"from": "<reduction>", "techniques": [...]}          the same reduction with passes (tgc)
-// Errors name the claim file and the JSON path ("/runs/tgc/from").
+// Errors name the JSON path ("/runs/tgc/from"); run_ledger adds the claim file.
 //
 // Every run is simulated once per Runs object, whichever claim names it: runs are cached by their
 // specification resolved as far as it goes without simulating (the experiment config after "from" and
@@ -49,8 +49,8 @@ struct RunResult {
 
 class Runs {
  public:
-  // The run `name` of `claim`, simulated (or from the cache). Throws ConfigError naming the claim file
-  // and the run's path for a bad specification, and what the simulation throws.
+  // The run `name` of `claim`, simulated (or from the cache). Throws ConfigError naming the run's
+  // path for a bad specification, and what the simulation throws.
   const RunResult& get(const Claim& claim, const std::string& name);
   // Simulations done so far (for progress and tests).
   int simulations() const { return simulations_; }
