@@ -9,6 +9,7 @@
 #include "twinbed/claims/metrics.hpp"
 #include "twinbed/claims/runs.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/export.hpp"
 #include "twinbed/core/json_read.hpp"
 
 namespace twinbed::claims {
@@ -135,13 +136,6 @@ std::string simulated_text(const FigureResult& f) {
 }
 
 std::string measured_text(const FigureResult& f) { return f.measured ? format_value(*f.measured) : "—"; }
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
 
 // Display width of UTF-8 text (code points).
 std::size_t width(const std::string& s) {

@@ -9,6 +9,7 @@
 #include "twinbed/claims/metrics.hpp"
 #include "twinbed/claims/runs.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/export.hpp"
 
 using namespace twinbed;
 using namespace twinbed::claims;
@@ -123,6 +124,23 @@ TEST(Ledger, RunsDerivationsAndSharedSimulations) {
   EXPECT_EQ(ledger_json(results)["claims"][0]["figures"].size(), 4u);
   EXPECT_NE(ledger_csv(results).find("SYNTH-RUNS,"), std::string::npos);
   EXPECT_NE(ledger_markdown(results).find("## SYNTH-RUNS"), std::string::npos);
+}
+
+TEST(Ledger, CsvFieldsReadBackAsWritten) {
+  ClaimResult c;
+  c.claim.id = "X";
+  c.claim.technique = "a, \"quoted\"\r\nnext";
+  FigureResult f;
+  f.what = "carriage\rreturn";  // a lone CR ends a line for some readers: it must be quoted too
+  f.reported.value = 1;
+  f.judgement.reason = "one, two";
+  c.figures = {f};
+  const auto rows = parse_csv(ledger_csv({c}));
+  ASSERT_EQ(rows.size(), 2u);
+  ASSERT_EQ(rows[1].size(), rows[0].size());
+  EXPECT_EQ(rows[1][1], c.claim.technique);
+  EXPECT_EQ(rows[1][2], f.what);
+  EXPECT_EQ(rows[1][8], f.judgement.reason);
 }
 
 // Every error of a claim names its file exactly once, whatever the message itself says.
