@@ -10,6 +10,7 @@
 #include "twinbed/core/passes/lora.hpp"
 #include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
+#include "twinbed/core/schedule.hpp"
 #include "twinbed/kernels/payload.hpp"
 
 namespace twinbed::claims {
@@ -28,15 +29,14 @@ int group_size(const Plan& plan, GroupKind g) {
   return set.members.empty() ? 1 : static_cast<int>(set.members.front().size());
 }
 
-// Mean over ranks of the bytes a rank moves for gradient exchanges (bus volume; see metrics.hpp).
-double gradient_traffic(const Plan& plan) {
+}  // namespace
+
+double collective_bus_bytes(const Plan& plan, bool grads_only) {
   std::vector<double> per_program(plan.programs.size(), 0);
   for (std::size_t p = 0; p < plan.programs.size(); ++p) {
     for (const PlanOp& op : plan.programs[p].ops) {
-      if (op.kind != OpKind::Collective || op.tensor_class != TensorClass::Grads) continue;
-      const double n = group_size(plan, op.group);
-      const double factor = op.collective == CollectiveOp::AllReduce ? 2 * (n - 1) / n : (n - 1) / n;
-      per_program[p] += factor * d(op.bytes);
+      if (op.kind != OpKind::Collective || (grads_only && op.tensor_class != TensorClass::Grads)) continue;
+      per_program[p] += busbw_factor(op.collective, group_size(plan, op.group)) * d(op.bytes);
     }
   }
   double sum = 0;
@@ -44,23 +44,7 @@ double gradient_traffic(const Plan& plan) {
   return sum / static_cast<double>(plan.program_of_rank.size());
 }
 
-// Mean over ranks of the bytes a rank moves in every collective (bus volume), gradients or not.
-double all_traffic(const Plan& plan) {
-  std::vector<double> per_program(plan.programs.size(), 0);
-  for (std::size_t p = 0; p < plan.programs.size(); ++p) {
-    for (const PlanOp& op : plan.programs[p].ops) {
-      if (op.kind != OpKind::Collective) continue;
-      const double n = group_size(plan, op.group);
-      const double factor = op.collective == CollectiveOp::AllReduce ? 2 * (n - 1) / n
-                            : op.collective == CollectiveOp::Broadcast || op.collective == CollectiveOp::Reduce ? 1
-                                                                                                                  : (n - 1) / n;
-      per_program[p] += factor * d(op.bytes);
-    }
-  }
-  double sum = 0;
-  for (int p : plan.program_of_rank) sum += per_program[static_cast<std::size_t>(p)];
-  return sum / static_cast<double>(plan.program_of_rank.size());
-}
+namespace {
 
 double total_memory(const Report& r) {
   double sum = 0;
@@ -137,8 +121,8 @@ double step_s(const RunResult& r) { return r.report.step_time.seconds(); }
 double executed(const RunResult& r) { return r.plan.executed_flops(); }
 double peak(const RunResult& r) { return d(r.report.peak_memory); }
 double total_mem(const RunResult& r) { return total_memory(r.report); }
-double traffic(const RunResult& r) { return gradient_traffic(r.plan); }
-double every_traffic(const RunResult& r) { return all_traffic(r.plan); }
+double traffic(const RunResult& r) { return collective_bus_bytes(r.plan, true); }
+double every_traffic(const RunResult& r) { return collective_bus_bytes(r.plan, false); }
 
 MetricValue one(const Args& a, double (*value)(const RunResult&)) {
   const RunResult& r = a.run("run");
@@ -156,60 +140,61 @@ const TgcParams* tgc_of(const RunResult& r, TgcParams& out) {
   return nullptr;
 }
 
-MetricValue zrdf_memory(const Args& a) {
-  check_keys(a.j, a.path, {"name", "run", "figure"});
-  const RunResult& r = a.run("run");
-  const std::string figure = read_string(required(a.j, a.path, "figure", "arena, lower_bound, no_reuse or caching_allocator"), a.path + "/figure");
-  double sum = 0;
-  for (int p : r.plan.program_of_rank) {
-    const Arena& arena = r.plan.programs[static_cast<std::size_t>(p)].arena;
-    if (arena.empty()) fail(a.path + "/run", "the run has no planned arena: it needs a zrdf technique");
-    if (figure == "arena") sum += d(arena.size);
-    else if (figure == "lower_bound") sum += d(arena.lower_bound);
-    else if (figure == "no_reuse") sum += d(arena.no_reuse);
-    else if (figure == "caching_allocator") sum += d(arena.caching_allocator);
-    else fail(a.path + "/figure", "unknown figure '" + figure + "'; accepted: arena, lower_bound, no_reuse, caching_allocator");
-  }
-  return {sum / 1e9, ""};
-}
+// Σ over ranks of each figure of the ranks' planned arenas (passes/zrdf.hpp). Fails naming the run when a
+// rank has none.
+struct ArenaSums {
+  double size = 0, lower_bound = 0, no_reuse = 0, caching_allocator = 0;
+};
 
-// Σ over ranks of the planned arenas and of another figure of theirs.
-std::pair<double, double> arena_against(const Args& a) {
-  check_keys(a.j, a.path, {"name", "run", "against"});
+ArenaSums arena_sums(const Args& a) {
   const RunResult& r = a.run("run");
-  const std::string against = read_string(required(a.j, a.path, "against", "caching_allocator or no_reuse"), a.path + "/against");
-  if (against != "caching_allocator" && against != "no_reuse") fail(a.path + "/against", "expected caching_allocator or no_reuse, got '" + against + "'");
-  double arena = 0, other = 0;
+  ArenaSums s;
   for (int p : r.plan.program_of_rank) {
     const Arena& x = r.plan.programs[static_cast<std::size_t>(p)].arena;
     if (x.empty()) fail(a.path + "/run", "the run has no planned arena: it needs a zrdf technique");
-    arena += d(x.size);
-    other += d(against == "no_reuse" ? x.no_reuse : x.caching_allocator);
+    s.size += d(x.size);
+    s.lower_bound += d(x.lower_bound);
+    s.no_reuse += d(x.no_reuse);
+    s.caching_allocator += d(x.caching_allocator);
   }
-  return {arena, other};
+  return s;
 }
 
-std::string arena_why(const Args& a) {
-  const RunResult& r = a.run("run");
-  double arena = 0, bound = 0, caching = 0;
-  for (int p : r.plan.program_of_rank) {
-    const Arena& x = r.plan.programs[static_cast<std::size_t>(p)].arena;
-    arena += d(x.size);
-    bound += d(x.lower_bound);
-    caching += d(x.caching_allocator);
-  }
-  return "Σ over ranks: planned arenas " + format_value(arena / 1e9) + " GB, live-bytes lower bound " + format_value(bound / 1e9) +
-         " GB, PyTorch caching allocator " + format_value(caching / 1e9) + " GB: no reuse goes below the bytes live at once";
+MetricValue zrdf_memory(const Args& a) {
+  check_keys(a.j, a.path, {"name", "run", "figure"});
+  const std::string figure = read_string(required(a.j, a.path, "figure", "arena, lower_bound, no_reuse or caching_allocator"), a.path + "/figure");
+  const std::map<std::string, double ArenaSums::*> figures = {{"arena", &ArenaSums::size},
+                                                              {"lower_bound", &ArenaSums::lower_bound},
+                                                              {"no_reuse", &ArenaSums::no_reuse},
+                                                              {"caching_allocator", &ArenaSums::caching_allocator}};
+  const auto it = figures.find(figure);
+  if (it == figures.end()) fail(a.path + "/figure", "unknown figure '" + figure + "'; accepted: arena, lower_bound, no_reuse, caching_allocator");
+  return {arena_sums(a).*(it->second) / 1e9, ""};
+}
+
+// Σ over ranks of the planned arenas and of another figure of theirs.
+std::pair<double, double> arena_against(const Args& a, const ArenaSums& s) {
+  check_keys(a.j, a.path, {"name", "run", "against"});
+  const std::string against = read_string(required(a.j, a.path, "against", "caching_allocator or no_reuse"), a.path + "/against");
+  if (against != "caching_allocator" && against != "no_reuse") fail(a.path + "/against", "expected caching_allocator or no_reuse, got '" + against + "'");
+  return {s.size, against == "no_reuse" ? s.no_reuse : s.caching_allocator};
+}
+
+std::string arena_why(const ArenaSums& s) {
+  return "Σ over ranks: planned arenas " + format_value(s.size / 1e9) + " GB, live-bytes lower bound " + format_value(s.lower_bound / 1e9) +
+         " GB, PyTorch caching allocator " + format_value(s.caching_allocator / 1e9) + " GB: no reuse goes below the bytes live at once";
 }
 
 MetricValue zrdf_reduction(const Args& a) {
-  const auto [arena, other] = arena_against(a);
-  return {100 * (1 - arena / other), arena_why(a)};
+  const ArenaSums s = arena_sums(a);
+  const auto [arena, other] = arena_against(a, s);
+  return {100 * (1 - arena / other), arena_why(s)};
 }
 
 MetricValue zrdf_ratio(const Args& a) {
-  const auto [arena, other] = arena_against(a);
-  return {other / arena, arena_why(a)};
+  const ArenaSums s = arena_sums(a);
+  const auto [arena, other] = arena_against(a, s);
+  return {other / arena, arena_why(s)};
 }
 
 MetricValue compute_gain(const Args& a) {
@@ -221,18 +206,10 @@ MetricValue compute_gain(const Args& a) {
 
 MetricValue zrdf_reuse(const Args& a) {
   check_keys(a.j, a.path, {"name", "run"});
-  const RunResult& r = a.run("run");
-  double arena = 0, no_reuse = 0, caching = 0;
-  for (int p : r.plan.program_of_rank) {
-    const Arena& x = r.plan.programs[static_cast<std::size_t>(p)].arena;
-    if (x.empty()) fail(a.path + "/run", "the run has no planned arena: it needs a zrdf technique");
-    arena += d(x.size);
-    no_reuse += d(x.no_reuse);
-    caching += d(x.caching_allocator);
-  }
-  MetricValue m{100 * (1 - arena / no_reuse), ""};
-  m.why = "planned arenas " + format_value(arena / 1e9) + " GB for " + format_value(no_reuse / 1e9) +
-          " GB allocated over an iteration; PyTorch's caching allocator would reserve " + format_value(caching / 1e9) + " GB";
+  const ArenaSums s = arena_sums(a);
+  MetricValue m{100 * (1 - s.size / s.no_reuse), ""};
+  m.why = "planned arenas " + format_value(s.size / 1e9) + " GB for " + format_value(s.no_reuse / 1e9) +
+          " GB allocated over an iteration; PyTorch's caching allocator would reserve " + format_value(s.caching_allocator / 1e9) + " GB";
   return m;
 }
 
@@ -305,11 +282,14 @@ MetricValue head_gating(const Args& a) {
   const TransformerModel m = a.model();
   const double f = a.number("active_fraction");
   if (f < 0 || f > 1) fail(a.path + "/active_fraction", "expected a fraction in [0, 1]");
-  const double h = d(m.hidden);
-  // A head owns its rows of the QKV weight and bias and its columns of the projection: (4h² + 3h)/a.
-  const double removed = d(m.layers) * (1 - f) * (4 * h * h + 3 * h);
-  MetricValue v{100 * removed / d(parameter_count(m).total()), ""};
-  v.why = "attention heads hold 4h²+3h of a layer's 12h²+13h parameters; the FFN and embeddings stay";
+  const ParameterCount pc = parameter_count(m);
+  // A head owns its rows of the QKV weight and bias and its columns of the projection: all of the
+  // attention's parameters but the projection's bias (h), which is added after the heads are summed.
+  const std::int64_t per_head_share = pc.attention - m.hidden;
+  const double removed = d(pc.layers) * (1 - f) * d(per_head_share);
+  MetricValue v{100 * removed / d(pc.total()), ""};
+  v.why = "attention heads hold " + format_value(d(per_head_share)) + " of a layer's " + format_value(d(pc.per_layer())) +
+          " parameters (4h²+3h: their QKV rows and projection columns); the FFN and embeddings stay";
   return v;
 }
 

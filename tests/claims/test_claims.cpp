@@ -242,3 +242,40 @@ TEST(Metrics, UnknownNamesAndBadArgumentsNameThePath) {
   }
   EXPECT_THROW(evaluate({{"name", "ratio"}, {"numerator", 1}, {"denominator", 2}, {"extra", 1}}, "/m", c, runs), ConfigError);
 }
+
+// Bus volume per rank, with nccl-tests' factors: an all-reduce 2(n−1)/n of its buffer, an all-gather
+// (n−1)/n of the gathered array, a broadcast or reduce the whole buffer (the root sends, or receives, it).
+TEST(Metrics, CollectiveBusBytesUseNcclTestsFactors) {
+  Plan plan;
+  plan.groups.resize(kGroupKinds);
+  plan.groups[static_cast<std::size_t>(GroupKind::Dp)].members = {{0, 1, 2, 3}};
+  plan.program_of_rank = {0, 0, 0, 0};
+  const auto collective = [](CollectiveOp op, TensorClass what, Bytes bytes) {
+    PlanOp o;
+    o.kind = OpKind::Collective;
+    o.collective = op;
+    o.group = GroupKind::Dp;
+    o.tensor_class = what;
+    o.bytes = bytes;
+    return o;
+  };
+  plan.programs.resize(1);
+  plan.programs[0].ops = {collective(CollectiveOp::AllReduce, TensorClass::Grads, 1000),
+                          collective(CollectiveOp::Reduce, TensorClass::Grads, 100),
+                          collective(CollectiveOp::Broadcast, TensorClass::Weights, 10),
+                          collective(CollectiveOp::AllGather, TensorClass::Weights, 4000)};
+  EXPECT_DOUBLE_EQ(collective_bus_bytes(plan, true), 1500 + 100);
+  EXPECT_DOUBLE_EQ(collective_bus_bytes(plan, false), 1500 + 100 + 10 + 3000);
+}
+
+// The head-gating arithmetic: with every head gated off, the parameters removed are the attention's
+// (QKV 3h²+3h, projection h²) but the projection bias h, in every layer.
+TEST(Metrics, HeadGatingRemovesTheHeadsParameters) {
+  Runs runs;
+  const Claim c = load_claim(kData + "/SYNTH-RATIO.json");
+  const json model = {{"layers", 4}, {"hidden", 512}, {"heads", 8}, {"seq_len", 256}, {"vocab", 8192}};
+  const MetricValue v = evaluate({{"name", "head_gating_parameter_reduction_pct"}, {"model", model}, {"active_fraction", 0}}, "/m", c, runs);
+  const double h = 512;
+  const double total = static_cast<double>(parameter_count(model_from_json(model, "")).total());
+  EXPECT_DOUBLE_EQ(*v.value, 100 * 4 * (4 * h * h + 3 * h) / total);
+}

@@ -11,8 +11,9 @@
 //                                   gradients, optimizer state)
 //   gradient_traffic_reduction_pct  100 · (1 − treatment / baseline bytes a rank sends and receives for
 //                                   gradient exchanges per iteration: Σ over its Grads collectives of the
-//                                   algorithm-independent bus volume, 2(n−1)/n·S for an all-reduce,
-//                                   (n−1)/n·S for a reduce-scatter or all-gather)
+//                                   algorithm-independent bus volume, nccl-tests' busbw factor times S:
+//                                   2(n−1)/n for an all-reduce, (n−1)/n for a reduce-scatter, all-gather
+//                                   or all-to-all, 1 for a broadcast or reduce; collective_bus_bytes)
 //   traffic_reduction_pct           the same over every collective (parameters and activations too)
 //   compute_pct_gain                treatment − baseline share of the step spent computing (points)
 //   total_memory_reduction_pct      100 · (1 − treatment / baseline Σ over ranks of peak memory)
@@ -52,6 +53,7 @@
 
 #include "twinbed/claims/claim.hpp"
 #include "twinbed/claims/runs.hpp"
+#include "twinbed/core/plan.hpp"
 #include "twinbed/core/registry.hpp"
 
 namespace twinbed::claims {
@@ -64,6 +66,12 @@ struct MetricValue {
 using MetricFn = std::function<MetricValue(const nlohmann::json& args, const std::string& path, const Claim& claim, Runs& runs)>;
 
 Registry<MetricFn> metrics();
+
+// Mean over ranks of the bytes a rank sends and receives in its collectives per iteration (only its
+// gradient exchanges when `grads_only`): Σ of each collective's bytes times nccl-tests' bus-bandwidth
+// factor for its group (busbw_factor, schedule.hpp), the algorithm-independent bus volume. What the
+// *traffic_reduction_pct metrics compare.
+double collective_bus_bytes(const Plan& plan, bool grads_only);
 
 // Evaluates {"name": ..., args} at `path`; ConfigError for an unknown metric (listing the known) or a
 // bad argument.
