@@ -124,9 +124,10 @@ void claims_command(const ClaimsOptions& o) {
   if (ec) throw Error("cannot remove the old " + png.string() + ": " + ec.message());
   nlohmann::json doc = claims::ledger_json(results);
   doc["format"] = "twinbed-claims-1";
+  // The ledger's config (claim files, backend) sits beside the build and machine facts, as the notebook reads it.
   const RunProvenance p = make_provenance({{"claim_files", files}, {"backend", o.backend}}, git_revision(), twinbed_version());
-  doc["provenance"] = {{"git_revision", p.git_revision}, {"twinbed_version", p.twinbed_version}, {"date", p.date},
-                       {"hostname", p.hostname}, {"claim_files", files}, {"backend", o.backend}};
+  doc["provenance"] = {{"git_revision", p.git_revision}, {"twinbed_version", p.twinbed_version}, {"date", p.date}, {"hostname", p.hostname}};
+  doc["provenance"].update(p.config);
   write_file_atomic(dir / "claims.json", doc.dump(2) + "\n");
   write_file_atomic(dir / "claims.csv", claims::ledger_csv(results));
   write_file_atomic(dir / "claims.md", claims::ledger_markdown(results));
