@@ -92,15 +92,17 @@ int Topology::uniform_ranks_per_host() const {
 }
 
 // Level-synchronous BFS from the source, recording for every reached node its hop count and the
-// widest bottleneck bandwidth over the fewest-hop paths to it. The search stops as soon as the
-// destination is discovered: by then every node one level closer is final, which is all the
-// backtracking reads. A Router keeps its visit marks between calls (reset by a generation stamp), so
-// a call costs what it explores, not the size of the whole graph, and allocates only its result.
+// widest bottleneck bandwidth over the fewest-hop paths to it. Before a level is expanded, the
+// destination's own in-links say whether it is one hop away (a GPU has a link or two; a rail or leaf
+// switch has thousands, which expanding would scan): if so the search stops, every node of that level
+// being final, which is all the backtracking reads. A Router keeps its visit marks between calls (reset
+// by a generation stamp), so a call costs what it explores, not the size of the whole graph, and
+// allocates only its result.
 //
 // Equal hop counts are common where a server's GPUs share both an NVSwitch and a leaf switch: both are
 // 2 hops. Preferring the widest of the fewest-hop paths keeps intra-node traffic on NVLink; ECMP
 // hashing then chooses among the equally wide ones (the spines of a fat-tree, the two directions of
-// an even ring, the dimension orders of a torus).
+// an even ring, the dimension orders of a torus), taken in ascending link id.
 Path Topology::route(int src, int dst, std::uint64_t flow_key) const { return Router(*this).route(src, dst, flow_key); }
 
 Router::Router(const Topology& topology)
@@ -126,17 +128,32 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
     generation_ = 1;
   }
   const auto seen = [&](NodeId v) { return stamp_[v] == generation_; };
+  const auto at_level = [&](NodeId v, int level) { return seen(v) && dist_[v] == level; };
   const NodeId source = t.node_of_rank(src);
   const NodeId target = t.node_of_rank(dst);
   stamp_[source] = generation_;
   dist_[source] = 0;
   width_[source] = std::numeric_limits<BytesPerSec>::infinity();
 
-  frontier_.assign(1, source);
-  bool found = false;
-  for (int level = 0; !frontier_.empty() && !found; ++level) {
-    next_.clear();
-    for (NodeId u : frontier_) {
+  // level_nodes_[level_start_[d] .. level_start_[d + 1]) are the nodes d hops from the source;
+  // level_links_[d] counts the out-links scanned expanding level d.
+  level_nodes_.assign(1, source);
+  level_start_.assign({0, 1});
+  level_links_.clear();
+  int hops = 0;
+  for (int level = 0; hops == 0; ++level) {
+    const std::size_t begin = level_start_[static_cast<std::size_t>(level)];
+    const std::size_t end = level_start_[static_cast<std::size_t>(level) + 1];
+    if (begin == end) throw InvalidArgument("route: " + rank_text(dst) + " is unreachable from " + rank_text(src));
+    const auto& into_target = t.in_links(target);
+    if (std::any_of(into_target.begin(), into_target.end(), [&](LinkId l) { return at_level(t.link(l).src, level); })) {
+      hops = level + 1;
+      break;
+    }
+    std::size_t scanned = 0;
+    for (std::size_t i = begin; i < end; ++i) {
+      const NodeId u = level_nodes_[i];
+      scanned += t.out_links(u).size();
       for (LinkId l : t.out_links(u)) {
         const Link& link = t.link(l);
         const NodeId v = link.dst;
@@ -145,41 +162,41 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
           stamp_[v] = generation_;
           dist_[v] = level + 1;
           width_[v] = w;
-          next_.push_back(v);
-          if (v == target) {
-            found = true;
-            break;
-          }
+          level_nodes_.push_back(v);
         } else if (dist_[v] == level + 1) {
           width_[v] = std::max(width_[v], w);
         }
       }
-      if (found) break;
     }
-    std::swap(frontier_, next_);
+    level_links_.push_back(scanned);
+    level_start_.push_back(level_nodes_.size());
   }
-  if (!found) throw InvalidArgument("route: " + rank_text(dst) + " is unreachable from " + rank_text(src));
 
   // Backtrack from the destination: at each node, the incoming links from one level closer that
-  // carry the widest bottleneck are the equal-cost choices; the flow hash picks one.
+  // carry the widest bottleneck are the equal-cost choices; the flow hash picks one. They are found
+  // from whichever side is smaller: the node's in-links, or the out-links of the level before it.
   const std::uint64_t flow_hash =
       splitmix64(splitmix64(splitmix64(static_cast<std::uint64_t>(src)) ^ static_cast<std::uint64_t>(dst)) ^ flow_key);
-  const int hops = dist_[target];
   Path path(static_cast<std::size_t>(hops));
   NodeId v = target;
   for (int d = hops; d >= 1; --d) {
+    const auto level = static_cast<std::size_t>(d - 1);
     choices_.clear();
-    BytesPerSec best = -1;
-    for (LinkId l : t.in_links(v)) {
-      const NodeId u = t.link(l).src;
-      if (!seen(u) || dist_[u] != d - 1) continue;
-      const BytesPerSec w = std::min(width_[u], t.link(l).bandwidth);
-      if (w > best) {
-        best = w;
-        choices_.clear();
+    if (d < hops && level_links_[level] < t.in_links(v).size()) {
+      for (std::size_t i = level_start_[level]; i < level_start_[level + 1]; ++i) {
+        for (LinkId l : t.out_links(level_nodes_[i])) {
+          if (t.link(l).dst == v) choices_.push_back(l);
+        }
       }
-      if (w == best) choices_.push_back(l);
+      std::sort(choices_.begin(), choices_.end());
+    } else {
+      for (LinkId l : t.in_links(v)) {
+        if (at_level(t.link(l).src, d - 1)) choices_.push_back(l);
+      }
     }
+    BytesPerSec best = -1;
+    for (LinkId l : choices_) best = std::max(best, std::min(width_[t.link(l).src], t.link(l).bandwidth));
+    std::erase_if(choices_, [&](LinkId l) { return std::min(width_[t.link(l).src], t.link(l).bandwidth) != best; });
     // Non-empty: v was reached from some node at level d-1.
     const std::uint64_t h = splitmix64(flow_hash ^ (static_cast<std::uint64_t>(v) * 0x9E3779B97F4A7C15ULL));
     const LinkId chosen = choices_[static_cast<std::size_t>(h % choices_.size())];

@@ -103,7 +103,9 @@ class Router {
   std::vector<BytesPerSec> width_;  // widest bottleneck over the fewest-hop paths to the node
   std::vector<std::uint32_t> stamp_;
   std::uint32_t generation_ = 0;
-  std::vector<NodeId> frontier_, next_;
+  std::vector<NodeId> level_nodes_;        // the nodes reached, level by level
+  std::vector<std::size_t> level_start_;   // where each level begins in level_nodes_
+  std::vector<std::size_t> level_links_;   // out-links scanned expanding each level
   std::vector<LinkId> choices_;
 };
 
