@@ -1,6 +1,7 @@
 #include "twinbed/sim/group_collectives.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
@@ -78,12 +79,74 @@ bool GroupTiming::uniform() const {
   return std::all_of(group_time.begin(), group_time.end(), [&](Time t) { return t == group_time.front(); });
 }
 
+bool groups_alike(const Schedule& inner, const std::vector<std::vector<int>>& groups, RouteCache& routes,
+                  const Topology& topology) {
+  const std::vector<int>& first = groups.front();
+  for (const auto& g : groups) {
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      if (!(topology.device(g[i]) == topology.device(first[i]))) return false;
+    }
+  }
+  std::vector<std::pair<int, int>> pairs;  // (src, dst) of the inner schedule's messages
+  std::unordered_set<int> shapes;
+  std::vector<Transfer> transfers;
+  for (int k = 0; k < inner.num_rounds(); ++k) {
+    const int shape = inner.round_shape(k);
+    if (shape >= 0 && !shapes.insert(shape).second) continue;
+    inner.round(k, transfers);
+    for (const Transfer& t : transfers) {
+      if (t.src != t.dst) pairs.emplace_back(t.src, t.dst);
+    }
+  }
+  std::sort(pairs.begin(), pairs.end());
+  pairs.erase(std::unique(pairs.begin(), pairs.end()), pairs.end());
+
+  const auto links = static_cast<std::size_t>(topology.num_links());
+  std::vector<int> owner(links, -1);       // the group whose traffic crosses the link
+  std::vector<LinkId> preimage(links, 0);  // the first group's link it stands for
+  std::vector<int> mapped_for(links, -1);  // the group for which image[] holds
+  std::vector<LinkId> image(links, 0);     // a first-group link's counterpart in that group
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const int id = static_cast<int>(g);
+    for (const auto& [src, dst] : pairs) {
+      const Path& ref = routes.path(first[static_cast<std::size_t>(src)], first[static_cast<std::size_t>(dst)]);
+      const Path& path = routes.path(groups[g][static_cast<std::size_t>(src)], groups[g][static_cast<std::size_t>(dst)]);
+      if (path.size() != ref.size()) return false;
+      for (std::size_t i = 0; i < path.size(); ++i) {
+        const LinkId a = ref[i];
+        const LinkId b = path[i];
+        if (owner[b] < 0) {
+          owner[b] = id;
+          preimage[b] = a;
+        } else if (owner[b] != id || preimage[b] != a) {
+          return false;
+        }
+        if (mapped_for[a] != id) {
+          mapped_for[a] = id;
+          image[a] = b;
+        } else if (image[a] != b) {
+          return false;
+        }
+        const Link& la = topology.link(a);
+        const Link& lb = topology.link(b);
+        if (la.bandwidth != lb.bandwidth || la.latency != lb.latency) return false;
+      }
+    }
+  }
+  return true;
+}
+
 namespace {
 
 GroupTiming time_with(const Schedule& inner_ref, std::shared_ptr<const Schedule> inner,
                       const std::vector<std::vector<int>>& groups, CollectiveSimulator& sim, const Topology& topology) {
   GroupTiming out;
   out.algorithm = inner_ref.algorithm();
+  if (groups.size() > 1 && groups_alike(inner_ref, groups, sim.routes(), topology)) {
+    const Time alone = time_with(inner_ref, std::move(inner), {groups.front()}, sim, topology).max();
+    out.group_time.assign(groups.size(), alone);
+    return out;
+  }
   auto mapped = map_schedule(std::move(inner), groups, topology.num_ranks());
   CollectiveTiming t = sim.run(*mapped);
   for (const auto& g : groups) {

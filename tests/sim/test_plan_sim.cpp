@@ -316,16 +316,3 @@ TEST(ComputeModel, RooflineAndProfile) {
   EXPECT_GT(simulate_plan(plan, switch_of(1), slow).step_time, simulate_plan(plan, switch_of(1), {}).step_time);
 }
 
-TEST(GroupCollectives, MappedGroupsRunConcurrently) {
-  // Two disjoint pairs on one switch: they share nothing, so each takes what one pair alone takes.
-  const Topology t = switch_of(4);
-  CollectiveSimulator sim(t, "flow");
-  CollectiveRequest req{CollectiveOp::AllReduce, 2, 8 * MiB};
-  const GroupTiming both = time_group_collective(req, {{0, 2}, {1, 3}}, "ring", sim, t);
-  const GroupTiming one = time_group_collective(req, {{0, 2}}, "ring", sim, t);
-  ASSERT_EQ(both.group_time.size(), 2u);
-  EXPECT_TRUE(both.uniform());
-  EXPECT_EQ(both.group_time[0], one.group_time[0]);
-  EXPECT_GT(one.group_time[0], Time{});
-  EXPECT_THROW(map_schedule(std::shared_ptr<const Schedule>(build_schedule("ring", req)), {{0, 0}}, 4), InvalidArgument);
-}

@@ -60,6 +60,8 @@ class CollectiveSimulator {
 
   // Throws InvalidArgument if the schedule's rank count differs from the topology's.
   CollectiveTiming run(const Schedule& schedule);
+  // The routes this simulator uses (and caches), for callers that reason about the same paths.
+  RouteCache& routes() { return routes_; }
 
  private:
   struct RoundPlan;

@@ -26,6 +26,15 @@ namespace twinbed::sim {
 std::unique_ptr<Schedule> map_schedule(std::shared_ptr<const Schedule> inner, std::vector<std::vector<int>> groups,
                                        int world);
 
+// Whether every group would run exactly as the first one alone does: no link carries two groups'
+// traffic (the flow network then never couples them), and each group's messages map onto its own
+// links one to one as the first group's do, with equal bandwidths and latencies, between equal
+// devices (its rounds then unfold identically, message by message). time_group_collective then times
+// the first group alone. Costs a route lookup per group and distinct message pair (each round shape
+// once). `routes` must be of `topology`.
+bool groups_alike(const Schedule& inner, const std::vector<std::vector<int>>& groups, RouteCache& routes,
+                  const Topology& topology);
+
 struct GroupTiming {
   std::string algorithm;
   std::vector<Time> group_time;  // per group: when its last member finishes (all start at 0)
@@ -35,7 +44,7 @@ struct GroupTiming {
 };
 
 // Times `request` (its `ranks` must equal the groups' size; ranks_per_host is set by the caller) on
-// every group at once with `algorithm` ("auto": choose_algorithm on the first group's request on a
+// every group at once (when the groups are alike, by timing the first alone: the same result) with `algorithm` ("auto": choose_algorithm on the first group's request on a
 // topology-free basis — the fastest registered algorithm timed on the combined schedule). A group of
 // one rank takes no time. `sim` must be bound to `topology`.
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
