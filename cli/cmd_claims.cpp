@@ -156,7 +156,9 @@ void add_claims_command(CLI::App& app) {
   cmd->add_option("ids", opts->ids, "Claim IDs (default: every file in the claims folder), e.g. TGC-AR DSA-FLOPS");
   cmd->add_option("--backend", opts->backend, "sim (the only one yet: measured figures come with the real backends)");
   cmd->add_option("--out", opts->out, "Results folder (default results/claims)");
-  cmd->add_option("--dir", opts->dir, "Folder of claim files (default experiments/claims)");
+  cmd->add_option("--dir", opts->dir,
+                  "Folder of claim files (default: experiments/claims under the working folder when there is one, else " +
+                      std::string(TWINBED_SOURCE_DIR) + "/experiments/claims)");
   cmd->add_flag("--json", opts->json, "Print the ledger as JSON instead of the table");
   cmd->add_flag("--no-plot", opts->no_plot, "Do not draw claims.png");
   cmd->callback([opts] { claims_command(*opts); });

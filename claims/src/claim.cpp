@@ -61,17 +61,14 @@ Figure parse_figure(const json& j, const std::string& path) {
     check_keys(t, at, {"rel", "abs"});
     if (t.contains("rel") == t.contains("abs")) fail(at, "give one of \"rel\" (a fraction of the reported value) and \"abs\"");
     if (t.contains("rel")) f.tolerance.rel = read_number(t["rel"], at + "/rel", "a fraction >= 0");
-    if (t.contains("abs")) {
-      f.tolerance.abs = read_number(t["abs"], at + "/abs", "a number > 0");
-      f.tolerance.rel = 0;
-    }
-    if (f.tolerance.rel < 0 || f.tolerance.abs < 0) fail(at, "must not be negative");
+    if (t.contains("abs")) f.tolerance.abs = read_number(t["abs"], at + "/abs", "a number >= 0");
+    if (f.tolerance.rel < 0 || f.tolerance.abs.value_or(0) < 0) fail(at, "must not be negative");
   }
   if (j.contains("note")) f.note = read_string(j["note"], path + "/note");
   return f;
 }
 
-double tol(const Tolerance& t, double x) { return t.abs > 0 ? t.abs : t.rel * std::abs(x); }
+double tol(const Tolerance& t, double x) { return t.abs ? *t.abs : t.rel * std::abs(x); }
 
 }  // namespace
 
@@ -169,8 +166,8 @@ Judgement judge(const Figure& f, std::optional<double> simulated, const std::str
   }
   j.verdict = inside ? Verdict::Reproduced : Verdict::NotReproduced;
   if (inside) {
-    j.reason += ", within the tolerance (" + (f.tolerance.abs > 0 ? "±" + format_value(f.tolerance.abs) + unit
-                                                                   : "±" + format_value(100 * f.tolerance.rel) + "%") + ")";
+    j.reason += ", within the tolerance (" + (f.tolerance.abs ? "±" + format_value(*f.tolerance.abs) + unit
+                                                              : "±" + format_value(100 * f.tolerance.rel) + "%") + ")";
   } else if (!why.empty()) {
     j.reason += "; " + why;
   }

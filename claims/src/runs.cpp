@@ -186,14 +186,13 @@ Bytes Runs::derive_bytes(const Spec& spec, double seconds, std::string& derivati
     fail(at + "/gradient_bytes", "no gradient size makes the all-reduce take " + std::to_string(seconds) + " s (closest: " +
                                      std::to_string(t) + " s)");
   }
-  const Bytes hi = best;
   char buf[512];
   std::snprintf(buf, sizeof buf, "derived: a plain %s all-reduce of %.4g GB of %s gradients takes %.4g s (the reported %.4g s) on %s",
-                r.algorithm.c_str(), static_cast<double>(hi) / 1e9, dtype_name(r.dtype).c_str(), t, seconds,
+                r.algorithm.c_str(), static_cast<double>(best) / 1e9, dtype_name(r.dtype).c_str(), t, seconds,
                 r.topology.description.c_str());
   derivation = buf;
-  derived_[key] = {hi, derivation};
-  return hi;
+  derived_[key] = {best, derivation};
+  return best;
 }
 
 std::unique_ptr<RunResult> Runs::simulate(const Spec& spec) {

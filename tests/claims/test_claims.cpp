@@ -279,3 +279,15 @@ TEST(Metrics, HeadGatingRemovesTheHeadsParameters) {
   const double total = static_cast<double>(parameter_count(model_from_json(model, "")).total());
   EXPECT_DOUBLE_EQ(*v.value, 100 * 4 * (4 * h * h + 3 * h) / total);
 }
+
+// An absolute tolerance of 0 is an exact match, and the reason says it in the figure's unit.
+TEST(Judge, AnAbsoluteToleranceOfZeroIsExact) {
+  const Figure f = figure({{"value", 5}, {"unit", "ms"}}, {{"abs", 0}});
+  const Judgement same = judge(f, 5.0);
+  EXPECT_EQ(same.verdict, Verdict::Reproduced);
+  EXPECT_NE(same.reason.find("within the tolerance (±0 ms)"), std::string::npos) << same.reason;
+  EXPECT_EQ(judge(f, 5.001).verdict, Verdict::NotReproduced);
+  EXPECT_EQ(error_path({{"id", "T"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"},
+                        {"figures", {{{"what", "x"}, {"reported", {{"value", 1}}}, {"metric", {{"name", "ratio"}}}, {"tolerance", {{"abs", -1}}}}}}}),
+            "/figures/0/tolerance");
+}

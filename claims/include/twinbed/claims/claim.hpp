@@ -16,7 +16,8 @@
 //            "not_reproducible": "why this figure cannot be put to an experiment here",
 //            "arithmetic": {"name": "<metric>", ...}            optional with not_reproducible: a check the
 //                                                              figure allows, computed and shown
-//            "tolerance": {"rel": 0.1} | {"abs": 2},            default {"rel": 0.1}
+//            "tolerance": {"rel": 0.1} | {"abs": 2},            default {"rel": 0.1}; abs in the figure's
+//                                                              unit, both >= 0 (0: an exact match)
 //            "note": "..."}                                     optional: the analysis shown with a verdict
 #pragma once
 
@@ -37,8 +38,9 @@ struct Reported {
 };
 
 struct Tolerance {
-  double rel = 0.1;   // relative to the reported value (or to the range's bounds)
-  double abs = 0;     // absolute, in the figure's unit; when > 0 it is used instead of rel
+  double rel = 0.1;                // relative to the reported value (or to the range's bounds)
+  std::optional<double> abs;       // absolute, in the figure's unit; when given it is used instead of rel
+                                   // (0: an exact match)
   bool operator==(const Tolerance&) const = default;
 };
 
@@ -84,7 +86,7 @@ struct Judgement {
 // The verdict on a figure given the simulated value (nullopt: nothing could be computed, which is a
 // missing input). Within tolerance: a value v is matched when |s − v| ≤ tol(v); a range [a, b] when
 // a − tol(a) ≤ s ≤ b + tol(b); a bound "max b" when s ≤ b + tol(b); "min a" when s ≥ a − tol(a); tol(x)
-// = abs when set, else rel·|x|. The reason states both figures and the ratio between them; `why`
+// = abs when given, else rel·|x|. The reason states both figures and the ratio between them; `why`
 // (what drives the difference, computed by the caller) is appended when not reproduced.
 Judgement judge(const Figure& f, std::optional<double> simulated, const std::string& why = "");
 
