@@ -12,7 +12,7 @@ divided by the reported one, so rows in seconds, percent and × share it and 1 m
              shows its baseline, joined to 1 by a dotted line
   simulated  a filled circle coloured by the verdict (measured, when there is one, a diamond)
   arithmetic a hollow circle: the check computed for a figure that is "not reproducible here" (whose
-             row label is grey)
+             row label is grey); only in the right-hand text when its unit is not the reported one
 The right-hand column gives the reported text and the raw values. Values that are zero, negative or of
 the other sign are pinned to the left edge.
 
@@ -93,12 +93,19 @@ def _label(claim, fig):
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
 
 
-def _right_text(fig, unit):
+def _unit(fig, key):
+    """The unit of fig[key]: the reported one, but an arithmetic check's own (it need not be the reported
+    quantity)."""
+    reported = fig.get("reported", {}).get("unit", "")
+    return fig.get("arithmetic_unit", reported) if key == "arithmetic" else reported
+
+
+def _right_text(fig):
     parts = [f"reported {fig.get('reported', {}).get('text', '?')}"]
     for key in ("simulated", "measured", "arithmetic"):
         v = _number(fig.get(key))
         if v is not None:
-            parts.append(f"{ {'simulated': 'sim', 'measured': 'meas', 'arithmetic': 'check'}[key]} {_fmt(v, unit)}")
+            parts.append(f"{ {'simulated': 'sim', 'measured': 'meas', 'arithmetic': 'check'}[key]} {_fmt(v, _unit(fig, key))}")
     return "; ".join(parts)
 
 
@@ -140,6 +147,8 @@ def plot_ledger(data, ax):
             used.add("baseline")
         # What twinbed found: simulated (filled circle), measured (diamond), arithmetic check (hollow).
         for key, marker, filled in (("arithmetic", "o", False), ("simulated", "o", True), ("measured", "D", True)):
+            if _unit(fig, key) != rep.get("unit", ""):
+                continue  # a check in another unit has no place on the reported value's scale (the text has it)
             r = _ratio(_number(fig.get(key)), ref)
             if r is None:
                 continue
@@ -182,7 +191,7 @@ def plot_ledger(data, ax):
     right_axis = ax.twinx()
     right_axis.set_ylim(ax.get_ylim())
     right_axis.set_yticks(ys)
-    right_axis.set_yticklabels([_right_text(f, f.get("reported", {}).get("unit", "")) for _, f in rows], fontsize=8)
+    right_axis.set_yticklabels([_right_text(f) for _, f in rows], fontsize=8)
     right_axis.tick_params(axis="y", length=0)
 
     counts = {v: sum(1 for _, f in rows if f.get("verdict") == v) for v in VERDICT_COLOURS}

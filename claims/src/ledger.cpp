@@ -44,6 +44,8 @@ std::vector<std::string> claim_files(const std::string& dir, const std::vector<s
 
 namespace {
 
+std::string with_unit(double v, const std::string& unit) { return format_value(v) + (unit.empty() ? "" : " " + unit); }
+
 // One claim through its runs and metrics. Errors name the JSON path only; run_ledger adds the file.
 ClaimResult run_claim(const std::string& file, Runs& runs) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -60,19 +62,24 @@ ClaimResult run_claim(const std::string& file, Runs& runs) {
     std::string why;
     if (!f.metric.is_null()) {
       const MetricValue v = evaluate(f.metric, path + "/metric", c, runs);
+      if (v.unit != f.reported.unit) {
+        throw ConfigError(path + "/reported/unit", "is '" + f.reported.unit + "', but the metric '" + f.metric["name"].get<std::string>() +
+                                                       "' gives '" + v.unit + "'");
+      }
       r.simulated = v.value;
       why = v.why;
     }
     if (!f.arithmetic.is_null()) {
       const MetricValue v = evaluate(f.arithmetic, path + "/arithmetic", c, runs);
       r.arithmetic = v.value;
+      r.arithmetic_unit = v.unit;
       r.arithmetic_why = v.why;
     }
     std::string reason_why = why;
     if (!f.note.empty()) reason_why += (reason_why.empty() ? "" : ". ") + f.note;
     r.judgement = judge(f, r.simulated, reason_why);
     if (r.judgement.verdict == Verdict::NotReproducibleHere && r.arithmetic) {
-      r.judgement.reason += "; arithmetic check: " + format_value(*r.arithmetic) + (f.reported.unit.empty() ? "" : " " + f.reported.unit) +
+      r.judgement.reason += "; arithmetic check: " + with_unit(*r.arithmetic, r.arithmetic_unit) +
                             (r.arithmetic_why.empty() ? "" : " (" + r.arithmetic_why + ")");
     }
     if (r.judgement.verdict == Verdict::NotReproducibleHere && !f.not_reproducible.empty() && !f.note.empty()) {
@@ -131,8 +138,8 @@ std::vector<ClaimResult> run_ledger(const std::vector<std::string>& files, const
 namespace {
 
 std::string simulated_text(const FigureResult& f) {
-  if (!f.simulated) return f.arithmetic ? "(" + format_value(*f.arithmetic) + ")" : "—";
-  return format_value(*f.simulated) + (f.reported.unit.empty() ? "" : " " + f.reported.unit);
+  if (!f.simulated) return f.arithmetic ? "(" + with_unit(*f.arithmetic, f.arithmetic_unit) + ")" : "—";
+  return with_unit(*f.simulated, f.reported.unit);
 }
 
 std::string measured_text(const FigureResult& f) { return f.measured ? format_value(*f.measured) : "—"; }
@@ -196,6 +203,7 @@ json ledger_json(const std::vector<ClaimResult>& results) {
                          {"simulated", f.simulated ? json(*f.simulated) : json()},
                          {"measured", f.measured ? json(*f.measured) : json()},
                          {"arithmetic", f.arithmetic ? json(*f.arithmetic) : json()},
+                         {"arithmetic_unit", f.arithmetic_unit},
                          {"verdict", to_string(f.judgement.verdict)},
                          {"reason", f.judgement.reason},
                          {"note", f.note}});

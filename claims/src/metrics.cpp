@@ -126,7 +126,7 @@ double every_traffic(const RunResult& r) { return collective_bus_bytes(r.plan, f
 
 MetricValue one(const Args& a, double (*value)(const RunResult&)) {
   const RunResult& r = a.run("run");
-  return {value(r), ""};
+  return {value(r), "", ""};
 }
 
 const TgcParams* tgc_of(const RunResult& r, TgcParams& out) {
@@ -169,7 +169,7 @@ MetricValue zrdf_memory(const Args& a) {
                                                               {"caching_allocator", &ArenaSums::caching_allocator}};
   const auto it = figures.find(figure);
   if (it == figures.end()) fail(a.path + "/figure", "unknown figure '" + figure + "'; accepted: arena, lower_bound, no_reuse, caching_allocator");
-  return {arena_sums(a).*(it->second) / 1e9, ""};
+  return {arena_sums(a).*(it->second) / 1e9, "", ""};
 }
 
 // Σ over ranks of the planned arenas and of another figure of theirs.
@@ -188,26 +188,26 @@ std::string arena_why(const ArenaSums& s) {
 MetricValue zrdf_reduction(const Args& a) {
   const ArenaSums s = arena_sums(a);
   const auto [arena, other] = arena_against(a, s);
-  return {100 * (1 - arena / other), arena_why(s)};
+  return {100 * (1 - arena / other), arena_why(s), ""};
 }
 
 MetricValue zrdf_ratio(const Args& a) {
   const ArenaSums s = arena_sums(a);
   const auto [arena, other] = arena_against(a, s);
-  return {other / arena, arena_why(s)};
+  return {other / arena, arena_why(s), ""};
 }
 
 MetricValue compute_gain(const Args& a) {
   check_keys(a.j, a.path, {"name", "baseline", "treatment"});
   const RunResult& b = a.run("baseline");
   const RunResult& t = a.run("treatment");
-  return {100 * (t.report.compute_fraction - b.report.compute_fraction), drivers(b, t)};
+  return {100 * (t.report.compute_fraction - b.report.compute_fraction), drivers(b, t), ""};
 }
 
 MetricValue zrdf_reuse(const Args& a) {
   check_keys(a.j, a.path, {"name", "run"});
   const ArenaSums s = arena_sums(a);
-  MetricValue m{100 * (1 - s.size / s.no_reuse), ""};
+  MetricValue m{100 * (1 - s.size / s.no_reuse), "", ""};
   m.why = "planned arenas " + format_value(s.size / 1e9) + " GB for " + format_value(s.no_reuse / 1e9) +
           " GB allocated over an iteration; PyTorch's caching allocator would reserve " + format_value(s.caching_allocator / 1e9) + " GB";
   return m;
@@ -227,7 +227,7 @@ MetricValue payload_reduction(const Args& a) {
       payload += d(tgc_payload_bytes(t.elements, p));
     }
   }
-  MetricValue m{100 * (1 - payload / dense), ""};
+  MetricValue m{100 * (1 - payload / dense), "", ""};
   m.why = "payload " + format_value(payload / 1e6) + " MB for " + format_value(dense / 1e6) + " MB of gradients";
   return m;
 }
@@ -238,7 +238,7 @@ MetricValue time_exponent(const Args& a) {
   const RunResult& t = a.run("treatment");
   const double xb = a.number("x_baseline"), xt = a.number("x_treatment");
   if (xb <= 0 || xt <= 0 || xb == xt) fail(a.path, "x_baseline and x_treatment must be positive and differ");
-  MetricValue m{std::log(step_s(t) / step_s(b)) / std::log(xt / xb), ""};
+  MetricValue m{std::log(step_s(t) / step_s(b)) / std::log(xt / xb), "", ""};
   m.why = "time " + format_value(step_s(b)) + " s at " + format_value(xb) + ", " + format_value(step_s(t)) + " s at " + format_value(xt);
   return m;
 }
@@ -252,7 +252,7 @@ MetricValue lora_ratio(const Args& a) {
     entry["pass"] = "lora";
     const LoraParams p = lora_params_from_json(entry, "");
     const std::int64_t all = parameter_count(r.experiment.model).total(), trained = lora_trainable_parameters(r.experiment.model, p);
-    MetricValue m{d(all) / d(trained), ""};
+    MetricValue m{d(all) / d(trained), "", ""};
     m.why = format_value(d(trained)) + " trainable parameters of " + format_value(d(all));
     return m;
   }
@@ -271,7 +271,7 @@ MetricValue attention_topk(const Args& a) {
     if (op.name == "attn_scores_fwd") scores = op.flops;
     if (op.name == "attn_context_fwd") context = op.flops;
   }
-  MetricValue v{(scores + context * k / d(m.seq_len)) / (scores + context), ""};
+  MetricValue v{(scores + context * k / d(m.seq_len)) / (scores + context), "", ""};
   v.why = "QKᵀ is computed in full to find each query's top " + format_value(k) + " of " + std::to_string(m.seq_len) +
           " keys; only ·V shrinks (to " + format_value(k / d(m.seq_len)) + ")";
   return v;
@@ -287,7 +287,7 @@ MetricValue head_gating(const Args& a) {
   // attention's parameters but the projection's bias (h), which is added after the heads are summed.
   const std::int64_t per_head_share = pc.attention - m.hidden;
   const double removed = d(pc.layers) * (1 - f) * d(per_head_share);
-  MetricValue v{100 * removed / d(pc.total()), ""};
+  MetricValue v{100 * removed / d(pc.total()), "", ""};
   v.why = "attention heads hold " + format_value(d(per_head_share)) + " of a layer's " + format_value(d(pc.per_layer())) +
           " parameters (4h²+3h: their QKV rows and projection columns); the FFN and embeddings stay";
   return v;
@@ -306,7 +306,7 @@ MetricValue weight_bits(const Args& a) {
   } catch (const std::invalid_argument& e) {
     fail(a.path, e.what());
   }
-  MetricValue v{payload / (d(static_cast<std::int64_t>(n)) * d(bytes_per_element(base))), ""};
+  MetricValue v{payload / (d(static_cast<std::int64_t>(n)) * d(bytes_per_element(base))), "", ""};
   v.why = std::to_string(spec.bits) + "-bit codes plus a 4-byte scale per " + std::to_string(spec.block) + " weights, against " + dtype_name(base);
   return v;
 }
@@ -322,26 +322,33 @@ MetricValue moe_increase(const Args& a) {
   const TransformerModel dense = a.model();
   const TransformerModel moe = with_experts(a, dense);
   const double pd = d(parameter_count(dense).total()), pm = d(parameter_count(moe).total());
-  return {100 * (pm / pd - 1), "each layer's FFN (2hf+f+h parameters) exists once per expert, plus an h·E router"};
+  return {100 * (pm / pd - 1), "each layer's FFN (2hf+f+h parameters) exists once per expert, plus an h·E router", ""};
 }
 
 MetricValue moe_active(const Args& a) {
   check_keys(a.j, a.path, {"name", "model", "experts", "top_k"});
   const TransformerModel dense = a.model();
   const TransformerModel moe = with_experts(a, dense);
-  return {d(parameter_count(moe).active(moe.top_k)) / d(parameter_count(dense).total()), ""};
+  return {d(parameter_count(moe).active(moe.top_k)) / d(parameter_count(dense).total()), "", ""};
 }
 
 MetricValue ratio(const Args& a) {
-  check_keys(a.j, a.path, {"name", "numerator", "denominator"});
+  check_keys(a.j, a.path, {"name", "numerator", "denominator", "unit"});
   const double den = a.number("denominator");
   if (den == 0) fail(a.path + "/denominator", "must not be 0");
-  return {a.number("numerator") / den, ""};
+  MetricValue v{a.number("numerator") / den, "", ""};
+  if (a.j.contains("unit")) v.unit = read_string(a.j["unit"], a.path + "/unit");
+  return v;
 }
 
+// A metric whose value is in `unit`, unless it states its own (ratio's "unit").
 template <Fn F>
-MetricFn wrap() {
-  return [](const json& j, const std::string& path, const Claim& claim, Runs& runs) { return F(Args{j, path, claim, runs}); };
+MetricFn wrap(std::string unit) {
+  return [unit](const json& j, const std::string& path, const Claim& claim, Runs& runs) {
+    MetricValue v = F(Args{j, path, claim, runs});
+    if (v.unit.empty()) v.unit = unit;
+    return v;
+  };
 }
 
 template <double (*Value)(const RunResult&), bool Pct, bool Speedup = false>
@@ -369,36 +376,36 @@ double activation(const RunResult& r) { return activation_peak(r); }
 
 Registry<MetricFn> metrics() {
   Registry<MetricFn> r("metric");
-  r.add("step_speedup", "baseline / treatment step time", wrap<compared<step_s, false, true>>());
-  r.add("step_reduction_pct", "100·(1 − treatment/baseline step time)", wrap<compared<step_s, true>>());
-  r.add("executed_flops_reduction_pct", "executed matmul FLOPs cut", wrap<compared<executed, true>>());
-  r.add("peak_memory_reduction_pct", "largest per-rank peak memory cut", wrap<compared<peak, true>>());
-  r.add("activation_memory_reduction_pct", "peak minus model state, cut", wrap<compared<activation, true>>());
-  r.add("gradient_traffic_reduction_pct", "bytes a rank moves for gradients, cut", wrap<compared<traffic, true>>());
-  r.add("traffic_reduction_pct", "bytes a rank moves in every collective, cut", wrap<compared<every_traffic, true>>());
-  r.add("compute_pct_gain", "treatment − baseline compute share, points", wrap<compute_gain>());
-  r.add("zrdf_memory_reduction_pct", "planned arenas against another allocator, cut", wrap<zrdf_reduction>());
-  r.add("zrdf_memory_ratio", "another allocator's memory over the planned arenas", wrap<zrdf_ratio>());
-  r.add("total_memory_reduction_pct", "Σ over ranks of peak memory, cut", wrap<compared<total_mem, true>>());
-  r.add("time_exponent", "how step time scales with x", wrap<time_exponent>());
-  r.add("lora_trainable_parameters_ratio", "all / LoRA-trainable parameters", wrap<lora_ratio>());
-  r.add("step_time_s", "step time", wrap<single<step_s>>());
-  r.add("step_time_ms", "step time in milliseconds", wrap<single<step_ms>>());
-  r.add("tflops_per_gpu", "model TFLOP/s per GPU", wrap<single<tflops>>());
-  r.add("mfu_pct", "model FLOPs utilisation", wrap<single<mfu>>());
-  r.add("compute_pct", "share of the step computing", wrap<single<compute_pct>>());
-  r.add("bubble_ms", "mean idle time per rank", wrap<single<bubble_ms>>());
-  r.add("total_memory_GB", "Σ over ranks of peak memory", wrap<single<total_gb>>());
-  r.add("peak_memory_GB", "largest per-rank peak memory", wrap<single<peak_gb>>());
-  r.add("zrdf_reuse_pct", "memory reuse of the planned arenas", wrap<zrdf_reuse>());
-  r.add("zrdf_memory_GB", "Σ over ranks of an arena figure", wrap<zrdf_memory>());
-  r.add("payload_reduction_pct", "what compression leaves of the gradient bytes", wrap<payload_reduction>());
-  r.add("attention_topk_flops_ratio", "top-k attention FLOPs over dense", wrap<attention_topk>());
-  r.add("head_gating_parameter_reduction_pct", "parameters of gated-off heads", wrap<head_gating>());
-  r.add("weight_bits_size_ratio", "quantised weights over baseline dtype", wrap<weight_bits>());
-  r.add("moe_parameter_increase_pct", "parameters added by experts", wrap<moe_increase>());
-  r.add("moe_active_parameter_ratio", "parameters a token touches over dense", wrap<moe_active>());
-  r.add("ratio", "numerator / denominator", wrap<ratio>());
+  r.add("step_speedup", "baseline / treatment step time", wrap<compared<step_s, false, true>>("×"));
+  r.add("step_reduction_pct", "100·(1 − treatment/baseline step time)", wrap<compared<step_s, true>>("%"));
+  r.add("executed_flops_reduction_pct", "executed matmul FLOPs cut", wrap<compared<executed, true>>("%"));
+  r.add("peak_memory_reduction_pct", "largest per-rank peak memory cut", wrap<compared<peak, true>>("%"));
+  r.add("activation_memory_reduction_pct", "peak minus model state, cut", wrap<compared<activation, true>>("%"));
+  r.add("gradient_traffic_reduction_pct", "bytes a rank moves for gradients, cut", wrap<compared<traffic, true>>("%"));
+  r.add("traffic_reduction_pct", "bytes a rank moves in every collective, cut", wrap<compared<every_traffic, true>>("%"));
+  r.add("compute_pct_gain", "treatment − baseline compute share, points", wrap<compute_gain>("points"));
+  r.add("zrdf_memory_reduction_pct", "planned arenas against another allocator, cut", wrap<zrdf_reduction>("%"));
+  r.add("zrdf_memory_ratio", "another allocator's memory over the planned arenas", wrap<zrdf_ratio>("×"));
+  r.add("total_memory_reduction_pct", "Σ over ranks of peak memory, cut", wrap<compared<total_mem, true>>("%"));
+  r.add("time_exponent", "how step time scales with x", wrap<time_exponent>(""));
+  r.add("lora_trainable_parameters_ratio", "all / LoRA-trainable parameters", wrap<lora_ratio>("×"));
+  r.add("step_time_s", "step time", wrap<single<step_s>>("s"));
+  r.add("step_time_ms", "step time in milliseconds", wrap<single<step_ms>>("ms"));
+  r.add("tflops_per_gpu", "model TFLOP/s per GPU", wrap<single<tflops>>("TFLOP/s"));
+  r.add("mfu_pct", "model FLOPs utilisation", wrap<single<mfu>>("%"));
+  r.add("compute_pct", "share of the step computing", wrap<single<compute_pct>>("%"));
+  r.add("bubble_ms", "mean idle time per rank", wrap<single<bubble_ms>>("ms"));
+  r.add("total_memory_GB", "Σ over ranks of peak memory", wrap<single<total_gb>>("GB"));
+  r.add("peak_memory_GB", "largest per-rank peak memory", wrap<single<peak_gb>>("GB"));
+  r.add("zrdf_reuse_pct", "memory reuse of the planned arenas", wrap<zrdf_reuse>("%"));
+  r.add("zrdf_memory_GB", "Σ over ranks of an arena figure", wrap<zrdf_memory>("GB"));
+  r.add("payload_reduction_pct", "what compression leaves of the gradient bytes", wrap<payload_reduction>("%"));
+  r.add("attention_topk_flops_ratio", "top-k attention FLOPs over dense", wrap<attention_topk>(""));
+  r.add("head_gating_parameter_reduction_pct", "parameters of gated-off heads", wrap<head_gating>("%"));
+  r.add("weight_bits_size_ratio", "quantised weights over baseline dtype", wrap<weight_bits>(""));
+  r.add("moe_parameter_increase_pct", "parameters added by experts", wrap<moe_increase>("%"));
+  r.add("moe_active_parameter_ratio", "parameters a token touches over dense", wrap<moe_active>("×"));
+  r.add("ratio", "numerator / denominator", wrap<ratio>(""));
   return r;
 }
 

@@ -104,7 +104,10 @@ TEST(Ledger, SyntheticClaimsInsideAndOutsideTheTolerance) {
   EXPECT_EQ(f[2].judgement.verdict, Verdict::NotReproducibleHere);
   EXPECT_DOUBLE_EQ(*f[0].simulated, 1.5);
   EXPECT_DOUBLE_EQ(*f[2].arithmetic, 0.25);
-  EXPECT_NE(f[2].judgement.reason.find("arithmetic check: 0.25 %"), std::string::npos) << f[2].judgement.reason;
+  // The check is in its own metric's unit (a plain ratio: none), not in the reported figure's (%).
+  EXPECT_EQ(f[2].arithmetic_unit, "");
+  EXPECT_NE(f[2].judgement.reason.find("arithmetic check: 0.25"), std::string::npos) << f[2].judgement.reason;
+  EXPECT_EQ(f[2].judgement.reason.find("0.25 %"), std::string::npos) << f[2].judgement.reason;
   EXPECT_FALSE(f[0].measured);  // no real backend yet
 }
 
@@ -290,4 +293,30 @@ TEST(Judge, AnAbsoluteToleranceOfZeroIsExact) {
   EXPECT_EQ(error_path({{"id", "T"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"},
                         {"figures", {{{"what", "x"}, {"reported", {{"value", 1}}}, {"metric", {{"name", "ratio"}}}, {"tolerance", {{"abs", -1}}}}}}}),
             "/figures/0/tolerance");
+}
+
+// A judged figure is reported in its metric's unit; a check states its own.
+TEST(Ledger, UnitsComeFromTheMetric) {
+  const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "twinbed-claims-units";
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "U.json").string();
+  const auto write = [&](const json& figure) {
+    std::ofstream(file) << json({{"id", "U"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"}, {"figures", {figure}}}).dump();
+  };
+  const json moe = {{"name", "moe_active_parameter_ratio"}, {"model", {{"preset", "gpt3-1.3b"}}}, {"experts", 8}, {"top_k", 1}};
+  write({{"what", "x"}, {"reported", {{"value", 41}, {"unit", "%"}}}, {"metric", moe}});
+  try {
+    run_ledger({file});
+    ADD_FAILURE() << "a ratio in × judged against a figure in %";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/figures/0/reported/unit");
+    EXPECT_NE(e.message().find("gives '×'"), std::string::npos) << e.message();
+  }
+  write({{"what", "x"}, {"reported", {{"value", 41}, {"unit", "%"}}}, {"not_reproducible", "n"}, {"arithmetic", moe}});
+  const auto results = run_ledger({file});
+  const FigureResult& f = results[0].figures[0];
+  EXPECT_EQ(f.arithmetic_unit, "×");
+  EXPECT_NE(f.judgement.reason.find("arithmetic check: 1 ×"), std::string::npos) << f.judgement.reason;  // MOE-8 said "1 %"
+  EXPECT_EQ(ledger_json(results)["claims"][0]["figures"][0]["arithmetic_unit"], "×");
+  std::filesystem::remove_all(dir);
 }

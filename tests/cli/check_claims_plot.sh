@@ -5,8 +5,9 @@
 #  2. A failed plot says why (here the script's own error, from a stand-in matplotlib that raises) and
 #     leaves no claims.png: neither an earlier ledger's nor a half-written one.
 #  3. --no-plot removes an earlier ledger's claims.png too.
-#  4. plot_claims.draw writes atomically: a savefig failing half-way leaves the old file and no temporary
-#     (needs matplotlib; the step says so and passes without it).
+#  4. plot_claims.draw writes atomically: a savefig failing half-way leaves the old file and no temporary;
+#     an arithmetic check is labelled in its own unit (needs matplotlib; the step says so and passes
+#     without it).
 set -euo pipefail
 tb=$1
 data=$2
@@ -83,5 +84,8 @@ assert not left, f"FAIL: temporaries left: {left}"
 assert open("old.png", "rb").read() == b"old", "FAIL: a failed draw changed old.png"
 plot_claims.draw(data, "old.png")
 assert open("old.png", "rb").read(4) == b"\x89PNG", "FAIL: draw did not replace old.png"
-print("claims plot: argv without a shell, failures named, no stale or partial claims.png")
+# An arithmetic check is labelled in its own unit (MOE-8's active-parameter ratio once read "1 %").
+label = plot_claims._right_text({"reported": {"text": "41 %", "unit": "%"}, "arithmetic": 1, "arithmetic_unit": "×"})
+assert label == "reported 41 %; check 1 ×", f"FAIL: {label!r}"
+print("claims plot: argv without a shell, failures named, no stale or partial claims.png, checks in their unit")
 EOF

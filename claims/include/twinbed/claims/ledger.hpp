@@ -19,7 +19,8 @@ struct FigureResult {
   Reported reported;
   std::optional<double> simulated;
   std::optional<double> measured;     // empty until a real backend measures the claims
-  std::optional<double> arithmetic;   // a not-reproducible figure's computed check
+  std::optional<double> arithmetic;   // a not-reproducible figure's computed check, in arithmetic_unit
+  std::string arithmetic_unit;        // its metric's unit: a check need not be the reported quantity
   std::string arithmetic_why;
   Judgement judgement;
   std::string note;
@@ -38,7 +39,8 @@ struct ClaimResult {
 std::vector<std::string> claim_files(const std::string& dir, const std::vector<std::string>& ids);
 
 // Runs every claim (runs shared between claims are simulated once). `progress`, when set, hears a line
-// per claim. Throws ConfigError (its path, then "(in <claim file>)") for a broken claim file; any other
+// per claim. A judged figure reported in another unit than its metric gives is a ConfigError at
+// /figures/<i>/reported/unit. Throws ConfigError (its path, then "(in <claim file>)") for a broken claim file; any other
 // twinbed Error of a claim comes back as an Error ending "(in <claim file>)".
 std::vector<ClaimResult> run_ledger(const std::vector<std::string>& files,
                                     const std::function<void(const std::string&)>& progress = {});

@@ -1,6 +1,9 @@
 // Metrics: how a claim's figure is computed from its runs, or — for arithmetic checks — from the
 // model and kernel formulas alone. Each is found by name; its arguments are strict JSON
-// ({"name": "step_speedup", "baseline": "base", "treatment": "tgc"}), errors naming the path.
+// ({"name": "step_speedup", "baseline": "base", "treatment": "tgc"}), errors naming the path. Each
+// gives its value in one unit, registered with it ("%" for the _pct ones, "points" for compute_pct_gain,
+// "×" for speedups and the "how many times" ratios, "" for fractions and exponents, or the unit its name
+// ends in); a judged figure must be reported in its metric's unit.
 //
 // Comparisons of two runs (arguments "baseline" and "treatment", run names):
 //   step_speedup                    baseline step time / treatment step time (×)
@@ -42,7 +45,8 @@
 //                                   (payload.hpp) over the same weights in "baseline_dtype"
 //   moe_parameter_increase_pct      100 · (parameters with the FFN made "experts" experts / dense − 1)
 //   moe_active_parameter_ratio      parameters a token touches with "experts" and "top_k", over dense
-//   ratio                           "numerator" / "denominator": plain arithmetic on stated numbers
+//   ratio                           "numerator" / "denominator": plain arithmetic on stated numbers, in
+//                                   "unit" (optional, default "")
 #pragma once
 
 #include <functional>
@@ -60,7 +64,8 @@ namespace twinbed::claims {
 
 struct MetricValue {
   std::optional<double> value;
-  std::string why;  // what drives the figure (for two runs: what changed between them), for the verdict
+  std::string why;   // what drives the figure (for two runs: what changed between them), for the verdict
+  std::string unit;  // the unit of value, as a claim file writes units ("%", "×", "ms", "" for a number)
 };
 
 using MetricFn = std::function<MetricValue(const nlohmann::json& args, const std::string& path, const Claim& claim, Runs& runs)>;
