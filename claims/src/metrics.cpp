@@ -10,8 +10,10 @@
 #include "twinbed/core/passes/lora.hpp"
 #include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
+#include "twinbed/core/profile.hpp"
 #include "twinbed/core/schedule.hpp"
 #include "twinbed/kernels/payload.hpp"
+#include "twinbed/sim/compute_model.hpp"
 
 namespace twinbed::claims {
 
@@ -332,6 +334,53 @@ MetricValue moe_active(const Args& a) {
   return {d(parameter_count(moe).active(moe.top_k)) / d(parameter_count(dense).total()), "", ""};
 }
 
+// ---- devices (core's presets, the simulator's compute model) ----
+
+DType dtype_arg(const Args& a, const char* key) {
+  return read_named(required(a.j, a.path, key, "a dtype"), child(a.path, key), parse_dtype);
+}
+
+DeviceSpec device_arg(const Args& a) {
+  const std::string name = read_name(required(a.j, a.path, "device", "a device preset"), a.path + "/device");
+  try {
+    return device_preset(name);
+  } catch (const UnknownName& e) {
+    fail(a.path + "/device", e.what());
+  }
+}
+
+// The device's datasheet peak for `t`; fails naming `key` when it has none.
+double peak_arg(const Args& a, const DeviceSpec& device, const char* key) {
+  const DType t = dtype_arg(a, key);
+  const double peak = device_peak(device, t);
+  if (peak <= 0) fail(child(a.path, key), device.name + " has no " + dtype_name(t) + " peak");
+  return peak;
+}
+
+MetricValue device_peak_ratio(const Args& a) {
+  check_keys(a.j, a.path, {"name", "device", "dtype", "baseline_dtype"});
+  const DeviceSpec device = device_arg(a);
+  const double peak = peak_arg(a, device, "dtype"), base = peak_arg(a, device, "baseline_dtype");
+  MetricValue v{peak / base, "", ""};
+  v.why = device.name + " dense peaks (device preset): " + format_value(peak / 1e12) + " TFLOP/s " +
+          dtype_name(dtype_arg(a, "dtype")) + " over " + format_value(base / 1e12) + " TFLOP/s " + dtype_name(dtype_arg(a, "baseline_dtype")) +
+          "; without tensor cores (fp32) " + format_value(device.peak_fp32 / 1e12) + " TFLOP/s";
+  return v;
+}
+
+MetricValue gemm_efficiency(const Args& a) {
+  check_keys(a.j, a.path, {"name", "device", "dtype"});
+  const DeviceSpec device = device_arg(a);
+  const double peak = peak_arg(a, device, "dtype");
+  const DType t = dtype_arg(a, "dtype");
+  const sim::ComputeProfile profile = sim::roofline_profile(device);
+  const double rate = profile.gemm_rate.at(t);
+  MetricValue v{100 * rate / peak, "", ""};
+  v.why = "the simulator's " + device.name + " " + dtype_name(t) + " GEMM rate, " + format_value(rate / 1e12) + " of " +
+          format_value(peak / 1e12) + " TFLOP/s (its default efficiency, sim/compute_model.hpp)";
+  return v;
+}
+
 MetricValue ratio(const Args& a) {
   check_keys(a.j, a.path, {"name", "numerator", "denominator", "unit"});
   const double den = a.number("denominator");
@@ -405,6 +454,8 @@ Registry<MetricFn> metrics() {
   r.add("weight_bits_size_ratio", "quantised weights over baseline dtype", wrap<weight_bits>(""));
   r.add("moe_parameter_increase_pct", "parameters added by experts", wrap<moe_increase>("%"));
   r.add("moe_active_parameter_ratio", "parameters a token touches over dense", wrap<moe_active>("×"));
+  r.add("device_peak_ratio", "a device's dense peak in one dtype over another", wrap<device_peak_ratio>("×"));
+  r.add("gemm_efficiency_pct", "the simulator's GEMM rate as a share of the device's peak", wrap<gemm_efficiency>("%"));
   r.add("ratio", "numerator / denominator", wrap<ratio>(""));
   return r;
 }

@@ -8,8 +8,10 @@
 #include "twinbed/claims/ledger.hpp"
 #include "twinbed/claims/metrics.hpp"
 #include "twinbed/claims/runs.hpp"
+#include "twinbed/core/device.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/export.hpp"
+#include "twinbed/sim/compute_model.hpp"
 
 using namespace twinbed;
 using namespace twinbed::claims;
@@ -319,4 +321,28 @@ TEST(Ledger, UnitsComeFromTheMetric) {
   EXPECT_NE(f.judgement.reason.find("arithmetic check: 1 ×"), std::string::npos) << f.judgement.reason;  // MOE-8 said "1 %"
   EXPECT_EQ(ledger_json(results)["claims"][0]["figures"][0]["arithmetic_unit"], "×");
   std::filesystem::remove_all(dir);
+}
+
+// Device figures come from core's presets and the simulator's compute model, so a claim cannot drift
+// from them.
+TEST(Metrics, DeviceFiguresComeFromThePresetsAndTheComputeModel) {
+  Runs runs;
+  const Claim c = load_claim(kData + "/SYNTH-RATIO.json");
+  const DeviceSpec a100 = device_preset("a100");
+  const MetricValue peaks = evaluate({{"name", "device_peak_ratio"}, {"device", "a100"}, {"dtype", "bf16"}, {"baseline_dtype", "tf32"}}, "/m", c, runs);
+  EXPECT_DOUBLE_EQ(*peaks.value, a100.peak_bf16 / a100.peak_tf32);
+  EXPECT_EQ(peaks.unit, "×");
+  const MetricValue gemm = evaluate({{"name", "gemm_efficiency_pct"}, {"device", "h100"}, {"dtype", "bf16"}}, "/m", c, runs);
+  EXPECT_DOUBLE_EQ(*gemm.value, 100 * sim::default_efficiency("h100").gemm);
+  EXPECT_EQ(gemm.unit, "%");
+  const auto path_of = [&](const json& m) -> std::string {
+    try {
+      evaluate(m, "/m", c, runs);
+    } catch (const ConfigError& e) {
+      return e.path();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(path_of({{"name", "gemm_efficiency_pct"}, {"device", "v100"}, {"dtype", "bf16"}}), "/m/device");
+  EXPECT_EQ(path_of({{"name", "gemm_efficiency_pct"}, {"device", "a100"}, {"dtype", "fp8"}}), "/m/dtype");  // Ampere has no FP8
 }

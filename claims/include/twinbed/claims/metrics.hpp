@@ -45,6 +45,10 @@
 //                                   (payload.hpp) over the same weights in "baseline_dtype"
 //   moe_parameter_increase_pct      100 · (parameters with the FFN made "experts" experts / dense − 1)
 //   moe_active_parameter_ratio      parameters a token touches with "experts" and "top_k", over dense
+//   device_peak_ratio               the datasheet dense peak of preset "device" (core's device.hpp) in
+//                                   "dtype" over its peak in "baseline_dtype" (×)
+//   gemm_efficiency_pct             100 · the simulator's GEMM rate for "device" and "dtype" (its roofline
+//                                   compute model's default efficiency) / the device's peak in it
 //   ratio                           "numerator" / "denominator": plain arithmetic on stated numbers, in
 //                                   "unit" (optional, default "")
 #pragma once
