@@ -235,13 +235,40 @@ MetricValue payload_reduction(const Args& a) {
 }
 
 MetricValue time_exponent(const Args& a) {
-  check_keys(a.j, a.path, {"name", "baseline", "treatment", "x_baseline", "x_treatment"});
-  const RunResult& b = a.run("baseline");
-  const RunResult& t = a.run("treatment");
-  const double xb = a.number("x_baseline"), xt = a.number("x_treatment");
-  if (xb <= 0 || xt <= 0 || xb == xt) fail(a.path, "x_baseline and x_treatment must be positive and differ");
-  MetricValue m{std::log(step_s(t) / step_s(b)) / std::log(xt / xb), "", ""};
-  m.why = "time " + format_value(step_s(b)) + " s at " + format_value(xb) + ", " + format_value(step_s(t)) + " s at " + format_value(xt);
+  check_keys(a.j, a.path, {"name", "runs", "x"});
+  const json& names = required(a.j, a.path, "runs", "the runs, in order of x");
+  const json& xs = required(a.j, a.path, "x", "the x of each run");
+  if (!names.is_array() || names.size() < 2) fail(a.path + "/runs", "expected an array of at least two run names");
+  if (!xs.is_array() || xs.size() != names.size()) fail(a.path + "/x", "expected an array of one number per run");
+  std::vector<double> lx, lt;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const double x = read_number(xs[i], child(a.path + "/x", i), "a number > 0");
+    if (x <= 0 || (i > 0 && std::log(x) <= lx.back())) fail(child(a.path + "/x", i), "expected positive numbers in increasing order");
+    const RunResult& r = a.runs.get(a.claim, read_name(names[i], child(a.path + "/runs", i)));
+    lx.push_back(std::log(x));
+    lt.push_back(std::log(step_s(r)));
+  }
+  // Least squares of log t on log x; with two runs, the exponent between them.
+  const double n = d(static_cast<std::int64_t>(lx.size()));
+  double mx = 0, mt = 0;
+  for (std::size_t i = 0; i < lx.size(); ++i) {
+    mx += lx[i] / n;
+    mt += lt[i] / n;
+  }
+  double sxt = 0, sxx = 0;
+  for (std::size_t i = 0; i < lx.size(); ++i) {
+    sxt += (lx[i] - mx) * (lt[i] - mt);
+    sxx += (lx[i] - mx) * (lx[i] - mx);
+  }
+  MetricValue m{sxt / sxx, "", ""};
+  m.why = "time " + format_value(std::exp(lt[0])) + " s at " + format_value(std::exp(lx[0]));
+  std::string steps;
+  for (std::size_t i = 1; i < lx.size(); ++i) {
+    m.why += ", " + format_value(std::exp(lt[i])) + " s at " + format_value(std::exp(lx[i]));
+    steps += (i > 1 ? ", " : "") + format_value(std::exp(lx[i - 1])) + "→" + format_value(std::exp(lx[i])) + " " +
+             format_value((lt[i] - lt[i - 1]) / (lx[i] - lx[i - 1]));
+  }
+  if (lx.size() > 2) m.why += "; exponent between neighbours: " + steps;
   return m;
 }
 

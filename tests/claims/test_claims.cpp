@@ -346,3 +346,30 @@ TEST(Metrics, DeviceFiguresComeFromThePresetsAndTheComputeModel) {
   EXPECT_EQ(path_of({{"name", "gemm_efficiency_pct"}, {"device", "v100"}, {"dtype", "bf16"}}), "/m/device");
   EXPECT_EQ(path_of({{"name", "gemm_efficiency_pct"}, {"device", "a100"}, {"dtype", "fp8"}}), "/m/dtype");  // Ampere has no FP8
 }
+
+// The exponent of t ∝ xᵉ is the least-squares slope of log t on log x over every run given.
+TEST(Metrics, TimeExponentFitsEveryRun) {
+  Claim claim = load_claim(kData + "/SYNTH-RUNS.json");
+  claim.runs["ring_64"] = {{"from", "ring"}, {"set", {{"/cluster/ranks", 64}}}};
+  Runs runs;
+  const auto log_t = [&](const char* run) { return std::log(runs.get(claim, run).report.step_time.seconds()); };
+  const double t16 = log_t("ring"), t32 = log_t("ring_32"), t64 = log_t("ring_64");
+  const auto exponent = [&](const json& names, const json& xs) {
+    return *evaluate({{"name", "time_exponent"}, {"runs", names}, {"x", xs}}, "/m", claim, runs).value;
+  };
+  EXPECT_NEAR(exponent({"ring", "ring_32"}, {16, 32}), (t32 - t16) / std::log(2), 1e-12);
+  // Equally spaced in log x: the slope is that of the outer two points.
+  const double fitted = exponent({"ring", "ring_32", "ring_64"}, {16, 32, 64});
+  EXPECT_NEAR(fitted, (t64 - t16) / std::log(4), 1e-12);
+  EXPECT_NE(fitted, (t32 - t16) / std::log(2));  // not the first step's alone
+  const MetricValue v = evaluate({{"name", "time_exponent"}, {"runs", {"ring", "ring_32", "ring_64"}}, {"x", {16, 32, 64}}}, "/m", claim, runs);
+  EXPECT_NE(v.why.find("exponent between neighbours: 16→32 "), std::string::npos) << v.why;
+  try {
+    exponent({"ring", "ring_32"}, {32, 16});
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/m/x/1");
+  }
+  EXPECT_THROW(exponent({"ring"}, {16}), ConfigError);
+  EXPECT_THROW(exponent({"ring", "ring_32"}, {16}), ConfigError);
+}

@@ -20,8 +20,10 @@
 //   traffic_reduction_pct           the same over every collective (parameters and activations too)
 //   compute_pct_gain                treatment − baseline share of the step spent computing (points)
 //   total_memory_reduction_pct      100 · (1 − treatment / baseline Σ over ranks of peak memory)
-//   time_exponent                   log(t_treatment / t_baseline) / log(x_treatment / x_baseline) with
-//                                   "x_baseline"/"x_treatment" given: how step time scales with x
+//   time_exponent                   how step time scales with x (t ∝ xᵉ): the least-squares slope of log t
+//                                   on log x over "runs" (two or more run names) at "x" (one positive
+//                                   number per run, increasing); with two runs, log(t₂/t₁) / log(x₂/x₁).
+//                                   The reason gives the exponent between each pair of neighbours
 // One run (argument "run"):
 //   step_time_s, step_time_ms, tflops_per_gpu, mfu_pct, compute_pct (the step's compute share), bubble_ms (mean idle
 //   time per rank), total_memory_GB (Σ over ranks of peak memory, 1e9 B), peak_memory_GB (largest rank)
