@@ -262,12 +262,8 @@ TEST(Metrics, CollectiveBusBytesUseNcclTestsFactors) {
   plan.groups[static_cast<std::size_t>(GroupKind::Dp)].members = {{0, 1, 2, 3}};
   plan.program_of_rank = {0, 0, 0, 0};
   const auto collective = [](CollectiveOp op, TensorClass what, Bytes bytes) {
-    PlanOp o;
-    o.kind = OpKind::Collective;
-    o.collective = op;
-    o.group = GroupKind::Dp;
+    PlanOp o = collective_op(op, GroupKind::Dp, bytes, StreamKind::Collective);
     o.tensor_class = what;
-    o.bytes = bytes;
     return o;
   };
   plan.programs.resize(1);
