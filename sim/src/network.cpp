@@ -182,10 +182,10 @@ class FlowNetwork final : public Network {
       }
     }
     const Time now = engine_.now();
+    old_rates_.clear();
     for (int id : comp_flows_) {
       Flow& f = flows_[id];
-      f.remaining = std::max(0.0, f.remaining - f.rate * (now - f.updated).seconds());
-      f.updated = now;
+      old_rates_.push_back(f.rate);
       f.rate = -1;  // unfrozen
     }
     using Share = std::pair<double, LinkId>;
@@ -212,10 +212,16 @@ class FlowNetwork final : public Network {
         }
       }
     }
-    for (int id : comp_flows_) {
-      Flow& f = flows_[id];
+    // A flow whose rate did not change keeps its drain state and completion: it finishes exactly when
+    // it would have alone at that rate, not re-rounded at every change elsewhere in its component.
+    for (std::size_t i = 0; i < comp_flows_.size(); ++i) {
+      Flow& f = flows_[comp_flows_[i]];
+      const double old_rate = old_rates_[i];
+      if (f.rate == old_rate && old_rate > 0) continue;
+      f.remaining = std::max(0.0, f.remaining - old_rate * (now - f.updated).seconds());
+      f.updated = now;
       ++f.version;
-      completions_.push({(now + drain_time(f.remaining, f.rate)).picoseconds(), id, f.version});
+      completions_.push({(now + drain_time(f.remaining, f.rate)).picoseconds(), comp_flows_[i], f.version});
     }
     arm_wakeup();
   }
@@ -258,6 +264,7 @@ class FlowNetwork final : public Network {
   std::vector<LinkId> dirty_;
   std::vector<int> comp_flows_;
   std::vector<LinkId> comp_links_;
+  std::vector<double> old_rates_;  // per comp_flows_ entry: its rate before the recomputation
   std::priority_queue<Completion, std::vector<Completion>, std::greater<>> completions_;
   std::uint32_t stamp_ = 0;
   int active_ = 0;

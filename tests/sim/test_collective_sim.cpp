@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/topology_builders.hpp"
@@ -89,6 +93,64 @@ TEST(CollectiveSim, ShortcutsChangeNothing) {
     EXPECT_EQ(replayed.rank_done, full.rank_done) << algo;
     EXPECT_LE(replayed.rounds_simulated, full.rounds_simulated) << algo;
   }
+}
+
+TEST(CollectiveSim, ShortcutsChangeNothingOnEveryMultiNodePreset) {
+  // Rail-optimised and multi-dimensional fabrics too: shared links within their capacity (rails,
+  // spines, NVLink carrying a cross-node hop), rounds that map onto themselves under a node shift, and
+  // rounds that contend. Every shortcut on, each one off alone, and all off must agree exactly.
+  const std::vector<CollectiveSimulator::Options> variants = {
+      {.replay_rounds = false, .solo_shortcut = true, .symmetric_rounds = true},
+      {.replay_rounds = true, .solo_shortcut = true, .symmetric_rounds = false},
+      {.replay_rounds = false, .solo_shortcut = false, .symmetric_rounds = false}};
+  for (const std::string preset : {"rail", "dgx-h100", "fat-tree", "multi-dim", "torus"}) {
+    topo::PresetParams params;
+    if (preset != "multi-dim" && preset != "torus") params.ranks = 64;
+    const Topology t = topo::topology_presets().get(preset)(params);
+    const int n = t.num_ranks();
+    for (std::string algo : {"ring", "hierarchical", "tree", "rhd"}) {
+      const CollectiveRequest req{CollectiveOp::AllReduce, n, Bytes{n} * MiB, 0, 8};
+      std::unique_ptr<Schedule> schedule;
+      try {
+        schedule = build_schedule(algo, req);
+      } catch (const InvalidArgument&) {
+        continue;  // e.g. rhd on a rank count that is not a power of two
+      }
+      const CollectiveTiming fast = CollectiveSimulator(t, "flow").run(*schedule);
+      for (const auto& options : variants) {
+        const CollectiveTiming other = CollectiveSimulator(t, "flow", options).run(*schedule);
+        EXPECT_EQ(fast.time, other.time) << preset << " " << algo;
+        EXPECT_EQ(fast.rank_done, other.rank_done) << preset << " " << algo;
+      }
+    }
+  }
+}
+
+TEST(CollectiveSim, SharedLinksWithinTheirCapacityNeedNoNetworkRun) {
+  // A ring over DGX nodes crosses nodes through NVLink, rails and spines, several messages sharing a
+  // rail or spine link well within its capacity: still every message's solo time, with no network run.
+  topo::PresetParams params;
+  params.ranks = 128;
+  const Topology t = topo::topology_presets().get("dgx-h100")(params);
+  const CollectiveTiming ring = simulate(t, "flow", "ring", {CollectiveOp::AllReduce, 128, 128 * MiB});
+  EXPECT_EQ(ring.rounds_simulated, 0);
+  EXPECT_EQ(ring.time, simulate(t, "analytical", "ring", {CollectiveOp::AllReduce, 128, 128 * MiB}).time);
+}
+
+TEST(CollectiveSim, RoundsThatRepeatAcrossNodesAreTimedOnOnePeriod) {
+  // A ring over a fat-tree of 8-GPU nodes, two per leaf: every round maps onto itself when ranks move
+  // by one leaf (16 ranks), so each is timed on 16 ranks, with the result of timing all 256.
+  topo::PresetParams params;
+  params.ranks = 256;
+  const Topology t = topo::topology_presets().get("fat-tree")(params);
+  const CollectiveRequest req{CollectiveOp::AllReduce, 256, 256 * MiB};
+  const CollectiveTiming fast = simulate(t, "flow", "ring", req);
+  EXPECT_EQ(fast.rounds_symmetric, fast.rounds);
+  const CollectiveTiming full = simulate(t, "flow", "ring", req, {.symmetric_rounds = false});
+  EXPECT_EQ(full.rounds_symmetric, 0);
+  EXPECT_EQ(fast.rank_done, full.rank_done);
+  // Unequal chunks give rounds no shape id: timed on every rank, as before.
+  EXPECT_EQ(simulate(t, "flow", "ring", {CollectiveOp::AllReduce, 256, 256 * MiB + 1}).rounds_symmetric, 0);
 }
 
 TEST(CollectiveSim, ContentionFreeRoundsNeedNoNetworkRunAndAgreeWithIt) {

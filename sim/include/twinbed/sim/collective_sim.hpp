@@ -12,11 +12,18 @@
 // overlap a slow rank's current one on a shared link).
 //
 // Speed, without approximation:
-//  - A round in which no link carries two messages (checked once per round shape) is contention-free:
-//    each message takes its solo time (latency + bytes / path bottleneck), exactly what the flow model
-//    gives a lone flow, so it is timed in O(messages) with no network run. A ring on a non-blocking
-//    cluster is such a round, which makes a ring all-reduce on 4,096 ranks cost O(ranks x rounds)
-//    additions.
+//  - A round in which every message keeps its solo rate (the bottleneck bandwidth of its path) under
+//    max-min sharing, whichever of its messages are active, is contention-free: each message then
+//    takes its solo time (latency + bytes / solo rate), exactly what the flow model gives it, so the
+//    round is timed in O(messages) with no network run. That holds when each link carries one message,
+//    or the solo rates of those crossing it fit in its capacity (checked once per round shape; see
+//    fits_exactly). A ring on a non-blocking cluster is such a round, which makes a ring all-reduce on
+//    4,096 ranks cost O(ranks x rounds) additions.
+//  - A contention-free round that maps onto itself when every rank r is renamed r + g (mod ranks) —
+//    message for message, with equal durations and reduce times — turns ready times that repeat with
+//    period p into ones that repeat with lcm(p, g). Starting from equal ready times, such rounds are
+//    timed on one period of ranks: a ring on a cluster of identical 8-GPU nodes, on 8 ranks whatever
+//    the cluster's size. The period of each round shape is found once.
 //  - Otherwise a round's outcome depends only on its message pattern and on its participants' start
 //    times relative to the earliest of them (the network is shift-invariant in time), so the simulator
 //    memoises (pattern, relative start times) -> relative end times and replays repeated rounds.
@@ -38,6 +45,7 @@ struct CollectiveTiming {
   std::vector<Time> rank_done; // per rank
   int rounds = 0;              // rounds in the schedule
   int rounds_simulated = 0;    // rounds run through the network (the others were replayed)
+  int rounds_symmetric = 0;    // rounds timed on one period of ranks (see symmetric_rounds)
   bool operator==(const CollectiveTiming&) const = default;
 };
 
@@ -52,6 +60,9 @@ class CollectiveSimulator {
     bool replay_rounds = true;
     // Time contention-free rounds arithmetically (exact; see above). Off: through the network too.
     bool solo_shortcut = true;
+    // Time contention-free rounds that map onto themselves under a rank shift on one period of ranks
+    // (exact; see above). Off: on every rank.
+    bool symmetric_rounds = true;
   };
   // `network_model` is a name from network_models(); throws UnknownName otherwise. Borrows topology.
   CollectiveSimulator(const Topology& topology, const std::string& network_model);
@@ -68,6 +79,8 @@ class CollectiveSimulator {
   struct MemoEntry;
   const RoundPlan& plan_round(const Schedule& schedule, int k);
   void time_round(const RoundPlan& plan, std::vector<Time>& ready, CollectiveTiming& timing);
+  void find_period(RoundPlan& plan, int n);
+  void time_symmetric_round(const RoundPlan& plan, int period, int q, std::vector<Time>& rep);
 
   const Topology& topology_;
   Options options_;
@@ -76,11 +89,15 @@ class CollectiveSimulator {
   Engine engine_;                      // rewound for every round that needs a network run
   std::unique_ptr<Network> network_instance_;  // on engine_, idle between rounds
   // Scratch, reused across rounds: all zero / -1 between uses.
-  std::vector<int> link_use_;
+  std::vector<int> link_use_;          // messages of the round being planned on each link
+  std::vector<double> link_load_;      // the sum of their solo rates
+  std::vector<char> link_fractional_;  // whether one of those rates is not a whole number
+  std::vector<LinkId> used_;           // the links they cross
   std::vector<int> rank_index_;
   std::vector<Bytes> rank_reduce_;
   std::unordered_map<std::uint64_t, std::size_t> message_of_pair_;
   std::vector<Time> sent_, received_;  // per participant
+  std::vector<Time> next_;             // time_symmetric_round's result, swapped in
   std::vector<Transfer> transfers_;                         // scratch
   std::unique_ptr<RoundPlan> scratch_plan_;                  // rounds without a shape id
   std::unordered_map<int, std::unique_ptr<RoundPlan>> shapes_;  // per schedule run
