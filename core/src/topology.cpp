@@ -91,25 +91,52 @@ int Topology::uniform_ranks_per_host() const {
   return per_host;
 }
 
-// Level-synchronous BFS from the source, recording for every reached node its hop count and the
-// widest bottleneck bandwidth over the fewest-hop paths to it. Before a level is expanded, the
-// destination's own in-links say whether it is one hop away (a GPU has a link or two; a rail or leaf
-// switch has thousands, which expanding would scan): if so the search stops, every node of that level
-// being final, which is all the backtracking reads. A Router keeps its visit marks between calls (reset
-// by a generation stamp), so a call costs what it explores, not the size of the whole graph, and
-// allocates only its result.
+// Level-synchronous BFS from the source, recording for every reached node its hop count and, over the
+// fewest-hop paths to it, the Pareto front of (bottleneck bandwidth, latency): each entry a path no
+// other is both wider and quicker than (a handful at most: one per link class). Before a level is
+// expanded, the destination's own in-links say whether it is one hop away (a GPU has a link or two; a
+// rail or leaf switch has thousands, which expanding would scan): if so the search stops, every node of
+// that level being final, which is all the backtracking reads. A Router keeps its marks between calls
+// (reset by a generation stamp), so a call costs what it explores, not the size of the whole graph.
 //
-// Equal hop counts are common where a server's GPUs share both an NVSwitch and a leaf switch: both are
-// 2 hops. Preferring the widest of the fewest-hop paths keeps intra-node traffic on NVLink; ECMP
-// hashing then chooses among the equally wide ones (the spines of a fat-tree, the two directions of
-// an even ring, the dimension orders of a torus), taken in ascending link id.
+// The route is a fewest-hop path, the widest of those, and the quickest of the widest. Equal hop counts
+// are common where a server's GPUs share both an NVSwitch and a leaf switch: both are 2 hops; the
+// widest keeps intra-node traffic on NVLink. Among equally wide paths the quickest wins: a GPU whose
+// rail differs from its peer's reaches it through NVLink to the GPU on the peer's rail rather than
+// up through a spine, as NCCL's PXN does ("Doubling all2all Performance with NVIDIA Collective
+// Communication Library 2.12", NVIDIA technical blog, 2022). ECMP hashing then chooses among the
+// paths still equal (the spines of a fat-tree, the two directions of an even ring, the dimension orders
+// of a torus), taken in ascending link id.
 Path Topology::route(int src, int dst, std::uint64_t flow_key) const { return Router(*this).route(src, dst, flow_key); }
 
 Router::Router(const Topology& topology)
     : topology_(topology),
       dist_(static_cast<std::size_t>(topology.num_nodes()), 0),
-      width_(static_cast<std::size_t>(topology.num_nodes()), 0),
+      front_(static_cast<std::size_t>(topology.num_nodes())),
       stamp_(static_cast<std::size_t>(topology.num_nodes()), 0) {}
+
+namespace {
+
+// Adds a path of `width` and `latency` to a Pareto front kept widest first (and so slowest first).
+void add_to_front(std::vector<Router::Label>& front, BytesPerSec width, Time latency) {
+  for (const auto& l : front) {
+    if (l.width >= width && l.latency <= latency) return;  // no better than one already there
+  }
+  std::erase_if(front, [&](const Router::Label& l) { return l.width <= width && l.latency >= latency; });
+  const auto at = std::find_if(front.begin(), front.end(), [&](const Router::Label& l) { return l.width < width; });
+  front.insert(at, {width, latency});
+}
+
+// The least latency of the paths in `front` at least `width` wide, or Time::max() if none is.
+Time quickest_at_least(const std::vector<Router::Label>& front, BytesPerSec width) {
+  Time best = Time::max();
+  for (const auto& l : front) {
+    if (l.width >= width) best = std::min(best, l.latency);
+  }
+  return best;
+}
+
+}  // namespace
 
 Path Router::route(int src, int dst, std::uint64_t flow_key) {
   const Topology& t = topology_;
@@ -133,7 +160,7 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
   const NodeId target = t.node_of_rank(dst);
   stamp_[source] = generation_;
   dist_[source] = 0;
-  width_[source] = std::numeric_limits<BytesPerSec>::infinity();
+  front_[source].assign(1, {std::numeric_limits<BytesPerSec>::infinity(), Time{}});
 
   // level_nodes_[level_start_[d] .. level_start_[d + 1]) are the nodes d hops from the source;
   // level_links_[d] counts the out-links scanned expanding level d.
@@ -157,50 +184,69 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
       for (LinkId l : t.out_links(u)) {
         const Link& link = t.link(l);
         const NodeId v = link.dst;
-        const BytesPerSec w = std::min(width_[u], link.bandwidth);
         if (!seen(v)) {
           stamp_[v] = generation_;
           dist_[v] = level + 1;
-          width_[v] = w;
+          front_[v].clear();
           level_nodes_.push_back(v);
-        } else if (dist_[v] == level + 1) {
-          width_[v] = std::max(width_[v], w);
+        } else if (dist_[v] != level + 1) {
+          continue;
         }
+        for (const Label& from : front_[u]) add_to_front(front_[v], std::min(from.width, link.bandwidth), from.latency + link.latency);
       }
     }
     level_links_.push_back(scanned);
     level_start_.push_back(level_nodes_.size());
   }
 
+  // The widest path into the destination, and the quickest of those.
+  BytesPerSec width = 0;
+  Time latency = Time::max();
+  for (LinkId l : t.in_links(target)) {
+    const Link& link = t.link(l);
+    if (!at_level(link.src, hops - 1)) continue;
+    for (const Label& from : front_[link.src]) {
+      const BytesPerSec w = std::min(from.width, link.bandwidth);
+      const Time lat = from.latency + link.latency;
+      if (w > width || (w == width && lat < latency)) {
+        width = w;
+        latency = lat;
+      }
+    }
+  }
+
   // Backtrack from the destination: at each node, the incoming links from one level closer that
-  // carry the widest bottleneck are the equal-cost choices; the flow hash picks one. They are found
-  // from whichever side is smaller: the node's in-links, or the out-links of the level before it.
+  // continue a path of that width and latency are the equal-cost choices; the flow hash picks one.
+  // They are found from whichever side is smaller: the node's in-links, or the out-links of the level
+  // before it.
   const std::uint64_t flow_hash =
       splitmix64(splitmix64(splitmix64(static_cast<std::uint64_t>(src)) ^ static_cast<std::uint64_t>(dst)) ^ flow_key);
   Path path(static_cast<std::size_t>(hops));
   NodeId v = target;
   for (int d = hops; d >= 1; --d) {
     const auto level = static_cast<std::size_t>(d - 1);
+    const auto continues = [&](LinkId l) {
+      const Link& link = t.link(l);
+      return link.bandwidth >= width && quickest_at_least(front_[link.src], width) + link.latency == latency;
+    };
     choices_.clear();
     if (d < hops && level_links_[level] < t.in_links(v).size()) {
       for (std::size_t i = level_start_[level]; i < level_start_[level + 1]; ++i) {
         for (LinkId l : t.out_links(level_nodes_[i])) {
-          if (t.link(l).dst == v) choices_.push_back(l);
+          if (t.link(l).dst == v && continues(l)) choices_.push_back(l);
         }
       }
       std::sort(choices_.begin(), choices_.end());
     } else {
       for (LinkId l : t.in_links(v)) {
-        if (at_level(t.link(l).src, d - 1)) choices_.push_back(l);
+        if (at_level(t.link(l).src, d - 1) && continues(l)) choices_.push_back(l);
       }
     }
-    BytesPerSec best = -1;
-    for (LinkId l : choices_) best = std::max(best, std::min(width_[t.link(l).src], t.link(l).bandwidth));
-    std::erase_if(choices_, [&](LinkId l) { return std::min(width_[t.link(l).src], t.link(l).bandwidth) != best; });
-    // Non-empty: v was reached from some node at level d-1.
+    // Non-empty: the path of this width and latency into v continues from some node at level d-1.
     const std::uint64_t h = splitmix64(flow_hash ^ (static_cast<std::uint64_t>(v) * 0x9E3779B97F4A7C15ULL));
     const LinkId chosen = choices_[static_cast<std::size_t>(h % choices_.size())];
     path[static_cast<std::size_t>(d - 1)] = chosen;
+    latency -= t.link(chosen).latency;
     v = t.link(chosen).src;
   }
   return path;

@@ -144,6 +144,30 @@ TEST(Topology, PathLatencyAndBandwidth) {
   EXPECT_TRUE(std::isinf(t.path_bandwidth({})));
 }
 
+TEST(Topology, RouteTakesTheQuickestOfTheWidestFewestHopPaths) {
+  // Three 3-hop paths a -> b: through x (100 GB/s, 5 us then 100), through y (50 GB/s, 1 us then 50)
+  // and through z (20 GB/s, 0.1 us). The last hop (50 GB/s) makes the first two equally wide; the one
+  // through y is quicker, although the path to u through x is the wider one.
+  Topology t;
+  const NodeId a = t.add_device("a", 0, kH100);
+  const NodeId x = t.add_switch("x");
+  const NodeId y = t.add_switch("y");
+  const NodeId z = t.add_switch("z");
+  const NodeId u = t.add_switch("u");
+  const NodeId b = t.add_device("b", 1, kH100);
+  t.add_duplex(a, x, 100e9, Time::us(5));
+  t.add_duplex(x, u, 100e9, Time{});
+  t.add_duplex(a, y, 50e9, Time::us(1));
+  t.add_duplex(y, u, 50e9, Time{});
+  t.add_duplex(a, z, 20e9, Time::ns(100));
+  t.add_duplex(z, u, 20e9, Time{});
+  t.add_duplex(u, b, 50e9, Time::us(1));
+  const Path p = t.route(0, 1);
+  EXPECT_EQ(hops_through(t, p), (std::vector<std::string>{"y", "u", "b"}));
+  EXPECT_EQ(t.path_latency(p), Time::us(2));
+  EXPECT_EQ(t.path_bandwidth(p), 50e9);
+}
+
 // ---- builders -------------------------------------------------------------------------------------------
 
 TEST(Builders, SingleSwitch) {
@@ -229,11 +253,14 @@ TEST(Builders, RailOptimized) {
   EXPECT_EQ(t.num_links(), 4 * 32 + 2 * 8 * 2);
   // GPU 3 of node 0 to GPU 3 of node 2: one rail switch.
   EXPECT_EQ(hops_through(t, t.route(3, 19)), (std::vector<std::string>{"rail3", "node2/gpu3"}));
-  // Different rails and servers: 4 hops, whichever equal-cost path the flow takes.
+  // Different rails and servers: 4 hops, never through a spine (4 x 1 us): NVLink to the GPU on the
+  // peer's rail, then that rail, or this GPU's rail, then NVLink (each 2 x 1 us + 2 x 0.5 us).
   for (std::uint64_t key = 0; key < 8; ++key) {
     const Path p = t.route(3, 20, key);
     EXPECT_EQ(p.size(), 4u);
     expect_connected(t, p, 3, 20);
+    for (LinkId l : p) EXPECT_EQ(t.node(t.link(l).dst).name.rfind("spine", 0), std::string::npos) << key;
+    EXPECT_EQ(t.path_latency(p), t.path_latency(t.route(3, 20, 0)));
   }
 }
 

@@ -64,7 +64,9 @@ class Topology {
 
   // Shortest path (fewest hops) from rank `src` to rank `dst`; among fewest-hop paths the widest
   // (largest bottleneck bandwidth), so a server's GPUs talk over NVLink even when their NICs share a
-  // leaf. Among the remaining equal-cost next hops the choice is ECMP: a deterministic hash of
+  // leaf; among the widest the quickest (least latency), so a GPU reaches another rail's GPU through
+  // NVLink to its own node's GPU on that rail rather than through a spine, as NCCL's PXN does.
+  // Among the remaining equal-cost next hops the choice is ECMP: a deterministic hash of
   // (src, dst, flow_key), so different flows between the same pair may take different paths and
   // identical runs take identical ones. Empty when src == dst.
   // Throws InvalidArgument when dst is unreachable. Cost O(nodes + links) in the worst case; a
@@ -94,13 +96,19 @@ class Topology {
 // topology, which must outlive it. Not thread-safe: one Router per thread.
 class Router {
  public:
+  // A path's bottleneck bandwidth and latency.
+  struct Label {
+    BytesPerSec width;
+    Time latency;
+  };
+
   explicit Router(const Topology& topology);
   Path route(int src, int dst, std::uint64_t flow_key = 0);
 
  private:
   const Topology& topology_;
-  std::vector<int> dist_;           // hop count from the source, valid where stamp_ == generation_
-  std::vector<BytesPerSec> width_;  // widest bottleneck over the fewest-hop paths to the node
+  std::vector<int> dist_;                  // hop count from the source, valid where stamp_ == generation_
+  std::vector<std::vector<Label>> front_;  // the Pareto front of the fewest-hop paths to the node
   std::vector<std::uint32_t> stamp_;
   std::uint32_t generation_ = 0;
   std::vector<NodeId> level_nodes_;        // the nodes reached, level by level
