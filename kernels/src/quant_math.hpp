@@ -1,8 +1,9 @@
 // Element-level quantisation arithmetic shared by the CPU reference and the CUDA twin, so that both
-// round identically: every multiply and add is rounded on its own (no FMA), floor is computed through
-// an integer conversion (vectorisable on baseline x86-64, identical on the GPU).
+// round identically: every multiply and add is rounded on its own (no FMA), and floor is the exact
+// IEEE operation on both.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "twinbed/kernels/common.hpp"
@@ -26,10 +27,15 @@ TWINBED_HD inline float add_rn(float a, float b) {
 
 TWINBED_HD constexpr int qmax_of(int bits) { return (1 << (bits - 1)) - 1; }
 
-// floor(t) for |t| < 2^31: truncate, then step down where truncation went up (negative non-integers).
+// floor(t) for |t| < 2^31, exact on both sides: one rounding instruction (roundps/vrndscaleps, which
+// GCC emits for std::floor once -fno-trapping-math is on) or cvt.rmi on the GPU, then a conversion
+// that is exact because the value is already an integer.
 TWINBED_HD inline int floor_to_int(float t) {
-  const int i = static_cast<int>(t);
-  return i - static_cast<int>(t < static_cast<float>(i));
+#if defined(__CUDA_ARCH__)
+  return __float2int_rd(t);
+#else
+  return static_cast<int>(std::floor(t));
+#endif
 }
 
 // Code in [0, 2·qmax] for x under the block's inverse scale; u = 0.5 (nearest) or U[0,1).

@@ -14,7 +14,7 @@
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
-#define TWINBED_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define TWINBED_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define TWINBED_CLONES
 #endif

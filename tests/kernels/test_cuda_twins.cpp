@@ -64,22 +64,23 @@ TEST_F(CudaTwins, QuantizeAndDequantizeAreBitIdentical) {
   tk::cuda::Context ctx;
   for (int bits : {2, 4, 8, 16})
     for (auto r : {tk::Rounding::nearest, tk::Rounding::stochastic})
-      for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{1000003}}) {
-        const tk::QuantSpec spec{bits, 24, r, 42};
-        const auto x = random_vector(n, 1);
-        std::vector<std::uint8_t> codes(tk::quant_code_bytes(n, bits));
-        std::vector<float> scales(tk::quant_num_blocks(n, spec)), back(n);
-        tk::cpu::quantize(x, spec, codes, scales);
-        tk::cpu::dequantize(codes, scales, spec, back);
-        Dev<float> dx(x), dscales(scales.size()), dback(n);
-        Dev<std::uint8_t> dcodes(codes.size());
-        tk::cuda::quantize(dx.cs(), spec, dcodes.s(), dscales.s(), ctx);
-        tk::cuda::dequantize(dcodes.cs(), dscales.cs(), spec, dback.s(), ctx);
-        ctx.synchronize();
-        ASSERT_EQ(dcodes.host(), codes) << "bits " << bits << " n " << n;
-        ASSERT_EQ(dscales.host(), scales);
-        ASSERT_EQ(dback.host(), back);
-      }
+      for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{1000003}})
+        for (std::size_t block : {std::size_t{24}, std::size_t{256}}) {  // partial and whole CPU chunks
+          const tk::QuantSpec spec{bits, block, r, 42};
+          const auto x = random_vector(n, 1);
+          std::vector<std::uint8_t> codes(tk::quant_code_bytes(n, bits));
+          std::vector<float> scales(tk::quant_num_blocks(n, spec)), back(n);
+          tk::cpu::quantize(x, spec, codes, scales);
+          tk::cpu::dequantize(codes, scales, spec, back);
+          Dev<float> dx(x), dscales(scales.size()), dback(n);
+          Dev<std::uint8_t> dcodes(codes.size());
+          tk::cuda::quantize(dx.cs(), spec, dcodes.s(), dscales.s(), ctx);
+          tk::cuda::dequantize(dcodes.cs(), dscales.cs(), spec, dback.s(), ctx);
+          ctx.synchronize();
+          ASSERT_EQ(dcodes.host(), codes) << "bits " << bits << " n " << n << " block " << block;
+          ASSERT_EQ(dscales.host(), scales);
+          ASSERT_EQ(dback.host(), back);
+        }
 }
 
 TEST_F(CudaTwins, EfQuantizeAndChooseBitsAgree) {
