@@ -235,6 +235,9 @@ RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep
 
 // ---- model state ---------------------------------------------------------------------------------
 
+Bytes parameter_bytes_per_element(DType dtype) { return bytes_per_element(dtype) == 4 ? 4 : 2; }
+Bytes gradient_bytes_per_element(DType dtype) { return parameter_bytes_per_element(dtype); }
+
 ModelStateBytes model_state_bytes(std::int64_t psi, DType dtype, int zero_stage, int n_d) {
   if (psi < 0) throw InvalidArgument("model_state_bytes: negative parameter count");
   if (zero_stage < 0 || zero_stage > 3) throw InvalidArgument("model_state_bytes: zero_stage outside 0..3");
@@ -242,12 +245,11 @@ ModelStateBytes model_state_bytes(std::int64_t psi, DType dtype, int zero_stage,
   // ZeRO §3: K = 12 bytes of optimizer state per parameter for mixed-precision Adam (FP32 master
   // weights, momentum, variance); in pure FP32 the weights are the master copy, so K = 8.
   const bool wide = bytes_per_element(dtype) == 4;
-  const Bytes weight = wide ? 4 : 2;
   const Bytes optimizer = wide ? 8 : 12;
   const std::int64_t shard = ceil_div(psi, n_d);
   ModelStateBytes s;
-  s.params = weight * (zero_stage >= 3 ? shard : psi);
-  s.grads = weight * (zero_stage >= 2 ? shard : psi);
+  s.params = parameter_bytes_per_element(dtype) * (zero_stage >= 3 ? shard : psi);
+  s.grads = gradient_bytes_per_element(dtype) * (zero_stage >= 2 ? shard : psi);
   s.optimizer = optimizer * (zero_stage >= 1 ? shard : psi);
   return s;
 }

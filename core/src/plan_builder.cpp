@@ -65,11 +65,6 @@ std::vector<Step> stage_order(PipelineSchedule schedule, int p, int i, int M, in
   return out;
 }
 
-// Gradient bytes per parameter (16-bit dtypes keep 16-bit gradients, FP32 32-bit), from model.hpp's
-// model-state accounting so the two never disagree.
-Bytes grad_bytes_per_param(DType dt) { return model_state_bytes(1, dt, 0, 1).grads; }
-Bytes param_bytes_per_param(DType dt) { return model_state_bytes(1, dt, 0, 1).params; }
-
 // Which parameter tensor a model op (model.hpp's op lists) reads or differentiates: its name without
 // the phase suffix ("qkv_wgrad" -> qkv). Attention matmuls and element-wise ops other than the
 // LayerNorms touch no parameters.
@@ -92,8 +87,8 @@ class Builder {
   Builder(const TransformerModel& model, const Layout& layout, Plan& plan)
       : m_(model), l_(layout), plan_(plan), ctx_(layout.op_context()) {
     e_ = bytes_per_element(m_.dtype);
-    pe_ = param_bytes_per_param(m_.dtype);
-    ge_ = grad_bytes_per_param(m_.dtype);
+    pe_ = parameter_bytes_per_element(m_.dtype);
+    ge_ = gradient_bytes_per_element(m_.dtype);
     M_ = l_.micro_batches();
     v_ = l_.virtual_stages;
     V_ = l_.pp * v_;
@@ -736,7 +731,7 @@ Plan reduction_plan(const ClusterShape& cluster, std::int64_t elements, DType dt
   t.dtype = dtype;
   p.params.push_back(t);
   p.param_sets.push_back({{0, elements}});
-  const Bytes bytes = elements * model_state_bytes(1, dtype, 0, 1).grads;
+  const Bytes bytes = elements * gradient_bytes_per_element(dtype);
   PlanOp grads;
   grads.kind = OpKind::Alloc;
   grads.tensor_class = TensorClass::Grads;

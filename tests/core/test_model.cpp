@@ -177,6 +177,15 @@ TEST(ModelState, ComponentsPerStage) {
   EXPECT_THROW(model_state_bytes(psi, DType::BF16, 1, 0), InvalidArgument);
 }
 
+TEST(ModelState, BytesPerElementAgreeWithTheTotals) {
+  for (DType d : {DType::FP32, DType::TF32, DType::BF16, DType::FP16, DType::FP8}) {
+    EXPECT_EQ(gradient_bytes_per_element(d), model_state_bytes(1, d, 0, 1).grads) << dtype_name(d);
+    EXPECT_EQ(parameter_bytes_per_element(d), model_state_bytes(1, d, 0, 1).params) << dtype_name(d);
+  }
+  EXPECT_EQ(gradient_bytes_per_element(DType::FP8), 2);  // FP8 weights are kept in 16 bits
+  EXPECT_EQ(gradient_bytes_per_element(DType::TF32), 4);
+}
+
 // ---- activations ---------------------------------------------------------------------------------
 
 TEST(Activations, KorthikantiFormulasForEveryMode) {

@@ -83,7 +83,7 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
 
   // The masked optimizer step, the refresh before it, and the masks.
   const std::uint32_t step = passes::optimizer_step_index(prog);
-  const Bytes ge = model_state_bytes(1, plan.model.dtype, 0, 1).grads;
+  const Bytes ge = gradient_bytes_per_element(plan.model.dtype);
   const std::int64_t shard = updated_params_of(only_targets, l);  // target parameters of the rank's optimizer shard
   OpCost masked_step = optimizer_step_cost(updated_params_of(masked, l));
   masked_step.bytes += shard;  // the mask it reads

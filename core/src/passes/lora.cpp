@@ -27,7 +27,7 @@ class LoraRewrite {
  public:
   LoraRewrite(Plan& plan, const LoraParams& p, PlanTables& tables)
       : plan_(plan), l_(plan.layout), p_(p), tables_(tables),
-        ge_(model_state_bytes(1, plan.model.dtype, 0, 1).grads), pe_(model_state_bytes(1, plan.model.dtype, 0, 1).params) {}
+        ge_(gradient_bytes_per_element(plan.model.dtype)), pe_(parameter_bytes_per_element(plan.model.dtype)) {}
 
   Program rewrite(const Program& prog) {
     ProgramEditor e(prog);

@@ -51,10 +51,6 @@ bool matches(PrecisionOps ops, Kind kind) {
   return false;
 }
 
-// Per-element bytes of gradients and parameters as model_state_bytes counts them (the builder's rule).
-Bytes grad_bytes(DType d) { return model_state_bytes(1, d, 0, 1).grads; }
-Bytes param_bytes(DType d) { return model_state_bytes(1, d, 0, 1).params; }
-
 // `x` bytes that were `from` under the old dtype and are `to` under the new one; exact when x == from.
 Bytes rescale(Bytes x, Bytes from, Bytes to) {
   if (from == to || from == 0) return x;
@@ -243,7 +239,7 @@ class PrecisionRewrite {
     // Gradients and parameters have the same per-element bytes (model_state_bytes); named apart for
     // clarity. Buffers hold one or the other.
     const bool grads = op.tensor_class == TensorClass::Grads;
-    const auto per_element = grads ? grad_bytes : param_bytes;
+    const auto per_element = grads ? gradient_bytes_per_element : parameter_bytes_per_element;
     Bytes before = 0, after = 0;
     for (const ParamSlice& s : prog.param_sets.at(static_cast<std::size_t>(op.params))) {
       before += s.elements * per_element(prog.params.at(static_cast<std::size_t>(s.tensor)).dtype);
@@ -308,7 +304,7 @@ class PrecisionRewrite {
         }
         const std::int64_t held = updated_params_of(of_dtype, l_);
         n += held;
-        bytes += held * grad_bytes(d);
+        bytes += held * gradient_bytes_per_element(d);
       }
       if (n > 0) {
         const auto every = static_cast<double>(p_.redecide_every);

@@ -155,6 +155,10 @@ struct ModelStateBytes {
   bool operator==(const ModelStateBytes&) const = default;
 };
 ModelStateBytes model_state_bytes(std::int64_t psi, DType dtype, int zero_stage, int n_d);
+// Bytes of one parameter's gradient and of its weight as model_state_bytes counts them: 2 for the
+// 16-bit dtypes (FP8 weights included), 4 for FP32/TF32.
+Bytes gradient_bytes_per_element(DType dtype);
+Bytes parameter_bytes_per_element(DType dtype);
 
 // ---- activations ---------------------------------------------------------------------------------
 
