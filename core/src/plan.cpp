@@ -133,19 +133,41 @@ double Plan::executed_flops() const {
   return total;
 }
 
-ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Layout& layout) {
-  // Trainable tensors grouped by (expert, dtype), each group sharded as one flat buffer (as
-  // rank_model_state_bytes shards a stage's dense and expert parameters); frozen ones keep parameters only.
-  std::map<std::pair<bool, DType>, std::pair<std::int64_t, std::int64_t>> groups;  // -> (trainable, frozen)
+namespace {
+
+// A program's parameter tensors of one (expert, dtype): sharded as one flat buffer, as
+// rank_model_state_bytes shards a stage's dense parameters over dp and its expert ones over dp/ep.
+struct StateGroup {
+  DType dtype = DType::BF16;
+  int shards = 1;
+  std::int64_t trainable = 0, frozen = 0;  // elements
+};
+
+std::vector<StateGroup> state_groups(const std::vector<ParamTensor>& params, const Layout& layout) {
+  std::map<std::pair<bool, DType>, StateGroup> groups;
   for (const ParamTensor& t : params) {
-    auto& g = groups[{t.expert, t.dtype}];
-    (t.trainable ? g.first : g.second) += t.elements;
+    StateGroup& g = groups.try_emplace({t.expert, t.dtype}, StateGroup{t.dtype, t.expert ? layout.dp / layout.ep : layout.dp})
+                        .first->second;
+    (t.trainable ? g.trainable : g.frozen) += t.elements;
   }
+  std::vector<StateGroup> out;
+  for (const auto& [key, g] : groups) out.push_back(g);
+  return out;
+}
+
+// The trainable elements of a group the optimizer updates on one rank (ZeRO stage >= 1: its shard).
+std::int64_t updated_of(const StateGroup& g, const Layout& layout) {
+  return layout.zero_stage >= 1 ? (g.trainable + g.shards - 1) / g.shards : g.trainable;
+}
+
+}  // namespace
+
+ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Layout& layout) {
+  // Frozen tensors keep their parameters only.
   ModelStateBytes out;
-  for (const auto& [key, counts] : groups) {
-    const int shards = key.first ? layout.dp / layout.ep : layout.dp;
-    const ModelStateBytes trained = model_state_bytes(counts.first, key.second, layout.zero_stage, shards);
-    const ModelStateBytes frozen = model_state_bytes(counts.second, key.second, layout.zero_stage, shards);
+  for (const StateGroup& g : state_groups(params, layout)) {
+    const ModelStateBytes trained = model_state_bytes(g.trainable, g.dtype, layout.zero_stage, g.shards);
+    const ModelStateBytes frozen = model_state_bytes(g.frozen, g.dtype, layout.zero_stage, g.shards);
     out.params += trained.params + frozen.params;
     out.grads += trained.grads;
     out.optimizer += trained.optimizer;
@@ -154,15 +176,8 @@ ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Lay
 }
 
 std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Layout& layout) {
-  std::map<std::pair<bool, DType>, std::int64_t> groups;
-  for (const ParamTensor& t : params) {
-    if (t.trainable) groups[{t.expert, t.dtype}] += t.elements;
-  }
   std::int64_t n = 0;
-  for (const auto& [key, elements] : groups) {
-    const int shards = key.first ? layout.dp / layout.ep : layout.dp;
-    n += layout.zero_stage >= 1 ? (elements + shards - 1) / shards : elements;
-  }
+  for (const StateGroup& g : state_groups(params, layout)) n += updated_of(g, layout);
   return n;
 }
 
