@@ -85,23 +85,32 @@ void run_simulated(CollectivesOptions o) {
     throw ConfigError("--root", "must be a rank in [0, " + std::to_string(ranks - 1) + "]");
   }
 
-  if (!o.json) {
-    std::printf("# twinbed collectives: %s, algorithm %s, network %s\n", o.op.c_str(), o.algo.c_str(), o.network.c_str());
-    std::printf("# %d ranks on %s\n", ranks, topology.description.c_str());
-  }
   const bool progress = isatty(STDERR_FILENO);
   sim::CollectiveSimulator simulator(topology, o.network);
   std::vector<CollectiveRow> rows;
   auto t0 = std::chrono::steady_clock::now();
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    if (progress) std::fprintf(stderr, "\r[%zu/%zu] simulating %s ...", i + 1, sizes.size(), format_size(sizes[i]).c_str());
-    CollectiveRequest request{op, ranks, sizes[i], o.root, topology.uniform_ranks_per_host()};
-    std::string algo = o.algo == "auto" ? sim::choose_algorithm(request, topology, o.network) : o.algo;
-    std::unique_ptr<Schedule> schedule = algorithms.get(algo).build(request);
-    rows.push_back(make_collective_row(op, ranks, sizes[i], simulator.run(*schedule).time, algo));
+  const auto clear_progress = [&] {
+    if (progress) std::fprintf(stderr, "\r%60s\r", "");
+  };
+  try {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      if (progress) std::fprintf(stderr, "\r[%zu/%zu] simulating %s ...", i + 1, sizes.size(), format_size(sizes[i]).c_str());
+      CollectiveRequest request{op, ranks, sizes[i], o.root, topology.uniform_ranks_per_host()};
+      std::string algo = o.algo == "auto" ? sim::choose_algorithm(request, topology, o.network) : o.algo;
+      std::unique_ptr<Schedule> schedule = algorithms.get(algo).build(request);
+      rows.push_back(make_collective_row(op, ranks, sizes[i], simulator.run(*schedule).time, algo));
+    }
+  } catch (...) {
+    clear_progress();  // the error line starts on a clean line
+    throw;
   }
-  if (progress) std::fprintf(stderr, "\r%60s\r", "");
+  clear_progress();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Printed once every size is timed: a size that fails (a time beyond the clock) leaves no half table.
+  if (!o.json) {
+    std::printf("# twinbed collectives: %s, algorithm %s, network %s\n", o.op.c_str(), o.algo.c_str(), o.network.c_str());
+    std::printf("# %d ranks on %s\n", ranks, topology.description.c_str());
+  }
   print_rows(o, rows);
   if (!o.json) std::printf("# simulated %zu sizes in %.3f s wall\n", sizes.size(), wall);
 }

@@ -1,7 +1,9 @@
 // Units of the whole project: simulated time, byte counts and bandwidth.
 //
 // Time is an integer number of picoseconds, so simulated clocks are exact, comparisons are total and
-// identical runs give bit-identical results. int64 picoseconds cover ±106 days.
+// identical runs give bit-identical results. int64 picoseconds cover ±106 days; every conversion and
+// every sum, difference and product of Times is checked against that range (InvalidArgument, never a
+// wrapped value).
 // Bytes is a plain integer count. Bandwidth is always bytes per second in code (`BytesPerSec`);
 // only the edges (CLI flags, JSON keys) speak GB/s or Gbit/s, and their names say so.
 #pragma once
@@ -46,11 +48,26 @@ class Time {
   constexpr double seconds() const { return static_cast<double>(ps_) * 1e-12; }
   constexpr double microseconds() const { return static_cast<double>(ps_) * 1e-6; }
 
-  constexpr Time operator+(Time o) const { return Time(ps_ + o.ps_); }
-  constexpr Time operator-(Time o) const { return Time(ps_ - o.ps_); }
-  constexpr Time& operator+=(Time o) { ps_ += o.ps_; return *this; }
-  constexpr Time& operator-=(Time o) { ps_ -= o.ps_; return *this; }
-  constexpr Time operator*(std::int64_t k) const { return Time(ps_ * k); }
+  // Arithmetic is checked: a result beyond int64 picoseconds throws InvalidArgument ("beyond twinbed's
+  // clock", naming the duration) instead of wrapping, so an out-of-proportion input can never print a
+  // wrong time.
+  constexpr Time operator+(Time o) const {
+    std::int64_t r = 0;
+    if (__builtin_add_overflow(ps_, o.ps_, &r)) throw_beyond_clock(seconds() + o.seconds());
+    return Time(r);
+  }
+  constexpr Time operator-(Time o) const {
+    std::int64_t r = 0;
+    if (__builtin_sub_overflow(ps_, o.ps_, &r)) throw_beyond_clock(seconds() - o.seconds());
+    return Time(r);
+  }
+  constexpr Time& operator+=(Time o) { return *this = *this + o; }
+  constexpr Time& operator-=(Time o) { return *this = *this - o; }
+  constexpr Time operator*(std::int64_t k) const {
+    std::int64_t r = 0;
+    if (__builtin_mul_overflow(ps_, k, &r)) throw_beyond_clock(seconds() * static_cast<double>(k));
+    return Time(r);
+  }
   constexpr auto operator<=>(const Time&) const = default;
 
  private:
