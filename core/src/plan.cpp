@@ -181,6 +181,12 @@ std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Lay
   return n;
 }
 
+Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const Layout& layout) {
+  Bytes bytes = 0;
+  for (const StateGroup& g : state_groups(params, layout)) bytes += updated_of(g, layout) * gradient_bytes_per_element(g.dtype);
+  return bytes;
+}
+
 OpCost optimizer_step_cost(std::int64_t updated) {
   OpCost step;
   step.name = "optimizer_step";

@@ -6,6 +6,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/dsa.hpp"
+#include "twinbed/core/passes/precision.hpp"
 
 using namespace twinbed;
 using twinbed::test_support::layout3d;
@@ -108,6 +109,41 @@ TEST(DsaPass, MaskedStepTouchesTheActiveState) {
     // ZeRO-1 over dp 2: each group is sharded in half; 28 B per updated parameter plus the 1-byte mask.
     const std::int64_t updated = (others + 1) / 2 + (std::llround(0.25 * static_cast<double>(targets)) + 1) / 2;
     EXPECT_NEAR(static_cast<double>(c.bytes), 28.0 * static_cast<double>(updated) + static_cast<double>((targets + 1) / 2), 28.0 * 8);
+  }
+}
+
+// The precision pass (listed before dsa) may give the targets other dtypes than the model's: the refresh
+// reads each gradient in its own tensor's dtype.
+TEST(DsaPass, MaskRefreshReadsEachGradientInItsTensorsDtype) {
+  Plan plan = small_plan(1);  // bf16; ZeRO-1 over dp 2
+  PrecisionOverride fp32_layer0;
+  fp32_layer0.ops = PrecisionOps::Gemm;
+  fp32_layer0.first_layer = fp32_layer0.last_layer = 0;
+  fp32_layer0.dtype = DType::FP32;
+  PrecisionParams precision;
+  precision.overrides = {fp32_layer0};
+  apply_precision(plan, precision);
+  apply_dsa(plan, dsa(0.3));
+  ASSERT_EQ(plan.programs[0].params[0].dtype, DType::FP32);  // layer 0's qkv, on stage 0
+  for (const Program& p : plan.programs) {
+    std::int64_t fp32 = 0, bf16 = 0;  // target elements of each dtype
+    for (const ParamTensor& t : p.params) {
+      if (t.kind == ParamKind::Qkv || t.kind == ParamKind::Proj || t.kind == ParamKind::Fc1 || t.kind == ParamKind::Fc2) {
+        (t.dtype == DType::FP32 ? fp32 : bf16) += t.elements;
+      }
+    }
+    // Each dtype's elements sharded over dp 2, gradient bytes (4 or 2) + 17 per parameter, every 100
+    // iterations.
+    const double read = static_cast<double>((fp32 + 1) / 2) * (4 + 17) + static_cast<double>((bf16 + 1) / 2) * (2 + 17);
+    int refreshes = 0;
+    for (const PlanOp& op : p.ops) {
+      if (op.kind != OpKind::Compute) continue;
+      const OpCost& c = plan.costs[static_cast<std::size_t>(op.cost)];
+      if (c.kernel != OpCost::Kernel::MaskRefresh) continue;
+      ++refreshes;
+      EXPECT_EQ(c.bytes, std::llround(read / 100));
+    }
+    EXPECT_EQ(refreshes, 1);
   }
 }
 

@@ -83,7 +83,6 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
 
   // The masked optimizer step, the refresh before it, and the masks.
   const std::uint32_t step = passes::optimizer_step_index(prog);
-  const Bytes ge = gradient_bytes_per_element(plan.model.dtype);
   const std::int64_t shard = updated_params_of(only_targets, l);  // target parameters of the rank's optimizer shard
   OpCost masked_step = optimizer_step_cost(updated_params_of(masked, l));
   masked_step.bytes += shard;  // the mask it reads
@@ -92,11 +91,13 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
 
   std::vector<OpRef> step_deps;
   for (std::size_t k = 0; k < prog.num_deps(step); ++k) step_deps.push_back(OpRef::original(prog.deps_of(step)[k]));
+  // Each target's gradient in its own dtype (precision, listed before dsa, may have changed it) and 17 B.
+  const Bytes refresh_bytes = updated_gradient_bytes_of(only_targets, l) + 17 * shard;
   PlanOp refresh = prog.ops[step];
   refresh.span = SpanKind::MemoryBound;
   refresh.name = tables.name("dsa.mask_refresh");
   refresh.cost = tables.cost(memory_op("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
-                                       static_cast<double>(shard) * static_cast<double>(ge + 17) / p.refresh_every));
+                                       static_cast<double>(refresh_bytes) / p.refresh_every));
   const PlanOp scores = alloc_op(TensorClass::Workspace, e.new_tensor_id(), 4 * shard, tables.name("dsa.scores"));
   const OpRef alloc = e.insert_before(step, scores, step_deps);
   const OpRef r = e.insert_before(step, refresh, {alloc});

@@ -227,6 +227,8 @@ ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Lay
 // Parameters the optimizer updates on such a rank: the trainable elements, ZeRO-sharded (stage >= 1)
 // the same way.
 std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Layout& layout);
+// The gradient bytes of those parameters, each in its own tensor's dtype (gradient_bytes_per_element).
+Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const Layout& layout);
 
 // ---- op construction shared by the builder and the passes -----------------------------------------
 

@@ -26,7 +26,7 @@
 //    the targets counted × d, plus the 1-byte mask of every target parameter it reads.
 //  - A mask refresh (kernel MaskRefresh) before the optimizer step: importance = |g| and momentum read
 //    (gradient bytes + 4), the score written and read by the selection (4 + 2·4), the mask written (1):
-//    gradient bytes + 17 bytes per target parameter of the rank's optimizer shard, divided by
+//    gradient bytes (of the tensor's own dtype) + 17 bytes per target parameter of the rank's optimizer shard, divided by
 //    refresh_every (its cost amortised over the iterations between refreshes). Its fp32 score buffer
 //    is allocated around it (Workspace; the peak memory of a refresh iteration).
 //  - The masks: 1 byte per target parameter of the rank, for the whole run (TechniqueState).
