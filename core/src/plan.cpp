@@ -87,6 +87,18 @@ std::string to_string(TensorClass c) {
   return "workspace";
 }
 
+std::int64_t set_elements(const std::vector<ParamSlice>& set) {
+  std::int64_t n = 0;
+  for (const ParamSlice& s : set) n += s.elements;
+  return n;
+}
+
+Bytes set_bytes(const std::vector<ParamSlice>& set, const std::vector<ParamTensor>& params, Bytes (*per_element)(DType)) {
+  Bytes bytes = 0;
+  for (const ParamSlice& s : set) bytes += s.elements * per_element(params.at(static_cast<std::size_t>(s.tensor)).dtype);
+  return bytes;
+}
+
 std::uint32_t Program::add(const PlanOp& op, std::initializer_list<std::uint32_t> op_deps) {
   ops.push_back(op);
   deps.insert(deps.end(), op_deps.begin(), op_deps.end());

@@ -361,13 +361,13 @@ class Builder {
       if (zero3()) {
         // ZeRO-3 keeps no full gradients: each micro-batch's layer gradients are reduce-scattered.
         const std::int32_t set = layer_sets_[static_cast<std::size_t>(local)].all;
-        const Bytes gb = set_elements(set) * ge_;
+        const Bytes gb = set_elements(slices(set)) * ge_;
         const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, prefix + "zero3.grads", mb, prev, set, layer);
         const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
                                        prefix + "zero3.reducescatter", mb, prev, layer, set);
         free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
       } else if (final_pass) {
-        for (const ParamSlice& s : prog_->param_sets[static_cast<std::size_t>(layer_sets_[static_cast<std::size_t>(local)].all)]) {
+        for (const ParamSlice& s : slices(layer_sets_[static_cast<std::size_t>(local)].all)) {
           ready(static_cast<std::uint32_t>(prev), s.tensor);
         }
       }
@@ -390,7 +390,7 @@ class Builder {
   }
   void ready_extra(std::uint32_t op) {
     if (extra_set_ < 0) return;
-    for (const ParamSlice& s : prog_->param_sets[static_cast<std::size_t>(extra_set_)]) ready(op, s.tensor);
+    for (const ParamSlice& s : slices(extra_set_)) ready(op, s.tensor);
   }
 
   // ZeRO-3: the layer's parameters gathered into a buffer before its forward or backward.
@@ -402,18 +402,14 @@ class Builder {
     if (!zero3()) return {};
     const std::string prefix = "l" + std::to_string(layer) + ".";
     const std::int32_t set = layer_sets_[static_cast<std::size_t>(local)].all;
-    const Bytes bytes = set_elements(set) * pe_;
+    const Bytes bytes = set_elements(slices(set)) * pe_;
     Gathered g;
     g.buffer = alloc(TensorClass::CommBuffer, bytes, StreamKind::Collective, prefix + "zero3.params", mb, dep, set, layer);
     g.gather = coll1(CollectiveOp::AllGather, GroupKind::Dp, bytes, StreamKind::Collective, name, mb, dep, layer, set);
     return g;
   }
 
-  std::int64_t set_elements(std::int32_t set) const {
-    std::int64_t n = 0;
-    for (const ParamSlice& s : prog_->param_sets[static_cast<std::size_t>(set)]) n += s.elements;
-    return n;
-  }
+  const std::vector<ParamSlice>& slices(std::int32_t set) const { return prog_->param_sets[static_cast<std::size_t>(set)]; }
 
   // ---- gradient reduction ----
 

@@ -87,9 +87,7 @@ class LoraRewrite {
         if (op.layer >= 0 && layer_sets.count(op.layer)) {
           // ZeRO-3: the layer's reduce-scatter carries its adapters' gradients only.
           const std::int32_t set = layer_sets.at(op.layer);
-          Bytes bytes = 0;
-          for (const ParamSlice& sl : e.param_sets()[static_cast<std::size_t>(set)]) bytes += sl.elements * ge_;
-          resize_layer_reduction(e, prog, i, bytes, set);
+          resize_layer_reduction(e, prog, i, set_elements(e.param_sets()[static_cast<std::size_t>(set)]) * ge_, set);
         } else {
           drop_reduction(e, prog, i);
         }
@@ -106,8 +104,7 @@ class LoraRewrite {
 
     std::vector<OpRef> before_step;
     // Tensor parallelism: the replicated factors' gradients are partial sums; one all-reduce for all.
-    std::int64_t replicated = 0;
-    for (const auto& [base, ad] : adapters_) replicated += ad.replicated;
+    const std::int64_t replicated = set_elements(replicated_slices);
     if (replicated > 0 && !replicated_ready.empty()) {
       PlanOp ar = collective_op(CollectiveOp::AllReduce, GroupKind::Tp, replicated * ge_, StreamKind::Collective);
       ar.name = tables_.name("lora.tp_allreduce");

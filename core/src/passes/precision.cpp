@@ -240,11 +240,8 @@ class PrecisionRewrite {
     // clarity. Buffers hold one or the other.
     const bool grads = op.tensor_class == TensorClass::Grads;
     const auto per_element = grads ? gradient_bytes_per_element : parameter_bytes_per_element;
-    Bytes before = 0, after = 0;
-    for (const ParamSlice& s : prog.param_sets.at(static_cast<std::size_t>(op.params))) {
-      before += s.elements * per_element(prog.params.at(static_cast<std::size_t>(s.tensor)).dtype);
-      after += s.elements * per_element(e.params().at(static_cast<std::size_t>(s.tensor)).dtype);
-    }
+    const std::vector<ParamSlice>& set = prog.param_sets.at(static_cast<std::size_t>(op.params));
+    const Bytes before = set_bytes(set, prog.params, per_element), after = set_bytes(set, e.params(), per_element);
     // Not its parameters' bytes: an earlier pass compressed it (tgc's payloads and their buffers).
     if (op.bytes != before) throw ConfigError("", "list precision before tgc: a gradient exchange is already compressed");
     return after;
@@ -295,17 +292,8 @@ class PrecisionRewrite {
       }
     }
     if (p_.policy == PrecisionPolicy::Adaptive) {
-      std::int64_t n = 0;
-      Bytes bytes = 0;
-      for (DType d : kAllDTypes) {
-        std::vector<ParamTensor> of_dtype;
-        for (const ParamTensor& p : e.params()) {
-          if (p.dtype == d) of_dtype.push_back(p);
-        }
-        const std::int64_t held = updated_params_of(of_dtype, l_);
-        n += held;
-        bytes += held * gradient_bytes_per_element(d);
-      }
+      const std::int64_t n = updated_params_of(e.params(), l_);
+      const Bytes bytes = updated_gradient_bytes_of(e.params(), l_);
       if (n > 0) {
         const auto every = static_cast<double>(p_.redecide_every);
         OpCost c;

@@ -43,7 +43,8 @@ class TgcRewrite {
       const PlanOp& op = prog.ops[i];
       if (op.kind != OpKind::Collective || op.tensor_class != TensorClass::Grads) continue;
       if (op.group != GroupKind::Dp && op.group != GroupKind::ExpertDp) continue;
-      const std::int64_t n = elements_of(prog, op);
+      if (op.params < 0) throw InvalidArgument("tgc: a gradient reduction without its parameters");
+      const std::int64_t n = set_elements(prog.param_sets[static_cast<std::size_t>(op.params)]);
       const int shards = hierarchical(op.group) ? group_size(plan_, GroupKind::DpIntra) : 1;
       compress(e, i, n, shards);
       if (compressed_sets.insert(op.params).second) residual += n / shards;
@@ -55,13 +56,6 @@ class TgcRewrite {
   }
 
  private:
-  std::int64_t elements_of(const Program& prog, const PlanOp& op) const {
-    if (op.params < 0) throw InvalidArgument("tgc: a gradient reduction without its parameters");
-    std::int64_t n = 0;
-    for (const ParamSlice& s : prog.param_sets[static_cast<std::size_t>(op.params)]) n += s.elements;
-    return n;
-  }
-
   bool hierarchical(GroupKind g) const {
     return p_.hierarchy == TgcParams::Hierarchy::Hierarchical && g == GroupKind::Dp &&
            group_size(plan_, GroupKind::DpIntra) > 1 && group_size(plan_, GroupKind::DpInter) > 1;

@@ -120,6 +120,12 @@ struct ParamSlice {
   bool operator==(const ParamSlice&) const = default;
 };
 
+// A parameter set's elements: the sum of its slices'.
+std::int64_t set_elements(const std::vector<ParamSlice>& set);
+// Its bytes: each slice's elements × `per_element` of its tensor's dtype in `params` (e.g.
+// gradient_bytes_per_element).
+Bytes set_bytes(const std::vector<ParamSlice>& set, const std::vector<ParamTensor>& params, Bytes (*per_element)(DType));
+
 // A planned arena (ZRDF): every tensor id of the program with an offset lives at it, inside one
 // allocation of `size` bytes live from the program's start; tensor ids without one (offset -1, or beyond
 // the vector) are allocated on their own. Empty (size 0): no arena, every Alloc allocates.
