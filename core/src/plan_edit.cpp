@@ -58,6 +58,13 @@ void ProgramEditor::set_deps(std::uint32_t i, const std::vector<OpRef>& deps) {
   for (OpRef d : deps) replaced_deps_.push_back({i, d});
 }
 
+std::vector<OpRef> ProgramEditor::original_deps(std::uint32_t i) const {
+  if (i >= original_.ops.size()) throw InvalidArgument("ProgramEditor::original_deps: no such op");
+  std::vector<OpRef> out;
+  for (std::size_t k = 0; k < original_.num_deps(i); ++k) out.push_back(OpRef::original(original_.deps_of(i)[k]));
+  return out;
+}
+
 const std::vector<std::uint32_t>& ProgramEditor::dependents(std::uint32_t i) {
   const std::size_t n = original_.ops.size();
   if (dependents_begin_.empty()) {

@@ -84,8 +84,11 @@ TEST(ProgramEditor, ReplacedDependenciesAndDependents) {
   ProgramEditor e(p);
   EXPECT_EQ(e.dependents(0), (std::vector<std::uint32_t>{1, 3}));
   EXPECT_EQ(e.dependents(2), (std::vector<std::uint32_t>{3}));
+  EXPECT_EQ(e.original_deps(3), (std::vector<OpRef>{OpRef::original(0), OpRef::original(2)}));
+  EXPECT_TRUE(e.original_deps(0).empty());
   const OpRef x = e.insert_before(3, compute(9));
   e.set_deps(3, {x});
+  EXPECT_EQ(e.original_deps(3).size(), 2u);  // the original program's, whatever the edits
   const Program q = e.finish();
   EXPECT_EQ(deps(q, 4), (std::vector<std::uint32_t>{3}));
 }

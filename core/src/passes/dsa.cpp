@@ -89,8 +89,6 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   masked_step.kernel = OpCost::Kernel::MaskedStep;
   e.op(step).cost = tables.cost(masked_step);
 
-  std::vector<OpRef> step_deps;
-  for (std::size_t k = 0; k < prog.num_deps(step); ++k) step_deps.push_back(OpRef::original(prog.deps_of(step)[k]));
   // Each target's gradient in its own dtype (precision, listed before dsa, may have changed it) and 17 B.
   const Bytes refresh_bytes = updated_gradient_bytes_of(only_targets, l) + 17 * shard;
   PlanOp refresh = prog.ops[step];
@@ -99,7 +97,7 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   refresh.cost = tables.cost(memory_op("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
                                        static_cast<double>(refresh_bytes) / p.refresh_every));
   const PlanOp scores = alloc_op(TensorClass::Workspace, e.new_tensor_id(), 4 * shard, tables.name("dsa.scores"));
-  const OpRef alloc = e.insert_before(step, scores, step_deps);
+  const OpRef alloc = e.insert_before(step, scores, e.original_deps(step));
   const OpRef r = e.insert_before(step, refresh, {alloc});
   PlanOp free = scores;
   free.kind = OpKind::Free;

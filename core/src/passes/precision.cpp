@@ -251,8 +251,7 @@ class PrecisionRewrite {
   // whether any op was added.
   bool add_step_ops(ProgramEditor& e, std::uint32_t step, bool loss_scale) {
     const Program& prog = e.original();
-    std::vector<OpRef> deps;
-    for (std::size_t k = 0; k < prog.num_deps(step); ++k) deps.push_back(OpRef::original(prog.deps_of(step)[k]));
+    std::vector<OpRef> deps = e.original_deps(step);
     bool added = false;
     auto add = [&](const std::string& name, OpCost cost, std::int32_t params) {
       cost.name = name;

@@ -73,8 +73,7 @@ class TgcRewrite {
     const std::int64_t m = n / shards;  // elements this rank exchanges in compressed form
     const std::string base = plan_.names[op.name];
 
-    std::vector<OpRef> deps;
-    for (std::size_t k = 0; k < e.original().num_deps(i); ++k) deps.push_back(OpRef::original(e.original().deps_of(i)[k]));
+    std::vector<OpRef> deps = e.original_deps(i);
     auto on_stream = [&](PlanOp x, const std::string& name) {
       x.stream = StreamKind::Collective;
       x.name = tables_.name(base + "." + name);

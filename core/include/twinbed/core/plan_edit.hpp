@@ -71,6 +71,8 @@ class ProgramEditor {
   void add_dep(OpRef to, OpRef dep);
   // Replaces the dependencies of original op i.
   void set_deps(std::uint32_t i, const std::vector<OpRef>& deps);
+  // The dependencies of original op i in the original program: what an op inserted in its place waits for.
+  std::vector<OpRef> original_deps(std::uint32_t i) const;
   // Original ops that depend directly on original op i in the original program (valid until the next
   // call).
   const std::vector<std::uint32_t>& dependents(std::uint32_t i);
