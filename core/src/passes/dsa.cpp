@@ -42,18 +42,6 @@ OpCost sparse(OpCost c, const DsaParams& p) {
   return c;
 }
 
-OpCost memory_op(const std::string& name, OpCost::Kernel kernel, std::int64_t elements, double bytes) {
-  OpCost c;
-  c.name = name;
-  c.kind = OpCost::Kind::MemoryBound;
-  c.phase = Phase::BackwardWeight;
-  c.dtype = DType::FP32;
-  c.kernel = kernel;
-  c.elements = elements;
-  c.bytes = std::llround(bytes);
-  return c;
-}
-
 Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanTables& tables) {
   const Layout& l = plan.layout;
   ProgramEditor e(prog);
@@ -94,7 +82,7 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   PlanOp refresh = prog.ops[step];
   refresh.span = SpanKind::MemoryBound;
   refresh.name = tables.name("dsa.mask_refresh");
-  refresh.cost = tables.cost(memory_op("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
+  refresh.cost = tables.cost(passes::kernel_cost("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
                                        static_cast<double>(refresh_bytes) / p.refresh_every));
   const PlanOp scores = alloc_op(TensorClass::Workspace, e.new_tensor_id(), 4 * shard, tables.name("dsa.scores"));
   const OpRef alloc = e.insert_before(step, scores, e.original_deps(step));

@@ -1,8 +1,23 @@
 #include "pass_support.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 
 namespace twinbed::passes {
+
+OpCost kernel_cost(std::string name, OpCost::Kernel kernel, std::int64_t elements, double bytes, double flops, DType dtype) {
+  OpCost c;
+  c.name = std::move(name);
+  c.kind = OpCost::Kind::MemoryBound;
+  c.phase = OpCost::Phase::BackwardWeight;
+  c.dtype = dtype;
+  c.kernel = kernel;
+  c.elements = elements;
+  c.bytes = std::llround(bytes);
+  c.flops = flops;
+  return c;
+}
 
 std::uint32_t optimizer_step_index(const Program& p) {
   for (std::uint32_t i = 0; i < p.ops.size(); ++i) {

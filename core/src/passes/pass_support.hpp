@@ -51,6 +51,11 @@ inline std::int32_t single_tensor(const std::vector<std::vector<ParamSlice>>& se
   return set.size() == 1 ? set[0].tensor : -1;
 }
 
+// The cost of a technique kernel that runs with the gradients: a memory-bound op of phase
+// BackwardWeight over `elements`, moving `bytes` (rounded to the nearest byte) and doing `flops`.
+OpCost kernel_cost(std::string name, OpCost::Kernel kernel, std::int64_t elements, double bytes, double flops = 0,
+                   DType dtype = DType::FP32);
+
 // The optimizer step of a program: its Compute op recorded as SpanKind::Optimizer. Throws
 // InvalidArgument when there is none.
 std::uint32_t optimizer_step_index(const Program& p);

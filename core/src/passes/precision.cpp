@@ -253,15 +253,12 @@ class PrecisionRewrite {
     const Program& prog = e.original();
     std::vector<OpRef> deps = e.original_deps(step);
     bool added = false;
-    auto add = [&](const std::string& name, OpCost cost, std::int32_t params) {
-      cost.name = name;
-      cost.kind = Kind::MemoryBound;
-      cost.phase = OpCost::Phase::BackwardWeight;
+    auto add = [&](const OpCost& cost, std::int32_t params) {
       PlanOp op;
       op.kind = OpKind::Compute;
       op.stream = StreamKind::Compute;
       op.span = span_of(cost);
-      op.name = tables_.name(name);
+      op.name = tables_.name(cost.name);
       op.cost = tables_.cost(cost);
       op.params = params;
       const OpRef r = e.insert_before(step, op, deps);
@@ -281,27 +278,22 @@ class PrecisionRewrite {
       }
       const std::int64_t n = updated_params_of(fp16, l_);
       if (n > 0) {
-        OpCost c;
-        c.kernel = OpCost::Kernel::LossScale;
-        c.elements = n;
-        c.bytes = 2 * n * bytes_per_element(DType::FP16);  // read and write each gradient once
-        c.flops = 2.0 * static_cast<double>(n);            // overflow check, unscale
-        c.dtype = DType::FP16;
-        add("precision.loss_scale", c, e.add_param_set(std::move(slices)));
+        // Reads and writes each gradient once; an overflow check and an unscale per gradient.
+        add(passes::kernel_cost("precision.loss_scale", OpCost::Kernel::LossScale, n,
+                                static_cast<double>(2 * n * bytes_per_element(DType::FP16)), 2.0 * static_cast<double>(n),
+                                DType::FP16),
+            e.add_param_set(std::move(slices)));
       }
     }
     if (p_.policy == PrecisionPolicy::Adaptive) {
       const std::int64_t n = updated_params_of(e.params(), l_);
       const Bytes bytes = updated_gradient_bytes_of(e.params(), l_);
       if (n > 0) {
+        // One read of every gradient, a sum and a sum of squares per layer, amortised over redecide_every.
         const auto every = static_cast<double>(p_.redecide_every);
-        OpCost c;
-        c.kernel = OpCost::Kernel::Precision;
-        c.elements = n;
-        c.bytes = std::llround(static_cast<double>(bytes) / every);  // one read, amortised
-        c.flops = 3.0 * static_cast<double>(n) / every;                 // sum and sum of squares per layer
-        c.dtype = DType::FP32;
-        add("precision.statistics", c, prog.ops[step].params);
+        add(passes::kernel_cost("precision.statistics", OpCost::Kernel::Precision, n, static_cast<double>(bytes) / every,
+                                3.0 * static_cast<double>(n) / every),
+            prog.ops[step].params);
       }
     }
     return added;

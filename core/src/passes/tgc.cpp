@@ -13,16 +13,9 @@ namespace {
 using nlohmann::json;
 
 OpCost kernel_op(const std::string& name, OpCost::Kernel kernel, std::int64_t elements, double bytes, const TgcParams& p) {
-  OpCost c;
-  c.name = name;
-  c.kind = OpCost::Kind::MemoryBound;
-  c.phase = OpCost::Phase::BackwardWeight;
-  c.dtype = DType::FP32;
-  c.kernel = kernel;
-  c.elements = elements;
+  OpCost c = passes::kernel_cost(name, kernel, elements, bytes);
   c.bits = p.width();
   c.keep_fraction = p.topk_fraction;
-  c.bytes = std::llround(bytes);
   return c;
 }
 
