@@ -188,7 +188,7 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--op", opts->op, "allreduce, reducescatter, allgather, broadcast, reduce, alltoall")
       ->capture_default_str();
   cmd->add_option("--algo", opts->algo,
-                  "ring, tree, rhd, direct, hierarchical; auto (sim, default: the fastest as timed by the simulator); "
+                  "ring, tree, rhd, direct, hierarchical; auto (sim, default: the cheapest by the cost model, see README); "
                   "native (real, default: MPI's own collective)");
   cmd->add_option("--network", opts->network, "flow (max-min fair sharing) or analytical (contention-free)")
       ->capture_default_str();

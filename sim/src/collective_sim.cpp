@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <unordered_map>
 
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
@@ -74,6 +75,7 @@ CollectiveSimulator::CollectiveSimulator(const Topology& topology, const std::st
 CollectiveSimulator::CollectiveSimulator(const Topology& topology, const std::string& network_model, Options options)
     : topology_(topology),
       options_(options),
+      network_name_(network_model),
       network_(network_models().get(network_model)),
       routes_(topology),
       network_instance_(network_.make(engine_, routes_)),
@@ -323,22 +325,89 @@ CollectiveTiming CollectiveSimulator::run(const Schedule& schedule) {
   return timing;
 }
 
-std::string choose_algorithm(const CollectiveRequest& request, const Topology& topology,
-                             const std::string& network_model) {
-  CollectiveSimulator sim(topology, network_model);
+namespace {
+
+// Algorithms whose schedules list O(ranks^2) transfers, and the rank count above which choosing leaves
+// them out: direct sends to every peer in one round; rhd moves one transfer per block, ranks^2 / 2 in
+// its first round (134 million, 2 GiB of transfers, at 16,384 ranks), which neither costing nor
+// simulating can afford.
+bool beyond_costing(const std::string& algorithm, int ranks) {
+  return (algorithm == "direct" && ranks > 64) || (algorithm == "rhd" && ranks > 4096);
+}
+
+}  // namespace
+
+Time estimate_time(const Schedule& schedule, const Topology& topology, RouteCache& routes, bool contention) {
+  const auto& chunks = schedule.chunks();
+  std::unordered_map<int, Time> shape_cost;
+  std::unordered_map<std::uint64_t, Bytes> pair_bytes;
+  std::vector<Transfer> transfers;
+  std::vector<double> load(static_cast<std::size_t>(topology.num_links()), 0.0);
+  std::vector<LinkId> loaded;
+  std::unordered_map<int, Bytes> reduced;
+  Time total;
+  for (int k = 0; k < schedule.num_rounds(); ++k) {
+    const int shape = schedule.round_shape(k);
+    if (shape >= 0) {
+      const auto it = shape_cost.find(shape);
+      if (it != shape_cost.end()) {
+        total += it->second;
+        continue;
+      }
+    }
+    schedule.round(k, transfers);
+    pair_bytes.clear();
+    reduced.clear();
+    for (const Transfer& t : transfers) {
+      const Bytes b = chunks.at(static_cast<std::size_t>(t.chunk)).bytes;
+      pair_bytes[(static_cast<std::uint64_t>(t.src) << 32) | static_cast<std::uint32_t>(t.dst)] += b;
+      if (t.reduce) reduced[t.dst] += b;
+    }
+    Time slowest;
+    for (const auto& [pair, bytes] : pair_bytes) {
+      const int src = static_cast<int>(pair >> 32);
+      const int dst = static_cast<int>(pair & 0xffffffffu);
+      if (src == dst) continue;
+      const Path& path = routes.path(src, dst);
+      slowest = std::max(slowest, topology.path_latency(path) + transfer_time(bytes, topology.path_bandwidth(path)));
+      if (!contention || bytes <= 0) continue;
+      for (LinkId l : path) {
+        if (load[l] == 0) loaded.push_back(l);
+        load[l] += static_cast<double>(bytes);
+      }
+    }
+    for (LinkId l : loaded) {
+      slowest = std::max(slowest, drain_time(load[l], topology.link(l).bandwidth));
+      load[l] = 0;
+    }
+    loaded.clear();
+    Time reducing;
+    for (const auto& [rank, bytes] : reduced) reducing = std::max(reducing, reduction_time(bytes, topology.device(rank)));
+    const Time round = slowest + reducing;
+    total += round;
+    if (shape >= 0) shape_cost.emplace(shape, round);
+  }
+  return total;
+}
+
+std::string choose_algorithm(const CollectiveRequest& request, const Topology& topology, const std::string& network_model,
+                             const PlaceFn& place) {
+  RouteCache routes(topology);
+  const bool contention = network_models().get(network_model).shares_links;
   std::string best;
   Time best_time = Time::max();
   const auto algorithms = collective_algorithms();
   for (const auto& entry : algorithms.entries()) {
     if (!entry.value.ops.count(request.op)) continue;
-    if (entry.name == "direct" && request.ranks > 64) continue;
-    std::unique_ptr<Schedule> schedule;
+    if (beyond_costing(entry.name, request.ranks)) continue;
+    std::shared_ptr<const Schedule> schedule;
     try {
       schedule = entry.value.build(request);
     } catch (const InvalidArgument&) {
       continue;  // this algorithm cannot serve this request (e.g. its rank grouping); others may
     }
-    Time t = sim.run(*schedule).time;
+    const Time t = place ? estimate_time(*place(schedule), topology, routes, contention)
+                         : estimate_time(*schedule, topology, routes, contention);
     if (t < best_time) {
       best_time = t;
       best = entry.name;

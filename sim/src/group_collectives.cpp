@@ -167,37 +167,14 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
     out.group_time.assign(groups.size(), Time{});
     return out;
   }
-  const auto algorithms = collective_algorithms();
-  if (algorithm != "auto") {
-    std::shared_ptr<const Schedule> inner = build_schedule(algorithm, request);
-    return time_with(*inner, inner, groups, sim, topology);
-  }
-  // "auto": the fastest registered algorithm for this op on the first group alone (the same rule as
-  // choose_algorithm), then timed on every group at once. Choosing on one group keeps the cost at one
-  // whole-cluster timing instead of one per algorithm, which on thousands of ranks is most of the run.
-  GroupTiming best;
-  bool found = false;
-  Time best_alone = Time::max();
-  std::shared_ptr<const Schedule> chosen;
-  for (const auto& entry : algorithms.entries()) {
-    if (!entry.value.ops.count(request.op)) continue;
-    if (entry.name == "direct" && request.ranks > 64) continue;
-    std::shared_ptr<const Schedule> inner;
-    try {
-      inner = entry.value.build(request);
-    } catch (const InvalidArgument&) {
-      continue;  // e.g. hierarchical without a usable host grouping
-    }
-    const Time alone = time_with(*inner, inner, {groups.front()}, sim, topology).max();
-    if (alone < best_alone) {
-      best_alone = alone;
-      chosen = inner;
-      found = true;
-    }
-  }
-  if (found) best = time_with(*chosen, chosen, groups, sim, topology);
-  if (!found) throw InvalidArgument("no collective algorithm implements op '" + to_string(request.op) + "'");
-  return best;
+  // "auto": the cheapest algorithm by the cost model (choose_algorithm) with the first group's ranks,
+  // then timed on every group at once.
+  const std::string name = algorithm != "auto" ? algorithm
+                                               : choose_algorithm(request, topology, sim.network_model(), [&](std::shared_ptr<const Schedule> inner) {
+                                                   return map_schedule(std::move(inner), {groups.front()}, topology.num_ranks());
+                                                 });
+  std::shared_ptr<const Schedule> inner = build_schedule(name, request);
+  return time_with(*inner, inner, groups, sim, topology);
 }
 
 }  // namespace twinbed::sim

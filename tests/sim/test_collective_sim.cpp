@@ -201,21 +201,56 @@ TEST(CollectiveSim, RankCountMustMatchTheTopology) {
   EXPECT_THROW(CollectiveSimulator(t, "fluid"), UnknownName);
 }
 
-TEST(CollectiveSim, AutoPicksTheFastestAlgorithmAsTimedBySimulation) {
+TEST(CollectiveSim, AutoPicksTheCheapestByTheCostModel) {
+  // On a switch the cost model is exact (every round lockstep, no link shared), so the cheapest is
+  // also the fastest as the flow simulator times it.
   Topology t = topo::single_switch(16, {100 * GBps, Time::us(5)}, device_with_memory_bandwidth(2000 * GBps));
   CollectiveSimulator sim(t, "flow");
+  RouteCache routes(t);
   const auto algorithms = collective_algorithms();
   for (Bytes S : {Bytes{1024}, 256 * MiB}) {
     CollectiveRequest req{CollectiveOp::AllReduce, 16, S};
     std::string chosen = choose_algorithm(req, t, "flow");
+    const Time cheapest = estimate_time(*build_schedule(chosen, req), t, routes, true);
     Time best = sim.run(*build_schedule(chosen, req)).time;
     for (const auto& e : algorithms.entries()) {
       if (!e.value.ops.count(req.op)) continue;
+      EXPECT_LE(cheapest, estimate_time(*e.value.build(req), t, routes, true)) << chosen << " vs " << e.name << " at " << S;
       EXPECT_LE(best, sim.run(*e.value.build(req)).time) << chosen << " vs " << e.name << " at " << S;
     }
   }
   // Small messages are latency-bound: the ring's 2(n-1) steps lose to a logarithmic algorithm.
   EXPECT_NE(choose_algorithm({CollectiveOp::AllReduce, 16, 1024}, t), "ring");
+}
+
+TEST(CollectiveSim, EstimateIsExactForLockstepContentionFreeRounds) {
+  Topology t = topo::single_switch(8, {100 * GBps, Time::us(1)}, device_with_memory_bandwidth(2000 * GBps));
+  RouteCache routes(t);
+  for (std::string algo : {"ring", "rhd"}) {
+    const auto schedule = build_schedule(algo, {CollectiveOp::AllReduce, 8, 64 * MiB});
+    EXPECT_EQ(estimate_time(*schedule, t, routes, true), CollectiveSimulator(t, "flow").run(*schedule).time) << algo;
+  }
+}
+
+TEST(CollectiveSim, EstimateCountsTheMostLoadedLink) {
+  // The oversubscribed all-to-all of OversubscribedFatTreeSlowsAllToAllToItsUplinkBound: 2S crosses
+  // each leaf uplink of 4B/4, so the one round takes at least 2S / B, which only the congestion term sees.
+  const BytesPerSec B = 25 * GBps;
+  const Bytes S = 64 * MiB;
+  topo::FatTreeSpec spec;
+  spec.nodes = 8;
+  spec.gpus_per_node = 1;
+  spec.nodes_per_leaf = 4;
+  spec.spines = 1;
+  spec.oversubscription = 4;
+  spec.nvlink = {300 * GBps, Time::ns(500)};
+  spec.nic = {B, Time::us(2)};
+  const Topology t = topo::fat_tree(spec);
+  RouteCache routes(t);
+  const auto schedule = build_schedule("direct", {CollectiveOp::AllToAll, 8, S});
+  const double uplink_bound = 2.0 * static_cast<double>(S) / B;
+  EXPECT_GE(estimate_time(*schedule, t, routes, true).seconds(), uplink_bound);
+  EXPECT_LT(estimate_time(*schedule, t, routes, false).seconds(), uplink_bound / 2);
 }
 
 TEST(CollectiveSim, ReductionCostIsModelled) {

@@ -29,6 +29,7 @@
 //    memoises (pattern, relative start times) -> relative end times and replays repeated rounds.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -73,6 +74,7 @@ class CollectiveSimulator {
   CollectiveTiming run(const Schedule& schedule);
   // The routes this simulator uses (and caches), for callers that reason about the same paths.
   RouteCache& routes() { return routes_; }
+  const std::string& network_model() const { return network_name_; }
 
  private:
   struct RoundPlan;
@@ -84,6 +86,7 @@ class CollectiveSimulator {
 
   const Topology& topology_;
   Options options_;
+  std::string network_name_;
   NetworkModel network_;
   RouteCache routes_;
   Engine engine_;                      // rewound for every round that needs a network run
@@ -105,12 +108,23 @@ class CollectiveSimulator {
   std::size_t memo_words_ = 0;
 };
 
-// The automatic choice of algorithm: every registered algorithm that implements the op is timed by
-// this simulator, with the same network model as the run, on this topology, and the fastest wins
-// (ties: registration order). "direct" is left out above 64 ranks, where its O(ranks^2) messages make
-// it both slow and costly to time. (With the analytical model, which ignores contention, algorithms
-// that send to many peers at once look better than they are: prefer "flow" for choosing.)
+// A cost model for choosing among algorithms, not a timing: the schedule's rounds in lockstep, each as
+// long as its slowest message alone (latency + bytes / path bottleneck) or, with `contention`, as the
+// time its most loaded link takes to carry every byte crossing it, whichever is longer, plus its
+// largest reduction. Round shapes are costed once, so a ring on any number of ranks costs a few rounds'
+// messages. The flow simulator is exact where rounds are lockstep and contention-free (a ring on a
+// switch); elsewhere this is the alpha-beta-with-congestion estimate such tuners use.
+Time estimate_time(const Schedule& schedule, const Topology& topology, RouteCache& routes, bool contention);
+
+// Places a schedule on the topology's ranks (e.g. onto a communicator's), for choose_algorithm.
+using PlaceFn = std::function<std::unique_ptr<Schedule>(std::shared_ptr<const Schedule>)>;
+
+// The automatic choice of algorithm: every registered algorithm that implements the op is costed by
+// estimate_time on this topology (after `place`, when given; with its contention term unless the
+// network model never shares links), and the cheapest wins (ties: registration order). Nothing is
+// simulated, so choosing costs about one round per round shape of each candidate. "direct" is left out
+// above 64 ranks and "rhd" above 4,096, where their O(ranks^2) transfers make them costly to list.
 std::string choose_algorithm(const CollectiveRequest& request, const Topology& topology,
-                             const std::string& network_model = "flow");
+                             const std::string& network_model = "flow", const PlaceFn& place = {});
 
 }  // namespace twinbed::sim

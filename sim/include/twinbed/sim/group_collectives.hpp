@@ -44,9 +44,9 @@ struct GroupTiming {
 };
 
 // Times `request` (its `ranks` must equal the groups' size; ranks_per_host is set by the caller) on
-// every group at once (when the groups are alike, by timing the first alone: the same result) with `algorithm` ("auto": choose_algorithm on the first group's request on a
-// topology-free basis — the fastest registered algorithm timed on the combined schedule). A group of
-// one rank takes no time. `sim` must be bound to `topology`.
+// every group at once (when the groups are alike, by timing the first alone: the same result) with
+// `algorithm`, or with "auto" the cheapest by choose_algorithm's cost model placed on the first group's
+// ranks. A group of one rank takes no time. `sim` must be bound to `topology`.
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                                   const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology);
 
