@@ -589,6 +589,11 @@ std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext
   return ops;
 }
 
+std::array<std::vector<OpCost>, kOpLists> model_op_lists(const TransformerModel& m, const OpContext& c, Recompute r) {
+  return {layer_forward_ops(m, c),     layer_backward_ops(m, c), layer_recompute_ops(m, c, r), embedding_forward_ops(m, c),
+          embedding_backward_ops(m, c), head_forward_ops(m, c),   head_backward_ops(m, c)};
+}
+
 OpCost matmul_cost(std::string name, OpCost::Kind kind, OpCost::Phase phase, std::int64_t m, std::int64_t n,
                    std::int64_t k, std::int64_t batch, DType dtype) {
   return matmul(std::move(name), kind, phase, Shape{d(m), d(n), d(k), batch}, dtype);

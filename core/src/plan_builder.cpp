@@ -94,9 +94,7 @@ class Builder {
     V_ = l_.pp * v_;
     stride_ = l_.tp * l_.dp;
     lpc_ = static_cast<int>(l_.layers_per_chunk(m_));
-    lists_ = {layer_forward_ops(m_, ctx_),  layer_backward_ops(m_, ctx_),  layer_recompute_ops(m_, ctx_, l_.recompute),
-              embedding_forward_ops(m_, ctx_), embedding_backward_ops(m_, ctx_), head_forward_ops(m_, ctx_),
-              head_backward_ops(m_, ctx_)};
+    lists_ = model_op_lists(m_, ctx_, l_.recompute);
     for (const auto& list : lists_) {
       std::vector<std::int32_t> ids;
       std::vector<std::optional<ParamKind>> kinds;
@@ -582,7 +580,10 @@ class Builder {
   std::int32_t& act_slot(int mb, int c, int j) { return act_[(static_cast<std::size_t>(mb) * v_ + c) * lpc_ + j]; }
 
   // Indices into lists_.
-  static constexpr int kFwd = 0, kBwd = 1, kRecompute = 2, kEmbFwd = 3, kEmbBwd = 4, kHeadFwd = 5, kHeadBwd = 6;
+  static constexpr int kFwd = static_cast<int>(OpList::LayerForward), kBwd = static_cast<int>(OpList::LayerBackward),
+                       kRecompute = static_cast<int>(OpList::LayerRecompute), kEmbFwd = static_cast<int>(OpList::EmbeddingForward),
+                       kEmbBwd = static_cast<int>(OpList::EmbeddingBackward), kHeadFwd = static_cast<int>(OpList::HeadForward),
+                       kHeadBwd = static_cast<int>(OpList::HeadBackward);
   static constexpr std::size_t kParamKindCount = static_cast<std::size_t>(ParamKind::LoraB) + 1;
   struct LayerSets {
     std::array<std::int32_t, kParamKindCount> of_kind{};  // param set of each tensor of the layer (one tensor each)
@@ -595,7 +596,7 @@ class Builder {
   OpContext ctx_;
   Bytes e_ = 2, pe_ = 2, ge_ = 2;
   int M_ = 1, v_ = 1, V_ = 1, stride_ = 1, lpc_ = 1;
-  std::vector<std::vector<OpCost>> lists_;
+  std::array<std::vector<OpCost>, kOpLists> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
   std::unordered_map<std::string, std::uint32_t> names_;

@@ -165,9 +165,7 @@ class PrecisionRewrite {
     const TransformerModel m = model_in(d);
     const OpContext c = l_.op_context();
     std::unordered_map<std::string, OpCost>& out = lists_[d];
-    for (const auto& list : {layer_forward_ops(m, c), layer_backward_ops(m, c), layer_recompute_ops(m, c, l_.recompute),
-                             embedding_forward_ops(m, c), embedding_backward_ops(m, c), head_forward_ops(m, c),
-                             head_backward_ops(m, c)}) {
+    for (const std::vector<OpCost>& list : model_op_lists(m, c, l_.recompute)) {
       for (const OpCost& op : list) out.emplace(op.name, op);
     }
     return out;

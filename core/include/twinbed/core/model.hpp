@@ -13,6 +13,7 @@
 // model.cpp's json section) turn a JSON object into a TransformerModel strictly.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -265,6 +266,12 @@ std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpCo
 // vocabulary-parallel cross-entropy; backward in reverse.
 std::vector<OpCost> head_forward_ops(const TransformerModel& m, const OpContext& c);
 std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext& c);
+
+// All the op lists above for one context and recomputation, indexed by OpList: every op of the model a
+// plan's stages run (op names are unique across the lists).
+enum class OpList : std::uint8_t { LayerForward, LayerBackward, LayerRecompute, EmbeddingForward, EmbeddingBackward, HeadForward, HeadBackward };
+inline constexpr std::size_t kOpLists = 7;
+std::array<std::vector<OpCost>, kOpLists> model_op_lists(const TransformerModel& m, const OpContext& c, Recompute r);
 
 // One matmul's cost by the convention above: C[m×n] = A[m×k]·B[k×n], `batch` times.
 OpCost matmul_cost(std::string name, OpCost::Kind kind, OpCost::Phase phase, std::int64_t m, std::int64_t n,
