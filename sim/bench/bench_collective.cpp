@@ -5,21 +5,14 @@
 // of ranks, and the process's peak resident memory.
 #include <benchmark/benchmark.h>
 
-#include <sys/resource.h>
-
 #include <string>
 
+#include "bench_support.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/sim/collective_sim.hpp"
 
 namespace {
-
-double peak_rss_mib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is KiB on Linux
-}
 
 void ring_all_reduce_1gib(benchmark::State& state, const std::string& preset) {
   const int ranks = static_cast<int>(state.range(0));
@@ -38,7 +31,7 @@ void ring_all_reduce_1gib(benchmark::State& state, const std::string& preset) {
   state.counters["rounds"] = timing.rounds;
   state.counters["rounds_simulated"] = timing.rounds_simulated;
   state.counters["rounds_symmetric"] = timing.rounds_symmetric;
-  state.counters["peak_rss_MiB"] = peak_rss_mib();
+  state.counters["peak_rss_MiB"] = twinbed::bench::peak_rss_mib();
 }
 
 void BM_RingAllReduce1GiB_FatTree(benchmark::State& state) { ring_all_reduce_1gib(state, "fat-tree"); }
