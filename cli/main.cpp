@@ -8,30 +8,7 @@
 
 #include "commands.hpp"
 #include "twinbed/core/error.hpp"
-
-namespace {
-
-// Errors are one line: a control character from an input (a newline in a string value, a file name)
-// is printed escaped, never raw.
-std::string one_line(const char* message) {
-  std::string out;
-  for (const char* p = message; *p; ++p) {
-    const auto c = static_cast<unsigned char>(*p);
-    if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
-    else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
-}  // namespace
+#include "twinbed/core/json_read.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"twinbed: simulate and measure what large-model training techniques buy, on any cluster"};
@@ -50,10 +27,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   } catch (const twinbed::Error& e) {
-    std::fprintf(stderr, "twinbed: error: %s\n", one_line(e.what()).c_str());
+    std::fprintf(stderr, "twinbed: error: %s\n", twinbed::json_read::one_line(e.what()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinbed: internal error: %s\n", one_line(e.what()).c_str());
+    std::fprintf(stderr, "twinbed: internal error: %s\n", twinbed::json_read::one_line(e.what()).c_str());
     return 1;
   }
   return invocation.exit_code;

@@ -34,7 +34,7 @@ using json_read::required;
 std::string read_choice(const json& v, const std::string& path, const std::vector<std::string>& accepted) {
   const std::string s = read_string(v, path);
   if (std::find(accepted.begin(), accepted.end(), s) == accepted.end()) {
-    fail(path, "unknown value '" + s + "'; accepted: " + join(accepted));
+    fail(path, "unknown value " + json_read::quoted(s) + "; accepted: " + join(accepted));
   }
   return s;
 }
@@ -106,8 +106,10 @@ std::vector<std::string> parse_backends(const json& j) {
   for (std::size_t i = 0; i < j.size(); ++i) {
     const std::string p = "/backends/" + std::to_string(i);
     const std::string b = read_string(j[i], p);
-    if (b != "sim" && b != "real") fail(p, "unknown backend '" + b + "'; accepted: sim, real (CPU ranks over MPI)");
-    if (std::find(out.begin(), out.end(), b) != out.end()) fail(p, "backend '" + b + "' is listed twice");
+    if (b != "sim" && b != "real") {
+      fail(p, "unknown backend " + json_read::quoted(b) + "; accepted: sim, real (CPU ranks over MPI)");
+    }
+    if (std::find(out.begin(), out.end(), b) != out.end()) fail(p, "backend " + json_read::quoted(b) + " is listed twice");
     out.push_back(b);
   }
   return out;
@@ -171,7 +173,10 @@ Experiment parse(const json& config, const fs::path& base_dir, bool check_layout
              {"name", "description", "cluster", "model", "layout", "techniques", "backends", "simulation", "output", "sweep"});
   Experiment e;
   e.name = read_string(required(config, "", "name", "the experiment's name, also its default results folder"), "/name");
-  if (!valid_name(e.name)) fail("/name", "expected a non-empty name of letters, digits, '-', '_' and '.' (it names a folder), got \"" + e.name + "\"");
+  if (!valid_name(e.name)) {
+    fail("/name", "expected a non-empty name of letters, digits, '-', '_' and '.' (it names a folder), got " +
+                      json_read::quoted(e.name));
+  }
   if (config.contains("description")) e.description = read_string(config["description"], "/description");
 
   e.cluster = parse_cluster(required(config, "", "cluster", "the topology and device"), base_dir);
@@ -232,7 +237,7 @@ Topology build_topology(const ClusterConfig& c) {
   } catch (const UnknownName& e) {
     throw ConfigError("/cluster/topology", e.what());
   } catch (const InvalidArgument& e) {
-    throw ConfigError("/cluster", "topology preset '" + c.topology + "': " + e.what());
+    throw ConfigError("/cluster", "topology preset " + json_read::quoted(c.topology) + ": " + e.what());
   }
 }
 
@@ -304,8 +309,8 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
     for (std::size_t i = 0; i < values.size(); ++i) {
       const auto [first, fresh] = seen.emplace(value_text(values[i]), i);
       if (!fresh) {
-        fail(child(path, std::to_string(i)), "'" + pointer + "' = " + values[i].dump() + " repeats the value at index " +
-                                                 std::to_string(first->second));
+        fail(child(path, std::to_string(i)), json_read::quoted(pointer) + " = " + json_read::shown(values[i]) +
+                                                 " repeats the value at index " + std::to_string(first->second));
       }
       json trial = base;
       trial[ptr] = values[i];
@@ -314,7 +319,8 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
       } catch (const ConfigError& e) {
         const std::string& p = e.path();
         if (p == pointer || p.rfind(pointer + "/", 0) == 0) {
-          fail(child(path, std::to_string(i)), "'" + pointer + "' = " + values[i].dump() + ": " + e.message());
+          fail(child(path, std::to_string(i)),
+               json_read::quoted(pointer) + " = " + json_read::shown(values[i]) + ": " + e.message());
         }
         // Errors elsewhere are the base config's or a combination's; each point reports them.
       }
@@ -328,8 +334,8 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
   for (const SweepAxis& a : axes) {
     for (std::size_t cut = a.pointer.find('/', 1); cut != std::string::npos; cut = a.pointer.find('/', cut + 1)) {
       if (pointers.count(std::string_view(a.pointer).substr(0, cut))) {
-        fail(child("/sweep", a.pointer), "'" + a.pointer + "' lies inside '" + a.pointer.substr(0, cut) +
-                                             "', which is swept too: sweep one or the other");
+        fail(child("/sweep", a.pointer), json_read::quoted(a.pointer) + " lies inside " +
+                                             json_read::quoted(a.pointer.substr(0, cut)) + ", which is swept too: sweep one or the other");
       }
     }
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -53,7 +54,7 @@ json parse_json_text(const std::string& text, const std::string& where) {
   } catch (const json::exception& e) {
     throw ConfigError(where, "malformed JSON: " + without_tag(e.what()));
   }
-  if (!duplicate.empty()) throw ConfigError(where, "key " + json(duplicate).dump() + " appears twice in one object");
+  if (!duplicate.empty()) throw ConfigError(where, "key " + json_read::quoted(duplicate) + " appears twice in one object");
   return j;
 }
 
@@ -88,15 +89,79 @@ void fail(const std::string& path, const std::string& message) {
 }
 
 std::string got(const json& v) {
-  if (v.is_string()) return "the string " + quoted(v.get<std::string>());
+  if (v.is_string()) return "the string " + json_read::quoted(v.get<std::string>());
   if (v.is_number() || v.is_boolean()) return v.dump();
   return std::string("a JSON ") + v.type_name();
 }
 
-std::string quoted(const std::string& text) {
-  const std::string shown = text.size() > 80 ? text.substr(0, 77) + "..." : text;
-  // JSON's escapes: control characters (a newline) and quotes print as \n, \"; invalid UTF-8 is replaced.
-  return json(shown).dump(-1, ' ', false, json::error_handler_t::replace);
+namespace {
+
+// How many bytes the UTF-8 character at text[i] takes, or 0 when the bytes there are not valid UTF-8
+// (a stray continuation byte, a cut sequence, an overlong form, a surrogate, beyond U+10FFFF).
+std::size_t utf8_length(std::string_view text, std::size_t i) {
+  const auto at = [&](std::size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u; };
+  const unsigned c = at(0);
+  if (c < 0x80) return 1;
+  if (c < 0xc2 || c > 0xf4) return 0;
+  const std::size_t n = c <= 0xdf ? 2 : c <= 0xef ? 3 : 4;
+  // The second byte's range excludes overlong forms (E0, F0), surrogates (ED) and beyond U+10FFFF (F4).
+  const unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+  const unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+  if (at(1) < lo || at(1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k) {
+    if (at(k) < 0x80 || at(k) > 0xbf) return 0;
+  }
+  return n;
+}
+
+// `text` with what could break a line escaped as JSON escapes it: control characters (\n, \t, \u0001),
+// DEL, and the Unicode line breaks U+0085, U+2028 and U+2029; with `quotes`, also double quotes and
+// backslashes. Invalid UTF-8 becomes U+FFFD, so a message is valid UTF-8 wherever it is written.
+std::string escape(std::string_view text, bool quotes) {
+  std::string out;
+  out.reserve(text.size());
+  const auto hex = [&](unsigned code) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\u%04x", code);
+    out += buf;
+  };
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const std::size_t n = utf8_length(text, i);
+    const std::string_view ch = text.substr(i, n);
+    if (n == 0) out += "\xef\xbf\xbd";  // U+FFFD, for one invalid byte
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) hex(c);
+    else if (quotes && (c == '"' || c == '\\')) (out += '\\') += static_cast<char>(c);
+    else if (ch == "\u0085" || ch == "\u2028" || ch == "\u2029") hex(ch == "\u0085" ? 0x85 : ch == "\u2028" ? 0x2028 : 0x2029);
+    else out += ch;
+    i += n == 0 ? 1 : n;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string one_line(const std::string& text) { return escape(text, false); }
+
+std::string quoted(const std::string& text, std::size_t cut_at) {
+  std::string_view part = text;
+  bool cut = false;
+  if (cut_at >= 3 && text.size() > cut_at) {
+    std::size_t end = cut_at - 3;
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80) --end;  // not inside a character
+    part = part.substr(0, end);
+    cut = true;
+  }
+  return "\"" + escape(part, true) + (cut ? "...\"" : "\"");
+}
+
+std::string shown(const json& v) {
+  if (v.is_string()) return json_read::quoted(v.get<std::string>());
+  const std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);  // one line: strings in it are escaped
+  return text.size() > 80 ? text.substr(0, 77) + "..." : text;
 }
 
 std::string join(const std::vector<std::string>& names) {
@@ -113,7 +178,7 @@ void check_keys(const json& obj, const std::string& path, const std::vector<std:
                 const std::string& hint) {
   for (const auto& [key, value] : obj.items()) {
     if (std::find(accepted.begin(), accepted.end(), key) == accepted.end()) {
-      fail(child(path, key), "unknown key " + quoted(key) + "; accepted keys here: " + join(accepted) + hint);
+      fail(child(path, key), "unknown key " + json_read::quoted(key) + "; accepted keys here: " + join(accepted) + hint);
     }
   }
 }
@@ -186,7 +251,7 @@ json::json_pointer settable_pointer(const json& doc, const std::string& pointer,
   try {
     ptr = json::json_pointer(pointer);
   } catch (const json::exception&) {
-    fail(path, quoted(pointer) + " is not a JSON pointer like \"/layout/pp\": " +
+    fail(path, json_read::quoted(pointer) + " is not a JSON pointer like \"/layout/pp\": " +
                    (pointer.empty() || pointer[0] != '/' ? "it must start with '/'"
                                                          : "a '~' must be followed by 0 (for '~') or 1 (for '/')"));
   }
@@ -194,11 +259,11 @@ json::json_pointer settable_pointer(const json& doc, const std::string& pointer,
   const json::json_pointer parent = ptr.parent_pointer();
   const json* container = find_pointer(doc, parent.to_string());
   if (container == nullptr || !(container->is_object() || container->is_array())) {
-    fail(path, quoted(pointer) + " does not point into the config: " +
-                   quoted(parent.empty() ? std::string("/") : parent.to_string()) + " is not an object or array of it");
+    fail(path, json_read::quoted(pointer) + " does not point into the config: " +
+                   json_read::quoted(parent.empty() ? std::string("/") : parent.to_string()) + " is not an object or array of it");
   }
   if (container->is_array() && find_pointer(doc, pointer) == nullptr) {
-    fail(path, quoted(pointer) + " names no element of " + quoted(parent.to_string()) + ", an array of " +
+    fail(path, json_read::quoted(pointer) + " names no element of " + json_read::quoted(parent.to_string()) + ", an array of " +
                    std::to_string(container->size()) + " (indices are written 0, 1, ...)");
   }
   return ptr;

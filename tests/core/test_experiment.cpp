@@ -373,6 +373,45 @@ TEST(JsonText, BoundedNestingNulBytesAndNumbersNoDoubleHolds) {
 TEST(JsonText, QuotedValuesStayOnOneLine) {
   EXPECT_EQ(json_read::quoted("two\nlines \"x\""), "\"two\\nlines \\\"x\\\"\"");
   EXPECT_EQ(json_read::quoted(std::string(100, 'a')).size(), 82u);  // cut at 80 characters, quotes added
+  EXPECT_EQ(json_read::quoted(std::string(100, 'a'), std::string::npos).size(), 102u);  // file names: whole
+  // A cut never splits a character: after 70 letters, the fourth "é" (2 bytes) would be cut at byte 77.
+  std::string accents;
+  for (int i = 0; i < 40; ++i) accents += "\u00e9";
+  EXPECT_EQ(json_read::quoted(std::string(70, 'a') + accents), "\"" + std::string(70, 'a') + "\u00e9\u00e9\u00e9...\"");
+}
+
+// The one escaping rule of every message main prints: nothing that breaks a line survives (control
+// characters, DEL, the Unicode line breaks Python's splitlines honours), invalid UTF-8 is replaced, and
+// everything else, quotes included, is kept.
+TEST(JsonText, OneLineEscapesWhatBreaksALine) {
+  EXPECT_EQ(json_read::one_line("a\nb\rc\td \"q\" \\ \u00e9"), "a\\nb\\rc\\td \"q\" \\ \u00e9");
+  EXPECT_EQ(json_read::one_line(std::string("\x01\x1c\x7f", 3)), "\\u0001\\u001c\\u007f");
+  EXPECT_EQ(json_read::one_line("x\u0085y\u2028z\u2029"), "x\\u0085y\\u2028z\\u2029");
+  EXPECT_EQ(json_read::one_line("bad \xff\xc3 end"), "bad \ufffd\ufffd end");
+  EXPECT_EQ(json_read::one_line("\xed\xa0\x80"), "\ufffd\ufffd\ufffd");  // a surrogate is not UTF-8
+  EXPECT_EQ(json_read::shown(json::parse(R"(["a\nb", 2])")), "[\"a\\nb\",2]");
+  EXPECT_EQ(json_read::shown(json("x\ny")), "\"x\\ny\"");
+  EXPECT_EQ(json_read::shown(json(std::vector<int>(100, 1))).size(), 80u);
+}
+
+// Sweep errors show the pointer and the value through the same rule (they printed them raw).
+TEST(Sweep, ErrorsQuoteThePointerAndTheValue) {
+  json c = small_config();
+  c["sweep"] = {{"/description", {"two\nlines", "two\nlines"}}};
+  try {
+    expand_sweep(c, kData);
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/sweep/~1description/1");
+    EXPECT_EQ(e.message(), "\"/description\" = \"two\\nlines\" repeats the value at index 0");
+  }
+  c["sweep"] = {{"/layout/pp", {1, json::array({"x\ny"})}}};
+  try {
+    expand_sweep(c, kData);
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.message().rfind("\"/layout/pp\" = [\"x\\ny\"]: ", 0), 0u) << e.message();
+  }
 }
 
 }  // namespace twinbed

@@ -35,9 +35,16 @@ std::string child(const std::string& parent, std::size_t index);
 
 // How a value reads in an error: the string "x", 3.5, true, a JSON array, ...
 std::string got(const json& v);
-// A string as an error shows it: quoted, with control characters and quotes escaped (one line), cut
-// at 80 characters.
-std::string quoted(const std::string& text);
+// Error text is one line, whatever the input held. The one escaping rule of every message:
+// one_line(text) escapes what could break a line (control characters such as a newline, as JSON writes
+// them: \n, \u0001; DEL; U+0085, U+2028, U+2029), replaces invalid UTF-8 with U+FFFD and keeps everything
+// else; main passes every message through it. quoted(text) is a value inside a message: in double quotes, with quotes and backslashes
+// escaped too, cut at `cut_at` characters ("..." marks a cut; npos: never, for file names). Call it
+// as json_read::quoted: unqualified, argument-dependent lookup may pick std::quoted instead.
+std::string one_line(const std::string& text);
+std::string quoted(const std::string& text, std::size_t cut_at = 80);
+// A JSON value as an error shows it: a string quoted(), anything else as compact JSON, cut at 80.
+std::string shown(const json& v);
 // "a, b, c".
 std::string join(const std::vector<std::string>& names);
 
