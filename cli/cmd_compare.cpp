@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -59,8 +59,8 @@ double median(std::vector<double> v) {
 }
 
 MachineProfile load_required_profile(const std::string& file) {
-  std::ifstream probe(file);
-  if (!probe) {
+  std::error_code ec;
+  if (std::filesystem::status(file, ec).type() == std::filesystem::file_type::not_found) {
     throw ConfigError("--profile", "no profile at '" + file + "': run `twinbed calibrate --ranks N --out " + file +
                                        "` first (compare simulates this machine from it)");
   }

@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,6 +28,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/export.hpp"
+#include "twinbed/core/json_read.hpp"
 
 namespace twinbed::cli {
 
@@ -131,10 +131,13 @@ std::string to_csv(const Row& head, const std::vector<Row>& rows) {
 std::map<std::string, Row> read_table(const fs::path& file, const Row& head) {
   std::map<std::string, Row> rows;
   std::error_code ec;
-  if (fs::is_directory(file, ec)) throw ConfigError(file.string(), "is a folder, where the sweep keeps its table; move it or use another --out");
-  std::ifstream in(file);
-  if (!in) return rows;
-  const std::string text(std::istreambuf_iterator<char>(in), {});
+  if (fs::status(file, ec).type() == fs::file_type::not_found) return rows;  // a new sweep
+  std::string text;
+  try {
+    text = json_read::read_text_file(file, "sweep table");
+  } catch (const ConfigError& e) {
+    throw ConfigError(e.path(), e.message() + "; move it or use another --out");
+  }
   std::vector<Row> table;
   try {
     table = parse_csv(text);

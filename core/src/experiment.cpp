@@ -39,15 +39,17 @@ std::string read_choice(const json& v, const std::string& path, const std::vecto
   return s;
 }
 
-// A file path from the config, relative to the config's folder; it must exist.
+// A file path from the config, relative to the config's folder; it must be a file twinbed can read
+// (json_read::unreadable_reason).
 std::string read_file_path(const json& v, const std::string& path, const fs::path& base_dir, const std::string& what) {
   const std::string text = read_string(v, path);
   if (text.empty()) fail(path, "expected a file path, got an empty string");
   fs::path p(text);
   if (p.is_relative()) p = base_dir / p;
   p = fs::absolute(p).lexically_normal();
-  std::error_code ec;
-  if (!fs::is_regular_file(p, ec)) fail(path, what + " file '" + p.string() + "' does not exist");
+  if (const std::string why = json_read::unreadable_reason(p, what); !why.empty()) {
+    fail(path, json_read::quoted(p.string(), std::string::npos) + " " + why);
+  }
   return p.string();
 }
 
@@ -70,12 +72,16 @@ ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
   } else {
     fs::path p(name);
     if (p.is_relative()) p = base_dir / p;
+    p = fs::absolute(p).lexically_normal();
     std::error_code ec;
-    if (name.empty() || !fs::is_regular_file(p, ec)) {
-      fail(path + "/topology", "'" + name + "' is neither a topology preset (known: " + join(presets.names()) +
-                                   ") nor a file (looked for " + fs::absolute(p).lexically_normal().string() + ")");
+    if (name.empty() || !fs::exists(p, ec)) {
+      fail(path + "/topology", json_read::quoted(name) + " is neither a topology preset (known: " + join(presets.names()) +
+                                   ") nor a file (looked for " + json_read::quoted(p.string(), std::string::npos) + ")");
     }
-    c.topology = fs::absolute(p).lexically_normal().string();
+    if (const std::string why = json_read::unreadable_reason(p, "topology"); !why.empty()) {
+      fail(path + "/topology", json_read::quoted(p.string(), std::string::npos) + " " + why);
+    }
+    c.topology = p.string();
     c.topology_is_file = true;
     for (const std::string& key : preset_override_keys()) {
       if (j.contains(key)) fail(child(path, key), "applies to topology presets only; edit the topology file instead");

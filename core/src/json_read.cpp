@@ -58,15 +58,50 @@ json parse_json_text(const std::string& text, const std::string& where) {
   return j;
 }
 
-json read_json_file(const std::string& file, const std::string& what) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(file, ec)) throw ConfigError(file, "is a folder, not a " + what + " file");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw ConfigError(file, "cannot open the " + what + " file");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw ConfigError(file, "cannot read the " + what + " file");
-  return parse_json_text(text, file);
+namespace {
+
+// "an experiment", "a topology".
+std::string with_article(const std::string& noun) {
+  const bool vowel = !noun.empty() && std::string_view("aeiou").find(noun[0]) != std::string_view::npos;
+  return (vowel ? "an " : "a ") + noun;
 }
+
+}  // namespace
+
+std::string unreadable_reason(const std::filesystem::path& file, const std::string& what) {
+  namespace fs = std::filesystem;
+  const std::string role = with_article(what) + " file";
+  std::error_code ec;
+  const fs::file_status status = fs::status(file, ec);  // follows links
+  if (status.type() == fs::file_type::not_found) return "does not exist (expected " + role + ")";
+  if (ec) return "cannot be read (expected " + role + "): " + ec.message();
+  if (status.type() == fs::file_type::directory) return "is a folder, not " + role;
+  if (status.type() != fs::file_type::regular) return "is not a regular file (a device, FIFO or socket), so not " + role;
+  const std::uintmax_t size = fs::file_size(file, ec);
+  if (ec) return "cannot be read (expected " + role + "): " + ec.message();
+  if (size > kMaxInputFileBytes) {
+    return "is " + std::to_string(size) + " bytes; " + role + " is at most " + std::to_string(kMaxInputFileBytes >> 20) +
+           " MiB (" + std::to_string(kMaxInputFileBytes) + " bytes)";
+  }
+  return "";
+}
+
+std::string read_text_file(const std::filesystem::path& file, const std::string& what) {
+  if (const std::string why = unreadable_reason(file, what); !why.empty()) throw ConfigError(file.string(), why);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ConfigError(file.string(), "cannot be opened (expected " + with_article(what) + " file)");
+  // Bounded even if the file grew since it was checked.
+  std::string text;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxInputFileBytes) throw ConfigError(file.string(), "grew beyond " + std::to_string(kMaxInputFileBytes >> 20) + " MiB while being read");
+  }
+  if (in.bad()) throw ConfigError(file.string(), "cannot be read (expected " + with_article(what) + " file)");
+  return text;
+}
+
+json read_json_file(const std::string& file, const std::string& what) { return parse_json_text(read_text_file(file, what), file); }
 
 std::string child(const std::string& parent, const std::string& key) {
   std::string escaped;

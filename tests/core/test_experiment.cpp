@@ -1,7 +1,11 @@
 // Experiment configs: a valid config parses to the expected values, every kind of bad input is a
 // ConfigError whose path names the offending field, resolved() round-trips, sweeps expand to the
 // Cartesian product with stable ids.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -412,6 +416,79 @@ TEST(Sweep, ErrorsQuoteThePointerAndTheValue) {
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.message().rfind("\"/layout/pp\" = [\"x\\ny\"]: ", 0), 0u) << e.message();
   }
+}
+
+}  // namespace twinbed
+
+namespace twinbed {
+namespace {
+
+// A fresh, empty folder of this test's own under the system's temporary folder.
+std::filesystem::path scratch_folder(const std::string& name) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("twinbed-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string file_error(const std::string& file, const std::string& what = "experiment") {
+  try {
+    json_read::read_json_file(file, what);
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), file);
+    return e.message();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+// Only a regular file of at most kMaxInputFileBytes is opened: a FIFO would block the read forever and
+// /dev/zero would fill memory (reported as "internal error: std::bad_alloc"). Each is refused, naming
+// the file, before it is opened: the FIFO below has no writer, so this test would hang if it were.
+TEST(JsonFile, OnlyRegularFilesOfBoundedSizeAreRead) {
+  namespace fs = std::filesystem;
+  const fs::path dir = scratch_folder("json-file");
+  EXPECT_EQ(file_error(dir.string()), "is a folder, not an experiment file");
+  EXPECT_EQ(file_error(dir.string(), "topology"), "is a folder, not a topology file");
+  EXPECT_EQ(file_error((dir / "nosuch.json").string()), "does not exist (expected an experiment file)");
+  EXPECT_EQ(file_error("/dev/zero"), "is not a regular file (a device, FIFO or socket), so not an experiment file");
+  const fs::path fifo = dir / "fifo.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(file_error(fifo.string(), "profile"), "is not a regular file (a device, FIFO or socket), so not a profile file");
+  EXPECT_THROW(load_experiment(fifo), ConfigError);
+  // A link is followed: a link to a good file reads, one to the FIFO is refused.
+  fs::create_symlink(kData / "sweep2.json", dir / "link.json");
+  EXPECT_EQ(load_experiment(dir / "link.json").name, "sweep2");
+  fs::create_symlink(fifo, dir / "fifo-link.json");
+  EXPECT_NE(file_error((dir / "fifo-link.json").string()).find("not a regular file"), std::string::npos);
+  // Size: up to the cap is read (a sparse file costs no disk), one byte more is refused unread.
+  const fs::path big = dir / "big.json";
+  { std::ofstream(big) << "{}"; }
+  fs::resize_file(big, json_read::kMaxInputFileBytes + 1);
+  EXPECT_EQ(file_error(big.string()), "is 67108865 bytes; an experiment file is at most 64 MiB (67108864 bytes)");
+  fs::resize_file(big, json_read::kMaxInputFileBytes);
+  EXPECT_NE(file_error(big.string()).find("a NUL byte at offset 2"), std::string::npos);  // read, then parsed
+  fs::remove_all(dir);
+}
+
+// A file a config names (a profile, a topology) is checked by the same rule, under the config's path.
+TEST(JsonFile, FilesNamedInAConfigAreCheckedAlike) {
+  const std::filesystem::path dir = scratch_folder("config-files");
+  json c = small_config();
+  c["cluster"]["profile"] = "/dev/zero";
+  std::string message;
+  EXPECT_EQ(error_path(c, &message), "/cluster/profile");
+  EXPECT_NE(message.find("\"/dev/zero\" is not a regular file"), std::string::npos) << message;
+  c["cluster"]["profile"] = dir.string();
+  EXPECT_EQ(error_path(c, &message), "/cluster/profile");
+  EXPECT_NE(message.find("is a folder, not a measured profile file"), std::string::npos) << message;
+  c = small_config();
+  c["cluster"] = {{"topology", "/dev/null"}};
+  EXPECT_EQ(error_path(c, &message), "/cluster/topology");
+  EXPECT_NE(message.find("\"/dev/null\" is not a regular file"), std::string::npos) << message;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace twinbed

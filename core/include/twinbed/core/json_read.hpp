@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,9 +18,26 @@ namespace twinbed::json_read {
 
 using nlohmann::json;
 
-// Reads and parses a JSON file. A missing file, a folder, malformed JSON or a key repeated within one
-// object (which nlohmann would otherwise keep silently, the last one winning) is a ConfigError whose
-// path is the file name; `what` names the file's role in the message ("topology", "experiment").
+// The most bytes an input file twinbed reads may hold (a config, topology, profile or claim; a sweep
+// table): configs are kilobytes and a 100,000-point sweep table some tens of MiB, so a bigger file is a
+// mistake, and reading it whole could exhaust memory.
+inline constexpr std::uintmax_t kMaxInputFileBytes = std::uintmax_t{64} << 20;
+
+// Why `file` cannot be read as a `what` file ("experiment", "topology", ...), or "" when it can: it must
+// be, after following links, a regular file of at most kMaxInputFileBytes. A FIFO, a terminal or a
+// device (/dev/zero) is refused here, before anything opens it, so no read can block or run forever.
+// The text follows the file's name: "is a folder, not an experiment file", "does not exist (expected a
+// topology file)", "is not a regular file (a device, FIFO or socket), so not a profile file", ...
+// The one check of every file twinbed reads.
+std::string unreadable_reason(const std::filesystem::path& file, const std::string& what);
+// The whole of `file` once unreadable_reason has nothing against it; otherwise, or when reading fails,
+// a ConfigError whose path is the file name.
+std::string read_text_file(const std::filesystem::path& file, const std::string& what);
+
+// Reads and parses a JSON file (read_text_file, then parse_json_text). A file that cannot be read,
+// malformed JSON or a key repeated within one object (which nlohmann would otherwise keep silently, the
+// last one winning) is a ConfigError whose path is the file name; `what` names the file's role in the
+// message ("topology", "experiment").
 json read_json_file(const std::string& file, const std::string& what);
 // The same for text already read: `where` names it in errors. Also rejects NUL bytes, values nested more
 // than kMaxJsonDepth levels, and numbers no double can hold, each as a ConfigError naming `where`.
