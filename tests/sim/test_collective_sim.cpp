@@ -237,15 +237,14 @@ TEST(CollectiveSim, EstimateCountsTheMostLoadedLink) {
   // each leaf uplink of 4B/4, so the one round takes at least 2S / B, which only the congestion term sees.
   const BytesPerSec B = 25 * GBps;
   const Bytes S = 64 * MiB;
-  topo::FatTreeSpec spec;
-  spec.nodes = 8;
-  spec.gpus_per_node = 1;
-  spec.nodes_per_leaf = 4;
-  spec.spines = 1;
-  spec.oversubscription = 4;
-  spec.nvlink = {300 * GBps, Time::ns(500)};
-  spec.nic = {B, Time::us(2)};
-  const Topology t = topo::fat_tree(spec);
+  const Topology t = topo::fat_tree({.nodes = 8,
+                                     .gpus_per_node = 1,
+                                     .nodes_per_leaf = 4,
+                                     .spines = 1,
+                                     .oversubscription = 4,
+                                     .nvlink = {300 * GBps, Time::ns(500)},
+                                     .nic = {B, Time::us(2)},
+                                     .device = device_with_memory_bandwidth(2000 * GBps)});
   RouteCache routes(t);
   const auto schedule = build_schedule("direct", {CollectiveOp::AllToAll, 8, S});
   const double uplink_bound = 2.0 * static_cast<double>(S) / B;

@@ -71,15 +71,14 @@ TEST(GroupCollectives, AlikeGroupsAreTimedOnceAndAgreeWithTheCombinedRun) {
 TEST(GroupCollectives, GroupsSharingLinksAreTimedTogether) {
   // Two leaves of two 4-GPU nodes, 2:1 oversubscribed, one spine: the groups {r, r+8} all cross the
   // same leaf uplinks, so they slow each other down and must be timed in one run.
-  topo::FatTreeSpec spec;
-  spec.nodes = 4;
-  spec.gpus_per_node = 4;
-  spec.nodes_per_leaf = 2;
-  spec.spines = 1;
-  spec.oversubscription = 2;
-  spec.nvlink = {300 * GBps, Time::ns(500)};
-  spec.nic = {25 * GBps, Time::us(2)};
-  const Topology t = topo::fat_tree(spec);
+  const Topology t = topo::fat_tree({.nodes = 4,
+                                     .gpus_per_node = 4,
+                                     .nodes_per_leaf = 2,
+                                     .spines = 1,
+                                     .oversubscription = 2,
+                                     .nvlink = {300 * GBps, Time::ns(500)},
+                                     .nic = {25 * GBps, Time::us(2)},
+                                     .device = device_preset("h100")});
   const auto groups = strided_groups(16, 8);
   const CollectiveRequest req{CollectiveOp::AllReduce, 2, 64 * MiB};
   const auto schedule = build_schedule("ring", req);
