@@ -211,10 +211,23 @@ Experiment parse(const json& config, const fs::path& base_dir, bool check_layout
 
 std::string value_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
+// `text` as a part of a point id: '\\', ',' and '=' preceded by a backslash, then what would break a line
+// escaped as in error text (json_read::one_line, whose escapes also start with a backslash). Reading an id
+// back is then unambiguous, so distinct values give distinct ids, whatever text they hold.
+std::string id_part(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || c == ',' || c == '=') out += '\\';
+    out += c;
+  }
+  return json_read::one_line(out);
+}
+
+// "/layout/pp" -> "layout.pp".
 std::string pointer_label(const std::string& pointer) {
   std::string s = pointer.substr(1);
   std::replace(s.begin(), s.end(), '/', '.');
-  return s;
+  return id_part(s);
 }
 
 }  // namespace
@@ -309,8 +322,8 @@ std::vector<SweepAxis> sweep_axes(const json& config, const fs::path& base_dir) 
     if (!values.is_array() || values.empty()) fail(path, "expected a non-empty array of values, got " + got(values));
 
     // Each value alone, in place: the strict parser says whether it is acceptable there. A value twice
-    // (or 2 and "2") would make two points with one id, and a sweep resumes by id. Only "description"
-    // takes free text, so distinct values per axis give distinct ids.
+    // (or 2 and "2") would make two points with one id, and a sweep resumes by id. Distinct values give
+    // distinct ids whatever text they hold (a description, a name, a file path): id_part escapes it.
     std::map<std::string, std::size_t> seen;
     for (std::size_t i = 0; i < values.size(); ++i) {
       const auto [first, fresh] = seen.emplace(value_text(values[i]), i);
@@ -376,7 +389,7 @@ std::vector<SweepPoint> expand_sweep(const json& config, const fs::path& base_di
       const json& v = axes[a].values[choice[a]];
       p.values.push_back(v);
       p.config[json::json_pointer(axes[a].pointer)] = v;
-      p.id += (a ? "," : "") + pointer_label(axes[a].pointer) + "=" + value_text(v);
+      p.id += (a ? "," : "") + pointer_label(axes[a].pointer) + "=" + id_part(value_text(v));
     }
     points.push_back(std::move(p));
   }

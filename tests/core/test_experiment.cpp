@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -331,6 +332,33 @@ TEST(Sweep, StepsIntoArraysMustBeIndices) {
   EXPECT_TRUE(contains_text(message(std::string(20000, '/') + "x"), "does not point into the config"));
   c["sweep"] = {{"/techniques/0/rank", {4, 16}}};
   EXPECT_EQ(expand_sweep(c, kData).size(), 2u);
+}
+
+// Point ids key a sweep's resumption, so two points must never share one. Free text reaches them through
+// any string field (a description, a model's name, a file path): ',' and '=' inside a value are escaped
+// with a backslash (and the backslash itself), and so is what would break a line, as in error text.
+TEST(Sweep, PointIdsAreUniqueWhateverTheValues) {
+  json c = small_config();
+  c["sweep"] = {{"/description", {"c,model.name=a", "c"}}, {"/model/name", {"b", "a,model.name=b"}}};
+  const auto points = expand_sweep(c, kData);
+  ASSERT_EQ(points.size(), 4u);
+  EXPECT_EQ(points[1].id, "description=c\\,model.name\\=a,model.name=a\\,model.name\\=b");
+  EXPECT_EQ(points[2].id, "description=c,model.name=b");
+  std::set<std::string> ids;
+  for (const SweepPoint& p : points) ids.insert(p.id);
+  EXPECT_EQ(ids.size(), points.size());
+  // A backslash is escaped too, so "\\," (a backslash, then a comma) is not "\\" and then an escaped comma.
+  c["sweep"] = {{"/description", {"x\\", "x\\,description=x"}}, {"/model/name", {"a", "b"}}};
+  ids.clear();
+  for (const SweepPoint& p : expand_sweep(c, kData)) ids.insert(p.id);
+  EXPECT_EQ(ids.size(), 4u);
+  EXPECT_TRUE(ids.count("description=x\\\\,model.name=a")) << *ids.begin();
+  // One line, like every id printed in a sweep's progress.
+  c["sweep"] = {{"/description", {"two\nlines", "two\\nlines"}}};
+  const auto lines = expand_sweep(c, kData);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].id, "description=two\\nlines");
+  EXPECT_EQ(lines[1].id, "description=two\\\\nlines");
 }
 
 TEST(Sweep, FromFile) {

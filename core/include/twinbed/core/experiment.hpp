@@ -126,7 +126,9 @@ struct SweepAxis {
 struct SweepPoint {
   std::size_t index = 0;                // position in the product, 0-based
   std::string id;                       // "layout.pp=8,layout.micro_batch=1": stable across runs, used
-                                        // to resume; the pointers' "/" become ".", strings unquoted
+                                        // to resume; the pointers' "/" become ".", strings unquoted;
+                                        // '\\', ',' and '=' in a value are escaped with '\\', and so is
+                                        // what would break a line (json_read::one_line): unique, one line
   std::vector<nlohmann::json> values;   // one per axis
   nlohmann::json config;                // the full config of this point, without "sweep"
   bool operator==(const SweepPoint&) const = default;
