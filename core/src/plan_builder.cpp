@@ -11,6 +11,7 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan.hpp"
+#include "twinbed/core/plan_edit.hpp"
 
 namespace twinbed {
 
@@ -85,7 +86,7 @@ std::optional<ParamKind> param_kind_of_op(const std::string& op_name) {
 class Builder {
  public:
   Builder(const TransformerModel& model, const Layout& layout, Plan& plan)
-      : m_(model), l_(layout), plan_(plan), ctx_(layout.op_context()) {
+      : m_(model), l_(layout), plan_(plan), tables_(plan), ctx_(layout.op_context()) {
     e_ = bytes_per_element(m_.dtype);
     pe_ = parameter_bytes_per_element(m_.dtype);
     ge_ = gradient_bytes_per_element(m_.dtype);
@@ -99,7 +100,7 @@ class Builder {
       std::vector<std::int32_t> ids;
       std::vector<std::optional<ParamKind>> kinds;
       for (const OpCost& c : list) {
-        ids.push_back(cost_id(c));
+        ids.push_back(tables_.cost(c));
         kinds.push_back(param_kind_of_op(c.name));
       }
       cost_ids_.push_back(ids);
@@ -417,19 +418,17 @@ class Builder {
   std::vector<std::uint32_t> emit_gradient_reduction() {
     std::vector<std::uint32_t> out;
     if (zero3()) return out;
-    const CollectiveOp op = l_.zero_stage == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter;
     auto emit = [&](std::vector<GradientReady>& ready, GroupKind g, int group_size, const std::string& base) {
       if (group_size <= 1) return;
       std::stable_sort(ready.begin(), ready.end(), [](const GradientReady& a, const GradientReady& b) { return a.op < b.op; });
-      int bucket = 0;
-      for (const GradientBucket& b : gradient_buckets(ready, l_.bucket_bytes, ge_)) {
-        const std::int64_t dep = l_.overlap_grad_reduce ? static_cast<std::int64_t>(b.ready_op) : last_compute_;
-        out.push_back(coll1(op, g, b.elements * ge_, StreamKind::Collective, base + std::to_string(bucket++), -1, dep, -1,
-                            param_set(b.slices)));
+      for (BucketCollective& b : gradient_reduction(ready, g, l_, ge_, base, tables_)) {
+        b.op.params = param_set(std::move(b.bucket.slices));
+        const std::int64_t dep = l_.overlap_grad_reduce ? static_cast<std::int64_t>(b.bucket.ready_op) : last_compute_;
+        out.push_back(add_collective(b.op, dep));
       }
     };
-    emit(ready_dense_, GroupKind::Dp, l_.dp, "dp.bucket");
-    if (m_.moe()) emit(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.bucket");
+    emit(ready_dense_, GroupKind::Dp, l_.dp, "dp.");
+    if (m_.moe()) emit(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
     return out;
   }
 
@@ -444,39 +443,24 @@ class Builder {
     op.kind = OpKind::Compute;
     op.stream = StreamKind::Compute;
     op.span = SpanKind::Optimizer;
-    op.name = name_id("optimizer_step");
-    op.cost = cost_id(optimizer_step_cost(updated_params_of(prog_->params, l_)));
+    op.name = tables_.name("optimizer_step");
+    op.cost = tables_.cost(optimizer_step_cost(updated_params_of(prog_->params, l_)));
     op.params = stage_set_;
     last_compute_ = prog_->add(op, deps);
 
-    if ((l_.zero_stage == 1 || l_.zero_stage == 2) && l_.dp > 1) {
-      auto gather = [&](std::vector<GradientReady> ready, GroupKind g, const std::string& base) {
-        int bucket = 0;
-        for (const GradientBucket& b : gradient_buckets(ready, l_.bucket_bytes / ge_ * pe_, pe_)) {
-          coll1(CollectiveOp::AllGather, g, b.elements * pe_, StreamKind::Collective, base + std::to_string(bucket++), -1,
-                last_compute_, -1, param_set(b.slices));
-        }
-      };
-      gather(ready_dense_, GroupKind::Dp, "dp.param_allgather");
-      if (m_.moe() && l_.dp / l_.ep > 1) gather(ready_expert_, GroupKind::ExpertDp, "expert_dp.param_allgather");
-    }
+    auto gather = [&](const std::vector<GradientReady>& ready, GroupKind g, int group_size, const std::string& base) {
+      if (group_size <= 1) return;
+      for (BucketCollective& b : parameter_gather(ready, g, l_, ge_, pe_, base, tables_)) {
+        b.op.params = param_set(std::move(b.bucket.slices));
+        add_collective(b.op, last_compute_);
+      }
+    };
+    gather(ready_dense_, GroupKind::Dp, l_.dp, "dp.");
+    if (m_.moe()) gather(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
     if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
   }
 
   // ---- op emitters (each returns the new op's index) ----
-
-  std::uint32_t name_id(const std::string& s) {
-    auto [it, fresh] = names_.emplace(s, static_cast<std::uint32_t>(plan_.names.size()));
-    if (fresh) plan_.names.push_back(s);
-    return it->second;
-  }
-  std::int32_t cost_id(const OpCost& c) {
-    for (std::size_t i = 0; i < plan_.costs.size(); ++i) {
-      if (plan_.costs[i] == c) return static_cast<std::int32_t>(i);
-    }
-    plan_.costs.push_back(c);
-    return static_cast<std::int32_t>(plan_.costs.size() - 1);
-  }
 
   std::uint32_t compute(int list, std::size_t i, const std::string& prefix, int mb, std::int64_t dep, int layer,
                         std::int64_t local) {
@@ -485,7 +469,7 @@ class Builder {
     op.kind = OpKind::Compute;
     op.stream = StreamKind::Compute;
     op.span = span_of(c);
-    op.name = name_id(prefix + c.name);
+    op.name = tables_.name(prefix + c.name);
     op.cost = cost_ids_[static_cast<std::size_t>(list)][i];
     op.micro_batch = mb;
     op.layer = layer;
@@ -498,11 +482,15 @@ class Builder {
     // What it moves: parameters (gathers of a parameter set), their gradients (reductions of one), or
     // activations (tensor- and expert-parallel collectives).
     if (params >= 0) op.tensor_class = what == CollectiveOp::AllGather ? TensorClass::Weights : TensorClass::Grads;
-    op.name = name_id(name);
+    op.name = tables_.name(name);
     op.micro_batch = mb;
     op.layer = layer;
     op.params = params;
-    op.tag = coll_seq_[static_cast<std::size_t>(g)]++;
+    return add_collective(op, dep);
+  }
+  // Numbers a collective in its communicator kind's sequence.
+  std::uint32_t add_collective(PlanOp op, std::int64_t dep) {
+    op.tag = coll_seq_[static_cast<std::size_t>(op.group)]++;
     return add(op, dep);
   }
   std::uint32_t p2p(OpKind kind, int peer_offset, std::int64_t tag, const std::string& name, int mb, std::int64_t dep) {
@@ -513,14 +501,14 @@ class Builder {
     op.peer_offset = peer_offset;
     op.tag = tag;
     op.bytes = p2p_bytes_;
-    op.name = name_id(name);
+    op.name = tables_.name(name);
     op.micro_batch = mb;
     return add(op, dep);
   }
   // Allocs take effect at the head of their stream; returns the tensor id.
   std::int32_t alloc(TensorClass cls, Bytes bytes, StreamKind stream, const std::string& name, int mb, std::int64_t dep,
                      std::int32_t params, int layer = -1) {
-    PlanOp op = alloc_op(cls, next_tensor_++, bytes, name_id(name), stream);
+    PlanOp op = alloc_op(cls, next_tensor_++, bytes, tables_.name(name), stream);
     op.micro_batch = mb;
     op.params = params;
     op.layer = layer;
@@ -534,7 +522,7 @@ class Builder {
     live_.erase(it);
     op.kind = OpKind::Free;
     op.stream = stream;
-    op.name = name_id(name);
+    op.name = tables_.name(name);
     op.micro_batch = mb;
     return add(op, dep);
   }
@@ -593,13 +581,13 @@ class Builder {
   const TransformerModel& m_;
   const Layout& l_;
   Plan& plan_;
+  PlanTables tables_;
   OpContext ctx_;
   Bytes e_ = 2, pe_ = 2, ge_ = 2;
   int M_ = 1, v_ = 1, V_ = 1, stride_ = 1, lpc_ = 1;
   std::array<std::vector<OpCost>, kOpLists> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
-  std::unordered_map<std::string, std::uint32_t> names_;
   Bytes p2p_bytes_ = 0, tp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
 
   // Per-stage state.

@@ -251,4 +251,34 @@ std::int32_t PlanTables::cost(const OpCost& c) {
   return same.back();
 }
 
+namespace {
+
+std::vector<BucketCollective> bucket_collectives(const std::vector<GradientReady>& ready, CollectiveOp what, GroupKind group,
+                                                 Bytes bucket_bytes, Bytes element_bytes, TensorClass moves,
+                                                 const std::string& name, PlanTables& tables) {
+  std::vector<BucketCollective> out;
+  for (GradientBucket& b : gradient_buckets(ready, bucket_bytes, element_bytes)) {
+    PlanOp op = collective_op(what, group, b.elements * element_bytes, StreamKind::Collective);
+    op.tensor_class = moves;
+    op.name = tables.name(name + std::to_string(out.size()));
+    out.push_back({op, std::move(b)});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<BucketCollective> gradient_reduction(const std::vector<GradientReady>& ready, GroupKind group, const Layout& layout,
+                                                 Bytes grad_bytes, const std::string& base, PlanTables& tables) {
+  const CollectiveOp what = layout.zero_stage == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter;
+  return bucket_collectives(ready, what, group, layout.bucket_bytes, grad_bytes, TensorClass::Grads, base + "bucket", tables);
+}
+
+std::vector<BucketCollective> parameter_gather(const std::vector<GradientReady>& ready, GroupKind group, const Layout& layout,
+                                               Bytes grad_bytes, Bytes param_bytes, const std::string& base, PlanTables& tables) {
+  if (layout.zero_stage != 1 && layout.zero_stage != 2) return {};
+  return bucket_collectives(ready, CollectiveOp::AllGather, group, layout.bucket_bytes / grad_bytes * param_bytes, param_bytes,
+                            TensorClass::Weights, base + "param_allgather", tables);
+}
+
 }  // namespace twinbed

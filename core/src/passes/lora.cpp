@@ -230,26 +230,15 @@ class LoraRewrite {
     for (std::uint32_t i = 0; i < step; ++i) {
       if (prog.ops[i].kind == OpKind::Compute && !e.removed(i)) last_compute = i;
     }
-    const CollectiveOp reduce = l_.zero_stage == 0 ? CollectiveOp::AllReduce : CollectiveOp::ReduceScatter;
-    int n = 0;
-    for (const GradientBucket& b : gradient_buckets(list, l_.bucket_bytes, ge_)) {
-      PlanOp op = collective_op(reduce, GroupKind::Dp, b.elements * ge_, StreamKind::Collective);
-      op.name = tables_.name("lora.dp.bucket" + std::to_string(n++));
-      op.tensor_class = TensorClass::Grads;
-      op.params = e.add_param_set(b.slices);
-      const OpRef dep = l_.overlap_grad_reduce || last_compute < 0 ? ready[b.ready_op].op
+    for (BucketCollective& b : gradient_reduction(list, GroupKind::Dp, l_, ge_, "lora.dp.", tables_)) {
+      b.op.params = e.add_param_set(std::move(b.bucket.slices));
+      const OpRef dep = l_.overlap_grad_reduce || last_compute < 0 ? ready[b.bucket.ready_op].op
                                                                     : OpRef::original(static_cast<std::uint32_t>(last_compute));
-      before_step.push_back(e.insert_before(step, op, {dep}));
+      before_step.push_back(e.insert_before(step, b.op, {dep}));
     }
-    if (l_.zero_stage == 1 || l_.zero_stage == 2) {
-      n = 0;
-      for (const GradientBucket& b : gradient_buckets(list, l_.bucket_bytes / ge_ * pe_, pe_)) {
-        PlanOp op = collective_op(CollectiveOp::AllGather, GroupKind::Dp, b.elements * pe_, StreamKind::Collective);
-        op.name = tables_.name("lora.dp.param_allgather" + std::to_string(n++));
-        op.tensor_class = TensorClass::Weights;
-        op.params = e.add_param_set(b.slices);
-        e.insert_after(step, op, {OpRef::original(step)});
-      }
+    for (BucketCollective& b : parameter_gather(list, GroupKind::Dp, l_, ge_, pe_, "lora.dp.", tables_)) {
+      b.op.params = e.add_param_set(std::move(b.bucket.slices));
+      e.insert_after(step, b.op, {OpRef::original(step)});
     }
   }
 

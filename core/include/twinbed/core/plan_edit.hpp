@@ -14,7 +14,8 @@
 //    so members stay matched after collectives were added or dropped.
 // Not thread-safe; one editor per program.
 //
-// PlanTables interns names and costs into a Plan's shared tables (each once), for ops a pass adds.
+// PlanTables interns names and costs into a Plan's shared tables (each once), for the ops the builder
+// and the passes add; gradient_reduction and parameter_gather make the data-parallel buckets for both.
 #pragma once
 
 #include <cstdint>
@@ -132,5 +133,23 @@ class PlanTables {
   std::unordered_map<std::string, std::uint32_t> names_;
   std::unordered_map<std::string, std::vector<std::int32_t>> costs_by_name_;
 };
+
+// A data-parallel bucket collective: `op` is a Collective on the collective stream with its bytes,
+// name and tensor class set; the caller adds it with op.params a param set of `bucket.slices`, a tag
+// and its dependencies.
+struct BucketCollective {
+  PlanOp op;
+  GradientBucket bucket;
+};
+// The reduction of the gradients `ready` (in the order they become ready; GradientReady::op as the
+// caller's op ids, which GradientBucket::ready_op then names) on `group` before the optimizer step:
+// one collective per bucket of layout.bucket_bytes (gradient_buckets, `grad_bytes` per element), an
+// all-reduce under ZeRO 0, else a reduce-scatter; named `base` + "bucket" + its index (base "dp.").
+std::vector<BucketCollective> gradient_reduction(const std::vector<GradientReady>& ready, GroupKind group, const Layout& layout,
+                                                 Bytes grad_bytes, const std::string& base, PlanTables& tables);
+// ZeRO 1–2: the all-gathers of the same parameters, updated, after the step: buckets of as many
+// elements as the reduction's, `param_bytes` per element; named `base` + "param_allgather" + its index.
+std::vector<BucketCollective> parameter_gather(const std::vector<GradientReady>& ready, GroupKind group, const Layout& layout,
+                                               Bytes grad_bytes, Bytes param_bytes, const std::string& base, PlanTables& tables);
 
 }  // namespace twinbed
