@@ -43,9 +43,9 @@ Registry<PassParser> technique_passes() {
 
 std::unique_ptr<Pass> parse_technique(const json& entry, const std::string& path) {
   json_read::require_object(entry, path);
-  const json& name = json_read::required(entry, path, "pass", "the technique's pass (" + json_read::join(technique_passes().names()) + ")");
-  const std::string pass = json_read::read_string(name, path + "/pass");
   const Registry<PassParser> passes = technique_passes();
+  const json& name = json_read::required(entry, path, "pass", "the technique's pass (" + json_read::join(passes.names()) + ")");
+  const std::string pass = json_read::read_string(name, path + "/pass");
   const PassParser* parse = passes.find(pass);
   if (!parse) json_read::fail(path + "/pass", "unknown technique pass '" + pass + "'; known: " + json_read::join(passes.names()));
   return (*parse)(entry, path);

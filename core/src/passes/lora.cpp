@@ -175,12 +175,11 @@ class LoraRewrite {
     auto [it, fresh] = interned_.try_emplace({base.name, base.cost, static_cast<int>(what)}, std::pair<std::uint32_t, std::int32_t>{});
     if (fresh) {
       const OpCost cost = plan_.costs[static_cast<std::size_t>(base.cost)];
-      const std::string full = plan_.names[base.name];
-      const std::string layer_prefix = full.substr(0, full.find('.') + 1);  // "l17."
       const std::string matrix = cost.name.substr(0, cost.name.rfind('_'));  // "qkv"
       OpCost c = matmul_cost(matrix + ".lora_" + kWhat[what], OpCost::Kind::Gemm, phase, s.m, s.n, s.k, 1, cost.dtype);
       c.kernel = OpCost::Kernel::Lora;
-      it->second = {tables_.name(layer_prefix + c.name), tables_.cost(c)};
+      // Named as the builder names the layer's ops: "l17.qkv.lora_a_fwd".
+      it->second = {tables_.name("l" + std::to_string(base.layer) + "." + c.name), tables_.cost(c)};
     }
     g.name = it->second.first;
     g.cost = it->second.second;

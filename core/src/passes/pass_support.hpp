@@ -35,7 +35,6 @@ class TechniquePass final : public Pass {
     }
   }
   nlohmann::json params_json() const override { return to_json_(params_); }
-  const Params& params() const { return params_; }
 
  private:
   std::string name_;
