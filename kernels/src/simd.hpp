@@ -4,6 +4,10 @@
 // baseline) and picks one at load time (GCC/Clang target_clones, an ifunc), so the binary stays
 // portable while the loops run 8 lanes wide where the CPU allows. FP contraction is off for the whole
 // library, so the AVX2 clone rounds exactly as the baseline one and as the CUDA twin.
+// TWINBED_CLONES_AVX512 adds an x86-64-v4 (AVX-512) clone, for compute-bound loops that measured
+// faster 16 lanes wide (the quantisers: 1.7-3x in L1), and an x86-64-v2 one, the first level where GCC
+// vectorises std::floor (roundps). It is not the default: DSA's masked updates measured 1.3-1.6x
+// slower in an AVX-512 clone, and the bandwidth-bound kernels gain nothing.
 #pragma once
 
 #include <cstddef>
@@ -14,9 +18,12 @@
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
-#define TWINBED_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define TWINBED_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define TWINBED_CLONES_AVX512 \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "arch=x86-64-v2", "default")))
 #else
 #define TWINBED_CLONES
+#define TWINBED_CLONES_AVX512
 #endif
 
 #define TWINBED_INLINE [[gnu::always_inline]] inline

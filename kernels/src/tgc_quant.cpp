@@ -1,9 +1,9 @@
 // TGC quantisation, CPU reference. The streaming loops are written so that GCC vectorises them:
 // tiles of a few blocks that stay in L1 get two passes (every block's max |x| and scale, then every
 // block's codes, while the next tile is prefetched), codes are formed in chunks of a constant length
-// and packed with shifts and narrowing conversions, no branch per element, and the hot drivers are
-// cloned for AVX-512 and AVX2 (see simd.hpp). Memory traffic is one read of the input and one write
-// of the codes.
+// and packed with shifts and narrowing conversions, no branch per element, and the quantising
+// drivers are cloned for AVX-512, AVX2 and SSE4.2 (see simd.hpp). Memory traffic is one read of the
+// input and one write of the codes.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -53,9 +53,11 @@ TWINBED_INLINE void pack(const std::uint32_t* __restrict c, std::uint8_t* __rest
     for (std::size_t i = 0; i < kChunk; ++i) out[i] = static_cast<std::uint8_t>(c[i]);
   } else {
     // Two adjacent codes read as one little-endian 64-bit word w = c0 + c1·2^32 give c0 | c1 << b in
-    // the low bits of w | w >> (32 − b): a shift and an or per pair, then a narrowing, no shuffles.
-    // Four-bit results are bytes; two-bit ones (c0 | c1 << 2) are paired once more the same way.
-    // Written with GCC/Clang vector types so that every clone gets whole-register code.
+    // the low bits of w | w >> (32 − b): a shift and an or per pair, then a narrowing. Four-bit
+    // results are bytes; two-bit ones (c0 | c1 << 2) are paired once more the same way. GCC/Clang
+    // vector types, so that the AVX-512 clone narrows with one vpmovqb per 16 codes (the AVX2 one
+    // extracts lanes, about as fast as the byte loop this replaced; loops left to the vectoriser
+    // came out 10-40% slower in one clone or the other).
     using U64x8 = std::uint64_t __attribute__((vector_size(64)));
     using U32x8 = std::uint32_t __attribute__((vector_size(32)));
     using U64x4 = std::uint64_t __attribute__((vector_size(32)));
@@ -80,37 +82,6 @@ TWINBED_INLINE void pack(const std::uint32_t* __restrict c, std::uint8_t* __rest
       }
     }
   }
-}
-
-// Inverse of pack's sub-byte step for 16 codes (16·Bits/8 bytes of in): a byte zero-extended to a
-// 64-bit word b holds its low and high nibble in the 32-bit halves of (b | b << 28) & (15 + 15·2^32);
-// for 2 bits each nibble is split the same way once more.
-template <int Bits>
-TWINBED_INLINE void unpack16(const std::uint8_t* __restrict in, std::uint32_t* __restrict c) {
-  using U64x8 = std::uint64_t __attribute__((vector_size(64)));
-  using U64x4 = std::uint64_t __attribute__((vector_size(32)));
-  using U32x8 = std::uint32_t __attribute__((vector_size(32)));
-  using U8x8 = std::uint8_t __attribute__((vector_size(8)));
-  using U8x4 = std::uint8_t __attribute__((vector_size(4)));
-  constexpr std::uint64_t kNibbles = 0x0000000f0000000fULL;
-  U64x8 w;
-  if constexpr (Bits == 4) {
-    U8x8 bytes;
-    std::memcpy(&bytes, in, sizeof bytes);
-    w = __builtin_convertvector(bytes, U64x8);
-    w = (w | w << 28) & kNibbles;
-  } else {
-    static_assert(Bits == 2);
-    U8x4 bytes;
-    std::memcpy(&bytes, in, sizeof bytes);
-    U64x4 b = __builtin_convertvector(bytes, U64x4);
-    b = (b | b << 28) & kNibbles;
-    U32x8 nibbles;
-    std::memcpy(&nibbles, &b, sizeof nibbles);
-    w = __builtin_convertvector(nibbles, U64x8);
-    w = (w | w << 30) & 0x0000000300000003ULL;
-  }
-  std::memcpy(c, &w, sizeof w);
 }
 
 // Codes of one block, or of its part up to an index that is a multiple of 2^32 (len elements of src,
@@ -220,12 +191,12 @@ TWINBED_INLINE void quantize_dispatch(const float* g, float* e, std::size_t n, c
   }
 }
 
-TWINBED_CLONES void quantize_impl(const float* x, std::size_t n, const QuantSpec& spec, std::uint8_t* codes,
+TWINBED_CLONES_AVX512 void quantize_impl(const float* x, std::size_t n, const QuantSpec& spec, std::uint8_t* codes,
                                   float* scales) {
   quantize_dispatch<false>(x, nullptr, n, spec, codes, scales);
 }
 
-TWINBED_CLONES void ef_quantize_impl(const float* g, float* e, std::size_t n, const QuantSpec& spec,
+TWINBED_CLONES_AVX512 void ef_quantize_impl(const float* g, float* e, std::size_t n, const QuantSpec& spec,
                                      std::uint8_t* codes, float* scales) {
   quantize_dispatch<true>(g, e, n, spec, codes, scales);
 }
@@ -249,14 +220,16 @@ TWINBED_INLINE void dequant_all(const std::uint8_t* codes, const float* scales, 
         out[i] = detail::dequant_value(c, qmax, scale);
       }
     } else {
-      std::size_t i = 0;
-      for (; i + 16 <= len; i += 16) {
-        std::uint32_t c[16];
-        unpack16<Bits>(in + i * Bits / 8, c);
-        for (std::size_t k = 0; k < 16; ++k) out[i + k] = detail::dequant_value(c[k], qmax, scale);
+      constexpr std::size_t per = 8 / Bits;
+      constexpr std::uint32_t mask = (1U << Bits) - 1U;
+      const std::size_t full = len / per;
+      for (std::size_t j = 0; j < full; ++j) {
+        const std::uint32_t byte = in[j];
+        for (std::size_t t = 0; t < per; ++t)
+          out[j * per + t] = detail::dequant_value((byte >> (Bits * t)) & mask, qmax, scale);
       }
-      for (; i < len; ++i)  // the tensor's last block only
-        out[i] = detail::dequant_value((in[i * Bits / 8] >> (i * Bits % 8)) & ((1U << Bits) - 1U), qmax, scale);
+      for (std::size_t t = 0; full * per + t < len; ++t)
+        out[full * per + t] = detail::dequant_value((in[full] >> (Bits * t)) & mask, qmax, scale);
     }
   }
 }
