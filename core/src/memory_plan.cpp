@@ -110,8 +110,7 @@ class RangeMin {
 // finds the gaps a new tensor could take between the tensors it conflicts with.
 class Arena {
  public:
-  Arena(const std::vector<TensorLife>& tensors, const ConflictFn& conflict)
-      : tensors_(tensors), conflict_(conflict), offsets_(tensors.size(), 0) {}
+  explicit Arena(const std::vector<TensorLife>& tensors) : tensors_(tensors), offsets_(tensors.size(), 0) {}
 
   // Puts tensor `index` of `size` aligned bytes into the smallest gap between placed tensors it
   // conflicts with (ties: the lowest), else above the highest of them.
@@ -122,11 +121,10 @@ class Arena {
     Bytes best_offset = -1;
     Bytes best_gap = INT64_MAX;
     for (const Block& b : blocks_) {
-      // A block that ends below the frontier opens no gap and cannot raise it. Tensors overlapping in
-      // time conflict by contract. Both tests spare calls to `conflict`, the planners' main cost.
+      // A block that ends below the frontier opens no gap and cannot raise it; one whose tensor is not
+      // live with this one is no obstacle.
       if (b.end <= frontier) continue;
-      const bool overlap = t.alloc < b.free && b.alloc < t.free;
-      if (!overlap && (!conflict_ || !conflict_(index, b.index))) continue;
+      if (!(t.alloc < b.free && b.alloc < t.free)) continue;
       const Bytes gap = b.offset - frontier;
       if (gap >= size && gap < best_gap) {
         best_gap = gap;
@@ -136,7 +134,7 @@ class Arena {
       frontier = b.end;
     }
     const Bytes offset = best_offset >= 0 ? best_offset : frontier;
-    const Block placed{offset, offset + size, t.alloc, t.free, index};
+    const Block placed{offset, offset + size, t.alloc, t.free};
     auto at = std::upper_bound(blocks_.begin(), blocks_.end(), placed,
                                [](const Block& x, const Block& y) { return x.offset < y.offset; });
     blocks_.insert(at, placed);
@@ -154,10 +152,8 @@ class Arena {
     Bytes end;
     std::int64_t alloc;
     std::int64_t free;
-    std::size_t index;
   };
   const std::vector<TensorLife>& tensors_;
-  const ConflictFn& conflict_;
   std::vector<Block> blocks_;
   std::vector<Bytes> offsets_;
   Bytes size_ = 0;
@@ -171,26 +167,24 @@ bool larger_first(const std::vector<TensorLife>& tensors, std::size_t a, std::si
 }
 
 ArenaPlan place_in_order(const std::vector<std::size_t>& order, const std::vector<TensorLife>& tensors,
-                         const std::vector<Bytes>& sizes, const ConflictFn& conflict, std::string planner) {
-  Arena arena(tensors, conflict);
+                         const std::vector<Bytes>& sizes, std::string planner) {
+  Arena arena(tensors);
   for (std::size_t i : order) arena.place(i, sizes[i]);
   return std::move(arena).finish(std::move(planner));
 }
 
 }  // namespace
 
-ArenaPlan plan_greedy_by_size(const std::vector<TensorLife>& tensors, const ConflictFn& conflict,
-                              Bytes alignment) {
+ArenaPlan plan_greedy_by_size(const std::vector<TensorLife>& tensors, Bytes alignment) {
   const std::vector<Bytes> sizes = aligned_sizes(tensors, alignment);
   std::vector<std::size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::sort(order.begin(), order.end(),
             [&](std::size_t a, std::size_t b) { return larger_first(tensors, a, b); });
-  return place_in_order(order, tensors, sizes, conflict, "greedy_by_size");
+  return place_in_order(order, tensors, sizes, "greedy_by_size");
 }
 
-ArenaPlan plan_greedy_by_breadth(const std::vector<TensorLife>& tensors, const ConflictFn& conflict,
-                                 Bytes alignment) {
+ArenaPlan plan_greedy_by_breadth(const std::vector<TensorLife>& tensors, Bytes alignment) {
   const std::vector<Bytes> sizes = aligned_sizes(tensors, alignment);
   const Breadths breadths = breadths_at_allocs(tensors, sizes);
   const std::vector<std::int64_t>& positions = breadths.positions;
@@ -221,7 +215,7 @@ ArenaPlan plan_greedy_by_breadth(const std::vector<TensorLife>& tensors, const C
   std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
     return first_visit[a] != first_visit[b] ? first_visit[a] < first_visit[b] : larger_first(tensors, a, b);
   });
-  return place_in_order(order, tensors, sizes, conflict, "greedy_by_breadth");
+  return place_in_order(order, tensors, sizes, "greedy_by_breadth");
 }
 
 Bytes live_bytes_lower_bound(const std::vector<TensorLife>& tensors, Bytes alignment) {
@@ -234,8 +228,7 @@ Bytes no_reuse_bytes(const std::vector<TensorLife>& tensors, Bytes alignment) {
   return std::accumulate(sizes.begin(), sizes.end(), Bytes{0});
 }
 
-std::string check_arena_plan(const std::vector<TensorLife>& tensors, const ConflictFn& conflict,
-                             const ArenaPlan& plan, Bytes alignment) {
+std::string check_arena_plan(const std::vector<TensorLife>& tensors, const ArenaPlan& plan, Bytes alignment) {
   const std::vector<Bytes> sizes = aligned_sizes(tensors, alignment);
   if (plan.offsets.size() != tensors.size()) {
     throw InvalidArgument("check_arena_plan: " + std::to_string(plan.offsets.size()) + " offsets for " +
@@ -267,7 +260,7 @@ std::string check_arena_plan(const std::vector<TensorLife>& tensors, const Confl
     for (std::size_t y = x + 1; y < order.size() && plan.offsets[order[y]] < end; ++y) {
       const std::size_t j = order[y];
       if (tensors[j].bytes == 0) continue;
-      if (!intervals_overlap(tensors[i], tensors[j]) && (!conflict || !conflict(i, j))) continue;
+      if (!intervals_overlap(tensors[i], tensors[j])) continue;
       return "tensors " + std::to_string(std::min(i, j)) + " and " + std::to_string(std::max(i, j)) +
              " conflict but their memory overlaps: [" + std::to_string(plan.offsets[i]) + ", " +
              std::to_string(end) + ") and [" + std::to_string(plan.offsets[j]) + ", " +

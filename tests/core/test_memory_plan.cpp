@@ -13,12 +13,8 @@
 namespace twinbed {
 namespace {
 
-using Planner = ArenaPlan (*)(const std::vector<TensorLife>&, const ConflictFn&, Bytes);
+using Planner = ArenaPlan (*)(const std::vector<TensorLife>&, Bytes);
 const Planner kPlanners[] = {&plan_greedy_by_size, &plan_greedy_by_breadth};
-
-ConflictFn overlap_of(const std::vector<TensorLife>& tensors) {
-  return [&tensors](std::size_t a, std::size_t b) { return intervals_overlap(tensors[a], tensors[b]); };
-}
 
 std::int64_t uniform(std::mt19937_64& rng, std::int64_t lo, std::int64_t hi) {  // [lo, hi]
   return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
@@ -128,9 +124,9 @@ TEST(MemoryPlan, PlannersMatchTheReferenceImplementations) {
     const std::vector<TensorLife> tensors = random_tensors(rng);
     const Bytes alignment = random_alignment(rng);
     SCOPED_TRACE("instance " + std::to_string(instance));
-    EXPECT_EQ(plan_greedy_by_size(tensors, overlap_of(tensors), alignment).offsets,
+    EXPECT_EQ(plan_greedy_by_size(tensors, alignment).offsets,
               reference_by_size(tensors, alignment));
-    EXPECT_EQ(plan_greedy_by_breadth(tensors, overlap_of(tensors), alignment).offsets,
+    EXPECT_EQ(plan_greedy_by_breadth(tensors, alignment).offsets,
               reference_by_breadth(tensors, alignment));
   }
 }
@@ -140,82 +136,48 @@ TEST(MemoryPlan, RandomInstancesGiveValidPlansWithinBounds) {
   for (int instance = 0; instance < 400; ++instance) {
     const std::vector<TensorLife> tensors = random_tensors(rng);
     const Bytes alignment = random_alignment(rng);
-    const ConflictFn conflict = overlap_of(tensors);
     const Bytes lower = live_bytes_lower_bound(tensors, alignment);
     const Bytes upper = no_reuse_bytes(tensors, alignment);
     for (Planner planner : kPlanners) {
-      const ArenaPlan plan = planner(tensors, conflict, alignment);
+      const ArenaPlan plan = planner(tensors, alignment);
       SCOPED_TRACE("instance " + std::to_string(instance) + ", " + plan.planner);
       ASSERT_EQ(plan.offsets.size(), tensors.size());
-      EXPECT_EQ(check_arena_plan(tensors, conflict, plan, alignment), "");
+      EXPECT_EQ(check_arena_plan(tensors, plan, alignment), "");
       EXPECT_LE(lower, plan.size);
       EXPECT_LE(plan.size, upper);
-      EXPECT_EQ(plan, planner(tensors, conflict, alignment));  // deterministic
-      EXPECT_EQ(plan, planner(tensors, ConflictFn{}, alignment));  // empty means interval overlap
-      EXPECT_EQ(check_arena_plan(tensors, ConflictFn{}, plan, alignment), "");
-    }
-  }
-}
-
-TEST(MemoryPlan, StricterConflictRelationsStillGiveValidPlans) {
-  std::mt19937_64 rng(7);
-  for (int instance = 0; instance < 300; ++instance) {
-    const std::vector<TensorLife> tensors = random_tensors(rng);
-    const Bytes alignment = random_alignment(rng);
-    // Overlap, or a random extra relation (as unordered streams would add), made symmetric.
-    const std::size_t n = tensors.size();
-    std::vector<std::vector<bool>> extra(n, std::vector<bool>(n, false));
-    for (std::size_t a = 0; a < n; ++a) {
-      for (std::size_t b = a + 1; b < n; ++b) extra[a][b] = extra[b][a] = uniform(rng, 0, 4) == 0;
-    }
-    const ConflictFn conflict = [&](std::size_t a, std::size_t b) {
-      return extra[a][b] || intervals_overlap(tensors[a], tensors[b]);
-    };
-    for (Planner planner : kPlanners) {
-      const ArenaPlan plan = planner(tensors, conflict, alignment);
-      SCOPED_TRACE("instance " + std::to_string(instance) + ", " + plan.planner);
-      EXPECT_EQ(check_arena_plan(tensors, conflict, plan, alignment), "");
-      EXPECT_LE(live_bytes_lower_bound(tensors, alignment), plan.size);
-      EXPECT_LE(plan.size, no_reuse_bytes(tensors, alignment));
+      EXPECT_EQ(plan, planner(tensors, alignment));  // deterministic
     }
   }
 }
 
 TEST(MemoryPlan, CheckerCatchesBrokenPlans) {
   const std::vector<TensorLife> tensors = {{100, 0, 2}, {50, 1, 3}, {70, 3, 4}};
-  const ConflictFn conflict = overlap_of(tensors);
   const ArenaPlan good{"hand", {0, 128, 0}, 192};
-  EXPECT_EQ(check_arena_plan(tensors, conflict, good, 64), "");
+  EXPECT_EQ(check_arena_plan(tensors, good, 64), "");
 
   ArenaPlan overlapping = good;
   overlapping.offsets[1] = 64;  // [64, 114) meets tensor 0's [0, 100) while both are live
-  EXPECT_NE(check_arena_plan(tensors, conflict, overlapping, 64), "");
+  EXPECT_NE(check_arena_plan(tensors, overlapping, 64), "");
   overlapping.offsets[1] = 100;  // touching is fine at alignment 1 ...
-  EXPECT_EQ(check_arena_plan(tensors, conflict, overlapping, 1), "");
+  EXPECT_EQ(check_arena_plan(tensors, overlapping, 1), "");
   overlapping.offsets[1] = 99;  // ... one byte of overlap is not
-  EXPECT_NE(check_arena_plan(tensors, conflict, overlapping, 1), "");
+  EXPECT_NE(check_arena_plan(tensors, overlapping, 1), "");
 
   ArenaPlan misaligned = good;
   misaligned.offsets[1] = 130;
-  EXPECT_NE(check_arena_plan(tensors, conflict, misaligned, 64), "");
+  EXPECT_NE(check_arena_plan(tensors, misaligned, 64), "");
   ArenaPlan negative = good;
   negative.offsets[2] = -64;
-  EXPECT_NE(check_arena_plan(tensors, conflict, negative, 64), "");
+  EXPECT_NE(check_arena_plan(tensors, negative, 64), "");
   ArenaPlan too_small = good;
   too_small.size = 128;  // tensor 1 needs [128, 192)
-  EXPECT_NE(check_arena_plan(tensors, conflict, too_small, 64), "");
-
-  // A stricter relation makes tensors 0 and 2 (disjoint in time) conflict at the same offset.
-  const ConflictFn stricter = [&](std::size_t a, std::size_t b) {
-    return (a + b == 2 && a != b) || intervals_overlap(tensors[a], tensors[b]);
-  };
-  EXPECT_NE(check_arena_plan(tensors, stricter, good, 64), "");
+  EXPECT_NE(check_arena_plan(tensors, too_small, 64), "");
 }
 
 TEST(MemoryPlan, DisjointLifetimesShareOffsetZero) {
   const std::vector<TensorLife> tensors = {{100, 0, 1}, {300, 1, 2}, {200, 2, 3}, {0, 0, 3}};
   for (Planner planner : kPlanners) {
-    const ArenaPlan plan = planner(tensors, overlap_of(tensors), 64);
+    const ArenaPlan plan = planner(tensors, 64);
     EXPECT_EQ(plan.offsets, (std::vector<Bytes>{0, 0, 0, 0})) << plan.planner;
     EXPECT_EQ(plan.size, 320) << plan.planner;  // the largest, 300 bytes, aligned to 64
   }
@@ -225,7 +187,7 @@ TEST(MemoryPlan, ChainOfThreeReusesTheFirstForTheLast) {
   // a [0,2) and c [2,4) never meet; b [1,3) meets both.
   const std::vector<TensorLife> tensors = {{10, 0, 2}, {20, 1, 3}, {30, 2, 4}};
   for (Planner planner : kPlanners) {
-    const ArenaPlan plan = planner(tensors, overlap_of(tensors), 1);
+    const ArenaPlan plan = planner(tensors, 1);
     EXPECT_EQ(plan.offsets, (std::vector<Bytes>{0, 30, 0})) << plan.planner;
     EXPECT_EQ(plan.size, 50) << plan.planner;
   }
@@ -235,9 +197,9 @@ TEST(MemoryPlan, ChainOfThreeReusesTheFirstForTheLast) {
 TEST(MemoryPlan, AllOverlappingTensorsTakeTheSum) {
   const std::vector<TensorLife> tensors = {{10, 0, kNeverFreed}, {20, 1, 5}, {30, 2, kNeverFreed}};
   for (Planner planner : kPlanners) {
-    const ArenaPlan plan = planner(tensors, overlap_of(tensors), 16);
+    const ArenaPlan plan = planner(tensors, 16);
     EXPECT_EQ(plan.size, 16 + 32 + 32) << plan.planner;
-    EXPECT_EQ(check_arena_plan(tensors, overlap_of(tensors), plan, 16), "");
+    EXPECT_EQ(check_arena_plan(tensors, plan, 16), "");
   }
   EXPECT_EQ(no_reuse_bytes(tensors, 16), 80);
   EXPECT_EQ(live_bytes_lower_bound(tensors, 16), 80);
@@ -246,7 +208,7 @@ TEST(MemoryPlan, AllOverlappingTensorsTakeTheSum) {
 TEST(MemoryPlan, EmptyProgram) {
   const std::vector<TensorLife> none;
   for (Planner planner : kPlanners) {
-    const ArenaPlan plan = planner(none, overlap_of(none), 8);
+    const ArenaPlan plan = planner(none, 8);
     EXPECT_TRUE(plan.offsets.empty());
     EXPECT_EQ(plan.size, 0);
   }
@@ -262,11 +224,11 @@ TEST(MemoryPlan, LowerBoundIsTheOptimumOnThePapersExample) {
   const std::vector<TensorLife> tensors = {{32, 0, 2}, {32, 1, 5}, {8, 2, 6},  {16, 3, 6}, {8, 4, 6},
                                            {64, 5, 8}, {8, 6, 9},  {8, 7, 9},  {16, 8, 10}};
   EXPECT_EQ(live_bytes_lower_bound(tensors, 1), 96);
-  const ArenaPlan by_size = plan_greedy_by_size(tensors, overlap_of(tensors), 1);
+  const ArenaPlan by_size = plan_greedy_by_size(tensors, 1);
   EXPECT_EQ(by_size.size, 96);
   EXPECT_EQ(by_size.offsets, (std::vector<Bytes>{0, 32, 80, 64, 88, 0, 64, 72, 0}));
-  const ArenaPlan by_breadth = plan_greedy_by_breadth(tensors, overlap_of(tensors), 1);
-  EXPECT_EQ(check_arena_plan(tensors, overlap_of(tensors), by_breadth, 1), "");
+  const ArenaPlan by_breadth = plan_greedy_by_breadth(tensors, 1);
+  EXPECT_EQ(check_arena_plan(tensors, by_breadth, 1), "");
   EXPECT_EQ(by_breadth.size, 96);
 }
 
@@ -279,7 +241,7 @@ TEST(MemoryPlan, LowerBoundIsTheOptimumForEqualSizes) {
     std::vector<TensorLife> tensors = random_tensors(rng);
     const Bytes size = uniform(rng, 1, 1000);
     for (TensorLife& t : tensors) t.bytes = size;
-    const ArenaPlan plan = plan_greedy_by_size(tensors, overlap_of(tensors), 1);
+    const ArenaPlan plan = plan_greedy_by_size(tensors, 1);
     EXPECT_EQ(plan.size, live_bytes_lower_bound(tensors, 1)) << "instance " << instance;
   }
 }
@@ -293,8 +255,8 @@ TEST(MemoryPlan, ManyTensorsStayValid) {
                              : TensorLife{uniform(rng, 0, 1 << 20), position, position + uniform(rng, 1, 200)};
   }
   for (Planner planner : kPlanners) {
-    const ArenaPlan plan = planner(tensors, overlap_of(tensors), 256);
-    EXPECT_EQ(check_arena_plan(tensors, overlap_of(tensors), plan, 256), "") << plan.planner;
+    const ArenaPlan plan = planner(tensors, 256);
+    EXPECT_EQ(check_arena_plan(tensors, plan, 256), "") << plan.planner;
     EXPECT_LE(live_bytes_lower_bound(tensors, 256), plan.size);
     EXPECT_LT(plan.size, no_reuse_bytes(tensors, 256));
   }
@@ -306,11 +268,11 @@ TEST(MemoryPlan, BadArgumentsThrow) {
   const std::vector<TensorLife> empty_life = {{100, 2, 2}};
   const std::vector<TensorLife> backwards = {{100, 3, 2}};
   for (Planner planner : kPlanners) {
-    EXPECT_THROW(planner(negative, overlap_of(negative), 1), InvalidArgument);
-    EXPECT_THROW(planner(empty_life, overlap_of(empty_life), 1), InvalidArgument);
-    EXPECT_THROW(planner(backwards, overlap_of(backwards), 1), InvalidArgument);
-    EXPECT_THROW(planner(good, overlap_of(good), 0), InvalidArgument);
-    EXPECT_THROW(planner(good, overlap_of(good), -8), InvalidArgument);
+    EXPECT_THROW(planner(negative, 1), InvalidArgument);
+    EXPECT_THROW(planner(empty_life, 1), InvalidArgument);
+    EXPECT_THROW(planner(backwards, 1), InvalidArgument);
+    EXPECT_THROW(planner(good, 0), InvalidArgument);
+    EXPECT_THROW(planner(good, -8), InvalidArgument);
   }
   EXPECT_THROW(live_bytes_lower_bound(negative, 1), InvalidArgument);
   EXPECT_THROW(live_bytes_lower_bound(good, 0), InvalidArgument);
@@ -318,12 +280,12 @@ TEST(MemoryPlan, BadArgumentsThrow) {
   EXPECT_THROW(no_reuse_bytes(good, 0), InvalidArgument);
   EXPECT_THROW(caching_allocator_peak(negative), InvalidArgument);
   EXPECT_THROW(caching_allocator_peak(empty_life), InvalidArgument);
-  EXPECT_THROW(check_arena_plan(good, overlap_of(good), ArenaPlan{"hand", {0, 0}, 128}, 1), InvalidArgument);
-  EXPECT_THROW(check_arena_plan(good, overlap_of(good), ArenaPlan{"hand", {0}, 128}, 0), InvalidArgument);
+  EXPECT_THROW(check_arena_plan(good, ArenaPlan{"hand", {0, 0}, 128}, 1), InvalidArgument);
+  EXPECT_THROW(check_arena_plan(good, ArenaPlan{"hand", {0}, 128}, 0), InvalidArgument);
   // Byte totals beyond int64 are refused, not wrapped.
   const std::vector<TensorLife> huge = {{INT64_MAX - 1, 0, 1}, {INT64_MAX / 2, 0, 1}};
   EXPECT_THROW(no_reuse_bytes({huge[0]}, 4), InvalidArgument);
-  EXPECT_THROW(plan_greedy_by_size(huge, overlap_of(huge), 1), InvalidArgument);
+  EXPECT_THROW(plan_greedy_by_size(huge, 1), InvalidArgument);
   EXPECT_THROW(caching_allocator_peak({huge[0]}), InvalidArgument);
 }
 

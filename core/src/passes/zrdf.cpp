@@ -101,8 +101,8 @@ void apply_zrdf(Plan& plan, const ZrdfParams& p) {
   if (p.planner == "none") return;
   for (Program& prog : plan.programs) {
     const Lifetimes life = lifetimes(prog);
-    const ArenaPlan placed = p.planner == "greedy_by_breadth" ? plan_greedy_by_breadth(life.ordered, {}, p.alignment)
-                                                               : plan_greedy_by_size(life.ordered, {}, p.alignment);
+    const ArenaPlan placed = p.planner == "greedy_by_breadth" ? plan_greedy_by_breadth(life.ordered, p.alignment)
+                                                               : plan_greedy_by_size(life.ordered, p.alignment);
     Arena arena;
     arena.size = placed.size;
     arena.planner = p.planner;

@@ -8,14 +8,16 @@
 // ("aligned bytes"). Zero-byte tensors are allowed: they take no space, get offset 0 and never overlap
 // anything in memory.
 //
+// Two tensors conflict — must not share memory — when their lives [alloc, free) intersect. Lives from
+// concurrent streams must be made such that this is enough: the ZRDF pass (passes/zrdf.hpp) starts each
+// life at the first position not ordered before its allocation in every execution.
+//
 // Every function throws InvalidArgument for a tensor with bytes < 0 or alloc >= free, for
-// alignment < 1, and when a byte total does not fit in int64. Functions are pure and thread-safe;
-// `conflict` is called from the calling thread only.
+// alignment < 1, and when a byte total does not fit in int64. Functions are pure and thread-safe.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,14 +36,7 @@ struct TensorLife {
   bool operator==(const TensorLife&) const = default;
 };
 
-// Which tensors must not share memory, by index into the tensor vector. The default is interval
-// overlap of [alloc, free); the pass may supply a stricter relation (tensors whose order is not
-// guaranteed across streams also conflict).
-// Contract: conflict(a, b) == conflict(b, a); every pair whose intervals overlap must conflict.
-// Functions here never call `conflict` for such a pair: they know the answer. An empty ConflictFn
-// means interval overlap alone, and is much faster than a function computing it (no call per pair).
-using ConflictFn = std::function<bool(std::size_t a, std::size_t b)>;
-// Whether [a.alloc, a.free) and [b.alloc, b.free) intersect.
+// Whether [a.alloc, a.free) and [b.alloc, b.free) intersect: whether a and b conflict.
 inline bool intervals_overlap(const TensorLife& a, const TensorLife& b) {
   return a.alloc < b.free && b.alloc < a.free;
 }
@@ -56,17 +51,15 @@ struct ArenaPlan {
 // Greedy by size (Pisarchyk & Lee 2020, "Efficient Memory Management for Deep Neural Net Inference",
 // arXiv:2001.03288): tensors in decreasing size (ties: earlier alloc, then index); each goes into the
 // smallest gap between already-placed conflicting tensors that fits it (ties: the lowest gap), else
-// above the highest one. Deterministic. O(T^2) conflict calls at most, O(T^2) time, O(T) memory.
-ArenaPlan plan_greedy_by_size(const std::vector<TensorLife>& tensors, const ConflictFn& conflict,
-                              Bytes alignment);
+// above the highest one. Deterministic. O(T^2) time, O(T) memory.
+ArenaPlan plan_greedy_by_size(const std::vector<TensorLife>& tensors, Bytes alignment);
 // Greedy by breadth (same paper): positions in decreasing "breadth" (the aligned bytes live there;
 // ties: earlier position); at each, its still-unplaced live tensors in decreasing size (ties as
 // above), each placed as above. Same complexity as greedy by size.
-ArenaPlan plan_greedy_by_breadth(const std::vector<TensorLife>& tensors, const ConflictFn& conflict,
-                                 Bytes alignment);
+ArenaPlan plan_greedy_by_breadth(const std::vector<TensorLife>& tensors, Bytes alignment);
 
 // The largest sum of aligned bytes live at one position: no arena can be smaller, because tensors live
-// at one position all conflict pairwise (given the contract above). O(T log T).
+// at one position all conflict pairwise. O(T log T).
 Bytes live_bytes_lower_bound(const std::vector<TensorLife>& tensors, Bytes alignment);
 // Every tensor in memory of its own, never reused: the sum of aligned bytes. O(T).
 Bytes no_reuse_bytes(const std::vector<TensorLife>& tensors, Bytes alignment);
@@ -74,10 +67,9 @@ Bytes no_reuse_bytes(const std::vector<TensorLife>& tensors, Bytes alignment);
 // Checks a plan: offsets aligned and non-negative, size covers every tensor (offset + aligned bytes),
 // and no two conflicting tensors' [offset, offset + bytes) ranges overlap. Returns an empty string when
 // valid, else a one-line description of the first problem found. Throws InvalidArgument also when
-// plan.offsets.size() != tensors.size(). O(T log T) plus one conflict call per pair of tensors whose
-// memory ranges overlap.
-std::string check_arena_plan(const std::vector<TensorLife>& tensors, const ConflictFn& conflict,
-                             const ArenaPlan& plan, Bytes alignment);
+// plan.offsets.size() != tensors.size(). O(T log T) plus one test per pair of tensors whose memory
+// ranges overlap.
+std::string check_arena_plan(const std::vector<TensorLife>& tensors, const ArenaPlan& plan, Bytes alignment);
 
 // A model of PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp, one stream, default
 // settings: no max_split_size, no expandable segments), run over the tensors' alloc/free events in
