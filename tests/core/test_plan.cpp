@@ -34,6 +34,13 @@ int count(const Program& p, OpKind kind, GroupKind g) {
 
 }  // namespace
 
+// plan.hpp's figure for the memory of a Program: 60 bytes per op, 4 per dependency.
+TEST(Plan, RepresentationCostsWhatTheHeaderSays) {
+  EXPECT_EQ(sizeof(PlanOp), 56u);
+  EXPECT_EQ(sizeof(Program::dep_begin[0]), 4u);
+  EXPECT_EQ(sizeof(Program::deps[0]), 4u);
+}
+
 TEST(Plan, OneProgramPerStageSharedByItsRanks) {
   const Layout l = layout3d(2, 2, 2, 4);
   const Plan plan = build_plan(tiny(), l, cluster(l));

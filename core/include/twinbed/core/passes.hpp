@@ -53,7 +53,7 @@ class Pass {
 // keys, wrong types and out-of-range values are ConfigErrors naming path + "/key".
 using PassParser = std::function<std::unique_ptr<Pass>(const nlohmann::json& entry, const std::string& path)>;
 
-// The registered passes: lora, dsa, tgc, precision, zrdf.
+// The registered passes, in the order an experiment lists them: lora, precision, dsa, tgc, zrdf.
 Registry<PassParser> technique_passes();
 
 // One "techniques" entry: an object with "pass" naming a registered pass (ConfigError at path + "/pass"

@@ -34,8 +34,8 @@
 // in an op is relative to the executing rank (peer offsets, group kinds, not rank numbers), which is
 // what makes the sharing possible: GPT-3 175B with PP 16, TP 8, DP 8 stores 16 programs, not 1,024.
 //
-// Memory of the representation: a Program of n ops with d dependencies costs about 48·n + 4·d bytes
-// (CSR dependencies). Plans are plain values: copyable, comparable with ==, no pointers into themselves.
+// Memory of the representation: a Program of n ops with d dependencies costs about 60·n + 4·d bytes
+// (a 56-byte PlanOp and a 4-byte dep_begin entry per op, a 4-byte index per dependency: CSR). Plans are plain values: copyable, comparable with ==, no pointers into themselves.
 #pragma once
 
 #include <cstdint>
@@ -66,8 +66,9 @@ std::string to_string(OpKind k);
 //   Dp        the dp ranks of one (pp, tp) index, stride tp (dense-parameter gradients)
 //   Ep        ep consecutive dp replicas (stride tp) within a Dp group: the expert all-to-all
 //   ExpertDp  the dp/ep ranks of a Dp group holding the same experts, stride tp·ep (expert gradients)
-//   Pp        the pp ranks of one (dp, tp) index, stride tp·dp (not used by the builder's
-//             collectives; there for passes, e.g. the tied-embedding reduction)
+//   Pp        the pp ranks of one (dp, tp) index, stride tp·dp. No op of the builder or of the
+//             passes uses it: pipeline messages are Send/Recv, and the all-reduce of the tied word
+//             embedding's gradient between the first and the last stage (Megatron's) is not modelled
 //   DpIntra   the members of a Dp group on one host (ranks_per_host consecutive ranks per host)
 //   DpInter   the members of a Dp group with the same position among their host's members: one per
 //             host. DpIntra and DpInter exist when every host holds the same number of each Dp group's
@@ -238,9 +239,11 @@ Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const La
 
 // ---- op construction shared by the builder and the passes -----------------------------------------
 
-// The Adam step over `updated` parameters: a memory-bound op reading and writing the FP32 master weight,
-// momentum and variance (24 B; 16 B of state and 8 B of weight in pure FP32), reading the gradient and
-// writing the weight (4 B): 28 bytes and about 12 FLOPs per parameter (phase BackwardWeight, FP32).
+// The Adam step over `updated` parameters: a memory-bound op (phase BackwardWeight, FP32) of 28 bytes
+// per parameter in either precision: with 16-bit weights it reads and writes the FP32 master weight,
+// momentum and variance (24 B), reads the gradient and writes the 16-bit weight (2 + 2 B); in pure FP32
+// it reads and writes the weight, momentum and variance (24 B) and reads the gradient (4 B). About 12
+// FLOPs per parameter.
 OpCost optimizer_step_cost(std::int64_t updated);
 // What a trace records a compute op as: gemm, attention or memory-bound.
 SpanKind span_of(const OpCost& cost);

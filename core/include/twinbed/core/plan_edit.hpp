@@ -53,7 +53,8 @@ class ProgramEditor {
   void remove(std::uint32_t i);
   bool removed(std::uint32_t i) const { return removed_.at(i) != 0; }
 
-  // Adds `op` right before / right after original op `at`, or at the end, depending on `deps`.
+  // Adds `op`, depending on the ops `deps`, right before / right after original op `at` (append: after
+  // every op). Returns its reference.
   OpRef insert_before(std::uint32_t at, const PlanOp& op, const std::vector<OpRef>& deps = {}) {
     return add(op, deps.data(), deps.size(), at, kBefore);
   }
