@@ -205,7 +205,7 @@ OpCost optimizer_step_cost(std::int64_t updated) {
   step.kind = OpCost::Kind::MemoryBound;
   step.phase = OpCost::Phase::BackwardWeight;
   step.bytes = 28 * updated;
-  step.flops = 12.0 * static_cast<double>(updated);
+  step.flops = 16.0 * static_cast<double>(updated);  // AdamW's count (plan.hpp)
   step.dtype = DType::FP32;
   return step;
 }

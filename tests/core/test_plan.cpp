@@ -41,6 +41,15 @@ TEST(Plan, RepresentationCostsWhatTheHeaderSays) {
   EXPECT_EQ(sizeof(Program::deps[0]), 4u);
 }
 
+// AdamW per parameter: 28 bytes moved, 16 FLOPs (the count in plan.hpp).
+TEST(Plan, OptimizerStepCost) {
+  const OpCost step = optimizer_step_cost(1000);
+  EXPECT_EQ(step.bytes, 28000);
+  EXPECT_EQ(step.flops, 16000.0);
+  EXPECT_EQ(step.kind, OpCost::Kind::MemoryBound);
+  EXPECT_EQ(step.dtype, DType::FP32);
+}
+
 TEST(Plan, OneProgramPerStageSharedByItsRanks) {
   const Layout l = layout3d(2, 2, 2, 4);
   const Plan plan = build_plan(tiny(), l, cluster(l));

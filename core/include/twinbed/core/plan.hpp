@@ -242,8 +242,12 @@ Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const La
 // The Adam step over `updated` parameters: a memory-bound op (phase BackwardWeight, FP32) of 28 bytes
 // per parameter in either precision: with 16-bit weights it reads and writes the FP32 master weight,
 // momentum and variance (24 B), reads the gradient and writes the 16-bit weight (2 + 2 B); in pure FP32
-// it reads and writes the weight, momentum and variance (24 B) and reads the gradient (4 B). About 12
-// FLOPs per parameter.
+// it reads and writes the weight, momentum and variance (24 B) and reads the gradient (4 B).
+// 16 FLOPs per parameter: AdamW, as Megatron-LM runs it (apex FusedAdam with decoupled weight decay),
+// counted with the per-step scalars (1−β₁, 1−β₁ᵗ, η·α, η·λ, ...) made once. Kingma & Ba 2015
+// (arXiv:1412.6980) Algorithm 1: m ← β₁·m + (1−β₁)·g 3, v ← β₂·v + (1−β₂)·g² 4, the bias corrections
+// m̂ = m/(1−β₁ᵗ) and v̂ = v/(1−β₂ᵗ) 1 each, θ ← θ − α·m̂/(√v̂ + ε) 5 (√, +, ÷, ×, −): 14; Loshchilov &
+// Hutter 2019 (arXiv:1711.05101) Algorithm 2's decoupled decay θ ← θ − η·λ·θ: 2 more (×, −).
 OpCost optimizer_step_cost(std::int64_t updated);
 // What a trace records a compute op as: gemm, attention or memory-bound.
 SpanKind span_of(const OpCost& cost);
