@@ -48,7 +48,7 @@ std::string read_file_path(const json& v, const std::string& path, const fs::pat
   if (p.is_relative()) p = base_dir / p;
   p = fs::absolute(p).lexically_normal();
   if (const std::string why = json_read::unreadable_reason(p, what); !why.empty()) {
-    fail(path, json_read::quoted(p.string(), std::string::npos) + " " + why);
+    fail(path, json_read::quoted(p.string(), std::string::npos) + ": " + why);
   }
   return p.string();
 }
@@ -79,7 +79,7 @@ ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
                                    ") nor a file (looked for " + json_read::quoted(p.string(), std::string::npos) + ")");
     }
     if (const std::string why = json_read::unreadable_reason(p, "topology"); !why.empty()) {
-      fail(path + "/topology", json_read::quoted(p.string(), std::string::npos) + " " + why);
+      fail(path + "/topology", json_read::quoted(p.string(), std::string::npos) + ": " + why);
     }
     c.topology = p.string();
     c.topology_is_file = true;

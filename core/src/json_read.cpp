@@ -73,12 +73,12 @@ std::string unreadable_reason(const std::filesystem::path& file, const std::stri
   const std::string role = with_article(what) + " file";
   std::error_code ec;
   const fs::file_status status = fs::status(file, ec);  // follows links
-  if (status.type() == fs::file_type::not_found) return "does not exist (expected " + role + ")";
-  if (ec) return "cannot be read (expected " + role + "): " + ec.message();
+  if (status.type() == fs::file_type::not_found) return "cannot open the " + what + " file: it does not exist";
+  if (ec) return "cannot read the " + what + " file: " + ec.message();
   if (status.type() == fs::file_type::directory) return "is a folder, not " + role;
   if (status.type() != fs::file_type::regular) return "is not a regular file (a device, FIFO or socket), so not " + role;
   const std::uintmax_t size = fs::file_size(file, ec);
-  if (ec) return "cannot be read (expected " + role + "): " + ec.message();
+  if (ec) return "cannot read the " + what + " file: " + ec.message();
   if (size > kMaxInputFileBytes) {
     return "is " + std::to_string(size) + " bytes; " + role + " is at most " + std::to_string(kMaxInputFileBytes >> 20) +
            " MiB (" + std::to_string(kMaxInputFileBytes) + " bytes)";
@@ -89,7 +89,7 @@ std::string unreadable_reason(const std::filesystem::path& file, const std::stri
 std::string read_text_file(const std::filesystem::path& file, const std::string& what) {
   if (const std::string why = unreadable_reason(file, what); !why.empty()) throw ConfigError(file.string(), why);
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw ConfigError(file.string(), "cannot be opened (expected " + with_article(what) + " file)");
+  if (!in) throw ConfigError(file.string(), "cannot open the " + what + " file");
   // Bounded even if the file grew since it was checked.
   std::string text;
   char buf[1 << 16];
@@ -97,7 +97,7 @@ std::string read_text_file(const std::filesystem::path& file, const std::string&
     text.append(buf, static_cast<std::size_t>(in.gcount()));
     if (text.size() > kMaxInputFileBytes) throw ConfigError(file.string(), "grew beyond " + std::to_string(kMaxInputFileBytes >> 20) + " MiB while being read");
   }
-  if (in.bad()) throw ConfigError(file.string(), "cannot be read (expected " + with_article(what) + " file)");
+  if (in.bad()) throw ConfigError(file.string(), "cannot read the " + what + " file");
   return text;
 }
 

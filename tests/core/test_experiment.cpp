@@ -480,7 +480,7 @@ TEST(JsonFile, OnlyRegularFilesOfBoundedSizeAreRead) {
   const fs::path dir = scratch_folder("json-file");
   EXPECT_EQ(file_error(dir.string()), "is a folder, not an experiment file");
   EXPECT_EQ(file_error(dir.string(), "topology"), "is a folder, not a topology file");
-  EXPECT_EQ(file_error((dir / "nosuch.json").string()), "does not exist (expected an experiment file)");
+  EXPECT_EQ(file_error((dir / "nosuch.json").string()), "cannot open the experiment file: it does not exist");
   EXPECT_EQ(file_error("/dev/zero"), "is not a regular file (a device, FIFO or socket), so not an experiment file");
   const fs::path fifo = dir / "fifo.json";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
@@ -508,14 +508,14 @@ TEST(JsonFile, FilesNamedInAConfigAreCheckedAlike) {
   c["cluster"]["profile"] = "/dev/zero";
   std::string message;
   EXPECT_EQ(error_path(c, &message), "/cluster/profile");
-  EXPECT_NE(message.find("\"/dev/zero\" is not a regular file"), std::string::npos) << message;
+  EXPECT_NE(message.find("\"/dev/zero\": is not a regular file"), std::string::npos) << message;
   c["cluster"]["profile"] = dir.string();
   EXPECT_EQ(error_path(c, &message), "/cluster/profile");
   EXPECT_NE(message.find("is a folder, not a measured profile file"), std::string::npos) << message;
   c = small_config();
   c["cluster"] = {{"topology", "/dev/null"}};
   EXPECT_EQ(error_path(c, &message), "/cluster/topology");
-  EXPECT_NE(message.find("\"/dev/null\" is not a regular file"), std::string::npos) << message;
+  EXPECT_NE(message.find("\"/dev/null\": is not a regular file"), std::string::npos) << message;
   std::filesystem::remove_all(dir);
 }
 

@@ -26,8 +26,8 @@ inline constexpr std::uintmax_t kMaxInputFileBytes = std::uintmax_t{64} << 20;
 // Why `file` cannot be read as a `what` file ("experiment", "topology", ...), or "" when it can: it must
 // be, after following links, a regular file of at most kMaxInputFileBytes. A FIFO, a terminal or a
 // device (/dev/zero) is refused here, before anything opens it, so no read can block or run forever.
-// The text follows the file's name: "is a folder, not an experiment file", "does not exist (expected a
-// topology file)", "is not a regular file (a device, FIFO or socket), so not a profile file", ...
+// The text follows the file's name: "is a folder, not an experiment file", "cannot open the topology file:
+// it does not exist", "is not a regular file (a device, FIFO or socket), so not a profile file", ...
 // The one check of every file twinbed reads.
 std::string unreadable_reason(const std::filesystem::path& file, const std::string& what);
 // The whole of `file` once unreadable_reason has nothing against it; otherwise, or when reading fails,
