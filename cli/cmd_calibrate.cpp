@@ -31,7 +31,7 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
     options.gemm_dims = {128, 512};
     options.seconds_per_point = 0.01;
     options.stream_bytes = {64 * KiB, 8 * MiB};
-    options.p2p_sizes = {8, 64 << 10, 1 << 20, 4 << 20};
+    options.p2p_sizes = {8, 64 * KiB, MiB, 4 * MiB};
   }
   try {
     if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, triad, ping-pong)...\n", mpi.size());
@@ -65,7 +65,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
       "the profile the simulator reads");
   cmd->add_option("--ranks", opts->ranks,
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
-      ->check(in_range(1, 1 << 20, true))
+      ->check(in_range(1, kMaxCount, true))
       ->capture_default_str();
   cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
   cmd->add_flag("--quick", opts->quick, "A second or two instead of about half a minute: fewer shapes, shorter timings");

@@ -194,10 +194,10 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
       ->capture_default_str();
   cmd->add_option("--min-bytes", opts->min_bytes, "Smallest size (K, M, G suffixes are binary)")->capture_default_str();
   cmd->add_option("--max-bytes", opts->max_bytes, "Largest size (default 1G simulated, 64M measured)");
-  cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->check(in_range(2, 1 << 20, true))->capture_default_str();
+  cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->check(in_range(2, kMaxCount, true))->capture_default_str();
   cmd->add_option("--root", opts->root, "Root rank of broadcast and reduce")->capture_default_str();
-  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->check(in_range(1, 1 << 20, true))->capture_default_str();
-  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->check(in_range(0, 1 << 20, true))->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->check(in_range(1, kMaxCount, true))->capture_default_str();
+  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->check(in_range(0, kMaxCount, true))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
   opts->topology.add_to(*cmd);
   cmd->callback([opts, &invocation] {

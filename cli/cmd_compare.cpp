@@ -241,9 +241,9 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--min-bytes", opts->min_bytes, "--collectives: smallest size")->capture_default_str();
   cmd->add_option("--max-bytes", opts->max_bytes, "--collectives: largest size (sizes double)")->capture_default_str();
   cmd->add_option("--ranks", opts->ranks, "--collectives: ranks (an experiment uses its layout's)")
-      ->check(in_range(1, 1 << 20, true))
+      ->check(in_range(1, kMaxCount, true))
       ->capture_default_str();
-  cmd->add_option("--iters", opts->iters, "--collectives: timed iterations per size")->check(in_range(1, 1 << 20, true))->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "--collectives: timed iterations per size")->check(in_range(1, kMaxCount, true))->capture_default_str();
   cmd->add_option("--out", opts->out, "Output: a folder for an experiment (default results/<name>-compare), a JSON file for --collectives");
   cmd->add_flag("--no-trace", opts->no_trace, "Do not write the combined Perfetto trace");
   cmd->callback([opts, &invocation] { invocation.exit_code = run_compare(*opts, invocation); });

@@ -15,8 +15,8 @@ void TopologyOptions::add_to(CLI::App& app) {
   app.add_option("--topology", topology,
                  "Preset name (see `twinbed list`) or a topology JSON file")
       ->capture_default_str();
-  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->check(in_range(1, 1 << 20, true));
-  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->check(in_range(1, 1 << 20, true));
+  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->check(in_range(1, kMaxCount, true));
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->check(in_range(1, kMaxCount, true));
   app.add_option("--bandwidth-GBps", bandwidth_GBps,
                  "Per-rank injection link bandwidth per direction, GB/s (the NIC on multi-node presets)")
       ->check(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));

@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "twinbed/core/topology_json.hpp"  // the ranges (kMaxCount, kMaxBandwidthGBps, ...)
+
 namespace twinbed::cli {
 
 // A number in [min, max]; `integer` also requires a whole number.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -198,6 +199,23 @@ std::string shown(const json& v) {
   const std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);  // one line: strings in it are escaped
   return text.size() > 80 ? text.substr(0, 77) + "..." : text;
 }
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  if (std::strtod(buf, nullptr) != v) std::snprintf(buf, sizeof buf, "%.17g", v);  // 1048576, not 1.04858e+06
+  std::string s = buf;
+  // "1e+09" -> "1e9", "1e-06" -> "1e-6".
+  if (const std::size_t e = s.find('e'); e != std::string::npos) {
+    std::size_t digits = e + 1;
+    if (s[digits] == '+') s.erase(digits, 1);
+    else if (s[digits] == '-') ++digits;
+    while (digits + 1 < s.size() && s[digits] == '0') s.erase(digits, 1);
+  }
+  return s;
+}
+
+std::string number_range(double min, double max) { return "[" + number_text(min) + ", " + number_text(max) + "]"; }
 
 std::string join(const std::vector<std::string>& names) {
   std::string s;

@@ -23,28 +23,11 @@ namespace {
 using nlohmann::json;
 using namespace json_read;
 
-// Same ceiling as the builders: far above real clusters, low enough to catch an extra zero.
-constexpr std::int64_t kMaxCount = 1 << 20;
-
 // The top-level object has no pointer text of its own; errors about it say "/" (json_read::fail).
 
 // An int-sized field (ranks, degrees): json_read::read_int with bounds that fit an int.
 int read_int32(const json& v, const std::string& path, std::int64_t min, std::int64_t max) {
   return static_cast<int>(read_int(v, path, min, max));
-}
-
-BytesPerSec read_bandwidth_gbps(const json& v, const std::string& path) {
-  const std::string range = "a number in [1e-6, 1e9] (GB/s, 1 GB/s = 1e9 bytes/s)";
-  const double gb = read_number(v, path, range);
-  if (!(gb >= kMinBandwidthGBps && gb <= kMaxBandwidthGBps)) fail(path, "expected " + range + ", got " + got(v));
-  return gb * GBps;
-}
-
-Time read_latency_us(const json& v, const std::string& path) {
-  const std::string range = "a number in [0, 1e9] (microseconds)";
-  const double us = read_number(v, path, range);
-  if (!(us >= 0 && us <= kMaxLatencyUs)) fail(path, "expected " + range + ", got " + got(v));
-  return Time::us(us);
 }
 
 DeviceSpec read_device(const json& v, const std::string& path) {
@@ -142,7 +125,7 @@ Topology from_graph(const json& j) {
     const NodeId from = endpoint("from");
     const NodeId to = endpoint("to");
     if (from == to) fail(child(path, "to"), "a link must join two different nodes");
-    const BytesPerSec bw = read_bandwidth_gbps(required(l, path, "bandwidth_GBps"), child(path, "bandwidth_GBps"));
+    const BytesPerSec bw = read_bandwidth_GBps(required(l, path, "bandwidth_GBps"), child(path, "bandwidth_GBps"));
     const Time latency = read_latency_us(required(l, path, "latency_us"), child(path, "latency_us"));
     bool duplex = true;
     if (l.contains("duplex")) {
@@ -170,6 +153,21 @@ Topology from_graph(const json& j) {
 
 }  // namespace
 
+BytesPerSec read_bandwidth_GBps(const json& v, const std::string& path) {
+  const std::string range = "a number in " + number_range(kMinBandwidthGBps, kMaxBandwidthGBps) + " (GB/s, 1 GB/s = " +
+                            number_text(GBps) + " bytes/s)";
+  const double gb = read_number(v, path, range);
+  if (!(gb >= kMinBandwidthGBps && gb <= kMaxBandwidthGBps)) fail(path, "expected " + range + ", got " + got(v));
+  return gb * GBps;
+}
+
+Time read_latency_us(const json& v, const std::string& path) {
+  const std::string range = "a number in " + number_range(0, kMaxLatencyUs) + " (microseconds)";
+  const double us = read_number(v, path, range);
+  if (!(us >= 0 && us <= kMaxLatencyUs)) fail(path, "expected " + range + ", got " + got(v));
+  return Time::us(us);
+}
+
 std::vector<std::string> preset_override_keys() {
   return {"ranks", "gpus_per_node", "bandwidth_GBps", "latency_us", "intra_bandwidth_GBps", "intra_latency_us",
           "oversubscription", "dims", "device"};
@@ -180,14 +178,14 @@ topo::PresetParams preset_params_from_json(const json& j, const std::string& pat
   const auto at = [&](const char* key) { return child(path, key); };
   if (j.contains("ranks")) p.ranks = read_int32(j["ranks"], at("ranks"), 1, kMaxCount);
   if (j.contains("gpus_per_node")) p.gpus_per_node = read_int32(j["gpus_per_node"], at("gpus_per_node"), 1, kMaxCount);
-  if (j.contains("bandwidth_GBps")) p.bandwidth = read_bandwidth_gbps(j["bandwidth_GBps"], at("bandwidth_GBps"));
+  if (j.contains("bandwidth_GBps")) p.bandwidth = read_bandwidth_GBps(j["bandwidth_GBps"], at("bandwidth_GBps"));
   if (j.contains("latency_us")) p.latency = read_latency_us(j["latency_us"], at("latency_us"));
   if (j.contains("intra_bandwidth_GBps")) {
-    p.intra_bandwidth = read_bandwidth_gbps(j["intra_bandwidth_GBps"], at("intra_bandwidth_GBps"));
+    p.intra_bandwidth = read_bandwidth_GBps(j["intra_bandwidth_GBps"], at("intra_bandwidth_GBps"));
   }
   if (j.contains("intra_latency_us")) p.intra_latency = read_latency_us(j["intra_latency_us"], at("intra_latency_us"));
   if (j.contains("oversubscription")) {
-    const std::string range = "a number in [1, 1e6] (leaf downlink:uplink bandwidth)";
+    const std::string range = "a number in " + number_range(1, kMaxOversubscription) + " (leaf downlink:uplink bandwidth)";
     const double o = read_number(j["oversubscription"], at("oversubscription"), range);
     if (!(o >= 1 && o <= kMaxOversubscription)) fail(at("oversubscription"), "expected " + range + ", got " + got(j["oversubscription"]));
     p.oversubscription = o;

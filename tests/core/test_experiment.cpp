@@ -15,6 +15,8 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/json_read.hpp"
+#include "twinbed/core/profile.hpp"
+#include "twinbed/core/topology_json.hpp"
 
 namespace twinbed {
 namespace {
@@ -410,6 +412,17 @@ TEST(JsonText, QuotedValuesStayOnOneLine) {
   std::string accents;
   for (int i = 0; i < 40; ++i) accents += "\u00e9";
   EXPECT_EQ(json_read::quoted(std::string(70, 'a') + accents), "\"" + std::string(70, 'a') + "\u00e9\u00e9\u00e9...\"");
+}
+
+// Range texts are written from their constants, in the short form people type.
+TEST(JsonText, NumbersAsMessagesWriteThem) {
+  EXPECT_EQ(json_read::number_text(1e-6), "1e-6");
+  EXPECT_EQ(json_read::number_text(1e9), "1e9");
+  EXPECT_EQ(json_read::number_text(0), "0");
+  EXPECT_EQ(json_read::number_text(0.5), "0.5");
+  EXPECT_EQ(json_read::number_text(1 << 20), "1048576");
+  EXPECT_EQ(json_read::number_text(1.0 / 1024), "0.0009765625");
+  EXPECT_EQ(json_read::number_range(kMinBandwidthGBps, kMaxBandwidthGBps), "[1e-6, 1e9]");
 }
 
 // The one escaping rule of every message main prints: nothing that breaks a line survives (control

@@ -63,6 +63,10 @@ std::string one_line(const std::string& text);
 std::string quoted(const std::string& text, std::size_t cut_at = 80);
 // A JSON value as an error shows it: a string quoted(), anything else as compact JSON, cut at 80.
 std::string shown(const json& v);
+// A number as messages write it: %g without an exponent's padding ("1e-6", "1e9", "0.5", "1048576"), and
+// a closed range of two ("[1e-6, 1e9]"), so range texts are written from their constants.
+std::string number_text(double v);
+std::string number_range(double min, double max);
 // "a, b, c".
 std::string join(const std::vector<std::string>& names);
 

@@ -14,13 +14,21 @@
 
 namespace twinbed {
 
-// The accepted ranges of link and preset parameters, the same for files, experiment configs and CLI
-// flags: 1 kB/s to 1 EB/s per link, latencies up to 1,000 s, oversubscription up to 10^6. Wider values
-// are typing errors, and would overflow the simulator's picosecond clock.
+// The accepted ranges of link and preset parameters, the same for files, experiment configs, measured
+// profiles and CLI flags: 1 kB/s to 1 EB/s per link, latencies up to 1,000 s, oversubscription up to
+// 10^6, counts (ranks, GPUs per node, hosts, a dimension's size; CLI repeat counts) up to 2^20. Wider
+// values are typing errors, and would overflow the simulator's picosecond clock.
 inline constexpr double kMinBandwidthGBps = 1e-6;
 inline constexpr double kMaxBandwidthGBps = 1e9;
 inline constexpr double kMaxLatencyUs = 1e9;
 inline constexpr double kMaxOversubscription = 1e6;
+inline constexpr int kMaxCount = 1 << 20;
+
+// A bandwidth in GB/s and a latency in microseconds (a link's, a memory's, a kernel launch's), read with
+// the ranges above: a ConfigError at `path` saying what is accepted ("expected a number in [1e-6, 1e9]
+// (GB/s, 1 GB/s = 1e9 bytes/s), got 0"), the range written from the constants.
+BytesPerSec read_bandwidth_GBps(const nlohmann::json& v, const std::string& path);
+Time read_latency_us(const nlohmann::json& v, const std::string& path);
 
 Topology topology_from_json(const nlohmann::json& j);
 // Reads and parses a file; a missing file or malformed JSON is a ConfigError naming the file.
