@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "twinbed/core/json_read.hpp"
+#include "twinbed/core/topology_json.hpp"
 
 namespace twinbed {
 
@@ -24,17 +25,17 @@ FlopsPerSec device_peak(const DeviceSpec& d, DType t) {
 
 namespace {
 
-double read_positive(const json& v, const std::string& path, const std::string& unit) {
-  const std::string range = "a number > 0 (" + unit + ")";
-  const double x = read_number(v, path, range);
-  if (!(x > 0)) fail(path, "expected " + range + ", got " + got(v));
-  return x;
-}
+// Bandwidths (GB/s) and latencies (us) take the ranges of topology files (topology_json.hpp); the
+// rest are bounded here. 10^9 TFLOP/s (10^21 FLOP/s per device) and a sparse speedup of 100 (2:4
+// sparsity gives 2) are far above any machine and low enough that no rate becomes infinite.
+constexpr double kMaxTFLOPs = 1e9;
+constexpr double kMaxSparseSpeedup = 100;
 
-double read_non_negative(const json& v, const std::string& path, const std::string& unit) {
-  const std::string range = "a number >= 0 (" + unit + ")";
+// A number in (0, max].
+double read_positive(const json& v, const std::string& path, double max, const std::string& unit) {
+  const std::string range = "a number in (0, " + number_text(max) + "] (" + unit + ")";
   const double x = read_number(v, path, range);
-  if (!(x >= 0)) fail(path, "expected " + range + ", got " + got(v));
+  if (!(x > 0 && x <= max)) fail(path, "expected " + range + ", got " + got(v));
   return x;
 }
 
@@ -46,7 +47,7 @@ GemmSample read_sample(const json& v, const std::string& path) {
   s.n = read_int(required(v, path, "n"), child(path, "n"), 1, std::int64_t{1} << 30);
   s.k = read_int(required(v, path, "k"), child(path, "k"), 1, std::int64_t{1} << 30);
   s.dtype = read_named(required(v, path, "dtype"), child(path, "dtype"), parse_dtype);
-  s.rate = read_positive(required(v, path, "TFLOPs"), child(path, "TFLOPs"), "TFLOP/s") * 1e12;
+  s.rate = read_positive(required(v, path, "TFLOPs"), child(path, "TFLOPs"), kMaxTFLOPs, "TFLOP/s") * 1e12;
   return s;
 }
 
@@ -73,10 +74,9 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
         fail(where, e.what());
       }
       if (std::string(key) == "gemm_TFLOPs") {
-        p.gemm_rate[t] = read_positive(value, where, "TFLOP/s") * 1e12;
+        p.gemm_rate[t] = read_positive(value, where, kMaxTFLOPs, "TFLOP/s") * 1e12;
       } else {
-        const double eff = read_positive(value, where, "a fraction of the datasheet peak");
-        if (eff > 1) fail(where, "an efficiency is a fraction in (0, 1], got " + got(value));
+        const double eff = read_positive(value, where, 1, "a fraction of the datasheet peak");
         const FlopsPerSec peak = device_peak(device, t);
         if (peak <= 0) fail(where, "device '" + device.name + "' has no " + name + " peak to take a fraction of");
         p.gemm_rate[t] = eff * peak;
@@ -90,7 +90,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
     for (std::size_t i = 0; i < j["gemm_samples"].size(); ++i) p.gemm_samples.push_back(read_sample(j["gemm_samples"][i], child(at, i)));
   }
   if (j.contains("memory_bandwidth_GBps")) {
-    p.memory_bandwidth = read_positive(j["memory_bandwidth_GBps"], child(path, "memory_bandwidth_GBps"), "GB/s") * GBps;
+    p.memory_bandwidth = read_bandwidth_GBps(j["memory_bandwidth_GBps"], child(path, "memory_bandwidth_GBps"));
   }
   if (j.contains("memory_samples")) {
     const std::string at = child(path, "memory_samples");
@@ -103,15 +103,15 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
       check_keys(v, where, {"bytes", "GBps"});
       StreamSample m;
       m.bytes = read_int(required(v, where, "bytes"), child(where, "bytes"), 1, std::int64_t{1} << 50);
-      m.bandwidth = read_positive(required(v, where, "GBps"), child(where, "GBps"), "GB/s") * GBps;
+      m.bandwidth = read_bandwidth_GBps(required(v, where, "GBps"), child(where, "GBps"));
       p.memory_samples.push_back(m);
     }
   }
   if (j.contains("launch_overhead_us")) {
-    p.launch_overhead = Time::us(read_non_negative(j["launch_overhead_us"], child(path, "launch_overhead_us"), "us"));
+    p.launch_overhead = read_latency_us(j["launch_overhead_us"], child(path, "launch_overhead_us"));
   }
   if (j.contains("sparse_speedup")) {
-    p.sparse_speedup = read_positive(j["sparse_speedup"], child(path, "sparse_speedup"), "a factor > 0");
+    p.sparse_speedup = read_positive(j["sparse_speedup"], child(path, "sparse_speedup"), kMaxSparseSpeedup, "a factor");
   }
   if (j.contains("link")) {
     const std::string at = child(path, "link");
@@ -119,8 +119,8 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
     require_object(l, at);
     check_keys(l, at, {"latency_us", "bandwidth_GBps"});
     LinkProfile link;
-    link.latency = Time::us(read_non_negative(required(l, at, "latency_us"), child(at, "latency_us"), "us"));
-    link.bandwidth = read_positive(required(l, at, "bandwidth_GBps"), child(at, "bandwidth_GBps"), "GB/s") * GBps;
+    link.latency = read_latency_us(required(l, at, "latency_us"), child(at, "latency_us"));
+    link.bandwidth = read_bandwidth_GBps(required(l, at, "bandwidth_GBps"), child(at, "bandwidth_GBps"));
     p.link = link;
   }
   if (j.contains("provenance")) {
@@ -132,7 +132,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
     if (v.contains("machine")) prov.machine = read_string(v["machine"], child(at, "machine"));
     if (v.contains("date")) prov.date = read_string(v["date"], child(at, "date"));
     if (v.contains("git_revision")) prov.git_revision = read_string(v["git_revision"], child(at, "git_revision"));
-    if (v.contains("ranks")) prov.ranks = static_cast<int>(read_int(v["ranks"], child(at, "ranks"), 1, 1 << 20));
+    if (v.contains("ranks")) prov.ranks = static_cast<int>(read_int(v["ranks"], child(at, "ranks"), 1, kMaxCount));
     if (v.contains("tool")) prov.tool = read_string(v["tool"], child(at, "tool"));
     p.provenance = prov;
   }

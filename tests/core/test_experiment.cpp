@@ -533,3 +533,47 @@ TEST(JsonFile, FilesNamedInAConfigAreCheckedAlike) {
 }
 
 }  // namespace twinbed
+
+namespace twinbed {
+
+// A measured profile's figures are read with the ranges of topology files (topology_json.hpp): a link
+// or memory of 1e300 GB/s, a latency of 1e300 us or a rate of 1e308 TFLOP/s were accepted and became
+// infinite rates or times beyond the clock downstream (the launch overhead as a library InvalidArgument
+// without the profile's path).
+TEST(Profile, FiguresHaveTheRangesOfTopologyFiles) {
+  const json good = json::parse(R"({"device": "cpu", "gemm_TFLOPs": {"fp32": 0.1}, "memory_bandwidth_GBps": 12.5,
+                                    "memory_samples": [{"bytes": 1024, "GBps": 40}], "launch_overhead_us": 4,
+                                    "sparse_speedup": 1.25, "link": {"latency_us": 1.2, "bandwidth_GBps": 5}})");
+  const MachineProfile p = profile_from_json(good, MachineProfile{}, DeviceSpec{});
+  ASSERT_TRUE(p.link.has_value());
+  EXPECT_EQ(p.link->latency, Time::ns(1200));
+  EXPECT_DOUBLE_EQ(p.link->bandwidth, 5 * GBps);
+  const auto error = [&](const std::string& pointer, const json& value) {
+    json j = good;
+    j[json::json_pointer(pointer)] = value;
+    try {
+      profile_from_json(j, MachineProfile{}, DeviceSpec{});
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.path(), pointer);
+      return e.message();
+    }
+    ADD_FAILURE() << pointer << " = " << value.dump() << " was accepted";
+    return std::string();
+  };
+  const std::string bandwidth = "expected a number in [1e-6, 1e9] (GB/s, 1 GB/s = 1e9 bytes/s)";
+  const std::string latency = "expected a number in [0, 1e9] (microseconds)";
+  EXPECT_EQ(error("/link/bandwidth_GBps", 1e300), bandwidth + ", got 1e+300");
+  EXPECT_EQ(error("/link/bandwidth_GBps", 1e-300), bandwidth + ", got 1e-300");
+  EXPECT_EQ(error("/link/latency_us", 1e300), latency + ", got 1e+300");
+  EXPECT_EQ(error("/link/latency_us", -1), latency + ", got -1");
+  EXPECT_EQ(error("/memory_bandwidth_GBps", 1e308), bandwidth + ", got 1e+308");
+  EXPECT_EQ(error("/memory_samples/0/GBps", 0), bandwidth + ", got 0");
+  EXPECT_EQ(error("/launch_overhead_us", 1e20), latency + ", got 1e+20");
+  EXPECT_NE(error("/gemm_TFLOPs/fp32", 1e308).find("(0, 1e9] (TFLOP/s)"), std::string::npos);
+  json sample = good;
+  sample["gemm_samples"] = json::parse(R"([{"m": 8, "n": 8, "k": 8, "dtype": "fp32", "TFLOPs": 1e308}])");
+  EXPECT_THROW(profile_from_json(sample, MachineProfile{}, DeviceSpec{}), ConfigError);
+  EXPECT_NE(error("/sparse_speedup", 1e308).find("(0, 100]"), std::string::npos);
+}
+
+}  // namespace twinbed
