@@ -20,8 +20,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr std::size_t kMaxSweepPoints = 1000000;
-
 using json_read::check_keys;
 using json_read::child;
 using json_read::fail;
@@ -367,10 +365,15 @@ std::vector<SweepPoint> expand_sweep(const json& config, const fs::path& base_di
   if (base.is_object()) base.erase("sweep");
   if (axes.empty()) return {SweepPoint{0, "base", {}, base}};
 
+  // Multiplied only while at most the cap, so it cannot overflow (an axis has fewer values than its file
+  // has bytes).
   std::size_t total = 1;
-  for (const SweepAxis& a : axes) {
-    total *= a.values.size();
-    if (total > kMaxSweepPoints) fail("/sweep", "more than " + std::to_string(kMaxSweepPoints) + " points");
+  for (const SweepAxis& a : axes) total = total > kMaxSweepPoints ? total : total * a.values.size();
+  if (total > kMaxSweepPoints) {
+    std::string product;
+    for (const SweepAxis& a : axes) product += (product.empty() ? "" : " x ") + std::to_string(a.values.size());
+    fail("/sweep", product + " points; a sweep has at most " + std::to_string(kMaxSweepPoints) +
+                       " (each point holds its whole config in memory)");
   }
   std::vector<SweepPoint> points;
   points.reserve(total);

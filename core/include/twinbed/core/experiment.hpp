@@ -145,7 +145,10 @@ std::vector<SweepAxis> sweep_axes(const nlohmann::json& config, const std::files
 // Every point of the sweep, in product order (one point with id "base" and no values when there is no
 // sweep). The points' configs are not parsed here: a point may be impossible (a layout that does not
 // fit), which the caller records per point by calling experiment_from_json on point.config.
-// The product is capped at 1,000,000 points (ConfigError on /sweep beyond).
+// The product is capped at kMaxSweepPoints (ConfigError on /sweep beyond, before any point is built):
+// each point holds its whole config, about 4 KB for a small one, so 100,000 points take some 400 MB
+// (a million took 3.8 GB), and a 100,000-row table stays far below json_read::kMaxInputFileBytes.
+inline constexpr std::size_t kMaxSweepPoints = 100000;
 std::vector<SweepPoint> expand_sweep(const nlohmann::json& config, const std::filesystem::path& base_dir);
 
 }  // namespace twinbed
