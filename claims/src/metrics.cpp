@@ -225,7 +225,7 @@ MetricValue payload_reduction(const Args& a) {
   for (int pr = 0; pr < static_cast<int>(r.plan.programs.size()); ++pr) {
     for (const ParamTensor& t : r.plan.programs[static_cast<std::size_t>(pr)].params) {
       if (!t.trainable) continue;
-      dense += d(t.elements * model_state_bytes(1, t.dtype, 0, 1).grads);
+      dense += d(t.elements * gradient_bytes_per_element(t.dtype));
       payload += d(tgc_payload_bytes(t.elements, p));
     }
   }

@@ -140,7 +140,7 @@ sim::PlanSimOptions reduction_options(const Reduction& r, bool record_spans) {
 }
 
 std::int64_t elements_of(Bytes bytes, DType dtype) {
-  const Bytes per = model_state_bytes(1, dtype, 0, 1).grads;
+  const Bytes per = gradient_bytes_per_element(dtype);
   return std::max<std::int64_t>(1, bytes / per);
 }
 
@@ -159,7 +159,7 @@ Bytes Runs::derive_bytes(const Spec& spec, double seconds, std::string& derivati
   const Reduction r = parse_reduction(base, spec.base_dir, at);
   const ClusterShape shape = cluster_shape(r.topology);
   const sim::PlanSimOptions options = reduction_options(r, false);
-  const Bytes per = model_state_bytes(1, r.dtype, 0, 1).grads;
+  const Bytes per = gradient_bytes_per_element(r.dtype);
   const auto time_of = [&](Bytes bytes) {
     ++simulations_;
     return step_of(reduction_plan(shape, elements_of(bytes, r.dtype), r.dtype), r.topology, options).seconds();
