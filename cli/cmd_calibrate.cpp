@@ -65,7 +65,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
       "the profile the simulator reads");
   cmd->add_option("--ranks", opts->ranks,
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
-      ->check(in_range(1, kMaxCount, true))
+      ->transform(in_range(1, kMaxCount, true))
       ->capture_default_str();
   cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
   cmd->add_flag("--quick", opts->quick, "A second or two instead of about half a minute: fewer shapes, shorter timings");

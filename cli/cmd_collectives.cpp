@@ -15,6 +15,7 @@
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/collective_table.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/launch.hpp"
 #include "twinbed/real/mpi.hpp"
@@ -75,7 +76,7 @@ void run_simulated(CollectivesOptions o) {
   auto algorithms = collective_algorithms();
   if (o.algo != "auto") {
     const CollectiveAlgorithm& a = algorithms.get(o.algo);
-    if (!a.ops.count(op)) throw ConfigError("--algo", "'" + o.algo + "' does not implement " + o.op);
+    if (!a.ops.count(op)) throw ConfigError("--algo", json_read::quoted(o.algo) + " does not implement " + o.op);
   }
   sim::network_models().get(o.network);  // fail on an unknown model before any work
   Topology topology = o.topology.build();
@@ -183,7 +184,7 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--backend", opts->backend,
                   "sim (simulated cluster) or real (CPU ranks over MPI on this machine; relaunches itself under "
                   "mpirun as --ranks processes, default 2, unless already started by mpirun/srun)")
-      ->check(CLI::IsMember({"sim", "real"}))
+      ->check(one_of({"sim", "real"}))
       ->capture_default_str();
   cmd->add_option("--op", opts->op, "allreduce, reducescatter, allgather, broadcast, reduce, alltoall")
       ->capture_default_str();
@@ -194,10 +195,12 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
       ->capture_default_str();
   cmd->add_option("--min-bytes", opts->min_bytes, "Smallest size (K, M, G suffixes are binary)")->capture_default_str();
   cmd->add_option("--max-bytes", opts->max_bytes, "Largest size (default 1G simulated, 64M measured)");
-  cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->check(in_range(2, kMaxCount, true))->capture_default_str();
-  cmd->add_option("--root", opts->root, "Root rank of broadcast and reduce")->capture_default_str();
-  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->check(in_range(1, kMaxCount, true))->capture_default_str();
-  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->check(in_range(0, kMaxCount, true))->capture_default_str();
+  cmd->add_option("--factor", opts->factor, "Size multiplier between rows")->transform(in_range(2, kMaxCount, true))->capture_default_str();
+  cmd->add_option("--root", opts->root, "Root rank of broadcast and reduce")
+      ->transform(in_range(0, kMaxCount - 1, true))
+      ->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->transform(in_range(1, kMaxCount, true))->capture_default_str();
+  cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->transform(in_range(0, kMaxCount, true))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
   opts->topology.add_to(*cmd);
   cmd->callback([opts, &invocation] {

@@ -17,6 +17,7 @@
 #include "validators.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/export.hpp"
 #include "twinbed/core/passes.hpp"
@@ -61,7 +62,7 @@ double median(std::vector<double> v) {
 MachineProfile load_required_profile(const std::string& file) {
   std::error_code ec;
   if (std::filesystem::status(file, ec).type() == std::filesystem::file_type::not_found) {
-    throw ConfigError("--profile", "no profile at '" + file + "': run `twinbed calibrate --ranks N --out " + file +
+    throw ConfigError("--profile", "no profile at " + json_read::quoted(file, std::string::npos) + ": run `twinbed calibrate --ranks N --out " + file +
                                        "` first (compare simulates this machine from it)");
   }
   return load_profile(file, MachineProfile{}, DeviceSpec{});
@@ -241,9 +242,9 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--min-bytes", opts->min_bytes, "--collectives: smallest size")->capture_default_str();
   cmd->add_option("--max-bytes", opts->max_bytes, "--collectives: largest size (sizes double)")->capture_default_str();
   cmd->add_option("--ranks", opts->ranks, "--collectives: ranks (an experiment uses its layout's)")
-      ->check(in_range(1, kMaxCount, true))
+      ->transform(in_range(1, kMaxCount, true))
       ->capture_default_str();
-  cmd->add_option("--iters", opts->iters, "--collectives: timed iterations per size")->check(in_range(1, kMaxCount, true))->capture_default_str();
+  cmd->add_option("--iters", opts->iters, "--collectives: timed iterations per size")->transform(in_range(1, kMaxCount, true))->capture_default_str();
   cmd->add_option("--out", opts->out, "Output: a folder for an experiment (default results/<name>-compare), a JSON file for --collectives");
   cmd->add_flag("--no-trace", opts->no_trace, "Do not write the combined Perfetto trace");
   cmd->callback([opts, &invocation] { invocation.exit_code = run_compare(*opts, invocation); });

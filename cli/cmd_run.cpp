@@ -13,6 +13,7 @@
 #include "run_experiment.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/experiment.hpp"
+#include "twinbed/core/json_read.hpp"
 #include "twinbed/core/export.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/profile.hpp"
@@ -44,7 +45,7 @@ std::string join(const std::vector<std::string>& v) {
 
 void check_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& accepted) {
   if (std::find(accepted.begin(), accepted.end(), value) == accepted.end()) {
-    throw ConfigError(flag, "unknown value '" + value + "'; accepted: " + join(accepted));
+    throw ConfigError(flag, "unknown value " + json_read::quoted(value) + "; accepted: " + join(accepted));
   }
 }
 

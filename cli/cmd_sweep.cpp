@@ -55,7 +55,9 @@ LaunchRank launch_rank() {
     if (!v || !*v) return std::nullopt;
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
-    if (*end != '\0' || n < 0 || n > (1 << 24)) throw ConfigError(std::string("$") + name, std::string("not a rank number: '") + v + "'");
+    if (*end != '\0' || n < 0 || n > (1 << 24)) {
+      throw ConfigError(std::string("$") + name, "not a rank number: " + json_read::quoted(v));
+    }
     return static_cast<int>(n);
   };
   for (auto [r, s] : {std::pair{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"}, {"PMI_RANK", "PMI_SIZE"},

@@ -25,7 +25,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed on stdout
+    // Bad usage, on one line like every error (CLI11's own printing adds a second).
+    std::string help = "twinbed";
+    for (const CLI::App* sub : app.get_subcommands()) help += " " + sub->get_name();
+    std::fprintf(stderr, "twinbed: error: %s (see `%s --help`)\n", twinbed::json_read::one_line(e.what()).c_str(),
+                 help.c_str());
+    return 2;
   } catch (const twinbed::Error& e) {
     std::fprintf(stderr, "twinbed: error: %s\n", twinbed::json_read::one_line(e.what()).c_str());
     return 1;

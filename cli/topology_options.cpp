@@ -5,6 +5,7 @@
 #include "validators.hpp"
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 #include "twinbed/core/profile.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/core/topology_json.hpp"
@@ -15,19 +16,19 @@ void TopologyOptions::add_to(CLI::App& app) {
   app.add_option("--topology", topology,
                  "Preset name (see `twinbed list`) or a topology JSON file")
       ->capture_default_str();
-  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->check(in_range(1, kMaxCount, true));
-  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->check(in_range(1, kMaxCount, true));
+  app.add_option("--ranks", ranks, "Number of ranks (devices); overrides the preset's")->transform(in_range(1, kMaxCount, true));
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node on multi-node presets")->transform(in_range(1, kMaxCount, true));
   app.add_option("--bandwidth-GBps", bandwidth_GBps,
                  "Per-rank injection link bandwidth per direction, GB/s (the NIC on multi-node presets)")
-      ->check(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));
+      ->transform(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));
   app.add_option("--latency-us", latency_us, "Latency per hop of those links, microseconds")
-      ->check(in_range(0, kMaxLatencyUs));
+      ->transform(in_range(0, kMaxLatencyUs));
   app.add_option("--intra-bandwidth-GBps", intra_bandwidth_GBps, "NVLink tier bandwidth per direction, GB/s")
-      ->check(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));
+      ->transform(in_range(kMinBandwidthGBps, kMaxBandwidthGBps));
   app.add_option("--intra-latency-us", intra_latency_us, "NVLink tier latency per hop, microseconds")
-      ->check(in_range(0, kMaxLatencyUs));
+      ->transform(in_range(0, kMaxLatencyUs));
   app.add_option("--oversubscription", oversubscription, "Fat-tree leaf down:up bandwidth ratio (>= 1)")
-      ->check(in_range(1, kMaxOversubscription));
+      ->transform(in_range(1, kMaxOversubscription));
   app.add_option("--dims", dims, "Torus / multi-dim sizes, e.g. 4x4 or 4x4x2");
   app.add_option("--device", device, "Device preset: a100, h100, h200");
   app.add_option("--profile", profile,
@@ -49,7 +50,7 @@ std::vector<int> parse_dims(const std::string& text) {
       if (used != part.size() || v < 1) throw std::invalid_argument(part);
       dims.push_back(v);
     } catch (const std::exception&) {
-      throw ConfigError("--dims", "'" + text + "' is not a list of positive sizes like 4x4 or 4x4x2");
+      throw ConfigError("--dims", json_read::quoted(text) + " is not a list of positive sizes like 4x4 or 4x4x2");
     }
     if (x == std::string::npos) break;
     start = x + 1;
@@ -95,7 +96,7 @@ Topology TopologyOptions::build() const {
   if (!std::filesystem::exists(topology)) {
     std::string known;
     for (const auto& n : presets.names()) known += (known.empty() ? "" : ", ") + n;
-    throw ConfigError("--topology", "'" + topology + "' is neither a preset (known: " + known + ") nor a file");
+    throw ConfigError("--topology", json_read::quoted(topology) + " is neither a preset (known: " + known + ") nor a file");
   }
   for (auto [set, flag] : {std::pair{gpus_per_node.has_value(), "--gpus-per-node"},
                            {bandwidth_GBps.has_value(), "--bandwidth-GBps"},
