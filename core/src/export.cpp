@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "twinbed/core/error.hpp"
 
@@ -37,6 +39,24 @@ std::string micros(std::int64_t ps) {
 }
 
 constexpr int kStreams = 3;
+
+// write_file_atomic's temporaries: ".<file name>.tmp-<pid>" beside the file, the pid the writer's. Written
+// and read back here only, so the two cannot drift apart.
+constexpr std::string_view kTemporaryTag = ".tmp-";
+
+fs::path temporary_for(const fs::path& file) {
+  const fs::path folder = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  return folder / ("." + file.filename().string() + std::string(kTemporaryTag) + std::to_string(getpid()));
+}
+
+// The pid whose writer left the temporary `name`, or nothing when `name` is not such a temporary.
+std::optional<pid_t> temporary_owner(const std::string& name) {
+  const std::size_t tag = name.rfind(kTemporaryTag);
+  if (name.empty() || name[0] != '.' || tag == std::string::npos) return std::nullopt;
+  const std::string pid = name.substr(tag + kTemporaryTag.size());
+  if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return static_cast<pid_t>(std::stol(pid));
+}
 
 }  // namespace
 
@@ -244,7 +264,7 @@ void write_file_atomic(const fs::path& path, const std::function<void(std::ostre
   fs::create_directories(folder, ec);
   if (ec) throw Error("cannot create folder " + folder.string() + ": " + ec.message());
   // Same folder, so the rename cannot cross file systems; the pid keeps concurrent writers apart.
-  const fs::path temp = folder / ("." + path.filename().string() + ".tmp-" + std::to_string(getpid()));
+  const fs::path temp = temporary_for(path);
   try {
     {
       std::ofstream out(temp, std::ios::binary | std::ios::trunc);
@@ -279,12 +299,8 @@ ResultsFolderLock::ResultsFolderLock(const fs::path& dir) {
   }
   // Temporaries of writers that were killed mid-write (a live writer's pid still runs).
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    const std::size_t tag = name.rfind(".tmp-");
-    if (name.empty() || name[0] != '.' || tag == std::string::npos) continue;
-    const std::string pid = name.substr(tag + 5);
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
-    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) fs::remove(entry.path(), ec);
+    const std::optional<pid_t> owner = temporary_owner(entry.path().filename().string());
+    if (owner && ::kill(*owner, 0) != 0 && errno == ESRCH) fs::remove(entry.path(), ec);
   }
 }
 
