@@ -37,15 +37,9 @@ struct RunOptions {
   bool no_trace = false;
 };
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
-  return s;
-}
-
 void check_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& accepted) {
   if (std::find(accepted.begin(), accepted.end(), value) == accepted.end()) {
-    throw ConfigError(flag, "unknown value " + json_read::quoted(value) + "; accepted: " + join(accepted));
+    throw ConfigError(flag, "unknown value " + json_read::quoted(value) + "; accepted: " + json_read::join(accepted));
   }
 }
 
@@ -94,10 +88,7 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   Experiment e = load_experiment(o.experiment);
   if (o.fidelity) e.simulation.fidelity = *o.fidelity;
   if (o.network) e.simulation.network = *o.network;
-  if (o.out) {
-    if (o.out->empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
-    e.output = *o.out;
-  }
+  if (o.out) e.output = out_folder(*o.out);
   const std::vector<std::string> backends = chosen_backends(o, e);
   const bool with_real = std::find(backends.begin(), backends.end(), "real") != backends.end();
   const bool with_sim = std::find(backends.begin(), backends.end(), "sim") != backends.end();

@@ -193,10 +193,7 @@ std::size_t merge(const fs::path& dir, const Row& head, const std::vector<SweepP
 
 // The results folder of a sweep, from the flag or the config, without needing any point to be valid.
 fs::path output_folder(const SweepOptions& o, const json& config) {
-  if (o.out) {
-    if (o.out->empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
-    return *o.out;
-  }
+  if (o.out) return out_folder(*o.out);
   if (config.is_object() && config.contains("output") && config["output"].is_string()) return config["output"].get<std::string>();
   if (config.is_object() && config.contains("name") && config["name"].is_string()) {
     return fs::path("results") / config["name"].get<std::string>();

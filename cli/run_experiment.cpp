@@ -14,6 +14,11 @@
 
 namespace twinbed::cli {
 
+const std::string& out_folder(const std::string& value) {
+  if (value.empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
+  return value;
+}
+
 std::string git_revision() { return TWINBED_GIT_REVISION; }
 std::string twinbed_version() { return TWINBED_VERSION; }
 

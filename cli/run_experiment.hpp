@@ -24,6 +24,10 @@ struct SimRun {
 // (sweeps): the op-kind table is then empty.
 SimRun run_on_simulator(const Experiment& e, bool record_spans = true);
 
+// The value of an --out flag naming a results folder: an empty one is a ConfigError naming --out (it
+// would write into the working folder). The one check of every command's --out.
+const std::string& out_folder(const std::string& value);
+
 // The git revision the CLI was built from ("unknown" when not built from a checkout) and its version.
 std::string git_revision();
 std::string twinbed_version();
