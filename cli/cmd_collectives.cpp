@@ -166,10 +166,10 @@ int run_measured(CollectivesOptions o, Invocation& invocation) {
     }
     return wrong ? 1 : 0;
   } catch (const InvalidArgument& e) {  // thrown alike on every rank, before any communication
-    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", e.what());
+    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", json_read::one_line(e.what()).c_str());
     return 1;
   } catch (const std::exception& e) {  // possibly on one rank only: end the whole job
-    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), e.what());
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), json_read::one_line(e.what()).c_str());
     mpi.abort_job(1);
   }
 }

@@ -217,10 +217,10 @@ int run_compare(const CompareOptions& o, Invocation& invocation) {
   try {
     return o.collectives ? compare_collectives(o, mpi) : compare_plan(o, mpi);
   } catch (const InvalidArgument& e) {  // thrown alike on every rank before communicating
-    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", e.what());
+    if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", json_read::one_line(e.what()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), e.what());
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), json_read::one_line(e.what()).c_str());
     mpi.abort_job(1);
   }
 }

@@ -73,7 +73,7 @@ CpuRun run_on_cpu_ranks(const Experiment& e, const real::MpiSession& mpi) {
   } catch (const InvalidArgument&) {
     throw;  // thrown alike on every rank before any communication: main reports it
   } catch (const std::exception& err) {
-    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), err.what());
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), json_read::one_line(err.what()).c_str());
     mpi.abort_job(1);
   }
 }
@@ -105,9 +105,9 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   if (leader) {
     if (config.contains("sweep")) {
       std::fprintf(stderr, "twinbed: note: %s has a sweep; `run` runs the config as written (use `twinbed sweep`)\n",
-                   o.experiment.c_str());
+                   json_read::one_line(o.experiment).c_str());
     }
-    for (const std::string& w : e.warnings) std::fprintf(stderr, "twinbed: warning: %s\n", w.c_str());
+    for (const std::string& w : e.warnings) std::fprintf(stderr, "twinbed: warning: %s\n", json_read::one_line(w).c_str());
   }
 
   std::optional<CpuRun> measured;

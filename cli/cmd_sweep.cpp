@@ -286,7 +286,7 @@ void sweep_command(const SweepOptions& o) {
   };
 
   if (who.size == 1 || who.rank == 0) {
-    std::fprintf(stderr, "twinbed: sweep of %zu points into %s: %zu already done%s\n", points.size(), dir.string().c_str(),
+    std::fprintf(stderr, "twinbed: sweep of %zu points into %s: %zu already done%s\n", points.size(), json_read::one_line(dir.string()).c_str(),
                  static_cast<std::size_t>(std::count_if(points.begin(), points.end(), done_before)),
                  who.size > 1 ? (", spread over " + std::to_string(who.size) + " ranks").c_str() : "");
   }

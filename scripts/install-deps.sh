@@ -7,6 +7,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake
+  util-linux                                             # flock(1): tests/cli/check_results_folder.sh
   libeigen3-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin

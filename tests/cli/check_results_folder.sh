@@ -6,12 +6,12 @@ set -u
 tb=$1; config=$2; sweep=$3
 fail() { echo "$*"; exit 1; }
 mkdir out
-# Held: flock(1) holds the folder's lock around a second twinbed, which must refuse.
-if command -v flock >/dev/null; then
-  err=$(flock out/.twinbed.lock "$tb" run "$config" --out out 2>&1 >/dev/null) && fail "a run into a held folder succeeded"
-  grep -q "another twinbed command is writing into out" <<<"$err" || fail "unexpected error: $err"
-  [ -z "$(ls out)" ] || fail "the refused run wrote: $(ls out)"
-fi
+# Held: flock(1) holds the folder's lock around a second twinbed, which must refuse. flock is util-linux's
+# (scripts/install-deps.sh installs it): without it this check would pass having checked nothing.
+command -v flock >/dev/null || fail "flock(1) is missing: install util-linux (scripts/install-deps.sh)"
+err=$(flock out/.twinbed.lock "$tb" run "$config" --out out 2>&1 >/dev/null) && fail "a run into a held folder succeeded"
+grep -q "another twinbed command is writing into out" <<<"$err" || fail "unexpected error: $err"
+[ -z "$(ls out)" ] || fail "the refused run wrote: $(ls out)"
 # A killed writer's temporary (a pid that does not run) goes; a live one's stays.
 echo partial >out/.sim.json.tmp-999999999
 echo partial >out/.trace.json.tmp-$$

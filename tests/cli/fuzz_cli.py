@@ -8,7 +8,9 @@ must end in a result or a clear error. A case fails on
   - a run that does not end within TIMEOUT_S (a hang; no case here is big: this is a detector, not a
     speed bound — the valid ones finish in well under a second),
   - library or runtime text on stderr instead of a named error ("internal error", json.exception, ...),
-  - an error without a message, or a multi-line `twinbed:` error,
+  - an error without a message, or a failed run whose stderr is anything but one `twinbed: error: ` line,
+    last, after only the lines the CLI documents (DOCUMENTED_LINES: warnings, notes, sweep progress);
+    lines are split as Python's splitlines() splits them (a U+2028 or a \x1c ends a line too),
   - a failed run that left a results file behind, or any temporary file left anywhere.
 A successful run must have written a `config.json` that `twinbed run` reads back.
 
@@ -29,6 +31,11 @@ TIMEOUT_S = 300
 # Text that means an exception escaped with a library's wording, or undefined behaviour was caught.
 RAW_TEXT = ["internal error", "json.exception", "basic_filebuf", "basic_ios", "stoll", "stoi", "stod",
             "std::", "what():", "terminate called", "Sanitizer", "runtime error:", "Assertion", "bad_alloc"]
+
+# What a failed run may print on stderr besides its one error line (README: run's layout warnings and
+# its note on a config with a sweep; sweep's start line and one progress line per point when stderr is
+# not a terminal).
+DOCUMENTED_LINES = ("twinbed: warning: ", "twinbed: note: ", "twinbed: sweep of ", "sweep: ")
 
 # Replacement values for a JSON leaf: edges of every range the parsers check, wrong types, and text
 # that must not leak into a one-line error.
@@ -154,13 +161,14 @@ class Fuzz:
             if raw in err:
                 problems.append(f"raw text {raw!r} on stderr")
         if p.returncode != 0:
-            errors = [line for line in err.splitlines() if line.startswith("twinbed: ")]
+            lines = err.splitlines()
+            errors = [line for line in lines if line.startswith("twinbed: error: ")]
+            others = [line for line in lines if line not in errors and not line.startswith(DOCUMENTED_LINES)]
             if not err.strip():
                 problems.append("failed without a message")
-            elif p.returncode == 1 and not errors:
-                problems.append("exit 1 without a 'twinbed: ' error line")
-            elif errors and not err.rstrip("\n").splitlines()[-1].startswith("twinbed: "):
-                problems.append("the error spans more than one line")
+            elif len(errors) != 1 or others or lines[-1] != errors[0] or not err.endswith("\n"):
+                problems.append(f"stderr is not one 'twinbed: error: ' line (after documented ones): "
+                                f"{len(errors)} error lines, {len(others)} other lines")
         temporaries = [f for f in files_under(cwd) if ".tmp-" in f]
         if temporaries:
             problems.append(f"temporary files left: {temporaries}")
