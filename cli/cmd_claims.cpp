@@ -103,7 +103,7 @@ std::string draw_plot(const fs::path& json, const fs::path& png) {
 }
 
 void claims_command(const ClaimsOptions& o) {
-  if (o.out.empty()) throw ConfigError("--out", "expected a folder path, got an empty string");
+  out_folder(o.out);
   if (o.backend != "sim") {
     throw ConfigError("--backend", "'" + o.backend + "': only sim is available; measured figures need the real backends "
                                    "to execute the techniques' plans, which they do not yet");
