@@ -96,7 +96,8 @@ int Topology::uniform_ranks_per_host() const {
 // other is both wider and quicker than (a handful at most: one per link class). Before a level is
 // expanded, the destination's own in-links say whether it is one hop away (a GPU has a link or two; a
 // rail or leaf switch has thousands, which expanding would scan): if so the search stops, every node of
-// that level being final, which is all the backtracking reads. A Router keeps its marks between calls
+// that level being final, which is all the backtracking reads. Likewise when it is two hops away, where
+// reaching its in-neighbours alone is cheaper than expanding the level. A Router keeps its marks between calls
 // (reset by a generation stamp), so a call costs what it explores, not the size of the whole graph.
 //
 // The route is a fewest-hop path, the widest of those, and the quickest of the widest. Equal hop counts
@@ -168,6 +169,38 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
   level_start_.assign({0, 1});
   level_links_.clear();
   int hops = 0;
+  // Whether the destination is two hops from `level`: then only its in-neighbours need reaching from
+  // that level, not everything the level links to (a spine's thousands of leaves), when their in-links
+  // are the fewer to read. Reached, they form level + 1 (that level's only nodes the backtracking reads).
+  const auto reach_in_neighbours = [&](int level) {
+    const std::size_t begin = level_start_[static_cast<std::size_t>(level)];
+    const std::size_t end = level_start_[static_cast<std::size_t>(level) + 1];
+    std::size_t level_out = 0;
+    for (std::size_t i = begin; i < end; ++i) level_out += t.out_links(level_nodes_[i]).size();
+    std::size_t near_in = 0;
+    for (LinkId l : t.in_links(target)) near_in += t.in_links(t.link(l).src).size();
+    if (near_in >= level_out) return false;
+    const std::size_t first = level_nodes_.size();
+    for (LinkId l : t.in_links(target)) {
+      const NodeId w = t.link(l).src;
+      if (seen(w)) continue;  // reached through an earlier parallel link
+      for (LinkId m : t.in_links(w)) {
+        const Link& link = t.link(m);
+        if (!at_level(link.src, level)) continue;
+        if (!seen(w)) {
+          stamp_[w] = generation_;
+          dist_[w] = level + 1;
+          front_[w].clear();
+          level_nodes_.push_back(w);
+        }
+        for (const Label& from : front_[link.src]) add_to_front(front_[w], std::min(from.width, link.bandwidth), from.latency + link.latency);
+      }
+    }
+    if (level_nodes_.size() == first) return false;
+    level_links_.push_back(std::numeric_limits<std::size_t>::max());  // not expanded: backtrack by in-links
+    level_start_.push_back(level_nodes_.size());
+    return true;
+  };
   for (int level = 0; hops == 0; ++level) {
     const std::size_t begin = level_start_[static_cast<std::size_t>(level)];
     const std::size_t end = level_start_[static_cast<std::size_t>(level) + 1];
@@ -175,6 +208,10 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
     const auto& into_target = t.in_links(target);
     if (std::any_of(into_target.begin(), into_target.end(), [&](LinkId l) { return at_level(t.link(l).src, level); })) {
       hops = level + 1;
+      break;
+    }
+    if (reach_in_neighbours(level)) {
+      hops = level + 2;
       break;
     }
     std::size_t scanned = 0;
