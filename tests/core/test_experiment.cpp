@@ -48,6 +48,17 @@ std::string error_path(const json& config, std::string* message = nullptr) {
   return "";
 }
 
+// The ConfigError expanding `config`'s sweep raises (fails the test when none is raised).
+ConfigError sweep_error(const json& config) {
+  try {
+    expand_sweep(config, kData);
+  } catch (const ConfigError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no ConfigError for the sweep " << config["sweep"].dump();
+  return ConfigError("", "");
+}
+
 TEST(Experiment, ParsesAValidConfigWithDefaults) {
   const Experiment e = experiment_from_json(small_config(), kData);
   EXPECT_EQ(e.name, "small");
@@ -272,28 +283,22 @@ TEST(Sweep, CartesianProductFirstAxisSlowest) {
 }
 
 TEST(Sweep, BadPointersAndValuesNameTheSweepEntry) {
-  const auto sweep_error = [](const json& sweep) {
+  const auto sweep_error_path = [](const json& sweep) {
     json c = small_config();
     c["sweep"] = sweep;
-    try {
-      expand_sweep(c, kData);
-    } catch (const ConfigError& e) {
-      return e.path();
-    }
-    ADD_FAILURE() << "no error for " << sweep.dump();
-    return std::string();
+    return sweep_error(c).path();
   };
-  EXPECT_EQ(sweep_error({{"/layout/ppp", {1, 2}}}), "/sweep/~1layout~1ppp/0");     // unknown key
-  EXPECT_EQ(sweep_error({{"/layuot/pp", {1, 2}}}), "/sweep/~1layuot~1pp");        // no such section
-  EXPECT_EQ(sweep_error({{"layout/pp", {1, 2}}}), "/sweep/layout~1pp");            // not a pointer
-  EXPECT_EQ(sweep_error({{"/layout/pp", 2}}), "/sweep/~1layout~1pp");              // not an array
-  EXPECT_EQ(sweep_error({{"/layout/pp", json::array()}}), "/sweep/~1layout~1pp");  // empty
-  EXPECT_EQ(sweep_error({{"/layout/pp", {1, "two"}}}), "/sweep/~1layout~1pp/1");   // wrong type
-  EXPECT_EQ(sweep_error({{"/layout/pp", {2, 2, 4}}}), "/sweep/~1layout~1pp/1");    // twice: one id (fuzz_sweep found it)
-  EXPECT_EQ(sweep_error({{"/layout", {small_config()["layout"]}}, {"/layout/pp", {1}}}), "/sweep/~1layout~1pp");  // nested
-  EXPECT_EQ(sweep_error({{"/name", {"a", "b"}}}), "/sweep/~1name");
-  EXPECT_EQ(sweep_error({{"/sweep/x", {1}}}), "/sweep/~1sweep~1x");
-  EXPECT_EQ(sweep_error(json::array({1})), "/sweep");
+  EXPECT_EQ(sweep_error_path({{"/layout/ppp", {1, 2}}}), "/sweep/~1layout~1ppp/0");     // unknown key
+  EXPECT_EQ(sweep_error_path({{"/layuot/pp", {1, 2}}}), "/sweep/~1layuot~1pp");        // no such section
+  EXPECT_EQ(sweep_error_path({{"layout/pp", {1, 2}}}), "/sweep/layout~1pp");            // not a pointer
+  EXPECT_EQ(sweep_error_path({{"/layout/pp", 2}}), "/sweep/~1layout~1pp");              // not an array
+  EXPECT_EQ(sweep_error_path({{"/layout/pp", json::array()}}), "/sweep/~1layout~1pp");  // empty
+  EXPECT_EQ(sweep_error_path({{"/layout/pp", {1, "two"}}}), "/sweep/~1layout~1pp/1");   // wrong type
+  EXPECT_EQ(sweep_error_path({{"/layout/pp", {2, 2, 4}}}), "/sweep/~1layout~1pp/1");    // twice: one id (fuzz_sweep found it)
+  EXPECT_EQ(sweep_error_path({{"/layout", {small_config()["layout"]}}, {"/layout/pp", {1}}}), "/sweep/~1layout~1pp");  // nested
+  EXPECT_EQ(sweep_error_path({{"/name", {"a", "b"}}}), "/sweep/~1name");
+  EXPECT_EQ(sweep_error_path({{"/sweep/x", {1}}}), "/sweep/~1sweep~1x");
+  EXPECT_EQ(sweep_error_path(json::array({1})), "/sweep");
   // An impossible combination is not a sweep error: the point reports it when parsed.
   json c = small_config();
   c["sweep"] = {{"/layout/pp", {2, 3}}};
@@ -374,13 +379,9 @@ TEST(Sweep, AtMostKMaxSweepPointsPoints) {
   };
   json c = small_config();
   c["sweep"] = {{"/description", names("d", 400)}, {"/model/name", names("m", 251)}};  // 100,400 points
-  try {
-    expand_sweep(c, kData);
-    ADD_FAILURE() << "no error";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.path(), "/sweep");
-    EXPECT_EQ(e.message(), "400 x 251 points; a sweep has at most 100000 (each point holds its whole config in memory)");
-  }
+  const ConfigError too_many = sweep_error(c);
+  EXPECT_EQ(too_many.path(), "/sweep");
+  EXPECT_EQ(too_many.message(), "400 x 251 points; a sweep has at most 100000 (each point holds its whole config in memory)");
   c["sweep"] = {{"/description", names("d", 400)}, {"/model/name", names("m", 250)}};
   EXPECT_EQ(expand_sweep(c, kData).size(), 100000u);
 }
@@ -465,20 +466,12 @@ TEST(JsonText, OneLineEscapesWhatBreaksALine) {
 TEST(Sweep, ErrorsQuoteThePointerAndTheValue) {
   json c = small_config();
   c["sweep"] = {{"/description", {"two\nlines", "two\nlines"}}};
-  try {
-    expand_sweep(c, kData);
-    ADD_FAILURE() << "no error";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.path(), "/sweep/~1description/1");
-    EXPECT_EQ(e.message(), "\"/description\" = \"two\\nlines\" repeats the value at index 0");
-  }
+  const ConfigError repeated = sweep_error(c);
+  EXPECT_EQ(repeated.path(), "/sweep/~1description/1");
+  EXPECT_EQ(repeated.message(), "\"/description\" = \"two\\nlines\" repeats the value at index 0");
   c["sweep"] = {{"/layout/pp", {1, json::array({"x\ny"})}}};
-  try {
-    expand_sweep(c, kData);
-    ADD_FAILURE() << "no error";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.message().rfind("\"/layout/pp\" = [\"x\\ny\"]: ", 0), 0u) << e.message();
-  }
+  const ConfigError wrong = sweep_error(c);
+  EXPECT_EQ(wrong.message().rfind("\"/layout/pp\" = [\"x\\ny\"]: ", 0), 0u) << wrong.message();
 }
 
 }  // namespace twinbed
