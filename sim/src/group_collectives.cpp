@@ -138,12 +138,12 @@ bool groups_alike(const Schedule& inner, const std::vector<std::vector<int>>& gr
 
 namespace {
 
-GroupTiming time_with(const Schedule& inner_ref, std::shared_ptr<const Schedule> inner,
-                      const std::vector<std::vector<int>>& groups, CollectiveSimulator& sim, const Topology& topology) {
+GroupTiming time_with(std::shared_ptr<const Schedule> inner, const std::vector<std::vector<int>>& groups,
+                      CollectiveSimulator& sim, const Topology& topology) {
   GroupTiming out;
-  out.algorithm = inner_ref.algorithm();
-  if (groups.size() > 1 && groups_alike(inner_ref, groups, sim.routes(), topology)) {
-    const Time alone = time_with(inner_ref, std::move(inner), {groups.front()}, sim, topology).max();
+  out.algorithm = inner->algorithm();
+  if (groups.size() > 1 && groups_alike(*inner, groups, sim.routes(), topology)) {
+    const Time alone = time_with(std::move(inner), {groups.front()}, sim, topology).max();
     out.group_time.assign(groups.size(), alone);
     return out;
   }
@@ -173,8 +173,7 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
                                                : choose_algorithm(request, topology, sim.network_model(), [&](std::shared_ptr<const Schedule> inner) {
                                                    return map_schedule(std::move(inner), {groups.front()}, topology.num_ranks());
                                                  });
-  std::shared_ptr<const Schedule> inner = build_schedule(name, request);
-  return time_with(*inner, inner, groups, sim, topology);
+  return time_with(build_schedule(name, request), groups, sim, topology);
 }
 
 }  // namespace twinbed::sim
