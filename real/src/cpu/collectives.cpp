@@ -21,41 +21,11 @@ namespace {
 
 // The schedule executor lives in schedule_executor.hpp, shared with the Plan executor (cpu_backend.cpp).
 using detail::as_count;
+using detail::DupComm;
+using detail::world_size;
 using detail::RankProgram;
 
 
-int world_size() {
-  int initialized = 0;
-  MPI_CHECK(MPI_Initialized(&initialized));
-  int finalized = 0;
-  MPI_CHECK(MPI_Finalized(&finalized));
-  if (!initialized || finalized)
-    throw Error("the CPU real backend needs MPI running: create a twinbed::real::MpiSession first");
-  int size = 0;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
-  return size;
-}
-
-// A private duplicate of MPI_COMM_WORLD for one measurement, so our messages can never match a
-// caller's. It inherits the world's error handler (MPI_ERRORS_RETURN, set by MpiSession).
-class DupComm {
- public:
-  DupComm() {
-    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
-    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  }
-  ~DupComm() {
-    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);  // cannot throw from here
-  }
-  DupComm(const DupComm&) = delete;
-  DupComm& operator=(const DupComm&) = delete;
-  MPI_Comm get() const { return comm_; }
-  int rank() const { return rank_; }
-
- private:
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0;
-};
 
 void validate_options(const MeasureOptions& options) {
   if (options.iters < 1) throw InvalidArgument("iters must be >= 1 (got " + std::to_string(options.iters) + ")");

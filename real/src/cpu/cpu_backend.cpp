@@ -46,16 +46,6 @@ class Comm {
 
 bool fifo(StreamKind s) { return s != StreamKind::P2P; }
 
-int mpi_world_size() {
-  int initialized = 0, finalized = 0;
-  MPI_CHECK(MPI_Initialized(&initialized));
-  MPI_CHECK(MPI_Finalized(&finalized));
-  if (!initialized || finalized)
-    throw Error("the CPU real backend needs MPI running: create a twinbed::real::MpiSession first");
-  int size = 0;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
-  return size;
-}
 
 // The element rule (collective_data.hpp) of a collective over n ranks: sizes are rounded up to it.
 Bytes executed_bytes(CollectiveOp op, int n, Bytes bytes) {
@@ -288,7 +278,7 @@ MPI_Comm CpuBackend::Impl::comm_for(const Plan& plan, CommKey key) {
 
 CpuBackend::CpuBackend(CpuBackendOptions options) : options_(std::move(options)), impl_(std::make_unique<Impl>()) {
   validate(options_);
-  impl_->size = mpi_world_size();
+  impl_->size = detail::world_size();
   MPI_Comm c = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &c));
   impl_->world.adopt(c);

@@ -4,6 +4,7 @@
 
 #include "twinbed/real/calibrate.hpp"
 #include "twinbed/real/collectives.hpp"
+#include "twinbed/real/data_collectives.hpp"
 #include "twinbed/real/mpi.hpp"
 
 namespace twinbed::real {
@@ -37,5 +38,14 @@ std::vector<CollectiveRow> measure_collectives(CollectiveOp, const std::string&,
 }
 
 MachineProfile calibrate_cpu(const MpiSession&, const CalibrateOptions&) { unavailable(); }
+
+struct DataCollectives::Impl {};
+DataCollectives::DataCollectives(std::string, int) { unavailable(); }
+DataCollectives::~DataCollectives() = default;
+int DataCollectives::rank() const { unavailable(); }
+int DataCollectives::ranks() const { unavailable(); }
+void DataCollectives::all_reduce(std::span<float>) { unavailable(); }
+void DataCollectives::all_gather(std::span<const float>, std::span<float>) { unavailable(); }
+std::int64_t DataCollectives::bytes_sent() const { unavailable(); }
 
 }  // namespace twinbed::real

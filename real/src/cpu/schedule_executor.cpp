@@ -23,6 +23,17 @@ Message& message_to(std::vector<Message>& messages, int peer) {
 
 }  // namespace
 
+int world_size() {
+  int initialized = 0, finalized = 0;
+  MPI_CHECK(MPI_Initialized(&initialized));
+  MPI_CHECK(MPI_Finalized(&finalized));
+  if (!initialized || finalized)
+    throw Error("the CPU real backend needs MPI running: create a twinbed::real::MpiSession first");
+  int size = 0;
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  return size;
+}
+
 int as_count(std::int64_t floats, const std::string& what) {
   if (floats > INT_MAX)
     throw InvalidArgument(what + " has " + std::to_string(floats) + " floats, more than one MPI message can carry (" +
@@ -58,6 +69,13 @@ RankProgram::RankProgram(const Schedule& schedule, int rank) : layout_(chunk_ele
 std::int64_t RankProgram::workspace_floats() const {
   std::int64_t total = 0;
   for (const ChunkElements& c : layout_) total = std::max(total, c.offset + c.count);
+  return total;
+}
+
+std::int64_t RankProgram::floats_sent() const {
+  std::int64_t total = 0;
+  for (const RoundPlan& plan : rounds_)
+    for (const Message& m : plan.sends) total += m.count;
   return total;
 }
 

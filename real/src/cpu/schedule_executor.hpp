@@ -15,6 +15,7 @@
 
 #include "twinbed/core/schedule.hpp"
 #include "twinbed/real/collective_data.hpp"
+#include "twinbed/real/mpi.hpp"
 
 namespace twinbed::real::detail {
 
@@ -50,6 +51,30 @@ struct RoundPlan {
 // Not thread-safe; one execution at a time per object (it owns the scratch buffers and requests).
 // Throws InvalidArgument from the constructor when a transfer names no valid rank or chunk, or a message
 // exceeds INT_MAX floats; Error (MPI_CHECK) when MPI fails.
+// The size of MPI_COMM_WORLD; throws Error saying to create an MpiSession when MPI is not running.
+int world_size();
+
+// A private duplicate of MPI_COMM_WORLD, so our messages can never match a caller's. It inherits the
+// world's error handler (MPI_ERRORS_RETURN, set by MpiSession); freed without throwing.
+class DupComm {
+ public:
+  DupComm() {
+    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  }
+  ~DupComm() {
+    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  }
+  DupComm(const DupComm&) = delete;
+  DupComm& operator=(const DupComm&) = delete;
+  MPI_Comm get() const { return comm_; }
+  int rank() const { return rank_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+};
+
 class RankProgram {
  public:
   RankProgram(const Schedule& schedule, int rank);
@@ -57,6 +82,8 @@ class RankProgram {
   const std::vector<ChunkElements>& layout() const { return layout_; }
   // Floats a workspace for this schedule holds (every chunk back to back).
   std::int64_t workspace_floats() const;
+  // Floats this rank sends in one execution (every message of every round).
+  std::int64_t floats_sent() const;
 
   // One blocking execution of the whole schedule on `workspace` (laid out as layout()).
   void run(MPI_Comm comm, std::vector<float>& workspace);
