@@ -119,9 +119,9 @@ std::vector<std::string> parse_backends(const json& j) {
   return out;
 }
 
-std::vector<TechniqueConfig> parse_techniques(const json& j) {
+std::vector<TechniqueConfig> parse_techniques(const json& j, const std::string& path = "/techniques") {
   if (!j.is_array()) {
-    fail("/techniques", "expected an array of technique entries like {\"pass\": \"lora\", \"rank\": 8}, got " + got(j));
+    fail(path, "expected an array of technique entries like {\"pass\": \"lora\", \"rank\": 8}, got " + got(j));
   }
   std::vector<TechniqueConfig> out;
   // Passes apply in one order, the registry's (lora, precision, dsa, tgc, zrdf), each at most once:
@@ -129,15 +129,17 @@ std::vector<TechniqueConfig> parse_techniques(const json& j) {
   const std::vector<std::string> order = technique_passes().names();
   const auto rank = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
   for (std::size_t i = 0; i < j.size(); ++i) {
-    const std::unique_ptr<Pass> pass = parse_technique(j[i], child("/techniques", i));
+    const std::unique_ptr<Pass> pass = parse_technique(j[i], child(path, i));
     if (!out.empty() && rank(out.back().pass) >= rank(pass->name())) {
-      fail(child("/techniques", i), pass->name() + (out.back().pass == pass->name() ? " is listed twice" : " must come before " + out.back().pass) +
+      fail(child(path, i), pass->name() + (out.back().pass == pass->name() ? " is listed twice" : " must come before " + out.back().pass) +
                                         "; techniques apply in the order " + join(order) + ", each at most once");
     }
     out.push_back({pass->name(), pass->params_json()});
   }
   return out;
 }
+
+}  // namespace
 
 bool valid_name(const std::string& name) {
   return !name.empty() && name.size() <= 128 && name.front() != '.' &&
@@ -146,6 +148,8 @@ bool valid_name(const std::string& name) {
                   ch == '_' || ch == '.';
          });
 }
+
+namespace {
 
 // The layout object with "dp": "auto" replaced by ranks / (tp·pp). Other problems with tp/pp are left
 // to layout_from_json, which names them.
@@ -231,7 +235,9 @@ std::string pointer_label(const std::string& pointer) {
 }  // namespace
 
 ClusterConfig cluster_from_json(const json& j, const fs::path& base_dir) { return parse_cluster(j, base_dir); }
-std::vector<TechniqueConfig> techniques_from_json(const json& j) { return parse_techniques(j); }
+std::vector<TechniqueConfig> techniques_from_json(const json& j, const std::string& path) {
+  return parse_techniques(j, path);
+}
 
 std::vector<std::string> accepted_backends() { return {"sim", "real"}; }
 std::vector<std::string> accepted_techniques() { return technique_passes().names(); }

@@ -167,6 +167,8 @@ TEST(TgcPass, ParameterErrorsNameTheKey) {
   EXPECT_EQ(path_of({{"pass", "tgc"}, {"bits", "many"}}), "/t/bits");
   EXPECT_EQ(path_of({{"pass", "tgc"}, {"bits", 8}, {"adaptive_bits", 8}}), "/t/adaptive_bits");
   EXPECT_EQ(path_of({{"pass", "tgc"}, {"bits", "adaptive"}, {"adaptive_bits", 2}}), "/t/adaptive_bits");
+  EXPECT_EQ(path_of({{"pass", "tgc"}, {"bits", 8}, {"adaptive_tolerance", 0.1}}), "/t/adaptive_tolerance");
+  EXPECT_EQ(path_of({{"pass", "tgc"}, {"bits", "adaptive"}, {"adaptive_tolerance", 0}}), "/t/adaptive_tolerance");
   EXPECT_EQ(path_of({{"pass", "tgc"}, {"topk_fraction", 0}}), "/t/topk_fraction");
   EXPECT_EQ(path_of({{"pass", "tgc"}, {"block_size", 12}}), "/t/block_size");
   EXPECT_EQ(path_of({{"pass", "tgc"}, {"hierarchy", "tree"}}), "/t/hierarchy");

@@ -161,7 +161,7 @@ Bytes tgc_payload_bytes(std::int64_t n, const TgcParams& p) {
 TgcParams tgc_params_from_json(const json& entry, const std::string& path) {
   using namespace json_read;
   require_object(entry, path);
-  check_keys(entry, path, {"pass", "bits", "adaptive_bits", "block_size", "topk_fraction", "error_feedback", "hierarchy"});
+  check_keys(entry, path, {"pass", "bits", "adaptive_bits", "adaptive_tolerance", "block_size", "topk_fraction", "error_feedback", "hierarchy"});
   TgcParams p;
   if (entry.contains("bits")) {
     const json& b = entry["bits"];
@@ -180,6 +180,12 @@ TgcParams tgc_params_from_json(const json& entry, const std::string& path) {
     if (p.adaptive_bits != 4 && p.adaptive_bits != 8 && p.adaptive_bits != 16) {
       fail(path + "/adaptive_bits", "the adaptive rule picks 4, 8 or 16 bits, got " + got(entry["adaptive_bits"]));
     }
+  }
+  if (entry.contains("adaptive_tolerance")) {
+    if (!p.adaptive) fail(path + "/adaptive_tolerance", "applies to \"bits\": \"adaptive\" only");
+    p.adaptive_tolerance = read_number(entry["adaptive_tolerance"], path + "/adaptive_tolerance", "a relative error in (0, 1]");
+    if (!(p.adaptive_tolerance > 0 && p.adaptive_tolerance <= 1))
+      fail(path + "/adaptive_tolerance", "expected a relative error in (0, 1], got " + got(entry["adaptive_tolerance"]));
   }
   if (entry.contains("block_size")) {
     p.block_size = read_int(entry["block_size"], path + "/block_size", 8, std::int64_t{1} << 30);
@@ -205,7 +211,10 @@ json tgc_params_to_json(const TgcParams& p) {
             {"topk_fraction", p.topk_fraction},
             {"error_feedback", p.error_feedback},
             {"hierarchy", p.hierarchy == TgcParams::Hierarchy::Flat ? "flat" : "hierarchical"}};
-  if (p.adaptive) j["adaptive_bits"] = p.adaptive_bits;
+  if (p.adaptive) {
+    j["adaptive_bits"] = p.adaptive_bits;
+    j["adaptive_tolerance"] = p.adaptive_tolerance;
+  }
   return j;
 }
 

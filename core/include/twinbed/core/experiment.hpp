@@ -90,9 +90,14 @@ Topology build_topology(const ClusterConfig& cluster);
 Experiment experiment_from_json(const nlohmann::json& config, const std::filesystem::path& base_dir);
 
 // The "cluster" and "techniques" sections alone, as experiment_from_json parses them (paths
-// "/cluster/...", "/techniques/..."), for runs that are not whole experiments (claims' reductions).
+// "/cluster/...", "/techniques/..." or `path`), for runs that are not whole experiments (claims'
+// reductions, `twinbed train`'s variants).
 ClusterConfig cluster_from_json(const nlohmann::json& j, const std::filesystem::path& base_dir);
-std::vector<TechniqueConfig> techniques_from_json(const nlohmann::json& j);
+std::vector<TechniqueConfig> techniques_from_json(const nlohmann::json& j, const std::string& path = "/techniques");
+
+// The rule for an experiment's "name" (it names a results folder): 1 to 128 letters, digits, '-', '_'
+// and '.', not starting with '.'.
+bool valid_name(const std::string& name);
 
 // Reads a file (malformed JSON and keys repeated within one object are ConfigErrors naming the file)
 // without interpreting it. Paths in it are relative to the file's folder.

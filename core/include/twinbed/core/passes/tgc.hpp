@@ -6,7 +6,10 @@
 //
 // bits: 2, 4, 8, 16, "adaptive" or "none" (default: values unquantised); adaptive_bits: 4, 8 or 16, the
 // width the adaptive rule is assumed to pick (default 8: the simulator sees no gradient values — a
-// stated input, which the real backend measures); block_size: elements per quantisation scale, a
+// stated input, which the real backend measures); adaptive_tolerance: the relative RMS error per block
+// the adaptive rule allows when it sees real gradients (kernels' choose_bits; default 0.05, a setting,
+// not a measured constant: it gives 8 bits to blocks of Gaussian-like values, crest factor 3–4, and
+// 16 to heavy-tailed ones with crest above 22; only `twinbed train` applies it); block_size: elements per quantisation scale, a
 // positive multiple of 8 (default 256, the kernels' default); topk_fraction in (0, 1] (default 1: dense);
 // error_feedback (default true); hierarchy: "flat" (default) or "hierarchical". bits "none" with
 // topk_fraction 1 is the neutral setting: the plan is left unchanged.
@@ -59,6 +62,7 @@ struct TgcParams {
   double topk_fraction = 1;
   bool error_feedback = true;
   Hierarchy hierarchy = Hierarchy::Flat;
+  double adaptive_tolerance = 0.05;  // `twinbed train` only: choose_bits' rel_tol
   bool lossless() const { return bits == 0 && !adaptive && topk_fraction >= 1; }
   // The quantisation width in effect: bits, adaptive_bits, or 0.
   int width() const { return adaptive ? adaptive_bits : bits; }
