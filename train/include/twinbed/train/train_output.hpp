@@ -1,0 +1,54 @@
+// The results of `twinbed train`, in its results folder:
+//   config.json      the resolved config (every default written)
+//   train.json       {"format": "twinbed-train-1", "provenance", "variants": [per variant: techniques,
+//                    parameters, trainable, peak_rss_bytes, overflow_steps, unigram_entropy_nats,
+//                    final_held_out_loss, mean_step_s, mean_bytes_per_step, steps: [...]],
+//                    "comparisons": [...]}
+//   steps.csv        one row per variant and step (the StepRecord fields; held_out_loss empty between
+//                    evaluations)
+//   summary.csv      one row per variant, with its comparison
+//   checkpoints/<variant>.bin   final weights (trainer.hpp's format), for "checkpoint" in a later config
+// A comparison sets a variant beside its reference: the first variant without techniques that starts
+// from the same weights ("from"/"checkpoint" equal) and trains as many steps — the baseline for a
+// technique trained from scratch, the full fine-tune for LoRA. Figures (variant − reference, so a
+// positive loss difference means the technique lost accuracy):
+//   held_out_delta_equal_steps   final held-out loss difference, both after the same steps
+//   held_out_delta_equal_time    held-out loss difference at the same training wall time: both curves
+//                                interpolated linearly between their evaluations at the earlier of the
+//                                two finishing times (null when that is before either's first evaluation)
+//   step_time_ratio, bytes_ratio, trainable_ratio, peak_memory_ratio   variant / reference
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/train/train_config.hpp"
+#include "twinbed/train/trainer.hpp"
+
+namespace twinbed::train {
+
+struct Comparison {
+  std::string variant, reference;
+  double held_out_delta_equal_steps = 0;
+  std::optional<double> held_out_delta_equal_time;
+  double step_time_ratio = 0, bytes_ratio = 0, trainable_ratio = 0, peak_memory_ratio = 0;
+};
+
+double final_held_out(const VariantResult& r);
+double mean_step_s(const VariantResult& r);
+double mean_bytes_per_step(const VariantResult& r);
+// The held-out loss of `r` at training time `elapsed_s`, linear between evaluations; nullopt outside them.
+std::optional<double> held_out_at_time(const VariantResult& r, double elapsed_s);
+
+// One comparison per variant that has a reference (see above), in variant order.
+std::vector<Comparison> compare_variants(const TrainConfig& config, const std::vector<VariantResult>& results);
+
+nlohmann::json train_results_json(const TrainConfig& config, const std::vector<VariantResult>& results,
+                                  const nlohmann::json& provenance);
+std::string steps_csv(const std::vector<VariantResult>& results);
+std::string summary_csv(const TrainConfig& config, const std::vector<VariantResult>& results);
+
+}  // namespace twinbed::train
