@@ -1,13 +1,7 @@
 // twinbed claims: the claims ledger — every figure of CLAIMS.md through its experiments
 // (experiments/claims/<ID>.json), reported vs simulated vs measured, with a computed verdict.
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -17,8 +11,6 @@
 #include "twinbed/claims/ledger.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/export.hpp"
-
-extern char** environ;  // POSIX: the process environment, handed unchanged to the plot script
 
 namespace twinbed::cli {
 
@@ -39,67 +31,6 @@ struct ClaimsOptions {
 std::string default_dir() {
   if (fs::is_directory("experiments/claims")) return "experiments/claims";
   return std::string(TWINBED_SOURCE_DIR) + "/experiments/claims";
-}
-
-// The plotting interpreter: Debian's, which scripts/install-deps.sh gives matplotlib.
-constexpr const char* kPython = "/usr/bin/python3";
-
-// Runs `argv` (argv[0] the executable's path; no shell, so no argument is ever read as a command) with
-// stdin and stdout on /dev/null and returns what stopped it: "" when it exited 0, else why, with the
-// last line it wrote to stderr.
-std::string run_quietly(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));  // posix_spawn's signature
-  args.push_back(nullptr);
-  int err[2];
-  if (::pipe2(err, O_CLOEXEC) != 0) return std::string("cannot make a pipe: ") + std::strerror(errno);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2);  // dup2 clears O_CLOEXEC on the child's stderr
-  pid_t pid = 0;
-  const int spawned = ::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(err[1]);
-  if (spawned != 0) {
-    ::close(err[0]);
-    return "cannot start " + argv[0] + ": " + std::strerror(spawned);
-  }
-  // Read stderr to its end before waiting (a full pipe would stall the child), keeping its tail.
-  std::string tail;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) != 0;) {
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    tail.append(buf, static_cast<std::size_t>(n));
-    if (tail.size() > 8192) tail.erase(0, tail.size() - 8192);
-  }
-  ::close(err[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return std::string("waiting for it failed: ") + std::strerror(errno);
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
-  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
-  const std::string last = tail.substr(tail.rfind('\n') == std::string::npos ? 0 : tail.rfind('\n') + 1);
-  const std::string said = last.empty() ? "" : ": " + last;
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status)) + said;
-  // 77: plot_claims.py's "matplotlib is not installed".
-  if (WEXITSTATUS(status) == 77) return "no matplotlib for " + argv[0] + " (scripts/install-deps.sh)";
-  return "exit status " + std::to_string(WEXITSTATUS(status)) + said;
-}
-
-// Draws `png` from the ledger `json` with notebooks/plot_claims.py (which writes it atomically). Returns
-// "" when drawn, else why not.
-std::string draw_plot(const fs::path& json, const fs::path& png) {
-  const std::string script = std::string(TWINBED_SOURCE_DIR) + "/notebooks/plot_claims.py";
-  if (!fs::is_regular_file(script)) return "the plot script " + script + " is missing";
-  if (::access(kPython, X_OK) != 0) return std::string("no ") + kPython + " to run " + script;
-  const std::string why = run_quietly({kPython, script, json.string(), png.string()});
-  return why.empty() ? "" : "plot_claims.py failed: " + why;
 }
 
 void claims_command(const ClaimsOptions& o) {
@@ -135,7 +66,7 @@ void claims_command(const ClaimsOptions& o) {
   std::string plotted;
   if (!o.no_plot) {
     // The ledger stands without its plot: a failure is a note saying why, not an error.
-    const std::string why = draw_plot(dir / "claims.json", png);
+    const std::string why = draw_plot("plot_claims.py", dir / "claims.json", png);
     if (why.empty()) plotted = ", claims.png";
     else std::fprintf(stderr, "twinbed: note: no plot: %s\n", why.c_str());
   }

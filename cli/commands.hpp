@@ -21,5 +21,6 @@ void add_compare_command(CLI::App& app, Invocation& invocation);
 void add_run_command(CLI::App& app, Invocation& invocation);
 void add_sweep_command(CLI::App& app);
 void add_claims_command(CLI::App& app);
+void add_train_command(CLI::App& app, Invocation& invocation);
 
 }  // namespace twinbed::cli

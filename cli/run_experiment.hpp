@@ -2,6 +2,7 @@
 // twinbed::Error on bad input (ConfigError naming the field), never prints.
 #pragma once
 
+#include <filesystem>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -31,5 +32,10 @@ const std::string& out_folder(const std::string& value);
 // The git revision the CLI was built from ("unknown" when not built from a checkout) and its version.
 std::string git_revision();
 std::string twinbed_version();
+
+// Draws `png` from the results file `json` with notebooks/<script_name> (which writes it atomically),
+// run by Debian's /usr/bin/python3 (the interpreter scripts/install-deps.sh gives matplotlib), without a
+// shell, stdout discarded. Returns "" when drawn, else why not (with the script's last stderr line).
+std::string draw_plot(const std::string& script_name, const std::filesystem::path& json, const std::filesystem::path& png);
 
 }  // namespace twinbed::cli

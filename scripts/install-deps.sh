@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
   python3 python3-matplotlib
+  fortunes                                               # the text `twinbed train` learns (/usr/share/games/fortunes)
   python3-nbconvert python3-nbformat python3-ipykernel   # runs notebooks/*.ipynb headless (the claims notebook test)
 )
 if [ "${1:-}" = "--fuzz" ]; then

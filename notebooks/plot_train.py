@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""Plot the loss curves of a `twinbed train` run: every variant against its reference.
+
+Usage:
+  notebooks/plot_train.py TRAIN_JSON OUT_PNG        # e.g. results/train-fortunes/train.json results/train-fortunes/train.png
+
+TRAIN_JSON is what `twinbed train` writes (format twinbed-train-1); the command calls this script itself
+to draw train.png beside it. Two panels share the loss axis: held-out loss by step (left) and by training
+wall time (right, evaluations excluded), one colour per variant, markers at the evaluations, the
+training loss as a faint line behind. Variants that start from another's weights (fine-tunes) are
+dashed. A dotted line marks the byte-unigram entropy of the training text: a model that learnt only
+byte frequencies sits there.
+
+Runs with Debian's /usr/bin/python3 (python3-matplotlib); draws through the Agg canvas (no pyplot) and
+writes atomically, like the claims plot.
+"""
+import json
+import os
+import sys
+
+try:
+    import matplotlib
+    from matplotlib.figure import Figure
+except ImportError:  # main() exits 77: the CLI notes that there is no plot
+    matplotlib = None
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("format") != "twinbed-train-1":
+        raise ValueError(f"{path}: format is {data.get('format')!r}, expected 'twinbed-train-1'")
+    return data
+
+
+def starts_elsewhere(data, name):
+    """True for a variant that starts from another's weights (its config entry has "from" or "checkpoint")."""
+    for v in data.get("provenance", {}).get("config", {}).get("variants", []):
+        if v.get("name") == name:
+            return "from" in v or "checkpoint" in v
+    return False
+
+
+def plot_curves(data, ax_steps, ax_time):
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, v in enumerate(data["variants"]):
+        colour = colours[i % len(colours)]
+        style = "--" if starts_elsewhere(data, v["name"]) else "-"
+        steps = v["steps"]
+        evals = [s for s in steps if s["held_out_loss"] is not None]
+        ax_steps.plot([s["step"] for s in steps], [s["train_loss"] for s in steps], color=colour, alpha=0.18, lw=0.8)
+        ax_steps.plot([s["step"] for s in evals], [s["held_out_loss"] for s in evals], style, marker="o", ms=3,
+                      color=colour, label=v["name"])
+        ax_time.plot([s["elapsed_s"] for s in evals], [s["held_out_loss"] for s in evals], style, marker="o", ms=3,
+                     color=colour)
+    entropy = data["variants"][0].get("unigram_entropy_nats") if data["variants"] else None
+    for ax in (ax_steps, ax_time):
+        if entropy:
+            ax.axhline(entropy, color="grey", ls=":", lw=1)
+        ax.grid(alpha=0.3)
+    if entropy:
+        ax_steps.annotate("byte-unigram entropy", (0, entropy), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                          textcoords="offset points", fontsize=7, color="grey")
+    ax_steps.set_xlabel("step")
+    ax_steps.set_ylabel("loss (nats per byte): held-out ●, training faint")
+    ax_time.set_xlabel("training wall time (s, the slowest rank's)")
+    ax_steps.legend(fontsize=8, frameon=False)
+    # Early steps sit far above the rest: show the range the held-out curves end in.
+    finals = [s["held_out_loss"] for v in data["variants"] for s in v["steps"] if s["held_out_loss"] is not None]
+    if finals:
+        top = max(finals)
+        low = min(finals)
+        ax_steps.set_ylim(low - 0.05 * (top - low + 0.1), top + 0.05 * (top - low + 0.1))
+
+
+def draw(data, out_png):
+    fig = Figure(figsize=(12, 4.8))
+    ax_steps, ax_time = fig.subplots(1, 2, sharey=True)
+    plot_curves(data, ax_steps, ax_time)
+    cfg = data.get("provenance", {}).get("config", {})
+    model = cfg.get("model", {})
+    fig.suptitle(f"{cfg.get('name', '')}: GPT {model.get('layers')} layers, hidden {model.get('hidden')}, "
+                 f"seq {model.get('seq_len')}; {cfg.get('ranks')} CPU ranks", fontsize=10)
+    fig.tight_layout()
+    folder, name = os.path.split(os.path.abspath(out_png))
+    temp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(temp, dpi=110, format="png")
+        os.replace(temp, out_png)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if matplotlib is None:
+        print("plot_train.py: matplotlib is not installed (Debian: apt-get install python3-matplotlib)", file=sys.stderr)
+        return 77
+    data = load(argv[1])
+    if not data.get("variants"):
+        print(f"plot_train.py: {argv[1]} has no variants to plot", file=sys.stderr)
+        return 1
+    draw(data, argv[2])
+    print(f"wrote {argv[2]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
