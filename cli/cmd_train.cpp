@@ -79,25 +79,34 @@ void print_summary(const TrainConfig& c, const std::vector<VariantResult>& resul
   std::printf("# twinbed train: %s — GPT %d layers, hidden %d, %d heads, seq %d; %d ranks (%s); held-out every %d-th fortune\n",
               c.name.c_str(), c.model.layers, c.model.hidden, c.model.heads, c.model.seq_len, c.ranks,
               c.collective_algorithm.c_str(), c.data.held_out_every);
-  std::printf("%-20s %-22s %6s %10s %9s %12s %11s %9s\n", "variant", "techniques", "steps", "held-out", "step ms",
-              "bytes/step", "trainable", "peak MiB");
+  std::printf("%-20s %-22s %6s %10s %8s %9s %12s %11s %9s\n", "variant", "techniques", "steps", "held-out", "acc %",
+              "step ms", "bytes/step", "trainable", "peak MiB");
   for (std::size_t i = 0; i < results.size(); ++i) {
     const VariantResult& r = results[i];
-    std::printf("%-20s %-22s %6zu %10.4f %9.1f %12.0f %11lld %9.1f\n", r.name.c_str(), techniques_text(c.variants[i]).c_str(),
-                r.steps.size(), train::final_held_out(r), 1e3 * train::mean_step_s(r), train::mean_bytes_per_step(r),
+    std::printf("%-20s %-22s %6zu %10.4f %8.2f %9.1f %12.0f %11lld %9.1f\n", r.name.c_str(),
+                techniques_text(c.variants[i]).c_str(), r.steps.size(), train::final_held_out(r),
+                100 * train::final_held_out_accuracy(r), 1e3 * train::mean_step_s(r), train::mean_bytes_per_step(r),
                 static_cast<long long>(r.trainable), static_cast<double>(r.peak_rss_bytes) / (1 << 20));
   }
   const auto comparisons = train::compare_variants(c, results);
   if (!comparisons.empty()) {
-    std::printf("# against the reference (variant − reference; held-out loss in nats, + = worse)\n");
-    std::printf("%-20s %-16s %12s %12s %10s %10s\n", "variant", "reference", "Δ equal steps", "Δ equal time", "time ×",
-                "bytes ×");
+    std::printf("# against the reference (held-out loss: variant − reference in nats, + = worse; accuracy drop in points)\n");
+    std::printf("%-20s %-16s %13s %13s %10s %8s %8s\n", "variant", "reference", "Δloss steps", "Δloss time", "acc drop",
+                "time ×", "bytes ×");
     for (const train::Comparison& x : comparisons) {
       char equal_time[32] = "-";
       if (x.held_out_delta_equal_time) std::snprintf(equal_time, sizeof equal_time, "%+.4f", *x.held_out_delta_equal_time);
-      std::printf("%-20s %-16s %+12.4f %12s %10.3f %10.3f\n", x.variant.c_str(), x.reference.c_str(),
-                  x.held_out_delta_equal_steps, equal_time, x.step_time_ratio, x.bytes_ratio);
+      std::printf("%-20s %-16s %+13.4f %13s %+10.2f %8.3f %8.3f\n", x.variant.c_str(), x.reference.c_str(),
+                  x.held_out_delta_equal_steps, equal_time, x.accuracy_drop_points, x.step_time_ratio, x.bytes_ratio);
     }
+    std::vector<std::string> told;
+    for (const train::Comparison& x : comparisons)
+      if (x.seed_spread_loss && std::find(told.begin(), told.end(), x.reference) == told.end()) {
+        told.push_back(x.reference);
+        std::printf("# run-to-run spread of %s and its technique-free peers: %.4f nats, %.2f points (differences within "
+                    "it are not told apart from it)\n",
+                    x.reference.c_str(), *x.seed_spread_loss, *x.seed_spread_accuracy_points);
+      }
   }
   if (!results.empty())
     std::printf("# byte-unigram entropy of the training text: %.4f nats (a model of byte frequencies alone)\n",
@@ -152,9 +161,10 @@ void train_command(const TrainOptions& o, Invocation& invocation) {
                      static_cast<long long>(v.training.steps), v.training.global_batch, ranks->size());
       const auto progress = [&](const train::StepRecord& s) {
         if (leader && s.held_out_loss)
-          std::fprintf(stderr, "[%s] step %lld/%lld  loss %.4f  held-out %.4f  %.1f ms/step\n", v.name.c_str(),
-                       static_cast<long long>(s.step), static_cast<long long>(v.training.steps), s.train_loss,
-                       *s.held_out_loss, 1e3 * s.elapsed_s / static_cast<double>(s.step));
+          std::fprintf(stderr, "[%s] step %lld/%lld  loss %.4f  held-out %.4f (%.1f%% right)  %.1f ms/step\n",
+                       v.name.c_str(), static_cast<long long>(s.step), static_cast<long long>(v.training.steps),
+                       s.train_loss, *s.held_out_loss, 100 * s.held_out_accuracy.value_or(0),
+                       1e3 * s.elapsed_s / static_cast<double>(s.step));
       };
       results.push_back(train::train_variant(c, i, *ranks, start, progress));
       by_name[v.name] = i;

@@ -495,4 +495,36 @@ TEST(GptArguments, BadSizesThrow) {
   EXPECT_THROW((void)small.loss(bad, 1), InvalidArgument);
 }
 
+// ---- evaluation: loss and top-1 accuracy ---------------------------------------------------------------
+
+// A model whose prediction is known: every layer matrix and wpe zero, so the residual stream is wte[token];
+// wte row i = e_(i mod 8), so LNf(e_k)·wteᵀ is largest, first, at token k = input mod 8.
+Gpt echo_mod_8() {
+  Gpt m(GptShape{1, 8, 2, 4, 256}, 1);
+  std::fill(m.params().begin(), m.params().end(), 0.0f);
+  for (const auto& w : m.weights()) {
+    if (w.name == "lnf.g" || w.name == "l0.ln1.g" || w.name == "l0.ln2.g")
+      std::fill_n(m.params().begin() + static_cast<std::ptrdiff_t>(w.offset), w.size(), 1.0f);
+    if (w.name == "wte")
+      for (std::size_t row = 0; row < w.rows; ++row) m.params()[w.offset + row * w.cols + row % 8] = 1.0f;
+  }
+  return m;
+}
+
+TEST(GptEvaluate, CountsThePredictionsWhoseLargestLogitIsTheTarget) {
+  const Gpt m = echo_mod_8();
+  const std::vector<std::uint8_t> right = {3, 3, 3, 3, 3};     // predicts 3 mod 8 = 3: four of four
+  const std::vector<std::uint8_t> wrong = {11, 11, 11, 11, 11};  // predicts 3, target 11: none
+  const std::vector<std::uint8_t> half = {3, 3, 11, 3, 11};      // targets 3, 11, 3, 11 after 3, 3, 11, 3
+  EXPECT_EQ(m.evaluate(right, 1).correct, 4u);
+  EXPECT_EQ(m.evaluate(wrong, 1).correct, 0u);
+  EXPECT_EQ(m.evaluate(half, 1).correct, 2u);
+  std::vector<std::uint8_t> two = right;
+  two.insert(two.end(), half.begin(), half.end());
+  const auto e = m.evaluate(two, 2);
+  EXPECT_EQ(e.correct, 6u);
+  EXPECT_EQ(e.predictions, 8u);
+  EXPECT_EQ(e.loss, m.loss(two, 2));
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -114,6 +115,10 @@ TEST(Training, TheLossFallsBelowTheUnigramEntropyAndRerunsAreBitIdentical) {
   ASSERT_EQ(a.steps.size(), 40u);
   ASSERT_TRUE(a.steps.back().held_out_loss.has_value());
   EXPECT_LT(*a.steps.back().held_out_loss, a.unigram_entropy);
+  ASSERT_TRUE(a.steps.back().held_out_accuracy.has_value());
+  EXPECT_GT(*a.steps.back().held_out_accuracy, 0.0);
+  EXPECT_LE(*a.steps.back().held_out_accuracy, 1.0);
+  EXPECT_FALSE(a.steps.front().held_out_accuracy.has_value());  // evaluated every 20 steps
   EXPECT_LT(a.steps.back().train_loss, a.steps.front().train_loss);
   const VariantResult b = train(c, 0);
   for (std::size_t s = 0; s < a.steps.size(); ++s) EXPECT_EQ(a.steps[s].train_loss, b.steps[s].train_loss) << s;
@@ -175,18 +180,23 @@ TEST(Training, Fp16StorageScalesTheLossAndBf16NeedsNoScaling) {
 TEST(Training, ComparisonsPairEachVariantWithItsReference) {
   const TrainConfig c = parse(small_config(json::array(
       {{{"name", "base"}, {"training", {{"steps", 4}, {"eval_every", 2}}}},
-       {{"name", "q"}, {"training", {{"steps", 4}, {"eval_every", 2}}}, {"techniques", {{{"pass", "tgc"}, {"bits", 4}}}}}})));
+       {{"name", "q"}, {"training", {{"steps", 4}, {"eval_every", 2}}}, {"techniques", {{{"pass", "tgc"}, {"bits", 4}}}}},
+       {{"name", "base-seed2"}, {"training", {{"steps", 4}, {"eval_every", 2}, {"seed", 2}}}}})));
   std::vector<VariantResult> results;
-  results.push_back(train(c, 0));
-  results.push_back(train(c, 1));
+  for (std::size_t i = 0; i < 3; ++i) results.push_back(train(c, i));
   const auto comparisons = compare_variants(c, results);
   ASSERT_EQ(comparisons.size(), 1u);
   EXPECT_EQ(comparisons[0].variant, "q");
   EXPECT_EQ(comparisons[0].reference, "base");
   EXPECT_DOUBLE_EQ(comparisons[0].held_out_delta_equal_steps, final_held_out(results[1]) - final_held_out(results[0]));
+  // The spread of the reference and its technique-free peer (another seed).
+  ASSERT_TRUE(comparisons[0].seed_spread_loss.has_value());
+  EXPECT_DOUBLE_EQ(*comparisons[0].seed_spread_loss, std::abs(final_held_out(results[2]) - final_held_out(results[0])));
+  EXPECT_GT(*comparisons[0].seed_spread_loss, 0.0);
   const json j = train_results_json(c, results, json::object());
   EXPECT_EQ(j["format"], "twinbed-train-1");
   EXPECT_EQ(j["variants"][1]["steps"].size(), 4u);
+  EXPECT_TRUE(j["comparisons"][0]["seed_spread_loss"].is_number());
 }
 
 TEST(Training, HeldOutAtTimeInterpolatesBetweenEvaluations) {

@@ -241,7 +241,9 @@ class Pass {
       float* row = ws_.logits.data() + n * V_;
       const float target_logit = row[target(tokens, n)];
       AMap r(row, ix(V_));
-      const float m = r.maxCoeff();
+      Eigen::Index top = 0;  // the first largest logit: the prediction
+      const float m = r.maxCoeff(&top);
+      correct_ += static_cast<std::size_t>(top) == target(tokens, n);
       r = (r - m).exp();
       const float z = r.sum();
       r /= z;
@@ -293,6 +295,9 @@ class Pass {
     for (const Weight& w : adapters_) round_in_place(dtype(w.layer), agrads.subspan(w.offset, w.size()));
     return all_finite(ws_.dx) && all_finite(grads) && all_finite(agrads);
   }
+
+  // Positions of the last forward() whose largest logit (the first, on ties) was the target.
+  std::size_t correct() const { return correct_; }
 
  private:
   DType dtype(int layer) const { return layer < 0 ? prec_.outer : prec_.layer[static_cast<std::size_t>(layer)]; }
@@ -512,6 +517,7 @@ class Pass {
   const Resolved& prec_;
   Gpt::Workspace& ws_;
   std::span<float> grads_, agrads_;
+  std::size_t correct_ = 0;
   std::size_t B_, T_, H_, NH_, HD_, V_, N_;
 };
 
@@ -633,13 +639,21 @@ void Gpt::enable_lora(const LoraSetup& setup, std::uint64_t seed) {
 }
 
 double Gpt::loss(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision) const {
-  check_tokens(shape_, tokens, batch, "Gpt::loss");
-  const Resolved prec = resolve(shape_, precision, "Gpt::loss");
+  return evaluate(tokens, batch, precision).loss;
+}
+
+Evaluation Gpt::evaluate(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision) const {
+  check_tokens(shape_, tokens, batch, "Gpt::evaluate");
+  const Resolved prec = resolve(shape_, precision, "Gpt::evaluate");
   Workspace& ws = workspace();
   ws.ensure(shape_, batch, lora_.setup.rank, lora_.slot);
   Pass pass(shape_, batch, weights_, adapters_, lora_.slot, lora_.has_value ? &lora_.setup : nullptr, prec, ws);
   pass.prepare_weights(params_, adapter_params_);
-  return pass.forward(tokens);
+  Evaluation e;
+  e.loss = pass.forward(tokens);
+  e.correct = pass.correct();
+  e.predictions = batch * static_cast<std::size_t>(shape_.seq_len);
+  return e;
 }
 
 StepResult Gpt::forward_backward(std::span<const std::uint8_t> tokens, std::size_t batch, std::span<float> grads,

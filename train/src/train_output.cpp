@@ -32,8 +32,9 @@ json techniques_json(const Variant& v) {
 json step_json(const StepRecord& s) {
   json j = {{"step", s.step},         {"lr", s.lr},
             {"train_loss", s.train_loss}, {"held_out_loss", s.held_out_loss ? json(*s.held_out_loss) : json(nullptr)},
+            {"held_out_accuracy", s.held_out_accuracy ? json(*s.held_out_accuracy) : json(nullptr)},
             {"step_s", s.step_s},     {"elapsed_s", s.elapsed_s},
-            {"bytes_sent", s.bytes_sent}, {"skipped", s.skipped},
+            {"bytes_sent", s.bytes_sent}, {"peak_rss_bytes", s.peak_rss_bytes}, {"skipped", s.skipped},
             {"loss_scale", s.loss_scale}, {"tgc_bits", s.tgc_bits},
             {"active_fraction", s.active_fraction}, {"low_precision_layers", s.low_precision_layers}};
   return j;
@@ -44,6 +45,12 @@ json step_json(const StepRecord& s) {
 double final_held_out(const VariantResult& r) {
   for (auto it = r.steps.rbegin(); it != r.steps.rend(); ++it)
     if (it->held_out_loss) return *it->held_out_loss;
+  return std::nan("");
+}
+
+double final_held_out_accuracy(const VariantResult& r) {
+  for (auto it = r.steps.rbegin(); it != r.steps.rend(); ++it)
+    if (it->held_out_accuracy) return *it->held_out_accuracy;
   return std::nan("");
 }
 
@@ -82,7 +89,11 @@ std::vector<Comparison> compare_variants(const TrainConfig& config, const std::v
       if (!ref.techniques.empty() || !same_start(v, ref) || ref.training.steps != v.training.steps) continue;
       const VariantResult& a = results[i];
       const VariantResult& b = results[j];
-      Comparison c{v.name, ref.name, final_held_out(a) - final_held_out(b), std::nullopt, 0, 0, 0, 0};
+      Comparison c;
+      c.variant = v.name;
+      c.reference = ref.name;
+      c.held_out_delta_equal_steps = final_held_out(a) - final_held_out(b);
+      c.accuracy_drop_points = 100 * (final_held_out_accuracy(b) - final_held_out_accuracy(a));
       const double t = std::min(a.steps.back().elapsed_s, b.steps.back().elapsed_s);
       const auto la = held_out_at_time(a, t), lb = held_out_at_time(b, t);
       if (la && lb) c.held_out_delta_equal_time = *la - *lb;
@@ -91,6 +102,23 @@ std::vector<Comparison> compare_variants(const TrainConfig& config, const std::v
       c.bytes_ratio = ratio(mean_bytes_per_step(a), mean_bytes_per_step(b));
       c.trainable_ratio = ratio(static_cast<double>(a.trainable), static_cast<double>(b.trainable));
       c.peak_memory_ratio = ratio(static_cast<double>(a.peak_rss_bytes), static_cast<double>(b.peak_rss_bytes));
+      // The spread of the reference's technique-free peers.
+      double lo_loss = final_held_out(b), hi_loss = lo_loss;
+      double lo_acc = final_held_out_accuracy(b), hi_acc = lo_acc;
+      int peers = 0;
+      for (std::size_t q = j + 1; q < results.size() && q < config.variants.size(); ++q) {
+        const Variant& peer = config.variants[q];
+        if (!peer.techniques.empty() || !same_start(v, peer) || peer.training.steps != v.training.steps) continue;
+        ++peers;
+        lo_loss = std::min(lo_loss, final_held_out(results[q]));
+        hi_loss = std::max(hi_loss, final_held_out(results[q]));
+        lo_acc = std::min(lo_acc, final_held_out_accuracy(results[q]));
+        hi_acc = std::max(hi_acc, final_held_out_accuracy(results[q]));
+      }
+      if (peers > 0) {
+        c.seed_spread_loss = hi_loss - lo_loss;
+        c.seed_spread_accuracy_points = 100 * (hi_acc - lo_acc);
+      }
       out.push_back(c);
       break;
     }
@@ -114,6 +142,7 @@ json train_results_json(const TrainConfig& config, const std::vector<VariantResu
                         {"train_bytes", r.train_bytes},
                         {"held_out_bytes", r.held_out_bytes},
                         {"final_held_out_loss", final_held_out(r)},
+                        {"final_held_out_accuracy", final_held_out_accuracy(r)},
                         {"mean_step_s", mean_step_s(r)},
                         {"mean_bytes_per_step", mean_bytes_per_step(r)},
                         {"steps", steps}});
@@ -125,6 +154,10 @@ json train_results_json(const TrainConfig& config, const std::vector<VariantResu
                            {"held_out_delta_equal_steps", c.held_out_delta_equal_steps},
                            {"held_out_delta_equal_time",
                             c.held_out_delta_equal_time ? json(*c.held_out_delta_equal_time) : json(nullptr)},
+                           {"accuracy_drop_points", c.accuracy_drop_points},
+                           {"seed_spread_loss", c.seed_spread_loss ? json(*c.seed_spread_loss) : json(nullptr)},
+                           {"seed_spread_accuracy_points",
+                            c.seed_spread_accuracy_points ? json(*c.seed_spread_accuracy_points) : json(nullptr)},
                            {"step_time_ratio", c.step_time_ratio},
                            {"bytes_ratio", c.bytes_ratio},
                            {"trainable_ratio", c.trainable_ratio},
@@ -135,13 +168,14 @@ json train_results_json(const TrainConfig& config, const std::vector<VariantResu
 
 std::string steps_csv(const std::vector<VariantResult>& results) {
   std::ostringstream out;
-  out << "variant,step,lr,train_loss,held_out_loss,step_s,elapsed_s,bytes_sent,skipped,loss_scale,tgc_bits,"
-         "active_fraction,low_precision_layers\n";
+  out << "variant,step,lr,train_loss,held_out_loss,held_out_accuracy,step_s,elapsed_s,bytes_sent,peak_rss_bytes,skipped,"
+         "loss_scale,tgc_bits,active_fraction,low_precision_layers\n";
   for (const VariantResult& r : results)
     for (const StepRecord& s : r.steps)
       out << csv_field(r.name) << ',' << s.step << ',' << number(s.lr) << ',' << number(s.train_loss) << ','
-          << (s.held_out_loss ? number(*s.held_out_loss) : "") << ',' << number(s.step_s) << ',' << number(s.elapsed_s)
-          << ',' << s.bytes_sent << ',' << (s.skipped ? 1 : 0) << ',' << number(s.loss_scale) << ',' << s.tgc_bits << ','
+          << (s.held_out_loss ? number(*s.held_out_loss) : "") << ','
+          << (s.held_out_accuracy ? number(*s.held_out_accuracy) : "") << ',' << number(s.step_s) << ',' << number(s.elapsed_s)
+          << ',' << s.bytes_sent << ',' << s.peak_rss_bytes << ',' << (s.skipped ? 1 : 0) << ',' << number(s.loss_scale) << ',' << s.tgc_bits << ','
           << number(s.active_fraction) << ',' << s.low_precision_layers << '\n';
   return out.str();
 }
@@ -149,10 +183,12 @@ std::string steps_csv(const std::vector<VariantResult>& results) {
 std::string summary_csv(const TrainConfig& config, const std::vector<VariantResult>& results) {
   const std::vector<Comparison> comparisons = compare_variants(config, results);
   std::ostringstream out;
-  out << "variant,steps,final_held_out_loss,mean_step_s,mean_bytes_per_step,trainable,peak_rss_bytes,overflow_steps,"
-         "reference,held_out_delta_equal_steps,held_out_delta_equal_time,step_time_ratio,bytes_ratio\n";
+  out << "variant,steps,final_held_out_loss,final_held_out_accuracy,mean_step_s,mean_bytes_per_step,trainable,"
+         "peak_rss_bytes,overflow_steps,reference,held_out_delta_equal_steps,held_out_delta_equal_time,"
+         "accuracy_drop_points,step_time_ratio,bytes_ratio\n";
   for (const VariantResult& r : results) {
-    out << csv_field(r.name) << ',' << r.steps.size() << ',' << number(final_held_out(r)) << ',' << number(mean_step_s(r))
+    out << csv_field(r.name) << ',' << r.steps.size() << ',' << number(final_held_out(r)) << ','
+        << number(final_held_out_accuracy(r)) << ',' << number(mean_step_s(r))
         << ',' << number(mean_bytes_per_step(r)) << ',' << r.trainable << ',' << r.peak_rss_bytes << ','
         << r.overflow_steps << ',';
     const Comparison* c = nullptr;
@@ -161,9 +197,9 @@ std::string summary_csv(const TrainConfig& config, const std::vector<VariantResu
     if (c)
       out << csv_field(c->reference) << ',' << number(c->held_out_delta_equal_steps) << ','
           << (c->held_out_delta_equal_time ? number(*c->held_out_delta_equal_time) : "") << ','
-          << number(c->step_time_ratio) << ',' << number(c->bytes_ratio);
+          << number(c->accuracy_drop_points) << ',' << number(c->step_time_ratio) << ',' << number(c->bytes_ratio);
     else
-      out << ",,,,";
+      out << ",,,,,";
     out << '\n';
   }
   return out.str();

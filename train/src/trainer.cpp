@@ -10,6 +10,7 @@
 #include <cmath>
 #include <fstream>
 #include <numeric>
+#include <tuple>
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
@@ -230,10 +231,10 @@ void adamw_step(const TrainingSettings& t, double lr, int update, const std::vec
 
 // ---- evaluation -----------------------------------------------------------------------------------
 
-// Mean held-out loss over eval_batches·global_batch sequences at evenly spaced starts, split over
-// the ranks (sequence i on rank i mod R) and summed.
-double held_out_loss(const Gpt& model, const Corpus& corpus, const TrainingSettings& t, const Precision* precision,
-                     Ranks& ranks, std::vector<std::uint8_t>& tokens) {
+// Mean held-out loss and top-1 accuracy over eval_batches·global_batch sequences at evenly spaced
+// starts, split over the ranks (sequence i on rank i mod R) and summed.
+std::pair<double, double> held_out(const Gpt& model, const Corpus& corpus, const TrainingSettings& t,
+                                   const Precision* precision, Ranks& ranks, std::vector<std::uint8_t>& tokens) {
   const std::size_t length = static_cast<std::size_t>(model.shape().seq_len) + 1;
   const std::size_t count = static_cast<std::size_t>(t.eval_batches) * static_cast<std::size_t>(t.global_batch);
   const std::size_t room = corpus.held_out.size() - length;
@@ -241,16 +242,19 @@ double held_out_loss(const Gpt& model, const Corpus& corpus, const TrainingSetti
   for (std::size_t i = static_cast<std::size_t>(ranks.rank()); i < count; i += static_cast<std::size_t>(ranks.size()))
     starts.push_back(count > 1 ? room * i / (count - 1) : 0);
   const std::size_t per_call = static_cast<std::size_t>(t.global_batch / ranks.size());
-  std::array<float, 1> sum{0.0f};
-  double local = 0;
+  double loss = 0, correct = 0;
   for (std::size_t first = 0; first < starts.size(); first += per_call) {
     const std::size_t n = std::min(per_call, starts.size() - first);
     gather_sequences(corpus.held_out, std::span(starts).subspan(first, n), length, tokens);
-    local += model.loss(tokens, n, precision) * static_cast<double>(n);
+    const Evaluation e = model.evaluate(tokens, n, precision);
+    loss += e.loss * static_cast<double>(n);
+    correct += static_cast<double>(e.correct);
   }
-  sum[0] = static_cast<float>(local);
+  // Counts stay below 2^24, so the float sum of the ranks' counts is exact.
+  std::array<float, 2> sum{static_cast<float>(loss), static_cast<float>(correct)};
   ranks.all_reduce(sum);
-  return static_cast<double>(sum[0]) / static_cast<double>(count);
+  const double predictions = static_cast<double>(count) * static_cast<double>(model.shape().seq_len);
+  return {static_cast<double>(sum[0]) / static_cast<double>(count), static_cast<double>(sum[1]) / predictions};
 }
 
 }  // namespace
@@ -349,15 +353,18 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
     rec.bytes_sent = ranks.bytes_sent() - bytes0;
     const double step_s = std::chrono::duration<double>(Clock::now() - t0).count();
 
-    // The step as all ranks agree on it: mean loss, slowest time, busiest sender.
-    const std::array<float, 3> mine{static_cast<float>(r.loss), static_cast<float>(step_s), static_cast<float>(rec.bytes_sent)};
-    std::vector<float> all(3 * static_cast<std::size_t>(R));
+    // The step as all ranks agree on it: mean loss, slowest time, busiest sender, largest peak memory.
+    constexpr std::size_t kFields = 4;
+    const std::array<float, kFields> mine{static_cast<float>(r.loss), static_cast<float>(step_s),
+                                          static_cast<float>(rec.bytes_sent), static_cast<float>(peak_memory_bytes())};
+    std::vector<float> all(kFields * static_cast<std::size_t>(R));
     ranks.all_gather(mine, all);
     rec.train_loss = 0;
-    for (int q = 0; q < R; ++q) {
-      rec.train_loss += all[3 * q];
-      rec.step_s = std::max(rec.step_s, static_cast<double>(all[3 * q + 1]));
-      rec.bytes_sent = std::max(rec.bytes_sent, static_cast<std::int64_t>(all[3 * q + 2]));
+    for (std::size_t q = 0; q < static_cast<std::size_t>(R); ++q) {
+      rec.train_loss += all[kFields * q];
+      rec.step_s = std::max(rec.step_s, static_cast<double>(all[kFields * q + 1]));
+      rec.bytes_sent = std::max(rec.bytes_sent, static_cast<std::int64_t>(all[kFields * q + 2]));
+      rec.peak_rss_bytes = std::max(rec.peak_rss_bytes, static_cast<std::int64_t>(all[kFields * q + 3]));
     }
     rec.train_loss /= R;
     elapsed += rec.step_s;
@@ -365,15 +372,12 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
     rec.active_fraction = sparse ? sparse->active_fraction() : 1.0;
     rec.low_precision_layers = mixed ? mixed->low_layers() : 0;
     if ((step + 1) % t.eval_every == 0 || step + 1 == t.steps)
-      rec.held_out_loss = held_out_loss(model, corpus, t, prec, ranks, eval_tokens);
+      std::tie(rec.held_out_loss, rec.held_out_accuracy) = held_out(model, corpus, t, prec, ranks, eval_tokens);
     result.steps.push_back(rec);
     if (on_step) on_step(rec);
   }
 
-  std::array<float, 1> peak{static_cast<float>(peak_memory_bytes())};
-  std::vector<float> peaks(static_cast<std::size_t>(R));
-  ranks.all_gather(peak, peaks);
-  result.peak_rss_bytes = static_cast<std::int64_t>(*std::max_element(peaks.begin(), peaks.end()));
+  for (const StepRecord& rec : result.steps) result.peak_rss_bytes = std::max(result.peak_rss_bytes, rec.peak_rss_bytes);
   result.model = Gpt(result.model);  // a copy keeps the weights, not the activations' scratch buffers
   return result;
 }

@@ -90,6 +90,15 @@ struct Precision {
   bool operator==(const Precision&) const = default;
 };
 
+// A forward pass's mean loss and its top-1 next-token accuracy: predictions whose largest logit (the
+// lowest index on ties) is the target.
+struct Evaluation {
+  double loss = 0;
+  std::size_t correct = 0;
+  std::size_t predictions = 0;  // batch · seq_len
+  bool operator==(const Evaluation&) const = default;
+};
+
 struct StepResult {
   double loss = 0;     // mean cross-entropy in nats, unscaled
   bool finite = true;  // false when the loss or any value of the backward is inf/NaN: grads meaningless
@@ -133,6 +142,8 @@ class Gpt {
   // [0, seq_len), the targets [1, seq_len + 1). Mean cross-entropy over batch·seq_len predictions, in
   // nats. InvalidArgument for batch 0, a size mismatch, a token >= vocab or a bad Precision.
   double loss(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision = nullptr) const;
+  // The same forward, with the top-1 accuracy of its predictions too.
+  Evaluation evaluate(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision = nullptr) const;
 
   // Forward and backward. grads (params().size(), overwritten) = d(loss·loss_scale)/d params.
   // With LoRA on the base is frozen: grads must be empty and adapter_grads (adapter_params().size(),

@@ -2,7 +2,7 @@
 //   config.json      the resolved config (every default written)
 //   train.json       {"format": "twinbed-train-1", "provenance", "variants": [per variant: techniques,
 //                    parameters, trainable, peak_rss_bytes, overflow_steps, unigram_entropy_nats,
-//                    final_held_out_loss, mean_step_s, mean_bytes_per_step, steps: [...]],
+//                    final_held_out_loss, final_held_out_accuracy, mean_step_s, mean_bytes_per_step, steps: [...]],
 //                    "comparisons": [...]}
 //   steps.csv        one row per variant and step (the StepRecord fields; held_out_loss empty between
 //                    evaluations)
@@ -16,7 +16,14 @@
 //   held_out_delta_equal_time    held-out loss difference at the same training wall time: both curves
 //                                interpolated linearly between their evaluations at the earlier of the
 //                                two finishing times (null when that is before either's first evaluation)
+//   accuracy_drop_points         reference − variant final top-1 held-out accuracy (next byte), in
+//                                percentage points: the "accuracy loss" the seeds state
 //   step_time_ratio, bytes_ratio, trainable_ratio, peak_memory_ratio   variant / reference
+//   seed_spread_loss, seed_spread_accuracy_points   how far apart the final held-out loss and accuracy of
+//                                the reference's technique-free peers (the same start and steps, other
+//                                settings such as the seed) lie: max − min over them and the reference;
+//                                null without such peers. A difference within it is not told apart from
+//                                the run-to-run spread of training at this scale.
 #pragma once
 
 #include <optional>
@@ -34,10 +41,13 @@ struct Comparison {
   std::string variant, reference;
   double held_out_delta_equal_steps = 0;
   std::optional<double> held_out_delta_equal_time;
+  double accuracy_drop_points = 0;  // reference − variant top-1 held-out accuracy, in percentage points
   double step_time_ratio = 0, bytes_ratio = 0, trainable_ratio = 0, peak_memory_ratio = 0;
+  std::optional<double> seed_spread_loss, seed_spread_accuracy_points;
 };
 
 double final_held_out(const VariantResult& r);
+double final_held_out_accuracy(const VariantResult& r);  // in [0, 1]
 double mean_step_s(const VariantResult& r);
 double mean_bytes_per_step(const VariantResult& r);
 // The held-out loss of `r` at training time `elapsed_s`, linear between evaluations; nullopt outside them.

@@ -68,9 +68,11 @@ struct StepRecord {
   double lr = 0;
   double train_loss = 0;                 // mean over the global batch
   std::optional<double> held_out_loss;   // at eval steps
+  std::optional<double> held_out_accuracy;  // top-1 next-byte accuracy in [0, 1], at eval steps
   double step_s = 0;                     // wall time of the step, the slowest rank's
   double elapsed_s = 0;                  // sum of step_s so far (evaluations excluded)
   std::int64_t bytes_sent = 0;           // gradient exchange of this step, the busiest rank's
+  std::int64_t peak_rss_bytes = 0;       // peak resident memory of the variant so far, the largest rank's
   bool skipped = false;                  // overflow: no update
   float loss_scale = 1;
   int tgc_bits = 0;                      // quantisation width used (0: none)
