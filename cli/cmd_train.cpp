@@ -135,7 +135,10 @@ void write_results(const TrainConfig& c, const std::vector<VariantResult>& resul
 }
 
 void train_command(const TrainOptions& o, Invocation& invocation) {
-  const TrainConfig c = configure(o);  // config errors once, before any rank starts
+  const TrainConfig c = configure(o);
+  // Every error a config can hold (corpora, technique parameters, checkpoints), once, before any rank
+  // starts; inside a job, again for its size.
+  if (!real::in_mpi_job()) train::check_variants(c, c.ranks);
   if (c.ranks > 1 && !real::in_mpi_job()) {
     if (!real::mpi_built()) throw Unavailable("train on more than one rank needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
     invocation.exit_code = real::relaunch_under_mpirun(c.ranks, invocation.argc, invocation.argv);
@@ -147,6 +150,7 @@ void train_command(const TrainOptions& o, Invocation& invocation) {
     std::fprintf(stderr, "twinbed: note: the MPI job has %d ranks, the config %d: training on %d\n", mpi->size(), c.ranks, mpi->size());
   const bool leader = !mpi || mpi->rank() == 0;
   try {
+    if (mpi) train::check_variants(c, mpi->size());
     std::unique_ptr<train::Ranks> ranks = mpi ? train::mpi_ranks(c.collective_algorithm) : train::solo_ranks();
     std::vector<VariantResult> results;
     std::map<std::string, std::size_t> by_name;
@@ -173,7 +177,10 @@ void train_command(const TrainOptions& o, Invocation& invocation) {
     write_results(c, results, !o.no_plot);
     print_summary(c, results, c.output);
   } catch (const ConfigError&) {
-    throw;  // found alike on every rank before any exchange (parameters a variant cannot take)
+    // Found alike on every rank before any exchange (check_variants): rank 0 says it, the others
+    // leave quietly.
+    if (leader) throw;
+    invocation.exit_code = 1;
   } catch (const std::exception& e) {
     if (!mpi || mpi->size() == 1) throw;
     std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi->rank(), json_read::one_line(e.what()).c_str());

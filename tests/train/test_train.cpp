@@ -102,6 +102,41 @@ TEST(TrainConfig, ErrorsNameTheField) {
   j = small_config();
   j["collective_algorithm"] = "tree";  // no all-gather
   EXPECT_EQ(config_error(j), "/collective_algorithm");
+  j = small_config();
+  j["model"] = {{"layers", 1024}, {"hidden", 16384}, {"heads", 16}};  // 3.3e12 parameters
+  EXPECT_EQ(config_error(j), "/model");
+  EXPECT_EQ(config_error(small_config(json::array(
+                {{{"name", "b"}},
+                 {{"name", "l"}, {"from", "b"}, {"techniques", {{{"pass", "lora"}, {"rank", 2}}}}},
+                 {{"name", "again"}, {"from", "l"}}}))),
+            "/variants/2/from");
+}
+
+// What only the model, the corpus or the ranks can tell, before anything trains.
+std::string check_error(const json& j, int ranks = 1) {
+  try {
+    check_variants(parse(j), ranks);
+  } catch (const ConfigError& e) {
+    return e.path();
+  }
+  return "(no error)";
+}
+
+TEST(CheckVariants, RefusesBeforeAnyStep) {
+  EXPECT_EQ(check_error(small_config()), "(no error)");
+  // n:m with m = 3 does not divide the 32 columns of qkv.
+  EXPECT_EQ(check_error(small_config(json::array(
+                {{{"name", "b"}}, {{"name", "nm"}, {"techniques", {{{"pass", "dsa"}, {"granularity", "nm"}, {"n", 1}, {"m", 3}}}}}}))),
+            "/variants/1/techniques/0/m");
+  EXPECT_EQ(check_error(small_config(json::array({{{"name", "p"}, {"techniques", {{{"pass", "precision"}, {"dtype", "fp8"}}}}}}))),
+            "/variants/0/techniques/0");
+  EXPECT_EQ(check_error(small_config(json::array({{{"name", "f"}, {"data", {{"files", {"absent"}}}}}}))),
+            "/variants/0/data/files/0");
+  EXPECT_EQ(check_error(small_config(), 3), "/variants/0/training/global_batch");  // 4 sequences over 3 ranks
+  json big = small_config();
+  big["model"] = {{"layers", 64}, {"hidden", 32}, {"heads", 2}, {"seq_len", 4096}};
+  big["training"]["global_batch"] = 64;
+  EXPECT_EQ(check_error(big), "/variants/0/training/global_batch");  // ~36 GiB of activations
 }
 
 VariantResult train(const TrainConfig& c, std::size_t i, const Gpt* start = nullptr) {

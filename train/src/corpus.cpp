@@ -45,16 +45,16 @@ std::vector<std::string> split_fortunes(const std::string& text) {
 
 }  // namespace
 
-Corpus load_corpus(const CorpusSpec& spec, std::size_t min_bytes) {
+Corpus load_corpus(const CorpusSpec& spec, std::size_t min_bytes, const std::string& path) {
   std::error_code ec;
   if (!fs::is_directory(spec.folder, ec))
-    json_read::fail("/data/corpus",
+    json_read::fail(path + "/folder",
                     json_read::quoted(spec.folder, std::string::npos) +
                         " is not a readable folder" +
                         (spec.folder == kDefaultCorpus ? " (the default corpus is Debian's `fortunes` package: "
                                                          "scripts/install-deps.sh installs it)"
                                                        : ""));
-  if (spec.held_out_every < 2) json_read::fail("/data/held_out_every", "must be >= 2");
+  if (spec.held_out_every < 2) json_read::fail(path + "/held_out_every", "must be >= 2");
   Corpus corpus;
   if (spec.files.empty()) {
     for (const auto& e : fs::directory_iterator(spec.folder, ec))
@@ -64,21 +64,21 @@ Corpus load_corpus(const CorpusSpec& spec, std::size_t min_bytes) {
     corpus.files = spec.files;
   }
   for (std::size_t f = 0; f < corpus.files.size(); ++f) {
-    const fs::path path = fs::path(spec.folder) / corpus.files[f];
-    const std::string where = spec.files.empty() ? "/data/corpus" : json_read::child("/data/files", f);
-    if (const std::string why = json_read::unreadable_reason(path, "corpus"); !why.empty())
-      json_read::fail(where, json_read::quoted(path.string(), std::string::npos) + " " + why);
-    const std::string text = json_read::read_text_file(path, "corpus");
+    const fs::path file = fs::path(spec.folder) / corpus.files[f];
+    const std::string where = spec.files.empty() ? path + "/folder" : json_read::child(path + "/files", f);
+    if (const std::string why = json_read::unreadable_reason(file, "corpus"); !why.empty())
+      json_read::fail(where, json_read::quoted(file.string(), std::string::npos) + " " + why);
+    const std::string text = json_read::read_text_file(file, "corpus");
     const auto fortunes = split_fortunes(text);
     for (std::size_t i = 0; i < fortunes.size(); ++i) {
       auto& part = (i + 1) % static_cast<std::size_t>(spec.held_out_every) == 0 ? corpus.held_out : corpus.train;
       part.insert(part.end(), fortunes[i].begin(), fortunes[i].end());
     }
   }
-  if (corpus.files.empty()) json_read::fail("/data/corpus", "the folder holds no text files");
+  if (corpus.files.empty()) json_read::fail(path + "/folder", "the folder holds no text files");
   const auto too_short = [&](const std::vector<std::uint8_t>& part, const char* name) {
     if (part.size() < min_bytes)
-      json_read::fail("/data", std::string("the ") + name + " text has " + std::to_string(part.size()) +
+      json_read::fail(path, std::string("the ") + name + " text has " + std::to_string(part.size()) +
                                    " bytes, fewer than one sequence needs (" + std::to_string(min_bytes) +
                                    "): use more files or a shorter seq_len");
   };

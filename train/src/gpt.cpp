@@ -537,17 +537,18 @@ void check_tokens(const GptShape& s, std::span<const std::uint8_t> tokens, std::
 
 // ---- Gpt -----------------------------------------------------------------------------------------------
 
-Gpt::Gpt(GptShape shape, std::uint64_t seed) : shape_(shape) {
-  validate(shape_);
-  const auto H = static_cast<std::size_t>(shape_.hidden);
+std::vector<Weight> gpt_weights(const GptShape& shape) {
+  validate(shape);
+  const auto H = static_cast<std::size_t>(shape.hidden);
+  std::vector<Weight> weights;
   std::size_t offset = 0;
   auto add = [&](std::string name, ParamKind kind, int layer, std::size_t rows, std::size_t cols) {
-    weights_.push_back({std::move(name), kind, layer, rows, cols, offset});
+    weights.push_back({std::move(name), kind, layer, rows, cols, offset});
     offset += rows * cols;
   };
-  add("wte", ParamKind::Embedding, -1, static_cast<std::size_t>(shape_.vocab), H);
-  add("wpe", ParamKind::Embedding, -1, static_cast<std::size_t>(shape_.seq_len), H);
-  for (int l = 0; l < shape_.layers; ++l) {
+  add("wte", ParamKind::Embedding, -1, static_cast<std::size_t>(shape.vocab), H);
+  add("wpe", ParamKind::Embedding, -1, static_cast<std::size_t>(shape.seq_len), H);
+  for (int l = 0; l < shape.layers; ++l) {
     const std::string p = "l" + std::to_string(l) + ".";
     add(p + "ln1.g", ParamKind::Norms, l, 1, H);
     add(p + "ln1.b", ParamKind::Norms, l, 1, H);
@@ -560,6 +561,11 @@ Gpt::Gpt(GptShape shape, std::uint64_t seed) : shape_(shape) {
   }
   add("lnf.g", ParamKind::FinalNorm, -1, 1, H);
   add("lnf.b", ParamKind::FinalNorm, -1, 1, H);
+  return weights;
+}
+
+Gpt::Gpt(GptShape shape, std::uint64_t seed) : shape_(shape), weights_(gpt_weights(shape)) {
+  const std::size_t offset = weights_.back().offset + weights_.back().size();
   params_.assign(offset, 0.0f);
 
   // One stream over the tensors in order. LN γ = 1, β = 0 (they draw nothing).

@@ -22,6 +22,7 @@ namespace {
 // counts fit the integers they are kept in.
 constexpr std::int64_t kMaxWidth = 1 << 14;
 constexpr std::int64_t kMaxSteps = 100'000'000;
+constexpr double kMaxParameters = double{1 << 28};
 
 GptShape parse_model(const json& j) {
   const std::string path = "/model";
@@ -34,6 +35,11 @@ GptShape parse_model(const json& j) {
   if (j.contains("seq_len")) s.seq_len = static_cast<int>(read_int(j["seq_len"], path + "/seq_len", 1, kMaxWidth));
   if (s.hidden % s.heads != 0)
     fail(path + "/heads", "must divide hidden (" + std::to_string(s.hidden) + "), got " + std::to_string(s.heads));
+  // 12·layers·hidden² + (256 + seq_len + 4·layers + 2)·hidden parameters (gpt_weights), counted in double.
+  const double h = s.hidden, params = 12.0 * s.layers * h * h + (256.0 + s.seq_len + 4.0 * s.layers + 2) * h;
+  if (params > kMaxParameters)
+    fail(path, "the model has " + json_read::number_text(params) + " parameters; a CPU rank of twinbed train holds at "
+                   "most 2^28 (1 GiB of fp32 weights, before gradients and optimizer state)");
   return s;
 }
 
@@ -105,8 +111,11 @@ Variant parse_variant(const json& j, const std::string& path, const TrainConfig&
            "`twinbed run`); training takes lora, precision, dsa and tgc");
   if (j.contains("from")) {
     v.from = json_read::read_name(j["from"], path + "/from");
-    const bool known = std::any_of(c.variants.begin(), c.variants.end(), [&](const Variant& e) { return e.name == v.from; });
-    if (!known) fail(path + "/from", "expected the name of an earlier variant, got " + json_read::quoted(v.from));
+    const auto from = std::find_if(c.variants.begin(), c.variants.end(), [&](const Variant& e) { return e.name == v.from; });
+    if (from == c.variants.end())
+      fail(path + "/from", "expected the name of an earlier variant, got " + json_read::quoted(v.from));
+    if (const TechniqueConfig* lora = find_technique(*from, "lora"); lora && lora->params.value("rank", 0) > 0)
+      fail(path + "/from", json_read::quoted(v.from) + " trains LoRA adapters; start from a variant without lora");
   }
   if (j.contains("checkpoint")) {
     if (!v.from.empty()) fail(path + "/checkpoint", "give \"from\" or \"checkpoint\", not both");

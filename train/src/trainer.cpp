@@ -54,8 +54,8 @@ constexpr float kDsaGradWeight = 0.5f;
 class Dsa {
  public:
   Dsa(const DsaParams& p, const std::vector<Weight>& tensors, const std::string& path) : p_(p) {
-    std::vector<ParamKind> targets = p.targets;
-    if (targets.empty()) targets = {ParamKind::Qkv, ParamKind::Proj, ParamKind::Fc1, ParamKind::Fc2};
+    static const std::vector<ParamKind> kEveryMatrix = {ParamKind::Qkv, ParamKind::Proj, ParamKind::Fc1, ParamKind::Fc2};
+    const std::vector<ParamKind>& targets = p.targets.empty() ? kEveryMatrix : p.targets;
     for (ParamKind k : targets)
       if (k != ParamKind::Qkv && k != ParamKind::Proj && k != ParamKind::Fc1 && k != ParamKind::Fc2)
         json_read::fail(path + "/targets", "this GPT has no " + to_string(k) + " matrices; it has qkv, proj, fc1, fc2");
@@ -261,38 +261,93 @@ std::pair<double, double> held_out(const Gpt& model, const Corpus& corpus, const
 
 // ---- one variant ----------------------------------------------------------------------------------
 
+namespace {
+
+// A variant's techniques parsed by the passes' parsers and checked against the model: what
+// train_variant runs and check_variants checks, so both refuse the same things with the same words.
+struct Setup {
+  std::optional<LoraParams> lora;
+  std::optional<TgcParams> tgc;
+  std::optional<MixedPrecision> mixed;
+  std::optional<Dsa> sparse;
+  bool adapters() const { return lora && lora->rank > 0; }
+};
+
+// Saved activations of one rank's step, in floats (gpt.hpp's estimate) and the most a CPU rank is
+// given: 2^29 floats, 2 GiB.
+constexpr double kMaxActivationFloats = double{1 << 29};
+
+Setup setup_of(const TrainConfig& config, std::size_t index, int ranks) {
+  const Variant& v = config.variants.at(index);
+  const std::string at = "/variants/" + std::to_string(index);
+  if (v.training.global_batch % ranks != 0)
+    json_read::fail(at + "/training/global_batch", "must be a multiple of the ranks (" + std::to_string(ranks) +
+                                                        "), got " + std::to_string(v.training.global_batch));
+  const GptShape& s = config.model;
+  const double per_rank = static_cast<double>(v.training.global_batch / ranks);
+  const double activations =
+      s.layers * per_rank * s.seq_len * (15.0 * s.hidden + static_cast<double>(s.heads) * s.seq_len);
+  if (activations > kMaxActivationFloats)
+    json_read::fail(at + "/training/global_batch",
+                    "a rank would hold about " + json_read::number_text(activations * 4 / double{1 << 30}) +
+                        " GiB of activations (layers x sequences per rank x seq_len x (15 hidden + heads x seq_len) "
+                        "floats), more than the 2 GiB a CPU rank is given: use fewer sequences, more ranks or a "
+                        "shorter seq_len");
+  Setup out;
+  out.lora = params_of<LoraParams>(v, "lora", technique_path(index, v, "lora"), lora_params_from_json);
+  out.tgc = params_of<TgcParams>(v, "tgc", technique_path(index, v, "tgc"), tgc_params_from_json);
+  if (const auto p = params_of<PrecisionParams>(v, "precision", technique_path(index, v, "precision"), precision_params_from_json))
+    out.mixed.emplace(*p, s, technique_path(index, v, "precision"));
+  if (const auto p = params_of<DsaParams>(v, "dsa", technique_path(index, v, "dsa"), dsa_params_from_json);
+      p && p->density < 1) {
+    if (out.adapters())
+      json_read::fail(technique_path(index, v, "dsa"),
+                      "dsa freezes base matrices, which lora already freezes whole: train them in separate variants");
+    out.sparse.emplace(*p, gpt_weights(s), technique_path(index, v, "dsa"));
+  }
+  return out;
+}
+
+// The folder a variant's corpus errors name: its own "data" when it overrides the config's.
+std::string data_path(const TrainConfig& config, std::size_t index) {
+  return config.variants[index].data == config.data ? "/data" : "/variants/" + std::to_string(index) + "/data";
+}
+
+}  // namespace
+
+void check_variants(const TrainConfig& config, int ranks) {
+  const std::size_t length = static_cast<std::size_t>(config.model.seq_len) + 1;
+  for (std::size_t i = 0; i < config.variants.size(); ++i) {
+    const Variant& v = config.variants[i];
+    setup_of(config, i, ranks);
+    load_corpus(v.data, length + 1, data_path(config, i));
+    if (!v.checkpoint.empty()) load_checkpoint(v.checkpoint, config.model);
+  }
+}
+
 VariantResult train_variant(const TrainConfig& config, std::size_t variant_index, Ranks& ranks, const Gpt* start,
                             const StepCallback& on_step) {
   const Variant& v = config.variants.at(variant_index);
   const TrainingSettings& t = v.training;
   const int R = ranks.size();
-  if (t.global_batch % R != 0)
-    throw InvalidArgument("the global batch (" + std::to_string(t.global_batch) + ") does not split over " +
-                          std::to_string(R) + " ranks");
-  const std::string at = "/variants/" + std::to_string(variant_index);
-  const auto lora = params_of<LoraParams>(v, "lora", technique_path(variant_index, v, "lora"), lora_params_from_json);
-  const auto precision =
-      params_of<PrecisionParams>(v, "precision", technique_path(variant_index, v, "precision"), precision_params_from_json);
-  const auto dsa = params_of<DsaParams>(v, "dsa", technique_path(variant_index, v, "dsa"), dsa_params_from_json);
-  const auto tgc = params_of<TgcParams>(v, "tgc", technique_path(variant_index, v, "tgc"), tgc_params_from_json);
-  const bool adapters = lora && lora->rank > 0;
-  if (adapters && dsa && dsa->density < 1)
-    json_read::fail(technique_path(variant_index, v, "dsa"),
-                    "dsa freezes base matrices, which lora already freezes whole: train them in separate variants");
+  Setup setup = setup_of(config, variant_index, R);
+  const bool adapters = setup.adapters();
   if (start && start->has_lora())
-    json_read::fail(at + "/from", "starts from a model with LoRA adapters; start from a variant without lora");
+    throw InvalidArgument("train_variant: the start model has LoRA adapters (the config refuses \"from\" a lora variant)");
+  std::optional<MixedPrecision>& mixed = setup.mixed;
+  std::optional<Dsa>& sparse = setup.sparse;
 
   reset_peak_memory();
   const std::size_t length = static_cast<std::size_t>(config.model.seq_len) + 1;
-  const Corpus corpus = load_corpus(v.data, length + 1);
+  const Corpus corpus = load_corpus(v.data, length + 1, data_path(config, variant_index));
 
   VariantResult result{v.name, {}, 0, 0, 0, 0, unigram_entropy(corpus.train), static_cast<std::int64_t>(corpus.train.size()),
                        static_cast<std::int64_t>(corpus.held_out.size()),
                        start ? *start : Gpt(config.model, t.seed)};
   Gpt& model = result.model;
   if (adapters) {
-    LoraSetup setup{lora->rank, static_cast<float>(lora->alpha), lora->targets};
-    model.enable_lora(setup, t.seed + 1);
+    const LoraParams& lora = *setup.lora;
+    model.enable_lora(LoraSetup{lora.rank, static_cast<float>(lora.alpha), lora.targets}, t.seed + 1);
   }
   const std::vector<Weight>& tensors = adapters ? model.adapters() : model.weights();
   std::span<float> params = adapters ? model.adapter_params() : model.params();
@@ -300,11 +355,7 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
   result.parameters = static_cast<std::int64_t>(model.params().size());
   result.trainable = static_cast<std::int64_t>(n);
 
-  std::optional<MixedPrecision> mixed;
-  if (precision) mixed.emplace(*precision, config.model, technique_path(variant_index, v, "precision"));
-  std::optional<Dsa> sparse;
-  if (dsa && dsa->density < 1) sparse.emplace(*dsa, model.weights(), technique_path(variant_index, v, "dsa"));
-  detail::GradientExchange exchange(tgc, n);
+  detail::GradientExchange exchange(setup.tgc, n);
 
   std::vector<float> grads(n), m(n, 0.0f), second(n, 0.0f);
   std::vector<std::uint8_t> mask(n, 1);

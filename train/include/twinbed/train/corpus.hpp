@@ -32,10 +32,10 @@ struct Corpus {
   std::vector<std::uint8_t> held_out;
 };
 
-// Throws ConfigError naming "/data/..." when the folder or a file cannot be read (a missing package
-// says how to install it), a named file is absent, or either part ends up shorter than `min_bytes`
-// (a training sequence needs seq_len + 1 bytes).
-Corpus load_corpus(const CorpusSpec& spec, std::size_t min_bytes);
+// Throws ConfigError naming `path` + "/..." (the "data" object the spec came from) when the folder or a
+// file cannot be read (a missing package says how to install it), a named file is absent, or either
+// part ends up shorter than `min_bytes` (a training sequence needs seq_len + 1 bytes).
+Corpus load_corpus(const CorpusSpec& spec, std::size_t min_bytes, const std::string& path = "/data");
 
 // Byte-unigram entropy of `text` in nats: −Σ p(b) ln p(b). A model that has learnt only the byte
 // frequencies reaches this loss; one that uses context goes below it.

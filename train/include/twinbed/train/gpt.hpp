@@ -105,6 +105,10 @@ struct StepResult {
   bool operator==(const StepResult&) const = default;
 };
 
+// The base tensors of a model of this shape, in parameter order (what Gpt::weights() holds), without
+// allocating them. InvalidArgument for a bad shape.
+std::vector<Weight> gpt_weights(const GptShape& shape);
+
 class Gpt {
  public:
   // Deterministic initialisation (GPT-2; nanoGPT's _init_weights): every matrix N(0, 0.02²), W_proj

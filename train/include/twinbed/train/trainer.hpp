@@ -94,12 +94,17 @@ struct VariantResult {
 
 using StepCallback = std::function<void(const StepRecord&)>;
 
+// Everything train_variant would refuse, found before any rank starts (the CLI runs it before it
+// relaunches under mpirun, so an error prints once): on `ranks` ranks, each variant's global batch
+// split and activation memory (at most 2 GiB of saved activations per rank), its techniques' parameters
+// against the model, its corpus and its checkpoint. Throws ConfigError naming the JSON path.
+void check_variants(const TrainConfig& config, int ranks);
+
 // Trains `variant` (config gives the model shape and ranks' algorithm) on `ranks`. `start`: the weights
 // to begin from (a "from" variant's final model or a loaded checkpoint), or nullptr for a fresh
 // initialisation from the variant's seed. on_step is called on every rank after each step.
-// Throws ConfigError naming the variant's JSON path for parameters this run cannot take (a dsa target
-// whose columns n:m does not divide, dsa with lora, fp8), InvalidArgument when the variant's global
-// batch does not split over the ranks. Deterministic: the same config, ranks and start give
+// Throws ConfigError naming the variant's JSON path for what check_variants refuses (a dsa target whose
+// columns n:m does not divide, dsa with lora, fp8, a batch that does not split over the ranks). Deterministic: the same config, ranks and start give
 // bit-identical records (wall times aside) and weights.
 VariantResult train_variant(const TrainConfig& config, std::size_t variant_index, Ranks& ranks, const Gpt* start,
                             const StepCallback& on_step = {});
