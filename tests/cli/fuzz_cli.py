@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""fuzz_cli.py TWINBED SOURCE_DIR [--cases N] [--seed S] [--keep]
+"""fuzz_cli.py TWINBED SOURCE_DIR [--cases N] [--seed S] [--keep] [--train]
 
 Bad input through the whole CLI, as a user meets it: mutated experiment configs through `twinbed run`
-and `twinbed sweep`, mutated topology files and flag values through `twinbed collectives`. Every case
+and `twinbed sweep`, mutated topology files and flag values through `twinbed collectives`; with --train,
+mutated training configs through `twinbed train` instead (a one-layer model, a few steps). Every case
 must end in a result or a clear error. A case fails on
   - a signal (a crash) or an exit code of 128 and above,
   - a run that does not end within TIMEOUT_S (a hang; no case here is big: this is a detector, not a
@@ -35,7 +36,7 @@ RAW_TEXT = ["internal error", "json.exception", "basic_filebuf", "basic_ios", "s
 # What a failed run may print on stderr besides its one error line (README: run's layout warnings and
 # its note on a config with a sweep; sweep's start line and one progress line per point when stderr is
 # not a terminal).
-DOCUMENTED_LINES = ("twinbed: warning: ", "twinbed: note: ", "twinbed: sweep of ", "sweep: ")
+DOCUMENTED_LINES = ("twinbed: warning: ", "twinbed: note: ", "twinbed: sweep of ", "sweep: ", "[")  # "[": train's progress
 
 # Replacement values for a JSON leaf: edges of every range the parsers check, wrong types, and text
 # that must not leak into a one-line error.
@@ -202,6 +203,24 @@ class Fuzz:
                     problem = f"the resolved out/config.json does not run again: {problem2 or f'exit {rc2}'}"
         self.record(case, command, argv, rc, problem, cwd)
 
+    def train(self, case, rng, seed_doc):
+        cwd = f"case-{case}"
+        os.makedirs(cwd)
+        with open(os.path.join(cwd, "config.json"), "w", encoding="utf-8", errors="surrogatepass") as f:
+            f.write(mutate_json(rng, seed_doc))
+        argv = ["train", "config.json", "--out", "out", "--no-plot"]
+        rc, problem = self.call(argv, cwd)
+        out = os.path.join(cwd, "out")
+        left = [f for f in files_under(out) if f != ".twinbed.lock"] if os.path.isdir(out) else []
+        if rc is not None and not problem:
+            if rc != 0 and left:
+                problem = f"the failed run left {left} in its results folder"
+            if rc == 0:
+                rc2, problem2 = self.call(["train", "out/config.json", "--out", "again", "--no-plot"], cwd)
+                if problem2 or rc2 != 0:
+                    problem = f"the resolved out/config.json does not train again: {problem2 or f'exit {rc2}'}"
+        self.record(case, "train", argv, rc, problem, cwd)
+
     def collectives(self, case, rng, topology_doc):
         cwd = f"case-{case}"
         os.makedirs(cwd)
@@ -224,6 +243,7 @@ def main():
     ap.add_argument("--cases", type=int, default=300, help="how many cases (default 300)")
     ap.add_argument("--seed", type=int, default=2026, help="the generator's seed (default 2026)")
     ap.add_argument("--keep", action="store_true", help="keep every case's folder, not only failing ones")
+    ap.add_argument("--train", action="store_true", help="fuzz `twinbed train` with mutated training configs instead")
     args = ap.parse_args()
 
     def load(path):
@@ -233,12 +253,17 @@ def main():
     sweep = load("experiments/small-sweep.json")
     sweep["sweep"] = {"/layout/pp": [1, 2], "/layout/micro_batch": [1, 2]}  # four points: quick
     topology = load("tests/data/topologies/two_hosts.json")
+    training = load("tests/data/train/tiny.json")
+    training["ranks"] = 1  # mpirun only where a mutation asks for ranks
+    training["training"]["steps"] = 2
 
     fuzz = Fuzz(os.path.abspath(args.twinbed), args.keep)
     rng = random.Random(args.seed)
     for case in range(args.cases):
         kind = case % 10
-        if kind < 6:
+        if args.train:
+            fuzz.train(case, rng, training)
+        elif kind < 6:
             fuzz.experiment(case, rng, runs[case % 2], "run")
         elif kind < 7:
             fuzz.experiment(case, rng, sweep, "sweep")
