@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "twinbed/claims/measured.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
 
@@ -33,23 +34,41 @@ Reported parse_reported(const json& j, const std::string& path) {
   return r;
 }
 
-Figure parse_figure(const json& j, const std::string& path) {
+// The training config is resolved against the claim file's folder; whether it loads and has the variant
+// is checked by the ledger, which loads it.
+Measured parse_measured(const json& j, const std::string& path, const std::string& file) {
   require_object(j, path);
-  check_keys(j, path, {"what", "reported", "metric", "not_reproducible", "arithmetic", "tolerance", "note"});
+  check_keys(j, path, {"train", "variant", "metric"});
+  Measured m;
+  m.train = read_name(required(j, path, "train", "a training config, relative to the claim file"), path + "/train");
+  m.variant = read_name(required(j, path, "variant", "a variant of that training config"), path + "/variant");
+  m.metric = read_name(required(j, path, "metric", "a measured metric"), path + "/metric");
+  const Registry<MeasuredMetric> known = measured_metrics();
+  if (!known.find(m.metric)) fail(path + "/metric", "unknown measured metric '" + m.metric + "'; known: " + join(known.names()));
+  m.train_config = std::filesystem::absolute(std::filesystem::path(file).parent_path() / m.train).lexically_normal().string();
+  return m;
+}
+
+Figure parse_figure(const json& j, const std::string& path, const std::string& file) {
+  require_object(j, path);
+  check_keys(j, path, {"what", "reported", "metric", "measured", "not_reproducible", "arithmetic", "tolerance", "note"});
   Figure f;
   f.what = read_name(required(j, path, "what", "what the figure measures"), path + "/what");
   f.reported = parse_reported(required(j, path, "reported", "the figure as the seed reports it"), path + "/reported");
-  if (j.contains("metric") == j.contains("not_reproducible")) {
-    fail(path, "give exactly one of \"metric\" (how the figure is computed) and \"not_reproducible\" (why it cannot be)");
+  const bool judged = j.contains("metric") || j.contains("measured");
+  if (judged == j.contains("not_reproducible")) {
+    fail(path, "give \"metric\" (how the figure is simulated) and/or \"measured\" (where it is measured), or else "
+               "\"not_reproducible\" (why it cannot be)");
   }
   if (j.contains("metric")) {
     f.metric = j["metric"];
     require_object(f.metric, path + "/metric");
     read_name(required(f.metric, path + "/metric", "name", "the metric's name"), path + "/metric/name");
   }
+  if (j.contains("measured")) f.measured = parse_measured(j["measured"], path + "/measured", file);
   if (j.contains("not_reproducible")) f.not_reproducible = read_name(j["not_reproducible"], path + "/not_reproducible");
   if (j.contains("arithmetic")) {
-    if (!j.contains("not_reproducible")) fail(path + "/arithmetic", "belongs to a not_reproducible figure (use \"metric\" otherwise)");
+    if (j.contains("metric")) fail(path + "/arithmetic", "belongs to a figure without \"metric\" (the simulated value is the figure's own)");
     f.arithmetic = j["arithmetic"];
     require_object(f.arithmetic, path + "/arithmetic");
     read_name(required(f.arithmetic, path + "/arithmetic", "name", "the metric's name"), path + "/arithmetic/name");
@@ -92,7 +111,7 @@ Claim claim_from_json(const json& j, const std::string& file) {
   }
   const json& figures = required(j, "", "figures", "the reported figures");
   if (!figures.is_array() || figures.empty()) fail("/figures", "expected a non-empty array of figures, got " + got(figures));
-  for (std::size_t i = 0; i < figures.size(); ++i) c.figures.push_back(parse_figure(figures[i], child("/figures", i)));
+  for (std::size_t i = 0; i < figures.size(); ++i) c.figures.push_back(parse_figure(figures[i], child("/figures", i), file));
   return c;
 }
 
@@ -132,20 +151,22 @@ std::string format_reported(const Reported& r) {
   return s;
 }
 
-Judgement judge(const Figure& f, std::optional<double> simulated, const std::string& why) {
+Judgement judge(const Figure& f, std::optional<double> value, const std::string& why, Source source) {
+  const bool simulated = source == Source::Simulated;
   Judgement j;
   if (!f.not_reproducible.empty()) {
     j.verdict = Verdict::NotReproducibleHere;
     j.reason = f.not_reproducible;
     return j;
   }
-  if (!simulated || !std::isfinite(*simulated)) {
+  if (!value || !std::isfinite(*value)) {
     j.verdict = Verdict::NotReproducibleHere;
-    j.reason = "the simulation gave no figure" + (why.empty() ? std::string() : ": " + why);
+    j.reason = std::string(simulated ? "the simulation" : "the training run") + " gave no figure" +
+               (why.empty() ? std::string() : ": " + why);
     return j;
   }
   const Reported& r = f.reported;
-  const double s = *simulated;
+  const double s = *value;
   bool inside = true;
   double anchor = 0;  // the reported number the ratio is taken against
   if (r.value) {
@@ -157,7 +178,7 @@ Judgement judge(const Figure& f, std::optional<double> simulated, const std::str
     anchor = r.min && r.max ? (s < *r.min ? *r.min : *r.max) : r.min ? *r.min : *r.max;
   }
   const std::string unit = r.unit.empty() ? "" : " " + r.unit;
-  j.reason = "simulated " + format_value(s) + unit + ", reported " + format_reported(r);
+  j.reason = (simulated ? "simulated " : "measured ") + format_value(s) + unit + ", reported " + format_reported(r);
   if (anchor != 0 && s != 0 && (anchor > 0) == (s > 0)) {
     const double ratio = s / anchor;
     j.reason += " (" + format_value(ratio >= 1 ? ratio : 1 / ratio) + "× " + (ratio >= 1 ? "above" : "below") + ")";

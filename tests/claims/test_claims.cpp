@@ -6,12 +6,14 @@
 
 #include "twinbed/claims/claim.hpp"
 #include "twinbed/claims/ledger.hpp"
+#include "twinbed/claims/measured.hpp"
 #include "twinbed/claims/metrics.hpp"
 #include "twinbed/claims/runs.hpp"
 #include "twinbed/core/device.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/export.hpp"
 #include "twinbed/sim/compute_model.hpp"
+#include "twinbed/train/train_config.hpp"
 
 using namespace twinbed;
 using namespace twinbed::claims;
@@ -110,7 +112,7 @@ TEST(Ledger, SyntheticClaimsInsideAndOutsideTheTolerance) {
   EXPECT_EQ(f[2].arithmetic_unit, "");
   EXPECT_NE(f[2].judgement.reason.find("arithmetic check: 0.25"), std::string::npos) << f[2].judgement.reason;
   EXPECT_EQ(f[2].judgement.reason.find("0.25 %"), std::string::npos) << f[2].judgement.reason;
-  EXPECT_FALSE(f[0].measured);  // no real backend yet
+  EXPECT_FALSE(f[0].measured);  // a simulated figure only
 }
 
 TEST(Ledger, RunsDerivationsAndSharedSimulations) {
@@ -374,4 +376,292 @@ TEST(Metrics, TimeExponentFitsEveryRun) {
   }
   EXPECT_THROW(exponent({"ring"}, {16}), ConfigError);
   EXPECT_THROW(exponent({"ring", "ring_32"}, {16}), ConfigError);
+}
+
+// ---- measured figures ---------------------------------------------------------------------------------
+
+namespace {
+
+const std::string kMeasured = std::string(TWINBED_TEST_DATA_DIR) + "/claims_measured";
+const std::string kTinyTrain = kMeasured + "/train-tiny.json";
+
+// A train.json of train-tiny.json as `twinbed train` writes it (format, provenance with the resolved
+// config, variants, comparisons), with figures chosen so that every measured metric is known exactly.
+json crafted_results() {
+  const json resolved = train::train_config_to_json(train::load_train_config(kTinyTrain));
+  const auto variant = [](const char* name, double loss, double accuracy, double bytes) {
+    return json{{"name", name}, {"parameters", 12345}, {"final_held_out_loss", loss}, {"final_held_out_accuracy", accuracy},
+                {"mean_bytes_per_step", bytes}, {"steps", json::array()}};
+  };
+  const auto comparison = [](const char* name, const char* reference, double loss_delta, double drop, double bytes_ratio) {
+    return json{{"variant", name}, {"reference", reference}, {"held_out_delta_equal_steps", loss_delta}, {"held_out_delta_equal_time", nullptr},
+                {"accuracy_drop_points", drop}, {"step_time_ratio", 1.0}, {"bytes_ratio", bytes_ratio}, {"trainable_ratio", 1.0},
+                {"peak_memory_ratio", 1.0}};
+  };
+  return {{"format", "twinbed-train-1"},
+          {"provenance", {{"config", resolved}, {"git_revision", "test"}, {"ranks", 1}}},
+          {"variants", {variant("baseline", 2.0, 0.45, 1000), variant("tgc", 2.04, 0.448, 125), variant("ft", 1.9, 0.5, 1000),
+                        variant("lora", 1.95, 0.49, 40)}},
+          {"comparisons", {comparison("tgc", "baseline", 0.04, 0.2, 0.125), comparison("lora", "ft", 0.05, 1.0, 0.04)}}};
+}
+
+LedgerOptions with_results(std::optional<json> results, int* lookups = nullptr) {
+  LedgerOptions o;
+  o.train_results = [results, lookups](const std::string& config) -> std::optional<json> {
+    EXPECT_EQ(config, kTinyTrain);  // absolute and normalised, whatever the claim file wrote ("./train-tiny.json")
+    if (lookups) ++*lookups;
+    return results;
+  };
+  return o;
+}
+
+bool ends_with(const std::string& s, const std::string& end) { return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0; }
+
+}  // namespace
+
+TEST(ClaimFile, MeasuredIsParsedStrictly) {
+  const json measured = {{"train", "train-tiny.json"}, {"variant", "tgc"}, {"metric", "accuracy_drop_points"}};
+  const json ok = {{"id", "T"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"},
+                   {"figures", {{{"what", "x"}, {"reported", {{"max", 1}, {"unit", "%"}}}, {"measured", measured}}}}};
+  EXPECT_EQ(error_path(ok), "no error");
+  const Figure f = claim_from_json(ok, kMeasured + "/T.json").figures[0];
+  ASSERT_TRUE(f.measured);
+  EXPECT_EQ(f.measured->train, "train-tiny.json");
+  EXPECT_EQ(f.measured->train_config, kTinyTrain);  // relative to the claim file
+  EXPECT_EQ(f.measured->variant, "tgc");
+  EXPECT_TRUE(f.metric.is_null());
+  const auto with = [&](const char* key, const json& value) {
+    json c = ok;
+    c["figures"][0]["measured"][key] = value;
+    return error_path(c);
+  };
+  EXPECT_EQ(with("typo", 1), "/figures/0/measured/typo");
+  EXPECT_EQ(with("variant", 3), "/figures/0/measured/variant");
+  EXPECT_EQ(with("train", ""), "/figures/0/measured/train");
+  EXPECT_EQ(with("metric", "accuracy"), "/figures/0/measured/metric");
+  try {
+    json c = ok;
+    c["figures"][0]["measured"]["metric"] = "accuracy";
+    claim_from_json(c, "T.json");
+    ADD_FAILURE() << "an unknown measured metric was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(e.message().find("known: accuracy_drop_points, accuracy_retained_pct, held_out_loss_increase_pct, gradient_bytes_reduction_pct"),
+              std::string::npos)
+        << e.message();
+  }
+  json c = ok;
+  c["figures"][0].erase("measured");
+  c["figures"][0]["measured"] = "dsa";
+  EXPECT_EQ(error_path(c), "/figures/0/measured");
+  c = ok;
+  c["figures"][0]["measured"].erase("variant");
+  EXPECT_EQ(error_path(c), "/figures/0/measured/variant");
+  c = ok;
+  c["figures"][0]["not_reproducible"] = "why";  // judged on the measured value, or not reproducible: not both
+  EXPECT_EQ(error_path(c), "/figures/0");
+  c = ok;
+  c["figures"][0]["metric"] = {{"name", "ratio"}};  // simulated and measured: both kept
+  EXPECT_EQ(error_path(c), "no error");
+  c["figures"][0]["arithmetic"] = {{"name", "ratio"}};  // a check only where nothing is simulated
+  EXPECT_EQ(error_path(c), "/figures/0/arithmetic");
+  c = ok;
+  c["figures"][0]["arithmetic"] = {{"name", "ratio"}};
+  EXPECT_EQ(error_path(c), "no error");
+  c = ok;
+  c["figures"][0].erase("measured");  // nothing at all
+  EXPECT_EQ(error_path(c), "/figures/0");
+}
+
+TEST(Judge, AMeasuredValueSaysSo) {
+  const Figure f = figure({{"max", 0.5}, {"unit", "%"}}, {{"abs", 0}});
+  const Judgement j = judge(f, 0.2, "", Source::Measured);
+  EXPECT_EQ(j.verdict, Verdict::Reproduced);
+  EXPECT_EQ(j.reason.rfind("measured 0.2 %, reported ≤ 0.5 %", 0), 0u) << j.reason;
+  EXPECT_EQ(judge(f, 0.2).reason.rfind("simulated 0.2 %", 0), 0u);
+  EXPECT_EQ(judge(f, 0.6, "", Source::Measured).verdict, Verdict::NotReproduced);
+  EXPECT_EQ(judge(f, std::nan(""), "", Source::Measured).reason, "the training run gave no figure");
+}
+
+TEST(Ledger, MeasuredFiguresAreJudgedOnTheTrainingResults) {
+  int lookups = 0;
+  const auto results = run_ledger({kMeasured + "/SYNTH-TRAIN.json"}, with_results(crafted_results(), &lookups));
+  EXPECT_EQ(lookups, 1);  // one config, looked up once for five figures
+  ASSERT_EQ(results.size(), 1u);
+  const auto& f = results[0].figures;
+  ASSERT_EQ(f.size(), 5u);
+  const std::string tgc_scale = "; measured on a 1-layer, 16-wide byte-level GPT (0.0123 M parameters) trained 10 steps on 1 CPU rank on "
+                                "Debian's fortunes (debian), not at the seed's scale";
+  // accuracy_drop_points: the comparison's, judged against the bound; the reason ends with the scale.
+  EXPECT_DOUBLE_EQ(*f[0].measured, 0.2);
+  EXPECT_FALSE(f[0].simulated);
+  EXPECT_EQ(f[0].judgement.verdict, Verdict::Reproduced) << f[0].judgement.reason;
+  EXPECT_EQ(f[0].judgement.reason.rfind("measured 0.2 %, reported ≤ 0.5 %", 0), 0u) << f[0].judgement.reason;
+  EXPECT_NE(f[0].judgement.reason.find("tgc 44.80 % top-1 next-byte held-out accuracy, baseline 45.00 %"), std::string::npos)
+      << f[0].judgement.reason;
+  EXPECT_NE(f[0].judgement.reason.find("a note on what is measured"), std::string::npos) << f[0].judgement.reason;
+  EXPECT_TRUE(ends_with(f[0].judgement.reason, tgc_scale)) << f[0].judgement.reason;
+  EXPECT_EQ(f[0].judgement.reason.find("simulated"), std::string::npos) << f[0].judgement.reason;
+  // accuracy_retained_pct: 100 · 0.448 / 0.45.
+  EXPECT_DOUBLE_EQ(*f[1].measured, 100 * 0.448 / 0.45);
+  EXPECT_EQ(f[1].judgement.verdict, Verdict::Reproduced) << f[1].judgement.reason;
+  // held_out_loss_increase_pct: 100 · 0.04 / 2.0 = 2 %, outside 1 ± 0.5.
+  EXPECT_DOUBLE_EQ(*f[2].measured, 100 * 0.04 / 2.0);
+  EXPECT_EQ(f[2].judgement.verdict, Verdict::NotReproduced) << f[2].judgement.reason;
+  EXPECT_NE(f[2].judgement.reason.find("tgc held-out loss 2.04 nats, baseline 2 nats, both after 10 steps"), std::string::npos)
+      << f[2].judgement.reason;
+  EXPECT_TRUE(ends_with(f[2].judgement.reason, tgc_scale)) << f[2].judgement.reason;
+  // gradient_bytes_reduction_pct: 100 · (1 − 0.125); its arithmetic check stays beside it.
+  EXPECT_DOUBLE_EQ(*f[3].measured, 87.5);
+  EXPECT_DOUBLE_EQ(*f[3].arithmetic, 0.875);
+  EXPECT_EQ(f[3].judgement.verdict, Verdict::Reproduced) << f[3].judgement.reason;
+  // Simulated and measured: judged on the measured value (1 point, outside 1.5 ± 0.2, where the
+  // simulated 1.5 would be inside), both kept; LoRA's reference is the full fine-tune.
+  EXPECT_DOUBLE_EQ(*f[4].simulated, 1.5);
+  EXPECT_DOUBLE_EQ(*f[4].measured, 1.0);
+  EXPECT_EQ(f[4].judgement.verdict, Verdict::NotReproduced) << f[4].judgement.reason;
+  EXPECT_NE(f[4].judgement.reason.find("lora 49.00 % top-1 next-byte held-out accuracy, ft 50.00 %"), std::string::npos)
+      << f[4].judgement.reason;
+  EXPECT_NE(f[4].judgement.reason.find("; simulated 1.5 %"), std::string::npos) << f[4].judgement.reason;
+  EXPECT_TRUE(ends_with(f[4].judgement.reason, "; measured on a 1-layer, 16-wide byte-level GPT (0.0123 M parameters) fine-tuned 4 steps "
+                                               "from baseline's weights on 1 CPU rank on Debian's fortunes (computers), not at the seed's scale"))
+      << f[4].judgement.reason;
+
+  // The outputs carry the measured column, and where each value came from.
+  const json j = ledger_json(results);
+  EXPECT_DOUBLE_EQ(j["claims"][0]["figures"][0]["measured"].get<double>(), 0.2);
+  EXPECT_EQ(j["claims"][0]["figures"][0]["measured_from"],
+            json({{"train", kTinyTrain}, {"variant", "tgc"}, {"metric", "accuracy_drop_points"}}));
+  EXPECT_EQ(j["claims"][0]["figures"][4]["simulated"].get<double>(), 1.5);
+  const std::string table = ledger_table(results);
+  EXPECT_NE(table.find("87.5 %"), std::string::npos) << table;
+  EXPECT_NE(table.find("5 measured in training runs"), std::string::npos) << table;
+  EXPECT_EQ(table.find("not measured yet"), std::string::npos) << table;
+  const auto rows = parse_csv(ledger_csv(results));
+  EXPECT_EQ(rows[1][6], "0.2");
+  EXPECT_NE(ledger_markdown(results).find("| 0.2 % |"), std::string::npos);
+}
+
+TEST(Ledger, WithoutResultsAMeasuredFigureIsNotMeasuredYet) {
+  for (const LedgerOptions& options : {with_results(std::nullopt), LedgerOptions{}}) {
+    const auto results = run_ledger({kMeasured + "/SYNTH-TRAIN.json"}, options);
+    const auto& f = results[0].figures;
+    EXPECT_FALSE(f[0].measured);
+    EXPECT_EQ(f[0].judgement.verdict, Verdict::NotReproducibleHere);
+    // One line, saying how to measure it from here (the config's path as typed from the working folder).
+    const std::string shown = std::filesystem::path(kTinyTrain).lexically_relative(std::filesystem::current_path()).string();
+    const std::string config = shown.empty() || shown.rfind("..", 0) == 0 ? kTinyTrain : shown;
+    EXPECT_EQ(f[0].judgement.reason.rfind("not measured yet: run `twinbed train " + config +
+                                              "` (about 1 minute), or `twinbed claims` without --no-train",
+                                          0),
+              0u)
+        << f[0].judgement.reason;
+    EXPECT_EQ(f[0].judgement.reason.find('\n'), std::string::npos);
+    // The arithmetic check still shows.
+    EXPECT_EQ(f[3].judgement.verdict, Verdict::NotReproducibleHere);
+    EXPECT_NE(f[3].judgement.reason.find("; arithmetic check: 0.875"), std::string::npos) << f[3].judgement.reason;
+    // Simulated too: judged on the simulated value, and it says the measurement is missing.
+    EXPECT_FALSE(f[4].measured);
+    EXPECT_EQ(f[4].judgement.verdict, Verdict::Reproduced) << f[4].judgement.reason;
+    EXPECT_EQ(f[4].judgement.reason.rfind("simulated 1.5 %", 0), 0u) << f[4].judgement.reason;
+    EXPECT_NE(f[4].judgement.reason.find("; not measured yet: run `twinbed train"), std::string::npos) << f[4].judgement.reason;
+    EXPECT_NE(ledger_table(results).find("0 measured in training runs, 5 not measured yet"), std::string::npos);
+  }
+}
+
+TEST(Ledger, TrainConfigsAreListedOnceAbsolute) {
+  EXPECT_EQ(train_configs({kMeasured + "/SYNTH-TRAIN.json", kData + "/SYNTH-RATIO.json"}), std::vector<std::string>{kTinyTrain});
+  EXPECT_TRUE(train_configs({kData + "/SYNTH-RATIO.json"}).empty());
+}
+
+// A measured figure's errors name its path in the claim file: a config that does not load, a variant it
+// does not have, a unit the metric does not give, a variant the results compare with nothing.
+TEST(Ledger, MeasuredErrorsNameThePath) {
+  const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "twinbed-claims-measured";
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "M.json").string();
+  const auto error_of = [&](const json& measured, const std::string& unit, bool listing) -> std::pair<std::string, std::string> {
+    const json figure = {{"what", "acc"}, {"reported", {{"max", 1}, {"unit", unit}}}, {"measured", measured}};
+    std::ofstream(file) << json({{"id", "M"}, {"seed", "s"}, {"technique", "t"}, {"claim", "c"}, {"figures", {figure}}}).dump();
+    try {
+      if (listing) train_configs({file});
+      else run_ledger({file}, with_results(crafted_results()));
+    } catch (const ConfigError& e) {
+      return {e.path(), e.message()};
+    }
+    return {"no error", ""};
+  };
+  const json good = {{"train", kTinyTrain}, {"variant", "tgc"}, {"metric", "accuracy_drop_points"}};
+  for (bool listing : {false, true}) {
+    EXPECT_EQ(error_of(good, "%", listing).first, "no error");
+    json m = good;
+    m["train"] = "nosuch.json";
+    EXPECT_EQ(error_of(m, "%", listing).first, "/figures/0/measured/train");
+    m = good;
+    m["variant"] = "dsa";
+    const auto [path, message] = error_of(m, "%", listing);
+    EXPECT_EQ(path, "/figures/0/measured/variant");
+    EXPECT_NE(message.find("it has baseline, tgc, ft, lora"), std::string::npos) << message;
+    EXPECT_NE(message.find("(in " + file + ")"), std::string::npos) << message;
+    EXPECT_EQ(error_of(good, "points", listing).first, "/figures/0/reported/unit");
+  }
+  // The baseline is a reference: the results compare nothing with it.
+  json m = good;
+  m["variant"] = "baseline";
+  const auto [path, message] = error_of(m, "%", false);
+  EXPECT_EQ(path, "/figures/0/measured/variant");
+  EXPECT_NE(message.find("figure 'acc'"), std::string::npos) << message;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Measured, TrainResultsAreReadStrictly) {
+  const TrainResults r = train_results_from_json(crafted_results(), "here");
+  EXPECT_EQ(r.layers, 1);
+  EXPECT_EQ(r.hidden, 16);
+  ASSERT_EQ(r.variants.size(), 4u);
+  EXPECT_EQ(r.variant("lora")->from, "baseline");
+  EXPECT_EQ(r.variant("lora")->steps, 4);
+  ASSERT_TRUE(r.comparison("tgc"));
+  EXPECT_EQ(r.comparison("tgc")->reference, "baseline");
+  EXPECT_FALSE(r.comparison("baseline"));
+  const auto error_of = [](json j) -> std::string {
+    try {
+      train_results_from_json(j, "the results of x.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  json j = crafted_results();
+  j["format"] = "twinbed-train-0";
+  EXPECT_NE(error_of(j).find("the results of x.json: /format"), std::string::npos) << error_of(j);
+  j = crafted_results();
+  j["variants"][1].erase("final_held_out_accuracy");
+  EXPECT_NE(error_of(j).find("/variants/1"), std::string::npos) << error_of(j);
+  j = crafted_results();
+  j["comparisons"][0]["reference"] = "nosuch";
+  EXPECT_NE(error_of(j).find("/comparisons/0"), std::string::npos) << error_of(j);
+  j = crafted_results();
+  j["provenance"]["config"]["model"]["layers"] = 0;
+  EXPECT_NE(error_of(j).find("/provenance/config/model/layers"), std::string::npos) << error_of(j);
+  j = crafted_results();
+  j["comparisons"][0]["bytes_ratio"] = nullptr;  // a ratio over nothing: no figure, not an error
+  EXPECT_TRUE(std::isnan(train_results_from_json(j, "here").comparison("tgc")->bytes_ratio));
+}
+
+// A result the training run has no figure for (bytes over zero bytes, written as null) is said so, with
+// the scale still last; the figure's arithmetic check stays beside it.
+TEST(Ledger, AMeasurementWithoutAFigureSaysSo) {
+  json results = crafted_results();
+  results["comparisons"][0]["bytes_ratio"] = nullptr;
+  const auto claims = run_ledger({kMeasured + "/SYNTH-TRAIN.json"}, with_results(results));
+  const FigureResult& f = claims[0].figures[3];
+  EXPECT_FALSE(f.measured);
+  EXPECT_FALSE(f.measured_at.empty());
+  EXPECT_EQ(f.judgement.verdict, Verdict::NotReproducibleHere);
+  EXPECT_EQ(f.judgement.reason.rfind("the training run gave no figure; tgc sends 125 B of gradients per step, baseline 1 kB", 0), 0u)
+      << f.judgement.reason;
+  EXPECT_NE(f.judgement.reason.find("; arithmetic check: 0.875"), std::string::npos) << f.judgement.reason;
+  EXPECT_TRUE(ends_with(f.judgement.reason, ", not at the seed's scale")) << f.judgement.reason;
+  // Measured, without a figure: not "not measured yet".
+  EXPECT_TRUE(ends_with(ledger_table(claims), "; 4 measured in training runs")) << ledger_table(claims);
 }

@@ -12,9 +12,14 @@
 //   figure: {"what": "all-reduce time",
 //            "reported": {"value": 0.3} | {"min": 60, "max": 75} | {"max": 0.5} | {"min": 92},
 //                        plus "unit": "s" and optionally "baseline": 12.7 (the "before" of "before → after"),
-//            "metric": {"name": "<metric>", ...its arguments}   (metrics.hpp), or
-//            "not_reproducible": "why this figure cannot be put to an experiment here",
-//            "arithmetic": {"name": "<metric>", ...}            optional with not_reproducible: a check the
+//            "metric": {"name": "<metric>", ...its arguments}   (metrics.hpp): simulated, and/or
+//            "measured": {"train": "../train-fortunes.json",    measured in a real training run
+//                         "variant": "dsa-30pct",               (measured.hpp): a training config
+//                         "metric": "accuracy_drop_points"}     relative to the claim file, one of its
+//                                                              variants, a measured metric; or
+//            "not_reproducible": "why this figure cannot be put to an experiment here"
+//                                                              (alone: not with "metric" or "measured"),
+//            "arithmetic": {"name": "<metric>", ...}            optional without "metric": a check the
 //                                                              figure allows, computed and shown
 //            "tolerance": {"rel": 0.1} | {"abs": 2},            default {"rel": 0.1}; abs in the figure's
 //                                                              unit, both >= 0 (0: an exact match)
@@ -44,10 +49,21 @@ struct Tolerance {
   bool operator==(const Tolerance&) const = default;
 };
 
+// Where a measured figure comes from: the comparison of `variant` with its reference in the results of
+// a `twinbed train` run of the config at `train_config` (train_output.hpp), read by `metric`.
+struct Measured {
+  std::string train;         // the training config's path as the claim file gives it (relative to it)
+  std::string train_config;  // the same, absolute and normalised
+  std::string variant;       // a variant of that config (checked when the ledger loads the config)
+  std::string metric;        // a measured metric's name (measured.hpp), checked when parsed
+  bool operator==(const Measured&) const = default;
+};
+
 struct Figure {
   std::string what;
   Reported reported;
-  nlohmann::json metric;             // {"name": ..., args}; null when not reproducible
+  nlohmann::json metric;             // {"name": ..., args}; null when not simulated
+  std::optional<Measured> measured;  // when the figure is measured in a training run
   std::string not_reproducible;      // why, when the figure cannot be put to an experiment here
   nlohmann::json arithmetic;         // an optional computed check for a not-reproducible figure
   Tolerance tolerance;
@@ -83,12 +99,17 @@ struct Judgement {
   bool operator==(const Judgement&) const = default;
 };
 
-// The verdict on a figure given the simulated value (nullopt: nothing could be computed, which is a
-// missing input). Within tolerance: a value v is matched when |s − v| ≤ tol(v); a range [a, b] when
-// a − tol(a) ≤ s ≤ b + tol(b); a bound "max b" when s ≤ b + tol(b); "min a" when s ≥ a − tol(a); tol(x)
-// = abs when given, else rel·|x|. The reason states both figures and the ratio between them; `why`
-// (what drives the difference, computed by the caller) is appended when not reproduced.
-Judgement judge(const Figure& f, std::optional<double> simulated, const std::string& why = "");
+// What a judged value comes from: the simulator or a real training run. The reason says which
+// ("simulated 0.3 s, ..." / "measured 0.12 %, ...").
+enum class Source { Simulated, Measured };
+
+// The verdict on a figure given the value found for it, simulated or measured (nullopt or not finite:
+// nothing could be computed, which is a missing input). Within tolerance: a value v is matched when
+// |s − v| ≤ tol(v); a range [a, b] when a − tol(a) ≤ s ≤ b + tol(b); a bound "max b" when s ≤ b + tol(b);
+// "min a" when s ≥ a − tol(a); tol(x) = abs when given, else rel·|x|. The reason states both figures and
+// the ratio between them; `why` (what drives the difference, computed by the caller) is appended when
+// not reproduced. A figure with not_reproducible is not reproducible here whatever the value.
+Judgement judge(const Figure& f, std::optional<double> value, const std::string& why = "", Source source = Source::Simulated);
 
 // "0.3 s", "60–75 %", "≤ 0.5 %", "≥ 92 %"; with the baseline: "12.7 → 0.3 s".
 std::string format_reported(const Reported& r);
