@@ -390,9 +390,11 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
     if (mixed) ranks.all_reduce(overflow);
     rec.skipped = overflow[0] > 0;
     if (!rec.skipped) {
-      rec.tgc_bits = exchange.exchange(grads, ranks);
+      // Unscaled first (in fp32, like GradScaler's unscale_), so the exchange and its error-feedback
+      // residual never mix two loss scales.
       if (scale != 1.0f)
         for (float& g : grads) g /= scale;
+      rec.tgc_bits = exchange.exchange(grads, ranks);
       if (mixed) mixed->redecide(step, grads, tensors);
       if (sparse && sparse->due(step)) sparse->refresh(grads, m, params, mask);
       ++updates;
