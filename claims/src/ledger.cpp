@@ -107,6 +107,7 @@ class Measurements {
 // A figure's measured value, or why there is none.
 struct MeasuredResult {
   std::optional<double> value;
+  double spread = 0;          // run-to-run, in the value's unit; NaN when not measured
   std::string why;            // what it was computed from
   std::string scale;          // what it was measured on
   std::string not_measured;   // without results: the reason to give
@@ -132,6 +133,7 @@ MeasuredResult measure(const Figure& f, const std::string& path, Measurements& m
                                                       "a technique-free one trained as many steps from the same weights)");
   }
   out.value = metric.value(*config.results, *comparison, out.why);
+  out.spread = metric.spread(*config.results, *comparison);
   out.scale = measured_scale(*config.results, m.variant);
   return out;
 }
@@ -178,6 +180,24 @@ ClaimResult run_claim(const std::string& file, Runs& runs, Measurements& measure
       // Judged on what was measured, with what it came from, the note and, last, the scale it was
       // measured at; a simulated value stays beside it.
       r.judgement = judge(f, measured.value, "", Source::Measured);
+      // A verdict that the run-to-run spread could turn is no verdict at this scale.
+      const double spread = measured.spread;
+      if (!std::isfinite(spread)) {
+        r.judgement.reason += "; no run-to-run spread measured (the training config has no second seed of the reference)";
+      } else if (spread > 0) {
+        // The verdict at either end of the spread and at the value itself (an interval wider than the
+        // tolerance's can hold it with both ends outside).
+        const Verdict low = judge(f, *measured.value - spread, "", Source::Measured).verdict;
+        const Verdict high = judge(f, *measured.value + spread, "", Source::Measured).verdict;
+        const std::string within = "the run-to-run spread of training at this scale is ±" + with_unit(spread, f.reported.unit) +
+                                   " (the reference against another seed)";
+        if (low != high || low != r.judgement.verdict) {
+          r.judgement.verdict = Verdict::NotReproducibleHere;
+          r.judgement.reason += "; " + within + ", which reaches across the reported bound: this scale cannot tell";
+        } else {
+          r.judgement.reason += "; " + within + ", which does not change the verdict";
+        }
+      }
       if (!measured.why.empty()) r.judgement.reason += "; " + measured.why;
       if (!f.note.empty()) r.judgement.reason += "; " + f.note;
       if (r.simulated) r.judgement.reason += "; simulated " + with_unit(*r.simulated, f.reported.unit);

@@ -118,6 +118,10 @@ TrainResults train_results_from_json(const json& j, const std::string& where) {
       t.held_out_delta_equal_steps = number_or_nan(c, at, "held_out_delta_equal_steps");
       t.accuracy_drop_points = number_or_nan(c, at, "accuracy_drop_points");
       t.bytes_ratio = number_or_nan(c, at, "bytes_ratio");
+      // Absent in files written before the spread was recorded: unknown.
+      t.seed_spread_loss = c.contains("seed_spread_loss") ? number_or_nan(c, at, "seed_spread_loss") : std::nan("");
+      t.seed_spread_accuracy_points =
+          c.contains("seed_spread_accuracy_points") ? number_or_nan(c, at, "seed_spread_accuracy_points") : std::nan("");
       r.comparisons.push_back(std::move(t));
     }
     return r;
@@ -129,29 +133,45 @@ TrainResults train_results_from_json(const json& j, const std::string& where) {
 Registry<MeasuredMetric> measured_metrics() {
   Registry<MeasuredMetric> r("measured metric");
   r.add("accuracy_drop_points", "reference − variant top-1 held-out accuracy, percentage points",
-        {"%", [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
+        {"%",
+         [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
            why = accuracies(t, c);
            return c.accuracy_drop_points;
-         }});
+         },
+         [](const TrainResults&, const TrainedComparison& c) { return c.seed_spread_accuracy_points; }});
   r.add("accuracy_retained_pct", "100 · variant / reference top-1 held-out accuracy",
-        {"%", [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
+        {"%",
+         [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
            why = accuracies(t, c);
            const double ref = variant_of(t, c.reference).final_held_out_accuracy;
            return ref > 0 ? 100 * variant_of(t, c.variant).final_held_out_accuracy / ref : std::nan("");
+         },
+         [](const TrainResults& t, const TrainedComparison& c) {
+           // Points of accuracy over the reference's accuracy in percent: (points / 100) / ref · 100.
+           const double ref = variant_of(t, c.reference).final_held_out_accuracy;
+           return ref > 0 ? c.seed_spread_accuracy_points / ref : std::nan("");
          }});
   r.add("held_out_loss_increase_pct", "100 · (variant − reference held-out loss) / reference loss, after equal steps",
-        {"%", [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
+        {"%",
+         [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
            const TrainedVariant& ref = variant_of(t, c.reference);
            why = c.variant + " held-out loss " + format_value(variant_of(t, c.variant).final_held_out_loss) + " nats, " + c.reference +
                  " " + format_value(ref.final_held_out_loss) + " nats, both after " + std::to_string(ref.steps) + " steps";
            return ref.final_held_out_loss > 0 ? 100 * c.held_out_delta_equal_steps / ref.final_held_out_loss : std::nan("");
+         },
+         [](const TrainResults& t, const TrainedComparison& c) {
+           const double ref = variant_of(t, c.reference).final_held_out_loss;
+           return ref > 0 ? 100 * c.seed_spread_loss / ref : std::nan("");
          }});
   r.add("gradient_bytes_reduction_pct", "100 · (1 − variant / reference gradient bytes per step)",
-        {"%", [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
+        {"%",
+         [](const TrainResults& t, const TrainedComparison& c, std::string& why) {
            why = c.variant + " sends " + bytes_text(variant_of(t, c.variant).mean_bytes_per_step) + " of gradients per step, " +
                  c.reference + " " + bytes_text(variant_of(t, c.reference).mean_bytes_per_step) + " (the busiest rank's exchange)";
            return 100 * (1 - c.bytes_ratio);
-         }});
+         },
+         // The payload sizes are fixed by the variant's parameters: the same on every run.
+         [](const TrainResults&, const TrainedComparison&) { return 0.0; }});
   return r;
 }
 

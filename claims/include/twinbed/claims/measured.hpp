@@ -12,7 +12,10 @@
 //   held_out_loss_increase_pct    100 · (variant − reference final held-out loss) / reference loss
 //   gradient_bytes_reduction_pct  100 · (1 − variant / reference gradient bytes per step (bytes_ratio))
 // A figure measured this way is judged on the measured value, and its reason ends with the scale it
-// was measured at (measured_scale), which is not the seed's.
+// was measured at (measured_scale), which is not the seed's. Training differs from run to run (another
+// seed gives another trajectory); when the config trains the reference with a second seed, the spread
+// between them is carried through the metric, and a value whose spread reaches across the reported
+// bound is "not reproducible here": this scale cannot tell.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +48,9 @@ struct TrainedComparison {
   double held_out_delta_equal_steps = 0;  // nats; NaN when train.json has null
   double accuracy_drop_points = 0;
   double bytes_ratio = 0;
+  // How far apart the reference and its technique-free peers (other seeds) ended: NaN without peers.
+  double seed_spread_loss = 0;             // nats
+  double seed_spread_accuracy_points = 0;  // percentage points
   bool operator==(const TrainedComparison&) const = default;
 };
 
@@ -66,6 +72,10 @@ struct MeasuredMetric {
   std::string unit;  // as claim files write units
   // The value for `c`; `why` gets what it was computed from ("top-1 held-out accuracy: ...").
   std::function<double(const TrainResults& r, const TrainedComparison& c, std::string& why)> value;
+  // The run-to-run spread of that value at this scale, in the same unit: the comparison's seed spread
+  // carried through the metric (0 for what does not vary between runs, such as bytes); NaN when the
+  // training config has no second seed of the reference.
+  std::function<double(const TrainResults& r, const TrainedComparison& c)> spread;
 };
 
 // The measured metrics, by name (the list above).
