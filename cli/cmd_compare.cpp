@@ -68,18 +68,11 @@ MachineProfile load_required_profile(const std::string& file) {
   return load_profile(file, MachineProfile{}, DeviceSpec{});
 }
 
-// Receive spans are left out of the comparison: the real backend's run from posting to arrival, so
-// they measure waiting for the sender as much as the transfer, and the simulator records none; a
-// message is compared through its Send span.
-bool compared(const Trace& t, const Span& s) {
-  return !(s.kind == SpanKind::SendRecv && t.names.at(s.name).find("recv") != std::string::npos);
-}
-
 // Mean duration of each op name's spans of `kind`, over ranks and micro-batches.
 std::map<std::string, double> mean_by_name(const Trace& t, SpanKind kind) {
   std::map<std::string, std::pair<double, int>> sums;
   for (const Span& s : t.spans) {
-    if (s.kind != kind || !compared(t, s)) continue;
+    if (s.kind != kind) continue;
     auto& [total, count] = sums[t.names.at(s.name)];
     total += (s.end - s.start).seconds();
     ++count;
@@ -92,9 +85,7 @@ std::map<std::string, double> mean_by_name(const Trace& t, SpanKind kind) {
 // Per kind: span time summed over ranks, divided by the world size.
 std::map<SpanKind, double> per_rank_by_kind(const Trace& t) {
   std::map<SpanKind, double> out;
-  for (const Span& s : t.spans) {
-    if (compared(t, s)) out[s.kind] += (s.end - s.start).seconds();
-  }
+  for (const Span& s : t.spans) out[s.kind] += (s.end - s.start).seconds();
   for (auto& [kind, v] : out) v /= std::max(1, t.world_size);
   return out;
 }

@@ -58,7 +58,9 @@ std::string describe(const std::tuple<int, int, int>& l) {
          " pp=" + std::to_string(std::get<2>(l));
 }
 
-bool executed(const PlanOp& op) { return op.kind != OpKind::Alloc && op.kind != OpKind::Free; }
+// The ops that record a span: all but Alloc/Free (memory samples) and Recv (a message is drawn once, by
+// its Send).
+bool executed(const PlanOp& op) { return op.kind != OpKind::Alloc && op.kind != OpKind::Free && op.kind != OpKind::Recv; }
 
 // Which span each op of each rank produced: ops and spans with the same (stream, span kind, name,
 // micro-batch) are paired in order (program order for ops, start order for spans); -1 when unpaired.
@@ -102,7 +104,7 @@ void check_trace(const Plan& plan, const Trace& trace, const std::string& what) 
   ASSERT_EQ(trace.recorded_rank.size(), static_cast<std::size_t>(n));
   for (int r = 0; r < n; ++r) EXPECT_EQ(trace.recorded_rank[static_cast<std::size_t>(r)], r);
 
-  // Exactly one span per executed (non-Alloc/Free) op.
+  // Exactly one span per executed (non-Alloc/Free/Recv) op.
   std::int64_t expected = 0;
   for (int r = 0; r < n; ++r)
     for (const PlanOp& op : plan.program(r).ops) expected += executed(op) ? 1 : 0;
@@ -130,7 +132,8 @@ void check_trace(const Plan& plan, const Trace& trace, const std::string& what) 
     }
   }
 
-  // Every Recv ends after its matching Send started; every collective's members overlap in time.
+  // Every op that waits on a Recv starts after the matching Send started; every collective's members
+  // overlap in time.
   std::map<std::tuple<int, int, std::int64_t>, std::vector<const Span*>> instances;  // (kind, group, tag)
   int messages = 0;
   for (int r = 0; r < n; ++r) {
@@ -138,26 +141,38 @@ void check_trace(const Plan& plan, const Trace& trace, const std::string& what) 
     for (std::size_t i = 0; i < prog.size(); ++i) {
       const PlanOp& op = prog.ops[i];
       const int si = span_of[static_cast<std::size_t>(r)][i];
+      if (op.kind == OpKind::Recv) {
+        const int peer = r + op.peer_offset;
+        const Program& other = plan.program(peer);
+        int send_span = -1;
+        for (std::size_t j = 0; j < other.size() && send_span < 0; ++j) {
+          const PlanOp& o = other.ops[j];
+          if (o.kind == OpKind::Send && o.peer_offset == -op.peer_offset && o.tag == op.tag)
+            send_span = span_of[static_cast<std::size_t>(peer)][j];
+        }
+        EXPECT_GE(send_span, 0) << what << " receive " << peer << " -> " << r << " tag " << op.tag << " has no send span";
+        if (send_span < 0) continue;
+        const Time sent = trace.spans[static_cast<std::size_t>(send_span)].start;
+        int waiting = 0;
+        for (std::size_t k = i + 1; k < prog.size(); ++k) {
+          const std::uint32_t* deps = prog.deps_of(k);
+          if (std::find(deps, deps + prog.num_deps(k), static_cast<std::uint32_t>(i)) == deps + prog.num_deps(k)) continue;
+          const int sk = span_of[static_cast<std::size_t>(r)][k];
+          if (sk < 0) continue;
+          EXPECT_GE(trace.spans[static_cast<std::size_t>(sk)].start, sent)
+              << what << " message " << peer << " -> " << r << " tag " << op.tag << ": '" << plan.names[prog.ops[k].name]
+              << "' started before it was sent";
+          ++waiting;
+        }
+        EXPECT_GT(waiting, 0) << what << " nothing recorded waits on receive " << peer << " -> " << r << " tag " << op.tag;
+        ++messages;
+        continue;
+      }
       if (si < 0) continue;
       const Span& span = trace.spans[static_cast<std::size_t>(si)];
       if (op.kind == OpKind::Collective) {
         const int group = plan.group_set(op.group).group_of_rank[static_cast<std::size_t>(r)];
         instances[{static_cast<int>(op.group), group, op.tag}].push_back(&span);
-      } else if (op.kind == OpKind::Send) {
-        const int peer = r + op.peer_offset;
-        const Program& other = plan.program(peer);
-        bool found = false;
-        for (std::size_t j = 0; j < other.size() && !found; ++j) {
-          const PlanOp& o = other.ops[j];
-          if (o.kind != OpKind::Recv || o.peer_offset != -op.peer_offset || o.tag != op.tag) continue;
-          found = true;
-          const int sj = span_of[static_cast<std::size_t>(peer)][j];
-          if (sj < 0) continue;
-          EXPECT_GE(trace.spans[static_cast<std::size_t>(sj)].end, span.start)
-              << what << " message " << r << " -> " << peer << " tag " << op.tag;
-          ++messages;
-        }
-        EXPECT_TRUE(found) << what << " send " << r << " -> " << peer << " tag " << op.tag << " has no receive";
       }
     }
   }

@@ -411,7 +411,8 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
         ++k;
         continue;
       }
-      span(f.op, f.start, now(), 0);
+      // A message is drawn once, by its Send, as the simulator draws it: a Recv records no span.
+      if (prog.ops[f.op].kind != OpKind::Recv) span(f.op, f.start, now(), 0);
       if (!f.released) complete(f.op);
       inflight[k] = inflight.back();
       inflight.pop_back();

@@ -34,13 +34,14 @@
 //    late).
 //  - A Send's dependents are released as soon as it is posted (the plan's Sends are eager: they never
 //    wait for the receiver); its span lasts until MPI completes the MPI_Isend, i.e. until the message
-//    has left its buffer. A Recv's span runs from posting to arrival.
+//    has left its buffer. A Recv records no span (below).
 //  - Collectives of one (group kind, stream) use their own communicator, so that collectives of the
 //    same kind on different streams (whose relative order may differ between members) never mix.
 //    Members of a group must issue a kind's collectives on the same streams (checked; InvalidArgument).
 //
-// Spans: one per executed non-Alloc/Free op (Recvs included, unlike the simulator, which draws only the
-// Send), on the op's stream, kind PlanOp::span; times from std::chrono::steady_clock relative to a
+// Spans: one per executed op except Alloc/Free and Recv (a message is drawn once, by its Send, as the
+// simulator draws it; a Recv's wait is the receiver's idle time, not communication), on the op's
+// stream, kind PlanOp::span; times from std::chrono::steady_clock relative to a
 // start taken right after an MPI_Barrier. Ranks on one host share one start (the host's lowest rank
 // takes it and broadcasts it; steady_clock is system-wide on Linux), so their times are exactly
 // comparable; ranks on different hosts are aligned only to within the barrier's skew. Compute spans carry
