@@ -442,9 +442,10 @@ void PlanRun::start(int si, std::uint32_t i) {
           msgs_.erase({dsi, src, tag});
           complete(wr, wo);
         }
-        complete(si, i);
         drain();
       });
+      // Eager: the Send is done once posted, and what depends on it goes on while the message flies.
+      complete(si, i);
       return;
     }
     case OpKind::Recv: {

@@ -270,6 +270,51 @@ TEST(PlanSim, MemoryFollowsZeroAndActivationFormulas) {
   }
 }
 
+// Sends are eager (plan.hpp): what depends on a Send goes on when it is posted, not when its message
+// arrives. Rank 0 sends 1 GiB to rank 1 and, depending on the Send only, allocates and frees a tensor.
+TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
+  Plan plan;
+  plan.cluster = {2, 2};
+  plan.program_of_rank = {0, 1};
+  plan.groups.resize(kGroupKinds);
+  for (GroupSet& g : plan.groups) g.group_of_rank.assign(2, -1);
+  plan.names = {"send", "recv", "after_send"};
+  PlanOp send;
+  send.kind = OpKind::Send;
+  send.stream = StreamKind::P2P;
+  send.span = SpanKind::SendRecv;
+  send.peer_offset = 1;
+  send.tag = 7;
+  send.bytes = GiB;
+  plan.programs.resize(2);
+  plan.programs[0].add(send);
+  PlanOp alloc = alloc_op(TensorClass::Activation, 0, MiB, 2, StreamKind::Compute);
+  plan.programs[0].add(alloc, {0});
+  PlanOp free = alloc;
+  free.kind = OpKind::Free;
+  plan.programs[0].add(free, {1});
+  PlanOp recv = send;
+  recv.kind = OpKind::Recv;
+  recv.peer_offset = -1;
+  recv.name = 1;
+  plan.programs[1].add(recv);
+  validate(plan);
+
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Trace t = simulate_plan(plan, switch_of(2), full);
+  ASSERT_EQ(t.spans.size(), 1u);  // the Send; a Recv records none
+  const Span& message = t.spans[0];
+  EXPECT_EQ(message.rank, 0);
+  EXPECT_GT(message.end, Time::ms(1));  // 1 GiB at 100 GB/s: ~10 ms
+  EXPECT_EQ(t.step_time, message.end);
+  ASSERT_FALSE(t.memory.empty());
+  for (const MemorySample& m : t.memory) {
+    EXPECT_EQ(m.rank, 0);
+    EXPECT_EQ(m.time, Time()) << "the allocation waited for the message";
+  }
+}
+
 TEST(PlanSim, FidelityNames) {
   for (const auto& n : fidelity_names()) EXPECT_EQ(to_string(parse_fidelity(n)), n);
   EXPECT_THROW(parse_fidelity("exact"), UnknownName);

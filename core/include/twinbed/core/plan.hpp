@@ -17,7 +17,8 @@
 //    different streams overlap freely. Alloc/Free ops also sit in their stream's queue and take no time.
 //  - Send and Recv are asynchronous (isend/irecv): they do not wait for their stream's queue. A Send
 //    starts its message when ready; a Recv finishes when it is ready and the message has arrived.
-//    Sends are eager (buffered): a Send never waits for its Recv to be posted.
+//    Sends are eager (buffered): a Send never waits for its Recv to be posted, and it finishes as soon
+//    as it is posted (what depends on it goes on while its message is in flight).
 //  - A Collective starts when every member of its group has it ready at the head of its stream, and
 //    finishes on every member together.
 //

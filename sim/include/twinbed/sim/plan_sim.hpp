@@ -10,7 +10,8 @@
 //    Collectives are timed in isolation: they do not contend with point-to-point traffic or with
 //    collectives of other kinds that happen to overlap in time.
 //  - A Send's message takes its solo time on the path (latency + bytes / bottleneck bandwidth: what the
-//    flow model gives a lone flow; the analytical model gives the same).
+//    flow model gives a lone flow; the analytical model gives the same); its span lasts that long. The
+//    Send itself is eager: what depends on it goes on at once.
 //  - Alloc/Free change the rank's live bytes at the time they run → Trace::memory. A program with a
 //    planned arena (Program::arena, the zrdf pass) holds the arena's bytes from time 0, and its tensors
 //    placed in the arena add nothing.
