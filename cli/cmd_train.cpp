@@ -103,9 +103,9 @@ void print_summary(const TrainConfig& c, const std::vector<VariantResult>& resul
     for (const train::Comparison& x : comparisons)
       if (x.seed_spread_loss && std::find(told.begin(), told.end(), x.reference) == told.end()) {
         told.push_back(x.reference);
-        std::printf("# run-to-run spread of %s and its technique-free peers: %.4f nats, %.2f points (differences within "
+        std::printf("# run-to-run spread of %s over %d runs with other seeds: %.4f nats, %.2f points (differences within "
                     "it are not told apart from it)\n",
-                    x.reference.c_str(), *x.seed_spread_loss, *x.seed_spread_accuracy_points);
+                    x.reference.c_str(), x.seed_runs, *x.seed_spread_loss, *x.seed_spread_accuracy_points);
       }
   }
   if (!results.empty())

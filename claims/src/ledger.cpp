@@ -108,6 +108,7 @@ class Measurements {
 struct MeasuredResult {
   std::optional<double> value;
   double spread = 0;          // run-to-run, in the value's unit; NaN when not measured
+  int seed_runs = 1;          // the runs it was taken over
   std::string why;            // what it was computed from
   std::string scale;          // what it was measured on
   std::string not_measured;   // without results: the reason to give
@@ -134,6 +135,7 @@ MeasuredResult measure(const Figure& f, const std::string& path, Measurements& m
   }
   out.value = metric.value(*config.results, *comparison, out.why);
   out.spread = metric.spread(*config.results, *comparison);
+  out.seed_runs = comparison->seed_runs;
   out.scale = measured_scale(*config.results, m.variant);
   return out;
 }
@@ -183,14 +185,14 @@ ClaimResult run_claim(const std::string& file, Runs& runs, Measurements& measure
       // A verdict that the run-to-run spread could turn is no verdict at this scale.
       const double spread = measured.spread;
       if (!std::isfinite(spread)) {
-        r.judgement.reason += "; no run-to-run spread measured (the training config has no second seed of the reference)";
+        r.judgement.reason += "; no run-to-run spread measured (the training config trains the reference with no other seed)";
       } else if (spread > 0) {
         // The verdict at either end of the spread and at the value itself (an interval wider than the
         // tolerance's can hold it with both ends outside).
         const Verdict low = judge(f, *measured.value - spread, "", Source::Measured).verdict;
         const Verdict high = judge(f, *measured.value + spread, "", Source::Measured).verdict;
         const std::string within = "the run-to-run spread of training at this scale is ±" + with_unit(spread, f.reported.unit) +
-                                   " (the reference against another seed)";
+                                   " (max − min over " + std::to_string(measured.seed_runs) + " runs of the reference with different seeds)";
         if (low != high || low != r.judgement.verdict) {
           r.judgement.verdict = Verdict::NotReproducibleHere;
           r.judgement.reason += "; " + within + ", which reaches across the reported bound: this scale cannot tell";

@@ -122,6 +122,7 @@ TrainResults train_results_from_json(const json& j, const std::string& where) {
       t.seed_spread_loss = c.contains("seed_spread_loss") ? number_or_nan(c, at, "seed_spread_loss") : std::nan("");
       t.seed_spread_accuracy_points =
           c.contains("seed_spread_accuracy_points") ? number_or_nan(c, at, "seed_spread_accuracy_points") : std::nan("");
+      t.seed_runs = c.contains("seed_runs") ? static_cast<int>(read_int(c["seed_runs"], child(at, "seed_runs"), 1, 1 << 20)) : 1;
       r.comparisons.push_back(std::move(t));
     }
     return r;

@@ -542,12 +542,13 @@ TEST(Ledger, MeasuredFiguresAreJudgedOnTheTrainingResults) {
 }
 
 TEST(Ledger, AVerdictTheRunToRunSpreadCouldTurnIsNoVerdict) {
-  // Without a second seed the reasons say so; with one, its spread is carried through each metric.
+  // Without other seeds the reasons say so; with them, their spread is carried through each metric.
   const auto plain = run_ledger({kMeasured + "/SYNTH-TRAIN.json"}, with_results(crafted_results()));
   EXPECT_NE(plain[0].figures[0].judgement.reason.find("no run-to-run spread measured"), std::string::npos);
   EXPECT_EQ(plain[0].figures[3].judgement.reason.find("run-to-run"), std::string::npos);  // bytes do not vary
   json results = crafted_results();
   results["comparisons"][0]["seed_spread_accuracy_points"] = 0.5;  // tgc: 0.2 ± 0.5 reaches across ≤ 0.5
+  results["comparisons"][0]["seed_runs"] = 3;
   results["comparisons"][0]["seed_spread_loss"] = 0.005;           // 2 % ± 0.25 % stays outside 1 ± 0.5
   results["comparisons"][1]["seed_spread_accuracy_points"] = 0.1;  // lora: 1 ± 0.1 stays outside 1.5 ± 0.2
   results["comparisons"][1]["seed_spread_loss"] = 0.0;
@@ -555,7 +556,8 @@ TEST(Ledger, AVerdictTheRunToRunSpreadCouldTurnIsNoVerdict) {
   const auto& f = r[0].figures;
   EXPECT_DOUBLE_EQ(*f[0].measured, 0.2);  // the value stays; the verdict cannot be given
   EXPECT_EQ(f[0].judgement.verdict, Verdict::NotReproducibleHere) << f[0].judgement.reason;
-  EXPECT_NE(f[0].judgement.reason.find("spread of training at this scale is ±0.5 %"), std::string::npos) << f[0].judgement.reason;
+  EXPECT_NE(f[0].judgement.reason.find("spread of training at this scale is ±0.5 % (max − min over 3 runs"), std::string::npos)
+      << f[0].judgement.reason;
   EXPECT_NE(f[0].judgement.reason.find("this scale cannot tell"), std::string::npos) << f[0].judgement.reason;
   // accuracy_retained_pct's spread: 0.5 points over 45 % accuracy = ±1.1 % of it: 99.56 ± 1.1 holds 99.7 ± 0.3
   // inside, both ends outside it.

@@ -228,6 +228,7 @@ TEST(Training, ComparisonsPairEachVariantWithItsReference) {
   ASSERT_TRUE(comparisons[0].seed_spread_loss.has_value());
   EXPECT_DOUBLE_EQ(*comparisons[0].seed_spread_loss, std::abs(final_held_out(results[2]) - final_held_out(results[0])));
   EXPECT_GT(*comparisons[0].seed_spread_loss, 0.0);
+  EXPECT_EQ(comparisons[0].seed_runs, 2);
   const json j = train_results_json(c, results, json::object());
   EXPECT_EQ(j["format"], "twinbed-train-1");
   EXPECT_EQ(j["variants"][1]["steps"].size(), 4u);

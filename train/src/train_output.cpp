@@ -115,6 +115,7 @@ std::vector<Comparison> compare_variants(const TrainConfig& config, const std::v
         lo_acc = std::min(lo_acc, final_held_out_accuracy(results[q]));
         hi_acc = std::max(hi_acc, final_held_out_accuracy(results[q]));
       }
+      c.seed_runs = 1 + peers;
       if (peers > 0) {
         c.seed_spread_loss = hi_loss - lo_loss;
         c.seed_spread_accuracy_points = 100 * (hi_acc - lo_acc);
@@ -158,6 +159,7 @@ json train_results_json(const TrainConfig& config, const std::vector<VariantResu
                            {"seed_spread_loss", c.seed_spread_loss ? json(*c.seed_spread_loss) : json(nullptr)},
                            {"seed_spread_accuracy_points",
                             c.seed_spread_accuracy_points ? json(*c.seed_spread_accuracy_points) : json(nullptr)},
+                           {"seed_runs", c.seed_runs},
                            {"step_time_ratio", c.step_time_ratio},
                            {"bytes_ratio", c.bytes_ratio},
                            {"trainable_ratio", c.trainable_ratio},

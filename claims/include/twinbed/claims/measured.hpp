@@ -13,9 +13,9 @@
 //   gradient_bytes_reduction_pct  100 · (1 − variant / reference gradient bytes per step (bytes_ratio))
 // A figure measured this way is judged on the measured value, and its reason ends with the scale it
 // was measured at (measured_scale), which is not the seed's. Training differs from run to run (another
-// seed gives another trajectory); when the config trains the reference with a second seed, the spread
-// between them is carried through the metric, and a value whose spread reaches across the reported
-// bound is "not reproducible here": this scale cannot tell.
+// seed gives another trajectory); when the config trains the reference with other seeds too, the spread
+// between them (max − min) is carried through the metric and taken as ± around the value, and a value
+// whose spread reaches across the reported bound is "not reproducible here": this scale cannot tell.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +51,7 @@ struct TrainedComparison {
   // How far apart the reference and its technique-free peers (other seeds) ended: NaN without peers.
   double seed_spread_loss = 0;             // nats
   double seed_spread_accuracy_points = 0;  // percentage points
+  int seed_runs = 1;                       // runs the spread is taken over
   bool operator==(const TrainedComparison&) const = default;
 };
 
@@ -74,7 +75,7 @@ struct MeasuredMetric {
   std::function<double(const TrainResults& r, const TrainedComparison& c, std::string& why)> value;
   // The run-to-run spread of that value at this scale, in the same unit: the comparison's seed spread
   // carried through the metric (0 for what does not vary between runs, such as bytes); NaN when the
-  // training config has no second seed of the reference.
+  // training config trains the reference with no other seed.
   std::function<double(const TrainResults& r, const TrainedComparison& c)> spread;
 };
 
