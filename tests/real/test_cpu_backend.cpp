@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/passes/zrdf.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/mpi.hpp"
@@ -290,6 +291,26 @@ TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
       const Trace trace = backend.run(plan);
       if (world_rank() == 0) check_trace(plan, trace, algorithm + " " + c.what);
     }
+  }
+}
+
+// A planned arena (zrdf) is the rank's memory from the start; the tensors placed in it add nothing.
+TEST(CpuBackend, APlannedArenaIsTheMemoryFromTheStart) {
+  const int n = world_size();
+  Plan plan = tiny_plan(n, 1, 1);
+  apply_zrdf(plan, ZrdfParams{});
+  const Bytes arena = plan.program(0).arena.size;
+  ASSERT_GT(arena, 0);
+  CpuBackendOptions options;
+  options.warmup_iters = 0;
+  const Trace trace = run_plan_on_cpu(plan, options);
+  if (world_rank() != 0) return;
+  for (int r = 0; r < n; ++r) {
+    std::vector<MemorySample> mine;
+    for (const MemorySample& m : trace.memory)
+      if (m.rank == r) mine.push_back(m);
+    ASSERT_FALSE(mine.empty()) << "rank " << r;
+    for (const MemorySample& m : mine) EXPECT_EQ(m.bytes, plan.program(r).arena.size) << "rank " << r;
   }
 }
 

@@ -304,7 +304,9 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
     return Time::ps(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count() * 1000);
   };
   RankRecord rec;
-  Bytes live = 0;
+  // A planned arena (zrdf) is live from the start, and the tensors placed in it add nothing.
+  Bytes live = prog.arena.size;
+  if (record && live > 0) rec.memory.push_back({rank, now(), live});
   auto span = [&](std::uint32_t i, Time start, Time end, double flops) {
     if (!record) return;
     const PlanOp& op = prog.ops[i];
@@ -361,7 +363,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
       switch (op.kind) {
         case OpKind::Alloc:
         case OpKind::Free: {
-          live += op.kind == OpKind::Alloc ? op.bytes : -op.bytes;
+          if (prog.arena.offset(op.tensor) < 0) live += op.kind == OpKind::Alloc ? op.bytes : -op.bytes;
           if (record) {
             const Time t = now();
             if (!rec.memory.empty() && rec.memory.back().time == t) rec.memory.back().bytes = live;

@@ -17,6 +17,8 @@
 //  - Send / Recv: MPI_Isend / MPI_Irecv of `bytes` bytes to / from rank + peer_offset, MPI tag = the
 //    plan's tag modulo (MPI_TAG_UB + 1).
 //  - Alloc / Free: no memory is allocated; the rank's live bytes change and a MemorySample is recorded.
+//    A program with a planned arena (Program::arena, the zrdf pass) holds the arena's bytes from the
+//    start, and its tensors placed in the arena add nothing, as in the simulator.
 //
 // Dtype policy: every compute op runs in fp32 whatever its OpCost::dtype (bf16/fp16 ops are not
 // emulated: they run the same shape in fp32, so their bytes moved are twice the bf16 figure while
