@@ -17,7 +17,7 @@ The right-hand column gives the reported text and the raw values. Values that ar
 the other sign are pinned to the left edge.
 
 Importable (the notebook notebooks/claims.ipynb uses it): load(path), figures(data), figure_size(n_rows),
-plot_ledger(data, ax), draw(data, out_png). Runs with Debian's /usr/bin/python3 (python3-matplotlib);
+plot_ledger(data, ax), draw(data, out_png), save_png(fig, out_png). Runs with Debian's /usr/bin/python3 (python3-matplotlib);
 drawing to a file uses the Agg canvas and never picks an interactive backend.
 """
 import json
@@ -218,16 +218,11 @@ def plot_ledger(data, ax):
     return rows
 
 
-def draw(data, out_png):
-    """Writes the ledger plot of data to out_png (PNG through the Agg canvas, no pyplot), atomically: into
-    a temporary file beside it (".NAME.tmp-PID", the name twinbed's own atomic writes use, so a results
-    folder's lock clears one a killed run left), renamed over out_png once complete. A failure leaves no
-    half-written file, and out_png as it was."""
-    n = len(figures(data))
-    fig = Figure(figsize=figure_size(n))
-    ax = fig.subplots()
-    plot_ledger(data, ax)
-    fig.tight_layout()
+def save_png(fig, out_png):
+    """Writes fig to out_png (PNG through the Agg canvas, no pyplot), atomically: into a temporary file
+    beside it (".NAME.tmp-PID", the name twinbed's own atomic writes use, so a results folder's lock
+    clears one a killed run left), renamed over out_png once complete. A failure leaves no half-written
+    file, and out_png as it was. The plot scripts of twinbed's commands share it."""
     folder, name = os.path.split(os.path.abspath(out_png))
     temp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
@@ -237,6 +232,16 @@ def draw(data, out_png):
         if os.path.exists(temp):
             os.remove(temp)
         raise
+
+
+def draw(data, out_png):
+    """Writes the ledger plot of data to out_png (save_png)."""
+    n = len(figures(data))
+    fig = Figure(figsize=figure_size(n))
+    ax = fig.subplots()
+    plot_ledger(data, ax)
+    fig.tight_layout()
+    save_png(fig, out_png)
 
 
 def main(argv):

@@ -12,11 +12,12 @@ dashed. A dotted line marks the byte-unigram entropy of the training text: a mod
 byte frequencies sits there.
 
 Runs with Debian's /usr/bin/python3 (python3-matplotlib); draws through the Agg canvas (no pyplot) and
-writes atomically, like the claims plot.
+writes atomically (plot_claims.save_png).
 """
 import json
-import os
 import sys
+
+from plot_claims import save_png  # beside this script: the atomic PNG write twinbed's plots share
 
 try:
     import matplotlib
@@ -82,15 +83,7 @@ def draw(data, out_png):
     fig.suptitle(f"{cfg.get('name', '')}: GPT {model.get('layers')} layers, hidden {model.get('hidden')}, "
                  f"seq {model.get('seq_len')}; {cfg.get('ranks')} CPU ranks", fontsize=10)
     fig.tight_layout()
-    folder, name = os.path.split(os.path.abspath(out_png))
-    temp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(temp, dpi=110, format="png")
-        os.replace(temp, out_png)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    save_png(fig, out_png)
 
 
 def main(argv):

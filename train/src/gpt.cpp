@@ -648,25 +648,31 @@ double Gpt::loss(std::span<const std::uint8_t> tokens, std::size_t batch, const 
   return evaluate(tokens, batch, precision).loss;
 }
 
-Evaluation Gpt::evaluate(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision) const {
-  check_tokens(shape_, tokens, batch, "Gpt::evaluate");
-  const Resolved prec = resolve(shape_, precision, "Gpt::evaluate");
+template <class Body>
+auto Gpt::with_pass(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision, const char* who,
+                    Body&& body) const {
+  check_tokens(shape_, tokens, batch, who);
+  const Resolved prec = resolve(shape_, precision, who);
   Workspace& ws = workspace();
   ws.ensure(shape_, batch, lora_.setup.rank, lora_.slot);
   Pass pass(shape_, batch, weights_, adapters_, lora_.slot, lora_.has_value ? &lora_.setup : nullptr, prec, ws);
   pass.prepare_weights(params_, adapter_params_);
-  Evaluation e;
-  e.loss = pass.forward(tokens);
-  e.correct = pass.correct();
-  e.predictions = batch * static_cast<std::size_t>(shape_.seq_len);
-  return e;
+  return body(pass);
+}
+
+Evaluation Gpt::evaluate(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision) const {
+  return with_pass(tokens, batch, precision, "Gpt::evaluate", [&](auto& pass) {
+    Evaluation e;
+    e.loss = pass.forward(tokens);
+    e.correct = pass.correct();
+    e.predictions = batch * static_cast<std::size_t>(shape_.seq_len);
+    return e;
+  });
 }
 
 StepResult Gpt::forward_backward(std::span<const std::uint8_t> tokens, std::size_t batch, std::span<float> grads,
                                  std::span<float> adapter_grads, const Precision* precision) {
   static constexpr const char* who = "Gpt::forward_backward";
-  check_tokens(shape_, tokens, batch, who);
-  const Resolved prec = resolve(shape_, precision, who);
   const std::size_t want_grads = lora_.has_value ? 0 : params_.size();
   const std::size_t want_adapter = lora_.has_value ? adapter_params_.size() : 0;
   const char* why = lora_.has_value ? " (LoRA on: the base is frozen)" : " (LoRA off)";
@@ -675,15 +681,13 @@ StepResult Gpt::forward_backward(std::span<const std::uint8_t> tokens, std::size
   if (adapter_grads.size() != want_adapter)
     throw InvalidArgument(std::string(who) + ": adapter_grads has " + str(adapter_grads.size()) + " elements, expected " +
                           str(want_adapter) + why);
-  Workspace& ws = workspace();
-  ws.ensure(shape_, batch, lora_.setup.rank, lora_.slot);
-  Pass pass(shape_, batch, weights_, adapters_, lora_.slot, lora_.has_value ? &lora_.setup : nullptr, prec, ws);
-  pass.prepare_weights(params_, adapter_params_);
-  StepResult r;
-  r.loss = pass.forward(tokens);
-  const bool grads_finite = pass.backward(tokens, grads, adapter_grads);
-  r.finite = std::isfinite(r.loss) && grads_finite;
-  return r;
+  return with_pass(tokens, batch, precision, who, [&](auto& pass) {
+    StepResult r;
+    r.loss = pass.forward(tokens);
+    const bool grads_finite = pass.backward(tokens, grads, adapter_grads);
+    r.finite = std::isfinite(r.loss) && grads_finite;
+    return r;
+  });
 }
 
 }  // namespace twinbed::train

@@ -165,6 +165,11 @@ class Gpt {
     std::vector<int> slot;  // layers·4 (Qkv, Proj, Fc1, Fc2): index in adapters_ of the A tensor, or -1
   };
   Workspace& workspace() const;
+  // Checks the tokens, resolves the precision, sizes the workspace, reads the weights in their storage
+  // types, and runs `body` on the pass (a generic lambda; defined and used in gpt.cpp only).
+  template <class Body>
+  auto with_pass(std::span<const std::uint8_t> tokens, std::size_t batch, const Precision* precision, const char* who,
+                 Body&& body) const;
 
   GptShape shape_;
   std::vector<Weight> weights_;
