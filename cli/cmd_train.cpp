@@ -195,7 +195,7 @@ void add_train_command(CLI::App& app, Invocation& invocation) {
   CLI::App* cmd = app.add_subcommand(
       "train",
       "Train a small GPT for real on CPU ranks over MPI, the baseline and each technique variant of the config on the "
-      "same data: held-out loss, bytes, step time and memory per variant, and their differences (README, \"Training\")");
+      "same data: held-out loss, bytes, step time and memory per variant, and their differences (README, \"Training for real\")");
   cmd->add_option("config", opts->config, "Training config (JSON); e.g. experiments/train-fortunes.json")->required();
   cmd->add_option("--out", opts->out, "Results folder (default: the config's \"output\", else results/<name>)");
   cmd->add_option("--ranks", opts->ranks, "Data-parallel ranks (overrides the config; relaunches under mpirun)")
