@@ -7,6 +7,7 @@
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/hash.hpp"
+#include "twinbed/core/plan_exec.hpp"
 #include "twinbed/sim/collective_sim.hpp"
 #include "twinbed/sim/engine.hpp"
 #include "twinbed/sim/group_collectives.hpp"
@@ -50,8 +51,8 @@ PlanSimOptions plan_sim_options(const Experiment& e, const Topology& topology, b
 
 namespace {
 
-// A program prepared for execution on one kind of device: durations resolved, dependents and stream
-// successors in one CSR list, optionally coarsened.
+// A program prepared for execution on one kind of device: durations resolved, optionally coarsened;
+// its readiness graph is the shared one (plan_exec.hpp).
 struct ExecOp {
   OpKind kind = OpKind::Compute;
   StreamKind stream = StreamKind::Compute;
@@ -62,21 +63,19 @@ struct ExecOp {
   std::uint32_t name = 0;
   std::int32_t peer_offset = 0;
   std::int64_t tag = 0;
-  Bytes bytes = 0;
+  Bytes bytes = 0;        // Alloc/Free: the change of live bytes (memory_delta)
   Time duration;          // Compute only
   double flops = 0;       // Compute only
-  std::uint32_t waits = 0;  // deps + stream predecessor
+  std::uint32_t first = 0;  // the program's op (the first of a merged run)
 };
 
 struct ExecProgram {
+  const Program* program = nullptr;
   std::vector<ExecOp> ops;
   Bytes arena = 0;                        // a planned arena (ZRDF): live from the start
-  std::vector<std::uint32_t> next_begin;  // CSR: ops released when op i completes
-  std::vector<std::uint32_t> next;
+  ExecGraph graph;                        // over ops
   std::int64_t original_ops = 0;
 };
-
-bool fifo(StreamKind s) { return s != StreamKind::P2P; }
 
 ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile& profile, bool coarse) {
   const std::size_t n = prog.ops.size();
@@ -87,8 +86,9 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   // map[i]: the exec op that original op i belongs to.
   std::vector<std::uint32_t> map(n);
   ExecProgram ex;
+  ex.program = &prog;
   ex.original_ops = static_cast<std::int64_t>(n);
-  ex.arena = prog.arena.size;
+  ex.arena = memory_at_start(prog);
   ex.ops.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     const PlanOp& op = prog.ops[i];
@@ -124,42 +124,15 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     e.name = op.name;
     e.peer_offset = op.peer_offset;
     e.tag = op.tag;
-    e.bytes = op.kind == OpKind::Free ? -op.bytes : op.bytes;
-    // A tensor placed in the arena occupies memory the arena already holds.
-    if ((op.kind == OpKind::Alloc || op.kind == OpKind::Free) && prog.arena.offset(op.tensor) >= 0) e.bytes = 0;
+    e.bytes = op.kind == OpKind::Alloc || op.kind == OpKind::Free ? memory_delta(prog, op) : op.bytes;
     e.duration = dur;
     e.flops = flops;
+    e.first = static_cast<std::uint32_t>(i);
     map[i] = static_cast<std::uint32_t>(ex.ops.size());
     ex.ops.push_back(e);
   }
-
-  // Edges between exec ops: explicit deps (deduplicated, self-edges of merged runs dropped) and the
-  // FIFO stream order.
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> edges;  // (from, to)
-  edges.reserve(prog.deps.size() + ex.ops.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    for (std::size_t k = 0; k < prog.num_deps(i); ++k) {
-      const std::uint32_t from = map[prog.deps_of(i)[k]], to = map[i];
-      if (from != to) edges.emplace_back(from, to);
-    }
-  }
-  std::uint32_t last_on[3] = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
-  for (std::uint32_t j = 0; j < ex.ops.size(); ++j) {
-    const auto s = static_cast<std::size_t>(ex.ops[j].stream);
-    if (!fifo(ex.ops[j].stream)) continue;
-    if (last_on[s] != UINT32_MAX) edges.emplace_back(last_on[s], j);
-    last_on[s] = j;
-  }
-  std::sort(edges.begin(), edges.end());
-  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
-  ex.next_begin.assign(ex.ops.size() + 1, 0);
-  for (const auto& [from, to] : edges) {
-    ++ex.next_begin[from + 1];
-    ++ex.ops[to].waits;
-  }
-  for (std::size_t j = 0; j < ex.ops.size(); ++j) ex.next_begin[j + 1] += ex.next_begin[j];
-  ex.next.resize(edges.size());
-  for (std::size_t k = 0; k < edges.size(); ++k) ex.next[k] = edges[k].second;  // sorted by from
+  // Merged runs are consecutive Compute-stream ops, so `map` is what ExecGraph takes.
+  ex.graph = ExecGraph(prog, map);
   return ex;
 }
 
@@ -197,13 +170,11 @@ class PlanRun {
 
  private:
   struct RankState {
+    RankState(int r, const ExecProgram& p) : rank(r), prog(&p), cursor(p.graph), memory(r) {}
     int rank = 0;
     const ExecProgram* prog = nullptr;
-    std::vector<std::uint32_t> waits;
-    std::vector<char> finished;
-    std::size_t done = 0;
-    Bytes live = 0;
-    std::vector<MemorySample> samples;
+    RankCursor cursor;
+    MemoryTimeline memory;
   };
   struct MsgKey {
     int dst, src;
@@ -219,10 +190,6 @@ class PlanRun {
     bool arrived = false;
     int waiting_rank = -1;  // simulated-rank index of a Recv waiting for it
     std::uint32_t waiting_op = 0;
-  };
-  struct Instance {
-    int arrived = 0;
-    std::vector<std::pair<int, std::uint32_t>> members;  // (simulated-rank index, op)
   };
 
   void time_collectives();
@@ -248,7 +215,7 @@ class PlanRun {
   std::vector<int> rep_of_;                                // per rank: the simulated rank standing for it
   std::vector<std::vector<int>> sim_in_group_;             // per kind, per group: simulated members
   std::unordered_map<MsgKey, Msg, MsgHash> msgs_;
-  std::unordered_map<std::uint64_t, Instance> instances_;
+  CollectiveMatcher<std::pair<int, std::uint32_t>> instances_;  // members: (simulated-rank index, op)
   std::vector<std::pair<int, std::uint32_t>> ready_;       // worklist of ops to start now
   std::vector<Span> spans_;
   Time end_;
@@ -311,11 +278,7 @@ void PlanRun::time_collectives() {
 
 bool PlanRun::check_symmetry(std::string& why) {
   const int world = plan_.world_size();
-  std::vector<int> lowest(plan_.programs.size(), -1);
-  for (int r = 0; r < world; ++r) {
-    int& l = lowest[static_cast<std::size_t>(plan_.program_of_rank[static_cast<std::size_t>(r)])];
-    if (l < 0) l = r;
-  }
+  const std::vector<int> lowest = representatives(plan_);
   for (int r = 0; r < world; ++r) {
     const int p = plan_.program_of_rank[static_cast<std::size_t>(r)];
     const int rep = lowest[static_cast<std::size_t>(p)];
@@ -381,33 +344,14 @@ bool PlanRun::check_symmetry(std::string& why) {
   return true;
 }
 
-void PlanRun::memory(int si, Bytes delta) {
-  RankState& rs = ranks_[static_cast<std::size_t>(si)];
-  rs.live += delta;
-  const Time now = engine_.now();
-  if (!rs.samples.empty() && rs.samples.back().time == now) {
-    rs.samples.back().bytes = rs.live;
-  } else {
-    rs.samples.push_back({rs.rank, now, rs.live});
-  }
-}
+void PlanRun::memory(int si, Bytes delta) { ranks_[static_cast<std::size_t>(si)].memory.change(engine_.now(), delta); }
 
 void PlanRun::record(int si, const ExecOp& op, Time start_time, Time end_time) {
   end_ = std::max(end_, end_time);
   if (!opt_.record_spans) return;
-  Span s;
-  s.rank = ranks_[static_cast<std::size_t>(si)].rank;
-  s.stream = op.stream;
-  s.kind = op.span;
-  s.name = op.name;
-  s.start = start_time;
-  s.end = end_time;
-  s.micro_batch = op.micro_batch;
-  if (op.kind == OpKind::Compute) {
-    s.flops = op.flops;
-  } else {
-    s.bytes = op.bytes;
-  }
+  const RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  Span s = span_for(rs.rank, rs.prog->program->ops[op.first], start_time, end_time, op.flops);
+  s.micro_batch = op.micro_batch;  // a merged run's: -1 unless all its ops share one
   spans_.push_back(s);
 }
 
@@ -418,12 +362,11 @@ void PlanRun::start(int si, std::uint32_t i) {
   switch (op.kind) {
     case OpKind::Compute:
       engine_.schedule_after(op.duration, [this, si, i] { complete(si, i); });
-      return;
+      break;
     case OpKind::Alloc:
     case OpKind::Free:
       memory(si, op.bytes);
-      complete(si, i);
-      return;
+      break;
     case OpKind::Send: {
       const int peer = rs.rank + op.peer_offset;
       const int dst = rep_of_[static_cast<std::size_t>(peer)];
@@ -444,9 +387,7 @@ void PlanRun::start(int si, std::uint32_t i) {
         }
         drain();
       });
-      // Eager: the Send is done once posted, and what depends on it goes on while the message flies.
-      complete(si, i);
-      return;
+      break;
     }
     case OpKind::Recv: {
       // The sender is the representative of rank + offset (itself in Full fidelity).
@@ -461,7 +402,7 @@ void PlanRun::start(int si, std::uint32_t i) {
         m.waiting_rank = si;
         m.waiting_op = i;
       }
-      return;
+      break;
     }
     case OpKind::Collective: {
       const GroupSet& set = plan_.group_set(op.group);
@@ -477,22 +418,14 @@ void PlanRun::start(int si, std::uint32_t i) {
           drain();
         });
       };
-      if (expected <= 1) {
-        finish_all({{si, i}});
-        return;
-      }
-      const std::uint64_t key =
-          hash_combine(hash_combine(static_cast<std::uint64_t>(op.group), static_cast<std::uint64_t>(gid)), static_cast<std::uint64_t>(op.tag));
-      Instance& inst = instances_[key];
-      inst.members.emplace_back(si, i);
-      if (++inst.arrived == expected) {
-        auto members = std::move(inst.members);
-        instances_.erase(key);
-        finish_all(std::move(members));
-      }
-      return;
+      auto members = instances_.arrive({op.group, gid, op.tag}, expected, {si, i});
+      if (!members.empty()) finish_all(std::move(members));
+      break;
     }
   }
+  // Alloc, Free and (eager) Send are done once posted: what depends on a Send goes on while its
+  // message flies.
+  if (finishes_when_posted(op.kind)) complete(si, i);
 }
 
 void PlanRun::complete(int si, std::uint32_t i) {
@@ -500,12 +433,7 @@ void PlanRun::complete(int si, std::uint32_t i) {
   const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[i];
   if (op.kind == OpKind::Compute) record(si, op, engine_.now() - op.duration, engine_.now());
-  ++rs.done;
-  rs.finished[i] = 1;
-  for (std::uint32_t k = p.next_begin[i]; k < p.next_begin[i + 1]; ++k) {
-    const std::uint32_t j = p.next[k];
-    if (--rs.waits[j] == 0) ready_.emplace_back(si, j);
-  }
+  rs.cursor.finish(i, [this, si](std::uint32_t j) { ready_.emplace_back(si, j); });
   if (op.kind == OpKind::Compute) drain();
 }
 
@@ -539,13 +467,10 @@ Trace PlanRun::run() {
     std::string why;
     if (check_symmetry(why)) {
       stats_.fidelity_used = opt_.fidelity;
-      std::vector<int> lowest(plan_.programs.size(), -1);
+      const std::vector<int> lowest = representatives(plan_);
       for (int r = 0; r < world; ++r) {
-        int& l = lowest[static_cast<std::size_t>(plan_.program_of_rank[static_cast<std::size_t>(r)])];
-        if (l < 0) {
-          l = r;
-          simulated.push_back(r);
-        }
+        const int l = lowest[static_cast<std::size_t>(plan_.program_of_rank[static_cast<std::size_t>(r)])];
+        if (l == r) simulated.push_back(r);
         rep_of_[static_cast<std::size_t>(r)] = l;
       }
     } else {
@@ -589,23 +514,17 @@ Trace PlanRun::run() {
     }
     exec_index[i] = it->second;
   }
-  ranks_.resize(simulated.size());
+  ranks_.reserve(simulated.size());
   for (std::size_t i = 0; i < simulated.size(); ++i) {
-    RankState& rs = ranks_[i];
-    rs.rank = simulated[i];
-    rs.prog = &exec_[exec_index[i]];
-    rs.waits.resize(rs.prog->ops.size());
-    rs.finished.assign(rs.prog->ops.size(), 0);
-    for (std::size_t j = 0; j < rs.prog->ops.size(); ++j) rs.waits[j] = rs.prog->ops[j].waits;
+    ranks_.emplace_back(simulated[i], exec_[exec_index[i]]);
+    const RankState& rs = ranks_.back();
     stats_.ops_executed += static_cast<std::int64_t>(rs.prog->ops.size());
     if (rs.prog->arena > 0) memory(static_cast<int>(i), rs.prog->arena);
   }
 
   // Run: every rank's ops without waits start at time 0.
   for (std::size_t i = 0; i < ranks_.size(); ++i) {
-    for (std::uint32_t j = 0; j < ranks_[i].prog->ops.size(); ++j) {
-      if (ranks_[i].waits[j] == 0) ready_.emplace_back(static_cast<int>(i), j);
-    }
+    ranks_[i].cursor.start([this, i](std::uint32_t j) { ready_.emplace_back(static_cast<int>(i), j); });
   }
   std::reverse(ready_.begin(), ready_.end());
   drain();
@@ -613,11 +532,11 @@ Trace PlanRun::run() {
   stats_.events = static_cast<std::int64_t>(engine_.events_run());
 
   for (const RankState& rs : ranks_) {
-    if (rs.done == rs.prog->ops.size()) continue;
+    if (rs.cursor.all_finished()) continue;
     std::string msg = "simulate_plan: deadlock on rank " + std::to_string(rs.rank) + ": ops left waiting:";
     int shown = 0;
-    for (std::size_t j = 0; j < rs.prog->ops.size() && shown < 4; ++j) {
-      if (rs.waits[j] != 0 || rs.finished[j]) continue;  // started, never finished
+    for (std::uint32_t j = 0; j < rs.prog->ops.size() && shown < 4; ++j) {
+      if (rs.cursor.waiting_for(j) != 0 || rs.cursor.finished(j)) continue;  // started, never finished
       msg += " " + plan_.names[rs.prog->ops[j].name] + "(" + to_string(rs.prog->ops[j].kind) + ")";
       ++shown;
     }
@@ -629,14 +548,10 @@ Trace PlanRun::run() {
   trace.world_size = world;
   trace.recorded_rank = rep_of_;
   trace.names = plan_.names;
-  // Canonical order, independent of the order same-time events happened to run in.
-  std::sort(spans_.begin(), spans_.end(), [](const Span& a, const Span& b) {
-    return std::tie(a.rank, a.start, a.end, a.stream, a.name, a.micro_batch) <
-           std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch);
-  });
+  sort_spans(spans_);  // canonical order, independent of the order same-time events happened to run in
   trace.spans = std::move(spans_);
-  for (RankState& rs : ranks_) {  // ranks_ is in rank order
-    trace.memory.insert(trace.memory.end(), rs.samples.begin(), rs.samples.end());
+  for (const RankState& rs : ranks_) {  // ranks_ is in rank order
+    trace.memory.insert(trace.memory.end(), rs.memory.samples().begin(), rs.memory.samples().end());
   }
   trace.step_time = end_;
   return trace;

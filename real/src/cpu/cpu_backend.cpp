@@ -17,6 +17,7 @@
 #include "schedule_executor.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/plan_exec.hpp"
 #include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/mpi.hpp"
@@ -44,9 +45,6 @@ class Comm {
   MPI_Comm comm_ = MPI_COMM_NULL;
 };
 
-bool fifo(StreamKind s) { return s != StreamKind::P2P; }
-
-
 // The element rule (collective_data.hpp) of a collective over n ranks: sizes are rounded up to it.
 Bytes executed_bytes(CollectiveOp op, int n, Bytes bytes) {
   const bool per_rank = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
@@ -70,43 +68,6 @@ struct CollKey {
 CollKey key_of(const Plan& plan, int rank, const PlanOp& op) {
   const int n = static_cast<int>(plan.group_members(rank, op.group).size());
   return {op.stream, op.group, op.collective, executed_bytes(op.collective, n, op.bytes)};
-}
-
-// The lowest rank running each program: what every rank checks on behalf of every program, so that all
-// ranks reach the same verdict without communicating.
-std::vector<int> representatives(const Plan& plan) {
-  std::vector<int> rep(plan.programs.size(), -1);
-  for (int r = 0; r < plan.world_size(); ++r) {
-    int& x = rep[static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(r)])];
-    if (x < 0) x = r;
-  }
-  return rep;
-}
-
-// Members of one group must put a kind's collectives on the same streams, in the same order, since each
-// (kind, stream) has its own communicator and MPI matches collectives by their order on it.
-void check_streams(const Plan& plan) {
-  // seq[p][g]: the streams of program p's collectives of kind g, in program order.
-  std::vector<std::vector<std::vector<StreamKind>>> seq(plan.programs.size());
-  for (std::size_t p = 0; p < plan.programs.size(); ++p) {
-    seq[p].resize(kGroupKinds);
-    for (const PlanOp& op : plan.programs[p].ops)
-      if (op.kind == OpKind::Collective) seq[p][static_cast<std::size_t>(op.group)].push_back(op.stream);
-  }
-  for (int g = 0; g < kGroupKinds; ++g) {
-    for (const std::vector<int>& members : plan.groups[static_cast<std::size_t>(g)].members) {
-      if (members.empty()) continue;
-      const auto p0 = static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(members[0])]);
-      for (int r : members) {
-        const auto p = static_cast<std::size_t>(plan.program_of_rank[static_cast<std::size_t>(r)]);
-        if (p != p0 && seq[p][static_cast<std::size_t>(g)] != seq[p0][static_cast<std::size_t>(g)])
-          throw InvalidArgument("ranks " + std::to_string(members[0]) + " and " + std::to_string(r) + " of one " +
-                                to_string(static_cast<GroupKind>(g)) +
-                                " group put their collectives on different streams; the CPU backend needs them on "
-                                "the same streams");
-      }
-    }
-  }
 }
 
 // ---- per-rank resources of one plan ----------------------------------------------------------------
@@ -186,45 +147,15 @@ class CollectiveSlot {
   std::vector<float> workspace_;
 };
 
-// One rank's program prepared for execution: successors (dependencies and FIFO stream order) in CSR
-// form, scaled compute shapes, buffers. Built once per run(), reused by every iteration.
+// One rank's program prepared for execution: its readiness graph (plan_exec.hpp), scaled compute
+// shapes, buffers. Built once per run(), reused by every iteration.
 struct PreparedProgram {
   const Program* prog = nullptr;
-  std::vector<std::uint32_t> waits;       // predecessors of each op
-  std::vector<std::uint32_t> next_begin;  // CSR: ops released when op i completes
-  std::vector<std::uint32_t> next;
+  ExecGraph graph;
   std::vector<detail::ScaledCompute> compute;   // per op (Compute ops only)
   std::vector<CollectiveSlot*> slot;            // per op (Collective ops only)
   std::vector<std::int64_t> recv_offset;        // per op (Recv ops): offset in the receive arena
 };
-
-void prepare_graph(const Program& prog, PreparedProgram& pp) {
-  const std::size_t n = prog.size();
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> edges;  // (from, to)
-  edges.reserve(prog.deps.size() + n);
-  for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t k = 0; k < prog.num_deps(i); ++k) edges.emplace_back(prog.deps_of(i)[k], static_cast<std::uint32_t>(i));
-  std::uint32_t last_on[3] = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
-  for (std::uint32_t j = 0; j < n; ++j) {
-    const StreamKind s = prog.ops[j].stream;
-    if (!fifo(s)) continue;
-    std::uint32_t& last = last_on[static_cast<std::size_t>(s)];
-    if (last != UINT32_MAX) edges.emplace_back(last, j);
-    last = j;
-  }
-  std::sort(edges.begin(), edges.end());
-  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
-  pp.prog = &prog;
-  pp.waits.assign(n, 0);
-  pp.next_begin.assign(n + 1, 0);
-  for (const auto& [from, to] : edges) {
-    ++pp.next_begin[from + 1];
-    ++pp.waits[to];
-  }
-  for (std::size_t j = 0; j < n; ++j) pp.next_begin[j + 1] += pp.next_begin[j];
-  pp.next.resize(edges.size());
-  for (std::size_t k = 0; k < edges.size(); ++k) pp.next[k] = edges[k].second;  // sorted by from
-}
 
 // What one rank records in one iteration.
 struct RankRecord {
@@ -305,40 +236,20 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
   };
   RankRecord rec;
   // A planned arena (zrdf) is live from the start, and the tensors placed in it add nothing.
-  Bytes live = prog.arena.size;
-  if (record && live > 0) rec.memory.push_back({rank, now(), live});
+  MemoryTimeline memory(rank);
+  if (memory_at_start(prog) > 0) memory.change(now(), memory_at_start(prog));
   auto span = [&](std::uint32_t i, Time start, Time end, double flops) {
-    if (!record) return;
-    const PlanOp& op = prog.ops[i];
-    Span s;
-    s.rank = rank;
-    s.stream = op.stream;
-    s.kind = op.span;
-    s.name = op.name;
-    s.start = start;
-    s.end = end;
-    s.micro_batch = op.micro_batch;
-    if (op.kind == OpKind::Compute) s.flops = flops; else s.bytes = op.bytes;
-    rec.spans.push_back(s);
+    if (record && records_span(prog.ops[i].kind)) rec.spans.push_back(span_for(rank, prog.ops[i], start, end, flops));
   };
 
-  std::vector<std::uint32_t> waits = pp.waits;
+  RankCursor cursor(pp.graph);
   std::vector<std::uint32_t> ready;          // non-compute ops ready to post
   std::deque<std::uint32_t> compute_ready;   // compute ops ready to run, in readiness order
-  std::size_t completed = 0;
-  auto complete = [&](std::uint32_t i) {
-    ++completed;
-    for (std::uint32_t k = pp.next_begin[i]; k < pp.next_begin[i + 1]; ++k) {
-      const std::uint32_t j = pp.next[k];
-      if (--waits[j] == 0) {
-        if (prog.ops[j].kind == OpKind::Compute) compute_ready.push_back(j); else ready.push_back(j);
-      }
-    }
-  };
-  for (std::uint32_t j = 0; j < n; ++j) {
-    if (waits[j] != 0) continue;
+  auto push_ready = [&](std::uint32_t j) {
     if (prog.ops[j].kind == OpKind::Compute) compute_ready.push_back(j); else ready.push_back(j);
-  }
+  };
+  auto complete = [&](std::uint32_t i) { cursor.finish(i, push_ready); };
+  cursor.start(push_ready);
   std::reverse(ready.begin(), ready.end());  // post in program order
 
   struct InFlight {
@@ -354,7 +265,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
     return static_cast<int>(((tag % space) + space) % space);
   };
 
-  while (completed < n || !inflight.empty()) {
+  while (!cursor.all_finished() || !inflight.empty()) {
     // 1. Post everything that does not compute: none of it blocks.
     while (!ready.empty()) {
       const std::uint32_t i = ready.back();
@@ -362,23 +273,15 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
       const PlanOp& op = prog.ops[i];
       switch (op.kind) {
         case OpKind::Alloc:
-        case OpKind::Free: {
-          if (prog.arena.offset(op.tensor) < 0) live += op.kind == OpKind::Alloc ? op.bytes : -op.bytes;
-          if (record) {
-            const Time t = now();
-            if (!rec.memory.empty() && rec.memory.back().time == t) rec.memory.back().bytes = live;
-            else rec.memory.push_back({rank, t, live});
-          }
-          complete(i);
+        case OpKind::Free:
+          memory.change(now(), memory_delta(prog, op));
           break;
-        }
         case OpKind::Send: {
           InFlight f{i, now(), MPI_REQUEST_NULL, nullptr, true};
           // Eager semantics: the buffer is ours until MPI is done with it, so the program goes on now.
           MPI_CHECK(MPI_Isend(send_buf.data(), static_cast<int>(op.bytes), MPI_BYTE, rank + op.peer_offset,
                               mpi_tag(op.tag), p2p, &f.request));
           inflight.push_back(f);
-          complete(i);
           break;
         }
         case OpKind::Recv: {
@@ -397,6 +300,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
         case OpKind::Compute:
           break;  // never queued here
       }
+      if (finishes_when_posted(op.kind)) complete(i);
     }
     // 2. Progress what is in flight; completions release their dependents.
     for (std::size_t k = 0; k < inflight.size();) {
@@ -413,8 +317,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
         ++k;
         continue;
       }
-      // A message is drawn once, by its Send, as the simulator draws it: a Recv records no span.
-      if (prog.ops[f.op].kind != OpKind::Recv) span(f.op, f.start, now(), 0);
+      span(f.op, f.start, now(), 0);  // a Recv records none (records_span)
       if (!f.released) complete(f.op);
       inflight[k] = inflight.back();
       inflight.pop_back();
@@ -430,18 +333,19 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
       complete(i);
       continue;
     }
-    if (inflight.empty() && completed < n) {
+    if (inflight.empty() && !cursor.all_finished()) {
       std::string msg = "CPU backend: rank " + std::to_string(rank) + " cannot go on: " +
-                        std::to_string(n - completed) + " ops wait on each other (a dependency cycle?), e.g.";
+                        std::to_string(n - cursor.finished_count()) + " ops wait on each other (a dependency cycle?), e.g.";
       int shown = 0;
-      for (std::size_t j = 0; j < n && shown < 4; ++j) {
-        if (waits[j] == 0) continue;
+      for (std::uint32_t j = 0; j < n && shown < 4; ++j) {
+        if (cursor.waiting_for(j) == 0) continue;
         msg += " op " + std::to_string(j) + " (" + to_string(prog.ops[j].kind) + ")";
         ++shown;
       }
       throw Error(msg);
     }
   }
+  if (record) rec.memory = memory.take();
   return rec;
 }
 
@@ -452,7 +356,8 @@ Trace CpuBackend::run(const Plan& plan) {
     throw InvalidArgument("the plan is for " + std::to_string(plan.world_size()) + " ranks but the MPI job has " +
                           std::to_string(im.size) + " (start it with mpirun -np " + std::to_string(plan.world_size()) + ")");
   twinbed::validate(plan);
-  check_streams(plan);
+  // Each (kind, stream) has its own communicator, and MPI matches collectives by their order on it.
+  check_collective_streams(plan, "CPU backend");
   const bool native = options_.collective_algorithm == kNativeAlgorithm;
   const auto registry = collective_algorithms();
   std::map<std::tuple<CollectiveOp, int, Bytes>, std::unique_ptr<Schedule>> schedules;
@@ -521,7 +426,8 @@ Trace CpuBackend::run(const Plan& plan) {
 
   const Program& prog = plan.program(im.rank);
   PreparedProgram pp;
-  prepare_graph(prog, pp);
+  pp.prog = &prog;
+  pp.graph = ExecGraph(prog);
   pp.compute.resize(prog.size());
   pp.slot.assign(prog.size(), nullptr);
   pp.recv_offset.assign(prog.size(), 0);
@@ -646,10 +552,7 @@ Trace CpuBackend::run(const Plan& plan) {
     trace.memory.reserve(nm);
     for (const PackedSample& p : mem) trace.memory.push_back({p.rank, Time::ps(p.time_ps), p.bytes});
   }
-  std::sort(trace.spans.begin(), trace.spans.end(), [](const Span& a, const Span& b) {
-    return std::tie(a.rank, a.start, a.end, a.stream, a.name, a.micro_batch) <
-           std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch);
-  });
+  sort_spans(trace.spans);
   // Samples arrive in rank order (Gatherv) and in time order within a rank.
   return trace;
 }

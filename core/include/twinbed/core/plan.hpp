@@ -9,7 +9,7 @@
 //   Send/Recv   a point-to-point message to/from `rank + peer_offset`, matched by (src, dst, tag).
 //   Alloc/Free  `bytes` of tensor `tensor` (an id unique within the program) become live / dead.
 //
-// Execution semantics (both backends implement these):
+// Execution semantics (written once as code in plan_exec.hpp, which every backend drives):
 //  - An op is ready when every op it depends on (`deps`, indices of earlier ops of the same program)
 //    has finished.
 //  - Compute and Collective streams are FIFO queues, as CUDA streams are: an op on one runs after the

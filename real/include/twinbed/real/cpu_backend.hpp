@@ -24,8 +24,10 @@
 // emulated: they run the same shape in fp32, so their bytes moved are twice the bf16 figure while
 // their FLOPs are the same). Collectives and messages move exactly the plan's bytes.
 //
-// Scheduling: one thread per rank, an event loop. An op becomes ready when its dependencies are done
-// and, on the FIFO Compute and Collective streams, when the previous op of its stream is done.
+// Scheduling: one thread per rank, an event loop driving the Plan's execution rules as the simulator
+// drives them (core/plan_exec.hpp: readiness, FIFO streams, eager sends, spans, memory). An op becomes
+// ready when its dependencies are done and, on the FIFO Compute and Collective streams, when the
+// previous op of its stream is done.
 // Ready Alloc/Free, Send, Recv and Collective ops are posted first (they never block: Sends and Recvs
 // are non-blocking, collectives are MPI's non-blocking ones or a schedule advanced round by round with
 // MPI_Testall), then at most one ready Compute op runs to completion, then every in-flight request is

@@ -1,8 +1,9 @@
 // Simulating one training iteration of a Plan (core/plan.hpp) on a Topology.
 //
-// Discrete-event execution on a sim::Engine, following the Plan's execution semantics: per rank a
-// FIFO Compute stream and a FIFO Collective stream; asynchronous Send/Recv; an op starts when its
-// dependencies are done and it heads its stream's queue.
+// Discrete-event execution on a sim::Engine, following the Plan's execution semantics as the real
+// backends do, through the rules core/plan_exec.hpp writes once: per rank a FIFO Compute stream and a
+// FIFO Collective stream; asynchronous Send/Recv; an op starts when its dependencies are done and it
+// heads its stream's queue.
 //  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device.
 //  - A Collective starts when every member of its communicator has reached it, and lasts what the
 //    collective simulator gives for that schedule with every communicator of the same kind running it
