@@ -109,9 +109,10 @@ std::vector<int> representatives(const Plan& plan) {
   return rep;
 }
 
-Span span_for(int rank, const PlanOp& op, Time start, Time end, double flops) {
+Span span_for(int rank, std::uint32_t index, const PlanOp& op, Time start, Time end, double flops) {
   Span s;
   s.rank = rank;
+  s.op = static_cast<std::int32_t>(index);
   s.stream = op.stream;
   s.kind = op.span;
   s.name = op.name;
@@ -127,8 +128,8 @@ Span span_for(int rank, const PlanOp& op, Time start, Time end, double flops) {
 }
 
 bool span_before(const Span& a, const Span& b) {
-  return std::tie(a.rank, a.start, a.end, a.stream, a.name, a.micro_batch) <
-         std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch);
+  return std::tie(a.rank, a.start, a.end, a.stream, a.name, a.micro_batch, a.op) <
+         std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch, b.op);
 }
 
 void sort_spans(std::vector<Span>& spans) { std::sort(spans.begin(), spans.end(), span_before); }

@@ -350,7 +350,7 @@ void PlanRun::record(int si, const ExecOp& op, Time start_time, Time end_time) {
   end_ = std::max(end_, end_time);
   if (!opt_.record_spans) return;
   const RankState& rs = ranks_[static_cast<std::size_t>(si)];
-  Span s = span_for(rs.rank, rs.prog->program->ops[op.first], start_time, end_time, op.flops);
+  Span s = span_for(rs.rank, op.first, rs.prog->program->ops[op.first], start_time, end_time, op.flops);
   s.micro_batch = op.micro_batch;  // a merged run's: -1 unless all its ops share one
   spans_.push_back(s);
 }

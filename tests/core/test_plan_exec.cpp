@@ -174,8 +174,9 @@ TEST(ExecRules, ASpanCarriesItsOpsFieldsAndSpansSortCanonically) {
   c.name = 3;
   c.micro_batch = 2;
   c.bytes = 99;  // a compute op's bytes are not communication
-  const Span s = span_for(4, c, Time::us(1), Time::us(3), 1e9);
+  const Span s = span_for(4, 7, c, Time::us(1), Time::us(3), 1e9);
   EXPECT_EQ(s.rank, 4);
+  EXPECT_EQ(s.op, 7);
   EXPECT_EQ(s.stream, StreamKind::Compute);
   EXPECT_EQ(s.kind, SpanKind::Gemm);
   EXPECT_EQ(s.name, 3u);
@@ -187,7 +188,7 @@ TEST(ExecRules, ASpanCarriesItsOpsFieldsAndSpansSortCanonically) {
   PlanOp send = op_on(OpKind::Send, StreamKind::P2P);
   send.span = SpanKind::SendRecv;
   send.bytes = 1024;
-  const Span m = span_for(1, send, Time(), Time::us(2), 5);
+  const Span m = span_for(1, 0, send, Time(), Time::us(2), 5);
   EXPECT_EQ(m.bytes, 1024);
   EXPECT_EQ(m.flops, 0);
 

@@ -167,7 +167,7 @@ struct RankRecord {
 struct PackedSpan {
   std::int64_t start_ps, end_ps, bytes;
   double flops;
-  std::int32_t rank, micro_batch;
+  std::int32_t rank, micro_batch, op;
   std::uint32_t name;
   std::uint8_t stream, kind, pad0, pad1;
 };
@@ -239,7 +239,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
   MemoryTimeline memory(rank);
   if (memory_at_start(prog) > 0) memory.change(now(), memory_at_start(prog));
   auto span = [&](std::uint32_t i, Time start, Time end, double flops) {
-    if (record && records_span(prog.ops[i].kind)) rec.spans.push_back(span_for(rank, prog.ops[i], start, end, flops));
+    if (record && records_span(prog.ops[i].kind)) rec.spans.push_back(span_for(rank, i, prog.ops[i], start, end, flops));
   };
 
   RankCursor cursor(pp.graph);
@@ -496,7 +496,7 @@ Trace CpuBackend::run(const Plan& plan) {
   std::vector<PackedSpan> spans_out;
   spans_out.reserve(rec.spans.size());
   for (const Span& s : rec.spans)
-    spans_out.push_back({s.start.picoseconds(), s.end.picoseconds(), s.bytes, s.flops, s.rank, s.micro_batch, s.name,
+    spans_out.push_back({s.start.picoseconds(), s.end.picoseconds(), s.bytes, s.flops, s.rank, s.micro_batch, s.op, s.name,
                          static_cast<std::uint8_t>(s.stream), static_cast<std::uint8_t>(s.kind), 0, 0});
   std::vector<PackedSample> samples_out;
   samples_out.reserve(rec.memory.size());
@@ -542,6 +542,7 @@ Trace CpuBackend::run(const Plan& plan) {
       s.start = Time::ps(p.start_ps);
       s.end = Time::ps(p.end_ps);
       s.micro_batch = p.micro_batch;
+      s.op = p.op;
       s.bytes = p.bytes;
       s.flops = p.flops;
       trace.spans.push_back(s);

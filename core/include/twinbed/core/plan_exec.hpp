@@ -21,10 +21,11 @@
 //    what the simulator simulates in representative fidelity, what every real rank checks for every
 //    program so that all reach one verdict without communicating.
 //  - Spans. Every op records one span except Alloc and Free (which record memory) and Recv (a message
-//    is drawn once, by its Send): records_span. A span carries its op's stream, kind, name,
-//    micro-batch, and bytes (communication) or FLOPs (compute) (span_for). A Trace's spans are in the
-//    canonical order of span_before (rank, start, end, stream, name, micro-batch), which does not depend
-//    on the order same-time events happened to run in.
+//    is drawn once, by its Send): records_span. A span carries its op (index in the program), the op's
+//    stream, kind, name, micro-batch, and bytes (communication) or FLOPs (compute) (span_for). So one
+//    Plan gives every backend the same set of spans: the same ops on the same streams. A Trace's spans
+//    are in the canonical order of span_before (rank, start, end, stream, name, micro-batch, op),
+//    which does not depend on the order same-time events happened to run in.
 //  - Memory. Alloc adds the op's bytes to the rank's live bytes, Free subtracts them; a tensor placed
 //    in the program's planned arena (Program::arena) adds nothing, the arena being live from the start
 //    (memory_at_start, memory_delta). MemoryTimeline keeps one sample per time (the last change at a
@@ -178,11 +179,11 @@ std::vector<int> representatives(const Plan& plan);
 // Whether an executed op records a span: every op but Alloc, Free and Recv.
 constexpr bool records_span(OpKind k) { return k != OpKind::Alloc && k != OpKind::Free && k != OpKind::Recv; }
 
-// The span of `op` run by `rank` from `start` to `end`: its stream, kind, name and micro-batch; its
-// bytes when it communicates, `flops` when it computes.
-Span span_for(int rank, const PlanOp& op, Time start, Time end, double flops);
+// The span of op number `index` of `rank`'s program, `op`, run from `start` to `end`: its index, stream,
+// kind, name and micro-batch; its bytes when it communicates, `flops` when it computes.
+Span span_for(int rank, std::uint32_t index, const PlanOp& op, Time start, Time end, double flops);
 
-// The canonical order of a Trace's spans: (rank, start, end, stream, name, micro-batch).
+// The canonical order of a Trace's spans: (rank, start, end, stream, name, micro-batch, op).
 bool span_before(const Span& a, const Span& b);
 void sort_spans(std::vector<Span>& spans);
 

@@ -2,6 +2,9 @@
 // real backend. report() (core/report.hpp) turns a Trace into the figures people read, with ONE
 // function for both backends, and exporters write it as JSON, CSV and a Chrome/Perfetto timeline.
 //
+// Every backend records spans by the same rules (plan_exec.hpp), so one Plan gives the same set of
+// spans — the same ops on the same streams — whichever backend ran it.
+//
 // Ranks that are provably identical (same program, same timings on a symmetric cluster) may be
 // recorded once: `recorded_rank[r]` names the rank whose spans stand for rank r.
 #pragma once
@@ -28,6 +31,8 @@ struct Span {
   StreamKind stream = StreamKind::Compute;
   SpanKind kind = SpanKind::Other;
   std::uint32_t name = 0;        // index into Trace::names ("layer3.fc1.fwd", "dp.allreduce.bucket2")
+  std::int32_t op = -1;          // the op it ran: an index into Plan::program(rank).ops (for a run of
+                                 // merged ops, its first); -1 when not from a Plan
   Time start;
   Time end;
   std::int32_t micro_batch = -1; // -1 when not tied to one
@@ -49,7 +54,7 @@ struct Trace {
   int world_size = 0;
   std::vector<int> recorded_rank;      // per rank: the rank whose spans stand for it (itself if recorded)
   std::vector<std::string> names;      // span names, indexed by Span::name
-  std::vector<Span> spans;             // ordered by (rank, start)
+  std::vector<Span> spans;             // ordered by (rank, start); see span_before in plan_exec.hpp
   std::vector<MemorySample> memory;    // ordered by (rank, time)
   Time step_time;                      // one training iteration: first op start to last op end
   bool operator==(const Trace&) const = default;

@@ -27,9 +27,9 @@
 //  - Coarse: Representative, and in addition each run of consecutive Compute ops on the Compute
 //    stream with no other op between them in the program, where each op depends only on its
 //    predecessor in the run (nothing else can start or wait in between), runs as one op of summed
-//    duration, recorded as one span (named by the run's first op). Step time is unchanged by
-//    construction (the run's ops would have run back to back anyway); what is lost is per-kernel
-//    spans, so per-op tables merge.
+//    duration, recorded as one span (named by, and carrying the index of, the run's first op). Step
+//    time is unchanged by construction (the run's ops would have run back to back anyway); what is
+//    lost is per-kernel spans, so per-op tables merge.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
 // (each distinct (op, kind, bytes) once). Not thread-safe; each call builds its own engine.
