@@ -16,6 +16,7 @@
 #include "twinbed/core/collective_table.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
+#include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/launch.hpp"
 #include "twinbed/real/mpi.hpp"
@@ -147,9 +148,7 @@ int run_measured(CollectivesOptions o, Invocation& invocation) {
   }
   // Like nccl-tests, align sizes to whole floats, the same number per rank where the op splits the
   // buffer into per-rank blocks.
-  const bool per_rank_blocks = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
-  const Bytes align = 4 * (per_rank_blocks ? mpi.size() : 1);
-  for (Bytes& s : sizes) s = std::max(align, s / align * align);
+  for (Bytes& s : sizes) s = real::round_down_to_unit(op, mpi.size(), s);
   sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
   try {
     if (mpi.rank() == 0 && !o.json) {

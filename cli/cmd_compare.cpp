@@ -24,6 +24,7 @@
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/profile.hpp"
 #include "twinbed/core/topology_builders.hpp"
+#include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/launch.hpp"
@@ -95,9 +96,7 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
   const CollectiveOp op = parse_collective_op(o.op);
   std::vector<Bytes> sizes;
   const Bytes lo = parse_size(o.min_bytes), hi = parse_size(o.max_bytes);
-  const bool per_rank_blocks = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
-  const Bytes align = 4 * (per_rank_blocks ? mpi.size() : 1);
-  for (Bytes s = lo; s <= hi; s *= 2) sizes.push_back(std::max(align, s / align * align));
+  for (Bytes s = lo; s <= hi; s *= 2) sizes.push_back(real::round_down_to_unit(op, mpi.size(), s));
   auto rows = real::measure_collectives(op, o.algo, sizes, 0, 0, {2, o.iters, true});
   if (mpi.rank() != 0) return 0;
 

@@ -74,6 +74,34 @@ TEST(CheckRequestSize, FollowsTheOpsBlocks) {
   EXPECT_THROW(check_request_size({CollectiveOp::Broadcast, 0, 4, 0, 0}), InvalidArgument);
 }
 
+// The one size rule: its unit, and sizes rounded up (the CPU backend) and down (the sweeps) to it, are
+// always accepted by check_request_size.
+TEST(SizeUnit, RoundingGivesSizesTheCheckAccepts) {
+  EXPECT_EQ(size_unit(CollectiveOp::AllReduce, 3), 4);
+  EXPECT_EQ(size_unit(CollectiveOp::Broadcast, 3), 4);
+  EXPECT_EQ(size_unit(CollectiveOp::Reduce, 3), 4);
+  EXPECT_EQ(size_unit(CollectiveOp::ReduceScatter, 3), 12);
+  EXPECT_EQ(size_unit(CollectiveOp::AllGather, 3), 12);
+  EXPECT_EQ(size_unit(CollectiveOp::AllToAll, 3), 12);
+  EXPECT_EQ(round_up_to_unit(CollectiveOp::AllReduce, 3, 1026), 1028);
+  EXPECT_EQ(round_up_to_unit(CollectiveOp::AllReduce, 3, 1028), 1028);
+  EXPECT_EQ(round_up_to_unit(CollectiveOp::AllGather, 3, 1028), 1032);
+  EXPECT_EQ(round_up_to_unit(CollectiveOp::AllGather, 3, 0), 0);
+  EXPECT_EQ(round_down_to_unit(CollectiveOp::AllGather, 3, 1028), 1020);
+  EXPECT_EQ(round_down_to_unit(CollectiveOp::AllGather, 3, 5), 12);  // at least one unit
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::ReduceScatter, CollectiveOp::AllGather,
+                          CollectiveOp::Broadcast, CollectiveOp::Reduce, CollectiveOp::AllToAll}) {
+    for (int n : {1, 2, 3, 7, 8}) {
+      for (Bytes b : {Bytes{0}, Bytes{1}, Bytes{5}, Bytes{1000}, Bytes{1 << 20}, Bytes{12345679}}) {
+        EXPECT_NO_THROW(check_request_size({op, n, round_up_to_unit(op, n, b), 0, 0})) << to_string(op) << " " << n << " " << b;
+        EXPECT_NO_THROW(check_request_size({op, n, round_down_to_unit(op, n, b), 0, 0})) << to_string(op) << " " << n << " " << b;
+        EXPECT_GE(round_up_to_unit(op, n, b), b);
+        EXPECT_LT(round_up_to_unit(op, n, b) - b, size_unit(op, n));
+      }
+    }
+  }
+}
+
 TEST(CraftedInputs, AreSmallPositiveIntegersSoSumsAreExact) {
   for (int r = 0; r < 50; ++r)
     for (int b = 0; b < 5; ++b)

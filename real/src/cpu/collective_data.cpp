@@ -57,16 +57,35 @@ std::vector<ChunkElements> chunk_elements(const std::vector<Chunk>& chunks) {
   return out;
 }
 
+namespace {
+
+// The ops whose buffer is one block per rank.
+bool per_rank_blocks(CollectiveOp op) {
+  return op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
+}
+
+}  // namespace
+
+Bytes size_unit(CollectiveOp op, int ranks) { return per_rank_blocks(op) ? 4 * static_cast<Bytes>(ranks) : 4; }
+
+Bytes round_up_to_unit(CollectiveOp op, int ranks, Bytes bytes) {
+  const Bytes unit = size_unit(op, ranks);
+  return (bytes + unit - 1) / unit * unit;
+}
+
+Bytes round_down_to_unit(CollectiveOp op, int ranks, Bytes bytes) {
+  const Bytes unit = size_unit(op, ranks);
+  return std::max(unit, bytes / unit * unit);
+}
+
 void check_request_size(const CollectiveRequest& req) {
   if (req.ranks < 1) throw InvalidArgument("ranks must be >= 1 (got " + std::to_string(req.ranks) + ")");
   if (req.bytes < 0) throw InvalidArgument("bytes must be >= 0 (got " + std::to_string(req.bytes) + ")");
-  const bool per_rank_blocks = req.op == CollectiveOp::ReduceScatter || req.op == CollectiveOp::AllGather ||
-                               req.op == CollectiveOp::AllToAll;
-  const Bytes unit = per_rank_blocks ? 4 * static_cast<Bytes>(req.ranks) : 4;
+  const Bytes unit = size_unit(req.op, req.ranks);
   if (req.bytes % unit != 0)
     throw InvalidArgument(to_string(req.op) + " of " + std::to_string(req.bytes) + " bytes on " +
                           std::to_string(req.ranks) + " ranks: the size must be a multiple of " + std::to_string(unit) +
-                          (per_rank_blocks ? " (4-byte floats, the same number per rank)" : " (4-byte floats)"));
+                          (per_rank_blocks(req.op) ? " (4-byte floats, the same number per rank)" : " (4-byte floats)"));
 }
 
 bool holds_at_start(const CollectiveRequest& req, int rank, int block) {

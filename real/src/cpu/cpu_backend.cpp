@@ -45,13 +45,6 @@ class Comm {
   MPI_Comm comm_ = MPI_COMM_NULL;
 };
 
-// The element rule (collective_data.hpp) of a collective over n ranks: sizes are rounded up to it.
-Bytes executed_bytes(CollectiveOp op, int n, Bytes bytes) {
-  const bool per_rank = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
-  const Bytes unit = per_rank ? 4 * static_cast<Bytes>(n) : 4;
-  return (bytes + unit - 1) / unit * unit;
-}
-
 // (stream, group kind): one communicator each, see the header.
 using CommKey = std::pair<StreamKind, GroupKind>;
 
@@ -67,7 +60,8 @@ struct CollKey {
 
 CollKey key_of(const Plan& plan, int rank, const PlanOp& op) {
   const int n = static_cast<int>(plan.group_members(rank, op.group).size());
-  return {op.stream, op.group, op.collective, executed_bytes(op.collective, n, op.bytes)};
+  // Sizes the element rule (collective_data.hpp) rejects are rounded up to it.
+  return {op.stream, op.group, op.collective, round_up_to_unit(op.collective, n, op.bytes)};
 }
 
 // ---- per-rank resources of one plan ----------------------------------------------------------------

@@ -17,7 +17,9 @@
 // broadcast and reduce need S % 4 == 0 (any number of floats, divisible by the ranks or not);
 // reduce-scatter, all-gather and all-to-all need S % (4 * ranks) == 0 (a whole number of floats per
 // rank's block), as MPI_Reduce_scatter_block / MPI_Allgather / MPI_Alltoall do. Other sizes are an
-// InvalidArgument.
+// InvalidArgument. size_unit() is that rule, the one every executor and command uses: the CPU backend
+// rounds a plan's size up to it, the collective sweeps align their sizes down to it, the NCCL and MPI
+// executors check requests against it.
 //
 // CRAFTED INPUTS (as nccl-tests): rank r's float i of block b starts as input_value(r, b, i), a small
 // positive integer, so every sum over ranks is an exact float whatever the order of additions, a
@@ -52,9 +54,18 @@ struct ChunkElements {
 // has negative bytes. O(chunks).
 std::vector<ChunkElements> chunk_elements(const std::vector<Chunk>& chunks);
 
+// The unit a request's bytes must be a multiple of: 4, or 4 * ranks for reduce-scatter, all-gather and
+// all-to-all (ranks >= 1).
+Bytes size_unit(CollectiveOp op, int ranks);
+// `bytes` (>= 0) rounded up to a multiple of size_unit: the smallest accepted size that holds them.
+Bytes round_up_to_unit(CollectiveOp op, int ranks, Bytes bytes);
+// `bytes` rounded down to a multiple of size_unit, and at least one unit: the accepted size nearest
+// below, as nccl-tests aligns a sweep's sizes.
+Bytes round_down_to_unit(CollectiveOp op, int ranks, Bytes bytes);
+
 // The request-level form of the rule, checked before any schedule is built (and by the `native`
-// algorithm, which has no schedule): throws InvalidArgument unless S is a multiple of 4, or of
-// 4 * ranks for reduce-scatter, all-gather and all-to-all; or when ranks < 1 or bytes < 0.
+// algorithm, which has no schedule): throws InvalidArgument unless S is a multiple of size_unit; or
+// when ranks < 1 or bytes < 0.
 void check_request_size(const CollectiveRequest& request);
 
 // Whether `rank` holds block `block` before the collective (with its own contribution; others hold
