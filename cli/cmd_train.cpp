@@ -80,13 +80,13 @@ void print_summary(const TrainConfig& c, const std::vector<VariantResult>& resul
               c.name.c_str(), c.model.layers, c.model.hidden, c.model.heads, c.model.seq_len, c.ranks,
               c.collective_algorithm.c_str(), c.data.held_out_every);
   std::printf("%-20s %-22s %6s %10s %8s %9s %12s %11s %9s\n", "variant", "techniques", "steps", "held-out", "acc %",
-              "step ms", "bytes/step", "trainable", "peak MiB");
+              "step ms", "bytes/step", "trainable", "+peak MiB");
   for (std::size_t i = 0; i < results.size(); ++i) {
     const VariantResult& r = results[i];
     std::printf("%-20s %-22s %6zu %10.4f %8.2f %9.1f %12.0f %11lld %9.1f\n", r.name.c_str(),
                 techniques_text(c.variants[i]).c_str(), r.steps.size(), train::final_held_out(r),
                 100 * train::final_held_out_accuracy(r), 1e3 * train::mean_step_s(r), train::mean_bytes_per_step(r),
-                static_cast<long long>(r.trainable), static_cast<double>(r.peak_rss_bytes) / (1 << 20));
+                static_cast<long long>(r.trainable), static_cast<double>(r.peak_memory_bytes) / (1 << 20));
   }
   const auto comparisons = train::compare_variants(c, results);
   if (!comparisons.empty()) {

@@ -34,7 +34,7 @@ json step_json(const StepRecord& s) {
             {"train_loss", s.train_loss}, {"held_out_loss", s.held_out_loss ? json(*s.held_out_loss) : json(nullptr)},
             {"held_out_accuracy", s.held_out_accuracy ? json(*s.held_out_accuracy) : json(nullptr)},
             {"step_s", s.step_s},     {"elapsed_s", s.elapsed_s},
-            {"bytes_sent", s.bytes_sent}, {"peak_rss_bytes", s.peak_rss_bytes}, {"skipped", s.skipped},
+            {"bytes_sent", s.bytes_sent}, {"peak_memory_bytes", s.peak_memory_bytes}, {"skipped", s.skipped},
             {"loss_scale", s.loss_scale}, {"tgc_bits", s.tgc_bits},
             {"active_fraction", s.active_fraction}, {"low_precision_layers", s.low_precision_layers}};
   return j;
@@ -101,7 +101,7 @@ std::vector<Comparison> compare_variants(const TrainConfig& config, const std::v
       c.step_time_ratio = ratio(mean_step_s(a), mean_step_s(b));
       c.bytes_ratio = ratio(mean_bytes_per_step(a), mean_bytes_per_step(b));
       c.trainable_ratio = ratio(static_cast<double>(a.trainable), static_cast<double>(b.trainable));
-      c.peak_memory_ratio = ratio(static_cast<double>(a.peak_rss_bytes), static_cast<double>(b.peak_rss_bytes));
+      c.peak_memory_ratio = ratio(static_cast<double>(a.peak_memory_bytes), static_cast<double>(b.peak_memory_bytes));
       // The spread of the reference's technique-free peers.
       double lo_loss = final_held_out(b), hi_loss = lo_loss;
       double lo_acc = final_held_out_accuracy(b), hi_acc = lo_acc;
@@ -137,7 +137,7 @@ json train_results_json(const TrainConfig& config, const std::vector<VariantResu
                         {"techniques", techniques_json(config.variants.at(i))},
                         {"parameters", r.parameters},
                         {"trainable", r.trainable},
-                        {"peak_rss_bytes", r.peak_rss_bytes},
+                        {"peak_memory_bytes", r.peak_memory_bytes},
                         {"overflow_steps", r.overflow_steps},
                         {"unigram_entropy_nats", r.unigram_entropy},
                         {"train_bytes", r.train_bytes},
@@ -170,14 +170,14 @@ json train_results_json(const TrainConfig& config, const std::vector<VariantResu
 
 std::string steps_csv(const std::vector<VariantResult>& results) {
   std::ostringstream out;
-  out << "variant,step,lr,train_loss,held_out_loss,held_out_accuracy,step_s,elapsed_s,bytes_sent,peak_rss_bytes,skipped,"
+  out << "variant,step,lr,train_loss,held_out_loss,held_out_accuracy,step_s,elapsed_s,bytes_sent,peak_memory_bytes,skipped,"
          "loss_scale,tgc_bits,active_fraction,low_precision_layers\n";
   for (const VariantResult& r : results)
     for (const StepRecord& s : r.steps)
       out << csv_field(r.name) << ',' << s.step << ',' << number(s.lr) << ',' << number(s.train_loss) << ','
           << (s.held_out_loss ? number(*s.held_out_loss) : "") << ','
           << (s.held_out_accuracy ? number(*s.held_out_accuracy) : "") << ',' << number(s.step_s) << ',' << number(s.elapsed_s)
-          << ',' << s.bytes_sent << ',' << s.peak_rss_bytes << ',' << (s.skipped ? 1 : 0) << ',' << number(s.loss_scale) << ',' << s.tgc_bits << ','
+          << ',' << s.bytes_sent << ',' << s.peak_memory_bytes << ',' << (s.skipped ? 1 : 0) << ',' << number(s.loss_scale) << ',' << s.tgc_bits << ','
           << number(s.active_fraction) << ',' << s.low_precision_layers << '\n';
   return out.str();
 }
@@ -186,12 +186,12 @@ std::string summary_csv(const TrainConfig& config, const std::vector<VariantResu
   const std::vector<Comparison> comparisons = compare_variants(config, results);
   std::ostringstream out;
   out << "variant,steps,final_held_out_loss,final_held_out_accuracy,mean_step_s,mean_bytes_per_step,trainable,"
-         "peak_rss_bytes,overflow_steps,reference,held_out_delta_equal_steps,held_out_delta_equal_time,"
+         "peak_memory_bytes,overflow_steps,reference,held_out_delta_equal_steps,held_out_delta_equal_time,"
          "accuracy_drop_points,step_time_ratio,bytes_ratio\n";
   for (const VariantResult& r : results) {
     out << csv_field(r.name) << ',' << r.steps.size() << ',' << number(final_held_out(r)) << ','
         << number(final_held_out_accuracy(r)) << ',' << number(mean_step_s(r))
-        << ',' << number(mean_bytes_per_step(r)) << ',' << r.trainable << ',' << r.peak_rss_bytes << ','
+        << ',' << number(mean_bytes_per_step(r)) << ',' << r.trainable << ',' << r.peak_memory_bytes << ','
         << r.overflow_steps << ',';
     const Comparison* c = nullptr;
     for (const Comparison& x : comparisons)

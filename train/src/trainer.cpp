@@ -338,6 +338,7 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
   std::optional<Dsa>& sparse = setup.sparse;
 
   reset_peak_memory();
+  const std::int64_t resident_at_start = resident_memory_bytes();
   const std::size_t length = static_cast<std::size_t>(config.model.seq_len) + 1;
   const Corpus corpus = load_corpus(v.data, length + 1, data_path(config, variant_index));
 
@@ -409,7 +410,8 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
     // The step as all ranks agree on it: mean loss, slowest time, busiest sender, largest peak memory.
     constexpr std::size_t kFields = 4;
     const std::array<float, kFields> mine{static_cast<float>(r.loss), static_cast<float>(step_s),
-                                          static_cast<float>(rec.bytes_sent), static_cast<float>(peak_memory_bytes())};
+                                          static_cast<float>(rec.bytes_sent),
+                                          static_cast<float>(peak_memory_bytes() - resident_at_start)};
     std::vector<float> all(kFields * static_cast<std::size_t>(R));
     ranks.all_gather(mine, all);
     rec.train_loss = 0;
@@ -417,7 +419,7 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
       rec.train_loss += all[kFields * q];
       rec.step_s = std::max(rec.step_s, static_cast<double>(all[kFields * q + 1]));
       rec.bytes_sent = std::max(rec.bytes_sent, static_cast<std::int64_t>(all[kFields * q + 2]));
-      rec.peak_rss_bytes = std::max(rec.peak_rss_bytes, static_cast<std::int64_t>(all[kFields * q + 3]));
+      rec.peak_memory_bytes = std::max(rec.peak_memory_bytes, static_cast<std::int64_t>(all[kFields * q + 3]));
     }
     rec.train_loss /= R;
     elapsed += rec.step_s;
@@ -430,7 +432,7 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
     if (on_step) on_step(rec);
   }
 
-  for (const StepRecord& rec : result.steps) result.peak_rss_bytes = std::max(result.peak_rss_bytes, rec.peak_rss_bytes);
+  for (const StepRecord& rec : result.steps) result.peak_memory_bytes = std::max(result.peak_memory_bytes, rec.peak_memory_bytes);
   result.model = Gpt(result.model);  // a copy keeps the weights, not the activations' scratch buffers
   return result;
 }
@@ -484,17 +486,27 @@ Gpt load_checkpoint(const std::string& file, const GptShape& expected) {
 
 // ---- memory -----------------------------------------------------------------------------------------
 
-std::int64_t peak_memory_bytes() {
+namespace {
+// A "Vm...:" line of /proc/self/status in bytes, or -1 when there is none (not Linux).
+std::int64_t proc_status_bytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string key;
   while (status >> key) {
-    if (key == "VmHWM:") {
+    if (key == field) {
       std::int64_t kib = 0;
       status >> kib;
       return kib * 1024;
     }
     status.ignore(1 << 20, '\n');
   }
+  return -1;
+}
+}  // namespace
+
+std::int64_t resident_memory_bytes() { return std::max<std::int64_t>(0, proc_status_bytes("VmRSS:")); }
+
+std::int64_t peak_memory_bytes() {
+  if (const std::int64_t hwm = proc_status_bytes("VmHWM:"); hwm >= 0) return hwm;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::int64_t>(usage.ru_maxrss) * 1024;  // Linux and most BSDs report KiB

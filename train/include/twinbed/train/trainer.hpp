@@ -72,7 +72,7 @@ struct StepRecord {
   double step_s = 0;                     // wall time of the step, the slowest rank's
   double elapsed_s = 0;                  // sum of step_s so far (evaluations excluded)
   std::int64_t bytes_sent = 0;           // gradient exchange of this step, the busiest rank's
-  std::int64_t peak_rss_bytes = 0;       // peak resident memory of the variant so far, the largest rank's
+  std::int64_t peak_memory_bytes = 0;    // the variant's peak so far (see VariantResult), the largest rank's
   bool skipped = false;                  // overflow: no update
   float loss_scale = 1;
   int tgc_bits = 0;                      // quantisation width used (0: none)
@@ -85,7 +85,10 @@ struct VariantResult {
   std::vector<StepRecord> steps;
   std::int64_t parameters = 0;           // the model's
   std::int64_t trainable = 0;            // what the optimizer updates (LoRA: adapters only)
-  std::int64_t peak_rss_bytes = 0;       // the largest rank's peak resident memory during the variant
+  // The variant's own peak: resident memory above what the process held when the variant started
+  // (the program, and the weights of earlier variants a later one may start from, not counted), the
+  // largest rank's.
+  std::int64_t peak_memory_bytes = 0;
   std::int64_t overflow_steps = 0;
   double unigram_entropy = 0;            // of the training text, nats
   std::int64_t train_bytes = 0, held_out_bytes = 0;
@@ -116,8 +119,10 @@ void save_checkpoint(const Gpt& model, const std::string& file);
 Gpt load_checkpoint(const std::string& file, const GptShape& expected);
 
 // Peak resident memory of this process since the last reset_peak_memory() (Linux: VmHWM, reset through
-// /proc/self/clear_refs; elsewhere getrusage's peak, which cannot be reset).
+// /proc/self/clear_refs; elsewhere getrusage's peak, which cannot be reset), and its resident memory now
+// (Linux: VmRSS; elsewhere 0).
 std::int64_t peak_memory_bytes();
+std::int64_t resident_memory_bytes();
 void reset_peak_memory();
 
 }  // namespace twinbed::train
