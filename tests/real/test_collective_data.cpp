@@ -43,6 +43,85 @@ std::int64_t run_in_memory(const Schedule& schedule) {
   return wrong;
 }
 
+// The same, executed from every rank's lowered rounds (lower_schedule) the way the executors do, in the
+// worst order they allow: a rank's in-place receives land before its sends read the workspace (an
+// MPI_Isend or ncclSend may read while a receive writes), in reverse transfer order; then the sends'
+// data is applied to the receives that go through scratch, in order. A receive marked in_place that
+// should not be (a chunk the rank also sends, or writes twice, or reduces) gives wrong data here.
+// Also checks that each transfer of a round is lowered once at its source and once at its destination.
+std::int64_t run_lowered(const Schedule& schedule) {
+  const CollectiveRequest& req = schedule.request();
+  const int n = req.ranks;
+  std::vector<RankRounds> lowered;
+  for (int r = 0; r < n; ++r) lowered.push_back(lower_schedule(schedule, r));
+  const std::vector<ChunkElements>& layout = lowered[0].layout;
+  std::vector<std::vector<float>> ws(static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) fill_inputs(req, r, layout, ws[static_cast<std::size_t>(r)]);
+  std::vector<Transfer> transfers;
+  for (int k = 0; k < schedule.num_rounds(); ++k) {
+    schedule.round(k, transfers);
+    std::size_t sends = 0, recvs = 0;
+    for (int r = 0; r < n; ++r) {
+      sends += lowered[static_cast<std::size_t>(r)].rounds[static_cast<std::size_t>(k)].sends.size();
+      recvs += lowered[static_cast<std::size_t>(r)].rounds[static_cast<std::size_t>(k)].recvs.size();
+    }
+    EXPECT_EQ(sends, transfers.size()) << "round " << k;
+    EXPECT_EQ(recvs, transfers.size()) << "round " << k;
+    const std::vector<std::vector<float>> start = ws;  // what each sender holds when the round begins
+    // The k-th send from s to d carries the data of the k-th receive at d from s: pair them by order.
+    auto sent_chunk = [&](int src, int dst, std::size_t nth) {
+      std::size_t seen = 0;
+      for (const RankTransfer& t : lowered[static_cast<std::size_t>(src)].rounds[static_cast<std::size_t>(k)].sends)
+        if (t.peer == dst && seen++ == nth) return t;
+      ADD_FAILURE() << "round " << k << ": no send " << src << " -> " << dst << " #" << nth;
+      return RankTransfer{};
+    };
+    // 1. In-place receives land, each with its sender's round-start data, in reverse order.
+    for (int r = 0; r < n; ++r) {
+      const RankRound& round = lowered[static_cast<std::size_t>(r)].rounds[static_cast<std::size_t>(k)];
+      std::vector<std::size_t> nth(round.recvs.size());
+      std::vector<std::size_t> per_peer(static_cast<std::size_t>(n), 0);
+      for (std::size_t i = 0; i < round.recvs.size(); ++i) nth[i] = per_peer[static_cast<std::size_t>(round.recvs[i].peer)]++;
+      for (std::size_t i = round.recvs.size(); i-- > 0;) {
+        const RankTransfer& t = round.recvs[i];
+        if (!t.in_place) continue;
+        const RankTransfer s = sent_chunk(t.peer, r, nth[i]);
+        EXPECT_EQ(s.chunk, t.chunk);
+        const float* from = start[static_cast<std::size_t>(t.peer)].data() + s.offset;
+        std::copy(from, from + t.count, ws[static_cast<std::size_t>(r)].data() + t.offset);
+      }
+    }
+    // 2. Sends read the workspace as it now is; 3. receives through scratch apply them, in order.
+    std::vector<std::vector<std::vector<float>>> out(static_cast<std::size_t>(n));  // [src][i]: send i's data
+    for (int r = 0; r < n; ++r)
+      for (const RankTransfer& t : lowered[static_cast<std::size_t>(r)].rounds[static_cast<std::size_t>(k)].sends) {
+        const float* from = ws[static_cast<std::size_t>(r)].data() + t.offset;
+        out[static_cast<std::size_t>(r)].emplace_back(from, from + t.count);
+      }
+    for (int r = 0; r < n; ++r) {
+      const RankRound& round = lowered[static_cast<std::size_t>(r)].rounds[static_cast<std::size_t>(k)];
+      std::vector<std::size_t> per_peer(static_cast<std::size_t>(n), 0);
+      for (const RankTransfer& t : round.recvs) {
+        const std::size_t nth = per_peer[static_cast<std::size_t>(t.peer)]++;
+        if (t.in_place) continue;
+        std::size_t index = 0, seen = 0;
+        const auto& src_sends = lowered[static_cast<std::size_t>(t.peer)].rounds[static_cast<std::size_t>(k)].sends;
+        while (index < src_sends.size() && !(src_sends[index].peer == r && seen++ == nth)) ++index;
+        if (index == src_sends.size()) {
+          ADD_FAILURE() << "round " << k << ": no send " << t.peer << " -> " << r;
+          continue;
+        }
+        const std::vector<float>& in = out[static_cast<std::size_t>(t.peer)][index];
+        float* own = ws[static_cast<std::size_t>(r)].data() + t.offset;
+        for (std::size_t e = 0; e < in.size(); ++e) own[e] = t.reduce ? own[e] + in[e] : in[e];
+      }
+    }
+  }
+  std::int64_t wrong = 0;
+  for (int r = 0; r < n; ++r) wrong += count_wrong(req, r, layout, ws[static_cast<std::size_t>(r)]);
+  return wrong;
+}
+
 std::vector<Bytes> sizes_for(CollectiveOp op, int n) {
   const bool per_rank = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather || op == CollectiveOp::AllToAll;
   if (per_rank) return {0, 4 * static_cast<Bytes>(n), 4 * static_cast<Bytes>(n) * 37, 4 * static_cast<Bytes>(n) * 70001};
@@ -151,7 +230,9 @@ TEST(InMemoryTwin, EveryAlgorithmAndOpEndsWithExactlyTheExpectedData) {
             const CollectiveRequest req{op, n, size, n - 1, g};
             SCOPED_TRACE(entry.name + " " + to_string(op) + " n=" + std::to_string(n) + " ranks_per_host=" +
                          std::to_string(g) + " bytes=" + std::to_string(size));
-            EXPECT_EQ(run_in_memory(*entry.value.build(req)), 0);
+            const auto schedule = entry.value.build(req);
+            EXPECT_EQ(run_in_memory(*schedule), 0);
+            EXPECT_EQ(run_lowered(*schedule), 0);
           }
         }
       }
@@ -168,6 +249,30 @@ TEST(InMemoryTwin, ABrokenScheduleIsCaught) {
       if (s != d && !(s == 0 && d == 1)) round.push_back({s, d, s, false});
   const ExplicitSchedule broken(req, "broken", {{40, 0}, {40, 1}, {40, 2}}, {round});
   EXPECT_EQ(run_in_memory(broken), 10);
+}
+
+// The lowering's in-place rule on a hand-written round of 3 ranks, chunks of 8 bytes (2 floats):
+// rank 1 receives chunk 0 from 0 (a lone overwrite: in place), chunk 1 from 2 while sending chunk 1 to 0
+// (not in place), and chunk 2 twice, from 0 and from 2 (not in place); rank 0 reduces chunk 1 from 1.
+TEST(LowerSchedule, ReceivesLandInPlaceOnlyWhenNothingElseTouchesTheChunk) {
+  const CollectiveRequest req{CollectiveOp::AllReduce, 3, 24, 0, 0};
+  const std::vector<Transfer> round = {{0, 1, 0, false}, {2, 1, 1, false}, {1, 0, 1, true},
+                                       {0, 1, 2, false}, {2, 1, 2, false}};
+  const ExplicitSchedule s(req, "hand", {{8, 0}, {8, 0}, {8, 0}}, {round, {}});
+  const RankRounds one = lower_schedule(s, 1);
+  EXPECT_EQ(one.layout, chunk_elements(s.chunks()));
+  ASSERT_EQ(one.rounds.size(), 2u);
+  EXPECT_TRUE(one.rounds[1].recvs.empty() && one.rounds[1].sends.empty());
+  const std::vector<RankTransfer> recvs = {{0, 0, 0, 2, false, true},
+                                           {2, 1, 2, 2, false, false},
+                                           {0, 2, 4, 2, false, false},
+                                           {2, 2, 4, 2, false, false}};
+  EXPECT_EQ(one.rounds[0].recvs, recvs);
+  EXPECT_EQ(one.rounds[0].sends, (std::vector<RankTransfer>{{0, 1, 2, 2, true, false}}));
+  const RankRounds zero = lower_schedule(s, 0);
+  EXPECT_EQ(zero.rounds[0].recvs, (std::vector<RankTransfer>{{1, 1, 2, 2, true, false}}));  // a reduce: never
+  const ExplicitSchedule bad(req, "bad", {{8, 0}, {8, 0}, {8, 0}}, {{{0, 3, 0, false}}});
+  EXPECT_THROW(lower_schedule(bad, 0), InvalidArgument);
 }
 
 TEST(AlgorithmNames, AreTheRegistrysAndNative) {

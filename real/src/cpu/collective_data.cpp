@@ -88,6 +88,39 @@ void check_request_size(const CollectiveRequest& req) {
                           (per_rank_blocks(req.op) ? " (4-byte floats, the same number per rank)" : " (4-byte floats)"));
 }
 
+RankRounds lower_schedule(const Schedule& schedule, int rank) {
+  RankRounds out;
+  out.layout = chunk_elements(schedule.chunks());
+  const int n = schedule.request().ranks;
+  const int chunks = static_cast<int>(out.layout.size());
+  std::vector<Transfer> transfers;
+  out.rounds.resize(static_cast<std::size_t>(schedule.num_rounds()));
+  for (int k = 0; k < schedule.num_rounds(); ++k) {
+    schedule.round(k, transfers);
+    RankRound& round = out.rounds[static_cast<std::size_t>(k)];
+    for (const Transfer& t : transfers) {
+      // A transfer that names no real rank or chunk cannot be executed at all (unlike a missing one,
+      // which the data check catches), so it is an argument error.
+      if (t.src < 0 || t.src >= n || t.dst < 0 || t.dst >= n || t.src == t.dst || t.chunk < 0 || t.chunk >= chunks)
+        throw InvalidArgument("round " + std::to_string(k) + ": transfer " + std::to_string(t.src) + " -> " +
+                              std::to_string(t.dst) + " of chunk " + std::to_string(t.chunk) +
+                              " names no valid ranks and chunk");
+      const ChunkElements& c = out.layout[static_cast<std::size_t>(t.chunk)];
+      if (t.src == rank) round.sends.push_back({t.dst, t.chunk, c.offset, c.count, t.reduce, false});
+      if (t.dst == rank) round.recvs.push_back({t.src, t.chunk, c.offset, c.count, t.reduce, false});
+    }
+    for (std::size_t i = 0; i < round.recvs.size(); ++i) {
+      RankTransfer& r = round.recvs[i];
+      const bool sent_now = std::any_of(round.sends.begin(), round.sends.end(),
+                                        [&](const RankTransfer& s) { return s.chunk == r.chunk; });
+      bool written_twice = false;
+      for (std::size_t j = 0; j < round.recvs.size(); ++j) written_twice |= j != i && round.recvs[j].chunk == r.chunk;
+      r.in_place = !r.reduce && !sent_now && !written_twice;
+    }
+  }
+  return out;
+}
+
 bool holds_at_start(const CollectiveRequest& req, int rank, int block) {
   switch (req.op) {
     case CollectiveOp::AllReduce:

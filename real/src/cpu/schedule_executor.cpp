@@ -41,26 +41,16 @@ int as_count(std::int64_t floats, const std::string& what) {
   return static_cast<int>(floats);
 }
 
-RankProgram::RankProgram(const Schedule& schedule, int rank) : layout_(chunk_elements(schedule.chunks())) {
-  const int n = schedule.request().ranks;
-  const int chunks = static_cast<int>(layout_.size());
-  std::vector<Transfer> transfers;
-  rounds_.resize(static_cast<std::size_t>(schedule.num_rounds()));
-  for (int k = 0; k < schedule.num_rounds(); ++k) {
-    schedule.round(k, transfers);
-    RoundPlan& plan = rounds_[static_cast<std::size_t>(k)];
-    plan.tag = k % kTagSpace;
-    for (const Transfer& t : transfers) {
-      // A transfer that names no real rank or chunk cannot be executed at all (unlike a missing one,
-      // which the data check catches), so it is an argument error.
-      if (t.src < 0 || t.src >= n || t.dst < 0 || t.dst >= n || t.src == t.dst || t.chunk < 0 || t.chunk >= chunks)
-        throw InvalidArgument("round " + std::to_string(k) + ": transfer " + std::to_string(t.src) + " -> " +
-                              std::to_string(t.dst) + " of chunk " + std::to_string(t.chunk) +
-                              " names no valid ranks and chunk");
-      if (t.src == rank) message_to(plan.sends, t.dst).parts.push_back(t);
-      if (t.dst == rank) message_to(plan.recvs, t.src).parts.push_back(t);
-    }
-    finish_round(k, plan);
+RankProgram::RankProgram(const Schedule& schedule, int rank) : rank_(rank) {
+  RankRounds lowered = lower_schedule(schedule, rank);
+  layout_ = std::move(lowered.layout);
+  rounds_.resize(lowered.rounds.size());
+  for (std::size_t k = 0; k < lowered.rounds.size(); ++k) {
+    RoundPlan& plan = rounds_[k];
+    plan.tag = static_cast<int>(k % kTagSpace);
+    for (const RankTransfer& t : lowered.rounds[k].sends) message_to(plan.sends, t.peer).parts.push_back(t);
+    for (const RankTransfer& t : lowered.rounds[k].recvs) message_to(plan.recvs, t.peer).parts.push_back(t);
+    finish_round(static_cast<int>(k), plan);
   }
   send_scratch_.resize(static_cast<std::size_t>(send_scratch_floats_));
   recv_scratch_.resize(static_cast<std::size_t>(recv_scratch_floats_));
@@ -110,8 +100,7 @@ void RankProgram::post_round(std::size_t k, MPI_Comm comm, std::vector<float>& w
   requests_.clear();
   // Receives first, so that a peer's send finds its match posted.
   for (const Message& m : plan.recvs) {
-    float* into = m.direct ? ws + layout_[static_cast<std::size_t>(m.parts[0].chunk)].offset
-                           : recv_scratch_.data() + m.scratch;
+    float* into = m.direct ? ws + m.parts[0].offset : recv_scratch_.data() + m.scratch;
     MPI_CHECK(MPI_Irecv(into, m.count, MPI_FLOAT, m.peer, plan.tag, comm, &requests_.emplace_back()));
   }
   // Sends read the round-start data: nothing writes the workspace before the round's requests complete,
@@ -119,13 +108,10 @@ void RankProgram::post_round(std::size_t k, MPI_Comm comm, std::vector<float>& w
   for (const Message& m : plan.sends) {
     const float* from = nullptr;
     if (m.direct) {
-      from = ws + layout_[static_cast<std::size_t>(m.parts[0].chunk)].offset;
+      from = ws + m.parts[0].offset;
     } else {
       float* pack = send_scratch_.data() + m.scratch;
-      for (const Transfer& t : m.parts) {
-        const ChunkElements& c = layout_[static_cast<std::size_t>(t.chunk)];
-        pack = std::copy(ws + c.offset, ws + c.offset + c.count, pack);
-      }
+      for (const RankTransfer& t : m.parts) pack = std::copy(ws + t.offset, ws + t.offset + t.count, pack);
       from = send_scratch_.data() + m.scratch;
     }
     MPI_CHECK(MPI_Isend(from, m.count, MPI_FLOAT, m.peer, plan.tag, comm, &requests_.emplace_back()));
@@ -138,53 +124,38 @@ void RankProgram::apply_round(std::size_t k, std::vector<float>& workspace) {
   for (const Message& m : rounds_[k].recvs) {
     if (m.direct) continue;
     const float* in = recv_scratch_.data() + m.scratch;
-    for (const Transfer& t : m.parts) {
-      const ChunkElements& c = layout_[static_cast<std::size_t>(t.chunk)];
-      float* own = ws + c.offset;
+    for (const RankTransfer& t : m.parts) {
+      float* own = ws + t.offset;
       if (t.reduce) {
-        for (std::int64_t i = 0; i < c.count; ++i) own[i] += in[i];
+        for (std::int64_t i = 0; i < t.count; ++i) own[i] += in[i];
       } else {
-        std::copy(in, in + c.count, own);
+        std::copy(in, in + t.count, own);
       }
-      in += c.count;
+      in += t.count;
     }
   }
 }
 
 void RankProgram::finish_round(int k, RoundPlan& plan) {
-  auto floats_of = [&](const Message& m) {
+  auto floats_of = [&](const Message& m, int src, int dst) {
     std::int64_t total = 0;
-    for (const Transfer& t : m.parts) total += layout_[static_cast<std::size_t>(t.chunk)].count;
-    return as_count(total, "round " + std::to_string(k) + "'s message " + std::to_string(m.parts[0].src) + " -> " +
-                               std::to_string(m.parts[0].dst));
+    for (const RankTransfer& t : m.parts) total += t.count;
+    return as_count(total, "round " + std::to_string(k) + "'s message " + std::to_string(src) + " -> " + std::to_string(dst));
   };
   std::int64_t send_used = 0;
   for (Message& m : plan.sends) {
-    m.count = floats_of(m);
+    m.count = floats_of(m, rank_, m.peer);
     m.direct = m.parts.size() == 1;  // one chunk: send it from where it lies
     if (!m.direct) {
       m.scratch = send_used;
       send_used += m.count;
     }
   }
-  auto sent_now = [&](int chunk) {
-    return std::any_of(plan.sends.begin(), plan.sends.end(), [&](const Message& m) {
-      return std::any_of(m.parts.begin(), m.parts.end(), [&](const Transfer& t) { return t.chunk == chunk; });
-    });
-  };
-  auto written_by_others = [&](const Message& self, int chunk) {
-    return std::any_of(plan.recvs.begin(), plan.recvs.end(), [&](const Message& m) {
-      return &m != &self &&
-             std::any_of(m.parts.begin(), m.parts.end(), [&](const Transfer& t) { return t.chunk == chunk; });
-    });
-  };
   std::int64_t recv_used = 0;
   for (Message& m : plan.recvs) {
-    m.count = floats_of(m);
-    // A lone overwrite may land in the chunk itself, unless this rank sends that chunk in this round
-    // (its send must read the old data) or another message of the round also writes it.
-    const int chunk = m.parts[0].chunk;
-    m.direct = m.parts.size() == 1 && !m.parts[0].reduce && !sent_now(chunk) && !written_by_others(m, chunk);
+    m.count = floats_of(m, m.peer, rank_);
+    // A lone transfer the lowering lets land in place is received straight into its chunk.
+    m.direct = m.parts.size() == 1 && m.parts[0].in_place;
     if (!m.direct) {
       m.scratch = recv_used;
       recv_used += m.count;

@@ -29,7 +29,7 @@ struct Message {
   int count = 0;              // floats
   bool direct = false;        // sent from / received into the chunk itself, no scratch
   std::int64_t scratch = 0;   // offset in the send or receive scratch when !direct
-  std::vector<Transfer> parts;
+  std::vector<RankTransfer> parts;
 };
 
 struct RoundPlan {
@@ -38,12 +38,13 @@ struct RoundPlan {
   std::vector<Message> recvs;
 };
 
-// This rank's part of a schedule, worked out once before any timing: walking Schedule::round costs
-// O(ranks) per round (it lists every rank's transfers), which should not be inside the timed loop.
+// This rank's part of a schedule, worked out once before any timing: the shared lowering
+// (collective_data.hpp, lower_schedule; walking Schedule::round costs O(ranks) per round, which should
+// not be inside the timed loop), with its transfers to one peer packed into one message.
 // Rank numbers are positions in the communicator the schedule runs on.
 //
-// Execution, per round: post the receives (MPI_Irecv into scratch, or straight into the chunk when that
-// is safe) and the sends (MPI_Isend of the round-start data, transfers to one peer packed into one
+// Execution, per round: post the receives (MPI_Irecv into scratch, or straight into the chunk when the
+// message is a lone transfer the lowering marks in_place) and the sends (MPI_Isend of the round-start data, transfers to one peer packed into one
 // message), wait for all of them, then apply what came in (reduce = add, else copy). No barrier between
 // rounds. Messages use tags round % 32768 on the given communicator; between one pair of ranks they
 // match in posting order, so back-to-back executions on one communicator never mix.
@@ -99,6 +100,7 @@ class RankProgram {
   void post_round(std::size_t k, MPI_Comm comm, std::vector<float>& workspace);
   void apply_round(std::size_t k, std::vector<float>& workspace);
 
+  int rank_;
   std::vector<ChunkElements> layout_;
   std::vector<RoundPlan> rounds_;
   std::int64_t send_scratch_floats_ = 0;

@@ -279,15 +279,11 @@ std::vector<ChunkElements> blocks_layout(const std::vector<int>& blocks, std::in
 
 // ---- the schedule executor -----------------------------------------------------------------------------
 
-// One transfer this rank takes part in, in floats of the workspace.
+// One transfer this rank takes part in (the shared lowering's RankTransfer), with its place in the
+// scratch buffer when a receive does not land in place.
 struct Part {
-  int peer = 0;
-  int chunk = 0;
-  std::int64_t offset = 0;   // the chunk in the workspace
-  std::int64_t count = 0;    // floats, > 0
-  bool reduce = false;
-  bool direct = false;       // receives only: straight into the chunk, no scratch
-  std::int64_t scratch = 0;  // receives only, when !direct: offset in the scratch buffer
+  RankTransfer t;
+  std::int64_t scratch = 0;  // receives only, when !t.in_place: offset in the scratch buffer
 };
 
 struct RoundOps {
@@ -295,8 +291,8 @@ struct RoundOps {
   std::vector<Part> sends;  // in the round's transfer order
 };
 
-// This rank's part of a schedule, worked out once before any timing (walking Schedule::round costs
-// O(ranks) per round). Rounds in which this rank has nothing to do are dropped: there is no barrier
+// This rank's part of a schedule: the shared lowering (collective_data.hpp, lower_schedule), worked out
+// once before any timing. Rounds in which this rank has nothing to do are dropped: there is no barrier
 // between rounds, so an idle rank simply goes on.
 //
 // Each transfer is one ncclSend / ncclRecv. NCCL executes the point-to-point calls of a group that
@@ -306,25 +302,21 @@ struct RoundOps {
 // derive the count from the same layout.
 class GpuProgram {
  public:
-  GpuProgram(const Schedule& schedule, int rank) : layout_(chunk_elements(schedule.chunks())) {
-    const int n = schedule.request().ranks;
-    const int chunks = static_cast<int>(layout_.size());
-    std::vector<Transfer> transfers;
-    for (int k = 0; k < schedule.num_rounds(); ++k) {
-      schedule.round(k, transfers);
+  GpuProgram(const Schedule& schedule, int rank) {
+    RankRounds lowered = lower_schedule(schedule, rank);
+    layout_ = std::move(lowered.layout);
+    for (const RankRound& round : lowered.rounds) {
       RoundOps ops;
-      for (const Transfer& t : transfers) {
-        if (t.src < 0 || t.src >= n || t.dst < 0 || t.dst >= n || t.src == t.dst || t.chunk < 0 || t.chunk >= chunks)
-          throw InvalidArgument("round " + std::to_string(k) + ": transfer " + std::to_string(t.src) + " -> " +
-                                std::to_string(t.dst) + " of chunk " + std::to_string(t.chunk) +
-                                " names no valid ranks and chunk");
-        const ChunkElements& c = layout_[static_cast<std::size_t>(t.chunk)];
-        if (c.count == 0) continue;
-        if (t.src == rank) ops.sends.push_back(Part{t.dst, t.chunk, c.offset, c.count, t.reduce, false, 0});
-        if (t.dst == rank) ops.recvs.push_back(Part{t.src, t.chunk, c.offset, c.count, t.reduce, false, 0});
+      std::int64_t used = 0;
+      for (const RankTransfer& t : round.recvs) {
+        if (t.count == 0) continue;
+        ops.recvs.push_back(Part{t, t.in_place ? 0 : used});
+        if (!t.in_place) used += t.count;
       }
+      for (const RankTransfer& t : round.sends)
+        if (t.count > 0) ops.sends.push_back(Part{t, 0});
       if (ops.recvs.empty() && ops.sends.empty()) continue;
-      place_receives(ops);
+      scratch_floats_ = std::max(scratch_floats_, used);
       rounds_.push_back(std::move(ops));
     }
   }
@@ -337,24 +329,25 @@ class GpuProgram {
   void run(ncclComm_t comm, cudaStream_t stream, float* workspace, float* scratch) const {
     for (const RoundOps& round : rounds_) {
       // Step 1: this rank's receives and sends of the round, as one group. Sends read the round-start
-      // data: nothing in the group writes a chunk that is sent in it (place_receives).
+      // data: nothing in the group writes a chunk that is sent in it (RankTransfer::in_place).
       NcclGroup group;
       for (const Part& r : round.recvs) {
-        float* into = r.direct ? workspace + r.offset : scratch + r.scratch;
-        NCCL_CHECK(ncclRecv(into, static_cast<std::size_t>(r.count), ncclFloat, r.peer, comm, stream));
+        float* into = r.t.in_place ? workspace + r.t.offset : scratch + r.scratch;
+        NCCL_CHECK(ncclRecv(into, static_cast<std::size_t>(r.t.count), ncclFloat, r.t.peer, comm, stream));
       }
       for (const Part& s : round.sends)
-        NCCL_CHECK(ncclSend(workspace + s.offset, static_cast<std::size_t>(s.count), ncclFloat, s.peer, comm, stream));
+        NCCL_CHECK(ncclSend(workspace + s.t.offset, static_cast<std::size_t>(s.t.count), ncclFloat, s.t.peer, comm,
+                            stream));
       group.end();
       // Step 2: apply what came into scratch, after the group on the same stream: reduce = add into this
       // rank's copy, else overwrite it.
       for (const Part& r : round.recvs) {
-        if (r.direct) continue;
-        if (r.reduce) {
-          CUDA_CHECK(cuda_kernels::add_f32(workspace + r.offset, scratch + r.scratch, r.count, stream));
+        if (r.t.in_place) continue;
+        if (r.t.reduce) {
+          CUDA_CHECK(cuda_kernels::add_f32(workspace + r.t.offset, scratch + r.scratch, r.t.count, stream));
         } else {
-          CUDA_CHECK(cudaMemcpyAsync(workspace + r.offset, scratch + r.scratch,
-                                     static_cast<std::size_t>(r.count) * sizeof(float), cudaMemcpyDeviceToDevice,
+          CUDA_CHECK(cudaMemcpyAsync(workspace + r.t.offset, scratch + r.scratch,
+                                     static_cast<std::size_t>(r.t.count) * sizeof(float), cudaMemcpyDeviceToDevice,
                                      stream));
         }
       }
@@ -362,26 +355,6 @@ class GpuProgram {
   }
 
  private:
-  // A receive may land in its chunk directly only when it overwrites (a reduce needs the old value),
-  // this rank does not send that chunk in the round (its send must read the old data while the group
-  // runs), and no other receive of the round writes the same chunk (their order would be undefined).
-  void place_receives(RoundOps& ops) {
-    std::int64_t used = 0;
-    for (std::size_t i = 0; i < ops.recvs.size(); ++i) {
-      Part& r = ops.recvs[i];
-      const bool sent_now =
-          std::any_of(ops.sends.begin(), ops.sends.end(), [&](const Part& s) { return s.chunk == r.chunk; });
-      bool written_twice = false;
-      for (std::size_t j = 0; j < ops.recvs.size(); ++j) written_twice |= j != i && ops.recvs[j].chunk == r.chunk;
-      r.direct = !r.reduce && !sent_now && !written_twice;
-      if (!r.direct) {
-        r.scratch = used;
-        used += r.count;
-      }
-    }
-    scratch_floats_ = std::max(scratch_floats_, used);
-  }
-
   std::vector<ChunkElements> layout_;
   std::vector<RoundOps> rounds_;
   std::int64_t scratch_floats_ = 0;

@@ -1,7 +1,8 @@
 // The data a real collective moves, and what it must look like afterwards: how a schedule's chunks
-// become float elements, the crafted inputs, and the expected final state. Shared by every real
-// executor (MPI point-to-point, MPI's own collectives, later NCCL), and free of MPI, so it is tested
-// without a launcher.
+// become float elements, how a schedule becomes one rank's rounds of sends and receives (THE
+// LOWERING), the crafted inputs, and the expected final state. Shared by every real executor (MPI
+// point-to-point, MPI's own collectives, NCCL), and free of MPI and CUDA, so it is tested without a
+// launcher or a GPU.
 //
 // Elements are 4-byte floats (the table's "float" type).
 //
@@ -67,6 +68,42 @@ Bytes round_down_to_unit(CollectiveOp op, int ranks, Bytes bytes);
 // algorithm, which has no schedule): throws InvalidArgument unless S is a multiple of size_unit; or
 // when ranks < 1 or bytes < 0.
 void check_request_size(const CollectiveRequest& request);
+
+// THE LOWERING. One transfer of a round that `rank` takes part in, in floats of a workspace laid out
+// by chunk_elements: to `peer` (a send) or from it (a receive).
+struct RankTransfer {
+  int peer = 0;
+  int chunk = 0;
+  std::int64_t offset = 0;  // the chunk's first float in the workspace
+  std::int64_t count = 0;   // the chunk's floats (0 for a chunk smaller than a float)
+  bool reduce = false;      // receives: add into this rank's copy, else overwrite it
+  // Receives: may land straight in the chunk, without scratch — it overwrites (a reduce needs the old
+  // value), this rank does not send that chunk in the round (its send must read the round-start data),
+  // and no other receive of the round writes the same chunk (their order would be undefined).
+  bool in_place = false;
+  bool operator==(const RankTransfer&) const = default;
+};
+
+// One round of the schedule as `rank` sees it: its receives and its sends, each in the order the round
+// lists the transfers (both ends walk the same list, so the k-th send from s to d meets the k-th
+// receive at d from s).
+struct RankRound {
+  std::vector<RankTransfer> recvs;
+  std::vector<RankTransfer> sends;
+  bool operator==(const RankRound&) const = default;
+};
+
+// `rank`'s part of `schedule`: the workspace layout (chunk_elements of its chunks) and every round of
+// the schedule, in order (empty where the rank has nothing to do in a round). What an executor adds is
+// its transport: how it packs transfers into messages, where scratch lives, how it waits.
+// Throws InvalidArgument as chunk_elements does, and naming the round when a transfer names no valid
+// rank or chunk (src or dst outside [0, ranks), src == dst, chunk outside the schedule's chunks).
+// O(rounds · transfers per round), walking every rank's transfers: do it once, outside timed loops.
+struct RankRounds {
+  std::vector<ChunkElements> layout;
+  std::vector<RankRound> rounds;
+};
+RankRounds lower_schedule(const Schedule& schedule, int rank);
 
 // Whether `rank` holds block `block` before the collective (with its own contribution; others hold
 // kPoison there), following the schedule semantics (see check_schedule): all-reduce, reduce and
