@@ -2,6 +2,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "cuda_util.cuh"
@@ -9,32 +10,30 @@
 
 namespace twinbed::kernels {
 
-void throw_cuda_error(const char* file, int line, const char* call, const char* message) {
-  throw CudaError(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " + message);
+void throw_library_error(const char* library, const char* call, const char* file, int line, const char* code_name,
+                         const std::string& message) {
+  throw CudaError(library_failure_text(library, call, file, line, code_name, message));
 }
 
-namespace {
-std::string probe() {
+// The one CUDA availability probe of twinbed (common.hpp); the real backend asks it too.
+std::optional<std::string> cuda_unavailable_reason() {
   int count = 0;
-  const cudaError_t st = cudaGetDeviceCount(&count);
-  if (st != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky-free error so later calls start clean
-    return std::string("no usable CUDA device: ") + cudaGetErrorString(st);
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();  // leave no error behind for the next runtime call to report
+    return std::string("no CUDA device: ") + cudaGetErrorString(status) + " (" + cudaGetErrorName(status) + ")";
   }
-  if (count == 0) return "no CUDA device found";
-  return {};
+  if (count == 0) return std::string("no CUDA device: the CUDA runtime sees 0 devices");
+  return std::nullopt;
 }
-}  // namespace
 
 bool cuda_available() noexcept {
   try {
-    return probe().empty();
+    return !cuda_unavailable_reason();
   } catch (...) {
     return false;
   }
 }
-
-std::string cuda_unavailable_reason() { return probe(); }
 
 namespace cuda {
 
@@ -45,7 +44,8 @@ Context::Context(cudaStream_t stream) : stream_(stream) {
   const cublasStatus_t st = cublasSetStream(h, stream_);
   if (st != CUBLAS_STATUS_SUCCESS) {
     cublasDestroy(h);
-    throw_cuda_error(__FILE__, __LINE__, "cublasSetStream(h, stream_)", cublasGetStatusString(st));
+    throw_library_error("cuBLAS", "cublasSetStream(h, stream_)", __FILE__, __LINE__, cublasGetStatusName(st),
+                        cublasGetStatusString(st));
   }
 }
 

@@ -14,13 +14,8 @@
 
 namespace twinbed::kernels::cuda_detail {
 
-#define TWINBED_CUBLAS_CHECK(call)                                                                 \
-  do {                                                                                             \
-    const cublasStatus_t twinbed_cublas_status_ = (call);                                          \
-    if (twinbed_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                           \
-      ::twinbed::kernels::throw_cuda_error(__FILE__, __LINE__, #call,                              \
-                                           cublasGetStatusString(twinbed_cublas_status_));         \
-  } while (0)
+// Checks a cublasStatus_t (cuda_check.hpp's TWINBED_CHECK_CUBLAS); throws CudaError.
+#define TWINBED_CUBLAS_CHECK(call) TWINBED_CHECK_CUBLAS(::twinbed::kernels::throw_library_error, call)
 
 // Checks the last launch (configuration errors surface here; execution errors at the next sync).
 #define TWINBED_CUDA_CHECK_LAUNCH() TWINBED_CUDA_CHECK(cudaGetLastError())

@@ -1,5 +1,7 @@
 #include "twinbed/real/hardware.hpp"
 
+#include "twinbed/kernels/common.hpp"
+
 namespace twinbed::real {
 
 #ifdef TWINBED_HAVE_CUDA
@@ -13,7 +15,7 @@ HardwareInfo probe_hardware() {
   info.cuda_built = true;
   probe_cuda(info);
 #else
-  info.note = "built without CUDA (nvcc was not found at configure time)";
+  info.note = kernels::cuda_unavailable_reason().value_or("");  // the one probe: built without CUDA
 #endif
   return info;
 }

@@ -32,7 +32,7 @@ namespace {
 class CudaTwins : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!tk::cuda_available()) GTEST_SKIP() << "CUDA twins not run: " << tk::cuda_unavailable_reason();
+    if (const auto why = tk::cuda_unavailable_reason()) GTEST_SKIP() << "CUDA twins not run: " << *why;
   }
 };
 

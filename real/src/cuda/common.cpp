@@ -14,10 +14,7 @@ namespace twinbed::real {
 
 void throw_library_error(const char* library, const char* call, const char* file, int line, const char* code_name,
                          const std::string& message) {
-  std::string text = std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " + library + " " +
-                     (code_name != nullptr ? code_name : "error");
-  if (!message.empty()) text += ": " + message;
-  throw Error(text);
+  throw Error(kernels::library_failure_text(library, call, file, line, code_name, message));
 }
 
 std::vector<std::string> nccl_algo_names() {

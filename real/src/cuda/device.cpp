@@ -11,17 +11,6 @@
 
 namespace twinbed::real {
 
-std::optional<std::string> cuda_unavailable_reason() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();  // leave no error behind for the next runtime call to report
-    return std::string("no CUDA device: ") + cudaGetErrorString(status) + " (" + cudaGetErrorName(status) + ")";
-  }
-  if (count == 0) return std::string("no CUDA device: the CUDA runtime sees 0 devices");
-  return std::nullopt;
-}
-
 namespace cuda_detail {
 
 int require_devices() {

@@ -12,16 +12,12 @@
 namespace twinbed::real {
 namespace {
 
-constexpr const char* kNoCuda =
-    "twinbed was built without CUDA, so the CUDA backend is absent: configure on a machine with the CUDA toolkit "
-    "(nvcc on PATH, or -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)";
-
-[[noreturn]] void unavailable() { throw Unavailable(kNoCuda); }
+// The probe (kernels/common.hpp) says why: twinbed was built without CUDA.
+[[noreturn]] void unavailable() { throw Unavailable(cuda_unavailable_reason().value_or("built without CUDA")); }
 
 }  // namespace
 
-std::optional<std::string> cuda_unavailable_reason() { return std::string(kNoCuda); }
-std::optional<std::string> nccl_unavailable_reason() { return std::string(kNoCuda); }
+std::optional<std::string> nccl_unavailable_reason() { return cuda_unavailable_reason(); }
 
 std::vector<CollectiveRow> measure_collectives_cuda(CollectiveOp, const std::string&, std::vector<Bytes>, int, int,
                                                     const CudaMeasureOptions&) {

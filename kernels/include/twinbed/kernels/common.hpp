@@ -11,6 +11,7 @@
 // twinbed::kernels::CudaError (see cuda_context.hpp). The library never prints and never exits.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #if defined(__CUDACC__)
@@ -25,13 +26,18 @@
 
 namespace twinbed::kernels {
 
-// True when this build has the CUDA twins and at least one CUDA device can be used. Never throws,
-// never crashes on a machine without a driver or a GPU; cheap after the first call is not promised
-// (it asks the runtime each time), so call it once per test fixture or program.
+// THE CUDA availability probe of twinbed: the kernels' twins and the real backend (which re-exports it
+// as real::cuda_unavailable_reason) ask this one.
+//
+// True when this build has CUDA and at least one CUDA device can be used. Never throws, never crashes
+// on a machine without a driver or a GPU; cheap after the first call is not promised (it asks the
+// runtime each time), so call it once per test fixture or program.
 bool cuda_available() noexcept;
 
-// Why cuda_available() is false ("built without CUDA", "no CUDA device: <runtime message>"), or
-// an empty string when it is true. For GTEST_SKIP messages and CLI diagnostics.
-std::string cuda_unavailable_reason();
+// Why cuda_available() is false, in one line — "twinbed was built without CUDA, ...: configure on a
+// machine with the CUDA toolkit (...)", "no CUDA device: <runtime message> (<error name>)", "no CUDA
+// device: the CUDA runtime sees 0 devices" — or nullopt when it is true. Never throws for a missing
+// GPU; for GTEST_SKIP messages, Unavailable errors and CLI diagnostics.
+std::optional<std::string> cuda_unavailable_reason();
 
 }  // namespace twinbed::kernels

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "twinbed/kernels/common.hpp"
+#include "twinbed/kernels/cuda_check.hpp"
 
 #if TWINBED_KERNELS_HAVE_CUDA
 
@@ -18,22 +19,19 @@ struct cublasContext;  // cuBLAS handle type, so that this header does not need 
 
 namespace twinbed::kernels {
 
-// A failed CUDA runtime / cuBLAS call: what() = "file:line: call failed: <library message>".
+// A failed CUDA runtime / cuBLAS call: what() = library_failure_text (cuda_check.hpp),
+// "file:line: call failed: <library> <code name>: <library message>".
 class CudaError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] void throw_cuda_error(const char* file, int line, const char* call, const char* message);
+// The kernels' thrower for the shared checks (cuda_check.hpp): throws CudaError.
+[[noreturn]] void throw_library_error(const char* library, const char* call, const char* file, int line,
+                                      const char* code_name, const std::string& message);
 
-// Checks a cudaError_t; throws CudaError with file, line, the call's text and cudaGetErrorString.
-#define TWINBED_CUDA_CHECK(call)                                                                   \
-  do {                                                                                             \
-    const cudaError_t twinbed_cuda_status_ = (call);                                               \
-    if (twinbed_cuda_status_ != cudaSuccess)                                                       \
-      ::twinbed::kernels::throw_cuda_error(__FILE__, __LINE__, #call,                              \
-                                           cudaGetErrorString(twinbed_cuda_status_));              \
-  } while (0)
+// Checks a cudaError_t (cuda_check.hpp's TWINBED_CHECK_CUDA); throws CudaError.
+#define TWINBED_CUDA_CHECK(call) TWINBED_CHECK_CUDA(::twinbed::kernels::throw_library_error, call)
 
 namespace cuda {
 

@@ -34,13 +34,15 @@
 #include "twinbed/core/model.hpp"
 #include "twinbed/core/schedule.hpp"
 #include "twinbed/core/units.hpp"
+#include "twinbed/kernels/common.hpp"
 #include "twinbed/real/collectives.hpp"
 
 namespace twinbed::real {
 
 // nullopt when CUDA is built and at least one device is visible; otherwise why not, in one line
-// ("no CUDA device: <the runtime's message>", or that twinbed was built without CUDA). Never throws.
-std::optional<std::string> cuda_unavailable_reason();
+// ("no CUDA device: <the runtime's message> (<error name>)", or that twinbed was built without CUDA).
+// Never throws. It is twinbed's one CUDA probe, kernels::cuda_unavailable_reason (kernels/common.hpp).
+using kernels::cuda_unavailable_reason;
 // The same, and also nullopt only when NCCL is built in (what measure_collectives_cuda needs).
 std::optional<std::string> nccl_unavailable_reason();
 
