@@ -17,7 +17,6 @@
 #include "twinbed/core/export.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/profile.hpp"
-#include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/launch.hpp"
 #include "twinbed/real/mpi.hpp"
 
@@ -65,11 +64,9 @@ struct CpuRun {
 CpuRun run_on_cpu_ranks(const Experiment& e, const real::MpiSession& mpi) {
   const Topology topology = build_topology(e.cluster);
   const Plan plan = plan_for(e, topology);
-  real::CpuBackendOptions options;
-  if (e.simulation.collective_algorithm != "auto") options.collective_algorithm = e.simulation.collective_algorithm;
   try {
-    real::CpuBackend backend(options);
-    return {backend.run(plan), report_inputs(plan, topology.device(0))};
+    const std::unique_ptr<Backend> backend = plan_backends().get(registered_backend("real"))(BackendSetup{&e, &topology});
+    return {backend->run(plan), report_inputs(plan, topology.device(0))};
   } catch (const InvalidArgument&) {
     throw;  // thrown alike on every rank before any communication: main reports it
   } catch (const std::exception& err) {
@@ -139,7 +136,7 @@ void run_command(const RunOptions& o, Invocation& invocation) {
       for (const auto& [dtype, rate] : p.gemm_rate) inputs.peak_flops = std::max(inputs.peak_flops, rate);
     }
     measured_report = report(measured->trace, inputs);
-    provenance.extra = {{"backend", "real-cpu"}, {"ranks", mpi->size()}};
+    provenance.extra = {{"backend", registered_backend("real")}, {"ranks", mpi->size()}};
     write_backend_files(dir, "real", *measured_report, provenance);
     traces.push_back(&measured->trace);
   }

@@ -12,6 +12,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
+#include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/sim/compute_model.hpp"
 #include "twinbed/sim/plan_sim.hpp"
 
@@ -31,15 +32,27 @@ const std::string& out_folder(const std::string& value) {
 std::string git_revision() { return TWINBED_GIT_REVISION; }
 std::string twinbed_version() { return TWINBED_VERSION; }
 
+BackendRegistry plan_backends() {
+  BackendRegistry registry("backend");
+  sim::add_sim_backend(registry);
+  real::add_real_backends(registry);
+  return registry;
+}
+
+std::string registered_backend(const std::string& config_name) {
+  return config_name == "real" ? "real-cpu" : config_name;
+}
+
 SimRun run_on_simulator(const Experiment& e, bool record_spans) {
   const auto t0 = std::chrono::steady_clock::now();
   const Topology topology = build_topology(e.cluster);
   const Plan plan = plan_for(e, topology);
 
-  sim::SimBackend backend(topology, sim::plan_sim_options(e, topology, record_spans));
+  const std::unique_ptr<Backend> backend = plan_backends().get("sim")(BackendSetup{&e, &topology, record_spans});
   SimRun run;
-  run.trace = backend.run(plan);
-  const sim::PlanSimStats& stats = backend.stats();
+  run.trace = backend->run(plan);
+  // The simulator's own counters go into the results' details.
+  const sim::PlanSimStats& stats = dynamic_cast<const sim::SimBackend&>(*backend).stats();
   run.report = report(run.trace, report_inputs(plan, topology.device(0)));
   run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   run.details = {{"topology", topology.description},

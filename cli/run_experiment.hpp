@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "twinbed/core/backend.hpp"
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/report.hpp"
 #include "twinbed/core/trace.hpp"
@@ -20,8 +21,15 @@ struct SimRun {
   double wall_s = 0;        // plan build + simulation + report
 };
 
-// Builds the topology, the plan and runs the simulator with the experiment's simulation options (and
-// its measured profile, if any), then report(). `record_spans` false keeps only step time and memory
+// The backends a Plan runs on, found by name (core/backend.hpp): "sim" and "real-cpu". A new backend is
+// one add_* call in plan_backends().
+BackendRegistry plan_backends();
+// The registered name of a backend as an experiment's "backends" and --backend name it: "sim" is the
+// simulator, "real" the real backend of this machine ("real-cpu": CPU ranks over MPI).
+std::string registered_backend(const std::string& config_name);
+
+// Builds the topology, the plan and runs the simulator ("sim" from plan_backends()) with the
+// experiment's simulation options (and its measured profile, if any), then report(). `record_spans` false keeps only step time and memory
 // (sweeps): the op-kind table is then empty.
 SimRun run_on_simulator(const Experiment& e, bool record_spans = true);
 

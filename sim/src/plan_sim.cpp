@@ -570,4 +570,11 @@ Trace simulate_plan(const Plan& plan, const Topology& topology, const PlanSimOpt
   return simulate_plan(plan, topology, options, stats);
 }
 
+void add_sim_backend(BackendRegistry& registry) {
+  registry.add("sim", "the discrete-event simulator of the experiment's cluster", [](const BackendSetup& setup) {
+    return std::make_unique<SimBackend>(*setup.topology,
+                                        plan_sim_options(*setup.experiment, *setup.topology, setup.record_spans));
+  });
+}
+
 }  // namespace twinbed::sim

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -312,6 +313,23 @@ TEST(CpuBackend, APlannedArenaIsTheMemoryFromTheStart) {
     ASSERT_FALSE(mine.empty()) << "rank " << r;
     for (const MemorySample& m : mine) EXPECT_EQ(m.bytes, plan.program(r).arena.size) << "rank " << r;
   }
+}
+
+// Backends are found by name: "real-cpu" makes a CpuBackend with the experiment's collective algorithm.
+TEST(CpuBackend, IsTheBackendNamedRealCpu) {
+  BackendRegistry registry("backend");
+  add_real_backends(registry);
+  EXPECT_EQ(registry.names(), std::vector<std::string>{"real-cpu"});
+  Experiment e;
+  EXPECT_EQ(cpu_backend_options(e).collective_algorithm, "native");  // "auto": MPI's own
+  e.simulation.collective_algorithm = "ring";
+  EXPECT_EQ(cpu_backend_options(e).collective_algorithm, "ring");
+  const int n = world_size();
+  const Plan plan = tiny_plan(n, 1, 1);
+  const std::unique_ptr<Backend> backend = registry.get("real-cpu")(BackendSetup{&e, nullptr});
+  EXPECT_EQ(backend->name(), "real-cpu");
+  const Trace trace = backend->run(plan);
+  if (world_rank() == 0) check_trace(plan, trace, "registry ring");
 }
 
 TEST(CpuBackend, ComputeScaleShrinksTheFlopsRecorded) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -312,6 +313,27 @@ TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
   for (const MemorySample& m : t.memory) {
     EXPECT_EQ(m.rank, 0);
     EXPECT_EQ(m.time, Time()) << "the allocation waited for the message";
+  }
+}
+
+// Backends are found by name: the simulator registers itself as "sim" and runs as simulate_plan does
+// with the experiment's options; an unknown name lists the known ones.
+TEST(PlanSim, TheSimulatorIsTheBackendNamedSim) {
+  BackendRegistry registry("backend");
+  add_sim_backend(registry);
+  EXPECT_EQ(registry.names(), std::vector<std::string>{"sim"});
+  Experiment e;
+  e.simulation.fidelity = "full";
+  const Topology topo = fat_tree_8();
+  const Plan plan = build_plan(small_model(), layout3d(2, 2, 2, 4), {8, 4});
+  const std::unique_ptr<Backend> backend = registry.get("sim")(BackendSetup{&e, &topo});
+  EXPECT_EQ(backend->name(), "sim");
+  EXPECT_EQ(backend->run(plan), simulate_plan(plan, topo, plan_sim_options(e, topo)));
+  try {
+    registry.get("gpu");
+    ADD_FAILURE() << "no exception";
+  } catch (const UnknownName& err) {
+    EXPECT_NE(std::string(err.what()).find("sim"), std::string::npos) << err.what();
   }
 }
 

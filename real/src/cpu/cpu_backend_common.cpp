@@ -1,5 +1,7 @@
-// What the CPU backend needs in every build, with or without MPI: checking its options.
+// What the CPU backend needs in every build, with or without MPI: checking its options, and its place
+// in the backend registry.
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,18 @@ void validate(const CpuBackendOptions& options) {
     throw InvalidArgument("compute_scale must be in (0, 1] (got " + std::to_string(options.compute_scale) + ")");
   if (options.memory_budget <= 0)
     throw InvalidArgument("memory_budget must be > 0 bytes (got " + std::to_string(options.memory_budget) + ")");
+}
+
+CpuBackendOptions cpu_backend_options(const Experiment& experiment) {
+  CpuBackendOptions options;
+  if (experiment.simulation.collective_algorithm != "auto") options.collective_algorithm = experiment.simulation.collective_algorithm;
+  return options;
+}
+
+void add_real_backends(BackendRegistry& registry) {
+  registry.add("real-cpu", "CPU ranks over MPI on this machine, one process per rank", [](const BackendSetup& setup) {
+    return std::make_unique<CpuBackend>(cpu_backend_options(*setup.experiment));
+  });
 }
 
 }  // namespace twinbed::real

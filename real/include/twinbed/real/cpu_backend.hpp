@@ -133,4 +133,13 @@ class CpuBackend : public Backend {
 // The driver the CLI calls: CpuBackend(options).run(plan). Assumes an MpiSession exists; same contract.
 Trace run_plan_on_cpu(const Plan& plan, const CpuBackendOptions& options);
 
+// The options an experiment gives: its collective algorithm ("auto" runs MPI's own, "native"), the
+// rest at their defaults.
+CpuBackendOptions cpu_backend_options(const Experiment& experiment);
+
+// Registers the real backends by name: "real-cpu" (a CpuBackend with cpu_backend_options of the setup's
+// experiment; made inside an MPI job, as CpuBackend is). Present in every build: without MPI, making one
+// throws Unavailable saying how to get it.
+void add_real_backends(BackendRegistry& registry);
+
 }  // namespace twinbed::real

@@ -104,4 +104,8 @@ class SimBackend : public Backend {
   PlanSimStats stats_;
 };
 
+// Registers the simulator as "sim": a SimBackend on the setup's topology with plan_sim_options of its
+// experiment (ConfigError at "/cluster/profile" for a bad profile file).
+void add_sim_backend(BackendRegistry& registry);
+
 }  // namespace twinbed::sim
