@@ -16,6 +16,7 @@
 #include "commands.hpp"
 #include "validators.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
+#include "twinbed/core/compare.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
 #include "twinbed/core/experiment.hpp"
@@ -23,6 +24,7 @@
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/profile.hpp"
+#include "twinbed/core/report.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/collectives.hpp"
@@ -51,15 +53,6 @@ struct CompareOptions {
   bool no_trace = false;
 };
 
-double error_pct(double sim, double real) { return real > 0 ? 100.0 * (sim - real) / real : 0; }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 MachineProfile load_required_profile(const std::string& file) {
   std::error_code ec;
   if (std::filesystem::status(file, ec).type() == std::filesystem::file_type::not_found) {
@@ -67,28 +60,6 @@ MachineProfile load_required_profile(const std::string& file) {
                                        "` first (compare simulates this machine from it)");
   }
   return load_profile(file, MachineProfile{}, DeviceSpec{});
-}
-
-// Mean duration of each op name's spans of `kind`, over ranks and micro-batches.
-std::map<std::string, double> mean_by_name(const Trace& t, SpanKind kind) {
-  std::map<std::string, std::pair<double, int>> sums;
-  for (const Span& s : t.spans) {
-    if (s.kind != kind) continue;
-    auto& [total, count] = sums[t.names.at(s.name)];
-    total += (s.end - s.start).seconds();
-    ++count;
-  }
-  std::map<std::string, double> out;
-  for (const auto& [name, sc] : sums) out[name] = sc.first / sc.second;
-  return out;
-}
-
-// Per kind: span time summed over ranks, divided by the world size.
-std::map<SpanKind, double> per_rank_by_kind(const Trace& t) {
-  std::map<SpanKind, double> out;
-  for (const Span& s : t.spans) out[s.kind] += (s.end - s.start).seconds();
-  for (auto& [kind, v] : out) v /= std::max(1, t.world_size);
-  return out;
 }
 
 int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
@@ -145,32 +116,26 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   std::printf("# twinbed compare: %s on %d ranks (%s); simulated on %s with %s\n", e.name.c_str(), mpi.size(),
               o.algo.c_str(), machine.description.c_str(), o.profile.c_str());
   std::printf("%-14s %14s %14s %9s\n", "op kind", "measured(ms)", "simulated(ms)", "error(%)");
-  const auto real_kinds = per_rank_by_kind(measured), sim_kinds = per_rank_by_kind(simulated);
+  // The comparison is the core's (compare.hpp), of the two reports report() makes of the traces.
+  const ReportInputs inputs = report_inputs(plan, machine.device(0));
+  const Comparison c = compare(report(simulated, inputs), report(measured, inputs));
   nlohmann::json kinds = nlohmann::json::object();
-  for (const auto& [kind, real_s] : real_kinds) {
-    const double sim_s = sim_kinds.count(kind) ? sim_kinds.at(kind) : 0;
-    std::printf("%-14s %14.3f %14.3f %9.1f\n", to_string(kind).c_str(), real_s * 1e3, sim_s * 1e3, error_pct(sim_s, real_s));
-    kinds[to_string(kind)] = {{"measured_s", real_s}, {"simulated_s", sim_s}, {"error_pct", error_pct(sim_s, real_s)}};
+  for (const KindComparison& k : c.kinds) {
+    std::printf("%-14s %14.3f %14.3f %9.1f\n", to_string(k.kind).c_str(), k.measured_s * 1e3, k.simulated_s * 1e3, k.error_pct);
+    kinds[to_string(k.kind)] = {{"measured_s", k.measured_s}, {"simulated_s", k.simulated_s}, {"error_pct", k.error_pct}};
   }
-  const double step_real = measured.step_time.seconds(), step_sim = simulated.step_time.seconds();
-  std::printf("%-14s %14.3f %14.3f %9.1f\n", "step", step_real * 1e3, step_sim * 1e3, error_pct(step_sim, step_real));
+  const double step_real = c.step_measured_s, step_sim = c.step_simulated_s;
+  std::printf("%-14s %14.3f %14.3f %9.1f\n", "step", step_real * 1e3, step_sim * 1e3, c.step_error_pct);
 
   // Per op: the median error over the ops of one kind (each op's mean duration over ranks and
   // micro-batches), the figure issue 4 asks for GEMM-dominated ops and for collectives.
   nlohmann::json per_op = nlohmann::json::object();
-  for (SpanKind kind : {SpanKind::Gemm, SpanKind::Attention, SpanKind::MemoryBound, SpanKind::Collective, SpanKind::SendRecv}) {
-    const auto real_ops = mean_by_name(measured, kind), sim_ops = mean_by_name(simulated, kind);
-    std::vector<double> errors;
+  for (const KindOpsComparison& k : c.per_op) {
     nlohmann::json ops = nlohmann::json::array();
-    for (const auto& [name, real_s] : real_ops) {
-      auto it = sim_ops.find(name);
-      if (it == sim_ops.end()) continue;
-      errors.push_back(std::abs(error_pct(it->second, real_s)));
-      ops.push_back({{"name", name}, {"measured_s", real_s}, {"simulated_s", it->second}});
-    }
-    if (errors.empty()) continue;
-    std::printf("# %-12s median |error| per op: %6.1f%% over %zu ops\n", to_string(kind).c_str(), median(errors), errors.size());
-    per_op[to_string(kind)] = {{"median_abs_error_pct", median(errors)}, {"ops", ops}};
+    for (const OpComparison& op : k.ops) ops.push_back({{"name", op.name}, {"measured_s", op.measured_s}, {"simulated_s", op.simulated_s}});
+    std::printf("# %-12s median |error| per op: %6.1f%% over %zu ops\n", to_string(k.kind).c_str(), k.median_abs_error_pct,
+                k.ops.size());
+    per_op[to_string(k.kind)] = {{"median_abs_error_pct", k.median_abs_error_pct}, {"ops", ops}};
   }
 
   const std::string out = o.out.empty() ? "results/" + e.name + "-compare" : o.out;
@@ -178,7 +143,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
                       {"ranks", mpi.size()},
                       {"collective_algorithm", o.algo},
                       {"profile", profile_to_json(profile)},
-                      {"step", {{"measured_s", step_real}, {"simulated_s", step_sim}, {"error_pct", error_pct(step_sim, step_real)}}},
+                      {"step", {{"measured_s", step_real}, {"simulated_s", step_sim}, {"error_pct", c.step_error_pct}}},
                       {"op_kinds", kinds},
                       {"per_op", per_op}};
   write_file_atomic(out + "/compare.json", j.dump(2) + "\n");

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <map>
+#include <string>
+#include <tuple>
 #include <utility>
 
 #include "twinbed/core/error.hpp"
@@ -127,6 +130,9 @@ Report report(const Trace& trace, const ReportInputs& inputs) {
   std::vector<std::vector<Interval>> compute(static_cast<std::size_t>(world)), comm(static_cast<std::size_t>(world));
   std::vector<int> span_count(static_cast<std::size_t>(world), 0);
   std::array<OpKindRow, kSpanKinds> kinds{};
+  // Per (name index, kind): dense when the trace names its ops (indices < names.size()), else a map.
+  std::vector<OpRow> dense(trace.names.size() * kSpanKinds);
+  std::map<std::pair<std::uint32_t, SpanKind>, OpRow> sparse;
   for (const Span& s : trace.spans) {
     const auto r = static_cast<std::size_t>(s.rank);
     const std::int64_t w = weight[r];
@@ -141,7 +147,23 @@ Report report(const Trace& trace, const ReportInputs& inputs) {
     k.total += (s.end - s.start) * w;
     k.flops += s.flops * static_cast<double>(w);
     k.bytes += s.bytes * w;
+    OpRow& o = trace.names.empty() ? sparse[{s.name, s.kind}]
+                                   : dense[static_cast<std::size_t>(s.name) * kSpanKinds + static_cast<std::size_t>(s.kind)];
+    if (o.count == 0) {
+      o.kind = s.kind;
+      o.name = trace.names.empty() ? "op " + std::to_string(s.name) : trace.names[s.name];
+    }
+    o.count += w;
+    o.total += (s.end - s.start) * w;
   }
+  for (const auto& [key, o] : sparse) dense.push_back(o);
+  for (OpRow& o : dense) {
+    if (o.count == 0) continue;
+    o.mean_s = o.total.seconds() / static_cast<double>(o.count);
+    rep.ops.push_back(std::move(o));
+  }
+  std::sort(rep.ops.begin(), rep.ops.end(),
+            [](const OpRow& a, const OpRow& b) { return std::tie(a.kind, a.name) < std::tie(b.kind, b.name); });
   std::int64_t all_kinds = 0;
   for (const OpKindRow& k : kinds) all_kinds += k.total.picoseconds();
   for (OpKindRow& k : kinds) {

@@ -131,6 +131,27 @@ TEST(Report, OpKindTable) {
   EXPECT_EQ(r.op_kinds[3].total, Time::us(3));
 }
 
+// One row per (kind, op name), over ranks and micro-batches, ordered by kind then name; stand-ins count
+// as the ranks they stand for, which leaves the mean alone.
+TEST(Report, OpTable) {
+  const Report r = report(two_rank_trace(), inputs());
+  ASSERT_EQ(r.ops.size(), 4u);
+  EXPECT_EQ(r.ops[0], (OpRow{"fc1_fwd", SpanKind::Gemm, 2, Time::us(12), 6e-6}));
+  EXPECT_EQ(r.ops[1].name, "attn \"core\"");
+  EXPECT_EQ(r.ops[1].kind, SpanKind::Attention);
+  EXPECT_EQ(r.ops[2].name, "tp.allreduce");
+  EXPECT_EQ(r.ops[3], (OpRow{"pp.recv", SpanKind::SendRecv, 1, Time::us(3), 3e-6}));
+  Trace t = two_rank_trace();
+  t.world_size = 4;
+  t.recorded_rank = {0, 1, 0, 1};
+  const Report w = report(t, inputs());
+  EXPECT_EQ(w.ops[0].count, 4);
+  EXPECT_EQ(w.ops[0].total, Time::us(24));
+  EXPECT_DOUBLE_EQ(w.ops[0].mean_s, 6e-6);
+  t.names.clear();  // unnamed ops are named by their index
+  EXPECT_EQ(report(t, inputs()).ops[0].name, "op 0");
+}
+
 TEST(Report, StandInRanksCountAsTheRanksTheyStandFor) {
   Trace t = two_rank_trace();
   t.world_size = 4;

@@ -23,6 +23,9 @@
 //    (p−1)/(m+p−1). The report's fractions are means over all ranks (stand-in ranks counted as the
 //    ranks they stand for), as percentages of the step time in the printed summary.
 //  - peak memory per rank: the largest MemorySample of the rank; it fits when ≤ the device memory.
+//  - per op: every span of one op name and kind, over ranks and micro-batches (stand-ins counted as the
+//    ranks they stand for): count, total and mean duration — what compare() (compare.hpp) matches
+//    between backends. Not written to the results files (one row per op name: large for big plans).
 //
 // Cost: O(spans · log spans_per_rank + memory samples + world size). Pure; thread-safe.
 #pragma once
@@ -69,6 +72,15 @@ struct OpKindRow {
   bool operator==(const OpKindRow&) const = default;
 };
 
+struct OpRow {
+  std::string name;              // the op's name (Trace::names)
+  SpanKind kind = SpanKind::Other;
+  std::int64_t count = 0;        // spans over all ranks
+  Time total;                    // span time summed over all ranks
+  double mean_s = 0;             // seconds per span: total / count
+  bool operator==(const OpRow&) const = default;
+};
+
 struct RankSummary {
   int rank = 0;
   int recorded_as = 0;           // the rank whose spans stand for this one (itself when recorded)
@@ -99,6 +111,7 @@ struct Report {
   int peak_memory_rank = 0;
   bool memory_fits = true;             // every rank's peak <= device memory
   std::vector<OpKindRow> op_kinds;     // in SpanKind order, kinds that occur
+  std::vector<OpRow> ops;              // per (kind, name) that occurs, ordered by kind, then name
   std::vector<RankSummary> ranks;      // one per rank, 0..world_size-1
   bool operator==(const Report&) const = default;
 };

@@ -1,0 +1,74 @@
+#include "twinbed/core/compare.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+
+#include "twinbed/core/error.hpp"
+
+namespace twinbed {
+
+double error_pct(double simulated, double measured) { return measured > 0 ? 100.0 * (simulated - measured) / measured : 0; }
+
+double median(std::vector<double> values) {
+  if (values.empty()) return NAN;
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+namespace {
+
+// Per kind: time per rank in seconds.
+std::map<SpanKind, double> per_rank_by_kind(const Report& r) {
+  std::map<SpanKind, double> out;
+  for (const OpKindRow& k : r.op_kinds) out[k.kind] = k.total.seconds() / std::max(1, r.world_size);
+  return out;
+}
+
+// The mean span duration of each op of `kind`, by name.
+std::map<std::string, double> mean_by_name(const Report& r, SpanKind kind) {
+  std::map<std::string, double> out;
+  for (const OpRow& o : r.ops)
+    if (o.kind == kind) out[o.name] = o.mean_s;
+  return out;
+}
+
+}  // namespace
+
+Comparison compare(const Report& simulated, const Report& measured) {
+  if (simulated.world_size != measured.world_size)
+    throw InvalidArgument("compare: the simulated report has " + std::to_string(simulated.world_size) +
+                          " ranks and the measured one " + std::to_string(measured.world_size) +
+                          ": they are not of one plan");
+  Comparison c;
+  const auto real_kinds = per_rank_by_kind(measured), sim_kinds = per_rank_by_kind(simulated);
+  for (const auto& [kind, real_s] : real_kinds) {
+    const auto it = sim_kinds.find(kind);
+    const double sim_s = it == sim_kinds.end() ? 0 : it->second;
+    c.kinds.push_back({kind, real_s, sim_s, error_pct(sim_s, real_s)});
+  }
+  c.step_measured_s = measured.step_time.seconds();
+  c.step_simulated_s = simulated.step_time.seconds();
+  c.step_error_pct = error_pct(c.step_simulated_s, c.step_measured_s);
+
+  for (SpanKind kind : {SpanKind::Gemm, SpanKind::Attention, SpanKind::MemoryBound, SpanKind::Collective, SpanKind::SendRecv}) {
+    const auto real_ops = mean_by_name(measured, kind), sim_ops = mean_by_name(simulated, kind);
+    KindOpsComparison k;
+    k.kind = kind;
+    std::vector<double> errors;
+    for (const auto& [name, real_s] : real_ops) {
+      const auto it = sim_ops.find(name);
+      if (it == sim_ops.end()) continue;
+      errors.push_back(std::abs(error_pct(it->second, real_s)));
+      k.ops.push_back({name, real_s, it->second});
+    }
+    if (errors.empty()) continue;
+    k.median_abs_error_pct = median(errors);
+    c.per_op.push_back(std::move(k));
+  }
+  return c;
+}
+
+}  // namespace twinbed

@@ -1,0 +1,104 @@
+// compare(): a simulated report against a measured one, on reports of hand-made traces whose errors are
+// worked out by hand.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "twinbed/core/compare.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/report.hpp"
+
+namespace twinbed {
+namespace {
+
+Span span(int rank, SpanKind kind, std::uint32_t name, double start_us, double end_us) {
+  Span s;
+  s.rank = rank;
+  s.stream = kind == SpanKind::Collective ? StreamKind::Collective : StreamKind::Compute;
+  s.kind = kind;
+  s.name = name;
+  s.start = Time::us(start_us);
+  s.end = Time::us(end_us);
+  return s;
+}
+
+// Two ranks running gemm "a" and "b", a collective "ar", and (measured only) a memory-bound "m".
+Report measured() {
+  Trace t;
+  t.world_size = 2;
+  t.names = {"a", "b", "ar", "m"};
+  t.spans = {span(0, SpanKind::Gemm, 0, 0, 4),  span(1, SpanKind::Gemm, 0, 0, 2),  // a: mean 3 us
+             span(0, SpanKind::Gemm, 1, 4, 6),  span(1, SpanKind::Gemm, 1, 2, 4),  // b: mean 2 us
+             span(0, SpanKind::Collective, 2, 6, 10), span(1, SpanKind::Collective, 2, 6, 10),
+             span(1, SpanKind::MemoryBound, 3, 10, 11)};
+  t.step_time = Time::us(11);
+  return report(t, ReportInputs{});
+}
+
+// The simulation: "a" 4 us (+33%), "b" 1.5 us (−25%), "ar" 4 us (0%), no memory-bound op; step 8 us.
+Report simulated() {
+  Trace t;
+  t.world_size = 2;
+  t.names = {"a", "b", "ar"};
+  t.recorded_rank = {0, 0};  // one rank stands for both
+  t.spans = {span(0, SpanKind::Gemm, 0, 0, 4), span(0, SpanKind::Gemm, 1, 4, 5.5),
+             span(0, SpanKind::Collective, 2, 5.5, 9.5)};
+  t.step_time = Time::us(8);
+  return report(t, ReportInputs{});
+}
+
+TEST(Compare, ErrorAndMedian) {
+  EXPECT_DOUBLE_EQ(error_pct(12, 10), 20);
+  EXPECT_DOUBLE_EQ(error_pct(8, 10), -20);
+  EXPECT_EQ(error_pct(1, 0), 0);
+  EXPECT_DOUBLE_EQ(median({3, 1, 2}), 2);
+  EXPECT_DOUBLE_EQ(median({4, 1, 3, 2}), 2.5);
+  EXPECT_TRUE(std::isnan(median({})));
+}
+
+TEST(Compare, PerKindStepAndPerOpErrors) {
+  const Comparison c = compare(simulated(), measured());
+  // Per kind, per rank: gemm measured (4+2+2+2)/2 = 5 us, simulated (4+1.5)·2/2 = 5.5 us; collective 4 and
+  // 4; memory-bound 0.5 measured, none simulated.
+  ASSERT_EQ(c.kinds.size(), 3u);
+  EXPECT_EQ(c.kinds[0].kind, SpanKind::Gemm);
+  EXPECT_NEAR(c.kinds[0].measured_s, 5e-6, 1e-18);
+  EXPECT_NEAR(c.kinds[0].simulated_s, 5.5e-6, 1e-18);
+  EXPECT_NEAR(c.kinds[0].error_pct, 10, 1e-9);
+  EXPECT_EQ(c.kinds[1].kind, SpanKind::MemoryBound);
+  EXPECT_EQ(c.kinds[1].simulated_s, 0);
+  EXPECT_NEAR(c.kinds[1].error_pct, -100, 1e-9);
+  EXPECT_EQ(c.kinds[2].kind, SpanKind::Collective);
+  EXPECT_NEAR(c.kinds[2].error_pct, 0, 1e-9);
+  EXPECT_NEAR(c.step_measured_s, 11e-6, 1e-18);
+  EXPECT_NEAR(c.step_simulated_s, 8e-6, 1e-18);
+  EXPECT_NEAR(c.step_error_pct, -300.0 / 11, 1e-9);
+  // Per op: gemm a +33.3%, b −25%: median |error| 29.17%; the collective 0%; no memory-bound op in both.
+  ASSERT_EQ(c.per_op.size(), 2u);
+  EXPECT_EQ(c.per_op[0].kind, SpanKind::Gemm);
+  ASSERT_EQ(c.per_op[0].ops.size(), 2u);
+  EXPECT_EQ(c.per_op[0].ops[0].name, "a");
+  EXPECT_NEAR(c.per_op[0].ops[0].measured_s, 3e-6, 1e-18);
+  EXPECT_NEAR(c.per_op[0].ops[0].simulated_s, 4e-6, 1e-18);
+  EXPECT_EQ(c.per_op[0].ops[1].name, "b");
+  EXPECT_NEAR(c.per_op[0].median_abs_error_pct, (100.0 / 3 + 25) / 2, 1e-9);
+  EXPECT_EQ(c.per_op[1].kind, SpanKind::Collective);
+  EXPECT_NEAR(c.per_op[1].median_abs_error_pct, 0, 1e-9);
+}
+
+TEST(Compare, AReportComparedWithItselfHasNoError) {
+  const Comparison c = compare(measured(), measured());
+  for (const KindComparison& k : c.kinds) EXPECT_EQ(k.error_pct, 0);
+  for (const KindOpsComparison& k : c.per_op) EXPECT_EQ(k.median_abs_error_pct, 0);
+  EXPECT_EQ(c.step_error_pct, 0);
+}
+
+TEST(Compare, ReportsOfDifferentWorldSizesAreRefused) {
+  Report other = measured();
+  other.world_size = 3;
+  EXPECT_THROW(compare(simulated(), other), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace twinbed
