@@ -72,6 +72,20 @@ TEST(Corpus, AMissingFolderSaysSo) {
   EXPECT_THROW(load_corpus(CorpusSpec{test_corpus().string(), {"absent"}, 10}, 17), ConfigError);
 }
 
+TEST(TrainConfig, EveryTrainingConfigInExperimentsLoads) {
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(TWINBED_SOURCE_DIR) / "experiments")) {
+    const std::string stem = entry.path().stem().string();
+    if (entry.path().extension() != ".json" || !stem.starts_with("train-")) continue;
+    SCOPED_TRACE(entry.path().string());
+    const TrainConfig c = load_train_config(entry.path());
+    EXPECT_EQ(c.name, stem);  // the file name is the run's name
+    EXPECT_EQ(train_config_to_json(load_train_config(entry.path())), train_config_to_json(c));
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+}
+
 TEST(TrainConfig, DefaultsAndRoundTrip) {
   const TrainConfig c = parse(small_config());
   ASSERT_EQ(c.variants.size(), 1u);
