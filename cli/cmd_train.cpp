@@ -75,7 +75,7 @@ std::string techniques_text(const train::Variant& v) {
   return text;
 }
 
-void print_summary(const TrainConfig& c, const std::vector<VariantResult>& results, const fs::path& dir) {
+void print_summary(const TrainConfig& c, const std::vector<VariantResult>& results, const fs::path& dir, bool plotted) {
   std::printf("# twinbed train: %s — GPT %d layers, hidden %d, %d heads, seq %d; %d ranks (%s); held-out every %d-th fortune\n",
               c.name.c_str(), c.model.layers, c.model.hidden, c.model.heads, c.model.seq_len, c.ranks,
               c.collective_algorithm.c_str(), c.data.held_out_every);
@@ -111,10 +111,12 @@ void print_summary(const TrainConfig& c, const std::vector<VariantResult>& resul
   if (!results.empty())
     std::printf("# byte-unigram entropy of the training text: %.4f nats (a model of byte frequencies alone)\n",
                 results.front().unigram_entropy);
-  std::printf("# wrote %s/{config.json, train.json, steps.csv, summary.csv, checkpoints/}\n", dir.string().c_str());
+  std::printf("# wrote %s/{config.json, train.json, steps.csv, summary.csv, checkpoints/%s}\n", dir.string().c_str(),
+              plotted ? ", train.png" : "");
 }
 
-void write_results(const TrainConfig& c, const std::vector<VariantResult>& results, bool plot) {
+// Returns whether train.png was drawn.
+bool write_results(const TrainConfig& c, const std::vector<VariantResult>& results, bool plot) {
   const fs::path dir(c.output);
   const ResultsFolderLock lock(dir);
   const nlohmann::json resolved = train::train_config_to_json(c);
@@ -128,10 +130,10 @@ void write_results(const TrainConfig& c, const std::vector<VariantResult>& resul
   fs::create_directories(dir / "checkpoints");
   for (const VariantResult& r : results)
     if (!r.model.has_lora()) train::save_checkpoint(r.model, (dir / "checkpoints" / (r.name + ".bin")).string());
-  if (plot) {
-    const std::string why = draw_plot("plot_train.py", dir / "train.json", dir / "train.png");
-    if (!why.empty()) std::fprintf(stderr, "twinbed: note: no plot: %s\n", json_read::one_line(why).c_str());
-  }
+  if (!plot) return false;
+  const std::string why = draw_plot("plot_train.py", dir / "train.json", dir / "train.png");
+  if (!why.empty()) std::fprintf(stderr, "twinbed: note: no plot: %s\n", json_read::one_line(why).c_str());
+  return why.empty();
 }
 
 void train_command(const TrainOptions& o, Invocation& invocation) {
@@ -174,8 +176,8 @@ void train_command(const TrainOptions& o, Invocation& invocation) {
       by_name[v.name] = i;
     }
     if (!leader) return;
-    write_results(c, results, !o.no_plot);
-    print_summary(c, results, c.output);
+    const bool plotted = write_results(c, results, !o.no_plot);
+    print_summary(c, results, c.output, plotted);
   } catch (const ConfigError&) {
     // Found alike on every rank before any exchange (check_variants): rank 0 says it, the others
     // leave quietly.
