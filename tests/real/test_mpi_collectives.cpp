@@ -13,15 +13,12 @@
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/launch.hpp"
 #include "twinbed/real/mpi.hpp"
+#include "support/mpi_world.hpp"
 
 namespace twinbed::real {
 namespace {
 
-int world_size() {
-  int n = 0;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
-  return n;
-}
+using test::world_size;
 
 // One untimed-looking measurement: the checked iteration plus a single timed one.
 const MeasureOptions kOnce{0, 1, true};

@@ -22,21 +22,13 @@
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/mpi.hpp"
 #include "twinbed/sim/plan_sim.hpp"
+#include "support/mpi_world.hpp"
 
 namespace twinbed {
 namespace {
 
-int world_size() {
-  int n = 0;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
-  return n;
-}
-
-int world_rank() {
-  int r = 0;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
-  return r;
-}
+using test::world_rank;
+using test::world_size;
 
 struct Case {
   std::string what;

@@ -12,17 +12,14 @@
 #include "twinbed/train/train_config.hpp"
 #include "twinbed/train/trainer.hpp"
 #include "train_support.hpp"
+#include "support/mpi_world.hpp"
 
 namespace twinbed::train {
 namespace {
 
 using nlohmann::json;
 
-int world() {
-  int n = 0;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
-  return n;
-}
+int world() { return twinbed::test::world_size(); }
 
 TrainConfig config(json variants, int steps) {
   json j = test::small_config(variants);
