@@ -49,6 +49,7 @@ struct CompareOptions {
   std::string max_bytes = "64M";
   int ranks = 2;
   int iters = 10;
+  int repeats = 3;
   std::string out;
   bool no_trace = false;
 };
@@ -104,7 +105,9 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
 
   real::CpuBackendOptions real_options;
   real_options.collective_algorithm = o.algo;
-  const Trace measured = real::run_plan_on_cpu(plan, real_options);
+  // The same Plan measured `repeats` times: one run is one sample of a noisy machine.
+  std::vector<Trace> measured;
+  for (int r = 0; r < o.repeats; ++r) measured.push_back(real::run_plan_on_cpu(plan, real_options));
   if (mpi.rank() != 0) return 0;
 
   sim::PlanSimOptions sim_options;
@@ -113,19 +116,40 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   sim_options.profile = profile;
   const Trace simulated = sim::simulate_plan(plan, machine, sim_options);
 
-  std::printf("# twinbed compare: %s on %d ranks (%s); simulated on %s with %s\n", e.name.c_str(), mpi.size(),
-              o.algo.c_str(), machine.description.c_str(), o.profile.c_str());
-  std::printf("%-14s %14s %14s %9s\n", "op kind", "measured(ms)", "simulated(ms)", "error(%)");
-  // The comparison is the core's (compare.hpp), of the two reports report() makes of the traces.
+  std::printf("# twinbed compare: %s on %d ranks (%s); simulated on %s with %s; measured %d times: median [min, max]\n",
+              e.name.c_str(), mpi.size(), o.algo.c_str(), machine.description.c_str(), o.profile.c_str(), o.repeats);
+  std::printf("%-14s %26s %14s %24s\n", "op kind", "measured(ms)", "simulated(ms)", "error(%)");
+  // The comparisons are the core's (compare.hpp), of the reports report() makes of the traces: each
+  // measured run against the simulation, summarised as median and range.
   const ReportInputs inputs = report_inputs(plan, machine.device(0));
-  const Comparison c = compare(report(simulated, inputs), report(measured, inputs));
+  std::vector<Report> measured_reports;
+  for (const Trace& t : measured) measured_reports.push_back(report(t, inputs));
+  const Report simulated_report = report(simulated, inputs);
+  const RepeatedComparison rc = compare_repeated(simulated_report, measured_reports);
+  // The run whose step is the median one gives the per-op table and the trace.
+  std::size_t typical = 0;
+  for (std::size_t r = 0; r < measured_reports.size(); ++r)
+    if (std::abs(measured_reports[r].step_time.seconds() - rc.step_measured_s.median) <
+        std::abs(measured_reports[typical].step_time.seconds() - rc.step_measured_s.median))
+      typical = r;
+  const Comparison c = compare(simulated_report, measured_reports[typical]);
+  const auto range = [](const Spread& s, double scale) { return nlohmann::json::array({s.min * scale, s.max * scale}); };
+  const auto text = [](const Spread& s, double scale, const char* format) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, format, s.median * scale, s.min * scale, s.max * scale);
+    return std::string(buf);
+  };
   nlohmann::json kinds = nlohmann::json::object();
-  for (const KindComparison& k : c.kinds) {
-    std::printf("%-14s %14.3f %14.3f %9.1f\n", to_string(k.kind).c_str(), k.measured_s * 1e3, k.simulated_s * 1e3, k.error_pct);
-    kinds[to_string(k.kind)] = {{"measured_s", k.measured_s}, {"simulated_s", k.simulated_s}, {"error_pct", k.error_pct}};
+  for (const RepeatedKind& k : rc.kinds) {
+    std::printf("%-14s %26s %14.3f %24s\n", to_string(k.kind).c_str(), text(k.measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(),
+                k.simulated_s * 1e3, text(k.error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+    kinds[to_string(k.kind)] = {{"measured_s", k.measured_s.median}, {"measured_range_s", range(k.measured_s, 1)},
+                                {"simulated_s", k.simulated_s},      {"error_pct", k.error_pct.median},
+                                {"error_range_pct", range(k.error_pct, 1)}};
   }
-  const double step_real = c.step_measured_s, step_sim = c.step_simulated_s;
-  std::printf("%-14s %14.3f %14.3f %9.1f\n", "step", step_real * 1e3, step_sim * 1e3, c.step_error_pct);
+  const double step_real = rc.step_measured_s.median, step_sim = rc.step_simulated_s;
+  std::printf("%-14s %26s %14.3f %24s\n", "step", text(rc.step_measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(), step_sim * 1e3,
+              text(rc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
 
   // Per op: the median error over the ops of one kind (each op's mean duration over ranks and
   // micro-batches), the figure issue 4 asks for GEMM-dominated ops and for collectives.
@@ -133,22 +157,28 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   for (const KindOpsComparison& k : c.per_op) {
     nlohmann::json ops = nlohmann::json::array();
     for (const OpComparison& op : k.ops) ops.push_back({{"name", op.name}, {"measured_s", op.measured_s}, {"simulated_s", op.simulated_s}});
-    std::printf("# %-12s median |error| per op: %6.1f%% over %zu ops\n", to_string(k.kind).c_str(), k.median_abs_error_pct,
-                k.ops.size());
-    per_op[to_string(k.kind)] = {{"median_abs_error_pct", k.median_abs_error_pct}, {"ops", ops}};
+    const auto over_runs = std::find_if(rc.per_op.begin(), rc.per_op.end(), [&](const RepeatedOps& x) { return x.kind == k.kind; });
+    const Spread s = over_runs == rc.per_op.end() ? Spread{k.median_abs_error_pct, k.median_abs_error_pct, k.median_abs_error_pct}
+                                                  : over_runs->median_abs_error_pct;
+    std::printf("# %-12s median |error| per op: %s%% over %zu ops\n", to_string(k.kind).c_str(),
+                text(s, 1, "%.1f [%.1f, %.1f]").c_str(), k.ops.size());
+    per_op[to_string(k.kind)] = {{"median_abs_error_pct", s.median}, {"median_abs_error_range_pct", range(s, 1)}, {"ops", ops}};
   }
 
   const std::string out = o.out.empty() ? "results/" + e.name + "-compare" : o.out;
   nlohmann::json j = {{"experiment", e.name},
                       {"ranks", mpi.size()},
                       {"collective_algorithm", o.algo},
+                      {"repeats", o.repeats},
                       {"profile", profile_to_json(profile)},
-                      {"step", {{"measured_s", step_real}, {"simulated_s", step_sim}, {"error_pct", c.step_error_pct}}},
+                      {"step", {{"measured_s", step_real}, {"measured_range_s", range(rc.step_measured_s, 1)},
+                                {"simulated_s", step_sim}, {"error_pct", rc.step_error_pct.median},
+                                {"error_range_pct", range(rc.step_error_pct, 1)}}},
                       {"op_kinds", kinds},
                       {"per_op", per_op}};
   write_file_atomic(out + "/compare.json", j.dump(2) + "\n");
   if (!o.no_trace) {
-    write_file_atomic(out + "/trace.json", [&](std::ostream& s) { write_chrome_trace(s, {&simulated, &measured}); });
+    write_file_atomic(out + "/trace.json", [&](std::ostream& s) { write_chrome_trace(s, {&simulated, &measured[typical]}); });
   }
   std::printf("# wrote %s/{compare.json%s}\n", out.c_str(), o.no_trace ? "" : ", trace.json");
   return 0;
@@ -200,6 +230,11 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
       ->transform(in_range(1, kMaxCount, true))
       ->capture_default_str();
   cmd->add_option("--iters", opts->iters, "--collectives: timed iterations per size")->transform(in_range(1, kMaxCount, true))->capture_default_str();
+  cmd->add_option("--repeats", opts->repeats,
+                  "An experiment: measured runs of its Plan; every figure is printed as median [min, max] over them, so "
+                  "model error can be told from run-to-run noise")
+      ->transform(in_range(1, 1000, true))
+      ->capture_default_str();
   cmd->add_option("--out", opts->out, "Output: a folder for an experiment (default results/<name>-compare), a JSON file for --collectives");
   cmd->add_flag("--no-trace", opts->no_trace, "Do not write the combined Perfetto trace");
   cmd->callback([opts, &invocation] { invocation.exit_code = run_compare(*opts, invocation); });

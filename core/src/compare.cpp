@@ -18,6 +18,12 @@ double median(std::vector<double> values) {
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
+Spread spread_of(const std::vector<double>& values) {
+  if (values.empty()) return {NAN, NAN, NAN};
+  const auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+  return {median(values), *lo, *hi};
+}
+
 namespace {
 
 // Per kind: time per rank in seconds.
@@ -69,6 +75,41 @@ Comparison compare(const Report& simulated, const Report& measured) {
     c.per_op.push_back(std::move(k));
   }
   return c;
+}
+
+RepeatedComparison compare_repeated(const Report& simulated, const std::vector<Report>& measured) {
+  if (measured.empty()) throw InvalidArgument("compare_repeated: no measured run");
+  std::vector<Comparison> runs;
+  for (const Report& m : measured) runs.push_back(compare(simulated, m));
+  RepeatedComparison out;
+  out.runs = static_cast<int>(runs.size());
+  const Comparison& first = runs.front();
+  for (const KindComparison& k : first.kinds) {
+    std::vector<double> times, errors;
+    for (const Comparison& c : runs) {
+      const auto it = std::find_if(c.kinds.begin(), c.kinds.end(), [&](const KindComparison& x) { return x.kind == k.kind; });
+      const double t = it == c.kinds.end() ? 0 : it->measured_s;
+      times.push_back(t);
+      errors.push_back(error_pct(k.simulated_s, t));
+    }
+    out.kinds.push_back({k.kind, spread_of(times), k.simulated_s, spread_of(errors)});
+  }
+  std::vector<double> steps, step_errors;
+  for (const Comparison& c : runs) {
+    steps.push_back(c.step_measured_s);
+    step_errors.push_back(c.step_error_pct);
+  }
+  out.step_measured_s = spread_of(steps);
+  out.step_simulated_s = first.step_simulated_s;
+  out.step_error_pct = spread_of(step_errors);
+  for (const KindOpsComparison& k : first.per_op) {
+    std::vector<double> medians;
+    for (const Comparison& c : runs)
+      for (const KindOpsComparison& x : c.per_op)
+        if (x.kind == k.kind) medians.push_back(x.median_abs_error_pct);
+    out.per_op.push_back({k.kind, spread_of(medians)});
+  }
+  return out;
 }
 
 }  // namespace twinbed

@@ -94,6 +94,45 @@ TEST(Compare, AReportComparedWithItselfHasNoError) {
   EXPECT_EQ(c.step_error_pct, 0);
 }
 
+TEST(CompareRepeated, MedianAndRangeOverRuns) {
+  // Three measured runs: the measured trace, then the same with every span twice as long, then half.
+  const auto scaled = [](double f) {
+    Trace t;
+    t.world_size = 2;
+    t.names = {"a", "b", "ar", "m"};
+    t.spans = {span(0, SpanKind::Gemm, 0, 0, 4 * f),  span(1, SpanKind::Gemm, 0, 0, 2 * f),
+               span(0, SpanKind::Gemm, 1, 4 * f, 6 * f), span(1, SpanKind::Gemm, 1, 2 * f, 4 * f),
+               span(0, SpanKind::Collective, 2, 6 * f, 10 * f), span(1, SpanKind::Collective, 2, 6 * f, 10 * f),
+               span(1, SpanKind::MemoryBound, 3, 10 * f, 11 * f)};
+    t.step_time = Time::us(11 * f);
+    return report(t, ReportInputs{});
+  };
+  const RepeatedComparison r = compare_repeated(simulated(), {scaled(1), scaled(2), scaled(0.5)});
+  EXPECT_EQ(r.runs, 3);
+  ASSERT_EQ(r.kinds.size(), 3u);
+  EXPECT_EQ(r.kinds[0].kind, SpanKind::Gemm);
+  // gemm per rank: 5, 10, 2.5 us measured against 5.5 simulated: errors +10%, −45%, +120%.
+  EXPECT_NEAR(r.kinds[0].measured_s.median, 5e-6, 1e-15);
+  EXPECT_NEAR(r.kinds[0].measured_s.min, 2.5e-6, 1e-15);
+  EXPECT_NEAR(r.kinds[0].measured_s.max, 10e-6, 1e-15);
+  EXPECT_NEAR(r.kinds[0].error_pct.median, 10, 1e-6);
+  EXPECT_NEAR(r.kinds[0].error_pct.min, -45, 1e-6);
+  EXPECT_NEAR(r.kinds[0].error_pct.max, 120, 1e-6);
+  // step: 11, 22, 5.5 us against 8.
+  EXPECT_NEAR(r.step_measured_s.median, 11e-6, 1e-15);
+  EXPECT_NEAR(r.step_error_pct.min, error_pct(8, 22), 1e-6);
+  EXPECT_NEAR(r.step_error_pct.max, error_pct(8, 5.5), 1e-6);
+  ASSERT_EQ(r.per_op.size(), 2u);
+  EXPECT_EQ(r.per_op[0].kind, SpanKind::Gemm);
+  EXPECT_LE(r.per_op[0].median_abs_error_pct.min, r.per_op[0].median_abs_error_pct.median);
+  // One run: its own comparison, with no range.
+  const RepeatedComparison one = compare_repeated(simulated(), {measured()});
+  const Comparison c = compare(simulated(), measured());
+  EXPECT_EQ(one.step_error_pct.median, c.step_error_pct);
+  EXPECT_EQ(one.step_error_pct.min, one.step_error_pct.max);
+  EXPECT_THROW(compare_repeated(simulated(), {}), InvalidArgument);
+}
+
 TEST(Compare, ReportsOfDifferentWorldSizesAreRefused) {
   Report other = measured();
   other.world_size = 3;

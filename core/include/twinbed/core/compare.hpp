@@ -62,4 +62,44 @@ struct Comparison {
 // Throws InvalidArgument when the reports' world sizes differ (they cannot be of one Plan).
 Comparison compare(const Report& simulated, const Report& measured);
 
+// ---- repeated measurements ------------------------------------------------------------------------
+// One measured run is one sample of a noisy machine: the same Plan measured again gives other times.
+// compare_repeated sets the simulation beside several measured runs of it, so that a model error can be
+// told from run-to-run noise: every figure as the median and range (min, max) over the runs.
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+  bool operator==(const Spread&) const = default;
+};
+// Median (as median()) and range of `values`; all NaN when empty.
+Spread spread_of(const std::vector<double>& values);
+
+struct RepeatedKind {
+  SpanKind kind = SpanKind::Other;
+  Spread measured_s;        // per rank
+  double simulated_s = 0;
+  Spread error_pct;         // of each run's comparison
+  bool operator==(const RepeatedKind&) const = default;
+};
+
+struct RepeatedOps {
+  SpanKind kind = SpanKind::Other;
+  Spread median_abs_error_pct;  // each run's median |error| over the kind's ops
+  bool operator==(const RepeatedOps&) const = default;
+};
+
+struct RepeatedComparison {
+  int runs = 0;
+  std::vector<RepeatedKind> kinds;       // the kinds of the first run's comparison, in its order
+  Spread step_measured_s;
+  double step_simulated_s = 0;
+  Spread step_error_pct;
+  std::vector<RepeatedOps> per_op;       // likewise
+  bool operator==(const RepeatedComparison&) const = default;
+};
+
+// compare(simulated, run) for every run, summarised. A kind missing from a run counts as 0 s there.
+// Throws InvalidArgument when `measured` is empty or a world size differs.
+RepeatedComparison compare_repeated(const Report& simulated, const std::vector<Report>& measured);
+
 }  // namespace twinbed
