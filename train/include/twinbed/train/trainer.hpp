@@ -12,7 +12,8 @@
 //              gathered whole and decoded once (one quantisation per contribution, none of the partial
 //              sums'), which on 2 ranks sends the same bytes (P per rank) and on R ranks (R−1)·P.
 //              "adaptive": each rank's choose_bits(acc, block, adaptive_tolerance); the ranks use the
-//              widest. Hierarchy: the ranks of a `train` job are one host, so it is flat.
+//              widest. Hierarchy is not applied: the exchange is flat over all ranks. Gradients are
+//              unscaled (÷ the loss scale) before the exchange, so the residual never mixes two scales.
 //   dsa        every refresh_every steps (from step 0), each target matrix's mask is recomputed from
 //              importance = ½|g| + ½|m| (g the step's averaged gradient, m Adam's first moment: the seed
 //              names the two signals without weights) at the target density and granularity
