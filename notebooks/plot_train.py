@@ -6,9 +6,10 @@ Usage:
 
 TRAIN_JSON is what `twinbed train` writes (format twinbed-train-1); the command calls this script itself
 to draw train.png beside it. Two panels share the loss axis: held-out loss by step (left) and by training
-wall time (right, evaluations excluded), one colour per variant, markers at the evaluations, the
-training loss as a faint line behind. Variants that start from another's weights (fine-tunes) are
-dashed. A dotted line marks the byte-unigram entropy of the training text: a model that learnt only
+wall time (right, evaluations excluded), markers at the evaluations, the training loss as a faint line
+behind. The reference (the first technique-free variant of each start) is black, its other seeds grey —
+the band a technique's curve is read against — and each technique variant has a colour of its own.
+Variants that start from another's weights (fine-tunes) are dashed. A dotted line marks the byte-unigram entropy of the training text: a model that learnt only
 byte frequencies sits there.
 
 Runs with Debian's /usr/bin/python3 (python3-matplotlib); draws through the Agg canvas (no pyplot) and
@@ -42,18 +43,45 @@ def starts_elsewhere(data, name):
     return False
 
 
+def start_of(data, name):
+    """Where a variant's weights start: "" from scratch, else its "from" or "checkpoint"."""
+    for v in data.get("provenance", {}).get("config", {}).get("variants", []):
+        if v.get("name") == name:
+            return v.get("from") or v.get("checkpoint") or ""
+    return ""
+
+
 def plot_curves(data, ax_steps, ax_time):
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, v in enumerate(data["variants"]):
-        colour = colours[i % len(colours)]
-        style = "--" if starts_elsewhere(data, v["name"]) else "-"
+    """Technique-free variants are the references: the first of each start (from scratch, or from one
+    variant's weights) in black, the others (its other seeds) in grey, the band a technique is read
+    against; every technique variant in a colour of its own."""
+    colours = [c for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"] if c not in ("#7f7f7f",)]
+    references = {}  # start -> the first technique-free variant's name
+    technique = 0
+    grey_labelled = False
+    for v in data["variants"]:
+        fine_tune = starts_elsewhere(data, v["name"])
+        style = "--" if fine_tune else "-"
+        start = start_of(data, v["name"])
+        label = v["name"]
+        if not v.get("techniques"):
+            if start not in references:
+                references[start] = v["name"]
+                colour, width = "black", 1.6
+            else:
+                colour, width = "#9a9a9a", 1.0
+                label = None if grey_labelled else "other seeds of the reference"
+                grey_labelled = True
+        else:
+            colour, width = colours[technique % len(colours)], 1.4
+            technique += 1
         steps = v["steps"]
         evals = [s for s in steps if s["held_out_loss"] is not None]
-        ax_steps.plot([s["step"] for s in steps], [s["train_loss"] for s in steps], color=colour, alpha=0.18, lw=0.8)
+        ax_steps.plot([s["step"] for s in steps], [s["train_loss"] for s in steps], color=colour, alpha=0.12, lw=0.8)
         ax_steps.plot([s["step"] for s in evals], [s["held_out_loss"] for s in evals], style, marker="o", ms=3,
-                      color=colour, label=v["name"])
+                      color=colour, lw=width, label=label)
         ax_time.plot([s["elapsed_s"] for s in evals], [s["held_out_loss"] for s in evals], style, marker="o", ms=3,
-                     color=colour)
+                     color=colour, lw=width)
     entropy = data["variants"][0].get("unigram_entropy_nats") if data["variants"] else None
     for ax in (ax_steps, ax_time):
         if entropy:
