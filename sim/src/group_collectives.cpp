@@ -5,6 +5,7 @@
 
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/sim/nccl_model.hpp"
 
 namespace twinbed::sim {
 
@@ -167,13 +168,38 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
     out.group_time.assign(groups.size(), Time{});
     return out;
   }
-  // "auto": the cheapest algorithm by the cost model (choose_algorithm) with the first group's ranks,
-  // then timed on every group at once.
+  if (algorithm == "auto" && request.op != CollectiveOp::AllToAll) {
+    if (const auto fabric = nccl_fabric(topology, groups.front())) return time_nccl(request, groups, *fabric, sim, topology);
+  }
+  // "auto" where NCCL's model does not apply: the cheapest schedule by the cost model
+  // (choose_algorithm) with the first group's ranks, then timed on every group at once.
   const std::string name = algorithm != "auto" ? algorithm
                                                : choose_algorithm(request, topology, sim.network_model(), [&](std::shared_ptr<const Schedule> inner) {
                                                    return map_schedule(std::move(inner), {groups.front()}, topology.num_ranks());
                                                  });
   return time_with(build_schedule(name, request), groups, sim, topology);
+}
+
+GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
+                      const NcclFabric& fabric, CollectiveSimulator& sim, const Topology& topology) {
+  const NcclChoice choice = nccl_choose(request, fabric);
+  GroupTiming out;
+  out.algorithm = choice.name();
+  out.group_time.assign(groups.size(), choice.time);
+  // NCCL's model prices a communicator on an idle fabric. Where groups share links, each group's
+  // time grows as its shared schedule's does on the flow network when every group runs it at once
+  // rather than the first alone. NVLS has no schedule; it stays inside one NVSwitch node, whose links
+  // no other group crosses.
+  if (groups.size() < 2 || choice.algo == NcclAlgo::Nvls) return out;
+  std::shared_ptr<const Schedule> schedule = build_schedule(to_string(choice.algo), request);
+  if (groups_alike(*schedule, groups, sim.routes(), topology)) return out;
+  const double alone = time_with(schedule, {groups.front()}, sim, topology).max().seconds();
+  const GroupTiming together = time_with(schedule, groups, sim, topology);
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const double slowdown = alone > 0 ? std::max(1.0, together.group_time[g].seconds() / alone) : 1.0;
+    out.group_time[g] = Time::from_seconds(choice.time.seconds() * slowdown);
+  }
+  return out;
 }
 
 }  // namespace twinbed::sim

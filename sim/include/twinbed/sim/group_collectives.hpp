@@ -16,6 +16,7 @@
 #include "twinbed/core/schedule.hpp"
 #include "twinbed/core/topology.hpp"
 #include "twinbed/sim/collective_sim.hpp"
+#include "twinbed/sim/nccl_model.hpp"
 
 namespace twinbed::sim {
 
@@ -45,9 +46,19 @@ struct GroupTiming {
 
 // Times `request` (its `ranks` must equal the groups' size; ranks_per_host is set by the caller) on
 // every group at once (when the groups are alike, by timing the first alone: the same result) with
-// `algorithm`, or with "auto" the cheapest by choose_algorithm's cost model placed on the first group's
-// ranks. A group of one rank takes no time. `sim` must be bound to `topology`.
+// `algorithm`, a registry name. With "auto", the collective NCCL would run: where NCCL's model
+// applies (nccl_fabric of the first group; not all-to-all), time_nccl; elsewhere the cheapest
+// schedule by choose_algorithm's cost model placed on the first group's ranks. A group of one rank
+// takes no time. `sim` must be bound to `topology`.
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                                   const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology);
+
+// NCCL's own collective on every group (nccl_model.hpp): the algorithm and protocol NCCL's tuner picks
+// for the first group's fabric, timed as its tuner prices it; where groups share links (not
+// groups_alike), each group's time is stretched by how much slower the corresponding shared schedule
+// (ring or tree) runs on the flow network with every group at once than with the first alone.
+// GroupTiming::algorithm names the pair ("nvls/Simple").
+GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
+                      const NcclFabric& fabric, CollectiveSimulator& sim, const Topology& topology);
 
 }  // namespace twinbed::sim
