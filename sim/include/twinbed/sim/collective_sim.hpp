@@ -119,7 +119,8 @@ Time estimate_time(const Schedule& schedule, const Topology& topology, RouteCach
 // Places a schedule on the topology's ranks (e.g. onto a communicator's), for choose_algorithm.
 using PlaceFn = std::function<std::unique_ptr<Schedule>(std::shared_ptr<const Schedule>)>;
 
-// The automatic choice of algorithm: every registered algorithm that implements the op is costed by
+// The cheapest schedule ("auto" where NCCL's model does not apply, group_collectives.hpp; `compare`'s
+// "auto"): every registered algorithm that implements the op is costed by
 // estimate_time on this topology (after `place`, when given; with its contention term unless the
 // network model never shares links), and the cheapest wins (ties: registration order). Nothing is
 // simulated, so choosing costs about one round per round shape of each candidate. "direct" is left out

@@ -58,7 +58,7 @@ std::vector<std::string> fidelity_names();
 struct PlanSimOptions {
   std::string network = "flow";                 // a name from network_models()
   Fidelity fidelity = Fidelity::Representative;
-  std::string collective_algorithm = "auto";    // "auto" (choose_algorithm per request) or a registry name
+  std::string collective_algorithm = "auto";    // "auto" (what NCCL would run: time_group_collective) or a registry name
   // Compute model per rank's device; unset: roofline from the topology's DeviceSpec with
   // default_efficiency() for its name.
   std::optional<ComputeProfile> profile;
