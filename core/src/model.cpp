@@ -44,7 +44,29 @@ constexpr DTypeInfo kDTypes[] = {
 };
 constexpr std::pair<Recompute, const char*> kRecompute[] = {
     {Recompute::None, "none"}, {Recompute::Selective, "selective"}, {Recompute::Full, "full"}};
+constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
+    {AttentionImpl::Unfused, "unfused"}, {AttentionImpl::Fused, "fused"}, {AttentionImpl::Flash, "flash"}};
 }  // namespace
+
+std::string attention_name(AttentionImpl a) {
+  for (const auto& [value, name] : kAttention) {
+    if (value == a) return name;
+  }
+  throw InvalidArgument("attention_name: not an AttentionImpl");
+}
+
+std::vector<std::string> attention_names() {
+  std::vector<std::string> out;
+  for (const auto& entry : kAttention) out.emplace_back(entry.second);
+  return out;
+}
+
+AttentionImpl parse_attention(const std::string& name) {
+  for (const auto& [value, text] : kAttention) {
+    if (name == text) return value;
+  }
+  throw UnknownName("attention implementation", name, attention_names());
+}
 
 Bytes bytes_per_element(DType t) {
   for (const auto& i : kDTypes) {
@@ -279,8 +301,11 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // Split over heads / FFN columns: Q, K, V, projection input, GeLU input and FC2 input.
   // e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h.
   double split = e * (4 * sbh + 2 * sbf);
-  // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b).
-  if (recompute == Recompute::None) split += (2 * e + 1) * att;
+  // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b); a flash
+  // kernel keeps only the FP32 log-sum-exp of each score row.
+  if (recompute == Recompute::None) {
+    split += m.attention == AttentionImpl::Flash ? 4 * d(m.heads) * d(m.seq_len) * d(micro_batch) : (2 * e + 1) * att;
+  }
   // Sequence parallelism shards the replicated part over the tensor group as well.
   if (sequence_parallel) replicated /= t;
   return std::llround(replicated + split / t);
@@ -416,14 +441,94 @@ void layernorm_bwd(std::vector<OpCost>& ops, const std::string& name, const Dims
   const double n = x.tokens_sp * x.h;
   ops.push_back(memory_bound(name, Phase::BackwardData, 4 * n * x.e + 2 * x.h * x.e, n * kLayerNorm.bwd, x.dt));
 }
-void residual_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
-  // Reads the branch output, the residual and the bias; writes the sum and a 1-byte dropout mask.
+// The bias-dropout-residual add after a row-parallel GEMM ("attn" or "mlp"). Fused: one pass that reads
+// the branch output, the residual and the bias and writes the sum and a 1-byte dropout mask. Unfused:
+// the bias add (read, write), the dropout (read, write, mask) and the residual add (two reads, a write).
+void residual_fwd(std::vector<OpCost>& ops, const std::string& prefix, const Dims& x, bool fused) {
   const double n = x.tokens_sp * x.h;
-  ops.push_back(memory_bound(name, Phase::Forward, 3 * n * x.e + n + x.h * x.e, n * kResidual.fwd, x.dt));
+  if (fused) {
+    ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e + n + x.h * x.e, n * kResidual.fwd, x.dt));
+    return;
+  }
+  ops.push_back(memory_bound(prefix + "_bias_fwd", Phase::Forward, 2 * n * x.e + x.h * x.e, n, x.dt));
+  ops.push_back(memory_bound(prefix + "_out_dropout_fwd", Phase::Forward, 2 * n * x.e + n, n * kDropout.fwd, x.dt));
+  ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e, n, x.dt));
 }
-void residual_bwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
+// Backward: the dropout's (reads the gradient and the mask, writes the branch gradient; the residual
+// gradient passes through); unfused adds the bias gradient, a column sum over the branch gradient.
+void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const Dims& x, bool fused) {
   const double n = x.tokens_sp * x.h;
-  ops.push_back(memory_bound(name, Phase::BackwardData, 2 * n * x.e + n, n * kResidual.bwd, x.dt));
+  ops.push_back(memory_bound(prefix + "_residual_bwd", Phase::BackwardData, 2 * n * x.e + n, n * kResidual.bwd, x.dt));
+  if (!fused) ops.push_back(memory_bound(prefix + "_bias_bwd", Phase::BackwardWeight, n * x.e + x.h * x.e, n, x.dt));
+}
+
+// The FFN activation over n = tokens × columns elements ("fc1" or "expert_fc1" the GEMM before it).
+// Fused bias-GeLU: one pass; unfused: the bias add, then GeLU.
+void gelu_fwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
+  if (!fused) ops.push_back(memory_bound(gemm + "_bias_fwd", Phase::Forward, 2 * n * x.e, n, x.dt));
+  ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, x.dt));
+}
+void gelu_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
+  ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, x.dt));
+  if (!fused) ops.push_back(memory_bound(gemm + "_bias_bwd", Phase::BackwardWeight, n * x.e, n, x.dt));
+}
+
+// FlashAttention over this rank's b·a/t heads (Dao 2023, FlashAttention-2, Algorithms 1 and 2). The
+// causal mask leaves the blocks above the diagonal unvisited: half the two matmuls' work,
+// 2·b·(a/t)·s²·(h/a) FLOPs. Forward reads Q, K, V and writes O and the FP32 log-sum-exp; backward reads
+// Q, K, V, O, dO and the log-sum-exp, writes dQ, dK, dV, and runs five matmuls (S = QKᵀ recomputed,
+// dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs.
+OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, const OpContext& c) {
+  const double qkvo = x.tokens * (x.h / c.tp) * x.e;  // one of Q, K, V, O, dO: b·s·h/t elements
+  const double lse = 4 * d(x.heads_batch) * x.s;
+  const bool forward = phase != Phase::BackwardData;
+  OpCost op = matmul(name, Kind::Attention, phase, {x.s, x.s, x.hd, x.heads_batch}, x.dt);
+  op.flash = true;
+  op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.s * x.s * x.hd;
+  op.bytes = std::llround(forward ? 4 * qkvo + lse : 8 * qkvo + lse);
+  return op;
+}
+
+// The attention core between qkv and proj, forward (its ops are what selective recomputation re-runs).
+void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x,
+                        const LayerShapes& L) {
+  if (m.attention == AttentionImpl::Flash) {
+    ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, c));
+    return;
+  }
+  ops.push_back(matmul("attn_scores_fwd", Kind::Attention, Phase::Forward, L.scores, x.dt));
+  if (m.attention == AttentionImpl::Unfused) {
+    // Scale (scores / sqrt(d)) and causal mask (masked_fill), each a read and a write of the scores.
+    ops.push_back(memory_bound("attn_scale_fwd", Phase::Forward, 2 * x.att * x.e, x.att, x.dt));
+    ops.push_back(memory_bound("attn_mask_fwd", Phase::Forward, 2 * x.att * x.e, x.att, x.dt));
+  }
+  ops.push_back(memory_bound("softmax_fwd", Phase::Forward, 2 * x.att * x.e, x.att * kSoftmax.fwd, x.dt));
+  ops.push_back(memory_bound("attn_dropout_fwd", Phase::Forward, 2 * x.att * x.e + x.att, x.att * kDropout.fwd, x.dt));
+  ops.push_back(matmul("attn_context_fwd", Kind::Attention, Phase::Forward, L.context, x.dt));
+}
+
+void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x) {
+  if (m.attention == AttentionImpl::Flash) {
+    ops.push_back(flash_attention("flash_attn_bwd", Phase::BackwardData, x, c));
+    return;
+  }
+  const DType dt = x.dt;
+  // O = P·V: dP = dO·Vᵀ (s×s, inner d), dV = Pᵀ·dO (s×d, inner s) — each the forward's FLOPs.
+  ops.push_back(matmul("attn_context_dgrad_probs", Kind::Attention, Phase::BackwardData,
+                       {x.s, x.s, x.hd, x.heads_batch}, dt));
+  ops.push_back(matmul("attn_context_dgrad_v", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       dt));
+  ops.push_back(memory_bound("attn_dropout_bwd", Phase::BackwardData, 2 * x.att * x.e + x.att, x.att * kDropout.bwd, dt));
+  ops.push_back(memory_bound("softmax_bwd", Phase::BackwardData, 3 * x.att * x.e, x.att * kSoftmax.bwd, dt));
+  if (m.attention == AttentionImpl::Unfused) {
+    ops.push_back(memory_bound("attn_mask_bwd", Phase::BackwardData, 2 * x.att * x.e, x.att, dt));
+    ops.push_back(memory_bound("attn_scale_bwd", Phase::BackwardData, 2 * x.att * x.e, x.att, dt));
+  }
+  // S = Q·Kᵀ: dQ = dS·K, dK = dSᵀ·Q (s×d, inner s).
+  ops.push_back(matmul("attn_scores_dgrad_q", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       dt));
+  ops.push_back(matmul("attn_scores_dgrad_k", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       dt));
 }
 
 }  // namespace
@@ -432,20 +537,18 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
   const Dims x = dims(m, c, "layer_forward_ops");
   const LayerShapes L = layer_shapes(c, x);
   const DType dt = x.dt;
+  const bool fused = m.fused_elementwise;
   std::vector<OpCost> ops;
   layernorm_fwd(ops, "ln1_fwd", x);
   ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, dt));
-  ops.push_back(matmul("attn_scores_fwd", Kind::Attention, Phase::Forward, L.scores, dt));
-  ops.push_back(memory_bound("softmax_fwd", Phase::Forward, 2 * x.att * x.e, x.att * kSoftmax.fwd, dt));
-  ops.push_back(memory_bound("attn_dropout_fwd", Phase::Forward, 2 * x.att * x.e + x.att, x.att * kDropout.fwd, dt));
-  ops.push_back(matmul("attn_context_fwd", Kind::Attention, Phase::Forward, L.context, dt));
+  attention_core_fwd(ops, m, c, x, L);
   ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, dt));
-  residual_fwd(ops, "attn_residual_fwd", x);
+  residual_fwd(ops, "attn", x, fused);
   layernorm_fwd(ops, "ln2_fwd", x);
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     ops.push_back(matmul("fc1_fwd", Kind::Gemm, Phase::Forward, L.fc1, dt));
-    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, dt));
+    gelu_fwd(ops, "fc1", n, x, fused);
     ops.push_back(matmul("fc2_fwd", Kind::Gemm, Phase::Forward, L.fc2, dt));
   } else {
     const double logits = x.tokens_sp * x.experts;
@@ -456,13 +559,13 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
                                logits * kSoftmax.fwd, dt));
     ops.push_back(memory_bound("expert_permute_fwd", Phase::Forward, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(matmul("expert_fc1_fwd", Kind::Gemm, Phase::Forward, L.expert_fc1, dt));
-    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, dt));
+    gelu_fwd(ops, "expert_fc1", n, x, fused);
     ops.push_back(matmul("expert_fc2_fwd", Kind::Gemm, Phase::Forward, L.expert_fc2, dt));
     // Weighted sum of each token's k expert outputs.
     ops.push_back(memory_bound("expert_unpermute_fwd", Phase::Forward, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
   }
-  residual_fwd(ops, "mlp_residual_fwd", x);
+  residual_fwd(ops, "mlp", x, fused);
   return ops;
 }
 
@@ -474,12 +577,13 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     ops.push_back(matmul(name + "_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), dt));
     ops.push_back(matmul(name + "_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), dt));
   };
+  const bool fused = m.fused_elementwise;
   std::vector<OpCost> ops;
-  residual_bwd(ops, "mlp_residual_bwd", x);
+  residual_bwd(ops, "mlp", x, fused);
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     gemm_bwd(ops, "fc2", L.fc2);
-    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, dt));
+    gelu_bwd(ops, "fc1", n, x, fused);
     gemm_bwd(ops, "fc1", L.fc1);
   } else {
     const double logits = x.tokens_sp * x.experts;
@@ -487,7 +591,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     ops.push_back(memory_bound("expert_unpermute_bwd", Phase::BackwardData, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
     gemm_bwd(ops, "expert_fc2", L.expert_fc2);
-    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, dt));
+    gelu_bwd(ops, "expert_fc1", n, x, fused);
     gemm_bwd(ops, "expert_fc1", L.expert_fc1);
     ops.push_back(memory_bound("expert_permute_bwd", Phase::BackwardData, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(memory_bound("router_topk_bwd", Phase::BackwardData, 2 * logits * x.e + x.routed_sp * x.e,
@@ -495,20 +599,9 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     gemm_bwd(ops, "router", L.router);
   }
   layernorm_bwd(ops, "ln2_bwd", x);
-  residual_bwd(ops, "attn_residual_bwd", x);
+  residual_bwd(ops, "attn", x, fused);
   gemm_bwd(ops, "proj", L.proj);
-  // O = P·V: dP = dO·Vᵀ (s×s, inner d), dV = Pᵀ·dO (s×d, inner s) — each the forward's FLOPs.
-  ops.push_back(matmul("attn_context_dgrad_probs", Kind::Attention, Phase::BackwardData,
-                       {x.s, x.s, x.hd, x.heads_batch}, dt));
-  ops.push_back(matmul("attn_context_dgrad_v", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
-                       dt));
-  ops.push_back(memory_bound("attn_dropout_bwd", Phase::BackwardData, 2 * x.att * x.e + x.att, x.att * kDropout.bwd, dt));
-  ops.push_back(memory_bound("softmax_bwd", Phase::BackwardData, 3 * x.att * x.e, x.att * kSoftmax.bwd, dt));
-  // S = Q·Kᵀ: dQ = dS·K, dK = dSᵀ·Q (s×d, inner s).
-  ops.push_back(matmul("attn_scores_dgrad_q", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
-                       dt));
-  ops.push_back(matmul("attn_scores_dgrad_k", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
-                       dt));
+  attention_core_bwd(ops, m, c, x);
   gemm_bwd(ops, "qkv", L.qkv);
   layernorm_bwd(ops, "ln1_bwd", x);
   return ops;
@@ -519,9 +612,14 @@ std::vector<OpCost> layer_recompute_ops(const TransformerModel& m, const OpConte
   if (r == Recompute::None) return out;
   // Selective recomputation (Korthikanti et al. §5) re-runs only the attention core, whose s²-sized
   // activations dominate memory but cost few FLOPs; full re-runs the whole forward pass.
-  const std::vector<std::string> core = {"attn_scores_fwd", "softmax_fwd", "attn_dropout_fwd", "attn_context_fwd"};
-  for (OpCost op : layer_forward_ops(m, c)) {
-    if (r == Recompute::Selective && std::find(core.begin(), core.end(), op.name) == core.end()) continue;
+  std::vector<OpCost> ops;
+  if (r == Recompute::Selective) {
+    const Dims x = dims(m, c, "layer_recompute_ops");
+    attention_core_fwd(ops, m, c, x, layer_shapes(c, x));
+  } else {
+    ops = layer_forward_ops(m, c);
+  }
+  for (OpCost op : ops) {
     op.name = op.name.substr(0, op.name.size() - 4) + "_recompute";  // "_fwd" -> "_recompute"
     op.phase = Phase::Recompute;
     out.push_back(std::move(op));
@@ -607,9 +705,12 @@ double matmul_flops(const std::vector<OpCost>& ops) {
   return sum;
 }
 
-double training_flops(const TransformerModel& m, std::int64_t global_batch, Recompute r) {
+double training_flops(const TransformerModel& model, std::int64_t global_batch, Recompute r) {
   if (global_batch < 1) throw InvalidArgument("training_flops: global_batch must be >= 1");
-  // Per sequence on one unsplit rank; every matmul is linear in the sequence count.
+  // Per sequence on one unsplit rank; every matmul is linear in the sequence count. The algorithm's
+  // FLOPs: counted on the fused attention's ops whatever the implementation.
+  TransformerModel m = model;
+  m.attention = AttentionImpl::Fused;
   const OpContext c;
   const double layer = matmul_flops(layer_forward_ops(m, c)) + matmul_flops(layer_backward_ops(m, c)) +
                        matmul_flops(layer_recompute_ops(m, c, r));
@@ -627,6 +728,7 @@ using nlohmann::json;
 using json_read::fail;
 using json_read::check_keys;
 using json_read::read_int;
+using json_read::read_bool;
 using json_read::read_name;
 using json_read::read_named;
 using json_read::require_object;
@@ -637,7 +739,8 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "ffn_hidden",
-                                             "seq_len", "vocab", "experts", "top_k", "dtype"};
+                                             "seq_len", "vocab", "experts", "top_k", "dtype", "attention",
+                                             "fused_elementwise"};
   require_object(j, path);
   check_keys(j, path, accepted);
   TransformerModel m;
@@ -664,6 +767,8 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
     m.ffn_hidden = 4 * m.hidden;  // a new hidden size with no ffn_hidden: the GPT default follows it
   }
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
+  if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
+  if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
   validate(m, path);
   return m;
 }
@@ -672,7 +777,8 @@ json model_to_json(const TransformerModel& m) {
   return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
               {"heads", m.heads},       {"ffn_hidden", m.ffn()}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
-              {"dtype", dtype_name(m.dtype)}};
+              {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)},
+              {"fused_elementwise", m.fused_elementwise}};
 }
 
 }  // namespace twinbed

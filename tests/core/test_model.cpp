@@ -1,5 +1,6 @@
 // The model's counts against ../shared/REFERENCE.md's formulas (Narayanan et al. SC'21, Korthikanti et
 // al. MLSys'23, Rajbhandari et al. SC'20), for several shapes.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -370,6 +371,118 @@ TEST(Ops, MixtureOfExpertsScalesFfnByTopK) {
   expect_rel(matmul_flops(layer_backward_ops(moe, c)), 2 * matmul_flops(m_ops), 1e-12);
 }
 
+// ---- attention and element-wise implementations ---------------------------------------------------
+
+std::vector<std::string> names_of(const std::vector<OpCost>& ops) {
+  std::vector<std::string> out;
+  for (const OpCost& op : ops) out.push_back(op.name);
+  return out;
+}
+
+bool has_op(const std::vector<OpCost>& ops, const std::string& name) {
+  for (const OpCost& op : ops) {
+    if (op.name == name) return true;
+  }
+  return false;
+}
+
+TEST(AttentionImpl, Names) {
+  for (const auto& n : attention_names()) EXPECT_EQ(attention_name(parse_attention(n)), n);
+  EXPECT_EQ(attention_names(), (std::vector<std::string>{"unfused", "fused", "flash"}));
+  EXPECT_THROW(parse_attention("sdpa"), UnknownName);
+  const TransformerModel m;
+  EXPECT_EQ(m.attention, AttentionImpl::Fused);  // the defaults: Megatron with its fused kernels
+  EXPECT_TRUE(m.fused_elementwise);
+}
+
+TEST(AttentionImpl, UnfusedAddsScaleAndMaskPassesOverTheScores) {
+  TransformerModel m = model_preset("gpt3-1.3b");
+  const OpContext c{2, 2, false, 1};
+  const auto fused = layer_forward_ops(m, c);
+  m.attention = AttentionImpl::Unfused;
+  const auto unfused = layer_forward_ops(m, c);
+  EXPECT_EQ(unfused.size(), fused.size() + 2);
+  const double att = 2.0 * (16 / 2) * 2048.0 * 2048.0;  // b·(a/t)·s² scores
+  EXPECT_EQ(find_op(unfused, "attn_scale_fwd").bytes, std::llround(2 * att * 2));
+  EXPECT_EQ(find_op(unfused, "attn_mask_fwd").bytes, std::llround(2 * att * 2));
+  EXPECT_EQ(matmul_flops(unfused), matmul_flops(fused));
+  const auto bwd = layer_backward_ops(m, c);
+  EXPECT_TRUE(has_op(bwd, "attn_mask_bwd"));
+  EXPECT_TRUE(has_op(bwd, "attn_scale_bwd"));
+  EXPECT_EQ(names_of(layer_recompute_ops(m, c, Recompute::Selective)),
+            (std::vector<std::string>{"attn_scores_recompute", "attn_scale_recompute", "attn_mask_recompute",
+                                      "softmax_recompute", "attn_dropout_recompute", "attn_context_recompute"}));
+  // What is stored does not change: the softmax output, dropout mask and output.
+  EXPECT_EQ(activation_bytes_per_layer(m, 2, 2, false, Recompute::None),
+            activation_bytes_per_layer(model_preset("gpt3-1.3b"), 2, 2, false, Recompute::None));
+}
+
+TEST(AttentionImpl, FlashIsOneKernelWithNoScoresInMemory) {
+  TransformerModel m = model_preset("gpt3-1.3b");
+  const OpContext c{2, 2, false, 1};
+  const TransformerModel fused_model = m;
+  m.attention = AttentionImpl::Flash;
+  const auto fwd = layer_forward_ops(m, c);
+  for (const char* gone : {"attn_scores_fwd", "softmax_fwd", "attn_dropout_fwd", "attn_context_fwd"}) {
+    EXPECT_FALSE(has_op(fwd, gone)) << gone;
+  }
+  const OpCost& flash = find_op(fwd, "flash_attn_fwd");
+  EXPECT_TRUE(flash.flash);
+  EXPECT_EQ(flash.kind, OpCost::Kind::Attention);
+  EXPECT_EQ((std::vector<std::int64_t>{flash.m, flash.n, flash.k, flash.batch}),
+            (std::vector<std::int64_t>{2048, 2048, 128, 2 * 16 / 2}));
+  // The causal half of QKᵀ and ·V: 2·b·(a/t)·s²·(h/a).
+  const double causal = 2.0 * (2 * 16 / 2) * 2048.0 * 2048.0 * 128;
+  EXPECT_DOUBLE_EQ(flash.flops, causal);
+  // Reads Q, K, V, writes O (b·s·h/t each) and the FP32 log-sum-exp; nothing s²-sized.
+  const double qkvo = 2.0 * 2048 * 2048 / 2 * 2;
+  EXPECT_EQ(flash.bytes, std::llround(4 * qkvo + 4.0 * 16 * 2048));
+  const auto bwd = layer_backward_ops(m, c);
+  const OpCost& flash_bwd = find_op(bwd, "flash_attn_bwd");
+  EXPECT_DOUBLE_EQ(flash_bwd.flops, 2.5 * causal);  // the scores recomputed: 5 matmuls against 2
+  EXPECT_EQ(flash_bwd.phase, OpCost::Phase::BackwardData);
+  EXPECT_FALSE(has_op(bwd, "softmax_bwd"));
+  EXPECT_EQ(names_of(layer_recompute_ops(m, c, Recompute::Selective)), (std::vector<std::string>{"flash_attn_recompute"}));
+  // No s²-sized activations: only the log-sum-exp (4 bytes a row) instead of 5·a·s²·b.
+  const Bytes none = activation_bytes_per_layer(m, 2, 2, false, Recompute::None);
+  EXPECT_EQ(none, activation_bytes_per_layer(m, 2, 2, false, Recompute::Selective) + std::llround(4.0 * 16 * 2048 * 2 / 2));
+  EXPECT_LT(none, activation_bytes_per_layer(fused_model, 2, 2, false, Recompute::None));
+  // Model FLOPs are the algorithm's, whatever runs it.
+  for (Recompute r : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+    EXPECT_EQ(training_flops(m, 8, r), training_flops(fused_model, 8, r));
+  }
+}
+
+TEST(AttentionImpl, UnfusedElementwiseOpsAreSeparatePasses) {
+  TransformerModel m = model_preset("gpt3-1.3b");
+  const OpContext c{1, 2, true, 1};
+  const auto fused_fwd = layer_forward_ops(m, c);
+  m.fused_elementwise = false;
+  const auto fwd = layer_forward_ops(m, c);
+  const auto index = [&](const std::string& name) {
+    const auto names = names_of(fwd);
+    return std::find(names.begin(), names.end(), name) - names.begin();
+  };
+  for (const char* op : {"fc1_bias_fwd", "attn_bias_fwd", "attn_out_dropout_fwd", "mlp_bias_fwd", "mlp_out_dropout_fwd"}) {
+    EXPECT_TRUE(has_op(fwd, op)) << op;
+  }
+  EXPECT_LT(index("fc1_bias_fwd"), index("gelu_fwd"));
+  EXPECT_LT(index("attn_out_dropout_fwd"), index("attn_residual_fwd"));
+  EXPECT_EQ(fwd.size(), fused_fwd.size() + 5);
+  Bytes fused_bytes = 0, bytes = 0;
+  for (const OpCost& op : fused_fwd) fused_bytes += op.is_matmul() ? 0 : op.bytes;
+  for (const OpCost& op : fwd) bytes += op.is_matmul() ? 0 : op.bytes;
+  EXPECT_GT(bytes, fused_bytes);  // more passes over the same tensors
+  EXPECT_EQ(matmul_flops(fwd), matmul_flops(fused_fwd));
+  const auto bwd = layer_backward_ops(m, c);
+  for (const char* op : {"fc1_bias_bwd", "attn_bias_bwd", "mlp_bias_bwd", "attn_residual_bwd", "mlp_residual_bwd"}) {
+    EXPECT_TRUE(has_op(bwd, op)) << op;
+  }
+  // MoE: the bias belongs to the expert GEMM.
+  m.experts = 4;
+  EXPECT_TRUE(has_op(layer_forward_ops(m, c), "expert_fc1_bias_fwd"));
+}
+
 // ---- JSON ----------------------------------------------------------------------------------------
 
 std::string config_error_path(const json& j) {
@@ -403,6 +516,19 @@ TEST(ModelJson, PresetWithOverrides) {
   EXPECT_EQ(model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "hidden": 2048})")).ffn_hidden, 4 * 2048);
 }
 
+TEST(ModelJson, AttentionAndFusionOptions) {
+  const TransformerModel m =
+      model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "attention": "flash", "fused_elementwise": false})"));
+  EXPECT_EQ(m.attention, AttentionImpl::Flash);
+  EXPECT_FALSE(m.fused_elementwise);
+  EXPECT_EQ(model_to_json(m)["attention"], "flash");
+  EXPECT_EQ(model_to_json(m)["fused_elementwise"], false);
+  EXPECT_EQ(model_from_json(model_to_json(m)), m);
+  const TransformerModel defaults = model_from_json(json::parse(R"({"preset": "gpt3-6.7b"})"));
+  EXPECT_EQ(defaults.attention, AttentionImpl::Fused);
+  EXPECT_TRUE(defaults.fused_elementwise);
+}
+
 TEST(ModelJson, StrictErrorsNameThePath) {
   const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "hiden": 64})")), "/model/hiden");
@@ -418,6 +544,15 @@ TEST(ModelJson, StrictErrorsNameThePath) {
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "experts": 4, "top_k": 5})")), "/model/top_k");
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "dtype": "int8"})")), "/model/dtype");
   EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt-4"})")), "/model/preset");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "attention": "sdpa"})")), "/model/attention");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "attention": true})")), "/model/attention");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "fused_elementwise": "yes"})")), "/model/fused_elementwise");
+  try {
+    model_from_json(json::parse("{" + base + R"(, "attention": "sdpa"})"));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("unfused, fused, flash"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(config_error_path(json::parse("[1, 2]")), "/model");
   try {
     model_from_json(json::parse("{" + base + R"(, "dtype": "int8"})"), "/experiments/0/model");

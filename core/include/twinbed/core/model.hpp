@@ -45,6 +45,22 @@ std::string recompute_name(Recompute r);
 Recompute parse_recompute(const std::string& name);
 std::vector<std::string> recompute_names();
 
+// How the framework being modelled implements attention (the config states it; the default is what
+// Megatron-LM's GPT runs with its fused kernels on, the model of Narayanan et al. and Korthikanti et al.):
+//   unfused — plain PyTorch: QKᵀ batched GEMM, then scale, causal mask, softmax and dropout as four
+//             memory-bound passes over the s²-sized scores, then ·V; the softmax output, dropout mask
+//             and dropout output stay for backward.
+//   fused   — Megatron's FusedScaleMaskSoftmax: scale, mask and softmax in one pass, dropout another;
+//             the GEMMs and what is stored as unfused.
+//   flash   — FlashAttention (Dao et al. 2022; FlashAttention-2, Dao 2023): one kernel per pass that keeps
+//             the scores on chip; nothing s²-sized is stored or moved; causal blocks above the diagonal
+//             are skipped; the backward recomputes the scores (5 matmuls against the forward's 2).
+enum class AttentionImpl { Unfused, Fused, Flash };
+// "unfused", "fused", "flash"; parse throws UnknownName listing them.
+std::string attention_name(AttentionImpl a);
+AttentionImpl parse_attention(const std::string& name);
+std::vector<std::string> attention_names();
+
 // ---- the model -----------------------------------------------------------------------------------
 
 struct TransformerModel {
@@ -58,6 +74,11 @@ struct TransformerModel {
   std::int64_t experts = 1;     // 1 = dense; > 1 = every layer's FFN is a mixture of `experts` FFNs
   std::int64_t top_k = 1;       // experts each token is routed to (MoE only)
   DType dtype = DType::BF16;    // weights and activations; optimizer master state is FP32 regardless
+  // As the framework implements it (they change the op lists, not the model's FLOPs):
+  AttentionImpl attention = AttentionImpl::Fused;
+  // Megatron's bias-GeLU and bias-dropout-add fusions: true, one memory pass each; false, the bias add,
+  // GeLU, dropout and residual add each a pass of their own.
+  bool fused_elementwise = true;
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
   bool moe() const { return experts > 1; }
@@ -173,6 +194,8 @@ Bytes parameter_bytes_per_element(DType dtype);
 //   full:                      2·s·b·h (the layer input; /t with SP, which keeps it sequence-sharded)
 // For other f the FFN terms scale with f (GeLU and FC2 inputs are s·b·f each); for FP32/TF32 the
 // element terms double (masks stay one byte). Sequence parallelism with t = 1 changes nothing.
+// Flash attention stores nothing s²-sized at any recomputation: without recomputation its 5·a·s²·b
+// term becomes the FP32 log-sum-exp of each score row, 4·a·s·b bytes (/t).
 // MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
 // Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1 or tp < 1.
 Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
@@ -217,11 +240,16 @@ struct OpCost {
   DType dtype = DType::BF16;
   Sparsity sparsity = Sparsity::Dense;
   double density = 1;                // non-zero fraction under `sparsity`
-  std::int64_t block = 0;            // Block: the block edge
+  std::int64_t block = 0;            // Block: the block edge; Compress/Decompress: elements per
+                                     // quantisation scale; MaskRefresh: the mask's block edge
   Kernel kernel = Kernel::None;
+  bool flash = false;                // Attention: one FlashAttention kernel (AttentionImpl::Flash)
   std::int64_t elements = 0;         // technique kernels: the elements they process
   int bits = 0;                      // Compress/Decompress: quantisation bits (0: values unquantised)
   double keep_fraction = 1;          // Compress/Decompress: the fraction of entries sent (top-k)
+  bool error_feedback = false;       // Compress: what is not sent is kept in a residual and re-sent
+  int every = 1;                     // MaskRefresh, Precision: iterations between refreshes; the cost
+                                     // is amortised over them (each iteration does 1/every of the work)
 
   bool is_matmul() const { return kind != Kind::MemoryBound; }
   bool operator==(const OpCost&) const = default;
@@ -240,10 +268,17 @@ struct OpContext {
   bool operator==(const OpContext&) const = default;
 };
 
-// One transformer layer, in execution order. Forward (dense):
+// One transformer layer, in execution order. Forward (dense, the defaults: fused attention, fused
+// element-wise ops):
 //   ln1, qkv, attn_scores (QKᵀ), softmax (fused scale-mask-softmax), attn_dropout, attn_context (·V),
 //   proj, attn_residual (fused bias-dropout-residual add), ln2, fc1, gelu (fused bias-GeLU), fc2,
 //   mlp_residual; each name ends in "_fwd".
+// The attention core (attn_scores .. attn_context) by TransformerModel::attention: unfused adds
+// attn_scale and attn_mask before softmax; flash replaces the core by one flash_attn op (Kind
+// Attention, flash = true, m = n = s, k = h/a, batch = b·a/t; flops the causal half of the two
+// matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed).
+// Unfused element-wise ops (fused_elementwise = false): fc1_bias before gelu (expert_fc1_bias under
+// MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise.
 // MoE replaces fc1..fc2 by router (GEMM to E logits), router_topk, expert_permute, expert_fc1 (grouped),
 // gelu, expert_fc2 (grouped), expert_unpermute; with balanced routing each rank's experts process the
 // b·s·k tokens its group routes to them: every local expert gets b·s·k·ep/E tokens (m rounded to the
@@ -255,8 +290,8 @@ struct OpContext {
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c);
 std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContext& c);
 // The forward ops re-run before a layer's backward: none; selective — the attention core (attn_scores,
-// softmax, attn_dropout, attn_context); full — all of layer_forward_ops. Phase Recompute, names ending
-// in "_recompute" instead of "_fwd".
+// [attn_scale, attn_mask,] softmax, attn_dropout, attn_context; or flash_attn); full — all of
+// layer_forward_ops. Phase Recompute, names ending in "_recompute" instead of "_fwd".
 std::vector<OpCost> layer_recompute_ops(const TransformerModel& m, const OpContext& c, Recompute r);
 
 // First pipeline stage: vocabulary-parallel word-embedding lookup, position embedding add + dropout.
@@ -285,12 +320,15 @@ double matmul_flops(const std::vector<OpCost>& ops);
 //   Recompute::None  72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h))   — the "model FLOPs" of MFU
 //   Recompute::Full  96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h))
 //   Recompute::Selective adds the attention core once more: 72·B·s·l·h² + 16·B·s²·l·h + 6·B·s·V·h.
+// The algorithm's FLOPs, whatever the implementation: counted as the fused attention computes them
+// (a flash kernel skips the masked half and recomputes in backward; neither counts here).
 double training_flops(const TransformerModel& m, std::int64_t global_batch, Recompute r);
 
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"preset"?, "name", "layers", "hidden", "heads", "ffn_hidden"?, "seq_len", "vocab", "experts"?,
-//  "top_k"?, "dtype"?}. With "preset", the preset's fields are the defaults and any other key overrides
+//  "top_k"?, "dtype"?, "attention"? ("unfused" | "fused" | "flash", default "fused"),
+//  "fused_elementwise"? (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
 // them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
 // or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
 // ffn_hidden resolved (never 0) and has passed validate().
