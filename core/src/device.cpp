@@ -19,6 +19,23 @@ constexpr Time kLaunchOverhead = Time::us(4);
 // the Hopper parts too.
 constexpr double kSparse24Speedup = 1.25;
 
+// Streaming multiprocessors: NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020), "the A100
+// SXM4 GPU has 108 SMs"; NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022), "the H100 SXM5 GPU
+// has 132 SMs". H200 is the same GH100 die with HBM3e (NVIDIA H200 datasheet): 132.
+constexpr int kA100Sms = 108;
+constexpr int kHopperSms = 132;
+
+// GEMM output tiles, one thread block per SM:
+//  - A100: 256×128. NVIDIA, "Matrix Multiplication Background User's Guide" (DU-09799-001, §2.3 and
+//    §3.2): cuBLAS's 16-bit tiles range from 64×64 to 256×128, the largest reuse data best and are
+//    picked for large GEMMs; "in the particular case of 256x128 thread block tiles, [an A100] can
+//    execute one thread block per SM, leading to a wave size of 108 tiles".
+//  - H100/H200: 128×256. cuBLAS 12's Hopper kernels for large BF16 GEMMs are named
+//    "sm90_xmma_gemm_bf16bf16_..._tilesize128x256x64_warpgroupsize2x1x1" in Nsight traces, and CUTLASS
+//    3's default SM90 warp-specialized cooperative GEMM uses a 128×256×64 tile, one CTA per SM.
+constexpr std::int64_t kA100TileM = 256, kA100TileN = 128;
+constexpr std::int64_t kHopperTileM = 128, kHopperTileN = 256;
+
 // Figures: ../shared/REFERENCE.md, "Hardware" (NVIDIA A100/H100/H200 datasheets). Dense tensor-core
 // rates (no 2:4 sparsity). Memory capacity in decimal GB as the datasheets quote it (80 GB, 141 GB),
 // which is at or below what the devices expose, so memory-fit checks err on the safe side.
@@ -31,7 +48,10 @@ DeviceSpec a100() {
           .memory = 80'000'000'000,
           .memory_bandwidth = 2.039e12,
           .launch_overhead = kLaunchOverhead,
-          .sparse_speedup = kSparse24Speedup};
+          .sparse_speedup = kSparse24Speedup,
+          .sms = kA100Sms,
+          .gemm_tile_m = kA100TileM,
+          .gemm_tile_n = kA100TileN};
 }
 
 DeviceSpec h100() {
@@ -43,7 +63,10 @@ DeviceSpec h100() {
           .memory = 80'000'000'000,
           .memory_bandwidth = 3.35e12,
           .launch_overhead = kLaunchOverhead,
-          .sparse_speedup = kSparse24Speedup};
+          .sparse_speedup = kSparse24Speedup,
+          .sms = kHopperSms,
+          .gemm_tile_m = kHopperTileM,
+          .gemm_tile_n = kHopperTileN};
 }
 
 // H200: the H100 compute die with larger, faster HBM3e.
@@ -56,7 +79,10 @@ DeviceSpec h200() {
           .memory = 141'000'000'000,
           .memory_bandwidth = 4.8e12,
           .launch_overhead = kLaunchOverhead,
-          .sparse_speedup = kSparse24Speedup};
+          .sparse_speedup = kSparse24Speedup,
+          .sms = kHopperSms,
+          .gemm_tile_m = kHopperTileM,
+          .gemm_tile_n = kHopperTileN};
 }
 
 }  // namespace

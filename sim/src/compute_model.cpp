@@ -19,8 +19,17 @@ Efficiency default_efficiency(const std::string& device_name) {
   // Dense BF16 GEMM peaks measured publicly (../shared/REFERENCE.md): A100 271 of 312 TFLOP/s (0.87),
   // H100 795 of 989 (0.80). H200 has H100's GH100 die and clocks (only HBM differs): 0.80.
   // Memory: STREAM-style copy kernels reach about 90% of HBM datasheet bandwidth on these parts.
-  if (device_name == "a100") return {0.87, 0.9};
-  return {0.80, 0.9};
+  // Flash attention, as a fraction of the datasheet peak (see Efficiency::flash_attention), the middle
+  // of the range each paper's abstract gives over its benchmarks (sequence lengths, head sizes, causal
+  // or not, forward and backward), since a training step runs both passes over one shape:
+  //  - A100: FlashAttention-2 (Dao 2023, arXiv:2307.08691): "reaching 50-73% of the theoretical
+  //    maximum FLOPs/s on A100": 0.61.
+  //  - H100/H200: FlashAttention-3 (Shah et al. 2024, arXiv:2407.08608): "speedup on H100 GPUs by
+  //    1.5-2.0× with FP16 reaching up to 740 TFLOPs/s (75% utilization)" over FlashAttention-2's "35%
+  //    utilization on the H100": from 1.5 × 35% = 52.5% to 75%: 0.64.
+  if (device_name == "a100") return {0.87, 0.9, 0.61};
+  if (device_name == "h100" || device_name == "h200") return {0.80, 0.9, 0.64};
+  return {0.80, 0.9, 0.80};
 }
 
 ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
@@ -37,6 +46,10 @@ ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   p.memory_bandwidth = device.memory_bandwidth * eff.memory;
   p.launch_overhead = device.launch_overhead;
   p.sparse_speedup = device.sparse_speedup;
+  p.shapes.sms = device.sms;
+  p.shapes.tile_m = device.gemm_tile_m;
+  p.shapes.tile_n = device.gemm_tile_n;
+  p.shapes.flash_attention = eff.gemm > 0 ? eff.flash_attention / eff.gemm : 1;
   return p;
 }
 
@@ -150,6 +163,67 @@ double matmul_work(const OpCost& op, const ComputeProfile& profile) {
   return op.flops;
 }
 
+// A flash-attention kernel runs one thread block per (query block, head, sequence): FlashAttention-2
+// (§3.2-3.3) splits the queries into blocks of 128 rows for head dimensions up to 128 (block sizes
+// {64, 128} × {64, 128}, the larger for the query side), as FlashAttention-3 does on Hopper. Its
+// blocks quantise into waves over the SMs as a GEMM's tiles do.
+constexpr std::int64_t kFlashQueryBlock = 128;
+
+double flash_block_efficiency(const OpCost& op, const KernelShapeModel& shapes) {
+  KernelShapeModel blocks = shapes;
+  blocks.tile_m = blocks.tile_n = kFlashQueryBlock;
+  return tile_efficiency(op.m, kFlashQueryBlock, 1, op.batch, blocks);
+}
+
+}  // namespace
+
+double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                       std::int64_t splits) {
+  if (shapes.sms <= 0 || shapes.tile_m <= 0 || shapes.tile_n <= 0 || m <= 0 || n <= 0 || batch <= 0) return 1;
+  const auto ceil_div = [](std::int64_t a, std::int64_t b) { return (a + b - 1) / b; };
+  const double depth = static_cast<double>(std::max<std::int64_t>(k, 1));
+  splits = std::clamp<std::int64_t>(splits, 1, static_cast<std::int64_t>(depth));
+  const double slice = static_cast<double>(ceil_div(static_cast<std::int64_t>(depth), splits));
+  // Either orientation of the tile (cuBLAS has both, 256×128 and 128×256): the better one.
+  double best = 0;
+  for (const auto& [tm, tn] : {std::pair{shapes.tile_m, shapes.tile_n}, std::pair{shapes.tile_n, shapes.tile_m}}) {
+    const double units = static_cast<double>(ceil_div(m, tm)) * static_cast<double>(ceil_div(n, tn)) *
+                         static_cast<double>(batch) * static_cast<double>(splits);
+    const double waves = std::ceil(units / shapes.sms);
+    // Useful work over what the SMs could have done in that many full waves of full tiles and slices.
+    const double useful = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(batch) * depth;
+    best = std::max(best, useful / (waves * shapes.sms * static_cast<double>(tm) * static_cast<double>(tn) * slice));
+  }
+  return best;
+}
+
+namespace {
+
+// Split-K (CUTLASS, media/docs/efficient_gemm.md, "Parallelized Reductions"): a GEMM with fewer output
+// tiles than SMs leaves SMs idle, so the library splits k over up to ⌊SMs / tiles⌋ thread blocks per
+// tile, each at least one k-step of the mainloop deep (64 for the 16-bit tiles above:
+// "tilesize128x256x64"), and sums their FP32 partial tiles in a reduction that writes and reads them
+// once more. The split count that gives the shortest time is taken, as the library's heuristic would.
+constexpr std::int64_t kSplitStep = 64;
+constexpr double kPartialBytes = 4;  // FP32 accumulators
+
+double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec memory, const KernelShapeModel& shapes) {
+  const auto memory_seconds = [&](double bytes) { return memory > 0 ? bytes / memory : 0.0; };
+  const double outputs = static_cast<double>(op.m) * static_cast<double>(op.n) * static_cast<double>(op.batch);
+  double best = std::max(memory_seconds(static_cast<double>(op.bytes)), work / (rate * tile_efficiency(op.m, op.n, op.k, op.batch, shapes)));
+  if (shapes.sms <= 0 || shapes.tile_m <= 0 || shapes.tile_n <= 0) return best;
+  const double tiles = std::ceil(static_cast<double>(op.m) / static_cast<double>(shapes.tile_m)) *
+                       std::ceil(static_cast<double>(op.n) / static_cast<double>(shapes.tile_n)) * static_cast<double>(op.batch);
+  const auto max_splits = std::min<std::int64_t>(static_cast<std::int64_t>(shapes.sms / std::max(tiles, 1.0)), op.k / kSplitStep);
+  for (std::int64_t splits = 2; splits <= max_splits; ++splits) {
+    const double partials = 2 * static_cast<double>(splits) * outputs * kPartialBytes;
+    const double t = std::max(memory_seconds(static_cast<double>(op.bytes) + partials),
+                              work / (rate * tile_efficiency(op.m, op.n, op.k, op.batch, shapes, splits)));
+    best = std::min(best, t);
+  }
+  return best;
+}
+
 }  // namespace
 
 Time op_time(const OpCost& op, const ComputeProfile& profile) {
@@ -157,15 +231,20 @@ Time op_time(const OpCost& op, const ComputeProfile& profile) {
   const BytesPerSec memory = memory_rate(op.bytes, profile);
   if (memory > 0) seconds = static_cast<double>(op.bytes) / memory;
   if (op.is_matmul()) {
-    FlopsPerSec rate = sampled_rate(op, profile);
-    if (rate <= 0) {
-      auto it = profile.gemm_rate.find(op.dtype);
-      if (it == profile.gemm_rate.end() || it->second <= 0) {
-        throw InvalidArgument("op_time: no " + dtype_name(op.dtype) + " matmul rate for device '" + profile.device + "'");
-      }
-      rate = it->second;
+    // Measured shapes hold the shape effects already; otherwise the large-GEMM rate under the tile,
+    // wave and split-K model (a flash kernel: its own rate, its query blocks as the tiles).
+    const FlopsPerSec sampled = op.flash ? 0 : sampled_rate(op, profile);
+    if (sampled > 0) return profile.launch_overhead + Time::from_seconds(std::max(seconds, matmul_work(op, profile) / sampled));
+    auto it = profile.gemm_rate.find(op.dtype);
+    if (it == profile.gemm_rate.end() || it->second <= 0) {
+      throw InvalidArgument("op_time: no " + dtype_name(op.dtype) + " matmul rate for device '" + profile.device + "'");
     }
-    seconds = std::max(seconds, matmul_work(op, profile) / rate);
+    if (op.flash) {
+      const FlopsPerSec rate = it->second * profile.shapes.flash_attention * flash_block_efficiency(op, profile.shapes);
+      seconds = std::max(seconds, matmul_work(op, profile) / rate);
+    } else {
+      seconds = gemm_seconds(op, matmul_work(op, profile), it->second, memory, profile.shapes);
+    }
   }
   return profile.launch_overhead + Time::from_seconds(seconds);
 }

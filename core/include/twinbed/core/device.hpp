@@ -2,6 +2,7 @@
 // ../shared/REFERENCE.md (NVIDIA datasheets); every field is in base units (FLOP/s, bytes, bytes/s).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,12 @@ struct DeviceSpec {
   Time launch_overhead;           // fixed cost per kernel launch
   double sparse_speedup = 1;      // a GEMM with a 2:4-sparse operand on the sparse tensor cores,
                                   // against the dense GEMM (1: no such hardware)
+  // What the GEMM tile and wave model needs (sim/compute_model.hpp): the streaming multiprocessors,
+  // and the output tile (rows × columns of C) one SM computes at a time in the library's kernel for
+  // large 16-bit GEMMs, one tile per SM. 0: unknown, no tile model (every GEMM at the ceiling rate).
+  int sms = 0;
+  std::int64_t gemm_tile_m = 0;
+  std::int64_t gemm_tile_n = 0;
 
   bool operator==(const DeviceSpec&) const = default;
 };

@@ -62,9 +62,22 @@ struct Provenance {
   bool operator==(const Provenance&) const = default;
 };
 
+// How a GPU's kernels depend on shape (sim/compute_model.hpp): GEMMs run as output tiles of
+// tile_m × tile_n, one per SM at a time, over `sms` SMs; a flash-attention kernel runs at
+// `flash_attention` times the dense GEMM rate of its dtype. From the device (DeviceSpec) and the
+// simulator's defaults, never from a profile file. sms 0: no shape model (a CPU, or an unknown device):
+// every matmul runs at the per-dtype rate.
+struct KernelShapeModel {
+  int sms = 0;
+  std::int64_t tile_m = 0, tile_n = 0;
+  double flash_attention = 1;
+  bool operator==(const KernelShapeModel&) const = default;
+};
+
 struct MachineProfile {
   std::string device;
-  std::map<DType, FlopsPerSec> gemm_rate;  // achieved dense matmul FLOP/s per dtype
+  std::map<DType, FlopsPerSec> gemm_rate;  // achieved dense matmul FLOP/s per dtype: large GEMMs
+  KernelShapeModel shapes;                 // how smaller and odd shapes fall below gemm_rate
   std::vector<GemmSample> gemm_samples;    // measured shapes, when calibrated
   BytesPerSec memory_bandwidth = 0;        // achieved, for working sets beyond the caches
   std::vector<StreamSample> memory_samples;  // measured by size, when calibrated

@@ -1,9 +1,25 @@
-// Compute cost model: roofline with efficiency.
+// Compute cost model: a roofline whose compute roof knows the shape.
 //
-//   time = launch_overhead + max(flops / (peak(dtype) · gemm_efficiency), bytes / (memory_bandwidth · memory_efficiency))
+//   time = launch_overhead + max(flops / (peak(dtype) · gemm_efficiency · tile_efficiency(m, n, k, batch)),
+//                                bytes / (memory_bandwidth · memory_efficiency))
 //
 // for a matmul (GEMM or attention matmul); a memory-bound op takes launch_overhead + bytes / achieved
-// memory bandwidth (its arithmetic never limits it on these devices). A matmul a technique made sparse
+// memory bandwidth (its arithmetic never limits it on these devices).
+//
+// Tile and wave quantisation (NVIDIA, "Matrix Multiplication Background User's Guide", §3): a GEMM's
+// m×n output is cut into tiles of the device's tile shape (DeviceSpec::gemm_tile_m × gemm_tile_n; the
+// better of its two orientations), `batch` times; each SM computes one tile at a time, so the tiles run
+// in ⌈tiles / SMs⌉ waves, and the last wave and the partial tiles at the edges leave SMs idle:
+//
+//   tile_efficiency = m·n·batch / (waves · SMs · tile_m · tile_n)        (1 for a whole number of full waves)
+//
+// gemm_efficiency is the ceiling large GEMMs reach (measured; below), so tile_efficiency only takes away.
+// A GEMM with fewer tiles than SMs may split k over several thread blocks per tile (split-K, as CUTLASS
+// and cuBLAS do), at the price of writing and reading FP32 partial tiles: the split count (1 to
+// ⌊SMs / tiles⌋, slices at least 64 deep) with the shortest time is taken.
+// Small k needs no term of its own: such a GEMM moves m·n outputs for little arithmetic and meets the
+// memory roof. A flash-attention op (OpCost::flash) runs at flash_attention · peak instead, its query
+// blocks of 128 rows per head quantised in waves the same way. A matmul a technique made sparse
 // (OpCost::sparsity) is timed by the work the hardware really does: unstructured zeros are multiplied
 // anyway (the dense FLOPs), zero blocks are skipped (the non-zero FLOPs at the dense rate: an optimistic
 // bound), and a 2:4 operand runs `sparse_speedup` times faster than dense on sparse tensor cores
@@ -18,8 +34,10 @@
 // A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
 // guesses. When it holds measured GEMM shapes, a matmul takes the rate interpolated (in log space)
 // over the grid of measured (m, n, k) of its dtype, or the nearest measured shape off the grid (small
-// and skinny GEMMs are slower than large square ones), else the per-dtype rate; when it holds streaming bandwidths by working-set size, an op's bytes move
-// at the one measured for the nearest size (small working sets stay in cache).
+// and skinny GEMMs are slower than large square ones) — the measurement replaces the tile and wave
+// model; else the per-dtype rate (measured or a fraction of the peak), under the tile and wave model of
+// the device. When it holds streaming bandwidths by working-set size, an op's bytes move at the one
+// measured for the nearest size (small working sets stay in cache).
 #pragma once
 
 #include <map>
@@ -41,14 +59,17 @@ using ComputeProfile = MachineProfile;
 struct Efficiency {
   double gemm = 0.8;
   double memory = 0.9;
+  double flash_attention = 0.8;  // a FlashAttention kernel's rate, fraction of the datasheet peak
   bool operator==(const Efficiency&) const = default;
 };
 
-// The defaults above, by device name ("a100" 0.87, "h100"/"h200" 0.80, else 0.80; memory 0.9).
+// The defaults above, by device name ("a100" 0.87, "h100"/"h200" 0.80, else 0.80; memory 0.9; flash
+// attention 0.61 on A100 from FlashAttention-2's figures, 0.64 on H100/H200 from FlashAttention-3's, else
+// as GEMMs).
 Efficiency default_efficiency(const std::string& device_name);
 
 // Achieved rates = peak · efficiency for every dtype the device has (peak 0: absent). FP16 uses the
-// BF16 peak.
+// BF16 peak. The device's SMs and GEMM tile become the profile's shape model.
 ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff);
 inline ComputeProfile roofline_profile(const DeviceSpec& device) {
   return roofline_profile(device, default_efficiency(device.name));
@@ -58,6 +79,12 @@ inline ComputeProfile roofline_profile(const DeviceSpec& device) {
 // the roofline figures. ConfigError names the path ("/gemm_TFLOPs/bf16").
 ComputeProfile profile_from_json(const nlohmann::json& j, const DeviceSpec& device, const std::string& path = "");
 ComputeProfile load_profile(const std::string& file, const DeviceSpec& device);
+
+// The tile and wave quantisation factor above of an m×n×k GEMM, `batch` times, with k split over
+// `splits` thread blocks per output tile (split-K; 1: none), in (0, 1]; 1 when `shapes` has no SM count
+// (a CPU). O(1).
+double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                       std::int64_t splits = 1);
 
 // Time of one op under the model. Throws InvalidArgument when the op is a matmul in a dtype the
 // profile has no rate for. O(log dtypes).
