@@ -22,5 +22,6 @@ void add_run_command(CLI::App& app, Invocation& invocation);
 void add_sweep_command(CLI::App& app);
 void add_claims_command(CLI::App& app);
 void add_train_command(CLI::App& app, Invocation& invocation);
+void add_validate_command(CLI::App& app);
 
 }  // namespace twinbed::cli

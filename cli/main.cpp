@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   twinbed::cli::add_sweep_command(app);
   twinbed::cli::add_claims_command(app);
   twinbed::cli::add_train_command(app, invocation);
+  twinbed::cli::add_validate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

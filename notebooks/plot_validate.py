@@ -1,0 +1,87 @@
+#!/usr/bin/python3
+"""Plot `twinbed validate`'s results: the simulator's signed error on every published row, one bar
+per row (simulated vs published, in %), grouped by set, with the issue's target band shaded and each
+bar labelled with the published and simulated figures.
+
+Usage:  notebooks/plot_validate.py results/validate/validate.json OUT.png
+`twinbed validate` runs it (unless --no-plot). Runs with Debian's /usr/bin/python3 (python3-matplotlib).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot_claims import save_png  # noqa: E402  (the atomic PNG write every plot script shares)
+
+try:
+    from matplotlib.figure import Figure
+except ImportError:  # main() exits 77 (the CLI tests' "skipped")
+    Figure = None
+
+# The issue's per-row bound (collectives: every size; training: the max); training's mean bound is 5 %.
+BAND = {"collectives": 10.0, "training": 10.0}
+UNITS = {"busbw_GBps": "GB/s", "time_us": "us", "tflops_per_gpu": "TFLOP/s", "mfu": "MFU"}
+
+
+def figure_text(value, metric):
+    return f"{value:.3f}" if metric == "mfu" else f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def draw(data, out_png):
+    rows = data["rows"]
+    sets = [s for s in ("collectives", "training") if any(r["set"] == s for r in rows)]
+    heights = [max(1.2, 0.42 * sum(r["set"] == s for r in rows) + 0.9) for s in sets]
+    fig = Figure(figsize=(10, sum(heights) + 0.6))
+    axes = fig.subplots(len(sets), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    aggregates = {a["set"]: a for a in data.get("aggregates", [])}
+    for ax, s in zip(axes, sets):
+        mine = [r for r in rows if r["set"] == s]
+        errors = [100 * r["error"] for r in mine]
+        y = list(range(len(mine)))[::-1]
+        band = BAND[s]
+        ax.axvspan(-band, band, color="#d9ead3", zorder=0)
+        colors = ["#6aa84f" if abs(e) <= band else "#cc4125" for e in errors]
+        for yi, e, c, r in zip(y, errors, colors, mine):
+            ax.barh(yi, e, color=c, alpha=1.0 if r["judged"] else 0.4, height=0.6, zorder=2)
+            unit = UNITS.get(r["metric"], r["metric"])
+            text = f"  {figure_text(r['published'], r['metric'])} → {figure_text(r['simulated'], r['metric'])} {unit}"
+            ax.text(e, yi, text if e >= 0 else text.strip() + "  ", va="center", ha="left" if e >= 0 else "right",
+                    fontsize=8, zorder=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels([r["id"] + ("" if r["judged"] else " (<1 MiB)") for r in mine], fontsize=8)
+        ax.axvline(0, color="black", lw=0.8)
+        lim = max([band * 1.5] + [abs(e) * 1.6 for e in errors])
+        ax.set_xlim(-lim, lim)
+        title = f"{s}: simulated vs published"
+        a = aggregates.get(s)
+        if a:
+            title += (f"  (mean |error| {100 * a['mean_abs_error']:.1f}%, max {100 * a['max_abs_error']:.1f}%; "
+                      f"target {'met' if a['target_met'] else 'not met'})")
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlabel(f"error = (simulated − published) / published, %   (shaded: the target, ±{band:.0f}%; faded bars are not judged)",
+                      fontsize=8)
+    p = data.get("provenance", {})
+    fig.suptitle(f"twinbed validate — {p.get('git_revision', '?')}", fontsize=9, x=0.99, ha="right")
+    fig.tight_layout()
+    save_png(fig, out_png)
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if Figure is None:
+        print("plot_validate.py: matplotlib is not installed (Debian: apt-get install python3-matplotlib)", file=sys.stderr)
+        return 77
+    with open(argv[1]) as f:
+        data = json.load(f)
+    if not data.get("rows"):
+        print(f"plot_validate.py: {argv[1]} has no rows to plot", file=sys.stderr)
+        return 1
+    draw(data, argv[2])
+    print(f"wrote {argv[2]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,175 @@
+// Validation of the simulator against published measurements (experiments/validation/, its README
+// documents the row formats): what `twinbed validate` runs. Two sets:
+//  - collectives: nccl-tests bus bandwidths on named machines. Each row is simulated on its file's
+//    topology as NCCL would run it: `nccl_algo` null is NCCL's own choice (time_group_collective's
+//    "auto": sim/nccl_model.hpp on NVIDIA presets), a forced algorithm ("Ring", "Tree", "NVLS") is
+//    NCCL's tuner restricted to that algorithm (its protocols still chosen by least time, as NCCL does
+//    under NCCL_ALGO). busbw = size / time x busbw_factor (nccl-tests' definition, REFERENCE.md).
+//  - training: end-to-end throughput of named runs. Each row holds an experiment (the project's config
+//    format: cluster, model, layout, simulation) with the inputs as its source states them; one
+//    iteration is simulated and the figure is computed the way the source computes its own:
+//      flops "model":    Korthikanti et al. 2022's model FLOPs, no recomputation counted
+//                        (model.hpp training_flops(.., Recompute::None): 72·B·s·l·h²(1 + s/6h + V/12lh));
+//      flops "hardware": the FLOPs the run executes with its recomputation (training_flops with the
+//                        layout's recompute: full is 96·B·s·l·h²(1 + s/6h + V/16lh)).
+//    TFLOP/s per GPU = FLOPs / step time / GPUs; MFU = that / the device's dense peak in the model's dtype.
+//
+// error = (simulated − published) / published, signed. Aggregates per set: mean and max of |error|,
+// and whether the target holds (targets are reported, never used to tune anything):
+//   collectives: |error| ≤ 10 % at every row of 1 MiB and more (smaller rows are reported, not judged);
+//   training:    mean |error| ≤ 5 % and max |error| ≤ 10 %.
+//
+// Parsing is strict (the edge): unknown keys, missing or wrong fields are ConfigErrors whose message
+// names the file and whose path is the JSON pointer in it. No JSON reaches the simulation. The library
+// never prints: progress goes through a callback.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "twinbed/core/experiment.hpp"
+#include "twinbed/core/schedule.hpp"
+#include "twinbed/core/units.hpp"
+
+namespace twinbed::validation {
+
+enum class Set { Collectives, Training };
+// "collectives", "training"; parse throws UnknownName listing them.
+std::string to_string(Set s);
+Set parse_set(const std::string& name);
+std::vector<std::string> set_names();
+
+// What every row carries besides its inputs: where it comes from.
+struct Provenance {
+  std::string file;    // the data file, as found under the data folder (relative to it)
+  std::string source;  // URL
+  std::string where;   // where in it, in the source's words where useful
+  bool operator==(const Provenance&) const = default;
+};
+
+// One nccl-tests figure (collectives/*.json).
+struct CollectiveCase {
+  std::string id;                   // "<file stem>/<row index>"
+  Provenance provenance;
+  std::string machine;
+  nlohmann::json topology;          // the file's "topology" (a preset form), parsed when simulated
+  CollectiveOp op = CollectiveOp::AllReduce;
+  int ranks = 0;
+  Bytes size = 0;                   // nccl-tests' size convention
+  std::optional<std::string> nccl_algo;  // nullopt: NCCL's choice; else "Ring", "Tree" or "NVLS"
+  std::optional<double> busbw_GBps;      // exactly one of the two is set
+  std::optional<double> time_us;
+  bool operator==(const CollectiveCase&) const = default;
+};
+
+// How the source counts the FLOPs of its figure.
+enum class FlopsBasis { Model, Hardware };
+std::string to_string(FlopsBasis b);  // "model", "hardware"
+
+enum class Metric { TflopsPerGpu, Mfu };
+std::string to_string(Metric m);  // "tflops_per_gpu", "mfu"
+
+// One end-to-end training figure (training/*.json).
+struct TrainingCase {
+  std::string id;                   // the row's "id"
+  Provenance provenance;
+  std::string run;                  // the run as the source names it
+  Experiment experiment;            // parsed and validated (layout fits the cluster)
+  Metric metric = Metric::TflopsPerGpu;
+  double published = 0;             // TFLOP/s per GPU, or MFU as a fraction
+  FlopsBasis flops = FlopsBasis::Model;
+  std::vector<std::string> assumed; // inputs the source does not state: "pointer into the row: why" each
+  bool operator==(const TrainingCase&) const = default;
+};
+
+struct Dataset {
+  std::vector<std::string> files;   // every row file read, relative to the data folder, sorted
+  std::vector<CollectiveCase> collectives;
+  std::vector<TrainingCase> training;
+  bool operator==(const Dataset&) const = default;
+};
+
+// The rows of one file's parsed JSON. `file` is the name used in messages and provenance; relative
+// paths in an experiment (a topology file) are resolved against `base_dir`. Throws ConfigError (path:
+// the JSON pointer in the file; message: what is accepted, and the file).
+std::vector<CollectiveCase> collectives_from_json(const nlohmann::json& j, const std::string& file);
+std::vector<TrainingCase> training_from_json(const nlohmann::json& j, const std::string& file,
+                                             const std::filesystem::path& base_dir = {});
+
+// Every *.json under dir/collectives and dir/training (sorted by name; a missing subfolder is an empty
+// set; a folder without either is a ConfigError naming it). `only` restricts to one set.
+Dataset load_dataset(const std::filesystem::path& dir, std::optional<Set> only = std::nullopt);
+
+// Cheap rows: what ctest runs. Every collective row (a tuner evaluation, microseconds); a training row
+// whose plan is small: at most kCheapRanks GPUs and kCheapLayerMicroBatches layers × micro-batches per
+// pipeline (no wall-clock measure: the same rows are cheap on every machine).
+inline constexpr int kCheapRanks = 64;
+inline constexpr std::int64_t kCheapLayerMicroBatches = 4096;
+bool cheap(const TrainingCase& c);
+
+struct RowResult {
+  std::string id;
+  Set set = Set::Collectives;
+  std::string label;      // what was simulated, one line ("allreduce 8 ranks 4 GiB, NCCL's choice")
+  std::string metric;     // "busbw_GBps", "time_us", "tflops_per_gpu", "mfu"
+  double published = 0;
+  double simulated = 0;
+  double error = 0;       // (simulated − published) / published
+  bool judged = true;     // counts toward the set's target (collectives: size ≥ 1 MiB)
+  std::string detail;     // the algorithm NCCL's model picked, or the step time
+  std::vector<std::string> assumed;
+  Provenance provenance;
+  bool operator==(const RowResult&) const = default;
+};
+
+// (simulated − published) / published; InvalidArgument when published is not > 0.
+double relative_error(double simulated, double published);
+
+RowResult simulate(const CollectiveCase& c);
+RowResult simulate(const TrainingCase& c);
+
+struct Aggregate {
+  Set set = Set::Collectives;
+  int rows = 0;           // judged rows
+  double mean_abs_error = 0;
+  double max_abs_error = 0;
+  std::string max_row;    // id of the row of largest |error|
+  std::string target;     // the target for this set, in words
+  bool target_met = false;
+  bool operator==(const Aggregate&) const = default;
+};
+inline constexpr Bytes kJudgedMinCollectiveBytes = MiB;
+inline constexpr double kCollectiveMaxError = 0.10;
+inline constexpr double kTrainingMeanError = 0.05;
+inline constexpr double kTrainingMaxError = 0.10;
+
+// One aggregate per set that has judged rows, in Set order.
+std::vector<Aggregate> aggregate(const std::vector<RowResult>& rows);
+
+struct Options {
+  std::optional<Set> only;
+  bool cheap_only = false;
+  // Called before each row is simulated ("[3/12] training mtnlg-530b ...").
+  std::function<void(const std::string&)> progress;
+};
+
+struct Results {
+  std::vector<RowResult> rows;
+  std::vector<Aggregate> aggregates;
+  int skipped_expensive = 0;  // training rows left out by cheap_only
+};
+Results run(const Dataset& data, const Options& options);
+
+// "twinbed-validate-1": {"format", "rows": [...], "aggregates": [...], "skipped_expensive"}; the caller
+// adds "provenance".
+nlohmann::json to_json(const Results& r);
+// The printed table: per row id, metric, published, simulated, error %, detail; then the aggregates.
+std::string table(const Results& r);
+
+}  // namespace twinbed::validation

@@ -1,0 +1,236 @@
+// Each row through the simulator, and the error arithmetic.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+#include "twinbed/core/collective_table.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/passes.hpp"
+#include "twinbed/core/report.hpp"
+#include "twinbed/core/topology_json.hpp"
+#include "twinbed/sim/collective_sim.hpp"
+#include "twinbed/sim/group_collectives.hpp"
+#include "twinbed/sim/nccl_model.hpp"
+#include "twinbed/sim/plan_sim.hpp"
+#include "twinbed/validate/validate.hpp"
+
+namespace twinbed::validation {
+
+namespace {
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// NCCL under NCCL_ALGO=<algo>: its tuner's least time over the protocols of that one algorithm.
+sim::NcclChoice forced(const CollectiveRequest& request, const sim::NcclFabric& fabric, const std::string& algo) {
+  const sim::NcclAlgo a = algo == "Ring" ? sim::NcclAlgo::Ring : algo == "Tree" ? sim::NcclAlgo::Tree : sim::NcclAlgo::Nvls;
+  const sim::NcclTable table = sim::nccl_table(request.op, fabric);
+  std::optional<sim::NcclChoice> best;
+  for (sim::NcclProto p : {sim::NcclProto::LL, sim::NcclProto::LL128, sim::NcclProto::Simple}) {
+    const std::optional<Time> t = sim::nccl_time(table, fabric, request.op, request.bytes, a, p);
+    if (t && (!best || *t < best->time)) best = sim::NcclChoice{a, p, table.channels[static_cast<std::size_t>(a)], *t};
+  }
+  if (!best) throw InvalidArgument("NCCL's model has no " + algo + " for " + to_string(request.op) + " on this machine");
+  return *best;
+}
+
+}  // namespace
+
+double relative_error(double simulated, double published) {
+  if (!(published > 0)) throw InvalidArgument("a published figure must be > 0 to compute an error");
+  return (simulated - published) / published;
+}
+
+RowResult simulate(const CollectiveCase& c) {
+  const Topology topology = topology_from_json(c.topology);
+  if (c.ranks != topology.num_ranks()) {
+    throw ConfigError("/rows", "row " + c.id + ": " + std::to_string(c.ranks) + " ranks on a topology of " +
+                                   std::to_string(topology.num_ranks()) + " (in " + c.provenance.file + ")");
+  }
+  std::vector<int> all(static_cast<std::size_t>(c.ranks));
+  for (int r = 0; r < c.ranks; ++r) all[static_cast<std::size_t>(r)] = r;
+  const CollectiveRequest request{c.op, c.ranks, c.size, 0, topology.uniform_ranks_per_host()};
+  Time time;
+  std::string algorithm;
+  if (!c.nccl_algo) {  // NCCL's own choice: what `twinbed collectives` times as auto
+    sim::CollectiveSimulator simulator(topology, "flow");
+    const sim::GroupTiming t = sim::time_group_collective(request, {all}, "auto", simulator, topology);
+    time = t.max();
+    algorithm = t.algorithm;
+  } else {
+    const std::optional<sim::NcclFabric> fabric = sim::nccl_fabric(topology, all);
+    if (!fabric) throw ConfigError("/rows", "row " + c.id + ": nccl_algo needs NCCL's model, which does not apply to " + topology.description);
+    const sim::NcclChoice choice = forced(request, *fabric, *c.nccl_algo);
+    time = choice.time;
+    algorithm = choice.name() + " (forced " + *c.nccl_algo + ")";
+  }
+  const CollectiveRow row = make_collective_row(c.op, c.ranks, c.size, time, algorithm);
+  RowResult r;
+  r.id = c.id;
+  r.set = Set::Collectives;
+  r.label = to_string(c.op) + " " + std::to_string(c.ranks) + " ranks " + format_size(c.size) + " " +
+            (c.nccl_algo ? "NCCL_ALGO=" + *c.nccl_algo : "NCCL's choice");
+  r.metric = c.busbw_GBps ? "busbw_GBps" : "time_us";
+  r.published = c.busbw_GBps ? *c.busbw_GBps : *c.time_us;
+  r.simulated = c.busbw_GBps ? row.busbw_GBps : time.microseconds();
+  r.error = relative_error(r.simulated, r.published);
+  r.judged = c.size >= kJudgedMinCollectiveBytes;
+  r.detail = algorithm;
+  r.provenance = c.provenance;
+  return r;
+}
+
+RowResult simulate(const TrainingCase& c) {
+  const Experiment& e = c.experiment;
+  const Topology topology = build_topology(e.cluster);
+  const Plan plan = plan_for(e, topology);
+  const Trace trace = sim::simulate_plan(plan, topology, sim::plan_sim_options(e, topology, false));
+  const double step_s = trace.step_time.seconds();
+  if (!(step_s > 0)) throw Error("row " + c.id + ": the simulated iteration took no time");
+  const int gpus = e.layout.world_size();
+  const double flops =
+      training_flops(e.model, e.layout.global_batch, c.flops == FlopsBasis::Model ? Recompute::None : e.layout.recompute);
+  const double tflops = flops / step_s / gpus / 1e12;
+  const double peak = report_inputs(plan, topology.device(0)).peak_flops;
+  RowResult r;
+  r.id = c.id;
+  r.set = Set::Training;
+  r.label = c.run;
+  r.metric = to_string(c.metric);
+  r.published = c.published;
+  r.simulated = c.metric == Metric::Mfu ? tflops * 1e12 / peak : tflops;
+  r.error = relative_error(r.simulated, r.published);
+  r.detail = "step " + fixed(step_s, 2) + " s, " + std::to_string(gpus) + " GPUs, " + to_string(c.flops) + " FLOPs";
+  r.assumed = c.assumed;
+  r.provenance = c.provenance;
+  return r;
+}
+
+std::vector<Aggregate> aggregate(const std::vector<RowResult>& rows) {
+  std::vector<Aggregate> out;
+  for (Set set : {Set::Collectives, Set::Training}) {
+    Aggregate a;
+    a.set = set;
+    double sum = 0;
+    for (const RowResult& r : rows) {
+      if (r.set != set || !r.judged) continue;
+      const double e = std::fabs(r.error);
+      ++a.rows;
+      sum += e;
+      if (a.rows == 1 || e > a.max_abs_error) {
+        a.max_abs_error = e;
+        a.max_row = r.id;
+      }
+    }
+    if (a.rows == 0) continue;
+    a.mean_abs_error = sum / a.rows;
+    if (set == Set::Collectives) {
+      a.target = "|error| <= 10% at every size >= 1 MiB";
+      a.target_met = a.max_abs_error <= kCollectiveMaxError;
+    } else {
+      a.target = "mean |error| <= 5%, max |error| <= 10%";
+      a.target_met = a.mean_abs_error <= kTrainingMeanError && a.max_abs_error <= kTrainingMaxError;
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+
+Results run(const Dataset& data, const Options& options) {
+  Results results;
+  std::size_t total = 0;
+  const bool collectives = !options.only || *options.only == Set::Collectives;
+  const bool training = !options.only || *options.only == Set::Training;
+  std::vector<const TrainingCase*> train;
+  if (training) {
+    for (const TrainingCase& c : data.training) {
+      if (options.cheap_only && !cheap(c)) ++results.skipped_expensive;
+      else train.push_back(&c);
+    }
+  }
+  total = (collectives ? data.collectives.size() : 0) + train.size();
+  std::size_t i = 0;
+  const auto progress = [&](const std::string& set, const std::string& id) {
+    ++i;
+    if (options.progress) options.progress("[" + std::to_string(i) + "/" + std::to_string(total) + "] " + set + " " + id);
+  };
+  if (collectives) {
+    for (const CollectiveCase& c : data.collectives) {
+      progress("collectives", c.id);
+      results.rows.push_back(simulate(c));
+    }
+  }
+  for (const TrainingCase* c : train) {
+    progress("training", c->id);
+    results.rows.push_back(simulate(*c));
+  }
+  results.aggregates = aggregate(results.rows);
+  return results;
+}
+
+nlohmann::json to_json(const Results& r) {
+  using nlohmann::json;
+  json rows = json::array();
+  for (const RowResult& x : r.rows) {
+    rows.push_back({{"id", x.id},
+                    {"set", to_string(x.set)},
+                    {"label", x.label},
+                    {"metric", x.metric},
+                    {"published", x.published},
+                    {"simulated", x.simulated},
+                    {"error", x.error},
+                    {"judged", x.judged},
+                    {"detail", x.detail},
+                    {"assumed", x.assumed},
+                    {"file", x.provenance.file},
+                    {"source", x.provenance.source},
+                    {"where", x.provenance.where}});
+  }
+  json aggs = json::array();
+  for (const Aggregate& a : r.aggregates) {
+    aggs.push_back({{"set", to_string(a.set)},
+                    {"rows", a.rows},
+                    {"mean_abs_error", a.mean_abs_error},
+                    {"max_abs_error", a.max_abs_error},
+                    {"max_row", a.max_row},
+                    {"target", a.target},
+                    {"target_met", a.target_met}});
+  }
+  return {{"format", "twinbed-validate-1"}, {"rows", rows}, {"aggregates", aggs}, {"skipped_expensive", r.skipped_expensive}};
+}
+
+std::string table(const Results& r) {
+  std::ostringstream o;
+  std::size_t w = 2;
+  for (const RowResult& x : r.rows) w = std::max(w, x.id.size());
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%-*s  %-14s %11s %11s %8s  %s\n", static_cast<int>(w), "id", "metric", "published",
+                "simulated", "error", "simulated as");
+  o << buf;
+  for (const RowResult& x : r.rows) {
+    const int digits = x.metric == "mfu" ? 3 : 1;
+    std::snprintf(buf, sizeof buf, "%-*s  %-14s %11s %11s %+7.1f%%%s %s%s\n", static_cast<int>(w), x.id.c_str(),
+                  x.metric.c_str(), fixed(x.published, digits).c_str(), fixed(x.simulated, digits).c_str(), 100 * x.error,
+                  x.judged ? " " : "*", x.detail.c_str(), x.assumed.empty() ? "" : " [assumed inputs]");
+    o << buf;
+  }
+  o << "\n";
+  for (const Aggregate& a : r.aggregates) {
+    std::snprintf(buf, sizeof buf, "%-12s %3d rows  mean |error| %5.1f%%  max |error| %5.1f%% (%s)  target %s: %s\n",
+                  to_string(a.set).c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str(),
+                  a.target.c_str(), a.target_met ? "met" : "NOT met");
+    o << buf;
+  }
+  bool unjudged = false;
+  for (const RowResult& x : r.rows) unjudged |= !x.judged;
+  if (unjudged) o << "* below 1 MiB: reported, not judged against the target\n";
+  if (r.skipped_expensive > 0) o << "# " << r.skipped_expensive << " expensive training rows skipped (--cheap)\n";
+  return o.str();
+}
+
+}  // namespace twinbed::validation
