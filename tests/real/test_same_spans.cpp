@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "twinbed/core/device.hpp"
+#include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/topology_builders.hpp"
@@ -69,6 +70,20 @@ std::vector<Case> cases(int n) {
   arena.what += " zrdf";
   apply_zrdf(arena.plan, ZrdfParams{});
   out.push_back(arena);
+  // Each technique pass on the data-parallel plan: the ops it adds run in both backends too.
+  for (const char* techniques : {
+           R"([{"pass": "tgc", "bits": 8, "topk_fraction": 0.1}])",
+           R"([{"pass": "tgc", "bits": 4}])",
+           R"([{"pass": "dsa", "density": 0.5, "granularity": "block", "block_size": 16, "mode": "prune", "refresh_every": 2}])",
+           R"([{"pass": "dsa", "density": 0.5, "granularity": "nm", "mode": "prune"}])",
+           R"([{"pass": "lora", "rank": 4}])",
+           R"([{"pass": "precision", "policy": "adaptive", "low": "fp16", "low_fraction": 0.5, "redecide_every": 2, "loss_scaling": "dynamic"}])",
+       }) {
+    Case t = out.front();
+    t.what += std::string(" ") + techniques;
+    for (const nlohmann::json& entry : nlohmann::json::parse(techniques)) parse_technique(entry, "/techniques")->apply(t.plan);
+    out.push_back(std::move(t));
+  }
   return out;
 }
 

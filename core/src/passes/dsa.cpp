@@ -75,6 +75,8 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   OpCost masked_step = optimizer_step_cost(updated_params_of(masked, l));
   masked_step.bytes += shard;  // the mask it reads
   masked_step.kernel = OpCost::Kernel::MaskedStep;
+  masked_step.elements = shard;  // the masked ones among the step's parameters
+  masked_step.density = p.density;
   e.op(step).cost = tables.cost(masked_step);
 
   // Each target's gradient in its own dtype (precision, listed before dsa, may have changed it) and 17 B.
@@ -82,8 +84,15 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   PlanOp refresh = prog.ops[step];
   refresh.span = SpanKind::MemoryBound;
   refresh.name = tables.name("dsa.mask_refresh");
-  refresh.cost = tables.cost(passes::kernel_cost("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
-                                       static_cast<double>(refresh_bytes) / p.refresh_every));
+  OpCost refresh_cost = passes::kernel_cost("dsa.mask_refresh", OpCost::Kernel::MaskRefresh, shard,
+                                            static_cast<double>(refresh_bytes) / p.refresh_every);
+  refresh_cost.sparsity = p.granularity == DsaParams::Granularity::Block ? Sparsity::Block
+                          : p.granularity == DsaParams::Granularity::NM && p.n == 2 && p.m == 4 ? Sparsity::TwoFour
+                                                                                                 : Sparsity::Unstructured;
+  refresh_cost.density = p.density;
+  refresh_cost.block = p.granularity == DsaParams::Granularity::Block ? p.block_size : 0;
+  refresh_cost.every = p.refresh_every;
+  refresh.cost = tables.cost(refresh_cost);
   const PlanOp scores = alloc_op(TensorClass::Workspace, e.new_tensor_id(), 4 * shard, tables.name("dsa.scores"));
   const OpRef alloc = e.insert_before(step, scores, e.original_deps(step));
   const OpRef r = e.insert_before(step, refresh, {alloc});

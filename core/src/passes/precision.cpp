@@ -1,7 +1,9 @@
 #include "twinbed/core/passes/precision.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <unordered_map>
 #include <utility>
@@ -291,9 +293,10 @@ class PrecisionRewrite {
       if (n > 0) {
         // One read of every gradient, a sum and a sum of squares per layer, amortised over redecide_every.
         const auto every = static_cast<double>(p_.redecide_every);
-        add(passes::kernel_cost("precision.statistics", OpCost::Kernel::Precision, n, static_cast<double>(bytes) / every,
-                                3.0 * static_cast<double>(n) / every),
-            prog.ops[step].params);
+        OpCost stats = passes::kernel_cost("precision.statistics", OpCost::Kernel::Precision, n,
+                                           static_cast<double>(bytes) / every, 3.0 * static_cast<double>(n) / every);
+        stats.every = static_cast<int>(std::min<std::int64_t>(p_.redecide_every, INT32_MAX));
+        add(stats, prog.ops[step].params);
       }
     }
     return added;

@@ -16,6 +16,8 @@ OpCost kernel_op(const std::string& name, OpCost::Kernel kernel, std::int64_t el
   OpCost c = passes::kernel_cost(name, kernel, elements, bytes);
   c.bits = p.width();
   c.keep_fraction = p.topk_fraction;
+  c.block = p.block_size;
+  c.error_feedback = p.error_feedback;
   return c;
 }
 

@@ -15,6 +15,7 @@
 
 #include "cpu_compute.hpp"
 #include "schedule_executor.hpp"
+#include "technique_ops.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan_exec.hpp"
@@ -71,7 +72,7 @@ CollKey key_of(const Plan& plan, int rank, const PlanOp& op) {
 class CollectiveSlot {
  public:
   CollectiveSlot(const CollKey& key, MPI_Comm comm, int n, const Schedule* schedule)
-      : op_(key.op), comm_(comm), n_(n) {
+      : op_(key.op), comm_(comm), n_(n), request_shape_{key.op, n, key.bytes, 0, 0} {
     const std::int64_t floats = key.bytes / 4;
     const std::string what = to_string(key.op) + " of " + std::to_string(key.bytes) + " bytes";
     count_ = detail::as_count(floats, what);
@@ -79,10 +80,12 @@ class CollectiveSlot {
     if (schedule != nullptr) {
       int me = 0;
       MPI_CHECK(MPI_Comm_rank(comm, &me));
+      me_ = me;
       program_ = std::make_unique<detail::RankProgram>(*schedule, me);
       workspace_.assign(static_cast<std::size_t>(program_->workspace_floats()), 0.0f);
       return;
     }
+    MPI_CHECK(MPI_Comm_rank(comm, &me_));
     // Zeros: sums stay zero however often the buffers are reused, and MPI's time does not depend on values.
     const bool single_input = op_ == CollectiveOp::AllGather;
     const bool single_output = op_ == CollectiveOp::ReduceScatter;
@@ -121,6 +124,43 @@ class CollectiveSlot {
     }
   }
 
+  // Data in and out, for collectives that carry a technique's payload (TGC): `in` is what this rank
+  // contributes (all-gather: its block; all-reduce, reduce-scatter: the whole array), `out` what it
+  // receives (all-gather, all-reduce: the whole array; reduce-scatter: its block). Floats past the end of
+  // `in` are zero; `out` takes what fits. Other ops: InvalidArgument.
+  void load(std::span<const float> in) {
+    check_data_op();
+    auto from = [&](std::int64_t at) { return at < static_cast<std::int64_t>(in.size()) ? in[static_cast<std::size_t>(at)] : 0.0f; };
+    if (!program_) {
+      for (std::size_t i = 0; i < send_.size(); ++i) send_[i] = from(static_cast<std::int64_t>(i));
+      return;
+    }
+    for (const ChunkElements& c : program_->layout()) {
+      if (!holds_at_start(request_shape_, me_, c.block)) continue;
+      const std::int64_t base = op_ == CollectiveOp::AllGather ? c.first : c.block * block_ + c.first;
+      for (std::int64_t i = 0; i < c.count; ++i) workspace_[static_cast<std::size_t>(c.offset + i)] = from(base + i);
+    }
+  }
+  void unload(std::span<float> out) const {
+    check_data_op();
+    auto to = [&](std::int64_t at, float v) {
+      if (at < static_cast<std::int64_t>(out.size())) out[static_cast<std::size_t>(at)] = v;
+    };
+    if (n_ == 1 && !program_) {  // nothing ran: what this rank put in is the result
+      for (std::size_t i = 0; i < send_.size(); ++i) to(static_cast<std::int64_t>(i), send_[i]);
+      return;
+    }
+    if (!program_) {
+      for (std::size_t i = 0; i < recv_.size(); ++i) to(static_cast<std::int64_t>(i), recv_[i]);
+      return;
+    }
+    for (const ChunkElements& c : program_->layout()) {
+      if (!checked_at_end(request_shape_, me_, c.block)) continue;
+      const std::int64_t base = op_ == CollectiveOp::ReduceScatter ? c.first : c.block * block_ + c.first;
+      for (std::int64_t i = 0; i < c.count; ++i) to(base + i, workspace_[static_cast<std::size_t>(c.offset + i)]);
+    }
+  }
+
   bool test() {
     if (n_ == 1) return true;
     if (program_) return program_->test(comm_, workspace_);
@@ -130,9 +170,16 @@ class CollectiveSlot {
   }
 
  private:
+  void check_data_op() const {
+    if (op_ != CollectiveOp::AllGather && op_ != CollectiveOp::AllReduce && op_ != CollectiveOp::ReduceScatter)
+      throw InvalidArgument("CPU backend: a " + to_string(op_) + " cannot carry a technique's payload");
+  }
+
   CollectiveOp op_;
   MPI_Comm comm_;
   int n_;
+  int me_ = 0;                       // this rank's position in the communicator
+  CollectiveRequest request_shape_;  // for the schedule's start and end states (collective_data.hpp)
   int count_ = 0;  // floats of the whole buffer
   int block_ = 0;  // floats of one rank's block
   std::vector<float> send_, recv_;
@@ -149,6 +196,7 @@ struct PreparedProgram {
   std::vector<detail::ScaledCompute> compute;   // per op (Compute ops only)
   std::vector<CollectiveSlot*> slot;            // per op (Collective ops only)
   std::vector<std::int64_t> recv_offset;        // per op (Recv ops): offset in the receive arena
+  std::unique_ptr<detail::TechniqueOps> techniques;  // the technique passes' ops (technique_ops.hpp)
 };
 
 // What one rank records in one iteration.
@@ -287,6 +335,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
         }
         case OpKind::Collective: {
           InFlight f{i, now(), MPI_REQUEST_NULL, pp.slot[i], false};
+          if (const auto in = pp.techniques->collective_input(i); !in.empty()) f.slot->load(in);
           f.slot->start();
           inflight.push_back(f);
           break;
@@ -311,6 +360,8 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
         ++k;
         continue;
       }
+      if (f.slot != nullptr)
+        if (const auto out = pp.techniques->collective_output(f.op); !out.empty()) f.slot->unload(out);
       span(f.op, f.start, now(), 0);  // a Recv records none (records_span)
       if (!f.released) complete(f.op);
       inflight[k] = inflight.back();
@@ -322,8 +373,13 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
       const std::uint32_t i = compute_ready.front();
       compute_ready.pop_front();
       const Time start = now();
-      pool.run(pp.compute[i]);
-      span(i, start, now(), pp.compute[i].flops);
+      if (pp.techniques->runs(i)) {
+        if (const auto rest = pp.techniques->run(i)) pool.run(*rest);
+        span(i, start, now(), pp.techniques->flops(i));
+      } else {
+        pool.run(pp.compute[i]);
+        span(i, start, now(), pp.compute[i].flops);
+      }
       complete(i);
       continue;
     }
@@ -339,6 +395,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
       throw Error(msg);
     }
   }
+  pp.techniques->next_iteration();
   if (record) rec.memory = memory.take();
   return rec;
 }
@@ -395,11 +452,13 @@ Trace CpuBackend::run(const Plan& plan) {
         messages += op.bytes;  // receives each get their own buffer; sends share one (counted generously)
       }
     }
-    const Bytes total = pool + colls + messages;
+    const Bytes techniques = detail::TechniqueOps(plan, r, options_.compute_scale).bytes();
+    const Bytes total = pool + colls + messages + techniques;
     if (total > options_.memory_budget)
       throw InvalidArgument("rank " + std::to_string(r) + " would need " + std::to_string(total) +
                             " bytes of buffers (compute " + std::to_string(pool) + ", for op '" + biggest +
                             "'; collectives " + std::to_string(colls) + "; messages " + std::to_string(messages) +
+                            "; technique state " + std::to_string(techniques) +
                             "), more than memory_budget = " + std::to_string(options_.memory_budget) +
                             ": use a smaller model, a compute_scale below 1, or a larger memory_budget");
   }
@@ -425,6 +484,8 @@ Trace CpuBackend::run(const Plan& plan) {
   pp.compute.resize(prog.size());
   pp.slot.assign(prog.size(), nullptr);
   pp.recv_offset.assign(prog.size(), 0);
+  pp.techniques = std::make_unique<detail::TechniqueOps>(plan, im.rank, options_.compute_scale);
+  pp.techniques->allocate();
   std::int64_t pool_floats = 0, recv_bytes = 0, send_bytes = 0;
   std::map<CollKey, std::unique_ptr<CollectiveSlot>> slots;
   for (std::size_t i = 0; i < prog.size(); ++i) {
@@ -486,6 +547,10 @@ Trace CpuBackend::run(const Plan& plan) {
   std::int64_t step_end = 0;
   MPI_CHECK(MPI_Allreduce(&local_end, &step_end, 1, MPI_INT64_T, MPI_MAX, im.world.get()));
   trace.step_time = Time::ps(step_end);
+  const PayloadCheck& mine = pp.techniques->checks();
+  std::int64_t checked[2] = {mine.floats, mine.wrong};
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, checked, 2, MPI_INT64_T, MPI_SUM, im.world.get()));
+  payload_check_ = {checked[0], checked[1]};
 
   std::vector<PackedSpan> spans_out;
   spans_out.reserve(rec.spans.size());

@@ -6,11 +6,18 @@
 //  - Compute, Gemm / Attention cost: a real fp32 Eigen GEMM C = A·B of the cost's shape, `batch` times
 //    (m×k times k×n, each batch element on its own memory). Memory-bound cost: a streaming kernel
 //    y = a·x + b over op.bytes bytes (half read, half written).
+//  - Compute ops of the technique passes (OpCost::kernel: TGC's compress / requantize / decompress,
+//    DSA's mask refresh and masked Adam, precision's loss scaling and statistics) and GEMMs with DSA's
+//    block or 2:4 sparsity: the kernels of kernels/ on buffers standing for the rank's tensors, with
+//    the state the technique keeps across iterations (src/cpu/technique_ops.hpp says what runs).
+//    LoRA's adapter GEMMs are GEMMs of their shapes, as above.
 //  - Collective: the op on `bytes` of data (as floats), on a communicator holding the rank's group of
 //    the op's kind (MPI_Comm_split of the plan's GroupSet, members ordered as the plan lists them), either
 //    MPI's own non-blocking collective (algorithm "native": MPI_Iallreduce, MPI_Ireduce_scatter_block,
 //    MPI_Iallgather, MPI_Ibcast, MPI_Ireduce, MPI_Ialltoall; root 0) or a registered schedule
 //    (collective_algorithms.hpp) executed over MPI point-to-point exactly as collectives.hpp does.
+//    A collective carrying a TGC payload moves the payload the compress op encoded (real::TgcCodec),
+//    and the decompress op decodes what arrived; all-gathered top-k payloads are verified (PayloadCheck).
 //    Sizes the element rule rejects (collective_data.hpp) are rounded UP to the next accepted size
 //    (a multiple of 4 bytes, or of 4·group size for reduce-scatter, all-gather, all-to-all); the span
 //    records the plan's bytes.
@@ -91,6 +98,14 @@ struct CpuBackendOptions {
   bool operator==(const CpuBackendOptions&) const = default;
 };
 
+// The verification of the payloads technique ops exchanged (TGC's all-gathered top-k payloads): every
+// rank re-encodes every member's first payload and compares it float by float with what arrived.
+struct PayloadCheck {
+  std::int64_t floats = 0;  // payload floats compared, over all ranks
+  std::int64_t wrong = 0;   // of them, different from the reference encoding
+  bool operator==(const PayloadCheck&) const = default;
+};
+
 // Throws InvalidArgument (naming the field) for out-of-range options, UnknownName (listing
 // real_collective_algorithm_names()) for an unknown algorithm. Needs no MPI.
 void validate(const CpuBackendOptions& options);
@@ -124,9 +139,14 @@ class CpuBackend : public Backend {
   // end the job (MpiSession::abort_job).
   Trace run(const Plan& plan) override;
 
+  // The payload verification of the last run(), summed over the ranks (the same on every rank). A run
+  // with a wrong float throws Error on the rank that saw it, so a returned run has wrong == 0.
+  const PayloadCheck& payload_check() const { return payload_check_; }
+
  private:
   struct Impl;  // communicators kept between runs of plans with the same groups
   CpuBackendOptions options_;
+  PayloadCheck payload_check_;
   std::unique_ptr<Impl> impl_;
 };
 

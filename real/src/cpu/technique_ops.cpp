@@ -1,0 +1,480 @@
+#include "technique_ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/hash.hpp"
+#include "twinbed/kernels/dsa.hpp"
+#include "twinbed/kernels/rng.hpp"
+#include "twinbed/kernels/sparse_gemm.hpp"
+#include "twinbed/kernels/tgc.hpp"
+#include "twinbed/real/tgc_codec.hpp"
+
+namespace twinbed::real::detail {
+namespace {
+
+namespace kc = twinbed::kernels::cpu;
+using Kernel = OpCost::Kernel;
+
+// Gradient-like values: a centred sum of four uniforms (bell-shaped, crest factor about 3.5, as DSA's
+// and TGC's kernels expect of gradients), scaled to 1e-2. The same (seed, i) gives the same value on
+// every rank, which is what lets a rank re-encode another rank's payload.
+void fill_gradient(std::span<float> x, std::uint64_t seed) {
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    float s = -2.0f;
+    for (std::uint64_t j = 0; j < 4; ++j) {
+      const std::uint64_t at = 4 * static_cast<std::uint64_t>(i) + j;
+      s += kernels::rng::uniform(kernels::rng::key(seed, at), at);
+    }
+    x[i] = 0.01f * s;
+  }
+}
+
+std::uint64_t seed_of(int world_rank, std::uint32_t name, std::int64_t salt) {
+  return hash_combine(hash_combine(hash_combine(0x7467635f65786368ULL, static_cast<std::uint64_t>(world_rank)), name),
+                      static_cast<std::uint64_t>(salt));
+}
+
+std::size_t as_size(std::int64_t n) { return static_cast<std::size_t>(std::max<std::int64_t>(n, 0)); }
+
+// A TGC exchange: compress → collective → (requantize) → decompress of one gradient reduction.
+struct Exchange {
+  TgcParams params;
+  int bits = 0;
+  std::size_t n = 0;
+  std::uint32_t name = 0;           // the compress op's name: with the rank, the gradient's identity
+  CollectiveOp op = CollectiveOp::AllGather;
+  std::vector<int> members;         // world ranks of the group, in schedule order
+  int me = 0;                       // this rank's position among them
+  std::unique_ptr<TgcCodec> codec;
+  std::size_t payload_floats = 0;
+  std::vector<float> gradient, payload, output, sum;
+  // Requantize's hop work: (R−1)/R of the elements decoded, added, encoded again.
+  std::size_t hop = 0;
+  std::vector<std::uint8_t> hop_codes, hop_out_codes;
+  std::vector<float> hop_scales, hop_out_scales, hop_values;
+  bool verified = false;
+
+  std::size_t output_floats() const {
+    return op == CollectiveOp::AllGather ? payload_floats * members.size() : payload_floats;
+  }
+  std::int64_t bytes() const {
+    const std::size_t floats = 2 * n + (params.error_feedback ? n : 0) + payload_floats + output_floats() + 3 * hop + n;
+    return static_cast<std::int64_t>(4 * floats + 4 * hop);
+  }
+};
+
+// DSA's state of one program: the masks of the target parameters, refreshed a slice at a time.
+struct Dsa {
+  std::size_t n = 0;
+  double density = 1;
+  OpCost::Sparsity granularity = OpCost::Sparsity::Unstructured;
+  std::size_t block = 0;
+  int every = 1;
+  std::vector<float> grad, momentum, score, params, v;
+  std::vector<std::uint8_t> mask, block_mask;
+  std::int64_t bytes() const { return static_cast<std::int64_t>(4 * 5 * n + n + n); }
+};
+
+struct SparseGemm {
+  std::size_t m = 0, n = 0, k = 0, batch = 1;
+  bool two_four = false;
+  std::size_t block = 0;
+  double density = 1;
+  double flops = 0;
+  std::vector<float> x, y;
+  kernels::BsrMatrix bsr;
+  kernels::Sparse24Matrix s24;
+  std::int64_t bytes() const { return static_cast<std::int64_t>(4 * (m * k + 2 * n * k + m * n)); }
+};
+
+enum class Role : std::uint8_t { None, Compress, Requantize, Decompress, Refresh, MaskedStep, LossScale, Statistics, SparseGemm };
+
+}  // namespace
+
+struct TechniqueOps::Impl {
+  const Plan* plan = nullptr;
+  const Program* prog = nullptr;
+  int rank = 0;
+  std::vector<Role> role;                  // per op
+  std::vector<std::int32_t> index;         // per op: into exchanges / gemms, -1 otherwise
+  std::vector<std::int32_t> collective_of; // per op (collectives): exchange index or -1
+  std::vector<Exchange> exchanges;
+  std::vector<SparseGemm> gemms;
+  Dsa dsa;
+  bool has_dsa = false;
+  std::int64_t masked_rest_bytes = 0;      // the masked step's dense remainder
+  std::vector<float> loss_scale_in, loss_scale_out, stats;
+  float crest = 0;                         // the statistics' last crest factor (max|g| / rms)
+  std::int64_t iteration = 0;
+  PayloadCheck check;
+  bool allocated = false;
+
+  const OpCost& cost(std::uint32_t i) const { return plan->costs.at(static_cast<std::size_t>(prog->ops[i].cost)); }
+  bool is_kernel(std::uint32_t i, Kernel k) const { return prog->ops[i].kind == OpKind::Compute && cost(i).kernel == k; }
+  bool is_requantize(std::uint32_t i) const { return is_kernel(i, Kernel::Compress) && cost(i).name == "tgc.requantize"; }
+
+  // The exchange a decompress or requantize op belongs to: through its deps, the collective (or the
+  // requantize after it) it follows.
+  std::int32_t exchange_before(std::uint32_t i) const {
+    const std::uint32_t* d = prog->deps_of(i);
+    for (std::size_t j = 0; j < prog->num_deps(i); ++j) {
+      const std::uint32_t dep = d[j];
+      if (prog->ops[dep].kind == OpKind::Collective && collective_of[dep] >= 0) return collective_of[dep];
+      if (role[dep] == Role::Requantize) return index[dep];
+    }
+    return -1;
+  }
+
+  void prepare(double compute_scale);
+  void verify(Exchange& e);
+};
+
+void TechniqueOps::Impl::prepare(double compute_scale) {
+  const std::size_t n_ops = prog->size();
+  role.assign(n_ops, Role::None);
+  index.assign(n_ops, -1);
+  collective_of.assign(n_ops, -1);
+  std::map<std::int32_t, std::int32_t> gemm_of_cost;
+  for (std::uint32_t i = 0; i < n_ops; ++i) {
+    const PlanOp& op = prog->ops[i];
+    if (op.kind == OpKind::Collective) {
+      // The compress op it depends on makes this the exchange's collective.
+      const std::uint32_t* d = prog->deps_of(i);
+      for (std::size_t j = 0; j < prog->num_deps(i); ++j) {
+        if (role[d[j]] != Role::Compress) continue;
+        Exchange& e = exchanges[static_cast<std::size_t>(index[d[j]])];
+        e.op = op.collective;
+        e.members = plan->group_members(rank, op.group);
+        e.me = static_cast<int>(std::find(e.members.begin(), e.members.end(), rank) - e.members.begin());
+        collective_of[i] = index[d[j]];
+      }
+      continue;
+    }
+    if (op.kind != OpKind::Compute) continue;
+    const OpCost& c = cost(i);
+    switch (c.kernel) {
+      case Kernel::Compress:
+        if (is_requantize(i)) {
+          role[i] = Role::Requantize;
+          index[i] = exchange_before(i);
+          if (index[i] < 0) throw InvalidArgument("op '" + plan->names.at(op.name) + "' (tgc.requantize) follows no compressed collective");
+          Exchange& e = exchanges[static_cast<std::size_t>(index[i])];
+          const std::size_t r = e.members.size();
+          e.hop = r > 1 ? (e.n * (r - 1) + r - 1) / r : 0;
+        } else {
+          Exchange e;
+          e.params.bits = c.bits;
+          e.params.topk_fraction = c.keep_fraction;
+          e.params.error_feedback = c.error_feedback;
+          e.params.block_size = c.block > 0 ? c.block : 256;
+          e.bits = c.bits;
+          e.n = as_size(c.elements);
+          e.name = op.name;
+          e.codec = std::make_unique<TgcCodec>(e.params, e.n);
+          e.payload_floats = e.codec->payload_floats(e.bits);
+          role[i] = Role::Compress;
+          index[i] = static_cast<std::int32_t>(exchanges.size());
+          exchanges.push_back(std::move(e));
+        }
+        break;
+      case Kernel::Decompress:
+        role[i] = Role::Decompress;
+        index[i] = exchange_before(i);
+        if (index[i] < 0) throw InvalidArgument("op '" + plan->names.at(op.name) + "' (tgc.decompress) follows no compressed collective");
+        break;
+      case Kernel::MaskRefresh:
+      case Kernel::MaskedStep: {
+        role[i] = c.kernel == Kernel::MaskRefresh ? Role::Refresh : Role::MaskedStep;
+        const std::size_t n = as_size(c.elements);
+        if (has_dsa && n != dsa.n)
+          throw InvalidArgument("op '" + plan->names.at(op.name) + "': DSA ops of one program over different parameter counts");
+        has_dsa = true;
+        dsa.n = n;
+        dsa.density = c.density;
+        if (c.kernel == Kernel::MaskRefresh) {
+          dsa.granularity = c.sparsity;
+          dsa.block = as_size(c.block);
+          dsa.every = std::max(1, c.every);
+        } else {
+          // Adam's 28 bytes per updated parameter (optimizer_step_cost) for the active targets, and
+          // their 1-byte masks, run in masked_adam; the rest of the step's bytes stream on the pool.
+          const auto active = static_cast<std::int64_t>(kernels::dsa_active_count(n, c.density));
+          masked_rest_bytes = std::max<std::int64_t>(0, c.bytes - 28 * active - static_cast<std::int64_t>(n));
+        }
+        break;
+      }
+      case Kernel::LossScale:
+        role[i] = Role::LossScale;
+        break;
+      case Kernel::Precision:
+        role[i] = Role::Statistics;
+        break;
+      case Kernel::Lora:
+      case Kernel::None:
+        if (c.is_matmul() && (c.sparsity == OpCost::Sparsity::Block || c.sparsity == OpCost::Sparsity::TwoFour)) {
+          role[i] = Role::SparseGemm;
+          auto [it, fresh] = gemm_of_cost.try_emplace(op.cost, static_cast<std::int32_t>(gemms.size()));
+          index[i] = it->second;
+          if (!fresh) break;
+          SparseGemm g;
+          const ScaledCompute s = scale_compute(c, compute_scale);
+          g.two_four = c.sparsity == OpCost::Sparsity::TwoFour;
+          g.block = as_size(c.block);
+          g.density = c.density;
+          g.m = as_size(s.m);
+          g.batch = as_size(s.batch);
+          g.flops = s.flops;
+          // Y = X·Wᵀ with W n×k; the largest part whole blocks (or groups of 4) tile.
+          const std::size_t unit = g.two_four ? 4 : std::max<std::size_t>(g.block, 1);
+          g.k = as_size(s.k) / unit * unit;
+          g.n = g.two_four ? as_size(s.n) : as_size(s.n) / unit * unit;
+          gemms.push_back(std::move(g));
+        }
+        break;
+    }
+  }
+}
+
+void TechniqueOps::Impl::verify(Exchange& e) {
+  // Every member's first payload, re-encoded here from its gradient with a fresh residual.
+  std::vector<float> g(e.n), expected(e.payload_floats);
+  for (std::size_t r = 0; r < e.members.size(); ++r) {
+    TgcCodec fresh(e.params, e.n);
+    fill_gradient(g, seed_of(e.members[r], e.name, static_cast<std::int64_t>(e.n)));
+    fresh.encode(g, e.bits, expected);
+    const float* got = e.output.data() + r * e.payload_floats;
+    for (std::size_t i = 0; i < e.payload_floats; ++i)
+      if (std::memcmp(&expected[i], got + i, sizeof(float)) != 0) ++check.wrong;
+    check.floats += static_cast<std::int64_t>(e.payload_floats);
+  }
+  e.verified = true;
+  if (check.wrong > 0)
+    throw Error("CPU backend: the all-gather of the payloads '" + plan->names.at(e.name) + "' encoded delivered " +
+                std::to_string(check.wrong) + " wrong floats");
+}
+
+TechniqueOps::TechniqueOps(const Plan& plan, int rank, double compute_scale) : impl_(std::make_unique<Impl>()) {
+  impl_->plan = &plan;
+  impl_->prog = &plan.program(rank);
+  impl_->rank = rank;
+  impl_->prepare(compute_scale);
+}
+
+TechniqueOps::~TechniqueOps() = default;
+TechniqueOps::TechniqueOps(TechniqueOps&&) noexcept = default;
+TechniqueOps& TechniqueOps::operator=(TechniqueOps&&) noexcept = default;
+
+std::int64_t TechniqueOps::bytes() const {
+  const Impl& im = *impl_;
+  std::int64_t total = im.has_dsa ? im.dsa.bytes() : 0;
+  for (const Exchange& e : im.exchanges) total += e.bytes();
+  for (const SparseGemm& g : im.gemms) total += g.bytes();
+  for (std::uint32_t i = 0; i < im.prog->size(); ++i) {
+    if (im.role[i] == Role::LossScale) total += 8 * im.cost(i).elements;
+    if (im.role[i] == Role::Statistics) total += 4 * im.cost(i).elements;
+  }
+  return total;
+}
+
+void TechniqueOps::allocate() {
+  Impl& im = *impl_;
+  if (im.allocated) return;
+  im.allocated = true;
+  for (Exchange& e : im.exchanges) {
+    e.gradient.resize(e.n);
+    fill_gradient(e.gradient, seed_of(im.rank, e.name, static_cast<std::int64_t>(e.n)));
+    e.payload.assign(e.payload_floats, 0.0f);
+    e.output.assign(e.output_floats(), 0.0f);
+    e.sum.assign(e.n, 0.0f);
+    if (e.hop > 0) {
+      const kernels::QuantSpec spec{e.bits == 0 ? 8 : e.bits, static_cast<std::size_t>(e.params.block_size)};
+      e.hop_values.resize(e.hop);
+      fill_gradient(e.hop_values, seed_of(im.rank, e.name, -1));
+      e.hop_codes.resize(kernels::quant_code_bytes(e.hop, spec.bits));
+      e.hop_scales.resize(kernels::quant_num_blocks(e.hop, spec));
+      kc::quantize(e.hop_values, spec, e.hop_codes, e.hop_scales);
+      e.hop_out_codes.resize(e.hop_codes.size());
+      e.hop_out_scales.resize(e.hop_scales.size());
+    }
+  }
+  if (im.has_dsa) {
+    Dsa& d = im.dsa;
+    std::uint32_t which = 0;
+    for (std::vector<float>* v : {&d.grad, &d.momentum, &d.params}) {
+      v->resize(d.n);
+      fill_gradient(*v, seed_of(im.rank, which++, 17));
+    }
+    d.v.assign(d.n, 1e-4f);
+    d.score.resize(d.n);
+    d.mask.assign(d.n, 0);
+    // The masks before the first refresh: the top `density` of the initial importance.
+    kc::importance(d.grad, d.momentum, 0.5f, d.score);
+    kc::mask_unstructured(d.score, d.density, d.mask);
+  }
+  for (std::uint32_t i = 0; i < im.prog->size(); ++i) {
+    if (im.role[i] != Role::LossScale && im.role[i] != Role::Statistics) continue;
+    const auto n = as_size(im.cost(i).elements);
+    if (im.role[i] == Role::LossScale && im.loss_scale_in.size() < n) {
+      im.loss_scale_in.resize(n);
+      fill_gradient(im.loss_scale_in, seed_of(im.rank, 0, 65536));
+      im.loss_scale_out.resize(n);
+    }
+    if (im.role[i] == Role::Statistics && im.stats.size() < n) {
+      im.stats.resize(n);
+      fill_gradient(im.stats, seed_of(im.rank, 0, 3));
+    }
+  }
+  for (SparseGemm& g : im.gemms) {
+    g.x.resize(g.m * g.k);
+    fill_gradient(g.x, seed_of(im.rank, 1, static_cast<std::int64_t>(g.m)));
+    g.y.assign(g.m * g.n, 0.0f);
+    std::vector<float> w(g.n * g.k);
+    fill_gradient(w, seed_of(im.rank, 2, static_cast<std::int64_t>(g.n)));
+    if (g.n == 0 || g.k == 0) continue;  // no whole block: nothing to multiply
+    if (g.two_four) {
+      g.s24 = kernels::prune_24(w, g.n, g.k);
+    } else {
+      std::vector<float> score(w.size());
+      for (std::size_t j = 0; j < w.size(); ++j) score[j] = std::abs(w[j]);
+      std::vector<std::uint8_t> block_mask((g.n / g.block) * (g.k / g.block)), mask(w.size());
+      kc::mask_block(score, g.n, g.k, g.block, g.density, block_mask, mask);
+      g.bsr = kernels::bsr_from_dense(w, g.n, g.k, g.block, block_mask);
+    }
+  }
+}
+
+bool TechniqueOps::runs(std::uint32_t op) const { return impl_->role.at(op) != Role::None; }
+
+double TechniqueOps::flops(std::uint32_t op) const {
+  const Impl& im = *impl_;
+  if (im.role.at(op) == Role::SparseGemm) return im.gemms[static_cast<std::size_t>(im.index[op])].flops;
+  return im.cost(op).flops;
+}
+
+std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
+  Impl& im = *impl_;
+  if (!im.allocated) throw Error("TechniqueOps::run before allocate()");
+  const OpCost& c = im.cost(op);
+  switch (im.role.at(op)) {
+    case Role::None:
+      throw InvalidArgument("TechniqueOps::run: op " + std::to_string(op) + " is not a technique op");
+    case Role::Compress: {
+      Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
+      e.codec->encode(e.gradient, e.bits, e.payload);
+      return std::nullopt;
+    }
+    case Role::Requantize: {
+      Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
+      const kernels::QuantSpec spec{e.bits == 0 ? 8 : e.bits, static_cast<std::size_t>(e.params.block_size)};
+      // Each hop: decode what arrived, add this rank's contribution, encode the sum for the next hop.
+      std::vector<float>& acc = e.sum;
+      const std::span<float> part(acc.data(), e.hop);
+      kc::dequantize(e.hop_codes, e.hop_scales, spec, part);
+      for (std::size_t i = 0; i < e.hop; ++i) part[i] += e.hop_values[i];
+      kc::quantize(part, spec, e.hop_out_codes, e.hop_out_scales);
+      return std::nullopt;
+    }
+    case Role::Decompress: {
+      Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
+      std::fill(e.sum.begin(), e.sum.end(), 0.0f);
+      if (e.op == CollectiveOp::AllGather) {
+        if (!e.verified) im.verify(e);
+        for (std::size_t r = 0; r < e.members.size(); ++r)
+          e.codec->decode_add(std::span<const float>(e.output).subspan(r * e.payload_floats, e.payload_floats), e.bits, e.sum);
+      } else {
+        e.codec->decode_add(e.payload, e.bits, e.sum);  // see the header: the reduced codes are no decoded sum
+      }
+      return std::nullopt;
+    }
+    case Role::Refresh: {
+      Dsa& d = im.dsa;
+      const std::size_t slice = (d.n + static_cast<std::size_t>(d.every) - 1) / static_cast<std::size_t>(d.every);
+      const std::size_t at = std::min(d.n, static_cast<std::size_t>(im.iteration % d.every) * slice);
+      std::size_t len = std::min(slice, d.n - at);
+      if (d.granularity == OpCost::Sparsity::Block && d.block > 0 && len >= d.block * d.block) {
+        len = len / (d.block * d.block) * (d.block * d.block);  // whole b×b blocks of a (len/b)×b slice
+      } else if (d.granularity == OpCost::Sparsity::TwoFour) {
+        len = len / 4 * 4;
+      }
+      const std::span<float> score(d.score.data() + at, len);
+      const std::span<std::uint8_t> mask(d.mask.data() + at, len);
+      kc::importance(std::span<const float>(d.grad).subspan(at, len), std::span<const float>(d.momentum).subspan(at, len), 0.5f, score);
+      if (d.granularity == OpCost::Sparsity::Block && d.block > 0 && len >= d.block * d.block) {
+        const std::size_t rows = len / d.block;
+        d.block_mask.resize(rows / d.block);
+        kc::mask_block(score, rows, d.block, d.block, d.density, d.block_mask, mask);
+      } else if (d.granularity == OpCost::Sparsity::TwoFour && len > 0) {
+        kc::mask_nm(score, len / 4, 4, 2, 4, mask);
+      } else {
+        kc::mask_unstructured(score, d.density, mask);
+      }
+      return std::nullopt;
+    }
+    case Role::MaskedStep: {
+      Dsa& d = im.dsa;
+      kc::masked_adam(d.params, d.grad, d.momentum, d.v, d.mask, kernels::AdamSpec{}, static_cast<int>(im.iteration + 1));
+      if (im.masked_rest_bytes <= 0) return std::nullopt;
+      ScaledCompute rest;
+      rest.stream_floats = im.masked_rest_bytes / 8;  // half read, half written, as scale_compute streams
+      return rest;
+    }
+    case Role::LossScale: {
+      const std::size_t n = as_size(c.elements);
+      bool finite = true;
+      const float inv = 1.0f / 65536.0f;  // GradScaler's initial scale, 2^16 (PyTorch's default init_scale)
+      for (std::size_t i = 0; i < n; ++i) {
+        const float x = im.loss_scale_in[i];
+        finite = finite && std::isfinite(x);
+        im.loss_scale_out[i] = x * inv;
+      }
+      if (!finite) throw Error("loss scale: a synthetic gradient overflowed");  // cannot: they are bounded
+      return std::nullopt;
+    }
+    case Role::Statistics: {
+      const std::size_t n = as_size(c.elements);
+      const std::size_t every = static_cast<std::size_t>(std::max(1, c.every));
+      const std::size_t slice = (n + every - 1) / every;
+      const std::size_t at = std::min(n, static_cast<std::size_t>(im.iteration % c.every) * slice);
+      float amax = 0, sq = 0;
+      for (std::size_t i = at; i < std::min(n, at + slice); ++i) {
+        amax = std::max(amax, std::abs(im.stats[i]));
+        sq += im.stats[i] * im.stats[i];
+      }
+      im.crest = sq > 0 ? amax / std::sqrt(sq / static_cast<float>(std::max<std::size_t>(1, std::min(slice, n - at)))) : 0;
+      return std::nullopt;
+    }
+    case Role::SparseGemm: {
+      SparseGemm& g = im.gemms[static_cast<std::size_t>(im.index[op])];
+      if (g.n == 0 || g.k == 0) return std::nullopt;
+      for (std::size_t b = 0; b < g.batch; ++b) {
+        if (g.two_four) kc::sparse24_gemm_nt(g.x, g.m, g.s24.view(), g.y);
+        else kc::bsr_gemm_nt(g.x, g.m, g.bsr.view(), g.y);
+      }
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+std::span<const float> TechniqueOps::collective_input(std::uint32_t op) const {
+  const std::int32_t e = impl_->collective_of.at(op);
+  if (e < 0) return {};
+  return impl_->exchanges[static_cast<std::size_t>(e)].payload;
+}
+
+std::span<float> TechniqueOps::collective_output(std::uint32_t op) {
+  const std::int32_t e = impl_->collective_of.at(op);
+  if (e < 0) return {};
+  return impl_->exchanges[static_cast<std::size_t>(e)].output;
+}
+
+void TechniqueOps::next_iteration() { ++impl_->iteration; }
+
+const PayloadCheck& TechniqueOps::checks() const { return impl_->check; }
+
+}  // namespace twinbed::real::detail

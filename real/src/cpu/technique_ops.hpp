@@ -1,0 +1,80 @@
+// Internal to real/src/cpu: the technique passes' ops of one rank's program executed for real with the
+// project's kernels (kernels/), on buffers that stand for the rank's tensors, with the state the
+// techniques keep across iterations. Free of MPI: the CPU backend (cpu_backend.cpp) moves the payloads.
+//
+// What runs, by OpCost::kernel (core/model.hpp) — the data are synthetic (a deterministic pseudo-random
+// gradient per rank and tensor, fixed over iterations: the backend has no model to differentiate), the
+// work is the kernels' own:
+//   Compress     TGC (core/passes/tgc.hpp): the rank's gradient of `elements` floats plus its
+//                error-feedback residual encoded by real::TgcCodec into the payload the next collective
+//                sends. "tgc.requantize" (the hops of a quantised reduction): decode, add and re-encode
+//                (R−1)/R of the elements, the work of the hops.
+//   Decompress   the collective's output decoded and summed into the gradient: every rank's payload
+//                after an all-gather of top-k payloads. After an all-reduce of quantised payloads the
+//                codes were summed as floats by the float schedule, which is not a decoded sum: the
+//                rank's own payload is decoded instead (the same work; a hop-by-hop quantised reduction
+//                inside the schedule executor is not built).
+//                Verification (all-gather payloads): the first time each exchange runs, every rank
+//                re-encodes every member's gradient itself and counts the floats of the gathered
+//                payloads that differ from it (checks(); Error when any does).
+//   MaskRefresh  DSA: importance of 1/every of the target parameters (kernels' importance) and their
+//                masks selected at the density and granularity (unstructured, b×b blocks, 2:4), a
+//                different slice each iteration: the whole mask is refreshed every `every` iterations.
+//   MaskedStep   masked Adam (kernels' masked_adam) of the `elements` target parameters under the masks
+//                the refreshes wrote; the step's other parameters stream their bytes as before.
+//   LossScale    the overflow check and unscale of `elements` gradients (fp32 here: twice fp16's bytes).
+//   Precision    per-layer max|g| and Σg² over 1/every of `elements` gradients.
+//   GEMMs with Block or TwoFour sparsity (DSA's prune mode and block masks): the kernels' block-sparse
+//                (BSR) and 2:4 GEMMs, Y = X·Wᵀ with X m×k and W n×k masked at the op's density.
+// Everything else (dense and Unstructured GEMMs, LoRA's adapter GEMMs, memory-bound ops) runs on the
+// compute pool (cpu_compute.hpp). Technique kernels run at the plan's sizes whatever compute_scale
+// (their sizes are those of the collectives they feed); sparse GEMMs scale m like dense ones.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "cpu_compute.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/real/cpu_backend.hpp"
+
+namespace twinbed::real::detail {
+
+class TechniqueOps {
+ public:
+  // The technique ops of `rank`'s program. Sizes only: allocate() makes the buffers.
+  TechniqueOps(const Plan& plan, int rank, double compute_scale);
+  ~TechniqueOps();
+  TechniqueOps(TechniqueOps&&) noexcept;
+  TechniqueOps& operator=(TechniqueOps&&) noexcept;
+
+  // Bytes of the buffers allocate() makes (for the backend's memory budget).
+  std::int64_t bytes() const;
+  void allocate();
+
+  // Whether compute op i runs here rather than on the pool.
+  bool runs(std::uint32_t op) const;
+  // Runs compute op i (runs(i) must hold). Returns work left for the pool (the dense part of a masked
+  // optimizer step), or nullopt.
+  std::optional<ScaledCompute> run(std::uint32_t op);
+  // FLOPs op i executes (for its span).
+  double flops(std::uint32_t op) const;
+
+  // Collective op i carries a TGC payload: its input before it starts, its output after it ends (the
+  // backend copies them in and out of the collective's buffers). Empty spans for other collectives.
+  std::span<const float> collective_input(std::uint32_t op) const;
+  std::span<float> collective_output(std::uint32_t op);
+
+  // One iteration done (slices of amortised refreshes advance).
+  void next_iteration();
+  const PayloadCheck& checks() const;  // this rank's, so far
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace twinbed::real::detail
