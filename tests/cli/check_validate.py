@@ -1,0 +1,37 @@
+#!/usr/bin/python3
+"""check_validate.py VALIDATE_JSON TABLE_TXT: `twinbed validate`'s outputs exist and parse: the JSON's
+format, rows (numbers for published, simulated, error, with a source), aggregates and provenance, and
+the printed table naming every row. It never checks the model's error: the command reports it."""
+import json
+import math
+import os
+import sys
+
+
+def main(path, table_path):
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["format"] == "twinbed-validate-1", doc.get("format")
+    rows = doc["rows"]
+    assert rows, "no rows"
+    with open(table_path) as f:
+        table = f.read()
+    for r in rows:
+        for key in ("published", "simulated", "error"):
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["id"], key, r[key])
+        assert r["source"] and r["file"] and r["set"] in ("collectives", "training"), r
+        assert r["id"] in table, f"{r['id']} not in the printed table"
+    for a in doc["aggregates"]:
+        assert a["set"] in ("collectives", "training") and isinstance(a["target_met"], bool), a
+        assert 0 <= a["mean_abs_error"] <= a["max_abs_error"], a
+    p = doc["provenance"]
+    assert p["git_revision"] and p["data_files"] and p["cheap"] is True, p
+    png = os.path.join(os.path.dirname(path), "validate.png")
+    if os.path.exists(png):  # drawn where matplotlib is installed
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", "validate.png is not a PNG"
+    print(f"ok: {len(rows)} rows, {len(doc['aggregates'])} aggregates")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

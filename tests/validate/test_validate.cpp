@@ -1,0 +1,247 @@
+// validate/: row parsing (strict, errors naming the field) and the error arithmetic. No test here
+// asserts the simulator's error on a published row: the command reports it, a test must not encode it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "twinbed/core/error.hpp"
+#include "twinbed/validate/validate.hpp"
+
+namespace twinbed::validation {
+namespace {
+
+using nlohmann::json;
+
+json collective_file() {
+  return json::parse(R"({
+    "description": "test machine",
+    "topology": {"preset": "nvswitch-node", "ranks": 8, "device": "h100"},
+    "rows": [{"machine": "8x H100", "op": "allreduce", "ranks": 8, "size_bytes": 1073741824, "nccl_algo": null,
+              "measured_busbw_GBps": 400, "source": "https://example.org", "where": "table 1", "inputs": "all_reduce_perf"},
+             {"machine": "8x H100", "op": "allgather", "ranks": 8, "size_bytes": 65536, "nccl_algo": "Ring",
+              "measured_time_us": 30, "source": "https://example.org", "where": "table 2", "inputs": "all_gather_perf"}]
+  })");
+}
+
+json training_file() {
+  return json::parse(R"({
+    "description": "test runs",
+    "rows": [{"id": "tiny", "run": "a tiny GPT",
+              "experiment": {"cluster": {"topology": "dgx-a100", "ranks": 8},
+                             "model": {"layers": 4, "hidden": 512, "heads": 8, "seq_len": 256, "vocab": 1024},
+                             "layout": {"dp": "auto", "tp": 2, "pp": 2, "micro_batch": 1, "global_batch": 8}},
+              "published": {"metric": "mfu", "value": 0.4, "flops": "model"},
+              "source": "https://example.org", "where": "table 3", "inputs": "8 GPUs",
+              "assumed": {"/experiment/layout/global_batch": "not stated"}}]
+  })");
+}
+
+// The ConfigError's path and message for parsing `j` with `parse`.
+template <class Parse>
+std::pair<std::string, std::string> error_of(const json& j, Parse parse) {
+  try {
+    parse(j);
+  } catch (const ConfigError& e) {
+    return {e.path(), e.message()};
+  }
+  ADD_FAILURE() << "expected a ConfigError";
+  return {};
+}
+
+const auto parse_collectives = [](const json& j) { return collectives_from_json(j, "collectives/test.json"); };
+const auto parse_training = [](const json& j) { return training_from_json(j, "training/test.json"); };
+
+TEST(ValidateArithmetic, RelativeErrorIsSignedAndNeedsAPositivePublishedFigure) {
+  EXPECT_DOUBLE_EQ(relative_error(110, 100), 0.1);
+  EXPECT_DOUBLE_EQ(relative_error(90, 100), -0.1);
+  EXPECT_DOUBLE_EQ(relative_error(100, 100), 0.0);
+  EXPECT_THROW(relative_error(1, 0), InvalidArgument);
+  EXPECT_THROW(relative_error(1, -2), InvalidArgument);
+}
+
+RowResult row(std::string id, Set set, double error, bool judged = true) {
+  RowResult r;
+  r.id = std::move(id);
+  r.set = set;
+  r.error = error;
+  r.judged = judged;
+  return r;
+}
+
+TEST(ValidateArithmetic, AggregatesArePerSetMeanAndMaxOfJudgedRows) {
+  const std::vector<RowResult> rows = {row("c0", Set::Collectives, 0.05), row("c1", Set::Collectives, -0.08),
+                                       row("c-small", Set::Collectives, 0.9, false), row("t0", Set::Training, 0.02),
+                                       row("t1", Set::Training, -0.06)};
+  const std::vector<Aggregate> a = aggregate(rows);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].set, Set::Collectives);
+  EXPECT_EQ(a[0].rows, 2);  // the unjudged (< 1 MiB) row is left out
+  EXPECT_NEAR(a[0].mean_abs_error, 0.065, 1e-12);
+  EXPECT_NEAR(a[0].max_abs_error, 0.08, 1e-12);
+  EXPECT_EQ(a[0].max_row, "c1");
+  EXPECT_TRUE(a[0].target_met);  // every row within 10 %
+  EXPECT_EQ(a[1].set, Set::Training);
+  EXPECT_NEAR(a[1].mean_abs_error, 0.04, 1e-12);
+  EXPECT_NEAR(a[1].max_abs_error, 0.06, 1e-12);
+  EXPECT_EQ(a[1].max_row, "t1");
+  EXPECT_TRUE(a[1].target_met);  // mean 4 % <= 5 %, max 6 % <= 10 %
+}
+
+TEST(ValidateArithmetic, TargetsFailOnTheirOwnBounds) {
+  // Collectives: one row beyond 10 % fails the set.
+  EXPECT_FALSE(aggregate({row("a", Set::Collectives, 0.0), row("b", Set::Collectives, 0.11)})[0].target_met);
+  // Training: every row within 10 % but a mean above 5 % fails; so does one row beyond 10 %.
+  EXPECT_FALSE(aggregate({row("a", Set::Training, 0.07), row("b", Set::Training, -0.07)})[0].target_met);
+  EXPECT_FALSE(aggregate({row("a", Set::Training, 0.0), row("b", Set::Training, 0.0), row("c", Set::Training, 0.12)})[0].target_met);
+  // A set without judged rows has no aggregate.
+  EXPECT_TRUE(aggregate({row("a", Set::Collectives, 0.5, false)}).empty());
+}
+
+TEST(ValidateRows, CollectiveRowsParse) {
+  const std::vector<CollectiveCase> rows = parse_collectives(collective_file());
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].id, "test/0");
+  EXPECT_EQ(rows[0].op, CollectiveOp::AllReduce);
+  EXPECT_EQ(rows[0].size, 1073741824);
+  EXPECT_FALSE(rows[0].nccl_algo.has_value());
+  EXPECT_EQ(rows[0].busbw_GBps, 400.0);
+  EXPECT_FALSE(rows[0].time_us.has_value());
+  EXPECT_EQ(rows[0].provenance.file, "collectives/test.json");
+  EXPECT_EQ(rows[1].nccl_algo, "Ring");
+  EXPECT_EQ(rows[1].time_us, 30.0);
+}
+
+TEST(ValidateRows, BadCollectiveRowsNameTheFieldAndTheFile) {
+  json j = collective_file();
+  j["rows"][0]["measured_busbw_GBs"] = 1;
+  auto [path, message] = error_of(j, parse_collectives);
+  EXPECT_EQ(path, "/rows/0/measured_busbw_GBs");
+  EXPECT_NE(message.find("measured_busbw_GBps"), std::string::npos) << message;  // lists the accepted keys
+  EXPECT_NE(message.find("collectives/test.json"), std::string::npos) << message;
+
+  j = collective_file();
+  j["rows"][1].erase("source");
+  EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/1/source");
+
+  j = collective_file();
+  j["rows"][0]["nccl_algo"] = "ring";
+  std::tie(path, message) = error_of(j, parse_collectives);
+  EXPECT_EQ(path, "/rows/0/nccl_algo");
+  EXPECT_NE(message.find("\"Ring\""), std::string::npos) << message;
+
+  j = collective_file();
+  j["rows"][0]["measured_time_us"] = 5;  // both figures
+  EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/0");
+
+  j = collective_file();
+  j["rows"][0]["op"] = "allreduse";
+  std::tie(path, message) = error_of(j, parse_collectives);
+  EXPECT_EQ(path, "/rows/0/op");
+  EXPECT_NE(message.find("allreduce"), std::string::npos) << message;
+
+  j = collective_file();
+  j["rows"][0]["measured_busbw_GBps"] = 0;
+  EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/0/measured_busbw_GBps");
+
+  j = collective_file();
+  j["topology"]["preset"] = "nosuch";
+  EXPECT_NE(error_of(j, parse_collectives).first.find("/preset"), std::string::npos);
+}
+
+TEST(ValidateRows, TrainingRowsParse) {
+  const std::vector<TrainingCase> rows = parse_training(training_file());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id, "tiny");
+  EXPECT_EQ(rows[0].experiment.name, "tiny");
+  EXPECT_EQ(rows[0].experiment.layout.dp, 2);
+  EXPECT_EQ(rows[0].metric, Metric::Mfu);
+  EXPECT_EQ(rows[0].flops, FlopsBasis::Model);
+  EXPECT_DOUBLE_EQ(rows[0].published, 0.4);
+  ASSERT_EQ(rows[0].assumed.size(), 1u);
+  EXPECT_EQ(rows[0].assumed[0], "/experiment/layout/global_batch: not stated");
+  EXPECT_TRUE(cheap(rows[0]));
+}
+
+TEST(ValidateRows, BadTrainingRowsNameTheField) {
+  json j = training_file();
+  j["rows"][0]["published"]["metric"] = "tflops";
+  auto [path, message] = error_of(j, parse_training);
+  EXPECT_EQ(path, "/rows/0/published/metric");
+  EXPECT_NE(message.find("tflops_per_gpu"), std::string::npos) << message;
+
+  j = training_file();
+  j["rows"][0]["published"]["value"] = 1.5;  // an MFU above 1
+  EXPECT_EQ(error_of(j, parse_training).first, "/rows/0/published/value");
+
+  j = training_file();
+  j["rows"][0]["published"]["flops"] = "executed";
+  std::tie(path, message) = error_of(j, parse_training);
+  EXPECT_EQ(path, "/rows/0/published/flops");
+  EXPECT_NE(message.find("hardware"), std::string::npos) << message;
+
+  j = training_file();
+  j["rows"][0]["experiment"]["layout"]["tp"] = 3;  // heads 8 not divisible by 3
+  std::tie(path, message) = error_of(j, parse_training);
+  EXPECT_EQ(path.rfind("/rows/0/experiment/", 0), 0u) << path;
+  EXPECT_NE(message.find("training/test.json"), std::string::npos) << message;
+
+  j = training_file();
+  j["rows"][0]["assumed"] = {{"/experiment/layout/nosuch", "why"}};
+  EXPECT_EQ(error_of(j, parse_training).first, "/rows/0/assumed/~1experiment~1layout~1nosuch");
+
+  j = training_file();
+  j["rows"][0]["throughput"] = 1;
+  EXPECT_EQ(error_of(j, parse_training).first, "/rows/0/throughput");
+
+  j = training_file();
+  j["rows"].push_back(j["rows"][0]);  // the same id twice
+  EXPECT_EQ(error_of(j, parse_training).first, "/rows/1/id");
+}
+
+TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
+  Dataset d;
+  d.collectives = parse_collectives(collective_file());
+  d.training = parse_training(training_file());
+  TrainingCase big = d.training[0];
+  big.id = "big";
+  big.experiment.layout.dp = 64;  // 256 GPUs: not cheap (never simulated here)
+  ASSERT_FALSE(cheap(big));
+  d.training.push_back(big);
+  std::vector<std::string> progress;
+  Options o;
+  o.cheap_only = true;
+  o.progress = [&](const std::string& line) { progress.push_back(line); };
+  const Results r = run(d, o);
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(r.skipped_expensive, 1);
+  EXPECT_EQ(progress.size(), 3u);
+  EXPECT_EQ(r.rows[0].metric, "busbw_GBps");
+  EXPECT_TRUE(r.rows[0].judged);
+  EXPECT_EQ(r.rows[1].metric, "time_us");
+  EXPECT_FALSE(r.rows[1].judged);  // 64 KiB: below 1 MiB
+  EXPECT_EQ(r.rows[2].id, "tiny");
+  for (const RowResult& x : r.rows) {
+    EXPECT_GT(x.simulated, 0) << x.id;
+    EXPECT_DOUBLE_EQ(x.error, relative_error(x.simulated, x.published)) << x.id;
+  }
+  // Deterministic: the same rows give the same results.
+  const Results again = run(d, o);
+  EXPECT_EQ(again.rows, r.rows);
+  const json j = to_json(r);
+  EXPECT_EQ(j["format"], "twinbed-validate-1");
+  EXPECT_EQ(j["rows"].size(), 3u);
+  EXPECT_EQ(j["skipped_expensive"], 1);
+  EXPECT_NE(table(r).find("tiny"), std::string::npos);
+}
+
+TEST(ValidateRows, TheRepositoryDataLoads) {
+  const Dataset d = load_dataset(std::string(TWINBED_SOURCE_DIR) + "/experiments/validation");
+  EXPECT_FALSE(d.files.empty());
+  EXPECT_FALSE(d.collectives.empty());
+  for (const CollectiveCase& c : d.collectives) EXPECT_FALSE(c.provenance.source.empty()) << c.id;
+  for (const TrainingCase& c : d.training) EXPECT_FALSE(c.provenance.source.empty()) << c.id;
+  EXPECT_THROW(load_dataset(std::string(TWINBED_SOURCE_DIR) + "/experiments/claims"), ConfigError);
+}
+
+}  // namespace
+}  // namespace twinbed::validation
