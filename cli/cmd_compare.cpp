@@ -1,6 +1,8 @@
 // twinbed compare: the same work simulated (with this machine's calibrated profile) and measured on
 // CPU ranks over MPI, side by side with the error of the model.
-//   twinbed compare EXPERIMENT.json --profile P    one iteration of the experiment's Plan on both
+//   twinbed compare EXPERIMENT.json --profile P    one iteration of the experiment's Plan on both; with
+//                                                  techniques, also without them: the ops they add and
+//                                                  their effect (with / without) measured and simulated
 //   twinbed compare --collectives --profile P ...  one collective over sizes on both
 // Started by hand it relaunches itself under mpirun (the Plan's world size, or --ranks); rank 0 prints.
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -102,12 +105,26 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   const MachineProfile profile = load_required_profile(o.profile);
   const Topology machine = topo::this_machine(profile, mpi.size());
   const Plan plan = plan_for(e, machine);
+  // With techniques, the same experiment without them too: what a technique changes is a ratio.
+  std::optional<Plan> baseline;
+  if (!e.techniques.empty()) {
+    Experiment without = e;
+    without.techniques.clear();
+    baseline = plan_for(without, machine);
+  }
 
   real::CpuBackendOptions real_options;
   real_options.collective_algorithm = o.algo;
-  // The same Plan measured `repeats` times: one run is one sample of a noisy machine.
-  std::vector<Trace> measured;
-  for (int r = 0; r < o.repeats; ++r) measured.push_back(real::run_plan_on_cpu(plan, real_options));
+  real::CpuBackend backend(real_options);
+  // The same Plan measured `repeats` times: one run is one sample of a noisy machine. The baseline's
+  // runs are paired with them, back to back.
+  std::vector<Trace> measured, measured_baseline;
+  std::int64_t payload_floats = 0;
+  for (int r = 0; r < o.repeats; ++r) {
+    if (baseline) measured_baseline.push_back(backend.run(*baseline));
+    measured.push_back(backend.run(plan));
+    payload_floats += backend.payload_check().floats;
+  }
   if (mpi.rank() != 0) return 0;
 
   sim::PlanSimOptions sim_options;
@@ -165,6 +182,51 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
     per_op[to_string(k.kind)] = {{"median_abs_error_pct", s.median}, {"median_abs_error_range_pct", range(s, 1)}, {"ops", ops}};
   }
 
+  // The ops the technique passes added (technique kernels, DSA's sparse GEMMs), one by one.
+  nlohmann::json technique_ops = nlohmann::json::array();
+  nlohmann::json effect = nullptr;
+  if (baseline) {
+    std::set<std::string> added;
+    for (const Program& prog : plan.programs)
+      for (const PlanOp& op : prog.ops) {
+        if (op.kind != OpKind::Compute) continue;
+        const OpCost& cost = plan.costs.at(static_cast<std::size_t>(op.cost));
+        if (cost.kernel != OpCost::Kernel::None || cost.sparsity == OpCost::Sparsity::Block || cost.sparsity == OpCost::Sparsity::TwoFour)
+          added.insert(plan.names.at(op.name));
+      }
+    std::printf("# technique ops (added or changed by the passes), mean per span:\n");
+    std::printf("%-40s %14s %14s %9s\n", "op", "measured(us)", "simulated(us)", "error(%)");
+    for (const KindOpsComparison& k : c.per_op)
+      for (const OpComparison& op : k.ops) {
+        if (!added.contains(op.name)) continue;
+        const double err = error_pct(op.simulated_s, op.measured_s);
+        std::printf("%-40s %14.1f %14.1f %9.1f\n", op.name.c_str(), op.measured_s * 1e6, op.simulated_s * 1e6, err);
+        technique_ops.push_back({{"name", op.name}, {"kind", to_string(k.kind)}, {"measured_s", op.measured_s},
+                                 {"simulated_s", op.simulated_s}, {"error_pct", err}});
+      }
+    if (payload_floats > 0)
+      std::printf("# compressed payloads verified: %lld floats, 0 wrong (a wrong one stops the run)\n",
+                  static_cast<long long>(payload_floats));
+
+    std::vector<Report> baseline_reports;
+    const ReportInputs base_inputs = report_inputs(*baseline, machine.device(0));
+    for (const Trace& t : measured_baseline) baseline_reports.push_back(report(t, base_inputs));
+    const Report simulated_baseline = report(sim::simulate_plan(*baseline, machine, sim_options), base_inputs);
+    const TechniqueEffect te = technique_effect(simulated_baseline, simulated_report, baseline_reports, measured_reports);
+    std::printf("# the techniques' effect, with / without them (runs paired): measured median [min, max] vs simulated\n");
+    std::printf("%-14s %26s %14s %10s\n", "ratio", "measured", "simulated", "error(%)");
+    auto row = [&](const char* what, const RatioComparison& r) {
+      std::printf("%-14s %26s %14.3f %10.1f\n", what, text(r.measured, 1, "%.3f [%.3f, %.3f]").c_str(), r.simulated, r.error_pct);
+      return nlohmann::json{{"measured", r.measured.median}, {"measured_range", range(r.measured, 1)},
+                            {"simulated", r.simulated}, {"error_pct", r.error_pct}};
+    };
+    std::vector<double> baseline_steps;
+    for (const Report& b : baseline_reports) baseline_steps.push_back(b.step_time.seconds());
+    effect = {{"step_time", row("step time", te.step)},
+              {"peak_memory", row("peak memory", te.peak_memory)},
+              {"baseline_step_s", {{"measured", spread_of(baseline_steps).median}, {"simulated", simulated_baseline.step_time.seconds()}}}};
+  }
+
   const std::string out = o.out.empty() ? "results/" + e.name + "-compare" : o.out;
   nlohmann::json j = {{"experiment", e.name},
                       {"ranks", mpi.size()},
@@ -176,6 +238,11 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
                                 {"error_range_pct", range(rc.step_error_pct, 1)}}},
                       {"op_kinds", kinds},
                       {"per_op", per_op}};
+  if (baseline) {
+    j["technique_ops"] = technique_ops;
+    j["technique_effect"] = effect;
+    j["payload_floats_verified"] = payload_floats;
+  }
   write_file_atomic(out + "/compare.json", j.dump(2) + "\n");
   if (!o.no_trace) {
     write_file_atomic(out + "/trace.json", [&](std::ostream& s) { write_chrome_trace(s, {&simulated, &measured[typical]}); });
@@ -218,7 +285,9 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
       "compare",
       "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI) "
       "and print the model's error");
-  cmd->add_option("experiment", opts->experiment, "Experiment JSON: one iteration of its Plan on both backends");
+  cmd->add_option("experiment", opts->experiment,
+                  "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
+                  "them as well, and the techniques' ops and effect (step time and peak memory, with / without) side by side");
   cmd->add_flag("--collectives", opts->collectives, "Compare one collective over sizes instead of an experiment");
   cmd->add_option("--profile", opts->profile, "Profile written by `twinbed calibrate`")->capture_default_str();
   cmd->add_option("--algo", opts->algo, "Collective algorithm on both sides (native: MPI's own; simulated as auto)")

@@ -112,4 +112,31 @@ RepeatedComparison compare_repeated(const Report& simulated, const std::vector<R
   return out;
 }
 
+TechniqueEffect technique_effect(const Report& simulated_without, const Report& simulated_with,
+                                 const std::vector<Report>& measured_without, const std::vector<Report>& measured_with) {
+  if (measured_with.empty() || measured_with.size() != measured_without.size())
+    throw InvalidArgument("technique_effect: " + std::to_string(measured_with.size()) + " runs with the technique and " +
+                          std::to_string(measured_without.size()) + " without; they must be paired, at least one");
+  auto step = [](const Report& r) {
+    if (r.step_time <= Time()) throw InvalidArgument("technique_effect: a report's step time is not positive");
+    return r.step_time.seconds();
+  };
+  auto memory = [](const Report& with, const Report& without) {
+    return without.peak_memory > 0 ? static_cast<double>(with.peak_memory) / static_cast<double>(without.peak_memory) : 0.0;
+  };
+  std::vector<double> steps, memories;
+  for (std::size_t i = 0; i < measured_with.size(); ++i) {
+    steps.push_back(step(measured_with[i]) / step(measured_without[i]));
+    memories.push_back(memory(measured_with[i], measured_without[i]));
+  }
+  TechniqueEffect out;
+  out.step.measured = spread_of(steps);
+  out.step.simulated = step(simulated_with) / step(simulated_without);
+  out.step.error_pct = error_pct(out.step.simulated, out.step.measured.median);
+  out.peak_memory.measured = spread_of(memories);
+  out.peak_memory.simulated = memory(simulated_with, simulated_without);
+  out.peak_memory.error_pct = error_pct(out.peak_memory.simulated, out.peak_memory.measured.median);
+  return out;
+}
+
 }  // namespace twinbed

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # calibrate writes a profile with provenance; compare runs a collective and an experiment's Plan on both
-# backends from it and writes its files; the plot script draws them (where matplotlib is installed).
+# backends from it and writes its files (with a technique: also its effect, with / without); the plot
+# script draws them (where matplotlib is installed).
 # Usage: check_calibrate_compare.sh TWINBED EXPERIMENTS_DIR NOTEBOOKS_DIR
 set -euo pipefail
 tb=$1; experiments=$2; notebooks=$3
@@ -24,6 +25,21 @@ assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
 t = json.load(open(os.path.join(sys.argv[1], "trace.json")))
 pids = {e["pid"] for e in t["traceEvents"] if e.get("ph") == "X"}
 assert len(pids) == 2, pids  # sim and real as two processes
+PY
+# An experiment with a technique: its Plan without it too, the ops the pass added and the effect (with /
+# without), measured and simulated; TGC's top-k payloads verified.
+"$tb" compare "$experiments/techniques/tgc.json" --profile "$work/profile.json" --repeats 2 --no-trace --out "$work/tgc" >"$work/tgc.txt"
+grep -q "compressed payloads verified" "$work/tgc.txt"
+/usr/bin/python3 - "$work/tgc" <<'PY'
+import json, sys, os
+c = json.load(open(os.path.join(sys.argv[1], "compare.json")))
+names = {op["name"] for op in c["technique_ops"]}
+assert {"dp.bucket0.compress", "dp.bucket0.decompress"} <= names, names
+assert all(op["measured_s"] > 0 and op["simulated_s"] > 0 for op in c["technique_ops"]), c["technique_ops"]
+effect = c["technique_effect"]
+assert effect["step_time"]["measured"] > 0 and effect["step_time"]["simulated"] > 0, effect
+assert len(effect["step_time"]["measured_range"]) == 2, effect
+assert c["payload_floats_verified"] > 0, c["payload_floats_verified"]
 PY
 if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
   /usr/bin/python3 "$notebooks/plot_compare.py" "$work/cmp"

@@ -133,6 +133,29 @@ TEST(CompareRepeated, MedianAndRangeOverRuns) {
   EXPECT_THROW(compare_repeated(simulated(), {}), InvalidArgument);
 }
 
+// Ratios with / without a technique, worked out by hand: measured pairs 12/10, 15/10, 11/10 → median
+// 1.2 [1.1, 1.5]; simulated 9/6 = 1.5, +25% against 1.2. Memory 300/200 measured, 100/50 simulated.
+TEST(TechniqueEffect, PairedRatiosAgainstTheSimulatedRatio) {
+  auto r = [](double step_s, Bytes peak) {
+    Report x;
+    x.step_time = Time::us(step_s * 1e6);
+    x.peak_memory = peak;
+    return x;
+  };
+  const TechniqueEffect e = technique_effect(r(6, 50), r(9, 100), {r(10, 200), r(10, 200), r(10, 200)},
+                                             {r(12, 300), r(15, 300), r(11, 300)});
+  EXPECT_NEAR(e.step.measured.median, 1.2, 1e-12);
+  EXPECT_NEAR(e.step.measured.min, 1.1, 1e-12);
+  EXPECT_NEAR(e.step.measured.max, 1.5, 1e-12);
+  EXPECT_NEAR(e.step.simulated, 1.5, 1e-12);
+  EXPECT_NEAR(e.step.error_pct, 25.0, 1e-9);
+  EXPECT_NEAR(e.peak_memory.measured.median, 1.5, 1e-12);
+  EXPECT_NEAR(e.peak_memory.simulated, 2.0, 1e-12);
+  EXPECT_NEAR(e.peak_memory.error_pct, 100.0 * (2.0 - 1.5) / 1.5, 1e-9);
+  EXPECT_THROW(technique_effect(r(6, 0), r(9, 0), {r(10, 0)}, {}), InvalidArgument);
+  EXPECT_THROW(technique_effect(r(6, 0), r(0, 0), {r(10, 0)}, {r(12, 0)}), InvalidArgument);
+}
+
 TEST(Compare, ReportsOfDifferentWorldSizesAreRefused) {
   Report other = measured();
   other.world_size = 3;

@@ -102,4 +102,28 @@ struct RepeatedComparison {
 // Throws InvalidArgument when `measured` is empty or a world size differs.
 RepeatedComparison compare_repeated(const Report& simulated, const std::vector<Report>& measured);
 
+// ---- a technique's effect -------------------------------------------------------------------------
+// What a technique changes is read as a ratio, with / without it, of the same experiment; a model that is
+// off by a constant factor on both plans still predicts the ratio. technique_effect sets the simulated
+// ratio beside the measured ones, runs paired in order (run i with the technique against run i without
+// it, measured back to back, so slow drift of the machine cancels).
+
+struct RatioComparison {
+  Spread measured;         // over the paired runs
+  double simulated = 0;
+  double error_pct = 0;    // of the simulated ratio against the measured median
+  bool operator==(const RatioComparison&) const = default;
+};
+
+struct TechniqueEffect {
+  RatioComparison step;         // step time with / without
+  RatioComparison peak_memory;  // peak memory with / without (0s when a report recorded no memory)
+  bool operator==(const TechniqueEffect&) const = default;
+};
+
+// Throws InvalidArgument when the measured lists are empty or of different lengths, or a step time is not
+// positive.
+TechniqueEffect technique_effect(const Report& simulated_without, const Report& simulated_with,
+                                 const std::vector<Report>& measured_without, const std::vector<Report>& measured_with);
+
 }  // namespace twinbed
