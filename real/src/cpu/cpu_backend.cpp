@@ -16,6 +16,7 @@
 #include "cpu_compute.hpp"
 #include "schedule_executor.hpp"
 #include "technique_ops.hpp"
+#include "tensor_memory.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan_exec.hpp"
@@ -197,6 +198,7 @@ struct PreparedProgram {
   std::vector<CollectiveSlot*> slot;            // per op (Collective ops only)
   std::vector<std::int64_t> recv_offset;        // per op (Recv ops): offset in the receive arena
   std::unique_ptr<detail::TechniqueOps> techniques;  // the technique passes' ops (technique_ops.hpp)
+  std::unique_ptr<detail::TensorMemory> tensors;     // the Alloc/Free ops' memory (tensor_memory.hpp)
 };
 
 // What one rank records in one iteration.
@@ -316,6 +318,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
       switch (op.kind) {
         case OpKind::Alloc:
         case OpKind::Free:
+          pp.tensors->apply(op);
           memory.change(now(), memory_delta(prog, op));
           break;
         case OpKind::Send: {
@@ -396,6 +399,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
     }
   }
   pp.techniques->next_iteration();
+  pp.tensors->next_iteration();
   if (record) rec.memory = memory.take();
   return rec;
 }
@@ -453,12 +457,13 @@ Trace CpuBackend::run(const Plan& plan) {
       }
     }
     const Bytes techniques = detail::TechniqueOps(plan, r, options_.compute_scale).bytes();
-    const Bytes total = pool + colls + messages + techniques;
+    const Bytes tensors = detail::TensorMemory::program_peak(prog);
+    const Bytes total = pool + colls + messages + techniques + tensors;
     if (total > options_.memory_budget)
       throw InvalidArgument("rank " + std::to_string(r) + " would need " + std::to_string(total) +
                             " bytes of buffers (compute " + std::to_string(pool) + ", for op '" + biggest +
                             "'; collectives " + std::to_string(colls) + "; messages " + std::to_string(messages) +
-                            "; technique state " + std::to_string(techniques) +
+                            "; technique state " + std::to_string(techniques) + "; the plan's tensors " + std::to_string(tensors) +
                             "), more than memory_budget = " + std::to_string(options_.memory_budget) +
                             ": use a smaller model, a compute_scale below 1, or a larger memory_budget");
   }
@@ -486,6 +491,7 @@ Trace CpuBackend::run(const Plan& plan) {
   pp.recv_offset.assign(prog.size(), 0);
   pp.techniques = std::make_unique<detail::TechniqueOps>(plan, im.rank, options_.compute_scale);
   pp.techniques->allocate();
+  pp.tensors = std::make_unique<detail::TensorMemory>(prog);
   std::int64_t pool_floats = 0, recv_bytes = 0, send_bytes = 0;
   std::map<CollKey, std::unique_ptr<CollectiveSlot>> slots;
   for (std::size_t i = 0; i < prog.size(); ++i) {

@@ -23,9 +23,12 @@
 //    records the plan's bytes.
 //  - Send / Recv: MPI_Isend / MPI_Irecv of `bytes` bytes to / from rank + peer_offset, MPI tag = the
 //    plan's tag modulo (MPI_TAG_UB + 1).
-//  - Alloc / Free: no memory is allocated; the rank's live bytes change and a MemorySample is recorded.
-//    A program with a planned arena (Program::arena, the zrdf pass) holds the arena's bytes from the
-//    start, and its tensors placed in the arena add nothing, as in the simulator.
+//  - Alloc / Free: the tensor's bytes are allocated (C allocator) and touched, or freed; the rank's live
+//    bytes change and a MemorySample is recorded. A program with a planned arena (Program::arena, the
+//    zrdf pass) allocates the arena once, and its tensors live at their planned offsets in it (touched
+//    there: an offset past the arena is an out-of-bounds write AddressSanitizer reports); it holds the
+//    arena's bytes from the start and its tensors add nothing, as in the simulator. The model state
+//    persists from one iteration to the next (src/cpu/tensor_memory.hpp).
 //
 // Dtype policy: every compute op runs in fp32 whatever its OpCost::dtype (bf16/fp16 ops are not
 // emulated: they run the same shape in fp32, so their bytes moved are twice the bf16 figure while
@@ -59,9 +62,9 @@
 // the FLOPs actually executed (the cost's FLOPs × the executed fraction of m, see compute_scale);
 // communication spans carry the plan's bytes.
 //
-// Buffers: allocated once per run (per rank: one compute pool for the largest compute op, and one
-// buffer set per distinct (stream, group kind, op, bytes) collective) and reused by every op and by the
-// warm-up iterations. Their total on any rank must fit CpuBackendOptions::memory_budget, or run()
+// Buffers: allocated once per run (per rank: one compute pool for the largest compute op, one buffer set
+// per distinct (stream, group kind, op, bytes) collective, the technique ops' state, and the arena) and
+// reused by every op and by the warm-up iterations; the plan's tensors as above. Their total on any rank must fit CpuBackendOptions::memory_budget, or run()
 // throws InvalidArgument naming the op and suggesting a smaller model or compute_scale — before any
 // communication, on every rank alike (each rank checks every program).
 #pragma once
