@@ -31,6 +31,7 @@ std::string to_string(GroupKind g) {
     case GroupKind::ExpertDp: return "expert_dp";
     case GroupKind::DpIntra: return "dp_intra";
     case GroupKind::DpInter: return "dp_inter";
+    case GroupKind::Embedding: return "embedding";
   }
   return "tp";
 }

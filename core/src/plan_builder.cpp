@@ -138,7 +138,8 @@ class Builder {
       const std::int64_t last = st.forward ? emit_forward(st) : emit_backward(st);
       last_compute_ = std::max(last_compute_, last);
     }
-    const std::vector<std::uint32_t> reductions = emit_gradient_reduction();
+    std::vector<std::uint32_t> reductions = emit_gradient_reduction();
+    if (const std::int64_t tied = emit_embedding_reduction(); tied >= 0) reductions.push_back(static_cast<std::uint32_t>(tied));
     emit_optimizer(reductions);
   }
 
@@ -432,6 +433,20 @@ class Builder {
     return out;
   }
 
+  // The tied word embedding (pp > 1): the first stage's embedding table and the last stage's LM-head
+  // copy get gradients from both uses and are kept equal by all-reducing them between the two stages,
+  // as Megatron-LM does (_allreduce_word_embedding_grads, after the DP reduction: finalize_model_grads).
+  // On the Collective stream after the DP reductions, once the whole backward has run. Returns the op,
+  // or -1 on stages that hold no copy.
+  std::int64_t emit_embedding_reduction() {
+    if (l_.pp <= 1 || (stage_ != 0 && stage_ != l_.pp - 1)) return -1;
+    const std::int64_t word = (m_.vocab + l_.tp - 1) / l_.tp * m_.hidden;  // ⌈V/tp⌉·h: the vocabulary-parallel table
+    const std::int32_t tensor = embedding_set_ >= 0 ? slices(embedding_set_).front().tensor : -1;
+    const std::int32_t set = tensor >= 0 ? param_set({{tensor, word}}) : -1;
+    return coll1(CollectiveOp::AllReduce, GroupKind::Embedding, word * ge_, StreamKind::Collective,
+                 "embedding.pp_allreduce", -1, last_compute_, -1, set);
+  }
+
   // ---- optimizer ----
 
   // The optimizer step over this rank's (sharded) optimizer state, after every reduction; with ZeRO 1-2
@@ -678,6 +693,16 @@ void add_communicators(Plan& plan) {
   plan.groups[static_cast<std::size_t>(GroupKind::ExpertDp)] =
       make_groups(world, pp * ep * tp, [=](int r) { return (ppi(r) * ep + dpi(r) % ep) * tp + tpi(r); });
   add_host_split_groups(plan, std::max(1, plan.cluster.ranks_per_host));
+  // Embedding: the first and the last stage's ranks of each Pp group.
+  GroupSet embedding{std::vector<int>(static_cast<std::size_t>(world), -1), {}};
+  if (pp > 1) {
+    for (int r = 0; r < tp * dp; ++r) {
+      const int last = r + (pp - 1) * tp * dp;
+      embedding.group_of_rank[static_cast<std::size_t>(r)] = embedding.group_of_rank[static_cast<std::size_t>(last)] = r;
+      embedding.members.push_back({r, last});
+    }
+  }
+  plan.groups[static_cast<std::size_t>(GroupKind::Embedding)] = std::move(embedding);
 }
 
 }  // namespace

@@ -64,6 +64,45 @@ TEST(Plan, OneProgramPerStageSharedByItsRanks) {
   EXPECT_EQ(plan, build_plan(tiny(), l, cluster(l)));
 }
 
+// The tied word embedding (Megatron): with pp > 1 its gradient is all-reduced between the first and
+// the last stage — once per iteration, ⌈V/tp⌉·h gradients, on the Collective stream, over the
+// Embedding group {first-stage rank, last-stage rank}, before the optimizer step; middle stages and
+// pp == 1 have none.
+TEST(Plan, TiedEmbeddingGradientIsAllReducedBetweenFirstAndLastStage) {
+  const Layout l = layout3d(2, 2, 4, 4);
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  EXPECT_EQ(plan.group_members(3, GroupKind::Embedding), (std::vector<int>{3, 15}));
+  EXPECT_EQ(plan.group_members(15, GroupKind::Embedding), (std::vector<int>{3, 15}));
+  EXPECT_THROW(plan.group_members(5, GroupKind::Embedding), InvalidArgument);  // a middle stage
+  const TransformerModel m = tiny();
+  const Bytes word = (m.vocab + l.tp - 1) / l.tp * m.hidden * gradient_bytes_per_element(m.dtype);
+  for (int stage = 0; stage < 4; ++stage) {
+    const Program& p = plan.programs[static_cast<std::size_t>(stage)];
+    const bool holds = stage == 0 || stage == 3;
+    EXPECT_EQ(count(p, OpKind::Collective, GroupKind::Embedding), holds ? 1 : 0) << "stage " << stage;
+    for (std::size_t i = 0; i < p.ops.size(); ++i) {
+      const PlanOp& op = p.ops[i];
+      if (op.kind != OpKind::Collective || op.group != GroupKind::Embedding) continue;
+      EXPECT_EQ(plan.names[op.name], "embedding.pp_allreduce");
+      EXPECT_EQ(op.collective, CollectiveOp::AllReduce);
+      EXPECT_EQ(op.stream, StreamKind::Collective);
+      EXPECT_EQ(op.tensor_class, TensorClass::Grads);
+      EXPECT_EQ(op.bytes, word);
+      // The optimizer step waits for it.
+      bool waited = false;
+      for (std::size_t j = i + 1; j < p.ops.size(); ++j) {
+        if (plan.names[p.ops[j].name] != "optimizer_step") continue;
+        for (std::size_t d = 0; d < p.num_deps(j); ++d) waited = waited || p.deps_of(j)[d] == i;
+      }
+      EXPECT_TRUE(waited);
+    }
+  }
+  const Layout one = layout3d(2, 2, 1, 4);
+  const Plan flat = build_plan(tiny(), one, cluster(one));
+  EXPECT_EQ(count(flat.programs[0], OpKind::Collective, GroupKind::Embedding), 0);
+  EXPECT_TRUE(flat.group_set(GroupKind::Embedding).members.empty());
+}
+
 TEST(Plan, TensorParallelCollectivesPerLayer) {
   const Layout l = layout3d(1, 2, 2, 4);
   const Plan plan = build_plan(tiny(), l, cluster(l));

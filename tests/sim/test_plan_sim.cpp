@@ -30,13 +30,16 @@ Topology switch_of(int ranks, BytesPerSec bw = 100 * GBps) {
   return topo::single_switch(ranks, {bw, Time::us(1)}, device_preset("a100"));
 }
 
-// 2 nodes x 4 GPUs on a fat-tree: NVLink inside a node, one NIC per GPU to the leaf.
+// 2 nodes x 4 GPUs on a fat-tree: NVLink inside a node, one NIC per GPU to the leaf, one spine. One
+// spine keeps the cluster symmetric for traffic between the nodes (the tied embedding's all-reduce
+// between the stages): with two, ECMP hashing would put more pairs of ranks on one spine than on the
+// other, and Representative would rightly fall back to Full.
 Topology fat_tree_8(BytesPerSec nic = 25 * GBps) {
   topo::FatTreeSpec spec;
   spec.nodes = 2;
   spec.gpus_per_node = 4;
   spec.nodes_per_leaf = 1;
-  spec.spines = 2;
+  spec.spines = 1;
   spec.nvlink = {300 * GBps, Time::us(1)};
   spec.nic = {nic, Time::us(2)};
   spec.device = device_preset("a100");

@@ -68,16 +68,18 @@ std::string to_string(OpKind k);
 //   Ep        ep consecutive dp replicas (stride tp) within a Dp group: the expert all-to-all
 //   ExpertDp  the dp/ep ranks of a Dp group holding the same experts, stride tp·ep (expert gradients)
 //   Pp        the pp ranks of one (dp, tp) index, stride tp·dp. No op of the builder or of the
-//             passes uses it: pipeline messages are Send/Recv, and the all-reduce of the tied word
-//             embedding's gradient between the first and the last stage (Megatron's) is not modelled
+//             passes uses it: pipeline messages are Send/Recv
 //   DpIntra   the members of a Dp group on one host (ranks_per_host consecutive ranks per host)
 //   DpInter   the members of a Dp group with the same position among their host's members: one per
 //             host. DpIntra and DpInter exist when every host holds the same number of each Dp group's
 //             members (else every rank is in no group of these kinds); the builder emits nothing on
 //             them — hierarchical passes (TGC) do.
-enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter };
-inline constexpr int kGroupKinds = 7;
-// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter".
+//   Embedding the first and the last rank of one Pp group (Megatron's embedding group) when pp > 1;
+//             the middle stages' ranks, and every rank when pp == 1, are in none. The builder
+//             all-reduces the tied word embedding's gradient on it (build_plan below).
+enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter, Embedding };
+inline constexpr int kGroupKinds = 8;
+// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter", "embedding".
 std::string to_string(GroupKind g);
 
 // What an Alloc/Free is for, so memory can be broken down in reports and ZRDF can plan it.
@@ -288,6 +290,11 @@ void validate(const Plan& plan);
 //    complete its gradients; without, all buckets follow the whole backward. ZeRO 0: all-reduce; 1-2:
 //    reduce-scatter, then all-gather of the updated parameters after the optimizer step; 3:
 //    reduce-scatter per layer and micro-batch.
+//  - With pp > 1, on the first and the last stage: the all-reduce of the tied word embedding's gradient
+//    (⌈V/tp⌉·h elements, the LM head's copy on the last stage) over the Embedding group, on the
+//    Collective stream after the DP reduction and the whole backward, before the optimizer step —
+//    Megatron-LM's _allreduce_word_embedding_grads in finalize_model_grads (megatron/core/distributed/
+//    finalize_model_grads.py), which runs after finish_grad_sync.
 //  - The optimizer step (a memory-bound op over the rank's optimizer state).
 // Cost: O(micro-batches · layers per stage · ops per layer) per stage.
 Plan build_plan(const TransformerModel& model, const Layout& layout, const ClusterShape& cluster);
