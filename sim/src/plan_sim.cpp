@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
+#include <tuple>
 #include <unordered_map>
 
 #include "twinbed/core/collective_algorithms.hpp"
@@ -11,6 +13,7 @@
 #include "twinbed/sim/collective_sim.hpp"
 #include "twinbed/sim/engine.hpp"
 #include "twinbed/sim/group_collectives.hpp"
+#include "twinbed/sim/link_sharing.hpp"
 #include "twinbed/sim/network.hpp"
 
 namespace twinbed::sim {
@@ -195,6 +198,9 @@ class PlanRun {
   void time_collectives();
   bool check_symmetry(std::string& why);
   Time p2p_time(int src, int dst, Bytes bytes);
+  const Footprint* collective_footprint(const ExecOp& op, int gid);
+  const Footprint* message_footprint(int src, std::int32_t offset, Bytes bytes);
+  const Footprint* footprint_of(std::map<std::pair<int, int>, double>& pair_bytes, Footprint& out);
   void start(int si, std::uint32_t op);
   void complete(int si, std::uint32_t op);
   void drain();
@@ -208,6 +214,15 @@ class PlanRun {
   RouteCache routes_;
   Engine engine_;
   std::map<CollKey, std::vector<Time>> coll_time_;        // per group id of the key's kind
+  std::map<CollKey, std::string> coll_algorithm_;          // the algorithm each key was timed with
+  // Concurrent communication shares links (link_sharing.hpp); null where it cannot (free
+  // communication, a network model that never shares links). Footprints are memoised per simulated
+  // instance: (op, kind, group, bytes) of a collective, (src, offset, bytes) of a message.
+  std::unique_ptr<LinkSharing> sharing_;
+  std::map<std::tuple<CollectiveOp, GroupKind, int, Bytes>, Footprint> coll_footprint_;
+  std::map<std::tuple<int, std::int32_t, Bytes>, Footprint> msg_footprint_;
+  std::vector<std::vector<int>> represented_;              // per simulated rank: the ranks it stands for
+  std::vector<double> link_scratch_;                       // per link, zero between uses
   std::unordered_map<std::uint64_t, Time> p2p_cache_;
   std::vector<ExecProgram> exec_;                          // per (program, device kind)
   std::vector<RankState> ranks_;                           // simulated ranks
@@ -231,6 +246,68 @@ Time PlanRun::p2p_time(int src, int dst, Bytes bytes) {
   const Time t = topo_.path_latency(path) + transfer_time(bytes, topo_.path_bandwidth(path));
   p2p_cache_.emplace(key, t);
   return t;
+}
+
+// Bytes per link of the (src, dst) rank pairs' traffic, as a footprint (links ascending).
+const Footprint* PlanRun::footprint_of(std::map<std::pair<int, int>, double>& pair_bytes, Footprint& out) {
+  link_scratch_.resize(static_cast<std::size_t>(topo_.num_links()), 0.0);
+  std::vector<LinkId> used;
+  for (const auto& [pair, bytes] : pair_bytes) {
+    if (pair.first == pair.second || bytes <= 0) continue;
+    for (LinkId l : routes_.path(pair.first, pair.second)) {
+      if (link_scratch_[l] == 0) used.push_back(l);
+      link_scratch_[l] += bytes;
+    }
+  }
+  std::sort(used.begin(), used.end());
+  for (LinkId l : used) {
+    out.push_back({l, link_scratch_[l]});
+    link_scratch_[l] = 0;
+  }
+  return &out;
+}
+
+// A collective instance's traffic: its algorithm's schedule (ring or tree as NCCL picked it; NVLS,
+// which has none, as the ring — both move about twice the buffer through each GPU's links), summed
+// over its rounds, on its group and on every group its simulated members stand for.
+const Footprint* PlanRun::collective_footprint(const ExecOp& op, int gid) {
+  auto [it, fresh] = coll_footprint_.try_emplace({op.collective, op.group, gid, op.bytes});
+  if (!fresh) return &it->second;
+  const GroupSet& set = plan_.group_set(op.group);
+  const std::vector<int>& members = set.members[static_cast<std::size_t>(gid)];
+  if (members.size() < 2 || op.bytes <= 0) return &it->second;
+  std::string name = coll_algorithm_.at({op.collective, op.group, op.bytes});
+  name = name.substr(0, name.find('/'));
+  if (!collective_algorithms().find(name)) name = "ring";
+  CollectiveRequest req;
+  req.op = op.collective;
+  req.ranks = static_cast<int>(members.size());
+  req.bytes = op.bytes;
+  req.ranks_per_host = group_ranks_per_host(members, topo_);
+  const std::unique_ptr<Schedule> schedule = build_schedule(name, req);
+  std::map<std::pair<int, int>, double> local;  // by the schedule's ranks
+  std::vector<Transfer> transfers;
+  for (int k = 0; k < schedule->num_rounds(); ++k) {
+    schedule->round(k, transfers);
+    for (const Transfer& t : transfers) local[{t.src, t.dst}] += static_cast<double>(schedule->chunks()[static_cast<std::size_t>(t.chunk)].bytes);
+  }
+  std::map<std::pair<int, int>, double> pairs;  // by topology rank, over the copies
+  for (const auto& copy : set.members) {
+    if (copy.empty() || set.group_of_rank[static_cast<std::size_t>(rep_of_[static_cast<std::size_t>(copy[0])])] != gid) continue;
+    for (const auto& [pair, bytes] : local) pairs[{copy[static_cast<std::size_t>(pair.first)], copy[static_cast<std::size_t>(pair.second)]}] += bytes;
+  }
+  return footprint_of(pairs, it->second);
+}
+
+// A message's traffic, and that of the same message of every rank its sender stands for.
+const Footprint* PlanRun::message_footprint(int src, std::int32_t offset, Bytes bytes) {
+  auto [it, fresh] = msg_footprint_.try_emplace({src, offset, bytes});
+  if (!fresh) return &it->second;
+  std::map<std::pair<int, int>, double> pairs;
+  for (int r : represented_[static_cast<std::size_t>(sim_index_[static_cast<std::size_t>(src)])]) {
+    pairs[{r, r + offset}] += static_cast<double>(bytes);
+  }
+  return footprint_of(pairs, it->second);
 }
 
 void PlanRun::time_collectives() {
@@ -272,6 +349,7 @@ void PlanRun::time_collectives() {
     req.ranks_per_host = group_ranks_per_host(groups[0], topo_);
     GroupTiming t = time_group_collective(req, groups, opt_.collective_algorithm, sim, topo_);
     ++stats_.collective_timings;
+    coll_algorithm_[key] = t.algorithm;
     for (std::size_t i = 0; i < ids.size(); ++i) times[static_cast<std::size_t>(ids[i])] = t.group_time[i];
   }
 }
@@ -374,7 +452,7 @@ void PlanRun::start(int si, std::uint32_t i) {
       const int dsi = sim_index_[static_cast<std::size_t>(dst)];
       const std::int64_t tag = op.tag;
       const int src = rs.rank;
-      engine_.schedule_after(dur, [this, si, i, dsi, src, tag, now] {
+      auto arrived = [this, si, i, dsi, src, tag, now] {
         const ExecOp& o = ranks_[static_cast<std::size_t>(si)].prog->ops[i];
         record(si, o, now, engine_.now());
         Msg& m = msgs_[{dsi, src, tag}];
@@ -386,7 +464,12 @@ void PlanRun::start(int si, std::uint32_t i) {
           complete(wr, wo);
         }
         drain();
-      });
+      };
+      if (sharing_) {
+        sharing_->start(dur, message_footprint(rs.rank, op.peer_offset, op.bytes), std::move(arrived));
+      } else {
+        engine_.schedule_after(dur, std::move(arrived));
+      }
       break;
     }
     case OpKind::Recv: {
@@ -409,14 +492,19 @@ void PlanRun::start(int si, std::uint32_t i) {
       const int gid = set.group_of_rank[static_cast<std::size_t>(rs.rank)];
       const int expected = sim_in_group_[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(gid)];
       const Time dur = coll_time_.at({op.collective, op.group, op.bytes})[static_cast<std::size_t>(gid)];
-      auto finish_all = [this, dur, now](std::vector<std::pair<int, std::uint32_t>> members) {
-        engine_.schedule_after(dur, [this, members = std::move(members), now] {
+      auto finish_all = [this, dur, now, &op, gid](std::vector<std::pair<int, std::uint32_t>> members) {
+        auto done = [this, members = std::move(members), now] {
           for (const auto& [m, o] : members) {
             record(m, ranks_[static_cast<std::size_t>(m)].prog->ops[o], now, engine_.now());
             complete(m, o);
           }
           drain();
-        });
+        };
+        if (sharing_) {
+          sharing_->start(dur, collective_footprint(op, gid), std::move(done));
+        } else {
+          engine_.schedule_after(dur, std::move(done));
+        }
       };
       auto members = instances_.arrive({op.group, gid, op.tag}, expected, {si, i});
       if (!members.empty()) finish_all(std::move(members));
@@ -487,6 +575,13 @@ Trace PlanRun::run() {
   stats_.simulated_ranks = static_cast<int>(simulated.size());
   sim_index_.assign(static_cast<std::size_t>(world), -1);
   for (std::size_t i = 0; i < simulated.size(); ++i) sim_index_[static_cast<std::size_t>(simulated[i])] = static_cast<int>(i);
+  represented_.assign(simulated.size(), {});
+  for (int r = 0; r < world; ++r) {
+    represented_[static_cast<std::size_t>(sim_index_[static_cast<std::size_t>(rep_of_[static_cast<std::size_t>(r)])])].push_back(r);
+  }
+  if (!opt_.free_communication && network_models().get(opt_.network).shares_links) {
+    sharing_ = std::make_unique<LinkSharing>(engine_, topo_);
+  }
   sim_in_group_.assign(kGroupKinds, {});
   for (int g = 0; g < kGroupKinds; ++g) {
     const GroupSet& set = plan_.groups[static_cast<std::size_t>(g)];

@@ -12,6 +12,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/topology_builders.hpp"
+#include "twinbed/sim/collective_sim.hpp"
 #include "twinbed/sim/compute_model.hpp"
 #include "twinbed/sim/group_collectives.hpp"
 #include "twinbed/sim/plan_sim.hpp"
@@ -317,6 +318,143 @@ TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
     EXPECT_EQ(m.rank, 0);
     EXPECT_EQ(m.time, Time()) << "the allocation waited for the message";
   }
+}
+
+namespace {
+
+// A hand-made plan on `ranks` ranks, every group kind empty until a test fills one. Each rank runs its
+// own program (Full fidelity is what these tests use).
+Plan bare_plan(int ranks) {
+  Plan plan;
+  plan.cluster = {ranks, ranks};
+  plan.groups.resize(kGroupKinds);
+  for (GroupSet& g : plan.groups) g.group_of_rank.assign(static_cast<std::size_t>(ranks), -1);
+  plan.programs.resize(static_cast<std::size_t>(ranks));
+  for (int r = 0; r < ranks; ++r) plan.program_of_rank.push_back(r);
+  plan.names = {"first", "second", "message"};
+  return plan;
+}
+
+void add_group(Plan& plan, GroupKind kind, const std::vector<int>& members) {
+  GroupSet& set = plan.groups[static_cast<std::size_t>(kind)];
+  for (int r : members) set.group_of_rank[static_cast<std::size_t>(r)] = static_cast<int>(set.members.size());
+  set.members.push_back(members);
+}
+
+PlanOp all_reduce(GroupKind kind, StreamKind stream, Bytes bytes, std::uint32_t name) {
+  PlanOp op = collective_op(CollectiveOp::AllReduce, kind, bytes, stream);
+  op.name = name;
+  return op;
+}
+
+// The duration of the span named `name` on `rank`.
+Time span_time(const Trace& t, int rank, const std::string& name) {
+  for (const Span& s : t.spans) {
+    if (s.rank == rank && t.names[s.name] == name) return s.end - s.start;
+  }
+  ADD_FAILURE() << "no span " << name << " on rank " << rank;
+  return Time{};
+}
+
+// A ring all-reduce of `bytes` on two ranks of switch_of alone: two rounds of half the buffer over a
+// two-link path (1 us each), and the reduction of half the buffer after the first.
+Time ring2(Bytes bytes, BytesPerSec bw) {
+  return (Time::us(2) + transfer_time(bytes / 2, bw)) * 2 + reduction_time(bytes / 2, device_preset("a100"));
+}
+
+PlanSimOptions full_ring() {
+  PlanSimOptions o;
+  o.fidelity = Fidelity::Full;
+  o.collective_algorithm = "ring";
+  return o;
+}
+
+}  // namespace
+
+// The whole step contends (issue 12, item 3): two collectives of different kinds, on different
+// streams, over the same two ranks cross the same links at the same time and slow each other down.
+// A ring all-reduce of B bytes on two ranks moves B bytes each way over each rank's link; alone it
+// takes 2·(latency + B/2 / bw) plus the reduction of B/2 bytes; together both carry 2B over one link
+// at bw: 2B / bw each (a whole collective stretches, its latency and reduction too: link_sharing.hpp).
+TEST(PlanSim, TwoCollectivesOnOneLinkSlowEachOther) {
+  const Bytes bytes = 256 * MiB;
+  const BytesPerSec bw = 100 * GBps;
+  Plan plan = bare_plan(2);
+  add_group(plan, GroupKind::Dp, {0, 1});
+  add_group(plan, GroupKind::Tp, {0, 1});
+  for (Program& p : plan.programs) {
+    p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
+    p.add(all_reduce(GroupKind::Tp, StreamKind::Compute, bytes, 1));
+  }
+  validate(plan);
+  Plan alone = bare_plan(2);
+  alone.groups = plan.groups;
+  for (Program& p : alone.programs) p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
+
+  const Topology topo = switch_of(2, bw);
+  const Time solo = span_time(simulate_plan(alone, topo, full_ring()), 0, "first");
+  EXPECT_EQ(solo, ring2(bytes, bw));  // the closed form still holds alone
+  const Trace both = simulate_plan(plan, topo, full_ring());
+  const double want = 2.0 * static_cast<double>(bytes) / bw;
+  for (const char* name : {"first", "second"}) {
+    EXPECT_GT(span_time(both, 0, name), solo) << name;
+    EXPECT_NEAR(span_time(both, 0, name).seconds(), want, 1e-9) << name;
+  }
+  // The analytical network model is contention-free: each takes its alone time.
+  PlanSimOptions analytical = full_ring();
+  analytical.network = "analytical";
+  EXPECT_EQ(span_time(simulate_plan(plan, topo, analytical), 0, "first"), solo);
+}
+
+// ... and on disjoint links they do not: a DP all-reduce on ranks 0-1 and a TP all-reduce on ranks
+// 2-3 of one switch each take their alone time.
+TEST(PlanSim, CollectivesOnDisjointLinksDoNotSlow) {
+  const Bytes bytes = 256 * MiB;
+  Plan plan = bare_plan(4);
+  add_group(plan, GroupKind::Dp, {0, 1});
+  add_group(plan, GroupKind::Tp, {2, 3});
+  for (int r : {0, 1}) plan.programs[static_cast<std::size_t>(r)].add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
+  for (int r : {2, 3}) plan.programs[static_cast<std::size_t>(r)].add(all_reduce(GroupKind::Tp, StreamKind::Compute, bytes, 1));
+  validate(plan);
+  const Topology topo = switch_of(4);
+  const Time solo = ring2(bytes, 100 * GBps);
+  const Trace t = simulate_plan(plan, topo, full_ring());
+  EXPECT_EQ(span_time(t, 0, "first"), solo);
+  EXPECT_EQ(span_time(t, 2, "second"), solo);
+}
+
+// A pipeline message that shares a link with a DP all-reduce slows it, and is slowed by it.
+TEST(PlanSim, APipelineMessageSharingALinkWithAnAllReduceSlows) {
+  const Bytes bytes = 256 * MiB;
+  const BytesPerSec bw = 100 * GBps;
+  auto plan_with = [&](bool reduce) {
+    Plan plan = bare_plan(2);
+    add_group(plan, GroupKind::Dp, {0, 1});
+    PlanOp send;
+    send.kind = OpKind::Send;
+    send.stream = StreamKind::P2P;
+    send.span = SpanKind::SendRecv;
+    send.peer_offset = 1;
+    send.tag = 1;
+    send.bytes = bytes;
+    send.name = 2;
+    PlanOp recv = send;
+    recv.kind = OpKind::Recv;
+    recv.peer_offset = -1;
+    plan.programs[0].add(send);
+    plan.programs[1].add(recv);
+    if (reduce) {
+      for (Program& p : plan.programs) p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
+    }
+    validate(plan);
+    return plan;
+  };
+  const Topology topo = switch_of(2, bw);
+  const Time message_alone = span_time(simulate_plan(plan_with(false), topo, full_ring()), 0, "message");
+  EXPECT_EQ(message_alone, Time::us(2) + transfer_time(bytes, bw));
+  const Trace t = simulate_plan(plan_with(true), topo, full_ring());
+  EXPECT_GT(span_time(t, 0, "message"), message_alone);
+  EXPECT_GT(span_time(t, 0, "first"), ring2(bytes, bw));
 }
 
 // Backends are found by name: the simulator registers itself as "sim" and runs as simulate_plan does

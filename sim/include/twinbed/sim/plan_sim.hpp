@@ -5,14 +5,18 @@
 // FIFO Collective stream; asynchronous Send/Recv; an op starts when its dependencies are done and it
 // heads its stream's queue.
 //  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device.
-//  - A Collective starts when every member of its communicator has reached it, and lasts what the
-//    collective simulator gives for that schedule with every communicator of the same kind running it
-//    at once on the topology (group_collectives.hpp), cached per (op, group kind, bytes, algorithm).
-//    Collectives are timed in isolation: they do not contend with point-to-point traffic or with
-//    collectives of other kinds that happen to overlap in time.
-//  - A Send's message takes its solo time on the path (latency + bytes / bottleneck bandwidth: what the
-//    flow model gives a lone flow; the analytical model gives the same); its span lasts that long. The
-//    Send itself is eager: what depends on it goes on at once.
+//  - A Collective starts when every member of its communicator has reached it. Alone, it lasts what
+//    the collective simulator (or NCCL's model, for "auto") gives for that schedule with every
+//    communicator of the same kind running it at once on the topology (group_collectives.hpp), cached
+//    per (op, group kind, bytes).
+//  - A Send's message alone takes its solo time on the path (latency + bytes / bottleneck bandwidth:
+//    what the flow model gives a lone flow). Its span lasts until it has arrived. The Send itself is
+//    eager: what depends on it goes on at once.
+//  - The whole step contends: collectives of different kinds and groups and messages that are in
+//    flight at the same time and cross the same links share them (link_sharing.hpp: each is a fluid
+//    over the links its schedule or path uses, max-min fair, re-rated whenever one starts or ends).
+//    Where no link is over-subscribed, each takes exactly its alone time. With the "analytical"
+//    network model, or free communication, nothing contends.
 //  - Alloc/Free change the rank's live bytes at the time they run → Trace::memory. A program with a
 //    planned arena (Program::arena, the zrdf pass) holds the arena's bytes from time 0, and its tensors
 //    placed in the arena add nothing.
@@ -22,7 +26,9 @@
 //  - Representative: when the cluster is symmetric for this plan — every rank of a program sees the
 //    same collective time on each of its communicators (checked by timing every group) and the same
 //    message time to each of its peers — one rank per program (the lowest) is simulated and stands
-//    for the others (Trace::recorded_rank). Exact: equal to Full in every span of the recorded ranks.
+//    for the others (Trace::recorded_rank); its collectives and messages carry, on the links, the
+//    traffic of the ranks it stands for as well. Exact: equal to Full in every span of the recorded
+//    ranks (up to floating-point rounding of shared rates where links are over-subscribed).
 //    When the check fails, it falls back to Full (PlanSimStats says so).
 //  - Coarse: Representative, and in addition each run of consecutive Compute ops on the Compute
 //    stream with no other op between them in the program, where each op depends only on its
@@ -32,7 +38,8 @@
 //    lost is per-kernel spans, so per-op tables merge.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
-// (each distinct (op, kind, bytes) once). Not thread-safe; each call builds its own engine.
+// (each distinct (op, kind, bytes) once), plus the link sharing: O(links of an op) to start or end an
+// op that meets nothing on its links, a re-rating of the ops connected to it otherwise. Not thread-safe; each call builds its own engine.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,107 @@
+// Concurrent communication sharing links: a fluid model of whole collectives and messages.
+//
+// The plan simulator (plan_sim.hpp) knows how long each collective and each message takes alone on
+// the topology (`alone`: the collective simulator's or NCCL's time, memoised; a message's solo time).
+// When several are in flight at once and cross the same links — a DP all-reduce and a pipeline
+// message on one NIC, the tied-embedding all-reduce and a TP all-reduce on one NVLink — they slow
+// each other down. LinkSharing models that as the flow network (network.hpp) models messages, one
+// level up: each activity is one fluid whose progress rate is a fraction x of its alone rate, and x
+// is shared out whenever an activity starts or ends.
+//
+// Model:
+//  - An activity's footprint is the bytes it moves over each link (its schedule's traffic, summed over
+//    rounds). Alone it moves them in `alone`, so at full speed it asks link l for bytes_l / alone B/s.
+//  - At speed x (0 < x ≤ 1) it asks x times that, and finishes after `alone` / x of its time.
+//  - Speeds are max-min fair over the activities, weighted by their demands (progressive filling): all
+//    speeds rise together until some link is full; the activities on it freeze at that speed; the
+//    others continue, up to 1. A link that carries one activity, or several whose full-speed demands
+//    fit in its bandwidth, slows none of them: every activity then takes exactly its alone time, so
+//    everything the contention-free timings give (the closed forms) is unchanged.
+//  - Two equal activities on one link each get half of it, as two flows would; where each activity
+//    is one flow on the shared link this is the flow network's max-min, else it is its generalisation
+//    that shares a link in proportion to the activities' full-speed demands.
+//
+// Approximations (said where they matter): an activity is stretched as a whole — its latency terms
+// stretch with its bandwidth terms, which overstates the slow-down of latency-bound collectives on a
+// full link; and within an activity the traffic is spread evenly over its duration (its rounds are
+// not resolved against the others' traffic). An activity's own alone time already includes the
+// contention among the communicators it stands for (group_collectives.hpp), and its footprint counts
+// their traffic too; since that traffic fitted in `alone`, it never slows itself down twice.
+//
+// Cost: starting or ending an activity whose links carry no other costs O(its links); otherwise the
+// speeds of the activities connected to it through shared links are recomputed, O((links + activities)
+// log links) of that component. Speeds that did not change keep their completion times exactly.
+// Not thread-safe; borrows the engine and topology, which must outlive it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "twinbed/core/topology.hpp"
+#include "twinbed/sim/engine.hpp"
+
+namespace twinbed::sim {
+
+// Bytes an activity moves over each link it uses: unique links, each with bytes > 0.
+struct LinkBytes {
+  LinkId link = 0;
+  double bytes = 0;
+  bool operator==(const LinkBytes&) const = default;
+};
+using Footprint = std::vector<LinkBytes>;
+
+class LinkSharing {
+ public:
+  LinkSharing(Engine& engine, const Topology& topology);
+
+  // Starts, at the engine's now, an activity that alone would take `alone` and moves `footprint`
+  // (borrowed: it must outlive the activity). `done` runs as an engine event when it has finished.
+  // An activity of zero time or with an empty footprint takes exactly `alone`, sharing nothing.
+  void start(Time alone, const Footprint* footprint, Engine::Callback done);
+
+  int active() const { return active_; }
+  // Recomputations of speeds so far (starts and ends that met another activity on a link).
+  std::int64_t recomputations() const { return recomputations_; }
+
+ private:
+  struct Activity {
+    const Footprint* footprint = nullptr;
+    double alone_ps = 0;      // alone time, picoseconds
+    double remaining_ps = 0;  // alone-time still to go at `updated`
+    double speed = 1;         // fraction of the alone rate
+    Time updated;
+    Engine::Callback done;
+    std::vector<int> pos;     // pos[i]: index in links_[footprint[i].link].activities
+    std::uint32_t version = 0;
+    std::uint32_t stamp = 0;
+    bool active = false;
+  };
+  struct LinkState {
+    std::vector<int> activities;
+    std::uint32_t stamp = 0;
+    double capacity = 0;  // scratch for progressive filling: bandwidth not yet given to frozen activities
+    double demand = 0;    // scratch: full-speed demand of the unfrozen activities on it
+    int unfrozen = 0;
+    std::uint32_t version = 0;  // scratch: stale heap entries
+  };
+
+  void add_to_links(int id);
+  void remove_from_links(int id);
+  void recompute(const std::vector<LinkId>& seeds);
+  void schedule_completion(int id);
+  void finish(int id, std::uint32_t version);
+
+  Engine& engine_;
+  const Topology& topology_;
+  std::vector<LinkState> links_;
+  std::vector<Activity> activities_;
+  std::vector<int> free_;
+  std::vector<int> comp_;           // scratch: activities of the component being recomputed
+  std::vector<LinkId> comp_links_;  // scratch: its links
+  std::vector<double> old_speed_;   // scratch
+  std::uint32_t stamp_ = 0;
+  int active_ = 0;
+  std::int64_t recomputations_ = 0;
+};
+
+}  // namespace twinbed::sim

@@ -1,0 +1,188 @@
+#include "twinbed/sim/link_sharing.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <queue>
+
+namespace twinbed::sim {
+
+LinkSharing::LinkSharing(Engine& engine, const Topology& topology)
+    : engine_(engine), topology_(topology), links_(static_cast<std::size_t>(topology.num_links())) {}
+
+void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback done) {
+  if (alone <= Time{} || footprint == nullptr || footprint->empty()) {
+    engine_.schedule_after(alone, std::move(done));
+    return;
+  }
+  int id = 0;
+  if (!free_.empty()) {
+    id = free_.back();
+    free_.pop_back();
+  } else {
+    id = static_cast<int>(activities_.size());
+    activities_.emplace_back();
+  }
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  a.footprint = footprint;
+  a.alone_ps = static_cast<double>(alone.picoseconds());
+  a.remaining_ps = a.alone_ps;
+  a.speed = 1;
+  a.updated = engine_.now();
+  a.done = std::move(done);
+  a.active = true;
+  ++active_;
+  bool alone_on_links = true;
+  for (const LinkBytes& lb : *footprint) alone_on_links = alone_on_links && links_[lb.link].activities.empty();
+  add_to_links(id);
+  if (alone_on_links) {
+    // Nothing to share with: it runs at full speed and ends exactly `alone` from now unless another
+    // activity joins one of its links.
+    schedule_completion(id);
+    return;
+  }
+  a.speed = 0;  // not yet rated: the recomputation gives it a speed and a completion
+  std::vector<LinkId> seeds;
+  seeds.reserve(footprint->size());
+  for (const LinkBytes& lb : *footprint) seeds.push_back(lb.link);
+  recompute(seeds);
+}
+
+void LinkSharing::add_to_links(int id) {
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  a.pos.resize(a.footprint->size());
+  for (std::size_t i = 0; i < a.footprint->size(); ++i) {
+    auto& on = links_[(*a.footprint)[i].link].activities;
+    a.pos[i] = static_cast<int>(on.size());
+    on.push_back(id);
+  }
+}
+
+void LinkSharing::remove_from_links(int id) {
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  for (std::size_t i = 0; i < a.footprint->size(); ++i) {
+    const LinkId l = (*a.footprint)[i].link;
+    auto& on = links_[l].activities;
+    const int moved = on.back();
+    on[static_cast<std::size_t>(a.pos[i])] = moved;
+    on.pop_back();
+    if (moved == id) continue;
+    Activity& m = activities_[static_cast<std::size_t>(moved)];
+    const auto it = std::find_if(m.footprint->begin(), m.footprint->end(), [l](const LinkBytes& lb) { return lb.link == l; });
+    m.pos[static_cast<std::size_t>(it - m.footprint->begin())] = a.pos[i];
+  }
+}
+
+void LinkSharing::schedule_completion(int id) {
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  ++a.version;
+  // At full speed from its start the remaining time is a whole number of picoseconds: exact.
+  const Time left = a.speed == 1 ? Time::ps(std::llround(a.remaining_ps))
+                                 : Time::from_seconds(a.remaining_ps / a.speed * 1e-12);
+  const std::uint32_t version = a.version;
+  engine_.schedule_at(engine_.now() + left, [this, id, version] { finish(id, version); });
+}
+
+void LinkSharing::finish(int id, std::uint32_t version) {
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  if (!a.active || a.version != version) return;  // superseded by a later recomputation
+  a.active = false;
+  --active_;
+  remove_from_links(id);
+  std::vector<LinkId> seeds;
+  for (const LinkBytes& lb : *a.footprint) {
+    if (!links_[lb.link].activities.empty()) seeds.push_back(lb.link);
+  }
+  Engine::Callback done = std::move(a.done);
+  a.done = nullptr;
+  free_.push_back(id);
+  if (!seeds.empty()) recompute(seeds);
+  done();
+}
+
+// Weighted max-min speeds for the activities connected to `seeds` through shared links, by progressive
+// filling: repeatedly take the link that fills at the lowest common speed (its free capacity over its
+// unfrozen activities' full-speed demand), freeze its activities at that speed and charge their demand
+// to every link they use; the activities left when no link would fill below speed 1 run at 1.
+void LinkSharing::recompute(const std::vector<LinkId>& seeds) {
+  ++recomputations_;
+  ++stamp_;
+  comp_.clear();
+  comp_links_.clear();
+  for (LinkId l : seeds) {
+    if (links_[l].stamp != stamp_) {
+      links_[l].stamp = stamp_;
+      comp_links_.push_back(l);
+    }
+  }
+  for (std::size_t i = 0; i < comp_links_.size(); ++i) {
+    for (int id : links_[comp_links_[i]].activities) {
+      Activity& a = activities_[static_cast<std::size_t>(id)];
+      if (a.stamp == stamp_) continue;
+      a.stamp = stamp_;
+      comp_.push_back(id);
+      for (const LinkBytes& lb : *a.footprint) {
+        if (links_[lb.link].stamp != stamp_) {
+          links_[lb.link].stamp = stamp_;
+          comp_links_.push_back(lb.link);
+        }
+      }
+    }
+  }
+  old_speed_.clear();
+  for (LinkId l : comp_links_) {
+    LinkState& s = links_[l];
+    s.capacity = topology_.link(l).bandwidth;
+    s.demand = 0;
+    s.unfrozen = 0;
+  }
+  for (int id : comp_) {
+    Activity& a = activities_[static_cast<std::size_t>(id)];
+    old_speed_.push_back(a.speed);
+    a.speed = -1;  // unfrozen
+    for (const LinkBytes& lb : *a.footprint) {
+      LinkState& s = links_[lb.link];
+      s.demand += lb.bytes / (a.alone_ps * 1e-12);
+      ++s.unfrozen;
+    }
+  }
+  // (speed at which the link fills, link, version)
+  using Fill = std::tuple<double, LinkId, std::uint32_t>;
+  std::priority_queue<Fill, std::vector<Fill>, std::greater<>> fills;
+  for (LinkId l : comp_links_) {
+    LinkState& s = links_[l];
+    fills.emplace(s.capacity / s.demand, l, ++s.version);
+  }
+  while (!fills.empty()) {
+    const auto [level, l, version] = fills.top();
+    fills.pop();
+    LinkState& s = links_[l];
+    if (version != s.version || s.unfrozen == 0) continue;  // stale entry
+    if (level >= 1) break;                                   // no link fills below full speed
+    for (int id : s.activities) {
+      Activity& a = activities_[static_cast<std::size_t>(id)];
+      if (a.speed >= 0) continue;
+      a.speed = std::max(level, 0.0);
+      for (const LinkBytes& lb : *a.footprint) {
+        LinkState& t = links_[lb.link];
+        const double d = lb.bytes / (a.alone_ps * 1e-12);
+        t.capacity = std::max(0.0, t.capacity - a.speed * d);
+        t.demand -= d;
+        if (--t.unfrozen > 0 && lb.link != l) fills.emplace(t.demand > 0 ? t.capacity / t.demand : 1.0, lb.link, ++t.version);
+      }
+    }
+  }
+  // Progress at the old speeds up to now, then new completions for the activities whose speed changed;
+  // the others keep theirs exactly.
+  const Time now = engine_.now();
+  for (std::size_t i = 0; i < comp_.size(); ++i) {
+    Activity& a = activities_[static_cast<std::size_t>(comp_[i])];
+    if (a.speed < 0) a.speed = 1;
+    if (a.speed == old_speed_[i]) continue;
+    a.remaining_ps = std::max(0.0, a.remaining_ps - old_speed_[i] * static_cast<double>((now - a.updated).picoseconds()));
+    a.updated = now;
+    schedule_completion(comp_[i]);
+  }
+}
+
+}  // namespace twinbed::sim

@@ -1,0 +1,93 @@
+#include <gtest/gtest.h>
+
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/sim/engine.hpp"
+#include "twinbed/sim/link_sharing.hpp"
+
+using namespace twinbed;
+using namespace twinbed::sim;
+
+namespace {
+
+// Two ranks on a switch; rank 0's uplink is link `up`. 100 GB/s.
+struct Fixture {
+  Topology topo = topo::single_switch(2, {100 * GBps, Time::us(1)}, device_preset("a100"));
+  Engine engine;
+  LinkSharing sharing{engine, topo};
+  LinkId up = topo.route(0, 1, 0).front();
+  LinkId down = topo.route(0, 1, 0).back();
+};
+
+}  // namespace
+
+// Alone, or with company that fits, an activity takes exactly its alone time.
+TEST(LinkSharing, AnActivityThatFitsTakesItsAloneTime) {
+  Fixture f;
+  const Footprint half{{f.up, 50e9 * 1e-3}};  // 50 GB/s for 1 ms: half the link
+  Time a, b;
+  f.sharing.start(Time::ms(1), &half, [&] { a = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &half, [&] { b = f.engine.now(); });
+  f.engine.run();
+  EXPECT_EQ(a, Time::ms(1));
+  EXPECT_EQ(b, Time::ms(1));
+}
+
+// Two activities that each fill the link alone share it: each twice as slow.
+TEST(LinkSharing, TwoOnOneFullLinkTakeTwiceAsLong) {
+  Fixture f;
+  const Footprint full{{f.up, 100e9 * 1e-3}};  // the whole link for 1 ms
+  Time a, b;
+  f.sharing.start(Time::ms(1), &full, [&] { a = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &full, [&] { b = f.engine.now(); });
+  f.engine.run();
+  EXPECT_EQ(a, Time::ms(2));
+  EXPECT_EQ(b, Time::ms(2));
+}
+
+// On disjoint links nothing slows.
+TEST(LinkSharing, DisjointLinksDoNotSlow) {
+  Fixture f;
+  const Footprint on_up{{f.up, 100e9 * 1e-3}};
+  const Footprint on_down{{f.down, 100e9 * 1e-3}};
+  Time a, b;
+  f.sharing.start(Time::ms(1), &on_up, [&] { a = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &on_down, [&] { b = f.engine.now(); });
+  f.engine.run();
+  EXPECT_EQ(a, Time::ms(1));
+  EXPECT_EQ(b, Time::ms(1));
+  EXPECT_EQ(f.sharing.recomputations(), 0);
+}
+
+// Staggered: A runs alone for half its time, then shares with B at half speed each until A ends at
+// 1.5 ms; B, half done by then, runs alone to 2 ms. The link carries every byte by 2 ms, as it must.
+TEST(LinkSharing, SpeedsFollowStartsAndEnds) {
+  Fixture f;
+  const Footprint full{{f.up, 100e9 * 1e-3}};
+  Time a, b;
+  f.sharing.start(Time::ms(1), &full, [&] { a = f.engine.now(); });
+  f.engine.schedule_at(Time::us(500), [&] { f.sharing.start(Time::ms(1), &full, [&] { b = f.engine.now(); }); });
+  f.engine.run();
+  EXPECT_EQ(a, Time::us(1500));
+  EXPECT_EQ(b, Time::ms(2));
+}
+
+// Max-min, weighted by demand: a small activity and a big one on a full link are slowed alike, and an
+// activity held back elsewhere leaves the rest of a link to the others.
+TEST(LinkSharing, ALinkIsSharedByDemandAndLeftoversGoToTheOthers) {
+  Fixture f;
+  // A wants the whole uplink; B wants half the uplink and the whole downlink, which C also wants.
+  // The downlink fills first at speed 1/2 (B and C); B then uses a quarter of the uplink, and A gets
+  // the remaining three quarters: speed 3/4.
+  const Footprint fa{{f.up, 100e9 * 1e-3}};
+  const Footprint fb{{f.up, 50e9 * 1e-3}, {f.down, 100e9 * 1e-3}};
+  const Footprint fc{{f.down, 100e9 * 1e-3}};
+  Time a, b, c;
+  f.sharing.start(Time::ms(1), &fa, [&] { a = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &fb, [&] { b = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &fc, [&] { c = f.engine.now(); });
+  f.engine.run();
+  EXPECT_EQ(b, Time::ms(2));
+  EXPECT_EQ(c, Time::ms(2));
+  // A: at 3/4 speed it would end at 4/3 ms, before B and C, so their speeds never change under it.
+  EXPECT_NEAR(a.seconds(), 1e-3 / 0.75, 1e-12);
+}
