@@ -32,9 +32,11 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
     options.seconds_per_point = 0.01;
     options.stream_bytes = {64 * KiB, 8 * MiB};
     options.p2p_sizes = {8, 64 * KiB, MiB, 4 * MiB};
+    options.kernel_elements = 1 << 18;
+    options.sparse_gemm_dim = 256;
   }
   try {
-    if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, triad, ping-pong)...\n", mpi.size());
+    if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, triad, technique kernels, ping-pong)...\n", mpi.size());
     MachineProfile p = real::calibrate_cpu(mpi, options);
     if (mpi.rank() == 0) {
       save_profile(p, o.out);
@@ -43,6 +45,10 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
                   p.gemm_samples.size() / p.gemm_rate.size());
       std::printf("memory (triad)   %10.2f GB/s per rank\n", p.memory_bandwidth / GBps);
       std::printf("tiny op          %10.2f us\n", p.launch_overhead.microseconds());
+      for (const auto& [key, seconds] : p.kernel_seconds_per_element)
+        std::printf("%-32s %8.2f ns per element\n", key.c_str(), seconds * 1e9);
+      for (const auto& [key, rate] : p.sparse_gemm_rate)
+        std::printf("sparse GEMM %-20s %8.2f GFLOP/s of the non-zero work\n", key.c_str(), rate / 1e9);
       if (p.link) {
         std::printf("link             %10.2f us + bytes / %.2f GB/s\n", p.link->latency.microseconds(),
                     p.link->bandwidth / GBps);

@@ -1,5 +1,7 @@
 #include "twinbed/core/profile.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -53,12 +55,48 @@ GemmSample read_sample(const json& v, const std::string& path) {
 
 }  // namespace
 
+std::vector<std::string> technique_kernel_keys() {
+  return {"tgc.compress.topk",        "tgc.compress.quantize",    "tgc.requantize",          "tgc.decompress.sparse",
+          "tgc.decompress.quantized", "dsa.mask_refresh.unstructured", "dsa.mask_refresh.block", "dsa.mask_refresh.2:4",
+          "dsa.masked_step",          "precision.loss_scale",     "precision.statistics"};
+}
+
+std::string technique_kernel_key(const OpCost& op) {
+  using K = OpCost::Kernel;
+  switch (op.kernel) {
+    case K::Compress:
+      if (op.name == "tgc.requantize") return "tgc.requantize";
+      return op.keep_fraction < 1 ? "tgc.compress.topk" : "tgc.compress.quantize";
+    case K::Decompress: return op.keep_fraction < 1 ? "tgc.decompress.sparse" : "tgc.decompress.quantized";
+    case K::MaskRefresh:
+      return op.sparsity == OpCost::Sparsity::Block     ? "dsa.mask_refresh.block"
+             : op.sparsity == OpCost::Sparsity::TwoFour ? "dsa.mask_refresh.2:4"
+                                                         : "dsa.mask_refresh.unstructured";
+    case K::MaskedStep: return "dsa.masked_step";
+    case K::LossScale: return "precision.loss_scale";
+    case K::Precision: return "precision.statistics";
+    case K::Lora:
+    case K::None: return "";
+  }
+  return "";
+}
+
+double technique_kernel_elements(const OpCost& op) {
+  const bool amortised = op.kernel == OpCost::Kernel::MaskRefresh || op.kernel == OpCost::Kernel::Precision;
+  return static_cast<double>(op.elements) / (amortised ? std::max(1, op.every) : 1);
+}
+
+Bytes masked_step_rest_bytes(const OpCost& op) {
+  const auto active = static_cast<Bytes>(std::llround(op.density * static_cast<double>(op.elements)));
+  return std::max<Bytes>(0, op.bytes - 28 * active - op.elements);
+}
+
 MachineProfile profile_from_json(const json& j, const MachineProfile& base, const DeviceSpec& device,
                                  const std::string& path) {
   require_object(j, path);
   check_keys(j, path,
              {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps", "memory_samples",
-              "launch_overhead_us", "sparse_speedup", "link", "provenance"});
+              "launch_overhead_us", "sparse_speedup", "link", "kernel_ns_per_element", "sparse_gemm_TFLOPs", "provenance"});
   MachineProfile p = base;
   if (j.contains("device")) p.device = read_name(j["device"], child(path, "device"));
   for (const char* key : {"gemm_TFLOPs", "gemm_efficiency"}) {
@@ -123,6 +161,21 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
     link.bandwidth = read_bandwidth_GBps(required(l, at, "bandwidth_GBps"), child(at, "bandwidth_GBps"));
     p.link = link;
   }
+  if (j.contains("kernel_ns_per_element")) {
+    const std::string at = child(path, "kernel_ns_per_element");
+    require_object(j["kernel_ns_per_element"], at);
+    const std::vector<std::string> keys = technique_kernel_keys();
+    check_keys(j["kernel_ns_per_element"], at, keys);
+    for (const auto& [name, value] : j["kernel_ns_per_element"].items())
+      p.kernel_seconds_per_element[name] = read_positive(value, child(at, name), 1e9, "nanoseconds per element") * 1e-9;
+  }
+  if (j.contains("sparse_gemm_TFLOPs")) {
+    const std::string at = child(path, "sparse_gemm_TFLOPs");
+    require_object(j["sparse_gemm_TFLOPs"], at);
+    check_keys(j["sparse_gemm_TFLOPs"], at, {"block", "2:4"});
+    for (const auto& [name, value] : j["sparse_gemm_TFLOPs"].items())
+      p.sparse_gemm_rate[name] = read_positive(value, child(at, name), kMaxTFLOPs, "TFLOP/s of the non-zero work") * 1e12;
+  }
   if (j.contains("provenance")) {
     const std::string at = child(path, "provenance");
     const json& v = j["provenance"];
@@ -160,6 +213,16 @@ json profile_to_json(const MachineProfile& p) {
     j["memory_samples"] = samples;
   }
   if (p.link) j["link"] = {{"latency_us", p.link->latency.microseconds()}, {"bandwidth_GBps", p.link->bandwidth / GBps}};
+  if (!p.kernel_seconds_per_element.empty()) {
+    json k = json::object();
+    for (const auto& [name, s] : p.kernel_seconds_per_element) k[name] = s * 1e9;
+    j["kernel_ns_per_element"] = k;
+  }
+  if (!p.sparse_gemm_rate.empty()) {
+    json g = json::object();
+    for (const auto& [name, r] : p.sparse_gemm_rate) g[name] = r / 1e12;
+    j["sparse_gemm_TFLOPs"] = g;
+  }
   if (p.provenance) {
     j["provenance"] = {{"machine", p.provenance->machine}, {"date", p.provenance->date},
                        {"git_revision", p.provenance->git_revision}, {"ranks", p.provenance->ranks},

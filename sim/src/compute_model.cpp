@@ -227,6 +227,20 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
 }  // namespace
 
 Time op_time(const OpCost& op, const ComputeProfile& profile) {
+  // Technique kernels and sparse GEMMs at the rates a calibrated profile measured for them.
+  if (const auto k = profile.kernel_seconds_per_element.find(technique_kernel_key(op)); k != profile.kernel_seconds_per_element.end()) {
+    double seconds = technique_kernel_elements(op) * k->second;
+    if (op.kernel == OpCost::Kernel::MaskedStep) {
+      const Bytes rest = masked_step_rest_bytes(op);
+      const BytesPerSec memory = memory_rate(rest, profile);
+      if (memory > 0) seconds += static_cast<double>(rest) / memory;
+    }
+    return profile.launch_overhead + Time::from_seconds(seconds);
+  }
+  if (op.is_matmul() && (op.sparsity == OpCost::Sparsity::Block || op.sparsity == OpCost::Sparsity::TwoFour)) {
+    const auto g = profile.sparse_gemm_rate.find(op.sparsity == OpCost::Sparsity::Block ? "block" : "2:4");
+    if (g != profile.sparse_gemm_rate.end()) return profile.launch_overhead + Time::from_seconds(op.flops / g->second);
+  }
   double seconds = 0;
   const BytesPerSec memory = memory_rate(op.bytes, profile);
   if (memory > 0) seconds = static_cast<double>(op.bytes) / memory;

@@ -594,3 +594,36 @@ TEST(Profile, FiguresHaveTheRangesOfTopologyFiles) {
 }
 
 }  // namespace twinbed
+
+namespace twinbed {
+
+// Technique kernels' measured times and the sparse GEMM rates round-trip, and unknown keys are refused
+// naming them and the accepted ones.
+TEST(Profile, TechniqueKernelTimesRoundTripAndUnknownKeysAreRefused) {
+  const json j = json::parse(R"({"device": "cpu", "memory_bandwidth_GBps": 10, "kernel_ns_per_element": {"tgc.compress.topk": 2.5, "dsa.masked_step": 1},
+                                 "sparse_gemm_TFLOPs": {"block": 0.02, "2:4": 0.004}})");
+  const MachineProfile p = profile_from_json(j, MachineProfile{}, DeviceSpec{});
+  EXPECT_DOUBLE_EQ(p.kernel_seconds_per_element.at("tgc.compress.topk"), 2.5e-9);
+  EXPECT_DOUBLE_EQ(p.sparse_gemm_rate.at("2:4"), 4e9);
+  EXPECT_EQ(profile_from_json(profile_to_json(p), MachineProfile{}, DeviceSpec{}), p);
+  json bad = j;
+  bad["kernel_ns_per_element"]["tgc.compres.topk"] = 1;
+  try {
+    profile_from_json(bad, MachineProfile{}, DeviceSpec{});
+    ADD_FAILURE() << "an unknown kernel was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/kernel_ns_per_element/tgc.compres.topk");
+    EXPECT_NE(e.message().find("tgc.compress.topk"), std::string::npos) << e.message();
+  }
+  bad = j;
+  bad["sparse_gemm_TFLOPs"]["block"] = 0;
+  EXPECT_THROW(profile_from_json(bad, MachineProfile{}, DeviceSpec{}), ConfigError);
+  // Every key calibrate measures is one the profile accepts.
+  for (const std::string& key : technique_kernel_keys()) {
+    json k = j;
+    k["kernel_ns_per_element"] = {{key, 1.0}};
+    EXPECT_NO_THROW(profile_from_json(k, MachineProfile{}, DeviceSpec{})) << key;
+  }
+}
+
+}  // namespace twinbed

@@ -175,3 +175,63 @@ TEST(ComputeModel, FlashAttentionRunsAtItsOwnRateOverQueryBlocks) {
 
 }  // namespace
 }  // namespace twinbed::sim
+
+// ---- technique kernels and sparse GEMMs at their measured rates (profile.hpp) ---------------------
+
+namespace twinbed::sim::technique {
+
+OpCost kernel_op(OpCost::Kernel kernel, std::int64_t elements, Bytes bytes) {
+  OpCost c;
+  c.name = "k";
+  c.kernel = kernel;
+  c.elements = elements;
+  c.bytes = bytes;
+  return c;
+}
+
+ComputeProfile measured() {
+  ComputeProfile p;
+  p.gemm_rate[DType::BF16] = 1e12;
+  p.memory_bandwidth = 1e10;
+  p.launch_overhead = Time::us(1);
+  p.kernel_seconds_per_element = {{"tgc.compress.topk", 2e-9}, {"dsa.mask_refresh.block", 10e-9}, {"dsa.masked_step", 1e-9}};
+  p.sparse_gemm_rate = {{"block", 2e10}};
+  return p;
+}
+
+TEST(ComputeModel, TechniqueKernelsTakeTheirMeasuredTimePerElement) {
+  const ComputeProfile p = measured();
+  OpCost compress = kernel_op(OpCost::Kernel::Compress, 1'000'000, 16'000'000);
+  compress.keep_fraction = 0.1;
+  EXPECT_EQ(technique_kernel_key(compress), "tgc.compress.topk");
+  EXPECT_NEAR((op_time(compress, p) - p.launch_overhead).seconds(), 2e-3, 1e-12);  // not 16 MB / 10 GB/s
+  // Amortised: a refresh every 10 iterations does a tenth of the elements per iteration.
+  OpCost refresh = kernel_op(OpCost::Kernel::MaskRefresh, 1'000'000, 0);
+  refresh.sparsity = OpCost::Sparsity::Block;
+  refresh.every = 10;
+  EXPECT_EQ(technique_kernel_key(refresh), "dsa.mask_refresh.block");
+  EXPECT_NEAR((op_time(refresh, p) - p.launch_overhead).seconds(), 1e-3, 1e-12);
+  // A masked step: masked Adam per target parameter, and the rest of the step's bytes streamed.
+  OpCost step = kernel_op(OpCost::Kernel::MaskedStep, 1000, 28 * 300 + 1000 + 5000);
+  step.density = 0.3;
+  EXPECT_EQ(masked_step_rest_bytes(step), 5000);
+  EXPECT_NEAR((op_time(step, p) - p.launch_overhead).seconds(), 1e-6 + 5000 / 1e10, 1e-15);
+  // No measurement: the bytes at the memory bandwidth, as before.
+  const OpCost quantize = kernel_op(OpCost::Kernel::Compress, 1000, 10'000);
+  EXPECT_EQ(technique_kernel_key(quantize), "tgc.compress.quantize");
+  EXPECT_NEAR((op_time(quantize, p) - p.launch_overhead).seconds(), 1e-6, 1e-15);
+}
+
+TEST(ComputeModel, SparseGemmsRunAtTheirMeasuredRateWhereOneWasMeasured) {
+  const ComputeProfile p = measured();
+  OpCost block = matmul_cost("b", OpCost::Kind::Gemm, OpCost::Phase::Forward, 1024, 1024, 1024, 1, DType::BF16);
+  block.sparsity = OpCost::Sparsity::Block;
+  block.density = 0.25;
+  block.flops *= 0.25;
+  EXPECT_NEAR((op_time(block, p) - p.launch_overhead).seconds(), block.flops / 2e10, 1e-12);
+  OpCost two_four = block;
+  two_four.sparsity = OpCost::Sparsity::TwoFour;  // no 2:4 rate measured: the model's own
+  EXPECT_LT(op_time(two_four, p), op_time(block, p));
+}
+
+}  // namespace twinbed::sim::technique

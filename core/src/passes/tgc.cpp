@@ -124,7 +124,8 @@ class TgcRewrite {
     if (!sparse && ranks > 1) {
       // Hop-by-hop reduction of a quantised payload: decode, add, encode at each of the R−1 steps.
       const double hops = static_cast<double>(ranks - 1) / ranks;
-      then(compute("requantize", OpCost::Kernel::Compress, m, hops * (8.0 * static_cast<double>(m) + 2.0 * static_cast<double>(payload))));
+      const auto hop_elements = static_cast<std::int64_t>(std::ceil(hops * static_cast<double>(m)));
+      then(compute("requantize", OpCost::Kernel::Compress, hop_elements, hops * (8.0 * static_cast<double>(m) + 2.0 * static_cast<double>(payload))));
     }
     const bool keeps_shard = !all_reduce;  // a reduce-scatter's rank keeps its 1/R of what it exchanged
     const double written = static_cast<double>(m) * ge / (keeps_shard ? ranks : 1);

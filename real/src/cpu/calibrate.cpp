@@ -9,6 +9,16 @@
 
 #include <Eigen/Dense>
 
+#include <map>
+#include <string>
+#include <vector>
+
+#include "technique_ops.hpp"
+#include "twinbed/kernels/dsa.hpp"
+#include "twinbed/kernels/sparse_gemm.hpp"
+#include "twinbed/kernels/tgc.hpp"
+#include "twinbed/real/tgc_codec.hpp"
+
 #ifndef TWINBED_GIT_REVISION
 #define TWINBED_GIT_REVISION "unknown"
 #endif
@@ -87,6 +97,69 @@ double one_way_seconds(int partner, bool leader, Bytes bytes, double min_seconds
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / (2.0 * trips);
 }
 
+// Seconds per element of every technique kernel (profile.hpp lists what each key measures), on this
+// rank, at the settings the keys name; the work is technique_ops.hpp's, the backend's own.
+std::map<std::string, double> technique_kernel_seconds(std::size_t n, int ranks, double min_seconds) {
+  std::map<std::string, double> out;
+  std::vector<float> g(n), m(n), score(n), sum(n), values(n);
+  detail::fill_gradient_like(g, 1);
+  detail::fill_gradient_like(m, 2);
+  detail::fill_gradient_like(values, 3);
+  const auto per_element = [&](auto&& body) { return time_per_call(body, min_seconds) / static_cast<double>(n); };
+
+  TgcParams topk;
+  topk.bits = 8;
+  topk.topk_fraction = 0.1;
+  TgcParams quant;
+  quant.bits = 8;
+  for (const auto& [key, p] : {std::pair{"topk", topk}, std::pair{"quantize", quant}}) {
+    TgcCodec codec(p, n);
+    std::vector<float> payload(codec.payload_floats(8));
+    out[std::string("tgc.compress.") + key] = per_element([&] { codec.encode(g, 8, payload); });
+    // Decompress: zero the gradient, then every rank's payload (top-k) or one payload (quantised).
+    const int payloads = p.topk_fraction < 1 ? ranks : 1;
+    out[std::string("tgc.decompress.") + (p.topk_fraction < 1 ? "sparse" : "quantized")] = per_element([&] {
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int r = 0; r < payloads; ++r) codec.decode_add(payload, 8, sum);
+    });
+  }
+  const kernels::QuantSpec spec{8, 256};
+  std::vector<std::uint8_t> codes(kernels::quant_code_bytes(n, 8)), out_codes(codes.size());
+  std::vector<float> scales(kernels::quant_num_blocks(n, spec)), out_scales(scales.size());
+  kernels::cpu::quantize(values, spec, codes, scales);
+  out["tgc.requantize"] = per_element([&] { detail::requantize(codes, scales, g, spec, sum, out_codes, out_scales); });
+
+  std::vector<std::uint8_t> mask(n), block_mask;
+  for (const auto& [key, granularity] : {std::pair{"unstructured", OpCost::Sparsity::Unstructured},
+                                          std::pair{"block", OpCost::Sparsity::Block}, std::pair{"2:4", OpCost::Sparsity::TwoFour}})
+    out[std::string("dsa.mask_refresh.") + key] =
+        per_element([&] { detail::refresh_masks(granularity, 32, 0.3, g, m, score, mask, block_mask); });
+  detail::refresh_masks(OpCost::Sparsity::Unstructured, 0, 0.3, g, m, score, mask, block_mask);
+  std::vector<float> params(values), v(n, 1e-4f), moment(m);
+  int step = 0;
+  out["dsa.masked_step"] = per_element([&] { kernels::cpu::masked_adam(params, g, moment, v, mask, kernels::AdamSpec{}, ++step); });
+  out["precision.loss_scale"] = per_element([&] { detail::unscale_checked(g, sum); });
+  float crest = 0;
+  out["precision.statistics"] = per_element([&] { crest += detail::crest_factor(g); });
+  return out;
+}
+
+// DSA's sparse GEMMs, FLOP/s of the non-zero work: block-sparse (32×32 blocks, density 0.3) and 2:4.
+std::map<std::string, FlopsPerSec> sparse_gemm_rates(std::size_t d, double min_seconds) {
+  std::vector<float> x(d * d), w(d * d), y(d * d), score(d * d);
+  detail::fill_gradient_like(x, 4);
+  detail::fill_gradient_like(w, 5);
+  for (std::size_t i = 0; i < w.size(); ++i) score[i] = std::abs(w[i]);
+  std::vector<std::uint8_t> block_mask((d / 32) * (d / 32)), mask(d * d);
+  kernels::cpu::mask_block(score, d, d, 32, 0.3, block_mask, mask);
+  const kernels::BsrMatrix bsr = kernels::bsr_from_dense(w, d, d, 32, block_mask);
+  const kernels::Sparse24Matrix s24 = kernels::prune_24(w, d, d);
+  const double dense_flops = 2.0 * static_cast<double>(d) * static_cast<double>(d) * static_cast<double>(d);
+  const double block_flops = dense_flops * static_cast<double>(bsr.nnz_blocks()) / static_cast<double>(block_mask.size());
+  return {{"block", block_flops / time_per_call([&] { kernels::cpu::bsr_gemm_nt(x, d, bsr.view(), y); }, min_seconds)},
+          {"2:4", 0.5 * dense_flops / time_per_call([&] { kernels::cpu::sparse24_gemm_nt(x, d, s24.view(), y); }, min_seconds)}};
+}
+
 std::string utc_now() {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -141,6 +214,14 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
   }
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   p.launch_overhead = Time::from_seconds(median_over_ranks(gemm_seconds(8, 8, 8, o.seconds_per_point), ranks));
+
+  // Technique kernels and sparse GEMMs, every rank at once, the median over ranks.
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  for (const auto& [key, seconds] : technique_kernel_seconds(static_cast<std::size_t>(o.kernel_elements), ranks, o.seconds_per_point))
+    p.kernel_seconds_per_element[key] = median_over_ranks(seconds, ranks);
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  for (const auto& [key, rate] : sparse_gemm_rates(static_cast<std::size_t>(o.sparse_gemm_dim), o.seconds_per_point))
+    p.sparse_gemm_rate[key] = median_over_ranks(rate, ranks);
 
   if (ranks >= 2 && o.p2p_sizes.size() >= 2) {
     const int partner = mpi.rank() % 2 == 0 ? mpi.rank() + 1 : mpi.rank() - 1;

@@ -8,6 +8,7 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/hash.hpp"
+#include "twinbed/core/profile.hpp"
 #include "twinbed/kernels/dsa.hpp"
 #include "twinbed/kernels/rng.hpp"
 #include "twinbed/kernels/sparse_gemm.hpp"
@@ -96,6 +97,72 @@ enum class Role : std::uint8_t { None, Compress, Requantize, Decompress, Refresh
 
 }  // namespace
 
+void requantize(std::span<const std::uint8_t> codes, std::span<const float> scales, std::span<const float> add,
+                const kernels::QuantSpec& spec, std::span<float> sum, std::span<std::uint8_t> out_codes,
+                std::span<float> out_scales) {
+  kc::dequantize(codes, scales, spec, sum);
+  for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += add[i];
+  kc::quantize(sum, spec, out_codes, out_scales);
+}
+
+void refresh_masks(OpCost::Sparsity granularity, std::size_t block, double density, std::span<const float> grad,
+                   std::span<const float> momentum, std::span<float> score, std::span<std::uint8_t> mask,
+                   std::vector<std::uint8_t>& block_mask) {
+  std::size_t len = grad.size();
+  const bool blocks = granularity == OpCost::Sparsity::Block && block > 0 && len >= block * block;
+  if (blocks) len = len / (block * block) * (block * block);  // whole b×b blocks of a (len/b)×b slice
+  if (granularity == OpCost::Sparsity::TwoFour) len = len / 4 * 4;
+  score = score.first(len);
+  mask = mask.first(len);
+  kc::importance(grad.first(len), momentum.first(len), 0.5f, score);
+  if (blocks) {
+    const std::size_t rows = len / block;
+    block_mask.resize(rows / block);
+    kc::mask_block(score, rows, block, block, density, block_mask, mask);
+  } else if (granularity == OpCost::Sparsity::TwoFour) {
+    if (len > 0) kc::mask_nm(score, len / 4, 4, 2, 4, mask);
+  } else {
+    kc::mask_unstructured(score, density, mask);
+  }
+}
+
+void unscale_checked(std::span<const float> in, std::span<float> out) {
+  // One pass; an exponent of all ones is inf or NaN (an integer OR, so the loop vectorises as PyTorch's
+  // fused kernel is vectorised).
+  const float inv = 1.0f / 65536.0f;  // GradScaler's initial scale, 2^16 (PyTorch's default init_scale)
+  std::uint32_t overflow = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    std::uint32_t bits = 0;
+    std::memcpy(&bits, &in[i], sizeof bits);
+    overflow |= static_cast<std::uint32_t>((bits & 0x7f800000U) == 0x7f800000U);
+    out[i] = in[i] * inv;
+  }
+  if (overflow != 0) throw Error("loss scale: a gradient overflowed");
+}
+
+float crest_factor(std::span<const float> g) {
+  // max|g| and Σg² in 8 lanes (a vectorisable order of additions).
+  float amax[8] = {}, sq[8] = {};
+  std::size_t i = 0;
+  for (; i + 8 <= g.size(); i += 8)
+    for (std::size_t l = 0; l < 8; ++l) {
+      amax[l] = std::max(amax[l], std::abs(g[i + l]));
+      sq[l] += g[i + l] * g[i + l];
+    }
+  for (; i < g.size(); ++i) {
+    amax[0] = std::max(amax[0], std::abs(g[i]));
+    sq[0] += g[i] * g[i];
+  }
+  float m = 0, s = 0;
+  for (std::size_t l = 0; l < 8; ++l) {
+    m = std::max(m, amax[l]);
+    s += sq[l];
+  }
+  return s > 0 ? m / std::sqrt(s / static_cast<float>(g.size())) : 0;
+}
+
+void fill_gradient_like(std::span<float> x, std::uint64_t seed) { fill_gradient(x, seed); }
+
 struct TechniqueOps::Impl {
   const Plan* plan = nullptr;
   const Program* prog = nullptr;
@@ -163,9 +230,7 @@ void TechniqueOps::Impl::prepare(double compute_scale) {
           role[i] = Role::Requantize;
           index[i] = exchange_before(i);
           if (index[i] < 0) throw InvalidArgument("op '" + plan->names.at(op.name) + "' (tgc.requantize) follows no compressed collective");
-          Exchange& e = exchanges[static_cast<std::size_t>(index[i])];
-          const std::size_t r = e.members.size();
-          e.hop = r > 1 ? (e.n * (r - 1) + r - 1) / r : 0;
+          exchanges[static_cast<std::size_t>(index[i])].hop = as_size(c.elements);  // (R−1)/R of them: the hops'
         } else {
           Exchange e;
           e.params.bits = c.bits;
@@ -201,10 +266,8 @@ void TechniqueOps::Impl::prepare(double compute_scale) {
           dsa.block = as_size(c.block);
           dsa.every = std::max(1, c.every);
         } else {
-          // Adam's 28 bytes per updated parameter (optimizer_step_cost) for the active targets, and
-          // their 1-byte masks, run in masked_adam; the rest of the step's bytes stream on the pool.
-          const auto active = static_cast<std::int64_t>(kernels::dsa_active_count(n, c.density));
-          masked_rest_bytes = std::max<std::int64_t>(0, c.bytes - 28 * active - static_cast<std::int64_t>(n));
+          // masked_adam runs the targets; the rest of the step's bytes stream on the pool.
+          masked_rest_bytes = masked_step_rest_bytes(c);
         }
         break;
       }
@@ -371,12 +434,7 @@ std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
     case Role::Requantize: {
       Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
       const kernels::QuantSpec spec{e.bits == 0 ? 8 : e.bits, static_cast<std::size_t>(e.params.block_size)};
-      // Each hop: decode what arrived, add this rank's contribution, encode the sum for the next hop.
-      std::vector<float>& acc = e.sum;
-      const std::span<float> part(acc.data(), e.hop);
-      kc::dequantize(e.hop_codes, e.hop_scales, spec, part);
-      for (std::size_t i = 0; i < e.hop; ++i) part[i] += e.hop_values[i];
-      kc::quantize(part, spec, e.hop_out_codes, e.hop_out_scales);
+      requantize(e.hop_codes, e.hop_scales, e.hop_values, spec, std::span<float>(e.sum.data(), e.hop), e.hop_out_codes, e.hop_out_scales);
       return std::nullopt;
     }
     case Role::Decompress: {
@@ -395,24 +453,10 @@ std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
       Dsa& d = im.dsa;
       const std::size_t slice = (d.n + static_cast<std::size_t>(d.every) - 1) / static_cast<std::size_t>(d.every);
       const std::size_t at = std::min(d.n, static_cast<std::size_t>(im.iteration % d.every) * slice);
-      std::size_t len = std::min(slice, d.n - at);
-      if (d.granularity == OpCost::Sparsity::Block && d.block > 0 && len >= d.block * d.block) {
-        len = len / (d.block * d.block) * (d.block * d.block);  // whole b×b blocks of a (len/b)×b slice
-      } else if (d.granularity == OpCost::Sparsity::TwoFour) {
-        len = len / 4 * 4;
-      }
-      const std::span<float> score(d.score.data() + at, len);
-      const std::span<std::uint8_t> mask(d.mask.data() + at, len);
-      kc::importance(std::span<const float>(d.grad).subspan(at, len), std::span<const float>(d.momentum).subspan(at, len), 0.5f, score);
-      if (d.granularity == OpCost::Sparsity::Block && d.block > 0 && len >= d.block * d.block) {
-        const std::size_t rows = len / d.block;
-        d.block_mask.resize(rows / d.block);
-        kc::mask_block(score, rows, d.block, d.block, d.density, d.block_mask, mask);
-      } else if (d.granularity == OpCost::Sparsity::TwoFour && len > 0) {
-        kc::mask_nm(score, len / 4, 4, 2, 4, mask);
-      } else {
-        kc::mask_unstructured(score, d.density, mask);
-      }
+      const std::size_t len = std::min(slice, d.n - at);
+      refresh_masks(d.granularity, d.block, d.density, std::span<const float>(d.grad).subspan(at, len),
+                    std::span<const float>(d.momentum).subspan(at, len), std::span<float>(d.score).subspan(at, len),
+                    std::span<std::uint8_t>(d.mask).subspan(at, len), d.block_mask);
       return std::nullopt;
     }
     case Role::MaskedStep: {
@@ -424,46 +468,16 @@ std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
       return rest;
     }
     case Role::LossScale: {
-      // GradScaler's unscale with its overflow check, one pass: an exponent of all ones is inf or NaN
-      // (an integer OR, so the loop vectorises as PyTorch's fused kernel is vectorised).
       const std::size_t n = as_size(c.elements);
-      const float inv = 1.0f / 65536.0f;  // GradScaler's initial scale, 2^16 (PyTorch's default init_scale)
-      std::uint32_t overflow = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        const float x = im.loss_scale_in[i];
-        std::uint32_t bits = 0;
-        std::memcpy(&bits, &x, sizeof bits);
-        overflow |= static_cast<std::uint32_t>((bits & 0x7f800000U) == 0x7f800000U);
-        im.loss_scale_out[i] = x * inv;
-      }
-      if (overflow != 0) throw Error("loss scale: a synthetic gradient overflowed");  // cannot: they are bounded
+      unscale_checked(std::span<const float>(im.loss_scale_in).first(n), std::span<float>(im.loss_scale_out).first(n));
       return std::nullopt;
     }
     case Role::Statistics: {
-      // max|g| and Σg² of this iteration's slice, in 8 lanes (a vectorisable order of additions).
       const std::size_t n = as_size(c.elements);
       const std::size_t every = static_cast<std::size_t>(std::max(1, c.every));
       const std::size_t slice = (n + every - 1) / every;
       const std::size_t at = std::min(n, static_cast<std::size_t>(im.iteration % c.every) * slice);
-      const std::size_t len = std::min(slice, n - at);
-      float amax[8] = {}, sq[8] = {};
-      const float* g = im.stats.data() + at;
-      std::size_t i = 0;
-      for (; i + 8 <= len; i += 8)
-        for (std::size_t l = 0; l < 8; ++l) {
-          amax[l] = std::max(amax[l], std::abs(g[i + l]));
-          sq[l] += g[i + l] * g[i + l];
-        }
-      for (; i < len; ++i) {
-        amax[0] = std::max(amax[0], std::abs(g[i]));
-        sq[0] += g[i] * g[i];
-      }
-      float m = 0, s = 0;
-      for (std::size_t l = 0; l < 8; ++l) {
-        m = std::max(m, amax[l]);
-        s += sq[l];
-      }
-      im.crest = s > 0 ? m / std::sqrt(s / static_cast<float>(std::max<std::size_t>(1, len))) : 0;
+      im.crest = crest_factor(std::span<const float>(im.stats).subspan(at, std::min(slice, n - at)));
       return std::nullopt;
     }
     case Role::SparseGemm: {

@@ -39,9 +39,27 @@
 
 #include "cpu_compute.hpp"
 #include "twinbed/core/plan.hpp"
+#include "twinbed/kernels/payload.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 
 namespace twinbed::real::detail {
+
+// ---- the work of each kernel op, shared with `calibrate` (which times it) ---------------------------
+// Gradient-like values (a centred sum of four uniforms, scale 1e-2): the same (seed, i), the same value.
+void fill_gradient_like(std::span<float> x, std::uint64_t seed);
+// A hop of a quantised reduction: sum = decode(codes, scales) + add; out = encode(sum).
+void requantize(std::span<const std::uint8_t> codes, std::span<const float> scales, std::span<const float> add,
+                const kernels::QuantSpec& spec, std::span<float> sum, std::span<std::uint8_t> out_codes,
+                std::span<float> out_scales);
+// DSA's refresh of one slice: importance ½|g| + ½|m| and the masks at `density` by granularity
+// (Block: b×b blocks of the slice seen as (len/b)×b; TwoFour: 2 of every 4; else unstructured).
+void refresh_masks(OpCost::Sparsity granularity, std::size_t block, double density, std::span<const float> grad,
+                   std::span<const float> momentum, std::span<float> score, std::span<std::uint8_t> mask,
+                   std::vector<std::uint8_t>& block_mask);
+// GradScaler's unscale by its initial scale 2^16 with the overflow check; Error on inf or NaN.
+void unscale_checked(std::span<const float> in, std::span<float> out);
+// max|g| / rms(g): the adaptive precision rule's statistic; 0 for an all-zero g.
+float crest_factor(std::span<const float> g);
 
 class TechniqueOps {
  public:

@@ -238,8 +238,8 @@ struct OpCost {
   std::int64_t m = 0, n = 0, k = 0;  // GEMM and attention shapes; 0 for memory-bound ops
   std::int64_t batch = 1;
   DType dtype = DType::BF16;
-  Sparsity sparsity = Sparsity::Dense;
-  double density = 1;                // non-zero fraction under `sparsity`
+  Sparsity sparsity = Sparsity::Dense;  // MaskRefresh: the granularity of the masks it selects
+  double density = 1;                // non-zero fraction under `sparsity`; MaskRefresh, MaskedStep: the masks'
   std::int64_t block = 0;            // Block: the block edge; Compress/Decompress: elements per
                                      // quantisation scale; MaskRefresh: the mask's block edge
   Kernel kernel = Kernel::None;

@@ -12,6 +12,8 @@
 //    "launch_overhead_us": 4.0,               // fixed cost per kernel
 //    "sparse_speedup": 1.25,                  // 2:4-sparse GEMM against dense (1: no sparse tensor cores)
 //    "link": {"latency_us": 1.2, "bandwidth_GBps": 5.1},   // point-to-point: latency + bytes/bandwidth
+//    "kernel_ns_per_element": {"tgc.compress.topk": 2.2, ...},  // technique kernels as measured, below
+//    "sparse_gemm_TFLOPs": {"block": 0.05, "2:4": 0.02},  // DSA's sparse GEMMs: FLOP/s of the non-zero work
 //    "provenance": {"machine": "host", "date": "2026-11-22T14:00:00Z", "git_revision": "abc123",
 //                   "ranks": 2, "tool": "twinbed calibrate"}}
 #pragma once
@@ -74,6 +76,34 @@ struct KernelShapeModel {
   bool operator==(const KernelShapeModel&) const = default;
 };
 
+// ---- technique kernels, as measured --------------------------------------------------------------
+// A technique kernel's time is not its bytes over the bandwidth: a top-k selection, a mask selection
+// and a quantisation compute as much as they move. A calibrated profile holds each kernel's measured
+// time per element it processes; the simulator then times a kernel op as launch overhead + processed
+// elements × that time (sim/compute_model.hpp), and the ops without a measurement by their bytes.
+// Keys (technique_kernel_key), each measured by `calibrate` at one setting the key names:
+//   tgc.compress.topk       error feedback + exact top-10% + 8-bit values, per gradient element
+//   tgc.compress.quantize   error feedback + 8-bit quantisation, per gradient element
+//   tgc.requantize          decode + add + encode at 8 bits, per element of the hops
+//   tgc.decompress.sparse   zero the gradient, decode and scatter-add every rank's top-10% payload
+//                           (the calibrating ranks' count of them), per gradient element
+//   tgc.decompress.quantized decode one 8-bit payload and add, per gradient element
+//   dsa.mask_refresh.unstructured / .block / .2:4   importance + the mask's selection (density 0.3,
+//                           32×32 blocks, 2:4), per element refreshed
+//   dsa.masked_step         masked Adam at density 0.3, per target parameter
+//   precision.loss_scale    the overflow check and unscale, per gradient
+//   precision.statistics    max|g| and Σg², per gradient read
+// An op's processed elements (technique_kernel_elements): OpCost::elements, divided by OpCost::every
+// for the amortised ones (mask refresh, statistics). A masked step also streams the rest of the
+// optimizer step's bytes (masked_step_rest_bytes).
+std::string technique_kernel_key(const OpCost& op);  // "" for ops that are not technique kernels
+double technique_kernel_elements(const OpCost& op);
+// The bytes of a masked optimizer step beyond masked Adam's own: the step's other parameters (its
+// bytes less 28 per active target parameter — optimizer_step_cost's Adam bytes — and the 1-byte mask).
+Bytes masked_step_rest_bytes(const OpCost& op);
+// The keys calibrate measures, in that order.
+std::vector<std::string> technique_kernel_keys();
+
 struct MachineProfile {
   std::string device;
   std::map<DType, FlopsPerSec> gemm_rate;  // achieved dense matmul FLOP/s per dtype: large GEMMs
@@ -84,6 +114,8 @@ struct MachineProfile {
   Time launch_overhead;
   double sparse_speedup = 1;               // a 2:4-sparse GEMM against the dense one (1: no such hardware)
   std::optional<LinkProfile> link;
+  std::map<std::string, double> kernel_seconds_per_element;  // by technique_kernel_key; measured only
+  std::map<std::string, FlopsPerSec> sparse_gemm_rate;       // "block", "2:4": non-zero FLOP/s; measured only
   std::optional<Provenance> provenance;
   bool operator==(const MachineProfile&) const = default;
 };

@@ -27,6 +27,10 @@ struct CalibrateOptions {
   double seconds_per_point = 0.03;                                // minimum timing per measurement
   std::vector<Bytes> stream_bytes = {16 * KiB, 128 * KiB, 1 * MiB, 8 * MiB, 64 * MiB};  // per triad array
   std::vector<Bytes> p2p_sizes = {8, 1 << 10, 64 << 10, 1 << 20, 8 << 20, 32 << 20};
+  // Technique kernels (profile.hpp's technique_kernel_keys) timed on gradients of this many elements
+  // (a small model's gradient bucket), and DSA's sparse GEMMs on this m × n × k (m rows of X, W n×k).
+  std::int64_t kernel_elements = 1 << 22;
+  std::int64_t sparse_gemm_dim = 512;
 };
 
 // Collective over MPI_COMM_WORLD; returns the same profile on every rank. Provenance: host name, UTC

@@ -32,7 +32,9 @@
 // 0.8 and 0.9.
 //
 // A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
-// guesses. When it holds measured GEMM shapes, a matmul takes the rate interpolated (in log space)
+// guesses. A technique kernel it measured (profile.hpp's technique_kernel_key) takes launch overhead +
+// processed elements × its measured time per element (a masked step adds its other parameters' bytes
+// at the memory rate); a block-sparse or 2:4 GEMM with a measured rate takes its non-zero FLOPs at it. When it holds measured GEMM shapes, a matmul takes the rate interpolated (in log space)
 // over the grid of measured (m, n, k) of its dtype, or the nearest measured shape off the grid (small
 // and skinny GEMMs are slower than large square ones) — the measurement replaces the tile and wave
 // model; else the per-dtype rate (measured or a fraction of the peak), under the tile and wave model of
