@@ -2,11 +2,14 @@
 // over MPI and write the profile the simulator reads (`collectives --profile`, `compare`).
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "commands.hpp"
+#include "run_experiment.hpp"
 #include "validators.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/real/calibrate.hpp"
+#include "twinbed/real/calibrate_cuda.hpp"
 #include "twinbed/real/launch.hpp"
 #include "twinbed/real/mpi.hpp"
 
@@ -18,9 +21,49 @@ struct CalibrateCliOptions {
   int ranks = 2;
   std::string out = "profiles/this-machine.json";
   bool quick = false;
+  bool gpu = false;
 };
 
+// --gpu: this machine's GPU (calibrate_cuda.hpp). One GPU is a process alone; two (for the NCCL link)
+// run under mpirun, each rank on its own GPU, and rank 0 writes.
+int run_calibrate_gpu(const CalibrateCliOptions& o, Invocation& invocation) {
+  std::optional<real::MpiSession> mpi;
+  if (o.ranks > 1) {
+    if (!real::in_mpi_job()) {
+      if (!real::mpi_built()) throw Unavailable("calibrate --gpu --ranks N > 1 needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
+      return real::relaunch_under_mpirun(o.ranks, invocation.argc, invocation.argv);
+    }
+    mpi.emplace();
+  }
+  real::CudaCalibrateOptions options;
+  options.ranks = mpi ? mpi->size() : 1;
+  if (o.quick) {
+    options.gemm_dims = {512, 2048};
+    options.copy_bytes = {4 * MiB, 256 * MiB};
+    options.link_sizes = {8, MiB, 16 * MiB};
+  }
+  if (!mpi || mpi->rank() == 0) std::fprintf(stderr, "calibrating the GPU (cuBLAS GEMM grid x 4 dtypes, copies%s)...\n",
+                                             options.ranks == 2 ? ", NCCL link" : "");
+  MachineProfile p = real::calibrate_cuda(options);
+  if (mpi && mpi->rank() != 0) return 0;
+  p.provenance->git_revision = git_revision();
+  p.provenance->tool = "twinbed calibrate --gpu";
+  save_profile(p, o.out);
+  std::printf("# profile of %s written to %s\n", p.device.c_str(), o.out.c_str());
+  for (const auto& [dtype, rate] : p.gemm_rate)
+    std::printf("best %-5s GEMM  %10.1f TFLOP/s\n", dtype_name(dtype).c_str(), rate / 1e12);
+  std::printf("memory (copy)    %10.1f GB/s, read + written\n", p.memory_bandwidth / GBps);
+  std::printf("tiny GEMM        %10.2f us\n", p.launch_overhead.microseconds());
+  if (p.link) {
+    std::printf("link (NCCL)      %10.2f us + bytes / %.2f GB/s\n", p.link->latency.microseconds(), p.link->bandwidth / GBps);
+  } else {
+    std::printf("link             not measured (one GPU; --ranks 2 on two GPUs measures it)\n");
+  }
+  return 0;
+}
+
 int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
+  if (o.gpu) return run_calibrate_gpu(o, invocation);
   if (!real::in_mpi_job()) {
     if (!real::mpi_built()) throw Unavailable("calibrate needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
     return real::relaunch_under_mpirun(o.ranks, invocation.argc, invocation.argv);
@@ -74,8 +117,14 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
       ->transform(in_range(1, kMaxCount, true))
       ->capture_default_str();
   cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
+  cmd->add_flag("--gpu", opts->gpu,
+                "Measure this machine's GPU instead (cuBLAS GEMMs by shape and dtype, copy bandwidth, and with --ranks 2 "
+                "the NCCL link); --ranks defaults to 1 GPU then, without mpirun");
   cmd->add_flag("--quick", opts->quick, "A second or two instead of about half a minute: fewer shapes, shorter timings");
-  cmd->callback([opts, &invocation] { invocation.exit_code = run_calibrate(*opts, invocation); });
+  cmd->callback([opts, cmd, &invocation] {
+    if (opts->gpu && cmd->count("--ranks") == 0) opts->ranks = 1;  // one GPU, no mpirun
+    invocation.exit_code = run_calibrate(*opts, invocation);
+  });
 }
 
 }  // namespace twinbed::cli

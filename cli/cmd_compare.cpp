@@ -32,6 +32,7 @@
 #include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/cpu_backend.hpp"
+#include "twinbed/real/cuda_backend.hpp"
 #include "twinbed/real/launch.hpp"
 #include "twinbed/real/mpi.hpp"
 #include "twinbed/sim/collective_sim.hpp"
@@ -55,6 +56,7 @@ struct CompareOptions {
   int repeats = 3;
   std::string out;
   bool no_trace = false;
+  std::string backend = "real-cpu";  // what measures an experiment: real-cpu or real-cuda
 };
 
 MachineProfile load_required_profile(const std::string& file) {
@@ -100,10 +102,11 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
   return wrong ? 1 : 0;
 }
 
-int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
+// rank and size: this process's place in the job (an MPI job, or one GPU process alone: 0 of 1).
+int compare_plan(const CompareOptions& o, int rank, int size) {
   const Experiment e = load_experiment(o.experiment);
   const MachineProfile profile = load_required_profile(o.profile);
-  const Topology machine = topo::this_machine(profile, mpi.size());
+  const Topology machine = topo::this_machine(profile, size);
   const Plan plan = plan_for(e, machine);
   // With techniques, the same experiment without them too: what a technique changes is a ratio.
   std::optional<Plan> baseline;
@@ -113,9 +116,20 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
     baseline = plan_for(without, machine);
   }
 
-  real::CpuBackendOptions real_options;
-  real_options.collective_algorithm = o.algo;
-  real::CpuBackend backend(real_options);
+  std::unique_ptr<Backend> measuring;
+  real::CpuBackend* cpu = nullptr;  // the CPU backend also verifies technique payloads
+  if (o.backend == "real-cuda") {
+    real::CudaBackendOptions cuda_options;
+    cuda_options.collective_algorithm = o.algo;
+    measuring = std::make_unique<real::CudaBackend>(cuda_options);
+  } else {
+    real::CpuBackendOptions real_options;
+    real_options.collective_algorithm = o.algo;
+    auto made = std::make_unique<real::CpuBackend>(real_options);
+    cpu = made.get();
+    measuring = std::move(made);
+  }
+  Backend& backend = *measuring;
   // The same Plan measured `repeats` times: one run is one sample of a noisy machine. The baseline's
   // runs are paired with them, back to back.
   std::vector<Trace> measured, measured_baseline;
@@ -123,9 +137,9 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   for (int r = 0; r < o.repeats; ++r) {
     if (baseline) measured_baseline.push_back(backend.run(*baseline));
     measured.push_back(backend.run(plan));
-    payload_floats += backend.payload_check().floats;
+    if (cpu != nullptr) payload_floats += cpu->payload_check().floats;
   }
-  if (mpi.rank() != 0) return 0;
+  if (rank != 0) return 0;
 
   sim::PlanSimOptions sim_options;
   sim_options.fidelity = sim::Fidelity::Full;
@@ -133,8 +147,8 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
   sim_options.profile = profile;
   const Trace simulated = sim::simulate_plan(plan, machine, sim_options);
 
-  std::printf("# twinbed compare: %s on %d ranks (%s); simulated on %s with %s; measured %d times: median [min, max]\n",
-              e.name.c_str(), mpi.size(), o.algo.c_str(), machine.description.c_str(), o.profile.c_str(), o.repeats);
+  std::printf("# twinbed compare: %s on %d ranks (%s, %s); simulated on %s with %s; measured %d times: median [min, max]\n",
+              e.name.c_str(), size, o.backend.c_str(), o.algo.c_str(), machine.description.c_str(), o.profile.c_str(), o.repeats);
   std::printf("%-14s %26s %14s %24s\n", "op kind", "measured(ms)", "simulated(ms)", "error(%)");
   // The comparisons are the core's (compare.hpp), of the reports report() makes of the traces: each
   // measured run against the simulation, summarised as median and range.
@@ -229,7 +243,8 @@ int compare_plan(const CompareOptions& o, const real::MpiSession& mpi) {
 
   const std::string out = o.out.empty() ? "results/" + e.name + "-compare" : o.out;
   nlohmann::json j = {{"experiment", e.name},
-                      {"ranks", mpi.size()},
+                      {"ranks", size},
+                      {"backend", o.backend},
                       {"collective_algorithm", o.algo},
                       {"repeats", o.repeats},
                       {"profile", profile_to_json(profile)},
@@ -255,6 +270,15 @@ int run_compare(const CompareOptions& o, Invocation& invocation) {
   if (o.collectives == !o.experiment.empty()) {
     throw ConfigError("compare", "give either an experiment file or --collectives");
   }
+  if (o.backend != "real-cpu" && o.backend != "real-cuda")
+    throw ConfigError("--backend", "unknown value " + json_read::quoted(o.backend) + "; accepted: real-cpu, real-cuda");
+  if (o.collectives && o.backend != "real-cpu")
+    throw ConfigError("--backend", "--collectives measures CPU ranks over MPI only");
+  // One GPU needs no launcher: the process is the job's only rank.
+  if (!real::in_mpi_job() && o.backend == "real-cuda" && load_experiment(o.experiment).layout.world_size() == 1) {
+    load_required_profile(o.profile);
+    return compare_plan(o, 0, 1);
+  }
   if (!real::in_mpi_job()) {
     if (!real::mpi_built()) throw Unavailable("compare needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
     load_required_profile(o.profile);  // fail before starting ranks
@@ -267,7 +291,7 @@ int run_compare(const CompareOptions& o, Invocation& invocation) {
   }
   real::MpiSession mpi;
   try {
-    return o.collectives ? compare_collectives(o, mpi) : compare_plan(o, mpi);
+    return o.collectives ? compare_collectives(o, mpi) : compare_plan(o, mpi.rank(), mpi.size());
   } catch (const InvalidArgument& e) {  // thrown alike on every rank before communicating
     if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", json_read::one_line(e.what()).c_str());
     return 1;
@@ -289,6 +313,10 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
                   "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
                   "them as well, and the techniques' ops and effect (step time and peak memory, with / without) side by side");
   cmd->add_flag("--collectives", opts->collectives, "Compare one collective over sizes instead of an experiment");
+  cmd->add_option("--backend", opts->backend,
+                  "What measures the experiment: real-cpu (CPU ranks over MPI) or real-cuda (one process per GPU; one GPU "
+                  "runs without mpirun)")
+      ->capture_default_str();
   cmd->add_option("--profile", opts->profile, "Profile written by `twinbed calibrate`")->capture_default_str();
   cmd->add_option("--algo", opts->algo, "Collective algorithm on both sides (native: MPI's own; simulated as auto)")
       ->capture_default_str();

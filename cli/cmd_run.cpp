@@ -42,11 +42,18 @@ void check_choice(const std::string& flag, const std::string& value, const std::
   }
 }
 
-// Which backends run: --backend (sim, real or both) over the config's "backends".
+// Which backends run: --backend (sim, real, real-cpu, real-cuda or both) over the config's "backends".
 std::vector<std::string> chosen_backends(const RunOptions& o, const Experiment& e) {
   if (!o.backend) return e.backends;
   if (*o.backend == "both") return {"sim", "real"};
   return {*o.backend};
+}
+
+// The real backend among them ("real", "real-cpu", "real-cuda"), or "" when none measures.
+std::string real_backend_of(const std::vector<std::string>& backends) {
+  for (const std::string& b : backends)
+    if (b.rfind("real", 0) == 0) return b;
+  return "";
 }
 
 void write_backend_files(const fs::path& dir, const std::string& backend, const Report& r, const RunProvenance& p) {
@@ -55,29 +62,32 @@ void write_backend_files(const fs::path& dir, const std::string& backend, const 
   write_file_atomic(dir / (backend + "_ranks.csv"), ranks_csv(r));
 }
 
-// The real CPU backend on every rank of the MPI job; the full Trace comes back on rank 0, with the
-// report inputs of the plan it ran.
+// A real backend (`name`: real, real-cpu, real-cuda) on every rank of the job — the MPI job's, or this
+// process alone (one GPU, no mpi); the full Trace comes back on rank 0, with the report inputs of the plan.
 struct CpuRun {
   Trace trace;
   ReportInputs inputs;
 };
-CpuRun run_on_cpu_ranks(const Experiment& e, const real::MpiSession& mpi) {
+CpuRun run_on_real_ranks(const Experiment& e, const std::string& name, const real::MpiSession* mpi) {
   const Topology topology = build_topology(e.cluster);
   const Plan plan = plan_for(e, topology);
   try {
-    const std::unique_ptr<Backend> backend = plan_backends().get(registered_backend("real"))(BackendSetup{&e, &topology});
+    const std::unique_ptr<Backend> backend = plan_backends().get(registered_backend(name))(BackendSetup{&e, &topology});
     return {backend->run(plan), report_inputs(plan, topology.device(0))};
   } catch (const InvalidArgument&) {
     throw;  // thrown alike on every rank before any communication: main reports it
+  } catch (const Unavailable&) {
+    throw;  // agreed on every rank (no GPU): main reports it
   } catch (const std::exception& err) {
-    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi.rank(), json_read::one_line(err.what()).c_str());
-    mpi.abort_job(1);
+    if (mpi == nullptr) throw;
+    std::fprintf(stderr, "twinbed: error on rank %d: %s\n", mpi->rank(), json_read::one_line(err.what()).c_str());
+    mpi->abort_job(1);
   }
 }
 
 void run_command(const RunOptions& o, Invocation& invocation) {
   // Flags are checked before any work, so a typo fails fast.
-  if (o.backend) check_choice("--backend", *o.backend, {"sim", "real", "both"});
+  if (o.backend) check_choice("--backend", *o.backend, {"sim", "real", "real-cpu", "real-cuda", "both"});
   if (o.fidelity) check_choice("--fidelity", *o.fidelity, accepted_fidelities());
   if (o.network) check_choice("--network", *o.network, accepted_networks());
 
@@ -87,17 +97,20 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   if (o.network) e.simulation.network = *o.network;
   if (o.out) e.output = out_folder(*o.out);
   const std::vector<std::string> backends = chosen_backends(o, e);
-  const bool with_real = std::find(backends.begin(), backends.end(), "real") != backends.end();
+  const std::string real_name = real_backend_of(backends);
+  const bool with_real = !real_name.empty();
   const bool with_sim = std::find(backends.begin(), backends.end(), "sim") != backends.end();
+  // One GPU is a job of one process: no launcher needed.
+  const bool alone = real_name == "real-cuda" && e.layout.world_size() == 1 && !real::in_mpi_job();
 
   // The real backend is one MPI process per rank: started by hand, become the plan's ranks.
-  if (with_real && !real::in_mpi_job()) {
-    if (!real::mpi_built()) throw Unavailable("--backend real needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
+  if (with_real && !alone && !real::in_mpi_job()) {
+    if (!real::mpi_built()) throw Unavailable("--backend " + real_name + " needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
     invocation.exit_code = real::relaunch_under_mpirun(e.layout.world_size(), invocation.argc, invocation.argv);
     return;
   }
   std::optional<real::MpiSession> mpi;
-  if (with_real) mpi.emplace();
+  if (with_real && !alone) mpi.emplace();
   const bool leader = !mpi || mpi->rank() == 0;
   if (leader) {
     if (config.contains("sweep")) {
@@ -108,7 +121,7 @@ void run_command(const RunOptions& o, Invocation& invocation) {
   }
 
   std::optional<CpuRun> measured;
-  if (with_real) measured = run_on_cpu_ranks(e, *mpi);
+  if (with_real) measured = run_on_real_ranks(e, real_name, mpi ? &*mpi : nullptr);
   if (!leader) return;
   std::optional<SimRun> simulated;
   if (with_sim) simulated = run_on_simulator(e);
@@ -136,7 +149,7 @@ void run_command(const RunOptions& o, Invocation& invocation) {
       for (const auto& [dtype, rate] : p.gemm_rate) inputs.peak_flops = std::max(inputs.peak_flops, rate);
     }
     measured_report = report(measured->trace, inputs);
-    provenance.extra = {{"backend", registered_backend("real")}, {"ranks", mpi->size()}};
+    provenance.extra = {{"backend", registered_backend(real_name)}, {"ranks", mpi ? mpi->size() : 1}};
     write_backend_files(dir, "real", *measured_report, provenance);
     traces.push_back(&measured->trace);
   }
@@ -177,11 +190,19 @@ void run_command(const RunOptions& o, Invocation& invocation) {
     }
   }
   if (measured_report) {
-    std::printf("# measured: %d CPU ranks over MPI on this machine (compute in fp32)\n", measured_report->world_size);
+    if (real_name == "real-cuda") {
+      std::printf("# measured: %d GPU rank(s) on this machine (cuBLAS, NCCL; technique kernels as streaming stand-ins)\n",
+                  measured_report->world_size);
+    } else {
+      std::printf("# measured: %d CPU ranks over MPI on this machine (compute in fp32)\n", measured_report->world_size);
+    }
     std::cout << format_summary(*measured_report) << "\n";
   }
   std::string files = "config.json";
-  for (const auto& b : backends) files += ", " + b + ".json, " + b + "_ops.csv, " + b + "_ranks.csv";
+  for (const auto& backend : backends) {
+    const std::string b = backend == "sim" ? "sim" : "real";  // the files' names (write_backend_files)
+    files += ", " + b + ".json, " + b + "_ops.csv, " + b + "_ranks.csv";
+  }
   std::printf("# wrote %s/{%s%s}\n", dir.string().c_str(), files.c_str(), o.no_trace ? "" : ", trace.json");
 }
 
@@ -193,7 +214,8 @@ void add_run_command(CLI::App& app, Invocation& invocation) {
       "run", "Run one experiment config on the simulator and/or CPU ranks over MPI: summary + results folder");
   cmd->add_option("experiment", opts->experiment, "Experiment config (JSON); see README, \"Experiments\"")->required();
   cmd->add_option("--backend", opts->backend,
-                  "sim, real (CPU ranks over MPI: relaunches under mpirun as the layout's ranks) or both; "
+                  "sim, real / real-cpu (CPU ranks over MPI: relaunches under mpirun as the layout's ranks), real-cuda "
+                  "(one process per GPU; one GPU runs without mpirun) or both (sim and real-cpu); "
                   "default: the config's \"backends\"");
   cmd->add_option("--out", opts->out, "Results folder (default: the config's \"output\", else results/<name>)");
   cmd->add_option("--fidelity", opts->fidelity, "full, representative or coarse (overrides the config)");

@@ -8,6 +8,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/cpu_backend.hpp"
+#include "twinbed/real/cuda_backend.hpp"
 
 namespace twinbed::real {
 
@@ -35,6 +36,7 @@ void add_real_backends(BackendRegistry& registry) {
   registry.add("real-cpu", "CPU ranks over MPI on this machine, one process per rank", [](const BackendSetup& setup) {
     return std::make_unique<CpuBackend>(cpu_backend_options(*setup.experiment));
   });
+  add_cuda_backend(registry);  // "real-cuda" (cuda_backend.hpp)
 }
 
 }  // namespace twinbed::real

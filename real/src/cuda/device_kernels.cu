@@ -27,6 +27,20 @@ __global__ void add_kernel(float* __restrict__ dst, const float* __restrict__ sr
     dst[i] = __fadd_rn(dst[i], src[i]);
 }
 
+__global__ void stream_kernel4(float4* __restrict__ y, const float4* __restrict__ x, std::int64_t n4, float a, float b) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += stride) {
+    const float4 v = x[i];
+    y[i] = make_float4(a * v.x + b, a * v.y + b, a * v.z + b, a * v.w + b);
+  }
+}
+
+__global__ void stream_kernel(float* __restrict__ y, const float* __restrict__ x, std::int64_t n, float a, float b) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = a * x[i] + b;
+}
+
 // A hash of (index, seed) (the murmur3 finaliser) to [-1, 1): 24 random bits scaled by 2^-23, minus 1.
 __device__ float uniform_at(std::int64_t i, std::uint32_t seed) {
   const auto u = static_cast<std::uint64_t>(i);
@@ -55,6 +69,21 @@ __global__ void fill_kernel(T* data, std::int64_t n, std::uint32_t seed) {
 cudaError_t add_f32(float* dst, const float* src, std::int64_t n, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dst, src, n);
+  return cudaGetLastError();
+}
+
+cudaError_t stream_f32(float* y, const float* x, std::int64_t n, float a, float b, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  const bool aligned = reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && reinterpret_cast<std::uintptr_t>(y) % 16 == 0;
+  if (!aligned) {
+    stream_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, x, n, a, b);
+    return cudaGetLastError();
+  }
+  const std::int64_t n4 = n / 4;
+  if (n4 > 0)
+    stream_kernel4<<<blocks_for(n4), kThreads, 0, stream>>>(reinterpret_cast<float4*>(y), reinterpret_cast<const float4*>(x),
+                                                             n4, a, b);
+  if (n % 4 != 0) stream_kernel<<<1, kThreads, 0, stream>>>(y + 4 * n4, x + 4 * n4, n % 4, a, b);
   return cudaGetLastError();
 }
 

@@ -15,6 +15,11 @@ namespace twinbed::real::cuda_kernels {
 // float add, add_floats_cpu). dst and src must not overlap.
 cudaError_t add_f32(float* dst, const float* src, std::int64_t n, cudaStream_t stream);
 
+// y[i] = a·x[i] + b for i in [0, n), fp32: one streaming pass reading n floats and writing n, the
+// memory-bound ops of the Plan backend. 16-byte accesses where x and y are 16-byte aligned (cudaMalloc'd
+// bases and offsets that are multiples of 4 floats), else scalar; x and y must not overlap.
+cudaError_t stream_f32(float* y, const float* x, std::int64_t n, float a, float b, cudaStream_t stream);
+
 enum class FillType : int { F32 = 0, BF16 = 1, F16 = 2 };
 
 // Fills n elements of `type` at `data` with pseudo-random values in [-1, 1), a function of (index, seed)

@@ -161,7 +161,7 @@ Trace run_plan_on_cpu(const Plan& plan, const CpuBackendOptions& options);
 CpuBackendOptions cpu_backend_options(const Experiment& experiment);
 
 // Registers the real backends by name: "real-cpu" (a CpuBackend with cpu_backend_options of the setup's
-// experiment; made inside an MPI job, as CpuBackend is). Present in every build: without MPI, making one
+// experiment; made inside an MPI job, as CpuBackend is) and "real-cuda" (add_cuda_backend, cuda_backend.hpp). Present in every build: without MPI, making one
 // throws Unavailable saying how to get it.
 void add_real_backends(BackendRegistry& registry);
 

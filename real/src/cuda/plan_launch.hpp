@@ -1,0 +1,133 @@
+// Private to real/src/cuda: the GPU-free half of the CUDA Plan backend (cuda_backend.hpp). It turns one
+// rank's program into launches — which CUDA stream each op is enqueued on, what it runs, and which
+// other streams' events it must wait for — and the device memory the rank needs. Built and tested in
+// every configuration (tests/real/test_cuda_backend.cpp); cuda_backend.cpp only executes what it says.
+//
+// Streams ("lanes"). Lane 0 is the plan's Compute stream and lane 1 its Collective stream: both FIFO
+// in the plan as in CUDA, so program order on them is kept by enqueuing in program order. Sends and
+// Recvs get one lane per direction and peer offset ("send +d", "recv -d"): the plan's P2P ops wait for
+// nothing but their dependencies, while NCCL's point-to-point calls block until the peer's matching call
+// runs, so a Send and a Recv must never queue behind each other (two ranks each sending first would wait
+// forever). Messages of one (sender, receiver) pair match in program order (validate(plan)) as NCCL
+// matches them, so the lane of each pair is FIFO without changing the plan's matching. What this adds
+// to the plan's rules: a Recv also waits for the earlier Recvs from the same peer, and a Send for the
+// earlier Sends to it. The messages sent with peer offset d (and received with -d) share one NCCL
+// communicator, p2p_key = d.
+//
+// Waits. The edges are the execution core's (ExecGraph of plan_exec.hpp: explicit dependencies and FIFO
+// successors). An edge between two ops of one lane needs nothing (CUDA's FIFO); an edge from another
+// lane is a cudaStreamWaitEvent on the producer's release event: its end, or for a Send — eager in the
+// plan, finished when posted — its start (the point its stream reached it, after its own waits).
+// Ops are enqueued in program order, a topological order of those edges (every dependency points to an
+// earlier op), so every awaited event has been recorded when it is waited on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/units.hpp"
+
+namespace twinbed::real::cuda_detail {
+
+struct Lane {
+  enum class Kind : std::uint8_t { Compute, Collective, Send, Recv };
+  Kind kind = Kind::Compute;
+  int p2p_key = 0;  // Send, Recv: the peer offset the messages are SENT with (Recv lanes: −peer_offset)
+  bool operator==(const Lane&) const = default;
+};
+std::string to_string(const Lane& lane);  // "compute", "collective", "send+2", "recv-2" (offset of the op)
+
+// The cuBLAS precision a GEMM of `dtype` runs in: FP32, TF32, BF16 and FP16 as they are; FP8 as BF16
+// (fp8 GEMMs need cublasLt's scaled matmul, not wired yet: the span keeps the plan's FLOPs).
+DType gemm_dtype(DType dtype);
+
+struct OpLaunch {
+  enum class Kind : std::uint8_t { Gemm, Stream, Collective, Send, Recv, Alloc, Free };
+  Kind kind = Kind::Stream;
+  std::uint32_t lane = 0;
+  // Gemm: `batch` products C(m×n) = A(m×k)·B(k×n), strided in one pool, in `dtype` (gemm_dtype).
+  std::int64_t m = 0, n = 0, k = 0, batch = 0;
+  DType dtype = DType::FP32;
+  // Stream: a streaming kernel over `bytes` (half read, half written). Collective: the bytes executed
+  // (the plan's rounded up to the element rule, collective_data.hpp). Send, Recv: the message. Alloc,
+  // Free: the tensor.
+  Bytes bytes = 0;
+  double flops = 0;  // what the span records (Gemm, Stream)
+  // Stand-in: the op's own kernel is not run; a GEMM or stream of its work is (see plan_launches).
+  bool stand_in = false;
+  // Collective.
+  CollectiveOp collective = CollectiveOp::AllReduce;
+  std::uint32_t comm = 0;  // index into LaunchPlan::comms
+  int peer = -1;           // Send, Recv: the peer's rank
+  // Alloc, Free: where the tensor lives. Arena: inside the planned arena (nothing to allocate); Resident:
+  // allocated before the first iteration and kept (the model state: allocated, never freed); Transient:
+  // cudaMallocAsync / cudaFreeAsync on its lane, each iteration.
+  enum class Placement : std::uint8_t { Arena, Resident, Transient };
+  Placement placement = Placement::Transient;
+  std::int32_t tensor = -1;
+  // Whether dependents on other lanes wait for this op's start (a Send: eager) instead of its end.
+  bool release_at_start = false;
+  bool operator==(const OpLaunch&) const = default;
+};
+
+// A communicator the rank needs: for collectives, the rank's group of `group` used on plan stream
+// `stream` (one NCCL communicator per (stream, group kind), as the CPU backend has one MPI communicator
+// each: NCCL matches collectives by their order on a communicator); for messages, key p2p_key.
+struct CommKey {
+  bool p2p = false;
+  StreamKind stream = StreamKind::Compute;
+  GroupKind group = GroupKind::Tp;
+  int p2p_key = 0;
+  bool operator==(const CommKey&) const = default;
+  bool operator<(const CommKey& o) const;
+};
+
+struct LaunchPlan {
+  std::vector<Lane> lanes;         // lanes[0] compute, lanes[1] collective, then P2P lanes by first use
+  std::vector<OpLaunch> ops;       // per op of the program
+  std::vector<std::uint32_t> wait_begin{0};  // CSR: ops[i] waits for the release events of
+  std::vector<std::uint32_t> waits;          // waits[wait_begin[i] .. wait_begin[i+1]), ascending
+  std::vector<CommKey> comms;      // the communicators this rank's ops use, sorted
+  // Device memory, bytes, per rank: the largest GEMM's A, B and C (all batch elements), the largest
+  // streaming op, message buffers (one send buffer, the receives back to back), collective buffers
+  // (per distinct collective: input and output), the arena and the resident tensors, and the most
+  // transient tensor bytes live at once in program order.
+  Bytes gemm_pool = 0, stream_pool = 0, send_buffer = 0, recv_buffers = 0, collective_buffers = 0;
+  Bytes arena = 0, resident = 0, transient_peak = 0;
+  std::vector<Bytes> recv_offset;  // per op (Recv): its buffer's offset in the receive buffers
+  // Per communicator: the bytes of each of its two buffers (input, output), the largest collective on
+  // it; its collectives run one after another on one lane, so they share them. 0 for P2P ones.
+  std::vector<Bytes> comm_buffer;
+  bool operator==(const LaunchPlan&) const = default;
+
+  std::uint32_t lane_count() const { return static_cast<std::uint32_t>(lanes.size()); }
+  const std::uint32_t* waits_of(std::size_t i) const { return waits.data() + wait_begin[i]; }
+  std::size_t num_waits(std::size_t i) const { return wait_begin[i + 1] - wait_begin[i]; }
+  Bytes device_bytes() const {
+    return gemm_pool + stream_pool + send_buffer + recv_buffers + collective_buffers + arena + resident + transient_peak;
+  }
+};
+
+// Every communicator a plan's ranks use, in one order all ranks agree on (NCCL creates communicators
+// collectively): collective (stream, group kind) pairs of every program, then P2P keys, sorted.
+std::vector<CommKey> plan_comms(const Plan& plan);
+
+// Rank `rank`'s launches. Throws InvalidArgument for a rank outside the plan or a message larger than
+// one NCCL call's count.
+// Op → launch:
+//  - Compute with a GEMM or attention cost (OpCost::Kind != MemoryBound) and no technique kernel, or a
+//    LoRA adapter GEMM: Gemm of the cost's m, n, k, batch in gemm_dtype(cost.dtype), flops = cost.flops.
+//    DSA's Block / TwoFour sparse GEMMs: a dense GEMM of k·density (at least 1) — the non-zero work —
+//    marked stand_in (the kernels' bsr / 2:4 CUDA twins need the masks and blocks the CPU backend keeps).
+//  - Compute, memory-bound: Stream of cost.bytes.
+//  - Compute, a technique kernel (TGC compress/decompress, DSA mask refresh and masked step, loss
+//    scaling, precision statistics): Stream of cost.bytes, marked stand_in — the kernels' CUDA twins
+//    (kernels/) are not yet driven by this backend, so these ops move their bytes and no more.
+//  - Collective: on the (stream, group) communicator, bytes rounded up as the CPU backend rounds them.
+//  - Send / Recv: to / from rank + peer_offset on the lane of their direction and offset.
+//  - Alloc / Free: placement as above; they run on the op's stream's lane.
+LaunchPlan plan_launches(const Plan& plan, int rank);
+
+}  // namespace twinbed::real::cuda_detail

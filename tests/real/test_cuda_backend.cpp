@@ -1,0 +1,450 @@
+// The CUDA Plan backend (real/cuda_backend.hpp).
+//
+// Everywhere, without a GPU: its planning (real/src/cuda/plan_launch.hpp) — lanes, waits, launches and
+// memory — checked against the plan, and executed by an in-memory twin of the GPU: each lane a FIFO queue,
+// an op startable at the head of its lane once the events it waits for have fired, a collective running
+// when every member has started it, a Send and its Recv only together (NCCL's point-to-point calls block
+// until the peer's runs, unlike the plan's eager Sends). Every plan must run to its end there: no lane
+// layout or missing wait may deadlock the GPUs or let an op start before what it depends on.
+// With a GPU (skipped otherwise, with the runtime's reason): small Plans on one GPU, whose span set
+// equals the simulator's, as tests/real/test_same_spans.cpp checks for the CPU backend.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "plan_launch.hpp"
+#include "twinbed/core/device.hpp"
+#include "twinbed/core/error.hpp"
+#include "twinbed/core/passes.hpp"
+#include "twinbed/core/passes/zrdf.hpp"
+#include "twinbed/core/plan.hpp"
+#include "twinbed/core/plan_exec.hpp"
+#include "twinbed/core/topology_builders.hpp"
+#include "twinbed/real/collective_data.hpp"
+#include "twinbed/real/cpu_backend.hpp"
+#include "twinbed/real/cuda_backend.hpp"
+#include "twinbed/real/cuda_collectives.hpp"
+#include "twinbed/sim/plan_sim.hpp"
+
+namespace twinbed {
+namespace {
+
+using real::cuda_detail::CommKey;
+using real::cuda_detail::Lane;
+using real::cuda_detail::LaunchPlan;
+using real::cuda_detail::OpLaunch;
+using real::cuda_detail::plan_launches;
+
+struct Case {
+  std::string what;
+  Plan plan;
+};
+
+Plan with_techniques(Plan plan, const char* techniques) {
+  for (const nlohmann::json& entry : nlohmann::json::parse(techniques)) parse_technique(entry, "/techniques")->apply(plan);
+  return plan;
+}
+
+const char* const kTechniques[] = {
+    R"([{"pass": "tgc", "bits": 8, "topk_fraction": 0.1}])",
+    R"([{"pass": "tgc", "bits": 4}])",
+    R"([{"pass": "dsa", "density": 0.5, "granularity": "block", "block_size": 16, "mode": "prune", "refresh_every": 2}])",
+    R"([{"pass": "dsa", "density": 0.5, "granularity": "nm", "mode": "prune"}])",
+    R"([{"pass": "lora", "rank": 4}])",
+    R"([{"pass": "precision", "policy": "adaptive", "low": "fp16", "low_fraction": 0.5, "redecide_every": 2, "loss_scaling": "dynamic"}])",
+};
+
+// A tiny GPT under layouts of n ranks (as test_same_spans), with zrdf and each technique pass on the
+// data-parallel one.
+std::vector<Case> cases(int n) {
+  const TransformerModel model = gpt_model("tiny8", 8, 64, 4, 32, 128);
+  Layout base;
+  base.micro_batch = 1;
+  base.bucket_bytes = 16 * KiB;
+  std::vector<Case> out;
+  auto add = [&](const std::string& what, Layout l) { out.push_back({what, build_plan(model, l, ClusterShape{n, n})}); };
+  Layout l = base;
+  l.dp = n, l.global_batch = 4 * n;
+  add("dp", l);
+  if (n >= 2) {
+    l = base;
+    l.tp = 2, l.pp = n / 2, l.global_batch = 4;
+    add("tp pp 1f1b", l);
+  }
+  if (n == 4) {
+    l = base;
+    l.dp = 2, l.tp = 2, l.global_batch = 4, l.zero_stage = 3, l.sequence_parallel = true;
+    add("zero3 sp", l);
+    l = base;
+    l.tp = 2, l.pp = 2, l.global_batch = 4, l.schedule = PipelineSchedule::GPipe;
+    add("gpipe", l);
+    l = base;
+    l.pp = 4, l.global_batch = 8, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2;
+    add("interleaved", l);
+  }
+  Case arena = out.front();
+  arena.what += " zrdf";
+  apply_zrdf(arena.plan, ZrdfParams{});
+  out.push_back(arena);
+  for (const char* t : kTechniques) {
+    try {
+      out.push_back({out.front().what + " " + t, with_techniques(out.front().plan, t)});
+    } catch (const Error&) {
+      // A pass that needs more ranks than n (e.g. a reduction over dp = 1) is not a case here.
+    }
+  }
+  return out;
+}
+
+// ---- the planning, op by op --------------------------------------------------------------------------
+
+TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
+  for (int n : {1, 2, 4})
+    for (const Case& c : cases(n))
+      for (int r = 0; r < n; ++r) {
+        const LaunchPlan lp = plan_launches(c.plan, r);
+        const Program& prog = c.plan.program(r);
+        ASSERT_EQ(lp.ops.size(), prog.size());
+        ASSERT_GE(lp.lanes.size(), 2u);
+        EXPECT_EQ(lp.lanes[0].kind, Lane::Kind::Compute);
+        EXPECT_EQ(lp.lanes[1].kind, Lane::Kind::Collective);
+        const std::string what = c.what + " rank " + std::to_string(r);
+        for (std::size_t i = 0; i < prog.size(); ++i) {
+          const PlanOp& op = prog.ops[i];
+          const OpLaunch& l = lp.ops[i];
+          ASSERT_LT(l.lane, lp.lanes.size()) << what;
+          const Lane& lane = lp.lanes[l.lane];
+          if (op.kind == OpKind::Send || op.kind == OpKind::Recv) {
+            // One lane per direction and offset; the communicator of the sender's offset.
+            EXPECT_EQ(lane.kind, op.kind == OpKind::Send ? Lane::Kind::Send : Lane::Kind::Recv) << what;
+            const int key = op.kind == OpKind::Send ? op.peer_offset : -op.peer_offset;
+            EXPECT_EQ(lane.p2p_key, key) << what;
+            EXPECT_EQ(lp.comms.at(l.comm), (CommKey{true, StreamKind::P2P, GroupKind::Tp, key})) << what;
+            EXPECT_EQ(l.peer, r + op.peer_offset) << what;
+            EXPECT_EQ(l.bytes, op.bytes) << what;
+            EXPECT_EQ(l.release_at_start, op.kind == OpKind::Send) << what;
+            continue;
+          }
+          EXPECT_EQ(lane.kind, op.stream == StreamKind::Collective ? Lane::Kind::Collective : Lane::Kind::Compute) << what;
+          EXPECT_FALSE(l.release_at_start) << what;
+          if (op.kind == OpKind::Collective) {
+            EXPECT_EQ(l.kind, OpLaunch::Kind::Collective);
+            const int members = static_cast<int>(c.plan.group_members(r, op.group).size());
+            EXPECT_EQ(l.bytes, real::round_up_to_unit(op.collective, members, op.bytes)) << what;
+            EXPECT_EQ(lp.comms.at(l.comm), (CommKey{false, op.stream, op.group, 0})) << what;
+            EXPECT_GE(lp.comm_buffer.at(l.comm), l.bytes) << what;
+          } else if (op.kind == OpKind::Compute) {
+            const OpCost& cost = c.plan.costs.at(static_cast<std::size_t>(op.cost));
+            EXPECT_EQ(l.flops, cost.flops) << what;
+            if (l.kind == OpLaunch::Kind::Gemm) {
+              EXPECT_TRUE(cost.is_matmul()) << what;
+              EXPECT_EQ(l.m, cost.m);
+              EXPECT_EQ(l.n, cost.n);
+              EXPECT_EQ(l.batch, std::max<std::int64_t>(1, cost.batch));
+              EXPECT_EQ(l.dtype, real::cuda_detail::gemm_dtype(cost.dtype));
+              const bool sparse = cost.sparsity == OpCost::Sparsity::Block || cost.sparsity == OpCost::Sparsity::TwoFour;
+              EXPECT_EQ(l.stand_in, sparse) << what;
+              EXPECT_EQ(l.k, sparse ? std::max<std::int64_t>(1, std::llround(static_cast<double>(cost.k) * cost.density)) : cost.k) << what;
+              EXPECT_GE(lp.gemm_pool, l.batch * (l.m * l.k + l.k * l.n + l.m * l.n) * bytes_per_element(l.dtype));
+            } else {
+              EXPECT_EQ(l.kind, OpLaunch::Kind::Stream) << what;
+              EXPECT_EQ(l.bytes, cost.bytes) << what;
+              EXPECT_EQ(l.stand_in, cost.kernel != OpCost::Kernel::None) << what;
+              EXPECT_GE(lp.stream_pool, l.bytes);
+            }
+          } else {  // Alloc, Free
+            EXPECT_EQ(l.kind, op.kind == OpKind::Alloc ? OpLaunch::Kind::Alloc : OpLaunch::Kind::Free) << what;
+            EXPECT_EQ(l.tensor, op.tensor);
+            if (prog.arena.offset(op.tensor) >= 0) {
+              EXPECT_EQ(l.placement, OpLaunch::Placement::Arena) << what;
+            }
+          }
+        }
+        EXPECT_EQ(lp.arena, prog.arena.size) << what;
+      }
+}
+
+TEST(CudaPlanLaunch, Fp8GemmsRunAsBf16AndOtherDtypesAsThemselves) {
+  EXPECT_EQ(real::cuda_detail::gemm_dtype(DType::FP8), DType::BF16);
+  for (DType t : {DType::FP32, DType::TF32, DType::BF16, DType::FP16}) EXPECT_EQ(real::cuda_detail::gemm_dtype(t), t);
+}
+
+TEST(CudaPlanLaunch, ModelStateIsResidentAndEveryTransientTensorIsFreed) {
+  for (const Case& c : cases(2)) {
+    const LaunchPlan lp = plan_launches(c.plan, 0);
+    const Program& prog = c.plan.program(0);
+    std::map<std::int32_t, int> transient_live;
+    Bytes resident = 0;
+    for (std::size_t i = 0; i < prog.size(); ++i) {
+      const OpLaunch& l = lp.ops[i];
+      if (l.kind != OpLaunch::Kind::Alloc && l.kind != OpLaunch::Kind::Free) continue;
+      if (l.placement == OpLaunch::Placement::Resident) {
+        EXPECT_EQ(l.kind, OpLaunch::Kind::Alloc) << c.what;  // never freed
+        resident += l.bytes;
+      }
+      if (l.placement == OpLaunch::Placement::Transient) transient_live[l.tensor] += l.kind == OpLaunch::Kind::Alloc ? 1 : -1;
+    }
+    EXPECT_EQ(resident, lp.resident) << c.what;
+    for (const auto& [tensor, live] : transient_live) EXPECT_EQ(live, 0) << c.what << " tensor " << tensor;
+    // The resident and arena bytes plus the transient peak are the plan's own memory peak.
+    EXPECT_GE(lp.arena + lp.resident + lp.transient_peak, 0);
+  }
+}
+
+TEST(CudaPlanLaunch, CommunicatorsAreTheSameListOnEveryRank) {
+  for (const Case& c : cases(4)) {
+    const std::vector<CommKey> comms = real::cuda_detail::plan_comms(c.plan);
+    EXPECT_TRUE(std::is_sorted(comms.begin(), comms.end())) << c.what;
+    for (int r = 0; r < 4; ++r) EXPECT_EQ(plan_launches(c.plan, r).comms, comms) << c.what;
+  }
+  EXPECT_THROW(plan_launches(cases(2).front().plan, 2), InvalidArgument);
+}
+
+TEST(CudaPlanLaunch, EveryCrossLaneDependencyIsAWaitOnItsLanesLatestProducer) {
+  for (const Case& c : cases(4))
+    for (int r = 0; r < 4; ++r) {
+      const LaunchPlan lp = plan_launches(c.plan, r);
+      const Program& prog = c.plan.program(r);
+      for (std::size_t i = 0; i < prog.size(); ++i) {
+        std::map<std::uint32_t, std::uint32_t> waited;  // lane -> op waited for
+        for (std::size_t w = 0; w < lp.num_waits(i); ++w) {
+          const std::uint32_t j = lp.waits_of(i)[w];
+          EXPECT_LT(j, i) << c.what;  // program order is topological: the event exists when waited for
+          EXPECT_NE(lp.ops[j].lane, lp.ops[i].lane) << c.what;
+          EXPECT_TRUE(waited.emplace(lp.ops[j].lane, j).second) << c.what << ": two waits on one lane";
+        }
+        for (std::size_t d = 0; d < prog.num_deps(i); ++d) {
+          const std::uint32_t j = prog.deps_of(i)[d];
+          if (lp.ops[j].lane == lp.ops[i].lane) continue;  // FIFO
+          const auto it = waited.find(lp.ops[j].lane);
+          ASSERT_NE(it, waited.end()) << c.what << " rank " << r << " op " << i << " ignores dep " << j;
+          EXPECT_GE(it->second, j) << c.what;  // a later op of that lane: its event fires after j's
+        }
+      }
+    }
+}
+
+// ---- the in-memory twin of the GPUs ----------------------------------------------------------------------
+
+// Runs every rank's launches as the GPUs would (see the file's comment) and returns the ops that never
+// ran (empty: the plan completes). Each step lets every startable op start; an op "runs" when it starts
+// and, for Send/Recv/Collective, when its partners have started too. Start and end events fire then.
+std::vector<std::string> stuck_ops(const Plan& plan) {
+  const int n = plan.world_size();
+  std::vector<LaunchPlan> lps;
+  for (int r = 0; r < n; ++r) lps.push_back(plan_launches(plan, r));
+  struct RankState {
+    std::vector<std::vector<std::uint32_t>> lane_ops;  // per lane, its ops in program order
+    std::vector<std::size_t> head;                     // per lane
+    std::vector<char> started, done;                   // per op
+  };
+  std::vector<RankState> st(static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    RankState& s = st[static_cast<std::size_t>(r)];
+    const LaunchPlan& lp = lps[static_cast<std::size_t>(r)];
+    s.lane_ops.resize(lp.lanes.size());
+    s.head.assign(lp.lanes.size(), 0);
+    for (std::uint32_t i = 0; i < lp.ops.size(); ++i) s.lane_ops[lp.ops[i].lane].push_back(i);
+    s.started.assign(lp.ops.size(), 0);
+    s.done.assign(lp.ops.size(), 0);
+  }
+  // Partners: collectives by (communicator, group index, sequence on that communicator); messages by
+  // (sender, receiver, sequence of that pair).
+  std::map<std::tuple<std::uint32_t, int, int>, std::vector<std::pair<int, std::uint32_t>>> coll;  // -> members' ops
+  std::map<std::tuple<int, int, int>, std::vector<std::pair<int, std::uint32_t>>> msg;
+  for (int r = 0; r < n; ++r) {
+    const LaunchPlan& lp = lps[static_cast<std::size_t>(r)];
+    const Program& prog = plan.program(r);
+    std::map<std::uint32_t, int> coll_seq;
+    std::map<std::pair<int, int>, int> msg_seq;
+    for (std::uint32_t i = 0; i < lp.ops.size(); ++i) {
+      const OpLaunch& l = lp.ops[i];
+      if (l.kind == OpLaunch::Kind::Collective) {
+        const int group = plan.group_set(prog.ops[i].group).group_of_rank[static_cast<std::size_t>(r)];
+        coll[{l.comm, group, coll_seq[l.comm]++}].push_back({r, i});
+      } else if (l.kind == OpLaunch::Kind::Send) {
+        msg[{r, l.peer, msg_seq[{r, l.peer}]++}].push_back({r, i});
+      } else if (l.kind == OpLaunch::Kind::Recv) {
+        msg[{l.peer, r, msg_seq[{l.peer, r}]++}].push_back({r, i});
+      }
+    }
+  }
+  std::map<std::pair<int, std::uint32_t>, const std::vector<std::pair<int, std::uint32_t>>*> partners;
+  for (const auto& [key, members] : coll)
+    for (const auto& m : members) partners[m] = &members;
+  for (const auto& [key, members] : msg)
+    for (const auto& m : members) partners[m] = &members;
+
+  auto startable = [&](int r, std::uint32_t i) {
+    const LaunchPlan& lp = lps[static_cast<std::size_t>(r)];
+    const RankState& s = st[static_cast<std::size_t>(r)];
+    for (std::size_t w = 0; w < lp.num_waits(i); ++w) {
+      const std::uint32_t j = lp.waits_of(i)[w];
+      if (!(lp.ops[j].release_at_start ? s.started[j] : s.done[j])) return false;
+    }
+    return true;
+  };
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (int r = 0; r < n; ++r) {
+      RankState& s = st[static_cast<std::size_t>(r)];
+      for (std::size_t lane = 0; lane < s.lane_ops.size(); ++lane) {
+        while (s.head[lane] < s.lane_ops[lane].size()) {
+          const std::uint32_t i = s.lane_ops[lane][s.head[lane]];
+          if (!s.started[i]) {
+            if (!startable(r, i)) break;
+            s.started[i] = 1;
+            progress = true;
+          }
+          const auto p = partners.find({r, i});
+          bool all = true;
+          if (p != partners.end())
+            for (const auto& [pr, pi] : *p->second) all = all && st[static_cast<std::size_t>(pr)].started[pi];
+          if (p != partners.end() && p->second->size() < 2 && lps[static_cast<std::size_t>(r)].ops[i].kind != OpLaunch::Kind::Collective)
+            all = false;  // a message without its other end never completes
+          if (!all) break;
+          if (p != partners.end())
+            for (const auto& [pr, pi] : *p->second) st[static_cast<std::size_t>(pr)].done[pi] = 1;
+          s.done[i] = 1;
+          ++s.head[lane];
+          progress = true;
+        }
+      }
+    }
+    // Partners completed on another rank's turn: advance heads already done.
+    for (RankState& s : st)
+      for (std::size_t lane = 0; lane < s.lane_ops.size(); ++lane)
+        while (s.head[lane] < s.lane_ops[lane].size() && s.done[s.lane_ops[lane][s.head[lane]]]) {
+          ++s.head[lane];
+          progress = true;
+        }
+  }
+  std::vector<std::string> stuck;
+  for (int r = 0; r < n; ++r)
+    for (std::size_t i = 0; i < st[static_cast<std::size_t>(r)].done.size(); ++i)
+      if (!st[static_cast<std::size_t>(r)].done[i])
+        stuck.push_back("rank " + std::to_string(r) + " op " + std::to_string(i) + " (" +
+                        to_string(plan.program(r).ops[i].kind) + " " + plan.names.at(plan.program(r).ops[i].name) + ")");
+  return stuck;
+}
+
+TEST(CudaPlanLaunch, EveryPlanRunsToItsEndOnTheTwinOfTheGpus) {
+  for (int n : {1, 2, 4})
+    for (const Case& c : cases(n)) {
+      const std::vector<std::string> stuck = stuck_ops(c.plan);
+      EXPECT_TRUE(stuck.empty()) << c.what << " on " << n << " ranks: " << stuck.size() << " ops never ran, first "
+                                 << (stuck.empty() ? "" : stuck.front());
+    }
+}
+
+TEST(CudaPlanLaunch, TwoRanksSendingToEachOtherFirstStillMeetTheirReceives) {
+  // Each of two ranks sends to the other, then receives: with NCCL's blocking calls on one FIFO lane each
+  // would wait for the other's receive forever. The separate send and receive lanes let both meet.
+  Plan plan = reduction_plan(ClusterShape{2, 2}, 1024, DType::FP32);
+  Program prog;
+  PlanOp send;
+  send.kind = OpKind::Send;
+  send.stream = StreamKind::P2P;
+  send.span = SpanKind::SendRecv;
+  send.bytes = 64;
+  PlanOp recv = send;
+  recv.kind = OpKind::Recv;
+  Program p0 = prog, p1 = prog;
+  send.peer_offset = 1, recv.peer_offset = 1;
+  p0.add(send);
+  p0.add(recv, {0});
+  send.peer_offset = -1, recv.peer_offset = -1;
+  p1.add(send);
+  p1.add(recv, {0});
+  plan.programs = {p0, p1};
+  plan.program_of_rank = {0, 1};
+  plan.program_names = {"a", "b"};
+  EXPECT_TRUE(stuck_ops(plan).empty());  // separate lanes: both sends meet their receives
+}
+
+// ---- with a GPU ------------------------------------------------------------------------------------------
+
+#define SKIP_WITHOUT_NCCL_GPU()                                                 \
+  do {                                                                          \
+    if (const std::optional<std::string> why = real::nccl_unavailable_reason()) \
+      GTEST_SKIP() << *why;                                                     \
+  } while (0)
+
+TEST(CudaBackend, IsRegisteredAsRealCuda) {
+  BackendRegistry registry("backend");
+  real::add_real_backends(registry);
+  ASSERT_NE(registry.find("real-cuda"), nullptr);
+  EXPECT_NE(registry.find("real-cpu"), nullptr);
+}
+
+TEST(CudaBackend, WithoutAGpuSaysWhyInOneLine) {
+  const std::optional<std::string> why = real::nccl_unavailable_reason();
+  if (!why) GTEST_SKIP() << "a GPU and NCCL are here";
+  try {
+    real::CudaBackend backend;
+    FAIL() << "made a CUDA backend without a GPU";
+  } catch (const Unavailable& e) {
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    EXPECT_FALSE(std::string(e.what()).empty());
+  }
+}
+
+TEST(CudaBackend, BadOptionsAreRefusedBeforeLookingForAGpu) {
+  real::CudaBackendOptions o;
+  o.collective_algorithm = "no-such";
+  EXPECT_THROW(real::CudaBackend{o}, UnknownName);
+  o = {};
+  o.warmup_iters = -1;
+  EXPECT_THROW(real::CudaBackend{o}, InvalidArgument);
+}
+
+using Ran = std::tuple<int, int, int, std::uint32_t, std::int32_t, Bytes>;  // op, stream, kind, name, mb, bytes
+std::multiset<Ran> ran_on(const Trace& t, int rank) {
+  std::multiset<Ran> out;
+  for (const Span& s : t.spans)
+    if (s.rank == rank) out.insert({s.op, static_cast<int>(s.stream), static_cast<int>(s.kind), s.name, s.micro_batch, s.bytes});
+  return out;
+}
+
+// One GPU: the tiny GPT on one rank, with zrdf and every technique pass that applies to one rank, native
+// and ring collectives: the simulator's span set, FIFO streams that never overlap, the same live bytes
+// at the end.
+TEST(CudaBackend, OnOneGpuRunsThePlansWithTheSimulatorsSpans) {
+  SKIP_WITHOUT_NCCL_GPU();
+  const Topology topology = topo::single_switch(1, {100 * GBps, Time::us(1)}, device_preset("h100"));
+  for (const char* algorithm : {"native", "ring"}) {
+    real::CudaBackendOptions options;
+    options.collective_algorithm = algorithm;
+    real::CudaBackend gpu(options);
+    for (const Case& c : cases(1)) {
+      const std::string what = c.what + " (" + algorithm + ")";
+      const Trace measured = gpu.run(c.plan);
+      const Trace simulated = sim::simulate_plan(c.plan, topology, sim::PlanSimOptions{});
+      EXPECT_EQ(measured.backend, "real-cuda");
+      EXPECT_GT(measured.step_time.seconds(), 0) << what;
+      EXPECT_EQ(ran_on(simulated, 0), ran_on(measured, 0)) << what;
+      std::map<int, Time> last_end;  // per stream
+      std::vector<Span> spans = measured.spans;
+      std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.start < b.start; });
+      for (const Span& s : spans) {
+        if (s.stream == StreamKind::P2P) continue;
+        EXPECT_LE(s.start, s.end) << what;
+        EXPECT_GE(s.start, last_end[static_cast<int>(s.stream)]) << what << " " << measured.names.at(s.name);
+        last_end[static_cast<int>(s.stream)] = s.end;
+      }
+      ASSERT_FALSE(measured.memory.empty()) << what;
+      EXPECT_EQ(measured.memory.back().bytes, simulated.memory.back().bytes) << what;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace twinbed
