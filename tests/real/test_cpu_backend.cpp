@@ -346,11 +346,12 @@ TEST(CpuBackend, APlannedArenaIsTheMemoryFromTheStart) {
   }
 }
 
-// Backends are found by name: "real-cpu" makes a CpuBackend with the experiment's collective algorithm.
+// Backends are found by name: "real-cpu" makes a CpuBackend with the experiment's collective algorithm
+// ("real-cuda", registered beside it, is tested in test_cuda_backend.cpp).
 TEST(CpuBackend, IsTheBackendNamedRealCpu) {
   BackendRegistry registry("backend");
   add_real_backends(registry);
-  EXPECT_EQ(registry.names(), std::vector<std::string>{"real-cpu"});
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{"real-cpu", "real-cuda"}));
   Experiment e;
   EXPECT_EQ(cpu_backend_options(e).collective_algorithm, "native");  // "auto": MPI's own
   e.simulation.collective_algorithm = "ring";

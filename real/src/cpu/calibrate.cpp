@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_compute.hpp"
 #include "technique_ops.hpp"
 #include "twinbed/kernels/dsa.hpp"
 #include "twinbed/kernels/sparse_gemm.hpp"
@@ -178,6 +179,7 @@ std::string host_name() {
 }  // namespace
 
 MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
+  detail::flush_subnormals_on_this_thread();  // as the CPU backend runs (cpu_compute.hpp)
   MachineProfile p;
   p.device = "cpu-fp32";
   const int ranks = mpi.size();

@@ -421,15 +421,17 @@ Trace CpuBackend::run(const Plan& plan) {
     const int r = reps[p];
     if (r < 0) continue;
     const Program& prog = plan.programs[p];
-    Bytes pool = 0, colls = 0, messages = 0;
+    Bytes colls = 0, messages = 0, largest = 0, max_in = 0, max_out = 0;
     std::string biggest;
     std::map<CollKey, int> seen;
     for (const PlanOp& op : prog.ops) {
       if (op.kind == OpKind::Compute) {
         const OpCost& cost = plan.costs.at(static_cast<std::size_t>(op.cost));
-        const Bytes need = 4 * detail::scale_compute(cost, options_.compute_scale).pool_floats();
-        if (need > pool) {
-          pool = need;
+        const detail::ScaledCompute scaled = detail::scale_compute(cost, options_.compute_scale);
+        max_in = std::max(max_in, scaled.input_floats());
+        max_out = std::max(max_out, scaled.output_floats());
+        if (scaled.pool_floats() > largest) {
+          largest = scaled.pool_floats();
           biggest = plan.names.at(op.name);
         }
       } else if (op.kind == OpKind::Collective) {
@@ -456,6 +458,7 @@ Trace CpuBackend::run(const Plan& plan) {
         messages += op.bytes;  // receives each get their own buffer; sends share one (counted generously)
       }
     }
+    const Bytes pool = 4 * (max_in + max_out);  // the compute pool's input and output regions
     const Bytes techniques = detail::TechniqueOps(plan, r, options_.compute_scale).bytes();
     const Bytes tensors = detail::TensorMemory::program_peak(prog);
     const Bytes total = pool + colls + messages + techniques + tensors;
@@ -468,6 +471,7 @@ Trace CpuBackend::run(const Plan& plan) {
                             ": use a smaller model, a compute_scale below 1, or a larger memory_budget");
   }
 
+  detail::flush_subnormals_on_this_thread();  // as the profile was measured (cpu_compute.hpp)
   // ---- this rank's program, communicators and buffers, once for every iteration.
   if (im.comm_groups != plan.groups) {
     im.comms.clear();  // collective (MPI_Comm_free), in the same order on every rank
@@ -492,13 +496,14 @@ Trace CpuBackend::run(const Plan& plan) {
   pp.techniques = std::make_unique<detail::TechniqueOps>(plan, im.rank, options_.compute_scale);
   pp.techniques->allocate();
   pp.tensors = std::make_unique<detail::TensorMemory>(prog);
-  std::int64_t pool_floats = 0, recv_bytes = 0, send_bytes = 0;
+  std::int64_t pool_in = 0, pool_out = 0, recv_bytes = 0, send_bytes = 0;
   std::map<CollKey, std::unique_ptr<CollectiveSlot>> slots;
   for (std::size_t i = 0; i < prog.size(); ++i) {
     const PlanOp& op = prog.ops[i];
     if (op.kind == OpKind::Compute) {
       pp.compute[i] = detail::scale_compute(plan.costs.at(static_cast<std::size_t>(op.cost)), options_.compute_scale);
-      pool_floats = std::max(pool_floats, pp.compute[i].pool_floats());
+      pool_in = std::max(pool_in, pp.compute[i].input_floats());
+      pool_out = std::max(pool_out, pp.compute[i].output_floats());
     } else if (op.kind == OpKind::Collective) {
       const CollKey key = key_of(plan, im.rank, op);
       auto& slot = slots[key];
@@ -524,7 +529,7 @@ Trace CpuBackend::run(const Plan& plan) {
       send_bytes = std::max(send_bytes, op.bytes);
     }
   }
-  detail::ComputePool pool(pool_floats);
+  detail::ComputePool pool(pool_in, pool_out);
   std::vector<char> recv_arena(static_cast<std::size_t>(recv_bytes));
   const std::vector<char> send_buf(static_cast<std::size_t>(std::max<std::int64_t>(send_bytes, 1)));
 

@@ -1,6 +1,10 @@
 #include "cpu_compute.hpp"
 
 #include <Eigen/Core>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -10,10 +14,15 @@
 
 namespace twinbed::real::detail {
 
-std::int64_t ScaledCompute::pool_floats() const {
-  if (matmul) return batch * (m * k + k * n + m * n);
-  return 2 * stream_floats;
+void flush_subnormals_on_this_thread() {
+#if defined(__SSE__) || defined(__x86_64__)
+  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#endif
 }
+
+std::int64_t ScaledCompute::input_floats() const { return matmul ? batch * (m * k + k * n) : stream_floats; }
+std::int64_t ScaledCompute::output_floats() const { return matmul ? batch * m * n : stream_floats; }
 
 ScaledCompute scale_compute(const OpCost& cost, double scale) {
   ScaledCompute s;
@@ -36,25 +45,33 @@ ScaledCompute scale_compute(const OpCost& cost, double scale) {
   return s;
 }
 
-ComputePool::ComputePool(std::int64_t floats) : pool_(static_cast<std::size_t>(std::max<std::int64_t>(floats, 0)), 0.0f) {}
+ComputePool::ComputePool(std::int64_t input_floats, std::int64_t output_floats)
+    : input_(static_cast<std::size_t>(std::max<std::int64_t>(input_floats, 0))),
+      output_(static_cast<std::size_t>(std::max<std::int64_t>(output_floats, 0)), 0.0f) {
+  for (std::size_t i = 0; i < input_.size(); ++i) input_[i] = 0.5f + 0.5f * static_cast<float>(i % 1021) / 1021.0f;
+}
 
 void ComputePool::run(const ScaledCompute& op) {
-  if (op.pool_floats() > size())
-    throw InvalidArgument("compute op needs " + std::to_string(op.pool_floats()) + " floats, the pool holds " +
-                          std::to_string(size()));
-  float* base = pool_.data();
+  if (op.input_floats() > static_cast<std::int64_t>(input_.size()) || op.output_floats() > static_cast<std::int64_t>(output_.size()))
+    throw InvalidArgument("compute op needs " + std::to_string(op.input_floats()) + " input and " +
+                          std::to_string(op.output_floats()) + " output floats, the pool holds " +
+                          std::to_string(input_.size()) + " and " + std::to_string(output_.size()));
+  const float* in = input_.data();
+  float* out = output_.data();
   if (op.matmul) {
     // Each batch element on its own memory, as a batched kernel would read it (reusing one A, B, C would
     // run from cache and be faster than the op it stands for).
-    using Matrix = Eigen::Map<Eigen::MatrixXf>;
-    const std::int64_t a = op.m * op.k, b = op.k * op.n;
+    using In = Eigen::Map<const Eigen::MatrixXf>;
+    using Out = Eigen::Map<Eigen::MatrixXf>;
+    const std::int64_t a = op.m * op.k, b = op.k * op.n, c = op.m * op.n;
     for (std::int64_t i = 0; i < op.batch; ++i) {
-      float* at = base + i * (a + b + op.m * op.n);
-      Matrix A(at, op.m, op.k), B(at + a, op.k, op.n), C(at + a + b, op.m, op.n);
+      In A(in + i * (a + b), op.m, op.k), B(in + i * (a + b) + a, op.k, op.n);
+      Out C(out + i * c, op.m, op.n);
       C.noalias() = A * B;
     }
   } else if (op.stream_floats > 0) {
-    Eigen::Map<Eigen::ArrayXf> x(base, op.stream_floats), y(base + op.stream_floats, op.stream_floats);
+    Eigen::Map<const Eigen::ArrayXf> x(in, op.stream_floats);
+    Eigen::Map<Eigen::ArrayXf> y(out, op.stream_floats);
     y = x * 1.0001f + 0.5f;
   }
 }
