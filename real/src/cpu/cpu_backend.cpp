@@ -16,6 +16,7 @@
 #include "cpu_compute.hpp"
 #include "schedule_executor.hpp"
 #include "technique_ops.hpp"
+#include "../trace_packing.hpp"
 #include "tensor_memory.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
@@ -207,18 +208,6 @@ struct RankRecord {
   std::vector<MemorySample> memory;
 };
 
-// The POD forms gathered to rank 0 (MPI_BYTE, one host's layout: every rank runs the same binary).
-struct PackedSpan {
-  std::int64_t start_ps, end_ps, bytes;
-  double flops;
-  std::int32_t rank, micro_batch, op;
-  std::uint32_t name;
-  std::uint8_t stream, kind, pad0, pad1;
-};
-struct PackedSample {
-  std::int64_t time_ps, bytes;
-  std::int32_t rank, pad;
-};
 
 }  // namespace
 
@@ -563,14 +552,7 @@ Trace CpuBackend::run(const Plan& plan) {
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, checked, 2, MPI_INT64_T, MPI_SUM, im.world.get()));
   payload_check_ = {checked[0], checked[1]};
 
-  std::vector<PackedSpan> spans_out;
-  spans_out.reserve(rec.spans.size());
-  for (const Span& s : rec.spans)
-    spans_out.push_back({s.start.picoseconds(), s.end.picoseconds(), s.bytes, s.flops, s.rank, s.micro_batch, s.op, s.name,
-                         static_cast<std::uint8_t>(s.stream), static_cast<std::uint8_t>(s.kind), 0, 0});
-  std::vector<PackedSample> samples_out;
-  samples_out.reserve(rec.memory.size());
-  for (const MemorySample& m : rec.memory) samples_out.push_back({m.time.picoseconds(), m.bytes, m.rank, 0});
+  const std::vector<char> spans_out = detail::pack_spans(rec.spans), samples_out = detail::pack_samples(rec.memory);
 
   // Byte counts per rank, known to every rank so that all agree on whether they fit one Gatherv.
   auto gather = [&](const void* data, std::int64_t bytes, std::vector<char>& out) {
@@ -592,36 +574,15 @@ Trace CpuBackend::run(const Plan& plan) {
                           im.world.get()));
   };
   std::vector<char> span_bytes, sample_bytes;
-  gather(spans_out.data(), static_cast<std::int64_t>(spans_out.size() * sizeof(PackedSpan)), span_bytes);
-  gather(samples_out.data(), static_cast<std::int64_t>(samples_out.size() * sizeof(PackedSample)), sample_bytes);
+  gather(spans_out.data(), static_cast<std::int64_t>(spans_out.size()), span_bytes);
+  gather(samples_out.data(), static_cast<std::int64_t>(samples_out.size()), sample_bytes);
 
   if (im.rank != 0) {
     trace.spans = std::move(rec.spans);
     trace.memory = std::move(rec.memory);
   } else {
-    const std::size_t ns = span_bytes.size() / sizeof(PackedSpan);
-    std::vector<PackedSpan> all(ns);
-    std::copy(span_bytes.begin(), span_bytes.end(), reinterpret_cast<char*>(all.data()));
-    trace.spans.reserve(ns);
-    for (const PackedSpan& p : all) {
-      Span s;
-      s.rank = p.rank;
-      s.stream = static_cast<StreamKind>(p.stream);
-      s.kind = static_cast<SpanKind>(p.kind);
-      s.name = p.name;
-      s.start = Time::ps(p.start_ps);
-      s.end = Time::ps(p.end_ps);
-      s.micro_batch = p.micro_batch;
-      s.op = p.op;
-      s.bytes = p.bytes;
-      s.flops = p.flops;
-      trace.spans.push_back(s);
-    }
-    const std::size_t nm = sample_bytes.size() / sizeof(PackedSample);
-    std::vector<PackedSample> mem(nm);
-    std::copy(sample_bytes.begin(), sample_bytes.end(), reinterpret_cast<char*>(mem.data()));
-    trace.memory.reserve(nm);
-    for (const PackedSample& p : mem) trace.memory.push_back({p.rank, Time::ps(p.time_ps), p.bytes});
+    trace.spans = detail::unpack_spans(span_bytes);
+    trace.memory = detail::unpack_samples(sample_bytes);
   }
   sort_spans(trace.spans);
   // Samples arrive in rank order (Gatherv) and in time order within a rank.

@@ -19,6 +19,7 @@
 #include "device_kernels.hpp"
 #include "nccl_common.hpp"
 #include "plan_launch.hpp"
+#include "../trace_packing.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan_exec.hpp"
@@ -63,19 +64,6 @@ std::pair<cudaDataType_t, cublasComputeType_t> cublas_types(DType dtype) {
 
 // 16-byte aligned offsets inside one pool.
 Bytes align16(Bytes b) { return (b + 15) / 16 * 16; }
-
-// The POD forms gathered to rank 0 (every rank runs the same binary), as the CPU backend packs them.
-struct PackedSpan {
-  std::int64_t start_ps, end_ps, bytes;
-  double flops;
-  std::int32_t rank, micro_batch, op;
-  std::uint32_t name;
-  std::uint8_t stream, kind, pad0, pad1;
-};
-struct PackedSample {
-  std::int64_t time_ps, bytes;
-  std::int32_t rank, pad;
-};
 
 // The device side of one plan on this rank: streams, events, buffers, communicators' slots.
 struct Prepared {
@@ -410,39 +398,15 @@ Trace CudaBackend::run(const Plan& plan) {
   for (const Span& s : rec.spans) local_end = std::max(local_end, s.end.picoseconds());
   trace.step_time = Time::ps(im.job.max_over_ranks(local_end));
 
-  std::vector<PackedSpan> spans_out;
-  for (const Span& s : rec.spans)
-    spans_out.push_back({s.start.picoseconds(), s.end.picoseconds(), s.bytes, s.flops, s.rank, s.micro_batch, s.op, s.name,
-                         static_cast<std::uint8_t>(s.stream), static_cast<std::uint8_t>(s.kind), 0, 0});
-  std::vector<PackedSample> samples_out;
-  for (const MemorySample& m : rec.memory) samples_out.push_back({m.time.picoseconds(), m.bytes, m.rank, 0});
-  const std::vector<char> span_bytes =
-      im.job.gather_to_0(spans_out.data(), static_cast<std::int64_t>(spans_out.size() * sizeof(PackedSpan)));
-  const std::vector<char> sample_bytes =
-      im.job.gather_to_0(samples_out.data(), static_cast<std::int64_t>(samples_out.size() * sizeof(PackedSample)));
+  const std::vector<char> mine_spans = detail::pack_spans(rec.spans), mine_samples = detail::pack_samples(rec.memory);
+  const std::vector<char> span_bytes = im.job.gather_to_0(mine_spans.data(), static_cast<std::int64_t>(mine_spans.size()));
+  const std::vector<char> sample_bytes = im.job.gather_to_0(mine_samples.data(), static_cast<std::int64_t>(mine_samples.size()));
   if (rank != 0) {
     trace.spans = std::move(rec.spans);
     trace.memory = std::move(rec.memory);
   } else {
-    std::vector<PackedSpan> all(span_bytes.size() / sizeof(PackedSpan));
-    std::memcpy(all.data(), span_bytes.data(), all.size() * sizeof(PackedSpan));
-    for (const PackedSpan& q : all) {
-      Span s;
-      s.rank = q.rank;
-      s.stream = static_cast<StreamKind>(q.stream);
-      s.kind = static_cast<SpanKind>(q.kind);
-      s.name = q.name;
-      s.start = Time::ps(q.start_ps);
-      s.end = Time::ps(q.end_ps);
-      s.micro_batch = q.micro_batch;
-      s.op = q.op;
-      s.bytes = q.bytes;
-      s.flops = q.flops;
-      trace.spans.push_back(s);
-    }
-    std::vector<PackedSample> mem(sample_bytes.size() / sizeof(PackedSample));
-    std::memcpy(mem.data(), sample_bytes.data(), mem.size() * sizeof(PackedSample));
-    for (const PackedSample& q : mem) trace.memory.push_back({q.rank, Time::ps(q.time_ps), q.bytes});
+    trace.spans = detail::unpack_spans(span_bytes);
+    trace.memory = detail::unpack_samples(sample_bytes);
   }
   sort_spans(trace.spans);
   return trace;
