@@ -32,6 +32,7 @@
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/cuda_backend.hpp"
 #include "twinbed/real/cuda_collectives.hpp"
+#include "twinbed/real/tgc_codec.hpp"
 #include "twinbed/sim/plan_sim.hpp"
 
 namespace twinbed {
@@ -42,6 +43,8 @@ using real::cuda_detail::Lane;
 using real::cuda_detail::LaunchPlan;
 using real::cuda_detail::OpLaunch;
 using real::cuda_detail::plan_launches;
+using real::cuda_detail::Technique;
+using real::cuda_detail::TgcExchange;
 
 struct Case {
   std::string what;
@@ -138,13 +141,20 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
           if (op.kind == OpKind::Collective) {
             EXPECT_EQ(l.kind, OpLaunch::Kind::Collective);
             const int members = static_cast<int>(c.plan.group_members(r, op.group).size());
-            EXPECT_EQ(l.bytes, real::round_up_to_unit(op.collective, members, op.bytes)) << what;
+            if (l.index >= 0) {  // carries a TGC payload: the payload's bytes (every member's for an all-gather)
+              EXPECT_EQ(l.bytes, 4 * lp.exchanges.at(static_cast<std::size_t>(l.index)).output_floats()) << what;
+            } else {
+              EXPECT_EQ(l.bytes, real::round_up_to_unit(op.collective, members, op.bytes)) << what;
+            }
             EXPECT_EQ(lp.comms.at(l.comm), (CommKey{false, op.stream, op.group, 0})) << what;
             EXPECT_GE(lp.comm_buffer.at(l.comm), l.bytes) << what;
           } else if (op.kind == OpKind::Compute) {
             const OpCost& cost = c.plan.costs.at(static_cast<std::size_t>(op.cost));
             EXPECT_EQ(l.flops, cost.flops) << what;
-            if (l.kind == OpLaunch::Kind::Gemm) {
+            if (l.kind == OpLaunch::Kind::Technique) {
+              EXPECT_NE(l.technique, Technique::None) << what;
+              EXPECT_EQ(l.elements, cost.elements) << what;
+            } else if (l.kind == OpLaunch::Kind::Gemm) {
               EXPECT_TRUE(cost.is_matmul()) << what;
               EXPECT_EQ(l.m, cost.m);
               EXPECT_EQ(l.n, cost.n);
@@ -158,6 +168,7 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
               EXPECT_EQ(l.kind, OpLaunch::Kind::Stream) << what;
               EXPECT_EQ(l.bytes, cost.bytes) << what;
               EXPECT_EQ(l.stand_in, cost.kernel != OpCost::Kernel::None) << what;
+              EXPECT_TRUE(cost.kernel == OpCost::Kernel::None || cost.kernel == OpCost::Kernel::Lora) << what;
               EXPECT_GE(lp.stream_pool, l.bytes);
             }
           } else {  // Alloc, Free
@@ -170,6 +181,119 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
         }
         EXPECT_EQ(lp.arena, prog.arena.size) << what;
       }
+}
+
+// The technique ops run the kernels' CUDA twins in technique_ops.cpp's roles: every technique kernel op
+// gets its role, a TGC exchange per compress op (its payload sized as real::TgcCodec sizes it) whose
+// collective follows it and whose requantize / decompress ops come after that collective; DSA's state
+// once per program; sparse GEMMs cut to whole blocks of the twins' tile.
+TEST(CudaPlanLaunch, TechniqueOpsRunTheirKernelsRolesOnStateKeptPerRank) {
+  int exchanges = 0, carried = 0, refreshes = 0, sparse = 0, loss = 0, stats = 0;
+  for (int n : {1, 2, 4})
+    for (const Case& c : cases(n))
+      for (bool native : {true, false})
+        for (int r = 0; r < n; ++r) {
+          const LaunchPlan lp = plan_launches(c.plan, r, native);
+          const Program& prog = c.plan.program(r);
+          const std::string what = c.what + (native ? " native" : " schedule") + " rank " + std::to_string(r);
+          Bytes state = lp.dsa.bytes() + 8 * lp.loss_scale_elements + 4 * lp.statistics_elements;
+          for (const TgcExchange& e : lp.exchanges) {
+            ++exchanges;
+            state += e.bytes();
+            ASSERT_GE(e.collective, 0) << what << ": a compress op with no collective after it";
+            const PlanOp& coll = prog.ops.at(static_cast<std::size_t>(e.collective));
+            EXPECT_EQ(coll.kind, OpKind::Collective) << what;
+            EXPECT_EQ(e.members, c.plan.group_members(r, coll.group)) << what;
+            EXPECT_EQ(e.members.at(static_cast<std::size_t>(e.me)), r) << what;
+            const real::TgcCodec codec(TgcParams{.bits = e.params.bits, .block_size = e.params.block_size,
+                                                 .topk_fraction = e.params.topk_fraction, .error_feedback = false},
+                                       static_cast<std::size_t>(e.n));
+            EXPECT_EQ(e.payload_floats, static_cast<std::int64_t>(codec.payload_floats(e.params.bits))) << what;
+            EXPECT_EQ(e.kept, static_cast<std::int64_t>(codec.kept())) << what;
+            const bool carries = native && (e.op == CollectiveOp::AllGather || e.op == CollectiveOp::AllReduce);
+            EXPECT_EQ(e.carried, carries) << what;
+            carried += e.carried ? 1 : 0;
+            const OpLaunch& cl = lp.ops.at(static_cast<std::size_t>(e.collective));
+            EXPECT_EQ(cl.index >= 0, carries) << what;
+            // What the collective carries the plan charged (the tgc pass sizes its collectives by payload.hpp):
+            // at most the plan's bytes rounded up to whole floats per member.
+            if (carries) {
+              EXPECT_LE(cl.bytes, real::round_up_to_unit(coll.collective, static_cast<int>(e.members.size()), coll.bytes) + 4 * static_cast<Bytes>(e.members.size())) << what;
+            }
+          }
+          for (const auto& g : lp.sparse_gemms) {
+            state += g.bytes();
+            const std::int64_t unit = g.two_four ? 4 : g.block;
+            EXPECT_EQ(g.k % unit, 0) << what;
+            if (!g.two_four) {
+              EXPECT_EQ(g.n % unit, 0) << what;
+              EXPECT_EQ(g.block % 16, 0) << what;
+            }
+            EXPECT_GT(g.m * g.n * g.k, 0) << what;
+          }
+          EXPECT_GE(lp.technique_bytes, state) << what;
+          for (std::uint32_t i = 0; i < prog.size(); ++i) {
+            const PlanOp& op = prog.ops[i];
+            const OpLaunch& l = lp.ops[i];
+            if (op.kind != OpKind::Compute) continue;
+            const OpCost& cost = c.plan.costs.at(static_cast<std::size_t>(op.cost));
+            using K = OpCost::Kernel;
+            switch (cost.kernel) {
+              case K::Compress:
+                EXPECT_EQ(l.technique, cost.name == "tgc.requantize" ? Technique::Requantize : Technique::Compress) << what;
+                break;
+              case K::Decompress: EXPECT_EQ(l.technique, Technique::Decompress) << what; break;
+              case K::MaskRefresh: EXPECT_EQ(l.technique, Technique::Refresh) << what; ++refreshes; break;
+              case K::MaskedStep: EXPECT_EQ(l.technique, Technique::MaskedStep) << what; break;
+              case K::LossScale: EXPECT_EQ(l.technique, Technique::LossScale) << what; ++loss; break;
+              case K::Precision: EXPECT_EQ(l.technique, Technique::Statistics) << what; ++stats; break;
+              case K::Lora:
+              case K::None:
+                if (l.technique == Technique::SparseGemm) ++sparse;
+                else EXPECT_EQ(l.technique, Technique::None) << what;
+                break;
+            }
+            if (l.technique == Technique::Decompress || l.technique == Technique::Requantize) {
+              const TgcExchange& e = lp.exchanges.at(static_cast<std::size_t>(l.index));
+              EXPECT_LT(e.collective, static_cast<std::int32_t>(i)) << what << ": decodes before its collective ran";
+            }
+            if (l.technique == Technique::Refresh || l.technique == Technique::MaskedStep) {
+              EXPECT_TRUE(lp.dsa.present) << what;
+              EXPECT_EQ(lp.dsa.n, cost.elements) << what;
+            }
+            if (l.technique == Technique::LossScale) {
+              EXPECT_LE(l.elements, lp.loss_scale_elements) << what;
+            }
+            if (l.technique == Technique::Statistics) {
+              EXPECT_LE(l.elements, lp.statistics_elements) << what;
+            }
+          }
+        }
+  // Every kind of technique op appears in the cases, and some payloads are carried.
+  EXPECT_GT(exchanges, 0);
+  EXPECT_GT(carried, 0);
+  EXPECT_GT(refreshes, 0);
+  EXPECT_GT(sparse, 0);
+  EXPECT_GT(loss, 0);
+  EXPECT_GT(stats, 0);
+}
+
+TEST(CudaPlanLaunch, TopKPayloadsTravelByAllGatherAndCarryEveryMembersPayload) {
+  const Case c = cases(2).front();
+  const Plan plan = with_techniques(c.plan, kTechniques[0]);  // top-k 0.1 at 8 bits: all-gathered payloads
+  for (int r = 0; r < 2; ++r) {
+    const LaunchPlan lp = plan_launches(plan, r);
+    ASSERT_FALSE(lp.exchanges.empty());
+    for (const TgcExchange& e : lp.exchanges) {
+      EXPECT_TRUE(e.sparse());
+      EXPECT_EQ(e.op, CollectiveOp::AllGather);
+      EXPECT_TRUE(e.carried);
+      EXPECT_EQ(e.output_floats(), 2 * e.payload_floats);
+      EXPECT_EQ(lp.ops.at(static_cast<std::size_t>(e.collective)).bytes, 8 * e.payload_floats);
+    }
+    // Under a registered schedule the payloads are not carried: the plan's bytes move.
+    for (const TgcExchange& e : plan_launches(plan, r, false).exchanges) EXPECT_FALSE(e.carried);
+  }
 }
 
 TEST(CudaPlanLaunch, Fp8GemmsRunAsBf16AndOtherDtypesAsThemselves) {
@@ -237,6 +361,9 @@ TEST(CudaPlanLaunch, EveryCrossLaneDependencyIsAWaitOnItsLanesLatestProducer) {
 // Runs every rank's launches as the GPUs would (see the file's comment) and returns the ops that never
 // ran (empty: the plan completes). Each step lets every startable op start; an op "runs" when it starts
 // and, for Send/Recv/Collective, when its partners have started too. Start and end events fire then.
+// The host enqueues in program order; an op with host_sync (a twin returning a count, which also
+// cudaMallocs and cudaFrees its scratch: device-wide synchronisations) is enqueued only when every earlier
+// op has ended, and the next op only when it has: only enqueued ops can start.
 std::vector<std::string> stuck_ops(const Plan& plan) {
   const int n = plan.world_size();
   std::vector<LaunchPlan> lps;
@@ -245,6 +372,7 @@ std::vector<std::string> stuck_ops(const Plan& plan) {
     std::vector<std::vector<std::uint32_t>> lane_ops;  // per lane, its ops in program order
     std::vector<std::size_t> head;                     // per lane
     std::vector<char> started, done;                   // per op
+    std::uint32_t enqueued = 0;                        // ops [0, enqueued) are on their lanes
   };
   std::vector<RankState> st(static_cast<std::size_t>(n));
   for (int r = 0; r < n; ++r) {
@@ -296,9 +424,21 @@ std::vector<std::string> stuck_ops(const Plan& plan) {
     progress = false;
     for (int r = 0; r < n; ++r) {
       RankState& s = st[static_cast<std::size_t>(r)];
+      const LaunchPlan& lp = lps[static_cast<std::size_t>(r)];
+      auto all_done_before = [&](std::uint32_t i) {
+        return std::all_of(s.done.begin(), s.done.begin() + i, [](char d) { return d != 0; });
+      };
+      while (s.enqueued < lp.ops.size()) {
+        const std::uint32_t i = s.enqueued;
+        const bool syncs = lp.ops[i].host_sync || (i > 0 && lp.ops[i - 1].host_sync);
+        if (syncs && !all_done_before(i)) break;
+        ++s.enqueued;
+        progress = true;
+      }
       for (std::size_t lane = 0; lane < s.lane_ops.size(); ++lane) {
         while (s.head[lane] < s.lane_ops[lane].size()) {
           const std::uint32_t i = s.lane_ops[lane][s.head[lane]];
+          if (i >= s.enqueued) break;
           if (!s.started[i]) {
             if (!startable(r, i)) break;
             s.started[i] = 1;
@@ -442,6 +582,7 @@ TEST(CudaBackend, OnOneGpuRunsThePlansWithTheSimulatorsSpans) {
       }
       ASSERT_FALSE(measured.memory.empty()) << what;
       EXPECT_EQ(measured.memory.back().bytes, simulated.memory.back().bytes) << what;
+      EXPECT_EQ(gpu.payload_check().wrong, 0) << what;
     }
   }
 }

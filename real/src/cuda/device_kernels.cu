@@ -64,7 +64,59 @@ __global__ void fill_kernel(T* data, std::int64_t n, std::uint32_t seed) {
     store(data + i, uniform_at(i, seed));
 }
 
+__global__ void unscale_kernel(float* __restrict__ out, const float* __restrict__ in, std::int64_t n, float inv,
+                               int* overflow) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  unsigned bad = 0;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float v = in[i];
+    bad |= static_cast<unsigned>((__float_as_uint(v) & 0x7f800000u) == 0x7f800000u);  // inf or NaN
+    out[i] = v * inv;
+  }
+  if (__syncthreads_or(static_cast<int>(bad)) && threadIdx.x == 0) *overflow = 1;
+}
+
+// Per thread, then per block (shared memory), then one atomic per block: max|x| as the bits of a
+// non-negative float (ordered as unsigned ints), Σx² by atomicAdd.
+__global__ void absmax_sumsq_kernel(const float* __restrict__ x, std::int64_t n, float* out) {
+  __shared__ float amax[kThreads], sq[kThreads];
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  float m = 0, s = 0;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float v = x[i];
+    m = fmaxf(m, fabsf(v));
+    s += v * v;
+  }
+  amax[threadIdx.x] = m;
+  sq[threadIdx.x] = s;
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      amax[threadIdx.x] = fmaxf(amax[threadIdx.x], amax[threadIdx.x + half]);
+      sq[threadIdx.x] += sq[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    atomicMax(reinterpret_cast<unsigned*>(out), __float_as_uint(amax[0]));
+    atomicAdd(out + 1, sq[0]);
+  }
+}
+
 }  // namespace
+
+cudaError_t unscale_f32(float* out, const float* in, std::int64_t n, float inv, int* overflow, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  unscale_kernel<<<blocks_for(n), kThreads, 0, stream>>>(out, in, n, inv, overflow);
+  return cudaGetLastError();
+}
+
+cudaError_t absmax_sumsq_f32(const float* x, std::int64_t n, float* out, cudaStream_t stream) {
+  const cudaError_t zeroed = cudaMemsetAsync(out, 0, 2 * sizeof(float), stream);
+  if (zeroed != cudaSuccess || n <= 0) return zeroed;
+  absmax_sumsq_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, n, out);
+  return cudaGetLastError();
+}
 
 cudaError_t add_f32(float* dst, const float* src, std::int64_t n, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;

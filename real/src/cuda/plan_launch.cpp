@@ -11,7 +11,10 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/plan_exec.hpp"
+#include "twinbed/core/profile.hpp"
+#include "twinbed/kernels/payload.hpp"
 #include "twinbed/real/collective_data.hpp"
+#include "twinbed/real/tgc_codec.hpp"
 
 namespace twinbed::real::cuda_detail {
 
@@ -24,6 +27,37 @@ std::string to_string(const Lane& lane) {
       return "recv" + std::string(-lane.p2p_key >= 0 ? "+" : "") + std::to_string(-lane.p2p_key);
   }
   return "?";
+}
+
+const char* to_string(Technique t) {
+  switch (t) {
+    case Technique::None: return "none";
+    case Technique::Compress: return "tgc.compress";
+    case Technique::Requantize: return "tgc.requantize";
+    case Technique::Decompress: return "tgc.decompress";
+    case Technique::Refresh: return "dsa.refresh";
+    case Technique::MaskedStep: return "dsa.masked_adam";
+    case Technique::LossScale: return "loss_scale";
+    case Technique::Statistics: return "precision.statistics";
+    case Technique::SparseGemm: return "sparse_gemm";
+  }
+  return "?";
+}
+
+Bytes TgcExchange::bytes() const {
+  const std::int64_t count = kept;
+  const kernels::QuantSpec spec{params.bits == 0 ? 8 : params.bits, static_cast<std::size_t>(params.block_size)};
+  const auto c = static_cast<std::size_t>(count);
+  const Bytes codes = params.bits ? static_cast<Bytes>(kernels::quant_code_bytes(c, spec.bits) +
+                                                       4 * kernels::quant_num_blocks(c, spec))
+                                  : 0;
+  // gradient, residual, sum; payload, output; indices, values, decoded; codes + scales; the hop's codes
+  // and scales twice and its values.
+  const Bytes hop_codes = hop > 0 ? static_cast<Bytes>(kernels::quant_code_bytes(static_cast<std::size_t>(hop), spec.bits) +
+                                                       4 * kernels::quant_num_blocks(static_cast<std::size_t>(hop), spec))
+                                  : 0;
+  return 4 * (2 * n + (params.error_feedback ? n : 0) + payload_floats + output_floats() + 3 * count + hop) + codes +
+         2 * hop_codes;
 }
 
 DType gemm_dtype(DType dtype) { return dtype == DType::FP8 ? DType::BF16 : dtype; }
@@ -50,9 +84,120 @@ Bytes gemm_bytes(const OpLaunch& g) {
   return g.batch * (g.m * g.k + g.k * g.n + g.m * g.n) * e;
 }
 
+
+std::int64_t nonneg(std::int64_t v) { return std::max<std::int64_t>(v, 0); }
+
+// The exchange a decompress or requantize op belongs to: through its deps, the collective (or the
+// requantize after it) it follows; -1 if none.
+std::int32_t exchange_before(const Program& prog, std::uint32_t i, const LaunchPlan& lp) {
+  for (std::size_t d = 0; d < prog.num_deps(i); ++d) {
+    const std::uint32_t dep = prog.deps_of(i)[d];
+    const OpLaunch& l = lp.ops[dep];
+    if (prog.ops[dep].kind == OpKind::Collective) {
+      for (std::size_t e = 0; e < lp.exchanges.size(); ++e)
+        if (lp.exchanges[e].collective == static_cast<std::int32_t>(dep)) return static_cast<std::int32_t>(e);
+    }
+    if (l.technique == Technique::Requantize) return l.index;
+  }
+  return -1;
+}
+
+// Compute op i as a technique op: fills its launch and the plan's technique state and returns true, or
+// returns false (an ordinary GEMM or streaming op, or a sparse GEMM the twins cannot run).
+bool plan_technique(const Plan& plan, const Program& prog, std::uint32_t i, const OpCost& c, OpLaunch& l,
+                    LaunchPlan& lp) {
+  using Kernel = OpCost::Kernel;
+  const PlanOp& op = prog.ops[i];
+  auto technique = [&](Technique t, std::int32_t index) {
+    l.kind = OpLaunch::Kind::Technique;
+    l.technique = t;
+    l.index = index;
+    l.elements = nonneg(c.elements);
+    l.every = std::max(1, c.every);
+    return true;
+  };
+  auto dsa = [&]() -> DsaLaunch& {
+    const std::int64_t n = nonneg(c.elements);
+    if (lp.dsa.present && lp.dsa.n != n)
+      throw InvalidArgument("op '" + plan.names.at(op.name) + "': DSA ops of one program over different parameter counts");
+    lp.dsa.present = true;
+    lp.dsa.n = n;
+    lp.dsa.density = c.density;
+    return lp.dsa;
+  };
+  switch (c.kernel) {
+    case Kernel::Compress:
+      if (c.name == "tgc.requantize") {
+        const std::int32_t e = exchange_before(prog, i, lp);
+        if (e < 0) throw InvalidArgument("op '" + plan.names.at(op.name) + "' (tgc.requantize) follows no compressed collective");
+        lp.exchanges[static_cast<std::size_t>(e)].hop = nonneg(c.elements);
+        return technique(Technique::Requantize, e);
+      } else {
+        TgcExchange e;
+        e.params.bits = c.bits;
+        e.params.topk_fraction = c.keep_fraction;
+        e.params.error_feedback = c.error_feedback;
+        e.params.block_size = c.block > 0 ? c.block : 256;
+        e.n = nonneg(c.elements);
+        e.name = op.name;
+        TgcParams sizing = e.params;
+        sizing.error_feedback = false;  // sizes only: no residual allocated
+        const TgcCodec codec(sizing, static_cast<std::size_t>(e.n));
+        e.kept = static_cast<std::int64_t>(codec.kept());
+        e.payload_floats = static_cast<std::int64_t>(codec.payload_floats(c.bits));
+        l.host_sync = e.sparse();  // cuda::topk returns its count
+        lp.exchanges.push_back(std::move(e));
+        return technique(Technique::Compress, static_cast<std::int32_t>(lp.exchanges.size() - 1));
+      }
+    case Kernel::Decompress: {
+      const std::int32_t e = exchange_before(prog, i, lp);
+      if (e < 0) throw InvalidArgument("op '" + plan.names.at(op.name) + "' (tgc.decompress) follows no compressed collective");
+      return technique(Technique::Decompress, e);
+    }
+    case Kernel::MaskRefresh: {
+      DsaLaunch& d = dsa();
+      d.granularity = c.sparsity;
+      d.block = nonneg(c.block);
+      d.every = std::max(1, c.every);
+      l.host_sync = true;  // the mask twins return their active count
+      return technique(Technique::Refresh, -1);
+    }
+    case Kernel::MaskedStep:
+      dsa().rest_bytes = masked_step_rest_bytes(c);
+      return technique(Technique::MaskedStep, -1);
+    case Kernel::LossScale:
+      lp.loss_scale_elements = std::max(lp.loss_scale_elements, nonneg(c.elements));
+      return technique(Technique::LossScale, -1);
+    case Kernel::Precision:
+      lp.statistics_elements = std::max(lp.statistics_elements, nonneg(c.elements));
+      return technique(Technique::Statistics, -1);
+    case Kernel::Lora:
+    case Kernel::None: {
+      const bool two_four = c.sparsity == OpCost::Sparsity::TwoFour;
+      if (!c.is_matmul() || !(two_four || c.sparsity == OpCost::Sparsity::Block)) return false;
+      SparseGemmLaunch g;
+      g.two_four = two_four;
+      g.block = nonneg(c.block);
+      g.density = c.density;
+      g.m = nonneg(c.m);
+      g.batch = std::max<std::int64_t>(1, c.batch);
+      if (!two_four && (g.block <= 0 || g.block % 16 != 0)) return false;  // the BSR twin's 16×16 tiles
+      const std::int64_t unit = two_four ? 4 : g.block;
+      g.k = nonneg(c.k) / unit * unit;
+      g.n = two_four ? nonneg(c.n) : nonneg(c.n) / unit * unit;
+      if (g.m == 0 || g.n == 0 || g.k == 0) return false;
+      const auto it = std::find(lp.sparse_gemms.begin(), lp.sparse_gemms.end(), g);
+      if (it != lp.sparse_gemms.end()) return technique(Technique::SparseGemm, static_cast<std::int32_t>(it - lp.sparse_gemms.begin()));
+      lp.sparse_gemms.push_back(g);
+      return technique(Technique::SparseGemm, static_cast<std::int32_t>(lp.sparse_gemms.size() - 1));
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
-LaunchPlan plan_launches(const Plan& plan, int rank) {
+LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives) {
   if (rank < 0 || rank >= plan.world_size())
     throw InvalidArgument("plan_launches: rank " + std::to_string(rank) + " is outside the plan's " +
                           std::to_string(plan.world_size()) + " ranks");
@@ -93,6 +238,7 @@ LaunchPlan plan_launches(const Plan& plan, int rank) {
         const OpCost& cost = plan.costs.at(static_cast<std::size_t>(op.cost));
         l.lane = stream_lane(op.stream);
         l.flops = cost.flops;
+        if (plan_technique(plan, prog, static_cast<std::uint32_t>(i), cost, l, lp)) break;
         const bool gemm = cost.is_matmul() && (cost.kernel == OpCost::Kernel::None || cost.kernel == OpCost::Kernel::Lora);
         if (gemm && cost.m > 0 && cost.n > 0 && cost.k > 0) {
           l.kind = OpLaunch::Kind::Gemm;
@@ -124,6 +270,21 @@ LaunchPlan plan_launches(const Plan& plan, int rank) {
         l.bytes = round_up_to_unit(op.collective, members, op.bytes);
         l.comm = comm_of(CommKey{false, op.stream, op.group, 0});
         lp.comm_buffer[l.comm] = std::max(lp.comm_buffer[l.comm], l.bytes);
+        // The collective after a compress op is its exchange's (technique_ops.cpp's rule).
+        for (std::size_t d = 0; d < prog.num_deps(i); ++d) {
+          const OpLaunch& dep = lp.ops[prog.deps_of(i)[d]];
+          if (dep.technique != Technique::Compress) continue;
+          TgcExchange& e = lp.exchanges[static_cast<std::size_t>(dep.index)];
+          e.collective = static_cast<std::int32_t>(i);
+          e.op = op.collective;
+          e.members = plan.group_members(rank, op.group);
+          e.me = static_cast<int>(std::find(e.members.begin(), e.members.end(), rank) - e.members.begin());
+          e.carried = native_collectives && (op.collective == CollectiveOp::AllGather || op.collective == CollectiveOp::AllReduce);
+          if (e.carried) {
+            l.index = dep.index;
+            l.bytes = 4 * e.output_floats();
+          }
+        }
         break;
       }
       case OpKind::Send:
@@ -166,6 +327,10 @@ LaunchPlan plan_launches(const Plan& plan, int rank) {
     }
   }
   for (Bytes b : lp.comm_buffer) lp.collective_buffers += 2 * b;
+  for (const TgcExchange& e : lp.exchanges) lp.technique_bytes += e.bytes();
+  for (const SparseGemmLaunch& g : lp.sparse_gemms) lp.technique_bytes += g.bytes();
+  lp.technique_bytes += lp.dsa.bytes() + 8 * lp.loss_scale_elements + 4 * lp.statistics_elements + 64;
+  if (lp.dsa.present) lp.stream_pool = std::max(lp.stream_pool, lp.dsa.rest_bytes);
 
   // Waits: the execution core's edges that cross lanes (plan_exec.hpp's ExecGraph: dependencies and
   // FIFO successors; a FIFO successor is always on its predecessor's lane, so only dependencies cross).

@@ -19,13 +19,18 @@
 // lane is a cudaStreamWaitEvent on the producer's release event: its end, or for a Send — eager in the
 // plan, finished when posted — its start (the point its stream reached it, after its own waits).
 // Ops are enqueued in program order, a topological order of those edges (every dependency points to an
-// earlier op), so every awaited event has been recorded when it is waited on.
+// earlier op), so every awaited event has been recorded when it is waited on. Technique ops whose
+// kernels' twins return a count (host_sync) make the host wait for the device there.
+//
+// Technique ops: the roles and state of the CPU backend's technique_ops.hpp (Technique, TgcExchange,
+// DsaLaunch, SparseGemmLaunch), planned here without a GPU; cuda_backend.cpp runs them with the twins.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/units.hpp"
 
@@ -43,8 +48,73 @@ std::string to_string(const Lane& lane);  // "compute", "collective", "send+2", 
 // (fp8 GEMMs need cublasLt's scaled matmul, not wired yet: the span keeps the plan's FLOPs).
 DType gemm_dtype(DType dtype);
 
+// The technique ops' roles, as the CPU backend's technique_ops.hpp runs them (the same semantics, on the
+// GPU with the kernels' CUDA twins, kernels/include/twinbed/kernels/*.hpp, namespace cuda).
+enum class Technique : std::uint8_t {
+  None,
+  Compress,    // TGC: error feedback + top-k / quantisation of the exchange's gradient into its payload
+  Requantize,  // TGC "tgc.requantize": decode + add + encode of the op's `elements` (the hops' work)
+  Decompress,  // TGC: decode what the collective delivered and sum it into the gradient
+  Refresh,     // DSA: importance + masks of a 1/every slice of the targets (a different slice each iteration)
+  MaskedStep,  // DSA: masked Adam of the targets, then a streaming pass over the step's other bytes
+  LossScale,   // precision: unscale of `elements` gradients with the overflow check
+  Statistics,  // precision: max|g| and Σg² over a 1/every slice of `elements` gradients
+  SparseGemm,  // DSA: block-sparse (BSR) or 2:4 GEMM Y = X·Wᵀ through the twins
+};
+const char* to_string(Technique t);
+
+// A TGC exchange of one rank: compress → collective → (requantize) → decompress of one gradient
+// reduction, as technique_ops.cpp's Exchange. Sizes in elements / floats.
+struct TgcExchange {
+  TgcParams params;           // bits, topk_fraction, error_feedback, block_size of the compress op
+  std::int64_t n = 0;         // gradient elements
+  std::int64_t kept = 0;      // entries sent: k of top-k, or n when dense
+  std::int64_t payload_floats = 0;  // real::TgcCodec's payload_floats(bits)
+  std::uint32_t name = 0;     // the compress op's name: with the rank, the gradient's identity (seed)
+  std::int32_t collective = -1;     // the op index of the collective that follows the compress op
+  CollectiveOp op = CollectiveOp::AllGather;
+  std::vector<int> members;   // world ranks of the group, in schedule order
+  int me = 0;
+  std::int64_t hop = 0;       // requantize's elements (0: none)
+  // The collective moves the payload itself (NCCL's native all-gather / all-reduce from the exchange's
+  // payload buffer into its output buffer); otherwise (a registered schedule) it moves the plan's bytes
+  // and the decompress decodes the rank's own payload, as often as it would decode received ones.
+  bool carried = false;
+  bool sparse() const { return kept < n; }
+  std::int64_t output_floats() const {
+    return op == CollectiveOp::AllGather ? payload_floats * static_cast<std::int64_t>(members.size()) : payload_floats;
+  }
+  // Device bytes of its buffers (gradient, residual, payload, output, sum, selection and codes, hop).
+  Bytes bytes() const;
+  bool operator==(const TgcExchange&) const = default;
+};
+
+// DSA's state of one program: the masks of `n` target parameters (all its DSA ops agree on n).
+struct DsaLaunch {
+  bool present = false;
+  std::int64_t n = 0;
+  double density = 1;
+  OpCost::Sparsity granularity = OpCost::Sparsity::Unstructured;
+  std::int64_t block = 0;
+  int every = 1;
+  Bytes rest_bytes = 0;  // the masked step's other parameters, streamed (masked_step_rest_bytes)
+  Bytes bytes() const { return present ? 4 * 5 * n + 2 * n : 0; }
+  bool operator==(const DsaLaunch&) const = default;
+};
+
+// One distinct sparse GEMM cost: Y (m×n) = X (m×k) · Wᵀ, W n×k masked as BSR b×b blocks at `density`
+// or pruned 2:4, run `batch` times. k (and n for BSR) cut to whole blocks / groups of four.
+struct SparseGemmLaunch {
+  std::int64_t m = 0, n = 0, k = 0, batch = 1;
+  bool two_four = false;
+  std::int64_t block = 0;
+  double density = 1;
+  Bytes bytes() const { return 4 * (m * k + 2 * n * k + m * n) + 4 * (n + 1); }
+  bool operator==(const SparseGemmLaunch&) const = default;
+};
+
 struct OpLaunch {
-  enum class Kind : std::uint8_t { Gemm, Stream, Collective, Send, Recv, Alloc, Free };
+  enum class Kind : std::uint8_t { Gemm, Stream, Technique, Collective, Send, Recv, Alloc, Free };
   Kind kind = Kind::Stream;
   std::uint32_t lane = 0;
   // Gemm: `batch` products C(m×n) = A(m×k)·B(k×n), strided in one pool, in `dtype` (gemm_dtype).
@@ -57,6 +127,16 @@ struct OpLaunch {
   double flops = 0;  // what the span records (Gemm, Stream)
   // Stand-in: the op's own kernel is not run; a GEMM or stream of its work is (see plan_launches).
   bool stand_in = false;
+  // Technique: its role and, for TGC roles, the exchange (LaunchPlan::exchanges), for SparseGemm the
+  // GEMM (LaunchPlan::sparse_gemms); `elements` the op's (LossScale, Statistics), `every` its slicing.
+  // Collective: index >= 0 when it carries that exchange's payload (TgcExchange::carried).
+  Technique technique = Technique::None;
+  std::int32_t index = -1;
+  // The host waits for the op's lane to reach its end before enqueuing the next op: the twins that
+  // return a count synchronise their stream (top-k of a sparse TGC compress; the DSA mask selections).
+  bool host_sync = false;
+  std::int64_t elements = 0;
+  int every = 1;
   // Collective.
   CollectiveOp collective = CollectiveOp::AllReduce;
   std::uint32_t comm = 0;  // index into LaunchPlan::comms
@@ -100,13 +180,21 @@ struct LaunchPlan {
   // Per communicator: the bytes of each of its two buffers (input, output), the largest collective on
   // it; its collectives run one after another on one lane, so they share them. 0 for P2P ones.
   std::vector<Bytes> comm_buffer;
+  // Technique state, kept across iterations (technique_ops.hpp's): TGC exchanges, DSA's masks, the sparse
+  // GEMMs, the loss-scaling and statistics buffers (the largest op's elements), and their device bytes.
+  std::vector<TgcExchange> exchanges;
+  DsaLaunch dsa;
+  std::vector<SparseGemmLaunch> sparse_gemms;
+  std::int64_t loss_scale_elements = 0, statistics_elements = 0;
+  Bytes technique_bytes = 0;
   bool operator==(const LaunchPlan&) const = default;
 
   std::uint32_t lane_count() const { return static_cast<std::uint32_t>(lanes.size()); }
   const std::uint32_t* waits_of(std::size_t i) const { return waits.data() + wait_begin[i]; }
   std::size_t num_waits(std::size_t i) const { return wait_begin[i + 1] - wait_begin[i]; }
   Bytes device_bytes() const {
-    return gemm_pool + stream_pool + send_buffer + recv_buffers + collective_buffers + arena + resident + transient_peak;
+    return gemm_pool + stream_pool + send_buffer + recv_buffers + collective_buffers + arena + resident + transient_peak +
+           technique_bytes;
   }
 };
 
@@ -114,20 +202,25 @@ struct LaunchPlan {
 // collectively): collective (stream, group kind) pairs of every program, then P2P keys, sorted.
 std::vector<CommKey> plan_comms(const Plan& plan);
 
-// Rank `rank`'s launches. Throws InvalidArgument for a rank outside the plan or a message larger than
-// one NCCL call's count.
+// Rank `rank`'s launches; `native_collectives`: NCCL's own collectives run (they carry TGC payloads),
+// else registered schedules. Throws InvalidArgument for a rank outside the plan, a message larger than
+// one NCCL call's count, a decompress / requantize after no compressed collective, or DSA ops of one
+// program over different parameter counts (as the CPU backend).
 // Op → launch:
 //  - Compute with a GEMM or attention cost (OpCost::Kind != MemoryBound) and no technique kernel, or a
 //    LoRA adapter GEMM: Gemm of the cost's m, n, k, batch in gemm_dtype(cost.dtype), flops = cost.flops.
-//    DSA's Block / TwoFour sparse GEMMs: a dense GEMM of k·density (at least 1) — the non-zero work —
-//    marked stand_in (the kernels' bsr / 2:4 CUDA twins need the masks and blocks the CPU backend keeps).
+//  - DSA's Block / TwoFour sparse GEMMs: Technique SparseGemm (the twins' BSR / 2:4 GEMM over W n×k cut
+//    to whole blocks), one SparseGemmLaunch per distinct cost. Where the twin cannot run it — a BSR
+//    block that is not a multiple of 16 (the CUDA twin's tile), or no whole block — a dense GEMM of
+//    k·density (at least 1), the non-zero work, marked stand_in.
 //  - Compute, memory-bound: Stream of cost.bytes.
-//  - Compute, a technique kernel (TGC compress/decompress, DSA mask refresh and masked step, loss
-//    scaling, precision statistics): Stream of cost.bytes, marked stand_in — the kernels' CUDA twins
-//    (kernels/) are not yet driven by this backend, so these ops move their bytes and no more.
-//  - Collective: on the (stream, group) communicator, bytes rounded up as the CPU backend rounds them.
+//  - Compute, a technique kernel (OpCost::kernel Compress, Decompress, MaskRefresh, MaskedStep,
+//    LossScale, Precision): Technique of its role (see Technique), flops = cost.flops.
+//  - Collective: on the (stream, group) communicator, bytes rounded up as the CPU backend rounds them;
+//    one that carries a TGC payload (native all-gather or all-reduce after a compress op): the payload's
+//    bytes (all-gather: every member's), index = the exchange.
 //  - Send / Recv: to / from rank + peer_offset on the lane of their direction and offset.
 //  - Alloc / Free: placement as above; they run on the op's stream's lane.
-LaunchPlan plan_launches(const Plan& plan, int rank);
+LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives = true);
 
 }  // namespace twinbed::real::cuda_detail

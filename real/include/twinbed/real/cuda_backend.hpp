@@ -14,18 +14,36 @@
 //  - Compute, GEMM / attention cost: cuBLAS (cublasGemmStridedBatchedEx) of the cost's shape and batch in
 //    its dtype — fp32 (true fp32), tf32, bf16, fp16 on tensor cores with fp32 accumulation; fp8 runs as
 //    bf16 (cublasLt's scaled fp8 matmul is not wired). LoRA's adapter GEMMs likewise. DSA's block / 2:4
-//    sparse GEMMs: a dense GEMM of the non-zero work (k × density), a stand-in.
+//    sparse GEMMs: see below.
 //  - Compute, memory-bound cost: a streaming kernel y = a·x + b over the op's bytes (half read, half
 //    written).
-//  - Compute, a technique kernel (TGC compress / decompress, DSA mask refresh and masked step, loss
-//    scaling, precision statistics): a streaming kernel of the op's bytes — a STAND-IN: the CUDA twins of
-//    kernels/ are not yet driven by this backend (they need the technique state the CPU backend keeps in
-//    technique_ops.hpp). Their spans are timed as that, not as the technique's kernel.
+//  - Compute, a technique kernel: the kernels' CUDA twins (kernels/, namespace cuda) in the roles and
+//    semantics of the CPU backend's technique_ops.hpp, on synthetic gradient-like device buffers (the CPU
+//    backend's values, filled on the host once and copied) and state kept across iterations:
+//      TGC compress    error feedback + exact top-k + quantisation (cuda::ef_accumulate, topk,
+//                      ef_clear_sent, quantize, dequantize, scatter_add; cuBLAS saxpy for the residual)
+//                      packed into a device payload of real::TgcCodec's format (cudaMemcpyAsync).
+//      tgc.requantize  decode + add + encode of the op's elements (dequantize, add, quantize).
+//      TGC decompress  decode of what the collective delivered (every member's all-gathered payload),
+//                      summed; after an all-reduce, or under a schedule, the rank's own payload.
+//      DSA refresh     importance + masks (unstructured, b×b block, 2:4) of a 1/every slice per iteration.
+//      DSA masked step masked Adam of the targets, then the step's other bytes streamed.
+//      loss scaling    unscale with the overflow check (device_kernels.cu; Error after the iteration).
+//      statistics      max|g| and Σg² of a 1/every slice (device_kernels.cu).
+//      sparse GEMMs    the twins' BSR GEMM (block a multiple of 16: the twin's tile) and 2:4 gather GEMM
+//                      over W cut to whole blocks; other blocks: a dense cuBLAS GEMM of the non-zero work
+//                      (k × density), a STAND-IN.
+//    The twins that return a count (top-k, the mask selections) synchronise their stream and allocate
+//    scratch per call: the host waits there before enqueuing further ops (see plan_launch.hpp).
 //  - Collective: NCCL on one communicator per (plan stream, group kind) (ncclCommSplit of the job's),
 //    NCCL's own collective for "native" (all-to-all as grouped ncclSend/ncclRecv), else the registered
 //    schedule over ncclSend/ncclRecv exactly as measure_collectives_cuda runs it; fp32 data, sizes rounded
-//    up to the element rule as the CPU backend rounds them. Technique payloads are not carried (bytes
-//    only).
+//    up to the element rule as the CPU backend rounds them. A TGC exchange's collective under "native"
+//    (all-gather or all-reduce) carries the payloads themselves, from the exchange's payload buffer into
+//    its output buffer; the first time each all-gather of payloads runs, the output is copied back and
+//    every member's payload re-encoded on the host (TgcCodec) and compared float by float
+//    (payload_check(); Error when any differs). Under a registered schedule payloads are not carried
+//    (the plan's bytes move).
 //  - Send / Recv: ncclSend / ncclRecv of the plan's bytes, on a communicator per peer offset.
 //  - Alloc / Free: the model state (allocated, never freed in the program) in device memory allocated
 //    once and kept across iterations; other tensors cudaMallocAsync / cudaFreeAsync on their stream (the
@@ -49,6 +67,7 @@
 #include "twinbed/core/experiment.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/trace.hpp"
+#include "twinbed/real/cpu_backend.hpp"  // PayloadCheck
 
 namespace twinbed::real {
 
@@ -90,9 +109,13 @@ class CudaBackend : public Backend {
   // Error naming the call when CUDA, NCCL or cuBLAS fails.
   Trace run(const Plan& plan) override;
 
+  // This rank's verification of TGC's all-gathered payloads so far (see the file's comment).
+  const PayloadCheck& payload_check() const { return payload_check_; }
+
  private:
   struct Impl;
   CudaBackendOptions options_;
+  PayloadCheck payload_check_;
   std::unique_ptr<Impl> impl_;
 };
 
