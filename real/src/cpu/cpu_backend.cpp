@@ -55,15 +55,23 @@ struct CollKey {
   StreamKind stream;
   GroupKind group;
   CollectiveOp op;
-  Bytes bytes;  // executed
+  Bytes bytes;        // executed
+  int wire_bits = 0;  // a quantised reduction (TGC): its transfers' bits and block, else 0
+  std::int64_t wire_block = 0;
   bool operator<(const CollKey& o) const {
-    return std::tie(stream, group, op, bytes) < std::tie(o.stream, o.group, o.op, o.bytes);
+    return std::tie(stream, group, op, bytes, wire_bits, wire_block) <
+           std::tie(o.stream, o.group, o.op, o.bytes, o.wire_bits, o.wire_block);
   }
 };
 
-CollKey key_of(const Plan& plan, int rank, const PlanOp& op) {
+// A quantised reduction runs over its decoded values (technique_ops.hpp), whatever the plan's bytes.
+CollKey key_of(const Plan& plan, int rank, const PlanOp& op,
+               const std::optional<detail::TechniqueOps::QuantisedReduction>& quantised = std::nullopt) {
   const int n = static_cast<int>(plan.group_members(rank, op.group).size());
   // Sizes the element rule (collective_data.hpp) rejects are rounded up to it.
+  if (quantised)
+    return {op.stream, op.group, op.collective, round_up_to_unit(op.collective, n, 4 * quantised->elements),
+            quantised->spec.bits, static_cast<std::int64_t>(quantised->spec.block)};
   return {op.stream, op.group, op.collective, round_up_to_unit(op.collective, n, op.bytes)};
 }
 
@@ -75,6 +83,8 @@ class CollectiveSlot {
  public:
   CollectiveSlot(const CollKey& key, MPI_Comm comm, int n, const Schedule* schedule)
       : op_(key.op), comm_(comm), n_(n), request_shape_{key.op, n, key.bytes, 0, 0} {
+    std::optional<kernels::QuantSpec> wire;
+    if (key.wire_bits > 0) wire = kernels::QuantSpec{key.wire_bits, static_cast<std::size_t>(key.wire_block)};
     const std::int64_t floats = key.bytes / 4;
     const std::string what = to_string(key.op) + " of " + std::to_string(key.bytes) + " bytes";
     count_ = detail::as_count(floats, what);
@@ -83,7 +93,7 @@ class CollectiveSlot {
       int me = 0;
       MPI_CHECK(MPI_Comm_rank(comm, &me));
       me_ = me;
-      program_ = std::make_unique<detail::RankProgram>(*schedule, me);
+      program_ = std::make_unique<detail::RankProgram>(*schedule, me, wire);
       workspace_.assign(static_cast<std::size_t>(program_->workspace_floats()), 0.0f);
       return;
     }
@@ -494,18 +504,19 @@ Trace CpuBackend::run(const Plan& plan) {
       pool_in = std::max(pool_in, pp.compute[i].input_floats());
       pool_out = std::max(pool_out, pp.compute[i].output_floats());
     } else if (op.kind == OpKind::Collective) {
-      const CollKey key = key_of(plan, im.rank, op);
+      const auto quantised = pp.techniques->quantised_reduction(static_cast<std::uint32_t>(i));
+      const CollKey key = key_of(plan, im.rank, op, quantised);
       auto& slot = slots[key];
       if (!slot) {
         const int n = static_cast<int>(plan.group_members(im.rank, op.group).size());
         const Schedule* schedule = nullptr;
-        if (!native && n > 1) {
+        if ((!native || quantised) && n > 1) {
           // Built above for the program's representative; a rank whose group differs in size (not what
-          // build_plan makes) builds its own.
+          // build_plan makes), or a quantised reduction, builds its own. MPI's own collectives cannot
+          // quantise at each hop: a quantised reduction runs the ring schedule under "native".
+          const std::string algorithm = native ? "ring" : options_.collective_algorithm;
           auto& built = schedules[std::make_tuple(key.op, n, key.bytes)];
-          if (!built)
-            built = registry.get(options_.collective_algorithm)
-                        .build(CollectiveRequest{key.op, n, key.bytes, 0, options_.ranks_per_host});
+          if (!built) built = registry.get(algorithm).build(CollectiveRequest{key.op, n, key.bytes, 0, options_.ranks_per_host});
           schedule = built.get();
         }
         slot = std::make_unique<CollectiveSlot>(key, im.comm_for(plan, {op.stream, op.group}), n, schedule);

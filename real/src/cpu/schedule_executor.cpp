@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
+#include <span>
+
+#include "twinbed/kernels/tgc.hpp"
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/real/mpi.hpp"
@@ -41,7 +45,8 @@ int as_count(std::int64_t floats, const std::string& what) {
   return static_cast<int>(floats);
 }
 
-RankProgram::RankProgram(const Schedule& schedule, int rank) : rank_(rank) {
+RankProgram::RankProgram(const Schedule& schedule, int rank, std::optional<kernels::QuantSpec> wire)
+    : rank_(rank), wire_(wire) {
   RankRounds lowered = lower_schedule(schedule, rank);
   layout_ = std::move(lowered.layout);
   rounds_.resize(lowered.rounds.size());
@@ -54,6 +59,27 @@ RankProgram::RankProgram(const Schedule& schedule, int rank) : rank_(rank) {
   }
   send_scratch_.resize(static_cast<std::size_t>(send_scratch_floats_));
   recv_scratch_.resize(static_cast<std::size_t>(recv_scratch_floats_));
+}
+
+std::int64_t RankProgram::wire_floats(std::int64_t count) const {
+  if (!wire_ || count == 0) return count;
+  return static_cast<std::int64_t>((kernels::quant_payload_bytes(static_cast<std::size_t>(count), *wire_) + 3) / 4);
+}
+
+void RankProgram::encode(const float* from, std::int64_t count, float* to) {
+  const auto n = static_cast<std::size_t>(count);
+  const std::size_t blocks = kernels::quant_num_blocks(n, *wire_);
+  codes_.resize(kernels::quant_code_bytes(n, wire_->bits));
+  kernels::cpu::quantize(std::span<const float>(from, n), *wire_, codes_, std::span<float>(to, blocks));
+  std::memcpy(to + blocks, codes_.data(), codes_.size());
+}
+
+void RankProgram::decode(const float* from, std::int64_t count, float* to) {
+  const auto n = static_cast<std::size_t>(count);
+  const std::size_t blocks = kernels::quant_num_blocks(n, *wire_);
+  codes_.resize(kernels::quant_code_bytes(n, wire_->bits));
+  std::memcpy(codes_.data(), from + blocks, codes_.size());
+  kernels::cpu::dequantize(codes_, std::span<const float>(from, blocks), *wire_, std::span<float>(to, n));
 }
 
 std::int64_t RankProgram::workspace_floats() const {
@@ -111,7 +137,14 @@ void RankProgram::post_round(std::size_t k, MPI_Comm comm, std::vector<float>& w
       from = ws + m.parts[0].offset;
     } else {
       float* pack = send_scratch_.data() + m.scratch;
-      for (const RankTransfer& t : m.parts) pack = std::copy(ws + t.offset, ws + t.offset + t.count, pack);
+      for (const RankTransfer& t : m.parts) {
+        if (wire_) {
+          if (t.count > 0) encode(ws + t.offset, t.count, pack);
+          pack += wire_floats(t.count);
+        } else {
+          pack = std::copy(ws + t.offset, ws + t.offset + t.count, pack);
+        }
+      }
       from = send_scratch_.data() + m.scratch;
     }
     MPI_CHECK(MPI_Isend(from, m.count, MPI_FLOAT, m.peer, plan.tag, comm, &requests_.emplace_back()));
@@ -126,12 +159,18 @@ void RankProgram::apply_round(std::size_t k, std::vector<float>& workspace) {
     const float* in = recv_scratch_.data() + m.scratch;
     for (const RankTransfer& t : m.parts) {
       float* own = ws + t.offset;
-      if (t.reduce) {
-        for (std::int64_t i = 0; i < t.count; ++i) own[i] += in[i];
-      } else {
-        std::copy(in, in + t.count, own);
+      const float* values = in;
+      if (wire_ && t.count > 0) {
+        decoded_.resize(static_cast<std::size_t>(t.count));
+        decode(in, t.count, decoded_.data());
+        values = decoded_.data();
       }
-      in += t.count;
+      if (t.reduce) {
+        for (std::int64_t i = 0; i < t.count; ++i) own[i] += values[i];
+      } else {
+        std::copy(values, values + t.count, own);
+      }
+      in += wire_floats(t.count);
     }
   }
 }
@@ -139,13 +178,13 @@ void RankProgram::apply_round(std::size_t k, std::vector<float>& workspace) {
 void RankProgram::finish_round(int k, RoundPlan& plan) {
   auto floats_of = [&](const Message& m, int src, int dst) {
     std::int64_t total = 0;
-    for (const RankTransfer& t : m.parts) total += t.count;
+    for (const RankTransfer& t : m.parts) total += wire_floats(t.count);
     return as_count(total, "round " + std::to_string(k) + "'s message " + std::to_string(src) + " -> " + std::to_string(dst));
   };
   std::int64_t send_used = 0;
   for (Message& m : plan.sends) {
     m.count = floats_of(m, rank_, m.peer);
-    m.direct = m.parts.size() == 1;  // one chunk: send it from where it lies
+    m.direct = m.parts.size() == 1 && !wire_;  // one chunk: send it from where it lies
     if (!m.direct) {
       m.scratch = send_used;
       send_used += m.count;
@@ -155,7 +194,7 @@ void RankProgram::finish_round(int k, RoundPlan& plan) {
   for (Message& m : plan.recvs) {
     m.count = floats_of(m, m.peer, rank_);
     // A lone transfer the lowering lets land in place is received straight into its chunk.
-    m.direct = m.parts.size() == 1 && m.parts[0].in_place;
+    m.direct = m.parts.size() == 1 && m.parts[0].in_place && !wire_;
     if (!m.direct) {
       m.scratch = recv_used;
       recv_used += m.count;

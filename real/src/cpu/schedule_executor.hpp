@@ -10,10 +10,12 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "twinbed/core/schedule.hpp"
+#include "twinbed/kernels/payload.hpp"
 #include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/mpi.hpp"
 
@@ -76,9 +78,15 @@ class DupComm {
   int rank_ = 0;
 };
 
+// WIRE CODEC (optional; TGC's quantised reduction, core/passes/tgc.hpp): every transfer travels
+// quantised at `wire` (kernels/tgc.hpp's format, blocks counted from the transfer's first float): the
+// sender encodes the chunk's current values, the receiver decodes them before adding or copying. A
+// reduction is then decoded, added and encoded again at every hop, and the bytes on the wire are the
+// transfers' quantised payloads ([fp32 scales][codes], padded to whole floats). Messages never land in
+// place with a codec.
 class RankProgram {
  public:
-  RankProgram(const Schedule& schedule, int rank);
+  RankProgram(const Schedule& schedule, int rank, std::optional<kernels::QuantSpec> wire = std::nullopt);
 
   const std::vector<ChunkElements>& layout() const { return layout_; }
   // Floats a workspace for this schedule holds (every chunk back to back).
@@ -100,7 +108,15 @@ class RankProgram {
   void post_round(std::size_t k, MPI_Comm comm, std::vector<float>& workspace);
   void apply_round(std::size_t k, std::vector<float>& workspace);
 
+  // Floats a transfer of `count` floats takes on the wire.
+  std::int64_t wire_floats(std::int64_t count) const;
+  void encode(const float* from, std::int64_t count, float* to);
+  void decode(const float* from, std::int64_t count, float* to);
+
   int rank_;
+  std::optional<kernels::QuantSpec> wire_;
+  std::vector<float> decoded_;  // a received transfer, decoded
+  std::vector<std::uint8_t> codes_;
   std::vector<ChunkElements> layout_;
   std::vector<RoundPlan> rounds_;
   std::int64_t send_scratch_floats_ = 0;

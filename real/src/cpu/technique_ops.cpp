@@ -54,18 +54,20 @@ struct Exchange {
   std::unique_ptr<TgcCodec> codec;
   std::size_t payload_floats = 0;
   std::vector<float> gradient, payload, output, sum;
-  // Requantize's hop work: (R−1)/R of the elements decoded, added, encoded again.
-  std::size_t hop = 0;
-  std::vector<std::uint8_t> hop_codes, hop_out_codes;
-  std::vector<float> hop_scales, hop_out_scales, hop_values;
+  std::vector<float> contribution;  // quantised reduction: this rank's payload decoded, its input
   bool verified = false;
 
+  // A dense quantised payload is reduced hop by hop over its decoded values; top-k ones are all-gathered.
+  bool quantised_reduction() const { return bits > 0 && !codec->sparse(); }
+  kernels::QuantSpec spec() const { return {bits == 0 ? 8 : bits, static_cast<std::size_t>(params.block_size)}; }
   std::size_t output_floats() const {
+    if (quantised_reduction()) return op == CollectiveOp::ReduceScatter ? (n + members.size() - 1) / members.size() : n;
     return op == CollectiveOp::AllGather ? payload_floats * members.size() : payload_floats;
   }
   std::int64_t bytes() const {
-    const std::size_t floats = 2 * n + (params.error_feedback ? n : 0) + payload_floats + output_floats() + 3 * hop + n;
-    return static_cast<std::int64_t>(4 * floats + 4 * hop);
+    const std::size_t floats = 2 * n + (params.error_feedback ? n : 0) + payload_floats + output_floats() + n +
+                               (quantised_reduction() ? n : 0);
+    return static_cast<std::int64_t>(4 * floats);
   }
 };
 
@@ -230,7 +232,6 @@ void TechniqueOps::Impl::prepare(double compute_scale) {
           role[i] = Role::Requantize;
           index[i] = exchange_before(i);
           if (index[i] < 0) throw InvalidArgument("op '" + plan->names.at(op.name) + "' (tgc.requantize) follows no compressed collective");
-          exchanges[static_cast<std::size_t>(index[i])].hop = as_size(c.elements);  // (R−1)/R of them: the hops'
         } else {
           Exchange e;
           e.params.bits = c.bits;
@@ -305,19 +306,56 @@ void TechniqueOps::Impl::prepare(double compute_scale) {
 
 void TechniqueOps::Impl::verify(Exchange& e) {
   // Every member's first payload, re-encoded here from its gradient with a fresh residual.
-  std::vector<float> g(e.n), expected(e.payload_floats);
+  std::vector<float> g(e.n), expected(e.payload_floats), exact, bound, mine;
+  const bool reduced = e.quantised_reduction();
+  const kernels::QuantSpec spec = e.spec();
+  if (reduced) {
+    exact.assign(e.n, 0.0f);
+    bound.assign(e.n, 0.0f);
+  }
   for (std::size_t r = 0; r < e.members.size(); ++r) {
     TgcCodec fresh(e.params, e.n);
     fill_gradient(g, seed_of(e.members[r], e.name, static_cast<std::int64_t>(e.n)));
     fresh.encode(g, e.bits, expected);
-    const float* got = e.output.data() + r * e.payload_floats;
-    for (std::size_t i = 0; i < e.payload_floats; ++i)
-      if (std::memcmp(&expected[i], got + i, sizeof(float)) != 0) ++check.wrong;
-    check.floats += static_cast<std::int64_t>(e.payload_floats);
+    if (!reduced) {
+      const float* got = e.output.data() + r * e.payload_floats;
+      for (std::size_t i = 0; i < e.payload_floats; ++i)
+        if (std::memcmp(&expected[i], got + i, sizeof(float)) != 0) ++check.wrong;
+      check.floats += static_cast<std::int64_t>(e.payload_floats);
+      continue;
+    }
+    // The exact sum of the members' contributions, and the sum of their block amax: a partial sum's
+    // block amax is at most that.
+    mine.assign(e.n, 0.0f);
+    fresh.decode_add(expected, e.bits, mine);
+    for (std::size_t b0 = 0, j = 0; b0 < e.n; b0 += spec.block, ++j) {
+      float amax = 0;
+      for (std::size_t i = b0; i < std::min(e.n, b0 + spec.block); ++i) {
+        amax = std::max(amax, std::abs(mine[i]));
+        exact[i] += mine[i];
+      }
+      bound[j] += amax;
+    }
+  }
+  if (reduced && e.op == CollectiveOp::AllReduce) {
+    // Each encoding along a chunk's way (R−1 reductions, R−1 forwards) errs by at most half a step,
+    // amax / (2·qmax), of a transfer block; a transfer block starts at its chunk, so it overlaps two
+    // payload blocks at most, and its amax is at most the larger of theirs (bound[j]: the members'
+    // summed block amax, which bounds every partial sum's).
+    const double qmax = std::ldexp(1.0, spec.bits - 1) - 1;
+    const double encodings = 2.0 * static_cast<double>(e.members.size() - 1);
+    const std::size_t blocks = (e.n + spec.block - 1) / spec.block;
+    for (std::size_t i = 0; i < e.n; ++i) {
+      const std::size_t j = i / spec.block;
+      const float wide = std::max({bound[j], j > 0 ? bound[j - 1] : 0.0f, j + 1 < blocks ? bound[j + 1] : 0.0f});
+      const double limit = encodings * static_cast<double>(wide) / (2 * qmax) * (1 + 1e-5);
+      if (!(std::abs(static_cast<double>(e.output[i]) - static_cast<double>(exact[i])) <= limit)) ++check.wrong;
+    }
+    check.floats += static_cast<std::int64_t>(e.n);
   }
   e.verified = true;
   if (check.wrong > 0)
-    throw Error("CPU backend: the all-gather of the payloads '" + plan->names.at(e.name) + "' encoded delivered " +
+    throw Error("CPU backend: the exchange of the payloads '" + plan->names.at(e.name) + "' encoded delivered " +
                 std::to_string(check.wrong) + " wrong floats");
 }
 
@@ -354,16 +392,7 @@ void TechniqueOps::allocate() {
     e.payload.assign(e.payload_floats, 0.0f);
     e.output.assign(e.output_floats(), 0.0f);
     e.sum.assign(e.n, 0.0f);
-    if (e.hop > 0) {
-      const kernels::QuantSpec spec{e.bits == 0 ? 8 : e.bits, static_cast<std::size_t>(e.params.block_size)};
-      e.hop_values.resize(e.hop);
-      fill_gradient(e.hop_values, seed_of(im.rank, e.name, -1));
-      e.hop_codes.resize(kernels::quant_code_bytes(e.hop, spec.bits));
-      e.hop_scales.resize(kernels::quant_num_blocks(e.hop, spec));
-      kc::quantize(e.hop_values, spec, e.hop_codes, e.hop_scales);
-      e.hop_out_codes.resize(e.hop_codes.size());
-      e.hop_out_scales.resize(e.hop_scales.size());
-    }
+    if (e.quantised_reduction()) e.contribution.assign(e.n, 0.0f);
   }
   if (im.has_dsa) {
     Dsa& d = im.dsa;
@@ -429,24 +458,24 @@ std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
     case Role::Compress: {
       Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
       e.codec->encode(e.gradient, e.bits, e.payload);
+      if (e.quantised_reduction()) {  // what this rank contributes to the hop-by-hop reduction
+        std::fill(e.contribution.begin(), e.contribution.end(), 0.0f);
+        e.codec->decode_add(e.payload, e.bits, e.contribution);
+      }
       return std::nullopt;
     }
-    case Role::Requantize: {
-      Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
-      const kernels::QuantSpec spec{e.bits == 0 ? 8 : e.bits, static_cast<std::size_t>(e.params.block_size)};
-      requantize(e.hop_codes, e.hop_scales, e.hop_values, spec, std::span<float>(e.sum.data(), e.hop), e.hop_out_codes, e.hop_out_scales);
-      return std::nullopt;
-    }
+    case Role::Requantize:
+      return std::nullopt;  // the hops ran inside the collective (see the header)
     case Role::Decompress: {
       Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
-      std::fill(e.sum.begin(), e.sum.end(), 0.0f);
-      if (e.op == CollectiveOp::AllGather) {
-        if (!e.verified) im.verify(e);
-        for (std::size_t r = 0; r < e.members.size(); ++r)
-          e.codec->decode_add(std::span<const float>(e.output).subspan(r * e.payload_floats, e.payload_floats), e.bits, e.sum);
-      } else {
-        e.codec->decode_add(e.payload, e.bits, e.sum);  // see the header: the reduced codes are no decoded sum
+      if (!e.verified) im.verify(e);
+      if (e.quantised_reduction()) {
+        std::copy(e.output.begin(), e.output.end(), e.sum.begin());  // decoded at the last hop
+        return std::nullopt;
       }
+      std::fill(e.sum.begin(), e.sum.end(), 0.0f);
+      for (std::size_t r = 0; r < e.members.size(); ++r)
+        e.codec->decode_add(std::span<const float>(e.output).subspan(r * e.payload_floats, e.payload_floats), e.bits, e.sum);
       return std::nullopt;
     }
     case Role::Refresh: {
@@ -496,7 +525,16 @@ std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
 std::span<const float> TechniqueOps::collective_input(std::uint32_t op) const {
   const std::int32_t e = impl_->collective_of.at(op);
   if (e < 0) return {};
-  return impl_->exchanges[static_cast<std::size_t>(e)].payload;
+  const Exchange& x = impl_->exchanges[static_cast<std::size_t>(e)];
+  return x.quantised_reduction() ? std::span<const float>(x.contribution) : std::span<const float>(x.payload);
+}
+
+std::optional<TechniqueOps::QuantisedReduction> TechniqueOps::quantised_reduction(std::uint32_t op) const {
+  const std::int32_t e = impl_->collective_of.at(op);
+  if (e < 0) return std::nullopt;
+  const Exchange& x = impl_->exchanges[static_cast<std::size_t>(e)];
+  if (!x.quantised_reduction()) return std::nullopt;
+  return QuantisedReduction{static_cast<std::int64_t>(x.n), x.spec()};
 }
 
 std::span<float> TechniqueOps::collective_output(std::uint32_t op) {

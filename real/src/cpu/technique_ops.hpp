@@ -6,17 +6,20 @@
 // gradient per rank and tensor, fixed over iterations: the backend has no model to differentiate), the
 // work is the kernels' own:
 //   Compress     TGC (core/passes/tgc.hpp): the rank's gradient of `elements` floats plus its
-//                error-feedback residual encoded by real::TgcCodec into the payload the next collective
-//                sends. "tgc.requantize" (the hops of a quantised reduction): decode, add and re-encode
-//                (R−1)/R of the elements, the work of the hops.
-//   Decompress   the collective's output decoded and summed into the gradient: every rank's payload
-//                after an all-gather of top-k payloads. After an all-reduce of quantised payloads the
-//                codes were summed as floats by the float schedule, which is not a decoded sum: the
-//                rank's own payload is decoded instead (the same work; a hop-by-hop quantised reduction
-//                inside the schedule executor is not built).
-//                Verification (all-gather payloads): the first time each exchange runs, every rank
-//                re-encodes every member's gradient itself and counts the floats of the gathered
-//                payloads that differ from it (checks(); Error when any does).
+//                error-feedback residual encoded by real::TgcCodec into its payload. Top-k payloads are
+//                what the next collective all-gathers. A quantised (dense) payload is reduced hop by hop:
+//                the collective runs over the payload's decoded values with every transfer quantised
+//                (quantised_reduction(): decode, add, encode at each hop, the bytes on the wire the
+//                quantised chunks), so the plan's "tgc.requantize" op — the hops' work, which the
+//                simulator charges after the transfer — has nothing left to do here.
+//   Decompress   top-k: every rank's payload that arrived decoded and summed into the gradient; a
+//                quantised reduction: its decoded result written to the gradient.
+//                Verification, the first time each exchange runs: every rank re-encodes every member's
+//                payload from its gradient; all-gathered payloads must equal it float by float, and a
+//                quantised all-reduce's result must lie within the hops' quantisation error of the exact
+//                sum of the members' contributions (R hops of at most Σ_r amax_r / qmax per block, as a
+//                partial sum's block amax is at most the members' summed amax). checks() counts the
+//                floats compared and those outside; Error when any is.
 //   MaskRefresh  DSA: importance of 1/every of the target parameters (kernels' importance) and their
 //                masks selected at the density and granularity (unstructured, b×b blocks, 2:4), a
 //                different slice each iteration: the whole mask is refreshed every `every` iterations.
@@ -85,6 +88,14 @@ class TechniqueOps {
   // backend copies them in and out of the collective's buffers). Empty spans for other collectives.
   std::span<const float> collective_input(std::uint32_t op) const;
   std::span<float> collective_output(std::uint32_t op);
+  // Collective op i reduces quantised payloads hop by hop: the reduction runs over `elements` fp32 values
+  // with every transfer quantised at `spec` (schedule_executor.hpp's wire codec); its input and output
+  // above are then those fp32 values, not the payload. nullopt for other collectives.
+  struct QuantisedReduction {
+    std::int64_t elements = 0;
+    kernels::QuantSpec spec;
+  };
+  std::optional<QuantisedReduction> quantised_reduction(std::uint32_t op) const;
 
   // One iteration done (slices of amortised refreshes advance).
   void next_iteration();

@@ -17,7 +17,11 @@
 //    MPI_Iallgather, MPI_Ibcast, MPI_Ireduce, MPI_Ialltoall; root 0) or a registered schedule
 //    (collective_algorithms.hpp) executed over MPI point-to-point exactly as collectives.hpp does.
 //    A collective carrying a TGC payload moves the payload the compress op encoded (real::TgcCodec),
-//    and the decompress op decodes what arrived; all-gathered top-k payloads are verified (PayloadCheck).
+//    and the decompress op decodes what arrived; a quantised (dense) payload is reduced hop by hop:
+//    the schedule (ring under "native": MPI's collectives cannot quantise at each hop) runs over the
+//    decoded values with every transfer quantised (schedule_executor.hpp's wire codec). Both are
+//    verified (PayloadCheck): all-gathered payloads float by float, reductions within the hops'
+//    quantisation error of the exact sum.
 //    Sizes the element rule rejects (collective_data.hpp) are rounded UP to the next accepted size
 //    (a multiple of 4 bytes, or of 4·group size for reduce-scatter, all-gather, all-to-all); the span
 //    records the plan's bytes.
@@ -101,8 +105,9 @@ struct CpuBackendOptions {
   bool operator==(const CpuBackendOptions&) const = default;
 };
 
-// The verification of the payloads technique ops exchanged (TGC's all-gathered top-k payloads): every
-// rank re-encodes every member's first payload and compares it float by float with what arrived.
+// The verification of the payloads technique ops exchanged: every rank re-encodes every member's first
+// payload; TGC's all-gathered top-k payloads must equal it float by float, its quantised all-reduce must
+// lie within the hops' quantisation error of the exact sum of the members' contributions.
 struct PayloadCheck {
   std::int64_t floats = 0;  // payload floats compared, over all ranks
   std::int64_t wrong = 0;   // of them, different from the reference encoding
