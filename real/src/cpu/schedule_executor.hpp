@@ -83,7 +83,8 @@ class DupComm {
 // sender encodes the chunk's current values, the receiver decodes them before adding or copying. A
 // reduction is then decoded, added and encoded again at every hop, and the bytes on the wire are the
 // transfers' quantised payloads ([fp32 scales][codes], padded to whole floats). Messages never land in
-// place with a codec.
+// place with a codec. The rank that completes a chunk's reduction keeps its unencoded sum, the others
+// its decoded copy: after an all-reduce the ranks' values differ by at most one quantisation step.
 class RankProgram {
  public:
   RankProgram(const Schedule& schedule, int rank, std::optional<kernels::QuantSpec> wire = std::nullopt);
