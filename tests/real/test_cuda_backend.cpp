@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plan_launch.hpp"
+#include "support/plan_cases.hpp"
 #include "twinbed/core/device.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
@@ -46,66 +47,11 @@ using real::cuda_detail::plan_launches;
 using real::cuda_detail::Technique;
 using real::cuda_detail::TgcExchange;
 
-struct Case {
-  std::string what;
-  Plan plan;
-};
+using Case = test::PlanCase;
+using test::with_techniques;
 
-Plan with_techniques(Plan plan, const char* techniques) {
-  for (const nlohmann::json& entry : nlohmann::json::parse(techniques)) parse_technique(entry, "/techniques")->apply(plan);
-  return plan;
-}
-
-const char* const kTechniques[] = {
-    R"([{"pass": "tgc", "bits": 8, "topk_fraction": 0.1}])",
-    R"([{"pass": "tgc", "bits": 4}])",
-    R"([{"pass": "dsa", "density": 0.5, "granularity": "block", "block_size": 16, "mode": "prune", "refresh_every": 2}])",
-    R"([{"pass": "dsa", "density": 0.5, "granularity": "nm", "mode": "prune"}])",
-    R"([{"pass": "lora", "rank": 4}])",
-    R"([{"pass": "precision", "policy": "adaptive", "low": "fp16", "low_fraction": 0.5, "redecide_every": 2, "loss_scaling": "dynamic"}])",
-};
-
-// A tiny GPT under layouts of n ranks (as test_same_spans), with zrdf and each technique pass on the
-// data-parallel one.
-std::vector<Case> cases(int n) {
-  const TransformerModel model = gpt_model("tiny8", 8, 64, 4, 32, 128);
-  Layout base;
-  base.micro_batch = 1;
-  base.bucket_bytes = 16 * KiB;
-  std::vector<Case> out;
-  auto add = [&](const std::string& what, Layout l) { out.push_back({what, build_plan(model, l, ClusterShape{n, n})}); };
-  Layout l = base;
-  l.dp = n, l.global_batch = 4 * n;
-  add("dp", l);
-  if (n >= 2) {
-    l = base;
-    l.tp = 2, l.pp = n / 2, l.global_batch = 4;
-    add("tp pp 1f1b", l);
-  }
-  if (n == 4) {
-    l = base;
-    l.dp = 2, l.tp = 2, l.global_batch = 4, l.zero_stage = 3, l.sequence_parallel = true;
-    add("zero3 sp", l);
-    l = base;
-    l.tp = 2, l.pp = 2, l.global_batch = 4, l.schedule = PipelineSchedule::GPipe;
-    add("gpipe", l);
-    l = base;
-    l.pp = 4, l.global_batch = 8, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2;
-    add("interleaved", l);
-  }
-  Case arena = out.front();
-  arena.what += " zrdf";
-  apply_zrdf(arena.plan, ZrdfParams{});
-  out.push_back(arena);
-  for (const char* t : kTechniques) {
-    try {
-      out.push_back({out.front().what + " " + t, with_techniques(out.front().plan, t)});
-    } catch (const Error&) {
-      // A pass that needs more ranks than n (e.g. a reduction over dp = 1) is not a case here.
-    }
-  }
-  return out;
-}
+std::vector<Case> cases(int n) { return test::plan_cases(n); }
+const std::vector<const char*>& kTechniques = test::technique_cases();
 
 // ---- the planning, op by op --------------------------------------------------------------------------
 

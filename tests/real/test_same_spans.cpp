@@ -16,14 +16,13 @@
 #include <vector>
 
 #include "twinbed/core/device.hpp"
-#include "twinbed/core/passes.hpp"
-#include "twinbed/core/passes/zrdf.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/mpi.hpp"
 #include "twinbed/sim/plan_sim.hpp"
 #include "support/mpi_world.hpp"
+#include "support/plan_cases.hpp"
 
 namespace twinbed {
 namespace {
@@ -31,61 +30,8 @@ namespace {
 using test::world_rank;
 using test::world_size;
 
-struct Case {
-  std::string what;
-  Plan plan;
-};
-
-// A tiny GPT under layouts that fit n ranks: data, tensor and pipeline parallel, and on 4 ranks ZeRO-1
-// and -3, sequence parallelism, GPipe and interleaved 1F1B; one with a planned arena (zrdf).
-std::vector<Case> cases(int n) {
-  const TransformerModel model = gpt_model("tiny8", 8, 64, 4, 32, 128);
-  Layout base;
-  base.micro_batch = 1;
-  base.bucket_bytes = 16 * KiB;
-  std::vector<Case> out;
-  auto add = [&](const std::string& what, Layout l) {
-    out.push_back({what, build_plan(model, l, ClusterShape{n, n})});
-  };
-  Layout l = base;
-  l.dp = n, l.global_batch = 4 * n;
-  add("dp", l);
-  l = base;
-  l.tp = 2, l.pp = n / 2, l.global_batch = 4;
-  add("tp pp 1f1b", l);
-  if (n == 4) {
-    l = base;
-    l.dp = 2, l.tp = 2, l.global_batch = 4, l.zero_stage = 3, l.sequence_parallel = true;
-    add("zero3 sp", l);
-    l.zero_stage = 1, l.sequence_parallel = false;
-    add("zero1", l);
-    l = base;
-    l.tp = 2, l.pp = 2, l.global_batch = 4, l.schedule = PipelineSchedule::GPipe;
-    add("gpipe", l);
-    l = base;
-    l.pp = 4, l.global_batch = 8, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2;
-    add("interleaved", l);
-  }
-  Case arena = out.front();
-  arena.what += " zrdf";
-  apply_zrdf(arena.plan, ZrdfParams{});
-  out.push_back(arena);
-  // Each technique pass on the data-parallel plan: the ops it adds run in both backends too.
-  for (const char* techniques : {
-           R"([{"pass": "tgc", "bits": 8, "topk_fraction": 0.1}])",
-           R"([{"pass": "tgc", "bits": 4}])",
-           R"([{"pass": "dsa", "density": 0.5, "granularity": "block", "block_size": 16, "mode": "prune", "refresh_every": 2}])",
-           R"([{"pass": "dsa", "density": 0.5, "granularity": "nm", "mode": "prune"}])",
-           R"([{"pass": "lora", "rank": 4}])",
-           R"([{"pass": "precision", "policy": "adaptive", "low": "fp16", "low_fraction": 0.5, "redecide_every": 2, "loss_scaling": "dynamic"}])",
-       }) {
-    Case t = out.front();
-    t.what += std::string(" ") + techniques;
-    for (const nlohmann::json& entry : nlohmann::json::parse(techniques)) parse_technique(entry, "/techniques")->apply(t.plan);
-    out.push_back(std::move(t));
-  }
-  return out;
-}
+using Case = test::PlanCase;
+std::vector<Case> cases(int n) { return test::plan_cases(n); }
 
 // What a span says about what ran, without its times.
 using Ran = std::tuple<int, int, int, std::uint32_t, std::int32_t, Bytes>;  // op, stream, kind, name, mb, bytes

@@ -38,6 +38,7 @@
 namespace twinbed::real {
 namespace {
 
+using cuda_detail::CublasHandle;
 using cuda_detail::DeviceArray;
 using cuda_detail::Event;
 using cuda_detail::GpuProgram;
@@ -47,18 +48,6 @@ using cuda_detail::NcclComm;
 using cuda_detail::NcclGroup;
 using cuda_detail::OpLaunch;
 using cuda_detail::Stream;
-
-class CublasHandle {
- public:
-  CublasHandle() { CUBLAS_CHECK(cublasCreate(&handle_)); }
-  ~CublasHandle() { (void)cublasDestroy(handle_); }
-  CublasHandle(const CublasHandle&) = delete;
-  CublasHandle& operator=(const CublasHandle&) = delete;
-  cublasHandle_t get() const { return handle_; }
-
- private:
-  cublasHandle_t handle_ = nullptr;
-};
 
 std::pair<cudaDataType_t, cublasComputeType_t> cublas_types(DType dtype) {
   switch (dtype) {

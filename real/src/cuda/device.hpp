@@ -2,6 +2,7 @@
 // constructor checks its call (CUDA_CHECK throws); destructors release without throwing.
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -83,5 +84,18 @@ class Event {
 
 // Seconds from `start` to `stop` (both recorded); waits for `stop` first. Resolution about 0.5 us.
 double elapsed_seconds(const Event& start, const Event& stop);
+
+// A cuBLAS handle on the current device; owns it, not copyable.
+class CublasHandle {
+ public:
+  CublasHandle() { CUBLAS_CHECK(cublasCreate(&handle_)); }
+  ~CublasHandle() { (void)cublasDestroy(handle_); }
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  cublasHandle_t get() const { return handle_; }
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+};
 
 }  // namespace twinbed::real::cuda_detail

@@ -19,24 +19,13 @@
 namespace twinbed::real {
 namespace {
 
+using cuda_detail::CublasHandle;
 using cuda_detail::DeviceArray;
 using cuda_detail::Event;
 using cuda_detail::Stream;
 
 constexpr int kGemmWarmup = 3;  // the first GEMM of a shape also pays cuBLAS's heuristics and module loading
 constexpr int kCopyWarmup = 2;
-
-class CublasHandle {
- public:
-  CublasHandle() { CUBLAS_CHECK(cublasCreate(&handle_)); }
-  ~CublasHandle() { (void)cublasDestroy(handle_); }
-  CublasHandle(const CublasHandle&) = delete;
-  CublasHandle& operator=(const CublasHandle&) = delete;
-  cublasHandle_t get() const { return handle_; }
-
- private:
-  cublasHandle_t handle_ = nullptr;
-};
 
 struct GemmTypes {
   cudaDataType_t data;
