@@ -17,16 +17,18 @@
 //                Verification, the first time each exchange runs: every rank re-encodes every member's
 //                payload from its gradient; all-gathered payloads must equal it float by float, and a
 //                quantised all-reduce's result must lie within the hops' quantisation error of the exact
-//                sum of the members' contributions (R hops of at most Σ_r amax_r / qmax per block, as a
-//                partial sum's block amax is at most the members' summed amax). checks() counts the
-//                floats compared and those outside; Error when any is.
+//                sum of the members' contributions (2(R−1) encodings of at most half a step each, the
+//                step of a block whose amax is at most the members' summed amax over the two payload
+//                blocks it can overlap). checks() counts the floats compared and those outside; Error
+//                when any is.
 //   MaskRefresh  DSA: importance of 1/every of the target parameters (kernels' importance) and their
 //                masks selected at the density and granularity (unstructured, b×b blocks, 2:4), a
 //                different slice each iteration: the whole mask is refreshed every `every` iterations.
 //   MaskedStep   masked Adam (kernels' masked_adam) of the `elements` target parameters under the masks
 //                the refreshes wrote; the step's other parameters stream their bytes as before.
 //   LossScale    the overflow check and unscale of `elements` gradients (fp32 here: twice fp16's bytes).
-//   Precision    per-layer max|g| and Σg² over 1/every of `elements` gradients.
+//   Precision    max|g| and Σg² (the crest factor the adaptive rule reads) over 1/every of `elements`
+//                gradients.
 //   GEMMs with Block or TwoFour sparsity (DSA's prune mode and block masks): the kernels' block-sparse
 //                (BSR) and 2:4 GEMMs, Y = X·Wᵀ with X m×k and W n×k masked at the op's density.
 // Everything else (dense and Unstructured GEMMs, LoRA's adapter GEMMs, memory-bound ops) runs on the
