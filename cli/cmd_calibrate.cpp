@@ -110,7 +110,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<CalibrateCliOptions>();
   CLI::App* cmd = app.add_subcommand(
       "calibrate",
-      "Measure this machine with CPU ranks over MPI (GEMM grid, memory bandwidth, point-to-point link) and write "
+      "Measure this machine with CPU ranks over MPI (GEMM grid, memory bandwidth, technique kernels, sparse GEMMs, point-to-point link) and write "
       "the profile the simulator reads");
   cmd->add_option("--ranks", opts->ranks,
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
