@@ -234,6 +234,25 @@ def save_png(fig, out_png):
         raise
 
 
+def plot_main(argv, usage, script, have_matplotlib, load_json, has_content, what, draw_fn):
+    """The command line every plot script of twinbed's commands shares: `script IN.json OUT.png`.
+    Exit 2 with the usage on wrong arguments, 77 (the CLI tests' "skipped") without matplotlib, 1 when
+    the JSON holds nothing to plot (has_content false; `what` names it), else draws and says so."""
+    if len(argv) != 3:
+        print(usage, file=sys.stderr)
+        return 2
+    if not have_matplotlib:
+        print(f"{script}: matplotlib is not installed (Debian: apt-get install python3-matplotlib)", file=sys.stderr)
+        return 77
+    data = load_json(argv[1])
+    if not has_content(data):
+        print(f"{script}: {argv[1]} has no {what} to plot", file=sys.stderr)
+        return 1
+    draw_fn(data, argv[2])
+    print(f"wrote {argv[2]}")
+    return 0
+
+
 def draw(data, out_png):
     """Writes the ledger plot of data to out_png (save_png)."""
     n = len(figures(data))
@@ -245,19 +264,7 @@ def draw(data, out_png):
 
 
 def main(argv):
-    if len(argv) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    if matplotlib is None:
-        print("plot_claims.py: matplotlib is not installed (Debian: apt-get install python3-matplotlib)", file=sys.stderr)
-        return 77
-    data = load(argv[1])
-    if not figures(data):
-        print(f"plot_claims.py: {argv[1]} has no figures to plot", file=sys.stderr)
-        return 1
-    draw(data, argv[2])
-    print(f"wrote {argv[2]}")
-    return 0
+    return plot_main(argv, __doc__, "plot_claims.py", matplotlib is not None, load, figures, "figures", draw)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ writes atomically (plot_claims.save_png).
 import json
 import sys
 
-from plot_claims import save_png  # beside this script: the atomic PNG write twinbed's plots share
+from plot_claims import plot_main, save_png  # beside this script: what twinbed's plot scripts share
 
 try:
     import matplotlib
@@ -115,19 +115,8 @@ def draw(data, out_png):
 
 
 def main(argv):
-    if len(argv) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    if matplotlib is None:
-        print("plot_train.py: matplotlib is not installed (Debian: apt-get install python3-matplotlib)", file=sys.stderr)
-        return 77
-    data = load(argv[1])
-    if not data.get("variants"):
-        print(f"plot_train.py: {argv[1]} has no variants to plot", file=sys.stderr)
-        return 1
-    draw(data, argv[2])
-    print(f"wrote {argv[2]}")
-    return 0
+    return plot_main(argv, __doc__, "plot_train.py", matplotlib is not None, load, lambda d: d.get("variants"), "variants",
+                     draw)
 
 
 if __name__ == "__main__":

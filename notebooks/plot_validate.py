@@ -11,7 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plot_claims import save_png  # noqa: E402  (the atomic PNG write every plot script shares)
+from plot_claims import plot_main, save_png  # noqa: E402  (what every plot script shares)
 
 try:
     from matplotlib.figure import Figure
@@ -66,21 +66,13 @@ def draw(data, out_png):
     save_png(fig, out_png)
 
 
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(argv):
-    if len(argv) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    if Figure is None:
-        print("plot_validate.py: matplotlib is not installed (Debian: apt-get install python3-matplotlib)", file=sys.stderr)
-        return 77
-    with open(argv[1]) as f:
-        data = json.load(f)
-    if not data.get("rows"):
-        print(f"plot_validate.py: {argv[1]} has no rows to plot", file=sys.stderr)
-        return 1
-    draw(data, argv[2])
-    print(f"wrote {argv[2]}")
-    return 0
+    return plot_main(argv, __doc__, "plot_validate.py", Figure is not None, load, lambda d: d.get("rows"), "rows", draw)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 #include "trace_packing.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/plan_exec.hpp"
 
 namespace twinbed::real::detail {
 namespace {
@@ -77,6 +79,34 @@ std::vector<char> pack_samples(const std::vector<MemorySample>& samples) {
 std::vector<MemorySample> unpack_samples(const std::vector<char>& bytes) {
   return unpack<PackedSample, MemorySample>(bytes, [](const PackedSample& p) { return MemorySample{p.rank, Time::ps(p.time_ps), p.bytes}; },
                                             "memory samples");
+}
+
+Trace measured_trace(const Plan& plan, const std::string& backend) {
+  Trace trace;
+  trace.backend = backend;
+  trace.world_size = plan.world_size();
+  trace.recorded_rank.resize(static_cast<std::size_t>(plan.world_size()));
+  for (int r = 0; r < plan.world_size(); ++r) trace.recorded_rank[static_cast<std::size_t>(r)] = r;
+  trace.names = plan.names;
+  return trace;
+}
+
+std::int64_t last_span_end(const std::vector<Span>& spans) {
+  std::int64_t end = 0;
+  for (const Span& s : spans) end = std::max(end, s.end.picoseconds());
+  return end;
+}
+
+void take_records(Trace& trace, bool root, std::vector<Span>&& spans, std::vector<MemorySample>&& memory,
+                  const std::vector<char>& gathered_spans, const std::vector<char>& gathered_samples) {
+  if (root) {
+    trace.spans = unpack_spans(gathered_spans);
+    trace.memory = unpack_samples(gathered_samples);
+  } else {
+    trace.spans = std::move(spans);
+    trace.memory = std::move(memory);
+  }
+  sort_spans(trace.spans);
 }
 
 }  // namespace twinbed::real::detail

@@ -44,7 +44,7 @@ using real::cuda_detail::Lane;
 using real::cuda_detail::LaunchPlan;
 using real::cuda_detail::OpLaunch;
 using real::cuda_detail::plan_launches;
-using real::cuda_detail::Technique;
+using real::detail::TechniqueRole;
 using real::cuda_detail::TgcExchange;
 
 using Case = test::PlanCase;
@@ -98,7 +98,7 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
             const OpCost& cost = c.plan.costs.at(static_cast<std::size_t>(op.cost));
             EXPECT_EQ(l.flops, cost.flops) << what;
             if (l.kind == OpLaunch::Kind::Technique) {
-              EXPECT_NE(l.technique, Technique::None) << what;
+              EXPECT_NE(l.technique, TechniqueRole::None) << what;
               EXPECT_EQ(l.elements, cost.elements) << what;
             } else if (l.kind == OpLaunch::Kind::Gemm) {
               EXPECT_TRUE(cost.is_matmul()) << what;
@@ -186,31 +186,31 @@ TEST(CudaPlanLaunch, TechniqueOpsRunTheirKernelsRolesOnStateKeptPerRank) {
             using K = OpCost::Kernel;
             switch (cost.kernel) {
               case K::Compress:
-                EXPECT_EQ(l.technique, cost.name == "tgc.requantize" ? Technique::Requantize : Technique::Compress) << what;
+                EXPECT_EQ(l.technique, cost.name == "tgc.requantize" ? TechniqueRole::Requantize : TechniqueRole::Compress) << what;
                 break;
-              case K::Decompress: EXPECT_EQ(l.technique, Technique::Decompress) << what; break;
-              case K::MaskRefresh: EXPECT_EQ(l.technique, Technique::Refresh) << what; ++refreshes; break;
-              case K::MaskedStep: EXPECT_EQ(l.technique, Technique::MaskedStep) << what; break;
-              case K::LossScale: EXPECT_EQ(l.technique, Technique::LossScale) << what; ++loss; break;
-              case K::Precision: EXPECT_EQ(l.technique, Technique::Statistics) << what; ++stats; break;
+              case K::Decompress: EXPECT_EQ(l.technique, TechniqueRole::Decompress) << what; break;
+              case K::MaskRefresh: EXPECT_EQ(l.technique, TechniqueRole::Refresh) << what; ++refreshes; break;
+              case K::MaskedStep: EXPECT_EQ(l.technique, TechniqueRole::MaskedStep) << what; break;
+              case K::LossScale: EXPECT_EQ(l.technique, TechniqueRole::LossScale) << what; ++loss; break;
+              case K::Precision: EXPECT_EQ(l.technique, TechniqueRole::Statistics) << what; ++stats; break;
               case K::Lora:
               case K::None:
-                if (l.technique == Technique::SparseGemm) ++sparse;
-                else EXPECT_EQ(l.technique, Technique::None) << what;
+                if (l.technique == TechniqueRole::SparseGemm) ++sparse;
+                else EXPECT_EQ(l.technique, TechniqueRole::None) << what;
                 break;
             }
-            if (l.technique == Technique::Decompress || l.technique == Technique::Requantize) {
+            if (l.technique == TechniqueRole::Decompress || l.technique == TechniqueRole::Requantize) {
               const TgcExchange& e = lp.exchanges.at(static_cast<std::size_t>(l.index));
               EXPECT_LT(e.collective, static_cast<std::int32_t>(i)) << what << ": decodes before its collective ran";
             }
-            if (l.technique == Technique::Refresh || l.technique == Technique::MaskedStep) {
+            if (l.technique == TechniqueRole::Refresh || l.technique == TechniqueRole::MaskedStep) {
               EXPECT_TRUE(lp.dsa.present) << what;
               EXPECT_EQ(lp.dsa.n, cost.elements) << what;
             }
-            if (l.technique == Technique::LossScale) {
+            if (l.technique == TechniqueRole::LossScale) {
               EXPECT_LE(l.elements, lp.loss_scale_elements) << what;
             }
-            if (l.technique == Technique::Statistics) {
+            if (l.technique == TechniqueRole::Statistics) {
               EXPECT_LE(l.elements, lp.statistics_elements) << what;
             }
           }

@@ -546,15 +546,8 @@ Trace CpuBackend::run(const Plan& plan) {
   }
 
   // ---- gather to rank 0.
-  Trace trace;
-  trace.backend = name();
-  trace.world_size = plan.world_size();
-  trace.recorded_rank.resize(static_cast<std::size_t>(plan.world_size()));
-  for (int r = 0; r < plan.world_size(); ++r) trace.recorded_rank[static_cast<std::size_t>(r)] = r;
-  trace.names = plan.names;
-
-  std::int64_t local_end = 0;
-  for (const Span& s : rec.spans) local_end = std::max(local_end, s.end.picoseconds());
+  Trace trace = detail::measured_trace(plan, name());
+  const std::int64_t local_end = detail::last_span_end(rec.spans);
   std::int64_t step_end = 0;
   MPI_CHECK(MPI_Allreduce(&local_end, &step_end, 1, MPI_INT64_T, MPI_MAX, im.world.get()));
   trace.step_time = Time::ps(step_end);
@@ -588,15 +581,7 @@ Trace CpuBackend::run(const Plan& plan) {
   gather(spans_out.data(), static_cast<std::int64_t>(spans_out.size()), span_bytes);
   gather(samples_out.data(), static_cast<std::int64_t>(samples_out.size()), sample_bytes);
 
-  if (im.rank != 0) {
-    trace.spans = std::move(rec.spans);
-    trace.memory = std::move(rec.memory);
-  } else {
-    trace.spans = detail::unpack_spans(span_bytes);
-    trace.memory = detail::unpack_samples(sample_bytes);
-  }
-  sort_spans(trace.spans);
-  // Samples arrive in rank order (Gatherv) and in time order within a rank.
+  detail::take_records(trace, im.rank == 0, std::move(rec.spans), std::move(rec.memory), span_bytes, sample_bytes);
   return trace;
 }
 

@@ -14,12 +14,12 @@
 #include "twinbed/kernels/sparse_gemm.hpp"
 #include "twinbed/kernels/tgc.hpp"
 #include "twinbed/real/tgc_codec.hpp"
+#include "../technique_plan.hpp"
 
 namespace twinbed::real::detail {
 namespace {
 
 namespace kc = twinbed::kernels::cpu;
-using Kernel = OpCost::Kernel;
 
 // Gradient-like values: a centred sum of four uniforms (bell-shaped, crest factor about 3.5, as DSA's
 // and TGC's kernels expect of gradients), scaled to 1e-2. The same (seed, i) gives the same value on
@@ -95,7 +95,7 @@ struct SparseGemm {
   std::int64_t bytes() const { return static_cast<std::int64_t>(4 * (m * k + 2 * n * k + m * n)); }
 };
 
-enum class Role : std::uint8_t { None, Compress, Requantize, Decompress, Refresh, MaskedStep, LossScale, Statistics, SparseGemm };
+using Role = TechniqueRole;
 
 }  // namespace
 
@@ -169,8 +169,8 @@ struct TechniqueOps::Impl {
   const Plan* plan = nullptr;
   const Program* prog = nullptr;
   int rank = 0;
-  std::vector<Role> role;                  // per op
-  std::vector<std::int32_t> index;         // per op: into exchanges / gemms, -1 otherwise
+  std::vector<Role> role;                  // per op (technique_plan.hpp)
+  std::vector<std::int32_t> index;         // per op: into exchanges (TGC ops) or gemms, -1 otherwise
   std::vector<std::int32_t> collective_of; // per op (collectives): exchange index or -1
   std::vector<Exchange> exchanges;
   std::vector<SparseGemm> gemms;
@@ -184,123 +184,64 @@ struct TechniqueOps::Impl {
   bool allocated = false;
 
   const OpCost& cost(std::uint32_t i) const { return plan->costs.at(static_cast<std::size_t>(prog->ops[i].cost)); }
-  bool is_kernel(std::uint32_t i, Kernel k) const { return prog->ops[i].kind == OpKind::Compute && cost(i).kernel == k; }
-  bool is_requantize(std::uint32_t i) const { return is_kernel(i, Kernel::Compress) && cost(i).name == "tgc.requantize"; }
-
-  // The exchange a decompress or requantize op belongs to: through its deps, the collective (or the
-  // requantize after it) it follows.
-  std::int32_t exchange_before(std::uint32_t i) const {
-    const std::uint32_t* d = prog->deps_of(i);
-    for (std::size_t j = 0; j < prog->num_deps(i); ++j) {
-      const std::uint32_t dep = d[j];
-      if (prog->ops[dep].kind == OpKind::Collective && collective_of[dep] >= 0) return collective_of[dep];
-      if (role[dep] == Role::Requantize) return index[dep];
-    }
-    return -1;
-  }
 
   void prepare(double compute_scale);
   void verify(Exchange& e);
 };
 
 void TechniqueOps::Impl::prepare(double compute_scale) {
+  const TechniquePlan tp = plan_techniques(*plan, rank);
   const std::size_t n_ops = prog->size();
-  role.assign(n_ops, Role::None);
+  role = tp.role;
   index.assign(n_ops, -1);
   collective_of.assign(n_ops, -1);
+  for (const ExchangePlan& x : tp.exchanges) {
+    Exchange e;
+    e.params = x.params;
+    e.bits = x.bits;
+    e.n = as_size(x.n);
+    e.name = x.name;
+    e.op = x.op;
+    e.members = x.members;
+    e.me = x.me;
+    e.codec = std::make_unique<TgcCodec>(e.params, e.n);
+    e.payload_floats = e.codec->payload_floats(e.bits);
+    exchanges.push_back(std::move(e));
+  }
+  has_dsa = tp.dsa.present;
+  dsa.n = as_size(tp.dsa.n);
+  dsa.density = tp.dsa.density;
+  dsa.granularity = tp.dsa.granularity;
+  dsa.block = as_size(tp.dsa.block);
+  dsa.every = tp.dsa.every;
+  masked_rest_bytes = tp.dsa.rest_bytes;  // masked_adam runs the targets; the rest streams on the pool
   std::map<std::int32_t, std::int32_t> gemm_of_cost;
   for (std::uint32_t i = 0; i < n_ops; ++i) {
-    const PlanOp& op = prog->ops[i];
-    if (op.kind == OpKind::Collective) {
-      // The compress op it depends on makes this the exchange's collective.
-      const std::uint32_t* d = prog->deps_of(i);
-      for (std::size_t j = 0; j < prog->num_deps(i); ++j) {
-        if (role[d[j]] != Role::Compress) continue;
-        Exchange& e = exchanges[static_cast<std::size_t>(index[d[j]])];
-        e.op = op.collective;
-        e.members = plan->group_members(rank, op.group);
-        e.me = static_cast<int>(std::find(e.members.begin(), e.members.end(), rank) - e.members.begin());
-        collective_of[i] = index[d[j]];
-      }
+    if (prog->ops[i].kind == OpKind::Collective) {
+      collective_of[i] = tp.exchange[i];
       continue;
     }
-    if (op.kind != OpKind::Compute) continue;
-    const OpCost& c = cost(i);
-    switch (c.kernel) {
-      case Kernel::Compress:
-        if (is_requantize(i)) {
-          role[i] = Role::Requantize;
-          index[i] = exchange_before(i);
-          if (index[i] < 0) throw InvalidArgument("op '" + plan->names.at(op.name) + "' (tgc.requantize) follows no compressed collective");
-        } else {
-          Exchange e;
-          e.params.bits = c.bits;
-          e.params.topk_fraction = c.keep_fraction;
-          e.params.error_feedback = c.error_feedback;
-          e.params.block_size = c.block > 0 ? c.block : 256;
-          e.bits = c.bits;
-          e.n = as_size(c.elements);
-          e.name = op.name;
-          e.codec = std::make_unique<TgcCodec>(e.params, e.n);
-          e.payload_floats = e.codec->payload_floats(e.bits);
-          role[i] = Role::Compress;
-          index[i] = static_cast<std::int32_t>(exchanges.size());
-          exchanges.push_back(std::move(e));
-        }
-        break;
-      case Kernel::Decompress:
-        role[i] = Role::Decompress;
-        index[i] = exchange_before(i);
-        if (index[i] < 0) throw InvalidArgument("op '" + plan->names.at(op.name) + "' (tgc.decompress) follows no compressed collective");
-        break;
-      case Kernel::MaskRefresh:
-      case Kernel::MaskedStep: {
-        role[i] = c.kernel == Kernel::MaskRefresh ? Role::Refresh : Role::MaskedStep;
-        const std::size_t n = as_size(c.elements);
-        if (has_dsa && n != dsa.n)
-          throw InvalidArgument("op '" + plan->names.at(op.name) + "': DSA ops of one program over different parameter counts");
-        has_dsa = true;
-        dsa.n = n;
-        dsa.density = c.density;
-        if (c.kernel == Kernel::MaskRefresh) {
-          dsa.granularity = c.sparsity;
-          dsa.block = as_size(c.block);
-          dsa.every = std::max(1, c.every);
-        } else {
-          // masked_adam runs the targets; the rest of the step's bytes stream on the pool.
-          masked_rest_bytes = masked_step_rest_bytes(c);
-        }
-        break;
-      }
-      case Kernel::LossScale:
-        role[i] = Role::LossScale;
-        break;
-      case Kernel::Precision:
-        role[i] = Role::Statistics;
-        break;
-      case Kernel::Lora:
-      case Kernel::None:
-        if (c.is_matmul() && (c.sparsity == OpCost::Sparsity::Block || c.sparsity == OpCost::Sparsity::TwoFour)) {
-          role[i] = Role::SparseGemm;
-          auto [it, fresh] = gemm_of_cost.try_emplace(op.cost, static_cast<std::int32_t>(gemms.size()));
-          index[i] = it->second;
-          if (!fresh) break;
-          SparseGemm g;
-          const ScaledCompute s = scale_compute(c, compute_scale);
-          g.two_four = c.sparsity == OpCost::Sparsity::TwoFour;
-          g.block = as_size(c.block);
-          g.density = c.density;
-          g.m = as_size(s.m);
-          g.batch = as_size(s.batch);
-          g.flops = s.flops;
-          // Y = X·Wᵀ with W n×k; the largest part whole blocks (or groups of 4) tile.
-          const std::size_t unit = g.two_four ? 4 : std::max<std::size_t>(g.block, 1);
-          g.k = as_size(s.k) / unit * unit;
-          g.n = g.two_four ? as_size(s.n) : as_size(s.n) / unit * unit;
-          gemms.push_back(std::move(g));
-        }
-        break;
+    if (role[i] != Role::SparseGemm) {
+      index[i] = tp.exchange[i];
+      continue;
     }
+    auto [it, fresh] = gemm_of_cost.try_emplace(prog->ops[i].cost, static_cast<std::int32_t>(gemms.size()));
+    index[i] = it->second;
+    if (!fresh) continue;
+    const OpCost& c = cost(i);
+    SparseGemm g;
+    const ScaledCompute s = scale_compute(c, compute_scale);
+    g.two_four = c.sparsity == OpCost::Sparsity::TwoFour;
+    g.block = as_size(c.block);
+    g.density = c.density;
+    g.m = as_size(s.m);
+    g.batch = as_size(s.batch);
+    g.flops = s.flops;
+    // Y = X·Wᵀ with W n×k; the largest part whole blocks (or groups of 4) tile.
+    const std::size_t unit = g.two_four ? 4 : std::max<std::size_t>(g.block, 1);
+    g.k = as_size(s.k) / unit * unit;
+    g.n = g.two_four ? as_size(s.n) : as_size(s.n) / unit * unit;
+    gemms.push_back(std::move(g));
   }
 }
 

@@ -67,7 +67,7 @@ Bytes align16(Bytes b) { return (b + 15) / 16 * 16; }
 // ---- technique ops on the GPU: technique_ops.cpp's roles with the kernels' CUDA twins ----------------
 
 namespace kcu = twinbed::kernels::cuda;
-using cuda_detail::Technique;
+using detail::TechniqueRole;
 using cuda_detail::TgcExchange;
 
 // The CPU backend's seeds (technique_ops.cpp), so that the same (rank, name, n) is the same gradient.
@@ -352,13 +352,13 @@ void run_technique(Prepared& p, std::uint32_t i) {
   const cudaStream_t s = ctx.stream();
   DeviceTechniques& t = p.techniques;
   switch (l.technique) {
-    case Technique::None: break;
-    case Technique::Compress: {
+    case TechniqueRole::None: break;
+    case TechniqueRole::Compress: {
       const auto e = static_cast<std::size_t>(l.index);
       tgc_encode(p.lp.exchanges[e], t.exchanges[e], ctx);
       break;
     }
-    case Technique::Requantize: {
+    case TechniqueRole::Requantize: {
       const TgcExchange& e = p.lp.exchanges[static_cast<std::size_t>(l.index)];
       DeviceExchange& d = t.exchanges[static_cast<std::size_t>(l.index)];
       const kernels::QuantSpec spec = spec_of(e);
@@ -368,7 +368,7 @@ void run_technique(Prepared& p, std::uint32_t i) {
       kcu::quantize(sum, spec, whole(d.hop_out_codes), whole(d.hop_out_scales), ctx);
       break;
     }
-    case Technique::Decompress: {
+    case TechniqueRole::Decompress: {
       const TgcExchange& e = p.lp.exchanges[static_cast<std::size_t>(l.index)];
       DeviceExchange& d = t.exchanges[static_cast<std::size_t>(l.index)];
       CUDA_CHECK(cudaMemsetAsync(d.sum.data(), 0, d.sum.bytes(), s));
@@ -382,7 +382,7 @@ void run_technique(Prepared& p, std::uint32_t i) {
       }
       break;
     }
-    case Technique::Refresh: {
+    case TechniqueRole::Refresh: {
       const cuda_detail::DsaLaunch& dsa = p.lp.dsa;
       const auto n = static_cast<std::size_t>(dsa.n), every = static_cast<std::size_t>(dsa.every);
       const std::size_t slice = (n + every - 1) / every;
@@ -390,7 +390,7 @@ void run_technique(Prepared& p, std::uint32_t i) {
       refresh_slice(dsa, t, at, std::min(slice, n - at), ctx);
       break;
     }
-    case Technique::MaskedStep: {
+    case TechniqueRole::MaskedStep: {
       kcu::masked_adam(whole(t.params), whole_c(t.grad), whole(t.momentum), whole(t.v), whole_c(t.mask), kernels::AdamSpec{},
                        static_cast<int>(t.iteration + 1), ctx);
       const std::int64_t floats = p.lp.dsa.rest_bytes / 8;  // the step's other parameters, streamed
@@ -398,11 +398,11 @@ void run_technique(Prepared& p, std::uint32_t i) {
       CUDA_CHECK(cuda_kernels::stream_f32(x + (floats + 3) / 4 * 4, x, floats, 1.0001f, 1e-6f, s));
       break;
     }
-    case Technique::LossScale:
+    case TechniqueRole::LossScale:
       CUDA_CHECK(cuda_kernels::unscale_f32(t.loss_out.data(), t.loss_in.data(), l.elements, 1.0f / 65536.0f,
                                            t.overflow.data(), s));
       break;
-    case Technique::Statistics: {
+    case TechniqueRole::Statistics: {
       const auto n = static_cast<std::size_t>(l.elements), every = static_cast<std::size_t>(l.every);
       const std::size_t slice = (n + every - 1) / every;
       const std::size_t at = std::min(n, static_cast<std::size_t>(t.iteration % l.every) * slice);
@@ -410,7 +410,7 @@ void run_technique(Prepared& p, std::uint32_t i) {
                                                 t.stats_out.data(), s));
       break;
     }
-    case Technique::SparseGemm: {
+    case TechniqueRole::SparseGemm: {
       const cuda_detail::SparseGemmLaunch& g = p.lp.sparse_gemms[static_cast<std::size_t>(l.index)];
       DeviceSparseGemm& d = t.gemms[static_cast<std::size_t>(l.index)];
       const auto m = static_cast<std::size_t>(g.m);
@@ -773,27 +773,13 @@ Trace CudaBackend::run(const Plan& plan) {
   for (int it = 0; it <= options_.warmup_iters; ++it) rec = im.iterate(plan, p, it == options_.warmup_iters);
 
   // ---- gather to rank 0.
-  Trace trace;
-  trace.backend = name();
-  trace.world_size = plan.world_size();
-  trace.recorded_rank.resize(static_cast<std::size_t>(plan.world_size()));
-  for (int r = 0; r < plan.world_size(); ++r) trace.recorded_rank[static_cast<std::size_t>(r)] = r;
-  trace.names = plan.names;
-  std::int64_t local_end = 0;
-  for (const Span& s : rec.spans) local_end = std::max(local_end, s.end.picoseconds());
-  trace.step_time = Time::ps(im.job.max_over_ranks(local_end));
+  Trace trace = detail::measured_trace(plan, name());
+  trace.step_time = Time::ps(im.job.max_over_ranks(detail::last_span_end(rec.spans)));
 
   const std::vector<char> mine_spans = detail::pack_spans(rec.spans), mine_samples = detail::pack_samples(rec.memory);
   const std::vector<char> span_bytes = im.job.gather_to_0(mine_spans.data(), static_cast<std::int64_t>(mine_spans.size()));
   const std::vector<char> sample_bytes = im.job.gather_to_0(mine_samples.data(), static_cast<std::int64_t>(mine_samples.size()));
-  if (rank != 0) {
-    trace.spans = std::move(rec.spans);
-    trace.memory = std::move(rec.memory);
-  } else {
-    trace.spans = detail::unpack_spans(span_bytes);
-    trace.memory = detail::unpack_samples(sample_bytes);
-  }
-  sort_spans(trace.spans);
+  detail::take_records(trace, rank == 0, std::move(rec.spans), std::move(rec.memory), span_bytes, sample_bytes);
   payload_check_.floats += p.techniques.check.floats;
   payload_check_.wrong += p.techniques.check.wrong;
   return trace;

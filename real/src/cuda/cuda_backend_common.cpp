@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "../backend_options.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/cuda_backend.hpp"
@@ -12,18 +13,12 @@
 namespace twinbed::real {
 
 void validate(const CudaBackendOptions& options) {
-  const std::vector<std::string> known = real_collective_algorithm_names();
-  if (std::find(known.begin(), known.end(), options.collective_algorithm) == known.end())
-    throw UnknownName("collective algorithm", options.collective_algorithm, known);
-  if (options.ranks_per_host < 0)
-    throw InvalidArgument("ranks_per_host must be >= 0 (got " + std::to_string(options.ranks_per_host) + ")");
-  if (options.warmup_iters < 0)
-    throw InvalidArgument("warmup_iters must be >= 0 (got " + std::to_string(options.warmup_iters) + ")");
+  detail::validate_shared_options(options.collective_algorithm, options.ranks_per_host, options.warmup_iters);
 }
 
 CudaBackendOptions cuda_backend_options(const Experiment& experiment) {
   CudaBackendOptions options;
-  if (experiment.simulation.collective_algorithm != "auto") options.collective_algorithm = experiment.simulation.collective_algorithm;
+  options.collective_algorithm = detail::experiment_collective_algorithm(experiment, options.collective_algorithm);
   return options;
 }
 

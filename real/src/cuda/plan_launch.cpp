@@ -18,6 +18,10 @@
 
 namespace twinbed::real::cuda_detail {
 
+using detail::ExchangePlan;
+using detail::plan_techniques;
+using detail::TechniquePlan;
+
 std::string to_string(const Lane& lane) {
   switch (lane.kind) {
     case Lane::Kind::Compute: return "compute";
@@ -25,21 +29,6 @@ std::string to_string(const Lane& lane) {
     case Lane::Kind::Send: return "send" + std::string(lane.p2p_key >= 0 ? "+" : "") + std::to_string(lane.p2p_key);
     case Lane::Kind::Recv:
       return "recv" + std::string(-lane.p2p_key >= 0 ? "+" : "") + std::to_string(-lane.p2p_key);
-  }
-  return "?";
-}
-
-const char* to_string(Technique t) {
-  switch (t) {
-    case Technique::None: return "none";
-    case Technique::Compress: return "tgc.compress";
-    case Technique::Requantize: return "tgc.requantize";
-    case Technique::Decompress: return "tgc.decompress";
-    case Technique::Refresh: return "dsa.refresh";
-    case Technique::MaskedStep: return "dsa.masked_adam";
-    case Technique::LossScale: return "loss_scale";
-    case Technique::Statistics: return "precision.statistics";
-    case Technique::SparseGemm: return "sparse_gemm";
   }
   return "?";
 }
@@ -87,28 +76,10 @@ Bytes gemm_bytes(const OpLaunch& g) {
 
 std::int64_t nonneg(std::int64_t v) { return std::max<std::int64_t>(v, 0); }
 
-// The exchange a decompress or requantize op belongs to: through its deps, the collective (or the
-// requantize after it) it follows; -1 if none.
-std::int32_t exchange_before(const Program& prog, std::uint32_t i, const LaunchPlan& lp) {
-  for (std::size_t d = 0; d < prog.num_deps(i); ++d) {
-    const std::uint32_t dep = prog.deps_of(i)[d];
-    const OpLaunch& l = lp.ops[dep];
-    if (prog.ops[dep].kind == OpKind::Collective) {
-      for (std::size_t e = 0; e < lp.exchanges.size(); ++e)
-        if (lp.exchanges[e].collective == static_cast<std::int32_t>(dep)) return static_cast<std::int32_t>(e);
-    }
-    if (l.technique == Technique::Requantize) return l.index;
-  }
-  return -1;
-}
-
-// Compute op i as a technique op: fills its launch and the plan's technique state and returns true, or
-// returns false (an ordinary GEMM or streaming op, or a sparse GEMM the twins cannot run).
-bool plan_technique(const Plan& plan, const Program& prog, std::uint32_t i, const OpCost& c, OpLaunch& l,
-                    LaunchPlan& lp) {
-  using Kernel = OpCost::Kernel;
-  const PlanOp& op = prog.ops[i];
-  auto technique = [&](Technique t, std::int32_t index) {
+// Compute op i as a technique op (tp's role): fills its launch and returns true, or returns false (an
+// ordinary op, or a sparse GEMM the twins cannot run: it stays a dense stand-in).
+bool plan_technique(std::uint32_t i, const OpCost& c, const TechniquePlan& tp, OpLaunch& l, LaunchPlan& lp) {
+  auto technique = [&](TechniqueRole t, std::int32_t index) {
     l.kind = OpLaunch::Kind::Technique;
     l.technique = t;
     l.index = index;
@@ -116,65 +87,23 @@ bool plan_technique(const Plan& plan, const Program& prog, std::uint32_t i, cons
     l.every = std::max(1, c.every);
     return true;
   };
-  auto dsa = [&]() -> DsaLaunch& {
-    const std::int64_t n = nonneg(c.elements);
-    if (lp.dsa.present && lp.dsa.n != n)
-      throw InvalidArgument("op '" + plan.names.at(op.name) + "': DSA ops of one program over different parameter counts");
-    lp.dsa.present = true;
-    lp.dsa.n = n;
-    lp.dsa.density = c.density;
-    return lp.dsa;
-  };
-  switch (c.kernel) {
-    case Kernel::Compress:
-      if (c.name == "tgc.requantize") {
-        const std::int32_t e = exchange_before(prog, i, lp);
-        if (e < 0) throw InvalidArgument("op '" + plan.names.at(op.name) + "' (tgc.requantize) follows no compressed collective");
-        lp.exchanges[static_cast<std::size_t>(e)].hop = nonneg(c.elements);
-        return technique(Technique::Requantize, e);
-      } else {
-        TgcExchange e;
-        e.params.bits = c.bits;
-        e.params.topk_fraction = c.keep_fraction;
-        e.params.error_feedback = c.error_feedback;
-        e.params.block_size = c.block > 0 ? c.block : 256;
-        e.n = nonneg(c.elements);
-        e.name = op.name;
-        TgcParams sizing = e.params;
-        sizing.error_feedback = false;  // sizes only: no residual allocated
-        const TgcCodec codec(sizing, static_cast<std::size_t>(e.n));
-        e.kept = static_cast<std::int64_t>(codec.kept());
-        e.payload_floats = static_cast<std::int64_t>(codec.payload_floats(c.bits));
-        l.host_sync = e.sparse();  // cuda::topk returns its count
-        lp.exchanges.push_back(std::move(e));
-        return technique(Technique::Compress, static_cast<std::int32_t>(lp.exchanges.size() - 1));
-      }
-    case Kernel::Decompress: {
-      const std::int32_t e = exchange_before(prog, i, lp);
-      if (e < 0) throw InvalidArgument("op '" + plan.names.at(op.name) + "' (tgc.decompress) follows no compressed collective");
-      return technique(Technique::Decompress, e);
-    }
-    case Kernel::MaskRefresh: {
-      DsaLaunch& d = dsa();
-      d.granularity = c.sparsity;
-      d.block = nonneg(c.block);
-      d.every = std::max(1, c.every);
+  switch (tp.role[i]) {
+    case TechniqueRole::None: return false;
+    case TechniqueRole::Compress:
+      l.host_sync = lp.exchanges[static_cast<std::size_t>(tp.exchange[i])].sparse();  // cuda::topk returns its count
+      return technique(TechniqueRole::Compress, tp.exchange[i]);
+    case TechniqueRole::Refresh:
       l.host_sync = true;  // the mask twins return their active count
-      return technique(Technique::Refresh, -1);
-    }
-    case Kernel::MaskedStep:
-      dsa().rest_bytes = masked_step_rest_bytes(c);
-      return technique(Technique::MaskedStep, -1);
-    case Kernel::LossScale:
-      lp.loss_scale_elements = std::max(lp.loss_scale_elements, nonneg(c.elements));
-      return technique(Technique::LossScale, -1);
-    case Kernel::Precision:
-      lp.statistics_elements = std::max(lp.statistics_elements, nonneg(c.elements));
-      return technique(Technique::Statistics, -1);
-    case Kernel::Lora:
-    case Kernel::None: {
+      return technique(TechniqueRole::Refresh, -1);
+    case TechniqueRole::Requantize:
+    case TechniqueRole::Decompress:
+      return technique(tp.role[i], tp.exchange[i]);
+    case TechniqueRole::MaskedStep:
+    case TechniqueRole::LossScale:
+    case TechniqueRole::Statistics:
+      return technique(tp.role[i], -1);
+    case TechniqueRole::SparseGemm: {
       const bool two_four = c.sparsity == OpCost::Sparsity::TwoFour;
-      if (!c.is_matmul() || !(two_four || c.sparsity == OpCost::Sparsity::Block)) return false;
       SparseGemmLaunch g;
       g.two_four = two_four;
       g.block = nonneg(c.block);
@@ -187,9 +116,9 @@ bool plan_technique(const Plan& plan, const Program& prog, std::uint32_t i, cons
       g.n = two_four ? nonneg(c.n) : nonneg(c.n) / unit * unit;
       if (g.m == 0 || g.n == 0 || g.k == 0) return false;
       const auto it = std::find(lp.sparse_gemms.begin(), lp.sparse_gemms.end(), g);
-      if (it != lp.sparse_gemms.end()) return technique(Technique::SparseGemm, static_cast<std::int32_t>(it - lp.sparse_gemms.begin()));
+      if (it != lp.sparse_gemms.end()) return technique(TechniqueRole::SparseGemm, static_cast<std::int32_t>(it - lp.sparse_gemms.begin()));
       lp.sparse_gemms.push_back(g);
-      return technique(Technique::SparseGemm, static_cast<std::int32_t>(lp.sparse_gemms.size() - 1));
+      return technique(TechniqueRole::SparseGemm, static_cast<std::int32_t>(lp.sparse_gemms.size() - 1));
     }
   }
   return false;
@@ -210,6 +139,36 @@ LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives) {
   lp.ops.resize(n);
   lp.recv_offset.assign(n, 0);
   lp.arena = prog.arena.size;
+
+  // The technique ops, found as for every real backend (technique_plan.hpp), and their state here.
+  const TechniquePlan tp = plan_techniques(plan, rank);
+  for (const ExchangePlan& x : tp.exchanges) {
+    TgcExchange e;
+    e.params = x.params;
+    e.n = x.n;
+    e.name = x.name;
+    e.collective = x.collective;
+    e.op = x.op;
+    e.members = x.members;
+    e.me = x.me;
+    e.hop = x.requantize_elements;
+    TgcParams sizing = e.params;
+    sizing.error_feedback = false;  // sizes only: no residual allocated
+    const TgcCodec codec(sizing, static_cast<std::size_t>(e.n));
+    e.kept = static_cast<std::int64_t>(codec.kept());
+    e.payload_floats = static_cast<std::int64_t>(codec.payload_floats(x.bits));
+    e.carried = native_collectives && (x.op == CollectiveOp::AllGather || x.op == CollectiveOp::AllReduce);
+    lp.exchanges.push_back(std::move(e));
+  }
+  lp.dsa.present = tp.dsa.present;
+  lp.dsa.n = tp.dsa.n;
+  lp.dsa.density = tp.dsa.density;
+  lp.dsa.granularity = tp.dsa.granularity;
+  lp.dsa.block = tp.dsa.block;
+  lp.dsa.every = tp.dsa.every;
+  lp.dsa.rest_bytes = tp.dsa.rest_bytes;
+  lp.loss_scale_elements = tp.loss_scale_elements;
+  lp.statistics_elements = tp.statistics_elements;
 
   auto lane_of = [&](const Lane& lane) {
     const auto it = std::find(lp.lanes.begin(), lp.lanes.end(), lane);
@@ -238,7 +197,7 @@ LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives) {
         const OpCost& cost = plan.costs.at(static_cast<std::size_t>(op.cost));
         l.lane = stream_lane(op.stream);
         l.flops = cost.flops;
-        if (plan_technique(plan, prog, static_cast<std::uint32_t>(i), cost, l, lp)) break;
+        if (plan_technique(static_cast<std::uint32_t>(i), cost, tp, l, lp)) break;
         const bool gemm = cost.is_matmul() && (cost.kernel == OpCost::Kernel::None || cost.kernel == OpCost::Kernel::Lora);
         if (gemm && cost.m > 0 && cost.n > 0 && cost.k > 0) {
           l.kind = OpLaunch::Kind::Gemm;
@@ -270,20 +229,10 @@ LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives) {
         l.bytes = round_up_to_unit(op.collective, members, op.bytes);
         l.comm = comm_of(CommKey{false, op.stream, op.group, 0});
         lp.comm_buffer[l.comm] = std::max(lp.comm_buffer[l.comm], l.bytes);
-        // The collective after a compress op is its exchange's (technique_ops.cpp's rule).
-        for (std::size_t d = 0; d < prog.num_deps(i); ++d) {
-          const OpLaunch& dep = lp.ops[prog.deps_of(i)[d]];
-          if (dep.technique != Technique::Compress) continue;
-          TgcExchange& e = lp.exchanges[static_cast<std::size_t>(dep.index)];
-          e.collective = static_cast<std::int32_t>(i);
-          e.op = op.collective;
-          e.members = plan.group_members(rank, op.group);
-          e.me = static_cast<int>(std::find(e.members.begin(), e.members.end(), rank) - e.members.begin());
-          e.carried = native_collectives && (op.collective == CollectiveOp::AllGather || op.collective == CollectiveOp::AllReduce);
-          if (e.carried) {
-            l.index = dep.index;
-            l.bytes = 4 * e.output_floats();
-          }
+        // An exchange's collective carries its payload where NCCL's own collective runs it.
+        if (const std::int32_t x = tp.exchange[i]; x >= 0 && lp.exchanges[static_cast<std::size_t>(x)].carried) {
+          l.index = x;
+          l.bytes = 4 * lp.exchanges[static_cast<std::size_t>(x)].output_floats();
         }
         break;
       }

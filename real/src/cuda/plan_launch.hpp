@@ -22,7 +22,7 @@
 // earlier op), so every awaited event has been recorded when it is waited on. Technique ops whose
 // kernels' twins return a count (host_sync) make the host wait for the device there.
 //
-// Technique ops: the roles and state of the CPU backend's technique_ops.hpp (Technique, TgcExchange,
+// Technique ops: the roles and state of the CPU backend's technique_ops.hpp (TechniqueRole, TgcExchange,
 // DsaLaunch, SparseGemmLaunch), planned here without a GPU; cuda_backend.cpp runs them with the twins.
 #pragma once
 
@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "../technique_plan.hpp"
 #include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/core/units.hpp"
@@ -48,20 +49,10 @@ std::string to_string(const Lane& lane);  // "compute", "collective", "send+2", 
 // (fp8 GEMMs need cublasLt's scaled matmul, not wired yet: the span keeps the plan's FLOPs).
 DType gemm_dtype(DType dtype);
 
-// The technique ops' roles, as the CPU backend's technique_ops.hpp runs them (the same semantics, on the
-// GPU with the kernels' CUDA twins, kernels/include/twinbed/kernels/*.hpp, namespace cuda).
-enum class Technique : std::uint8_t {
-  None,
-  Compress,    // TGC: error feedback + top-k / quantisation of the exchange's gradient into its payload
-  Requantize,  // TGC "tgc.requantize": decode + add + encode of the op's `elements` (the hops' work)
-  Decompress,  // TGC: decode what the collective delivered and sum it into the gradient
-  Refresh,     // DSA: importance + masks of a 1/every slice of the targets (a different slice each iteration)
-  MaskedStep,  // DSA: masked Adam of the targets, then a streaming pass over the step's other bytes
-  LossScale,   // precision: unscale of `elements` gradients with the overflow check
-  Statistics,  // precision: max|g| and Σg² over a 1/every slice of `elements` gradients
-  SparseGemm,  // DSA: block-sparse (BSR) or 2:4 GEMM Y = X·Wᵀ through the twins
-};
-const char* to_string(Technique t);
+// The technique ops' roles (technique_plan.hpp finds them for every real backend), run with the same
+// semantics as the CPU backend's technique_ops.hpp, on the GPU with the kernels' CUDA twins
+// (kernels/include/twinbed/kernels/*.hpp, namespace cuda).
+using detail::TechniqueRole;
 
 // A TGC exchange of one rank: compress → collective → (requantize) → decompress of one gradient
 // reduction, as technique_ops.cpp's Exchange. Sizes in elements / floats.
@@ -130,7 +121,7 @@ struct OpLaunch {
   // Technique: its role and, for TGC roles, the exchange (LaunchPlan::exchanges), for SparseGemm the
   // GEMM (LaunchPlan::sparse_gemms); `elements` the op's (LossScale, Statistics), `every` its slicing.
   // Collective: index >= 0 when it carries that exchange's payload (TgcExchange::carried).
-  Technique technique = Technique::None;
+  TechniqueRole technique = TechniqueRole::None;
   std::int32_t index = -1;
   // The host waits for the op's lane to reach its end before enqueuing the next op: the twins that
   // return a count synchronise their stream (top-k of a sparse TGC compress; the DSA mask selections).
@@ -215,7 +206,7 @@ std::vector<CommKey> plan_comms(const Plan& plan);
 //    k·density (at least 1), the non-zero work, marked stand_in.
 //  - Compute, memory-bound: Stream of cost.bytes.
 //  - Compute, a technique kernel (OpCost::kernel Compress, Decompress, MaskRefresh, MaskedStep,
-//    LossScale, Precision): Technique of its role (see Technique), flops = cost.flops.
+//    LossScale, Precision): Technique of its role (see TechniqueRole), flops = cost.flops.
 //  - Collective: on the (stream, group) communicator, bytes rounded up as the CPU backend rounds them;
 //    one that carries a TGC payload (native all-gather or all-reduce after a compress op): the payload's
 //    bytes (all-gather: every member's), index = the exchange.
