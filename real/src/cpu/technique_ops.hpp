@@ -2,7 +2,8 @@
 // project's kernels (kernels/), on buffers that stand for the rank's tensors, with the state the
 // techniques keep across iterations. Free of MPI: the CPU backend (cpu_backend.cpp) moves the payloads.
 //
-// What runs, by OpCost::kernel (core/model.hpp) — the data are synthetic (a deterministic pseudo-random
+// Which ops these are, and how a TGC exchange hangs together, is found by technique_plan.hpp (shared
+// with the CUDA backend). What runs, by role — the data are synthetic (a deterministic pseudo-random
 // gradient per rank and tensor, fixed over iterations: the backend has no model to differentiate), the
 // work is the kernels' own:
 //   Compress     TGC (core/passes/tgc.hpp): the rank's gradient of `elements` floats plus its

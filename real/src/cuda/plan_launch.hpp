@@ -22,8 +22,9 @@
 // earlier op), so every awaited event has been recorded when it is waited on. Technique ops whose
 // kernels' twins return a count (host_sync) make the host wait for the device there.
 //
-// Technique ops: the roles and state of the CPU backend's technique_ops.hpp (TechniqueRole, TgcExchange,
-// DsaLaunch, SparseGemmLaunch), planned here without a GPU; cuda_backend.cpp runs them with the twins.
+// Technique ops: their roles and exchanges found by technique_plan.hpp (as for the CPU backend), their
+// GPU state (TgcExchange, DsaLaunch, SparseGemmLaunch) planned here without a GPU; cuda_backend.cpp runs
+// them with the twins.
 #pragma once
 
 #include <cstdint>
