@@ -109,6 +109,10 @@ TEST(ValidateRows, CollectiveRowsParse) {
   EXPECT_EQ(rows[0].provenance.file, "collectives/test.json");
   EXPECT_EQ(rows[1].nccl_algo, "Ring");
   EXPECT_EQ(rows[1].time_us, 30.0);
+
+  json noted = collective_file();
+  noted["rows"][0]["note"] = "the thread calls this machine slow";  // optional, any text
+  EXPECT_EQ(parse_collectives(noted).size(), 2u);
 }
 
 TEST(ValidateRows, BadCollectiveRowsNameTheFieldAndTheFile) {
@@ -142,6 +146,10 @@ TEST(ValidateRows, BadCollectiveRowsNameTheFieldAndTheFile) {
   j = collective_file();
   j["rows"][0]["measured_busbw_GBps"] = 0;
   EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/0/measured_busbw_GBps");
+
+  j = collective_file();
+  j["rows"][0]["note"] = 1;  // a note is text
+  EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/0/note");
 
   j = collective_file();
   j["topology"]["preset"] = "nosuch";

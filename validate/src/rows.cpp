@@ -69,7 +69,7 @@ std::vector<CollectiveCase> collectives_from_json(const json& j, const std::stri
       jr::require_object(r, p);
       jr::check_keys(r, p,
                      {"machine", "op", "ranks", "size_bytes", "size_note", "nccl_algo", "measured_busbw_GBps",
-                      "measured_time_us", "derived", "source", "where", "inputs"});
+                      "measured_time_us", "derived", "source", "where", "inputs", "note"});
       CollectiveCase c;
       c.id = stem(file) + "/" + std::to_string(i);
       c.topology = topology;
@@ -95,7 +95,7 @@ std::vector<CollectiveCase> collectives_from_json(const json& j, const std::stri
       c.provenance.source = jr::read_name(jr::required(r, p, "source", "the URL of the source"), jr::child(p, "source"));
       c.provenance.where = jr::read_name(jr::required(r, p, "where", "where in the source"), jr::child(p, "where"));
       jr::read_name(jr::required(r, p, "inputs", "the command and settings as the source states them"), jr::child(p, "inputs"));
-      for (const char* k : {"size_note", "derived"}) optional_text(r, p, k);
+      for (const char* k : {"size_note", "derived", "note"}) optional_text(r, p, k);
       out.push_back(std::move(c));
     }
     return out;
