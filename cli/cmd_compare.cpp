@@ -182,6 +182,22 @@ int compare_plan(const CompareOptions& o, int rank, int size) {
   std::printf("%-14s %26s %14.3f %24s\n", "step", text(rc.step_measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(), step_sim * 1e3,
               text(rc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
 
+  // Peak memory of the largest rank: the plan's (simulated, and as the measured run allocated it) and what
+  // the system saw the measured ranks hold (report.hpp's resident peak), over the runs.
+  std::vector<double> residents;
+  for (const Report& r : measured_reports)
+    if (r.resident_measured) residents.push_back(static_cast<double>(r.resident_peak));
+  const Spread resident = spread_of(residents.size() == measured_reports.size() ? residents : std::vector<double>{});
+  nlohmann::json memory = {{"simulated_peak_bytes", simulated_report.peak_memory},
+                           {"measured_plan_peak_bytes", measured_reports[typical].peak_memory},
+                           {"measured_resident_peak_bytes", residents.empty() ? nlohmann::json(nullptr) : nlohmann::json(resident.median)},
+                           {"measured_resident_range_bytes", residents.empty() ? nlohmann::json(nullptr) : range(resident, 1)}};
+  std::printf("# peak memory (largest rank): simulated %.1f MiB (the plan's tensors; measured run allocated %.1f MiB)",
+              static_cast<double>(simulated_report.peak_memory) / MiB, static_cast<double>(measured_reports[typical].peak_memory) / MiB);
+  if (!residents.empty())
+    std::printf(", resident %s MiB as the system measured the ranks", text(resident, 1.0 / MiB, "%.1f [%.1f, %.1f]").c_str());
+  std::printf("\n");
+
   // Per op: the median error over the ops of one kind (each op's mean duration over ranks and
   // micro-batches), the figure issue 4 asks for GEMM-dominated ops and for collectives.
   nlohmann::json per_op = nlohmann::json::object();
@@ -239,6 +255,8 @@ int compare_plan(const CompareOptions& o, int rank, int size) {
     effect = {{"step_time", row("step time", te.step)},
               {"peak_memory", row("peak memory", te.peak_memory)},
               {"baseline_step_s", {{"measured", spread_of(baseline_steps).median}, {"simulated", simulated_baseline.step_time.seconds()}}}};
+    // The resident peaks, where the backend measured them: the plan's memory ratio checked against the system's.
+    if (!std::isnan(te.resident_memory.measured.median)) effect["resident_memory"] = row("resident peak", te.resident_memory);
   }
 
   const std::string out = o.out.empty() ? "results/" + e.name + "-compare" : o.out;
@@ -252,6 +270,7 @@ int compare_plan(const CompareOptions& o, int rank, int size) {
                                 {"simulated_s", step_sim}, {"error_pct", rc.step_error_pct.median},
                                 {"error_range_pct", range(rc.step_error_pct, 1)}}},
                       {"op_kinds", kinds},
+                      {"memory", memory},
                       {"per_op", per_op}};
   if (baseline) {
     j["technique_ops"] = technique_ops;

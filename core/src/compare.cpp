@@ -124,10 +124,13 @@ TechniqueEffect technique_effect(const Report& simulated_without, const Report& 
   auto memory = [](const Report& with, const Report& without) {
     return without.peak_memory > 0 ? static_cast<double>(with.peak_memory) / static_cast<double>(without.peak_memory) : 0.0;
   };
-  std::vector<double> steps, memories;
+  std::vector<double> steps, memories, residents;
   for (std::size_t i = 0; i < measured_with.size(); ++i) {
-    steps.push_back(step(measured_with[i]) / step(measured_without[i]));
-    memories.push_back(memory(measured_with[i], measured_without[i]));
+    const Report &with = measured_with[i], &without = measured_without[i];
+    steps.push_back(step(with) / step(without));
+    memories.push_back(memory(with, without));
+    if (with.resident_measured && without.resident_measured && without.resident_peak > 0)
+      residents.push_back(static_cast<double>(with.resident_peak) / static_cast<double>(without.resident_peak));
   }
   TechniqueEffect out;
   out.step.measured = spread_of(steps);
@@ -136,6 +139,9 @@ TechniqueEffect technique_effect(const Report& simulated_without, const Report& 
   out.peak_memory.measured = spread_of(memories);
   out.peak_memory.simulated = memory(simulated_with, simulated_without);
   out.peak_memory.error_pct = error_pct(out.peak_memory.simulated, out.peak_memory.measured.median);
+  out.resident_memory.measured = spread_of(residents.size() == measured_with.size() ? residents : std::vector<double>{});
+  out.resident_memory.simulated = out.peak_memory.simulated;
+  out.resident_memory.error_pct = error_pct(out.resident_memory.simulated, out.resident_memory.measured.median);
   return out;
 }
 

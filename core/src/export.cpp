@@ -88,6 +88,8 @@ json report_to_json(const Report& r) {
                   {"memory_recorded", r.memory_recorded},
                   {"peak_memory_bytes", r.peak_memory},
                   {"peak_memory_rank", r.peak_memory_rank},
+                  {"resident_peak_bytes", r.resident_measured ? json(r.resident_peak) : json(nullptr)},
+                  {"resident_peak_rank", r.resident_peak_rank},
                   {"memory_fits", r.memory_fits}};
   json inputs = {{"model_flops", r.inputs.model_flops},
                  {"executed_flops", r.inputs.executed_flops},

@@ -183,6 +183,17 @@ Report report(const Trace& trace, const ReportInputs& inputs) {
     peak[static_cast<std::size_t>(m.rank)] = std::max(peak[static_cast<std::size_t>(m.rank)], m.bytes);
   }
   rep.memory_recorded = !trace.memory.empty();
+  if (!trace.resident_peak.empty()) {
+    if (trace.resident_peak.size() != static_cast<std::size_t>(world))
+      throw InvalidArgument("report: the trace has " + std::to_string(trace.resident_peak.size()) +
+                            " resident peaks for a world of " + std::to_string(world) + " ranks");
+    rep.resident_measured = true;
+    for (int r = 0; r < world; ++r)
+      if (trace.resident_peak[static_cast<std::size_t>(r)] > rep.resident_peak) {
+        rep.resident_peak = trace.resident_peak[static_cast<std::size_t>(r)];
+        rep.resident_peak_rank = r;
+      }
+  }
 
   // The three-way split of each recorded rank's window.
   std::vector<RankSummary> per_recorded(static_cast<std::size_t>(world));
@@ -253,6 +264,11 @@ std::string format_summary(const Report& r) {
     std::snprintf(line, sizeof line, "peak memory      not recorded\n");
   }
   out += line;
+  if (r.resident_measured) {
+    std::snprintf(line, sizeof line, "resident peak    %s on rank %d (measured by the system, above the rank's memory before the plan)\n",
+                  human_bytes(r.resident_peak).c_str(), r.resident_peak_rank);
+    out += line;
+  }
   out += "op kind          count/rank   time/rank   share\n";
   for (const OpKindRow& k : r.op_kinds) {
     std::snprintf(line, sizeof line, "  %-14s %10.1f  %10s  %5.1f%%\n", to_string(k.kind).c_str(),

@@ -152,8 +152,30 @@ TEST(TechniqueEffect, PairedRatiosAgainstTheSimulatedRatio) {
   EXPECT_NEAR(e.peak_memory.measured.median, 1.5, 1e-12);
   EXPECT_NEAR(e.peak_memory.simulated, 2.0, 1e-12);
   EXPECT_NEAR(e.peak_memory.error_pct, 100.0 * (2.0 - 1.5) / 1.5, 1e-9);
+  EXPECT_TRUE(std::isnan(e.resident_memory.measured.median));  // no run measured a resident peak
   EXPECT_THROW(technique_effect(r(6, 0), r(9, 0), {r(10, 0)}, {}), InvalidArgument);
   EXPECT_THROW(technique_effect(r(6, 0), r(0, 0), {r(10, 0)}, {r(12, 0)}), InvalidArgument);
+}
+
+// The resident peaks (what the system measured) give their own ratio, against the plan's simulated one;
+// one run without them leaves it unmeasured rather than a ratio of fewer pairs.
+TEST(TechniqueEffect, ResidentPeaksAreCheckedAgainstTheSimulatedMemoryRatio) {
+  auto r = [](Bytes peak, Bytes resident) {
+    Report x;
+    x.step_time = Time::us(1);
+    x.peak_memory = peak;
+    x.resident_measured = resident > 0;
+    x.resident_peak = resident;
+    return x;
+  };
+  const TechniqueEffect e = technique_effect(r(100, 0), r(50, 0), {r(100, 110), r(100, 100)}, {r(50, 66), r(50, 60)});
+  EXPECT_NEAR(e.resident_memory.measured.min, 0.6, 1e-12);
+  EXPECT_NEAR(e.resident_memory.measured.max, 0.6, 1e-12);
+  EXPECT_NEAR(e.resident_memory.simulated, 0.5, 1e-12);
+  EXPECT_NEAR(e.resident_memory.error_pct, 100.0 * (0.5 - 0.6) / 0.6, 1e-9);
+  EXPECT_NEAR(e.peak_memory.measured.median, 0.5, 1e-12);
+  const TechniqueEffect partly = technique_effect(r(100, 0), r(50, 0), {r(100, 110), r(100, 100)}, {r(50, 66), r(50, 0)});
+  EXPECT_TRUE(std::isnan(partly.resident_memory.measured.median));
 }
 
 TEST(Compare, ReportsOfDifferentWorldSizesAreRefused) {

@@ -114,6 +114,23 @@ TEST(Report, PeakMemoryAndFit) {
   EXPECT_EQ(r.peak_memory, 90 * GiB);
   EXPECT_EQ(r.peak_memory_rank, 1);
   EXPECT_FALSE(r.memory_fits);
+  EXPECT_FALSE(r.resident_measured);
+  EXPECT_EQ(format_summary(r).find("resident peak"), std::string::npos);
+}
+
+// A real backend's resident peaks (measured by the system) are reported beside the plan's peak: the
+// largest, its rank; one per rank or the trace is broken.
+TEST(Report, ResidentPeaksBesideThePlansPeak) {
+  Trace t = two_rank_trace();
+  t.resident_peak = {70 * GiB, 60 * GiB};
+  const Report r = report(t, inputs());
+  EXPECT_TRUE(r.resident_measured);
+  EXPECT_EQ(r.resident_peak, 70 * GiB);
+  EXPECT_EQ(r.resident_peak_rank, 0);
+  EXPECT_EQ(r.peak_memory, 90 * GiB);  // the plan's, unchanged
+  EXPECT_NE(format_summary(r).find("resident peak"), std::string::npos);
+  t.resident_peak = {70 * GiB};
+  EXPECT_THROW(report(t, inputs()), InvalidArgument);
 }
 
 TEST(Report, OpKindTable) {

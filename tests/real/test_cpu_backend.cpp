@@ -349,6 +349,36 @@ TEST(CpuBackend, APlannedArenaIsTheMemoryFromTheStart) {
   }
 }
 
+// The resident peak, measured by the system rather than taken from the plan: on every rank at least the
+// plan's peak (every tensor is allocated and touched for real), and — without AddressSanitizer, whose
+// allocator quarantines freed memory and whose shadow is resident too — not far above it. A model large
+// enough (about 100 MiB of model state per rank) that MPI's and Eigen's own buffers are small beside it.
+TEST(CpuBackend, TheResidentPeakCoversThePlansTensors) {
+  const int n = world_size();
+  Layout l;
+  l.dp = n;
+  l.micro_batch = 1;
+  l.global_batch = n;
+  const Plan plan = build_plan(gpt_model("resident", 2, 512, 8, 64, 512), l, ClusterShape{n, n});
+  CpuBackendOptions options;
+  options.compute_scale = 0.05;
+  const Trace trace = run_plan_on_cpu(plan, options);
+  if (world_rank() != 0) return;
+  if (trace.resident_peak.empty()) GTEST_SKIP() << "the system's resident set cannot be measured here";
+  ASSERT_EQ(trace.resident_peak.size(), static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    Bytes planned = 0;
+    for (const MemorySample& m : trace.memory)
+      if (m.rank == r) planned = std::max(planned, m.bytes);
+    ASSERT_GT(planned, 64 * MiB) << "rank " << r;
+    const Bytes resident = trace.resident_peak[static_cast<std::size_t>(r)];
+    EXPECT_GE(resident, planned * 9 / 10) << "rank " << r;
+#if !defined(__SANITIZE_ADDRESS__)
+    EXPECT_LE(resident, planned * 6 / 5 + 16 * MiB) << "rank " << r;
+#endif
+  }
+}
+
 // Backends are found by name: "real-cpu" makes a CpuBackend with the experiment's collective algorithm
 // ("real-cuda", registered beside it, is tested in test_cuda_backend.cpp).
 TEST(CpuBackend, IsTheBackendNamedRealCpu) {

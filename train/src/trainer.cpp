@@ -1,8 +1,5 @@
 #include "twinbed/train/trainer.hpp"
 
-#include <malloc.h>
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -19,6 +16,7 @@
 #include "twinbed/core/passes/precision.hpp"
 #include "twinbed/core/passes/tgc.hpp"
 #include "twinbed/kernels/dsa.hpp"
+#include "twinbed/real/resident_memory.hpp"
 #include "twinbed/train/corpus.hpp"
 #include "gradient_exchange.hpp"
 
@@ -337,8 +335,8 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
   std::optional<MixedPrecision>& mixed = setup.mixed;
   std::optional<Dsa>& sparse = setup.sparse;
 
-  reset_peak_memory();
-  const std::int64_t resident_at_start = resident_memory_bytes();
+  real::ResidentPeak memory;  // what the variant adds to the process's resident set
+  memory.start();
   const std::size_t length = static_cast<std::size_t>(config.model.seq_len) + 1;
   const Corpus corpus = load_corpus(v.data, length + 1, data_path(config, variant_index));
 
@@ -411,7 +409,7 @@ VariantResult train_variant(const TrainConfig& config, std::size_t variant_index
     constexpr std::size_t kFields = 4;
     const std::array<float, kFields> mine{static_cast<float>(r.loss), static_cast<float>(step_s),
                                           static_cast<float>(rec.bytes_sent),
-                                          static_cast<float>(peak_memory_bytes() - resident_at_start)};
+                                          static_cast<float>(std::max<std::int64_t>(0, memory.peak_above_start()))};
     std::vector<float> all(kFields * static_cast<std::size_t>(R));
     ranks.all_gather(mine, all);
     rec.train_loss = 0;
@@ -485,39 +483,5 @@ Gpt load_checkpoint(const std::string& file, const GptShape& expected) {
 }
 
 // ---- memory -----------------------------------------------------------------------------------------
-
-namespace {
-// A "Vm...:" line of /proc/self/status in bytes, or -1 when there is none (not Linux).
-std::int64_t proc_status_bytes(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == field) {
-      std::int64_t kib = 0;
-      status >> kib;
-      return kib * 1024;
-    }
-    status.ignore(1 << 20, '\n');
-  }
-  return -1;
-}
-}  // namespace
-
-std::int64_t resident_memory_bytes() { return std::max<std::int64_t>(0, proc_status_bytes("VmRSS:")); }
-
-std::int64_t peak_memory_bytes() {
-  if (const std::int64_t hwm = proc_status_bytes("VmHWM:"); hwm >= 0) return hwm;
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<std::int64_t>(usage.ru_maxrss) * 1024;  // Linux and most BSDs report KiB
-}
-
-void reset_peak_memory() {
-  // Freed heap first goes back to the system (glibc's malloc_trim), so an earlier variant's buffers do
-  // not count; then writing "5" to clear_refs resets the peak resident set size (Linux >= 4.0, proc(5)).
-  malloc_trim(0);
-  std::ofstream clear("/proc/self/clear_refs");
-  if (clear) clear << "5";
-}
 
 }  // namespace twinbed::train

@@ -24,6 +24,7 @@
 #include "twinbed/real/collective_data.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/mpi.hpp"
+#include "twinbed/real/resident_memory.hpp"
 
 namespace twinbed::real {
 namespace {
@@ -533,9 +534,14 @@ Trace CpuBackend::run(const Plan& plan) {
   std::vector<char> recv_arena(static_cast<std::size_t>(recv_bytes));
   const std::vector<char> send_buf(static_cast<std::size_t>(std::max<std::int64_t>(send_bytes, 1)));
 
-  // ---- warm-up, then the recorded iteration, each from a barrier.
+  // ---- warm-up, then the recorded iteration, each from a barrier. The first iteration, which allocates
+  // the model state and everything else the plan holds, is also measured by the system: its resident
+  // peak above what the rank held before it (the backend's own buffers above are already touched).
   RankRecord rec;
+  ResidentPeak resident;
+  std::int64_t resident_peak = -1;
   for (int it = 0; it <= options_.warmup_iters; ++it) {
+    if (it == 0) resident.start();
     MPI_CHECK(MPI_Barrier(im.world.get()));
     // One clock origin per host: its lowest rank reads the clock and tells the others.
     std::int64_t origin = Clock::now().time_since_epoch().count();
@@ -543,6 +549,8 @@ Trace CpuBackend::run(const Plan& plan) {
     const Clock::time_point t0{Clock::duration{origin}};
     const bool recorded = it == options_.warmup_iters;
     rec = im.execute(pp, recv_arena, send_buf, pool, t0, recorded);
+    if (it == 0) resident_peak = resident.peak_above_start();
+    pp.techniques->verify_pending();  // after the measurement: its scratch is not the plan's memory
   }
 
   // ---- gather to rank 0.
@@ -582,6 +590,10 @@ Trace CpuBackend::run(const Plan& plan) {
   gather(samples_out.data(), static_cast<std::int64_t>(samples_out.size()), sample_bytes);
 
   detail::take_records(trace, im.rank == 0, std::move(rec.spans), std::move(rec.memory), span_bytes, sample_bytes);
+  // Resident peaks: every rank's, or none when a rank could not measure its own.
+  std::vector<std::int64_t> peaks(static_cast<std::size_t>(im.size), -1);
+  MPI_CHECK(MPI_Allgather(&resident_peak, 1, MPI_INT64_T, peaks.data(), 1, MPI_INT64_T, im.world.get()));
+  if (std::all_of(peaks.begin(), peaks.end(), [](std::int64_t p) { return p >= 0; })) trace.resident_peak = std::move(peaks);
   return trace;
 }
 

@@ -59,6 +59,15 @@ RankProgram::RankProgram(const Schedule& schedule, int rank, std::optional<kerne
   }
   send_scratch_.resize(static_cast<std::size_t>(send_scratch_floats_));
   recv_scratch_.resize(static_cast<std::size_t>(recv_scratch_floats_));
+  if (wire_) {  // the codec's buffers for the largest transfer, allocated with the rest
+    std::int64_t largest = 0;
+    for (const RoundPlan& plan : rounds_)
+      for (const auto* messages : {&plan.sends, &plan.recvs})
+        for (const Message& m : *messages)
+          for (const RankTransfer& t : m.parts) largest = std::max(largest, t.count);
+    decoded_.resize(static_cast<std::size_t>(largest));
+    codes_.resize(kernels::quant_code_bytes(static_cast<std::size_t>(largest), wire_->bits));
+  }
 }
 
 std::int64_t RankProgram::wire_floats(std::int64_t count) const {

@@ -15,7 +15,8 @@
 //                simulator charges after the transfer — has nothing left to do here.
 //   Decompress   top-k: every rank's payload that arrived decoded and summed into the gradient; a
 //                quantised reduction: its decoded result written to the gradient.
-//                Verification, the first time each exchange runs: every rank re-encodes every member's
+//                Verification of the first payloads each exchange delivered, kept until the iteration is
+//                over (verify_pending(): its scratch is not the iteration's memory): every rank re-encodes every member's
 //                payload from its gradient; all-gathered payloads must equal it float by float, and a
 //                quantised all-reduce's result must lie within the hops' quantisation error of the exact
 //                sum of the members' contributions (2(R−1) encodings of at most half a step each, the
@@ -102,6 +103,9 @@ class TechniqueOps {
 
   // One iteration done (slices of amortised refreshes advance).
   void next_iteration();
+  // Verifies the exchanges whose first payloads arrived since the last call (see Decompress above);
+  // Error when a float is wrong.
+  void verify_pending();
   const PayloadCheck& checks() const;  // this rank's, so far
 
  private:

@@ -118,6 +118,9 @@ struct RatioComparison {
 struct TechniqueEffect {
   RatioComparison step;         // step time with / without
   RatioComparison peak_memory;  // peak memory with / without (0s when a report recorded no memory)
+  // The measured resident peaks' ratio (report.hpp: what the system saw, not the plan) against the same
+  // simulated peak-memory ratio; measured NaN when a run has no resident peak.
+  RatioComparison resident_memory;
   bool operator==(const TechniqueEffect&) const = default;
 };
 

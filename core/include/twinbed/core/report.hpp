@@ -23,6 +23,8 @@
 //    (p−1)/(m+p−1). The report's fractions are means over all ranks (stand-in ranks counted as the
 //    ranks they stand for), as percentages of the step time in the printed summary.
 //  - peak memory per rank: the largest MemorySample of the rank; it fits when ≤ the device memory.
+//    Where a real backend measured it, the resident peak (trace.hpp) is reported beside it: the largest
+//    over ranks, what the operating system saw rather than what the plan says.
 //  - per op: every span of one op name and kind, over ranks and micro-batches (stand-ins counted as the
 //    ranks they stand for): count, total and mean duration — what compare() (compare.hpp) matches
 //    between backends. Not written to the results files (one row per op name: large for big plans).
@@ -110,6 +112,9 @@ struct Report {
   Bytes peak_memory = 0;               // max over ranks
   int peak_memory_rank = 0;
   bool memory_fits = true;             // every rank's peak <= device memory
+  bool resident_measured = false;      // whether the trace had resident peaks (trace.hpp)
+  Bytes resident_peak = 0;             // max over ranks
+  int resident_peak_rank = 0;
   std::vector<OpKindRow> op_kinds;     // in SpanKind order, kinds that occur
   std::vector<OpRow> ops;              // per (kind, name) that occurs, ordered by kind, then name
   std::vector<RankSummary> ranks;      // one per rank, 0..world_size-1

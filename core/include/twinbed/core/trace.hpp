@@ -56,6 +56,11 @@ struct Trace {
   std::vector<std::string> names;      // span names, indexed by Span::name
   std::vector<Span> spans;             // ordered by (rank, start); see span_before in plan_exec.hpp
   std::vector<MemorySample> memory;    // ordered by (rank, time)
+  // Per rank, when a real backend measured it (else empty): the most memory the rank's process held
+  // while it ran the plan's first iteration, above what it held before it — measured by the operating
+  // system (the CPU backend: the resident set's high-water mark), not taken from the plan, so it can
+  // disagree with the memory samples: allocator overhead, whole pages, the kernels' scratch.
+  std::vector<Bytes> resident_peak;
   Time step_time;                      // one training iteration: first op start to last op end
   bool operator==(const Trace&) const = default;
 };

@@ -137,7 +137,10 @@ class CpuBackend : public Backend {
   // (rank, start), and every rank's memory samples, ordered by (rank, time). On other ranks it returns
   // a Trace with only that rank's own spans and samples. On every rank: backend "real-cpu",
   // world_size, recorded_rank = identity (every rank is measured), names = plan.names, step_time =
-  // the latest span end over all ranks (times start at 0 at the aligned start).
+  // the latest span end over all ranks (times start at 0 at the aligned start), and resident_peak: each
+  // rank's resident-set high-water mark over the first iteration (warm-up or recorded, the one that
+  // allocates the model state) above the resident set before it, freed heap memory first returned to the
+  // system (empty where Linux's /proc cannot measure it on some rank).
   //
   // Throws, on every rank alike and before communicating: InvalidArgument when the MPI world size differs
   // from plan.world_size() (naming both), when validate(plan) fails, when buffers exceed the memory

@@ -119,11 +119,4 @@ void save_checkpoint(const Gpt& model, const std::string& file);
 // Throws ConfigError (path = the file) when the file is not a checkpoint or is for another shape.
 Gpt load_checkpoint(const std::string& file, const GptShape& expected);
 
-// Peak resident memory of this process since the last reset_peak_memory() (Linux: VmHWM, reset through
-// /proc/self/clear_refs; elsewhere getrusage's peak, which cannot be reset), and its resident memory now
-// (Linux: VmRSS; elsewhere 0).
-std::int64_t peak_memory_bytes();
-std::int64_t resident_memory_bytes();
-void reset_peak_memory();
-
 }  // namespace twinbed::train
