@@ -58,8 +58,9 @@ struct Trace {
   std::vector<MemorySample> memory;    // ordered by (rank, time)
   // Per rank, when a real backend measured it (else empty): the most memory the rank's process held
   // while it ran the plan's first iteration, above what it held before it — measured by the operating
-  // system (the CPU backend: the resident set's high-water mark), not taken from the plan, so it can
-  // disagree with the memory samples: allocator overhead, whole pages, the kernels' scratch.
+  // system (the CPU backend: the resident set's high-water mark) or the allocator (the CUDA backend: the
+  // device memory pool's high-water mark, plus the arena and resident tensors), not taken from the plan,
+  // so it can disagree with the memory samples: allocator granularity, whole pages, the kernels' scratch.
   std::vector<Bytes> resident_peak;
   Time step_time;                      // one training iteration: first op start to last op end
   bool operator==(const Trace&) const = default;

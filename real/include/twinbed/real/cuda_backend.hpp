@@ -49,7 +49,9 @@
 //    once and kept across iterations; other tensors cudaMallocAsync / cudaFreeAsync on their stream (the
 //    device's pool keeps freed memory for the next iteration); under a planned arena (zrdf) one
 //    cudaMalloc of the arena, every tensor at its offset, nothing allocated per op. Memory samples at the
-//    times the ops' stream reached them.
+//    times the ops' stream reached them. The allocator's own count beside them (Trace::resident_peak):
+//    the device pool's reserved-memory high-water mark over the first iteration plus the model state
+//    and arena.
 //
 // Timing: CUDA events recorded around every op on its stream, relative to a start event recorded after
 // cudaDeviceSynchronize and a barrier over the job; every other stream waits for the start event. Ranks
@@ -102,7 +104,8 @@ class CudaBackend : public Backend {
 
   // options.warmup_iters unrecorded iterations, then the recorded one. Returns on rank 0 every rank's
   // spans and memory samples, on the others their own; backend "real-cuda", recorded_rank = identity,
-  // names = plan.names, step_time = the latest span end over all ranks.
+  // names = plan.names, step_time = the latest span end over all ranks; on rank 0 every rank's
+  // resident_peak (above).
   // Throws InvalidArgument, on every rank alike and before any GPU work, when the job's size differs from
   // plan.world_size(), validate(plan) fails, group members put a kind's collectives on different streams,
   // the algorithm lacks an op the plan uses, or the rank's buffers do not fit its GPU's free memory;
