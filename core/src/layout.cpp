@@ -67,6 +67,34 @@ PipelineSchedule parse_schedule(const std::string& name) {
 }
 
 namespace {
+constexpr std::pair<GradDtype, const char*> kGradDtypes[] = {{GradDtype::Model, "model"}, {GradDtype::FP32, "fp32"}};
+}  // namespace
+
+std::string grad_dtype_name(GradDtype g) {
+  for (const auto& [value, name] : kGradDtypes) {
+    if (value == g) return name;
+  }
+  throw InvalidArgument("grad_dtype_name: not a GradDtype");
+}
+
+std::vector<std::string> grad_dtype_names() {
+  std::vector<std::string> out;
+  for (const auto& entry : kGradDtypes) out.emplace_back(entry.second);
+  return out;
+}
+
+GradDtype parse_grad_dtype(const std::string& name) {
+  for (const auto& [value, text] : kGradDtypes) {
+    if (name == text) return value;
+  }
+  throw UnknownName("gradient dtype", name, grad_dtype_names());
+}
+
+Bytes gradient_bytes_per_element(const Layout& layout, DType dtype) {
+  return layout.grad_dtype == GradDtype::FP32 ? 4 : gradient_bytes_per_element(dtype);
+}
+
+namespace {
 
 // The work a plan of this layout would be, estimated before building it: a micro-batch's activations
 // must fit the byte counts they are kept in, and the plan's stored ops (one program per stage: per
@@ -219,7 +247,10 @@ ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layo
   const RankParameters p = rank_parameters(model, layout.tp, layout.pp, layout.ep, stage);
   const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.dp);
   const ModelStateBytes expert = model_state_bytes(p.expert, model.dtype, layout.zero_stage, layout.dp / layout.ep);
-  return {dense.params + expert.params, dense.grads + expert.grads, dense.optimizer + expert.optimizer};
+  // model_state_bytes counts gradients in the model's dtype; rescale them to the layout's.
+  const Bytes grads = (dense.grads + expert.grads) / gradient_bytes_per_element(model.dtype) *
+                      gradient_bytes_per_element(layout, model.dtype);
+  return {dense.params + expert.params, grads, dense.optimizer + expert.optimizer};
 }
 
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout) {
@@ -253,7 +284,7 @@ int read_int32(const json& v, const std::string& path, std::int64_t min, std::in
 Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
       "dp",       "tp",           "pp",        "ep",        "sequence_parallel",  "zero_stage", "micro_batch",
-      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB"};
+      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -275,6 +306,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
   }
   if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
   if (j.contains("recompute")) l.recompute = read_named(j["recompute"], path + "/recompute", parse_recompute);
+  if (j.contains("grad_dtype")) l.grad_dtype = read_named(j["grad_dtype"], path + "/grad_dtype", parse_grad_dtype);
   if (j.contains("bucket_MiB")) {
     const json& v = j["bucket_MiB"];
     const std::string p = path + "/bucket_MiB";
@@ -300,7 +332,8 @@ json layout_to_json(const Layout& l) {
               {"virtual_stages", l.virtual_stages},
               {"recompute", recompute_name(l.recompute)},
               {"overlap_grad_reduce", l.overlap_grad_reduce},
-              {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)}};
+              {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)},
+              {"grad_dtype", grad_dtype_name(l.grad_dtype)}};
 }
 
 }  // namespace twinbed

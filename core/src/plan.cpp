@@ -182,7 +182,7 @@ ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Lay
     const ModelStateBytes trained = model_state_bytes(g.trainable, g.dtype, layout.zero_stage, g.shards);
     const ModelStateBytes frozen = model_state_bytes(g.frozen, g.dtype, layout.zero_stage, g.shards);
     out.params += trained.params + frozen.params;
-    out.grads += trained.grads;
+    out.grads += trained.grads / gradient_bytes_per_element(g.dtype) * gradient_bytes_per_element(layout, g.dtype);
     out.optimizer += trained.optimizer;
   }
   return out;
@@ -196,7 +196,7 @@ std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Lay
 
 Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const Layout& layout) {
   Bytes bytes = 0;
-  for (const StateGroup& g : state_groups(params, layout)) bytes += updated_of(g, layout) * gradient_bytes_per_element(g.dtype);
+  for (const StateGroup& g : state_groups(params, layout)) bytes += updated_of(g, layout) * gradient_bytes_per_element(layout, g.dtype);
   return bytes;
 }
 

@@ -89,7 +89,7 @@ class Builder {
       : m_(model), l_(layout), plan_(plan), tables_(plan), ctx_(layout.op_context()) {
     e_ = bytes_per_element(m_.dtype);
     pe_ = parameter_bytes_per_element(m_.dtype);
-    ge_ = gradient_bytes_per_element(m_.dtype);
+    ge_ = gradient_bytes_per_element(l_, m_.dtype);  // the gradient buffers' and reductions' (layout.hpp)
     M_ = l_.micro_batches();
     v_ = l_.virtual_stages;
     V_ = l_.pp * v_;
@@ -129,6 +129,8 @@ class Builder {
     live_.clear();
     ready_dense_.clear();
     ready_expert_.clear();
+    pending_dense_ = pending_expert_ = PendingBuckets{};
+    reductions_.clear();
     last_compute_ = -1;
     act_.assign(static_cast<std::size_t>(M_) * v_ * lpc_, -1);
 
@@ -323,14 +325,29 @@ class Builder {
       for (std::size_t i = 0; i < lists_[kHeadBwd].size(); ++i) prev = compute(kHeadBwd, i, "", mb, prev, -1, -1);
       // The head's gradients (tied embedding copy, final norm) are ready here; with pp == 1 they are
       // counted with the embedding's below.
-      if (final_pass && stage_ > 0) ready_extra(static_cast<std::uint32_t>(prev));
+      if (final_pass && stage_ > 0) {
+        ready_extra(static_cast<std::uint32_t>(prev));
+        issue_buckets(false);
+      }
     }
-    std::int64_t prefetch_dep = prev;
+    // ZeRO-3: the last layer's parameters are gathered first; each other layer's are prefetched, issued
+    // once the layer after it has begun its backward (right after that layer's first op, so that on the
+    // Collective stream's FIFO the prefetch comes before that layer's tensor-parallel collectives).
+    Gathered next = lpc_ > 0 ? gather_layer(bwd_gather_name(first_layer + lpc_ - 1), mb, prev, first_layer + lpc_ - 1,
+                                            local_layer(c, lpc_ - 1))
+                             : Gathered{};
     for (int j = lpc_ - 1; j >= 0; --j) {
       const int layer = first_layer + j;
       const std::int64_t local = local_layer(c, j);
       const std::string prefix = "l" + std::to_string(layer) + ".";
-      const Gathered g = gather_layer(prefix + "zero3.allgather_bwd", mb, prefetch_dep, layer, local);
+      const Gathered g = next;
+      next = Gathered{};
+      bool prefetched = j == 0;  // the chunk's first layer has no layer before it to prefetch
+      auto prefetch = [&](std::int64_t first_op) {
+        if (prefetched || first_op < 0) return;
+        next = gather_layer(bwd_gather_name(layer - 1), mb, first_op, layer - 1, local_layer(c, j - 1));
+        prefetched = true;
+      };
       std::int32_t workspace = -1;
       if (!lists_[kRecompute].empty()) {
         // Recomputation regenerates what the layer did not store, for the duration of its backward.
@@ -347,14 +364,38 @@ class Builder {
       for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
         prev = compute(kRecompute, i, prefix, mb, prev, layer, local);
         gate();
+        prefetch(first_op);
         if (l_.recompute == Recompute::Full) after_op(lists_[kRecompute][i].name, true, mb, prev, prefix + "recompute.", layer);
       }
+      ColumnBackward column;
       for (std::size_t i = 0; i < lists_[kBwd].size(); ++i) {
+        const std::string& name = lists_[kBwd][i].name;
+        if (is_column_parallel_dgrad(name)) column.gather = regather_input(mb, prev, prefix, layer);
         prev = compute(kBwd, i, prefix, mb, prev, layer, local);
         gate();
-        after_op(lists_[kBwd][i].name, false, mb, prev, prefix, layer);
+        if (column.wgrad_next) {
+          // The weight-gradient GEMM reads the re-gathered input (Megatron: handle.wait() on the all-gather
+          // before the GEMM); it does not wait for the input-gradient collective.
+          if (column.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(column.gather));
+          column = ColumnBackward{.reduce = column.reduce};
+        } else if (column.reduce >= 0) {
+          // The op after the weight-gradient GEMM consumes the input gradient: Megatron's handle.wait() on
+          // the all-reduce / reduce-scatter before the backward returns.
+          prog_->add_dep_to_last(static_cast<std::uint32_t>(column.reduce));
+          column.reduce = -1;
+        }
+        prefetch(first_op);
+        if (is_column_parallel_dgrad(name)) {
+          column.reduce = reduce_input_grad(mb, prev, column.gather, prefix, layer);
+          column.wgrad_next = true;
+        } else {
+          after_op(name, false, mb, prev, prefix, layer);
+        }
       }
-      prefetch_dep = first_op;
+      if (column.reduce >= 0 || column.wgrad_next) {
+        throw InvalidArgument("build_plan: a column-parallel layer's weight gradient or its consumer is missing from " +
+                              prefix + " backward ops");
+      }
       if (workspace >= 0) free(workspace, StreamKind::Compute, prefix + "recompute", mb, prev);
       free(act_slot(mb, c, j), StreamKind::Compute, prefix + "activations", mb, prev);
       if (g.buffer >= 0) free(g.buffer, StreamKind::Compute, prefix + "zero3.params", mb, prev);
@@ -370,11 +411,15 @@ class Builder {
         for (const ParamSlice& s : slices(layer_sets_[static_cast<std::size_t>(local)].all)) {
           ready(static_cast<std::uint32_t>(prev), s.tensor);
         }
+        issue_buckets(false);
       }
     }
     if (vs == 0) {
       for (std::size_t i = 0; i < lists_[kEmbBwd].size(); ++i) prev = compute(kEmbBwd, i, "", mb, prev, -1, -1);
-      if (final_pass) ready_extra(static_cast<std::uint32_t>(prev));
+      if (final_pass) {
+        ready_extra(static_cast<std::uint32_t>(prev));
+        issue_buckets(false);
+      }
     } else {
       const int to = (stage_ > 0) ? -stride_ : (p - 1) * stride_;
       p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs - 1) * 2 + 1, "pp.send_grad", mb, prev);
@@ -387,6 +432,7 @@ class Builder {
     const ParamTensor& p = prog_->params[static_cast<std::size_t>(tensor)];
     if (zero3() || !p.trainable) return;
     (p.expert ? ready_expert_ : ready_dense_).push_back({op, tensor, p.elements});
+    (p.expert ? pending_expert_ : pending_dense_).ready.push_back({op, tensor, p.elements});
   }
   void ready_extra(std::uint32_t op) {
     if (extra_set_ < 0) return;
@@ -398,6 +444,7 @@ class Builder {
     std::int32_t buffer = -1;
     std::int64_t gather = -1;
   };
+  static std::string bwd_gather_name(int layer) { return "l" + std::to_string(layer) + ".zero3.allgather_bwd"; }
   Gathered gather_layer(const std::string& name, int mb, std::int64_t dep, int layer, std::int64_t local) {
     if (!zero3()) return {};
     const std::string prefix = "l" + std::to_string(layer) + ".";
@@ -416,21 +463,63 @@ class Builder {
   // Data-parallel reduction of the final gradients in buckets, in the order they become ready, on the
   // collective stream (ZeRO 0: all-reduce; 1-2: reduce-scatter). Dense gradients over dp, expert ones
   // over dp/ep. Returns the reductions.
+  //
+  // With overlap_grad_reduce each bucket is issued in program order right after the op that completes
+  // it (issue_buckets, called as gradients become ready), as DDP's autograd hooks issue it: the
+  // Collective stream is a FIFO, and a bucket placed after the whole backward would also wait for every
+  // tensor-parallel collective the backward put on that stream. Without overlap, all after the backward.
+  // The buckets are those gradient_reduction makes of the whole ready list (greedy packing in ready
+  // order, so issuing the full buckets of a prefix first gives the same buckets).
   std::vector<std::uint32_t> emit_gradient_reduction() {
+    if (zero3()) return {};
+    if (l_.overlap_grad_reduce) {
+      issue_buckets(true);
+      return reductions_;
+    }
     std::vector<std::uint32_t> out;
-    if (zero3()) return out;
-    auto emit = [&](std::vector<GradientReady>& ready, GroupKind g, int group_size, const std::string& base) {
+    auto emit = [&](const std::vector<GradientReady>& ready, GroupKind g, int group_size, const std::string& base) {
       if (group_size <= 1) return;
-      std::stable_sort(ready.begin(), ready.end(), [](const GradientReady& a, const GradientReady& b) { return a.op < b.op; });
       for (BucketCollective& b : gradient_reduction(ready, g, l_, ge_, base, tables_)) {
         b.op.params = param_set(std::move(b.bucket.slices));
-        const std::int64_t dep = l_.overlap_grad_reduce ? static_cast<std::int64_t>(b.bucket.ready_op) : last_compute_;
-        out.push_back(add_collective(b.op, dep));
+        out.push_back(add_collective(b.op, last_compute_));
       }
     };
     emit(ready_dense_, GroupKind::Dp, l_.dp, "dp.");
     if (m_.moe()) emit(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
     return out;
+  }
+
+  // Gradients ready but not yet in an issued bucket, per communicator (ready order = program order).
+  struct PendingBuckets {
+    std::vector<GradientReady> ready;
+    int issued = 0;  // buckets issued so far: the next one's index in its name
+  };
+  // Overlapped reduction: issues the pending gradients' full buckets (all of them when `all`), each
+  // depending on the op that completed it.
+  void issue_buckets(bool all) {
+    if (zero3() || !l_.overlap_grad_reduce) return;
+    auto issue = [&](PendingBuckets& pending, GroupKind g, int group_size, const std::string& base) {
+      if (group_size <= 1 || pending.ready.empty()) return;
+      const std::int64_t capacity = std::max<std::int64_t>(1, l_.bucket_bytes / ge_);
+      std::vector<BucketCollective> buckets = gradient_reduction(pending.ready, g, l_, ge_, base, tables_);
+      std::size_t n = buckets.size();
+      if (!all && buckets.back().bucket.elements < capacity) --n;  // still filling: wait for more gradients
+      std::vector<GradientReady> rest;
+      for (std::size_t k = 0; k < buckets.size(); ++k) {
+        BucketCollective& b = buckets[k];
+        if (k >= n) {
+          // Its slices, completed by its ready op at the latest: where the next gradients join it.
+          for (const ParamSlice& sl : b.bucket.slices) rest.push_back({b.bucket.ready_op, sl.tensor, sl.elements});
+          continue;
+        }
+        b.op.name = tables_.name(base + "bucket" + std::to_string(pending.issued++));
+        b.op.params = param_set(std::move(b.bucket.slices));
+        reductions_.push_back(add_collective(b.op, static_cast<std::int64_t>(b.bucket.ready_op)));
+      }
+      pending.ready = std::move(rest);
+    };
+    issue(pending_dense_, GroupKind::Dp, l_.dp, "dp.");
+    if (m_.moe()) issue(pending_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
   }
 
   // The tied word embedding (pp > 1): the first stage's embedding table and the last stage's LM-head
@@ -546,10 +635,13 @@ class Builder {
     return prog_->add(op);
   }
 
-  // The TP / EP collectives between a layer's ops, keyed by the op after which they run.
+  // The TP / EP collectives between a layer's ops, keyed by the op after which they run, on the compute
+  // stream (the ops after them need their result at once).
   // Forward: without SP, all-reduce after the row-parallel GEMMs (proj, fc2 / expert_unpermute); with
   // SP, all-gather after each LayerNorm and reduce-scatter after the row-parallel GEMMs. Backward: the
-  // conjugates (Megatron's f/g operators). MoE: all-to-all after permute and after expert_fc2.
+  // conjugates (Megatron's f/g operators) — the all-gather of the output gradient before the row-parallel
+  // GEMMs' backward with SP, and the MoE router's input-gradient collective; QKV's and FC1's are
+  // ColumnBackward's. MoE: all-to-all after permute and after expert_fc2.
   void after_op(const std::string& op_name, bool forward_like, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const bool tp = l_.tp > 1;
@@ -569,15 +661,64 @@ class Builder {
       }
       if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
     } else {
-      const std::string ffn_in = m_.moe() ? "router_dgrad" : "fc1_dgrad";
       if (tp && sp && (op_name == "mlp_residual_bwd" || op_name == "attn_residual_bwd")) {
         tpc(CollectiveOp::AllGather, "tp_allgather_bwd");
       }
-      if (tp && (op_name == "qkv_dgrad" || op_name == ffn_in)) {
+      // QKV's and FC1's input gradients: ColumnBackward above. The MoE router's: here, in line.
+      if (tp && m_.moe() && op_name == "router_dgrad") {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter_bwd" : "tp_allreduce_bwd");
       }
       if (moe && (op_name == "expert_unpermute_bwd" || op_name == "expert_permute_bwd")) a2a("ep_alltoall_bwd");
     }
+  }
+
+  // ---- tensor-parallel backward of the column-parallel GEMMs ----
+  //
+  // QKV and FC1 are Megatron-LM's ColumnParallelLinear; their backward is
+  // LinearWithGradAccumulationAndAsyncCommunication.backward (megatron/core/tensor_parallel/layers.py;
+  // in the 2022 code Korthikanti et al. measured, ColumnParallelLinearWithAsyncAllreduce and
+  // ColumnParallelLinearWithSequenceParallelism in megatron/mpu/layers.py), which issues, in this order:
+  //   SP only: an async all-gather of the layer's saved, sequence-split input (the forward's gathered
+  //            copy is not kept), for the weight gradient;
+  //   the input-gradient GEMM (dgrad);
+  //   SP: handle.wait() on the all-gather, then an async reduce-scatter of the input gradient;
+  //   no SP: an async all-reduce of the input gradient (async_tensor_model_parallel_allreduce, on unless
+  //          --no-async-tensor-model-parallel-allreduce);
+  //   the weight-gradient GEMM (wgrad), overlapping that collective;
+  //   handle.wait() on the collective before the layer's backward returns to the LayerNorm backward.
+  // (Megatron asks for CUDA_DEVICE_MAX_CONNECTIONS=1 so that each collective is scheduled before the
+  // GEMM it overlaps.) Not modelled: the SMs and memory bandwidth the NCCL kernels take from the GEMMs
+  // they overlap; the simulator runs both at full speed.
+  // The collectives run on the tensor-parallel communicator's NCCL stream, i.e. beside the compute
+  // stream: here the Collective stream (a FIFO shared with the data-parallel buckets, which the builder
+  // issues in backward order for that reason; NCCL would run the two communicators concurrently). The
+  // gathered input lives in Megatron's global "mpu" memory buffer, which the forward all-gather also
+  // uses and which the plan does not count in either pass, so memory is unchanged. The MoE router is
+  // not a ColumnParallelLinear: its collective stays as after_op places it.
+  struct ColumnBackward {
+    std::int64_t gather = -1;  // SP: the all-gather of the input for the weight gradient
+    std::int64_t reduce = -1;  // the input gradient's all-reduce / reduce-scatter, not yet waited for
+    bool wgrad_next = false;   // the next op is the weight-gradient GEMM
+  };
+  bool is_column_parallel_dgrad(const std::string& op_name) const {
+    return l_.tp > 1 && (op_name == "qkv_dgrad" || (!m_.moe() && op_name == "fc1_dgrad"));
+  }
+  // SP: the all-gather of the saved b·s/t·h input (tp_bytes_, the gathered array), on the Collective
+  // stream after `dep` (the op before the dgrad: PyTorch's NCCL stream waits for the compute stream at
+  // issue). -1 without SP.
+  std::int64_t regather_input(int mb, std::int64_t dep, const std::string& prefix, int layer) {
+    if (!(l_.sequence_parallel && l_.tp > 1)) return -1;
+    return coll1(CollectiveOp::AllGather, GroupKind::Tp, tp_bytes_, StreamKind::Collective, prefix + "tp_allgather_wgrad", mb,
+                 dep, layer, -1);
+  }
+  // The input gradient's collective after the dgrad `dgrad` (and, with SP, the all-gather `gather`).
+  std::uint32_t reduce_input_grad(int mb, std::int64_t dgrad, std::int64_t gather, const std::string& prefix, int layer) {
+    const bool sp = l_.sequence_parallel;
+    const std::uint32_t op = coll1(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, GroupKind::Tp, tp_bytes_,
+                                   StreamKind::Collective, prefix + (sp ? "tp_reducescatter_bwd" : "tp_allreduce_bwd"), mb,
+                                   dgrad, layer, -1);
+    if (gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(gather));
+    return op;
   }
 
   std::int32_t& act_slot(int mb, int c, int j) { return act_[(static_cast<std::size_t>(mb) * v_ + c) * lpc_ + j]; }
@@ -616,7 +757,9 @@ class Builder {
   std::int32_t embedding_set_ = -1, final_norm_set_ = -1, extra_set_ = -1, stage_set_ = -1;
   std::int64_t extra_elements_ = 0;
   std::int32_t extra_gathered_ = -1;
-  std::vector<GradientReady> ready_dense_, ready_expert_;
+  std::vector<GradientReady> ready_dense_, ready_expert_;  // every final gradient, in ready order
+  PendingBuckets pending_dense_, pending_expert_;
+  std::vector<std::uint32_t> reductions_;                 // the overlapped buckets issued
   std::int64_t last_compute_ = -1;
 };
 

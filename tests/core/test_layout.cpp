@@ -230,6 +230,31 @@ TEST(LayoutMemory, ZeroStagesShardOverDataParallel) {
   }
 }
 
+// grad_dtype fp32 (Megatron's fp32 main_grad buffers): 4 bytes per gradient instead of 2, sharded by
+// ZeRO-2/3 as before; parameters and optimizer state unchanged.
+TEST(LayoutMemory, Fp32GradientBuffersDoubleTheGradientsOfA16BitModel) {
+  const TransformerModel m = model_preset("gpt3-1.3b");
+  Layout l;
+  l.dp = 8;
+  l.tp = 2;
+  l.pp = 2;
+  l.global_batch = 64;
+  for (int z = 0; z <= 3; ++z) {
+    l.zero_stage = z;
+    l.grad_dtype = GradDtype::Model;
+    const ModelStateBytes model = rank_model_state_bytes(m, l, 1);
+    l.grad_dtype = GradDtype::FP32;
+    const ModelStateBytes fp32 = rank_model_state_bytes(m, l, 1);
+    EXPECT_EQ(fp32.grads, 2 * model.grads) << "zero " << z;
+    EXPECT_EQ(fp32.params, model.params) << "zero " << z;
+    EXPECT_EQ(fp32.optimizer, model.optimizer) << "zero " << z;
+    EXPECT_EQ(gradient_bytes_per_element(l, DType::BF16), 4);
+  }
+  l.grad_dtype = GradDtype::Model;
+  EXPECT_EQ(gradient_bytes_per_element(l, DType::BF16), 2);
+  EXPECT_EQ(gradient_bytes_per_element(l, DType::FP32), 4);
+}
+
 TEST(LayoutMemory, ExpertStateShardsOverDpOverEp) {
   const TransformerModel m = small_moe();
   Layout l;
@@ -271,7 +296,11 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.bucket_bytes = 40'000'000;
   other.recompute = Recompute::Full;
   other.overlap_grad_reduce = false;
+  other.grad_dtype = GradDtype::FP32;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
+  EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "fp32"})")).grad_dtype, GradDtype::FP32);
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "model"})")).grad_dtype, GradDtype::Model);
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4})")).dp, 1);
 }
 
@@ -284,6 +313,9 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "schedule": "zb-h1"})"), "/layout/schedule");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "recompute": true})"), "/layout/recompute");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "bucket_MiB": -1})"), "/layout/bucket_MiB");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": "bf16"})"), "/layout/grad_dtype");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": true})"), "/layout/grad_dtype");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_reduce_dtype": "fp32"})"), "/layout/grad_reduce_dtype");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");
@@ -292,6 +324,12 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
     FAIL() << "no throw";
   } catch (const ConfigError& e) {
     EXPECT_TRUE(contains(e.what(), "none, selective, full")) << e.what();
+  }
+  try {
+    layout_from_json(json::parse(R"({"global_batch": 8, "grad_dtype": "fp16"})"));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_TRUE(contains(e.what(), "model, fp32")) << e.what();
   }
 }
 

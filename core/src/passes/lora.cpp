@@ -27,7 +27,7 @@ class LoraRewrite {
  public:
   LoraRewrite(Plan& plan, const LoraParams& p, PlanTables& tables)
       : plan_(plan), l_(plan.layout), p_(p), tables_(tables),
-        ge_(gradient_bytes_per_element(plan.model.dtype)), pe_(parameter_bytes_per_element(plan.model.dtype)) {}
+        ge_(gradient_bytes_per_element(plan.layout, plan.model.dtype)), pe_(parameter_bytes_per_element(plan.model.dtype)) {}
 
   Program rewrite(const Program& prog) {
     ProgramEditor e(prog);

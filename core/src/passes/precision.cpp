@@ -241,7 +241,9 @@ class PrecisionRewrite {
     // Gradients and parameters have the same per-element bytes (model_state_bytes); named apart for
     // clarity. Buffers hold one or the other.
     const bool grads = op.tensor_class == TensorClass::Grads;
-    const auto per_element = grads ? gradient_bytes_per_element : parameter_bytes_per_element;
+    Bytes (*per_element)(DType) = parameter_bytes_per_element;
+    if (grads) per_element = gradient_bytes_per_element;
+    if (grads && l_.grad_dtype == GradDtype::FP32) per_element = [](DType) -> Bytes { return 4; };  // layout.hpp
     const std::vector<ParamSlice>& set = prog.param_sets.at(static_cast<std::size_t>(op.params));
     const Bytes before = set_bytes(set, prog.params, per_element), after = set_bytes(set, e.params(), per_element);
     // Not its parameters' bytes: an earlier pass compressed it (tgc's payloads and their buffers).

@@ -28,6 +28,22 @@ std::string schedule_name(PipelineSchedule s);
 PipelineSchedule parse_schedule(const std::string& name);
 std::vector<std::string> schedule_names();
 
+// The dtype of the gradient buffers, in which gradients are accumulated over micro-batches and reduced
+// over data parallelism:
+//   Model — the model's gradient dtype (gradient_bytes_per_element: 2 bytes for the 16-bit dtypes), as
+//           PyTorch DDP, and FSDP without a MixedPrecision reduce_dtype, keep and reduce them.
+//   FP32  — 4 bytes whatever the model's dtype: Megatron-LM's main_grad buffers under
+//           --accumulate-allreduce-grads-in-fp32 (megatron/model/distributed.py, _get_buffer_type:
+//           torch.float when it is set), which megatron/arguments.py turns on for every bf16 run
+//           ("bfloat16 requires gradient accumulation and all-reduce to be done in fp32").
+// It sets the bytes of the gradient state (model_state_of, rank_model_state_bytes) and of every
+// data-parallel gradient reduction (buckets, ZeRO-3 reduce-scatters, the tied embedding's all-reduce).
+enum class GradDtype { Model, FP32 };
+// "model", "fp32"; parse throws UnknownName listing them.
+std::string grad_dtype_name(GradDtype g);
+GradDtype parse_grad_dtype(const std::string& name);
+std::vector<std::string> grad_dtype_names();
+
 struct Layout {
   int dp = 1;
   int tp = 1;
@@ -42,6 +58,7 @@ struct Layout {
   Recompute recompute = Recompute::None;
   bool overlap_grad_reduce = true;  // reduce gradient buckets during backward
   Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
+  GradDtype grad_dtype = GradDtype::Model;  // gradient accumulation and reduction dtype (above)
 
   // dp·tp·pp (ep does not multiply: it lives inside dp).
   int world_size() const { return dp * tp * pp; }
@@ -82,8 +99,13 @@ inline constexpr double kMaxPlanOps = 2e7;
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
 // layout's ZeRO stage: dense parameters sharded over dp, expert parameters over dp/ep (model.hpp's
-// rank_parameters and model_state_bytes). Requires a layout that validate() accepts.
+// rank_parameters and model_state_bytes), gradients in the layout's grad_dtype. Requires a layout that
+// validate() accepts.
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage);
+
+// Bytes of one gradient element under the layout: 4 with GradDtype::FP32, else
+// gradient_bytes_per_element(dtype).
+Bytes gradient_bytes_per_element(const Layout& layout, DType dtype);
 
 // Activation bytes per layer per micro-batch on one rank under the layout (model.hpp's formula with the
 // layout's micro_batch, tp, sequence_parallel and recompute).
@@ -92,7 +114,8 @@ Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layou
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"dp", "tp", "pp", "ep", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
-//  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB"}: every key optional, defaulting
+//  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype" ("model" | "fp32")}:
+// every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and
 // out-of-range values are ConfigErrors naming `path` + "/key". Cross-field checks are validate()'s.
 Layout layout_from_json(const nlohmann::json& j, const std::string& path = "/layout");

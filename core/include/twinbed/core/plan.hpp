@@ -231,13 +231,14 @@ struct Plan {
 
 // The model-state bytes (parameters, gradients, optimizer state) a rank holds for the parameter tensors
 // `params` (a Program's) under the layout's ZeRO stage: trainable tensors as model_state_bytes counts
-// them (by dtype; dense ones sharded over dp, expert ones over dp/ep), frozen tensors their parameters
-// only. Equals rank_model_state_bytes for the builder's programs.
+// them (by dtype, gradients in the layout's grad_dtype; dense ones sharded over dp, expert ones over
+// dp/ep), frozen tensors their parameters only. Equals rank_model_state_bytes for the builder's programs.
 ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Layout& layout);
 // Parameters the optimizer updates on such a rank: the trainable elements, ZeRO-sharded (stage >= 1)
 // the same way.
 std::int64_t updated_params_of(const std::vector<ParamTensor>& params, const Layout& layout);
-// The gradient bytes of those parameters, each in its own tensor's dtype (gradient_bytes_per_element).
+// The gradient bytes of those parameters, each in its own tensor's dtype under the layout's grad_dtype
+// (gradient_bytes_per_element(layout, dtype)).
 Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const Layout& layout);
 
 // ---- op construction shared by the builder and the passes -----------------------------------------
