@@ -189,9 +189,11 @@ GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::v
   // NCCL's model prices a communicator on an idle fabric. Where groups share links, each group's
   // time grows as its shared schedule's does on the flow network when every group runs it at once
   // rather than the first alone. NVLS has no schedule; it stays inside one NVSwitch node, whose links
-  // no other group crosses.
+  // no other group crosses. NVLSTree crosses the network as a tree of the nodes: the tree schedule
+  // stands for it.
   if (groups.size() < 2 || choice.algo == NcclAlgo::Nvls) return out;
-  std::shared_ptr<const Schedule> schedule = build_schedule(to_string(choice.algo), request);
+  const NcclAlgo shape = choice.algo == NcclAlgo::NvlsTree ? NcclAlgo::Tree : choice.algo;
+  std::shared_ptr<const Schedule> schedule = build_schedule(to_string(shape), request);
   if (groups_alike(*schedule, groups, sim.routes(), topology)) return out;
   const double alone = time_with(schedule, {groups.front()}, sim, topology).max().seconds();
   const GroupTiming together = time_with(schedule, groups, sim, topology);

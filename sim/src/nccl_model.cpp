@@ -11,18 +11,18 @@ namespace twinbed::sim {
 namespace {
 
 // ---- NCCL's tables. Unless said otherwise: NVIDIA/nccl v2.20.3, src/graph/tuning.cc. ----
-// Indices: [algorithm: Tree, Ring, NVLS][protocol: LL, LL128, Simple]; latencies in us.
+// Indices: [algorithm: Tree, Ring, NVLS, NVLSTree][protocol: LL, LL128, Simple]; latencies in us.
 
-// baseLat: the fixed cost of a collective of that kind (kernel launch and setup); NVLS has none of its
-// own (its hardware latency below stands for everything).
-constexpr double kBaseLat[kNcclAlgos][kNcclProtos] = {{6.8, 14.0, 0}, {6.6, 14.0, 8.4}, {0, 0, 0}};
+// baseLat: the fixed cost of a collective of that kind (kernel launch and setup); NVLS and NVLSTree
+// have none of their own (their hardware latencies below stand for everything).
+constexpr double kBaseLat[kNcclAlgos][kNcclProtos] = {{6.8, 14.0, 0}, {6.6, 14.0, 8.4}, {0, 0, 0}, {0, 0, 0}};
 
 // hwLat: the latency of one hop of the algorithm, per kind of hop.
 enum Hw { kNvlink = 0, kPci = 1, kNet = 2 };
 constexpr double kHwLat[3][kNcclAlgos][kNcclProtos] = {
-    /* NVLink */ {{.6, 1.25, 28}, {.6, 1.9, 3.4}, {0, 0, 23}},
-    /* PCI */ {{1.0, 1.9, 28}, {1.0, 2.5, 5.7}, {0, 0, 0}},
-    /* NET */ {{5.0, 8.5, 28}, {2.7, 4.0, 14.0}, {0, 0, 18}}};
+    /* NVLink */ {{.6, 1.25, 28}, {.6, 1.9, 3.4}, {0, 0, 23}, {0, 0, 23}},
+    /* PCI */ {{1.0, 1.9, 28}, {1.0, 2.5, 5.7}, {0, 0, 0}, {0, 0, 0}},
+    /* NET */ {{5.0, 8.5, 28}, {2.7, 4.0, 14.0}, {0, 0, 18}, {0, 0, 14}}};
 
 // Per-channel (or, for LL, total) bandwidth caps, measured by NVIDIA per GPU generation, indexed by
 // nodes: 1, 2, more. llMaxBws: single node by GPU generation; across nodes by CPU vendor, where we
@@ -63,6 +63,53 @@ const std::vector<double> kSm90SpeedIntra = {60.0, 50.0, 40.0, 30.0, 24.0, 20.0,
 const std::vector<double> kSm90SpeedInter = {48.0, 45.0, 42.0, 40.0, 30.0, 24.0, 22.0, 20.0, 17.5,
                                              15.0, 12.0, 6.0,  3.0,  2.4,  1.2,  0.24, 0.12};
 
+// ---- What NCCL's kernels run: sizes and counts. Unless said otherwise: NVIDIA/nccl v2.20.3. ----
+// NCCL_STEPS (src/include/device.h): buffer slots per connection; each protocol's buffer is cut into
+// this many steps.
+constexpr int kNcclSteps = 8;
+// Per-connection buffers (src/init.cc): LL: NCCL_LL_LINES_PER_THREAD (8) x NCCL_LL_MAX_NTHREADS (512)
+// x NCCL_STEPS x 16-byte lines; LL128: NCCL_LL128_ELEMS_PER_THREAD (120) x NCCL_LL128_MAX_NTHREADS (640)
+// x NCCL_STEPS x 8 bytes; Simple: DEFAULT_BUFFSIZE, 4 MiB.
+constexpr Bytes kBuffSize[kNcclProtos] = {8 * 512 * kNcclSteps * 16, 120 * 640 * kNcclSteps * 8, Bytes{1} << 22};
+// Ring all-reduce, all-gather and reduce-scatter with Simple send a chunk of CHUNKSTEPS = NCCL_STEPS/2
+// steps in slices of SLICESTEPS = NCCL_STEPS/4 (src/include/collectives.h); broadcast and reduce one
+// step; other algorithms and protocols one step (enqueue.cc computeColl).
+constexpr int kRingChunkSteps = kNcclSteps / 2;
+constexpr int kRingSliceSteps = kNcclSteps / 4;
+// A slice of Simple is at least 1/32 of a nominal slice and a multiple of 16 elements
+// (src/device/prims_simple.h: sliceSize = max(divUp(nelem, 16*SlicePerChunk)*16, sliceSize/32)).
+// Elements are taken as 4 bytes (nccl-tests' default float); the alignment moves times by < 0.1%.
+constexpr Bytes kSimpleSliceAlign = 16 * 4;
+constexpr int kSimpleMinSliceDivisor = 32;
+// LL lines carry 8 data bytes in 16; LL128 lines 120 in 128 (NCCL_LL128_DATAELEMS / LINEELEMS = 15/16).
+constexpr Bytes kLlChunkDivisor = 2;
+constexpr Bytes kLl128DataElems = 15, kLl128LineElems = 16;
+// Channels: ncclTopoPostset (src/graph/connect.cc) doubles the graph's channels, up to MAXCHANNELS (32,
+// src/include/device.h); the communicator's channels are those of its ring and tree graphs, the fewer
+// (src/init.cc). NVLS runs NCCL_NVLS_NCHANNELS, 16 by default (src/transport/nvls.cc).
+constexpr int kMaxChannels = 32;
+constexpr int kNvlsChannels = 16;
+// Channel trimming (src/enqueue.cc, topoGetAlgoInfo): an op keeps channels while
+// bytes >= channels x threads x threadThreshold; threads per protocol NCCL_LL_MAX_NTHREADS 512,
+// NCCL_LL128_MAX_NTHREADS 640, NCCL_SIMPLE_MAX_NTHREADS 512 (src/include/device.h); thresholds
+// NCCL_LL_THREAD_THRESHOLD 8, NCCL_LL128_THREAD_THRESHOLD 8, NCCL_SIMPLE_THREAD_THRESHOLD 64
+// (src/include/comm.h), the ring's LL one times the ranks (tuning.cc). NVLS keeps all its channels.
+constexpr int kMaxThreads[kNcclProtos] = {512, 640, 512};
+constexpr int kThreadThreshold[kNcclProtos] = {8, 8, 64};
+// NVLS efficiency on Hopper (nvlsEfficiency, src/tuning/nvls.cc, NVIDIA/nccl 1fc949c5; also
+// src/tuning/model.h at 53947894): the fraction of the graph's NVLink bandwidth NVLS reaches. Later
+// NCCL prices NVLS's bus bandwidth as channels x bw x efficiency x (channels - 1) / channels, x 2 for
+// all-reduce (the switch reduces, so each byte crosses a GPU's link once each way) or x (ppn-1)/ppn
+// for all-gather and reduce-scatter. v2.20.3's tuner (5/6 and no efficiency, above) still decides.
+constexpr double kNvlsEfficiencyHopper = 0.85;
+// NVLSTree: the network side carries twice the graph's speed on two nodes (each node sends and receives
+// its half of the tree at once), and NVIDIA caps a Hopper channel at perChMaxNVLSTreeBws {-, 57.7, 45.5}
+// GB/s for 1, 2, more nodes (src/tuning/nvls.cc and cost_model.cc, NVIDIA/nccl 1fc949c5).
+constexpr double kPerChMaxNvlsTreeBwHopper[3] = {0.0, 57.7, 45.5};
+// The pipeline model's latency convention (src/tuning/pipeline_model/pipeline_model.cc, 623aa029): a
+// hop costs half the tuner's per-hop latency (the tables hold round trips).
+constexpr double kPipelineHopLatencyShare = 0.5;
+
 int idx(NcclAlgo a) { return static_cast<int>(a); }
 int idx(NcclProto p) { return static_cast<int>(p); }
 int arch_index(GpuArch a) { return a == GpuArch::Hopper ? 1 : 0; }
@@ -84,6 +131,7 @@ std::string to_string(NcclAlgo a) {
     case NcclAlgo::Tree: return "tree";
     case NcclAlgo::Ring: return "ring";
     case NcclAlgo::Nvls: return "nvls";
+    case NcclAlgo::NvlsTree: return "nvlstree";
   }
   return "?";
 }
@@ -162,13 +210,32 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
   NcclGraph g;
   if (algo == NcclAlgo::Nvls) {
     // NVLS: Hopper NVSwitch nodes only, one channel per GPU (the NVLS heads), inside one node (across
-    // nodes it needs SHARP switches, NVLSTree: not modelled). Non-ring patterns may use n/(n-1) of the
-    // link (search.cc: totalBw *= ngpus/(ngpus-1)).
+    // nodes it is NVLSTree, below). The search starts from the fastest speed whose channels fit
+    // n/(n-1) of a GPU's link (search.cc: totalBw *= ngpus/(ngpus-1)), then checks the links
+    // (ncclTopoSearchTryNvls): every channel takes its speed on each GPU's link to the switch, and
+    // twice on its head GPU's, so a GPU's link carries (n + 1) x speed. The first speed that fits is
+    // kept. (DGX H100, 18 x 20.6 = 370.8 GB/s: 9 x 40 fits, 9 x 50 does not: 8 channels at 40, as NCCL
+    // logs it: "Pattern 5, crossNic 0, nChannels 8, bw 40.000000/..." in NVIDIA/nccl#1197.)
     if (!hopper || !f.nvswitch || !f.nvlink || f.nodes != 1 || f.ranks < 2) return g;
     const double total = f.nvlink_GBps * f.ranks / (f.ranks - 1);
     for (double s : speeds) {
-      if (s * f.ranks <= total) {
+      if (s * f.ranks <= total && s * (f.ranks + 1) <= f.nvlink_GBps + 1e-9) {
         g = {f.ranks, s, s};
+        break;
+      }
+    }
+    return g;
+  }
+  if (algo == NcclAlgo::NvlsTree) {
+    // NVLSTree: NVLS inside each node, a tree of the nodes across the network. The same NVLS search
+    // with the network in it: a channel per head GPU, each head reaching the network through its own
+    // NIC, so a channel's speed fits the NIC (network speed list) and, as inside a node, (ppn + 1) of
+    // them fit a GPU's NVLink. DGX H100 (NICs 50 GB/s): 48, 45, 42 do not fit 370.8 nine times, 40
+    // does. One channel per NIC: as many as the node's GPUs (one NIC per GPU here).
+    if (!hopper || !f.nvswitch || !f.nvlink || !f.has_nics || f.nodes < 2 || ppn < 2) return g;
+    for (double s : kSm90SpeedInter) {
+      if (s <= f.nic_GBps && s * (ppn + 1) <= f.nvlink_GBps + 1e-9) {
+        g = {ppn, s, s};
         break;
       }
     }
@@ -220,19 +287,22 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
   const Hw intra_hw = f.nvlink ? kNvlink : kPci;
   const Hw hw = nodes == 1 ? intra_hw : kNet;
 
-  for (NcclAlgo a : {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls}) {
-    // Which algorithms serve which op: tree only all-reduce; NVLS all-reduce, reduce-scatter, all-gather.
-    if (a == NcclAlgo::Tree && !ar) continue;
+  for (NcclAlgo a : {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls, NcclAlgo::NvlsTree}) {
+    // Which algorithms serve which op: tree and NVLSTree only all-reduce; NVLS all-reduce,
+    // reduce-scatter, all-gather. NVLSTree is off on one node, NVLS across nodes (it would need
+    // CollNet): nccl_graph gives them no channels there.
+    if ((a == NcclAlgo::Tree || a == NcclAlgo::NvlsTree) && !ar) continue;
     if (a == NcclAlgo::Nvls && root_op) continue;
     const NcclGraph g = nccl_graph(f, a);
     t.channels[idx(a)] = g.channels;
     if (g.channels == 0) continue;
     for (NcclProto p : {NcclProto::LL, NcclProto::LL128, NcclProto::Simple}) {
-      if (a == NcclAlgo::Nvls && p != NcclProto::Simple) continue;  // NVLS runs Simple only
+      if ((a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree) && p != NcclProto::Simple) continue;  // Simple only
       // LL128 is on by default only over NVLink (Volta, Ampere, Hopper).
       if (p == NcclProto::LL128 && !f.nvlink) continue;
       double bw = nodes <= 2 ? g.bw_intra : g.bw_inter;
       if (a == NcclAlgo::Nvls) bw = std::min(g.bw_intra, g.bw_inter);
+      if (a == NcclAlgo::NvlsTree) bw = std::min(g.bw_intra, nodes <= 2 ? g.bw_inter : g.bw_inter / 2);
       double bus = g.channels * bw;
       // The protocol's efficiency and NVIDIA's measured caps.
       if (a == NcclAlgo::Ring && p == NcclProto::LL) {
@@ -247,7 +317,9 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
         bus = std::min(bus * (nodes == 1 ? 7.0 / 9.0 : 120.0 / 128.0), g.channels * kPerChMaxTreeLL128Bw[ai][ni]);
       }
       // Bus bandwidth to algorithm bandwidth.
-      const double ratio = a == NcclAlgo::Ring ? static_cast<double>(n) / nsteps : a == NcclAlgo::Nvls ? 5.0 / 6.0 : 0.5;
+      const double ratio = a == NcclAlgo::Ring                                ? static_cast<double>(n) / nsteps
+                           : a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree ? 5.0 / 6.0
+                                                                            : 0.5;
       t.bandwidth_GBps[idx(a)][idx(p)] = bus * ratio;
 
       // Latency: the base, then the protocol's latency per hop of the algorithm.
@@ -264,8 +336,10 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
         }
       } else if (a == NcclAlgo::Tree) {
         lat += 2 * ((ppn - 1) * intra + log2i(nodes) * inter);
-      } else {
+      } else if (a == NcclAlgo::Nvls) {
         lat = intra + (nodes > 1 ? inter : 0);
+      } else {
+        lat += intra + 2 * log2i(nodes) * inter;  // NVLS in the node, up and down the tree of nodes
       }
       t.latency_us[idx(a)][idx(p)] = lat;
     }
@@ -273,8 +347,8 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
   return t;
 }
 
-std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a,
-                              NcclProto p) {
+std::optional<Time> nccl_tuner_time(const NcclTable& t, const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a,
+                                    NcclProto p) {
   double bw = t.bandwidth_GBps[idx(a)][idx(p)];
   double lat = t.latency_us[idx(a)][idx(p)];
   if (bw <= 0) return std::nullopt;
@@ -289,20 +363,175 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   return Time::us(lat + static_cast<double>(bytes) / (1000.0 * bw));
 }
 
-NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabric) {
+namespace {
+
+// Broadcast and reduce run the ring as a pipelined chain from or to the root.
+bool chain_op(CollectiveOp op) { return op == CollectiveOp::Broadcast || op == CollectiveOp::Reduce; }
+
+// The steps of the ring for `op` (tuning.cc nsteps): 2(n-1) for all-reduce, n-1 for all-gather and
+// reduce-scatter, n for the pipelined broadcast and reduce.
+int ring_steps(CollectiveOp op, int n) {
+  if (op == CollectiveOp::AllReduce) return 2 * (n - 1);
+  if (op == CollectiveOp::AllGather || op == CollectiveOp::ReduceScatter) return n - 1;
+  return n;
+}
+
+Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
+
+// NVLS's and NVLSTree's bus bandwidth as later NCCL prices it (src/tuning/nvls.cc, 1fc949c5), GB/s;
+// 0 without them. NVLS inside one node has no network to cap it.
+double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
+  const NcclGraph g = nccl_graph(f, a);
+  if (g.channels < 2) return 0;
+  double per_channel = g.bw_intra * kNvlsEfficiencyHopper * (g.channels - 1) / g.channels;
+  const int ppn = f.ranks / f.nodes;
+  per_channel *= op == CollectiveOp::AllReduce ? 2.0 : static_cast<double>(ppn - 1) / ppn;
+  if (a == NcclAlgo::NvlsTree) {
+    per_channel = std::min({per_channel, g.bw_inter * (f.nodes <= 2 ? 2 : 1),
+                            kPerChMaxNvlsTreeBwHopper[nodes_index(f.nodes)]});
+  }
+  return per_channel * g.channels;
+}
+
+bool nvls_family(NcclAlgo a) { return a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree; }
+
+}  // namespace
+
+int nccl_channels(const NcclFabric& f, NcclAlgo a) {
+  if (nvls_family(a)) return nccl_graph(f, a).channels > 0 ? kNvlsChannels : 0;
+  const int graphs = std::min(nccl_graph(f, NcclAlgo::Ring).channels, nccl_graph(f, NcclAlgo::Tree).channels);
+  return std::min(kMaxChannels, 2 * graphs);
+}
+
+NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a, NcclProto p) {
+  if (a == NcclAlgo::Tree) throw InvalidArgument("nccl_pipeline: the tree's pipeline is not modelled");
+  if (op == CollectiveOp::AllToAll) {
+    throw InvalidArgument("NCCL has no tuned all-to-all (it runs point-to-point sends)");
+  }
+  const int comm_channels = nccl_channels(f, a);
+  if (comm_channels == 0 || (nvls_family(a) && (p != NcclProto::Simple || chain_op(op))) ||
+      (a == NcclAlgo::NvlsTree && op != CollectiveOp::AllReduce)) {
+    throw InvalidArgument("nccl_pipeline: " + to_string(a) + "/" + to_string(p) + " is not available here");
+  }
+  NcclPipeline out;
+  const Bytes step_size = kBuffSize[idx(p)] / kNcclSteps;
+  if (nvls_family(a)) {
+    // NVLS keeps its channels; a channel's data goes through in slices of one step (512 KiB), each
+    // reduced into the switch and multicast back (pipeline_model/nvls.cc: 2 steps for all-reduce);
+    // NVLSTree adds the tree of nodes, up and down: 2 log2(nodes) network steps.
+    out.channels = kNvlsChannels;
+    out.channel_bytes = ceil_div(std::max<Bytes>(bytes, 1), out.channels);
+    out.slice = std::min(step_size, out.channel_bytes);
+    out.slices = ceil_div(out.channel_bytes, out.slice);
+    out.steps = op == CollectiveOp::AllReduce ? 2 : 1;
+    if (a == NcclAlgo::NvlsTree) out.steps += 2 * log2i(f.nodes);
+    return out;
+  }
+  // Ring. Trim the channels of small ops (enqueue.cc): drop one while the op is smaller than
+  // channels x threads x threshold.
+  const int n = f.ranks;
+  const Bytes threshold = static_cast<Bytes>(kThreadThreshold[idx(p)]) * (p == NcclProto::LL ? n : 1);
+  int nc = comm_channels;
+  while (nc >= 2 && bytes < static_cast<Bytes>(nc) * kMaxThreads[idx(p)] * threshold) --nc;
+  out.channels = nc;
+  out.channel_bytes = ceil_div(std::max<Bytes>(bytes, 1), nc);
+  out.steps = ring_steps(op, n);
+  // The chunk a step moves (enqueue.cc computeColl, as src/include/coll_sizes.h ncclGetChunkSize).
+  const bool sliced = p == NcclProto::Simple && !chain_op(op);
+  Bytes chunk = step_size * (sliced ? kRingChunkSteps : 1);
+  if (p == NcclProto::LL) chunk /= kLlChunkDivisor;
+  if (p == NcclProto::LL128) chunk = chunk / kLl128LineElems * kLl128DataElems;
+  // A loop gives each rank one chunk per channel; once the data runs short the chunk shrinks to the
+  // rank's share of the channel (all_reduce.h runRing: min(chunkSize, divUp(size, nChannels*nranks))).
+  // Broadcast and reduce pass the channel's data down the chain whole.
+  const Bytes per_step = std::min(chunk, chain_op(op) ? out.channel_bytes : ceil_div(out.channel_bytes, n));
+  // Simple sends a chunk in CHUNKSTEPS/SLICESTEPS slices, none smaller than 1/32 of a nominal slice;
+  // LL and LL128 send it whole.
+  out.slice = per_step;
+  if (p == NcclProto::Simple) {
+    const int slices_per_chunk = sliced ? kRingChunkSteps / kRingSliceSteps : 1;
+    const Bytes nominal = step_size * (sliced ? kRingSliceSteps : 1);
+    const Bytes aligned = ceil_div(per_step, kSimpleSliceAlign * slices_per_chunk) * kSimpleSliceAlign;
+    out.slice = std::min(per_step, std::max(aligned, nominal / kSimpleMinSliceDivisor));
+  }
+  // The busiest link carries the channel's data steps/n times over (pipeline_model/ring.cc); the
+  // pipelined broadcast and reduce pass it once down every link.
+  const Bytes slices_per_channel = ceil_div(out.channel_bytes, out.slice);
+  out.slices = chain_op(op) ? slices_per_channel : ceil_div(slices_per_channel * out.steps, n);
+  out.slices = std::max<std::int64_t>(out.slices, out.steps);
+  return out;
+}
+
+std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a,
+                              NcclProto p) {
+  if (t.bandwidth_GBps[idx(a)][idx(p)] <= 0) return std::nullopt;
+  if (a == NcclAlgo::Tree) return nccl_tuner_time(t, f, op, bytes, a, p);
+  const NcclPipeline pl = nccl_pipeline(f, op, bytes, a, p);
+  const int n = f.ranks;
+  const double base = kBaseLat[idx(a)][idx(p)];
+  if (nvls_family(a)) {
+    // NVIDIA's pipeline model (pipeline_model.cc): the first slice goes through every stage (half the
+    // stage's latency, then the slice at the channel's bandwidth), the rest follow one per slice
+    // time. A channel's bandwidth is its share of NVLS's (algorithm) bandwidth, so a long pipeline
+    // reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
+    // share, and caps the sum with a soft minimum; the share is what the channels can carry together.)
+    // NVLSTree's network stages pay the network latency.
+    const double alg_GBps = nvls_bus_GBps(f, op, a) * n / ring_steps(op, n);
+    const double channel_Bpus = alg_GBps * 1000.0 / pl.channels;  // bytes per us
+    const double slice_us = static_cast<double>(pl.slice) / channel_Bpus;
+    const int net_steps = a == NcclAlgo::NvlsTree ? 2 * log2i(f.nodes) : 0;
+    const double first_lat =
+        (pl.steps - net_steps) * kHwLat[kNvlink][idx(a)][idx(p)] + net_steps * kHwLat[kNet][idx(a)][idx(p)];
+    const double first = kPipelineHopLatencyShare * first_lat + pl.steps * slice_us;
+    return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice_us);
+  }
+  // Ring. A channel's bandwidth is its share of the tuner's bus bandwidth for the pair (whose
+  // channels are the graph's, run twice over).
+  const double bus_GBps = t.bandwidth_GBps[idx(a)][idx(p)] * ring_steps(op, n) / n;
+  const double channel_Bpus = bus_GBps * 1000.0 / nccl_channels(f, a);
+  const double slice_us = static_cast<double>(pl.slice) / channel_Bpus;
+  // Latencies per hop, as the tuner has them: NVLink or PCI inside a node, at least the cost of
+  // posting a network operation once the ring leaves the node; network hops 2 (nodes - 1) of the
+  // all-reduce's steps (pipeline_model/ring.cc), nodes - 1 of the others'.
+  const Hw intra_hw = f.nvlink ? kNvlink : kPci;
+  double intra = kHwLat[intra_hw][idx(a)][idx(p)];
+  if (f.nodes > 1) intra = std::max(intra, kNetOverheadUs * (p == NcclProto::Simple ? 3 : 1));
+  const double inter = kHwLat[kNet][idx(a)][idx(p)];
+  const int inter_steps = f.nodes == 1 ? 0 : op == CollectiveOp::AllReduce ? 2 * (f.nodes - 1) : f.nodes - 1;
+  // The first slice pays every hop's latency on its way round (the tuner's latency); every further
+  // slice the busiest link carries pays that link's hop latency again: Simple and LL128 synchronise
+  // each slice with the next rank (wait for its flag, copy, fence, post), which the slice's data
+  // does not hide. Network hops overlap further slices (the proxy keeps NCCL_STEPS in flight), so
+  // the per-slice cost is the GPU's side of the hop, the intra latency.
+  const double first_lat = (pl.steps - inter_steps) * intra + inter_steps * inter;
+  const double later_lat = static_cast<double>(pl.slices - pl.steps) * intra;
+  return Time::us(base + first_lat + later_lat + static_cast<double>(pl.slices) * slice_us);
+}
+
+NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabric, std::optional<NcclAlgo> only) {
   NcclChoice best;
   if (request.ranks <= 1) return best;
   const NcclTable t = nccl_table(request.op, fabric);
   bool found = false;
-  for (NcclAlgo a : {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls}) {
+  for (NcclAlgo a : {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls, NcclAlgo::NvlsTree}) {
+    if (only && a != *only) continue;
     for (NcclProto p : {NcclProto::LL, NcclProto::LL128, NcclProto::Simple}) {
-      const auto time = nccl_time(t, fabric, request.op, request.bytes, a, p);
-      if (!time || (found && !(*time < best.time))) continue;
-      best = {a, p, t.channels[idx(a)], *time};
+      const auto estimate = nccl_tuner_time(t, fabric, request.op, request.bytes, a, p);
+      if (!estimate || (found && !(*estimate < best.tuner_time))) continue;
+      best.algo = a;
+      best.proto = p;
+      best.tuner_time = *estimate;
       found = true;
     }
   }
-  if (!found) throw InvalidArgument("NCCL's model has no algorithm for op '" + to_string(request.op) + "'");
+  if (!found) {
+    throw InvalidArgument("NCCL's model has no " + (only ? to_string(*only) : std::string("algorithm")) + " for op '" +
+                          to_string(request.op) + "' here");
+  }
+  best.time = *nccl_time(t, fabric, request.op, request.bytes, best.algo, best.proto);
+  best.channels = best.algo == NcclAlgo::Tree
+                      ? t.channels[idx(best.algo)]
+                      : nccl_pipeline(fabric, request.op, request.bytes, best.algo, best.proto).channels;
   return best;
 }
 

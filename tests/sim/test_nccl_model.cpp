@@ -1,5 +1,7 @@
 // NCCL's tuner arithmetic (sim/nccl_model.hpp), checked against cases computed by hand from
-// NVIDIA/nccl v2.20.3 src/graph/tuning.cc, and `auto` following NCCL's choice.
+// NVIDIA/nccl v2.20.3 src/graph/tuning.cc; the pipelined time of the chosen pair (channel trimming,
+// slices, NVLS efficiency), computed by hand from the sizes cited in nccl_model.cpp; and `auto`
+// following NCCL's choice.
 #include <gtest/gtest.h>
 
 #include "twinbed/core/device.hpp"
@@ -20,6 +22,9 @@ Topology h100_node() { return topo::nvswitch_node(8, {450 * GBps, Time::us(0.5)}
 Topology a100_node() { return topo::nvswitch_node(8, {300 * GBps, Time::us(0.5)}, device_preset("a100")); }
 
 constexpr int kTree = 0, kRing = 1, kNvls = 2, kLL = 0, kLL128 = 1, kSimple = 2;
+
+// A pipelined time against its hand-computed value in us, to 10 ps (the sums round differently).
+void expect_us(Time t, double us) { EXPECT_NEAR(t.microseconds(), us, 1e-5); }
 
 TEST(NcclModel, FabricOfAnH100NvswitchNode) {
   const auto f = nccl_fabric(h100_node(), iota(8));
@@ -42,8 +47,9 @@ TEST(NcclModel, ChannelSearchOnAnH100Node) {
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{12, 30, 30}));
   // Tree may use 8/7 of the link (423.8): 7 x 60, doubled.
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{14, 30, 30}));
-  // NVLS: one channel per GPU at the fastest speed 8 of which fit in 423.8: 50.
-  EXPECT_EQ(nccl_graph(f, NcclAlgo::Nvls), (NcclGraph{8, 50, 50}));
+  // NVLS: one channel per GPU; 8 of them fit in 423.8 at 50, but a GPU's link carries its 8 channels
+  // plus its own head's again: 9 x 50 = 450 > 370.8, 9 x 40 = 360 fits: 40 (NCCL logs 8 x 40 on DGX H100).
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Nvls), (NcclGraph{8, 40, 40}));
 }
 
 TEST(NcclModel, TunerTableForAllReduceOnAnH100Node) {
@@ -61,23 +67,29 @@ TEST(NcclModel, TunerTableForAllReduceOnAnH100Node) {
   EXPECT_NEAR(t.latency_us[kTree][kLL128], 14 + 2 * 7 * 1.25, 1e-9);
   EXPECT_NEAR(t.latency_us[kTree][kSimple], 2 * 7 * 28.0, 1e-9);
   EXPECT_NEAR(t.bandwidth_GBps[kTree][kLL128], 420 * 0.92 * 7 / 9 / 2, 1e-9);
-  // NVLS: 23 us, 8 x 50 bus x 5/6; Simple only.
+  // NVLS: 23 us, 8 x 40 bus x 5/6; Simple only.
   EXPECT_NEAR(t.latency_us[kNvls][kSimple], 23.0, 1e-9);
-  EXPECT_NEAR(t.bandwidth_GBps[kNvls][kSimple], 400.0 * 5 / 6, 1e-9);
+  EXPECT_NEAR(t.bandwidth_GBps[kNvls][kSimple], 320.0 * 5 / 6, 1e-9);
   EXPECT_EQ(t.bandwidth_GBps[kNvls][kLL], 0);
 }
 
 TEST(NcclModel, TimesAndChoicesOnAnH100Node) {
   const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
   const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
-  // 1 MiB on NVLS: 23 us + 1048576 B / (333.3 GB/s = 333,333 B/us).
-  EXPECT_EQ(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Nvls, NcclProto::Simple),
-            Time::us(23 + 1048576 / (1000 * 400.0 * 5 / 6)));
-  // Tree's correction at 1 MiB (log2(1 MiB / 64) = 14): LL128 x 0.6.
-  EXPECT_EQ(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
-            Time::us(31.5 + 1048576 / (1000 * 420 * 0.92 * 7 / 9 / 2 * 0.6)));
+  // The tuner: 1 MiB on NVLS: 23 us + 1048576 B / (266.7 GB/s = 266,667 B/us).
+  EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Nvls, NcclProto::Simple),
+            Time::us(23 + 1048576 / (1000 * 320.0 * 5 / 6)));
+  // Tree's correction at 1 MiB (log2(1 MiB / 64) = 14): LL128 x 0.6. The tree's time is the tuner's.
+  const Time tree = Time::us(31.5 + 1048576 / (1000 * 420 * 0.92 * 7 / 9 / 2 * 0.6));
+  EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128), tree);
+  EXPECT_EQ(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128), tree);
+  // NCCL picks by the tuner and the op takes the pipelined time: 1 MiB over 16 NVLS channels is one
+  // 65536-byte slice each, through 2 stages of 23/2 us at 272/16 = 17 GB/s (see NvlsPipeline...).
   const NcclChoice big = nccl_choose({CollectiveOp::AllReduce, 8, MiB}, f);
   EXPECT_EQ(big.name(), "nvls/Simple");
+  EXPECT_EQ(big.channels, 16);
+  EXPECT_EQ(big.tuner_time, Time::us(23 + 1048576 / (1000 * 320.0 * 5 / 6)));
+  expect_us(big.time, 2 * (11.5 + 65536 / 17000.0));
   // 8 KiB: ring LL (15 + 0.16 us) beats tree LL (15.2 + ...) and NVLS (23 + ...).
   EXPECT_EQ(nccl_choose({CollectiveOp::AllReduce, 8, 8 * KiB}, f).name(), "ring/LL");
   // Broadcast has only the ring.
@@ -92,7 +104,96 @@ TEST(NcclModel, A100NodeHasNoNvlsAndRunsRingForLargeAllReduce) {
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{12, 20, 20}));  // 6 x 40, doubled
   const NcclChoice c = nccl_choose({CollectiveOp::AllReduce, 8, GiB}, f);
   EXPECT_EQ(c.name(), "ring/Simple");
-  EXPECT_EQ(c.time, Time::us(56 + 1073741824 / (1000 * 240.0 * 8 / 14)));
+  EXPECT_EQ(c.tuner_time, Time::us(56 + 1073741824 / (1000 * 240.0 * 8 / 14)));
+  // Pipelined: 24 channels of ceil(1 GiB / 24) = 44,739,243 B; a step moves a 2 MiB chunk in two 1 MiB
+  // slices; ceil(44739243 / 1 MiB) = 43 slices per channel, ceil(43 x 14 / 8) = 76 on the busiest
+  // link, at 240 / 24 = 10 GB/s (104.8576 us each); every slice pays the 3.4 us NVLink hop:
+  // 8.4 + 76 x 3.4 + 76 x 104.8576 us.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, GiB, NcclAlgo::Ring, NcclProto::Simple),
+            (NcclPipeline{24, 44739243, MiB, 76, 14}));
+  expect_us(c.time, 8.4 + 76 * 3.4 + 76 * 104.8576);
+  // 4.4% over the tuner's time: the slices' synchronisation.
+  EXPECT_GT(c.time, c.tuner_time);
+  EXPECT_LT(c.time.seconds(), 1.05 * c.tuner_time.seconds());
+}
+
+TEST(NcclModel, CommunicatorChannels) {
+  const NcclFabric h100 = *nccl_fabric(h100_node(), iota(8));
+  // Ring 12 and tree 14 graph channels: the fewer, doubled; NVLS its own 16.
+  EXPECT_EQ(nccl_channels(h100, NcclAlgo::Ring), 24);
+  EXPECT_EQ(nccl_channels(h100, NcclAlgo::Nvls), 16);
+  const NcclFabric a100 = *nccl_fabric(a100_node(), iota(8));
+  EXPECT_EQ(nccl_channels(a100, NcclAlgo::Ring), 24);
+  EXPECT_EQ(nccl_channels(a100, NcclAlgo::Nvls), 0);
+}
+
+TEST(NcclModel, SmallOpsRunOnFewerChannels) {
+  const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
+  auto channels = [&](Bytes bytes, NcclProto p) {
+    return nccl_pipeline(f, CollectiveOp::AllReduce, bytes, NcclAlgo::Ring, p).channels;
+  };
+  // Simple keeps a channel while bytes >= channels x 512 threads x 64: 24 channels from 786,432 B.
+  EXPECT_EQ(channels(786432, NcclProto::Simple), 24);
+  EXPECT_EQ(channels(786431, NcclProto::Simple), 23);
+  EXPECT_EQ(channels(64 * KiB, NcclProto::Simple), 2);  // 2 x 32768 = 65536
+  EXPECT_EQ(channels(KiB, NcclProto::Simple), 1);
+  // LL on the ring: 512 threads x 8 x 8 ranks = 32768 B per channel; LL128: 640 x 8 = 5120 B.
+  EXPECT_EQ(channels(64 * KiB, NcclProto::LL), 2);
+  EXPECT_EQ(channels(64 * KiB, NcclProto::LL128), 12);  // 12 x 5120 = 61440 <= 65536 < 66560
+  // NVLS keeps its 16.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, KiB, NcclAlgo::Nvls, NcclProto::Simple).channels, 16);
+  // Fewer channels, fewer bytes per us: 64 KiB of Simple on 2 channels of 15 GB/s, one 4096-byte slice
+  // per step on 14 steps: 8.4 + 14 x 3.4 + 14 x 4096 / 15000 us.
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * KiB, NcclAlgo::Ring, NcclProto::Simple),
+            (NcclPipeline{2, 32768, 4096, 14, 14}));
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 64 * KiB, NcclAlgo::Ring, NcclProto::Simple),
+            8.4 + 14 * 3.4 + 14 * 4096 / 15000.0);
+}
+
+TEST(NcclModel, RingPipelineSlicesAMidSizeAllReduce) {
+  const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
+  // 16 MiB of Simple on the H100 ring: 24 channels of ceil(16777216 / 24) = 699,051 B; a step moves the
+  // rank's share, ceil(699051 / 8) = 87,382 B, in two slices of ceil(87382 / 128) x 64 = 43,712 B
+  // (above the 1 MiB / 32 floor); ceil(699051 / 43712) = 16 slices per channel, ceil(16 x 14 / 8) = 28
+  // on the busiest link.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Ring, NcclProto::Simple),
+            (NcclPipeline{24, 699051, 43712, 28, 14}));
+  // At 360 / 24 = 15 GB/s a slice takes 43712 / 15000 = 2.914 us; the first slice pays 14 hops of 3.4 us,
+  // the other 14 on the busiest link 3.4 us each: 8.4 + 28 x 3.4 + 28 x 2.914 = 185.2 us, where the
+  // tuner says 56 + 16 MiB / 205.7 GB/s = 137.6 us.
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Ring, NcclProto::Simple),
+            8.4 + 28 * 3.4 + 28 * 43712 / 15000.0);
+}
+
+TEST(NcclModel, NvlsPipelineFillsAndReachesItsEfficiency) {
+  const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
+  // NVLS's all-reduce bus bandwidth: 8 channels x 40 GB/s x 0.85 (Hopper) x 7/8 x 2 = 476 GB/s, or
+  // 476 x 8 / 14 = 272 GB/s of algorithm bandwidth, 17 GB/s for each of the 16 channels.
+  // 4 MiB: 262,144 B per channel, one slice, through 2 stages of 23/2 us: 2 x (11.5 + 262144 / 17000).
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 4 * MiB, NcclAlgo::Nvls, NcclProto::Simple),
+            (NcclPipeline{16, 262144, 262144, 1, 2}));
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 4 * MiB, NcclAlgo::Nvls, NcclProto::Simple),
+            2 * (11.5 + 262144 / 17000.0));
+  // 16 MiB: 1 MiB per channel in two 512 KiB slices: the first through both stages, the second one
+  // slice time behind it.
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Nvls, NcclProto::Simple),
+            2 * (11.5 + 524288 / 17000.0) + 524288 / 17000.0);
+  // 4 GiB: 512 slices per channel; the bus bandwidth comes within 0.4% of 476 GB/s (v2.20.3's tuner
+  // had 8 x 40 x 5/6 x 14/8 = 466.7, with the graph's old speed of 50 it had 583).
+  const Time big = *nccl_time(t, f, CollectiveOp::AllReduce, 4 * GiB, NcclAlgo::Nvls, NcclProto::Simple);
+  expect_us(big, 2 * (11.5 + 524288 / 17000.0) + 511 * 524288 / 17000.0);
+  const double busbw_GBps = 4.0 * GiB / big.seconds() / 1e9 * 14 / 8;
+  EXPECT_NEAR(busbw_GBps, 476.0, 0.004 * 476);
+  // Reduce-scatter: one stage, bus bandwidth x 7/8 instead of x 2: 8 x 40 x 0.85 x 7/8 x 7/8 = 208.25,
+  // algorithm bandwidth x 8/7 = 238, 14.875 GB/s a channel; 4 MiB is 262,144 B per channel.
+  const NcclTable rs = nccl_table(CollectiveOp::ReduceScatter, f);
+  expect_us(*nccl_time(rs, f, CollectiveOp::ReduceScatter, 4 * MiB, NcclAlgo::Nvls, NcclProto::Simple),
+            11.5 + 262144 / 14875.0);
+  // The tree has no pipeline model.
+  EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::Simple), InvalidArgument);
 }
 
 TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {
@@ -108,10 +209,38 @@ TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {
   // 30 steps, 4 of them network hops (2 x nodes); intra hops cost at least 3 x 1 us network overhead.
   EXPECT_NEAR(table.latency_us[kRing][kSimple], 8.4 + 26 * 3.4 + 4 * 14.0, 1e-9);
   // Past 64 bytes per rank and channel, the ring's plateau: latency x 1.4.
-  EXPECT_EQ(*nccl_time(table, f, CollectiveOp::AllReduce, GiB, NcclAlgo::Ring, NcclProto::Simple),
+  EXPECT_EQ(*nccl_tuner_time(table, f, CollectiveOp::AllReduce, GiB, NcclAlgo::Ring, NcclProto::Simple),
             Time::us((8.4 + 26 * 3.4 + 4 * 14.0) * 1.4 + 1073741824 / (1000 * 336.0 * 16 / 30)));
   // Tree: 2 x (7 NVLink hops + 1 network hop).
   EXPECT_NEAR(table.latency_us[kTree][kLL], 6.8 + 2 * (7 * 0.6 + 1 * 5.0), 1e-9);
+}
+
+TEST(NcclModel, TwoDgxH100NodesRunNvlsTree) {
+  const Topology t = topo::dgx_h100_cluster(2);
+  const NcclFabric f = *nccl_fabric(t, iota(16));
+  // NVLSTree's search: a channel per head GPU and NIC, at a network speed (ppn + 1) of which fit a
+  // GPU's NVLink: 9 x 48, 9 x 45, 9 x 42 exceed 370.8, 9 x 40 = 360 fits.
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::NvlsTree), (NcclGraph{8, 40, 40}));
+  EXPECT_EQ(nccl_channels(f, NcclAlgo::NvlsTree), 16);
+  // Not on one node, and only for all-reduce.
+  EXPECT_EQ(nccl_graph(*nccl_fabric(h100_node(), iota(8)), NcclAlgo::NvlsTree).channels, 0);
+  EXPECT_EQ(nccl_table(CollectiveOp::AllGather, f).bandwidth_GBps[3][kSimple], 0);
+  // v2.20.3's tuner: 8 x min(40, 40) x 5/6 GB/s; 23 us in the node and 2 x log2(2) network hops of 14.
+  const NcclTable table = nccl_table(CollectiveOp::AllReduce, f);
+  EXPECT_NEAR(table.bandwidth_GBps[3][kSimple], 320.0 * 5 / 6, 1e-9);
+  EXPECT_NEAR(table.latency_us[3][kSimple], 23 + 2 * 14.0, 1e-9);
+  EXPECT_EQ(table.bandwidth_GBps[3][kLL], 0);
+  // 1 GiB: NVLSTree beats the ring (51 + 4026 us against 1.4 x 172.8 + 5992 us).
+  const NcclChoice c = nccl_choose({CollectiveOp::AllReduce, 16, GiB}, f);
+  EXPECT_EQ(c.name(), "nvlstree/Simple");
+  // What it takes: bus bandwidth 8 x min(40 x 0.85 x 7/8 x 2 = 59.5, 2 x 40, 57.7) = 461.6 GB/s, so
+  // 461.6 x 16 / 30 = 246.19 GB/s of algorithm bandwidth, 15.387 GB/s on each of 16 channels. Each has
+  // 64 MiB: 128 slices of 512 KiB through 4 stages (2 in the node, 2 across), the first paying half
+  // of 23, 23, 14, 14 us.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, GiB, NcclAlgo::NvlsTree, NcclProto::Simple),
+            (NcclPipeline{16, 64 * MiB, 512 * KiB, 128, 4}));
+  const double slice_us = 524288 / (461.6 * 16 / 30 * 1000 / 16);
+  expect_us(c.time, 0.5 * (2 * 23 + 2 * 14) + (4 + 127) * slice_us);
 }
 
 TEST(NcclModel, AutoFollowsNcclOnGroupsAndFallsBackElsewhere) {

@@ -26,17 +26,14 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-// NCCL under NCCL_ALGO=<algo>: its tuner's least time over the protocols of that one algorithm.
+// NCCL under NCCL_ALGO=<algo>: its tuner's choice among the protocols of that one algorithm.
 sim::NcclChoice forced(const CollectiveRequest& request, const sim::NcclFabric& fabric, const std::string& algo) {
   const sim::NcclAlgo a = algo == "Ring" ? sim::NcclAlgo::Ring : algo == "Tree" ? sim::NcclAlgo::Tree : sim::NcclAlgo::Nvls;
-  const sim::NcclTable table = sim::nccl_table(request.op, fabric);
-  std::optional<sim::NcclChoice> best;
-  for (sim::NcclProto p : {sim::NcclProto::LL, sim::NcclProto::LL128, sim::NcclProto::Simple}) {
-    const std::optional<Time> t = sim::nccl_time(table, fabric, request.op, request.bytes, a, p);
-    if (t && (!best || *t < best->time)) best = sim::NcclChoice{a, p, table.channels[static_cast<std::size_t>(a)], *t};
+  try {
+    return sim::nccl_choose(request, fabric, a);
+  } catch (const InvalidArgument&) {
+    throw InvalidArgument("NCCL's model has no " + algo + " for " + to_string(request.op) + " on this machine");
   }
-  if (!best) throw InvalidArgument("NCCL's model has no " + algo + " for " + to_string(request.op) + " on this machine");
-  return *best;
 }
 
 }  // namespace

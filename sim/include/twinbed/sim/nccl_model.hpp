@@ -1,29 +1,57 @@
-// Collectives as NCCL runs them: its algorithms (ring, tree, NVLS), protocols (LL, LL128, Simple) and
-// channels, and its choice among them — the cost model of NCCL's own tuner.
+// Collectives as NCCL runs them: its algorithms (ring, tree, NVLS, NVLSTree), protocols (LL, LL128, Simple) and
+// channels, its choice among them (the cost model of NCCL's own tuner), and the time the chosen
+// collective takes (a model of how NCCL's kernels pipeline the data through their channels).
 //
-// Source: NVIDIA/nccl v2.20.3, src/graph/tuning.cc (ncclTopoTuneModel, ncclTopoGetAlgoTime), with the
-// link figures of src/graph/topo.h and the channel search of src/graph/search.cc. NCCL times an
-// (algorithm, protocol) pair as
-//     time = latency + bytes / bandwidth            (us, and GB/s of algorithm bandwidth)
-// where latency = a base launch latency + the protocol's per-hop latency on each hop of the algorithm
-// (NVLink, PCI or network hops), and bandwidth = channels x per-channel bandwidth, cut by the
-// protocol's efficiency (LL moves 8-byte lines of which 4 are data and waits on flags; LL128 128-byte
-// lines of which 120 are data; Simple moves whole buffers), and converted from bus to algorithm
-// bandwidth (ring: ranks / steps; tree: 1/2; NVLS: 5/6). NCCL runs the pair of least time; so does
-// `nccl_choose`.
+// Two costs, kept apart on purpose:
 //
-// What is NCCL's own and what is ours: every table value is NCCL's (cited in nccl_model.cpp). The
-// inputs NCCL learns by probing the machine (its channel search) are derived from the Topology by
-// `nccl_fabric` and `nccl_graph`, with the simplifications said there. Not modelled: CollNet, NVLS
-// across nodes (NVLSTree, which needs SHARP switches), PAT (NCCL 2.23+), the CPU vendor (Intel
-// assumed), user overrides (NCCL_ALGO/NCCL_PROTO).
+// * The tuner's estimate, which decides (`nccl_tuner_time`, `nccl_choose`). Source: NVIDIA/nccl
+//   v2.20.3, src/graph/tuning.cc (ncclTopoTuneModel, ncclTopoGetAlgoTime), with the link figures of
+//   src/graph/topo.h and the channel search of src/graph/search.cc. NCCL times an (algorithm, protocol)
+//   pair as
+//       time = latency + bytes / bandwidth            (us, and GB/s of algorithm bandwidth)
+//   where latency = a base launch latency + the protocol's per-hop latency on each hop of the algorithm
+//   (NVLink, PCI or network hops), and bandwidth = channels x per-channel bandwidth, cut by the
+//   protocol's efficiency (LL moves 8-byte lines of which 4 are data and waits on flags; LL128
+//   128-byte lines of which 120 are data; Simple moves whole buffers), and converted from bus to
+//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6). NCCL runs the pair of least
+//   time; so does `nccl_choose`.
+//
+// * The time the pair takes (`nccl_time`, the time `nccl_choose` reports). NCCL's tuner charges
+//   bytes at peak bandwidth from the first byte; NCCL's kernels do not run that way. Each channel
+//   (one CTA) moves its share of the data in slices through a pipeline of steps, NCCL_STEPS buffer
+//   slots deep; a channel only runs when the op is large enough for it (enqueue.cc trims the
+//   channels of small ops). `nccl_pipeline` says how a given op is cut up (active channels, bytes per
+//   channel, slice size, slices on the busiest link, steps), and `nccl_time` prices it:
+//     ring:  base + the first slice's latency on every step + every further slice's hop latency
+//            + the busiest link's slices at the channel's bandwidth
+//     NVLS:  base + the first slice through both steps (reduce into the switch, multicast back)
+//            + (slices - 1) x the per-slice delay          (NVIDIA's pipeline model, see .cpp);
+//            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes)
+//     tree:  the tuner's estimate (its pipeline is not modelled).
+//   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
+//   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
+//   At large sizes the ring and NVLS times meet the tuner's bandwidth; the difference is in the
+//   pipeline's fill, the slicing and the channels.
+//
+// What is NCCL's own and what is ours: every table value and size is NCCL's (cited in
+// nccl_model.cpp, with version or commit). The inputs NCCL learns by probing the machine (its
+// channel search) are derived from the Topology by `nccl_fabric` and `nccl_graph`, with the
+// simplifications said there. How the pieces combine into a time is ours, following NCCL's pipeline
+// model (src/tuning/pipeline_model/, NVIDIA/nccl 623aa029) where it describes the kernels.
+// NVLSTree (NVLS inside each node, a tree of the nodes across the network) is on for any multi-node
+// Hopper NVSwitch communicator with NICs, as v2.20.3 enables it: it needs no SHARP switch (NVLS
+// across nodes without the tree would: CollNet, not modelled). Not modelled either: PAT (NCCL
+// 2.23+), the CPU vendor (Intel assumed), user overrides (NCCL_ALGO/NCCL_PROTO), the tree's
+// pipeline.
 //
 // The shared schedules (core/schedule.hpp) stay what the real backend executes; this model is how the
 // simulator costs NCCL's own collective (`auto`). NVLS has no shared schedule (the NVSwitch reduces in
-// the fabric): it exists only here, analytically.
+// the fabric): it exists only here, analytically; NVLSTree shares links with other groups as the
+// tree schedule does.
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,11 +61,11 @@
 
 namespace twinbed::sim {
 
-enum class NcclAlgo { Tree, Ring, Nvls };
+enum class NcclAlgo { Tree, Ring, Nvls, NvlsTree };
 enum class NcclProto { LL, LL128, Simple };
-inline constexpr int kNcclAlgos = 3;
+inline constexpr int kNcclAlgos = 4;
 inline constexpr int kNcclProtos = 3;
-// "tree", "ring", "nvls" (tree and ring are also the names of the shared schedules they correspond to);
+// "tree", "ring", "nvls", "nvlstree" (tree and ring are also the names of the shared schedules they correspond to);
 // "LL", "LL128", "Simple" as NCCL spells them.
 std::string to_string(NcclAlgo a);
 std::string to_string(NcclProto p);
@@ -75,6 +103,7 @@ struct NcclGraph {
   bool operator==(const NcclGraph&) const = default;
 };
 // The graph NCCL's search settles on for `algo` (channels 0: none, as NVLS off Hopper NVSwitch nodes).
+// Bandwidths are per channel, as NCCL's search books them on the links.
 NcclGraph nccl_graph(const NcclFabric& fabric, NcclAlgo algo);
 
 // NCCL's tuner table for one op: latency (us) and algorithm bandwidth (GB/s) per (algorithm,
@@ -89,21 +118,50 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& fabric);
 
 // The time NCCL's tuner gives one (algorithm, protocol) for `bytes` (twinbed's size convention, which
 // is NCCL's nBytes), with its size-dependent corrections (tree correction factors, the ring plateau);
-// nullopt when the pair is unavailable.
+// nullopt when the pair is unavailable. This is what NCCL decides by, not what the op takes.
+std::optional<Time> nccl_tuner_time(const NcclTable& table, const NcclFabric& fabric, CollectiveOp op, Bytes bytes,
+                                    NcclAlgo algo, NcclProto proto);
+
+// The channels (CTAs) the communicator launches for `algo` before any trimming: ring and tree run
+// every graph channel twice (NCCL duplicates them after connecting), up to 32; NVLS runs its own
+// channel count (16). 0 where the algorithm is unavailable.
+int nccl_channels(const NcclFabric& fabric, NcclAlgo algo);
+
+// How NCCL's kernels cut one op up. Ring: every one of `steps` hops moves `slice` bytes at a time,
+// and the busiest link carries `slices` of them. NVLS: each channel's data passes through `steps`
+// stages (2 for all-reduce: into the switch and back; 1 otherwise) in `slices` slices.
+struct NcclPipeline {
+  int channels = 0;      // channels that carry data (NCCL trims them for small ops)
+  Bytes channel_bytes = 0;  // each one's share of the op
+  Bytes slice = 0;       // bytes one slice moves on one hop
+  std::int64_t slices = 0;  // slices the busiest link (ring) or each channel (NVLS) handles
+  int steps = 0;         // hops (ring) or stages (NVLS) the first slice goes through
+  bool operator==(const NcclPipeline&) const = default;
+};
+// Throws InvalidArgument for the tree (not modelled) or an unavailable pair.
+NcclPipeline nccl_pipeline(const NcclFabric& fabric, CollectiveOp op, Bytes bytes, NcclAlgo algo, NcclProto proto);
+
+// The time one (algorithm, protocol) takes for `bytes`: the pipelined time for ring and NVLS, the
+// tuner's estimate for the tree (see the file comment); nullopt when the pair is unavailable.
+// O(1); no state.
 std::optional<Time> nccl_time(const NcclTable& table, const NcclFabric& fabric, CollectiveOp op, Bytes bytes,
                               NcclAlgo algo, NcclProto proto);
 
 struct NcclChoice {
   NcclAlgo algo = NcclAlgo::Ring;
   NcclProto proto = NcclProto::Simple;
-  int channels = 0;
-  Time time;
+  int channels = 0;   // the channels that carry data
+  Time time;          // what the op takes (nccl_time)
+  Time tuner_time;    // what NCCL's tuner expected when it chose (nccl_tuner_time)
   std::string name() const;  // "ring/LL128"
   bool operator==(const NcclChoice&) const = default;
 };
-// The pair of least time, as NCCL picks it (ties: tree before ring before NVLS, LL before LL128
-// before Simple: NCCL's loop order, which keeps the first minimum). A communicator of one rank takes
+// The pair of least tuner time, as NCCL picks it (ties: tree before ring before NVLS before NVLSTree,
+// LL before LL128 before Simple: NCCL's loop order, which keeps the first minimum), with the time it
+// takes. `only`: NCCL under NCCL_ALGO=<that algorithm> (the tuner then picks only the protocol);
+// throws InvalidArgument when it has no protocol for the op here. A communicator of one rank takes
 // no time.
-NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabric);
+NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabric,
+                       std::optional<NcclAlgo> only = std::nullopt);
 
 }  // namespace twinbed::sim
