@@ -329,6 +329,33 @@ TEST(CpuBackend, TechniquePassesOpsRunAndCompressedPayloadsArriveIntact) {
   }
 }
 
+// Under ZeRO-1 the gradient reduction is a reduce-scatter: TGC's quantised payloads are then reduce-
+// scattered hop by hop, and each rank's block of the sum is checked within the R−1 hops' error.
+TEST(CpuBackend, AQuantisedReduceScatterDeliversEachRankItsBlockWithinTheHopsError) {
+  const int n = world_size();
+  Layout l;
+  l.dp = n;
+  l.micro_batch = 1;
+  l.global_batch = 2 * n;
+  l.bucket_bytes = 16 * KiB;
+  l.zero_stage = 1;
+  Plan plan = build_plan(tiny(), l, ClusterShape{n, n});
+  parse_technique(nlohmann::json::parse(R"({"pass": "tgc", "bits": 4})"), "/techniques")->apply(plan);
+  bool scatters = false;
+  for (const PlanOp& op : plan.program(0).ops)
+    scatters = scatters || (op.kind == OpKind::Collective && op.collective == CollectiveOp::ReduceScatter);
+  EXPECT_TRUE(scatters);
+  for (const std::string& algorithm : {std::string("native"), std::string("ring")}) {
+    CpuBackendOptions options;
+    options.collective_algorithm = algorithm;
+    CpuBackend backend(options);
+    const Trace trace = backend.run(plan);
+    EXPECT_EQ(backend.payload_check().wrong, 0) << algorithm;
+    EXPECT_GT(backend.payload_check().floats, 0) << algorithm;
+    if (world_rank() == 0) check_trace(plan, trace, algorithm + " zero1 tgc int4");
+  }
+}
+
 // A planned arena (zrdf) is the rank's memory from the start; the tensors placed in it add nothing.
 TEST(CpuBackend, APlannedArenaIsTheMemoryFromTheStart) {
   const int n = world_size();

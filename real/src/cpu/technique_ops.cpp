@@ -279,21 +279,26 @@ void TechniqueOps::Impl::verify(Exchange& e) {
       bound[j] += amax;
     }
   }
-  if (reduced && e.op == CollectiveOp::AllReduce) {
-    // Each encoding along a chunk's way (R−1 reductions, R−1 forwards) errs by at most half a step,
-    // amax / (2·qmax), of a transfer block; a transfer block starts at its chunk, so it overlaps two
-    // payload blocks at most, and its amax is at most the larger of theirs (bound[j]: the members'
-    // summed block amax, which bounds every partial sum's).
+  if (reduced) {
+    // Each encoding along a chunk's way (R−1 reductions, and for an all-reduce R−1 forwards) errs by at
+    // most half a step, amax / (2·qmax), of a transfer block; a transfer block starts at its chunk, so it
+    // overlaps two payload blocks at most, and its amax is at most the larger of theirs (bound[j]: the
+    // members' summed block amax, which bounds every partial sum's). A reduce-scatter's output is this
+    // rank's block of the sum: elements from me·⌈n/R⌉ (the collective's block, collective_data.hpp).
+    const bool scatter = e.op == CollectiveOp::ReduceScatter;
     const double qmax = std::ldexp(1.0, spec.bits - 1) - 1;
-    const double encodings = 2.0 * static_cast<double>(e.members.size() - 1);
+    const double encodings = (scatter ? 1.0 : 2.0) * static_cast<double>(e.members.size() - 1);
     const std::size_t blocks = (e.n + spec.block - 1) / spec.block;
-    for (std::size_t i = 0; i < e.n; ++i) {
+    const std::size_t first = scatter ? static_cast<std::size_t>(e.me) * e.output_floats() : 0;
+    const std::size_t count = std::min(e.first_output.size(), e.n - std::min(e.n, first));
+    for (std::size_t o = 0; o < count; ++o) {
+      const std::size_t i = first + o;
       const std::size_t j = i / spec.block;
       const float wide = std::max({bound[j], j > 0 ? bound[j - 1] : 0.0f, j + 1 < blocks ? bound[j + 1] : 0.0f});
       const double limit = encodings * static_cast<double>(wide) / (2 * qmax) * (1 + 1e-5);
-      if (!(std::abs(static_cast<double>(e.first_output[i]) - static_cast<double>(exact[i])) <= limit)) ++check.wrong;
+      if (!(std::abs(static_cast<double>(e.first_output[o]) - static_cast<double>(exact[i])) <= limit)) ++check.wrong;
     }
-    check.floats += static_cast<std::int64_t>(e.n);
+    check.floats += static_cast<std::int64_t>(count);
   }
   e.verified = true;
   if (check.wrong > 0)

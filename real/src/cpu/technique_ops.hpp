@@ -18,8 +18,9 @@
 //                Verification of the first payloads each exchange delivered, kept until the iteration is
 //                over (verify_pending(): its scratch is not the iteration's memory): every rank re-encodes every member's
 //                payload from its gradient; all-gathered payloads must equal it float by float, and a
-//                quantised all-reduce's result must lie within the hops' quantisation error of the exact
-//                sum of the members' contributions (2(R−1) encodings of at most half a step each, the
+//                quantised all-reduce's result (a reduce-scatter's: this rank's block of it) must lie
+//                within the hops' quantisation error of the exact sum of the members' contributions
+//                (2(R−1) encodings of at most half a step each, R−1 for a reduce-scatter, the
 //                step of a block whose amax is at most the members' summed amax over the two payload
 //                blocks it can overlap). checks() counts the floats compared and those outside; Error
 //                when any is.
