@@ -243,7 +243,11 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
   }
   double per_channel_limit = f.nvlink_GBps;  // what one channel may take (maxBw)
   double total = f.nvlink_GBps;              // what all channels together may take (totalBw)
-  if (algo == NcclAlgo::Tree && f.ranks > 1) total *= static_cast<double>(ppn) / std::max(ppn - 1, 1);
+  // A tree's GPU sends up to one parent; across nodes a ring enters a node at one GPU from the network
+  // and leaves it at another to the network (search.cc books each hop's path: the last GPU's goes to
+  // its NIC, not over NVLink), so with the channels' exits spread over the GPUs each GPU's NVLink
+  // carries (ppn - 1)/ppn of them. Either way the channels together may take ppn/(ppn - 1) of a link.
+  if ((algo == NcclAlgo::Tree || f.nodes > 1) && f.ranks > 1) total *= static_cast<double>(ppn) / std::max(ppn - 1, 1);
   if (f.nodes > 1) {
     per_channel_limit = std::min(per_channel_limit, f.nic_GBps);
     total = std::min(total, f.nic_GBps * ppn);

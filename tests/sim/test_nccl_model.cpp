@@ -202,15 +202,16 @@ TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {
   EXPECT_EQ(f.nodes, 2);
   EXPECT_TRUE(f.has_nics);
   EXPECT_NEAR(f.nic_GBps, 50, 1e-9);
-  // One channel per NIC at 48 GB/s (NCCL's SM90 network speeds), as many as the NVLink allows: 7.
-  EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{7, 48, 48}));
+  // One channel per NIC at 48 GB/s (NCCL's SM90 network speeds): 8. Each GPU's NVLink carries the 7
+  // channels it does not leave the node by, 7 x 48 = 336 <= 370.8 (the whole 8 x 48 would not fit).
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{8, 48, 48}));
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Nvls).channels, 0);
   const NcclTable table = nccl_table(CollectiveOp::AllReduce, f);
   // 30 steps, 4 of them network hops (2 x nodes); intra hops cost at least 3 x 1 us network overhead.
   EXPECT_NEAR(table.latency_us[kRing][kSimple], 8.4 + 26 * 3.4 + 4 * 14.0, 1e-9);
   // Past 64 bytes per rank and channel, the ring's plateau: latency x 1.4.
   EXPECT_EQ(*nccl_tuner_time(table, f, CollectiveOp::AllReduce, GiB, NcclAlgo::Ring, NcclProto::Simple),
-            Time::us((8.4 + 26 * 3.4 + 4 * 14.0) * 1.4 + 1073741824 / (1000 * 336.0 * 16 / 30)));
+            Time::us((8.4 + 26 * 3.4 + 4 * 14.0) * 1.4 + 1073741824 / (1000 * 384.0 * 16 / 30)));
   // Tree: 2 x (7 NVLink hops + 1 network hop).
   EXPECT_NEAR(table.latency_us[kTree][kLL], 6.8 + 2 * (7 * 0.6 + 1 * 5.0), 1e-9);
 }
@@ -230,7 +231,7 @@ TEST(NcclModel, TwoDgxH100NodesRunNvlsTree) {
   EXPECT_NEAR(table.bandwidth_GBps[3][kSimple], 320.0 * 5 / 6, 1e-9);
   EXPECT_NEAR(table.latency_us[3][kSimple], 23 + 2 * 14.0, 1e-9);
   EXPECT_EQ(table.bandwidth_GBps[3][kLL], 0);
-  // 1 GiB: NVLSTree beats the ring (51 + 4026 us against 1.4 x 172.8 + 5992 us).
+  // 1 GiB: NVLSTree beats the ring (51 + 4026 us against 1.4 x 172.8 + 5243 us).
   const NcclChoice c = nccl_choose({CollectiveOp::AllReduce, 16, GiB}, f);
   EXPECT_EQ(c.name(), "nvlstree/Simple");
   // What it takes: bus bandwidth 8 x min(40 x 0.85 x 7/8 x 2 = 59.5, 2 x 40, 57.7) = 461.6 GB/s, so
