@@ -119,6 +119,8 @@ TEST(Ledger, RunsDerivationsAndSharedSimulations) {
   const auto results = run_ledger(claim_files(kData, {"SYNTH-RUNS", "SYNTH-SHARED"}));
   ASSERT_EQ(results.size(), 2u);
   const auto& f = results[0].figures;
+  // hidden 1024: at 512 the weight-gradient GEMMs LoRA removes are launch-bound, and without them the
+  // tensor-parallel all-reduce they overlapped (plan_builder.cpp, ColumnBackward) is exposed.
   EXPECT_EQ(f[0].judgement.verdict, Verdict::Reproduced) << f[0].judgement.reason;  // LoRA is faster, with no tolerance:
   EXPECT_GT(*f[0].simulated, 1.0);                                                  // a speedup above 1
   EXPECT_NEAR(*f[1].simulated, 50, 0.5);                                           // the derived size takes 50 ms

@@ -139,6 +139,46 @@ TEST(PlanSim, InterleavingDividesTheBubbleByV) {
   }
 }
 
+// The backward of QKV and FC1 as Megatron issues it (plan_builder.cpp, ColumnBackward): the input
+// gradient's tensor-parallel collective runs while the weight-gradient GEMM computes, and with sequence
+// parallelism the re-gather of the input runs while the input-gradient GEMM computes: simulated spans
+// of one rank overlap in time.
+TEST(PlanSim, TensorParallelBackwardCollectivesOverlapTheGemms) {
+  for (bool sp : {false, true}) {
+    Layout l = layout3d(2, 4, 1, 2);
+    l.sequence_parallel = sp;
+    const Plan plan = build_plan(small_model(), l, {8, 4});
+    const Trace t = simulate_plan(plan, fat_tree_8(), {});
+    // Rank 0's spans of layer 3, micro-batch 0, by name.
+    std::map<std::string, Span> by;
+    for (const Span& s : t.spans) {
+      const std::string& n = t.names[s.name];
+      if (s.rank == 0 && s.micro_batch == 0 && n.rfind("l3.", 0) == 0) by[n.substr(3)] = s;
+    }
+    auto overlap = [&](const std::string& a, const std::string& b) {
+      EXPECT_TRUE(by.count(a) && by.count(b)) << a << " / " << b;
+      const Span& x = by[a];
+      const Span& y = by[b];
+      return x.start < y.end && y.start < x.end;
+    };
+    const std::string reduce = sp ? "tp_reducescatter_bwd" : "tp_allreduce_bwd";
+    ASSERT_TRUE(by.count(reduce)) << "sp " << sp;
+    EXPECT_EQ(by[reduce].stream, StreamKind::Collective);
+    // The layer's last input-gradient collective (QKV's) beside QKV's weight gradient.
+    Span last_reduce;
+    for (const Span& s : t.spans) {
+      if (s.rank == 0 && s.micro_batch == 0 && t.names[s.name] == "l3." + reduce) last_reduce = s;
+    }
+    const Span& wgrad = by["qkv_wgrad"];
+    EXPECT_TRUE(last_reduce.start < wgrad.end && wgrad.start < last_reduce.end) << "sp " << sp;
+    if (sp) {
+      EXPECT_TRUE(by.count("tp_allgather_wgrad"));
+      // QKV's re-gather beside QKV's input-gradient GEMM (the map keeps the later of the layer's two).
+      EXPECT_TRUE(overlap("tp_allgather_wgrad", "qkv_dgrad"));
+    }
+  }
+}
+
 TEST(PlanSim, FasterLinksShortenTheStep) {
   const Layout l = layout3d(2, 4, 1, 2);  // data parallelism across the two nodes
   const Plan plan = build_plan(small_model(), l, {8, 4});

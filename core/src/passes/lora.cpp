@@ -231,9 +231,15 @@ class LoraRewrite {
     }
     for (BucketCollective& b : gradient_reduction(list, GroupKind::Dp, l_, ge_, "lora.dp.", tables_)) {
       b.op.params = e.add_param_set(std::move(b.bucket.slices));
-      const OpRef dep = l_.overlap_grad_reduce || last_compute < 0 ? ready[b.bucket.ready_op].op
-                                                                    : OpRef::original(static_cast<std::uint32_t>(last_compute));
-      before_step.push_back(e.insert_before(step, b.op, {dep}));
+      const Ready& last = ready[b.bucket.ready_op];
+      if (l_.overlap_grad_reduce || last_compute < 0) {
+        // Issued where its last gradient completes, as the builder issues its buckets (plan_builder.cpp,
+        // issue_buckets): on the Collective stream's FIFO it then does not wait for the rest of the
+        // backward's tensor-parallel collectives.
+        before_step.push_back(e.insert_after(last.after, b.op, {last.op}));
+      } else {
+        before_step.push_back(e.insert_before(step, b.op, {OpRef::original(static_cast<std::uint32_t>(last_compute))}));
+      }
     }
     for (BucketCollective& b : parameter_gather(list, GroupKind::Dp, l_, ge_, pe_, "lora.dp.", tables_)) {
       b.op.params = e.add_param_set(std::move(b.bucket.slices));
