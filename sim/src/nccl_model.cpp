@@ -506,7 +506,10 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   // slice the busiest link carries pays that link's hop latency again: Simple and LL128 synchronise
   // each slice with the next rank (wait for its flag, copy, fence, post), which the slice's data
   // does not hide. Network hops overlap further slices (the proxy keeps NCCL_STEPS in flight), so
-  // the per-slice cost is the GPU's side of the hop, the intra latency.
+  // the per-slice cost is the GPU's side of the hop, the intra latency. (This form is ours. NCCL's
+  // pipeline model has the first slice carry its data through every step before the rest follow,
+  // which is a linear pipeline's fill; a ring's links all carry data from the first step, so only
+  // the latency is fill here. At one slice per step it is the tuner's estimate exactly.)
   const double first_lat = (pl.steps - inter_steps) * intra + inter_steps * inter;
   const double later_lat = static_cast<double>(pl.slices - pl.steps) * intra;
   return Time::us(base + first_lat + later_lat + static_cast<double>(pl.slices) * slice_us);

@@ -1,5 +1,5 @@
-// Collectives as NCCL runs them: its algorithms (ring, tree, NVLS, NVLSTree), protocols (LL, LL128, Simple) and
-// channels, its choice among them (the cost model of NCCL's own tuner), and the time the chosen
+// Collectives as NCCL runs them: its algorithms (ring, tree, NVLS, NVLSTree), protocols (LL, LL128,
+// Simple) and channels, its choice among them (the cost model of NCCL's own tuner), and the time the chosen
 // collective takes (a model of how NCCL's kernels pipeline the data through their channels).
 //
 // Two costs, kept apart on purpose:
@@ -13,8 +13,8 @@
 //   (NVLink, PCI or network hops), and bandwidth = channels x per-channel bandwidth, cut by the
 //   protocol's efficiency (LL moves 8-byte lines of which 4 are data and waits on flags; LL128
 //   128-byte lines of which 120 are data; Simple moves whole buffers), and converted from bus to
-//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6). NCCL runs the pair of least
-//   time; so does `nccl_choose`.
+//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6). NCCL runs the pair
+//   of least time; so does `nccl_choose`.
 //
 // * The time the pair takes (`nccl_time`, the time `nccl_choose` reports). NCCL's tuner charges
 //   bytes at peak bandwidth from the first byte; NCCL's kernels do not run that way. Each channel
@@ -30,8 +30,9 @@
 //     tree:  the tuner's estimate (its pipeline is not modelled).
 //   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
 //   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
-//   At large sizes the ring and NVLS times meet the tuner's bandwidth; the difference is in the
-//   pipeline's fill, the slicing and the channels.
+//   At large sizes the ring's time comes within a few percent of the tuner's bandwidth (the slices'
+//   synchronisation) and NVLS's reaches its efficiency-carrying bandwidth; at small and mid sizes
+//   they differ from the tuner by the pipeline's fill, the slicing and the trimmed channels.
 //
 // What is NCCL's own and what is ours: every table value and size is NCCL's (cited in
 // nccl_model.cpp, with version or commit). The inputs NCCL learns by probing the machine (its
@@ -41,8 +42,8 @@
 // NVLSTree (NVLS inside each node, a tree of the nodes across the network) is on for any multi-node
 // Hopper NVSwitch communicator with NICs, as v2.20.3 enables it: it needs no SHARP switch (NVLS
 // across nodes without the tree would: CollNet, not modelled). Not modelled either: PAT (NCCL
-// 2.23+), the CPU vendor (Intel assumed), user overrides (NCCL_ALGO/NCCL_PROTO), the tree's
-// pipeline.
+// 2.23+), the CPU vendor (Intel assumed), NCCL_PROTO (NCCL_ALGO is `nccl_choose`'s `only`), the
+// tree's pipeline.
 //
 // The shared schedules (core/schedule.hpp) stay what the real backend executes; this model is how the
 // simulator costs NCCL's own collective (`auto`). NVLS has no shared schedule (the NVSwitch reduces in
