@@ -96,8 +96,8 @@ std::vector<ColumnOps> column_backwards(const Plan& plan, const Program& p, cons
 
 // With sequence parallelism every QKV and FC1 backward re-gathers its sequence-split input for the
 // weight gradient (Megatron does not keep the forward's gathered copy): an all-gather of the whole
-// b·s·h array over the tensor group, on the collective stream, issued before the input-gradient GEMM
-// and not waiting for it; the weight-gradient GEMM waits for it.
+// b·s·h array over the tensor group, asynchronous (the P2P stream: ordered by its dependencies only),
+// issued before the input-gradient GEMM and not waiting for it; the weight-gradient GEMM waits for it.
 TEST(PlanBuilderTp, SequenceParallelBackwardRegathersTheColumnParallelInputs) {
   Layout l = layout3d(1, 2, 2, 4);
   l.sequence_parallel = true;
@@ -112,7 +112,7 @@ TEST(PlanBuilderTp, SequenceParallelBackwardRegathersTheColumnParallelInputs) {
       EXPECT_EQ(op.kind, OpKind::Collective);
       EXPECT_EQ(op.collective, CollectiveOp::AllGather);
       EXPECT_EQ(op.group, GroupKind::Tp);
-      EXPECT_EQ(op.stream, StreamKind::Collective);
+      EXPECT_EQ(op.stream, StreamKind::P2P);
       EXPECT_EQ(op.bytes, gathered);
       EXPECT_GE(op.layer, 0);
       EXPECT_GE(op.micro_batch, 0);
@@ -135,7 +135,7 @@ TEST(PlanBuilderTp, SequenceParallelBackwardRegathersTheColumnParallelInputs) {
         EXPECT_TRUE(has_dep(p, w, g)) << gemm << ": the weight gradient reads the gathered input";
         EXPECT_TRUE(has_dep(p, r, d)) << gemm << ": the reduce-scatter sends the input gradient";
         EXPECT_TRUE(has_dep(p, r, g)) << gemm << ": Megatron waits for the all-gather before issuing it";
-        EXPECT_EQ(p.ops[r].stream, StreamKind::Collective);
+        EXPECT_EQ(p.ops[r].stream, StreamKind::P2P);
         EXPECT_EQ(p.ops[r].collective, CollectiveOp::ReduceScatter);
         EXPECT_EQ(p.ops[r].bytes, gathered);
         EXPECT_FALSE(waits_for(p, w, r)) << gemm << ": the weight gradient overlaps the reduce-scatter";
@@ -147,8 +147,8 @@ TEST(PlanBuilderTp, SequenceParallelBackwardRegathersTheColumnParallelInputs) {
   EXPECT_NO_THROW(validate(plan));
 }
 
-// Without sequence parallelism the input gradient's all-reduce runs on the collective stream beside
-// the weight-gradient GEMM (Megatron's async tensor-parallel all-reduce), and nothing is re-gathered.
+// Without sequence parallelism the input gradient's all-reduce runs asynchronously beside the
+// weight-gradient GEMM (Megatron's async tensor-parallel all-reduce), and nothing is re-gathered.
 TEST(PlanBuilderTp, InputGradientAllReduceOverlapsTheWeightGradient) {
   const Layout l = layout3d(2, 2, 1, 2);
   const Plan plan = build_plan(tiny(), l, cluster(l));
@@ -164,7 +164,7 @@ TEST(PlanBuilderTp, InputGradientAllReduceOverlapsTheWeightGradient) {
       const auto d = static_cast<std::uint32_t>(c.dgrad), r = static_cast<std::uint32_t>(c.reduce),
                  w = static_cast<std::uint32_t>(c.wgrad), n = static_cast<std::uint32_t>(c.next);
       EXPECT_EQ(p.ops[r].collective, CollectiveOp::AllReduce);
-      EXPECT_EQ(p.ops[r].stream, StreamKind::Collective);
+      EXPECT_EQ(p.ops[r].stream, StreamKind::P2P);
       EXPECT_EQ(p.ops[r].bytes, 128 * 256 * 2);
       EXPECT_TRUE(has_dep(p, r, d));
       EXPECT_TRUE(has_dep(p, w, d));
@@ -180,6 +180,34 @@ TEST(PlanBuilderTp, InputGradientAllReduceOverlapsTheWeightGradient) {
     }
   }
   EXPECT_NO_THROW(validate(plan));
+}
+
+// The asynchronous TP collectives keep their communicator's stream order: each depends on the one
+// issued before it, so a rank has at most one in flight and every member issues them in one order.
+TEST(PlanBuilderTp, AsynchronousCollectivesFollowEachOther) {
+  for (bool sp : {false, true}) {
+    Layout l = layout3d(2, 2, 2, 4);
+    l.sequence_parallel = sp;
+    l.schedule = PipelineSchedule::Interleaved1F1B;
+    l.virtual_stages = 2;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    for (const Program& p : plan.programs) {
+      std::int64_t previous = -1;
+      int n = 0;
+      for (std::uint32_t i = 0; i < p.size(); ++i) {
+        const PlanOp& op = p.ops[i];
+        if (op.kind != OpKind::Collective || op.stream != StreamKind::P2P) continue;
+        EXPECT_EQ(op.group, GroupKind::Tp);
+        if (previous >= 0) {
+          EXPECT_TRUE(has_dep(p, i, static_cast<std::uint32_t>(previous))) << name_of(plan, op);
+        }
+        previous = i;
+        ++n;
+      }
+      EXPECT_EQ(n, (sp ? 4 : 2) * 4 * 4) << "sp " << sp;  // per layer and micro-batch; 4 layers per stage
+    }
+    EXPECT_NO_THROW(validate(plan));
+  }
 }
 
 // Memory: the re-gathered input lives in Megatron's global buffer, which the plan counts in neither
@@ -198,7 +226,7 @@ TEST(PlanBuilderTp, RegatheringAddsNoTensors) {
 }
 
 // Overlapped data-parallel buckets are issued in program order right after the op that completes
-// them, so on the collective stream's FIFO no later tensor-parallel collective comes before them.
+// them (as DDP's hooks issue them), not after the whole backward: no compute op comes between.
 TEST(PlanBuilderTp, OverlappedBucketsAreIssuedWhereTheirGradientsComplete) {
   Layout l = layout3d(2, 2, 2, 4);
   l.sequence_parallel = true;
@@ -213,9 +241,7 @@ TEST(PlanBuilderTp, OverlappedBucketsAreIssuedWhereTheirGradientsComplete) {
       ASSERT_EQ(p.num_deps(i), 1u);
       const std::uint32_t ready = p.deps_of(i)[0];
       for (std::uint32_t j = ready + 1; j < i; ++j) {
-        EXPECT_FALSE(p.ops[j].kind == OpKind::Collective && p.ops[j].stream == StreamKind::Collective &&
-                     p.ops[j].group == GroupKind::Tp)
-            << name_of(plan, op) << " issued after " << name_of(plan, p.ops[j]);
+        EXPECT_NE(p.ops[j].kind, OpKind::Compute) << name_of(plan, op) << " issued after " << name_of(plan, p.ops[j]);
       }
     }
     EXPECT_GT(buckets, 2);

@@ -163,7 +163,7 @@ TEST(PlanSim, TensorParallelBackwardCollectivesOverlapTheGemms) {
     };
     const std::string reduce = sp ? "tp_reducescatter_bwd" : "tp_allreduce_bwd";
     ASSERT_TRUE(by.count(reduce)) << "sp " << sp;
-    EXPECT_EQ(by[reduce].stream, StreamKind::Collective);
+    EXPECT_EQ(by[reduce].stream, StreamKind::P2P);
     // The layer's last input-gradient collective (QKV's) beside QKV's weight gradient.
     Span last_reduce;
     for (const Span& s : t.spans) {

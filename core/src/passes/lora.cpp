@@ -234,8 +234,8 @@ class LoraRewrite {
       const Ready& last = ready[b.bucket.ready_op];
       if (l_.overlap_grad_reduce || last_compute < 0) {
         // Issued where its last gradient completes, as the builder issues its buckets (plan_builder.cpp,
-        // issue_buckets): on the Collective stream's FIFO it then does not wait for the rest of the
-        // backward's tensor-parallel collectives.
+        // issue_buckets): on the Collective stream's FIFO it comes before what the rest of the backward
+        // puts there.
         before_step.push_back(e.insert_after(last.after, b.op, {last.op}));
       } else {
         before_step.push_back(e.insert_before(step, b.op, {OpRef::original(static_cast<std::uint32_t>(last_compute))}));

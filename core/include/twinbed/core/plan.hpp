@@ -20,7 +20,9 @@
 //    Sends are eager (buffered): a Send never waits for its Recv to be posted, and it finishes as soon
 //    as it is posted (what depends on it goes on while its message is in flight).
 //  - A Collective starts when every member of its group has it ready at the head of its stream, and
-//    finishes on every member together.
+//    finishes on every member together. On the P2P stream, which is no queue, a collective is ready
+//    when its dependencies are: the builder puts there the tensor-parallel collectives Megatron issues
+//    asynchronously in backward (their own communicator's stream), ordering each after the previous.
 //
 // Parameters: each Program lists the parameter tensors its ranks hold (`params`: layer, matrix, size,
 // whether frozen) and named sets of slices of them (`param_sets`). An op's `params` says which
