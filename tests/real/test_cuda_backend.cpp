@@ -56,6 +56,7 @@ const std::vector<const char*>& kTechniques = test::technique_cases();
 // ---- the planning, op by op --------------------------------------------------------------------------
 
 TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
+  bool async_collectives = false;  // the tensor-parallel plans' backward collectives (plan.hpp's P2P stream)
   for (int n : {1, 2, 4})
     for (const Case& c : cases(n))
       for (int r = 0; r < n; ++r) {
@@ -82,7 +83,11 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
             EXPECT_EQ(l.release_at_start, op.kind == OpKind::Send) << what;
             continue;
           }
-          EXPECT_EQ(lane.kind, op.stream == StreamKind::Collective ? Lane::Kind::Collective : Lane::Kind::Compute) << what;
+          const Lane::Kind expected = op.stream == StreamKind::Collective ? Lane::Kind::Collective
+                                      : op.stream == StreamKind::P2P        ? Lane::Kind::AsyncCollective
+                                                                            : Lane::Kind::Compute;
+          EXPECT_EQ(lane.kind, expected) << what;
+          async_collectives = async_collectives || lane.kind == Lane::Kind::AsyncCollective;
           EXPECT_FALSE(l.release_at_start) << what;
           if (op.kind == OpKind::Collective) {
             EXPECT_EQ(l.kind, OpLaunch::Kind::Collective);
@@ -127,6 +132,7 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
         }
         EXPECT_EQ(lp.arena, prog.arena.size) << what;
       }
+  EXPECT_TRUE(async_collectives);
 }
 
 // The technique ops run the kernels' CUDA twins in technique_ops.cpp's roles: every technique kernel op

@@ -26,6 +26,7 @@ std::string to_string(const Lane& lane) {
   switch (lane.kind) {
     case Lane::Kind::Compute: return "compute";
     case Lane::Kind::Collective: return "collective";
+    case Lane::Kind::AsyncCollective: return "async collective";
     case Lane::Kind::Send: return "send" + std::string(lane.p2p_key >= 0 ? "+" : "") + std::to_string(lane.p2p_key);
     case Lane::Kind::Recv:
       return "recv" + std::string(-lane.p2p_key >= 0 ? "+" : "") + std::to_string(-lane.p2p_key);
@@ -180,7 +181,10 @@ LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives) {
     const auto it = std::lower_bound(lp.comms.begin(), lp.comms.end(), key);
     return static_cast<std::uint32_t>(it - lp.comms.begin());
   };
-  auto stream_lane = [](StreamKind s) { return s == StreamKind::Collective ? 1u : 0u; };
+  auto stream_lane = [&](StreamKind s) {
+    if (s == StreamKind::P2P) return lane_of(Lane{Lane::Kind::AsyncCollective, 0});
+    return s == StreamKind::Collective ? 1u : 0u;
+  };
 
   // Tensors: resident when allocated and never freed in the program (the model state).
   std::set<std::int32_t> freed;

@@ -4,7 +4,9 @@
 // every configuration (tests/real/test_cuda_backend.cpp); cuda_backend.cpp only executes what it says.
 //
 // Streams ("lanes"). Lane 0 is the plan's Compute stream and lane 1 its Collective stream: both FIFO
-// in the plan as in CUDA, so program order on them is kept by enqueuing in program order. Sends and
+// in the plan as in CUDA, so program order on them is kept by enqueuing in program order. Collectives
+// on the plan's P2P stream (the tensor-parallel ones Megatron issues asynchronously in backward, each
+// after the previous: plan.hpp) get one lane of their own, "async collective", overlapping both. Sends and
 // Recvs get one lane per direction and peer offset ("send +d", "recv -d"): the plan's P2P ops wait for
 // nothing but their dependencies, while NCCL's point-to-point calls block until the peer's matching call
 // runs, so a Send and a Recv must never queue behind each other (two ranks each sending first would wait
@@ -39,12 +41,13 @@
 namespace twinbed::real::cuda_detail {
 
 struct Lane {
-  enum class Kind : std::uint8_t { Compute, Collective, Send, Recv };
+  enum class Kind : std::uint8_t { Compute, Collective, AsyncCollective, Send, Recv };
   Kind kind = Kind::Compute;
   int p2p_key = 0;  // Send, Recv: the peer offset the messages are SENT with (Recv lanes: −peer_offset)
   bool operator==(const Lane&) const = default;
 };
-std::string to_string(const Lane& lane);  // "compute", "collective", "send+2", "recv-2" (offset of the op)
+std::string to_string(const Lane& lane);  // "compute", "collective", "async collective", "send+2", "recv-2"
+                                          // (offset of the op)
 
 // The cuBLAS precision a GEMM of `dtype` runs in: FP32, TF32, BF16 and FP16 as they are; FP8 as BF16
 // (fp8 GEMMs need cublasLt's scaled matmul, not wired yet: the span keeps the plan's FLOPs).
