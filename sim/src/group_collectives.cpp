@@ -186,6 +186,7 @@ GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::v
   GroupTiming out;
   out.algorithm = choice.name();
   out.group_time.assign(groups.size(), choice.time);
+  out.channels = choice.channels;
   // NCCL's model prices a communicator on an idle fabric. Where groups share links, each group's
   // time grows as its shared schedule's does on the flow network when every group runs it at once
   // rather than the first alone. NVLS has no schedule; it stays inside one NVSwitch node, whose links

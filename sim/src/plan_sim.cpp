@@ -68,8 +68,18 @@ struct ExecOp {
   std::int64_t tag = 0;
   Bytes bytes = 0;        // Alloc/Free: the change of live bytes (memory_delta)
   Time duration;          // Compute only
+  Time matmul;            // Compute only: the part of `duration` spent in matmul kernels (GEMMs,
+                          // attention), which the SMs NCCL holds slow down (sm_contended)
   double flops = 0;       // Compute only
   std::uint32_t first = 0;  // the program's op (the first of a merged run)
+  // A merged run (Coarse): its ops' (duration, matmul) are ExecProgram::parts[part_begin, part_end);
+  // empty for a single op.
+  std::uint32_t part_begin = 0, part_end = 0;
+};
+
+struct ExecPart {
+  Time duration;
+  Time matmul;
 };
 
 struct ExecProgram {
@@ -77,6 +87,8 @@ struct ExecProgram {
   std::vector<ExecOp> ops;
   Bytes arena = 0;                        // a planned arena (ZRDF): live from the start
   ExecGraph graph;                        // over ops
+  std::vector<ExecPart> parts;            // the ops of merged runs, each run's contiguous
+  int sms = 0;                            // the device's SMs (the profile's shape model); 0: a CPU
   std::int64_t original_ops = 0;
 };
 
@@ -103,15 +115,24 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
                            out_degree[i - 1] <= 1 &&
                            (prog.num_deps(i) == 0 || (prog.num_deps(i) == 1 && prog.deps_of(i)[0] == i - 1));
     Time dur;
+    Time matmul;
     double flops = 0;
     if (op.kind == OpKind::Compute) {
       const OpCost& c = plan.costs.at(static_cast<std::size_t>(op.cost));
       dur = op_time(c, profile);
+      if (c.is_matmul()) matmul = dur;
       flops = c.flops;
     }
     if (mergeable) {
       ExecOp& last = ex.ops.back();
+      if (last.part_begin == last.part_end) {
+        last.part_begin = static_cast<std::uint32_t>(ex.parts.size());
+        ex.parts.push_back({last.duration, last.matmul});
+      }
+      ex.parts.push_back({dur, matmul});
+      last.part_end = static_cast<std::uint32_t>(ex.parts.size());
       last.duration += dur;
+      last.matmul += matmul;
       last.flops += flops;
       if (last.micro_batch != op.micro_batch) last.micro_batch = -1;
       map[i] = static_cast<std::uint32_t>(ex.ops.size() - 1);
@@ -129,6 +150,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     e.tag = op.tag;
     e.bytes = op.kind == OpKind::Alloc || op.kind == OpKind::Free ? memory_delta(prog, op) : op.bytes;
     e.duration = dur;
+    e.matmul = matmul;
     e.flops = flops;
     e.first = static_cast<std::uint32_t>(i);
     map[i] = static_cast<std::uint32_t>(ex.ops.size());
@@ -136,7 +158,40 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   }
   // Merged runs are consecutive Compute-stream ops, so `map` is what ExecGraph takes.
   ex.graph = ExecGraph(prog, map);
+  ex.sms = profile.shapes.sms;
   return ex;
+}
+
+// A compute op that starts while NCCL kernels run on its GPU runs on the SMs they leave.
+//
+// Mechanism: NCCL runs each channel of a collective as one CTA (thread block) for the collective's
+// whole duration (NCCL_MIN_CTAS / NCCL_MAX_CTAS, NCCL's environment variables since 2.17, bound "the
+// number of CTAs NCCL uses", docs.nvidia.com/deeplearning/nccl/user-guide/docs/env.html), and an NCCL
+// CTA holds its SM alone: "NCCL CTAs won't share an SM with compute kernels" (S. Jeaugey, NVIDIA, in
+// NVIDIA/nccl issue #689, 2023, answering "NCCL will launch one cuda block per channel ... so one nccl
+// block will occupy one SM exclusively?"; he adds that NCCL uses all of an SM's registers and shared
+// memory). A cuBLAS GEMM's CTAs each take most of an SM's shared memory, so they cannot share those
+// SMs either: the GEMM runs on sms - channels SMs.
+//
+// Model: the op's matmul time × sms / (sms - channels), channels being the CTAs of the rank's
+// collectives in flight when the op starts (capped at sms - 1: at least one SM stays for the GEMM).
+// The proportional factor, not the compute model's tile and wave efficiency at the reduced SM count:
+// the op's time is computed once per program, before any contention is known, and a merged run of
+// the Coarse fidelity has no single shape. Memory-bound ops (element-wise, norms, optimizer) are left
+// unchanged: no source here says how much bandwidth a few SMs fewer cost them.
+// A Coarse merged run stays exact: each of its ops is evaluated at its own start (change_channels
+// re-times the run when the CTAs in flight change during it).
+// Known approximations: evaluated once, at the op's start (a collective posted while the op runs does
+// not slow it, one that ends meanwhile does not speed it up); a collective holds its CTAs from when
+// the rank posts it (its kernel is launched and waits on its peers) until it ends; a matmul the
+// roofline found memory-bound is slowed like the rest. sms 0 (a CPU profile) or no NCCL collective
+// in flight: the op's own time.
+Time sm_contended(Time duration, Time matmul, int sms, int channels) {
+  if (sms <= 1 || channels <= 0 || matmul <= Time{}) return duration;
+  const std::int64_t free_sms = sms - std::min(channels, sms - 1);
+  const std::int64_t m = matmul.picoseconds();
+  const Time slowed = Time::ps((m * sms + free_sms / 2) / free_sms);  // nearest picosecond
+  return duration - matmul + slowed;
 }
 
 struct CollKey {
@@ -178,6 +233,18 @@ class PlanRun {
     const ExecProgram* prog = nullptr;
     RankCursor cursor;
     MemoryTimeline memory;
+    int channels = 0;  // NCCL CTAs of the collectives it has posted that have not ended
+    // The merged run (Coarse) running on the Compute stream, if any: its part in progress, when that
+    // part started and the CTAs it started beside; `generation` voids superseded completion events.
+    struct Run {
+      bool active = false;
+      std::uint32_t op = 0;
+      std::uint32_t part = 0;
+      Time part_start;
+      int part_channels = 0;
+      std::uint64_t generation = 0;
+      Time start;  // the run's
+    } run;
   };
   struct MsgKey {
     int dst, src;
@@ -202,6 +269,9 @@ class PlanRun {
   const Footprint* message_footprint(int src, std::int32_t offset, Bytes bytes);
   const Footprint* footprint_of(std::map<std::pair<int, int>, double>& pair_bytes, Footprint& out);
   void start(int si, std::uint32_t op);
+  void change_channels(int si, int delta);
+  Time run_end(const RankState& rs) const;
+  void schedule_run_end(int si);
   void complete(int si, std::uint32_t op);
   void drain();
   void record(int si, const ExecOp& op, Time start, Time end);
@@ -215,6 +285,7 @@ class PlanRun {
   Engine engine_;
   std::map<CollKey, std::vector<Time>> coll_time_;        // per group id of the key's kind
   std::map<CollKey, std::string> coll_algorithm_;          // the algorithm each key was timed with
+  std::map<CollKey, int> coll_channels_;                   // NCCL's CTAs per rank for each key (0: none)
   // Concurrent communication shares links (link_sharing.hpp); null where it cannot (free
   // communication, a network model that never shares links). Footprints are memoised per simulated
   // instance: (op, kind, group, bytes) of a collective, (src, offset, bytes) of a message.
@@ -232,6 +303,7 @@ class PlanRun {
   std::unordered_map<MsgKey, Msg, MsgHash> msgs_;
   CollectiveMatcher<std::pair<int, std::uint32_t>> instances_;  // members: (simulated-rank index, op)
   std::vector<std::pair<int, std::uint32_t>> ready_;       // worklist of ops to start now
+  std::vector<std::pair<int, std::uint32_t>> ready_compute_;  // ... its compute ops, started last
   std::vector<Span> spans_;
   Time end_;
 };
@@ -350,6 +422,7 @@ void PlanRun::time_collectives() {
     GroupTiming t = time_group_collective(req, groups, opt_.collective_algorithm, sim, topo_);
     ++stats_.collective_timings;
     coll_algorithm_[key] = t.algorithm;
+    coll_channels_[key] = t.channels;
     for (std::size_t i = 0; i < ids.size(); ++i) times[static_cast<std::size_t>(ids[i])] = t.group_time[i];
   }
 }
@@ -438,9 +511,21 @@ void PlanRun::start(int si, std::uint32_t i) {
   const ExecOp& op = rs.prog->ops[i];
   const Time now = engine_.now();
   switch (op.kind) {
-    case OpKind::Compute:
-      engine_.schedule_after(op.duration, [this, si, i] { complete(si, i); });
+    case OpKind::Compute: {
+      if (op.part_end - op.part_begin > 1 && rs.prog->sms > 1) {
+        // A merged run: each of its ops meets the CTAs in flight when it starts (change_channels).
+        rs.run = {true, i, op.part_begin, now, rs.channels, rs.run.generation + 1, now};
+        schedule_run_end(si);
+        break;
+      }
+      const Time dur = sm_contended(op.duration, op.matmul, rs.prog->sms, rs.channels);
+      if (dur != op.duration) ++stats_.contended_ops;
+      engine_.schedule_after(dur, [this, si, i, now] {
+        record(si, ranks_[static_cast<std::size_t>(si)].prog->ops[i], now, engine_.now());
+        complete(si, i);
+      });
       break;
+    }
     case OpKind::Alloc:
     case OpKind::Free:
       memory(si, op.bytes);
@@ -491,10 +576,16 @@ void PlanRun::start(int si, std::uint32_t i) {
       const GroupSet& set = plan_.group_set(op.group);
       const int gid = set.group_of_rank[static_cast<std::size_t>(rs.rank)];
       const int expected = sim_in_group_[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(gid)];
-      const Time dur = coll_time_.at({op.collective, op.group, op.bytes})[static_cast<std::size_t>(gid)];
-      auto finish_all = [this, dur, now, &op, gid](std::vector<std::pair<int, std::uint32_t>> members) {
-        auto done = [this, members = std::move(members), now] {
+      const CollKey key{op.collective, op.group, op.bytes};
+      const Time dur = coll_time_.at(key)[static_cast<std::size_t>(gid)];
+      // Its kernel holds its CTAs from now until it ends (sm_contended).
+      const auto ch = coll_channels_.find(key);
+      const int channels = ch == coll_channels_.end() ? 0 : ch->second;
+      change_channels(si, channels);
+      auto finish_all = [this, dur, now, &op, gid, channels](std::vector<std::pair<int, std::uint32_t>> members) {
+        auto done = [this, members = std::move(members), now, channels] {
           for (const auto& [m, o] : members) {
+            change_channels(m, -channels);
             record(m, ranks_[static_cast<std::size_t>(m)].prog->ops[o], now, engine_.now());
             complete(m, o);
           }
@@ -516,20 +607,88 @@ void PlanRun::start(int si, std::uint32_t i) {
   if (finishes_when_posted(op.kind)) complete(si, i);
 }
 
+// When the running merged run of `rs` ends if the CTAs in flight stay as they are: its part in
+// progress as it started, every later part beside rs.channels.
+Time PlanRun::run_end(const RankState& rs) const {
+  const ExecProgram& p = *rs.prog;
+  const ExecOp& op = p.ops[rs.run.op];
+  const ExecPart& cur = p.parts[rs.run.part];
+  Time t = rs.run.part_start + sm_contended(cur.duration, cur.matmul, p.sms, rs.run.part_channels);
+  for (std::uint32_t k = rs.run.part + 1; k < op.part_end; ++k) {
+    t += sm_contended(p.parts[k].duration, p.parts[k].matmul, p.sms, rs.channels);
+  }
+  return t;
+}
+
+void PlanRun::schedule_run_end(int si) {
+  const RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  const std::uint32_t i = rs.run.op;
+  const std::uint64_t generation = rs.run.generation;
+  const Time start_time = rs.run.start;
+  engine_.schedule_at(run_end(rs), [this, si, i, generation, start_time] {
+    RankState& r = ranks_[static_cast<std::size_t>(si)];
+    if (!r.run.active || r.run.generation != generation) return;  // superseded by a re-timing
+    r.run.active = false;
+    record(si, r.prog->ops[i], start_time, engine_.now());
+    complete(si, i);
+  });
+}
+
+// The rank's CTAs in flight change now. A merged run in progress: its parts that started before now
+// keep the count they started beside; those after see the new count, and its end is re-timed.
+void PlanRun::change_channels(int si, int delta) {
+  RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  if (delta == 0) return;
+  if (!rs.run.active) {
+    rs.channels += delta;
+    return;
+  }
+  const ExecProgram& p = *rs.prog;
+  const ExecOp& op = p.ops[rs.run.op];
+  const Time now = engine_.now();
+  // Parts that ended by now started beside the old count (a part ending exactly now counts as ended).
+  while (rs.run.part + 1 < op.part_end) {
+    const ExecPart& cur = p.parts[rs.run.part];
+    const Time end = rs.run.part_start + sm_contended(cur.duration, cur.matmul, p.sms, rs.run.part_channels);
+    if (end > now) break;
+    rs.run.part_start = end;
+    rs.run.part_channels = rs.channels;
+    ++rs.run.part;
+  }
+  rs.channels += delta;
+  ++rs.run.generation;
+  ++stats_.run_retimings;
+  schedule_run_end(si);
+}
+
 void PlanRun::complete(int si, std::uint32_t i) {
   RankState& rs = ranks_[static_cast<std::size_t>(si)];
   const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[i];
-  if (op.kind == OpKind::Compute) record(si, op, engine_.now() - op.duration, engine_.now());
   rs.cursor.finish(i, [this, si](std::uint32_t j) { ready_.emplace_back(si, j); });
   if (op.kind == OpKind::Compute) drain();
 }
 
+// Compute ops start after every other op made ready now (and whatever those make ready at once): a
+// collective posted at this instant is in flight during a compute op starting at this instant,
+// whichever the program issues first (Megatron issues the asynchronous TP backward collective, then
+// the weight-gradient GEMM it overlaps), so the compute op must see its CTAs (sm_contended). Starting
+// a compute op makes nothing ready at once, so the order changes nothing else.
 void PlanRun::drain() {
-  while (!ready_.empty()) {
+  while (!ready_.empty() || !ready_compute_.empty()) {
+    if (ready_.empty()) {
+      auto [si, j] = ready_compute_.back();
+      ready_compute_.pop_back();
+      start(si, j);
+      continue;
+    }
     auto [si, j] = ready_.back();
     ready_.pop_back();
-    start(si, j);
+    if (ranks_[static_cast<std::size_t>(si)].prog->ops[j].kind == OpKind::Compute) {
+      ready_compute_.emplace_back(si, j);
+    } else {
+      start(si, j);
+    }
   }
 }
 

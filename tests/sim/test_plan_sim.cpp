@@ -248,6 +248,9 @@ TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
   const Trace c = simulate_plan(plan, topo, coarse, cs);
   EXPECT_EQ(c.step_time, r.step_time);
   EXPECT_EQ(c.memory, r.memory);
+  // ... also where NCCL's CTAs slow the GEMMs (plan_sim.cpp, sm_contended): a merged run's ops each
+  // meet the CTAs in flight at their own start, as Representative's single ops do.
+  EXPECT_GT(rs.contended_ops, 0);
   EXPECT_LT(c.spans.size(), r.spans.size());
   EXPECT_LT(cs.ops_executed, rs.ops_executed);
   double fr = 0, fc = 0;
@@ -461,6 +464,152 @@ TEST(PlanSim, CollectivesOnDisjointLinksDoNotSlow) {
   const Trace t = simulate_plan(plan, topo, full_ring());
   EXPECT_EQ(span_time(t, 0, "first"), solo);
   EXPECT_EQ(span_time(t, 2, "second"), solo);
+}
+
+namespace {
+
+// Two ranks: a DP all-reduce of `bytes` on the Collective stream and one compute op (`cost`) on the
+// Compute stream, posted together at time 0; `after`: the compute op waits for the all-reduce.
+Plan reduce_beside(const OpCost& cost, Bytes bytes, bool after) {
+  Plan plan = bare_plan(2);
+  add_group(plan, GroupKind::Dp, {0, 1});
+  plan.costs.push_back(cost);
+  PlanOp compute;
+  compute.kind = OpKind::Compute;
+  compute.stream = StreamKind::Compute;
+  compute.span = span_of(cost);
+  compute.cost = 0;
+  compute.name = 1;
+  for (Program& p : plan.programs) {
+    const std::uint32_t reduce = p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
+    if (after) {
+      p.add(compute, {reduce});
+    } else {
+      p.add(compute);
+    }
+  }
+  validate(plan);
+  return plan;
+}
+
+}  // namespace
+
+// The whole step contends on the GPU too (issue 12, item 3): NCCL runs each channel of a collective
+// as one CTA that holds an SM alone for the collective's duration (NVIDIA/nccl#689), and a GEMM
+// started meanwhile runs on the SMs left (plan_sim.cpp, sm_contended). On two A100s of switch_of NCCL
+// runs the 256 MiB all-reduce as ring/Simple on 8 channels, so 8 CTAs (nccl_choose, asserted), so an
+// 8192³ BF16 GEMM started beside it takes its alone time × 108 / (108 − 8) = × 1.08 (+8%), to
+// the nearest picosecond; started after the all-reduce has ended, its alone time. A memory-bound op
+// beside it is unchanged (no source for its slowdown), and so is everything on a CPU device (no SM
+// count, no NCCL) and beside an explicitly scheduled collective (not NCCL's kernel).
+TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
+  const Bytes bytes = 256 * MiB;
+  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
+  const Topology topo = switch_of(2);
+  const DeviceSpec a100 = device_preset("a100");
+  ASSERT_EQ(a100.sms, 108);
+  CollectiveRequest req;
+  req.op = CollectiveOp::AllReduce;
+  req.ranks = 2;
+  req.bytes = bytes;
+  const auto fabric = nccl_fabric(topo, {0, 1});
+  ASSERT_TRUE(fabric.has_value());
+  const NcclChoice choice = nccl_choose(req, *fabric);
+  ASSERT_EQ(choice.channels, 8) << choice.name();
+
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Time alone = op_time(gemm, roofline_profile(a100));
+  const Time beside = span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, full), 0, "second");
+  EXPECT_EQ(beside, Time::ps((alone.picoseconds() * 108 + 50) / 100));  // × 108/100, rounded
+  EXPECT_NEAR(beside.seconds() / alone.seconds(), 1.08, 1e-9);
+  // The all-reduce still outlasts the GEMM's start: the GEMM really started beside it.
+  const Trace t = simulate_plan(reduce_beside(gemm, bytes, false), topo, full);
+  EXPECT_GT(span_time(t, 0, "first"), Time{});
+  EXPECT_EQ(span_time(t, 1, "second"), beside);  // both ranks alike
+  // After it: unchanged.
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, true), topo, full), 0, "second"), alone);
+  // Representative (one rank per program; here every rank has its own) gives the same.
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, {}), 0, "second"), beside);
+
+  // A memory-bound op beside the all-reduce: unchanged.
+  OpCost copy;
+  copy.name = "copy";
+  copy.kind = OpCost::Kind::MemoryBound;
+  copy.bytes = 256 * MiB;
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(copy, bytes, false), topo, full), 0, "second"),
+            op_time(copy, roofline_profile(a100)));
+
+  // An explicit schedule is not NCCL's kernel: no CTAs counted, the GEMM unchanged.
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, full_ring()), 0, "second"), alone);
+
+  // A CPU device: no SMs, no NCCL; unchanged.
+  DeviceSpec cpu;
+  cpu.name = "cpu";
+  cpu.peak_bf16 = 1e12;
+  cpu.memory_bandwidth = 1e11;
+  const Topology cpus = topo::single_switch(2, {100 * GBps, Time::us(1)}, cpu);
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false), cpus, full), 0, "second"),
+            op_time(gemm, roofline_profile(cpu)));
+}
+
+// Coarse stays exact under SM contention: two GEMMs A then B merge into one run; a short all-reduce
+// (16 MiB) is in flight when A starts, and ends during A, when the Collective stream's next one (1
+// GiB, posted then) starts, which is still in flight when B starts. Full: A is slowed by the first's
+// CTAs, B by the second's; the merged run re-times itself at each change (run_retimings) and ends at
+// the same time.
+TEST(PlanSim, CoarseRunsMeetTheCtasInFlightAtEachOpsStart) {
+  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
+  Plan plan = bare_plan(2);
+  add_group(plan, GroupKind::Dp, {0, 1});
+  plan.costs.push_back(gemm);
+  PlanOp compute;
+  compute.kind = OpKind::Compute;
+  compute.stream = StreamKind::Compute;
+  compute.span = span_of(gemm);
+  compute.cost = 0;
+  compute.name = 1;
+  for (Program& p : plan.programs) {
+    const std::uint32_t a = p.add(compute);
+    p.add(compute, {a});
+    p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, 16 * MiB, 0));
+    p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, GiB, 2));
+  }
+  validate(plan);
+  const Topology topo = switch_of(2);
+  const auto fabric = nccl_fabric(topo, {0, 1});
+  ASSERT_TRUE(fabric.has_value());
+  CollectiveRequest req;
+  req.op = CollectiveOp::AllReduce;
+  req.ranks = 2;
+  req.bytes = 16 * MiB;
+  const NcclChoice small = nccl_choose(req, *fabric);
+  req.bytes = GiB;
+  const NcclChoice large = nccl_choose(req, *fabric);
+  const Time alone = op_time(gemm, roofline_profile(device_preset("a100")));
+  ASSERT_LT(small.time, alone);               // the short one ends during A
+  ASSERT_GT(small.time + large.time, alone);  // the long one is in flight when B starts
+  auto slowed = [&](int channels) { return Time::ps((alone.picoseconds() * 108 + (108 - channels) / 2) / (108 - channels)); };
+
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Trace f = simulate_plan(plan, topo, full);
+  std::vector<Time> gemms;
+  for (const Span& s : f.spans) {
+    if (s.rank == 0 && f.names[s.name] == "second") gemms.push_back(s.end - s.start);
+  }
+  ASSERT_EQ(gemms.size(), 2u);
+  EXPECT_EQ(gemms[0], slowed(small.channels));
+  EXPECT_EQ(gemms[1], slowed(large.channels));
+
+  PlanSimOptions coarse;
+  coarse.fidelity = Fidelity::Coarse;
+  PlanSimStats cs;
+  const Trace c = simulate_plan(plan, topo, coarse, cs);
+  ASSERT_EQ(cs.fidelity_used, Fidelity::Coarse);
+  EXPECT_GT(cs.run_retimings, 0);
+  EXPECT_EQ(c.step_time, f.step_time);
+  EXPECT_EQ(span_time(c, 0, "second"), gemms[0] + gemms[1]);
 }
 
 // A pipeline message that shares a link with a DP all-reduce slows it, and is slowed by it.

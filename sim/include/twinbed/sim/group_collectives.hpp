@@ -39,6 +39,10 @@ bool groups_alike(const Schedule& inner, const std::vector<std::vector<int>>& gr
 struct GroupTiming {
   std::string algorithm;
   std::vector<Time> group_time;  // per group: when its last member finishes (all start at 0)
+  // The CTAs (one per channel) NCCL's kernel holds on each member GPU while it runs: the chosen
+  // algorithm's channels that carry data (NcclChoice::channels). 0 where NCCL's model did not time it
+  // (an explicit schedule, a device NCCL's model does not cover, a communicator of one rank).
+  int channels = 0;
   Time max() const;
   bool uniform() const;          // every group took the same time
   bool operator==(const GroupTiming&) const = default;
@@ -57,7 +61,7 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
 // for the first group's fabric, timed as its tuner prices it; where groups share links (not
 // groups_alike), each group's time is stretched by how much slower the corresponding shared schedule
 // (ring or tree) runs on the flow network with every group at once than with the first alone.
-// GroupTiming::algorithm names the pair ("nvls/Simple").
+// GroupTiming::algorithm names the pair ("nvls/Simple"), GroupTiming::channels its channels.
 GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                       const NcclFabric& fabric, CollectiveSimulator& sim, const Topology& topology);
 

@@ -4,7 +4,12 @@
 // backends do, through the rules core/plan_exec.hpp writes once: per rank a FIFO Compute stream and a
 // FIFO Collective stream; asynchronous Send/Recv; an op starts when its dependencies are done and it
 // heads its stream's queue.
-//  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device.
+//  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device. A matmul
+//    (GEMM, attention) that starts while NCCL collectives posted by its rank are in flight runs on the
+//    SMs their CTAs leave (one CTA per channel of NCCL's chosen algorithm, holding its SM alone): its
+//    time × sms / (sms − channels), channels capped at sms − 1, evaluated at its start (plan_sim.cpp,
+//    sm_contended, with the source). Memory-bound ops, devices without an SM count (CPU profiles) and
+//    collectives NCCL's model does not time (explicit schedules) are unaffected.
 //  - A Collective starts when every member of its communicator has reached it. Alone, it lasts what
 //    the collective simulator (or NCCL's model, for "auto") gives for that schedule with every
 //    communicator of the same kind running it at once on the topology (group_collectives.hpp), cached
@@ -34,8 +39,9 @@
 //    stream with no other op between them in the program, where each op depends only on its
 //    predecessor in the run (nothing else can start or wait in between), runs as one op of summed
 //    duration, recorded as one span (named by, and carrying the index of, the run's first op). Step
-//    time is unchanged by construction (the run's ops would have run back to back anyway); what is
-//    lost is per-kernel spans, so per-op tables merge.
+//    time is unchanged by construction (the run's ops would have run back to back anyway; each of
+//    them still meets the NCCL CTAs in flight at its own start: the run is re-timed when they change
+//    during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op tables merge.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
 // (each distinct (op, kind, bytes) once), plus the link sharing: O(links of an op) to start or end an
@@ -86,6 +92,8 @@ struct PlanSimStats {
   std::int64_t ops_executed = 0;             // after coarsening
   std::int64_t events = 0;                   // engine events
   int collective_timings = 0;                // distinct collective timings computed
+  std::int64_t contended_ops = 0;            // matmul ops (not merged) that started beside NCCL CTAs
+  std::int64_t run_retimings = 0;            // Coarse: merged runs re-timed as NCCL CTAs came or went
   std::string fallback_reason;               // why Representative fell back to Full, else empty
 };
 
