@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -470,7 +471,8 @@ namespace {
 
 // Two ranks: a DP all-reduce of `bytes` on the Collective stream and one compute op (`cost`) on the
 // Compute stream, posted together at time 0; `after`: the compute op waits for the all-reduce.
-Plan reduce_beside(const OpCost& cost, Bytes bytes, bool after) {
+// Two ranks in one DP group, `cost` their only cost, and the Compute-stream op that runs it (name 1).
+std::pair<Plan, PlanOp> dp_pair_computing(const OpCost& cost) {
   Plan plan = bare_plan(2);
   add_group(plan, GroupKind::Dp, {0, 1});
   plan.costs.push_back(cost);
@@ -480,6 +482,11 @@ Plan reduce_beside(const OpCost& cost, Bytes bytes, bool after) {
   compute.span = span_of(cost);
   compute.cost = 0;
   compute.name = 1;
+  return {plan, compute};
+}
+
+Plan reduce_beside(const OpCost& cost, Bytes bytes, bool after) {
+  auto [plan, compute] = dp_pair_computing(cost);
   for (Program& p : plan.programs) {
     const std::uint32_t reduce = p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
     if (after) {
@@ -560,15 +567,7 @@ TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
 // the same time.
 TEST(PlanSim, CoarseRunsMeetTheCtasInFlightAtEachOpsStart) {
   const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
-  Plan plan = bare_plan(2);
-  add_group(plan, GroupKind::Dp, {0, 1});
-  plan.costs.push_back(gemm);
-  PlanOp compute;
-  compute.kind = OpKind::Compute;
-  compute.stream = StreamKind::Compute;
-  compute.span = span_of(gemm);
-  compute.cost = 0;
-  compute.name = 1;
+  auto [plan, compute] = dp_pair_computing(gemm);
   for (Program& p : plan.programs) {
     const std::uint32_t a = p.add(compute);
     p.add(compute, {a});
