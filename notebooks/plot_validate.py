@@ -61,8 +61,9 @@ def draw(data, out_png):
         ax.set_xlabel(f"error = (simulated − published) / published, %   (shaded: the target, ±{band:.0f}%; faded bars are not judged)",
                       fontsize=8)
     p = data.get("provenance", {})
-    fig.suptitle(f"twinbed validate — {p.get('git_revision', '?')}", fontsize=9, x=0.99, ha="right")
-    fig.tight_layout()
+    # Provenance in the bottom margin, clear of the first panel's title.
+    fig.tight_layout(rect=(0, 0.025, 1, 1))
+    fig.text(0.99, 0.005, f"twinbed validate — {p.get('git_revision', '?')}", fontsize=8, ha="right", va="bottom")
     save_png(fig, out_png)
 
 
