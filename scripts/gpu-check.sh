@@ -194,7 +194,7 @@ PY
       echo
       echo "### $(basename "$f" .log)"
       echo '```'
-      grep -E '^(# twinbed compare|step|# the techniques|ratio|step time|peak memory|gemm|attention|memory_bound|collective|twinbed: error)' "$f" || tail -5 "$f"
+      grep -E '^(# twinbed compare|step|# the techniques|ratio|step time|peak memory|# peak memory|resident peak|gemm|attention|memory_bound|collective|twinbed: error)' "$f" || tail -5 "$f"
       echo '```'
     done
     echo
