@@ -12,15 +12,12 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
+#include "twinbed/core/revision.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/sim/compute_model.hpp"
 #include "twinbed/sim/plan_sim.hpp"
 
 extern char** environ;  // POSIX: the process environment, handed unchanged to the plot scripts
-
-#ifndef TWINBED_GIT_REVISION
-#define TWINBED_GIT_REVISION "unknown"
-#endif
 
 namespace twinbed::cli {
 
@@ -29,7 +26,7 @@ const std::string& out_folder(const std::string& value) {
   return value;
 }
 
-std::string git_revision() { return TWINBED_GIT_REVISION; }
+std::string git_revision() { return built_revision(); }
 std::string twinbed_version() { return TWINBED_VERSION; }
 
 BackendRegistry plan_backends() {

@@ -17,12 +17,9 @@
 #include "technique_ops.hpp"
 #include "twinbed/kernels/dsa.hpp"
 #include "twinbed/kernels/sparse_gemm.hpp"
+#include "twinbed/core/revision.hpp"
 #include "twinbed/kernels/tgc.hpp"
 #include "twinbed/real/tgc_codec.hpp"
-
-#ifndef TWINBED_GIT_REVISION
-#define TWINBED_GIT_REVISION "unknown"
-#endif
 
 namespace twinbed::real {
 
@@ -247,7 +244,7 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
     link.bandwidth = dt > 0 ? db / dt : static_cast<double>(o.p2p_sizes[last]) / one_way[last];
     p.link = link;
   }
-  p.provenance = Provenance{host_name(), utc_now(), TWINBED_GIT_REVISION, ranks, "twinbed calibrate"};
+  p.provenance = Provenance{host_name(), utc_now(), built_revision(), ranks, "twinbed calibrate"};
   return p;
 }
 
