@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "enum_names.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
 
@@ -46,49 +47,17 @@ std::string divisors(std::int64_t n, Pred ok) {
 
 }  // namespace
 
-std::string schedule_name(PipelineSchedule s) {
-  for (const auto& [value, name] : kSchedules) {
-    if (value == s) return name;
-  }
-  throw InvalidArgument("schedule_name: not a PipelineSchedule");
-}
-
-std::vector<std::string> schedule_names() {
-  std::vector<std::string> out;
-  for (const auto& entry : kSchedules) out.emplace_back(entry.second);
-  return out;
-}
-
-PipelineSchedule parse_schedule(const std::string& name) {
-  for (const auto& [value, text] : kSchedules) {
-    if (name == text) return value;
-  }
-  throw UnknownName("pipeline schedule", name, schedule_names());
-}
+std::string schedule_name(PipelineSchedule s) { return enum_names::name_of(kSchedules, s, "schedule_name: not a PipelineSchedule"); }
+std::vector<std::string> schedule_names() { return enum_names::names(kSchedules); }
+PipelineSchedule parse_schedule(const std::string& name) { return enum_names::parse(kSchedules, name, "pipeline schedule"); }
 
 namespace {
 constexpr std::pair<GradDtype, const char*> kGradDtypes[] = {{GradDtype::Model, "model"}, {GradDtype::FP32, "fp32"}};
 }  // namespace
 
-std::string grad_dtype_name(GradDtype g) {
-  for (const auto& [value, name] : kGradDtypes) {
-    if (value == g) return name;
-  }
-  throw InvalidArgument("grad_dtype_name: not a GradDtype");
-}
-
-std::vector<std::string> grad_dtype_names() {
-  std::vector<std::string> out;
-  for (const auto& entry : kGradDtypes) out.emplace_back(entry.second);
-  return out;
-}
-
-GradDtype parse_grad_dtype(const std::string& name) {
-  for (const auto& [value, text] : kGradDtypes) {
-    if (name == text) return value;
-  }
-  throw UnknownName("gradient dtype", name, grad_dtype_names());
-}
+std::string grad_dtype_name(GradDtype g) { return enum_names::name_of(kGradDtypes, g, "grad_dtype_name: not a GradDtype"); }
+std::vector<std::string> grad_dtype_names() { return enum_names::names(kGradDtypes); }
+GradDtype parse_grad_dtype(const std::string& name) { return enum_names::parse(kGradDtypes, name, "gradient dtype"); }
 
 Bytes gradient_bytes_per_element(const Layout& layout, DType dtype) {
   return layout.grad_dtype == GradDtype::FP32 ? 4 : gradient_bytes_per_element(dtype);

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "enum_names.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
 
@@ -48,25 +49,9 @@ constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
     {AttentionImpl::Unfused, "unfused"}, {AttentionImpl::Fused, "fused"}, {AttentionImpl::Flash, "flash"}};
 }  // namespace
 
-std::string attention_name(AttentionImpl a) {
-  for (const auto& [value, name] : kAttention) {
-    if (value == a) return name;
-  }
-  throw InvalidArgument("attention_name: not an AttentionImpl");
-}
-
-std::vector<std::string> attention_names() {
-  std::vector<std::string> out;
-  for (const auto& entry : kAttention) out.emplace_back(entry.second);
-  return out;
-}
-
-AttentionImpl parse_attention(const std::string& name) {
-  for (const auto& [value, text] : kAttention) {
-    if (name == text) return value;
-  }
-  throw UnknownName("attention implementation", name, attention_names());
-}
+std::string attention_name(AttentionImpl a) { return enum_names::name_of(kAttention, a, "attention_name: not an AttentionImpl"); }
+std::vector<std::string> attention_names() { return enum_names::names(kAttention); }
+AttentionImpl parse_attention(const std::string& name) { return enum_names::parse(kAttention, name, "attention implementation"); }
 
 Bytes bytes_per_element(DType t) {
   for (const auto& i : kDTypes) {
@@ -95,25 +80,9 @@ DType parse_dtype(const std::string& name) {
   throw UnknownName("dtype", name, dtype_names());
 }
 
-std::string recompute_name(Recompute r) {
-  for (const auto& [value, name] : kRecompute) {
-    if (value == r) return name;
-  }
-  throw InvalidArgument("recompute_name: not a Recompute");
-}
-
-std::vector<std::string> recompute_names() {
-  std::vector<std::string> out;
-  for (const auto& entry : kRecompute) out.emplace_back(entry.second);
-  return out;
-}
-
-Recompute parse_recompute(const std::string& name) {
-  for (const auto& [value, text] : kRecompute) {
-    if (name == text) return value;
-  }
-  throw UnknownName("recompute mode", name, recompute_names());
-}
+std::string recompute_name(Recompute r) { return enum_names::name_of(kRecompute, r, "recompute_name: not a Recompute"); }
+std::vector<std::string> recompute_names() { return enum_names::names(kRecompute); }
+Recompute parse_recompute(const std::string& name) { return enum_names::parse(kRecompute, name, "recompute mode"); }
 
 // ---- the model -----------------------------------------------------------------------------------
 
