@@ -56,9 +56,9 @@ GemmSample read_sample(const json& v, const std::string& path) {
 }  // namespace
 
 std::vector<std::string> technique_kernel_keys() {
-  return {"tgc.compress.topk",        "tgc.compress.quantize",    "tgc.requantize",          "tgc.decompress.sparse",
-          "tgc.decompress.quantized", "dsa.mask_refresh.unstructured", "dsa.mask_refresh.block", "dsa.mask_refresh.2:4",
-          "dsa.masked_step",          "precision.loss_scale",     "precision.statistics"};
+  return {"tgc.compress.topk",        "tgc.compress.quantize",    "tgc.choose_bits",         "tgc.requantize",
+          "tgc.decompress.sparse",    "tgc.decompress.quantized", "dsa.mask_refresh.unstructured", "dsa.mask_refresh.block",
+          "dsa.mask_refresh.2:4",     "dsa.masked_step",          "precision.loss_scale",    "precision.statistics"};
 }
 
 std::string technique_kernel_key(const OpCost& op) {

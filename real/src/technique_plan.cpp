@@ -79,6 +79,8 @@ TechniquePlan plan_techniques(const Plan& plan, int rank) {
           e.params.bits = c.bits;
           e.params.topk_fraction = c.keep_fraction;
           e.params.error_feedback = c.error_feedback;
+          e.params.adaptive = c.adaptive;
+          e.params.adaptive_bits = c.bits;
           e.params.block_size = c.block > 0 ? c.block : 256;
           e.bits = c.bits;
           e.n = nonneg(c.elements);

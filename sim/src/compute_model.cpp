@@ -230,6 +230,10 @@ Time op_time(const OpCost& op, const ComputeProfile& profile) {
   // Technique kernels and sparse GEMMs at the rates a calibrated profile measured for them.
   if (const auto k = profile.kernel_seconds_per_element.find(technique_kernel_key(op)); k != profile.kernel_seconds_per_element.end()) {
     double seconds = technique_kernel_elements(op) * k->second;
+    if (op.kernel == OpCost::Kernel::Compress && op.adaptive) {  // the adaptive rule runs before the encoding
+      if (const auto c = profile.kernel_seconds_per_element.find("tgc.choose_bits"); c != profile.kernel_seconds_per_element.end())
+        seconds += technique_kernel_elements(op) * c->second;
+    }
     if (op.kernel == OpCost::Kernel::MaskedStep) {
       const Bytes rest = masked_step_rest_bytes(op);
       const BytesPerSec memory = memory_rate(rest, profile);

@@ -104,6 +104,32 @@ TEST(TgcPass, QuantisedBucketsSendTheKernelsPayload) {
   EXPECT_EQ(state_bytes(no_ef.programs[0]), 0);
 }
 
+// Adaptive width: the payloads are sized at the width the plan assumes (adaptive_bits), and the compress
+// op says the rule runs there (the backends run it, the simulator times it where a profile measured it).
+TEST(TgcPass, AdaptiveWidthSizesAtTheAssumedWidthAndMarksTheCompress) {
+  Plan fixed = dp_plan(4), adaptive = dp_plan(4);
+  apply_tgc(fixed, tgc(4));
+  TgcParams p;
+  p.adaptive = true;
+  p.adaptive_bits = 4;
+  apply_tgc(adaptive, p);
+  const auto a = grad_collectives(adaptive.programs[0]), f = grad_collectives(fixed.programs[0]);
+  ASSERT_EQ(a.size(), f.size());
+  for (std::size_t b = 0; b < a.size(); ++b) EXPECT_EQ(a[b].bytes, f[b].bytes);
+  int marked = 0;
+  for (const PlanOp& op : adaptive.programs[0].ops) {
+    if (op.kind != OpKind::Compute) continue;
+    const OpCost& c = adaptive.costs[static_cast<std::size_t>(op.cost)];
+    if (c.kernel == OpCost::Kernel::Compress && c.name == "tgc.compress") {
+      EXPECT_TRUE(c.adaptive);
+      EXPECT_EQ(c.bits, 4);
+      ++marked;
+    }
+  }
+  EXPECT_EQ(marked, static_cast<int>(a.size()));
+  for (const OpCost& c : fixed.costs) EXPECT_FALSE(c.adaptive);
+}
+
 TEST(TgcPass, SparsePayloadsAreGatheredAndTheirVolumeGrowsWithTheRanks) {
   const double f = 0.01;
   std::vector<Bytes> sparse_per_rank, dense_per_rank;

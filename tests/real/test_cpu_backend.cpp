@@ -299,6 +299,7 @@ TEST(CpuBackend, TechniquePassesOpsRunAndCompressedPayloadsArriveIntact) {
       R"([{"pass": "tgc", "bits": 8, "topk_fraction": 0.1}])",
       R"([{"pass": "tgc", "topk_fraction": 0.05, "error_feedback": false}])",
       R"([{"pass": "tgc", "bits": 4}])",
+      R"([{"pass": "tgc", "bits": "adaptive", "adaptive_bits": 8}])",
       R"([{"pass": "lora", "rank": 4}, {"pass": "precision", "policy": "static", "dtype": "fp16"},
           {"pass": "dsa", "density": 0.5, "granularity": "block", "block_size": 16, "mode": "prune"}])",
       R"([{"pass": "dsa", "density": 0.5, "granularity": "nm", "mode": "prune"}, {"pass": "zrdf"}])",

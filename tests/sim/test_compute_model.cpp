@@ -205,6 +205,12 @@ TEST(ComputeModel, TechniqueKernelsTakeTheirMeasuredTimePerElement) {
   compress.keep_fraction = 0.1;
   EXPECT_EQ(technique_kernel_key(compress), "tgc.compress.topk");
   EXPECT_NEAR((op_time(compress, p) - p.launch_overhead).seconds(), 2e-3, 1e-12);  // not 16 MB / 10 GB/s
+  // Adaptive width: the rule's measured time per element comes first, where the profile has it.
+  compress.adaptive = true;
+  EXPECT_NEAR((op_time(compress, p) - p.launch_overhead).seconds(), 2e-3, 1e-12);
+  ComputeProfile with_rule = p;
+  with_rule.kernel_seconds_per_element["tgc.choose_bits"] = 3e-9;
+  EXPECT_NEAR((op_time(compress, with_rule) - p.launch_overhead).seconds(), 2e-3 + 3e-3, 1e-12);
   // Amortised: a refresh every 10 iterations does a tenth of the elements per iteration.
   OpCost refresh = kernel_op(OpCost::Kernel::MaskRefresh, 1'000'000, 0);
   refresh.sparsity = OpCost::Sparsity::Block;

@@ -18,6 +18,7 @@ OpCost kernel_op(const std::string& name, OpCost::Kernel kernel, std::int64_t el
   c.keep_fraction = p.topk_fraction;
   c.block = p.block_size;
   c.error_feedback = p.error_feedback;
+  c.adaptive = p.adaptive;
   return c;
 }
 

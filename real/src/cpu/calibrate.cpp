@@ -114,6 +114,11 @@ std::map<std::string, double> technique_kernel_seconds(std::size_t n, int ranks,
     TgcCodec codec(p, n);
     std::vector<float> payload(codec.payload_floats(8));
     out[std::string("tgc.compress.") + key] = per_element([&] { codec.encode(g, 8, payload); });
+    if (p.topk_fraction >= 1) {  // the adaptive rule, as an adaptive compress runs it before encoding
+      int width = 0;
+      out["tgc.choose_bits"] = per_element([&] { width += codec.choose_bits(g); });
+      if (width < 0) throw Error("calibrate: choose_bits returned a negative width");
+    }
     // Decompress: zero the gradient, then every rank's payload (top-k) or one payload (quantised).
     const int payloads = p.topk_fraction < 1 ? ranks : 1;
     out[std::string("tgc.decompress.") + (p.topk_fraction < 1 ? "sparse" : "quantized")] = per_element([&] {

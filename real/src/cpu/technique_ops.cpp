@@ -405,6 +405,9 @@ std::optional<ScaledCompute> TechniqueOps::run(std::uint32_t op) {
       throw InvalidArgument("TechniqueOps::run: op " + std::to_string(op) + " is not a technique op");
     case Role::Compress: {
       Exchange& e = im.exchanges[static_cast<std::size_t>(im.index[op])];
+      // The adaptive rule runs (its work is the op's); the payload keeps the width the plan assumed,
+      // which sized every buffer and collective after it.
+      if (e.params.adaptive) static_cast<void>(e.codec->choose_bits(e.gradient));
       e.codec->encode(e.gradient, e.bits, e.payload);
       if (e.quantised_reduction()) {  // what this rank contributes to the hop-by-hop reduction
         std::fill(e.contribution.begin(), e.contribution.end(), 0.0f);

@@ -7,7 +7,9 @@
 // gradient per rank and tensor, fixed over iterations: the backend has no model to differentiate), the
 // work is the kernels' own:
 //   Compress     TGC (core/passes/tgc.hpp): the rank's gradient of `elements` floats plus its
-//                error-feedback residual encoded by real::TgcCodec into its payload. Top-k payloads are
+//                error-feedback residual encoded by real::TgcCodec into its payload; with adaptive
+//                width the rule (choose_bits, its default tolerance) runs first, and the payload keeps
+//                the width the plan assumed (adaptive_bits), which sized the buffers after it. Top-k payloads are
 //                what the next collective all-gathers. A quantised (dense) payload is reduced hop by hop:
 //                the collective runs over the payload's decoded values with every transfer quantised
 //                (quantised_reduction(): decode, add, encode at each hop, the bytes on the wire the

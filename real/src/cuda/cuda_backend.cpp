@@ -223,6 +223,11 @@ void tgc_encode(const TgcExchange& e, DeviceExchange& d, kcu::Context& ctx) {
     kcu::ef_accumulate(whole_c(d.gradient), whole(d.residual), ctx);
     acc = whole_c(d.residual);
   }
+  // The adaptive rule over what is about to be encoded (as TgcCodec::choose_bits: g + residual); the
+  // payload keeps the width the plan assumed.
+  if (e.params.adaptive)
+    static_cast<void>(kcu::choose_bits(acc, static_cast<std::size_t>(e.params.block_size),
+                                       static_cast<float>(e.params.adaptive_tolerance), ctx));  // synchronises
   std::span<const float> sent = acc;
   if (e.sparse()) {
     kcu::topk(acc, k, whole(d.index), whole(d.values), ctx);  // synchronises the stream

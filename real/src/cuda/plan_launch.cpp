@@ -91,7 +91,10 @@ bool plan_technique(std::uint32_t i, const OpCost& c, const TechniquePlan& tp, O
   switch (tp.role[i]) {
     case TechniqueRole::None: return false;
     case TechniqueRole::Compress:
-      l.host_sync = lp.exchanges[static_cast<std::size_t>(tp.exchange[i])].sparse();  // cuda::topk returns its count
+      {  // cuda::topk and cuda::choose_bits return a count and a width
+        const TgcExchange& x = lp.exchanges[static_cast<std::size_t>(tp.exchange[i])];
+        l.host_sync = x.sparse() || x.params.adaptive;
+      }
       return technique(TechniqueRole::Compress, tp.exchange[i]);
     case TechniqueRole::Refresh:
       l.host_sync = true;  // the mask twins return their active count

@@ -248,6 +248,8 @@ struct OpCost {
   int bits = 0;                      // Compress/Decompress: quantisation bits (0: values unquantised)
   double keep_fraction = 1;          // Compress/Decompress: the fraction of entries sent (top-k)
   bool error_feedback = false;       // Compress: what is not sent is kept in a residual and re-sent
+  bool adaptive = false;             // Compress: TGC's adaptive rule picks each payload's width (bits:
+                                     // the width the plan assumes, TgcParams::adaptive_bits)
   int every = 1;                     // MaskRefresh, Precision: iterations between refreshes; the cost
                                      // is amortised over them (each iteration does 1/every of the work)
 

@@ -84,6 +84,8 @@ struct KernelShapeModel {
 // Keys (technique_kernel_key), each measured by `calibrate` at one setting the key names:
 //   tgc.compress.topk       error feedback + exact top-10% + 8-bit values, per gradient element
 //   tgc.compress.quantize   error feedback + 8-bit quantisation, per gradient element
+//   tgc.choose_bits         the adaptive rule (kernels' choose_bits, tolerance 0.05, blocks of 256) over
+//                           gradient + residual, per gradient element: added to an adaptive compress
 //   tgc.requantize          decode + add + encode at 8 bits, per element of the hops
 //   tgc.decompress.sparse   zero the gradient, decode and scatter-add every rank's top-10% payload
 //                           (the calibrating ranks' count of them), per gradient element
