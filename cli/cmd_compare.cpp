@@ -326,11 +326,12 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<CompareOptions>();
   CLI::App* cmd = app.add_subcommand(
       "compare",
-      "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI) "
-      "and print the model's error");
+      "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI, or "
+      "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, and the "
+      "peak memory: the plan's and the resident peak the system measured");
   cmd->add_option("experiment", opts->experiment,
                   "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
-                  "them as well, and the techniques' ops and effect (step time and peak memory, with / without) side by side");
+                  "them as well, and the techniques' ops and effect (step time, peak memory and the measured resident peak, with / without) side by side");
   cmd->add_flag("--collectives", opts->collectives, "Compare one collective over sizes instead of an experiment");
   cmd->add_option("--backend", opts->backend,
                   "What measures the experiment: real-cpu (CPU ranks over MPI) or real-cuda (one process per GPU; one GPU "
