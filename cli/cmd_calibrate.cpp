@@ -79,14 +79,14 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
     options.sparse_gemm_dim = 256;
   }
   try {
-    if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, triad, technique kernels, ping-pong)...\n", mpi.size());
+    if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, streaming, technique kernels, ping-pong)...\n", mpi.size());
     MachineProfile p = real::calibrate_cpu(mpi, options);
     if (mpi.rank() == 0) {
       save_profile(p, o.out);
       std::printf("# profile of %s written to %s\n", p.provenance->machine.c_str(), o.out.c_str());
       std::printf("best fp32 GEMM   %10.2f GFLOP/s per rank (%zu shapes)\n", p.gemm_rate.at(DType::FP32) / 1e9,
                   p.gemm_samples.size() / p.gemm_rate.size());
-      std::printf("memory (triad)   %10.2f GB/s per rank\n", p.memory_bandwidth / GBps);
+      std::printf("memory (y=ax+b)  %10.2f GB/s per rank\n", p.memory_bandwidth / GBps);
       std::printf("tiny op          %10.2f us\n", p.launch_overhead.microseconds());
       for (const auto& [key, seconds] : p.kernel_seconds_per_element)
         std::printf("%-32s %8.2f ns per element\n", key.c_str(), seconds * 1e9);

@@ -57,11 +57,18 @@ double gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, double min_s
   return time_per_call([&] { c.noalias() = a * b; }, min_seconds);
 }
 
-double triad_bandwidth(Bytes bytes_per_array, double min_seconds) {
-  const auto n = static_cast<Eigen::Index>(bytes_per_array / 4);
-  Eigen::ArrayXf a = Eigen::ArrayXf::Zero(n), b = Eigen::ArrayXf::Constant(n, 1.0f), c = Eigen::ArrayXf::Constant(n, 2.0f);
-  const double seconds = time_per_call([&] { a = b + 3.0f * c; }, min_seconds);
-  return 3.0 * static_cast<double>(n) * 4.0 / seconds;
+// The bandwidth of the backend's own memory-bound op (ComputePool: y = a·x + b over one array read and
+// one written), counted as the plan's memory-bound costs count bytes: what it reads plus what it writes.
+// Not STREAM triad (a = b + s·c), which the profile held before: with write-allocate caches a triad moves
+// 4/3 of the bytes it counts and this op 3/2 of them, so a triad rate overstates the op's by about 12%
+// (measured here: cpu-tiny's memory-bound ops were simulated 15-18% fast against a triad profile).
+double stream_bandwidth(Bytes bytes_per_array, double min_seconds) {
+  const std::int64_t n = std::max<Bytes>(bytes_per_array / 4, 1);
+  detail::ComputePool pool(n, n);
+  detail::ScaledCompute op;
+  op.stream_floats = n;
+  const double seconds = time_per_call([&] { pool.run(op); }, min_seconds);
+  return 2.0 * static_cast<double>(n) * 4.0 / seconds;
 }
 
 // One-way time of a `bytes` message between this rank and its partner (ping-pong / 2).
@@ -212,8 +219,8 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
 
   for (Bytes array : o.stream_bytes) {
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    const BytesPerSec bw = median_over_ranks(triad_bandwidth(array, 2 * o.seconds_per_point), ranks);
-    p.memory_samples.push_back({3 * array, bw});
+    const BytesPerSec bw = median_over_ranks(stream_bandwidth(array, 2 * o.seconds_per_point), ranks);
+    p.memory_samples.push_back({2 * array, bw});
     p.memory_bandwidth = bw;  // the largest working set: the memory's own bandwidth
   }
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));

@@ -7,8 +7,8 @@
 //    "gemm_TFLOPs": {"fp32": 0.09, ...},      // achieved dense GEMM rate per dtype, TFLOP/s, or
 //    "gemm_efficiency": {"bf16": 0.87, ...},  // a fraction of the device's datasheet peak
 //    "gemm_samples": [{"m": 512, "n": 512, "k": 512, "dtype": "fp32", "TFLOPs": 0.08}, ...],
-//    "memory_bandwidth_GBps": 12.5,           // achieved streaming bandwidth (STREAM triad), GB/s
-//    "memory_samples": [{"bytes": 393216, "GBps": 40.1}, ...],  // triad by bytes moved per pass
+//    "memory_bandwidth_GBps": 12.5,           // achieved streaming bandwidth (calibrate.hpp), GB/s
+//    "memory_samples": [{"bytes": 262144, "GBps": 40.1}, ...],  // by bytes moved per pass
 //    "launch_overhead_us": 4.0,               // fixed cost per kernel
 //    "sparse_speedup": 1.25,                  // 2:4-sparse GEMM against dense (1: no sparse tensor cores)
 //    "link": {"latency_us": 1.2, "bandwidth_GBps": 5.1},   // point-to-point: latency + bytes/bandwidth
@@ -39,7 +39,7 @@ struct GemmSample {
   bool operator==(const GemmSample&) const = default;
 };
 
-// A streaming pass (STREAM triad) moving `bytes` in all (reads + writes) ran at `bandwidth`: small
+// A streaming pass (calibrate.hpp says which) moving `bytes` in all (reads + writes) ran at `bandwidth`: small
 // working sets stay in cache and run faster than the memory's own bandwidth.
 struct StreamSample {
   Bytes bytes = 0;

@@ -6,8 +6,9 @@
 // profile says so by its figures); each figure is the median over ranks.
 //  - GEMM: C = A·B in fp32 (Eigen, one thread per rank) over a full grid of (m, n, k); the CPU backend runs
 //    bf16/fp16 ops in fp32 too, so the profile gives those dtypes the fp32 rates.
-//  - Memory bandwidth: STREAM triad a = b + s·c (3 arrays counted) over working sets from cache-sized
-//    to far beyond the caches; the largest gives memory_bandwidth, all become memory_samples.
+//  - Memory bandwidth: the CPU backend's own memory-bound op, y = a·x + b (one array read, one written,
+//    both counted, as the plan's memory-bound costs count bytes), over working sets from cache-sized to
+//    far beyond the caches; the largest gives memory_bandwidth, all become memory_samples.
 //  - Launch overhead: the time of an 8×8×8 GEMM call (what one tiny op costs).
 //  - Link: ranks paired (0,1), (2,3), … ping-pong at once; latency = the one-way time of an 8-byte
 //    message, bandwidth from the two largest sizes (one-way time = latency + bytes / bandwidth).
@@ -25,7 +26,7 @@ struct CalibrateOptions {
   std::vector<std::int64_t> gemm_dims = {64, 256, 1024, 4096};  // m, n and k each take every value: a full
                                                                   // grid the simulator interpolates over
   double seconds_per_point = 0.03;                                // minimum timing per measurement
-  std::vector<Bytes> stream_bytes = {16 * KiB, 128 * KiB, 1 * MiB, 8 * MiB, 64 * MiB};  // per triad array
+  std::vector<Bytes> stream_bytes = {16 * KiB, 128 * KiB, 1 * MiB, 8 * MiB, 64 * MiB};  // per array (x and y)
   std::vector<Bytes> p2p_sizes = {8, 1 << 10, 64 << 10, 1 << 20, 8 << 20, 32 << 20};
   // Technique kernels (profile.hpp's technique_kernel_keys) timed on gradients of this many elements
   // (a small model's gradient bucket), and DSA's sparse GEMMs on this m × n × k (m rows of X, W n×k).
