@@ -10,9 +10,10 @@
 #   STOP_AFTER=configure  stop after configuring (a dry run of the script's first half, e.g. here).
 # Steps, each with a timeout, each logged: probe the GPU; find NCCL (the CUDA toolkit's, $NCCL_HOME, or
 # the nvidia-nccl wheel of the image's python3); configure (-DTWINBED_CUDA=ON, sm_90, the carried
-# dependencies); build only the CLI and the CUDA tests; ctest -L cuda; twinbed calibrate --gpu; for each
-# experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare --backend real-cuda
-# (runs it with and without its technique, paired); one twinbed run --backend real-cuda. Without a GPU it
+# dependencies); build only the CLI, the CUDA tests and bench_kernels_cuda; ctest -L cuda; twinbed
+# calibrate --gpu; for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
+# --backend real-cuda (runs it with and without its technique, paired); one twinbed run --backend
+# real-cuda; bench_kernels_cuda (the CUDA twins' bandwidth fractions). Without a GPU it
 # configures and builds (so the script is checked wherever it runs), skips every GPU step saying so, and
 # exits 0. A failed step is recorded and the next goes on; the exit code is 1 when any step failed.
 #
@@ -130,7 +131,7 @@ if step configure 60 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE
     finish
     exit "$FAILED"
   fi
-  step build 240 cmake --build "$BUILD" -j "$(nproc)" --target twinbed test_real_cuda test_real_cuda_backend test_kernels_cuda \
+  step build 240 cmake --build "$BUILD" -j "$(nproc)" --target twinbed test_real_cuda test_real_cuda_backend test_kernels_cuda bench_kernels_cuda \
     && built=1
 fi
 TB=$BUILD/cli/twinbed
@@ -178,7 +179,8 @@ PY
   experiments=("$LOGS"/experiments/*.json)
   first=${experiments[0]}
   step run-real-cuda 30 "$TB" run "$first" --backend real-cuda --out "$LOGS/run-real-cuda" || true
-  SKIPPED+=("the CUDA twins' bandwidth fractions: kernels/bench measures the CPU kernels only; no GPU bench exists yet")
+  # The CUDA twins' bandwidth fractions: each streaming twin against the device-to-device copy.
+  step bench-kernels-cuda 60 "$BUILD/kernels/bench_kernels_cuda" || true
 
   # ---- the figures, in the summary.
   {
@@ -197,6 +199,11 @@ PY
       grep -E '^(# twinbed compare|step|# the techniques|ratio|step time|peak memory|# peak memory|resident peak|gemm|attention|memory_bound|collective|twinbed: error)' "$f" || tail -5 "$f"
       echo '```'
     done
+    echo
+    echo "## the CUDA twins' bandwidth fractions (bench_kernels_cuda)"
+    echo '```'
+    cat "$LOGS/bench-kernels-cuda.log" 2>/dev/null || true
+    echo '```'
     echo
     echo "## ctest -L cuda"
     echo '```'
