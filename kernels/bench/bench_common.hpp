@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "gaussian_like.hpp"
+
 namespace twinbed::kernels::bench {
 
 struct Baseline {
@@ -25,9 +27,6 @@ const Baseline& baseline();
 // Elements in a 64 MiB fp32 buffer: well above this machine's last-level cache.
 inline constexpr std::size_t kStreamElems = std::size_t{64} << 18;
 
-// Fills with a fast deterministic N(0,1)-like sequence (sum of uniforms; benchmarks need realistic
-// magnitudes, not statistical quality).
-std::vector<float> gaussian_like(std::size_t n, std::uint64_t seed);
 
 // SetBytesProcessed plus frac_of_triad, frac_of_memcpy and frac_of_read counters (bytes moved per
 // iteration over the measured bandwidths). All benchmarks time wall-clock (UseRealTime), like the baseline.

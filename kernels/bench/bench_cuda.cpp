@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "gaussian_like.hpp"
 #include "twinbed/kernels/cuda_context.hpp"
 #include "twinbed/kernels/dsa.hpp"
 #include "twinbed/kernels/payload.hpp"
@@ -51,18 +52,9 @@ double seconds_per_call(const std::function<void()>& body, tk::cuda::Context& ct
   return best;
 }
 
-// A device buffer of n floats holding a deterministic N(0,1)-like sequence (sum of four uniforms).
+// A device buffer of n floats holding bench_kernels' N(0,1)-like inputs.
 kcu::DeviceBuffer<float> gaussian_like(std::size_t n, std::uint64_t seed) {
-  std::vector<float> host(n);
-  std::uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (float& x : host) {
-    float acc = 0.0f;
-    for (int j = 0; j < 4; ++j) {
-      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-      acc += static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
-    }
-    x = (acc - 2.0f) * 1.7320508f;
-  }
+  const std::vector<float> host = twinbed::kernels::bench::gaussian_like(n, seed);
   kcu::DeviceBuffer<float> d(n);
   TWINBED_CUDA_CHECK(cudaMemcpy(d.data(), host.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   return d;

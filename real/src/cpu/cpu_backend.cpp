@@ -16,6 +16,7 @@
 #include "cpu_compute.hpp"
 #include "schedule_executor.hpp"
 #include "technique_ops.hpp"
+#include "../mpi_gather.hpp"
 #include "../trace_packing.hpp"
 #include "tensor_memory.hpp"
 #include "twinbed/core/collective_algorithms.hpp"
@@ -566,28 +567,9 @@ Trace CpuBackend::run(const Plan& plan) {
 
   const std::vector<char> spans_out = detail::pack_spans(rec.spans), samples_out = detail::pack_samples(rec.memory);
 
-  // Byte counts per rank, known to every rank so that all agree on whether they fit one Gatherv.
-  auto gather = [&](const void* data, std::int64_t bytes, std::vector<char>& out) {
-    std::vector<std::int64_t> sizes(static_cast<std::size_t>(im.size));
-    MPI_CHECK(MPI_Allgather(&bytes, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, im.world.get()));
-    std::int64_t total = 0;
-    for (std::int64_t s : sizes) total += s;
-    if (total > INT32_MAX)
-      throw Error("the trace has " + std::to_string(total) + " bytes of records, more than one MPI_Gatherv carries");
-    std::vector<int> counts(sizes.size()), displs(sizes.size());
-    int at = 0;
-    for (std::size_t r = 0; r < sizes.size(); ++r) {
-      counts[r] = static_cast<int>(sizes[r]);
-      displs[r] = at;
-      at += counts[r];
-    }
-    if (im.rank == 0) out.resize(static_cast<std::size_t>(total));
-    MPI_CHECK(MPI_Gatherv(data, static_cast<int>(bytes), MPI_BYTE, out.data(), counts.data(), displs.data(), MPI_BYTE, 0,
-                          im.world.get()));
-  };
-  std::vector<char> span_bytes, sample_bytes;
-  gather(spans_out.data(), static_cast<std::int64_t>(spans_out.size()), span_bytes);
-  gather(samples_out.data(), static_cast<std::int64_t>(samples_out.size()), sample_bytes);
+  const std::vector<char> span_bytes = detail::gather_bytes_to_0(im.world.get(), spans_out.data(), static_cast<std::int64_t>(spans_out.size()));
+  const std::vector<char> sample_bytes =
+      detail::gather_bytes_to_0(im.world.get(), samples_out.data(), static_cast<std::int64_t>(samples_out.size()));
 
   detail::take_records(trace, im.rank == 0, std::move(rec.spans), std::move(rec.memory), span_bytes, sample_bytes);
   // Resident peaks: every rank's, or none when a rank could not measure its own.

@@ -8,6 +8,8 @@
 #include <nccl.h>
 #if TWINBED_HAVE_MPI
 #include <mpi.h>
+
+#include "../mpi_gather.hpp"
 #endif
 
 #include <algorithm>
@@ -127,30 +129,11 @@ class Job {
   // Every rank's `bytes` bytes at `data`, concatenated in rank order, on rank 0; empty on the others.
   // Throws Error when the total exceeds what one MPI_Gatherv carries (2 GiB), on every rank alike.
   std::vector<char> gather_to_0(const void* data, std::int64_t bytes) const {
-    std::vector<char> out;
 #if TWINBED_HAVE_MPI
-    if (world_.comm != MPI_COMM_NULL) {
-      std::vector<std::int64_t> sizes(static_cast<std::size_t>(size_));
-      MPI_CHECK(MPI_Allgather(&bytes, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, world_.comm));
-      std::int64_t total = 0;
-      for (std::int64_t s : sizes) total += s;
-      if (total > INT32_MAX) throw Error("gather_to_0: " + std::to_string(total) + " bytes, more than one MPI_Gatherv carries");
-      std::vector<int> counts(sizes.size()), displs(sizes.size());
-      int at = 0;
-      for (std::size_t r = 0; r < sizes.size(); ++r) {
-        counts[r] = static_cast<int>(sizes[r]);
-        displs[r] = at;
-        at += counts[r];
-      }
-      if (rank_ == 0) out.resize(static_cast<std::size_t>(total));
-      MPI_CHECK(MPI_Gatherv(data, static_cast<int>(bytes), MPI_BYTE, out.data(), counts.data(), displs.data(), MPI_BYTE, 0,
-                            world_.comm));
-      return out;
-    }
+    if (world_.comm != MPI_COMM_NULL) return detail::gather_bytes_to_0(world_.comm, data, bytes);
 #endif
     const char* p = static_cast<const char*>(data);
-    out.assign(p, p + bytes);
-    return out;
+    return std::vector<char>(p, p + bytes);
   }
   double max_over_ranks(double value) const {
     double out = value;
