@@ -7,7 +7,7 @@
 //    dtype's best rate is its gemm_rate and every shape a gemm_sample the simulator interpolates over.
 //    fp8 gets the bf16 measurements, as the CUDA backend runs fp8 GEMMs in bf16 (cuda_backend.hpp).
 //  - Memory bandwidth: device-to-device copies (copy_bandwidth_cuda) of working sets from L2-sized to
-//    far beyond it, counted as bytes read + written (a streaming op's bytes, as the triad counts them);
+//    far beyond it, counted as bytes read + written (a streaming op's bytes, as the CPU calibration counts them);
 //    the largest gives memory_bandwidth.
 //  - Launch overhead: the time of a 8×8×8 GEMM, back to back (what one tiny op costs on the stream).
 //  - Link (NCCL alpha/beta): in a job of two GPUs (mpirun -np 2), NCCL's broadcast from rank 0 to rank 1
