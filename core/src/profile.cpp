@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "enum_names.hpp"
 #include "twinbed/core/json_read.hpp"
 #include "twinbed/core/topology_json.hpp"
 
@@ -53,7 +54,16 @@ GemmSample read_sample(const json& v, const std::string& path) {
   return s;
 }
 
+constexpr enum_names::Table<CommProgress, 2> kProgressNames = {{CommProgress::Independent, "independent"},
+                                                               {CommProgress::Polled, "polled"}};
+
 }  // namespace
+
+std::string to_string(CommProgress p) { return enum_names::name_of(kProgressNames, p, "not a CommProgress"); }
+CommProgress parse_comm_progress(const std::string& name) {
+  return enum_names::parse(kProgressNames, name, "communication progress");
+}
+std::vector<std::string> comm_progress_names() { return enum_names::names(kProgressNames); }
 
 std::vector<std::string> technique_kernel_keys() {
   return {"tgc.compress.topk",        "tgc.compress.quantize",    "tgc.choose_bits",         "tgc.requantize",
@@ -96,7 +106,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
   require_object(j, path);
   check_keys(j, path,
              {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps", "memory_samples",
-              "launch_overhead_us", "sparse_speedup", "link", "kernel_ns_per_element", "sparse_gemm_TFLOPs", "provenance"});
+              "launch_overhead_us", "sparse_speedup", "link", "progress", "kernel_ns_per_element", "sparse_gemm_TFLOPs", "provenance"});
   MachineProfile p = base;
   if (j.contains("device")) p.device = read_name(j["device"], child(path, "device"));
   for (const char* key : {"gemm_TFLOPs", "gemm_efficiency"}) {
@@ -161,6 +171,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
     link.bandwidth = read_bandwidth_GBps(required(l, at, "bandwidth_GBps"), child(at, "bandwidth_GBps"));
     p.link = link;
   }
+  if (j.contains("progress")) p.progress = read_named(j["progress"], child(path, "progress"), parse_comm_progress);
   if (j.contains("kernel_ns_per_element")) {
     const std::string at = child(path, "kernel_ns_per_element");
     require_object(j["kernel_ns_per_element"], at);
@@ -213,6 +224,7 @@ json profile_to_json(const MachineProfile& p) {
     j["memory_samples"] = samples;
   }
   if (p.link) j["link"] = {{"latency_us", p.link->latency.microseconds()}, {"bandwidth_GBps", p.link->bandwidth / GBps}};
+  j["progress"] = to_string(p.progress);
   if (!p.kernel_seconds_per_element.empty()) {
     json k = json::object();
     for (const auto& [name, s] : p.kernel_seconds_per_element) k[name] = s * 1e9;

@@ -1,6 +1,7 @@
 #include "twinbed/sim/plan_sim.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -89,6 +90,8 @@ struct ExecProgram {
   ExecGraph graph;                        // over ops
   std::vector<ExecPart> parts;            // the ops of merged runs, each run's contiguous
   int sms = 0;                            // the device's SMs (the profile's shape model); 0: a CPU
+  bool polled = false;                    // communication seen to finish only between compute ops
+                                          // (CommProgress::Polled); never coarsened then
   std::int64_t original_ops = 0;
 };
 
@@ -162,6 +165,13 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   return ex;
 }
 
+// Under polled progress (CommProgress::Polled) a larger message goes by rendezvous: the sender posts
+// a request, the receiver matches it in an MPI call and pulls the data (single copy), and only then
+// does it move. Open MPI 4.1's shared-memory transport sends messages up to btl_vader_eager_limit =
+// 4096 bytes at once and the rest this way (`ompi_info --param btl vader --level 9`: eager_limit 4096,
+// single_copy_mechanism cma); the CPU backend's ranks share one host.
+constexpr Bytes kMpiEagerLimit = 4096;
+
 // A compute op that starts while NCCL kernels run on its GPU runs on the SMs they leave.
 //
 // Mechanism: NCCL runs each channel of a collective as one CTA (thread block) for the collective's
@@ -234,6 +244,10 @@ class PlanRun {
     RankCursor cursor;
     MemoryTimeline memory;
     int channels = 0;  // NCCL CTAs of the collectives it has posted that have not ended
+    // Polled progress: whether a compute op runs now, and the completions of communication that
+    // finished while it ran, seen when it ends (at_poll).
+    bool computing = false;
+    std::vector<std::function<void()>> at_next_poll;
     // The merged run (Coarse) running on the Compute stream, if any: its part in progress, when that
     // part started and the CTAs it started beside; `generation` voids superseded completion events.
     struct Run {
@@ -256,6 +270,13 @@ class PlanRun {
       return hash_combine(hash_combine(static_cast<std::uint64_t>(k.dst), static_cast<std::uint64_t>(k.src)), static_cast<std::uint64_t>(k.tag));
     }
   };
+  // A member of a collective instance: its simulated rank, its op, and when it posted it (its span
+  // starts there, as a real backend's does: the wait for the other members is part of it).
+  struct Member {
+    int si;
+    std::uint32_t op;
+    Time posted;
+  };
   struct Msg {
     bool arrived = false;
     int waiting_rank = -1;  // simulated-rank index of a Recv waiting for it
@@ -273,6 +294,7 @@ class PlanRun {
   Time run_end(const RankState& rs) const;
   void schedule_run_end(int si);
   void complete(int si, std::uint32_t op);
+  void at_poll(int si, std::function<void()> seen);
   void drain();
   void record(int si, const ExecOp& op, Time start, Time end);
   void memory(int si, Bytes delta);
@@ -301,7 +323,7 @@ class PlanRun {
   std::vector<int> rep_of_;                                // per rank: the simulated rank standing for it
   std::vector<std::vector<int>> sim_in_group_;             // per kind, per group: simulated members
   std::unordered_map<MsgKey, Msg, MsgHash> msgs_;
-  CollectiveMatcher<std::pair<int, std::uint32_t>> instances_;  // members: (simulated-rank index, op)
+  CollectiveMatcher<Member> instances_;
   std::vector<std::pair<int, std::uint32_t>> ready_;       // worklist of ops to start now
   std::vector<std::pair<int, std::uint32_t>> ready_compute_;  // ... its compute ops, started last
   std::vector<Span> spans_;
@@ -520,8 +542,15 @@ void PlanRun::start(int si, std::uint32_t i) {
       }
       const Time dur = sm_contended(op.duration, op.matmul, rs.prog->sms, rs.channels);
       if (dur != op.duration) ++stats_.contended_ops;
+      rs.computing = true;
       engine_.schedule_after(dur, [this, si, i, now] {
-        record(si, ranks_[static_cast<std::size_t>(si)].prog->ops[i], now, engine_.now());
+        RankState& r = ranks_[static_cast<std::size_t>(si)];
+        record(si, r.prog->ops[i], now, engine_.now());
+        // The rank polls: what finished while it computed is seen now, before its next op starts.
+        r.computing = false;
+        std::vector<std::function<void()>> seen;
+        seen.swap(r.at_next_poll);
+        for (auto& f : seen) f();
         complete(si, i);
       });
       break;
@@ -537,23 +566,35 @@ void PlanRun::start(int si, std::uint32_t i) {
       const int dsi = sim_index_[static_cast<std::size_t>(dst)];
       const std::int64_t tag = op.tag;
       const int src = rs.rank;
+      // The sender sees its send done, and the receiver the message, each at its own poll.
       auto arrived = [this, si, i, dsi, src, tag, now] {
-        const ExecOp& o = ranks_[static_cast<std::size_t>(si)].prog->ops[i];
-        record(si, o, now, engine_.now());
-        Msg& m = msgs_[{dsi, src, tag}];
-        m.arrived = true;
-        if (m.waiting_rank >= 0) {
-          const int wr = m.waiting_rank;
-          const std::uint32_t wo = m.waiting_op;
-          msgs_.erase({dsi, src, tag});
-          complete(wr, wo);
-        }
+        at_poll(si, [this, si, i, now] { record(si, ranks_[static_cast<std::size_t>(si)].prog->ops[i], now, engine_.now()); });
+        at_poll(dsi, [this, dsi, src, tag] {
+          Msg& m = msgs_[{dsi, src, tag}];
+          m.arrived = true;
+          if (m.waiting_rank >= 0) {
+            const int wr = m.waiting_rank;
+            const std::uint32_t wo = m.waiting_op;
+            msgs_.erase({dsi, src, tag});
+            complete(wr, wo);
+          }
+        });
         drain();
       };
-      if (sharing_) {
-        sharing_->start(dur, message_footprint(rs.rank, op.peer_offset, op.bytes), std::move(arrived));
+      const Footprint* footprint = sharing_ ? message_footprint(rs.rank, op.peer_offset, op.bytes) : nullptr;
+      auto transfer = [this, dur, footprint, arrived] {
+        if (sharing_) {
+          sharing_->start(dur, footprint, arrived);
+        } else {
+          engine_.schedule_after(dur, arrived);
+        }
+      };
+      // Polled progress: a message above MPI's eager limit goes by rendezvous, its data moving only
+      // once the receiver, polling, has matched it.
+      if (rs.prog->polled && op.bytes > kMpiEagerLimit) {
+        at_poll(dsi, transfer);
       } else {
-        engine_.schedule_after(dur, std::move(arrived));
+        transfer();
       }
       break;
     }
@@ -582,12 +623,14 @@ void PlanRun::start(int si, std::uint32_t i) {
       const auto ch = coll_channels_.find(key);
       const int channels = ch == coll_channels_.end() ? 0 : ch->second;
       change_channels(si, channels);
-      auto finish_all = [this, dur, now, &op, gid, channels](std::vector<std::pair<int, std::uint32_t>> members) {
-        auto done = [this, members = std::move(members), now, channels] {
-          for (const auto& [m, o] : members) {
-            change_channels(m, -channels);
-            record(m, ranks_[static_cast<std::size_t>(m)].prog->ops[o], now, engine_.now());
-            complete(m, o);
+      auto finish_all = [this, dur, &op, gid, channels](std::vector<Member> members) {
+        auto done = [this, members = std::move(members), channels] {
+          for (const Member& m : members) {
+            change_channels(m.si, -channels);
+            at_poll(m.si, [this, m] {
+              record(m.si, ranks_[static_cast<std::size_t>(m.si)].prog->ops[m.op], m.posted, engine_.now());
+              complete(m.si, m.op);
+            });
           }
           drain();
         };
@@ -597,7 +640,7 @@ void PlanRun::start(int si, std::uint32_t i) {
           engine_.schedule_after(dur, std::move(done));
         }
       };
-      auto members = instances_.arrive({op.group, gid, op.tag}, expected, {si, i});
+      auto members = instances_.arrive({op.group, gid, op.tag}, expected, {si, i, now});
       if (!members.empty()) finish_all(std::move(members));
       break;
     }
@@ -659,6 +702,17 @@ void PlanRun::change_channels(int si, int delta) {
   ++rs.run.generation;
   ++stats_.run_retimings;
   schedule_run_end(si);
+}
+
+// `seen` runs when rank `si` sees a communication finish: now, unless its progress is polled and it
+// is inside a compute op, then when that op ends.
+void PlanRun::at_poll(int si, std::function<void()> seen) {
+  RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  if (rs.prog->polled && rs.computing) {
+    rs.at_next_poll.push_back(std::move(seen));
+  } else {
+    seen();
+  }
 }
 
 void PlanRun::complete(int si, std::uint32_t i) {
@@ -764,7 +818,9 @@ Trace PlanRun::run() {
     auto [it, fresh] = exec_of.emplace(std::make_pair(p, dev.name), exec_.size());
     if (fresh) {
       const ComputeProfile prof = opt_.profile ? *opt_.profile : roofline_profile(dev);
-      exec_.push_back(prepare(plan_, plan_.programs[static_cast<std::size_t>(p)], prof, coarse));
+      const bool polled = prof.progress == CommProgress::Polled;
+      exec_.push_back(prepare(plan_, plan_.programs[static_cast<std::size_t>(p)], prof, coarse && !polled));
+      exec_.back().polled = polled;
     }
     exec_index[i] = it->second;
   }

@@ -627,3 +627,33 @@ TEST(Profile, TechniqueKernelTimesRoundTripAndUnknownKeysAreRefused) {
 }
 
 }  // namespace twinbed
+
+namespace twinbed {
+
+// How a rank sees its communication finish: independent by default, polled as the CPU backend's
+// calibrate writes it; it round-trips, and a misspelt value names the field and the accepted ones.
+TEST(Profile, CommunicationProgressRoundTripsAndAnUnknownOneIsRefused) {
+  const json j = json::parse(R"({"device": "cpu", "memory_bandwidth_GBps": 10})");
+  EXPECT_EQ(profile_from_json(j, MachineProfile{}, DeviceSpec{}).progress, CommProgress::Independent);
+  json polled = j;
+  polled["progress"] = "polled";
+  const MachineProfile p = profile_from_json(polled, MachineProfile{}, DeviceSpec{});
+  EXPECT_EQ(p.progress, CommProgress::Polled);
+  EXPECT_EQ(profile_to_json(p).at("progress"), "polled");
+  EXPECT_EQ(profile_from_json(profile_to_json(p), MachineProfile{}, DeviceSpec{}), p);
+  json bad = j;
+  bad["progress"] = "poled";
+  try {
+    profile_from_json(bad, MachineProfile{}, DeviceSpec{});
+    ADD_FAILURE() << "an unknown progress was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/progress");
+    EXPECT_NE(e.message().find("independent"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("polled"), std::string::npos) << e.message();
+  }
+  bad["progress"] = 1;
+  EXPECT_THROW(profile_from_json(bad, MachineProfile{}, DeviceSpec{}), ConfigError);
+  EXPECT_EQ(comm_progress_names(), (std::vector<std::string>{"independent", "polled"}));
+}
+
+}  // namespace twinbed

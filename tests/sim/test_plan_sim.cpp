@@ -645,6 +645,152 @@ TEST(PlanSim, APipelineMessageSharingALinkWithAnAllReduceSlows) {
   EXPECT_GT(span_time(t, 0, "first"), ring2(bytes, bw));
 }
 
+namespace {
+
+// Two CPU ranks (no SMs, no NCCL) on switch_of's links; `polled`: their profile says communication is
+// seen to finish only between compute ops (CommProgress::Polled), as the CPU backend runs.
+Topology two_cpus() {
+  DeviceSpec cpu;
+  cpu.name = "cpu";
+  cpu.peak_fp32 = 1e12;
+  cpu.peak_bf16 = 1e12;
+  cpu.memory_bandwidth = 1e11;
+  return topo::single_switch(2, {100 * GBps, Time::us(1)}, cpu);
+}
+
+PlanSimOptions cpu_options(const Topology& topo, bool polled, Fidelity fidelity = Fidelity::Full) {
+  PlanSimOptions o;
+  o.fidelity = fidelity;
+  o.collective_algorithm = "ring";
+  o.profile = roofline_profile(topo.device(0));
+  o.profile->progress = polled ? CommProgress::Polled : CommProgress::Independent;
+  return o;
+}
+
+OpCost cube_gemm(const char* name, std::int64_t n) {
+  return matmul_cost(name, OpCost::Kind::Gemm, OpCost::Phase::Forward, n, n, n, 1, DType::FP32);
+}
+
+// The span named `name` on `rank`.
+Span span_named(const Trace& t, int rank, const std::string& name) {
+  for (const Span& s : t.spans)
+    if (s.rank == rank && t.names[s.name] == name) return s;
+  ADD_FAILURE() << "no span " << name << " on rank " << rank;
+  return Span{};
+}
+
+// Rank 0 computes "lead" (a 256³ GEMM), then sends `bytes` to rank 1 and computes "long" (2048³),
+// both posted when "lead" ends; rank 1 computes "short" (1024³, an eighth of "long") from 0, receives,
+// then computes "after", which needs the message.
+Plan message_beside_compute(Bytes bytes) {
+  Plan plan = bare_plan(2);
+  plan.names = {"send", "recv", "long", "short", "after", "lead"};
+  plan.costs = {cube_gemm("long", 2048), cube_gemm("short", 1024), cube_gemm("lead", 256)};
+  auto compute = [](std::uint32_t cost, std::uint32_t name) {
+    PlanOp op;
+    op.kind = OpKind::Compute;
+    op.stream = StreamKind::Compute;
+    op.span = SpanKind::Gemm;
+    op.cost = cost;
+    op.name = name;
+    return op;
+  };
+  PlanOp send;
+  send.kind = OpKind::Send;
+  send.stream = StreamKind::P2P;
+  send.span = SpanKind::SendRecv;
+  send.peer_offset = 1;
+  send.tag = 3;
+  send.bytes = bytes;
+  send.name = 0;
+  const std::uint32_t lead = plan.programs[0].add(compute(2, 5));
+  plan.programs[0].add(send, {lead});
+  plan.programs[0].add(compute(0, 2), {lead});
+  plan.programs[1].add(compute(1, 3));
+  PlanOp recv = send;
+  recv.kind = OpKind::Recv;
+  recv.peer_offset = -1;
+  recv.name = 1;
+  const std::uint32_t r = plan.programs[1].add(recv);
+  plan.programs[1].add(compute(1, 4), {r});
+  validate(plan);
+  return plan;
+}
+
+}  // namespace
+
+// A collective's span starts where its rank posted it, as the real backends record it: the wait for
+// the other members is part of it. Rank 0 computes, then all-reduces; rank 1 all-reduces at once.
+TEST(PlanSim, ACollectiveSpanStartsWhereItsRankPostedIt) {
+  const Topology topo = two_cpus();
+  auto [plan, compute] = dp_pair_computing(cube_gemm("gemm", 1024));
+  const std::uint32_t first = plan.programs[0].add(compute);
+  plan.programs[0].add(all_reduce(GroupKind::Dp, StreamKind::Collective, MiB, 0), {first});
+  plan.programs[1].add(all_reduce(GroupKind::Dp, StreamKind::Collective, MiB, 0));
+  validate(plan);
+  const Trace t = simulate_plan(plan, topo, cpu_options(topo, false));
+  const Span gemm = span_named(t, 0, "second");
+  const Span late = span_named(t, 0, "first"), early = span_named(t, 1, "first");
+  EXPECT_EQ(late.start, gemm.end);
+  EXPECT_EQ(early.start, Time{}) << "rank 1 posted it at 0 and waited for rank 0";
+  EXPECT_EQ(early.end, late.end);
+  EXPECT_GT(late.end, late.start);
+}
+
+// Polled progress (CommProgress::Polled), a message above MPI's eager limit: its data moves once the
+// receiver polls (rank 1 ends "short"), and the sender sees it done when it polls next (rank 0 ends
+// "long"). With independent progress the message flies at once and the sender sees it arrive. A
+// message within the eager limit moves at once either way; the ranks still see it at their polls.
+TEST(PlanSim, PolledProgressSeesCommunicationBetweenComputeOps) {
+  const Topology topo = two_cpus();
+  const Trace independent = simulate_plan(message_beside_compute(MiB), topo, cpu_options(topo, false));
+  const Span sent = span_named(independent, 0, "send");
+  const Time d = sent.end - sent.start;
+  const Time lead_end = span_named(independent, 0, "lead").end;
+  const Time long_end = span_named(independent, 0, "long").end;
+  const Time short_end = span_named(independent, 1, "short").end;
+  ASSERT_GT(d, Time{});
+  ASSERT_LT(lead_end, short_end);
+  ASSERT_LT(short_end + d, long_end);
+  EXPECT_EQ(sent.start, lead_end);
+  EXPECT_EQ(span_named(independent, 1, "after").start, short_end);  // the message was there already
+
+  const Trace polled = simulate_plan(message_beside_compute(MiB), topo, cpu_options(topo, true));
+  EXPECT_EQ(span_named(polled, 0, "send").start, lead_end);
+  EXPECT_EQ(span_named(polled, 0, "send").end, long_end);
+  EXPECT_EQ(span_named(polled, 1, "after").start, short_end + d);  // moved only after rank 1 polled
+
+  const Trace eager = simulate_plan(message_beside_compute(4096), topo, cpu_options(topo, true));
+  EXPECT_EQ(span_named(eager, 0, "send").end, long_end);
+  EXPECT_EQ(span_named(eager, 1, "after").start, short_end);
+
+  // Coarse does not merge polled ranks' compute ops (each op's end is a poll): the same spans.
+  const Trace coarse = simulate_plan(message_beside_compute(MiB), topo, cpu_options(topo, true, Fidelity::Coarse));
+  EXPECT_EQ(coarse.spans, polled.spans);
+}
+
+// Polled progress, a collective: rank 0 posts an all-reduce and computes beside it; rank 1 only
+// all-reduces. Rank 1 sees it end when it does; rank 0 when its compute op ends.
+TEST(PlanSim, PolledProgressSeesACollectiveEndAtTheNextPoll) {
+  const Topology topo = two_cpus();
+  const OpCost gemm = cube_gemm("gemm", 2048);
+  auto [plan, compute] = dp_pair_computing(gemm);
+  plan.programs[0].add(all_reduce(GroupKind::Dp, StreamKind::Collective, MiB, 0));
+  plan.programs[0].add(compute);
+  plan.programs[1].add(all_reduce(GroupKind::Dp, StreamKind::Collective, MiB, 0));
+  validate(plan);
+  const Trace independent = simulate_plan(plan, topo, cpu_options(topo, false));
+  const Time reduce = span_named(independent, 1, "first").end;
+  const Time gemm_end = span_named(independent, 0, "second").end;
+  ASSERT_LT(reduce, gemm_end);
+  EXPECT_EQ(span_named(independent, 0, "first").end, reduce);
+
+  const Trace polled = simulate_plan(plan, topo, cpu_options(topo, true));
+  EXPECT_EQ(span_named(polled, 1, "first").end, reduce);
+  EXPECT_EQ(span_named(polled, 0, "first").end, gemm_end);
+  EXPECT_EQ(polled.step_time, independent.step_time);
+}
+
 // Backends are found by name: the simulator registers itself as "sim" and runs as simulate_plan does
 // with the experiment's options; an unknown name lists the known ones.
 TEST(PlanSim, TheSimulatorIsTheBackendNamedSim) {

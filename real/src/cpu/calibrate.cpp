@@ -191,6 +191,7 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
   detail::flush_subnormals_on_this_thread();  // as the CPU backend runs (cpu_compute.hpp)
   MachineProfile p;
   p.device = "cpu-fp32";
+  p.progress = CommProgress::Polled;  // the CPU backend tests its requests between compute ops (profile.hpp)
   const int ranks = mpi.size();
 
   // GEMMs: every rank runs the same shape at the same time.

@@ -12,6 +12,7 @@
 //    "launch_overhead_us": 4.0,               // fixed cost per kernel
 //    "sparse_speedup": 1.25,                  // 2:4-sparse GEMM against dense (1: no sparse tensor cores)
 //    "link": {"latency_us": 1.2, "bandwidth_GBps": 5.1},   // point-to-point: latency + bytes/bandwidth
+//    "progress": "polled",                    // when communication is seen to finish (CommProgress)
 //    "kernel_ns_per_element": {"tgc.compress.topk": 2.2, ...},  // technique kernels as measured, below
 //    "sparse_gemm_TFLOPs": {"block": 0.05, "2:4": 0.02},  // DSA's sparse GEMMs: FLOP/s of the non-zero work
 //    "provenance": {"machine": "host", "date": "2026-11-22T14:00:00Z", "git_revision": "abc123",
@@ -106,6 +107,18 @@ Bytes masked_step_rest_bytes(const OpCost& op);
 // The keys calibrate measures, in that order.
 std::vector<std::string> technique_kernel_keys();
 
+// When a rank sees its communication finish. `independent` (the default): as soon as the transfer
+// is done — a GPU's NCCL kernels and copy engines run beside its compute kernels. `polled`: only where
+// the rank polls, between its compute ops — MPI without an asynchronous progress thread (Open MPI's
+// default) advances and completes requests inside MPI calls only, and the CPU backend's single thread
+// calls MPI_Test between one compute op and the next (real/src/cpu/cpu_backend.cpp), so a message or
+// collective that finishes during a compute op is seen to, and releases what waits on it, when that op
+// ends. `calibrate` of the CPU backend writes `polled`.
+enum class CommProgress { Independent, Polled };
+std::string to_string(CommProgress p);          // "independent", "polled"
+CommProgress parse_comm_progress(const std::string& name);  // UnknownName listing them otherwise
+std::vector<std::string> comm_progress_names();
+
 struct MachineProfile {
   std::string device;
   std::map<DType, FlopsPerSec> gemm_rate;  // achieved dense matmul FLOP/s per dtype: large GEMMs
@@ -116,6 +129,7 @@ struct MachineProfile {
   Time launch_overhead;
   double sparse_speedup = 1;               // a 2:4-sparse GEMM against the dense one (1: no such hardware)
   std::optional<LinkProfile> link;
+  CommProgress progress = CommProgress::Independent;
   std::map<std::string, double> kernel_seconds_per_element;  // by technique_kernel_key; measured only
   std::map<std::string, FlopsPerSec> sparse_gemm_rate;       // "block", "2:4": non-zero FLOP/s; measured only
   std::optional<Provenance> provenance;

@@ -10,7 +10,9 @@
 //    time × sms / (sms − channels), channels capped at sms − 1, evaluated at its start (plan_sim.cpp,
 //    sm_contended, with the source). Memory-bound ops, devices without an SM count (CPU profiles) and
 //    collectives NCCL's model does not time (explicit schedules) are unaffected.
-//  - A Collective starts when every member of its communicator has reached it. Alone, it lasts what
+//  - A Collective starts when every member of its communicator has reached it; each rank's span of it
+//    starts where that rank posted it (the wait for the others is part of it, as the real backends
+//    record it). Alone, it lasts what
 //    the collective simulator (or NCCL's model, for "auto") gives for that schedule with every
 //    communicator of the same kind running it at once on the topology (group_collectives.hpp), cached
 //    per (op, group kind, bytes).
@@ -22,6 +24,11 @@
 //    over the links its schedule or path uses, max-min fair, re-rated whenever one starts or ends).
 //    Where no link is over-subscribed, each takes exactly its alone time. With the "analytical"
 //    network model, or free communication, nothing contends.
+//  - Polled progress (the profile's CommProgress::Polled: MPI ranks that test their requests between
+//    compute ops, as the CPU backend runs): a rank sees a message or collective finish — its span
+//    ends, what waits on it is released — at its next poll, the end of the compute op running then; a
+//    message above MPI's eager limit (4 KiB, Open MPI's shared memory) starts moving only at the
+//    receiver's next poll (rendezvous). Independent progress (GPUs, the default): at once.
 //  - Alloc/Free change the rank's live bytes at the time they run → Trace::memory. A program with a
 //    planned arena (Program::arena, the zrdf pass) holds the arena's bytes from time 0, and its tensors
 //    placed in the arena add nothing.
@@ -42,6 +49,7 @@
 //    time is unchanged by construction (the run's ops would have run back to back anyway; each of
 //    them still meets the NCCL CTAs in flight at its own start: the run is re-timed when they change
 //    during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op tables merge.
+//    Ranks with polled progress are not merged (each op's end is a poll): Coarse is Representative there.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
 // (each distinct (op, kind, bytes) once), plus the link sharing: O(links of an op) to start or end an
