@@ -14,7 +14,9 @@
 //    time, and its span lasts until the message is through.
 //  - Collectives. Members of one collective instance are matched by (group kind, group index, tag)
 //    (CollectiveInstance; tag = the op's sequence number on its communicator kind); it starts when the
-//    last member expected arrives (CollectiveMatcher) and finishes on all of them together. A backend
+//    last member expected arrives (CollectiveMatcher) and finishes on all of them together (each
+//    member's span runs from where it posted it, so its wait for the others is part of it; a rank
+//    that polls its communication between compute ops sees the end at its next poll). A backend
 //    whose transport matches collectives by their order on a (kind, stream) communicator — MPI, NCCL —
 //    needs members to put a kind's collectives on the same streams (check_collective_streams).
 //  - Representatives. The lowest rank running each program stands for the program (representatives):
