@@ -385,6 +385,23 @@ void add_group(Plan& plan, GroupKind kind, const std::vector<int>& members) {
   set.members.push_back(members);
 }
 
+// A message of `bytes` from a rank to the next: its Send (P2P stream) and the next rank's Recv, both
+// tagged `tag` and named `name`.
+std::pair<PlanOp, PlanOp> message(Bytes bytes, std::int64_t tag, std::uint32_t name) {
+  PlanOp send;
+  send.kind = OpKind::Send;
+  send.stream = StreamKind::P2P;
+  send.span = SpanKind::SendRecv;
+  send.peer_offset = 1;
+  send.tag = tag;
+  send.bytes = bytes;
+  send.name = name;
+  PlanOp recv = send;
+  recv.kind = OpKind::Recv;
+  recv.peer_offset = -1;
+  return {send, recv};
+}
+
 PlanOp all_reduce(GroupKind kind, StreamKind stream, Bytes bytes, std::uint32_t name) {
   PlanOp op = collective_op(CollectiveOp::AllReduce, kind, bytes, stream);
   op.name = name;
@@ -618,17 +635,7 @@ TEST(PlanSim, APipelineMessageSharingALinkWithAnAllReduceSlows) {
   auto plan_with = [&](bool reduce) {
     Plan plan = bare_plan(2);
     add_group(plan, GroupKind::Dp, {0, 1});
-    PlanOp send;
-    send.kind = OpKind::Send;
-    send.stream = StreamKind::P2P;
-    send.span = SpanKind::SendRecv;
-    send.peer_offset = 1;
-    send.tag = 1;
-    send.bytes = bytes;
-    send.name = 2;
-    PlanOp recv = send;
-    recv.kind = OpKind::Recv;
-    recv.peer_offset = -1;
+    const auto [send, recv] = message(bytes, 1, 2);
     plan.programs[0].add(send);
     plan.programs[1].add(recv);
     if (reduce) {
@@ -695,22 +702,12 @@ Plan message_beside_compute(Bytes bytes) {
     op.name = name;
     return op;
   };
-  PlanOp send;
-  send.kind = OpKind::Send;
-  send.stream = StreamKind::P2P;
-  send.span = SpanKind::SendRecv;
-  send.peer_offset = 1;
-  send.tag = 3;
-  send.bytes = bytes;
-  send.name = 0;
+  auto [send, recv] = message(bytes, 3, 0);
+  recv.name = 1;
   const std::uint32_t lead = plan.programs[0].add(compute(2, 5));
   plan.programs[0].add(send, {lead});
   plan.programs[0].add(compute(0, 2), {lead});
   plan.programs[1].add(compute(1, 3));
-  PlanOp recv = send;
-  recv.kind = OpKind::Recv;
-  recv.peer_offset = -1;
-  recv.name = 1;
   const std::uint32_t r = plan.programs[1].add(recv);
   plan.programs[1].add(compute(1, 4), {r});
   validate(plan);
