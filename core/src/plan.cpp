@@ -200,14 +200,30 @@ Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const La
   return bytes;
 }
 
-OpCost optimizer_step_cost(std::int64_t updated) {
+OpCost optimizer_step_cost(const std::vector<ParamTensor>& params, const Layout& layout, bool fused) {
+  constexpr Bytes kAdam = 28;  // FP32 weight, momentum and variance read and written, the gradient read (plan.hpp)
   OpCost step;
   step.name = "optimizer_step";
   step.kind = OpCost::Kind::MemoryBound;
   step.phase = OpCost::Phase::BackwardWeight;
-  step.bytes = 28 * updated;
-  step.flops = 16.0 * static_cast<double>(updated);  // AdamW's count (plan.hpp)
   step.dtype = DType::FP32;
+  std::int64_t updated = 0;
+  for (const StateGroup& g : state_groups(params, layout)) {
+    const std::int64_t n = updated_of(g, layout);
+    updated += n;
+    Bytes per = kAdam;
+    if (!fused) {
+      const Bytes grad = gradient_bytes_per_element(layout, g.dtype);
+      const Bytes weight = bytes_per_element(g.dtype);
+      per += 4 + grad;                      // the norm of the FP32 gradients; the gradient buffer zeroed
+      if (weight < 4) {                     // 16-bit weights: an FP32 master copy
+        if (grad < 4) per += grad + 4;      // gradients copied into FP32 main gradients
+        per += 4 + weight;                  // the master weights copied into the model's
+      }
+    }
+    step.bytes += per * n;
+  }
+  step.flops = (fused ? 16.0 : 18.0) * static_cast<double>(updated);  // AdamW's count, and the norm's (plan.hpp)
   return step;
 }
 

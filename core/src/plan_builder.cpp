@@ -535,7 +535,7 @@ class Builder {
     op.stream = StreamKind::Compute;
     op.span = SpanKind::Optimizer;
     op.name = tables_.name("optimizer_step");
-    op.cost = tables_.cost(optimizer_step_cost(updated_params_of(prog_->params, l_)));
+    op.cost = tables_.cost(optimizer_step_cost(prog_->params, l_, m_.fused_optimizer));
     op.params = stage_set_;
     last_compute_ = prog_->add(op, deps);
 

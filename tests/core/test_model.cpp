@@ -517,16 +517,20 @@ TEST(ModelJson, PresetWithOverrides) {
 }
 
 TEST(ModelJson, AttentionAndFusionOptions) {
-  const TransformerModel m =
-      model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "attention": "flash", "fused_elementwise": false})"));
+  const TransformerModel m = model_from_json(
+      json::parse(R"({"preset": "gpt3-6.7b", "attention": "flash", "fused_elementwise": false, "fused_optimizer": false})"));
   EXPECT_EQ(m.attention, AttentionImpl::Flash);
   EXPECT_FALSE(m.fused_elementwise);
+  EXPECT_FALSE(m.fused_optimizer);
   EXPECT_EQ(model_to_json(m)["attention"], "flash");
   EXPECT_EQ(model_to_json(m)["fused_elementwise"], false);
+  EXPECT_EQ(model_to_json(m)["fused_optimizer"], false);
   EXPECT_EQ(model_from_json(model_to_json(m)), m);
   const TransformerModel defaults = model_from_json(json::parse(R"({"preset": "gpt3-6.7b"})"));
   EXPECT_EQ(defaults.attention, AttentionImpl::Fused);
   EXPECT_TRUE(defaults.fused_elementwise);
+  EXPECT_TRUE(defaults.fused_optimizer);
+  EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "fused_optimizer": "no"})")), "/model/fused_optimizer");
 }
 
 TEST(ModelJson, StrictErrorsNameThePath) {

@@ -125,3 +125,28 @@ TEST(LoraPass, ErrorsNameTheEntry) {
   EXPECT_THROW(lora_params_from_json({{"pass", "lora"}, {"targets", {"router"}}}, "/t"), ConfigError);
   EXPECT_THROW(lora_params_from_json({{"pass", "lora"}, {"alpha", 0}}, "/t"), ConfigError);
 }
+
+// The optimizer step as separate passes (TransformerModel::fused_optimizer false) is what the builder
+// costs, and LoRA re-costs it the same way for the adapters it leaves trainable: fewer bytes than the
+// dense step, more than the fused step over the same adapters.
+TEST(LoraPass, KeepsTheModelsOptimizerStep) {
+  TransformerModel m = tiny();
+  m.fused_optimizer = false;
+  const Layout l = layout3d(2, 1, 1, 2);
+  auto step_of = [](const Plan& plan, const Program& prog) -> const OpCost& {
+    for (const PlanOp& op : prog.ops)
+      if (op.span == SpanKind::Optimizer) return cost_of(plan, op);
+    throw std::logic_error("no optimizer step");
+  };
+  const Plan base = build(l, m);
+  const Program& dense = base.programs[0];
+  EXPECT_EQ(step_of(base, dense).bytes, optimizer_step_cost(dense.params, l, false).bytes);
+  EXPECT_EQ(step_of(base, dense).bytes, 46 * trainable(dense));  // BF16 weights and gradients
+  Plan plan = base;
+  apply_lora(plan, LoraParams{4, 16, {ParamKind::Qkv, ParamKind::Fc2}});
+  const Program& adapted = plan.programs[0];
+  const OpCost& step = step_of(plan, adapted);
+  EXPECT_EQ(step.bytes, optimizer_step_cost(adapted.params, l, false).bytes);
+  EXPECT_GT(step.bytes, optimizer_step_cost(adapted.params, l, true).bytes);
+  EXPECT_LT(step.bytes, step_of(base, dense).bytes);
+}

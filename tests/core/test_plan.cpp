@@ -41,13 +41,53 @@ TEST(Plan, RepresentationCostsWhatTheHeaderSays) {
   EXPECT_EQ(sizeof(Program::deps[0]), 4u);
 }
 
-// AdamW per parameter: 28 bytes moved, 16 FLOPs (the count in plan.hpp).
+// The optimizer step per updated parameter (the counts in plan.hpp): fused, AdamW's 28 bytes and 16
+// FLOPs in any precision; as Megatron-LM's separate passes, BF16 weights with BF16 gradients 46 bytes
+// (gradients to FP32 2 + 4, norm 4, Adam 28, weights back 4 + 2, zeroing 2), with FP32 gradient buffers
+// 42 (no copy, zeroing 4), FP32 weights 36 (norm, Adam, zeroing); 18 FLOPs with the norm's. ZeRO-1
+// over dp 4 updates a quarter of them; frozen tensors none.
 TEST(Plan, OptimizerStepCost) {
-  const OpCost step = optimizer_step_cost(1000);
+  ParamTensor bf16;
+  bf16.elements = 1000;
+  ParamTensor fp32 = bf16;
+  fp32.dtype = DType::FP32;
+  fp32.elements = 400;
+  ParamTensor frozen = bf16;
+  frozen.trainable = false;
+  Layout l;  // dp 1, no ZeRO, gradients in the model's dtype
+  const OpCost step = optimizer_step_cost({bf16}, l, true);
   EXPECT_EQ(step.bytes, 28000);
   EXPECT_EQ(step.flops, 16000.0);
   EXPECT_EQ(step.kind, OpCost::Kind::MemoryBound);
   EXPECT_EQ(step.dtype, DType::FP32);
+  EXPECT_EQ(optimizer_step_cost({bf16, fp32, frozen}, l, true).bytes, 28 * 1400);
+  EXPECT_EQ(optimizer_step_cost({bf16}, l, false).bytes, 46000);
+  EXPECT_EQ(optimizer_step_cost({bf16}, l, false).flops, 18000.0);
+  EXPECT_EQ(optimizer_step_cost({fp32}, l, false).bytes, 36 * 400);
+  EXPECT_EQ(optimizer_step_cost({bf16, fp32, frozen}, l, false).bytes, 46000 + 36 * 400);
+  Layout fp32_grads = l;
+  fp32_grads.grad_dtype = GradDtype::FP32;
+  EXPECT_EQ(optimizer_step_cost({bf16}, fp32_grads, false).bytes, 42000);
+  Layout zero1 = l;
+  zero1.dp = 4;
+  zero1.zero_stage = 1;
+  EXPECT_EQ(optimizer_step_cost({bf16}, zero1, false).bytes, 46 * 250);
+}
+
+// The builder costs the step the model's way (TransformerModel::fused_optimizer).
+TEST(Plan, TheOptimizerStepIsTheModels) {
+  const Layout l = layout3d(2, 2, 2, 4);
+  for (const bool fused : {true, false}) {
+    TransformerModel m = tiny();
+    m.fused_optimizer = fused;
+    const Plan plan = build_plan(m, l, cluster(l));
+    for (const Program& prog : plan.programs) {
+      for (const PlanOp& op : prog.ops) {
+        if (op.span != SpanKind::Optimizer) continue;
+        EXPECT_EQ(plan.costs[static_cast<std::size_t>(op.cost)], optimizer_step_cost(prog.params, l, fused));
+      }
+    }
+  }
 }
 
 TEST(Plan, OneProgramPerStageSharedByItsRanks) {

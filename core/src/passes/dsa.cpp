@@ -72,7 +72,7 @@ Program rewrite(const Plan& plan, const Program& prog, const DsaParams& p, PlanT
   // The masked optimizer step, the refresh before it, and the masks.
   const std::uint32_t step = passes::optimizer_step_index(prog);
   const std::int64_t shard = updated_params_of(only_targets, l);  // target parameters of the rank's optimizer shard
-  OpCost masked_step = optimizer_step_cost(updated_params_of(masked, l));
+  OpCost masked_step = optimizer_step_cost(masked, l, plan.model.fused_optimizer);
   masked_step.bytes += shard;  // the mask it reads
   masked_step.kernel = OpCost::Kernel::MaskedStep;
   masked_step.elements = shard;  // the masked ones among the step's parameters

@@ -114,7 +114,7 @@ class LoraRewrite {
     }
     if (!(l_.zero_stage == 3 && l_.dp > 1)) emit_buckets(e, prog, step, ready, before_step);
     for (OpRef r : before_step) e.add_dep(OpRef::original(step), r);
-    passes::refresh_model_state(e, l_, tables_);
+    passes::refresh_model_state(e, plan_, tables_);
     return e.finish();
   }
 

@@ -26,7 +26,8 @@ std::uint32_t optimizer_step_index(const Program& p) {
   throw InvalidArgument("the program has no optimizer step");
 }
 
-void refresh_model_state(ProgramEditor& e, const Layout& layout, PlanTables& tables) {
+void refresh_model_state(ProgramEditor& e, const Plan& plan, PlanTables& tables) {
+  const Layout& layout = plan.layout;
   const ModelStateBytes state = model_state_of(e.params(), layout);
   for (std::uint32_t i = 0; i < e.size(); ++i) {
     PlanOp& op = e.op(i);
@@ -38,7 +39,7 @@ void refresh_model_state(ProgramEditor& e, const Layout& layout, PlanTables& tab
   }
   PlanOp& step = e.op(optimizer_step_index(e.original()));
   OpCost cost = tables.cost_of(step.cost);  // a copy: the table may grow below
-  const OpCost fresh = optimizer_step_cost(updated_params_of(e.params(), layout));
+  const OpCost fresh = optimizer_step_cost(e.params(), layout, plan.model.fused_optimizer);
   cost.bytes = fresh.bytes;
   cost.flops = fresh.flops;
   step.cost = tables.cost(cost);

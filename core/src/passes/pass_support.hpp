@@ -62,7 +62,7 @@ std::uint32_t optimizer_step_index(const Program& p);
 // After a pass changed the parameter tensors (frozen some, added some, changed dtypes): the model
 // state Allocs and Frees (weights, gradients, optimizer state) get the bytes model_state_of gives,
 // and the optimizer step is re-costed for the parameters it now updates.
-void refresh_model_state(ProgramEditor& e, const Layout& layout, PlanTables& tables);
+void refresh_model_state(ProgramEditor& e, const Plan& plan, PlanTables& tables);
 
 // Parameter names as JSON: a list of strings parsed by parse_param_kind; ConfigError at path/i.
 std::vector<ParamKind> read_param_kinds(const nlohmann::json& v, const std::string& path);

@@ -145,7 +145,7 @@ class PrecisionRewrite {
         changed = true;
       }
     }
-    if (params_changed) passes::refresh_model_state(e, l_, tables_);
+    if (params_changed) passes::refresh_model_state(e, plan_, tables_);
     changed = add_step_ops(e, step, loss_scale) || changed;
     return changed ? e.finish() : prog;
   }

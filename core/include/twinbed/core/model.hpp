@@ -79,6 +79,11 @@ struct TransformerModel {
   // Megatron's bias-GeLU and bias-dropout-add fusions: true, one memory pass each; false, the bias add,
   // GeLU, dropout and residual add each a pass of their own.
   bool fused_elementwise = true;
+  // The optimizer step: true, one fused pass over the state (28 bytes per parameter, plan.hpp's
+  // optimizer_step_cost); false, the separate passes of Megatron-LM's mixed-precision optimizer
+  // (gradients to FP32, their norm for clipping, Adam, FP32 weights back to the model's dtype, the
+  // gradient buffer zeroed), as Megatron-LM, Megatron-DeepSpeed and DeepSpeed run it.
+  bool fused_optimizer = true;
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
   bool moe() const { return experts > 1; }
@@ -330,7 +335,7 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 
 // {"preset"?, "name", "layers", "hidden", "heads", "ffn_hidden"?, "seq_len", "vocab", "experts"?,
 //  "top_k"?, "dtype"?, "attention"? ("unfused" | "fused" | "flash", default "fused"),
-//  "fused_elementwise"? (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
+//  "fused_elementwise"? (default true), "fused_optimizer"? (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
 // them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
 // or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
 // ffn_hidden resolved (never 0) and has passed validate().

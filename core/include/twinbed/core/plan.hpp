@@ -245,16 +245,26 @@ Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const La
 
 // ---- op construction shared by the builder and the passes -----------------------------------------
 
-// The Adam step over `updated` parameters: a memory-bound op (phase BackwardWeight, FP32) of 28 bytes
-// per parameter in either precision: with 16-bit weights it reads and writes the FP32 master weight,
-// momentum and variance (24 B), reads the gradient and writes the 16-bit weight (2 + 2 B); in pure FP32
-// it reads and writes the weight, momentum and variance (24 B) and reads the gradient (4 B).
-// 16 FLOPs per parameter: AdamW, as Megatron-LM runs it (apex FusedAdam with decoupled weight decay),
+// The optimizer step over the parameters of `params` the rank updates under `layout`
+// (updated_params_of): one memory-bound op (phase BackwardWeight, FP32).
+//  - fused (TransformerModel::fused_optimizer, the default): one Adam pass of 28 bytes per parameter in
+//    either precision: with 16-bit weights it reads and writes the FP32 master weight, momentum and
+//    variance (24 B), reads the gradient and writes the 16-bit weight (2 + 2 B); in pure FP32 it reads
+//    and writes the weight, momentum and variance (24 B) and reads the gradient (4 B).
+//  - not fused: the passes of Megatron-LM's mixed-precision step (megatron/optimizer/optimizer.py,
+//    Float16OptimizerWithFloat16Params.step, and the grad buffer's zero() before the next iteration):
+//    16-bit gradients copied into FP32 main gradients (_copy_model_grads_to_main_grads: g + 4 B; none
+//    when the gradients are FP32 already, layout grad_dtype), their norm for clipping
+//    (clip_grad_norm_fp32: 4 B read), Adam on the FP32 weights (28 B), the FP32 weights copied into the
+//    model's (_copy_main_params_to_model_params: 4 + w B), the gradient buffer zeroed (g B). With
+//    BF16 weights and FP32 gradients 42 B, BF16 gradients 46 B; FP32 weights 36 B (norm, Adam, zero).
+//    FP16's loss-scale unscale is not counted here: it is the precision pass's loss_scale op.
+// 16 FLOPs per parameter (18 with the norm's square and add): AdamW, as Megatron-LM runs it (apex FusedAdam with decoupled weight decay),
 // counted with the per-step scalars (1−β₁, 1−β₁ᵗ, η·α, η·λ, ...) made once. Kingma & Ba 2015
 // (arXiv:1412.6980) Algorithm 1: m ← β₁·m + (1−β₁)·g 3, v ← β₂·v + (1−β₂)·g² 4, the bias corrections
 // m̂ = m/(1−β₁ᵗ) and v̂ = v/(1−β₂ᵗ) 1 each, θ ← θ − α·m̂/(√v̂ + ε) 5 (√, +, ÷, ×, −): 14; Loshchilov &
 // Hutter 2019 (arXiv:1711.05101) Algorithm 2's decoupled decay θ ← θ − η·λ·θ: 2 more (×, −).
-OpCost optimizer_step_cost(std::int64_t updated);
+OpCost optimizer_step_cost(const std::vector<ParamTensor>& params, const Layout& layout, bool fused);
 // What a trace records a compute op as: gemm, attention or memory-bound.
 SpanKind span_of(const OpCost& cost);
 // A Collective op on `group` (fields other than kind, stream, span, op, group and bytes left default:

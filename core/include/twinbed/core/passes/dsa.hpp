@@ -22,7 +22,7 @@
 //    sparse_speedup); its data-gradient GEMMs (dY·W) too, except that a 2:4 mask of W is not 2:4 along
 //    the dimension that GEMM reduces over, so n:m saves FLOPs there but no time.
 //  - The optimizer step becomes a masked step (kernel MaskedStep): the optimizer state of frozen
-//    entries is neither read nor written: 28 bytes per updated parameter (optimizer_step_cost) with
+//    entries is neither read nor written: optimizer_step_cost's bytes per updated parameter with
 //    the targets counted × d, plus the 1-byte mask of every target parameter it reads.
 //  - A mask refresh (kernel MaskRefresh) before the optimizer step: importance = |g| and momentum read
 //    (gradient bytes + 4), the score written and read by the selection (4 + 2·4), the mask written (1):
