@@ -709,7 +709,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "ffn_hidden",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention",
-                                             "fused_elementwise", "fused_optimizer"};
+                                             "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
   require_object(j, path);
   check_keys(j, path, accepted);
   TransformerModel m;
@@ -739,6 +739,9 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
   if (j.contains("fused_optimizer")) m.fused_optimizer = read_bool(j["fused_optimizer"], path + "/fused_optimizer");
+  if (j.contains("fused_grad_accumulation")) {
+    m.fused_grad_accumulation = read_bool(j["fused_grad_accumulation"], path + "/fused_grad_accumulation");
+  }
   validate(m, path);
   return m;
 }
@@ -748,7 +751,8 @@ json model_to_json(const TransformerModel& m) {
               {"heads", m.heads},       {"ffn_hidden", m.ffn()}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)},
-              {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer}};
+              {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},
+              {"fused_grad_accumulation", m.fused_grad_accumulation}};
 }
 
 }  // namespace twinbed

@@ -6,6 +6,7 @@
 #include <array>
 #include <functional>
 #include <optional>
+#include <string_view>
 #include <string>
 #include <unordered_map>
 
@@ -323,7 +324,10 @@ class Builder {
       const int from = (stage_ < p - 1) ? stride_ : -(p - 1) * stride_;
       prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2 + 1, "pp.recv_grad", mb, -1);
     } else {
-      for (std::size_t i = 0; i < lists_[kHeadBwd].size(); ++i) prev = compute(kHeadBwd, i, "", mb, prev, -1, -1);
+      for (std::size_t i = 0; i < lists_[kHeadBwd].size(); ++i) {
+        prev = compute(kHeadBwd, i, "", mb, prev, -1, -1);
+        prev = accumulate_gradient(kHeadBwd, i, "", mb, prev, -1, -1);
+      }
       // The head's gradients (tied embedding copy, final norm) are ready here; with pp == 1 they are
       // counted with the embedding's below.
       if (final_pass && stage_ > 0) {
@@ -378,6 +382,7 @@ class Builder {
         } else {
           after_op(name, false, mb, prev, prefix, layer);
         }
+        prev = accumulate_gradient(kBwd, i, prefix, mb, prev, layer, local);
       }
       if (column.reduce >= 0 || column.wgrad_next) {
         throw InvalidArgument("build_plan: a column-parallel layer's weight gradient or its consumer is missing from " +
@@ -403,7 +408,10 @@ class Builder {
       }
     }
     if (vs == 0) {
-      for (std::size_t i = 0; i < lists_[kEmbBwd].size(); ++i) prev = compute(kEmbBwd, i, "", mb, prev, -1, -1);
+      for (std::size_t i = 0; i < lists_[kEmbBwd].size(); ++i) {
+        prev = compute(kEmbBwd, i, "", mb, prev, -1, -1);
+        prev = accumulate_gradient(kEmbBwd, i, "", mb, prev, -1, -1);
+      }
       if (final_pass) {
         ready_extra(static_cast<std::uint32_t>(prev));
         issue_buckets(false);
@@ -549,6 +557,40 @@ class Builder {
     gather(ready_dense_, GroupKind::Dp, l_.dp, "dp.");
     if (m_.moe()) gather(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
     if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
+  }
+
+  // Without fused gradient accumulation (TransformerModel::fused_grad_accumulation false), the weight
+  // gradient op `i` of `list` (its name ends in "_wgrad") of every micro-batch but the first is
+  // followed by the pass that adds it into the gradient buffer: the fresh gradient read (the model's
+  // dtype) and the buffer read and written (the gradient dtype) over its tensor's elements; on the
+  // Compute stream after it, the same parameter set (a pass that freezes the tensor drops it with its
+  // GEMM; the precision pass leaves it as built). Returns the op the backward goes on from: it, or
+  // `prev` when there is none.
+  std::int64_t accumulate_gradient(int list, std::size_t i, const std::string& prefix, int mb, std::int64_t prev, int layer,
+                                   std::int64_t local) {
+    const OpCost& c = lists_[static_cast<std::size_t>(list)][i];
+    static constexpr std::string_view kWgrad = "_wgrad";
+    if (m_.fused_grad_accumulation || mb == 0 || zero3() || !c.name.ends_with(kWgrad)) return prev;
+    const std::int32_t set = params_of(list, i, local);
+    if (set < 0) return prev;
+    const std::int64_t elements = set_elements(slices(set));
+    OpCost add_into;
+    add_into.name = c.name.substr(0, c.name.size() - kWgrad.size()) + "_grad_accumulate";
+    add_into.kind = OpCost::Kind::MemoryBound;
+    add_into.phase = OpCost::Phase::BackwardWeight;
+    add_into.dtype = m_.dtype;
+    add_into.bytes = elements * (e_ + 2 * ge_);
+    add_into.flops = static_cast<double>(elements);
+    PlanOp op;
+    op.kind = OpKind::Compute;
+    op.stream = StreamKind::Compute;
+    op.span = span_of(add_into);
+    op.name = tables_.name(prefix + add_into.name);
+    op.cost = tables_.cost(add_into);
+    op.micro_batch = mb;
+    op.layer = layer;
+    op.params = set;
+    return add(op, prev);
   }
 
   // ---- op emitters (each returns the new op's index) ----

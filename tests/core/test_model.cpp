@@ -531,6 +531,14 @@ TEST(ModelJson, AttentionAndFusionOptions) {
   EXPECT_TRUE(defaults.fused_elementwise);
   EXPECT_TRUE(defaults.fused_optimizer);
   EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "fused_optimizer": "no"})")), "/model/fused_optimizer");
+  EXPECT_TRUE(defaults.fused_grad_accumulation);
+  const TransformerModel accumulating =
+      model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "fused_grad_accumulation": false})"));
+  EXPECT_FALSE(accumulating.fused_grad_accumulation);
+  EXPECT_EQ(model_to_json(accumulating)["fused_grad_accumulation"], false);
+  EXPECT_EQ(model_from_json(model_to_json(accumulating)), accumulating);
+  EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "fused_grad_accumulation": 0})")),
+            "/model/fused_grad_accumulation");
 }
 
 TEST(ModelJson, StrictErrorsNameThePath) {

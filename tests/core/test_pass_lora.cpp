@@ -150,3 +150,21 @@ TEST(LoraPass, KeepsTheModelsOptimizerStep) {
   EXPECT_GT(step.bytes, optimizer_step_cost(adapted.params, l, true).bytes);
   EXPECT_LT(step.bytes, step_of(base, dense).bytes);
 }
+
+// Without fused gradient accumulation the passes adding each micro-batch's weight gradient into the
+// buffer belong to their tensors: LoRA, freezing every base tensor, drops them with the GEMMs.
+TEST(LoraPass, DropsTheFrozenTensorsGradientAccumulation) {
+  TransformerModel m = tiny();
+  m.fused_grad_accumulation = false;
+  const Layout l = layout3d(2, 1, 1, 3);
+  const Plan base = build(l, m);
+  auto accumulations = [](const Plan& plan) {
+    int n = 0;
+    for (const PlanOp& op : plan.programs[0].ops) n += plan.names[op.name].ends_with("_grad_accumulate") ? 1 : 0;
+    return n;
+  };
+  ASSERT_GT(accumulations(base), 0);
+  Plan plan = base;
+  apply_lora(plan, LoraParams{4, 16, {ParamKind::Qkv, ParamKind::Fc2}});
+  EXPECT_EQ(accumulations(plan), 0);
+}

@@ -90,6 +90,58 @@ TEST(Plan, TheOptimizerStepIsTheModels) {
   }
 }
 
+// Without fused gradient accumulation every weight-gradient op of micro-batches 1.. is followed, on the
+// Compute stream, by the pass adding it into the gradient buffer: its tensor's elements × (the fresh
+// BF16 gradient read, the buffer read and written: 2 + 2·2 bytes; 2 + 2·4 with FP32 gradient buffers),
+// the same parameter set, one element-wise add each. Fused (the default), and on micro-batch 0, none.
+TEST(Plan, UnfusedGradientAccumulationAddsAPassAfterEachWeightGradient) {
+  Layout l = layout3d(1, 1, 2, 4);  // pp 2, 4 micro-batches
+  TransformerModel m = tiny();
+  const Plan fused = build_plan(m, l, cluster(l));
+  m.fused_grad_accumulation = false;
+  for (const GradDtype g : {GradDtype::Model, GradDtype::FP32}) {
+    l.grad_dtype = g;
+    const Bytes per = 2 + 2 * (g == GradDtype::FP32 ? 4 : 2);
+    const Plan plan = build_plan(m, l, cluster(l));
+    for (std::size_t p = 0; p < plan.programs.size(); ++p) {
+      const Program& prog = plan.programs[p];
+      int wgrads = 0, adds = 0;
+      for (std::uint32_t i = 0; i < prog.ops.size(); ++i) {
+        const PlanOp& op = prog.ops[i];
+        if (op.kind != OpKind::Compute) continue;
+        const std::string& name = plan.names[op.name];
+        const OpCost& cost = plan.costs[static_cast<std::size_t>(op.cost)];
+        if (name.ends_with("_wgrad") && op.params >= 0 && op.micro_batch > 0) {
+          ++wgrads;
+          ASSERT_LT(i + 1, prog.ops.size());
+          const PlanOp& next = prog.ops[i + 1];
+          const OpCost& add = plan.costs[static_cast<std::size_t>(next.cost)];
+          EXPECT_EQ(plan.names[next.name], name.substr(0, name.size() - 6) + "_grad_accumulate");
+          EXPECT_EQ(next.params, op.params);
+          EXPECT_EQ(next.stream, StreamKind::Compute);
+          EXPECT_EQ(next.micro_batch, op.micro_batch);
+          std::int64_t elements = 0;
+          for (const ParamSlice& sl : prog.param_sets[static_cast<std::size_t>(op.params)]) elements += sl.elements;
+          EXPECT_EQ(add.bytes, elements * per) << name;
+          EXPECT_EQ(add.kind, OpCost::Kind::MemoryBound);
+          EXPECT_EQ(add.flops, static_cast<double>(elements));
+          const std::uint32_t* d = prog.deps.data() + prog.dep_begin[i + 1];
+          EXPECT_EQ(*d, i) << "the pass follows its weight gradient";
+        }
+        if (name.ends_with("_grad_accumulate")) {
+          ++adds;
+          EXPECT_GT(op.micro_batch, 0);
+          EXPECT_EQ(cost.phase, OpCost::Phase::BackwardWeight);
+        }
+      }
+      EXPECT_GT(wgrads, 0);
+      EXPECT_EQ(adds, wgrads);
+      // One more op per weight gradient of micro-batches 1..3 than the fused plan's program.
+      EXPECT_EQ(prog.ops.size(), fused.programs[p].ops.size() + static_cast<std::size_t>(adds));
+    }
+  }
+}
+
 TEST(Plan, OneProgramPerStageSharedByItsRanks) {
   const Layout l = layout3d(2, 2, 2, 4);
   const Plan plan = build_plan(tiny(), l, cluster(l));

@@ -84,6 +84,11 @@ struct TransformerModel {
   // (gradients to FP32, their norm for clipping, Adam, FP32 weights back to the model's dtype, the
   // gradient buffer zeroed), as Megatron-LM, Megatron-DeepSpeed and DeepSpeed run it.
   bool fused_optimizer = true;
+  // A weight gradient across micro-batches: true, accumulated by its GEMM into the gradient buffer
+  // (Megatron-LM's gradient_accumulation_fusion, β = 1); false, written fresh and added into the
+  // buffer by a pass of its own after every micro-batch but the first, as PyTorch's autograd
+  // (AccumulateGrad) and DeepSpeed's pipeline engine (BF16_Optimizer.update_hp_grads) do (plan.hpp).
+  bool fused_grad_accumulation = true;
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
   bool moe() const { return experts > 1; }
@@ -335,7 +340,8 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 
 // {"preset"?, "name", "layers", "hidden", "heads", "ffn_hidden"?, "seq_len", "vocab", "experts"?,
 //  "top_k"?, "dtype"?, "attention"? ("unfused" | "fused" | "flash", default "fused"),
-//  "fused_elementwise"? (default true), "fused_optimizer"? (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
+//  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
+//  (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
 // them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
 // or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
 // ffn_hidden resolved (never 0) and has passed validate().
