@@ -6,8 +6,8 @@
 #include <array>
 #include <functional>
 #include <optional>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "twinbed/core/error.hpp"
