@@ -131,11 +131,12 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                                         " must equal the cluster's " + str(cluster_ranks) + " ranks" + hint);
   }
 
-  // Tensor parallelism splits heads (QKV column-parallel) and FFN columns (FC1) evenly.
-  const std::int64_t tp_limit = std::gcd(m.heads, m.ffn());
-  if (m.heads % tp != 0 || m.ffn() % tp != 0) {
-    throw ConfigError("/layout/tp", "tp = " + str(tp) + " must divide heads (" + str(m.heads) + ") and ffn_hidden (" +
-                                        str(m.ffn()) + "); accepted values: " +
+  // Tensor parallelism splits heads and key/value heads (QKV column-parallel) and FFN columns (FC1)
+  // evenly.
+  const std::int64_t tp_limit = std::gcd(std::gcd(m.heads, m.kv()), m.ffn());
+  if (m.heads % tp != 0 || m.kv() % tp != 0 || m.ffn() % tp != 0) {
+    throw ConfigError("/layout/tp", "tp = " + str(tp) + " must divide heads (" + str(m.heads) + "), kv_heads (" + str(m.kv()) +
+                                        ") and ffn_hidden (" + str(m.ffn()) + "); accepted values: " +
                                         divisors(tp_limit, [&](std::int64_t d) { return cluster_ranks % d == 0; }));
   }
   if (l.sequence_parallel && m.seq_len % tp != 0) {

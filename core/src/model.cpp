@@ -47,7 +47,13 @@ constexpr std::pair<Recompute, const char*> kRecompute[] = {
     {Recompute::None, "none"}, {Recompute::Selective, "selective"}, {Recompute::Full, "full"}};
 constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
     {AttentionImpl::Unfused, "unfused"}, {AttentionImpl::Fused, "fused"}, {AttentionImpl::Flash, "flash"}};
+constexpr std::pair<FfnActivation, const char*> kActivations[] = {{FfnActivation::Gelu, "gelu"},
+                                                                  {FfnActivation::Swiglu, "swiglu"}};
 }  // namespace
+
+std::string activation_name(FfnActivation a) { return enum_names::name_of(kActivations, a, "activation_name: not an FfnActivation"); }
+std::vector<std::string> activation_names() { return enum_names::names(kActivations); }
+FfnActivation parse_activation(const std::string& name) { return enum_names::parse(kActivations, name, "FFN activation"); }
 
 std::string attention_name(AttentionImpl a) { return enum_names::name_of(kAttention, a, "attention_name: not an AttentionImpl"); }
 std::vector<std::string> attention_names() { return enum_names::names(kAttention); }
@@ -94,6 +100,7 @@ TransformerModel gpt_model(std::string name, std::int64_t layers, std::int64_t h
   m.hidden = hidden;
   m.heads = heads;
   m.ffn_hidden = 4 * hidden;
+  m.kv_heads = heads;
   m.seq_len = seq_len;
   m.vocab = vocab;
   m.dtype = dtype;
@@ -117,6 +124,10 @@ void validate(const TransformerModel& m, const std::string& path) {
     throw ConfigError(path + "/heads", "hidden (" + std::to_string(m.hidden) + ") must be divisible by heads (" +
                                            std::to_string(m.heads) + ")");
   }
+  if (m.kv_heads < 0 || m.heads % m.kv() != 0) {
+    throw ConfigError(path + "/kv_heads", "must divide heads (" + std::to_string(m.heads) + ": each key/value head serves " +
+                                              "a group of query heads), got " + std::to_string(m.kv_heads));
+  }
   if (m.top_k < 1 || m.top_k > m.experts) {
     throw ConfigError(path + "/top_k", "must be in 1.." + std::to_string(m.experts) + " (the expert count), got " +
                                            std::to_string(m.top_k));
@@ -135,7 +146,8 @@ void validate(const TransformerModel& m, const std::string& path) {
   at_most(m.vocab, kMaxModelVocab, "vocab");
   at_most(m.experts, kMaxModelExperts, "experts");
   const double h = static_cast<double>(m.hidden), f = static_cast<double>(m.ffn());
-  const double params = static_cast<double>(m.layers) * (4 * h * h + static_cast<double>(m.experts) * 2 * h * f) +
+  const double fc1 = static_cast<double>(m.fc1_width());
+  const double params = static_cast<double>(m.layers) * (4 * h * h + static_cast<double>(m.experts) * (h * fc1 + f * h)) +
                         static_cast<double>(m.vocab + m.seq_len) * h;
   if (params > kMaxModelParameters) {
     char buf[160];
@@ -179,9 +191,10 @@ ParameterCount parameter_count(const TransformerModel& m) {
   ParameterCount p;
   p.layers = m.layers;
   p.experts = m.experts;
-  p.attention = 4 * h * h + 4 * h;  // QKV 3h² + 3h, projection h² + h
-  p.norms = 4 * h;                  // two LayerNorms, γ and β
-  p.ffn = 2 * h * f + f + h;        // FC1 h·f + f, FC2 f·h + h
+  const std::int64_t qkv = m.qkv_width(), fc1 = m.fc1_width();
+  p.attention = h * qkv + qkv + h * h + h;  // QKV h·q + q (q = 3h without GQA), projection h² + h
+  p.norms = 4 * h;                          // two LayerNorms, γ and β
+  p.ffn = h * fc1 + fc1 + f * h + h;        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
   p.router = m.moe() ? h * m.experts : 0;
   p.embedding = (m.vocab + m.seq_len) * h;
   p.final_norm = 2 * h;
@@ -194,6 +207,7 @@ void check_parallel(const TransformerModel& m, int tp, int ep, const char* who) 
   if (tp < 1) throw InvalidArgument(w + ": tp must be >= 1");
   if (ep < 1) throw InvalidArgument(w + ": ep must be >= 1");
   if (m.heads % tp != 0) throw InvalidArgument(w + ": heads not divisible by tp");
+  if (m.kv() % tp != 0) throw InvalidArgument(w + ": kv_heads not divisible by tp");
   if (m.ffn() % tp != 0) throw InvalidArgument(w + ": ffn_hidden not divisible by tp");
   if (m.experts % ep != 0) throw InvalidArgument(w + ": experts not divisible by ep");
 }
@@ -203,11 +217,11 @@ RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep
   check_parallel(m, tp, ep, "rank_parameters");
   if (pp < 1 || m.layers % pp != 0) throw InvalidArgument("rank_parameters: layers not divisible by pp");
   if (stage < 0 || stage >= pp) throw InvalidArgument("rank_parameters: stage outside 0..pp-1");
-  const std::int64_t h = m.hidden, f = m.ffn(), t = tp;
+  const std::int64_t h = m.hidden, f = m.ffn(), t = tp, qkv = m.qkv_width(), fc1 = m.fc1_width();
   // Column-parallel QKV splits weight and bias; row-parallel projection splits the weight only.
-  const std::int64_t attention = (4 * h * h + 3 * h) / t + h;
+  const std::int64_t attention = (h * qkv + qkv + h * h) / t + h;
   const std::int64_t norms = 4 * h;
-  const std::int64_t ffn = (2 * h * f + f) / t + h;  // FC1 column-, FC2 row-parallel
+  const std::int64_t ffn = (h * fc1 + fc1 + f * h) / t + h;  // FC1 column-, FC2 row-parallel
   const std::int64_t layers = m.layers / pp;
 
   RankParameters r;
@@ -258,6 +272,7 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   const double sbh = d(m.seq_len) * d(micro_batch) * d(m.hidden);
   // MoE: with balanced routing each token's FFN activations exist top_k times.
   const double sbf = d(m.seq_len) * d(micro_batch) * d(m.ffn()) * d(m.moe() ? m.top_k : 1);
+  const double sb = d(m.seq_len) * d(micro_batch);
   const double att = d(m.heads) * d(m.seq_len) * d(m.seq_len) * d(micro_batch);
 
   if (recompute == Recompute::Full) {
@@ -267,9 +282,10 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
   // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
   double replicated = e * 4 * sbh + 2 * sbh;
-  // Split over heads / FFN columns: Q, K, V, projection input, GeLU input and FC2 input.
-  // e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h.
-  double split = e * (4 * sbh + 2 * sbf);
+  // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
+  // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
+  // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
+  double split = e * (sb * d(m.qkv_width()) + sbh + sbf * d(m.fc1_width()) / d(m.ffn()) + sbf);
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b); a flash
   // kernel keeps only the FP32 log-sum-exp of each score row.
   if (recompute == Recompute::None) {
@@ -333,6 +349,7 @@ constexpr Elementwise kLayerNorm{8, 12};      // mean, variance, normalise, scal
 constexpr Elementwise kSoftmax{5, 3};         // scale, mask, max, exp, normalise
 constexpr Elementwise kDropout{2, 1};
 constexpr Elementwise kGelu{10, 14};          // bias + tanh approximation
+constexpr Elementwise kSwiglu{5, 10};         // σ(g) (exp, add, reciprocal), g·σ·u; backward recomputes σ
 constexpr Elementwise kResidual{3, 2};        // bias, dropout, residual add
 constexpr Elementwise kCrossEntropy{5, 2};
 
@@ -341,6 +358,9 @@ struct Dims {
   double tokens;     // b·s, what GEMMs see (SP gathers the sequence before them)
   double tokens_sp;  // b·s/t with sequence parallelism, b·s without: what LayerNorm/dropout-add see
   double h, f_t;     // hidden; FFN columns on this rank, f/t
+  double qkv_t;      // QKV output columns on this rank, qkv_width/t
+  double fc1_t;      // FC1 output columns on this rank, fc1_width/t (2·f_t with SwiGLU)
+  bool swiglu;
   double s, hd;      // sequence; head dimension h/a
   std::int64_t heads_batch;  // b·a/t attention matmuls
   double att;        // b·(a/t)·s² attention-score elements on this rank
@@ -366,6 +386,9 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.tokens_sp = c.sequence_parallel ? x.tokens / t : x.tokens;
   x.h = d(m.hidden);
   x.f_t = d(m.ffn()) / t;
+  x.qkv_t = d(m.qkv_width()) / t;
+  x.fc1_t = d(m.fc1_width()) / t;
+  x.swiglu = m.activation == FfnActivation::Swiglu;
   x.s = d(m.seq_len);
   x.hd = d(m.hidden / m.heads);
   x.heads_batch = c.micro_batch * (m.heads / c.tp);
@@ -389,14 +412,14 @@ struct LayerShapes {
 LayerShapes layer_shapes(const OpContext& c, const Dims& x) {
   const double h_t = x.h / c.tp;  // attention columns on this rank: (a/t)·(h/a)
   LayerShapes L;
-  L.qkv = {x.tokens, 3 * h_t, x.h};
+  L.qkv = {x.tokens, x.qkv_t, x.h};
   L.scores = {x.s, x.s, x.hd, x.heads_batch};   // QKᵀ per head
   L.context = {x.s, x.hd, x.s, x.heads_batch};  // P·V per head
   L.proj = {x.tokens, x.h, h_t};
-  L.fc1 = {x.tokens, x.f_t, x.h};
+  L.fc1 = {x.tokens, x.fc1_t, x.h};
   L.fc2 = {x.tokens, x.h, x.f_t};
   L.router = {x.tokens_sp, x.experts, x.h};
-  L.expert_fc1 = {x.tokens_per_expert, x.f_t, x.h, x.local_experts};
+  L.expert_fc1 = {x.tokens_per_expert, x.fc1_t, x.h, x.local_experts};
   L.expert_fc2 = {x.tokens_per_expert, x.h, x.f_t, x.local_experts};
   return L;
 }
@@ -431,15 +454,27 @@ void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const Dim
   if (!fused) ops.push_back(memory_bound(prefix + "_bias_bwd", Phase::BackwardWeight, n * x.e + x.h * x.e, n, x.dt));
 }
 
-// The FFN activation over n = tokens × columns elements ("fc1" or "expert_fc1" the GEMM before it).
-// Fused bias-GeLU: one pass; unfused: the bias add, then GeLU.
-void gelu_fwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
-  if (!fused) ops.push_back(memory_bound(gemm + "_bias_fwd", Phase::Forward, 2 * n * x.e, n, x.dt));
-  ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, x.dt));
+// The FFN activation with n = tokens × f/t outputs ("fc1" or "expert_fc1" the GEMM before it, whose
+// output is n elements, 2n with SwiGLU's gate). Fused bias-activation: one pass; unfused: the bias add
+// over FC1's output, then the activation. GeLU reads and writes n; SwiGLU reads the gate and the up
+// projection (2n) and writes n; backward reads the gradient and the inputs and writes their gradients.
+void activation_fwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
+  const double in = x.swiglu ? 2 * n : n;
+  if (!fused) ops.push_back(memory_bound(gemm + "_bias_fwd", Phase::Forward, 2 * in * x.e, in, x.dt));
+  if (x.swiglu) {
+    ops.push_back(memory_bound("swiglu_fwd", Phase::Forward, (in + n) * x.e, n * kSwiglu.fwd, x.dt));
+  } else {
+    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, x.dt));
+  }
 }
-void gelu_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
-  ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, x.dt));
-  if (!fused) ops.push_back(memory_bound(gemm + "_bias_bwd", Phase::BackwardWeight, n * x.e, n, x.dt));
+void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
+  const double in = x.swiglu ? 2 * n : n;
+  if (x.swiglu) {
+    ops.push_back(memory_bound("swiglu_bwd", Phase::BackwardData, (n + 2 * in) * x.e, n * kSwiglu.bwd, x.dt));
+  } else {
+    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, x.dt));
+  }
+  if (!fused) ops.push_back(memory_bound(gemm + "_bias_bwd", Phase::BackwardWeight, in * x.e, in, x.dt));
 }
 
 // FlashAttention over this rank's b·a/t heads (Dao 2023, FlashAttention-2, Algorithms 1 and 2). The
@@ -517,7 +552,7 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     ops.push_back(matmul("fc1_fwd", Kind::Gemm, Phase::Forward, L.fc1, dt));
-    gelu_fwd(ops, "fc1", n, x, fused);
+    activation_fwd(ops, "fc1", n, x, fused);
     ops.push_back(matmul("fc2_fwd", Kind::Gemm, Phase::Forward, L.fc2, dt));
   } else {
     const double logits = x.tokens_sp * x.experts;
@@ -528,7 +563,7 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
                                logits * kSoftmax.fwd, dt));
     ops.push_back(memory_bound("expert_permute_fwd", Phase::Forward, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(matmul("expert_fc1_fwd", Kind::Gemm, Phase::Forward, L.expert_fc1, dt));
-    gelu_fwd(ops, "expert_fc1", n, x, fused);
+    activation_fwd(ops, "expert_fc1", n, x, fused);
     ops.push_back(matmul("expert_fc2_fwd", Kind::Gemm, Phase::Forward, L.expert_fc2, dt));
     // Weighted sum of each token's k expert outputs.
     ops.push_back(memory_bound("expert_unpermute_fwd", Phase::Forward, (x.routed_sp + x.tokens_sp) * x.h * x.e,
@@ -552,7 +587,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     gemm_bwd(ops, "fc2", L.fc2);
-    gelu_bwd(ops, "fc1", n, x, fused);
+    activation_bwd(ops, "fc1", n, x, fused);
     gemm_bwd(ops, "fc1", L.fc1);
   } else {
     const double logits = x.tokens_sp * x.experts;
@@ -560,7 +595,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     ops.push_back(memory_bound("expert_unpermute_bwd", Phase::BackwardData, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
     gemm_bwd(ops, "expert_fc2", L.expert_fc2);
-    gelu_bwd(ops, "expert_fc1", n, x, fused);
+    activation_bwd(ops, "expert_fc1", n, x, fused);
     gemm_bwd(ops, "expert_fc1", L.expert_fc1);
     ops.push_back(memory_bound("expert_permute_bwd", Phase::BackwardData, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(memory_bound("router_topk_bwd", Phase::BackwardData, 2 * logits * x.e + x.routed_sp * x.e,
@@ -707,7 +742,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 }  // namespace
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
-  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "ffn_hidden",
+  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention",
                                              "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
   require_object(j, path);
@@ -735,6 +770,12 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   } else if (!preset || j.contains("hidden")) {
     m.ffn_hidden = 4 * m.hidden;  // a new hidden size with no ffn_hidden: the GPT default follows it
   }
+  if (j.contains("kv_heads")) {
+    m.kv_heads = read_int(j["kv_heads"], path + "/kv_heads", 1, kMaxSize);
+  } else if (!preset || j.contains("heads")) {
+    m.kv_heads = m.heads;  // multi-head attention unless said otherwise
+  }
+  if (j.contains("activation")) m.activation = read_named(j["activation"], path + "/activation", parse_activation);
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
@@ -748,7 +789,8 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
 
 json model_to_json(const TransformerModel& m) {
   return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
-              {"heads", m.heads},       {"ffn_hidden", m.ffn()}, {"seq_len", m.seq_len},
+              {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
+              {"activation", activation_name(m.activation)}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},

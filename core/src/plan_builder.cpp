@@ -154,7 +154,7 @@ class Builder {
   // expert_fc2), then the embedding and final norm this stage holds, split as rank_parameters splits
   // them. One param set per tensor, one per layer and one for the whole stage.
   void declare_params() {
-    const std::int64_t h = m_.hidden, f = m_.ffn(), t = l_.tp;
+    const std::int64_t h = m_.hidden, f = m_.ffn(), t = l_.tp, q = m_.qkv_width(), f1 = m_.fc1_width();
     auto add = [&](std::int32_t layer, ParamKind kind, std::int64_t elements, std::int64_t rows, std::int64_t cols,
                    bool row_parallel, bool expert) {
       ParamTensor p;
@@ -177,16 +177,16 @@ class Builder {
       const auto layer = static_cast<std::int32_t>((j / lpc_ * l_.pp + stage_) * lpc_ + j % lpc_);
       LayerSets& ls = layer_sets_[static_cast<std::size_t>(j)];
       std::vector<std::int32_t> tensors;
-      tensors.push_back(add(layer, ParamKind::Qkv, (3 * h * h + 3 * h) / t, 3 * h / t, h, false, false));
+      tensors.push_back(add(layer, ParamKind::Qkv, (h * q + q) / t, q / t, h, false, false));
       tensors.push_back(add(layer, ParamKind::Proj, h * h / t + h, h, h / t, true, false));
       tensors.push_back(add(layer, ParamKind::Norms, 4 * h, 0, 0, false, false));
       if (m_.moe()) {
         const std::int64_t local = m_.experts / l_.ep;
         tensors.push_back(add(layer, ParamKind::Router, h * m_.experts, m_.experts, h, false, false));
-        tensors.push_back(add(layer, ParamKind::ExpertFc1, local * ((h * f + f) / t), f / t, h, false, true));
+        tensors.push_back(add(layer, ParamKind::ExpertFc1, local * ((h * f1 + f1) / t), f1 / t, h, false, true));
         tensors.push_back(add(layer, ParamKind::ExpertFc2, local * (f * h / t + h), h, f / t, true, true));
       } else {
-        tensors.push_back(add(layer, ParamKind::Fc1, (h * f + f) / t, f / t, h, false, false));
+        tensors.push_back(add(layer, ParamKind::Fc1, (h * f1 + f1) / t, f1 / t, h, false, false));
         tensors.push_back(add(layer, ParamKind::Fc2, f * h / t + h, h, f / t, true, false));
       }
       std::vector<ParamSlice> all;

@@ -89,6 +89,16 @@ TEST(Layout, TensorParallelMustDivideHeadsAndFfn) {
   const std::string f = error_of(l, odd_ffn, 8);
   EXPECT_TRUE(contains(f, "/layout/tp")) << f;
   EXPECT_TRUE(contains(f, "ffn_hidden")) << f;
+  // Grouped-query attention: tp splits the key/value heads too.
+  TransformerModel gqa = gpt_model("x", 4, 512, 8, 256, 1000);
+  gqa.kv_heads = 2;
+  l.tp = 4;
+  const std::string g = error_of(l, gqa, 4);
+  EXPECT_TRUE(contains(g, "/layout/tp")) << g;
+  EXPECT_TRUE(contains(g, "kv_heads (2)")) << g;
+  EXPECT_TRUE(contains(g, "accepted values: 1, 2")) << g;
+  l.tp = 2;
+  EXPECT_TRUE(validate(l, gqa, 2, 8).empty());
 }
 
 TEST(Layout, PipelineMustDivideLayers) {

@@ -541,6 +541,98 @@ TEST(ModelJson, AttentionAndFusionOptions) {
             "/model/fused_grad_accumulation");
 }
 
+// ---- grouped-query attention and SwiGLU ------------------------------------------------------------
+
+// h 256, 8 heads of 32, 2 key/value heads, f 512 with SwiGLU: QKV has 256 + 2·2·32 = 384 output
+// columns, FC1 2·512 = 1024.
+TransformerModel gqa_swiglu() {
+  TransformerModel m = gpt_model("gqa", 4, 256, 8, 128, 1000);
+  m.kv_heads = 2;
+  m.ffn_hidden = 512;
+  m.activation = FfnActivation::Swiglu;
+  return m;
+}
+
+TEST(GroupedQueryAttention, ParametersByHand) {
+  const TransformerModel m = gqa_swiglu();
+  EXPECT_EQ(m.qkv_width(), 384);
+  EXPECT_EQ(m.fc1_width(), 1024);
+  const ParameterCount p = parameter_count(m);
+  EXPECT_EQ(p.attention, 256 * 384 + 384 + 256 * 256 + 256);
+  EXPECT_EQ(p.ffn, 256 * 1024 + 1024 + 512 * 256 + 256);
+  // One rank holds them all; tp 2 splits all but the replicated biases, LayerNorms, position
+  // embedding and final norm (as for multi-head attention).
+  EXPECT_EQ(rank_parameters(m, 1, 1, 1, 0).total(), p.total());
+  const std::int64_t h = 256, replicated = m.layers * (2 * h + 4 * h) + m.seq_len * h + 2 * h;
+  EXPECT_EQ(2 * rank_parameters(m, 2, 1, 1, 0).total(), p.total() + replicated);
+  // Multi-head attention and GeLU are the special case kv_heads = heads.
+  TransformerModel mha = m;
+  mha.kv_heads = 8;
+  mha.activation = FfnActivation::Gelu;
+  EXPECT_EQ(mha.qkv_width(), 3 * 256);
+  EXPECT_EQ(parameter_count(mha).attention, 4 * 256 * 256 + 4 * 256);
+}
+
+TEST(GroupedQueryAttention, OpShapesBytesAndActivations) {
+  const TransformerModel m = gqa_swiglu();
+  OpContext c;
+  c.tp = 2;
+  c.micro_batch = 2;
+  const double tokens = 2 * 128;
+  const auto fwd = layer_forward_ops(m, c);
+  const OpCost& qkv = find_op(fwd, "qkv_fwd");
+  EXPECT_EQ(qkv.n, 384 / 2);
+  expect_rel(qkv.flops, 2 * tokens * 256 * 192);
+  const OpCost& fc1 = find_op(fwd, "fc1_fwd");
+  EXPECT_EQ(fc1.n, 1024 / 2);
+  EXPECT_EQ(find_op(fwd, "fc2_fwd").k, 512 / 2);
+  // SwiGLU reads the gate and the up projection and writes their product: 3 × tokens × f/t elements.
+  const OpCost& act = find_op(fwd, "swiglu_fwd");
+  EXPECT_EQ(act.bytes, std::llround(3 * tokens * 256 * 2));
+  const auto bwd = layer_backward_ops(m, c);
+  EXPECT_EQ(find_op(bwd, "swiglu_bwd").bytes, std::llround(5 * tokens * 256 * 2));
+  EXPECT_EQ(find_op(bwd, "fc1_wgrad").flops, fc1.flops);
+  // The attention core is over the query heads either way.
+  TransformerModel mha = gpt_model("mha", 4, 256, 8, 128, 1000);
+  mha.ffn_hidden = 512;
+  EXPECT_EQ(find_op(fwd, "attn_scores_fwd").flops, find_op(layer_forward_ops(mha, c), "attn_scores_fwd").flops);
+  // Stored activations (no recomputation, 16-bit): Q, K, V are sb·384 elements instead of sb·768, the
+  // activation's input sb·2f instead of sb·f; split over tp 2.
+  const double sb = 128 * 2;
+  const Bytes diff = activation_bytes_per_layer(mha, 2, 2, false, Recompute::None) -
+                     activation_bytes_per_layer(m, 2, 2, false, Recompute::None);
+  EXPECT_EQ(diff, std::llround(2 * (sb * (768 - 384) - sb * 512) / 2));
+  // Training FLOPs follow the op lists: the GQA + SwiGLU layer's matmuls against the MHA + GeLU one's.
+  const double per_token_fwd_delta = 2.0 * 256 * (384 - 768) + 2.0 * 256 * 512;  // QKV narrower, FC1 wider
+  expect_rel(training_flops(m, 1, Recompute::None) - training_flops(mha, 1, Recompute::None),
+             3 * 4 * 128 * per_token_fwd_delta);
+}
+
+TEST(ModelJson, GroupedQueryAttentionAndSwiglu) {
+  const TransformerModel m = model_from_json(json::parse(
+      R"({"layers": 2, "hidden": 256, "heads": 8, "kv_heads": 2, "ffn_hidden": 512, "activation": "swiglu", "seq_len": 16, "vocab": 100})"));
+  EXPECT_EQ(m.kv_heads, 2);
+  EXPECT_EQ(m.activation, FfnActivation::Swiglu);
+  EXPECT_EQ(model_to_json(m)["kv_heads"], 2);
+  EXPECT_EQ(model_to_json(m)["activation"], "swiglu");
+  EXPECT_EQ(model_from_json(model_to_json(m)), m);
+  // Without kv_heads: multi-head attention, resolved; a preset's heads override carries it along.
+  EXPECT_EQ(model_from_json(json::parse(R"({"layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100})")).kv_heads, 4);
+  EXPECT_EQ(model_from_json(json::parse(R"({"preset": "gpt3-1.3b", "heads": 32})")).kv_heads, 32);
+  EXPECT_EQ(model_from_json(json::parse(R"({"preset": "gpt3-1.3b"})")), model_preset("gpt3-1.3b"));
+  const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "kv_heads": 3})")), "/model/kv_heads");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "kv_heads": 0})")), "/model/kv_heads");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "activation": "relu"})")), "/model/activation");
+  try {
+    model_from_json(json::parse("{" + base + R"(, "activation": "relu"})"));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("gelu, swiglu"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(activation_names(), (std::vector<std::string>{"gelu", "swiglu"}));
+}
+
 TEST(ModelJson, StrictErrorsNameThePath) {
   const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "hiden": 64})")), "/model/hiden");

@@ -168,3 +168,20 @@ TEST(LoraPass, DropsTheFrozenTensorsGradientAccumulation) {
   apply_lora(plan, LoraParams{4, 16, {ParamKind::Qkv, ParamKind::Fc2}});
   EXPECT_EQ(accumulations(plan), 0);
 }
+
+// With grouped-query attention and SwiGLU the adapted matrices are QKV's q×h (q = qkv_width) and FC1's
+// 2f×h: the plan's trainable parameters after LoRA are lora_trainable_parameters'.
+TEST(LoraPass, AdaptsGroupedQueryAttentionAndSwigluShapes) {
+  TransformerModel m = tiny();
+  m.kv_heads = 2;
+  m.activation = FfnActivation::Swiglu;
+  const Layout l = layout3d(1, 1, 1, 2);
+  Plan plan = build(l, m);
+  const LoraParams p{4, 16, {ParamKind::Qkv, ParamKind::Fc1}};
+  apply_lora(plan, p);
+  const std::int64_t h = m.hidden, r = 4;
+  const std::int64_t per_layer = r * (m.qkv_width() + h) + r * (2 * m.ffn() + h);
+  EXPECT_EQ(m.qkv_width(), h + 2 * 2 * (h / m.heads));
+  EXPECT_EQ(trainable(plan.programs[0]), m.layers * per_layer);
+  EXPECT_EQ(lora_trainable_parameters(m, p), m.layers * per_layer);
+}

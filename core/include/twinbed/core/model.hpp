@@ -61,6 +61,15 @@ std::string attention_name(AttentionImpl a);
 AttentionImpl parse_attention(const std::string& name);
 std::vector<std::string> attention_names();
 
+// The FFN's activation: gelu — FC1 (h → f), GeLU, FC2 (f → h), GPT's; swiglu — FC1 computes the gate
+// and the up projection at once (h → 2f, Megatron-LM's --swiglu), SiLU(gate)·up, FC2 (f → h), Llama's
+// and DeepSeek's (Shazeer 2020, arXiv:2002.05202).
+enum class FfnActivation { Gelu, Swiglu };
+// "gelu", "swiglu"; parse throws UnknownName listing them.
+std::string activation_name(FfnActivation a);
+FfnActivation parse_activation(const std::string& name);
+std::vector<std::string> activation_names();
+
 // ---- the model -----------------------------------------------------------------------------------
 
 struct TransformerModel {
@@ -69,6 +78,10 @@ struct TransformerModel {
   std::int64_t hidden = 0;
   std::int64_t heads = 0;
   std::int64_t ffn_hidden = 0;  // 0 means 4·hidden; use ffn() to read it
+  // Grouped-query attention (Ainslie et al. 2023, arXiv:2305.13245): the query heads share kv_heads
+  // key/value heads of the same head dimension; 0 means heads (multi-head attention); use kv() to read it.
+  std::int64_t kv_heads = 0;
+  FfnActivation activation = FfnActivation::Gelu;
   std::int64_t seq_len = 0;
   std::int64_t vocab = 0;
   std::int64_t experts = 1;     // 1 = dense; > 1 = every layer's FFN is a mixture of `experts` FFNs
@@ -91,6 +104,11 @@ struct TransformerModel {
   bool fused_grad_accumulation = true;
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
+  std::int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
+  // Output columns of the QKV projection (h for the queries, kv heads × h/a each for keys and values)
+  // and of FC1 (f, or 2f with SwiGLU's gate).
+  std::int64_t qkv_width() const { return hidden + 2 * kv() * (hidden / heads); }
+  std::int64_t fc1_width() const { return activation == FfnActivation::Swiglu ? 2 * ffn() : ffn(); }
   bool moe() const { return experts > 1; }
   bool operator==(const TransformerModel&) const = default;
 };
@@ -338,13 +356,14 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
-// {"preset"?, "name", "layers", "hidden", "heads", "ffn_hidden"?, "seq_len", "vocab", "experts"?,
+// {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "ffn_hidden"?,
+//  "activation"? ("gelu" | "swiglu", default "gelu"), "seq_len", "vocab", "experts"?,
 //  "top_k"?, "dtype"?, "attention"? ("unfused" | "fused" | "flash", default "fused"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
 //  (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
 // them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
 // or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
-// ffn_hidden resolved (never 0) and has passed validate().
+// ffn_hidden and kv_heads resolved (never 0) and has passed validate().
 TransformerModel model_from_json(const nlohmann::json& j, const std::string& path = "/model");
 // The fully resolved form (every key written), which model_from_json reads back to an equal model.
 nlohmann::json model_to_json(const TransformerModel& m);
