@@ -40,6 +40,7 @@ struct CollectivesOptions {
   int iters = 20;
   int warmup = 5;
   bool json = false;
+  bool nccl_pat = false;
 };
 
 void print_rows(const CollectivesOptions& o, const std::vector<CollectiveRow>& rows) {
@@ -102,7 +103,8 @@ void run_simulated(CollectivesOptions o) {
       if (progress) std::fprintf(stderr, "\r[%zu/%zu] simulating %s ...", i + 1, sizes.size(), format_size(sizes[i]).c_str());
       CollectiveRequest request{op, ranks, sizes[i], o.root, topology.uniform_ranks_per_host()};
       if (o.algo == "auto") {  // the collective NCCL would run (sim/group_collectives.hpp)
-        const sim::GroupTiming t = sim::time_group_collective(request, {all_ranks}, "auto", simulator, topology);
+        const sim::GroupTiming t =
+            sim::time_group_collective(request, {all_ranks}, "auto", simulator, topology, o.nccl_pat);
         rows.push_back(make_collective_row(op, ranks, sizes[i], t.max(), t.algorithm));
         continue;
       }
@@ -136,7 +138,8 @@ int run_measured(CollectivesOptions o, Invocation& invocation) {
                            {o.topology.intra_latency_us.has_value(), "--intra-latency-us"},
                            {o.topology.oversubscription.has_value(), "--oversubscription"},
                            {o.topology.dims.has_value(), "--dims"},
-                           {o.topology.device.has_value(), "--device"}}) {
+                           {o.topology.device.has_value(), "--device"},
+                           {o.nccl_pat, "--nccl-pat"}}) {
     if (set) throw ConfigError(flag, "describes a simulated cluster; --backend real measures this machine");
   }
   CollectiveOp op = parse_collective_op(o.op);
@@ -209,6 +212,9 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->transform(in_range(1, kMaxCount, true))->capture_default_str();
   cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->transform(in_range(0, kMaxCount, true))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
+  cmd->add_flag("--nccl-pat", opts->nccl_pat,
+                "Simulated, --algo auto: the NCCL modelled has PAT (2.23+), which runs all-gather and reduce-scatter "
+                "where every rank has a node of its own (default off: the tuner tables are NCCL 2.20.3's)");
   opts->topology.add_to(*cmd);
   cmd->callback([opts, &invocation] {
     if (opts->backend == "real") {

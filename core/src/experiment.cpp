@@ -93,7 +93,7 @@ ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
 SimulationConfig parse_simulation(const json& j) {
   const std::string path = "/simulation";
   require_object(j, path);
-  check_keys(j, path, {"network", "fidelity", "collective_algorithm"});
+  check_keys(j, path, {"network", "fidelity", "collective_algorithm", "nccl_pat"});
   SimulationConfig s;
   if (j.contains("network")) s.network = read_choice(j["network"], path + "/network", accepted_networks());
   if (j.contains("fidelity")) s.fidelity = read_choice(j["fidelity"], path + "/fidelity", accepted_fidelities());
@@ -101,6 +101,7 @@ SimulationConfig parse_simulation(const json& j) {
     s.collective_algorithm =
         read_choice(j["collective_algorithm"], path + "/collective_algorithm", accepted_collective_algorithms());
   }
+  if (j.contains("nccl_pat")) s.nccl_pat = json_read::read_bool(j["nccl_pat"], path + "/nccl_pat");
   return s;
 }
 
@@ -300,7 +301,8 @@ json resolved(const Experiment& e) {
               {"simulation",
                {{"network", e.simulation.network},
                 {"fidelity", e.simulation.fidelity},
-                {"collective_algorithm", e.simulation.collective_algorithm}}},
+                {"collective_algorithm", e.simulation.collective_algorithm},
+                {"nccl_pat", e.simulation.nccl_pat}}},
               {"output", e.output}};
   if (!e.description.empty()) out["description"] = e.description;
   return out;

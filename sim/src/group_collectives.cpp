@@ -161,7 +161,8 @@ GroupTiming time_with(std::shared_ptr<const Schedule> inner, const std::vector<s
 }  // namespace
 
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
-                                  const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology) {
+                                  const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology,
+                                  bool nccl_pat) {
   if (request.ranks <= 1) {
     GroupTiming out;
     out.algorithm = algorithm;
@@ -169,7 +170,10 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
     return out;
   }
   if (algorithm == "auto" && request.op != CollectiveOp::AllToAll) {
-    if (const auto fabric = nccl_fabric(topology, groups.front())) return time_nccl(request, groups, *fabric, sim, topology);
+    if (auto fabric = nccl_fabric(topology, groups.front())) {
+      fabric->pat = nccl_pat;
+      return time_nccl(request, groups, *fabric, sim, topology);
+    }
   }
   // "auto" where NCCL's model does not apply: the cheapest schedule by the cost model
   // (choose_algorithm) with the first group's ranks, then timed on every group at once.
@@ -191,10 +195,13 @@ GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::v
   // time grows as its shared schedule's does on the flow network when every group runs it at once
   // rather than the first alone. NVLS has no schedule; it stays inside one NVSwitch node, whose links
   // no other group crosses. NVLSTree crosses the network as a tree of the nodes: the tree schedule
-  // stands for it.
+  // stands for it. PAT's rounds exchange with ranks at doubling (all-gather) or halving
+  // (reduce-scatter) distances: recursive halving-doubling's schedule stands for it.
   if (groups.size() < 2 || choice.algo == NcclAlgo::Nvls) return out;
-  const NcclAlgo shape = choice.algo == NcclAlgo::NvlsTree ? NcclAlgo::Tree : choice.algo;
-  std::shared_ptr<const Schedule> schedule = build_schedule(to_string(shape), request);
+  const std::string shape = choice.algo == NcclAlgo::NvlsTree ? "tree"
+                            : choice.algo == NcclAlgo::Pat    ? "rhd"
+                                                              : to_string(choice.algo);
+  std::shared_ptr<const Schedule> schedule = build_schedule(shape, request);
   if (groups_alike(*schedule, groups, sim.routes(), topology)) return out;
   const double alone = time_with(schedule, {groups.front()}, sim, topology).max().seconds();
   const GroupTiming together = time_with(schedule, groups, sim, topology);

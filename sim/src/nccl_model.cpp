@@ -11,18 +11,35 @@ namespace twinbed::sim {
 namespace {
 
 // ---- NCCL's tables. Unless said otherwise: NVIDIA/nccl v2.20.3, src/graph/tuning.cc. ----
-// Indices: [algorithm: Tree, Ring, NVLS, NVLSTree][protocol: LL, LL128, Simple]; latencies in us.
+// Indices: [algorithm: Tree, Ring, NVLS, NVLSTree, PAT][protocol: LL, LL128, Simple]; latencies in us.
+// PAT is NCCL 2.23's (see kPat* below); v2.20.3 has no such algorithm, and its rows here are zero.
 
 // baseLat: the fixed cost of a collective of that kind (kernel launch and setup); NVLS and NVLSTree
 // have none of their own (their hardware latencies below stand for everything).
-constexpr double kBaseLat[kNcclAlgos][kNcclProtos] = {{6.8, 14.0, 0}, {6.6, 14.0, 8.4}, {0, 0, 0}, {0, 0, 0}};
+constexpr double kBaseLat[kNcclAlgos][kNcclProtos] = {{6.8, 14.0, 0}, {6.6, 14.0, 8.4}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
 
 // hwLat: the latency of one hop of the algorithm, per kind of hop.
 enum Hw { kNvlink = 0, kPci = 1, kNet = 2 };
 constexpr double kHwLat[3][kNcclAlgos][kNcclProtos] = {
-    /* NVLink */ {{.6, 1.25, 28}, {.6, 1.9, 3.4}, {0, 0, 23}, {0, 0, 23}},
-    /* PCI */ {{1.0, 1.9, 28}, {1.0, 2.5, 5.7}, {0, 0, 0}, {0, 0, 0}},
-    /* NET */ {{5.0, 8.5, 28}, {2.7, 4.0, 14.0}, {0, 0, 18}, {0, 0, 14}}};
+    /* NVLink */ {{.6, 1.25, 28}, {.6, 1.9, 3.4}, {0, 0, 23}, {0, 0, 23}, {0, 0, 0}},
+    /* PCI */ {{1.0, 1.9, 28}, {1.0, 2.5, 5.7}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}},
+    /* NET */ {{5.0, 8.5, 28}, {2.7, 4.0, 14.0}, {0, 0, 18}, {0, 0, 14}, {0, 0, 0}}};
+
+// PAT (Parallel Aggregated Trees, NCCL 2.23+; NVIDIA/nccl v2.23.4, src/graph/tuning.cc): all-gather and
+// reduce-scatter as a Bruck-style pattern of log2(n) rounds, Simple only, enabled by default
+// (NCCL_PAT_ENABLE) only where every rank of the communicator is on its own node (ncclPatEnable:
+// nNodes == nRanks) and the network is not offloaded. It runs on the tree graph's channels (src/init.cc:
+// graphs[NCCL_ALGO_PAT] = treeGraph). The tuner takes its bus bandwidth at 0.75 of the graph's
+// ("busBw *= .75") and does not convert it to algorithm bandwidth (for all-gather and reduce-scatter
+// only the ring's is converted), and prices its latency as
+//     8 + log2i(nodes) x interLat / 3.5 + ranks x 2.8  us
+// ("Still a linear part; hopefully we'll manage to remove it at some point"), with interLat the tree's
+// network latency, as 2.23 takes for every algorithm at one rank per node ("With ppn=1 latencies are
+// fully exposed, use the Tree network latency").
+constexpr double kPatBusEfficiency = 0.75;
+constexpr double kPatBaseUs = 8.0;
+constexpr double kPatLogLatencyDivisor = 3.5;
+constexpr double kPatPerRankUs = 2.8;
 
 // Per-channel (or, for LL, total) bandwidth caps, measured by NVIDIA per GPU generation, indexed by
 // nodes: 1, 2, more. llMaxBws: single node by GPU generation; across nodes by CPU vendor, where we
@@ -110,6 +127,9 @@ constexpr double kPerChMaxNvlsTreeBwHopper[3] = {0.0, 57.7, 45.5};
 // hop costs half the tuner's per-hop latency (the tables hold round trips).
 constexpr double kPipelineHopLatencyShare = 0.5;
 
+// NCCL's loop order (tuning.cc), which its choice keeps on ties.
+constexpr NcclAlgo kAllAlgos[] = {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls, NcclAlgo::NvlsTree, NcclAlgo::Pat};
+
 int idx(NcclAlgo a) { return static_cast<int>(a); }
 int idx(NcclProto p) { return static_cast<int>(p); }
 int arch_index(GpuArch a) { return a == GpuArch::Hopper ? 1 : 0; }
@@ -132,6 +152,7 @@ std::string to_string(NcclAlgo a) {
     case NcclAlgo::Ring: return "ring";
     case NcclAlgo::Nvls: return "nvls";
     case NcclAlgo::NvlsTree: return "nvlstree";
+    case NcclAlgo::Pat: return "pat";
   }
   return "?";
 }
@@ -198,6 +219,7 @@ std::optional<NcclFabric> nccl_fabric(const Topology& topology, const std::vecto
 }
 
 NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
+  if (algo == NcclAlgo::Pat) algo = NcclAlgo::Tree;  // PAT runs on the tree's graph (see kPatBusEfficiency)
   // NCCL's search (search.cc, ncclTopoCompute) tries the speeds of its list from the fastest, each
   // channel taking that bandwidth out of every GPU's links, and keeps the first that fits; then it
   // doubles the channels at half the speed where the speed is high (ncclTopoDupChannels). We take the
@@ -291,17 +313,19 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
   const Hw intra_hw = f.nvlink ? kNvlink : kPci;
   const Hw hw = nodes == 1 ? intra_hw : kNet;
 
-  for (NcclAlgo a : {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls, NcclAlgo::NvlsTree}) {
+  for (NcclAlgo a : kAllAlgos) {
     // Which algorithms serve which op: tree and NVLSTree only all-reduce; NVLS all-reduce,
     // reduce-scatter, all-gather. NVLSTree is off on one node, NVLS across nodes (it would need
-    // CollNet): nccl_graph gives them no channels there.
+    // CollNet): nccl_graph gives them no channels there. PAT: all-gather and reduce-scatter where the
+    // fabric enables it and every rank is on its own node.
     if ((a == NcclAlgo::Tree || a == NcclAlgo::NvlsTree) && !ar) continue;
     if (a == NcclAlgo::Nvls && root_op) continue;
+    if (a == NcclAlgo::Pat && !(rs_ag && f.pat && nodes == n)) continue;
     const NcclGraph g = nccl_graph(f, a);
     t.channels[idx(a)] = g.channels;
     if (g.channels == 0) continue;
     for (NcclProto p : {NcclProto::LL, NcclProto::LL128, NcclProto::Simple}) {
-      if ((a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree) && p != NcclProto::Simple) continue;  // Simple only
+      if ((a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree || a == NcclAlgo::Pat) && p != NcclProto::Simple) continue;  // Simple only
       // LL128 is on by default only over NVLink (Volta, Ampere, Hopper).
       if (p == NcclProto::LL128 && !f.nvlink) continue;
       double bw = nodes <= 2 ? g.bw_intra : g.bw_inter;
@@ -319,6 +343,12 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
       if (a == NcclAlgo::Tree && p == NcclProto::LL) bus = std::min(bus / 3.8, ll_max);
       if (a == NcclAlgo::Tree && p == NcclProto::LL128) {
         bus = std::min(bus * (nodes == 1 ? 7.0 / 9.0 : 120.0 / 128.0), g.channels * kPerChMaxTreeLL128Bw[ai][ni]);
+      }
+      if (a == NcclAlgo::Pat) {  // PAT: its own bandwidth and latency (kPat*), nothing converted
+        t.bandwidth_GBps[idx(a)][idx(p)] = bus * kPatBusEfficiency;
+        t.latency_us[idx(a)][idx(p)] = kPatBaseUs + log2i(nodes) * kHwLat[kNet][idx(NcclAlgo::Tree)][idx(p)] / kPatLogLatencyDivisor +
+                                       n * kPatPerRankUs;
+        continue;
       }
       // Bus bandwidth to algorithm bandwidth.
       const double ratio = a == NcclAlgo::Ring                                ? static_cast<double>(n) / nsteps
@@ -403,12 +433,15 @@ bool nvls_family(NcclAlgo a) { return a == NcclAlgo::Nvls || a == NcclAlgo::Nvls
 
 int nccl_channels(const NcclFabric& f, NcclAlgo a) {
   if (nvls_family(a)) return nccl_graph(f, a).channels > 0 ? kNvlsChannels : 0;
+  if (a == NcclAlgo::Pat && !(f.pat && f.nodes == f.ranks)) return 0;
   const int graphs = std::min(nccl_graph(f, NcclAlgo::Ring).channels, nccl_graph(f, NcclAlgo::Tree).channels);
   return std::min(kMaxChannels, 2 * graphs);
 }
 
 NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a, NcclProto p) {
-  if (a == NcclAlgo::Tree) throw InvalidArgument("nccl_pipeline: the tree's pipeline is not modelled");
+  if (a == NcclAlgo::Tree || a == NcclAlgo::Pat) {
+    throw InvalidArgument("nccl_pipeline: the " + to_string(a) + "'s pipeline is not modelled");
+  }
   if (op == CollectiveOp::AllToAll) {
     throw InvalidArgument("NCCL has no tuned all-to-all (it runs point-to-point sends)");
   }
@@ -469,7 +502,7 @@ NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, Nc
 std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a,
                               NcclProto p) {
   if (t.bandwidth_GBps[idx(a)][idx(p)] <= 0) return std::nullopt;
-  if (a == NcclAlgo::Tree) return nccl_tuner_time(t, f, op, bytes, a, p);
+  if (a == NcclAlgo::Tree || a == NcclAlgo::Pat) return nccl_tuner_time(t, f, op, bytes, a, p);
   const NcclPipeline pl = nccl_pipeline(f, op, bytes, a, p);
   const int n = f.ranks;
   const double base = kBaseLat[idx(a)][idx(p)];
@@ -520,7 +553,7 @@ NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabri
   if (request.ranks <= 1) return best;
   const NcclTable t = nccl_table(request.op, fabric);
   bool found = false;
-  for (NcclAlgo a : {NcclAlgo::Tree, NcclAlgo::Ring, NcclAlgo::Nvls, NcclAlgo::NvlsTree}) {
+  for (NcclAlgo a : kAllAlgos) {
     if (only && a != *only) continue;
     for (NcclProto p : {NcclProto::LL, NcclProto::LL128, NcclProto::Simple}) {
       const auto estimate = nccl_tuner_time(t, fabric, request.op, request.bytes, a, p);
@@ -536,7 +569,7 @@ NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabri
                           to_string(request.op) + "' here");
   }
   best.time = *nccl_time(t, fabric, request.op, request.bytes, best.algo, best.proto);
-  best.channels = best.algo == NcclAlgo::Tree
+  best.channels = best.algo == NcclAlgo::Tree || best.algo == NcclAlgo::Pat
                       ? t.channels[idx(best.algo)]
                       : nccl_pipeline(fabric, request.op, request.bytes, best.algo, best.proto).channels;
   return best;

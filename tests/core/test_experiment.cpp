@@ -75,6 +75,7 @@ TEST(Experiment, ParsesAValidConfigWithDefaults) {
   EXPECT_EQ(e.simulation.network, "analytical");
   EXPECT_EQ(e.simulation.fidelity, "representative");
   EXPECT_EQ(e.simulation.collective_algorithm, "auto");
+  EXPECT_FALSE(e.simulation.nccl_pat);
   EXPECT_EQ(e.output, "results/small");
   EXPECT_EQ(build_topology(e.cluster).num_ranks(), 16);
 }
@@ -87,6 +88,12 @@ TEST(Experiment, ResolvedRoundTrips) {
   EXPECT_EQ(r["output"], "results/small");
   EXPECT_FALSE(r.contains("sweep"));
   EXPECT_EQ(experiment_from_json(r, "/"), e);
+  json c = small_config();
+  c["simulation"]["nccl_pat"] = true;
+  const Experiment pat = experiment_from_json(c, kData);
+  EXPECT_TRUE(pat.simulation.nccl_pat);
+  EXPECT_EQ(resolved(pat)["simulation"]["nccl_pat"], true);
+  EXPECT_EQ(experiment_from_json(resolved(pat), "/"), pat);
 }
 
 TEST(Experiment, LoadsAFileAndResolvesRelativeTopologyPaths) {
@@ -145,6 +152,9 @@ TEST(Experiment, WrongTypesAndRangesAreErrors) {
   c = small_config();
   c.erase("model");
   EXPECT_EQ(error_path(c), "/model");
+  c = small_config();
+  c["simulation"]["nccl_pat"] = "yes";
+  EXPECT_EQ(error_path(c), "/simulation/nccl_pat");
   c = small_config();
   c["simulation"]["network"] = "fluid";
   std::string msg;

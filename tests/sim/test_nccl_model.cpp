@@ -277,5 +277,109 @@ TEST(NcclModel, SharedLinksStretchNcclTimes) {
   EXPECT_GT(both.max(), one.max());
 }
 
+// One GPU of each of `nodes` DGX H100 nodes: a data-parallel group across the nodes.
+std::vector<int> one_per_node(int nodes) {
+  std::vector<int> v;
+  for (int n = 0; n < nodes; ++n) v.push_back(8 * n);
+  return v;
+}
+
+TEST(NcclModel, PatTunerArithmeticAtOneRankPerNode) {
+  // PAT (NCCL 2.23, tuning.cc) on 64 nodes, one H100 each, their NDR NICs at 50 GB/s.
+  NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(64), one_per_node(64));
+  EXPECT_EQ(f.ranks, 64);
+  EXPECT_EQ(f.nodes, 64);
+  EXPECT_FALSE(f.pat);  // v2.20.3 has none: off unless asked
+  EXPECT_EQ(nccl_table(CollectiveOp::AllGather, f).bandwidth_GBps[4][kSimple], 0);
+  EXPECT_EQ(nccl_channels(f, NcclAlgo::Pat), 0);
+  f.pat = true;
+  // PAT runs on the tree's graph: one channel per NIC at 48 GB/s, doubled to 2 x 24.
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), (NcclGraph{2, 24, 24}));
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), nccl_graph(f, NcclAlgo::Tree));
+  for (CollectiveOp op : {CollectiveOp::AllGather, CollectiveOp::ReduceScatter}) {
+    const NcclTable t = nccl_table(op, f);
+    // 0.75 x 2 x 24 GB/s, left as bus bandwidth; 8 + log2(64) x 28 / 3.5 + 64 x 2.8 us.
+    EXPECT_NEAR(t.bandwidth_GBps[4][kSimple], 36.0, 1e-9);
+    EXPECT_NEAR(t.latency_us[4][kSimple], 8 + 6 * 8.0 + 64 * 2.8, 1e-9);
+    EXPECT_EQ(t.bandwidth_GBps[4][kLL], 0);  // Simple only
+    EXPECT_EQ(t.bandwidth_GBps[4][kLL128], 0);
+  }
+  // Not for all-reduce.
+  EXPECT_EQ(nccl_table(CollectiveOp::AllReduce, f).bandwidth_GBps[4][kSimple], 0);
+  // What it takes is the tuner's estimate (its pipeline is not modelled).
+  const NcclTable t = nccl_table(CollectiveOp::AllGather, f);
+  const Time pat = Time::us(235.2 + 4194304 / (1000 * 36.0));
+  EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllGather, 4 * MiB, NcclAlgo::Pat, NcclProto::Simple), pat);
+  EXPECT_EQ(*nccl_time(t, f, CollectiveOp::AllGather, 4 * MiB, NcclAlgo::Pat, NcclProto::Simple), pat);
+  EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllGather, MiB, NcclAlgo::Pat, NcclProto::Simple), InvalidArgument);
+}
+
+TEST(NcclModel, PatWinsMidSizesAcrossManyNodesAndTheRingLargeOnes) {
+  NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(64), one_per_node(64));
+  f.pat = true;
+  // 4 MiB all-gather: PAT 235.2 + 116.5 us; the ring's LL128 14 + 63 x 4.0 + 4 MiB at 0.7 x 48 x 64/63
+  // GB/s = 388.9 us, its Simple 8.4 + 63 x 14 + 86.0 us, LL 6.6 + 63 x 2.7 + 344.1 us.
+  const NcclChoice mid = nccl_choose({CollectiveOp::AllGather, 64, 4 * MiB}, f);
+  EXPECT_EQ(mid.name(), "pat/Simple");
+  EXPECT_EQ(mid.channels, 2);
+  // 1 GiB: bandwidth decides, and PAT has 0.75 of the graph's: the ring (48 x 64/63 GB/s).
+  EXPECT_EQ(nccl_choose({CollectiveOp::AllGather, 64, GiB}, f).name(), "ring/Simple");
+  // Off, the same 4 MiB goes by the ring.
+  f.pat = false;
+  EXPECT_EQ(nccl_choose({CollectiveOp::AllGather, 64, 4 * MiB}, f).algo, NcclAlgo::Ring);
+}
+
+TEST(NcclModel, PatNeedsEveryRankOnItsOwnNode) {
+  // Two whole DGX H100 nodes: eight ranks per node, no PAT even when the NCCL modelled has it.
+  NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(2), iota(16));
+  f.pat = true;
+  EXPECT_EQ(nccl_table(CollectiveOp::ReduceScatter, f).bandwidth_GBps[4][kSimple], 0);
+  EXPECT_EQ(nccl_channels(f, NcclAlgo::Pat), 0);
+  EXPECT_NE(nccl_choose({CollectiveOp::ReduceScatter, 16, 4 * MiB}, f).algo, NcclAlgo::Pat);
+}
+
+TEST(NcclModel, AutoRunsPatWhenAskedAndSharesLinksAsRecursiveHalvingDoubling) {
+  const Topology t = topo::dgx_h100_cluster(64);
+  CollectiveSimulator sim(t, "flow");
+  const CollectiveRequest req{CollectiveOp::AllGather, 64, 4 * MiB};
+  EXPECT_EQ(time_group_collective(req, {one_per_node(64)}, "auto", sim, t).algorithm.substr(0, 4), "ring");
+  const GroupTiming pat = time_group_collective(req, {one_per_node(64)}, "auto", sim, t, /*nccl_pat=*/true);
+  EXPECT_EQ(pat.algorithm, "pat/Simple");
+  NcclFabric f = *nccl_fabric(t, one_per_node(64));
+  f.pat = true;
+  EXPECT_EQ(pat.max(), nccl_choose(req, f).time);
+  EXPECT_EQ(pat.channels, 2);
+}
+
+TEST(NcclModel, PatGroupsSharingLinksSlowEachOther) {
+  // 32 nodes of 2 GPUs on a 2:1 fat-tree: the groups of GPU 0 and of GPU 1 of every node have one rank
+  // per node and share the leaves' uplinks. At 32 nodes PAT (8 + 5 x 8 + 32 x 2.8 = 137.6 us, 36 GB/s)
+  // beats the ring's LL128 (14 + 31 x 4 = 138 us, 0.7 x 48 x 32/31 GB/s) at every size, and its Simple
+  // (442.4 us) at 4 MiB. Together the groups take longer than one alone, by rhd's slowdown on the flow
+  // network.
+  topo::FatTreeSpec spec;
+  spec.nodes = 32;
+  spec.gpus_per_node = 2;
+  spec.nodes_per_leaf = 4;
+  spec.spines = 2;
+  spec.oversubscription = 2;
+  spec.nvlink = {450 * GBps, Time::us(0.5)};
+  spec.nic = {50 * GBps, Time::us(1)};
+  spec.device = device_preset("h100");
+  const Topology t = topo::fat_tree(spec);
+  std::vector<int> gpu0, gpu1;
+  for (int n = 0; n < 32; ++n) {
+    gpu0.push_back(2 * n);
+    gpu1.push_back(2 * n + 1);
+  }
+  CollectiveSimulator sim(t, "flow");
+  const CollectiveRequest req{CollectiveOp::ReduceScatter, 32, 4 * MiB};
+  const GroupTiming one = time_group_collective(req, {gpu0}, "auto", sim, t, true);
+  const GroupTiming both = time_group_collective(req, {gpu0, gpu1}, "auto", sim, t, true);
+  EXPECT_EQ(one.algorithm, "pat/Simple");
+  EXPECT_EQ(both.algorithm, "pat/Simple");
+  EXPECT_GT(both.max(), one.max());
+}
+
 }  // namespace
 }  // namespace twinbed::sim

@@ -788,6 +788,15 @@ TEST(PlanSim, PolledProgressSeesACollectiveEndAtTheNextPoll) {
   EXPECT_EQ(polled.step_time, independent.step_time);
 }
 
+// The experiment's "simulation" options reach the simulator's: PAT for `auto` (NCCL 2.23+) only when asked.
+TEST(PlanSim, OptionsCarryTheExperimentsNcclPat) {
+  const Topology topo = fat_tree_8();
+  Experiment e;
+  EXPECT_FALSE(plan_sim_options(e, topo).nccl_pat);
+  e.simulation.nccl_pat = true;
+  EXPECT_TRUE(plan_sim_options(e, topo).nccl_pat);
+}
+
 // Backends are found by name: the simulator registers itself as "sim" and runs as simulate_plan does
 // with the experiment's options; an unknown name lists the known ones.
 TEST(PlanSim, TheSimulatorIsTheBackendNamedSim) {

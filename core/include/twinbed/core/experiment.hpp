@@ -46,6 +46,7 @@ struct SimulationConfig {
   std::string network = "flow";                  // flow | analytical
   std::string fidelity = "representative";       // full | representative | coarse
   std::string collective_algorithm = "auto";     // auto | ring | tree | rhd | direct | hierarchical
+  bool nccl_pat = false;                         // auto's NCCL has PAT (2.23+; sim/nccl_model.hpp)
   bool operator==(const SimulationConfig&) const = default;
 };
 

@@ -53,14 +53,16 @@ struct GroupTiming {
 // `algorithm`, a registry name. With "auto", the collective NCCL would run: where NCCL's model
 // applies (nccl_fabric of the first group; not all-to-all), time_nccl; elsewhere the cheapest
 // schedule by choose_algorithm's cost model placed on the first group's ranks. A group of one rank
-// takes no time. `sim` must be bound to `topology`.
+// takes no time. `sim` must be bound to `topology`. `nccl_pat`: the NCCL modelled has PAT (2.23+;
+// NcclFabric::pat).
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
-                                  const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology);
+                                  const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology,
+                                  bool nccl_pat = false);
 
 // NCCL's own collective on every group (nccl_model.hpp): the algorithm and protocol NCCL's tuner picks
 // for the first group's fabric, timed as its tuner prices it; where groups share links (not
 // groups_alike), each group's time is stretched by how much slower the corresponding shared schedule
-// (ring or tree) runs on the flow network with every group at once than with the first alone.
+// (ring, tree, or rhd for PAT) runs on the flow network with every group at once than with the first alone.
 // GroupTiming::algorithm names the pair ("nvls/Simple"), GroupTiming::channels its channels.
 GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                       const NcclFabric& fabric, CollectiveSimulator& sim, const Topology& topology);

@@ -1,4 +1,4 @@
-// Collectives as NCCL runs them: its algorithms (ring, tree, NVLS, NVLSTree), protocols (LL, LL128,
+// Collectives as NCCL runs them: its algorithms (ring, tree, NVLS, NVLSTree, PAT), protocols (LL, LL128,
 // Simple) and channels, its choice among them (the cost model of NCCL's own tuner), and the time the chosen
 // collective takes (a model of how NCCL's kernels pipeline the data through their channels).
 //
@@ -13,7 +13,7 @@
 //   (NVLink, PCI or network hops), and bandwidth = channels x per-channel bandwidth, cut by the
 //   protocol's efficiency (LL moves 8-byte lines of which 4 are data and waits on flags; LL128
 //   128-byte lines of which 120 are data; Simple moves whole buffers), and converted from bus to
-//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6). NCCL runs the pair
+//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6; PAT: none). NCCL runs the pair
 //   of least time; so does `nccl_choose`.
 //
 // * The time the pair takes (`nccl_time`, the time `nccl_choose` reports). NCCL's tuner charges
@@ -27,7 +27,7 @@
 //     NVLS:  base + the first slice through both steps (reduce into the switch, multicast back)
 //            + (slices - 1) x the per-slice delay          (NVIDIA's pipeline model, see .cpp);
 //            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes)
-//     tree:  the tuner's estimate (its pipeline is not modelled).
+//     tree and PAT:  the tuner's estimate (their pipelines are not modelled).
 //   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
 //   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
 //   At large sizes the ring's time comes within a few percent of the tuner's bandwidth (the slices'
@@ -41,9 +41,13 @@
 // model (src/tuning/pipeline_model/, NVIDIA/nccl 623aa029) where it describes the kernels.
 // NVLSTree (NVLS inside each node, a tree of the nodes across the network) is on for any multi-node
 // Hopper NVSwitch communicator with NICs, as v2.20.3 enables it: it needs no SHARP switch (NVLS
-// across nodes without the tree would: CollNet, not modelled). Not modelled either: PAT (NCCL
-// 2.23+), the CPU vendor (Intel assumed), NCCL_PROTO (NCCL_ALGO is `nccl_choose`'s `only`), the
-// tree's pipeline.
+// across nodes without the tree would: CollNet, not modelled). PAT (NCCL 2.23+: all-gather and
+// reduce-scatter in log2(n) rounds where each rank has a node of its own) is priced by 2.23's tuner
+// when NcclFabric::pat says that NCCL is the one modelled; its time is the tuner's estimate, as the
+// tree's. The ring it competes with stays v2.20.3's (2.23 also prices a one-rank-per-node ring's
+// network hops at the tree's network latency, 28 us for Simple rather than 14, which would make PAT
+// win up to about twice the size). Not modelled: the CPU vendor (Intel assumed), NCCL_PROTO
+// (NCCL_ALGO is `nccl_choose`'s `only`), the pipelines of the tree and PAT.
 //
 // The shared schedules (core/schedule.hpp) stay what the real backend executes; this model is how the
 // simulator costs NCCL's own collective (`auto`). NVLS has no shared schedule (the NVSwitch reduces in
@@ -62,11 +66,11 @@
 
 namespace twinbed::sim {
 
-enum class NcclAlgo { Tree, Ring, Nvls, NvlsTree };
+enum class NcclAlgo { Tree, Ring, Nvls, NvlsTree, Pat };
 enum class NcclProto { LL, LL128, Simple };
-inline constexpr int kNcclAlgos = 4;
+inline constexpr int kNcclAlgos = 5;
 inline constexpr int kNcclProtos = 3;
-// "tree", "ring", "nvls", "nvlstree" (tree and ring are also the names of the shared schedules they correspond to);
+// "tree", "ring", "nvls", "nvlstree", "pat" (tree and ring are also the names of the shared schedules they correspond to);
 // "LL", "LL128", "Simple" as NCCL spells them.
 std::string to_string(NcclAlgo a);
 std::string to_string(NcclProto p);
@@ -83,6 +87,11 @@ struct NcclFabric {
   bool has_nics = false;   // the node has NICs (NCCL then searches with its network speed list)
   double nvlink_GBps = 0;  // one GPU's NVLink bandwidth per direction as NCCL counts it (links x its per-link figure)
   double nic_GBps = 0;     // one NIC's line rate; one NIC per GPU
+  // PAT enabled, as NCCL 2.23 and later have it (NCCL_PAT_ENABLE's default); it then serves
+  // all-gather and reduce-scatter where every rank is on its own node. Not something NCCL learns of
+  // the machine but of its own version: the tables are v2.20.3's, which has no PAT, so it is off
+  // unless the caller (the experiment's "simulation": {"nccl_pat": true}) turns it on.
+  bool pat = false;
   bool operator==(const NcclFabric&) const = default;
 };
 
@@ -139,11 +148,11 @@ struct NcclPipeline {
   int steps = 0;         // hops (ring) or stages (NVLS) the first slice goes through
   bool operator==(const NcclPipeline&) const = default;
 };
-// Throws InvalidArgument for the tree (not modelled) or an unavailable pair.
+// Throws InvalidArgument for the tree and PAT (not modelled) or an unavailable pair.
 NcclPipeline nccl_pipeline(const NcclFabric& fabric, CollectiveOp op, Bytes bytes, NcclAlgo algo, NcclProto proto);
 
 // The time one (algorithm, protocol) takes for `bytes`: the pipelined time for ring and NVLS, the
-// tuner's estimate for the tree (see the file comment); nullopt when the pair is unavailable.
+// tuner's estimate for the tree and PAT (see the file comment); nullopt when the pair is unavailable.
 // O(1); no state.
 std::optional<Time> nccl_time(const NcclTable& table, const NcclFabric& fabric, CollectiveOp op, Bytes bytes,
                               NcclAlgo algo, NcclProto proto);
@@ -157,7 +166,7 @@ struct NcclChoice {
   std::string name() const;  // "ring/LL128"
   bool operator==(const NcclChoice&) const = default;
 };
-// The pair of least tuner time, as NCCL picks it (ties: tree before ring before NVLS before NVLSTree,
+// The pair of least tuner time, as NCCL picks it (ties: tree before ring before NVLS before NVLSTree before PAT,
 // LL before LL128 before Simple: NCCL's loop order, which keeps the first minimum), with the time it
 // takes. `only`: NCCL under NCCL_ALGO=<that algorithm> (the tuner then picks only the protocol);
 // throws InvalidArgument when it has no protocol for the op here. A communicator of one rank takes
