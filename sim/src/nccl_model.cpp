@@ -25,13 +25,15 @@ constexpr double kHwLat[3][kNcclAlgos][kNcclProtos] = {
     /* PCI */ {{1.0, 1.9, 28}, {1.0, 2.5, 5.7}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}},
     /* NET */ {{5.0, 8.5, 28}, {2.7, 4.0, 14.0}, {0, 0, 18}, {0, 0, 14}, {0, 0, 0}}};
 
-// PAT (Parallel Aggregated Trees, NCCL 2.23+; NVIDIA/nccl v2.23.4, src/graph/tuning.cc): all-gather and
-// reduce-scatter as a Bruck-style pattern of log2(n) rounds, Simple only, enabled by default
-// (NCCL_PAT_ENABLE) only where every rank of the communicator is on its own node (ncclPatEnable:
-// nNodes == nRanks) and the network is not offloaded. It runs on the tree graph's channels (src/init.cc:
-// graphs[NCCL_ALGO_PAT] = treeGraph). The tuner takes its bus bandwidth at 0.75 of the graph's
+// PAT (Parallel Aggregated Trees, NCCL 2.23+): all-gather and reduce-scatter as a Bruck-style pattern
+// of log2(n) rounds, Simple only, enabled by default (NCCL_PAT_ENABLE) only where every rank of the
+// communicator is on its own node (ncclPatEnable: nNodes == nRanks) and the network is not offloaded.
+// Source: NCCL 2.23's src/graph/tuning.cc and src/init.cc (the NVIDIA/nccl files of that release as
+// quoted in public notes on NCCL's algorithms; this index holds no copy from NVIDIA/nccl itself), whose
+// terms NVIDIA/nccl's later src/tuning/pat.cc (12df1a11) keeps: PAT runs on the tree graph's channels
+// (graphs[NCCL_ALGO_PAT] = treeGraph); the tuner takes its bus bandwidth at 0.75 of the graph's
 // ("busBw *= .75") and does not convert it to algorithm bandwidth (for all-gather and reduce-scatter
-// only the ring's is converted), and prices its latency as
+// only the ring's is converted); and it prices its latency as
 //     8 + log2i(nodes) x interLat / 3.5 + ranks x 2.8  us
 // ("Still a linear part; hopefully we'll manage to remove it at some point"), with interLat the tree's
 // network latency, as 2.23 takes for every algorithm at one rank per node ("With ppn=1 latencies are
