@@ -56,6 +56,9 @@ constexpr double kPerChMaxTreeBw[2][3] = {{24.0, 23.6, 17.8}, {38.7, 41.4, 36.0}
 // step once the ring leaves the node, three times for Simple.
 constexpr double kNetOverheadUs = 1.0;
 
+// The tree's algorithm bandwidth is half its bus bandwidth: every byte goes up the tree and down.
+constexpr double kTreeAlgorithmShare = 0.5;
+
 // treeCorrectionFactor: NCCL's correction of tree bandwidth for medium sizes, by log2(bytes / 64).
 constexpr double kTreeCorrection[kNcclProtos][23] = {
     {1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0, 1.0},
@@ -355,7 +358,7 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
       // Bus bandwidth to algorithm bandwidth.
       const double ratio = a == NcclAlgo::Ring                                ? static_cast<double>(n) / nsteps
                            : a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree ? 5.0 / 6.0
-                                                                            : 0.5;
+                                                                            : kTreeAlgorithmShare;
       t.bandwidth_GBps[idx(a)][idx(p)] = bus * ratio;
 
       // Latency: the base, then the protocol's latency per hop of the algorithm.
@@ -441,15 +444,13 @@ int nccl_channels(const NcclFabric& f, NcclAlgo a) {
 }
 
 NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a, NcclProto p) {
-  if (a == NcclAlgo::Tree || a == NcclAlgo::Pat) {
-    throw InvalidArgument("nccl_pipeline: the " + to_string(a) + "'s pipeline is not modelled");
-  }
+  if (a == NcclAlgo::Pat) throw InvalidArgument("nccl_pipeline: PAT's pipeline is not modelled");
   if (op == CollectiveOp::AllToAll) {
     throw InvalidArgument("NCCL has no tuned all-to-all (it runs point-to-point sends)");
   }
   const int comm_channels = nccl_channels(f, a);
   if (comm_channels == 0 || (nvls_family(a) && (p != NcclProto::Simple || chain_op(op))) ||
-      (a == NcclAlgo::NvlsTree && op != CollectiveOp::AllReduce)) {
+      ((a == NcclAlgo::NvlsTree || a == NcclAlgo::Tree) && op != CollectiveOp::AllReduce)) {
     throw InvalidArgument("nccl_pipeline: " + to_string(a) + "/" + to_string(p) + " is not available here");
   }
   NcclPipeline out;
@@ -466,20 +467,32 @@ NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, Nc
     if (a == NcclAlgo::NvlsTree) out.steps += 2 * log2i(f.nodes);
     return out;
   }
-  // Ring. Trim the channels of small ops (enqueue.cc): drop one while the op is smaller than
-  // channels x threads x threshold.
+  // Ring and tree. Trim the channels of small ops (enqueue.cc): drop one while the op is smaller than
+  // channels x threads x threshold (the ring's LL threshold times the ranks).
   const int n = f.ranks;
-  const Bytes threshold = static_cast<Bytes>(kThreadThreshold[idx(p)]) * (p == NcclProto::LL ? n : 1);
+  const bool ring = a == NcclAlgo::Ring;
+  const Bytes threshold = static_cast<Bytes>(kThreadThreshold[idx(p)]) * (ring && p == NcclProto::LL ? n : 1);
   int nc = comm_channels;
   while (nc >= 2 && bytes < static_cast<Bytes>(nc) * kMaxThreads[idx(p)] * threshold) --nc;
   out.channels = nc;
   out.channel_bytes = ceil_div(std::max<Bytes>(bytes, 1), nc);
-  out.steps = ring_steps(op, n);
   // The chunk a step moves (enqueue.cc computeColl, as src/include/coll_sizes.h ncclGetChunkSize).
-  const bool sliced = p == NcclProto::Simple && !chain_op(op);
+  const bool sliced = ring && p == NcclProto::Simple && !chain_op(op);
   Bytes chunk = step_size * (sliced ? kRingChunkSteps : 1);
   if (p == NcclProto::LL) chunk /= kLlChunkDivisor;
   if (p == NcclProto::LL128) chunk = chunk / kLl128LineElems * kLl128DataElems;
+  if (!ring) {
+    // Tree (pipeline_model/tree.cc, 623aa029): chains through the node's GPUs and a tree of the nodes,
+    // up to reduce and down to broadcast: 2 (ppn - 1) NVLink or PCI steps and 2 log2(nodes) network
+    // steps. A slice is one chunk (one step of the buffer: chunk and slice steps are 1 off the ring)
+    // or the channel's data if less, and every tree link carries each slice twice, up and down, less
+    // the ghost slice NCCL's model takes off.
+    out.steps = 2 * (f.ranks / f.nodes - 1) + 2 * log2i(f.nodes);
+    out.slice = std::min(chunk, out.channel_bytes);
+    out.slices = std::max<std::int64_t>(2 * ceil_div(out.channel_bytes, out.slice) - 1, 1);
+    return out;
+  }
+  out.steps = ring_steps(op, n);
   // A loop gives each rank one chunk per channel; once the data runs short the chunk shrinks to the
   // rank's share of the channel (all_reduce.h runRing: min(chunkSize, divUp(size, nChannels*nranks))).
   // Broadcast and reduce pass the channel's data down the chain whole.
@@ -504,15 +517,36 @@ NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, Nc
 std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, CollectiveOp op, Bytes bytes, NcclAlgo a,
                               NcclProto p) {
   if (t.bandwidth_GBps[idx(a)][idx(p)] <= 0) return std::nullopt;
-  if (a == NcclAlgo::Tree || a == NcclAlgo::Pat) return nccl_tuner_time(t, f, op, bytes, a, p);
+  if (a == NcclAlgo::Pat) return nccl_tuner_time(t, f, op, bytes, a, p);
   const NcclPipeline pl = nccl_pipeline(f, op, bytes, a, p);
   const int n = f.ranks;
   const double base = kBaseLat[idx(a)][idx(p)];
+  // NVIDIA's pipeline model (pipeline_model.cc) for a linear pipeline: the first slice goes through
+  // every step (half the step's latency, then the slice at the channel's bandwidth), the rest follow
+  // one per slice time. `slice_per_step`: the number of steps whose slice time the first slice pays,
+  // all of them in NVIDIA's model (a hop forwards a slice once it holds all of it).
+  const auto linear_pipeline = [&](double steps_latency_us, double slice_us, int slice_per_step) {
+    const double first = kPipelineHopLatencyShare * steps_latency_us + slice_per_step * slice_us;
+    return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice_us);
+  };
+  if (a == NcclAlgo::Tree) {
+    // A channel's bandwidth on a tree link is its share of the tuner's bus bandwidth for the pair (the
+    // tuner's algorithm bandwidth is half of it: every byte goes up and down), so a long pipeline
+    // reaches the tuner's bandwidth. NVLink or PCI hops in the node, network hops across. Simple
+    // forwards a slice once its flag says the whole slice is in, so the first slice pays its time on
+    // every hop, as NVIDIA's model has it; LL and LL128 carry a flag in every 16- or 128-byte line, and
+    // a hop forwards each line as it arrives (prims_ll.h, prims_ll128.h), so the first slice pays its
+    // time once and the hops only their latency.
+    const double channel_Bpus = t.bandwidth_GBps[idx(a)][idx(p)] / kTreeAlgorithmShare * 1000.0 / nccl_channels(f, a);
+    const int net_steps = 2 * log2i(f.nodes);
+    const double steps_latency = (pl.steps - net_steps) * kHwLat[f.nvlink ? kNvlink : kPci][idx(a)][idx(p)] +
+                                 net_steps * kHwLat[kNet][idx(a)][idx(p)];
+    return linear_pipeline(steps_latency, static_cast<double>(pl.slice) / channel_Bpus,
+                           p == NcclProto::Simple ? pl.steps : 1);
+  }
   if (nvls_family(a)) {
-    // NVIDIA's pipeline model (pipeline_model.cc): the first slice goes through every stage (half the
-    // stage's latency, then the slice at the channel's bandwidth), the rest follow one per slice
-    // time. A channel's bandwidth is its share of NVLS's (algorithm) bandwidth, so a long pipeline
-    // reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
+    // The linear pipeline through NVLS's stages. A channel's bandwidth is its share of NVLS's
+    // (algorithm) bandwidth, so a long pipeline reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
     // share, and caps the sum with a soft minimum; the share is what the channels can carry together.)
     // NVLSTree's network stages pay the network latency.
     const double alg_GBps = nvls_bus_GBps(f, op, a) * n / ring_steps(op, n);
@@ -521,8 +555,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     const int net_steps = a == NcclAlgo::NvlsTree ? 2 * log2i(f.nodes) : 0;
     const double first_lat =
         (pl.steps - net_steps) * kHwLat[kNvlink][idx(a)][idx(p)] + net_steps * kHwLat[kNet][idx(a)][idx(p)];
-    const double first = kPipelineHopLatencyShare * first_lat + pl.steps * slice_us;
-    return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice_us);
+    return linear_pipeline(first_lat, slice_us, pl.steps);
   }
   // Ring. A channel's bandwidth is its share of the tuner's bus bandwidth for the pair (whose
   // channels are the graph's, run twice over).

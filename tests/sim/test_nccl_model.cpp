@@ -79,10 +79,9 @@ TEST(NcclModel, TimesAndChoicesOnAnH100Node) {
   // The tuner: 1 MiB on NVLS: 23 us + 1048576 B / (266.7 GB/s = 266,667 B/us).
   EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Nvls, NcclProto::Simple),
             Time::us(23 + 1048576 / (1000 * 320.0 * 5 / 6)));
-  // Tree's correction at 1 MiB (log2(1 MiB / 64) = 14): LL128 x 0.6. The tree's time is the tuner's.
+  // Tree's correction at 1 MiB (log2(1 MiB / 64) = 14): LL128 x 0.6.
   const Time tree = Time::us(31.5 + 1048576 / (1000 * 420 * 0.92 * 7 / 9 / 2 * 0.6));
   EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128), tree);
-  EXPECT_EQ(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128), tree);
   // NCCL picks by the tuner and the op takes the pipelined time: 1 MiB over 16 NVLS channels is one
   // 65536-byte slice each, through 2 stages of 23/2 us at 272/16 = 17 GB/s (see NvlsPipeline...).
   const NcclChoice big = nccl_choose({CollectiveOp::AllReduce, 8, MiB}, f);
@@ -192,8 +191,36 @@ TEST(NcclModel, NvlsPipelineFillsAndReachesItsEfficiency) {
   const NcclTable rs = nccl_table(CollectiveOp::ReduceScatter, f);
   expect_us(*nccl_time(rs, f, CollectiveOp::ReduceScatter, 4 * MiB, NcclAlgo::Nvls, NcclProto::Simple),
             11.5 + 262144 / 14875.0);
-  // The tree has no pipeline model.
-  EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::Simple), InvalidArgument);
+}
+
+TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
+  const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
+  // 1 MiB, LL128: 24 channels (2 x min(12 ring, 14 tree)); 1048576 >= 24 x 640 x 8, so none trimmed;
+  // 43,691 B a channel, under one LL128 chunk (614,400 / 16 x 15): one slice, up and down the chain of
+  // 8 GPUs, 14 hops.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
+            (NcclPipeline{24, 43691, 43691, 1, 14}));
+  // LL128 forwards line by line: base 14 + 14 hops x 1.25 / 2 + the slice once at the channel's share
+  // of the tuner's bus bandwidth, 420 x 0.92 x 7/9 / 24 GB/s.
+  const double ll128_channel = 420 * 0.92 * 7 / 9 * 1000 / 24;
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
+            14 + 14 * 1.25 / 2 + 43691 / ll128_channel);
+  // 64 MiB, Simple: 2,796,203 B a channel in slices of one 512 KiB step, 6 of them, each crossing
+  // every link twice less one: 11. Simple forwards whole slices: the first pays its time on all 14
+  // hops (latency 28 / 2 each), then 10 more follow at 386.4 / 24 GB/s.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
+            (NcclPipeline{24, 2796203, 524288, 11, 14}));
+  const double slice_us = 524288 / (420 * 0.92 * 1000 / 24);
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
+            14 * 28 / 2.0 + (14 + 10) * slice_us);
+  // Large: the tuner's algorithm bandwidth, 420 x 0.92 / 2 GB/s, within the fill.
+  const Time big = *nccl_time(t, f, CollectiveOp::AllReduce, 16 * GiB, NcclAlgo::Tree, NcclProto::Simple);
+  EXPECT_NEAR(16.0 * GiB / big.seconds() / 1e9, 420 * 0.92 / 2, 0.01 * 420 * 0.92 / 2);
+  // Across nodes the tree adds 2 log2(nodes) network hops; only all-reduce has a tree.
+  const NcclFabric two = *nccl_fabric(topo::dgx_h100_cluster(2), iota(16));
+  EXPECT_EQ(nccl_pipeline(two, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple).steps, 16);
+  EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllGather, MiB, NcclAlgo::Tree, NcclProto::Simple), InvalidArgument);
 }
 
 TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {

@@ -27,11 +27,16 @@
 //     NVLS:  base + the first slice through both steps (reduce into the switch, multicast back)
 //            + (slices - 1) x the per-slice delay          (NVIDIA's pipeline model, see .cpp);
 //            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes)
-//     tree and PAT:  the tuner's estimate (their pipelines are not modelled).
+//     tree:  base + the first slice up and down every hop (half the hop's latency, then the slice)
+//            + (slices - 1) x the slice time, a link carrying each slice twice (NVIDIA's
+//            pipeline model, pipeline_model/tree.cc)
+//     PAT:   the tuner's estimate (its pipeline is not modelled).
 //   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
 //   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
 //   At large sizes the ring's time comes within a few percent of the tuner's bandwidth (the slices'
-//   synchronisation) and NVLS's reaches its efficiency-carrying bandwidth; at small and mid sizes
+//   synchronisation), the tree's reaches the tuner's bandwidth (without the tuner's tree correction
+//   factors, NVIDIA's fit of its own estimate to medium sizes, which still decide) and NVLS's its
+//   efficiency-carrying bandwidth; at small and mid sizes
 //   they differ from the tuner by the pipeline's fill, the slicing and the trimmed channels.
 //
 // What is NCCL's own and what is ours: every table value and size is NCCL's (cited in
@@ -43,11 +48,10 @@
 // Hopper NVSwitch communicator with NICs, as v2.20.3 enables it: it needs no SHARP switch (NVLS
 // across nodes without the tree would: CollNet, not modelled). PAT (NCCL 2.23+: all-gather and
 // reduce-scatter in log2(n) rounds where each rank has a node of its own) is priced by 2.23's tuner
-// when NcclFabric::pat says that NCCL is the one modelled; its time is the tuner's estimate, as the
-// tree's. The ring it competes with stays v2.20.3's (2.23 also prices a one-rank-per-node ring's
+// when NcclFabric::pat says that NCCL is the one modelled; its time is the tuner's estimate. The ring it competes with stays v2.20.3's (2.23 also prices a one-rank-per-node ring's
 // network hops at the tree's network latency, 28 us for Simple rather than 14, which would make PAT
 // win up to about twice the size). Not modelled: the CPU vendor (Intel assumed), NCCL_PROTO
-// (NCCL_ALGO is `nccl_choose`'s `only`), the pipelines of the tree and PAT.
+// (NCCL_ALGO is `nccl_choose`'s `only`), PAT's pipeline, the tree's LL128 chunk halving for small ops.
 //
 // The shared schedules (core/schedule.hpp) stay what the real backend executes; this model is how the
 // simulator costs NCCL's own collective (`auto`). NVLS has no shared schedule (the NVSwitch reduces in
@@ -139,20 +143,22 @@ int nccl_channels(const NcclFabric& fabric, NcclAlgo algo);
 
 // How NCCL's kernels cut one op up. Ring: every one of `steps` hops moves `slice` bytes at a time,
 // and the busiest link carries `slices` of them. NVLS: each channel's data passes through `steps`
-// stages (2 for all-reduce: into the switch and back; 1 otherwise) in `slices` slices.
+// stages (2 for all-reduce: into the switch and back; 1 otherwise) in `slices` slices. Tree
+// (all-reduce): the first slice goes up and down the chains and the tree of nodes, `steps` hops, and
+// each link carries `slices` (every slice twice, less one).
 struct NcclPipeline {
   int channels = 0;      // channels that carry data (NCCL trims them for small ops)
   Bytes channel_bytes = 0;  // each one's share of the op
   Bytes slice = 0;       // bytes one slice moves on one hop
-  std::int64_t slices = 0;  // slices the busiest link (ring) or each channel (NVLS) handles
-  int steps = 0;         // hops (ring) or stages (NVLS) the first slice goes through
+  std::int64_t slices = 0;  // slices the busiest link (ring, tree) or each channel (NVLS) handles
+  int steps = 0;         // hops (ring, tree) or stages (NVLS) the first slice goes through
   bool operator==(const NcclPipeline&) const = default;
 };
-// Throws InvalidArgument for the tree and PAT (not modelled) or an unavailable pair.
+// Throws InvalidArgument for PAT (not modelled) or an unavailable pair.
 NcclPipeline nccl_pipeline(const NcclFabric& fabric, CollectiveOp op, Bytes bytes, NcclAlgo algo, NcclProto proto);
 
-// The time one (algorithm, protocol) takes for `bytes`: the pipelined time for ring and NVLS, the
-// tuner's estimate for the tree and PAT (see the file comment); nullopt when the pair is unavailable.
+// The time one (algorithm, protocol) takes for `bytes`: the pipelined time for ring, tree and NVLS,
+// the tuner's estimate for PAT (see the file comment); nullopt when the pair is unavailable.
 // O(1); no state.
 std::optional<Time> nccl_time(const NcclTable& table, const NcclFabric& fabric, CollectiveOp op, Bytes bytes,
                               NcclAlgo algo, NcclProto proto);
