@@ -226,7 +226,14 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
 
 }  // namespace
 
-Time op_time(const OpCost& op, const ComputeProfile& profile) {
+namespace {
+
+// op_time, with the matmul roof of `sms` of the device's SMs: the device's rates scaled by
+// sms / profile.shapes.sms (each SM computes at the device's per-SM rate) and the tile, wave and
+// split-K model over `sms`. `shape_model` (out) says whether the shape model timed the op, rather than
+// a measurement that knows nothing of a smaller SM count (a technique kernel, a sparse rate, GEMM samples).
+Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, bool& shape_model) {
+  shape_model = false;
   // Technique kernels and sparse GEMMs at the rates a calibrated profile measured for them.
   if (const auto k = profile.kernel_seconds_per_element.find(technique_kernel_key(op)); k != profile.kernel_seconds_per_element.end()) {
     double seconds = technique_kernel_elements(op) * k->second;
@@ -257,14 +264,40 @@ Time op_time(const OpCost& op, const ComputeProfile& profile) {
     if (it == profile.gemm_rate.end() || it->second <= 0) {
       throw InvalidArgument("op_time: no " + dtype_name(op.dtype) + " matmul rate for device '" + profile.device + "'");
     }
+    KernelShapeModel shapes = profile.shapes;
+    FlopsPerSec rate = it->second;
+    if (shapes.sms > 0 && sms < shapes.sms) {
+      rate *= static_cast<double>(sms) / shapes.sms;
+      shapes.sms = sms;
+    }
+    shape_model = true;
     if (op.flash) {
-      const FlopsPerSec rate = it->second * profile.shapes.flash_attention * flash_block_efficiency(op, profile.shapes);
+      rate *= shapes.flash_attention * flash_block_efficiency(op, shapes);
       seconds = std::max(seconds, matmul_work(op, profile) / rate);
     } else {
-      seconds = gemm_seconds(op, matmul_work(op, profile), it->second, memory, profile.shapes);
+      seconds = gemm_seconds(op, matmul_work(op, profile), rate, memory, shapes);
     }
   }
   return profile.launch_overhead + Time::from_seconds(seconds);
+}
+
+}  // namespace
+
+Time op_time(const OpCost& op, const ComputeProfile& profile) {
+  bool shape_model = false;
+  return op_time_with_sms(op, profile, profile.shapes.sms, shape_model);
+}
+
+Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms) {
+  const int device_sms = profile.shapes.sms;
+  if (!op.is_matmul() || device_sms <= 0 || sms >= device_sms) return op_time(op, profile);
+  sms = std::max(sms, 1);
+  bool shape_model = false;
+  const Time t = op_time_with_sms(op, profile, sms, shape_model);
+  if (shape_model) return t;
+  // A measured rate: the same work on fewer SMs, in proportion.
+  const std::int64_t work = (t - profile.launch_overhead).picoseconds();
+  return profile.launch_overhead + Time::ps((work * device_sms + sms / 2) / sms);
 }
 
 }  // namespace twinbed::sim

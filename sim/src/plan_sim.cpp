@@ -72,6 +72,7 @@ struct ExecOp {
   Time duration;          // Compute only
   Time matmul;            // Compute only: the part of `duration` spent in matmul kernels (GEMMs,
                           // attention), which the SMs NCCL holds slow down (sm_contended)
+  std::int32_t cost = -1;  // Compute only: the op's cost in Plan::costs (a single op)
   double flops = 0;       // Compute only
   std::uint32_t first = 0;  // the program's op (the first of a merged run)
   // A merged run (Coarse): its ops' (duration, matmul) are ExecProgram::parts[part_begin, part_end);
@@ -82,6 +83,7 @@ struct ExecOp {
 struct ExecPart {
   Time duration;
   Time matmul;
+  std::int32_t cost = -1;
 };
 
 struct ExecProgram {
@@ -91,6 +93,7 @@ struct ExecProgram {
   ExecGraph graph;                        // over ops
   std::vector<ExecPart> parts;            // the ops of merged runs, each run's contiguous
   int sms = 0;                            // the device's SMs (the profile's shape model); 0: a CPU
+  ComputeProfile profile;                 // the device's, which times ops beside NCCL's CTAs (sm_contended)
   bool polled = false;                    // communication seen to finish only between compute ops
                                           // (CommProgress::Polled); never coarsened then
   std::int64_t original_ops = 0;
@@ -121,6 +124,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     Time dur;
     Time matmul;
     double flops = 0;
+    const std::int32_t cost = op.kind == OpKind::Compute ? op.cost : -1;
     if (op.kind == OpKind::Compute) {
       const OpCost& c = plan.costs.at(static_cast<std::size_t>(op.cost));
       dur = op_time(c, profile);
@@ -131,9 +135,9 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
       ExecOp& last = ex.ops.back();
       if (last.part_begin == last.part_end) {
         last.part_begin = static_cast<std::uint32_t>(ex.parts.size());
-        ex.parts.push_back({last.duration, last.matmul});
+        ex.parts.push_back({last.duration, last.matmul, last.cost});
       }
-      ex.parts.push_back({dur, matmul});
+      ex.parts.push_back({dur, matmul, cost});
       last.part_end = static_cast<std::uint32_t>(ex.parts.size());
       last.duration += dur;
       last.matmul += matmul;
@@ -155,6 +159,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     e.bytes = op.kind == OpKind::Alloc || op.kind == OpKind::Free ? memory_delta(prog, op) : op.bytes;
     e.duration = dur;
     e.matmul = matmul;
+    e.cost = cost;
     e.flops = flops;
     e.first = static_cast<std::uint32_t>(i);
     map[i] = static_cast<std::uint32_t>(ex.ops.size());
@@ -163,6 +168,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   // Merged runs are consecutive Compute-stream ops, so `map` is what ExecGraph takes.
   ex.graph = ExecGraph(prog, map);
   ex.sms = profile.shapes.sms;
+  ex.profile = profile;
   return ex;
 }
 
@@ -184,25 +190,24 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // memory). A cuBLAS GEMM's CTAs each take most of an SM's shared memory, so they cannot share those
 // SMs either: the GEMM runs on sms - channels SMs.
 //
-// Model: the op's matmul time × sms / (sms - channels), channels being the CTAs of the rank's
-// collectives in flight when the op starts (capped at sms - 1: at least one SM stays for the GEMM).
-// The proportional factor, not the compute model's tile and wave efficiency at the reduced SM count:
-// the op's time is computed once per program, before any contention is known, and a merged run of
-// the Coarse fidelity has no single shape. Memory-bound ops (element-wise, norms, optimizer) are left
-// unchanged: no source here says how much bandwidth a few SMs fewer cost them.
+// Model: the op timed by the compute model on sms - channels SMs (op_time_on_sms), channels being the
+// CTAs of the rank's collectives in flight when the op starts (capped at sms - 1: at least one SM
+// stays for the GEMM): its tiles quantise into waves over the SMs left, so a GEMM of exactly one wave
+// takes two beside any collective, as NVIDIA's forum report measured (compute_model.hpp), and one of
+// many waves slows about in proportion. A matmul whose time a measurement gives (GEMM samples) slows
+// by sms / (sms - channels). Memory-bound ops (element-wise, norms, optimizer) are left unchanged: no
+// source here says how much bandwidth a few SMs fewer cost them.
 // A Coarse merged run stays exact: each of its ops is evaluated at its own start (change_channels
 // re-times the run when the CTAs in flight change during it).
 // Known approximations: evaluated once, at the op's start (a collective posted while the op runs does
 // not slow it, one that ends meanwhile does not speed it up); a collective holds its CTAs from when
-// the rank posts it (its kernel is launched and waits on its peers) until it ends; a matmul the
-// roofline found memory-bound is slowed like the rest. sms 0 (a CPU profile) or no NCCL collective
-// in flight: the op's own time.
-Time sm_contended(Time duration, Time matmul, int sms, int channels) {
-  if (sms <= 1 || channels <= 0 || matmul <= Time{}) return duration;
-  const std::int64_t free_sms = sms - std::min(channels, sms - 1);
-  const std::int64_t m = matmul.picoseconds();
-  const Time slowed = Time::ps((m * sms + free_sms / 2) / free_sms);  // nearest picosecond
-  return duration - matmul + slowed;
+// the rank posts it (its kernel is launched and waits on its peers) until it ends. sms 0 (a CPU
+// profile) or no NCCL collective in flight: the op's own time, `duration`.
+Time sm_contended(const ExecProgram& p, const std::vector<OpCost>& costs, std::int32_t cost, Time duration, Time matmul,
+                  int channels) {
+  if (p.sms <= 1 || channels <= 0 || matmul <= Time{} || cost < 0) return duration;
+  const int free_sms = p.sms - std::min(channels, p.sms - 1);
+  return op_time_on_sms(costs[static_cast<std::size_t>(cost)], p.profile, free_sms);
 }
 
 struct CollKey {
@@ -541,8 +546,8 @@ void PlanRun::start(int si, std::uint32_t i) {
         schedule_run_end(si);
         break;
       }
-      const Time dur = sm_contended(op.duration, op.matmul, rs.prog->sms, rs.channels);
-      if (dur != op.duration) ++stats_.contended_ops;
+      const Time dur = sm_contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.channels);
+      if (rs.channels > 0 && op.matmul > Time{} && rs.prog->sms > 1) ++stats_.contended_ops;
       rs.computing = true;
       engine_.schedule_after(dur, [this, si, i, now] {
         RankState& r = ranks_[static_cast<std::size_t>(si)];
@@ -657,9 +662,10 @@ Time PlanRun::run_end(const RankState& rs) const {
   const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[rs.run.op];
   const ExecPart& cur = p.parts[rs.run.part];
-  Time t = rs.run.part_start + sm_contended(cur.duration, cur.matmul, p.sms, rs.run.part_channels);
+  Time t = rs.run.part_start + sm_contended(p, plan_.costs, cur.cost, cur.duration, cur.matmul, rs.run.part_channels);
   for (std::uint32_t k = rs.run.part + 1; k < op.part_end; ++k) {
-    t += sm_contended(p.parts[k].duration, p.parts[k].matmul, p.sms, rs.channels);
+    const ExecPart& part = p.parts[k];
+    t += sm_contended(p, plan_.costs, part.cost, part.duration, part.matmul, rs.channels);
   }
   return t;
 }
@@ -693,7 +699,8 @@ void PlanRun::change_channels(int si, int delta) {
   // Parts that ended by now started beside the old count (a part ending exactly now counts as ended).
   while (rs.run.part + 1 < op.part_end) {
     const ExecPart& cur = p.parts[rs.run.part];
-    const Time end = rs.run.part_start + sm_contended(cur.duration, cur.matmul, p.sms, rs.run.part_channels);
+    const Time end =
+        rs.run.part_start + sm_contended(p, plan_.costs, cur.cost, cur.duration, cur.matmul, rs.run.part_channels);
     if (end > now) break;
     rs.run.part_start = end;
     rs.run.part_channels = rs.channels;

@@ -150,6 +150,36 @@ TEST(ComputeModel, MeasuredGemmShapesReplaceTheTileModel) {
   EXPECT_EQ(op_time(odd, rate_only), p.launch_overhead + Time::from_seconds(odd.flops / (250e12 * 117.0 / 216)));
 }
 
+// On fewer SMs (NCCL's CTAs hold the rest; op_time_on_sms): each SM computes at the same rate, the
+// tiles quantise into waves over the SMs left. One wave on all 108 is two on 100 (the tail effect);
+// 117 tiles, two waves on 108, stay two on 100; memory-bound ops and the device's own count are
+// unchanged; a measured GEMM shape knows nothing of SMs and slows in proportion.
+TEST(ComputeModel, FewerSmsQuantiseTheWavesOverWhatIsLeft) {
+  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const auto above_launch = [&](Time t) { return (t - p.launch_overhead).seconds(); };
+  const OpCost one_wave = gemm(12 * 256, 9 * 128, 8192);
+  EXPECT_NEAR(above_launch(op_time_on_sms(one_wave, p, 100)) / above_launch(op_time(one_wave, p)), 2.0, 1e-12);
+  const OpCost two_waves = gemm(13 * 256, 9 * 128, 8192);
+  EXPECT_NEAR(above_launch(op_time_on_sms(two_waves, p, 100)) / above_launch(op_time(two_waves, p)), 1.0, 1e-12);
+  // 54 tiles would split k in two on 108 SMs (split-K); on 50 they cannot: one wave of 54 > 50 is two.
+  const OpCost small = gemm(6 * 256, 9 * 128, 8192);
+  EXPECT_GT(op_time_on_sms(small, p, 50), op_time(small, p));
+  EXPECT_EQ(op_time_on_sms(one_wave, p, 108), op_time(one_wave, p));
+  EXPECT_EQ(op_time_on_sms(one_wave, p, 200), op_time(one_wave, p));
+  OpCost copy;
+  copy.name = "copy";
+  copy.kind = OpCost::Kind::MemoryBound;
+  copy.bytes = 1 << 28;
+  EXPECT_EQ(op_time_on_sms(copy, p, 50), op_time(copy, p));
+  ComputeProfile measured = p;
+  measured.gemm_samples = {{13 * 256, 9 * 128, 8192, DType::BF16, 200e12}};
+  EXPECT_NEAR(above_launch(op_time_on_sms(two_waves, measured, 100)), two_waves.flops / 200e12 * 108 / 100, 1e-12);
+  // A CPU profile (no SM count): unchanged.
+  ComputeProfile cpu = p;
+  cpu.shapes.sms = 0;
+  EXPECT_EQ(op_time_on_sms(one_wave, cpu, 10), op_time(one_wave, cpu));
+}
+
 TEST(ComputeModel, FlashAttentionRunsAtItsOwnRateOverQueryBlocks) {
   const ComputeProfile p = roofline_profile(device_preset("a100"));
   TransformerModel m = model_preset("gpt3-1.3b");

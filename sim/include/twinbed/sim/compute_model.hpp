@@ -92,4 +92,15 @@ double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int6
 // profile has no rate for. O(log dtypes).
 Time op_time(const OpCost& op, const ComputeProfile& profile);
 
+// Time of one op when only `sms` of the device's SMs are free for it (NCCL's CTAs hold the others;
+// sim/plan_sim.cpp): a matmul timed by the tile, wave and split-K model over `sms` SMs, each at the
+// device's per-SM rate — so a GEMM of exactly one full wave takes two waves on one SM fewer, as an
+// NVIDIA forum report measured with Nsight Systems (an H100 GEMM of 132 thread blocks beside a
+// 24-block NCCL all-gather: "the gemm kernel's execution time nearly doubles", forums.developer.
+// nvidia.com/t/337991). A matmul a measurement times (GEMM samples, a technique kernel, a sparse
+// rate) has no shape model: its time above the launch overhead × device SMs / `sms`. Memory-bound
+// ops, and the memory roof of a matmul, are unchanged: no source here says what a few SMs fewer cost
+// their bandwidth. `sms` at or above the device's (or no SM count: a CPU): op_time.
+Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms);
+
 }  // namespace twinbed::sim

@@ -6,9 +6,9 @@
 // heads its stream's queue.
 //  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device. A matmul
 //    (GEMM, attention) that starts while NCCL collectives posted by its rank are in flight runs on the
-//    SMs their CTAs leave (one CTA per channel of NCCL's chosen algorithm, holding its SM alone): its
-//    time × sms / (sms − channels), channels capped at sms − 1, evaluated at its start (plan_sim.cpp,
-//    sm_contended, with the source). Memory-bound ops, devices without an SM count (CPU profiles) and
+//    SMs their CTAs leave (one CTA per channel of NCCL's chosen algorithm, holding its SM alone): the
+//    compute model's time on sms − channels SMs (op_time_on_sms: its waves re-quantised over them),
+//    channels capped at sms − 1, evaluated at its start (plan_sim.cpp, sm_contended, with the source). Memory-bound ops, devices without an SM count (CPU profiles) and
 //    collectives NCCL's model does not time (explicit schedules) are unaffected.
 //  - A Collective starts when every member of its communicator has reached it; each rank's span of it
 //    starts where that rank posted it (the wait for the others is part of it, as the real backends
