@@ -535,14 +535,15 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     // reaches the tuner's bandwidth. NVLink or PCI hops in the node, network hops across. Simple
     // forwards a slice once its flag says the whole slice is in, so the first slice pays its time on
     // every hop, as NVIDIA's model has it; LL and LL128 carry a flag in every 16- or 128-byte line, and
-    // a hop forwards each line as it arrives (prims_ll.h, prims_ll128.h), so the first slice pays its
-    // time once and the hops only their latency.
+    // a hop forwards each line as it arrives (prims_ll.h, prims_ll128.h), so the hops pay only their
+    // latency and the first slice its time twice: up and down through the busiest GPU's link, which
+    // carries every slice both ways.
     const double channel_Bpus = t.bandwidth_GBps[idx(a)][idx(p)] / kTreeAlgorithmShare * 1000.0 / nccl_channels(f, a);
     const int net_steps = 2 * log2i(f.nodes);
     const double steps_latency = (pl.steps - net_steps) * kHwLat[f.nvlink ? kNvlink : kPci][idx(a)][idx(p)] +
                                  net_steps * kHwLat[kNet][idx(a)][idx(p)];
     return linear_pipeline(steps_latency, static_cast<double>(pl.slice) / channel_Bpus,
-                           p == NcclProto::Simple ? pl.steps : 1);
+                           p == NcclProto::Simple ? pl.steps : 2);
   }
   if (nvls_family(a)) {
     // The linear pipeline through NVLS's stages. A channel's bandwidth is its share of NVLS's

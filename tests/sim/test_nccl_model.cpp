@@ -201,11 +201,11 @@ TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
   // 8 GPUs, 14 hops.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
             (NcclPipeline{24, 43691, 43691, 1, 14}));
-  // LL128 forwards line by line: base 14 + 14 hops x 1.25 / 2 + the slice once at the channel's share
-  // of the tuner's bus bandwidth, 420 x 0.92 x 7/9 / 24 GB/s.
+  // LL128 forwards line by line: base 14 + 14 hops x 1.25 / 2 + the slice up and down once each at the
+  // channel's share of the tuner's bus bandwidth, 420 x 0.92 x 7/9 / 24 GB/s.
   const double ll128_channel = 420 * 0.92 * 7 / 9 * 1000 / 24;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
-            14 + 14 * 1.25 / 2 + 43691 / ll128_channel);
+            14 + 14 * 1.25 / 2 + 2 * 43691 / ll128_channel);
   // 64 MiB, Simple: 2,796,203 B a channel in slices of one 512 KiB step, 6 of them, each crossing
   // every link twice less one: 11. Simple forwards whole slices: the first pays its time on all 14
   // hops (latency 28 / 2 each), then 10 more follow at 386.4 / 24 GB/s.
