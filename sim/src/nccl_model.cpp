@@ -275,6 +275,7 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
   // its NIC, not over NVLink), so with the channels' exits spread over the GPUs each GPU's NVLink
   // carries (ppn - 1)/ppn of them. Either way the channels together may take ppn/(ppn - 1) of a link.
   if ((algo == NcclAlgo::Tree || f.nodes > 1) && f.ranks > 1) total *= static_cast<double>(ppn) / std::max(ppn - 1, 1);
+  const double nvlink_total = total;  // the NVLink side's share, before the NICs cap it
   if (f.nodes > 1) {
     per_channel_limit = std::min(per_channel_limit, f.nic_GBps);
     total = std::min(total, f.nic_GBps * ppn);
@@ -289,13 +290,26 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
   int channels = std::max(1, static_cast<int>(std::floor(total / s + 1e-9)));
   if (f.nodes > 1) channels = std::min(channels, ppn * std::max(1, static_cast<int>(std::floor(f.nic_GBps / s + 1e-9))));
   channels = std::min(channels, 16);  // MAXCHANNELS/2 before duplication (NCCL 2.20: 32 channels)
-  // ncclTopoDupChannels: double the channels at half the speed, unless the speed is below 25 GB/s,
-  // or below 50 GB/s with more than 4 channels on Hopper.
-  if (!(s < 25.0) && !(hopper && s < 50.0 && channels > 4)) {
+  // The search's second pass ("See if we can increase bwIntra for trees (2 nodes or collnet)"): for a
+  // pattern other than the ring, the speed inside the node rises one listed speed at a time, while it
+  // is below twice the network's and the same channels still fit the NVLink at it. The tuner prices a
+  // tree of one or two nodes at that speed (tuning.cc: bwIntra where nNodes <= 2).
+  double intra = s;
+  if (algo == NcclAlgo::Tree) {
+    for (auto it = std::find(speeds.begin(), speeds.end(), s); it != speeds.begin() && intra < 2 * s;) {
+      const double faster = *--it;
+      if (faster > f.nvlink_GBps || channels * faster > nvlink_total + 1e-9) break;
+      intra = faster;
+    }
+  }
+  // ncclTopoDupChannels: double the channels at half the speeds, unless the speed inside the node is
+  // below 25 GB/s, or below 50 GB/s with more than 4 channels on Hopper.
+  if (!(intra < 25.0) && !(hopper && intra < 50.0 && channels > 4)) {
     channels *= 2;
     s /= 2;
+    intra /= 2;
   }
-  g = {channels, s, s};
+  g = {channels, intra, s};
   return g;
 }
 

@@ -243,6 +243,30 @@ TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {
   EXPECT_NEAR(table.latency_us[kTree][kLL], 6.8 + 2 * (7 * 0.6 + 1 * 5.0), 1e-9);
 }
 
+// The search's second pass raises a tree's speed inside the node while it stays under twice the
+// network's and the channels fit the NVLink (search.cc, "See if we can increase bwIntra for trees").
+// Two DGX A100 nodes: the network speed is 24 (NCCL's Ampere list, under the 25 GB/s NIC), 8 channels
+// (one per NIC); inside the node 28 and 30 fit (8 x 30 = 240 <= 240 x 8/7), 48 does not; 30 >= 25
+// doubles the channels at half the speeds. The ring keeps 8 x 24 (below 25: no doubling). For one or
+// two nodes the tuner prices the tree at its speed inside: 16 x 15 x 0.92 = 220.8 GB/s bus, 110.4 of
+// algorithm bandwidth, above the ring's 8 x 24 x 16/30 = 102.4: large all-reduces run the tree.
+TEST(NcclModel, TwoDgxA100NodesRaiseTheTreesSpeedInsideTheNode) {
+  const NcclFabric f = *nccl_fabric(topo::dgx_a100_cluster(2), iota(16));
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{8, 24, 24}));
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{16, 15, 12}));
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
+  EXPECT_NEAR(t.bandwidth_GBps[kTree][kSimple], 16 * 15 * 0.92 / 2, 1e-9);
+  EXPECT_NEAR(t.bandwidth_GBps[kRing][kSimple], 8 * 24.0 * 16 / 30, 1e-9);
+  EXPECT_EQ(nccl_choose({CollectiveOp::AllReduce, 16, 4 * GiB}, f).name(), "tree/Simple");
+  // Beyond two nodes the tuner takes the network speed: the same 16 x 12 = 8 x 24 of bus bandwidth.
+  const NcclFabric four = *nccl_fabric(topo::dgx_a100_cluster(4), iota(32));
+  EXPECT_EQ(nccl_graph(four, NcclAlgo::Tree), (NcclGraph{16, 15, 12}));
+  EXPECT_NEAR(nccl_table(CollectiveOp::AllReduce, four).bandwidth_GBps[kTree][kSimple],
+              std::min(16 * 12 * 0.92, 16 * 17.8) / 2, 1e-9);
+  // On Hopper the fastest network speed (48) has no faster one above it: nothing to raise.
+  EXPECT_EQ(nccl_graph(*nccl_fabric(topo::dgx_h100_cluster(2), iota(16)), NcclAlgo::Tree), (NcclGraph{8, 48, 48}));
+}
+
 TEST(NcclModel, TwoDgxH100NodesRunNvlsTree) {
   const Topology t = topo::dgx_h100_cluster(2);
   const NcclFabric f = *nccl_fabric(t, iota(16));
