@@ -307,19 +307,24 @@ TEST(NcclModel, AutoFollowsNcclOnGroupsAndFallsBackElsewhere) {
   EXPECT_EQ(time_group_collective({CollectiveOp::AllReduce, 8, MiB}, {iota(8)}, "auto", sim, t), g);
 }
 
-TEST(NcclModel, SharedLinksStretchNcclTimes) {
-  // Two 2-rank groups on a 2:1 fat-tree, each crossing the spine: the groups share uplinks, so each
-  // takes longer than NCCL's idle-fabric price, by its ring's slowdown on the flow network.
+// A 2:1 oversubscribed fat-tree of H100 nodes with 2 GPUs each (NVLink 450 GB/s, NICs 50 GB/s).
+Topology h100_fat_tree(int nodes, int nodes_per_leaf, int spines) {
   topo::FatTreeSpec spec;
-  spec.nodes = 2;
+  spec.nodes = nodes;
   spec.gpus_per_node = 2;
-  spec.nodes_per_leaf = 1;
-  spec.spines = 1;
+  spec.nodes_per_leaf = nodes_per_leaf;
+  spec.spines = spines;
   spec.oversubscription = 2;
   spec.nvlink = {450 * GBps, Time::us(0.5)};
   spec.nic = {50 * GBps, Time::us(1)};
   spec.device = device_preset("h100");
-  const Topology t = topo::fat_tree(spec);
+  return topo::fat_tree(spec);
+}
+
+TEST(NcclModel, SharedLinksStretchNcclTimes) {
+  // Two 2-rank groups on a 2:1 fat-tree, each crossing the spine: the groups share uplinks, so each
+  // takes longer than NCCL's idle-fabric price, by its ring's slowdown on the flow network.
+  const Topology t = h100_fat_tree(2, 1, 1);
   CollectiveSimulator sim(t, "flow");
   const CollectiveRequest req{CollectiveOp::AllReduce, 2, 64 * MiB};
   const GroupTiming both = time_group_collective(req, {{0, 2}, {1, 3}}, "auto", sim, t);
@@ -408,16 +413,7 @@ TEST(NcclModel, PatGroupsSharingLinksSlowEachOther) {
   // beats the ring's LL128 (14 + 31 x 4 = 138 us, 0.7 x 48 x 32/31 GB/s) at every size, and its Simple
   // (442.4 us) at 4 MiB. Together the groups take longer than one alone, by rhd's slowdown on the flow
   // network.
-  topo::FatTreeSpec spec;
-  spec.nodes = 32;
-  spec.gpus_per_node = 2;
-  spec.nodes_per_leaf = 4;
-  spec.spines = 2;
-  spec.oversubscription = 2;
-  spec.nvlink = {450 * GBps, Time::us(0.5)};
-  spec.nic = {50 * GBps, Time::us(1)};
-  spec.device = device_preset("h100");
-  const Topology t = topo::fat_tree(spec);
+  const Topology t = h100_fat_tree(32, 4, 2);
   std::vector<int> gpu0, gpu1;
   for (int n = 0; n < 32; ++n) {
     gpu0.push_back(2 * n);
