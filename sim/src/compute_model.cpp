@@ -224,10 +224,6 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
   return best;
 }
 
-}  // namespace
-
-namespace {
-
 // op_time, with the matmul roof of `sms` of the device's SMs: the device's rates scaled by
 // sms / profile.shapes.sms (each SM computes at the device's per-SM rate) and the tile, wave and
 // split-K model over `sms`. `shape_model` (out) says whether the shape model timed the op, rather than
