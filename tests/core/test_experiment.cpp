@@ -607,6 +607,21 @@ TEST(Profile, FiguresHaveTheRangesOfTopologyFiles) {
 
 namespace twinbed {
 
+namespace {
+
+// The ConfigError the profile `j` raises; a failure when it is accepted.
+ConfigError profile_error(const json& j) {
+  try {
+    profile_from_json(j, MachineProfile{}, DeviceSpec{});
+  } catch (const ConfigError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "the profile was accepted: " << j.dump();
+  return ConfigError("(no error)", "(no error)");
+}
+
+}  // namespace
+
 // Technique kernels' measured times and the sparse GEMM rates round-trip, and unknown keys are refused
 // naming them and the accepted ones.
 TEST(Profile, TechniqueKernelTimesRoundTripAndUnknownKeysAreRefused) {
@@ -618,13 +633,9 @@ TEST(Profile, TechniqueKernelTimesRoundTripAndUnknownKeysAreRefused) {
   EXPECT_EQ(profile_from_json(profile_to_json(p), MachineProfile{}, DeviceSpec{}), p);
   json bad = j;
   bad["kernel_ns_per_element"]["tgc.compres.topk"] = 1;
-  try {
-    profile_from_json(bad, MachineProfile{}, DeviceSpec{});
-    ADD_FAILURE() << "an unknown kernel was accepted";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.path(), "/kernel_ns_per_element/tgc.compres.topk");
-    EXPECT_NE(e.message().find("tgc.compress.topk"), std::string::npos) << e.message();
-  }
+  const ConfigError unknown_kernel = profile_error(bad);
+  EXPECT_EQ(unknown_kernel.path(), "/kernel_ns_per_element/tgc.compres.topk");
+  EXPECT_NE(unknown_kernel.message().find("tgc.compress.topk"), std::string::npos) << unknown_kernel.message();
   bad = j;
   bad["sparse_gemm_TFLOPs"]["block"] = 0;
   EXPECT_THROW(profile_from_json(bad, MachineProfile{}, DeviceSpec{}), ConfigError);
@@ -653,14 +664,10 @@ TEST(Profile, CommunicationProgressRoundTripsAndAnUnknownOneIsRefused) {
   EXPECT_EQ(profile_from_json(profile_to_json(p), MachineProfile{}, DeviceSpec{}), p);
   json bad = j;
   bad["progress"] = "poled";
-  try {
-    profile_from_json(bad, MachineProfile{}, DeviceSpec{});
-    ADD_FAILURE() << "an unknown progress was accepted";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.path(), "/progress");
-    EXPECT_NE(e.message().find("independent"), std::string::npos) << e.message();
-    EXPECT_NE(e.message().find("polled"), std::string::npos) << e.message();
-  }
+  const ConfigError e = profile_error(bad);
+  EXPECT_EQ(e.path(), "/progress");
+  EXPECT_NE(e.message().find("independent"), std::string::npos) << e.message();
+  EXPECT_NE(e.message().find("polled"), std::string::npos) << e.message();
   bad["progress"] = 1;
   EXPECT_THROW(profile_from_json(bad, MachineProfile{}, DeviceSpec{}), ConfigError);
   EXPECT_EQ(comm_progress_names(), (std::vector<std::string>{"independent", "polled"}));

@@ -259,8 +259,8 @@ Bytes updated_gradient_bytes_of(const std::vector<ParamTensor>& params, const La
 //    model's (_copy_main_params_to_model_params: 4 + w B), the gradient buffer zeroed (g B). With
 //    BF16 weights and FP32 gradients 42 B, BF16 gradients 46 B; FP32 weights 36 B (norm, Adam, zero).
 //    FP16's loss-scale unscale is not counted here: it is the precision pass's loss_scale op.
-// 16 FLOPs per parameter (18 with the norm's square and add): AdamW, as Megatron-LM runs it (apex FusedAdam with decoupled weight decay),
-// counted with the per-step scalars (1−β₁, 1−β₁ᵗ, η·α, η·λ, ...) made once. Kingma & Ba 2015
+// 16 FLOPs per parameter (18 with the norm's square and add): AdamW, as Megatron-LM runs it (apex
+// FusedAdam with decoupled weight decay), counted with the per-step scalars (1−β₁, 1−β₁ᵗ, η·α, η·λ, ...) made once. Kingma & Ba 2015
 // (arXiv:1412.6980) Algorithm 1: m ← β₁·m + (1−β₁)·g 3, v ← β₂·v + (1−β₂)·g² 4, the bias corrections
 // m̂ = m/(1−β₁ᵗ) and v̂ = v/(1−β₂ᵗ) 1 each, θ ← θ − α·m̂/(√v̂ + ε) 5 (√, +, ÷, ×, −): 14; Loshchilov &
 // Hutter 2019 (arXiv:1711.05101) Algorithm 2's decoupled decay θ ← θ − η·λ·θ: 2 more (×, −).
