@@ -59,6 +59,24 @@ std::string grad_dtype_name(GradDtype g) { return enum_names::name_of(kGradDtype
 std::vector<std::string> grad_dtype_names() { return enum_names::names(kGradDtypes); }
 GradDtype parse_grad_dtype(const std::string& name) { return enum_names::parse(kGradDtypes, name, "gradient dtype"); }
 
+Layout::LayerRange Layout::chunk_layers(const TransformerModel& m, int virtual_stage) const {
+  const std::int64_t per_chunk = pipeline_slots(m) / (static_cast<std::int64_t>(pp) * virtual_stages);
+  const std::int64_t skip = embedding_in_split ? 1 : 0;  // the embedding's slot comes first
+  const std::int64_t first = std::max<std::int64_t>(0, virtual_stage * per_chunk - skip);
+  const std::int64_t end = std::min(m.layers, (virtual_stage + 1) * per_chunk - skip);
+  return {first, std::max<std::int64_t>(0, end - first)};
+}
+
+std::int64_t Layout::stage_layers(const TransformerModel& m, int stage) const {
+  std::int64_t n = 0;
+  for (int c = 0; c < virtual_stages; ++c) n += chunk_layers(m, c * pp + stage).count;
+  return n;
+}
+
+RankParameters rank_parameters(const TransformerModel& model, const Layout& layout, int stage) {
+  return rank_parameters(model, layout.tp, layout.pp, layout.ep, stage, layout.stage_layers(model, stage));
+}
+
 Bytes gradient_bytes_per_element(const Layout& layout, DType dtype) {
   return layout.grad_dtype == GradDtype::FP32 ? 4 : gradient_bytes_per_element(dtype);
 }
@@ -84,8 +102,11 @@ void check_plan_size(const Layout& l, const TransformerModel& m) {
   const double per_layer = static_cast<double>(layer_forward_ops(m, ctx).size() + layer_backward_ops(m, ctx).size() +
                                                layer_recompute_ops(m, ctx, l.recompute).size()) + 16;  // + collectives, allocs
   const double micro_batches = l.micro_batches();
-  const double layers = static_cast<double>(l.layers_per_stage(m));
-  const double grads = static_cast<double>(rank_parameters(m, l.tp, l.pp, l.ep, 0).total()) * 2;  // 16-bit gradient bytes
+  double layers = 0, grads = 0;  // the largest stage's layers and 16-bit gradient bytes
+  for (int stage = 0; stage < l.pp; ++stage) {
+    layers = std::max(layers, static_cast<double>(l.stage_layers(m, stage)));
+    grads = std::max(grads, static_cast<double>(rank_parameters(m, l, stage).total()) * 2);
+  }
   const double buckets = l.zero_stage == 3 ? 0 : 2 * grads / static_cast<double>(l.bucket_bytes);
   const double ops = static_cast<double>(l.pp) * (micro_batches * (layers * per_layer + 16) + buckets);
   if (ops > kMaxPlanOps) {
@@ -144,10 +165,14 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                                                        " ranks, but seq_len = " + str(m.seq_len) + " is not divisible by it");
   }
 
-  // Pipeline: whole layers per stage, and per chunk when interleaved.
-  if (m.layers % pp != 0) {
-    throw ConfigError("/layout/pp", "pp = " + str(pp) + " must divide layers (" + str(m.layers) +
-                                        "); accepted values: " + divisors(m.layers, [](std::int64_t) { return true; }));
+  // Pipeline: whole layers per stage, and per chunk when interleaved; the embedding and loss take a
+  // layer's slot each when the split counts them.
+  const std::int64_t slots = l.pipeline_slots(m);
+  const std::string what = slots == m.layers ? "layers (" + str(m.layers) + ")"
+                                             : "the pipeline's slots (layers + embedding/loss = " + str(slots) + ")";
+  if (slots % pp != 0) {
+    throw ConfigError("/layout/pp", "pp = " + str(pp) + " must divide " + what +
+                                        "; accepted values: " + divisors(slots, [](std::int64_t) { return true; }));
   }
   const bool interleaved = l.schedule == PipelineSchedule::Interleaved1F1B;
   if (interleaved && pp < 2) {
@@ -156,16 +181,16 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
   if (interleaved && v < 2) {
     throw ConfigError("/layout/virtual_stages",
                       "interleaved-1f1b needs virtual_stages >= 2; accepted values: " +
-                          divisors(m.layers / pp, [](std::int64_t d) { return d >= 2; }));
+                          divisors(slots / pp, [](std::int64_t d) { return d >= 2; }));
   }
   if (!interleaved && v != 1) {
     throw ConfigError("/layout/virtual_stages", "virtual_stages = " + str(v) + " needs \"schedule\": \"interleaved-1f1b\"; "
                                                 "with \"" + schedule_name(l.schedule) + "\" the accepted value is 1");
   }
-  if (m.layers % (pp * v) != 0) {
+  if (slots % (pp * v) != 0) {
     throw ConfigError("/layout/virtual_stages",
-                      "pp·virtual_stages = " + str(pp * v) + " must divide layers (" + str(m.layers) +
-                          "); accepted values: " + divisors(m.layers / pp, [](std::int64_t d) { return d >= 2; }));
+                      "pp·virtual_stages = " + str(pp * v) + " must divide " + what +
+                          "; accepted values: " + divisors(slots / pp, [](std::int64_t d) { return d >= 2; }));
   }
 
   // Batches: every replica runs a whole number of micro-batches per iteration.
@@ -207,6 +232,10 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
   if (l.sequence_parallel && tp == 1) {
     warnings.push_back("/layout/sequence_parallel: has no effect with tp = 1");
   }
+  if ((l.embedding_in_split || l.loss_in_split) && pp == 1) {
+    warnings.push_back(std::string("/layout/") + (l.embedding_in_split ? "embedding_in_split" : "loss_in_split") +
+                       ": has no effect with pp = 1");
+  }
   if (l.zero_stage > 0 && dp == 1) {
     warnings.push_back("/layout/zero_stage: ZeRO stage " + str(l.zero_stage) + " with dp = 1 shards nothing");
   }
@@ -214,7 +243,7 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
 }
 
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage) {
-  const RankParameters p = rank_parameters(model, layout.tp, layout.pp, layout.ep, stage);
+  const RankParameters p = rank_parameters(model, layout, stage);
   const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.dp);
   const ModelStateBytes expert = model_state_bytes(p.expert, model.dtype, layout.zero_stage, layout.dp / layout.ep);
   // model_state_bytes counts gradients in the model's dtype; rescale them to the layout's.
@@ -254,7 +283,8 @@ int read_int32(const json& v, const std::string& path, std::int64_t min, std::in
 Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
       "dp",       "tp",           "pp",        "ep",        "sequence_parallel",  "zero_stage", "micro_batch",
-      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype"};
+      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype",
+      "embedding_in_split", "loss_in_split"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -274,6 +304,8 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("overlap_grad_reduce")) {
     l.overlap_grad_reduce = read_bool(j["overlap_grad_reduce"], path + "/overlap_grad_reduce");
   }
+  if (j.contains("embedding_in_split")) l.embedding_in_split = read_bool(j["embedding_in_split"], path + "/embedding_in_split");
+  if (j.contains("loss_in_split")) l.loss_in_split = read_bool(j["loss_in_split"], path + "/loss_in_split");
   if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
   if (j.contains("recompute")) l.recompute = read_named(j["recompute"], path + "/recompute", parse_recompute);
   if (j.contains("grad_dtype")) l.grad_dtype = read_named(j["grad_dtype"], path + "/grad_dtype", parse_grad_dtype);
@@ -303,7 +335,9 @@ json layout_to_json(const Layout& l) {
               {"recompute", recompute_name(l.recompute)},
               {"overlap_grad_reduce", l.overlap_grad_reduce},
               {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)},
-              {"grad_dtype", grad_dtype_name(l.grad_dtype)}};
+              {"grad_dtype", grad_dtype_name(l.grad_dtype)},
+              {"embedding_in_split", l.embedding_in_split},
+              {"loss_in_split", l.loss_in_split}};
 }
 
 }  // namespace twinbed

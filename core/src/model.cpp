@@ -214,15 +214,20 @@ void check_parallel(const TransformerModel& m, int tp, int ep, const char* who) 
 }  // namespace
 
 RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage) {
-  check_parallel(m, tp, ep, "rank_parameters");
   if (pp < 1 || m.layers % pp != 0) throw InvalidArgument("rank_parameters: layers not divisible by pp");
+  return rank_parameters(m, tp, pp, ep, stage, m.layers / pp);
+}
+
+RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage, std::int64_t layers) {
+  check_parallel(m, tp, ep, "rank_parameters");
+  if (pp < 1) throw InvalidArgument("rank_parameters: pp must be >= 1");
   if (stage < 0 || stage >= pp) throw InvalidArgument("rank_parameters: stage outside 0..pp-1");
+  if (layers < 0 || layers > m.layers) throw InvalidArgument("rank_parameters: stage_layers outside 0..layers");
   const std::int64_t h = m.hidden, f = m.ffn(), t = tp, qkv = m.qkv_width(), fc1 = m.fc1_width();
   // Column-parallel QKV splits weight and bias; row-parallel projection splits the weight only.
   const std::int64_t attention = (h * qkv + qkv + h * h) / t + h;
   const std::int64_t norms = 4 * h;
   const std::int64_t ffn = (h * fc1 + fc1 + f * h) / t + h;  // FC1 column-, FC2 row-parallel
-  const std::int64_t layers = m.layers / pp;
 
   RankParameters r;
   r.dense = layers * (attention + norms);

@@ -95,7 +95,6 @@ class Builder {
     v_ = l_.virtual_stages;
     V_ = l_.pp * v_;
     stride_ = l_.tp * l_.dp;
-    lpc_ = static_cast<int>(l_.layers_per_chunk(m_));
     lists_ = model_op_lists(m_, ctx_, l_.recompute);
     for (const auto& list : lists_) {
       std::vector<std::int32_t> ids;
@@ -134,7 +133,15 @@ class Builder {
     reductions_.clear();
     last_async_tp_ = -1;
     last_compute_ = -1;
-    act_.assign(static_cast<std::size_t>(M_) * v_ * lpc_, -1);
+    chunks_.clear();
+    chunk_local_.clear();
+    stage_layers_ = 0;
+    for (int c = 0; c < v_; ++c) {
+      chunks_.push_back(l_.chunk_layers(m_, c * l_.pp + stage));
+      chunk_local_.push_back(stage_layers_);
+      stage_layers_ += chunks_.back().count;
+    }
+    act_.assign(static_cast<std::size_t>(M_ * stage_layers_), -1);
 
     declare_params();
     emit_model_state();
@@ -169,12 +176,10 @@ class Builder {
       prog_->params.push_back(p);
       return static_cast<std::int32_t>(prog_->params.size() - 1);
     };
-    const std::int64_t lps = l_.layers_per_stage(m_);
-    layer_sets_.assign(static_cast<std::size_t>(lps), {});
+    layer_sets_.assign(static_cast<std::size_t>(stage_layers_), {});
     std::int64_t in_layers = 0;
-    for (std::int64_t j = 0; j < lps; ++j) {
-      // Stage-local layer j is layer j % lpc of chunk j / lpc, i.e. of virtual stage chunk·pp + stage.
-      const auto layer = static_cast<std::int32_t>((j / lpc_ * l_.pp + stage_) * lpc_ + j % lpc_);
+    for (std::int64_t j = 0; j < stage_layers_; ++j) {
+      const auto layer = static_cast<std::int32_t>(global_layer(j));
       LayerSets& ls = layer_sets_[static_cast<std::size_t>(j)];
       std::vector<std::int32_t> tensors;
       tensors.push_back(add(layer, ParamKind::Qkv, (h * q + q) / t, q / t, h, false, false));
@@ -199,7 +204,7 @@ class Builder {
       ls.all = param_set(all);
     }
     // Embedding and final norm: what rank_parameters gives this stage beyond its layers.
-    const RankParameters rp = rank_parameters(m_, l_.tp, l_.pp, l_.ep, stage_);
+    const RankParameters rp = rank_parameters(m_, l_, stage_);
     const std::int64_t final_norm = stage_ == l_.pp - 1 ? 2 * h : 0;
     const std::int64_t embedding = rp.total() - in_layers - final_norm;
     extra_elements_ = embedding + final_norm;
@@ -239,8 +244,14 @@ class Builder {
     return layer_sets_[static_cast<std::size_t>(j)].of_kind[static_cast<std::size_t>(*kind)];
   }
 
-  // Stage-local index of layer j of chunk c.
-  std::int64_t local_layer(int chunk, int j) const { return static_cast<std::int64_t>(chunk) * lpc_ + j; }
+  // The global index of stage-local layer j.
+  std::int64_t global_layer(std::int64_t j) const {
+    std::size_t c = 0;
+    while (j >= chunk_local_[c] + chunks_[c].count) ++c;
+    return chunks_[c].first + (j - chunk_local_[c]);
+  }
+  // Stage-local index of layer j of chunk c: the stage's layers chunk by chunk.
+  std::int64_t local_layer(int chunk, std::int64_t j) const { return chunk_local_[static_cast<std::size_t>(chunk)] + j; }
 
   // ---- model state ----
 
@@ -268,8 +279,8 @@ class Builder {
   // the head). Returns the last compute op.
   std::int64_t emit_forward(const Step& st) {
     const int p = l_.pp, mb = st.micro_batch, c = st.chunk;
-    const int vs = c * p + stage_;        // virtual stage
-    const int first_layer = vs * lpc_;    // global index of the chunk's first layer
+    const int vs = c * p + stage_;  // virtual stage
+    const Layout::LayerRange layers = chunks_[static_cast<std::size_t>(c)];
     std::int64_t prev = -1;
     if (vs > 0) {
       const int from = (stage_ > 0) ? -stride_ : (p - 1) * stride_;
@@ -284,8 +295,8 @@ class Builder {
       }
     }
     std::int64_t prefetch_dep = prev;
-    for (int j = 0; j < lpc_; ++j) {
-      const int layer = first_layer + j;
+    for (std::int64_t j = 0; j < layers.count; ++j) {
+      const int layer = static_cast<int>(layers.first + j);
       const std::int64_t local = local_layer(c, j);
       const std::string prefix = "l" + std::to_string(layer) + ".";
       act_slot(mb, c, j) = alloc(TensorClass::Activation, act_layer_, StreamKind::Compute, prefix + "activations", mb, prev,
@@ -317,7 +328,7 @@ class Builder {
   std::int64_t emit_backward(const Step& st) {
     const int p = l_.pp, mb = st.micro_batch, c = st.chunk;
     const int vs = c * p + stage_;
-    const int first_layer = vs * lpc_;
+    const Layout::LayerRange layers = chunks_[static_cast<std::size_t>(c)];
     const bool final_pass = mb == M_ - 1;  // gradients complete after this micro-batch's backward
     std::int64_t prev = -1;
     if (vs < V_ - 1) {
@@ -336,8 +347,8 @@ class Builder {
       }
     }
     std::int64_t prefetch_dep = prev;
-    for (int j = lpc_ - 1; j >= 0; --j) {
-      const int layer = first_layer + j;
+    for (std::int64_t j = layers.count - 1; j >= 0; --j) {
+      const int layer = static_cast<int>(layers.first + j);
       const std::int64_t local = local_layer(c, j);
       const std::string prefix = "l" + std::to_string(layer) + ".";
       const Gathered g = gather_layer(prefix + "zero3.allgather_bwd", mb, prefetch_dep, layer, local);
@@ -759,7 +770,9 @@ class Builder {
     return op;
   }
 
-  std::int32_t& act_slot(int mb, int c, int j) { return act_[(static_cast<std::size_t>(mb) * v_ + c) * lpc_ + j]; }
+  std::int32_t& act_slot(int mb, int c, std::int64_t j) {
+    return act_[static_cast<std::size_t>(mb * stage_layers_ + local_layer(c, j))];
+  }
 
   // Indices into lists_.
   static constexpr int kFwd = static_cast<int>(OpList::LayerForward), kBwd = static_cast<int>(OpList::LayerBackward),
@@ -778,7 +791,10 @@ class Builder {
   PlanTables tables_;
   OpContext ctx_;
   Bytes e_ = 2, pe_ = 2, ge_ = 2;
-  int M_ = 1, v_ = 1, V_ = 1, stride_ = 1, lpc_ = 1;
+  int M_ = 1, v_ = 1, V_ = 1, stride_ = 1;
+  std::vector<Layout::LayerRange> chunks_;  // this stage's chunks' layers
+  std::vector<std::int64_t> chunk_local_;   // stage-local index of each chunk's first layer
+  std::int64_t stage_layers_ = 0;
   std::array<std::vector<OpCost>, kOpLists> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;

@@ -55,8 +55,9 @@ TEST(Layout, DerivedSizes) {
   EXPECT_EQ(l.micro_batches(), 192);
   EXPECT_EQ(l.grad_accum_steps(), 192);
   const TransformerModel m = model_preset("gpt3-175b");
-  EXPECT_EQ(l.layers_per_stage(m), 6);
-  EXPECT_EQ(l.layers_per_chunk(m), 2);
+  EXPECT_EQ(l.stage_layers(m, 0), 6);
+  EXPECT_EQ(l.chunk_layers(m, 0).count, 2);
+  EXPECT_EQ(l.chunk_layers(m, 17).first, 34);  // chunk 1 of stage 1: virtual stage 1·16 + 1
   EXPECT_EQ(l.op_context(), (OpContext{1, 8, true, 1}));
 }
 
@@ -126,6 +127,59 @@ TEST(Layout, PipelineMustDivideLayers) {
   single.virtual_stages = 2;
   single.global_batch = 4;
   EXPECT_TRUE(contains(error_of(single, m, 1), "/layout/schedule"));
+}
+
+// Llama 3 405B's split (Llama Team 2024, §3.3.2): 126 layers + the embedding + the loss in 16 × 8
+// one-slot chunks; the first chunk holds only the embedding, the last only the loss.
+TEST(Layout, EmbeddingAndLossTakeALayersSlotInThePipelineSplit) {
+  TransformerModel m = gpt_model("llama-like", 126, 1024, 8, 256, 1000);
+  Layout l;
+  l.pp = 16;
+  l.global_batch = 16;
+  l.schedule = PipelineSchedule::Interleaved1F1B;
+  l.virtual_stages = 8;
+  const std::string uneven = error_of(l, m, 16);  // 126 layers in 128 chunks: not without the slots
+  EXPECT_TRUE(contains(uneven, "/layout/pp")) << uneven;
+  l.embedding_in_split = l.loss_in_split = true;
+  EXPECT_TRUE(validate(l, m, 16, 8).empty());
+  EXPECT_EQ(l.pipeline_slots(m), 128);
+  EXPECT_EQ(l.chunk_layers(m, 0).count, 0);    // the embedding's chunk
+  EXPECT_EQ(l.chunk_layers(m, 1).first, 0);    // stage 1's first chunk: layer 0
+  EXPECT_EQ(l.chunk_layers(m, 16).first, 15);  // stage 0's second chunk
+  EXPECT_EQ(l.chunk_layers(m, 126).first, 125);
+  EXPECT_EQ(l.chunk_layers(m, 127).count, 0);  // the loss's chunk
+  std::int64_t layers = 0, params = 0;
+  for (int stage = 0; stage < l.pp; ++stage) {
+    EXPECT_EQ(l.stage_layers(m, stage), stage == 0 || stage == 15 ? 7 : 8) << stage;
+    layers += l.stage_layers(m, stage);
+    params += rank_parameters(m, l, stage).total();
+  }
+  EXPECT_EQ(layers, 126);
+  const std::int64_t tied_copy = m.vocab * m.hidden;  // the last stage's LM head
+  EXPECT_EQ(params, parameter_count(m).total() + tied_copy);
+
+  // Without interleaving: 14 layers + 2 slots over 4 stages of 4.
+  m.layers = 14;
+  Layout flat;
+  flat.pp = 4;
+  flat.global_batch = 4;
+  flat.embedding_in_split = true;
+  const std::string one_slot = error_of(flat, m, 4);  // 15 slots
+  EXPECT_TRUE(contains(one_slot, "/layout/pp")) << one_slot;
+  EXPECT_TRUE(contains(one_slot, "embedding/loss = 15")) << one_slot;
+  EXPECT_TRUE(contains(one_slot, "accepted values: 1, 3, 5, 15")) << one_slot;
+  flat.loss_in_split = true;
+  EXPECT_TRUE(validate(flat, m, 4, 8).empty());
+  EXPECT_EQ(flat.stage_layers(m, 0), 3);
+  EXPECT_EQ(flat.chunk_layers(m, 1).first, 3);
+  EXPECT_EQ(flat.stage_layers(m, 3), 3);
+
+  // Only the embedding's slot: the last stage keeps its full share.
+  m.layers = 15;
+  flat.loss_in_split = false;
+  EXPECT_EQ(flat.stage_layers(m, 0), 3);
+  EXPECT_EQ(flat.chunk_layers(m, 3).first, 11);
+  EXPECT_EQ(flat.stage_layers(m, 3), 4);
 }
 
 TEST(Layout, BatchAndZeroStage) {
@@ -200,6 +254,13 @@ TEST(Layout, WarningsForLegalButDoubtfulLayouts) {
   ASSERT_EQ(w2.size(), 2u);
   EXPECT_TRUE(contains(w2[0], "/layout/sequence_parallel"));
   EXPECT_TRUE(contains(w2[1], "/layout/zero_stage"));
+
+  Layout split;
+  split.global_batch = 1;
+  split.loss_in_split = true;  // with pp = 1: nothing to balance
+  const std::vector<std::string> w3 = validate(split, gpt_model("odd", 95, 1024, 8, 256, 1000), 1, 8);
+  ASSERT_EQ(w3.size(), 1u);
+  EXPECT_TRUE(contains(w3[0], "/layout/loss_in_split")) << w3[0];
   // ...and indeed SP at t = 1 leaves activations unchanged.
   EXPECT_EQ(activation_bytes_per_layer(m, 1, 1, true, Recompute::None),
             activation_bytes_per_layer(m, 1, 1, false, Recompute::None));
@@ -307,6 +368,8 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.recompute = Recompute::Full;
   other.overlap_grad_reduce = false;
   other.grad_dtype = GradDtype::FP32;
+  other.embedding_in_split = true;
+  other.loss_in_split = true;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "fp32"})")).grad_dtype, GradDtype::FP32);
@@ -326,6 +389,8 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": "bf16"})"), "/layout/grad_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": true})"), "/layout/grad_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_reduce_dtype": "fp32"})"), "/layout/grad_reduce_dtype");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "embedding_in_split": 1})"), "/layout/embedding_in_split");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "loss_in_split": "yes"})"), "/layout/loss_in_split");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
@@ -435,6 +436,10 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
   Layout ep = layout3d(4, 1, 2, 2);
   ep.ep = 2;
   cases.push_back({moe, ep});
+  Layout split = inter;  // 8 layers + embedding + loss: chunks of 3, 2, 3, 2 layers
+  split.virtual_stages = 5;
+  split.embedding_in_split = split.loss_in_split = true;
+  cases.push_back({tiny(), split});
   for (const Case& c : cases) {
     const Layout& l = c.layout;
     const Plan plan = build_plan(c.model, l, cluster(l));
@@ -447,9 +452,9 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
         total += t.elements;
         if (t.layer >= 0) ++tensors_per_layer[t.layer];
       }
-      EXPECT_EQ(total, rank_parameters(c.model, l.tp, l.pp, l.ep, stage).total());
+      EXPECT_EQ(total, rank_parameters(c.model, l, stage).total());
       EXPECT_EQ(model_state_of(p.params, l), rank_model_state_bytes(c.model, l, stage)) << "zero " << l.zero_stage;
-      EXPECT_EQ(static_cast<std::int64_t>(tensors_per_layer.size()), l.layers_per_stage(c.model));
+      EXPECT_EQ(static_cast<std::int64_t>(tensors_per_layer.size()), l.stage_layers(c.model, stage));
       // Every GEMM with weights names one tensor: of its own layer, of the matrix its name says.
       int weight_gemms = 0;
       for (const PlanOp& op : p.ops) {
@@ -469,6 +474,38 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
         ++weight_gemms;
       }
       EXPECT_GT(weight_gemms, 0);
+    }
+  }
+}
+
+// Llama 3's pipeline split (Layout::embedding_in_split, loss_in_split) on 6 layers, 2 stages × 4
+// one-slot chunks: stage 0 holds the embedding's chunk and layers 1, 3, 5; stage 1 layers 0, 2, 4 and
+// the loss's chunk.
+TEST(Plan, EmbeddingAndLossChunksCarryALayerLess) {
+  Layout l = layout3d(1, 1, 2, 4);
+  l.schedule = PipelineSchedule::Interleaved1F1B;
+  l.virtual_stages = 4;
+  l.embedding_in_split = l.loss_in_split = true;
+  const Plan plan = build_plan(gpt_model("six", 6, 256, 8, 128, 1024), l, cluster(l));
+  const std::vector<std::set<int>> expected{{1, 3, 5}, {0, 2, 4}};
+  for (int stage = 0; stage < 2; ++stage) {
+    const Program& p = plan.programs[static_cast<std::size_t>(stage)];
+    std::set<int> held, computed;
+    for (const ParamTensor& t : p.params) {
+      if (t.layer >= 0) held.insert(t.layer);
+    }
+    for (const PlanOp& op : p.ops) {
+      if (op.kind == OpKind::Compute && op.layer >= 0) computed.insert(op.layer);
+    }
+    EXPECT_EQ(held, expected[static_cast<std::size_t>(stage)]) << stage;
+    EXPECT_EQ(computed, expected[static_cast<std::size_t>(stage)]) << stage;
+  }
+  // Stage 0's first chunk: the embedding, then the activations go straight to stage 1.
+  const Program& first = plan.programs[0];
+  for (const PlanOp& op : first.ops) {
+    if (op.kind == OpKind::Send) break;
+    if (op.kind == OpKind::Compute) {
+      EXPECT_EQ(op.layer, -1) << plan.names[op.name];
     }
   }
 }

@@ -310,7 +310,7 @@ TEST(PlanSim, MemoryFollowsZeroAndActivationFormulas) {
       Layout none = l;
       none.recompute = Recompute::None;
       const Bytes regen = rank_activation_bytes_per_layer(small_model(), none) - act;
-      const std::int64_t layers = l.layers_per_stage(small_model());
+      const std::int64_t layers = l.stage_layers(small_model(), 0);
       if (zero < 3) {
         EXPECT_EQ(peak, state.total() + p * layers * act + regen) << "zero " << zero << " " << recompute_name(rc);
       } else {

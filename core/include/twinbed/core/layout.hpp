@@ -57,6 +57,14 @@ struct Layout {
   int virtual_stages = 1;           // v, model chunks per pipeline rank: 1 unless interleaved (then >= 2)
   Recompute recompute = Recompute::None;
   bool overlap_grad_reduce = true;  // reduce gradient buckets during backward
+  // The pipeline split counts the embedding (first chunk) and the LM head with its loss (last chunk) as a
+  // layer each, so those chunks carry a transformer layer less: Megatron-LM's
+  // --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
+  // (megatron/core/transformer/transformer_layer.py, get_transformer_layer_offset). Llama 3 405B's
+  // pipeline (Llama Team 2024, §3.3.2): "we reduce one Transformer layer each from the first and the last
+  // stages ... the first model chunk on the first stage has only the embedding".
+  bool embedding_in_split = false;
+  bool loss_in_split = false;
   Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
   GradDtype grad_dtype = GradDtype::Model;  // gradient accumulation and reduction dtype (above)
 
@@ -65,9 +73,19 @@ struct Layout {
   // Micro-batches each pipeline runs per iteration: B / (dp·b). Also the gradient-accumulation steps.
   int micro_batches() const { return global_batch / (dp * micro_batch); }
   int grad_accum_steps() const { return micro_batches(); }
-  // Layers on each pipeline rank, and in each of its v chunks.
-  std::int64_t layers_per_stage(const TransformerModel& m) const { return m.layers / pp; }
-  std::int64_t layers_per_chunk(const TransformerModel& m) const { return m.layers / (pp * virtual_stages); }
+  // The pipeline's split: layers plus the embedding and loss slots it counts, in pp·v equal chunks.
+  // Chunk c of pipeline rank s is virtual stage c·pp + s; chunk_layers gives the transformer layers of a
+  // virtual stage ([first, first + count): a slot's layer is its index less the embedding's slot), and
+  // stage_layers how many a pipeline rank holds over its chunks. Require a layout validate() accepts.
+  std::int64_t pipeline_slots(const TransformerModel& m) const {
+    return m.layers + (embedding_in_split ? 1 : 0) + (loss_in_split ? 1 : 0);
+  }
+  struct LayerRange {
+    std::int64_t first = 0;
+    std::int64_t count = 0;
+  };
+  LayerRange chunk_layers(const TransformerModel& m, int virtual_stage) const;
+  std::int64_t stage_layers(const TransformerModel& m, int stage) const;
   // The per-op context of this layout (micro-batch, tp, sp, ep) for model.hpp's op lists.
   OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep}; }
 
@@ -78,14 +96,16 @@ struct Layout {
 // host. Throws ConfigError, its path naming the field ("/layout/tp", "/layout/virtual_stages", ...)
 // and its message the accepted values, when the layout is impossible:
 //   any degree or batch < 1; dp·tp·pp != cluster_ranks (path /layout/dp); heads or ffn_hidden not
-//   divisible by tp; layers not divisible by pp (/layout/pp) or by pp·v (/layout/virtual_stages);
+//   divisible by tp; the pipeline's slots (layers, plus the embedding and loss when in the split) not
+//   divisible by pp (/layout/pp) or by pp·v (/layout/virtual_stages);
 //   global_batch not a multiple of dp·micro_batch; zero_stage outside 0..3; interleaved with v < 2 or
 //   pp < 2 (/layout/schedule), v > 1 without interleaving; interleaved with micro-batches not a multiple
 //   of pp (Megatron's constraint, /layout/global_batch); ep > 1 on a dense model, dp % ep or
 //   experts % ep != 0 (/layout/ep); sequence parallelism with seq_len % tp != 0.
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
-// (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); zero_stage > 0
+// (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
+// or loss in the split with pp = 1 (nothing to balance); zero_stage > 0
 // with dp = 1 (nothing to shard over); interleaving with fewer micro-batches than stages is an error.
 std::vector<std::string> validate(const Layout& layout, const TransformerModel& model, int cluster_ranks,
                                   int ranks_per_host);
@@ -96,6 +116,10 @@ std::vector<std::string> validate(const Layout& layout, const TransformerModel& 
 // or "/layout/bucket_MiB" when buckets dominate). GPT-3 175B with PP 16 and 192 micro-batches: 0.8 M.
 inline constexpr double kMaxMicroBatchBytes = 1e15;
 inline constexpr double kMaxPlanOps = 2e7;
+
+// The parameters a rank of pipeline stage `stage` holds: model.hpp's rank_parameters with the stage's
+// layers as the layout splits them.
+RankParameters rank_parameters(const TransformerModel& model, const Layout& layout, int stage);
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
 // layout's ZeRO stage: dense parameters sharded over dp, expert parameters over dp/ep (model.hpp's
@@ -114,7 +138,8 @@ Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layou
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"dp", "tp", "pp", "ep", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
-//  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype" ("model" | "fp32")}:
+//  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype" ("model" | "fp32"),
+//  "embedding_in_split", "loss_in_split"}:
 // every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and
 // out-of-range values are ConfigErrors naming `path` + "/key". Cross-field checks are validate()'s.

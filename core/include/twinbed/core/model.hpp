@@ -180,13 +180,15 @@ ParameterCount parameter_count(const TransformerModel& m);
 // word embedding for the tied LM head (Megatron keeps one and all-reduces its gradient between the two
 // stages). Experts: E/ep per rank, each split over t like a dense FFN. `expert` holds those, `dense`
 // the rest; they are sharded over different data-parallel groups (dp and dp/ep).
-// Requires layers % p == 0, experts % ep == 0 (throws InvalidArgument otherwise).
+// The stage holds `stage_layers` transformer layers; the five-argument form splits them evenly and
+// requires layers % p == 0. Requires experts % ep == 0 (throws InvalidArgument otherwise).
 struct RankParameters {
   std::int64_t dense = 0;
   std::int64_t expert = 0;
   std::int64_t total() const { return dense + expert; }
   bool operator==(const RankParameters&) const = default;
 };
+RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage, std::int64_t stage_layers);
 RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage);
 
 // ---- model state (ZeRO) --------------------------------------------------------------------------
