@@ -276,6 +276,9 @@ TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
   cases.push_back({"gpipe tp=2 pp=2", l});
   l.dp = 1, l.tp = 1, l.pp = 4, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2, l.global_batch = 8;
   cases.push_back({"interleaved pp=4 v=2", l});
+  // 8 layers + the embedding's and the loss's slots in 2 × 5 one-slot chunks: the first and last empty.
+  l.dp = 2, l.pp = 2, l.virtual_stages = 5, l.global_batch = 4, l.embedding_in_split = l.loss_in_split = true;
+  cases.push_back({"interleaved pp=2 v=5, embedding and loss in the split", l});
   for (const std::string& algorithm : {std::string("native"), std::string("rhd")}) {
     CpuBackendOptions options;
     options.warmup_iters = 0;
