@@ -152,25 +152,25 @@ bool valid_name(const std::string& name) {
 
 namespace {
 
-// The layout object with "dp": "auto" replaced by ranks / (tp·pp). Other problems with tp/pp are left
-// to layout_from_json, which names them.
+// The layout object with "dp": "auto" replaced by ranks / (tp·cp·pp). Other problems with tp/cp/pp are
+// left to layout_from_json, which names them.
 json resolve_auto_dp(const json& layout, int ranks) {
   if (!layout.is_object() || !layout.contains("dp") || !layout["dp"].is_string()) return layout;
   const std::string path = "/layout/dp";
   if (layout["dp"].get<std::string>() != "auto") {
-    fail(path, "expected an integer >= 1 or the string \"auto\" (the cluster's ranks / (tp·pp)), got " + got(layout["dp"]));
+    fail(path, "expected an integer >= 1 or the string \"auto\" (the cluster's ranks / (tp·cp·pp)), got " + got(layout["dp"]));
   }
   const auto degree = [&](const char* key) -> std::int64_t {
     if (!layout.contains(key)) return 1;
     return layout[key].is_number_integer() && layout[key].get<std::int64_t>() >= 1 ? layout[key].get<std::int64_t>() : 1;
   };
-  const std::int64_t tp_pp = degree("tp") * degree("pp");
-  if (ranks % tp_pp != 0) {
-    fail(path, "\"auto\" needs the cluster's " + std::to_string(ranks) + " ranks to be a multiple of tp·pp = " +
-                   std::to_string(tp_pp));
+  const std::int64_t others = degree("tp") * degree("cp") * degree("pp");
+  if (ranks % others != 0) {
+    fail(path, "\"auto\" needs the cluster's " + std::to_string(ranks) + " ranks to be a multiple of tp·cp·pp = " +
+                   std::to_string(others));
   }
   json out = layout;
-  out["dp"] = ranks / tp_pp;
+  out["dp"] = ranks / others;
   return out;
 }
 

@@ -134,6 +134,7 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
   at_least_one(l.tp, "tp");
   at_least_one(l.pp, "pp");
   at_least_one(l.ep, "ep");
+  at_least_one(l.cp, "cp");
   at_least_one(l.micro_batch, "micro_batch");
   at_least_one(l.global_batch, "global_batch");
   at_least_one(l.virtual_stages, "virtual_stages");
@@ -143,13 +144,15 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
   if (l.bucket_bytes < 1) throw ConfigError("/layout/bucket_MiB", "must be > 0 bytes, got " + str(l.bucket_bytes));
 
   // Products in 64 bits: each degree can be large on its own.
-  const std::int64_t dp = l.dp, tp = l.tp, pp = l.pp, v = l.virtual_stages;
-  const std::int64_t world = dp * tp * pp;
+  const std::int64_t dp = l.dp, tp = l.tp, pp = l.pp, cp = l.cp, v = l.virtual_stages;
+  const std::int64_t world = dp * tp * cp * pp;
   if (world != cluster_ranks) {
     std::string hint;
-    if (cluster_ranks % (tp * pp) == 0) hint = "; dp = " + str(cluster_ranks / (tp * pp)) + " fits";
-    throw ConfigError("/layout/dp", "dp·tp·pp = " + str(dp) + "·" + str(tp) + "·" + str(pp) + " = " + str(world) +
-                                        " must equal the cluster's " + str(cluster_ranks) + " ranks" + hint);
+    if (cluster_ranks % (tp * cp * pp) == 0) hint = "; dp = " + str(cluster_ranks / (tp * cp * pp)) + " fits";
+    const std::string product = cp > 1 ? "dp·tp·cp·pp = " + str(dp) + "·" + str(tp) + "·" + str(cp) + "·" + str(pp)
+                                       : "dp·tp·pp = " + str(dp) + "·" + str(tp) + "·" + str(pp);
+    throw ConfigError("/layout/dp", product + " = " + str(world) + " must equal the cluster's " + str(cluster_ranks) +
+                                        " ranks" + hint);
   }
 
   // Tensor parallelism splits heads and key/value heads (QKV column-parallel) and FFN columns (FC1)
@@ -160,9 +163,20 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                                         ") and ffn_hidden (" + str(m.ffn()) + "); accepted values: " +
                                         divisors(tp_limit, [&](std::int64_t d) { return cluster_ranks % d == 0; }));
   }
-  if (l.sequence_parallel && m.seq_len % tp != 0) {
+  // Context parallelism: each rank two of the sequence's 2·cp chunks (the causal work balanced).
+  if (cp > 1 && m.seq_len % (2 * cp) != 0) {
+    throw ConfigError("/layout/cp", "cp = " + str(cp) + " splits each sequence into 2·cp = " + str(2 * cp) +
+                                        " chunks, but seq_len = " + str(m.seq_len) + " is not divisible by it; accepted values: " +
+                                        divisors(m.seq_len / 2, [&](std::int64_t d) { return cluster_ranks % d == 0; }));
+  }
+  if (cp > 1 && l.ep > 1) {
+    throw ConfigError("/layout/cp", "cp = " + str(cp) + " with ep = " + str(l.ep) +
+                                        ": context and expert parallelism together are not modelled; accepted value with ep > 1: 1");
+  }
+  if (l.sequence_parallel && (m.seq_len / cp) % tp != 0) {
     throw ConfigError("/layout/sequence_parallel", "sequence parallelism splits the sequence over tp = " + str(tp) +
-                                                       " ranks, but seq_len = " + str(m.seq_len) + " is not divisible by it");
+                                                       " ranks, but seq_len" + (cp > 1 ? "/cp = " + str(m.seq_len / cp) : " = " + str(m.seq_len)) +
+                                                       " is not divisible by it");
   }
 
   // Pipeline: whole layers per stage, and per chunk when interleaved; the embedding and loss take a
@@ -236,16 +250,16 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
     warnings.push_back(std::string("/layout/") + (l.embedding_in_split ? "embedding_in_split" : "loss_in_split") +
                        ": has no effect with pp = 1");
   }
-  if (l.zero_stage > 0 && dp == 1) {
-    warnings.push_back("/layout/zero_stage: ZeRO stage " + str(l.zero_stage) + " with dp = 1 shards nothing");
+  if (l.zero_stage > 0 && dp * cp == 1) {
+    warnings.push_back("/layout/zero_stage: ZeRO stage " + str(l.zero_stage) + " with dp·cp = 1 shards nothing");
   }
   return warnings;
 }
 
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage) {
   const RankParameters p = rank_parameters(model, layout, stage);
-  const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.dp);
-  const ModelStateBytes expert = model_state_bytes(p.expert, model.dtype, layout.zero_stage, layout.dp / layout.ep);
+  const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.grad_ranks());
+  const ModelStateBytes expert = model_state_bytes(p.expert, model.dtype, layout.zero_stage, layout.grad_ranks() / layout.ep);
   // model_state_bytes counts gradients in the model's dtype; rescale them to the layout's.
   const Bytes grads = (dense.grads + expert.grads) / gradient_bytes_per_element(model.dtype) *
                       gradient_bytes_per_element(layout, model.dtype);
@@ -253,7 +267,8 @@ ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layo
 }
 
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout) {
-  return activation_bytes_per_layer(model, layout.micro_batch, layout.tp, layout.sequence_parallel, layout.recompute);
+  return activation_bytes_per_layer(model, layout.micro_batch, layout.tp, layout.sequence_parallel, layout.recompute,
+                                    layout.cp);
 }
 
 // ---- JSON ----------------------------------------------------------------------------------------
@@ -282,7 +297,7 @@ int read_int32(const json& v, const std::string& path, std::int64_t min, std::in
 
 Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
-      "dp",       "tp",           "pp",        "ep",        "sequence_parallel",  "zero_stage", "micro_batch",
+      "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype",
       "embedding_in_split", "loss_in_split"};
   require_object(j, path);
@@ -295,6 +310,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
   integer("tp", l.tp, 1, kMaxDegree);
   integer("pp", l.pp, 1, kMaxDegree);
   integer("ep", l.ep, 1, kMaxDegree);
+  integer("cp", l.cp, 1, kMaxDegree);
   integer("zero_stage", l.zero_stage, 0, 3);
   integer("micro_batch", l.micro_batch, 1, kMaxBatch);
   if (!j.contains("global_batch")) fail(path + "/global_batch", "required key is missing (sequences per iteration)");
@@ -326,6 +342,7 @@ json layout_to_json(const Layout& l) {
               {"tp", l.tp},
               {"pp", l.pp},
               {"ep", l.ep},
+              {"cp", l.cp},
               {"sequence_parallel", l.sequence_parallel},
               {"zero_stage", l.zero_stage},
               {"micro_batch", l.micro_batch},

@@ -267,18 +267,20 @@ ModelStateBytes model_state_bytes(std::int64_t psi, DType dtype, int zero_stage,
 // ---- activations ---------------------------------------------------------------------------------
 
 Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
-                                 bool sequence_parallel, Recompute recompute) {
+                                 bool sequence_parallel, Recompute recompute, int cp) {
   if (micro_batch < 1) throw InvalidArgument("activation_bytes_per_layer: micro_batch must be >= 1");
   if (tp < 1) throw InvalidArgument("activation_bytes_per_layer: tp must be >= 1");
+  if (cp < 1) throw InvalidArgument("activation_bytes_per_layer: cp must be >= 1");
   // Korthikanti et al. §4.1 count, per layer, what backward needs: elements of the activation dtype
   // (e bytes; the paper's 16-bit e = 2 gives its coefficients) and 1-byte dropout masks.
   const double e = bytes_per_element(m.dtype) == 4 ? 4.0 : 2.0;
   const double t = tp;
-  const double sbh = d(m.seq_len) * d(micro_batch) * d(m.hidden);
+  const double s = d(m.seq_len) / cp;  // this rank's share of the sequence
+  const double sbh = s * d(micro_batch) * d(m.hidden);
   // MoE: with balanced routing each token's FFN activations exist top_k times.
-  const double sbf = d(m.seq_len) * d(micro_batch) * d(m.ffn()) * d(m.moe() ? m.top_k : 1);
-  const double sb = d(m.seq_len) * d(micro_batch);
-  const double att = d(m.heads) * d(m.seq_len) * d(m.seq_len) * d(micro_batch);
+  const double sbf = s * d(micro_batch) * d(m.ffn()) * d(m.moe() ? m.top_k : 1);
+  const double sb = s * d(micro_batch);
+  const double att = d(m.heads) * s * d(m.seq_len) * d(micro_batch);
 
   if (recompute == Recompute::Full) {
     // Only the layer input survives; with SP it lives sequence-sharded.
@@ -294,8 +296,10 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b); a flash
   // kernel keeps only the FP32 log-sum-exp of each score row.
   if (recompute == Recompute::None) {
-    split += m.attention == AttentionImpl::Flash ? 4 * d(m.heads) * d(m.seq_len) * d(micro_batch) : (2 * e + 1) * att;
+    split += m.attention == AttentionImpl::Flash ? 4 * d(m.heads) * sb : (2 * e + 1) * att;
   }
+  // Context parallelism: the keys and values gathered from the other cp − 1 ranks.
+  split += e * sb * d(m.qkv_width() - m.hidden) * (cp - 1);
   // Sequence parallelism shards the replicated part over the tensor group as well.
   if (sequence_parallel) replicated /= t;
   return std::llround(replicated + split / t);
@@ -366,9 +370,11 @@ struct Dims {
   double qkv_t;      // QKV output columns on this rank, qkv_width/t
   double fc1_t;      // FC1 output columns on this rank, fc1_width/t (2·f_t with SwiGLU)
   bool swiglu;
-  double s, hd;      // sequence; head dimension h/a
+  double s, hd;      // sequence (the keys attention sees); head dimension h/a
+  double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
-  double att;        // b·(a/t)·s² attention-score elements on this rank
+  double att;        // b·(a/t)·(s/cp)·s attention-score elements on this rank
+  double cp;         // context-parallel ranks
   double e;          // element bytes
   DType dt;
   // MoE
@@ -382,12 +388,14 @@ struct Dims {
 Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   check_parallel(m, c.tp, c.ep, who);
   if (c.micro_batch < 1) throw InvalidArgument(std::string(who) + ": micro_batch must be >= 1");
-  if (c.sequence_parallel && m.seq_len % c.tp != 0) {
-    throw InvalidArgument(std::string(who) + ": sequence parallelism needs seq_len divisible by tp");
+  if (c.cp < 1 || m.seq_len % c.cp != 0) throw InvalidArgument(std::string(who) + ": cp must be >= 1 and divide seq_len");
+  if (c.sequence_parallel && (m.seq_len / c.cp) % c.tp != 0) {
+    throw InvalidArgument(std::string(who) + ": sequence parallelism needs seq_len/cp divisible by tp");
   }
   Dims x{};
   const double t = c.tp;
-  x.tokens = d(c.micro_batch) * d(m.seq_len);
+  x.cp = c.cp;
+  x.tokens = d(c.micro_batch) * d(m.seq_len) / x.cp;
   x.tokens_sp = c.sequence_parallel ? x.tokens / t : x.tokens;
   x.h = d(m.hidden);
   x.f_t = d(m.ffn()) / t;
@@ -395,9 +403,10 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.fc1_t = d(m.fc1_width()) / t;
   x.swiglu = m.activation == FfnActivation::Swiglu;
   x.s = d(m.seq_len);
+  x.sq = x.s / x.cp;
   x.hd = d(m.hidden / m.heads);
   x.heads_batch = c.micro_batch * (m.heads / c.tp);
-  x.att = d(x.heads_batch) * x.s * x.s;
+  x.att = d(x.heads_batch) * x.sq * x.s;
   x.e = d(bytes_per_element(m.dtype));
   x.dt = m.dtype;
   x.local_experts = m.experts / c.ep;
@@ -418,8 +427,8 @@ LayerShapes layer_shapes(const OpContext& c, const Dims& x) {
   const double h_t = x.h / c.tp;  // attention columns on this rank: (a/t)·(h/a)
   LayerShapes L;
   L.qkv = {x.tokens, x.qkv_t, x.h};
-  L.scores = {x.s, x.s, x.hd, x.heads_batch};   // QKᵀ per head
-  L.context = {x.s, x.hd, x.s, x.heads_batch};  // P·V per head
+  L.scores = {x.sq, x.s, x.hd, x.heads_batch};   // QKᵀ per head: the rank's queries, every key
+  L.context = {x.sq, x.hd, x.s, x.heads_batch};  // P·V per head
   L.proj = {x.tokens, x.h, h_t};
   L.fc1 = {x.tokens, x.fc1_t, x.h};
   L.fc2 = {x.tokens, x.h, x.f_t};
@@ -486,15 +495,17 @@ void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n,
 // causal mask leaves the blocks above the diagonal unvisited: half the two matmuls' work,
 // 2·b·(a/t)·s²·(h/a) FLOPs. Forward reads Q, K, V and writes O and the FP32 log-sum-exp; backward reads
 // Q, K, V, O, dO and the log-sum-exp, writes dQ, dK, dV, and runs five matmuls (S = QKᵀ recomputed,
-// dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs.
+// dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs. With context parallelism the rank's s/cp
+// queries meet all s keys: 1/cp of the causal work; K, V (and dK, dV) are the whole sequence's.
 OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, const OpContext& c) {
-  const double qkvo = x.tokens * (x.h / c.tp) * x.e;  // one of Q, K, V, O, dO: b·s·h/t elements
-  const double lse = 4 * d(x.heads_batch) * x.s;
+  const double qkvo = x.tokens * (x.h / c.tp) * x.e;  // one of Q, K, V, O, dO: b·(s/cp)·h/t elements
+  const double kv = qkvo * x.cp;                      // K or V (dK or dV) of the whole sequence
+  const double lse = 4 * d(x.heads_batch) * x.sq;
   const bool forward = phase != Phase::BackwardData;
-  OpCost op = matmul(name, Kind::Attention, phase, {x.s, x.s, x.hd, x.heads_batch}, x.dt);
+  OpCost op = matmul(name, Kind::Attention, phase, {x.sq, x.s, x.hd, x.heads_batch}, x.dt);
   op.flash = true;
-  op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.s * x.s * x.hd;
-  op.bytes = std::llround(forward ? 4 * qkvo + lse : 8 * qkvo + lse);
+  op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
+  op.bytes = std::llround(forward ? 2 * qkvo + 2 * kv + lse : 4 * qkvo + 4 * kv + lse);
   return op;
 }
 
@@ -524,8 +535,8 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
   const DType dt = x.dt;
   // O = P·V: dP = dO·Vᵀ (s×s, inner d), dV = Pᵀ·dO (s×d, inner s) — each the forward's FLOPs.
   ops.push_back(matmul("attn_context_dgrad_probs", Kind::Attention, Phase::BackwardData,
-                       {x.s, x.s, x.hd, x.heads_batch}, dt));
-  ops.push_back(matmul("attn_context_dgrad_v", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+                       {x.sq, x.s, x.hd, x.heads_batch}, dt));
+  ops.push_back(matmul("attn_context_dgrad_v", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.sq, x.heads_batch},
                        dt));
   ops.push_back(memory_bound("attn_dropout_bwd", Phase::BackwardData, 2 * x.att * x.e + x.att, x.att * kDropout.bwd, dt));
   ops.push_back(memory_bound("softmax_bwd", Phase::BackwardData, 3 * x.att * x.e, x.att * kSoftmax.bwd, dt));
@@ -534,9 +545,9 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
     ops.push_back(memory_bound("attn_scale_bwd", Phase::BackwardData, 2 * x.att * x.e, x.att, dt));
   }
   // S = Q·Kᵀ: dQ = dS·K, dK = dSᵀ·Q (s×d, inner s).
-  ops.push_back(matmul("attn_scores_dgrad_q", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+  ops.push_back(matmul("attn_scores_dgrad_q", Kind::Attention, Phase::BackwardData, {x.sq, x.hd, x.s, x.heads_batch},
                        dt));
-  ops.push_back(matmul("attn_scores_dgrad_k", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.s, x.heads_batch},
+  ops.push_back(matmul("attn_scores_dgrad_k", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.sq, x.heads_batch},
                        dt));
 }
 

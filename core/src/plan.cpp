@@ -32,6 +32,7 @@ std::string to_string(GroupKind g) {
     case GroupKind::DpIntra: return "dp_intra";
     case GroupKind::DpInter: return "dp_inter";
     case GroupKind::Embedding: return "embedding";
+    case GroupKind::Cp: return "cp";
   }
   return "tp";
 }
@@ -149,7 +150,7 @@ double Plan::executed_flops() const {
 namespace {
 
 // A program's parameter tensors of one (expert, dtype): sharded as one flat buffer, as
-// rank_model_state_bytes shards a stage's dense parameters over dp and its expert ones over dp/ep.
+// rank_model_state_bytes shards a stage's dense parameters over dp·cp and its expert ones over dp/ep.
 struct StateGroup {
   DType dtype = DType::BF16;
   int shards = 1;
@@ -159,7 +160,7 @@ struct StateGroup {
 std::vector<StateGroup> state_groups(const std::vector<ParamTensor>& params, const Layout& layout) {
   std::map<std::pair<bool, DType>, StateGroup> groups;
   for (const ParamTensor& t : params) {
-    StateGroup& g = groups.try_emplace({t.expert, t.dtype}, StateGroup{t.dtype, t.expert ? layout.dp / layout.ep : layout.dp})
+    StateGroup& g = groups.try_emplace({t.expert, t.dtype}, StateGroup{t.dtype, t.expert ? layout.grad_ranks() / layout.ep : layout.grad_ranks()})
                         .first->second;
     (t.trainable ? g.trainable : g.frozen) += t.elements;
   }

@@ -94,7 +94,7 @@ class Builder {
     M_ = l_.micro_batches();
     v_ = l_.virtual_stages;
     V_ = l_.pp * v_;
-    stride_ = l_.tp * l_.dp;
+    stride_ = l_.world_size() / l_.pp;  // the next stage's rank of the same (dp, cp, tp) index
     lists_ = model_op_lists(m_, ctx_, l_.recompute);
     for (const auto& list : lists_) {
       std::vector<std::int32_t> ids;
@@ -107,9 +107,11 @@ class Builder {
       param_kinds_.push_back(kinds);
     }
     const bool sp = l_.sequence_parallel && l_.tp > 1;
-    const Bytes bsh = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * m_.hidden * e_;
+    const Bytes bsh = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.hidden * e_;  // this rank's tokens
     p2p_bytes_ = sp ? bsh / l_.tp : bsh;
     tp_bytes_ = bsh;  // all-reduce: per-rank buffer; SP all-gather / reduce-scatter: the gathered array
+    // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
+    cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
     a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
     act_layer_ = rank_activation_bytes_per_layer(m_, l_);
     Layout none = l_;
@@ -271,7 +273,7 @@ class Builder {
     }
   }
 
-  bool zero3() const { return l_.zero_stage == 3 && l_.dp > 1; }
+  bool zero3() const { return l_.zero_stage == 3 && l_.grad_ranks() > 1; }
 
   // ---- forward ----
 
@@ -490,8 +492,8 @@ class Builder {
         out.push_back(add_collective(b.op, last_compute_));
       }
     };
-    emit(ready_dense_, GroupKind::Dp, l_.dp, "dp.");
-    if (m_.moe()) emit(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
+    emit(ready_dense_, GroupKind::Dp, l_.grad_ranks(), "dp.");
+    if (m_.moe()) emit(ready_expert_, GroupKind::ExpertDp, l_.grad_ranks() / l_.ep, "expert_dp.");
     return out;
   }
 
@@ -524,8 +526,8 @@ class Builder {
       }
       pending.ready = std::move(rest);
     };
-    issue(pending_dense_, GroupKind::Dp, l_.dp, "dp.");
-    if (m_.moe()) issue(pending_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
+    issue(pending_dense_, GroupKind::Dp, l_.grad_ranks(), "dp.");
+    if (m_.moe()) issue(pending_expert_, GroupKind::ExpertDp, l_.grad_ranks() / l_.ep, "expert_dp.");
   }
 
   // The tied word embedding (pp > 1): the first stage's embedding table and the last stage's LM-head
@@ -565,8 +567,8 @@ class Builder {
         add_collective(b.op, last_compute_);
       }
     };
-    gather(ready_dense_, GroupKind::Dp, l_.dp, "dp.");
-    if (m_.moe()) gather(ready_expert_, GroupKind::ExpertDp, l_.dp / l_.ep, "expert_dp.");
+    gather(ready_dense_, GroupKind::Dp, l_.grad_ranks(), "dp.");
+    if (m_.moe()) gather(ready_expert_, GroupKind::ExpertDp, l_.grad_ranks() / l_.ep, "expert_dp.");
     if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
   }
 
@@ -686,8 +688,15 @@ class Builder {
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const bool tp = l_.tp > 1;
     const bool moe = m_.moe() && l_.ep > 1;
+    const bool cp = l_.cp > 1;
     auto tpc = [&](CollectiveOp op, const char* what) {
       prev = coll1(op, GroupKind::Tp, tp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
+    };
+    // Context parallelism as Llama 3 runs it (Llama Team 2024, §3.3.2): "we all-gather the key (K) and
+    // value (V) tensors, and then compute attention output for the local query (Q) tensor chunk"; the
+    // backward reduce-scatters their gradients back to the ranks holding those tokens.
+    auto cpc = [&](CollectiveOp op, const char* what) {
+      prev = coll1(op, GroupKind::Cp, cp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
     auto a2a = [&](const char* what) {
       prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
@@ -699,10 +708,15 @@ class Builder {
       if (tp && (base == "proj" || base == ffn_out)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce");
       }
+      if (cp && base == "qkv") cpc(CollectiveOp::AllGather, "cp_allgather_kv");
       if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
     } else {
       if (tp && sp && (op_name == "mlp_residual_bwd" || op_name == "attn_residual_bwd")) {
         tpc(CollectiveOp::AllGather, "tp_allgather_bwd");
+      }
+      // The attention core's last backward op has the whole sequence's dK and dV.
+      if (cp && (op_name == "flash_attn_bwd" || op_name == "attn_scores_dgrad_k")) {
+        cpc(CollectiveOp::ReduceScatter, "cp_reducescatter_dkv");
       }
       // QKV's and FC1's input gradients: ColumnBackward above. The MoE router's: here, in line.
       if (tp && m_.moe() && op_name == "router_dgrad") {
@@ -798,7 +812,7 @@ class Builder {
   std::array<std::vector<OpCost>, kOpLists> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
-  Bytes p2p_bytes_ = 0, tp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
+  Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
 
   // Per-stage state.
   Program* prog_ = nullptr;
@@ -872,11 +886,12 @@ void add_host_split_groups(Plan& plan, int ranks_per_host) {
 
 namespace {
 
-// Communicators in Megatron rank order, rank = (pp_i·dp + dp_i)·tp + tp_i, from the plan's layout and
-// cluster.
+// Communicators in Megatron rank order, rank = ((pp_i·dp + dp_i)·cp + cp_i)·tp + tp_i, from the plan's
+// layout and cluster. The gradient dimension is dp·cp (plan.hpp's Dp; ep > 1 only with cp = 1).
 void add_communicators(Plan& plan) {
   const Layout& layout = plan.layout;
-  const int tp = layout.tp, dp = layout.dp, pp = layout.pp, ep = layout.ep, world = plan.cluster.ranks;
+  const int tp = layout.tp, dp = layout.grad_ranks(), cp = layout.cp, pp = layout.pp, ep = layout.ep;
+  const int world = plan.cluster.ranks;
   auto tpi = [=](int r) { return r % tp; };
   auto dpi = [=](int r) { return (r / tp) % dp; };
   auto ppi = [=](int r) { return r / (tp * dp); };
@@ -890,6 +905,8 @@ void add_communicators(Plan& plan) {
       make_groups(world, pp * (dp / ep) * tp, [=](int r) { return (ppi(r) * (dp / ep) + dpi(r) / ep) * tp + tpi(r); });
   plan.groups[static_cast<std::size_t>(GroupKind::ExpertDp)] =
       make_groups(world, pp * ep * tp, [=](int r) { return (ppi(r) * ep + dpi(r) % ep) * tp + tpi(r); });
+  plan.groups[static_cast<std::size_t>(GroupKind::Cp)] =
+      make_groups(world, world / cp, [=](int r) { return r / (tp * cp) * tp + tpi(r); });
   add_host_split_groups(plan, std::max(1, plan.cluster.ranks_per_host));
   // Embedding: the first and the last stage's ranks of each Pp group.
   GroupSet embedding{std::vector<int>(static_cast<std::size_t>(world), -1), {}};
@@ -918,7 +935,7 @@ Plan build_plan(const TransformerModel& model, const Layout& layout, const Clust
   plan.programs.reserve(static_cast<std::size_t>(layout.pp));
   for (int s = 0; s < layout.pp; ++s) builder.build_stage(s);
   plan.program_of_rank.resize(static_cast<std::size_t>(world));
-  for (int r = 0; r < world; ++r) plan.program_of_rank[static_cast<std::size_t>(r)] = r / (layout.tp * layout.dp);
+  for (int r = 0; r < world; ++r) plan.program_of_rank[static_cast<std::size_t>(r)] = r / (world / layout.pp);
   plan.model_flops = training_flops(model, layout.global_batch, Recompute::None);
   return plan;
 }

@@ -70,6 +70,9 @@ TEST(Experiment, ParsesAValidConfigWithDefaults) {
   EXPECT_EQ(e.layout.dp, 4);  // "auto": 16 / (2·2)
   EXPECT_EQ(e.layout.tp, 2);
   EXPECT_EQ(e.layout.pp, 2);
+  json context = small_config();
+  context["layout"]["cp"] = 2;
+  EXPECT_EQ(experiment_from_json(context, kData).layout.dp, 2);  // "auto": 16 / (2·2·2)
   EXPECT_TRUE(e.techniques.empty());
   EXPECT_EQ(e.backends, std::vector<std::string>{"sim"});
   EXPECT_EQ(e.simulation.network, "analytical");

@@ -182,6 +182,42 @@ TEST(Layout, EmbeddingAndLossTakeALayersSlotInThePipelineSplit) {
   EXPECT_EQ(flat.stage_layers(m, 3), 4);
 }
 
+// Context parallelism: a fourth degree in the product, the sequence in 2·cp chunks, dense only.
+TEST(Layout, ContextParallelism) {
+  const TransformerModel m = model_preset("gpt3-1.3b");  // s 2048, 16 heads
+  Layout l;
+  l.tp = 2, l.cp = 4, l.dp = 2, l.global_batch = 2;
+  EXPECT_EQ(l.world_size(), 16);
+  EXPECT_EQ(l.grad_ranks(), 8);
+  EXPECT_EQ(l.micro_batches(), 1);  // context ranks share their sequences
+  EXPECT_EQ(l.op_context().cp, 4);
+  EXPECT_TRUE(validate(l, m, 16, 8).empty());
+  const std::string world = error_of(l, m, 8);
+  EXPECT_TRUE(contains(world, "dp·tp·cp·pp = 2·2·4·1 = 16")) << world;
+  EXPECT_TRUE(contains(world, "dp = 1 fits")) << world;
+  Layout odd = l;
+  odd.cp = 3, odd.dp = 1, odd.tp = 1;
+  const std::string chunks = error_of(odd, m, 3);  // 2048 tokens in 6 chunks
+  EXPECT_TRUE(contains(chunks, "/layout/cp")) << chunks;
+  EXPECT_TRUE(contains(chunks, "accepted values: 1")) << chunks;
+  Layout sp = l;
+  sp.sequence_parallel = true, sp.tp = 16, sp.cp = 256, sp.dp = 1;  // 8 tokens per context rank over 16
+  const std::string split = error_of(sp, gpt_model("long", 2, 1024, 16, 2048, 1000), 4096);
+  EXPECT_TRUE(contains(split, "/layout/sequence_parallel")) << split;
+  EXPECT_TRUE(contains(split, "seq_len/cp = 8")) << split;
+  TransformerModel moe = small_moe();
+  Layout ep;
+  ep.dp = 2, ep.ep = 2, ep.cp = 2, ep.global_batch = 2;
+  EXPECT_TRUE(contains(error_of(ep, moe, 4), "/layout/cp"));
+  ep.ep = 1;
+  EXPECT_TRUE(validate(ep, moe, 4, 8).empty());
+  // ZeRO shards over the dp·cp ranks that hold the same parameters.
+  l.zero_stage = 1;
+  Layout flat = l;
+  flat.cp = 1, flat.dp = 8;
+  EXPECT_EQ(rank_model_state_bytes(m, l, 0), rank_model_state_bytes(m, flat, 0));
+}
+
 TEST(Layout, BatchAndZeroStage) {
   const TransformerModel m = model_preset("gpt3-175b");
   Layout l = gpt3_layout();
@@ -369,6 +405,7 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.overlap_grad_reduce = false;
   other.grad_dtype = GradDtype::FP32;
   other.embedding_in_split = true;
+  other.cp = 2;
   other.loss_in_split = true;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
@@ -390,6 +427,7 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": true})"), "/layout/grad_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_reduce_dtype": "fp32"})"), "/layout/grad_reduce_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "embedding_in_split": 1})"), "/layout/embedding_in_split");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "cp": 0})"), "/layout/cp");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "loss_in_split": "yes"})"), "/layout/loss_in_split");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");

@@ -332,6 +332,47 @@ TEST(Ops, SequenceParallelSplitsTheMemoryBoundOps) {
   EXPECT_EQ(matmul_flops(sp), matmul_flops(plain));
 }
 
+// Context parallelism (OpContext::cp): each rank's ops see s/cp tokens; attention runs its s/cp queries
+// against all s keys, so every FLOP divides by cp; flash reads the whole sequence's K and V.
+TEST(Ops, ContextParallelRanksShareEveryOpsWork) {
+  TransformerModel m = model_preset("gpt3-1.3b");  // h 2048, 16 heads, s 2048
+  const OpContext one{2, 2, true, 1, 1}, four{2, 2, true, 1, 4};
+  for (const auto& [a, b] : {std::pair{layer_forward_ops(m, one), layer_forward_ops(m, four)},
+                             std::pair{layer_backward_ops(m, one), layer_backward_ops(m, four)}}) {
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) expect_rel(4 * b[i].flops, a[i].flops, 1e-12);
+  }
+  const auto fwd = layer_forward_ops(m, four);
+  EXPECT_EQ(find_op(fwd, "qkv_fwd").m, 2 * 2048 / 4);
+  const OpCost& scores = find_op(fwd, "attn_scores_fwd");
+  EXPECT_EQ((std::vector<std::int64_t>{scores.m, scores.n, scores.k}), (std::vector<std::int64_t>{512, 2048, 128}));
+  const OpCost& dk = find_op(layer_backward_ops(m, four), "attn_scores_dgrad_k");  // every key's gradient
+  EXPECT_EQ((std::vector<std::int64_t>{dk.m, dk.n, dk.k}), (std::vector<std::int64_t>{2048, 128, 512}));
+  m.attention = AttentionImpl::Flash;
+  const OpCost& flash = find_op(layer_forward_ops(m, four), "flash_attn_fwd");
+  EXPECT_EQ((std::vector<std::int64_t>{flash.m, flash.n, flash.k}), (std::vector<std::int64_t>{512, 2048, 128}));
+  EXPECT_DOUBLE_EQ(flash.flops, 2.0 * (2 * 16 / 2) * 512 * 2048 * 128);
+  const double local = 2.0 * 512 * 2048 / 2 * 2;  // Q or O: b·(s/cp)·h/t elements of 2 bytes
+  EXPECT_EQ(flash.bytes, std::llround(2 * local + 2 * 4 * local + 4.0 * 16 * 512));
+  EXPECT_THROW(layer_forward_ops(m, {1, 1, false, 1, 3}), InvalidArgument);  // 3 does not divide 2048
+  EXPECT_THROW(layer_forward_ops(m, {1, 8, true, 1, 512}), InvalidArgument);  // s/cp = 4 tokens over 8 ranks
+}
+
+// Every term divides by cp; the gathered keys and values of the other ranks are kept unless the layer is
+// recomputed whole.
+TEST(Activations, ContextParallelDividesThemAndKeepsTheGatheredKeysAndValues) {
+  TransformerModel m = gpt_model("gqa", 4, 1024, 16, 4096, 1000);
+  m.kv_heads = 4;  // K and V: 2·4·64 = 512 columns
+  for (Recompute r : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+    const double one = static_cast<double>(activation_bytes_per_layer(m, 2, 2, true, r));
+    const double gathered = r == Recompute::Full ? 0 : 2.0 * (4096 / 4 * 2) * 512 / 2 * 3;  // e·sb·kv·(cp−1)/t
+    EXPECT_NEAR(static_cast<double>(activation_bytes_per_layer(m, 2, 2, true, r, 4)), one / 4 + gathered, 1.0)
+        << recompute_name(r);
+  }
+  EXPECT_EQ(activation_bytes_per_layer(m, 2, 2, true, Recompute::None, 1), activation_bytes_per_layer(m, 2, 2, true, Recompute::None));
+  EXPECT_THROW(activation_bytes_per_layer(m, 2, 2, true, Recompute::None, 0), InvalidArgument);
+}
+
 TEST(Ops, RecomputeOps) {
   const TransformerModel m = model_preset("gpt3-1.3b");
   const OpContext c{1, 1, false, 1};

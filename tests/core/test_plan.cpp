@@ -440,6 +440,10 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
   split.virtual_stages = 5;
   split.embedding_in_split = split.loss_in_split = true;
   cases.push_back({tiny(), split});
+  Layout context = layout3d(2, 2, 2, 4);
+  context.cp = 2;
+  context.zero_stage = 1;
+  cases.push_back({tiny(), context});
   for (const Case& c : cases) {
     const Layout& l = c.layout;
     const Plan plan = build_plan(c.model, l, cluster(l));
@@ -539,6 +543,44 @@ TEST(Plan, HostSplitGroupsOfDataParallelism) {
   // Hosts holding different numbers of a group's members: no split groups.
   const Plan uneven = build_plan(tiny(), layout3d(3, 1, 1, 2), {3, 2});
   EXPECT_THROW(uneven.group_members(0, GroupKind::DpIntra), InvalidArgument);
+}
+
+// Context parallelism: rank = ((pp·dp + dp_i)·cp + cp_i)·tp + tp_i; each layer all-gathers the whole
+// sequence's keys and values over its Cp group after QKV (again when fully recomputed) and
+// reduce-scatters their gradients after the attention core's backward; gradients go over dp·cp.
+TEST(Plan, ContextParallelGroupsAndCollectives) {
+  Layout l = layout3d(2, 2, 2, 2);  // dp 2, tp 2, pp 2
+  l.cp = 2;
+  l.global_batch = 4;  // 2 micro-batches per pipeline
+  const TransformerModel m = tiny();  // 8 layers, h 256, 8 heads, s 128
+  const Plan plan = build_plan(m, l, cluster(l, 16));
+  EXPECT_EQ(plan.group_members(5, GroupKind::Tp), (std::vector<int>{4, 5}));
+  EXPECT_EQ(plan.group_members(5, GroupKind::Cp), (std::vector<int>{5, 7}));
+  EXPECT_EQ(plan.group_members(5, GroupKind::Dp), (std::vector<int>{1, 3, 5, 7}));
+  EXPECT_EQ(plan.program_of_rank[7], 0);
+  EXPECT_EQ(plan.program_of_rank[8], 1);
+  const Program& p = plan.programs[0];
+  const auto names = count_names(plan, p, OpKind::Collective);
+  EXPECT_EQ(names.at("cp_allgather_kv"), 4 * 2);  // 4 layers × 2 micro-batches
+  EXPECT_EQ(names.at("cp_reducescatter_dkv"), 4 * 2);
+  const Bytes kv = 2 * 128 * (2 * 256) / 2;  // K and V of the whole sequence on 4 of 8 heads, 2 bytes
+  for (const PlanOp& op : p.ops) {
+    if (op.kind == OpKind::Collective && op.group == GroupKind::Cp) {
+      EXPECT_EQ(op.bytes, kv);
+    }
+    if (op.kind == OpKind::Send) {
+      EXPECT_EQ(op.bytes, 128 / 2 * 256 * 2);  // this rank's half of the sequence
+    }
+  }
+  l.recompute = Recompute::Full;
+  EXPECT_EQ(count(build_plan(m, l, cluster(l, 16)).programs[0], OpKind::Collective, GroupKind::Cp), 3 * 4 * 2);
+  // The gradient buckets all-reduce over the 4 ranks of dp·cp.
+  for (const PlanOp& op : p.ops) {
+    if (op.kind == OpKind::Collective && op.group == GroupKind::Dp) {
+      EXPECT_EQ(op.collective, CollectiveOp::AllReduce);
+    }
+  }
+  EXPECT_GT(count(p, OpKind::Collective, GroupKind::Dp), 0);
 }
 
 TEST(GradientBuckets, PackInReadyOrderAndStraddleTensors) {

@@ -279,6 +279,12 @@ TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
   // 8 layers + the embedding's and the loss's slots in 2 × 5 one-slot chunks: the first and last empty.
   l.dp = 2, l.pp = 2, l.virtual_stages = 5, l.global_batch = 4, l.embedding_in_split = l.loss_in_split = true;
   cases.push_back({"interleaved pp=2 v=5, embedding and loss in the split", l});
+  l = Layout{};
+  l.bucket_bytes = 16 * KiB;
+  l.tp = 2, l.cp = 2, l.global_batch = 2, l.sequence_parallel = true, l.zero_stage = 1;
+  cases.push_back({"cp=2 tp=2 sp zero1", l});
+  l.tp = 1, l.pp = 2, l.sequence_parallel = false, l.recompute = Recompute::Full;
+  cases.push_back({"cp=2 pp=2 full recompute", l});
   for (const std::string& algorithm : {std::string("native"), std::string("rhd")}) {
     CpuBackendOptions options;
     options.warmup_iters = 0;

@@ -112,7 +112,7 @@ class LoraRewrite {
       ar.params = e.add_param_set(replicated_slices);
       before_step.push_back(e.insert_before(step, ar, replicated_ready));
     }
-    if (!(l_.zero_stage == 3 && l_.dp > 1)) emit_buckets(e, prog, step, ready, before_step);
+    if (!(l_.zero_stage == 3 && l_.grad_ranks() > 1)) emit_buckets(e, prog, step, ready, before_step);
     for (OpRef r : before_step) e.add_dep(OpRef::original(step), r);
     passes::refresh_model_state(e, plan_, tables_);
     return e.finish();
@@ -220,7 +220,7 @@ class LoraRewrite {
   // does), and with ZeRO 1-2 the updated adapter parameters gathered after it.
   void emit_buckets(ProgramEditor& e, const Program& prog, std::uint32_t step, std::vector<Ready>& ready,
                     std::vector<OpRef>& before_step) {
-    if (ready.empty() || l_.dp <= 1) return;
+    if (ready.empty() || l_.grad_ranks() <= 1) return;
     std::stable_sort(ready.begin(), ready.end(), [](const Ready& x, const Ready& y) { return x.after < y.after; });
     std::vector<GradientReady> list;
     for (std::size_t k = 0; k < ready.size(); ++k) list.push_back({static_cast<std::uint32_t>(k), ready[k].tensor, ready[k].elements});

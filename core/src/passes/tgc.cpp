@@ -224,7 +224,7 @@ json tgc_params_to_json(const TgcParams& p) {
 
 void apply_tgc(Plan& plan, const TgcParams& p) {
   if (p.lossless()) return;
-  if (p.hierarchy == TgcParams::Hierarchy::Hierarchical && plan.layout.dp > 1 &&
+  if (p.hierarchy == TgcParams::Hierarchy::Hierarchical && plan.layout.grad_ranks() > 1 &&
       plan.group_set(GroupKind::DpIntra).members.empty()) {
     throw ConfigError("/hierarchy", "the cluster's hosts hold different numbers of each data-parallel group's ranks: "
                                     "no host-local groups to reduce within; use \"flat\"");

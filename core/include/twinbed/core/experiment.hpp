@@ -84,7 +84,7 @@ std::vector<std::string> accepted_collective_algorithms();
 Topology build_topology(const ClusterConfig& cluster);
 
 // Parses a config object. "sweep" is allowed and ignored here (see expand_sweep). The layout's "dp"
-// may be the string "auto": the cluster's ranks / (tp·pp). After parsing, the layout is validated
+// may be the string "auto": the cluster's ranks / (tp·cp·pp). After parsing, the layout is validated
 // against the model and the cluster (layout.hpp's validate): an impossible layout is a ConfigError
 // naming its field; warnings land in Experiment::warnings. Each "techniques" entry is parsed strictly by
 // its pass (core/passes.hpp): errors name "/techniques/<i>/<key>".

@@ -3,8 +3,11 @@
 // gradient-reduction overlap. A plain struct; validate() says whether a layout is possible for a model on
 // a cluster, and names the offending field as a JSON path ("/layout/tp") with the values it accepts.
 //
-// Rank order is Megatron's: tp fastest, then dp, then pp (so a tensor group sits on consecutive ranks,
-// i.e. inside a host when tp <= ranks_per_host). Expert parallelism is carved out of data parallelism:
+// Rank order is Megatron's: tp fastest, then cp, then dp, then pp (so a tensor group sits on consecutive
+// ranks, i.e. inside a host when tp <= ranks_per_host). Context parallelism (cp) splits each sequence
+// over cp ranks that hold the same parameters, so gradients are reduced and ZeRO-sharded over the dp·cp
+// ranks of a stage (Megatron's data-parallel group "with context parallel"). Expert parallelism is
+// carved out of data parallelism:
 // the ep ranks of an expert group are ep of the dp replicas, each holding E/ep experts; expert
 // parameters are therefore replicated (and ZeRO-sharded) over dp/ep ranks, dense ones over dp.
 #pragma once
@@ -49,6 +52,7 @@ struct Layout {
   int tp = 1;
   int pp = 1;
   int ep = 1;                       // expert-parallel degree, divides dp (MoE only)
+  int cp = 1;                       // context-parallel degree: ranks sharing each sequence
   bool sequence_parallel = false;   // Korthikanti et al.; needs seq_len % tp == 0; no effect at tp = 1
   int zero_stage = 0;               // 0..3
   int micro_batch = 1;              // sequences per micro-batch (b)
@@ -68,8 +72,10 @@ struct Layout {
   Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
   GradDtype grad_dtype = GradDtype::Model;  // gradient accumulation and reduction dtype (above)
 
-  // dp·tp·pp (ep does not multiply: it lives inside dp).
-  int world_size() const { return dp * tp * pp; }
+  // dp·tp·cp·pp (ep does not multiply: it lives inside dp).
+  int world_size() const { return dp * tp * cp * pp; }
+  // The ranks of a stage that hold the same parameters and reduce their gradients together: dp·cp.
+  int grad_ranks() const { return dp * cp; }
   // Micro-batches each pipeline runs per iteration: B / (dp·b). Also the gradient-accumulation steps.
   int micro_batches() const { return global_batch / (dp * micro_batch); }
   int grad_accum_steps() const { return micro_batches(); }
@@ -86,8 +92,8 @@ struct Layout {
   };
   LayerRange chunk_layers(const TransformerModel& m, int virtual_stage) const;
   std::int64_t stage_layers(const TransformerModel& m, int stage) const;
-  // The per-op context of this layout (micro-batch, tp, sp, ep) for model.hpp's op lists.
-  OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep}; }
+  // The per-op context of this layout (micro-batch, tp, sp, ep, cp) for model.hpp's op lists.
+  OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep, cp}; }
 
   bool operator==(const Layout&) const = default;
 };
@@ -95,13 +101,14 @@ struct Layout {
 // Checks that `layout` can run `model` on a cluster of `cluster_ranks` ranks with `ranks_per_host` per
 // host. Throws ConfigError, its path naming the field ("/layout/tp", "/layout/virtual_stages", ...)
 // and its message the accepted values, when the layout is impossible:
-//   any degree or batch < 1; dp·tp·pp != cluster_ranks (path /layout/dp); heads or ffn_hidden not
+//   any degree or batch < 1; dp·tp·cp·pp != cluster_ranks (path /layout/dp); heads or ffn_hidden not
 //   divisible by tp; the pipeline's slots (layers, plus the embedding and loss when in the split) not
 //   divisible by pp (/layout/pp) or by pp·v (/layout/virtual_stages);
 //   global_batch not a multiple of dp·micro_batch; zero_stage outside 0..3; interleaved with v < 2 or
 //   pp < 2 (/layout/schedule), v > 1 without interleaving; interleaved with micro-batches not a multiple
 //   of pp (Megatron's constraint, /layout/global_batch); ep > 1 on a dense model, dp % ep or
-//   experts % ep != 0 (/layout/ep); sequence parallelism with seq_len % tp != 0.
+//   experts % ep != 0 (/layout/ep); sequence parallelism with (seq_len/cp) % tp != 0; cp > 1 with
+//   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp).
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
 // (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
@@ -122,7 +129,7 @@ inline constexpr double kMaxPlanOps = 2e7;
 RankParameters rank_parameters(const TransformerModel& model, const Layout& layout, int stage);
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
-// layout's ZeRO stage: dense parameters sharded over dp, expert parameters over dp/ep (model.hpp's
+// layout's ZeRO stage: dense parameters sharded over dp·cp, expert parameters over dp/ep (model.hpp's
 // rank_parameters and model_state_bytes), gradients in the layout's grad_dtype. Requires a layout that
 // validate() accepts.
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage);
@@ -132,12 +139,12 @@ ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layo
 Bytes gradient_bytes_per_element(const Layout& layout, DType dtype);
 
 // Activation bytes per layer per micro-batch on one rank under the layout (model.hpp's formula with the
-// layout's micro_batch, tp, sequence_parallel and recompute).
+// layout's micro_batch, tp, sequence_parallel, recompute and cp).
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout);
 
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
-// {"dp", "tp", "pp", "ep", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
+// {"dp", "tp", "pp", "ep", "cp", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
 //  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype" ("model" | "fp32"),
 //  "embedding_in_split", "loss_in_split"}:
 // every key optional, defaulting

@@ -227,9 +227,12 @@ Bytes parameter_bytes_per_element(DType dtype);
 // Flash attention stores nothing s²-sized at any recomputation: without recomputation its 5·a·s²·b
 // term becomes the FP32 log-sum-exp of each score row, 4·a·s·b bytes (/t).
 // MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
-// Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1 or tp < 1.
+// Context parallelism over cp ranks divides every term by cp (the s²-sized ones are the rank's s/cp
+// query rows against s keys) and, unless the layer is fully recomputed, keeps the gathered keys and
+// values of the whole sequence for the backward: 2·s·b·kv·(h/a)/t elements in place of the rank's own.
+// Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1, tp < 1 or cp < 1.
 Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
-                                 bool sequence_parallel, Recompute recompute);
+                                 bool sequence_parallel, Recompute recompute, int cp = 1);
 
 // ---- ops -----------------------------------------------------------------------------------------
 
@@ -290,13 +293,18 @@ struct OpCost {
 // Where the ops run: b sequences per micro-batch, on one rank of a tensor-parallel group of t (heads
 // and FFN split as in Megatron: column-parallel QKV and FC1, row-parallel projection and FC2), with
 // sequence parallelism splitting the LayerNorm and dropout-add ops (which otherwise every tensor rank
-// repeats whole) by t, and ep expert-parallel ranks sharing the experts. The collectives between ops
-// (TP all-reduce or SP all-gather / reduce-scatter, MoE all-to-all) are the plan's business, not here.
+// repeats whole) by t, and ep expert-parallel ranks sharing the experts. Context parallelism splits
+// each sequence over cp ranks: every op sees s/cp of its tokens, and attention runs the rank's s/cp
+// queries against all s keys and values (gathered over the context group, as Llama 3 does: Llama Team
+// 2024, §3.3.2), its causal half load-balanced so each rank does 1/cp of it (the sequence in 2·cp
+// chunks, rank i holding chunks i and 2·cp−1−i). The collectives between ops (TP all-reduce or SP
+// all-gather / reduce-scatter, MoE all-to-all, CP's key/value all-gather) are the plan's business.
 struct OpContext {
   std::int64_t micro_batch = 1;
   int tp = 1;
   bool sequence_parallel = false;
   int ep = 1;
+  int cp = 1;
   bool operator==(const OpContext&) const = default;
 };
 

@@ -64,12 +64,16 @@ enum class OpKind : std::uint8_t { Compute, Collective, Send, Recv, Alloc, Free 
 // "compute", "collective", "send", "recv", "alloc", "free".
 std::string to_string(OpKind k);
 
-// Communicators. Megatron rank order (layout.hpp): rank = (pp_index·dp + dp_index)·tp + tp_index.
-//   Tp        the tp consecutive ranks of one (pp, dp) index
-//   Dp        the dp ranks of one (pp, tp) index, stride tp (dense-parameter gradients)
-//   Ep        ep consecutive dp replicas (stride tp) within a Dp group: the expert all-to-all
+// Communicators. Megatron rank order (layout.hpp): rank = ((pp_index·dp + dp_index)·cp + cp_index)·tp +
+// tp_index.
+//   Tp        the tp consecutive ranks of one (pp, dp, cp) index
+//   Dp        the dp·cp ranks of one (pp, tp) index, stride tp (dense-parameter gradients: context
+//             ranks hold the same parameters, Megatron's data-parallel group with context parallel)
+//   Cp        the cp ranks of one (pp, dp, tp) index, stride tp: context parallelism's key/value
+//             all-gather and its gradients' reduce-scatter
+//   Ep        ep consecutive dp replicas (stride tp) within a Dp group: the expert all-to-all (cp = 1)
 //   ExpertDp  the dp/ep ranks of a Dp group holding the same experts, stride tp·ep (expert gradients)
-//   Pp        the pp ranks of one (dp, tp) index, stride tp·dp. No op of the builder or of the
+//   Pp        the pp ranks of one (dp, cp, tp) index, stride tp·cp·dp. No op of the builder or of the
 //             passes uses it: pipeline messages are Send/Recv
 //   DpIntra   the members of a Dp group on one host (ranks_per_host consecutive ranks per host)
 //   DpInter   the members of a Dp group with the same position among their host's members: one per
@@ -79,9 +83,9 @@ std::string to_string(OpKind k);
 //   Embedding the first and the last rank of one Pp group (Megatron's embedding group) when pp > 1;
 //             the middle stages' ranks, and every rank when pp == 1, are in none. The builder
 //             all-reduces the tied word embedding's gradient on it (build_plan below).
-enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter, Embedding };
-inline constexpr int kGroupKinds = 8;
-// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter", "embedding".
+enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter, Embedding, Cp };
+inline constexpr int kGroupKinds = 9;
+// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter", "embedding", "cp".
 std::string to_string(GroupKind g);
 
 // What an Alloc/Free is for, so memory can be broken down in reports and ZRDF can plan it.
