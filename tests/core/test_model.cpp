@@ -346,10 +346,12 @@ TEST(Ops, ContextParallelRanksShareEveryOpsWork) {
   EXPECT_EQ(find_op(fwd, "qkv_fwd").m, 2 * 2048 / 4);
   const OpCost& scores = find_op(fwd, "attn_scores_fwd");
   EXPECT_EQ((std::vector<std::int64_t>{scores.m, scores.n, scores.k}), (std::vector<std::int64_t>{512, 2048, 128}));
-  const OpCost& dk = find_op(layer_backward_ops(m, four), "attn_scores_dgrad_k");  // every key's gradient
+  const auto bwd = layer_backward_ops(m, four);
+  const OpCost& dk = find_op(bwd, "attn_scores_dgrad_k");  // every key's gradient
   EXPECT_EQ((std::vector<std::int64_t>{dk.m, dk.n, dk.k}), (std::vector<std::int64_t>{2048, 128, 512}));
   m.attention = AttentionImpl::Flash;
-  const OpCost& flash = find_op(layer_forward_ops(m, four), "flash_attn_fwd");
+  const auto flash_fwd = layer_forward_ops(m, four);
+  const OpCost& flash = find_op(flash_fwd, "flash_attn_fwd");
   EXPECT_EQ((std::vector<std::int64_t>{flash.m, flash.n, flash.k}), (std::vector<std::int64_t>{512, 2048, 128}));
   EXPECT_DOUBLE_EQ(flash.flops, 2.0 * (2 * 16 / 2) * 512 * 2048 * 128);
   const double local = 2.0 * 512 * 2048 / 2 * 2;  // Q or O: b·(s/cp)·h/t elements of 2 bytes
