@@ -242,6 +242,20 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
   EXPECT_NE(table(r).find("tiny"), std::string::npos);
 }
 
+// A row whose simulated run cannot fit its devices says so beside its error; one that fits does not.
+TEST(ValidateRows, ARunThatDoesNotFitSaysSo) {
+  Dataset d;
+  d.training = parse_training(training_file());
+  TrainingCase huge = d.training[0];
+  huge.id = "huge";
+  huge.experiment.model = gpt_model("huge", 4, 8192, 64, 16384, 1024);  // ~45 GB of activations per layer per rank
+  d.training.push_back(huge);
+  const Results r = run(d, Options{});
+  ASSERT_EQ(r.rows.size(), 2u);
+  EXPECT_EQ(r.rows[0].detail.find("does not fit"), std::string::npos) << r.rows[0].detail;
+  EXPECT_NE(r.rows[1].detail.find("GiB of 74.5: does not fit"), std::string::npos) << r.rows[1].detail;
+}
+
 TEST(ValidateRows, TheRepositoryDataLoads) {
   const Dataset d = load_dataset(std::string(TWINBED_SOURCE_DIR) + "/experiments/validation");
   EXPECT_FALSE(d.files.empty());

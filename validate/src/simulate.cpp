@@ -93,7 +93,9 @@ RowResult simulate(const TrainingCase& c) {
   const double flops =
       training_flops(e.model, e.layout.global_batch, c.flops == FlopsBasis::Model ? Recompute::None : e.layout.recompute);
   const double tflops = flops / step_s / gpus / 1e12;
-  const double peak = report_inputs(plan, topology.device(0)).peak_flops;
+  const ReportInputs inputs = report_inputs(plan, topology.device(0));
+  const double peak = inputs.peak_flops;
+  const Report rep = report(trace, inputs);
   RowResult r;
   r.id = c.id;
   r.set = Set::Training;
@@ -103,6 +105,12 @@ RowResult simulate(const TrainingCase& c) {
   r.simulated = c.metric == Metric::Mfu ? tflops * 1e12 / peak : tflops;
   r.error = relative_error(r.simulated, r.published);
   r.detail = "step " + fixed(step_s, 2) + " s, " + std::to_string(gpus) + " GPUs, " + to_string(c.flops) + " FLOPs";
+  // A run its source made that the model says cannot fit is worth seeing beside its error.
+  if (rep.memory_recorded && !rep.memory_fits) {
+    constexpr double kGiB = 1024.0 * 1024 * 1024;
+    r.detail += "; peak memory " + fixed(static_cast<double>(rep.peak_memory) / kGiB, 1) + " GiB of " +
+                fixed(static_cast<double>(inputs.device_memory) / kGiB, 1) + ": does not fit";
+  }
   r.assumed = c.assumed;
   r.provenance = c.provenance;
   return r;
