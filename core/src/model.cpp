@@ -298,8 +298,6 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   if (recompute == Recompute::None) {
     split += m.attention == AttentionImpl::Flash ? 4 * d(m.heads) * sb : (2 * e + 1) * att;
   }
-  // Context parallelism: the keys and values gathered from the other cp − 1 ranks.
-  split += e * sb * d(m.qkv_width() - m.hidden) * (cp - 1);
   // Sequence parallelism shards the replicated part over the tensor group as well.
   if (sequence_parallel) replicated /= t;
   return std::llround(replicated + split / t);

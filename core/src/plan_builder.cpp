@@ -106,6 +106,15 @@ class Builder {
       cost_ids_.push_back(ids);
       param_kinds_.push_back(kinds);
     }
+    attn_first_.fill(-1);
+    attn_last_.fill(-1);
+    for (std::size_t k = 0; k < lists_.size(); ++k) {
+      for (std::size_t i = 0; i < lists_[k].size(); ++i) {
+        if (lists_[k][i].kind != OpCost::Kind::Attention) continue;
+        if (attn_first_[k] < 0) attn_first_[k] = static_cast<std::ptrdiff_t>(i);
+        attn_last_[k] = static_cast<std::ptrdiff_t>(i);
+      }
+    }
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const Bytes bsh = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.hidden * e_;  // this rank's tokens
     p2p_bytes_ = sp ? bsh / l_.tp : bsh;
@@ -306,6 +315,7 @@ class Builder {
       const Gathered g = gather_layer(prefix + "zero3.allgather", mb, prefetch_dep, layer, local);
       std::int64_t first_op = -1;
       for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {
+        gather_kv(kFwd, i, mb, prev, prefix, layer);
         prev = compute(kFwd, i, prefix, mb, prev, layer, local);
         if (i == 0 && g.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(g.gather));
         if (i == 0) first_op = prev;
@@ -368,6 +378,7 @@ class Builder {
         first = false;
       };
       for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
+        gather_kv(kRecompute, i, mb, prev, prefix, layer);
         prev = compute(kRecompute, i, prefix, mb, prev, layer, local);
         gate();
         if (l_.recompute == Recompute::Full) after_op(lists_[kRecompute][i].name, true, mb, prev, prefix + "recompute.", layer);
@@ -376,8 +387,10 @@ class Builder {
       for (std::size_t i = 0; i < lists_[kBwd].size(); ++i) {
         const std::string& name = lists_[kBwd][i].name;
         if (is_column_parallel_dgrad(name)) column.gather = regather_input(mb, prev, prefix, layer);
+        gather_kv(kBwd, i, mb, prev, prefix, layer);
         prev = compute(kBwd, i, prefix, mb, prev, layer, local);
         gate();
+        reduce_kv_grads(i, mb, prev, prefix, layer);
         if (column.wgrad_next) {
           // The weight-gradient GEMM reads the re-gathered input (Megatron: handle.wait() on the all-gather
           // before the GEMM); it does not wait for the input-gradient collective.
@@ -688,15 +701,8 @@ class Builder {
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const bool tp = l_.tp > 1;
     const bool moe = m_.moe() && l_.ep > 1;
-    const bool cp = l_.cp > 1;
     auto tpc = [&](CollectiveOp op, const char* what) {
       prev = coll1(op, GroupKind::Tp, tp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
-    };
-    // Context parallelism as Llama 3 runs it (Llama Team 2024, §3.3.2): "we all-gather the key (K) and
-    // value (V) tensors, and then compute attention output for the local query (Q) tensor chunk"; the
-    // backward reduce-scatters their gradients back to the ranks holding those tokens.
-    auto cpc = [&](CollectiveOp op, const char* what) {
-      prev = coll1(op, GroupKind::Cp, cp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
     auto a2a = [&](const char* what) {
       prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
@@ -708,15 +714,10 @@ class Builder {
       if (tp && (base == "proj" || base == ffn_out)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce");
       }
-      if (cp && base == "qkv") cpc(CollectiveOp::AllGather, "cp_allgather_kv");
       if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
     } else {
       if (tp && sp && (op_name == "mlp_residual_bwd" || op_name == "attn_residual_bwd")) {
         tpc(CollectiveOp::AllGather, "tp_allgather_bwd");
-      }
-      // The attention core's last backward op has the whole sequence's dK and dV.
-      if (cp && (op_name == "flash_attn_bwd" || op_name == "attn_scores_dgrad_k")) {
-        cpc(CollectiveOp::ReduceScatter, "cp_reducescatter_dkv");
       }
       // QKV's and FC1's input gradients: ColumnBackward above. The MoE router's: here, in line.
       if (tp && m_.moe() && op_name == "router_dgrad") {
@@ -724,6 +725,26 @@ class Builder {
       }
       if (moe && (op_name == "expert_unpermute_bwd" || op_name == "expert_permute_bwd")) a2a("ep_alltoall_bwd");
     }
+  }
+
+  // ---- context parallelism ----
+  //
+  // Llama 3's form (Llama Team 2024, §3.3.2: "we first all-gather the key (K) and value (V) tensors, and
+  // then compute attention output for the local query (Q) tensor chunk"), as Transformer Engine's
+  // AttnFuncWithCPAndKVAllGather runs it (transformer_engine/pytorch/attention/dot_product_attention/
+  // context_parallel.py): every pass over the attention — forward, its recomputation, backward —
+  // all-gathers the whole sequence's K and V over the Cp group before its first attention op (only the
+  // rank's own K and V are saved for the backward), and the backward reduce-scatters their gradients
+  // after its last. On the compute stream: "KV all-gather between CP ranks is exposed".
+  void gather_kv(int list, std::size_t i, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
+    if (l_.cp == 1 || static_cast<std::ptrdiff_t>(i) != attn_first_[static_cast<std::size_t>(list)]) return;
+    const char* what = list == kFwd ? "cp_allgather_kv" : list == kRecompute ? "recompute.cp_allgather_kv" : "cp_allgather_kv_bwd";
+    prev = coll1(CollectiveOp::AllGather, GroupKind::Cp, cp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
+  }
+  void reduce_kv_grads(std::size_t i, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
+    if (l_.cp == 1 || static_cast<std::ptrdiff_t>(i) != attn_last_[static_cast<std::size_t>(kBwd)]) return;
+    prev = coll1(CollectiveOp::ReduceScatter, GroupKind::Cp, cp_bytes_, StreamKind::Compute, prefix + "cp_reducescatter_dkv", mb,
+                 prev, layer, -1);
   }
 
   // ---- tensor-parallel backward of the column-parallel GEMMs ----
@@ -813,6 +834,7 @@ class Builder {
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
   Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
+  std::array<std::ptrdiff_t, kOpLists> attn_first_{}, attn_last_{};  // each list's first and last attention op, -1: none
 
   // Per-stage state.
   Program* prog_ = nullptr;

@@ -360,16 +360,14 @@ TEST(Ops, ContextParallelRanksShareEveryOpsWork) {
   EXPECT_THROW(layer_forward_ops(m, {1, 8, true, 1, 512}), InvalidArgument);  // s/cp = 4 tokens over 8 ranks
 }
 
-// Every term divides by cp; the gathered keys and values of the other ranks are kept unless the layer is
-// recomputed whole.
-TEST(Activations, ContextParallelDividesThemAndKeepsTheGatheredKeysAndValues) {
+// Every term divides by cp: a rank keeps its own keys and values only (the backward gathers the
+// others' again).
+TEST(Activations, ContextParallelDividesThem) {
   TransformerModel m = gpt_model("gqa", 4, 1024, 16, 4096, 1000);
-  m.kv_heads = 4;  // K and V: 2·4·64 = 512 columns
+  m.kv_heads = 4;
   for (Recompute r : {Recompute::None, Recompute::Selective, Recompute::Full}) {
     const double one = static_cast<double>(activation_bytes_per_layer(m, 2, 2, true, r));
-    const double gathered = r == Recompute::Full ? 0 : 2.0 * (4096 / 4 * 2) * 512 / 2 * 3;  // e·sb·kv·(cp−1)/t
-    EXPECT_NEAR(static_cast<double>(activation_bytes_per_layer(m, 2, 2, true, r, 4)), one / 4 + gathered, 1.0)
-        << recompute_name(r);
+    EXPECT_NEAR(static_cast<double>(activation_bytes_per_layer(m, 2, 2, true, r, 4)), one / 4, 1.0) << recompute_name(r);
   }
   EXPECT_EQ(activation_bytes_per_layer(m, 2, 2, true, Recompute::None, 1), activation_bytes_per_layer(m, 2, 2, true, Recompute::None));
   EXPECT_THROW(activation_bytes_per_layer(m, 2, 2, true, Recompute::None, 0), InvalidArgument);

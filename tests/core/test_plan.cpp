@@ -545,9 +545,10 @@ TEST(Plan, HostSplitGroupsOfDataParallelism) {
   EXPECT_THROW(uneven.group_members(0, GroupKind::DpIntra), InvalidArgument);
 }
 
-// Context parallelism: rank = ((pp·dp + dp_i)·cp + cp_i)·tp + tp_i; each layer all-gathers the whole
-// sequence's keys and values over its Cp group after QKV (again when fully recomputed) and
-// reduce-scatters their gradients after the attention core's backward; gradients go over dp·cp.
+// Context parallelism: rank = ((pp·dp + dp_i)·cp + cp_i)·tp + tp_i; each pass over a layer's attention
+// (forward, recomputation, backward) all-gathers the whole sequence's keys and values over its Cp group
+// right before its first attention op, the backward reduce-scatters their gradients right after its last;
+// gradients go over dp·cp.
 TEST(Plan, ContextParallelGroupsAndCollectives) {
   Layout l = layout3d(2, 2, 2, 2);  // dp 2, tp 2, pp 2
   l.cp = 2;
@@ -562,7 +563,16 @@ TEST(Plan, ContextParallelGroupsAndCollectives) {
   const Program& p = plan.programs[0];
   const auto names = count_names(plan, p, OpKind::Collective);
   EXPECT_EQ(names.at("cp_allgather_kv"), 4 * 2);  // 4 layers × 2 micro-batches
+  EXPECT_EQ(names.at("cp_allgather_kv_bwd"), 4 * 2);
   EXPECT_EQ(names.at("cp_reducescatter_dkv"), 4 * 2);
+  // Each right beside the attention ops of its pass.
+  for (std::size_t i = 0; i + 1 < p.ops.size(); ++i) {
+    const PlanOp& op = p.ops[i];
+    if (op.kind != OpKind::Collective || op.group != GroupKind::Cp) continue;
+    const PlanOp& beside = op.collective == CollectiveOp::AllGather ? p.ops[i + 1] : p.ops[i - 1];
+    ASSERT_EQ(beside.kind, OpKind::Compute);
+    EXPECT_EQ(plan.costs[static_cast<std::size_t>(beside.cost)].kind, OpCost::Kind::Attention) << plan.names[op.name];
+  }
   const Bytes kv = 2 * 128 * (2 * 256) / 2;  // K and V of the whole sequence on 4 of 8 heads, 2 bytes
   for (const PlanOp& op : p.ops) {
     if (op.kind == OpKind::Collective && op.group == GroupKind::Cp) {
@@ -572,8 +582,10 @@ TEST(Plan, ContextParallelGroupsAndCollectives) {
       EXPECT_EQ(op.bytes, 128 / 2 * 256 * 2);  // this rank's half of the sequence
     }
   }
-  l.recompute = Recompute::Full;
-  EXPECT_EQ(count(build_plan(m, l, cluster(l, 16)).programs[0], OpKind::Collective, GroupKind::Cp), 3 * 4 * 2);
+  for (Recompute r : {Recompute::Selective, Recompute::Full}) {  // the recomputation gathers once more
+    l.recompute = r;
+    EXPECT_EQ(count(build_plan(m, l, cluster(l, 16)).programs[0], OpKind::Collective, GroupKind::Cp), 4 * 4 * 2);
+  }
   // The gradient buckets all-reduce over the 4 ranks of dp·cp.
   for (const PlanOp& op : p.ops) {
     if (op.kind == OpKind::Collective && op.group == GroupKind::Dp) {

@@ -228,9 +228,8 @@ Bytes parameter_bytes_per_element(DType dtype);
 // term becomes the FP32 log-sum-exp of each score row, 4·a·s·b bytes (/t).
 // MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
 // Context parallelism over cp ranks divides every term by cp (the s²-sized ones are the rank's s/cp
-// query rows against s keys) and, unless the layer is fully recomputed, keeps the gathered keys and
-// values of the whole sequence for the backward: 2·s·b·kv·(h/a)/t elements in place of the rank's own.
-// Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1, tp < 1 or cp < 1.
+// query rows against s keys): the rank keeps only its own keys and values, and the backward gathers
+// the others' again (the plan's Cp all-gathers). Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1, tp < 1 or cp < 1.
 Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
                                  bool sequence_parallel, Recompute recompute, int cp = 1);
 
@@ -298,7 +297,7 @@ struct OpCost {
 // queries against all s keys and values (gathered over the context group, as Llama 3 does: Llama Team
 // 2024, §3.3.2), its causal half load-balanced so each rank does 1/cp of it (the sequence in 2·cp
 // chunks, rank i holding chunks i and 2·cp−1−i). The collectives between ops (TP all-reduce or SP
-// all-gather / reduce-scatter, MoE all-to-all, CP's key/value all-gather) are the plan's business.
+// all-gather / reduce-scatter, MoE all-to-all, CP's key/value all-gathers) are the plan's business.
 struct OpContext {
   std::int64_t micro_batch = 1;
   int tp = 1;
