@@ -166,17 +166,19 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
   // Context parallelism: each rank two of the sequence's 2·cp chunks (the causal work balanced).
   if (cp > 1 && m.seq_len % (2 * cp) != 0) {
     throw ConfigError("/layout/cp", "cp = " + str(cp) + " splits each sequence into 2·cp = " + str(2 * cp) +
-                                        " chunks, but seq_len = " + str(m.seq_len) + " is not divisible by it; accepted values: " +
+                                        " chunks, but seq_len = " + str(m.seq_len) +
+                                        " is not divisible by it; accepted values: " +
                                         divisors(m.seq_len / 2, [&](std::int64_t d) { return cluster_ranks % d == 0; }));
   }
   if (cp > 1 && l.ep > 1) {
     throw ConfigError("/layout/cp", "cp = " + str(cp) + " with ep = " + str(l.ep) +
-                                        ": context and expert parallelism together are not modelled; accepted value with ep > 1: 1");
+                                        ": context and expert parallelism together are not modelled; "
+                                        "accepted value with ep > 1: 1");
   }
   if (l.sequence_parallel && (m.seq_len / cp) % tp != 0) {
+    const std::string tokens = cp > 1 ? "seq_len/cp = " + str(m.seq_len / cp) : "seq_len = " + str(m.seq_len);
     throw ConfigError("/layout/sequence_parallel", "sequence parallelism splits the sequence over tp = " + str(tp) +
-                                                       " ranks, but seq_len" + (cp > 1 ? "/cp = " + str(m.seq_len / cp) : " = " + str(m.seq_len)) +
-                                                       " is not divisible by it");
+                                                       " ranks, but " + tokens + " is not divisible by it");
   }
 
   // Pipeline: whole layers per stage, and per chunk when interleaved; the embedding and loss take a

@@ -386,7 +386,9 @@ struct Dims {
 Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   check_parallel(m, c.tp, c.ep, who);
   if (c.micro_batch < 1) throw InvalidArgument(std::string(who) + ": micro_batch must be >= 1");
-  if (c.cp < 1 || m.seq_len % c.cp != 0) throw InvalidArgument(std::string(who) + ": cp must be >= 1 and divide seq_len");
+  if (c.cp < 1 || m.seq_len % c.cp != 0) {
+    throw InvalidArgument(std::string(who) + ": cp must be >= 1 and divide seq_len");
+  }
   if (c.sequence_parallel && (m.seq_len / c.cp) % c.tp != 0) {
     throw InvalidArgument(std::string(who) + ": sequence parallelism needs seq_len/cp divisible by tp");
   }

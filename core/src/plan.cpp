@@ -160,8 +160,8 @@ struct StateGroup {
 std::vector<StateGroup> state_groups(const std::vector<ParamTensor>& params, const Layout& layout) {
   std::map<std::pair<bool, DType>, StateGroup> groups;
   for (const ParamTensor& t : params) {
-    StateGroup& g = groups.try_emplace({t.expert, t.dtype}, StateGroup{t.dtype, t.expert ? layout.grad_ranks() / layout.ep : layout.grad_ranks()})
-                        .first->second;
+    const int shards = t.expert ? layout.grad_ranks() / layout.ep : layout.grad_ranks();
+    StateGroup& g = groups.try_emplace({t.expert, t.dtype}, StateGroup{t.dtype, shards}).first->second;
     (t.trainable ? g.trainable : g.frozen) += t.elements;
   }
   std::vector<StateGroup> out;

@@ -229,7 +229,8 @@ Bytes parameter_bytes_per_element(DType dtype);
 // MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
 // Context parallelism over cp ranks divides every term by cp (the s²-sized ones are the rank's s/cp
 // query rows against s keys): the rank keeps only its own keys and values, and the backward gathers
-// the others' again (the plan's Cp all-gathers). Rounded to the nearest byte. Throws InvalidArgument for micro_batch < 1, tp < 1 or cp < 1.
+// the others' again (the plan's Cp all-gathers). Rounded to the nearest byte. Throws InvalidArgument
+// for micro_batch < 1, tp < 1 or cp < 1.
 Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
                                  bool sequence_parallel, Recompute recompute, int cp = 1);
 
