@@ -300,7 +300,8 @@ int read_int32(const json& v, const std::string& path, std::int64_t min, std::in
 Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
-      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype",
+      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_p2p_comm", "bucket_MiB",
+      "grad_dtype",
       "embedding_in_split", "loss_in_split"};
   require_object(j, path);
   check_keys(j, path, accepted);
@@ -322,6 +323,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("overlap_grad_reduce")) {
     l.overlap_grad_reduce = read_bool(j["overlap_grad_reduce"], path + "/overlap_grad_reduce");
   }
+  if (j.contains("overlap_p2p_comm")) l.overlap_p2p_comm = read_bool(j["overlap_p2p_comm"], path + "/overlap_p2p_comm");
   if (j.contains("embedding_in_split")) l.embedding_in_split = read_bool(j["embedding_in_split"], path + "/embedding_in_split");
   if (j.contains("loss_in_split")) l.loss_in_split = read_bool(j["loss_in_split"], path + "/loss_in_split");
   if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
@@ -353,6 +355,7 @@ json layout_to_json(const Layout& l) {
               {"virtual_stages", l.virtual_stages},
               {"recompute", recompute_name(l.recompute)},
               {"overlap_grad_reduce", l.overlap_grad_reduce},
+              {"overlap_p2p_comm", l.overlap_p2p_comm},
               {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)},
               {"grad_dtype", grad_dtype_name(l.grad_dtype)},
               {"embedding_in_split", l.embedding_in_split},

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <sstream>
 #include <tuple>
 #include <unordered_map>
@@ -16,6 +17,7 @@ std::string to_string(OpKind k) {
     case OpKind::Collective: return "collective";
     case OpKind::Send: return "send";
     case OpKind::Recv: return "recv";
+    case OpKind::SendDone: return "send_done";
     case OpKind::Alloc: return "alloc";
     case OpKind::Free: return "free";
   }
@@ -310,8 +312,14 @@ void check_program(const Plan& plan, std::size_t pi, Problems& out) {
     }
   }
   std::unordered_map<std::int32_t, Bytes> live;  // tensor id -> bytes
+  std::set<std::pair<std::int32_t, std::int64_t>> sent;  // (peer offset, tag) of the Sends so far
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const PlanOp& op = p.ops[i];
+    if (op.kind == OpKind::Send) sent.emplace(op.peer_offset, op.tag);
+    if (op.kind == OpKind::SendDone && !sent.contains({op.peer_offset, op.tag})) {
+      out.add(where + " op " + std::to_string(i) + ": send_done of a message (peer offset " + std::to_string(op.peer_offset) +
+              ", tag " + std::to_string(op.tag) + ") no earlier Send sends");
+    }
     if (p.dep_begin[i] > p.dep_begin[i + 1]) out.add(where + " op " + std::to_string(i) + ": dep_begin decreases");
     for (std::uint32_t k = p.dep_begin[i]; k < p.dep_begin[i + 1] && k < p.deps.size(); ++k) {
       if (p.deps[k] >= i) {

@@ -652,6 +652,8 @@ class Builder {
     op.tag = coll_seq_[static_cast<std::size_t>(op.group)]++;
     return add(op, dep);
   }
+  // A pipeline message. Unless sends overlap compute (Layout::overlap_p2p_comm), a Send is followed by a
+  // SendDone on the compute stream, which nothing after it there passes before the message is through.
   std::uint32_t p2p(OpKind kind, int peer_offset, std::int64_t tag, const std::string& name, int mb, std::int64_t dep) {
     PlanOp op;
     op.kind = kind;
@@ -662,7 +664,15 @@ class Builder {
     op.bytes = p2p_bytes_;
     op.name = tables_.name(name);
     op.micro_batch = mb;
-    return add(op, dep);
+    const std::uint32_t id = add(op, dep);
+    if (kind == OpKind::Send && !l_.overlap_p2p_comm) {
+      op.kind = OpKind::SendDone;
+      op.stream = StreamKind::Compute;
+      op.bytes = 0;
+      op.name = tables_.name(name + "_done");
+      add(op, id);
+    }
+    return id;
   }
   // Allocs take effect at the head of their stream; returns the tensor id.
   std::int32_t alloc(TensorClass cls, Bytes bytes, StreamKind stream, const std::string& name, int mb, std::int64_t dep,

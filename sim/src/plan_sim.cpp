@@ -97,6 +97,7 @@ struct ExecProgram {
   bool polled = false;                    // communication seen to finish only between compute ops
                                           // (CommProgress::Polled); never coarsened then
   std::int64_t original_ops = 0;
+  bool waits_on_sends = false;            // it has SendDone ops (blocking pipeline sends)
 };
 
 ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile& profile, bool coarse) {
@@ -109,6 +110,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   std::vector<std::uint32_t> map(n);
   ExecProgram ex;
   ex.program = &prog;
+  ex.waits_on_sends = std::any_of(prog.ops.begin(), prog.ops.end(), [](const PlanOp& op) { return op.kind == OpKind::SendDone; });
   ex.original_ops = static_cast<std::int64_t>(n);
   ex.arena = memory_at_start(prog);
   ex.ops.reserve(n);
@@ -329,6 +331,32 @@ class PlanRun {
   std::vector<int> rep_of_;                                // per rank: the simulated rank standing for it
   std::vector<std::vector<int>> sim_in_group_;             // per kind, per group: simulated members
   std::unordered_map<MsgKey, Msg, MsgHash> msgs_;
+  // Sends whose message a SendDone waits for (or that went through before it asked): keyed by
+  // (the sender's simulated-rank index, the send's peer offset, its tag).
+  std::unordered_map<MsgKey, Msg, MsgHash> sent_;
+  using Messages = std::unordered_map<MsgKey, Msg, MsgHash>;
+  // A message arrived: the op waiting for it (a Recv, a SendDone) finishes, or it is kept for the op.
+  void arrive(Messages& messages, const MsgKey& key) {
+    Msg& m = messages[key];
+    m.arrived = true;
+    if (m.waiting_rank < 0) return;
+    const int rank = m.waiting_rank;
+    const std::uint32_t op = m.waiting_op;
+    messages.erase(key);
+    complete(rank, op);
+  }
+  // Op `i` of simulated rank `si` waits for `key`'s message: finishes now if it has arrived.
+  void complete_or_wait(Messages& messages, const MsgKey& key, int si, std::uint32_t i) {
+    auto it = messages.find(key);
+    if (it != messages.end() && it->second.arrived) {
+      messages.erase(it);
+      complete(si, i);
+      return;
+    }
+    Msg& m = messages[key];
+    m.waiting_rank = si;
+    m.waiting_op = i;
+  }
   CollectiveMatcher<Member> instances_;
   std::vector<std::pair<int, std::uint32_t>> ready_;       // worklist of ops to start now
   std::vector<std::pair<int, std::uint32_t>> ready_compute_;  // ... its compute ops, started last
@@ -573,18 +601,13 @@ void PlanRun::start(int si, std::uint32_t i) {
       const std::int64_t tag = op.tag;
       const int src = rs.rank;
       // The sender sees its send done, and the receiver the message, each at its own poll.
-      auto arrived = [this, si, i, dsi, src, tag, now] {
-        at_poll(si, [this, si, i, now] { record(si, ranks_[static_cast<std::size_t>(si)].prog->ops[i], now, engine_.now()); });
-        at_poll(dsi, [this, dsi, src, tag] {
-          Msg& m = msgs_[{dsi, src, tag}];
-          m.arrived = true;
-          if (m.waiting_rank >= 0) {
-            const int wr = m.waiting_rank;
-            const std::uint32_t wo = m.waiting_op;
-            msgs_.erase({dsi, src, tag});
-            complete(wr, wo);
-          }
+      const std::int32_t offset = op.peer_offset;
+      auto arrived = [this, si, i, dsi, src, tag, now, offset] {
+        at_poll(si, [this, si, i, now, offset, tag] {
+          record(si, ranks_[static_cast<std::size_t>(si)].prog->ops[i], now, engine_.now());
+          if (ranks_[static_cast<std::size_t>(si)].prog->waits_on_sends) arrive(sent_, {si, offset, tag});
         });
+        at_poll(dsi, [this, dsi, src, tag] { arrive(msgs_, {dsi, src, tag}); });
         drain();
       };
       const Footprint* footprint = sharing_ ? message_footprint(rs.rank, op.peer_offset, op.bytes) : nullptr;
@@ -604,21 +627,12 @@ void PlanRun::start(int si, std::uint32_t i) {
       }
       break;
     }
-    case OpKind::Recv: {
-      // The sender is the representative of rank + offset (itself in Full fidelity).
-      const int src = rep_of_[static_cast<std::size_t>(rs.rank + op.peer_offset)];
-      const MsgKey key{si, src, op.tag};
-      auto it = msgs_.find(key);
-      if (it != msgs_.end() && it->second.arrived) {
-        msgs_.erase(it);
-        complete(si, i);
-      } else {
-        Msg& m = msgs_[key];
-        m.waiting_rank = si;
-        m.waiting_op = i;
-      }
+    case OpKind::SendDone:  // done when its send's message is through (the send's at_poll above)
+      complete_or_wait(sent_, {si, op.peer_offset, op.tag}, si, i);
       break;
-    }
+    case OpKind::Recv:  // the sender is the representative of rank + offset (itself in Full fidelity)
+      complete_or_wait(msgs_, {si, rep_of_[static_cast<std::size_t>(rs.rank + op.peer_offset)], op.tag}, si, i);
+      break;
     case OpKind::Collective: {
       const GroupSet& set = plan_.group_set(op.group);
       const int gid = set.group_of_rank[static_cast<std::size_t>(rs.rank)];

@@ -405,6 +405,7 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.overlap_grad_reduce = false;
   other.grad_dtype = GradDtype::FP32;
   other.embedding_in_split = true;
+  other.overlap_p2p_comm = true;
   other.cp = 2;
   other.loss_in_split = true;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
@@ -428,6 +429,7 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_reduce_dtype": "fp32"})"), "/layout/grad_reduce_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "embedding_in_split": 1})"), "/layout/embedding_in_split");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "cp": 0})"), "/layout/cp");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_p2p_comm": "no"})"), "/layout/overlap_p2p_comm");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "loss_in_split": "yes"})"), "/layout/loss_in_split");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");

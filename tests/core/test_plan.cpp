@@ -238,6 +238,33 @@ TEST(Plan, PipelineSendsMatchReceives) {
   }
 }
 
+// Blocking pipeline sends (Megatron's default, Layout::overlap_p2p_comm off): each Send is followed by a
+// SendDone of its message on the compute stream, depending on it; overlapped sends have none.
+TEST(Plan, BlockingPipelineSendsAreFollowedByASendDone) {
+  for (bool overlap : {false, true}) {
+    Layout l = layout3d(1, 1, 2, 4);
+    l.overlap_p2p_comm = overlap;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    int sends = 0, dones = 0;
+    for (const Program& p : plan.programs) {
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        const PlanOp& op = p.ops[i];
+        if (op.kind == OpKind::Send) ++sends;
+        if (op.kind != OpKind::SendDone) continue;
+        ++dones;
+        EXPECT_EQ(op.stream, StreamKind::Compute);
+        ASSERT_EQ(p.num_deps(i), 1u);
+        const PlanOp& send = p.ops[p.deps_of(i)[0]];
+        EXPECT_EQ(send.kind, OpKind::Send);
+        EXPECT_EQ(send.peer_offset, op.peer_offset);
+        EXPECT_EQ(send.tag, op.tag);
+      }
+    }
+    EXPECT_GT(sends, 0);
+    EXPECT_EQ(dones, overlap ? 0 : sends) << "overlap " << overlap;
+  }
+}
+
 TEST(Plan, DataParallelBucketsCoverTheGradients) {
   for (int zero : {0, 1, 2}) {
     Layout l = layout3d(4, 1, 2, 4);

@@ -16,6 +16,7 @@
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
+#include "twinbed/core/plan_exec.hpp"
 #include "twinbed/core/passes/zrdf.hpp"
 #include "twinbed/core/plan.hpp"
 #include "twinbed/real/cpu_backend.hpp"
@@ -55,7 +56,7 @@ std::string describe(const std::tuple<int, int, int>& l) {
 
 // The ops that record a span: all but Alloc/Free (memory samples) and Recv (a message is drawn once, by
 // its Send).
-bool executed(const PlanOp& op) { return op.kind != OpKind::Alloc && op.kind != OpKind::Free && op.kind != OpKind::Recv; }
+bool executed(const PlanOp& op) { return records_span(op.kind); }
 
 // Which span each op of each rank produced: ops and spans with the same (stream, span kind, name,
 // micro-batch) are paired in order (program order for ops, start order for spans); -1 when unpaired.

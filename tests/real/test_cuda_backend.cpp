@@ -57,6 +57,7 @@ const std::vector<const char*>& kTechniques = test::technique_cases();
 
 TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
   bool async_collectives = false;  // the tensor-parallel plans' backward collectives (plan.hpp's P2P stream)
+  int send_dones = 0;
   for (int n : {1, 2, 4})
     for (const Case& c : cases(n))
       for (int r = 0; r < n; ++r) {
@@ -122,6 +123,9 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
               EXPECT_TRUE(cost.kernel == OpCost::Kernel::None || cost.kernel == OpCost::Kernel::Lora) << what;
               EXPECT_GE(lp.stream_pool, l.bytes);
             }
+          } else if (op.kind == OpKind::SendDone) {  // launches nothing; its lane waits for the send's end
+            EXPECT_EQ(l.kind, OpLaunch::Kind::SendDone) << what;
+            ++send_dones;
           } else {  // Alloc, Free
             EXPECT_EQ(l.kind, op.kind == OpKind::Alloc ? OpLaunch::Kind::Alloc : OpLaunch::Kind::Free) << what;
             EXPECT_EQ(l.tensor, op.tensor);
@@ -133,6 +137,7 @@ TEST(CudaPlanLaunch, OpsBecomeTheirLaunchesOnTheirStreamsLanes) {
         EXPECT_EQ(lp.arena, prog.arena.size) << what;
       }
   EXPECT_TRUE(async_collectives);
+  EXPECT_GT(send_dones, 0);  // the pipelined cases' blocking sends
 }
 
 // The technique ops run the kernels' CUDA twins in technique_ops.cpp's roles: every technique kernel op
@@ -368,7 +373,8 @@ std::vector<std::string> stuck_ops(const Plan& plan) {
     const RankState& s = st[static_cast<std::size_t>(r)];
     for (std::size_t w = 0; w < lp.num_waits(i); ++w) {
       const std::uint32_t j = lp.waits_of(i)[w];
-      if (!(lp.ops[j].release_at_start ? s.started[j] : s.done[j])) return false;
+      const bool at_start = lp.ops[j].release_at_start && lp.ops[i].kind != OpLaunch::Kind::SendDone;
+      if (!(at_start ? s.started[j] : s.done[j])) return false;
     }
     return true;
   };

@@ -17,6 +17,7 @@
 
 #include "twinbed/core/device.hpp"
 #include "twinbed/core/plan.hpp"
+#include "twinbed/core/plan_exec.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/mpi.hpp"
@@ -70,8 +71,7 @@ TEST(SameSpans, SimulatorAndCpuBackendRunTheSameOpsOnTheSameStreams) {
         const Program& prog = c.plan.program(r);
         for (std::size_t i = 0; i < prog.size(); ++i) {
           const bool recorded = ops.count(static_cast<int>(i)) > 0;
-          EXPECT_EQ(recorded, prog.ops[i].kind != OpKind::Alloc && prog.ops[i].kind != OpKind::Free &&
-                                  prog.ops[i].kind != OpKind::Recv)
+          EXPECT_EQ(recorded, records_span(prog.ops[i].kind))
               << what << " rank " << r << " op " << i << " (" << to_string(prog.ops[i].kind) << ")";
         }
         // The same live bytes at the end (times differ, so the samples between may merge differently).

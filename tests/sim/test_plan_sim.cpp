@@ -322,13 +322,17 @@ TEST(PlanSim, MemoryFollowsZeroAndActivationFormulas) {
 
 // Sends are eager (plan.hpp): what depends on a Send goes on when it is posted, not when its message
 // arrives. Rank 0 sends 1 GiB to rank 1 and, depending on the Send only, allocates and frees a tensor.
-TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
+namespace {
+
+// Two ranks, each its own program: rank 0 sends 1 GiB (tag 7) to rank 1, which receives it. Names:
+// "send", "recv", "after_send", "send_done".
+Plan one_message() {
   Plan plan;
   plan.cluster = {2, 2};
   plan.program_of_rank = {0, 1};
   plan.groups.resize(kGroupKinds);
   for (GroupSet& g : plan.groups) g.group_of_rank.assign(2, -1);
-  plan.names = {"send", "recv", "after_send"};
+  plan.names = {"send", "recv", "after_send", "send_done"};
   PlanOp send;
   send.kind = OpKind::Send;
   send.stream = StreamKind::P2P;
@@ -338,21 +342,32 @@ TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
   send.bytes = GiB;
   plan.programs.resize(2);
   plan.programs[0].add(send);
-  PlanOp alloc = alloc_op(TensorClass::Activation, 0, MiB, 2, StreamKind::Compute);
-  plan.programs[0].add(alloc, {0});
-  PlanOp free = alloc;
-  free.kind = OpKind::Free;
-  plan.programs[0].add(free, {1});
   PlanOp recv = send;
   recv.kind = OpKind::Recv;
   recv.peer_offset = -1;
   recv.name = 1;
   plan.programs[1].add(recv);
-  validate(plan);
+  return plan;
+}
 
+Trace simulate_full(const Plan& plan) {
   PlanSimOptions full;
   full.fidelity = Fidelity::Full;
-  const Trace t = simulate_plan(plan, switch_of(2), full);
+  return simulate_plan(plan, switch_of(2), full);
+}
+
+}  // namespace
+
+TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
+  Plan plan = one_message();
+  PlanOp alloc = alloc_op(TensorClass::Activation, 0, MiB, 2, StreamKind::Compute);
+  plan.programs[0].add(alloc, {0});
+  PlanOp free = alloc;
+  free.kind = OpKind::Free;
+  plan.programs[0].add(free, {1});
+  validate(plan);
+
+  const Trace t = simulate_full(plan);
   ASSERT_EQ(t.spans.size(), 1u);  // the Send; a Recv records none
   const Span& message = t.spans[0];
   EXPECT_EQ(message.rank, 0);
@@ -363,6 +378,32 @@ TEST(PlanSim, WhatDependsOnASendGoesOnWhenItIsPosted) {
     EXPECT_EQ(m.rank, 0);
     EXPECT_EQ(m.time, Time()) << "the allocation waited for the message";
   }
+}
+
+// A SendDone (blocking sends: Layout::overlap_p2p_comm off) holds its stream until the message is
+// through: the allocation after it waits the ~10 ms the Send's message takes, and it records no span.
+TEST(PlanSim, WhatFollowsASendDoneWaitsForTheMessage) {
+  Plan plan = one_message();
+  PlanOp done = plan.programs[0].ops[0];
+  done.kind = OpKind::SendDone;
+  done.stream = StreamKind::Compute;
+  done.bytes = 0;
+  done.name = 3;
+  plan.programs[0].add(done, {0});
+  plan.programs[0].add(alloc_op(TensorClass::Activation, 0, MiB, 2, StreamKind::Compute));  // after it in the queue
+  validate(plan);
+
+  const Trace t = simulate_full(plan);
+  ASSERT_EQ(t.spans.size(), 1u);  // the Send's; a SendDone records none
+  const Span& message = t.spans[0];
+  EXPECT_GT(message.end, Time::ms(1));
+  ASSERT_FALSE(t.memory.empty());
+  EXPECT_EQ(t.memory.front().time, message.end) << "the allocation waited for the message";
+
+  // A SendDone with no Send of its message before it is an invalid plan.
+  Plan orphan = plan;
+  orphan.programs[0].ops[1].tag = 8;
+  EXPECT_THROW(validate(orphan), InvalidArgument);
 }
 
 namespace {

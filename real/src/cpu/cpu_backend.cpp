@@ -303,8 +303,21 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
     MPI_Request request;      // Send / Recv
     CollectiveSlot* slot;     // Collective
     bool released;            // dependents already released (Sends)
+    std::int64_t done_op = -1;  // Send: a SendDone waiting for its message
   };
   std::vector<InFlight> inflight;
+  // A SendDone finishes when its Send's request completes: at once when that has happened already.
+  auto wait_for_send = [&](std::uint32_t i) {
+    const PlanOp& op = prog.ops[i];
+    for (InFlight& f : inflight) {
+      const PlanOp& s = prog.ops[f.op];
+      if (s.kind == OpKind::Send && s.peer_offset == op.peer_offset && s.tag == op.tag) {
+        f.done_op = i;
+        return;
+      }
+    }
+    complete(i);
+  };
   auto mpi_tag = [this](std::int64_t tag) {
     const std::int64_t space = static_cast<std::int64_t>(tag_ub) + 1;
     return static_cast<int>(((tag % space) + space) % space);
@@ -330,6 +343,9 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
           inflight.push_back(f);
           break;
         }
+        case OpKind::SendDone:
+          wait_for_send(i);
+          break;
         case OpKind::Recv: {
           InFlight f{i, now(), MPI_REQUEST_NULL, nullptr, false};
           MPI_CHECK(MPI_Irecv(recv_arena.data() + pp.recv_offset[i], static_cast<int>(op.bytes), MPI_BYTE,
@@ -368,6 +384,7 @@ RankRecord CpuBackend::Impl::execute(PreparedProgram& pp, std::vector<char>& rec
         if (const auto out = pp.techniques->collective_output(f.op); !out.empty()) f.slot->unload(out);
       span(f.op, f.start, now(), 0);  // a Recv records none (records_span)
       if (!f.released) complete(f.op);
+      if (f.done_op >= 0) complete(static_cast<std::uint32_t>(f.done_op));
       inflight[k] = inflight.back();
       inflight.pop_back();
     }

@@ -566,6 +566,8 @@ void CudaBackend::Impl::launch(const Plan& plan, Prepared& p, std::uint32_t i) {
         NCCL_CHECK(ncclRecv(p.recv_buffers.data() + p.lp.recv_offset[i], static_cast<std::size_t>(l.bytes), ncclChar, l.peer,
                             comm_for(plan, p.lp.comms[l.comm]), s));
       break;
+    case OpLaunch::Kind::SendDone:
+      break;  // its lane already waits for the send's end (iterate)
     case OpLaunch::Kind::Alloc:
       if (l.placement == OpLaunch::Placement::Transient && l.bytes > 0) {
         void*& at = p.transient.at(static_cast<std::size_t>(l.tensor));
@@ -598,7 +600,8 @@ CudaBackend::Impl::Record CudaBackend::Impl::iterate(const Plan& plan, Prepared&
     const cudaStream_t s = p.lanes[l.lane]->get();
     for (std::size_t w = 0; w < p.lp.num_waits(i); ++w) {
       const std::uint32_t j = p.lp.waits_of(i)[w];
-      const Event& release = p.lp.ops[j].release_at_start ? *p.start[j] : *p.end[j];
+      const bool at_start = p.lp.ops[j].release_at_start && l.kind != OpLaunch::Kind::SendDone;
+      const Event& release = at_start ? *p.start[j] : *p.end[j];
       CUDA_CHECK(cudaStreamWaitEvent(s, release.get(), 0));
     }
     CUDA_CHECK(cudaEventRecord(p.start[i]->get(), s));

@@ -262,6 +262,10 @@ LaunchPlan plan_launches(const Plan& plan, int rank, bool native_collectives) {
         }
         break;
       }
+      case OpKind::SendDone:
+        l.kind = OpLaunch::Kind::SendDone;
+        l.lane = stream_lane(op.stream);
+        break;
       case OpKind::Alloc:
       case OpKind::Free: {
         l.kind = op.kind == OpKind::Alloc ? OpLaunch::Kind::Alloc : OpLaunch::Kind::Free;

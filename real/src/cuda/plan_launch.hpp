@@ -109,7 +109,7 @@ struct SparseGemmLaunch {
 };
 
 struct OpLaunch {
-  enum class Kind : std::uint8_t { Gemm, Stream, Technique, Collective, Send, Recv, Alloc, Free };
+  enum class Kind : std::uint8_t { Gemm, Stream, Technique, Collective, Send, Recv, Alloc, Free, SendDone };
   Kind kind = Kind::Stream;
   std::uint32_t lane = 0;
   // Gemm: `batch` products C(m×n) = A(m×k)·B(k×n), strided in one pool, in `dtype` (gemm_dtype).
@@ -142,7 +142,8 @@ struct OpLaunch {
   enum class Placement : std::uint8_t { Arena, Resident, Transient };
   Placement placement = Placement::Transient;
   std::int32_t tensor = -1;
-  // Whether dependents on other lanes wait for this op's start (a Send: eager) instead of its end.
+  // Whether dependents on other lanes wait for this op's start (a Send: eager) instead of its end. A
+  // SendDone (nothing launched) waits for its Send's end: its lane goes on once the message is through.
   bool release_at_start = false;
   bool operator==(const OpLaunch&) const = default;
 };

@@ -61,6 +61,13 @@ struct Layout {
   int virtual_stages = 1;           // v, model chunks per pipeline rank: 1 unless interleaved (then >= 2)
   Recompute recompute = Recompute::None;
   bool overlap_grad_reduce = true;  // reduce gradient buckets during backward
+  // Pipeline sends overlap the compute after them. Off, Megatron-LM's default (--overlap-p2p-communication
+  // turns it on for the interleaved schedule), a stage computes nothing more until its last send is
+  // through: megatron/core/pipeline_parallel/p2p_communication.py waits on every request of a
+  // send/receive batch, then calls torch.cuda.synchronize() ("to protect against race condition when
+  // using batch_isend_irecv()"); DeepSpeed's pipeline engine sends blocking too. The plan then follows
+  // each pipeline Send with a SendDone on the compute stream (plan.hpp).
+  bool overlap_p2p_comm = false;
   // The pipeline split counts the embedding (first chunk) and the LM head with its loss (last chunk) as a
   // layer each, so those chunks carry a transformer layer less: Megatron-LM's
   // --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
@@ -145,7 +152,8 @@ Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layou
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"dp", "tp", "pp", "ep", "cp", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
-//  "virtual_stages", "recompute", "overlap_grad_reduce", "bucket_MiB", "grad_dtype" ("model" | "fp32"),
+//  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_p2p_comm", "bucket_MiB", "grad_dtype"
+//  ("model" | "fp32"),
 //  "embedding_in_split", "loss_in_split"}:
 // every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and

@@ -19,6 +19,10 @@
 //    starts its message when ready; a Recv finishes when it is ready and the message has arrived.
 //    Sends are eager (buffered): a Send never waits for its Recv to be posted, and it finishes as soon
 //    as it is posted (what depends on it goes on while its message is in flight).
+//  - A SendDone waits for a send's message instead: it finishes once the message of the program's
+//    latest earlier Send with its peer_offset and tag has gone through (MPI: the send request is
+//    complete; a GPU: the send's kernel has ended). On the Compute stream it holds back every compute
+//    op after it, as a framework whose host waits on its sends does (Layout::overlap_p2p_comm off).
 //  - A Collective starts when every member of its group has it ready at the head of its stream, and
 //    finishes on every member together. On the P2P stream, which is no queue, a collective is ready
 //    when its dependencies are: the builder puts there the tensor-parallel collectives Megatron issues
@@ -60,8 +64,8 @@ struct ClusterShape {
   bool operator==(const ClusterShape&) const = default;
 };
 
-enum class OpKind : std::uint8_t { Compute, Collective, Send, Recv, Alloc, Free };
-// "compute", "collective", "send", "recv", "alloc", "free".
+enum class OpKind : std::uint8_t { Compute, Collective, Send, Recv, Alloc, Free, SendDone };
+// "compute", "collective", "send", "recv", "alloc", "free", "send_done".
 std::string to_string(OpKind k);
 
 // Communicators. Megatron rank order (layout.hpp): rank = ((pp_index·dp + dp_index)·cp + cp_index)·tp +
@@ -166,12 +170,12 @@ struct PlanOp {
   std::int32_t micro_batch = -1;             // -1: not tied to a micro-batch
   std::uint32_t name = 0;                    // index into Plan::names
   std::int32_t cost = -1;                    // Compute: index into Plan::costs
-  std::int32_t peer_offset = 0;              // Send/Recv: peer = executing rank + peer_offset
+  std::int32_t peer_offset = 0;              // Send/Recv/SendDone: peer = executing rank + peer_offset
   std::int32_t tensor = -1;                  // Alloc/Free: tensor id, unique within the program
   std::int32_t layer = -1;                   // the transformer layer it belongs to; -1: none
   std::int32_t params = -1;                  // index into Program::param_sets: the parameters it reads,
                                              // differentiates, reduces, updates or allocates; -1: none
-  std::int64_t tag = 0;                      // Send/Recv: matching tag; Collective: sequence number
+  std::int64_t tag = 0;                      // Send/Recv/SendDone: matching tag; Collective: sequence number
   Bytes bytes = 0;                           // Collective (nccl-tests convention, schedule.hpp),
                                              // Send/Recv message, Alloc/Free size
   bool operator==(const PlanOp&) const = default;

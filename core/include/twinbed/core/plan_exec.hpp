@@ -11,7 +11,8 @@
 //    finished. ExecGraph holds those edges; RankCursor counts them down as ops finish.
 //  - Eager sends. Alloc, Free and Send finish as soon as they are posted (finishes_when_posted): a
 //    Send never waits for its Recv, so what depends on it goes on at once. Its message still takes its
-//    time, and its span lasts until the message is through.
+//    time, and its span lasts until the message is through. A SendDone finishes when the message of the
+//    Send it names (sent_by) is through: blocking sends, without blocking the P2P stream.
 //  - Collectives. Members of one collective instance are matched by (group kind, group index, tag)
 //    (CollectiveInstance; tag = the op's sequence number on its communicator kind); it starts when the
 //    last member expected arrives (CollectiveMatcher) and finishes on all of them together (each
@@ -22,8 +23,8 @@
 //  - Representatives. The lowest rank running each program stands for the program (representatives):
 //    what the simulator simulates in representative fidelity, what every real rank checks for every
 //    program so that all reach one verdict without communicating.
-//  - Spans. Every op records one span except Alloc and Free (which record memory) and Recv (a message
-//    is drawn once, by its Send): records_span. A span carries its op (index in the program), the op's
+//  - Spans. Every op records one span except Alloc and Free (which record memory), Recv and SendDone (a
+//    message is drawn once, by its Send): records_span. A span carries its op (index in the program), the op's
 //    stream, kind, name, micro-batch, and bytes (communication) or FLOPs (compute) (span_for). So one
 //    Plan gives every backend the same set of spans: the same ops on the same streams. A Trace's spans
 //    are in the canonical order of span_before (rank, start, end, stream, name, micro-batch, op),
@@ -178,8 +179,10 @@ std::vector<int> representatives(const Plan& plan);
 
 // ---- spans ------------------------------------------------------------------------------------------------
 
-// Whether an executed op records a span: every op but Alloc, Free and Recv.
-constexpr bool records_span(OpKind k) { return k != OpKind::Alloc && k != OpKind::Free && k != OpKind::Recv; }
+// Whether an executed op records a span: every op but Alloc, Free, Recv and SendDone.
+constexpr bool records_span(OpKind k) {
+  return k != OpKind::Alloc && k != OpKind::Free && k != OpKind::Recv && k != OpKind::SendDone;
+}
 
 // The span of op number `index` of `rank`'s program, `op`, run from `start` to `end`: its index, stream,
 // kind, name and micro-batch; its bytes when it communicates, `flops` when it computes.
