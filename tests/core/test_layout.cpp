@@ -78,28 +78,30 @@ TEST(Layout, ProductMustMatchTheCluster) {
 }
 
 TEST(Layout, TensorParallelMustDivideHeadsAndFfn) {
-  Layout l;
-  l.tp = 64;
-  l.global_batch = 8;
-  const std::string e = error_of(l, model_preset("gpt3-175b"), 64);
-  EXPECT_TRUE(contains(e, "/layout/tp")) << e;
-  EXPECT_TRUE(contains(e, "accepted values: 1, 2, 4, 8, 16, 32")) << e;
   TransformerModel odd_ffn = gpt_model("x", 4, 512, 8, 256, 1000);
   odd_ffn.ffn_hidden = 1004;
-  l.tp = 8;
-  const std::string f = error_of(l, odd_ffn, 8);
-  EXPECT_TRUE(contains(f, "/layout/tp")) << f;
-  EXPECT_TRUE(contains(f, "ffn_hidden")) << f;
-  // Grouped-query attention: tp splits the key/value heads too.
   TransformerModel gqa = gpt_model("x", 4, 512, 8, 256, 1000);
-  gqa.kv_heads = 2;
-  l.tp = 4;
-  const std::string g = error_of(l, gqa, 4);
-  EXPECT_TRUE(contains(g, "/layout/tp")) << g;
-  EXPECT_TRUE(contains(g, "kv_heads (2)")) << g;
-  EXPECT_TRUE(contains(g, "accepted values: 1, 2")) << g;
-  l.tp = 2;
-  EXPECT_TRUE(validate(l, gqa, 2, 8).empty());
+  gqa.kv_heads = 2;  // grouped-query attention: tp splits the key/value heads too
+  struct Case {
+    TransformerModel model;
+    int tp;
+    std::vector<std::string> said;  // besides the path
+  };
+  const std::vector<Case> cases = {{model_preset("gpt3-175b"), 64, {"accepted values: 1, 2, 4, 8, 16, 32"}},
+                                   {odd_ffn, 8, {"ffn_hidden"}},
+                                   {gqa, 4, {"kv_heads (2)", "accepted values: 1, 2"}}};
+  for (const Case& c : cases) {
+    Layout l;
+    l.tp = c.tp;
+    l.global_batch = 8;
+    const std::string e = error_of(l, c.model, c.tp);
+    EXPECT_TRUE(contains(e, "/layout/tp")) << e;
+    for (const std::string& part : c.said) EXPECT_TRUE(contains(e, part)) << e;
+  }
+  Layout two;
+  two.tp = 2;
+  two.global_batch = 8;
+  EXPECT_TRUE(validate(two, gqa, 2, 8).empty());
 }
 
 TEST(Layout, PipelineMustDivideLayers) {
