@@ -80,11 +80,11 @@ def plot_breakdown(results, out):
 
 
 def pipeline_ranks(config, present, max_ranks):
-    """One rank per pipeline stage (the first tp and dp rank: Megatron order, tp fastest, then dp, then
-    pp), if the trace has them; otherwise the first ranks it has."""
+    """One rank per pipeline stage (the first tp, cp and dp rank: Megatron order, tp fastest, then cp,
+    dp, pp), if the trace has them; otherwise the first ranks it has."""
     layout = (config or {}).get("layout", {})
-    tp, dp, pp = layout.get("tp", 1), layout.get("dp", 1), layout.get("pp", 1)
-    wanted = [stage * tp * dp for stage in range(pp)]
+    tp, cp, dp, pp = layout.get("tp", 1), layout.get("cp", 1), layout.get("dp", 1), layout.get("pp", 1)
+    wanted = [stage * tp * cp * dp for stage in range(pp)]
     chosen = [r for r in wanted if r in present]
     if len(chosen) < min(len(wanted), len(present)):
         chosen = sorted(present)
