@@ -191,10 +191,10 @@ ParameterCount parameter_count(const TransformerModel& m) {
   ParameterCount p;
   p.layers = m.layers;
   p.experts = m.experts;
-  const std::int64_t qkv = m.qkv_width(), fc1 = m.fc1_width();
-  p.attention = h * qkv + qkv + h * h + h;  // QKV h·q + q (q = 3h without GQA), projection h² + h
-  p.norms = 4 * h;                          // two LayerNorms, γ and β
-  p.ffn = h * fc1 + fc1 + f * h + h;        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
+  const std::int64_t qkv = m.qkv_width(), fc1 = m.fc1_width(), bias = m.bias ? 1 : 0;
+  p.attention = h * qkv + h * h + bias * (qkv + h);  // QKV h·q + q (q = 3h without GQA), projection h² + h
+  p.norms = 4 * h;                                   // two LayerNorms, γ and β
+  p.ffn = h * fc1 + f * h + bias * (fc1 + h);        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
   p.router = m.moe() ? h * m.experts : 0;
   p.embedding = (m.vocab + m.seq_len) * h;
   p.final_norm = 2 * h;
@@ -213,6 +213,20 @@ void check_parallel(const TransformerModel& m, int tp, int ep, const char* who) 
 }
 }  // namespace
 
+LayerTensorElements layer_tensor_elements(const TransformerModel& m, int tp) {
+  check_parallel(m, tp, 1, "layer_tensor_elements");
+  const std::int64_t h = m.hidden, f = m.ffn(), t = tp, q = m.qkv_width(), f1 = m.fc1_width();
+  const std::int64_t bias = m.bias ? 1 : 0;
+  LayerTensorElements e;
+  e.qkv = (h * q + bias * q) / t;   // column-parallel: weight and bias split
+  e.proj = h * h / t + bias * h;    // row-parallel: the weight split, the bias whole
+  e.norms = 4 * h;                  // two LayerNorms, γ and β, replicated
+  e.fc1 = (h * f1 + bias * f1) / t;
+  e.fc2 = f * h / t + bias * h;
+  e.router = m.moe() ? h * m.experts : 0;  // replicated
+  return e;
+}
+
 RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage) {
   if (pp < 1 || m.layers % pp != 0) throw InvalidArgument("rank_parameters: layers not divisible by pp");
   return rank_parameters(m, tp, pp, ep, stage, m.layers / pp);
@@ -223,19 +237,14 @@ RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep
   if (pp < 1) throw InvalidArgument("rank_parameters: pp must be >= 1");
   if (stage < 0 || stage >= pp) throw InvalidArgument("rank_parameters: stage outside 0..pp-1");
   if (layers < 0 || layers > m.layers) throw InvalidArgument("rank_parameters: stage_layers outside 0..layers");
-  const std::int64_t h = m.hidden, f = m.ffn(), t = tp, qkv = m.qkv_width(), fc1 = m.fc1_width();
-  // Column-parallel QKV splits weight and bias; row-parallel projection splits the weight only.
-  const std::int64_t attention = (h * qkv + qkv + h * h) / t + h;
-  const std::int64_t norms = 4 * h;
-  const std::int64_t ffn = (h * fc1 + fc1 + f * h) / t + h;  // FC1 column-, FC2 row-parallel
-
+  const LayerTensorElements e = layer_tensor_elements(m, tp);
+  const std::int64_t h = m.hidden, t = tp;
   RankParameters r;
-  r.dense = layers * (attention + norms);
+  r.dense = layers * (e.qkv + e.proj + e.norms + e.router);
   if (m.moe()) {
-    r.dense += layers * h * m.experts;  // router, replicated
-    r.expert = layers * (m.experts / ep) * ffn;
+    r.expert = layers * (m.experts / ep) * (e.fc1 + e.fc2);
   } else {
-    r.dense += layers * ffn;
+    r.dense += layers * (e.fc1 + e.fc2);
   }
   const std::int64_t word = ceil_div(m.vocab, t) * h;
   if (stage == 0) r.dense += word + m.seq_len * h;
@@ -368,6 +377,7 @@ struct Dims {
   double qkv_t;      // QKV output columns on this rank, qkv_width/t
   double fc1_t;      // FC1 output columns on this rank, fc1_width/t (2·f_t with SwiGLU)
   bool swiglu;
+  bool bias;         // the GEMMs have biases
   double s, hd;      // sequence (the keys attention sees); head dimension h/a
   double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
@@ -402,6 +412,7 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.qkv_t = d(m.qkv_width()) / t;
   x.fc1_t = d(m.fc1_width()) / t;
   x.swiglu = m.activation == FfnActivation::Swiglu;
+  x.bias = m.bias;
   x.s = d(m.seq_len);
   x.sq = x.s / x.cp;
   x.hd = d(m.hidden / m.heads);
@@ -442,30 +453,62 @@ void layernorm_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims
   const double n = x.tokens_sp * x.h;
   ops.push_back(memory_bound(name, Phase::Forward, 2 * n * x.e + 2 * x.h * x.e, n * kLayerNorm.fwd, x.dt));
 }
+// LayerNorm's backward as Megatron-LM's fused kernel runs it (megatron/fused_kernels/
+// layer_norm_cuda_kernel.cu, HostLayerNormGradient, the kernel Apex's FusedLayerNorm has; PyTorch's own
+// layer_norm backward is two kernels as well): cuComputePartGradGammaBeta reads dy and x for the γ and β
+// gradients' partial sums, then cuComputeGradInput reads them again and writes dx (the partial sums,
+// 16 rows of h FP32 values, and their final reduction are negligible). `name` is "<norm>_bwd".
 void layernorm_bwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
-  // Reads x, dy and the residual-branch gradient, writes dx; γ/β gradients are negligible.
   const double n = x.tokens_sp * x.h;
-  ops.push_back(memory_bound(name, Phase::BackwardData, 4 * n * x.e + 2 * x.h * x.e, n * kLayerNorm.bwd, x.dt));
+  const std::string norm = name.substr(0, name.size() - 4);
+  ops.push_back(memory_bound(norm + "_gamma_beta_bwd", Phase::BackwardWeight, 2 * n * x.e, 2 * n, x.dt));
+  ops.push_back(memory_bound(name, Phase::BackwardData, 3 * n * x.e + x.h * x.e, n * kLayerNorm.bwd, x.dt));
+}
+// The gradient of a LayerNorm's input inside a layer: the input also feeds the skip connection, so
+// autograd sums the two gradients (torch/csrc/autograd/input_buffer.cpp, InputBuffer::add: a pass that
+// reads both and writes the sum).
+void grad_sum_bwd(std::vector<OpCost>& ops, const std::string& norm, const Dims& x) {
+  const double n = x.tokens_sp * x.h;
+  ops.push_back(memory_bound(norm + "_grad_sum_bwd", Phase::BackwardData, 3 * n * x.e, n, x.dt));
+}
+// A bias added to a GEMM's output of `elements` in `columns` columns as a pass of its own: a read and a
+// write. Megatron-LM's column-parallel linear adds its bias after the matmul, "output = output + bias"
+// (LinearWithGradAccumulationAndAsyncCommunication.forward, megatron/core/tensor_parallel/layers.py),
+// unless the bias is handed on to a fusion (skip_bias_add: the bias-GeLU and bias-dropout-add ones).
+void bias_fwd(std::vector<OpCost>& ops, const std::string& name, double elements, double columns, const Dims& x) {
+  if (!x.bias) return;
+  ops.push_back(memory_bound(name, Phase::Forward, (2 * elements + columns) * x.e, elements, x.dt));
+}
+// A bias's gradient: the column sum of an output gradient of `elements` in `columns` columns, one pass
+// apart from the ops around it however they are fused. Megatron-LM: grad_output.sum(dim=0) in the
+// backward of its column-parallel linear (megatron/core/tensor_parallel/layers.py); the bias-GeLU
+// fusion's backward returns the unreduced gradient for the bias (megatron/model/fused_bias_gelu.py,
+// "return tmp, tmp") and the bias-dropout-add gets attention_bias.expand_as(residual)
+// (megatron/model/transformer.py), both summed down to the bias by autograd.
+void bias_bwd(std::vector<OpCost>& ops, const std::string& name, double elements, double columns, const Dims& x) {
+  if (!x.bias) return;
+  ops.push_back(memory_bound(name, Phase::BackwardWeight, (elements + columns) * x.e, elements, x.dt));
 }
 // The bias-dropout-residual add after a row-parallel GEMM ("attn" or "mlp"). Fused: one pass that reads
 // the branch output, the residual and the bias and writes the sum and a 1-byte dropout mask. Unfused:
 // the bias add (read, write), the dropout (read, write, mask) and the residual add (two reads, a write).
 void residual_fwd(std::vector<OpCost>& ops, const std::string& prefix, const Dims& x, bool fused) {
   const double n = x.tokens_sp * x.h;
+  const double bias = x.bias ? x.h * x.e : 0;
   if (fused) {
-    ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e + n + x.h * x.e, n * kResidual.fwd, x.dt));
+    ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e + n + bias, n * kResidual.fwd, x.dt));
     return;
   }
-  ops.push_back(memory_bound(prefix + "_bias_fwd", Phase::Forward, 2 * n * x.e + x.h * x.e, n, x.dt));
+  bias_fwd(ops, prefix + "_bias_fwd", n, x.h, x);
   ops.push_back(memory_bound(prefix + "_out_dropout_fwd", Phase::Forward, 2 * n * x.e + n, n * kDropout.fwd, x.dt));
   ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e, n, x.dt));
 }
 // Backward: the dropout's (reads the gradient and the mask, writes the branch gradient; the residual
-// gradient passes through); unfused adds the bias gradient, a column sum over the branch gradient.
-void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const Dims& x, bool fused) {
+// gradient passes through), then the gradient of the bias of `gemm` (the GEMM before it), fused or not.
+void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const std::string& gemm, const Dims& x) {
   const double n = x.tokens_sp * x.h;
   ops.push_back(memory_bound(prefix + "_residual_bwd", Phase::BackwardData, 2 * n * x.e + n, n * kResidual.bwd, x.dt));
-  if (!fused) ops.push_back(memory_bound(prefix + "_bias_bwd", Phase::BackwardWeight, n * x.e + x.h * x.e, n, x.dt));
+  bias_bwd(ops, gemm + "_bias_bwd", n, x.h, x);
 }
 
 // The FFN activation with n = tokens × f/t outputs ("fc1" or "expert_fc1" the GEMM before it, whose
@@ -474,21 +517,21 @@ void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const Dim
 // projection (2n) and writes n; backward reads the gradient and the inputs and writes their gradients.
 void activation_fwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
   const double in = x.swiglu ? 2 * n : n;
-  if (!fused) ops.push_back(memory_bound(gemm + "_bias_fwd", Phase::Forward, 2 * in * x.e, in, x.dt));
+  if (!fused) bias_fwd(ops, gemm + "_bias_fwd", in, x.fc1_t, x);
   if (x.swiglu) {
     ops.push_back(memory_bound("swiglu_fwd", Phase::Forward, (in + n) * x.e, n * kSwiglu.fwd, x.dt));
   } else {
     ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, x.dt));
   }
 }
-void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
+void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x) {
   const double in = x.swiglu ? 2 * n : n;
   if (x.swiglu) {
     ops.push_back(memory_bound("swiglu_bwd", Phase::BackwardData, (n + 2 * in) * x.e, n * kSwiglu.bwd, x.dt));
   } else {
     ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, x.dt));
   }
-  if (!fused) ops.push_back(memory_bound(gemm + "_bias_bwd", Phase::BackwardWeight, in * x.e, in, x.dt));
+  bias_bwd(ops, gemm + "_bias_bwd", in, x.fc1_t, x);
 }
 
 // FlashAttention over this rank's b·a/t heads (Dao 2023, FlashAttention-2, Algorithms 1 and 2). The
@@ -525,6 +568,11 @@ void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, con
   ops.push_back(memory_bound("softmax_fwd", Phase::Forward, 2 * x.att * x.e, x.att * kSoftmax.fwd, x.dt));
   ops.push_back(memory_bound("attn_dropout_fwd", Phase::Forward, 2 * x.att * x.e + x.att, x.att * kDropout.fwd, x.dt));
   ops.push_back(matmul("attn_context_fwd", Kind::Attention, Phase::Forward, L.context, x.dt));
+  // The batched ·V leaves heads outermost, [b, a/t, s, h/a]; the projection wants [s, b, h/t]: Megatron-LM's
+  // CoreAttention copies it over, context_layer.permute(2, 0, 1, 3).contiguous() (megatron/model/
+  // transformer.py). Its backward is a view.
+  const double context = x.tokens * (x.h / c.tp);
+  ops.push_back(memory_bound("attn_context_permute_fwd", Phase::Forward, 2 * context * x.e, 0, x.dt));
 }
 
 void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x) {
@@ -549,6 +597,10 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
                        dt));
   ops.push_back(matmul("attn_scores_dgrad_k", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.sq, x.heads_batch},
                        dt));
+  // Q, K and V are views of the QKV GEMM's output (split_tensor_along_last_dim, torch.split): autograd
+  // concatenates their three gradients into one for the GEMM (split_backward: at::cat), a read and a write.
+  const double qkv = x.tokens * x.qkv_t;
+  ops.push_back(memory_bound("qkv_grad_cat_bwd", Phase::BackwardData, 2 * qkv * x.e, 0, dt));
 }
 
 }  // namespace
@@ -561,6 +613,7 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
   std::vector<OpCost> ops;
   layernorm_fwd(ops, "ln1_fwd", x);
   ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, dt));
+  bias_fwd(ops, "qkv_bias_fwd", x.tokens * x.qkv_t, x.qkv_t, x);
   attention_core_fwd(ops, m, c, x, L);
   ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, dt));
   residual_fwd(ops, "attn", x, fused);
@@ -597,13 +650,12 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     ops.push_back(matmul(name + "_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), dt));
     ops.push_back(matmul(name + "_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), dt));
   };
-  const bool fused = m.fused_elementwise;
   std::vector<OpCost> ops;
-  residual_bwd(ops, "mlp", x, fused);
+  residual_bwd(ops, "mlp", m.moe() ? "expert_fc2" : "fc2", x);
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     gemm_bwd(ops, "fc2", L.fc2);
-    activation_bwd(ops, "fc1", n, x, fused);
+    activation_bwd(ops, "fc1", n, x);
     gemm_bwd(ops, "fc1", L.fc1);
   } else {
     const double logits = x.tokens_sp * x.experts;
@@ -611,7 +663,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     ops.push_back(memory_bound("expert_unpermute_bwd", Phase::BackwardData, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
     gemm_bwd(ops, "expert_fc2", L.expert_fc2);
-    activation_bwd(ops, "expert_fc1", n, x, fused);
+    activation_bwd(ops, "expert_fc1", n, x);
     gemm_bwd(ops, "expert_fc1", L.expert_fc1);
     ops.push_back(memory_bound("expert_permute_bwd", Phase::BackwardData, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(memory_bound("router_topk_bwd", Phase::BackwardData, 2 * logits * x.e + x.routed_sp * x.e,
@@ -619,11 +671,14 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     gemm_bwd(ops, "router", L.router);
   }
   layernorm_bwd(ops, "ln2_bwd", x);
-  residual_bwd(ops, "attn", x, fused);
+  grad_sum_bwd(ops, "ln2", x);
+  residual_bwd(ops, "attn", "proj", x);
   gemm_bwd(ops, "proj", L.proj);
   attention_core_bwd(ops, m, c, x);
   gemm_bwd(ops, "qkv", L.qkv);
+  bias_bwd(ops, "qkv_bias_bwd", x.tokens * x.qkv_t, x.qkv_t, x);
   layernorm_bwd(ops, "ln1_bwd", x);
+  grad_sum_bwd(ops, "ln1", x);
   return ops;
 }
 
@@ -758,7 +813,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 }  // namespace
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
-  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation",
+  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention",
                                              "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
   require_object(j, path);
@@ -792,6 +847,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
     m.kv_heads = m.heads;  // multi-head attention unless said otherwise
   }
   if (j.contains("activation")) m.activation = read_named(j["activation"], path + "/activation", parse_activation);
+  if (j.contains("bias")) m.bias = read_bool(j["bias"], path + "/bias");
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
@@ -806,7 +862,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
 json model_to_json(const TransformerModel& m) {
   return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
               {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
-              {"activation", activation_name(m.activation)}, {"seq_len", m.seq_len},
+              {"activation", activation_name(m.activation)}, {"bias", m.bias}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},

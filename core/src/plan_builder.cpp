@@ -68,10 +68,14 @@ std::vector<Step> stage_order(PipelineSchedule schedule, int p, int i, int M, in
 }
 
 // Which parameter tensor a model op (model.hpp's op lists) reads or differentiates: its name without
-// the phase suffix ("qkv_wgrad" -> qkv). Attention matmuls and element-wise ops other than the
-// LayerNorms touch no parameters.
+// the phase suffix ("qkv_wgrad" -> qkv) and without a "_bias" or "_gamma_beta" before it (a bias's or a
+// LayerNorm's parameter gradient: "fc1_bias_bwd" -> fc1, "ln1_gamma_beta_bwd" -> ln1). Attention
+// matmuls and element-wise ops other than the LayerNorms touch no parameters.
 std::optional<ParamKind> param_kind_of_op(const std::string& op_name) {
-  const std::string base = op_name.substr(0, op_name.rfind('_'));
+  std::string base = op_name.substr(0, op_name.rfind('_'));
+  for (const std::string part : {"_bias", "_gamma_beta"}) {
+    if (base.ends_with(part)) base.resize(base.size() - part.size());
+  }
   static const std::pair<const char*, ParamKind> kinds[] = {
       {"qkv", ParamKind::Qkv},           {"proj", ParamKind::Proj},        {"fc1", ParamKind::Fc1},
       {"fc2", ParamKind::Fc2},           {"router", ParamKind::Router},    {"expert_fc1", ParamKind::ExpertFc1},
@@ -173,6 +177,7 @@ class Builder {
   // them. One param set per tensor, one per layer and one for the whole stage.
   void declare_params() {
     const std::int64_t h = m_.hidden, f = m_.ffn(), t = l_.tp, q = m_.qkv_width(), f1 = m_.fc1_width();
+    const LayerTensorElements e = layer_tensor_elements(m_, l_.tp);
     auto add = [&](std::int32_t layer, ParamKind kind, std::int64_t elements, std::int64_t rows, std::int64_t cols,
                    bool row_parallel, bool expert) {
       ParamTensor p;
@@ -193,17 +198,17 @@ class Builder {
       const auto layer = static_cast<std::int32_t>(global_layer(j));
       LayerSets& ls = layer_sets_[static_cast<std::size_t>(j)];
       std::vector<std::int32_t> tensors;
-      tensors.push_back(add(layer, ParamKind::Qkv, (h * q + q) / t, q / t, h, false, false));
-      tensors.push_back(add(layer, ParamKind::Proj, h * h / t + h, h, h / t, true, false));
-      tensors.push_back(add(layer, ParamKind::Norms, 4 * h, 0, 0, false, false));
+      tensors.push_back(add(layer, ParamKind::Qkv, e.qkv, q / t, h, false, false));
+      tensors.push_back(add(layer, ParamKind::Proj, e.proj, h, h / t, true, false));
+      tensors.push_back(add(layer, ParamKind::Norms, e.norms, 0, 0, false, false));
       if (m_.moe()) {
         const std::int64_t local = m_.experts / l_.ep;
-        tensors.push_back(add(layer, ParamKind::Router, h * m_.experts, m_.experts, h, false, false));
-        tensors.push_back(add(layer, ParamKind::ExpertFc1, local * ((h * f1 + f1) / t), f1 / t, h, false, true));
-        tensors.push_back(add(layer, ParamKind::ExpertFc2, local * (f * h / t + h), h, f / t, true, true));
+        tensors.push_back(add(layer, ParamKind::Router, e.router, m_.experts, h, false, false));
+        tensors.push_back(add(layer, ParamKind::ExpertFc1, local * e.fc1, f1 / t, h, false, true));
+        tensors.push_back(add(layer, ParamKind::ExpertFc2, local * e.fc2, h, f / t, true, true));
       } else {
-        tensors.push_back(add(layer, ParamKind::Fc1, (h * f1 + f1) / t, f1 / t, h, false, false));
-        tensors.push_back(add(layer, ParamKind::Fc2, f * h / t + h, h, f / t, true, false));
+        tensors.push_back(add(layer, ParamKind::Fc1, e.fc1, f1 / t, h, false, false));
+        tensors.push_back(add(layer, ParamKind::Fc2, e.fc2, h, f / t, true, false));
       }
       std::vector<ParamSlice> all;
       for (std::int32_t id : tensors) {

@@ -137,6 +137,32 @@ TEST(Parameters, RankShardsAddUpToTheModel) {
   EXPECT_THROW(rank_parameters(m, 8, 8, 1, 8), InvalidArgument);
 }
 
+// Without biases (Llama's projections): 4h per layer fewer in attention, f + h in the FFN; every rank's
+// share and the per-tensor split drop them too, and the ranks still add up to the model.
+TEST(Parameters, WithoutBiases) {
+  TransformerModel m = model_preset("gpt3-1.3b");
+  const ParameterCount with = parameter_count(m);
+  m.bias = false;
+  const ParameterCount without = parameter_count(m);
+  const std::int64_t h = m.hidden, f = 4 * h;
+  EXPECT_EQ(without.attention, 4 * h * h);
+  EXPECT_EQ(without.ffn, 2 * h * f);
+  EXPECT_EQ(without.norms, with.norms);
+  EXPECT_EQ(without.total(), with.total() - m.layers * (4 * h + f + h));
+  EXPECT_EQ(rank_parameters(m, 1, 1, 1, 0).total(), without.total());
+  // The per-tensor split sums to a rank's layer share, with and without biases.
+  for (bool bias : {true, false}) {
+    m.bias = bias;
+    const LayerTensorElements e = layer_tensor_elements(m, 4);
+    EXPECT_EQ(e.qkv, (3 * h * h + (bias ? 3 * h : 0)) / 4);
+    EXPECT_EQ(e.proj, h * h / 4 + (bias ? h : 0));
+    EXPECT_EQ(e.fc2, f * h / 4 + (bias ? h : 0));
+    const RankParameters one_layer = rank_parameters(m, 4, 1, 1, 0, 1);
+    const RankParameters no_layer = rank_parameters(m, 4, 1, 1, 0, 0);
+    EXPECT_EQ(one_layer.total() - no_layer.total(), e.qkv + e.proj + e.norms + e.fc1 + e.fc2);
+  }
+}
+
 TEST(Parameters, ExpertParallelSplitsExperts) {
   TransformerModel m = model_preset("gpt3-1.3b");
   m.experts = 16;
@@ -302,6 +328,52 @@ TEST(Ops, BackwardIsTwiceForwardWithSeparateGradients) {
   }
 }
 
+// Backward's element-wise passes as PyTorch's autograd runs a Megatron-LM layer: each LayerNorm's two
+// kernels (γ/β partial sums reading dy and x; dx reading them again and writing dx), autograd's sum of a
+// LayerNorm input's two gradients, and one column-sum pass per bias gradient; none without biases.
+TEST(Ops, BackwardLayerNormAndBiasGradientPasses) {
+  TransformerModel m = model_preset("gpt3-6.7b");
+  const OpContext c{2, 4, true, 1};
+  const double tokens = 2.0 * 2048, h = d(m.hidden), n_sp = tokens / 4 * h, e = 2;
+  const auto bwd = layer_backward_ops(m, c);
+  for (const std::string ln : {"ln1", "ln2"}) {
+    EXPECT_EQ(find_op(bwd, ln + "_gamma_beta_bwd").bytes, std::llround(2 * n_sp * e)) << ln;
+    EXPECT_EQ(find_op(bwd, ln + "_gamma_beta_bwd").phase, OpCost::Phase::BackwardWeight);
+    EXPECT_EQ(find_op(bwd, ln + "_bwd").bytes, std::llround(3 * n_sp * e + h * e)) << ln;
+    EXPECT_EQ(find_op(bwd, ln + "_grad_sum_bwd").bytes, std::llround(3 * n_sp * e)) << ln;
+  }
+  // The final LayerNorm's input feeds nothing else: two passes, no sum.
+  const auto head_bwd = head_backward_ops(m, c);
+  EXPECT_EQ(find_op(head_bwd, "final_ln_gamma_beta_bwd").bytes, std::llround(2 * n_sp * e));
+  EXPECT_FALSE(std::any_of(head_bwd.begin(), head_bwd.end(), [](const OpCost& op) { return op.name.ends_with("grad_sum_bwd"); }));
+  // Bias gradients read their GEMM's output gradient: QKV's and FC1's whole sequence on a t-th of the
+  // columns, the projection's and FC2's (after the reduce-scatter) a t-th of the sequence on all h.
+  EXPECT_EQ(find_op(bwd, "qkv_bias_bwd").bytes, std::llround((tokens * 3 * h / 4 + 3 * h / 4) * e));
+  EXPECT_EQ(find_op(bwd, "fc1_bias_bwd").bytes, std::llround((tokens * 4 * h / 4 + 4 * h / 4) * e));
+  for (const char* name : {"proj_bias_bwd", "fc2_bias_bwd"}) {
+    EXPECT_EQ(find_op(bwd, name).bytes, std::llround((n_sp + h) * e)) << name;
+    EXPECT_EQ(find_op(bwd, name).phase, OpCost::Phase::BackwardWeight);
+  }
+  // Forward: the QKV bias added after its GEMM, the context copied to the projection's layout; backward:
+  // the Q, K, V gradients concatenated. Flash attention has neither copy.
+  const auto fwd = layer_forward_ops(m, c);
+  EXPECT_EQ(find_op(fwd, "qkv_bias_fwd").bytes, std::llround((2 * tokens * 3 * h / 4 + 3 * h / 4) * e));
+  EXPECT_EQ(find_op(fwd, "attn_context_permute_fwd").bytes, std::llround(2 * tokens * h / 4 * e));
+  EXPECT_EQ(find_op(bwd, "qkv_grad_cat_bwd").bytes, std::llround(2 * tokens * 3 * h / 4 * e));
+  TransformerModel flash = m;
+  flash.attention = AttentionImpl::Flash;
+  for (const auto& ops : {layer_forward_ops(flash, c), layer_backward_ops(flash, c)}) {
+    for (const OpCost& op : ops) {
+      EXPECT_TRUE(op.name.find("permute") == std::string::npos && op.name.find("_cat_") == std::string::npos) << op.name;
+    }
+  }
+  m.bias = false;
+  for (const OpCost& op : layer_backward_ops(m, c)) EXPECT_FALSE(op.name.ends_with("_bias_bwd")) << op.name;
+  for (const OpCost& op : layer_forward_ops(m, c)) EXPECT_FALSE(op.name.ends_with("_bias_fwd")) << op.name;
+  m.fused_elementwise = false;
+  for (const OpCost& op : layer_forward_ops(m, c)) EXPECT_FALSE(op.name.ends_with("_bias_fwd")) << op.name;
+}
+
 TEST(Ops, TensorParallelRanksShareTheWork) {
   const TransformerModel m = model_preset("gpt3-175b");
   const double one = matmul_flops(layer_forward_ops(m, {1, 1, false, 1}));
@@ -387,7 +459,7 @@ TEST(Ops, RecomputeOps) {
     EXPECT_EQ(op.phase, OpCost::Phase::Recompute);
   }
   EXPECT_EQ(names, (std::vector<std::string>{"attn_scores_recompute", "softmax_recompute", "attn_dropout_recompute",
-                                             "attn_context_recompute"}));
+                                             "attn_context_recompute", "attn_context_permute_recompute"}));
   const double s = d(m.seq_len), h = d(m.hidden);
   EXPECT_DOUBLE_EQ(matmul_flops(sel), 4 * s * s * h);
 }
@@ -452,7 +524,8 @@ TEST(AttentionImpl, UnfusedAddsScaleAndMaskPassesOverTheScores) {
   EXPECT_TRUE(has_op(bwd, "attn_scale_bwd"));
   EXPECT_EQ(names_of(layer_recompute_ops(m, c, Recompute::Selective)),
             (std::vector<std::string>{"attn_scores_recompute", "attn_scale_recompute", "attn_mask_recompute",
-                                      "softmax_recompute", "attn_dropout_recompute", "attn_context_recompute"}));
+                                      "softmax_recompute", "attn_dropout_recompute", "attn_context_recompute",
+                                      "attn_context_permute_recompute"}));
   // What is stored does not change: the softmax output, dropout mask and output.
   EXPECT_EQ(activation_bytes_per_layer(m, 2, 2, false, Recompute::None),
             activation_bytes_per_layer(model_preset("gpt3-1.3b"), 2, 2, false, Recompute::None));
@@ -516,7 +589,7 @@ TEST(AttentionImpl, UnfusedElementwiseOpsAreSeparatePasses) {
   EXPECT_GT(bytes, fused_bytes);  // more passes over the same tensors
   EXPECT_EQ(matmul_flops(fwd), matmul_flops(fused_fwd));
   const auto bwd = layer_backward_ops(m, c);
-  for (const char* op : {"fc1_bias_bwd", "attn_bias_bwd", "mlp_bias_bwd", "attn_residual_bwd", "mlp_residual_bwd"}) {
+  for (const char* op : {"fc1_bias_bwd", "proj_bias_bwd", "fc2_bias_bwd", "attn_residual_bwd", "mlp_residual_bwd"}) {
     EXPECT_TRUE(has_op(bwd, op)) << op;
   }
   // MoE: the bias belongs to the expert GEMM.
@@ -584,6 +657,12 @@ TEST(ModelJson, AttentionAndFusionOptions) {
   EXPECT_EQ(model_from_json(model_to_json(accumulating)), accumulating);
   EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "fused_grad_accumulation": 0})")),
             "/model/fused_grad_accumulation");
+  EXPECT_TRUE(defaults.bias);
+  const TransformerModel unbiased = model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "bias": false})"));
+  EXPECT_FALSE(unbiased.bias);
+  EXPECT_EQ(model_to_json(unbiased)["bias"], false);
+  EXPECT_EQ(model_from_json(model_to_json(unbiased)), unbiased);
+  EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "bias": "none"})")), "/model/bias");
 }
 
 // ---- grouped-query attention and SwiGLU ------------------------------------------------------------

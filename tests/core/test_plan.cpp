@@ -471,6 +471,9 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
   context.cp = 2;
   context.zero_stage = 1;
   cases.push_back({tiny(), context});
+  TransformerModel unbiased = tiny();
+  unbiased.bias = false;
+  cases.push_back({unbiased, layout3d(2, 2, 2, 4)});
   for (const Case& c : cases) {
     const Layout& l = c.layout;
     const Plan plan = build_plan(c.model, l, cluster(l));
@@ -486,11 +489,22 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
       EXPECT_EQ(total, rank_parameters(c.model, l, stage).total());
       EXPECT_EQ(model_state_of(p.params, l), rank_model_state_bytes(c.model, l, stage)) << "zero " << l.zero_stage;
       EXPECT_EQ(static_cast<std::int64_t>(tensors_per_layer.size()), l.stage_layers(c.model, stage));
-      // Every GEMM with weights names one tensor: of its own layer, of the matrix its name says.
+      // Every GEMM with weights names one tensor: of its own layer, of the matrix its name says; so does
+      // every bias gradient (of its GEMM's tensor) and LayerNorm parameter gradient.
       int weight_gemms = 0;
       for (const PlanOp& op : p.ops) {
         if (op.kind != OpKind::Compute) continue;
         const OpCost& cost = plan.costs[static_cast<std::size_t>(op.cost)];
+        if (cost.name.ends_with("_bias_bwd") || cost.name.ends_with("_gamma_beta_bwd")) {
+          ASSERT_GE(op.params, 0) << cost.name;
+          const auto& set = p.param_sets[static_cast<std::size_t>(op.params)];
+          ASSERT_EQ(set.size(), 1u) << cost.name;
+          const ParamTensor& t = p.params[static_cast<std::size_t>(set[0].tensor)];
+          EXPECT_EQ(t.layer, op.layer) << cost.name;
+          const std::string owner = t.kind == ParamKind::Norms ? "ln" : t.kind == ParamKind::FinalNorm ? "final_ln" : to_string(t.kind);
+          EXPECT_EQ(cost.name.rfind(owner, 0), 0u) << cost.name << " booked on " << to_string(t.kind);
+          continue;
+        }
         if (cost.kind != OpCost::Kind::Gemm) continue;
         ASSERT_GE(op.params, 0) << cost.name;
         const auto& set = p.param_sets[static_cast<std::size_t>(op.params)];

@@ -82,6 +82,9 @@ struct TransformerModel {
   // key/value heads of the same head dimension; 0 means heads (multi-head attention); use kv() to read it.
   std::int64_t kv_heads = 0;
   FfnActivation activation = FfnActivation::Gelu;
+  // Biases on the QKV, projection, FC1 and FC2 GEMMs: GPT-2/3's, Megatron-LM's GPT, BLOOM's, OPT's.
+  // false: none, as Llama and PaLM have (their norms' parameters stay counted as LayerNorm's γ and β).
+  bool bias = true;
   std::int64_t seq_len = 0;
   std::int64_t vocab = 0;
   std::int64_t experts = 1;     // 1 = dense; > 1 = every layer's FFN is a mixture of `experts` FFNs
@@ -140,7 +143,8 @@ std::vector<std::string> model_preset_names();
 // ---- parameters ----------------------------------------------------------------------------------
 
 // Parameter counts, split the way the memory and parallelism code needs them.
-// Per layer (Megatron GPT, pre-LayerNorm, biases everywhere):
+// Per layer (Megatron GPT, pre-LayerNorm, biases everywhere; without TransformerModel::bias the GEMMs'
+// bias terms, 4h and f + h, drop out):
 //   attention = QKV 3h² + 3h, projection h² + h              = 4h² + 4h
 //   norms     = two LayerNorms, γ and β each                 = 4h
 //   ffn       = FC1 h·f + f, FC2 f·h + h  (per expert)       = 2hf + f + h
@@ -190,6 +194,14 @@ struct RankParameters {
 };
 RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage, std::int64_t stage_layers);
 RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep, int stage);
+
+// One layer's parameters on one rank of a tp-way tensor-parallel group, tensor by tensor, split as
+// rank_parameters splits them (it sums these): QKV and FC1 with their biases / t; projection and FC2
+// weights / t with their whole biases; the two LayerNorms; FC1 and FC2 per expert; the router (MoE).
+struct LayerTensorElements {
+  std::int64_t qkv = 0, proj = 0, norms = 0, fc1 = 0, fc2 = 0, router = 0;
+};
+LayerTensorElements layer_tensor_elements(const TransformerModel& m, int tp);
 
 // ---- model state (ZeRO) --------------------------------------------------------------------------
 
@@ -310,10 +322,11 @@ struct OpContext {
 
 // One transformer layer, in execution order. Forward (dense, the defaults: fused attention, fused
 // element-wise ops):
-//   ln1, qkv, attn_scores (QKᵀ), softmax (fused scale-mask-softmax), attn_dropout, attn_context (·V),
-//   proj, attn_residual (fused bias-dropout-residual add), ln2, fc1, gelu (fused bias-GeLU), fc2,
-//   mlp_residual; each name ends in "_fwd".
-// The attention core (attn_scores .. attn_context) by TransformerModel::attention: unfused adds
+//   ln1, qkv, qkv_bias (with biases: Megatron's column-parallel linear adds it after the matmul),
+//   attn_scores (QKᵀ), softmax (fused scale-mask-softmax), attn_dropout, attn_context (·V),
+//   attn_context_permute (to the projection's layout), proj, attn_residual (fused bias-dropout-residual
+//   add), ln2, fc1, gelu (fused bias-GeLU), fc2, mlp_residual; each name ends in "_fwd".
+// The attention core (attn_scores .. attn_context_permute) by TransformerModel::attention: unfused adds
 // attn_scale and attn_mask before softmax; flash replaces the core by one flash_attn op (Kind
 // Attention, flash = true, m = n = s, k = h/a, batch = b·a/t; flops the causal half of the two
 // matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed).
@@ -325,6 +338,11 @@ struct OpContext {
 // nearest integer when that is not whole; flops use the exact value).
 // Backward is the reverse; every forward GEMM yields a `_dgrad` and a `_wgrad` GEMM with its FLOPs,
 // every attention matmul two gradient matmuls with its FLOPs each, so backward = 2 × forward in FLOPs.
+// Besides, as PyTorch's autograd runs a Megatron-LM layer: each LayerNorm's backward is two passes
+// (ln_gamma_beta_bwd, then ln_bwd), and the gradients of its input from the norm and from the skip
+// connection are summed by a pass of their own (ln_grad_sum_bwd); with biases, each GEMM's bias
+// gradient is a column sum of its output gradient (qkv_bias, proj_bias, fc1_bias, fc2_bias; "_bwd");
+// outside flash attention, the Q, K and V gradients are concatenated into QKV's (qkv_grad_cat_bwd).
 // Throws InvalidArgument when the context is impossible for the model (heads % tp, ffn % tp,
 // experts % ep, seq_len % tp under sequence parallelism, micro_batch < 1).
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c);
@@ -367,7 +385,7 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "ffn_hidden"?,
-//  "activation"? ("gelu" | "swiglu", default "gelu"), "seq_len", "vocab", "experts"?,
+//  "activation"? ("gelu" | "swiglu", default "gelu"), "bias"? (default true), "seq_len", "vocab", "experts"?,
 //  "top_k"?, "dtype"?, "attention"? ("unfused" | "fused" | "flash", default "fused"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
 //  (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
