@@ -121,7 +121,10 @@ class Builder {
     }
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const Bytes bsh = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.hidden * e_;  // this rank's tokens
-    p2p_bytes_ = sp ? bsh / l_.tp : bsh;
+    // Pipeline messages are a t-th of the activation on each tensor-parallel rank: with SP its sequence
+    // shard; without, a slice the receiver all-gathers over the TP group (p2p()).
+    p2p_bytes_ = bsh / l_.tp;
+    gather_p2p_ = !sp && l_.tp > 1;
     tp_bytes_ = bsh;  // all-reduce: per-rank buffer; SP all-gather / reduce-scatter: the gathered array
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
     cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
@@ -659,6 +662,11 @@ class Builder {
   }
   // A pipeline message. Unless sends overlap compute (Layout::overlap_p2p_comm), a Send is followed by a
   // SendDone on the compute stream, which nothing after it there passes before the message is through.
+  // Without sequence parallelism each tensor-parallel rank sends a t-th of the (replicated) activation or
+  // gradient and the receiver all-gathers the slices over the TP group on the compute stream: Megatron-LM's
+  // scatter_gather_tensors_in_pipeline (default on; p2p_communication.py, gather_split_1d_tensor after
+  // the receive) and DeepSpeed's pipeline engine (is_pipe_partitioned / is_grad_partitioned under model
+  // parallelism, PartitionedTensor.full()). Returns the op the message's consumer waits for.
   std::uint32_t p2p(OpKind kind, int peer_offset, std::int64_t tag, const std::string& name, int mb, std::int64_t dep) {
     PlanOp op;
     op.kind = kind;
@@ -676,6 +684,9 @@ class Builder {
       op.bytes = 0;
       op.name = tables_.name(name + "_done");
       add(op, id);
+    }
+    if (kind == OpKind::Recv && gather_p2p_) {
+      return coll1(CollectiveOp::AllGather, GroupKind::Tp, tp_bytes_, StreamKind::Compute, name + "_allgather", mb, id, -1, -1);
     }
     return id;
   }
@@ -848,6 +859,7 @@ class Builder {
   std::array<std::vector<OpCost>, kOpLists> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
+  bool gather_p2p_ = false;  // pipeline messages are TP slices the receiver all-gathers
   Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
   std::array<std::ptrdiff_t, kOpLists> attn_first_{}, attn_last_{};  // each list's first and last attention op, -1: none
 

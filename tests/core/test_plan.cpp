@@ -201,9 +201,29 @@ TEST(Plan, TensorParallelCollectivesPerLayer) {
   const Plan plan = build_plan(tiny(), l, cluster(l));
   const int layers_per_stage = 4, m = 4;
   // Two all-reduces forward and two backward per layer and micro-batch; stage 0 also all-reduces the
-  // vocabulary-parallel embedding output once per micro-batch.
-  EXPECT_EQ(count(plan.programs[1], OpKind::Collective, GroupKind::Tp), 4 * layers_per_stage * m);
-  EXPECT_EQ(count(plan.programs[0], OpKind::Collective, GroupKind::Tp), 4 * layers_per_stage * m + m);
+  // vocabulary-parallel embedding output once per micro-batch. Each pipeline message is a t-th of the
+  // activation (or its gradient) from each TP rank, all-gathered over the TP group on receipt: stage 1
+  // gathers each micro-batch's activation, stage 0 its gradient.
+  EXPECT_EQ(count(plan.programs[1], OpKind::Collective, GroupKind::Tp), 4 * layers_per_stage * m + m);
+  EXPECT_EQ(count(plan.programs[0], OpKind::Collective, GroupKind::Tp), 4 * layers_per_stage * m + m + m);
+  const Bytes bsh = 1 * 128 * 256 * 2;  // tiny(): s 128, h 256, BF16; micro-batch 1
+  for (std::size_t stage = 0; stage < 2; ++stage) {
+    const Program& p = plan.programs[stage];
+    for (std::size_t i = 0; i < p.ops.size(); ++i) {
+      const PlanOp& op = p.ops[i];
+      if (op.kind == OpKind::Send || op.kind == OpKind::Recv) {
+        EXPECT_EQ(op.bytes, bsh / 2);
+      }
+      if (op.kind != OpKind::Recv) continue;
+      ASSERT_LT(i + 1, p.ops.size());
+      const PlanOp& gather = p.ops[i + 1];
+      EXPECT_EQ(gather.collective, CollectiveOp::AllGather);
+      EXPECT_EQ(gather.group, GroupKind::Tp);
+      EXPECT_EQ(gather.bytes, bsh);  // the gathered activation
+      EXPECT_EQ(gather.stream, StreamKind::Compute);
+      EXPECT_EQ(p.deps_of(i + 1)[0], i) << "the gather waits for the message";
+    }
+  }
 
   Layout sp = l;
   sp.sequence_parallel = true;
@@ -216,6 +236,8 @@ TEST(Plan, TensorParallelCollectivesPerLayer) {
   EXPECT_EQ(names["tp_allgather_wgrad"], 2 * layers_per_stage * m);
   EXPECT_EQ(names["tp_reducescatter"] + names["tp_reducescatter_bwd"], 4 * layers_per_stage * m);
   EXPECT_EQ(names.count("tp_allreduce"), 0u);
+  // SP's messages are the sequence shards the next stage works on: nothing to gather.
+  EXPECT_EQ(names.count("recv_act_allgather"), 0u);
 }
 
 TEST(Plan, PipelineSendsMatchReceives) {
@@ -620,7 +642,7 @@ TEST(Plan, ContextParallelGroupsAndCollectives) {
       EXPECT_EQ(op.bytes, kv);
     }
     if (op.kind == OpKind::Send) {
-      EXPECT_EQ(op.bytes, 128 / 2 * 256 * 2);  // this rank's half of the sequence
+      EXPECT_EQ(op.bytes, 128 / 2 * 256 * 2 / 2);  // this rank's half of the sequence, a t-th of it
     }
   }
   for (Recompute r : {Recompute::Selective, Recompute::Full}) {  // the recomputation gathers once more
