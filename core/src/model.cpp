@@ -46,7 +46,8 @@ constexpr DTypeInfo kDTypes[] = {
 constexpr std::pair<Recompute, const char*> kRecompute[] = {
     {Recompute::None, "none"}, {Recompute::Selective, "selective"}, {Recompute::Full, "full"}};
 constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
-    {AttentionImpl::Unfused, "unfused"}, {AttentionImpl::Fused, "fused"}, {AttentionImpl::Flash, "flash"}};
+    {AttentionImpl::Unfused, "unfused"}, {AttentionImpl::Fused, "fused"},   {AttentionImpl::Flash, "flash"},
+    {AttentionImpl::Flash1, "flash1"},   {AttentionImpl::Flash2, "flash2"}, {AttentionImpl::Flash3, "flash3"}};
 constexpr std::pair<FfnActivation, const char*> kActivations[] = {{FfnActivation::Gelu, "gelu"},
                                                                   {FfnActivation::Swiglu, "swiglu"}};
 }  // namespace
@@ -58,6 +59,15 @@ FfnActivation parse_activation(const std::string& name) { return enum_names::par
 std::string attention_name(AttentionImpl a) { return enum_names::name_of(kAttention, a, "attention_name: not an AttentionImpl"); }
 std::vector<std::string> attention_names() { return enum_names::names(kAttention); }
 AttentionImpl parse_attention(const std::string& name) { return enum_names::parse(kAttention, name, "attention implementation"); }
+bool is_flash(AttentionImpl a) { return a != AttentionImpl::Unfused && a != AttentionImpl::Fused; }
+int flash_generation(AttentionImpl a) {
+  switch (a) {
+    case AttentionImpl::Flash1: return 1;
+    case AttentionImpl::Flash2: return 2;
+    case AttentionImpl::Flash3: return 3;
+    default: return 0;
+  }
+}
 
 Bytes bytes_per_element(DType t) {
   for (const auto& i : kDTypes) {
@@ -305,7 +315,7 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b); a flash
   // kernel keeps only the FP32 log-sum-exp of each score row.
   if (recompute == Recompute::None) {
-    split += m.attention == AttentionImpl::Flash ? 4 * d(m.heads) * sb : (2 * e + 1) * att;
+    split += is_flash(m.attention) ? 4 * d(m.heads) * sb : (2 * e + 1) * att;
   }
   // Sequence parallelism shards the replicated part over the tensor group as well.
   if (sequence_parallel) replicated /= t;
@@ -540,13 +550,14 @@ void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n,
 // Q, K, V, O, dO and the log-sum-exp, writes dQ, dK, dV, and runs five matmuls (S = QKᵀ recomputed,
 // dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs. With context parallelism the rank's s/cp
 // queries meet all s keys: 1/cp of the causal work; K, V (and dK, dV) are the whole sequence's.
-OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, const OpContext& c) {
+OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, const OpContext& c, AttentionImpl impl) {
   const double qkvo = x.tokens * (x.h / c.tp) * x.e;  // one of Q, K, V, O, dO: b·(s/cp)·h/t elements
   const double kv = qkvo * x.cp;                      // K or V (dK or dV) of the whole sequence
   const double lse = 4 * d(x.heads_batch) * x.sq;
   const bool forward = phase != Phase::BackwardData;
   OpCost op = matmul(name, Kind::Attention, phase, {x.sq, x.s, x.hd, x.heads_batch}, x.dt);
   op.flash = true;
+  op.flash_generation = flash_generation(impl);
   op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
   op.bytes = std::llround(forward ? 2 * qkvo + 2 * kv + lse : 4 * qkvo + 4 * kv + lse);
   return op;
@@ -555,8 +566,8 @@ OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, cons
 // The attention core between qkv and proj, forward (its ops are what selective recomputation re-runs).
 void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x,
                         const LayerShapes& L) {
-  if (m.attention == AttentionImpl::Flash) {
-    ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, c));
+  if (is_flash(m.attention)) {
+    ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, c, m.attention));
     return;
   }
   ops.push_back(matmul("attn_scores_fwd", Kind::Attention, Phase::Forward, L.scores, x.dt));
@@ -576,8 +587,8 @@ void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, con
 }
 
 void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x) {
-  if (m.attention == AttentionImpl::Flash) {
-    ops.push_back(flash_attention("flash_attn_bwd", Phase::BackwardData, x, c));
+  if (is_flash(m.attention)) {
+    ops.push_back(flash_attention("flash_attn_bwd", Phase::BackwardData, x, c, m.attention));
     return;
   }
   const DType dt = x.dt;

@@ -19,17 +19,19 @@ Efficiency default_efficiency(const std::string& device_name) {
   // Dense BF16 GEMM peaks measured publicly (../shared/REFERENCE.md): A100 271 of 312 TFLOP/s (0.87),
   // H100 795 of 989 (0.80). H200 has H100's GH100 die and clocks (only HBM differs): 0.80.
   // Memory: STREAM-style copy kernels reach about 90% of HBM datasheet bandwidth on these parts.
-  // Flash attention, as a fraction of the datasheet peak (see Efficiency::flash_attention), the middle
-  // of the range each paper's abstract gives over its benchmarks (sequence lengths, head sizes, causal
-  // or not, forward and backward), since a training step runs both passes over one shape:
-  //  - A100: FlashAttention-2 (Dao 2023, arXiv:2307.08691): "reaching 50-73% of the theoretical
-  //    maximum FLOPs/s on A100": 0.61.
+  // Flash attention by generation, as a fraction of the datasheet peak (see Efficiency::flash_attention),
+  // the middle of the range each paper's abstract gives over its benchmarks (sequence lengths, head
+  // sizes, causal or not, forward and backward), since a training step runs both passes over one shape:
+  //  - A100, FlashAttention-2 (Dao 2023, arXiv:2307.08691): "reaching 50-73% of the theoretical maximum
+  //    FLOPs/s on A100": 0.61; FlashAttention, in the same abstract: "reaching only 25-40% of the
+  //    theoretical maximum FLOPs/s": 0.325. FlashAttention-3 needs Hopper's instructions (TMA, WGMMA).
   //  - H100/H200: FlashAttention-3 (Shah et al. 2024, arXiv:2407.08608): "speedup on H100 GPUs by
   //    1.5-2.0× with FP16 reaching up to 740 TFLOPs/s (75% utilization)" over FlashAttention-2's "35%
-  //    utilization on the H100": from 1.5 × 35% = 52.5% to 75%: 0.64.
-  if (device_name == "a100") return {0.87, 0.9, 0.61};
-  if (device_name == "h100" || device_name == "h200") return {0.80, 0.9, 0.64};
-  return {0.80, 0.9, 0.80};
+  //    utilization on the H100": from 1.5 × 35% = 52.5% to 75%: 0.64; FlashAttention-2: 0.35. No public
+  //    figure for the first FlashAttention on Hopper.
+  if (device_name == "a100") return {0.87, 0.9, {0.61, 0.325, 0.61, 0}};
+  if (device_name == "h100" || device_name == "h200") return {0.80, 0.9, {0.64, 0, 0.35, 0.64}};
+  return {0.80, 0.9, {0.80, 0.80, 0.80, 0.80}};
 }
 
 ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
@@ -49,7 +51,9 @@ ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   p.shapes.sms = device.sms;
   p.shapes.tile_m = device.gemm_tile_m;
   p.shapes.tile_n = device.gemm_tile_n;
-  p.shapes.flash_attention = eff.gemm > 0 ? eff.flash_attention / eff.gemm : 1;
+  for (std::size_t g = 0; g < eff.flash_attention.size(); ++g) {
+    p.shapes.flash_attention[g] = eff.gemm > 0 ? eff.flash_attention[g] / eff.gemm : 1;
+  }
   return p;
 }
 
@@ -268,7 +272,14 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
     }
     shape_model = true;
     if (op.flash) {
-      rate *= shapes.flash_attention * flash_block_efficiency(op, shapes);
+      const auto g = static_cast<std::size_t>(std::clamp(op.flash_generation, 0, 3));
+      if (shapes.flash_attention[g] <= 0) {
+        static const char* const kName[] = {"FlashAttention", "FlashAttention", "FlashAttention-2", "FlashAttention-3"};
+        throw InvalidArgument(std::string("op_time: no ") + kName[g] + " rate for device '" + profile.device + "' (" +
+                              (g == 3 ? "it runs on Hopper GPUs only" : "no public figure for it there") +
+                              "); the model's attention \"flash\" takes the device's newest generation");
+      }
+      rate *= shapes.flash_attention[g] * flash_block_efficiency(op, shapes);
       seconds = std::max(seconds, matmul_work(op, profile) / rate);
     } else {
       seconds = gemm_seconds(op, matmul_work(op, profile), rate, memory, shapes);

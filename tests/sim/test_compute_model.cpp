@@ -3,11 +3,14 @@
 // profile replacing the tables. Deterministic: times come from the model, never from a clock.
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "twinbed/core/device.hpp"
+#include "twinbed/core/error.hpp"
 #include "twinbed/core/model.hpp"
 #include "twinbed/sim/compute_model.hpp"
 
@@ -28,7 +31,8 @@ TEST(ComputeModel, PresetsCarryTheirSmsAndTiles) {
   EXPECT_EQ(device_preset("h100").sms, 132);
   EXPECT_EQ(device_preset("h200").sms, 132);
   const ComputeProfile p = roofline_profile(device_preset("a100"));
-  EXPECT_EQ(p.shapes, (KernelShapeModel{108, 256, 128, 0.61 / 0.87}));
+  // FlashAttention generations (the newest, 1, 2, 3) against the GEMM ceiling; no FlashAttention-3 on Ampere.
+  EXPECT_EQ(p.shapes, (KernelShapeModel{108, 256, 128, {0.61 / 0.87, 0.325 / 0.87, 0.61 / 0.87, 0}}));
 }
 
 // The required test: on an A100 (108 SMs, 256×128 tiles), 108 tiles fill exactly one wave; one tile
@@ -201,6 +205,39 @@ TEST(ComputeModel, FlashAttentionRunsAtItsOwnRateOverQueryBlocks) {
   ComputeProfile measured = p;
   measured.gemm_samples = {{2048, 2048, 128, DType::BF16, 10e12}};
   EXPECT_EQ(op_time(*flash, measured), op_time(*flash, p));
+}
+
+// Each generation of the kernel at its own rate: on A100 "flash" is FlashAttention-2's, "flash1" the first
+// FlashAttention's 0.325 of peak, and FlashAttention-3 (Hopper only) has no rate; on H100 "flash" is
+// FlashAttention-3's, "flash2" 0.35, and the first FlashAttention no public figure.
+TEST(ComputeModel, FlashAttentionGenerationsHaveTheirOwnRates) {
+  const auto flash_op = [](AttentionImpl impl) {
+    TransformerModel m = model_preset("gpt3-1.3b");
+    m.attention = impl;
+    for (const OpCost& op : layer_forward_ops(m, {27, 4, false, 1})) {
+      if (op.flash) return op;
+    }
+    throw std::runtime_error("no flash op");
+  };
+  const auto above_launch = [](const ComputeProfile& p, const OpCost& op) {
+    return (op_time(op, p) - p.launch_overhead).seconds();
+  };
+  const ComputeProfile a100 = roofline_profile(device_preset("a100"));
+  const OpCost newest = flash_op(AttentionImpl::Flash);
+  EXPECT_EQ(newest.flash_generation, 0);
+  EXPECT_EQ(op_time(flash_op(AttentionImpl::Flash2), a100), op_time(newest, a100));
+  EXPECT_NEAR(above_launch(a100, flash_op(AttentionImpl::Flash1)), newest.flops / (0.325 * 312e12), 1e-12);
+  try {
+    (void)op_time(flash_op(AttentionImpl::Flash3), a100);
+    ADD_FAILURE() << "FlashAttention-3 timed on an A100";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("FlashAttention-3"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Hopper"), std::string::npos) << e.what();
+  }
+  const ComputeProfile h100 = roofline_profile(device_preset("h100"));
+  EXPECT_EQ(op_time(flash_op(AttentionImpl::Flash3), h100), op_time(newest, h100));
+  EXPECT_NEAR(above_launch(h100, flash_op(AttentionImpl::Flash2)) / above_launch(h100, newest), 0.64 / 0.35, 1e-6);
+  EXPECT_THROW((void)op_time(flash_op(AttentionImpl::Flash1), h100), InvalidArgument);
 }
 
 }  // namespace

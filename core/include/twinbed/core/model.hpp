@@ -54,10 +54,17 @@ std::vector<std::string> recompute_names();
 //             the GEMMs and what is stored as unfused.
 //   flash   — FlashAttention (Dao et al. 2022; FlashAttention-2, Dao 2023): one kernel per pass that keeps
 //             the scores on chip; nothing s²-sized is stored or moved; causal blocks above the diagonal
-//             are skipped; the backward recomputes the scores (5 matmuls against the forward's 2).
-enum class AttentionImpl { Unfused, Fused, Flash };
-// "unfused", "fused", "flash"; parse throws UnknownName listing them.
+//             are skipped; the backward recomputes the scores (5 matmuls against the forward's 2). The
+//             newest generation the device runs (FlashAttention-2 on Ampere, FlashAttention-3 on Hopper).
+//   flash1, flash2, flash3 — the same, by a named generation of the kernel, whose rate differs
+//             (sim/compute_model.hpp): FlashAttention (and kernels of its algorithm, such as the Triton
+//             one MPT's attn_impl "triton" runs), FlashAttention-2, FlashAttention-3 (Hopper only).
+enum class AttentionImpl { Unfused, Fused, Flash, Flash1, Flash2, Flash3 };
+// "unfused", "fused", "flash", "flash1", "flash2", "flash3"; parse throws UnknownName listing them.
 std::string attention_name(AttentionImpl a);
+// A FlashAttention kernel of any generation; its generation, 1-3 (0: the device's newest).
+bool is_flash(AttentionImpl a);
+int flash_generation(AttentionImpl a);
 AttentionImpl parse_attention(const std::string& name);
 std::vector<std::string> attention_names();
 
@@ -288,7 +295,8 @@ struct OpCost {
   std::int64_t block = 0;            // Block: the block edge; Compress/Decompress: elements per
                                      // quantisation scale; MaskRefresh: the mask's block edge
   Kernel kernel = Kernel::None;
-  bool flash = false;                // Attention: one FlashAttention kernel (AttentionImpl::Flash)
+  bool flash = false;                // Attention: one FlashAttention kernel (is_flash(AttentionImpl))
+  int flash_generation = 0;          // flash: 1-3, the kernel's generation; 0 the device's newest
   std::int64_t elements = 0;         // technique kernels: the elements they process
   int bits = 0;                      // Compress/Decompress: quantisation bits (0: values unquantised)
   double keep_fraction = 1;          // Compress/Decompress: the fraction of entries sent (top-k)

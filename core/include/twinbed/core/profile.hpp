@@ -19,6 +19,8 @@
 //                   "ranks": 2, "tool": "twinbed calibrate"}}
 #pragma once
 
+#include <array>
+
 #include <map>
 #include <optional>
 #include <string>
@@ -66,14 +68,15 @@ struct Provenance {
 };
 
 // How a GPU's kernels depend on shape (sim/compute_model.hpp): GEMMs run as output tiles of
-// tile_m × tile_n, one per SM at a time, over `sms` SMs; a flash-attention kernel runs at
-// `flash_attention` times the dense GEMM rate of its dtype. From the device (DeviceSpec) and the
-// simulator's defaults, never from a profile file. sms 0: no shape model (a CPU, or an unknown device):
-// every matmul runs at the per-dtype rate.
+// tile_m × tile_n, one per SM at a time, over `sms` SMs; a flash-attention kernel of generation g
+// (OpCost::flash_generation: 1-3, 0 the device's newest) runs at `flash_attention[g]` times the dense
+// GEMM rate of its dtype, 0 where the device has no figure for that generation. From the device
+// (DeviceSpec) and the simulator's defaults, never from a profile file. sms 0: no shape model (a CPU, or
+// an unknown device): every matmul runs at the per-dtype rate.
 struct KernelShapeModel {
   int sms = 0;
   std::int64_t tile_m = 0, tile_n = 0;
-  double flash_attention = 1;
+  std::array<double, 4> flash_attention{1, 1, 1, 1};
   bool operator==(const KernelShapeModel&) const = default;
 };
 

@@ -42,6 +42,7 @@
 // measured for the nearest size (small working sets stay in cache).
 #pragma once
 
+#include <array>
 #include <map>
 #include <optional>
 #include <string>
@@ -61,13 +62,16 @@ using ComputeProfile = MachineProfile;
 struct Efficiency {
   double gemm = 0.8;
   double memory = 0.9;
-  double flash_attention = 0.8;  // a FlashAttention kernel's rate, fraction of the datasheet peak
+  // A FlashAttention kernel's rate, fraction of the datasheet peak, by generation (index 1-3; 0 the
+  // device's newest); 0: no figure for that generation on the device.
+  std::array<double, 4> flash_attention{0.8, 0.8, 0.8, 0.8};
   bool operator==(const Efficiency&) const = default;
 };
 
 // The defaults above, by device name ("a100" 0.87, "h100"/"h200" 0.80, else 0.80; memory 0.9; flash
-// attention 0.61 on A100 from FlashAttention-2's figures, 0.64 on H100/H200 from FlashAttention-3's, else
-// as GEMMs).
+// attention by generation: on A100 FlashAttention 0.325 and FlashAttention-2 0.61 (the newest), no
+// FlashAttention-3 (Hopper only); on H100/H200 FlashAttention-2 0.35 and FlashAttention-3 0.64 (the
+// newest), no public figure for FlashAttention; else as GEMMs).
 Efficiency default_efficiency(const std::string& device_name);
 
 // Achieved rates = peak · efficiency for every dtype the device has (peak 0: absent). FP16 uses the
