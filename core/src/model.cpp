@@ -59,6 +59,11 @@ FfnActivation parse_activation(const std::string& name) { return enum_names::par
 std::string attention_name(AttentionImpl a) { return enum_names::name_of(kAttention, a, "attention_name: not an AttentionImpl"); }
 std::vector<std::string> attention_names() { return enum_names::names(kAttention); }
 AttentionImpl parse_attention(const std::string& name) { return enum_names::parse(kAttention, name, "attention implementation"); }
+constexpr std::pair<LossImpl, const char*> kLoss[] = {
+    {LossImpl::Megatron, "megatron"}, {LossImpl::Pytorch, "pytorch"}, {LossImpl::Fused, "fused"}};
+std::string loss_name(LossImpl l) { return enum_names::name_of(kLoss, l, "loss_name: not a LossImpl"); }
+std::vector<std::string> loss_names() { return enum_names::names(kLoss); }
+LossImpl parse_loss(const std::string& name) { return enum_names::parse(kLoss, name, "loss implementation"); }
 bool is_flash(AttentionImpl a) { return a != AttentionImpl::Unfused && a != AttentionImpl::Fused; }
 int flash_generation(AttentionImpl a) {
   switch (a) {
@@ -740,6 +745,17 @@ std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpCo
 }
 
 namespace {
+// Bytes a loss implementation moves per logit (LossImpl), forward or backward, for logits of e bytes.
+double loss_bytes(LossImpl loss, bool forward, double e) {
+  const double cast = e < 4 ? e + 4 : 0;  // to FP32 and back: read one dtype, write the other
+  switch (loss) {
+    case LossImpl::Megatron: return forward ? cast + 4 + 8 + 8 + 4 + 8 : 8 + cast;  // max, sub, exp, sum, div; mul
+    case LossImpl::Pytorch: return forward ? cast + 8 : 4 + 12 + cast;  // log_softmax; zeros, its backward
+    case LossImpl::Fused: return forward ? e : 2 * e;
+  }
+  return 2 * e;
+}
+
 Shape lm_head_shape(const TransformerModel& m, const OpContext& c, const Dims& x) {
   return {x.tokens, d(ceil_div(m.vocab, c.tp)), x.h};
 }
@@ -752,9 +768,8 @@ std::vector<OpCost> head_forward_ops(const TransformerModel& m, const OpContext&
   std::vector<OpCost> ops;
   layernorm_fwd(ops, "final_ln_fwd", x);
   ops.push_back(matmul("lm_head_fwd", Kind::Gemm, Phase::Forward, s, x.dt));
-  // Vocabulary-parallel cross-entropy: reads the logits, keeps the softmax in their place for backward
-  // and writes one FP32 loss per token.
-  ops.push_back(memory_bound("cross_entropy_fwd", Phase::Forward, 2 * logits * x.e + 4 * x.tokens,
+  // The vocabulary-parallel cross-entropy (LossImpl's passes), writing one FP32 loss per token.
+  ops.push_back(memory_bound("cross_entropy_fwd", Phase::Forward, logits * loss_bytes(m.loss, true, x.e) + 4 * x.tokens,
                              logits * kCrossEntropy.fwd, x.dt));
   return ops;
 }
@@ -764,8 +779,8 @@ std::vector<OpCost> head_backward_ops(const TransformerModel& m, const OpContext
   const Shape s = lm_head_shape(m, c, x);
   const double logits = x.tokens * s.n;
   std::vector<OpCost> ops;
-  ops.push_back(memory_bound("cross_entropy_bwd", Phase::BackwardData, 2 * logits * x.e, logits * kCrossEntropy.bwd,
-                             x.dt));
+  ops.push_back(memory_bound("cross_entropy_bwd", Phase::BackwardData, logits * loss_bytes(m.loss, false, x.e),
+                             logits * kCrossEntropy.bwd, x.dt));
   ops.push_back(matmul("lm_head_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), x.dt));
   // The LM head shares the word embedding: this gradient accumulates into the embedding's.
   ops.push_back(matmul("lm_head_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), x.dt));
@@ -825,7 +840,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
-                                             "seq_len", "vocab", "experts", "top_k", "dtype", "attention",
+                                             "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss",
                                              "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
   require_object(j, path);
   check_keys(j, path, accepted);
@@ -861,6 +876,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   if (j.contains("bias")) m.bias = read_bool(j["bias"], path + "/bias");
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
+  if (j.contains("loss")) m.loss = read_named(j["loss"], path + "/loss", parse_loss);
   if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
   if (j.contains("fused_optimizer")) m.fused_optimizer = read_bool(j["fused_optimizer"], path + "/fused_optimizer");
   if (j.contains("fused_grad_accumulation")) {
@@ -875,7 +891,7 @@ json model_to_json(const TransformerModel& m) {
               {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
               {"activation", activation_name(m.activation)}, {"bias", m.bias}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
-              {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)},
+              {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},
               {"fused_grad_accumulation", m.fused_grad_accumulation}};
 }

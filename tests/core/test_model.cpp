@@ -614,6 +614,36 @@ TEST(AttentionImpl, UnfusedElementwiseOpsAreSeparatePasses) {
   EXPECT_TRUE(has_op(layer_forward_ops(m, c), "expert_fc1_bias_fwd"));
 }
 
+// The loss over the logits as each framework runs it: bytes per logit, forward and backward (LossImpl).
+// Megatron-LM: FP32 cast (2 + 4), max (4), subtract (8), exp (8), sum (4), divide (8); backward multiply
+// (8) and cast back (4 + 2). PyTorch under autocast: cast (6), log_softmax (8); backward zero-filled
+// gradient (4), log_softmax backward (12), cast back (6). Fused: a read forward, a read and a write backward.
+// FP32: no casts.
+TEST(Loss, EachImplementationMovesItsPassesOverTheLogits) {
+  for (const auto& n : loss_names()) EXPECT_EQ(loss_name(parse_loss(n)), n);
+  EXPECT_EQ(loss_names(), (std::vector<std::string>{"megatron", "pytorch", "fused"}));
+  EXPECT_THROW(parse_loss("apex"), UnknownName);
+  EXPECT_EQ(TransformerModel{}.loss, LossImpl::Megatron);
+  TransformerModel m = model_preset("gpt3-1.3b");
+  const OpContext c{2, 4, false, 1};
+  const double tokens = 2.0 * 2048, logits = tokens * 51200 / 4;
+  const auto bytes = [&](LossImpl l, DType dt, bool forward) {
+    m.loss = l;
+    m.dtype = dt;
+    return forward ? find_op(head_forward_ops(m, c), "cross_entropy_fwd").bytes
+                   : find_op(head_backward_ops(m, c), "cross_entropy_bwd").bytes;
+  };
+  const double loss_out = 4 * tokens;  // one FP32 loss per token
+  EXPECT_EQ(bytes(LossImpl::Megatron, DType::BF16, true), std::llround(logits * 38 + loss_out));
+  EXPECT_EQ(bytes(LossImpl::Megatron, DType::BF16, false), std::llround(logits * 14));
+  EXPECT_EQ(bytes(LossImpl::Pytorch, DType::BF16, true), std::llround(logits * 14 + loss_out));
+  EXPECT_EQ(bytes(LossImpl::Pytorch, DType::BF16, false), std::llround(logits * 22));
+  EXPECT_EQ(bytes(LossImpl::Fused, DType::BF16, true), std::llround(logits * 2 + loss_out));
+  EXPECT_EQ(bytes(LossImpl::Fused, DType::BF16, false), std::llround(logits * 4));
+  EXPECT_EQ(bytes(LossImpl::Megatron, DType::FP32, true), std::llround(logits * 32 + loss_out));
+  EXPECT_EQ(bytes(LossImpl::Pytorch, DType::FP32, false), std::llround(logits * 16));
+}
+
 // ---- JSON ----------------------------------------------------------------------------------------
 
 // The ConfigError `j` raises; one with path "(no error)" when it is accepted.
@@ -680,6 +710,11 @@ TEST(ModelJson, AttentionAndFusionOptions) {
   EXPECT_EQ(model_to_json(unbiased)["bias"], false);
   EXPECT_EQ(model_from_json(model_to_json(unbiased)), unbiased);
   EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "bias": "none"})")), "/model/bias");
+  const TransformerModel torch_loss = model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "loss": "pytorch"})"));
+  EXPECT_EQ(torch_loss.loss, LossImpl::Pytorch);
+  EXPECT_EQ(model_to_json(torch_loss)["loss"], "pytorch");
+  EXPECT_EQ(model_from_json(model_to_json(torch_loss)), torch_loss);
+  EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "loss": "apex"})")), "/model/loss");
 }
 
 // ---- grouped-query attention and SwiGLU ------------------------------------------------------------

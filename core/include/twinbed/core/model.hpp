@@ -65,6 +65,26 @@ std::string attention_name(AttentionImpl a);
 // A FlashAttention kernel of any generation; its generation, 1-3 (0: the device's newest).
 bool is_flash(AttentionImpl a);
 int flash_generation(AttentionImpl a);
+
+// How the framework computes the loss over this rank's b·s × V/t logits (the config states it; the
+// default is Megatron-LM's):
+//   megatron — vocab_parallel_cross_entropy over output.float() (megatron/mpu/cross_entropy.py and the
+//              GPT model's loss): in FP32, a pass each to cast, take the row maxima, subtract them, exp,
+//              sum and divide (the softmax kept for backward); backward multiplies it in place and casts
+//              the gradient back.
+//   pytorch  — torch.nn.functional.cross_entropy under autocast, whose log_softmax runs in FP32: cast,
+//              log_softmax (read, write); backward: nll_loss's zero-filled FP32 gradient, log_softmax's
+//              backward (reads it and the output, writes), cast back.
+//   fused    — one kernel each way over the logits in their own dtype, as flash-attn's Triton
+//              cross-entropy (flash_attn/ops/triton/cross_entropy.py; llm-foundry's default loss_fn
+//              "fused_crossentropy"): forward reads them and keeps each row's log-sum-exp; backward reads
+//              them again and writes the gradient.
+// Casts are skipped when the model is FP32.
+enum class LossImpl { Megatron, Pytorch, Fused };
+// "megatron", "pytorch", "fused"; parse throws UnknownName listing them.
+std::string loss_name(LossImpl l);
+LossImpl parse_loss(const std::string& name);
+std::vector<std::string> loss_names();
 AttentionImpl parse_attention(const std::string& name);
 std::vector<std::string> attention_names();
 
@@ -99,6 +119,7 @@ struct TransformerModel {
   DType dtype = DType::BF16;    // weights and activations; optimizer master state is FP32 regardless
   // As the framework implements it (they change the op lists, not the model's FLOPs):
   AttentionImpl attention = AttentionImpl::Fused;
+  LossImpl loss = LossImpl::Megatron;
   // Megatron's bias-GeLU and bias-dropout-add fusions: true, one memory pass each; false, the bias add,
   // GeLU, dropout and residual add each a pass of their own.
   bool fused_elementwise = true;
@@ -394,7 +415,8 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 
 // {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "ffn_hidden"?,
 //  "activation"? ("gelu" | "swiglu", default "gelu"), "bias"? (default true), "seq_len", "vocab", "experts"?,
-//  "top_k"?, "dtype"?, "attention"? ("unfused" | "fused" | "flash", default "fused"),
+//  "top_k"?, "dtype"?, "attention"? (attention_names(), default "fused"), "loss"? (loss_names(), default
+//  "megatron"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
 //  (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
 // them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
