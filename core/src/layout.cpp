@@ -273,6 +273,10 @@ Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layou
                                     layout.cp);
 }
 
+Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& layout) {
+  return loss_activation_bytes(model, layout.micro_batch, layout.tp, layout.cp);
+}
+
 // ---- JSON ----------------------------------------------------------------------------------------
 
 namespace {

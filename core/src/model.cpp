@@ -327,6 +327,14 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   return std::llround(replicated + split / t);
 }
 
+Bytes loss_activation_bytes(const TransformerModel& m, std::int64_t micro_batch, int tp, int cp) {
+  if (micro_batch < 1 || tp < 1 || cp < 1) throw InvalidArgument("loss_activation_bytes: micro_batch, tp and cp must be >= 1");
+  const double tokens = d(micro_batch) * d(m.seq_len) / cp;
+  const double logits = tokens * d(ceil_div(m.vocab, tp));
+  if (m.loss == LossImpl::Fused) return std::llround(logits * d(bytes_per_element(m.dtype)) + 4 * tokens);
+  return std::llround(logits * 4);
+}
+
 // ---- ops -----------------------------------------------------------------------------------------
 
 namespace {

@@ -96,6 +96,7 @@ class Builder {
     pe_ = parameter_bytes_per_element(m_.dtype);
     ge_ = gradient_bytes_per_element(l_, m_.dtype);  // the gradient buffers' and reductions' (layout.hpp)
     M_ = l_.micro_batches();
+    loss_act_.assign(static_cast<std::size_t>(M_), -1);
     v_ = l_.virtual_stages;
     V_ = l_.pp * v_;
     stride_ = l_.world_size() / l_.pp;  // the next stage's rank of the same (dp, cp, tp) index
@@ -130,6 +131,7 @@ class Builder {
     cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
     a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
     act_layer_ = rank_activation_bytes_per_layer(m_, l_);
+    act_loss_ = rank_loss_activation_bytes(m_, l_);
     Layout none = l_;
     none.recompute = Recompute::None;
     act_full_ = rank_activation_bytes_per_layer(m_, none);
@@ -334,6 +336,8 @@ class Builder {
     }
     if (vs == V_ - 1) {
       for (std::size_t i = 0; i < lists_[kHeadFwd].size(); ++i) prev = compute(kHeadFwd, i, "", mb, prev, -1, -1);
+      loss_act_[static_cast<std::size_t>(mb)] = alloc(TensorClass::Activation, act_loss_, StreamKind::Compute, "loss.activations",
+                                                      mb, prev, -1);
     } else {
       const int to = (stage_ < p - 1) ? stride_ : -(p - 1) * stride_;
       p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs + 1) * 2, "pp.send_act", mb, prev);
@@ -358,6 +362,7 @@ class Builder {
       for (std::size_t i = 0; i < lists_[kHeadBwd].size(); ++i) {
         prev = compute(kHeadBwd, i, "", mb, prev, -1, -1);
         prev = accumulate_gradient(kHeadBwd, i, "", mb, prev, -1, -1);
+        if (i == 0) free(loss_act_[static_cast<std::size_t>(mb)], StreamKind::Compute, "loss.activations", mb, prev);
       }
       // The head's gradients (tied embedding copy, final norm) are ready here; with pp == 1 they are
       // counted with the embedding's below.
@@ -861,6 +866,8 @@ class Builder {
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
   bool gather_p2p_ = false;  // pipeline messages are TP slices the receiver all-gathers
   Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
+  Bytes act_loss_ = 0;                   // what the loss keeps for its backward, per micro-batch (last stage)
+  std::vector<std::int32_t> loss_act_;   // its tensor, per micro-batch
   std::array<std::ptrdiff_t, kOpLists> attn_first_{}, attn_last_{};  // each list's first and last attention op, -1: none
 
   // Per-stage state.

@@ -151,6 +151,11 @@ TEST(PrecisionPass, StaticFp32DoublesEveryElement) {
         } else {
           EXPECT_EQ(c32, fp32_ops.at(c32.name)) << c32.name;
         }
+      } else if (y.kind == OpKind::Alloc && y.tensor_class == TensorClass::Activation && y.layer < 0) {
+        // The loss's FP32 softmax (Megatron's loss) is the same in either dtype.
+        EXPECT_EQ(x.bytes, rank_loss_activation_bytes(tiny(), l));
+        EXPECT_EQ(y.bytes, rank_loss_activation_bytes(fp32, l));
+        EXPECT_EQ(y.bytes, x.bytes);
       } else if (y.kind == OpKind::Alloc && y.tensor_class == TensorClass::Activation) {
         ++activations;
         EXPECT_EQ(x.bytes, rank_activation_bytes_per_layer(tiny(), l));

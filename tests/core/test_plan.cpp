@@ -287,6 +287,39 @@ TEST(Plan, BlockingPipelineSendsAreFollowedByASendDone) {
   }
 }
 
+// The loss keeps its softmax (Megatron's loss: FP32, b·s·⌈V/t⌉ of it) from the head's forward to the
+// cross-entropy's backward on the last stage, one micro-batch's at a time under 1F1B; no other stage holds it.
+TEST(Plan, TheLastStageHoldsTheLossActivationsBetweenTheHeadsPasses) {
+  Layout l = layout3d(1, 2, 2, 4);
+  const TransformerModel m = tiny();  // s 128, V 1024
+  const Plan plan = build_plan(m, l, cluster(l));
+  const Bytes expect = 1 * 128 * (1024 / 2) * 4;
+  EXPECT_EQ(rank_loss_activation_bytes(m, l), expect);
+  for (std::size_t stage = 0; stage < plan.programs.size(); ++stage) {
+    const Program& p = plan.programs[stage];
+    int allocs = 0, frees = 0;
+    for (std::size_t i = 0; i < p.ops.size(); ++i) {
+      const PlanOp& op = p.ops[i];
+      if (plan.names[op.name] != "loss.activations") continue;
+      EXPECT_EQ(op.bytes, expect);
+      EXPECT_EQ(op.tensor_class, TensorClass::Activation);
+      if (op.kind == OpKind::Alloc) {
+        ++allocs;
+        EXPECT_EQ(plan.names[p.ops[p.deps_of(i)[0]].name], "cross_entropy_fwd");
+      }
+      if (op.kind == OpKind::Free) {
+        ++frees;
+        EXPECT_EQ(plan.names[p.ops[p.deps_of(i)[0]].name], "cross_entropy_bwd");
+      }
+    }
+    EXPECT_EQ(allocs, stage + 1 == plan.programs.size() ? 4 : 0) << "stage " << stage;
+    EXPECT_EQ(frees, allocs);
+  }
+  TransformerModel fused = m;
+  fused.loss = LossImpl::Fused;  // the logits in their own dtype (BF16) and a row's FP32 log-sum-exp
+  EXPECT_EQ(rank_loss_activation_bytes(fused, l), 1 * 128 * (1024 / 2) * 2 + 4 * 128);
+}
+
 TEST(Plan, DataParallelBucketsCoverTheGradients) {
   for (int zero : {0, 1, 2}) {
     Layout l = layout3d(4, 1, 2, 4);

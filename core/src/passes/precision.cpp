@@ -83,13 +83,15 @@ class PrecisionRewrite {
     for (std::size_t s = 0; s < slots; ++s) new_layer_[s] = target(static_cast<std::int32_t>(s) - 1, Kind::Gemm);
     // The builder's name of each layer's recomputation workspace.
     for (std::int64_t layer = 0; layer < plan.model.layers; ++layer) recompute_workspace_.push_back("l" + std::to_string(layer) + ".recompute");
-    // The activation formula per dtype: what a layer stores, and what recomputation regenerates.
+    // The activation formulas per dtype: what a layer stores, what recomputation regenerates, and what
+    // the loss keeps (its only activation outside the layers).
     Layout none = l_;
     none.recompute = Recompute::None;
     for (DType d : kAllDTypes) {
       const TransformerModel m = model_in(d);
       activation_[dtype_index(d)] = rank_activation_bytes_per_layer(m, l_);
       workspace_[dtype_index(d)] = rank_activation_bytes_per_layer(m, none) - activation_[dtype_index(d)];
+      loss_[dtype_index(d)] = rank_loss_activation_bytes(m, l_);
     }
   }
 
@@ -133,7 +135,8 @@ class PrecisionRewrite {
           bytes = state_bytes(e, op);
         }
       } else if (op.tensor_class == TensorClass::Activation) {
-        bytes = rescale(op.bytes, activation_[dtype_index(before)], activation_[dtype_index(after)]);
+        const auto& formula = op.layer >= 0 ? activation_ : loss_;
+        bytes = rescale(op.bytes, formula[dtype_index(before)], formula[dtype_index(after)]);
       } else if (op.tensor_class == TensorClass::Workspace && op.layer >= 0 &&
                  plan_.names[op.name] == recompute_workspace_.at(static_cast<std::size_t>(op.layer))) {
         bytes = rescale(op.bytes, workspace_[dtype_index(before)], workspace_[dtype_index(after)]);
@@ -310,7 +313,7 @@ class PrecisionRewrite {
   PlanTables& tables_;
   std::vector<DType> old_layer_, new_layer_;  // by layer + 1
   std::vector<std::string> recompute_workspace_;  // by layer
-  std::array<Bytes, kAllDTypes.size()> activation_{}, workspace_{};  // by dtype_index
+  std::array<Bytes, kAllDTypes.size()> activation_{}, workspace_{}, loss_{};  // by dtype_index
   std::map<DType, std::unordered_map<std::string, OpCost>> lists_;
   std::map<std::pair<std::int32_t, DType>, std::int32_t> retyped_;  // (cost, target dtype) -> cost
 };

@@ -148,6 +148,9 @@ Bytes gradient_bytes_per_element(const Layout& layout, DType dtype);
 // Activation bytes per layer per micro-batch on one rank under the layout (model.hpp's formula with the
 // layout's micro_batch, tp, sequence_parallel, recompute and cp).
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout);
+// What the loss keeps per micro-batch on the last stage under the layout (model.hpp's
+// loss_activation_bytes with the layout's micro_batch, tp and cp).
+Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& layout);
 
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 

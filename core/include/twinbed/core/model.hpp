@@ -271,6 +271,12 @@ Bytes parameter_bytes_per_element(DType dtype);
 // query rows against s keys): the rank keeps only its own keys and values, and the backward gathers
 // the others' again (the plan's Cp all-gathers). Rounded to the nearest byte. Throws InvalidArgument
 // for micro_batch < 1, tp < 1 or cp < 1.
+// What the loss keeps for its backward, per micro-batch on the rank of the last stage, over its
+// b·(s/cp)·⌈V/t⌉ logits (LossImpl): megatron the FP32 softmax (4 bytes a logit), pytorch the FP32
+// log-softmax (4), fused the logits in the model's dtype and each row's FP32 log-sum-exp. Throws
+// InvalidArgument for micro_batch < 1, tp < 1 or cp < 1.
+Bytes loss_activation_bytes(const TransformerModel& m, std::int64_t micro_batch, int tp, int cp = 1);
+
 Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_batch, int tp,
                                  bool sequence_parallel, Recompute recompute, int cp = 1);
 
