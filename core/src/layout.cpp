@@ -142,6 +142,14 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
     throw ConfigError("/layout/zero_stage", "must be one of 0, 1, 2, 3, got " + str(l.zero_stage));
   }
   if (l.bucket_bytes < 1) throw ConfigError("/layout/bucket_MiB", "must be > 0 bytes, got " + str(l.bucket_bytes));
+  if (l.overlap_param_gather && l.zero_stage != 1 && l.zero_stage != 2) {
+    throw ConfigError("/layout/overlap_param_gather",
+                      "overlaps the all-gather of the parameters that ZeRO stages 1 and 2 update in shards; with "
+                      "zero_stage " + str(l.zero_stage) + " there is none (" +
+                          (l.zero_stage == 3 ? "ZeRO-3 gathers each layer before its forward and backward already"
+                                             : "every rank updates its whole copy") +
+                          "): set zero_stage to 1 or 2, or overlap_param_gather to false");
+  }
 
   // Products in 64 bits: each degree can be large on its own.
   const std::int64_t dp = l.dp, tp = l.tp, pp = l.pp, cp = l.cp, v = l.virtual_stages;
@@ -252,6 +260,9 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
     warnings.push_back(std::string("/layout/") + (l.embedding_in_split ? "embedding_in_split" : "loss_in_split") +
                        ": has no effect with pp = 1");
   }
+  if (l.overlap_param_gather && dp * cp == 1) {
+    warnings.push_back("/layout/overlap_param_gather: has no effect with dp·cp = 1 (no parameters to gather)");
+  }
   if (l.zero_stage > 0 && dp * cp == 1) {
     warnings.push_back("/layout/zero_stage: ZeRO stage " + str(l.zero_stage) + " with dp·cp = 1 shards nothing");
   }
@@ -304,8 +315,8 @@ int read_int32(const json& v, const std::string& path, std::int64_t min, std::in
 Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
-      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_p2p_comm", "bucket_MiB",
-      "grad_dtype",
+      "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
+      "overlap_p2p_comm", "bucket_MiB", "grad_dtype",
       "embedding_in_split", "loss_in_split"};
   require_object(j, path);
   check_keys(j, path, accepted);
@@ -326,6 +337,9 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("sequence_parallel")) l.sequence_parallel = read_bool(j["sequence_parallel"], path + "/sequence_parallel");
   if (j.contains("overlap_grad_reduce")) {
     l.overlap_grad_reduce = read_bool(j["overlap_grad_reduce"], path + "/overlap_grad_reduce");
+  }
+  if (j.contains("overlap_param_gather")) {
+    l.overlap_param_gather = read_bool(j["overlap_param_gather"], path + "/overlap_param_gather");
   }
   if (j.contains("overlap_p2p_comm")) l.overlap_p2p_comm = read_bool(j["overlap_p2p_comm"], path + "/overlap_p2p_comm");
   if (j.contains("embedding_in_split")) l.embedding_in_split = read_bool(j["embedding_in_split"], path + "/embedding_in_split");
@@ -359,6 +373,7 @@ json layout_to_json(const Layout& l) {
               {"virtual_stages", l.virtual_stages},
               {"recompute", recompute_name(l.recompute)},
               {"overlap_grad_reduce", l.overlap_grad_reduce},
+              {"overlap_param_gather", l.overlap_param_gather},
               {"overlap_p2p_comm", l.overlap_p2p_comm},
               {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)},
               {"grad_dtype", grad_dtype_name(l.grad_dtype)},

@@ -6,6 +6,7 @@
 #include <array>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -165,10 +166,12 @@ class Builder {
 
     declare_params();
     emit_model_state();
+    emit_parameter_gather_ahead();
     for (const Step& st : stage_order(l_.schedule, l_.pp, stage, M_, v_)) {
       const std::int64_t last = st.forward ? emit_forward(st) : emit_backward(st);
       last_compute_ = std::max(last_compute_, last);
     }
+    check_gradient_order();
     std::vector<std::uint32_t> reductions = emit_gradient_reduction();
     if (const std::int64_t tied = emit_embedding_reduction(); tied >= 0) reductions.push_back(static_cast<std::uint32_t>(tied));
     emit_optimizer(reductions);
@@ -293,6 +296,86 @@ class Builder {
   }
 
   bool zero3() const { return l_.zero_stage == 3 && l_.grad_ranks() > 1; }
+
+  // ---- parameter gather ahead (overlap_param_gather) ----
+
+  // ZeRO 1-2 with overlap_param_gather: the all-gather of the parameters the previous step updated runs
+  // at the start of this one rather than after its optimizer step, in the gradient reduction's buckets
+  // in forward order (the bucket of the stage's first layers first), and each tensor's first forward op
+  // waits for the buckets that hold it (wait_for_parameters). Megatron-LM's --overlap-param-gather:
+  // a forward pre-hook on each module finish_param_sync()s the bucket group of its parameters, whose
+  // all-gather was dispatched when the previous group was waited for (the first at the first module;
+  // megatron/core/distributed/distributed_data_parallel.py, _make_forward_pre_hook, and
+  // param_and_grad_buffer.py) — on the collective stream one after the other, as here when the host
+  // runs ahead of the GPU. The buckets are the ones emit_gradient_reduction forms later from the
+  // gradients' ready order, which final_gradient_order() predicts and check_gradient_order() checks.
+  void emit_parameter_gather_ahead() {
+    gather_ahead_of_.clear();
+    predicted_order_.clear();
+    if (!gather_ahead()) return;
+    predicted_order_ = final_gradient_order();
+    std::vector<GradientReady> dense, expert;
+    for (std::int32_t t : predicted_order_) {
+      const ParamTensor& p = prog_->params[static_cast<std::size_t>(t)];
+      (p.expert ? expert : dense).push_back({0, t, p.elements});
+    }
+    for (std::uint32_t id : emit_parameter_gather(dense, expert, -1, true)) {
+      for (const ParamSlice& s : slices(prog_->ops[id].params)) gather_ahead_of_[s.tensor].push_back(id);
+    }
+  }
+  bool gather_ahead() const { return l_.overlap_param_gather && (l_.zero_stage == 1 || l_.zero_stage == 2); }
+
+  // The trainable tensors in the order their final gradients become ready (ready() in emit_backward):
+  // per chunk in the order of its last micro-batch's backward, the layers last to first, each layer's
+  // tensors as declared; the head's (tied embedding copy, final norm) before the last chunk's layers
+  // on a last stage that is not also the first, the embedding's after the first chunk's on stage 0.
+  std::vector<std::int32_t> final_gradient_order() const {
+    std::vector<std::int32_t> order;
+    auto add = [&](std::int32_t set) {
+      for (const ParamSlice& s : slices(set)) {
+        if (prog_->params[static_cast<std::size_t>(s.tensor)].trainable) order.push_back(s.tensor);
+      }
+    };
+    for (const Step& st : stage_order(l_.schedule, l_.pp, stage_, M_, v_)) {
+      if (st.forward || st.micro_batch != M_ - 1) continue;
+      const int vs = st.chunk * l_.pp + stage_;
+      if (vs == V_ - 1 && stage_ > 0 && extra_set_ >= 0) add(extra_set_);
+      for (std::int64_t j = chunks_[static_cast<std::size_t>(st.chunk)].count - 1; j >= 0; --j) {
+        add(layer_sets_[static_cast<std::size_t>(local_layer(st.chunk, j))].all);
+      }
+      if (vs == 0 && extra_set_ >= 0) add(extra_set_);
+    }
+    return order;
+  }
+
+  void check_gradient_order() const {
+    if (!gather_ahead()) return;
+    std::vector<std::int32_t> dense, expert, got;
+    for (const GradientReady& r : ready_dense_) got.push_back(r.tensor);
+    for (const GradientReady& r : ready_expert_) got.push_back(r.tensor);
+    for (std::int32_t t : predicted_order_) (prog_->params[static_cast<std::size_t>(t)].expert ? expert : dense).push_back(t);
+    dense.insert(dense.end(), expert.begin(), expert.end());
+    if (got != dense) {
+      throw std::logic_error("build_plan: stage " + std::to_string(stage_) +
+                             ": the gradients' ready order differs from final_gradient_order()'s, so the parameter "
+                             "gathers issued ahead are not the reduction's buckets");
+    }
+  }
+
+  // The first forward use of a tensor whose gather was issued ahead waits for it (the op just added).
+  void wait_for_parameters(std::int32_t set) {
+    if (gather_ahead_of_.empty() || set < 0) return;
+    std::vector<std::uint32_t> waits;
+    for (const ParamSlice& s : slices(set)) {
+      auto it = gather_ahead_of_.find(s.tensor);
+      if (it == gather_ahead_of_.end()) continue;
+      waits.insert(waits.end(), it->second.begin(), it->second.end());
+      gather_ahead_of_.erase(it);
+    }
+    std::sort(waits.begin(), waits.end());
+    waits.erase(std::unique(waits.begin(), waits.end()), waits.end());
+    for (std::uint32_t w : waits) prog_->add_dep_to_last(w);
+  }
 
   // ---- forward ----
 
@@ -573,7 +656,8 @@ class Builder {
   // ---- optimizer ----
 
   // The optimizer step over this rank's (sharded) optimizer state, after every reduction; with ZeRO 1-2
-  // the updated parameter shards are all-gathered after it (in buckets of the same size, parameter bytes).
+  // the updated parameter shards are all-gathered after it (in buckets of the same size, parameter bytes),
+  // unless overlap_param_gather issued the gathers at the start of the step.
   void emit_optimizer(const std::vector<std::uint32_t>& reductions) {
     std::vector<std::uint32_t> deps = reductions;
     if (last_compute_ >= 0) deps.push_back(static_cast<std::uint32_t>(last_compute_));
@@ -585,17 +669,29 @@ class Builder {
     op.cost = tables_.cost(optimizer_step_cost(prog_->params, l_, m_.fused_optimizer));
     op.params = stage_set_;
     last_compute_ = prog_->add(op, deps);
+    if (!gather_ahead()) emit_parameter_gather(ready_dense_, ready_expert_, last_compute_, false);
+    if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
+  }
 
+  // ZeRO 1-2: the updated parameter shards all-gathered over dp (expert ones over dp/ep) in buckets
+  // of the gradient buckets' size in parameter bytes, each depending on `dep`; in ready order, or in
+  // forward order (`forward_order`: the last bucket first). Returns the gathers.
+  std::vector<std::uint32_t> emit_parameter_gather(const std::vector<GradientReady>& dense,
+                                                   const std::vector<GradientReady>& expert, std::int64_t dep,
+                                                   bool forward_order) {
+    std::vector<std::uint32_t> out;
     auto gather = [&](const std::vector<GradientReady>& ready, GroupKind g, int group_size, const std::string& base) {
       if (group_size <= 1) return;
-      for (BucketCollective& b : parameter_gather(ready, g, l_, ge_, pe_, base, tables_)) {
+      std::vector<BucketCollective> buckets = parameter_gather(ready, g, l_, ge_, pe_, base, tables_);
+      if (forward_order) std::reverse(buckets.begin(), buckets.end());
+      for (BucketCollective& b : buckets) {
         b.op.params = param_set(std::move(b.bucket.slices));
-        add_collective(b.op, last_compute_);
+        out.push_back(add_collective(b.op, dep));
       }
     };
-    gather(ready_dense_, GroupKind::Dp, l_.grad_ranks(), "dp.");
-    if (m_.moe()) gather(ready_expert_, GroupKind::ExpertDp, l_.grad_ranks() / l_.ep, "expert_dp.");
-    if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
+    gather(dense, GroupKind::Dp, l_.grad_ranks(), "dp.");
+    if (m_.moe()) gather(expert, GroupKind::ExpertDp, l_.grad_ranks() / l_.ep, "expert_dp.");
+    return out;
   }
 
   // Without fused gradient accumulation (TransformerModel::fused_grad_accumulation false), the weight
@@ -646,7 +742,9 @@ class Builder {
     op.micro_batch = mb;
     op.layer = layer;
     op.params = params_of(list, i, local);
-    return add(op, dep);
+    const std::uint32_t id = add(op, dep);
+    wait_for_parameters(op.params);
+    return id;
   }
   std::uint32_t coll1(CollectiveOp what, GroupKind g, Bytes bytes, StreamKind stream, const std::string& name, int mb,
                       std::int64_t dep, int layer, std::int32_t params) {
@@ -882,6 +980,8 @@ class Builder {
   std::int64_t extra_elements_ = 0;
   std::int32_t extra_gathered_ = -1;
   std::vector<GradientReady> ready_dense_, ready_expert_;  // every final gradient, in ready order
+  std::vector<std::int32_t> predicted_order_;             // final_gradient_order(), with overlap_param_gather
+  std::unordered_map<std::int32_t, std::vector<std::uint32_t>> gather_ahead_of_;  // tensor -> its gathers not yet waited for
   PendingBuckets pending_dense_, pending_expert_;
   std::vector<std::uint32_t> reductions_;                 // the overlapped buckets issued
   std::int64_t last_async_tp_ = -1;                       // the last asynchronous TP collective (ColumnBackward)

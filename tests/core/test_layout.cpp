@@ -237,6 +237,17 @@ TEST(Layout, BatchAndZeroStage) {
   l = gpt3_layout();
   l.micro_batch = 0;
   EXPECT_TRUE(contains(error_of(l, m, 1024), "/layout/micro_batch"));
+  // The parameter gather overlap needs ZeRO 1-2's gather of the updated shards.
+  for (int zero : {0, 3}) {
+    l = gpt3_layout();
+    l.zero_stage = zero;
+    l.overlap_param_gather = true;
+    const std::string o = error_of(l, m, 1024);
+    EXPECT_TRUE(contains(o, "/layout/overlap_param_gather")) << o;
+    EXPECT_TRUE(contains(o, "zero_stage to 1 or 2")) << o;
+  }
+  l.zero_stage = 1;
+  EXPECT_TRUE(validate(l, m, 1024, 8).empty());
 }
 
 TEST(Layout, ExpertParallelism) {
@@ -292,6 +303,14 @@ TEST(Layout, WarningsForLegalButDoubtfulLayouts) {
   ASSERT_EQ(w2.size(), 2u);
   EXPECT_TRUE(contains(w2[0], "/layout/sequence_parallel"));
   EXPECT_TRUE(contains(w2[1], "/layout/zero_stage"));
+
+  Layout gather;
+  gather.zero_stage = 1;
+  gather.overlap_param_gather = true;  // with dp = 1: nothing to gather
+  gather.global_batch = 1;
+  const std::vector<std::string> w4 = validate(gather, m, 1, 8);
+  ASSERT_EQ(w4.size(), 2u);
+  EXPECT_TRUE(contains(w4[0], "/layout/overlap_param_gather")) << w4[0];
 
   Layout split;
   split.global_batch = 1;
@@ -410,6 +429,7 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.overlap_p2p_comm = true;
   other.cp = 2;
   other.loss_in_split = true;
+  other.overlap_param_gather = true;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "fp32"})")).grad_dtype, GradDtype::FP32);
@@ -433,6 +453,7 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "cp": 0})"), "/layout/cp");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_p2p_comm": "no"})"), "/layout/overlap_p2p_comm");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "loss_in_split": "yes"})"), "/layout/loss_in_split");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_param_gather": 1})"), "/layout/overlap_param_gather");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");

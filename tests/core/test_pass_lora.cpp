@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <set>
 
 #include "support/layouts.hpp"
 #include "twinbed/core/error.hpp"
@@ -107,6 +109,53 @@ TEST(LoraPass, ValidOnEveryLayoutAndZeroStage) {
         for (const PlanOp& op : p.ops) tp_allreduce += plan.names[op.name] == "lora.tp_allreduce";
         EXPECT_EQ(tp_allreduce, 1) << "replicated factors' gradients are summed over tp once";
         EXPECT_EQ(model_state_of(p.params, l).grads, zero >= 2 ? 2 * ((trainable(p) + 1) / 2) : 2 * trainable(p));
+      }
+    }
+  }
+}
+
+// ZeRO 1-2: the frozen base needs no gather; the adapters' updated shards are gathered after the step,
+// or with overlap_param_gather at the start of the next, each adapter's first forward GEMM waiting.
+TEST(LoraPass, GathersTheAdaptersOnlyAfterTheStepOrAheadOfTheForward) {
+  for (bool ahead : {false, true}) {
+    Layout l = layout3d(2, 1, 2, 4);
+    l.zero_stage = 1;
+    l.bucket_bytes = 4 * KiB;  // several buckets
+    l.overlap_param_gather = ahead;
+    Plan plan = build(l);
+    apply_lora(plan, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Fc2}});
+    EXPECT_NO_THROW(validate(plan));
+    for (const Program& p : plan.programs) {
+      std::uint32_t step = 0;
+      while (p.ops[step].span != SpanKind::Optimizer) ++step;
+      Bytes gathered = 0;
+      std::set<std::int32_t> waited;
+      std::map<std::int32_t, std::uint32_t> first_forward;  // adapter tensor -> its first forward GEMM
+      for (std::uint32_t i = 0; i < p.size(); ++i) {
+        const PlanOp& op = p.ops[i];
+        if (op.kind == OpKind::Compute && op.params >= 0 && cost_of(plan, op).phase == OpCost::Phase::Forward) {
+          for (const ParamSlice& s : p.param_sets[static_cast<std::size_t>(op.params)]) {
+            if (p.params[static_cast<std::size_t>(s.tensor)].trainable) first_forward.emplace(s.tensor, i);
+          }
+        }
+      }
+      for (std::uint32_t i = 0; i < p.size(); ++i) {
+        const PlanOp& op = p.ops[i];
+        if (op.kind != OpKind::Collective || op.collective != CollectiveOp::AllGather || op.params < 0) continue;
+        EXPECT_EQ(plan.names[op.name].rfind("lora.dp.param_allgather", 0), 0u) << plan.names[op.name];
+        EXPECT_EQ(ahead, i < step) << plan.names[op.name];
+        gathered += op.bytes;
+        for (const ParamSlice& s : p.param_sets[static_cast<std::size_t>(op.params)]) {
+          EXPECT_TRUE(p.params[static_cast<std::size_t>(s.tensor)].trainable);
+          if (!ahead) continue;
+          const std::uint32_t user = first_forward.at(s.tensor);
+          EXPECT_TRUE(std::count(p.deps_of(user), p.deps_of(user) + p.num_deps(user), i)) << plan.names[p.ops[user].name];
+          waited.insert(s.tensor);
+        }
+      }
+      EXPECT_EQ(gathered, 2 * trainable(p));
+      if (ahead) {
+        EXPECT_EQ(waited.size(), first_forward.size());
       }
     }
   }

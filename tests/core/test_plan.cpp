@@ -374,6 +374,87 @@ TEST(Plan, OverlappedBucketsDependOnTheBackwardThatProducesThem) {
   }
 }
 
+// overlap_param_gather: ZeRO 1-2's parameter gathers are the same buckets, issued at the start of the
+// step in forward order, and each tensor's first forward op waits for the gathers that hold it.
+TEST(Plan, ParameterGathersAheadOverlapTheForward) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  Layout interleaved = layout3d(2, 2, 2, 4);
+  interleaved.schedule = PipelineSchedule::Interleaved1F1B;
+  interleaved.virtual_stages = 2;
+  Layout experts = layout3d(4, 1, 2, 4);
+  experts.ep = 2;
+  struct Case {
+    TransformerModel model;
+    Layout layout;
+  };
+  for (Case c : {Case{tiny(), layout3d(2, 1, 2, 4)}, Case{tiny(), interleaved}, Case{moe, experts}}) {
+    for (int zero : {1, 2}) {
+      Layout l = c.layout;
+      l.zero_stage = zero;
+      l.bucket_bytes = 100 * KiB;  // buckets straddle tensors
+      const Plan after = build_plan(c.model, l, cluster(l));
+      l.overlap_param_gather = true;
+      const Plan ahead = build_plan(c.model, l, cluster(l));
+      EXPECT_NO_THROW(validate(ahead));
+      for (std::size_t s = 0; s < ahead.programs.size(); ++s) {
+        const Program& p = ahead.programs[s];
+        const Program& q = after.programs[s];
+        auto gathers = [](const Program& prog) {
+          std::vector<std::uint32_t> out;
+          for (std::uint32_t i = 0; i < prog.size(); ++i) {
+            const PlanOp& op = prog.ops[i];
+            if (op.kind == OpKind::Collective && op.collective == CollectiveOp::AllGather && op.params >= 0) out.push_back(i);
+          }
+          return out;
+        };
+        const std::vector<std::uint32_t> g = gathers(p);
+        ASSERT_FALSE(g.empty());
+        // The same buckets per communicator, last first; all before the first compute op.
+        std::uint32_t first_compute = 0;
+        while (p.ops[first_compute].kind != OpKind::Compute) ++first_compute;
+        for (GroupKind group : {GroupKind::Dp, GroupKind::ExpertDp}) {
+          std::vector<std::uint32_t> mine, theirs;
+          for (std::uint32_t i : g) {
+            if (p.ops[i].group == group) mine.push_back(i);
+          }
+          for (std::uint32_t i : gathers(q)) {
+            if (q.ops[i].group == group) theirs.push_back(i);
+          }
+          ASSERT_EQ(mine.size(), theirs.size());
+          for (std::size_t k = 0; k < mine.size(); ++k) {
+            const PlanOp& a = p.ops[mine[k]];
+            const PlanOp& b = q.ops[theirs[theirs.size() - 1 - k]];
+            EXPECT_LT(mine[k], first_compute);
+            EXPECT_EQ(p.num_deps(mine[k]), 0u);
+            EXPECT_EQ(a.bytes, b.bytes);
+            EXPECT_EQ(p.param_sets[static_cast<std::size_t>(a.params)], q.param_sets[static_cast<std::size_t>(b.params)]);
+          }
+        }
+        // Each gathered tensor's first compute op depends on every gather holding it.
+        std::map<std::int32_t, std::set<std::uint32_t>> holders;
+        for (std::uint32_t i : g) {
+          for (const ParamSlice& sl : p.param_sets[static_cast<std::size_t>(p.ops[i].params)]) holders[sl.tensor].insert(i);
+        }
+        std::set<std::int32_t> seen;
+        for (std::uint32_t i = 0; i < p.size(); ++i) {
+          const PlanOp& op = p.ops[i];
+          if (op.kind != OpKind::Compute || op.params < 0) continue;
+          for (const ParamSlice& sl : p.param_sets[static_cast<std::size_t>(op.params)]) {
+            if (!holders.count(sl.tensor) || !seen.insert(sl.tensor).second) continue;
+            const std::set<std::uint32_t> deps(p.deps_of(i), p.deps_of(i) + p.num_deps(i));
+            for (std::uint32_t want : holders[sl.tensor]) {
+              EXPECT_TRUE(deps.count(want)) << ahead.names[op.name] << " does not wait for " << ahead.names[p.ops[want].name];
+            }
+            EXPECT_NE(ahead.costs[static_cast<std::size_t>(op.cost)].phase, OpCost::Phase::BackwardWeight);
+          }
+        }
+        EXPECT_EQ(seen.size(), holders.size()) << "every gathered tensor is used by a compute op";
+      }
+    }
+  }
+}
+
 TEST(Plan, ModelStateAllocationsFollowZero) {
   for (int zero = 0; zero <= 3; ++zero) {
     Layout l = layout3d(4, 2, 2, 4);

@@ -273,6 +273,9 @@ TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
   cases.push_back({"zero3 sp dp=2 tp=2", l});
   l.zero_stage = 1, l.sequence_parallel = false;
   cases.push_back({"zero1 dp=2 tp=2", l});
+  l.overlap_param_gather = true;
+  cases.push_back({"zero1 dp=2 tp=2, parameter gathers ahead of the forward", l});
+  l.overlap_param_gather = false;
   l.dp = 1, l.tp = 2, l.pp = 2, l.zero_stage = 0, l.schedule = PipelineSchedule::GPipe;
   cases.push_back({"gpipe tp=2 pp=2", l});
   l.dp = 1, l.tp = 1, l.pp = 4, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2, l.global_batch = 8;

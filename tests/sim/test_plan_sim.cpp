@@ -236,6 +236,42 @@ TEST(PlanSim, RepresentativeEqualsFull) {
   }
 }
 
+// overlap_param_gather: ZeRO-1's gather of the updated parameters moves from after the optimizer step
+// to the start of the step, where it runs beside the forward; the first layer's forward waits for the
+// bucket holding it, and the step is shorter. Representative still equals Full.
+TEST(PlanSim, ParameterGathersAheadRunBesideTheForward) {
+  Layout l = layout3d(8, 1, 1, 2);  // data parallelism across the two nodes
+  l.zero_stage = 1;
+  l.bucket_bytes = 2 * MiB;
+  const Topology topo = fat_tree_8(5 * GBps);
+  const Trace after = simulate_plan(build_plan(small_model(), l, {8, 4}), topo, {});
+  l.overlap_param_gather = true;
+  const Plan plan = build_plan(small_model(), l, {8, 4});
+  const Trace ahead = simulate_plan(plan, topo, {});
+  EXPECT_LT(ahead.step_time, after.step_time);
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  EXPECT_EQ(simulate_plan(plan, topo, full).step_time, ahead.step_time);
+
+  const Program& p = plan.program(0);
+  Time first_gather_end = Time::max(), last_gather_end, first_layer_start = Time::max(), compute_before_last_gather;
+  for (const Span& sp : ahead.spans) {
+    if (sp.rank != 0 || sp.op < 0) continue;
+    const PlanOp& op = p.ops[static_cast<std::size_t>(sp.op)];
+    if (op.kind == OpKind::Collective && op.collective == CollectiveOp::AllGather && op.params >= 0) {
+      first_gather_end = std::min(first_gather_end, sp.end);
+      last_gather_end = std::max(last_gather_end, sp.end);
+    }
+  }
+  for (const Span& sp : ahead.spans) {
+    if (sp.rank != 0 || sp.op < 0 || p.ops[static_cast<std::size_t>(sp.op)].kind != OpKind::Compute) continue;
+    if (p.ops[static_cast<std::size_t>(sp.op)].layer == 0) first_layer_start = std::min(first_layer_start, sp.start);
+    if (sp.start < last_gather_end) compute_before_last_gather += sp.end - sp.start;
+  }
+  EXPECT_GE(first_layer_start, first_gather_end);  // the first layer waits for its bucket
+  EXPECT_GT(compute_before_last_gather, Time{});  // and the forward runs while later ones gather
+}
+
 // Coarse merges runs of compute ops nothing else waits on: the step time cannot change (the merged
 // ops ran back to back anyway); what changes is the number of spans (per-kernel detail is lost).
 TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {

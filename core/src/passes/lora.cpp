@@ -68,6 +68,10 @@ class LoraRewrite {
           const bool fwd = cost.phase == Phase::Forward;
           const OpRef xa = add_gemm(e, i, OpRef::original(i), fwd ? kAFwd : kARecompute, cost.phase, {cost.m, p_.rank, cost.k}, ad.set_a);
           const OpRef y = add_gemm(e, i, xa, fwd ? kBFwd : kBRecompute, cost.phase, {cost.m, cost.n, p_.rank}, ad.set_b);
+          if (fwd) {
+            first_forward_.emplace(ad.a, xa);
+            first_forward_.emplace(ad.b, y);
+          }
           for (std::uint32_t dep : e.dependents(i)) e.add_dep(OpRef::original(dep), y);
         } else if (cost.phase == Phase::BackwardData) {
           // W's data-gradient GEMM is (m tokens, n = k, k = d).
@@ -96,10 +100,13 @@ class LoraRewrite {
         e.op(i).bytes += activation.at(op.layer);
       }
     }
-    // ZeRO 1-2: the parameter gathers after the step carried the frozen parameters.
-    for (std::uint32_t i = step + 1; i < prog.ops.size(); ++i) {
-      const PlanOp& op = prog.ops[i];
-      if (op.kind == OpKind::Collective && op.tensor_class == TensorClass::Weights) e.remove(i);
+    // ZeRO 1-2: the parameter gathers (after the step, or ahead of the forward) carried the frozen
+    // parameters. (ZeRO-3's gather the layers for their passes: kept.)
+    if (l_.zero_stage == 1 || l_.zero_stage == 2) {
+      for (std::uint32_t i = 0; i < prog.ops.size(); ++i) {
+        const PlanOp& op = prog.ops[i];
+        if (op.kind == OpKind::Collective && op.tensor_class == TensorClass::Weights) e.remove(i);
+      }
     }
 
     std::vector<OpRef> before_step;
@@ -135,6 +142,7 @@ class LoraRewrite {
   // optimizer and model-state allocations).
   void add_adapters(ProgramEditor& e, std::int32_t stage_set) {
     adapters_.clear();
+    first_forward_.clear();
     const std::size_t base_count = e.params().size();
     for (std::size_t t = 0; t < base_count; ++t) {
       e.params()[t].trainable = false;
@@ -217,7 +225,8 @@ class LoraRewrite {
   }
 
   // The adapters' gradients in data-parallel buckets before the step (gradient_buckets, as the builder
-  // does), and with ZeRO 1-2 the updated adapter parameters gathered after it.
+  // does), and with ZeRO 1-2 the updated adapter parameters gathered after it (or, with
+  // overlap_param_gather, ahead of the forward).
   void emit_buckets(ProgramEditor& e, const Program& prog, std::uint32_t step, std::vector<Ready>& ready,
                     std::vector<OpRef>& before_step) {
     if (ready.empty() || l_.grad_ranks() <= 1) return;
@@ -241,9 +250,23 @@ class LoraRewrite {
         before_step.push_back(e.insert_before(step, b.op, {OpRef::original(static_cast<std::uint32_t>(last_compute))}));
       }
     }
-    for (BucketCollective& b : parameter_gather(list, GroupKind::Dp, l_, ge_, pe_, "lora.dp.", tables_)) {
-      b.op.params = e.add_param_set(std::move(b.bucket.slices));
-      e.insert_after(step, b.op, {OpRef::original(step)});
+    std::vector<BucketCollective> gathers = parameter_gather(list, GroupKind::Dp, l_, ge_, pe_, "lora.dp.", tables_);
+    if (!l_.overlap_param_gather) {
+      for (BucketCollective& b : gathers) {
+        b.op.params = e.add_param_set(std::move(b.bucket.slices));
+        e.insert_after(step, b.op, {OpRef::original(step)});
+      }
+      return;
+    }
+    // Ahead of the forward, as the builder issues the base's (plan_builder.cpp, emit_parameter_gather_ahead):
+    // at the start in forward order, each adapter's first forward GEMM waiting for the gathers that hold it.
+    std::reverse(gathers.begin(), gathers.end());
+    for (BucketCollective& b : gathers) {
+      b.op.params = e.add_param_set(b.bucket.slices);
+      const OpRef r = e.insert_before(0, b.op);
+      for (const ParamSlice& s : b.bucket.slices) {
+        if (auto it = first_forward_.find(s.tensor); it != first_forward_.end()) e.add_dep(it->second, r);
+      }
     }
   }
 
@@ -253,6 +276,7 @@ class LoraRewrite {
   PlanTables& tables_;
   Bytes ge_, pe_;
   std::map<std::int32_t, Adapter> adapters_;  // by base tensor, for the program being rewritten
+  std::map<std::int32_t, OpRef> first_forward_;  // adapter tensor -> its first forward GEMM, in that program
   std::map<std::tuple<std::uint32_t, std::int32_t, int>, std::pair<std::uint32_t, std::int32_t>> interned_;  // -> (name, cost)
 };
 

@@ -61,6 +61,12 @@ struct Layout {
   int virtual_stages = 1;           // v, model chunks per pipeline rank: 1 unless interleaved (then >= 2)
   Recompute recompute = Recompute::None;
   bool overlap_grad_reduce = true;  // reduce gradient buckets during backward
+  // ZeRO 1-2: the all-gather of the updated parameters runs at the start of the next step, overlapping
+  // its forward (each layer's first forward op waits for the bucket holding its parameters) instead of
+  // right after the optimizer step: Megatron-LM's --overlap-param-gather (with its distributed
+  // optimizer), and FSDP without resharding after forward, which gathers in the forward pass. Off,
+  // Megatron's default and DeepSpeed ZeRO's behaviour.
+  bool overlap_param_gather = false;
   // Pipeline sends overlap the compute after them. Off, Megatron-LM's default (--overlap-p2p-communication
   // turns it on for the interleaved schedule), a stage computes nothing more until its last send is
   // through: megatron/core/pipeline_parallel/p2p_communication.py waits on every request of a
@@ -155,7 +161,8 @@ Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& la
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"dp", "tp", "pp", "ep", "cp", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
-//  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_p2p_comm", "bucket_MiB", "grad_dtype"
+//  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm", "bucket_MiB",
+//  "grad_dtype"
 //  ("model" | "fp32"),
 //  "embedding_in_split", "loss_in_split"}:
 // every key optional, defaulting

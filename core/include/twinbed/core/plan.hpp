@@ -309,8 +309,9 @@ void validate(const Plan& plan);
 //  - DP gradient reduction in buckets of layout.bucket_bytes on the Collective stream (gradient_buckets
 //    below); with overlap_grad_reduce each bucket depends on the last micro-batch's backward ops that
 //    complete its gradients; without, all buckets follow the whole backward. ZeRO 0: all-reduce; 1-2:
-//    reduce-scatter, then all-gather of the updated parameters after the optimizer step; 3:
-//    reduce-scatter per layer and micro-batch.
+//    reduce-scatter, then all-gather of the updated parameters after the optimizer step (with
+//    overlap_param_gather: at the start of the program, the last bucket first, each tensor's first
+//    forward op depending on the gathers that hold it); 3: reduce-scatter per layer and micro-batch.
 //  - With pp > 1, on the first and the last stage: the all-reduce of the tied word embedding's gradient
 //    (⌈V/tp⌉·h elements, the LM head's copy on the last stage) over the Embedding group, on the
 //    Collective stream after the DP reduction and the whole backward, before the optimizer step —

@@ -148,7 +148,7 @@ struct BucketCollective {
 // all-reduce under ZeRO 0, else a reduce-scatter; named `base` + "bucket" + its index (base "dp.").
 std::vector<BucketCollective> gradient_reduction(const std::vector<GradientReady>& ready, GroupKind group, const Layout& layout,
                                                  Bytes grad_bytes, const std::string& base, PlanTables& tables);
-// ZeRO 1–2: the all-gathers of the same parameters, updated, after the step: buckets of as many
+// ZeRO 1–2: the all-gathers of the same parameters, updated by the step: buckets of as many
 // elements as the reduction's, `param_bytes` per element; named `base` + "param_allgather" + its index.
 std::vector<BucketCollective> parameter_gather(const std::vector<GradientReady>& ready, GroupKind group, const Layout& layout,
                                                Bytes grad_bytes, Bytes param_bytes, const std::string& base, PlanTables& tables);

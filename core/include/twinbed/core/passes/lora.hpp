@@ -30,7 +30,8 @@
 //    sum on each rank: one tp all-reduce of all of them per iteration, after the backward.
 //  - The adapters' gradients are reduced in new data-parallel buckets (gradient_buckets, the builder's
 //    rule), ready when the last micro-batch's adapter weight-gradient GEMMs of their layer have run;
-//    ZeRO 1-2 all-gather the updated adapter parameters after the step; under ZeRO-3 a layer's
+//    ZeRO 1-2 all-gather the updated adapter parameters after the step (with overlap_param_gather, at
+//    the start, each adapter's first forward GEMM waiting), not the frozen base's; under ZeRO-3 a layer's
 //    per-micro-batch reduce-scatter carries its adapters' gradients only.
 //  - Model-state allocations and the optimizer step follow the new trainable set.
 #pragma once
