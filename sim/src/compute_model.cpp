@@ -18,7 +18,13 @@ using nlohmann::json;
 Efficiency default_efficiency(const std::string& device_name) {
   // Dense BF16 GEMM peaks measured publicly (../shared/REFERENCE.md): A100 271 of 312 TFLOP/s (0.87),
   // H100 795 of 989 (0.80). H200 has H100's GH100 die and clocks (only HBM differs): 0.80.
-  // Memory: STREAM-style copy kernels reach about 90% of HBM datasheet bandwidth on these parts.
+  // Memory: a copy-class kernel's measured share of the HBM datasheet bandwidth. A100: 0.87 — CUB's
+  // BabelStream on an A100-SXM4-80GB, 2^28 16-byte elements, "mul" (a scaled copy) 4.849 ms for 8.59 GB,
+  // 86.9% of 2,039 GB/s, and "add" 87.7% (NVIDIA/cccl pull request #7019, 2025-12); a memcopy measured
+  // at 1,355 GB/s on an A100 40GB, 87.1% of 1,555 (PTsolvers/gpu-workshop-JuliaCon23 issue #7, 2023).
+  // H100/H200: 0.90 — PyTorch's element-wise ReLU on 2^29 FP16 elements, 0.704 ms for a read and a
+  // write, 3.05 TB/s, 91% of 3.35 (pytorch/pytorch pull request #145746, "Hopper H100", 2025-01); no
+  // public STREAM figure for the SXM part was found. The same share for every memory-bound kernel.
   // Flash attention by generation, as a fraction of the datasheet peak (see Efficiency::flash_attention),
   // the middle of the range each paper's abstract gives over its benchmarks (sequence lengths, head
   // sizes, causal or not, forward and backward), since a training step runs both passes over one shape:
@@ -29,7 +35,7 @@ Efficiency default_efficiency(const std::string& device_name) {
   //    1.5-2.0× with FP16 reaching up to 740 TFLOPs/s (75% utilization)" over FlashAttention-2's "35%
   //    utilization on the H100": from 1.5 × 35% = 52.5% to 75%: 0.64; FlashAttention-2: 0.35. No public
   //    figure for the first FlashAttention on Hopper.
-  if (device_name == "a100") return {0.87, 0.9, {0.61, 0.325, 0.61, 0}};
+  if (device_name == "a100") return {0.87, 0.87, {0.61, 0.325, 0.61, 0}};
   if (device_name == "h100" || device_name == "h200") return {0.80, 0.9, {0.64, 0, 0.35, 0.64}};
   return {0.80, 0.9, {0.80, 0.80, 0.80, 0.80}};
 }

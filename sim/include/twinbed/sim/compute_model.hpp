@@ -68,7 +68,7 @@ struct Efficiency {
   bool operator==(const Efficiency&) const = default;
 };
 
-// The defaults above, by device name ("a100" 0.87, "h100"/"h200" 0.80, else 0.80; memory 0.9; flash
+// The defaults above, by device name ("a100" 0.87, "h100"/"h200" 0.80, else 0.80; memory: a100 0.87, else 0.9; flash
 // attention by generation: on A100 FlashAttention 0.325 and FlashAttention-2 0.61 (the newest), no
 // FlashAttention-3 (Hopper only); on H100/H200 FlashAttention-2 0.35 and FlashAttention-3 0.64 (the
 // newest), no public figure for FlashAttention; else as GEMMs).
