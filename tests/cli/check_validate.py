@@ -21,6 +21,13 @@ def main(path, table_path):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["id"], key, r[key])
         assert r["source"] and r["file"] and r["set"] in ("collectives", "training"), r
         assert r["id"] in table, f"{r['id']} not in the printed table"
+        step = r["step_breakdown"]
+        if r["set"] == "collectives":
+            assert step is None, r["id"]
+        else:
+            parts = [step[k] for k in ("compute", "exposed_communication", "bubble")]
+            assert all(0 <= x <= 1 for x in parts) and sum(parts) <= 1 + 1e-9, (r["id"], step)
+            assert abs(sum(step["op_kind_shares"].values()) - 1) < 1e-9, (r["id"], step)
     for a in doc["aggregates"]:
         assert a["set"] in ("collectives", "training") and isinstance(a["target_met"], bool), a
         assert 0 <= a["mean_abs_error"] <= a["max_abs_error"], a

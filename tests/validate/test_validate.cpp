@@ -232,6 +232,17 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
     EXPECT_GT(x.simulated, 0) << x.id;
     EXPECT_DOUBLE_EQ(x.error, relative_error(x.simulated, x.published)) << x.id;
   }
+  // A training row says where its step went: fractions of the step and op kinds' shares.
+  EXPECT_FALSE(r.rows[0].breakdown);
+  ASSERT_TRUE(r.rows[2].breakdown);
+  const RowResult::Breakdown& b = *r.rows[2].breakdown;
+  EXPECT_GT(b.compute, 0);
+  EXPECT_LE(b.compute + b.exposed_communication + b.bubble, 1 + 1e-9);
+  double shares = 0;
+  for (const auto& [kind, share] : b.op_kinds) shares += share;
+  EXPECT_NEAR(shares, 1, 1e-9);
+  ASSERT_FALSE(b.op_kinds.empty());
+  EXPECT_EQ(b.op_kinds.front().first, "gemm");
   // Deterministic: the same rows give the same results.
   const Results again = run(d, o);
   EXPECT_EQ(again.rows, r.rows);
@@ -239,6 +250,9 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
   EXPECT_EQ(j["format"], "twinbed-validate-1");
   EXPECT_EQ(j["rows"].size(), 3u);
   EXPECT_EQ(j["skipped_expensive"], 1);
+  EXPECT_TRUE(j["rows"][0]["step_breakdown"].is_null());
+  EXPECT_DOUBLE_EQ(j["rows"][2]["step_breakdown"]["compute"].get<double>(), b.compute);
+  EXPECT_DOUBLE_EQ(j["rows"][2]["step_breakdown"]["op_kind_shares"]["gemm"].get<double>(), b.op_kinds.front().second);
   EXPECT_NE(table(r).find("tiny"), std::string::npos);
 }
 

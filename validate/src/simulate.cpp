@@ -86,7 +86,8 @@ RowResult simulate(const TrainingCase& c) {
   const Experiment& e = c.experiment;
   const Topology topology = build_topology(e.cluster);
   const Plan plan = plan_for(e, topology);
-  const Trace trace = sim::simulate_plan(plan, topology, sim::plan_sim_options(e, topology, false));
+  // Spans recorded (the representative ranks'): the row's step breakdown is read from them.
+  const Trace trace = sim::simulate_plan(plan, topology, sim::plan_sim_options(e, topology, true));
   const double step_s = trace.step_time.seconds();
   if (!(step_s > 0)) throw Error("row " + c.id + ": the simulated iteration took no time");
   const int gpus = e.layout.world_size();
@@ -111,6 +112,12 @@ RowResult simulate(const TrainingCase& c) {
     r.detail += "; peak memory " + fixed(static_cast<double>(rep.peak_memory) / kGiB, 1) + " GiB of " +
                 fixed(static_cast<double>(inputs.device_memory) / kGiB, 1) + ": does not fit";
   }
+  RowResult::Breakdown b;
+  b.compute = rep.compute_fraction;
+  b.exposed_communication = rep.exposed_comm_fraction;
+  b.bubble = rep.bubble_fraction;
+  for (const OpKindRow& k : rep.op_kinds) b.op_kinds.emplace_back(to_string(k.kind), k.share);
+  r.breakdown = b;
   r.assumed = c.assumed;
   r.provenance = c.provenance;
   return r;
@@ -182,6 +189,15 @@ nlohmann::json to_json(const Results& r) {
   using nlohmann::json;
   json rows = json::array();
   for (const RowResult& x : r.rows) {
+    json step = nullptr;
+    if (x.breakdown) {
+      json kinds = json::object();
+      for (const auto& [kind, share] : x.breakdown->op_kinds) kinds[kind] = share;
+      step = {{"compute", x.breakdown->compute},
+              {"exposed_communication", x.breakdown->exposed_communication},
+              {"bubble", x.breakdown->bubble},
+              {"op_kind_shares", kinds}};
+    }
     rows.push_back({{"id", x.id},
                     {"set", to_string(x.set)},
                     {"label", x.label},
@@ -191,6 +207,7 @@ nlohmann::json to_json(const Results& r) {
                     {"error", x.error},
                     {"judged", x.judged},
                     {"detail", x.detail},
+                    {"step_breakdown", step},
                     {"assumed", x.assumed},
                     {"file", x.provenance.file},
                     {"source", x.provenance.source},

@@ -29,6 +29,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -123,6 +124,14 @@ struct RowResult {
   double error = 0;       // (simulated − published) / published
   bool judged = true;     // counts toward the set's target (collectives: size ≥ 1 MiB)
   std::string detail;     // the algorithm NCCL's model picked, or the step time
+  // Training rows: where the simulated step went (twinbed run's "step breakdown" and "op kind" shares),
+  // so that a reader can see which part of the model a row's error weighs on.
+  struct Breakdown {
+    double compute = 0, exposed_communication = 0, bubble = 0;  // fractions of the step, means over ranks
+    std::vector<std::pair<std::string, double>> op_kinds;     // each kind's share of the summed span time
+    bool operator==(const Breakdown&) const = default;
+  };
+  std::optional<Breakdown> breakdown;
   std::vector<std::string> assumed;
   Provenance provenance;
   bool operator==(const RowResult&) const = default;
