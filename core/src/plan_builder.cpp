@@ -350,12 +350,13 @@ class Builder {
 
   void check_gradient_order() const {
     if (!gather_ahead()) return;
-    std::vector<std::int32_t> dense, expert, got;
+    // Per communicator (dense, then expert), as ready() files them.
+    std::vector<std::int32_t> want, expert, got;
+    for (std::int32_t t : predicted_order_) (prog_->params[static_cast<std::size_t>(t)].expert ? expert : want).push_back(t);
+    want.insert(want.end(), expert.begin(), expert.end());
     for (const GradientReady& r : ready_dense_) got.push_back(r.tensor);
     for (const GradientReady& r : ready_expert_) got.push_back(r.tensor);
-    for (std::int32_t t : predicted_order_) (prog_->params[static_cast<std::size_t>(t)].expert ? expert : dense).push_back(t);
-    dense.insert(dense.end(), expert.begin(), expert.end());
-    if (got != dense) {
+    if (got != want) {
       throw std::logic_error("build_plan: stage " + std::to_string(stage_) +
                              ": the gradients' ready order differs from final_gradient_order()'s, so the parameter "
                              "gathers issued ahead are not the reduction's buckets");
