@@ -2,10 +2,13 @@
 // and aggregate error, validate.json with provenance, and a plot. The work is validate/'s library.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <vector>
 
 #include "commands.hpp"
 #include "run_experiment.hpp"
@@ -26,7 +29,24 @@ struct ValidateOptions {
   std::string only;
   bool cheap = false;
   bool no_plot = false;
+  std::vector<std::string> profiles;  // DEVICE=FILE
 };
+
+// "--profile DEVICE=FILE" entries as a map; ConfigError naming the flag on a malformed one or a device
+// given twice.
+std::map<std::string, std::string> parse_profiles(const std::vector<std::string>& entries) {
+  std::map<std::string, std::string> out;
+  for (const std::string& entry : entries) {
+    const std::size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == entry.size()) {
+      throw ConfigError("--profile", "expected DEVICE=FILE (e.g. h100=profiles/gpu.json), got '" + entry + "'");
+    }
+    if (!out.emplace(entry.substr(0, eq), entry.substr(eq + 1)).second) {
+      throw ConfigError("--profile", "device '" + entry.substr(0, eq) + "' given twice");
+    }
+  }
+  return out;
+}
 
 // experiments/validation under the working folder, else in the source tree the binary was built from.
 std::string default_data() {
@@ -39,6 +59,8 @@ void validate_command(const ValidateOptions& o) {
   validation::Options options;
   if (!o.only.empty()) options.only = validation::parse_set(o.only);
   options.cheap_only = o.cheap;
+  options.profiles = parse_profiles(o.profiles);
+  validation::check_profiles(options.profiles);
   const std::string data = o.data.empty() ? default_data() : o.data;
   // Every row file is read and checked before anything is simulated or written.
   const validation::Dataset dataset = validation::load_dataset(data, options.only);
@@ -66,7 +88,8 @@ void validate_command(const ValidateOptions& o) {
   if (ec) throw Error("cannot remove the old " + png.string() + ": " + ec.message());
   nlohmann::json doc = validation::to_json(results);
   const RunProvenance p = make_provenance(
-      {{"data", data}, {"data_files", dataset.files}, {"only", o.only.empty() ? "all" : o.only}, {"cheap", o.cheap}},
+      {{"data", data}, {"data_files", dataset.files}, {"only", o.only.empty() ? "all" : o.only}, {"cheap", o.cheap},
+       {"profiles", options.profiles}},
       git_revision(), twinbed_version());
   doc["provenance"] = {{"git_revision", p.git_revision}, {"twinbed_version", p.twinbed_version}, {"date", p.date}, {"hostname", p.hostname}};
   doc["provenance"].update(p.config);
@@ -82,6 +105,10 @@ void validate_command(const ValidateOptions& o) {
               results.rows.size(), dataset.files.size(), data.c_str());
   std::cout << validation::table(results);
   std::printf("# wrote %s/{validate.json%s}\n", dir.string().c_str(), plotted.c_str());
+  for (const auto& [device, file] : options.profiles) {
+    const bool used = std::any_of(results.rows.begin(), results.rows.end(), [&](const validation::RowResult& r) { return r.profile == file; });
+    if (!used) std::fprintf(stderr, "twinbed: note: no training row ran on %s: --profile %s=%s was not used\n", device.c_str(), device.c_str(), file.c_str());
+  }
 }
 
 }  // namespace
@@ -102,6 +129,11 @@ void add_validate_command(CLI::App& app) {
                 "Only the cheap rows: every collective, and training rows of at most 64 GPUs and 4096 layers x "
                 "micro-batches per pipeline (what ctest runs)");
   cmd->add_flag("--no-plot", opts->no_plot, "Do not draw validate.png");
+  cmd->add_option("--profile", opts->profiles,
+                  "DEVICE=FILE (repeatable): simulate the training rows on that device preset (a100, h100, h200) with a "
+                  "measured profile (twinbed calibrate --gpu) instead of the roofline defaults; marked in the table "
+                  "and validate.json")
+      ->type_name("DEVICE=FILE");
   cmd->footer(
       "Targets reported (issue 12): collectives |error| <= 10% at every size >= 1 MiB; training mean |error| <= 5% and "
       "max <= 10%. Exit status 0 whether or not they hold; 1 on a bad row file (named with its field).");

@@ -13,7 +13,8 @@
 # dependencies); build only the CLI, the CUDA tests and bench_kernels_cuda; ctest -L cuda; twinbed
 # calibrate --gpu; for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
 # --backend real-cuda (runs it with and without its technique, paired); one twinbed run --backend
-# real-cuda; bench_kernels_cuda (the CUDA twins' bandwidth fractions). Without a GPU it
+# real-cuda; bench_kernels_cuda (the CUDA twins' bandwidth fractions); on an H100 SXM, twinbed validate's
+# training rows with the measured profile (validate --profile h100=...). Without a GPU it
 # configures and builds (so the script is checked wherever it runs), skips every GPU step saying so, and
 # exits 0. A failed step is recorded and the next goes on; the exit code is 1 when any step failed.
 #
@@ -181,6 +182,15 @@ PY
   step run-real-cuda 30 "$TB" run "$first" --backend real-cuda --out "$LOGS/run-real-cuda" || true
   # The CUDA twins' bandwidth fractions: each streaming twin against the device-to-device copy.
   step bench-kernels-cuda 60 "$BUILD/kernels/bench_kernels_cuda" || true
+  # The validation's training rows with this GPU's measured profile in place of the roofline defaults
+  # (issue 12): how much of their error is the per-GPU rate of real kernels. H100 SXM only: the rows'
+  # devices are a100 and h100, and an H200's HBM is not an H100's.
+  if [ -f "$PROFILE" ] && grep -q 'H100 80GB HBM3' "$LOGS/gpu.txt"; then
+    step validate-profile 60 "$TB" validate --only training --data "$ROOT/experiments/validation" \
+      --profile "h100=$PROFILE" --out "$LOGS/validate-profile" --no-plot || true
+  else
+    SKIPPED+=("validate with the GPU profile: not an H100 SXM, or no profile")
+  fi
 
   # ---- the figures, in the summary.
   {
@@ -203,6 +213,11 @@ PY
     echo "## the CUDA twins' bandwidth fractions (bench_kernels_cuda)"
     echo '```'
     cat "$LOGS/bench-kernels-cuda.log" 2>/dev/null || true
+    echo '```'
+    echo
+    echo "## the validation's H100 training rows with this GPU's profile (twinbed validate --profile)"
+    echo '```'
+    grep -E 'h100|^training' "$LOGS/validate-profile.log" 2>/dev/null || echo "not run"
     echo '```'
     echo
     echo "## ctest -L cuda"

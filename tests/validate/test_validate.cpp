@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <map>
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/validate/validate.hpp"
@@ -268,6 +270,46 @@ TEST(ValidateRows, ARunThatDoesNotFitSaysSo) {
   ASSERT_EQ(r.rows.size(), 2u);
   EXPECT_EQ(r.rows[0].detail.find("does not fit"), std::string::npos) << r.rows[0].detail;
   EXPECT_NE(r.rows[1].detail.find("GiB of 74.5: does not fit"), std::string::npos) << r.rows[1].detail;
+}
+
+// --profile: the training rows on the named device run with the measured profile (a slower GEMM rate
+// reads slower), marked as such; rows on other devices do not; bad entries name the flag.
+TEST(ValidateRows, AMeasuredProfileReplacesTheDefaultsForItsDeviceOnly) {
+  const std::string file = testing::TempDir() + "validate_profile.json";
+  {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(R"({"device": "slow-a100", "gemm_TFLOPs": {"bf16": 100}, "memory_bandwidth_GBps": 1000})", f);
+    std::fclose(f);
+  }
+  const TrainingCase row = parse_training(training_file())[0];
+  const RowResult defaults = simulate(row);
+  const RowResult measured = simulate(row, {{"a100", file}});
+  const RowResult other = simulate(row, {{"h100", file}});
+  EXPECT_TRUE(defaults.profile.empty());
+  EXPECT_EQ(measured.profile, file);
+  EXPECT_NE(measured.detail.find("measured profile"), std::string::npos) << measured.detail;
+  EXPECT_LT(measured.simulated, defaults.simulated);
+  EXPECT_EQ(other, defaults);
+  Dataset d;
+  d.training = {row};
+  Options o;
+  o.profiles = {{"a100", file}};
+  EXPECT_EQ(run(d, o).rows.at(0), measured);
+  EXPECT_EQ(to_json(run(d, o))["rows"][0]["profile"], file);
+  EXPECT_TRUE(to_json(run(d, Options{}))["rows"][0]["profile"].is_null());
+
+  for (const std::map<std::string, std::string>& bad :
+       {std::map<std::string, std::string>{{"h300", file}}, std::map<std::string, std::string>{{"a100", file + ".missing"}}}) {
+    try {
+      check_profiles(bad);
+      ADD_FAILURE() << "no error for " << bad.begin()->first << "=" << bad.begin()->second;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.path(), "--profile");
+      EXPECT_NE(e.message().find(bad.begin()->first + "="), std::string::npos) << e.message();
+    }
+  }
+  std::remove(file.c_str());
 }
 
 TEST(ValidateRows, TheRepositoryDataLoads) {

@@ -6,11 +6,13 @@
 #include <sstream>
 
 #include "twinbed/core/collective_table.hpp"
+#include "twinbed/core/device.hpp"
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/passes.hpp"
 #include "twinbed/core/report.hpp"
 #include "twinbed/core/topology_json.hpp"
 #include "twinbed/sim/collective_sim.hpp"
+#include "twinbed/sim/compute_model.hpp"
 #include "twinbed/sim/group_collectives.hpp"
 #include "twinbed/sim/nccl_model.hpp"
 #include "twinbed/sim/plan_sim.hpp"
@@ -82,9 +84,29 @@ RowResult simulate(const CollectiveCase& c) {
   return r;
 }
 
-RowResult simulate(const TrainingCase& c) {
-  const Experiment& e = c.experiment;
+void check_profiles(const std::map<std::string, std::string>& profiles) {
+  for (const auto& [device, file] : profiles) {
+    DeviceSpec spec;
+    try {
+      spec = device_preset(device);
+    } catch (const UnknownName&) {
+      std::string names;
+      for (const std::string& n : device_preset_names()) names += (names.empty() ? "" : ", ") + n;
+      throw ConfigError("--profile", "'" + device + "=" + file + "': no device preset '" + device + "'; accepted: " + names);
+    }
+    try {
+      static_cast<void>(sim::load_profile(file, spec));
+    } catch (const Error& err) {
+      throw ConfigError("--profile", "'" + device + "=" + file + "': " + err.what());
+    }
+  }
+}
+
+RowResult simulate(const TrainingCase& c, const std::map<std::string, std::string>& profiles) {
+  Experiment e = c.experiment;
   const Topology topology = build_topology(e.cluster);
+  const auto measured = profiles.find(topology.device(0).name);
+  if (measured != profiles.end()) e.cluster.profile = measured->second;
   const Plan plan = plan_for(e, topology);
   // Spans recorded (the representative ranks'): the row's step breakdown is read from them.
   const Trace trace = sim::simulate_plan(plan, topology, sim::plan_sim_options(e, topology, true));
@@ -118,6 +140,8 @@ RowResult simulate(const TrainingCase& c) {
   b.bubble = rep.bubble_fraction;
   for (const OpKindRow& k : rep.op_kinds) b.op_kinds.emplace_back(to_string(k.kind), k.share);
   r.breakdown = b;
+  r.profile = e.cluster.profile;
+  if (!r.profile.empty()) r.detail += "; measured profile " + r.profile;
   r.assumed = c.assumed;
   r.provenance = c.provenance;
   return r;
@@ -154,6 +178,7 @@ std::vector<Aggregate> aggregate(const std::vector<RowResult>& rows) {
 }
 
 Results run(const Dataset& data, const Options& options) {
+  check_profiles(options.profiles);
   Results results;
   std::size_t total = 0;
   const bool collectives = !options.only || *options.only == Set::Collectives;
@@ -179,7 +204,7 @@ Results run(const Dataset& data, const Options& options) {
   }
   for (const TrainingCase* c : train) {
     progress("training", c->id);
-    results.rows.push_back(simulate(*c));
+    results.rows.push_back(simulate(*c, options.profiles));
   }
   results.aggregates = aggregate(results.rows);
   return results;
@@ -208,6 +233,7 @@ nlohmann::json to_json(const Results& r) {
                     {"judged", x.judged},
                     {"detail", x.detail},
                     {"step_breakdown", step},
+                    {"profile", x.profile.empty() ? json(nullptr) : json(x.profile)},
                     {"assumed", x.assumed},
                     {"file", x.provenance.file},
                     {"source", x.provenance.source},

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -132,6 +133,7 @@ struct RowResult {
     bool operator==(const Breakdown&) const = default;
   };
   std::optional<Breakdown> breakdown;
+  std::string profile;    // training rows: the measured profile it ran with (Options::profiles); empty: the defaults
   std::vector<std::string> assumed;
   Provenance provenance;
   bool operator==(const RowResult&) const = default;
@@ -141,7 +143,12 @@ struct RowResult {
 double relative_error(double simulated, double published);
 
 RowResult simulate(const CollectiveCase& c);
-RowResult simulate(const TrainingCase& c);
+// `profiles` as Options::profiles.
+RowResult simulate(const TrainingCase& c, const std::map<std::string, std::string>& profiles = {});
+
+// Checks Options::profiles before anything runs: each key a device preset, each file a profile that
+// loads for it. ConfigError naming "--profile" otherwise.
+void check_profiles(const std::map<std::string, std::string>& profiles);
 
 struct Aggregate {
   Set set = Set::Collectives;
@@ -164,6 +171,10 @@ std::vector<Aggregate> aggregate(const std::vector<RowResult>& rows);
 struct Options {
   std::optional<Set> only;
   bool cheap_only = false;
+  // Device preset name -> a measured profile of that device (twinbed calibrate --gpu): the training rows
+  // whose cluster has that device are simulated with it instead of the roofline defaults (the cluster's
+  // "profile"). Collective rows are NCCL's model and do not read it. Empty: the defaults everywhere.
+  std::map<std::string, std::string> profiles;
   // Called before each row is simulated ("[3/12] training mtnlg-530b ...").
   std::function<void(const std::string&)> progress;
 };
