@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Plot `twinbed validate`'s results: the simulator's signed error on every published row, one bar
 per row (simulated vs published, in %), grouped by set, with the issue's target band shaded and each
-bar labelled with the published and simulated figures.
+bar labelled with the published and simulated figures; beside the training rows, where each simulated
+step goes (compute, exposed communication, pipeline bubble: validate.json's step_breakdown).
 
 Usage:  notebooks/plot_validate.py results/validate/validate.json OUT.png
 `twinbed validate` runs it (unless --no-plot). Runs with Debian's /usr/bin/python3 (python3-matplotlib).
@@ -27,14 +28,37 @@ def figure_text(value, metric):
     return f"{value:.3f}" if metric == "mfu" else f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
+# Where a training row's simulated step goes, as fractions of the step (means over ranks).
+PARTS = [("compute", "compute", "#6d9eeb"), ("exposed_communication", "exposed communication", "#e69138"),
+         ("bubble", "bubble", "#b7b7b7")]
+
+
+def draw_breakdown(ax, rows):
+    y = list(range(len(rows)))[::-1]
+    left = [0.0] * len(rows)
+    for key, label, color in PARTS:
+        widths = [100 * r["step_breakdown"][key] for r in rows]
+        ax.barh(y, widths, left=left, color=color, height=0.6, label=label)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_xlim(0, 100)
+    ax.tick_params(axis="y", labelleft=False)
+    ax.set_title("where the simulated step goes", fontsize=10, loc="left")
+    ax.set_xlabel("% of the step", fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05), frameon=False)
+
+
 def draw(data, out_png):
     rows = data["rows"]
     sets = [s for s in ("collectives", "training") if any(r["set"] == s for r in rows)]
     heights = [max(1.2, 0.42 * sum(r["set"] == s for r in rows) + 0.9) for s in sets]
-    fig = Figure(figsize=(10, sum(heights) + 0.6))
-    axes = fig.subplots(len(sets), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    fig = Figure(figsize=(12, sum(heights) + 0.6))
+    grid = fig.add_gridspec(len(sets), 2, height_ratios=heights, width_ratios=[3.2, 1])
     aggregates = {a["set"]: a for a in data.get("aggregates", [])}
-    for ax, s in zip(axes, sets):
+    for i, s in enumerate(sets):
+        broken = s == "training" and all(r.get("step_breakdown") for r in rows if r["set"] == s)
+        ax = fig.add_subplot(grid[i, 0] if broken else grid[i, :])
+        if broken:
+            draw_breakdown(fig.add_subplot(grid[i, 1], sharey=ax), [r for r in rows if r["set"] == s])
         mine = [r for r in rows if r["set"] == s]
         errors = [100 * r["error"] for r in mine]
         y = list(range(len(mine)))[::-1]
