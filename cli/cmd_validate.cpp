@@ -59,8 +59,7 @@ void validate_command(const ValidateOptions& o) {
   validation::Options options;
   if (!o.only.empty()) options.only = validation::parse_set(o.only);
   options.cheap_only = o.cheap;
-  options.profiles = parse_profiles(o.profiles);
-  validation::check_profiles(options.profiles);
+  options.profiles = parse_profiles(o.profiles);  // checked by validation::run before anything runs
   const std::string data = o.data.empty() ? default_data() : o.data;
   // Every row file is read and checked before anything is simulated or written.
   const validation::Dataset dataset = validation::load_dataset(data, options.only);
