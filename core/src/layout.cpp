@@ -151,6 +151,18 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                           "): set zero_stage to 1 or 2, or overlap_param_gather to false");
   }
 
+  if (l.distribute_saved_activations && l.recompute != Recompute::Full) {
+    throw ConfigError("/layout/distribute_saved_activations",
+                      "splits the layer input that full recomputation checkpoints; with recompute \"" +
+                          recompute_name(l.recompute) + "\" there is none: set recompute to \"full\", or "
+                          "distribute_saved_activations to false");
+  }
+  if (l.distribute_saved_activations && l.sequence_parallel && l.tp > 1) {
+    throw ConfigError("/layout/distribute_saved_activations",
+                      "with sequence_parallel the checkpointed input is sequence-sharded over the tensor group "
+                      "already: set one of sequence_parallel and distribute_saved_activations to false");
+  }
+
   // Products in 64 bits: each degree can be large on its own.
   const std::int64_t dp = l.dp, tp = l.tp, pp = l.pp, cp = l.cp, v = l.virtual_stages;
   const std::int64_t world = dp * tp * cp * pp;
@@ -260,6 +272,9 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
     warnings.push_back(std::string("/layout/") + (l.embedding_in_split ? "embedding_in_split" : "loss_in_split") +
                        ": has no effect with pp = 1");
   }
+  if (l.distribute_saved_activations && tp == 1) {
+    warnings.push_back("/layout/distribute_saved_activations: has no effect with tp = 1");
+  }
   if (l.overlap_param_gather && dp * cp == 1) {
     warnings.push_back("/layout/overlap_param_gather: has no effect with dp·cp = 1 (no parameters to gather)");
   }
@@ -280,8 +295,11 @@ ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layo
 }
 
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout) {
-  return activation_bytes_per_layer(model, layout.micro_batch, layout.tp, layout.sequence_parallel, layout.recompute,
-                                    layout.cp);
+  const Bytes kept = activation_bytes_per_layer(model, layout.micro_batch, layout.tp, layout.sequence_parallel,
+                                                layout.recompute, layout.cp);
+  // The checkpoint in equal 1-D chunks, one per tensor-parallel rank (validate() allows this with full
+  // recomputation and without sequence parallelism only).
+  return layout.distribute_saved_activations ? (kept + layout.tp - 1) / layout.tp : kept;
 }
 
 Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& layout) {
@@ -317,7 +335,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
       "overlap_p2p_comm", "bucket_MiB", "grad_dtype",
-      "embedding_in_split", "loss_in_split"};
+      "embedding_in_split", "loss_in_split", "distribute_saved_activations"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -344,6 +362,9 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("overlap_p2p_comm")) l.overlap_p2p_comm = read_bool(j["overlap_p2p_comm"], path + "/overlap_p2p_comm");
   if (j.contains("embedding_in_split")) l.embedding_in_split = read_bool(j["embedding_in_split"], path + "/embedding_in_split");
   if (j.contains("loss_in_split")) l.loss_in_split = read_bool(j["loss_in_split"], path + "/loss_in_split");
+  if (j.contains("distribute_saved_activations")) {
+    l.distribute_saved_activations = read_bool(j["distribute_saved_activations"], path + "/distribute_saved_activations");
+  }
   if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
   if (j.contains("recompute")) l.recompute = read_named(j["recompute"], path + "/recompute", parse_recompute);
   if (j.contains("grad_dtype")) l.grad_dtype = read_named(j["grad_dtype"], path + "/grad_dtype", parse_grad_dtype);
@@ -378,7 +399,8 @@ json layout_to_json(const Layout& l) {
               {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)},
               {"grad_dtype", grad_dtype_name(l.grad_dtype)},
               {"embedding_in_split", l.embedding_in_split},
-              {"loss_in_split", l.loss_in_split}};
+              {"loss_in_split", l.loss_in_split},
+              {"distribute_saved_activations", l.distribute_saved_activations}};
 }
 
 }  // namespace twinbed

@@ -474,6 +474,12 @@ class Builder {
         if (first) first_op = prev;
         first = false;
       };
+      if (l_.distribute_saved_activations && l_.tp > 1 && !lists_[kRecompute].empty()) {
+        // The checkpointed input, kept in t-th chunks (Layout::distribute_saved_activations), is gathered
+        // whole before the recomputation reads it.
+        prev = coll1(CollectiveOp::AllGather, GroupKind::Tp, tp_bytes_, StreamKind::Compute, prefix + "recompute_input_allgather",
+                     mb, prev, layer, -1);
+      }
       for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
         gather_kv(kRecompute, i, mb, prev, prefix, layer);
         prev = compute(kRecompute, i, prefix, mb, prev, layer, local);

@@ -248,6 +248,40 @@ TEST(Layout, BatchAndZeroStage) {
   }
   l.zero_stage = 1;
   EXPECT_TRUE(validate(l, m, 1024, 8).empty());
+  // Distributing the saved activations splits full recomputation's checkpoint; without SP only.
+  for (Recompute r : {Recompute::None, Recompute::Selective}) {
+    l = gpt3_layout();
+    l.sequence_parallel = false;
+    l.recompute = r;
+    l.distribute_saved_activations = true;
+    const std::string d = error_of(l, m, 1024);
+    EXPECT_TRUE(contains(d, "/layout/distribute_saved_activations")) << d;
+    EXPECT_TRUE(contains(d, "recompute to \"full\"")) << d;
+  }
+  l.recompute = Recompute::Full;
+  EXPECT_TRUE(validate(l, m, 1024, 8).empty());
+  l.sequence_parallel = true;
+  const std::string d = error_of(l, m, 1024);
+  EXPECT_TRUE(contains(d, "/layout/distribute_saved_activations")) << d;
+  EXPECT_TRUE(contains(d, "sequence_parallel")) << d;
+}
+
+TEST(Layout, DistributedSavedActivationsKeepATensorParallelShareOfTheCheckpoint) {
+  const TransformerModel m = gpt_model("m", 8, 1024, 8, 256, 1000);
+  Layout l;
+  l.tp = 8;
+  l.recompute = Recompute::Full;
+  const Bytes whole = rank_activation_bytes_per_layer(m, l);
+  EXPECT_EQ(whole, 2 * 256 * 1024);  // the layer input: s·b·h BF16 elements
+  l.distribute_saved_activations = true;
+  EXPECT_EQ(rank_activation_bytes_per_layer(m, l), whole / 8);
+  l.tp = 3;  // equal 1-D chunks, the last padded
+  EXPECT_EQ(rank_activation_bytes_per_layer(m, l), (whole + 2) / 3);
+  l.tp = 1;
+  l.global_batch = 1;
+  const std::vector<std::string> w = validate(l, m, 1, 8);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_TRUE(contains(w[0], "/layout/distribute_saved_activations")) << w[0];
 }
 
 TEST(Layout, ExpertParallelism) {
@@ -430,6 +464,7 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.cp = 2;
   other.loss_in_split = true;
   other.overlap_param_gather = true;
+  other.distribute_saved_activations = true;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "fp32"})")).grad_dtype, GradDtype::FP32);
@@ -454,6 +489,8 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_p2p_comm": "no"})"), "/layout/overlap_p2p_comm");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "loss_in_split": "yes"})"), "/layout/loss_in_split");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_param_gather": 1})"), "/layout/overlap_param_gather");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "distribute_saved_activations": "yes"})"),
+            "/layout/distribute_saved_activations");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");

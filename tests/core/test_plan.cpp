@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -492,6 +493,49 @@ TEST(Plan, RecomputeAddsOps) {
   const std::size_t full = build_plan(tiny(), l, cluster(l)).programs[0].size();
   EXPECT_LT(none, sel);
   EXPECT_LT(sel, full);
+}
+
+TEST(Plan, DistributedSavedActivationsAreGatheredBeforeEachRecomputation) {
+  Layout l = layout3d(1, 2, 2, 4);
+  l.recompute = Recompute::Full;
+  const Plan whole = build_plan(tiny(), l, cluster(l));
+  l.distribute_saved_activations = true;
+  const Plan split = build_plan(tiny(), l, cluster(l));
+  const int layers_per_stage = 4, m = 4;
+  const Bytes bsh = 1 * 128 * 256 * 2;  // tiny(): s 128, h 256, BF16; micro-batch 1
+  for (std::size_t stage = 0; stage < 2; ++stage) {
+    const Program& p = split.programs[stage];
+    EXPECT_EQ(count(p, OpKind::Collective, GroupKind::Tp),
+              count(whole.programs[stage], OpKind::Collective, GroupKind::Tp) + layers_per_stage * m);
+    int gathers = 0;
+    for (std::size_t i = 0; i < p.ops.size(); ++i) {
+      const PlanOp& op = p.ops[i];
+      if (split.names[op.name].find("recompute_input_allgather") == std::string::npos) continue;
+      ++gathers;
+      EXPECT_EQ(op.collective, CollectiveOp::AllGather);
+      EXPECT_EQ(op.group, GroupKind::Tp);
+      EXPECT_EQ(op.bytes, bsh);  // the whole layer input, gathered
+      EXPECT_EQ(op.stream, StreamKind::Compute);
+      // The layer's first recomputed op reads it.
+      ASSERT_LT(i + 1, p.ops.size());
+      const std::string next = split.names[p.ops[i + 1].name];
+      EXPECT_NE(next.find("_recompute"), std::string::npos) << next;
+      const std::uint32_t* deps = p.deps_of(i + 1);
+      const std::uint32_t* end = deps + p.num_deps(i + 1);
+      EXPECT_NE(std::find(deps, end, i), end) << next;
+    }
+    EXPECT_EQ(gathers, layers_per_stage * m);
+    // What each layer keeps between its forward and backward: the whole input, or a t-th of it.
+    for (const auto& [plan, kept] : {std::pair{&whole, bsh}, std::pair{&split, bsh / 2}}) {
+      int layers = 0;
+      for (const PlanOp& op : plan->programs[stage].ops) {
+        if (op.kind != OpKind::Alloc || op.tensor_class != TensorClass::Activation || op.layer < 0) continue;
+        ++layers;
+        EXPECT_EQ(op.bytes, kept) << plan->names[op.name];
+      }
+      EXPECT_EQ(layers, layers_per_stage * m);
+    }
+  }
 }
 
 TEST(Plan, ExpertParallelAllToAll) {

@@ -276,6 +276,9 @@ TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
   l.overlap_param_gather = true;
   cases.push_back({"zero1 dp=2 tp=2, parameter gathers ahead of the forward", l});
   l.overlap_param_gather = false;
+  l.zero_stage = 0, l.recompute = Recompute::Full, l.distribute_saved_activations = true;
+  cases.push_back({"dp=2 tp=2 full recompute, checkpoints split over the TP ranks", l});
+  l.recompute = Recompute::None, l.distribute_saved_activations = false;
   l.dp = 1, l.tp = 2, l.pp = 2, l.zero_stage = 0, l.schedule = PipelineSchedule::GPipe;
   cases.push_back({"gpipe tp=2 pp=2", l});
   l.dp = 1, l.tp = 1, l.pp = 4, l.schedule = PipelineSchedule::Interleaved1F1B, l.virtual_stages = 2, l.global_batch = 8;

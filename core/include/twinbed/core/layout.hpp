@@ -82,6 +82,13 @@ struct Layout {
   // stages ... the first model chunk on the first stage has only the embedding".
   bool embedding_in_split = false;
   bool loss_in_split = false;
+  // With full recomputation and without sequence parallelism, each tensor-parallel rank keeps only its
+  // t-th of a layer's checkpointed input and the group all-gathers it before the layer's recomputation:
+  // Megatron-LM's --distribute-saved-activations (megatron/core/tensor_parallel/random.py,
+  // CheckpointFunction: split_tensor_into_1d_equal_chunks in the forward, gather_split_1d_tensor in the
+  // backward), metaseq's --distribute-checkpointed-activations. Needs recompute "full"; with
+  // sequence_parallel an error (the checkpoint is sequence-sharded already; Megatron ignores the flag).
+  bool distribute_saved_activations = false;
   Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
   GradDtype grad_dtype = GradDtype::Model;  // gradient accumulation and reduction dtype (above)
 
@@ -152,7 +159,8 @@ ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layo
 Bytes gradient_bytes_per_element(const Layout& layout, DType dtype);
 
 // Activation bytes per layer per micro-batch on one rank under the layout (model.hpp's formula with the
-// layout's micro_batch, tp, sequence_parallel, recompute and cp).
+// layout's micro_batch, tp, sequence_parallel, recompute and cp; a t-th of the checkpoint with
+// distribute_saved_activations).
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout);
 // What the loss keeps per micro-batch on the last stage under the layout (model.hpp's
 // loss_activation_bytes with the layout's micro_batch, tp and cp).
@@ -164,7 +172,7 @@ Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& la
 //  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm", "bucket_MiB",
 //  "grad_dtype"
 //  ("model" | "fp32"),
-//  "embedding_in_split", "loss_in_split"}:
+//  "embedding_in_split", "loss_in_split", "distribute_saved_activations"}:
 // every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and
 // out-of-range values are ConfigErrors naming `path` + "/key". Cross-field checks are validate()'s.
