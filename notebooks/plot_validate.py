@@ -22,6 +22,9 @@ except ImportError:  # main() exits 77 (the CLI tests' "skipped")
 # The issue's per-row bound (collectives: every size; training: the max); training's mean bound is 5 %.
 BAND = {"collectives": 10.0, "training": 10.0}
 UNITS = {"busbw_GBps": "GB/s", "time_us": "us", "tflops_per_gpu": "TFLOP/s", "mfu": "MFU"}
+# Bars are cut at ±CUT % (their label then gives the error), so that one far-off row does not shrink
+# every other bar and the target band to slivers.
+CUT = 100.0
 
 
 def figure_text(value, metric):
@@ -66,15 +69,18 @@ def draw(data, out_png):
         ax.axvspan(-band, band, color="#d9ead3", zorder=0)
         colors = ["#6aa84f" if abs(e) <= band else "#cc4125" for e in errors]
         for yi, e, c, r in zip(y, errors, colors, mine):
-            ax.barh(yi, e, color=c, alpha=1.0 if r["judged"] else 0.4, height=0.6, zorder=2)
+            shown = max(-CUT, min(CUT, e))
+            ax.barh(yi, shown, color=c, alpha=1.0 if r["judged"] else 0.4, height=0.6, zorder=2)
             unit = UNITS.get(r["metric"], r["metric"])
             text = f"  {figure_text(r['published'], r['metric'])} → {figure_text(r['simulated'], r['metric'])} {unit}"
-            ax.text(e, yi, text if e >= 0 else text.strip() + "  ", va="center", ha="left" if e >= 0 else "right",
+            if shown != e:
+                text += f" ({e:+.0f}%, bar cut)"
+            ax.text(shown, yi, text if e >= 0 else text.strip() + "  ", va="center", ha="left" if e >= 0 else "right",
                     fontsize=8, zorder=3)
         ax.set_yticks(y)
         ax.set_yticklabels([r["id"] + ("" if r["judged"] else " (<1 MiB)") for r in mine], fontsize=8)
         ax.axvline(0, color="black", lw=0.8)
-        lim = max([band * 1.5] + [abs(e) * 1.6 for e in errors])
+        lim = max([band * 1.5] + [abs(e) * 1.6 if abs(e) <= CUT else CUT * 1.9 for e in errors])  # room for labels
         ax.set_xlim(-lim, lim)
         title = f"{s}: simulated vs published"
         a = aggregates.get(s)
@@ -82,8 +88,8 @@ def draw(data, out_png):
             title += (f"  (mean |error| {100 * a['mean_abs_error']:.1f}%, max {100 * a['max_abs_error']:.1f}%; "
                       f"target {'met' if a['target_met'] else 'not met'})")
         ax.set_title(title, fontsize=10, loc="left")
-        ax.set_xlabel(f"error = (simulated − published) / published, %   (shaded: the target, ±{band:.0f}%; faded bars are not judged)",
-                      fontsize=8)
+        ax.set_xlabel(f"error = (simulated − published) / published, %   (shaded: the target, ±{band:.0f}%; faded bars are "
+                      f"not judged; bars cut at ±{CUT:.0f}%)", fontsize=8)
     p = data.get("provenance", {})
     # Provenance in the bottom margin, clear of the first panel's title.
     fig.tight_layout(rect=(0, 0.025, 1, 1))
