@@ -297,9 +297,11 @@ ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layo
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout) {
   const Bytes kept = activation_bytes_per_layer(model, layout.micro_batch, layout.tp, layout.sequence_parallel,
                                                 layout.recompute, layout.cp);
-  // The checkpoint in equal 1-D chunks, one per tensor-parallel rank (validate() allows this with full
-  // recomputation and without sequence parallelism only).
-  return layout.distribute_saved_activations ? (kept + layout.tp - 1) / layout.tp : kept;
+  // Full recomputation's checkpoint in equal 1-D chunks, one per tensor-parallel rank (validate() allows
+  // the key without sequence parallelism only). Other recompute modes keep no checkpoint to split: what
+  // a layer would store without recomputation (the recompute workspace's measure) stays whole.
+  const bool split = layout.distribute_saved_activations && layout.recompute == Recompute::Full;
+  return split ? (kept + layout.tp - 1) / layout.tp : kept;
 }
 
 Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& layout) {

@@ -277,6 +277,11 @@ TEST(Layout, DistributedSavedActivationsKeepATensorParallelShareOfTheCheckpoint)
   EXPECT_EQ(rank_activation_bytes_per_layer(m, l), whole / 8);
   l.tp = 3;  // equal 1-D chunks, the last padded
   EXPECT_EQ(rank_activation_bytes_per_layer(m, l), (whole + 2) / 3);
+  // Without recomputation nothing is split: the builder measures the recompute workspace this way.
+  Layout none = l, plain = l;
+  none.recompute = plain.recompute = Recompute::None;
+  plain.distribute_saved_activations = false;
+  EXPECT_EQ(rank_activation_bytes_per_layer(m, none), rank_activation_bytes_per_layer(m, plain));
   l.tp = 1;
   l.global_batch = 1;
   const std::vector<std::string> w = validate(l, m, 1, 8);

@@ -535,6 +535,15 @@ TEST(Plan, DistributedSavedActivationsAreGatheredBeforeEachRecomputation) {
       }
       EXPECT_EQ(layers, layers_per_stage * m);
     }
+    // The recomputation's workspace holds what the layer did not keep, the gathered input among it: half
+    // the input more than without the split.
+    const auto workspace = [](const Plan& plan, std::size_t s) {
+      for (const PlanOp& op : plan.programs[s].ops)
+        if (op.kind == OpKind::Alloc && op.tensor_class == TensorClass::Workspace && op.layer >= 0) return op.bytes;
+      return Bytes{0};
+    };
+    EXPECT_GT(workspace(whole, stage), 0);
+    EXPECT_EQ(workspace(split, stage), workspace(whole, stage) + bsh / 2);
   }
 }
 
