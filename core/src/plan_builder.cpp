@@ -392,7 +392,7 @@ class Builder {
       prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2, "pp.recv_act", mb, -1);
     }
     if (vs == 0) {
-      for (std::size_t i = 0; i < lists_[kEmbFwd].size(); ++i) prev = compute(kEmbFwd, i, "", mb, prev, -1, -1);
+      for (std::size_t i = 0; i < lists_[kEmbFwd].size(); ++i) prev = compute(kEmbFwd, i, mb, prev, -1, -1);
       if (l_.tp > 1) {
         const bool sp = l_.sequence_parallel;
         prev = coll1(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, GroupKind::Tp, tp_bytes_,
@@ -410,7 +410,7 @@ class Builder {
       std::int64_t first_op = -1;
       for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {
         gather_kv(kFwd, i, mb, prev, prefix, layer);
-        prev = compute(kFwd, i, prefix, mb, prev, layer, local);
+        prev = compute(kFwd, i, mb, prev, layer, local);
         if (i == 0 && g.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(g.gather));
         if (i == 0) first_op = prev;
         after_op(lists_[kFwd][i].name, true, mb, prev, prefix, layer);
@@ -419,7 +419,7 @@ class Builder {
       if (g.buffer >= 0) free(g.buffer, StreamKind::Compute, prefix + "zero3.params", mb, prev);
     }
     if (vs == V_ - 1) {
-      for (std::size_t i = 0; i < lists_[kHeadFwd].size(); ++i) prev = compute(kHeadFwd, i, "", mb, prev, -1, -1);
+      for (std::size_t i = 0; i < lists_[kHeadFwd].size(); ++i) prev = compute(kHeadFwd, i, mb, prev, -1, -1);
       loss_act_[static_cast<std::size_t>(mb)] = alloc(TensorClass::Activation, act_loss_, StreamKind::Compute, "loss.activations",
                                                       mb, prev, -1);
     } else {
@@ -444,7 +444,7 @@ class Builder {
       prev = p2p(OpKind::Recv, from, (static_cast<std::int64_t>(mb) * V_ + vs) * 2 + 1, "pp.recv_grad", mb, -1);
     } else {
       for (std::size_t i = 0; i < lists_[kHeadBwd].size(); ++i) {
-        prev = compute(kHeadBwd, i, "", mb, prev, -1, -1);
+        prev = compute(kHeadBwd, i, mb, prev, -1, -1);
         prev = accumulate_gradient(kHeadBwd, i, "", mb, prev, -1, -1);
         if (i == 0) free(loss_act_[static_cast<std::size_t>(mb)], StreamKind::Compute, "loss.activations", mb, prev);
       }
@@ -482,7 +482,7 @@ class Builder {
       }
       for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
         gather_kv(kRecompute, i, mb, prev, prefix, layer);
-        prev = compute(kRecompute, i, prefix, mb, prev, layer, local);
+        prev = compute(kRecompute, i, mb, prev, layer, local);
         gate();
         if (l_.recompute == Recompute::Full) after_op(lists_[kRecompute][i].name, true, mb, prev, prefix + "recompute.", layer);
       }
@@ -491,7 +491,7 @@ class Builder {
         const std::string& name = lists_[kBwd][i].name;
         if (is_column_parallel_dgrad(name)) column.gather = regather_input(mb, prev, prefix, layer);
         gather_kv(kBwd, i, mb, prev, prefix, layer);
-        prev = compute(kBwd, i, prefix, mb, prev, layer, local);
+        prev = compute(kBwd, i, mb, prev, layer, local);
         gate();
         reduce_kv_grads(i, mb, prev, prefix, layer);
         if (column.wgrad_next) {
@@ -538,7 +538,7 @@ class Builder {
     }
     if (vs == 0) {
       for (std::size_t i = 0; i < lists_[kEmbBwd].size(); ++i) {
-        prev = compute(kEmbBwd, i, "", mb, prev, -1, -1);
+        prev = compute(kEmbBwd, i, mb, prev, -1, -1);
         prev = accumulate_gradient(kEmbBwd, i, "", mb, prev, -1, -1);
       }
       if (final_pass) {
@@ -737,14 +737,14 @@ class Builder {
 
   // ---- op emitters (each returns the new op's index) ----
 
-  std::uint32_t compute(int list, std::size_t i, const std::string& prefix, int mb, std::int64_t dep, int layer,
+  std::uint32_t compute(int list, std::size_t i, int mb, std::int64_t dep, int layer,
                         std::int64_t local) {
     const OpCost& c = lists_[static_cast<std::size_t>(list)][i];
     PlanOp op;
     op.kind = OpKind::Compute;
     op.stream = StreamKind::Compute;
     op.span = span_of(c);
-    op.name = tables_.name(prefix + c.name);
+    op.name = compute_name(list, i, layer);
     op.cost = cost_ids_[static_cast<std::size_t>(list)][i];
     op.micro_batch = mb;
     op.layer = layer;
@@ -752,6 +752,17 @@ class Builder {
     const std::uint32_t id = add(op, dep);
     wait_for_parameters(op.params);
     return id;
+  }
+  // The name of op i of `list`: "l<layer>.<op>" in a layer, "<op>" outside one (layer -1); built once
+  // per (list, op, layer) rather than once per micro-batch.
+  std::uint32_t compute_name(int list, std::size_t i, int layer) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(layer + 1) << 40) | (static_cast<std::uint64_t>(list) << 32) | i;
+    auto [it, fresh] = compute_names_.try_emplace(key, 0);
+    if (fresh) {
+      const std::string prefix = layer >= 0 ? "l" + std::to_string(layer) + "." : "";
+      it->second = tables_.name(prefix + lists_[static_cast<std::size_t>(list)][i].name);
+    }
+    return it->second;
   }
   std::uint32_t coll1(CollectiveOp what, GroupKind g, Bytes bytes, StreamKind stream, const std::string& name, int mb,
                       std::int64_t dep, int layer, std::int32_t params) {
@@ -960,6 +971,7 @@ class Builder {
   const Layout& l_;
   Plan& plan_;
   PlanTables tables_;
+  std::unordered_map<std::uint64_t, std::uint32_t> compute_names_;  // compute_name's memo
   OpContext ctx_;
   Bytes e_ = 2, pe_ = 2, ge_ = 2;
   int M_ = 1, v_ = 1, V_ = 1, stride_ = 1;

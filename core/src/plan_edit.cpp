@@ -236,6 +236,7 @@ PlanTables::PlanTables(Plan& plan) : plan_(plan) {
 }
 
 std::uint32_t PlanTables::name(const std::string& s) {
+  if (const auto known = names_.find(s); known != names_.end()) return known->second;  // no node built
   auto [it, fresh] = names_.emplace(s, static_cast<std::uint32_t>(plan_.names.size()));
   if (fresh) plan_.names.push_back(s);
   return it->second;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "twinbed/core/error.hpp"
 
@@ -12,6 +13,21 @@ namespace {
 
 constexpr std::uint32_t kNone = UINT32_MAX;
 constexpr std::size_t kStreams = static_cast<std::size_t>(StreamKind::P2P) + 1;
+
+// Orders `items` by key(item), a number below `keys`, keeping the order within each key (a counting
+// sort: linear, where one sort by the full order would be n log n), and returns where each key's run
+// begins (keys + 1 offsets). Callers then sort the runs: short, so cheaply.
+template <class T, class Key>
+std::vector<std::size_t> group_by_key(std::vector<T>& items, std::size_t keys, Key key) {
+  std::vector<std::size_t> begin(keys + 1, 0);
+  for (const T& x : items) ++begin[key(x) + 1];
+  for (std::size_t k = 0; k < keys; ++k) begin[k + 1] += begin[k];
+  std::vector<T> grouped(items.size());
+  std::vector<std::size_t> next(begin.begin(), begin.end() - 1);
+  for (T& x : items) grouped[next[key(x)]++] = std::move(x);
+  items = std::move(grouped);
+  return begin;
+}
 
 }  // namespace
 
@@ -51,18 +67,23 @@ ExecGraph::ExecGraph(const Program& program, const std::vector<std::uint32_t>& n
     if (last != kNone && last != node_of[i]) edges.emplace_back(last, node_of[i]);
     last = node_of[i];
   }
-  std::sort(edges.begin(), edges.end());
-  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
-
+  // Successor lists: the edges grouped by `from`, each group sorted and rid of repeated edges.
+  const std::vector<std::size_t> begin = group_by_key(edges, nodes, [](const auto& e) { return std::size_t{e.first}; });
   waits_.assign(nodes, 0);
   next_begin_.assign(nodes + 1, 0);
-  for (const auto& [from, to] : edges) {
-    ++next_begin_[from + 1];
-    ++waits_[to];
+  next_.clear();
+  next_.reserve(edges.size());
+  for (std::size_t j = 0; j < nodes; ++j) {
+    const auto first = edges.begin() + static_cast<std::ptrdiff_t>(begin[j]);
+    const auto last = edges.begin() + static_cast<std::ptrdiff_t>(begin[j + 1]);
+    std::sort(first, last);
+    const auto distinct = std::unique(first, last);
+    for (auto it = first; it != distinct; ++it) {
+      next_.push_back(it->second);
+      ++waits_[it->second];
+    }
+    next_begin_[j + 1] = static_cast<std::uint32_t>(next_.size());
   }
-  for (std::size_t j = 0; j < nodes; ++j) next_begin_[j + 1] += next_begin_[j];
-  next_.resize(edges.size());
-  for (std::size_t k = 0; k < edges.size(); ++k) next_[k] = edges[k].second;  // sorted by from
 }
 
 RankCursor::RankCursor(const ExecGraph& graph) : graph_(&graph), waits_(graph.size()), finished_(graph.size(), 0) {
@@ -132,7 +153,21 @@ bool span_before(const Span& a, const Span& b) {
          std::tie(b.rank, b.start, b.end, b.stream, b.name, b.micro_batch, b.op);
 }
 
-void sort_spans(std::vector<Span>& spans) { std::sort(spans.begin(), spans.end(), span_before); }
+void sort_spans(std::vector<Span>& spans) {
+  // By rank first (spans arrive interleaved across ranks), then each rank's by the whole order: the
+  // order one sort would give.
+  int ranks = 0;
+  for (const Span& s : spans) {
+    if (s.rank < 0) throw InvalidArgument("sort_spans: a span of rank " + std::to_string(s.rank));
+    ranks = std::max(ranks, s.rank + 1);
+  }
+  const std::vector<std::size_t> begin =
+      group_by_key(spans, static_cast<std::size_t>(ranks), [](const Span& s) { return static_cast<std::size_t>(s.rank); });
+  for (std::size_t r = 0; r < static_cast<std::size_t>(ranks); ++r) {
+    std::sort(spans.begin() + static_cast<std::ptrdiff_t>(begin[r]), spans.begin() + static_cast<std::ptrdiff_t>(begin[r + 1]),
+              span_before);
+  }
+}
 
 Bytes memory_delta(const Program& program, const PlanOp& op) {
   if (op.kind != OpKind::Alloc && op.kind != OpKind::Free) return 0;

@@ -32,10 +32,7 @@ void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback
   a.done = std::move(done);
   a.active = true;
   ++active_;
-  bool alone_on_links = true;
-  for (const LinkBytes& lb : *footprint) alone_on_links = alone_on_links && links_[lb.link].activities.empty();
-  add_to_links(id);
-  if (alone_on_links) {
+  if (add_to_links(id)) {
     // Nothing to share with: it runs at full speed and ends exactly `alone` from now unless another
     // activity joins one of its links.
     schedule_completion(id);
@@ -48,28 +45,29 @@ void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback
   recompute(seeds);
 }
 
-void LinkSharing::add_to_links(int id) {
+bool LinkSharing::add_to_links(int id) {
   Activity& a = activities_[static_cast<std::size_t>(id)];
   a.pos.resize(a.footprint->size());
+  bool alone = true;
   for (std::size_t i = 0; i < a.footprint->size(); ++i) {
     auto& on = links_[(*a.footprint)[i].link].activities;
+    alone = alone && on.empty();
     a.pos[i] = static_cast<int>(on.size());
-    on.push_back(id);
+    on.push_back({id, static_cast<int>(i)});
   }
+  return alone;
 }
 
-void LinkSharing::remove_from_links(int id) {
+void LinkSharing::remove_from_links(int id, std::vector<LinkId>& still_used) {
   Activity& a = activities_[static_cast<std::size_t>(id)];
   for (std::size_t i = 0; i < a.footprint->size(); ++i) {
     const LinkId l = (*a.footprint)[i].link;
     auto& on = links_[l].activities;
-    const int moved = on.back();
+    const OnLink moved = on.back();
     on[static_cast<std::size_t>(a.pos[i])] = moved;
     on.pop_back();
-    if (moved == id) continue;
-    Activity& m = activities_[static_cast<std::size_t>(moved)];
-    const auto it = std::find_if(m.footprint->begin(), m.footprint->end(), [l](const LinkBytes& lb) { return lb.link == l; });
-    m.pos[static_cast<std::size_t>(it - m.footprint->begin())] = a.pos[i];
+    if (moved.id != id) activities_[static_cast<std::size_t>(moved.id)].pos[static_cast<std::size_t>(moved.index)] = a.pos[i];
+    if (!on.empty()) still_used.push_back(l);
   }
 }
 
@@ -88,11 +86,8 @@ void LinkSharing::finish(int id, std::uint32_t version) {
   if (!a.active || a.version != version) return;  // superseded by a later recomputation
   a.active = false;
   --active_;
-  remove_from_links(id);
-  std::vector<LinkId> seeds;
-  for (const LinkBytes& lb : *a.footprint) {
-    if (!links_[lb.link].activities.empty()) seeds.push_back(lb.link);
-  }
+  std::vector<LinkId> seeds;  // its links that others still use
+  remove_from_links(id, seeds);
   Engine::Callback done = std::move(a.done);
   a.done = nullptr;
   free_.push_back(id);
@@ -116,11 +111,11 @@ void LinkSharing::recompute(const std::vector<LinkId>& seeds) {
     }
   }
   for (std::size_t i = 0; i < comp_links_.size(); ++i) {
-    for (int id : links_[comp_links_[i]].activities) {
-      Activity& a = activities_[static_cast<std::size_t>(id)];
+    for (const OnLink& on : links_[comp_links_[i]].activities) {
+      Activity& a = activities_[static_cast<std::size_t>(on.id)];
       if (a.stamp == stamp_) continue;
       a.stamp = stamp_;
-      comp_.push_back(id);
+      comp_.push_back(on.id);
       for (const LinkBytes& lb : *a.footprint) {
         if (links_[lb.link].stamp != stamp_) {
           links_[lb.link].stamp = stamp_;
@@ -159,8 +154,8 @@ void LinkSharing::recompute(const std::vector<LinkId>& seeds) {
     LinkState& s = links_[l];
     if (version != s.version || s.unfrozen == 0) continue;  // stale entry
     if (level >= 1) break;                                   // no link fills below full speed
-    for (int id : s.activities) {
-      Activity& a = activities_[static_cast<std::size_t>(id)];
+    for (const OnLink& on : s.activities) {
+      Activity& a = activities_[static_cast<std::size_t>(on.id)];
       if (a.speed >= 0) continue;
       a.speed = std::max(level, 0.0);
       for (const LinkBytes& lb : *a.footprint) {

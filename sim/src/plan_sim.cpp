@@ -4,6 +4,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <tuple>
 #include <unordered_map>
 
@@ -114,6 +116,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
   ex.original_ops = static_cast<std::int64_t>(n);
   ex.arena = memory_at_start(prog);
   ex.ops.reserve(n);
+  std::vector<std::optional<Time>> cost_time(plan.costs.size());  // op_time of each cost, once
   for (std::size_t i = 0; i < n; ++i) {
     const PlanOp& op = prog.ops[i];
     // A compute op joins the run of the op just before it when both are Compute ops on the Compute
@@ -129,7 +132,9 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     const std::int32_t cost = op.kind == OpKind::Compute ? op.cost : -1;
     if (op.kind == OpKind::Compute) {
       const OpCost& c = plan.costs.at(static_cast<std::size_t>(op.cost));
-      dur = op_time(c, profile);
+      std::optional<Time>& known = cost_time[static_cast<std::size_t>(op.cost)];
+      if (!known) known = op_time(c, profile);
+      dur = *known;
       if (c.is_matmul()) matmul = dur;
       flops = c.flops;
     }
@@ -526,20 +531,19 @@ bool PlanRun::check_symmetry(std::string& why) {
     }
   }
   // Collectives: every group that runs a key takes the same time.
+  std::vector<std::set<CollKey>> program_keys(plan_.programs.size());  // the keys each program runs
+  for (std::size_t p = 0; p < plan_.programs.size(); ++p) {
+    for (const PlanOp& op : plan_.programs[p].ops) {
+      if (op.kind == OpKind::Collective) program_keys[p].insert(CollKey{op.collective, op.group, op.bytes});
+    }
+  }
   for (const auto& [key, times] : coll_time_) {
     const GroupSet& set = plan_.group_set(key.group);
     Time first = Time::max();
     for (std::size_t g = 0; g < set.members.size(); ++g) {
       if (set.members[g].empty()) continue;
       const int p = plan_.program_of_rank[static_cast<std::size_t>(set.members[g][0])];
-      bool uses = false;
-      for (const PlanOp& op : plan_.programs[static_cast<std::size_t>(p)].ops) {
-        if (op.kind == OpKind::Collective && op.group == key.group && op.collective == key.op && op.bytes == key.bytes) {
-          uses = true;
-          break;
-        }
-      }
-      if (!uses) continue;
+      if (!program_keys[static_cast<std::size_t>(p)].contains(key)) continue;
       if (first == Time::max()) first = times[g];
       if (times[g] != first) {
         why = to_string(key.group) + " " + to_string(key.op) + " of " + std::to_string(key.bytes) +
@@ -853,6 +857,7 @@ Trace PlanRun::run() {
     stats_.ops_executed += static_cast<std::int64_t>(rs.prog->ops.size());
     if (rs.prog->arena > 0) memory(static_cast<int>(i), rs.prog->arena);
   }
+  if (opt_.record_spans) spans_.reserve(static_cast<std::size_t>(stats_.ops_executed));  // at most one span an op
 
   // Run: every rank's ops without waits start at time 0.
   for (std::size_t i = 0; i < ranks_.size(); ++i) {

@@ -2,6 +2,8 @@
 // collective matching, representatives, spans and memory.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -205,6 +207,33 @@ TEST(ExecRules, ASpanCarriesItsOpsFieldsAndSpansSortCanonically) {
   EXPECT_EQ(spans[1].end, Time::us(2));
   EXPECT_EQ(spans[2].start, Time::us(1));
   EXPECT_EQ(spans[3].rank, 4);
+}
+
+// Grouping by rank before sorting each rank's spans gives exactly the order of one sort by span_before,
+// ties and all.
+TEST(ExecRules, SortSpansGivesTheOrderOfOneSort) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(0, 3);
+  std::vector<Span> spans;
+  for (int k = 0; k < 2000; ++k) {
+    Span s;
+    s.rank = small(rng) * 3;  // ranks 0, 3, 6, 9: some ranks have none
+    s.start = Time::us(small(rng));
+    s.end = s.start + Time::us(small(rng));
+    s.stream = small(rng) % 2 == 0 ? StreamKind::Compute : StreamKind::Collective;
+    s.name = static_cast<std::uint32_t>(small(rng));
+    s.micro_batch = small(rng) - 1;
+    s.op = small(rng);
+    spans.push_back(s);
+  }
+  std::vector<Span> expected = spans;
+  std::stable_sort(expected.begin(), expected.end(), span_before);
+  sort_spans(spans);
+  EXPECT_EQ(spans, expected);  // equal spans are interchangeable: they compare equal in every field
+
+  std::vector<Span> bad(1);
+  bad[0].rank = -1;
+  EXPECT_THROW(sort_spans(bad), InvalidArgument);
 }
 
 TEST(ExecRules, MemoryFollowsAllocsAndFreesOutsideTheArena) {

@@ -844,6 +844,39 @@ TEST(PlanSim, ACollectiveSpanStartsWhereItsRankPostedIt) {
   EXPECT_GT(late.end, late.start);
 }
 
+// Compute ops of one rank on two streams run side by side (a technique kernel on the Collective stream
+// beside the layer's ops), and each span keeps its own start: both start at 0, the long one ending
+// after the short one; the op after the short one starts where it ends.
+TEST(PlanSim, ComputeOpsOnTwoStreamsOfOneRankEachRecordTheirOwnStart) {
+  Plan plan = bare_plan(1);
+  plan.names.push_back("third");
+  plan.costs.push_back(matmul_cost("long", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16));
+  plan.costs.push_back(matmul_cost("short", OpCost::Kind::Gemm, OpCost::Phase::Forward, 1024, 1024, 1024, 1, DType::BF16));
+  PlanOp op;
+  op.kind = OpKind::Compute;
+  op.span = SpanKind::Gemm;
+  op.stream = StreamKind::Compute;
+  op.cost = 0;
+  op.name = 0;  // "first"
+  plan.programs[0].add(op);
+  op.stream = StreamKind::Collective;
+  op.cost = 1;
+  op.name = 1;  // "second"
+  const std::uint32_t short_op = plan.programs[0].add(op);
+  op.name = 3;  // "third", after "second" on its stream
+  plan.programs[0].add(op, {short_op});
+  validate(plan);
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Trace t = simulate_plan(plan, switch_of(1), full);
+  const Span first = span_named(t, 0, "first"), second = span_named(t, 0, "second"), third = span_named(t, 0, "third");
+  EXPECT_EQ(first.start, Time{});
+  EXPECT_EQ(second.start, Time{});
+  EXPECT_GT(first.end, second.end);
+  EXPECT_EQ(third.start, second.end);
+  EXPECT_LT(third.end, first.end) << "the short ops ran beside the long one";
+}
+
 // Polled progress (CommProgress::Polled), a message above MPI's eager limit: its data moves once the
 // receiver polls (rank 1 ends "short"), and the sender sees it done when it polls next (rank 0 ends
 // "long"). With independent progress the message flies at once and the sender sees it arrive. A

@@ -71,13 +71,17 @@ class LinkSharing {
     double speed = 1;         // fraction of the alone rate
     Time updated;
     Engine::Callback done;
-    std::vector<int> pos;     // pos[i]: index in links_[footprint[i].link].activities
+    std::vector<int> pos;     // pos[i]: its index in links_[footprint[i].link].activities
     std::uint32_t version = 0;
     std::uint32_t stamp = 0;
     bool active = false;
   };
+  struct OnLink {
+    int id;     // the activity
+    int index;  // the link's index in the activity's footprint
+  };
   struct LinkState {
-    std::vector<int> activities;
+    std::vector<OnLink> activities;
     std::uint32_t stamp = 0;
     double capacity = 0;  // scratch for progressive filling: bandwidth not yet given to frozen activities
     double demand = 0;    // scratch: full-speed demand of the unfrozen activities on it
@@ -85,8 +89,8 @@ class LinkSharing {
     std::uint32_t version = 0;  // scratch: stale heap entries
   };
 
-  void add_to_links(int id);
-  void remove_from_links(int id);
+  bool add_to_links(int id);  // true when no other activity was on its links
+  void remove_from_links(int id, std::vector<LinkId>& still_used);  // appends the links others still use
   void recompute(const std::vector<LinkId>& seeds);
   void schedule_completion(int id);
   void finish(int id, std::uint32_t version);
