@@ -8,7 +8,10 @@
 namespace twinbed::sim {
 
 LinkSharing::LinkSharing(Engine& engine, const Topology& topology)
-    : engine_(engine), topology_(topology), links_(static_cast<std::size_t>(topology.num_links())) {}
+    : engine_(engine),
+      topology_(topology),
+      links_(static_cast<std::size_t>(topology.num_links())),
+      link_footprints_(static_cast<std::size_t>(topology.num_links())) {}
 
 void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback done) {
   if (alone <= Time{} || footprint == nullptr || footprint->empty()) {
@@ -31,7 +34,25 @@ void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback
   a.updated = engine_.now();
   a.done = std::move(done);
   a.active = true;
+  a.entered = false;
   ++active_;
+  a.footprint_id = footprint_id(footprint);
+  const std::vector<int>& overlapping = footprints_[static_cast<std::size_t>(a.footprint_id)].overlapping;
+  const bool company = std::any_of(overlapping.begin(), overlapping.end(),
+                                   [&](int o) { return footprints_[static_cast<std::size_t>(o)].active > 0; });
+  ++footprints_[static_cast<std::size_t>(a.footprint_id)].active;
+  if (!company) {
+    // No other active activity can be on its links: alone, as below, without entering it on them.
+    footprints_[static_cast<std::size_t>(a.footprint_id)].not_entered = id;
+    schedule_completion(id);
+    return;
+  }
+  // Whatever it might meet is entered first, as if every activity had been entered at its start.
+  for (int o : overlapping) {
+    FootprintState& f = footprints_[static_cast<std::size_t>(o)];
+    if (f.not_entered >= 0) add_to_links(f.not_entered);
+    f.not_entered = -1;
+  }
   if (add_to_links(id)) {
     // Nothing to share with: it runs at full speed and ends exactly `alone` from now unless another
     // activity joins one of its links.
@@ -45,8 +66,29 @@ void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback
   recompute(seeds);
 }
 
+int LinkSharing::footprint_id(const Footprint* footprint) {
+  const auto [it, fresh] = footprint_ids_.try_emplace(footprint, static_cast<int>(footprints_.size()));
+  if (!fresh) return it->second;
+  const int id = it->second;
+  footprints_.emplace_back();
+  std::vector<int> overlapping{id};
+  for (const LinkBytes& lb : *footprint) {
+    std::vector<int>& on = link_footprints_[lb.link];
+    overlapping.insert(overlapping.end(), on.begin(), on.end());
+    on.push_back(id);
+  }
+  std::sort(overlapping.begin(), overlapping.end());
+  overlapping.erase(std::unique(overlapping.begin(), overlapping.end()), overlapping.end());
+  for (int o : overlapping) {
+    if (o != id) footprints_[static_cast<std::size_t>(o)].overlapping.push_back(id);
+  }
+  footprints_[static_cast<std::size_t>(id)].overlapping = std::move(overlapping);
+  return id;
+}
+
 bool LinkSharing::add_to_links(int id) {
   Activity& a = activities_[static_cast<std::size_t>(id)];
+  a.entered = true;
   a.pos.resize(a.footprint->size());
   bool alone = true;
   for (std::size_t i = 0; i < a.footprint->size(); ++i) {
@@ -86,8 +128,14 @@ void LinkSharing::finish(int id, std::uint32_t version) {
   if (!a.active || a.version != version) return;  // superseded by a later recomputation
   a.active = false;
   --active_;
+  FootprintState& f = footprints_[static_cast<std::size_t>(a.footprint_id)];
+  --f.active;
   std::vector<LinkId> seeds;  // its links that others still use
-  remove_from_links(id, seeds);
+  if (a.entered) {
+    remove_from_links(id, seeds);
+  } else {
+    f.not_entered = -1;  // it was alone on its links
+  }
   Engine::Callback done = std::move(a.done);
   a.done = nullptr;
   free_.push_back(id);

@@ -60,15 +60,41 @@ TEST(LinkSharing, DisjointLinksDoNotSlow) {
 
 // Staggered: A runs alone for half its time, then shares with B at half speed each until A ends at
 // 1.5 ms; B, half done by then, runs alone to 2 ms. The link carries every byte by 2 ms, as it must.
+// The same whether B moves the same footprint as A or another one over the same link (A runs alone
+// until B comes, and is entered on its link then).
 TEST(LinkSharing, SpeedsFollowStartsAndEnds) {
+  for (const bool same_footprint : {true, false}) {
+    Fixture f;
+    const Footprint full{{f.up, 100e9 * 1e-3}};
+    const Footprint other = full;
+    Time a, b;
+    f.sharing.start(Time::ms(1), &full, [&] { a = f.engine.now(); });
+    f.engine.schedule_at(Time::us(500), [&] {
+      f.sharing.start(Time::ms(1), same_footprint ? &full : &other, [&] { b = f.engine.now(); });
+    });
+    f.engine.run();
+    EXPECT_EQ(a, Time::us(1500)) << same_footprint;
+    EXPECT_EQ(b, Time::ms(2)) << same_footprint;
+  }
+}
+
+// A and C run alone on the uplink and the downlink; at 0.5 ms B comes, wanting both whole: all three
+// run at half speed until A and C end at 1.5 ms, and B, half done, ends alone at 2 ms. The recomputation
+// B starts also reaches C, whose link A never touched.
+TEST(LinkSharing, AnActivityOverTwoBusyLinksSlowsBothOfThem) {
   Fixture f;
-  const Footprint full{{f.up, 100e9 * 1e-3}};
-  Time a, b;
-  f.sharing.start(Time::ms(1), &full, [&] { a = f.engine.now(); });
-  f.engine.schedule_at(Time::us(500), [&] { f.sharing.start(Time::ms(1), &full, [&] { b = f.engine.now(); }); });
+  const Footprint fa{{f.up, 100e9 * 1e-3}};
+  const Footprint fb{{f.up, 100e9 * 1e-3}, {f.down, 100e9 * 1e-3}};
+  const Footprint fc{{f.down, 100e9 * 1e-3}};
+  Time a, b, c;
+  f.sharing.start(Time::ms(1), &fa, [&] { a = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &fc, [&] { c = f.engine.now(); });
+  f.engine.schedule_at(Time::us(500), [&] { f.sharing.start(Time::ms(1), &fb, [&] { b = f.engine.now(); }); });
   f.engine.run();
   EXPECT_EQ(a, Time::us(1500));
+  EXPECT_EQ(c, Time::us(1500));
   EXPECT_EQ(b, Time::ms(2));
+  EXPECT_EQ(f.sharing.active(), 0);
 }
 
 // Max-min, weighted by demand: a small activity and a big one on a full link are slowed alike, and an

@@ -28,13 +28,20 @@
 // contention among the communicators it stands for (group_collectives.hpp), and its footprint counts
 // their traffic too; since that traffic fitted in `alone`, it never slows itself down twice.
 //
-// Cost: starting or ending an activity whose links carry no other costs O(its links); otherwise the
-// speeds of the activities connected to it through shared links are recomputed, O((links + activities)
-// log links) of that component. Speeds that did not change keep their completion times exactly.
+// Cost: an activity that no other active activity could meet (none runs on a footprint sharing a link
+// with its own, nor on its own) runs alone without being entered on its links: O(the footprints that
+// overlap its own), which are found once, the first time a footprint is given. It is entered the
+// moment an activity that might meet it starts, so every two active activities that could share a
+// link are entered on their links, and the speeds are what entering every activity would give.
+// Starting or ending an entered activity costs O(its links) when they carry no other; otherwise the
+// speeds of the activities connected to it through shared links are recomputed, O((links +
+// activities) log links) of that component. Speeds that did not change keep their completion times
+// exactly.
 // Not thread-safe; borrows the engine and topology, which must outlive it.
 #pragma once
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "twinbed/core/topology.hpp"
@@ -55,7 +62,8 @@ class LinkSharing {
   LinkSharing(Engine& engine, const Topology& topology);
 
   // Starts, at the engine's now, an activity that alone would take `alone` and moves `footprint`
-  // (borrowed: it must outlive the activity). `done` runs as an engine event when it has finished.
+  // (borrowed, and known by its address: it must stay alive and unchanged as long as this object).
+  // `done` runs as an engine event when it has finished.
   // An activity of zero time or with an empty footprint takes exactly `alone`, sharing nothing.
   void start(Time alone, const Footprint* footprint, Engine::Callback done);
 
@@ -75,6 +83,16 @@ class LinkSharing {
     std::uint32_t version = 0;
     std::uint32_t stamp = 0;
     bool active = false;
+    int footprint_id = -1;  // index in footprints_
+    bool entered = false;   // on its links' activity lists
+  };
+  // What is known of a footprint: the footprints that share a link with it (itself among them), how
+  // many of its activities are active, and the one of them not entered on its links (-1: none; an
+  // activity not entered is the only active one of the footprints it overlaps).
+  struct FootprintState {
+    std::vector<int> overlapping;
+    int active = 0;
+    int not_entered = -1;
   };
   struct OnLink {
     int id;     // the activity
@@ -89,6 +107,7 @@ class LinkSharing {
     std::uint32_t version = 0;  // scratch: stale heap entries
   };
 
+  int footprint_id(const Footprint* footprint);  // a new footprint's links are read here
   bool add_to_links(int id);  // true when no other activity was on its links
   void remove_from_links(int id, std::vector<LinkId>& still_used);  // appends the links others still use
   void recompute(const std::vector<LinkId>& seeds);
@@ -100,6 +119,9 @@ class LinkSharing {
   std::vector<LinkState> links_;
   std::vector<Activity> activities_;
   std::vector<int> free_;
+  std::unordered_map<const Footprint*, int> footprint_ids_;
+  std::vector<FootprintState> footprints_;
+  std::vector<std::vector<int>> link_footprints_;  // per link: the footprints that use it
   std::vector<int> comp_;           // scratch: activities of the component being recomputed
   std::vector<LinkId> comp_links_;  // scratch: its links
   std::vector<double> old_speed_;   // scratch
