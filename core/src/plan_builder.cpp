@@ -737,8 +737,7 @@ class Builder {
 
   // ---- op emitters (each returns the new op's index) ----
 
-  std::uint32_t compute(int list, std::size_t i, int mb, std::int64_t dep, int layer,
-                        std::int64_t local) {
+  std::uint32_t compute(int list, std::size_t i, int mb, std::int64_t dep, int layer, std::int64_t local) {
     const OpCost& c = lists_[static_cast<std::size_t>(list)][i];
     PlanOp op;
     op.kind = OpKind::Compute;

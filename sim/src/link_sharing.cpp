@@ -89,6 +89,7 @@ int LinkSharing::footprint_id(const Footprint* footprint) {
 bool LinkSharing::add_to_links(int id) {
   Activity& a = activities_[static_cast<std::size_t>(id)];
   a.entered = true;
+  ++entered_;
   a.pos.resize(a.footprint->size());
   bool alone = true;
   for (std::size_t i = 0; i < a.footprint->size(); ++i) {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/sim/engine.hpp"
 #include "twinbed/sim/link_sharing.hpp"
@@ -95,6 +97,30 @@ TEST(LinkSharing, AnActivityOverTwoBusyLinksSlowsBothOfThem) {
   EXPECT_EQ(c, Time::us(1500));
   EXPECT_EQ(b, Time::ms(2));
   EXPECT_EQ(f.sharing.active(), 0);
+}
+
+// What cannot meet another is never entered on its links: a hundred activities one after another on
+// one footprint, or on two footprints over disjoint links, touch none; a second activity beside the
+// first on a link enters both.
+TEST(LinkSharing, OnlyActivitiesThatMightMeetAreEnteredOnTheirLinks) {
+  Fixture f;
+  const Footprint on_up{{f.up, 100e9 * 1e-3}};
+  const Footprint on_down{{f.down, 100e9 * 1e-3}};
+  int done = 0;
+  std::function<void()> next = [&] {
+    if (++done < 100) f.sharing.start(Time::ms(1), &on_up, next);
+  };
+  f.sharing.start(Time::ms(1), &on_up, next);
+  f.sharing.start(Time::ms(1), &on_down, [] {});
+  f.engine.run();
+  EXPECT_EQ(done, 100);
+  EXPECT_EQ(f.engine.now(), Time::ms(100));
+  EXPECT_EQ(f.sharing.entered(), 0);
+
+  f.sharing.start(Time::ms(1), &on_up, [] {});
+  f.sharing.start(Time::ms(1), &on_up, [] {});
+  f.engine.run();
+  EXPECT_EQ(f.sharing.entered(), 2);
 }
 
 // Max-min, weighted by demand: a small activity and a big one on a full link are slowed alike, and an

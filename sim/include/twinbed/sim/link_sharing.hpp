@@ -70,6 +70,8 @@ class LinkSharing {
   int active() const { return active_; }
   // Recomputations of speeds so far (starts and ends that met another activity on a link).
   std::int64_t recomputations() const { return recomputations_; }
+  // Activities entered on their links so far (the others ran alone without touching them).
+  std::int64_t entered() const { return entered_; }
 
  private:
   struct Activity {
@@ -128,6 +130,7 @@ class LinkSharing {
   std::uint32_t stamp_ = 0;
   int active_ = 0;
   std::int64_t recomputations_ = 0;
+  std::int64_t entered_ = 0;
 };
 
 }  // namespace twinbed::sim
