@@ -403,7 +403,7 @@ class Builder {
     for (std::int64_t j = 0; j < layers.count; ++j) {
       const int layer = static_cast<int>(layers.first + j);
       const std::int64_t local = local_layer(c, j);
-      const std::string prefix = "l" + std::to_string(layer) + ".";
+      const std::string prefix = layer_prefix(layer);
       act_slot(mb, c, j) = alloc(TensorClass::Activation, act_layer_, StreamKind::Compute, prefix + "activations", mb, prev,
                                  -1, layer);
       const Gathered g = gather_layer(prefix + "zero3.allgather", mb, prefetch_dep, layer, local);
@@ -459,7 +459,7 @@ class Builder {
     for (std::int64_t j = layers.count - 1; j >= 0; --j) {
       const int layer = static_cast<int>(layers.first + j);
       const std::int64_t local = local_layer(c, j);
-      const std::string prefix = "l" + std::to_string(layer) + ".";
+      const std::string prefix = layer_prefix(layer);
       const Gathered g = gather_layer(prefix + "zero3.allgather_bwd", mb, prefetch_dep, layer, local);
       std::int32_t workspace = -1;
       if (!lists_[kRecompute].empty()) {
@@ -571,7 +571,7 @@ class Builder {
   };
   Gathered gather_layer(const std::string& name, int mb, std::int64_t dep, int layer, std::int64_t local) {
     if (!zero3()) return {};
-    const std::string prefix = "l" + std::to_string(layer) + ".";
+    const std::string prefix = layer_prefix(layer);
     const std::int32_t set = layer_sets_[static_cast<std::size_t>(local)].all;
     const Bytes bytes = set_elements(slices(set)) * pe_;
     Gathered g;
@@ -757,10 +757,7 @@ class Builder {
   std::uint32_t compute_name(int list, std::size_t i, int layer) {
     const std::uint64_t key = (static_cast<std::uint64_t>(layer + 1) << 40) | (static_cast<std::uint64_t>(list) << 32) | i;
     auto [it, fresh] = compute_names_.try_emplace(key, 0);
-    if (fresh) {
-      const std::string prefix = layer >= 0 ? "l" + std::to_string(layer) + "." : "";
-      it->second = tables_.name(prefix + lists_[static_cast<std::size_t>(list)][i].name);
-    }
+    if (fresh) it->second = tables_.name(layer_prefix(layer) + lists_[static_cast<std::size_t>(list)][i].name);
     return it->second;
   }
   std::uint32_t coll1(CollectiveOp what, GroupKind g, Bytes bytes, StreamKind stream, const std::string& name, int mb,

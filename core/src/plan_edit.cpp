@@ -235,6 +235,8 @@ PlanTables::PlanTables(Plan& plan) : plan_(plan) {
   for (std::size_t i = 0; i < plan.costs.size(); ++i) costs_by_name_[plan.costs[i].name].push_back(static_cast<std::int32_t>(i));
 }
 
+std::string layer_prefix(int layer) { return layer >= 0 ? "l" + std::to_string(layer) + "." : ""; }
+
 std::uint32_t PlanTables::name(const std::string& s) {
   if (const auto known = names_.find(s); known != names_.end()) return known->second;  // no node built
   auto [it, fresh] = names_.emplace(s, static_cast<std::uint32_t>(plan_.names.size()));

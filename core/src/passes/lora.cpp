@@ -187,7 +187,7 @@ class LoraRewrite {
       OpCost c = matmul_cost(matrix + ".lora_" + kWhat[what], OpCost::Kind::Gemm, phase, s.m, s.n, s.k, 1, cost.dtype);
       c.kernel = OpCost::Kernel::Lora;
       // Named as the builder names the layer's ops: "l17.qkv.lora_a_fwd".
-      it->second = {tables_.name("l" + std::to_string(base.layer) + "." + c.name), tables_.cost(c)};
+      it->second = {tables_.name(layer_prefix(base.layer) + c.name), tables_.cost(c)};
     }
     g.name = it->second.first;
     g.cost = it->second.second;

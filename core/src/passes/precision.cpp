@@ -82,7 +82,7 @@ class PrecisionRewrite {
     }
     for (std::size_t s = 0; s < slots; ++s) new_layer_[s] = target(static_cast<std::int32_t>(s) - 1, Kind::Gemm);
     // The builder's name of each layer's recomputation workspace.
-    for (std::int64_t layer = 0; layer < plan.model.layers; ++layer) recompute_workspace_.push_back("l" + std::to_string(layer) + ".recompute");
+    for (std::int64_t layer = 0; layer < plan.model.layers; ++layer) recompute_workspace_.push_back(layer_prefix(static_cast<int>(layer)) + "recompute");
     // The activation formulas per dtype: what a layer stores, what recomputation regenerates, and what
     // the loss keeps (its only activation outside the layers).
     Layout none = l_;

@@ -121,6 +121,10 @@ class ProgramEditor {
   std::int32_t next_tensor_ = 0;
 };
 
+// The prefix of a layer's op names, as the builder names them and the passes find them: "l3." for
+// layer 3 ("l3.fc1_fwd", "l3.recompute"); "" for layer -1, the ops outside the layers.
+std::string layer_prefix(int layer);
+
 class PlanTables {
  public:
   // Indexes the plan's names and costs once; the plan must outlive this object.
