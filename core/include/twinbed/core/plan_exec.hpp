@@ -190,6 +190,7 @@ Span span_for(int rank, std::uint32_t index, const PlanOp& op, Time start, Time 
 
 // The canonical order of a Trace's spans: (rank, start, end, stream, name, micro-batch, op).
 bool span_before(const Span& a, const Span& b);
+// Sorts spans into that order; InvalidArgument on a span of negative rank.
 void sort_spans(std::vector<Span>& spans);
 
 // ---- memory -----------------------------------------------------------------------------------------------
