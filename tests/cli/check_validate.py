@@ -24,7 +24,9 @@ def main(path, table_path):
         step = r["step_breakdown"]
         if r["set"] == "collectives":
             assert step is None, r["id"]
+            assert isinstance(r["size_bytes"], int) and r["size_bytes"] > 0, (r["id"], r["size_bytes"])
         else:
+            assert r["size_bytes"] is None, r["id"]
             parts = [step[k] for k in ("compute", "exposed_communication", "bubble")]
             assert all(0 <= x <= 1 for x in parts) and sum(parts) <= 1 + 1e-9, (r["id"], step)
             assert abs(sum(step["op_kind_shares"].values()) - 1) < 1e-9, (r["id"], step)

@@ -253,6 +253,10 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
   EXPECT_EQ(j["rows"].size(), 3u);
   EXPECT_EQ(j["skipped_expensive"], 1);
   EXPECT_TRUE(j["rows"][0]["step_breakdown"].is_null());
+  // A collective row keeps its size (a sweep's x axis in the plot); a training row has none.
+  EXPECT_EQ(j["rows"][0]["size_bytes"], 1073741824);
+  EXPECT_EQ(j["rows"][1]["size_bytes"], 65536);
+  EXPECT_TRUE(j["rows"][2]["size_bytes"].is_null());
   EXPECT_DOUBLE_EQ(j["rows"][2]["step_breakdown"]["compute"].get<double>(), b.compute);
   EXPECT_DOUBLE_EQ(j["rows"][2]["step_breakdown"]["op_kind_shares"]["gemm"].get<double>(), b.op_kinds.front().second);
   EXPECT_NE(table(r).find("tiny"), std::string::npos);

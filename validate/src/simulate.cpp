@@ -80,6 +80,7 @@ RowResult simulate(const CollectiveCase& c) {
   r.error = relative_error(r.simulated, r.published);
   r.judged = c.size >= kJudgedMinCollectiveBytes;
   r.detail = algorithm;
+  r.size = c.size;
   r.provenance = c.provenance;
   return r;
 }
@@ -232,6 +233,7 @@ nlohmann::json to_json(const Results& r) {
                     {"error", x.error},
                     {"judged", x.judged},
                     {"detail", x.detail},
+                    {"size_bytes", x.size ? json(*x.size) : json(nullptr)},
                     {"step_breakdown", step},
                     {"profile", x.profile.empty() ? json(nullptr) : json(x.profile)},
                     {"assumed", x.assumed},

@@ -125,6 +125,7 @@ struct RowResult {
   double error = 0;       // (simulated − published) / published
   bool judged = true;     // counts toward the set's target (collectives: size ≥ 1 MiB)
   std::string detail;     // the algorithm NCCL's model picked, or the step time
+  std::optional<Bytes> size;  // collectives: the size in nccl-tests' convention (a sweep's x axis)
   // Training rows: where the simulated step went (twinbed run's "step breakdown" and "op kind" shares),
   // so that a reader can see which part of the model a row's error weighs on.
   struct Breakdown {
