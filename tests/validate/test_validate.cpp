@@ -158,6 +158,24 @@ TEST(ValidateRows, BadCollectiveRowsNameTheFieldAndTheFile) {
   EXPECT_NE(error_of(j, parse_collectives).first.find("/preset"), std::string::npos);
 }
 
+// A forced algorithm the machine does not have (NVLS needs Hopper's NVSwitch) is the row's error, named
+// with its field and file, when the row is simulated.
+TEST(ValidateRows, AForcedAlgorithmTheMachineLacksNamesTheRow) {
+  json j = collective_file();
+  j["topology"]["device"] = "a100";
+  j["rows"][0]["nccl_algo"] = "NVLS";
+  const CollectiveCase row = parse_collectives(j).at(0);
+  try {
+    static_cast<void>(simulate(row));
+    FAIL() << "NVLS on A100 simulated";
+  } catch (const ConfigError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("nccl_algo \"NVLS\""), std::string::npos) << message;
+    EXPECT_NE(message.find(row.id), std::string::npos) << message;
+    EXPECT_NE(message.find("collectives/test.json"), std::string::npos) << message;
+  }
+}
+
 TEST(ValidateRows, TrainingRowsParse) {
   const std::vector<TrainingCase> rows = parse_training(training_file());
   ASSERT_EQ(rows.size(), 1u);

@@ -64,7 +64,12 @@ RowResult simulate(const CollectiveCase& c) {
   } else {
     const std::optional<sim::NcclFabric> fabric = sim::nccl_fabric(topology, all);
     if (!fabric) throw ConfigError("/rows", "row " + c.id + ": nccl_algo needs NCCL's model, which does not apply to " + topology.description);
-    const sim::NcclChoice choice = forced(request, *fabric, *c.nccl_algo);
+    sim::NcclChoice choice;
+    try {
+      choice = forced(request, *fabric, *c.nccl_algo);
+    } catch (const InvalidArgument& e) {
+      throw ConfigError("/rows", "row " + c.id + ": nccl_algo \"" + *c.nccl_algo + "\": " + e.what() + " (in " + c.provenance.file + ")");
+    }
     time = choice.time;
     algorithm = choice.name() + " (forced " + *c.nccl_algo + ")";
   }
