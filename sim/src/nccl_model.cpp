@@ -149,6 +149,23 @@ int log2i(double x) {
   return r;
 }
 
+// The ring's bus bandwidth under protocol `p` when its channels move `raw` GB/s on the links
+// (tuning.cc): LL at a quarter of it (a third for a single-node all-gather or broadcast) up to the LL
+// cap, LL128 at 0.92 (0.7 with one GPU per node) up to the per-channel cap, Simple all of it.
+double ring_bus(double raw, NcclProto p, CollectiveOp op, const NcclFabric& f, int channels) {
+  const int ai = arch_index(f.arch);
+  const int ni = nodes_index(f.nodes);
+  if (p == NcclProto::LL) {
+    const double ll_max = f.nodes == 1 ? kLlMaxBw[ai][ni] : kLlMaxBwIntel[ni];
+    const bool quarter = f.nodes > 1 || op == CollectiveOp::AllReduce || op == CollectiveOp::Reduce;
+    return std::min(ll_max, raw * (quarter ? 1.0 / 4.0 : 1.0 / 3.0));
+  }
+  if (p == NcclProto::LL128) {
+    return std::min(raw * (f.ranks / f.nodes < 2 ? 0.7 : 0.92), channels * kPerChMaxRingLL128Bw[ai][ni]);
+  }
+  return raw;
+}
+
 }  // namespace
 
 std::string to_string(NcclAlgo a) {
@@ -352,12 +369,7 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
       if (a == NcclAlgo::NvlsTree) bw = std::min(g.bw_intra, nodes <= 2 ? g.bw_inter : g.bw_inter / 2);
       double bus = g.channels * bw;
       // The protocol's efficiency and NVIDIA's measured caps.
-      if (a == NcclAlgo::Ring && p == NcclProto::LL) {
-        bus = std::min(ll_max, bus * ((nodes > 1 || ar || op == CollectiveOp::Reduce) ? 1.0 / 4.0 : 1.0 / 3.0));
-      }
-      if (a == NcclAlgo::Ring && p == NcclProto::LL128) {
-        bus = std::min(bus * (ppn < 2 ? 0.7 : 0.92), g.channels * kPerChMaxRingLL128Bw[ai][ni]);
-      }
+      if (a == NcclAlgo::Ring) bus = ring_bus(bus, p, op, f, g.channels);
       if (a == NcclAlgo::Tree) bus = std::min(bus * 0.92, g.channels * kPerChMaxTreeBw[ai][ni]);
       if (a == NcclAlgo::Tree && p == NcclProto::LL) bus = std::min(bus / 3.8, ll_max);
       if (a == NcclAlgo::Tree && p == NcclProto::LL128) {
@@ -577,8 +589,21 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     return linear_pipeline(first_lat, slice_us, pl.steps);
   }
   // Ring. A channel's bandwidth is its share of the tuner's bus bandwidth for the pair (whose
-  // channels are the graph's, run twice over).
-  const double bus_GBps = t.bandwidth_GBps[idx(a)][idx(p)] * ring_steps(op, n) / n;
+  // channels are the graph's, run twice over). Inside one NVLink node the channels are not held to
+  // what the search booked for them: the search books a listed speed per channel, as many channels as
+  // fit under the link, a discrete choice for finding paths (H100: 12 x 30 = 360 GB/s of the GPU's
+  // 370.8, or 7 x 48 = 336 where the node has NICs and the network's speed list is searched); the
+  // kernels copy as fast as the link lets them, and the link's usable rate is NCCL's own per-link
+  // figure times the links (topo.h SM90_NVLINK_BW 20.6 x 18 = 370.8; A100 20.0 x 12 = 240, which its
+  // search books whole). NVIDIA describes the same figure: "With the protocol overhead (~20%) NCCL can
+  // get an effective NVLink bandwidth of 370GB/s, which you can observe as BusBw when running
+  // non-allreduce operations, or when running with NCCL_ALGO=RING" (S. Jeaugey, NVIDIA/nccl-tests
+  // issue #212, 2024-05-06). So the ring's bus bandwidth there is the link's, under the protocol's
+  // efficiency and caps. The tuner still chooses by its own table.
+  double bus_GBps = t.bandwidth_GBps[idx(a)][idx(p)] * ring_steps(op, n) / n;
+  if (f.nodes == 1 && f.nvlink) {
+    bus_GBps = std::max(bus_GBps, ring_bus(f.nvlink_GBps, p, op, f, t.channels[idx(a)]));
+  }
   const double channel_Bpus = bus_GBps * 1000.0 / nccl_channels(f, a);
   const double slice_us = static_cast<double>(pl.slice) / channel_Bpus;
   // Latencies per hop, as the tuner has them: NVLink or PCI inside a node, at least the cost of

@@ -141,13 +141,14 @@ TEST(NcclModel, SmallOpsRunOnFewerChannels) {
   EXPECT_EQ(channels(64 * KiB, NcclProto::LL128), 12);  // 12 x 5120 = 61440 <= 65536 < 66560
   // NVLS keeps its 16.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, KiB, NcclAlgo::Nvls, NcclProto::Simple).channels, 16);
-  // Fewer channels, fewer bytes per us: 64 KiB of Simple on 2 channels of 15 GB/s, one 4096-byte slice
-  // per step on 14 steps: 8.4 + 14 x 3.4 + 14 x 4096 / 15000 us.
+  // Fewer channels, fewer bytes per us: 64 KiB of Simple on 2 channels of 370.8 / 24 = 15.45 GB/s (the
+  // ring inside a node moves at the link's 18 x 20.6 GB/s, not the search's 12 x 30), one 4096-byte
+  // slice per step on 14 steps: 8.4 + 14 x 3.4 + 14 x 4096 / 15450 us.
   const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * KiB, NcclAlgo::Ring, NcclProto::Simple),
             (NcclPipeline{2, 32768, 4096, 14, 14}));
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 64 * KiB, NcclAlgo::Ring, NcclProto::Simple),
-            8.4 + 14 * 3.4 + 14 * 4096 / 15000.0);
+            8.4 + 14 * 3.4 + 14 * 4096 / 15450.0);
 }
 
 TEST(NcclModel, RingPipelineSlicesAMidSizeAllReduce) {
@@ -159,11 +160,32 @@ TEST(NcclModel, RingPipelineSlicesAMidSizeAllReduce) {
   // on the busiest link.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Ring, NcclProto::Simple),
             (NcclPipeline{24, 699051, 43712, 28, 14}));
-  // At 360 / 24 = 15 GB/s a slice takes 43712 / 15000 = 2.914 us; the first slice pays 14 hops of 3.4 us,
-  // the other 14 on the busiest link 3.4 us each: 8.4 + 28 x 3.4 + 28 x 2.914 = 185.2 us, where the
-  // tuner says 56 + 16 MiB / 205.7 GB/s = 137.6 us.
+  // At 370.8 / 24 = 15.45 GB/s a slice takes 43712 / 15450 = 2.829 us; the first slice pays 14 hops of
+  // 3.4 us, the other 14 on the busiest link 3.4 us each: 8.4 + 28 x 3.4 + 28 x 2.829 = 182.8 us, where
+  // the tuner (its graph's 360 GB/s) says 56 + 16 MiB / 205.7 GB/s = 137.6 us.
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Ring, NcclProto::Simple),
-            8.4 + 28 * 3.4 + 28 * 43712 / 15000.0);
+            8.4 + 28 * 3.4 + 28 * 43712 / 15450.0);
+}
+
+// Inside one NVLink node the ring's channels move data at the link's usable rate (H100: 18 x 20.6 =
+// 370.8 GB/s, which NVIDIA says a forced ring shows as its bus bandwidth), not at the 12 x 30 = 360 the
+// channel search booked; the tuner still chooses by its table. On A100 the two are the same figure.
+TEST(NcclModel, ARingInsideANodeMovesAtTheLinksRateNotTheSearchs) {
+  const NcclFabric h100 = *nccl_fabric(h100_node(), iota(8));
+  const NcclGraph g = nccl_graph(h100, NcclAlgo::Ring);
+  EXPECT_EQ(g.channels * g.bw_intra, 360.0);
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, h100);
+  EXPECT_NEAR(t.bandwidth_GBps[kRing][kSimple], 360.0 * 8 / 14, 1e-9);  // the tuner's figure is the search's
+  // 4 GiB of Simple: 24 channels of 178,956,971 B in 1 MiB slices, 171 a channel, ceil(171 x 14 / 8) =
+  // 300 on the busiest link, each at 370.8 / 24 = 15.45 GB/s and each paying the hop's 3.4 us:
+  // 8.4 + 300 x 3.4 + 300 x 1048576 / 15450 us, a bus bandwidth of 351.4 GB/s (at the search's
+  // 15 GB/s a channel it was 341.6).
+  const Time big = *nccl_time(t, h100, CollectiveOp::AllReduce, 4 * GiB, NcclAlgo::Ring, NcclProto::Simple);
+  expect_us(big, 8.4 + 300 * 3.4 + 300 * 1048576 / 15450.0);
+  // A100: 12 links x 20.0 = 240, and the search books 12 x 20 = 240: nothing to lift.
+  const NcclFabric a100 = *nccl_fabric(a100_node(), iota(8));
+  const NcclGraph ga = nccl_graph(a100, NcclAlgo::Ring);
+  EXPECT_EQ(ga.channels * ga.bw_intra, a100.nvlink_GBps);
 }
 
 TEST(NcclModel, NvlsPipelineFillsAndReachesItsEfficiency) {

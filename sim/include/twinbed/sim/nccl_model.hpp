@@ -23,7 +23,8 @@
 //   channels of small ops). `nccl_pipeline` says how a given op is cut up (active channels, bytes per
 //   channel, slice size, slices on the busiest link, steps), and `nccl_time` prices it:
 //     ring:  base + the first slice's latency on every step + every further slice's hop latency
-//            + the busiest link's slices at the channel's bandwidth
+//            + the busiest link's slices at the channel's bandwidth (inside one NVLink node the
+//            link's usable rate, NCCL's per-link figure x links, not the search's booking: see .cpp)
 //     NVLS:  base + the first slice through both steps (reduce into the switch, multicast back)
 //            + (slices - 1) x the per-slice delay          (NVIDIA's pipeline model, see .cpp);
 //            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes)
