@@ -278,6 +278,11 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
   EXPECT_DOUBLE_EQ(j["rows"][2]["step_breakdown"]["compute"].get<double>(), b.compute);
   EXPECT_DOUBLE_EQ(j["rows"][2]["step_breakdown"]["op_kind_shares"]["gemm"].get<double>(), b.op_kinds.front().second);
   EXPECT_NE(table(r).find("tiny"), std::string::npos);
+  // Per data file, its judged rows' errors: the collectives file counts one (the 64 KiB row is not judged).
+  const std::string printed = table(r);
+  const std::size_t per_file = printed.find("  collectives/test.json   1 rows  mean |error|");
+  ASSERT_NE(per_file, std::string::npos) << printed;
+  EXPECT_NE(printed.find("training/", per_file), std::string::npos) << printed;
 }
 
 // A row whose simulated run cannot fit its devices says so beside its error; one that fits does not.

@@ -38,6 +38,26 @@ sim::NcclChoice forced(const CollectiveRequest& request, const sim::NcclFabric& 
   }
 }
 
+// The judged rows of `set` that `keep` accepts: how many, their mean and max |error|, the max's row.
+template <class Keep>
+Aggregate error_stats(const std::vector<RowResult>& rows, Set set, Keep keep) {
+  Aggregate a;
+  a.set = set;
+  double sum = 0;
+  for (const RowResult& r : rows) {
+    if (r.set != set || !r.judged || !keep(r)) continue;
+    const double e = std::fabs(r.error);
+    ++a.rows;
+    sum += e;
+    if (a.rows == 1 || e > a.max_abs_error) {
+      a.max_abs_error = e;
+      a.max_row = r.id;
+    }
+  }
+  if (a.rows > 0) a.mean_abs_error = sum / a.rows;
+  return a;
+}
+
 }  // namespace
 
 double relative_error(double simulated, double published) {
@@ -156,21 +176,8 @@ RowResult simulate(const TrainingCase& c, const std::map<std::string, std::strin
 std::vector<Aggregate> aggregate(const std::vector<RowResult>& rows) {
   std::vector<Aggregate> out;
   for (Set set : {Set::Collectives, Set::Training}) {
-    Aggregate a;
-    a.set = set;
-    double sum = 0;
-    for (const RowResult& r : rows) {
-      if (r.set != set || !r.judged) continue;
-      const double e = std::fabs(r.error);
-      ++a.rows;
-      sum += e;
-      if (a.rows == 1 || e > a.max_abs_error) {
-        a.max_abs_error = e;
-        a.max_row = r.id;
-      }
-    }
+    Aggregate a = error_stats(rows, set, [](const RowResult&) { return true; });
     if (a.rows == 0) continue;
-    a.mean_abs_error = sum / a.rows;
     if (set == Set::Collectives) {
       a.target = "|error| <= 10% at every size >= 1 MiB";
       a.target_met = a.max_abs_error <= kCollectiveMaxError;
@@ -272,6 +279,22 @@ std::string table(const Results& r) {
     std::snprintf(buf, sizeof buf, "%-*s  %-14s %11s %11s %+7.1f%%%s %s%s\n", static_cast<int>(w), x.id.c_str(),
                   x.metric.c_str(), fixed(x.published, digits).c_str(), fixed(x.simulated, digits).c_str(), 100 * x.error,
                   x.judged ? " " : "*", x.detail.c_str(), x.assumed.empty() ? "" : " [assumed inputs]");
+    o << buf;
+  }
+  o << "\n";
+  // Per data file (a machine's sweep, a group of runs): where in a set the error sits.
+  std::vector<std::pair<Set, std::string>> files;
+  for (const RowResult& x : r.rows) {
+    const std::pair<Set, std::string> key{x.set, x.provenance.file};
+    if (std::find(files.begin(), files.end(), key) == files.end()) files.push_back(key);
+  }
+  std::size_t fw = 4;
+  for (const auto& [set, file] : files) fw = std::max(fw, file.size());
+  for (const auto& [set, file] : files) {
+    const Aggregate a = error_stats(r.rows, set, [&](const RowResult& x) { return x.provenance.file == file; });
+    if (a.rows == 0) continue;
+    std::snprintf(buf, sizeof buf, "  %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n", static_cast<int>(fw),
+                  file.c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
     o << buf;
   }
   o << "\n";
