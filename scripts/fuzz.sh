@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/fuzz.sh [SECONDS] [TARGET...]: the libFuzzer targets of tests/fuzz (experiment, topology,
-# profile, sweep), built with Clang, AddressSanitizer and UndefinedBehaviorSanitizer in ./build-fuzz and
-# run SECONDS each (default 600), one after another, on a seed corpus of the repository's own inputs
-# (experiments/, tests/data/, tests/fuzz/seeds/). Prints each target's executions per second; exits
+# profile, sweep, validation), built with Clang, AddressSanitizer and UndefinedBehaviorSanitizer in
+# ./build-fuzz and run SECONDS each (default 600), one after another, on a seed corpus of the
+# repository's own inputs (experiments/, experiments/validation/, tests/data/, tests/fuzz/seeds/). Prints each target's executions per second; exits
 # non-zero on a finding, whose input libFuzzer writes to build-fuzz/findings/.
 # The corpora grow in build-fuzz/corpus/<target> and are reused by the next run.
 set -euo pipefail
@@ -11,11 +11,11 @@ case "${1:-}" in -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0;; esac
 seconds=${1:-600}
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(experiment topology profile sweep)
+[ ${#targets[@]} -gt 0 ] || targets=(experiment topology profile sweep validation)
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS must be a whole number, got '$seconds'" >&2; exit 2;; esac
 for t in "${targets[@]}"; do
-  case "$t" in experiment|topology|profile|sweep) ;;
-    *) echo "fuzz.sh: unknown target '$t'; known: experiment, topology, profile, sweep" >&2; exit 2;; esac
+  case "$t" in experiment|topology|profile|sweep|validation) ;;
+    *) echo "fuzz.sh: unknown target '$t'; known: experiment, topology, profile, sweep, validation" >&2; exit 2;; esac
 done
 
 scripts/install-deps.sh --fuzz
@@ -28,6 +28,7 @@ seeds() {  # the seed files of one target
     experiment|sweep) ls experiments/*.json tests/data/experiments/*.json tests/data/hardening/*.json tests/fuzz/seeds/sweep_*.json ;;
     topology) ls tests/data/topologies/*.json tests/data/cli/*.json tests/data/hardening/oversubscribed_topology.json ;;
     profile) ls tests/fuzz/seeds/profile_*.json ;;
+    validation) ls experiments/validation/collectives/*.json experiments/validation/training/*.json ;;
   esac
 }
 

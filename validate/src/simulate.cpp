@@ -290,8 +290,9 @@ std::string table(const Results& r) {
   }
   std::size_t fw = 4;
   for (const auto& [set, file] : files) fw = std::max(fw, file.size());
-  for (const auto& [set, file] : files) {
-    const Aggregate a = error_stats(r.rows, set, [&](const RowResult& x) { return x.provenance.file == file; });
+  for (const auto& key : files) {
+    const std::string& file = key.second;  // a plain reference: lambdas may not capture structured bindings before Clang 16
+    const Aggregate a = error_stats(r.rows, key.first, [&](const RowResult& x) { return x.provenance.file == file; });
     if (a.rows == 0) continue;
     std::snprintf(buf, sizeof buf, "  %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n", static_cast<int>(fw),
                   file.c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
