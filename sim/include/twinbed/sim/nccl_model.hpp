@@ -35,8 +35,8 @@
 //     PAT:   the tuner's estimate (its pipeline is not modelled).
 //   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
 //   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
-//   At large sizes the ring's time comes within a few percent of the tuner's bandwidth (the slices'
-//   synchronisation), the tree's reaches the tuner's bandwidth (without the tuner's tree correction
+//   At large sizes the ring's time comes within a few percent of the tuner's bandwidth, or inside one
+//   NVLink node of the link's (the slices' synchronisation), the tree's reaches the tuner's bandwidth (without the tuner's tree correction
 //   factors, NVIDIA's fit of its own estimate to medium sizes, which still decide) and NVLS's its
 //   efficiency-carrying bandwidth; at small and mid sizes
 //   they differ from the tuner by the pipeline's fill, the slicing and the trimmed channels.
