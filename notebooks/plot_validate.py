@@ -52,7 +52,7 @@ def draw_breakdown(ax, rows):
     ax.tick_params(axis="y", labelleft=False)
     ax.set_title("where the simulated step goes", fontsize=10, loc="left")
     ax.set_xlabel("% of the step", fontsize=8)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05), frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # below the x label
 
 
 # Sweep panels: a grid SWEEP_COLUMNS wide; the simulated points' colour by NCCL algorithm.
@@ -194,7 +194,9 @@ def draw(data, out_png):
         else:
             draw_errors(sub, s, mine, aggregates.get(s), BAND[s])
     p = data.get("provenance", {})
-    fig.text(0.99, 0.005, f"twinbed validate — {p.get('git_revision', '?')}", fontsize=8, ha="right", va="bottom")
+    # Below the last subfigure's panels, bottom left (a subfigure's background would cover text drawn on
+    # the figure; constrained layout keeps room for a supxlabel; the step breakdown's legend is right).
+    subs[-1].supxlabel(f"twinbed validate — {p.get('git_revision', '?')}", fontsize=8, x=0.01, ha="left")
     save_png(fig, out_png)
 
 
