@@ -14,6 +14,7 @@
 #include "run_experiment.hpp"
 #include "validators.hpp"
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/experiment.hpp"
 #include "twinbed/core/export.hpp"
 #include "twinbed/validate/validate.hpp"
 
@@ -30,6 +31,7 @@ struct ValidateOptions {
   bool cheap = false;
   bool no_plot = false;
   std::vector<std::string> profiles;  // DEVICE=FILE
+  std::vector<std::string> rows;      // row ids or data file stems; empty: every row
 };
 
 // "--profile DEVICE=FILE" entries as a map; ConfigError naming the flag on a malformed one or a device
@@ -62,7 +64,8 @@ void validate_command(const ValidateOptions& o) {
   options.profiles = parse_profiles(o.profiles);  // checked by validation::run before anything runs
   const std::string data = o.data.empty() ? default_data() : o.data;
   // Every row file is read and checked before anything is simulated or written.
-  const validation::Dataset dataset = validation::load_dataset(data, options.only);
+  validation::Dataset dataset = validation::load_dataset(data, options.only);
+  if (!o.rows.empty()) dataset = validation::select_rows(dataset, o.rows);
   const bool tty = isatty(fileno(stderr));
   options.progress = [&](const std::string& line) {
     if (tty) std::fprintf(stderr, "\r%-70s", line.c_str());
@@ -93,6 +96,14 @@ void validate_command(const ValidateOptions& o) {
   doc["provenance"] = {{"git_revision", p.git_revision}, {"twinbed_version", p.twinbed_version}, {"date", p.date}, {"hostname", p.hostname}};
   doc["provenance"].update(p.config);
   write_file_atomic(dir / "validate.json", doc.dump(2) + "\n");
+  // Each training row simulated, as a config `twinbed run` reruns (its trace, its per-op tables).
+  std::size_t configs = 0;
+  for (const validation::TrainingCase& c : dataset.training) {
+    const bool ran = std::any_of(results.rows.begin(), results.rows.end(), [&](const validation::RowResult& r) { return r.id == c.id; });
+    if (!ran) continue;
+    if (configs++ == 0) fs::create_directories(dir / "rows");
+    write_file_atomic(dir / "rows" / (c.id + ".json"), resolved(validation::row_experiment(c, options.profiles)).dump(2) + "\n");
+  }
 
   std::string plotted;
   if (!o.no_plot) {
@@ -103,7 +114,9 @@ void validate_command(const ValidateOptions& o) {
   std::printf("# twinbed validate: %zu rows from %zu files under %s (error = (simulated - published) / published)\n",
               results.rows.size(), dataset.files.size(), data.c_str());
   std::cout << validation::table(results);
-  std::printf("# wrote %s/{validate.json%s}\n", dir.string().c_str(), plotted.c_str());
+  std::printf("# wrote %s/{validate.json%s%s}\n", dir.string().c_str(), plotted.c_str(),
+              configs == 0 ? "" : (", rows/*.json: " + std::to_string(configs) + " training row" + (configs == 1 ? "" : "s") +
+                                                   " as `twinbed run` configs").c_str());
   for (const auto& [device, file] : options.profiles) {
     const bool used = std::any_of(results.rows.begin(), results.rows.end(), [&](const validation::RowResult& r) { return r.profile == file; });
     if (!used) std::fprintf(stderr, "twinbed: note: no training row ran on %s: --profile %s=%s was not used\n", device.c_str(), device.c_str(), file.c_str());
@@ -127,6 +140,10 @@ void add_validate_command(CLI::App& app) {
   cmd->add_flag("--cheap", opts->cheap,
                 "Only the cheap rows: every collective, and training rows of at most 64 GPUs and 4096 layers x "
                 "micro-batches per pipeline (what ctest runs)");
+  cmd->add_option("--row", opts->rows,
+                  "Only this row (repeatable): a row id as the table prints it (mt-nlg-530b-420-nodes, "
+                  "h100-8gpu-nvswitch/3) or a data file's name without .json, for all its rows (mt-nlg-530b)")
+      ->type_name("ID|FILE");
   cmd->add_flag("--no-plot", opts->no_plot, "Do not draw validate.png");
   cmd->add_option("--profile", opts->profiles,
                   "DEVICE=FILE (repeatable): simulate the training rows on that device preset (a100, h100, h200) with a "
@@ -134,6 +151,8 @@ void add_validate_command(CLI::App& app) {
                   "and validate.json")
       ->type_name("DEVICE=FILE");
   cmd->footer(
+      "Each training row simulated is also written as OUT/rows/<id>.json, a config `twinbed run` takes: run it for the "
+      "row's trace and per-op tables.\n"
       "Targets reported (issue 12): collectives |error| <= 10% at every size >= 1 MiB; training mean |error| <= 5% and "
       "max <= 10%. Exit status 0 whether or not they hold; 1 on a bad row file (named with its field).");
   cmd->callback([opts] { validate_command(*opts); });

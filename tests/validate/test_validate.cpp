@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "twinbed/core/error.hpp"
 #include "twinbed/validate/validate.hpp"
@@ -318,6 +320,9 @@ TEST(ValidateRows, AMeasuredProfileReplacesTheDefaultsForItsDeviceOnly) {
   EXPECT_NE(measured.detail.find("measured profile"), std::string::npos) << measured.detail;
   EXPECT_LT(measured.simulated, defaults.simulated);
   EXPECT_EQ(other, defaults);
+  // The config written for the row (what `twinbed run` reruns) carries the profile it ran with.
+  EXPECT_EQ(row_experiment(row, {{"a100", file}}).cluster.profile, file);
+  EXPECT_EQ(row_experiment(row, {{"h100", file}}), row.experiment);
   Dataset d;
   d.training = {row};
   Options o;
@@ -337,6 +342,33 @@ TEST(ValidateRows, AMeasuredProfileReplacesTheDefaultsForItsDeviceOnly) {
     }
   }
   std::remove(file.c_str());
+}
+
+// --row: a row id or a data file's stem selects rows, in the dataset's order; any other name is an
+// error naming the flag and the data files.
+TEST(ValidateRows, RowsAreSelectedByIdOrByDataFile) {
+  Dataset d;
+  d.files = {"collectives/test.json", "training/test.json"};
+  d.collectives = parse_collectives(collective_file());
+  d.training = parse_training(training_file());
+  const auto ids = [](const Dataset& x) {
+    std::vector<std::string> out;
+    for (const CollectiveCase& c : x.collectives) out.push_back(c.id);
+    for (const TrainingCase& c : x.training) out.push_back(c.id);
+    return out;
+  };
+  EXPECT_EQ(ids(select_rows(d, {"test/1"})), (std::vector<std::string>{"test/1"}));
+  EXPECT_EQ(ids(select_rows(d, {"tiny", "test/1", "tiny"})), (std::vector<std::string>{"test/1", "tiny"}));
+  EXPECT_EQ(ids(select_rows(d, {"test"})), ids(d));  // both files' stem: every row
+  EXPECT_EQ(select_rows(d, {"tiny"}).files, d.files);
+  try {
+    select_rows(d, {"tiny", "tinny"});
+    ADD_FAILURE() << "no error for an unknown row";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "--row");
+    EXPECT_NE(e.message().find("'tinny'"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("data file: test, test"), std::string::npos) << e.message();
+  }
 }
 
 TEST(ValidateRows, TheRepositoryDataLoads) {

@@ -1,5 +1,6 @@
 // The edge: validation row files (experiments/validation/README.md) to plain structs, strictly.
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "twinbed/core/error.hpp"
@@ -208,6 +209,28 @@ Dataset load_dataset(const fs::path& dir, std::optional<Set> only) {
     }
   }
   return d;
+}
+
+Dataset select_rows(const Dataset& d, const std::vector<std::string>& names) {
+  const auto stem = [](const std::string& file) { return fs::path(file).stem().string(); };
+  const auto names_row = [&](const std::string& name, const auto& row) { return row.id == name || stem(row.provenance.file) == name; };
+  const auto named = [&](const auto& row) {
+    return std::any_of(names.begin(), names.end(), [&](const std::string& name) { return names_row(name, row); });
+  };
+  for (const std::string& name : names) {
+    const auto is = [&](const auto& row) { return names_row(name, row); };
+    if (std::none_of(d.collectives.begin(), d.collectives.end(), is) && std::none_of(d.training.begin(), d.training.end(), is)) {
+      std::string stems;
+      for (const std::string& file : d.files) stems += (stems.empty() ? "" : ", ") + stem(file);
+      throw ConfigError("--row", "no row or data file '" + name + "' in the data read; expected a row id as the table prints it " +
+                                     "(e.g. h100-8gpu-nvswitch/3) or a data file: " + stems);
+    }
+  }
+  Dataset out;
+  out.files = d.files;
+  std::copy_if(d.collectives.begin(), d.collectives.end(), std::back_inserter(out.collectives), named);
+  std::copy_if(d.training.begin(), d.training.end(), std::back_inserter(out.training), named);
+  return out;
 }
 
 bool cheap(const TrainingCase& c) {

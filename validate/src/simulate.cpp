@@ -128,11 +128,16 @@ void check_profiles(const std::map<std::string, std::string>& profiles) {
   }
 }
 
-RowResult simulate(const TrainingCase& c, const std::map<std::string, std::string>& profiles) {
+Experiment row_experiment(const TrainingCase& c, const std::map<std::string, std::string>& profiles) {
   Experiment e = c.experiment;
-  const Topology topology = build_topology(e.cluster);
-  const auto measured = profiles.find(topology.device(0).name);
+  const auto measured = profiles.find(build_topology(e.cluster).device(0).name);
   if (measured != profiles.end()) e.cluster.profile = measured->second;
+  return e;
+}
+
+RowResult simulate(const TrainingCase& c, const std::map<std::string, std::string>& profiles) {
+  const Experiment e = row_experiment(c, profiles);
+  const Topology topology = build_topology(e.cluster);
   const Plan plan = plan_for(e, topology);
   // Spans recorded (the representative ranks'): the row's step breakdown is read from them.
   const Trace trace = sim::simulate_plan(plan, topology, sim::plan_sim_options(e, topology, true));

@@ -108,6 +108,11 @@ std::vector<TrainingCase> training_from_json(const nlohmann::json& j, const std:
 // set; a folder without either is a ConfigError naming it). `only` restricts to one set.
 Dataset load_dataset(const std::filesystem::path& dir, std::optional<Set> only = std::nullopt);
 
+// Only the named rows, in the dataset's order: each name a row id ("mt-nlg-530b-420-nodes",
+// "h100-8gpu-nvswitch/3") or a data file's stem, for all its rows ("mt-nlg-530b"). `files` is kept (the
+// files read). ConfigError naming "--row" for a name that is neither, listing the data files' stems.
+Dataset select_rows(const Dataset& d, const std::vector<std::string>& names);
+
 // Cheap rows: what ctest runs. Every collective row (a tuner evaluation, microseconds); a training row
 // whose plan is small: at most kCheapRanks GPUs and kCheapLayerMicroBatches layers × micro-batches per
 // pipeline (no wall-clock measure: the same rows are cheap on every machine).
@@ -142,6 +147,11 @@ struct RowResult {
 
 // (simulated − published) / published; InvalidArgument when published is not > 0.
 double relative_error(double simulated, double published);
+
+// The experiment a training row simulates (named by its id): the row's own, with the measured profile
+// of its device when `profiles` (as Options::profiles) has one. core/experiment.hpp's resolved() of it is
+// a config `twinbed run` takes, which reruns the row with its trace and per-op tables.
+Experiment row_experiment(const TrainingCase& c, const std::map<std::string, std::string>& profiles = {});
 
 RowResult simulate(const CollectiveCase& c);
 // `profiles` as Options::profiles.
