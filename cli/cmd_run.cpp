@@ -222,7 +222,7 @@ void add_run_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--fidelity", opts->fidelity, "full, representative or coarse (overrides the config)");
   cmd->add_option("--network", opts->network, "flow or analytical (overrides the config)");
   cmd->add_flag("--json", opts->json, "Print the report as JSON instead of the summary");
-  cmd->add_flag("--no-trace", opts->no_trace, "Do not write trace.json (large for big clusters: ~150 MB for GPT-3 on 1,024 GPUs)");
+  cmd->add_flag("--no-trace", opts->no_trace, "Do not write trace.json (large for big clusters: ~100-200 MB for GPT-3 on 1,024 GPUs)");
   cmd->callback([opts, &invocation] { run_command(*opts, invocation); });
 }
 

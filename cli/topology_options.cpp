@@ -1,5 +1,6 @@
 #include "topology_options.hpp"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "validators.hpp"
@@ -37,6 +38,14 @@ void TopologyOptions::add_to(CLI::App& app) {
 }
 
 namespace {
+
+// A preset's parameter (PresetParams' field name) as the flag that sets it: its JSON key
+// (core/topology_json.hpp), '_' as '-', the units' case kept ("--bandwidth-GBps").
+std::string preset_flag(const std::string& param) {
+  std::string flag = "--" + preset_override_key(param);
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
 
 std::vector<int> parse_dims(const std::string& text) {
   std::vector<int> dims;
@@ -89,6 +98,10 @@ Topology TopologyOptions::build() const {
     p.device = device;
     try {
       return (*preset)(p);
+    } catch (const topo::UnsupportedPresetParam& e) {
+      std::string flags;
+      for (const std::string& param : e.accepted) flags += (flags.empty() ? "" : ", ") + preset_flag(param);
+      throw ConfigError(preset_flag(e.param), "topology preset '" + topology + "' does not take this flag; it takes: " + flags);
     } catch (const InvalidArgument& e) {
       throw ConfigError("--topology " + topology, e.what());
     }

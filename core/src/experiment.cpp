@@ -260,6 +260,8 @@ Topology build_topology(const ClusterConfig& c) {
     return presets.get(c.topology)(c.overrides);
   } catch (const UnknownName& e) {
     throw ConfigError("/cluster/topology", e.what());
+  } catch (const topo::UnsupportedPresetParam& e) {
+    fail_unsupported(e, "/cluster");
   } catch (const InvalidArgument& e) {
     throw ConfigError("/cluster", "topology preset " + json_read::quoted(c.topology) + ": " + e.what());
   }

@@ -27,11 +27,7 @@ constexpr std::pair<PipelineSchedule, const char*> kSchedules[] = {
     {PipelineSchedule::Interleaved1F1B, "interleaved-1f1b"},
 };
 
-std::string join(const std::vector<std::string>& names) {
-  std::string s;
-  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
-  return s;
-}
+using json_read::join;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "twinbed/core/error.hpp"
+#include "twinbed/core/json_read.hpp"
 
 namespace twinbed::topo {
 
@@ -375,6 +376,12 @@ Topology dgx_h100_cluster(int nodes) {
 
 // ---- presets ---------------------------------------------------------------------------------------
 
+UnsupportedPresetParam::UnsupportedPresetParam(std::string preset_name, std::string param_name, std::vector<std::string> accepted_params)
+    : InvalidArgument("topology preset '" + preset_name + "' does not take '" + param_name + "' (it takes: " + json_read::join(accepted_params) + ")"),
+      preset(std::move(preset_name)),
+      param(std::move(param_name)),
+      accepted(std::move(accepted_params)) {}
+
 namespace {
 
 // The PresetParams fields a preset was given, by their parameter names.
@@ -397,14 +404,7 @@ std::vector<std::string> given(const PresetParams& p) {
 void check_params(const std::string& preset, const PresetParams& p, const std::vector<std::string>& accepted) {
   const std::string where = "topology preset '" + preset + "'";
   for (const std::string& name : given(p)) {
-    if (std::find(accepted.begin(), accepted.end(), name) == accepted.end()) {
-      std::string list;
-      for (std::size_t i = 0; i < accepted.size(); ++i) {
-        if (i) list += ", ";
-        list += accepted[i];
-      }
-      throw InvalidArgument(where + " does not take '" + name + "' (it takes: " + list + ")");
-    }
+    if (std::find(accepted.begin(), accepted.end(), name) == accepted.end()) throw UnsupportedPresetParam(preset, name, accepted);
   }
   if (p.ranks) check_count(where, "ranks", *p.ranks);
   if (p.gpus_per_node) check_count(where, "gpus_per_node", *p.gpus_per_node);

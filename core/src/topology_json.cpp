@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -58,9 +59,10 @@ Topology from_preset(const json& j) {
   Topology t;
   try {
     t = (*factory)(p);
+  } catch (const topo::UnsupportedPresetParam& e) {
+    fail_unsupported(e, "");
   } catch (const InvalidArgument& e) {
-    // A combination the preset rejects (a setting it does not take, ranks not a multiple of
-    // gpus_per_node): the message names the setting.
+    // A combination the preset rejects (ranks not a multiple of gpus_per_node): the message names it.
     fail("/preset", e.what());
   }
   if (std::string d = read_description(j); !d.empty()) t.description = d;
@@ -168,9 +170,39 @@ Time read_latency_us(const json& v, const std::string& path) {
   return Time::us(us);
 }
 
+namespace {
+// PresetParams' fields and their keys, in JSON units.
+constexpr std::pair<const char*, const char*> kOverrideKeys[] = {
+    {"ranks", "ranks"},
+    {"gpus_per_node", "gpus_per_node"},
+    {"bandwidth", "bandwidth_GBps"},
+    {"latency", "latency_us"},
+    {"intra_bandwidth", "intra_bandwidth_GBps"},
+    {"intra_latency", "intra_latency_us"},
+    {"oversubscription", "oversubscription"},
+    {"dims", "dims"},
+    {"device", "device"},
+};
+}  // namespace
+
 std::vector<std::string> preset_override_keys() {
-  return {"ranks", "gpus_per_node", "bandwidth_GBps", "latency_us", "intra_bandwidth_GBps", "intra_latency_us",
-          "oversubscription", "dims", "device"};
+  std::vector<std::string> keys;
+  for (const auto& [param, key] : kOverrideKeys) keys.emplace_back(key);
+  return keys;
+}
+
+std::string preset_override_key(const std::string& param) {
+  for (const auto& [name, key] : kOverrideKeys) {
+    if (param == name) return key;
+  }
+  throw InvalidArgument("no preset parameter '" + param + "'");
+}
+
+void fail_unsupported(const topo::UnsupportedPresetParam& e, const std::string& path) {
+  std::vector<std::string> keys;
+  for (const std::string& param : e.accepted) keys.push_back(preset_override_key(param));
+  fail(child(path, preset_override_key(e.param)),
+       "topology preset '" + e.preset + "' does not take this key; it takes: " + join(keys));
 }
 
 topo::PresetParams preset_params_from_json(const json& j, const std::string& path) {

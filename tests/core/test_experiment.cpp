@@ -176,7 +176,8 @@ TEST(Experiment, ClusterErrors) {
   EXPECT_NE(msg.find("fat-tree"), std::string::npos) << msg;  // lists the presets
   c = small_config();
   c["cluster"]["dims"] = json::array({4, 4});  // fat-tree takes no dims
-  EXPECT_EQ(error_path(c), "/cluster");
+  EXPECT_EQ(error_path(c, &msg), "/cluster/dims");
+  EXPECT_NE(msg.find("it takes: ranks, gpus_per_node, bandwidth_GBps"), std::string::npos) << msg;
   c = small_config();
   c["cluster"] = {{"topology", "../topologies/two_hosts.json"}, {"ranks", 4}};  // no overrides on a file
   EXPECT_EQ(error_path(c), "/cluster/ranks");

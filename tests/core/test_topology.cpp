@@ -465,6 +465,14 @@ TEST(Presets, BadParamsNameTheParameter) {
   topo::PresetParams dims;
   dims.dims = std::vector<int>{4, 4};
   EXPECT_THROW_WITH(presets.get("ring")(dims), InvalidArgument, "does not take 'dims'");
+  try {
+    presets.get("ring")(dims);
+    ADD_FAILURE() << "no error for dims on a ring";
+  } catch (const topo::UnsupportedPresetParam& e) {  // what the edges word as keys or flags
+    EXPECT_EQ(e.preset, "ring");
+    EXPECT_EQ(e.param, "dims");
+    EXPECT_EQ(e.accepted, (std::vector<std::string>{"ranks", "bandwidth", "latency", "device"}));
+  }
   dims.ranks = 8;
   EXPECT_THROW_WITH(presets.get("torus")(dims), InvalidArgument, "ranks (8) must equal the product of dims");
 

@@ -143,9 +143,12 @@ TEST(TopologyJson, PresetErrorsNameThePath) {
   e = json_error(R"({"preset": "fat-tree", "ranks": 12})");
   EXPECT_EQ(e.path(), "/preset");
   EXPECT_TRUE(contains(e.what(), "ranks must be a multiple of gpus_per_node")) << e.what();
+  // A key the preset does not take: at that key, naming the keys it takes as a file spells them.
   e = json_error(R"({"preset": "ring", "dims": [4, 4]})");
-  EXPECT_EQ(e.path(), "/preset");
-  EXPECT_TRUE(contains(e.what(), "does not take 'dims'")) << e.what();
+  EXPECT_EQ(e.path(), "/dims");
+  EXPECT_TRUE(contains(e.what(), "it takes: ranks, bandwidth_GBps, latency_us, device")) << e.what();
+  e = json_error(R"({"preset": "switch", "intra_latency_us": 1})");
+  EXPECT_EQ(e.path(), "/intra_latency_us");
 
   e = json_error(R"({"preset": 3})");
   EXPECT_EQ(e.path(), "/preset");

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "twinbed/core/error.hpp"
 #include "twinbed/core/profile.hpp"
 #include "twinbed/core/registry.hpp"
 #include "twinbed/core/topology.hpp"
@@ -87,6 +88,16 @@ struct PresetParams {
   std::optional<std::vector<int>> dims;
   std::optional<std::string> device;  // device preset name
   bool operator==(const PresetParams&) const = default;
+};
+
+// What a preset throws when given a parameter it does not take (a silently ignored override would
+// simulate another machine than the one asked for). `param` and `accepted` are PresetParams' field
+// names ("bandwidth", "intra_latency"); each edge words them as its user wrote them (JSON keys, flags).
+class UnsupportedPresetParam : public InvalidArgument {
+ public:
+  UnsupportedPresetParam(std::string preset, std::string param, std::vector<std::string> accepted);
+  std::string preset, param;
+  std::vector<std::string> accepted;
 };
 
 using PresetFactory = std::function<Topology(const PresetParams&)>;

@@ -38,6 +38,11 @@ Topology load_topology(const std::string& path);
 // latency_us, intra_bandwidth_GBps, intra_latency_us, oversubscription, dims, device. Shared by
 // topology files and experiment configs ("cluster").
 std::vector<std::string> preset_override_keys();
+// A preset's parameter (PresetParams' field name, "bandwidth") as its key there ("bandwidth_GBps").
+std::string preset_override_key(const std::string& param);
+// The ConfigError for a preset given a key it does not take: at `path`/<that key>, naming the keys the
+// preset takes.
+[[noreturn]] void fail_unsupported(const topo::UnsupportedPresetParam& e, const std::string& path);
 // Reads those keys of `obj` (others are the caller's business), errors naming `path`/key.
 topo::PresetParams preset_params_from_json(const nlohmann::json& obj, const std::string& path);
 // The inverse: only the parameters that are set.
