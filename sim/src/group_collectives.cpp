@@ -192,7 +192,7 @@ GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::v
   out.group_time.assign(groups.size(), choice.time);
   out.channels = choice.channels;
   // NCCL's model prices a communicator on an idle fabric. Where groups share links, each group's
-  // time grows as its shared schedule's does on the flow network when every group runs it at once
+  // time grows as its shared schedule's does on the simulator's network when every group runs it at once
   // rather than the first alone. NVLS has no schedule; it stays inside one NVSwitch node, whose links
   // no other group crosses. NVLSTree crosses the network as a tree of the nodes: the tree schedule
   // stands for it. PAT's rounds exchange with ranks at doubling (all-gather) or halving

@@ -648,9 +648,9 @@ NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabri
                           to_string(request.op) + "' here");
   }
   best.time = *nccl_time(t, fabric, request.op, request.bytes, best.algo, best.proto);
-  best.channels = best.algo == NcclAlgo::Tree || best.algo == NcclAlgo::Pat
-                      ? t.channels[idx(best.algo)]
-                      : nccl_pipeline(fabric, request.op, request.bytes, best.algo, best.proto).channels;
+  // PAT's pipeline is not modelled: its channels are its graph's.
+  best.channels = best.algo == NcclAlgo::Pat ? t.channels[idx(best.algo)]
+                                             : nccl_pipeline(fabric, request.op, request.bytes, best.algo, best.proto).channels;
   return best;
 }
 

@@ -401,7 +401,8 @@ const Footprint* PlanRun::footprint_of(std::map<std::pair<int, int>, double>& pa
 }
 
 // A collective instance's traffic: its algorithm's schedule (ring or tree as NCCL picked it; NVLS,
-// which has none, as the ring — both move about twice the buffer through each GPU's links), summed
+// NVLSTree and PAT, which have no schedule of that name, as the ring — each moves about twice the
+// buffer through each GPU's links for an all-reduce, once for the others), summed
 // over its rounds, on its group and on every group its simulated members stand for.
 const Footprint* PlanRun::collective_footprint(const ExecOp& op, int gid) {
   auto [it, fresh] = coll_footprint_.try_emplace({op.collective, op.group, gid, op.bytes});

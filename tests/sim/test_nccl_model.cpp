@@ -243,6 +243,12 @@ TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
   const NcclFabric two = *nccl_fabric(topo::dgx_h100_cluster(2), iota(16));
   EXPECT_EQ(nccl_pipeline(two, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple).steps, 16);
   EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllGather, MiB, NcclAlgo::Tree, NcclProto::Simple), InvalidArgument);
+  // The choice under NCCL_ALGO=Tree holds the CTAs its pipeline runs (what the plan simulator takes
+  // from the SMs), not the graph's 14: 24 at 1 MiB, fewer where NCCL trims the channels of a small op.
+  EXPECT_EQ(nccl_choose({CollectiveOp::AllReduce, 8, MiB}, f, NcclAlgo::Tree).channels, 24);
+  const NcclChoice small = nccl_choose({CollectiveOp::AllReduce, 8, 64 * KiB}, f, NcclAlgo::Tree);
+  EXPECT_EQ(small.channels, nccl_pipeline(f, CollectiveOp::AllReduce, 64 * KiB, NcclAlgo::Tree, small.proto).channels);
+  EXPECT_LT(small.channels, 24);
 }
 
 TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {

@@ -28,13 +28,13 @@
 // Default efficiencies come from public hardware facts, never from a training throughput
 // (../shared/REFERENCE.md): dense BF16 GEMM peaks measured publicly at about 87% of datasheet on A100
 // (271 of 312 TFLOP/s) and 80% on H100 (795 of 989); H200 shares H100's tensor cores and clocks, so
-// 80%. Memory: STREAM-like copies reach about 90% of HBM datasheet bandwidth (0.9). Unknown devices:
-// 0.8 and 0.9.
+// 80%. Memory: copy-class kernels reach about 87% of HBM datasheet bandwidth on A100 (0.87) and about 90%
+// on H100/H200 (0.9). Unknown devices: 0.8 and 0.9.
 //
 // A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
 // guesses. A technique kernel it measured (profile.hpp's technique_kernel_key) takes launch overhead +
 // processed elements × its measured time per element (a masked step adds its other parameters' bytes
-// at the memory rate); a block-sparse or 2:4 GEMM with a measured rate takes its non-zero FLOPs at it. When it holds measured GEMM shapes, a matmul takes the rate interpolated (in log space)
+// at the memory rate); a block-sparse or 2:4 GEMM with a measured rate takes its non-zero FLOPs at it. When it holds measured GEMM shapes, a matmul other than a flash-attention op takes the rate interpolated (in log space)
 // over the grid of measured (m, n, k) of its dtype, or the nearest measured shape off the grid (small
 // and skinny GEMMs are slower than large square ones) — the measurement replaces the tile and wave
 // model; else the per-dtype rate (measured or a fraction of the peak), under the tile and wave model of
@@ -93,7 +93,8 @@ double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int6
                        std::int64_t splits = 1);
 
 // Time of one op under the model. Throws InvalidArgument when the op is a matmul in a dtype the
-// profile has no rate for. O(log dtypes).
+// profile has no rate for. O(GEMM samples · log + stream samples + SMs): the split-K search tries up to
+// SMs / tiles splits.
 Time op_time(const OpCost& op, const ComputeProfile& profile);
 
 // Time of one op when only `sms` of the device's SMs are free for it (NCCL's CTAs hold the others;
@@ -103,8 +104,8 @@ Time op_time(const OpCost& op, const ComputeProfile& profile);
 // 24-block NCCL all-gather: "the gemm kernel's execution time nearly doubles", forums.developer.
 // nvidia.com/t/337991). A matmul a measurement times (GEMM samples, a technique kernel, a sparse
 // rate) has no shape model: its time above the launch overhead × device SMs / `sms`. Memory-bound
-// ops, and the memory roof of a matmul, are unchanged: no source here says what a few SMs fewer cost
-// their bandwidth. `sms` at or above the device's (or no SM count: a CPU): op_time.
+// ops, and the memory roof of a shape-model matmul, are unchanged (a measured matmul is scaled whole):
+// no source here says what a few SMs fewer cost their bandwidth. `sms` at or above the device's (or no SM count: a CPU): op_time.
 Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms);
 
 }  // namespace twinbed::sim

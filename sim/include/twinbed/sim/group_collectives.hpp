@@ -62,7 +62,8 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
 // NCCL's own collective on every group (nccl_model.hpp): the algorithm and protocol NCCL's tuner picks
 // for the first group's fabric, timed as its tuner prices it; where groups share links (not
 // groups_alike), each group's time is stretched by how much slower the corresponding shared schedule
-// (ring, tree, or rhd for PAT) runs on the flow network with every group at once than with the first alone.
+// (ring, tree, or rhd for PAT) runs on `sim`'s network model (the flow network by default; under
+// "analytical" groups never contend) with every group at once than with the first alone.
 // GroupTiming::algorithm names the pair ("nvls/Simple"), GroupTiming::channels its channels.
 GroupTiming time_nccl(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                       const NcclFabric& fabric, CollectiveSimulator& sim, const Topology& topology);

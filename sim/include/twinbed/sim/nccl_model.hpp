@@ -57,8 +57,9 @@
 //
 // The shared schedules (core/schedule.hpp) stay what the real backend executes; this model is how the
 // simulator costs NCCL's own collective (`auto`). NVLS has no shared schedule (the NVSwitch reduces in
-// the fabric): it exists only here, analytically; NVLSTree shares links with other groups as the
-// tree schedule does.
+// the fabric): it exists only here, analytically; NVLSTree's groups of one kind share links as the tree
+// schedule does (time_nccl); in the plan simulator's link sharing across collectives and messages, NVLS,
+// NVLSTree and PAT carry the ring's footprint.
 #pragma once
 
 #include <array>
@@ -138,9 +139,11 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& fabric);
 std::optional<Time> nccl_tuner_time(const NcclTable& table, const NcclFabric& fabric, CollectiveOp op, Bytes bytes,
                                     NcclAlgo algo, NcclProto proto);
 
-// The channels (CTAs) the communicator launches for `algo` before any trimming: ring and tree run
-// every graph channel twice (NCCL duplicates them after connecting), up to 32; NVLS runs its own
-// channel count (16). 0 where the algorithm is unavailable.
+// The channels (CTAs) the communicator launches for `algo` before any trimming: ring, tree and PAT
+// run the communicator's channels, the fewer of the ring's and the tree's graph channels doubled
+// (NCCL duplicates them after connecting, ncclTopoPostset), up to 32 (PAT only where the fabric
+// enables it and every rank has a node of its own); NVLS and NVLSTree run their own count (16). 0
+// where the algorithm is unavailable.
 int nccl_channels(const NcclFabric& fabric, NcclAlgo algo);
 
 // How NCCL's kernels cut one op up. Ring: every one of `steps` hops moves `slice` bytes at a time,
@@ -168,7 +171,7 @@ std::optional<Time> nccl_time(const NcclTable& table, const NcclFabric& fabric, 
 struct NcclChoice {
   NcclAlgo algo = NcclAlgo::Ring;
   NcclProto proto = NcclProto::Simple;
-  int channels = 0;   // the channels that carry data
+  int channels = 0;   // the channels that carry data (nccl_pipeline's; PAT: its graph's)
   Time time;          // what the op takes (nccl_time)
   Time tuner_time;    // what NCCL's tuner expected when it chose (nccl_tuner_time)
   std::string name() const;  // "ring/LL128"
