@@ -1,11 +1,11 @@
 // The seam both backends implement: run one training iteration of a Plan, return its Trace.
-// The simulator (sim::SimBackend) and the real backends (real::CpuBackend over MPI, later CUDA) take
+// The simulator (sim::SimBackend) and the real backends (real::CpuBackend over MPI, real::CudaBackend with NCCL) take
 // the same input and give the same output, so report() and compare() never ask which one ran; they
 // execute a Plan by the same rules (plan_exec.hpp).
 //
 // Backends are found by name (STYLE: registries, not enums): a BackendRegistry maps a name to a factory.
 // Core cannot know the backends (they depend on it), so each adds itself — sim::add_sim_backend ("sim"),
-// real::add_real_backends ("real-cpu"; "real-cuda" next) — into a registry whoever runs plans builds
+// real::add_real_backends ("real-cpu", "real-cuda") — into a registry whoever runs plans builds
 // (the CLI); an unknown name is an UnknownName listing the known ones.
 #pragma once
 

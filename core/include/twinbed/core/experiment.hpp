@@ -74,7 +74,7 @@ struct Experiment {
 
 // Accepted names, for messages and --help.
 std::vector<std::string> accepted_backends();      // sim, real
-std::vector<std::string> accepted_techniques();    // the registered passes: lora, dsa, tgc, precision, zrdf
+std::vector<std::string> accepted_techniques();    // the registered passes, in the order an experiment lists them: lora, precision, dsa, tgc, zrdf
 std::vector<std::string> accepted_networks();      // flow, analytical
 std::vector<std::string> accepted_fidelities();    // full, representative, coarse
 std::vector<std::string> accepted_collective_algorithms();

@@ -121,26 +121,29 @@ struct Layout {
 // Checks that `layout` can run `model` on a cluster of `cluster_ranks` ranks with `ranks_per_host` per
 // host. Throws ConfigError, its path naming the field ("/layout/tp", "/layout/virtual_stages", ...)
 // and its message the accepted values, when the layout is impossible:
-//   any degree or batch < 1; dp·tp·cp·pp != cluster_ranks (path /layout/dp); heads or ffn_hidden not
+//   any degree or batch < 1; dp·tp·cp·pp != cluster_ranks (path /layout/dp); heads, kv_heads or ffn_hidden not
 //   divisible by tp; the pipeline's slots (layers, plus the embedding and loss when in the split) not
 //   divisible by pp (/layout/pp) or by pp·v (/layout/virtual_stages);
 //   global_batch not a multiple of dp·micro_batch; zero_stage outside 0..3; interleaved with v < 2 or
 //   pp < 2 (/layout/schedule), v > 1 without interleaving; interleaved with micro-batches not a multiple
 //   of pp (Megatron's constraint, /layout/global_batch); ep > 1 on a dense model, dp % ep or
 //   experts % ep != 0 (/layout/ep); sequence parallelism with (seq_len/cp) % tp != 0; cp > 1 with
-//   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp).
+//   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp); bucket_MiB
+//   under one byte; overlap_param_gather with zero_stage other than 1 or 2; distribute_saved_activations
+//   without full recomputation, or with sequence parallelism at tp > 1.
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
 // (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
 // or loss in the split with pp = 1 (nothing to balance); zero_stage > 0
-// with dp = 1 (nothing to shard over); interleaving with fewer micro-batches than stages is an error.
+// or overlap_param_gather with dp·cp = 1 (nothing to shard or gather); distribute_saved_activations
+// with tp = 1; interleaving with fewer micro-batches than stages is an error.
 std::vector<std::string> validate(const Layout& layout, const TransformerModel& model, int cluster_ranks,
                                   int ranks_per_host);
 // The work validate() accepts, estimated before any plan is built (an impossible request fails in
 // milliseconds, naming the field, instead of exhausting memory): a micro-batch's activations per layer
 // at most kMaxMicroBatchBytes ("/layout/micro_batch"), and a plan of at most kMaxPlanOps stored ops —
 // stages × micro-batches × layers per stage × ops per layer, plus gradient buckets ("/layout/global_batch",
-// or "/layout/bucket_MiB" when buckets dominate). GPT-3 175B with PP 16 and 192 micro-batches: 0.8 M.
+// or "/layout/bucket_MiB" when buckets dominate). GPT-3 175B with PP 16 and 192 micro-batches: about 1.1 M.
 inline constexpr double kMaxMicroBatchBytes = 1e15;
 inline constexpr double kMaxPlanOps = 2e7;
 

@@ -219,7 +219,7 @@ struct Plan {
   std::vector<int> program_of_rank;        // size cluster.ranks
   std::vector<GroupSet> groups;            // indexed by GroupKind, size kGroupKinds
   std::vector<OpCost> costs;               // Compute ops' costs, deduplicated
-  std::vector<std::string> names;          // op names, deduplicated ("s3.l17.fc1_fwd", "dp.bucket4")
+  std::vector<std::string> names;          // op names, deduplicated ("l17.fc1_fwd", "dp.bucket4")
   std::vector<std::string> program_names;  // per program ("stage3")
   double model_flops = 0;                  // one iteration, all ranks: training_flops(.., Recompute::None)
                                            // of the dense model, whatever passes do (the MFU basis)
@@ -241,8 +241,8 @@ struct Plan {
 
 // The model-state bytes (parameters, gradients, optimizer state) a rank holds for the parameter tensors
 // `params` (a Program's) under the layout's ZeRO stage: trainable tensors as model_state_bytes counts
-// them (by dtype, gradients in the layout's grad_dtype; dense ones sharded over dp, expert ones over
-// dp/ep), frozen tensors their parameters only. Equals rank_model_state_bytes for the builder's programs.
+// them (by dtype, gradients in the layout's grad_dtype; dense ones sharded over dp·cp (Layout::grad_ranks),
+// expert ones over dp·cp/ep), frozen tensors their parameters only. Equals rank_model_state_bytes for the builder's programs.
 ModelStateBytes model_state_of(const std::vector<ParamTensor>& params, const Layout& layout);
 // Parameters the optimizer updates on such a rank: the trainable elements, ZeRO-sharded (stage >= 1)
 // the same way.
@@ -301,8 +301,9 @@ void validate(const Plan& plan);
 //  - Alloc of weights, gradients and optimizer state (rank_model_state_bytes; under ZeRO-3 the full
 //    parameters of a layer are gathered into a buffer before its forward and backward and freed after).
 //  - For each micro-batch in the stage's pipeline order (GPipe, 1F1B, interleaved 1F1B — Megatron's
-//    order, see plan_builder.cpp): Recv of the input activation (b·s·h·dtype bytes, /tp with sequence
-//    parallelism) from the previous stage, embedding on stage 0, per layer the forward ops of model.hpp
+//    order, see plan_builder.cpp): Recv of the input activation (b·(s/cp)·h·dtype / tp bytes whenever
+//    tp > 1: with sequence parallelism the rank's sequence shard, without it a slice the receiver
+//    all-gathers over TP) from the previous stage, embedding on stage 0, per layer the forward ops of model.hpp
 //    with 2 TP all-reduces (or, with SP, 2 all-gathers + 2 reduce-scatters), 2 EP all-to-alls per MoE
 //    layer, the head on the last stage, Send to the next stage; backward mirrors it with recompute ops
 //    first. Activations are allocated at the layer's forward and freed after its backward.

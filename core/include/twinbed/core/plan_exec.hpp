@@ -1,6 +1,6 @@
 // The Plan's execution rules, written once (../shared/DESIGN.md, "Backend"). Every backend drives
 // these objects — the simulator (sim/plan_sim.cpp) with its event clock, the CPU backend
-// (real/src/cpu/cpu_backend.cpp) with its MPI event loop, a CUDA backend next — so that a simulated and
+// (real/src/cpu/cpu_backend.cpp) with its MPI event loop, the CUDA backend (real/src/cuda/cuda_backend.cpp) — so that a simulated and
 // a measured run of one Plan follow the same rules and cannot drift apart. Nothing here owns a clock or
 // communicates: a backend says when an op finished; these say what that releases, what is recorded
 // and in what order.

@@ -2,7 +2,8 @@
 // by the real backend's `twinbed calibrate` (or derived from a datasheet by the simulator's roofline
 // defaults). The simulator reads it, so that `compare` measures the model, not a guess of the hardware.
 //
-// JSON (strict: unknown keys are ConfigErrors naming the path; every key but "device" optional):
+// JSON (strict: unknown keys are ConfigErrors naming the path; every key optional, absent ones keeping the base's values;
+// inside "link" and each sample every key is required):
 //   {"device": "cpu-fp32",                    // name, informational
 //    "gemm_TFLOPs": {"fp32": 0.09, ...},      // achieved dense GEMM rate per dtype, TFLOP/s, or
 //    "gemm_efficiency": {"bf16": 0.87, ...},  // a fraction of the device's datasheet peak

@@ -30,7 +30,7 @@ struct Span {
   int rank = 0;
   StreamKind stream = StreamKind::Compute;
   SpanKind kind = SpanKind::Other;
-  std::uint32_t name = 0;        // index into Trace::names ("layer3.fc1.fwd", "dp.allreduce.bucket2")
+  std::uint32_t name = 0;        // index into Trace::names ("l3.fc1_fwd", "dp.bucket2")
   std::int32_t op = -1;          // the op it ran: an index into Plan::program(rank).ops (for a run of
                                  // merged ops, its first); -1 when not from a Plan
   Time start;
@@ -50,7 +50,7 @@ struct MemorySample {
 };
 
 struct Trace {
-  std::string backend;                 // "sim" or "real"
+  std::string backend;                 // the backend's name(): "sim", "real-cpu" or "real-cuda"
   int world_size = 0;
   std::vector<int> recorded_rank;      // per rank: the rank whose spans stand for it (itself if recorded)
   std::vector<std::string> names;      // span names, indexed by Span::name
