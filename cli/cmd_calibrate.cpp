@@ -1,5 +1,7 @@
-// twinbed calibrate: measure this machine (GEMMs, memory bandwidth, point-to-point link) with CPU ranks
-// over MPI and write the profile the simulator reads (`collectives --profile`, `compare`).
+// twinbed calibrate: measure this machine (GEMMs, memory bandwidth, point-to-point link, the technique
+// kernels and sparse GEMMs) with CPU ranks over MPI, or its GPU with --gpu (cuBLAS, copies, NCCL), and
+// write the profile the simulator reads (`collectives --profile`, `compare`, `validate --profile`, an
+// experiment's cluster "profile").
 #include <cstdio>
 #include <memory>
 #include <optional>

@@ -1,10 +1,11 @@
 // twinbed compare: the same work simulated (with this machine's calibrated profile) and measured on
-// CPU ranks over MPI, side by side with the error of the model.
+// CPU ranks over MPI (or GPUs, --backend real-cuda), side by side with the error of the model.
 //   twinbed compare EXPERIMENT.json --profile P    one iteration of the experiment's Plan on both; with
 //                                                  techniques, also without them: the ops they add and
 //                                                  their effect (with / without) measured and simulated
 //   twinbed compare --collectives --profile P ...  one collective over sizes on both
-// Started by hand it relaunches itself under mpirun (the Plan's world size, or --ranks); rank 0 prints.
+// Started by hand it relaunches itself under mpirun (the Plan's world size, or --ranks), except a
+// one-GPU real-cuda experiment, which runs alone; rank 0 prints.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

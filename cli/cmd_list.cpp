@@ -1,4 +1,5 @@
-// twinbed list: every registered name, so users (and error messages) can point at them.
+// twinbed list: the registered collective algorithms and ops, topology presets, network models and
+// device presets, and this machine's CUDA/NCCL, so users (and error messages) can point at them.
 #include <cstdio>
 
 #include "commands.hpp"

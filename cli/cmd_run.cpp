@@ -1,4 +1,5 @@
-// twinbed run: one experiment on the simulator and/or the real CPU backend, a one-screen summary per
+// twinbed run: one experiment on the simulator and/or a real backend (CPU ranks over MPI, or GPUs with
+// real-cuda), a one-screen summary per
 // backend, and the results folder. Both backends run the same Plan through the Backend seam.
 #include <algorithm>
 #include <cstdio>
@@ -212,7 +213,7 @@ void run_command(const RunOptions& o, Invocation& invocation) {
 void add_run_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "run", "Run one experiment config on the simulator and/or CPU ranks over MPI: summary + results folder");
+      "run", "Run one experiment config on the simulator and/or a real backend (CPU ranks over MPI, or GPUs): summary + results folder");
   cmd->add_option("experiment", opts->experiment, "Experiment config (JSON); see README, \"Experiments\"")->required();
   cmd->add_option("--backend", opts->backend,
                   "sim, real / real-cpu (CPU ranks over MPI: relaunches under mpirun as the layout's ranks), real-cuda "

@@ -1,11 +1,11 @@
 // twinbed sweep: every point of a config's "sweep" on the simulator, one CSV row per point.
 //
-// Resuming: rows are keyed by point id; a point whose row already exists (in sweep.csv or a part
-// file) is skipped. Every write is atomic (the whole table is rewritten to a temporary and renamed),
+// Resuming: rows are keyed by point id; a point with an ok row (in sweep.csv or a part file) is
+// skipped; a point whose row is an error runs again. Every write is atomic (the whole table is rewritten to a temporary and renamed),
 // so an interrupted sweep loses at most the point in progress.
 //
-// Under a launcher (mpirun -np N; srun) ranks are read from OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/SIZE
-// or PMIX_RANK (no MPI calls): rank r takes points i % N == r and writes sweep.part-r-of-N.csv; rank 0,
+// Under a launcher (mpirun -np N; srun) ranks are read from OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/SIZE,
+// PMIX_RANK/SIZE or SLURM_PROCID/NTASKS, a rank and a size both needed (no MPI calls): rank r takes points i % N == r and writes sweep.part-r-of-N.csv; rank 0,
 // once its own points are done, waits until every point has a row in some part, merges them into
 // sweep.csv and removes the parts. The output folder must be shared by the ranks (one machine, or a
 // shared file system). `twinbed sweep --merge` merges whatever parts exist, e.g. after a rank died.

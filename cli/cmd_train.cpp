@@ -36,8 +36,8 @@ struct TrainOptions {
   bool no_plot = false;
 };
 
-// The config with the command line's overrides: --ranks, --steps (every variant), --variant (a subset,
-// with the variants they start from).
+// The config with the command line's overrides: --ranks, --steps (every variant), --variant (a subset; a
+// variant's "from" variant must be named too).
 TrainConfig configure(const TrainOptions& o) {
   TrainConfig c = train::load_train_config(o.config);
   if (o.out) c.output = out_folder(*o.out);
@@ -204,7 +204,7 @@ void add_train_command(CLI::App& app, Invocation& invocation) {
       ->transform(in_range(1, 4096, true));
   cmd->add_option("--steps", opts->steps, "Steps of every variant (overrides the config; for a quick try)")
       ->transform(in_range(1, 100'000'000, true));
-  cmd->add_option("--variant", opts->variants, "Train only these variants (repeatable; with those they start from)");
+  cmd->add_option("--variant", opts->variants, "Train only these variants (repeatable; a variant's \"from\" variant must be named too)");
   cmd->add_flag("--no-plot", opts->no_plot, "Do not draw train.png");
   cmd->callback([opts, &invocation] { train_command(*opts, invocation); });
 }

@@ -34,7 +34,7 @@ void TopologyOptions::add_to(CLI::App& app) {
   app.add_option("--device", device, "Device preset: a100, h100, h200");
   app.add_option("--profile", profile,
                  "Simulate this machine from a profile written by `twinbed calibrate` (--ranks defaults to the "
-                 "profile's)");
+                 "profile's rank count when above 1, else 2)");
 }
 
 namespace {

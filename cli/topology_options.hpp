@@ -26,7 +26,7 @@ struct TopologyOptions {
 
   void add_to(CLI::App& app);
   // A preset with the flags applied, a topology file (then only --ranks may be given, and must
-  // match), or this machine from --profile (--ranks, default the profile's). Throws ConfigError naming
+  // match), or this machine from --profile (--ranks, default the profile's rank count when above 1, else 2). Throws ConfigError naming
   // the flag, UnknownName listing presets.
   Topology build() const;
 };

@@ -1,5 +1,5 @@
-// CLI11 validators whose messages say what a flag accepts ("expected an integer in 1..1048576, got
-// \"0\""), for the flags whose ranges configs share (topology_json.hpp): a flag and a config key accept
+// CLI11 validators whose messages say what a flag accepts ("expected an integer in 1..1048576
+// (written like 8 or 1e3), got \"0\""), for the flags whose ranges configs share (topology_json.hpp): a flag and a config key accept
 // the same. The value is shown through json_read::quoted, so a message is one line whatever was typed.
 #pragma once
 

@@ -113,7 +113,8 @@ Judgement judge(const Figure& f, std::optional<double> value, const std::string&
 
 // "0.3 s", "60–75 %", "≤ 0.5 %", "≥ 92 %"; with the baseline: "12.7 → 0.3 s".
 std::string format_reported(const Reported& r);
-// A number in few significant digits ("0.304", "1.2e+03", "98.4").
+// A number in few significant digits ("0.304", "98.4", "1200", "1.23e+05": exponent form at |v| >= 1e5
+// or below 1e-3).
 std::string format_value(double v);
 
 }  // namespace twinbed::claims

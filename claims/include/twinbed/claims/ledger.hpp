@@ -70,8 +70,8 @@ std::vector<ClaimResult> run_ledger(const std::vector<std::string>& files, const
 std::vector<ClaimResult> run_ledger(const std::vector<std::string>& files,
                                     const std::function<void(const std::string&)>& progress = {});
 
-// The outputs. The table has one row per figure: ID, technique, figure, reported, simulated, measured,
-// verdict, reason.
+// The outputs. The table has one row per figure: ID, figure, reported, simulated, measured, verdict,
+// reason; then a line counting the verdicts. (The CSV adds the technique and the unit.)
 std::string ledger_table(const std::vector<ClaimResult>& results);
 nlohmann::json ledger_json(const std::vector<ClaimResult>& results);
 std::string ledger_csv(const std::vector<ClaimResult>& results);

@@ -11,8 +11,9 @@
 //                                                         the whole cluster (core's reduction_plan);
 //                                                         "gradient_bytes": {"for_time_s": 12.7} derives
 //                                                         the size whose plain all-reduce takes that long
-//                                                         (a secant search on the simulated time, to
-//                                                         0.01%; the derivation is reported)
+//                                                         (a secant search on the simulated time, aiming
+//                                                         at 0.01%, an error beyond 1%; the derivation,
+//                                                         with the time reached, is reported)
 //   {"from": "<reduction>", "techniques": [...]}          the same reduction with passes (tgc)
 // Errors name the JSON path ("/runs/tgc/from"); run_ledger adds the claim file.
 //

@@ -123,7 +123,7 @@ bool cheap(const TrainingCase& c);
 struct RowResult {
   std::string id;
   Set set = Set::Collectives;
-  std::string label;      // what was simulated, one line ("allreduce 8 ranks 4 GiB, NCCL's choice")
+  std::string label;      // what was simulated, one line ("allreduce 8 ranks 4G NCCL's choice")
   std::string metric;     // "busbw_GBps", "time_us", "tflops_per_gpu", "mfu"
   double published = 0;
   double simulated = 0;
@@ -200,7 +200,8 @@ Results run(const Dataset& data, const Options& options);
 // "twinbed-validate-1": {"format", "rows": [...], "aggregates": [...], "skipped_expensive"}; the caller
 // adds "provenance".
 nlohmann::json to_json(const Results& r);
-// The printed table: per row id, metric, published, simulated, error %, detail; then the aggregates.
+// The printed table: per row id, metric, published, simulated, error %, detail; then per data file the
+// mean and max |error|; then the per-set aggregates and targets.
 std::string table(const Results& r);
 
 }  // namespace twinbed::validation
