@@ -201,7 +201,7 @@ class MixedPrecision {
 
 // ---- the optimizer --------------------------------------------------------------------------------
 
-// Linear warm-up, then cosine decay to min_lr_fraction·lr at the last step.
+// Linear warm-up, then cosine decay toward min_lr_fraction·lr, reached one step after the last.
 double learning_rate(const TrainingSettings& t, std::int64_t step) {
   if (step < t.warmup_steps) return t.lr * static_cast<double>(step + 1) / static_cast<double>(t.warmup_steps);
   const double span = static_cast<double>(std::max<std::int64_t>(1, t.steps - t.warmup_steps));
@@ -248,7 +248,8 @@ std::pair<double, double> held_out(const Gpt& model, const Corpus& corpus, const
     loss += e.loss * static_cast<double>(n);
     correct += static_cast<double>(e.correct);
   }
-  // Counts stay below 2^24, so the float sum of the ranks' counts is exact.
+  // The float sum of the correct counts is exact while they stay below 2^24 (eval_batches ·
+  // global_batch · seq_len predictions in all); the loss sum is a float sum either way.
   std::array<float, 2> sum{static_cast<float>(loss), static_cast<float>(correct)};
   ranks.all_reduce(sum);
   const double predictions = static_cast<double>(count) * static_cast<double>(model.shape().seq_len);
@@ -271,8 +272,9 @@ struct Setup {
   bool adapters() const { return lora && lora->rank > 0; }
 };
 
-// Saved activations of one rank's step, in floats (gpt.hpp's estimate) and the most a CPU rank is
-// given: 2^29 floats, 2 GiB.
+// Saved activations of one rank's step, in floats (gpt.hpp's count: per layer and token the 16·hidden
+// the workspace keeps, and the attention's heads·seq_len) and the most a CPU rank is given: 2^29 floats,
+// 2 GiB.
 constexpr double kMaxActivationFloats = double{1 << 29};
 
 Setup setup_of(const TrainConfig& config, std::size_t index, int ranks) {
@@ -284,11 +286,11 @@ Setup setup_of(const TrainConfig& config, std::size_t index, int ranks) {
   const GptShape& s = config.model;
   const double per_rank = static_cast<double>(v.training.global_batch / ranks);
   const double activations =
-      s.layers * per_rank * s.seq_len * (15.0 * s.hidden + static_cast<double>(s.heads) * s.seq_len);
+      s.layers * per_rank * s.seq_len * (16.0 * s.hidden + static_cast<double>(s.heads) * s.seq_len);
   if (activations > kMaxActivationFloats)
     json_read::fail(at + "/training/global_batch",
                     "a rank would hold about " + json_read::number_text(activations * 4 / double{1 << 30}) +
-                        " GiB of activations (layers x sequences per rank x seq_len x (15 hidden + heads x seq_len) "
+                        " GiB of activations (layers x sequences per rank x seq_len  x (16 hidden + heads x seq_len) "
                         "floats), more than the 2 GiB a CPU rank is given: use fewer sequences, more ranks or a "
                         "shorter seq_len");
   Setup out;

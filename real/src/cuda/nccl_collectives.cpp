@@ -264,6 +264,7 @@ void validate_native(const CollectiveRequest& request) {
                           std::to_string(request.root) + ")");
 }
 
+// The GPU side of one call: the job's ranks agree that they have GPUs, each takes its device, and they
 // create one communicator; `measure` runs with them, and the communicator is destroyed checked.
 template <typename Measure>
 auto with_nccl(const std::string& nccl_algo, const Measure& measure) {

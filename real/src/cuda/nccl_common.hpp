@@ -357,6 +357,5 @@ inline int world_rank() {
   return rank;
 }
 
-// The GPU side of one call: the job's ranks agree that they have GPUs, each takes its device, and they
 
 }  // namespace twinbed::real::cuda_detail

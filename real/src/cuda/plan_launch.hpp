@@ -127,8 +127,9 @@ struct OpLaunch {
   // Collective: index >= 0 when it carries that exchange's payload (TgcExchange::carried).
   TechniqueRole technique = TechniqueRole::None;
   std::int32_t index = -1;
-  // The host waits for the op's lane to reach its end before enqueuing the next op: the twins that
-  // return a count synchronise their stream (top-k of a sparse TGC compress; the DSA mask selections).
+  // Marks ops whose twins synchronise their stream inside the call (top-k of a sparse TGC compress,
+  // choose_bits of an adaptive one, the DSA mask selections): the host blocks there, mid-op. The
+  // executor adds no wait of its own.
   bool host_sync = false;
   std::int64_t elements = 0;
   int every = 1;

@@ -33,7 +33,8 @@ struct CudaCalibrateOptions {
   int ranks = 1;  // the job's GPUs (processes); the link is measured when there are exactly 2
 };
 
-// Throws Unavailable (one line) without a GPU, CUDA or NCCL; Error when a call fails.
+// Throws Unavailable (one line) without a GPU or CUDA, and without NCCL only when the link is measured
+// (ranks 2); Error when a call fails.
 MachineProfile calibrate_cuda(const CudaCalibrateOptions& options);
 
 }  // namespace twinbed::real

@@ -12,7 +12,8 @@
 //    the state the technique keeps across iterations (src/cpu/technique_ops.hpp says what runs).
 //    LoRA's adapter GEMMs are GEMMs of their shapes, as above.
 //  - Collective: the op on `bytes` of data (as floats), on a communicator holding the rank's group of
-//    the op's kind (MPI_Comm_split of the plan's GroupSet, members ordered as the plan lists them), either
+//    the op's kind (MPI_Comm_split of the plan's GroupSet, members ordered by ascending world rank, MPI_Comm_split's
+//    key: the plan's order, build_plan listing GroupSet::members sorted), either
 //    MPI's own non-blocking collective (algorithm "native": MPI_Iallreduce, MPI_Ireduce_scatter_block,
 //    MPI_Iallgather, MPI_Ibcast, MPI_Ireduce, MPI_Ialltoall; root 0) or a registered schedule
 //    (collective_algorithms.hpp) executed over MPI point-to-point exactly as collectives.hpp does.
@@ -100,7 +101,8 @@ struct CpuBackendOptions {
   // is executed, to keep CPU runs of large models short. Spans then carry the FLOPs executed, so the
   // Trace describes the scaled-down run, not the plan. Collectives and messages are never scaled.
   double compute_scale = 1.0;
-  // Per rank: the most bytes of compute and collective buffers run() may allocate, > 0.
+  // Per rank: the most bytes run() may allocate for compute, collective and message buffers, technique
+  // state and the plan's tensors, > 0.
   Bytes memory_budget = 2 * GiB;
   bool operator==(const CpuBackendOptions&) const = default;
 };

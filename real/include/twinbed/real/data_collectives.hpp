@@ -21,9 +21,11 @@ namespace twinbed::real {
 
 class DataCollectives {
  public:
-  // `algorithm`: a registered schedule that implements all-reduce and all-gather (ring, tree, rhd,
-  // direct, hierarchical); ranks_per_host for hierarchical (0 = one host). Throws UnknownName listing
-  // the algorithms, Unavailable without MPI, Error when MPI is not running.
+  // `algorithm`: a registered schedule that implements all-reduce and all-gather (ring, rhd, direct,
+  // hierarchical; tree has no all-gather); ranks_per_host for hierarchical (0 = one host). The
+  // constructor checks only that the name is registered: an op the schedule lacks throws
+  // InvalidArgument at the first call that needs it. Throws UnknownName listing the algorithms,
+  // Unavailable without MPI, Error when MPI is not running.
   explicit DataCollectives(std::string algorithm, int ranks_per_host = 0);
   ~DataCollectives();
   DataCollectives(const DataCollectives&) = delete;

@@ -12,9 +12,9 @@
 //       if (mpi.rank() == 0) { print format_collective_table(rows); }   // same rows on every rank
 //       return any row has *wrong > 0 ? 1 : 0;             // a real run with wrong data is an error
 //     } catch (const twinbed::InvalidArgument& e) {        // (and UnknownName) thrown alike on every
-//       print on rank 0; return 2;                         //   rank before any communication: return
+//       print on rank 0; return 1;                         //   rank before any communication: return
 //     } catch (const std::exception& e) {                  // possibly on one rank only: peers may wait
-//       print with the rank; mpi.abort_job(2);
+//       print with the rank; mpi.abort_job(1);
 //     }
 //   }
 //

@@ -2,7 +2,7 @@
 // values), cut into a training part and a held-out part once, the same way on every machine.
 //
 // The default corpus is Debian's `fortunes` package (/usr/share/games/fortunes: about 2.6 MB of
-// quotations in ~60 files, each fortune ending with a line holding "%"). The split is by fortune, not by
+// quotations in some 40 files, each fortune ending with a line holding "%"). The split is by fortune, not by
 // position: every `held_out_every`-th fortune of each file (the 10th, 20th, … with 10) goes to the
 // held-out text, the rest to the training text, so both parts cover every file's style and no fortune
 // is in both. Files are read in name order; strfile's index files (*.dat) and the *.u8 links to the

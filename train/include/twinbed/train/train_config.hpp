@@ -50,7 +50,7 @@ struct TrainingSettings {
   double weight_decay = 0.1;
   double beta1 = 0.9;
   double beta2 = 0.95;
-  std::uint64_t seed = 1;       // weights, data order, stochastic rounding
+  std::uint64_t seed = 1;       // weights, LoRA adapters' init (seed + 1), data order
   std::int64_t eval_every = 25; // held-out loss every N steps and after the last
   int eval_batches = 4;         // held-out sequences evaluated: eval_batches · global_batch
   bool operator==(const TrainingSettings&) const = default;
@@ -80,7 +80,8 @@ struct TrainConfig {
 TrainConfig train_config_from_json(const nlohmann::json& config, const std::filesystem::path& base_dir);
 // read_config_file + train_config_from_json(…, the file's folder).
 TrainConfig load_train_config(const std::filesystem::path& file);
-// Every key written (defaults filled in, paths absolute): train_config_from_json reads it back equal.
+// Every key written (defaults filled in; data folders and checkpoints absolute, output as given):
+// train_config_from_json reads it back equal.
 nlohmann::json train_config_to_json(const TrainConfig& c);
 
 // The technique entry of a variant, or nullptr.

@@ -1,8 +1,9 @@
 // The results of `twinbed train`, in its results folder:
 //   config.json      the resolved config (every default written)
-//   train.json       {"format": "twinbed-train-1", "provenance", "variants": [per variant: techniques,
-//                    parameters, trainable, peak_memory_bytes (above the process's at the variant's
-//                    start: trainer.hpp), overflow_steps, unigram_entropy_nats,
+//   train.json       {"format": "twinbed-train-1", "provenance", "variants": [per variant: name,
+//                    techniques, parameters, trainable, peak_memory_bytes (above the process's at the
+//                    variant's start: trainer.hpp), overflow_steps, unigram_entropy_nats, train_bytes,
+//                    held_out_bytes,
 //                    final_held_out_loss, final_held_out_accuracy, mean_step_s, mean_bytes_per_step, steps: [...]],
 //                    "comparisons": [...]}
 //   steps.csv        one row per variant and step (the StepRecord fields; held_out_loss empty between

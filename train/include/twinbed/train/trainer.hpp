@@ -72,7 +72,8 @@ struct StepRecord {
   std::optional<double> held_out_accuracy;  // top-1 next-byte accuracy in [0, 1], at eval steps
   double step_s = 0;                     // wall time of the step, the slowest rank's
   double elapsed_s = 0;                  // sum of step_s so far (evaluations excluded)
-  std::int64_t bytes_sent = 0;           // gradient exchange of this step, the busiest rank's
+  std::int64_t bytes_sent = 0;           // sent in this step (the gradient exchange, and the overflow and
+                                         // adaptive-width agreements), the busiest rank's
   std::int64_t peak_memory_bytes = 0;    // the variant's peak so far (see VariantResult), the largest rank's
   bool skipped = false;                  // overflow: no update
   float loss_scale = 1;
@@ -113,8 +114,9 @@ void check_variants(const TrainConfig& config, int ranks);
 VariantResult train_variant(const TrainConfig& config, std::size_t variant_index, Ranks& ranks, const Gpt* start,
                             const StepCallback& on_step = {});
 
-// Checkpoints: the shape, then every base parameter (fp32, little-endian) and, when present, the
-// adapters and their setup. save writes a temporary then renames, so a file is whole or absent.
+// Checkpoints: an 8-byte magic, the shape (5 x int32), the parameter count (uint64), then every base
+// parameter (fp32, little-endian). A model with LoRA adapters is not saved (InvalidArgument). save
+// writes a temporary then renames, so a file is whole or absent.
 void save_checkpoint(const Gpt& model, const std::string& file);
 // Throws ConfigError (path = the file) when the file is not a checkpoint or is for another shape.
 Gpt load_checkpoint(const std::string& file, const GptShape& expected);
