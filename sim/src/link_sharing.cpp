@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <tuple>
-#include <queue>
 
 namespace twinbed::sim {
 
@@ -61,8 +61,8 @@ void LinkSharing::start(Time alone, const Footprint* footprint, Engine::Callback
   }
   a.speed = 0;  // not yet rated: the recomputation gives it a speed and a completion
   std::vector<LinkId> seeds;
-  seeds.reserve(footprint->size());
-  for (const LinkBytes& lb : *footprint) seeds.push_back(lb.link);
+  seeds.reserve(a.shared.size());
+  for (int i : a.shared) seeds.push_back((*footprint)[static_cast<std::size_t>(i)].link);
   recompute(seeds);
 }
 
@@ -72,7 +72,9 @@ int LinkSharing::footprint_id(const Footprint* footprint) {
   const int id = it->second;
   footprints_.emplace_back();
   std::vector<int> overlapping{id};
+  double min_capacity_per_byte = std::numeric_limits<double>::infinity();
   for (const LinkBytes& lb : *footprint) {
+    min_capacity_per_byte = std::min(min_capacity_per_byte, topology_.link(lb.link).bandwidth / lb.bytes);
     std::vector<int>& on = link_footprints_[lb.link];
     overlapping.insert(overlapping.end(), on.begin(), on.end());
     on.push_back(id);
@@ -82,7 +84,9 @@ int LinkSharing::footprint_id(const Footprint* footprint) {
   for (int o : overlapping) {
     if (o != id) footprints_[static_cast<std::size_t>(o)].overlapping.push_back(id);
   }
-  footprints_[static_cast<std::size_t>(id)].overlapping = std::move(overlapping);
+  FootprintState& state = footprints_[static_cast<std::size_t>(id)];
+  state.overlapping = std::move(overlapping);
+  state.min_capacity_per_byte = min_capacity_per_byte;
   return id;
 }
 
@@ -91,14 +95,36 @@ bool LinkSharing::add_to_links(int id) {
   a.entered = true;
   ++entered_;
   a.pos.resize(a.footprint->size());
+  a.shared.clear();
+  a.shared_pos.assign(a.footprint->size(), -1);
   bool alone = true;
   for (std::size_t i = 0; i < a.footprint->size(); ++i) {
     auto& on = links_[(*a.footprint)[i].link].activities;
-    alone = alone && on.empty();
+    if (!on.empty()) {
+      alone = false;
+      share(id, static_cast<int>(i));
+      if (on.size() == 1) share(on.front().id, on.front().index);
+    }
     a.pos[i] = static_cast<int>(on.size());
     on.push_back({id, static_cast<int>(i)});
   }
   return alone;
+}
+
+void LinkSharing::share(int id, int index) {
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  a.shared_pos[static_cast<std::size_t>(index)] = static_cast<int>(a.shared.size());
+  a.shared.push_back(index);
+}
+
+void LinkSharing::unshare(int id, int index) {
+  Activity& a = activities_[static_cast<std::size_t>(id)];
+  const int at = a.shared_pos[static_cast<std::size_t>(index)];
+  const int last = a.shared.back();
+  a.shared[static_cast<std::size_t>(at)] = last;
+  a.shared_pos[static_cast<std::size_t>(last)] = at;
+  a.shared.pop_back();
+  a.shared_pos[static_cast<std::size_t>(index)] = -1;
 }
 
 void LinkSharing::remove_from_links(int id, std::vector<LinkId>& still_used) {
@@ -111,7 +137,9 @@ void LinkSharing::remove_from_links(int id, std::vector<LinkId>& still_used) {
     on.pop_back();
     if (moved.id != id) activities_[static_cast<std::size_t>(moved.id)].pos[static_cast<std::size_t>(moved.index)] = a.pos[i];
     if (!on.empty()) still_used.push_back(l);
+    if (on.size() == 1) unshare(on.front().id, on.front().index);
   }
+  a.shared.clear();
 }
 
 void LinkSharing::schedule_completion(int id) {
@@ -144,33 +172,34 @@ void LinkSharing::finish(int id, std::uint32_t version) {
   done();
 }
 
-// Weighted max-min speeds for the activities connected to `seeds` through shared links, by progressive
-// filling: repeatedly take the link that fills at the lowest common speed (its free capacity over its
-// unfrozen activities' full-speed demand), freeze its activities at that speed and charge their demand
-// to every link they use; the activities left when no link would fill below speed 1 run at 1.
+// Weighted max-min speeds for the activities connected to the links `seeds` through shared links, by
+// progressive filling: repeatedly take the shared link that fills at the lowest common speed (its free
+// capacity over its unfrozen activities' full-speed demand), or the activity whose ceiling is lowest,
+// freeze those activities at that speed and charge their demand to every shared link they use; the
+// activities left when nothing would stop them below speed 1 run at 1. A link an activity has to itself
+// would fill at exactly its ceiling, with nothing charged to it by others: the ceiling stands for it.
 void LinkSharing::recompute(const std::vector<LinkId>& seeds) {
   ++recomputations_;
   ++stamp_;
   comp_.clear();
   comp_links_.clear();
+  const auto join = [&](int id) {
+    Activity& a = activities_[static_cast<std::size_t>(id)];
+    if (a.stamp == stamp_) return;
+    a.stamp = stamp_;
+    comp_.push_back(id);
+  };
   for (LinkId l : seeds) {
-    if (links_[l].stamp != stamp_) {
+    for (const OnLink& on : links_[l].activities) join(on.id);
+  }
+  for (std::size_t k = 0; k < comp_.size(); ++k) {
+    const Activity& a = activities_[static_cast<std::size_t>(comp_[k])];
+    for (int i : a.shared) {
+      const LinkId l = (*a.footprint)[static_cast<std::size_t>(i)].link;
+      if (links_[l].stamp == stamp_) continue;
       links_[l].stamp = stamp_;
       comp_links_.push_back(l);
-    }
-  }
-  for (std::size_t i = 0; i < comp_links_.size(); ++i) {
-    for (const OnLink& on : links_[comp_links_[i]].activities) {
-      Activity& a = activities_[static_cast<std::size_t>(on.id)];
-      if (a.stamp == stamp_) continue;
-      a.stamp = stamp_;
-      comp_.push_back(on.id);
-      for (const LinkBytes& lb : *a.footprint) {
-        if (links_[lb.link].stamp != stamp_) {
-          links_[lb.link].stamp = stamp_;
-          comp_links_.push_back(lb.link);
-        }
-      }
+      for (const OnLink& on : links_[l].activities) join(on.id);
     }
   }
   old_speed_.clear();
@@ -180,40 +209,61 @@ void LinkSharing::recompute(const std::vector<LinkId>& seeds) {
     s.demand = 0;
     s.unfrozen = 0;
   }
+  // fills_: a min-heap of (the speed at which it stops: a shared link (key: the link) fills or an
+  // activity (key: -1 - its id) reaches its ceiling; key; version). Only speeds below 1 are entered: a
+  // link that would fill at 1 or above still does once others are frozen below 1 (it keeps capacity
+  // over demand), and nothing at 1 or above stops anyone.
+  fills_.clear();
   for (int id : comp_) {
     Activity& a = activities_[static_cast<std::size_t>(id)];
     old_speed_.push_back(a.speed);
     a.speed = -1;  // unfrozen
-    for (const LinkBytes& lb : *a.footprint) {
+    for (int i : a.shared) {
+      const LinkBytes& lb = (*a.footprint)[static_cast<std::size_t>(i)];
       LinkState& s = links_[lb.link];
       s.demand += lb.bytes / (a.alone_ps * 1e-12);
       ++s.unfrozen;
     }
+    const double ceiling = a.alone_ps * 1e-12 * footprints_[static_cast<std::size_t>(a.footprint_id)].min_capacity_per_byte;
+    if (ceiling < 1) fills_.emplace_back(ceiling, -1 - static_cast<std::int64_t>(id), 0);
   }
-  // (speed at which the link fills, link, version)
-  using Fill = std::tuple<double, LinkId, std::uint32_t>;
-  std::priority_queue<Fill, std::vector<Fill>, std::greater<>> fills;
   for (LinkId l : comp_links_) {
     LinkState& s = links_[l];
-    fills.emplace(s.capacity / s.demand, l, ++s.version);
+    if (s.capacity < s.demand) fills_.emplace_back(s.capacity / s.demand, l, ++s.version);
   }
-  while (!fills.empty()) {
-    const auto [level, l, version] = fills.top();
-    fills.pop();
-    LinkState& s = links_[l];
+  std::make_heap(fills_.begin(), fills_.end(), std::greater<>{});
+  std::size_t unfrozen = comp_.size();
+  const auto freeze = [&](Activity& a, double level, std::int64_t key) {
+    --unfrozen;
+    a.speed = std::max(level, 0.0);
+    for (int i : a.shared) {
+      const LinkBytes& lb = (*a.footprint)[static_cast<std::size_t>(i)];
+      LinkState& t = links_[lb.link];
+      const double d = lb.bytes / (a.alone_ps * 1e-12);
+      t.capacity = std::max(0.0, t.capacity - a.speed * d);
+      t.demand -= d;
+      if (--t.unfrozen == 0 || lb.link == key) continue;
+      ++t.version;  // its entry, if any, is stale
+      if (t.capacity < t.demand) {
+        fills_.emplace_back(t.capacity / t.demand, lb.link, t.version);
+        std::push_heap(fills_.begin(), fills_.end(), std::greater<>{});
+      }
+    }
+  };
+  while (unfrozen > 0 && !fills_.empty()) {
+    std::pop_heap(fills_.begin(), fills_.end(), std::greater<>{});
+    const auto [level, key, version] = fills_.back();
+    fills_.pop_back();
+    if (key < 0) {
+      Activity& a = activities_[static_cast<std::size_t>(-1 - key)];
+      if (a.speed < 0) freeze(a, level, key);
+      continue;
+    }
+    LinkState& s = links_[static_cast<LinkId>(key)];
     if (version != s.version || s.unfrozen == 0) continue;  // stale entry
-    if (level >= 1) break;                                   // no link fills below full speed
     for (const OnLink& on : s.activities) {
       Activity& a = activities_[static_cast<std::size_t>(on.id)];
-      if (a.speed >= 0) continue;
-      a.speed = std::max(level, 0.0);
-      for (const LinkBytes& lb : *a.footprint) {
-        LinkState& t = links_[lb.link];
-        const double d = lb.bytes / (a.alone_ps * 1e-12);
-        t.capacity = std::max(0.0, t.capacity - a.speed * d);
-        t.demand -= d;
-        if (--t.unfrozen > 0 && lb.link != l) fills.emplace(t.demand > 0 ? t.capacity / t.demand : 1.0, lb.link, ++t.version);
-      }
+      if (a.speed < 0) freeze(a, level, key);
     }
   }
   // Progress at the old speeds up to now, then new completions for the activities whose speed changed;

@@ -143,3 +143,45 @@ TEST(LinkSharing, ALinkIsSharedByDemandAndLeftoversGoToTheOthers) {
   // A: at 3/4 speed it would end at 4/3 ms, before B and C, so their speeds never change under it.
   EXPECT_NEAR(a.seconds(), 1e-3 / 0.75, 1e-12);
 }
+
+// A footprint that asks more of a link than the link has is held to the link's rate once it meets
+// another activity, even on a link only it uses: A wants twice the uplink (ceiling 1/2) and a tenth of
+// the downlink, which B wants whole. A stops at 1/2 and takes 5 % of the downlink, B gets the other
+// 95 %; when B ends A keeps its ceiling.
+TEST(LinkSharing, AnActivityIsHeldToItsOwnLinksInCompany) {
+  Fixture f;
+  const Footprint fa{{f.up, 200e9 * 1e-3}, {f.down, 10e9 * 1e-3}};
+  const Footprint fb{{f.down, 100e9 * 1e-3}};
+  Time a, b;
+  f.sharing.start(Time::ms(1), &fa, [&] { a = f.engine.now(); });
+  f.sharing.start(Time::ms(1), &fb, [&] { b = f.engine.now(); });
+  f.engine.run();
+  EXPECT_NEAR(b.seconds(), 1e-3 / 0.95, 1e-12);
+  EXPECT_NEAR(a.seconds(), 2e-3, 1e-12);
+}
+
+// Two activities that share one link of many are slowed by that link alone: the links each has to
+// itself, however many and however busy, leave the speeds what the shared link gives.
+TEST(LinkSharing, OnlySharedLinksSetTheSpeeds) {
+  Topology topo = topo::single_switch(64, {100 * GBps, Time::us(1)}, device_preset("a100"));
+  Engine engine;
+  LinkSharing sharing{engine, topo};
+  const LinkId shared = topo.route(0, 1, 0).front();  // rank 0's uplink
+  // A: 2 ms alone, 100 GB/s of the shared uplink and 90 GB/s of every other rank's uplink; B: 1 ms
+  // alone, 50 GB/s of the shared uplink and 90 GB/s of every other rank's downlink.
+  Footprint fa{{shared, 100e9 * 2e-3}};
+  Footprint fb{{shared, 50e9 * 1e-3}};
+  for (int r = 1; r < 64; ++r) {
+    fa.push_back({topo.route(r, 0, 0).front(), 90e9 * 2e-3});
+    fb.push_back({topo.route(0, r, 0).back(), 90e9 * 1e-3});
+  }
+  Time a, b;
+  sharing.start(Time::ms(2), &fa, [&] { a = engine.now(); });
+  sharing.start(Time::ms(1), &fb, [&] { b = engine.now(); });
+  engine.run();
+  // The shared uplink asks 150 GB/s of 100: both run at 2/3 until B ends at 1.5 ms; A, 1 ms of its
+  // 2 done by then, runs the rest alone: 2.5 ms.
+  EXPECT_NEAR(b.seconds(), 1.5e-3, 1e-12);
+  EXPECT_NEAR(a.seconds(), 2.5e-3, 1e-12);
+  EXPECT_EQ(sharing.recomputations(), 2);  // B's start and its end
+}
