@@ -734,7 +734,9 @@ TEST(PlanSim, AOneWaveGemmBesideACollectiveTakesTwoWaves) {
   PlanSimOptions full;
   full.fidelity = Fidelity::Full;
   const Time beside = span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, full), 0, "second");
-  EXPECT_NEAR((beside - a100.launch_overhead).seconds() / (alone - a100.launch_overhead).seconds(), 2.0, 1e-9);
+  // Times are whole picoseconds: the ratio holds to a few picoseconds over the time.
+  const double alone_s = (alone - a100.launch_overhead).seconds();
+  EXPECT_NEAR((beside - a100.launch_overhead).seconds() / alone_s, 2.0, 3e-12 / alone_s);
   EXPECT_NEAR(beside.seconds(), on_free_sms(alone, 108, 100).seconds(), 1e-12);
 }
 
@@ -975,14 +977,14 @@ TEST(PlanSim, FidelityNames) {
 TEST(ComputeModel, RooflineAndProfile) {
   const DeviceSpec a100 = device_preset("a100");
   const ComputeProfile p = roofline_profile(a100);
-  EXPECT_DOUBLE_EQ(p.gemm_rate.at(DType::BF16), 0.87 * a100.peak_bf16);
+  EXPECT_DOUBLE_EQ(p.gemm_rate.at(DType::BF16), 0.82 * a100.peak_bf16);
   EXPECT_DOUBLE_EQ(p.memory_bandwidth, 0.87 * a100.memory_bandwidth);
   EXPECT_DOUBLE_EQ(roofline_profile(device_preset("h100")).memory_bandwidth, 0.9 * device_preset("h100").memory_bandwidth);
   OpCost gemm;
   gemm.kind = OpCost::Kind::Gemm;
   gemm.flops = 2.0 * 4096 * 4096 * 4096;
   gemm.bytes = 3 * 4096 * 4096 * 2;
-  EXPECT_EQ(op_time(gemm, p), a100.launch_overhead + Time::from_seconds(gemm.flops / (0.87 * a100.peak_bf16)));
+  EXPECT_EQ(op_time(gemm, p), a100.launch_overhead + Time::from_seconds(gemm.flops / (0.82 * a100.peak_bf16)));
   OpCost mem;
   mem.bytes = 1 << 30;
   EXPECT_EQ(op_time(mem, p), a100.launch_overhead + Time::from_seconds(double(1 << 30) / (0.87 * a100.memory_bandwidth)));

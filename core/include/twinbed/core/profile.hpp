@@ -6,7 +6,7 @@
 // inside "link" and each sample every key is required):
 //   {"device": "cpu-fp32",                    // name, informational
 //    "gemm_TFLOPs": {"fp32": 0.09, ...},      // achieved dense GEMM rate per dtype, TFLOP/s, or
-//    "gemm_efficiency": {"bf16": 0.87, ...},  // a fraction of the device's datasheet peak
+//    "gemm_efficiency": {"bf16": 0.82, ...},  // a fraction of the device's datasheet peak
 //    "gemm_samples": [{"m": 512, "n": 512, "k": 512, "dtype": "fp32", "TFLOPs": 0.08}, ...],
 //    "memory_bandwidth_GBps": 12.5,           // achieved streaming bandwidth (calibrate.hpp), GB/s
 //    "memory_samples": [{"bytes": 262144, "GBps": 40.1}, ...],  // by bytes moved per pass
