@@ -16,19 +16,19 @@ namespace twinbed::sim {
 using nlohmann::json;
 
 Efficiency default_efficiency(const std::string& device_name) {
-  // The large-GEMM ceiling: the rate a large dense GEMM sustains on training data. A GPU runs large
-  // GEMMs at its power limit, and random-valued operands switch more transistors than benign ones, so
-  // the clock, and the rate, settle lower than a peak measured on zeros or integers. A100: 8192^3 in
-  // PyTorch (cuBLAS) ran at 295 TFLOP/s on zeros and 257 on torch.randn (H. He, "Strangely, Matrix
-  // Multiplications on GPUs Run Faster When Given 'Predictable' Data!", thonking.ai, 2024); Azure's
-  // ND A100 v4 benchmark (A100-SXM4-80GB, cuBLASLt, FP16, random initialisation, 10,000 warm-up
-  // iterations) 253.7 TFLOP/s at 8192^3 and 256.5 at 16384^3 (github.com/Azure/AI-benchmarking-guide,
-  // Azure_Results/ND_A100_v4_results.md @3bb66ca). Those shapes fill whole waves (tile_efficiency
-  // about 1), so the ceiling is about 256 of 312: 0.82. (The peak ../shared/REFERENCE.md lists, 271,
-  // states neither its data nor its duration.) H100: 795 of 989 (0.80), REFERENCE.md's measured peak;
-  // no public BF16 figure on random data at steady state was found (Azure's H100 and H200 tables are
-  // FP8), so it may overstate Hopper's sustained rate as 271 did the A100's. H200 has H100's GH100 die
-  // and clocks (only HBM differs): 0.80.
+  // The large-GEMM ceiling: the rate a large dense GEMM sustains on training data. A GPU runs large GEMMs at
+  // its power limit, and random-valued operands switch more transistors than benign ones, so the clock, and
+  // the rate, settle lower than a peak measured on zeros or integers. A100: 8192^3 in PyTorch (cuBLAS) ran
+  // at 295 TFLOP/s on zeros and 257 on torch.randn (H. He, "Strangely, Matrix Multiplications on GPUs Run
+  // Faster When Given 'Predictable' Data!", thonking.ai, 2024); Azure's ND A100 v4 benchmark
+  // (A100-SXM4-80GB, cuBLASLt, FP16, random initialisation, 10,000 warm-up iterations) 253.7 TFLOP/s at
+  // 8192^3 and 256.5 at 16384^3 (github.com/Azure/AI-benchmarking-guide, Azure_Results/ND_A100_v4_results.md
+  // @3bb66ca); on a V100, zeros read "up to ~15% higher" than realistic operands (baidu-research/DeepBench
+  // issue #104). Those shapes fill whole waves (tile_efficiency about 1), so the ceiling is about 256 of
+  // 312: 0.82. (The peak ../shared/REFERENCE.md lists, 271, states neither its data nor its duration.) H100:
+  // 795 of 989 (0.80), REFERENCE.md's measured peak; no public BF16 figure on random data at steady state
+  // was found (Azure's H100 and H200 tables are FP8), so it may overstate Hopper's sustained rate as 271 did
+  // the A100's. H200 has H100's GH100 die and clocks (only HBM differs): 0.80.
   // Memory: a copy-class kernel's measured share of the HBM datasheet bandwidth. A100: 0.87 — CUB's
   // BabelStream on an A100-SXM4-80GB, 2^28 16-byte elements, "mul" (a scaled copy) 4.849 ms for 8.59 GB,
   // 86.9% of 2,039 GB/s, and "add" 87.7% (NVIDIA/cccl pull request #7019, 2025-12); a memcopy measured
