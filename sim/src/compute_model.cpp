@@ -28,7 +28,10 @@ Efficiency default_efficiency(const std::string& device_name) {
   // 312: 0.82. (The peak ../shared/REFERENCE.md lists, 271, states neither its data nor its duration.) H100:
   // 795 of 989 (0.80), REFERENCE.md's measured peak; no public BF16 figure on random data at steady state
   // was found (Azure's H100 and H200 tables are FP8), so it may overstate Hopper's sustained rate as 271 did
-  // the A100's. H200 has H100's GH100 die and clocks (only HBM differs): 0.80.
+  // the A100's. H200 has H100's GH100 die and clocks (only HBM differs): 0.80. FP8 on Hopper, measured
+  // apart: Azure's ND H100 v5 benchmark (cuBLASLt, FP8, random initialisation, 10,000 warm-up iterations)
+  // 1,377.3 TFLOP/s at 16384^3 and 1,382.2 at 32768^3 of 1,979: 0.70 (Azure_Results/ND_H100_v5_results.md
+  // @f350e7e in the guide above); ND H200 v5 1,366.3 and 1,349.5 (0.69, ND_H200_v5_results.md @7f20e5f).
   // Memory: a copy-class kernel's measured share of the HBM datasheet bandwidth. A100: 0.87 — CUB's
   // BabelStream on an A100-SXM4-80GB, 2^28 16-byte elements, "mul" (a scaled copy) 4.849 ms for 8.59 GB,
   // 86.9% of 2,039 GB/s, and "add" 87.7% (NVIDIA/cccl pull request #7019, 2025-12); a memcopy measured
@@ -46,22 +49,24 @@ Efficiency default_efficiency(const std::string& device_name) {
   //    1.5-2.0× with FP16 reaching up to 740 TFLOPs/s (75% utilization)" over FlashAttention-2's "35%
   //    utilization on the H100": from 1.5 × 35% = 52.5% to 75%: 0.64; FlashAttention-2: 0.35. No public
   //    figure for the first FlashAttention on Hopper.
-  if (device_name == "a100") return {0.82, 0.87, {0.61, 0.325, 0.61, 0}};
-  if (device_name == "h100" || device_name == "h200") return {0.80, 0.9, {0.64, 0, 0.35, 0.64}};
-  return {0.80, 0.9, {0.80, 0.80, 0.80, 0.80}};
+  if (device_name == "a100") return {.gemm = 0.82, .memory = 0.87, .flash_attention = {0.61, 0.325, 0.61, 0}};
+  if (device_name == "h100" || device_name == "h200") {
+    return {.gemm = 0.80, .gemm_fp8 = 0.70, .memory = 0.9, .flash_attention = {0.64, 0, 0.35, 0.64}};
+  }
+  return {.gemm = 0.80, .memory = 0.9, .flash_attention = {0.80, 0.80, 0.80, 0.80}};
 }
 
 ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   ComputeProfile p;
   p.device = device.name;
-  auto put = [&](DType t, FlopsPerSec peak) {
-    if (peak > 0) p.gemm_rate[t] = peak * eff.gemm;
+  auto put = [&](DType t, FlopsPerSec peak, double efficiency) {
+    if (peak > 0) p.gemm_rate[t] = peak * efficiency;
   };
-  put(DType::BF16, device.peak_bf16);
-  put(DType::FP16, device.peak_bf16);
-  put(DType::TF32, device.peak_tf32);
-  put(DType::FP8, device.peak_fp8);
-  put(DType::FP32, device.peak_fp32);
+  put(DType::BF16, device.peak_bf16, eff.gemm);
+  put(DType::FP16, device.peak_bf16, eff.gemm);
+  put(DType::TF32, device.peak_tf32, eff.gemm);
+  put(DType::FP8, device.peak_fp8, eff.gemm_fp8 > 0 ? eff.gemm_fp8 : eff.gemm);
+  put(DType::FP32, device.peak_fp32, eff.gemm);
   p.memory_bandwidth = device.memory_bandwidth * eff.memory;
   p.launch_overhead = device.launch_overhead;
   p.sparse_speedup = device.sparse_speedup;

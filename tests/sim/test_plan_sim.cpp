@@ -980,6 +980,13 @@ TEST(ComputeModel, RooflineAndProfile) {
   EXPECT_DOUBLE_EQ(p.gemm_rate.at(DType::BF16), 0.82 * a100.peak_bf16);
   EXPECT_DOUBLE_EQ(p.memory_bandwidth, 0.87 * a100.memory_bandwidth);
   EXPECT_DOUBLE_EQ(roofline_profile(device_preset("h100")).memory_bandwidth, 0.9 * device_preset("h100").memory_bandwidth);
+  // Hopper's FP8 ceiling is measured apart from its BF16 one; elsewhere FP8 takes the GEMM ceiling.
+  const DeviceSpec h100 = device_preset("h100");
+  EXPECT_DOUBLE_EQ(roofline_profile(h100).gemm_rate.at(DType::FP8), 0.70 * h100.peak_fp8);
+  EXPECT_DOUBLE_EQ(roofline_profile(h100).gemm_rate.at(DType::BF16), 0.80 * h100.peak_bf16);
+  DeviceSpec other = h100;
+  other.name = "other";
+  EXPECT_DOUBLE_EQ(roofline_profile(other).gemm_rate.at(DType::FP8), 0.80 * h100.peak_fp8);
   OpCost gemm;
   gemm.kind = OpCost::Kind::Gemm;
   gemm.flops = 2.0 * 4096 * 4096 * 4096;
