@@ -211,8 +211,8 @@ void LinkSharing::recompute(const std::vector<LinkId>& seeds) {
   }
   // fills_: a min-heap of (the speed at which it stops: a shared link (key: the link) fills or an
   // activity (key: -1 - its id) reaches its ceiling; key; version). Only speeds below 1 are entered: a
-  // link that would fill at 1 or above still does once others are frozen below 1 (it keeps capacity
-  // over demand), and nothing at 1 or above stops anyone.
+  // link that would fill at 1 or above stays there as activities on it freeze below 1 (its capacity
+  // stays at least its demand), and nothing at 1 or above stops anyone.
   fills_.clear();
   for (int id : comp_) {
     Activity& a = activities_[static_cast<std::size_t>(id)];

@@ -122,7 +122,7 @@ class LinkSharing {
   void remove_from_links(int id, std::vector<LinkId>& still_used);  // appends the links others still use
   void share(int id, int index);    // footprint[index]'s link now carries another activity
   void unshare(int id, int index);  // ... and no longer does
-  void recompute(const std::vector<LinkId>& seeds);  // seeds: shared links
+  void recompute(const std::vector<LinkId>& seeds);  // for the activities on `seeds` and all they share with
   void schedule_completion(int id);
   void finish(int id, std::uint32_t version);
 
@@ -135,7 +135,7 @@ class LinkSharing {
   std::vector<FootprintState> footprints_;
   std::vector<std::vector<int>> link_footprints_;  // per link: the footprints that use it
   std::vector<int> comp_;           // scratch: activities of the component being recomputed
-  std::vector<LinkId> comp_links_;  // scratch: its links
+  std::vector<LinkId> comp_links_;  // scratch: its shared links
   std::vector<double> old_speed_;   // scratch
   std::vector<std::tuple<double, std::int64_t, std::uint32_t>> fills_;  // scratch: recompute's heap
   std::uint32_t stamp_ = 0;
