@@ -2,6 +2,7 @@
 // kernels and sparse GEMMs) with CPU ranks over MPI, or its GPU with --gpu (cuBLAS, copies, NCCL), and
 // write the profile the simulator reads (`collectives --profile`, `compare`, `validate --profile`, an
 // experiment's cluster "profile").
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -82,7 +83,15 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
   }
   try {
     if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, streaming, technique kernels, ping-pong)...\n", mpi.size());
+    // The speed probe (profile.hpp's speed_probe_sample) timed before the grid and after the whole
+    // calibration too: a machine whose speed moves while it is measured gives a profile of two states.
+    std::int64_t probe = 0;
+    for (std::int64_t d : options.gemm_dims)
+      if (d <= 1024) probe = std::max(probe, d);
+    const auto time_probe = [&] { return real::measure_gemm_rate(mpi, probe, probe, probe, options.seconds_per_point); };
+    const FlopsPerSec probe_before = probe > 0 ? time_probe() : 0;
     MachineProfile p = real::calibrate_cpu(mpi, options);
+    const FlopsPerSec probe_after = probe > 0 ? time_probe() : 0;
     if (mpi.rank() == 0) {
       save_profile(p, o.out);
       std::printf("# profile of %s written to %s\n", p.provenance->machine.c_str(), o.out.c_str());
@@ -97,6 +106,16 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
       if (p.link) {
         std::printf("link             %10.2f us + bytes / %.2f GB/s\n", p.link->latency.microseconds(),
                     p.link->bandwidth / GBps);
+      }
+      if (const auto sample = speed_probe_sample(p); sample && probe_before > 0) {
+        std::printf("machine speed    %lld^3 GEMM %.2f GFLOP/s per rank before the grid, %.2f in it, %.2f at the end\n",
+                    static_cast<long long>(probe), probe_before / 1e9, sample->rate / 1e9, probe_after / 1e9);
+        const double lo = std::min({probe_before, sample->rate, probe_after});
+        const double hi = std::max({probe_before, sample->rate, probe_after});
+        // Beyond 10 % (the GEMM error issue 12 allows compare) the drift alone would decide compare's figures.
+        if (hi > 1.1 * lo)
+          std::fprintf(stderr, "twinbed: warning: this machine's speed moved by %.0f %% while it was calibrated; the profile "
+                       "mixes its states: calibrate again on a quiet machine\n", 100 * (hi / lo - 1));
       }
     }
     return 0;
@@ -113,7 +132,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
   CLI::App* cmd = app.add_subcommand(
       "calibrate",
       "Measure this machine with CPU ranks over MPI (GEMM grid, memory bandwidth, technique kernels, sparse GEMMs, point-to-point link) and write "
-      "the profile the simulator reads");
+      "the profile the simulator reads; warns when the machine's speed moved while it measured");
   cmd->add_option("--ranks", opts->ranks,
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
       ->transform(in_range(1, kMaxCount, true))

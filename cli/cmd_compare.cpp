@@ -31,6 +31,7 @@
 #include "twinbed/core/report.hpp"
 #include "twinbed/core/topology_builders.hpp"
 #include "twinbed/real/collective_data.hpp"
+#include "twinbed/real/calibrate.hpp"
 #include "twinbed/real/collectives.hpp"
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/cuda_backend.hpp"
@@ -103,8 +104,22 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
   return wrong ? 1 : 0;
 }
 
-// rank and size: this process's place in the job (an MPI job, or one GPU process alone: 0 of 1).
-int compare_plan(const CompareOptions& o, int rank, int size) {
+// How fast the CPU ranks compute now against when the profile was calibrated: the profile's speed
+// probe sample (speed_probe_sample) timed again as calibrate times it, before the measured runs and
+// after them. A machine that drifted since `calibrate` moves every measured compute time by about that
+// ratio, which the spread over the runs does not show.
+struct MachineSpeed {
+  GemmSample sample;  // as calibrated
+  FlopsPerSec before = 0, after = 0;
+};
+
+FlopsPerSec time_probe(const real::MpiSession& mpi, const GemmSample& s) {
+  return real::measure_gemm_rate(mpi, s.m, s.n, s.k, real::CalibrateOptions{}.seconds_per_point);
+}
+
+// rank and size: this process's place in the job (an MPI job, or one GPU process alone: 0 of 1); `mpi`
+// the job's session (null for one GPU process alone).
+int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank, int size) {
   const Experiment e = load_experiment(o.experiment);
   const MachineProfile profile = load_required_profile(o.profile);
   const Topology machine = topo::this_machine(profile, size);
@@ -135,11 +150,16 @@ int compare_plan(const CompareOptions& o, int rank, int size) {
   // runs are paired with them, back to back.
   std::vector<Trace> measured, measured_baseline;
   std::int64_t payload_floats = 0;
+  std::optional<MachineSpeed> speed;
+  if (const auto probe = speed_probe_sample(profile); probe && cpu != nullptr && mpi != nullptr) {
+    speed = MachineSpeed{*probe, time_probe(*mpi, *probe), 0};
+  }
   for (int r = 0; r < o.repeats; ++r) {
     if (baseline) measured_baseline.push_back(backend.run(*baseline));
     measured.push_back(backend.run(plan));
     if (cpu != nullptr) payload_floats += cpu->payload_check().floats;
   }
+  if (speed) speed->after = time_probe(*mpi, speed->sample);
   if (rank != 0) return 0;
 
   sim::PlanSimOptions sim_options;
@@ -182,6 +202,24 @@ int compare_plan(const CompareOptions& o, int rank, int size) {
   const double step_real = rc.step_measured_s.median, step_sim = rc.step_simulated_s;
   std::printf("%-14s %26s %14.3f %24s\n", "step", text(rc.step_measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(), step_sim * 1e3,
               text(rc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+  nlohmann::json machine_speed = nullptr;
+  if (speed) {
+    const GemmSample& g = speed->sample;
+    const double before = speed->before / g.rate, after = speed->after / g.rate;
+    std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
+                "measured runs and x%.2f after\n",
+                static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), before, after);
+    // Drift beyond the 10 % a GEMM error may take (issue 12's target) decides that figure by itself.
+    if (std::max(std::abs(before - 1), std::abs(after - 1)) > 0.1)
+      std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
+                  "model; calibrate again and compare\n");
+    machine_speed = {{"probe", {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"dtype", "fp32"}}},
+                     {"calibrated_flops_per_s", g.rate},
+                     {"before_flops_per_s", speed->before},
+                     {"after_flops_per_s", speed->after},
+                     {"ratio_before", before},
+                     {"ratio_after", after}};
+  }
 
   // Peak memory of the largest rank: the plan's (simulated, and as the measured run allocated it) and what
   // the system saw the measured ranks hold (report.hpp's resident peak), over the runs.
@@ -271,6 +309,7 @@ int compare_plan(const CompareOptions& o, int rank, int size) {
                                 {"simulated_s", step_sim}, {"error_pct", rc.step_error_pct.median},
                                 {"error_range_pct", range(rc.step_error_pct, 1)}}},
                       {"op_kinds", kinds},
+                      {"machine_speed", machine_speed},
                       {"memory", memory},
                       {"per_op", per_op}};
   if (baseline) {
@@ -297,7 +336,7 @@ int run_compare(const CompareOptions& o, Invocation& invocation) {
   // One GPU needs no launcher: the process is the job's only rank.
   if (!real::in_mpi_job() && o.backend == "real-cuda" && load_experiment(o.experiment).layout.world_size() == 1) {
     load_required_profile(o.profile);
-    return compare_plan(o, 0, 1);
+    return compare_plan(o, nullptr, 0, 1);
   }
   if (!real::in_mpi_job()) {
     if (!real::mpi_built()) throw Unavailable("compare needs MPI: install libopenmpi-dev openmpi-bin and rebuild");
@@ -311,7 +350,7 @@ int run_compare(const CompareOptions& o, Invocation& invocation) {
   }
   real::MpiSession mpi;
   try {
-    return o.collectives ? compare_collectives(o, mpi) : compare_plan(o, mpi.rank(), mpi.size());
+    return o.collectives ? compare_collectives(o, mpi) : compare_plan(o, &mpi, mpi.rank(), mpi.size());
   } catch (const InvalidArgument& e) {  // thrown alike on every rank before communicating
     if (mpi.rank() == 0) std::fprintf(stderr, "twinbed: error: %s\n", json_read::one_line(e.what()).c_str());
     return 1;
@@ -328,8 +367,9 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
   CLI::App* cmd = app.add_subcommand(
       "compare",
       "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI, or "
-      "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, and the "
-      "peak memory: the plan's and the resident peak the system measured");
+      "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, the "
+      "peak memory (the plan's and the resident peak the system measured) and, on CPU ranks, how fast the machine "
+      "runs against when it was calibrated");
   cmd->add_option("experiment", opts->experiment,
                   "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
                   "them as well, and the techniques' ops and effect (step time, peak memory and the measured resident peak, with / without) side by side");

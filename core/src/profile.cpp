@@ -268,4 +268,11 @@ void save_profile(const MachineProfile& p, const std::string& file) {
   if (ec) throw Error("cannot rename " + tmp.string() + " to " + file + ": " + ec.message());
 }
 
+std::optional<GemmSample> speed_probe_sample(const MachineProfile& p) {
+  std::optional<GemmSample> best;
+  for (const GemmSample& s : p.gemm_samples)
+    if (s.dtype == DType::FP32 && s.m == s.n && s.n == s.k && s.m <= 1024 && (!best || s.m > best->m)) best = s;
+  return best;
+}
+
 }  // namespace twinbed

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# calibrate writes a profile with provenance; compare runs a collective and an experiment's Plan on both
-# backends from it and writes its files (with a technique: also its effect, with / without); the plot
+# calibrate writes a profile with provenance (and how fast the machine ran through it); compare runs a
+# collective and an experiment's Plan on both backends from it (and times the machine's speed again) and
+# writes its files (with a technique: also its effect, with / without); the plot
 # script draws them (where matplotlib is installed).
 # Usage: check_calibrate_compare.sh TWINBED EXPERIMENTS_DIR NOTEBOOKS_DIR
 set -euo pipefail
 tb=$1; experiments=$2; notebooks=$3
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-"$tb" calibrate --quick --ranks 2 --out "$work/profile.json"
+"$tb" calibrate --quick --ranks 2 --out "$work/profile.json" >"$work/calibrate.txt"
+grep -q "^machine speed    512^3 GEMM" "$work/calibrate.txt"
 /usr/bin/python3 - "$work/profile.json" <<'PY'
 import json, sys
 p = json.load(open(sys.argv[1]))
@@ -22,6 +24,10 @@ import json, sys, os
 c = json.load(open(os.path.join(sys.argv[1], "compare.json")))
 assert c["step"]["measured_s"] > 0 and c["step"]["simulated_s"] > 0, c["step"]
 assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
+# The machine's speed against the calibration's: the quick grid's 512^3 sample timed again.
+s = c["machine_speed"]
+assert s["probe"] == {"m": 512, "n": 512, "k": 512, "dtype": "fp32"}, s
+assert s["ratio_before"] > 0 and s["ratio_after"] > 0 and s["calibrated_flops_per_s"] > 0, s
 t = json.load(open(os.path.join(sys.argv[1], "trace.json")))
 pids = {e["pid"] for e in t["traceEvents"] if e.get("ph") == "X"}
 assert len(pids) == 2, pids  # sim and real as two processes

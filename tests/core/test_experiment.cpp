@@ -677,4 +677,23 @@ TEST(Profile, CommunicationProgressRoundTripsAndAnUnknownOneIsRefused) {
   EXPECT_EQ(comm_progress_names(), (std::vector<std::string>{"independent", "polled"}));
 }
 
+// The sample calibrate and compare time again to see how fast the machine runs at another moment: the
+// largest square fp32 one of at most 1024, from a full grid or a quick one; none without such a sample.
+TEST(Profile, TheSpeedProbeIsTheLargestSquareFp32SampleUpTo1024) {
+  const auto grid = [](std::vector<std::int64_t> dims, DType t) {
+    MachineProfile p;
+    for (auto m : dims)
+      for (auto n : dims)
+        for (auto k : dims) p.gemm_samples.push_back({m, n, k, t, 1e9 * static_cast<double>(m + n + k)});
+    return p;
+  };
+  const auto full = speed_probe_sample(grid({64, 256, 1024, 4096}, DType::FP32));
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(*full, (GemmSample{1024, 1024, 1024, DType::FP32, 3072e9}));
+  EXPECT_EQ(speed_probe_sample(grid({128, 512}, DType::FP32))->m, 512);
+  EXPECT_FALSE(speed_probe_sample(grid({2048, 4096}, DType::FP32)).has_value());
+  EXPECT_FALSE(speed_probe_sample(grid({256, 1024}, DType::BF16)).has_value());
+  EXPECT_FALSE(speed_probe_sample(MachineProfile{}).has_value());
+}
+
 }  // namespace twinbed

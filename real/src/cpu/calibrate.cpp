@@ -204,6 +204,13 @@ std::string host_name() {
 
 }  // namespace
 
+FlopsPerSec measure_gemm_rate(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {
+  detail::flush_subnormals_on_this_thread();  // as the CPU backend runs (cpu_compute.hpp)
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  const double seconds = median_over_ranks(gemm_seconds(m, n, k, min_seconds), mpi.size());
+  return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / seconds;
+}
+
 MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
   detail::flush_subnormals_on_this_thread();  // as the CPU backend runs (cpu_compute.hpp)
   MachineProfile p;
@@ -214,9 +221,7 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
   // GEMMs: every rank runs the same shape at the same time.
   std::vector<GemmSample> samples;
   auto measure = [&](std::int64_t m, std::int64_t n, std::int64_t k) {
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    const double seconds = median_over_ranks(gemm_seconds(m, n, k, o.seconds_per_point), ranks);
-    samples.push_back({m, n, k, DType::FP32, 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / seconds});
+    samples.push_back({m, n, k, DType::FP32, measure_gemm_rate(mpi, m, n, k, o.seconds_per_point)});
   };
   for (auto m : o.gemm_dims) {
     for (auto n : o.gemm_dims) {

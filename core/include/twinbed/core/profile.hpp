@@ -140,6 +140,11 @@ struct MachineProfile {
   bool operator==(const MachineProfile&) const = default;
 };
 
+// The GEMM sample that checks how fast a calibrated machine runs at another moment (calibrate and
+// compare time it again): the largest square fp32 sample of at most 1024 (1024^3 in a full CPU
+// calibration, 512^3 in a quick one); none when the profile has no such sample.
+std::optional<GemmSample> speed_probe_sample(const MachineProfile& p);
+
 // The datasheet peak of `device` for dtype t (FP16 uses the BF16 peak); 0 when it has none.
 FlopsPerSec device_peak(const DeviceSpec& device, DType t);
 

@@ -38,4 +38,9 @@ struct CalibrateOptions {
 // date, the git revision the binary was built from, the job's rank count. Throws Error on MPI failure.
 MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& options);
 
+// One GEMM sample measured now, as calibrate_cpu measures each of its own: m×n×k in fp32, every rank at
+// once, the median over ranks, FLOP/s. `compare` times a profile's sample again with it to tell how fast
+// the machine runs now against when it was calibrated. Collective over MPI_COMM_WORLD.
+FlopsPerSec measure_gemm_rate(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds);
+
 }  // namespace twinbed::real
