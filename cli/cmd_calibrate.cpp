@@ -87,7 +87,7 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
     // calibration too: a machine whose speed moves while it is measured gives a profile of two states.
     std::int64_t probe = 0;
     for (std::int64_t d : options.gemm_dims)
-      if (d <= 1024) probe = std::max(probe, d);
+      if (d <= kSpeedProbeMaxDim) probe = std::max(probe, d);
     const auto time_probe = [&] { return real::measure_gemm_rate(mpi, probe, probe, probe, options.seconds_per_point); };
     const FlopsPerSec probe_before = probe > 0 ? time_probe() : 0;
     MachineProfile p = real::calibrate_cpu(mpi, options);

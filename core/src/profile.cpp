@@ -271,7 +271,7 @@ void save_profile(const MachineProfile& p, const std::string& file) {
 std::optional<GemmSample> speed_probe_sample(const MachineProfile& p) {
   std::optional<GemmSample> best;
   for (const GemmSample& s : p.gemm_samples)
-    if (s.dtype == DType::FP32 && s.m == s.n && s.n == s.k && s.m <= 1024 && (!best || s.m > best->m)) best = s;
+    if (s.dtype == DType::FP32 && s.m == s.n && s.n == s.k && s.m <= kSpeedProbeMaxDim && (!best || s.m > best->m)) best = s;
   return best;
 }
 

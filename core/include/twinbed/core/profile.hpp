@@ -141,8 +141,9 @@ struct MachineProfile {
 };
 
 // The GEMM sample that checks how fast a calibrated machine runs at another moment (calibrate and
-// compare time it again): the largest square fp32 sample of at most 1024 (1024^3 in a full CPU
-// calibration, 512^3 in a quick one); none when the profile has no such sample.
+// compare time it again): the largest square fp32 sample of at most kSpeedProbeMaxDim (1024^3 in a full
+// CPU calibration, 512^3 in a quick one); none when the profile has no such sample.
+constexpr std::int64_t kSpeedProbeMaxDim = 1024;
 std::optional<GemmSample> speed_probe_sample(const MachineProfile& p);
 
 // The datasheet peak of `device` for dtype t (FP16 uses the BF16 peak); 0 when it has none.
