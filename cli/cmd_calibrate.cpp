@@ -112,8 +112,7 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
                     static_cast<long long>(probe), probe_before / 1e9, sample->rate / 1e9, probe_after / 1e9);
         const double lo = std::min({probe_before, sample->rate, probe_after});
         const double hi = std::max({probe_before, sample->rate, probe_after});
-        // Beyond 10 % (the GEMM error issue 12 allows compare) the drift alone would decide compare's figures.
-        if (hi > 1.1 * lo)
+        if (hi > (1 + kSpeedDriftTolerance) * lo)
           std::fprintf(stderr, "twinbed: warning: this machine's speed moved by %.0f %% while it was calibrated; the profile "
                        "mixes its states: calibrate again on a quiet machine\n", 100 * (hi / lo - 1));
       }

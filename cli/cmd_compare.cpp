@@ -209,8 +209,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
     std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
                 "measured runs and x%.2f after\n",
                 static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), before, after);
-    // Drift beyond the 10 % a GEMM error may take (issue 12's target) decides that figure by itself.
-    if (std::max(std::abs(before - 1), std::abs(after - 1)) > 0.1)
+    if (std::max(std::abs(before - 1), std::abs(after - 1)) > kSpeedDriftTolerance)
       std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
                   "model; calibrate again and compare\n");
     machine_speed = {{"probe", {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"dtype", "fp32"}}},

@@ -144,6 +144,9 @@ struct MachineProfile {
 // compare time it again): the largest square fp32 sample of at most kSpeedProbeMaxDim (1024^3 in a full
 // CPU calibration, 512^3 in a quick one); none when the profile has no such sample.
 constexpr std::int64_t kSpeedProbeMaxDim = 1024;
+// How far the probe's rate may move before calibrate and compare say the machine drifted: the 10 % GEMM
+// error issue 12 allows compare, which a drift that size would decide by itself.
+constexpr double kSpeedDriftTolerance = 0.1;
 std::optional<GemmSample> speed_probe_sample(const MachineProfile& p);
 
 // The datasheet peak of `device` for dtype t (FP16 uses the BF16 peak); 0 when it has none.
