@@ -25,11 +25,18 @@ Efficiency default_efficiency(const std::string& device_name) {
   // 8192^3 and 256.5 at 16384^3 (github.com/Azure/AI-benchmarking-guide, Azure_Results/ND_A100_v4_results.md
   // @3bb66ca); on a V100, zeros read "up to ~15% higher" than realistic operands (baidu-research/DeepBench
   // issue #104). Those shapes fill whole waves (tile_efficiency about 1), so the ceiling is about 256 of
-  // 312: 0.82. (The peak ../shared/REFERENCE.md lists, 271, states neither its data nor its duration.) H100:
-  // 795 of 989 (0.80), REFERENCE.md's measured peak; no public BF16 figure on random data at steady state
-  // was found (Azure's H100 and H200 tables are FP8), so it may overstate Hopper's sustained rate as 271 did
-  // the A100's. H200 has H100's GH100 die and clocks (only HBM differs): 0.80. FP8 on Hopper, measured
-  // apart: Azure's ND H100 v5 benchmark (cuBLASLt, FP8, random initialisation, 10,000 warm-up iterations)
+  // 312: 0.82. (The peak ../shared/REFERENCE.md lists, 271, states neither its data nor its duration.)
+  // H100 and H200: 0.76 — the Maximum Sustainable Matmul FLOPS (MSMF) of stas00/ml-engineering's
+  // mamf-finder.py, benchmark version 4 (compute/accelerator/benchmarks/mamf-finder.py @0359db89: BF16
+  // operands from torch.randn, the L2 flushed before every call; the clock first settled under full load,
+  // then the best shape's rate held steady over a 4 s window): on an 8x H200 node with every GPU computing,
+  // 755 TFLOP/s on the median GPU and 745 on the slowest, and one GPU alone 743-746 over five runs, of 989
+  // (compute/accelerator/benchmarks/README.md, "How MAMF and MSMF are defined" and "What was measured:
+  // alone vs all-8 concurrent"). The median GPU describes the GPU model, as the source says: 755/989. The
+  // H100 SXM has the H200's GH100 die, clocks and 700 W power limit (only HBM differs), and a power-limited
+  // rate follows the die and its limit, so it takes the same ceiling. (REFERENCE.md's 795 for H100 is the
+  // same tool's earlier short-run figure, a mean of 100 calls after 50 warm-ups: like 271 on the A100, a
+  // rate before the power limit holds the clock down.) FP8 on Hopper, measured apart: Azure's ND H100 v5 benchmark (cuBLASLt, FP8, random initialisation, 10,000 warm-up iterations)
   // 1,377.3 TFLOP/s at 16384^3 and 1,382.2 at 32768^3 of 1,979: 0.70 (Azure_Results/ND_H100_v5_results.md
   // @f350e7e in the guide above); ND H200 v5 1,366.3 and 1,349.5 (0.69, ND_H200_v5_results.md @7f20e5f).
   // Memory: a copy-class kernel's measured share of the HBM datasheet bandwidth. A100: 0.87 — CUB's
@@ -51,7 +58,7 @@ Efficiency default_efficiency(const std::string& device_name) {
   //    figure for the first FlashAttention on Hopper.
   if (device_name == "a100") return {.gemm = 0.82, .memory = 0.87, .flash_attention = {0.61, 0.325, 0.61, 0}};
   if (device_name == "h100" || device_name == "h200") {
-    return {.gemm = 0.80, .gemm_fp8 = 0.70, .memory = 0.9, .flash_attention = {0.64, 0, 0.35, 0.64}};
+    return {.gemm = 0.76, .gemm_fp8 = 0.70, .memory = 0.9, .flash_attention = {0.64, 0, 0.35, 0.64}};
   }
   return {.gemm = 0.80, .memory = 0.9, .flash_attention = {0.80, 0.80, 0.80, 0.80}};
 }

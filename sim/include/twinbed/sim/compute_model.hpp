@@ -27,9 +27,8 @@
 //
 // Default efficiencies come from public hardware facts, never from a training throughput
 // (compute_model.cpp has the sources): large dense GEMMs on random data at steady state (power-limited)
-// reach about 82% of the datasheet peak on A100 (256 of 312 TFLOP/s); H100's measured BF16 peak is 80%
-// (795 of 989), and its FP8 GEMMs on random data at steady state 70% (1,380 of 1,979); H200 shares
-// H100's tensor cores and clocks, so the same. Memory: copy-class kernels reach about 87% of HBM
+// reach about 82% of the datasheet peak on A100 (256 of 312 TFLOP/s) and 76% on H200 (755 of 989), whose
+// die, clocks and power limit H100 shares, so the same; FP8 GEMMs on Hopper 70% (1,380 of 1,979). Memory: copy-class kernels reach about 87% of HBM
 // datasheet bandwidth on A100 (0.87) and about 90% on H100/H200 (0.9). Unknown devices: 0.8 and 0.9.
 //
 // A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
@@ -70,7 +69,7 @@ struct Efficiency {
   bool operator==(const Efficiency&) const = default;
 };
 
-// The defaults above, by device name ("a100" 0.82, "h100"/"h200" 0.80 and FP8 0.70, else 0.80; memory: a100 0.87, else 0.9; flash
+// The defaults above, by device name ("a100" 0.82, "h100"/"h200" 0.76 and FP8 0.70, else 0.80; memory: a100 0.87, else 0.9; flash
 // attention by generation: on A100 FlashAttention 0.325 and FlashAttention-2 0.61 (the newest), no
 // FlashAttention-3 (Hopper only); on H100/H200 FlashAttention-2 0.35 and FlashAttention-3 0.64 (the
 // newest), no public figure for FlashAttention; else as GEMMs).
