@@ -107,7 +107,8 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
 // How fast the CPU ranks compute now against when the profile was calibrated: the profile's speed
 // probe sample (speed_probe_sample) timed again as calibrate times it, before the measured runs and
 // after them. A machine that drifted since `calibrate` moves every measured compute time by about that
-// ratio, which the spread over the runs does not show.
+// ratio, which the spread over the runs does not show; where the two probes agree, compare simulates
+// again with the GEMM rates scaled by it (with_gemm_speed) and prints that error too.
 struct MachineSpeed {
   GemmSample sample;  // as calibrated
   FlopsPerSec before = 0, after = 0;
@@ -217,7 +218,33 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
                      {"before_flops_per_s", speed->before},
                      {"after_flops_per_s", speed->after},
                      {"ratio_before", before},
-                     {"ratio_after", after}};
+                     {"ratio_after", after},
+                     {"corrected", nullptr}};
+    // The drift corrected: where the probe read the same before and after the runs, the machine held one
+    // speed through them, and the simulation with every GEMM rate scaled by that speed predicts them.
+    // Where it moved during the runs, no one factor describes them, and there is no correction.
+    if (std::abs(after / before - 1) <= kSpeedDriftTolerance) {
+      const double factor = std::sqrt(before * after);
+      sim::PlanSimOptions corrected_options = sim_options;
+      corrected_options.profile = with_gemm_speed(profile, factor);
+      const RepeatedComparison cc =
+          compare_repeated(report(sim::simulate_plan(plan, machine, corrected_options), inputs), measured_reports);
+      const auto gemm = std::find_if(cc.per_op.begin(), cc.per_op.end(), [](const RepeatedOps& x) { return x.kind == SpanKind::Gemm; });
+      std::printf("# speed-corrected, every GEMM rate x%.2f (the probe's mean over the runs): step error %s%%", factor,
+                  text(cc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+      if (gemm != cc.per_op.end()) std::printf(", gemm median |error| per op %s%%", text(gemm->median_abs_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+      std::printf("\n");
+      machine_speed["corrected"] = {{"gemm_rate_factor", factor},
+                                    {"step_simulated_s", cc.step_simulated_s},
+                                    {"step_error_pct", cc.step_error_pct.median},
+                                    {"step_error_range_pct", range(cc.step_error_pct, 1)}};
+      if (gemm != cc.per_op.end()) {
+        machine_speed["corrected"]["gemm_median_abs_error_pct"] = gemm->median_abs_error_pct.median;
+        machine_speed["corrected"]["gemm_median_abs_error_range_pct"] = range(gemm->median_abs_error_pct, 1);
+      }
+    } else {
+      std::printf("# no speed correction: the probe moved by more than %.0f%% during the measured runs\n", kSpeedDriftTolerance * 100);
+    }
   }
 
   // Peak memory of the largest rank: the plan's (simulated, and as the measured run allocated it) and what
@@ -368,7 +395,8 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
       "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI, or "
       "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, the "
       "peak memory (the plan's and the resident peak the system measured) and, on CPU ranks, how fast the machine "
-      "runs against when it was calibrated");
+      "runs against when it was calibrated, with the step and GEMM errors of the simulation corrected for it where it "
+      "held one speed through the runs");
   cmd->add_option("experiment", opts->experiment,
                   "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
                   "them as well, and the techniques' ops and effect (step time, peak memory and the measured resident peak, with / without) side by side");

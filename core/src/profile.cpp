@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "enum_names.hpp"
+#include "twinbed/core/error.hpp"
 #include "twinbed/core/json_read.hpp"
 #include "twinbed/core/topology_json.hpp"
 
@@ -273,6 +274,14 @@ std::optional<GemmSample> speed_probe_sample(const MachineProfile& p) {
   for (const GemmSample& s : p.gemm_samples)
     if (s.dtype == DType::FP32 && s.m == s.n && s.n == s.k && s.m <= kSpeedProbeMaxDim && (!best || s.m > best->m)) best = s;
   return best;
+}
+
+MachineProfile with_gemm_speed(MachineProfile p, double factor) {
+  if (!(factor > 0) || !std::isfinite(factor)) throw InvalidArgument("with_gemm_speed: the factor must be positive and finite");
+  for (auto& [dtype, rate] : p.gemm_rate) rate *= factor;
+  for (GemmSample& s : p.gemm_samples) s.rate *= factor;
+  for (auto& [kind, rate] : p.sparse_gemm_rate) rate *= factor;
+  return p;
 }
 
 }  // namespace twinbed

@@ -28,6 +28,13 @@ assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
 s = c["machine_speed"]
 assert s["probe"] == {"m": 512, "n": 512, "k": 512, "dtype": "fp32"}, s
 assert s["ratio_before"] > 0 and s["ratio_after"] > 0 and s["calibrated_flops_per_s"] > 0, s
+# Corrected for the speed where the two probes agree (the machine held one speed through the runs), else not.
+held = abs(s["ratio_after"] / s["ratio_before"] - 1) <= 0.1
+assert (s["corrected"] is not None) == held, s
+if held:
+    k = s["corrected"]
+    assert abs(k["gemm_rate_factor"] - (s["ratio_before"] * s["ratio_after"]) ** 0.5) < 1e-9, k
+    assert k["step_simulated_s"] > 0 and len(k["step_error_range_pct"]) == 2 and "gemm_median_abs_error_pct" in k, k
 t = json.load(open(os.path.join(sys.argv[1], "trace.json")))
 pids = {e["pid"] for e in t["traceEvents"] if e.get("ph") == "X"}
 assert len(pids) == 2, pids  # sim and real as two processes

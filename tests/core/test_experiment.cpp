@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -694,6 +695,31 @@ TEST(Profile, TheSpeedProbeIsTheLargestSquareFp32SampleUpTo1024) {
   EXPECT_FALSE(speed_probe_sample(grid({2048, 4096}, DType::FP32)).has_value());
   EXPECT_FALSE(speed_probe_sample(grid({256, 1024}, DType::BF16)).has_value());
   EXPECT_FALSE(speed_probe_sample(MachineProfile{}).has_value());
+}
+
+// compare corrects the simulation by the speed probe's ratio: the GEMM rates scale, and only they.
+TEST(Profile, WithGemmSpeedScalesEveryGemmRateAndNothingElse) {
+  MachineProfile p;
+  p.gemm_rate = {{DType::FP32, 100e9}};
+  p.gemm_samples = {{512, 512, 512, DType::FP32, 80e9}, {64, 64, 64, DType::FP32, 20e9}};
+  p.sparse_gemm_rate = {{"block", 40e9}};
+  p.memory_bandwidth = 10e9;
+  p.memory_samples = {{1 << 20, 30e9}};
+  p.launch_overhead = Time::us(2);
+  p.link = LinkProfile{Time::us(1), 5e9};
+  p.kernel_seconds_per_element = {{"tgc.compress.topk", 2e-9}};
+  const MachineProfile q = with_gemm_speed(p, 0.5);
+  EXPECT_DOUBLE_EQ(q.gemm_rate.at(DType::FP32), 50e9);
+  EXPECT_DOUBLE_EQ(q.gemm_samples[0].rate, 40e9);
+  EXPECT_DOUBLE_EQ(q.gemm_samples[1].rate, 10e9);
+  EXPECT_DOUBLE_EQ(q.sparse_gemm_rate.at("block"), 20e9);
+  MachineProfile rest = q;
+  rest.gemm_rate = p.gemm_rate;
+  rest.gemm_samples = p.gemm_samples;
+  rest.sparse_gemm_rate = p.sparse_gemm_rate;
+  EXPECT_EQ(rest, p);
+  EXPECT_THROW(with_gemm_speed(p, 0), InvalidArgument);
+  EXPECT_THROW(with_gemm_speed(p, std::nan("")), InvalidArgument);
 }
 
 }  // namespace twinbed

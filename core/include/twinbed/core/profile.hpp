@@ -148,6 +148,10 @@ constexpr std::int64_t kSpeedProbeMaxDim = 1024;
 // error issue 12 allows compare, which a drift that size would decide by itself.
 constexpr double kSpeedDriftTolerance = 0.1;
 std::optional<GemmSample> speed_probe_sample(const MachineProfile& p);
+// The profile of the same machine with its GEMMs running `factor` times as fast as when it was measured
+// (compare's speed probe says by how much): every GEMM rate scaled (per dtype, the measured shapes, the
+// sparse GEMMs'), nothing else; the probe is a GEMM and says nothing of memory or messages. factor > 0.
+MachineProfile with_gemm_speed(MachineProfile p, double factor);
 
 // The datasheet peak of `device` for dtype t (FP16 uses the BF16 peak); 0 when it has none.
 FlopsPerSec device_peak(const DeviceSpec& device, DType t);
