@@ -124,6 +124,13 @@ constexpr int kThreadThreshold[kNcclProtos] = {8, 8, 64};
 // all-reduce (the switch reduces, so each byte crosses a GPU's link once each way) or x (ppn-1)/ppn
 // for all-gather and reduce-scatter. v2.20.3's tuner (5/6 and no efficiency, above) still decides.
 constexpr double kNvlsEfficiencyHopper = 0.85;
+// NVIDIA's efficiency multiplies the speed its search lists, 40 GB/s for each of a DGX H100's 8 NVLS
+// channels (nccl_graph); the kernels move the link's share, 370.8 / 9 = 41.2 GB/s a channel
+// (nvls_bus_GBps). The same price as a share of the link: 0.85 x 40 / 41.2 = 0.825, which keeps NVIDIA's
+// figure on the node its constants describe.
+constexpr double kNvlsReferenceSpeed = 40.0;
+constexpr double kNvlsReferenceLinkShare = 18 * 20.6 / 9;
+constexpr double kNvlsLinkEfficiencyHopper = kNvlsEfficiencyHopper * kNvlsReferenceSpeed / kNvlsReferenceLinkShare;
 // NVLSTree: the network side carries twice the graph's speed on two nodes (each node sends and receives
 // its half of the tree at once), and NVIDIA caps a Hopper channel at perChMaxNVLSTreeBws {-, 57.7, 45.5}
 // GB/s for 1, 2, more nodes (src/tuning/nvls.cc and cost_model.cc, NVIDIA/nccl 1fc949c5).
@@ -444,12 +451,22 @@ int ring_steps(CollectiveOp op, int n) {
 Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 
 // NVLS's and NVLSTree's bus bandwidth as later NCCL prices it (src/tuning/nvls.cc, 1fc949c5), GB/s;
-// 0 without them. NVLS inside one node has no network to cap it.
+// 0 without them. NVLS inside one node has no network to cap it. A channel's speed on NVLink is the
+// link's share, not the speed the search listed: the search books each of the ppn channels ppn + 1
+// times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on every GPU's link — all
+// its data out to the switch's reductions and all the results back, and its own head's 1/ppn share both
+// ways (src/device/all_reduce.h @0e35f5d3, RunWorkElement<ncclFuncAllReduce, ..., NCCL_ALGO_NVLS, ...>:
+// scatter into the heads' buffers, multimem reduce and store through the switch, gather) — and the
+// kernels copy as fast as the link lets them, as the ring's do (nccl_time). So a channel moves
+// link / (ppn + 1) at kNvlsLinkEfficiencyHopper, and NVLS's all-reduce in one node runs at 0.825 x link x
+// n / (n + 1) of algorithm bandwidth: on 5, 6, 7 and 8 GPUs of an H100 node 255, 262, 268 and 272 GB/s,
+// where NVIDIA/nccl issue #1455 measured "258" and "about 265, 270, and 273" (2-4 GiB, NCCL_ALGO=NVLS)
+// and the listed speeds (60, 50, 40, 40) would give 255, 255, 238 and 272.
 double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
   const NcclGraph g = nccl_graph(f, a);
   if (g.channels < 2) return 0;
-  double per_channel = g.bw_intra * kNvlsEfficiencyHopper * (g.channels - 1) / g.channels;
   const int ppn = f.ranks / f.nodes;
+  double per_channel = f.nvlink_GBps / (ppn + 1) * kNvlsLinkEfficiencyHopper * (g.channels - 1) / g.channels;
   per_channel *= op == CollectiveOp::AllReduce ? 2.0 : static_cast<double>(ppn - 1) / ppn;
   if (a == NcclAlgo::NvlsTree) {
     per_channel = std::min({per_channel, g.bw_inter * (f.nodes <= 2 ? 2 : 1),

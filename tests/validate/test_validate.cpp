@@ -178,6 +178,28 @@ TEST(ValidateRows, AForcedAlgorithmTheMachineLacksNamesTheRow) {
   }
 }
 
+// On one server a row may use the first `ranks` of its GPUs (nccl-tests on a subset): the same figure as
+// a server of that many GPUs. Across servers the row must use every rank.
+TEST(ValidateRows, AOneServerRowMayUseFewerOfItsGpus) {
+  json j = collective_file();
+  j["rows"][0]["ranks"] = 5;
+  j["rows"][0]["nccl_algo"] = "NVLS";
+  const RowResult subset = simulate(parse_collectives(j).at(0));
+  EXPECT_NE(subset.label.find("5 ranks"), std::string::npos) << subset.label;
+  j["topology"]["ranks"] = 5;
+  EXPECT_DOUBLE_EQ(subset.simulated, simulate(parse_collectives(j).at(0)).simulated);
+
+  j = collective_file();
+  j["topology"] = {{"preset", "dgx-h100"}, {"ranks", 16}};
+  j["rows"][0]["ranks"] = 8;
+  try {
+    static_cast<void>(simulate(parse_collectives(j).at(0)));
+    FAIL() << "8 of 16 ranks across two servers simulated";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("8 ranks on a topology of 16"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ValidateRows, TrainingRowsParse) {
   const std::vector<TrainingCase> rows = parse_training(training_file());
   ASSERT_EQ(rows.size(), 1u);

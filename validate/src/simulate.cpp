@@ -67,13 +67,16 @@ double relative_error(double simulated, double published) {
 
 RowResult simulate(const CollectiveCase& c) {
   const Topology topology = topology_from_json(c.topology);
-  if (c.ranks != topology.num_ranks()) {
+  // Every rank of the machine, or, on a one-server machine, its first `ranks` GPUs: nccl-tests run on a
+  // subset of a server's GPUs (-g n, or CUDA_VISIBLE_DEVICES).
+  const bool subset_of_one_server = c.ranks < topology.num_ranks() && topology.num_hosts() == 1;
+  if (c.ranks != topology.num_ranks() && !subset_of_one_server) {
     throw ConfigError("/rows", "row " + c.id + ": " + std::to_string(c.ranks) + " ranks on a topology of " +
-                                   std::to_string(topology.num_ranks()) + " (in " + c.provenance.file + ")");
+                                   std::to_string(topology.num_ranks()) + " (fewer only on one server; in " + c.provenance.file + ")");
   }
   std::vector<int> all(static_cast<std::size_t>(c.ranks));
   for (int r = 0; r < c.ranks; ++r) all[static_cast<std::size_t>(r)] = r;
-  const CollectiveRequest request{c.op, c.ranks, c.size, 0, topology.uniform_ranks_per_host()};
+  const CollectiveRequest request{c.op, c.ranks, c.size, 0, subset_of_one_server ? c.ranks : topology.uniform_ranks_per_host()};
   Time time;
   std::string algorithm;
   if (!c.nccl_algo) {  // NCCL's own choice: what `twinbed collectives` times as auto
