@@ -129,7 +129,7 @@ constexpr double kNvlsEfficiencyHopper = 0.85;
 // (nvls_bus_GBps). The same price as a share of the link: 0.85 x 40 / 41.2 = 0.825, which keeps NVIDIA's
 // figure on the node its constants describe.
 constexpr double kNvlsReferenceSpeed = 40.0;
-constexpr double kNvlsReferenceLinkShare = 18 * 20.6 / 9;
+constexpr double kNvlsReferenceLinkShare = 18 * kNcclNvlinkGBps[1] / 9;  // a DGX H100 GPU: 18 links
 constexpr double kNvlsLinkEfficiencyHopper = kNvlsEfficiencyHopper * kNvlsReferenceSpeed / kNvlsReferenceLinkShare;
 // NVLSTree: the network side carries twice the graph's speed on two nodes (each node sends and receives
 // its half of the tree at once), and NVIDIA caps a Hopper channel at perChMaxNVLSTreeBws {-, 57.7, 45.5}
