@@ -456,10 +456,13 @@ Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 // times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on every GPU's link — all
 // its data out to the switch's reductions and all the results back, and its own head's 1/ppn share both
 // ways (src/device/all_reduce.h @0e35f5d3, RunWorkElement<ncclFuncAllReduce, ..., NCCL_ALGO_NVLS, ...>:
-// scatter into the heads' buffers, multimem reduce and store through the switch, gather) — and the
-// kernels copy as fast as the link lets them, as the ring's do (nccl_time). So a channel moves
-// link / (ppn + 1) at kNvlsLinkEfficiencyHopper, and NVLS's all-reduce in one node runs at 0.825 x link x
-// n / (n + 1) of algorithm bandwidth: on 5, 6, 7 and 8 GPUs of an H100 node 255, 262, 268 and 272 GB/s,
+// scatter into the heads' buffers, multimem reduce and store through the switch, gather; NVIDIA's S.
+// Jeaugey, NVIDIA/nccl issue #1083, 2023-11-21: for size S on N GPUs NVLS's reduce-scatter must "Send S,
+// Receive S/N" and its all-gather "Send S/N, Receive S", so the all-reduce, one then the other, sends and
+// receives S + S/N) — and the kernels copy as fast as the link lets them, as the ring's do (nccl_time).
+// So a channel moves link / (ppn + 1) at kNvlsLinkEfficiencyHopper, and NVLS's all-reduce in one node
+// runs at 0.825 x link x n / (n + 1) of algorithm bandwidth: on 5, 6, 7 and 8 GPUs of an H100 node 255,
+// 262, 268 and 272 GB/s,
 // where NVIDIA/nccl issue #1455 measured "258" and "about 265, 270, and 273" (2-4 GiB, NCCL_ALGO=NVLS)
 // and the listed speeds (60, 50, 40, 40) would give 255, 255, 238 and 272.
 double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
