@@ -462,9 +462,8 @@ Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 // receives S + S/N) — and the kernels copy as fast as the link lets them, as the ring's do (nccl_time).
 // So a channel moves link / (ppn + 1) at kNvlsLinkEfficiencyHopper, and NVLS's all-reduce in one node
 // runs at 0.825 x link x n / (n + 1) of algorithm bandwidth: on 5, 6, 7 and 8 GPUs of an H100 node 255,
-// 262, 268 and 272 GB/s,
-// where NVIDIA/nccl issue #1455 measured "258" and "about 265, 270, and 273" (2-4 GiB, NCCL_ALGO=NVLS)
-// and the listed speeds (60, 50, 40, 40) would give 255, 255, 238 and 272.
+// 262, 268 and 272 GB/s, where NVIDIA/nccl issue #1455 measured "258" and "about 265, 270, and 273" (2-4
+// GiB, NCCL_ALGO=NVLS) and the listed speeds (60, 50, 40, 40) would give 255, 255, 238 and 272.
 double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
   const NcclGraph g = nccl_graph(f, a);
   if (g.channels < 2) return 0;
