@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Plot `twinbed validate`'s results. Collectives: one panel per data file (a machine's nccl-tests
-sweep), published and simulated bus bandwidth against size, the simulated points coloured by the
-algorithm NCCL's model picked and the target band (published ±10 %) shaded, so that where a sweep
+sweep), published and simulated bus bandwidth against size (against the GPU count where a file's rows
+share one size and differ in ranks), the simulated points coloured by the algorithm NCCL's model picked
+and the target band (published ±10 %) shaded, so that where a sweep
 leaves the band, and under which algorithm, shows at a glance. Training: the simulator's signed error
 on every run, one bar per row (simulated vs published, in %), with the target band shaded and each bar
 labelled with the published and simulated figures; beside them, where each simulated step goes
@@ -89,13 +90,34 @@ def size_text(b):
     return f"{b:g}"
 
 
+def ranks_of(row):
+    """The communicator size of a collective row (its label: "<op> <ranks> ranks ...")."""
+    return int(row["label"].split(" ", 2)[1])
+
+
+def over_gpu_counts(series):
+    """A data file whose rows share one size and differ in communicator size (the same server at 2 to 8
+    GPUs): one line per op and algorithm setting over the ranks, instead of a point per sweep."""
+    rows = [r for _, rs in series for r in rs]
+    if len({r["size_bytes"] for r in rows}) != 1 or len({ranks_of(r) for r in rows}) < 2:
+        return None
+    lines = {}
+    for (source, op, _, setting, metric), rs in series:
+        lines.setdefault((source, op, "", setting, metric), []).extend(rs)
+    return [(k, sorted(v, key=ranks_of)) for k, v in lines.items()]
+
+
 def draw_sweep(ax, file, series, band):
+    by_ranks = over_gpu_counts(series)
+    if by_ranks:
+        series = by_ranks
+    x_of = ranks_of if by_ranks else (lambda r: r["size_bytes"])
     for (_, op, _, setting, _), rs in series:
-        x = [r["size_bytes"] for r in rs]
+        x = [x_of(r) for r in rs]
         published = [r["published"] for r in rs]
         # The target band around each judged published point (a vertical bar: a sweep's sizes are far apart).
         shown = [r for r in rs if r["judged"]]
-        ax.errorbar([r["size_bytes"] for r in shown], [r["published"] for r in shown],
+        ax.errorbar([x_of(r) for r in shown], [r["published"] for r in shown],
                     yerr=[r["published"] * band / 100 for r in shown], fmt="none", ecolor="#b6d7a8", elinewidth=7, zorder=0)
         ax.plot(x, published, color="black", marker="o", ms=3.5, lw=1, zorder=3)
         ax.plot(x, [r["simulated"] for r in rs], color="#999999", lw=1, zorder=2)
@@ -104,8 +126,11 @@ def draw_sweep(ax, file, series, band):
         if setting != "NCCL's choice":  # a forced algorithm: say which
             ax.annotate(f"{op} {setting}", (x[-1], published[-1]), fontsize=6, ha="right", va="bottom",
                         xytext=(-4, 4), textcoords="offset points")
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(lambda v, _: size_text(v))
+    if by_ranks:
+        ax.set_xlabel(f"GPUs ({size_text(series[0][1][0]['size_bytes'])} each)", fontsize=7)
+    else:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(lambda v, _: size_text(v))
     ax.tick_params(labelsize=7)
     ax.grid(True, which="major", alpha=0.3)
     metric = series[0][0][4]
