@@ -107,15 +107,22 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
 // How fast the CPU ranks compute now against when the profile was calibrated: the profile's speed
 // probe sample (speed_probe_sample) timed again as calibrate times it, before the measured runs and
 // after them. A machine that drifted since `calibrate` moves every measured compute time by about that
-// ratio, which the spread over the runs does not show; where the two probes agree, compare simulates
-// again with the GEMM rates scaled by it (with_gemm_speed) and prints that error too.
+// ratio, which the spread over the runs does not show; where the two probes agree and the ranks ran
+// alike in each, compare simulates again with the GEMM rates scaled by it (with_gemm_speed) and prints
+// that error too.
 struct MachineSpeed {
   GemmSample sample;  // as calibrated
-  FlopsPerSec before = 0, after = 0;
+  real::GemmRates before, after;
 };
 
-FlopsPerSec time_probe(const real::MpiSession& mpi, const GemmSample& s) {
-  return real::measure_gemm_rate(mpi, s.m, s.n, s.k, real::CalibrateOptions{}.seconds_per_point);
+real::GemmRates time_probe(const real::MpiSession& mpi, const GemmSample& s) {
+  return real::measure_gemm_rates(mpi, s.m, s.n, s.k, real::CalibrateOptions{}.seconds_per_point);
+}
+
+// How far apart the ranks' rates are: the fastest over the slowest, less 1.
+double rank_spread(const real::GemmRates& r) {
+  const auto [lo, hi] = std::minmax_element(r.ranks.begin(), r.ranks.end());
+  return *hi / *lo - 1;
 }
 
 // rank and size: this process's place in the job (an MPI job, or one GPU process alone: 0 of 1); `mpi`
@@ -153,7 +160,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   std::int64_t payload_floats = 0;
   std::optional<MachineSpeed> speed;
   if (const auto probe = speed_probe_sample(profile); probe && cpu != nullptr && mpi != nullptr) {
-    speed = MachineSpeed{*probe, time_probe(*mpi, *probe), 0};
+    speed = MachineSpeed{*probe, time_probe(*mpi, *probe), {}};
   }
   for (int r = 0; r < o.repeats; ++r) {
     if (baseline) measured_baseline.push_back(backend.run(*baseline));
@@ -206,24 +213,42 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   nlohmann::json machine_speed = nullptr;
   if (speed) {
     const GemmSample& g = speed->sample;
-    const double before = speed->before / g.rate, after = speed->after / g.rate;
+    const double before = speed->before.median / g.rate, after = speed->after.median / g.rate;
+    const auto ratios = [&](const real::GemmRates& r) {
+      std::vector<double> out;
+      for (FlopsPerSec x : r.ranks) out.push_back(x / g.rate);
+      return out;
+    };
+    const auto span = [&](const real::GemmRates& r) {
+      const std::vector<double> x = ratios(r);
+      const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "x%.2f-%.2f", *lo, *hi);
+      return std::string(buf);
+    };
     std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
-                "measured runs and x%.2f after\n",
-                static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), before, after);
+                "measured runs and x%.2f after (ranks %s and %s)\n",
+                static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), before, after,
+                span(speed->before).c_str(), span(speed->after).c_str());
     if (std::max(std::abs(before - 1), std::abs(after - 1)) > kSpeedDriftTolerance)
       std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
                   "model; calibrate again and compare\n");
     machine_speed = {{"probe", {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"dtype", "fp32"}}},
                      {"calibrated_flops_per_s", g.rate},
-                     {"before_flops_per_s", speed->before},
-                     {"after_flops_per_s", speed->after},
+                     {"before_flops_per_s", speed->before.median},
+                     {"after_flops_per_s", speed->after.median},
                      {"ratio_before", before},
                      {"ratio_after", after},
+                     {"ranks_ratio_before", ratios(speed->before)},
+                     {"ranks_ratio_after", ratios(speed->after)},
                      {"corrected", nullptr}};
-    // The drift corrected: where the probe read the same before and after the runs, the machine held one
-    // speed through them, and the simulation with every GEMM rate scaled by that speed predicts them.
-    // Where it moved during the runs, no one factor describes them, and there is no correction.
-    if (std::abs(after / before - 1) <= kSpeedDriftTolerance) {
+    // The drift corrected: where the probe read the same before and after the runs, and the ranks alike
+    // in each, the machine held one speed through them, and the simulation with every GEMM rate scaled by
+    // that speed predicts them. Where it moved during the runs, or ran the ranks at different speeds (a
+    // process sharing one rank's core), no one factor describes them, and there is no correction.
+    const bool held = std::abs(after / before - 1) <= kSpeedDriftTolerance;
+    const bool even = std::max(rank_spread(speed->before), rank_spread(speed->after)) <= kSpeedDriftTolerance;
+    if (held && even) {
       const double factor = std::sqrt(before * after);
       sim::PlanSimOptions corrected_options = sim_options;
       corrected_options.profile = with_gemm_speed(profile, factor);
@@ -242,8 +267,12 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
         machine_speed["corrected"]["gemm_median_abs_error_pct"] = gemm->median_abs_error_pct.median;
         machine_speed["corrected"]["gemm_median_abs_error_range_pct"] = range(gemm->median_abs_error_pct, 1);
       }
-    } else {
+    } else if (!held) {
       std::printf("# no speed correction: the probe moved by more than %.0f%% during the measured runs\n", kSpeedDriftTolerance * 100);
+    } else {
+      std::printf("# no speed correction: the ranks ran more than %.0f%% apart in the probe (something shares some of their "
+                  "cores), which one factor for the machine cannot describe\n",
+                  kSpeedDriftTolerance * 100);
     }
   }
 

@@ -28,8 +28,11 @@ assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
 s = c["machine_speed"]
 assert s["probe"] == {"m": 512, "n": 512, "k": 512, "dtype": "fp32"}, s
 assert s["ratio_before"] > 0 and s["ratio_after"] > 0 and s["calibrated_flops_per_s"] > 0, s
-# Corrected for the speed where the two probes agree (the machine held one speed through the runs), else not.
-held = abs(s["ratio_after"] / s["ratio_before"] - 1) <= 0.1
+# Corrected for the speed where the two probes agree (the machine held one speed through the runs) and the
+# ranks ran alike in each, else not.
+assert len(s["ranks_ratio_before"]) == 2 and len(s["ranks_ratio_after"]) == 2, s
+even = all(max(r) / min(r) - 1 <= 0.1 for r in (s["ranks_ratio_before"], s["ranks_ratio_after"]))
+held = abs(s["ratio_after"] / s["ratio_before"] - 1) <= 0.1 and even
 assert (s["corrected"] is not None) == held, s
 if held:
     k = s["corrected"]

@@ -59,13 +59,20 @@ double time_per_call(Body&& body, double min_seconds) {
 }
 
 // The median over ranks of one value per rank (every rank gets it).
-double median_over_ranks(double mine, int ranks) {
+// Every rank's value, in rank order, on every rank.
+std::vector<double> over_ranks(double mine, int ranks) {
   std::vector<double> all(static_cast<std::size_t>(ranks));
   MPI_CHECK(MPI_Allgather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD));
+  return all;
+}
+
+double median_of(std::vector<double> all) {
   std::sort(all.begin(), all.end());
   const std::size_t n = all.size();
   return n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
 }
+
+double median_over_ranks(double mine, int ranks) { return median_of(over_ranks(mine, ranks)); }
 
 double gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {
   Eigen::MatrixXf a = Eigen::MatrixXf::Constant(m, k, 0.5f);
@@ -204,11 +211,19 @@ std::string host_name() {
 
 }  // namespace
 
-FlopsPerSec measure_gemm_rate(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {
+GemmRates measure_gemm_rates(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {
   detail::flush_subnormals_on_this_thread();  // as the CPU backend runs (cpu_compute.hpp)
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  const double seconds = median_over_ranks(gemm_seconds(m, n, k, min_seconds), mpi.size());
-  return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / seconds;
+  const std::vector<double> seconds = over_ranks(gemm_seconds(m, n, k, min_seconds), mpi.size());
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  GemmRates r;
+  r.median = flops / median_of(seconds);
+  for (double s : seconds) r.ranks.push_back(flops / s);
+  return r;
+}
+
+FlopsPerSec measure_gemm_rate(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {
+  return measure_gemm_rates(mpi, m, n, k, min_seconds).median;
 }
 
 MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {

@@ -38,6 +38,7 @@ std::vector<CollectiveRow> measure_collectives(CollectiveOp, const std::string&,
 }
 
 MachineProfile calibrate_cpu(const MpiSession&, const CalibrateOptions&) { unavailable(); }
+GemmRates measure_gemm_rates(const MpiSession&, std::int64_t, std::int64_t, std::int64_t, double) { unavailable(); }
 FlopsPerSec measure_gemm_rate(const MpiSession&, std::int64_t, std::int64_t, std::int64_t, double) { unavailable(); }
 
 struct DataCollectives::Impl {};

@@ -39,8 +39,16 @@ struct CalibrateOptions {
 MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& options);
 
 // One GEMM sample measured now, as calibrate_cpu measures each of its own: m×n×k in fp32, every rank at
-// once, the median over ranks, FLOP/s. `compare` times a profile's sample again with it to tell how fast
-// the machine runs now against when it was calibrated. Collective over MPI_COMM_WORLD.
+// once, FLOP/s. `median`: the FLOPs over the median rank's time, what a profile's sample records; `ranks`:
+// each rank's own rate, in rank order, on every rank. `compare` times a profile's sample again with it to
+// tell how fast the machine runs now against when it was calibrated, and how evenly it runs its ranks.
+// Collective over MPI_COMM_WORLD.
+struct GemmRates {
+  FlopsPerSec median = 0;
+  std::vector<FlopsPerSec> ranks;
+};
+GemmRates measure_gemm_rates(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds);
+// Its median alone.
 FlopsPerSec measure_gemm_rate(const MpiSession& mpi, std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds);
 
 }  // namespace twinbed::real
