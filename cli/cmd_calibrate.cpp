@@ -85,9 +85,7 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
     if (mpi.rank() == 0) std::fprintf(stderr, "calibrating on %d ranks (GEMM grid, streaming, technique kernels, ping-pong)...\n", mpi.size());
     // The speed probe (profile.hpp's speed_probe_sample) timed before the grid and after the whole
     // calibration too: a machine whose speed moves while it is measured gives a profile of two states.
-    std::int64_t probe = 0;
-    for (std::int64_t d : options.gemm_dims)
-      if (d <= kSpeedProbeMaxDim) probe = std::max(probe, d);
+    const std::int64_t probe = speed_probe_dim(options.gemm_dims);
     const auto time_probe = [&] { return real::measure_gemm_rate(mpi, probe, probe, probe, options.seconds_per_point); };
     const FlopsPerSec probe_before = probe > 0 ? time_probe() : 0;
     MachineProfile p = real::calibrate_cpu(mpi, options);

@@ -425,7 +425,7 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
       "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, the "
       "peak memory (the plan's and the resident peak the system measured) and, on CPU ranks, how fast the machine "
       "runs against when it was calibrated, with the step and GEMM errors of the simulation corrected for it where it "
-      "held one speed through the runs");
+      "held one speed, alike on every rank, through the runs");
   cmd->add_option("experiment", opts->experiment,
                   "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
                   "them as well, and the techniques' ops and effect (step time, peak memory and the measured resident peak, with / without) side by side");

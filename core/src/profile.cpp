@@ -269,11 +269,22 @@ void save_profile(const MachineProfile& p, const std::string& file) {
   if (ec) throw Error("cannot rename " + tmp.string() + " to " + file + ": " + ec.message());
 }
 
+std::int64_t speed_probe_dim(const std::vector<std::int64_t>& dims) {
+  std::int64_t side = 0;
+  for (std::int64_t d : dims)
+    if (d <= kSpeedProbeMaxDim) side = std::max(side, d);
+  return side;
+}
+
 std::optional<GemmSample> speed_probe_sample(const MachineProfile& p) {
-  std::optional<GemmSample> best;
+  const auto square_fp32 = [](const GemmSample& s) { return s.dtype == DType::FP32 && s.m == s.n && s.n == s.k; };
+  std::vector<std::int64_t> sides;
   for (const GemmSample& s : p.gemm_samples)
-    if (s.dtype == DType::FP32 && s.m == s.n && s.n == s.k && s.m <= kSpeedProbeMaxDim && (!best || s.m > best->m)) best = s;
-  return best;
+    if (square_fp32(s)) sides.push_back(s.m);
+  const std::int64_t side = speed_probe_dim(sides);
+  for (const GemmSample& s : p.gemm_samples)
+    if (square_fp32(s) && s.m == side) return s;
+  return std::nullopt;
 }
 
 MachineProfile with_gemm_speed(MachineProfile p, double factor) {

@@ -695,6 +695,10 @@ TEST(Profile, TheSpeedProbeIsTheLargestSquareFp32SampleUpTo1024) {
   EXPECT_FALSE(speed_probe_sample(grid({2048, 4096}, DType::FP32)).has_value());
   EXPECT_FALSE(speed_probe_sample(grid({256, 1024}, DType::BF16)).has_value());
   EXPECT_FALSE(speed_probe_sample(MachineProfile{}).has_value());
+  // calibrate picks the same side from its grid's dimensions before measuring them.
+  EXPECT_EQ(speed_probe_dim({64, 256, 1024, 4096}), 1024);
+  EXPECT_EQ(speed_probe_dim({128, 512}), 512);
+  EXPECT_EQ(speed_probe_dim({2048, 4096}), 0);
 }
 
 // compare corrects the simulation by the speed probe's ratio: the GEMM rates scale, and only they.

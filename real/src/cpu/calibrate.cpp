@@ -58,7 +58,6 @@ double time_per_call(Body&& body, double min_seconds) {
   return per_call[static_cast<std::size_t>(windows / 2)];
 }
 
-// The median over ranks of one value per rank (every rank gets it).
 // Every rank's value, in rank order, on every rank.
 std::vector<double> over_ranks(double mine, int ranks) {
   std::vector<double> all(static_cast<std::size_t>(ranks));
@@ -72,6 +71,7 @@ double median_of(std::vector<double> all) {
   return n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
 }
 
+// The median over ranks of one value per rank (every rank gets it).
 double median_over_ranks(double mine, int ranks) { return median_of(over_ranks(mine, ranks)); }
 
 double gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, double min_seconds) {

@@ -148,6 +148,9 @@ constexpr std::int64_t kSpeedProbeMaxDim = 1024;
 // error issue 12 allows compare, which a drift that size would decide by itself.
 constexpr double kSpeedDriftTolerance = 0.1;
 std::optional<GemmSample> speed_probe_sample(const MachineProfile& p);
+// The probe's side among a grid's dimensions (calibrate picks it before the grid is measured): the
+// largest of at most kSpeedProbeMaxDim; 0 when there is none.
+std::int64_t speed_probe_dim(const std::vector<std::int64_t>& dims);
 // The profile of the same machine with its GEMMs running `factor` times as fast as when it was measured
 // (compare's speed probe says by how much): every GEMM rate scaled (per dtype, the measured shapes, the
 // sparse GEMMs'), nothing else; the probe is a GEMM and says nothing of memory or messages. factor > 0.

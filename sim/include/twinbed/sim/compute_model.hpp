@@ -28,8 +28,9 @@
 // Default efficiencies come from public hardware facts, never from a training throughput
 // (compute_model.cpp has the sources): large dense GEMMs on random data at steady state (power-limited)
 // reach about 82% of the datasheet peak on A100 (256 of 312 TFLOP/s) and 76% on H200 (755 of 989), whose
-// die, clocks and power limit H100 shares, so the same; FP8 GEMMs on Hopper 70% (1,380 of 1,979). Memory: copy-class kernels reach about 87% of HBM
-// datasheet bandwidth on A100 (0.87) and about 90% on H100/H200 (0.9). Unknown devices: 0.8 and 0.9.
+// die, clocks and power limit H100 shares, so the same; FP8 GEMMs on Hopper 70% (1,380 of 1,979).
+// Memory: copy-class kernels reach about 87% of HBM datasheet bandwidth on A100 (0.87) and about 90% on
+// H100/H200 (0.9). Unknown devices: 0.8 and 0.9.
 //
 // A measured profile (core/profile.hpp; what the real backend's `calibrate` writes) replaces these
 // guesses. A technique kernel it measured (profile.hpp's technique_kernel_key) takes launch overhead +
