@@ -451,7 +451,8 @@ int ring_steps(CollectiveOp op, int n) {
 Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 
 // NVLS's and NVLSTree's bus bandwidth as later NCCL prices it (src/tuning/nvls.cc, 1fc949c5), GB/s;
-// 0 without them. NVLS inside one node has no network to cap it. A channel's speed on NVLink is the
+// 0 without them. NVLS inside one node has no network to cap it; NVLSTree is the lesser of its NVLink
+// side (nvls_link_bus_per_channel, per graph channel) and its network's. A channel's speed on NVLink is the
 // link's share, not the speed the search listed: the search books each of the ppn channels ppn + 1
 // times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on every GPU's link — all
 // its data out to the switch's reductions and all the results back, and its own head's 1/ppn share both
@@ -464,12 +465,16 @@ Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 // runs at 0.825 x link x n / (n + 1) of algorithm bandwidth: on 5, 6, 7 and 8 GPUs of an H100 node 255,
 // 262, 268 and 272 GB/s, where NVIDIA/nccl issue #1455 measured "258" and "about 265, 270, and 273" (2-4
 // GiB, NCCL_ALGO=NVLS) and the listed speeds (60, 50, 40, 40) would give 255, 255, 238 and 272.
+double nvls_link_bus_per_channel(const NcclFabric& f, CollectiveOp op, const NcclGraph& g) {
+  const int ppn = f.ranks / f.nodes;
+  const double per_channel = f.nvlink_GBps / (ppn + 1) * kNvlsLinkEfficiencyHopper * (g.channels - 1) / g.channels;
+  return per_channel * (op == CollectiveOp::AllReduce ? 2.0 : static_cast<double>(ppn - 1) / ppn);
+}
+
 double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
   const NcclGraph g = nccl_graph(f, a);
   if (g.channels < 2) return 0;
-  const int ppn = f.ranks / f.nodes;
-  double per_channel = f.nvlink_GBps / (ppn + 1) * kNvlsLinkEfficiencyHopper * (g.channels - 1) / g.channels;
-  per_channel *= op == CollectiveOp::AllReduce ? 2.0 : static_cast<double>(ppn - 1) / ppn;
+  double per_channel = nvls_link_bus_per_channel(f, op, g);
   if (a == NcclAlgo::NvlsTree) {
     per_channel = std::min({per_channel, g.bw_inter * (f.nodes <= 2 ? 2 : 1),
                             kPerChMaxNvlsTreeBwHopper[nodes_index(f.nodes)]});
@@ -595,17 +600,33 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
                            p == NcclProto::Simple ? pl.steps : 2);
   }
   if (nvls_family(a)) {
-    // The linear pipeline through NVLS's stages. A channel's bandwidth is its share of NVLS's
-    // (algorithm) bandwidth, so a long pipeline reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
+    // The linear pipeline through NVLS's stages, as NVIDIA's pipelineModel (pipeline_model.cc) has it:
+    // the first slice through every stage, each at its own stage's rate (the NVLink's for NVLS's
+    // stages, the network's for NVLSTree's tree of nodes), then one slice per delay of the slowest.
+    // A channel's end-to-end rate is its share of NVLS's (algorithm) bandwidth, so a long pipeline
+    // reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
     // share, and caps the sum with a soft minimum; the share is what the channels can carry together.)
-    // NVLSTree's network stages pay the network latency.
-    const double alg_GBps = nvls_bus_GBps(f, op, a) * n / ring_steps(op, n);
-    const double channel_Bpus = alg_GBps * 1000.0 / pl.channels;  // bytes per us
-    const double slice_us = static_cast<double>(pl.slice) / channel_Bpus;
+    //   NVLS stage: the node's NVLS share, as on one node (NVLS alone: the channel's share itself).
+    //   Network hop: the NIC's speed as the search booked it for the graph's channels, split among
+    //     the CTAs (NVIDIA's interBw / ctasPerChannel in computeNVLSMaxBusBw, src/tuning/pipeline_model/
+    //     nvls.cc @53947894). A tree link carries each slice twice, up and down, so across more than
+    //     two nodes NVLSTree's throughput (its bus bandwidth, the delay) is about half that rate; one
+    //     slice crossing one hop moves at the full rate.
+    // Across 4 nodes of 8 H100 this takes 8 to 64 MiB from 19-39 % slow to within 3.3 % of the
+    // measurement in NVIDIA/nccl-tests issue #309 (h100-4node-nccltests309-xe9680-vm).
+    const NcclGraph g = nccl_graph(f, a);
+    const int ppn = f.ranks / f.nodes;
+    const double channel_Bpus = nvls_bus_GBps(f, op, a) * n / ring_steps(op, n) * 1000.0 / pl.channels;  // bytes/us
+    const double node_Bpus = nvls_link_bus_per_channel(f, op, g) * g.channels * ppn / ring_steps(op, ppn) * 1000.0 / pl.channels;
+    const double hop_Bpus = g.bw_inter * g.channels * 1000.0 / pl.channels;
     const int net_steps = a == NcclAlgo::NvlsTree ? 2 * log2i(f.nodes) : 0;
+    const double slice = static_cast<double>(pl.slice);
     const double first_lat =
         (pl.steps - net_steps) * kHwLat[kNvlink][idx(a)][idx(p)] + net_steps * kHwLat[kNet][idx(a)][idx(p)];
-    return linear_pipeline(first_lat, slice_us, pl.steps);
+    const double first = kPipelineHopLatencyShare * first_lat + (pl.steps - net_steps) * slice / node_Bpus +
+                         net_steps * slice / hop_Bpus;
+    const double delay_us = slice / std::min({channel_Bpus, node_Bpus, net_steps > 0 ? hop_Bpus : node_Bpus});
+    return Time::us(base + first + static_cast<double>(pl.slices - 1) * delay_us);
   }
   // Ring. A channel's bandwidth is its share of the tuner's bus bandwidth for the pair (whose
   // channels are the graph's, run twice over). Inside one NVLink node the channels are not held to

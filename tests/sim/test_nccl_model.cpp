@@ -331,11 +331,38 @@ TEST(NcclModel, TwoDgxH100NodesRunNvlsTree) {
   // What it takes: bus bandwidth 8 x min(40 x 0.85 x 7/8 x 2 = 59.5, 2 x 40, 57.7) = 461.6 GB/s, so
   // 461.6 x 16 / 30 = 246.19 GB/s of algorithm bandwidth, 15.387 GB/s on each of 16 channels. Each has
   // 64 MiB: 128 slices of 512 KiB through 4 stages (2 in the node, 2 across), the first paying half
-  // of 23, 23, 14, 14 us.
+  // of 23, 23, 14, 14 us and each stage at its own rate: the node's NVLS share (59.5 x 8 x 8/14 / 16
+  // = 17.0 GB/s) and the NIC's share (40 x 8 / 16 = 20 GB/s); the other 127 follow at 15.387.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, GiB, NcclAlgo::NvlsTree, NcclProto::Simple),
             (NcclPipeline{16, 64 * MiB, 512 * KiB, 128, 4}));
   const double slice_us = 524288 / (461.6 * 16 / 30 * 1000 / 16);
-  expect_us(c.time, 0.5 * (2 * 23 + 2 * 14) + (4 + 127) * slice_us);
+  const double node_us = 524288 / (59.5 * 8 * 8 / 14 * 1000 / 16);
+  const double hop_us = 524288 / (40.0 * 8 * 1000 / 16);
+  expect_us(c.time, 0.5 * (2 * 23 + 2 * 14) + 2 * node_us + 2 * hop_us + 127 * slice_us);
+}
+
+TEST(NcclModel, NvlsTreeStagesRunAtTheirOwnRatesAndTheSlicesAtTheSlowest) {
+  // Four DGX H100 nodes: the tree of nodes caps NVLSTree at 8 x min(59.5, 40, 45.5) = 320 GB/s of bus
+  // bandwidth, 320 x 32 / 62 = 165.2 GB/s of algorithm bandwidth, 10.32 GB/s a channel: half the
+  // rate at which one slice crosses one hop (the NIC's 40 x 8 / 16 = 20 GB/s), as a tree link carries
+  // each slice up and down.
+  const NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(4), iota(32));
+  const NcclTable table = nccl_table(CollectiveOp::AllReduce, f);
+  const auto time = [&](Bytes bytes) {
+    return nccl_time(table, f, CollectiveOp::AllReduce, bytes, NcclAlgo::NvlsTree, NcclProto::Simple)->microseconds();
+  };
+  const double latency = 0.5 * (2 * 23 + 4 * 14);
+  const double node_us = 524288 / (59.5 * 8 * 8 / 14 * 1000 / 16);
+  const double hop_us = 524288 / (40.0 * 8 * 1000 / 16);
+  const double slice_us = 524288 / (320.0 * 32 / 62 * 1000 / 16);
+  // 8 MiB: one 512 KiB slice a channel, through 2 NVLS stages and 4 network hops (2 log2 4).
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 8 * MiB, NcclAlgo::NvlsTree, NcclProto::Simple),
+            (NcclPipeline{16, 512 * KiB, 512 * KiB, 1, 6}));
+  EXPECT_NEAR(time(8 * MiB), latency + 2 * node_us + 4 * hop_us, 1e-6);
+  // Each further slice adds the slowest stage's time, here the tree's.
+  EXPECT_NEAR(time(64 * MiB) - time(8 * MiB), 7 * slice_us, 1e-6);
+  EXPECT_GT(slice_us, node_us);
+  EXPECT_GT(slice_us, hop_us);
 }
 
 TEST(NcclModel, AutoFollowsNcclOnGroupsAndFallsBackElsewhere) {

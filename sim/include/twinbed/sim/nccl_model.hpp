@@ -27,7 +27,8 @@
 //            link's usable rate, NCCL's per-link figure x links, not the search's booking: see .cpp)
 //     NVLS:  base + the first slice through both steps (reduce into the switch, multicast back)
 //            + (slices - 1) x the per-slice delay          (NVIDIA's pipeline model, see .cpp);
-//            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes)
+//            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes), each
+//            stage at its own rate (NVLink or NIC), the delay the slowest's
 //     tree:  base + the first slice up and down every hop (half the hop's latency, then the slice:
 //            on every hop for Simple, twice for LL and LL128, which forward line by line)
 //            + (slices - 1) x the slice time, a link carrying each slice twice (NVIDIA's
