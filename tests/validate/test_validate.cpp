@@ -307,6 +307,13 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
   const std::size_t per_file = printed.find("  collectives/test.json   1 rows  mean |error|");
   ASSERT_NE(per_file, std::string::npos) << printed;
   EXPECT_NE(printed.find("training/", per_file), std::string::npos) << printed;
+  // Per algorithm and protocol the collective rows ran as, across files: the judged row's, once.
+  const std::string algorithm = r.rows[0].detail.substr(0, r.rows[0].detail.find(" ("));
+  const std::size_t per_algorithm = printed.find("  simulated as " + algorithm + " ");
+  ASSERT_NE(per_algorithm, std::string::npos) << printed;
+  const std::string line = printed.substr(per_algorithm, printed.find('\n', per_algorithm) - per_algorithm);
+  EXPECT_NE(line.find(" 1 rows  mean |error|"), std::string::npos) << line;
+  EXPECT_EQ(printed.find("  simulated as ", per_algorithm + 1), std::string::npos) << printed;
 }
 
 // A row whose simulated run cannot fit its devices says so beside its error; one that fits does not.

@@ -58,6 +58,9 @@ Aggregate error_stats(const std::vector<RowResult>& rows, Set set, Keep keep) {
   return a;
 }
 
+// The algorithm and protocol a collective row ran as ("nvlstree/Simple"), without "(forced NVLS)".
+std::string collective_algorithm(const RowResult& x) { return x.detail.substr(0, x.detail.find(" (")); }
+
 }  // namespace
 
 double relative_error(double simulated, double published) {
@@ -304,6 +307,21 @@ std::string table(const Results& r) {
     if (a.rows == 0) continue;
     std::snprintf(buf, sizeof buf, "  %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n", static_cast<int>(fw),
                   file.c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
+    o << buf;
+  }
+  // Per algorithm the model ran (collectives): where in the NCCL model the error sits, across machines.
+  std::vector<std::string> algorithms;
+  for (const RowResult& x : r.rows) {
+    const std::string a = collective_algorithm(x);
+    if (x.set == Set::Collectives && std::find(algorithms.begin(), algorithms.end(), a) == algorithms.end()) algorithms.push_back(a);
+  }
+  std::sort(algorithms.begin(), algorithms.end());
+  for (const std::string& algorithm : algorithms) {
+    const Aggregate a = error_stats(r.rows, Set::Collectives, [&](const RowResult& x) { return collective_algorithm(x) == algorithm; });
+    if (a.rows == 0) continue;
+    std::snprintf(buf, sizeof buf, "  simulated as %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n",
+                  static_cast<int>(std::max<std::size_t>(fw, 13) - 13), algorithm.c_str(), a.rows, 100 * a.mean_abs_error,
+                  100 * a.max_abs_error, a.max_row.c_str());
     o << buf;
   }
   o << "\n";

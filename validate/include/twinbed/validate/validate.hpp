@@ -200,8 +200,9 @@ Results run(const Dataset& data, const Options& options);
 // "twinbed-validate-1": {"format", "rows": [...], "aggregates": [...], "skipped_expensive"}; the caller
 // adds "provenance".
 nlohmann::json to_json(const Results& r);
-// The printed table: per row id, metric, published, simulated, error %, detail; then per data file the
-// mean and max |error|; then the per-set aggregates and targets.
+// The printed table: per row id, metric, published, simulated, error %, detail; then per data file, and
+// per algorithm and protocol the collective rows were simulated as (across machines), the mean and max
+// |error|; then the per-set aggregates and targets.
 std::string table(const Results& r);
 
 }  // namespace twinbed::validation
