@@ -119,11 +119,6 @@ real::GemmRates time_probe(const real::MpiSession& mpi, const GemmSample& s) {
   return real::measure_gemm_rates(mpi, s.m, s.n, s.k, real::CalibrateOptions{}.seconds_per_point);
 }
 
-// How far apart the ranks' rates are: the fastest over the slowest, less 1.
-double rank_spread(const real::GemmRates& r) {
-  const auto [lo, hi] = std::minmax_element(r.ranks.begin(), r.ranks.end());
-  return *hi / *lo - 1;
-}
 
 // rank and size: this process's place in the job (an MPI job, or one GPU process alone: 0 of 1); `mpi`
 // the job's session (null for one GPU process alone).
@@ -219,12 +214,22 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
       for (FlopsPerSec x : r.ranks) out.push_back(x / g.rate);
       return out;
     };
-    const auto span = [&](const real::GemmRates& r) {
+    // The slowest and the fastest rank's ratio.
+    const auto extremes = [&](const real::GemmRates& r) {
       const std::vector<double> x = ratios(r);
       const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+      return std::pair{*lo, *hi};
+    };
+    const auto span = [&](const real::GemmRates& r) {
+      const auto [lo, hi] = extremes(r);
       char buf[48];
-      std::snprintf(buf, sizeof buf, "x%.2f-%.2f", *lo, *hi);
+      std::snprintf(buf, sizeof buf, "x%.2f-%.2f", lo, hi);
       return std::string(buf);
+    };
+    // How far apart the ranks ran: the fastest over the slowest, less 1.
+    const auto rank_spread = [&](const real::GemmRates& r) {
+      const auto [lo, hi] = extremes(r);
+      return hi / lo - 1;
     };
     std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
                 "measured runs and x%.2f after (ranks %s and %s)\n",

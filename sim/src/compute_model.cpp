@@ -38,7 +38,8 @@ Efficiency default_efficiency(const std::string& device_name) {
   // same tool's earlier short-run figure, a mean of 100 calls after 50 warm-ups: like 271 on the A100, a
   // rate before the power limit holds the clock down.) FP8 on Hopper, measured apart: Azure's ND H100 v5
   // benchmark (cuBLASLt, FP8, random initialisation, 10,000 warm-up iterations) 1,377.3 TFLOP/s at 16384^3
-  // and 1,382.2 at 32768^3 of 1,979: 0.70 (Azure_Results/ND_H100_v5_results.md @f350e7e in the guide above); ND H200 v5 1,366.3 and 1,349.5 (0.69, ND_H200_v5_results.md @7f20e5f).
+  // and 1,382.2 at 32768^3 of 1,979: 0.70 (Azure_Results/ND_H100_v5_results.md @f350e7e in the guide
+  // above); ND H200 v5 1,366.3 and 1,349.5 (0.69, ND_H200_v5_results.md @7f20e5f).
   // mamf-finder's MSMF (above) reads "about 1330" to 1,337 on H200 FP8 (0.68), the same within 3 %.
   // Memory: a copy-class kernel's measured share of the HBM datasheet bandwidth. A100: 0.87 — CUB's
   // BabelStream on an A100-SXM4-80GB, 2^28 16-byte elements, "mul" (a scaled copy) 4.849 ms for 8.59 GB,
