@@ -484,6 +484,22 @@ double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
 
 bool nvls_family(NcclAlgo a) { return a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree; }
 
+// A network hop's rate for one CTA of algorithm `a`, bytes/us: the NIC's speed as NCCL's search booked
+// it for the graph's channels, split among the CTAs that run them, times the share of the protocol's
+// lines that is data (NVIDIA's interBw = ncclTuningProtoBWFactor(proto) x bwInter / nCtasPerChannel in
+// src/tuning/pipeline_model/tree.cc and nvls.cc @53947894; the factor, src/tuning/model.h: LL 1/2,
+// LL128 120/128, Simple 1). The first slice pays its time at this rate on every network hop, whatever
+// the protocol: the proxy hands a step to the network only once the GPU has posted all of it
+// (src/transport/net.cc sendProxyProgress: a step goes out when the GPU's tail has passed it, or for LL
+// when every line's flag is in), so the hop stores and forwards whole steps.
+double network_hop_Bpus(const NcclFabric& f, NcclAlgo a, NcclProto p) {
+  const NcclGraph g = nccl_graph(f, a);
+  const double data_share = p == NcclProto::LL ? 1.0 / kLlChunkDivisor
+                            : p == NcclProto::LL128 ? static_cast<double>(kLl128DataElems) / kLl128LineElems
+                                                    : 1.0;
+  return data_share * g.bw_inter * g.channels * 1000.0 / nccl_channels(f, a);
+}
+
 }  // namespace
 
 int nccl_channels(const NcclFabric& f, NcclAlgo a) {
@@ -575,29 +591,30 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   const NcclPipeline pl = nccl_pipeline(f, op, bytes, a, p);
   const int n = f.ranks;
   const double base = kBaseLat[idx(a)][idx(p)];
-  // NVIDIA's pipeline model (pipeline_model.cc) for a linear pipeline: the first slice goes through
-  // every step (half the step's latency, then the slice at the channel's bandwidth), the rest follow
-  // one per slice time. `slice_per_step`: the number of steps whose slice time the first slice pays,
-  // all of them in NVIDIA's model (a hop forwards a slice once it holds all of it).
-  const auto linear_pipeline = [&](double steps_latency_us, double slice_us, int slice_per_step) {
-    const double first = kPipelineHopLatencyShare * steps_latency_us + slice_per_step * slice_us;
-    return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice_us);
-  };
   if (a == NcclAlgo::Tree) {
-    // A channel's bandwidth on a tree link is its share of the tuner's bus bandwidth for the pair (the
+    // NVIDIA's pipeline model (pipeline_model.cc) for a linear pipeline: the first slice goes through
+    // every step (half the step's latency, then the slice), the rest follow one per slice time at the
+    // channel's bandwidth on a tree link: its share of the tuner's bus bandwidth for the pair (the
     // tuner's algorithm bandwidth is half of it: every byte goes up and down), so a long pipeline
-    // reaches the tuner's bandwidth. NVLink or PCI hops in the node, network hops across. Simple
-    // forwards a slice once its flag says the whole slice is in, so the first slice pays its time on
-    // every hop, as NVIDIA's model has it; LL and LL128 carry a flag in every 16- or 128-byte line, and
-    // a hop forwards each line as it arrives (prims_ll.h, prims_ll128.h), so the hops pay only their
-    // latency and the first slice its time twice: up and down through the busiest GPU's link, which
-    // carries every slice both ways.
+    // reaches the tuner's bandwidth. NVLink or PCI hops in the node, network hops across. What the
+    // first slice pays on a hop depends on how the hop forwards it:
+    //   NVLink or PCI, Simple: a slice once its flag says the whole slice is in, so the first slice
+    //     pays its time on every such hop, as NVIDIA's model has it;
+    //   NVLink or PCI, LL and LL128: each 16- or 128-byte line as it arrives, flag and all
+    //     (prims_ll.h, prims_ll128.h), so the hops pay only their latency and the first slice its
+    //     time twice: up and down through the busiest GPU's link, which carries every slice both ways;
+    //   network, every protocol: a step once the GPU has posted all of it (network_hop_Bpus), so the
+    //     first slice pays its time on every network hop, at the NIC's rate.
     const double channel_Bpus = t.bandwidth_GBps[idx(a)][idx(p)] / kTreeAlgorithmShare * 1000.0 / nccl_channels(f, a);
     const int net_steps = 2 * log2i(f.nodes);
-    const double steps_latency = (pl.steps - net_steps) * kHwLat[f.nvlink ? kNvlink : kPci][idx(a)][idx(p)] +
+    const int node_steps = pl.steps - net_steps;
+    const double slice = static_cast<double>(pl.slice);
+    const double steps_latency = node_steps * kHwLat[f.nvlink ? kNvlink : kPci][idx(a)][idx(p)] +
                                  net_steps * kHwLat[kNet][idx(a)][idx(p)];
-    return linear_pipeline(steps_latency, static_cast<double>(pl.slice) / channel_Bpus,
-                           p == NcclProto::Simple ? pl.steps : 2);
+    const int node_slices = p == NcclProto::Simple ? node_steps : 2;
+    const double first = kPipelineHopLatencyShare * steps_latency + node_slices * slice / channel_Bpus +
+                         net_steps * slice / network_hop_Bpus(f, a, p);
+    return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice / channel_Bpus);
   }
   if (nvls_family(a)) {
     // The linear pipeline through NVLS's stages, as NVIDIA's pipelineModel (pipeline_model.cc) has it:
@@ -607,9 +624,9 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     // reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
     // share, and caps the sum with a soft minimum; the share is what the channels can carry together.)
     //   NVLS stage: the node's NVLS share, as on one node (NVLS alone: the channel's share itself).
-    //   Network hop: the NIC's speed as the search booked it for the graph's channels, split among
-    //     the CTAs (NVIDIA's interBw / ctasPerChannel in computeNVLSMaxBusBw, src/tuning/pipeline_model/
-    //     nvls.cc @53947894). A tree link carries each slice twice, up and down, so across more than
+    //   Network hop: network_hop_Bpus, the NIC's speed as the search booked it for the graph's
+    //     channels, split among the CTAs (as NVIDIA's computeNVLSMaxBusBw, src/tuning/pipeline_model/
+    //     nvls.cc @53947894, has it). A tree link carries each slice twice, up and down, so across more than
     //     two nodes NVLSTree's throughput (its bus bandwidth, the delay) is about half that rate; one
     //     slice crossing one hop moves at the full rate.
     // Across 4 nodes of 8 H100 this takes 8 to 64 MiB from 19-39 % slow to within 3.3 % of the
@@ -619,7 +636,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     const int ppn = f.ranks / f.nodes;
     const double channel_Bpus = nvls_bus_GBps(f, op, a) * n / ring_steps(op, n) * 1000.0 / pl.channels;  // bytes/us
     const double node_Bpus = nvls_link_bus_per_channel(f, op, g) * g.channels * ppn / ring_steps(op, ppn) * 1000.0 / pl.channels;
-    const double hop_Bpus = g.bw_inter * g.channels * 1000.0 / pl.channels;
+    const double hop_Bpus = network_hop_Bpus(f, a, p);
     const int net_steps = a == NcclAlgo::NvlsTree ? 2 * log2i(f.nodes) : 0;
     const double slice = static_cast<double>(pl.slice);
     const double first_lat =

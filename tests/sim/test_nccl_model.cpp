@@ -266,6 +266,37 @@ TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
   EXPECT_LT(small.channels, 24);
 }
 
+// Across nodes a tree hop on the network stores and forwards whole steps (the proxy sends a step once
+// the GPU has posted all of it, src/transport/net.cc), whatever the protocol: the first slice pays its
+// time on each of the 2 log2(nodes) network hops, at the NIC's speed as the search booked it split
+// among the CTAs, times the protocol's data share (LL128: 120 of 128 bytes).
+TEST(NcclModel, TreeNetworkHopsForwardWholeSteps) {
+  const NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(4), iota(32));
+  // 8 graph channels at 48 GB/s (48 < 50 with more than 4 channels on Hopper: not doubled), run by 16
+  // CTAs: 24 GB/s a CTA on the network.
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{8, 48, 48}));
+  EXPECT_EQ(nccl_channels(f, NcclAlgo::Tree), 16);
+  const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
+  // The tuner: 8 x 48 x 0.92 under 8 x 36.0, x 120/128 under 8 x 29.0 (LL128's cap), halved.
+  EXPECT_NEAR(t.bandwidth_GBps[kTree][kLL128], 8 * 29.0 / 2, 1e-9);
+  // 1 MiB, LL128: 16 CTAs (1048576 >= 16 x 640 x 8), 65,536 B each, one slice; 14 NVLink hops and 4
+  // network hops. Base 14, half of each hop's latency (1.25 and 8.5), the slice up and down the
+  // busiest GPU's link at the channel's 232 / 16 GB/s, and once more on every network hop at
+  // 24 x 120/128 GB/s.
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
+            (NcclPipeline{16, 65536, 65536, 1, 18}));
+  const double channel = 232 * 1000 / 16.0, hop = 24 * 1000 * 120 / 128.0;
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
+            14 + (14 * 1.25 + 4 * 8.5) / 2 + 2 * 65536 / channel + 4 * 65536 / hop);
+  // Simple pays its slice on every hop: the 14 NVLink hops at the channel's share, the 4 network hops
+  // at the NIC's 24 GB/s. 64 MiB: 4 MiB a CTA in 8 slices of one 512 KiB step, 15 on the busiest link.
+  const double simple_channel = t.bandwidth_GBps[kTree][kSimple] * 2 * 1000 / 16;
+  EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
+            (NcclPipeline{16, 4194304, 524288, 15, 18}));
+  expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
+            (14 * 28 + 4 * 28) / 2.0 + (14 + 14) * 524288 / simple_channel + 4 * 524288 / 24000.0);
+}
+
 TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {
   const Topology t = topo::dgx_h100_cluster(2);
   const NcclFabric f = *nccl_fabric(t, iota(16));
