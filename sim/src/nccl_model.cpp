@@ -593,7 +593,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   const double base = kBaseLat[idx(a)][idx(p)];
   if (a == NcclAlgo::Tree) {
     // NVIDIA's pipeline model (pipeline_model.cc) for a linear pipeline: the first slice goes through
-    // every step (half the step's latency, then the slice), the rest follow one per slice time at the
+    // every step (the step's latency, then the slice), the rest follow one per slice time at the
     // channel's bandwidth on a tree link: its share of the tuner's bus bandwidth for the pair (the
     // tuner's algorithm bandwidth is half of it: every byte goes up and down), so a long pipeline
     // reaches the tuner's bandwidth. NVLink or PCI hops in the node, network hops across. What the
@@ -605,6 +605,11 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     //     time twice: up and down through the busiest GPU's link, which carries every slice both ways;
     //   network, every protocol: a step once the GPU has posted all of it (network_hop_Bpus), so the
     //     first slice pays its time on every network hop, at the NIC's rate.
+    // A step's latency is the tuner's figure for the hop, as the ring takes it, except for Simple:
+    // tuning.cc prices a tree hop with Simple as "the latency a 256kB chunk, which is ~ base lat +
+    // 256k/12GB/s (+ 256k/12GB/s for the network)", a chunk's transfer the pipeline charges itself, so
+    // Simple takes half the figure, as NVIDIA's pipeline model takes every hop (kPipelineHopLatencyShare).
+    // LL's and LL128's figures (0.6 and 1.25 us on NVLink, 5 and 8.5 on the network) hold no transfer.
     const double channel_Bpus = t.bandwidth_GBps[idx(a)][idx(p)] / kTreeAlgorithmShare * 1000.0 / nccl_channels(f, a);
     const int net_steps = 2 * log2i(f.nodes);
     const int node_steps = pl.steps - net_steps;
@@ -612,7 +617,8 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     const double steps_latency = node_steps * kHwLat[f.nvlink ? kNvlink : kPci][idx(a)][idx(p)] +
                                  net_steps * kHwLat[kNet][idx(a)][idx(p)];
     const int node_slices = p == NcclProto::Simple ? node_steps : 2;
-    const double first = kPipelineHopLatencyShare * steps_latency + node_slices * slice / channel_Bpus +
+    const double latency_share = p == NcclProto::Simple ? kPipelineHopLatencyShare : 1.0;
+    const double first = latency_share * steps_latency + node_slices * slice / channel_Bpus +
                          net_steps * slice / network_hop_Bpus(f, a, p);
     return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice / channel_Bpus);
   }

@@ -238,14 +238,16 @@ TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
   // 8 GPUs, 14 hops.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
             (NcclPipeline{24, 43691, 43691, 1, 14}));
-  // LL128 forwards line by line: base 14 + 14 hops x 1.25 / 2 + the slice up and down once each at the
-  // channel's share of the tuner's bus bandwidth, 420 x 0.92 x 7/9 / 24 GB/s.
+  // LL128 forwards line by line: base 14 + 14 hops x 1.25 (the tuner's figure, whole: LL128's holds no
+  // transfer) + the slice up and down once each at the channel's share of the tuner's bus bandwidth,
+  // 420 x 0.92 x 7/9 / 24 GB/s.
   const double ll128_channel = 420 * 0.92 * 7 / 9 * 1000 / 24;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
-            14 + 14 * 1.25 / 2 + 2 * 43691 / ll128_channel);
+            14 + 14 * 1.25 + 2 * 43691 / ll128_channel);
   // 64 MiB, Simple: 2,796,203 B a channel in slices of one 512 KiB step, 6 of them, each crossing
   // every link twice less one: 11. Simple forwards whole slices: the first pays its time on all 14
-  // hops (latency 28 / 2 each), then 10 more follow at 386.4 / 24 GB/s.
+  // hops (latency 28 / 2 each: tuning.cc's figure includes a 256 kB chunk's transfer, which the
+  // pipeline charges itself), then 10 more follow at 386.4 / 24 GB/s.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
             (NcclPipeline{24, 2796203, 524288, 11, 14}));
   const double slice_us = 524288 / (420 * 0.92 * 1000 / 24);
@@ -280,14 +282,13 @@ TEST(NcclModel, TreeNetworkHopsForwardWholeSteps) {
   // The tuner: 8 x 48 x 0.92 under 8 x 36.0, x 120/128 under 8 x 29.0 (LL128's cap), halved.
   EXPECT_NEAR(t.bandwidth_GBps[kTree][kLL128], 8 * 29.0 / 2, 1e-9);
   // 1 MiB, LL128: 16 CTAs (1048576 >= 16 x 640 x 8), 65,536 B each, one slice; 14 NVLink hops and 4
-  // network hops. Base 14, half of each hop's latency (1.25 and 8.5), the slice up and down the
-  // busiest GPU's link at the channel's 232 / 16 GB/s, and once more on every network hop at
-  // 24 x 120/128 GB/s.
+  // network hops. Base 14, each hop's latency (1.25 and 8.5), the slice up and down the busiest GPU's
+  // link at the channel's 232 / 16 GB/s, and once more on every network hop at 24 x 120/128 GB/s.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
             (NcclPipeline{16, 65536, 65536, 1, 18}));
   const double channel = 232 * 1000 / 16.0, hop = 24 * 1000 * 120 / 128.0;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
-            14 + (14 * 1.25 + 4 * 8.5) / 2 + 2 * 65536 / channel + 4 * 65536 / hop);
+            14 + 14 * 1.25 + 4 * 8.5 + 2 * 65536 / channel + 4 * 65536 / hop);
   // Simple pays its slice on every hop: the 14 NVLink hops at the channel's share, the 4 network hops
   // at the NIC's 24 GB/s. 64 MiB: 4 MiB a CTA in 8 slices of one 512 KiB step, 15 on the busiest link.
   const double simple_channel = t.bandwidth_GBps[kTree][kSimple] * 2 * 1000 / 16;
