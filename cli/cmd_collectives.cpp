@@ -40,7 +40,7 @@ struct CollectivesOptions {
   int iters = 20;
   int warmup = 5;
   bool json = false;
-  bool nccl_pat = false;
+  std::string nccl_version;  // empty: NCCL 2.20 (the simulator's default)
 };
 
 void print_rows(const CollectivesOptions& o, const std::vector<CollectiveRow>& rows) {
@@ -82,6 +82,7 @@ void run_simulated(CollectivesOptions o) {
     if (!a.ops.count(op)) throw ConfigError("--algo", json_read::quoted(o.algo) + " does not implement " + o.op);
   }
   sim::network_models().get(o.network);  // fail on an unknown model before any work
+  const int nccl_minor = o.nccl_version.empty() ? kNcclOldestMinor : parse_nccl_version(o.nccl_version, "--nccl-version");
   Topology topology = o.topology.build();
   std::vector<Bytes> sizes = sweep_sizes(o);
   const int ranks = topology.num_ranks();
@@ -104,7 +105,7 @@ void run_simulated(CollectivesOptions o) {
       CollectiveRequest request{op, ranks, sizes[i], o.root, topology.uniform_ranks_per_host()};
       if (o.algo == "auto") {  // the collective NCCL would run (sim/group_collectives.hpp)
         const sim::GroupTiming t =
-            sim::time_group_collective(request, {all_ranks}, "auto", simulator, topology, o.nccl_pat);
+            sim::time_group_collective(request, {all_ranks}, "auto", simulator, topology, nccl_minor);
         rows.push_back(make_collective_row(op, ranks, sizes[i], t.max(), t.algorithm));
         continue;
       }
@@ -139,7 +140,7 @@ int run_measured(CollectivesOptions o, Invocation& invocation) {
                            {o.topology.oversubscription.has_value(), "--oversubscription"},
                            {o.topology.dims.has_value(), "--dims"},
                            {o.topology.device.has_value(), "--device"},
-                           {o.nccl_pat, "--nccl-pat"}}) {
+                           {!o.nccl_version.empty(), "--nccl-version"}}) {
     if (set) throw ConfigError(flag, "describes a simulated cluster; --backend real measures this machine");
   }
   CollectiveOp op = parse_collective_op(o.op);
@@ -212,9 +213,10 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--iters", opts->iters, "Measured: timed iterations per size")->transform(in_range(1, kMaxCount, true))->capture_default_str();
   cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->transform(in_range(0, kMaxCount, true))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
-  cmd->add_flag("--nccl-pat", opts->nccl_pat,
-                "Simulated, --algo auto: the NCCL modelled has PAT (2.23+), which runs all-gather and reduce-scatter "
-                "where every rank has a node of its own (default off: the tuner tables are NCCL 2.20.3's)");
+  cmd->add_option("--nccl-version", opts->nccl_version,
+                  "Simulated, --algo auto: the NCCL release whose tuner is modelled, 2.20 to 2.26 (\"2.24\" or \"2.24.3\"; "
+                  "default 2.20: NCCL 2.20.3's tables). From 2.23 PAT runs all-gather and reduce-scatter where every "
+                  "rank has a node of its own");
   opts->topology.add_to(*cmd);
   cmd->callback([opts, &invocation] {
     if (opts->backend == "real") {

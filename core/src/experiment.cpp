@@ -93,7 +93,7 @@ ClusterConfig parse_cluster(const json& j, const fs::path& base_dir) {
 SimulationConfig parse_simulation(const json& j) {
   const std::string path = "/simulation";
   require_object(j, path);
-  check_keys(j, path, {"network", "fidelity", "collective_algorithm", "nccl_pat"});
+  check_keys(j, path, {"network", "fidelity", "collective_algorithm", "nccl_version"});
   SimulationConfig s;
   if (j.contains("network")) s.network = read_choice(j["network"], path + "/network", accepted_networks());
   if (j.contains("fidelity")) s.fidelity = read_choice(j["fidelity"], path + "/fidelity", accepted_fidelities());
@@ -101,7 +101,9 @@ SimulationConfig parse_simulation(const json& j) {
     s.collective_algorithm =
         read_choice(j["collective_algorithm"], path + "/collective_algorithm", accepted_collective_algorithms());
   }
-  if (j.contains("nccl_pat")) s.nccl_pat = json_read::read_bool(j["nccl_pat"], path + "/nccl_pat");
+  if (j.contains("nccl_version")) {
+    s.nccl_minor = parse_nccl_version(read_string(j["nccl_version"], path + "/nccl_version"), path + "/nccl_version");
+  }
   return s;
 }
 
@@ -141,6 +143,26 @@ std::vector<TechniqueConfig> parse_techniques(const json& j, const std::string& 
 }
 
 }  // namespace
+
+int parse_nccl_version(const std::string& text, const std::string& path) {
+  // "2.<minor>" or "2.<minor>.<patch>", each part 1 to 3 decimal digits.
+  const auto digits = [](std::string_view s) {
+    return !s.empty() && s.size() <= 3 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  int minor = -1;
+  const std::string_view v = text;
+  if (v.substr(0, 2) == "2.") {
+    const std::size_t dot = v.find('.', 2);
+    const std::string_view m = v.substr(2, dot == std::string_view::npos ? std::string_view::npos : dot - 2);
+    if (digits(m) && (dot == std::string_view::npos || digits(v.substr(dot + 1)))) minor = std::stoi(std::string(m));
+  }
+  if (minor < kNcclOldestMinor || minor > kNcclNewestMinor) {
+    fail(path, "NCCL version " + json_read::quoted(text) + " is not modelled; accepted: 2." +
+                   std::to_string(kNcclOldestMinor) + " to 2." + std::to_string(kNcclNewestMinor) +
+                   ", as \"2.24\" or \"2.24.3\"");
+  }
+  return minor;
+}
 
 bool valid_name(const std::string& name) {
   return !name.empty() && name.size() <= 128 && name.front() != '.' &&
@@ -304,7 +326,7 @@ json resolved(const Experiment& e) {
                {{"network", e.simulation.network},
                 {"fidelity", e.simulation.fidelity},
                 {"collective_algorithm", e.simulation.collective_algorithm},
-                {"nccl_pat", e.simulation.nccl_pat}}},
+                {"nccl_version", "2." + std::to_string(e.simulation.nccl_minor)}}},
               {"output", e.output}};
   if (!e.description.empty()) out["description"] = e.description;
   return out;

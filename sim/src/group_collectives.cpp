@@ -162,7 +162,7 @@ GroupTiming time_with(std::shared_ptr<const Schedule> inner, const std::vector<s
 
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                                   const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology,
-                                  bool nccl_pat) {
+                                  int nccl_minor) {
   if (request.ranks <= 1) {
     GroupTiming out;
     out.algorithm = algorithm;
@@ -171,7 +171,7 @@ GroupTiming time_group_collective(const CollectiveRequest& request, const std::v
   }
   if (algorithm == "auto" && request.op != CollectiveOp::AllToAll) {
     if (auto fabric = nccl_fabric(topology, groups.front())) {
-      fabric->pat = nccl_pat;
+      fabric->nccl_minor = nccl_minor;
       return time_nccl(request, groups, *fabric, sim, topology);
     }
   }

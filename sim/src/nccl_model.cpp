@@ -10,13 +10,30 @@ namespace twinbed::sim {
 
 namespace {
 
-// ---- NCCL's tables. Unless said otherwise: NVIDIA/nccl v2.20.3, src/graph/tuning.cc. ----
+// ---- NCCL's tables. Unless said otherwise: NVIDIA/nccl v2.20.3, src/graph/tuning.cc (b6475625). ----
 // Indices: [algorithm: Tree, Ring, NVLS, NVLSTree, PAT][protocol: LL, LL128, Simple]; latencies in us.
-// PAT is NCCL 2.23's (see kPat* below); v2.20.3 has no such algorithm, and its rows here are zero.
+// PAT came in 2.23 (see kPat* below); v2.20.3 has no such algorithm, and its rows here are zero.
+//
+// Later releases changed some of them; NcclFabric::nccl_minor says which release is modelled. Read
+// from src/graph/tuning.cc of each release (NVIDIA/nccl 2.21.5 ab2b89c4, 2.22.3 178b6b75, 2.23.4
+// a6979c9f, 2.24.3 6aae3792, 2.25.1 80f6bda4, 2.26.2 f44ac759; each release's makefiles/version.mk at
+// the same commit):
+//   2.21: NVLS's and NVLSTree's NVLink latency 25 (was 23); the ring's LL at half the bandwidth for
+//         every op (was a quarter, or a third for a single node's all-gather and broadcast); the LL
+//         cap of one Hopper node 141 GB/s (was Ampere's 87.7);
+//   2.23: the tree's Simple hop 4.0 us on NVLink and PCI and 14 on the network (were 28: "the latency
+//         a 256kB chunk" as 2.20 comments it, a figure 2.23 drops), its base latency 8.4 (was 0); the
+//         ring's LL128 at 0.92 whatever the GPUs per node (was 0.7 at one per node); a ring
+//         all-reduce's network steps 2 (nodes - 1) (were 2 nodes); at one GPU per node every network
+//         hop at the tree's network latency ("With ppn=1 latencies are fully exposed"); NVLS's
+//         all-gather and reduce-scatter bandwidth not converted by 5/6 (only the ring's is); PAT on;
+//   2.24: PAT's bus bandwidth at 0.75 of the graph's (0.85 in 2.23).
+// 2.22, 2.25 and 2.26 change none of the modelled terms; a patch release is taken as its minor's.
 
 // baseLat: the fixed cost of a collective of that kind (kernel launch and setup); NVLS and NVLSTree
 // have none of their own (their hardware latencies below stand for everything).
 constexpr double kBaseLat[kNcclAlgos][kNcclProtos] = {{6.8, 14.0, 0}, {6.6, 14.0, 8.4}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+constexpr double kTreeSimpleBaseLat2_23 = 8.4;
 
 // hwLat: the latency of one hop of the algorithm, per kind of hop.
 enum Hw { kNvlink = 0, kPci = 1, kNet = 2 };
@@ -24,21 +41,22 @@ constexpr double kHwLat[3][kNcclAlgos][kNcclProtos] = {
     /* NVLink */ {{.6, 1.25, 28}, {.6, 1.9, 3.4}, {0, 0, 23}, {0, 0, 23}, {0, 0, 0}},
     /* PCI */ {{1.0, 1.9, 28}, {1.0, 2.5, 5.7}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}},
     /* NET */ {{5.0, 8.5, 28}, {2.7, 4.0, 14.0}, {0, 0, 18}, {0, 0, 14}, {0, 0, 0}}};
+constexpr double kNvlsNvlinkLat2_21 = 25;
+constexpr double kTreeSimpleHwLat2_23[3] = {4.0, 4.0, 14};
 
 // PAT (Parallel Aggregated Trees, NCCL 2.23+): all-gather and reduce-scatter as a Bruck-style pattern
 // of log2(n) rounds, Simple only, enabled by default (NCCL_PAT_ENABLE) only where every rank of the
 // communicator is on its own node (ncclPatEnable: nNodes == nRanks) and the network is not offloaded.
-// Source: NCCL 2.23's src/graph/tuning.cc and src/init.cc (the NVIDIA/nccl files of that release as
-// quoted in public notes on NCCL's algorithms; this index holds no copy from NVIDIA/nccl itself), whose
-// terms NVIDIA/nccl's later src/tuning/pat.cc (12df1a11) keeps: PAT runs on the tree graph's channels
-// (graphs[NCCL_ALGO_PAT] = treeGraph); the tuner takes its bus bandwidth at 0.75 of the graph's
+// Source: src/graph/tuning.cc of 2.23.4 to 2.26.2 (above), whose terms NVIDIA/nccl's later
+// src/tuning/pat.cc (12df1a11) keeps: PAT runs on the tree graph's channels (graphs[NCCL_ALGO_PAT] =
+// treeGraph); the tuner takes its bus bandwidth at 0.85 (2.23) or 0.75 (2.24 on) of the graph's
 // ("busBw *= .75") and does not convert it to algorithm bandwidth (for all-gather and reduce-scatter
 // only the ring's is converted); and it prices its latency as
 //     8 + log2i(nodes) x interLat / 3.5 + ranks x 2.8  us
 // ("Still a linear part; hopefully we'll manage to remove it at some point"), with interLat the tree's
-// network latency, as 2.23 takes for every algorithm at one rank per node ("With ppn=1 latencies are
-// fully exposed, use the Tree network latency").
-constexpr double kPatBusEfficiency = 0.75;
+// network latency (at one rank per node every algorithm takes it, above).
+constexpr double kPatBusEfficiency2_23 = 0.85;
+constexpr double kPatBusEfficiency2_24 = 0.75;
 constexpr double kPatBaseUs = 8.0;
 constexpr double kPatLogLatencyDivisor = 3.5;
 constexpr double kPatPerRankUs = 2.8;
@@ -48,6 +66,7 @@ constexpr double kPatPerRankUs = 2.8;
 // assume Intel (the first row).
 constexpr double kLlMaxBwIntel[3] = {39.0, 39.0, 20.4};
 constexpr double kLlMaxBw[2][3] = {/* Ampere */ {87.7, 22.5, 19.0}, /* Hopper */ {87.7, 22.5, 19.0}};
+constexpr double kLlMaxBwHopperOneNode2_21 = 141.0;
 constexpr double kPerChMaxRingLL128Bw[2][3] = {{20.0, 20.0, 20.0}, {36.7, 36.7, 36.7}};
 constexpr double kPerChMaxTreeLL128Bw[2][3] = {{20.0, 20.0, 20.0}, {36.7, 36.7, 29.0}};
 constexpr double kPerChMaxTreeBw[2][3] = {{24.0, 23.6, 17.8}, {38.7, 41.4, 36.0}};
@@ -156,19 +175,49 @@ int log2i(double x) {
   return r;
 }
 
+// The modelled release's tables (see "Later releases" above).
+bool from(const NcclFabric& f, int minor) { return f.nccl_minor >= minor; }
+
+double base_lat(const NcclFabric& f, NcclAlgo a, NcclProto p) {
+  if (a == NcclAlgo::Tree && p == NcclProto::Simple && from(f, 23)) return kTreeSimpleBaseLat2_23;
+  return kBaseLat[idx(a)][idx(p)];
+}
+
+double hw_lat(const NcclFabric& f, Hw hw, NcclAlgo a, NcclProto p) {
+  if (a == NcclAlgo::Tree && p == NcclProto::Simple && from(f, 23)) return kTreeSimpleHwLat2_23[hw];
+  if ((a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree) && hw == kNvlink && from(f, 21)) return kNvlsNvlinkLat2_21;
+  return kHwLat[hw][idx(a)][idx(p)];
+}
+
+// A network hop's latency: the algorithm's own, or from 2.23 with one GPU per node the tree's.
+double net_lat(const NcclFabric& f, NcclAlgo a, NcclProto p) {
+  return hw_lat(f, kNet, f.ranks == f.nodes && from(f, 23) ? NcclAlgo::Tree : a, p);
+}
+
+// LL's cap: a single node's by GPU generation, across nodes by CPU vendor (Intel assumed).
+double ll_max_bw(const NcclFabric& f) {
+  if (f.nodes > 1) return kLlMaxBwIntel[nodes_index(f.nodes)];
+  if (f.arch == GpuArch::Hopper && from(f, 21)) return kLlMaxBwHopperOneNode2_21;
+  return kLlMaxBw[arch_index(f.arch)][0];
+}
+
+bool pat_enabled(const NcclFabric& f) { return from(f, 23) && f.nodes == f.ranks; }
+
 // The ring's bus bandwidth under protocol `p` when its channels move `raw` GB/s on the links
-// (tuning.cc): LL at a quarter of it (a third for a single-node all-gather or broadcast) up to the LL
-// cap, LL128 at 0.92 (0.7 with one GPU per node) up to the per-channel cap, Simple all of it.
+// (tuning.cc): LL at a quarter of it (a third for a single-node all-gather or broadcast; half from
+// 2.21) up to the LL cap, LL128 at 0.92 (0.7 with one GPU per node before 2.23) up to the per-channel
+// cap, Simple all of it.
 double ring_bus(double raw, NcclProto p, CollectiveOp op, const NcclFabric& f, int channels) {
   const int ai = arch_index(f.arch);
   const int ni = nodes_index(f.nodes);
   if (p == NcclProto::LL) {
-    const double ll_max = f.nodes == 1 ? kLlMaxBw[ai][ni] : kLlMaxBwIntel[ni];
     const bool quarter = f.nodes > 1 || op == CollectiveOp::AllReduce || op == CollectiveOp::Reduce;
-    return std::min(ll_max, raw * (quarter ? 1.0 / 4.0 : 1.0 / 3.0));
+    const double share = from(f, 21) ? 1.0 / 2.0 : quarter ? 1.0 / 4.0 : 1.0 / 3.0;
+    return std::min(ll_max_bw(f), raw * share);
   }
   if (p == NcclProto::LL128) {
-    return std::min(raw * (f.ranks / f.nodes < 2 ? 0.7 : 0.92), channels * kPerChMaxRingLL128Bw[ai][ni]);
+    const bool one_per_node = f.ranks / f.nodes < 2 && !from(f, 23);
+    return std::min(raw * (one_per_node ? 0.7 : 0.92), channels * kPerChMaxRingLL128Bw[ai][ni]);
   }
   return raw;
 }
@@ -248,7 +297,7 @@ std::optional<NcclFabric> nccl_fabric(const Topology& topology, const std::vecto
 }
 
 NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
-  if (algo == NcclAlgo::Pat) algo = NcclAlgo::Tree;  // PAT runs on the tree's graph (see kPatBusEfficiency)
+  if (algo == NcclAlgo::Pat) algo = NcclAlgo::Tree;  // PAT runs on the tree's graph (see kPatBaseUs)
   // NCCL's search (search.cc, ncclTopoCompute) tries the speeds of its list from the fastest, each
   // channel taking that bandwidth out of every GPU's links, and keeps the first that fits; then it
   // doubles the channels at half the speed where the speed is high (ncclTopoDupChannels). We take the
@@ -351,8 +400,9 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
   const bool rs_ag = op == CollectiveOp::ReduceScatter || op == CollectiveOp::AllGather;
   const bool root_op = op == CollectiveOp::Broadcast || op == CollectiveOp::Reduce;
   const int nsteps = ar ? 2 * (n - 1) : rs_ag ? n - 1 : n;
-  const int inter_steps = ar ? (nodes > 1 ? 2 * nodes : 0) : rs_ag ? nodes - 1 : nodes;
-  const double ll_max = nodes == 1 ? kLlMaxBw[ai][ni] : kLlMaxBwIntel[ni];
+  const int ar_inter_steps = nodes == 1 ? 0 : from(f, 23) ? 2 * (nodes - 1) : 2 * nodes;
+  const int inter_steps = ar ? ar_inter_steps : rs_ag ? nodes - 1 : nodes;
+  const double ll_max = ll_max_bw(f);
   const Hw intra_hw = f.nvlink ? kNvlink : kPci;
   const Hw hw = nodes == 1 ? intra_hw : kNet;
 
@@ -363,7 +413,7 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
     // fabric enables it and every rank is on its own node.
     if ((a == NcclAlgo::Tree || a == NcclAlgo::NvlsTree) && !ar) continue;
     if (a == NcclAlgo::Nvls && root_op) continue;
-    if (a == NcclAlgo::Pat && !(rs_ag && f.pat && nodes == n)) continue;
+    if (a == NcclAlgo::Pat && !(rs_ag && pat_enabled(f))) continue;
     const NcclGraph g = nccl_graph(f, a);
     t.channels[idx(a)] = g.channels;
     if (g.channels == 0) continue;
@@ -383,24 +433,24 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
         bus = std::min(bus * (nodes == 1 ? 7.0 / 9.0 : 120.0 / 128.0), g.channels * kPerChMaxTreeLL128Bw[ai][ni]);
       }
       if (a == NcclAlgo::Pat) {  // PAT: its own bandwidth and latency (kPat*), nothing converted
-        t.bandwidth_GBps[idx(a)][idx(p)] = bus * kPatBusEfficiency;
-        t.latency_us[idx(a)][idx(p)] = kPatBaseUs + log2i(nodes) * kHwLat[kNet][idx(NcclAlgo::Tree)][idx(p)] / kPatLogLatencyDivisor +
-                                       n * kPatPerRankUs;
+        t.bandwidth_GBps[idx(a)][idx(p)] = bus * (from(f, 24) ? kPatBusEfficiency2_24 : kPatBusEfficiency2_23);
+        t.latency_us[idx(a)][idx(p)] = kPatBaseUs + log2i(nodes) * net_lat(f, a, p) / kPatLogLatencyDivisor + n * kPatPerRankUs;
         continue;
       }
-      // Bus bandwidth to algorithm bandwidth.
+      // Bus bandwidth to algorithm bandwidth (from 2.23 only the ring's all-gather and reduce-scatter).
       const double ratio = a == NcclAlgo::Ring                                ? static_cast<double>(n) / nsteps
+                           : rs_ag && from(f, 23)                             ? 1.0
                            : a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree ? 5.0 / 6.0
                                                                             : kTreeAlgorithmShare;
       t.bandwidth_GBps[idx(a)][idx(p)] = bus * ratio;
 
       // Latency: the base, then the protocol's latency per hop of the algorithm.
-      double lat = kBaseLat[idx(a)][idx(p)];
-      double intra = kHwLat[intra_hw][idx(a)][idx(p)];
-      const double inter = kHwLat[kNet][idx(a)][idx(p)];
+      double lat = base_lat(f, a, p);
+      double intra = hw_lat(f, intra_hw, a, p);
+      const double inter = net_lat(f, a, p);
       if (a == NcclAlgo::Ring) {
         if (root_op) {
-          lat += kHwLat[hw][idx(a)][idx(p)];  // one pipelined pass (graphs with the same channels)
+          lat += hw_lat(f, hw, a, p);  // one pipelined pass (graphs with the same channels)
         } else {
           const double overhead = nodes > 1 ? kNetOverheadUs * (p == NcclProto::Simple ? 3 : 1) : 0;
           intra = std::max(intra, overhead);
@@ -504,7 +554,7 @@ double network_hop_Bpus(const NcclFabric& f, NcclAlgo a, NcclProto p) {
 
 int nccl_channels(const NcclFabric& f, NcclAlgo a) {
   if (nvls_family(a)) return nccl_graph(f, a).channels > 0 ? kNvlsChannels : 0;
-  if (a == NcclAlgo::Pat && !(f.pat && f.nodes == f.ranks)) return 0;
+  if (a == NcclAlgo::Pat && !pat_enabled(f)) return 0;
   const int graphs = std::min(nccl_graph(f, NcclAlgo::Ring).channels, nccl_graph(f, NcclAlgo::Tree).channels);
   return std::min(kMaxChannels, 2 * graphs);
 }
@@ -590,7 +640,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   if (a == NcclAlgo::Pat) return nccl_tuner_time(t, f, op, bytes, a, p);
   const NcclPipeline pl = nccl_pipeline(f, op, bytes, a, p);
   const int n = f.ranks;
-  const double base = kBaseLat[idx(a)][idx(p)];
+  const double base = base_lat(f, a, p);
   if (a == NcclAlgo::Tree) {
     // NVIDIA's pipeline model (pipeline_model.cc) for a linear pipeline: the first slice goes through
     // every step (the step's latency, then the slice), the rest follow one per slice time at the
@@ -605,19 +655,19 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     //     time twice: up and down through the busiest GPU's link, which carries every slice both ways;
     //   network, every protocol: a step once the GPU has posted all of it (network_hop_Bpus), so the
     //     first slice pays its time on every network hop, at the NIC's rate.
-    // A step's latency is the tuner's figure for the hop, as the ring takes it, except for Simple:
-    // tuning.cc prices a tree hop with Simple as "the latency a 256kB chunk, which is ~ base lat +
-    // 256k/12GB/s (+ 256k/12GB/s for the network)", a chunk's transfer the pipeline charges itself, so
-    // Simple takes half the figure, as NVIDIA's pipeline model takes every hop (kPipelineHopLatencyShare).
-    // LL's and LL128's figures (0.6 and 1.25 us on NVLink, 5 and 8.5 on the network) hold no transfer.
+    // A step's latency is the tuner's figure for the hop, as the ring takes it, except for Simple before
+    // 2.23: that tuning.cc prices a tree hop with Simple as "the latency a 256kB chunk, which is ~ base
+    // lat + 256k/12GB/s (+ 256k/12GB/s for the network)", a chunk's transfer the pipeline charges
+    // itself, so Simple takes half the figure, as NVIDIA's pipeline model takes every hop
+    // (kPipelineHopLatencyShare). 2.23's figure (4 us) holds no transfer, nor do LL's and LL128's (0.6
+    // and 1.25 us on NVLink, 5 and 8.5 on the network).
     const double channel_Bpus = t.bandwidth_GBps[idx(a)][idx(p)] / kTreeAlgorithmShare * 1000.0 / nccl_channels(f, a);
     const int net_steps = 2 * log2i(f.nodes);
     const int node_steps = pl.steps - net_steps;
     const double slice = static_cast<double>(pl.slice);
-    const double steps_latency = node_steps * kHwLat[f.nvlink ? kNvlink : kPci][idx(a)][idx(p)] +
-                                 net_steps * kHwLat[kNet][idx(a)][idx(p)];
+    const double steps_latency = node_steps * hw_lat(f, f.nvlink ? kNvlink : kPci, a, p) + net_steps * net_lat(f, a, p);
     const int node_slices = p == NcclProto::Simple ? node_steps : 2;
-    const double latency_share = p == NcclProto::Simple ? kPipelineHopLatencyShare : 1.0;
+    const double latency_share = p == NcclProto::Simple && !from(f, 23) ? kPipelineHopLatencyShare : 1.0;
     const double first = latency_share * steps_latency + node_slices * slice / channel_Bpus +
                          net_steps * slice / network_hop_Bpus(f, a, p);
     return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice / channel_Bpus);
@@ -646,7 +696,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     const int net_steps = a == NcclAlgo::NvlsTree ? 2 * log2i(f.nodes) : 0;
     const double slice = static_cast<double>(pl.slice);
     const double first_lat =
-        (pl.steps - net_steps) * kHwLat[kNvlink][idx(a)][idx(p)] + net_steps * kHwLat[kNet][idx(a)][idx(p)];
+        (pl.steps - net_steps) * hw_lat(f, kNvlink, a, p) + net_steps * net_lat(f, a, p);
     const double first = kPipelineHopLatencyShare * first_lat + (pl.steps - net_steps) * slice / node_Bpus +
                          net_steps * slice / hop_Bpus;
     const double delay_us = slice / std::min({channel_Bpus, node_Bpus, net_steps > 0 ? hop_Bpus : node_Bpus});
@@ -674,9 +724,9 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   // posting a network operation once the ring leaves the node; network hops 2 (nodes - 1) of the
   // all-reduce's steps (pipeline_model/ring.cc), nodes - 1 of the others'.
   const Hw intra_hw = f.nvlink ? kNvlink : kPci;
-  double intra = kHwLat[intra_hw][idx(a)][idx(p)];
+  double intra = hw_lat(f, intra_hw, a, p);
   if (f.nodes > 1) intra = std::max(intra, kNetOverheadUs * (p == NcclProto::Simple ? 3 : 1));
-  const double inter = kHwLat[kNet][idx(a)][idx(p)];
+  const double inter = net_lat(f, a, p);
   const int inter_steps = f.nodes == 1 ? 0 : op == CollectiveOp::AllReduce ? 2 * (f.nodes - 1) : f.nodes - 1;
   // The first slice pays every hop's latency on its way round (the tuner's latency); every further
   // slice the busiest link carries pays that link's hop latency again: Simple and LL128 synchronise

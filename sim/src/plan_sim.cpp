@@ -44,7 +44,7 @@ PlanSimOptions plan_sim_options(const Experiment& e, const Topology& topology, b
   options.network = e.simulation.network;
   options.fidelity = parse_fidelity(e.simulation.fidelity);
   options.collective_algorithm = e.simulation.collective_algorithm;
-  options.nccl_pat = e.simulation.nccl_pat;
+  options.nccl_minor = e.simulation.nccl_minor;
   options.record_spans = record_spans;
   if (!e.cluster.profile.empty()) {
     try {
@@ -481,7 +481,7 @@ void PlanRun::time_collectives() {
     req.ranks = static_cast<int>(groups[0].size());
     req.bytes = key.bytes;
     req.ranks_per_host = group_ranks_per_host(groups[0], topo_);
-    GroupTiming t = time_group_collective(req, groups, opt_.collective_algorithm, sim, topo_, opt_.nccl_pat);
+    GroupTiming t = time_group_collective(req, groups, opt_.collective_algorithm, sim, topo_, opt_.nccl_minor);
     ++stats_.collective_timings;
     coll_algorithm_[key] = t.algorithm;
     coll_channels_[key] = t.channels;

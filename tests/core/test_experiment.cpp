@@ -79,7 +79,7 @@ TEST(Experiment, ParsesAValidConfigWithDefaults) {
   EXPECT_EQ(e.simulation.network, "analytical");
   EXPECT_EQ(e.simulation.fidelity, "representative");
   EXPECT_EQ(e.simulation.collective_algorithm, "auto");
-  EXPECT_FALSE(e.simulation.nccl_pat);
+  EXPECT_EQ(e.simulation.nccl_minor, 20);  // NCCL 2.20.3's tuner tables unless the config names another
   EXPECT_EQ(e.output, "results/small");
   EXPECT_EQ(build_topology(e.cluster).num_ranks(), 16);
 }
@@ -93,11 +93,11 @@ TEST(Experiment, ResolvedRoundTrips) {
   EXPECT_FALSE(r.contains("sweep"));
   EXPECT_EQ(experiment_from_json(r, "/"), e);
   json c = small_config();
-  c["simulation"]["nccl_pat"] = true;
-  const Experiment pat = experiment_from_json(c, kData);
-  EXPECT_TRUE(pat.simulation.nccl_pat);
-  EXPECT_EQ(resolved(pat)["simulation"]["nccl_pat"], true);
-  EXPECT_EQ(experiment_from_json(resolved(pat), "/"), pat);
+  c["simulation"]["nccl_version"] = "2.24.3";
+  const Experiment v = experiment_from_json(c, kData);
+  EXPECT_EQ(v.simulation.nccl_minor, 24);
+  EXPECT_EQ(resolved(v)["simulation"]["nccl_version"], "2.24");
+  EXPECT_EQ(experiment_from_json(resolved(v), "/"), v);
 }
 
 TEST(Experiment, LoadsAFileAndResolvesRelativeTopologyPaths) {
@@ -157,8 +157,14 @@ TEST(Experiment, WrongTypesAndRangesAreErrors) {
   c.erase("model");
   EXPECT_EQ(error_path(c), "/model");
   c = small_config();
-  c["simulation"]["nccl_pat"] = "yes";
-  EXPECT_EQ(error_path(c), "/simulation/nccl_pat");
+  for (const json& bad : {json("2.19"), json("2.27"), json("3.20"), json("2.24.3.1"), json("2.x"), json(2.24)}) {
+    c["simulation"]["nccl_version"] = bad;
+    std::string why;
+    EXPECT_EQ(error_path(c, &why), "/simulation/nccl_version") << bad;
+    if (bad.is_string()) {
+      EXPECT_NE(why.find("accepted: 2.20 to 2.26"), std::string::npos) << why;
+    }
+  }
   c = small_config();
   c["simulation"]["network"] = "fluid";
   std::string msg;

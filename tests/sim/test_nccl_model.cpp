@@ -342,6 +342,56 @@ TEST(NcclModel, TwoDgxA100NodesRaiseTheTreesSpeedInsideTheNode) {
   EXPECT_EQ(nccl_graph(*nccl_fabric(topo::dgx_h100_cluster(2), iota(16)), NcclAlgo::Tree), (NcclGraph{8, 48, 48}));
 }
 
+// The tables of later releases (NVIDIA/nccl src/graph/tuning.cc, 2.21.5 to 2.26.2; nccl_model.cpp lists
+// what changed): the modelled release is the fabric's nccl_minor.
+TEST(NcclModel, LaterReleasesChangeTheTunersTables) {
+  NcclFabric f = *nccl_fabric(h100_node(), iota(8));
+  const auto table = [&](int minor, CollectiveOp op = CollectiveOp::AllReduce) {
+    f.nccl_minor = minor;
+    return nccl_table(op, f);
+  };
+  const double bus = 8.0 / 14;  // all-reduce on 8 ranks: algorithm bandwidth = bus x 8 / 14
+  const double raw = table(20).bandwidth_GBps[kRing][kSimple] / bus;
+  // The ring's LL: a quarter of the links' rate up to Ampere's 87.7 GB/s cap in 2.20; from 2.21 half of
+  // it, up to Hopper's own 141.
+  EXPECT_NEAR(table(20).bandwidth_GBps[kRing][kLL], std::min(87.7, raw / 4) * bus, 1e-9);
+  EXPECT_NEAR(table(21).bandwidth_GBps[kRing][kLL], std::min(141.0, raw / 2) * bus, 1e-9);
+  // NVLS's NVLink latency: 23 us, 25 from 2.21.
+  EXPECT_NEAR(table(20).latency_us[kNvls][kSimple], 23, 1e-9);
+  EXPECT_NEAR(table(21).latency_us[kNvls][kSimple], 25, 1e-9);
+  // The tree's Simple: 28 us a hop and no base before 2.23, then 4.0 and a base of 8.4.
+  EXPECT_NEAR(table(22).latency_us[kTree][kSimple], 2 * 7 * 28.0, 1e-9);
+  EXPECT_NEAR(table(23).latency_us[kTree][kSimple], 8.4 + 2 * 7 * 4.0, 1e-9);
+  // From 2.23 NVLS's reduce-scatter keeps its bus bandwidth (only the ring's is converted).
+  EXPECT_NEAR(table(23, CollectiveOp::ReduceScatter).bandwidth_GBps[kNvls][kSimple],
+              table(22, CollectiveOp::ReduceScatter).bandwidth_GBps[kNvls][kSimple] * 6 / 5, 1e-9);
+  // Across two DGX H100 nodes a ring all-reduce's network steps: 2 x nodes before 2.23, 2 (nodes - 1)
+  // from it (30 steps; intra hops at 3 x 1 us of network overhead over 3.4).
+  NcclFabric two = *nccl_fabric(topo::dgx_h100_cluster(2), iota(16));
+  two.nccl_minor = 23;
+  EXPECT_NEAR(nccl_table(CollectiveOp::AllReduce, two).latency_us[kRing][kSimple], 8.4 + 28 * 3.4 + 2 * 14.0, 1e-9);
+}
+
+// What the tables change in NCCL's choice: 4 DGX H100 nodes, a 2 MiB all-reduce. The tree's LL128 (the
+// same in every release): 14 + 2 (7 x 1.25 + 2 x 8.5) = 65.5 us and 232 / 2 GB/s x 0.6 (the tree's
+// correction at 2 MiB) = 69.6, 95.63 us. NVLSTree: 8 x min(40, 40 / 2) x 5/6 GB/s and 23 + 4 x 14 = 79 us
+// in 2.20, 94.73 us, so 2.20 runs NVLSTree; 25 + 56 = 81 us from 2.21, 96.73 us, so 2.24 runs the tree.
+TEST(NcclModel, NvlsLatencyOf221MovesA2MiBAllReduceToTheTree) {
+  NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(4), iota(32));
+  const CollectiveRequest req{CollectiveOp::AllReduce, 32, 2 * MiB};
+  const NcclTable t20 = nccl_table(CollectiveOp::AllReduce, f);
+  expect_us(*nccl_tuner_time(t20, f, CollectiveOp::AllReduce, 2 * MiB, NcclAlgo::Tree, NcclProto::LL128),
+            65.5 + 2097152 / (1000 * 116 * 0.6));
+  expect_us(*nccl_tuner_time(t20, f, CollectiveOp::AllReduce, 2 * MiB, NcclAlgo::NvlsTree, NcclProto::Simple),
+            79 + 2097152 / (1000 * 160 * 5.0 / 6));
+  EXPECT_EQ(nccl_choose(req, f).name(), "nvlstree/Simple");
+  f.nccl_minor = 24;
+  const NcclTable t24 = nccl_table(CollectiveOp::AllReduce, f);
+  expect_us(*nccl_tuner_time(t24, f, CollectiveOp::AllReduce, 2 * MiB, NcclAlgo::NvlsTree, NcclProto::Simple),
+            81 + 2097152 / (1000 * 160 * 5.0 / 6));
+  EXPECT_EQ(nccl_choose(req, f).name(), "tree/LL128");
+}
+
 TEST(NcclModel, TwoDgxH100NodesRunNvlsTree) {
   const Topology t = topo::dgx_h100_cluster(2);
   const NcclFabric f = *nccl_fabric(t, iota(16));
@@ -443,30 +493,38 @@ std::vector<int> one_per_node(int nodes) {
 }
 
 TEST(NcclModel, PatTunerArithmeticAtOneRankPerNode) {
-  // PAT (NCCL 2.23, tuning.cc) on 64 nodes, one H100 each, their NDR NICs at 50 GB/s.
+  // PAT (NCCL 2.23 on, tuning.cc) on 64 nodes, one H100 each, their NDR NICs at 50 GB/s.
   NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(64), one_per_node(64));
   EXPECT_EQ(f.ranks, 64);
   EXPECT_EQ(f.nodes, 64);
-  EXPECT_FALSE(f.pat);  // v2.20.3 has none: off unless asked
-  EXPECT_EQ(nccl_table(CollectiveOp::AllGather, f).bandwidth_GBps[4][kSimple], 0);
-  EXPECT_EQ(nccl_channels(f, NcclAlgo::Pat), 0);
-  f.pat = true;
+  EXPECT_EQ(f.nccl_minor, 20);  // v2.20.3's tables by default, and 2.22 still, have none
+  for (int minor : {20, 22}) {
+    f.nccl_minor = minor;
+    EXPECT_EQ(nccl_table(CollectiveOp::AllGather, f).bandwidth_GBps[4][kSimple], 0);
+    EXPECT_EQ(nccl_channels(f, NcclAlgo::Pat), 0);
+  }
+  f.nccl_minor = 24;
   // PAT runs on the tree's graph: one channel per NIC at 48 GB/s, doubled to 2 x 24.
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), (NcclGraph{2, 24, 24}));
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), nccl_graph(f, NcclAlgo::Tree));
   for (CollectiveOp op : {CollectiveOp::AllGather, CollectiveOp::ReduceScatter}) {
     const NcclTable t = nccl_table(op, f);
-    // 0.75 x 2 x 24 GB/s, left as bus bandwidth; 8 + log2(64) x 28 / 3.5 + 64 x 2.8 us.
+    // 0.75 x 2 x 24 GB/s, left as bus bandwidth; 8 + log2(64) x 14 / 3.5 + 64 x 2.8 us, 14 the
+    // tree's Simple network latency of 2.23's tables.
     EXPECT_NEAR(t.bandwidth_GBps[4][kSimple], 36.0, 1e-9);
-    EXPECT_NEAR(t.latency_us[4][kSimple], 8 + 6 * 8.0 + 64 * 2.8, 1e-9);
+    EXPECT_NEAR(t.latency_us[4][kSimple], 8 + 6 * 4.0 + 64 * 2.8, 1e-9);
     EXPECT_EQ(t.bandwidth_GBps[4][kLL], 0);  // Simple only
     EXPECT_EQ(t.bandwidth_GBps[4][kLL128], 0);
   }
+  // 2.23 took 0.85 of the graph's bandwidth.
+  f.nccl_minor = 23;
+  EXPECT_NEAR(nccl_table(CollectiveOp::AllGather, f).bandwidth_GBps[4][kSimple], 0.85 * 48, 1e-9);
+  f.nccl_minor = 24;
   // Not for all-reduce.
   EXPECT_EQ(nccl_table(CollectiveOp::AllReduce, f).bandwidth_GBps[4][kSimple], 0);
   // What it takes is the tuner's estimate (its pipeline is not modelled).
   const NcclTable t = nccl_table(CollectiveOp::AllGather, f);
-  const Time pat = Time::us(235.2 + 4194304 / (1000 * 36.0));
+  const Time pat = Time::us(211.2 + 4194304 / (1000 * 36.0));
   EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllGather, 4 * MiB, NcclAlgo::Pat, NcclProto::Simple), pat);
   EXPECT_EQ(*nccl_time(t, f, CollectiveOp::AllGather, 4 * MiB, NcclAlgo::Pat, NcclProto::Simple), pat);
   EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllGather, MiB, NcclAlgo::Pat, NcclProto::Simple), InvalidArgument);
@@ -474,47 +532,52 @@ TEST(NcclModel, PatTunerArithmeticAtOneRankPerNode) {
 
 TEST(NcclModel, PatWinsMidSizesAcrossManyNodesAndTheRingLargeOnes) {
   NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(64), one_per_node(64));
-  f.pat = true;
-  // 4 MiB all-gather: PAT 235.2 + 116.5 us; the ring's LL128 14 + 63 x 4.0 + 4 MiB at 0.7 x 48 x 64/63
-  // GB/s = 388.9 us, its Simple 8.4 + 63 x 14 + 86.0 us, LL 6.6 + 63 x 2.7 + 344.1 us.
+  f.nccl_minor = 24;
+  // 4 MiB all-gather, every ring step a network hop at the tree's network latency (one GPU per node):
+  // PAT 211.2 + 116.5 us; the ring's LL128 14 + 63 x 8.5 + 4 MiB at 0.92 x 48 x 64/63 GB/s = 643.0 us,
+  // its Simple 8.4 + 63 x 14 + 86.0 us, LL 6.6 + 63 x 5.0 + 4 MiB at 20.4 x 64/63 GB/s = 524.0 us.
+  const NcclTable t = nccl_table(CollectiveOp::AllGather, f);
+  EXPECT_NEAR(t.latency_us[kRing][kLL128], 14 + 63 * 8.5, 1e-9);
+  EXPECT_NEAR(t.bandwidth_GBps[kRing][kLL128], 0.92 * 48 * 64 / 63, 1e-9);
+  EXPECT_NEAR(t.latency_us[kRing][kLL], 6.6 + 63 * 5.0, 1e-9);
   const NcclChoice mid = nccl_choose({CollectiveOp::AllGather, 64, 4 * MiB}, f);
   EXPECT_EQ(mid.name(), "pat/Simple");
   EXPECT_EQ(mid.channels, 2);
   // 1 GiB: bandwidth decides, and PAT has 0.75 of the graph's: the ring (48 x 64/63 GB/s).
   EXPECT_EQ(nccl_choose({CollectiveOp::AllGather, 64, GiB}, f).name(), "ring/Simple");
-  // Off, the same 4 MiB goes by the ring.
-  f.pat = false;
+  // Before 2.23, the same 4 MiB goes by the ring.
+  f.nccl_minor = 22;
   EXPECT_EQ(nccl_choose({CollectiveOp::AllGather, 64, 4 * MiB}, f).algo, NcclAlgo::Ring);
 }
 
 TEST(NcclModel, PatNeedsEveryRankOnItsOwnNode) {
   // Two whole DGX H100 nodes: eight ranks per node, no PAT even when the NCCL modelled has it.
   NcclFabric f = *nccl_fabric(topo::dgx_h100_cluster(2), iota(16));
-  f.pat = true;
+  f.nccl_minor = 26;
   EXPECT_EQ(nccl_table(CollectiveOp::ReduceScatter, f).bandwidth_GBps[4][kSimple], 0);
   EXPECT_EQ(nccl_channels(f, NcclAlgo::Pat), 0);
   EXPECT_NE(nccl_choose({CollectiveOp::ReduceScatter, 16, 4 * MiB}, f).algo, NcclAlgo::Pat);
 }
 
-TEST(NcclModel, AutoRunsPatWhenAskedAndSharesLinksAsRecursiveHalvingDoubling) {
+TEST(NcclModel, AutoRunsPatFromNccl223AndSharesLinksAsRecursiveHalvingDoubling) {
   const Topology t = topo::dgx_h100_cluster(64);
   CollectiveSimulator sim(t, "flow");
   const CollectiveRequest req{CollectiveOp::AllGather, 64, 4 * MiB};
   EXPECT_EQ(time_group_collective(req, {one_per_node(64)}, "auto", sim, t).algorithm.substr(0, 4), "ring");
-  const GroupTiming pat = time_group_collective(req, {one_per_node(64)}, "auto", sim, t, /*nccl_pat=*/true);
+  const GroupTiming pat = time_group_collective(req, {one_per_node(64)}, "auto", sim, t, /*nccl_minor=*/24);
   EXPECT_EQ(pat.algorithm, "pat/Simple");
   NcclFabric f = *nccl_fabric(t, one_per_node(64));
-  f.pat = true;
+  f.nccl_minor = 24;
   EXPECT_EQ(pat.max(), nccl_choose(req, f).time);
   EXPECT_EQ(pat.channels, 2);
 }
 
 TEST(NcclModel, PatGroupsSharingLinksSlowEachOther) {
   // 32 nodes of 2 GPUs on a 2:1 fat-tree: the groups of GPU 0 and of GPU 1 of every node have one rank
-  // per node and share the leaves' uplinks. At 32 nodes PAT (8 + 5 x 8 + 32 x 2.8 = 137.6 us, 36 GB/s)
-  // beats the ring's LL128 (14 + 31 x 4 = 138 us, 0.7 x 48 x 32/31 GB/s) at every size, and its Simple
-  // (442.4 us) at 4 MiB. Together the groups take longer than one alone, by rhd's slowdown on the flow
-  // network.
+  // per node and share the leaves' uplinks. With NCCL 2.24's tables at 32 nodes PAT (8 + 5 x 4 + 32 x
+  // 2.8 = 117.6 us, 36 GB/s) beats the ring's LL128 (14 + 31 x 8.5 = 277.5 us) and its Simple (8.4 + 31
+  // x 14 = 442.4 us) at 4 MiB. Together the groups take longer than one alone, by rhd's slowdown on the
+  // flow network.
   const Topology t = h100_fat_tree(32, 4, 2);
   std::vector<int> gpu0, gpu1;
   for (int n = 0; n < 32; ++n) {
@@ -523,8 +586,8 @@ TEST(NcclModel, PatGroupsSharingLinksSlowEachOther) {
   }
   CollectiveSimulator sim(t, "flow");
   const CollectiveRequest req{CollectiveOp::ReduceScatter, 32, 4 * MiB};
-  const GroupTiming one = time_group_collective(req, {gpu0}, "auto", sim, t, true);
-  const GroupTiming both = time_group_collective(req, {gpu0, gpu1}, "auto", sim, t, true);
+  const GroupTiming one = time_group_collective(req, {gpu0}, "auto", sim, t, 24);
+  const GroupTiming both = time_group_collective(req, {gpu0, gpu1}, "auto", sim, t, 24);
   EXPECT_EQ(one.algorithm, "pat/Simple");
   EXPECT_EQ(both.algorithm, "pat/Simple");
   EXPECT_GT(both.max(), one.max());

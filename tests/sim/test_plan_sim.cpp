@@ -933,13 +933,13 @@ TEST(PlanSim, PolledProgressSeesACollectiveEndAtTheNextPoll) {
   EXPECT_EQ(polled.step_time, independent.step_time);
 }
 
-// The experiment's "simulation" options reach the simulator's: PAT for `auto` (NCCL 2.23+) only when asked.
-TEST(PlanSim, OptionsCarryTheExperimentsNcclPat) {
+// The experiment's "simulation" options reach the simulator's: the NCCL release `auto` models.
+TEST(PlanSim, OptionsCarryTheExperimentsNcclVersion) {
   const Topology topo = fat_tree_8();
   Experiment e;
-  EXPECT_FALSE(plan_sim_options(e, topo).nccl_pat);
-  e.simulation.nccl_pat = true;
-  EXPECT_TRUE(plan_sim_options(e, topo).nccl_pat);
+  EXPECT_EQ(plan_sim_options(e, topo).nccl_minor, 20);
+  e.simulation.nccl_minor = 24;
+  EXPECT_EQ(plan_sim_options(e, topo).nccl_minor, 24);
 }
 
 // Backends are found by name: the simulator registers itself as "sim" and runs as simulate_plan does

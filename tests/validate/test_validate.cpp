@@ -156,8 +156,33 @@ TEST(ValidateRows, BadCollectiveRowsNameTheFieldAndTheFile) {
   EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/0/note");
 
   j = collective_file();
+  j["rows"][0]["nccl_version"] = "2.18.5";  // a release twinbed does not model
+  std::tie(path, message) = error_of(j, parse_collectives);
+  EXPECT_EQ(path, "/rows/0/nccl_version");
+  EXPECT_NE(message.find("2.20 to 2.26"), std::string::npos) << message;
+
+  j = collective_file();
   j["topology"]["preset"] = "nosuch";
   EXPECT_NE(error_of(j, parse_collectives).first.find("/preset"), std::string::npos);
+}
+
+// A row that names its NCCL is simulated with that release's tuner: four DGX H100 nodes, a 2 MiB
+// all-reduce, which NCCL 2.20's tables run as NVLSTree and 2.24's as the tree (NcclModel's
+// NvlsLatencyOf221MovesA2MiBAllReduceToTheTree); the label says which release.
+TEST(ValidateRows, ARowsNcclVersionPicksItsTunersTables) {
+  json j = collective_file();
+  j["topology"] = {{"preset", "dgx-h100"}, {"ranks", 32}};
+  j["rows"][0]["ranks"] = 32;
+  j["rows"][0]["size_bytes"] = 2 * 1048576;
+  const RowResult v220 = simulate(parse_collectives(j).at(0));
+  EXPECT_EQ(v220.detail.substr(0, 8), "nvlstree") << v220.detail;
+  EXPECT_EQ(v220.label.find("NCCL 2."), std::string::npos) << v220.label;
+  j["rows"][0]["nccl_version"] = "2.24.3";
+  const CollectiveCase row = parse_collectives(j).at(0);
+  EXPECT_EQ(row.nccl_minor, 24);
+  const RowResult v224 = simulate(row);
+  EXPECT_EQ(v224.detail.substr(0, 4), "tree") << v224.detail;
+  EXPECT_NE(v224.label.find("NCCL 2.24"), std::string::npos) << v224.label;
 }
 
 // A forced algorithm the machine does not have (NVLS needs Hopper's NVSwitch) is the row's error, named

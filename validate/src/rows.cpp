@@ -69,7 +69,7 @@ std::vector<CollectiveCase> collectives_from_json(const json& j, const std::stri
       const std::string p = jr::child("/rows", i);
       jr::require_object(r, p);
       jr::check_keys(r, p,
-                     {"machine", "op", "ranks", "size_bytes", "size_note", "nccl_algo", "measured_busbw_GBps",
+                     {"machine", "op", "ranks", "size_bytes", "size_note", "nccl_algo", "nccl_version", "measured_busbw_GBps",
                       "measured_time_us", "derived", "source", "where", "inputs", "note"});
       CollectiveCase c;
       c.id = stem(file) + "/" + std::to_string(i);
@@ -85,6 +85,10 @@ std::vector<CollectiveCase> collectives_from_json(const json& j, const std::stri
           jr::fail(jr::child(p, "nccl_algo"), "expected null (NCCL's choice), \"Ring\", \"Tree\" or \"NVLS\", got " + jr::got(algo));
         }
         c.nccl_algo = a;
+      }
+      if (r.contains("nccl_version")) {
+        c.nccl_minor = parse_nccl_version(jr::read_string(r.at("nccl_version"), jr::child(p, "nccl_version")),
+                                          jr::child(p, "nccl_version"));
       }
       const bool bw = r.contains("measured_busbw_GBps"), t = r.contains("measured_time_us");
       if (bw == t) jr::fail(p, "expected exactly one of measured_busbw_GBps and measured_time_us");

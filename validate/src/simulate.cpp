@@ -82,14 +82,16 @@ RowResult simulate(const CollectiveCase& c) {
   const CollectiveRequest request{c.op, c.ranks, c.size, 0, subset_of_one_server ? c.ranks : topology.uniform_ranks_per_host()};
   Time time;
   std::string algorithm;
+  const int nccl_minor = c.nccl_minor.value_or(kNcclOldestMinor);
   if (!c.nccl_algo) {  // NCCL's own choice: what `twinbed collectives` times as auto
     sim::CollectiveSimulator simulator(topology, "flow");
-    const sim::GroupTiming t = sim::time_group_collective(request, {all}, "auto", simulator, topology);
+    const sim::GroupTiming t = sim::time_group_collective(request, {all}, "auto", simulator, topology, nccl_minor);
     time = t.max();
     algorithm = t.algorithm;
   } else {
-    const std::optional<sim::NcclFabric> fabric = sim::nccl_fabric(topology, all);
+    std::optional<sim::NcclFabric> fabric = sim::nccl_fabric(topology, all);
     if (!fabric) throw ConfigError("/rows", "row " + c.id + ": nccl_algo needs NCCL's model, which does not apply to " + topology.description);
+    fabric->nccl_minor = nccl_minor;
     sim::NcclChoice choice;
     try {
       choice = forced(request, *fabric, *c.nccl_algo);
@@ -104,7 +106,8 @@ RowResult simulate(const CollectiveCase& c) {
   r.id = c.id;
   r.set = Set::Collectives;
   r.label = to_string(c.op) + " " + std::to_string(c.ranks) + " ranks " + format_size(c.size) + " " +
-            (c.nccl_algo ? "NCCL_ALGO=" + *c.nccl_algo : "NCCL's choice");
+            (c.nccl_algo ? "NCCL_ALGO=" + *c.nccl_algo : "NCCL's choice") +
+            (c.nccl_minor ? ", NCCL 2." + std::to_string(*c.nccl_minor) : "");
   r.metric = c.busbw_GBps ? "busbw_GBps" : "time_us";
   r.published = c.busbw_GBps ? *c.busbw_GBps : *c.time_us;
   r.simulated = c.busbw_GBps ? row.busbw_GBps : time.microseconds();

@@ -40,13 +40,20 @@ struct ClusterConfig {
   bool operator==(const ClusterConfig&) const = default;
 };
 
+// The NCCL releases whose tuner `auto` can model, by minor version: 2.20 to 2.26 (sim/nccl_model.hpp
+// says what changed between them). "2.24" or "2.24.3" -> 24; anything else throws ConfigError at `path`
+// naming the accepted range.
+inline constexpr int kNcclOldestMinor = 20;
+inline constexpr int kNcclNewestMinor = 26;
+int parse_nccl_version(const std::string& text, const std::string& path);
+
 // "simulation": options of the sim backend. Names are checked against the accepted lists here; the
 // simulator owns their meaning.
 struct SimulationConfig {
   std::string network = "flow";                  // flow | analytical
   std::string fidelity = "representative";       // full | representative | coarse
   std::string collective_algorithm = "auto";     // auto | ring | tree | rhd | direct | hierarchical
-  bool nccl_pat = false;                         // auto's NCCL has PAT (2.23+; sim/nccl_model.hpp)
+  int nccl_minor = kNcclOldestMinor;             // "nccl_version": the NCCL 2.x auto models
   bool operator==(const SimulationConfig&) const = default;
 };
 

@@ -53,11 +53,11 @@ struct GroupTiming {
 // `algorithm`, a registry name. With "auto", the collective NCCL would run: where NCCL's model
 // applies (nccl_fabric of the first group; not all-to-all), time_nccl; elsewhere the cheapest
 // schedule by choose_algorithm's cost model placed on the first group's ranks. A group of one rank
-// takes no time. `sim` must be bound to `topology`. `nccl_pat`: the NCCL modelled has PAT (2.23+;
-// NcclFabric::pat).
+// takes no time. `sim` must be bound to `topology`. `nccl_minor`: the NCCL release auto models,
+// 2.<nccl_minor> (NcclFabric::nccl_minor).
 GroupTiming time_group_collective(const CollectiveRequest& request, const std::vector<std::vector<int>>& groups,
                                   const std::string& algorithm, CollectiveSimulator& sim, const Topology& topology,
-                                  bool nccl_pat = false);
+                                  int nccl_minor = kNcclOldestMinor);
 
 // NCCL's own collective on every group (nccl_model.hpp): the algorithm and protocol NCCL's tuner picks
 // for the first group's fabric, timed as its tuner prices it; where groups share links (not

@@ -6,15 +6,18 @@
 //
 // * The tuner's estimate, which decides (`nccl_tuner_time`, `nccl_choose`). Source: NVIDIA/nccl
 //   v2.20.3, src/graph/tuning.cc (ncclTopoTuneModel, ncclTopoGetAlgoTime), with the link figures of
-//   src/graph/topo.h and the channel search of src/graph/search.cc. NCCL times an (algorithm, protocol)
+//   src/graph/topo.h and the channel search of src/graph/search.cc, or the tables of a later release
+//   up to 2.26 where NcclFabric::nccl_minor names one (what changed is listed in nccl_model.cpp).
+//   NCCL times an (algorithm, protocol)
 //   pair as
 //       time = latency + bytes / bandwidth            (us, and GB/s of algorithm bandwidth)
 //   where latency = a base launch latency + the protocol's per-hop latency on each hop of the algorithm
 //   (NVLink, PCI or network hops), and bandwidth = channels x per-channel bandwidth, cut by the
 //   protocol's efficiency (LL moves 8-byte lines of which 4 are data and waits on flags; LL128
 //   128-byte lines of which 120 are data; Simple moves whole buffers), and converted from bus to
-//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6; PAT: none). NCCL runs the pair
-//   of least time; so does `nccl_choose`.
+//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6, from 2.23 none for
+//   NVLS's all-gather and reduce-scatter; PAT: none). NCCL runs the pair of least time; so does
+//   `nccl_choose`.
 //
 // * The time the pair takes (`nccl_time`, the time `nccl_choose` reports). NCCL's tuner charges
 //   bytes at peak bandwidth from the first byte; NCCL's kernels do not run that way. Each channel
@@ -49,13 +52,13 @@
 // simplifications said there. How the pieces combine into a time is ours, following NCCL's pipeline
 // model (src/tuning/pipeline_model/, NVIDIA/nccl 623aa029) where it describes the kernels.
 // NVLSTree (NVLS inside each node, a tree of the nodes across the network) is on for any multi-node
-// Hopper NVSwitch communicator with NICs, as v2.20.3 enables it: it needs no SHARP switch (NVLS
-// across nodes without the tree would: CollNet, not modelled). PAT (NCCL 2.23+: all-gather and
-// reduce-scatter in log2(n) rounds where each rank has a node of its own) is priced by 2.23's tuner
-// when NcclFabric::pat says that NCCL is the one modelled; its time is the tuner's estimate. The ring it competes with stays v2.20.3's (2.23 also prices a one-rank-per-node ring's
-// network hops at the tree's network latency, 28 us for Simple rather than 14, which would make PAT
-// win up to about twice the size). Not modelled: the CPU vendor (Intel assumed), NCCL_PROTO
-// (NCCL_ALGO is `nccl_choose`'s `only`), PAT's pipeline, the tree's LL128 chunk halving for small ops.
+// Hopper NVSwitch communicator with NICs, as every modelled release enables it: it needs no SHARP
+// switch (NVLS across nodes without the tree would: CollNet, not modelled). PAT (all-gather and
+// reduce-scatter in log2(n) rounds where each rank has a node of its own) is on from 2.23, as NCCL's
+// NCCL_PAT_ENABLE default has it; its time is the tuner's estimate. Not modelled: the CPU vendor
+// (Intel assumed), NCCL_PROTO (NCCL_ALGO is `nccl_choose`'s `only`), PAT's pipeline, the tree's
+// LL128 chunk halving for small ops, the tree pattern's 0.85 (NCCL_TOPO_PATTERN_TREE; the balanced
+// tree is taken), the net plugin's latencyInter (0 on InfiniBand).
 //
 // The shared schedules (core/schedule.hpp) stay what the real backend executes; this model is how the
 // simulator costs NCCL's own collective (`auto`). NVLS has no shared schedule (the NVSwitch reduces in
@@ -70,6 +73,7 @@
 #include <string>
 #include <vector>
 
+#include "twinbed/core/experiment.hpp"
 #include "twinbed/core/schedule.hpp"
 #include "twinbed/core/topology.hpp"
 
@@ -96,11 +100,10 @@ struct NcclFabric {
   bool has_nics = false;   // the node has NICs (NCCL then searches with its network speed list)
   double nvlink_GBps = 0;  // one GPU's NVLink bandwidth per direction as NCCL counts it (links x its per-link figure)
   double nic_GBps = 0;     // one NIC's line rate; one NIC per GPU
-  // PAT enabled, as NCCL 2.23 and later have it (NCCL_PAT_ENABLE's default); it then serves
-  // all-gather and reduce-scatter where every rank is on its own node. Not something NCCL learns of
-  // the machine but of its own version: the tables are v2.20.3's, which has no PAT, so it is off
-  // unless the caller (the experiment's "simulation": {"nccl_pat": true}) turns it on.
-  bool pat = false;
+  // The NCCL release modelled, 2.<nccl_minor>: not something NCCL learns of the machine but of its own
+  // version. 20 (the default) runs v2.20.3's tables; 21 to 26 those releases' (nccl_model.cpp), PAT
+  // among them from 23. The experiment's "simulation": {"nccl_version": "2.24"} sets it.
+  int nccl_minor = kNcclOldestMinor;
   bool operator==(const NcclFabric&) const = default;
 };
 
@@ -143,8 +146,8 @@ std::optional<Time> nccl_tuner_time(const NcclTable& table, const NcclFabric& fa
 
 // The channels (CTAs) the communicator launches for `algo` before any trimming: ring, tree and PAT
 // run the communicator's channels, the fewer of the ring's and the tree's graph channels doubled
-// (NCCL duplicates them after connecting, ncclTopoPostset), up to 32 (PAT only where the fabric
-// enables it and every rank has a node of its own); NVLS and NVLSTree run their own count (16). 0
+// (NCCL duplicates them after connecting, ncclTopoPostset), up to 32 (PAT only from 2.23 and where
+// every rank has a node of its own); NVLS and NVLSTree run their own count (16). 0
 // where the algorithm is unavailable.
 int nccl_channels(const NcclFabric& fabric, NcclAlgo algo);
 

@@ -80,7 +80,7 @@ struct PlanSimOptions {
   std::string network = "flow";                 // a name from network_models()
   Fidelity fidelity = Fidelity::Representative;
   std::string collective_algorithm = "auto";    // "auto" (what NCCL would run: time_group_collective) or a registry name
-  bool nccl_pat = false;                        // auto's NCCL has PAT (2.23+; NcclFabric::pat)
+  int nccl_minor = kNcclOldestMinor;            // the NCCL release auto models, 2.<minor> (NcclFabric::nccl_minor)
   // Compute model per rank's device; unset: roofline from the topology's DeviceSpec with
   // default_efficiency() for its name.
   std::optional<ComputeProfile> profile;

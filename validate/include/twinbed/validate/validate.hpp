@@ -65,6 +65,7 @@ struct CollectiveCase {
   int ranks = 0;
   Bytes size = 0;                   // nccl-tests' size convention
   std::optional<std::string> nccl_algo;  // nullopt: NCCL's choice; else "Ring", "Tree" or "NVLS"
+  std::optional<int> nccl_minor;         // "nccl_version": the NCCL 2.x the source ran; nullopt: 2.20's tables
   std::optional<double> busbw_GBps;      // exactly one of the two is set
   std::optional<double> time_us;
   bool operator==(const CollectiveCase&) const = default;
