@@ -40,8 +40,8 @@ struct ClusterConfig {
   bool operator==(const ClusterConfig&) const = default;
 };
 
-// The NCCL releases whose tuner `auto` can model, by minor version: 2.20 to 2.26 (sim/nccl_model.hpp
-// says what changed between them). "2.24" or "2.24.3" -> 24; anything else throws ConfigError at `path`
+// The NCCL releases whose tuner `auto` can model, by minor version: 2.20 to 2.26 (sim/src/nccl_model.cpp
+// lists what changed between them). "2.24" or "2.24.3" -> 24; anything else throws ConfigError at `path`
 // naming the accepted range.
 inline constexpr int kNcclOldestMinor = 20;
 inline constexpr int kNcclNewestMinor = 26;

@@ -33,10 +33,10 @@
 //            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes), each
 //            stage at its own rate (NVLink or NIC), the delay the slowest's
 //     tree:  base + the first slice up and down every hop (the hop's latency, half of it for
-//            Simple, whose figure holds a chunk's transfer; then the slice: on every hop for
-//            Simple, twice in the nodes for LL and LL128, which forward line by line there, and on
-//            every network hop, which forwards whole steps) + (slices - 1) x the slice time, a link
-//            carrying each slice twice (NVIDIA's pipeline model, pipeline_model/tree.cc)
+//            Simple before 2.23, whose figure holds a chunk's transfer; then the slice: on every
+//            hop for Simple, twice in the nodes for LL and LL128, which forward line by line there,
+//            and on every network hop, which forwards whole steps) + (slices - 1) x the slice
+//            time, a link carrying each slice twice (NVIDIA's pipeline model, pipeline_model/tree.cc)
 //     PAT:   the tuner's estimate (its pipeline is not modelled).
 //   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
 //   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
