@@ -119,7 +119,6 @@ real::GemmRates time_probe(const real::MpiSession& mpi, const GemmSample& s) {
   return real::measure_gemm_rates(mpi, s.m, s.n, s.k, real::CalibrateOptions{}.seconds_per_point);
 }
 
-
 // rank and size: this process's place in the job (an MPI job, or one GPU process alone: 0 of 1); `mpi`
 // the job's session (null for one GPU process alone).
 int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank, int size) {
@@ -214,27 +213,18 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
       for (FlopsPerSec x : r.ranks) out.push_back(x / g.rate);
       return out;
     };
-    // The slowest and the fastest rank's ratio.
+    // The slowest and the fastest rank's ratio, before and after the runs.
     const auto extremes = [&](const real::GemmRates& r) {
       const std::vector<double> x = ratios(r);
       const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
       return std::pair{*lo, *hi};
     };
-    const auto span = [&](const real::GemmRates& r) {
-      const auto [lo, hi] = extremes(r);
-      char buf[48];
-      std::snprintf(buf, sizeof buf, "x%.2f-%.2f", lo, hi);
-      return std::string(buf);
-    };
-    // How far apart the ranks ran: the fastest over the slowest, less 1.
-    const auto rank_spread = [&](const real::GemmRates& r) {
-      const auto [lo, hi] = extremes(r);
-      return hi / lo - 1;
-    };
+    const auto [slowest_before, fastest_before] = extremes(speed->before);
+    const auto [slowest_after, fastest_after] = extremes(speed->after);
     std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
-                "measured runs and x%.2f after (ranks %s and %s)\n",
+                "measured runs and x%.2f after (ranks x%.2f-%.2f and x%.2f-%.2f)\n",
                 static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), before, after,
-                span(speed->before).c_str(), span(speed->after).c_str());
+                slowest_before, fastest_before, slowest_after, fastest_after);
     if (std::max(std::abs(before - 1), std::abs(after - 1)) > kSpeedDriftTolerance)
       std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
                   "model; calibrate again and compare\n");
@@ -252,7 +242,8 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
     // that speed predicts them. Where it moved during the runs, or ran the ranks at different speeds (a
     // process sharing one rank's core), no one factor describes them, and there is no correction.
     const bool held = std::abs(after / before - 1) <= kSpeedDriftTolerance;
-    const bool even = std::max(rank_spread(speed->before), rank_spread(speed->after)) <= kSpeedDriftTolerance;
+    // How far apart the ranks ran: the fastest over the slowest, less 1.
+    const bool even = std::max(fastest_before / slowest_before, fastest_after / slowest_after) - 1 <= kSpeedDriftTolerance;
     if (held && even) {
       const double factor = std::sqrt(before * after);
       sim::PlanSimOptions corrected_options = sim_options;

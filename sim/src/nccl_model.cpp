@@ -501,10 +501,10 @@ int ring_steps(CollectiveOp op, int n) {
 Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 
 // NVLS's and NVLSTree's bus bandwidth as later NCCL prices it (src/tuning/nvls.cc, 1fc949c5), GB/s;
-// 0 without them. NVLS inside one node has no network to cap it; NVLSTree is the lesser of its NVLink
-// side (nvls_link_bus_per_channel, per graph channel) and its network's. A channel's speed on NVLink is the
-// link's share, not the speed the search listed: the search books each of the ppn channels ppn + 1
-// times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on every GPU's link — all
+// 0 without them. NVLS inside one node has no network to cap it; NVLSTree is the lesser of its
+// NVLink side (nvls_link_bus_per_channel, per graph channel) and its network's. A channel's speed on
+// NVLink is the link's share, not the speed the search listed: the search books each of the ppn
+// channels ppn + 1 times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on every GPU's link — all
 // its data out to the switch's reductions and all the results back, and its own head's 1/ppn share both
 // ways (src/device/all_reduce.h @0e35f5d3, RunWorkElement<ncclFuncAllReduce, ..., NCCL_ALGO_NVLS, ...>:
 // scatter into the heads' buffers, multimem reduce and store through the switch, gather; NVIDIA's S.
@@ -682,9 +682,9 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     //   NVLS stage: the node's NVLS share, as on one node (NVLS alone: the channel's share itself).
     //   Network hop: network_hop_Bpus, the NIC's speed as the search booked it for the graph's
     //     channels, split among the CTAs (as NVIDIA's computeNVLSMaxBusBw, src/tuning/pipeline_model/
-    //     nvls.cc @53947894, has it). A tree link carries each slice twice, up and down, so across more than
-    //     two nodes NVLSTree's throughput (its bus bandwidth, the delay) is about half that rate; one
-    //     slice crossing one hop moves at the full rate.
+    //     nvls.cc @53947894, has it). A tree link carries each slice twice, up and down, so across
+    //     more than two nodes NVLSTree's throughput (its bus bandwidth, the delay) is about half that
+    //     rate; one slice crossing one hop moves at the full rate.
     // Across 4 nodes of 8 H100 this takes 8 to 64 MiB from 19-39 % slow to within 3.3 % of the
     // measurement in NVIDIA/nccl-tests issue #309 (h100-4node-nccltests309-xe9680-vm); the same sizes
     // of a second cluster's sweep, added after, read within 5.8 % (h100-4node-voltage-park-ib).
