@@ -81,6 +81,8 @@ Bytes bytes_per_element(DType t) {
   throw InvalidArgument("bytes_per_element: not a DType");
 }
 
+DType activation_dtype(DType model_dtype) { return model_dtype == DType::FP8 ? DType::BF16 : model_dtype; }
+
 std::string dtype_name(DType t) {
   for (const auto& i : kDTypes) {
     if (i.type == t) return i.name;
@@ -298,6 +300,7 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // Korthikanti et al. §4.1 count, per layer, what backward needs: elements of the activation dtype
   // (e bytes; the paper's 16-bit e = 2 gives its coefficients) and 1-byte dropout masks.
   const double e = bytes_per_element(m.dtype) == 4 ? 4.0 : 2.0;
+  const double lin = m.dtype == DType::FP8 ? 1.0 : e;  // the four linear GEMMs' inputs (model.hpp)
   const double t = tp;
   const double s = d(m.seq_len) / cp;  // this rank's share of the sequence
   const double sbh = s * d(micro_batch) * d(m.hidden);
@@ -312,11 +315,11 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   }
   // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
   // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
-  double replicated = e * 4 * sbh + 2 * sbh;
+  double replicated = (2 * e + 2 * lin) * sbh + 2 * sbh;
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
   // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
-  double split = e * (sb * d(m.qkv_width()) + sbh + sbf * d(m.fc1_width()) / d(m.ffn()) + sbf);
+  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn())) + lin * (sbh + sbf);
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b); a flash
   // kernel keeps only the FP32 log-sum-exp of each score row.
   if (recompute == Recompute::None) {
@@ -331,7 +334,7 @@ Bytes loss_activation_bytes(const TransformerModel& m, std::int64_t micro_batch,
   if (micro_batch < 1 || tp < 1 || cp < 1) throw InvalidArgument("loss_activation_bytes: micro_batch, tp and cp must be >= 1");
   const double tokens = d(micro_batch) * d(m.seq_len) / cp;
   const double logits = tokens * d(ceil_div(m.vocab, tp));
-  if (m.loss == LossImpl::Fused) return std::llround(logits * d(bytes_per_element(m.dtype)) + 4 * tokens);
+  if (m.loss == LossImpl::Fused) return std::llround(logits * d(bytes_per_element(activation_dtype(m.dtype))) + 4 * tokens);
   return std::llround(logits * 4);
 }
 
@@ -359,7 +362,9 @@ OpCost matmul(std::string name, Kind kind, Phase phase, const Shape& s, DType dt
   op.phase = phase;
   const double b = d(s.batch);
   op.flops = 2 * b * s.m * s.n * s.k;
-  op.bytes = std::llround(b * (s.m * s.k + s.k * s.n + s.m * s.n) * d(bytes_per_element(dt)));
+  // Inputs in dt; the output in dt too, except FP8's, which Transformer Engine writes in BF16.
+  const double in = d(bytes_per_element(dt)), out = d(bytes_per_element(activation_dtype(dt)));
+  op.bytes = std::llround(b * ((s.m * s.k + s.k * s.n) * in + s.m * s.n * out));
   op.m = std::llround(s.m);
   op.n = std::llround(s.n);
   op.k = std::llround(s.k);
@@ -406,8 +411,10 @@ struct Dims {
   std::int64_t heads_batch;  // b·a/t attention matmuls
   double att;        // b·(a/t)·(s/cp)·s attention-score elements on this rank
   double cp;         // context-parallel ranks
-  double e;          // element bytes
-  DType dt;
+  double e;          // activation element bytes
+  DType dt;          // the activation dtype (activation_dtype): every op's but the linear GEMMs'
+  DType linear_dt;   // the QKV, projection, FC1 and FC2 GEMMs' (the experts'): the model's
+  bool fp8;          // linear_dt is FP8: Transformer Engine's quantisation passes (model.hpp)
   // MoE
   std::int64_t local_experts;
   double tokens_per_expert;  // b·s·k·ep/E
@@ -441,8 +448,10 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.hd = d(m.hidden / m.heads);
   x.heads_batch = c.micro_batch * (m.heads / c.tp);
   x.att = d(x.heads_batch) * x.sq * x.s;
-  x.e = d(bytes_per_element(m.dtype));
-  x.dt = m.dtype;
+  x.dt = activation_dtype(m.dtype);
+  x.e = d(bytes_per_element(x.dt));
+  x.linear_dt = m.dtype;
+  x.fp8 = m.dtype == DType::FP8;
   x.local_experts = m.experts / c.ep;
   x.experts = d(m.experts);
   x.routed = x.tokens * d(m.top_k);
@@ -472,9 +481,12 @@ LayerShapes layer_shapes(const OpContext& c, const Dims& x) {
   return L;
 }
 
-void layernorm_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
+// LayerNorm's forward: reads its input and γ, β, writes its output; in FP8 where an FP8 GEMM reads it
+// (fp8_out: Transformer Engine's LayerNormLinear, layernorm_fwd_fp8).
+void layernorm_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x, bool fp8_out = false) {
   const double n = x.tokens_sp * x.h;
-  ops.push_back(memory_bound(name, Phase::Forward, 2 * n * x.e + 2 * x.h * x.e, n * kLayerNorm.fwd, x.dt));
+  const double out = fp8_out ? 1 : x.e;
+  ops.push_back(memory_bound(name, Phase::Forward, n * (x.e + out) + 2 * x.h * x.e, n * kLayerNorm.fwd, x.dt));
 }
 // LayerNorm's backward as Megatron-LM's fused kernel runs it (megatron/fused_kernels/
 // layer_norm_cuda_kernel.cu, HostLayerNormGradient, the kernel Apex's FusedLayerNorm has; PyTorch's own
@@ -557,6 +569,32 @@ void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n,
   bias_bwd(ops, gemm + "_bias_bwd", in, x.fc1_t, x);
 }
 
+// Transformer Engine's FP8 quantisation around a linear GEMM (model.hpp; nothing unless x.fp8), over
+// the `elements` the GEMM reads (in) or whose gradient it receives (out), the whole sequence's under
+// sequence parallelism. An FP8 element is one byte; a transpose reads and writes one.
+// Forward, for an input no LayerNorm wrote in FP8: cast_to_fp8, or fp8_cast_transpose_fused, which also
+// writes the transpose the weight gradient reads (Linear does that without sequence parallelism).
+void fp8_input_cast_fwd(std::vector<OpCost>& ops, const std::string& gemm, double in, const Dims& x, bool transpose) {
+  if (!x.fp8) return;
+  ops.push_back(memory_bound(gemm + "_cast_fwd", Phase::Forward, in * (x.e + (transpose ? 2 : 1)), in, x.dt));
+}
+// Backward: the transpose of an FP8 input the forward did not transpose (tex.fp8_transpose), for the
+// weight gradient.
+void fp8_input_transpose_bwd(std::vector<OpCost>& ops, const std::string& gemm, double in, const Dims& x) {
+  if (!x.fp8) return;
+  ops.push_back(memory_bound(gemm + "_input_transpose_bwd", Phase::BackwardWeight, 2 * in, 0, x.dt));
+}
+// Backward: the output gradient in FP8 and its transpose. fp8_cast_transpose_fused over all of it; or,
+// for a row-parallel GEMM under sequence parallelism (`gathered`), cast_to_fp8 of this rank's 1/t
+// shard, which the tensor group then all-gathers, and fp8_transpose of the gathered whole
+// (grad_output_preprocess in module/base.py).
+void fp8_grad_cast_bwd(std::vector<OpCost>& ops, const std::string& gemm, double out, const Dims& x, bool gathered,
+                       int tp) {
+  if (!x.fp8) return;
+  const double bytes = gathered ? out / tp * (x.e + 1) + 2 * out : out * (x.e + 2);
+  ops.push_back(memory_bound(gemm + "_grad_cast_bwd", Phase::BackwardData, bytes, out, x.dt));
+}
+
 // FlashAttention over this rank's b·a/t heads (Dao 2023, FlashAttention-2, Algorithms 1 and 2). The
 // causal mask leaves the blocks above the diagonal unvisited: half the two matmuls' work,
 // 2·b·(a/t)·s²·(h/a) FLOPs. Forward reads Q, K, V and writes O and the FP32 log-sum-exp; backward reads
@@ -632,21 +670,25 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c) {
   const Dims x = dims(m, c, "layer_forward_ops");
   const LayerShapes L = layer_shapes(c, x);
-  const DType dt = x.dt;
+  const DType dt = x.dt, lin = x.linear_dt;
   const bool fused = m.fused_elementwise;
+  // Linear's fp8_cast_transpose_fused unless sequence parallelism is on (TE: only with tp > 1; model.hpp).
+  const bool transpose = !(c.sequence_parallel && c.tp > 1);
   std::vector<OpCost> ops;
-  layernorm_fwd(ops, "ln1_fwd", x);
-  ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, dt));
+  layernorm_fwd(ops, "ln1_fwd", x, x.fp8);
+  ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, lin));
   bias_fwd(ops, "qkv_bias_fwd", x.tokens * x.qkv_t, x.qkv_t, x);
   attention_core_fwd(ops, m, c, x, L);
-  ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, dt));
+  fp8_input_cast_fwd(ops, "proj", L.proj.m * L.proj.k, x, transpose);
+  ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, lin));
   residual_fwd(ops, "attn", x, fused);
-  layernorm_fwd(ops, "ln2_fwd", x);
+  layernorm_fwd(ops, "ln2_fwd", x, x.fp8);
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
-    ops.push_back(matmul("fc1_fwd", Kind::Gemm, Phase::Forward, L.fc1, dt));
+    ops.push_back(matmul("fc1_fwd", Kind::Gemm, Phase::Forward, L.fc1, lin));
     activation_fwd(ops, "fc1", n, x, fused);
-    ops.push_back(matmul("fc2_fwd", Kind::Gemm, Phase::Forward, L.fc2, dt));
+    fp8_input_cast_fwd(ops, "fc2", n, x, transpose);
+    ops.push_back(matmul("fc2_fwd", Kind::Gemm, Phase::Forward, L.fc2, lin));
   } else {
     const double logits = x.tokens_sp * x.experts;
     const double n = x.routed * x.f_t;
@@ -655,9 +697,12 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
     ops.push_back(memory_bound("router_topk_fwd", Phase::Forward, logits * x.e + x.routed_sp * (x.e + 8),
                                logits * kSoftmax.fwd, dt));
     ops.push_back(memory_bound("expert_permute_fwd", Phase::Forward, 2 * x.routed_sp * x.h * x.e, 0, dt));
-    ops.push_back(matmul("expert_fc1_fwd", Kind::Gemm, Phase::Forward, L.expert_fc1, dt));
+    // The experts' inputs are no LayerNorm's output, and no sequence is split among an expert's ranks.
+    fp8_input_cast_fwd(ops, "expert_fc1", x.routed * x.h, x, true);
+    ops.push_back(matmul("expert_fc1_fwd", Kind::Gemm, Phase::Forward, L.expert_fc1, lin));
     activation_fwd(ops, "expert_fc1", n, x, fused);
-    ops.push_back(matmul("expert_fc2_fwd", Kind::Gemm, Phase::Forward, L.expert_fc2, dt));
+    fp8_input_cast_fwd(ops, "expert_fc2", n, x, true);
+    ops.push_back(matmul("expert_fc2_fwd", Kind::Gemm, Phase::Forward, L.expert_fc2, lin));
     // Weighted sum of each token's k expert outputs.
     ops.push_back(memory_bound("expert_unpermute_fwd", Phase::Forward, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
@@ -670,36 +715,46 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
   const Dims x = dims(m, c, "layer_backward_ops");
   const LayerShapes L = layer_shapes(c, x);
   const DType dt = x.dt;
-  const auto gemm_bwd = [&](std::vector<OpCost>& ops, const std::string& name, const Shape& s) {
-    ops.push_back(matmul(name + "_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), dt));
-    ops.push_back(matmul(name + "_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), dt));
+  const auto gemm_bwd = [&](std::vector<OpCost>& ops, const std::string& name, const Shape& s, DType t) {
+    ops.push_back(matmul(name + "_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), t));
+    ops.push_back(matmul(name + "_wgrad", Kind::Gemm, Phase::BackwardWeight, wgrad(s), t));
   };
+  // A linear GEMM's backward with Transformer Engine's FP8 passes (model.hpp): its output gradient
+  // quantised (gathered: row-parallel under sequence parallelism), the transpose of its input where the
+  // forward did not write one (`input`: its elements, 0 where it did), then the two GEMMs.
+  const auto linear_bwd = [&](std::vector<OpCost>& ops, const std::string& name, const Shape& s, bool gathered,
+                              double input) {
+    fp8_grad_cast_bwd(ops, name, s.m * s.n * d(s.batch), x, gathered, c.tp);
+    if (input > 0) fp8_input_transpose_bwd(ops, name, input, x);
+    gemm_bwd(ops, name, s, x.linear_dt);
+  };
+  const bool sp = c.sequence_parallel && c.tp > 1;  // as Transformer Engine's modules take it
   std::vector<OpCost> ops;
   residual_bwd(ops, "mlp", m.moe() ? "expert_fc2" : "fc2", x);
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
-    gemm_bwd(ops, "fc2", L.fc2);
+    linear_bwd(ops, "fc2", L.fc2, sp, sp ? n : 0);
     activation_bwd(ops, "fc1", n, x);
-    gemm_bwd(ops, "fc1", L.fc1);
+    linear_bwd(ops, "fc1", L.fc1, false, x.tokens * x.h);  // ln2's FP8 output, transposed here
   } else {
     const double logits = x.tokens_sp * x.experts;
     const double n = x.routed * x.f_t;
     ops.push_back(memory_bound("expert_unpermute_bwd", Phase::BackwardData, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
-    gemm_bwd(ops, "expert_fc2", L.expert_fc2);
+    linear_bwd(ops, "expert_fc2", L.expert_fc2, false, 0);
     activation_bwd(ops, "expert_fc1", n, x);
-    gemm_bwd(ops, "expert_fc1", L.expert_fc1);
+    linear_bwd(ops, "expert_fc1", L.expert_fc1, false, 0);
     ops.push_back(memory_bound("expert_permute_bwd", Phase::BackwardData, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(memory_bound("router_topk_bwd", Phase::BackwardData, 2 * logits * x.e + x.routed_sp * x.e,
                                logits * kSoftmax.bwd, dt));
-    gemm_bwd(ops, "router", L.router);
+    gemm_bwd(ops, "router", L.router, dt);
   }
   layernorm_bwd(ops, "ln2_bwd", x);
   grad_sum_bwd(ops, "ln2", x);
   residual_bwd(ops, "attn", "proj", x);
-  gemm_bwd(ops, "proj", L.proj);
+  linear_bwd(ops, "proj", L.proj, sp, sp ? L.proj.m * L.proj.k : 0);
   attention_core_bwd(ops, m, c, x);
-  gemm_bwd(ops, "qkv", L.qkv);
+  linear_bwd(ops, "qkv", L.qkv, false, x.tokens * x.h);  // ln1's FP8 output, transposed here
   bias_bwd(ops, "qkv_bias_bwd", x.tokens * x.qkv_t, x.qkv_t, x);
   layernorm_bwd(ops, "ln1_bwd", x);
   grad_sum_bwd(ops, "ln1", x);

@@ -217,7 +217,7 @@ OpCost optimizer_step_cost(const std::vector<ParamTensor>& params, const Layout&
     Bytes per = kAdam;
     if (!fused) {
       const Bytes grad = gradient_bytes_per_element(layout, g.dtype);
-      const Bytes weight = bytes_per_element(g.dtype);
+      const Bytes weight = parameter_bytes_per_element(g.dtype);  // FP8 weights are kept in 16 bits
       per += 4 + grad;                      // the norm of the FP32 gradients; the gradient buffer zeroed
       if (weight < 4) {                     // 16-bit weights: an FP32 master copy
         if (grad < 4) per += grad + 4;      // gradients copied into FP32 main gradients

@@ -93,7 +93,7 @@ class Builder {
  public:
   Builder(const TransformerModel& model, const Layout& layout, Plan& plan)
       : m_(model), l_(layout), plan_(plan), tables_(plan), ctx_(layout.op_context()) {
-    e_ = bytes_per_element(m_.dtype);
+    e_ = bytes_per_element(activation_dtype(m_.dtype));  // activations, messages, TP collectives
     pe_ = parameter_bytes_per_element(m_.dtype);
     ge_ = gradient_bytes_per_element(l_, m_.dtype);  // the gradient buffers' and reductions' (layout.hpp)
     M_ = l_.micro_batches();

@@ -250,6 +250,26 @@ TEST(Activations, Fp32DoublesElementsNotMasks) {
   EXPECT_THROW(activation_bytes_per_layer(m, 0, 1, false, Recompute::None), InvalidArgument);
 }
 
+TEST(Activations, Fp8KeepsTheLinearInputsInOneByte) {
+  TransformerModel m = gpt_model("x", 2, 256, 4, 128, 1000, DType::FP8);
+  const TransformerModel bf16 = gpt_model("x", 2, 256, 4, 128, 1000, DType::BF16);
+  const double sbh = 128.0 * 256, sbf = 4 * sbh;
+  // Transformer Engine saves the QKV and FC1 inputs (the LayerNorms' FP8 outputs) and the projection's
+  // and FC2's inputs in FP8: one byte each instead of two; the rest as BF16's.
+  for (bool sp : {false, true}) {
+    const double t = 2;
+    const double saved = (sp ? 2 * sbh / t : 2 * sbh) + (sbh + sbf) / t;
+    EXPECT_EQ(activation_bytes_per_layer(bf16, 1, 2, sp, Recompute::None) - activation_bytes_per_layer(m, 1, 2, sp, Recompute::None),
+              std::llround(saved))
+        << sp;
+  }
+  // Full recomputation keeps the BF16 layer input.
+  EXPECT_EQ(activation_bytes_per_layer(m, 1, 1, false, Recompute::Full), activation_bytes_per_layer(bf16, 1, 1, false, Recompute::Full));
+  EXPECT_EQ(activation_dtype(DType::FP8), DType::BF16);
+  EXPECT_EQ(activation_dtype(DType::FP16), DType::FP16);
+  EXPECT_EQ(activation_dtype(DType::FP32), DType::FP32);
+}
+
 // ---- ops and FLOPs -------------------------------------------------------------------------------
 
 TEST(Flops, TrainingFlopsEqualNarayananFormulas) {
@@ -658,6 +678,90 @@ ConfigError model_config_error(const json& j) {
 
 std::string config_error_path(const json& j) { return model_config_error(j).path(); }
 std::string config_error_message(const json& j) { return model_config_error(j).what(); }
+
+// FP8 is Transformer Engine's recipe (model.hpp): the four linear GEMMs in FP8 with BF16 outputs,
+// everything else the BF16 model's, and TE's quantisation passes around those GEMMs.
+TEST(Fp8, LinearGemmsOnlyWithTransformerEnginesCasts) {
+  TransformerModel m = gpt_model("x", 2, 256, 4, 128, 1000, DType::FP8);
+  m.bias = false;
+  TransformerModel bf16 = m;
+  bf16.dtype = DType::BF16;
+  const double T = 128, h = 256, f = 1024, t = 2;
+  for (bool sp : {false, true}) {
+    SCOPED_TRACE(sp);
+    const OpContext c{1, 2, sp, 1, 1};
+    const auto fwd = layer_forward_ops(m, c), bwd = layer_backward_ops(m, c);
+    const auto ref_fwd = layer_forward_ops(bf16, c), ref_bwd = layer_backward_ops(bf16, c);
+    for (const char* g : {"qkv_fwd", "proj_fwd", "fc1_fwd", "fc2_fwd", "qkv_dgrad", "fc2_wgrad"}) {
+      const auto& ops = std::string(g).ends_with("_fwd") ? fwd : bwd;
+      const auto& ref = std::string(g).ends_with("_fwd") ? ref_fwd : ref_bwd;
+      const OpCost& op = find_op(ops, g);
+      EXPECT_EQ(op.dtype, DType::FP8) << g;
+      EXPECT_EQ(op.flops, find_op(ref, g).flops) << g;
+      // FP8 inputs, a BF16 output.
+      EXPECT_EQ(op.bytes, std::llround(d(op.m) * d(op.k) + d(op.k) * d(op.n) + 2 * d(op.m) * d(op.n))) << g;
+    }
+    // Attention, element-wise ops and their bytes are BF16's; LayerNorm writes its output in FP8.
+    EXPECT_EQ(find_op(fwd, "softmax_fwd"), find_op(ref_fwd, "softmax_fwd"));
+    EXPECT_EQ(find_op(fwd, "gelu_fwd"), find_op(ref_fwd, "gelu_fwd"));
+    const double n = T / (sp ? t : 1) * h;
+    EXPECT_EQ(find_op(ref_fwd, "ln1_fwd").bytes - find_op(fwd, "ln1_fwd").bytes, std::llround(n));
+    // The projection's and FC2's inputs are cast (and, without SP, transposed too): read 2, write 1 (+1).
+    const double proj_in = T * h / t, fc2_in = T * f / t;
+    EXPECT_EQ(find_op(fwd, "proj_cast_fwd").bytes, std::llround(proj_in * (sp ? 3 : 4)));
+    EXPECT_EQ(find_op(fwd, "fc2_cast_fwd").bytes, std::llround(fc2_in * (sp ? 3 : 4)));
+    // Backward: every output gradient cast and transposed (read 2, write 1 + 1), the row-parallel ones
+    // under SP cast on this rank's shard (read 2, write 1, over T·h/t) and transposed after the gather.
+    const double row_out = T * h;
+    const double row_bytes = sp ? row_out / t * 3 + 2 * row_out : row_out * 4;
+    EXPECT_EQ(find_op(bwd, "proj_grad_cast_bwd").bytes, std::llround(row_bytes));
+    EXPECT_EQ(find_op(bwd, "fc2_grad_cast_bwd").bytes, std::llround(row_bytes));
+    EXPECT_EQ(find_op(bwd, "qkv_grad_cast_bwd").bytes, std::llround(T * 3 * h / t * 4));
+    EXPECT_EQ(find_op(bwd, "fc1_grad_cast_bwd").bytes, std::llround(T * f / t * 4));
+    // The LayerNorms' FP8 outputs are transposed in backward (T·h, gathered); the projection's and FC2's
+    // inputs only under SP (the forward transposed them otherwise).
+    EXPECT_EQ(find_op(bwd, "qkv_input_transpose_bwd").bytes, std::llround(2 * T * h));
+    EXPECT_EQ(find_op(bwd, "fc1_input_transpose_bwd").bytes, std::llround(2 * T * h));
+    const auto has = [&](const char* name) {
+      return std::any_of(bwd.begin(), bwd.end(), [&](const OpCost& op) { return op.name == name; });
+    };
+    EXPECT_EQ(has("proj_input_transpose_bwd"), sp);
+    EXPECT_EQ(has("fc2_input_transpose_bwd"), sp);
+    if (sp) {
+      EXPECT_EQ(find_op(bwd, "fc2_input_transpose_bwd").bytes, std::llround(2 * fc2_in));
+    }
+  }
+  // Sequence parallelism at t = 1 is none, for these passes as for everything else.
+  EXPECT_EQ(layer_forward_ops(m, {1, 1, true, 1, 1}), layer_forward_ops(m, {1, 1, false, 1, 1}));
+  EXPECT_EQ(layer_backward_ops(m, {1, 1, true, 1, 1}), layer_backward_ops(m, {1, 1, false, 1, 1}));
+  // Outside the layers: the output layer and the loss are BF16's, whatever the model's dtype.
+  const OpContext c{1, 2, false, 1, 1};
+  EXPECT_EQ(head_forward_ops(m, c), head_forward_ops(bf16, c));
+  EXPECT_EQ(head_backward_ops(m, c), head_backward_ops(bf16, c));
+  EXPECT_EQ(embedding_forward_ops(m, c), embedding_forward_ops(bf16, c));
+  // A 16-bit model has none of these passes.
+  for (const auto& list : model_op_lists(bf16, c, Recompute::Full)) {
+    for (const OpCost& op : list) EXPECT_EQ(op.name.find("cast"), std::string::npos) << op.name;
+  }
+  // Full recomputation re-runs the casts with the forward.
+  const auto re = layer_recompute_ops(m, c, Recompute::Full);
+  EXPECT_EQ(find_op(re, "proj_cast_recompute").bytes, find_op(layer_forward_ops(m, c), "proj_cast_fwd").bytes);
+}
+
+TEST(Fp8, ExpertGemmsCastTheirInputsAndGradients) {
+  TransformerModel m = gpt_model("moe", 2, 256, 4, 128, 1000, DType::FP8);
+  m.experts = 4;
+  m.top_k = 2;
+  const OpContext c{1, 1, false, 2, 1};
+  const auto fwd = layer_forward_ops(m, c), bwd = layer_backward_ops(m, c);
+  const double routed = 128.0 * 2, h = 256, f = 1024;
+  EXPECT_EQ(find_op(fwd, "expert_fc1_fwd").dtype, DType::FP8);
+  EXPECT_EQ(find_op(fwd, "router_fwd").dtype, DType::BF16);
+  EXPECT_EQ(find_op(fwd, "expert_fc1_cast_fwd").bytes, std::llround(routed * h * 4));
+  EXPECT_EQ(find_op(fwd, "expert_fc2_cast_fwd").bytes, std::llround(routed * f * 4));
+  EXPECT_EQ(find_op(bwd, "expert_fc2_grad_cast_bwd").bytes, std::llround(routed * h * 4));
+  EXPECT_EQ(find_op(bwd, "expert_fc1_grad_cast_bwd").bytes, std::llround(routed * f * 4));
+}
 
 TEST(ModelJson, ParsesAndRoundTrips) {
   const json j = json::parse(R"({"name": "gpt3", "layers": 96, "hidden": 12288, "heads": 96, "seq_len": 2048,

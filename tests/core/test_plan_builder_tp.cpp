@@ -1,6 +1,6 @@
 // The builder's tensor-parallel backward of the column-parallel GEMMs (QKV, FC1) as Megatron-LM issues
-// it (plan_builder.cpp, ColumnBackward), the data-parallel buckets issued in backward order, and the
-// gradient dtype of the layout.
+// it (plan_builder.cpp, ColumnBackward), the data-parallel buckets issued in backward order, the
+// gradient dtype of the layout, and what an FP8 model's ranks send each other.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -274,5 +274,32 @@ TEST(PlanBuilderTp, Fp32GradientsDoubleTheReducedBytes) {
       EXPECT_EQ(model_state_of(p.params, l).grads,
                 2 * model_state_of(bf16.programs[static_cast<std::size_t>(stage)].params, bf16.layout).grads);
     }
+  }
+}
+
+// An FP8 model (Transformer Engine's recipe, model.hpp) computes its linear GEMMs in FP8 but keeps BF16
+// activations and 16-bit weights: its pipeline messages, tensor-parallel collectives, gradient
+// reductions and model state are a BF16 model's; only compute ops differ.
+TEST(PlanBuilderTp, Fp8ModelsMoveWhatBf16ModelsMove) {
+  Layout l = layout3d(2, 2, 2, 4);
+  l.sequence_parallel = true;
+  l.zero_stage = 1;
+  TransformerModel fp8 = tiny();
+  fp8.dtype = DType::FP8;
+  const Plan a = build_plan(fp8, l, cluster(l)), b = build_plan(tiny(), l, cluster(l));
+  ASSERT_EQ(a.programs.size(), b.programs.size());
+  for (std::size_t r = 0; r < a.programs.size(); ++r) {
+    // Activation allocations differ (the linear inputs are saved in FP8); sends and collectives do not.
+    const auto moved = [](const Program& p) {
+      std::vector<std::pair<OpKind, Bytes>> out;
+      for (const PlanOp& op : p.ops) {
+        if (op.kind == OpKind::Send || op.kind == OpKind::Recv || op.kind == OpKind::Collective) out.emplace_back(op.kind, op.bytes);
+      }
+      return out;
+    };
+    const auto sent = moved(a.programs[r]);
+    EXPECT_FALSE(sent.empty());
+    EXPECT_EQ(sent, moved(b.programs[r])) << "rank " << r;
+    EXPECT_EQ(model_state_of(a.programs[r].params, l), model_state_of(b.programs[r].params, l)) << "rank " << r;
   }
 }

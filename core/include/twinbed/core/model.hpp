@@ -35,6 +35,14 @@ std::string dtype_name(DType t);
 // Inverse of dtype_name; throws UnknownName listing the names otherwise.
 DType parse_dtype(const std::string& name);
 std::vector<std::string> dtype_names();
+// The dtype a model of `model_dtype` keeps its activations in and runs everything but its transformer
+// layers' linear GEMMs in: its own, except FP8. FP8 training is Transformer Engine's recipe (NVIDIA
+// Transformer Engine, transformer_engine/pytorch/module/linear.py and layernorm_linear.py; Megatron-LM's
+// TE layer spec): the QKV, projection, FC1 and FC2 GEMMs (and the experts') read FP8 inputs and weights
+// and write BF16; LayerNorm, attention, the activation function, the residual adds, the embedding, the
+// output layer and the loss run in BF16, and activations, pipeline messages and tensor-parallel
+// collectives carry BF16. So activation_dtype(FP8) is BF16.
+DType activation_dtype(DType model_dtype);
 
 // Activation recomputation (Korthikanti et al.): none; selective (the attention core — QKᵀ, softmax,
 // dropout, ·V — is recomputed, its s²-sized activations are not stored); full (each layer stores only
@@ -116,7 +124,9 @@ struct TransformerModel {
   std::int64_t vocab = 0;
   std::int64_t experts = 1;     // 1 = dense; > 1 = every layer's FFN is a mixture of `experts` FFNs
   std::int64_t top_k = 1;       // experts each token is routed to (MoE only)
-  DType dtype = DType::BF16;    // weights and activations; optimizer master state is FP32 regardless
+  // Weights and activations; optimizer master state is FP32 regardless. FP8: the linear GEMMs only,
+  // with 16-bit weights and BF16 activations (activation_dtype).
+  DType dtype = DType::BF16;
   // As the framework implements it (they change the op lists, not the model's FLOPs):
   AttentionImpl attention = AttentionImpl::Fused;
   LossImpl loss = LossImpl::Megatron;
@@ -263,7 +273,10 @@ Bytes parameter_bytes_per_element(DType dtype);
 //   selective:                 s·b·h·(10 + 24/t) without SP, 34·s·b·h/t with SP
 //   full:                      2·s·b·h (the layer input; /t with SP, which keeps it sequence-sharded)
 // For other f the FFN terms scale with f (GeLU and FC2 inputs are s·b·f each); for FP32/TF32 the
-// element terms double (masks stay one byte). Sequence parallelism with t = 1 changes nothing.
+// element terms double (masks stay one byte). FP8 (Transformer Engine, activation_dtype): the inputs
+// of the four linear GEMMs (QKV, projection, FC1, FC2) are kept in FP8, one byte (linear.py saves the
+// FP8 input or only its FP8 transpose; layernorm_linear.py the FP8 LayerNorm output), the rest in
+// BF16. Sequence parallelism with t = 1 changes nothing.
 // Flash attention stores nothing s²-sized at any recomputation: without recomputation its 5·a·s²·b
 // term becomes the FP32 log-sum-exp of each score row, 4·a·s·b bytes (/t).
 // MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
@@ -273,7 +286,7 @@ Bytes parameter_bytes_per_element(DType dtype);
 // for micro_batch < 1, tp < 1 or cp < 1.
 // What the loss keeps for its backward, per micro-batch on the rank of the last stage, over its
 // b·(s/cp)·⌈V/t⌉ logits (LossImpl): megatron the FP32 softmax (4 bytes a logit), pytorch the FP32
-// log-softmax (4), fused the logits in the model's dtype and each row's FP32 log-sum-exp. Throws
+// log-softmax (4), fused the logits in the activation dtype and each row's FP32 log-sum-exp. Throws
 // InvalidArgument for micro_batch < 1, tp < 1 or cp < 1.
 Bytes loss_activation_bytes(const TransformerModel& m, std::int64_t micro_batch, int tp, int cp = 1);
 
@@ -378,6 +391,17 @@ struct OpContext {
 // connection are summed by a pass of their own (ln_grad_sum_bwd); with biases, each GEMM's bias
 // gradient is a column sum of its output gradient (qkv_bias, proj_bias, fc1_bias, fc2_bias; "_bwd");
 // outside flash attention, the Q, K and V gradients are concatenated into QKV's (qkv_grad_cat_bwd).
+// FP8 (Transformer Engine's recipe, activation_dtype): the QKV, projection, FC1 and FC2 GEMMs (expert
+// FC1 and FC2 under MoE) are FP8 with BF16 outputs; every other op is the BF16 one. Transformer Engine
+// quantises what those GEMMs read, as memory-bound passes (TE 2024, module/linear.py, layernorm_linear.py,
+// base.py grad_output_preprocess): ln1 and ln2 write their output in FP8 (layernorm_fwd_fp8); the
+// projection's and FC2's inputs are cast, "<gemm>_cast_fwd" (cast_to_fp8 with sequence parallelism,
+// else fp8_cast_transpose_fused, which also writes the transpose backward wants; the experts' likewise);
+// backward transposes each FP8 input the forward did not ("<gemm>_input_transpose_bwd", tex.fp8_transpose)
+// and quantises every output gradient, "<gemm>_grad_cast_bwd" (fp8_cast_transpose_fused; for the
+// row-parallel projection and FC2 under sequence parallelism, cast_to_fp8 of the local shard, an
+// all-gather in FP8, then fp8_transpose). Not modelled: the weights' cast (once a step with
+// is_first_microbatch, as Megatron-LM passes it) and the amax and scale updates.
 // Throws InvalidArgument when the context is impossible for the model (heads % tp, ffn % tp,
 // experts % ep, seq_len % tp under sequence parallelism, micro_batch < 1).
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c);

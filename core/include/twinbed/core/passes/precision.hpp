@@ -33,7 +33,9 @@
 //    regenerated in that dtype (same name; layout op context and recomputation), or matmul_cost with
 //    the same shape for matmuls outside the lists. FLOPs and every other field are kept; bytes another
 //    pass changed are scaled by the same ratio. Other technique kernels, and memory-bound ops outside
-//    the model's lists, are left as they are.
+//    the model's lists, are left as they are. FP8 here is the dtype of the ops the pass puts in it,
+//    not Transformer Engine's recipe a model of dtype fp8 runs (model.hpp): the pass adds none of its
+//    quantisation passes. A plan of an fp8 model, whose ops are not of one dtype, is a ConfigError.
 //  - Parameter tensors take their layer's dtype (embedding and final norm: layer -1's; LoRA factors
 //    their base's), and the model-state allocations and the optimizer step follow (model_state_of:
 //    2+2+12 B per 16-bit parameter with its FP32 master copy, 4+4+8 B per FP32 one).
@@ -42,7 +44,7 @@
 //    recomputation); the recomputation workspace ("l<l>.recompute", Workspace) by the same formula's
 //    (no recomputation − recomputation) difference. Rounded to the nearest byte.
 //  - Activation collectives (tp, ep, the embedding's tp reduction) and Send/Recv scale with the element
-//    size of their layer's dtype (layer -1 for pipeline messages).
+//    size of their layer's activation dtype (activation_dtype; layer -1 for pipeline messages).
 //  - Gradient and parameter collectives (TensorClass Grads / Weights) with a parameter set, and
 //    communication buffers with one (ZeRO-3), are recomputed from their slices: Σ elements × the
 //    gradient (or parameter) bytes per element of each tensor's dtype. A gradient collective whose
