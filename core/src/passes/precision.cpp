@@ -209,10 +209,7 @@ class PrecisionRewrite {
     const auto found = old_list.find(c.name);
     if (c.kernel == OpCost::Kernel::None && found != old_list.end()) {
       ref_old = found->second;
-      const auto& new_list = lists(t);
-      const auto there = new_list.find(c.name);
-      if (there == new_list.end()) return c;  // never: the model is not fp8 (apply_precision)
-      ref_new = there->second;
+      ref_new = lists(t).at(c.name);
     } else if (c.is_matmul()) {
       ref_old = matmul_cost(c.name, c.kind, c.phase, c.m, c.n, c.k, c.batch, c.dtype);
       ref_new = matmul_cost(c.name, c.kind, c.phase, c.m, c.n, c.k, c.batch, t);
