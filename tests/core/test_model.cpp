@@ -761,6 +761,14 @@ TEST(Fp8, ExpertGemmsCastTheirInputsAndGradients) {
   EXPECT_EQ(find_op(fwd, "expert_fc2_cast_fwd").bytes, std::llround(routed * f * 4));
   EXPECT_EQ(find_op(bwd, "expert_fc2_grad_cast_bwd").bytes, std::llround(routed * h * 4));
   EXPECT_EQ(find_op(bwd, "expert_fc1_grad_cast_bwd").bytes, std::llround(routed * f * 4));
+  // ln2 feeds the router, which reads BF16: it writes BF16, and its output is stored as BF16.
+  TransformerModel bf16 = m;
+  bf16.dtype = DType::BF16;
+  EXPECT_EQ(find_op(fwd, "ln2_fwd"), find_op(layer_forward_ops(bf16, c), "ln2_fwd"));
+  EXPECT_LT(find_op(fwd, "ln1_fwd").bytes, find_op(layer_forward_ops(bf16, c), "ln1_fwd").bytes);
+  const double sbh = 128.0 * 256, sbf = 4 * sbh;
+  EXPECT_EQ(activation_bytes_per_layer(bf16, 1, 1, false, Recompute::None) - activation_bytes_per_layer(m, 1, 1, false, Recompute::None),
+            std::llround(sbh + sbh + 2 * sbf));  // QKV's and the projection's inputs, FC2's (top_k of them)
 }
 
 TEST(ModelJson, ParsesAndRoundTrips) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "support/layouts.hpp"
@@ -278,9 +279,10 @@ TEST(PlanBuilderTp, Fp32GradientsDoubleTheReducedBytes) {
 }
 
 // An FP8 model (Transformer Engine's recipe, model.hpp) computes its linear GEMMs in FP8 but keeps BF16
-// activations and 16-bit weights: its pipeline messages, tensor-parallel collectives, gradient
-// reductions and model state are a BF16 model's; only compute ops differ.
-TEST(PlanBuilderTp, Fp8ModelsMoveWhatBf16ModelsMove) {
+// activations and 16-bit weights: its pipeline messages, reduce-scatters, gradient reductions and model
+// state are a BF16 model's. Its SP all-gathers of what the FP8 GEMMs read (the LayerNorms' outputs,
+// forward and again for the weight gradient; the row-parallel GEMMs' output gradients) carry FP8: half.
+TEST(PlanBuilderTp, Fp8ModelsMoveWhatBf16ModelsMoveButGatherFp8) {
   Layout l = layout3d(2, 2, 2, 4);
   l.sequence_parallel = true;
   l.zero_stage = 1;
@@ -289,17 +291,29 @@ TEST(PlanBuilderTp, Fp8ModelsMoveWhatBf16ModelsMove) {
   const Plan a = build_plan(fp8, l, cluster(l)), b = build_plan(tiny(), l, cluster(l));
   ASSERT_EQ(a.programs.size(), b.programs.size());
   for (std::size_t r = 0; r < a.programs.size(); ++r) {
-    // Activation allocations differ (the linear inputs are saved in FP8); sends and collectives do not.
-    const auto moved = [](const Program& p) {
-      std::vector<std::pair<OpKind, Bytes>> out;
+    // Activation allocations and compute ops differ; what moves between ranks is listed in order.
+    const auto moved = [](const Plan& plan, const Program& p) {
+      std::vector<std::tuple<OpKind, std::string, Bytes>> out;
       for (const PlanOp& op : p.ops) {
-        if (op.kind == OpKind::Send || op.kind == OpKind::Recv || op.kind == OpKind::Collective) out.emplace_back(op.kind, op.bytes);
+        if (op.kind == OpKind::Send || op.kind == OpKind::Recv || op.kind == OpKind::Collective) {
+          out.emplace_back(op.kind, name_of(plan, op), op.bytes);
+        }
       }
       return out;
     };
-    const auto sent = moved(a.programs[r]);
-    EXPECT_FALSE(sent.empty());
-    EXPECT_EQ(sent, moved(b.programs[r])) << "rank " << r;
+    const auto x = moved(a, a.programs[r]), y = moved(b, b.programs[r]);
+    ASSERT_EQ(x.size(), y.size());
+    int gathers = 0, others = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const auto& [kind, name, bytes] = x[i];
+      ASSERT_EQ(name, std::get<1>(y[i]));
+      const bool fp8_gather = ends_with(name, "tp_allgather") || ends_with(name, "tp_allgather_bwd") ||
+                              ends_with(name, "tp_allgather_wgrad");
+      (fp8_gather ? gathers : others) += 1;
+      EXPECT_EQ(bytes * (fp8_gather ? 2 : 1), std::get<2>(y[i])) << name;
+    }
+    EXPECT_GT(gathers, 0);
+    EXPECT_GT(others, 0);
     EXPECT_EQ(model_state_of(a.programs[r].params, l), model_state_of(b.programs[r].params, l)) << "rank " << r;
   }
 }

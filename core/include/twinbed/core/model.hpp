@@ -276,7 +276,7 @@ Bytes parameter_bytes_per_element(DType dtype);
 // element terms double (masks stay one byte). FP8 (Transformer Engine, activation_dtype): the inputs
 // of the four linear GEMMs (QKV, projection, FC1, FC2) are kept in FP8, one byte (linear.py saves the
 // FP8 input or only its FP8 transpose; layernorm_linear.py the FP8 LayerNorm output), the rest in
-// BF16. Sequence parallelism with t = 1 changes nothing.
+// BF16; an MoE's FC1 input, which its router reads too, stays BF16. Sequence parallelism with t = 1 changes nothing.
 // Flash attention stores nothing s²-sized at any recomputation: without recomputation its 5·a·s²·b
 // term becomes the FP32 log-sum-exp of each score row, 4·a·s·b bytes (/t).
 // MoE: the FFN terms count top_k times (balanced routing); router and permutation buffers are ignored.
@@ -394,7 +394,8 @@ struct OpContext {
 // FP8 (Transformer Engine's recipe, activation_dtype): the QKV, projection, FC1 and FC2 GEMMs (expert
 // FC1 and FC2 under MoE) are FP8 with BF16 outputs; every other op is the BF16 one. Transformer Engine
 // quantises what those GEMMs read, as memory-bound passes (TE 2024, module/linear.py, layernorm_linear.py,
-// base.py grad_output_preprocess): ln1 and ln2 write their output in FP8 (layernorm_fwd_fp8); the
+// base.py grad_output_preprocess): ln1 and ln2 write their output in FP8 (layernorm_fwd_fp8; ln2 not
+// under MoE, whose router reads it in BF16); the
 // projection's and FC2's inputs are cast, "<gemm>_cast_fwd" (cast_to_fp8 with sequence parallelism,
 // else fp8_cast_transpose_fused, which also writes the transpose backward wants; the experts' likewise);
 // backward transposes each FP8 input the forward did not ("<gemm>_input_transpose_bwd", tex.fp8_transpose)

@@ -306,7 +306,11 @@ void validate(const Plan& plan);
 //    all-gathers over TP) from the previous stage, embedding on stage 0, per layer the forward ops of model.hpp
 //    with 2 TP all-reduces (or, with SP, 2 all-gathers + 2 reduce-scatters), 2 EP all-to-alls per MoE
 //    layer, the head on the last stage, Send to the next stage; backward mirrors it with recompute ops
-//    first. Activations are allocated at the layer's forward and freed after its backward.
+//    first. Activations are allocated at the layer's forward and freed after its backward. Messages
+//    and collectives carry the activation dtype (activation_dtype), except an fp8 model's SP
+//    all-gathers of what its FP8 GEMMs read (the LayerNorms' outputs, forward and for the weight
+//    gradient; the projection's and FC2's output gradients), which carry FP8 as Transformer Engine
+//    gathers them.
 //  - DP gradient reduction in buckets of layout.bucket_bytes on the Collective stream (gradient_buckets
 //    below); with overlap_grad_reduce each bucket depends on the last micro-batch's backward ops that
 //    complete its gradients; without, all buckets follow the whole backward. ZeRO 0: all-reduce; 1-2:
