@@ -83,6 +83,11 @@ Bytes bytes_per_element(DType t) {
 
 DType activation_dtype(DType model_dtype) { return model_dtype == DType::FP8 ? DType::BF16 : model_dtype; }
 
+Fp8LayerNorms fp8_layer_norms(const TransformerModel& m) {
+  const bool fp8 = m.dtype == DType::FP8;
+  return {.attention = fp8, .ffn = fp8 && !m.moe()};
+}
+
 std::string dtype_name(DType t) {
   for (const auto& i : kDTypes) {
     if (i.type == t) return i.name;
@@ -301,7 +306,8 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // (e bytes; the paper's 16-bit e = 2 gives its coefficients) and 1-byte dropout masks.
   const double e = bytes_per_element(m.dtype) == 4 ? 4.0 : 2.0;
   const double lin = m.dtype == DType::FP8 ? 1.0 : e;  // the four linear GEMMs' inputs (model.hpp)
-  const double fc1_in = m.moe() ? e : lin;             // an MoE's FC1 reads the permuted tokens
+  const Fp8LayerNorms fp8_norms = fp8_layer_norms(m);
+  const double qkv_in = fp8_norms.attention ? 1.0 : e, fc1_in = fp8_norms.ffn ? 1.0 : e;
   const double t = tp;
   const double s = d(m.seq_len) / cp;  // this rank's share of the sequence
   const double sbh = s * d(micro_batch) * d(m.hidden);
@@ -316,7 +322,7 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   }
   // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
   // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
-  double replicated = (2 * e + lin + fc1_in) * sbh + 2 * sbh;
+  double replicated = (2 * e + qkv_in + fc1_in) * sbh + 2 * sbh;
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
   // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
@@ -676,14 +682,15 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
   // Linear's fp8_cast_transpose_fused unless sequence parallelism is on (TE: only with tp > 1; model.hpp).
   const bool transpose = !(c.sequence_parallel && c.tp > 1);
   std::vector<OpCost> ops;
-  layernorm_fwd(ops, "ln1_fwd", x, x.fp8);
+  const Fp8LayerNorms fp8_norms = fp8_layer_norms(m);
+  layernorm_fwd(ops, "ln1_fwd", x, fp8_norms.attention);
   ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, lin));
   bias_fwd(ops, "qkv_bias_fwd", x.tokens * x.qkv_t, x.qkv_t, x);
   attention_core_fwd(ops, m, c, x, L);
   fp8_input_cast_fwd(ops, "proj", L.proj.m * L.proj.k, x, transpose);
   ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, lin));
   residual_fwd(ops, "attn", x, fused);
-  layernorm_fwd(ops, "ln2_fwd", x, x.fp8 && !m.moe());  // an MoE's router reads it in BF16
+  layernorm_fwd(ops, "ln2_fwd", x, fp8_norms.ffn);
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     ops.push_back(matmul("fc1_fwd", Kind::Gemm, Phase::Forward, L.fc1, lin));

@@ -128,10 +128,7 @@ class Builder {
     p2p_bytes_ = bsh / l_.tp;
     gather_p2p_ = !sp && l_.tp > 1;
     tp_bytes_ = bsh;  // all-reduce: per-rank buffer; SP all-gather / reduce-scatter: the gathered array
-    // An FP8 model's SP all-gathers of what its FP8 GEMMs read carry FP8, one byte an element
-    // (Transformer Engine: LayerNormLinear gathers its FP8 LayerNorm output, forward and again for the
-    // weight gradient; a row-parallel Linear casts its output gradient to FP8 before gathering it).
-    tp_fp8_gather_bytes_ = m_.dtype == DType::FP8 ? bsh / e_ : bsh;
+    fp8_norms_ = fp8_layer_norms(m_);
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
     cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
     a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
@@ -493,7 +490,10 @@ class Builder {
       ColumnBackward column;
       for (std::size_t i = 0; i < lists_[kBwd].size(); ++i) {
         const std::string& name = lists_[kBwd][i].name;
-        if (is_column_parallel_dgrad(name)) column.gather = regather_input(mb, prev, prefix, layer);
+        if (is_column_parallel_dgrad(name)) {
+          // QKV reads ln1's output; FC1, ln2's.
+          column.gather = regather_input(mb, prev, prefix, layer, name == "qkv_dgrad" ? fp8_norms_.attention : fp8_norms_.ffn);
+        }
         gather_kv(kBwd, i, mb, prev, prefix, layer);
         prev = compute(kBwd, i, mb, prev, layer, local);
         gate();
@@ -858,8 +858,7 @@ class Builder {
     if (forward_like) {
       const std::string base = op_name.substr(0, op_name.rfind('_'));  // strip _fwd / _recompute
       if (tp && sp && (base == "ln1" || base == "ln2")) {
-        // ln2's output feeds an MoE's router, not an FP8 GEMM (model.hpp).
-        tpc(CollectiveOp::AllGather, "tp_allgather", base == "ln1" || !m_.moe() ? tp_fp8_gather_bytes_ : tp_bytes_);
+        tpc(CollectiveOp::AllGather, "tp_allgather", gather_bytes(base == "ln1" ? fp8_norms_.attention : fp8_norms_.ffn));
       }
       if (tp && (base == "proj" || base == ffn_out)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce", tp_bytes_);
@@ -867,9 +866,9 @@ class Builder {
       if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
     } else {
       if (tp && sp && (op_name == "mlp_residual_bwd" || op_name == "attn_residual_bwd")) {
-        // The projection's output gradient, and FC2's (an MoE's experts read theirs through the unpermute).
-        const bool fp8 = op_name == "attn_residual_bwd" || !m_.moe();
-        tpc(CollectiveOp::AllGather, "tp_allgather_bwd", fp8 ? tp_fp8_gather_bytes_ : tp_bytes_);
+        // The projection's output gradient, or FC2's (an MoE's expert_unpermute's).
+        const bool attn = op_name == "attn_residual_bwd";
+        tpc(CollectiveOp::AllGather, "tp_allgather_bwd", gather_bytes(attn ? fp8_norms_.attention : fp8_norms_.ffn));
       }
       // QKV's and FC1's input gradients: ColumnBackward above. The MoE router's: here, in line.
       if (tp && m_.moe() && op_name == "router_dgrad") {
@@ -934,11 +933,12 @@ class Builder {
   bool is_column_parallel_dgrad(const std::string& op_name) const {
     return l_.tp > 1 && (op_name == "qkv_dgrad" || (!m_.moe() && op_name == "fc1_dgrad"));
   }
-  // SP: the all-gather of the saved b·s/t·h input (tp_bytes_, the gathered array) after `dep` (the op
-  // before the dgrad: PyTorch's NCCL stream waits for the compute stream at issue). -1 without SP.
-  std::int64_t regather_input(int mb, std::int64_t dep, const std::string& prefix, int layer) {
+  // SP: the all-gather of the saved b·s/t·h input (tp_bytes_, the gathered array; in FP8, `fp8`) after
+  // `dep` (the op before the dgrad: PyTorch's NCCL stream waits for the compute stream at issue). -1
+  // without SP.
+  std::int64_t regather_input(int mb, std::int64_t dep, const std::string& prefix, int layer, bool fp8) {
     if (!(l_.sequence_parallel && l_.tp > 1)) return -1;
-    return async_tp(coll1(CollectiveOp::AllGather, GroupKind::Tp, tp_fp8_gather_bytes_, StreamKind::P2P, prefix + "tp_allgather_wgrad", mb,
+    return async_tp(coll1(CollectiveOp::AllGather, GroupKind::Tp, gather_bytes(fp8), StreamKind::P2P, prefix + "tp_allgather_wgrad", mb,
                           dep, layer, -1));
   }
   // The input gradient's collective after the dgrad `dgrad` (and, with SP, the all-gather `gather`).
@@ -987,7 +987,12 @@ class Builder {
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
   bool gather_p2p_ = false;  // pipeline messages are TP slices the receiver all-gathers
-  Bytes p2p_bytes_ = 0, tp_bytes_ = 0, tp_fp8_gather_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
+  Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
+  // Which SP all-gathers carry FP8 (model.hpp): an fp8 model's of what its FP8 GEMMs read, one byte an
+  // element, as Transformer Engine sends them (LayerNormLinear gathers its FP8 LayerNorm output, forward
+  // and again for the weight gradient; a row-parallel Linear casts its output gradient before gathering).
+  Fp8LayerNorms fp8_norms_;
+  Bytes gather_bytes(bool fp8) const { return fp8 ? tp_bytes_ / e_ : tp_bytes_; }
   Bytes act_loss_ = 0;                   // what the loss keeps for its backward, per micro-batch (last stage)
   std::vector<std::int32_t> loss_act_;   // its tensor, per micro-batch
   std::array<std::ptrdiff_t, kOpLists> attn_first_{}, attn_last_{};  // each list's first and last attention op, -1: none

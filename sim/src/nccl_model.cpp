@@ -504,9 +504,10 @@ Bytes ceil_div(Bytes a, Bytes b) { return (a + b - 1) / b; }
 // 0 without them. NVLS inside one node has no network to cap it; NVLSTree is the lesser of its
 // NVLink side (nvls_link_bus_per_channel, per graph channel) and its network's. A channel's speed on
 // NVLink is the link's share, not the speed the search listed: the search books each of the ppn
-// channels ppn + 1 times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on every GPU's link — all
-// its data out to the switch's reductions and all the results back, and its own head's 1/ppn share both
-// ways (src/device/all_reduce.h @0e35f5d3, RunWorkElement<ncclFuncAllReduce, ..., NCCL_ALGO_NVLS, ...>:
+// channels ppn + 1 times on a head's link (nccl_graph), which is the traffic NVLS's kernel puts on
+// every GPU's link — all its data out to the switch's reductions and all the results back, and its
+// own head's 1/ppn share both ways (src/device/all_reduce.h @0e35f5d3, RunWorkElement<ncclFuncAllReduce,
+// ..., NCCL_ALGO_NVLS, ...>:
 // scatter into the heads' buffers, multimem reduce and store through the switch, gather; NVIDIA's S.
 // Jeaugey, NVIDIA/nccl issue #1083, 2023-11-21: for size S on N GPUs NVLS's reduce-scatter must "Send S,
 // Receive S/N" and its all-gather "Send S/N, Receive S", so the all-reduce, one then the other, sends and

@@ -264,6 +264,17 @@ Bytes parameter_bytes_per_element(DType dtype);
 
 // ---- activations ---------------------------------------------------------------------------------
 
+// Which of a layer's LayerNorm outputs an fp8 model writes in FP8 for an FP8 GEMM to read (Transformer
+// Engine's LayerNormLinear), and so which of its tensor-parallel all-gathers carry FP8 (plan.hpp):
+// `attention` ln1's (QKV reads it; the projection's output gradient is gathered in FP8 too), `ffn`
+// ln2's (FC1 reads it; FC2's output gradient likewise) in a dense layer only — an MoE's router reads
+// ln2's output in BF16 and its experts cast what they read themselves. Both false for other dtypes.
+struct Fp8LayerNorms {
+  bool attention = false;
+  bool ffn = false;
+};
+Fp8LayerNorms fp8_layer_norms(const TransformerModel& m);
+
 // Bytes of activations one transformer layer keeps for its backward pass, per micro-batch of b
 // sequences, on one tensor-parallel rank (Korthikanti et al. §4, 16-bit activations, 1-byte dropout
 // masks). For f = 4h and a 16-bit dtype this is exactly REFERENCE.md's
