@@ -47,7 +47,8 @@ constexpr std::pair<Recompute, const char*> kRecompute[] = {
     {Recompute::None, "none"}, {Recompute::Selective, "selective"}, {Recompute::Full, "full"}};
 constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
     {AttentionImpl::Unfused, "unfused"}, {AttentionImpl::Fused, "fused"},   {AttentionImpl::Flash, "flash"},
-    {AttentionImpl::Flash1, "flash1"},   {AttentionImpl::Flash2, "flash2"}, {AttentionImpl::Flash3, "flash3"}};
+    {AttentionImpl::Flash1, "flash1"},   {AttentionImpl::Flash2, "flash2"}, {AttentionImpl::Flash3, "flash3"},
+    {AttentionImpl::Cudnn, "cudnn"}};
 constexpr std::pair<FfnActivation, const char*> kActivations[] = {{FfnActivation::Gelu, "gelu"},
                                                                   {FfnActivation::Swiglu, "swiglu"}};
 }  // namespace
@@ -65,13 +66,24 @@ std::string loss_name(LossImpl l) { return enum_names::name_of(kLoss, l, "loss_n
 std::vector<std::string> loss_names() { return enum_names::names(kLoss); }
 LossImpl parse_loss(const std::string& name) { return enum_names::parse(kLoss, name, "loss implementation"); }
 bool is_flash(AttentionImpl a) { return a != AttentionImpl::Unfused && a != AttentionImpl::Fused; }
-int flash_generation(AttentionImpl a) {
+FlashKernel flash_kernel(AttentionImpl a) {
   switch (a) {
-    case AttentionImpl::Flash1: return 1;
-    case AttentionImpl::Flash2: return 2;
-    case AttentionImpl::Flash3: return 3;
-    default: return 0;
+    case AttentionImpl::Flash1: return FlashKernel::Flash1;
+    case AttentionImpl::Flash2: return FlashKernel::Flash2;
+    case AttentionImpl::Flash3: return FlashKernel::Flash3;
+    case AttentionImpl::Cudnn: return FlashKernel::Cudnn;
+    default: return FlashKernel::Newest;
   }
+}
+std::string flash_kernel_title(FlashKernel k) {
+  switch (k) {
+    case FlashKernel::Flash1: return "FlashAttention";
+    case FlashKernel::Flash2: return "FlashAttention-2";
+    case FlashKernel::Flash3: return "FlashAttention-3";
+    case FlashKernel::Cudnn: return "cuDNN attention";
+    case FlashKernel::Newest: break;
+  }
+  return "the newest FlashAttention";
 }
 
 Bytes bytes_per_element(DType t) {
@@ -615,7 +627,7 @@ OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, cons
   const bool forward = phase != Phase::BackwardData;
   OpCost op = matmul(name, Kind::Attention, phase, {x.sq, x.s, x.hd, x.heads_batch}, x.dt);
   op.flash = true;
-  op.flash_generation = flash_generation(impl);
+  op.flash_kernel = flash_kernel(impl);
   op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
   op.bytes = std::llround(forward ? 2 * qkvo + 2 * kv + lse : 4 * qkvo + 4 * kv + lse);
   return op;

@@ -15,6 +15,142 @@ namespace twinbed::sim {
 
 using nlohmann::json;
 
+namespace {
+
+// ---- flash-attention kernels, as their papers measured them ---------------------------------------
+// Both papers run one benchmark (FlashAttention-2, Dao 2023, arXiv:2307.08691 §4.1; FlashAttention-3,
+// Shah et al. 2024, arXiv:2407.08608 §4.1): "we vary the sequence length as 512, 1k, ..., 16k, and set
+// batch size so that the total number of tokens is 16k. We set the hidden dimension to 2048, and head
+// dimension to be either 64, 128 [...]"; FP16; FLOPs 4·seqlen²·head_dim·heads, halved under a causal
+// mask, × 2.5 for the backward pass — the count flash_attention() in core/src/model.cpp makes. Speeds in
+// TFLOP/s as printed on the bars, at these lengths:
+constexpr std::array<std::int64_t, 6> kFlashBenchSeq{512, 1024, 2048, 4096, 8192, 16384};
+constexpr std::int64_t kFlashBenchTokens = 16384, kFlashBenchHidden = 2048;
+using BenchSpeeds = std::array<double, 6>;
+
+// One kernel on Hopper at one head dimension: FlashAttention-3 paper, H100 80GB SXM5 (clock fixed at
+// 1,830 MHz, the clock of the 989 TFLOP/s peak; appendix C.1), Figure 5 (forward; (b), (d) with a causal
+// mask, (a), (c) without, head dimension 64, 128) and Figure 6 (backward, (a), (b): without a causal mask
+// only, the paper has no causal backward figure). Training masks causally, so the backward's causal
+// speed is taken as its non-causal one times the forward's causal / non-causal ratio at that length: the
+// mask costs both passes the same way (the blocks above the diagonal skipped, the diagonal ones masked,
+// the work per thread block uneven). The one figure of both passes under the mask agrees: on A100,
+// FlashAttention-2's forward + backward falls by about what its forward alone does on H100 (head
+// dimension 64, 512 to 8k: 88/132 to 165/175, against 180/282 to 295/322).
+struct HopperFigures {
+  std::int64_t head_dim;
+  BenchSpeeds forward_causal, forward, backward;
+};
+
+constexpr double kH100Peak = 989;  // TFLOP/s, dense FP16/BF16 at 1,830 MHz (the paper's peak; device.cpp)
+constexpr double kA100Peak = 312;
+
+FlashRates hopper(const std::array<HopperFigures, 2>& figures) {
+  FlashRates r;
+  for (const HopperFigures& f : figures) {
+    for (std::size_t i = 0; i < kFlashBenchSeq.size(); ++i) {
+      const double causal_ratio = f.forward_causal[i] / f.forward[i];
+      r.push_back({f.head_dim, kFlashBenchSeq[i], f.forward_causal[i] / kH100Peak,
+                   f.backward[i] * causal_ratio / kH100Peak});
+    }
+  }
+  return r;
+}
+
+std::array<FlashRates, kFlashKernels> flash_rates_hopper() {
+  //                        head dim, forward causal,                   forward,                      backward
+  const FlashRates flash2 = hopper({{{64, {180, 229, 262, 284, 295, 299}, {282, 306, 318, 321, 322, 324},
+                                      {198, 238, 264, 279, 287, 291}},
+                                     {128, {191, 260, 298, 319, 333, 335}, {309, 350, 362, 368, 370, 370},
+                                      {214, 260, 291, 310, 318, 322}}}});
+  const FlashRates flash3 = hopper({{{64, {197, 265, 371, 420, 460, 473}, {333, 392, 460, 476, 496, 497},
+                                      {272, 363, 422, 453, 472, 474}},
+                                     {128, {292, 423, 521, 579, 602, 616}, {467, 565, 625, 638, 646, 648},
+                                      {316, 424, 501, 542, 559, 561}}}});
+  const FlashRates cudnn = hopper({{{64, {225, 288, 334, 363, 379, 388}, {335, 373, 395, 408, 412, 413},
+                                     {266, 348, 395, 417, 432, 433}},
+                                    {128, {315, 410, 484, 518, 529, 539}, {497, 574, 617, 609, 600, 595},
+                                     {305, 408, 465, 499, 518, 516}}}});
+  // The paper's "cuDNN" is cuDNN 9.1.1's fused flash attention, what Transformer Engine's FusedAttention
+  // calls. No figure there for the first FlashAttention.
+  return {flash3, {}, flash2, flash3, cudnn};
+}
+
+// A100: FlashAttention-2 paper, A100 80GB SXM4, Figure 4 (forward + backward; (c), (d) with a causal
+// mask, head dimension 64, 128). Only the combined speed is taken, the same for both passes, so a
+// step's fwd + bwd attention time is the figure's. Head dimension 64, every length: figure 4(c) as the
+// arXiv source's figs/flash2_causal_True_hdim_64_fwd_bwd_speed.pdf prints it. Head dimension 128: 8k
+// only (FlashAttention 80, FlashAttention-2 182), the one column of 4(d) found in public text, a review's
+// reading of the rendered arXiv v1 page ("causal, 128 | 34 / 80 / 91 / 78 / 182"; its 4(c) column,
+// 18 / 92 / 69 / 79 / 165, is the source file's exactly). No figure for FlashAttention-3 (Hopper only)
+// or cuDNN.
+FlashRates a100(const BenchSpeeds& hdim64, double hdim128_8k) {
+  FlashRates r;
+  for (std::size_t i = 0; i < kFlashBenchSeq.size(); ++i) {
+    r.push_back({64, kFlashBenchSeq[i], hdim64[i] / kA100Peak, hdim64[i] / kA100Peak});
+  }
+  r.push_back({128, 8192, hdim128_8k / kA100Peak, hdim128_8k / kA100Peak});
+  return r;
+}
+
+std::array<FlashRates, kFlashKernels> flash_rates_a100() {
+  const FlashRates flash1 = a100({58, 70, 77, 87, 92, 97}, 80);
+  const FlashRates flash2 = a100({88, 119, 140, 156, 165, 171}, 182);
+  return {flash2, flash1, flash2, {}, {}};
+}
+
+// A flash-attention kernel runs one thread block per (query block, head, sequence): FlashAttention-2
+// (§3.2-3.3) splits the queries into blocks of 128 rows for head dimensions up to 128 (block sizes
+// {64, 128} × {64, 128}, the larger for the query side), as FlashAttention-3 does on Hopper. Its
+// blocks quantise into waves over the SMs as a GEMM's tiles do: `queries` rows, `heads` (head, sequence)
+// pairs.
+constexpr std::int64_t kFlashQueryBlock = 128;
+
+double flash_block_efficiency(std::int64_t queries, std::int64_t heads, const KernelShapeModel& shapes) {
+  KernelShapeModel blocks = shapes;
+  blocks.tile_m = blocks.tile_n = kFlashQueryBlock;
+  return tile_efficiency(queries, kFlashQueryBlock, 1, heads, blocks);
+}
+
+// A flash kernel's rate for `op` (its queries op.m, head dimension op.k, pass op.phase; a recomputed
+// forward is a forward) from the measured points: those of the nearest measured head dimension (in
+// ratio), interpolated linearly in log length between the lengths measured, the nearest measured length
+// beyond them. A point with head_dim 0 (or seq 0) stands for every head dimension (length). `rates` must
+// not be empty.
+double flash_rate(const FlashRates& rates, const OpCost& op) {
+  const auto log_distance = [](std::int64_t a, std::int64_t b) {
+    return a <= 0 || b <= 0 ? 0.0 : std::abs(std::log(static_cast<double>(a) / static_cast<double>(b)));
+  };
+  std::int64_t head_dim = rates.front().head_dim;
+  for (const FlashRatePoint& r : rates) {
+    if (log_distance(r.head_dim, op.k) < log_distance(head_dim, op.k)) head_dim = r.head_dim;
+  }
+  std::vector<FlashRatePoint> points;
+  for (const FlashRatePoint& r : rates) {
+    if (r.head_dim == head_dim) points.push_back(r);
+  }
+  std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+  const bool backward = op.phase == OpCost::Phase::BackwardData || op.phase == OpCost::Phase::BackwardWeight;
+  const auto at = [&](const FlashRatePoint& r) { return backward ? r.backward : r.forward; };
+  if (op.m <= points.front().seq) return at(points.front());
+  for (std::size_t i = 1; i < points.size(); ++i) {
+    if (op.m <= points[i].seq) {
+      const double f = std::log(static_cast<double>(op.m) / static_cast<double>(points[i - 1].seq)) /
+                       std::log(static_cast<double>(points[i].seq) / static_cast<double>(points[i - 1].seq));
+      return at(points[i - 1]) + f * (at(points[i]) - at(points[i - 1]));
+    }
+  }
+  return at(points.back());
+}
+
+}  // namespace
+
+std::array<FlashRates, kFlashKernels> uniform_flash_rates(double fraction) {
+  std::array<FlashRates, kFlashKernels> r;
+  for (FlashRates& k : r) k = {FlashRatePoint{0, 0, fraction, fraction}};
+  return r;
+}
+
 Efficiency default_efficiency(const std::string& device_name) {
   // The large-GEMM ceiling: the rate a large dense GEMM sustains on training data. A GPU runs large GEMMs at
   // its power limit, and random-valued operands switch more transistors than benign ones, so the clock, and
@@ -48,21 +184,12 @@ Efficiency default_efficiency(const std::string& device_name) {
   // H100/H200: 0.90 — PyTorch's element-wise ReLU on 2^29 FP16 elements, 0.704 ms for a read and a
   // write, 3.05 TB/s, 91% of 3.35 (pytorch/pytorch pull request #145746, "Hopper H100", 2025-01); no
   // public STREAM figure for the SXM part was found. The same share for every memory-bound kernel.
-  // Flash attention by generation, as a fraction of the datasheet peak (see Efficiency::flash_attention),
-  // the middle of the range each paper's abstract gives over its benchmarks (sequence lengths, head
-  // sizes, causal or not, forward and backward), since a training step runs both passes over one shape:
-  //  - A100, FlashAttention-2 (Dao 2023, arXiv:2307.08691): "reaching 50-73% of the theoretical maximum
-  //    FLOPs/s on A100": 0.61; FlashAttention, in the same abstract: "reaching only 25-40% of the
-  //    theoretical maximum FLOPs/s": 0.325. FlashAttention-3 needs Hopper's instructions (TMA, WGMMA).
-  //  - H100/H200: FlashAttention-3 (Shah et al. 2024, arXiv:2407.08608): "speedup on H100 GPUs by
-  //    1.5-2.0× with FP16 reaching up to 740 TFLOPs/s (75% utilization)" over FlashAttention-2's "35%
-  //    utilization on the H100": from 1.5 × 35% = 52.5% to 75%: 0.64; FlashAttention-2: 0.35. No public
-  //    figure for the first FlashAttention on Hopper.
-  if (device_name == "a100") return {.gemm = 0.82, .memory = 0.87, .flash_attention = {0.61, 0.325, 0.61, 0}};
+  // Flash attention: the papers' benchmark figures (flash_rates_a100, flash_rates_hopper above).
+  if (device_name == "a100") return {.gemm = 0.82, .memory = 0.87, .flash_attention = flash_rates_a100()};
   if (device_name == "h100" || device_name == "h200") {
-    return {.gemm = 0.76, .gemm_fp8 = 0.70, .memory = 0.9, .flash_attention = {0.64, 0, 0.35, 0.64}};
+    return {.gemm = 0.76, .gemm_fp8 = 0.70, .memory = 0.9, .flash_attention = flash_rates_hopper()};
   }
-  return {.gemm = 0.80, .memory = 0.9, .flash_attention = {0.80, 0.80, 0.80, 0.80}};
+  return {.gemm = 0.80, .memory = 0.9};
 }
 
 ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
@@ -82,8 +209,20 @@ ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   p.shapes.sms = device.sms;
   p.shapes.tile_m = device.gemm_tile_m;
   p.shapes.tile_n = device.gemm_tile_n;
-  for (std::size_t g = 0; g < eff.flash_attention.size(); ++g) {
-    p.shapes.flash_attention[g] = eff.gemm > 0 ? eff.flash_attention[g] / eff.gemm : 1;
+  // Flash rates relative to the dense rate, and at whole waves: the benchmark's own quantisation (its
+  // blocks over this device's SMs) is taken out of each figure, as op_time puts the op's back in.
+  for (std::size_t k = 0; k < kFlashKernels; ++k) {
+    FlashRates& rates = p.shapes.flash_attention[k];
+    rates = eff.flash_attention[k];
+    for (FlashRatePoint& r : rates) {
+      double scale = eff.gemm > 0 ? 1 / eff.gemm : 1;
+      if (r.seq > 0 && r.head_dim > 0) {
+        const std::int64_t heads = kFlashBenchHidden / r.head_dim, batch = kFlashBenchTokens / r.seq;
+        scale /= flash_block_efficiency(r.seq, heads * batch, p.shapes);
+      }
+      r.forward *= scale;
+      r.backward *= scale;
+    }
   }
   return p;
 }
@@ -198,18 +337,6 @@ double matmul_work(const OpCost& op, const ComputeProfile& profile) {
   return op.flops;
 }
 
-// A flash-attention kernel runs one thread block per (query block, head, sequence): FlashAttention-2
-// (§3.2-3.3) splits the queries into blocks of 128 rows for head dimensions up to 128 (block sizes
-// {64, 128} × {64, 128}, the larger for the query side), as FlashAttention-3 does on Hopper. Its
-// blocks quantise into waves over the SMs as a GEMM's tiles do.
-constexpr std::int64_t kFlashQueryBlock = 128;
-
-double flash_block_efficiency(const OpCost& op, const KernelShapeModel& shapes) {
-  KernelShapeModel blocks = shapes;
-  blocks.tile_m = blocks.tile_n = kFlashQueryBlock;
-  return tile_efficiency(op.m, kFlashQueryBlock, 1, op.batch, blocks);
-}
-
 }  // namespace
 
 double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
@@ -303,14 +430,15 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
     }
     shape_model = true;
     if (op.flash) {
-      const auto g = static_cast<std::size_t>(std::clamp(op.flash_generation, 0, 3));
-      if (shapes.flash_attention[g] <= 0) {
-        static const char* const kName[] = {"FlashAttention", "FlashAttention", "FlashAttention-2", "FlashAttention-3"};
-        throw InvalidArgument(std::string("op_time: no ") + kName[g] + " rate for device '" + profile.device + "' (" +
-                              (g == 3 ? "it runs on Hopper GPUs only" : "no public figure for it there") +
-                              "); the model's attention \"flash\" takes the device's newest generation");
+      const FlashRates& rates = shapes.flash_attention[static_cast<std::size_t>(op.flash_kernel)];
+      if (rates.empty()) {
+        throw InvalidArgument("op_time: no " + flash_kernel_title(op.flash_kernel) + " rate for device '" +
+                              profile.device + "' (" +
+                              (op.flash_kernel == FlashKernel::Flash3 ? "it runs on Hopper GPUs only"
+                                                                      : "no public figure for it there") +
+                              "); the model's attention \"flash\" takes the device's newest FlashAttention");
       }
-      rate *= shapes.flash_attention[g] * flash_block_efficiency(op, shapes);
+      rate *= flash_rate(rates, op) * flash_block_efficiency(op.m, op.batch, shapes);
       seconds = std::max(seconds, matmul_work(op, profile) / rate);
     } else {
       seconds = gemm_seconds(op, matmul_work(op, profile), rate, memory, shapes);

@@ -521,14 +521,20 @@ bool has_op(const std::vector<OpCost>& ops, const std::string& name) {
 
 TEST(AttentionImpl, Names) {
   for (const auto& n : attention_names()) EXPECT_EQ(attention_name(parse_attention(n)), n);
-  EXPECT_EQ(attention_names(), (std::vector<std::string>{"unfused", "fused", "flash", "flash1", "flash2", "flash3"}));
+  EXPECT_EQ(attention_names(),
+            (std::vector<std::string>{"unfused", "fused", "flash", "flash1", "flash2", "flash3", "cudnn"}));
   EXPECT_THROW(parse_attention("sdpa"), UnknownName);
   for (AttentionImpl a : {AttentionImpl::Unfused, AttentionImpl::Fused}) EXPECT_FALSE(is_flash(a));
-  int generation = 0;
-  for (AttentionImpl a : {AttentionImpl::Flash, AttentionImpl::Flash1, AttentionImpl::Flash2, AttentionImpl::Flash3}) {
+  const std::pair<AttentionImpl, FlashKernel> kernels[] = {{AttentionImpl::Flash, FlashKernel::Newest},
+                                                           {AttentionImpl::Flash1, FlashKernel::Flash1},
+                                                           {AttentionImpl::Flash2, FlashKernel::Flash2},
+                                                           {AttentionImpl::Flash3, FlashKernel::Flash3},
+                                                           {AttentionImpl::Cudnn, FlashKernel::Cudnn}};
+  for (const auto& [a, kernel] : kernels) {
     EXPECT_TRUE(is_flash(a));
-    EXPECT_EQ(flash_generation(a), generation++);  // 0: the device's newest
+    EXPECT_EQ(flash_kernel(a), kernel);
   }
+  EXPECT_EQ(flash_kernel_title(FlashKernel::Cudnn), "cuDNN attention");
   const TransformerModel m;
   EXPECT_EQ(m.attention, AttentionImpl::Fused);  // the defaults: Megatron with its fused kernels
   EXPECT_TRUE(m.fused_elementwise);
@@ -591,16 +597,18 @@ TEST(AttentionImpl, FlashIsOneKernelWithNoScoresInMemory) {
   for (Recompute r : {Recompute::None, Recompute::Selective, Recompute::Full}) {
     EXPECT_EQ(training_flops(m, 8, r), training_flops(fused_model, 8, r));
   }
-  // A named generation changes the kernel's rate only (sim/compute_model.hpp): the same ops, tagged.
-  TransformerModel first = m;
-  first.attention = AttentionImpl::Flash1;
-  EXPECT_EQ(activation_bytes_per_layer(first, 2, 2, false, Recompute::None), none);
-  const auto first_fwd = layer_forward_ops(first, c);
-  ASSERT_EQ(first_fwd.size(), fwd.size());
-  for (std::size_t i = 0; i < fwd.size(); ++i) {
-    OpCost tagged = fwd[i];
-    if (tagged.flash) tagged.flash_generation = 1;
-    EXPECT_EQ(first_fwd[i], tagged) << fwd[i].name;
+  // A named kernel changes the kernel's rate only (sim/compute_model.hpp): the same ops, tagged.
+  for (AttentionImpl named : {AttentionImpl::Flash1, AttentionImpl::Cudnn}) {
+    TransformerModel first = m;
+    first.attention = named;
+    EXPECT_EQ(activation_bytes_per_layer(first, 2, 2, false, Recompute::None), none);
+    const auto first_fwd = layer_forward_ops(first, c);
+    ASSERT_EQ(first_fwd.size(), fwd.size());
+    for (std::size_t i = 0; i < fwd.size(); ++i) {
+      OpCost tagged = fwd[i];
+      if (tagged.flash) tagged.flash_kernel = flash_kernel(named);
+      EXPECT_EQ(first_fwd[i], tagged) << fwd[i].name;
+    }
   }
 }
 

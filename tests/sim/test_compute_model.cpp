@@ -2,6 +2,7 @@
 // the device's SMs, the large-GEMM ceiling, the launch-overhead floor, flash attention, and a measured
 // profile replacing the tables. Deterministic: times come from the model, never from a clock.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -30,9 +31,18 @@ TEST(ComputeModel, PresetsCarryTheirSmsAndTiles) {
   EXPECT_EQ(device_preset("a100").sms, 108);
   EXPECT_EQ(device_preset("h100").sms, 132);
   EXPECT_EQ(device_preset("h200").sms, 132);
-  const ComputeProfile p = roofline_profile(device_preset("a100"));
-  // FlashAttention generations (the newest, 1, 2, 3) against the GEMM ceiling; no FlashAttention-3 on Ampere.
-  EXPECT_EQ(p.shapes, (KernelShapeModel{108, 256, 128, {0.61 / 0.82, 0.325 / 0.82, 0.61 / 0.82, 0}}));
+  const KernelShapeModel a100 = roofline_profile(device_preset("a100")).shapes;
+  EXPECT_EQ(a100.sms, 108);
+  EXPECT_EQ(a100.tile_m, 256);
+  EXPECT_EQ(a100.tile_n, 128);
+  // Flash kernels: the newest is FlashAttention-2; no FlashAttention-3 (Hopper only) or cuDNN figure.
+  const auto rates = [&](FlashKernel k) { return a100.flash_attention[static_cast<std::size_t>(k)]; };
+  EXPECT_EQ(rates(FlashKernel::Newest), rates(FlashKernel::Flash2));
+  EXPECT_FALSE(rates(FlashKernel::Flash1).empty());
+  EXPECT_TRUE(rates(FlashKernel::Flash3).empty());
+  EXPECT_TRUE(rates(FlashKernel::Cudnn).empty());
+  // A CPU profile's (no figures): every kernel at the dense rate.
+  for (const FlashRates& r : KernelShapeModel{}.flash_attention) EXPECT_EQ(r, (FlashRates{FlashRatePoint{0, 0, 1, 1}}));
 }
 
 // The required test: on an A100 (108 SMs, 256×128 tiles), 108 tiles fill exactly one wave; one tile
@@ -188,60 +198,123 @@ TEST(ComputeModel, FewerSmsQuantiseTheWavesOverWhatIsLeft) {
   EXPECT_EQ(op_time_on_sms(one_wave, cpu, 10), op_time(one_wave, cpu));
 }
 
+// The flash op of one layer, forward or backward, of `m` under `c`.
+OpCost flash_op(const TransformerModel& m, const OpContext& c, bool backward = false) {
+  for (const OpCost& op : backward ? layer_backward_ops(m, c) : layer_forward_ops(m, c)) {
+    if (op.flash) return op;
+  }
+  throw std::runtime_error("no flash op");
+}
+
+double above_launch(const ComputeProfile& p, const OpCost& op) { return (op_time(op, p) - p.launch_overhead).seconds(); }
+
+// The benchmark both FlashAttention papers run: 16k tokens, hidden 2048, head dimension 128 (16 heads):
+// 2,048 query blocks at every length, in ⌈2048 / SMs⌉ waves, whose quantisation each figure includes.
+double bench_block_efficiency(int sms) { return 2048.0 / (std::ceil(2048.0 / sms) * sms); }
+
 TEST(ComputeModel, FlashAttentionRunsAtItsOwnRateOverQueryBlocks) {
   const ComputeProfile p = roofline_profile(device_preset("a100"));
-  TransformerModel m = model_preset("gpt3-1.3b");
+  TransformerModel m = model_preset("gpt3-1.3b");  // head dimension 2048 / 16 = 128, sequence 2048
   m.attention = AttentionImpl::Flash;
-  // b = 27, t = 4: 27·4 = 108 heads of 16 query blocks: 16 whole waves.
-  const auto ops = layer_forward_ops(m, {27, 4, false, 1});
-  const OpCost* flash = nullptr;
-  for (const OpCost& op : ops) {
-    if (op.flash) flash = &op;
-  }
-  ASSERT_NE(flash, nullptr);
-  EXPECT_EQ(op_time(*flash, p), p.launch_overhead + Time::from_seconds(flash->flops / (0.61 * 312e12)));
+  // b = 27, t = 4: 27·4 = 108 heads of 16 query blocks: 16 whole waves. FlashAttention-2 on A100 at head
+  // dimension 128 has one figure, forward + backward at 8k (182 TFLOP/s), the benchmark's 19 waves of
+  // 108 SMs taken out of it.
+  const OpCost flash = flash_op(m, {27, 4, false, 1});
+  EXPECT_NEAR(above_launch(p, flash), flash.flops / (182e12 / bench_block_efficiency(108)), 1e-12);
   // One more head spills into a 17th wave.
-  OpCost spill = *flash;
+  OpCost spill = flash;
   spill.batch += 1;
   spill.flops *= 109.0 / 108;
-  EXPECT_GT(seconds_per_flop(spill, p), seconds_per_flop(*flash, p));
+  EXPECT_GT(seconds_per_flop(spill, p), seconds_per_flop(flash, p));
   // Measured GEMM shapes say nothing of a flash kernel.
   ComputeProfile measured = p;
   measured.gemm_samples = {{2048, 2048, 128, DType::BF16, 10e12}};
-  EXPECT_EQ(op_time(*flash, measured), op_time(*flash, p));
+  EXPECT_EQ(op_time(flash, measured), op_time(flash, p));
 }
 
-// Each generation of the kernel at its own rate: on A100 "flash" is FlashAttention-2's, "flash1" the first
-// FlashAttention's 0.325 of peak, and FlashAttention-3 (Hopper only) has no rate; on H100 "flash" is
-// FlashAttention-3's, "flash2" 0.35, and the first FlashAttention no public figure.
-TEST(ComputeModel, FlashAttentionGenerationsHaveTheirOwnRates) {
-  const auto flash_op = [](AttentionImpl impl) {
+// Each kernel at its own rate: on A100 "flash" is FlashAttention-2's, "flash1" the first FlashAttention's,
+// and neither FlashAttention-3 (Hopper only) nor cuDNN has a figure; on H100 "flash" is FlashAttention-3's,
+// "flash2" and "cudnn" their own, and the first FlashAttention no figure.
+TEST(ComputeModel, FlashAttentionKernelsHaveTheirOwnRates) {
+  const auto op = [](AttentionImpl impl) {
     TransformerModel m = model_preset("gpt3-1.3b");
     m.attention = impl;
-    for (const OpCost& op : layer_forward_ops(m, {27, 4, false, 1})) {
-      if (op.flash) return op;
-    }
-    throw std::runtime_error("no flash op");
+    return flash_op(m, {27, 4, false, 1});
   };
-  const auto above_launch = [](const ComputeProfile& p, const OpCost& op) {
-    return (op_time(op, p) - p.launch_overhead).seconds();
+  const auto no_rate = [&](const ComputeProfile& p, AttentionImpl impl, const std::string& kernel, const std::string& why) {
+    try {
+      (void)op_time(op(impl), p);
+      ADD_FAILURE() << kernel << " timed on " << p.device;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(kernel), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
   };
   const ComputeProfile a100 = roofline_profile(device_preset("a100"));
-  const OpCost newest = flash_op(AttentionImpl::Flash);
-  EXPECT_EQ(newest.flash_generation, 0);
-  EXPECT_EQ(op_time(flash_op(AttentionImpl::Flash2), a100), op_time(newest, a100));
-  EXPECT_NEAR(above_launch(a100, flash_op(AttentionImpl::Flash1)), newest.flops / (0.325 * 312e12), 1e-12);
-  try {
-    (void)op_time(flash_op(AttentionImpl::Flash3), a100);
-    ADD_FAILURE() << "FlashAttention-3 timed on an A100";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("FlashAttention-3"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("Hopper"), std::string::npos) << e.what();
-  }
+  const OpCost newest = op(AttentionImpl::Flash);
+  EXPECT_EQ(newest.flash_kernel, FlashKernel::Newest);
+  EXPECT_EQ(op_time(op(AttentionImpl::Flash2), a100), op_time(newest, a100));
+  // Figure 4(d) of the FlashAttention-2 paper at 8k: FlashAttention 80, FlashAttention-2 182 TFLOP/s.
+  EXPECT_NEAR(above_launch(a100, op(AttentionImpl::Flash1)) / above_launch(a100, newest), 182.0 / 80, 1e-6);
+  no_rate(a100, AttentionImpl::Flash3, "FlashAttention-3", "Hopper");
+  no_rate(a100, AttentionImpl::Cudnn, "cuDNN attention", "no public figure");
   const ComputeProfile h100 = roofline_profile(device_preset("h100"));
-  EXPECT_EQ(op_time(flash_op(AttentionImpl::Flash3), h100), op_time(newest, h100));
-  EXPECT_NEAR(above_launch(h100, flash_op(AttentionImpl::Flash2)) / above_launch(h100, newest), 0.64 / 0.35, 1e-6);
-  EXPECT_THROW((void)op_time(flash_op(AttentionImpl::Flash1), h100), InvalidArgument);
+  EXPECT_EQ(op_time(op(AttentionImpl::Flash3), h100), op_time(newest, h100));
+  // Forward, causal, head dimension 128, 2k (FlashAttention-3 paper, figure 5(d)): FlashAttention-3 521,
+  // FlashAttention-2 298, cuDNN 484 TFLOP/s.
+  EXPECT_NEAR(above_launch(h100, op(AttentionImpl::Flash2)) / above_launch(h100, newest), 521.0 / 298, 1e-6);
+  EXPECT_NEAR(above_launch(h100, op(AttentionImpl::Cudnn)) / above_launch(h100, newest), 521.0 / 484, 1e-6);
+  no_rate(h100, AttentionImpl::Flash1, "FlashAttention", "no public figure");
+}
+
+// On Hopper, the figures of the FlashAttention-3 paper at the benchmark's own shape (16k tokens, hidden
+// 2048): the forward at its causal speed; the backward at its non-causal speed times the forward's
+// causal / non-causal ratio (the paper has no causal backward figure); a recomputed forward is a
+// forward. Between measured lengths the rate is interpolated in log length.
+TEST(ComputeModel, FlashAttentionOnHopperFollowsThePapersFigures) {
+  const ComputeProfile h100 = roofline_profile(device_preset("h100"));
+  TransformerModel m = model_preset("gpt3-1.3b");
+  m.attention = AttentionImpl::Flash3;
+  m.seq_len = 4096;
+  const OpContext bench{4, 1, false, 1};  // 4 sequences of 4k, 16 heads: the benchmark's shape at 4k
+  const OpCost fwd = flash_op(m, bench), bwd = flash_op(m, bench, true);
+  ASSERT_EQ(fwd.m, 4096);
+  ASSERT_EQ(fwd.k, 128);
+  ASSERT_EQ(fwd.batch, 64);
+  EXPECT_NEAR(above_launch(h100, fwd), fwd.flops / 579e12, 1e-12);
+  EXPECT_NEAR(above_launch(h100, bwd), bwd.flops / (542e12 * 579 / 638), 1e-12);
+  OpCost recomputed = fwd;
+  recomputed.phase = OpCost::Phase::Recompute;
+  EXPECT_EQ(op_time(recomputed, h100), op_time(fwd, h100));
+  // Half way (in log length) between 2k and 4k, with the same 2,048 query blocks: half way in rate.
+  m.seq_len = 2896;
+  const OpCost mid = flash_op(m, {4, 1, false, 1});
+  // 23 query blocks (the last partial) of 64 heads: 1,472 blocks in 12 waves of 132.
+  const double quantisation = (2896.0 / 128 * 64) / (12 * 132) / bench_block_efficiency(132);
+  const double half = std::log(2896.0 / 2048) / std::log(2.0);
+  EXPECT_NEAR(above_launch(h100, mid) / (mid.flops / ((521e12 + half * (579e12 - 521e12)) * quantisation)), 1, 1e-9);
+}
+
+// The lookup over measured points: the nearest measured head dimension, log-length interpolation,
+// the nearest length beyond the measured ones. No shape model (sms 0), so no quantisation.
+TEST(ComputeModel, FlashRatesComeFromTheNearestHeadDimensionAndLength) {
+  ComputeProfile p;
+  p.device = "test";
+  p.gemm_rate[DType::BF16] = 100e12;
+  p.shapes.flash_attention[static_cast<std::size_t>(FlashKernel::Newest)] = {
+      {64, 1024, 0.5, 0.4}, {64, 4096, 0.7, 0.6}, {128, 1024, 0.9, 0.8}};
+  const auto rate = [&](std::int64_t seq, std::int64_t head_dim, OpCost::Phase phase) {
+    OpCost op = matmul_cost("flash", OpCost::Kind::Attention, phase, seq, seq, head_dim, 4096, DType::BF16);
+    op.flash = true;
+    return op.flops / above_launch(p, op) / 100e12;
+  };
+  const auto fwd = OpCost::Phase::Forward, bwd = OpCost::Phase::BackwardData;
+  EXPECT_NEAR(rate(2048, 64, fwd), 0.6, 1e-9);  // log-midpoint of 1k and 4k
+  EXPECT_NEAR(rate(2048, 64, bwd), 0.5, 1e-9);
+  EXPECT_NEAR(rate(512, 64, fwd), 0.5, 1e-9);   // below the shortest: its rate
+  EXPECT_NEAR(rate(16384, 64, fwd), 0.7, 1e-9);  // beyond the longest: its rate
+  EXPECT_NEAR(rate(2048, 80, fwd), 0.6, 1e-9);   // 80 is nearer 64 than 128 (in ratio)
+  EXPECT_NEAR(rate(2048, 100, bwd), 0.8, 1e-9);  // 100 nearer 128: its one length
 }
 
 }  // namespace

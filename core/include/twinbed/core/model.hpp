@@ -67,12 +67,20 @@ std::vector<std::string> recompute_names();
 //   flash1, flash2, flash3 — the same, by a named generation of the kernel, whose rate differs
 //             (sim/compute_model.hpp): FlashAttention (and kernels of its algorithm, such as the Triton
 //             one MPT's attn_impl "triton" runs), FlashAttention-2, FlashAttention-3 (Hopper only).
-enum class AttentionImpl { Unfused, Fused, Flash, Flash1, Flash2, Flash3 };
-// "unfused", "fused", "flash", "flash1", "flash2", "flash3"; parse throws UnknownName listing them.
+//   cudnn   — the same algorithm in cuDNN's fused attention: Transformer Engine's FusedAttention, which
+//             TE picks over FlashAttention on Hopper "for performance reasons" (get_attention_backend in
+//             transformer_engine/pytorch/attention.py), so what Megatron-LM and NeMo with TE run there.
+enum class AttentionImpl { Unfused, Fused, Flash, Flash1, Flash2, Flash3, Cudnn };
+// "unfused", "fused", "flash", "flash1", "flash2", "flash3", "cudnn"; parse throws UnknownName listing them.
 std::string attention_name(AttentionImpl a);
-// A FlashAttention kernel of any generation; its generation, 1-3 (0: the device's newest).
+// One kernel a pass that keeps the scores on chip: any of flash, flash1-3, cudnn.
 bool is_flash(AttentionImpl a);
-int flash_generation(AttentionImpl a);
+// Which such kernel, for its rate: a named one, or the device's newest FlashAttention.
+enum class FlashKernel { Newest, Flash1, Flash2, Flash3, Cudnn };
+inline constexpr std::size_t kFlashKernels = 5;
+FlashKernel flash_kernel(AttentionImpl a);
+// "FlashAttention", "FlashAttention-2", "cuDNN attention", ...: for messages.
+std::string flash_kernel_title(FlashKernel k);
 
 // How the framework computes the loss over this rank's b·s × V/t logits (the config states it; the
 // default is Megatron-LM's):
@@ -346,8 +354,8 @@ struct OpCost {
   std::int64_t block = 0;            // Block: the block edge; Compress/Decompress: elements per
                                      // quantisation scale; MaskRefresh: the mask's block edge
   Kernel kernel = Kernel::None;
-  bool flash = false;                // Attention: one FlashAttention kernel (is_flash(AttentionImpl))
-  int flash_generation = 0;          // flash: 1-3, the kernel's generation; 0 the device's newest
+  bool flash = false;                // Attention: one flash-attention kernel (is_flash(AttentionImpl))
+  FlashKernel flash_kernel = FlashKernel::Newest;  // flash: which kernel
   std::int64_t elements = 0;         // technique kernels: the elements they process
   int bits = 0;                      // Compress/Decompress: quantisation bits (0: values unquantised)
   double keep_fraction = 1;          // Compress/Decompress: the fraction of entries sent (top-k)

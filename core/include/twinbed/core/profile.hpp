@@ -68,16 +68,27 @@ struct Provenance {
   bool operator==(const Provenance&) const = default;
 };
 
+// A flash-attention kernel's measured rate at one shape, as a fraction of the device's dense GEMM rate of
+// its dtype: forward and backward, under a causal mask, at head dimension `head_dim` and `seq` queries
+// (sim/compute_model.cpp has the tables and their sources). head_dim and seq 0: one rate for every shape.
+struct FlashRatePoint {
+  std::int64_t head_dim = 0, seq = 0;
+  double forward = 1, backward = 1;
+  bool operator==(const FlashRatePoint&) const = default;
+};
+using FlashRates = std::vector<FlashRatePoint>;
+
 // How a GPU's kernels depend on shape (sim/compute_model.hpp): GEMMs run as output tiles of
-// tile_m × tile_n, one per SM at a time, over `sms` SMs; a flash-attention kernel of generation g
-// (OpCost::flash_generation: 1-3, 0 the device's newest) runs at `flash_attention[g]` times the dense
-// GEMM rate of its dtype, 0 where the device has no figure for that generation. From the device
-// (DeviceSpec) and the simulator's defaults, never from a profile file. sms 0: no shape model (a CPU, or
-// an unknown device): every matmul runs at the per-dtype rate.
+// tile_m × tile_n, one per SM at a time, over `sms` SMs; a flash-attention kernel (OpCost::flash_kernel)
+// runs at the rates `flash_attention[kernel]` gives for its shape, empty where the device has no figure
+// for that kernel. From the device (DeviceSpec) and the simulator's defaults, never from a profile
+// file. sms 0: no shape model (a CPU, or an unknown device): every matmul runs at the per-dtype rate.
 struct KernelShapeModel {
   int sms = 0;
   std::int64_t tile_m = 0, tile_n = 0;
-  std::array<double, 4> flash_attention{1, 1, 1, 1};
+  // By default every kernel at the dense rate, whatever its shape (one FlashRatePoint{}).
+  std::array<FlashRates, kFlashKernels> flash_attention{FlashRates(1), FlashRates(1), FlashRates(1), FlashRates(1),
+                                                        FlashRates(1)};
   bool operator==(const KernelShapeModel&) const = default;
 };
 

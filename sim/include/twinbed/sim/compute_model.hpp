@@ -18,8 +18,10 @@
 // and cuBLAS do), at the price of writing and reading FP32 partial tiles: the split count (1 to
 // ⌊SMs / tiles⌋, slices at least 64 deep) with the shortest time is taken.
 // Small k needs no term of its own: such a GEMM moves m·n outputs for little arithmetic and meets the
-// memory roof. A flash-attention op (OpCost::flash) runs at flash_attention · peak instead, its query
-// blocks of 128 rows per head quantised in waves the same way. A matmul a technique made sparse
+// memory roof. A flash-attention op (OpCost::flash) runs at its kernel's measured rate for its pass,
+// head dimension and query length instead (the nearest measured head dimension; interpolated in log
+// length between the measured lengths, the nearest beyond them), its query blocks of 128 rows per head
+// quantised in waves the same way (the benchmark's own quantisation taken out of the figure). A matmul a technique made sparse
 // (OpCost::sparsity) is timed by the work the hardware really does: unstructured zeros are multiplied
 // anyway (the dense FLOPs), zero blocks are skipped (the non-zero FLOPs at the dense rate: an optimistic
 // bound), and a 2:4 operand runs `sparse_speedup` times faster than dense on sparse tensor cores
@@ -60,20 +62,25 @@ namespace twinbed::sim {
 // Achieved rates of one device: a roofline guess from a DeviceSpec, or a measured profile.
 using ComputeProfile = MachineProfile;
 
+// Every flash-attention kernel at `fraction` of the datasheet peak, whatever its shape.
+std::array<FlashRates, kFlashKernels> uniform_flash_rates(double fraction);
+
 struct Efficiency {
   double gemm = 0.8;
   double gemm_fp8 = 0;  // FP8 GEMMs' ceiling where it was measured apart from the others; 0: gemm's
   double memory = 0.9;
-  // A FlashAttention kernel's rate, fraction of the datasheet peak, by generation (index 1-3; 0 the
-  // device's newest); 0: no figure for that generation on the device.
-  std::array<double, 4> flash_attention{0.8, 0.8, 0.8, 0.8};
+  // Each flash-attention kernel's rates (by FlashKernel), fractions of the datasheet peak at the shapes
+  // measured; empty: no figure for that kernel on the device.
+  std::array<FlashRates, kFlashKernels> flash_attention = uniform_flash_rates(0.8);
   bool operator==(const Efficiency&) const = default;
 };
 
-// The defaults above, by device name ("a100" 0.82, "h100"/"h200" 0.76 and FP8 0.70, else 0.80; memory: a100 0.87, else 0.9; flash
-// attention by generation: on A100 FlashAttention 0.325 and FlashAttention-2 0.61 (the newest), no
-// FlashAttention-3 (Hopper only); on H100/H200 FlashAttention-2 0.35 and FlashAttention-3 0.64 (the
-// newest), no public figure for FlashAttention; else as GEMMs).
+// The defaults above, by device name ("a100" 0.82, "h100"/"h200" 0.76 and FP8 0.70, else 0.80; memory:
+// a100 0.87, else 0.9). Flash attention, from the FlashAttention-2 and -3 papers' benchmarks
+// (compute_model.cpp): on A100 FlashAttention and FlashAttention-2 (the newest) by head dimension and
+// sequence length, one rate for both passes; no FlashAttention-3 (Hopper only) or cuDNN figure. On
+// H100/H200 FlashAttention-2, FlashAttention-3 (the newest) and cuDNN, forward and backward, by head
+// dimension and sequence length; no figure for the first FlashAttention. Else 0.8 for every kernel.
 Efficiency default_efficiency(const std::string& device_name);
 
 // Achieved rates = peak · efficiency for every dtype the device has (peak 0: absent). FP16 uses the
