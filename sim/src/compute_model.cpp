@@ -184,10 +184,29 @@ Efficiency default_efficiency(const std::string& device_name) {
   // H100/H200: 0.90 — PyTorch's element-wise ReLU on 2^29 FP16 elements, 0.704 ms for a read and a
   // write, 3.05 TB/s, 91% of 3.35 (pytorch/pytorch pull request #145746, "Hopper H100", 2025-01); no
   // public STREAM figure for the SXM part was found. The same share for every memory-bound kernel.
+  // A GEMM's fixed costs (compute_model.hpp): each output tile's 135 k-steps and each kernel's 530, of a
+  // BF16 mainloop. Fitted on XLA's table of cuBLAS GEMMs measured on H100 (openxla/xla,
+  // xla/service/gpu/model/default_matmul_perf_table.txtpb @336bb15c, "sm_90", "bf16xbf16->bf16"): m = n =
+  // 4096, k = 256 to 4096, batch 1, 2 and 4 (4, 8 and 16 waves of the tiles here), fifteen points, which
+  // the two constants and a scale fit within 3 % (rms 1.5 %): k_tile + k_kernel/W is 268 k-steps at 4 waves
+  // and 168 at 16. The table times short runs, so only how its rate moves with k and W is taken, not its
+  // level. Two sustained sweeps, from the source of the ceilings above (cuBLASLt, random data, 10,000
+  // warm-ups: 4096³ to 32768³ and 6144×12288×12288), check it within 2 % at every one of those sizes:
+  // ND H100 v5 in FP8, where the same time is 1.84 times the k-steps (4096³ 1,218 TFLOP/s modelled,
+  // 1,216.9 measured; 8192³ 1,315 and 1,290.1), and ND A100 v4 in FP16 with the k-step counts as they are
+  // (4096³ 231 and 228.0; 8192³ 252.5 and 253.7). Without these costs 4096³ read +10 % (H100 FP8) and +6 %
+  // (A100). Shapes of one wave or less (2048³ and below) read 15 to 48 % slow in both sweeps: cuBLAS takes
+  // smaller tiles there than the one tile shape modelled. The clock is held: on H200, mamf-finder's K walk
+  // (above) finds a one-wave shape sustaining 727 TFLOP/s at k = 20480, 749 at 6144 and 722 at 4096, the
+  // power cap letting the clock climb as k shortens; such shapes read up to 10 % slow at k ≤ 6144.
   // Flash attention: the papers' benchmark figures (flash_rates_a100, flash_rates_hopper above).
-  if (device_name == "a100") return {.gemm = 0.82, .memory = 0.87, .flash_attention = flash_rates_a100()};
+  if (device_name == "a100") {
+    return {.gemm = 0.82, .gemm_tile_overhead_k = 135, .gemm_kernel_overhead_k = 530, .memory = 0.87,
+            .flash_attention = flash_rates_a100()};
+  }
   if (device_name == "h100" || device_name == "h200") {
-    return {.gemm = 0.76, .gemm_fp8 = 0.70, .memory = 0.9, .flash_attention = flash_rates_hopper()};
+    return {.gemm = 0.76, .gemm_fp8 = 0.70, .gemm_tile_overhead_k = 135, .gemm_kernel_overhead_k = 530,
+            .memory = 0.9, .flash_attention = flash_rates_hopper()};
   }
   return {.gemm = 0.80, .memory = 0.9};
 }
@@ -209,6 +228,8 @@ ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   p.shapes.sms = device.sms;
   p.shapes.tile_m = device.gemm_tile_m;
   p.shapes.tile_n = device.gemm_tile_n;
+  p.shapes.tile_overhead_k = eff.gemm_tile_overhead_k;
+  p.shapes.kernel_overhead_k = eff.gemm_kernel_overhead_k;
   // Flash rates relative to the dense rate, and at whole waves: the benchmark's own quantisation (its
   // blocks over this device's SMs) is taken out of each figure, as op_time puts the op's back in.
   for (std::size_t k = 0; k < kFlashKernels; ++k) {
@@ -339,24 +360,74 @@ double matmul_work(const OpCost& op, const ComputeProfile& profile) {
 
 }  // namespace
 
-double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
-                       std::int64_t splits) {
-  if (shapes.sms <= 0 || shapes.tile_m <= 0 || shapes.tile_n <= 0 || m <= 0 || n <= 0 || batch <= 0) return 1;
+namespace {
+
+// The tiles of an m×n output (`batch` times, k split `splits` ways) in one orientation, tm×tn: how many
+// waves they take over the SMs, and the share of those waves' tile-slots the useful work fills.
+struct Tiling {
+  double waves = 1, quantisation = 1;
+};
+
+Tiling tiling(std::int64_t m, std::int64_t n, double depth, double slice, std::int64_t batch, std::int64_t splits,
+              std::int64_t tm, std::int64_t tn, int sms) {
   const auto ceil_div = [](std::int64_t a, std::int64_t b) { return (a + b - 1) / b; };
+  const double units = static_cast<double>(ceil_div(m, tm)) * static_cast<double>(ceil_div(n, tn)) *
+                       static_cast<double>(batch) * static_cast<double>(splits);
+  const double waves = std::ceil(units / sms);
+  // Useful work over what the SMs could have done in that many full waves of full tiles and slices.
+  const double useful = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(batch) * depth;
+  return {waves, useful / (waves * sms * static_cast<double>(tm) * static_cast<double>(tn) * slice)};
+}
+
+bool has_tiles(const KernelShapeModel& s) { return s.sms > 0 && s.tile_m > 0 && s.tile_n > 0; }
+
+// Both orientations of the tile (cuBLAS has both, 256×128 and 128×256), each scored by `score`; the better.
+template <class Score>
+double best_orientation(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& s,
+                        std::int64_t splits, Score score) {
   const double depth = static_cast<double>(std::max<std::int64_t>(k, 1));
   splits = std::clamp<std::int64_t>(splits, 1, static_cast<std::int64_t>(depth));
-  const double slice = static_cast<double>(ceil_div(static_cast<std::int64_t>(depth), splits));
-  // Either orientation of the tile (cuBLAS has both, 256×128 and 128×256): the better one.
+  const double slice = std::ceil(depth / static_cast<double>(splits));
   double best = 0;
-  for (const auto& [tm, tn] : {std::pair{shapes.tile_m, shapes.tile_n}, std::pair{shapes.tile_n, shapes.tile_m}}) {
-    const double units = static_cast<double>(ceil_div(m, tm)) * static_cast<double>(ceil_div(n, tn)) *
-                         static_cast<double>(batch) * static_cast<double>(splits);
-    const double waves = std::ceil(units / shapes.sms);
-    // Useful work over what the SMs could have done in that many full waves of full tiles and slices.
-    const double useful = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(batch) * depth;
-    best = std::max(best, useful / (waves * shapes.sms * static_cast<double>(tm) * static_cast<double>(tn) * slice));
+  for (const auto& [tm, tn] : {std::pair{s.tile_m, s.tile_n}, std::pair{s.tile_n, s.tile_m}}) {
+    best = std::max(best, score(tiling(m, n, depth, slice, batch, splits, tm, tn, s.sms), slice));
   }
   return best;
+}
+
+// The share of a tile's time its k-steps take, slices `slice` deep in `waves` waves (the fixed costs).
+double fixed_cost_share(double slice, double waves, const KernelShapeModel& s) {
+  return slice / (slice + s.tile_overhead_k + s.kernel_overhead_k / waves);
+}
+
+// The ceilings stand for large GEMMs, which pay the fixed costs too: each is taken as a 16384³ GEMM's
+// rate, the size it was measured at (A100, H100 FP8; H200's BF16 at its best sustained shape, k ≥ 6144).
+constexpr std::int64_t kCeilingShape = 16384;
+
+// gemm_efficiency where only shapes.sms of the device's `device_sms` SMs are free: the ceiling was
+// measured on all of them.
+double gemm_efficiency_on(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch,
+                          const KernelShapeModel& shapes, std::int64_t splits, int device_sms) {
+  if (!has_tiles(shapes) || m <= 0 || n <= 0 || batch <= 0) return 1;
+  const Tiling c = tiling(kCeilingShape, kCeilingShape, kCeilingShape, kCeilingShape, 1, 1, shapes.tile_m, shapes.tile_n,
+                          device_sms);
+  const double ceiling = fixed_cost_share(kCeilingShape, c.waves, shapes);
+  return best_orientation(m, n, k, batch, shapes, splits, [&](const Tiling& t, double slice) {
+    return t.quantisation * std::min(1.0, fixed_cost_share(slice, t.waves, shapes) / ceiling);
+  });
+}
+
+}  // namespace
+
+double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                       std::int64_t splits) {
+  if (!has_tiles(shapes) || m <= 0 || n <= 0 || batch <= 0) return 1;
+  return best_orientation(m, n, k, batch, shapes, splits, [](const Tiling& t, double) { return t.quantisation; });
+}
+
+double gemm_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                       std::int64_t splits) {
+  return gemm_efficiency_on(m, n, k, batch, shapes, splits, shapes.sms);
 }
 
 namespace {
@@ -369,18 +440,21 @@ namespace {
 constexpr std::int64_t kSplitStep = 64;
 constexpr double kPartialBytes = 4;  // FP32 accumulators
 
-double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec memory, const KernelShapeModel& shapes) {
+double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec memory, const KernelShapeModel& shapes,
+                    int device_sms) {
   const auto memory_seconds = [&](double bytes) { return memory > 0 ? bytes / memory : 0.0; };
   const double outputs = static_cast<double>(op.m) * static_cast<double>(op.n) * static_cast<double>(op.batch);
-  double best = std::max(memory_seconds(static_cast<double>(op.bytes)), work / (rate * tile_efficiency(op.m, op.n, op.k, op.batch, shapes)));
-  if (shapes.sms <= 0 || shapes.tile_m <= 0 || shapes.tile_n <= 0) return best;
+  const auto compute_seconds = [&](std::int64_t splits) {
+    return work / (rate * gemm_efficiency_on(op.m, op.n, op.k, op.batch, shapes, splits, device_sms));
+  };
+  double best = std::max(memory_seconds(static_cast<double>(op.bytes)), compute_seconds(1));
+  if (!has_tiles(shapes)) return best;
   const double tiles = std::ceil(static_cast<double>(op.m) / static_cast<double>(shapes.tile_m)) *
                        std::ceil(static_cast<double>(op.n) / static_cast<double>(shapes.tile_n)) * static_cast<double>(op.batch);
   const auto max_splits = std::min<std::int64_t>(static_cast<std::int64_t>(shapes.sms / std::max(tiles, 1.0)), op.k / kSplitStep);
   for (std::int64_t splits = 2; splits <= max_splits; ++splits) {
     const double partials = 2 * static_cast<double>(splits) * outputs * kPartialBytes;
-    const double t = std::max(memory_seconds(static_cast<double>(op.bytes) + partials),
-                              work / (rate * tile_efficiency(op.m, op.n, op.k, op.batch, shapes, splits)));
+    const double t = std::max(memory_seconds(static_cast<double>(op.bytes) + partials), compute_seconds(splits));
     best = std::min(best, t);
   }
   return best;
@@ -441,7 +515,12 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
       rate *= flash_rate(rates, op) * flash_block_efficiency(op.m, op.batch, shapes);
       seconds = std::max(seconds, matmul_work(op, profile) / rate);
     } else {
-      seconds = gemm_seconds(op, matmul_work(op, profile), rate, memory, shapes);
+      // The fixed costs are a time: as k-steps of this dtype's mainloop, BF16's count times its rate over BF16's.
+      if (const auto bf16 = profile.gemm_rate.find(DType::BF16); bf16 != profile.gemm_rate.end() && bf16->second > 0) {
+        shapes.tile_overhead_k *= it->second / bf16->second;
+        shapes.kernel_overhead_k *= it->second / bf16->second;
+      }
+      seconds = gemm_seconds(op, matmul_work(op, profile), rate, memory, shapes, profile.shapes.sms);
     }
   }
   return profile.launch_overhead + Time::from_seconds(seconds);

@@ -27,6 +27,14 @@ double seconds_per_flop(const OpCost& op, const ComputeProfile& p) {
   return (op_time(op, p) - p.launch_overhead).seconds() / op.flops;
 }
 
+// A device's roofline with the tile and wave model alone: no fixed cost per tile or kernel (those have
+// tests of their own below).
+ComputeProfile tiles_only(const std::string& device) {
+  ComputeProfile p = roofline_profile(device_preset(device));
+  p.shapes.tile_overhead_k = p.shapes.kernel_overhead_k = 0;
+  return p;
+}
+
 TEST(ComputeModel, PresetsCarryTheirSmsAndTiles) {
   EXPECT_EQ(device_preset("a100").sms, 108);
   EXPECT_EQ(device_preset("h100").sms, 132);
@@ -48,7 +56,7 @@ TEST(ComputeModel, PresetsCarryTheirSmsAndTiles) {
 // The required test: on an A100 (108 SMs, 256×128 tiles), 108 tiles fill exactly one wave; one tile
 // more needs a second wave in which 107 SMs idle.
 TEST(ComputeModel, GemmEfficiencyFallsWhereAShapeLeavesAPartialWave) {
-  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const ComputeProfile p = tiles_only("a100");
   EXPECT_DOUBLE_EQ(tile_efficiency(256, 128, 8192, 108, p.shapes), 1.0);
   EXPECT_DOUBLE_EQ(tile_efficiency(256, 128, 8192, 109, p.shapes), 109.0 / 216);
   // In time, on compute-bound shapes (a 256×128 output per GEMM is memory-bound whatever k): 12×9
@@ -74,7 +82,7 @@ TEST(ComputeModel, TheBetterTileOrientationIsUsed) {
 // A GEMM with few output tiles splits k over idle SMs; the FP32 partials it then writes and reads keep
 // the split from paying where k is shallow.
 TEST(ComputeModel, SplitKFillsIdleSmsOfSmallGemms) {
-  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const ComputeProfile p = tiles_only("a100");
   // 4 tiles of 256×128 and k = 16384: one wave with 104 SMs idle, unless k is split 27 ways.
   EXPECT_DOUBLE_EQ(tile_efficiency(1024, 128, 16384, 1, p.shapes), 4.0 / 108);
   EXPECT_DOUBLE_EQ(tile_efficiency(1024, 128, 16384, 1, p.shapes, 27), 4.0 * 16384 / (108 * 607.0));  // 108 slices of 607
@@ -128,7 +136,7 @@ TEST(ComputeModel, EfficiencyStaysWithinTheCeiling) {
 }
 
 TEST(ComputeModel, LaunchOverheadIsTheFloor) {
-  const ComputeProfile p = roofline_profile(device_preset("h100"));
+  const ComputeProfile p = tiles_only("h100");
   EXPECT_GT(op_time(gemm(1, 1, 1), p), p.launch_overhead);
   EXPECT_LT(op_time(gemm(1, 1, 1), p), p.launch_overhead + Time::us(1));
   OpCost empty;  // a memory-bound op moving nothing
@@ -136,9 +144,75 @@ TEST(ComputeModel, LaunchOverheadIsTheFloor) {
 }
 
 TEST(ComputeModel, SmallKMeetsTheMemoryRoof) {
-  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const ComputeProfile p = tiles_only("a100");
   const OpCost thin = gemm(8192, 8192, 16);
   EXPECT_EQ(op_time(thin, p), p.launch_overhead + Time::from_seconds(static_cast<double>(thin.bytes) / p.memory_bandwidth));
+}
+
+// ---- each tile's and each kernel's fixed cost (compute_model.hpp) -----------------------------------
+// A GEMM of W waves of slices k deep takes as long as W·(k + 135) + 530 k-steps would: the tile model's
+// factor times k / (k + 135 + 530/W), over the same for the ceiling's 16384³ (76 waves on an A100, 63 on
+// an H100), at most 1.
+double fixed_cost_share(double k, double waves) { return k / (k + 135 + 530 / waves); }
+
+TEST(ComputeModel, EachTileAndKernelPaysAFixedCost) {
+  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const double ceiling = fixed_cost_share(16384, 76);
+  // 4 full waves (432 tiles of 256×128), k = 8192: no quantisation, only the fixed costs.
+  const OpCost four_waves = gemm(256 * 108, 128 * 4, 8192);
+  const double expected = four_waves.flops / (0.82 * 312e12 * fixed_cost_share(8192, 4) / ceiling);
+  EXPECT_NEAR((op_time(four_waves, p) - p.launch_overhead).seconds() / expected, 1, 1e-9);
+  EXPECT_NEAR(gemm_efficiency(256 * 108, 128 * 4, 8192, 1, p.shapes), fixed_cost_share(8192, 4) / ceiling, 1e-12);
+  // The same in one wave: the kernel's cost over one wave instead of four.
+  EXPECT_NEAR(gemm_efficiency(256 * 108, 128, 8192, 1, p.shapes), fixed_cost_share(8192, 1) / ceiling, 1e-12);
+  // Deeper k amortises them; at the ceiling's own depth and beyond, a full-wave GEMM runs at the ceiling.
+  EXPECT_LT(gemm_efficiency(256 * 108, 128 * 4, 1024, 1, p.shapes), gemm_efficiency(256 * 108, 128 * 4, 8192, 1, p.shapes));
+  EXPECT_DOUBLE_EQ(gemm_efficiency(256 * 108, 128 * 76, 16384, 1, p.shapes), 1.0);
+  EXPECT_DOUBLE_EQ(gemm_efficiency(256 * 108, 128 * 4, 65536, 1, p.shapes), 1.0);
+  // With a partial wave, both factors: 109 tiles are two waves.
+  EXPECT_NEAR(gemm_efficiency(256, 128, 8192, 109, p.shapes), 109.0 / 216 * fixed_cost_share(8192, 2) / ceiling, 1e-12);
+  // The smallest GEMM: one tile on one SM, its one k-step and the fixed costs, 1 + 135 + 530 k-steps of
+  // one SM's share of the rate (2·256·128 FLOPs each).
+  const ComputeProfile h100 = roofline_profile(device_preset("h100"));
+  const double k_step = 2.0 * 256 * 128 / (h100.gemm_rate.at(DType::BF16) / 132);
+  EXPECT_NEAR((op_time(gemm(1, 1, 1), h100) - h100.launch_overhead).seconds(),
+              (1 + 135 + 530) * k_step * fixed_cost_share(16384, 63), 1e-11);
+}
+
+// The costs are a time, so a faster dtype's k-steps count more of them: an FP8 GEMM on H100 (0.70 of
+// 1,979 TFLOP/s against BF16's 0.76 of 989) pays 1.84 times as many.
+TEST(ComputeModel, AFasterDtypePaysTheSameTimeInMoreKSteps) {
+  const ComputeProfile h100 = roofline_profile(device_preset("h100"));
+  const double scale = (0.70 * 1979) / (0.76 * 989);
+  const auto share = [&](double k, double waves) { return k / (k + scale * (135 + 530 / waves)); };
+  OpCost fp8 = gemm(4096, 4096, 4096);
+  fp8.dtype = DType::FP8;
+  // 512 tiles: 4 waves of 132, 512/528 of their slots filled.
+  const double eff = 512.0 / 528 * share(4096, 4) / share(16384, 63);
+  EXPECT_NEAR((op_time(fp8, h100) - h100.launch_overhead).seconds() / (fp8.flops / (0.70 * 1979e12 * eff)), 1, 1e-6);
+}
+
+// The sustained sweeps the costs were checked against (compute_model.cpp: Azure's cuBLASLt runs on
+// random data after 10,000 warm-ups): every size from 4096³ up within 2 %.
+TEST(ComputeModel, FixedCostsReproduceTheSustainedSweeps) {
+  struct Point {
+    const char* device;
+    DType dtype;
+    std::int64_t m, n, k;
+    double tflops;
+  };
+  const Point sweep[] = {{"a100", DType::FP16, 4096, 4096, 4096, 228.0},     {"a100", DType::FP16, 8192, 8192, 8192, 253.7},
+                         {"a100", DType::FP16, 16384, 16384, 16384, 256.5},  {"a100", DType::FP16, 6144, 12288, 12288, 250.8},
+                         {"h100", DType::FP8, 4096, 4096, 4096, 1216.9},     {"h100", DType::FP8, 8192, 8192, 8192, 1290.1},
+                         {"h100", DType::FP8, 16384, 16384, 16384, 1377.3},  {"h100", DType::FP8, 32768, 32768, 32768, 1382.2},
+                         {"h100", DType::FP8, 6144, 12288, 12288, 1351.4}};
+  for (const Point& s : sweep) {
+    const ComputeProfile p = roofline_profile(device_preset(s.device));
+    OpCost op = gemm(s.m, s.n, s.k);
+    op.dtype = s.dtype;
+    const double tflops = op.flops / (op_time(op, p) - p.launch_overhead).seconds() / 1e12;
+    EXPECT_NEAR(tflops / s.tflops, 1, 0.02) << s.device << " " << s.m << "x" << s.n << "x" << s.k;
+  }
 }
 
 TEST(ComputeModel, NoSmsNoTileModel) {
@@ -153,13 +227,12 @@ TEST(ComputeModel, NoSmsNoTileModel) {
 }
 
 TEST(ComputeModel, MeasuredGemmShapesReplaceTheTileModel) {
-  const DeviceSpec a100 = device_preset("a100");
-  ComputeProfile p = roofline_profile(a100);
+  ComputeProfile p = tiles_only("a100");
   const OpCost odd = gemm(13 * 256, 9 * 128, 8192);  // 117 tiles: a partial second wave under the tile model
   p.gemm_samples = {{13 * 256, 9 * 128, 8192, DType::BF16, 200e12}};
   EXPECT_EQ(op_time(odd, p), p.launch_overhead + Time::from_seconds(odd.flops / 200e12));
   // A per-dtype rate alone (no shapes measured) is a large-GEMM rate: the tile model still applies.
-  ComputeProfile rate_only = roofline_profile(a100);
+  ComputeProfile rate_only = tiles_only("a100");
   rate_only.gemm_rate[DType::BF16] = 250e12;
   EXPECT_EQ(op_time(odd, rate_only), p.launch_overhead + Time::from_seconds(odd.flops / (250e12 * 117.0 / 216)));
 }
@@ -169,7 +242,7 @@ TEST(ComputeModel, MeasuredGemmShapesReplaceTheTileModel) {
 // 117 tiles, two waves on 108, stay two on 100; memory-bound ops and the device's own count are
 // unchanged; a measured GEMM shape knows nothing of SMs and slows in proportion.
 TEST(ComputeModel, FewerSmsQuantiseTheWavesOverWhatIsLeft) {
-  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const ComputeProfile p = tiles_only("a100");
   const auto above_launch = [&](Time t) { return (t - p.launch_overhead).seconds(); };
   // Times are whole picoseconds: a ratio of two holds to a few picoseconds over the time.
   const auto ps_tolerance = [](double seconds) { return 3e-12 / seconds; };

@@ -79,13 +79,17 @@ struct FlashRatePoint {
 using FlashRates = std::vector<FlashRatePoint>;
 
 // How a GPU's kernels depend on shape (sim/compute_model.hpp): GEMMs run as output tiles of
-// tile_m × tile_n, one per SM at a time, over `sms` SMs; a flash-attention kernel (OpCost::flash_kernel)
-// runs at the rates `flash_attention[kernel]` gives for its shape, empty where the device has no figure
-// for that kernel. From the device (DeviceSpec) and the simulator's defaults, never from a profile
-// file. sms 0: no shape model (a CPU, or an unknown device): every matmul runs at the per-dtype rate.
+// tile_m × tile_n, one per SM at a time, over `sms` SMs, each tile and kernel paying fixed costs besides
+// its k-steps; a flash-attention kernel (OpCost::flash_kernel) runs at the rates `flash_attention[kernel]`
+// gives for its shape, empty where the device has no figure for that kernel. From the device (DeviceSpec)
+// and the simulator's defaults, never from a profile file. sms 0: no shape model (a CPU, or an unknown
+// device): every matmul runs at the per-dtype rate.
 struct KernelShapeModel {
   int sms = 0;
   std::int64_t tile_m = 0, tile_n = 0;
+  // A GEMM's fixed costs, in k-steps of a BF16 tile's mainloop: each output tile's (its prologue and
+  // epilogue) and each kernel's (filling and draining the pipeline); 0 where unknown.
+  double tile_overhead_k = 0, kernel_overhead_k = 0;
   // By default every kernel at the dense rate, whatever its shape (one FlashRatePoint{}).
   std::array<FlashRates, kFlashKernels> flash_attention{FlashRates(1), FlashRates(1), FlashRates(1), FlashRates(1),
                                                         FlashRates(1)};

@@ -14,15 +14,24 @@
 //   tile_efficiency = m·n·batch / (waves · SMs · tile_m · tile_n)        (1 for a whole number of full waves)
 //
 // gemm_efficiency is the ceiling large GEMMs reach (measured; below), so tile_efficiency only takes away.
+// Each output tile also pays a fixed cost, its mainloop's prologue and epilogue, and each kernel one
+// more (filling and draining the pipeline): a GEMM of W waves of slices k deep takes as long as
+// W·(k + k_tile) + k_kernel k-steps of the mainloop would, so the tile model keeps
+//
+//   k / (k + k_tile + k_kernel / W),  over the same for the ceiling's own shape (16384³), at most 1
+//
+// (k_tile and k_kernel: KernelShapeModel's tile_overhead_k and kernel_overhead_k, defaults and sources
+// in compute_model.cpp, counted in k-steps of a BF16 mainloop; being a time, they count as more k-steps
+// in a faster dtype: times its rate over BF16's).
 // A GEMM with fewer tiles than SMs may split k over several thread blocks per tile (split-K, as CUTLASS
 // and cuBLAS do), at the price of writing and reading FP32 partial tiles: the split count (1 to
 // ⌊SMs / tiles⌋, slices at least 64 deep) with the shortest time is taken.
-// Small k needs no term of its own: such a GEMM moves m·n outputs for little arithmetic and meets the
-// memory roof. A flash-attention op (OpCost::flash) runs at its kernel's measured rate for its pass,
-// head dimension and query length instead (the nearest measured head dimension; interpolated in log
-// length between the measured lengths, the nearest beyond them), its query blocks of 128 rows per head
-// quantised in waves the same way (the benchmark's own quantisation taken out of the figure). A matmul a technique made sparse
-// (OpCost::sparsity) is timed by the work the hardware really does: unstructured zeros are multiplied
+// A GEMM of small k moves m·n outputs for little arithmetic: its fixed costs, the epilogue writing those
+// outputs among them, bring it to about its memory roof. A flash-attention op (OpCost::flash) runs at
+// its kernel's measured rate for its pass, head dimension and query length instead (the nearest
+// measured head dimension; interpolated in log length between the measured lengths, the nearest beyond
+// them), its query blocks of 128 rows per head quantised in waves the same way (the benchmark's own
+// quantisation taken out of the figure). A matmul a technique made sparse (OpCost::sparsity) is timed by the work the hardware really does: unstructured zeros are multiplied
 // anyway (the dense FLOPs), zero blocks are skipped (the non-zero FLOPs at the dense rate: an optimistic
 // bound), and a 2:4 operand runs `sparse_speedup` times faster than dense on sparse tensor cores
 // (device.hpp; 1.0 where there are none, e.g. a CPU profile).
@@ -68,6 +77,8 @@ std::array<FlashRates, kFlashKernels> uniform_flash_rates(double fraction);
 struct Efficiency {
   double gemm = 0.8;
   double gemm_fp8 = 0;  // FP8 GEMMs' ceiling where it was measured apart from the others; 0: gemm's
+  // A GEMM's fixed costs per output tile and per kernel, in k-steps of a BF16 mainloop (above); 0: none.
+  double gemm_tile_overhead_k = 0, gemm_kernel_overhead_k = 0;
   double memory = 0.9;
   // Each flash-attention kernel's rates (by FlashKernel), fractions of the datasheet peak at the shapes
   // measured; empty: no figure for that kernel on the device.
@@ -75,8 +86,9 @@ struct Efficiency {
   bool operator==(const Efficiency&) const = default;
 };
 
-// The defaults above, by device name ("a100" 0.82, "h100"/"h200" 0.76 and FP8 0.70, else 0.80; memory:
-// a100 0.87, else 0.9). Flash attention, from the FlashAttention-2 and -3 papers' benchmarks
+// The defaults above, by device name ("a100" 0.82, "h100"/"h200" 0.76 and FP8 0.70, else 0.80; fixed
+// costs on A100, H100 and H200 135 k-steps a tile and 530 a kernel, else none; memory: a100 0.87, else
+// 0.9). Flash attention, from the FlashAttention-2 and -3 papers' benchmarks
 // (compute_model.cpp): on A100 FlashAttention and FlashAttention-2 (the newest) by head dimension and
 // sequence length, one rate for both passes; no FlashAttention-3 (Hopper only) or cuDNN figure. On
 // H100/H200 FlashAttention-2, FlashAttention-3 (the newest) and cuDNN, forward and backward, by head
@@ -99,6 +111,11 @@ ComputeProfile load_profile(const std::string& file, const DeviceSpec& device);
 // `splits` thread blocks per output tile (split-K; 1: none), in (0, 1]; 1 when `shapes` has no SM count
 // (a CPU). O(1).
 double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                       std::int64_t splits = 1);
+// The whole shape factor the ceiling is multiplied by: tile_efficiency with the fixed costs of the tiles
+// and the kernel (shapes.tile_overhead_k, kernel_overhead_k, in k-steps of the GEMM's own dtype), the
+// better tile orientation. In (0, tile_efficiency]. O(1).
+double gemm_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
                        std::int64_t splits = 1);
 
 // Time of one op under the model. Throws InvalidArgument when the op is a matmul in a dtype the
