@@ -51,11 +51,16 @@ constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
     {AttentionImpl::Cudnn, "cudnn"}};
 constexpr std::pair<FfnActivation, const char*> kActivations[] = {{FfnActivation::Gelu, "gelu"},
                                                                   {FfnActivation::Swiglu, "swiglu"}};
+constexpr std::pair<Positions, const char*> kPositions[] = {{Positions::Learned, "learned"}, {Positions::Rope, "rope"}};
 }  // namespace
 
 std::string activation_name(FfnActivation a) { return enum_names::name_of(kActivations, a, "activation_name: not an FfnActivation"); }
 std::vector<std::string> activation_names() { return enum_names::names(kActivations); }
 FfnActivation parse_activation(const std::string& name) { return enum_names::parse(kActivations, name, "FFN activation"); }
+
+std::string positions_name(Positions p) { return enum_names::name_of(kPositions, p, "positions_name: not a Positions"); }
+std::vector<std::string> positions_names() { return enum_names::names(kPositions); }
+Positions parse_positions(const std::string& name) { return enum_names::parse(kPositions, name, "positions"); }
 
 std::string attention_name(AttentionImpl a) { return enum_names::name_of(kAttention, a, "attention_name: not an AttentionImpl"); }
 std::vector<std::string> attention_names() { return enum_names::names(kAttention); }
@@ -182,7 +187,7 @@ void validate(const TransformerModel& m, const std::string& path) {
   const double h = static_cast<double>(m.hidden), f = static_cast<double>(m.ffn());
   const double fc1 = static_cast<double>(m.fc1_width());
   const double params = static_cast<double>(m.layers) * (4 * h * h + static_cast<double>(m.experts) * (h * fc1 + f * h)) +
-                        static_cast<double>(m.vocab + m.seq_len) * h;
+                        static_cast<double>(m.vocab + m.position_rows()) * h;
   if (params > kMaxModelParameters) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "about %.3g parameters; twinbed models up to %.0e (layers, hidden, ffn_hidden, experts)",
@@ -230,7 +235,7 @@ ParameterCount parameter_count(const TransformerModel& m) {
   p.norms = 4 * h;                                   // two LayerNorms, γ and β
   p.ffn = h * fc1 + f * h + bias * (fc1 + h);        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
   p.router = m.moe() ? h * m.experts : 0;
-  p.embedding = (m.vocab + m.seq_len) * h;
+  p.embedding = (m.vocab + m.position_rows()) * h;
   p.final_norm = 2 * h;
   return p;
 }
@@ -281,7 +286,7 @@ RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep
     r.dense += layers * (e.fc1 + e.fc2);
   }
   const std::int64_t word = ceil_div(m.vocab, t) * h;
-  if (stage == 0) r.dense += word + m.seq_len * h;
+  if (stage == 0) r.dense += word + m.position_rows() * h;
   if (stage == pp - 1) r.dense += 2 * h + (pp > 1 ? word : 0);
   return r;
 }
@@ -684,6 +689,27 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
   ops.push_back(memory_bound("qkv_grad_cat_bwd", Phase::BackwardData, 2 * qkv * x.e, 0, dt));
 }
 
+// RoPE (Positions::Rope) on this rank's queries and keys after the QKV GEMM, or on their gradients in
+// backward (the inverse rotation): the b·s/cp tokens of the a/t query heads and the kv/t key heads.
+// Fused, as Megatron-LM runs it unless --no-rope-fusion and NeMo's Llama recipes set it
+// (apply_rope_fusion: fused_apply_rotary_pos_emb, Transformer Engine's FusedRoPEFunc): one kernel for
+// the queries and one for the keys, each reading and writing its tensor and reading the FP32
+// frequencies (s/cp × head dimension). Unfused, Megatron-LM's _apply_rotary_pos_emb_bshd in PyTorch
+// (megatron/core/models/common/embeddings/rope_utils.py): t·cos, the rotation's negated half and cat,
+// its ·sin, the sum and the closing cat, 12 element reads and writes a forward; autograd's backward
+// 10 (the two products, the negation, the halves' cat, the sum).
+void rope(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x, int tp, Phase phase) {
+  if (m.positions != Positions::Rope) return;
+  const bool forward = phase != Phase::BackwardData;
+  const double queries = x.tokens * x.h / tp, keys = x.tokens * (x.qkv_t - x.h / tp) / 2;
+  const double frequencies = x.sq * x.hd * 4;
+  const double passes = m.fused_elementwise ? 2 : forward ? 12 : 10;
+  const std::string suffix = forward ? "_fwd" : "_bwd";
+  for (const auto& [tensor, n] : {std::pair{"rope_q", queries}, std::pair{"rope_k", keys}}) {
+    ops.push_back(memory_bound(tensor + suffix, phase, passes * n * x.e + frequencies, 4 * n, x.dt));
+  }
+}
+
 }  // namespace
 
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c) {
@@ -698,6 +724,7 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
   layernorm_fwd(ops, "ln1_fwd", x, fp8_norms.attention);
   ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, lin));
   bias_fwd(ops, "qkv_bias_fwd", x.tokens * x.qkv_t, x.qkv_t, x);
+  rope(ops, m, x, c.tp, Phase::Forward);
   attention_core_fwd(ops, m, c, x, L);
   fp8_input_cast_fwd(ops, "proj", L.proj.m * L.proj.k, x, transpose);
   ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, lin));
@@ -774,6 +801,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
   residual_bwd(ops, "attn", "proj", x);
   linear_bwd(ops, "proj", L.proj, sp, sp ? L.proj.m * L.proj.k : 0);
   attention_core_bwd(ops, m, c, x);
+  rope(ops, m, x, c.tp, Phase::BackwardData);
   linear_bwd(ops, "qkv", L.qkv, false, x.tokens * x.h);  // ln1's FP8 output, transposed here
   bias_bwd(ops, "qkv_bias_bwd", x.tokens * x.qkv_t, x.qkv_t, x);
   layernorm_bwd(ops, "ln1_bwd", x);
@@ -809,8 +837,11 @@ std::vector<OpCost> embedding_forward_ops(const TransformerModel& m, const OpCon
   // Vocabulary-parallel lookup: every rank reads its int64 token ids, gathers the ~1/t of the rows that
   // fall in its shard and writes the whole (masked) output, which the TP all-reduce then sums.
   ops.push_back(memory_bound("embedding_lookup_fwd", Phase::Forward, x.tokens * 8 + n / c.tp * x.e + n * x.e, 0, x.dt));
-  // Position embedding add and dropout (reads both inputs, writes output and 1-byte mask).
-  ops.push_back(memory_bound("embedding_dropout_fwd", Phase::Forward, 3 * n_sp * x.e + n_sp, n_sp * kResidual.fwd, x.dt));
+  // Learned positions: the position embedding add and dropout (reads both inputs, writes the output and
+  // a 1-byte mask); RoPE: the dropout alone (one input).
+  const double inputs = m.positions == Positions::Learned ? 2 : 1;
+  ops.push_back(memory_bound("embedding_dropout_fwd", Phase::Forward, (inputs + 1) * n_sp * x.e + n_sp,
+                             n_sp * kResidual.fwd, x.dt));
   return ops;
 }
 
@@ -819,9 +850,11 @@ std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpCo
   const double n = x.tokens * x.h;
   const double n_sp = x.tokens_sp * x.h;
   std::vector<OpCost> ops;
-  // Dropout backward, also accumulating the position-embedding gradient.
-  ops.push_back(memory_bound("embedding_dropout_bwd", Phase::BackwardData, 3 * n_sp * x.e + n_sp, n_sp * kResidual.bwd,
-                             x.dt));
+  // Dropout backward, also accumulating the learned position embedding's gradient (a read and a write
+  // of it; none with RoPE).
+  const double position_grad = m.positions == Positions::Learned ? 1 : 0;
+  ops.push_back(memory_bound("embedding_dropout_bwd", Phase::BackwardData, (2 + position_grad) * n_sp * x.e + n_sp,
+                             n_sp * kResidual.bwd, x.dt));
   // Scatter-add of the output gradient into this rank's vocabulary rows (read-modify-write).
   ops.push_back(memory_bound("embedding_wgrad", Phase::BackwardWeight, n * x.e + 2 * n / c.tp * x.e, n / c.tp, x.dt));
   return ops;
@@ -924,7 +957,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss",
-                                             "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
+                                             "positions", "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
   require_object(j, path);
   check_keys(j, path, accepted);
   TransformerModel m;
@@ -957,6 +990,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   }
   if (j.contains("activation")) m.activation = read_named(j["activation"], path + "/activation", parse_activation);
   if (j.contains("bias")) m.bias = read_bool(j["bias"], path + "/bias");
+  if (j.contains("positions")) m.positions = read_named(j["positions"], path + "/positions", parse_positions);
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("loss")) m.loss = read_named(j["loss"], path + "/loss", parse_loss);
@@ -972,7 +1006,8 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
 json model_to_json(const TransformerModel& m) {
   return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
               {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
-              {"activation", activation_name(m.activation)}, {"bias", m.bias}, {"seq_len", m.seq_len},
+              {"activation", activation_name(m.activation)}, {"positions", positions_name(m.positions)},
+              {"bias", m.bias}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},

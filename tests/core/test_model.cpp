@@ -925,6 +925,69 @@ TEST(ModelJson, GroupedQueryAttentionAndSwiglu) {
   EXPECT_EQ(activation_names(), (std::vector<std::string>{"gelu", "swiglu"}));
 }
 
+// RoPE (Positions::Rope): the queries and keys rotated after the QKV GEMM and their gradients rotated
+// back before its backward, memory-bound; no position table (parameters, embedding add).
+TEST(Rope, RotatesQueriesAndKeysAndHasNoPositionTable) {
+  TransformerModel m = model_from_json(json::parse(
+      R"({"layers": 2, "hidden": 4096, "heads": 32, "kv_heads": 8, "ffn_hidden": 11008, "activation": "swiglu",
+          "bias": false, "seq_len": 4096, "vocab": 32000, "positions": "rope"})"));
+  EXPECT_EQ(m.positions, Positions::Rope);
+  const OpContext c{2, 2, false, 1};
+  const auto names = [](const std::vector<OpCost>& ops) {
+    std::vector<std::string> out;
+    for (const OpCost& op : ops) out.push_back(op.name);
+    return out;
+  };
+  const auto fwd = layer_forward_ops(m, c);
+  const auto fwd_names = names(fwd);
+  const auto at = [&](const std::vector<std::string>& v, const std::string& name) {
+    return std::find(v.begin(), v.end(), name) - v.begin();
+  };
+  ASSERT_EQ(at(fwd_names, "rope_q_fwd"), at(fwd_names, "qkv_fwd") + 1);
+  ASSERT_EQ(at(fwd_names, "rope_k_fwd"), at(fwd_names, "qkv_fwd") + 2);
+  // 2 × 4096 tokens; this rank's 16 query heads and 4 key heads of 128; BF16; fused: a read and a write,
+  // plus the FP32 frequencies, 4096 × 128.
+  const double tokens = 2 * 4096, freqs = 4096 * 128 * 4;
+  const double queries = tokens * 16 * 128, keys = tokens * 4 * 128;
+  EXPECT_EQ(find_op(fwd, "rope_q_fwd").bytes, std::llround(2 * queries * 2 + freqs));
+  EXPECT_EQ(find_op(fwd, "rope_k_fwd").bytes, std::llround(2 * keys * 2 + freqs));
+  EXPECT_EQ(find_op(fwd, "rope_q_fwd").kind, OpCost::Kind::MemoryBound);
+  const auto bwd = layer_backward_ops(m, c);
+  const auto bwd_names = names(bwd);
+  ASSERT_LT(at(bwd_names, "rope_q_bwd"), at(bwd_names, "qkv_dgrad"));
+  EXPECT_GT(at(bwd_names, "rope_q_bwd"), at(bwd_names, "attn_context_dgrad_v"));
+  EXPECT_EQ(find_op(bwd, "rope_k_bwd").bytes, std::llround(2 * keys * 2 + freqs));
+  // Unfused (PyTorch's passes): 12 element reads and writes forward, 10 backward.
+  TransformerModel unfused = m;
+  unfused.fused_elementwise = false;
+  EXPECT_EQ(find_op(layer_forward_ops(unfused, c), "rope_q_fwd").bytes, std::llround(12 * queries * 2 + freqs));
+  EXPECT_EQ(find_op(layer_backward_ops(unfused, c), "rope_q_bwd").bytes, std::llround(10 * queries * 2 + freqs));
+  // Full recomputation re-runs them; selective (the attention core alone) does not.
+  EXPECT_TRUE(has_op(layer_recompute_ops(m, c, Recompute::Full), "rope_q_recompute"));
+  EXPECT_FALSE(has_op(layer_recompute_ops(m, c, Recompute::Selective), "rope_q_recompute"));
+  // Learned positions: no rotation, and a position table of s × h parameters the embedding adds.
+  TransformerModel learned = m;
+  learned.positions = Positions::Learned;
+  EXPECT_FALSE(has_op(layer_forward_ops(learned, c), "rope_q_fwd"));
+  EXPECT_FALSE(has_op(layer_backward_ops(learned, c), "rope_q_bwd"));
+  EXPECT_EQ(parameter_count(learned).embedding - parameter_count(m).embedding, 4096 * 4096);
+  EXPECT_EQ(rank_parameters(learned, 2, 1, 1, 0).dense - rank_parameters(m, 2, 1, 1, 0).dense, 4096 * 4096);
+  const double n = tokens * 4096;
+  EXPECT_EQ(find_op(embedding_forward_ops(m, c), "embedding_dropout_fwd").bytes, std::llround(2 * n * 2 + n));
+  EXPECT_EQ(find_op(embedding_forward_ops(learned, c), "embedding_dropout_fwd").bytes, std::llround(3 * n * 2 + n));
+  EXPECT_EQ(find_op(embedding_backward_ops(m, c), "embedding_dropout_bwd").bytes, std::llround(2 * n * 2 + n));
+  EXPECT_EQ(find_op(embedding_backward_ops(learned, c), "embedding_dropout_bwd").bytes, std::llround(3 * n * 2 + n));
+  // JSON: round trip, the default, and a clear error.
+  EXPECT_EQ(model_to_json(m)["positions"], "rope");
+  EXPECT_EQ(model_from_json(model_to_json(m)), m);
+  EXPECT_EQ(model_preset("gpt3-1.3b").positions, Positions::Learned);
+  EXPECT_EQ(positions_names(), (std::vector<std::string>{"learned", "rope"}));
+  const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "positions": "alibi"})")), "/model/positions");
+  const std::string alibi = config_error_message(json::parse("{" + base + R"(, "positions": "alibi"})"));
+  EXPECT_NE(alibi.find("learned, rope"), std::string::npos) << alibi;
+}
+
 TEST(ModelJson, StrictErrorsNameThePath) {
   const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "hiden": 64})")), "/model/hiden");

@@ -113,6 +113,16 @@ std::string activation_name(FfnActivation a);
 FfnActivation parse_activation(const std::string& name);
 std::vector<std::string> activation_names();
 
+// Where the model's positions come from: learned — a table of s×h position embeddings added to the
+// token embeddings (GPT-2/3's, OPT's, MPT's); rope — rotary position embeddings (Su et al. 2021,
+// RoFormer, arXiv:2104.09864), each layer's queries and keys rotated by their position after the QKV
+// GEMM and their gradients rotated back in backward, no parameters (Llama's, and NeMo's Llama recipes).
+enum class Positions { Learned, Rope };
+// "learned", "rope"; parse throws UnknownName listing them.
+std::string positions_name(Positions p);
+Positions parse_positions(const std::string& name);
+std::vector<std::string> positions_names();
+
 // ---- the model -----------------------------------------------------------------------------------
 
 struct TransformerModel {
@@ -125,6 +135,7 @@ struct TransformerModel {
   // key/value heads of the same head dimension; 0 means heads (multi-head attention); use kv() to read it.
   std::int64_t kv_heads = 0;
   FfnActivation activation = FfnActivation::Gelu;
+  Positions positions = Positions::Learned;
   // Biases on the QKV, projection, FC1 and FC2 GEMMs: GPT-2/3's, Megatron-LM's GPT, BLOOM's, OPT's.
   // false: none, as Llama and PaLM have (their norms' parameters stay counted as LayerNorm's γ and β).
   bool bias = true;
@@ -159,6 +170,8 @@ struct TransformerModel {
   std::int64_t qkv_width() const { return hidden + 2 * kv() * (hidden / heads); }
   std::int64_t fc1_width() const { return activation == FfnActivation::Swiglu ? 2 * ffn() : ffn(); }
   bool moe() const { return experts > 1; }
+  // Rows of the position-embedding table: seq_len learned positions, none with RoPE.
+  std::int64_t position_rows() const { return positions == Positions::Learned ? seq_len : 0; }
   bool operator==(const TransformerModel&) const = default;
 };
 
@@ -399,6 +412,9 @@ struct OpContext {
 // matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed).
 // Unfused element-wise ops (fused_elementwise = false): fc1_bias before gelu (expert_fc1_bias under
 // MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise.
+// RoPE (positions = rope): rope_q and rope_k after qkv_bias, memory-bound, and again on their
+// gradients in backward before qkv (model.cpp has their passes); embedding_dropout reads no position
+// embedding.
 // MoE replaces fc1..fc2 by router (GEMM to E logits), router_topk, expert_permute, expert_fc1 (grouped),
 // gelu, expert_fc2 (grouped), expert_unpermute; with balanced routing each rank's experts process the
 // b·s·k tokens its group routes to them: every local expert gets b·s·k·ep/E tokens (m rounded to the
