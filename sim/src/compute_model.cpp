@@ -404,10 +404,10 @@ double fixed_cost_share(double slice, double waves, const KernelShapeModel& s) {
 // rate, the size it was measured at (A100, H100 FP8; H200's BF16 at its best sustained shape, k ≥ 6144).
 constexpr std::int64_t kCeilingShape = 16384;
 
-// gemm_efficiency where only shapes.sms of the device's `device_sms` SMs are free: the ceiling was
+// shape_efficiency where only shapes.sms of the device's `device_sms` SMs are free: the ceiling was
 // measured on all of them.
-double gemm_efficiency_on(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch,
-                          const KernelShapeModel& shapes, std::int64_t splits, int device_sms) {
+double shape_efficiency_on(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch,
+                           const KernelShapeModel& shapes, std::int64_t splits, int device_sms) {
   if (!has_tiles(shapes) || m <= 0 || n <= 0 || batch <= 0) return 1;
   const Tiling c = tiling(kCeilingShape, kCeilingShape, kCeilingShape, kCeilingShape, 1, 1, shapes.tile_m, shapes.tile_n,
                           device_sms);
@@ -425,9 +425,9 @@ double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int6
   return best_orientation(m, n, k, batch, shapes, splits, [](const Tiling& t, double) { return t.quantisation; });
 }
 
-double gemm_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
-                       std::int64_t splits) {
-  return gemm_efficiency_on(m, n, k, batch, shapes, splits, shapes.sms);
+double shape_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                        std::int64_t splits) {
+  return shape_efficiency_on(m, n, k, batch, shapes, splits, shapes.sms);
 }
 
 namespace {
@@ -445,7 +445,7 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
   const auto memory_seconds = [&](double bytes) { return memory > 0 ? bytes / memory : 0.0; };
   const double outputs = static_cast<double>(op.m) * static_cast<double>(op.n) * static_cast<double>(op.batch);
   const auto compute_seconds = [&](std::int64_t splits) {
-    return work / (rate * gemm_efficiency_on(op.m, op.n, op.k, op.batch, shapes, splits, device_sms));
+    return work / (rate * shape_efficiency_on(op.m, op.n, op.k, op.batch, shapes, splits, device_sms));
   };
   double best = std::max(memory_seconds(static_cast<double>(op.bytes)), compute_seconds(1));
   if (!has_tiles(shapes)) return best;

@@ -162,15 +162,15 @@ TEST(ComputeModel, EachTileAndKernelPaysAFixedCost) {
   const OpCost four_waves = gemm(256 * 108, 128 * 4, 8192);
   const double expected = four_waves.flops / (0.82 * 312e12 * fixed_cost_share(8192, 4) / ceiling);
   EXPECT_NEAR((op_time(four_waves, p) - p.launch_overhead).seconds() / expected, 1, 1e-9);
-  EXPECT_NEAR(gemm_efficiency(256 * 108, 128 * 4, 8192, 1, p.shapes), fixed_cost_share(8192, 4) / ceiling, 1e-12);
+  EXPECT_NEAR(shape_efficiency(256 * 108, 128 * 4, 8192, 1, p.shapes), fixed_cost_share(8192, 4) / ceiling, 1e-12);
   // The same in one wave: the kernel's cost over one wave instead of four.
-  EXPECT_NEAR(gemm_efficiency(256 * 108, 128, 8192, 1, p.shapes), fixed_cost_share(8192, 1) / ceiling, 1e-12);
+  EXPECT_NEAR(shape_efficiency(256 * 108, 128, 8192, 1, p.shapes), fixed_cost_share(8192, 1) / ceiling, 1e-12);
   // Deeper k amortises them; at the ceiling's own depth and beyond, a full-wave GEMM runs at the ceiling.
-  EXPECT_LT(gemm_efficiency(256 * 108, 128 * 4, 1024, 1, p.shapes), gemm_efficiency(256 * 108, 128 * 4, 8192, 1, p.shapes));
-  EXPECT_DOUBLE_EQ(gemm_efficiency(256 * 108, 128 * 76, 16384, 1, p.shapes), 1.0);
-  EXPECT_DOUBLE_EQ(gemm_efficiency(256 * 108, 128 * 4, 65536, 1, p.shapes), 1.0);
+  EXPECT_LT(shape_efficiency(256 * 108, 128 * 4, 1024, 1, p.shapes), shape_efficiency(256 * 108, 128 * 4, 8192, 1, p.shapes));
+  EXPECT_DOUBLE_EQ(shape_efficiency(256 * 108, 128 * 76, 16384, 1, p.shapes), 1.0);
+  EXPECT_DOUBLE_EQ(shape_efficiency(256 * 108, 128 * 4, 65536, 1, p.shapes), 1.0);
   // With a partial wave, both factors: 109 tiles are two waves.
-  EXPECT_NEAR(gemm_efficiency(256, 128, 8192, 109, p.shapes), 109.0 / 216 * fixed_cost_share(8192, 2) / ceiling, 1e-12);
+  EXPECT_NEAR(shape_efficiency(256, 128, 8192, 109, p.shapes), 109.0 / 216 * fixed_cost_share(8192, 2) / ceiling, 1e-12);
   // The smallest GEMM: one tile on one SM, its one k-step and the fixed costs, 1 + 135 + 530 k-steps of
   // one SM's share of the rate (2·256·128 FLOPs each).
   const ComputeProfile h100 = roofline_profile(device_preset("h100"));

@@ -1,6 +1,6 @@
 // Compute cost model: a roofline whose compute roof knows the shape.
 //
-//   time = launch_overhead + max(flops / (peak(dtype) · gemm_efficiency · tile_efficiency(m, n, k, batch)),
+//   time = launch_overhead + max(flops / (peak(dtype) · gemm_efficiency · shape_efficiency(m, n, k, batch)),
 //                                bytes / (memory_bandwidth · memory_efficiency))
 //
 // for a matmul (GEMM or attention matmul); a memory-bound op takes launch_overhead + bytes / achieved
@@ -13,10 +13,11 @@
 //
 //   tile_efficiency = m·n·batch / (waves · SMs · tile_m · tile_n)        (1 for a whole number of full waves)
 //
-// gemm_efficiency is the ceiling large GEMMs reach (measured; below), so tile_efficiency only takes away.
-// Each output tile also pays a fixed cost, its mainloop's prologue and epilogue, and each kernel one
-// more (filling and draining the pipeline): a GEMM of W waves of slices k deep takes as long as
-// W·(k + k_tile) + k_kernel k-steps of the mainloop would, so the tile model keeps
+// gemm_efficiency is the ceiling large GEMMs reach (measured; below), so shape_efficiency, which is
+// tile_efficiency times the fixed costs' share below, only takes away. Each output tile also pays a
+// fixed cost, its mainloop's prologue and epilogue, and each kernel one more (filling and draining the
+// pipeline): a GEMM of W waves of slices k deep takes as long as W·(k + k_tile) + k_kernel k-steps of
+// the mainloop would, so the tile model keeps
 //
 //   k / (k + k_tile + k_kernel / W),  over the same for the ceiling's own shape (16384³), at most 1
 //
@@ -115,8 +116,8 @@ double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int6
 // The whole shape factor the ceiling is multiplied by: tile_efficiency with the fixed costs of the tiles
 // and the kernel (shapes.tile_overhead_k, kernel_overhead_k, in k-steps of the GEMM's own dtype), the
 // better tile orientation. In (0, tile_efficiency]. O(1).
-double gemm_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
-                       std::int64_t splits = 1);
+double shape_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
+                        std::int64_t splits = 1);
 
 // Time of one op under the model. Throws InvalidArgument when the op is a matmul in a dtype the
 // profile has no rate for. O(GEMM samples · log + stream samples + SMs): the split-K search tries up to
