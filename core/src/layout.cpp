@@ -96,7 +96,8 @@ void check_plan_size(const Layout& l, const TransformerModel& m) {
   }
   const OpContext ctx = l.op_context();
   const double per_layer = static_cast<double>(layer_forward_ops(m, ctx).size() + layer_backward_ops(m, ctx).size() +
-                                               layer_recompute_ops(m, ctx, l.recompute).size()) + 16;  // + collectives, allocs
+                                               layer_recompute_ops(m, ctx, l.recompute).size()) + 16 +  // + collectives, allocs
+                           (l.tp_comm_overlap ? 10.0 * 2 * l.tp : 0);  // at most 10 GEMMs split, each with its tp - 1 or tp collectives
   const double micro_batches = l.micro_batches();
   double layers = 0, grads = 0;  // the largest stage's layers and 16-bit gradient bytes
   for (int stage = 0; stage < l.pp; ++stage) {
@@ -157,6 +158,14 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
     throw ConfigError("/layout/distribute_saved_activations",
                       "with sequence_parallel the checkpointed input is sequence-sharded over the tensor group "
                       "already: set one of sequence_parallel and distribute_saved_activations to false");
+  }
+
+  if (l.tp_comm_overlap && !(l.sequence_parallel && l.tp > 1)) {
+    throw ConfigError("/layout/tp_comm_overlap",
+                      "overlaps the sequence-parallel all-gathers and reduce-scatters with the GEMMs beside them "
+                      "(Transformer Engine's userbuffers); with " +
+                          std::string(l.tp > 1 ? "sequence_parallel false" : "tp = 1") +
+                          " there are none: set sequence_parallel to true with tp >= 2, or tp_comm_overlap to false");
   }
 
   // Products in 64 bits: each degree can be large on its own.
@@ -332,7 +341,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
-      "overlap_p2p_comm", "bucket_MiB", "grad_dtype",
+      "overlap_p2p_comm", "tp_comm_overlap", "bucket_MiB", "grad_dtype",
       "embedding_in_split", "loss_in_split", "distribute_saved_activations"};
   require_object(j, path);
   check_keys(j, path, accepted);
@@ -358,6 +367,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
     l.overlap_param_gather = read_bool(j["overlap_param_gather"], path + "/overlap_param_gather");
   }
   if (j.contains("overlap_p2p_comm")) l.overlap_p2p_comm = read_bool(j["overlap_p2p_comm"], path + "/overlap_p2p_comm");
+  if (j.contains("tp_comm_overlap")) l.tp_comm_overlap = read_bool(j["tp_comm_overlap"], path + "/tp_comm_overlap");
   if (j.contains("embedding_in_split")) l.embedding_in_split = read_bool(j["embedding_in_split"], path + "/embedding_in_split");
   if (j.contains("loss_in_split")) l.loss_in_split = read_bool(j["loss_in_split"], path + "/loss_in_split");
   if (j.contains("distribute_saved_activations")) {
@@ -394,6 +404,7 @@ json layout_to_json(const Layout& l) {
               {"overlap_grad_reduce", l.overlap_grad_reduce},
               {"overlap_param_gather", l.overlap_param_gather},
               {"overlap_p2p_comm", l.overlap_p2p_comm},
+              {"tp_comm_overlap", l.tp_comm_overlap},
               {"bucket_MiB", static_cast<double>(l.bucket_bytes) / static_cast<double>(MiB)},
               {"grad_dtype", grad_dtype_name(l.grad_dtype)},
               {"embedding_in_split", l.embedding_in_split},

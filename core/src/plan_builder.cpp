@@ -112,6 +112,18 @@ class Builder {
       cost_ids_.push_back(ids);
       param_kinds_.push_back(kinds);
     }
+    split_cost_ids_.resize(lists_.size());
+    for (std::size_t k = 0; k < lists_.size(); ++k) {
+      split_cost_ids_[k].assign(lists_[k].size(), -1);
+      for (std::size_t i = 0; i < lists_[k].size(); ++i) {
+        const int parts = split_parts(static_cast<int>(k), i);
+        if (parts == 0) continue;
+        const OpCost& c = lists_[k][i];
+        OpCost chunk = matmul_cost(c.name, c.kind, c.phase, (c.m + parts - 1) / parts, c.n, c.k, c.batch, c.dtype);
+        chunk.split = parts;
+        split_cost_ids_[k][i] = tables_.cost(chunk);
+      }
+    }
     attn_first_.fill(-1);
     attn_last_.fill(-1);
     for (std::size_t k = 0; k < lists_.size(); ++k) {
@@ -411,7 +423,7 @@ class Builder {
       std::int64_t first_op = -1;
       for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {
         gather_kv(kFwd, i, mb, prev, prefix, layer);
-        prev = compute(kFwd, i, mb, prev, layer, local);
+        prev = compute_overlapped(kFwd, i, mb, prev, layer, local, prefix).last;
         if (i == 0 && g.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(g.gather));
         if (i == 0) first_op = prev;
         after_op(lists_[kFwd][i].name, true, mb, prev, prefix, layer);
@@ -483,11 +495,12 @@ class Builder {
       }
       for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
         gather_kv(kRecompute, i, mb, prev, prefix, layer);
-        prev = compute(kRecompute, i, mb, prev, layer, local);
+        prev = compute_overlapped(kRecompute, i, mb, prev, layer, local, prefix + "recompute.").last;
         gate();
         if (l_.recompute == Recompute::Full) after_op(lists_[kRecompute][i].name, true, mb, prev, prefix + "recompute.", layer);
       }
       ColumnBackward column;
+      std::int64_t ring_gathered = -1;  // the last ring-exchange step of a split dgrad, for its wgrad
       for (std::size_t i = 0; i < lists_[kBwd].size(); ++i) {
         const std::string& name = lists_[kBwd][i].name;
         if (is_column_parallel_dgrad(name)) {
@@ -495,8 +508,15 @@ class Builder {
           column.gather = regather_input(mb, prev, prefix, layer, name == "qkv_dgrad" ? fp8_norms_.attention : fp8_norms_.ffn);
         }
         gather_kv(kBwd, i, mb, prev, prefix, layer);
-        prev = compute(kBwd, i, mb, prev, layer, local);
+        const Overlapped split = compute_overlapped(kBwd, i, mb, prev, layer, local, prefix);
+        prev = split.last;
         gate();
+        // A split input-gradient GEMM's weight gradient, next, reads the whole gathered output gradient.
+        if (ring_gathered >= 0 && name.ends_with("_wgrad")) {
+          prog_->add_dep_to_last(static_cast<std::uint32_t>(ring_gathered));
+          ring_gathered = -1;
+        }
+        if (split.gathered >= 0) ring_gathered = split.gathered;
         reduce_kv_grads(i, mb, prev, prefix, layer);
         if (column.wgrad_next) {
           // The weight-gradient GEMM reads the re-gathered input (Megatron: handle.wait() on the all-gather
@@ -517,7 +537,7 @@ class Builder {
         }
         prev = accumulate_gradient(kBwd, i, prefix, mb, prev, layer, local);
       }
-      if (column.reduce >= 0 || column.wgrad_next) {
+      if (column.reduce >= 0 || column.wgrad_next || ring_gathered >= 0) {
         throw InvalidArgument("build_plan: a column-parallel layer's weight gradient or its consumer is missing from " +
                               prefix + " backward ops");
       }
@@ -741,14 +761,15 @@ class Builder {
 
   // ---- op emitters (each returns the new op's index) ----
 
-  std::uint32_t compute(int list, std::size_t i, int mb, std::int64_t dep, int layer, std::int64_t local) {
+  // Op i of `list`; `cost` replaces its cost (a split GEMM's chunk).
+  std::uint32_t compute(int list, std::size_t i, int mb, std::int64_t dep, int layer, std::int64_t local, std::int32_t cost = -1) {
     const OpCost& c = lists_[static_cast<std::size_t>(list)][i];
     PlanOp op;
     op.kind = OpKind::Compute;
     op.stream = StreamKind::Compute;
     op.span = span_of(c);
     op.name = compute_name(list, i, layer);
-    op.cost = cost_ids_[static_cast<std::size_t>(list)][i];
+    op.cost = cost >= 0 ? cost : cost_ids_[static_cast<std::size_t>(list)][i];
     op.micro_batch = mb;
     op.layer = layer;
     op.params = params_of(list, i, local);
@@ -857,17 +878,19 @@ class Builder {
     const std::string ffn_out = m_.moe() ? "expert_unpermute" : "fc2";
     if (forward_like) {
       const std::string base = op_name.substr(0, op_name.rfind('_'));  // strip _fwd / _recompute
-      if (tp && sp && (base == "ln1" || base == "ln2")) {
+      // With tp_comm_overlap, QKV's and a dense FC1's gathers, and the projection's and a dense FC2's
+      // reduce-scatters, are their split GEMMs' (compute_overlapped).
+      if (tp && sp && (base == "ln1" || base == "ln2") && !overlapped(base == "ln1" ? "qkv" : "fc1")) {
         tpc(CollectiveOp::AllGather, "tp_allgather", gather_bytes(base == "ln1" ? fp8_norms_.attention : fp8_norms_.ffn));
       }
-      if (tp && (base == "proj" || base == ffn_out)) {
+      if (tp && (base == "proj" || base == ffn_out) && !overlapped(base)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce", tp_bytes_);
       }
       if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
     } else {
-      if (tp && sp && (op_name == "mlp_residual_bwd" || op_name == "attn_residual_bwd")) {
+      const bool attn = op_name == "attn_residual_bwd";
+      if (tp && sp && (op_name == "mlp_residual_bwd" || attn) && !overlapped(attn ? "proj" : "fc2")) {
         // The projection's output gradient, or FC2's (an MoE's expert_unpermute's).
-        const bool attn = op_name == "attn_residual_bwd";
         tpc(CollectiveOp::AllGather, "tp_allgather_bwd", gather_bytes(attn ? fp8_norms_.attention : fp8_norms_.ffn));
       }
       // QKV's and FC1's input gradients: ColumnBackward above. The MoE router's: here, in line.
@@ -957,6 +980,84 @@ class Builder {
     return op;
   }
 
+  // ---- tensor-parallel communication overlap (Layout::tp_comm_overlap) ----
+  //
+  // Transformer Engine's userbuffers (transformer_engine/pytorch/module/base.py, initialize_ub, 2024:
+  // methods "ring_exchange" for qkv_fprop, fc1_fprop, proj_dgrad and fc2_dgrad; "pipeline" for
+  // proj_fprop and fc2_fprop; "bulk" for the column-parallel GEMMs' backward, which ColumnBackward
+  // above overlaps as Megatron does without them):
+  //   ring exchange: the GEMM in tp chunks along its tokens, the first on the rank's own shard; while a
+  //     chunk runs, each rank passes the shard it holds to the next (userbuffers_send with use_ce, the
+  //     default: the copy engines, no SMs), and the next chunk runs on the shard that came in. A step
+  //     moves one shard per rank, as a ring all-gather of gathered/(tp − 1) bytes does: here that
+  //     all-gather, copy_engine, on the P2P stream, each step after the previous one.
+  //   pipeline: the GEMM in num_splits chunks (4, initialize_ub's default and NeMo's configs), each
+  //     chunk's output reduce-scattered by kernels on SMs of their own (num_sm) while the next chunk
+  //     runs: a reduce-scatter of 1/num_splits of the array after each chunk, each after the previous
+  //     one; the op after the GEMM waits for the last. NCCL's CTAs stand in for the num_sm SMs.
+  // The chunks run back to back on the compute stream, each timed as its share of the whole GEMM
+  // (OpCost::split: userbuffers launch them over several streams, so their tiles share waves). The NCCL
+  // model prices the collectives; userbuffers' own latencies have no public figure.
+  static constexpr int kPipelineSplits = 4;
+  struct Overlapped {
+    std::int64_t last = -1;      // the op the pass goes on from
+    std::int64_t gathered = -1;  // ring exchange: its last step (the whole input has arrived); else -1
+  };
+  // Whether GEMM `base` ("qkv", "proj", "fc1", "fc2") is split (FC1 and FC2: a dense layer's only).
+  bool overlapped(const std::string& base) const {
+    return l_.tp_comm_overlap && (base == "qkv" || base == "proj" || (!m_.moe() && (base == "fc1" || base == "fc2")));
+  }
+  // How op i of `list` runs: in tp chunks after a ring exchange (QKV's and FC1's forward, the
+  // projection's and FC2's input gradient), in kPipelineSplits chunks each before a reduce-scatter (the
+  // projection's and FC2's forward), or whole.
+  enum class Split { None, Ring, Pipeline };
+  Split split_of(int list, std::size_t i) const {
+    const OpCost& c = lists_[static_cast<std::size_t>(list)][i];
+    const std::string gemm = c.name.substr(0, c.name.find('_'));
+    if (c.kind != OpCost::Kind::Gemm || !overlapped(gemm)) return Split::None;
+    if (list == kBwd) return (gemm == "proj" || gemm == "fc2") && c.name == gemm + "_dgrad" ? Split::Ring : Split::None;
+    if (list != kFwd && list != kRecompute) return Split::None;
+    return gemm == "qkv" || gemm == "fc1" ? Split::Ring : Split::Pipeline;
+  }
+  // The chunks op i of `list` runs in (0: whole).
+  int split_parts(int list, std::size_t i) const {
+    const Split s = split_of(list, i);
+    return s == Split::Ring ? l_.tp : s == Split::Pipeline ? kPipelineSplits : 0;
+  }
+  // Op i of `list`, after `prev`: split with its collective as above when it is one of those GEMMs, else
+  // compute() alone.
+  Overlapped compute_overlapped(int list, std::size_t i, int mb, std::int64_t prev, int layer, std::int64_t local,
+                                const std::string& prefix) {
+    const std::int32_t chunk = split_cost_ids_[static_cast<std::size_t>(list)][i];
+    if (chunk < 0) return {compute(list, i, mb, prev, layer, local), -1};
+    const std::string& name = lists_[static_cast<std::size_t>(list)][i].name;
+    if (split_of(list, i) == Split::Ring) {
+      const bool attention = name.starts_with("qkv_") || name.starts_with("proj_");
+      const Bytes gathered = gather_bytes(attention ? fp8_norms_.attention : fp8_norms_.ffn);
+      const Bytes step_bytes = (gathered + l_.tp - 2) / (l_.tp - 1);
+      const std::string what = list == kBwd ? "tp_ring_allgather_bwd" : "tp_ring_allgather";
+      std::int64_t step = prev;
+      std::int64_t last = compute(list, i, mb, prev, layer, local, chunk);
+      for (int j = 1; j < l_.tp; ++j) {
+        step = coll1(CollectiveOp::AllGather, GroupKind::Tp, step_bytes, StreamKind::P2P, prefix + what, mb, step, layer, -1);
+        prog_->ops.back().copy_engine = true;  // the shard's copies, not NCCL's kernels
+        last = compute(list, i, mb, step, layer, local, chunk);
+      }
+      return {last, step};
+    }
+    const Bytes piece = (tp_bytes_ + kPipelineSplits - 1) / kPipelineSplits;
+    std::int64_t reduce = -1;
+    for (int j = 0; j < kPipelineSplits; ++j) {
+      // Chunks after the first follow it on the compute stream.
+      const std::uint32_t c = compute(list, i, mb, j == 0 ? prev : -1, layer, local, chunk);
+      const std::int64_t before = reduce;
+      reduce = coll1(CollectiveOp::ReduceScatter, GroupKind::Tp, piece, StreamKind::P2P, prefix + "tp_pipeline_reducescatter", mb, c,
+                     layer, -1);
+      if (before >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(before));
+    }
+    return {reduce, -1};
+  }
+
   std::int32_t& act_slot(int mb, int c, std::int64_t j) {
     return act_[static_cast<std::size_t>(mb * stage_layers_ + local_layer(c, j))];
   }
@@ -986,6 +1087,7 @@ class Builder {
   std::array<std::vector<OpCost>, kOpLists> lists_;
   std::vector<std::vector<std::int32_t>> cost_ids_;
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
+  std::vector<std::vector<std::int32_t>> split_cost_ids_;  // per list and op: its chunk's cost when split, else -1
   bool gather_p2p_ = false;  // pipeline messages are TP slices the receiver all-gathers
   Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
   // Which SP all-gathers carry FP8 (model.hpp): an fp8 model's of what its FP8 GEMMs read, one byte an

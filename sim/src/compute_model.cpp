@@ -490,7 +490,14 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
   if (op.is_matmul()) {
     // Measured shapes hold the shape effects already; otherwise the large-GEMM rate under the tile,
     // wave and split-K model (a flash kernel: its own rate, its query blocks as the tiles).
-    const FlopsPerSec sampled = op.flash ? 0 : sampled_rate(op, profile);
+    // A chunk of a split GEMM (OpCost::split) at the whole GEMM's shape: its work, its bytes.
+    OpCost split_whole;
+    if (op.split > 1) {
+      split_whole = op;
+      split_whole.m = op.m * op.split;
+    }
+    const OpCost& whole = op.split > 1 ? split_whole : op;
+    const FlopsPerSec sampled = op.flash ? 0 : sampled_rate(whole, profile);
     if (sampled > 0) return profile.launch_overhead + Time::from_seconds(std::max(seconds, matmul_work(op, profile) / sampled));
     auto it = profile.gemm_rate.find(op.dtype);
     if (it == profile.gemm_rate.end() || it->second <= 0) {
@@ -520,7 +527,7 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
         shapes.tile_overhead_k *= it->second / bf16->second;
         shapes.kernel_overhead_k *= it->second / bf16->second;
       }
-      seconds = gemm_seconds(op, matmul_work(op, profile), rate, memory, shapes, profile.shapes.sms);
+      seconds = gemm_seconds(whole, matmul_work(op, profile), rate, memory, shapes, profile.shapes.sms);
     }
   }
   return profile.launch_overhead + Time::from_seconds(seconds);

@@ -66,6 +66,7 @@ struct ExecOp {
   SpanKind span = SpanKind::Other;
   GroupKind group = GroupKind::Tp;
   CollectiveOp collective = CollectiveOp::AllReduce;
+  bool copy_engine = false;  // Collective: holds no SMs (PlanOp::copy_engine)
   std::int32_t micro_batch = -1;
   std::uint32_t name = 0;
   std::int32_t peer_offset = 0;
@@ -159,6 +160,7 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
     e.span = op.span;
     e.group = op.group;
     e.collective = op.collective;
+    e.copy_engine = op.copy_engine;
     e.micro_batch = op.micro_batch;
     e.name = op.name;
     e.peer_offset = op.peer_offset;
@@ -209,7 +211,9 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // Known approximations: evaluated once, at the op's start (a collective posted while the op runs does
 // not slow it, one that ends meanwhile does not speed it up); a collective holds its CTAs from when
 // the rank posts it (its kernel is launched and waits on its peers) until it ends. sms 0 (a CPU
-// profile) or no NCCL collective in flight: the op's own time, `duration`.
+// profile) or no NCCL collective in flight: the op's own time, `duration`. A copy-engine collective
+// (PlanOp::copy_engine: Transformer Engine's userbuffers ring exchange, whose peer copies run on the
+// copy engines, initialize_ub's use_ce, on by default) runs no kernel and holds no SMs.
 Time sm_contended(const ExecProgram& p, const std::vector<OpCost>& costs, std::int32_t cost, Time duration, Time matmul,
                   int channels) {
   if (p.sms <= 1 || channels <= 0 || matmul <= Time{} || cost < 0) return duration;
@@ -644,9 +648,9 @@ void PlanRun::start(int si, std::uint32_t i) {
       const int expected = sim_in_group_[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(gid)];
       const CollKey key{op.collective, op.group, op.bytes};
       const Time dur = coll_time_.at(key)[static_cast<std::size_t>(gid)];
-      // Its kernel holds its CTAs from now until it ends (sm_contended).
+      // Its kernel holds its CTAs from now until it ends (sm_contended); the copy engines hold none.
       const auto ch = coll_channels_.find(key);
-      const int channels = ch == coll_channels_.end() ? 0 : ch->second;
+      const int channels = ch == coll_channels_.end() || op.copy_engine ? 0 : ch->second;
       change_channels(si, channels);
       auto finish_all = [this, dur, &op, gid, channels](std::vector<Member> members) {
         auto done = [this, members = std::move(members), channels] {

@@ -264,6 +264,14 @@ TEST(Layout, BatchAndZeroStage) {
   const std::string d = error_of(l, m, 1024);
   EXPECT_TRUE(contains(d, "/layout/distribute_saved_activations")) << d;
   EXPECT_TRUE(contains(d, "sequence_parallel")) << d;
+  // Userbuffers overlap the sequence-parallel collectives: none without sequence parallelism at tp >= 2.
+  l = gpt3_layout();
+  l.tp_comm_overlap = true;
+  EXPECT_TRUE(validate(l, m, 1024, 8).empty());
+  l.sequence_parallel = false;
+  const std::string o = error_of(l, m, 1024);
+  EXPECT_TRUE(contains(o, "/layout/tp_comm_overlap")) << o;
+  EXPECT_TRUE(contains(o, "set sequence_parallel to true")) << o;
 }
 
 TEST(Layout, DistributedSavedActivationsKeepATensorParallelShareOfTheCheckpoint) {
@@ -470,6 +478,7 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.loss_in_split = true;
   other.overlap_param_gather = true;
   other.distribute_saved_activations = true;
+  other.tp_comm_overlap = true;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "fp32"})")).grad_dtype, GradDtype::FP32);
@@ -492,6 +501,7 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "embedding_in_split": 1})"), "/layout/embedding_in_split");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "cp": 0})"), "/layout/cp");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_p2p_comm": "no"})"), "/layout/overlap_p2p_comm");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "tp_comm_overlap": 1})"), "/layout/tp_comm_overlap");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "loss_in_split": "yes"})"), "/layout/loss_in_split");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_param_gather": 1})"), "/layout/overlap_param_gather");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "distribute_saved_activations": "yes"})"),

@@ -5,9 +5,11 @@
 
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "support/layouts.hpp"
+#include "twinbed/core/error.hpp"
 #include "twinbed/core/plan.hpp"
 
 using namespace twinbed;
@@ -316,4 +318,166 @@ TEST(PlanBuilderTp, Fp8ModelsMoveWhatBf16ModelsMoveButGatherFp8) {
     EXPECT_GT(others, 0);
     EXPECT_EQ(model_state_of(a.programs[r].params, l), model_state_of(b.programs[r].params, l)) << "rank " << r;
   }
+}
+
+namespace {
+
+// The ops of `p` in its layers whose names end in `suffix` ("." and the op's name), in program order
+// (not the embedding's: its output's reduce-scatter is no userbuffers GEMM's).
+std::vector<std::uint32_t> named(const Plan& plan, const Program& p, const std::string& suffix) {
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t i = 0; i < p.size(); ++i) {
+    if (p.ops[i].layer >= 0 && ends_with(name_of(plan, p.ops[i]), suffix)) out.push_back(i);
+  }
+  return out;
+}
+
+// The whole of GEMM `name` in a layer of `m` under `l` (its forward or backward op list).
+OpCost whole_gemm(const TransformerModel& m, const Layout& l, const std::string& name) {
+  for (const auto& ops : {layer_forward_ops(m, l.op_context()), layer_backward_ops(m, l.op_context())}) {
+    for (const OpCost& op : ops) {
+      if (op.name == name) return op;
+    }
+  }
+  ADD_FAILURE() << "no op " << name;
+  return {};
+}
+
+}  // namespace
+
+// Transformer Engine's userbuffers (Layout::tp_comm_overlap, plan_builder.cpp): QKV's and FC1's
+// forward, and the projection's and FC2's input gradient, run in tp chunks of their tokens beside a
+// ring exchange — the first chunk on the rank's own shard, each further one after the copy-engine step
+// that brings the next shard (a ring all-gather of a shard per rank, gathered/(tp − 1) bytes, each step
+// after the last); the weight gradient after a split input gradient reads the whole gathered array.
+// The projection's and FC2's forward run in 4 chunks, each chunk's output reduce-scattered (a quarter
+// of the array, on SMs: no copy engine) after it and after the previous piece, the residual add after
+// the last. No sequence-parallel collective stays on the compute stream between those ops, and the
+// chunks' FLOPs are the whole's. On 4 ranks of TP (one stage, 2 micro-batches, 8 layers).
+TEST(PlanBuilderTp, CommOverlapSplitsTheGemmsBesideTheSequenceParallelCollectives) {
+  const int tp = 4, layers = 8, micro_batches = 2;
+  Layout l = layout3d(1, tp, 1, micro_batches);
+  l.sequence_parallel = true;
+  l.tp_comm_overlap = true;
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  ASSERT_NO_THROW(validate(plan));
+  ASSERT_EQ(plan.programs.size(), 1u);
+  const Program& p = plan.programs[0];
+  const Bytes gathered = 128 * 256 * 2;  // b·s·h, bf16
+  const Bytes step_bytes = (gathered + tp - 2) / (tp - 1);
+  EXPECT_GE((tp - 1) * step_bytes, gathered);  // the steps move a whole all-gather's shards, no more
+  EXPECT_LT((tp - 1) * step_bytes, gathered + tp - 1);
+  for (const char* gone : {".tp_allgather", ".tp_reducescatter", ".tp_allgather_bwd"}) {
+    EXPECT_TRUE(named(plan, p, gone).empty()) << gone;
+  }
+  const int passes = layers * micro_batches;
+
+  // Ring exchanges: QKV and FC1 forward, the projection's and FC2's input gradient.
+  for (const auto& [gemm, step_name] : {std::pair{"qkv_fwd", ".tp_ring_allgather"}, std::pair{"fc1_fwd", ".tp_ring_allgather"},
+                                        std::pair{"proj_dgrad", ".tp_ring_allgather_bwd"},
+                                        std::pair{"fc2_dgrad", ".tp_ring_allgather_bwd"}}) {
+    const std::vector<std::uint32_t> chunks = named(plan, p, std::string(".") + gemm);
+    ASSERT_EQ(chunks.size(), static_cast<std::size_t>(tp * passes)) << gemm;
+    const OpCost whole = whole_gemm(tiny(), l, gemm);
+    for (std::size_t c = 0; c < chunks.size(); ++c) {
+      const std::uint32_t i = chunks[c];
+      const OpCost& cost = plan.costs[static_cast<std::size_t>(p.ops[i].cost)];
+      EXPECT_EQ(cost.m, whole.m / tp) << gemm;
+      EXPECT_EQ(cost.split, tp) << gemm;
+      EXPECT_EQ(cost.n, whole.n);
+      EXPECT_EQ(cost.k, whole.k);
+      EXPECT_DOUBLE_EQ(cost.flops * tp, whole.flops);
+      if (c % tp == 0) continue;  // the rank's own shard: no step before it
+      const PlanOp& step = p.ops[i - 1];
+      ASSERT_TRUE(ends_with(name_of(plan, step), step_name)) << gemm << ": " << name_of(plan, step);
+      EXPECT_EQ(step.kind, OpKind::Collective);
+      EXPECT_EQ(step.collective, CollectiveOp::AllGather);
+      EXPECT_EQ(step.group, GroupKind::Tp);
+      EXPECT_EQ(step.stream, StreamKind::P2P);
+      EXPECT_TRUE(step.copy_engine);
+      EXPECT_EQ(step.bytes, step_bytes);
+      EXPECT_TRUE(has_dep(p, i, i - 1)) << gemm << ": the chunk runs on the shard the step brought";
+      if (c % tp > 1) {
+        EXPECT_TRUE(has_dep(p, i - 1, i - 3)) << gemm << ": each step after the last";
+      }
+      EXPECT_FALSE(waits_for(p, i - 1, i - 2)) << gemm << ": the step overlaps the chunk before";
+    }
+    EXPECT_EQ(named(plan, p, step_name).size(), static_cast<std::size_t>(2 * (tp - 1) * passes));
+  }
+  // The weight gradients of the split input gradients read the whole gathered output gradient.
+  for (const char* gemm : {"proj", "fc2"}) {
+    const std::vector<std::uint32_t> dgrads = named(plan, p, std::string(".") + gemm + "_dgrad");
+    const std::vector<std::uint32_t> wgrads = named(plan, p, std::string(".") + gemm + "_wgrad");
+    ASSERT_EQ(wgrads.size(), static_cast<std::size_t>(passes));
+    for (std::size_t w = 0; w < wgrads.size(); ++w) {
+      const std::uint32_t last_chunk = dgrads[w * tp + tp - 1];
+      EXPECT_TRUE(has_dep(p, wgrads[w], last_chunk - 1)) << gemm << ": the last step";
+    }
+  }
+
+  // Pipelines: the projection's and FC2's forward, 4 chunks, a reduce-scatter after each.
+  for (const auto& [gemm, after] : {std::pair{"proj_fwd", "attn_residual_fwd"}, std::pair{"fc2_fwd", "mlp_residual_fwd"}}) {
+    const std::vector<std::uint32_t> chunks = named(plan, p, std::string(".") + gemm);
+    ASSERT_EQ(chunks.size(), static_cast<std::size_t>(4 * passes)) << gemm;
+    const OpCost whole = whole_gemm(tiny(), l, gemm);
+    for (std::size_t c = 0; c < chunks.size(); ++c) {
+      const std::uint32_t i = chunks[c];
+      const OpCost& cost = plan.costs[static_cast<std::size_t>(p.ops[i].cost)];
+      EXPECT_EQ(cost.m, whole.m / 4);
+      EXPECT_EQ(cost.split, 4);
+      EXPECT_DOUBLE_EQ(cost.flops * 4, whole.flops);
+      const PlanOp& piece = p.ops[i + 1];
+      ASSERT_TRUE(ends_with(name_of(plan, piece), ".tp_pipeline_reducescatter")) << name_of(plan, piece);
+      EXPECT_EQ(piece.collective, CollectiveOp::ReduceScatter);
+      EXPECT_EQ(piece.group, GroupKind::Tp);
+      EXPECT_EQ(piece.stream, StreamKind::P2P);
+      EXPECT_FALSE(piece.copy_engine);
+      EXPECT_EQ(piece.bytes, gathered / 4);
+      EXPECT_TRUE(has_dep(p, i + 1, i)) << gemm << ": the piece reduces its chunk's output";
+      if (c % 4 > 0) {
+        EXPECT_TRUE(has_dep(p, i + 1, i - 1)) << gemm << ": each piece after the last";
+        EXPECT_FALSE(waits_for(p, i, i - 1)) << gemm << ": the chunk overlaps the piece before";
+      }
+      if (c % 4 == 3) {
+        const std::uint32_t next = i + 2;
+        ASSERT_TRUE(ends_with(name_of(plan, p.ops[next]), std::string(".") + after)) << name_of(plan, p.ops[next]);
+        EXPECT_TRUE(has_dep(p, next, i + 1)) << gemm << ": the residual add waits for the last piece";
+      }
+    }
+  }
+}
+
+// An MoE layer's experts are no userbuffers GEMMs: its FC1 and FC2 keep the sequence-parallel
+// all-gather and reduce-scatter around them; QKV and the projection are split as in a dense layer.
+// Without sequence parallelism, or with tp = 1, the layout is refused, naming the field.
+TEST(PlanBuilderTp, CommOverlapLeavesExpertsAndNeedsSequenceParallelism) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  moe.top_k = 2;
+  Layout l = layout3d(1, 2, 1, 1);
+  l.sequence_parallel = true;
+  l.tp_comm_overlap = true;
+  const Plan plan = build_plan(moe, l, cluster(l));
+  ASSERT_NO_THROW(validate(plan));
+  const Program& p = plan.programs[0];
+  EXPECT_EQ(named(plan, p, ".qkv_fwd").size(), 2u * 8u);
+  EXPECT_EQ(named(plan, p, ".proj_fwd").size(), 4u * 8u);
+  EXPECT_EQ(named(plan, p, ".expert_fc1_fwd").size(), 8u);
+  EXPECT_EQ(named(plan, p, ".tp_allgather").size(), 8u);      // ln2's, for the router and the experts
+  EXPECT_EQ(named(plan, p, ".tp_reducescatter").size(), 8u);  // after the experts
+  EXPECT_EQ(named(plan, p, ".tp_ring_allgather").size(), 8u);  // QKV's one step (tp 2)
+
+  Layout no_sp = l;
+  no_sp.sequence_parallel = false;
+  try {
+    build_plan(tiny(), no_sp, cluster(no_sp));
+    ADD_FAILURE() << "tp_comm_overlap without sequence parallelism was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/layout/tp_comm_overlap");
+    EXPECT_NE(std::string(e.what()).find("sequence_parallel"), std::string::npos) << e.what();
+  }
+  Layout one = layout3d(2, 1, 1, 1);
+  one.sequence_parallel = true;
+  one.tp_comm_overlap = true;
+  EXPECT_THROW(build_plan(tiny(), one, cluster(one)), ConfigError);
 }

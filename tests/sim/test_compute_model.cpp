@@ -271,6 +271,27 @@ TEST(ComputeModel, FewerSmsQuantiseTheWavesOverWhatIsLeft) {
   EXPECT_EQ(op_time_on_sms(one_wave, cpu, 10), op_time(one_wave, cpu));
 }
 
+// A GEMM split into chunks along m whose chunks run back to back on concurrent streams (OpCost::split:
+// Transformer Engine's userbuffers) is timed chunk by chunk at the whole GEMM's shape: each chunk takes
+// its share of the whole's time above the launch, whatever partial waves the chunk alone would leave.
+// Alone, a quarter of 4 × 108 tiles is one wave of 108 and pays the kernel's fixed cost by itself.
+TEST(ComputeModel, AChunkOfASplitGemmTakesItsShareOfTheWhole) {
+  const ComputeProfile p = roofline_profile(device_preset("a100"));
+  const auto above_launch = [&](const OpCost& op) { return (op_time(op, p) - p.launch_overhead).seconds(); };
+  const OpCost whole = gemm(4 * 12 * 256, 9 * 128, 8192);  // four waves of 108 tiles
+  OpCost chunk = gemm(12 * 256, 9 * 128, 8192);            // a quarter of its rows
+  EXPECT_GT(above_launch(chunk), above_launch(whole) / 4);  // alone: one wave, the kernel's cost paid by it
+  chunk.split = 4;
+  const double share = above_launch(whole) / 4;
+  EXPECT_NEAR(above_launch(chunk), share, 3e-12);  // whole picoseconds
+  // Hand-computed: the whole's four full waves pay only the fixed costs (EachTileAndKernelPaysAFixedCost).
+  const double expected = chunk.flops / (0.82 * 312e12 * fixed_cost_share(8192, 4) / fixed_cost_share(16384, 76));
+  EXPECT_NEAR(above_launch(chunk) / expected, 1, 1e-8);  // whole picoseconds
+  // On fewer SMs (NCCL's CTAs beside it) the whole's waves are requantised, and the chunk takes its share.
+  EXPECT_NEAR((op_time_on_sms(chunk, p, 100) - p.launch_overhead).seconds(),
+              (op_time_on_sms(whole, p, 100) - p.launch_overhead).seconds() / 4, 1e-12);
+}
+
 // The flash op of one layer, forward or backward, of `m` under `c`.
 OpCost flash_op(const TransformerModel& m, const OpContext& c, bool backward = false) {
   for (const OpCost& op : backward ? layer_backward_ops(m, c) : layer_forward_ops(m, c)) {

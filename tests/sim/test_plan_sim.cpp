@@ -191,6 +191,31 @@ TEST(PlanSim, FasterLinksShortenTheStep) {
   EXPECT_LT(free, fast);
 }
 
+// Transformer Engine's userbuffers (Layout::tp_comm_overlap): the sequence-parallel collectives the
+// forward waits for, and the output gradients' gathers, run beside the chunks of their GEMMs instead of
+// between ops, so the step shortens; it stays above what the same chunks take with communication free.
+// The split GEMMs' chunks take their share of the whole (OpCost::split): with communication free the
+// overlapped plan is the plain one's within the chunks' extra launches (4 µs each).
+TEST(PlanSim, TensorParallelCommOverlapHidesTheSequenceParallelCollectives) {
+  Layout l = layout3d(1, 4, 1, 2);
+  l.sequence_parallel = true;
+  const TransformerModel m = gpt_model("tp", 2, 4096, 32, 2048, 1024);
+  const Topology topo = switch_of(4);
+  const Plan plain = build_plan(m, l, {4, 4});
+  l.tp_comm_overlap = true;
+  const Plan ub = build_plan(m, l, {4, 4});
+  const Time plain_t = simulate_plan(plain, topo, {}).step_time;
+  const Time ub_t = simulate_plan(ub, topo, {}).step_time;
+  const Time plain_free = simulate_plan(plain, topo, free_comm()).step_time;
+  const Time ub_free = simulate_plan(ub, topo, free_comm()).step_time;
+  EXPECT_LT(ub_t, plain_t);
+  EXPECT_GT(ub_t, ub_free);
+  // Extra launches: per layer and micro-batch, QKV and FC1 forward and the projection's and FC2's input
+  // gradients in 4 chunks, the projection's and FC2's forward in 4: six GEMMs of three launches more.
+  const Time extra = device_preset("a100").launch_overhead * (6 * 3 * 2 * 2);
+  EXPECT_NEAR(ub_free.seconds(), (plain_free + extra).seconds(), 1e-3 * plain_free.seconds());
+}
+
 // Representative simulates one rank per stage; on a symmetric cluster it must equal Full exactly.
 TEST(PlanSim, RepresentativeEqualsFull) {
   for (PipelineSchedule s : {PipelineSchedule::OneFOneB, PipelineSchedule::Interleaved1F1B}) {
@@ -580,10 +605,12 @@ std::pair<Plan, PlanOp> dp_pair_computing(const OpCost& cost) {
   return {plan, compute};
 }
 
-Plan reduce_beside(const OpCost& cost, Bytes bytes, bool after) {
+Plan reduce_beside(const OpCost& cost, Bytes bytes, bool after, bool copy_engine = false) {
   auto [plan, compute] = dp_pair_computing(cost);
   for (Program& p : plan.programs) {
-    const std::uint32_t reduce = p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0));
+    PlanOp reduce_op = all_reduce(GroupKind::Dp, StreamKind::Collective, bytes, 0);
+    reduce_op.copy_engine = copy_engine;
+    const std::uint32_t reduce = p.add(reduce_op);
     if (after) {
       p.add(compute, {reduce});
     } else {
@@ -656,6 +683,9 @@ TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
   copy.bytes = 256 * MiB;
   EXPECT_EQ(span_time(simulate_plan(reduce_beside(copy, bytes, false), topo, full), 0, "second"),
             op_time(copy, roofline_profile(a100)));
+
+  // Nor is a copy-engine transfer (PlanOp::copy_engine: userbuffers' ring exchange): the GEMM unchanged.
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false, true), topo, full), 0, "second"), alone);
 
   // An explicit schedule is not NCCL's kernel: no CTAs counted, the GEMM unchanged.
   EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, full_ring()), 0, "second"), alone);

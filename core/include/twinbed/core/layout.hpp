@@ -74,6 +74,19 @@ struct Layout {
   // using batch_isend_irecv()"); DeepSpeed's pipeline engine sends blocking too. The plan then follows
   // each pipeline Send with a SendDone on the compute stream (plan.hpp).
   bool overlap_p2p_comm = false;
+  // The sequence-parallel collectives that sit between a layer's ops overlap the GEMMs beside them, as
+  // Transformer Engine's userbuffers do (NeMo's ub_tp_comm_overlap; te.initialize_ub with the launcher's
+  // ub_cfg_*.yaml). Each such GEMM is split into tp chunks along its tokens:
+  //   all-gather then GEMM (QKV and FC1 forward, the projection's and FC2's input gradient): a ring
+  //     exchange ("ring_exchange") — the chunk of the rank's own shard first, each further chunk once the
+  //     next shard has come round the ring, the shards moved by the copy engines (no SMs taken);
+  //   GEMM then reduce-scatter (the projection's and FC2's forward): each chunk's output reduce-scattered
+  //     while the next chunk runs ("pipeline", its reduction kernels on SMs of their own).
+  // FC1 and FC2 only in a dense layer (an MoE's experts are no userbuffers GEMMs). The backward's other
+  // collectives overlap as Megatron issues them anyway (plan_builder.cpp, ColumnBackward). Needs
+  // sequence_parallel and tp >= 2 (Transformer Engine overlaps sequence-parallel collectives only). The
+  // userbuffers themselves (a communication buffer per overlapped GEMM) are not counted in memory.
+  bool tp_comm_overlap = false;
   // The pipeline split counts the embedding (first chunk) and the LM head with its loss (last chunk) as a
   // layer each, so those chunks carry a transformer layer less: Megatron-LM's
   // --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
@@ -130,7 +143,8 @@ struct Layout {
 //   experts % ep != 0 (/layout/ep); sequence parallelism with (seq_len/cp) % tp != 0; cp > 1 with
 //   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp); bucket_MiB
 //   under one byte; overlap_param_gather with zero_stage other than 1 or 2; distribute_saved_activations
-//   without full recomputation, or with sequence parallelism at tp > 1.
+//   without full recomputation, or with sequence parallelism at tp > 1; tp_comm_overlap without
+//   sequence parallelism at tp >= 2.
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
 // (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
@@ -172,8 +186,8 @@ Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& la
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"dp", "tp", "pp", "ep", "cp", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
-//  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm", "bucket_MiB",
-//  "grad_dtype"
+//  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm",
+//  "tp_comm_overlap", "bucket_MiB", "grad_dtype"
 //  ("model" | "fp32"),
 //  "embedding_in_split", "loss_in_split", "distribute_saved_activations"}:
 // every key optional, defaulting

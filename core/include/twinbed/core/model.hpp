@@ -377,6 +377,12 @@ struct OpCost {
                                      // the width the plan assumes, TgcParams::adaptive_bits)
   int every = 1;                     // MaskRefresh, Precision: iterations between refreshes; the cost
                                      // is amortised over them (each iteration does 1/every of the work)
+  int split = 1;                     // Gemm: one of `split` chunks of a GEMM along m (m, flops and
+                                     // bytes the chunk's) whose chunks run back to back on concurrent
+                                     // streams, so their tiles fill each other's partial waves: timed at
+                                     // the whole GEMM's shape (m·split rows). Transformer Engine's
+                                     // userbuffers launch each chunk on the next of their streams
+                                     // (Layout::tp_comm_overlap). 1: a GEMM of its own
 
   bool is_matmul() const { return kind != Kind::MemoryBound; }
   bool operator==(const OpCost&) const = default;

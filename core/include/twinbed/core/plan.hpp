@@ -164,6 +164,9 @@ struct PlanOp {
   SpanKind span = SpanKind::Other;           // what a trace records it as
   CollectiveOp collective = CollectiveOp::AllReduce;  // Collective
   GroupKind group = GroupKind::Tp;           // Collective
+  bool copy_engine = false;                  // Collective: moved by the GPUs' copy engines, holding no
+                                             // SMs (Transformer Engine's userbuffers ring exchange,
+                                             // Layout::tp_comm_overlap); else NCCL's kernels on SMs
   TensorClass tensor_class = TensorClass::Activation;  // Alloc/Free: what the tensor holds; Collective:
                                              // what it moves (Grads: a gradient reduction, Weights: a
                                              // parameter gather, Activation: tp/ep traffic)
@@ -306,7 +309,12 @@ void validate(const Plan& plan);
 //    all-gathers over TP) from the previous stage, embedding on stage 0, per layer the forward ops of model.hpp
 //    with 2 TP all-reduces (or, with SP, 2 all-gathers + 2 reduce-scatters), 2 EP all-to-alls per MoE
 //    layer, the head on the last stage, Send to the next stage; backward mirrors it with recompute ops
-//    first. Activations are allocated at the layer's forward and freed after its backward. Messages
+//    first. With tp_comm_overlap (layout.hpp) the sequence-parallel all-gathers and reduce-scatters
+//    beside QKV, the projection, FC1 and FC2 become tp chunks of each GEMM along its tokens, interleaved
+//    with per-chunk collectives on the P2P stream: tp - 1 ring-exchange steps (copy_engine all-gathers
+//    of a shard each) that the chunks after the first wait for, or tp reduce-scatters, one after each
+//    chunk, that the op after the GEMM waits for. Activations are allocated at the layer's forward and
+//    freed after its backward. Messages
 //    and collectives carry the activation dtype (activation_dtype), except an fp8 model's SP
 //    all-gathers of what its FP8 GEMMs read (the LayerNorms' outputs, forward and for the weight
 //    gradient; the projection's and FC2's output gradients), which carry FP8 as Transformer Engine
