@@ -235,7 +235,7 @@ ParameterCount parameter_count(const TransformerModel& m) {
   p.norms = 4 * h;                                   // two LayerNorms, γ and β
   p.ffn = h * fc1 + f * h + bias * (fc1 + h);        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
   p.router = m.moe() ? h * m.experts : 0;
-  p.embedding = (m.vocab + m.position_rows()) * h;
+  p.embedding = (m.vocab + m.position_rows() + (m.tie_embeddings ? 0 : m.vocab)) * h;
   p.final_norm = 2 * h;
   return p;
 }
@@ -287,7 +287,7 @@ RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep
   }
   const std::int64_t word = ceil_div(m.vocab, t) * h;
   if (stage == 0) r.dense += word + m.position_rows() * h;
-  if (stage == pp - 1) r.dense += 2 * h + (pp > 1 ? word : 0);
+  if (stage == pp - 1) r.dense += 2 * h + (pp > 1 || !m.tie_embeddings ? word : 0);
   return r;
 }
 
@@ -957,7 +957,8 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss",
-                                             "positions", "fused_elementwise", "fused_optimizer", "fused_grad_accumulation"};
+                                             "positions", "tie_embeddings", "fused_elementwise", "fused_optimizer",
+                                             "fused_grad_accumulation"};
   require_object(j, path);
   check_keys(j, path, accepted);
   TransformerModel m;
@@ -990,6 +991,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   }
   if (j.contains("activation")) m.activation = read_named(j["activation"], path + "/activation", parse_activation);
   if (j.contains("bias")) m.bias = read_bool(j["bias"], path + "/bias");
+  if (j.contains("tie_embeddings")) m.tie_embeddings = read_bool(j["tie_embeddings"], path + "/tie_embeddings");
   if (j.contains("positions")) m.positions = read_named(j["positions"], path + "/positions", parse_positions);
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
@@ -1007,7 +1009,7 @@ json model_to_json(const TransformerModel& m) {
   return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
               {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
               {"activation", activation_name(m.activation)}, {"positions", positions_name(m.positions)},
-              {"bias", m.bias}, {"seq_len", m.seq_len},
+              {"bias", m.bias}, {"tie_embeddings", m.tie_embeddings}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},

@@ -163,6 +163,38 @@ TEST(Parameters, WithoutBiases) {
   }
 }
 
+// Untied embeddings (Llama's): the LM head has an output matrix of its own, V·h parameters more, held
+// by the last pipeline stage whatever the pipeline (with one stage, beside the word embedding). Llama 3
+// 8B (32 layers, h 4096, 32 heads, 8 key/value heads, SwiGLU FFN 14336, vocabulary 128256, no biases):
+// by hand, 32 × (2·4096² + 2·4096·1024 + 3·4096·14336 + 2·4096) + 4096 + 2·128256·4096 = 8,030,261,248
+// with RMSNorm's γ alone, which twinbed counts as LayerNorm, β beside γ: 2·4096 per layer and 4096 for
+// the final norm more.
+TEST(Parameters, UntiedEmbeddingsAddTheOutputMatrix) {
+  TransformerModel m = gpt_model("llama3-8b", 32, 4096, 32, 8192, 128256);
+  m.kv_heads = 8;
+  m.ffn_hidden = 14336;
+  m.activation = FfnActivation::Swiglu;
+  m.positions = Positions::Rope;
+  m.bias = false;
+  const ParameterCount tied = parameter_count(m);
+  m.tie_embeddings = false;
+  const ParameterCount untied = parameter_count(m);
+  const std::int64_t word = 128256LL * 4096;
+  EXPECT_EQ(untied.total(), tied.total() + word);
+  EXPECT_EQ(untied.total(), 8'030'261'248LL + 32 * 2 * 4096 + 4096);
+  EXPECT_EQ(rank_parameters(m, 1, 1, 1, 0).total(), untied.total());
+  // On a pipeline the last stage holds the output matrix, as it holds the tied copy: the stages' sum is
+  // the model's, untied, and one word matrix over it, tied.
+  for (int pp : {2, 4}) {
+    std::int64_t sum = 0;
+    for (int stage = 0; stage < pp; ++stage) sum += rank_parameters(m, 1, pp, 1, stage).total();
+    EXPECT_EQ(sum, untied.total()) << "pp " << pp;
+  }
+  // Vocabulary-parallel like the embedding: ⌈V/t⌉ rows on each tensor-parallel rank.
+  const std::int64_t layers_only = rank_parameters(m, 4, 1, 1, 0, 0).total() - 2 * 4096;  // less the final norm
+  EXPECT_EQ(layers_only, 2 * (128256 / 4) * 4096);
+}
+
 TEST(Parameters, ExpertParallelSplitsExperts) {
   TransformerModel m = model_preset("gpt3-1.3b");
   m.experts = 16;
@@ -788,6 +820,16 @@ TEST(ModelJson, ParsesAndRoundTrips) {
   expect.name = "gpt3";
   EXPECT_EQ(m, expect);
   EXPECT_EQ(model_from_json(model_to_json(m)), m);
+  TransformerModel untied = m;
+  untied.tie_embeddings = false;
+  EXPECT_EQ(model_from_json(model_to_json(untied)), untied);
+  EXPECT_FALSE(model_from_json(json::parse(R"({"preset": "gpt3-1.3b", "tie_embeddings": false})")).tie_embeddings);
+  try {
+    model_from_json(json::parse(R"({"preset": "gpt3-1.3b", "tie_embeddings": "no"})"));
+    ADD_FAILURE() << "a string tie_embeddings was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "/model/tie_embeddings");
+  }
 }
 
 TEST(ModelJson, PresetWithOverrides) {

@@ -195,6 +195,18 @@ TEST(Plan, TiedEmbeddingGradientIsAllReducedBetweenFirstAndLastStage) {
   const Plan flat = build_plan(tiny(), one, cluster(one));
   EXPECT_EQ(count(flat.programs[0], OpKind::Collective, GroupKind::Embedding), 0);
   EXPECT_TRUE(flat.group_set(GroupKind::Embedding).members.empty());
+  // Untied (Llama's output matrix of its own): nothing to keep equal, no all-reduce; the last stage's
+  // parameters are the same count, the plan's model state the layout's.
+  TransformerModel untied = tiny();
+  untied.tie_embeddings = false;
+  const Plan u = build_plan(untied, l, cluster(l));
+  EXPECT_NO_THROW(validate(u));
+  for (int stage = 0; stage < 4; ++stage) {
+    const Program& p = u.programs[static_cast<std::size_t>(stage)];
+    EXPECT_EQ(count(p, OpKind::Collective, GroupKind::Embedding), 0) << "stage " << stage;
+    EXPECT_EQ(model_state_of(p.params, l), rank_model_state_bytes(untied, l, stage));
+    EXPECT_EQ(model_state_of(p.params, l), model_state_of(plan.programs[static_cast<std::size_t>(stage)].params, l));
+  }
 }
 
 TEST(Plan, TensorParallelCollectivesPerLayer) {

@@ -139,6 +139,11 @@ struct TransformerModel {
   // Biases on the QKV, projection, FC1 and FC2 GEMMs: GPT-2/3's, Megatron-LM's GPT, BLOOM's, OPT's.
   // false: none, as Llama and PaLM have (their norms' parameters stay counted as LayerNorm's γ and β).
   bool bias = true;
+  // The LM head's weight: the word embedding's (true: GPT-2/3's, Megatron-LM's GPT, BLOOM's, OPT's; on
+  // a pipeline, the last stage's copy of it has its gradient all-reduced with the first stage's), or an
+  // output matrix of its own (false: Llama's; Megatron-LM's --untie-embeddings-and-output-weights,
+  // NeMo's share_embeddings_and_output_weights: false), V·h parameters more and no such all-reduce.
+  bool tie_embeddings = true;
   std::int64_t seq_len = 0;
   std::int64_t vocab = 0;
   std::int64_t experts = 1;     // 1 = dense; > 1 = every layer's FFN is a mixture of `experts` FFNs
@@ -208,7 +213,8 @@ std::vector<std::string> model_preset_names();
 //   norms     = two LayerNorms, γ and β each                 = 4h
 //   ffn       = FC1 h·f + f, FC2 f·h + h  (per expert)       = 2hf + f + h
 //   router    = h·E gate weights (no bias), MoE only
-// Model: word embedding V·h (the LM head shares it) + learned position embedding s·h, final LayerNorm 2h.
+// Model: word embedding V·h (the LM head shares it; untied, V·h more for its own) + learned position
+// embedding s·h, final LayerNorm 2h.
 // For a dense model with f = 4h, layers·per_layer() + embedding = 12lh² + 13lh + (V+s)h, which is
 // REFERENCE.md's P = 12·l·h²·(1 + 13/(12h) + (V+s)/(12·l·h)) exactly; that formula leaves out the final
 // LayerNorm, so total() = P + 2h.
@@ -219,7 +225,7 @@ struct ParameterCount {
   std::int64_t norms = 0;       // per layer
   std::int64_t ffn = 0;         // per layer, per expert
   std::int64_t router = 0;      // per layer (0 when dense)
-  std::int64_t embedding = 0;   // (V + s)·h
+  std::int64_t embedding = 0;   // (V + s)·h, + V·h untied (the output matrix)
   std::int64_t final_norm = 0;  // 2h
 
   std::int64_t per_layer() const { return attention + norms + experts * ffn + router; }
@@ -241,7 +247,7 @@ ParameterCount parameter_count(const TransformerModel& m);
 // replicated; the word embedding is vocabulary-parallel (⌈V/t⌉ rows), the position embedding replicated.
 // Stage 0 holds the embeddings, stage p−1 the final LayerNorm and — when p > 1 — its own copy of the
 // word embedding for the tied LM head (Megatron keeps one and all-reduces its gradient between the two
-// stages). Experts: E/ep per rank, each split over t like a dense FFN. `expert` holds those, `dense`
+// stages), or the untied output matrix (⌈V/t⌉ rows too, on stage p−1 whatever p). Experts: E/ep per rank, each split over t like a dense FFN. `expert` holds those, `dense`
 // the rest; they are sharded over different data-parallel groups (dp and dp/ep).
 // The stage holds `stage_layers` transformer layers; the five-argument form splits them evenly and
 // requires layers % p == 0. Requires experts % ep == 0 (throws InvalidArgument otherwise).

@@ -102,9 +102,10 @@ std::string to_string(TensorClass c);
 
 // Which parameters a tensor holds. Per layer: Qkv, Proj, Fc1, Fc2 (dense FFN) or Router, ExpertFc1,
 // ExpertFc2 (MoE; the expert tensors hold all of the rank's local experts), Norms (both LayerNorms).
-// Outside the layers: Embedding (word and position embeddings on the first stage; the tied word
-// embedding copy of the LM head on the last stage when pp > 1) and FinalNorm. LoraA / LoraB: the two
-// low-rank factors of a LoRA adapter (passes/lora.hpp), `base` naming the tensor they adapt.
+// Outside the layers: Embedding (word and position embeddings on the first stage; the LM head's weight
+// on the last stage, the tied word embedding's copy when pp > 1 or the untied output matrix) and
+// FinalNorm. LoraA / LoraB: the two low-rank factors of a LoRA adapter (passes/lora.hpp), `base` naming
+// the tensor they adapt.
 enum class ParamKind : std::uint8_t { Qkv, Proj, Fc1, Fc2, Router, ExpertFc1, ExpertFc2, Norms, Embedding, FinalNorm, Flat, LoraA, LoraB };
 // "qkv", "proj", "fc1", "fc2", "router", "expert_fc1", "expert_fc2", "norms", "embedding",
 // "final_norm", "flat", "lora_a", "lora_b"; parse throws UnknownName listing them.
@@ -325,8 +326,9 @@ void validate(const Plan& plan);
 //    reduce-scatter, then all-gather of the updated parameters after the optimizer step (with
 //    overlap_param_gather: at the start of the program, the last bucket first, each tensor's first
 //    forward op depending on the gathers that hold it); 3: reduce-scatter per layer and micro-batch.
-//  - With pp > 1, on the first and the last stage: the all-reduce of the tied word embedding's gradient
-//    (⌈V/tp⌉·h elements, the LM head's copy on the last stage) over the Embedding group, on the
+//  - With pp > 1 and tied embeddings (TransformerModel::tie_embeddings), on the first and the last
+//    stage: the all-reduce of the word embedding's gradient (⌈V/tp⌉·h elements, the LM head's copy on
+//    the last stage) over the Embedding group, on the
 //    Collective stream after the DP reduction and the whole backward, before the optimizer step —
 //    Megatron-LM's _allreduce_word_embedding_grads in finalize_model_grads (megatron/core/distributed/
 //    finalize_model_grads.py), which runs after finish_grad_sync.
