@@ -311,11 +311,12 @@ void validate(const Plan& plan);
 //    with 2 TP all-reduces (or, with SP, 2 all-gathers + 2 reduce-scatters), 2 EP all-to-alls per MoE
 //    layer, the head on the last stage, Send to the next stage; backward mirrors it with recompute ops
 //    first. With tp_comm_overlap (layout.hpp) the sequence-parallel all-gathers and reduce-scatters
-//    beside QKV, the projection, FC1 and FC2 become tp chunks of each GEMM along its tokens, interleaved
-//    with per-chunk collectives on the P2P stream: tp - 1 ring-exchange steps (copy_engine all-gathers
-//    of a shard each) that the chunks after the first wait for, or tp reduce-scatters, one after each
-//    chunk, that the op after the GEMM waits for. Activations are allocated at the layer's forward and
-//    freed after its backward. Messages
+//    beside QKV, the projection, FC1 and FC2 become chunks of each GEMM along its tokens, interleaved
+//    with per-chunk collectives on the P2P stream: tp chunks after tp - 1 ring-exchange steps
+//    (copy_engine all-gathers of a shard each), each chunk after its step; or, for the projection's and
+//    FC2's forward, 4 chunks each followed by a reduce-scatter of its output, the last of which the op
+//    after the GEMM waits for. Activations are allocated at the layer's forward and freed after its
+//    backward. Messages
 //    and collectives carry the activation dtype (activation_dtype), except an fp8 model's SP
 //    all-gathers of what its FP8 GEMMs read (the LayerNorms' outputs, forward and for the weight
 //    gradient; the projection's and FC2's output gradients), which carry FP8 as Transformer Engine
