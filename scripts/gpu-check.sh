@@ -11,7 +11,8 @@
 # Steps, each with a timeout, each logged: probe the GPU; find NCCL (the CUDA toolkit's, $NCCL_HOME, or
 # the nvidia-nccl wheel of the image's python3); configure (-DTWINBED_CUDA=ON, sm_90, the carried
 # dependencies); build only the CLI, the CUDA tests and bench_kernels_cuda; ctest -L cuda; twinbed
-# calibrate --gpu; for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
+# calibrate --gpu; one layer of two validation rows in PyTorch against the simulator
+# (scripts/gpu-layer-step.py); for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
 # --backend real-cuda (runs it with and without its technique, paired); one twinbed run --backend
 # real-cuda; bench_kernels_cuda (the CUDA twins' bandwidth fractions); on an H100 SXM, twinbed validate's
 # training rows with the measured profile (validate --profile h100=...). Without a GPU it
@@ -151,6 +152,14 @@ else
   PROFILE=$LOGS/gpu-profile.json
   step calibrate 60 "$TB" calibrate --gpu --out "$PROFILE" || true
 
+  # ---- one layer in PyTorch (BF16, FlashAttention-2) against the simulator's time for the same layer
+  # (issue 12: what part of the H100 training rows' error is the layer's own kernels).
+  SIM_DEVICE=h100
+  grep -q 'H200' "$LOGS/gpu.txt" && SIM_DEVICE=h200
+  grep -q 'A100' "$LOGS/gpu.txt" && SIM_DEVICE=a100
+  step layer-step 90 python3 "$ROOT/scripts/gpu-layer-step.py" --twinbed "$TB" --sim-device "$SIM_DEVICE" \
+    --json "$LOGS/layer-step.json" || true
+
   # ---- one GPU: each technique experiment made dp 1; compare runs it with and without the technique.
   mkdir -p "$LOGS/experiments"
   for e in "$ROOT"/experiments/techniques/*.json; do
@@ -198,6 +207,11 @@ PY
     echo "## calibrate"
     echo '```'
     cat "$LOGS/calibrate.log" 2>/dev/null || true
+    echo '```'
+    echo
+    echo "## one layer, PyTorch against the simulator (scripts/gpu-layer-step.py)"
+    echo '```'
+    grep -vE 'Warning|warn' "$LOGS/layer-step.log" 2>/dev/null || echo "not run"
     echo '```'
     echo
     echo "## compare (one GPU, each technique with / without)"
