@@ -182,8 +182,10 @@ Efficiency default_efficiency(const std::string& device_name) {
   // 86.9% of 2,039 GB/s, and "add" 87.7% (NVIDIA/cccl pull request #7019, 2025-12); a memcopy measured
   // at 1,355 GB/s on an A100 40GB, 87.1% of 1,555 (PTsolvers/gpu-workshop-JuliaCon23 issue #7, 2023).
   // H100/H200: 0.90 — PyTorch's element-wise ReLU on 2^29 FP16 elements, 0.704 ms for a read and a
-  // write, 3.05 TB/s, 91% of 3.35 (pytorch/pytorch pull request #145746, "Hopper H100", 2025-01); no
-  // public STREAM figure for the SXM part was found. The same share for every memory-bound kernel.
+  // write, 3.05 TB/s, 91% of 3.35 (pytorch/pytorch pull request #145746, "Hopper H100", 2025-01). A
+  // STREAM figure found later reads 4 % lower: BabelStream's copy and mul at 2.90 TB/s, 0.87, on ND H100 v5
+  // (Azure_Results/ND_H100_v5_results.md in the guide above, as a fork of it stores it); left as it is,
+  // within the spread the two kernels show. The same share for every memory-bound kernel.
   // A GEMM's fixed costs (compute_model.hpp): each output tile's 135 k-steps and each kernel's 530, of a
   // BF16 mainloop. Fitted on XLA's table of cuBLAS GEMMs measured on H100 (openxla/xla,
   // xla/service/gpu/model/default_matmul_perf_table.txtpb @336bb15c, "sm_90", "bf16xbf16->bf16"): m = n =
@@ -357,10 +359,6 @@ double matmul_work(const OpCost& op, const ComputeProfile& profile) {
   }
   return op.flops;
 }
-
-}  // namespace
-
-namespace {
 
 // The tiles of an m×n output (`batch` times, k split `splits` ways) in one orientation, tm×tn: how many
 // waves they take over the SMs, and the share of those waves' tile-slots the useful work fills.
