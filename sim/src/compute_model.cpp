@@ -177,6 +177,13 @@ Efficiency default_efficiency(const std::string& device_name) {
   // and 1,382.2 at 32768^3 of 1,979: 0.70 (Azure_Results/ND_H100_v5_results.md @f350e7e in the guide
   // above); ND H200 v5 1,366.3 and 1,349.5 (0.69, ND_H200_v5_results.md @7f20e5f).
   // mamf-finder's MSMF (above) reads "about 1330" to 1,337 on H200 FP8 (0.68), the same within 3 %.
+  // The two differ in accumulation, and so stand for all three of a layer's FP8 GEMMs: Azure's runs
+  // superbenchmark's cublaslt_gemm, which sets CUBLASLT_MATMUL_DESC_FAST_ACCUM to 1
+  // (superbench/benchmarks/micro_benchmarks/cublaslt_gemm/cublaslt_utils.cc), as Transformer Engine's
+  // forward GEMM runs (_2X_ACC_FPROP = False in transformer_engine/pytorch/module/base.py); mamf-finder
+  // calls torch._scaled_mm without use_fast_accum, whose default is off, as Transformer Engine's input-
+  // and weight-gradient GEMMs run (_2X_ACC_DGRAD = _2X_ACC_WGRAD = True: partial sums promoted to FP32).
+  // Sustained, at the best shapes, the promotion costs no more than those 3 %.
   // Memory: a copy-class kernel's measured share of the HBM datasheet bandwidth. A100: 0.87 — CUB's
   // BabelStream on an A100-SXM4-80GB, 2^28 16-byte elements, "mul" (a scaled copy) 4.849 ms for 8.59 GB,
   // 86.9% of 2,039 GB/s, and "add" 87.7% (NVIDIA/cccl pull request #7019, 2025-12); a memcopy measured

@@ -215,6 +215,21 @@ TEST(ComputeModel, FixedCostsReproduceTheSustainedSweeps) {
   }
 }
 
+// A memory-bound kernel on an H100: PyTorch's FP16 ReLU (pull request #145746; device.cpp), one read
+// and one write of n elements, timed back to back. The bandwidth share came from the 2^29 point; the
+// others check the per-kernel fixed cost and that time grows with the bytes: every one within 2 %.
+TEST(ComputeModel, MemoryBoundKernelsReproduceAnElementwiseSweep) {
+  const ComputeProfile p = roofline_profile(device_preset("h100"));
+  const std::pair<int, double> sweep[] = {{25, 48.4}, {26, 92.2}, {27, 180.3}, {28, 355.1}, {29, 704.5}};  // log2 n, us
+  for (const auto& [log2_n, us] : sweep) {
+    OpCost relu;
+    relu.name = "relu";
+    relu.kind = OpCost::Kind::MemoryBound;
+    relu.bytes = 2 * 2 * (std::int64_t{1} << log2_n);
+    EXPECT_NEAR(op_time(relu, p).microseconds() / us, 1, 0.02) << "2^" << log2_n << " elements";
+  }
+}
+
 TEST(ComputeModel, NoSmsNoTileModel) {
   EXPECT_DOUBLE_EQ(tile_efficiency(3, 5, 11, 7, KernelShapeModel{}), 1.0);
   DeviceSpec cpu;
