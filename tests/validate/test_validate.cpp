@@ -339,6 +339,13 @@ TEST(ValidateRows, RunSimulatesEveryRowOnceAndSkipsExpensiveOnesWhenAsked) {
   const std::string line = printed.substr(per_algorithm, printed.find('\n', per_algorithm) - per_algorithm);
   EXPECT_NE(line.find(" 1 rows  mean |error|"), std::string::npos) << line;
   EXPECT_EQ(printed.find("  simulated as ", per_algorithm + 1), std::string::npos) << printed;
+  // Per device within each set: each row names the GPU of its topology, and the table sums them there.
+  for (const RowResult& x : r.rows) EXPECT_FALSE(x.device.empty()) << x.id;
+  EXPECT_EQ(j["rows"][2]["device"], r.rows[2].device);
+  const std::size_t per_device = printed.find("  training    on " + r.rows[2].device + " ");
+  ASSERT_NE(per_device, std::string::npos) << printed;
+  const std::string device_line = printed.substr(per_device, printed.find('\n', per_device) - per_device);
+  EXPECT_NE(device_line.find(" 1 rows  mean |error|"), std::string::npos) << device_line;
 }
 
 // A row whose simulated run cannot fit its devices says so beside its error; one that fits does not.

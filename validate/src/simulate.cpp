@@ -114,6 +114,7 @@ RowResult simulate(const CollectiveCase& c) {
   r.error = relative_error(r.simulated, r.published);
   r.judged = c.size >= kJudgedMinCollectiveBytes;
   r.detail = algorithm;
+  r.device = topology.device(0).name;
   r.size = c.size;
   r.provenance = c.provenance;
   return r;
@@ -168,6 +169,7 @@ RowResult simulate(const TrainingCase& c, const std::map<std::string, std::strin
   r.simulated = c.metric == Metric::Mfu ? tflops * 1e12 / peak : tflops;
   r.error = relative_error(r.simulated, r.published);
   r.detail = "step " + fixed(step_s, 2) + " s, " + std::to_string(gpus) + " GPUs, " + to_string(c.flops) + " FLOPs";
+  r.device = topology.device(0).name;
   // A run its source made that the model says cannot fit is worth seeing beside its error.
   if (rep.memory_recorded && !rep.memory_fits) {
     constexpr double kGiB = 1024.0 * 1024 * 1024;
@@ -259,6 +261,7 @@ nlohmann::json to_json(const Results& r) {
                     {"error", x.error},
                     {"judged", x.judged},
                     {"detail", x.detail},
+                    {"device", x.device},
                     {"size_bytes", x.size ? json(*x.size) : json(nullptr)},
                     {"step_breakdown", step},
                     {"profile", x.profile.empty() ? json(nullptr) : json(x.profile)},
@@ -310,6 +313,22 @@ std::string table(const Results& r) {
     if (a.rows == 0) continue;
     std::snprintf(buf, sizeof buf, "  %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n", static_cast<int>(fw),
                   file.c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
+    o << buf;
+  }
+  // Per device (within a set): a model that holds on one GPU and not on another shows here.
+  std::vector<std::pair<Set, std::string>> devices;
+  for (const RowResult& x : r.rows) {
+    const std::pair<Set, std::string> key{x.set, x.device};
+    if (std::find(devices.begin(), devices.end(), key) == devices.end()) devices.push_back(key);
+  }
+  std::sort(devices.begin(), devices.end());
+  for (const auto& key : devices) {
+    const std::string& device = key.second;  // a plain reference, as above
+    const Aggregate a = error_stats(r.rows, key.first, [&](const RowResult& x) { return x.device == device; });
+    if (a.rows == 0) continue;
+    std::snprintf(buf, sizeof buf, "  %-11s on %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n",
+                  to_string(key.first).c_str(), static_cast<int>(std::max<std::size_t>(fw, 15) - 15), device.c_str(), a.rows,
+                  100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
     o << buf;
   }
   // Per algorithm the model ran (collectives): where in the NCCL model the error sits, across machines.

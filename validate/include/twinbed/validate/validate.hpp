@@ -131,6 +131,7 @@ struct RowResult {
   double error = 0;       // (simulated − published) / published
   bool judged = true;     // counts toward the set's target (collectives: size ≥ 1 MiB)
   std::string detail;     // the algorithm NCCL's model picked, or the step time
+  std::string device;     // the GPU the row ran on, as its topology names it ("a100", "h100")
   std::optional<Bytes> size;  // collectives: the size in nccl-tests' convention (a sweep's x axis)
   // Training rows: where the simulated step went (twinbed run's "step breakdown" and "op kind" shares),
   // so that a reader can see which part of the model a row's error weighs on.
@@ -201,9 +202,9 @@ Results run(const Dataset& data, const Options& options);
 // "twinbed-validate-1": {"format", "rows": [...], "aggregates": [...], "skipped_expensive"}; the caller
 // adds "provenance".
 nlohmann::json to_json(const Results& r);
-// The printed table: per row id, metric, published, simulated, error %, detail; then per data file, and
-// per algorithm and protocol the collective rows were simulated as (across machines), the mean and max
-// |error|; then the per-set aggregates and targets.
+// The printed table: per row id, metric, published, simulated, error %, detail; then per data file, per
+// set and device, and per algorithm and protocol the collective rows were simulated as (across
+// machines), the mean and max |error|; then the per-set aggregates and targets.
 std::string table(const Results& r);
 
 }  // namespace twinbed::validation
