@@ -11,7 +11,7 @@
 # Steps, each with a timeout, each logged: probe the GPU; find NCCL (the CUDA toolkit's, $NCCL_HOME, or
 # the nvidia-nccl wheel of the image's python3); configure (-DTWINBED_CUDA=ON, sm_90, the carried
 # dependencies); build only the CLI, the CUDA tests and bench_kernels_cuda; ctest -L cuda; twinbed
-# calibrate --gpu; one layer of two validation rows in PyTorch against the simulator
+# calibrate --gpu; one layer of two validation rows, and its attention alone, in PyTorch against the simulator
 # (scripts/gpu-layer-step.py); for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
 # --backend real-cuda (runs it with and without its technique, paired); one twinbed run --backend
 # real-cuda; bench_kernels_cuda (the CUDA twins' bandwidth fractions); on an H100 SXM, twinbed validate's

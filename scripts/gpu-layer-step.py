@@ -14,6 +14,11 @@ a GEMM's bias in the GEMM where twinbed counts a pass of its own; grouped-query 
 are repeated to the query heads here (a copy twinbed does not count); SDPA's layout changes are views or
 copies twinbed does not count.
 
+Then the attention alone: scaled_dot_product_attention's forward and backward on the layer's queries,
+keys and values (the keys and values repeated to the query heads), against the simulator's layer-0
+flash_attn_fwd and flash_attn_bwd ops. Where the layer's ratio and the attention's differ, the rest of
+the layer is where they part.
+
 Measured with CUDA events (time.perf_counter on a CPU) over --iters passes after --warmup; the medians
 are printed. Not a calibration: nothing here feeds the model.
 
@@ -114,41 +119,80 @@ def build_layer(torch, m):
     return Layer()
 
 
-def measure(torch, m, batch, seq, device, warmup, iters):
-    """Median forward and backward milliseconds of one layer on `device`."""
-    dtype = torch.bfloat16
-    layer = build_layer(torch, m).to(device=device, dtype=dtype).train()
-    x = torch.randn(batch, seq, m["hidden"], device=device, dtype=dtype, requires_grad=True)
-    grad = torch.randn_like(x)
+def time_passes(torch, device, warmup, iters, forward_fn, backward_fn, reset):
+    """Median milliseconds of forward_fn() and of backward_fn(its output) over `iters` passes."""
     cuda = device.startswith("cuda")
     forward, backward = [], []
     for i in range(warmup + iters):
         if cuda:
             marks = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
             marks[0].record()
-            y = layer(x)
+            y = forward_fn()
             marks[1].record()
-            y.backward(grad)
+            backward_fn(y)
             marks[2].record()
             torch.cuda.synchronize()
             fwd, bwd = marks[0].elapsed_time(marks[1]), marks[1].elapsed_time(marks[2])
         else:
             t0 = time.perf_counter()
-            y = layer(x)
+            y = forward_fn()
             t1 = time.perf_counter()
-            y.backward(grad)
+            backward_fn(y)
             t2 = time.perf_counter()
             fwd, bwd = 1e3 * (t1 - t0), 1e3 * (t2 - t1)
-        x.grad = None
-        layer.zero_grad(set_to_none=True)
+        reset()
         if i >= warmup:
             forward.append(fwd)
             backward.append(bwd)
     return statistics.median(forward), statistics.median(backward)
 
 
+def measure(torch, m, batch, seq, device, warmup, iters):
+    """Median forward and backward milliseconds of one layer on `device`."""
+    dtype = torch.bfloat16
+    layer = build_layer(torch, m).to(device=device, dtype=dtype).train()
+    x = torch.randn(batch, seq, m["hidden"], device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn_like(x)
+
+    def reset():
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+
+    return time_passes(torch, device, warmup, iters, lambda: layer(x), lambda y: y.backward(grad), reset)
+
+
+def measure_attention(torch, m, batch, seq, device, warmup, iters):
+    """Median forward and backward milliseconds of the layer's causal attention alone on `device`."""
+    shape = (batch, m["heads"], seq, m["hidden"] // m["heads"])
+    q, k, v = (torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape, device=device, dtype=torch.bfloat16)
+
+    def reset():
+        q.grad = k.grad = v.grad = None
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    return time_passes(torch, device, warmup, iters, lambda: sdpa(q, k, v, is_causal=True),
+                       lambda o: o.backward(grad), reset)
+
+
+def op_ms(trace_path, names):
+    """Milliseconds of each named op on rank 0, micro-batch 0 (the trace's first of each name)."""
+    with open(trace_path) as f:
+        events = json.load(f)["traceEvents"]
+    found = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") == 0 and e["name"] in names and e["name"] not in found:
+            if e.get("args", {}).get("micro_batch", 0) in (0, -1):
+                found[e["name"]] = e["dur"] / 1000.0  # us -> ms
+    missing = [n for n in names if n not in found]
+    if missing:
+        sys.exit(f"gpu-layer-step: no {', '.join(missing)} on rank 0 in {trace_path}")
+    return [found[n] for n in names]
+
+
 def simulate(twinbed, m, batch, sim_device, layer_spans):
-    """Layer 0's forward and backward spans, in ms, of the same model simulated on one device."""
+    """Layer 0's forward and backward spans, and its attention's forward and backward ops, in ms, of the
+    same model simulated on one device."""
     experiment = {
         "name": "gpu-layer-step",
         "cluster": {"topology": "nvswitch-node", "ranks": 1, "device": sim_device},
@@ -164,8 +208,10 @@ def simulate(twinbed, m, batch, sim_device, layer_spans):
         run = subprocess.run([twinbed, "run", config, "--backend", "sim", "--out", out], capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"gpu-layer-step: twinbed run failed: {run.stderr.strip()}")
-        spans = layer_spans(os.path.join(out, "trace.json"), 0)
-    return spans["forward"], spans["backward"]
+        trace = os.path.join(out, "trace.json")
+        spans = layer_spans(trace, 0)
+        attention = op_ms(trace, ["l0.flash_attn_fwd", "l0.flash_attn_bwd"])
+    return spans["forward"], spans["backward"], attention[0], attention[1]
 
 
 def main():
@@ -197,7 +243,12 @@ def main():
 
     print(f"# one layer, BF16, PyTorch {torch.__version__} on {name}, against twinbed's {args.sim_device}")
     print(f"# median of {args.iters} passes after {args.warmup}; ratio = simulated / measured")
-    print(f"{'row':32s} {'tokens':>7s} {'fwd ms':>8s} {'sim':>8s} {'ratio':>6s}   {'bwd ms':>8s} {'sim':>8s} {'ratio':>6s}")
+    print(f"{'row':32s} {'part':9s} {'tokens':>7s} {'fwd ms':>8s} {'sim':>8s} {'ratio':>6s}   {'bwd ms':>8s} {'sim':>8s} {'ratio':>6s}")
+
+    def line(row_id, part, tokens, fwd, sim_fwd, bwd, sim_bwd):
+        print(f"{row_id:32s} {part:9s} {tokens:7d} {fwd:8.3f} {sim_fwd:8.3f} {sim_fwd / fwd:6.3f}"
+              f"   {bwd:8.3f} {sim_bwd:8.3f} {sim_bwd / bwd:6.3f}")
+
     results = []
     for row_id in args.row or DEFAULT_ROWS:
         row = find_row(args.data, row_id)
@@ -205,12 +256,17 @@ def main():
         if args.seq:
             m["seq_len"] = args.seq
         batch = row["experiment"]["layout"].get("micro_batch", 1)
+        tokens = batch * m["seq_len"]
         fwd, bwd = measure(torch, m, batch, m["seq_len"], device, args.warmup, args.iters)
-        sim_fwd, sim_bwd = simulate(args.twinbed, m, batch, args.sim_device, layer_spans)
-        results.append({"row": row_id, "tokens": batch * m["seq_len"], "device": name, "forward_ms": fwd,
-                        "backward_ms": bwd, "simulated_forward_ms": sim_fwd, "simulated_backward_ms": sim_bwd})
-        print(f"{row_id:32s} {batch * m['seq_len']:7d} {fwd:8.3f} {sim_fwd:8.3f} {sim_fwd / fwd:6.3f}"
-              f"   {bwd:8.3f} {sim_bwd:8.3f} {sim_bwd / bwd:6.3f}")
+        att_fwd, att_bwd = measure_attention(torch, m, batch, m["seq_len"], device, args.warmup, args.iters)
+        sim_fwd, sim_bwd, sim_att_fwd, sim_att_bwd = simulate(args.twinbed, m, batch, args.sim_device, layer_spans)
+        results.append({"row": row_id, "tokens": tokens, "device": name, "forward_ms": fwd, "backward_ms": bwd,
+                        "simulated_forward_ms": sim_fwd, "simulated_backward_ms": sim_bwd,
+                        "attention_forward_ms": att_fwd, "attention_backward_ms": att_bwd,
+                        "simulated_attention_forward_ms": sim_att_fwd,
+                        "simulated_attention_backward_ms": sim_att_bwd})
+        line(row_id, "layer", tokens, fwd, sim_fwd, bwd, sim_bwd)
+        line(row_id, "attention", tokens, att_fwd, sim_att_fwd, att_bwd, sim_att_bwd)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"sim_device": args.sim_device, "iters": args.iters, "rows": results}, f, indent=2)
