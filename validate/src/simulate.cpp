@@ -61,6 +61,23 @@ Aggregate error_stats(const std::vector<RowResult>& rows, Set set, Keep keep) {
 // The algorithm and protocol a collective row ran as ("nvlstree/Simple"), without "(forced NVLS)".
 std::string collective_algorithm(const RowResult& x) { return x.detail.substr(0, x.detail.find(" (")); }
 
+// The rows grouped by set and by `key_of` (a row's data file, its device), in the order they come:
+// each group's label (`label_of(set, key)`) and its judged rows' count, mean and max |error|.
+template <class KeyOf, class LabelOf>
+std::vector<std::pair<std::string, Aggregate>> groups(const std::vector<RowResult>& rows, KeyOf key_of, LabelOf label_of) {
+  std::vector<std::pair<Set, std::string>> keys;
+  for (const RowResult& x : rows) {
+    std::pair<Set, std::string> key{x.set, key_of(x)};
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
+  }
+  std::vector<std::pair<std::string, Aggregate>> out;
+  for (const auto& key : keys) {
+    const Aggregate a = error_stats(rows, key.first, [&](const RowResult& x) { return key_of(x) == key.second; });
+    if (a.rows > 0) out.emplace_back(label_of(key.first, key.second), a);
+  }
+  return out;
+}
+
 }  // namespace
 
 double relative_error(double simulated, double published) {
@@ -299,36 +316,20 @@ std::string table(const Results& r) {
     o << buf;
   }
   o << "\n";
-  // Per data file (a machine's sweep, a group of runs): where in a set the error sits.
-  std::vector<std::pair<Set, std::string>> files;
-  for (const RowResult& x : r.rows) {
-    const std::pair<Set, std::string> key{x.set, x.provenance.file};
-    if (std::find(files.begin(), files.end(), key) == files.end()) files.push_back(key);
-  }
+  // Per data file (a machine's sweep, a group of runs): where in a set the error sits; then per set and
+  // device: a model that holds on one GPU and not on another shows there.
+  auto lines = groups(r.rows, [](const RowResult& x) { return x.provenance.file; },
+                      [](Set, const std::string& file) { return file; });
+  const auto by_device = groups(r.rows, [](const RowResult& x) { return x.device; }, [](Set set, const std::string& device) {
+    std::string label = to_string(set);
+    return label + std::string(label.size() < 11 ? 11 - label.size() : 0, ' ') + " on " + device;
+  });
+  lines.insert(lines.end(), by_device.begin(), by_device.end());
   std::size_t fw = 4;
-  for (const auto& [set, file] : files) fw = std::max(fw, file.size());
-  for (const auto& key : files) {
-    const std::string& file = key.second;  // a plain reference: lambdas may not capture structured bindings before Clang 16
-    const Aggregate a = error_stats(r.rows, key.first, [&](const RowResult& x) { return x.provenance.file == file; });
-    if (a.rows == 0) continue;
+  for (const auto& [label, a] : lines) fw = std::max(fw, label.size());
+  for (const auto& [label, a] : lines) {
     std::snprintf(buf, sizeof buf, "  %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n", static_cast<int>(fw),
-                  file.c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
-    o << buf;
-  }
-  // Per device (within a set): a model that holds on one GPU and not on another shows here.
-  std::vector<std::pair<Set, std::string>> devices;
-  for (const RowResult& x : r.rows) {
-    const std::pair<Set, std::string> key{x.set, x.device};
-    if (std::find(devices.begin(), devices.end(), key) == devices.end()) devices.push_back(key);
-  }
-  std::sort(devices.begin(), devices.end());
-  for (const auto& key : devices) {
-    const std::string& device = key.second;  // a plain reference, as above
-    const Aggregate a = error_stats(r.rows, key.first, [&](const RowResult& x) { return x.device == device; });
-    if (a.rows == 0) continue;
-    std::snprintf(buf, sizeof buf, "  %-11s on %-*s %3d rows  mean |error| %5.1f%%  max |error| %6.1f%% (%s)\n",
-                  to_string(key.first).c_str(), static_cast<int>(std::max<std::size_t>(fw, 15) - 15), device.c_str(), a.rows,
-                  100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
+                  label.c_str(), a.rows, 100 * a.mean_abs_error, 100 * a.max_abs_error, a.max_row.c_str());
     o << buf;
   }
   // Per algorithm the model ran (collectives): where in the NCCL model the error sits, across machines.
