@@ -166,6 +166,13 @@ def draw_sweeps(sub, rows, aggregate, band):
         axes[-1].legend(handles=handles, fontsize=6, loc="best")
 
 
+def row_label(r):
+    """A row's id, with its GPU where the id does not name it, and whether it is judged."""
+    device = r.get("device") or ""
+    label = r["id"] + (f" [{device}]" if device and device not in r["id"] else "")
+    return label + ("" if r["judged"] else " (<1 MiB)")
+
+
 def draw_errors(sub, s, rows, aggregate, band):
     """One bar per row: the signed error, labelled with the published and simulated figures; beside
     the training rows, where each simulated step goes."""
@@ -189,7 +196,7 @@ def draw_errors(sub, s, rows, aggregate, band):
         ax.text(shown, yi, text if e >= 0 else text.strip() + "  ", va="center", ha="left" if e >= 0 else "right",
                 fontsize=8, zorder=3)
     ax.set_yticks(y)
-    ax.set_yticklabels([r["id"] + ("" if r["judged"] else " (<1 MiB)") for r in rows], fontsize=8)
+    ax.set_yticklabels([row_label(r) for r in rows], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     lim = max([band * 1.5] + [abs(e) * 1.6 if abs(e) <= CUT else CUT * 1.9 for e in errors])  # room for labels
     ax.set_xlim(-lim, lim)
