@@ -670,11 +670,11 @@ class Builder {
     if (m_.moe()) issue(pending_expert_, GroupKind::ExpertDp, l_.grad_ranks() / l_.ep, "expert_dp.");
   }
 
-  // The tied word embedding (pp > 1, TransformerModel::tie_embeddings): the first stage's embedding table and the last stage's LM-head
-  // copy get gradients from both uses and are kept equal by all-reducing them between the two stages,
-  // as Megatron-LM does (_allreduce_word_embedding_grads, after the DP reduction: finalize_model_grads).
-  // On the Collective stream after the DP reductions, once the whole backward has run. Returns the op,
-  // or -1 on stages that hold no copy.
+  // The tied word embedding (pp > 1, TransformerModel::tie_embeddings): the first stage's embedding table
+  // and the last stage's LM-head copy get gradients from both uses and are kept equal by all-reducing them
+  // between the two stages, as Megatron-LM does (_allreduce_word_embedding_grads, after the DP reduction:
+  // finalize_model_grads). On the Collective stream after the DP reductions, once the whole backward has
+  // run. Returns the op, or -1 on stages that hold no copy.
   std::int64_t emit_embedding_reduction() {
     if (!m_.tie_embeddings || l_.pp <= 1 || (stage_ != 0 && stage_ != l_.pp - 1)) return -1;
     const std::int64_t word = (m_.vocab + l_.tp - 1) / l_.tp * m_.hidden;  // ⌈V/tp⌉·h: the vocabulary-parallel table
