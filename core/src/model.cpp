@@ -339,15 +339,17 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   }
   // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
   // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
-  double replicated = (2 * e + qkv_in + fc1_in) * sbh + 2 * sbh;
+  const double masks = m.dropout ? 1.0 : 0.0;
+  double replicated = (2 * e + qkv_in + fc1_in) * sbh + 2 * masks * sbh;
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
   // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
   double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn())) + lin * (sbh + sbf);
-  // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b); a flash
-  // kernel keeps only the FP32 log-sum-exp of each score row.
+  // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b; without
+  // dropout the softmax output alone, which ·V reads); a flash kernel keeps only the FP32 log-sum-exp of
+  // each score row.
   if (recompute == Recompute::None) {
-    split += is_flash(m.attention) ? 4 * d(m.heads) * sb : (2 * e + 1) * att;
+    split += is_flash(m.attention) ? 4 * d(m.heads) * sb : (m.dropout ? 2 * e + 1 : e) * att;
   }
   // Sequence parallelism shards the replicated part over the tensor group as well.
   if (sequence_parallel) replicated /= t;
@@ -430,6 +432,7 @@ struct Dims {
   double fc1_t;      // FC1 output columns on this rank, fc1_width/t (2·f_t with SwiGLU)
   bool swiglu;
   bool bias;         // the GEMMs have biases
+  bool dropout;      // TransformerModel::dropout
   double s, hd;      // sequence (the keys attention sees); head dimension h/a
   double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
@@ -467,6 +470,7 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.fc1_t = d(m.fc1_width()) / t;
   x.swiglu = m.activation == FfnActivation::Swiglu;
   x.bias = m.bias;
+  x.dropout = m.dropout;
   x.s = d(m.seq_len);
   x.sq = x.s / x.cp;
   x.hd = d(m.hidden / m.heads);
@@ -549,24 +553,27 @@ void bias_bwd(std::vector<OpCost>& ops, const std::string& name, double elements
   ops.push_back(memory_bound(name, Phase::BackwardWeight, (elements + columns) * x.e, elements, x.dt));
 }
 // The bias-dropout-residual add after a row-parallel GEMM ("attn" or "mlp"). Fused: one pass that reads
-// the branch output, the residual and the bias and writes the sum and a 1-byte dropout mask. Unfused:
-// the bias add (read, write), the dropout (read, write, mask) and the residual add (two reads, a write).
+// the branch output, the residual and the bias and writes the sum and a 1-byte dropout mask (no mask
+// without dropout). Unfused: the bias add (read, write), the dropout (read, write, mask; none without
+// dropout) and the residual add (two reads, a write).
 void residual_fwd(std::vector<OpCost>& ops, const std::string& prefix, const Dims& x, bool fused) {
   const double n = x.tokens_sp * x.h;
   const double bias = x.bias ? x.h * x.e : 0;
+  const double mask = x.dropout ? n : 0;
   if (fused) {
-    ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e + n + bias, n * kResidual.fwd, x.dt));
+    ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e + mask + bias, n * kResidual.fwd, x.dt));
     return;
   }
   bias_fwd(ops, prefix + "_bias_fwd", n, x.h, x);
-  ops.push_back(memory_bound(prefix + "_out_dropout_fwd", Phase::Forward, 2 * n * x.e + n, n * kDropout.fwd, x.dt));
+  if (x.dropout) ops.push_back(memory_bound(prefix + "_out_dropout_fwd", Phase::Forward, 2 * n * x.e + n, n * kDropout.fwd, x.dt));
   ops.push_back(memory_bound(prefix + "_residual_fwd", Phase::Forward, 3 * n * x.e, n, x.dt));
 }
 // Backward: the dropout's (reads the gradient and the mask, writes the branch gradient; the residual
-// gradient passes through), then the gradient of the bias of `gemm` (the GEMM before it), fused or not.
+// gradient passes through; without dropout there is no pass: the sum hands its gradient to both
+// addends as it is), then the gradient of the bias of `gemm` (the GEMM before it), fused or not.
 void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const std::string& gemm, const Dims& x) {
   const double n = x.tokens_sp * x.h;
-  ops.push_back(memory_bound(prefix + "_residual_bwd", Phase::BackwardData, 2 * n * x.e + n, n * kResidual.bwd, x.dt));
+  if (x.dropout) ops.push_back(memory_bound(prefix + "_residual_bwd", Phase::BackwardData, 2 * n * x.e + n, n * kResidual.bwd, x.dt));
   bias_bwd(ops, gemm + "_bias_bwd", n, x.h, x);
 }
 
@@ -652,7 +659,7 @@ void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, con
     ops.push_back(memory_bound("attn_mask_fwd", Phase::Forward, 2 * x.att * x.e, x.att, x.dt));
   }
   ops.push_back(memory_bound("softmax_fwd", Phase::Forward, 2 * x.att * x.e, x.att * kSoftmax.fwd, x.dt));
-  ops.push_back(memory_bound("attn_dropout_fwd", Phase::Forward, 2 * x.att * x.e + x.att, x.att * kDropout.fwd, x.dt));
+  if (x.dropout) ops.push_back(memory_bound("attn_dropout_fwd", Phase::Forward, 2 * x.att * x.e + x.att, x.att * kDropout.fwd, x.dt));
   ops.push_back(matmul("attn_context_fwd", Kind::Attention, Phase::Forward, L.context, x.dt));
   // The batched ·V leaves heads outermost, [b, a/t, s, h/a]; the projection wants [s, b, h/t]: Megatron-LM's
   // CoreAttention copies it over, context_layer.permute(2, 0, 1, 3).contiguous() (megatron/model/
@@ -672,7 +679,7 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
                        {x.sq, x.s, x.hd, x.heads_batch}, dt));
   ops.push_back(matmul("attn_context_dgrad_v", Kind::Attention, Phase::BackwardData, {x.s, x.hd, x.sq, x.heads_batch},
                        dt));
-  ops.push_back(memory_bound("attn_dropout_bwd", Phase::BackwardData, 2 * x.att * x.e + x.att, x.att * kDropout.bwd, dt));
+  if (x.dropout) ops.push_back(memory_bound("attn_dropout_bwd", Phase::BackwardData, 2 * x.att * x.e + x.att, x.att * kDropout.bwd, dt));
   ops.push_back(memory_bound("softmax_bwd", Phase::BackwardData, 3 * x.att * x.e, x.att * kSoftmax.bwd, dt));
   if (m.attention == AttentionImpl::Unfused) {
     ops.push_back(memory_bound("attn_mask_bwd", Phase::BackwardData, 2 * x.att * x.e, x.att, dt));
@@ -838,10 +845,16 @@ std::vector<OpCost> embedding_forward_ops(const TransformerModel& m, const OpCon
   // fall in its shard and writes the whole (masked) output, which the TP all-reduce then sums.
   ops.push_back(memory_bound("embedding_lookup_fwd", Phase::Forward, x.tokens * 8 + n / c.tp * x.e + n * x.e, 0, x.dt));
   // Learned positions: the position embedding add and dropout (reads both inputs, writes the output and
-  // a 1-byte mask); RoPE: the dropout alone (one input).
-  const double inputs = m.positions == Positions::Learned ? 2 : 1;
-  ops.push_back(memory_bound("embedding_dropout_fwd", Phase::Forward, (inputs + 1) * n_sp * x.e + n_sp,
-                             n_sp * kResidual.fwd, x.dt));
+  // a 1-byte mask); RoPE: the dropout alone (one input). Without dropout: the positions' add alone
+  // (reads both, writes the sum), or nothing.
+  const bool learned = m.positions == Positions::Learned;
+  const double inputs = learned ? 2 : 1;
+  if (x.dropout) {
+    ops.push_back(memory_bound("embedding_dropout_fwd", Phase::Forward, (inputs + 1) * n_sp * x.e + n_sp,
+                               n_sp * kResidual.fwd, x.dt));
+  } else if (learned) {
+    ops.push_back(memory_bound("embedding_positions_fwd", Phase::Forward, 3 * n_sp * x.e, n_sp, x.dt));
+  }
   return ops;
 }
 
@@ -851,10 +864,16 @@ std::vector<OpCost> embedding_backward_ops(const TransformerModel& m, const OpCo
   const double n_sp = x.tokens_sp * x.h;
   std::vector<OpCost> ops;
   // Dropout backward, also accumulating the learned position embedding's gradient (a read and a write
-  // of it; none with RoPE).
-  const double position_grad = m.positions == Positions::Learned ? 1 : 0;
-  ops.push_back(memory_bound("embedding_dropout_bwd", Phase::BackwardData, (2 + position_grad) * n_sp * x.e + n_sp,
-                             n_sp * kResidual.bwd, x.dt));
+  // of it; none with RoPE). Without dropout: that accumulation alone (the gradient read, the position
+  // gradient written), or nothing.
+  const bool learned = m.positions == Positions::Learned;
+  const double position_grad = learned ? 1 : 0;
+  if (x.dropout) {
+    ops.push_back(memory_bound("embedding_dropout_bwd", Phase::BackwardData, (2 + position_grad) * n_sp * x.e + n_sp,
+                               n_sp * kResidual.bwd, x.dt));
+  } else if (learned) {
+    ops.push_back(memory_bound("embedding_positions_bwd", Phase::BackwardWeight, 2 * n_sp * x.e, n_sp, x.dt));
+  }
   // Scatter-add of the output gradient into this rank's vocabulary rows (read-modify-write).
   ops.push_back(memory_bound("embedding_wgrad", Phase::BackwardWeight, n * x.e + 2 * n / c.tp * x.e, n / c.tp, x.dt));
   return ops;
@@ -958,7 +977,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss",
                                              "positions", "tie_embeddings", "fused_elementwise", "fused_optimizer",
-                                             "fused_grad_accumulation"};
+                                             "fused_grad_accumulation", "dropout"};
   require_object(j, path);
   check_keys(j, path, accepted);
   TransformerModel m;
@@ -1001,6 +1020,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   if (j.contains("fused_grad_accumulation")) {
     m.fused_grad_accumulation = read_bool(j["fused_grad_accumulation"], path + "/fused_grad_accumulation");
   }
+  if (j.contains("dropout")) m.dropout = read_bool(j["dropout"], path + "/dropout");
   validate(m, path);
   return m;
 }
@@ -1013,7 +1033,7 @@ json model_to_json(const TransformerModel& m) {
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},
-              {"fused_grad_accumulation", m.fused_grad_accumulation}};
+              {"fused_grad_accumulation", m.fused_grad_accumulation}, {"dropout", m.dropout}};
 }
 
 }  // namespace twinbed

@@ -508,6 +508,7 @@ class Builder {
           column.gather = regather_input(mb, prev, prefix, layer, name == "qkv_dgrad" ? fp8_norms_.attention : fp8_norms_.ffn);
         }
         gather_kv(kBwd, i, mb, prev, prefix, layer);
+        gather_output_grad(i, mb, prev, prefix, layer);
         const Overlapped split = compute_overlapped(kBwd, i, mb, prev, layer, local, prefix);
         prev = split.last;
         gate();
@@ -888,17 +889,32 @@ class Builder {
       }
       if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
     } else {
-      const bool attn = op_name == "attn_residual_bwd";
-      if (tp && sp && (op_name == "mlp_residual_bwd" || attn) && !overlapped(attn ? "proj" : "fc2")) {
-        // The projection's output gradient, or FC2's (an MoE's expert_unpermute's).
-        tpc(CollectiveOp::AllGather, "tp_allgather_bwd", gather_bytes(attn ? fp8_norms_.attention : fp8_norms_.ffn));
-      }
-      // QKV's and FC1's input gradients: ColumnBackward above. The MoE router's: here, in line.
+      // The row-parallel GEMMs' output gradients: gather_output_grad. QKV's and FC1's input gradients:
+      // ColumnBackward above. The MoE router's: here, in line.
       if (tp && m_.moe() && op_name == "router_dgrad") {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter_bwd" : "tp_allreduce_bwd", tp_bytes_);
       }
       if (moe && (op_name == "expert_unpermute_bwd" || op_name == "expert_permute_bwd")) a2a("ep_alltoall_bwd");
     }
+  }
+
+  // With SP, the all-gather of a row-parallel GEMM's output gradient (the projection's, or FC2's: an
+  // MoE's expert_unpermute's), in line before the first backward op of that GEMM's part of the list (its
+  // bias gradient, FP8 cast or input-gradient GEMM): after the residual add's backward where dropout
+  // gives it one, at the start of the part where it has none.
+  void gather_output_grad(std::size_t i, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
+    if (!(l_.sequence_parallel && l_.tp > 1)) return;
+    const std::vector<OpCost>& ops = lists_[kBwd];
+    const auto part = [](const std::string& name) -> std::string {
+      if (name.starts_with("proj_")) return "proj";
+      if (name.starts_with("fc2_") || name.starts_with("expert_fc2_") || name.starts_with("expert_unpermute")) return "fc2";
+      return "";
+    };
+    const std::string gemm = part(ops[i].name);
+    if (gemm.empty() || (i > 0 && part(ops[i - 1].name) == gemm) || overlapped(gemm)) return;
+    const bool attn = gemm == "proj";
+    prev = coll1(CollectiveOp::AllGather, GroupKind::Tp, gather_bytes(attn ? fp8_norms_.attention : fp8_norms_.ffn),
+                 StreamKind::Compute, prefix + "tp_allgather_bwd", mb, prev, layer, -1);
   }
 
   // ---- context parallelism ----

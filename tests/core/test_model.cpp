@@ -674,6 +674,71 @@ TEST(AttentionImpl, UnfusedElementwiseOpsAreSeparatePasses) {
   EXPECT_TRUE(has_op(layer_forward_ops(m, c), "expert_fc1_bias_fwd"));
 }
 
+// Without dropout (TransformerModel::dropout = false, Llama's and MPT's configurations): no 1-byte
+// masks in the activations, the unfused attention core keeps its softmax output alone (2·a·s²·b for
+// 5·a·s²·b), no dropout passes, the residual adds write no mask and have no backward pass, and the
+// embedding's pass is the learned positions' add alone. The GEMMs and their FLOPs do not change.
+TEST(Dropout, WithoutItTheMasksAndItsPassesDropOut) {
+  TransformerModel on = model_preset("gpt3-1.3b");
+  TransformerModel off = on;
+  off.dropout = false;
+  const int t = 2;
+  const OpContext c{1, t, true, 1};
+  const double s = d(on.seq_len), h = d(on.hidden), a = d(on.heads);
+  const double sbh = s * h, att = a * s * s;
+  // Two hidden-size masks (sequence-sharded with SP); the s²-sized core: its mask and dropout output.
+  const auto saved = [&](const TransformerModel& m, Recompute r) { return d(activation_bytes_per_layer(m, 1, t, true, r)); };
+  expect_rel(saved(on, Recompute::None) - saved(off, Recompute::None), 2 * sbh / t + 3 * att / t, 1e-12);
+  expect_rel(saved(off, Recompute::None), sbh / t * (32 + 2 * a * s / h), 1e-12);
+  expect_rel(saved(on, Recompute::Selective) - saved(off, Recompute::Selective), 2 * sbh / t, 1e-12);
+  EXPECT_EQ(saved(on, Recompute::Full), saved(off, Recompute::Full));
+  TransformerModel flash = off;
+  flash.attention = AttentionImpl::Flash;
+  TransformerModel flash_on = on;
+  flash_on.attention = AttentionImpl::Flash;
+  expect_rel(saved(flash_on, Recompute::None) - saved(flash, Recompute::None), 2 * sbh / t, 1e-12);
+
+  const double n = s * h / t;  // what a residual add sees under SP
+  for (bool fused : {true, false}) {
+    on.fused_elementwise = off.fused_elementwise = fused;
+    SCOPED_TRACE(fused ? "fused" : "unfused");
+    const auto fwd_on = layer_forward_ops(on, c), fwd_off = layer_forward_ops(off, c);
+    const auto bwd_on = layer_backward_ops(on, c), bwd_off = layer_backward_ops(off, c);
+    std::vector<std::string> gone_fwd = {"attn_dropout_fwd"}, gone_bwd = {"attn_dropout_bwd", "attn_residual_bwd", "mlp_residual_bwd"};
+    if (!fused) gone_fwd.insert(gone_fwd.end(), {"attn_out_dropout_fwd", "mlp_out_dropout_fwd"});
+    for (const std::string& op : gone_fwd) {
+      EXPECT_TRUE(has_op(fwd_on, op)) << op;
+      EXPECT_FALSE(has_op(fwd_off, op)) << op;
+    }
+    for (const std::string& op : gone_bwd) {
+      EXPECT_TRUE(has_op(bwd_on, op)) << op;
+      EXPECT_FALSE(has_op(bwd_off, op)) << op;
+    }
+    EXPECT_EQ(fwd_off.size(), fwd_on.size() - gone_fwd.size());
+    EXPECT_EQ(bwd_off.size(), bwd_on.size() - gone_bwd.size());
+    // The residual add itself stays; fused, it no longer writes the mask.
+    for (const char* add : {"attn_residual_fwd", "mlp_residual_fwd"}) {
+      EXPECT_EQ(find_op(fwd_on, add).bytes - find_op(fwd_off, add).bytes, fused ? std::llround(n) : 0) << add;
+    }
+    // The bias gradients the residual backward was followed by are still there.
+    for (const char* bias : {"proj_bias_bwd", "fc2_bias_bwd"}) EXPECT_TRUE(has_op(bwd_off, bias)) << bias;
+    EXPECT_EQ(matmul_flops(fwd_off), matmul_flops(fwd_on));
+    EXPECT_EQ(matmul_flops(bwd_off), matmul_flops(bwd_on));
+  }
+  EXPECT_FALSE(has_op(layer_recompute_ops(off, c, Recompute::Selective), "attn_dropout_recompute"));
+
+  // The embedding: learned positions keep their add (two reads, a write) and its gradient's
+  // accumulation (a read, a write); RoPE has no pass besides the lookup.
+  const double n_sp = s * h / t;
+  EXPECT_EQ(find_op(embedding_forward_ops(off, c), "embedding_positions_fwd").bytes, std::llround(3 * n_sp * 2));
+  EXPECT_EQ(find_op(embedding_backward_ops(off, c), "embedding_positions_bwd").bytes, std::llround(2 * n_sp * 2));
+  EXPECT_FALSE(has_op(embedding_forward_ops(off, c), "embedding_dropout_fwd"));
+  TransformerModel rope = off;
+  rope.positions = Positions::Rope;
+  EXPECT_EQ(names_of(embedding_forward_ops(rope, c)), std::vector<std::string>{"embedding_lookup_fwd"});
+  EXPECT_EQ(names_of(embedding_backward_ops(rope, c)), std::vector<std::string>{"embedding_wgrad"});
+}
+
 // The loss over the logits as each framework runs it: bytes per logit, forward and backward (LossImpl).
 // Megatron-LM: FP32 cast (2 + 4), max (4), subtract (8), exp (8), sum (4), divide (8); backward multiply
 // (8) and cast back (4 + 2). PyTorch under autocast: cast (6), log_softmax (8); backward zero-filled
@@ -877,6 +942,12 @@ TEST(ModelJson, AttentionAndFusionOptions) {
   EXPECT_EQ(model_to_json(torch_loss)["loss"], "pytorch");
   EXPECT_EQ(model_from_json(model_to_json(torch_loss)), torch_loss);
   EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "loss": "apex"})")), "/model/loss");
+  EXPECT_TRUE(defaults.dropout);
+  const TransformerModel no_dropout = model_from_json(json::parse(R"({"preset": "gpt3-6.7b", "dropout": false})"));
+  EXPECT_FALSE(no_dropout.dropout);
+  EXPECT_EQ(model_to_json(no_dropout)["dropout"], false);
+  EXPECT_EQ(model_from_json(model_to_json(no_dropout)), no_dropout);
+  EXPECT_EQ(config_error_path(json::parse(R"({"preset": "gpt3-6.7b", "dropout": 0.1})")), "/model/dropout");
 }
 
 // ---- grouped-query attention and SwiGLU ------------------------------------------------------------

@@ -345,6 +345,43 @@ OpCost whole_gemm(const TransformerModel& m, const Layout& l, const std::string&
 
 }  // namespace
 
+// With sequence parallelism the projection's and FC2's input-gradient GEMMs read their output gradient
+// all-gathered over the tensor group, a gather in line before that GEMM's backward: after the residual
+// add's backward where dropout gives it one, and still there where a model without dropout has none
+// (TransformerModel::dropout; model.hpp). Each layer and micro-batch gathers twice, FC2's input
+// gradient waits for one of its gathers and the projection's for both.
+TEST(PlanBuilderTp, OutputGradientGathersPrecedeTheRowParallelBackwardWithOrWithoutDropout) {
+  Layout l = layout3d(1, 2, 2, 4);
+  l.sequence_parallel = true;
+  const std::size_t passes = 4 * 4;  // layers per stage x micro-batches
+  TransformerModel m = tiny();
+  for (bool dropout : {true, false}) {
+    SCOPED_TRACE(dropout ? "dropout" : "no dropout");
+    m.dropout = dropout;
+    const Plan plan = build_plan(m, l, cluster(l));
+    for (const Program& p : plan.programs) {
+      const std::vector<std::uint32_t> gathers = named(plan, p, ".tp_allgather_bwd");
+      EXPECT_EQ(gathers.size(), 2 * passes);
+      EXPECT_EQ(named(plan, p, "_residual_bwd").size(), dropout ? 2 * passes : 0u);
+      for (const auto& [gemm, expected] : {std::pair{".fc2_dgrad", 1}, std::pair{".proj_dgrad", 2}}) {
+        const std::vector<std::uint32_t> dgrads = named(plan, p, gemm);
+        ASSERT_EQ(dgrads.size(), passes) << gemm;
+        for (std::uint32_t dg : dgrads) {
+          int waited = 0;
+          for (std::uint32_t g : gathers) {
+            const PlanOp& op = p.ops[g];
+            EXPECT_EQ(op.collective, CollectiveOp::AllGather);
+            EXPECT_EQ(op.stream, StreamKind::Compute);
+            if (op.layer == p.ops[dg].layer && op.micro_batch == p.ops[dg].micro_batch && waits_for(p, dg, g)) ++waited;
+          }
+          EXPECT_EQ(waited, expected) << gemm;
+        }
+      }
+    }
+    EXPECT_NO_THROW(validate(plan));
+  }
+}
+
 // Transformer Engine's userbuffers (Layout::tp_comm_overlap, plan_builder.cpp): QKV's and FC1's
 // forward, and the projection's and FC2's input gradient, run in tp chunks of their tokens beside a
 // ring exchange — the first chunk on the rank's own shard, each further one after the copy-engine step

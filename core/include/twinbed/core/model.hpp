@@ -167,6 +167,13 @@ struct TransformerModel {
   // buffer by a pass of its own after every micro-batch but the first, as PyTorch's autograd
   // (AccumulateGrad) and DeepSpeed's pipeline engine (BF16_Optimizer.update_hp_grads) do (plan.hpp).
   bool fused_grad_accumulation = true;
+  // Dropout in training: true, on the attention probabilities, after the projection and after FC2 (the
+  // hidden dropout) and on the embeddings, each storing a 1-byte mask for backward (Megatron-LM's
+  // defaults, attention_dropout = hidden_dropout = 0.1; GPT-2/3's, OPT's); false, a probability of 0
+  // everywhere, as Llama's and MPT's configurations set it: PyTorch's dropout at p = 0 returns its
+  // input (no kernel, no mask), so those passes and masks drop out; a flash kernel's own dropout changes
+  // nothing here (its figures are timed without).
+  bool dropout = true;
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
   std::int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
@@ -305,7 +312,8 @@ Fp8LayerNorms fp8_layer_norms(const TransformerModel& m);
 
 // Bytes of activations one transformer layer keeps for its backward pass, per micro-batch of b
 // sequences, on one tensor-parallel rank (Korthikanti et al. §4, 16-bit activations, 1-byte dropout
-// masks). For f = 4h and a 16-bit dtype this is exactly REFERENCE.md's
+// masks; without dropout, no masks, and the unfused attention core keeps its softmax output alone,
+// 2·a·s²·b for 5). For f = 4h and a 16-bit dtype this is exactly REFERENCE.md's
 //   none, no parallelism:      s·b·h·(34 + 5·a·s/h)
 //   none, tensor parallel:     s·b·h·(10 + 24/t + 5·a·s/(h·t))
 //   none, tensor + sequence:   (s·b·h/t)·(34 + 5·a·s/h)
@@ -428,6 +436,9 @@ struct OpContext {
 // RoPE (positions = rope): rope_q and rope_k after qkv_bias, memory-bound, and again on their
 // gradients in backward before qkv (model.cpp has their passes); embedding_dropout reads no position
 // embedding.
+// Without dropout (dropout = false): no attn_dropout, no attn_out_dropout or mlp_out_dropout, the
+// residual adds write no mask and have no backward pass (the sum's gradient is each addend's), and the
+// embedding's pass is the learned positions' add alone (embedding_positions; nothing with RoPE).
 // MoE replaces fc1..fc2 by router (GEMM to E logits), router_topk, expert_permute, expert_fc1 (grouped),
 // gelu, expert_fc2 (grouped), expert_unpermute; with balanced routing each rank's experts process the
 // b·s·k tokens its group routes to them: every local expert gets b·s·k·ep/E tokens (m rounded to the
@@ -497,7 +508,7 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 //  "top_k"?, "dtype"?, "attention"? (attention_names(), default "fused"), "loss"? (loss_names(), default
 //  "megatron"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
-//  (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
+//  (default true), "dropout"? (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
 // them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
 // or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
 // ffn_hidden and kv_heads resolved (never 0) and has passed validate().
