@@ -49,11 +49,20 @@ PipelineSchedule parse_schedule(const std::string& name) { return enum_names::pa
 
 namespace {
 constexpr std::pair<GradDtype, const char*> kGradDtypes[] = {{GradDtype::Model, "model"}, {GradDtype::FP32, "fp32"}};
+constexpr std::pair<BackwardPrefetch, const char*> kBackwardPrefetches[] = {{BackwardPrefetch::Pre, "pre"},
+                                                                           {BackwardPrefetch::Post, "post"}};
 }  // namespace
 
 std::string grad_dtype_name(GradDtype g) { return enum_names::name_of(kGradDtypes, g, "grad_dtype_name: not a GradDtype"); }
 std::vector<std::string> grad_dtype_names() { return enum_names::names(kGradDtypes); }
 GradDtype parse_grad_dtype(const std::string& name) { return enum_names::parse(kGradDtypes, name, "gradient dtype"); }
+std::string backward_prefetch_name(BackwardPrefetch b) {
+  return enum_names::name_of(kBackwardPrefetches, b, "backward_prefetch_name: not a BackwardPrefetch");
+}
+std::vector<std::string> backward_prefetch_names() { return enum_names::names(kBackwardPrefetches); }
+BackwardPrefetch parse_backward_prefetch(const std::string& name) {
+  return enum_names::parse(kBackwardPrefetches, name, "backward prefetch");
+}
 
 Layout::LayerRange Layout::chunk_layers(const TransformerModel& m, int virtual_stage) const {
   const std::int64_t per_chunk = pipeline_slots(m) / (static_cast<std::int64_t>(pp) * virtual_stages);
@@ -148,6 +157,12 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                           "): set zero_stage to 1 or 2, or overlap_param_gather to false");
   }
 
+  if (l.backward_prefetch == BackwardPrefetch::Post && l.zero_stage != 3) {
+    throw ConfigError("/layout/backward_prefetch",
+                      "\"post\" times ZeRO-3's gather of each layer's parameters in backward; with zero_stage " +
+                          str(l.zero_stage) + " nothing is gathered there: set zero_stage to 3, or backward_prefetch "
+                          "to \"pre\"");
+  }
   if (l.distribute_saved_activations && l.recompute != Recompute::Full) {
     throw ConfigError("/layout/distribute_saved_activations",
                       "splits the layer input that full recomputation checkpoints; with recompute \"" +
@@ -342,7 +357,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
       "overlap_p2p_comm", "tp_comm_overlap", "bucket_MiB", "grad_dtype",
-      "embedding_in_split", "loss_in_split", "distribute_saved_activations"};
+      "embedding_in_split", "loss_in_split", "distribute_saved_activations", "backward_prefetch"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -376,6 +391,9 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
   if (j.contains("recompute")) l.recompute = read_named(j["recompute"], path + "/recompute", parse_recompute);
   if (j.contains("grad_dtype")) l.grad_dtype = read_named(j["grad_dtype"], path + "/grad_dtype", parse_grad_dtype);
+  if (j.contains("backward_prefetch")) {
+    l.backward_prefetch = read_named(j["backward_prefetch"], path + "/backward_prefetch", parse_backward_prefetch);
+  }
   if (j.contains("bucket_MiB")) {
     const json& v = j["bucket_MiB"];
     const std::string p = path + "/bucket_MiB";
@@ -409,7 +427,8 @@ json layout_to_json(const Layout& l) {
               {"grad_dtype", grad_dtype_name(l.grad_dtype)},
               {"embedding_in_split", l.embedding_in_split},
               {"loss_in_split", l.loss_in_split},
-              {"distribute_saved_activations", l.distribute_saved_activations}};
+              {"distribute_saved_activations", l.distribute_saved_activations},
+              {"backward_prefetch", backward_prefetch_name(l.backward_prefetch)}};
 }
 
 }  // namespace twinbed

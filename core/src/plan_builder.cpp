@@ -469,11 +469,18 @@ class Builder {
       }
     }
     std::int64_t prefetch_dep = prev;
+    // ZeRO-3: each layer's gradients are reduce-scattered after its backward, but put on the collective
+    // stream only after the next layer's gather (prefetch_dep: once this layer's backward has begun, or
+    // with backward_prefetch "post" once it is done; layout.hpp): in the stream's FIFO order the other
+    // way round the gather would also wait for the reduce-scatter, which FSDP runs on a stream of its own.
+    std::optional<ZeroReduce> pending;
     for (std::int64_t j = layers.count - 1; j >= 0; --j) {
       const int layer = static_cast<int>(layers.first + j);
       const std::int64_t local = local_layer(c, j);
       const std::string prefix = layer_prefix(layer);
       const Gathered g = gather_layer(prefix + "zero3.allgather_bwd", mb, prefetch_dep, layer, local);
+      if (pending) reduce_scatter_layer(*pending, mb);
+      pending.reset();
       std::int32_t workspace = -1;
       if (!lists_[kRecompute].empty()) {
         // Recomputation regenerates what the layer did not store, for the duration of its backward.
@@ -542,18 +549,12 @@ class Builder {
         throw InvalidArgument("build_plan: a column-parallel layer's weight gradient or its consumer is missing from " +
                               prefix + " backward ops");
       }
-      prefetch_dep = first_op;
+      prefetch_dep = l_.backward_prefetch == BackwardPrefetch::Post ? prev : first_op;
       if (workspace >= 0) free(workspace, StreamKind::Compute, prefix + "recompute", mb, prev);
       free(act_slot(mb, c, j), StreamKind::Compute, prefix + "activations", mb, prev);
       if (g.buffer >= 0) free(g.buffer, StreamKind::Compute, prefix + "zero3.params", mb, prev);
       if (zero3()) {
-        // ZeRO-3 keeps no full gradients: each micro-batch's layer gradients are reduce-scattered.
-        const std::int32_t set = layer_sets_[static_cast<std::size_t>(local)].all;
-        const Bytes gb = set_elements(slices(set)) * ge_;
-        const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, prefix + "zero3.grads", mb, prev, set, layer);
-        const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
-                                       prefix + "zero3.reducescatter", mb, prev, layer, set);
-        free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
+        pending = ZeroReduce{layer, local, prev};
       } else if (final_pass) {
         for (const ParamSlice& s : slices(layer_sets_[static_cast<std::size_t>(local)].all)) {
           ready(static_cast<std::uint32_t>(prev), s.tensor);
@@ -561,6 +562,7 @@ class Builder {
         issue_buckets(false);
       }
     }
+    if (pending) reduce_scatter_layer(*pending, mb);
     if (vs == 0) {
       for (std::size_t i = 0; i < lists_[kEmbBwd].size(); ++i) {
         prev = compute(kEmbBwd, i, mb, prev, -1, -1);
@@ -606,6 +608,23 @@ class Builder {
   }
 
   const std::vector<ParamSlice>& slices(std::int32_t set) const { return prog_->param_sets[static_cast<std::size_t>(set)]; }
+
+  // ZeRO-3 keeps no full gradients: each micro-batch's layer gradients are reduce-scattered once the
+  // layer's backward (`dep`, its last op) is done.
+  struct ZeroReduce {
+    int layer;
+    std::int64_t local;
+    std::int64_t dep;
+  };
+  void reduce_scatter_layer(const ZeroReduce& r, int mb) {
+    const std::string prefix = layer_prefix(r.layer);
+    const std::int32_t set = layer_sets_[static_cast<std::size_t>(r.local)].all;
+    const Bytes gb = set_elements(slices(set)) * ge_;
+    const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, prefix + "zero3.grads", mb, r.dep, set, r.layer);
+    const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
+                                   prefix + "zero3.reducescatter", mb, r.dep, r.layer, set);
+    free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
+  }
 
   // ---- gradient reduction ----
 

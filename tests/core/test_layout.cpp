@@ -248,6 +248,15 @@ TEST(Layout, BatchAndZeroStage) {
   }
   l.zero_stage = 1;
   EXPECT_TRUE(validate(l, m, 1024, 8).empty());
+  // BACKWARD_POST times ZeRO-3's backward gathers, which no other stage has.
+  Layout post = gpt3_layout();
+  post.zero_stage = 1;
+  post.backward_prefetch = BackwardPrefetch::Post;
+  const std::string b = error_of(post, m, 1024);
+  EXPECT_TRUE(contains(b, "/layout/backward_prefetch")) << b;
+  EXPECT_TRUE(contains(b, "zero_stage to 3")) << b;
+  post.zero_stage = 3;
+  EXPECT_TRUE(validate(post, m, 1024, 8).empty());
   // Distributing the saved activations splits full recomputation's checkpoint; without SP only.
   for (Recompute r : {Recompute::None, Recompute::Selective}) {
     l = gpt3_layout();
@@ -479,7 +488,10 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.overlap_param_gather = true;
   other.distribute_saved_activations = true;
   other.tp_comm_overlap = true;
+  other.backward_prefetch = BackwardPrefetch::Post;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
+  EXPECT_EQ(layout_to_json(other)["backward_prefetch"], "post");
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4})")).backward_prefetch, BackwardPrefetch::Pre);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "fp32"})")).grad_dtype, GradDtype::FP32);
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "grad_dtype": "model"})")).grad_dtype, GradDtype::Model);
@@ -506,6 +518,7 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "overlap_param_gather": 1})"), "/layout/overlap_param_gather");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "distribute_saved_activations": "yes"})"),
             "/layout/distribute_saved_activations");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "backward_prefetch": "BACKWARD_PRE"})"), "/layout/backward_prefetch");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");
@@ -520,6 +533,12 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
     FAIL() << "no throw";
   } catch (const ConfigError& e) {
     EXPECT_TRUE(contains(e.what(), "model, fp32")) << e.what();
+  }
+  try {
+    layout_from_json(json::parse(R"({"global_batch": 8, "backward_prefetch": "none"})"));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_TRUE(contains(e.what(), "pre, post")) << e.what();
   }
 }
 

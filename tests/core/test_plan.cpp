@@ -496,6 +496,50 @@ TEST(Plan, ZeroThreeGathersEachLayerForwardAndBackward) {
   EXPECT_EQ(names["zero3.reducescatter"], 8 * 2);
 }
 
+// ZeRO-3's backward gather of layer j is issued before the reduce-scatter of layer j + 1's gradients
+// (the collective stream runs in program order: the other way round the gather would wait for layer
+// j + 1's whole backward), and depends on layer j + 1's first backward op (backward_prefetch "pre",
+// FSDP's BACKWARD_PRE) or on its last, as that reduce-scatter does ("post", BACKWARD_POST).
+TEST(Plan, ZeroThreeBackwardGathersComeBeforeTheReduceScatterAbove) {
+  for (BackwardPrefetch prefetch : {BackwardPrefetch::Pre, BackwardPrefetch::Post}) {
+    SCOPED_TRACE(backward_prefetch_name(prefetch));
+    Layout l = layout3d(4, 1, 1, 2);
+    l.zero_stage = 3;
+    l.backward_prefetch = prefetch;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    EXPECT_NO_THROW(validate(plan));
+    const Program& p = plan.programs[0];
+    const auto find = [&](const std::string& name, int layer, int mb) {
+      for (std::uint32_t i = 0; i < p.size(); ++i) {
+        const PlanOp& op = p.ops[i];
+        if (op.layer == layer && op.micro_batch == mb && plan.names.at(op.name) == "l" + std::to_string(layer) + "." + name) return i;
+      }
+      ADD_FAILURE() << "no " << name << " of layer " << layer << ", micro-batch " << mb;
+      return std::uint32_t{0};
+    };
+    int checked = 0;
+    for (int mb = 0; mb < 2; ++mb) {
+      for (int layer = 0; layer + 1 < 8; ++layer) {
+        const std::uint32_t gather = find("zero3.allgather_bwd", layer, mb);
+        const std::uint32_t reduce = find("zero3.reducescatter", layer + 1, mb);
+        EXPECT_LT(gather, reduce) << layer;
+        ASSERT_EQ(p.num_deps(gather), 1u);
+        ASSERT_GE(p.num_deps(reduce), 1u);
+        const std::uint32_t after = p.deps_of(gather)[0], done = p.deps_of(reduce)[0];
+        EXPECT_EQ(p.ops[after].layer, layer + 1);
+        EXPECT_EQ(p.ops[after].kind, OpKind::Compute);
+        if (prefetch == BackwardPrefetch::Pre) {
+          EXPECT_LT(after, done) << "the gather overlaps layer " << layer + 1 << "'s backward";
+        } else {
+          EXPECT_EQ(after, done) << "the gather waits for layer " << layer + 1 << "'s gradients";
+        }
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, 2 * 7);
+  }
+}
+
 TEST(Plan, RecomputeAddsOps) {
   Layout l = layout3d(1, 1, 1, 1);
   const std::size_t none = build_plan(tiny(), l, cluster(l)).programs[0].size();

@@ -47,6 +47,19 @@ std::string grad_dtype_name(GradDtype g);
 GradDtype parse_grad_dtype(const std::string& name);
 std::vector<std::string> grad_dtype_names();
 
+// ZeRO-3's gather of the next layer's parameters in backward (the layer before, in forward order): issued
+// once the current layer's backward has begun, overlapping it (Pre: PyTorch FSDP's default
+// BackwardPrefetch.BACKWARD_PRE, "prefetches the next set of parameters before the current set of
+// parameter's gradient computation"; DeepSpeed ZeRO-3 prefetches ahead too), or once its gradients are
+// computed (Post: BACKWARD_POST, MosaicML Composer's default), so that the next layer waits for its
+// gather. Either way the gather goes before the current layer's gradient reduce-scatter (FSDP runs the
+// two on streams of their own).
+enum class BackwardPrefetch { Pre, Post };
+// "pre", "post"; parse throws UnknownName listing them.
+std::string backward_prefetch_name(BackwardPrefetch b);
+BackwardPrefetch parse_backward_prefetch(const std::string& name);
+std::vector<std::string> backward_prefetch_names();
+
 struct Layout {
   int dp = 1;
   int tp = 1;
@@ -104,6 +117,7 @@ struct Layout {
   bool distribute_saved_activations = false;
   Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
   GradDtype grad_dtype = GradDtype::Model;  // gradient accumulation and reduction dtype (above)
+  BackwardPrefetch backward_prefetch = BackwardPrefetch::Pre;  // ZeRO-3 only (above)
 
   // dp·tp·cp·pp (ep does not multiply: it lives inside dp).
   int world_size() const { return dp * tp * cp * pp; }
@@ -144,7 +158,7 @@ struct Layout {
 //   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp); bucket_MiB
 //   under one byte; overlap_param_gather with zero_stage other than 1 or 2; distribute_saved_activations
 //   without full recomputation, or with sequence parallelism at tp > 1; tp_comm_overlap without
-//   sequence parallelism at tp >= 2.
+//   sequence parallelism at tp >= 2; backward_prefetch "post" with zero_stage other than 3.
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
 // (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
@@ -188,7 +202,7 @@ Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& la
 // {"dp", "tp", "pp", "ep", "cp", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
 //  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm",
 //  "tp_comm_overlap", "bucket_MiB", "grad_dtype"
-//  ("model" | "fp32"),
+//  ("model" | "fp32"), "backward_prefetch" ("pre" | "post"),
 //  "embedding_in_split", "loss_in_split", "distribute_saved_activations"}:
 // every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and

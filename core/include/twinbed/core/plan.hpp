@@ -303,7 +303,9 @@ void validate(const Plan& plan);
 // Per pipeline stage (one Program per stage; all tp·dp ranks of a stage share it):
 //  - The stage's parameter tensors (Program::params); ops are tagged with their layer and parameters.
 //  - Alloc of weights, gradients and optimizer state (rank_model_state_bytes; under ZeRO-3 the full
-//    parameters of a layer are gathered into a buffer before its forward and backward and freed after).
+//    parameters of a layer are gathered into a buffer before its forward and backward and freed after,
+//    each gather once the layer before it in that pass has begun, or in backward with backward_prefetch
+//    "post" once it is done, and ahead of that layer's gradient reduce-scatter on the Collective stream).
 //  - For each micro-batch in the stage's pipeline order (GPipe, 1F1B, interleaved 1F1B — Megatron's
 //    order, see plan_builder.cpp): Recv of the input activation (b·(s/cp)·h·dtype / tp bytes whenever
 //    tp > 1: with sequence parallelism the rank's sequence shard, without it a slice the receiver
