@@ -312,8 +312,8 @@ Fp8LayerNorms fp8_layer_norms(const TransformerModel& m);
 
 // Bytes of activations one transformer layer keeps for its backward pass, per micro-batch of b
 // sequences, on one tensor-parallel rank (Korthikanti et al. §4, 16-bit activations, 1-byte dropout
-// masks; without dropout, no masks, and the unfused attention core keeps its softmax output alone,
-// 2·a·s²·b for 5). For f = 4h and a 16-bit dtype this is exactly REFERENCE.md's
+// masks; without dropout, no masks, and outside flash attention the core keeps its softmax output
+// alone, 2·a·s²·b for 5). For f = 4h and a 16-bit dtype this is exactly REFERENCE.md's
 //   none, no parallelism:      s·b·h·(34 + 5·a·s/h)
 //   none, tensor parallel:     s·b·h·(10 + 24/t + 5·a·s/(h·t))
 //   none, tensor + sequence:   (s·b·h/t)·(34 + 5·a·s/h)
@@ -508,10 +508,10 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 //  "top_k"?, "dtype"?, "attention"? (attention_names(), default "fused"), "loss"? (loss_names(), default
 //  "megatron"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
-//  (default true), "dropout"? (default true)}. With "preset", the preset's fields are the defaults and any other key overrides
-// them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an unknown key, a wrong type
-// or an out-of-range value is a ConfigError naming the full path (`path` + "/hidden"). The result has
-// ffn_hidden and kv_heads resolved (never 0) and has passed validate().
+//  (default true), "dropout"? (default true)}. With "preset", the preset's fields are the defaults and
+// any other key overrides them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an
+// unknown key, a wrong type or an out-of-range value is a ConfigError naming the full path (`path` +
+// "/hidden"). The result has ffn_hidden and kv_heads resolved (never 0) and has passed validate().
 TransformerModel model_from_json(const nlohmann::json& j, const std::string& path = "/model");
 // The fully resolved form (every key written), which model_from_json reads back to an equal model.
 nlohmann::json model_to_json(const TransformerModel& m);
