@@ -12,7 +12,7 @@
 # the nvidia-nccl wheel of the image's python3); configure (-DTWINBED_CUDA=ON, sm_90, the carried
 # dependencies); build only the CLI, the CUDA tests and bench_kernels_cuda; ctest -L cuda; twinbed
 # calibrate --gpu; one layer of two validation rows, and its attention alone, in PyTorch against the simulator
-# (scripts/gpu-layer-step.py); for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
+# (scripts/gpu-layer-step.py), the SM clock and power sampled during both (clocks-*.csv); for each experiments/techniques/*.json made a one-GPU experiment (dp 1), twinbed compare
 # --backend real-cuda (runs it with and without its technique, paired); one twinbed run --backend
 # real-cuda; bench_kernels_cuda (the CUDA twins' bandwidth fractions); on an H100 SXM, twinbed validate's
 # training rows with the measured profile (validate --profile h100=...). Without a GPU it
@@ -148,17 +148,40 @@ else
   # ---- tests: the kernels' CUDA twins against their CPU references, the collectives, the Plan backend.
   step ctest-cuda 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure --timeout 120 || true
 
+  # ---- clocks under load (issue 12: whether a training-like loop holds the SM clock lower than the GEMM
+  # benchmarks behind the model's ceilings): the SM clock, power and temperature sampled every 200 ms
+  # while calibrate's GEMM grid runs and while the layer runs, one CSV each (clocks-<step>.csv).
+  sampling() {
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+      --format=csv -lms 200 >"$LOGS/clocks-$1.csv" 2>&1 &
+    SAMPLER=$!
+  }
+  sampled() {
+    kill "$SAMPLER" 2>/dev/null || true
+    wait "$SAMPLER" 2>/dev/null || true
+    # The median SM clock and power over the samples, into the summary.
+    local csv=$LOGS/clocks-$1.csv
+    local median_clock median_power
+    median_clock=$(awk -F', ' 'NR > 1 { sub(/ MHz/, "", $2); print $2 }' "$csv" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+    median_power=$(awk -F', ' 'NR > 1 { sub(/ W/, "", $4); print $4 }' "$csv" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+    summary "| clocks during $1 | median SM ${median_clock:-?} MHz, ${median_power:-?} W ($(($(wc -l <"$csv") - 1)) samples) | |"
+  }
+
   # ---- calibrate: the GPU profile the simulator reads.
   PROFILE=$LOGS/gpu-profile.json
+  sampling calibrate
   step calibrate 60 "$TB" calibrate --gpu --out "$PROFILE" || true
+  sampled
 
   # ---- one layer in PyTorch (BF16, FlashAttention-2) against the simulator's time for the same layer
   # (issue 12: what part of the H100 training rows' error is the layer's own kernels).
   SIM_DEVICE=h100
   grep -q 'H200' "$LOGS/gpu.txt" && SIM_DEVICE=h200
   grep -q 'A100' "$LOGS/gpu.txt" && SIM_DEVICE=a100
+  sampling layer-step
   step layer-step 90 python3 "$ROOT/scripts/gpu-layer-step.py" --twinbed "$TB" --sim-device "$SIM_DEVICE" \
     --json "$LOGS/layer-step.json" || true
+  sampled
 
   # ---- one GPU: each technique experiment made dp 1; compare runs it with and without the technique.
   mkdir -p "$LOGS/experiments"
