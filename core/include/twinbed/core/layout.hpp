@@ -50,9 +50,9 @@ std::vector<std::string> grad_dtype_names();
 // ZeRO-3's gather of the next layer's parameters in backward (the layer before, in forward order): issued
 // once the current layer's backward has begun, overlapping it (Pre: PyTorch FSDP's default
 // BackwardPrefetch.BACKWARD_PRE, "prefetches the next set of parameters before the current set of
-// parameter's gradient computation"; DeepSpeed ZeRO-3 prefetches ahead too), or once its gradients are
+// parameters' gradient computation"; DeepSpeed ZeRO-3 prefetches ahead too), or once its gradients are
 // computed (Post: BACKWARD_POST, "prefetches the next set of parameters after the current set of
-// parameter's gradient computation", which "enables less overlap but requires less memory usage";
+// parameters' gradient computation", which "enables less overlap but requires less memory usage";
 // MosaicML Composer's default), so that the next layer waits for its gather. (Both quotes:
 // torch.distributed.fsdp.BackwardPrefetch's documentation.) Either way the gather goes before the
 // current layer's gradient reduce-scatter (FSDP runs the two on streams of their own).
