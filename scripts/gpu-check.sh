@@ -152,7 +152,7 @@ else
   # benchmarks behind the model's ceilings): the SM clock, power and temperature sampled every 200 ms
   # while calibrate's GEMM grid runs and while the layer runs, one CSV each (clocks-<step>.csv).
   sampling() {
-    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu \
       --format=csv -lms 200 >"$LOGS/clocks-$1.csv" 2>&1 &
     SAMPLER=$!
   }
@@ -164,7 +164,7 @@ else
     local median_clock median_power
     median_clock=$(awk -F', ' 'NR > 1 { sub(/ MHz/, "", $2); print $2 }' "$csv" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
     median_power=$(awk -F', ' 'NR > 1 { sub(/ W/, "", $4); print $4 }' "$csv" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
-    summary "| clocks during $1 | median SM ${median_clock:-?} MHz, ${median_power:-?} W ($(($(wc -l <"$csv") - 1)) samples) | |"
+    summary "| clocks during $1 | median SM ${median_clock:-?} MHz, ${median_power:-?} W ($(grep -c ' MHz' "$csv" || true) samples) | |"
   }
 
   # ---- calibrate: the GPU profile the simulator reads.

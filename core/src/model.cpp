@@ -339,8 +339,7 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   }
   // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
   // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
-  const double masks = m.dropout ? 1.0 : 0.0;
-  double replicated = (2 * e + qkv_in + fc1_in) * sbh + 2 * masks * sbh;
+  double replicated = (2 * e + qkv_in + fc1_in) * sbh + (m.dropout ? 2 * sbh : 0);
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
   // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
