@@ -463,9 +463,12 @@ class Builder {
       }
       // The head's gradients (tied embedding copy, final norm) are ready here; with pp == 1 they are
       // counted with the embedding's below.
-      if (final_pass && stage_ > 0) {
-        ready_extra(static_cast<std::uint32_t>(prev));
-        issue_buckets(false);
+      if (stage_ > 0) {
+        if (final_pass) {
+          ready_extra(static_cast<std::uint32_t>(prev));
+          issue_buckets(false);
+        }
+        reduce_scatter_extra(mb, prev);
       }
     }
     std::int64_t prefetch_dep = prev;
@@ -572,6 +575,7 @@ class Builder {
         ready_extra(static_cast<std::uint32_t>(prev));
         issue_buckets(false);
       }
+      reduce_scatter_extra(mb, prev);
     } else {
       const int to = (stage_ > 0) ? -stride_ : (p - 1) * stride_;
       p2p(OpKind::Send, to, (static_cast<std::int64_t>(mb) * V_ + vs - 1) * 2 + 1, "pp.send_grad", mb, prev);
@@ -624,6 +628,18 @@ class Builder {
     const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
                                    prefix + "zero3.reducescatter", mb, r.dep, r.layer, set);
     free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
+  }
+  // ZeRO-3: the embedding's and final norm's gradients (and a last stage's head copy), gathered once for
+  // the iteration (emit_model_state), are reduce-scattered like a layer's, each micro-batch, once the
+  // backward that completes them (`dep`) is done: FSDP's root unit, whose post-backward hook runs after
+  // the embedding's backward.
+  void reduce_scatter_extra(int mb, std::int64_t dep) {
+    if (!zero3() || extra_elements_ == 0) return;
+    const Bytes gb = extra_elements_ * ge_;
+    const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, "zero3.grads_extra", mb, dep, extra_set_);
+    const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
+                                   "zero3.reducescatter_extra", mb, dep, -1, extra_set_);
+    free(buf, StreamKind::Collective, "zero3.grads_extra", mb, rs);
   }
 
   // ---- gradient reduction ----

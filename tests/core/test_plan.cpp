@@ -496,6 +496,44 @@ TEST(Plan, ZeroThreeGathersEachLayerForwardAndBackward) {
   EXPECT_EQ(names["zero3.reducescatter"], 8 * 2);
 }
 
+// Under ZeRO-3 every trainable tensor's gradient is reduce-scattered once per micro-batch, the
+// embedding's, the final norm's and the head's included (they are gathered once for the iteration),
+// and only after the backward op that completes it.
+TEST(Plan, ZeroThreeReduceScattersEveryGradientEachMicroBatch) {
+  for (int pp : {1, 2}) {
+    SCOPED_TRACE("pp " + std::to_string(pp));
+    Layout l = layout3d(4, 1, pp, 3);
+    l.zero_stage = 3;
+    const Plan plan = build_plan(tiny(), l, cluster(l));
+    EXPECT_NO_THROW(validate(plan));
+    for (const Program& p : plan.programs) {
+      std::map<std::pair<int, std::int32_t>, std::int64_t> reduced;  // (micro-batch, tensor) -> elements
+      for (std::uint32_t i = 0; i < p.size(); ++i) {
+        const PlanOp& op = p.ops[i];
+        if (op.kind != OpKind::Collective || op.collective != CollectiveOp::ReduceScatter || op.params < 0) continue;
+        for (const ParamSlice& s : p.param_sets[static_cast<std::size_t>(op.params)]) {
+          reduced[{op.micro_batch, s.tensor}] += s.elements;
+          // It waits for a backward compute op that holds the tensor's gradient.
+          const std::uint32_t dep = p.deps_of(i)[0];
+          EXPECT_EQ(p.ops[dep].kind, OpKind::Compute);
+        }
+      }
+      int trainable = 0;
+      for (std::size_t t = 0; t < p.params.size(); ++t) {
+        if (!p.params[t].trainable) continue;
+        ++trainable;
+        for (int mb = 0; mb < 3; ++mb) {
+          const auto it = reduced.find({mb, static_cast<std::int32_t>(t)});
+          ASSERT_NE(it, reduced.end()) << "tensor " << t << " (kind " << static_cast<int>(p.params[t].kind)
+                                       << ") is never reduce-scattered in micro-batch " << mb;
+          EXPECT_EQ(it->second, p.params[t].elements);
+        }
+      }
+      EXPECT_EQ(reduced.size(), static_cast<std::size_t>(3 * trainable));
+    }
+  }
+}
+
 // ZeRO-3's backward gather of layer j is issued before the reduce-scatter of layer j + 1's gradients
 // (the collective stream runs in program order: the other way round the gather would wait for layer
 // j + 1's whole backward), and depends on layer j + 1's first backward op (backward_prefetch "pre",
