@@ -163,6 +163,24 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                           str(l.zero_stage) + " nothing is gathered there: set zero_stage to 3, or backward_prefetch "
                           "to \"pre\"");
   }
+  if (l.zero_shard_ranks < 0) throw ConfigError("/layout/zero_shard_ranks", "must be >= 1, got " + str(l.zero_shard_ranks));
+  if (l.zero_shard_ranks > 0 && l.zero_shard_ranks != l.grad_ranks()) {
+    const std::string ranks = l.cp > 1 ? "dp·cp = " + str(l.grad_ranks()) : "dp = " + str(l.grad_ranks());
+    if (l.grad_ranks() % l.zero_shard_ranks != 0) {
+      throw ConfigError("/layout/zero_shard_ranks", "must divide the " + ranks + " data-parallel ranks into equal "
+                                                    "shard groups, got " + str(l.zero_shard_ranks));
+    }
+    if (l.zero_stage != 3) {
+      throw ConfigError("/layout/zero_shard_ranks",
+                        "hybrid sharding (ZeRO-3 within groups of " + str(l.zero_shard_ranks) + " ranks, replicated "
+                        "across them) needs zero_stage 3, got " + str(l.zero_stage) +
+                            ": set zero_stage to 3, or zero_shard_ranks to \"all\"");
+    }
+    if (l.ep > 1) {
+      throw ConfigError("/layout/zero_shard_ranks", "hybrid sharding of expert parameters is not modelled: set ep to 1, "
+                                                    "or zero_shard_ranks to \"all\"");
+    }
+  }
   if (l.distribute_saved_activations && l.recompute != Recompute::Full) {
     throw ConfigError("/layout/distribute_saved_activations",
                       "splits the layer input that full recomputation checkpoints; with recompute \"" +
@@ -306,7 +324,7 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
 
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage) {
   const RankParameters p = rank_parameters(model, layout, stage);
-  const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.grad_ranks());
+  const ModelStateBytes dense = model_state_bytes(p.dense, model.dtype, layout.zero_stage, layout.zero_shards());
   const ModelStateBytes expert = model_state_bytes(p.expert, model.dtype, layout.zero_stage, layout.grad_ranks() / layout.ep);
   // model_state_bytes counts gradients in the model's dtype; rescale them to the layout's.
   const Bytes grads = (dense.grads + expert.grads) / gradient_bytes_per_element(model.dtype) *
@@ -357,7 +375,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
       "overlap_p2p_comm", "tp_comm_overlap", "bucket_MiB", "grad_dtype",
-      "embedding_in_split", "loss_in_split", "distribute_saved_activations", "backward_prefetch"};
+      "embedding_in_split", "loss_in_split", "distribute_saved_activations", "backward_prefetch", "zero_shard_ranks"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -394,6 +412,13 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("backward_prefetch")) {
     l.backward_prefetch = read_named(j["backward_prefetch"], path + "/backward_prefetch", parse_backward_prefetch);
   }
+  if (j.contains("zero_shard_ranks")) {
+    const json& v = j["zero_shard_ranks"];
+    if (!(v.is_string() && v.get<std::string>() == "all")) {
+      if (!v.is_number_integer()) fail(path + "/zero_shard_ranks", "expected an integer >= 1 or \"all\", got " + got(v));
+      l.zero_shard_ranks = read_int32(v, path + "/zero_shard_ranks", 1, kMaxDegree);
+    }
+  }
   if (j.contains("bucket_MiB")) {
     const json& v = j["bucket_MiB"];
     const std::string p = path + "/bucket_MiB";
@@ -428,7 +453,8 @@ json layout_to_json(const Layout& l) {
               {"embedding_in_split", l.embedding_in_split},
               {"loss_in_split", l.loss_in_split},
               {"distribute_saved_activations", l.distribute_saved_activations},
-              {"backward_prefetch", backward_prefetch_name(l.backward_prefetch)}};
+              {"backward_prefetch", backward_prefetch_name(l.backward_prefetch)},
+              {"zero_shard_ranks", l.zero_shard_ranks > 0 ? json(l.zero_shard_ranks) : json("all")}};
 }
 
 }  // namespace twinbed

@@ -35,6 +35,8 @@ std::string to_string(GroupKind g) {
     case GroupKind::DpInter: return "dp_inter";
     case GroupKind::Embedding: return "embedding";
     case GroupKind::Cp: return "cp";
+    case GroupKind::ZeroShard: return "zero_shard";
+    case GroupKind::ZeroReplica: return "zero_replica";
   }
   return "tp";
 }
@@ -152,7 +154,8 @@ double Plan::executed_flops() const {
 namespace {
 
 // A program's parameter tensors of one (expert, dtype): sharded as one flat buffer, as
-// rank_model_state_bytes shards a stage's dense parameters over dp·cp and its expert ones over dp/ep.
+// rank_model_state_bytes shards a stage's dense parameters over dp·cp (Layout::zero_shards) and its
+// expert ones over dp/ep.
 struct StateGroup {
   DType dtype = DType::BF16;
   int shards = 1;
@@ -162,7 +165,7 @@ struct StateGroup {
 std::vector<StateGroup> state_groups(const std::vector<ParamTensor>& params, const Layout& layout) {
   std::map<std::pair<bool, DType>, StateGroup> groups;
   for (const ParamTensor& t : params) {
-    const int shards = t.expert ? layout.grad_ranks() / layout.ep : layout.grad_ranks();
+    const int shards = t.expert ? layout.grad_ranks() / layout.ep : layout.zero_shards();
     StateGroup& g = groups.try_emplace({t.expert, t.dtype}, StateGroup{t.dtype, shards}).first->second;
     (t.trainable ? g.trainable : g.frozen) += t.elements;
   }

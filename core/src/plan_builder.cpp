@@ -165,6 +165,8 @@ class Builder {
     ready_expert_.clear();
     pending_dense_ = pending_expert_ = PendingBuckets{};
     reductions_.clear();
+    zero3_reductions_.clear();
+    last_replica_reduce_ = -1;
     last_async_tp_ = -1;
     last_compute_ = -1;
     chunks_.clear();
@@ -303,7 +305,7 @@ class Builder {
     if (zero3() && extra_elements_ > 0) {
       extra_gathered_ = alloc(TensorClass::CommBuffer, extra_elements_ * pe_, StreamKind::Collective, "zero3.gather_extra",
                               -1, -1, extra_set_);
-      coll1(CollectiveOp::AllGather, GroupKind::Dp, extra_elements_ * pe_, StreamKind::Collective, "zero3.allgather_extra",
+      coll1(CollectiveOp::AllGather, shard_group(), extra_elements_ * pe_, StreamKind::Collective, "zero3.allgather_extra",
             -1, -1, -1, extra_set_);
     }
   }
@@ -607,7 +609,7 @@ class Builder {
     const Bytes bytes = set_elements(slices(set)) * pe_;
     Gathered g;
     g.buffer = alloc(TensorClass::CommBuffer, bytes, StreamKind::Collective, prefix + "zero3.params", mb, dep, set, layer);
-    g.gather = coll1(CollectiveOp::AllGather, GroupKind::Dp, bytes, StreamKind::Collective, name, mb, dep, layer, set);
+    g.gather = coll1(CollectiveOp::AllGather, shard_group(), bytes, StreamKind::Collective, name, mb, dep, layer, set);
     return g;
   }
 
@@ -621,32 +623,47 @@ class Builder {
     std::int64_t dep;
   };
   void reduce_scatter_layer(const ZeroReduce& r, int mb) {
-    const std::string prefix = layer_prefix(r.layer);
     const std::int32_t set = layer_sets_[static_cast<std::size_t>(r.local)].all;
-    const Bytes gb = set_elements(slices(set)) * ge_;
-    const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, prefix + "zero3.grads", mb, r.dep, set, r.layer);
-    const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
-                                   prefix + "zero3.reducescatter", mb, r.dep, r.layer, set);
-    free(buf, StreamKind::Collective, prefix + "zero3.grads", mb, rs);
+    reduce_zero3(set, layer_prefix(r.layer) + "zero3.", "", mb, r.dep, r.layer);
   }
   // ZeRO-3: the embedding's and final norm's gradients (and a last stage's head copy), gathered once for
-  // the iteration (emit_model_state), are reduce-scattered like a layer's, each micro-batch, once the
-  // backward that completes them (`dep`) is done: FSDP's root unit, whose post-backward hook runs after
-  // the embedding's backward.
+  // the iteration (emit_model_state), are reduced like a layer's, each micro-batch, once the backward
+  // that completes them (`dep`) is done: FSDP's root unit, whose post-backward hook runs after the
+  // embedding's backward.
   void reduce_scatter_extra(int mb, std::int64_t dep) {
-    if (!zero3() || extra_elements_ == 0) return;
-    const Bytes gb = extra_elements_ * ge_;
-    const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, "zero3.grads_extra", mb, dep, extra_set_);
-    const std::uint32_t rs = coll1(CollectiveOp::ReduceScatter, GroupKind::Dp, gb, StreamKind::Collective,
-                                   "zero3.reducescatter_extra", mb, dep, -1, extra_set_);
-    free(buf, StreamKind::Collective, "zero3.grads_extra", mb, rs);
+    if (zero3() && extra_set_ >= 0) reduce_zero3(extra_set_, "zero3.", "_extra", mb, dep, -1);
   }
+  // ZeRO-3's reduction of param set `set`'s gradients after `dep`: a reduce-scatter over the shard group
+  // on the collective stream; with hybrid sharding (Layout::zero_shard_ranks) the rank's shard is then
+  // all-reduced over the replicas on a stream of its own (FSDP's _all_reduce_stream; the Plan's P2P
+  // stream, each after the previous, as ColumnBackward's collectives), so the gathers and
+  // reduce-scatters after it do not queue behind it. The last micro-batch's reductions are what the
+  // optimizer step waits for.
+  void reduce_zero3(std::int32_t set, const std::string& base, const std::string& suffix, int mb, std::int64_t dep, int layer) {
+    const std::int64_t elements = set_elements(slices(set));
+    const Bytes gb = elements * ge_;
+    const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, base + "grads" + suffix, mb, dep, set, layer);
+    std::uint32_t done = coll1(CollectiveOp::ReduceScatter, shard_group(), gb, StreamKind::Collective,
+                               base + "reducescatter" + suffix, mb, dep, layer, set);
+    free(buf, StreamKind::Collective, base + "grads" + suffix, mb, done);
+    if (l_.zero_replicas() > 1) {
+      const std::int64_t shard = (elements + l_.zero_shards() - 1) / l_.zero_shards();
+      done = coll1(CollectiveOp::AllReduce, GroupKind::ZeroReplica, shard * ge_, StreamKind::P2P,
+                   base + "allreduce_replicas" + suffix, mb, done, layer, set);
+      if (last_replica_reduce_ >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(last_replica_reduce_));
+      last_replica_reduce_ = done;
+    }
+    if (mb == M_ - 1) zero3_reductions_.push_back(done);
+  }
+  // ZeRO-3's gathers and reduce-scatters: over the shard group under hybrid sharding, else over Dp.
+  GroupKind shard_group() const { return l_.zero_replicas() > 1 ? GroupKind::ZeroShard : GroupKind::Dp; }
 
   // ---- gradient reduction ----
 
   // Data-parallel reduction of the final gradients in buckets, in the order they become ready, on the
   // collective stream (ZeRO 0: all-reduce; 1-2: reduce-scatter). Dense gradients over dp, expert ones
-  // over dp/ep. Returns the reductions.
+  // over dp/ep. Returns the reductions (under ZeRO-3, which reduces each layer as its backward ends:
+  // the last micro-batch's reductions, reduce_zero3).
   //
   // With overlap_grad_reduce each bucket is issued in program order right after the op that completes
   // it (issue_buckets, called as gradients become ready), as DDP's autograd hooks issue it, so that on
@@ -655,7 +672,7 @@ class Builder {
   // The buckets are those gradient_reduction makes of the whole ready list (greedy packing in ready
   // order, so issuing the full buckets of a prefix first gives the same buckets).
   std::vector<std::uint32_t> emit_gradient_reduction() {
-    if (zero3()) return {};
+    if (zero3()) return zero3_reductions_;
     if (l_.overlap_grad_reduce) {
       issue_buckets(true);
       return reductions_;
@@ -1166,6 +1183,8 @@ class Builder {
   std::unordered_map<std::int32_t, std::vector<std::uint32_t>> gather_ahead_of_;  // tensor -> its gathers not yet waited for
   PendingBuckets pending_dense_, pending_expert_;
   std::vector<std::uint32_t> reductions_;                 // the overlapped buckets issued
+  std::vector<std::uint32_t> zero3_reductions_;           // ZeRO-3: the last micro-batch's reductions (reduce_zero3)
+  std::int64_t last_replica_reduce_ = -1;                 // hybrid sharding: the last all-reduce over the replicas
   std::int64_t last_async_tp_ = -1;                       // the last asynchronous TP collective (ColumnBackward)
   std::int64_t last_compute_ = -1;
 };
@@ -1246,6 +1265,14 @@ void add_communicators(Plan& plan) {
   plan.groups[static_cast<std::size_t>(GroupKind::Cp)] =
       make_groups(world, world / cp, [=](int r) { return r / (tp * cp) * tp + tpi(r); });
   add_host_split_groups(plan, std::max(1, plan.cluster.ranks_per_host));
+  // ZeroShard / ZeroReplica: each Dp group cut into blocks of zero_shards() consecutive members, and
+  // across the blocks by position.
+  const int shard = layout.zero_shards(), replicas = layout.zero_replicas();
+  auto dp_group = [=](int r) { return ppi(r) * tp + tpi(r); };
+  plan.groups[static_cast<std::size_t>(GroupKind::ZeroShard)] =
+      make_groups(world, tp * pp * replicas, [=](int r) { return dp_group(r) * replicas + dpi(r) / shard; });
+  plan.groups[static_cast<std::size_t>(GroupKind::ZeroReplica)] =
+      make_groups(world, tp * pp * shard, [=](int r) { return dp_group(r) * shard + dpi(r) % shard; });
   // Embedding: the first and the last stage's ranks of each Pp group.
   GroupSet embedding{std::vector<int>(static_cast<std::size_t>(world), -1), {}};
   if (pp > 1) {

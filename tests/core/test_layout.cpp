@@ -257,6 +257,28 @@ TEST(Layout, BatchAndZeroStage) {
   EXPECT_TRUE(contains(b, "zero_stage to 3")) << b;
   post.zero_stage = 3;
   EXPECT_TRUE(validate(post, m, 1024, 8).empty());
+  // Hybrid sharding: ZeRO-3 in equal groups of the data-parallel ranks.
+  Layout hybrid = gpt3_layout();
+  hybrid.zero_stage = 3;
+  ASSERT_EQ(hybrid.grad_ranks(), 8);
+  for (int k : {1, 2, 4, 8}) {
+    hybrid.zero_shard_ranks = k;
+    EXPECT_TRUE(validate(hybrid, m, 1024, 8).empty()) << k;
+    EXPECT_EQ(hybrid.zero_shards(), k);
+    EXPECT_EQ(hybrid.zero_replicas(), 8 / k);
+  }
+  hybrid.zero_shard_ranks = 3;
+  const std::string uneven = error_of(hybrid, m, 1024);
+  EXPECT_TRUE(contains(uneven, "/layout/zero_shard_ranks")) << uneven;
+  EXPECT_TRUE(contains(uneven, "must divide the dp = 8")) << uneven;
+  hybrid.zero_shard_ranks = 4;
+  hybrid.zero_stage = 2;
+  const std::string stage = error_of(hybrid, m, 1024);
+  EXPECT_TRUE(contains(stage, "/layout/zero_shard_ranks")) << stage;
+  EXPECT_TRUE(contains(stage, "set zero_stage to 3")) << stage;
+  hybrid.zero_shard_ranks = 8;  // the whole group: plain sharding, any stage
+  EXPECT_TRUE(validate(hybrid, m, 1024, 8).empty());
+  EXPECT_EQ(hybrid.zero_replicas(), 1);
   // Distributing the saved activations splits full recomputation's checkpoint; without SP only.
   for (Recompute r : {Recompute::None, Recompute::Selective}) {
     l = gpt3_layout();
@@ -489,7 +511,12 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.distribute_saved_activations = true;
   other.tp_comm_overlap = true;
   other.backward_prefetch = BackwardPrefetch::Post;
+  other.zero_shard_ranks = 4;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
+  EXPECT_EQ(layout_to_json(other)["zero_shard_ranks"], 4);
+  EXPECT_EQ(layout_to_json(Layout{})["zero_shard_ranks"], "all");
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "zero_shard_ranks": "all"})")).zero_shard_ranks, 0);
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4})")).zero_shard_ranks, 0);
   EXPECT_EQ(layout_to_json(other)["backward_prefetch"], "post");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4})")).backward_prefetch, BackwardPrefetch::Pre);
   EXPECT_EQ(layout_to_json(other)["grad_dtype"], "fp32");
@@ -519,6 +546,9 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "distribute_saved_activations": "yes"})"),
             "/layout/distribute_saved_activations");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "backward_prefetch": "BACKWARD_PRE"})"), "/layout/backward_prefetch");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_shard_ranks": 0})"), "/layout/zero_shard_ranks");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_shard_ranks": "node"})"), "/layout/zero_shard_ranks");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_shard_ranks": 2.5})"), "/layout/zero_shard_ranks");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");

@@ -180,6 +180,24 @@ TEST(TgcPass, ZeroStagesCompressTheirReductions) {
   }
 }
 
+// Hybrid sharding reduces in two steps (within the shard group, then across the groups), which TGC does
+// not model: the combination is refused, not left uncompressed.
+TEST(TgcPass, HybridShardingIsRefused) {
+  Layout l;
+  l.dp = 4;
+  l.global_batch = 8;
+  l.zero_stage = 3;
+  l.zero_shard_ranks = 2;
+  Plan plan = build_plan(gpt_model("tiny", 4, 256, 8, 128, 1024), l, {4, 4});
+  try {
+    apply_tgc(plan, tgc(4));
+    FAIL() << "no throw";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.path(), "");
+    EXPECT_NE(std::string(e.what()).find("zero_shard_ranks"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TgcPass, ParameterErrorsNameTheKey) {
   const auto path_of = [](const nlohmann::json& j) {
     try {

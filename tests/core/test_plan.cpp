@@ -534,6 +534,76 @@ TEST(Plan, ZeroThreeReduceScattersEveryGradientEachMicroBatch) {
   }
 }
 
+// Hybrid sharding (FSDP's HYBRID_SHARD): ZeRO-3 within groups of zero_shard_ranks consecutive
+// data-parallel ranks, each rank's reduced gradient shard all-reduced across the groups on a stream of
+// its own, in order, before the optimizer step; the model state sharded as over a data-parallel group
+// of the shard group's size.
+TEST(Plan, HybridShardingShardsWithinGroupsAndAllReducesAcrossThem) {
+  Layout l = layout3d(4, 2, 1, 2);
+  l.zero_stage = 3;
+  l.zero_shard_ranks = 2;
+  const Plan plan = build_plan(tiny(), l, cluster(l));
+  EXPECT_NO_THROW(validate(plan));
+  // Rank order (tp innermost): rank 0's Dp group is {0, 2, 4, 6}.
+  EXPECT_EQ(plan.group_members(0, GroupKind::Dp), (std::vector<int>{0, 2, 4, 6}));
+  EXPECT_EQ(plan.group_members(0, GroupKind::ZeroShard), (std::vector<int>{0, 2}));
+  EXPECT_EQ(plan.group_members(5, GroupKind::ZeroShard), (std::vector<int>{5, 7}));
+  EXPECT_EQ(plan.group_members(0, GroupKind::ZeroReplica), (std::vector<int>{0, 4}));
+  EXPECT_EQ(plan.group_members(7, GroupKind::ZeroReplica), (std::vector<int>{3, 7}));
+
+  const Program& p = plan.programs[0];
+  int gathers = 0, scatters = 0;
+  std::int64_t previous = -1;
+  std::uint32_t last = 0;
+  for (std::uint32_t i = 0; i < p.size(); ++i) {
+    const PlanOp& op = p.ops[i];
+    if (op.kind != OpKind::Collective || op.params < 0) continue;
+    EXPECT_NE(op.group, GroupKind::Dp) << plan.names.at(op.name);
+    if (op.collective == CollectiveOp::AllGather) {
+      EXPECT_EQ(op.group, GroupKind::ZeroShard);
+      ++gathers;
+    } else if (op.collective == CollectiveOp::ReduceScatter) {
+      EXPECT_EQ(op.group, GroupKind::ZeroShard);
+      EXPECT_EQ(op.stream, StreamKind::Collective);
+      ++scatters;
+    } else {
+      // The all-reduce of the shard the reduce-scatter before it produced, after it and the previous one.
+      ASSERT_EQ(op.collective, CollectiveOp::AllReduce);
+      EXPECT_EQ(op.group, GroupKind::ZeroReplica);
+      EXPECT_EQ(op.stream, StreamKind::P2P);
+      const std::int64_t elements = set_elements(p.param_sets[static_cast<std::size_t>(op.params)]);
+      EXPECT_EQ(op.bytes, (elements + 1) / 2 * gradient_bytes_per_element(l, tiny().dtype));
+      const std::set<std::uint32_t> deps(p.deps_of(i), p.deps_of(i) + p.num_deps(i));
+      bool after_its_scatter = false;
+      for (std::uint32_t d : deps) {
+        after_its_scatter |= p.ops[d].collective == CollectiveOp::ReduceScatter && p.ops[d].params == op.params &&
+                             p.ops[d].kind == OpKind::Collective;
+      }
+      EXPECT_TRUE(after_its_scatter) << plan.names.at(op.name);
+      if (previous >= 0) {
+        EXPECT_TRUE(deps.count(static_cast<std::uint32_t>(previous))) << plan.names.at(op.name);
+      }
+      previous = i;
+      last = i;
+    }
+  }
+  EXPECT_EQ(gathers, 8 * 2 * 2 + 1);  // 8 layers, forward and backward, 2 micro-batches; the embedding's once
+  EXPECT_EQ(scatters, (8 + 1) * 2);   // and each micro-batch's reduce-scatters, the embedding's included
+  ASSERT_GE(previous, 0);
+  // The optimizer step waits for the last all-reduce.
+  for (std::uint32_t i = 0; i < p.size(); ++i) {
+    if (p.ops[i].span != SpanKind::Optimizer) continue;
+    const std::set<std::uint32_t> deps(p.deps_of(i), p.deps_of(i) + p.num_deps(i));
+    EXPECT_TRUE(deps.count(last));
+  }
+  // The model state: as ZeRO-3 over a data-parallel group of 2.
+  Layout two = layout3d(2, 2, 1, 2);
+  two.zero_stage = 3;
+  EXPECT_EQ(rank_model_state_bytes(tiny(), l, 0), rank_model_state_bytes(tiny(), two, 0));
+  EXPECT_EQ(p.ops[0].bytes, rank_model_state_bytes(tiny(), two, 0).params);
+  EXPECT_LT(rank_model_state_bytes(tiny(), two, 0).params, rank_model_state_bytes(tiny(), layout3d(4, 2, 1, 2), 0).params);
+}
+
 // ZeRO-3's backward gather of layer j is issued before the reduce-scatter of layer j + 1's gradients
 // (the collective stream runs in program order: the other way round the gather would wait for layer
 // j + 1's whole backward), and depends on layer j + 1's first backward op (backward_prefetch "pre",

@@ -271,6 +271,9 @@ TEST(CpuBackend, ZeroSequenceParallelAndPipelineSchedulesRunToo) {
   l.bucket_bytes = 16 * KiB;
   l.dp = 2, l.tp = 2, l.pp = 1, l.global_batch = 4, l.zero_stage = 3, l.sequence_parallel = true;
   cases.push_back({"zero3 sp dp=2 tp=2", l});
+  Layout hybrid = l;
+  hybrid.dp = 4, hybrid.tp = 1, hybrid.global_batch = 8, hybrid.sequence_parallel = false, hybrid.zero_shard_ranks = 2;
+  cases.push_back({"zero3 dp=4 hybrid-sharded in groups of 2", hybrid});
   l.zero_stage = 1, l.sequence_parallel = false;
   cases.push_back({"zero1 dp=2 tp=2", l});
   l.overlap_param_gather = true;

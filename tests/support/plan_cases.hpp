@@ -58,6 +58,9 @@ inline std::vector<PlanCase> plan_cases(int n) {
     l = base;
     l.dp = 2, l.tp = 2, l.global_batch = 4, l.zero_stage = 3, l.sequence_parallel = true;
     add("zero3 sp", l);
+    Layout hybrid = base;
+    hybrid.dp = 4, hybrid.global_batch = 8, hybrid.zero_stage = 3, hybrid.zero_shard_ranks = 2;
+    add("zero3 hybrid", hybrid);
     l.zero_stage = 1, l.sequence_parallel = false;
     add("zero1", l);
     l = base;

@@ -229,6 +229,12 @@ void apply_tgc(Plan& plan, const TgcParams& p) {
     throw ConfigError("/hierarchy", "the cluster's hosts hold different numbers of each data-parallel group's ranks: "
                                     "no host-local groups to reduce within; use \"flat\"");
   }
+  if (plan.layout.zero_replicas() > 1) {
+    // The technique's own path: it is the combination that is refused.
+    throw ConfigError("", "TGC compresses the data-parallel gradient reduction; hybrid sharding's (a "
+                          "reduce-scatter within each shard group, then an all-reduce across the groups) is not "
+                          "modelled: drop this technique, or set /layout/zero_shard_ranks to \"all\"");
+  }
   PlanTables tables(plan);
   TgcRewrite rewrite(plan, p, tables);
   for (Program& prog : plan.programs) prog = rewrite.rewrite(prog);

@@ -120,11 +120,24 @@ struct Layout {
   Bytes bucket_bytes = 25 * MiB;    // gradient bucket size (PyTorch DDP's default bucket_cap_mb = 25)
   GradDtype grad_dtype = GradDtype::Model;  // gradient accumulation and reduction dtype (above)
   BackwardPrefetch backward_prefetch = BackwardPrefetch::Pre;  // ZeRO-3 only (above)
+  // ZeRO-3 over groups of this many consecutive data-parallel ranks, replicated across the groups
+  // (0: one group of all dp·cp ranks). Hybrid sharding: PyTorch FSDP's ShardingStrategy.HYBRID_SHARD
+  // ("Apply FULL_SHARD within a node, and replicate parameters across nodes", torch/distributed/fsdp/
+  // api.py), whose default groups are the ranks of a node; DeepSpeed's MiCS (mics_shard_size) likewise.
+  // Parameters, gradients and optimizer state are sharded over the group; each layer is gathered within
+  // it; its gradients are reduce-scattered within it, and each rank's gradient shard is then
+  // all-reduced across the replicas, on a stream of its own (FSDP's _reduce_grad: dist.all_reduce(
+  // new_sharded_grad, group=state._inter_node_pg) on state._all_reduce_stream). Needs zero_stage 3 and
+  // ep 1; must divide dp·cp.
+  int zero_shard_ranks = 0;
 
   // dp·tp·cp·pp (ep does not multiply: it lives inside dp).
   int world_size() const { return dp * tp * cp * pp; }
   // The ranks of a stage that hold the same parameters and reduce their gradients together: dp·cp.
   int grad_ranks() const { return dp * cp; }
+  // The ranks ZeRO shards the model state over (zero_shard_ranks, or all dp·cp), and the replicas.
+  int zero_shards() const { return zero_shard_ranks > 0 ? zero_shard_ranks : grad_ranks(); }
+  int zero_replicas() const { return grad_ranks() / zero_shards(); }
   // Micro-batches each pipeline runs per iteration: B / (dp·b). Also the gradient-accumulation steps.
   int micro_batches() const { return global_batch / (dp * micro_batch); }
   int grad_accum_steps() const { return micro_batches(); }
@@ -160,7 +173,8 @@ struct Layout {
 //   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp); bucket_MiB
 //   under one byte; overlap_param_gather with zero_stage other than 1 or 2; distribute_saved_activations
 //   without full recomputation, or with sequence parallelism at tp > 1; tp_comm_overlap without
-//   sequence parallelism at tp >= 2; backward_prefetch "post" with zero_stage other than 3.
+//   sequence parallelism at tp >= 2; backward_prefetch "post" with zero_stage other than 3;
+//   zero_shard_ranks below dp·cp with zero_stage other than 3 or ep > 1, or not dividing dp·cp.
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
 // (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
@@ -182,7 +196,7 @@ inline constexpr double kMaxPlanOps = 2e7;
 RankParameters rank_parameters(const TransformerModel& model, const Layout& layout, int stage);
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
-// layout's ZeRO stage: dense parameters sharded over dp·cp, expert parameters over dp/ep (model.hpp's
+// layout's ZeRO stage: dense parameters sharded over dp·cp (zero_shards()), expert parameters over dp/ep (model.hpp's
 // rank_parameters and model_state_bytes), gradients in the layout's grad_dtype. Requires a layout that
 // validate() accepts.
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage);
@@ -204,7 +218,7 @@ Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& la
 // {"dp", "tp", "pp", "ep", "cp", "sequence_parallel", "zero_stage", "micro_batch", "global_batch", "schedule",
 //  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm",
 //  "tp_comm_overlap", "bucket_MiB", "grad_dtype"
-//  ("model" | "fp32"), "backward_prefetch" ("pre" | "post"),
+//  ("model" | "fp32"), "backward_prefetch" ("pre" | "post"), "zero_shard_ranks" (an integer >= 1, or "all"),
 //  "embedding_in_split", "loss_in_split", "distribute_saved_activations"}:
 // every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and

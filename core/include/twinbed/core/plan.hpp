@@ -3,7 +3,8 @@
 // A Plan is, for every rank, a program: a list of ops with explicit dependencies.
 //   Compute     a kernel; its cost is an OpCost (model.hpp) in Plan::costs.
 //   Collective  a CollectiveOp over one of the executing rank's communicators (tp, dp, pp, ep, the
-//               expert-data-parallel group, or the host-local / cross-host parts of dp); `tag` is its
+//               expert-data-parallel group, the host-local / cross-host parts of dp, or hybrid
+//               sharding's shard and replica groups); `tag` is its
 //               sequence number among the rank's collectives on that communicator kind, which is how
 //               members' ops are matched.
 //   Send/Recv   a point-to-point message to/from `rank + peer_offset`, matched by (src, dst, tag).
@@ -87,9 +88,15 @@ std::string to_string(OpKind k);
 //   Embedding the first and the last rank of one Pp group (Megatron's embedding group) when pp > 1;
 //             the middle stages' ranks, and every rank when pp == 1, are in none. The builder
 //             all-reduces the tied word embedding's gradient on it (build_plan below).
-enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter, Embedding, Cp };
-inline constexpr int kGroupKinds = 9;
-// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter", "embedding", "cp".
+//   ZeroShard   Layout::zero_shards() consecutive members of a Dp group: hybrid-sharded ZeRO-3 gathers
+//               and reduce-scatters within it (under plain ZeRO-3 it is the Dp group, and the builder
+//               uses Dp)
+//   ZeroReplica the members of a Dp group with the same position in their ZeroShard group: one per
+//               shard group. Hybrid sharding all-reduces each rank's gradient shard over it.
+enum class GroupKind : std::uint8_t { Tp, Dp, Pp, Ep, ExpertDp, DpIntra, DpInter, Embedding, Cp, ZeroShard, ZeroReplica };
+inline constexpr int kGroupKinds = 11;
+// "tp", "dp", "pp", "ep", "expert_dp", "dp_intra", "dp_inter", "embedding", "cp", "zero_shard",
+// "zero_replica".
 std::string to_string(GroupKind g);
 
 // What an Alloc/Free is for, so memory can be broken down in reports and ZRDF can plan it.
