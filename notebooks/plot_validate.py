@@ -27,7 +27,7 @@ except ImportError:  # main() exits 77 (the CLI tests' "skipped")
 
 # The issue's per-row bound (collectives: every size; training: the max); training's mean bound is 5 %.
 BAND = {"collectives": 10.0, "training": 10.0}
-UNITS = {"busbw_GBps": "GB/s", "time_us": "us", "tflops_per_gpu": "TFLOP/s", "mfu": "MFU"}
+UNITS = {"busbw_GBps": "GB/s", "time_us": "us", "tflops_per_gpu": "TFLOP/s", "mfu": "MFU", "tokens_per_gpu": "tokens/s"}
 # Bars are cut at ±CUT % (their label then gives the error), so that one far-off row does not shrink
 # every other bar and the target band to slivers.
 CUT = 100.0

@@ -239,6 +239,30 @@ TEST(ValidateRows, TrainingRowsParse) {
   EXPECT_TRUE(cheap(rows[0]));
 }
 
+// A source's tokens per second per GPU is compared as it stands: no FLOPs basis, and none accepted. The
+// same run's three metrics agree on its error.
+TEST(ValidateRows, TokensPerGpuRowsCountNoFlops) {
+  json j = training_file();
+  j["rows"][0]["published"] = {{"metric", "tokens_per_gpu"}, {"value", 1000}};
+  const TrainingCase tokens = parse_training(j)[0];
+  EXPECT_EQ(tokens.metric, Metric::TokensPerGpu);
+  j["rows"][0]["published"]["flops"] = "model";
+  auto [path, message] = error_of(j, parse_training);
+  EXPECT_EQ(path, "/rows/0/published/flops");
+  EXPECT_NE(message.find("remove"), std::string::npos) << message;
+
+  const RowResult t = simulate(tokens, {});
+  TrainingCase tflops = parse_training(training_file())[0];
+  tflops.metric = Metric::TflopsPerGpu;
+  tflops.published = 1;
+  const RowResult f = simulate(tflops, {});
+  EXPECT_EQ(t.metric, "tokens_per_gpu");
+  EXPECT_EQ(t.detail.find("FLOPs"), std::string::npos) << t.detail;
+  // Tokens per step over the step time and the 8 GPUs; the step time is the same in both rows.
+  const double step_s = 8.0 * 256 / 8 / t.simulated;
+  EXPECT_NEAR(f.simulated, training_flops(tokens.experiment.model, 8, Recompute::None) / step_s / 8 / 1e12, 1e-9 * f.simulated);
+}
+
 TEST(ValidateRows, BadTrainingRowsNameTheField) {
   json j = training_file();
   j["rows"][0]["published"]["metric"] = "tflops";

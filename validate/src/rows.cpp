@@ -22,7 +22,14 @@ Set parse_set(const std::string& name) {
   throw UnknownName("validation set", name, set_names());
 }
 std::string to_string(FlopsBasis b) { return b == FlopsBasis::Model ? "model" : "hardware"; }
-std::string to_string(Metric m) { return m == Metric::Mfu ? "mfu" : "tflops_per_gpu"; }
+std::string to_string(Metric m) {
+  switch (m) {
+    case Metric::Mfu: return "mfu";
+    case Metric::TokensPerGpu: return "tokens_per_gpu";
+    case Metric::TflopsPerGpu: break;
+  }
+  return "tflops_per_gpu";
+}
 
 namespace {
 
@@ -128,20 +135,27 @@ std::vector<TrainingCase> training_from_json(const json& j, const std::string& f
       const std::string pp = jr::child(p, "published");
       jr::require_object(pub, pp);
       jr::check_keys(pub, pp, {"metric", "value", "flops"});
-      const std::string metric = jr::read_string(jr::required(pub, pp, "metric", "\"tflops_per_gpu\" or \"mfu\""), jr::child(pp, "metric"));
+      const std::string metrics = "\"tflops_per_gpu\", \"mfu\" (a fraction) or \"tokens_per_gpu\" (tokens/s per GPU)";
+      const std::string metric = jr::read_string(jr::required(pub, pp, "metric", metrics), jr::child(pp, "metric"));
       if (metric == "tflops_per_gpu") c.metric = Metric::TflopsPerGpu;
       else if (metric == "mfu") c.metric = Metric::Mfu;
-      else jr::fail(jr::child(pp, "metric"), "expected \"tflops_per_gpu\" or \"mfu\" (a fraction), got " + jr::got(pub.at("metric")));
-      c.published = jr::read_number(jr::required(pub, pp, "value"), jr::child(pp, "value"),
-                                    c.metric == Metric::Mfu ? "a fraction in (0, 1]" : "a number > 0 (TFLOP/s per GPU)");
+      else if (metric == "tokens_per_gpu") c.metric = Metric::TokensPerGpu;
+      else jr::fail(jr::child(pp, "metric"), "expected " + metrics + ", got " + jr::got(pub.at("metric")));
+      const std::string range = c.metric == Metric::Mfu            ? "a fraction in (0, 1]"
+                                : c.metric == Metric::TokensPerGpu ? "a number > 0 (tokens/s per GPU)"
+                                                                   : "a number > 0 (TFLOP/s per GPU)";
+      c.published = jr::read_number(jr::required(pub, pp, "value"), jr::child(pp, "value"), range);
       if (c.published <= 0 || (c.metric == Metric::Mfu && c.published > 1)) {
-        jr::fail(jr::child(pp, "value"), std::string("expected ") + (c.metric == Metric::Mfu ? "a fraction in (0, 1]" : "a number > 0 (TFLOP/s per GPU)") +
-                                             ", got " + jr::got(pub.at("value")));
+        jr::fail(jr::child(pp, "value"), "expected " + range + ", got " + jr::got(pub.at("value")));
       }
-      const std::string flops = jr::read_string(jr::required(pub, pp, "flops", "\"model\" or \"hardware\""), jr::child(pp, "flops"));
-      if (flops == "model") c.flops = FlopsBasis::Model;
-      else if (flops == "hardware") c.flops = FlopsBasis::Hardware;
-      else jr::fail(jr::child(pp, "flops"), "expected \"model\" (no recomputation counted) or \"hardware\" (the run's recomputation counted), got " + jr::got(pub.at("flops")));
+      if (c.metric == Metric::TokensPerGpu) {
+        if (pub.contains("flops")) jr::fail(jr::child(pp, "flops"), "tokens_per_gpu counts no FLOPs: remove \"flops\"");
+      } else {
+        const std::string flops = jr::read_string(jr::required(pub, pp, "flops", "\"model\" or \"hardware\""), jr::child(pp, "flops"));
+        if (flops == "model") c.flops = FlopsBasis::Model;
+        else if (flops == "hardware") c.flops = FlopsBasis::Hardware;
+        else jr::fail(jr::child(pp, "flops"), "expected \"model\" (no recomputation counted) or \"hardware\" (the run's recomputation counted), got " + jr::got(pub.at("flops")));
+      }
 
       const json& e = jr::required(r, p, "experiment", "an experiment config (cluster, model, layout)");
       jr::require_object(e, jr::child(p, "experiment"));

@@ -183,9 +183,15 @@ RowResult simulate(const TrainingCase& c, const std::map<std::string, std::strin
   r.label = c.run;
   r.metric = to_string(c.metric);
   r.published = c.published;
-  r.simulated = c.metric == Metric::Mfu ? tflops * 1e12 / peak : tflops;
+  const double tokens = static_cast<double>(e.layout.global_batch) * static_cast<double>(e.model.seq_len);
+  switch (c.metric) {
+    case Metric::Mfu: r.simulated = tflops * 1e12 / peak; break;
+    case Metric::TokensPerGpu: r.simulated = tokens / step_s / gpus; break;
+    case Metric::TflopsPerGpu: r.simulated = tflops; break;
+  }
   r.error = relative_error(r.simulated, r.published);
-  r.detail = "step " + fixed(step_s, 2) + " s, " + std::to_string(gpus) + " GPUs, " + to_string(c.flops) + " FLOPs";
+  r.detail = "step " + fixed(step_s, 2) + " s, " + std::to_string(gpus) + " GPUs";
+  if (c.metric != Metric::TokensPerGpu) r.detail += ", " + to_string(c.flops) + " FLOPs";
   r.device = topology.device(0).name;
   // A run its source made that the model says cannot fit is worth seeing beside its error.
   if (rep.memory_recorded && !rep.memory_fits) {

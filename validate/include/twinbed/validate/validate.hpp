@@ -75,8 +75,10 @@ struct CollectiveCase {
 enum class FlopsBasis { Model, Hardware };
 std::string to_string(FlopsBasis b);  // "model", "hardware"
 
-enum class Metric { TflopsPerGpu, Mfu };
-std::string to_string(Metric m);  // "tflops_per_gpu", "mfu"
+// TFLOP/s per GPU and MFU count FLOPs on the row's basis; tokens_per_gpu (tokens per second per GPU,
+// a source's own unit where it prints no FLOPs) counts none.
+enum class Metric { TflopsPerGpu, Mfu, TokensPerGpu };
+std::string to_string(Metric m);  // "tflops_per_gpu", "mfu", "tokens_per_gpu"
 
 // One end-to-end training figure (training/*.json).
 struct TrainingCase {
@@ -85,8 +87,8 @@ struct TrainingCase {
   std::string run;                  // the run as the source names it
   Experiment experiment;            // parsed and validated (layout fits the cluster)
   Metric metric = Metric::TflopsPerGpu;
-  double published = 0;             // TFLOP/s per GPU, or MFU as a fraction
-  FlopsBasis flops = FlopsBasis::Model;
+  double published = 0;             // TFLOP/s per GPU, MFU as a fraction, or tokens/s per GPU
+  FlopsBasis flops = FlopsBasis::Model;  // unused with TokensPerGpu
   std::vector<std::string> assumed; // inputs the source does not state: "pointer into the row: why" each
   bool operator==(const TrainingCase&) const = default;
 };
@@ -125,7 +127,7 @@ struct RowResult {
   std::string id;
   Set set = Set::Collectives;
   std::string label;      // what was simulated, one line ("allreduce 8 ranks 4G NCCL's choice")
-  std::string metric;     // "busbw_GBps", "time_us", "tflops_per_gpu", "mfu"
+  std::string metric;     // "busbw_GBps", "time_us", "tflops_per_gpu", "mfu", "tokens_per_gpu"
   double published = 0;
   double simulated = 0;
   double error = 0;       // (simulated − published) / published
