@@ -167,6 +167,7 @@ class Builder {
     reductions_.clear();
     zero3_reductions_.clear();
     last_replica_reduce_ = -1;
+    shard_sets_.clear();
     last_async_tp_ = -1;
     last_compute_ = -1;
     chunks_.clear();
@@ -640,16 +641,24 @@ class Builder {
   // reduce-scatters after it do not queue behind it. The last micro-batch's reductions are what the
   // optimizer step waits for.
   void reduce_zero3(std::int32_t set, const std::string& base, const std::string& suffix, int mb, std::int64_t dep, int layer) {
-    const std::int64_t elements = set_elements(slices(set));
-    const Bytes gb = elements * ge_;
+    const Bytes gb = set_elements(slices(set)) * ge_;
     const std::int32_t buf = alloc(TensorClass::CommBuffer, gb, StreamKind::Collective, base + "grads" + suffix, mb, dep, set, layer);
     std::uint32_t done = coll1(CollectiveOp::ReduceScatter, shard_group(), gb, StreamKind::Collective,
                                base + "reducescatter" + suffix, mb, dep, layer, set);
     free(buf, StreamKind::Collective, base + "grads" + suffix, mb, done);
     if (l_.zero_replicas() > 1) {
-      const std::int64_t shard = (elements + l_.zero_shards() - 1) / l_.zero_shards();
-      done = coll1(CollectiveOp::AllReduce, GroupKind::ZeroReplica, shard * ge_, StreamKind::P2P,
-                   base + "allreduce_replicas" + suffix, mb, done, layer, set);
+      // The rank's shard, as a set of its own (each tensor's share, rounded up), so that its bytes are its
+      // parameters' as every gradient collective's are (passes recompute them from the set).
+      auto [it, fresh] = shard_sets_.try_emplace(set, -1);
+      if (fresh) {
+        const std::int64_t n = l_.zero_shards();
+        std::vector<ParamSlice> shard;
+        for (const ParamSlice& sl : slices(set)) shard.push_back({sl.tensor, (sl.elements + n - 1) / n});
+        it->second = param_set(std::move(shard));
+      }
+      const std::int32_t shard_set = it->second;
+      done = coll1(CollectiveOp::AllReduce, GroupKind::ZeroReplica, set_elements(slices(shard_set)) * ge_, StreamKind::P2P,
+                   base + "allreduce_replicas" + suffix, mb, done, layer, shard_set);
       if (last_replica_reduce_ >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(last_replica_reduce_));
       last_replica_reduce_ = done;
     }
@@ -1185,6 +1194,7 @@ class Builder {
   std::vector<std::uint32_t> reductions_;                 // the overlapped buckets issued
   std::vector<std::uint32_t> zero3_reductions_;           // ZeRO-3: the last micro-batch's reductions (reduce_zero3)
   std::int64_t last_replica_reduce_ = -1;                 // hybrid sharding: the last all-reduce over the replicas
+  std::unordered_map<std::int32_t, std::int32_t> shard_sets_;  // hybrid sharding: param set -> its rank's shard
   std::int64_t last_async_tp_ = -1;                       // the last asynchronous TP collective (ColumnBackward)
   std::int64_t last_compute_ = -1;
 };

@@ -571,13 +571,21 @@ TEST(Plan, HybridShardingShardsWithinGroupsAndAllReducesAcrossThem) {
       ASSERT_EQ(op.collective, CollectiveOp::AllReduce);
       EXPECT_EQ(op.group, GroupKind::ZeroReplica);
       EXPECT_EQ(op.stream, StreamKind::P2P);
-      const std::int64_t elements = set_elements(p.param_sets[static_cast<std::size_t>(op.params)]);
-      EXPECT_EQ(op.bytes, (elements + 1) / 2 * gradient_bytes_per_element(l, tiny().dtype));
+      // Its set is the shard: each tensor's half, rounded up; its bytes are the set's, as for every
+      // gradient collective.
+      const std::vector<ParamSlice>& shard = p.param_sets[static_cast<std::size_t>(op.params)];
+      EXPECT_EQ(op.bytes, set_elements(shard) * gradient_bytes_per_element(l, tiny().dtype));
       const std::set<std::uint32_t> deps(p.deps_of(i), p.deps_of(i) + p.num_deps(i));
       bool after_its_scatter = false;
       for (std::uint32_t d : deps) {
-        after_its_scatter |= p.ops[d].collective == CollectiveOp::ReduceScatter && p.ops[d].params == op.params &&
-                             p.ops[d].kind == OpKind::Collective;
+        if (p.ops[d].kind != OpKind::Collective || p.ops[d].collective != CollectiveOp::ReduceScatter) continue;
+        const std::vector<ParamSlice>& whole = p.param_sets[static_cast<std::size_t>(p.ops[d].params)];
+        ASSERT_EQ(whole.size(), shard.size());
+        for (std::size_t k = 0; k < whole.size(); ++k) {
+          EXPECT_EQ(shard[k].tensor, whole[k].tensor);
+          EXPECT_EQ(shard[k].elements, (whole[k].elements + 1) / 2);
+        }
+        after_its_scatter = true;
       }
       EXPECT_TRUE(after_its_scatter) << plan.names.at(op.name);
       if (previous >= 0) {
