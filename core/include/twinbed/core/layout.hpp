@@ -196,9 +196,9 @@ inline constexpr double kMaxPlanOps = 2e7;
 RankParameters rank_parameters(const TransformerModel& model, const Layout& layout, int stage);
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
-// layout's ZeRO stage: dense parameters sharded over dp·cp (zero_shards()), expert parameters over dp/ep (model.hpp's
-// rank_parameters and model_state_bytes), gradients in the layout's grad_dtype. Requires a layout that
-// validate() accepts.
+// layout's ZeRO stage: dense parameters sharded over dp·cp (or the hybrid shard group: zero_shards()),
+// expert parameters over dp/ep (model.hpp's rank_parameters and model_state_bytes), gradients in the
+// layout's grad_dtype. Requires a layout that validate() accepts.
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage);
 
 // Bytes of one gradient element under the layout: 4 with GradDtype::FP32, else

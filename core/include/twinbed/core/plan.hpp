@@ -335,7 +335,11 @@ void validate(const Plan& plan);
 //    complete its gradients; without, all buckets follow the whole backward. ZeRO 0: all-reduce; 1-2:
 //    reduce-scatter, then all-gather of the updated parameters after the optimizer step (with
 //    overlap_param_gather: at the start of the program, the last bucket first, each tensor's first
-//    forward op depending on the gathers that hold it); 3: reduce-scatter per layer and micro-batch.
+//    forward op depending on the gathers that hold it); 3: reduce-scatter per layer and micro-batch,
+//    and of the embedding's, final norm's and head's gradients after the backward that completes them;
+//    with hybrid sharding (Layout::zero_shard_ranks) gathers and reduce-scatters over ZeroShard, each
+//    reduce-scatter followed on the P2P stream by the all-reduce of the rank's shard over ZeroReplica,
+//    each after the previous. The optimizer step waits for ZeRO-3's last micro-batch's reductions.
 //  - With pp > 1 and tied embeddings (TransformerModel::tie_embeddings), on the first and the last
 //    stage: the all-reduce of the word embedding's gradient (⌈V/tp⌉·h elements, the LM head's copy on
 //    the last stage) over the Embedding group, on the
