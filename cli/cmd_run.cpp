@@ -168,9 +168,12 @@ void run_command(const RunOptions& o, Invocation& invocation) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::printf("# twinbed run: %s — %s; layout dp %d, tp %d, pp %d, ep %d%s, %s, micro-batch %d, global batch %d\n",
+  std::string zero;
+  if (e.layout.zero_stage > 0) zero = ", ZeRO-" + std::to_string(e.layout.zero_stage);
+  if (e.layout.zero_replicas() > 1) zero += " in shard groups of " + std::to_string(e.layout.zero_shards());
+  std::printf("# twinbed run: %s — %s; layout dp %d, tp %d, pp %d, ep %d%s%s, %s, micro-batch %d, global batch %d\n",
               e.name.c_str(), e.model.name.c_str(), e.layout.dp, e.layout.tp, e.layout.pp, e.layout.ep,
-              e.layout.cp > 1 ? (", cp " + std::to_string(e.layout.cp)).c_str() : "",
+              e.layout.cp > 1 ? (", cp " + std::to_string(e.layout.cp)).c_str() : "", zero.c_str(),
               schedule_name(e.layout.schedule).c_str(), e.layout.micro_batch, e.layout.global_batch);
   if (!e.techniques.empty()) {
     std::string list;
