@@ -114,6 +114,34 @@ TEST(LoraPass, ValidOnEveryLayoutAndZeroStage) {
   }
 }
 
+// Hybrid sharding: each layer's reduce-scatter within the shard group carries its adapters' gradients,
+// and the all-reduce across the groups after it their shard, each tensor's half (rounded up).
+TEST(LoraPass, HybridShardingReducesTheAdaptersShard) {
+  Layout l = layout3d(4, 1, 1, 2);
+  l.zero_stage = 3;
+  l.zero_shard_ranks = 2;
+  Plan plan = build(l);
+  apply_lora(plan, LoraParams{8, 16, {ParamKind::Qkv, ParamKind::Fc2}});
+  EXPECT_NO_THROW(validate(plan));
+  const Program& p = plan.programs[0];
+  int scatters = 0, all_reduces = 0;
+  for (const PlanOp& op : p.ops) {
+    if (op.kind != OpKind::Collective || op.tensor_class != TensorClass::Grads) continue;
+    const std::vector<ParamSlice>& set = p.param_sets[static_cast<std::size_t>(op.params)];
+    for (const ParamSlice& s : set) EXPECT_TRUE(p.params[static_cast<std::size_t>(s.tensor)].trainable);
+    EXPECT_EQ(op.bytes, set_elements(set) * 2);
+    if (op.collective == CollectiveOp::ReduceScatter) {
+      ++scatters;
+      for (const ParamSlice& s : set) EXPECT_EQ(s.elements, p.params[static_cast<std::size_t>(s.tensor)].elements);
+    } else if (op.collective == CollectiveOp::AllReduce && op.group == GroupKind::ZeroReplica) {
+      ++all_reduces;
+      for (const ParamSlice& s : set) EXPECT_EQ(s.elements, (p.params[static_cast<std::size_t>(s.tensor)].elements + 1) / 2);
+    }
+  }
+  EXPECT_EQ(scatters, 4 * 2);  // 4 layers, 2 micro-batches (the frozen embedding's dropped)
+  EXPECT_EQ(all_reduces, scatters);
+}
+
 // ZeRO 1-2: the frozen base needs no gather; the adapters' updated shards are gathered after the step,
 // or with overlap_param_gather at the start of the next, each adapter's first forward GEMM waiting.
 TEST(LoraPass, GathersTheAdaptersOnlyAfterTheStepOrAheadOfTheForward) {

@@ -47,6 +47,7 @@ class LoraRewrite {
     }
     std::map<std::int32_t, std::int32_t> layer_sets;  // per layer: the param set of its adapters
     for (auto& [layer, slices] : layer_adapters) layer_sets[layer] = e.add_param_set(slices);
+    std::map<std::int32_t, std::int32_t> shard_sets;  // hybrid sharding: a layer's adapter set -> its rank's shard
 
     const int last_mb = l_.micro_batches() - 1;
     std::vector<Ready> ready;             // the adapters' final gradients
@@ -89,8 +90,19 @@ class LoraRewrite {
         }
       } else if (op.kind == OpKind::Collective && op.tensor_class == TensorClass::Grads) {
         if (op.layer >= 0 && layer_sets.count(op.layer)) {
-          // ZeRO-3: the layer's reduce-scatter carries its adapters' gradients only.
-          const std::int32_t set = layer_sets.at(op.layer);
+          // ZeRO-3: the layer's reduce-scatter carries its adapters' gradients only, and hybrid sharding's
+          // all-reduce across the shard groups their shard (each tensor's share, as the builder's).
+          std::int32_t set = layer_sets.at(op.layer);
+          if (op.group == GroupKind::ZeroReplica) {
+            auto [it, fresh] = shard_sets.try_emplace(set, -1);
+            if (fresh) {
+              const std::int64_t n = l_.zero_shards();
+              std::vector<ParamSlice> shard;
+              for (const ParamSlice& sl : e.param_sets()[static_cast<std::size_t>(set)]) shard.push_back({sl.tensor, (sl.elements + n - 1) / n});
+              it->second = e.add_param_set(std::move(shard));
+            }
+            set = it->second;
+          }
           resize_layer_reduction(e, prog, i, set_elements(e.param_sets()[static_cast<std::size_t>(set)]) * ge_, set);
         } else {
           drop_reduction(e, prog, i);
