@@ -99,6 +99,14 @@ std::int64_t set_elements(const std::vector<ParamSlice>& set) {
   return n;
 }
 
+std::vector<ParamSlice> shard_of(const std::vector<ParamSlice>& set, int shards) {
+  if (shards < 1) throw InvalidArgument("shard_of: shards must be >= 1, got " + std::to_string(shards));
+  std::vector<ParamSlice> out;
+  out.reserve(set.size());
+  for (const ParamSlice& s : set) out.push_back({s.tensor, (s.elements + shards - 1) / shards});
+  return out;
+}
+
 Bytes set_bytes(const std::vector<ParamSlice>& set, const std::vector<ParamTensor>& params, Bytes (*per_element)(DType)) {
   Bytes bytes = 0;
   for (const ParamSlice& s : set) bytes += s.elements * per_element(params.at(static_cast<std::size_t>(s.tensor)).dtype);

@@ -650,12 +650,7 @@ class Builder {
       // The rank's shard, as a set of its own (each tensor's share, rounded up), so that its bytes are its
       // parameters' as every gradient collective's are (passes recompute them from the set).
       auto [it, fresh] = shard_sets_.try_emplace(set, -1);
-      if (fresh) {
-        const std::int64_t n = l_.zero_shards();
-        std::vector<ParamSlice> shard;
-        for (const ParamSlice& sl : slices(set)) shard.push_back({sl.tensor, (sl.elements + n - 1) / n});
-        it->second = param_set(std::move(shard));
-      }
+      if (fresh) it->second = param_set(shard_of(slices(set), l_.zero_shards()));
       const std::int32_t shard_set = it->second;
       done = coll1(CollectiveOp::AllReduce, GroupKind::ZeroReplica, set_elements(slices(shard_set)) * ge_, StreamKind::P2P,
                    base + "allreduce_replicas" + suffix, mb, done, layer, shard_set);

@@ -95,12 +95,7 @@ class LoraRewrite {
           std::int32_t set = layer_sets.at(op.layer);
           if (op.group == GroupKind::ZeroReplica) {
             auto [it, fresh] = shard_sets.try_emplace(set, -1);
-            if (fresh) {
-              const std::int64_t n = l_.zero_shards();
-              std::vector<ParamSlice> shard;
-              for (const ParamSlice& sl : e.param_sets()[static_cast<std::size_t>(set)]) shard.push_back({sl.tensor, (sl.elements + n - 1) / n});
-              it->second = e.add_param_set(std::move(shard));
-            }
+            if (fresh) it->second = e.add_param_set(shard_of(e.param_sets()[static_cast<std::size_t>(set)], l_.zero_shards()));
             set = it->second;
           }
           resize_layer_reduction(e, prog, i, set_elements(e.param_sets()[static_cast<std::size_t>(set)]) * ge_, set);

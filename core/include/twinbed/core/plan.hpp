@@ -144,6 +144,9 @@ struct ParamSlice {
 
 // A parameter set's elements: the sum of its slices'.
 std::int64_t set_elements(const std::vector<ParamSlice>& set);
+// One rank's shard of `set` sharded over `shards` ranks: each slice's share, rounded up (what hybrid
+// sharding's all-reduce across the shard groups carries).
+std::vector<ParamSlice> shard_of(const std::vector<ParamSlice>& set, int shards);
 // Its bytes: each slice's elements × `per_element` of its tensor's dtype in `params` (e.g.
 // gradient_bytes_per_element).
 Bytes set_bytes(const std::vector<ParamSlice>& set, const std::vector<ParamTensor>& params, Bytes (*per_element)(DType));
