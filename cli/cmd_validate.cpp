@@ -130,7 +130,7 @@ void add_validate_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "validate",
       "The simulator against published measurements (experiments/validation/): nccl-tests bus bandwidths on named "
-      "machines and end-to-end TFLOP/s per GPU or MFU of named training runs, each simulated from the inputs its "
+      "machines and end-to-end TFLOP/s per GPU, MFU or tokens/s per GPU of named training runs, each simulated from the inputs its "
       "source states; per-row, per-file, per-device, per-algorithm (collectives) and aggregate error, validate.json and "
       "validate.png");
   cmd->add_option("--data", opts->data,
