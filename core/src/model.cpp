@@ -29,6 +29,13 @@ double d(std::int64_t v) { return static_cast<double>(v); }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
+// An RMSNorm run as PyTorch's eager operators (TransformerModel::fused_elementwise false; model.hpp),
+// but under Transformer Engine's FP8 recipe, whose modules run their own norm kernels (LayerNormLinear,
+// RMSNorm).
+bool eager_rms_norm(const TransformerModel& m) {
+  return m.norm == Norm::RmsNorm && !m.fused_elementwise && m.dtype != DType::FP8;
+}
+
 }  // namespace
 
 // ---- names ---------------------------------------------------------------------------------------
@@ -52,7 +59,12 @@ constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
 constexpr std::pair<FfnActivation, const char*> kActivations[] = {{FfnActivation::Gelu, "gelu"},
                                                                   {FfnActivation::Swiglu, "swiglu"}};
 constexpr std::pair<Positions, const char*> kPositions[] = {{Positions::Learned, "learned"}, {Positions::Rope, "rope"}};
+constexpr std::pair<Norm, const char*> kNorms[] = {{Norm::LayerNorm, "layernorm"}, {Norm::RmsNorm, "rmsnorm"}};
 }  // namespace
+
+std::string norm_name(Norm n) { return enum_names::name_of(kNorms, n, "norm_name: not a Norm"); }
+std::vector<std::string> norm_names() { return enum_names::names(kNorms); }
+Norm parse_norm(const std::string& name) { return enum_names::parse(kNorms, name, "norm"); }
 
 std::string activation_name(FfnActivation a) { return enum_names::name_of(kActivations, a, "activation_name: not an FfnActivation"); }
 std::vector<std::string> activation_names() { return enum_names::names(kActivations); }
@@ -232,11 +244,11 @@ ParameterCount parameter_count(const TransformerModel& m) {
   p.experts = m.experts;
   const std::int64_t qkv = m.qkv_width(), fc1 = m.fc1_width(), bias = m.bias ? 1 : 0;
   p.attention = h * qkv + h * h + bias * (qkv + h);  // QKV h·q + q (q = 3h without GQA), projection h² + h
-  p.norms = 4 * h;                                   // two LayerNorms, γ and β
+  p.norms = 2 * m.norm_width() * h;                  // two norms: γ and β, or γ
   p.ffn = h * fc1 + f * h + bias * (fc1 + h);        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
   p.router = m.moe() ? h * m.experts : 0;
   p.embedding = (m.vocab + m.position_rows() + (m.tie_embeddings ? 0 : m.vocab)) * h;
-  p.final_norm = 2 * h;
+  p.final_norm = m.norm_width() * h;
   return p;
 }
 
@@ -259,7 +271,7 @@ LayerTensorElements layer_tensor_elements(const TransformerModel& m, int tp) {
   LayerTensorElements e;
   e.qkv = (h * q + bias * q) / t;   // column-parallel: weight and bias split
   e.proj = h * h / t + bias * h;    // row-parallel: the weight split, the bias whole
-  e.norms = 4 * h;                  // two LayerNorms, γ and β, replicated
+  e.norms = 2 * m.norm_width() * h;  // two norms, replicated
   e.fc1 = (h * f1 + bias * f1) / t;
   e.fc2 = f * h / t + bias * h;
   e.router = m.moe() ? h * m.experts : 0;  // replicated
@@ -287,7 +299,7 @@ RankParameters rank_parameters(const TransformerModel& m, int tp, int pp, int ep
   }
   const std::int64_t word = ceil_div(m.vocab, t) * h;
   if (stage == 0) r.dense += word + m.position_rows() * h;
-  if (stage == pp - 1) r.dense += 2 * h + (pp > 1 || !m.tie_embeddings ? word : 0);
+  if (stage == pp - 1) r.dense += m.norm_width() * h + (pp > 1 || !m.tie_embeddings ? word : 0);
   return r;
 }
 
@@ -338,8 +350,11 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
     return std::llround(e * sbh / (sequence_parallel ? t : 1.0));
   }
   // Not split by tensor parallelism: the two LayerNorm inputs, the QKV and FC1 inputs (elements) and
-  // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2.
-  double replicated = (2 * e + qkv_in + fc1_in) * sbh + (m.dropout ? 2 * sbh : 0);
+  // the two hidden-size dropout masks. 4e + 2 = 10 for e = 2. An eager RMSNorm keeps, in place of its
+  // input, the FP32 copy of it that pow and the normalising product saved and the normalised x̂ that γ's
+  // product saved (eager_rms_bytes below): 4 + e.
+  const double norm_saved = eager_rms_norm(m) ? 4 + e : e;
+  double replicated = (2 * norm_saved + qkv_in + fc1_in) * sbh + (m.dropout ? 2 * sbh : 0);
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
   // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
@@ -432,6 +447,8 @@ struct Dims {
   bool swiglu;
   bool bias;         // the GEMMs have biases
   bool dropout;      // TransformerModel::dropout
+  double norm_width; // TransformerModel::norm_width: γ and β, or γ
+  bool eager_rms;    // an RMSNorm as PyTorch's eager operators (eager_rms_bytes)
   double s, hd;      // sequence (the keys attention sees); head dimension h/a
   double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
@@ -470,6 +487,8 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.swiglu = m.activation == FfnActivation::Swiglu;
   x.bias = m.bias;
   x.dropout = m.dropout;
+  x.norm_width = d(m.norm_width());
+  x.eager_rms = eager_rms_norm(m);
   x.s = d(m.seq_len);
   x.sq = x.s / x.cp;
   x.hd = d(m.hidden / m.heads);
@@ -508,23 +527,53 @@ LayerShapes layer_shapes(const OpContext& c, const Dims& x) {
   return L;
 }
 
-// LayerNorm's forward: reads its input and γ, β, writes its output; in FP8 where an FP8 GEMM reads it
-// (fp8_out: Transformer Engine's LayerNormLinear, layernorm_fwd_fp8).
+// An RMSNorm as PyTorch runs it in eager mode, in bytes per element of its input: HF Transformers'
+// LlamaRMSNorm and foundation-model-stack's LayerNormParameterized (use_mean False,
+// use_high_precision_pow True, as fms/models/llama.py builds ln, ff_ln and dec_norm) both compute
+//   xf = x.float(); xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps); y = γ * xf.type_as(x)
+// one kernel per operator, each reading and writing HBM (tensors of tokens × h far beyond L2), FP32
+// in between: the cast to FP32 (e + 4; no kernel when the model is FP32 already), pow (4 + 4), mean
+// (4), the normalising product (4 + 4), the cast back (4 + e) and γ's product (e + e); the per-row
+// statistics are h times smaller. Autograd's backward (tools/autograd/derivatives.yaml and
+// FunctionsManual.cpp): γ's product gives dγ = (g · x̂) summed over the tokens (2e + e, then e) and
+// g · γ (e + e); the two casts' (e + 4, 4 + e); the normalising product g · r (4 + 4) and r's gradient
+// (g · xf: 8 + 4, summed over the row: 4); mean's backward expands the row gradient over the row (4);
+// pow_backward is grad * (2 * xf.pow(1)), three kernels (pow with exponent 1 copies: 4 + 4; the scalar
+// product 4 + 4; the product with grad 8 + 4); and xf's two gradients are summed (8 + 4). Forward
+// 20 + 2e (+ 2(e + 4) cast), backward 68 + 6e (+ 2(e + 4)), of which 4e is dγ's: 36, 92 and 8 for BF16,
+// against 4 and 10 for the fused kernel (layernorm_fwd, layernorm_bwd).
+struct EagerRmsBytes {
+  double forward, backward_data, gamma;
+};
+EagerRmsBytes eager_rms_bytes(double e) {
+  const double casts = e < 4 ? 2 * (e + 4) : 0;
+  return {.forward = casts + 20 + 2 * e, .backward_data = casts + 68 + 2 * e, .gamma = 4 * e};
+}
+
+// A norm's forward: LayerNorm reads its input and γ, β, writes its output; an RMSNorm's kernel the same
+// but β; in FP8 where an FP8 GEMM reads it (fp8_out: Transformer Engine's LayerNormLinear,
+// layernorm_fwd_fp8). An eager RMSNorm: eager_rms_bytes.
 void layernorm_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x, bool fp8_out = false) {
   const double n = x.tokens_sp * x.h;
   const double out = fp8_out ? 1 : x.e;
-  ops.push_back(memory_bound(name, Phase::Forward, n * (x.e + out) + 2 * x.h * x.e, n * kLayerNorm.fwd, x.dt));
+  const double per_element = x.eager_rms ? eager_rms_bytes(x.e).forward : x.e + out;
+  ops.push_back(memory_bound(name, Phase::Forward, n * per_element + x.norm_width * x.h * x.e, n * kLayerNorm.fwd, x.dt));
 }
 // LayerNorm's backward as Megatron-LM's fused kernel runs it (megatron/fused_kernels/
 // layer_norm_cuda_kernel.cu, HostLayerNormGradient, the kernel Apex's FusedLayerNorm has; PyTorch's own
 // layer_norm backward is two kernels as well): cuComputePartGradGammaBeta reads dy and x for the γ and β
 // gradients' partial sums, then cuComputeGradInput reads them again and writes dx (the partial sums,
-// 16 rows of h FP32 values, and their final reduction are negligible). `name` is "<norm>_bwd".
+// 16 rows of h FP32 values, and their final reduction are negligible). `name` is "<norm>_bwd". An
+// RMSNorm's kernels (Apex's FusedRMSNorm, Transformer Engine's rmsnorm_bwd) pass over the same tensors
+// for γ alone; an eager RMSNorm's passes are eager_rms_bytes'.
 void layernorm_bwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x) {
   const double n = x.tokens_sp * x.h;
   const std::string norm = name.substr(0, name.size() - 4);
-  ops.push_back(memory_bound(norm + "_gamma_beta_bwd", Phase::BackwardWeight, 2 * n * x.e, 2 * n, x.dt));
-  ops.push_back(memory_bound(name, Phase::BackwardData, 3 * n * x.e + x.h * x.e, n * kLayerNorm.bwd, x.dt));
+  const std::string weights = x.norm_width == 1 ? "_gamma_bwd" : "_gamma_beta_bwd";
+  const EagerRmsBytes eager = eager_rms_bytes(x.e);
+  ops.push_back(memory_bound(norm + weights, Phase::BackwardWeight, n * (x.eager_rms ? eager.gamma : 2 * x.e), 2 * n, x.dt));
+  ops.push_back(memory_bound(name, Phase::BackwardData, n * (x.eager_rms ? eager.backward_data : 3 * x.e) + x.h * x.e,
+                             n * kLayerNorm.bwd, x.dt));
 }
 // The gradient of a LayerNorm's input inside a layer: the input also feeds the skip connection, so
 // autograd sums the two gradients (torch/csrc/autograd/input_buffer.cpp, InputBuffer::add: a pass that
@@ -975,7 +1024,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss",
-                                             "positions", "tie_embeddings", "fused_elementwise", "fused_optimizer",
+                                             "positions", "norm", "tie_embeddings", "fused_elementwise", "fused_optimizer",
                                              "fused_grad_accumulation", "dropout"};
   require_object(j, path);
   check_keys(j, path, accepted);
@@ -1011,6 +1060,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   if (j.contains("bias")) m.bias = read_bool(j["bias"], path + "/bias");
   if (j.contains("tie_embeddings")) m.tie_embeddings = read_bool(j["tie_embeddings"], path + "/tie_embeddings");
   if (j.contains("positions")) m.positions = read_named(j["positions"], path + "/positions", parse_positions);
+  if (j.contains("norm")) m.norm = read_named(j["norm"], path + "/norm", parse_norm);
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("loss")) m.loss = read_named(j["loss"], path + "/loss", parse_loss);
@@ -1028,6 +1078,7 @@ json model_to_json(const TransformerModel& m) {
   return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
               {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
               {"activation", activation_name(m.activation)}, {"positions", positions_name(m.positions)},
+              {"norm", norm_name(m.norm)},
               {"bias", m.bias}, {"tie_embeddings", m.tie_embeddings}, {"seq_len", m.seq_len},
               {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},

@@ -245,7 +245,7 @@ class Builder {
     }
     // Embedding and final norm: what rank_parameters gives this stage beyond its layers.
     const RankParameters rp = rank_parameters(m_, l_, stage_);
-    const std::int64_t final_norm = stage_ == l_.pp - 1 ? 2 * h : 0;
+    const std::int64_t final_norm = stage_ == l_.pp - 1 ? m_.norm_width() * h : 0;
     const std::int64_t embedding = rp.total() - in_layers - final_norm;
     extra_elements_ = embedding + final_norm;
     embedding_set_ = final_norm_set_ = -1;

@@ -1101,6 +1101,78 @@ TEST(Rope, RotatesQueriesAndKeysAndHasNoPositionTable) {
   EXPECT_NE(alibi.find("learned, rope"), std::string::npos) << alibi;
 }
 
+// RMSNorm (Norm::RmsNorm): γ alone, so h parameters a norm fewer; as a kernel the passes of LayerNorm's
+// but for β; as PyTorch's eager operators (fused_elementwise false) a chain of FP32 passes whose bytes
+// are counted by hand here, and which keeps an FP32 copy of its input for backward.
+TEST(Norm, RmsNormHasNoBetaAndRunsEagerAsFp32Passes) {
+  const std::string llama = R"("layers": 2, "hidden": 4096, "heads": 32, "ffn_hidden": 11008, "activation": "swiglu",
+      "bias": false, "seq_len": 4096, "vocab": 32000, "positions": "rope")";
+  const TransformerModel ln = model_from_json(json::parse("{" + llama + "}"));
+  const TransformerModel rms = model_from_json(json::parse("{" + llama + R"(, "norm": "rmsnorm"})"));
+  EXPECT_EQ(ln.norm, Norm::LayerNorm);
+  EXPECT_EQ(rms.norm, Norm::RmsNorm);
+  const std::int64_t h = 4096;
+  // Parameters: two norms a layer and the final one, h each instead of 2h.
+  EXPECT_EQ(parameter_count(rms).norms, 2 * h);
+  EXPECT_EQ(parameter_count(rms).final_norm, h);
+  EXPECT_EQ(parameter_count(ln).total() - parameter_count(rms).total(), 2 * 2 * h + h);
+  EXPECT_EQ(layer_tensor_elements(rms, 2).norms, 2 * h);
+  EXPECT_EQ(rank_parameters(ln, 2, 2, 1, 1).dense - rank_parameters(rms, 2, 2, 1, 1).dense, 2 * h + h);
+  EXPECT_EQ(rank_parameters(ln, 2, 2, 1, 0).dense - rank_parameters(rms, 2, 2, 1, 0).dense, 2 * h);
+  // The fused kernels: LayerNorm's bytes less β's read.
+  const OpContext c{2, 2, false, 1};
+  const double n = 2.0 * 4096 * h, e = 2;
+  EXPECT_EQ(find_op(layer_forward_ops(ln, c), "ln1_fwd").bytes - find_op(layer_forward_ops(rms, c), "ln1_fwd").bytes,
+            std::llround(h * e));
+  EXPECT_EQ(find_op(layer_backward_ops(rms, c), "ln2_gamma_bwd").bytes, std::llround(2 * n * e));
+  EXPECT_EQ(find_op(layer_backward_ops(rms, c), "ln2_bwd").bytes, std::llround(3 * n * e + h * e));
+  EXPECT_FALSE(has_op(layer_backward_ops(rms, c), "ln2_gamma_beta_bwd"));
+  EXPECT_EQ(activation_bytes_per_layer(rms, 2, 2, false, Recompute::None),
+            activation_bytes_per_layer(ln, 2, 2, false, Recompute::None));
+  // Eager, in BF16, per element: forward x.float() 2+4, pow 4+4, mean 4, ·rsqrt 4+4, back to BF16 4+2,
+  // γ· 2+2 = 36 (and γ's h); backward g·γ 2+2, the cast's 2+4, the product's 4+4 and 8+4+4, mean's 4,
+  // pow's 4+4, 4+4 and 8+4, the sum of xf's two gradients 8+4, the first cast's 4+2 = 84 (and γ's h); dγ
+  // (g·x̂ summed over the tokens) 2+2+2 then 2 = 8.
+  TransformerModel eager = rms;
+  eager.fused_elementwise = false;
+  for (const std::string norm : {"ln1", "ln2"}) {
+    EXPECT_EQ(find_op(layer_forward_ops(eager, c), norm + "_fwd").bytes, std::llround(36 * n + h * e)) << norm;
+    EXPECT_EQ(find_op(layer_backward_ops(eager, c), norm + "_bwd").bytes, std::llround(84 * n + h * e)) << norm;
+    EXPECT_EQ(find_op(layer_backward_ops(eager, c), norm + "_gamma_bwd").bytes, std::llround(8 * n)) << norm;
+  }
+  EXPECT_EQ(find_op(head_forward_ops(eager, c), "final_ln_fwd").bytes, std::llround(36 * n + h * e));
+  EXPECT_EQ(find_op(layer_recompute_ops(eager, c, Recompute::Full), "ln1_recompute").bytes, std::llround(36 * n + h * e));
+  // It saves an FP32 copy of each norm's input and the normalised x̂ (4 + 2 bytes) instead of the input.
+  EXPECT_EQ(activation_bytes_per_layer(eager, 2, 2, false, Recompute::None) -
+                activation_bytes_per_layer(rms, 2, 2, false, Recompute::None),
+            std::llround(2 * 4 * n));
+  // In FP32 the casts are no kernels: forward 28, backward data 76, dγ 16 bytes an element.
+  TransformerModel fp32 = eager;
+  fp32.dtype = DType::FP32;
+  EXPECT_EQ(find_op(layer_forward_ops(fp32, c), "ln1_fwd").bytes, std::llround(28 * n + h * 4));
+  EXPECT_EQ(find_op(layer_backward_ops(fp32, c), "ln1_bwd").bytes, std::llround(76 * n + h * 4));
+  EXPECT_EQ(find_op(layer_backward_ops(fp32, c), "ln1_gamma_bwd").bytes, std::llround(16 * n));
+  // A LayerNorm stays one kernel unfused (PyTorch's layer_norm is native); FP8 runs Transformer
+  // Engine's norm kernels.
+  TransformerModel ln_eager = ln;
+  ln_eager.fused_elementwise = false;
+  EXPECT_EQ(find_op(layer_forward_ops(ln_eager, c), "ln1_fwd").bytes, find_op(layer_forward_ops(ln, c), "ln1_fwd").bytes);
+  TransformerModel fp8 = eager;
+  fp8.dtype = DType::FP8;
+  TransformerModel fp8_fused = rms;
+  fp8_fused.dtype = DType::FP8;
+  EXPECT_EQ(find_op(layer_backward_ops(fp8, c), "ln1_bwd").bytes, find_op(layer_backward_ops(fp8_fused, c), "ln1_bwd").bytes);
+  // JSON: round trip, the default, and a clear error.
+  EXPECT_EQ(model_to_json(rms)["norm"], "rmsnorm");
+  EXPECT_EQ(model_from_json(model_to_json(eager)), eager);
+  EXPECT_EQ(model_preset("gpt3-1.3b").norm, Norm::LayerNorm);
+  EXPECT_EQ(norm_names(), (std::vector<std::string>{"layernorm", "rmsnorm"}));
+  const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "norm": "batchnorm"})")), "/model/norm");
+  const std::string batchnorm = config_error_message(json::parse("{" + base + R"(, "norm": "batchnorm"})"));
+  EXPECT_NE(batchnorm.find("layernorm, rmsnorm"), std::string::npos) << batchnorm;
+}
+
 TEST(ModelJson, StrictErrorsNameThePath) {
   const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "hiden": 64})")), "/model/hiden");

@@ -123,6 +123,17 @@ std::string positions_name(Positions p);
 Positions parse_positions(const std::string& name);
 std::vector<std::string> positions_names();
 
+// The normalisation before attention, before the FFN and after the last layer: layernorm — LayerNorm
+// (Ba et al. 2016, arXiv:1607.06450), γ and β of h each (GPT's, OPT's, BLOOM's, MPT's); rmsnorm —
+// RMSNorm (Zhang and Sennrich 2019, arXiv:1910.07467), the root mean square alone and γ (Llama's). As
+// one kernel each (Apex's and Transformer Engine's) they cost the same passes but for β; how PyTorch
+// runs them unfused is TransformerModel::fused_elementwise's business.
+enum class Norm { LayerNorm, RmsNorm };
+// "layernorm", "rmsnorm"; parse throws UnknownName listing them.
+std::string norm_name(Norm n);
+Norm parse_norm(const std::string& name);
+std::vector<std::string> norm_names();
+
 // ---- the model -----------------------------------------------------------------------------------
 
 struct TransformerModel {
@@ -136,8 +147,9 @@ struct TransformerModel {
   std::int64_t kv_heads = 0;
   FfnActivation activation = FfnActivation::Gelu;
   Positions positions = Positions::Learned;
+  Norm norm = Norm::LayerNorm;
   // Biases on the QKV, projection, FC1 and FC2 GEMMs: GPT-2/3's, Megatron-LM's GPT, BLOOM's, OPT's.
-  // false: none, as Llama and PaLM have (their norms' parameters stay counted as LayerNorm's γ and β).
+  // false: none, as Llama and PaLM have.
   bool bias = true;
   // The LM head's weight: the word embedding's (true: GPT-2/3's, Megatron-LM's GPT, BLOOM's, OPT's; on
   // a pipeline, the last stage's copy of it has its gradient all-reduced with the first stage's), or an
@@ -155,7 +167,8 @@ struct TransformerModel {
   AttentionImpl attention = AttentionImpl::Fused;
   LossImpl loss = LossImpl::Megatron;
   // Megatron's bias-GeLU and bias-dropout-add fusions: true, one memory pass each; false, the bias add,
-  // GeLU, dropout and residual add each a pass of their own.
+  // GeLU, dropout and residual add each a pass of their own, and an RMSNorm the chain of FP32 operators
+  // PyTorch runs for it in eager mode (a LayerNorm stays one kernel: PyTorch's layer_norm is native).
   bool fused_elementwise = true;
   // The optimizer step: true, one fused pass over the state (28 bytes per parameter, plan.hpp's
   // optimizer_step_cost); false, the separate passes of Megatron-LM's mixed-precision optimizer
@@ -182,6 +195,8 @@ struct TransformerModel {
   std::int64_t qkv_width() const { return hidden + 2 * kv() * (hidden / heads); }
   std::int64_t fc1_width() const { return activation == FfnActivation::Swiglu ? 2 * ffn() : ffn(); }
   bool moe() const { return experts > 1; }
+  // Parameters of one norm per hidden element: γ and β (LayerNorm), γ (RMSNorm).
+  std::int64_t norm_width() const { return norm == Norm::LayerNorm ? 2 : 1; }
   // Rows of the position-embedding table: seq_len learned positions, none with RoPE.
   std::int64_t position_rows() const { return positions == Positions::Learned ? seq_len : 0; }
   bool operator==(const TransformerModel&) const = default;
@@ -217,11 +232,11 @@ std::vector<std::string> model_preset_names();
 // Per layer (Megatron GPT, pre-LayerNorm, biases everywhere; without TransformerModel::bias the GEMMs'
 // bias terms, 4h and f + h, drop out):
 //   attention = QKV 3h² + 3h, projection h² + h              = 4h² + 4h
-//   norms     = two LayerNorms, γ and β each                 = 4h
+//   norms     = two LayerNorms, γ and β each                 = 4h  (two RMSNorms, γ: 2h)
 //   ffn       = FC1 h·f + f, FC2 f·h + h  (per expert)       = 2hf + f + h
 //   router    = h·E gate weights (no bias), MoE only
 // Model: word embedding V·h (the LM head shares it; untied, V·h more for its own) + learned position
-// embedding s·h, final LayerNorm 2h.
+// embedding s·h, final LayerNorm 2h (RMSNorm h).
 // For a dense model with f = 4h, layers·per_layer() + embedding = 12lh² + 13lh + (V+s)h, which is
 // REFERENCE.md's P = 12·l·h²·(1 + 13/(12h) + (V+s)/(12·l·h)) exactly; that formula leaves out the final
 // LayerNorm, so total() = P + 2h.
@@ -233,7 +248,7 @@ struct ParameterCount {
   std::int64_t ffn = 0;         // per layer, per expert
   std::int64_t router = 0;      // per layer (0 when dense)
   std::int64_t embedding = 0;   // (V + s)·h, + V·h untied (the output matrix)
-  std::int64_t final_norm = 0;  // 2h
+  std::int64_t final_norm = 0;  // 2h (RMSNorm h)
 
   std::int64_t per_layer() const { return attention + norms + experts * ffn + router; }
   // All expert FFN parameters of the model, layers·E·ffn (0 for a dense model).
@@ -432,7 +447,8 @@ struct OpContext {
 // Attention, flash = true, m = n = s, k = h/a, batch = b·a/t; flops the causal half of the two
 // matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed).
 // Unfused element-wise ops (fused_elementwise = false): fc1_bias before gelu (expert_fc1_bias under
-// MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise.
+// MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise; an
+// RMSNorm's ops (ln1, ln2, final_ln and their backward) carry PyTorch's eager chain (model.cpp).
 // RoPE (positions = rope): rope_q and rope_k after qkv_bias, memory-bound, and again on their
 // gradients in backward before qkv (model.cpp has their passes); embedding_dropout reads no position
 // embedding.
@@ -446,7 +462,7 @@ struct OpContext {
 // Backward is the reverse; every forward GEMM yields a `_dgrad` and a `_wgrad` GEMM with its FLOPs,
 // every attention matmul two gradient matmuls with its FLOPs each, so backward = 2 × forward in FLOPs.
 // Besides, as PyTorch's autograd runs a Megatron-LM layer: each LayerNorm's backward is two passes
-// (ln_gamma_beta_bwd, then ln_bwd), and the gradients of its input from the norm and from the skip
+// (ln_gamma_beta_bwd, then ln_bwd; an RMSNorm's ln_gamma_bwd, then ln_bwd), and the gradients of its input from the norm and from the skip
 // connection are summed by a pass of their own (ln_grad_sum_bwd); with biases, each GEMM's bias
 // gradient is a column sum of its output gradient (qkv_bias, proj_bias, fc1_bias, fc2_bias; "_bwd");
 // outside flash attention, the Q, K and V gradients are concatenated into QKV's (qkv_grad_cat_bwd).
@@ -504,7 +520,9 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "ffn_hidden"?,
-//  "activation"? ("gelu" | "swiglu", default "gelu"), "bias"? (default true), "seq_len", "vocab", "experts"?,
+//  "activation"? ("gelu" | "swiglu", default "gelu"), "positions"? ("learned" | "rope", default "learned"),
+//  "norm"? ("layernorm" | "rmsnorm", default "layernorm"), "bias"? (default true), "tie_embeddings"?
+//  (default true), "seq_len", "vocab", "experts"?,
 //  "top_k"?, "dtype"?, "attention"? (attention_names(), default "fused"), "loss"? (loss_names(), default
 //  "megatron"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
