@@ -358,7 +358,9 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
   // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
-  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn())) + lin * (sbh + sbf);
+  // Unfused SwiGLU keeps its SiLU output too (activation_fwd): sbf more.
+  const double silu_saved = m.activation == FfnActivation::Swiglu && !m.fused_elementwise ? sbf : 0;
+  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn()) + silu_saved) + lin * (sbh + sbf);
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b; without
   // dropout the softmax output alone, which ·V reads); a flash kernel keeps only the FP32 log-sum-exp of
   // each score row.
@@ -627,23 +629,38 @@ void residual_bwd(std::vector<OpCost>& ops, const std::string& prefix, const std
 
 // The FFN activation with n = tokens × f/t outputs ("fc1" or "expert_fc1" the GEMM before it, whose
 // output is n elements, 2n with SwiGLU's gate). Fused bias-activation: one pass; unfused: the bias add
-// over FC1's output, then the activation. GeLU reads and writes n; SwiGLU reads the gate and the up
-// projection (2n) and writes n; backward reads the gradient and the inputs and writes their gradients.
+// over FC1's output, then the activation. GeLU reads and writes n (PyTorch's gelu is one kernel either
+// way); backward reads the gradient and the input and writes its gradient. SwiGLU fused (Megatron-LM's
+// bias_swiglu_impl, megatron/core/fusions/fused_bias_swiglu.py: one scripted kernel each way) reads the
+// gate and the up projection (2n) and writes n, and backward reads the gradient and both and writes
+// their gradients side by side. Unfused, as Megatron-LM's MLP runs it without bias_activation_fusion
+// (megatron/core/transformer/mlp.py, glu: torch.chunk, then activation_func(x[0]) * x[1]): SiLU of the
+// gate (n read, n written) and the product with the up projection (2n, n); backward the product's two
+// gradients (each reading 2n and writing n), SiLU's (silu_backward: 2n, n) and the chunk's, a cat of the
+// two halves into FC1's output gradient (2n, 2n). The SiLU output is then kept for backward as well
+// (activation_bytes_per_layer).
 void activation_fwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
   const double in = x.swiglu ? 2 * n : n;
   if (!fused) bias_fwd(ops, gemm + "_bias_fwd", in, x.fc1_t, x);
-  if (x.swiglu) {
+  if (!x.swiglu) {
+    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, x.dt));
+  } else if (fused) {
     ops.push_back(memory_bound("swiglu_fwd", Phase::Forward, (in + n) * x.e, n * kSwiglu.fwd, x.dt));
   } else {
-    ops.push_back(memory_bound("gelu_fwd", Phase::Forward, 2 * n * x.e, n * kGelu.fwd, x.dt));
+    ops.push_back(memory_bound("silu_fwd", Phase::Forward, 2 * n * x.e, n * (kSwiglu.fwd - 1), x.dt));
+    ops.push_back(memory_bound("swiglu_fwd", Phase::Forward, 3 * n * x.e, n, x.dt));
   }
 }
-void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x) {
+void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n, const Dims& x, bool fused) {
   const double in = x.swiglu ? 2 * n : n;
-  if (x.swiglu) {
+  if (!x.swiglu) {
+    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, x.dt));
+  } else if (fused) {
     ops.push_back(memory_bound("swiglu_bwd", Phase::BackwardData, (n + 2 * in) * x.e, n * kSwiglu.bwd, x.dt));
   } else {
-    ops.push_back(memory_bound("gelu_bwd", Phase::BackwardData, 3 * n * x.e, n * kGelu.bwd, x.dt));
+    ops.push_back(memory_bound("swiglu_bwd", Phase::BackwardData, 6 * n * x.e, 2 * n, x.dt));
+    ops.push_back(memory_bound("silu_bwd", Phase::BackwardData, 3 * n * x.e, n * (kSwiglu.bwd - 2), x.dt));
+    ops.push_back(memory_bound("swiglu_cat_bwd", Phase::BackwardData, 2 * in * x.e, 0, x.dt));
   }
   bias_bwd(ops, gemm + "_bias_bwd", in, x.fc1_t, x);
 }
@@ -836,7 +853,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
   if (!m.moe()) {
     const double n = x.tokens * x.f_t;
     linear_bwd(ops, "fc2", L.fc2, sp, sp ? n : 0);
-    activation_bwd(ops, "fc1", n, x);
+    activation_bwd(ops, "fc1", n, x, m.fused_elementwise);
     linear_bwd(ops, "fc1", L.fc1, false, x.tokens * x.h);  // ln2's FP8 output, transposed here
   } else {
     const double logits = x.tokens_sp * x.experts;
@@ -844,7 +861,7 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
     ops.push_back(memory_bound("expert_unpermute_bwd", Phase::BackwardData, (x.routed_sp + x.tokens_sp) * x.h * x.e,
                                2 * x.routed_sp * x.h, dt));
     linear_bwd(ops, "expert_fc2", L.expert_fc2, false, 0);
-    activation_bwd(ops, "expert_fc1", n, x);
+    activation_bwd(ops, "expert_fc1", n, x, m.fused_elementwise);
     linear_bwd(ops, "expert_fc1", L.expert_fc1, false, 0);
     ops.push_back(memory_bound("expert_permute_bwd", Phase::BackwardData, 2 * x.routed_sp * x.h * x.e, 0, dt));
     ops.push_back(memory_bound("router_topk_bwd", Phase::BackwardData, 2 * logits * x.e + x.routed_sp * x.e,

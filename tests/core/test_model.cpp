@@ -1001,6 +1001,26 @@ TEST(GroupedQueryAttention, OpShapesBytesAndActivations) {
   const auto bwd = layer_backward_ops(m, c);
   EXPECT_EQ(find_op(bwd, "swiglu_bwd").bytes, std::llround(5 * tokens * 256 * 2));
   EXPECT_EQ(find_op(bwd, "fc1_wgrad").flops, fc1.flops);
+  // Unfused (Megatron-LM's glu in eager PyTorch): SiLU (n read, n written), then the product (2n, n);
+  // backward the product's two gradients (2n, n each), SiLU's (2n, n) and the cat of the halves (2n, 2n),
+  // n = tokens × f/t; the SiLU output is kept for backward too.
+  TransformerModel eager = m;
+  eager.fused_elementwise = false;
+  const double n = tokens * 256;
+  const auto eager_fwd = layer_forward_ops(eager, c);
+  EXPECT_EQ(find_op(eager_fwd, "silu_fwd").bytes, std::llround(2 * n * 2));
+  EXPECT_EQ(find_op(eager_fwd, "swiglu_fwd").bytes, std::llround(3 * n * 2));
+  const std::vector<std::string> eager_names = names_of(eager_fwd);
+  EXPECT_LT(std::find(eager_names.begin(), eager_names.end(), "silu_fwd"),
+            std::find(eager_names.begin(), eager_names.end(), "swiglu_fwd"));
+  const auto eager_bwd = layer_backward_ops(eager, c);
+  EXPECT_EQ(find_op(eager_bwd, "swiglu_bwd").bytes, std::llround(6 * n * 2));
+  EXPECT_EQ(find_op(eager_bwd, "silu_bwd").bytes, std::llround(3 * n * 2));
+  EXPECT_EQ(find_op(eager_bwd, "swiglu_cat_bwd").bytes, std::llround(4 * n * 2));
+  EXPECT_FALSE(has_op(layer_forward_ops(m, c), "silu_fwd"));
+  EXPECT_EQ(activation_bytes_per_layer(eager, 2, 2, false, Recompute::None) -
+                activation_bytes_per_layer(m, 2, 2, false, Recompute::None),
+            std::llround(2 * n));
   // The attention core is over the query heads either way.
   TransformerModel mha = gpt_model("mha", 4, 256, 8, 128, 1000);
   mha.ffn_hidden = 512;
@@ -1143,8 +1163,10 @@ TEST(Norm, RmsNormHasNoBetaAndRunsEagerAsFp32Passes) {
   EXPECT_EQ(find_op(head_forward_ops(eager, c), "final_ln_fwd").bytes, std::llround(36 * n + h * e));
   EXPECT_EQ(find_op(layer_recompute_ops(eager, c, Recompute::Full), "ln1_recompute").bytes, std::llround(36 * n + h * e));
   // It saves an FP32 copy of each norm's input and the normalised x̂ (4 + 2 bytes) instead of the input.
+  TransformerModel ln_eager = ln;
+  ln_eager.fused_elementwise = false;
   EXPECT_EQ(activation_bytes_per_layer(eager, 2, 2, false, Recompute::None) -
-                activation_bytes_per_layer(rms, 2, 2, false, Recompute::None),
+                activation_bytes_per_layer(ln_eager, 2, 2, false, Recompute::None),
             std::llround(2 * 4 * n));
   // In FP32 the casts are no kernels: forward 28, backward data 76, dγ 16 bytes an element.
   TransformerModel fp32 = eager;
@@ -1154,8 +1176,6 @@ TEST(Norm, RmsNormHasNoBetaAndRunsEagerAsFp32Passes) {
   EXPECT_EQ(find_op(layer_backward_ops(fp32, c), "ln1_gamma_bwd").bytes, std::llround(16 * n));
   // A LayerNorm stays one kernel unfused (PyTorch's layer_norm is native); FP8 runs Transformer
   // Engine's norm kernels.
-  TransformerModel ln_eager = ln;
-  ln_eager.fused_elementwise = false;
   EXPECT_EQ(find_op(layer_forward_ops(ln_eager, c), "ln1_fwd").bytes, find_op(layer_forward_ops(ln, c), "ln1_fwd").bytes);
   TransformerModel fp8 = eager;
   fp8.dtype = DType::FP8;

@@ -447,8 +447,9 @@ struct OpContext {
 // Attention, flash = true, m = n = s, k = h/a, batch = b·a/t; flops the causal half of the two
 // matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed).
 // Unfused element-wise ops (fused_elementwise = false): fc1_bias before gelu (expert_fc1_bias under
-// MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise; an
-// RMSNorm's ops (ln1, ln2, final_ln and their backward) carry PyTorch's eager chain (model.cpp).
+// MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise; SwiGLU
+// as silu then swiglu (backward swiglu, silu, swiglu_cat); an RMSNorm's ops (ln1, ln2, final_ln and
+// their backward) carry PyTorch's eager chain (model.cpp).
 // RoPE (positions = rope): rope_q and rope_k after qkv_bias, memory-bound, and again on their
 // gradients in backward before qkv (model.cpp has their passes); embedding_dropout reads no position
 // embedding.
