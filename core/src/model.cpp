@@ -58,7 +58,8 @@ constexpr std::pair<AttentionImpl, const char*> kAttention[] = {
     {AttentionImpl::Cudnn, "cudnn"}};
 constexpr std::pair<FfnActivation, const char*> kActivations[] = {{FfnActivation::Gelu, "gelu"},
                                                                   {FfnActivation::Swiglu, "swiglu"}};
-constexpr std::pair<Positions, const char*> kPositions[] = {{Positions::Learned, "learned"}, {Positions::Rope, "rope"}};
+constexpr std::pair<Positions, const char*> kPositions[] = {
+    {Positions::Learned, "learned"}, {Positions::Rope, "rope"}, {Positions::Alibi, "alibi"}};
 constexpr std::pair<Norm, const char*> kNorms[] = {{Norm::LayerNorm, "layernorm"}, {Norm::RmsNorm, "rmsnorm"}};
 }  // namespace
 
@@ -716,6 +717,13 @@ void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, con
   if (is_flash(m.attention)) {
     ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, c, m.attention));
     return;
+  }
+  if (m.positions == Positions::Alibi) {
+    // ALiBi as BLOOM's Megatron-DeepSpeed runs it (megatron/model/transformer.py, ParallelAttention):
+    // the bias, one row per (sequence, head) of shape [b·a/t, 1, s], is the `input` of torch.baddbmm
+    // with beta 1, so PyTorch writes it broadcast over the whole scores tensor and the QKᵀ GEMM reads it
+    // back to add to (cuBLAS reads C when beta is not 0; without ALiBi beta is 0 and it does not).
+    ops.push_back(memory_bound("attn_alibi_fwd", Phase::Forward, 2 * x.att * x.e, x.att, x.dt));
   }
   ops.push_back(matmul("attn_scores_fwd", Kind::Attention, Phase::Forward, L.scores, x.dt));
   if (m.attention == AttentionImpl::Unfused) {

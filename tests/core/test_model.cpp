@@ -1114,11 +1114,43 @@ TEST(Rope, RotatesQueriesAndKeysAndHasNoPositionTable) {
   EXPECT_EQ(model_to_json(m)["positions"], "rope");
   EXPECT_EQ(model_from_json(model_to_json(m)), m);
   EXPECT_EQ(model_preset("gpt3-1.3b").positions, Positions::Learned);
-  EXPECT_EQ(positions_names(), (std::vector<std::string>{"learned", "rope"}));
+  EXPECT_EQ(positions_names(), (std::vector<std::string>{"learned", "rope", "alibi"}));
   const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
-  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "positions": "alibi"})")), "/model/positions");
-  const std::string alibi = config_error_message(json::parse("{" + base + R"(, "positions": "alibi"})"));
-  EXPECT_NE(alibi.find("learned, rope"), std::string::npos) << alibi;
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "positions": "sinusoidal"})")), "/model/positions");
+  const std::string sinusoidal = config_error_message(json::parse("{" + base + R"(, "positions": "sinusoidal"})"));
+  EXPECT_NE(sinusoidal.find("learned, rope, alibi"), std::string::npos) << sinusoidal;
+}
+
+// ALiBi (Positions::Alibi): outside flash attention the bias is written over the scores and read back
+// by the QKᵀ GEMM, forward (and when the core is recomputed) only; no position table, no backward pass.
+TEST(Alibi, BiasesTheScoresAndHasNoPositionTable) {
+  TransformerModel m = model_from_json(json::parse(
+      R"({"layers": 2, "hidden": 1024, "heads": 16, "seq_len": 2048, "vocab": 32000, "positions": "alibi"})"));
+  EXPECT_EQ(m.positions, Positions::Alibi);
+  const OpContext c{2, 2, false, 1};
+  const auto fwd = layer_forward_ops(m, c);
+  const std::vector<std::string> names = names_of(fwd);
+  const auto at = [&](const std::string& name) { return std::find(names.begin(), names.end(), name) - names.begin(); };
+  ASSERT_EQ(at("attn_alibi_fwd") + 1, at("attn_scores_fwd"));
+  // 2 sequences × 8 heads on this rank × 2048²: the scores written and read back, BF16.
+  const double scores = 2.0 * 8 * 2048 * 2048;
+  EXPECT_EQ(find_op(fwd, "attn_alibi_fwd").bytes, std::llround(2 * scores * 2));
+  EXPECT_EQ(find_op(fwd, "attn_alibi_fwd").kind, OpCost::Kind::MemoryBound);
+  for (const OpCost& op : layer_backward_ops(m, c)) EXPECT_EQ(op.name.find("alibi"), std::string::npos) << op.name;
+  EXPECT_TRUE(has_op(layer_recompute_ops(m, c, Recompute::Selective), "attn_alibi_recompute"));
+  // A flash kernel adds the bias in its tiles; learned positions have no such pass.
+  TransformerModel flash = m;
+  flash.attention = AttentionImpl::Flash;
+  EXPECT_FALSE(has_op(layer_forward_ops(flash, c), "attn_alibi_fwd"));
+  TransformerModel learned = m;
+  learned.positions = Positions::Learned;
+  EXPECT_FALSE(has_op(layer_forward_ops(learned, c), "attn_alibi_fwd"));
+  // No position table: the embedding holds the words alone and its pass adds no positions.
+  EXPECT_EQ(parameter_count(learned).embedding - parameter_count(m).embedding, 2048 * 1024);
+  const double n = 2.0 * 2048 * 1024;
+  EXPECT_EQ(find_op(embedding_forward_ops(m, c), "embedding_dropout_fwd").bytes, std::llround(2 * n * 2 + n));
+  EXPECT_EQ(model_from_json(model_to_json(m)), m);
+  EXPECT_EQ(model_to_json(m)["positions"], "alibi");
 }
 
 // RMSNorm (Norm::RmsNorm): γ alone, so h parameters a norm fewer; as a kernel the passes of LayerNorm's

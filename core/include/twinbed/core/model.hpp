@@ -116,9 +116,11 @@ std::vector<std::string> activation_names();
 // Where the model's positions come from: learned — a table of s×h position embeddings added to the
 // token embeddings (GPT-2/3's, OPT's, MPT's); rope — rotary position embeddings (Su et al. 2021,
 // RoFormer, arXiv:2104.09864), each layer's queries and keys rotated by their position after the QKV
-// GEMM and their gradients rotated back in backward, no parameters (Llama's, and NeMo's Llama recipes).
-enum class Positions { Learned, Rope };
-// "learned", "rope"; parse throws UnknownName listing them.
+// GEMM and their gradients rotated back in backward, no parameters (Llama's, and NeMo's Llama recipes);
+// alibi — ALiBi (Press et al. 2022, arXiv:2108.12409), a fixed per-head bias linear in the query-key
+// distance added to the attention scores, no parameters and no gradient (BLOOM's).
+enum class Positions { Learned, Rope, Alibi };
+// "learned", "rope", "alibi"; parse throws UnknownName listing them.
 std::string positions_name(Positions p);
 Positions parse_positions(const std::string& name);
 std::vector<std::string> positions_names();
@@ -452,7 +454,9 @@ struct OpContext {
 // their backward) carry PyTorch's eager chain (model.cpp).
 // RoPE (positions = rope): rope_q and rope_k after qkv_bias, memory-bound, and again on their
 // gradients in backward before qkv (model.cpp has their passes); embedding_dropout reads no position
-// embedding.
+// embedding. ALiBi (positions = alibi): outside flash attention, attn_alibi before attn_scores, the bias
+// written into the scores' buffer that the QKᵀ GEMM then adds to (a flash kernel adds it in its tiles);
+// no backward pass; no position embedding either.
 // Without dropout (dropout = false): no attn_dropout, no attn_out_dropout or mlp_out_dropout, the
 // residual adds write no mask and have no backward pass (the sum's gradient is each addend's), and the
 // embedding's pass is the learned positions' add alone (embedding_positions; nothing with RoPE).
@@ -521,7 +525,7 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
 // {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "ffn_hidden"?,
-//  "activation"? ("gelu" | "swiglu", default "gelu"), "positions"? ("learned" | "rope", default "learned"),
+//  "activation"? ("gelu" | "swiglu", default "gelu"), "positions"? (positions_names(), default "learned"),
 //  "norm"? ("layernorm" | "rmsnorm", default "layernorm"), "bias"? (default true), "tie_embeddings"?
 //  (default true), "seq_len", "vocab", "experts"?,
 //  "top_k"?, "dtype"?, "attention"? (attention_names(), default "fused"), "loss"? (loss_names(), default
