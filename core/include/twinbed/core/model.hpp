@@ -199,7 +199,7 @@ struct TransformerModel {
   bool moe() const { return experts > 1; }
   // Parameters of one norm per hidden element: γ and β (LayerNorm), γ (RMSNorm).
   std::int64_t norm_width() const { return norm == Norm::LayerNorm ? 2 : 1; }
-  // Rows of the position-embedding table: seq_len learned positions, none with RoPE.
+  // Rows of the position-embedding table: seq_len learned positions, none with RoPE or ALiBi.
   std::int64_t position_rows() const { return positions == Positions::Learned ? seq_len : 0; }
   bool operator==(const TransformerModel&) const = default;
 };
@@ -459,7 +459,7 @@ struct OpContext {
 // no backward pass; no position embedding either.
 // Without dropout (dropout = false): no attn_dropout, no attn_out_dropout or mlp_out_dropout, the
 // residual adds write no mask and have no backward pass (the sum's gradient is each addend's), and the
-// embedding's pass is the learned positions' add alone (embedding_positions; nothing with RoPE).
+// embedding's pass is the learned positions' add alone (embedding_positions; nothing with RoPE or ALiBi).
 // MoE replaces fc1..fc2 by router (GEMM to E logits), router_topk, expert_permute, expert_fc1 (grouped),
 // gelu, expert_fc2 (grouped), expert_unpermute; with balanced routing each rank's experts process the
 // b·s·k tokens its group routes to them: every local expert gets b·s·k·ep/E tokens (m rounded to the
@@ -467,8 +467,9 @@ struct OpContext {
 // Backward is the reverse; every forward GEMM yields a `_dgrad` and a `_wgrad` GEMM with its FLOPs,
 // every attention matmul two gradient matmuls with its FLOPs each, so backward = 2 × forward in FLOPs.
 // Besides, as PyTorch's autograd runs a Megatron-LM layer: each LayerNorm's backward is two passes
-// (ln_gamma_beta_bwd, then ln_bwd; an RMSNorm's ln_gamma_bwd, then ln_bwd), and the gradients of its input from the norm and from the skip
-// connection are summed by a pass of their own (ln_grad_sum_bwd); with biases, each GEMM's bias
+// (ln_gamma_beta_bwd, then ln_bwd; an RMSNorm's ln_gamma_bwd, then ln_bwd), and the gradients of its
+// input from the norm and from the skip connection are summed by a pass of their own
+// (ln_grad_sum_bwd); with biases, each GEMM's bias
 // gradient is a column sum of its output gradient (qkv_bias, proj_bias, fc1_bias, fc2_bias; "_bwd");
 // outside flash attention, the Q, K and V gradients are concatenated into QKV's (qkv_grad_cat_bwd).
 // FP8 (Transformer Engine's recipe, activation_dtype): the QKV, projection, FC1 and FC2 GEMMs (expert
