@@ -8,6 +8,7 @@
 // one-GPU real-cuda experiment, which runs alone; rank 0 prints.
 #include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -104,16 +105,49 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
   return wrong ? 1 : 0;
 }
 
+// printf into a string (a line's parts built in a loop).
+__attribute__((format(printf, 1, 2))) std::string format(const char* f, ...) {
+  char buf[256];
+  va_list args;
+  va_start(args, f);
+  std::vsnprintf(buf, sizeof buf, f, args);
+  va_end(args);
+  return buf;
+}
+
 // How fast the CPU ranks compute now against when the profile was calibrated: the profile's speed
-// probe sample (speed_probe_sample) timed again as calibrate times it, before the measured runs and
-// after them. A machine that drifted since `calibrate` moves every measured compute time by about that
-// ratio, which the spread over the runs does not show; where the two probes agree and the ranks ran
-// alike in each, compare simulates again with the GEMM rates scaled by it (with_gemm_speed) and prints
-// that error too.
+// probe sample (speed_probe_sample) timed again as calibrate times it, before the first measured run and
+// after every run. A machine that drifted since `calibrate` moves every measured compute time by about
+// that ratio, which the spread over the runs does not show, and one that drifts during them moves each run
+// by its own. Each run lies between two probes; where those agree and the ranks ran alike in each, the
+// machine held one speed through that run, and compare simulates it again with the GEMM rates scaled by
+// that speed (with_gemm_speed) and prints those errors too, over the runs that held.
 struct MachineSpeed {
-  GemmSample sample;  // as calibrated
-  real::GemmRates before, after;
+  GemmSample sample;                    // as calibrated
+  std::vector<real::GemmRates> probes;  // probes[r] before run r, probes[r + 1] after it
 };
+
+// One measured run as the probes either side of it saw the machine: the speed against the calibration's
+// (their geometric mean) where it held, else why it did not.
+struct RunSpeed {
+  double factor = 0;   // 0 where the run is left out
+  std::string left_out;
+};
+
+RunSpeed run_speed(const MachineSpeed& speed, std::size_t run) {
+  const double rate = speed.sample.rate;
+  const real::GemmRates &before = speed.probes.at(run), &after = speed.probes.at(run + 1);
+  // How far apart the ranks ran: the fastest over the slowest, less 1.
+  const auto apart = [](const real::GemmRates& r) {
+    const auto [lo, hi] = std::minmax_element(r.ranks.begin(), r.ranks.end());
+    return *hi / *lo - 1;
+  };
+  if (const double moved = after.median / before.median - 1; std::abs(moved) > kSpeedDriftTolerance)
+    return {0, format("the probe moved by %+.0f%% across it", moved * 100)};
+  if (const double a = std::max(apart(before), apart(after)); a > kSpeedDriftTolerance)
+    return {0, format("the ranks ran %.0f%% apart in the probe (something shares some of their cores)", a * 100)};
+  return {std::sqrt(before.median / rate * after.median / rate), ""};
+}
 
 real::GemmRates time_probe(const real::MpiSession& mpi, const GemmSample& s) {
   return real::measure_gemm_rates(mpi, s.m, s.n, s.k, real::CalibrateOptions{}.seconds_per_point);
@@ -154,14 +188,14 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   std::int64_t payload_floats = 0;
   std::optional<MachineSpeed> speed;
   if (const auto probe = speed_probe_sample(profile); probe && cpu != nullptr && mpi != nullptr) {
-    speed = MachineSpeed{*probe, time_probe(*mpi, *probe), {}};
+    speed = MachineSpeed{*probe, {time_probe(*mpi, *probe)}};
   }
   for (int r = 0; r < o.repeats; ++r) {
     if (baseline) measured_baseline.push_back(backend.run(*baseline));
     measured.push_back(backend.run(plan));
     if (cpu != nullptr) payload_floats += cpu->payload_check().floats;
+    if (speed) speed->probes.push_back(time_probe(*mpi, speed->sample));
   }
-  if (speed) speed->after = time_probe(*mpi, speed->sample);
   if (rank != 0) return 0;
 
   sim::PlanSimOptions sim_options;
@@ -207,55 +241,65 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   nlohmann::json machine_speed = nullptr;
   if (speed) {
     const GemmSample& g = speed->sample;
-    const double before = speed->before.median / g.rate, after = speed->after.median / g.rate;
-    const auto ratios = [&](const real::GemmRates& r) {
-      std::vector<double> out;
-      for (FlopsPerSec x : r.ranks) out.push_back(x / g.rate);
-      return out;
-    };
-    // The slowest and the fastest rank's ratio, before and after the runs.
-    const auto extremes = [&](const real::GemmRates& r) {
-      const std::vector<double> x = ratios(r);
-      const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
-      return std::pair{*lo, *hi};
-    };
-    const auto [slowest_before, fastest_before] = extremes(speed->before);
-    const auto [slowest_after, fastest_after] = extremes(speed->after);
+    std::vector<double> ratios;
+    nlohmann::json ranks_ratios = nlohmann::json::array();
+    double slowest = HUGE_VAL, fastest = 0;
+    for (const real::GemmRates& p : speed->probes) {
+      ratios.push_back(p.median / g.rate);
+      std::vector<double> ranks;
+      for (FlopsPerSec x : p.ranks) ranks.push_back(x / g.rate);
+      slowest = std::min(slowest, *std::min_element(ranks.begin(), ranks.end()));
+      fastest = std::max(fastest, *std::max_element(ranks.begin(), ranks.end()));
+      ranks_ratios.push_back(ranks);
+    }
+    std::string after_each;
+    for (std::size_t i = 1; i < ratios.size(); ++i) after_each += (i > 1 ? " " : "") + format("x%.2f", ratios[i]);
     std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
-                "measured runs and x%.2f after (ranks x%.2f-%.2f and x%.2f-%.2f)\n",
-                static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), before, after,
-                slowest_before, fastest_before, slowest_after, fastest_after);
-    if (std::max(std::abs(before - 1), std::abs(after - 1)) > kSpeedDriftTolerance)
+                "measured runs and %s after each (a rank at x%.2f-%.2f)\n",
+                static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), ratios.front(),
+                after_each.c_str(), slowest, fastest);
+    if (std::any_of(ratios.begin(), ratios.end(), [](double x) { return std::abs(x - 1) > kSpeedDriftTolerance; }))
       std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
                   "model; calibrate again and compare\n");
     machine_speed = {{"probe", {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"dtype", "fp32"}}},
                      {"calibrated_flops_per_s", g.rate},
-                     {"before_flops_per_s", speed->before.median},
-                     {"after_flops_per_s", speed->after.median},
-                     {"ratio_before", before},
-                     {"ratio_after", after},
-                     {"ranks_ratio_before", ratios(speed->before)},
-                     {"ranks_ratio_after", ratios(speed->after)},
+                     {"ratios", ratios},
+                     {"ranks_ratios", ranks_ratios},
                      {"corrected", nullptr}};
-    // The drift corrected: where the probe read the same before and after the runs, and the ranks alike
-    // in each, the machine held one speed through them, and the simulation with every GEMM rate scaled by
-    // that speed predicts them. Where it moved during the runs, or ran the ranks at different speeds (a
-    // process sharing one rank's core), no one factor describes them, and there is no correction.
-    const bool held = std::abs(after / before - 1) <= kSpeedDriftTolerance;
-    // How far apart the ranks ran: the fastest over the slowest, less 1.
-    const bool even = std::max(fastest_before / slowest_before, fastest_after / slowest_after) - 1 <= kSpeedDriftTolerance;
-    if (held && even) {
-      const double factor = std::sqrt(before * after);
+    // The drift corrected, run by run: the runs the machine ran through at one speed, alike on every rank,
+    // each against a simulation with every GEMM rate scaled by that speed. Where it moved during a run,
+    // or ran the ranks at different speeds (a process sharing one rank's core), no one factor describes
+    // the run, and it is left out.
+    std::vector<Report> corrected_sims, corrected_runs;
+    nlohmann::json runs = nlohmann::json::array(), factors = nlohmann::json::array(), left_out = nlohmann::json::array();
+    std::string factor_text, left_out_text;
+    for (std::size_t r = 0; r < measured_reports.size(); ++r) {
+      const RunSpeed rs = run_speed(*speed, r);
+      if (rs.factor == 0) {
+        left_out.push_back({{"run", r + 1}, {"reason", rs.left_out}});
+        left_out_text += format("; run %zu left out: %s", r + 1, rs.left_out.c_str());
+        continue;
+      }
       sim::PlanSimOptions corrected_options = sim_options;
-      corrected_options.profile = with_gemm_speed(profile, factor);
-      const RepeatedComparison cc =
-          compare_repeated(report(sim::simulate_plan(plan, machine, corrected_options), inputs), measured_reports);
+      corrected_options.profile = with_gemm_speed(profile, rs.factor);
+      corrected_sims.push_back(report(sim::simulate_plan(plan, machine, corrected_options), inputs));
+      corrected_runs.push_back(measured_reports[r]);
+      runs.push_back(r + 1);
+      factors.push_back(rs.factor);
+      factor_text += format("%sx%.2f", factor_text.empty() ? "" : " ", rs.factor);
+    }
+    machine_speed["left_out"] = left_out;
+    if (corrected_runs.empty()) {
+      std::printf("# no speed correction: no run held one speed%s\n", left_out_text.c_str());
+    } else {
+      const RepeatedComparison cc = compare_repeated(corrected_sims, corrected_runs);
       const auto gemm = std::find_if(cc.per_op.begin(), cc.per_op.end(), [](const RepeatedOps& x) { return x.kind == SpanKind::Gemm; });
-      std::printf("# speed-corrected, every GEMM rate x%.2f (the probe's mean over the runs): step error %s%%", factor,
-                  text(cc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+      std::printf("# speed-corrected, each run's GEMM rates scaled by the probes either side of it (%s): step error %s%%",
+                  factor_text.c_str(), text(cc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
       if (gemm != cc.per_op.end()) std::printf(", gemm median |error| per op %s%%", text(gemm->median_abs_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
-      std::printf("\n");
-      machine_speed["corrected"] = {{"gemm_rate_factor", factor},
+      std::printf(" (%zu of %zu runs%s)\n", corrected_runs.size(), measured_reports.size(), left_out_text.c_str());
+      machine_speed["corrected"] = {{"runs", runs},
+                                    {"gemm_rate_factors", factors},
                                     {"step_simulated_s", cc.step_simulated_s},
                                     {"step_error_pct", cc.step_error_pct.median},
                                     {"step_error_range_pct", range(cc.step_error_pct, 1)}};
@@ -263,12 +307,6 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
         machine_speed["corrected"]["gemm_median_abs_error_pct"] = gemm->median_abs_error_pct.median;
         machine_speed["corrected"]["gemm_median_abs_error_range_pct"] = range(gemm->median_abs_error_pct, 1);
       }
-    } else if (!held) {
-      std::printf("# no speed correction: the probe moved by more than %.0f%% during the measured runs\n", kSpeedDriftTolerance * 100);
-    } else {
-      std::printf("# no speed correction: the ranks ran more than %.0f%% apart in the probe (something shares some of their "
-                  "cores), which one factor for the machine cannot describe\n",
-                  kSpeedDriftTolerance * 100);
     }
   }
 
@@ -420,8 +458,8 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
       "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI, or "
       "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, the "
       "peak memory (the plan's and the resident peak the system measured) and, on CPU ranks, how fast the machine "
-      "runs against when it was calibrated, with the step and GEMM errors of the simulation corrected for it where it "
-      "held one speed, alike on every rank, through the runs");
+      "runs against when it was calibrated (timed before the runs and after each), with the step and GEMM errors "
+      "of the simulation corrected for it over the runs it held one speed through, alike on every rank");
   cmd->add_option("experiment", opts->experiment,
                   "Experiment JSON: one iteration of its Plan on both backends; when it has techniques, its Plan without "
                   "them as well, and the techniques' ops and effect (step time, peak memory and the measured resident peak, with / without) side by side");

@@ -78,29 +78,43 @@ Comparison compare(const Report& simulated, const Report& measured) {
 }
 
 RepeatedComparison compare_repeated(const Report& simulated, const std::vector<Report>& measured) {
+  return compare_repeated(std::vector<Report>(measured.size(), simulated), measured);
+}
+
+RepeatedComparison compare_repeated(const std::vector<Report>& simulated, const std::vector<Report>& measured) {
   if (measured.empty()) throw InvalidArgument("compare_repeated: no measured run");
+  if (simulated.size() != measured.size())
+    throw InvalidArgument("compare_repeated: " + std::to_string(simulated.size()) + " simulations for " +
+                          std::to_string(measured.size()) + " measured runs; give one per run");
   std::vector<Comparison> runs;
-  for (const Report& m : measured) runs.push_back(compare(simulated, m));
+  for (std::size_t r = 0; r < measured.size(); ++r) runs.push_back(compare(simulated[r], measured[r]));
   RepeatedComparison out;
   out.runs = static_cast<int>(runs.size());
   const Comparison& first = runs.front();
+  std::vector<std::map<SpanKind, double>> simulated_kinds;
+  for (const Report& s : simulated) simulated_kinds.push_back(per_rank_by_kind(s));
   for (const KindComparison& k : first.kinds) {
-    std::vector<double> times, errors;
-    for (const Comparison& c : runs) {
+    std::vector<double> times, simulated_times, errors;
+    for (std::size_t r = 0; r < runs.size(); ++r) {
+      const Comparison& c = runs[r];
       const auto it = std::find_if(c.kinds.begin(), c.kinds.end(), [&](const KindComparison& x) { return x.kind == k.kind; });
+      const auto sim = simulated_kinds[r].find(k.kind);
       const double t = it == c.kinds.end() ? 0 : it->measured_s;
+      const double s = sim == simulated_kinds[r].end() ? 0 : sim->second;
       times.push_back(t);
-      errors.push_back(error_pct(k.simulated_s, t));
+      simulated_times.push_back(s);
+      errors.push_back(error_pct(s, t));
     }
-    out.kinds.push_back({k.kind, spread_of(times), k.simulated_s, spread_of(errors)});
+    out.kinds.push_back({k.kind, spread_of(times), median(simulated_times), spread_of(errors)});
   }
-  std::vector<double> steps, step_errors;
+  std::vector<double> steps, simulated_steps, step_errors;
   for (const Comparison& c : runs) {
     steps.push_back(c.step_measured_s);
+    simulated_steps.push_back(c.step_simulated_s);
     step_errors.push_back(c.step_error_pct);
   }
   out.step_measured_s = spread_of(steps);
-  out.step_simulated_s = first.step_simulated_s;
+  out.step_simulated_s = median(simulated_steps);
   out.step_error_pct = spread_of(step_errors);
   for (const KindOpsComparison& k : first.per_op) {
     std::vector<double> medians;

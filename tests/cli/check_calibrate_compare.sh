@@ -27,16 +27,22 @@ assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
 # The machine's speed against the calibration's: the quick grid's 512^3 sample timed again.
 s = c["machine_speed"]
 assert s["probe"] == {"m": 512, "n": 512, "k": 512, "dtype": "fp32"}, s
-assert s["ratio_before"] > 0 and s["ratio_after"] > 0 and s["calibrated_flops_per_s"] > 0, s
-# Corrected for the speed where the two probes agree (the machine held one speed through the runs) and the
-# ranks ran alike in each, else not.
-assert len(s["ranks_ratio_before"]) == 2 and len(s["ranks_ratio_after"]) == 2, s
-even = all(max(r) / min(r) - 1 <= 0.1 for r in (s["ranks_ratio_before"], s["ranks_ratio_after"]))
-held = abs(s["ratio_after"] / s["ratio_before"] - 1) <= 0.1 and even
-assert (s["corrected"] is not None) == held, s
-if held:
-    k = s["corrected"]
-    assert abs(k["gemm_rate_factor"] - (s["ratio_before"] * s["ratio_after"]) ** 0.5) < 1e-9, k
+assert s["calibrated_flops_per_s"] > 0, s
+# Probed before the first run and after each; each rank's rate too.
+runs = c["repeats"]
+assert len(s["ratios"]) == runs + 1 and all(x > 0 for x in s["ratios"]), s
+assert len(s["ranks_ratios"]) == runs + 1 and all(len(r) == 2 for r in s["ranks_ratios"]), s
+# A run is corrected for the speed where the probes either side of it agree (the machine held one speed
+# through it) and the ranks ran alike in both, else left out.
+held = [abs(s["ratios"][i + 1] / s["ratios"][i] - 1) <= 0.1 and
+        all(max(r) / min(r) - 1 <= 0.1 for r in s["ranks_ratios"][i:i + 2]) for i in range(runs)]
+assert [x["run"] for x in s["left_out"]] == [i + 1 for i in range(runs) if not held[i]], s
+k = s["corrected"]
+assert (k is not None) == any(held), s
+if k is not None:
+    assert k["runs"] == [i + 1 for i in range(runs) if held[i]], k
+    for run, factor in zip(k["runs"], k["gemm_rate_factors"], strict=True):
+        assert abs(factor - (s["ratios"][run - 1] * s["ratios"][run]) ** 0.5) < 1e-9, k
     assert k["step_simulated_s"] > 0 and len(k["step_error_range_pct"]) == 2 and "gemm_median_abs_error_pct" in k, k
 t = json.load(open(os.path.join(sys.argv[1], "trace.json")))
 pids = {e["pid"] for e in t["traceEvents"] if e.get("ph") == "X"}

@@ -23,28 +23,30 @@ Span span(int rank, SpanKind kind, std::uint32_t name, double start_us, double e
   return s;
 }
 
-// Two ranks running gemm "a" and "b", a collective "ar", and (measured only) a memory-bound "m".
-Report measured() {
+// Two ranks running gemm "a" and "b", a collective "ar", and (measured only) a memory-bound "m"; every
+// time `f` times as long (a run on a slower machine).
+Report measured(double f = 1) {
   Trace t;
   t.world_size = 2;
   t.names = {"a", "b", "ar", "m"};
-  t.spans = {span(0, SpanKind::Gemm, 0, 0, 4),  span(1, SpanKind::Gemm, 0, 0, 2),  // a: mean 3 us
-             span(0, SpanKind::Gemm, 1, 4, 6),  span(1, SpanKind::Gemm, 1, 2, 4),  // b: mean 2 us
-             span(0, SpanKind::Collective, 2, 6, 10), span(1, SpanKind::Collective, 2, 6, 10),
-             span(1, SpanKind::MemoryBound, 3, 10, 11)};
-  t.step_time = Time::us(11);
+  t.spans = {span(0, SpanKind::Gemm, 0, 0, 4 * f),  span(1, SpanKind::Gemm, 0, 0, 2 * f),  // a: mean 3 us
+             span(0, SpanKind::Gemm, 1, 4 * f, 6 * f),  span(1, SpanKind::Gemm, 1, 2 * f, 4 * f),  // b: mean 2 us
+             span(0, SpanKind::Collective, 2, 6 * f, 10 * f), span(1, SpanKind::Collective, 2, 6 * f, 10 * f),
+             span(1, SpanKind::MemoryBound, 3, 10 * f, 11 * f)};
+  t.step_time = Time::us(11 * f);
   return report(t, ReportInputs{});
 }
 
-// The simulation: "a" 4 us (+33%), "b" 1.5 us (−25%), "ar" 4 us (0%), no memory-bound op; step 8 us.
-Report simulated() {
+// The simulation: "a" 4 us (+33%), "b" 1.5 us (−25%), "ar" 4 us (0%), no memory-bound op; step 8 us;
+// likewise `f` times as long.
+Report simulated(double f = 1) {
   Trace t;
   t.world_size = 2;
   t.names = {"a", "b", "ar"};
   t.recorded_rank = {0, 0};  // one rank stands for both
-  t.spans = {span(0, SpanKind::Gemm, 0, 0, 4), span(0, SpanKind::Gemm, 1, 4, 5.5),
-             span(0, SpanKind::Collective, 2, 5.5, 9.5)};
-  t.step_time = Time::us(8);
+  t.spans = {span(0, SpanKind::Gemm, 0, 0, 4 * f), span(0, SpanKind::Gemm, 1, 4 * f, 5.5 * f),
+             span(0, SpanKind::Collective, 2, 5.5 * f, 9.5 * f)};
+  t.step_time = Time::us(8 * f);
   return report(t, ReportInputs{});
 }
 
@@ -96,18 +98,7 @@ TEST(Compare, AReportComparedWithItselfHasNoError) {
 
 TEST(CompareRepeated, MedianAndRangeOverRuns) {
   // Three measured runs: the measured trace, then the same with every span twice as long, then half.
-  const auto scaled = [](double f) {
-    Trace t;
-    t.world_size = 2;
-    t.names = {"a", "b", "ar", "m"};
-    t.spans = {span(0, SpanKind::Gemm, 0, 0, 4 * f),  span(1, SpanKind::Gemm, 0, 0, 2 * f),
-               span(0, SpanKind::Gemm, 1, 4 * f, 6 * f), span(1, SpanKind::Gemm, 1, 2 * f, 4 * f),
-               span(0, SpanKind::Collective, 2, 6 * f, 10 * f), span(1, SpanKind::Collective, 2, 6 * f, 10 * f),
-               span(1, SpanKind::MemoryBound, 3, 10 * f, 11 * f)};
-    t.step_time = Time::us(11 * f);
-    return report(t, ReportInputs{});
-  };
-  const RepeatedComparison r = compare_repeated(simulated(), {scaled(1), scaled(2), scaled(0.5)});
+  const RepeatedComparison r = compare_repeated(simulated(), {measured(1), measured(2), measured(0.5)});
   EXPECT_EQ(r.runs, 3);
   ASSERT_EQ(r.kinds.size(), 3u);
   EXPECT_EQ(r.kinds[0].kind, SpanKind::Gemm);
@@ -131,6 +122,35 @@ TEST(CompareRepeated, MedianAndRangeOverRuns) {
   EXPECT_EQ(one.step_error_pct.median, c.step_error_pct);
   EXPECT_EQ(one.step_error_pct.min, one.step_error_pct.max);
   EXPECT_THROW(compare_repeated(simulated(), {}), InvalidArgument);
+}
+
+// A simulation per run, as compare makes where it measured the machine's speed beside each run: runs on a
+// machine twice and half as fast, each against a simulation at that speed, err as the first run does
+// against the first simulation, with no range; the simulated figures are the medians of the three.
+TEST(CompareRepeated, EachRunAgainstItsOwnSimulation) {
+  const RepeatedComparison r =
+      compare_repeated({simulated(1), simulated(2), simulated(0.5)}, {measured(1), measured(2), measured(0.5)});
+  const Comparison c = compare(simulated(), measured());
+  EXPECT_EQ(r.runs, 3);
+  EXPECT_NEAR(r.step_error_pct.min, c.step_error_pct, 1e-9);
+  EXPECT_NEAR(r.step_error_pct.max, c.step_error_pct, 1e-9);
+  EXPECT_NEAR(r.step_simulated_s, 8e-6, 1e-15);
+  EXPECT_NEAR(r.step_measured_s.median, 11e-6, 1e-15);
+  ASSERT_EQ(r.kinds.size(), c.kinds.size());
+  for (std::size_t i = 0; i < c.kinds.size(); ++i) {
+    EXPECT_EQ(r.kinds[i].kind, c.kinds[i].kind);
+    EXPECT_NEAR(r.kinds[i].simulated_s, c.kinds[i].simulated_s, 1e-15);
+    EXPECT_NEAR(r.kinds[i].error_pct.min, c.kinds[i].error_pct, 1e-9);
+    EXPECT_NEAR(r.kinds[i].error_pct.max, c.kinds[i].error_pct, 1e-9);
+  }
+  ASSERT_EQ(r.per_op.size(), c.per_op.size());
+  for (std::size_t i = 0; i < c.per_op.size(); ++i) {
+    EXPECT_NEAR(r.per_op[i].median_abs_error_pct.min, c.per_op[i].median_abs_error_pct, 1e-9);
+    EXPECT_NEAR(r.per_op[i].median_abs_error_pct.max, c.per_op[i].median_abs_error_pct, 1e-9);
+  }
+  // One simulation of the first speed for all three reads the slower and faster runs as errors.
+  EXPECT_NEAR(compare_repeated(simulated(), {measured(1), measured(2), measured(0.5)}).step_error_pct.min, error_pct(8, 22), 1e-9);
+  EXPECT_THROW(compare_repeated({simulated(), simulated()}, {measured()}), InvalidArgument);
 }
 
 // Ratios with / without a technique, worked out by hand: measured pairs 12/10, 15/10, 11/10 → median

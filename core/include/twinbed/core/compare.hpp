@@ -77,7 +77,7 @@ Spread spread_of(const std::vector<double>& values);
 struct RepeatedKind {
   SpanKind kind = SpanKind::Other;
   Spread measured_s;        // per rank
-  double simulated_s = 0;
+  double simulated_s = 0;   // the median over the runs' simulations, where each run has its own
   Spread error_pct;         // of each run's comparison
   bool operator==(const RepeatedKind&) const = default;
 };
@@ -92,7 +92,7 @@ struct RepeatedComparison {
   int runs = 0;
   std::vector<RepeatedKind> kinds;       // the kinds of the first run's comparison, in its order
   Spread step_measured_s;
-  double step_simulated_s = 0;
+  double step_simulated_s = 0;           // likewise a median
   Spread step_error_pct;
   std::vector<RepeatedOps> per_op;       // likewise
   bool operator==(const RepeatedComparison&) const = default;
@@ -101,6 +101,10 @@ struct RepeatedComparison {
 // compare(simulated, run) for every run, summarised. A kind missing from a run counts as 0 s there.
 // Throws InvalidArgument when `measured` is empty or a world size differs.
 RepeatedComparison compare_repeated(const Report& simulated, const std::vector<Report>& measured);
+// The same with a simulation of its own for each run (simulated[r] for measured[r]: the machine's speed
+// as measured beside that run, say); the simulated figures are then the medians over the runs'
+// simulations. Throws InvalidArgument also when the two differ in length.
+RepeatedComparison compare_repeated(const std::vector<Report>& simulated, const std::vector<Report>& measured);
 
 // ---- a technique's effect -------------------------------------------------------------------------
 // What a technique changes is read as a ratio, with / without it, of the same experiment; a model that is
