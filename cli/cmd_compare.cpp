@@ -106,7 +106,7 @@ int compare_collectives(const CompareOptions& o, const real::MpiSession& mpi) {
 }
 
 // printf into a string (a line's parts built in a loop).
-__attribute__((format(printf, 1, 2))) std::string format(const char* f, ...) {
+__attribute__((format(printf, 1, 2))) std::string formatted(const char* f, ...) {
   char buf[256];
   va_list args;
   va_start(args, f);
@@ -143,9 +143,9 @@ RunSpeed run_speed(const MachineSpeed& speed, std::size_t run) {
     return *hi / *lo - 1;
   };
   if (const double moved = after.median / before.median - 1; std::abs(moved) > kSpeedDriftTolerance)
-    return {0, format("the probe moved by %+.0f%% across it", moved * 100)};
+    return {0, formatted("the probe moved by %+.0f%% across it", moved * 100)};
   if (const double a = std::max(apart(before), apart(after)); a > kSpeedDriftTolerance)
-    return {0, format("the ranks ran %.0f%% apart in the probe (something shares some of their cores)", a * 100)};
+    return {0, formatted("the ranks ran %.0f%% apart in the probe (something shares some of their cores)", a * 100)};
   return {std::sqrt(before.median / rate * after.median / rate), ""};
 }
 
@@ -253,7 +253,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
       ranks_ratios.push_back(ranks);
     }
     std::string after_each;
-    for (std::size_t i = 1; i < ratios.size(); ++i) after_each += (i > 1 ? " " : "") + format("x%.2f", ratios[i]);
+    for (std::size_t i = 1; i < ratios.size(); ++i) after_each += (i > 1 ? " " : "") + formatted("x%.2f", ratios[i]);
     std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
                 "measured runs and %s after each (a rank at x%.2f-%.2f)\n",
                 static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), ratios.front(),
@@ -277,7 +277,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
       const RunSpeed rs = run_speed(*speed, r);
       if (rs.factor == 0) {
         left_out.push_back({{"run", r + 1}, {"reason", rs.left_out}});
-        left_out_text += format("; run %zu left out: %s", r + 1, rs.left_out.c_str());
+        left_out_text += formatted("; run %zu left out: %s", r + 1, rs.left_out.c_str());
         continue;
       }
       sim::PlanSimOptions corrected_options = sim_options;
@@ -286,7 +286,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
       corrected_runs.push_back(measured_reports[r]);
       runs.push_back(r + 1);
       factors.push_back(rs.factor);
-      factor_text += format("%sx%.2f", factor_text.empty() ? "" : " ", rs.factor);
+      factor_text += formatted("%sx%.2f", factor_text.empty() ? "" : " ", rs.factor);
     }
     machine_speed["left_out"] = left_out;
     if (corrected_runs.empty()) {
