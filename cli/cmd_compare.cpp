@@ -115,6 +115,15 @@ __attribute__((format(printf, 1, 2))) std::string formatted(const char* f, ...) 
   return buf;
 }
 
+// A spread over the runs, scaled: its range as JSON [min, max], and as text by a format that takes the
+// median, min and max.
+nlohmann::json range(const Spread& s, double scale) { return nlohmann::json::array({s.min * scale, s.max * scale}); }
+std::string text(const Spread& s, double scale, const char* format) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, format, s.median * scale, s.min * scale, s.max * scale);
+  return buf;
+}
+
 // How fast the CPU ranks compute now against when the profile was calibrated: the profile's speed
 // probe sample (speed_probe_sample) timed again as calibrate times it, before the first measured run and
 // after every run. A machine that drifted since `calibrate` moves every measured compute time by about
@@ -147,6 +156,82 @@ RunSpeed run_speed(const MachineSpeed& speed, std::size_t run) {
   if (const double a = std::max(apart(before), apart(after)); a > kSpeedDriftTolerance)
     return {0, formatted("the ranks ran %.0f%% apart in the probe (something shares some of their cores)", a * 100)};
   return {std::sqrt(before.median / rate * after.median / rate), ""};
+}
+
+// The machine's speed as the probes read it (printed), and the runs it held one speed through compared
+// again with the GEMM rates at that speed: compare.json's "machine_speed".
+nlohmann::json report_machine_speed(const MachineSpeed& speed, const std::vector<Report>& measured_reports, const Plan& plan,
+                                    const Topology& machine, const sim::PlanSimOptions& sim_options,
+                                    const MachineProfile& profile, const ReportInputs& inputs) {
+  const GemmSample& g = speed.sample;
+  std::vector<double> ratios;
+  nlohmann::json ranks_ratios = nlohmann::json::array();
+  double slowest = HUGE_VAL, fastest = 0;
+  for (const real::GemmRates& p : speed.probes) {
+    ratios.push_back(p.median / g.rate);
+    std::vector<double> ranks;
+    for (FlopsPerSec x : p.ranks) ranks.push_back(x / g.rate);
+    slowest = std::min(slowest, *std::min_element(ranks.begin(), ranks.end()));
+    fastest = std::max(fastest, *std::max_element(ranks.begin(), ranks.end()));
+    ranks_ratios.push_back(ranks);
+  }
+  std::string after_each;
+  for (std::size_t i = 1; i < ratios.size(); ++i) after_each += (i > 1 ? " " : "") + formatted("x%.2f", ratios[i]);
+  std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
+              "measured runs and %s after each (a rank at x%.2f-%.2f)\n",
+              static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), ratios.front(),
+              after_each.c_str(), slowest, fastest);
+  if (std::any_of(ratios.begin(), ratios.end(), [](double x) { return std::abs(x - 1) > kSpeedDriftTolerance; }))
+    std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
+                "model; calibrate again and compare\n");
+  nlohmann::json machine_speed = {{"probe", {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"dtype", "fp32"}}},
+                                  {"calibrated_flops_per_s", g.rate},
+                                  {"ratios", ratios},
+                                  {"ranks_ratios", ranks_ratios},
+                                  {"corrected", nullptr}};
+  // The drift corrected, run by run: the runs the machine ran through at one speed, alike on every rank,
+  // each against a simulation with every GEMM rate scaled by that speed. Where it moved during a run,
+  // or ran the ranks at different speeds (a process sharing one rank's core), no one factor describes
+  // the run, and it is left out.
+  std::vector<Report> corrected_sims, corrected_runs;
+  nlohmann::json runs = nlohmann::json::array(), factors = nlohmann::json::array(), left_out = nlohmann::json::array();
+  std::string factor_text, left_out_text;
+  for (std::size_t r = 0; r < measured_reports.size(); ++r) {
+    const RunSpeed rs = run_speed(speed, r);
+    if (rs.factor == 0) {
+      left_out.push_back({{"run", r + 1}, {"reason", rs.left_out}});
+      left_out_text += formatted("; run %zu left out: %s", r + 1, rs.left_out.c_str());
+      continue;
+    }
+    sim::PlanSimOptions corrected_options = sim_options;
+    corrected_options.profile = with_gemm_speed(profile, rs.factor);
+    corrected_sims.push_back(report(sim::simulate_plan(plan, machine, corrected_options), inputs));
+    corrected_runs.push_back(measured_reports[r]);
+    runs.push_back(r + 1);
+    factors.push_back(rs.factor);
+    factor_text += formatted("%sx%.2f", factor_text.empty() ? "" : " ", rs.factor);
+  }
+  machine_speed["left_out"] = left_out;
+  if (corrected_runs.empty()) {
+    std::printf("# no speed correction: no run held one speed%s\n", left_out_text.c_str());
+  } else {
+    const RepeatedComparison cc = compare_repeated(corrected_sims, corrected_runs);
+    const auto gemm = std::find_if(cc.per_op.begin(), cc.per_op.end(), [](const RepeatedOps& x) { return x.kind == SpanKind::Gemm; });
+    std::printf("# speed-corrected, each run's GEMM rates scaled by the probes either side of it (%s): step error %s%%",
+                factor_text.c_str(), text(cc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+    if (gemm != cc.per_op.end()) std::printf(", gemm median |error| per op %s%%", text(gemm->median_abs_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+    std::printf(" (%zu of %zu runs%s)\n", corrected_runs.size(), measured_reports.size(), left_out_text.c_str());
+    machine_speed["corrected"] = {{"runs", runs},
+                                  {"gemm_rate_factors", factors},
+                                  {"step_simulated_s", cc.step_simulated_s},
+                                  {"step_error_pct", cc.step_error_pct.median},
+                                  {"step_error_range_pct", range(cc.step_error_pct, 1)}};
+    if (gemm != cc.per_op.end()) {
+      machine_speed["corrected"]["gemm_median_abs_error_pct"] = gemm->median_abs_error_pct.median;
+      machine_speed["corrected"]["gemm_median_abs_error_range_pct"] = range(gemm->median_abs_error_pct, 1);
+    }
+  }
+  return machine_speed;
 }
 
 real::GemmRates time_probe(const real::MpiSession& mpi, const GemmSample& s) {
@@ -221,12 +306,6 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
         std::abs(measured_reports[typical].step_time.seconds() - rc.step_measured_s.median))
       typical = r;
   const Comparison c = compare(simulated_report, measured_reports[typical]);
-  const auto range = [](const Spread& s, double scale) { return nlohmann::json::array({s.min * scale, s.max * scale}); };
-  const auto text = [](const Spread& s, double scale, const char* format) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, format, s.median * scale, s.min * scale, s.max * scale);
-    return std::string(buf);
-  };
   nlohmann::json kinds = nlohmann::json::object();
   for (const RepeatedKind& k : rc.kinds) {
     std::printf("%-14s %26s %14.3f %24s\n", to_string(k.kind).c_str(), text(k.measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(),
@@ -238,77 +317,8 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   const double step_real = rc.step_measured_s.median, step_sim = rc.step_simulated_s;
   std::printf("%-14s %26s %14.3f %24s\n", "step", text(rc.step_measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(), step_sim * 1e3,
               text(rc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
-  nlohmann::json machine_speed = nullptr;
-  if (speed) {
-    const GemmSample& g = speed->sample;
-    std::vector<double> ratios;
-    nlohmann::json ranks_ratios = nlohmann::json::array();
-    double slowest = HUGE_VAL, fastest = 0;
-    for (const real::GemmRates& p : speed->probes) {
-      ratios.push_back(p.median / g.rate);
-      std::vector<double> ranks;
-      for (FlopsPerSec x : p.ranks) ranks.push_back(x / g.rate);
-      slowest = std::min(slowest, *std::min_element(ranks.begin(), ranks.end()));
-      fastest = std::max(fastest, *std::max_element(ranks.begin(), ranks.end()));
-      ranks_ratios.push_back(ranks);
-    }
-    std::string after_each;
-    for (std::size_t i = 1; i < ratios.size(); ++i) after_each += (i > 1 ? " " : "") + formatted("x%.2f", ratios[i]);
-    std::printf("# machine speed: the profile's %lldx%lldx%lld fp32 GEMM ran at x%.2f of its calibrated rate before the "
-                "measured runs and %s after each (a rank at x%.2f-%.2f)\n",
-                static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k), ratios.front(),
-                after_each.c_str(), slowest, fastest);
-    if (std::any_of(ratios.begin(), ratios.end(), [](double x) { return std::abs(x - 1) > kSpeedDriftTolerance; }))
-      std::printf("# the machine has drifted since `calibrate`: compute errors of about that size are the drift, not the "
-                  "model; calibrate again and compare\n");
-    machine_speed = {{"probe", {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"dtype", "fp32"}}},
-                     {"calibrated_flops_per_s", g.rate},
-                     {"ratios", ratios},
-                     {"ranks_ratios", ranks_ratios},
-                     {"corrected", nullptr}};
-    // The drift corrected, run by run: the runs the machine ran through at one speed, alike on every rank,
-    // each against a simulation with every GEMM rate scaled by that speed. Where it moved during a run,
-    // or ran the ranks at different speeds (a process sharing one rank's core), no one factor describes
-    // the run, and it is left out.
-    std::vector<Report> corrected_sims, corrected_runs;
-    nlohmann::json runs = nlohmann::json::array(), factors = nlohmann::json::array(), left_out = nlohmann::json::array();
-    std::string factor_text, left_out_text;
-    for (std::size_t r = 0; r < measured_reports.size(); ++r) {
-      const RunSpeed rs = run_speed(*speed, r);
-      if (rs.factor == 0) {
-        left_out.push_back({{"run", r + 1}, {"reason", rs.left_out}});
-        left_out_text += formatted("; run %zu left out: %s", r + 1, rs.left_out.c_str());
-        continue;
-      }
-      sim::PlanSimOptions corrected_options = sim_options;
-      corrected_options.profile = with_gemm_speed(profile, rs.factor);
-      corrected_sims.push_back(report(sim::simulate_plan(plan, machine, corrected_options), inputs));
-      corrected_runs.push_back(measured_reports[r]);
-      runs.push_back(r + 1);
-      factors.push_back(rs.factor);
-      factor_text += formatted("%sx%.2f", factor_text.empty() ? "" : " ", rs.factor);
-    }
-    machine_speed["left_out"] = left_out;
-    if (corrected_runs.empty()) {
-      std::printf("# no speed correction: no run held one speed%s\n", left_out_text.c_str());
-    } else {
-      const RepeatedComparison cc = compare_repeated(corrected_sims, corrected_runs);
-      const auto gemm = std::find_if(cc.per_op.begin(), cc.per_op.end(), [](const RepeatedOps& x) { return x.kind == SpanKind::Gemm; });
-      std::printf("# speed-corrected, each run's GEMM rates scaled by the probes either side of it (%s): step error %s%%",
-                  factor_text.c_str(), text(cc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
-      if (gemm != cc.per_op.end()) std::printf(", gemm median |error| per op %s%%", text(gemm->median_abs_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
-      std::printf(" (%zu of %zu runs%s)\n", corrected_runs.size(), measured_reports.size(), left_out_text.c_str());
-      machine_speed["corrected"] = {{"runs", runs},
-                                    {"gemm_rate_factors", factors},
-                                    {"step_simulated_s", cc.step_simulated_s},
-                                    {"step_error_pct", cc.step_error_pct.median},
-                                    {"step_error_range_pct", range(cc.step_error_pct, 1)}};
-      if (gemm != cc.per_op.end()) {
-        machine_speed["corrected"]["gemm_median_abs_error_pct"] = gemm->median_abs_error_pct.median;
-        machine_speed["corrected"]["gemm_median_abs_error_range_pct"] = range(gemm->median_abs_error_pct, 1);
-      }
-    }
-  }
+  const nlohmann::json machine_speed =
+      speed ? report_machine_speed(*speed, measured_reports, plan, machine, sim_options, profile, inputs) : nlohmann::json(nullptr);
 
   // Peak memory of the largest rank: the plan's (simulated, and as the measured run allocated it) and what
   // the system saw the measured ranks hold (report.hpp's resident peak), over the runs.
