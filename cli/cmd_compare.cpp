@@ -287,6 +287,8 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   sim_options.fidelity = sim::Fidelity::Full;
   sim_options.collective_algorithm = o.algo == real::kNativeAlgorithm ? "auto" : o.algo;
   sim_options.profile = profile;
+  // The CPU ranks share this machine's cores, as many as calibrate recorded (none recorded: a core each).
+  if (cpu != nullptr && profile.provenance) sim_options.shared_cores = profile.provenance->cores;
   const Trace simulated = sim::simulate_plan(plan, machine, sim_options);
 
   std::printf("# twinbed compare: %s on %d ranks (%s, %s); simulated on %s with %s; measured %d times: median [min, max]\n",

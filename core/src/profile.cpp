@@ -192,13 +192,14 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
     const std::string at = child(path, "provenance");
     const json& v = j["provenance"];
     require_object(v, at);
-    check_keys(v, at, {"machine", "date", "git_revision", "ranks", "tool"});
+    check_keys(v, at, {"machine", "date", "git_revision", "ranks", "tool", "cores"});
     Provenance prov;
     if (v.contains("machine")) prov.machine = read_string(v["machine"], child(at, "machine"));
     if (v.contains("date")) prov.date = read_string(v["date"], child(at, "date"));
     if (v.contains("git_revision")) prov.git_revision = read_string(v["git_revision"], child(at, "git_revision"));
     if (v.contains("ranks")) prov.ranks = static_cast<int>(read_int(v["ranks"], child(at, "ranks"), 1, kMaxCount));
     if (v.contains("tool")) prov.tool = read_string(v["tool"], child(at, "tool"));
+    if (v.contains("cores")) prov.cores = static_cast<int>(read_int(v["cores"], child(at, "cores"), 1, kMaxCount));
     p.provenance = prov;
   }
   return p;
@@ -240,6 +241,7 @@ json profile_to_json(const MachineProfile& p) {
     j["provenance"] = {{"machine", p.provenance->machine}, {"date", p.provenance->date},
                        {"git_revision", p.provenance->git_revision}, {"ranks", p.provenance->ranks},
                        {"tool", p.provenance->tool}};
+    if (p.provenance->cores > 0) j["provenance"]["cores"] = p.provenance->cores;
   }
   return j;
 }

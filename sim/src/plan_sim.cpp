@@ -14,6 +14,7 @@
 #include "twinbed/core/hash.hpp"
 #include "twinbed/core/plan_exec.hpp"
 #include "twinbed/sim/collective_sim.hpp"
+#include "twinbed/sim/core_sharing.hpp"
 #include "twinbed/sim/engine.hpp"
 #include "twinbed/sim/group_collectives.hpp"
 #include "twinbed/sim/link_sharing.hpp"
@@ -329,6 +330,8 @@ class PlanRun {
   // communication, a network model that never shares links). Footprints are memoised per simulated
   // instance: (op, kind, group, bytes) of a collective, (src, offset, bytes) of a message.
   std::unique_ptr<LinkSharing> sharing_;
+  std::unique_ptr<CoreSharing> cores_;  // PlanSimOptions::shared_cores
+  double alone_share_ = 1;              // a profile time's share that a rank alone on a core takes
   std::map<std::tuple<CollectiveOp, GroupKind, int, Bytes>, Footprint> coll_footprint_;
   std::map<std::tuple<int, std::int32_t, Bytes>, Footprint> msg_footprint_;
   std::vector<std::vector<int>> represented_;              // per simulated rank: the ranks it stands for
@@ -586,16 +589,22 @@ void PlanRun::start(int si, std::uint32_t i) {
       const Time dur = sm_contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.channels);
       if (rs.channels > 0 && op.matmul > Time{} && rs.prog->sms > 1) ++stats_.contended_ops;
       rs.computing = true;
-      engine_.schedule_after(dur, [this, si, i, now] {
+      // `started`: when the op got its processor (later than now where it waited for a core).
+      auto finished = [this, si, i](Time started) {
         RankState& r = ranks_[static_cast<std::size_t>(si)];
-        record(si, r.prog->ops[i], now, engine_.now());
+        record(si, r.prog->ops[i], started, engine_.now());
         // The rank polls: what finished while it computed is seen now, before its next op starts.
         r.computing = false;
         std::vector<std::function<void()>> seen;
         seen.swap(r.at_next_poll);
         for (auto& f : seen) f();
         complete(si, i);
-      });
+      };
+      if (cores_) {
+        cores_->start(alone_share_ == 1 ? dur : Time::from_seconds(dur.seconds() * alone_share_), std::move(finished));
+      } else {
+        engine_.schedule_after(dur, [finished = std::move(finished), now] { finished(now); });
+      }
       break;
     }
     case OpKind::Alloc:
@@ -825,6 +834,14 @@ Trace PlanRun::run() {
   }
   if (!opt_.free_communication && network_models().get(opt_.network).shares_links) {
     sharing_ = std::make_unique<LinkSharing>(engine_, topo_);
+  }
+  if (opt_.shared_cores > 0) {
+    if (stats_.fidelity_used == Fidelity::Representative)
+      throw InvalidArgument("simulate_plan: shared_cores needs every rank simulated (fidelity full or coarse); "
+                            "representative simulates one rank per program");
+    cores_ = std::make_unique<CoreSharing>(engine_, opt_.shared_cores);
+    const int measured_ranks = opt_.profile && opt_.profile->provenance ? opt_.profile->provenance->ranks : 0;
+    if (measured_ranks > opt_.shared_cores) alone_share_ = static_cast<double>(opt_.shared_cores) / measured_ranks;
   }
   sim_in_group_.assign(kGroupKinds, {});
   for (int g = 0; g < kGroupKinds; ++g) {

@@ -15,6 +15,7 @@ p = json.load(open(sys.argv[1]))
 assert p["gemm_TFLOPs"]["fp32"] > 0 and p["memory_bandwidth_GBps"] > 0, p
 assert p["link"]["bandwidth_GBps"] > 0 and p["link"]["latency_us"] >= 0, p
 assert p["provenance"]["ranks"] == 2 and p["provenance"]["tool"] == "twinbed calibrate", p
+assert p["provenance"]["cores"] >= 1, p  # the cores compare's simulation shares among the ranks
 PY
 "$tb" compare --collectives --profile "$work/profile.json" --ranks 2 --max-bytes 2M --iters 2 --out "$work/coll.json"
 /usr/bin/python3 -c "import json,sys; rows=json.load(open(sys.argv[1])); assert rows and all(r['measured_us']>0 and r['simulated_us']>0 for r in rows), rows" "$work/coll.json"

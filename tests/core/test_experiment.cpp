@@ -684,6 +684,27 @@ TEST(Profile, CommunicationProgressRoundTripsAndAnUnknownOneIsRefused) {
   EXPECT_EQ(comm_progress_names(), (std::vector<std::string>{"independent", "polled"}));
 }
 
+// The cores the calibrating ranks shared round-trip in the provenance; a profile without them (written
+// before calibrate recorded them) reads 0, and a count below 1 is refused at its field.
+TEST(Profile, TheCoresTheRanksSharedRoundTrip) {
+  const json j = json::parse(R"({"device": "cpu", "memory_bandwidth_GBps": 10,
+                                 "provenance": {"machine": "vm", "ranks": 4, "cores": 2}})");
+  const MachineProfile p = profile_from_json(j, MachineProfile{}, DeviceSpec{});
+  ASSERT_TRUE(p.provenance);
+  EXPECT_EQ(p.provenance->ranks, 4);
+  EXPECT_EQ(p.provenance->cores, 2);
+  EXPECT_EQ(profile_to_json(p)["provenance"]["cores"], 2);
+  EXPECT_EQ(profile_from_json(profile_to_json(p), MachineProfile{}, DeviceSpec{}), p);
+  json older = j;
+  older["provenance"].erase("cores");
+  const MachineProfile q = profile_from_json(older, MachineProfile{}, DeviceSpec{});
+  EXPECT_EQ(q.provenance->cores, 0);
+  EXPECT_FALSE(profile_to_json(q)["provenance"].contains("cores"));
+  json bad = j;
+  bad["provenance"]["cores"] = 0;
+  EXPECT_EQ(profile_error(bad).path(), "/provenance/cores");
+}
+
 // The sample calibrate and compare time again to see how fast the machine runs at another moment: the
 // largest square fp32 one of at most 1024, from a full grid or a quick one; none without such a sample.
 TEST(Profile, TheSpeedProbeIsTheLargestSquareFp32SampleUpTo1024) {

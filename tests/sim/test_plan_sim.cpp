@@ -801,14 +801,16 @@ namespace {
 
 // Two CPU ranks (no SMs, no NCCL) on switch_of's links; `polled`: their profile says communication is
 // seen to finish only between compute ops (CommProgress::Polled), as the CPU backend runs.
-Topology two_cpus() {
+Topology cpus(int ranks) {
   DeviceSpec cpu;
   cpu.name = "cpu";
   cpu.peak_fp32 = 1e12;
   cpu.peak_bf16 = 1e12;
   cpu.memory_bandwidth = 1e11;
-  return topo::single_switch(2, {100 * GBps, Time::us(1)}, cpu);
+  return topo::single_switch(ranks, {100 * GBps, Time::us(1)}, cpu);
 }
+
+Topology two_cpus() { return cpus(2); }
 
 PlanSimOptions cpu_options(const Topology& topo, bool polled, Fidelity fidelity = Fidelity::Full) {
   PlanSimOptions o;
@@ -964,6 +966,55 @@ TEST(PlanSim, PolledProgressSeesACollectiveEndAtTheNextPoll) {
   EXPECT_EQ(span_named(polled, 1, "first").end, reduce);
   EXPECT_EQ(span_named(polled, 0, "first").end, gemm_end);
   EXPECT_EQ(polled.step_time, independent.step_time);
+}
+
+// Ranks that share a machine's cores (PlanSimOptions::shared_cores) take them in turn: four ranks each
+// computing one GEMM of time X on two cores, two end at X and two (which wait for a core, then run X) at
+// 2X. With as many cores as ranks nothing waits. A profile measured with four ranks
+// computing at once on the two cores timed each rank at half a core: alone, an op takes X / 2.
+TEST(PlanSim, RanksSharingCoresTakeThemInTurn) {
+  const Topology topo = cpus(4);
+  Plan plan = bare_plan(4);
+  plan.costs = {cube_gemm("first", 1024)};
+  for (int r = 0; r < 4; ++r) {
+    PlanOp op;
+    op.kind = OpKind::Compute;
+    op.stream = StreamKind::Compute;
+    op.span = SpanKind::Gemm;
+    op.cost = 0;
+    op.name = 0;
+    plan.programs[static_cast<std::size_t>(r)].add(op);
+  }
+  validate(plan);
+  PlanSimOptions options = cpu_options(topo, true);
+  const Trace own = simulate_plan(plan, topo, options);
+  const Time x = own.step_time;
+  ASSERT_GT(x, Time{});
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(span_named(own, r, "first").start, Time{});
+
+  options.shared_cores = 2;
+  const Trace shared = simulate_plan(plan, topo, options);
+  EXPECT_EQ(shared.step_time, x * 2);
+  int waited = 0;
+  for (int r = 0; r < 4; ++r) {
+    const Span s = span_named(shared, r, "first");
+    EXPECT_TRUE(s.start == Time{} || s.start == x) << r;
+    waited += s.start == x ? 1 : 0;
+    EXPECT_EQ(s.end - s.start, x) << r;  // once it has a core, an op runs its alone time
+  }
+  EXPECT_EQ(waited, 2);
+  options.shared_cores = 4;
+  EXPECT_EQ(simulate_plan(plan, topo, options).step_time, x);
+
+  options.shared_cores = 2;
+  options.profile->provenance = Provenance{"vm", "", "", 4, "twinbed calibrate", 2};
+  const Trace measured_shared = simulate_plan(plan, topo, options);
+  const Time half = Time::from_seconds(x.seconds() / 2);
+  EXPECT_EQ(measured_shared.step_time, half * 2);
+  EXPECT_EQ(span_named(measured_shared, 0, "first").end - span_named(measured_shared, 0, "first").start, half);
+
+  options.fidelity = Fidelity::Representative;
+  EXPECT_THROW(simulate_plan(plan, topo, options), InvalidArgument);
 }
 
 // The experiment's "simulation" options reach the simulator's: the NCCL release `auto` models.

@@ -12,6 +12,7 @@
 
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu_compute.hpp"
@@ -294,7 +295,8 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
     link.bandwidth = dt > 0 ? db / dt : static_cast<double>(o.p2p_sizes[last]) / one_way[last];
     p.link = link;
   }
-  p.provenance = Provenance{host_name(), utc_now(), built_revision(), ranks, "twinbed calibrate"};
+  p.provenance = Provenance{host_name(), utc_now(), built_revision(), ranks, "twinbed calibrate",
+                            static_cast<int>(std::thread::hardware_concurrency())};
   return p;
 }
 

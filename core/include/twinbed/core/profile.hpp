@@ -65,6 +65,10 @@ struct Provenance {
   std::string git_revision;
   int ranks = 0;             // ranks that ran at once while measuring
   std::string tool;
+  // The machine's cores (its online CPUs) that those ranks shared; 0: not recorded. Where ranks exceed
+  // cores, every measured time is that of a rank holding cores / ranks of a core (compare's simulation
+  // runs the ranks' compute under processor sharing: PlanSimOptions::shared_cores).
+  int cores = 0;
   bool operator==(const Provenance&) const = default;
 };
 

@@ -88,6 +88,13 @@ struct PlanSimOptions {
   bool free_communication = false;
   // Record spans (off: only step time and memory, for sweeps).
   bool record_spans = true;
+  // Every rank on one machine of this many cores (compare's CPU ranks on this machine: the profile's
+  // Provenance::cores), their compute ops taking the cores in turn (core_sharing.hpp): an op waits
+  // while every core is busy, then runs alone on one. The profile's times, measured with its provenance's
+  // ranks computing at once, are first made those of a rank alone on a core: times shared_cores / ranks
+  // where the ranks were more than the cores. 0: each rank computes on a device of its own. Needs every
+  // rank simulated (fidelity full or coarse: InvalidArgument under representative).
+  int shared_cores = 0;
 };
 
 // The options an experiment's "simulation" section and measured profile give (ConfigError at
