@@ -825,6 +825,17 @@ OpCost cube_gemm(const char* name, std::int64_t n) {
   return matmul_cost(name, OpCost::Kind::Gemm, OpCost::Phase::Forward, n, n, n, 1, DType::FP32);
 }
 
+// A GEMM on the Compute stream: cost `cost`, named `name`.
+PlanOp gemm_op(std::uint32_t cost, std::uint32_t name) {
+  PlanOp op;
+  op.kind = OpKind::Compute;
+  op.stream = StreamKind::Compute;
+  op.span = SpanKind::Gemm;
+  op.cost = cost;
+  op.name = name;
+  return op;
+}
+
 // The span named `name` on `rank`.
 Span span_named(const Trace& t, int rank, const std::string& name) {
   for (const Span& s : t.spans)
@@ -840,23 +851,14 @@ Plan message_beside_compute(Bytes bytes) {
   Plan plan = bare_plan(2);
   plan.names = {"send", "recv", "long", "short", "after", "lead"};
   plan.costs = {cube_gemm("long", 2048), cube_gemm("short", 1024), cube_gemm("lead", 256)};
-  auto compute = [](std::uint32_t cost, std::uint32_t name) {
-    PlanOp op;
-    op.kind = OpKind::Compute;
-    op.stream = StreamKind::Compute;
-    op.span = SpanKind::Gemm;
-    op.cost = cost;
-    op.name = name;
-    return op;
-  };
   auto [send, recv] = message(bytes, 3, 0);
   recv.name = 1;
-  const std::uint32_t lead = plan.programs[0].add(compute(2, 5));
+  const std::uint32_t lead = plan.programs[0].add(gemm_op(2, 5));
   plan.programs[0].add(send, {lead});
-  plan.programs[0].add(compute(0, 2), {lead});
-  plan.programs[1].add(compute(1, 3));
+  plan.programs[0].add(gemm_op(0, 2), {lead});
+  plan.programs[1].add(gemm_op(1, 3));
   const std::uint32_t r = plan.programs[1].add(recv);
-  plan.programs[1].add(compute(1, 4), {r});
+  plan.programs[1].add(gemm_op(1, 4), {r});
   validate(plan);
   return plan;
 }
@@ -976,15 +978,7 @@ TEST(PlanSim, RanksSharingCoresTakeThemInTurn) {
   const Topology topo = cpus(4);
   Plan plan = bare_plan(4);
   plan.costs = {cube_gemm("first", 1024)};
-  for (int r = 0; r < 4; ++r) {
-    PlanOp op;
-    op.kind = OpKind::Compute;
-    op.stream = StreamKind::Compute;
-    op.span = SpanKind::Gemm;
-    op.cost = 0;
-    op.name = 0;
-    plan.programs[static_cast<std::size_t>(r)].add(op);
-  }
+  for (int r = 0; r < 4; ++r) plan.programs[static_cast<std::size_t>(r)].add(gemm_op(0, 0));
   validate(plan);
   PlanSimOptions options = cpu_options(topo, true);
   const Trace own = simulate_plan(plan, topo, options);
