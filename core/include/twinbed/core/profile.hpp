@@ -67,7 +67,7 @@ struct Provenance {
   std::string tool;
   // The machine's cores (its online CPUs) that those ranks shared; 0: not recorded. Where ranks exceed
   // cores, every measured time is that of a rank holding cores / ranks of a core (compare's simulation
-  // runs the ranks' compute under processor sharing: PlanSimOptions::shared_cores).
+  // has the ranks take the cores in turn: PlanSimOptions::shared_cores).
   int cores = 0;
   bool operator==(const Provenance&) const = default;
 };
