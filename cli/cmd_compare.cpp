@@ -119,9 +119,7 @@ __attribute__((format(printf, 1, 2))) std::string formatted(const char* f, ...) 
 // median, min and max.
 nlohmann::json range(const Spread& s, double scale) { return nlohmann::json::array({s.min * scale, s.max * scale}); }
 std::string text(const Spread& s, double scale, const char* format) {
-  char buf[96];
-  std::snprintf(buf, sizeof buf, format, s.median * scale, s.min * scale, s.max * scale);
-  return buf;
+  return formatted(format, s.median * scale, s.min * scale, s.max * scale);
 }
 
 // How fast the CPU ranks compute now against when the profile was calibrated: the profile's speed
@@ -467,7 +465,7 @@ void add_compare_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<CompareOptions>();
   CLI::App* cmd = app.add_subcommand(
       "compare",
-      "Run the same work simulated (this machine, from a calibrated profile) and measured (CPU ranks over MPI, or "
+      "Run the same work simulated (this machine, from a calibrated profile, the CPU ranks sharing its cores) and measured (CPU ranks over MPI, or "
       "GPUs with --backend real-cuda) and print the model's error, per op kind, per op and for the step, the "
       "peak memory (the plan's and the resident peak the system measured) and, on CPU ranks, how fast the machine "
       "runs against when it was calibrated (timed before the runs and after each), with the step and GEMM errors "
