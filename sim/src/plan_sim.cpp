@@ -266,6 +266,7 @@ class PlanRun {
     // finished while it ran, seen when it ends (at_poll).
     bool computing = false;
     std::vector<std::function<void()>> at_next_poll;
+    bool waking = false;  // sharing cores: it waits for one to see what finished (at_poll)
     // The merged run (Coarse) running on the Compute stream, if any: its part in progress, when that
     // part started and the CTAs it started beside; `generation` voids superseded completion events.
     struct Run {
@@ -599,9 +600,13 @@ void PlanRun::start(int si, std::uint32_t i) {
         seen.swap(r.at_next_poll);
         for (auto& f : seen) f();
         complete(si, i);
+        if (cores_ && !r.computing) cores_->release(si);  // it waits for communication now
       };
       if (cores_) {
-        cores_->start(alone_share_ == 1 ? dur : Time::from_seconds(dur.seconds() * alone_share_), std::move(finished));
+        const Time alone = alone_share_ == 1 ? dur : Time::from_seconds(dur.seconds() * alone_share_);
+        cores_->acquire(si, [this, alone, finished = std::move(finished)]() mutable {
+          engine_.schedule_after(alone, [finished = std::move(finished), started = engine_.now()] { finished(started); });
+        });
       } else {
         engine_.schedule_after(dur, [finished = std::move(finished), now] { finished(now); });
       }
@@ -745,14 +750,30 @@ void PlanRun::change_channels(int si, int delta) {
 }
 
 // `seen` runs when rank `si` sees a communication finish: now, unless its progress is polled and it
-// is inside a compute op, then when that op ends.
+// is inside a compute op, then when that op ends; or, where ranks share cores and it waits without
+// one, once it has one again (core_sharing.hpp). It gives the core back unless it computes then.
 void PlanRun::at_poll(int si, std::function<void()> seen) {
   RankState& rs = ranks_[static_cast<std::size_t>(si)];
   if (rs.prog->polled && rs.computing) {
     rs.at_next_poll.push_back(std::move(seen));
-  } else {
-    seen();
+    return;
   }
+  if (!cores_ || cores_->holds(si)) {
+    seen();
+    return;
+  }
+  rs.at_next_poll.push_back(std::move(seen));
+  if (rs.waking) return;
+  rs.waking = true;
+  cores_->acquire(si, [this, si] {
+    RankState& r = ranks_[static_cast<std::size_t>(si)];
+    r.waking = false;
+    std::vector<std::function<void()>> seen_now;
+    seen_now.swap(r.at_next_poll);
+    for (auto& f : seen_now) f();
+    drain();
+    if (!r.computing && !r.waking) cores_->release(si);
+  });
 }
 
 void PlanRun::complete(int si, std::uint32_t i) {
@@ -839,7 +860,8 @@ Trace PlanRun::run() {
     if (stats_.fidelity_used == Fidelity::Representative)
       throw InvalidArgument("simulate_plan: shared_cores needs every rank simulated (fidelity full or coarse); "
                             "representative simulates one rank per program");
-    cores_ = std::make_unique<CoreSharing>(engine_, opt_.shared_cores);
+    cores_ = std::make_unique<CoreSharing>(engine_, opt_.shared_cores, static_cast<int>(simulated.size()),
+                                           CoreSharing::linux_slice(opt_.shared_cores));
     const int measured_ranks = opt_.profile && opt_.profile->provenance ? opt_.profile->provenance->ranks : 0;
     if (measured_ranks > opt_.shared_cores) alone_share_ = static_cast<double>(opt_.shared_cores) / measured_ranks;
   }

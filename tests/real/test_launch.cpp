@@ -62,12 +62,17 @@ TEST(FindOnPath, FindsExecutablesOnly) {
   EXPECT_EQ(find_on_path("passwd", fake_env({{"PATH", "/etc"}})), std::nullopt);  // a file, not executable
 }
 
+// Rank r bound to logical CPU r mod CPUs, as the simulator's shared cores place it (core_sharing.hpp).
 TEST(MpirunCommand, IsOpenMpisSyntax) {
-  EXPECT_EQ(mpirun_command("/usr/bin/mpirun", 3, false, "/x/twinbed", {"collectives", "--ranks", "3"}),
-            (std::vector<std::string>{"/usr/bin/mpirun", "-np", "3", "--oversubscribe", "/x/twinbed", "collectives",
-                                      "--ranks", "3"}));
-  EXPECT_EQ(mpirun_command("mpirun", 2, true, "/x/t", {}),
-            (std::vector<std::string>{"mpirun", "-np", "2", "--oversubscribe", "--allow-run-as-root", "/x/t"}));
+  const std::vector<std::string> binding = {"--map-by", "hwthread", "--bind-to", "hwthread:overload-allowed"};
+  std::vector<std::string> expected = {"/usr/bin/mpirun", "-np", "3", "--oversubscribe"};
+  expected.insert(expected.end(), binding.begin(), binding.end());
+  expected.insert(expected.end(), {"/x/twinbed", "collectives", "--ranks", "3"});
+  EXPECT_EQ(mpirun_command("/usr/bin/mpirun", 3, false, "/x/twinbed", {"collectives", "--ranks", "3"}), expected);
+  expected = {"mpirun", "-np", "2", "--oversubscribe"};
+  expected.insert(expected.end(), binding.begin(), binding.end());
+  expected.insert(expected.end(), {"--allow-run-as-root", "/x/t"});
+  EXPECT_EQ(mpirun_command("mpirun", 2, true, "/x/t", {}), expected);
   EXPECT_THROW(mpirun_command("mpirun", 0, false, "/x/t", {}), InvalidArgument);
 }
 

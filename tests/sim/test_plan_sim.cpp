@@ -1011,6 +1011,49 @@ TEST(PlanSim, RanksSharingCoresTakeThemInTurn) {
   EXPECT_THROW(simulate_plan(plan, topo, options), InvalidArgument);
 }
 
+// A rank waiting for communication gives its core away and sees the wait end only once it holds one
+// again. Three ranks on one core: ranks 0 and 1 each compute "short" (256³), then all-reduce 1 MiB;
+// rank 1 also sends rank 2 a 1 KiB message, on which rank 2 computes "long" (2048³). Ranks 0 and 1
+// take the core in turn; rank 2 takes it when rank 1 has sent and both have posted, and holds it
+// through "long", so the all-reduce, done long before, ends for ranks 0 and 1 when "long" does. With a
+// core for each rank it ends when the all-reduce does.
+TEST(PlanSim, ARankSeesItsWaitEndOnlyWithACore) {
+  const Topology topo = cpus(3);
+  Plan plan = bare_plan(3);
+  plan.names = {"reduce", "message", "short", "long"};
+  plan.costs = {cube_gemm("short", 256), cube_gemm("long", 2048)};
+  add_group(plan, GroupKind::Dp, {0, 1});
+  auto [send, recv] = message(1024, 7, 1);
+  send.peer_offset = 1;
+  recv.peer_offset = -1;
+  for (int r = 0; r < 2; ++r) {
+    Program& p = plan.programs[static_cast<std::size_t>(r)];
+    const std::uint32_t computed = p.add(gemm_op(0, 2));
+    p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, MiB, 0), {computed});
+    if (r == 1) p.add(send, {computed});
+  }
+  const std::uint32_t got = plan.programs[2].add(recv);
+  plan.programs[2].add(gemm_op(1, 3), {got});
+  validate(plan);
+  PlanSimOptions options = cpu_options(topo, true);
+
+  options.shared_cores = 3;
+  const Trace own = simulate_plan(plan, topo, options);
+  const Span reduce = span_named(own, 0, "reduce");
+  const Time long_end = span_named(own, 2, "long").end;
+  ASSERT_LT(reduce.end, long_end);
+
+  options.shared_cores = 1;
+  const Trace shared = simulate_plan(plan, topo, options);
+  const Span long_op = span_named(shared, 2, "long");
+  EXPECT_EQ(long_op.end - long_op.start, long_end - span_named(own, 2, "long").start);  // its alone time
+  for (int r = 0; r < 2; ++r) {
+    const Span s = span_named(shared, r, "reduce");
+    EXPECT_LE(s.start, long_op.start) << r;
+    EXPECT_EQ(s.end, long_op.end) << r << ": it waited for the core rank 2 held";
+  }
+}
+
 // The experiment's "simulation" options reach the simulator's: the NCCL release `auto` models.
 TEST(PlanSim, OptionsCarryTheExperimentsNcclVersion) {
   const Topology topo = fat_tree_8();

@@ -43,14 +43,16 @@ bool in_mpi_job(const EnvLookup& env = process_env());
 // The first executable `name` in the PATH that `env` gives; nullopt when none.
 std::optional<std::string> find_on_path(const std::string& name, const EnvLookup& env = process_env());
 
-// The argument vector relaunch_under_mpirun executes: {mpirun, "-np", N, "--oversubscribe",
-// ["--allow-run-as-root" when as_root], exe, args...}. OpenMPI's mpirun syntax.
+// The argument vector relaunch_under_mpirun executes: {mpirun, "-np", N, "--oversubscribe", "--map-by",
+// "hwthread", "--bind-to", "hwthread:overload-allowed", ["--allow-run-as-root" when as_root], exe,
+// args...}: rank r bound to logical CPU r mod CPUs (the simulator's shared cores, sim/core_sharing.hpp).
+// OpenMPI's mpirun syntax.
 // Throws InvalidArgument when ranks < 1.
 std::vector<std::string> mpirun_command(const std::string& mpirun, int ranks, bool as_root, const std::string& exe,
                                         const std::vector<std::string>& args);
 
 // Re-executes the running binary (/proc/self/exe, resolved now) with argv[1..argc) under
-// `mpirun -np ranks --oversubscribe` (+ --allow-run-as-root when the effective uid is 0), waits for it
+// mpirun_command's `mpirun -np ranks --oversubscribe ...` (+ --allow-run-as-root when the effective uid is 0), waits for it
 // and returns its exit status (128 + signal number when it was killed by a signal).
 // Output and input stay the caller's terminal. Blocks until the job ends.
 // Throws InvalidArgument when ranks < 1; Unavailable("mpirun not found: ...") when mpirun is not on
