@@ -60,8 +60,8 @@ std::vector<std::string> mpirun_command(const std::string& mpirun, int ranks, bo
   // which keeps whichever two share a CPU together: on this 2-core VM 4 ranks (tp 2, pp 2) ran a step
   // in ~195 ms where the tensor-parallel partners had CPUs of their own and ~260 ms where they shared
   // one, at random from run to run.
-  std::vector<std::string> cmd = {mpirun,  "-np",      std::to_string(ranks),        "--oversubscribe",
-                                  "--map-by", "hwthread", "--bind-to", "hwthread:overload-allowed"};
+  std::vector<std::string> cmd = {mpirun,     "-np",      std::to_string(ranks), "--oversubscribe",
+                                  "--map-by", "hwthread", "--bind-to",           "hwthread:overload-allowed"};
   if (as_root) cmd.emplace_back("--allow-run-as-root");  // OpenMPI refuses root without it
   cmd.push_back(exe);
   cmd.insert(cmd.end(), args.begin(), args.end());
