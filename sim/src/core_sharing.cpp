@@ -1,6 +1,7 @@
 #include "twinbed/sim/core_sharing.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <string>
 
 #include "twinbed/core/error.hpp"
@@ -22,12 +23,10 @@ CoreSharing::CoreSharing(Engine& engine, int cores, int ranks, Time slice)
   if (ranks < 1) throw InvalidArgument("CoreSharing: ranks must be >= 1, got " + std::to_string(ranks));
   if (!(slice > Time{})) throw InvalidArgument("CoreSharing: the slice must be > 0");
   cores_.resize(static_cast<std::size_t>(cores));
-  waits_.assign(static_cast<std::size_t>(ranks), 0);
 }
 
 Time CoreSharing::linux_slice(int cores) {
-  int log2 = 0;
-  for (int c = std::min(cores, kSliceScalingCpus); c > 1; c /= 2) ++log2;
+  const int log2 = std::bit_width(static_cast<unsigned>(std::clamp(cores, 1, kSliceScalingCpus))) - 1;
   return Time::ms(kBaseSliceMs * (1 + log2));
 }
 
@@ -46,12 +45,16 @@ int CoreSharing::busy() const {
   return static_cast<int>(std::count_if(cores_.begin(), cores_.end(), [](const Core& c) { return c.holder >= 0; }));
 }
 
-int CoreSharing::waiting() const { return static_cast<int>(std::count(waits_.begin(), waits_.end(), 1)); }
+int CoreSharing::waiting() const {
+  std::size_t n = 0;
+  for (const Core& c : cores_) n += c.waiting.size();
+  return static_cast<int>(n);
+}
 
 void CoreSharing::acquire(int rank, Granted granted) {
   Core& core = core_of(rank);
-  char& waits = waits_[static_cast<std::size_t>(rank)];
-  if (waits) throw InvalidArgument("CoreSharing: rank " + std::to_string(rank) + " already waits for its core");
+  if (std::any_of(core.waiting.begin(), core.waiting.end(), [rank](const auto& w) { return w.first == rank; }))
+    throw InvalidArgument("CoreSharing: rank " + std::to_string(rank) + " already waits for its core");
   if (core.holder == rank && !core.waiting.empty() && engine_.now() - core.since >= slice_) {
     // Its slice is over and another of the core's ranks waits: that one runs, this one waits at the back.
     core.holder = -1;
@@ -62,7 +65,6 @@ void CoreSharing::acquire(int rank, Granted granted) {
     granted();
     return;
   }
-  waits = 1;
   core.waiting.emplace_back(rank, std::move(granted));
 }
 
@@ -76,7 +78,6 @@ void CoreSharing::release(int rank) {
 void CoreSharing::take(Core& core, int rank) {
   core.holder = rank;
   core.since = engine_.now();
-  waits_[static_cast<std::size_t>(rank)] = 0;
 }
 
 void CoreSharing::hand_over(Core& core) {

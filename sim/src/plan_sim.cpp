@@ -314,6 +314,7 @@ class PlanRun {
   void schedule_run_end(int si);
   void complete(int si, std::uint32_t op);
   void at_poll(int si, std::function<void()> seen);
+  void give_core_back_if_idle(int si);
   void drain();
   void record(int si, const ExecOp& op, Time start, Time end);
   void memory(int si, Bytes delta);
@@ -600,7 +601,7 @@ void PlanRun::start(int si, std::uint32_t i) {
         seen.swap(r.at_next_poll);
         for (auto& f : seen) f();
         complete(si, i);
-        if (cores_ && !r.computing) cores_->release(si);  // it waits for communication now
+        give_core_back_if_idle(si);
       };
       if (cores_) {
         const Time alone = alone_share_ == 1 ? dur : Time::from_seconds(dur.seconds() * alone_share_);
@@ -772,8 +773,14 @@ void PlanRun::at_poll(int si, std::function<void()> seen) {
     seen_now.swap(r.at_next_poll);
     for (auto& f : seen_now) f();
     drain();
-    if (!r.computing && !r.waking) cores_->release(si);
+    give_core_back_if_idle(si);
   });
+}
+
+// Sharing cores: a rank with nothing to compute now waits for communication and gives its core away.
+void PlanRun::give_core_back_if_idle(int si) {
+  const RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  if (cores_ && !rs.computing && !rs.waking) cores_->release(si);
 }
 
 void PlanRun::complete(int si, std::uint32_t i) {

@@ -52,8 +52,9 @@ std::vector<std::string> mpirun_command(const std::string& mpirun, int ranks, bo
                                         const std::vector<std::string>& args);
 
 // Re-executes the running binary (/proc/self/exe, resolved now) with argv[1..argc) under
-// mpirun_command's `mpirun -np ranks --oversubscribe ...` (+ --allow-run-as-root when the effective uid is 0), waits for it
-// and returns its exit status (128 + signal number when it was killed by a signal).
+// mpirun_command's `mpirun -np ranks --oversubscribe ...` (+ --allow-run-as-root when the effective
+// uid is 0), waits for it and returns its exit status (128 + signal number when it was killed by a
+// signal).
 // Output and input stay the caller's terminal. Blocks until the job ends.
 // Throws InvalidArgument when ranks < 1; Unavailable("mpirun not found: ...") when mpirun is not on
 // PATH; Error when the process cannot be started, or when it is called inside an MPI job (it would

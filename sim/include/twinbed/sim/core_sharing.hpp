@@ -78,7 +78,6 @@ class CoreSharing {
   Time slice_;
   int ranks_;
   std::vector<Core> cores_;
-  std::vector<char> waits_;  // per rank: whether it waits for its core
 };
 
 }  // namespace twinbed::sim

@@ -92,10 +92,11 @@ struct PlanSimOptions {
   // Provenance::cores), rank r bound to core r mod cores and scheduled on it as Linux does
   // (core_sharing.hpp): a rank holds its core from compute op to compute op until it waits for
   // communication or its slice is over, an op waits while its core is busy, then runs alone on it, and
-  // a rank that waits for communication sees it finish only once it holds its core again. The profile's times, measured with its provenance's
-  // ranks computing at once, are first made those of a rank alone on a core: times shared_cores / ranks
-  // where the ranks were more than the cores. 0: each rank computes on a device of its own. Needs every
-  // rank simulated (fidelity full or coarse: InvalidArgument under representative).
+  // a rank that waits for communication sees it finish only once it holds its core again. The
+  // profile's times, measured with its provenance's ranks computing at once, are first made those of a
+  // rank alone on a core: times shared_cores / ranks where the ranks were more than the cores. 0: each
+  // rank computes on a device of its own. Needs every rank simulated (fidelity full or coarse:
+  // InvalidArgument under representative).
   int shared_cores = 0;
 };
 
