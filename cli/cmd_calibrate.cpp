@@ -97,6 +97,11 @@ int run_calibrate(const CalibrateCliOptions& o, Invocation& invocation) {
                   p.gemm_samples.size() / p.gemm_rate.size());
       std::printf("memory (y=ax+b)  %10.2f GB/s per rank\n", p.memory_bandwidth / GBps);
       std::printf("tiny op          %10.2f us\n", p.launch_overhead.microseconds());
+      if (p.cache_half_life > Time{})
+        std::printf("cache half-life  %10.2f ms (data a rank leaves in cache: half read from memory again after this)\n",
+                    p.cache_half_life.seconds() * 1e3);
+      else
+        std::printf("cache half-life  none seen (data a rank leaves in cache stayed there)\n");
       for (const auto& [key, seconds] : p.kernel_seconds_per_element)
         std::printf("%-32s %8.2f ns per element\n", key.c_str(), seconds * 1e9);
       for (const auto& [key, rate] : p.sparse_gemm_rate)
@@ -128,7 +133,7 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
   auto opts = std::make_shared<CalibrateCliOptions>();
   CLI::App* cmd = app.add_subcommand(
       "calibrate",
-      "Measure this machine with CPU ranks over MPI (GEMM grid, memory bandwidth, technique kernels, sparse GEMMs, point-to-point link) and write "
+      "Measure this machine with CPU ranks over MPI (GEMM grid, memory bandwidth, how fast its caches lose data, technique kernels, sparse GEMMs, point-to-point link) and write "
       "the profile the simulator reads; warns when the machine's speed moved while it measured");
   cmd->add_option("--ranks", opts->ranks,
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")

@@ -1001,6 +1001,15 @@ std::array<std::vector<OpCost>, kOpLists> model_op_lists(const TransformerModel&
           embedding_backward_ops(m, c), head_forward_ops(m, c),   head_backward_ops(m, c)};
 }
 
+PoolFootprint cpu_pool_footprint(const OpCost& cost) {
+  const bool technique = cost.kernel != OpCost::Kernel::None && cost.kernel != OpCost::Kernel::Lora;
+  const bool sparse =
+      cost.is_matmul() && (cost.sparsity == OpCost::Sparsity::Block || cost.sparsity == OpCost::Sparsity::TwoFour);
+  if (technique || sparse) return {};
+  if (cost.is_matmul()) return {cost.batch * (cost.m * cost.k + cost.k * cost.n), cost.batch * cost.m * cost.n};
+  return {cost.bytes / 8, cost.bytes / 8};
+}
+
 OpCost matmul_cost(std::string name, OpCost::Kind kind, OpCost::Phase phase, std::int64_t m, std::int64_t n,
                    std::int64_t k, std::int64_t batch, DType dtype) {
   return matmul(std::move(name), kind, phase, Shape{d(m), d(n), d(k), batch}, dtype);

@@ -34,6 +34,7 @@ namespace {
 // sparsity gives 2) are far above any machine and low enough that no rate becomes infinite.
 constexpr double kMaxTFLOPs = 1e9;
 constexpr double kMaxSparseSpeedup = 100;
+constexpr double kMaxCacheHalfLifeMs = 1e6;  // 1,000 s: beyond any run
 
 // A number in (0, max].
 double read_positive(const json& v, const std::string& path, double max, const std::string& unit) {
@@ -107,7 +108,7 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
   require_object(j, path);
   check_keys(j, path,
              {"device", "gemm_TFLOPs", "gemm_efficiency", "gemm_samples", "memory_bandwidth_GBps", "memory_samples",
-              "launch_overhead_us", "sparse_speedup", "link", "progress", "kernel_ns_per_element", "sparse_gemm_TFLOPs", "provenance"});
+              "launch_overhead_us", "cache_half_life_ms", "sparse_speedup", "link", "progress", "kernel_ns_per_element", "sparse_gemm_TFLOPs", "provenance"});
   MachineProfile p = base;
   if (j.contains("device")) p.device = read_name(j["device"], child(path, "device"));
   for (const char* key : {"gemm_TFLOPs", "gemm_efficiency"}) {
@@ -158,6 +159,10 @@ MachineProfile profile_from_json(const json& j, const MachineProfile& base, cons
   }
   if (j.contains("launch_overhead_us")) {
     p.launch_overhead = read_latency_us(j["launch_overhead_us"], child(path, "launch_overhead_us"));
+  }
+  if (j.contains("cache_half_life_ms")) {
+    p.cache_half_life =
+        Time::ms(read_positive(j["cache_half_life_ms"], child(path, "cache_half_life_ms"), kMaxCacheHalfLifeMs, "milliseconds"));
   }
   if (j.contains("sparse_speedup")) {
     p.sparse_speedup = read_positive(j["sparse_speedup"], child(path, "sparse_speedup"), kMaxSparseSpeedup, "a factor");
@@ -225,6 +230,7 @@ json profile_to_json(const MachineProfile& p) {
     for (const auto& m : p.memory_samples) samples.push_back({{"bytes", m.bytes}, {"GBps", m.bandwidth / GBps}});
     j["memory_samples"] = samples;
   }
+  if (p.cache_half_life > Time{}) j["cache_half_life_ms"] = p.cache_half_life.seconds() * 1e3;
   if (p.link) j["link"] = {{"latency_us", p.link->latency.microseconds()}, {"bandwidth_GBps", p.link->bandwidth / GBps}};
   j["progress"] = to_string(p.progress);
   if (!p.kernel_seconds_per_element.empty()) {

@@ -548,6 +548,14 @@ Time op_time(const OpCost& op, const ComputeProfile& profile) {
   return op_time_with_sms(op, profile, profile.shapes.sms, shape_model);
 }
 
+Time cold_data_time(const OpCost& op, const ComputeProfile& profile, double cold_bytes) {
+  if (op.is_matmul() || cold_bytes <= 0 || profile.memory_bandwidth <= 0 || !technique_kernel_key(op).empty())
+    return Time{};
+  const BytesPerSec warm = memory_rate(op.bytes, profile);
+  if (warm <= profile.memory_bandwidth) return Time{};
+  return Time::from_seconds(cold_bytes * (1 / profile.memory_bandwidth - 1 / warm));
+}
+
 Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms) {
   const int device_sms = profile.shapes.sms;
   if (!op.is_matmul() || device_sms <= 0 || sms >= device_sms) return op_time(op, profile);

@@ -13,6 +13,7 @@
 #include "twinbed/core/error.hpp"
 #include "twinbed/core/hash.hpp"
 #include "twinbed/core/plan_exec.hpp"
+#include "twinbed/sim/cache_residency.hpp"
 #include "twinbed/sim/collective_sim.hpp"
 #include "twinbed/sim/core_sharing.hpp"
 #include "twinbed/sim/engine.hpp"
@@ -267,6 +268,9 @@ class PlanRun {
     bool computing = false;
     std::vector<std::function<void()>> at_next_poll;
     bool waking = false;  // sharing cores: it waits for one to see what finished (at_poll)
+    // What of its compute pool is still in cache (cache_residency.hpp): where the profile measured
+    // how fast the caches lose it (MachineProfile::cache_half_life).
+    std::optional<CacheResidency> cache;
     // The merged run (Coarse) running on the Compute stream, if any: its part in progress, when that
     // part started and the CTAs it started beside; `generation` voids superseded completion events.
     struct Run {
@@ -318,6 +322,9 @@ class PlanRun {
   void drain();
   void record(int si, const ExecOp& op, Time start, Time end);
   void memory(int si, Bytes delta);
+  void start_cache(RankState& rs);
+  // A single compute op's cost.
+  const OpCost& cost_of(const ExecOp& op) const { return plan_.costs[static_cast<std::size_t>(op.cost)]; }
 
   const Plan& plan_;
   const Topology& topo_;
@@ -565,6 +572,22 @@ bool PlanRun::check_symmetry(std::string& why) {
   return true;
 }
 
+// The rank's cache as the step before leaves it: a run repeats the step, which ends with the
+// optimizer step, the op reaching furthest into the pool on a training rank, so the pool as far as any
+// op reaches is taken as touched when the step starts. (Where a larger op runs earlier in the step, this
+// takes more to be in cache than is.)
+void PlanRun::start_cache(RankState& rs) {
+  PoolFootprint whole;
+  for (const ExecOp& op : rs.prog->ops) {
+    if (op.kind != OpKind::Compute || op.cost < 0) continue;
+    const PoolFootprint f = cpu_pool_footprint(cost_of(op));
+    whole.input_floats = std::max(whole.input_floats, f.input_floats);
+    whole.output_floats = std::max(whole.output_floats, f.output_floats);
+  }
+  rs.cache.emplace(rs.prog->profile.cache_half_life);
+  rs.cache->touch(whole, Time{});
+}
+
 void PlanRun::memory(int si, Bytes delta) { ranks_[static_cast<std::size_t>(si)].memory.change(engine_.now(), delta); }
 
 void PlanRun::record(int si, const ExecOp& op, Time start_time, Time end_time) {
@@ -594,6 +617,7 @@ void PlanRun::start(int si, std::uint32_t i) {
       // `started`: when the op got its processor (later than now where it waited for a core).
       auto finished = [this, si, i](Time started) {
         RankState& r = ranks_[static_cast<std::size_t>(si)];
+        if (r.cache) r.cache->touch(cpu_pool_footprint(cost_of(r.prog->ops[i])), engine_.now());
         record(si, r.prog->ops[i], started, engine_.now());
         // The rank polls: what finished while it computed is seen now, before its next op starts.
         r.computing = false;
@@ -603,13 +627,22 @@ void PlanRun::start(int si, std::uint32_t i) {
         complete(si, i);
         give_core_back_if_idle(si);
       };
+      // Runs the op once it has its processor: what of its data has left the cache by then costs more.
+      auto run = [this, si, i, dur, finished = std::move(finished)]() mutable {
+        const RankState& r = ranks_[static_cast<std::size_t>(si)];
+        const Time started = engine_.now();
+        Time t = dur;
+        if (r.cache) {
+          const OpCost& c = cost_of(r.prog->ops[i]);
+          t += cold_data_time(c, r.prog->profile, r.cache->cold_bytes(cpu_pool_footprint(c), started));
+        }
+        if (alone_share_ != 1) t = Time::from_seconds(t.seconds() * alone_share_);
+        engine_.schedule_after(t, [finished = std::move(finished), started] { finished(started); });
+      };
       if (cores_) {
-        const Time alone = alone_share_ == 1 ? dur : Time::from_seconds(dur.seconds() * alone_share_);
-        cores_->acquire(si, [this, alone, finished = std::move(finished)]() mutable {
-          engine_.schedule_after(alone, [finished = std::move(finished), started = engine_.now()] { finished(started); });
-        });
+        cores_->acquire(si, std::move(run));
       } else {
-        engine_.schedule_after(dur, [finished = std::move(finished), now] { finished(now); });
+        run();
       }
       break;
     }
@@ -896,7 +929,9 @@ Trace PlanRun::run() {
     if (fresh) {
       const ComputeProfile prof = opt_.profile ? *opt_.profile : roofline_profile(dev);
       const bool polled = prof.progress == CommProgress::Polled;
-      exec_.push_back(prepare(plan_, plan_.programs[static_cast<std::size_t>(p)], prof, coarse && !polled));
+      // Merged runs would hide the cache model's gaps between ops; polled programs are never merged.
+      exec_.push_back(prepare(plan_, plan_.programs[static_cast<std::size_t>(p)], prof,
+                              coarse && !polled && prof.cache_half_life == Time{}));
       exec_.back().polled = polled;
     }
     exec_index[i] = it->second;
@@ -904,7 +939,8 @@ Trace PlanRun::run() {
   ranks_.reserve(simulated.size());
   for (std::size_t i = 0; i < simulated.size(); ++i) {
     ranks_.emplace_back(simulated[i], exec_[exec_index[i]]);
-    const RankState& rs = ranks_.back();
+    RankState& rs = ranks_.back();
+    if (rs.prog->profile.cache_half_life > Time{}) start_cache(rs);
     stats_.ops_executed += static_cast<std::int64_t>(rs.prog->ops.size());
     if (rs.prog->arena > 0) memory(static_cast<int>(i), rs.prog->arena);
   }

@@ -612,6 +612,19 @@ TEST(Profile, FiguresHaveTheRangesOfTopologyFiles) {
   sample["gemm_samples"] = json::parse(R"([{"m": 8, "n": 8, "k": 8, "dtype": "fp32", "TFLOPs": 1e308}])");
   EXPECT_THROW(profile_from_json(sample, MachineProfile{}, DeviceSpec{}), ConfigError);
   EXPECT_NE(error("/sparse_speedup", 1e308).find("(0, 100]"), std::string::npos);
+  EXPECT_EQ(error("/cache_half_life_ms", 0), "expected a number in (0, 1e6] (milliseconds), got 0");
+}
+
+// The cache half-life calibrate measures round-trips in milliseconds; a profile without one has none.
+TEST(Profile, CacheHalfLifeRoundTrips) {
+  MachineProfile p;
+  p.device = "cpu-fp32";
+  p.memory_bandwidth = 12 * GBps;
+  EXPECT_FALSE(profile_to_json(p).contains("cache_half_life_ms"));
+  p.cache_half_life = Time::us(12500);
+  const json j = profile_to_json(p);
+  EXPECT_DOUBLE_EQ(j.at("cache_half_life_ms").get<double>(), 12.5);
+  EXPECT_EQ(profile_from_json(j, MachineProfile{}, DeviceSpec{}).cache_half_life, Time::us(12500));
 }
 
 }  // namespace twinbed

@@ -22,6 +22,7 @@
 #include "twinbed/real/cpu_backend.hpp"
 #include "twinbed/real/mpi.hpp"
 #include "support/mpi_world.hpp"
+#include "cpu_compute.hpp"
 
 namespace twinbed::real {
 namespace {
@@ -501,4 +502,39 @@ TEST(CpuBackend, BadOptionsAreRejected) {
 }
 
 }  // namespace
+}  // namespace twinbed::real
+
+namespace twinbed::real {
+
+// The simulator's cache model of a CPU rank (sim/cache_residency.hpp) reads core's cpu_pool_footprint as
+// what the backend's compute pool touches for an op: the same floats scale_compute gives the op to run.
+TEST(CpuCompute, ThePoolFootprintIsWhatTheOpRunsOn) {
+  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 96, 40, 72, 1, DType::FP32);
+  const OpCost attention =
+      matmul_cost("scores", OpCost::Kind::Attention, OpCost::Phase::Forward, 64, 64, 16, 8, DType::FP32);
+  OpCost stream;
+  stream.name = "gelu";
+  stream.bytes = 1 << 20;
+  for (const OpCost& c : {gemm, attention, stream}) {
+    const detail::ScaledCompute s = detail::scale_compute(c, 1.0);
+    const PoolFootprint f = cpu_pool_footprint(c);
+    EXPECT_EQ(f.input_floats, s.input_floats()) << c.name;
+    EXPECT_EQ(f.output_floats, s.output_floats()) << c.name;
+    EXPECT_GT(f.input_floats, 0) << c.name;
+  }
+}
+
+// The pool can be emptied from the caches on x86 (calibrate's cache half-life needs it), and still runs.
+TEST(CpuCompute, ThePoolEvictsItselfFromTheCachesOnX86) {
+  detail::ComputePool pool(1024, 1024);
+  detail::ScaledCompute op;
+  op.stream_floats = 1024;
+#if defined(__x86_64__)
+  EXPECT_TRUE(pool.evict_from_caches());
+#else
+  pool.evict_from_caches();
+#endif
+  pool.run(op);
+}
+
 }  // namespace twinbed::real

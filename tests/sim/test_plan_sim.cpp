@@ -1054,6 +1054,54 @@ TEST(PlanSim, ARankSeesItsWaitEndOnlyWithACore) {
   }
 }
 
+// A CPU rank's cache (cache_residency.hpp): where the profile measured how fast the caches lose data,
+// an 8 MB stream that follows a wait of some half-lives reads most of its bytes from memory, at the
+// memory's bandwidth; the same stream at the step's start finds its data as the step before left it,
+// in cache. Rank 0 streams, waits for rank 1's message (sent after a long GEMM), streams again.
+TEST(PlanSim, AStreamAfterAWaitFindsItsDataGoneFromTheCache) {
+  const Topology topo = cpus(2);
+  Plan plan = bare_plan(2);
+  plan.names = {"stream", "again", "message", "long"};
+  OpCost stream;
+  stream.name = "stream";
+  stream.kind = OpCost::Kind::MemoryBound;
+  stream.bytes = 8'000'000;
+  stream.dtype = DType::FP32;
+  plan.costs = {stream, cube_gemm("long", 2048)};
+  PlanOp streaming;
+  streaming.kind = OpKind::Compute;
+  streaming.stream = StreamKind::Compute;
+  streaming.span = SpanKind::MemoryBound;
+  streaming.cost = 0;
+  auto [send, recv] = message(1024, 7, 2);
+  send.peer_offset = -1;  // rank 1 to rank 0
+  recv.peer_offset = 1;
+  Program& p0 = plan.programs[0];
+  const std::uint32_t first = p0.add(streaming);
+  const std::uint32_t got = p0.add(recv, {first});
+  streaming.name = 1;
+  p0.add(streaming, {got});
+  Program& p1 = plan.programs[1];
+  p1.add(send, {p1.add(gemm_op(1, 3))});
+  validate(plan);
+
+  PlanSimOptions options = cpu_options(topo, false);
+  options.profile->memory_bandwidth = 10 * GBps;
+  options.profile->memory_samples = {{8'000'000, 40 * GBps}, {1'000'000'000, 10 * GBps}};
+  const Trace warm = simulate_plan(plan, topo, options);
+  const Time alone = span_named(warm, 0, "stream").end - span_named(warm, 0, "stream").start;
+  EXPECT_EQ(span_named(warm, 0, "again").end - span_named(warm, 0, "again").start, alone);
+
+  options.profile->cache_half_life = Time::ms(1);
+  const Trace t = simulate_plan(plan, topo, options);
+  const Span s1 = span_named(t, 0, "stream"), s2 = span_named(t, 0, "again");
+  EXPECT_EQ(s1.end - s1.start, alone);
+  const double half_lives = (s2.start - s1.end).seconds() / 1e-3;
+  ASSERT_GT(half_lives, 3);
+  const double cold = 8e6 * (1 - std::exp2(-half_lives));
+  EXPECT_NEAR((s2.end - s2.start - alone).seconds(), cold * (1 / 10e9 - 1 / 40e9), 1e-11);
+}
+
 // The experiment's "simulation" options reach the simulator's: the NCCL release `auto` models.
 TEST(PlanSim, OptionsCarryTheExperimentsNcclVersion) {
   const Topology topo = fat_tree_8();

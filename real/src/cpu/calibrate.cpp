@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <ctime>
+#include <limits>
 
 #include <Eigen/Dense>
 
@@ -94,6 +96,74 @@ double stream_bandwidth(Bytes bytes_per_array, double min_seconds) {
   op.stream_floats = n;
   const double seconds = time_per_call([&] { pool.run(op); }, min_seconds);
   return 2.0 * static_cast<double>(n) * 4.0 / seconds;
+}
+
+// How long data this rank leaves in cache stays there, in seconds: the backend's streaming op over
+// arrays of `bytes_per_array` (a working set the caches hold) timed once per call, five calls a
+// setting: back to back (warm), right after its arrays were evicted from the caches (cold), and after
+// each of a doubling series of gaps in which the rank touches no memory. Its time climbs from the warm
+// time toward the cold one as other processes sharing the caches take them over; the half-life is the
+// gap where the median time has come half way, interpolated in log gap. Infinite when it does not come
+// half way within the longest gap, when the cold time is not 1.5 times the warm one (too close to
+// tell), or where the caches cannot be emptied on purpose (ComputePool::evict_from_caches).
+double cache_half_life_seconds(Bytes bytes_per_array) {
+  const std::int64_t n = std::max<Bytes>(bytes_per_array / 4, 1);
+  detail::ComputePool pool(n, n);
+  detail::ScaledCompute op;
+  op.stream_floats = n;
+  constexpr int kCalls = 5;
+  // The median time of one call over kCalls, each after `before`.
+  const auto median_call = [&](auto&& before) {
+    std::array<double, kCalls> t{};
+    for (double& ti : t) {
+      before();
+      const auto start = std::chrono::steady_clock::now();
+      pool.run(op);
+      ti = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    std::nth_element(t.begin(), t.begin() + kCalls / 2, t.end());
+    return t[kCalls / 2];
+  };
+  constexpr double kInfinite = std::numeric_limits<double>::infinity();
+  const double warm = median_call([&] { pool.run(op); });
+  bool evicted = true;
+  const double cold = median_call([&] { evicted = pool.evict_from_caches(); });
+  if (!evicted || !(cold > 1.5 * warm)) return kInfinite;
+  // Arithmetic on registers only, until `seconds` have passed.
+  volatile double sink = 0;
+  const auto idle = [&sink](double seconds) {
+    const auto start = std::chrono::steady_clock::now();
+    double x = 1;
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds)
+      for (int i = 0; i < 256; ++i) x = x * 1.0000001 + 1e-9;
+    sink = sink + x;
+  };
+  double previous_gap = 0, previous_warm_share = 1;
+  for (double gap = 0.5e-3; gap <= 64e-3; gap *= 2) {
+    const double t = median_call([&] { idle(gap); });
+    const double warm_share = std::clamp((cold - t) / (cold - warm), 0.0, 1.0);
+    if (warm_share <= 0.5) {
+      if (previous_gap == 0) return gap;
+      const double f = (previous_warm_share - 0.5) / (previous_warm_share - warm_share);
+      return std::exp(std::log(previous_gap) + f * (std::log(gap) - std::log(previous_gap)));
+    }
+    previous_gap = gap;
+    previous_warm_share = warm_share;
+  }
+  return kInfinite;
+}
+
+// A barrier whose waiting ranks sleep between tests rather than spin as MPI_Barrier does, leaving the
+// cores to the ranks still at work.
+void sleeping_barrier() {
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &request));
+  int done = 0;
+  for (;;) {
+    MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done != 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 // One-way time of a `bytes` message between this rank and its partner (ping-pong / 2).
@@ -261,6 +331,21 @@ MachineProfile calibrate_cpu(const MpiSession& mpi, const CalibrateOptions& o) {
     const BytesPerSec bw = median_over_ranks(stream_bandwidth(array, 2 * o.seconds_per_point), ranks);
     p.memory_samples.push_back({2 * array, bw});
     p.memory_bandwidth = bw;  // the largest working set: the memory's own bandwidth
+  }
+  // How fast the caches lose what a rank leaves there, on the largest working set that still streams
+  // at least 1.5 times faster than memory (one the caches hold): rank 0 alone, the others asleep, so
+  // that what empties the caches is the machine's other processes, not the calibration's own ranks
+  // (each streaming its arrays in the gaps of its neighbour on the same core would).
+  for (auto it = o.stream_bytes.rbegin(); it != o.stream_bytes.rend(); ++it) {
+    const auto sample = std::find_if(p.memory_samples.begin(), p.memory_samples.end(),
+                                     [&](const StreamSample& m) { return m.bytes == 2 * *it; });
+    if (sample == p.memory_samples.end() || sample->bandwidth < 1.5 * p.memory_bandwidth) continue;
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    double half_life = mpi.rank() == 0 ? cache_half_life_seconds(*it) : 0;
+    sleeping_barrier();
+    MPI_CHECK(MPI_Bcast(&half_life, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    if (std::isfinite(half_life)) p.cache_half_life = Time::from_seconds(half_life);
+    break;
   }
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   p.launch_overhead = Time::from_seconds(median_over_ranks(gemm_seconds(8, 8, 8, o.seconds_per_point), ranks));

@@ -2,6 +2,7 @@
 
 #include <Eigen/Core>
 #if defined(__SSE__) || defined(__x86_64__)
+#include <emmintrin.h>
 #include <pmmintrin.h>
 #include <xmmintrin.h>
 #endif
@@ -74,6 +75,20 @@ void ComputePool::run(const ScaledCompute& op) {
     Eigen::Map<Eigen::ArrayXf> y(out, op.stream_floats);
     y = x * 1.0001f + 0.5f;
   }
+}
+
+bool ComputePool::evict_from_caches() {
+#if defined(__SSE2__) || defined(__x86_64__)
+  constexpr std::size_t kLine = 64;  // x86's cache line
+  for (const std::vector<float>* region : {&input_, &output_}) {
+    const char* bytes = reinterpret_cast<const char*>(region->data());
+    for (std::size_t at = 0; at < region->size() * sizeof(float); at += kLine) _mm_clflush(bytes + at);
+  }
+  _mm_mfence();
+  return true;
+#else
+  return false;
+#endif
 }
 
 }  // namespace twinbed::real::detail

@@ -44,6 +44,10 @@ class ComputePool {
   // Runs `op` on the pool (its input and output floats within the regions, else InvalidArgument).
   // Blocking; O(flops) or O(bytes).
   void run(const ScaledCompute& op);
+  // Every cache line of the pool written back and dropped from every cache level (x86's clflush), so
+  // the next op reads it from memory; false, doing nothing, where the processor has no such instruction
+  // here. For calibrate's cache half-life (calibrate.cpp).
+  bool evict_from_caches();
   std::int64_t size() const { return static_cast<std::int64_t>(input_.size() + output_.size()); }
 
  private:

@@ -420,6 +420,19 @@ struct OpCost {
   bool operator==(const OpCost&) const = default;
 };
 
+// The fp32 floats the CPU backend's compute pool (real/src/cpu/cpu_compute.hpp) reads and writes to run
+// `cost`: a matmul reads A and B (batch·(m·k + k·n)) and writes C (batch·m·n); any other op streams
+// bytes / 8 floats in and as many out (half its bytes read, half written). Each from the start of its
+// region of the pool, which every op shares. Nothing for a technique kernel or a block or 2:4 sparse
+// GEMM, which run on buffers of their own (real/src/technique_plan.cpp; a masked step's other
+// parameters, which stream on the pool, are left out). The simulator's cache model of CPU ranks reads
+// it (sim/cache_residency.hpp).
+struct PoolFootprint {
+  std::int64_t input_floats = 0, output_floats = 0;
+  bool operator==(const PoolFootprint&) const = default;
+};
+PoolFootprint cpu_pool_footprint(const OpCost& cost);
+
 // Where the ops run: b sequences per micro-batch, on one rank of a tensor-parallel group of t (heads
 // and FFN split as in Megatron: column-parallel QKV and FC1, row-parallel projection and FC2), with
 // sequence parallelism splitting the LayerNorm and dropout-add ops (which otherwise every tensor rank

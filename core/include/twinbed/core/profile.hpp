@@ -11,6 +11,7 @@
 //    "memory_bandwidth_GBps": 12.5,           // achieved streaming bandwidth (calibrate.hpp), GB/s
 //    "memory_samples": [{"bytes": 262144, "GBps": 40.1}, ...],  // by bytes moved per pass
 //    "launch_overhead_us": 4.0,               // fixed cost per kernel
+//    "cache_half_life_ms": 9.0,               // data left in cache half gone after this long (CPU ranks)
 //    "sparse_speedup": 1.25,                  // 2:4-sparse GEMM against dense (1: no sparse tensor cores)
 //    "link": {"latency_us": 1.2, "bandwidth_GBps": 5.1},   // point-to-point: latency + bytes/bandwidth
 //    "progress": "polled",                    // when communication is seen to finish (CommProgress)
@@ -150,6 +151,10 @@ struct MachineProfile {
   BytesPerSec memory_bandwidth = 0;        // achieved, for working sets beyond the caches
   std::vector<StreamSample> memory_samples;  // measured by size, when calibrated
   Time launch_overhead;
+  // How long data a rank stops touching stays in the caches: half of it is read from memory again after
+  // this long (calibrate measures it on CPU ranks, whose caches other processes share and empty; the
+  // simulator's cache model, sim/cache_residency.hpp). Zero: not measured, no such model.
+  Time cache_half_life;
   double sparse_speedup = 1;               // a 2:4-sparse GEMM against the dense one (1: no such hardware)
   std::optional<LinkProfile> link;
   CommProgress progress = CommProgress::Independent;

@@ -9,6 +9,10 @@
 //  - Memory bandwidth: the CPU backend's own memory-bound op, y = a·x + b (one array read, one written,
 //    both counted, as the plan's memory-bound costs count bytes), over working sets from cache-sized to
 //    far beyond the caches; the largest gives memory_bandwidth, all become memory_samples.
+//  - Cache half-life: the same op on the largest working set the caches hold, timed after gaps in which
+//    the rank touches no memory: how long until half its data must come from memory again (other
+//    processes sharing the caches take them over), cache_half_life; none where that does not happen
+//    within 64 ms.
 //  - Launch overhead: the time of an 8×8×8 GEMM call (what one tiny op costs).
 //  - Link: ranks paired (0,1), (2,3), … ping-pong at once; latency = the one-way time of an 8-byte
 //    message, bandwidth from the two largest sizes (one-way time = latency + bytes / bandwidth).

@@ -135,4 +135,11 @@ Time op_time(const OpCost& op, const ComputeProfile& profile);
 // no source here says what a few SMs fewer cost their bandwidth. `sms` at or above the device's (or no SM count: a CPU): op_time.
 Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms);
 
+// What op_time leaves out when `cold_bytes` of a memory-bound op's bytes come from memory, not from
+// cache (sim/cache_residency.hpp): those bytes at the memory's own bandwidth (memory_bandwidth, the
+// largest working set's) instead of the rate of the op's working set. Zero for a matmul, whose
+// operands stream under its arithmetic (compute-bound), for a technique kernel (its own buffers, its own
+// measured rate) and where the working set's rate is the memory's already.
+Time cold_data_time(const OpCost& op, const ComputeProfile& profile, double cold_bytes);
+
 }  // namespace twinbed::sim
