@@ -4,6 +4,7 @@
 // experiment's cluster "profile").
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -139,7 +140,13 @@ void add_calibrate_command(CLI::App& app, Invocation& invocation) {
                   "Ranks measuring at once (relaunches under mpirun unless already started by mpirun/srun)")
       ->transform(in_range(1, kMaxCount, true))
       ->capture_default_str();
-  cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")->capture_default_str();
+  cmd->add_option("--out", opts->out, "Profile file to write (JSON; folders are created)")
+      ->capture_default_str()
+      ->check([](const std::string& path) {  // before the measuring, not at its end
+        return std::filesystem::is_directory(path) ? "'" + path + "' is a folder: give the profile a file, e.g. " +
+                                                         (std::filesystem::path(path) / "profile.json").string()
+                                                   : std::string();
+      });
   cmd->add_flag("--gpu", opts->gpu,
                 "Measure this machine's GPU instead (cuBLAS GEMMs by shape and dtype, copy bandwidth, and with --ranks 2 "
                 "the NCCL link); --ranks defaults to 1 GPU then, without mpirun");
