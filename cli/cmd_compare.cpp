@@ -287,7 +287,8 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   sim_options.profile = profile;
   // The CPU ranks share this machine's cores, as many as calibrate recorded (none recorded: a core each).
   if (cpu != nullptr && profile.provenance) sim_options.shared_cores = profile.provenance->cores;
-  const Trace simulated = sim::simulate_plan(plan, machine, sim_options);
+  sim::PlanSimStats sim_stats;
+  const Trace simulated = sim::simulate_plan(plan, machine, sim_options, sim_stats);
 
   std::printf("# twinbed compare: %s on %d ranks (%s, %s); simulated on %s with %s; measured %d times: median [min, max]\n",
               e.name.c_str(), size, o.backend.c_str(), o.algo.c_str(), machine.description.c_str(), o.profile.c_str(), o.repeats);
@@ -317,6 +318,16 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
   const double step_real = rc.step_measured_s.median, step_sim = rc.step_simulated_s;
   std::printf("%-14s %26s %14.3f %24s\n", "step", text(rc.step_measured_s, 1e3, "%.3f [%.3f, %.3f]").c_str(), step_sim * 1e3,
               text(rc.step_error_pct, 1, "%.1f [%.1f, %.1f]").c_str());
+  // What the cache model (sim/cache_residency.hpp) put into the simulated memory-bound ops.
+  nlohmann::json cache = nullptr;
+  if (profile.cache_half_life > Time{}) {
+    std::printf("# cache: data a rank leaves there half gone after %.1f ms (the profile's); the simulated memory-bound ops "
+                "read %.1f MB from memory rather than cache (all ranks, one step), adding %.3f ms to them\n",
+                profile.cache_half_life.seconds() * 1e3, sim_stats.cold_bytes / 1e6, sim_stats.cold_time.seconds() * 1e3);
+    cache = {{"half_life_ms", profile.cache_half_life.seconds() * 1e3},
+             {"cold_bytes", sim_stats.cold_bytes},
+             {"cold_s", sim_stats.cold_time.seconds()}};
+  }
   const nlohmann::json machine_speed =
       speed ? report_machine_speed(*speed, measured_reports, plan, machine, sim_options, profile, inputs) : nlohmann::json(nullptr);
 
@@ -410,6 +421,7 @@ int compare_plan(const CompareOptions& o, const real::MpiSession* mpi, int rank,
                       {"op_kinds", kinds},
                       {"machine_speed", machine_speed},
                       {"memory", memory},
+                      {"cache", cache},
                       {"per_op", per_op}};
   if (baseline) {
     j["technique_ops"] = technique_ops;

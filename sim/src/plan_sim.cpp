@@ -634,7 +634,13 @@ void PlanRun::start(int si, std::uint32_t i) {
         Time t = dur;
         if (r.cache) {
           const OpCost& c = cost_of(r.prog->ops[i]);
-          t += cold_data_time(c, r.prog->profile, r.cache->cold_bytes(cpu_pool_footprint(c), started));
+          const double cold = r.cache->cold_bytes(cpu_pool_footprint(c), started);
+          const Time extra = cold_data_time(c, r.prog->profile, cold);
+          if (extra > Time{}) {
+            stats_.cold_bytes += cold;
+            stats_.cold_time += Time::from_seconds(extra.seconds() * alone_share_);
+          }
+          t += extra;
         }
         if (alone_share_ != 1) t = Time::from_seconds(t.seconds() * alone_share_);
         engine_.schedule_after(t, [finished = std::move(finished), started] { finished(started); });

@@ -16,6 +16,7 @@ assert p["gemm_TFLOPs"]["fp32"] > 0 and p["memory_bandwidth_GBps"] > 0, p
 assert p["link"]["bandwidth_GBps"] > 0 and p["link"]["latency_us"] >= 0, p
 assert p["provenance"]["ranks"] == 2 and p["provenance"]["tool"] == "twinbed calibrate", p
 assert p["provenance"]["cores"] >= 1, p  # the cores compare's simulation shares among the ranks
+assert p.get("cache_half_life_ms", 1) > 0, p  # none where calibrate saw no decay
 PY
 "$tb" compare --collectives --profile "$work/profile.json" --ranks 2 --max-bytes 2M --iters 2 --out "$work/coll.json"
 /usr/bin/python3 -c "import json,sys; rows=json.load(open(sys.argv[1])); assert rows and all(r['measured_us']>0 and r['simulated_us']>0 for r in rows), rows" "$work/coll.json"
@@ -25,6 +26,11 @@ import json, sys, os
 c = json.load(open(os.path.join(sys.argv[1], "compare.json")))
 assert c["step"]["measured_s"] > 0 and c["step"]["simulated_s"] > 0, c["step"]
 assert "gemm" in c["per_op"] and c["per_op"]["gemm"]["ops"], c.keys()
+# What the cache model added: only where the profile has a cache half-life, then that one.
+half_life = c["profile"].get("cache_half_life_ms")
+assert (c["cache"] is None) == (half_life is None), c["cache"]
+if half_life is not None:
+    assert c["cache"]["half_life_ms"] == half_life and c["cache"]["cold_bytes"] >= 0 and c["cache"]["cold_s"] >= 0, c["cache"]
 # The machine's speed against the calibration's: the quick grid's 512^3 sample timed again.
 s = c["machine_speed"]
 assert s["probe"] == {"m": 512, "n": 512, "k": 512, "dtype": "fp32"}, s

@@ -1093,13 +1093,17 @@ TEST(PlanSim, AStreamAfterAWaitFindsItsDataGoneFromTheCache) {
   EXPECT_EQ(span_named(warm, 0, "again").end - span_named(warm, 0, "again").start, alone);
 
   options.profile->cache_half_life = Time::ms(1);
-  const Trace t = simulate_plan(plan, topo, options);
+  PlanSimStats stats;
+  const Trace t = simulate_plan(plan, topo, options, stats);
   const Span s1 = span_named(t, 0, "stream"), s2 = span_named(t, 0, "again");
   EXPECT_EQ(s1.end - s1.start, alone);
   const double half_lives = (s2.start - s1.end).seconds() / 1e-3;
   ASSERT_GT(half_lives, 3);
   const double cold = 8e6 * (1 - std::exp2(-half_lives));
   EXPECT_NEAR((s2.end - s2.start - alone).seconds(), cold * (1 / 10e9 - 1 / 40e9), 1e-11);
+  // The statistics count what the model added: the second stream's cold bytes and time.
+  EXPECT_NEAR(stats.cold_bytes, cold, 1e-3);
+  EXPECT_NEAR(stats.cold_time.seconds(), (s2.end - s2.start - alone).seconds(), 1e-11);
 }
 
 // The experiment's "simulation" options reach the simulator's: the NCCL release `auto` models.

@@ -113,6 +113,10 @@ struct PlanSimStats {
   int collective_timings = 0;                // distinct collective timings computed
   std::int64_t contended_ops = 0;            // matmul ops (not merged) that started beside NCCL CTAs
   std::int64_t run_retimings = 0;            // Coarse: merged runs re-timed as NCCL CTAs came or went
+  // The cache model (a profile's cache_half_life): bytes memory-bound ops read or wrote in memory
+  // rather than in cache, and the time that added to them, summed over the simulated ranks.
+  double cold_bytes = 0;
+  Time cold_time;
   std::string fallback_reason;               // why Representative fell back to Full, else empty
 };
 
