@@ -82,6 +82,12 @@ constexpr std::pair<LossImpl, const char*> kLoss[] = {
     {LossImpl::Megatron, "megatron"}, {LossImpl::Pytorch, "pytorch"}, {LossImpl::Fused, "fused"}};
 std::string loss_name(LossImpl l) { return enum_names::name_of(kLoss, l, "loss_name: not a LossImpl"); }
 std::vector<std::string> loss_names() { return enum_names::names(kLoss); }
+
+constexpr std::pair<RopeImpl, const char*> kRope[] = {
+    {RopeImpl::Fused, "fused"}, {RopeImpl::Megatron, "megatron"}, {RopeImpl::Fms, "fms"}};
+std::string rope_name(RopeImpl r) { return enum_names::name_of(kRope, r, "rope_name: not a RopeImpl"); }
+RopeImpl parse_rope(const std::string& name) { return enum_names::parse(kRope, name, "rope implementation"); }
+std::vector<std::string> rope_names() { return enum_names::names(kRope); }
 LossImpl parse_loss(const std::string& name) { return enum_names::parse(kLoss, name, "loss implementation"); }
 bool is_flash(AttentionImpl a) { return a != AttentionImpl::Unfused && a != AttentionImpl::Fused; }
 FlashKernel flash_kernel(AttentionImpl a) {
@@ -183,6 +189,10 @@ void validate(const TransformerModel& m, const std::string& path) {
   if (m.top_k < 1 || m.top_k > m.experts) {
     throw ConfigError(path + "/top_k", "must be in 1.." + std::to_string(m.experts) + " (the expert count), got " +
                                            std::to_string(m.top_k));
+  }
+  if (m.rope && m.positions != Positions::Rope) {
+    throw ConfigError(path + "/rope", "rotates the queries and keys of \"positions\": \"rope\"; this model's are \"" +
+                                          positions_name(m.positions) + "\" (drop \"rope\" or set \"positions\": \"rope\")");
   }
   // Sizes a simulation can hold: each far above any model trained (GPT-3 175B: 96 layers, hidden 12288,
   // 96 heads, vocabulary 51200), and together small enough that counts of parameters, FLOPs and bytes fit
@@ -770,23 +780,34 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
 }
 
 // RoPE (Positions::Rope) on this rank's queries and keys after the QKV GEMM, or on their gradients in
-// backward (the inverse rotation): the b·s/cp tokens of the a/t query heads and the kv/t key heads.
-// Fused, as Megatron-LM runs it unless --no-rope-fusion and NeMo's Llama recipes set it
-// (apply_rope_fusion: fused_apply_rotary_pos_emb, Transformer Engine's FusedRoPEFunc): one kernel for
-// the queries and one for the keys, each reading and writing its tensor and reading the FP32
-// frequencies (s/cp × head dimension). Unfused, Megatron-LM's _apply_rotary_pos_emb_bshd in PyTorch
-// (megatron/core/models/common/embeddings/rope_utils.py): t·cos, the rotation's negated half and cat,
-// its ·sin, the sum and the closing cat, 12 element reads and writes a forward; autograd's backward
-// 10 (the two products, the negation, the halves' cat, the sum).
+// backward (the inverse rotation): the b·s/cp tokens of the a/t query heads and the kv/t key heads, an op
+// each, as the model's RopeImpl runs it. Bytes per element of e bytes:
+//   fused    — read and write: 2e, and the FP32 frequencies (s/cp × head dimension) read;
+//   megatron — t·cos, the rotation's negated half and cat, its ·sin, the sum and the closing cat: 12
+//              element reads and writes a forward; autograd's backward 10 (the two products, the
+//              negation, the halves' cat, the sum); the frequencies as fused;
+//   fms      — to FP32 (e + 4; no kernel when the model is FP32), the broadcast product writing two FP32
+//              values an element (4 + 8), their sum (8 + 4), the cast back (4 + e): 36 bytes in BF16,
+//              backward the same (the casts' gradients, the product's gradient over the broadcast shape
+//              and its sum back to the tensor's, freqs being a buffer without a gradient); each product
+//              reads the position's 2×2 FP32 rotation matrices (8 bytes a head-dimension element a
+//              token; their per-step gather from the cached table, as small, is left out).
 void rope(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x, int tp, Phase phase) {
   if (m.positions != Positions::Rope) return;
   const bool forward = phase != Phase::BackwardData;
   const double queries = x.tokens * x.h / tp, keys = x.tokens * (x.qkv_t - x.h / tp) / 2;
-  const double frequencies = x.sq * x.hd * 4;
-  const double passes = m.fused_elementwise ? 2 : forward ? 12 : 10;
+  double per_element = 0, frequencies = x.sq * x.hd * 4;
+  switch (m.rope_impl()) {
+    case RopeImpl::Fused: per_element = 2 * x.e; break;
+    case RopeImpl::Megatron: per_element = (forward ? 12 : 10) * x.e; break;
+    case RopeImpl::Fms:
+      per_element = (x.e < 4 ? 2 * (x.e + 4) : 0) + (4 + 8) + (8 + 4);
+      frequencies = x.tokens * x.hd * 8;
+      break;
+  }
   const std::string suffix = forward ? "_fwd" : "_bwd";
   for (const auto& [tensor, n] : {std::pair{"rope_q", queries}, std::pair{"rope_k", keys}}) {
-    ops.push_back(memory_bound(tensor + suffix, phase, passes * n * x.e + frequencies, 4 * n, x.dt));
+    ops.push_back(memory_bound(tensor + suffix, phase, per_element * n + frequencies, 4 * n, x.dt));
   }
 }
 
@@ -1057,7 +1078,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
-                                             "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss",
+                                             "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss", "rope",
                                              "positions", "norm", "tie_embeddings", "fused_elementwise", "fused_optimizer",
                                              "fused_grad_accumulation", "dropout"};
   require_object(j, path);
@@ -1098,6 +1119,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   if (j.contains("dtype")) m.dtype = read_named(j["dtype"], path + "/dtype", parse_dtype);
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("loss")) m.loss = read_named(j["loss"], path + "/loss", parse_loss);
+  if (j.contains("rope")) m.rope = read_named(j["rope"], path + "/rope", parse_rope);
   if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
   if (j.contains("fused_optimizer")) m.fused_optimizer = read_bool(j["fused_optimizer"], path + "/fused_optimizer");
   if (j.contains("fused_grad_accumulation")) {
@@ -1109,7 +1131,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
 }
 
 json model_to_json(const TransformerModel& m) {
-  return json{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
+  json j{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
               {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
               {"activation", activation_name(m.activation)}, {"positions", positions_name(m.positions)},
               {"norm", norm_name(m.norm)},
@@ -1118,6 +1140,8 @@ json model_to_json(const TransformerModel& m) {
               {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},
               {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},
               {"fused_grad_accumulation", m.fused_grad_accumulation}, {"dropout", m.dropout}};
+  if (m.rope) j["rope"] = rope_name(*m.rope);
+  return j;
 }
 
 }  // namespace twinbed

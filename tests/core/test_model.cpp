@@ -1121,6 +1121,44 @@ TEST(Rope, RotatesQueriesAndKeysAndHasNoPositionTable) {
   EXPECT_NE(sinusoidal.find("learned, rope, alibi"), std::string::npos) << sinusoidal;
 }
 
+// The RoPE implementation a config states (RopeImpl) overrides what fused_elementwise implies: fms's
+// eager rotation moves 36 bytes a BF16 element each way (to FP32, the broadcast product writing two FP32
+// values, their sum, the cast back) and reads the 2×2 FP32 rotation matrices per token; FP32 has no casts.
+TEST(Rope, TheConfigNamesHowTheFrameworkRotates) {
+  const std::string base = R"("layers": 2, "hidden": 4096, "heads": 32, "seq_len": 4096, "vocab": 32000, "positions": "rope")";
+  const TransformerModel fms = model_from_json(json::parse("{" + base + R"(, "rope": "fms", "fused_elementwise": true})"));
+  EXPECT_EQ(fms.rope_impl(), RopeImpl::Fms);
+  const OpContext c{1, 1, false, 1};
+  const double tokens = 4096, elements = tokens * 4096, rotations = tokens * 128 * 8;
+  EXPECT_EQ(find_op(layer_forward_ops(fms, c), "rope_q_fwd").bytes, std::llround(36 * elements + rotations));
+  EXPECT_EQ(find_op(layer_backward_ops(fms, c), "rope_k_bwd").bytes, std::llround(36 * elements + rotations));
+  TransformerModel fp32 = fms;
+  fp32.dtype = DType::FP32;
+  EXPECT_EQ(find_op(layer_forward_ops(fp32, c), "rope_q_fwd").bytes, std::llround(24 * elements + rotations));
+  // Stated against fused_elementwise: megatron's unfused passes though the rest is fused, and fused
+  // though it is not.
+  const TransformerModel megatron = model_from_json(json::parse("{" + base + R"(, "rope": "megatron"})"));
+  EXPECT_TRUE(megatron.fused_elementwise);
+  EXPECT_EQ(find_op(layer_forward_ops(megatron, c), "rope_q_fwd").bytes, std::llround(12 * elements * 2 + 4096 * 128 * 4));
+  const TransformerModel fused = model_from_json(json::parse("{" + base + R"(, "rope": "fused", "fused_elementwise": false})"));
+  EXPECT_EQ(find_op(layer_forward_ops(fused, c), "rope_q_fwd").bytes, std::llround(2 * elements * 2 + 4096 * 128 * 4));
+  // Unset it follows fused_elementwise, and stays unset through JSON; set, it round-trips.
+  const TransformerModel unset = model_from_json(json::parse("{" + base + "}"));
+  EXPECT_FALSE(unset.rope.has_value());
+  EXPECT_FALSE(model_to_json(unset).contains("rope"));
+  EXPECT_EQ(model_to_json(fms)["rope"], "fms");
+  EXPECT_EQ(model_from_json(model_to_json(fms)), fms);
+  EXPECT_EQ(rope_names(), (std::vector<std::string>{"fused", "megatron", "fms"}));
+  // Errors name the field: an unknown implementation lists the known ones; a rope for a model without
+  // rotary positions says so.
+  const std::string unknown = config_error_message(json::parse("{" + base + R"(, "rope": "hf"})"));
+  EXPECT_NE(unknown.find("fused, megatron, fms"), std::string::npos) << unknown;
+  const std::string small = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
+  EXPECT_EQ(config_error_path(json::parse("{" + small + R"(, "rope": "fms"})")), "/model/rope");
+  const std::string learned = config_error_message(json::parse("{" + small + R"(, "rope": "fms"})"));
+  EXPECT_NE(learned.find("\"learned\""), std::string::npos) << learned;
+}
+
 // ALiBi (Positions::Alibi): outside flash attention the bias is written over the scores and read back
 // by the QKᵀ GEMM, forward (and when the core is recomputed) only; no position table, no backward pass.
 TEST(Alibi, BiasesTheScoresAndHasNoPositionTable) {

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,24 @@ enum class LossImpl { Megatron, Pytorch, Fused };
 std::string loss_name(LossImpl l);
 LossImpl parse_loss(const std::string& name);
 std::vector<std::string> loss_names();
+
+// How the framework rotates the queries and keys (Positions::Rope) after the QKV GEMM, and their
+// gradients in backward (the config states it; unset, fused_elementwise picks fused or megatron):
+//   fused    — one kernel each for the queries and the keys, reading and writing the tensor
+//              (Transformer Engine's FusedRoPEFunc; Megatron-LM's apply_rope_fusion, NeMo's recipes)
+//   megatron — Megatron-LM's _apply_rotary_pos_emb_bshd in eager PyTorch
+//              (megatron/core/models/common/embeddings/rope_utils.py): t·cos, the rotation's negated half
+//              and cat, its ·sin, the sum and the closing cat
+//   fms      — IBM's foundation-model-stack, RotaryEmbedding.adjusted_qk in eager PyTorch
+//              (fms/modules/positions.py): the tensor to FP32, a broadcast product with each position's
+//              2×2 rotation matrices (twice the tensor's elements, FP32), the sum over their columns, the
+//              cast back; autograd's backward the same four passes in reverse
+// core/src/model.cpp's rope() counts each one's bytes.
+enum class RopeImpl { Fused, Megatron, Fms };
+// "fused", "megatron", "fms"; parse throws UnknownName listing them.
+std::string rope_name(RopeImpl r);
+RopeImpl parse_rope(const std::string& name);
+std::vector<std::string> rope_names();
 AttentionImpl parse_attention(const std::string& name);
 std::vector<std::string> attention_names();
 
@@ -168,6 +187,7 @@ struct TransformerModel {
   // As the framework implements it (they change the op lists, not the model's FLOPs):
   AttentionImpl attention = AttentionImpl::Fused;
   LossImpl loss = LossImpl::Megatron;
+  std::optional<RopeImpl> rope;  // unset: rope_impl() follows fused_elementwise
   // Megatron's bias-GeLU and bias-dropout-add fusions: true, one memory pass each; false, the bias add,
   // GeLU, dropout and residual add each a pass of their own, and an RMSNorm the chain of FP32 operators
   // PyTorch runs for it in eager mode (a LayerNorm stays one kernel: PyTorch's layer_norm is native).
@@ -191,6 +211,7 @@ struct TransformerModel {
   bool dropout = true;
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
+  RopeImpl rope_impl() const { return rope ? *rope : fused_elementwise ? RopeImpl::Fused : RopeImpl::Megatron; }
   std::int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
   // Output columns of the QKV projection (h for the queries, kv heads × h/a each for keys and values)
   // and of FC1 (f, or 2f with SwiGLU's gate).
