@@ -323,6 +323,8 @@ class PlanRun {
   void record(int si, const ExecOp& op, Time start, Time end);
   void memory(int si, Bytes delta);
   void start_cache(RankState& rs);
+  Time cold_data(int si, std::uint32_t i, Time now);
+  Time alone(Time t) const;
   // A single compute op's cost.
   const OpCost& cost_of(const ExecOp& op) const { return plan_.costs[static_cast<std::size_t>(op.cost)]; }
 
@@ -588,6 +590,24 @@ void PlanRun::start_cache(RankState& rs) {
   rs.cache->touch(whole, Time{});
 }
 
+// What compute op `i` of rank `si`, starting at `now`, takes beyond its time for the part of its data
+// that has left the cache (cache_residency.hpp; zero without the cache model), counted in stats_.
+Time PlanRun::cold_data(int si, std::uint32_t i, Time now) {
+  const RankState& rs = ranks_[static_cast<std::size_t>(si)];
+  if (!rs.cache) return Time{};
+  const OpCost& c = cost_of(rs.prog->ops[i]);
+  const double cold = rs.cache->cold_bytes(cpu_pool_footprint(c), now);
+  const Time extra = cold_data_time(c, rs.prog->profile, cold);
+  if (extra > Time{}) {
+    stats_.cold_bytes += cold;
+    stats_.cold_time += alone(extra);
+  }
+  return extra;
+}
+
+// A profile time as a rank alone on a core takes it (PlanSimOptions::shared_cores).
+Time PlanRun::alone(Time t) const { return alone_share_ == 1 ? t : Time::from_seconds(t.seconds() * alone_share_); }
+
 void PlanRun::memory(int si, Bytes delta) { ranks_[static_cast<std::size_t>(si)].memory.change(engine_.now(), delta); }
 
 void PlanRun::record(int si, const ExecOp& op, Time start_time, Time end_time) {
@@ -629,20 +649,8 @@ void PlanRun::start(int si, std::uint32_t i) {
       };
       // Runs the op once it has its processor: what of its data has left the cache by then costs more.
       auto run = [this, si, i, dur, finished = std::move(finished)]() mutable {
-        const RankState& r = ranks_[static_cast<std::size_t>(si)];
         const Time started = engine_.now();
-        Time t = dur;
-        if (r.cache) {
-          const OpCost& c = cost_of(r.prog->ops[i]);
-          const double cold = r.cache->cold_bytes(cpu_pool_footprint(c), started);
-          const Time extra = cold_data_time(c, r.prog->profile, cold);
-          if (extra > Time{}) {
-            stats_.cold_bytes += cold;
-            stats_.cold_time += Time::from_seconds(extra.seconds() * alone_share_);
-          }
-          t += extra;
-        }
-        if (alone_share_ != 1) t = Time::from_seconds(t.seconds() * alone_share_);
+        const Time t = alone(dur + cold_data(si, i, started));
         engine_.schedule_after(t, [finished = std::move(finished), started] { finished(started); });
       };
       if (cores_) {

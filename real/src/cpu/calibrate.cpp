@@ -114,15 +114,14 @@ double cache_half_life_seconds(Bytes bytes_per_array) {
   constexpr int kCalls = 5;
   // The median time of one call over kCalls, each after `before`.
   const auto median_call = [&](auto&& before) {
-    std::array<double, kCalls> t{};
+    std::vector<double> t(kCalls);
     for (double& ti : t) {
       before();
       const auto start = std::chrono::steady_clock::now();
       pool.run(op);
       ti = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
-    std::nth_element(t.begin(), t.begin() + kCalls / 2, t.end());
-    return t[kCalls / 2];
+    return median_of(std::move(t));
   };
   constexpr double kInfinite = std::numeric_limits<double>::infinity();
   const double warm = median_call([&] { pool.run(op); });

@@ -52,7 +52,9 @@
 // and skinny GEMMs are slower than large square ones) — the measurement replaces the tile and wave
 // model; else the per-dtype rate (measured or a fraction of the peak), under the tile and wave model of
 // the device. When it holds streaming bandwidths by working-set size, an op's bytes move at the one
-// measured for the nearest size (small working sets stay in cache).
+// measured for the nearest size (small working sets stay in cache); where it also holds a cache
+// half-life (CPU ranks), the plan simulator adds what the bytes that have left the cache cost
+// (cold_data_time, sim/cache_residency.hpp).
 #pragma once
 
 #include <array>
