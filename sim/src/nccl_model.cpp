@@ -614,9 +614,12 @@ NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, Nc
     return out;
   }
   out.steps = ring_steps(op, n);
-  // A loop gives each rank one chunk per channel; once the data runs short the chunk shrinks to the
-  // rank's share of the channel (all_reduce.h runRing: min(chunkSize, divUp(size, nChannels*nranks))).
-  // Broadcast and reduce pass the channel's data down the chain whole.
+  // The kernel loops over the channel's data a chunk per rank at a time (all_reduce.h runRing: loopSize
+  // = nChannels x nranks x chunkSize); the last loop's chunk shrinks to the rank's share of what is left,
+  // realChunkSize = min(chunkSize, divUp(size - gridOffset, nChannels*nranks)), so every loop sends the
+  // same number of slices and the data exactly (nccl_time charges the bytes, not whole slices). A
+  // channel smaller than a loop has one loop of the rank's share. Broadcast and reduce pass the channel's
+  // data down the chain a chunk at a time.
   const Bytes per_step = std::min(chunk, chain_op(op) ? out.channel_bytes : ceil_div(out.channel_bytes, n));
   // Simple sends a chunk in CHUNKSTEPS/SLICESTEPS slices, none smaller than 1/32 of a nominal slice;
   // LL and LL128 send it whole.
@@ -627,10 +630,12 @@ NcclPipeline nccl_pipeline(const NcclFabric& f, CollectiveOp op, Bytes bytes, Nc
     const Bytes aligned = ceil_div(per_step, kSimpleSliceAlign * slices_per_chunk) * kSimpleSliceAlign;
     out.slice = std::min(per_step, std::max(aligned, nominal / kSimpleMinSliceDivisor));
   }
-  // The busiest link carries the channel's data steps/n times over (pipeline_model/ring.cc); the
-  // pipelined broadcast and reduce pass it once down every link.
-  const Bytes slices_per_channel = ceil_div(out.channel_bytes, out.slice);
-  out.slices = chain_op(op) ? slices_per_channel : ceil_div(slices_per_channel * out.steps, n);
+  // Every link carries one chunk on each of a loop's steps (pipeline_model/ring.cc: the busiest link
+  // carries the channel's data steps/n times over); the pipelined broadcast and reduce pass each chunk
+  // once down every link.
+  const std::int64_t loops = ceil_div(out.channel_bytes, per_step * (chain_op(op) ? 1 : n));
+  const std::int64_t slices_per_step = ceil_div(per_step, out.slice);
+  out.slices = loops * slices_per_step * (chain_op(op) ? 1 : out.steps);
   out.slices = std::max<std::int64_t>(out.slices, out.steps);
   return out;
 }
@@ -671,7 +676,10 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     const double latency_share = p == NcclProto::Simple && !from(f, 23) ? kPipelineHopLatencyShare : 1.0;
     const double first = latency_share * steps_latency + node_slices * slice / channel_Bpus +
                          net_steps * slice / network_hop_Bpus(f, a, p);
-    return Time::us(base + first + static_cast<double>(pl.slices - 1) * slice / channel_Bpus);
+    // The rest of the channel's data, up and down (the last chunk is what is left, enqueue's nelem =
+    // min(chunkSize, size - offset), so the bytes are exact, not whole slices).
+    const double rest = std::max(2.0 * static_cast<double>(pl.channel_bytes) - 2 * slice, 0.0);
+    return Time::us(base + first + rest / channel_Bpus);
   }
   if (nvls_family(a)) {
     // The linear pipeline through NVLS's stages, as NVIDIA's pipelineModel (pipeline_model.cc) has it:
@@ -700,8 +708,9 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
         (pl.steps - net_steps) * hw_lat(f, kNvlink, a, p) + net_steps * net_lat(f, a, p);
     const double first = kPipelineHopLatencyShare * first_lat + (pl.steps - net_steps) * slice / node_Bpus +
                          net_steps * slice / hop_Bpus;
-    const double delay_us = slice / std::min({channel_Bpus, node_Bpus, net_steps > 0 ? hop_Bpus : node_Bpus});
-    return Time::us(base + first + static_cast<double>(pl.slices - 1) * delay_us);
+    // Then the rest of the channel's data at the slowest stage's rate (the last slice is what is left).
+    const double slowest_Bpus = std::min({channel_Bpus, node_Bpus, net_steps > 0 ? hop_Bpus : node_Bpus});
+    return Time::us(base + first + static_cast<double>(pl.channel_bytes - pl.slice) / slowest_Bpus);
   }
   // Ring. A channel's bandwidth is its share of the tuner's bus bandwidth for the pair (whose
   // channels are the graph's, run twice over). Inside one NVLink node the channels are not held to
@@ -720,7 +729,11 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
     bus_GBps = std::max(bus_GBps, ring_bus(f.nvlink_GBps, p, op, f, t.channels[idx(a)]));
   }
   const double channel_Bpus = bus_GBps * 1000.0 / nccl_channels(f, a);
-  const double slice_us = static_cast<double>(pl.slice) / channel_Bpus;
+  // The busiest link's bytes: the channel's data steps/n times over (all of it down a chain), no less
+  // than one slice on every step (a chain's data shorter than its steps still crosses each of them).
+  const double cb = static_cast<double>(pl.channel_bytes);
+  const double link_bytes =
+      std::max(chain_op(op) ? cb : cb * pl.steps / n, static_cast<double>(pl.steps) * static_cast<double>(pl.slice));
   // Latencies per hop, as the tuner has them: NVLink or PCI inside a node, at least the cost of
   // posting a network operation once the ring leaves the node; network hops 2 (nodes - 1) of the
   // all-reduce's steps (pipeline_model/ring.cc), nodes - 1 of the others'.
@@ -739,7 +752,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   // the latency is fill here. At one slice per step it is the tuner's estimate exactly.)
   const double first_lat = (pl.steps - inter_steps) * intra + inter_steps * inter;
   const double later_lat = static_cast<double>(pl.slices - pl.steps) * intra;
-  return Time::us(base + first_lat + later_lat + static_cast<double>(pl.slices) * slice_us);
+  return Time::us(base + first_lat + later_lat + link_bytes / channel_Bpus);
 }
 
 NcclChoice nccl_choose(const CollectiveRequest& request, const NcclFabric& fabric, std::optional<NcclAlgo> only) {

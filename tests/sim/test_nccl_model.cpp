@@ -2,6 +2,10 @@
 // NVIDIA/nccl v2.20.3 src/graph/tuning.cc; the pipelined time of the chosen pair (channel trimming,
 // slices, NVLS efficiency), computed by hand from the sizes cited in nccl_model.cpp; and `auto`
 // following NCCL's choice.
+#include <optional>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "twinbed/core/device.hpp"
@@ -105,13 +109,14 @@ TEST(NcclModel, A100NodeHasNoNvlsAndRunsRingForLargeAllReduce) {
   EXPECT_EQ(c.name(), "ring/Simple");
   EXPECT_EQ(c.tuner_time, Time::us(56 + 1073741824 / (1000 * 240.0 * 8 / 14)));
   // Pipelined: 24 channels of ceil(1 GiB / 24) = 44,739,243 B; a step moves a 2 MiB chunk in two 1 MiB
-  // slices; ceil(44739243 / 1 MiB) = 43 slices per channel, ceil(43 x 14 / 8) = 76 on the busiest
-  // link, at 240 / 24 = 10 GB/s (104.8576 us each); every slice pays the 3.4 us NVLink hop:
-  // 8.4 + 76 x 3.4 + 76 x 104.8576 us.
+  // slices; a loop takes 8 chunks of a channel, so ceil(44739243 / 16 MiB) = 3 loops (the last one's
+  // chunks the 11,184,811 B left over 8 ranks), each 14 steps of 2 slices: 84 slices on every link,
+  // each paying the 3.4 us NVLink hop; the link's bytes, the channel's 14/8 times over, at 240 / 24 =
+  // 10 GB/s: 8.4 + 84 x 3.4 + 44739243 x 14 / 8 / 10000 us.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, GiB, NcclAlgo::Ring, NcclProto::Simple),
-            (NcclPipeline{24, 44739243, MiB, 76, 14}));
-  expect_us(c.time, 8.4 + 76 * 3.4 + 76 * 104.8576);
-  // 4.4% over the tuner's time: the slices' synchronisation.
+            (NcclPipeline{24, 44739243, MiB, 84, 14}));
+  expect_us(c.time, 8.4 + 84 * 3.4 + 44739243.0 * 14 / 8 / 10000);
+  // 3.0% over the tuner's time: the slices' synchronisation.
   EXPECT_GT(c.time, c.tuner_time);
   EXPECT_LT(c.time.seconds(), 1.05 * c.tuner_time.seconds());
 }
@@ -160,11 +165,51 @@ TEST(NcclModel, RingPipelineSlicesAMidSizeAllReduce) {
   // on the busiest link.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Ring, NcclProto::Simple),
             (NcclPipeline{24, 699051, 43712, 28, 14}));
-  // At 370.8 / 24 = 15.45 GB/s a slice takes 43712 / 15450 = 2.829 us; the first slice pays 14 hops of
-  // 3.4 us, the other 14 on the busiest link 3.4 us each: 8.4 + 28 x 3.4 + 28 x 2.829 = 182.8 us, where
-  // the tuner (its graph's 360 GB/s) says 56 + 16 MiB / 205.7 GB/s = 137.6 us.
+  // The first slice pays 14 hops of 3.4 us, the other 14 on the busiest link 3.4 us each, and the link
+  // carries the channel's bytes 14/8 times over at 370.8 / 24 = 15.45 GB/s: 8.4 + 28 x 3.4 + 699051 x
+  // 14 / 8 / 15450 = 182.8 us, where the tuner (its graph's 360 GB/s) says 56 + 16 MiB / 205.7 GB/s =
+  // 137.6 us.
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 16 * MiB, NcclAlgo::Ring, NcclProto::Simple),
-            8.4 + 28 * 3.4 + 28 * 43712 / 15450.0);
+            8.4 + 28 * 3.4 + 699051.0 * 14 / 8 / 15450);
+}
+
+// The kernels loop over a channel's data a chunk per rank at a time and shrink the last loop's chunks to
+// what is left (all_reduce.h runRing's realChunkSize), so a larger op never moves fewer bytes per
+// microsecond: charging the last loop's slices whole made the rate fall just past each whole loop (a
+// 4-GPU H100 all-reduce 340 GB/s of bus bandwidth at 128 MiB, 330 at 256; on 2 A100s an all-gather with
+// LL128 311 at 16 MiB, 235 at 32).
+TEST(NcclModel, ALargerOpNeverMovesItsBytesSlower) {
+  struct Case {
+    std::string name;
+    NcclFabric fabric;
+  };
+  std::vector<Case> cases;
+  for (int n : {2, 4, 8}) {
+    cases.push_back({"a100 x" + std::to_string(n), *nccl_fabric(a100_node(), iota(n))});
+    cases.push_back({"h100 x" + std::to_string(n), *nccl_fabric(h100_node(), iota(n))});
+  }
+  for (int nodes : {2, 4}) cases.push_back({"dgx-h100 x" + std::to_string(nodes), *nccl_fabric(topo::dgx_h100_cluster(nodes), iota(8 * nodes))});
+  int checked = 0;
+  for (const Case& c : cases) {
+    for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather, CollectiveOp::ReduceScatter, CollectiveOp::Broadcast}) {
+      const NcclTable t = nccl_table(op, c.fabric);
+      for (NcclAlgo a : {NcclAlgo::Ring, NcclAlgo::Tree, NcclAlgo::Nvls, NcclAlgo::NvlsTree}) {
+        for (NcclProto p : {NcclProto::LL, NcclProto::LL128, NcclProto::Simple}) {
+          double previous = 0;
+          for (Bytes bytes = 64 * KiB; bytes <= 8 * GiB; bytes *= 2) {
+            const std::optional<Time> time = nccl_time(t, c.fabric, op, bytes, a, p);
+            if (!time) break;
+            const double rate = static_cast<double>(bytes) / time->seconds();
+            EXPECT_GE(rate, previous * (1 - 1e-12)) << c.name << " " << to_string(op) << " " << to_string(a) << "/"
+                                                    << to_string(p) << " at " << bytes << " B";
+            previous = rate;
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);  // every case ran: ring, tree, NVLS and NVLSTree where they exist
 }
 
 // Inside one NVLink node the ring's channels move data at the link's usable rate (H100: 18 x 20.6 =
@@ -176,12 +221,13 @@ TEST(NcclModel, ARingInsideANodeMovesAtTheLinksRateNotTheSearchs) {
   EXPECT_EQ(g.channels * g.bw_intra, 360.0);
   const NcclTable t = nccl_table(CollectiveOp::AllReduce, h100);
   EXPECT_NEAR(t.bandwidth_GBps[kRing][kSimple], 360.0 * 8 / 14, 1e-9);  // the tuner's figure is the search's
-  // 4 GiB of Simple: 24 channels of 178,956,971 B in 1 MiB slices, 171 a channel, ceil(171 x 14 / 8) =
-  // 300 on the busiest link, each at 370.8 / 24 = 15.45 GB/s and each paying the hop's 3.4 us:
-  // 8.4 + 300 x 3.4 + 300 x 1048576 / 15450 us, a bus bandwidth of 351.4 GB/s (at the search's
-  // 15 GB/s a channel it was 341.6).
+  // 4 GiB of Simple: 24 channels of 178,956,971 B, 11 loops of 8 chunks of 2 MiB (the last one's
+  // smaller), each 14 steps of two 1 MiB slices: 308 slices on every link, each paying the hop's 3.4 us,
+  // and the channel's bytes 14/8 times over at 370.8 / 24 = 15.45 GB/s: 8.4 + 308 x 3.4 + 178956971 x
+  // 14 / 8 / 15450 us, a bus bandwidth of 352.4 GB/s (at the search's 15 GB/s a channel, 342.7).
   const Time big = *nccl_time(t, h100, CollectiveOp::AllReduce, 4 * GiB, NcclAlgo::Ring, NcclProto::Simple);
-  expect_us(big, 8.4 + 300 * 3.4 + 300 * 1048576 / 15450.0);
+  expect_us(big, 8.4 + 308 * 3.4 + 178956971.0 * 14 / 8 / 15450);
+  EXPECT_NEAR(4.0 * GiB * 14 / 8 / big.seconds() / 1e9, 352.4, 0.05);
   // A100: 12 links x 20.0 = 240, and the search books 12 x 20 = 240: nothing to lift.
   const NcclFabric a100 = *nccl_fabric(a100_node(), iota(8));
   const NcclGraph ga = nccl_graph(a100, NcclAlgo::Ring);
@@ -244,15 +290,16 @@ TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
   const double ll128_channel = 420 * 0.92 * 7 / 9 * 1000 / 24;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
             14 + 14 * 1.25 + 2 * 43691 / ll128_channel);
-  // 64 MiB, Simple: 2,796,203 B a channel in slices of one 512 KiB step, 6 of them, each crossing
-  // every link twice less one: 11. Simple forwards whole slices: the first pays its time on all 14
-  // hops (latency 28 / 2 each: tuning.cc's figure includes a 256 kB chunk's transfer, which the
-  // pipeline charges itself), then 10 more follow at 386.4 / 24 GB/s.
+  // 64 MiB, Simple: 2,796,203 B a channel in slices of one 512 KiB step, 6 of them (the last holding
+  // what is left), each crossing every link twice less one: 11. Simple forwards whole slices: the first
+  // pays its time on all 14 hops (latency 28 / 2 each: tuning.cc's figure includes a 256 kB chunk's
+  // transfer, which the pipeline charges itself), then the rest of the channel's data, up and down,
+  // follows at 386.4 / 24 GB/s: 2 x 2796203 - 2 x 524288 B.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
             (NcclPipeline{24, 2796203, 524288, 11, 14}));
-  const double slice_us = 524288 / (420 * 0.92 * 1000 / 24);
+  const double tree_channel = 420 * 0.92 * 1000 / 24;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
-            14 * 28 / 2.0 + (14 + 10) * slice_us);
+            14 * 28 / 2.0 + 14 * 524288 / tree_channel + (2 * 2796203 - 2 * 524288) / tree_channel);
   // Large: the tuner's algorithm bandwidth, 420 x 0.92 / 2 GB/s, within the fill.
   const Time big = *nccl_time(t, f, CollectiveOp::AllReduce, 16 * GiB, NcclAlgo::Tree, NcclProto::Simple);
   EXPECT_NEAR(16.0 * GiB / big.seconds() / 1e9, 420 * 0.92 / 2, 0.01 * 420 * 0.92 / 2);

@@ -26,17 +26,20 @@
 //   channels of small ops). `nccl_pipeline` says how a given op is cut up (active channels, bytes per
 //   channel, slice size, slices on the busiest link, steps), and `nccl_time` prices it:
 //     ring:  base + the first slice's latency on every step + every further slice's hop latency
-//            + the busiest link's slices at the channel's bandwidth (inside one NVLink node the
-//            link's usable rate, NCCL's per-link figure x links, not the search's booking: see .cpp)
+//            + the busiest link's bytes at the channel's bandwidth (inside one NVLink node the
+//            link's usable rate, NCCL's per-link figure x links, not the search's booking: see .cpp).
+//            The kernel loops a chunk per rank at a time and shrinks the last loop's chunks to what
+//            is left: every loop pays its slices' latencies, the bytes are the data's exactly
 //     NVLS:  base + the first slice through both steps (reduce into the switch, multicast back)
-//            + (slices - 1) x the per-slice delay          (NVIDIA's pipeline model, see .cpp);
-//            NVLSTree the same with the tree of nodes' network steps added (2 log2 nodes), each
-//            stage at its own rate (NVLink or NIC), the delay the slowest's
+//            + the rest of the channel's data at the slowest stage's rate (NVIDIA's pipeline
+//            model, see .cpp); NVLSTree the same with the tree of nodes' network steps added
+//            (2 log2 nodes), each stage at its own rate (NVLink or NIC)
 //     tree:  base + the first slice up and down every hop (the hop's latency, half of it for
 //            Simple before 2.23, whose figure holds a chunk's transfer; then the slice: on every
 //            hop for Simple, twice in the nodes for LL and LL128, which forward line by line there,
-//            and on every network hop, which forwards whole steps) + (slices - 1) x the slice
-//            time, a link carrying each slice twice (NVIDIA's pipeline model, pipeline_model/tree.cc)
+//            and on every network hop, which forwards whole steps) + the rest of the channel's
+//            data at the slice rate, a link carrying it twice (NVIDIA's pipeline model,
+//            pipeline_model/tree.cc)
 //     PAT:   the tuner's estimate (its pipeline is not modelled).
 //   NVLS and NVLSTree bandwidth carry NCCL's Hopper NVLS efficiency (0.85, src/tuning/nvls.cc in
 //   later NCCL) and, for NVLSTree, NVIDIA's per-channel cap.
@@ -152,7 +155,7 @@ std::optional<Time> nccl_tuner_time(const NcclTable& table, const NcclFabric& fa
 int nccl_channels(const NcclFabric& fabric, NcclAlgo algo);
 
 // How NCCL's kernels cut one op up. Ring: every one of `steps` hops moves `slice` bytes at a time,
-// and the busiest link carries `slices` of them. NVLS: each channel's data passes through `steps`
+// and the busiest link carries `slices` of them (a loop's last ones smaller, holding what is left). NVLS: each channel's data passes through `steps`
 // stages (2 for all-reduce: into the switch and back; 1 otherwise) in `slices` slices. Tree
 // (all-reduce): the first slice goes up and down the chains and the tree of nodes, `steps` hops, and
 // each link carries `slices` (every slice twice, less one).
