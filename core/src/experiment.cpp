@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string_view>
 
@@ -142,20 +143,31 @@ std::vector<TechniqueConfig> parse_techniques(const json& j, const std::string& 
   return out;
 }
 
-}  // namespace
-
-int parse_nccl_version(const std::string& text, const std::string& path) {
-  // "2.<minor>" or "2.<minor>.<patch>", each part 1 to 3 decimal digits.
+// "2.<minor>" or "2.<minor>.<patch>", each part 1 to 3 decimal digits: the minor; nullopt otherwise.
+std::optional<int> nccl_release_minor(std::string_view v) {
   const auto digits = [](std::string_view s) {
     return !s.empty() && s.size() <= 3 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
-  int minor = -1;
-  const std::string_view v = text;
-  if (v.substr(0, 2) == "2.") {
-    const std::size_t dot = v.find('.', 2);
-    const std::string_view m = v.substr(2, dot == std::string_view::npos ? std::string_view::npos : dot - 2);
-    if (digits(m) && (dot == std::string_view::npos || digits(v.substr(dot + 1)))) minor = std::stoi(std::string(m));
+  if (v.substr(0, 2) != "2.") return std::nullopt;
+  const std::size_t dot = v.find('.', 2);
+  const std::string_view m = v.substr(2, dot == std::string_view::npos ? std::string_view::npos : dot - 2);
+  if (!digits(m) || (dot != std::string_view::npos && !digits(v.substr(dot + 1)))) return std::nullopt;
+  return std::stoi(std::string(m));
+}
+
+}  // namespace
+
+int parse_nccl_release(const std::string& text, const std::string& path) {
+  const std::optional<int> minor = nccl_release_minor(text);
+  if (!minor) {
+    fail(path, "expected an NCCL release as \"2.<minor>\" or \"2.<minor>.<patch>\" (\"2.24\", \"2.24.3\"), got " +
+                   json_read::quoted(text));
   }
+  return *minor;
+}
+
+int parse_nccl_version(const std::string& text, const std::string& path) {
+  const int minor = nccl_release_minor(text).value_or(-1);
   if (minor < kNcclOldestMinor || minor > kNcclNewestMinor) {
     fail(path, "NCCL version " + json_read::quoted(text) + " is not modelled; accepted: 2." +
                    std::to_string(kNcclOldestMinor) + " to 2." + std::to_string(kNcclNewestMinor) +
@@ -163,6 +175,8 @@ int parse_nccl_version(const std::string& text, const std::string& path) {
   }
   return minor;
 }
+
+int nearest_modelled_nccl_minor(int minor) { return std::clamp(minor, kNcclOldestMinor, kNcclNewestMinor); }
 
 bool valid_name(const std::string& name) {
   return !name.empty() && name.size() <= 128 && name.front() != '.' &&

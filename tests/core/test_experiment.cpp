@@ -418,6 +418,25 @@ TEST(Sweep, FromFile) {
   EXPECT_THROW(expand_sweep(read_config_file(kData / "bad_sweep.json"), kData), ConfigError);
 }
 
+// A source's NCCL release, modelled or not (validation rows state what their source ran), and the
+// modelled release nearest to it: an older release is read with 2.20's tables, a newer one with 2.26's.
+TEST(Experiment, AnNcclReleaseIsReadWithTheNearestModelledTables) {
+  EXPECT_EQ(parse_nccl_release("2.29.2", "/v"), 29);
+  EXPECT_EQ(parse_nccl_release("2.18", "/v"), 18);
+  EXPECT_EQ(nearest_modelled_nccl_minor(29), 26);
+  EXPECT_EQ(nearest_modelled_nccl_minor(18), 20);
+  EXPECT_EQ(nearest_modelled_nccl_minor(23), 23);
+  for (const char* bad : {"2.x", "3.20", "2.24.3.1", "", "2."}) {
+    try {
+      parse_nccl_release(bad, "/v");
+      ADD_FAILURE() << "no error for " << bad;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.path(), "/v");
+      EXPECT_NE(e.message().find("\"2.<minor>\" or \"2.<minor>.<patch>\""), std::string::npos) << e.message();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace twinbed
 

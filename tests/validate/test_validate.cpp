@@ -156,19 +156,19 @@ TEST(ValidateRows, BadCollectiveRowsNameTheFieldAndTheFile) {
   EXPECT_EQ(error_of(j, parse_collectives).first, "/rows/0/note");
 
   j = collective_file();
-  j["rows"][0]["nccl_version"] = "2.18.5";  // a release twinbed does not model
+  j["rows"][0]["nccl_version"] = "2.18-5";  // not a release's name
   std::tie(path, message) = error_of(j, parse_collectives);
   EXPECT_EQ(path, "/rows/0/nccl_version");
-  EXPECT_NE(message.find("2.20 to 2.26"), std::string::npos) << message;
+  EXPECT_NE(message.find("\"2.<minor>.<patch>\""), std::string::npos) << message;
 
   j = collective_file();
   j["topology"]["preset"] = "nosuch";
   EXPECT_NE(error_of(j, parse_collectives).first.find("/preset"), std::string::npos);
 }
 
-// A row that names its NCCL is simulated with that release's tuner: four DGX H100 nodes, a 2 MiB
-// all-reduce, which NCCL 2.20's tables run as NVLSTree and 2.24's as the tree (NcclModel's
-// NvlsLatencyOf221MovesA2MiBAllReduceToTheTree); the label says which release.
+// A row that names its NCCL is simulated with that release's tuner, or the nearest modelled one's: four
+// DGX H100 nodes, a 2 MiB all-reduce, which NCCL 2.20's tables run as NVLSTree and 2.24's as the tree
+// (NcclModel's NvlsLatencyOf221MovesA2MiBAllReduceToTheTree); the label says which release.
 TEST(ValidateRows, ARowsNcclVersionPicksItsTunersTables) {
   json j = collective_file();
   j["topology"] = {{"preset", "dgx-h100"}, {"ranks", 32}};
@@ -183,6 +183,17 @@ TEST(ValidateRows, ARowsNcclVersionPicksItsTunersTables) {
   const RowResult v224 = simulate(row);
   EXPECT_EQ(v224.detail.substr(0, 4), "tree") << v224.detail;
   EXPECT_NE(v224.label.find("NCCL 2.24"), std::string::npos) << v224.label;
+  EXPECT_EQ(v224.label.find("tables"), std::string::npos) << v224.label;
+  // A release twinbed does not model runs with the nearest modelled release's tables, and says so:
+  // 2.29 with 2.26's (the tree, as 2.24's), 2.18 with 2.20's (NVLSTree).
+  j["rows"][0]["nccl_version"] = "2.29.2";
+  const RowResult v229 = simulate(parse_collectives(j).at(0));
+  EXPECT_EQ(v229.detail.substr(0, 4), "tree") << v229.detail;
+  EXPECT_NE(v229.label.find("NCCL 2.29 (2.26's tables)"), std::string::npos) << v229.label;
+  j["rows"][0]["nccl_version"] = "2.18.5";
+  const RowResult v218 = simulate(parse_collectives(j).at(0));
+  EXPECT_EQ(v218.detail.substr(0, 8), "nvlstree") << v218.detail;
+  EXPECT_NE(v218.label.find("NCCL 2.18 (2.20's tables)"), std::string::npos) << v218.label;
 }
 
 // A forced algorithm the machine does not have (NVLS needs Hopper's NVSwitch) is the row's error, named

@@ -94,7 +94,7 @@ std::vector<CollectiveCase> collectives_from_json(const json& j, const std::stri
         c.nccl_algo = a;
       }
       if (r.contains("nccl_version")) {
-        c.nccl_minor = parse_nccl_version(jr::read_string(r.at("nccl_version"), jr::child(p, "nccl_version")),
+        c.nccl_minor = parse_nccl_release(jr::read_string(r.at("nccl_version"), jr::child(p, "nccl_version")),
                                           jr::child(p, "nccl_version"));
       }
       const bool bw = r.contains("measured_busbw_GBps"), t = r.contains("measured_time_us");

@@ -99,7 +99,7 @@ RowResult simulate(const CollectiveCase& c) {
   const CollectiveRequest request{c.op, c.ranks, c.size, 0, subset_of_one_server ? c.ranks : topology.uniform_ranks_per_host()};
   Time time;
   std::string algorithm;
-  const int nccl_minor = c.nccl_minor.value_or(kNcclOldestMinor);
+  const int nccl_minor = nearest_modelled_nccl_minor(c.nccl_minor.value_or(kNcclOldestMinor));
   if (!c.nccl_algo) {  // NCCL's own choice: what `twinbed collectives` times as auto
     sim::CollectiveSimulator simulator(topology, "flow");
     const sim::GroupTiming t = sim::time_group_collective(request, {all}, "auto", simulator, topology, nccl_minor);
@@ -124,7 +124,8 @@ RowResult simulate(const CollectiveCase& c) {
   r.set = Set::Collectives;
   r.label = to_string(c.op) + " " + std::to_string(c.ranks) + " ranks " + format_size(c.size) + " " +
             (c.nccl_algo ? "NCCL_ALGO=" + *c.nccl_algo : "NCCL's choice") +
-            (c.nccl_minor ? ", NCCL 2." + std::to_string(*c.nccl_minor) : "");
+            (c.nccl_minor ? ", NCCL 2." + std::to_string(*c.nccl_minor) : "") +
+            (c.nccl_minor && *c.nccl_minor != nccl_minor ? " (2." + std::to_string(nccl_minor) + "'s tables)" : "");
   r.metric = c.busbw_GBps ? "busbw_GBps" : "time_us";
   r.published = c.busbw_GBps ? *c.busbw_GBps : *c.time_us;
   r.simulated = c.busbw_GBps ? row.busbw_GBps : time.microseconds();

@@ -46,6 +46,12 @@ struct ClusterConfig {
 inline constexpr int kNcclOldestMinor = 20;
 inline constexpr int kNcclNewestMinor = 26;
 int parse_nccl_version(const std::string& text, const std::string& path);
+// Any NCCL 2.x release, modelled or not: "2.29.2" -> 29; ConfigError at `path` unless "2.<minor>" or
+// "2.<minor>.<patch>".
+int parse_nccl_release(const std::string& text, const std::string& path);
+// The modelled release nearest to 2.<minor>: itself, or 2.20 for an older one, 2.26 for a newer one
+// (a release's tuner shares most of its tables with its neighbours').
+int nearest_modelled_nccl_minor(int minor);
 
 // "simulation": options of the sim backend. Names are checked against the accepted lists here; the
 // simulator owns their meaning.

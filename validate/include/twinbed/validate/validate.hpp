@@ -65,7 +65,8 @@ struct CollectiveCase {
   int ranks = 0;
   Bytes size = 0;                   // nccl-tests' size convention
   std::optional<std::string> nccl_algo;  // nullopt: NCCL's choice; else "Ring", "Tree" or "NVLS"
-  std::optional<int> nccl_minor;         // "nccl_version": the NCCL 2.x the source ran; nullopt: 2.20's tables
+  std::optional<int> nccl_minor;         // "nccl_version": the NCCL 2.x the source ran, simulated with the nearest
+                                         // modelled release's tables (nearest_modelled_nccl_minor); nullopt: 2.20's
   std::optional<double> busbw_GBps;      // exactly one of the two is set
   std::optional<double> time_us;
   bool operator==(const CollectiveCase&) const = default;
