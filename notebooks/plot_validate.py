@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Plot `twinbed validate`'s results. Collectives: one panel per data file (a machine's nccl-tests
-sweep), published and simulated bus bandwidth against size (against the GPU count where a file's rows
-share one size and differ in ranks), the simulated points coloured by the algorithm NCCL's model picked
+sweep), or per data file and communicator (op and GPU count) where a file holds several, published and
+simulated bus bandwidth against size (against the GPU count where a file's rows share one size and differ
+in ranks), the simulated points coloured by the algorithm NCCL's model picked
 and the target band (published ±10 %) shaded, so that where a sweep
 leaves the band, and under which algorithm, shows at a glance. Training: the simulator's signed error
 on every run, one bar per row (simulated vs published, in %), with the target band shaded and each bar
@@ -68,19 +69,42 @@ def algorithm(row):
     return row["detail"].split("/", 1)[0]
 
 
+def label_parts(row):
+    """A collective row's label, "<op> <ranks> ranks <size> <setting>[, NCCL 2.x ...]": (op, ranks, the
+    setting, "NCCL's choice" or "NCCL_ALGO=<algo>", without the release the row names)."""
+    op, ranks, _, _, rest = row["label"].split(" ", 4)
+    return op, int(ranks), rest.split(", NCCL 2.", 1)[0]
+
+
 def series_key(row):
-    """Rows of one sweep: the same source, op, ranks and algorithm setting; the label reads
-    "<op> <ranks> ranks <size> <NCCL's choice | NCCL_ALGO=...>"."""
-    op, ranks, _, _, setting = row["label"].split(" ", 4)
+    """Rows of one sweep: the same source, op, ranks, algorithm setting and metric."""
+    op, ranks, setting = label_parts(row)
     return (row["source"], op, ranks, setting, row["metric"])
 
 
 def sweep_panels(rows):
-    """[(file, [(series key, rows by size)])]: a panel per data file, in the files' order."""
+    """[(title, [(series key, rows by size)])]: a panel per data file, in the files' order, or per data file
+    and communicator (op and GPUs) where a file holds several, so that no panel mixes them; a file whose
+    rows share one size across GPU counts stays one panel (drawn over the GPU count)."""
     files = {}
     for r in rows:
-        files.setdefault(r["file"], {}).setdefault(series_key(r), []).append(r)
-    return [(f, [(k, sorted(v, key=lambda r: r["size_bytes"])) for k, v in series.items()]) for f, series in files.items()]
+        files.setdefault(r["file"], []).append(r)
+    panels = []
+    for file, mine in files.items():
+        name = os.path.splitext(os.path.basename(file))[0]
+        groups = {}
+        for r in mine:
+            op, ranks, _ = label_parts(r)
+            groups.setdefault((op, ranks), []).append(r)
+        if len(groups) == 1 or over_gpu_counts(mine):
+            groups = {None: mine}
+        for group, rs in groups.items():
+            series = {}
+            for r in rs:
+                series.setdefault(series_key(r), []).append(r)
+            title = name if group is None else f"{name}: {group[0]}, {group[1]} GPUs"
+            panels.append((title, [(k, sorted(v, key=lambda r: r["size_bytes"])) for k, v in series.items()]))
+    return panels
 
 
 def size_text(b):
@@ -90,29 +114,22 @@ def size_text(b):
     return f"{b:g}"
 
 
-def ranks_of(row):
-    """The communicator size of a collective row (its label: "<op> <ranks> ranks ...")."""
-    return int(row["label"].split(" ", 2)[1])
+def over_gpu_counts(rows):
+    """Rows that share one size and differ in communicator size (the same server at 2 to 8 GPUs): drawn
+    as one line per op and algorithm setting over the GPU count, instead of a point per sweep."""
+    return len({r["size_bytes"] for r in rows}) == 1 and len({label_parts(r)[1] for r in rows}) >= 2
 
 
-def over_gpu_counts(series):
-    """A data file whose rows share one size and differ in communicator size (the same server at 2 to 8
-    GPUs): one line per op and algorithm setting over the ranks, instead of a point per sweep."""
+def draw_sweep(ax, title, series, band):
     rows = [r for _, rs in series for r in rs]
-    if len({r["size_bytes"] for r in rows}) != 1 or len({ranks_of(r) for r in rows}) < 2:
-        return None
-    lines = {}
-    for (source, op, _, setting, metric), rs in series:
-        lines.setdefault((source, op, "", setting, metric), []).extend(rs)
-    return [(k, sorted(v, key=ranks_of)) for k, v in lines.items()]
-
-
-def draw_sweep(ax, file, series, band):
-    by_ranks = over_gpu_counts(series)
+    by_ranks = over_gpu_counts(rows)
     if by_ranks:
-        series = by_ranks
-    x_of = ranks_of if by_ranks else (lambda r: r["size_bytes"])
-    for (_, op, _, setting, _), rs in series:
+        lines = {}
+        for (source, op, _, setting, metric), rs in series:
+            lines.setdefault((source, op, "", setting, metric), []).extend(rs)
+        series = [(k, sorted(v, key=lambda r: label_parts(r)[1])) for k, v in lines.items()]
+    x_of = (lambda r: label_parts(r)[1]) if by_ranks else (lambda r: r["size_bytes"])
+    for (_, _, _, setting, _), rs in series:
         x = [x_of(r) for r in rs]
         published = [r["published"] for r in rs]
         # The target band around each judged published point (a vertical bar: a sweep's sizes are far apart).
@@ -124,7 +141,7 @@ def draw_sweep(ax, file, series, band):
         ax.scatter(x, [r["simulated"] for r in rs], c=[ALGO_COLORS.get(algorithm(r), "#cc4125") for r in rs], s=16,
                    marker="s", zorder=4)
         if setting != "NCCL's choice":  # a forced algorithm: say which
-            ax.annotate(f"{op} {setting}", (x[-1], published[-1]), fontsize=6, ha="right", va="bottom",
+            ax.annotate(setting, (x[-1], published[-1]), fontsize=6, ha="right", va="bottom",
                         xytext=(-4, 4), textcoords="offset points")
     if by_ranks:
         ax.set_xlabel(f"GPUs ({size_text(series[0][1][0]['size_bytes'])} each)", fontsize=7)
@@ -135,8 +152,7 @@ def draw_sweep(ax, file, series, band):
     ax.grid(True, which="major", alpha=0.3)
     metric = series[0][0][4]
     ax.set_ylabel(UNITS.get(metric, metric) + (" busbw" if metric == "busbw_GBps" else ""), fontsize=7)
-    title = os.path.splitext(os.path.basename(file))[0]
-    judged = [abs(r["error"]) for _, rs in series for r in rs if r["judged"]]
+    judged = [abs(r["error"]) for r in rows if r["judged"]]
     if judged:
         title += f"\nmean |error| {100 * sum(judged) / len(judged):.1f}%, max {100 * max(judged):.1f}%"
     ax.set_title(title, fontsize=8, loc="left")
@@ -146,8 +162,8 @@ def draw_sweeps(sub, rows, aggregate, band):
     panels = sweep_panels(rows)
     cols = min(SWEEP_COLUMNS, len(panels))
     axes = sub.subplots(math.ceil(len(panels) / cols), cols, squeeze=False).flatten()
-    for ax, (file, series) in zip(axes, panels):
-        draw_sweep(ax, file, series, band)
+    for ax, (title, series) in zip(axes, panels):
+        draw_sweep(ax, title, series, band)
     for ax in axes[len(panels):]:
         ax.axis("off")
     title = "collectives: published (circles) vs simulated (squares, by the algorithm NCCL's model picked) bus bandwidth"

@@ -8,6 +8,20 @@ import os
 import sys
 
 
+def check_panels(rows):
+    """validate.png's collective panels: every row in exactly one, and no panel mixing communicators (op and
+    GPU count) unless it is drawn over the GPU count, at one size."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "notebooks"))
+    import plot_validate  # noqa: E402  (the plot's own grouping, without matplotlib)
+    panels = plot_validate.sweep_panels(rows)
+    drawn = [r["id"] for _, series in panels for _, rs in series for r in rs]
+    assert sorted(drawn) == sorted(r["id"] for r in rows), "a row is drawn twice or not at all"
+    for title, series in panels:
+        mine = [r for _, rs in series for r in rs]
+        communicators = {plot_validate.label_parts(r)[:2] for r in mine}
+        assert len(communicators) == 1 or plot_validate.over_gpu_counts(mine), (title, communicators)
+
+
 def main(path, table_path):
     with open(path) as f:
         doc = json.load(f)
@@ -35,6 +49,7 @@ def main(path, table_path):
         assert 0 <= a["mean_abs_error"] <= a["max_abs_error"], a
     p = doc["provenance"]
     assert p["git_revision"] and p["data_files"] and p["cheap"] is True, p
+    check_panels([r for r in rows if r["set"] == "collectives"])
     png = os.path.join(os.path.dirname(path), "validate.png")
     if os.path.exists(png):  # drawn where matplotlib is installed
         with open(png, "rb") as f:
