@@ -684,7 +684,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   if (nvls_family(a)) {
     // The linear pipeline through NVLS's stages, as NVIDIA's pipelineModel (pipeline_model.cc) has it:
     // the first slice through every stage, each at its own stage's rate (the NVLink's for NVLS's
-    // stages, the network's for NVLSTree's tree of nodes), then one slice per delay of the slowest.
+    // stages, the network's for NVLSTree's tree of nodes), then the rest at the slowest's rate.
     // A channel's end-to-end rate is its share of NVLS's (algorithm) bandwidth, so a long pipeline
     // reaches exactly that. (NCCL's own model gives each channel the graph's NVLink speed, twice the
     // share, and caps the sum with a soft minimum; the share is what the channels can carry together.)
