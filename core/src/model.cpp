@@ -1131,15 +1131,28 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
 }
 
 json model_to_json(const TransformerModel& m) {
-  json j{{"name", m.name},         {"layers", m.layers},   {"hidden", m.hidden},
-              {"heads", m.heads},       {"kv_heads", m.kv()},   {"ffn_hidden", m.ffn()},
-              {"activation", activation_name(m.activation)}, {"positions", positions_name(m.positions)},
-              {"norm", norm_name(m.norm)},
-              {"bias", m.bias}, {"tie_embeddings", m.tie_embeddings}, {"seq_len", m.seq_len},
-              {"vocab", m.vocab},       {"experts", m.experts}, {"top_k", m.top_k},
-              {"dtype", dtype_name(m.dtype)}, {"attention", attention_name(m.attention)}, {"loss", loss_name(m.loss)},
-              {"fused_elementwise", m.fused_elementwise}, {"fused_optimizer", m.fused_optimizer},
-              {"fused_grad_accumulation", m.fused_grad_accumulation}, {"dropout", m.dropout}};
+  json j{{"name", m.name},
+         {"layers", m.layers},
+         {"hidden", m.hidden},
+         {"heads", m.heads},
+         {"kv_heads", m.kv()},
+         {"ffn_hidden", m.ffn()},
+         {"activation", activation_name(m.activation)},
+         {"positions", positions_name(m.positions)},
+         {"norm", norm_name(m.norm)},
+         {"bias", m.bias},
+         {"tie_embeddings", m.tie_embeddings},
+         {"seq_len", m.seq_len},
+         {"vocab", m.vocab},
+         {"experts", m.experts},
+         {"top_k", m.top_k},
+         {"dtype", dtype_name(m.dtype)},
+         {"attention", attention_name(m.attention)},
+         {"loss", loss_name(m.loss)},
+         {"fused_elementwise", m.fused_elementwise},
+         {"fused_optimizer", m.fused_optimizer},
+         {"fused_grad_accumulation", m.fused_grad_accumulation},
+         {"dropout", m.dropout}};
   if (m.rope) j["rope"] = rope_name(*m.rope);
   return j;
 }
