@@ -27,8 +27,15 @@ namespace {
 //         all-reduce's network steps 2 (nodes - 1) (were 2 nodes); at one GPU per node every network
 //         hop at the tree's network latency ("With ppn=1 latencies are fully exposed"); NVLS's
 //         all-gather and reduce-scatter bandwidth not converted by 5/6 (only the ring's is); PAT on;
-//   2.24: PAT's bus bandwidth at 0.75 of the graph's (0.85 in 2.23).
-// 2.22, 2.25 and 2.26 change none of the modelled terms; a patch release is taken as its minor's.
+//   2.24: PAT's bus bandwidth at 0.75 of the graph's (0.85 in 2.23);
+//   2.28: NVLS's and NVLSTree's bandwidth priced on the NVLink side with the Hopper efficiency and
+//         channels - 1 of the graph's channels (nvls_tuner_bw), their all-reduce's bus bandwidth
+//         converted as the ring's (ranks / steps, was 5/6). Read from 2.28.3's src/graph/tuning.cc as a
+//         public copy holds it (github.com/zhanglin496/nccl-2.28.3-1 @850a18f5, annotated, its code
+//         NVIDIA's), and checked against the tables NCCL 2.29.2 printed for 2, 4 and 6 H100 GPUs (the
+//         test TunerTablesMatchNccl229sOnAnH100Server): they match to their printed 0.1.
+// 2.22, 2.25 and 2.26 change none of the modelled terms; a patch release is taken as its minor's. 2.27
+// is not modelled: its tuning.cc was not read, so whether 2.28's NVLS pricing came with it is not known.
 
 // baseLat: the fixed cost of a collective of that kind (kernel launch and setup); NVLS and NVLSTree
 // have none of their own (their hardware latencies below stand for everything).
@@ -203,6 +210,25 @@ double ll_max_bw(const NcclFabric& f) {
 
 bool pat_enabled(const NcclFabric& f) { return from(f, 23) && f.nodes == f.ranks; }
 
+bool nvls_family(NcclAlgo a) { return a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree; }
+
+// The per-channel bandwidth NCCL's tuner gives NVLS and NVLSTree (tuning.cc). Until 2.26 the graph's
+// speed, the lesser of its two (NVLSTree's network side at half its speed beyond two nodes). From 2.28
+// the NVLink side carries the Hopper efficiency and one channel fewer than the graph has, twice for
+// all-reduce (the switch reduces: a byte crosses a GPU's link once each way) or (ppn - 1)/ppn for
+// all-gather and reduce-scatter, against bwInter (NVLSTree's doubled on two nodes) and, for NVLSTree,
+// NVIDIA's per-channel cap; a graph of fewer than 2 channels gets none.
+double nvls_tuner_bw(const NcclFabric& f, CollectiveOp op, NcclAlgo a, const NcclGraph& g) {
+  if (!from(f, 28)) return std::min(g.bw_intra, a == NcclAlgo::Nvls || f.nodes <= 2 ? g.bw_inter : g.bw_inter / 2);
+  if (g.channels < 2) return 0;
+  const double ppn = static_cast<double>(f.ranks) / f.nodes;
+  const double intra = g.bw_intra * kNvlsEfficiencyHopper * (g.channels - 1) / g.channels *
+                       (op == CollectiveOp::AllReduce ? 2.0 : (ppn - 1) / ppn);
+  const double inter = g.bw_inter * (a == NcclAlgo::NvlsTree && f.nodes <= 2 ? 2 : 1);
+  const double bw = std::min(intra, inter);
+  return a == NcclAlgo::NvlsTree ? std::min(bw, kPerChMaxNvlsTreeBwHopper[nodes_index(f.nodes)]) : bw;
+}
+
 // The ring's bus bandwidth under protocol `p` when its channels move `raw` GB/s on the links
 // (tuning.cc): LL at a quarter of it (a third for a single-node all-gather or broadcast; half from
 // 2.21) up to the LL cap, LL128 at 0.92 (0.7 with one GPU per node before 2.23) up to the per-channel
@@ -284,8 +310,10 @@ std::optional<NcclFabric> nccl_fabric(const Topology& topology, const std::vecto
   if (nvlink_line == 0) {
     for (LinkId l : topology.out_links(self)) nvlink_line = std::max(nvlink_line, topology.link(l).bandwidth);
   }
-  // NICs: the node has a link other than its NVLink tier; the NIC's rate is the path to another host.
-  for (LinkId l : topology.out_links(self)) f.has_nics |= topology.link(l).bandwidth < nvlink_line;
+  // NICs: only a communicator across hosts sees them, at the rate of the path to another host. NCCL
+  // drops the NICs from the system of a communicator whose ranks are all on one host
+  // (ncclTopoTrimSystem, src/graph/paths.cc, v2.20.3: "if (system->nodes[GPU].count == comm->nRanks)"
+  // every NET node is removed), so it searches that one with its intra-node speed list.
   for (int r : ranks) {
     if (topology.host_of_rank(r) == topology.host_of_rank(first)) continue;
     f.nic_GBps = topology.path_bandwidth(router.route(first, r)) / GBps;
@@ -316,11 +344,19 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
     // twice on its head GPU's, so a GPU's link carries (n + 1) x speed. The first speed that fits is
     // kept. (DGX H100, 18 x 20.6 = 370.8 GB/s: 9 x 40 fits, 9 x 50 does not: 8 channels at 40, as NCCL
     // logs it: "Pattern 5, crossNic 0, nChannels 8, bw 40.000000/..." in NVIDIA/nccl#1197.)
+    // The search's second pass then raises bwInter alone, a listed speed at a time while it is below
+    // twice bwIntra (search.cc, v2.20.3: "pattern == NCCL_TOPO_PATTERN_NVLS && ... tmpGraph.bwInter <
+    // tmpGraph.bwIntra*2"); inside one node nothing books it, so it climbs to the first speed at or past
+    // twice bwIntra, or the top of the list (NCCL logs 8 x 40/60 on DGX H100, NVIDIA/nccl#1197). Only
+    // NCCL 2.28's tuner reads it (nccl_table).
     if (!hopper || !f.nvswitch || !f.nvlink || f.nodes != 1 || f.ranks < 2) return g;
     const double total = f.nvlink_GBps * f.ranks / (f.ranks - 1);
-    for (double s : speeds) {
+    for (auto it = speeds.begin(); it != speeds.end(); ++it) {
+      const double s = *it;
       if (s * f.ranks <= total && s * (f.ranks + 1) <= f.nvlink_GBps + 1e-9) {
-        g = {f.ranks, s, s};
+        double inter = s;
+        while (it != speeds.begin() && inter < 2 * s) inter = *--it;
+        g = {f.ranks, s, inter};
         break;
       }
     }
@@ -343,15 +379,53 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
   }
   double per_channel_limit = f.nvlink_GBps;  // what one channel may take (maxBw)
   double total = f.nvlink_GBps;              // what all channels together may take (totalBw)
-  // A tree's GPU sends up to one parent; across nodes a ring enters a node at one GPU from the network
-  // and leaves it at another to the network (search.cc books each hop's path: the last GPU's goes to
-  // its NIC, not over NVLink), so with the channels' exits spread over the GPUs each GPU's NVLink
-  // carries (ppn - 1)/ppn of them. Either way the channels together may take ppn/(ppn - 1) of a link.
-  if ((algo == NcclAlgo::Tree || f.nodes > 1) && f.ranks > 1) total *= static_cast<double>(ppn) / std::max(ppn - 1, 1);
+  // Across nodes a ring enters a node at one GPU from the network and leaves it at another to the
+  // network (search.cc books each hop's path: the last GPU's goes to its NIC, not over NVLink), and a
+  // tree's chain in a node ends at a GPU that sends to no other; with the channels' exits spread over
+  // the GPUs each GPU's NVLink carries (ppn - 1)/ppn of them: together they may take ppn/(ppn - 1) of
+  // a link.
+  if (f.nodes > 1) total *= static_cast<double>(ppn) / std::max(ppn - 1, 1);
   const double nvlink_total = total;  // the NVLink side's share, before the NICs cap it
   if (f.nodes > 1) {
     per_channel_limit = std::min(per_channel_limit, f.nic_GBps);
     total = std::min(total, f.nic_GBps * ppn);
+  }
+  const auto nic_channels = [&](double v) { return ppn * std::max(1, static_cast<int>(std::floor(f.nic_GBps / v + 1e-9))); };
+  if (algo == NcclAlgo::Tree) {
+    // The tree takes exactly the ring's channels (init.cc: treeGraph->minChannels = maxChannels =
+    // ringGraph->nChannels, the ring's after its duplication, so the tree's own cannot double them),
+    // at the fastest listed speed at which they fit. Inside one node the search gives every channel the
+    // same chain (sameChannels) and the middle GPUs' links carry all of them, except on two GPUs, where
+    // it alternates 0->1 and 1->0 and each link carries half. NCCL 2.29.2's tuner tables on an H100
+    // server bear this out: 12 channels a tree on 2, 4 and 6 GPUs, the 2-GPU one at 60 GB/s and the
+    // others at 30 (see the test "TunerTablesMatchNccl229sOnAnH100Server").
+    const int channels = nccl_graph(f, NcclAlgo::Ring).channels;
+    const auto fits_node = [&](double v) {
+      return (f.nodes == 1 && f.ranks == 2 ? (channels + 1) / 2 : channels) * v <= f.nvlink_GBps + 1e-9;
+    };
+    const auto fits = [&](double v) {
+      if (f.nodes == 1) return fits_node(v);
+      return v <= per_channel_limit && channels * v <= total + 1e-9 && channels <= nic_channels(v);
+    };
+    double s = speeds.back();
+    for (double v : speeds) {
+      if (fits(v)) {
+        s = v;
+        break;
+      }
+    }
+    // The search's second pass ("See if we can increase bwIntra for trees (2 nodes or collnet)"): the
+    // speed inside the node rises one listed speed at a time, while it is below twice the network's
+    // and the same channels still fit the NVLink at it. The tuner prices a tree of one or two nodes at
+    // that speed (tuning.cc: bwIntra where nNodes <= 2).
+    double intra = s;
+    for (auto it = std::find(speeds.begin(), speeds.end(), s); it != speeds.begin() && intra < 2 * s;) {
+      const double faster = *--it;
+      const bool fit = f.nodes == 1 ? fits_node(faster) : faster <= f.nvlink_GBps && channels * faster <= nvlink_total + 1e-9;
+      if (!fit) break;
+      intra = faster;
+    }
+    return {channels, intra, s};
   }
   double s = speeds.back();
   for (double v : speeds) {
@@ -361,28 +435,15 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
     }
   }
   int channels = std::max(1, static_cast<int>(std::floor(total / s + 1e-9)));
-  if (f.nodes > 1) channels = std::min(channels, ppn * std::max(1, static_cast<int>(std::floor(f.nic_GBps / s + 1e-9))));
+  if (f.nodes > 1) channels = std::min(channels, nic_channels(s));
   channels = std::min(channels, 16);  // MAXCHANNELS/2 before duplication (NCCL 2.20: 32 channels)
-  // The search's second pass ("See if we can increase bwIntra for trees (2 nodes or collnet)"): for a
-  // pattern other than the ring, the speed inside the node rises one listed speed at a time, while it
-  // is below twice the network's and the same channels still fit the NVLink at it. The tuner prices a
-  // tree of one or two nodes at that speed (tuning.cc: bwIntra where nNodes <= 2).
-  double intra = s;
-  if (algo == NcclAlgo::Tree) {
-    for (auto it = std::find(speeds.begin(), speeds.end(), s); it != speeds.begin() && intra < 2 * s;) {
-      const double faster = *--it;
-      if (faster > f.nvlink_GBps || channels * faster > nvlink_total + 1e-9) break;
-      intra = faster;
-    }
-  }
-  // ncclTopoDupChannels: double the channels at half the speeds, unless the speed inside the node is
-  // below 25 GB/s, or below 50 GB/s with more than 4 channels on Hopper.
-  if (!(intra < 25.0) && !(hopper && intra < 50.0 && channels > 4)) {
+  // ncclTopoDupChannels: double the channels at half the speeds, unless the speed is below 25 GB/s, or
+  // below 50 GB/s with more than 4 channels on Hopper.
+  if (!(s < 25.0) && !(hopper && s < 50.0 && channels > 4)) {
     channels *= 2;
     s /= 2;
-    intra /= 2;
   }
-  g = {channels, intra, s};
+  g = {channels, s, s};
   return g;
 }
 
@@ -422,8 +483,7 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
       // LL128 is on by default only over NVLink (Volta, Ampere, Hopper).
       if (p == NcclProto::LL128 && !f.nvlink) continue;
       double bw = nodes <= 2 ? g.bw_intra : g.bw_inter;
-      if (a == NcclAlgo::Nvls) bw = std::min(g.bw_intra, g.bw_inter);
-      if (a == NcclAlgo::NvlsTree) bw = std::min(g.bw_intra, nodes <= 2 ? g.bw_inter : g.bw_inter / 2);
+      if (nvls_family(a)) bw = nvls_tuner_bw(f, op, a, g);
       double bus = g.channels * bw;
       // The protocol's efficiency and NVIDIA's measured caps.
       if (a == NcclAlgo::Ring) bus = ring_bus(bus, p, op, f, g.channels);
@@ -437,11 +497,14 @@ NcclTable nccl_table(CollectiveOp op, const NcclFabric& f) {
         t.latency_us[idx(a)][idx(p)] = kPatBaseUs + log2i(nodes) * net_lat(f, a, p) / kPatLogLatencyDivisor + n * kPatPerRankUs;
         continue;
       }
-      // Bus bandwidth to algorithm bandwidth (from 2.23 only the ring's all-gather and reduce-scatter).
-      const double ratio = a == NcclAlgo::Ring                                ? static_cast<double>(n) / nsteps
-                           : rs_ag && from(f, 23)                             ? 1.0
-                           : a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree ? 5.0 / 6.0
-                                                                            : kTreeAlgorithmShare;
+      // Bus bandwidth to algorithm bandwidth (from 2.23 only the ring's all-gather and reduce-scatter;
+      // NVLS's and NVLSTree's all-reduce at 5/6 until 2.28, then as the ring's).
+      const double ring_ratio = static_cast<double>(n) / nsteps;
+      const double ratio = a == NcclAlgo::Ring               ? ring_ratio
+                           : rs_ag && from(f, 23)            ? 1.0
+                           : nvls_family(a) && from(f, 28) ? ring_ratio
+                           : nvls_family(a)                  ? 5.0 / 6.0
+                                                             : kTreeAlgorithmShare;
       t.bandwidth_GBps[idx(a)][idx(p)] = bus * ratio;
 
       // Latency: the base, then the protocol's latency per hop of the algorithm.
@@ -533,7 +596,6 @@ double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
   return per_channel * g.channels;
 }
 
-bool nvls_family(NcclAlgo a) { return a == NcclAlgo::Nvls || a == NcclAlgo::NvlsTree; }
 
 // A network hop's rate for one CTA of algorithm `a`, bytes/us: the NIC's speed as NCCL's search booked
 // it for the graph's channels, split among the CTAs that run them, times the share of the protocol's

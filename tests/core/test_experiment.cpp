@@ -162,7 +162,7 @@ TEST(Experiment, WrongTypesAndRangesAreErrors) {
     std::string why;
     EXPECT_EQ(error_path(c, &why), "/simulation/nccl_version") << bad;
     if (bad.is_string()) {
-      EXPECT_NE(why.find("accepted: 2.20 to 2.26"), std::string::npos) << why;
+      EXPECT_NE(why.find("accepted: 2.20 to 2.26 and 2.28"), std::string::npos) << why;
     }
   }
   c = small_config();
@@ -419,11 +419,15 @@ TEST(Sweep, FromFile) {
 }
 
 // A source's NCCL release, modelled or not (validation rows state what their source ran), and the
-// modelled release nearest to it: an older release is read with 2.20's tables, a newer one with 2.26's.
+// modelled release nearest to it: an older release is read with 2.20's tables, a newer one with 2.28's,
+// 2.27 (not modelled) with 2.26's.
 TEST(Experiment, AnNcclReleaseIsReadWithTheNearestModelledTables) {
   EXPECT_EQ(parse_nccl_release("2.29.2", "/v"), 29);
   EXPECT_EQ(parse_nccl_release("2.18", "/v"), 18);
-  EXPECT_EQ(nearest_modelled_nccl_minor(29), 26);
+  EXPECT_EQ(nearest_modelled_nccl_minor(29), 28);
+  EXPECT_EQ(nearest_modelled_nccl_minor(27), 26);
+  EXPECT_EQ(nearest_modelled_nccl_minor(28), 28);
+  EXPECT_EQ(parse_nccl_version("2.28.3", "/v"), 28);
   EXPECT_EQ(nearest_modelled_nccl_minor(18), 20);
   EXPECT_EQ(nearest_modelled_nccl_minor(23), 23);
   for (const char* bad : {"2.x", "3.20", "2.24.3.1", "", "2."}) {

@@ -1,7 +1,8 @@
 // NCCL's tuner arithmetic (sim/nccl_model.hpp), checked against cases computed by hand from
 // NVIDIA/nccl v2.20.3 src/graph/tuning.cc; the pipelined time of the chosen pair (channel trimming,
 // slices, NVLS efficiency), computed by hand from the sizes cited in nccl_model.cpp; and `auto`
-// following NCCL's choice.
+// following NCCL's choice; and the tables of a later release against those NCCL 2.29.2 printed.
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,11 +50,14 @@ TEST(NcclModel, ChannelSearchOnAnH100Node) {
   const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
   // Ring: 60 GB/s fits 6 times in 370.8, doubled to 12 channels of 30.
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{12, 30, 30}));
-  // Tree may use 8/7 of the link (423.8): 7 x 60, doubled.
-  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{14, 30, 30}));
+  // Tree: the ring's 12 channels, each the same chain, so the middle GPUs' links carry all 12: 30.
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{12, 30, 30}));
   // NVLS: one channel per GPU; 8 of them fit in 423.8 at 50, but a GPU's link carries its 8 channels
-  // plus its own head's again: 9 x 50 = 450 > 370.8, 9 x 40 = 360 fits: 40 (NCCL logs 8 x 40 on DGX H100).
-  EXPECT_EQ(nccl_graph(f, NcclAlgo::Nvls), (NcclGraph{8, 40, 40}));
+  // plus its own head's again: 9 x 50 = 450 > 370.8, 9 x 40 = 360 fits: 40. The second pass raises
+  // bwInter alone to 60 (NCCL logs 8 x 40/60 on DGX H100).
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Nvls), (NcclGraph{8, 40, 60}));
+  // On 2 GPUs the tree's 12 channels alternate direction, 6 on each link: 60.
+  EXPECT_EQ(nccl_graph(*nccl_fabric(h100_node(), iota(2)), NcclAlgo::Tree), (NcclGraph{12, 60, 60}));
 }
 
 TEST(NcclModel, TunerTableForAllReduceOnAnH100Node) {
@@ -67,10 +71,10 @@ TEST(NcclModel, TunerTableForAllReduceOnAnH100Node) {
   EXPECT_NEAR(t.bandwidth_GBps[kRing][kLL], 87.7 * 8 / 14, 1e-9);
   EXPECT_NEAR(t.bandwidth_GBps[kRing][kLL128], 360 * 0.92 * 8 / 14, 1e-9);
   EXPECT_NEAR(t.bandwidth_GBps[kRing][kSimple], 360.0 * 8 / 14, 1e-9);
-  // Tree: 2 x 7 NVLink hops; 420 bus x 0.92 (under 14 x 38.7); LL128 x 7/9; halved.
+  // Tree: 2 x 7 NVLink hops; 360 bus x 0.92 (under 12 x 38.7); LL128 x 7/9; halved.
   EXPECT_NEAR(t.latency_us[kTree][kLL128], 14 + 2 * 7 * 1.25, 1e-9);
   EXPECT_NEAR(t.latency_us[kTree][kSimple], 2 * 7 * 28.0, 1e-9);
-  EXPECT_NEAR(t.bandwidth_GBps[kTree][kLL128], 420 * 0.92 * 7 / 9 / 2, 1e-9);
+  EXPECT_NEAR(t.bandwidth_GBps[kTree][kLL128], 360 * 0.92 * 7 / 9 / 2, 1e-9);
   // NVLS: 23 us, 8 x 40 bus x 5/6; Simple only.
   EXPECT_NEAR(t.latency_us[kNvls][kSimple], 23.0, 1e-9);
   EXPECT_NEAR(t.bandwidth_GBps[kNvls][kSimple], 320.0 * 5 / 6, 1e-9);
@@ -84,7 +88,7 @@ TEST(NcclModel, TimesAndChoicesOnAnH100Node) {
   EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Nvls, NcclProto::Simple),
             Time::us(23 + 1048576 / (1000 * 320.0 * 5 / 6)));
   // Tree's correction at 1 MiB (log2(1 MiB / 64) = 14): LL128 x 0.6.
-  const Time tree = Time::us(31.5 + 1048576 / (1000 * 420 * 0.92 * 7 / 9 / 2 * 0.6));
+  const Time tree = Time::us(31.5 + 1048576 / (1000 * 360 * 0.92 * 7 / 9 / 2 * 0.6));
   EXPECT_EQ(*nccl_tuner_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128), tree);
   // NCCL picks by the tuner and the op takes the pipelined time: 1 MiB over 16 NVLS channels is one
   // 65536-byte slice each, through 2 stages of 23/2 us at 272/16 = 17 GB/s (see NvlsPipeline...).
@@ -279,36 +283,36 @@ TEST(NcclModel, NvlsAlgorithmBandwidthIsTheLinksShareOnAnyGpuCount) {
 TEST(NcclModel, TreePipelineGoesUpAndDownTheChain) {
   const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
   const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
-  // 1 MiB, LL128: 24 channels (2 x min(12 ring, 14 tree)); 1048576 >= 24 x 640 x 8, so none trimmed;
+  // 1 MiB, LL128: 24 channels (2 x 12, the ring's and the tree's); 1048576 >= 24 x 640 x 8, so none trimmed;
   // 43,691 B a channel, under one LL128 chunk (614,400 / 16 x 15): one slice, up and down the chain of
   // 8 GPUs, 14 hops.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
             (NcclPipeline{24, 43691, 43691, 1, 14}));
   // LL128 forwards line by line: base 14 + 14 hops x 1.25 (the tuner's figure, whole: LL128's holds no
   // transfer) + the slice up and down once each at the channel's share of the tuner's bus bandwidth,
-  // 420 x 0.92 x 7/9 / 24 GB/s.
-  const double ll128_channel = 420 * 0.92 * 7 / 9 * 1000 / 24;
+  // 360 x 0.92 x 7/9 / 24 GB/s.
+  const double ll128_channel = 360 * 0.92 * 7 / 9 * 1000 / 24;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, MiB, NcclAlgo::Tree, NcclProto::LL128),
             14 + 14 * 1.25 + 2 * 43691 / ll128_channel);
   // 64 MiB, Simple: 2,796,203 B a channel in slices of one 512 KiB step, 6 of them (the last holding
   // what is left), each crossing every link twice less one: 11. Simple forwards whole slices: the first
   // pays its time on all 14 hops (latency 28 / 2 each: tuning.cc's figure includes a 256 kB chunk's
   // transfer, which the pipeline charges itself), then the rest of the channel's data, up and down,
-  // follows at 386.4 / 24 GB/s: 2 x 2796203 - 2 x 524288 B.
+  // follows at 331.2 / 24 GB/s: 2 x 2796203 - 2 x 524288 B.
   EXPECT_EQ(nccl_pipeline(f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
             (NcclPipeline{24, 2796203, 524288, 11, 14}));
-  const double tree_channel = 420 * 0.92 * 1000 / 24;
+  const double tree_channel = 360 * 0.92 * 1000 / 24;
   expect_us(*nccl_time(t, f, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple),
             14 * 28 / 2.0 + 14 * 524288 / tree_channel + (2 * 2796203 - 2 * 524288) / tree_channel);
-  // Large: the tuner's algorithm bandwidth, 420 x 0.92 / 2 GB/s, within the fill.
+  // Large: the tuner's algorithm bandwidth, 360 x 0.92 / 2 GB/s, within the fill.
   const Time big = *nccl_time(t, f, CollectiveOp::AllReduce, 16 * GiB, NcclAlgo::Tree, NcclProto::Simple);
-  EXPECT_NEAR(16.0 * GiB / big.seconds() / 1e9, 420 * 0.92 / 2, 0.01 * 420 * 0.92 / 2);
+  EXPECT_NEAR(16.0 * GiB / big.seconds() / 1e9, 360 * 0.92 / 2, 0.01 * 360 * 0.92 / 2);
   // Across nodes the tree adds 2 log2(nodes) network hops; only all-reduce has a tree.
   const NcclFabric two = *nccl_fabric(topo::dgx_h100_cluster(2), iota(16));
   EXPECT_EQ(nccl_pipeline(two, CollectiveOp::AllReduce, 64 * MiB, NcclAlgo::Tree, NcclProto::Simple).steps, 16);
   EXPECT_THROW(nccl_pipeline(f, CollectiveOp::AllGather, MiB, NcclAlgo::Tree, NcclProto::Simple), InvalidArgument);
   // The choice under NCCL_ALGO=Tree holds the CTAs its pipeline runs (what the plan simulator takes
-  // from the SMs), not the graph's 14: 24 at 1 MiB, fewer where NCCL trims the channels of a small op.
+  // from the SMs), not the graph's 12: 24 at 1 MiB, fewer where NCCL trims the channels of a small op.
   EXPECT_EQ(nccl_choose({CollectiveOp::AllReduce, 8, MiB}, f, NcclAlgo::Tree).channels, 24);
   const NcclChoice small = nccl_choose({CollectiveOp::AllReduce, 8, 64 * KiB}, f, NcclAlgo::Tree);
   EXPECT_EQ(small.channels, nccl_pipeline(f, CollectiveOp::AllReduce, 64 * KiB, NcclAlgo::Tree, small.proto).channels);
@@ -368,25 +372,65 @@ TEST(NcclModel, TwoDgxH100NodesUseTheNicsAndTheNetworkLatencies) {
 // The search's second pass raises a tree's speed inside the node while it stays under twice the
 // network's and the channels fit the NVLink (search.cc, "See if we can increase bwIntra for trees").
 // Two DGX A100 nodes: the network speed is 24 (NCCL's Ampere list, under the 25 GB/s NIC), 8 channels
-// (one per NIC); inside the node 28 and 30 fit (8 x 30 = 240 <= 240 x 8/7), 48 does not; 30 >= 25
-// doubles the channels at half the speeds. The ring keeps 8 x 24 (below 25: no doubling). For one or
-// two nodes the tuner prices the tree at its speed inside: 16 x 15 x 0.92 = 220.8 GB/s bus, 110.4 of
-// algorithm bandwidth, above the ring's 8 x 24 x 16/30 = 102.4: large all-reduces run the tree.
+// (one per NIC), which the ring keeps (below 25: no doubling) and the tree takes as they are (init.cc:
+// the ring's channel count is the tree's minimum and maximum); inside the node 28 and 30 fit (8 x 30 =
+// 240 <= 240 x 8/7), 48 does not. For one or two nodes the tuner prices the tree at its speed inside,
+// up to NVIDIA's per-channel cap: min(8 x 30 x 0.92, 8 x 23.6) = 188.8 GB/s bus, 94.4 of algorithm
+// bandwidth, below the ring's 8 x 24 x 16/30 = 102.4: large all-reduces run the ring.
 TEST(NcclModel, TwoDgxA100NodesRaiseTheTreesSpeedInsideTheNode) {
   const NcclFabric f = *nccl_fabric(topo::dgx_a100_cluster(2), iota(16));
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{8, 24, 24}));
-  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{16, 15, 12}));
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{8, 30, 24}));
   const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
-  EXPECT_NEAR(t.bandwidth_GBps[kTree][kSimple], 16 * 15 * 0.92 / 2, 1e-9);
+  EXPECT_NEAR(t.bandwidth_GBps[kTree][kSimple], std::min(8 * 30 * 0.92, 8 * 23.6) / 2, 1e-9);
   EXPECT_NEAR(t.bandwidth_GBps[kRing][kSimple], 8 * 24.0 * 16 / 30, 1e-9);
-  EXPECT_EQ(nccl_choose({CollectiveOp::AllReduce, 16, 4 * GiB}, f).name(), "tree/Simple");
-  // Beyond two nodes the tuner takes the network speed: the same 16 x 12 = 8 x 24 of bus bandwidth.
+  EXPECT_EQ(nccl_choose({CollectiveOp::AllReduce, 16, 4 * GiB}, f).name(), "ring/Simple");
+  // Beyond two nodes the tuner takes the network speed: 8 x 24, capped at 8 x 17.8.
   const NcclFabric four = *nccl_fabric(topo::dgx_a100_cluster(4), iota(32));
-  EXPECT_EQ(nccl_graph(four, NcclAlgo::Tree), (NcclGraph{16, 15, 12}));
+  EXPECT_EQ(nccl_graph(four, NcclAlgo::Tree), (NcclGraph{8, 30, 24}));
   EXPECT_NEAR(nccl_table(CollectiveOp::AllReduce, four).bandwidth_GBps[kTree][kSimple],
-              std::min(16 * 12 * 0.92, 16 * 17.8) / 2, 1e-9);
+              std::min(8 * 24 * 0.92, 8 * 17.8) / 2, 1e-9);
   // On Hopper the fastest network speed (48) has no faster one above it: nothing to raise.
   EXPECT_EQ(nccl_graph(*nccl_fabric(topo::dgx_h100_cluster(2), iota(16)), NcclAlgo::Tree), (NcclGraph{8, 48, 48}));
+}
+
+// NCCL 2.29.2's own tuner tables, as it printed them (NCCL_DEBUG=INFO) for all-reduce on 2, 4 and 6
+// GPUs of an H100 NVSwitch server (github.com/waynehacking8/nccl-collectives-bench @ec97f062,
+// results/scaling_attributed/g{2,4,6}_auto.log, "Latency/bandwidth" rows of the TUNING table, to the
+// 0.1 they print), modelled with 2.28's tables: the ring, the tree (12 channels, the ring's) and NVLS
+// with 2.28's pricing (the NVLS graph at bwIntra 60, 60, 50 and bwInter 60).
+TEST(NcclModel, TunerTablesMatchNccl229sOnAnH100Server) {
+  struct Printed {
+    int n;
+    CollectiveOp op;
+    std::array<std::array<double, 2>, 7> cells;  // tree LL, LL128, Simple, ring LL, LL128, Simple, NVLS
+  };
+  const std::vector<Printed> printed = {
+      {2, CollectiveOp::AllReduce,
+       {{{8.0, 61.1}, {16.5, 180.6}, {16.4, 232.2}, {7.8, 141.0}, {17.8, 331.2}, {15.2, 360.0}, {25.0, 102.0}}}},
+      {2, CollectiveOp::AllGather, {{{0, 0}, {0, 0}, {0, 0}, {7.2, 282.0}, {15.9, 662.4}, {11.8, 720.0}, {25.0, 25.5}}}},
+      {4, CollectiveOp::AllReduce,
+       {{{10.4, 43.6}, {21.5, 128.8}, {32.4, 165.6}, {10.2, 94.0}, {25.4, 220.8}, {28.8, 240.0}, {25.0, 160.0}}}},
+      {4, CollectiveOp::AllGather, {{{0, 0}, {0, 0}, {0, 0}, {8.4, 188.0}, {19.7, 441.6}, {18.6, 480.0}, {25.0, 114.8}}}},
+      {6, CollectiveOp::AllReduce,
+       {{{12.8, 43.6}, {26.5, 128.8}, {48.4, 165.6}, {12.6, 84.6}, {33.0, 198.7}, {42.4, 216.0}, {25.0, 216.0}}}},
+      {6, CollectiveOp::AllGather, {{{0, 0}, {0, 0}, {0, 0}, {9.6, 169.2}, {23.5, 397.4}, {25.4, 432.0}, {25.0, 177.1}}}},
+  };
+  for (const Printed& p : printed) {
+    NcclFabric f = *nccl_fabric(h100_node(), iota(p.n));
+    f.nccl_minor = 28;
+    const NcclTable t = nccl_table(p.op, f);
+    for (int c = 0; c < 7; ++c) {
+      const int a = c < 3 ? kTree : c < 6 ? kRing : kNvls, proto = c < 6 ? c % 3 : kSimple;
+      SCOPED_TRACE(std::to_string(p.n) + " GPUs, cell " + std::to_string(c));
+      EXPECT_NEAR(t.latency_us[a][proto], p.cells[c][0], 0.05);
+      EXPECT_NEAR(t.bandwidth_GBps[a][proto], p.cells[c][1], 0.05);
+    }
+  }
+  // 2.26's tables price NVLS at the graph's speed, 5/6 of it for all-reduce: on 4 GPUs 4 x 60 x 5/6.
+  NcclFabric f = *nccl_fabric(h100_node(), iota(4));
+  f.nccl_minor = 26;
+  EXPECT_NEAR(nccl_table(CollectiveOp::AllReduce, f).bandwidth_GBps[kNvls][kSimple], 200.0, 1e-9);
 }
 
 // The tables of later releases (NVIDIA/nccl src/graph/tuning.cc, 2.21.5 to 2.26.2; nccl_model.cpp lists
@@ -551,8 +595,10 @@ TEST(NcclModel, PatTunerArithmeticAtOneRankPerNode) {
     EXPECT_EQ(nccl_channels(f, NcclAlgo::Pat), 0);
   }
   f.nccl_minor = 24;
-  // PAT runs on the tree's graph: one channel per NIC at 48 GB/s, doubled to 2 x 24.
-  EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), (NcclGraph{2, 24, 24}));
+  // PAT runs on the tree's graph: the ring's channels (one per NIC at 48 GB/s, doubled to 2 x 24), at
+  // 24 across the network; inside the node, where no GPU-to-GPU hop books it, the search's second pass
+  // raises the speed to 48, twice the network's.
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), (NcclGraph{2, 48, 24}));
   EXPECT_EQ(nccl_graph(f, NcclAlgo::Pat), nccl_graph(f, NcclAlgo::Tree));
   for (CollectiveOp op : {CollectiveOp::AllGather, CollectiveOp::ReduceScatter}) {
     const NcclTable t = nccl_table(op, f);

@@ -7,7 +7,7 @@
 // * The tuner's estimate, which decides (`nccl_tuner_time`, `nccl_choose`). Source: NVIDIA/nccl
 //   v2.20.3, src/graph/tuning.cc (ncclTopoTuneModel, ncclTopoGetAlgoTime), with the link figures of
 //   src/graph/topo.h and the channel search of src/graph/search.cc, or the tables of a later release
-//   up to 2.26 where NcclFabric::nccl_minor names one (what changed is listed in nccl_model.cpp).
+//   (2.21 to 2.26, 2.28) where NcclFabric::nccl_minor names one (what changed is listed in nccl_model.cpp).
 //   NCCL times an (algorithm, protocol)
 //   pair as
 //       time = latency + bytes / bandwidth            (us, and GB/s of algorithm bandwidth)
@@ -15,8 +15,9 @@
 //   (NVLink, PCI or network hops), and bandwidth = channels x per-channel bandwidth, cut by the
 //   protocol's efficiency (LL moves 8-byte lines of which 4 are data and waits on flags; LL128
 //   128-byte lines of which 120 are data; Simple moves whole buffers), and converted from bus to
-//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6, from 2.23 none for
-//   NVLS's all-gather and reduce-scatter; PAT: none). NCCL runs the pair of least time; so does
+//   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6, from 2.28 as the
+//   ring's, and from 2.23 none for NVLS's all-gather and reduce-scatter; PAT: none). NCCL runs the pair
+//   of least time; so does
 //   `nccl_choose`.
 //
 // * The time the pair takes (`nccl_time`, the time `nccl_choose` reports). NCCL's tuner charges
@@ -100,12 +101,12 @@ struct NcclFabric {
   int nodes = 1;           // hosts the communicator spans; ranks per node = ranks / nodes
   bool nvlink = true;      // GPUs of a node talk over NVLink (else PCI)
   bool nvswitch = false;   // ... through an NVSwitch (NVLS needs it, and Hopper)
-  bool has_nics = false;   // the node has NICs (NCCL then searches with its network speed list)
+  bool has_nics = false;   // NCCL sees NICs: the communicator spans hosts (then its network speed list)
   double nvlink_GBps = 0;  // one GPU's NVLink bandwidth per direction as NCCL counts it (links x its per-link figure)
   double nic_GBps = 0;     // one NIC's line rate; one NIC per GPU
   // The NCCL release modelled, 2.<nccl_minor>: not something NCCL learns of the machine but of its own
-  // version. 20 (the default) runs v2.20.3's tables; 21 to 26 those releases' (nccl_model.cpp), PAT
-  // among them from 23. The experiment's "simulation": {"nccl_version": "2.24"} sets it.
+  // version. 20 (the default) runs v2.20.3's tables; 21 to 26 and 28 those releases' (nccl_model.cpp),
+  // PAT among them from 23. The experiment's "simulation": {"nccl_version": "2.24"} sets it.
   int nccl_minor = kNcclOldestMinor;
   bool operator==(const NcclFabric&) const = default;
 };
