@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +24,7 @@
 #include "twinbed/real/mpi.hpp"
 #include "twinbed/sim/collective_sim.hpp"
 #include "twinbed/sim/group_collectives.hpp"
+#include "twinbed/sim/nccl_model.hpp"
 
 namespace twinbed::cli {
 
@@ -41,6 +44,7 @@ struct CollectivesOptions {
   int warmup = 5;
   bool json = false;
   std::string nccl_version;  // empty: NCCL 2.20 (the simulator's default)
+  bool nccl_tuning = false;  // print NCCL's tuner table for the ranks instead of the sweep
 };
 
 void print_rows(const CollectivesOptions& o, const std::vector<CollectiveRow>& rows) {
@@ -73,6 +77,66 @@ std::vector<Bytes> sweep_sizes(const CollectivesOptions& o) {
   return sizes;
 }
 
+// NCCL's tuner table for a communicator of every rank of the topology, laid out as NCCL prints it under
+// NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=TUNING ("latency/bandwidth", us and GB/s of algorithm bandwidth, per
+// op and (algorithm, protocol)), with the graphs behind it, so that a user can set it beside their log.
+void print_nccl_tuning(const Topology& topology, int nccl_minor) {
+  std::vector<int> ranks(static_cast<std::size_t>(topology.num_ranks()));
+  for (int r = 0; r < topology.num_ranks(); ++r) ranks[static_cast<std::size_t>(r)] = r;
+  std::optional<sim::NcclFabric> fabric = sim::nccl_fabric(topology, ranks);
+  if (!fabric) {
+    throw ConfigError("--nccl-tuning", "NCCL's model applies to NVIDIA GPU presets (a100, h100, h200) with as many ranks "
+                                       "on every host; " + topology.description + " is not one");
+  }
+  fabric->nccl_minor = nccl_minor;
+  const sim::NcclAlgo algos[] = {sim::NcclAlgo::Tree, sim::NcclAlgo::Ring, sim::NcclAlgo::Nvls, sim::NcclAlgo::NvlsTree,
+                                 sim::NcclAlgo::Pat};
+  std::printf("# NCCL 2.%d's tuner (twinbed's model): %d ranks, %d node(s), NVLink %.1f GB/s a GPU as NCCL counts it%s\n",
+              nccl_minor, fabric->ranks, fabric->nodes, fabric->nvlink_GBps, fabric->nvswitch ? " (NVSwitch)" : "");
+  const std::pair<CollectiveOp, const char*> ops[] = {{CollectiveOp::Broadcast, "Broadcast"},
+                                                       {CollectiveOp::Reduce, "Reduce"},
+                                                       {CollectiveOp::AllGather, "AllGather"},
+                                                       {CollectiveOp::ReduceScatter, "ReduceScatter"},
+                                                       {CollectiveOp::AllReduce, "AllReduce"}};
+  std::vector<sim::NcclTable> tables;
+  for (const auto& op : ops) tables.push_back(sim::nccl_table(op.first, *fabric));
+  for (sim::NcclAlgo a : algos) {  // the graphs of the algorithms some op runs
+    const bool used = std::any_of(tables.begin(), tables.end(), [&](const sim::NcclTable& t) {
+      const auto& bw = t.bandwidth_GBps[static_cast<std::size_t>(a)];
+      return std::any_of(bw.begin(), bw.end(), [](double b) { return b > 0; });
+    });
+    const sim::NcclGraph g = sim::nccl_graph(*fabric, a);
+    if (used) {
+      std::printf("# graph %-8s %2d channels, bw %.1f/%.1f GB/s (intra/inter)\n", sim::to_string(a).c_str(), g.channels,
+                  g.bw_intra, g.bw_inter);
+    }
+  }
+  std::printf("%14s |", "Algorithm");
+  for (sim::NcclAlgo a : algos) std::printf(" %-44s |", sim::to_string(a).c_str());
+  std::printf("\n%14s |", "Protocol");
+  for (std::size_t i = 0; i < std::size(algos); ++i) {
+    for (sim::NcclProto p : {sim::NcclProto::LL, sim::NcclProto::LL128, sim::NcclProto::Simple}) {
+      std::printf(" %14s", sim::to_string(p).c_str());
+    }
+    std::printf(" |");
+  }
+  std::printf("\n");
+  for (std::size_t i = 0; i < std::size(ops); ++i) {
+    const sim::NcclTable& t = tables[i];
+    std::printf("%14s |", ops[i].second);
+    for (sim::NcclAlgo a : algos) {
+      for (int p = 0; p < sim::kNcclProtos; ++p) {
+        const auto ai = static_cast<std::size_t>(a);
+        const auto pi = static_cast<std::size_t>(p);
+        const bool on = t.bandwidth_GBps[ai][pi] > 0;  // NCCL prints 0.0/0.0 for a pair it has not
+        std::printf(" %6.1f/%7.1f", on ? t.latency_us[ai][pi] : 0.0, t.bandwidth_GBps[ai][pi]);
+      }
+      std::printf(" |");
+    }
+    std::printf("\n");
+  }
+}
+
 void run_simulated(CollectivesOptions o) {
   if (o.algo.empty()) o.algo = "auto";
   CollectiveOp op = parse_collective_op(o.op);
@@ -84,6 +148,10 @@ void run_simulated(CollectivesOptions o) {
   sim::network_models().get(o.network);  // fail on an unknown model before any work
   const int nccl_minor = o.nccl_version.empty() ? kNcclOldestMinor : parse_nccl_version(o.nccl_version, "--nccl-version");
   Topology topology = o.topology.build();
+  if (o.nccl_tuning) {
+    print_nccl_tuning(topology, nccl_minor);
+    return;
+  }
   std::vector<Bytes> sizes = sweep_sizes(o);
   const int ranks = topology.num_ranks();
   if (o.root < 0 || o.root >= ranks) {
@@ -140,7 +208,8 @@ int run_measured(CollectivesOptions o, Invocation& invocation) {
                            {o.topology.oversubscription.has_value(), "--oversubscription"},
                            {o.topology.dims.has_value(), "--dims"},
                            {o.topology.device.has_value(), "--device"},
-                           {!o.nccl_version.empty(), "--nccl-version"}}) {
+                           {!o.nccl_version.empty(), "--nccl-version"},
+                           {o.nccl_tuning, "--nccl-tuning"}}) {
     if (set) throw ConfigError(flag, "describes a simulated cluster; --backend real measures this machine");
   }
   CollectiveOp op = parse_collective_op(o.op);
@@ -217,6 +286,10 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
                   "Simulated, --algo auto: the NCCL release whose tuner is modelled, 2.20 to 2.26 or 2.28 (\"2.24\" or \"2.24.3\"; "
                   "default 2.20: NCCL 2.20.3's tables). From 2.23 PAT runs all-gather and reduce-scatter where every "
                   "rank has a node of its own");
+  cmd->add_flag("--nccl-tuning", opts->nccl_tuning,
+                "Simulated: print NCCL's tuner table for a communicator of every rank (latency us / algorithm "
+                "bandwidth GB/s per op, algorithm and protocol, as NCCL_DEBUG_SUBSYS=TUNING prints it, and the "
+                "graphs behind it) with --nccl-version's tables, instead of the sweep");
   opts->topology.add_to(*cmd);
   cmd->callback([opts, &invocation] {
     if (opts->backend == "real") {

@@ -427,16 +427,29 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
     }
     return {channels, intra, s};
   }
-  double s = speeds.back();
-  for (double v : speeds) {
-    if (v <= per_channel_limit && v <= total) {
-      s = v;
-      break;
+  // The ring: from the fastest listed speed a channel may take, as many channels as fit at each speed;
+  // the search keeps the most bandwidth (channels x speed; a tie keeps the faster), stops once that
+  // reaches a GPU's whole link ("Optimal solution, stop here") and goes down the list only while the
+  // next speed is above 0.49 of the kept one ("Decrease bw until we find a solution").
+  const auto ring_channels = [&](double v) {
+    int c = static_cast<int>(std::floor(total / v + 1e-9));
+    if (f.nodes > 1) c = std::min(c, nic_channels(v));
+    return std::min(c, 16);  // MAXCHANNELS/2 before duplication (NCCL 2.20: 32 channels)
+  };
+  double s = 0;
+  int channels = 0;
+  for (auto it = speeds.begin(); it != speeds.end(); ++it) {
+    if (*it > per_channel_limit || *it > total) continue;
+    if (ring_channels(*it) * *it > channels * s) {
+      channels = ring_channels(*it);
+      s = *it;
     }
+    if (channels * s >= f.nvlink_GBps - 1e-9 || std::next(it) == speeds.end() || *std::next(it) / s <= 0.49) break;
   }
-  int channels = std::max(1, static_cast<int>(std::floor(total / s + 1e-9)));
-  if (f.nodes > 1) channels = std::min(channels, nic_channels(s));
-  channels = std::min(channels, 16);  // MAXCHANNELS/2 before duplication (NCCL 2.20: 32 channels)
+  if (channels == 0) {  // slower than the slowest listed speed: one channel at it
+    channels = 1;
+    s = speeds.back();
+  }
   // ncclTopoDupChannels: double the channels at half the speeds, unless the speed is below 25 GB/s, or
   // below 50 GB/s with more than 4 channels on Hopper.
   if (!(s < 25.0) && !(hopper && s < 50.0 && channels > 4)) {

@@ -60,6 +60,18 @@ TEST(NcclModel, ChannelSearchOnAnH100Node) {
   EXPECT_EQ(nccl_graph(*nccl_fabric(h100_node(), iota(2)), NcclAlgo::Tree), (NcclGraph{12, 60, 60}));
 }
 
+// The search goes down its speed list while that gains bandwidth: on H100s whose NVSwitch links carry
+// 100 GB/s (82.4 as NCCL counts it), 60 fits once (60 GB/s), 40 twice (80, kept), 30 twice (60), 24
+// three times (72); 20 four times (80, a tie: the faster kept); 15 is under 0.49 of 40, where it stops.
+// 2 x 40 doubles to 4 x 20; the tree takes the same 4 channels, which fit at 20.
+TEST(NcclModel, ChannelSearchKeepsTheSpeedWithTheMostBandwidth) {
+  const Topology t = topo::nvswitch_node(8, {100 * GBps, Time::us(0.5)}, device_preset("h100"));
+  const NcclFabric f = *nccl_fabric(t, iota(8));
+  EXPECT_NEAR(f.nvlink_GBps, 4 * 20.6, 1e-9);
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Ring), (NcclGraph{4, 20, 20}));
+  EXPECT_EQ(nccl_graph(f, NcclAlgo::Tree), (NcclGraph{4, 20, 20}));
+}
+
 TEST(NcclModel, TunerTableForAllReduceOnAnH100Node) {
   const NcclFabric f = *nccl_fabric(h100_node(), iota(8));
   const NcclTable t = nccl_table(CollectiveOp::AllReduce, f);
