@@ -41,6 +41,18 @@ TEST(NcclModel, FabricOfAnH100NvswitchNode) {
   EXPECT_NEAR(f->nvlink_GBps, 18 * 20.6, 1e-9);  // 18 links at NCCL's SM90 figure
 }
 
+// NCCL trims the NICs from a communicator whose ranks are all on one host (ncclTopoTrimSystem): a
+// tensor-parallel group inside a DGX H100 node of a cluster searches as a lone NVSwitch node does.
+TEST(NcclModel, AOneNodeCommunicatorSeesNoNics) {
+  const Topology cluster = topo::dgx_h100_cluster(2);
+  const NcclFabric tp = *nccl_fabric(cluster, iota(8));
+  EXPECT_EQ(tp.nodes, 1);
+  EXPECT_FALSE(tp.has_nics);
+  EXPECT_EQ(nccl_graph(tp, NcclAlgo::Ring), nccl_graph(*nccl_fabric(h100_node(), iota(8)), NcclAlgo::Ring));
+  EXPECT_EQ(nccl_graph(tp, NcclAlgo::Ring), (NcclGraph{12, 30, 30}));
+  EXPECT_TRUE(nccl_fabric(cluster, iota(16))->has_nics);
+}
+
 TEST(NcclModel, NotApplicableOffNvidiaPresets) {
   DeviceSpec cpu;  // "generic"
   EXPECT_FALSE(nccl_fabric(topo::single_switch(4, {10 * GBps, Time::us(1)}, cpu), iota(4)));
