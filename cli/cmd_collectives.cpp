@@ -85,13 +85,14 @@ void print_nccl_tuning(const Topology& topology, int nccl_minor) {
   for (int r = 0; r < topology.num_ranks(); ++r) ranks[static_cast<std::size_t>(r)] = r;
   std::optional<sim::NcclFabric> fabric = sim::nccl_fabric(topology, ranks);
   if (!fabric) {
-    throw ConfigError("--nccl-tuning", "NCCL's model applies to NVIDIA GPU presets (a100, h100, h200) with as many ranks "
-                                       "on every host; " + topology.description + " is not one");
+    throw ConfigError("--nccl-tuning", "NCCL's model applies to NVIDIA GPU presets (a100, h100, h200) with as many "
+                                       "ranks on every host; " + topology.description + " is not one");
   }
   fabric->nccl_minor = nccl_minor;
   const sim::NcclAlgo algos[] = {sim::NcclAlgo::Tree, sim::NcclAlgo::Ring, sim::NcclAlgo::Nvls, sim::NcclAlgo::NvlsTree,
                                  sim::NcclAlgo::Pat};
-  std::printf("# NCCL 2.%d's tuner (twinbed's model): %d ranks, %d node(s), NVLink %.1f GB/s a GPU as NCCL counts it%s\n",
+  std::printf("# NCCL 2.%d's tuner (twinbed's model): %d ranks, %d node(s), NVLink %.1f GB/s a GPU as NCCL counts "
+              "it%s\n",
               nccl_minor, fabric->ranks, fabric->nodes, fabric->nvlink_GBps, fabric->nvswitch ? " (NVSwitch)" : "");
   const std::pair<CollectiveOp, const char*> ops[] = {{CollectiveOp::Broadcast, "Broadcast"},
                                                        {CollectiveOp::Reduce, "Reduce"},
@@ -105,8 +106,8 @@ void print_nccl_tuning(const Topology& topology, int nccl_minor) {
       const auto& bw = t.bandwidth_GBps[static_cast<std::size_t>(a)];
       return std::any_of(bw.begin(), bw.end(), [](double b) { return b > 0; });
     });
-    const sim::NcclGraph g = sim::nccl_graph(*fabric, a);
     if (used) {
+      const sim::NcclGraph g = sim::nccl_graph(*fabric, a);
       std::printf("# graph %-8s %2d channels, bw %.1f/%.1f GB/s (intra/inter)\n", sim::to_string(a).c_str(), g.channels,
                   g.bw_intra, g.bw_inter);
     }

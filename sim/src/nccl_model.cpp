@@ -390,7 +390,9 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
     per_channel_limit = std::min(per_channel_limit, f.nic_GBps);
     total = std::min(total, f.nic_GBps * ppn);
   }
-  const auto nic_channels = [&](double v) { return ppn * std::max(1, static_cast<int>(std::floor(f.nic_GBps / v + 1e-9))); };
+  const auto nic_channels = [&](double v) {  // a channel per NIC and per speed that fits it
+    return ppn * std::max(1, static_cast<int>(std::floor(f.nic_GBps / v + 1e-9)));
+  };
   if (algo == NcclAlgo::Tree) {
     // The tree takes exactly the ring's channels (init.cc: treeGraph->minChannels = maxChannels =
     // ringGraph->nChannels, the ring's after its duplication, so the tree's own cannot double them),
@@ -421,7 +423,8 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
     double intra = s;
     for (auto it = std::find(speeds.begin(), speeds.end(), s); it != speeds.begin() && intra < 2 * s;) {
       const double faster = *--it;
-      const bool fit = f.nodes == 1 ? fits_node(faster) : faster <= f.nvlink_GBps && channels * faster <= nvlink_total + 1e-9;
+      const bool fit =
+          f.nodes == 1 ? fits_node(faster) : faster <= f.nvlink_GBps && channels * faster <= nvlink_total + 1e-9;
       if (!fit) break;
       intra = faster;
     }
@@ -444,7 +447,8 @@ NcclGraph nccl_graph(const NcclFabric& f, NcclAlgo algo) {
       channels = ring_channels(*it);
       s = *it;
     }
-    if (channels * s >= f.nvlink_GBps - 1e-9 || std::next(it) == speeds.end() || *std::next(it) / s <= 0.49) break;
+    const bool optimal = channels * s >= f.nvlink_GBps - 1e-9;
+    if (optimal || std::next(it) == speeds.end() || (s > 0 && *std::next(it) / s <= 0.49)) break;
   }
   if (channels == 0) {  // slower than the slowest listed speed: one channel at it
     channels = 1;
@@ -608,7 +612,6 @@ double nvls_bus_GBps(const NcclFabric& f, CollectiveOp op, NcclAlgo a) {
   }
   return per_channel * g.channels;
 }
-
 
 // A network hop's rate for one CTA of algorithm `a`, bytes/us: the NIC's speed as NCCL's search booked
 // it for the graph's channels, split among the CTAs that run them, times the share of the protocol's
