@@ -794,8 +794,7 @@ std::optional<Time> nccl_time(const NcclTable& t, const NcclFabric& f, Collectiv
   // channels are the graph's, run twice over). Inside one NVLink node the channels are not held to
   // what the search booked for them: the search books a listed speed per channel, as many channels as
   // fit under the link, a discrete choice for finding paths (H100: 12 x 30 = 360 GB/s of the GPU's
-  // 370.8, or 7 x 48 = 336 where the node has NICs and the network's speed list is searched); the
-  // kernels copy as fast as the link lets them, and the link's usable rate is NCCL's own per-link
+  // 370.8); the kernels copy as fast as the link lets them, and the link's usable rate is NCCL's own per-link
   // figure times the links (topo.h SM90_NVLINK_BW 20.6 x 18 = 370.8; A100 20.0 x 12 = 240, which its
   // search books whole). NVIDIA describes the same figure: "With the protocol overhead (~20%) NCCL can
   // get an effective NVLink bandwidth of 370GB/s, which you can observe as BusBw when running
