@@ -155,6 +155,10 @@ std::optional<int> nccl_release_minor(std::string_view v) {
   return std::stoi(std::string(m));
 }
 
+bool nccl_minor_modelled(int minor) {
+  return minor >= kNcclOldestMinor && minor <= kNcclNewestMinor && minor != kNcclUnmodelledMinor;
+}
+
 }  // namespace
 
 int parse_nccl_release(const std::string& text, const std::string& path) {
@@ -164,10 +168,6 @@ int parse_nccl_release(const std::string& text, const std::string& path) {
                    json_read::quoted(text));
   }
   return *minor;
-}
-
-bool nccl_minor_modelled(int minor) {
-  return minor >= kNcclOldestMinor && minor <= kNcclNewestMinor && minor != kNcclUnmodelledMinor;
 }
 
 int parse_nccl_version(const std::string& text, const std::string& path) {

@@ -82,13 +82,14 @@ constexpr std::pair<LossImpl, const char*> kLoss[] = {
     {LossImpl::Megatron, "megatron"}, {LossImpl::Pytorch, "pytorch"}, {LossImpl::Fused, "fused"}};
 std::string loss_name(LossImpl l) { return enum_names::name_of(kLoss, l, "loss_name: not a LossImpl"); }
 std::vector<std::string> loss_names() { return enum_names::names(kLoss); }
+LossImpl parse_loss(const std::string& name) { return enum_names::parse(kLoss, name, "loss implementation"); }
 
 constexpr std::pair<RopeImpl, const char*> kRope[] = {
     {RopeImpl::Fused, "fused"}, {RopeImpl::Megatron, "megatron"}, {RopeImpl::Fms, "fms"}};
 std::string rope_name(RopeImpl r) { return enum_names::name_of(kRope, r, "rope_name: not a RopeImpl"); }
 RopeImpl parse_rope(const std::string& name) { return enum_names::parse(kRope, name, "rope implementation"); }
 std::vector<std::string> rope_names() { return enum_names::names(kRope); }
-LossImpl parse_loss(const std::string& name) { return enum_names::parse(kLoss, name, "loss implementation"); }
+
 bool is_flash(AttentionImpl a) { return a != AttentionImpl::Unfused && a != AttentionImpl::Fused; }
 FlashKernel flash_kernel(AttentionImpl a) {
   switch (a) {

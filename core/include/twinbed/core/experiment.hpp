@@ -46,7 +46,6 @@ struct ClusterConfig {
 inline constexpr int kNcclOldestMinor = 20;
 inline constexpr int kNcclNewestMinor = 28;
 inline constexpr int kNcclUnmodelledMinor = 27;
-bool nccl_minor_modelled(int minor);
 int parse_nccl_version(const std::string& text, const std::string& path);
 // Any NCCL 2.x release, modelled or not: "2.29.2" -> 29; ConfigError at `path` unless "2.<minor>" or
 // "2.<minor>.<patch>".

@@ -17,8 +17,7 @@
 //   128-byte lines of which 120 are data; Simple moves whole buffers), and converted from bus to
 //   algorithm bandwidth (ring: ranks / steps; tree: 1/2; NVLS and NVLSTree: 5/6, from 2.28 as the
 //   ring's, and from 2.23 none for NVLS's all-gather and reduce-scatter; PAT: none). NCCL runs the pair
-//   of least time; so does
-//   `nccl_choose`.
+//   of least time; so does `nccl_choose`.
 //
 // * The time the pair takes (`nccl_time`, the time `nccl_choose` reports). NCCL's tuner charges
 //   bytes at peak bandwidth from the first byte; NCCL's kernels do not run that way. Each channel
@@ -156,8 +155,9 @@ std::optional<Time> nccl_tuner_time(const NcclTable& table, const NcclFabric& fa
 int nccl_channels(const NcclFabric& fabric, NcclAlgo algo);
 
 // How NCCL's kernels cut one op up. Ring: every one of `steps` hops moves `slice` bytes at a time,
-// and the busiest link carries `slices` of them (a loop's last ones smaller, holding what is left). NVLS: each channel's data passes through `steps`
-// stages (2 for all-reduce: into the switch and back; 1 otherwise) in `slices` slices. Tree
+// and the busiest link carries `slices` of them (a loop's last ones smaller, holding what is left).
+// NVLS: each channel's data passes through `steps` stages (2 for all-reduce: into the switch and back;
+// 1 otherwise) in `slices` slices. Tree
 // (all-reduce): the first slice goes up and down the chains and the tree of nodes, `steps` hops, and
 // each link carries `slices` (every slice twice, less one).
 struct NcclPipeline {
