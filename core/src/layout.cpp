@@ -78,6 +78,28 @@ std::int64_t Layout::stage_layers(const TransformerModel& m, int stage) const {
   return n;
 }
 
+bool Layout::recomputes_layer(const TransformerModel& m, std::int64_t layer) const {
+  const std::int64_t per_chunk = pipeline_slots(m) / (static_cast<std::int64_t>(pp) * virtual_stages);
+  const std::int64_t slot = layer + (embedding_in_split ? 1 : 0);
+  return recomputes(layer - chunk_layers(m, static_cast<int>(slot / per_chunk)).first);
+}
+
+std::int64_t Layout::recomputed_layers(const TransformerModel& m) const {
+  if (recompute == Recompute::None) return 0;
+  if (recompute_layers == 0) return m.layers;
+  std::int64_t n = 0;
+  for (int vs = 0; vs < pp * virtual_stages; ++vs) n += std::min<std::int64_t>(chunk_layers(m, vs).count, recompute_layers);
+  return n;
+}
+
+double training_flops(const TransformerModel& model, const Layout& layout) {
+  const double none = training_flops(model, layout.global_batch, Recompute::None);
+  if (layout.recompute == Recompute::None) return none;
+  // training_flops is linear in the layers' count: the recomputation's share is the recomputed layers'.
+  const double all = training_flops(model, layout.global_batch, layout.recompute);
+  return none + (all - none) * static_cast<double>(layout.recomputed_layers(model)) / static_cast<double>(model.layers);
+}
+
 RankParameters rank_parameters(const TransformerModel& model, const Layout& layout, int stage) {
   return rank_parameters(model, layout.tp, layout.pp, layout.ep, stage, layout.stage_layers(model, stage));
 }
@@ -186,6 +208,12 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                       "splits the layer input that full recomputation checkpoints; with recompute \"" +
                           recompute_name(l.recompute) + "\" there is none: set recompute to \"full\", or "
                           "distribute_saved_activations to false");
+  }
+  if (l.recompute_layers > 0 && l.recompute != Recompute::Full) {
+    throw ConfigError("/layout/recompute_layers",
+                      "recomputes the first layers of each model chunk in full (Megatron-LM's --recompute-method "
+                      "block); with recompute \"" + recompute_name(l.recompute) + "\" set recompute to \"full\", or "
+                      "recompute_layers to \"all\"");
   }
   if (l.distribute_saved_activations && l.sequence_parallel && l.tp > 1) {
     throw ConfigError("/layout/distribute_saved_activations",
@@ -375,7 +403,8 @@ Layout layout_from_json(const json& j, const std::string& path) {
       "dp",       "tp",           "pp",        "ep",        "cp",         "sequence_parallel",  "zero_stage", "micro_batch",
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
       "overlap_p2p_comm", "tp_comm_overlap", "bucket_MiB", "grad_dtype",
-      "embedding_in_split", "loss_in_split", "distribute_saved_activations", "backward_prefetch", "zero_shard_ranks"};
+      "embedding_in_split", "loss_in_split", "distribute_saved_activations", "backward_prefetch", "zero_shard_ranks",
+      "recompute_layers"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -412,13 +441,16 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("backward_prefetch")) {
     l.backward_prefetch = read_named(j["backward_prefetch"], path + "/backward_prefetch", parse_backward_prefetch);
   }
-  if (j.contains("zero_shard_ranks")) {
-    const json& v = j["zero_shard_ranks"];
-    if (!(v.is_string() && v.get<std::string>() == "all")) {
-      if (!v.is_number_integer()) fail(path + "/zero_shard_ranks", "expected an integer >= 1 or \"all\", got " + got(v));
-      l.zero_shard_ranks = read_int32(v, path + "/zero_shard_ranks", 1, kMaxDegree);
-    }
-  }
+  // An integer >= 1, or "all" (0 in the Layout).
+  const auto count_or_all = [&](const char* key, int& field) {
+    if (!j.contains(key)) return;
+    const json& v = j[key];
+    if (v.is_string() && v.get<std::string>() == "all") return;
+    if (!v.is_number_integer()) fail(path + "/" + key, "expected an integer >= 1 or \"all\", got " + got(v));
+    field = read_int32(v, path + "/" + key, 1, kMaxDegree);
+  };
+  count_or_all("zero_shard_ranks", l.zero_shard_ranks);
+  count_or_all("recompute_layers", l.recompute_layers);
   if (j.contains("bucket_MiB")) {
     const json& v = j["bucket_MiB"];
     const std::string p = path + "/bucket_MiB";
@@ -454,7 +486,8 @@ json layout_to_json(const Layout& l) {
               {"loss_in_split", l.loss_in_split},
               {"distribute_saved_activations", l.distribute_saved_activations},
               {"backward_prefetch", backward_prefetch_name(l.backward_prefetch)},
-              {"zero_shard_ranks", l.zero_shard_ranks > 0 ? json(l.zero_shard_ranks) : json("all")}};
+              {"zero_shard_ranks", l.zero_shard_ranks > 0 ? json(l.zero_shard_ranks) : json("all")},
+              {"recompute_layers", l.recompute_layers > 0 ? json(l.recompute_layers) : json("all")}};
 }
 
 }  // namespace twinbed

@@ -420,8 +420,9 @@ class Builder {
       const int layer = static_cast<int>(layers.first + j);
       const std::int64_t local = local_layer(c, j);
       const std::string prefix = layer_prefix(layer);
-      act_slot(mb, c, j) = alloc(TensorClass::Activation, act_layer_, StreamKind::Compute, prefix + "activations", mb, prev,
-                                 -1, layer);
+      // A layer left out of recomputation (Layout::recompute_layers) keeps what no recomputation would.
+      act_slot(mb, c, j) = alloc(TensorClass::Activation, l_.recomputes(j) ? act_layer_ : act_full_, StreamKind::Compute,
+                                 prefix + "activations", mb, prev, -1, layer);
       const Gathered g = gather_layer(prefix + "zero3.allgather", mb, prefetch_dep, layer, local);
       std::int64_t first_op = -1;
       for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {
@@ -488,7 +489,8 @@ class Builder {
       if (pending) reduce_scatter_layer(*pending, mb);
       pending.reset();
       std::int32_t workspace = -1;
-      if (!lists_[kRecompute].empty()) {
+      const bool recomputed = !lists_[kRecompute].empty() && l_.recomputes(j);
+      if (recomputed) {
         // Recomputation regenerates what the layer did not store, for the duration of its backward.
         workspace = alloc(TensorClass::Workspace, act_full_ - act_layer_, StreamKind::Compute, prefix + "recompute", mb, prev,
                           -1, layer);
@@ -500,13 +502,13 @@ class Builder {
         if (first) first_op = prev;
         first = false;
       };
-      if (l_.distribute_saved_activations && l_.tp > 1 && !lists_[kRecompute].empty()) {
+      if (l_.distribute_saved_activations && l_.tp > 1 && recomputed) {
         // The checkpointed input, kept in t-th chunks (Layout::distribute_saved_activations), is gathered
         // whole before the recomputation reads it.
         prev = coll1(CollectiveOp::AllGather, GroupKind::Tp, tp_bytes_, StreamKind::Compute, prefix + "recompute_input_allgather",
                      mb, prev, layer, -1);
       }
-      for (std::size_t i = 0; i < lists_[kRecompute].size(); ++i) {
+      for (std::size_t i = 0; recomputed && i < lists_[kRecompute].size(); ++i) {
         gather_kv(kRecompute, i, mb, prev, prefix, layer);
         prev = compute_overlapped(kRecompute, i, mb, prev, layer, local, prefix + "recompute.").last;
         gate();

@@ -184,6 +184,44 @@ TEST(Layout, EmbeddingAndLossTakeALayersSlotInThePipelineSplit) {
   EXPECT_EQ(flat.stage_layers(m, 3), 4);
 }
 
+// Megatron's block method: the first recompute_layers layers of every model chunk, counted from the
+// chunk's first transformer layer (after the embedding's slot), a short chunk whole.
+TEST(Layout, RecomputeLayersAreEachChunksFirst) {
+  TransformerModel m = gpt_model("llama-like", 14, 1024, 8, 256, 1000);
+  Layout l;
+  l.pp = 4;
+  l.global_batch = 4;
+  l.embedding_in_split = l.loss_in_split = true;  // chunks of 3, 4, 4, 3 layers: 0-2, 3-6, 7-10, 11-13
+  l.recompute = Recompute::Full;
+  l.recompute_layers = 2;
+  ASSERT_TRUE(validate(l, m, 4, 8).empty());
+  const std::vector<bool> expected = {true, true, false, true, true, false, false,
+                                      true, true, false, false, true, true, false};
+  for (std::int64_t layer = 0; layer < m.layers; ++layer) EXPECT_EQ(l.recomputes_layer(m, layer), expected[layer]) << layer;
+  EXPECT_EQ(l.recomputed_layers(m), 8);
+  EXPECT_TRUE(l.recomputes(1));
+  EXPECT_FALSE(l.recomputes(2));
+  l.recompute_layers = 4;  // more than the 3-layer chunks hold: those whole
+  EXPECT_EQ(l.recomputed_layers(m), 14);
+  l.recompute_layers = 0;  // "all"
+  EXPECT_EQ(l.recomputed_layers(m), 14);
+  EXPECT_TRUE(l.recomputes(100));
+  l.recompute = Recompute::None;
+  EXPECT_EQ(l.recomputed_layers(m), 0);
+  EXPECT_FALSE(l.recomputes(0));
+
+  // The iteration's FLOPs: the recomputation's forward on the recomputed layers' share.
+  l.recompute = Recompute::Full;
+  const double none = training_flops(m, l.global_batch, Recompute::None);
+  const double full = training_flops(m, l.global_batch, Recompute::Full);
+  EXPECT_DOUBLE_EQ(training_flops(m, l), full);
+  l.recompute_layers = 2;
+  EXPECT_NEAR(training_flops(m, l), none + (full - none) * 8 / 14, 1e-9 * full);
+  l.recompute = Recompute::None;
+  l.recompute_layers = 0;
+  EXPECT_DOUBLE_EQ(training_flops(m, l), none);
+}
+
 // Context parallelism: a fourth degree in the product, the sequence in 2·cp chunks, dense only.
 TEST(Layout, ContextParallelism) {
   const TransformerModel m = model_preset("gpt3-1.3b");  // s 2048, 16 heads
@@ -295,6 +333,19 @@ TEST(Layout, BatchAndZeroStage) {
   const std::string d = error_of(l, m, 1024);
   EXPECT_TRUE(contains(d, "/layout/distribute_saved_activations")) << d;
   EXPECT_TRUE(contains(d, "sequence_parallel")) << d;
+  // Recomputing the first layers of each chunk is full recomputation's block method only.
+  for (Recompute r : {Recompute::None, Recompute::Selective}) {
+    l = gpt3_layout();
+    l.recompute = r;
+    l.recompute_layers = 2;
+    const std::string why = error_of(l, m, 1024);
+    EXPECT_TRUE(contains(why, "/layout/recompute_layers")) << why;
+    EXPECT_TRUE(contains(why, "recompute to \"full\"")) << why;
+  }
+  l = gpt3_layout();
+  l.recompute = Recompute::Full;
+  l.recompute_layers = 2;
+  EXPECT_TRUE(validate(l, m, 1024, 8).empty());
   // Userbuffers overlap the sequence-parallel collectives: none without sequence parallelism at tp >= 2.
   l = gpt3_layout();
   l.tp_comm_overlap = true;
@@ -512,7 +563,11 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.tp_comm_overlap = true;
   other.backward_prefetch = BackwardPrefetch::Post;
   other.zero_shard_ranks = 4;
+  other.recompute_layers = 5;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
+  EXPECT_EQ(layout_to_json(other)["recompute_layers"], 5);
+  EXPECT_EQ(layout_to_json(Layout{})["recompute_layers"], "all");
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "recompute_layers": "all"})")).recompute_layers, 0);
   EXPECT_EQ(layout_to_json(other)["zero_shard_ranks"], 4);
   EXPECT_EQ(layout_to_json(Layout{})["zero_shard_ranks"], "all");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "zero_shard_ranks": "all"})")).zero_shard_ranks, 0);
@@ -549,6 +604,8 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_shard_ranks": 0})"), "/layout/zero_shard_ranks");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_shard_ranks": "node"})"), "/layout/zero_shard_ranks");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "zero_shard_ranks": 2.5})"), "/layout/zero_shard_ranks");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "recompute_layers": 0})"), "/layout/recompute_layers");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "recompute_layers": "half"})"), "/layout/recompute_layers");
   EXPECT_EQ(json_error_path(R"({"tp": 8})"), "/layout/global_batch");
   EXPECT_EQ(json_error_path(R"([8])"), "/layout");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "ep": 2.0})", "/experiments/2/layout"), "/experiments/2/layout/ep");

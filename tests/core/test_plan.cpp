@@ -667,6 +667,50 @@ TEST(Plan, RecomputeAddsOps) {
   EXPECT_LT(sel, full);
 }
 
+// recompute_layers (Megatron's block method): the first layers of each chunk are recomputed, keeping
+// only their input; the chunk's others keep what no recomputation would, and have no recompute ops.
+TEST(Plan, RecomputeLayersRecomputeEachChunksFirstLayersOnly) {
+  Layout l = layout3d(1, 1, 2, 4);
+  l.schedule = PipelineSchedule::Interleaved1F1B;
+  l.virtual_stages = 2;  // 8 layers in 4 chunks of 2: stage 0 holds layers 0, 1 and 4, 5
+  const auto per_layer = [](const Plan& plan, std::size_t stage) {
+    std::map<int, std::pair<int, Bytes>> out;  // layer -> (its compute ops, its kept activations)
+    for (const PlanOp& op : plan.programs[stage].ops) {
+      if (op.layer < 0) continue;
+      if (op.kind == OpKind::Compute) ++out[op.layer].first;
+      if (op.kind == OpKind::Alloc && op.tensor_class == TensorClass::Activation) out[op.layer].second = op.bytes;
+    }
+    return out;
+  };
+  const Plan none = build_plan(tiny(), l, cluster(l));
+  l.recompute = Recompute::Full;
+  const Plan full = build_plan(tiny(), l, cluster(l));
+  l.recompute_layers = 1;
+  const Plan first = build_plan(tiny(), l, cluster(l));
+  EXPECT_NO_THROW(validate(first));
+  const auto all = per_layer(full, 0), kept = per_layer(none, 0), part = per_layer(first, 0);
+  ASSERT_EQ(part.size(), 4u);
+  const int micro_batches = 4;
+  for (const auto& [layer, ops_bytes] : part) {
+    const bool recomputed = layer == 0 || layer == 4;  // each chunk's first
+    EXPECT_EQ(l.recomputes_layer(tiny(), layer), recomputed) << layer;
+    EXPECT_EQ(ops_bytes.first, (recomputed ? all : kept).at(layer).first) << layer;
+    EXPECT_EQ(ops_bytes.second, recomputed ? all.at(layer).second : kept.at(layer).second) << layer;
+  }
+  EXPECT_GT(all.at(0).first, kept.at(0).first);
+  EXPECT_LT(all.at(0).second, kept.at(0).second);
+  // Recompute ops and workspaces: half the layers' of "all".
+  const auto workspaces = [](const Plan& plan) {
+    int n = 0;
+    for (const PlanOp& op : plan.programs[0].ops) n += op.kind == OpKind::Alloc && op.tensor_class == TensorClass::Workspace && op.layer >= 0;
+    return n;
+  };
+  EXPECT_EQ(workspaces(full), 4 * micro_batches);
+  EXPECT_EQ(workspaces(first), 2 * micro_batches);
+  EXPECT_LT(none.programs[0].size(), first.programs[0].size());
+  EXPECT_LT(first.programs[0].size(), full.programs[0].size());
+}
+
 TEST(Plan, DistributedSavedActivationsAreGatheredBeforeEachRecomputation) {
   Layout l = layout3d(1, 2, 2, 4);
   l.recompute = Recompute::Full;

@@ -381,6 +381,35 @@ TEST(PlanSim, MemoryFollowsZeroAndActivationFormulas) {
   }
 }
 
+// recompute_layers: the stage's first layer recomputed, the others kept whole. The peak holds p
+// micro-batches of one checkpoint and layers - 1 whole layers (when the first backward begins, at the
+// stage's last layer: the recomputed first layer's workspace comes once the others' activations are
+// freed); the step does one layer's recomputation per micro-batch, so it lies between none and full.
+TEST(PlanSim, RecomputeLayersBetweenNoneAndFull) {
+  const int p = 2, m = 4;
+  Layout l = layout3d(2, 2, p, m);
+  const auto run = [&](Recompute rc, int first) {
+    l.recompute = rc;
+    l.recompute_layers = first;
+    return simulate_plan(build_plan(small_model(), l, {8, 4}), fat_tree_8(), free_comm());
+  };
+  const Trace none = run(Recompute::None, 0), full = run(Recompute::Full, 0), part = run(Recompute::Full, 1);
+  EXPECT_LT(none.step_time, part.step_time);
+  EXPECT_LT(part.step_time, full.step_time);
+  Bytes peak = 0;
+  for (const MemorySample& s : part.memory) {
+    if (s.rank == 0) peak = std::max(peak, s.bytes);
+  }
+  const Bytes act = rank_activation_bytes_per_layer(small_model(), l);  // l: full, recompute_layers 1
+  Layout kept = l;
+  kept.recompute = Recompute::None;
+  const Bytes whole = rank_activation_bytes_per_layer(small_model(), kept);
+  const std::int64_t layers = l.stage_layers(small_model(), 0);
+  ASSERT_GE(layers, 2);
+  EXPECT_LT(act, whole);
+  EXPECT_EQ(peak, rank_model_state_bytes(small_model(), l, 0).total() + p * (act + (layers - 1) * whole));
+}
+
 // Sends are eager (plan.hpp): what depends on a Send goes on when it is posted, not when its message
 // arrives. Rank 0 sends 1 GiB to rank 1 and, depending on the Send only, allocates and frees a tensor.
 namespace {

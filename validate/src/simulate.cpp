@@ -172,8 +172,8 @@ RowResult simulate(const TrainingCase& c, const std::map<std::string, std::strin
   const double step_s = trace.step_time.seconds();
   if (!(step_s > 0)) throw Error("row " + c.id + ": the simulated iteration took no time");
   const int gpus = e.layout.world_size();
-  const double flops =
-      training_flops(e.model, e.layout.global_batch, c.flops == FlopsBasis::Model ? Recompute::None : e.layout.recompute);
+  const double flops = c.flops == FlopsBasis::Model ? training_flops(e.model, e.layout.global_batch, Recompute::None)
+                                                    : training_flops(e.model, e.layout);
   const double tflops = flops / step_s / gpus / 1e12;
   const ReportInputs inputs = report_inputs(plan, topology.device(0));
   const double peak = inputs.peak_flops;

@@ -41,7 +41,9 @@ class LoraRewrite {
     std::vector<ParamSlice> replicated_slices;                       // the tp-replicated factors
     for (const auto& [base, ad] : adapters_) {
       const std::int32_t layer = tensor(e, base).layer;
-      if (l_.recompute != Recompute::Full) activation[layer] += tokens * p_.rank * bytes_per_element(activation_dtype(plan_.model.dtype));
+      if (l_.recompute != Recompute::Full || !l_.recomputes_layer(plan_.model, layer)) {
+        activation[layer] += tokens * p_.rank * bytes_per_element(activation_dtype(plan_.model.dtype));
+      }
       for (std::int32_t t : {ad.a, ad.b}) layer_adapters[layer].push_back({t, tensor(e, t).elements});
       if (ad.replicated > 0) replicated_slices.push_back({ad.replicated_tensor, ad.replicated});
     }

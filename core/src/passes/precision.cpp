@@ -82,7 +82,10 @@ class PrecisionRewrite {
     }
     for (std::size_t s = 0; s < slots; ++s) new_layer_[s] = target(static_cast<std::int32_t>(s) - 1, Kind::Gemm);
     // The builder's name of each layer's recomputation workspace.
-    for (std::int64_t layer = 0; layer < plan.model.layers; ++layer) recompute_workspace_.push_back(layer_prefix(static_cast<int>(layer)) + "recompute");
+    for (std::int64_t layer = 0; layer < plan.model.layers; ++layer) {
+      recompute_workspace_.push_back(layer_prefix(static_cast<int>(layer)) + "recompute");
+      recomputed_.push_back(l_.recomputes_layer(plan.model, layer) ? 1 : 0);
+    }
     // The activation formulas per dtype: what a layer stores, what recomputation regenerates, and what
     // the loss keeps (its only activation outside the layers).
     Layout none = l_;
@@ -90,7 +93,8 @@ class PrecisionRewrite {
     for (DType d : kAllDTypes) {
       const TransformerModel m = model_in(d);
       activation_[dtype_index(d)] = rank_activation_bytes_per_layer(m, l_);
-      workspace_[dtype_index(d)] = rank_activation_bytes_per_layer(m, none) - activation_[dtype_index(d)];
+      stored_whole_[dtype_index(d)] = rank_activation_bytes_per_layer(m, none);
+      workspace_[dtype_index(d)] = stored_whole_[dtype_index(d)] - activation_[dtype_index(d)];
       loss_[dtype_index(d)] = rank_loss_activation_bytes(m, l_);
     }
   }
@@ -137,7 +141,10 @@ class PrecisionRewrite {
           bytes = state_bytes(e, op);
         }
       } else if (op.tensor_class == TensorClass::Activation) {
-        const auto& formula = op.layer >= 0 ? activation_ : loss_;
+        // A layer the layout leaves out of recomputation (Layout::recompute_layers) stores it all.
+        const auto& formula = op.layer < 0                                          ? loss_
+                              : recomputed_.at(static_cast<std::size_t>(op.layer)) ? activation_
+                                                                                    : stored_whole_;
         bytes = rescale(op.bytes, formula[dtype_index(before)], formula[dtype_index(after)]);
       } else if (op.tensor_class == TensorClass::Workspace && op.layer >= 0 &&
                  plan_.names[op.name] == recompute_workspace_.at(static_cast<std::size_t>(op.layer))) {
@@ -315,7 +322,10 @@ class PrecisionRewrite {
   PlanTables& tables_;
   std::vector<DType> old_layer_, new_layer_;  // by layer + 1
   std::vector<std::string> recompute_workspace_;  // by layer
-  std::array<Bytes, kAllDTypes.size()> activation_{}, workspace_{}, loss_{};  // by dtype_index
+  std::vector<char> recomputed_;                  // by layer: Layout::recomputes_layer
+  // By dtype_index: a recomputed layer's activations, a layer's without recomputation, the workspace
+  // (their difference) and the loss's.
+  std::array<Bytes, kAllDTypes.size()> activation_{}, stored_whole_{}, workspace_{}, loss_{};
   std::map<DType, std::unordered_map<std::string, OpCost>> lists_;
   std::map<std::pair<std::int32_t, DType>, std::int32_t> retyped_;  // (cost, target dtype) -> cost
 };

@@ -75,6 +75,14 @@ struct Layout {
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
   int virtual_stages = 1;           // v, model chunks per pipeline rank: 1 unless interleaved (then >= 2)
   Recompute recompute = Recompute::None;
+  // With recompute "full", only the first recompute_layers transformer layers of each model chunk are
+  // recomputed; the chunk's other layers keep their activations (0: every layer). Megatron-LM's
+  // --recompute-method block --recompute-num-layers N (megatron/core/transformer/transformer_block.py,
+  // _checkpointed_forward: "Checkpoint the input activation of only a set number of individual
+  // Transformer layers and skip the rest", layers [0, N) of the block, a pipeline rank's model chunk). A
+  // chunk of N layers or fewer is recomputed whole. (Megatron moves the window one layer on where the
+  // chunk's input needs no gradient under FP8; a chunk's input always does in training, so not modelled.)
+  int recompute_layers = 0;
   bool overlap_grad_reduce = true;  // reduce gradient buckets during backward
   // ZeRO 1-2: the all-gather of the updated parameters runs at the start of the next step, overlapping
   // its forward (each layer's first forward op waits for the bucket holding its parameters) instead of
@@ -154,6 +162,15 @@ struct Layout {
   };
   LayerRange chunk_layers(const TransformerModel& m, int virtual_stage) const;
   std::int64_t stage_layers(const TransformerModel& m, int stage) const;
+  // Whether the layer at index j of its model chunk (0: the chunk's first transformer layer) is
+  // recomputed: under recompute "selective" every layer, under "full" the first recompute_layers.
+  bool recomputes(std::int64_t j) const {
+    return recompute != Recompute::None && (recompute_layers == 0 || j < recompute_layers);
+  }
+  // The same for transformer layer `layer` of the model (its chunk found from the split), and how many
+  // of the model's layers are recomputed.
+  bool recomputes_layer(const TransformerModel& m, std::int64_t layer) const;
+  std::int64_t recomputed_layers(const TransformerModel& m) const;
   // The per-op context of this layout (micro-batch, tp, sp, ep, cp) for model.hpp's op lists.
   OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep, cp}; }
 
@@ -174,7 +191,8 @@ struct Layout {
 //   under one byte; overlap_param_gather with zero_stage other than 1 or 2; distribute_saved_activations
 //   without full recomputation, or with sequence parallelism at tp > 1; tp_comm_overlap without
 //   sequence parallelism at tp >= 2; backward_prefetch "post" with zero_stage other than 3;
-//   zero_shard_ranks below dp·cp with zero_stage other than 3 or ep > 1, or not dividing dp·cp.
+//   zero_shard_ranks below dp·cp with zero_stage other than 3 or ep > 1, or not dividing dp·cp;
+//   recompute_layers with recompute other than "full".
 // The model is validated first (paths under /model). Returns warnings — legal but probably unintended:
 // tp > ranks_per_host (tensor all-reduces cross hosts); fewer micro-batches than pipeline stages
 // (the bubble dominates); sequence_parallel with tp = 1 (a no-op: Megatron turns it off); the embedding
@@ -207,8 +225,11 @@ Bytes gradient_bytes_per_element(const Layout& layout, DType dtype);
 
 // Activation bytes per layer per micro-batch on one rank under the layout (model.hpp's formula with the
 // layout's micro_batch, tp, sequence_parallel, recompute and cp; a t-th of the checkpoint with
-// distribute_saved_activations).
+// distribute_saved_activations): a recomputed layer's, where recompute_layers leaves some out.
 Bytes rank_activation_bytes_per_layer(const TransformerModel& model, const Layout& layout);
+// The iteration's FLOPs (model.hpp's training_flops) with the layout's recomputation: the recompute
+// mode's extra work on recomputed_layers() of the model's layers.
+double training_flops(const TransformerModel& model, const Layout& layout);
 // What the loss keeps per micro-batch on the last stage under the layout (model.hpp's
 // loss_activation_bytes with the layout's micro_batch, tp and cp).
 Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& layout);
@@ -219,7 +240,8 @@ Bytes rank_loss_activation_bytes(const TransformerModel& model, const Layout& la
 //  "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather", "overlap_p2p_comm",
 //  "tp_comm_overlap", "bucket_MiB", "grad_dtype"
 //  ("model" | "fp32"), "backward_prefetch" ("pre" | "post"), "zero_shard_ranks" (an integer >= 1, or "all"),
-//  "embedding_in_split", "loss_in_split", "distribute_saved_activations"}:
+//  "embedding_in_split", "loss_in_split", "distribute_saved_activations", "recompute_layers" (an integer
+//  >= 1, or "all")}:
 // every key optional, defaulting
 // to Layout{}'s values, except global_batch, which is required. Strict: unknown keys, wrong types and
 // out-of-range values are ConfigErrors naming `path` + "/key". Cross-field checks are validate()'s.

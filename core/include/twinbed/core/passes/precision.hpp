@@ -41,8 +41,9 @@
 //    2+2+12 B per 16-bit parameter with its FP32 master copy, 4+4+8 B per FP32 one).
 //  - Activation allocations of layer l (TensorClass::Activation) scale by activation_bytes_per_layer in
 //    the layer's new dtype over its old one (the layout's micro-batch, tp, sequence parallelism and
-//    recomputation); the recomputation workspace ("l<l>.recompute", Workspace) by the same formula's
-//    (no recomputation − recomputation) difference. Rounded to the nearest byte.
+//    recomputation; a layer left out of it by recompute_layers, without); the recomputation workspace
+//    ("l<l>.recompute", Workspace) by the same formula's (no recomputation − recomputation) difference.
+//    Rounded to the nearest byte.
 //  - Activation collectives (tp, ep, the embedding's tp reduction) and Send/Recv scale with the element
 //    size of their layer's activation dtype (activation_dtype; layer -1 for pipeline messages).
 //  - Gradient and parameter collectives (TensorClass Grads / Weights) with a parameter set, and
