@@ -90,6 +90,11 @@ std::string rope_name(RopeImpl r) { return enum_names::name_of(kRope, r, "rope_n
 RopeImpl parse_rope(const std::string& name) { return enum_names::parse(kRope, name, "rope implementation"); }
 std::vector<std::string> rope_names() { return enum_names::names(kRope); }
 
+constexpr std::pair<Fp8Recipe, const char*> kFp8Recipes[] = {{Fp8Recipe::Delayed, "delayed"}, {Fp8Recipe::Current, "current"}};
+std::string fp8_recipe_name(Fp8Recipe r) { return enum_names::name_of(kFp8Recipes, r, "fp8_recipe_name: not an Fp8Recipe"); }
+Fp8Recipe parse_fp8_recipe(const std::string& name) { return enum_names::parse(kFp8Recipes, name, "FP8 recipe"); }
+std::vector<std::string> fp8_recipe_names() { return enum_names::names(kFp8Recipes); }
+
 bool is_flash(AttentionImpl a) { return a != AttentionImpl::Unfused && a != AttentionImpl::Fused; }
 FlashKernel flash_kernel(AttentionImpl a) {
   switch (a) {
@@ -190,6 +195,10 @@ void validate(const TransformerModel& m, const std::string& path) {
   if (m.top_k < 1 || m.top_k > m.experts) {
     throw ConfigError(path + "/top_k", "must be in 1.." + std::to_string(m.experts) + " (the expert count), got " +
                                            std::to_string(m.top_k));
+  }
+  if (m.fp8_recipe && m.dtype != DType::FP8) {
+    throw ConfigError(path + "/fp8_recipe", "scales the FP8 GEMMs' inputs of \"dtype\": \"fp8\"; this model's dtype is \"" +
+                                                dtype_name(m.dtype) + "\" (drop \"fp8_recipe\" or set \"dtype\": \"fp8\")");
   }
   if (m.rope && m.positions != Positions::Rope) {
     throw ConfigError(path + "/rope", "rotates the queries and keys of \"positions\": \"rope\"; this model's are \"" +
@@ -472,6 +481,7 @@ struct Dims {
   DType dt;          // the activation dtype (activation_dtype): every op's but the linear GEMMs'
   DType linear_dt;   // the QKV, projection, FC1 and FC2 GEMMs' (the experts'): the model's
   bool fp8;          // linear_dt is FP8: Transformer Engine's quantisation passes (model.hpp)
+  bool fp8_current;  // ... with current scaling: an amax pass before each cast (Fp8Recipe)
   // MoE
   std::int64_t local_experts;
   double tokens_per_expert;  // b·s·k·ep/E
@@ -512,6 +522,7 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.e = d(bytes_per_element(x.dt));
   x.linear_dt = m.dtype;
   x.fp8 = m.dtype == DType::FP8;
+  x.fp8_current = x.fp8 && m.fp8_scaling() == Fp8Recipe::Current;
   x.local_experts = m.experts / c.ep;
   x.experts = d(m.experts);
   x.routed = x.tokens * d(m.top_k);
@@ -566,10 +577,12 @@ EagerRmsBytes eager_rms_bytes(double e) {
 
 // A norm's forward: LayerNorm reads its input and γ, β, writes its output; an RMSNorm's kernel the same
 // but β; in FP8 where an FP8 GEMM reads it (fp8_out: Transformer Engine's LayerNormLinear,
-// layernorm_fwd_fp8). An eager RMSNorm: eager_rms_bytes.
+// layernorm_fwd_fp8). Under current scaling, the output in BF16 with its amax, then a quantise pass that
+// reads it and writes FP8 (model.hpp, Fp8Recipe): the two kernels as one op. An eager RMSNorm:
+// eager_rms_bytes.
 void layernorm_fwd(std::vector<OpCost>& ops, const std::string& name, const Dims& x, bool fp8_out = false) {
   const double n = x.tokens_sp * x.h;
-  const double out = fp8_out ? 1 : x.e;
+  const double out = !fp8_out ? x.e : x.fp8_current ? x.e + x.e + 1 : 1;
   const double per_element = x.eager_rms ? eager_rms_bytes(x.e).forward : x.e + out;
   ops.push_back(memory_bound(name, Phase::Forward, n * per_element + x.norm_width * x.h * x.e, n * kLayerNorm.fwd, x.dt));
 }
@@ -680,11 +693,15 @@ void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n,
 // Transformer Engine's FP8 quantisation around a linear GEMM (model.hpp; nothing unless x.fp8), over
 // the `elements` the GEMM reads (in) or whose gradient it receives (out), the whole sequence's under
 // sequence parallelism. An FP8 element is one byte; a transpose reads and writes one.
+// Under current scaling every cast first reads what it casts for the amax (fp8_amax_read; model.hpp,
+// Fp8Recipe): counted in the cast's op.
 // Forward, for an input no LayerNorm wrote in FP8: cast_to_fp8, or fp8_cast_transpose_fused, which also
 // writes the transpose the weight gradient reads (Linear does that without sequence parallelism).
+double fp8_amax_read(double elements, const Dims& x) { return x.fp8_current ? elements * x.e : 0; }
 void fp8_input_cast_fwd(std::vector<OpCost>& ops, const std::string& gemm, double in, const Dims& x, bool transpose) {
   if (!x.fp8) return;
-  ops.push_back(memory_bound(gemm + "_cast_fwd", Phase::Forward, in * (x.e + (transpose ? 2 : 1)), in, x.dt));
+  ops.push_back(memory_bound(gemm + "_cast_fwd", Phase::Forward, in * (x.e + (transpose ? 2 : 1)) + fp8_amax_read(in, x), in,
+                             x.dt));
 }
 // Backward: the transpose of an FP8 input the forward did not transpose (tex.fp8_transpose), for the
 // weight gradient.
@@ -699,7 +716,7 @@ void fp8_input_transpose_bwd(std::vector<OpCost>& ops, const std::string& gemm, 
 void fp8_grad_cast_bwd(std::vector<OpCost>& ops, const std::string& gemm, double out, const Dims& x, bool gathered,
                        int tp) {
   if (!x.fp8) return;
-  const double bytes = gathered ? out / tp * (x.e + 1) + 2 * out : out * (x.e + 2);
+  const double bytes = (gathered ? out / tp * (x.e + 1) + 2 * out : out * (x.e + 2)) + fp8_amax_read(gathered ? out / tp : out, x);
   ops.push_back(memory_bound(gemm + "_grad_cast_bwd", Phase::BackwardData, bytes, out, x.dt));
 }
 
@@ -1081,7 +1098,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss", "rope",
                                              "positions", "norm", "tie_embeddings", "fused_elementwise", "fused_optimizer",
-                                             "fused_grad_accumulation", "dropout"};
+                                             "fused_grad_accumulation", "dropout", "fp8_recipe"};
   require_object(j, path);
   check_keys(j, path, accepted);
   TransformerModel m;
@@ -1121,6 +1138,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   if (j.contains("attention")) m.attention = read_named(j["attention"], path + "/attention", parse_attention);
   if (j.contains("loss")) m.loss = read_named(j["loss"], path + "/loss", parse_loss);
   if (j.contains("rope")) m.rope = read_named(j["rope"], path + "/rope", parse_rope);
+  if (j.contains("fp8_recipe")) m.fp8_recipe = read_named(j["fp8_recipe"], path + "/fp8_recipe", parse_fp8_recipe);
   if (j.contains("fused_elementwise")) m.fused_elementwise = read_bool(j["fused_elementwise"], path + "/fused_elementwise");
   if (j.contains("fused_optimizer")) m.fused_optimizer = read_bool(j["fused_optimizer"], path + "/fused_optimizer");
   if (j.contains("fused_grad_accumulation")) {
@@ -1155,6 +1173,7 @@ json model_to_json(const TransformerModel& m) {
          {"fused_grad_accumulation", m.fused_grad_accumulation},
          {"dropout", m.dropout}};
   if (m.rope) j["rope"] = rope_name(*m.rope);
+  if (m.fp8_recipe) j["fp8_recipe"] = fp8_recipe_name(*m.fp8_recipe);
   return j;
 }
 

@@ -853,6 +853,61 @@ TEST(Fp8, LinearGemmsOnlyWithTransformerEnginesCasts) {
   EXPECT_EQ(find_op(re, "proj_cast_recompute").bytes, find_op(layer_forward_ops(m, c), "proj_cast_fwd").bytes);
 }
 
+// Current scaling (Fp8Recipe::Current): each cast also reads its input for the amax (the local shard
+// for the gathered gradients), and a norm writing FP8 writes BF16 that a quantise pass reads and casts;
+// nothing else changes. Set only for an FP8 model, and it round-trips through JSON.
+TEST(Fp8, CurrentScalingReadsEachCastInputForItsAmax) {
+  TransformerModel delayed = gpt_model("x", 2, 256, 4, 128, 1000, DType::FP8);
+  delayed.bias = false;
+  TransformerModel current = delayed;
+  current.fp8_recipe = Fp8Recipe::Current;
+  EXPECT_EQ(delayed.fp8_scaling(), Fp8Recipe::Delayed);
+  const double T = 128, h = 256, f = 1024, t = 2, e = 2;
+  for (bool sp : {false, true}) {
+    SCOPED_TRACE(sp);
+    const OpContext c{1, 2, sp, 1, 1};
+    const auto fwd = layer_forward_ops(current, c), bwd = layer_backward_ops(current, c);
+    const auto ref_fwd = layer_forward_ops(delayed, c), ref_bwd = layer_backward_ops(delayed, c);
+    ASSERT_EQ(fwd.size(), ref_fwd.size());
+    ASSERT_EQ(bwd.size(), ref_bwd.size());
+    const auto extra = [](const std::vector<OpCost>& ops, const std::vector<OpCost>& ref, const char* name) {
+      return find_op(ops, name).bytes - find_op(ref, name).bytes;
+    };
+    const double n = T / (sp ? t : 1) * h;
+    EXPECT_EQ(extra(fwd, ref_fwd, "ln1_fwd"), std::llround(n * 2 * e));  // BF16 out, read back, then FP8
+    EXPECT_EQ(extra(fwd, ref_fwd, "ln2_fwd"), std::llround(n * 2 * e));
+    EXPECT_EQ(extra(fwd, ref_fwd, "proj_cast_fwd"), std::llround(T * h / t * e));
+    EXPECT_EQ(extra(fwd, ref_fwd, "fc2_cast_fwd"), std::llround(T * f / t * e));
+    const double row_cast = sp ? T * h / t : T * h;  // the row-parallel gradients: the shard under SP
+    EXPECT_EQ(extra(bwd, ref_bwd, "proj_grad_cast_bwd"), std::llround(row_cast * e));
+    EXPECT_EQ(extra(bwd, ref_bwd, "fc2_grad_cast_bwd"), std::llround(row_cast * e));
+    EXPECT_EQ(extra(bwd, ref_bwd, "qkv_grad_cast_bwd"), std::llround(T * 3 * h / t * e));
+    EXPECT_EQ(extra(bwd, ref_bwd, "fc1_grad_cast_bwd"), std::llround(T * f / t * e));
+    for (std::size_t i = 0; i < fwd.size(); ++i) {
+      const std::string& name = fwd[i].name;
+      if (name.find("cast") == std::string::npos && name != "ln1_fwd" && name != "ln2_fwd") {
+        EXPECT_EQ(fwd[i], ref_fwd[i]) << name;
+      }
+    }
+    for (std::size_t i = 0; i < bwd.size(); ++i) {
+      if (bwd[i].name.find("cast") == std::string::npos) {
+        EXPECT_EQ(bwd[i], ref_bwd[i]) << bwd[i].name;
+      }
+    }
+  }
+  const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
+  const TransformerModel read = model_from_json(json::parse("{" + base + R"(, "dtype": "fp8", "fp8_recipe": "current"})"));
+  EXPECT_EQ(read.fp8_scaling(), Fp8Recipe::Current);
+  EXPECT_EQ(model_to_json(read)["fp8_recipe"], "current");
+  EXPECT_EQ(model_from_json(model_to_json(read)), read);
+  EXPECT_FALSE(model_to_json(model_from_json(json::parse("{" + base + R"(, "dtype": "fp8"})"))).contains("fp8_recipe"));
+  EXPECT_EQ(fp8_recipe_names(), (std::vector<std::string>{"delayed", "current"}));
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "fp8_recipe": "current"})")), "/model/fp8_recipe");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "dtype": "fp8", "fp8_recipe": "mx"})")), "/model/fp8_recipe");
+  const std::string bf16 = config_error_message(json::parse("{" + base + R"(, "fp8_recipe": "delayed"})"));
+  EXPECT_NE(bf16.find("\"bf16\""), std::string::npos) << bf16;
+}
+
 TEST(Fp8, ExpertGemmsCastTheirInputsAndGradients) {
   TransformerModel m = gpt_model("moe", 2, 256, 4, 128, 1000, DType::FP8);
   m.experts = 4;

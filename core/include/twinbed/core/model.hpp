@@ -45,6 +45,22 @@ std::vector<std::string> dtype_names();
 // collectives carry BF16. So activation_dtype(FP8) is BF16.
 DType activation_dtype(DType model_dtype);
 
+// How Transformer Engine scales a tensor into FP8 (a model of dtype fp8; the config states it):
+//   delayed — each tensor's scale from the amax history of earlier steps (TE's DelayedScaling, the
+//             default of TE 1.x and of NeMo's 2024 recipes): the cast is one pass, and a norm whose
+//             output an FP8 GEMM reads writes FP8 directly;
+//   current — each tensor's scale from its own amax, taken just before the cast (TE's
+//             Float8CurrentScaling, Megatron-Bridge's "fp8-cs" recipes): the quantiser first reads the
+//             tensor for its amax (Float8CurrentScalingQuantizer::quantize_impl, nvte_compute_amax, then
+//             an all-reduce of the amax over the tensor-parallel group where the tensor is sharded, not
+//             modelled: 4 bytes), then casts; a norm writes its output in BF16 with its amax and a
+//             quantise pass casts it (pytorch/csrc/extensions/normalization.cpp, FUSED_NORM_AMAX_FP8).
+enum class Fp8Recipe { Delayed, Current };
+// "delayed", "current"; parse throws UnknownName listing them.
+std::string fp8_recipe_name(Fp8Recipe r);
+Fp8Recipe parse_fp8_recipe(const std::string& name);
+std::vector<std::string> fp8_recipe_names();
+
 // Activation recomputation (Korthikanti et al.): none; selective (the attention core — QKᵀ, softmax,
 // dropout, ·V — is recomputed, its s²-sized activations are not stored); full (each layer stores only
 // its input and is recomputed whole before its backward pass).
@@ -188,6 +204,7 @@ struct TransformerModel {
   AttentionImpl attention = AttentionImpl::Fused;
   LossImpl loss = LossImpl::Megatron;
   std::optional<RopeImpl> rope;  // unset: rope_impl() follows fused_elementwise
+  std::optional<Fp8Recipe> fp8_recipe;  // dtype fp8 only; unset: delayed scaling (fp8_scaling())
   // Megatron's bias-GeLU and bias-dropout-add fusions: true, one memory pass each; false, the bias add,
   // GeLU, dropout and residual add each a pass of their own, and an RMSNorm the chain of FP32 operators
   // PyTorch runs for it in eager mode (a LayerNorm stays one kernel: PyTorch's layer_norm is native).
@@ -212,6 +229,7 @@ struct TransformerModel {
 
   std::int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : 4 * hidden; }
   RopeImpl rope_impl() const { return rope ? *rope : fused_elementwise ? RopeImpl::Fused : RopeImpl::Megatron; }
+  Fp8Recipe fp8_scaling() const { return fp8_recipe.value_or(Fp8Recipe::Delayed); }
   std::int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
   // Output columns of the QKV projection (h for the queries, kv heads × h/a each for keys and values)
   // and of FC1 (f, or 2f with SwiGLU's gate).
@@ -516,8 +534,10 @@ struct OpContext {
 // backward transposes each FP8 input the forward did not ("<gemm>_input_transpose_bwd", tex.fp8_transpose)
 // and quantises every output gradient, "<gemm>_grad_cast_bwd" (fp8_cast_transpose_fused; for the
 // row-parallel projection and FC2 under sequence parallelism, cast_to_fp8 of the local shard, an
-// all-gather in FP8, then fp8_transpose). Not modelled: the weights' cast (once a step with
-// is_first_microbatch, as Megatron-LM passes it) and the amax and scale updates.
+// all-gather in FP8, then fp8_transpose). With current scaling (Fp8Recipe::Current) each cast op also
+// reads its input once more for the amax (the local shard's, for the gathered gradients), and a norm
+// writing FP8 writes BF16, read and cast by a quantise pass, in the same op. Not modelled: the weights'
+// cast (once a step with is_first_microbatch, as Megatron-LM passes it) and the amax and scale updates.
 // Throws InvalidArgument when the context is impossible for the model (heads % tp, ffn % tp,
 // experts % ep, seq_len % tp under sequence parallelism, micro_batch < 1).
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c);
@@ -566,7 +586,8 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 //  "top_k"?, "dtype"?, "attention"? (attention_names(), default "fused"), "loss"? (loss_names(), default
 //  "megatron"),
 //  "fused_elementwise"? (default true), "fused_optimizer"? (default true), "fused_grad_accumulation"?
-//  (default true), "dropout"? (default true)}. With "preset", the preset's fields are the defaults and
+//  (default true), "dropout"? (default true), "rope"? (rope_names(); positions "rope" only), "fp8_recipe"?
+//  (fp8_recipe_names(); dtype "fp8" only)}. With "preset", the preset's fields are the defaults and
 // any other key overrides them; without, layers/hidden/heads/seq_len/vocab are required. Strict: an
 // unknown key, a wrong type or an out-of-range value is a ConfigError naming the full path (`path` +
 // "/hidden"). The result has ffn_hidden and kv_heads resolved (never 0) and has passed validate().
