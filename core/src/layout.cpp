@@ -88,7 +88,9 @@ std::int64_t Layout::recomputed_layers(const TransformerModel& m) const {
   if (recompute == Recompute::None) return 0;
   if (recompute_layers == 0) return m.layers;
   std::int64_t n = 0;
-  for (int vs = 0; vs < pp * virtual_stages; ++vs) n += std::min<std::int64_t>(chunk_layers(m, vs).count, recompute_layers);
+  for (int vs = 0; vs < pp * virtual_stages; ++vs) {
+    n += std::min<std::int64_t>(chunk_layers(m, vs).count, recompute_layers);
+  }
   return n;
 }
 

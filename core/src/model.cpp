@@ -90,8 +90,11 @@ std::string rope_name(RopeImpl r) { return enum_names::name_of(kRope, r, "rope_n
 RopeImpl parse_rope(const std::string& name) { return enum_names::parse(kRope, name, "rope implementation"); }
 std::vector<std::string> rope_names() { return enum_names::names(kRope); }
 
-constexpr std::pair<Fp8Recipe, const char*> kFp8Recipes[] = {{Fp8Recipe::Delayed, "delayed"}, {Fp8Recipe::Current, "current"}};
-std::string fp8_recipe_name(Fp8Recipe r) { return enum_names::name_of(kFp8Recipes, r, "fp8_recipe_name: not an Fp8Recipe"); }
+constexpr std::pair<Fp8Recipe, const char*> kFp8Recipes[] = {{Fp8Recipe::Delayed, "delayed"},
+                                                             {Fp8Recipe::Current, "current"}};
+std::string fp8_recipe_name(Fp8Recipe r) {
+  return enum_names::name_of(kFp8Recipes, r, "fp8_recipe_name: not an Fp8Recipe");
+}
 Fp8Recipe parse_fp8_recipe(const std::string& name) { return enum_names::parse(kFp8Recipes, name, "FP8 recipe"); }
 std::vector<std::string> fp8_recipe_names() { return enum_names::names(kFp8Recipes); }
 
@@ -197,8 +200,9 @@ void validate(const TransformerModel& m, const std::string& path) {
                                            std::to_string(m.top_k));
   }
   if (m.fp8_recipe && m.dtype != DType::FP8) {
-    throw ConfigError(path + "/fp8_recipe", "scales the FP8 GEMMs' inputs of \"dtype\": \"fp8\"; this model's dtype is \"" +
-                                                dtype_name(m.dtype) + "\" (drop \"fp8_recipe\" or set \"dtype\": \"fp8\")");
+    throw ConfigError(path + "/fp8_recipe", "scales the FP8 GEMMs' inputs of \"dtype\": \"fp8\"; this model's dtype "
+                                            "is \"" + dtype_name(m.dtype) +
+                                                "\" (drop \"fp8_recipe\" or set \"dtype\": \"fp8\")");
   }
   if (m.rope && m.positions != Positions::Rope) {
     throw ConfigError(path + "/rope", "rotates the queries and keys of \"positions\": \"rope\"; this model's are \"" +
@@ -693,15 +697,15 @@ void activation_bwd(std::vector<OpCost>& ops, const std::string& gemm, double n,
 // Transformer Engine's FP8 quantisation around a linear GEMM (model.hpp; nothing unless x.fp8), over
 // the `elements` the GEMM reads (in) or whose gradient it receives (out), the whole sequence's under
 // sequence parallelism. An FP8 element is one byte; a transpose reads and writes one.
-// Under current scaling every cast first reads what it casts for the amax (fp8_amax_read; model.hpp,
-// Fp8Recipe): counted in the cast's op.
+// Under current scaling every cast first reads what it casts for its amax (model.hpp, Fp8Recipe): the
+// bytes of that pass, counted in the cast's op.
+double fp8_amax_read(double elements, const Dims& x) { return x.fp8_current ? elements * x.e : 0; }
 // Forward, for an input no LayerNorm wrote in FP8: cast_to_fp8, or fp8_cast_transpose_fused, which also
 // writes the transpose the weight gradient reads (Linear does that without sequence parallelism).
-double fp8_amax_read(double elements, const Dims& x) { return x.fp8_current ? elements * x.e : 0; }
 void fp8_input_cast_fwd(std::vector<OpCost>& ops, const std::string& gemm, double in, const Dims& x, bool transpose) {
   if (!x.fp8) return;
-  ops.push_back(memory_bound(gemm + "_cast_fwd", Phase::Forward, in * (x.e + (transpose ? 2 : 1)) + fp8_amax_read(in, x), in,
-                             x.dt));
+  const double bytes = in * (x.e + (transpose ? 2 : 1)) + fp8_amax_read(in, x);
+  ops.push_back(memory_bound(gemm + "_cast_fwd", Phase::Forward, bytes, in, x.dt));
 }
 // Backward: the transpose of an FP8 input the forward did not transpose (tex.fp8_transpose), for the
 // weight gradient.
@@ -716,7 +720,8 @@ void fp8_input_transpose_bwd(std::vector<OpCost>& ops, const std::string& gemm, 
 void fp8_grad_cast_bwd(std::vector<OpCost>& ops, const std::string& gemm, double out, const Dims& x, bool gathered,
                        int tp) {
   if (!x.fp8) return;
-  const double bytes = (gathered ? out / tp * (x.e + 1) + 2 * out : out * (x.e + 2)) + fp8_amax_read(gathered ? out / tp : out, x);
+  const double cast = gathered ? out / tp : out;  // what this rank casts: its shard, or all of it
+  const double bytes = (gathered ? cast * (x.e + 1) + 2 * out : out * (x.e + 2)) + fp8_amax_read(cast, x);
   ops.push_back(memory_bound(gemm + "_grad_cast_bwd", Phase::BackwardData, bytes, out, x.dt));
 }
 

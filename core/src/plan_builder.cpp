@@ -421,8 +421,9 @@ class Builder {
       const std::int64_t local = local_layer(c, j);
       const std::string prefix = layer_prefix(layer);
       // A layer left out of recomputation (Layout::recompute_layers) keeps what no recomputation would.
-      act_slot(mb, c, j) = alloc(TensorClass::Activation, l_.recomputes(j) ? act_layer_ : act_full_, StreamKind::Compute,
-                                 prefix + "activations", mb, prev, -1, layer);
+      const Bytes kept = l_.recomputes(j) ? act_layer_ : act_full_;
+      act_slot(mb, c, j) =
+          alloc(TensorClass::Activation, kept, StreamKind::Compute, prefix + "activations", mb, prev, -1, layer);
       const Gathered g = gather_layer(prefix + "zero3.allgather", mb, prefetch_dep, layer, local);
       std::int64_t first_op = -1;
       for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {

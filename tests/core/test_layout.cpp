@@ -197,7 +197,9 @@ TEST(Layout, RecomputeLayersAreEachChunksFirst) {
   ASSERT_TRUE(validate(l, m, 4, 8).empty());
   const std::vector<bool> expected = {true, true, false, true, true, false, false,
                                       true, true, false, false, true, true, false};
-  for (std::int64_t layer = 0; layer < m.layers; ++layer) EXPECT_EQ(l.recomputes_layer(m, layer), expected[layer]) << layer;
+  for (std::int64_t layer = 0; layer < m.layers; ++layer) {
+    EXPECT_EQ(l.recomputes_layer(m, layer), expected[static_cast<std::size_t>(layer)]) << layer;
+  }
   EXPECT_EQ(l.recomputed_layers(m), 8);
   EXPECT_TRUE(l.recomputes(1));
   EXPECT_FALSE(l.recomputes(2));

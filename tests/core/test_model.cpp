@@ -896,14 +896,15 @@ TEST(Fp8, CurrentScalingReadsEachCastInputForItsAmax) {
     }
   }
   const std::string base = R"("layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100)";
-  const TransformerModel read = model_from_json(json::parse("{" + base + R"(, "dtype": "fp8", "fp8_recipe": "current"})"));
+  const std::string fp8 = "{" + base + R"(, "dtype": "fp8")";
+  const TransformerModel read = model_from_json(json::parse(fp8 + R"(, "fp8_recipe": "current"})"));
   EXPECT_EQ(read.fp8_scaling(), Fp8Recipe::Current);
   EXPECT_EQ(model_to_json(read)["fp8_recipe"], "current");
   EXPECT_EQ(model_from_json(model_to_json(read)), read);
-  EXPECT_FALSE(model_to_json(model_from_json(json::parse("{" + base + R"(, "dtype": "fp8"})"))).contains("fp8_recipe"));
+  EXPECT_FALSE(model_to_json(model_from_json(json::parse(fp8 + "}"))).contains("fp8_recipe"));
   EXPECT_EQ(fp8_recipe_names(), (std::vector<std::string>{"delayed", "current"}));
   EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "fp8_recipe": "current"})")), "/model/fp8_recipe");
-  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "dtype": "fp8", "fp8_recipe": "mx"})")), "/model/fp8_recipe");
+  EXPECT_EQ(config_error_path(json::parse(fp8 + R"(, "fp8_recipe": "mx"})")), "/model/fp8_recipe");
   const std::string bf16 = config_error_message(json::parse("{" + base + R"(, "fp8_recipe": "delayed"})"));
   EXPECT_NE(bf16.find("\"bf16\""), std::string::npos) << bf16;
 }

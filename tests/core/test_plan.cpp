@@ -702,7 +702,9 @@ TEST(Plan, RecomputeLayersRecomputeEachChunksFirstLayersOnly) {
   // Recompute ops and workspaces: half the layers' of "all".
   const auto workspaces = [](const Plan& plan) {
     int n = 0;
-    for (const PlanOp& op : plan.programs[0].ops) n += op.kind == OpKind::Alloc && op.tensor_class == TensorClass::Workspace && op.layer >= 0;
+    for (const PlanOp& op : plan.programs[0].ops) {
+      n += op.kind == OpKind::Alloc && op.tensor_class == TensorClass::Workspace && op.layer >= 0;
+    }
     return n;
   };
   EXPECT_EQ(workspaces(full), 4 * micro_batches);
