@@ -79,9 +79,11 @@ std::int64_t Layout::stage_layers(const TransformerModel& m, int stage) const {
 }
 
 bool Layout::recomputes_layer(const TransformerModel& m, std::int64_t layer) const {
-  const std::int64_t per_chunk = pipeline_slots(m) / (static_cast<std::int64_t>(pp) * virtual_stages);
-  const std::int64_t slot = layer + (embedding_in_split ? 1 : 0);
-  return recomputes(layer - chunk_layers(m, static_cast<int>(slot / per_chunk)).first);
+  for (int vs = 0; vs < pp * virtual_stages; ++vs) {
+    const LayerRange r = chunk_layers(m, vs);
+    if (layer >= r.first && layer < r.first + r.count) return recomputes(layer - r.first);
+  }
+  return false;  // not a layer of the model
 }
 
 std::int64_t Layout::recomputed_layers(const TransformerModel& m) const {
