@@ -939,9 +939,12 @@ class Builder {
     if (forward_like) {
       const std::string base = op_name.substr(0, op_name.rfind('_'));  // strip _fwd / _recompute
       // With tp_comm_overlap, QKV's and a dense FC1's gathers, and the projection's and a dense FC2's
-      // reduce-scatters, are their split GEMMs' (compute_overlapped).
-      if (tp && sp && (base == "ln1" || base == "ln2") && !overlapped(base == "ln1" ? "qkv" : "fc1")) {
-        tpc(CollectiveOp::AllGather, "tp_allgather", gather_bytes(base == "ln1" ? fp8_norms_.attention : fp8_norms_.ffn));
+      // reduce-scatters, are their split GEMMs' (compute_overlapped); the amax reduction before the
+      // gather stays in line.
+      if (tp && sp && (base == "ln1" || base == "ln2")) {
+        const bool fp8 = base == "ln1" ? fp8_norms_.attention : fp8_norms_.ffn;
+        if (amax_reduced(fp8)) tpc(CollectiveOp::AllReduce, "tp_amax_allreduce", kAmaxBytes);
+        if (!overlapped(base == "ln1" ? "qkv" : "fc1")) tpc(CollectiveOp::AllGather, "tp_allgather", gather_bytes(fp8));
       }
       if (tp && (base == "proj" || base == ffn_out) && !overlapped(base)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce", tp_bytes_);
@@ -970,11 +973,27 @@ class Builder {
       return "";
     };
     const std::string gemm = part(ops[i].name);
-    if (gemm.empty() || (i > 0 && part(ops[i - 1].name) == gemm) || overlapped(gemm)) return;
-    const bool attn = gemm == "proj";
-    prev = coll1(CollectiveOp::AllGather, GroupKind::Tp, gather_bytes(attn ? fp8_norms_.attention : fp8_norms_.ffn),
-                 StreamKind::Compute, prefix + "tp_allgather_bwd", mb, prev, layer, -1);
+    if (gemm.empty() || (i > 0 && part(ops[i - 1].name) == gemm)) return;
+    const bool fp8 = gemm == "proj" ? fp8_norms_.attention : fp8_norms_.ffn;
+    if (amax_reduced(fp8)) {
+      prev = coll1(CollectiveOp::AllReduce, GroupKind::Tp, kAmaxBytes, StreamKind::Compute, prefix + "tp_amax_allreduce_bwd",
+                   mb, prev, layer, -1);
+    }
+    if (overlapped(gemm)) return;
+    prev = coll1(CollectiveOp::AllGather, GroupKind::Tp, gather_bytes(fp8), StreamKind::Compute, prefix + "tp_allgather_bwd",
+                 mb, prev, layer, -1);
   }
+
+  // FP8 current scaling quantises a sequence-parallel shard that the tensor group then gathers in FP8,
+  // so the ranks first agree on one scale: the shard's amax, one FP32 value, all-reduced (MAX) over the
+  // tensor group in line on the compute stream. Transformer Engine sets with_amax_reduction over
+  // tp_group for the column-parallel input quantizer (QKV's, FC1's) and the row-parallel output-gradient
+  // quantizer (the projection's, FC2's) under sequence parallelism
+  // (_customize_quantizers_float8_current_scaling in pytorch/module/linear.py, layernorm_linear.py,
+  // layernorm_mlp.py); Float8CurrentScalingQuantizer::quantize_impl reduces the amax between its
+  // nvte_compute_amax and the cast. `fp8`: the gathered tensor is FP8 (gather_bytes).
+  static constexpr Bytes kAmaxBytes = 4;
+  bool amax_reduced(bool fp8) const { return fp8 && m_.fp8_scaling() == Fp8Recipe::Current; }
 
   // ---- context parallelism ----
   //

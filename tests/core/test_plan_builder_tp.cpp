@@ -345,6 +345,69 @@ OpCost whole_gemm(const TransformerModel& m, const Layout& l, const std::string&
 
 }  // namespace
 
+// FP8 current scaling (Fp8Recipe::Current) under sequence parallelism: before each FP8 gather of a
+// shard (QKV's and FC1's inputs forward, the projection's and FC2's output gradients backward) the
+// tensor group all-reduces the shards' amax, 4 bytes, in line on the compute stream: the gather waits
+// for it. Its recomputation reduces again; with userbuffers the gathers are the split GEMMs' and the
+// reductions stay. Delayed scaling, BF16, or no sequence parallelism: none.
+TEST(PlanBuilderTp, CurrentScalingReducesTheShardsAmaxBeforeEachFp8Gather) {
+  Layout l = layout3d(1, 2, 2, 4);
+  l.sequence_parallel = true;
+  const std::size_t passes = 4 * 4;  // layers per stage x micro-batches
+  TransformerModel m = tiny();
+  m.dtype = DType::FP8;
+  m.fp8_recipe = Fp8Recipe::Current;
+  const auto amax_ops = [](const Plan& plan, const Program& p) {
+    return std::pair{named(plan, p, ".tp_amax_allreduce").size(), named(plan, p, ".tp_amax_allreduce_bwd").size()};
+  };
+  const Plan plan = build_plan(m, l, cluster(l));
+  ASSERT_NO_THROW(validate(plan));
+  for (const Program& p : plan.programs) {
+    EXPECT_EQ(amax_ops(plan, p), std::pair(2 * passes, 2 * passes));
+    for (const char* suffix : {".tp_amax_allreduce", ".tp_amax_allreduce_bwd"}) {
+      for (std::uint32_t i : named(plan, p, suffix)) {
+        const PlanOp& op = p.ops[i];
+        EXPECT_EQ(op.collective, CollectiveOp::AllReduce);
+        EXPECT_EQ(op.group, GroupKind::Tp);
+        EXPECT_EQ(op.stream, StreamKind::Compute);
+        EXPECT_EQ(op.bytes, 4);
+      }
+    }
+    // The op before each gather on the compute stream is an amax reduction of its layer and micro-batch.
+    for (const auto& [gather, amax] : {std::pair{".tp_allgather", ".tp_amax_allreduce"},
+                                       std::pair{".tp_allgather_bwd", ".tp_amax_allreduce_bwd"}}) {
+      const std::vector<std::uint32_t> gathers = named(plan, p, gather);
+      EXPECT_EQ(gathers.size(), 2 * passes) << gather;
+      for (std::uint32_t g : gathers) {
+        std::uint32_t before = g - 1;
+        while (before > 0 && p.ops[before].stream != StreamKind::Compute) --before;
+        EXPECT_TRUE(ends_with(name_of(plan, p.ops[before]), amax)) << name_of(plan, p.ops[before]);
+        EXPECT_EQ(p.ops[before].layer, p.ops[g].layer);
+        EXPECT_EQ(p.ops[before].micro_batch, p.ops[g].micro_batch);
+      }
+    }
+  }
+  Layout recompute = l;
+  recompute.recompute = Recompute::Full;
+  const Plan again = build_plan(m, recompute, cluster(recompute));
+  EXPECT_EQ(named(again, again.programs[0], ".recompute.tp_amax_allreduce").size(), 2 * passes);
+  EXPECT_EQ(amax_ops(again, again.programs[0]), std::pair(4 * passes, 2 * passes));
+  Layout ub = l;
+  ub.tp_comm_overlap = true;
+  const Plan overlapped = build_plan(m, ub, cluster(ub));
+  EXPECT_TRUE(named(overlapped, overlapped.programs[0], ".tp_allgather").empty());
+  EXPECT_EQ(amax_ops(overlapped, overlapped.programs[0]), std::pair(2 * passes, 2 * passes));
+
+  TransformerModel delayed = m;
+  delayed.fp8_recipe = Fp8Recipe::Delayed;
+  Layout no_sp = l;
+  no_sp.sequence_parallel = false;
+  for (const auto& [model, layout] : {std::pair{delayed, l}, std::pair{tiny(), l}, std::pair{m, no_sp}}) {
+    const Plan none = build_plan(model, layout, cluster(layout));
+    EXPECT_EQ(amax_ops(none, none.programs[0]), std::pair(std::size_t{0}, std::size_t{0}));
+  }
+}
+
 // With sequence parallelism the projection's and FC2's input-gradient GEMMs read their output gradient
 // all-gathered over the tensor group, a gather in line before that GEMM's backward: after the residual
 // add's backward where dropout gives it one, and still there where a model without dropout has none

@@ -52,9 +52,10 @@ DType activation_dtype(DType model_dtype);
 //   current — each tensor's scale from its own amax, taken just before the cast (TE's
 //             Float8CurrentScaling, Megatron-Bridge's "fp8-cs" recipes): the quantiser first reads the
 //             tensor for its amax (Float8CurrentScalingQuantizer::quantize_impl, nvte_compute_amax, then
-//             an all-reduce of the amax over the tensor-parallel group where the tensor is sharded, not
-//             modelled: 4 bytes), then casts; a norm writes its output in BF16 with its amax and a
-//             quantise pass casts it (pytorch/csrc/extensions/normalization.cpp, FUSED_NORM_AMAX_FP8).
+//             an all-reduce of the amax over the tensor-parallel group where a sequence-parallel shard is
+//             cast before its gather: the plan's tp_amax_allreduce ops, plan_builder.cpp), then casts; a
+//             norm writes its output in BF16 with its amax and a quantise pass casts it
+//             (pytorch/csrc/extensions/normalization.cpp, FUSED_NORM_AMAX_FP8).
 enum class Fp8Recipe { Delayed, Current };
 // "delayed", "current"; parse throws UnknownName listing them.
 std::string fp8_recipe_name(Fp8Recipe r);
