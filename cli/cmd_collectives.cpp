@@ -284,7 +284,7 @@ void add_collectives_command(CLI::App& app, Invocation& invocation) {
   cmd->add_option("--warmup", opts->warmup, "Measured: untimed iterations first")->transform(in_range(0, kMaxCount, true))->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print the rows as a JSON array instead of the table");
   cmd->add_option("--nccl-version", opts->nccl_version,
-                  "Simulated, --algo auto: the NCCL release whose tuner is modelled, 2.20 to 2.26 or 2.28 (\"2.24\" or \"2.24.3\"; "
+                  "Simulated, --algo auto: the NCCL release whose tuner is modelled, 2.20 to 2.28 (\"2.24\" or \"2.24.3\"; "
                   "default 2.20: NCCL 2.20.3's tables). From 2.23 PAT runs all-gather and reduce-scatter where every "
                   "rank has a node of its own");
   cmd->add_flag("--nccl-tuning", opts->nccl_tuning,

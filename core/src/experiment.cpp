@@ -155,9 +155,7 @@ std::optional<int> nccl_release_minor(std::string_view v) {
   return std::stoi(std::string(m));
 }
 
-bool nccl_minor_modelled(int minor) {
-  return minor >= kNcclOldestMinor && minor <= kNcclNewestMinor && minor != kNcclUnmodelledMinor;
-}
+bool nccl_minor_modelled(int minor) { return minor >= kNcclOldestMinor && minor <= kNcclNewestMinor; }
 
 }  // namespace
 
@@ -174,15 +172,13 @@ int parse_nccl_version(const std::string& text, const std::string& path) {
   const int minor = nccl_release_minor(text).value_or(-1);
   if (!nccl_minor_modelled(minor)) {
     fail(path, "NCCL version " + json_read::quoted(text) + " is not modelled; accepted: 2." +
-                   std::to_string(kNcclOldestMinor) + " to 2." + std::to_string(kNcclUnmodelledMinor - 1) + " and 2." +
-                   std::to_string(kNcclNewestMinor) + ", as \"2.24\" or \"2.24.3\"");
+                   std::to_string(kNcclOldestMinor) + " to 2." + std::to_string(kNcclNewestMinor) +
+                   ", as \"2.24\" or \"2.24.3\"");
   }
   return minor;
 }
 
-int nearest_modelled_nccl_minor(int minor) {
-  return minor == kNcclUnmodelledMinor ? minor - 1 : std::clamp(minor, kNcclOldestMinor, kNcclNewestMinor);
-}
+int nearest_modelled_nccl_minor(int minor) { return std::clamp(minor, kNcclOldestMinor, kNcclNewestMinor); }
 
 bool valid_name(const std::string& name) {
   return !name.empty() && name.size() <= 128 && name.front() != '.' &&

@@ -34,8 +34,11 @@ namespace {
 //         public copy holds it (github.com/zhanglin496/nccl-2.28.3-1 @850a18f5, annotated, its code
 //         NVIDIA's), and checked against the tables NCCL 2.29.2 printed for 2, 4 and 6 H100 GPUs (the
 //         test TunerTablesMatchNccl229sOnAnH100Server): they match to their printed 0.1.
-// 2.22, 2.25 and 2.26 change none of the modelled terms; a patch release is taken as its minor's. 2.27
-// is not modelled: its tuning.cc was not read, so whether 2.28's NVLS pricing came with it is not known.
+// 2.22, 2.25, 2.26 and 2.27 change none of the modelled terms; a patch release is taken as its minor's.
+// 2.27 as NVIDIA/nccl stores its tuning.cc at 72d24320: the commit's src/init.cc has 2.27's window
+// registration (NCCL_WIN_ENABLE, symmetricSupport), and its tuner has neither 2.28's tunerConstants
+// nor its NVLS efficiency (NVLS still min(bwIntra, bwInter) and 5/6; tables as 2.26.2's). Its
+// makefiles/version.mk is not stored at that commit, so the patch release is not known.
 
 // baseLat: the fixed cost of a collective of that kind (kernel launch and setup); NVLS and NVLSTree
 // have none of their own (their hardware latencies below stand for everything).

@@ -157,12 +157,12 @@ TEST(Experiment, WrongTypesAndRangesAreErrors) {
   c.erase("model");
   EXPECT_EQ(error_path(c), "/model");
   c = small_config();
-  for (const json& bad : {json("2.19"), json("2.27"), json("3.20"), json("2.24.3.1"), json("2.x"), json(2.24)}) {
+  for (const json& bad : {json("2.19"), json("2.29"), json("3.20"), json("2.24.3.1"), json("2.x"), json(2.24)}) {
     c["simulation"]["nccl_version"] = bad;
     std::string why;
     EXPECT_EQ(error_path(c, &why), "/simulation/nccl_version") << bad;
     if (bad.is_string()) {
-      EXPECT_NE(why.find("accepted: 2.20 to 2.26 and 2.28"), std::string::npos) << why;
+      EXPECT_NE(why.find("accepted: 2.20 to 2.28"), std::string::npos) << why;
     }
   }
   c = small_config();
@@ -419,13 +419,12 @@ TEST(Sweep, FromFile) {
 }
 
 // A source's NCCL release, modelled or not (validation rows state what their source ran), and the
-// modelled release nearest to it: an older release is read with 2.20's tables, a newer one with 2.28's,
-// 2.27 (not modelled) with 2.26's.
+// modelled release nearest to it: an older release is read with 2.20's tables, a newer one with 2.28's.
 TEST(Experiment, AnNcclReleaseIsReadWithTheNearestModelledTables) {
   EXPECT_EQ(parse_nccl_release("2.29.2", "/v"), 29);
   EXPECT_EQ(parse_nccl_release("2.18", "/v"), 18);
   EXPECT_EQ(nearest_modelled_nccl_minor(29), 28);
-  EXPECT_EQ(nearest_modelled_nccl_minor(27), 26);
+  EXPECT_EQ(nearest_modelled_nccl_minor(27), 27);
   EXPECT_EQ(nearest_modelled_nccl_minor(28), 28);
   EXPECT_EQ(parse_nccl_version("2.28.3", "/v"), 28);
   EXPECT_EQ(nearest_modelled_nccl_minor(18), 20);

@@ -40,19 +40,17 @@ struct ClusterConfig {
   bool operator==(const ClusterConfig&) const = default;
 };
 
-// The NCCL releases whose tuner `auto` can model, by minor version: 2.20 to 2.26 and 2.28
-// (sim/src/nccl_model.cpp lists what changed between them; 2.27's tuner was not read). "2.24" or
-// "2.24.3" -> 24; anything else throws ConfigError at `path` naming the accepted ones.
+// The NCCL releases whose tuner `auto` can model, by minor version: 2.20 to 2.28
+// (sim/src/nccl_model.cpp lists what changed between them). "2.24" or "2.24.3" -> 24; anything else
+// throws ConfigError at `path` naming the accepted ones.
 inline constexpr int kNcclOldestMinor = 20;
 inline constexpr int kNcclNewestMinor = 28;
-inline constexpr int kNcclUnmodelledMinor = 27;
 int parse_nccl_version(const std::string& text, const std::string& path);
 // Any NCCL 2.x release, modelled or not: "2.29.2" -> 29; ConfigError at `path` unless "2.<minor>" or
 // "2.<minor>.<patch>".
 int parse_nccl_release(const std::string& text, const std::string& path);
-// The modelled release nearest to 2.<minor>: itself, 2.20 for an older one, 2.28 for a newer one, 2.26
-// for 2.27 (a release's tuner shares most of its tables with its neighbours'; between two modelled
-// ones, the older's).
+// The modelled release nearest to 2.<minor>: itself, 2.20 for an older one, 2.28 for a newer one (a
+// release's tuner shares most of its tables with its neighbours').
 int nearest_modelled_nccl_minor(int minor);
 
 // "simulation": options of the sim backend. Names are checked against the accepted lists here; the

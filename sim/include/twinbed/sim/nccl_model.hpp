@@ -7,7 +7,7 @@
 // * The tuner's estimate, which decides (`nccl_tuner_time`, `nccl_choose`). Source: NVIDIA/nccl
 //   v2.20.3, src/graph/tuning.cc (ncclTopoTuneModel, ncclTopoGetAlgoTime), with the link figures of
 //   src/graph/topo.h and the channel search of src/graph/search.cc, or the tables of a later release
-//   (2.21 to 2.26, 2.28) where NcclFabric::nccl_minor names one (what changed is listed in nccl_model.cpp).
+//   (2.21 to 2.28) where NcclFabric::nccl_minor names one (what changed is listed in nccl_model.cpp).
 //   NCCL times an (algorithm, protocol)
 //   pair as
 //       time = latency + bytes / bandwidth            (us, and GB/s of algorithm bandwidth)
@@ -104,7 +104,7 @@ struct NcclFabric {
   double nvlink_GBps = 0;  // one GPU's NVLink bandwidth per direction as NCCL counts it (links x its per-link figure)
   double nic_GBps = 0;     // one NIC's line rate; one NIC per GPU
   // The NCCL release modelled, 2.<nccl_minor>: not something NCCL learns of the machine but of its own
-  // version. 20 (the default) runs v2.20.3's tables; 21 to 26 and 28 those releases' (nccl_model.cpp),
+  // version. 20 (the default) runs v2.20.3's tables; 21 to 28 those releases' (nccl_model.cpp),
   // PAT among them from 23. The experiment's "simulation": {"nccl_version": "2.24"} sets it.
   int nccl_minor = kNcclOldestMinor;
   bool operator==(const NcclFabric&) const = default;
