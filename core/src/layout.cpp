@@ -260,11 +260,6 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                                         " is not divisible by it; accepted values: " +
                                         divisors(m.seq_len / 2, [&](std::int64_t d) { return cluster_ranks % d == 0; }));
   }
-  if (cp > 1 && l.ep > 1) {
-    throw ConfigError("/layout/cp", "cp = " + str(cp) + " with ep = " + str(l.ep) +
-                                        ": context and expert parallelism together are not modelled; "
-                                        "accepted value with ep > 1: 1");
-  }
   if (l.sequence_parallel && (m.seq_len / cp) % tp != 0) {
     const std::string tokens = cp > 1 ? "seq_len/cp = " + str(m.seq_len / cp) : "seq_len = " + str(m.seq_len);
     throw ConfigError("/layout/sequence_parallel", "sequence parallelism splits the sequence over tp = " + str(tp) +
@@ -314,14 +309,16 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                           "; accepted global_batch: multiples of " + str(per_step * pp));
   }
 
-  // Experts: ep ranks of the data-parallel group share the experts evenly.
+  // Experts: ep ranks of the dp·cp ranks that hold a stage's dense parameters share the experts evenly
+  // (Megatron-Core's MoE parallel folding; plan_builder.cpp, add_communicators).
   if (l.ep > 1 && !m.moe()) {
     throw ConfigError("/layout/ep", "ep = " + str(l.ep) + " needs an MoE model (experts > 1); accepted value: 1");
   }
-  if (dp % l.ep != 0 || m.experts % l.ep != 0) {
-    throw ConfigError("/layout/ep", "ep = " + str(l.ep) + " must divide dp (" + str(dp) + ") and experts (" +
-                                        str(m.experts) + "); accepted values: " +
-                                        divisors(std::gcd(dp, m.experts), [](std::int64_t) { return true; }));
+  const std::int64_t grad_ranks = l.grad_ranks();
+  if (grad_ranks % l.ep != 0 || m.experts % l.ep != 0) {
+    throw ConfigError("/layout/ep", "ep = " + str(l.ep) + " must divide " + (cp > 1 ? "dp·cp (" : "dp (") +
+                                        str(grad_ranks) + ") and experts (" + str(m.experts) + "); accepted values: " +
+                                        divisors(std::gcd(grad_ranks, m.experts), [](std::int64_t) { return true; }));
   }
 
   check_plan_size(l, m);

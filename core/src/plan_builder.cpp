@@ -143,7 +143,7 @@ class Builder {
     fp8_norms_ = fp8_layer_norms(m_);
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
     cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
-    a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
+    a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
     act_layer_ = rank_activation_bytes_per_layer(m_, l_);
     act_loss_ = rank_loss_activation_bytes(m_, l_);
     Layout none = l_;
@@ -1271,7 +1271,11 @@ void add_host_split_groups(Plan& plan, int ranks_per_host) {
 namespace {
 
 // Communicators in Megatron rank order, rank = ((pp_i·dp + dp_i)·cp + cp_i)·tp + tp_i, from the plan's
-// layout and cluster. The gradient dimension is dp·cp (plan.hpp's Dp; ep > 1 only with cp = 1).
+// layout and cluster. The gradient dimension is dp·cp (plan.hpp's Dp). The expert groups fold context
+// parallelism in, as Megatron-Core's MoE parallel folding does (parallel_state.py,
+// initialize_model_parallel: the experts' RankGenerator over tp (expert_tensor_parallel_size's default) x
+// ep x dp·cp/ep x pp with cp 1, order "tp-cp-ep-dp-pp"): Ep is ep consecutive members of the dp·cp
+// dimension, ExpertDp the members holding the same experts.
 void add_communicators(Plan& plan) {
   const Layout& layout = plan.layout;
   const int tp = layout.tp, dp = layout.grad_ranks(), cp = layout.cp, pp = layout.pp, ep = layout.ep;

@@ -248,11 +248,14 @@ TEST(Layout, ContextParallelism) {
   EXPECT_TRUE(contains(split, "/layout/sequence_parallel")) << split;
   EXPECT_TRUE(contains(split, "seq_len/cp = 8")) << split;
   TransformerModel moe = small_moe();
+  // Expert parallelism over the dp·cp ranks (MoE parallel folding): ep up to dp·cp = 4.
   Layout ep;
-  ep.dp = 2, ep.ep = 2, ep.cp = 2, ep.global_batch = 2;
-  EXPECT_TRUE(contains(error_of(ep, moe, 4), "/layout/cp"));
-  ep.ep = 1;
+  ep.dp = 2, ep.ep = 4, ep.cp = 2, ep.global_batch = 2;
   EXPECT_TRUE(validate(ep, moe, 4, 8).empty());
+  ep.ep = 8;
+  const std::string folded = error_of(ep, moe, 4);
+  EXPECT_TRUE(contains(folded, "/layout/ep")) << folded;
+  EXPECT_TRUE(contains(folded, "dp·cp (4)")) << folded;
   // ZeRO shards over the dp·cp ranks that hold the same parameters.
   l.zero_stage = 1;
   Layout flat = l;

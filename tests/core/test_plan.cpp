@@ -779,6 +779,40 @@ TEST(Plan, ExpertParallelAllToAll) {
   EXPECT_GT(count(plan.programs[0], OpKind::Collective, GroupKind::ExpertDp), 0);
 }
 
+// With context parallelism the expert groups fold it in (Megatron-Core's MoE parallel folding): on dp 2 x
+// cp 2 x tp 2 (rank = (dp_i·cp + cp_i)·tp + tp_i), ep 2 groups the two context ranks of a data-parallel
+// replica, and each rank all-to-alls its own chunk of the sequence: b·(s/cp)·k·h elements.
+TEST(Plan, ExpertParallelismFoldsContextParallelismIn) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  moe.top_k = 2;
+  Layout l = layout3d(2, 2, 1, 2);
+  l.cp = 2;
+  l.ep = 2;
+  const Plan plan = build_plan(moe, l, cluster(l));
+  ASSERT_NO_THROW(validate(plan));
+  EXPECT_EQ(plan.group_members(5, GroupKind::Ep), (std::vector<int>{5, 7}));       // dp 1, cp 0 and 1, tp 1
+  EXPECT_EQ(plan.group_members(5, GroupKind::ExpertDp), (std::vector<int>{1, 5}));  // the same experts, tp 1
+  EXPECT_EQ(plan.group_members(2, GroupKind::Cp), (std::vector<int>{0, 2}));
+  const Bytes chunk = 1 * (128 / 2) * 2 * 256 * 2;  // micro-batch x s/cp x top_k x h x BF16
+  int a2a = 0;
+  for (const PlanOp& op : plan.programs[0].ops) {
+    if (op.kind != OpKind::Collective || op.group != GroupKind::Ep) continue;
+    EXPECT_EQ(op.collective, CollectiveOp::AllToAll);
+    EXPECT_EQ(op.bytes, chunk);
+    ++a2a;
+  }
+  EXPECT_EQ(a2a, 8 * 2 * 4);  // layers x micro-batches x (dispatch, combine) forward and backward
+  const Layout dense_groups = [&] {
+    Layout d = l;
+    d.ep = 4;  // all of dp·cp
+    return d;
+  }();
+  const Plan whole = build_plan(moe, dense_groups, cluster(dense_groups));
+  EXPECT_EQ(whole.group_members(5, GroupKind::Ep), (std::vector<int>{1, 3, 5, 7}));
+  EXPECT_EQ(whole.group_members(5, GroupKind::ExpertDp), (std::vector<int>{5}));
+}
+
 TEST(Plan, ValidateCatchesBrokenPlans) {
   const Layout l = layout3d(2, 2, 2, 4);
   const Plan good = build_plan(tiny(), l, cluster(l));
@@ -870,6 +904,11 @@ TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
   Layout ep = layout3d(4, 1, 2, 2);
   ep.ep = 2;
   cases.push_back({moe, ep});
+  Layout folded = layout3d(2, 1, 2, 4);  // experts over dp·cp = 4
+  folded.cp = 2;
+  folded.ep = 4;
+  folded.zero_stage = 1;
+  cases.push_back({moe, folded});
   Layout split = inter;  // 8 layers + embedding + loss: chunks of 3, 2, 3, 2 layers
   split.virtual_stages = 5;
   split.embedding_in_split = split.loss_in_split = true;

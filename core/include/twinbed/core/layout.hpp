@@ -7,9 +7,9 @@
 // ranks, i.e. inside a host when tp <= ranks_per_host). Context parallelism (cp) splits each sequence
 // over cp ranks that hold the same parameters, so gradients are reduced and ZeRO-sharded over the dp·cp
 // ranks of a stage (Megatron's data-parallel group "with context parallel"). Expert parallelism is
-// carved out of data parallelism:
-// the ep ranks of an expert group are ep of the dp replicas, each holding E/ep experts; expert
-// parameters are therefore replicated (and ZeRO-sharded) over dp/ep ranks, dense ones over dp.
+// carved out of those dp·cp ranks (Megatron-Core's MoE parallel folding): the ep ranks of an expert
+// group are ep consecutive ones of them, each holding E/ep experts; expert parameters are therefore
+// replicated (and ZeRO-sharded) over dp·cp/ep ranks, dense ones over dp·cp.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +66,7 @@ struct Layout {
   int dp = 1;
   int tp = 1;
   int pp = 1;
-  int ep = 1;                       // expert-parallel degree, divides dp (MoE only)
+  int ep = 1;                       // expert-parallel degree, divides dp·cp (MoE only)
   int cp = 1;                       // context-parallel degree: ranks sharing each sequence
   bool sequence_parallel = false;   // Korthikanti et al.; needs seq_len % tp == 0; no effect at tp = 1
   int zero_stage = 0;               // 0..3
@@ -139,7 +139,7 @@ struct Layout {
   // ep 1; must divide dp·cp.
   int zero_shard_ranks = 0;
 
-  // dp·tp·cp·pp (ep does not multiply: it lives inside dp).
+  // dp·tp·cp·pp (ep does not multiply: it lives inside dp·cp).
   int world_size() const { return dp * tp * cp * pp; }
   // The ranks of a stage that hold the same parameters and reduce their gradients together: dp·cp.
   int grad_ranks() const { return dp * cp; }
@@ -185,9 +185,9 @@ struct Layout {
 //   divisible by pp (/layout/pp) or by pp·v (/layout/virtual_stages);
 //   global_batch not a multiple of dp·micro_batch; zero_stage outside 0..3; interleaved with v < 2 or
 //   pp < 2 (/layout/schedule), v > 1 without interleaving; interleaved with micro-batches not a multiple
-//   of pp (Megatron's constraint, /layout/global_batch); ep > 1 on a dense model, dp % ep or
+//   of pp (Megatron's constraint, /layout/global_batch); ep > 1 on a dense model, (dp·cp) % ep or
 //   experts % ep != 0 (/layout/ep); sequence parallelism with (seq_len/cp) % tp != 0; cp > 1 with
-//   seq_len not a multiple of 2·cp (the load-balanced chunks) or with ep > 1 (/layout/cp); bucket_MiB
+//   seq_len not a multiple of 2·cp (the load-balanced chunks) (/layout/cp); bucket_MiB
 //   under one byte; overlap_param_gather with zero_stage other than 1 or 2; distribute_saved_activations
 //   without full recomputation, or with sequence parallelism at tp > 1; tp_comm_overlap without
 //   sequence parallelism at tp >= 2; backward_prefetch "post" with zero_stage other than 3;
@@ -215,7 +215,7 @@ RankParameters rank_parameters(const TransformerModel& model, const Layout& layo
 
 // Model-state bytes (parameters, gradients, Adam state) on a rank of pipeline stage `stage` under the
 // layout's ZeRO stage: dense parameters sharded over dp·cp (or the hybrid shard group: zero_shards()),
-// expert parameters over dp/ep (model.hpp's rank_parameters and model_state_bytes), gradients in the
+// expert parameters over dp·cp/ep (model.hpp's rank_parameters and model_state_bytes), gradients in the
 // layout's grad_dtype. Requires a layout that validate() accepts.
 ModelStateBytes rank_model_state_bytes(const TransformerModel& model, const Layout& layout, int stage);
 
