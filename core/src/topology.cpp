@@ -105,7 +105,9 @@ int Topology::uniform_ranks_per_host() const {
 // widest keeps intra-node traffic on NVLink. Among equally wide paths the quickest wins: a GPU whose
 // rail differs from its peer's reaches it through NVLink to the GPU on the peer's rail rather than
 // up through a spine, as NCCL's PXN does ("Doubling all2all Performance with NVIDIA Collective
-// Communication Library 2.12", NVIDIA technical blog, 2022). ECMP hashing then chooses among the
+// Communication Library 2.12", NVIDIA technical blog, 2022: data moves over NVLink "on a GPU on the same
+// rail as the destination" in the sender's node first). Of equally quick paths the one whose slow hops
+// come last is kept, which puts that NVLink hop in the sender's node. ECMP hashing then chooses among the
 // paths still equal (the spines of a fat-tree, the two directions of an even ring, the dimension orders
 // of a torus), taken in ascending link id.
 Path Topology::route(int src, int dst, std::uint64_t flow_key) const { return Router(*this).route(src, dst, flow_key); }
@@ -279,7 +281,14 @@ Path Router::route(int src, int dst, std::uint64_t flow_key) {
         if (at_level(t.link(l).src, d - 1) && continues(l)) choices_.push_back(l);
       }
     }
-    // Non-empty: the path of this width and latency into v continues from some node at level d-1.
+    // Non-empty: the path of this width and latency into v continues from some node at level d-1. Of
+    // those, the slowest link: equal paths take their slow (network) hops last and their fast ones
+    // first, so a message that changes rails crosses NVLink in the sender's node, as NCCL's PXN
+    // forwards it through the sender-side GPU on the destination's rail (see route() in the header),
+    // never in the receiver's.
+    Time slowest;
+    for (LinkId l : choices_) slowest = std::max(slowest, t.link(l).latency);
+    std::erase_if(choices_, [&](LinkId l) { return t.link(l).latency != slowest; });
     const std::uint64_t h = splitmix64(flow_hash ^ (static_cast<std::uint64_t>(v) * 0x9E3779B97F4A7C15ULL));
     const LinkId chosen = choices_[static_cast<std::size_t>(h % choices_.size())];
     path[static_cast<std::size_t>(d - 1)] = chosen;

@@ -65,8 +65,11 @@ class Topology {
   // Shortest path (fewest hops) from rank `src` to rank `dst`; among fewest-hop paths the widest
   // (largest bottleneck bandwidth), so a server's GPUs talk over NVLink even when their NICs share a
   // leaf; among the widest the quickest (least latency), so a GPU reaches another rail's GPU through
-  // NVLink to its own node's GPU on that rail rather than through a spine, as NCCL's PXN does.
-  // Among the remaining equal-cost next hops the choice is ECMP: a deterministic hash of
+  // NVLink to its own node's GPU on that rail rather than through a spine, as NCCL's PXN does; among
+  // the quickest, the one taking its slow hops last (at each hop back from the destination the
+  // slowest link that continues such a path), so that NVLink hop is in the sender's node, as PXN's
+  // is, not in the receiver's. Among the remaining equal-cost next hops the choice is ECMP: a
+  // deterministic hash of
   // (src, dst, flow_key), so different flows between the same pair may take different paths and
   // identical runs take identical ones. Empty when src == dst.
   // Throws InvalidArgument when dst is unreachable. Cost O(nodes + links) in the worst case; a
