@@ -144,6 +144,7 @@ class Builder {
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
     cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
     a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
+    routed_tp_bytes_ = a2a_bytes_ * l_.tp;  // the routed tokens the tensor group gathers (after_op)
     act_layer_ = rank_activation_bytes_per_layer(m_, l_);
     act_loss_ = rank_loss_activation_bytes(m_, l_);
     Layout none = l_;
@@ -925,15 +926,24 @@ class Builder {
   // conjugates (Megatron's f/g operators) — the all-gather of the output gradient before the row-parallel
   // GEMMs' backward with SP, and the MoE router's input-gradient collective; QKV's and FC1's are
   // ColumnBackward's. MoE: all-to-all after permute and after expert_fc2.
+  //
+  // MoE under sequence parallelism, as Megatron-Core's all-to-all dispatcher runs it
+  // (megatron/core/transformer/moe/token_dispatcher.py, MoEAlltoAllTokenDispatcher): the router and the
+  // permutation work on the rank's shard of the tokens; after the dispatch all-to-all the tensor group
+  // all-gathers the routed tokens (dispatch_postprocess, gather_from_sequence_parallel_region), top_k
+  // times the shard's hidden states, for the experts' tensor-parallel GEMMs, and reduce-scatters the
+  // experts' output before the combine all-to-all; the backward mirrors both. No tensor collective
+  // touches ln2's output or the combined tokens.
   void after_op(const std::string& op_name, bool forward_like, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
     const bool sp = l_.sequence_parallel && l_.tp > 1;
     const bool tp = l_.tp > 1;
     const bool moe = m_.moe() && l_.ep > 1;
+    const bool moe_sp = m_.moe() && sp;
     auto tpc = [&](CollectiveOp op, const char* what, Bytes bytes) {
       prev = coll1(op, GroupKind::Tp, bytes, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
     auto a2a = [&](const char* what) {
-      prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
+      if (moe) prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
     const std::string ffn_out = m_.moe() ? "expert_unpermute" : "fc2";
     if (forward_like) {
@@ -941,22 +951,34 @@ class Builder {
       // With tp_comm_overlap, QKV's and a dense FC1's gathers, and the projection's and a dense FC2's
       // reduce-scatters, are their split GEMMs' (compute_overlapped); the amax reduction before the
       // gather stays in line.
-      if (tp && sp && (base == "ln1" || base == "ln2")) {
+      if (tp && sp && (base == "ln1" || (base == "ln2" && !m_.moe()))) {
         const bool fp8 = base == "ln1" ? fp8_norms_.attention : fp8_norms_.ffn;
         if (amax_reduced(fp8)) tpc(CollectiveOp::AllReduce, "tp_amax_allreduce", kAmaxBytes);
         if (!overlapped(base == "ln1" ? "qkv" : "fc1")) tpc(CollectiveOp::AllGather, "tp_allgather", gather_bytes(fp8));
       }
-      if (tp && (base == "proj" || base == ffn_out) && !overlapped(base)) {
+      if (tp && (base == "proj" || (base == ffn_out && !moe_sp)) && !overlapped(base)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce", tp_bytes_);
       }
-      if (moe && (base == "expert_permute" || base == "expert_fc2")) a2a("ep_alltoall");
+      if (base == "expert_permute") {
+        a2a("ep_alltoall");
+        if (moe_sp) tpc(CollectiveOp::AllGather, "tp_allgather_routed", routed_tp_bytes_);
+      }
+      if (base == "expert_fc2") {
+        if (moe_sp) tpc(CollectiveOp::ReduceScatter, "tp_reducescatter_routed", routed_tp_bytes_);
+        a2a("ep_alltoall");
+      }
     } else {
       // The row-parallel GEMMs' output gradients: gather_output_grad. QKV's and FC1's input gradients:
-      // ColumnBackward above. The MoE router's: here, in line.
-      if (tp && m_.moe() && op_name == "router_dgrad") {
-        tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter_bwd" : "tp_allreduce_bwd", tp_bytes_);
+      // ColumnBackward above. The MoE router's, without sequence parallelism: here, in line.
+      if (tp && !sp && m_.moe() && op_name == "router_dgrad") tpc(CollectiveOp::AllReduce, "tp_allreduce_bwd", tp_bytes_);
+      if (op_name == "expert_unpermute_bwd") {
+        a2a("ep_alltoall_bwd");
+        if (moe_sp) tpc(CollectiveOp::AllGather, "tp_allgather_routed_bwd", routed_tp_bytes_);
       }
-      if (moe && (op_name == "expert_unpermute_bwd" || op_name == "expert_permute_bwd")) a2a("ep_alltoall_bwd");
+      if (op_name == "expert_fc1_wgrad") {
+        if (moe_sp) tpc(CollectiveOp::ReduceScatter, "tp_reducescatter_routed_bwd", routed_tp_bytes_);
+        a2a("ep_alltoall_bwd");
+      }
     }
   }
 
@@ -974,6 +996,7 @@ class Builder {
     };
     const std::string gemm = part(ops[i].name);
     if (gemm.empty() || (i > 0 && part(ops[i - 1].name) == gemm)) return;
+    if (gemm == "fc2" && m_.moe()) return;  // the routed tokens' gradients are gathered after the all-to-all (after_op)
     const bool fp8 = gemm == "proj" ? fp8_norms_.attention : fp8_norms_.ffn;
     if (amax_reduced(fp8)) {
       prev = coll1(CollectiveOp::AllReduce, GroupKind::Tp, kAmaxBytes, StreamKind::Compute, prefix + "tp_amax_allreduce_bwd",
@@ -1183,7 +1206,7 @@ class Builder {
   std::vector<std::vector<std::optional<ParamKind>>> param_kinds_;
   std::vector<std::vector<std::int32_t>> split_cost_ids_;  // per list and op: its chunk's cost when split, else -1
   bool gather_p2p_ = false;  // pipeline messages are TP slices the receiver all-gathers
-  Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
+  Bytes p2p_bytes_ = 0, tp_bytes_ = 0, cp_bytes_ = 0, a2a_bytes_ = 0, routed_tp_bytes_ = 0, act_layer_ = 0, act_full_ = 0;
   // Which SP all-gathers carry FP8 (model.hpp): an fp8 model's of what its FP8 GEMMs read, one byte an
   // element, as Transformer Engine sends them (LayerNormLinear gathers its FP8 LayerNorm output, forward
   // and again for the weight gradient; a row-parallel Linear casts its output gradient before gathering).

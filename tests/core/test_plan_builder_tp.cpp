@@ -547,8 +547,61 @@ TEST(PlanBuilderTp, CommOverlapSplitsTheGemmsBesideTheSequenceParallelCollective
   }
 }
 
-// An MoE layer's experts are no userbuffers GEMMs: its FC1 and FC2 keep the sequence-parallel
-// all-gather and reduce-scatter around them; QKV and the projection are split as in a dense layer.
+// An MoE layer under sequence parallelism as Megatron-Core's all-to-all dispatcher runs it: the router
+// and the permutation on the rank's shard, the dispatch all-to-all, then the tensor group's all-gather
+// of the routed tokens (top_k times the shard's hidden states, gathered: b·s·k·h elements) before the
+// experts and its reduce-scatter after them, then the combine all-to-all; backward the same in reverse.
+// No tensor collective on ln2's output or the combined tokens. Each in line on the compute stream.
+TEST(PlanBuilderTp, MoeGathersTheRoutedTokensAfterTheDispatch) {
+  TransformerModel moe = tiny();
+  moe.experts = 4;
+  moe.top_k = 2;
+  Layout l = layout3d(2, 2, 1, 2);
+  l.sequence_parallel = true;
+  l.ep = 2;
+  const Plan plan = build_plan(moe, l, cluster(l));
+  ASSERT_NO_THROW(validate(plan));
+  const Program& p = plan.programs[0];
+  const std::size_t passes = 8 * 2;  // layers x micro-batches
+  const Bytes routed = 128 * 2 * 256 * 2;  // b·s·k·h, BF16
+  for (const char* name : {".tp_allgather_routed", ".tp_reducescatter_routed", ".tp_allgather_routed_bwd",
+                           ".tp_reducescatter_routed_bwd"}) {
+    const std::vector<std::uint32_t> ops = named(plan, p, name);
+    EXPECT_EQ(ops.size(), passes) << name;
+    for (std::uint32_t i : ops) {
+      EXPECT_EQ(p.ops[i].group, GroupKind::Tp);
+      EXPECT_EQ(p.ops[i].stream, StreamKind::Compute);
+      EXPECT_EQ(p.ops[i].bytes, routed) << name;
+    }
+  }
+  EXPECT_EQ(named(plan, p, ".tp_allgather").size(), passes);  // ln1's: ln2's output stays sharded
+  EXPECT_EQ(named(plan, p, ".tp_reducescatter").size(), passes);  // the projection's only
+  EXPECT_EQ(named(plan, p, ".tp_allgather_bwd").size(), passes);
+  // The order within one layer and micro-batch, forward and backward.
+  const auto order = [&](const std::vector<std::string>& names) {
+    std::vector<std::string> seen;
+    for (const PlanOp& op : p.ops) {
+      if (op.layer != 0 || op.micro_batch != 0) continue;
+      const std::string& n = name_of(plan, op);
+      for (const std::string& want : names) {
+        if (ends_with(n, want)) seen.push_back(want);
+      }
+    }
+    return seen;
+  };
+  EXPECT_EQ(order({".expert_permute_fwd", ".ep_alltoall", ".tp_allgather_routed", ".expert_fc1_fwd", ".expert_fc2_fwd",
+                   ".tp_reducescatter_routed", ".expert_unpermute_fwd"}),
+            (std::vector<std::string>{".expert_permute_fwd", ".ep_alltoall", ".tp_allgather_routed", ".expert_fc1_fwd",
+                                      ".expert_fc2_fwd", ".tp_reducescatter_routed", ".ep_alltoall", ".expert_unpermute_fwd"}));
+  EXPECT_EQ(order({".expert_unpermute_bwd", ".ep_alltoall_bwd", ".tp_allgather_routed_bwd", ".expert_fc2_dgrad",
+                   ".expert_fc1_wgrad", ".tp_reducescatter_routed_bwd", ".expert_permute_bwd"}),
+            (std::vector<std::string>{".expert_unpermute_bwd", ".ep_alltoall_bwd", ".tp_allgather_routed_bwd",
+                                      ".expert_fc2_dgrad", ".expert_fc1_wgrad", ".tp_reducescatter_routed_bwd",
+                                      ".ep_alltoall_bwd", ".expert_permute_bwd"}));
+}
+
+// An MoE layer's experts are no userbuffers GEMMs: its FC1 and FC2 keep the all-gather and
+// reduce-scatter of the routed tokens around them; QKV and the projection are split as in a dense layer.
 // Without sequence parallelism, or with tp = 1, the layout is refused, naming the field.
 TEST(PlanBuilderTp, CommOverlapLeavesExpertsAndNeedsSequenceParallelism) {
   TransformerModel moe = tiny();
@@ -563,8 +616,8 @@ TEST(PlanBuilderTp, CommOverlapLeavesExpertsAndNeedsSequenceParallelism) {
   EXPECT_EQ(named(plan, p, ".qkv_fwd").size(), 2u * 8u);
   EXPECT_EQ(named(plan, p, ".proj_fwd").size(), 4u * 8u);
   EXPECT_EQ(named(plan, p, ".expert_fc1_fwd").size(), 8u);
-  EXPECT_EQ(named(plan, p, ".tp_allgather").size(), 8u);      // ln2's, for the router and the experts
-  EXPECT_EQ(named(plan, p, ".tp_reducescatter").size(), 8u);  // after the experts
+  EXPECT_EQ(named(plan, p, ".tp_allgather_routed").size(), 8u);      // before the experts
+  EXPECT_EQ(named(plan, p, ".tp_reducescatter_routed").size(), 8u);  // after them
   EXPECT_EQ(named(plan, p, ".tp_ring_allgather").size(), 8u);  // QKV's one step (tp 2)
 
   Layout no_sp = l;
