@@ -939,11 +939,21 @@ class Builder {
     const bool tp = l_.tp > 1;
     const bool moe = m_.moe() && l_.ep > 1;
     const bool moe_sp = m_.moe() && sp;
-    auto tpc = [&](CollectiveOp op, const char* what, Bytes bytes) {
+    auto tpc = [&](CollectiveOp op, const std::string& what, Bytes bytes) {
       prev = coll1(op, GroupKind::Tp, bytes, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
     };
-    auto a2a = [&](const char* what) {
+    auto a2a = [&](const std::string& what) {
       if (moe) prev = coll1(CollectiveOp::AllToAll, GroupKind::Ep, a2a_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
+    };
+    // The dispatch (forward, and the combine's backward): all-to-all, then the routed tokens gathered;
+    // the combine (and the dispatch's backward): the experts' output scattered, then all-to-all.
+    auto dispatch = [&](const std::string& suffix) {
+      a2a("ep_alltoall" + suffix);
+      if (moe_sp) tpc(CollectiveOp::AllGather, "tp_allgather_routed" + suffix, routed_tp_bytes_);
+    };
+    auto combine = [&](const std::string& suffix) {
+      if (moe_sp) tpc(CollectiveOp::ReduceScatter, "tp_reducescatter_routed" + suffix, routed_tp_bytes_);
+      a2a("ep_alltoall" + suffix);
     };
     const std::string ffn_out = m_.moe() ? "expert_unpermute" : "fc2";
     if (forward_like) {
@@ -959,26 +969,14 @@ class Builder {
       if (tp && (base == "proj" || (base == ffn_out && !moe_sp)) && !overlapped(base)) {
         tpc(sp ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, sp ? "tp_reducescatter" : "tp_allreduce", tp_bytes_);
       }
-      if (base == "expert_permute") {
-        a2a("ep_alltoall");
-        if (moe_sp) tpc(CollectiveOp::AllGather, "tp_allgather_routed", routed_tp_bytes_);
-      }
-      if (base == "expert_fc2") {
-        if (moe_sp) tpc(CollectiveOp::ReduceScatter, "tp_reducescatter_routed", routed_tp_bytes_);
-        a2a("ep_alltoall");
-      }
+      if (base == "expert_permute") dispatch("");
+      if (base == "expert_fc2") combine("");
     } else {
       // The row-parallel GEMMs' output gradients: gather_output_grad. QKV's and FC1's input gradients:
       // ColumnBackward above. The MoE router's, without sequence parallelism: here, in line.
       if (tp && !sp && m_.moe() && op_name == "router_dgrad") tpc(CollectiveOp::AllReduce, "tp_allreduce_bwd", tp_bytes_);
-      if (op_name == "expert_unpermute_bwd") {
-        a2a("ep_alltoall_bwd");
-        if (moe_sp) tpc(CollectiveOp::AllGather, "tp_allgather_routed_bwd", routed_tp_bytes_);
-      }
-      if (op_name == "expert_fc1_wgrad") {
-        if (moe_sp) tpc(CollectiveOp::ReduceScatter, "tp_reducescatter_routed_bwd", routed_tp_bytes_);
-        a2a("ep_alltoall_bwd");
-      }
+      if (op_name == "expert_unpermute_bwd") dispatch("_bwd");
+      if (op_name == "expert_fc1_wgrad") combine("_bwd");
     }
   }
 
