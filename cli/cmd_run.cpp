@@ -184,6 +184,9 @@ void run_command(const RunOptions& o, Invocation& invocation) {
     std::printf("# simulated: %d ranks on %s; %s network, %s fidelity; %.3f s wall\n", simulated->report.world_size,
                 simulated->details["topology"].get<std::string>().c_str(), e.simulation.network.c_str(),
                 simulated->details["fidelity_used"].get<std::string>().c_str(), simulated->wall_s);
+    // Why every rank was simulated where one per program was asked for: the cost a user sees in wall time.
+    const std::string fell_back = simulated->details["fallback_reason"].get<std::string>();
+    if (!fell_back.empty()) std::printf("# %s fidelity fell back to full: %s\n", e.simulation.fidelity.c_str(), fell_back.c_str());
     std::cout << format_summary(simulated->report) << "\n";
     if (simulated->details.contains("memory_plan")) {
       const nlohmann::json& m = simulated->details["memory_plan"];
