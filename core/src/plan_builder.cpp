@@ -922,10 +922,11 @@ class Builder {
   // The TP / EP collectives between a layer's ops, keyed by the op after which they run, on the compute
   // stream (the ops after them need their result at once).
   // Forward: without SP, all-reduce after the row-parallel GEMMs (proj, fc2 / expert_unpermute); with
-  // SP, all-gather after each LayerNorm and reduce-scatter after the row-parallel GEMMs. Backward: the
-  // conjugates (Megatron's f/g operators) — the all-gather of the output gradient before the row-parallel
-  // GEMMs' backward with SP, and the MoE router's input-gradient collective; QKV's and FC1's are
-  // ColumnBackward's. MoE: all-to-all after permute and after expert_fc2.
+  // SP, all-gather after each LayerNorm and reduce-scatter after the row-parallel GEMMs (a dense
+  // layer's). Backward: the conjugates (Megatron's f/g operators) — the all-gather of the output gradient
+  // before the row-parallel GEMMs' backward with SP, and without SP the MoE router's input-gradient
+  // all-reduce; QKV's and FC1's are ColumnBackward's. MoE: all-to-all after permute and after
+  // expert_fc2 (the dispatch and the combine), and their conjugates in the backward.
   //
   // MoE under sequence parallelism, as Megatron-Core's all-to-all dispatcher runs it
   // (megatron/core/transformer/moe/token_dispatcher.py, MoEAlltoAllTokenDispatcher): the router and the
