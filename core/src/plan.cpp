@@ -163,7 +163,7 @@ namespace {
 
 // A program's parameter tensors of one (expert, dtype): sharded as one flat buffer, as
 // rank_model_state_bytes shards a stage's dense parameters over dp·cp (Layout::zero_shards) and its
-// expert ones over dp/ep.
+// expert ones over dp·cp/ep.
 struct StateGroup {
   DType dtype = DType::BF16;
   int shards = 1;

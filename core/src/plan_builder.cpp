@@ -669,8 +669,8 @@ class Builder {
   // ---- gradient reduction ----
 
   // Data-parallel reduction of the final gradients in buckets, in the order they become ready, on the
-  // collective stream (ZeRO 0: all-reduce; 1-2: reduce-scatter). Dense gradients over dp, expert ones
-  // over dp/ep. Returns the reductions (under ZeRO-3, which reduces each layer as its backward ends:
+  // collective stream (ZeRO 0: all-reduce; 1-2: reduce-scatter). Dense gradients over dp·cp, expert ones
+  // over dp·cp/ep. Returns the reductions (under ZeRO-3, which reduces each layer as its backward ends:
   // the last micro-batch's reductions, reduce_zero3).
   //
   // With overlap_grad_reduce each bucket is issued in program order right after the op that completes
@@ -765,7 +765,7 @@ class Builder {
     if (extra_gathered_ >= 0) free(extra_gathered_, StreamKind::Compute, "zero3.gather_extra", -1, last_compute_);
   }
 
-  // ZeRO 1-2: the updated parameter shards all-gathered over dp (expert ones over dp/ep) in buckets
+  // ZeRO 1-2: the updated parameter shards all-gathered over dp·cp (expert ones over dp·cp/ep) in buckets
   // of the gradient buckets' size in parameter bytes, each depending on `dep`; in ready order, or in
   // forward order (`forward_order`: the last bucket first). Returns the gathers.
   std::vector<std::uint32_t> emit_parameter_gather(const std::vector<GradientReady>& dense,

@@ -313,7 +313,7 @@ ParameterCount parameter_count(const TransformerModel& m);
 // word embedding for the tied LM head (Megatron keeps one and all-reduces its gradient between the two
 // stages), or the untied output matrix (⌈V/t⌉ rows too, on stage p−1 whatever p). Experts: E/ep per
 // rank, each split over t like a dense FFN. `expert` holds those, `dense` the rest; they are sharded
-// over different data-parallel groups (dp and dp/ep).
+// over different data-parallel groups (dp·cp and dp·cp/ep).
 // The stage holds `stage_layers` transformer layers; the five-argument form splits them evenly and
 // requires layers % p == 0. Requires experts % ep == 0 (throws InvalidArgument otherwise).
 struct RankParameters {

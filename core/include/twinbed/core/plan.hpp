@@ -76,8 +76,9 @@ std::string to_string(OpKind k);
 //             ranks hold the same parameters, Megatron's data-parallel group with context parallel)
 //   Cp        the cp ranks of one (pp, dp, tp) index, stride tp: context parallelism's key/value
 //             all-gather and its gradients' reduce-scatter
-//   Ep        ep consecutive dp replicas (stride tp) within a Dp group: the expert all-to-all (cp = 1)
-//   ExpertDp  the dp/ep ranks of a Dp group holding the same experts, stride tp·ep (expert gradients)
+//   Ep        ep consecutive members (stride tp) of a Dp group, context ranks folded in (Megatron-Core's
+//             MoE parallel folding): the expert all-to-all
+//   ExpertDp  the dp·cp/ep members of a Dp group holding the same experts, stride tp·ep (expert gradients)
 //   Pp        the pp ranks of one (dp, cp, tp) index, stride tp·cp·dp. No op of the builder or of the
 //             passes uses it: pipeline messages are Send/Recv
 //   DpIntra   the members of a Dp group on one host (ranks_per_host consecutive ranks per host)
@@ -128,7 +129,7 @@ struct ParamTensor {
   std::int64_t elements = 0;        // weights and biases on this rank
   std::int64_t rows = 0, cols = 0;  // the weight matrix W of y = x·Wᵀ on this rank (0 when not a GEMM weight)
   bool row_parallel = false;        // W split over tp along its columns (input), else along its rows (output) or not at all
-  bool expert = false;              // expert parameters: reduced over ExpertDp, ZeRO-sharded over dp/ep ranks
+  bool expert = false;              // expert parameters: reduced over ExpertDp, ZeRO-sharded over dp·cp/ep ranks
   bool trainable = true;            // false: frozen — no gradient, no reduction, no optimizer state
   DType dtype = DType::BF16;        // storage and compute dtype of the weights
   std::int32_t base = -1;           // LoRA factors: index of the tensor they adapt
