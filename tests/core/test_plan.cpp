@@ -14,6 +14,13 @@ using twinbed::test_support::layout3d;
 namespace {
 
 TransformerModel tiny() { return gpt_model("tiny", 8, 256, 8, 128, 1024); }
+// tiny() with 4 experts, each token routed to 2.
+TransformerModel tiny_moe() {
+  TransformerModel m = tiny();
+  m.experts = 4;
+  m.top_k = 2;
+  return m;
+}
 
 ClusterShape cluster(const Layout& l, int per_host = 8) { return {l.world_size(), per_host}; }
 
@@ -766,9 +773,7 @@ TEST(Plan, DistributedSavedActivationsAreGatheredBeforeEachRecomputation) {
 }
 
 TEST(Plan, ExpertParallelAllToAll) {
-  TransformerModel moe = tiny();
-  moe.experts = 4;
-  moe.top_k = 2;
+  const TransformerModel moe = tiny_moe();
   Layout l = layout3d(4, 1, 1, 2);
   l.ep = 2;
   const Plan plan = build_plan(moe, l, cluster(l));
@@ -783,9 +788,7 @@ TEST(Plan, ExpertParallelAllToAll) {
 // cp 2 x tp 2 (rank = (dp_i·cp + cp_i)·tp + tp_i), ep 2 groups the two context ranks of a data-parallel
 // replica, and each rank all-to-alls its own chunk of the sequence: b·(s/cp)·k·h elements.
 TEST(Plan, ExpertParallelismFoldsContextParallelismIn) {
-  TransformerModel moe = tiny();
-  moe.experts = 4;
-  moe.top_k = 2;
+  const TransformerModel moe = tiny_moe();
   Layout l = layout3d(2, 2, 1, 2);
   l.cp = 2;
   l.ep = 2;
@@ -884,9 +887,7 @@ std::int64_t set_elements(const Program& p, std::int32_t set) {
 }  // namespace
 
 TEST(Plan, ParametersAreBookedPerLayerAndMatrix) {
-  TransformerModel moe = tiny();
-  moe.experts = 4;
-  moe.top_k = 2;
+  const TransformerModel moe = tiny_moe();
   struct Case {
     TransformerModel model;
     Layout layout;

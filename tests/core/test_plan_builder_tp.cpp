@@ -18,6 +18,13 @@ using twinbed::test_support::layout3d;
 namespace {
 
 TransformerModel tiny() { return gpt_model("tiny", 8, 256, 8, 128, 1024); }
+// tiny() with 4 experts, each token routed to 2.
+TransformerModel tiny_moe() {
+  TransformerModel m = tiny();
+  m.experts = 4;
+  m.top_k = 2;
+  return m;
+}
 
 ClusterShape cluster(const Layout& l) { return {l.world_size(), 8}; }
 
@@ -553,9 +560,7 @@ TEST(PlanBuilderTp, CommOverlapSplitsTheGemmsBesideTheSequenceParallelCollective
 // experts and its reduce-scatter after them, then the combine all-to-all; backward the same in reverse.
 // No tensor collective on ln2's output or the combined tokens. Each in line on the compute stream.
 TEST(PlanBuilderTp, MoeGathersTheRoutedTokensAfterTheDispatch) {
-  TransformerModel moe = tiny();
-  moe.experts = 4;
-  moe.top_k = 2;
+  const TransformerModel moe = tiny_moe();
   Layout l = layout3d(2, 2, 1, 2);
   l.sequence_parallel = true;
   l.ep = 2;
@@ -604,9 +609,7 @@ TEST(PlanBuilderTp, MoeGathersTheRoutedTokensAfterTheDispatch) {
 // reduce-scatter of the routed tokens around them; QKV and the projection are split as in a dense layer.
 // Without sequence parallelism, or with tp = 1, the layout is refused, naming the field.
 TEST(PlanBuilderTp, CommOverlapLeavesExpertsAndNeedsSequenceParallelism) {
-  TransformerModel moe = tiny();
-  moe.experts = 4;
-  moe.top_k = 2;
+  const TransformerModel moe = tiny_moe();
   Layout l = layout3d(1, 2, 1, 1);
   l.sequence_parallel = true;
   l.tp_comm_overlap = true;
