@@ -143,8 +143,10 @@ class Builder {
     fp8_norms_ = fp8_layer_norms(m_);
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
     cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
-    a2a_bytes_ = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.top_k * m_.hidden * e_ / (sp ? l_.tp : 1);
-    routed_tp_bytes_ = a2a_bytes_ * l_.tp;  // the routed tokens the tensor group gathers (after_op)
+    // MoE: the micro-batch's routed tokens (its sequence chunk's, top_k each), which the tensor group
+    // gathers under SP (after_op); each rank all-to-alls its shard of them.
+    routed_tp_bytes_ = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.top_k * m_.hidden * e_;
+    a2a_bytes_ = routed_tp_bytes_ / (sp ? l_.tp : 1);
     act_layer_ = rank_activation_bytes_per_layer(m_, l_);
     act_loss_ = rank_loss_activation_bytes(m_, l_);
     Layout none = l_;
@@ -981,21 +983,21 @@ class Builder {
     }
   }
 
-  // With SP, the all-gather of a row-parallel GEMM's output gradient (the projection's, or FC2's: an
-  // MoE's expert_unpermute's), in line before the first backward op of that GEMM's part of the list (its
-  // bias gradient, FP8 cast or input-gradient GEMM): after the residual add's backward where dropout
-  // gives it one, at the start of the part where it has none.
+  // With SP, the all-gather of a row-parallel GEMM's output gradient (the projection's, or a dense
+  // FC2's; an MoE layer's experts gather their routed tokens' gradients after the all-to-all, after_op),
+  // in line before the first backward op of that GEMM's part of the list (its bias gradient, FP8 cast or
+  // input-gradient GEMM): after the residual add's backward where dropout gives it one, at the start of
+  // the part where it has none.
   void gather_output_grad(std::size_t i, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
     if (!(l_.sequence_parallel && l_.tp > 1)) return;
     const std::vector<OpCost>& ops = lists_[kBwd];
     const auto part = [](const std::string& name) -> std::string {
       if (name.starts_with("proj_")) return "proj";
-      if (name.starts_with("fc2_") || name.starts_with("expert_fc2_") || name.starts_with("expert_unpermute")) return "fc2";
+      if (name.starts_with("fc2_")) return "fc2";
       return "";
     };
     const std::string gemm = part(ops[i].name);
     if (gemm.empty() || (i > 0 && part(ops[i - 1].name) == gemm)) return;
-    if (gemm == "fc2" && m_.moe()) return;  // the routed tokens' gradients are gathered after the all-to-all (after_op)
     const bool fp8 = gemm == "proj" ? fp8_norms_.attention : fp8_norms_.ffn;
     if (amax_reduced(fp8)) {
       prev = coll1(CollectiveOp::AllReduce, GroupKind::Tp, kAmaxBytes, StreamKind::Compute, prefix + "tp_amax_allreduce_bwd",
