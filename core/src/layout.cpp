@@ -120,9 +120,11 @@ namespace {
 void check_plan_size(const Layout& l, const TransformerModel& m) {
   const double b = l.micro_batch, s = static_cast<double>(m.seq_len), h = static_cast<double>(m.hidden);
   const double a = static_cast<double>(m.heads), f = static_cast<double>(m.ffn());
+  const double w = static_cast<double>(m.qkv_width());
   // Korthikanti et al.'s per-layer activations, s·b·h·(34 + 5·a·s/h) bytes at 16 bits, with the FFN
-  // widened to f: an upper bound of what any op of the layer allocates or moves.
-  const double activations = s * b * (34 * std::max(h, f) + 5 * a * s);
+  // widened to f and the attention to its QKV width: an upper bound of what any op of the layer
+  // allocates or moves.
+  const double activations = s * b * (34 * std::max({h, f, w}) + 5 * a * s);
   if (activations > kMaxMicroBatchBytes) {
     char buf[200];
     std::snprintf(buf, sizeof buf, "a micro-batch of %d sequences of %.0f tokens would hold about %.3g bytes of activations per layer; "

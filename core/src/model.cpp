@@ -187,9 +187,12 @@ void validate(const TransformerModel& m, const std::string& path) {
   if (m.ffn_hidden < 0) {
     throw ConfigError(path + "/ffn_hidden", "must be positive (or 0 for 4·hidden), got " + std::to_string(m.ffn_hidden));
   }
-  if (m.hidden % m.heads != 0) {
+  if (m.head_dim < 0) {
+    throw ConfigError(path + "/head_dim", "must be positive (or 0 for hidden/heads), got " + std::to_string(m.head_dim));
+  }
+  if (m.head_dim == 0 && m.hidden % m.heads != 0) {
     throw ConfigError(path + "/heads", "hidden (" + std::to_string(m.hidden) + ") must be divisible by heads (" +
-                                           std::to_string(m.heads) + ")");
+                                           std::to_string(m.heads) + "), or head_dim set");
   }
   if (m.kv_heads < 0 || m.heads % m.kv() != 0) {
     throw ConfigError(path + "/kv_heads", "must divide heads (" + std::to_string(m.heads) + ": each key/value head serves " +
@@ -217,13 +220,19 @@ void validate(const TransformerModel& m, const std::string& path) {
   at_most(m.layers, kMaxModelLayers, "layers");
   at_most(m.hidden, kMaxModelWidth, "hidden");
   at_most(m.heads, kMaxModelWidth, "heads");
+  at_most(m.head_dim, kMaxModelWidth, "head_dim");
+  if (m.attention_width() > kMaxModelWidth) {
+    throw ConfigError(path + "/head_dim", "heads × head_dim (the attention's width) at most " + std::to_string(kMaxModelWidth) +
+                                              " is accepted, got " + std::to_string(m.attention_width()));
+  }
   at_most(m.ffn(), 4 * kMaxModelWidth, "ffn_hidden");
   at_most(m.seq_len, kMaxModelSequence, "seq_len");
   at_most(m.vocab, kMaxModelVocab, "vocab");
   at_most(m.experts, kMaxModelExperts, "experts");
   const double h = static_cast<double>(m.hidden), f = static_cast<double>(m.ffn());
   const double fc1 = static_cast<double>(m.fc1_width());
-  const double params = static_cast<double>(m.layers) * (4 * h * h + static_cast<double>(m.experts) * (h * fc1 + f * h)) +
+  const double attention = h * (static_cast<double>(m.qkv_width()) + static_cast<double>(m.attention_width()));
+  const double params = static_cast<double>(m.layers) * (attention + static_cast<double>(m.experts) * (h * fc1 + f * h)) +
                         static_cast<double>(m.vocab + m.position_rows()) * h;
   if (params > kMaxModelParameters) {
     char buf[160];
@@ -268,7 +277,8 @@ ParameterCount parameter_count(const TransformerModel& m) {
   p.layers = m.layers;
   p.experts = m.experts;
   const std::int64_t qkv = m.qkv_width(), fc1 = m.fc1_width(), bias = m.bias ? 1 : 0;
-  p.attention = h * qkv + h * h + bias * (qkv + h);  // QKV h·q + q (q = 3h without GQA), projection h² + h
+  // QKV h·q + q (q = 3h without GQA or head_dim), projection w·h + h (w = a·d, h without head_dim)
+  p.attention = h * qkv + m.attention_width() * h + bias * (qkv + h);
   p.norms = 2 * m.norm_width() * h;                  // two norms: γ and β, or γ
   p.ffn = h * fc1 + f * h + bias * (fc1 + h);        // FC1 h·f + f (2f with SwiGLU), FC2 f·h + h
   p.router = m.moe() ? h * m.experts : 0;
@@ -295,7 +305,7 @@ LayerTensorElements layer_tensor_elements(const TransformerModel& m, int tp) {
   const std::int64_t bias = m.bias ? 1 : 0;
   LayerTensorElements e;
   e.qkv = (h * q + bias * q) / t;   // column-parallel: weight and bias split
-  e.proj = h * h / t + bias * h;    // row-parallel: the weight split, the bias whole
+  e.proj = m.attention_width() * h / t + bias * h;  // row-parallel: the weight split, the bias whole
   e.norms = 2 * m.norm_width() * h;  // two norms, replicated
   e.fc1 = (h * f1 + bias * f1) / t;
   e.fc2 = f * h / t + bias * h;
@@ -381,11 +391,11 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   const double norm_saved = eager_rms_norm(m) ? 4 + e : e;
   double replicated = (2 * norm_saved + qkv_in + fc1_in) * sbh + (m.dropout ? 2 * sbh : 0);
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
-  // attention), the projection input, the activation's input (f columns, 2f with SwiGLU's gate) and
+  // attention), the projection input (a·d columns: h without head_dim), the activation's input (f columns, 2f with SwiGLU's gate) and
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
   // Unfused SwiGLU keeps its SiLU output too (activation_fwd): sbf more.
   const double silu_saved = m.activation == FfnActivation::Swiglu && !m.fused_elementwise ? sbf : 0;
-  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn()) + silu_saved) + lin * (sbh + sbf);
+  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn()) + silu_saved) + lin * (sb * d(m.attention_width()) + sbf);
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b; without
   // dropout the softmax output alone, which ·V reads); a flash kernel keeps only the FP32 log-sum-exp of
   // each score row.
@@ -476,7 +486,8 @@ struct Dims {
   bool dropout;      // TransformerModel::dropout
   double norm_width; // TransformerModel::norm_width: γ and β, or γ
   bool eager_rms;    // an RMSNorm as PyTorch's eager operators (eager_rms_bytes)
-  double s, hd;      // sequence (the keys attention sees); head dimension h/a
+  double s, hd;      // sequence (the keys attention sees); head dimension d (h/a without head_dim)
+  double att_t;      // the attention's columns on this rank: (a/t)·d
   double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
   double att;        // b·(a/t)·(s/cp)·s attention-score elements on this rank
@@ -519,7 +530,8 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.eager_rms = eager_rms_norm(m);
   x.s = d(m.seq_len);
   x.sq = x.s / x.cp;
-  x.hd = d(m.hidden / m.heads);
+  x.hd = d(m.head_width());
+  x.att_t = d(m.attention_width()) / t;
   x.heads_batch = c.micro_batch * (m.heads / c.tp);
   x.att = d(x.heads_batch) * x.sq * x.s;
   x.dt = activation_dtype(m.dtype);
@@ -541,13 +553,12 @@ struct LayerShapes {
   Shape qkv, scores, context, proj, fc1, fc2, router, expert_fc1, expert_fc2;
 };
 
-LayerShapes layer_shapes(const OpContext& c, const Dims& x) {
-  const double h_t = x.h / c.tp;  // attention columns on this rank: (a/t)·(h/a)
+LayerShapes layer_shapes(const Dims& x) {
   LayerShapes L;
   L.qkv = {x.tokens, x.qkv_t, x.h};
   L.scores = {x.sq, x.s, x.hd, x.heads_batch};   // QKᵀ per head: the rank's queries, every key
   L.context = {x.sq, x.hd, x.s, x.heads_batch};  // P·V per head
-  L.proj = {x.tokens, x.h, h_t};
+  L.proj = {x.tokens, x.h, x.att_t};
   L.fc1 = {x.tokens, x.fc1_t, x.h};
   L.fc2 = {x.tokens, x.h, x.f_t};
   L.router = {x.tokens_sp, x.experts, x.h};
@@ -727,13 +738,13 @@ void fp8_grad_cast_bwd(std::vector<OpCost>& ops, const std::string& gemm, double
 
 // FlashAttention over this rank's b·a/t heads (Dao 2023, FlashAttention-2, Algorithms 1 and 2). The
 // causal mask leaves the blocks above the diagonal unvisited: half the two matmuls' work,
-// 2·b·(a/t)·s²·(h/a) FLOPs. Forward reads Q, K, V and writes O and the FP32 log-sum-exp; backward reads
+// 2·b·(a/t)·s²·d FLOPs. Forward reads Q, K, V and writes O and the FP32 log-sum-exp; backward reads
 // Q, K, V, O, dO and the log-sum-exp, writes dQ, dK, dV, and runs five matmuls (S = QKᵀ recomputed,
 // dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs. With context parallelism the rank's s/cp
 // queries meet all s keys: 1/cp of the causal work; K, V (and dK, dV) are the whole sequence's.
-OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, const OpContext& c, AttentionImpl impl) {
-  const double qkvo = x.tokens * (x.h / c.tp) * x.e;  // one of Q, K, V, O, dO: b·(s/cp)·h/t elements
-  const double kv = qkvo * x.cp;                      // K or V (dK or dV) of the whole sequence
+OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, AttentionImpl impl) {
+  const double qkvo = x.tokens * x.att_t * x.e;  // one of Q, K, V, O, dO: b·(s/cp)·a·d/t elements
+  const double kv = qkvo * x.cp;                 // K or V (dK or dV) of the whole sequence
   const double lse = 4 * d(x.heads_batch) * x.sq;
   const bool forward = phase != Phase::BackwardData;
   OpCost op = matmul(name, Kind::Attention, phase, {x.sq, x.s, x.hd, x.heads_batch}, x.dt);
@@ -745,10 +756,10 @@ OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, cons
 }
 
 // The attention core between qkv and proj, forward (its ops are what selective recomputation re-runs).
-void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x,
+void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x,
                         const LayerShapes& L) {
   if (is_flash(m.attention)) {
-    ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, c, m.attention));
+    ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, m.attention));
     return;
   }
   if (m.positions == Positions::Alibi) {
@@ -770,13 +781,13 @@ void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, con
   // The batched ·V leaves heads outermost, [b, a/t, s, h/a]; the projection wants [s, b, h/t]: Megatron-LM's
   // CoreAttention copies it over, context_layer.permute(2, 0, 1, 3).contiguous() (megatron/model/
   // transformer.py). Its backward is a view.
-  const double context = x.tokens * (x.h / c.tp);
+  const double context = x.tokens * x.att_t;
   ops.push_back(memory_bound("attn_context_permute_fwd", Phase::Forward, 2 * context * x.e, 0, x.dt));
 }
 
-void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, const OpContext& c, const Dims& x) {
+void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x) {
   if (is_flash(m.attention)) {
-    ops.push_back(flash_attention("flash_attn_bwd", Phase::BackwardData, x, c, m.attention));
+    ops.push_back(flash_attention("flash_attn_bwd", Phase::BackwardData, x, m.attention));
     return;
   }
   const DType dt = x.dt;
@@ -815,10 +826,10 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
 //              and its sum back to the tensor's, freqs being a buffer without a gradient); each product
 //              reads the position's 2×2 FP32 rotation matrices (8 bytes a head-dimension element a
 //              token; their per-step gather from the cached table, as small, is left out).
-void rope(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x, int tp, Phase phase) {
+void rope(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x, Phase phase) {
   if (m.positions != Positions::Rope) return;
   const bool forward = phase != Phase::BackwardData;
-  const double queries = x.tokens * x.h / tp, keys = x.tokens * (x.qkv_t - x.h / tp) / 2;
+  const double queries = x.tokens * x.att_t, keys = x.tokens * (x.qkv_t - x.att_t) / 2;
   double per_element = 0, frequencies = x.sq * x.hd * 4;
   switch (m.rope_impl()) {
     case RopeImpl::Fused: per_element = 2 * x.e; break;
@@ -838,7 +849,7 @@ void rope(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x, in
 
 std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext& c) {
   const Dims x = dims(m, c, "layer_forward_ops");
-  const LayerShapes L = layer_shapes(c, x);
+  const LayerShapes L = layer_shapes(x);
   const DType dt = x.dt, lin = x.linear_dt;
   const bool fused = m.fused_elementwise;
   // Linear's fp8_cast_transpose_fused unless sequence parallelism is on (TE: only with tp > 1; model.hpp).
@@ -848,8 +859,8 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
   layernorm_fwd(ops, "ln1_fwd", x, fp8_norms.attention);
   ops.push_back(matmul("qkv_fwd", Kind::Gemm, Phase::Forward, L.qkv, lin));
   bias_fwd(ops, "qkv_bias_fwd", x.tokens * x.qkv_t, x.qkv_t, x);
-  rope(ops, m, x, c.tp, Phase::Forward);
-  attention_core_fwd(ops, m, c, x, L);
+  rope(ops, m, x, Phase::Forward);
+  attention_core_fwd(ops, m, x, L);
   fp8_input_cast_fwd(ops, "proj", L.proj.m * L.proj.k, x, transpose);
   ops.push_back(matmul("proj_fwd", Kind::Gemm, Phase::Forward, L.proj, lin));
   residual_fwd(ops, "attn", x, fused);
@@ -884,7 +895,7 @@ std::vector<OpCost> layer_forward_ops(const TransformerModel& m, const OpContext
 
 std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContext& c) {
   const Dims x = dims(m, c, "layer_backward_ops");
-  const LayerShapes L = layer_shapes(c, x);
+  const LayerShapes L = layer_shapes(x);
   const DType dt = x.dt;
   const auto gemm_bwd = [&](std::vector<OpCost>& ops, const std::string& name, const Shape& s, DType t) {
     ops.push_back(matmul(name + "_dgrad", Kind::Gemm, Phase::BackwardData, dgrad(s), t));
@@ -924,8 +935,8 @@ std::vector<OpCost> layer_backward_ops(const TransformerModel& m, const OpContex
   grad_sum_bwd(ops, "ln2", x);
   residual_bwd(ops, "attn", "proj", x);
   linear_bwd(ops, "proj", L.proj, sp, sp ? L.proj.m * L.proj.k : 0);
-  attention_core_bwd(ops, m, c, x);
-  rope(ops, m, x, c.tp, Phase::BackwardData);
+  attention_core_bwd(ops, m, x);
+  rope(ops, m, x, Phase::BackwardData);
   linear_bwd(ops, "qkv", L.qkv, false, x.tokens * x.h);  // ln1's FP8 output, transposed here
   bias_bwd(ops, "qkv_bias_bwd", x.tokens * x.qkv_t, x.qkv_t, x);
   layernorm_bwd(ops, "ln1_bwd", x);
@@ -941,7 +952,7 @@ std::vector<OpCost> layer_recompute_ops(const TransformerModel& m, const OpConte
   std::vector<OpCost> ops;
   if (r == Recompute::Selective) {
     const Dims x = dims(m, c, "layer_recompute_ops");
-    attention_core_fwd(ops, m, c, x, layer_shapes(c, x));
+    attention_core_fwd(ops, m, x, layer_shapes(x));
   } else {
     ops = layer_forward_ops(m, c);
   }
@@ -1100,7 +1111,7 @@ constexpr std::int64_t kMaxSize = std::int64_t{1} << 40;  // far above any model
 }  // namespace
 
 TransformerModel model_from_json(const json& j, const std::string& path) {
-  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "ffn_hidden", "activation", "bias",
+  const std::vector<std::string> accepted = {"preset", "name",    "layers", "hidden",  "heads", "kv_heads", "head_dim", "ffn_hidden", "activation", "bias",
                                              "seq_len", "vocab", "experts", "top_k", "dtype", "attention", "loss", "rope",
                                              "positions", "norm", "tie_embeddings", "fused_elementwise", "fused_optimizer",
                                              "fused_grad_accumulation", "dropout", "fp8_recipe"};
@@ -1129,6 +1140,7 @@ TransformerModel model_from_json(const json& j, const std::string& path) {
   } else if (!preset || j.contains("hidden")) {
     m.ffn_hidden = 4 * m.hidden;  // a new hidden size with no ffn_hidden: the GPT default follows it
   }
+  if (j.contains("head_dim")) m.head_dim = read_int(j["head_dim"], path + "/head_dim", 1, kMaxSize);
   if (j.contains("kv_heads")) {
     m.kv_heads = read_int(j["kv_heads"], path + "/kv_heads", 1, kMaxSize);
   } else if (!preset || j.contains("heads")) {
@@ -1177,6 +1189,7 @@ json model_to_json(const TransformerModel& m) {
          {"fused_optimizer", m.fused_optimizer},
          {"fused_grad_accumulation", m.fused_grad_accumulation},
          {"dropout", m.dropout}};
+  if (m.head_dim > 0) j["head_dim"] = m.head_dim;  // unset: hidden/heads, which follows hidden and heads
   if (m.rope) j["rope"] = rope_name(*m.rope);
   if (m.fp8_recipe) j["fp8_recipe"] = fp8_recipe_name(*m.fp8_recipe);
   return j;

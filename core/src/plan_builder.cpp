@@ -142,7 +142,7 @@ class Builder {
     tp_bytes_ = bsh;  // all-reduce: per-rank buffer; SP all-gather / reduce-scatter: the gathered array
     fp8_norms_ = fp8_layer_norms(m_);
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
-    cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.hidden) / l_.tp) * e_;
+    cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.attention_width()) / l_.tp) * e_;
     // MoE: the micro-batch's routed tokens (its sequence chunk's, top_k each), which the tensor group
     // gathers under SP (after_op); each rank all-to-alls its shard of them.
     routed_tp_bytes_ = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.top_k * m_.hidden * e_;
@@ -226,7 +226,7 @@ class Builder {
       LayerSets& ls = layer_sets_[static_cast<std::size_t>(j)];
       std::vector<std::int32_t> tensors;
       tensors.push_back(add(layer, ParamKind::Qkv, e.qkv, q / t, h, false, false));
-      tensors.push_back(add(layer, ParamKind::Proj, e.proj, h, h / t, true, false));
+      tensors.push_back(add(layer, ParamKind::Proj, e.proj, h, m_.attention_width() / t, true, false));
       tensors.push_back(add(layer, ParamKind::Norms, e.norms, 0, 0, false, false));
       if (m_.moe()) {
         const std::int64_t local = m_.experts / l_.ep;

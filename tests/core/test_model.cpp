@@ -1093,6 +1093,85 @@ TEST(GroupedQueryAttention, OpShapesBytesAndActivations) {
              3 * 4 * 128 * per_token_fwd_delta);
 }
 
+// Heads of a width of their own (head_dim): the attention a·d wide rather than h. Here 8 heads of 64 at
+// h = 256, with 2 key/value heads: queries and context 512 wide, keys and values 128 each.
+TransformerModel wide_heads() {
+  TransformerModel m = gqa_swiglu();
+  m.head_dim = 64;
+  return m;
+}
+
+TEST(HeadDim, ParametersByHand) {
+  const TransformerModel m = wide_heads();
+  EXPECT_EQ(m.head_width(), 64);
+  EXPECT_EQ(m.attention_width(), 512);
+  EXPECT_EQ(m.qkv_width(), 512 + 2 * 2 * 64);
+  // QKV h·q + q, projection w·h + h; the FFN as without head_dim.
+  const ParameterCount p = parameter_count(m);
+  EXPECT_EQ(p.attention, 256 * 768 + 768 + 512 * 256 + 256);
+  EXPECT_EQ(p.ffn, parameter_count(gqa_swiglu()).ffn);
+  EXPECT_EQ(layer_tensor_elements(m, 2).proj, 512 * 256 / 2 + 256);
+  EXPECT_EQ(rank_parameters(m, 1, 1, 1, 0).total(), p.total());
+  // head_dim = h/a is the default spelled out.
+  TransformerModel same = gqa_swiglu();
+  same.head_dim = 32;
+  EXPECT_EQ(parameter_count(same).total(), parameter_count(gqa_swiglu()).total());
+}
+
+TEST(HeadDim, OpShapesFlopsAndActivations) {
+  const TransformerModel m = wide_heads();
+  OpContext c;
+  c.tp = 2;
+  c.micro_batch = 2;
+  const double tokens = 2 * 128, heads = 2 * 8 / 2;  // b·s; b·a/t attention matmuls
+  const auto fwd = layer_forward_ops(m, c);
+  EXPECT_EQ(find_op(fwd, "qkv_fwd").n, 768 / 2);
+  const OpCost& proj = find_op(fwd, "proj_fwd");
+  EXPECT_EQ(proj.n, 256);
+  EXPECT_EQ(proj.k, 512 / 2);  // the rank's a/t heads of d
+  expect_rel(proj.flops, 2 * tokens * 256 * 256);
+  const OpCost& scores = find_op(fwd, "attn_scores_fwd");
+  EXPECT_EQ(scores.k, 64);
+  expect_rel(scores.flops, 2 * heads * 128 * 128 * 64);
+  expect_rel(find_op(fwd, "attn_context_fwd").flops, scores.flops);
+  // The default head width spelled out changes no op.
+  TransformerModel same = gqa_swiglu();
+  same.head_dim = 32;
+  const auto base = layer_forward_ops(gqa_swiglu(), c), spelled = layer_forward_ops(same, c);
+  ASSERT_EQ(base.size(), spelled.size());
+  for (std::size_t i = 0; i < base.size(); ++i) {
+    EXPECT_EQ(base[i].flops, spelled[i].flops) << base[i].name;
+    EXPECT_EQ(base[i].bytes, spelled[i].bytes) << base[i].name;
+  }
+  // Stored activations (16-bit, no recomputation, split over tp 2): Q, K, V 768 columns instead of 384,
+  // the projection's input 512 instead of 256.
+  const double sb = 128 * 2;
+  EXPECT_EQ(activation_bytes_per_layer(m, 2, 2, false, Recompute::None) -
+                activation_bytes_per_layer(gqa_swiglu(), 2, 2, false, Recompute::None),
+            std::llround(2 * (sb * (768 - 384) + sb * (512 - 256)) / 2));
+  // Training FLOPs follow the op lists: QKV and the projection wider, the attention core twice as deep.
+  const double per_token_fwd_delta = 2.0 * 256 * (768 - 384) + 2.0 * 256 * (512 - 256) + 2.0 * 2 * 128 * (512 - 256);
+  expect_rel(training_flops(m, 1, Recompute::None) - training_flops(gqa_swiglu(), 1, Recompute::None),
+             3 * 4 * 128 * per_token_fwd_delta);
+}
+
+TEST(HeadDim, RopeAndFlashCoverTheWholeAttentionWidth) {
+  TransformerModel m = wide_heads();
+  m.positions = Positions::Rope;
+  m.attention = AttentionImpl::Flash2;
+  m.dropout = false;
+  OpContext c;
+  c.tp = 2;
+  const double tokens = 128;
+  const auto fwd = layer_forward_ops(m, c);
+  // Fused RoPE reads and writes its elements (2e) and reads the s × d FP32 frequencies.
+  EXPECT_EQ(find_op(fwd, "rope_q_fwd").bytes, std::llround(2 * 2 * tokens * 512 / 2 + 128 * 64 * 4));
+  EXPECT_EQ(find_op(fwd, "rope_k_fwd").bytes, std::llround(2 * 2 * tokens * 128 / 2 + 128 * 64 * 4));
+  const OpCost& flash = find_op(fwd, "flash_attn_fwd");
+  EXPECT_EQ(flash.k, 64);
+  expect_rel(flash.flops, 2 * (8 / 2) * 128 * 128 * 64.0);
+}
+
 TEST(ModelJson, GroupedQueryAttentionAndSwiglu) {
   const TransformerModel m = model_from_json(json::parse(
       R"({"layers": 2, "hidden": 256, "heads": 8, "kv_heads": 2, "ffn_hidden": 512, "activation": "swiglu", "seq_len": 16, "vocab": 100})"));
@@ -1112,6 +1191,29 @@ TEST(ModelJson, GroupedQueryAttentionAndSwiglu) {
   const std::string relu = config_error_message(json::parse("{" + base + R"(, "activation": "relu"})"));
   EXPECT_NE(relu.find("gelu, swiglu"), std::string::npos) << relu;
   EXPECT_EQ(activation_names(), (std::vector<std::string>{"gelu", "swiglu"}));
+}
+
+TEST(ModelJson, HeadDim) {
+  const std::string base = R"("layers": 2, "hidden": 256, "heads": 8, "seq_len": 16, "vocab": 100)";
+  const TransformerModel m = model_from_json(json::parse("{" + base + R"(, "head_dim": 64})"));
+  EXPECT_EQ(m.head_dim, 64);
+  EXPECT_EQ(m.attention_width(), 512);
+  EXPECT_EQ(model_to_json(m)["head_dim"], 64);
+  EXPECT_EQ(model_from_json(model_to_json(m)), m);
+  // Unset, it follows hidden and heads and is not written.
+  const TransformerModel plain = model_from_json(json::parse("{" + base + "}"));
+  EXPECT_EQ(plain.head_width(), 32);
+  EXPECT_FALSE(model_to_json(plain).contains("head_dim"));
+  // With head_dim, hidden need not divide by heads (16 heads of 128 at h = 1000).
+  EXPECT_EQ(model_from_json(json::parse(R"({"layers": 2, "hidden": 1000, "heads": 16, "head_dim": 128, "seq_len": 16, "vocab": 100})"))
+                .attention_width(),
+            2048);
+  EXPECT_EQ(config_error_path(json::parse(R"({"layers": 2, "hidden": 1000, "heads": 16, "seq_len": 16, "vocab": 100})")),
+            "/model/heads");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "head_dim": 0})")), "/model/head_dim");
+  EXPECT_EQ(config_error_path(json::parse("{" + base + R"(, "head_dim": "64"})")), "/model/head_dim");
+  const std::string wide = config_error_message(json::parse("{" + base + R"(, "head_dim": 1048576})"));
+  EXPECT_NE(wide.find("heads × head_dim"), std::string::npos) << wide;
 }
 
 // RoPE (Positions::Rope): the queries and keys rotated after the QKV GEMM and their gradients rotated

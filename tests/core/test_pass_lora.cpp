@@ -262,3 +262,18 @@ TEST(LoraPass, AdaptsGroupedQueryAttentionAndSwigluShapes) {
   EXPECT_EQ(trainable(plan.programs[0]), m.layers * per_layer);
   EXPECT_EQ(lora_trainable_parameters(m, p), m.layers * per_layer);
 }
+
+// With heads of their own width (head_dim) the projection's input is the attention's a·d columns, not h:
+// its adapter is r·(h + a·d), in the plan and in lora_trainable_parameters alike.
+TEST(LoraPass, AdaptsTheProjectionOverTheAttentionWidth) {
+  TransformerModel m = tiny();
+  m.head_dim = 2 * m.hidden / m.heads;
+  const Layout l = layout3d(1, 1, 1, 2);
+  Plan plan = build(l, m);
+  const LoraParams p{4, 16, {ParamKind::Proj}};
+  apply_lora(plan, p);
+  const std::int64_t h = m.hidden, r = 4;
+  EXPECT_EQ(m.attention_width(), 2 * h);
+  EXPECT_EQ(trainable(plan.programs[0]), m.layers * r * (h + 2 * h));
+  EXPECT_EQ(lora_trainable_parameters(m, p), m.layers * r * (h + 2 * h));
+}

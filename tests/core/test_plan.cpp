@@ -1070,6 +1070,22 @@ TEST(Plan, ContextParallelGroupsAndCollectives) {
       EXPECT_EQ(op.bytes, 128 / 2 * 256 * 2 / 2);  // this rank's half of the sequence, a t-th of it
     }
   }
+  // Heads of 64 (head_dim) at h = 256 with 2 key/value heads: K and V are 2 × 64 wide each, one head of
+  // each on a rank of tp 2.
+  TransformerModel wide = m;
+  wide.head_dim = 64;
+  wide.kv_heads = 2;
+  const Plan wide_plan = build_plan(wide, l, cluster(l, 16));
+  for (const PlanOp& op : wide_plan.programs[0].ops) {
+    if (op.kind == OpKind::Collective && op.group == GroupKind::Cp) {
+      EXPECT_EQ(op.bytes, 2 * 128 * (2 * 2 * 64) / 2);
+    }
+  }
+  for (const ParamTensor& t : wide_plan.programs[0].params) {  // the projection's h rows of a·d/t columns
+    if (t.kind == ParamKind::Proj) {
+      EXPECT_EQ(t.cols, 8 * 64 / 2);
+    }
+  }
   for (Recompute r : {Recompute::Selective, Recompute::Full}) {  // the recomputation gathers once more
     l.recompute = r;
     EXPECT_EQ(count(build_plan(m, l, cluster(l, 16)).programs[0], OpKind::Collective, GroupKind::Cp), 4 * 4 * 2);

@@ -336,10 +336,10 @@ std::int64_t lora_trainable_parameters(const TransformerModel& model, const Lora
   const std::int64_t h = model.hidden, f = model.ffn();
   std::int64_t per_layer = 0;
   for (ParamKind k : p.targets) {
-    // W is d×k (y = x·Wᵀ): qkv q×h (q = qkv_width: 3h without grouped-query attention), proj h×h,
-    // fc1 f×h (2f×h with SwiGLU), fc2 h×f.
+    // W is d×k (y = x·Wᵀ): qkv q×h (q = qkv_width: 3h without grouped-query attention or head_dim),
+    // proj h×w (w = attention_width: h without head_dim), fc1 f×h (2f×h with SwiGLU), fc2 h×f.
     const std::int64_t d = k == ParamKind::Qkv ? model.qkv_width() : k == ParamKind::Fc1 ? model.fc1_width() : h;
-    const std::int64_t in = k == ParamKind::Fc2 ? f : h;
+    const std::int64_t in = k == ParamKind::Fc2 ? f : k == ParamKind::Proj ? model.attention_width() : h;
     per_layer += static_cast<std::int64_t>(p.rank) * (d + in);
   }
   return model.layers * per_layer;

@@ -183,6 +183,10 @@ struct TransformerModel {
   // Grouped-query attention (Ainslie et al. 2023, arXiv:2305.13245): the query heads share kv_heads
   // key/value heads of the same head dimension; 0 means heads (multi-head attention); use kv() to read it.
   std::int64_t kv_heads = 0;
+  // Each head's width (Megatron-LM's kv_channels, Hugging Face's head_dim): 0 means hidden/heads; use
+  // head_width() to read it. Most models split h over their heads; some set the width apart, so that the
+  // attention is wider or narrower than h (Qwen3-30B-A3B: 32 heads of 128 at h = 2048, its config.json).
+  std::int64_t head_dim = 0;
   FfnActivation activation = FfnActivation::Gelu;
   Positions positions = Positions::Learned;
   Norm norm = Norm::LayerNorm;
@@ -232,9 +236,13 @@ struct TransformerModel {
   RopeImpl rope_impl() const { return rope ? *rope : fused_elementwise ? RopeImpl::Fused : RopeImpl::Megatron; }
   Fp8Recipe fp8_scaling() const { return fp8_recipe.value_or(Fp8Recipe::Delayed); }
   std::int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
-  // Output columns of the QKV projection (h for the queries, kv heads × h/a each for keys and values)
+  std::int64_t head_width() const { return head_dim > 0 ? head_dim : hidden / heads; }
+  // The attention's width, a·d: the queries' columns and the context's, the projection's input (h
+  // unless head_dim says otherwise).
+  std::int64_t attention_width() const { return heads * head_width(); }
+  // Output columns of the QKV projection (a·d for the queries, kv heads × d each for keys and values)
   // and of FC1 (f, or 2f with SwiGLU's gate).
-  std::int64_t qkv_width() const { return hidden + 2 * kv() * (hidden / heads); }
+  std::int64_t qkv_width() const { return attention_width() + 2 * kv() * head_width(); }
   std::int64_t fc1_width() const { return activation == FfnActivation::Swiglu ? 2 * ffn() : ffn(); }
   bool moe() const { return experts > 1; }
   // Parameters of one norm per hidden element: γ and β (LayerNorm), γ (RMSNorm).
@@ -258,7 +266,8 @@ inline constexpr std::int64_t kMaxModelExperts = 1 << 16;
 inline constexpr double kMaxModelParameters = 1e15;
 
 // Throws ConfigError naming `path`/field (e.g. "/model/heads") when a field is out of range: sizes must
-// be positive and at most the limits above, hidden divisible by heads, 1 <= top_k <= experts, and the
+// be positive and at most the limits above, hidden divisible by heads unless head_dim is set, the attention
+// (heads × head_dim) at most kMaxModelWidth wide, 1 <= top_k <= experts, and the
 // model at most kMaxModelParameters parameters (path itself).
 void validate(const TransformerModel& m, const std::string& path = "/model");
 
@@ -274,6 +283,8 @@ std::vector<std::string> model_preset_names();
 // Per layer (Megatron GPT, pre-LayerNorm, biases everywhere; without TransformerModel::bias the GEMMs'
 // bias terms, 4h and f + h, drop out):
 //   attention = QKV 3h² + 3h, projection h² + h              = 4h² + 4h
+//               (with head_dim: QKV h·q + q, projection w·h + h; w = a·d the attention's width,
+//               q = qkv_width())
 //   norms     = two LayerNorms, γ and β each                 = 4h  (two RMSNorms, γ: 2h)
 //   ffn       = FC1 h·f + f, FC2 f·h + h  (per expert)       = 2hf + f + h
 //   router    = h·E gate weights (no bias), MoE only
@@ -580,7 +591,8 @@ double training_flops(const TransformerModel& m, std::int64_t global_batch, Reco
 
 // ---- JSON (the edge) -----------------------------------------------------------------------------
 
-// {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "ffn_hidden"?,
+// {"preset"?, "name", "layers", "hidden", "heads", "kv_heads"? (default heads), "head_dim"? (default
+//  hidden/heads), "ffn_hidden"?,
 //  "activation"? ("gelu" | "swiglu", default "gelu"), "positions"? (positions_names(), default "learned"),
 //  "norm"? ("layernorm" | "rmsnorm", default "layernorm"), "bias"? (default true), "tie_embeddings"?
 //  (default true), "seq_len", "vocab", "experts"?,
