@@ -488,6 +488,7 @@ struct Dims {
   bool eager_rms;    // an RMSNorm as PyTorch's eager operators (eager_rms_bytes)
   double s, hd;      // sequence (the keys attention sees); head dimension d (h/a without head_dim)
   double att_t;      // the attention's columns on this rank: (a/t)·d
+  double kv_t;       // the keys' (or values') columns on this rank: (kv heads/t)·d
   double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
   double att;        // b·(a/t)·(s/cp)·s attention-score elements on this rank
@@ -532,6 +533,7 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.sq = x.s / x.cp;
   x.hd = d(m.head_width());
   x.att_t = d(m.attention_width()) / t;
+  x.kv_t = d(m.kv() * m.head_width()) / t;
   x.heads_batch = c.micro_batch * (m.heads / c.tp);
   x.att = d(x.heads_batch) * x.sq * x.s;
   x.dt = activation_dtype(m.dtype);
@@ -741,17 +743,18 @@ void fp8_grad_cast_bwd(std::vector<OpCost>& ops, const std::string& gemm, double
 // 2·b·(a/t)·s²·d FLOPs. Forward reads Q, K, V and writes O and the FP32 log-sum-exp; backward reads
 // Q, K, V, O, dO and the log-sum-exp, writes dQ, dK, dV, and runs five matmuls (S = QKᵀ recomputed,
 // dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs. With context parallelism the rank's s/cp
-// queries meet all s keys: 1/cp of the causal work; K, V (and dK, dV) are the whole sequence's.
+// queries meet all s keys: 1/cp of the causal work; K, V (and dK, dV) are the whole sequence's, of the
+// kv/t key/value heads (grouped-query attention: fewer than the a/t query heads).
 OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, AttentionImpl impl) {
-  const double qkvo = x.tokens * x.att_t * x.e;  // one of Q, K, V, O, dO: b·(s/cp)·a·d/t elements
-  const double kv = qkvo * x.cp;                 // K or V (dK or dV) of the whole sequence
+  const double qo = x.tokens * x.att_t * x.e;        // one of Q, O, dO, dQ: b·(s/cp)·a·d/t elements
+  const double kv = x.tokens * x.cp * x.kv_t * x.e;  // K or V (dK or dV) of the whole sequence: its kv/t heads
   const double lse = 4 * d(x.heads_batch) * x.sq;
   const bool forward = phase != Phase::BackwardData;
   OpCost op = matmul(name, Kind::Attention, phase, {x.sq, x.s, x.hd, x.heads_batch}, x.dt);
   op.flash = true;
   op.flash_kernel = flash_kernel(impl);
   op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
-  op.bytes = std::llround(forward ? 2 * qkvo + 2 * kv + lse : 4 * qkvo + 4 * kv + lse);
+  op.bytes = std::llround(forward ? 2 * qo + 2 * kv + lse : 4 * qo + 4 * kv + lse);
   return op;
 }
 
@@ -829,7 +832,7 @@ void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, con
 void rope(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x, Phase phase) {
   if (m.positions != Positions::Rope) return;
   const bool forward = phase != Phase::BackwardData;
-  const double queries = x.tokens * x.att_t, keys = x.tokens * (x.qkv_t - x.att_t) / 2;
+  const double queries = x.tokens * x.att_t, keys = x.tokens * x.kv_t;
   double per_element = 0, frequencies = x.sq * x.hd * 4;
   switch (m.rope_impl()) {
     case RopeImpl::Fused: per_element = 2 * x.e; break;

@@ -1170,6 +1170,11 @@ TEST(HeadDim, RopeAndFlashCoverTheWholeAttentionWidth) {
   const OpCost& flash = find_op(fwd, "flash_attn_fwd");
   EXPECT_EQ(flash.k, 64);
   expect_rel(flash.flops, 2 * (8 / 2) * 128 * 128 * 64.0);
+  // It reads Q (the rank's 4 query heads of 64), K and V (its one key/value head of 64 each), writes O
+  // and the FP32 log-sum-exp of each query row; backward reads Q, K, V, O, dO and writes dQ, dK, dV.
+  const double q = 2 * tokens * 512 / 2, kv = 2 * tokens * 128 / 2, lse = 4.0 * 4 * 128;
+  EXPECT_EQ(flash.bytes, std::llround(2 * q + 2 * kv + lse));
+  EXPECT_EQ(find_op(layer_backward_ops(m, c), "flash_attn_bwd").bytes, std::llround(4 * q + 4 * kv + lse));
 }
 
 TEST(ModelJson, GroupedQueryAttentionAndSwiglu) {
