@@ -202,17 +202,19 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // SMs either: the GEMM runs on sms - channels SMs.
 //
 // Model: the op timed by the compute model on sms - channels SMs (op_time_on_sms), channels being the
-// CTAs of the rank's collectives in flight when the op starts (capped at sms - 1: at least one SM
-// stays for the GEMM): its tiles quantise into waves over the SMs left, so a GEMM of exactly one wave
-// takes two beside any collective, as NVIDIA's forum report measured (compute_model.hpp), and one of
-// many waves slows about in proportion. A matmul whose time a measurement gives (GEMM samples) slows
-// by sms / (sms - channels). Memory-bound ops (element-wise, norms, optimizer) are left unchanged: no
-// source here says how much bandwidth a few SMs fewer cost them.
-// A Coarse merged run stays exact: each of its ops is evaluated at its own start (change_channels
-// re-times the run when the CTAs in flight change during it).
-// Known approximations: evaluated once, at the op's start (a collective posted while the op runs does
-// not slow it, one that ends meanwhile does not speed it up); a collective holds its CTAs from when
-// the rank posts it (its kernel is launched and waits on its peers) until it ends. sms 0 (a CPU
+// CTAs of the rank's collectives in flight (capped at sms - 1: at least one SM stays for the GEMM):
+// its tiles quantise into waves over the SMs left, so a GEMM of exactly one wave takes two beside any
+// collective, as NVIDIA's forum report measured (compute_model.hpp), and one of many waves slows about
+// in proportion. A matmul whose time a measurement gives (GEMM samples) slows by sms / (sms -
+// channels). Memory-bound ops (element-wise, norms, optimizer) are left unchanged: no source here says
+// how much bandwidth a few SMs fewer cost them.
+// When the CTAs in flight change while a matmul runs (a collective posted or ended), change_channels
+// re-times it by its progress: the share of it done so far at the old count, the rest at the new. A
+// Coarse merged run stays exact part by part: each of its ops is evaluated at its own start, and the
+// run's end re-timed when the count changes during it.
+// Known approximations: progress is linear in time at a given count (a kernel's last, partial wave is
+// not told apart from its full ones); a collective holds its CTAs from when the rank posts it (its
+// kernel is launched and waits on its peers) until it ends. sms 0 (a CPU
 // profile) or no NCCL collective in flight: the op's own time, `duration`. A copy-engine collective
 // (PlanOp::copy_engine: Transformer Engine's userbuffers ring exchange, whose peer copies run on the
 // copy engines, initialize_ub's use_ce, on by default) runs no kernel and holds no SMs.
@@ -282,6 +284,19 @@ class PlanRun {
       std::uint64_t generation = 0;
       Time start;  // the run's
     } run;
+    // The matmuls running on a GPU's streams outside merged runs (not where ranks share cores): each
+    // re-timed as the CTAs in flight change, in proportion to its progress. `done`: the share of its
+    // time gone by `since`; `time`: its whole time beside the CTAs in flight since then (its cold data's
+    // extra, `extra`, included: the SMs do not change that); `generation` voids superseded completion
+    // events.
+    struct Single {
+      std::uint32_t op = 0;
+      double done = 0;
+      Time since, time, extra, start;
+      std::uint64_t generation = 0;
+    };
+    std::vector<Single> singles;
+    std::uint64_t single_generation = 0;
   };
   struct MsgKey {
     int dst, src;
@@ -316,6 +331,8 @@ class PlanRun {
   void change_channels(int si, int delta);
   Time run_end(const RankState& rs) const;
   void schedule_run_end(int si);
+  void schedule_single_end(int si, const RankState::Single& op);
+  void finish_compute(int si, std::uint32_t i, Time started);
   void complete(int si, std::uint32_t op);
   void at_poll(int si, std::function<void()> seen);
   void give_core_back_if_idle(int si);
@@ -634,24 +651,18 @@ void PlanRun::start(int si, std::uint32_t i) {
       const Time dur = sm_contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.channels);
       if (rs.channels > 0 && op.matmul > Time{} && rs.prog->sms > 1) ++stats_.contended_ops;
       rs.computing = true;
-      // `started`: when the op got its processor (later than now where it waited for a core).
-      auto finished = [this, si, i](Time started) {
-        RankState& r = ranks_[static_cast<std::size_t>(si)];
-        if (r.cache) r.cache->touch(cpu_pool_footprint(cost_of(r.prog->ops[i])), engine_.now());
-        record(si, r.prog->ops[i], started, engine_.now());
-        // The rank polls: what finished while it computed is seen now, before its next op starts.
-        r.computing = false;
-        std::vector<std::function<void()>> seen;
-        seen.swap(r.at_next_poll);
-        for (auto& f : seen) f();
-        complete(si, i);
-        give_core_back_if_idle(si);
-      };
+      if (!cores_ && rs.prog->sms > 1 && op.matmul > Time{}) {
+        // A matmul on a GPU: re-timed if NCCL's CTAs come or go while it runs (change_channels).
+        const Time extra = cold_data(si, i, now);
+        rs.singles.push_back({i, 0, now, dur + extra, extra, now, ++rs.single_generation});
+        schedule_single_end(si, rs.singles.back());
+        break;
+      }
       // Runs the op once it has its processor: what of its data has left the cache by then costs more.
-      auto run = [this, si, i, dur, finished = std::move(finished)]() mutable {
+      auto run = [this, si, i, dur]() {
         const Time started = engine_.now();
         const Time t = alone(dur + cold_data(si, i, started));
-        engine_.schedule_after(t, [finished = std::move(finished), started] { finished(started); });
+        engine_.schedule_after(t, [this, si, i, started] { finish_compute(si, i, started); });
       };
       if (cores_) {
         cores_->acquire(si, std::move(run));
@@ -769,18 +780,30 @@ void PlanRun::schedule_run_end(int si) {
   });
 }
 
-// The rank's CTAs in flight change now. A merged run in progress: its parts that started before now
-// keep the count they started beside; those after see the new count, and its end is re-timed.
+// The rank's CTAs in flight change now. A matmul running alone is re-timed by its progress. A merged
+// run in progress: its parts that started before now keep the count they started beside; those after
+// see the new count, and its end is re-timed.
 void PlanRun::change_channels(int si, int delta) {
   RankState& rs = ranks_[static_cast<std::size_t>(si)];
   if (delta == 0) return;
+  // The matmuls running alone: the share of each done so far ran beside the old count, the rest runs
+  // beside the new.
+  const Time now = engine_.now();
+  for (RankState::Single& op : rs.singles) {
+    const ExecOp& e = rs.prog->ops[op.op];
+    if (op.time > Time{}) op.done = std::min(1.0, op.done + (now - op.since).seconds() / op.time.seconds());
+    op.since = now;
+    op.time = sm_contended(*rs.prog, plan_.costs, e.cost, e.duration, e.matmul, rs.channels + delta) + op.extra;
+    op.generation = ++rs.single_generation;
+    ++stats_.single_retimings;
+    schedule_single_end(si, op);
+  }
   if (!rs.run.active) {
     rs.channels += delta;
     return;
   }
   const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[rs.run.op];
-  const Time now = engine_.now();
   // Parts that ended by now started beside the old count (a part ending exactly now counts as ended).
   while (rs.run.part + 1 < op.part_end) {
     const ExecPart& cur = p.parts[rs.run.part];
@@ -795,6 +818,36 @@ void PlanRun::change_channels(int si, int delta) {
   ++rs.run.generation;
   ++stats_.run_retimings;
   schedule_run_end(si);
+}
+
+// When matmul `op` of rank `si` ends if the CTAs in flight stay as they are.
+void PlanRun::schedule_single_end(int si, const RankState::Single& op) {
+  const std::uint64_t generation = op.generation;
+  const Time end = op.since + Time::from_seconds((1 - op.done) * op.time.seconds());
+  engine_.schedule_at(end, [this, si, generation] {
+    RankState& r = ranks_[static_cast<std::size_t>(si)];
+    const auto it = std::find_if(r.singles.begin(), r.singles.end(),
+                                 [&](const RankState::Single& s) { return s.generation == generation; });
+    if (it == r.singles.end()) return;  // superseded by a re-timing
+    const RankState::Single done = *it;
+    r.singles.erase(it);
+    finish_compute(si, done.op, done.start);
+  });
+}
+
+// A compute op that started at `started` (when it got its processor: later than it was ready where it
+// waited for a core) ends now.
+void PlanRun::finish_compute(int si, std::uint32_t i, Time started) {
+  RankState& r = ranks_[static_cast<std::size_t>(si)];
+  if (r.cache) r.cache->touch(cpu_pool_footprint(cost_of(r.prog->ops[i])), engine_.now());
+  record(si, r.prog->ops[i], started, engine_.now());
+  // The rank polls: what finished while it computed is seen now, before its next op starts.
+  r.computing = false;
+  std::vector<std::function<void()>> seen;
+  seen.swap(r.at_next_poll);
+  for (auto& f : seen) f();
+  complete(si, i);
+  give_core_back_if_idle(si);
 }
 
 // `seen` runs when rank `si` sees a communication finish: now, unless its progress is polled and it

@@ -540,13 +540,17 @@ PlanOp all_reduce(GroupKind kind, StreamKind stream, Bytes bytes, std::uint32_t 
   return op;
 }
 
-// The duration of the span named `name` on `rank`.
-Time span_time(const Trace& t, int rank, const std::string& name) {
+// The span named `name` on `rank`, and its duration.
+Span span_named(const Trace& t, int rank, const std::string& name) {
   for (const Span& s : t.spans) {
-    if (s.rank == rank && t.names[s.name] == name) return s.end - s.start;
+    if (s.rank == rank && t.names[s.name] == name) return s;
   }
   ADD_FAILURE() << "no span " << name << " on rank " << rank;
-  return Time{};
+  return Span{};
+}
+Time span_time(const Trace& t, int rank, const std::string& name) {
+  const Span s = span_named(t, rank, name);
+  return s.end - s.start;
 }
 
 // A ring all-reduce of `bytes` on two ranks of switch_of alone: two rounds of half the buffer over a
@@ -668,12 +672,14 @@ Time on_free_sms(Time alone, double tiles, int free, double k) {
 
 // The whole step contends on the GPU too (issue 12, item 3): NCCL runs each channel of a collective
 // as one CTA that holds an SM alone for the collective's duration (NVIDIA/nccl#689), and a GEMM
-// started meanwhile runs on the SMs left (plan_sim.cpp, sm_contended). On two A100s of switch_of NCCL
-// runs the 256 MiB all-reduce as ring/Simple on 8 channels, so 8 CTAs (nccl_choose, asserted), so an
-// 8192³ BF16 GEMM (2,048 tiles of 256 × 128) started beside it runs its 19 waves of 108 as
-// ceil(2048 / 100) = 21 of 100: × 21/19; started after the all-reduce has ended, its alone time. A
-// memory-bound op beside it is unchanged (no source for its slowdown), and so is everything on a CPU
-// device (no SM count, no NCCL) and beside an explicitly scheduled collective (not NCCL's kernel).
+// meanwhile runs on the SMs left (plan_sim.cpp, sm_contended). On two A100s of switch_of NCCL runs the
+// 256 MiB and 2 GiB all-reduces as ring/Simple on 8 channels, so 8 CTAs (nccl_choose, asserted), so an
+// 8192³ BF16 GEMM (2,048 tiles of 256 × 128) beside one runs its 19 waves of 108 as ceil(2048 / 100)
+// = 21 of 100: × 21/19 beside the 2 GiB one, which outlasts it. The 256 MiB one ends while the GEMM
+// runs: the GEMM's share done by then ran on 100 SMs, the rest runs on all 108. Started after the
+// all-reduce has ended, its alone time. A memory-bound op beside it is unchanged (no source for its
+// slowdown), and so is everything on a CPU device (no SM count, no NCCL) and beside an explicitly
+// scheduled collective (not NCCL's kernel).
 TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
   const Bytes bytes = 256 * MiB;
   const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
@@ -689,16 +695,30 @@ TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
   const NcclChoice choice = nccl_choose(req, *fabric);
   ASSERT_EQ(choice.channels, 8) << choice.name();
 
+  const Bytes long_bytes = 2 * GiB;
+  req.bytes = long_bytes;
+  ASSERT_EQ(nccl_choose(req, *fabric).channels, 8);
+
   PlanSimOptions full;
   full.fidelity = Fidelity::Full;
   const Time alone = op_time(gemm, roofline_profile(a100));
-  const Time beside = span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, full), 0, "second");
-  EXPECT_NEAR(beside.seconds(), on_free_sms(alone, 2048, 100, 8192).seconds(), 1e-12);
-  EXPECT_NEAR((beside - a100.launch_overhead).seconds() / (alone - a100.launch_overhead).seconds(),
+  const Time slow = on_free_sms(alone, 2048, 100, 8192);
+  // Beside the whole of the 2 GiB all-reduce: on 100 SMs throughout.
+  const Trace whole = simulate_plan(reduce_beside(gemm, long_bytes, false), topo, full);
+  const Time beside_whole = span_time(whole, 0, "second");
+  ASSERT_GT(span_named(whole, 0, "first").end, span_named(whole, 0, "second").end);
+  EXPECT_NEAR(beside_whole.seconds(), slow.seconds(), 1e-12);
+  EXPECT_NEAR((beside_whole - a100.launch_overhead).seconds() / (alone - a100.launch_overhead).seconds(),
               (21.0 * 8327 + 530) / (19.0 * 8327 + 530), 1e-9);
-  // The all-reduce still outlasts the GEMM's start: the GEMM really started beside it.
+  // Beside the 256 MiB one, which ends c into the GEMM: c of it at the slow rate, the rest at the fast.
   const Trace t = simulate_plan(reduce_beside(gemm, bytes, false), topo, full);
-  EXPECT_GT(span_time(t, 0, "first"), Time{});
+  const Time beside = span_time(t, 0, "second");
+  const double c = (span_named(t, 0, "first").end - span_named(t, 0, "second").start).seconds();
+  ASSERT_GT(c, 0);
+  ASSERT_LT(c, slow.seconds());
+  EXPECT_NEAR(beside.seconds(), c + (1 - c / slow.seconds()) * alone.seconds(), 1e-9);
+  EXPECT_LT(beside, slow);
+  EXPECT_GT(beside, alone);
   EXPECT_EQ(span_time(t, 1, "second"), beside);  // both ranks alike
   // After it: unchanged.
   EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, true), topo, full), 0, "second"), alone);
@@ -865,14 +885,6 @@ PlanOp gemm_op(std::uint32_t cost, std::uint32_t name) {
   return op;
 }
 
-// The span named `name` on `rank`.
-Span span_named(const Trace& t, int rank, const std::string& name) {
-  for (const Span& s : t.spans)
-    if (s.rank == rank && t.names[s.name] == name) return s;
-  ADD_FAILURE() << "no span " << name << " on rank " << rank;
-  return Span{};
-}
-
 // Rank 0 computes "lead" (a 256³ GEMM), then sends `bytes` to rank 1 and computes "long" (2048³),
 // both posted when "lead" ends; rank 1 computes "short" (1024³, an eighth of "long") from 0, receives,
 // then computes "after", which needs the message.
@@ -915,6 +927,40 @@ TEST(PlanSim, ACollectiveSpanStartsWhereItsRankPostedIt) {
 // Compute ops of one rank on two streams run side by side (a technique kernel on the Collective stream
 // beside the layer's ops), and each span keeps its own start: both start at 0, the long one ending
 // after the short one; the op after the short one starts where it ends.
+// A collective posted while a GEMM runs slows the rest of it (plan_sim.cpp, change_channels): on two
+// A100s an 8192³ BF16 GEMM runs from 0 on the Compute stream; on the Collective stream a 2048³ GEMM
+// ("lead") runs beside it, then a 2 GiB all-reduce (8 CTAs, outlasting both). The big GEMM's share
+// done when the all-reduce starts ran on all 108 SMs, the rest runs on the 100 it leaves.
+TEST(PlanSim, ACollectivePostedDuringAGemmSlowsTheRestOfIt) {
+  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
+  auto [plan, compute] = dp_pair_computing(gemm);
+  plan.costs.push_back(matmul_cost("lead", OpCost::Kind::Gemm, OpCost::Phase::Forward, 2048, 2048, 2048, 1, DType::BF16));
+  plan.names.push_back("lead");
+  for (Program& p : plan.programs) {
+    p.add(compute);
+    PlanOp lead = compute;
+    lead.stream = StreamKind::Collective;
+    lead.cost = 1;
+    lead.name = 3;
+    p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, 2 * GiB, 0), {p.add(lead)});
+  }
+  validate(plan);
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Trace t = simulate_plan(plan, switch_of(2), full);
+  const DeviceSpec a100 = device_preset("a100");
+  const Time alone = op_time(gemm, roofline_profile(a100));
+  const Time slow = on_free_sms(alone, 2048, 100, 8192);
+  const Span big = span_named(t, 0, "second"), lead = span_named(t, 0, "lead"), reduce = span_named(t, 0, "first");
+  EXPECT_EQ(big.start, Time{});
+  EXPECT_EQ(lead.end - lead.start, op_time(plan.costs[1], roofline_profile(a100)));  // nothing beside it
+  EXPECT_EQ(reduce.start, lead.end);
+  ASSERT_GT(reduce.end, big.end);
+  const double c = lead.end.seconds();
+  EXPECT_NEAR((big.end - big.start).seconds(), c + (1 - c / alone.seconds()) * slow.seconds(), 1e-9);
+  EXPECT_GT(big.end - big.start, alone);
+}
+
 TEST(PlanSim, ComputeOpsOnTwoStreamsOfOneRankEachRecordTheirOwnStart) {
   Plan plan = bare_plan(1);
   plan.names.push_back("third");

@@ -113,6 +113,7 @@ struct PlanSimStats {
   int collective_timings = 0;                // distinct collective timings computed
   std::int64_t contended_ops = 0;            // matmul ops (not merged) that started beside NCCL CTAs
   std::int64_t run_retimings = 0;            // Coarse: merged runs re-timed as NCCL CTAs came or went
+  std::int64_t single_retimings = 0;         // matmuls (not merged) re-timed as NCCL CTAs came or went
   // The cache model (a profile's cache_half_life): bytes memory-bound ops read or wrote in memory
   // rather than in cache, and the time that added to them, summed over the simulated ranks.
   double cold_bytes = 0;
