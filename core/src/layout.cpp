@@ -56,6 +56,12 @@ constexpr std::pair<BackwardPrefetch, const char*> kBackwardPrefetches[] = {{Bac
 std::string grad_dtype_name(GradDtype g) { return enum_names::name_of(kGradDtypes, g, "grad_dtype_name: not a GradDtype"); }
 std::vector<std::string> grad_dtype_names() { return enum_names::names(kGradDtypes); }
 GradDtype parse_grad_dtype(const std::string& name) { return enum_names::parse(kGradDtypes, name, "gradient dtype"); }
+constexpr std::pair<CpComm, const char*> kCpComms[] = {{CpComm::AllGather, "allgather"}, {CpComm::P2P, "p2p"}};
+
+std::string cp_comm_name(CpComm c) { return enum_names::name_of(kCpComms, c, "cp_comm_name: not a CpComm"); }
+std::vector<std::string> cp_comm_names() { return enum_names::names(kCpComms); }
+CpComm parse_cp_comm(const std::string& name) { return enum_names::parse(kCpComms, name, "cp_comm"); }
+
 std::string backward_prefetch_name(BackwardPrefetch b) {
   return enum_names::name_of(kBackwardPrefetches, b, "backward_prefetch_name: not a BackwardPrefetch");
 }
@@ -227,6 +233,12 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
                       "already: set one of sequence_parallel and distribute_saved_activations to false");
   }
 
+  if (l.cp > 1 && l.cp_comm == CpComm::P2P && !is_flash(m.attention)) {
+    throw ConfigError("/layout/cp_comm",
+                      "\"p2p\" runs a flash kernel per ring step (Transformer Engine's AttnFuncWithCPAndKVP2P); the "
+                      "model's attention is \"" + attention_name(m.attention) + "\": set model attention to flash, flash1, flash2, flash3 or cudnn, or cp_comm to "
+                          "\"allgather\"");
+  }
   if (l.tp_comm_overlap && !(l.sequence_parallel && l.tp > 1)) {
     throw ConfigError("/layout/tp_comm_overlap",
                       "overlaps the sequence-parallel all-gathers and reduce-scatters with the GEMMs beside them "
@@ -407,7 +419,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
       "global_batch", "schedule", "virtual_stages", "recompute", "overlap_grad_reduce", "overlap_param_gather",
       "overlap_p2p_comm", "tp_comm_overlap", "bucket_MiB", "grad_dtype",
       "embedding_in_split", "loss_in_split", "distribute_saved_activations", "backward_prefetch", "zero_shard_ranks",
-      "recompute_layers"};
+      "recompute_layers", "cp_comm"};
   require_object(j, path);
   check_keys(j, path, accepted);
   Layout l;
@@ -441,6 +453,7 @@ Layout layout_from_json(const json& j, const std::string& path) {
   if (j.contains("schedule")) l.schedule = read_named(j["schedule"], path + "/schedule", parse_schedule);
   if (j.contains("recompute")) l.recompute = read_named(j["recompute"], path + "/recompute", parse_recompute);
   if (j.contains("grad_dtype")) l.grad_dtype = read_named(j["grad_dtype"], path + "/grad_dtype", parse_grad_dtype);
+  if (j.contains("cp_comm")) l.cp_comm = read_named(j["cp_comm"], path + "/cp_comm", parse_cp_comm);
   if (j.contains("backward_prefetch")) {
     l.backward_prefetch = read_named(j["backward_prefetch"], path + "/backward_prefetch", parse_backward_prefetch);
   }
@@ -472,6 +485,7 @@ json layout_to_json(const Layout& l) {
               {"pp", l.pp},
               {"ep", l.ep},
               {"cp", l.cp},
+              {"cp_comm", cp_comm_name(l.cp_comm)},
               {"sequence_parallel", l.sequence_parallel},
               {"zero_stage", l.zero_stage},
               {"micro_batch", l.micro_batch},

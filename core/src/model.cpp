@@ -489,6 +489,7 @@ struct Dims {
   double s, hd;      // sequence (the keys attention sees); head dimension d (h/a without head_dim)
   double att_t;      // the attention's columns on this rank: (a/t)·d
   double kv_t;       // the keys' (or values') columns on this rank: (kv heads/t)·d
+  bool ring;         // the cp group passes K and V round a ring (OpContext::cp_ring)
   double sq;         // the rank's queries: s/cp
   std::int64_t heads_batch;  // b·a/t attention matmuls
   double att;        // b·(a/t)·(s/cp)·s attention-score elements on this rank
@@ -534,6 +535,7 @@ Dims dims(const TransformerModel& m, const OpContext& c, const char* who) {
   x.hd = d(m.head_width());
   x.att_t = d(m.attention_width()) / t;
   x.kv_t = d(m.kv() * m.head_width()) / t;
+  x.ring = c.cp_ring && c.cp > 1;
   x.heads_batch = c.micro_batch * (m.heads / c.tp);
   x.att = d(x.heads_batch) * x.sq * x.s;
   x.dt = activation_dtype(m.dtype);
@@ -745,7 +747,9 @@ void fp8_grad_cast_bwd(std::vector<OpCost>& ops, const std::string& gemm, double
 // dV, dP, dQ, dK) against the forward's two: 2.5 × its FLOPs. With context parallelism the rank's s/cp
 // queries meet all s keys: 1/cp of the causal work; K, V (and dK, dV) are the whole sequence's, of the
 // kv/t key/value heads (grouped-query attention: fewer than the a/t query heads).
-OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, AttentionImpl impl) {
+// `steps` > 0: that many of a ring's cp steps (Dims::ring), each 1/cp of the work (below), each reading
+// the rank's Q-side tensors and one rank's chunk of K and V and writing a partial result of its own.
+OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, AttentionImpl impl, double steps = 0) {
   const double qo = x.tokens * x.att_t * x.e;        // one of Q, O, dO, dQ: b·(s/cp)·a·d/t elements
   const double kv = x.tokens * x.cp * x.kv_t * x.e;  // K or V (dK or dV) of the whole sequence: its kv/t heads
   const double lse = 4 * d(x.heads_batch) * x.sq;
@@ -755,12 +759,52 @@ OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, Atte
   op.flash_kernel = flash_kernel(impl);
   op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
   op.bytes = std::llround(forward ? 2 * qo + 2 * kv + lse : 4 * qo + 4 * kv + lse);
+  if (steps > 0) {
+    const double chunk = kv / x.cp;
+    op.flops *= steps / x.cp;
+    op.bytes = std::llround(steps * (forward ? 2 * qo + 2 * chunk + lse : 4 * qo + 4 * chunk + lse));
+  }
   return op;
+}
+
+// Context parallelism as a ring (Dims::ring), as Transformer Engine's AttnFuncWithCPAndKVP2P runs it
+// (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py). Each rank holds two
+// chunks of the sequence, i and 2cp−1−i, so that the causal work splits evenly: its cp steps are its own
+// K and V under the causal mask and each other rank's unmasked over half its rows or half the keys, each
+// 1/cp of the rank's work. The ops: the first step, which runs beside the exchange of the next chunk,
+// and the other cp − 1 steps, which wait for it (plan_builder.cpp; the steps in between overlap their
+// exchanges too, which the one op leaves out). The backward runs them in reverse order, its own chunk
+// last; the same two ops stand for it. Each step's kernel is priced at the causal rate of the whole
+// op's length (a bound: the unmasked steps run somewhat faster).
+void flash_attention_ring(std::vector<OpCost>& ops, const std::string& pass, Phase phase, const Dims& x,
+                          AttentionImpl impl) {
+  ops.push_back(flash_attention("flash_attn_" + pass, phase, x, impl, 1));
+  ops.push_back(flash_attention("flash_attn_ring_" + pass, phase, x, impl, x.cp - 1));
+  const double q = x.tokens * x.att_t, kv = x.tokens * x.kv_t;  // the rank's Q (O, dQ) and one chunk of K (V)
+  // A step past the first touches every row of the output when the chunk it saw came before both of the
+  // rank's chunks, and the second half otherwise: 3/4 of the rows on average over the ranks.
+  const double rows = 0.75 * (x.cp - 1);
+  if (phase != Phase::BackwardData) {
+    // The partial outputs merged in FP32 (flash_attn_fwd_out_correction_init, _out_correction,
+    // _second_half_out_correction): the first step's scaled into an FP32 output (e read, 4 written),
+    // each other step's added in (4 + e read, 4 written), the result cast back (4 read, e written).
+    ops.push_back(memory_bound("attn_out_correction_" + pass, phase, q * ((x.e + 4) + rows * (8 + x.e) + (4 + x.e)),
+                               q * (1 + 2 * rows), x.dt));
+  } else {
+    // Each step's dQ added into the rank's dQ and its dK, dV into the ones that travel with that chunk
+    // (read both, write one: 3e an element; the first step's copy counted as an add).
+    ops.push_back(memory_bound("attn_grad_accumulate_" + pass, phase, 3 * x.e * (x.cp * q + 2 * x.cp * kv),
+                               x.cp * (q + 2 * kv), x.dt));
+  }
 }
 
 // The attention core between qkv and proj, forward (its ops are what selective recomputation re-runs).
 void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x,
                         const LayerShapes& L) {
+  if (is_flash(m.attention) && x.ring) {
+    flash_attention_ring(ops, "fwd", Phase::Forward, x, m.attention);
+    return;
+  }
   if (is_flash(m.attention)) {
     ops.push_back(flash_attention("flash_attn_fwd", Phase::Forward, x, m.attention));
     return;
@@ -789,6 +833,10 @@ void attention_core_fwd(std::vector<OpCost>& ops, const TransformerModel& m, con
 }
 
 void attention_core_bwd(std::vector<OpCost>& ops, const TransformerModel& m, const Dims& x) {
+  if (is_flash(m.attention) && x.ring) {
+    flash_attention_ring(ops, "bwd", Phase::BackwardData, x, m.attention);
+    return;
+  }
   if (is_flash(m.attention)) {
     ops.push_back(flash_attention("flash_attn_bwd", Phase::BackwardData, x, m.attention));
     return;

@@ -432,6 +432,7 @@ class Builder {
       for (std::size_t i = 0; i < lists_[kFwd].size(); ++i) {
         gather_kv(kFwd, i, mb, prev, prefix, layer);
         prev = compute_overlapped(kFwd, i, mb, prev, layer, local, prefix).last;
+        await_kv(kFwd, i);
         if (i == 0 && g.gather >= 0) prog_->add_dep_to_last(static_cast<std::uint32_t>(g.gather));
         if (i == 0) first_op = prev;
         after_op(lists_[kFwd][i].name, true, mb, prev, prefix, layer);
@@ -515,6 +516,7 @@ class Builder {
       for (std::size_t i = 0; recomputed && i < lists_[kRecompute].size(); ++i) {
         gather_kv(kRecompute, i, mb, prev, prefix, layer);
         prev = compute_overlapped(kRecompute, i, mb, prev, layer, local, prefix + "recompute.").last;
+        await_kv(kRecompute, i);
         gate();
         if (l_.recompute == Recompute::Full) after_op(lists_[kRecompute][i].name, true, mb, prev, prefix + "recompute.", layer);
       }
@@ -530,6 +532,7 @@ class Builder {
         gather_output_grad(i, mb, prev, prefix, layer);
         const Overlapped split = compute_overlapped(kBwd, i, mb, prev, layer, local, prefix);
         prev = split.last;
+        await_kv(kBwd, i);
         gate();
         // A split input-gradient GEMM's weight gradient, next, reads the whole gathered output gradient.
         if (ring_gathered >= 0 && name.ends_with("_wgrad")) {
@@ -1021,17 +1024,34 @@ class Builder {
 
   // ---- context parallelism ----
   //
-  // Llama 3's form (Llama Team 2024, §3.3.2: "we first all-gather the key (K) and value (V) tensors, and
-  // then compute attention output for the local query (Q) tensor chunk"), as Transformer Engine's
-  // AttnFuncWithCPAndKVAllGather runs it (transformer_engine/pytorch/attention/dot_product_attention/
-  // context_parallel.py): every pass over the attention — forward, its recomputation, backward —
-  // all-gathers the whole sequence's K and V over the Cp group before its first attention op (only the
-  // rank's own K and V are saved for the backward), and the backward reduce-scatters their gradients
-  // after its last. On the compute stream: "KV all-gather between CP ranks is exposed".
+  // Each pass over a layer's attention (forward, its recomputation, backward) needs the whole sequence's
+  // K and V of the rank's heads, and the backward returns their gradients to the ranks that hold them:
+  //  - all-gather (Layout::cp_comm "allgather"): Llama 3's form (Llama Team 2024, §3.3.2: "we first
+  //    all-gather the key (K) and value (V) tensors, and then compute attention output for the local query
+  //    (Q) tensor chunk"), as Transformer Engine's AttnFuncWithCPAndKVAllGather runs it (transformer_engine/
+  //    pytorch/attention/dot_product_attention/context_parallel.py): K and V all-gathered over the Cp group
+  //    before the pass's first attention op, on the compute stream ("KV all-gather between CP ranks is
+  //    exposed"; only the rank's own K and V are saved for the backward), and the backward reduce-scatters
+  //    their gradients after its last.
+  //  - ring ("p2p", AttnFuncWithCPAndKVP2P): the same bytes go round the group beside the kernels. The
+  //    all-gather stands for the ring's exchanges, on the Cp communicator's own stream (the P2P stream,
+  //    plan.hpp) from the op before the attention; the first step's kernel (model.cpp,
+  //    flash_attention_ring) runs beside it and the other steps' op waits for it, which also orders each
+  //    exchange after the one before. The backward's gradients come back after its last step, on the
+  //    compute stream as above (TE waits for that exchange before it returns).
   void gather_kv(int list, std::size_t i, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
     if (l_.cp == 1 || static_cast<std::ptrdiff_t>(i) != attn_first_[static_cast<std::size_t>(list)]) return;
     const char* what = list == kFwd ? "cp_allgather_kv" : list == kRecompute ? "recompute.cp_allgather_kv" : "cp_allgather_kv_bwd";
+    if (ctx_.cp_ring) {
+      kv_gathered_ = coll1(CollectiveOp::AllGather, GroupKind::Cp, cp_bytes_, StreamKind::P2P, prefix + what, mb, prev, layer, -1);
+      return;
+    }
     prev = coll1(CollectiveOp::AllGather, GroupKind::Cp, cp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);
+  }
+  // After op i: the ring's later steps (the op after the first attention op) wait for the exchange.
+  void await_kv(int list, std::size_t i) {
+    if (!ctx_.cp_ring || static_cast<std::ptrdiff_t>(i) != attn_first_[static_cast<std::size_t>(list)] + 1) return;
+    prog_->add_dep_to_last(kv_gathered_);
   }
   void reduce_kv_grads(std::size_t i, int mb, std::int64_t& prev, const std::string& prefix, int layer) {
     if (l_.cp == 1 || static_cast<std::ptrdiff_t>(i) != attn_last_[static_cast<std::size_t>(kBwd)]) return;
@@ -1216,6 +1236,7 @@ class Builder {
   Bytes act_loss_ = 0;                   // what the loss keeps for its backward, per micro-batch (last stage)
   std::vector<std::int32_t> loss_act_;   // its tensor, per micro-batch
   std::array<std::ptrdiff_t, kOpLists> attn_first_{}, attn_last_{};  // each list's first and last attention op, -1: none
+  std::uint32_t kv_gathered_ = 0;  // the ring's exchange of the pass under way (gather_kv)
 
   // Per-stage state.
   Program* prog_ = nullptr;

@@ -256,6 +256,20 @@ TEST(Layout, ContextParallelism) {
   const std::string folded = error_of(ep, moe, 4);
   EXPECT_TRUE(contains(folded, "/layout/ep")) << folded;
   EXPECT_TRUE(contains(folded, "dp·cp (4)")) << folded;
+  // The ring (cp_comm "p2p") runs a flash kernel per step: with another attention it is refused; the
+  // op context carries it only where there is a ring (cp > 1).
+  Layout ring = l;
+  ring.cp_comm = CpComm::P2P;
+  const std::string unfused = error_of(ring, m, 16);
+  EXPECT_TRUE(contains(unfused, "/layout/cp_comm")) << unfused;
+  EXPECT_TRUE(contains(unfused, "\"fused\"")) << unfused;
+  TransformerModel flash = m;
+  flash.attention = AttentionImpl::Flash2;
+  EXPECT_TRUE(validate(ring, flash, 16, 8).empty());
+  EXPECT_TRUE(ring.op_context().cp_ring);
+  ring.cp = 1, ring.dp = 8, ring.global_batch = 8;
+  EXPECT_TRUE(validate(ring, m, 16, 8).empty());
+  EXPECT_FALSE(ring.op_context().cp_ring);
   // ZeRO shards over the dp·cp ranks that hold the same parameters.
   l.zero_stage = 1;
   Layout flat = l;
@@ -569,7 +583,10 @@ TEST(LayoutJson, ParsesEveryKeyAndRoundTrips) {
   other.backward_prefetch = BackwardPrefetch::Post;
   other.zero_shard_ranks = 4;
   other.recompute_layers = 5;
+  other.cp_comm = CpComm::P2P;
   EXPECT_EQ(layout_from_json(layout_to_json(other)), other);
+  EXPECT_EQ(layout_to_json(other)["cp_comm"], "p2p");
+  EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4})")).cp_comm, CpComm::AllGather);
   EXPECT_EQ(layout_to_json(other)["recompute_layers"], 5);
   EXPECT_EQ(layout_to_json(Layout{})["recompute_layers"], "all");
   EXPECT_EQ(layout_from_json(json::parse(R"({"global_batch": 4, "recompute_layers": "all"})")).recompute_layers, 0);
@@ -595,6 +612,7 @@ TEST(LayoutJson, StrictErrorsNameThePath) {
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "recompute": true})"), "/layout/recompute");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "bucket_MiB": -1})"), "/layout/bucket_MiB");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": "bf16"})"), "/layout/grad_dtype");
+  EXPECT_EQ(json_error_path(R"({"global_batch": 8, "cp_comm": "a2a"})"), "/layout/cp_comm");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_dtype": true})"), "/layout/grad_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "grad_reduce_dtype": "fp32"})"), "/layout/grad_reduce_dtype");
   EXPECT_EQ(json_error_path(R"({"global_batch": 8, "embedding_in_split": 1})"), "/layout/embedding_in_split");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -1091,6 +1092,46 @@ TEST(GroupedQueryAttention, OpShapesBytesAndActivations) {
   const double per_token_fwd_delta = 2.0 * 256 * (384 - 768) + 2.0 * 256 * 512;  // QKV narrower, FC1 wider
   expect_rel(training_flops(m, 1, Recompute::None) - training_flops(mha, 1, Recompute::None),
              3 * 4 * 128 * per_token_fwd_delta);
+}
+
+// Context parallelism as a ring (OpContext::cp_ring): the flash kernel's cp steps as the first step's op
+// and the other cp - 1 steps', their work summing to the whole op's; each step reads the rank's Q-side
+// tensors and one chunk of K and V. The forward merges the partial outputs in FP32, the backward adds the
+// steps' gradients up.
+TEST(Ops, ContextParallelRingSplitsTheFlashKernelIntoItsSteps) {
+  TransformerModel m = gqa_swiglu();  // h 256, 8 heads, 2 key/value heads, s 128
+  m.attention = AttentionImpl::Flash2;
+  m.dropout = false;
+  OpContext c{2, 2, false, 1, 4};
+  const auto gathered = layer_forward_ops(m, c), gathered_bwd = layer_backward_ops(m, c);
+  c.cp_ring = true;
+  const auto fwd = layer_forward_ops(m, c), bwd = layer_backward_ops(m, c);
+  const double e = 2, tokens = 2 * 128 / 4, q = tokens * 256 / 2, kv = tokens * 64 / 2, lse = 4.0 * (2 * 8 / 2) * 32;
+  for (const auto& [ops, whole_ops, pass] : {std::tuple{fwd, gathered, std::string("fwd")}, std::tuple{bwd, gathered_bwd, std::string("bwd")}}) {
+    const OpCost& first = find_op(ops, "flash_attn_" + pass);
+    const OpCost& rest = find_op(ops, "flash_attn_ring_" + pass);
+    const OpCost& whole = find_op(whole_ops, "flash_attn_" + pass);
+    EXPECT_TRUE(rest.flash);
+    EXPECT_EQ(rest.kind, OpCost::Kind::Attention);
+    expect_rel(first.flops, whole.flops / 4);
+    expect_rel(rest.flops, 3 * whole.flops / 4);
+    EXPECT_EQ((std::vector<std::int64_t>{first.m, first.n, first.k}), (std::vector<std::int64_t>{whole.m, whole.n, whole.k}));
+    const double per_step = pass == "fwd" ? 2 * q * e + 2 * kv * e + lse : 4 * q * e + 4 * kv * e + lse;
+    EXPECT_EQ(first.bytes, std::llround(per_step));
+    EXPECT_EQ(rest.bytes, std::llround(3 * per_step));
+  }
+  EXPECT_EQ(names_of(fwd).size(), names_of(gathered).size() + 2);
+  // Forward: the first step's output scaled into FP32 (e + 4), each other step's added in on 3/4 of the
+  // rows on average (4 + e + 4), the result cast back (4 + e).
+  EXPECT_EQ(find_op(fwd, "attn_out_correction_fwd").bytes, std::llround(q * ((e + 4) + 0.75 * 3 * (8 + e) + (4 + e))));
+  // Backward: every step's dQ, dK and dV added into their sums (read both, write one).
+  EXPECT_EQ(find_op(bwd, "attn_grad_accumulate_bwd").bytes, std::llround(3 * e * 4 * (q + 2 * kv)));
+  // Selective recomputation re-runs the forward's ring.
+  const auto again = names_of(layer_recompute_ops(m, c, Recompute::Selective));
+  EXPECT_EQ(again, (std::vector<std::string>{"flash_attn_recompute", "flash_attn_ring_recompute", "attn_out_correction_recompute"}));
+  // Without context parallelism there is no ring.
+  c.cp = 1;
+  EXPECT_FALSE(has_op(layer_forward_ops(m, c), "flash_attn_ring_fwd"));
 }
 
 // Heads of a width of their own (head_dim): the attention a·d wide rather than h. Here 8 heads of 64 at

@@ -1099,6 +1099,58 @@ TEST(Plan, ContextParallelGroupsAndCollectives) {
   EXPECT_GT(count(p, OpKind::Collective, GroupKind::Dp), 0);
 }
 
+// The ring (cp_comm "p2p"): each pass's exchange of K and V on the Cp communicator's own stream (P2P),
+// issued after the op before the attention; the ring's first step runs beside it without waiting, its
+// other steps wait for it; the backward's gradients come back after the last step on the compute stream.
+TEST(Plan, ContextParallelRingOverlapsTheFirstStepWithTheExchange) {
+  Layout l = layout3d(2, 2, 2, 2);
+  l.cp = 2;
+  l.global_batch = 4;
+  l.cp_comm = CpComm::P2P;
+  TransformerModel m = tiny();
+  m.attention = AttentionImpl::Flash2;
+  l.recompute = Recompute::Selective;
+  const Plan plan = build_plan(m, l, cluster(l, 16));
+  const Program& p = plan.programs[0];
+  const auto name_of = [&](const PlanOp& op) { return plan.names[op.name]; };
+  const auto depends = [&](std::size_t i, std::size_t on) {
+    return std::find(p.deps_of(i), p.deps_of(i) + p.num_deps(i), static_cast<std::uint32_t>(on)) != p.deps_of(i) + p.num_deps(i);
+  };
+  int gathers = 0, reductions = 0;
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const PlanOp& op = p.ops[i];
+    if (op.kind != OpKind::Collective || op.group != GroupKind::Cp) continue;
+    if (op.collective == CollectiveOp::ReduceScatter) {
+      ++reductions;
+      EXPECT_EQ(op.stream, StreamKind::Compute);
+      EXPECT_TRUE(name_of(p.ops[i - 1]).ends_with("flash_attn_ring_bwd")) << name_of(p.ops[i - 1]);
+      continue;
+    }
+    ++gathers;
+    EXPECT_EQ(op.stream, StreamKind::P2P) << name_of(op);
+    // The next two ops: the ring's first step, not waiting for it; then its other steps, waiting.
+    ASSERT_LT(i + 2, p.ops.size());
+    const std::string first = name_of(p.ops[i + 1]), rest = name_of(p.ops[i + 2]);
+    EXPECT_NE(first.find("flash_attn_"), std::string::npos) << first;
+    EXPECT_EQ(first.find("flash_attn_ring"), std::string::npos) << first;
+    EXPECT_NE(rest.find("flash_attn_ring_"), std::string::npos) << rest;
+    EXPECT_FALSE(depends(i + 1, i)) << first;
+    EXPECT_TRUE(depends(i + 2, i)) << rest;
+  }
+  EXPECT_EQ(gathers, 4 * 2 * 3);  // 4 layers × 2 micro-batches × forward, recomputation and backward
+  EXPECT_EQ(reductions, 4 * 2);
+  // The same bytes as the all-gather's.
+  Layout gathered = l;
+  gathered.cp_comm = CpComm::AllGather;
+  Bytes ring_bytes = 0, gather_bytes = 0;
+  for (const PlanOp& op : p.ops) ring_bytes += op.kind == OpKind::Collective && op.group == GroupKind::Cp ? op.bytes : 0;
+  const Plan gathered_plan = build_plan(m, gathered, cluster(l, 16));
+  for (const PlanOp& op : gathered_plan.programs[0].ops) {
+    gather_bytes += op.kind == OpKind::Collective && op.group == GroupKind::Cp ? op.bytes : 0;
+  }
+  EXPECT_EQ(ring_bytes, gather_bytes);
+}
+
 TEST(GradientBuckets, PackInReadyOrderAndStraddleTensors) {
   const std::vector<GradientReady> ready = {{5, 0, 30}, {9, 1, 50}, {12, 2, 10}};
   const auto buckets = gradient_buckets(ready, 80, 2);  // 40 elements per bucket

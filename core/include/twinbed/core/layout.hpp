@@ -47,6 +47,23 @@ std::string grad_dtype_name(GradDtype g);
 GradDtype parse_grad_dtype(const std::string& name);
 std::vector<std::string> grad_dtype_names();
 
+// How the ranks of a context-parallel group share the keys and values (Transformer Engine's
+// DotProductAttention cp_comm_type, transformer_engine/pytorch/attention/dot_product_attention/
+// context_parallel.py):
+//  - AllGather ("all_gather", AttnFuncWithCPAndKVAllGather): the whole sequence's K and V gathered
+//    before the attention, on the compute stream, its gradients reduce-scattered after; Llama 3's form
+//    (Llama Team 2024, §3.3.2).
+//  - P2P ("p2p", AttnFuncWithCPAndKVP2P): a ring. Each rank's K and V go round the group a step at a
+//    time, the exchange of the next step's chunk running beside the flash kernel of the current one, and
+//    each step's partial output merged in FP32 (flash_attn_fwd_out_correction); the backward sends K and
+//    V round again with their gradients, the last gradients' exchange after the last step. Megatron-LM's
+//    default (--cp-comm-type, default ["p2p"]) and Transformer Engine's. Needs a flash kernel.
+enum class CpComm { AllGather, P2P };
+// "allgather", "p2p"; parse throws UnknownName listing them.
+std::string cp_comm_name(CpComm c);
+CpComm parse_cp_comm(const std::string& name);
+std::vector<std::string> cp_comm_names();
+
 // ZeRO-3's gather of the next layer's parameters in backward (the layer before, in forward order): issued
 // once the current layer's backward has begun, overlapping it (Pre: PyTorch FSDP's default
 // BackwardPrefetch.BACKWARD_PRE, "prefetches the next set of parameters before the current set of
@@ -68,6 +85,7 @@ struct Layout {
   int pp = 1;
   int ep = 1;                       // expert-parallel degree, divides dp·cp (MoE only)
   int cp = 1;                       // context-parallel degree: ranks sharing each sequence
+  CpComm cp_comm = CpComm::AllGather;  // how a cp group shares K and V (above); no effect at cp = 1
   bool sequence_parallel = false;   // Korthikanti et al.; needs seq_len % tp == 0; no effect at tp = 1
   int zero_stage = 0;               // 0..3
   int micro_batch = 1;              // sequences per micro-batch (b)
@@ -172,7 +190,7 @@ struct Layout {
   bool recomputes_layer(const TransformerModel& m, std::int64_t layer) const;
   std::int64_t recomputed_layers(const TransformerModel& m) const;
   // The per-op context of this layout (micro-batch, tp, sp, ep, cp) for model.hpp's op lists.
-  OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep, cp}; }
+  OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep, cp, cp > 1 && cp_comm == CpComm::P2P}; }
 
   bool operator==(const Layout&) const = default;
 };

@@ -499,6 +499,9 @@ struct OpContext {
   bool sequence_parallel = false;
   int ep = 1;
   int cp = 1;
+  // The cp group passes K and V round a ring (layout.hpp, CpComm::P2P): a flash attention's cp steps
+  // as two ops, the first step's and the other cp - 1 steps', and the merging of their partial results.
+  bool cp_ring = false;
   bool operator==(const OpContext&) const = default;
 };
 
@@ -511,7 +514,9 @@ struct OpContext {
 // The attention core (attn_scores .. attn_context_permute) by TransformerModel::attention: unfused adds
 // attn_scale and attn_mask before softmax; flash replaces the core by one flash_attn op (Kind
 // Attention, flash = true, m = n = s, k = h/a, batch = b·a/t; flops the causal half of the two
-// matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed).
+// matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed). With
+// OpContext::cp_ring, flash_attn is a ring's first step, then flash_attn_ring (the other cp − 1 steps)
+// and attn_out_correction (backward: flash_attn_ring_bwd, attn_grad_accumulate_bwd).
 // Unfused element-wise ops (fused_elementwise = false): fc1_bias before gelu (expert_fc1_bias under
 // MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise; SwiGLU
 // as silu then swiglu (backward swiglu, silu, swiglu_cat); an RMSNorm's ops (ln1, ln2, final_ln and
