@@ -40,6 +40,16 @@ constexpr int kHopperSms = 132;
 constexpr std::int64_t kA100TileM = 256, kA100TileN = 128;
 constexpr std::int64_t kHopperTileM = 128, kHopperTileN = 256;
 
+// Persistent GEMM kernels on Hopper: "upon inspection, all the matmuls look like they are using
+// 'persistent' kernels. That is, they launch as many CUDA blocks as there are SMs on the GPU (i.e., 132)
+// and each of these blocks will process several tiles in a row", and beside an NCCL kernel "the matmuls
+// take 2x as long": "due to NCCL occupying some SMs, not all blocks of the matmuls can be scheduled at
+// once, thus breaking them into two waves" (pytorch/pytorch issue #143988, 2024-12, cuBLAS on H100 under
+// FSDP; pull request #144974, 2025-01: "Newer matmul kernels, e.g. those targeting Hopper GPUs, sometime
+// use a 'persistent' schedule"; CUTLASS 3's SM90 kernels default to a persistent tile scheduler). The
+// A100's cuBLAS kernels launch a CTA per output tile (the waves of the DU-09799 guide above).
+constexpr bool kHopperPersistentGemm = true;
+
 // Figures: ../shared/REFERENCE.md, "Hardware" (NVIDIA A100/H100/H200 datasheets). Dense tensor-core
 // rates (no 2:4 sparsity). Memory capacity in decimal GB as the datasheets quote it (80 GB, 141 GB),
 // which is at or below what the devices expose, so memory-fit checks err on the safe side.
@@ -70,7 +80,8 @@ DeviceSpec h100() {
           .sparse_speedup = kSparse24Speedup,
           .sms = kHopperSms,
           .gemm_tile_m = kHopperTileM,
-          .gemm_tile_n = kHopperTileN};
+          .gemm_tile_n = kHopperTileN,
+          .persistent_gemm = kHopperPersistentGemm};
 }
 
 // H200: the H100 compute die with larger, faster HBM3e.
@@ -86,7 +97,8 @@ DeviceSpec h200() {
           .sparse_speedup = kSparse24Speedup,
           .sms = kHopperSms,
           .gemm_tile_m = kHopperTileM,
-          .gemm_tile_n = kHopperTileN};
+          .gemm_tile_n = kHopperTileN,
+          .persistent_gemm = kHopperPersistentGemm};
 }
 
 }  // namespace

@@ -240,6 +240,7 @@ ComputeProfile roofline_profile(const DeviceSpec& device, Efficiency eff) {
   p.shapes.sms = device.sms;
   p.shapes.tile_m = device.gemm_tile_m;
   p.shapes.tile_n = device.gemm_tile_n;
+  p.shapes.persistent = device.persistent_gemm;
   p.shapes.tile_overhead_k = eff.gemm_tile_overhead_k;
   p.shapes.kernel_overhead_k = eff.gemm_kernel_overhead_k;
   // Flash rates relative to the dense rate, and at whole waves: the benchmark's own quantisation (its
@@ -436,6 +437,17 @@ double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int6
 double shape_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
                         std::int64_t splits) {
   return shape_efficiency_on(m, n, k, batch, shapes, splits, shapes.sms);
+}
+
+int persistent_ctas(const OpCost& op, const KernelShapeModel& shapes) {
+  if (!shapes.persistent || !has_tiles(shapes) || op.kind != OpCost::Kind::Gemm || op.m <= 0 || op.n <= 0 || op.batch <= 0) {
+    return 0;
+  }
+  const auto tiles = [&](std::int64_t tm, std::int64_t tn) {
+    return static_cast<double>((op.m + tm - 1) / tm) * static_cast<double>((op.n + tn - 1) / tn) * static_cast<double>(op.batch);
+  };
+  const double fewest = std::min(tiles(shapes.tile_m, shapes.tile_n), tiles(shapes.tile_n, shapes.tile_m));
+  return static_cast<int>(std::min(fewest, static_cast<double>(shapes.sms)));
 }
 
 namespace {

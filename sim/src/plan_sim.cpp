@@ -209,7 +209,15 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // channels). Memory-bound ops (element-wise, norms, optimizer) are left unchanged: no source here says
 // how much bandwidth a few SMs fewer cost them.
 // When the CTAs in flight change while a matmul runs (a collective posted or ended), change_channels
-// re-times it by its progress: the share of it done so far at the old count, the rest at the new. A
+// re-times it by its progress: the share of it done so far at the old count, the rest at the new.
+// Where the device's GEMMs are persistent kernels (DeviceSpec::persistent_gemm: Hopper's cuBLAS, as many
+// CTAs as SMs, each with its share of the tiles), a GEMM is no wave model: its CTAs that find an SM take
+// its whole time alone, those that find none (NCCL's CTAs hold min(tiles, sms) − free of them) start
+// once SMs are free for them — when the collectives end or the first CTAs do — and take that time
+// again, so that beside a collective that outlasts it a large GEMM takes twice its time alone, as
+// pytorch/pytorch issue #143988 measured on H100 ("the matmuls take 2x as long"); a collective posted
+// while it runs leaves it as it is (its CTAs hold their SMs; that the collective's own kernel then waits
+// for SMs, NVIDIA/nccl issue #1431, is not modelled: it starts as posted). A
 // Coarse merged run stays exact part by part: each of its ops is evaluated at its own start, and the
 // run's end re-timed when the count changes during it.
 // Known approximations: progress is linear in time at a given count (a kernel's last, partial wave is
@@ -289,11 +297,17 @@ class PlanRun {
     // time gone by `since`; `time`: its whole time beside the CTAs in flight since then (its cold data's
     // extra, `extra`, included: the SMs do not change that); `generation` voids superseded completion
     // events.
+    // A persistent GEMM (compute_model.hpp, persistent_ctas > 0) is not re-timed so: its `ctas` CTAs hold
+    // their SMs until they end, whatever NCCL posts meanwhile; those that found no SM at its start
+    // (`late`) start once enough are free, when the CTAs in flight drop or when the first CTAs end,
+    // whichever is sooner, and take its whole time alone (`time`) from `since`, when they started.
     struct Single {
       std::uint32_t op = 0;
       double done = 0;
       Time since, time, extra, start;
       std::uint64_t generation = 0;
+      int ctas = 0;
+      bool late = false;
     };
     std::vector<Single> singles;
     std::uint64_t single_generation = 0;
@@ -654,7 +668,13 @@ void PlanRun::start(int si, std::uint32_t i) {
       if (!cores_ && rs.prog->sms > 1 && op.matmul > Time{}) {
         // A matmul on a GPU: re-timed if NCCL's CTAs come or go while it runs (change_channels).
         const Time extra = cold_data(si, i, now);
-        rs.singles.push_back({i, 0, now, dur + extra, extra, now, ++rs.single_generation});
+        const int ctas = persistent_ctas(cost_of(op), rs.prog->profile.shapes);
+        if (ctas > 0) {
+          const bool late = ctas > rs.prog->sms - rs.channels;
+          rs.singles.push_back({i, 0, now, op.duration + extra, extra, now, ++rs.single_generation, ctas, late});
+        } else {
+          rs.singles.push_back({i, 0, now, dur + extra, extra, now, ++rs.single_generation});
+        }
         schedule_single_end(si, rs.singles.back());
         break;
       }
@@ -790,6 +810,17 @@ void PlanRun::change_channels(int si, int delta) {
   // beside the new.
   const Time now = engine_.now();
   for (RankState::Single& op : rs.singles) {
+    if (op.ctas > 0) {
+      // A persistent GEMM: its late CTAs start once NCCL leaves them SMs (or have started already, when
+      // its first CTAs ended).
+      if (!op.late || op.ctas > rs.prog->sms - (rs.channels + delta)) continue;
+      op.late = false;
+      op.since = std::min(now, op.start + op.time);
+      op.generation = ++rs.single_generation;
+      ++stats_.single_retimings;
+      schedule_single_end(si, op);
+      continue;
+    }
     const ExecOp& e = rs.prog->ops[op.op];
     if (op.time > Time{}) op.done = std::min(1.0, op.done + (now - op.since).seconds() / op.time.seconds());
     op.since = now;
@@ -823,7 +854,7 @@ void PlanRun::change_channels(int si, int delta) {
 // When matmul `op` of rank `si` ends if the CTAs in flight stay as they are.
 void PlanRun::schedule_single_end(int si, const RankState::Single& op) {
   const std::uint64_t generation = op.generation;
-  const Time end = op.since + Time::from_seconds((1 - op.done) * op.time.seconds());
+  const Time end = op.late ? op.start + op.time + op.time : op.since + Time::from_seconds((1 - op.done) * op.time.seconds());
   engine_.schedule_at(end, [this, si, generation] {
     RankState& r = ranks_[static_cast<std::size_t>(si)];
     const auto it = std::find_if(r.singles.begin(), r.singles.end(),

@@ -927,12 +927,9 @@ TEST(PlanSim, ACollectiveSpanStartsWhereItsRankPostedIt) {
 // Compute ops of one rank on two streams run side by side (a technique kernel on the Collective stream
 // beside the layer's ops), and each span keeps its own start: both start at 0, the long one ending
 // after the short one; the op after the short one starts where it ends.
-// A collective posted while a GEMM runs slows the rest of it (plan_sim.cpp, change_channels): on two
-// A100s an 8192³ BF16 GEMM runs from 0 on the Compute stream; on the Collective stream a 2048³ GEMM
-// ("lead") runs beside it, then a 2 GiB all-reduce (8 CTAs, outlasting both). The big GEMM's share
-// done when the all-reduce starts ran on all 108 SMs, the rest runs on the 100 it leaves.
-TEST(PlanSim, ACollectivePostedDuringAGemmSlowsTheRestOfIt) {
-  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
+// Two ranks: `gemm` on the Compute stream from 0 ("second"); on the Collective stream a 2048³ GEMM
+// ("lead") beside it, then a 2 GiB DP all-reduce ("first"), posted when "lead" ends.
+Plan reduce_posted_during(const OpCost& gemm) {
   auto [plan, compute] = dp_pair_computing(gemm);
   plan.costs.push_back(matmul_cost("lead", OpCost::Kind::Gemm, OpCost::Phase::Forward, 2048, 2048, 2048, 1, DType::BF16));
   plan.names.push_back("lead");
@@ -945,6 +942,16 @@ TEST(PlanSim, ACollectivePostedDuringAGemmSlowsTheRestOfIt) {
     p.add(all_reduce(GroupKind::Dp, StreamKind::Collective, 2 * GiB, 0), {p.add(lead)});
   }
   validate(plan);
+  return plan;
+}
+
+// A collective posted while a GEMM runs slows the rest of it (plan_sim.cpp, change_channels): on two
+// A100s an 8192³ BF16 GEMM runs from 0 on the Compute stream; on the Collective stream a 2048³ GEMM
+// ("lead") runs beside it, then a 2 GiB all-reduce (8 CTAs, outlasting both). The big GEMM's share
+// done when the all-reduce starts ran on all 108 SMs, the rest runs on the 100 it leaves.
+TEST(PlanSim, ACollectivePostedDuringAGemmSlowsTheRestOfIt) {
+  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
+  const Plan plan = reduce_posted_during(gemm);
   PlanSimOptions full;
   full.fidelity = Fidelity::Full;
   const Trace t = simulate_plan(plan, switch_of(2), full);
@@ -959,6 +966,43 @@ TEST(PlanSim, ACollectivePostedDuringAGemmSlowsTheRestOfIt) {
   const double c = lead.end.seconds();
   EXPECT_NEAR((big.end - big.start).seconds(), c + (1 - c / alone.seconds()) * slow.seconds(), 1e-9);
   EXPECT_GT(big.end - big.start, alone);
+}
+
+// Hopper's GEMMs are persistent kernels (device.cpp, DeviceSpec::persistent_gemm: pytorch/pytorch issue
+// #143988): one CTA per SM, each with its share of the tiles. Beside NCCL's CTAs some find no SM and
+// start once one is free: after the first CTAs end (2 × its time alone) if the collective outlasts
+// them, or when the collective ends (c + its time alone). A GEMM of fewer tiles than the SMs left runs as
+// alone, and a collective posted while a persistent GEMM runs does not slow it (its CTAs hold their SMs).
+TEST(PlanSim, APersistentGemmBesideNcclRunsItsLateCtasWhenSmsFreeUp) {
+  const DeviceSpec h100 = device_preset("h100");
+  ASSERT_TRUE(h100.persistent_gemm);
+  const Topology topo = topo::single_switch(2, {100 * GBps, Time::us(1)}, h100);
+  const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
+  const OpCost small = matmul_cost("small", OpCost::Kind::Gemm, OpCost::Phase::Forward, 1024, 1024, 8192, 1, DType::BF16);
+  const ComputeProfile profile = roofline_profile(h100);
+  EXPECT_EQ(persistent_ctas(gemm, profile.shapes), 132);
+  EXPECT_EQ(persistent_ctas(small, profile.shapes), 32);  // 8 × 4 tiles of 128 × 256
+  EXPECT_EQ(persistent_ctas(gemm, roofline_profile(device_preset("a100")).shapes), 0);
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Time alone = op_time(gemm, profile);
+  // Beside a 2 GiB all-reduce that outlasts it: twice its time alone.
+  const Trace whole = simulate_plan(reduce_beside(gemm, 2 * GiB, false), topo, full);
+  ASSERT_GT(span_named(whole, 0, "first").end, span_named(whole, 0, "second").end);
+  EXPECT_EQ(span_time(whole, 0, "second"), alone + alone);
+  // Beside a 64 MiB one that ends c into it: its late CTAs start then.
+  const Trace t = simulate_plan(reduce_beside(gemm, 64 * MiB, false), topo, full);
+  const Time c = span_named(t, 0, "first").end - span_named(t, 0, "second").start;
+  ASSERT_GT(c, Time{});
+  ASSERT_LT(c, alone);
+  EXPECT_EQ(span_time(t, 0, "second"), c + alone);
+  // Fewer tiles than the SMs NCCL leaves: as alone.
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(small, 2 * GiB, false), topo, full), 0, "second"), op_time(small, profile));
+  // Started alone, it keeps its SMs when an all-reduce is posted during it.
+  const Trace during = simulate_plan(reduce_posted_during(gemm), topo, full);
+  ASSERT_GT(span_named(during, 0, "first").start, span_named(during, 0, "second").start);
+  ASSERT_LT(span_named(during, 0, "first").start, span_named(during, 0, "second").end);
+  EXPECT_EQ(span_time(during, 0, "second"), alone);
 }
 
 TEST(PlanSim, ComputeOpsOnTwoStreamsOfOneRankEachRecordTheirOwnStart) {

@@ -27,6 +27,11 @@ struct DeviceSpec {
   int sms = 0;
   std::int64_t gemm_tile_m = 0;
   std::int64_t gemm_tile_n = 0;
+  // Whether the library's large GEMMs are persistent kernels: as many CTAs as SMs, each computing its
+  // share of the output tiles in turn, rather than one CTA per tile. Beside NCCL's CTAs, which hold SMs
+  // of their own, some of a persistent kernel's CTAs find no SM and start only once one is free
+  // (sim/plan_sim.cpp).
+  bool persistent_gemm = false;
 
   bool operator==(const DeviceSpec&) const = default;
 };

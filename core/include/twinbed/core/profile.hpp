@@ -95,6 +95,8 @@ struct KernelShapeModel {
   // A GEMM's fixed costs, in k-steps of a BF16 tile's mainloop: each output tile's (its prologue and
   // epilogue) and each kernel's (filling and draining the pipeline); 0 where unknown.
   double tile_overhead_k = 0, kernel_overhead_k = 0;
+  // GEMMs run as persistent kernels (DeviceSpec::persistent_gemm): min(tiles, sms) CTAs.
+  bool persistent = false;
   // By default every kernel at the dense rate, whatever its shape (one FlashRatePoint{}).
   std::array<FlashRates, kFlashKernels> flash_attention{FlashRates(1), FlashRates(1), FlashRates(1), FlashRates(1),
                                                         FlashRates(1)};

@@ -121,6 +121,11 @@ double tile_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int6
 double shape_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t batch, const KernelShapeModel& shapes,
                         std::int64_t splits = 1);
 
+// The CTAs of a GEMM (OpCost::Kind::Gemm) where the device's GEMMs are persistent kernels
+// (KernelShapeModel::persistent): one per SM, or one per output tile where there are fewer tiles (in the
+// orientation with fewer); 0 for any other op, or without a persistent tile model.
+int persistent_ctas(const OpCost& op, const KernelShapeModel& shapes);
+
 // Time of one op under the model. Throws InvalidArgument when the op is a matmul in a dtype the
 // profile has no rate for. O(GEMM samples · log + stream samples + SMs): the split-K search tries up to
 // SMs / tiles splits.
