@@ -218,8 +218,8 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // pytorch/pytorch issue #143988 measured on H100 ("the matmuls take 2x as long"); a collective posted
 // while it runs leaves it as it is (its CTAs hold their SMs; that the collective's own kernel then waits
 // for SMs, NVIDIA/nccl issue #1431, is not modelled: it starts as posted). A
-// Coarse merged run stays exact part by part: each of its ops is evaluated at its own start, and the
-// run's end re-timed when the count changes during it.
+// Coarse merged run is timed part by part: each of its ops evaluated at its own start by the wave model,
+// and the run's end re-timed when the count changes during it (plan_sim.hpp says where that differs).
 // Known approximations: progress is linear in time at a given count (a kernel's last, partial wave is
 // not told apart from its full ones); a collective holds its CTAs from when the rank posts it (its
 // kernel is launched and waits on its peers) until it ends. sms 0 (a CPU

@@ -312,7 +312,7 @@ TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
   EXPECT_EQ(c.step_time, r.step_time);
   EXPECT_EQ(c.memory, r.memory);
   // ... also where NCCL's CTAs slow the GEMMs (plan_sim.cpp, sm_contended): a merged run's ops each
-  // meet the CTAs in flight at their own start, as Representative's single ops do.
+  // meet the CTAs in flight at their own start (here none of them sees the count change while it runs).
   EXPECT_GT(rs.contended_ops, 0);
   EXPECT_LT(c.spans.size(), r.spans.size());
   EXPECT_LT(cs.ops_executed, rs.ops_executed);

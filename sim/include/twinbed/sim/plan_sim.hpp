@@ -5,11 +5,13 @@
 // FIFO Collective stream; asynchronous Send/Recv; an op starts when its dependencies are done and it
 // heads its stream's queue.
 //  - Compute ops take the compute model's time (compute_model.hpp) on the rank's device. A matmul
-//    (GEMM, attention) that starts while NCCL collectives posted by its rank are in flight runs on the
+//    (GEMM, attention) that runs while NCCL collectives posted by its rank are in flight runs on the
 //    SMs their CTAs leave (one CTA per channel of NCCL's chosen algorithm, holding its SM alone): the
 //    compute model's time on sms − channels SMs (op_time_on_sms: its waves re-quantised over them),
-//    channels capped at sms − 1, evaluated at its start (plan_sim.cpp, sm_contended, with the source). Memory-bound ops, devices without an SM count (CPU profiles) and
-//    collectives NCCL's model does not time (explicit schedules) are unaffected.
+//    channels capped at sms − 1, re-timed by its progress when they change. Where the device's GEMMs are
+//    persistent kernels (Hopper), a GEMM's CTAs that find no SM start once SMs free up instead
+//    (plan_sim.cpp, sm_contended, with the sources). Memory-bound ops, devices without an SM count (CPU
+//    profiles) and collectives NCCL's model does not time (explicit schedules) are unaffected.
 //  - A Collective starts when every member of its communicator has reached it; each rank's span of it
 //    starts where that rank posted it (the wait for the others is part of it, as the real backends
 //    record it). Alone, it lasts what
@@ -45,10 +47,13 @@
 //  - Coarse: Representative, and in addition each run of consecutive Compute ops on the Compute
 //    stream with no other op between them in the program, where each op depends only on its
 //    predecessor in the run (nothing else can start or wait in between), runs as one op of summed
-//    duration, recorded as one span (named by, and carrying the index of, the run's first op). Step
-//    time is unchanged by construction (the run's ops would have run back to back anyway; each of
-//    them still meets the NCCL CTAs in flight at its own start: the run is re-timed when they change
-//    during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op tables merge.
+//    duration, recorded as one span (named by, and carrying the index of, the run's first op). The
+//    run's ops would have run back to back anyway, and each still meets the NCCL CTAs in flight at its
+//    own start (the run is re-timed when they change during it, PlanSimStats::run_retimings), so the
+//    step time is Representative's wherever the CTAs in flight do not change while one of its matmuls
+//    runs; where they do, that op keeps the count it started beside (Representative re-times it by its
+//    progress) and is timed by the wave model even where GEMMs are persistent. What is lost besides is
+//    per-kernel spans, so per-op tables merge.
 //    Ranks with polled progress are not merged (each op's end is a poll): Coarse is Representative there.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
