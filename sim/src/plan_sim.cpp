@@ -218,8 +218,8 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // pytorch/pytorch issue #143988 measured on H100 ("the matmuls take 2x as long"); a collective posted
 // while it runs leaves it as it is (its CTAs hold their SMs; that the collective's own kernel then waits
 // for SMs, NVIDIA/nccl issue #1431, is not modelled: it starts as posted). A
-// Coarse merged run is timed part by part: each of its ops evaluated at its own start by the wave model,
-// and the run's end re-timed when the count changes during it (plan_sim.hpp says where that differs).
+// Coarse merged run is timed part by part with the same clocks (MatmulClock), its end re-timed when the
+// count changes during it.
 // Known approximations: progress is linear in time at a given count (a kernel's last, partial wave is
 // not told apart from its full ones); a collective holds its CTAs from when the rank posts it (its
 // kernel is launched and waits on its peers) until it ends. sms 0 (a CPU
@@ -231,6 +231,53 @@ Time sm_contended(const ExecProgram& p, const std::vector<OpCost>& costs, std::i
   if (p.sms <= 1 || channels <= 0 || matmul <= Time{} || cost < 0) return duration;
   const int free_sms = p.sms - std::min(channels, p.sms - 1);
   return op_time_on_sms(costs[static_cast<std::size_t>(cost)], p.profile, free_sms);
+}
+
+// A matmul's time as NCCL's CTAs come and go while it runs, begun beside `channels` CTAs (begin) and
+// re-timed when their count changes (retime): its share done so far at the old count, the rest at the
+// new (sm_contended). A persistent GEMM (compute_model.hpp, persistent_ctas > 0) is timed otherwise: its
+// CTAs that find an SM take its whole time alone (`time`); those that find none (`late`) start once
+// enough SMs are free — when the CTAs in flight drop, or when the first CTAs end, whichever is sooner —
+// and take that time again; a count that rises meanwhile leaves it as it is (its CTAs hold their SMs).
+// `extra`: time that does not depend on the SMs (cold data), part of `time`.
+struct MatmulClock {
+  double done = 0;  // the share of `time` gone by `since`
+  Time since, time, start, extra;
+  int ctas = 0;
+  bool late = false;
+  Time end() const { return late ? start + time + time : since + Time::from_seconds((1 - done) * time.seconds()); }
+};
+
+template <class Op>
+MatmulClock begin_matmul(const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, int channels, Time now,
+                         Time extra = Time{}) {
+  MatmulClock c;
+  c.since = c.start = now;
+  c.extra = extra;
+  c.ctas = op.cost >= 0 && p.sms > 1 ? persistent_ctas(costs[static_cast<std::size_t>(op.cost)], p.profile.shapes) : 0;
+  if (c.ctas > 0) {
+    c.time = op.duration + extra;
+    c.late = c.ctas > p.sms - channels;
+  } else {
+    c.time = sm_contended(p, costs, op.cost, op.duration, op.matmul, channels) + extra;
+  }
+  return c;
+}
+
+// Re-times `c` now that `channels` CTAs are in flight; false where nothing changes.
+template <class Op>
+bool retime(MatmulClock& c, const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, int channels, Time now) {
+  if (c.ctas > 0) {
+    if (!c.late || c.ctas > p.sms - channels) return false;
+    c.late = false;
+    c.since = std::min(now, c.start + c.time);
+    return true;
+  }
+  if (op.matmul <= Time{} || p.sms <= 1) return false;
+  if (c.time > Time{}) c.done = std::min(1.0, c.done + (now - c.since).seconds() / c.time.seconds());
+  c.since = now;
+  c.time = sm_contended(p, costs, op.cost, op.duration, op.matmul, channels) + c.extra;
+  return true;
 }
 
 struct CollKey {
@@ -281,33 +328,22 @@ class PlanRun {
     // What of its compute pool is still in cache (cache_residency.hpp): where the profile measured
     // how fast the caches lose it (MachineProfile::cache_half_life).
     std::optional<CacheResidency> cache;
-    // The merged run (Coarse) running on the Compute stream, if any: its part in progress, when that
-    // part started and the CTAs it started beside; `generation` voids superseded completion events.
+    // The merged run (Coarse) running on the Compute stream, if any: its part in progress and that
+    // part's clock; `generation` voids superseded completion events.
     struct Run {
       bool active = false;
       std::uint32_t op = 0;
       std::uint32_t part = 0;
-      Time part_start;
-      int part_channels = 0;
+      MatmulClock clock;
       std::uint64_t generation = 0;
       Time start;  // the run's
     } run;
-    // The matmuls running on a GPU's streams outside merged runs (not where ranks share cores): each
-    // re-timed as the CTAs in flight change, in proportion to its progress. `done`: the share of its
-    // time gone by `since`; `time`: its whole time beside the CTAs in flight since then (its cold data's
-    // extra, `extra`, included: the SMs do not change that); `generation` voids superseded completion
-    // events.
-    // A persistent GEMM (compute_model.hpp, persistent_ctas > 0) is not re-timed so: its `ctas` CTAs hold
-    // their SMs until they end, whatever NCCL posts meanwhile; those that found no SM at its start
-    // (`late`) start once enough are free, when the CTAs in flight drop or when the first CTAs end,
-    // whichever is sooner, and take its whole time alone (`time`) from `since`, when they started.
+    // The matmuls running on a GPU's streams outside merged runs (not where ranks share cores), each
+    // with its clock; `generation` voids superseded completion events.
     struct Single {
       std::uint32_t op = 0;
-      double done = 0;
-      Time since, time, extra, start;
+      MatmulClock clock;
       std::uint64_t generation = 0;
-      int ctas = 0;
-      bool late = false;
     };
     std::vector<Single> singles;
     std::uint64_t single_generation = 0;
@@ -658,7 +694,9 @@ void PlanRun::start(int si, std::uint32_t i) {
     case OpKind::Compute: {
       if (op.part_end - op.part_begin > 1 && rs.prog->sms > 1) {
         // A merged run: each of its ops meets the CTAs in flight when it starts (change_channels).
-        rs.run = {true, i, op.part_begin, now, rs.channels, rs.run.generation + 1, now};
+        const ExecPart& first = rs.prog->parts[op.part_begin];
+        rs.run = {true, i, op.part_begin, begin_matmul(*rs.prog, plan_.costs, first, rs.channels, now), rs.run.generation + 1,
+                  now};
         schedule_run_end(si);
         break;
       }
@@ -668,13 +706,7 @@ void PlanRun::start(int si, std::uint32_t i) {
       if (!cores_ && rs.prog->sms > 1 && op.matmul > Time{}) {
         // A matmul on a GPU: re-timed if NCCL's CTAs come or go while it runs (change_channels).
         const Time extra = cold_data(si, i, now);
-        const int ctas = persistent_ctas(cost_of(op), rs.prog->profile.shapes);
-        if (ctas > 0) {
-          const bool late = ctas > rs.prog->sms - rs.channels;
-          rs.singles.push_back({i, 0, now, op.duration + extra, extra, now, ++rs.single_generation, ctas, late});
-        } else {
-          rs.singles.push_back({i, 0, now, dur + extra, extra, now, ++rs.single_generation});
-        }
+        rs.singles.push_back({i, begin_matmul(*rs.prog, plan_.costs, op, rs.channels, now, extra), ++rs.single_generation});
         schedule_single_end(si, rs.singles.back());
         break;
       }
@@ -773,15 +805,13 @@ void PlanRun::start(int si, std::uint32_t i) {
 }
 
 // When the running merged run of `rs` ends if the CTAs in flight stay as they are: its part in
-// progress as it started, every later part beside rs.channels.
+// progress by its clock, every later part beside rs.channels.
 Time PlanRun::run_end(const RankState& rs) const {
   const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[rs.run.op];
-  const ExecPart& cur = p.parts[rs.run.part];
-  Time t = rs.run.part_start + sm_contended(p, plan_.costs, cur.cost, cur.duration, cur.matmul, rs.run.part_channels);
+  Time t = rs.run.clock.end();
   for (std::uint32_t k = rs.run.part + 1; k < op.part_end; ++k) {
-    const ExecPart& part = p.parts[k];
-    t += sm_contended(p, plan_.costs, part.cost, part.duration, part.matmul, rs.channels);
+    t = begin_matmul(p, plan_.costs, p.parts[k], rs.channels, t).end();
   }
   return t;
 }
@@ -800,52 +830,35 @@ void PlanRun::schedule_run_end(int si) {
   });
 }
 
-// The rank's CTAs in flight change now. A matmul running alone is re-timed by its progress. A merged
-// run in progress: its parts that started before now keep the count they started beside; those after
-// see the new count, and its end is re-timed.
+// The rank's CTAs in flight change now: every matmul running is re-timed by its clock (MatmulClock),
+// a merged run's part in progress too, once the parts that ended by now have been passed (each begun
+// beside the count of its start).
 void PlanRun::change_channels(int si, int delta) {
   RankState& rs = ranks_[static_cast<std::size_t>(si)];
   if (delta == 0) return;
-  // The matmuls running alone: the share of each done so far ran beside the old count, the rest runs
-  // beside the new.
   const Time now = engine_.now();
+  const ExecProgram& p = *rs.prog;
+  const int channels = rs.channels + delta;
   for (RankState::Single& op : rs.singles) {
-    if (op.ctas > 0) {
-      // A persistent GEMM: its late CTAs start once NCCL leaves them SMs (or have started already, when
-      // its first CTAs ended).
-      if (!op.late || op.ctas > rs.prog->sms - (rs.channels + delta)) continue;
-      op.late = false;
-      op.since = std::min(now, op.start + op.time);
-      op.generation = ++rs.single_generation;
-      ++stats_.single_retimings;
-      schedule_single_end(si, op);
-      continue;
-    }
-    const ExecOp& e = rs.prog->ops[op.op];
-    if (op.time > Time{}) op.done = std::min(1.0, op.done + (now - op.since).seconds() / op.time.seconds());
-    op.since = now;
-    op.time = sm_contended(*rs.prog, plan_.costs, e.cost, e.duration, e.matmul, rs.channels + delta) + op.extra;
+    if (!retime(op.clock, p, plan_.costs, p.ops[op.op], channels, now)) continue;
     op.generation = ++rs.single_generation;
     ++stats_.single_retimings;
     schedule_single_end(si, op);
   }
   if (!rs.run.active) {
-    rs.channels += delta;
+    rs.channels = channels;
     return;
   }
-  const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[rs.run.op];
-  // Parts that ended by now started beside the old count (a part ending exactly now counts as ended).
+  // Parts that ended by now began beside the old count (a part ending exactly now counts as ended).
   while (rs.run.part + 1 < op.part_end) {
-    const ExecPart& cur = p.parts[rs.run.part];
-    const Time end =
-        rs.run.part_start + sm_contended(p, plan_.costs, cur.cost, cur.duration, cur.matmul, rs.run.part_channels);
+    const Time end = rs.run.clock.end();
     if (end > now) break;
-    rs.run.part_start = end;
-    rs.run.part_channels = rs.channels;
     ++rs.run.part;
+    rs.run.clock = begin_matmul(p, plan_.costs, p.parts[rs.run.part], rs.channels, end);
   }
-  rs.channels += delta;
+  retime(rs.run.clock, p, plan_.costs, p.parts[rs.run.part], channels, now);
+  rs.channels = channels;
   ++rs.run.generation;
   ++stats_.run_retimings;
   schedule_run_end(si);
@@ -854,15 +867,14 @@ void PlanRun::change_channels(int si, int delta) {
 // When matmul `op` of rank `si` ends if the CTAs in flight stay as they are.
 void PlanRun::schedule_single_end(int si, const RankState::Single& op) {
   const std::uint64_t generation = op.generation;
-  const Time end = op.late ? op.start + op.time + op.time : op.since + Time::from_seconds((1 - op.done) * op.time.seconds());
-  engine_.schedule_at(end, [this, si, generation] {
+  engine_.schedule_at(op.clock.end(), [this, si, generation] {
     RankState& r = ranks_[static_cast<std::size_t>(si)];
     const auto it = std::find_if(r.singles.begin(), r.singles.end(),
                                  [&](const RankState::Single& s) { return s.generation == generation; });
     if (it == r.singles.end()) return;  // superseded by a re-timing
     const RankState::Single done = *it;
     r.singles.erase(it);
-    finish_compute(si, done.op, done.start);
+    finish_compute(si, done.op, done.clock.start);
   });
 }
 

@@ -37,7 +37,7 @@ Topology switch_of(int ranks, BytesPerSec bw = 100 * GBps) {
 // spine keeps the cluster symmetric for traffic between the nodes (the tied embedding's all-reduce
 // between the stages): with two, ECMP hashing would put more pairs of ranks on one spine than on the
 // other, and Representative would rightly fall back to Full.
-Topology fat_tree_8(BytesPerSec nic = 25 * GBps) {
+Topology fat_tree_8(BytesPerSec nic = 25 * GBps, const std::string& device = "a100") {
   topo::FatTreeSpec spec;
   spec.nodes = 2;
   spec.gpus_per_node = 4;
@@ -45,7 +45,7 @@ Topology fat_tree_8(BytesPerSec nic = 25 * GBps) {
   spec.spines = 1;
   spec.nvlink = {300 * GBps, Time::us(1)};
   spec.nic = {nic, Time::us(2)};
-  spec.device = device_preset("a100");
+  spec.device = device_preset(device);
   return topo::fat_tree(spec);
 }
 
@@ -312,7 +312,7 @@ TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
   EXPECT_EQ(c.step_time, r.step_time);
   EXPECT_EQ(c.memory, r.memory);
   // ... also where NCCL's CTAs slow the GEMMs (plan_sim.cpp, sm_contended): a merged run's ops each
-  // meet the CTAs in flight at their own start (here none of them sees the count change while it runs).
+  // meet the CTAs in flight as single ops do.
   EXPECT_GT(rs.contended_ops, 0);
   EXPECT_LT(c.spans.size(), r.spans.size());
   EXPECT_LT(cs.ops_executed, rs.ops_executed);
@@ -322,6 +322,19 @@ TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
   EXPECT_DOUBLE_EQ(fc, fr);
   RecordProperty("representative_spans", static_cast<int>(r.spans.size()));
   RecordProperty("coarse_spans", static_cast<int>(c.spans.size()));
+  // On H100s too, whose GEMMs are persistent kernels, and with NCCL's CTAs coming and going while
+  // matmuls run: a merged run's parts keep the clocks single ops keep (MatmulClock).
+  // (A wider model, so that its GEMMs have a CTA for every SM, and small buckets, so that the gradients'
+  // reductions run beside the backward's GEMMs.)
+  l.bucket_bytes = 256 * KiB;
+  const Plan wide = build_plan(gpt_model("wide", 4, 2048, 16, 2048, 1024), l, {8, 4});
+  const Topology hopper = fat_tree_8(25 * GBps, "h100");
+  PlanSimStats hr, hc;
+  const Trace rh = simulate_plan(wide, hopper, {}, hr);
+  const Trace ch = simulate_plan(wide, hopper, coarse, hc);
+  EXPECT_EQ(ch.step_time, rh.step_time);
+  EXPECT_GT(hr.single_retimings, 0);
+  EXPECT_GT(hc.run_retimings, 0);
 }
 
 TEST(PlanSim, RepresentativeFallsBackOnAnAsymmetricCluster) {

@@ -47,13 +47,11 @@
 //  - Coarse: Representative, and in addition each run of consecutive Compute ops on the Compute
 //    stream with no other op between them in the program, where each op depends only on its
 //    predecessor in the run (nothing else can start or wait in between), runs as one op of summed
-//    duration, recorded as one span (named by, and carrying the index of, the run's first op). The
-//    run's ops would have run back to back anyway, and each still meets the NCCL CTAs in flight at its
-//    own start (the run is re-timed when they change during it, PlanSimStats::run_retimings), so the
-//    step time is Representative's wherever the CTAs in flight do not change while one of its matmuls
-//    runs; where they do, that op keeps the count it started beside (Representative re-times it by its
-//    progress) and is timed by the wave model even where GEMMs are persistent. What is lost besides is
-//    per-kernel spans, so per-op tables merge.
+//    duration, recorded as one span (named by, and carrying the index of, the run's first op). Step
+//    time is unchanged by construction (the run's ops would have run back to back anyway; each keeps
+//    the clock a single op keeps beside NCCL's CTAs, plan_sim.cpp's MatmulClock, the run re-timed when
+//    they change during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op
+//    tables merge.
 //    Ranks with polled progress are not merged (each op's end is a poll): Coarse is Representative there.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
