@@ -236,8 +236,8 @@ std::vector<std::string> validate(const Layout& l, const TransformerModel& m, in
   if (l.cp > 1 && l.cp_comm == CpComm::P2P && !is_flash(m.attention)) {
     throw ConfigError("/layout/cp_comm",
                       "\"p2p\" runs a flash kernel per ring step (Transformer Engine's AttnFuncWithCPAndKVP2P); the "
-                      "model's attention is \"" + attention_name(m.attention) + "\": set model attention to flash, flash1, flash2, flash3 or cudnn, or cp_comm to "
-                          "\"allgather\"");
+                      "model's attention is \"" + attention_name(m.attention) +
+                          "\": set model attention to flash, flash1, flash2, flash3 or cudnn, or cp_comm to \"allgather\"");
   }
   if (l.tp_comm_overlap && !(l.sequence_parallel && l.tp > 1)) {
     throw ConfigError("/layout/tp_comm_overlap",

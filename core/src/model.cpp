@@ -232,7 +232,8 @@ void validate(const TransformerModel& m, const std::string& path) {
   const double h = static_cast<double>(m.hidden), f = static_cast<double>(m.ffn());
   const double fc1 = static_cast<double>(m.fc1_width());
   const double attention = h * (static_cast<double>(m.qkv_width()) + static_cast<double>(m.attention_width()));
-  const double params = static_cast<double>(m.layers) * (attention + static_cast<double>(m.experts) * (h * fc1 + f * h)) +
+  const double experts = static_cast<double>(m.experts);
+  const double params = static_cast<double>(m.layers) * (attention + experts * (h * fc1 + f * h)) +
                         static_cast<double>(m.vocab + m.position_rows()) * h;
   if (params > kMaxModelParameters) {
     char buf[160];
@@ -395,7 +396,8 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
   // Unfused SwiGLU keeps its SiLU output too (activation_fwd): sbf more.
   const double silu_saved = m.activation == FfnActivation::Swiglu && !m.fused_elementwise ? sbf : 0;
-  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn()) + silu_saved) + lin * (sb * d(m.attention_width()) + sbf);
+  double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn()) + silu_saved) +
+                 lin * (sb * d(m.attention_width()) + sbf);
   // The s²-sized attention core: softmax output, its dropout mask, dropout output (5·a·s²·b; without
   // dropout the softmax output alone, which ·V reads); a flash kernel keeps only the FP32 log-sum-exp of
   // each score row.

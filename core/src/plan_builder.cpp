@@ -142,7 +142,8 @@ class Builder {
     tp_bytes_ = bsh;  // all-reduce: per-rank buffer; SP all-gather / reduce-scatter: the gathered array
     fp8_norms_ = fp8_layer_norms(m_);
     // CP: the whole sequence's keys and values of the rank's kv/t heads, gathered (model.hpp, OpContext).
-    cp_bytes_ = static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.attention_width()) / l_.tp) * e_;
+    cp_bytes_ =
+        static_cast<Bytes>(l_.micro_batch) * m_.seq_len * ((m_.qkv_width() - m_.attention_width()) / l_.tp) * e_;
     // MoE: the micro-batch's routed tokens (its sequence chunk's, top_k each), which the tensor group
     // gathers under SP (after_op); each rank all-to-alls its shard of them.
     routed_tp_bytes_ = static_cast<Bytes>(l_.micro_batch) * (m_.seq_len / l_.cp) * m_.top_k * m_.hidden * e_;
@@ -1043,7 +1044,8 @@ class Builder {
     if (l_.cp == 1 || static_cast<std::ptrdiff_t>(i) != attn_first_[static_cast<std::size_t>(list)]) return;
     const char* what = list == kFwd ? "cp_allgather_kv" : list == kRecompute ? "recompute.cp_allgather_kv" : "cp_allgather_kv_bwd";
     if (ctx_.cp_ring) {
-      kv_gathered_ = coll1(CollectiveOp::AllGather, GroupKind::Cp, cp_bytes_, StreamKind::P2P, prefix + what, mb, prev, layer, -1);
+      kv_gathered_ =
+          coll1(CollectiveOp::AllGather, GroupKind::Cp, cp_bytes_, StreamKind::P2P, prefix + what, mb, prev, layer, -1);
       return;
     }
     prev = coll1(CollectiveOp::AllGather, GroupKind::Cp, cp_bytes_, StreamKind::Compute, prefix + what, mb, prev, layer, -1);

@@ -440,11 +440,11 @@ double shape_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int
 }
 
 int persistent_ctas(const OpCost& op, const KernelShapeModel& shapes) {
-  if (!shapes.persistent || !has_tiles(shapes) || op.kind != OpCost::Kind::Gemm || op.m <= 0 || op.n <= 0 || op.batch <= 0) {
-    return 0;
-  }
+  if (!shapes.persistent || !has_tiles(shapes) || op.kind != OpCost::Kind::Gemm) return 0;
+  if (op.m <= 0 || op.n <= 0 || op.batch <= 0) return 0;
   const auto tiles = [&](std::int64_t tm, std::int64_t tn) {
-    return static_cast<double>((op.m + tm - 1) / tm) * static_cast<double>((op.n + tn - 1) / tn) * static_cast<double>(op.batch);
+    const auto ceil_div = [](std::int64_t a, std::int64_t b) { return static_cast<double>((a + b - 1) / b); };
+    return ceil_div(op.m, tm) * ceil_div(op.n, tn) * static_cast<double>(op.batch);
   };
   const double fewest = std::min(tiles(shapes.tile_m, shapes.tile_n), tiles(shapes.tile_n, shapes.tile_m));
   return static_cast<int>(std::min(fewest, static_cast<double>(shapes.sms)));

@@ -266,7 +266,8 @@ MatmulClock begin_matmul(const ExecProgram& p, const std::vector<OpCost>& costs,
 
 // Re-times `c` now that `channels` CTAs are in flight; false where nothing changes.
 template <class Op>
-bool retime(MatmulClock& c, const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, int channels, Time now) {
+bool retime(MatmulClock& c, const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, int channels,
+            Time now) {
   if (c.ctas > 0) {
     if (!c.late || c.ctas > p.sms - channels) return false;
     c.late = false;
@@ -693,10 +694,10 @@ void PlanRun::start(int si, std::uint32_t i) {
   switch (op.kind) {
     case OpKind::Compute: {
       if (op.part_end - op.part_begin > 1 && rs.prog->sms > 1) {
-        // A merged run: each of its ops meets the CTAs in flight when it starts (change_channels).
+        // A merged run: each of its ops keeps a clock beside the CTAs in flight from its start (change_channels).
         const ExecPart& first = rs.prog->parts[op.part_begin];
-        rs.run = {true, i, op.part_begin, begin_matmul(*rs.prog, plan_.costs, first, rs.channels, now), rs.run.generation + 1,
-                  now};
+        const MatmulClock clock = begin_matmul(*rs.prog, plan_.costs, first, rs.channels, now);
+        rs.run = {true, i, op.part_begin, clock, rs.run.generation + 1, now};
         schedule_run_end(si);
         break;
       }
@@ -706,7 +707,8 @@ void PlanRun::start(int si, std::uint32_t i) {
       if (!cores_ && rs.prog->sms > 1 && op.matmul > Time{}) {
         // A matmul on a GPU: re-timed if NCCL's CTAs come or go while it runs (change_channels).
         const Time extra = cold_data(si, i, now);
-        rs.singles.push_back({i, begin_matmul(*rs.prog, plan_.costs, op, rs.channels, now, extra), ++rs.single_generation});
+        const MatmulClock clock = begin_matmul(*rs.prog, plan_.costs, op, rs.channels, now, extra);
+        rs.singles.push_back({i, clock, ++rs.single_generation});
         schedule_single_end(si, rs.singles.back());
         break;
       }

@@ -190,7 +190,9 @@ struct Layout {
   bool recomputes_layer(const TransformerModel& m, std::int64_t layer) const;
   std::int64_t recomputed_layers(const TransformerModel& m) const;
   // The per-op context of this layout (micro-batch, tp, sp, ep, cp) for model.hpp's op lists.
-  OpContext op_context() const { return {micro_batch, tp, sequence_parallel, ep, cp, cp > 1 && cp_comm == CpComm::P2P}; }
+  OpContext op_context() const {
+    return {micro_batch, tp, sequence_parallel, ep, cp, cp > 1 && cp_comm == CpComm::P2P};
+  }
 
   bool operator==(const Layout&) const = default;
 };
