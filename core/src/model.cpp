@@ -188,7 +188,8 @@ void validate(const TransformerModel& m, const std::string& path) {
     throw ConfigError(path + "/ffn_hidden", "must be positive (or 0 for 4·hidden), got " + std::to_string(m.ffn_hidden));
   }
   if (m.head_dim < 0) {
-    throw ConfigError(path + "/head_dim", "must be positive (or 0 for hidden/heads), got " + std::to_string(m.head_dim));
+    throw ConfigError(path + "/head_dim",
+                      "must be positive (or 0 for hidden/heads), got " + std::to_string(m.head_dim));
   }
   if (m.head_dim == 0 && m.hidden % m.heads != 0) {
     throw ConfigError(path + "/heads", "hidden (" + std::to_string(m.hidden) + ") must be divisible by heads (" +
@@ -222,8 +223,9 @@ void validate(const TransformerModel& m, const std::string& path) {
   at_most(m.heads, kMaxModelWidth, "heads");
   at_most(m.head_dim, kMaxModelWidth, "head_dim");
   if (m.attention_width() > kMaxModelWidth) {
-    throw ConfigError(path + "/head_dim", "heads × head_dim (the attention's width) at most " + std::to_string(kMaxModelWidth) +
-                                              " is accepted, got " + std::to_string(m.attention_width()));
+    throw ConfigError(path + "/head_dim", "heads × head_dim (the attention's width) at most " +
+                                              std::to_string(kMaxModelWidth) + " is accepted, got " +
+                                              std::to_string(m.attention_width()));
   }
   at_most(m.ffn(), 4 * kMaxModelWidth, "ffn_hidden");
   at_most(m.seq_len, kMaxModelSequence, "seq_len");
@@ -392,8 +394,9 @@ Bytes activation_bytes_per_layer(const TransformerModel& m, std::int64_t micro_b
   const double norm_saved = eager_rms_norm(m) ? 4 + e : e;
   double replicated = (2 * norm_saved + qkv_in + fc1_in) * sbh + (m.dropout ? 2 * sbh : 0);
   // Split over heads / FFN columns: Q, K, V (q = qkv_width columns: 3h, fewer with grouped-query
-  // attention), the projection input (a·d columns: h without head_dim), the activation's input (f columns, 2f with SwiGLU's gate) and
-  // FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h, multi-head attention and GeLU.
+  // attention), the projection input (a·d columns: h without head_dim), the activation's input (f
+  // columns, 2f with SwiGLU's gate) and FC2's input. e·(4·sbh + 2·sbf) = 24·sbh for e = 2, f = 4h,
+  // multi-head attention and GeLU.
   // Unfused SwiGLU keeps its SiLU output too (activation_fwd): sbf more.
   const double silu_saved = m.activation == FfnActivation::Swiglu && !m.fused_elementwise ? sbf : 0;
   double split = e * (sb * d(m.qkv_width()) + sbf * d(m.fc1_width()) / d(m.ffn()) + silu_saved) +
