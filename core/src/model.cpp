@@ -762,13 +762,10 @@ OpCost flash_attention(const std::string& name, Phase phase, const Dims& x, Atte
   OpCost op = matmul(name, Kind::Attention, phase, {x.sq, x.s, x.hd, x.heads_batch}, x.dt);
   op.flash = true;
   op.flash_kernel = flash_kernel(impl);
-  op.flops = (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
-  op.bytes = std::llround(forward ? 2 * qo + 2 * kv + lse : 4 * qo + 4 * kv + lse);
-  if (steps > 0) {
-    const double chunk = kv / x.cp;
-    op.flops *= steps / x.cp;
-    op.bytes = std::llround(steps * (forward ? 2 * qo + 2 * chunk + lse : 4 * qo + 4 * chunk + lse));
-  }
+  // The whole kernel: one pass over every K and V; ring steps: one chunk of them each.
+  const double passes = steps > 0 ? steps : 1, kv_read = steps > 0 ? kv / x.cp : kv;
+  op.flops = passes / (steps > 0 ? x.cp : 1) * (forward ? 1.0 : 2.5) * 2 * d(x.heads_batch) * x.sq * x.s * x.hd;
+  op.bytes = std::llround(passes * (forward ? 2 * qo + 2 * kv_read + lse : 4 * qo + 4 * kv_read + lse));
   return op;
 }
 

@@ -377,11 +377,15 @@ struct Tiling {
   double waves = 1, quantisation = 1;
 };
 
+// Output tiles of tm×tn an m×n output takes, `batch` times.
+double tile_count(std::int64_t m, std::int64_t n, std::int64_t batch, std::int64_t tm, std::int64_t tn) {
+  const auto ceil_div = [](std::int64_t a, std::int64_t b) { return static_cast<double>((a + b - 1) / b); };
+  return ceil_div(m, tm) * ceil_div(n, tn) * static_cast<double>(batch);
+}
+
 Tiling tiling(std::int64_t m, std::int64_t n, double depth, double slice, std::int64_t batch, std::int64_t splits,
               std::int64_t tm, std::int64_t tn, int sms) {
-  const auto ceil_div = [](std::int64_t a, std::int64_t b) { return (a + b - 1) / b; };
-  const double units = static_cast<double>(ceil_div(m, tm)) * static_cast<double>(ceil_div(n, tn)) *
-                       static_cast<double>(batch) * static_cast<double>(splits);
+  const double units = tile_count(m, n, batch, tm, tn) * static_cast<double>(splits);
   const double waves = std::ceil(units / sms);
   // Useful work over what the SMs could have done in that many full waves of full tiles and slices.
   const double useful = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(batch) * depth;
@@ -442,11 +446,8 @@ double shape_efficiency(std::int64_t m, std::int64_t n, std::int64_t k, std::int
 int persistent_ctas(const OpCost& op, const KernelShapeModel& shapes) {
   if (!shapes.persistent || !has_tiles(shapes) || op.kind != OpCost::Kind::Gemm) return 0;
   if (op.m <= 0 || op.n <= 0 || op.batch <= 0) return 0;
-  const auto tiles = [&](std::int64_t tm, std::int64_t tn) {
-    const auto ceil_div = [](std::int64_t a, std::int64_t b) { return static_cast<double>((a + b - 1) / b); };
-    return ceil_div(op.m, tm) * ceil_div(op.n, tn) * static_cast<double>(op.batch);
-  };
-  const double fewest = std::min(tiles(shapes.tile_m, shapes.tile_n), tiles(shapes.tile_n, shapes.tile_m));
+  const double fewest = std::min(tile_count(op.m, op.n, op.batch, shapes.tile_m, shapes.tile_n),
+                                 tile_count(op.m, op.n, op.batch, shapes.tile_n, shapes.tile_m));
   return static_cast<int>(std::min(fewest, static_cast<double>(shapes.sms)));
 }
 
@@ -469,8 +470,7 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
   };
   double best = std::max(memory_seconds(static_cast<double>(op.bytes)), compute_seconds(1));
   if (!has_tiles(shapes)) return best;
-  const double tiles = std::ceil(static_cast<double>(op.m) / static_cast<double>(shapes.tile_m)) *
-                       std::ceil(static_cast<double>(op.n) / static_cast<double>(shapes.tile_n)) * static_cast<double>(op.batch);
+  const double tiles = tile_count(op.m, op.n, op.batch, shapes.tile_m, shapes.tile_n);
   const auto max_splits = std::min<std::int64_t>(static_cast<std::int64_t>(shapes.sms / std::max(tiles, 1.0)), op.k / kSplitStep);
   for (std::int64_t splits = 2; splits <= max_splits; ++splits) {
     const double partials = 2 * static_cast<double>(splits) * outputs * kPartialBytes;

@@ -701,7 +701,6 @@ void PlanRun::start(int si, std::uint32_t i) {
         schedule_run_end(si);
         break;
       }
-      const Time dur = sm_contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.channels);
       if (rs.channels > 0 && op.matmul > Time{} && rs.prog->sms > 1) ++stats_.contended_ops;
       rs.computing = true;
       if (!cores_ && rs.prog->sms > 1 && op.matmul > Time{}) {
@@ -713,6 +712,7 @@ void PlanRun::start(int si, std::uint32_t i) {
         break;
       }
       // Runs the op once it has its processor: what of its data has left the cache by then costs more.
+      const Time dur = sm_contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.channels);
       auto run = [this, si, i, dur]() {
         const Time started = engine_.now();
         const Time t = alone(dur + cold_data(si, i, started));

@@ -513,10 +513,11 @@ struct OpContext {
 //   add), ln2, fc1, gelu (fused bias-GeLU), fc2, mlp_residual; each name ends in "_fwd".
 // The attention core (attn_scores .. attn_context_permute) by TransformerModel::attention: unfused adds
 // attn_scale and attn_mask before softmax; flash replaces the core by one flash_attn op (Kind
-// Attention, flash = true, m = n = s, k = h/a, batch = b·a/t; flops the causal half of the two
-// matmuls, 2·b·(a/t)·s²·(h/a); backward flash_attn_bwd, 2.5 × that: the scores recomputed). With
-// OpContext::cp_ring, flash_attn is a ring's first step, then flash_attn_ring (the other cp − 1 steps)
-// and attn_out_correction (backward: flash_attn_ring_bwd, attn_grad_accumulate_bwd).
+// Attention, flash = true, m = n = s, k = d (the head width, h/a without head_dim), batch = b·a/t;
+// flops the causal half of the two matmuls, 2·b·(a/t)·s²·d; backward flash_attn_bwd, 2.5 × that: the
+// scores recomputed). With OpContext::cp_ring, flash_attn is a ring's first step, then flash_attn_ring
+// (the other cp − 1 steps) and attn_out_correction (backward: flash_attn_ring_bwd,
+// attn_grad_accumulate_bwd).
 // Unfused element-wise ops (fused_elementwise = false): fc1_bias before gelu (expert_fc1_bias under
 // MoE), and attn_bias, attn_out_dropout before attn_residual (now the add alone); mlp likewise; SwiGLU
 // as silu then swiglu (backward swiglu, silu, swiglu_cat); an RMSNorm's ops (ln1, ln2, final_ln and
