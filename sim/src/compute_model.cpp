@@ -482,9 +482,10 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
 
 // op_time, with the matmul roof of `sms` of the device's SMs: the device's rates scaled by
 // sms / profile.shapes.sms (each SM computes at the device's per-SM rate) and the tile, wave and
-// split-K model over `sms`. `shape_model` (out) says whether the shape model timed the op, rather than
-// a measurement that knows nothing of a smaller SM count (a technique kernel, a sparse rate, GEMM samples).
-Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, bool& shape_model) {
+// split-K model over `sms`; and the memory roof at `memory_share` of the memory bandwidth. `shape_model`
+// (out) says whether the shape model timed the op, rather than a measurement that knows nothing of a
+// smaller SM count (a technique kernel, a sparse rate, GEMM samples).
+Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, double memory_share, bool& shape_model) {
   shape_model = false;
   // Technique kernels and sparse GEMMs at the rates a calibrated profile measured for them.
   if (const auto k = profile.kernel_seconds_per_element.find(technique_kernel_key(op)); k != profile.kernel_seconds_per_element.end()) {
@@ -505,7 +506,7 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
     if (g != profile.sparse_gemm_rate.end()) return profile.launch_overhead + Time::from_seconds(op.flops / g->second);
   }
   double seconds = 0;
-  const BytesPerSec memory = memory_rate(op.bytes, profile);
+  const BytesPerSec memory = memory_rate(op.bytes, profile) * memory_share;
   if (memory > 0) seconds = static_cast<double>(op.bytes) / memory;
   if (op.is_matmul()) {
     // Measured shapes hold the shape effects already; otherwise the large-GEMM rate under the tile,
@@ -557,7 +558,7 @@ Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, 
 
 Time op_time(const OpCost& op, const ComputeProfile& profile) {
   bool shape_model = false;
-  return op_time_with_sms(op, profile, profile.shapes.sms, shape_model);
+  return op_time_with_sms(op, profile, profile.shapes.sms, 1, shape_model);
 }
 
 Time cold_data_time(const OpCost& op, const ComputeProfile& profile, double cold_bytes) {
@@ -568,13 +569,17 @@ Time cold_data_time(const OpCost& op, const ComputeProfile& profile, double cold
   return Time::from_seconds(cold_bytes * (1 / profile.memory_bandwidth - 1 / warm));
 }
 
-Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms) {
+Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms, double memory_share) {
   const int device_sms = profile.shapes.sms;
-  if (!op.is_matmul() || device_sms <= 0 || sms >= device_sms) return op_time(op, profile);
-  sms = std::max(sms, 1);
+  const bool fewer_sms = op.is_matmul() && device_sms > 0 && sms < device_sms;
+  if (!(memory_share > 0 && memory_share <= 1)) {
+    throw InvalidArgument("op_time_on_sms: memory_share must be in (0, 1] (got " + std::to_string(memory_share) + ")");
+  }
+  if (!fewer_sms && memory_share == 1) return op_time(op, profile);
+  sms = fewer_sms ? std::max(sms, 1) : device_sms;
   bool shape_model = false;
-  const Time t = op_time_with_sms(op, profile, sms, shape_model);
-  if (shape_model) return t;
+  const Time t = op_time_with_sms(op, profile, sms, memory_share, shape_model);
+  if (!fewer_sms || shape_model) return t;
   // A measured rate: the same work on fewer SMs, in proportion.
   const std::int64_t work = (t - profile.launch_overhead).picoseconds();
   return profile.launch_overhead + Time::ps((work * device_sms + sms / 2) / sms);

@@ -76,7 +76,7 @@ struct ExecOp {
   Bytes bytes = 0;        // Alloc/Free: the change of live bytes (memory_delta)
   Time duration;          // Compute only
   Time matmul;            // Compute only: the part of `duration` spent in matmul kernels (GEMMs,
-                          // attention), which the SMs NCCL holds slow down (sm_contended)
+                          // attention), which the SMs NCCL holds slow down (contended)
   std::int32_t cost = -1;  // Compute only: the op's cost in Plan::costs (a single op)
   double flops = 0;       // Compute only
   std::uint32_t first = 0;  // the program's op (the first of a merged run)
@@ -98,7 +98,7 @@ struct ExecProgram {
   ExecGraph graph;                        // over ops
   std::vector<ExecPart> parts;            // the ops of merged runs, each run's contiguous
   int sms = 0;                            // the device's SMs (the profile's shape model); 0: a CPU
-  ComputeProfile profile;                 // the device's, which times ops beside NCCL's CTAs (sm_contended)
+  ComputeProfile profile;                 // the device's, which times ops beside NCCL's kernels (contended)
   bool polled = false;                    // communication seen to finish only between compute ops
                                           // (CommProgress::Polled); never coarsened then
   std::int64_t original_ops = 0;
@@ -190,9 +190,10 @@ ExecProgram prepare(const Plan& plan, const Program& prog, const ComputeProfile&
 // single_copy_mechanism cma); the CPU backend's ranks share one host.
 constexpr Bytes kMpiEagerLimit = 4096;
 
-// A compute op that starts while NCCL kernels run on its GPU runs on the SMs they leave.
+// A compute op that starts while NCCL kernels run on its GPU runs on the SMs they leave, and on the
+// memory bandwidth their traffic leaves.
 //
-// Mechanism: NCCL runs each channel of a collective as one CTA (thread block) for the collective's
+// SMs. NCCL runs each channel of a collective as one CTA (thread block) for the collective's
 // whole duration (NCCL_MIN_CTAS / NCCL_MAX_CTAS, NCCL's environment variables since 2.17, bound "the
 // number of CTAs NCCL uses", docs.nvidia.com/deeplearning/nccl/user-guide/docs/env.html), and an NCCL
 // CTA holds its SM alone: "NCCL CTAs won't share an SM with compute kernels" (S. Jeaugey, NVIDIA, in
@@ -200,16 +201,13 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // block will occupy one SM exclusively?"; he adds that NCCL uses all of an SM's registers and shared
 // memory). A cuBLAS GEMM's CTAs each take most of an SM's shared memory, so they cannot share those
 // SMs either: the GEMM runs on sms - channels SMs.
-//
 // Model: the op timed by the compute model on sms - channels SMs (op_time_on_sms), channels being the
 // CTAs of the rank's collectives in flight (capped at sms - 1: at least one SM stays for the GEMM):
 // its tiles quantise into waves over the SMs left, so a GEMM of exactly one wave takes two beside any
 // collective, as NVIDIA's forum report measured (compute_model.hpp), and one of many waves slows about
 // in proportion. A matmul whose time a measurement gives (GEMM samples) slows by sms / (sms -
-// channels). Memory-bound ops (element-wise, norms, optimizer) are left unchanged: no source here says
-// how much bandwidth a few SMs fewer cost them.
-// When the CTAs in flight change while a matmul runs (a collective posted or ended), change_channels
-// re-times it by its progress: the share of it done so far at the old count, the rest at the new.
+// channels). Fewer SMs leave memory-bound ops (element-wise, norms, optimizer) as they are: no source
+// here says how much bandwidth a few SMs fewer cost them.
 // Where the device's GEMMs are persistent kernels (DeviceSpec::persistent_gemm: Hopper's cuBLAS, as many
 // CTAs as SMs, each with its share of the tiles), a GEMM is no wave model: its CTAs that find an SM take
 // its whole time alone, those that find none (NCCL's CTAs hold min(tiles, sms) − free of them) start
@@ -217,30 +215,78 @@ constexpr Bytes kMpiEagerLimit = 4096;
 // again, so that beside a collective that outlasts it a large GEMM takes twice its time alone, as
 // pytorch/pytorch issue #143988 measured on H100 ("the matmuls take 2x as long"); a collective posted
 // while it runs leaves it as it is (its CTAs hold their SMs; that the collective's own kernel then waits
-// for SMs, NVIDIA/nccl issue #1431, is not modelled: it starts as posted). A
-// Coarse merged run is timed part by part with the same clocks (MatmulClock), its end re-timed when the
-// count changes during it.
-// Known approximations: progress is linear in time at a given count (a kernel's last, partial wave is
-// not told apart from its full ones); a collective holds its CTAs from when the rank posts it (its
-// kernel is launched and waits on its peers) until it ends. sms 0 (a CPU
-// profile) or no NCCL collective in flight: the op's own time, `duration`. A copy-engine collective
-// (PlanOp::copy_engine: Transformer Engine's userbuffers ring exchange, whose peer copies run on the
-// copy engines, initialize_ub's use_ce, on by default) runs no kernel and holds no SMs.
-Time sm_contended(const ExecProgram& p, const std::vector<OpCost>& costs, std::int32_t cost, Time duration, Time matmul,
-                  int channels) {
-  if (p.sms <= 1 || channels <= 0 || matmul <= Time{} || cost < 0) return duration;
-  const int free_sms = p.sms - std::min(channels, p.sms - 1);
-  return op_time_on_sms(costs[static_cast<std::size_t>(cost)], p.profile, free_sms);
+// for SMs, NVIDIA/nccl issue #1431, is not modelled: it starts as posted).
+//
+// Memory. NCCL's kernels move their data through the GPU's memory, and a compute kernel beside them gets
+// what they leave: on an A100-SXM4-80GB, kernels beside an NCCL all-gather measured an element-wise
+// kernel 0.05 ms against 0.02 alone, attention 0.33 against 0.18, a GEMM 2.08 against 1.18 (NVIDIA/nccl
+// issue #1428, 2024); S. Jeaugey (NVIDIA) there: "Very likely, they're competing for memory bandwidth",
+// and "300GB/s needs to be multiplied by at least 2x for memory bandwidth, as we need to store to memory,
+// then read back from it. If you add reading from or writing to user data, it can be 3x" (also in
+// issue #1433: "You may not compete for SMs but still compete for memory bandwidth"). Model: while a
+// collective's data moves (from when its last member posts it until it ends), each member's memory
+// carries kNcclMemoryPerLinkByte times its link traffic, the collective's bus bytes (nccl-tests'
+// busbw_factor × bytes: what each rank sends and receives) over its time; a copy-engine transfer
+// (below) kCopyEngineMemoryPerLinkByte times (a copy reads its source and
+// writes its destination: no staging buffer). A compute op then has the memory bandwidth less that
+// traffic (op_time_on_sms's memory_share), at least half of it (two streams that both ask for more than
+// the memory gives share it; a guard for collectives whose summed rates, each from its time alone,
+// exceed what the links let through together). Matmuls slow only where their memory roof binds. NCCL
+// slowed in turn by the compute kernel's traffic (issue #1433 measured it) is not modelled.
+//
+// When the CTAs or the traffic in flight change while an op runs (a collective posted, its data moving,
+// ended), change_beside re-times it by its progress: the share of it done so far at the old rate, the
+// rest at the new (OpClock). A Coarse merged run is timed part by part with the same clocks, its end
+// re-timed when they change during it. Known approximations: progress is linear in time at a given
+// rate (a kernel's last, partial wave is not told apart from its full ones); a collective holds its
+// CTAs from when the rank posts it (its kernel is launched and waits on its peers) until it ends; its
+// memory traffic is its rate alone, where shared links stretch it (link_sharing.hpp); a persistent
+// GEMM keeps the memory share of its start. sms 0 (a CPU profile) or no NCCL collective in flight: the
+// op's own time, `duration`. A copy-engine collective (PlanOp::copy_engine: Transformer Engine's
+// userbuffers ring exchange, whose peer copies run on the copy engines, initialize_ub's use_ce, on by
+// default) runs no kernel and holds no SMs.
+struct Beside {
+  int channels = 0;         // NCCL CTAs of the rank's collectives in flight
+  std::int64_t memory = 0;  // bytes per second of their memory traffic while their data moves
+  Beside operator+(const Beside& o) const { return {channels + o.channels, memory + o.memory}; }
+};
+
+constexpr double kNcclMemoryPerLinkByte = 3;        // issue #1428 (above): store, read back, user data
+constexpr double kCopyEngineMemoryPerLinkByte = 2;  // read the source, write the destination
+
+// The memory traffic of `op` on each member of its group of `ranks` while its data moves for `time`.
+std::int64_t memory_traffic(const ExecOp& op, int ranks, Time time) {
+  if (time <= Time{}) return 0;
+  const double per_link_byte = op.copy_engine ? kCopyEngineMemoryPerLinkByte : kNcclMemoryPerLinkByte;
+  const double link_bytes = static_cast<double>(op.bytes) * busbw_factor(op.collective, ranks);
+  return std::llround(per_link_byte * link_bytes / time.seconds());
 }
 
-// A matmul's time as NCCL's CTAs come and go while it runs, begun beside `channels` CTAs (begin) and
-// re-timed when their count changes (retime): its share done so far at the old count, the rest at the
-// new (sm_contended). A persistent GEMM (compute_model.hpp, persistent_ctas > 0) is timed otherwise: its
-// CTAs that find an SM take its whole time alone (`time`); those that find none (`late`) start once
-// enough SMs are free — when the CTAs in flight drop, or when the first CTAs end, whichever is sooner —
-// and take that time again; a count that rises meanwhile leaves it as it is (its CTAs hold their SMs).
-// `extra`: time that does not depend on the SMs (cold data), part of `time`.
-struct MatmulClock {
+// The share of the memory bandwidth NCCL's traffic leaves a compute op (above).
+double memory_share(const ExecProgram& p, std::int64_t traffic) {
+  const BytesPerSec bandwidth = p.profile.memory_bandwidth;
+  if (traffic <= 0 || bandwidth <= 0) return 1;
+  return 1 - std::min(static_cast<double>(traffic) / bandwidth, 0.5);
+}
+
+Time contended(const ExecProgram& p, const std::vector<OpCost>& costs, std::int32_t cost, Time duration, Time matmul,
+               const Beside& b) {
+  if (p.sms <= 1 || cost < 0) return duration;
+  const bool fewer_sms = b.channels > 0 && matmul > Time{};
+  const double share = memory_share(p, b.memory);
+  if (!fewer_sms && share == 1) return duration;
+  const int free_sms = fewer_sms ? p.sms - std::min(b.channels, p.sms - 1) : p.sms;
+  return op_time_on_sms(costs[static_cast<std::size_t>(cost)], p.profile, free_sms, share);
+}
+
+// A compute op's time on a GPU as NCCL's CTAs and traffic come and go while it runs, begun beside `b`
+// (begin_op) and re-timed when it changes (retime): its share done so far at the old rate, the rest at
+// the new (contended). A persistent GEMM (compute_model.hpp, persistent_ctas > 0) is timed otherwise:
+// its CTAs that find an SM take its whole time alone at its start's memory share (`time`); those that
+// find none (`late`) start once enough SMs are free — when the CTAs in flight drop, or when the first
+// CTAs end, whichever is sooner — and take that time again; a count that rises meanwhile leaves it as it
+// is (its CTAs hold their SMs). `extra`: time that does not depend on the SMs (cold data), part of `time`.
+struct OpClock {
   double done = 0;  // the share of `time` gone by `since`
   Time since, time, start, extra;
   int ctas = 0;
@@ -249,35 +295,37 @@ struct MatmulClock {
 };
 
 template <class Op>
-MatmulClock begin_matmul(const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, int channels, Time now,
-                         Time extra = Time{}) {
-  MatmulClock c;
+OpClock begin_op(const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, const Beside& b, Time now,
+                 Time extra = Time{}) {
+  OpClock c;
   c.since = c.start = now;
   c.extra = extra;
   c.ctas = op.cost >= 0 && p.sms > 1 ? persistent_ctas(costs[static_cast<std::size_t>(op.cost)], p.profile.shapes) : 0;
   if (c.ctas > 0) {
-    c.time = op.duration + extra;
-    c.late = c.ctas > p.sms - channels;
+    c.time = contended(p, costs, op.cost, op.duration, Time{}, {0, b.memory}) + extra;
+    c.late = c.ctas > p.sms - b.channels;
   } else {
-    c.time = sm_contended(p, costs, op.cost, op.duration, op.matmul, channels) + extra;
+    c.time = contended(p, costs, op.cost, op.duration, op.matmul, b) + extra;
   }
   return c;
 }
 
-// Re-times `c` now that `channels` CTAs are in flight; false where nothing changes.
+// Re-times `c` now that `b` is in flight; false where nothing changes.
 template <class Op>
-bool retime(MatmulClock& c, const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, int channels,
+bool retime(OpClock& c, const ExecProgram& p, const std::vector<OpCost>& costs, const Op& op, const Beside& b,
             Time now) {
   if (c.ctas > 0) {
-    if (!c.late || c.ctas > p.sms - channels) return false;
+    if (!c.late || c.ctas > p.sms - b.channels) return false;
     c.late = false;
     c.since = std::min(now, c.start + c.time);
     return true;
   }
-  if (op.matmul <= Time{} || p.sms <= 1) return false;
+  if (p.sms <= 1) return false;
+  const Time time = contended(p, costs, op.cost, op.duration, op.matmul, b) + c.extra;
+  if (time == c.time) return false;
   if (c.time > Time{}) c.done = std::min(1.0, c.done + (now - c.since).seconds() / c.time.seconds());
   c.since = now;
-  c.time = sm_contended(p, costs, op.cost, op.duration, op.matmul, channels) + c.extra;
+  c.time = time;
   return true;
 }
 
@@ -320,7 +368,7 @@ class PlanRun {
     const ExecProgram* prog = nullptr;
     RankCursor cursor;
     MemoryTimeline memory;
-    int channels = 0;  // NCCL CTAs of the collectives it has posted that have not ended
+    Beside beside;  // what NCCL's collectives it has posted that have not ended hold (contended)
     // Polled progress: whether a compute op runs now, and the completions of communication that
     // finished while it ran, seen when it ends (at_poll).
     bool computing = false;
@@ -335,15 +383,15 @@ class PlanRun {
       bool active = false;
       std::uint32_t op = 0;
       std::uint32_t part = 0;
-      MatmulClock clock;
+      OpClock clock;
       std::uint64_t generation = 0;
       Time start;  // the run's
     } run;
-    // The matmuls running on a GPU's streams outside merged runs (not where ranks share cores), each
-    // with its clock; `generation` voids superseded completion events.
+    // The compute ops running on a GPU's streams outside merged runs (not where ranks share cores),
+    // each with its clock; `generation` voids superseded completion events.
     struct Single {
       std::uint32_t op = 0;
-      MatmulClock clock;
+      OpClock clock;
       std::uint64_t generation = 0;
     };
     std::vector<Single> singles;
@@ -379,7 +427,7 @@ class PlanRun {
   const Footprint* message_footprint(int src, std::int32_t offset, Bytes bytes);
   const Footprint* footprint_of(std::map<std::pair<int, int>, double>& pair_bytes, Footprint& out);
   void start(int si, std::uint32_t op);
-  void change_channels(int si, int delta);
+  void change_beside(int si, const Beside& delta);
   Time run_end(const RankState& rs) const;
   void schedule_run_end(int si);
   void schedule_single_end(int si, const RankState::Single& op);
@@ -694,25 +742,25 @@ void PlanRun::start(int si, std::uint32_t i) {
   switch (op.kind) {
     case OpKind::Compute: {
       if (op.part_end - op.part_begin > 1 && rs.prog->sms > 1) {
-        // A merged run: each of its ops keeps a clock beside the CTAs in flight from its start (change_channels).
+        // A merged run: each of its ops keeps a clock beside NCCL's kernels from its start (change_beside).
         const ExecPart& first = rs.prog->parts[op.part_begin];
-        const MatmulClock clock = begin_matmul(*rs.prog, plan_.costs, first, rs.channels, now);
+        const OpClock clock = begin_op(*rs.prog, plan_.costs, first, rs.beside, now);
         rs.run = {true, i, op.part_begin, clock, rs.run.generation + 1, now};
         schedule_run_end(si);
         break;
       }
-      if (rs.channels > 0 && op.matmul > Time{} && rs.prog->sms > 1) ++stats_.contended_ops;
       rs.computing = true;
-      if (!cores_ && rs.prog->sms > 1 && op.matmul > Time{}) {
-        // A matmul on a GPU: re-timed if NCCL's CTAs come or go while it runs (change_channels).
+      if (!cores_ && rs.prog->sms > 1) {
+        // A compute op on a GPU: re-timed if NCCL's kernels come or go while it runs (change_beside).
+        if ((rs.beside.channels > 0 && op.matmul > Time{}) || rs.beside.memory > 0) ++stats_.contended_ops;
         const Time extra = cold_data(si, i, now);
-        const MatmulClock clock = begin_matmul(*rs.prog, plan_.costs, op, rs.channels, now, extra);
+        const OpClock clock = begin_op(*rs.prog, plan_.costs, op, rs.beside, now, extra);
         rs.singles.push_back({i, clock, ++rs.single_generation});
         schedule_single_end(si, rs.singles.back());
         break;
       }
       // Runs the op once it has its processor: what of its data has left the cache by then costs more.
-      const Time dur = sm_contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.channels);
+      const Time dur = contended(*rs.prog, plan_.costs, op.cost, op.duration, op.matmul, rs.beside);
       auto run = [this, si, i, dur]() {
         const Time started = engine_.now();
         const Time t = alone(dur + cold_data(si, i, started));
@@ -775,14 +823,20 @@ void PlanRun::start(int si, std::uint32_t i) {
       const int expected = sim_in_group_[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(gid)];
       const CollKey key{op.collective, op.group, op.bytes};
       const Time dur = coll_time_.at(key)[static_cast<std::size_t>(gid)];
-      // Its kernel holds its CTAs from now until it ends (sm_contended); the copy engines hold none.
+      // NCCL's kernel holds its CTAs from now until it ends, the copy engines none; its data moves
+      // through the members' memory once they all have posted it (contended). An explicit schedule
+      // (no channels) is not NCCL's kernel: neither.
       const auto ch = coll_channels_.find(key);
-      const int channels = ch == coll_channels_.end() || op.copy_engine ? 0 : ch->second;
-      change_channels(si, channels);
-      auto finish_all = [this, dur, &op, gid, channels](std::vector<Member> members) {
-        auto done = [this, members = std::move(members), channels] {
+      const bool nccl = ch != coll_channels_.end() && ch->second > 0;
+      const int channels = nccl && !op.copy_engine ? ch->second : 0;
+      const std::int64_t traffic =
+          nccl ? memory_traffic(op, static_cast<int>(set.members[static_cast<std::size_t>(gid)].size()), dur) : 0;
+      change_beside(si, {channels, 0});
+      auto finish_all = [this, dur, &op, gid, channels, traffic](std::vector<Member> members) {
+        for (const Member& m : members) change_beside(m.si, {0, traffic});
+        auto done = [this, members = std::move(members), channels, traffic] {
           for (const Member& m : members) {
-            change_channels(m.si, -channels);
+            change_beside(m.si, {-channels, -traffic});
             at_poll(m.si, [this, m] {
               record(m.si, ranks_[static_cast<std::size_t>(m.si)].prog->ops[m.op], m.posted, engine_.now());
               complete(m.si, m.op);
@@ -806,14 +860,14 @@ void PlanRun::start(int si, std::uint32_t i) {
   if (finishes_when_posted(op.kind)) complete(si, i);
 }
 
-// When the running merged run of `rs` ends if the CTAs in flight stay as they are: its part in
-// progress by its clock, every later part beside rs.channels.
+// When the running merged run of `rs` ends if NCCL's kernels in flight stay as they are: its part in
+// progress by its clock, every later part beside rs.beside.
 Time PlanRun::run_end(const RankState& rs) const {
   const ExecProgram& p = *rs.prog;
   const ExecOp& op = p.ops[rs.run.op];
   Time t = rs.run.clock.end();
   for (std::uint32_t k = rs.run.part + 1; k < op.part_end; ++k) {
-    t = begin_matmul(p, plan_.costs, p.parts[k], rs.channels, t).end();
+    t = begin_op(p, plan_.costs, p.parts[k], rs.beside, t).end();
   }
   return t;
 }
@@ -832,41 +886,41 @@ void PlanRun::schedule_run_end(int si) {
   });
 }
 
-// The rank's CTAs in flight change now: every matmul running is re-timed by its clock (MatmulClock),
-// a merged run's part in progress too, once the parts that ended by now have been passed (each begun
-// beside the count of its start).
-void PlanRun::change_channels(int si, int delta) {
+// What NCCL's kernels in flight on the rank hold changes now: every compute op running is re-timed by
+// its clock (OpClock), a merged run's part in progress too, once the parts that ended by now have been
+// passed (each begun beside what was in flight at its start).
+void PlanRun::change_beside(int si, const Beside& delta) {
   RankState& rs = ranks_[static_cast<std::size_t>(si)];
-  if (delta == 0) return;
+  if (delta.channels == 0 && delta.memory == 0) return;
   const Time now = engine_.now();
   const ExecProgram& p = *rs.prog;
-  const int channels = rs.channels + delta;
+  const Beside beside = rs.beside + delta;
   for (RankState::Single& op : rs.singles) {
-    if (!retime(op.clock, p, plan_.costs, p.ops[op.op], channels, now)) continue;
+    if (!retime(op.clock, p, plan_.costs, p.ops[op.op], beside, now)) continue;
     op.generation = ++rs.single_generation;
     ++stats_.single_retimings;
     schedule_single_end(si, op);
   }
   if (!rs.run.active) {
-    rs.channels = channels;
+    rs.beside = beside;
     return;
   }
   const ExecOp& op = p.ops[rs.run.op];
-  // Parts that ended by now began beside the old count (a part ending exactly now counts as ended).
+  // Parts that ended by now began beside the old state (a part ending exactly now counts as ended).
   while (rs.run.part + 1 < op.part_end) {
     const Time end = rs.run.clock.end();
     if (end > now) break;
     ++rs.run.part;
-    rs.run.clock = begin_matmul(p, plan_.costs, p.parts[rs.run.part], rs.channels, end);
+    rs.run.clock = begin_op(p, plan_.costs, p.parts[rs.run.part], rs.beside, end);
   }
-  retime(rs.run.clock, p, plan_.costs, p.parts[rs.run.part], channels, now);
-  rs.channels = channels;
+  retime(rs.run.clock, p, plan_.costs, p.parts[rs.run.part], beside, now);
+  rs.beside = beside;
   ++rs.run.generation;
   ++stats_.run_retimings;
   schedule_run_end(si);
 }
 
-// When matmul `op` of rank `si` ends if the CTAs in flight stay as they are.
+// When compute op `op` of rank `si` ends if NCCL's kernels in flight stay as they are.
 void PlanRun::schedule_single_end(int si, const RankState::Single& op) {
   const std::uint64_t generation = op.generation;
   engine_.schedule_at(op.clock.end(), [this, si, generation] {
@@ -939,7 +993,7 @@ void PlanRun::complete(int si, std::uint32_t i) {
 // Compute ops start after every other op made ready now (and whatever those make ready at once): a
 // collective posted at this instant is in flight during a compute op starting at this instant,
 // whichever the program issues first (Megatron issues the asynchronous TP backward collective, then
-// the weight-gradient GEMM it overlaps), so the compute op must see its CTAs (sm_contended). Starting
+// the weight-gradient GEMM it overlaps), so the compute op must see its CTAs (contended). Starting
 // a compute op makes nothing ready at once, so the order changes nothing else.
 void PlanRun::drain() {
   while (!ready_.empty() || !ready_compute_.empty()) {

@@ -254,8 +254,8 @@ TEST(ComputeModel, MeasuredGemmShapesReplaceTheTileModel) {
 
 // On fewer SMs (NCCL's CTAs hold the rest; op_time_on_sms): each SM computes at the same rate, the
 // tiles quantise into waves over the SMs left. One wave on all 108 is two on 100 (the tail effect);
-// 117 tiles, two waves on 108, stay two on 100; memory-bound ops and the device's own count are
-// unchanged; a measured GEMM shape knows nothing of SMs and slows in proportion.
+// 117 tiles, two waves on 108, stay two on 100; memory-bound ops (on fewer SMs alone) and the device's
+// own count are unchanged; a measured GEMM shape knows nothing of SMs and slows in proportion.
 TEST(ComputeModel, FewerSmsQuantiseTheWavesOverWhatIsLeft) {
   const ComputeProfile p = tiles_only("a100");
   const auto above_launch = [&](Time t) { return (t - p.launch_overhead).seconds(); };
@@ -284,6 +284,30 @@ TEST(ComputeModel, FewerSmsQuantiseTheWavesOverWhatIsLeft) {
   ComputeProfile cpu = p;
   cpu.shapes.sms = 0;
   EXPECT_EQ(op_time_on_sms(one_wave, cpu, 10), op_time(one_wave, cpu));
+}
+
+// What NCCL's memory traffic leaves an op (op_time_on_sms's memory_share): a memory-bound op's bytes at
+// that share of the bandwidth; a GEMM whose arithmetic binds is unchanged, one whose memory binds slows
+// as the copy does; with fewer SMs too, both roofs apply. A share outside (0, 1] is refused.
+TEST(ComputeModel, AMemoryShareStretchesTheMemoryRoofAlone) {
+  const ComputeProfile p = tiles_only("a100");
+  const auto above_launch = [&](Time t) { return (t - p.launch_overhead).seconds(); };
+  OpCost copy;
+  copy.name = "copy";
+  copy.kind = OpCost::Kind::MemoryBound;
+  copy.bytes = 1 << 28;
+  EXPECT_NEAR(above_launch(op_time_on_sms(copy, p, 108, 0.5)), 2 * above_launch(op_time(copy, p)), 1e-11);
+  EXPECT_NEAR(above_launch(op_time_on_sms(copy, p, 108, 0.8)), static_cast<double>(copy.bytes) / (0.8 * p.memory_bandwidth),
+              1e-11);
+  EXPECT_EQ(op_time_on_sms(copy, p, 108, 1), op_time(copy, p));
+  const OpCost square = gemm(8192, 8192, 8192);  // 2.2 GFLOP per MB moved: the arithmetic binds
+  EXPECT_EQ(op_time_on_sms(square, p, 108, 0.5), op_time(square, p));
+  const OpCost skinny = gemm(8192, 8192, 16);  // reads and writes 8192² outputs for 16 deep: memory binds
+  ASSERT_NEAR(above_launch(op_time(skinny, p)), static_cast<double>(skinny.bytes) / p.memory_bandwidth, 1e-11);
+  EXPECT_NEAR(above_launch(op_time_on_sms(skinny, p, 108, 0.5)), 2 * above_launch(op_time(skinny, p)), 1e-11);
+  EXPECT_EQ(op_time_on_sms(square, p, 100, 0.5), op_time_on_sms(square, p, 100));
+  EXPECT_THROW(op_time_on_sms(copy, p, 108, 0), InvalidArgument);
+  EXPECT_THROW(op_time_on_sms(copy, p, 108, 1.5), InvalidArgument);
 }
 
 // A GEMM split into chunks along m whose chunks run back to back on concurrent streams (OpCost::split:

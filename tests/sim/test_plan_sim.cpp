@@ -738,14 +738,6 @@ TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
   // Representative (one rank per program; here every rank has its own) gives the same.
   EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false), topo, {}), 0, "second"), beside);
 
-  // A memory-bound op beside the all-reduce: unchanged.
-  OpCost copy;
-  copy.name = "copy";
-  copy.kind = OpCost::Kind::MemoryBound;
-  copy.bytes = 256 * MiB;
-  EXPECT_EQ(span_time(simulate_plan(reduce_beside(copy, bytes, false), topo, full), 0, "second"),
-            op_time(copy, roofline_profile(a100)));
-
   // Nor is a copy-engine transfer (PlanOp::copy_engine: userbuffers' ring exchange): the GEMM unchanged.
   EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false, true), topo, full), 0, "second"), alone);
 
@@ -760,6 +752,58 @@ TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
   const Topology cpus = topo::single_switch(2, {100 * GBps, Time::us(1)}, cpu);
   EXPECT_EQ(span_time(simulate_plan(reduce_beside(gemm, bytes, false), cpus, full), 0, "second"),
             op_time(gemm, roofline_profile(cpu)));
+}
+
+// NCCL's memory traffic (plan_sim.cpp, contended): while an all-reduce's data moves, each member's memory
+// carries 3 bytes per byte over its link (2 for a copy-engine transfer), and a memory-bound op beside it
+// gets the bandwidth that leaves, at least half; re-timed by its progress when the traffic stops during
+// it. After the all-reduce, or beside an explicit schedule (not NCCL's kernel), it is unchanged.
+TEST(PlanSim, AMemoryBoundOpBesideAnNcclCollectiveGetsTheBandwidthItsTrafficLeaves) {
+  const ComputeProfile a100 = roofline_profile(device_preset("a100"));
+  const auto copy_of = [](Bytes bytes) {
+    OpCost copy;
+    copy.name = "copy";
+    copy.kind = OpCost::Kind::MemoryBound;
+    copy.bytes = bytes;
+    return copy;
+  };
+  const OpCost copy = copy_of(256 * MiB);
+  const Time alone = op_time(copy, a100);
+  const auto at_share = [&](double share) {
+    return a100.launch_overhead + Time::from_seconds((alone - a100.launch_overhead).seconds() / share);
+  };
+  PlanSimOptions full;
+  full.fidelity = Fidelity::Full;
+  const Topology topo = switch_of(2);
+  const Bytes bytes = 2 * GiB;  // outlasts the copy
+  for (const bool copy_engine : {false, true}) {
+    const Trace t = simulate_plan(reduce_beside(copy, bytes, false, copy_engine), topo, full);
+    const Span& reduce = span_named(t, 0, "first");
+    ASSERT_GT(reduce.end, span_named(t, 0, "second").end);
+    // 2 ranks: each sends and receives the whole buffer (busbw factor 1).
+    const double traffic = (copy_engine ? 2 : 3) * static_cast<double>(bytes) / (reduce.end - reduce.start).seconds();
+    ASSERT_LT(traffic, a100.memory_bandwidth / 2);
+    EXPECT_NEAR(span_time(t, 0, "second").seconds(), at_share(1 - traffic / a100.memory_bandwidth).seconds(), 1e-11)
+        << "copy engine " << copy_engine;
+    EXPECT_EQ(span_time(t, 1, "second"), span_time(t, 0, "second"));
+  }
+  // A short all-reduce, over c into a long copy: c of it at the slow rate, the rest at its own.
+  const OpCost long_copy = copy_of(4 * GiB);
+  const Time long_alone = op_time(long_copy, a100);
+  const Trace t = simulate_plan(reduce_beside(long_copy, 64 * MiB, false), topo, full);
+  const double c = (span_named(t, 0, "first").end - span_named(t, 0, "first").start).seconds();
+  const double share = 1 - 3 * static_cast<double>(64 * MiB) / c / a100.memory_bandwidth;
+  const double slow = (long_alone - a100.launch_overhead).seconds() / share + a100.launch_overhead.seconds();
+  ASSERT_LT(c, slow);
+  EXPECT_NEAR(span_time(t, 0, "second").seconds(), c + (1 - c / slow) * long_alone.seconds(), 1e-9);
+  EXPECT_GT(span_time(t, 0, "second"), long_alone);
+  // Links fast enough that the traffic would take more than half: half is left.
+  EXPECT_NEAR(span_time(simulate_plan(reduce_beside(copy, bytes, false), switch_of(2, 2000 * GBps), full), 0, "second")
+                  .seconds(),
+              at_share(0.5).seconds(), 1e-11);
+  // After it, or beside an explicit schedule: unchanged.
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(copy, bytes, true), topo, full), 0, "second"), alone);
+  EXPECT_EQ(span_time(simulate_plan(reduce_beside(copy, bytes, false), topo, full_ring()), 0, "second"), alone);
 }
 
 // Coarse stays exact under SM contention: two GEMMs A then B merge into one run; a short all-reduce

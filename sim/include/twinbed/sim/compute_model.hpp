@@ -137,10 +137,14 @@ Time op_time(const OpCost& op, const ComputeProfile& profile);
 // NVIDIA forum report measured with Nsight Systems (an H100 GEMM of 132 thread blocks beside a
 // 24-block NCCL all-gather: "the gemm kernel's execution time nearly doubles", forums.developer.
 // nvidia.com/t/337991). A matmul a measurement times (GEMM samples, a technique kernel, a sparse
-// rate) has no shape model: its time above the launch overhead × device SMs / `sms`. Memory-bound
-// ops, and the memory roof of a shape-model matmul, are unchanged (a measured matmul is scaled whole):
-// no source here says what a few SMs fewer cost their bandwidth. `sms` at or above the device's (or no SM count: a CPU): op_time.
-Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms);
+// rate) has no shape model: its time above the launch overhead × device SMs / `sms`. Fewer SMs leave
+// memory-bound ops, and the memory roof of a shape-model matmul, unchanged (a measured matmul is scaled
+// whole): no source here says what a few SMs fewer cost their bandwidth. What NCCL's own memory traffic
+// costs them is `memory_share`, in (0, 1]: the share of the memory bandwidth left to the op (sim/
+// plan_sim.cpp), its memory roof (the op's bytes over the bandwidth) stretched by 1 / memory_share; a
+// technique kernel and a sparse rate keep their measured time. `sms` at or above the device's (or no SM
+// count: a CPU) and a share of 1: op_time. Throws InvalidArgument for a share outside (0, 1].
+Time op_time_on_sms(const OpCost& op, const ComputeProfile& profile, int sms, double memory_share = 1);
 
 // What op_time leaves out when `cold_bytes` of a memory-bound op's bytes come from memory, not from
 // cache (sim/cache_residency.hpp): those bytes at the memory's own bandwidth (memory_bandwidth, the

@@ -49,8 +49,8 @@
 //    predecessor in the run (nothing else can start or wait in between), runs as one op of summed
 //    duration, recorded as one span (named by, and carrying the index of, the run's first op). Step
 //    time is unchanged by construction (the run's ops would have run back to back anyway; each keeps
-//    the clock a single op keeps beside NCCL's CTAs, plan_sim.cpp's MatmulClock, the run re-timed when
-//    they change during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op
+//    the clock a single op keeps beside NCCL's CTAs and memory traffic, plan_sim.cpp's OpClock, the run
+//    re-timed when they change during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op
 //    tables merge.
 //    Ranks with polled progress are not merged (each op's end is a poll): Coarse is Representative there.
 //
@@ -114,9 +114,10 @@ struct PlanSimStats {
   std::int64_t ops_executed = 0;             // after coarsening
   std::int64_t events = 0;                   // engine events
   int collective_timings = 0;                // distinct collective timings computed
-  std::int64_t contended_ops = 0;            // matmul ops (not merged) that started beside NCCL CTAs
-  std::int64_t run_retimings = 0;            // Coarse: merged runs re-timed as NCCL CTAs came or went
-  std::int64_t single_retimings = 0;         // matmuls (not merged) re-timed as NCCL CTAs came or went
+  std::int64_t contended_ops = 0;            // GPU compute ops (not merged) started beside NCCL's CTAs
+                                             // (matmuls) or memory traffic (any op)
+  std::int64_t run_retimings = 0;            // Coarse: merged runs re-timed as NCCL's kernels came or went
+  std::int64_t single_retimings = 0;         // GPU compute ops (not merged) re-timed as they came or went
   // The cache model (a profile's cache_half_life): bytes memory-bound ops read or wrote in memory
   // rather than in cache, and the time that added to them, summed over the simulated ranks.
   double cold_bytes = 0;
