@@ -1076,9 +1076,9 @@ class Builder {
   //   the weight-gradient GEMM (wgrad), overlapping that collective;
   //   handle.wait() on the collective before the layer's backward returns to the LayerNorm backward.
   // (Megatron asks for CUDA_DEVICE_MAX_CONNECTIONS=1 so that each collective is scheduled before the
-  // GEMM it overlaps.) The SMs the NCCL kernels hold slow the GEMMs they overlap (the simulator's
-  // sm_contended, sim/plan_sim.cpp); the memory bandwidth they take, and what the GEMMs take from them,
-  // are not modelled.
+  // GEMM it overlaps.) The SMs the NCCL kernels hold slow the GEMMs they overlap, and so does the memory
+  // bandwidth their traffic takes where a GEMM's memory roof binds (the simulator's contended,
+  // sim/plan_sim.cpp); what the GEMMs' traffic takes from NCCL is not modelled.
   // The collectives run on the tensor-parallel communicator's own NCCL stream, beside the compute
   // stream and beside the data-parallel communicator's stream. The Plan has no stream per communicator:
   // they go on the P2P stream, whose ops wait for nothing but their dependencies, each depending on the

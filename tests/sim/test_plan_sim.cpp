@@ -311,7 +311,7 @@ TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
   const Trace c = simulate_plan(plan, topo, coarse, cs);
   EXPECT_EQ(c.step_time, r.step_time);
   EXPECT_EQ(c.memory, r.memory);
-  // ... also where NCCL's CTAs slow the GEMMs (plan_sim.cpp, sm_contended): a merged run's ops each
+  // ... also where NCCL's CTAs slow the GEMMs (plan_sim.cpp, contended): a merged run's ops each
   // meet the CTAs in flight as single ops do.
   EXPECT_GT(rs.contended_ops, 0);
   EXPECT_LT(c.spans.size(), r.spans.size());
@@ -323,7 +323,7 @@ TEST(PlanSim, CoarseKeepsTheStepTimeAndDropsSpans) {
   RecordProperty("representative_spans", static_cast<int>(r.spans.size()));
   RecordProperty("coarse_spans", static_cast<int>(c.spans.size()));
   // On H100s too, whose GEMMs are persistent kernels, and with NCCL's CTAs coming and going while
-  // matmuls run: a merged run's parts keep the clocks single ops keep (MatmulClock).
+  // matmuls run: a merged run's parts keep the clocks single ops keep (OpClock).
   // (A wider model, so that its GEMMs have a CTA for every SM, and small buckets, so that the gradients'
   // reductions run beside the backward's GEMMs.)
   l.bucket_bytes = 256 * KiB;
@@ -685,7 +685,7 @@ Time on_free_sms(Time alone, double tiles, int free, double k) {
 
 // The whole step contends on the GPU too (issue 12, item 3): NCCL runs each channel of a collective
 // as one CTA that holds an SM alone for the collective's duration (NVIDIA/nccl#689), and a GEMM
-// meanwhile runs on the SMs left (plan_sim.cpp, sm_contended). On two A100s of switch_of NCCL runs the
+// meanwhile runs on the SMs left (plan_sim.cpp, contended). On two A100s of switch_of NCCL runs the
 // 256 MiB and 2 GiB all-reduces as ring/Simple on 8 channels, so 8 CTAs (nccl_choose, asserted), so an
 // 8192³ BF16 GEMM (2,048 tiles of 256 × 128) beside one runs its 19 waves of 108 as ceil(2048 / 100)
 // = 21 of 100: × 21/19 beside the 2 GiB one, which outlasts it. The 256 MiB one ends while the GEMM
@@ -1002,7 +1002,7 @@ Plan reduce_posted_during(const OpCost& gemm) {
   return plan;
 }
 
-// A collective posted while a GEMM runs slows the rest of it (plan_sim.cpp, change_channels): on two
+// A collective posted while a GEMM runs slows the rest of it (plan_sim.cpp, change_beside): on two
 // A100s an 8192³ BF16 GEMM runs from 0 on the Compute stream; on the Collective stream a 2048³ GEMM
 // ("lead") runs beside it, then a 2 GiB all-reduce (8 CTAs, outlasting both). The big GEMM's share
 // done when the all-reduce starts ran on all 108 SMs, the rest runs on the 100 it leaves.

@@ -10,8 +10,10 @@
 //    compute model's time on sms − channels SMs (op_time_on_sms: its waves re-quantised over them),
 //    channels capped at sms − 1, re-timed by its progress when they change. Where the device's GEMMs are
 //    persistent kernels (Hopper), a GEMM's CTAs that find no SM start once SMs free up instead
-//    (plan_sim.cpp, sm_contended, with the sources). Memory-bound ops, devices without an SM count (CPU
-//    profiles) and collectives NCCL's model does not time (explicit schedules) are unaffected.
+//    (plan_sim.cpp, contended, with the sources). While a collective's data moves, NCCL's memory
+//    traffic (3 bytes per byte on its link) leaves every compute op on the rank less memory bandwidth for
+//    its memory roof, re-timed the same way. Devices without an SM count (CPU profiles) and collectives
+//    NCCL's model does not time (explicit schedules) are unaffected.
 //  - A Collective starts when every member of its communicator has reached it; each rank's span of it
 //    starts where that rank posted it (the wait for the others is part of it, as the real backends
 //    record it). Alone, it lasts what
