@@ -485,7 +485,8 @@ double gemm_seconds(const OpCost& op, double work, FlopsPerSec rate, BytesPerSec
 // split-K model over `sms`; and the memory roof at `memory_share` of the memory bandwidth. `shape_model`
 // (out) says whether the shape model timed the op, rather than a measurement that knows nothing of a
 // smaller SM count (a technique kernel, a sparse rate, GEMM samples).
-Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, double memory_share, bool& shape_model) {
+Time op_time_with_sms(const OpCost& op, const ComputeProfile& profile, int sms, double memory_share,
+                      bool& shape_model) {
   shape_model = false;
   // Technique kernels and sparse GEMMs at the rates a calibrated profile measured for them.
   if (const auto k = profile.kernel_seconds_per_element.find(technique_kernel_key(op)); k != profile.kernel_seconds_per_element.end()) {

@@ -297,8 +297,8 @@ TEST(ComputeModel, AMemoryShareStretchesTheMemoryRoofAlone) {
   copy.kind = OpCost::Kind::MemoryBound;
   copy.bytes = 1 << 28;
   EXPECT_NEAR(above_launch(op_time_on_sms(copy, p, 108, 0.5)), 2 * above_launch(op_time(copy, p)), 1e-11);
-  EXPECT_NEAR(above_launch(op_time_on_sms(copy, p, 108, 0.8)), static_cast<double>(copy.bytes) / (0.8 * p.memory_bandwidth),
-              1e-11);
+  EXPECT_NEAR(above_launch(op_time_on_sms(copy, p, 108, 0.8)),
+              static_cast<double>(copy.bytes) / (0.8 * p.memory_bandwidth), 1e-11);
   EXPECT_EQ(op_time_on_sms(copy, p, 108, 1), op_time(copy, p));
   const OpCost square = gemm(8192, 8192, 8192);  // 2.2 GFLOP per MB moved: the arithmetic binds
   EXPECT_EQ(op_time_on_sms(square, p, 108, 0.5), op_time(square, p));

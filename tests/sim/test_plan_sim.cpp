@@ -690,9 +690,9 @@ Time on_free_sms(Time alone, double tiles, int free, double k) {
 // 8192³ BF16 GEMM (2,048 tiles of 256 × 128) beside one runs its 19 waves of 108 as ceil(2048 / 100)
 // = 21 of 100: × 21/19 beside the 2 GiB one, which outlasts it. The 256 MiB one ends while the GEMM
 // runs: the GEMM's share done by then ran on 100 SMs, the rest runs on all 108. Started after the
-// all-reduce has ended, its alone time. A memory-bound op beside it is unchanged (no source for its
-// slowdown), and so is everything on a CPU device (no SM count, no NCCL) and beside an explicitly
-// scheduled collective (not NCCL's kernel).
+// all-reduce has ended, its alone time. A copy-engine transfer holds no SMs: the GEMM is unchanged
+// beside it, and so is everything on a CPU device (no SM count, no NCCL) and beside an explicitly
+// scheduled collective (not NCCL's kernel). (A memory-bound op beside it: the test after this one.)
 TEST(PlanSim, AGemmBesideAnNcclCollectiveRunsOnTheSmsItLeaves) {
   const Bytes bytes = 256 * MiB;
   const OpCost gemm = matmul_cost("gemm", OpCost::Kind::Gemm, OpCost::Phase::Forward, 8192, 8192, 8192, 1, DType::BF16);
@@ -981,9 +981,6 @@ TEST(PlanSim, ACollectiveSpanStartsWhereItsRankPostedIt) {
   EXPECT_GT(late.end, late.start);
 }
 
-// Compute ops of one rank on two streams run side by side (a technique kernel on the Collective stream
-// beside the layer's ops), and each span keeps its own start: both start at 0, the long one ending
-// after the short one; the op after the short one starts where it ends.
 // Two ranks: `gemm` on the Compute stream from 0 ("second"); on the Collective stream a 2048³ GEMM
 // ("lead") beside it, then a 2 GiB DP all-reduce ("first"), posted when "lead" ends.
 Plan reduce_posted_during(const OpCost& gemm) {
@@ -1062,6 +1059,9 @@ TEST(PlanSim, APersistentGemmBesideNcclRunsItsLateCtasWhenSmsFreeUp) {
   EXPECT_EQ(span_time(during, 0, "second"), alone);
 }
 
+// Compute ops of one rank on two streams run side by side (a technique kernel on the Collective stream
+// beside the layer's ops), and each span keeps its own start: both start at 0, the long one ending
+// after the short one; the op after the short one starts where it ends.
 TEST(PlanSim, ComputeOpsOnTwoStreamsOfOneRankEachRecordTheirOwnStart) {
   Plan plan = bare_plan(1);
   plan.names.push_back("third");

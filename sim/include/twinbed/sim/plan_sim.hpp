@@ -52,8 +52,8 @@
 //    duration, recorded as one span (named by, and carrying the index of, the run's first op). Step
 //    time is unchanged by construction (the run's ops would have run back to back anyway; each keeps
 //    the clock a single op keeps beside NCCL's CTAs and memory traffic, plan_sim.cpp's OpClock, the run
-//    re-timed when they change during it, PlanSimStats::run_retimings); what is lost is per-kernel spans, so per-op
-//    tables merge.
+//    re-timed when they change during it, PlanSimStats::run_retimings); what is lost is per-kernel
+//    spans, so per-op tables merge.
 //    Ranks with polled progress are not merged (each op's end is a poll): Coarse is Representative there.
 //
 // Cost: O(simulated ranks · ops per program · log pending) events, plus the collective timings
